@@ -1,0 +1,57 @@
+"""The one storage interface the gateway talks to.
+
+SQLite is the embedded default (`sqlite.py`); a PostgreSQL implementation for
+several nodes will implement the same methods.
+
+Every write returns an awaitable that resolves only after the write is
+committed: the gateway acknowledges an MO with ESME_ROK only then. Writes are
+batched by the implementation, so callers may issue thousands concurrently;
+they are committed in the order they were issued.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Sequence
+from typing import Protocol
+
+from .records import Message
+
+
+class Store(Protocol):
+    async def open(self) -> None:
+        """Create or migrate the schema and start the writer."""
+
+    async def close(self) -> None:
+        """Commit everything still queued, then stop."""
+
+    # --- writes (each resolves after its commit) ------------------------
+    def accept(self, message: Message) -> Awaitable[tuple[str, bool]]:
+        """Store a newly submitted message (MO, or MT from a subscriber or SP).
+
+        Returns (id, duplicate). When `message.dedup_key` equals the key of a
+        message accepted within the dedup window, nothing is written and the
+        earlier message's id is returned with duplicate=True.
+        """
+
+    def complete_mo(self, mo_ids: Sequence[str], replies: Sequence[Message], done_at: float) -> Awaitable[None]:
+        """In one transaction: mark these MOs processed and insert the MTs their handler produced."""
+
+    def mark_delivered(self, message_id: str, done_at: float, receipt: Message | None) -> Awaitable[None]:
+        """In one transaction: the MT was acknowledged; insert its delivery receipt MT if one is due."""
+
+    def mark_retry(self, message_id: str, attempts: int, next_attempt_at: float, error: int) -> Awaitable[None]:
+        """A delivery attempt failed or timed out: try again at next_attempt_at."""
+
+    def mark_final(
+        self, message_id: str, status: str, done_at: float, error: int, receipt: Message | None
+    ) -> Awaitable[None]:
+        """The MT will not be delivered (expired / undeliverable); insert its receipt if one is due."""
+
+    # --- reads -----------------------------------------------------------
+    async def get(self, message_id: str) -> Message | None: ...
+
+    async def unprocessed_mos(self) -> list[Message]:
+        """MOs acknowledged but not yet handled (after a crash), oldest first."""
+
+    async def pending_mts(self, limit: int = 10000) -> list[Message]:
+        """Undelivered MTs (status enroute), oldest first."""
