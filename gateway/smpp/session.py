@@ -1,0 +1,267 @@
+"""The SMPP session as a pure state machine (no sockets, no asyncio).
+
+Feed it bytes with `receive_data`; it returns what the application must act
+on and answers on its own what the protocol alone decides (enquire_link,
+unbind, PDUs not allowed in the current state, malformed PDUs). Queue PDUs
+with `send`; take the bytes to write with `data_to_send`. The same class
+serves both ends: the gateway (Side.SMSC) and clients such as the handset
+simulator (Side.ESME).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from .codec import FramingError, PduError, decode_pdu, encode_pdu, split_frames
+from .constants import RESPONSE_BIT, CommandId, CommandStatus
+from .pdu import RESPONSE_OF, EnquireLinkResp, GenericNack, Pdu, UnbindResp
+
+C = CommandId
+S = CommandStatus
+
+
+class Side(Enum):
+    SMSC = "smsc"
+    ESME = "esme"
+
+
+class State(Enum):
+    OPEN = "open"
+    BOUND_TX = "bound_tx"
+    BOUND_RX = "bound_rx"
+    BOUND_TRX = "bound_trx"
+    UNBOUND = "unbound"
+    CLOSED = "closed"
+
+
+BOUND = frozenset({State.BOUND_TX, State.BOUND_RX, State.BOUND_TRX})
+BIND_REQUESTS = frozenset({C.BIND_TRANSMITTER, C.BIND_RECEIVER, C.BIND_TRANSCEIVER})
+BOUND_STATE_OF = {
+    C.BIND_TRANSMITTER: State.BOUND_TX,
+    C.BIND_RECEIVER: State.BOUND_RX,
+    C.BIND_TRANSCEIVER: State.BOUND_TRX,
+    C.BIND_TRANSMITTER_RESP: State.BOUND_TX,
+    C.BIND_RECEIVER_RESP: State.BOUND_RX,
+    C.BIND_TRANSCEIVER_RESP: State.BOUND_TRX,
+}
+
+_ESME_TX = frozenset({C.SUBMIT_SM, C.SUBMIT_MULTI, C.DATA_SM, C.QUERY_SM, C.CANCEL_SM, C.REPLACE_SM})
+_SMSC_RX = frozenset({C.DELIVER_SM, C.DATA_SM, C.ALERT_NOTIFICATION})
+_LINK = frozenset({C.ENQUIRE_LINK, C.UNBIND})
+
+# Requests each side may receive, by state (SMPP 3.4 table 2-1). A side may
+# send a request exactly when the other side may receive it.
+RECEIVABLE: dict[Side, dict[State, frozenset[int]]] = {
+    Side.SMSC: {
+        State.OPEN: BIND_REQUESTS | {C.ENQUIRE_LINK},
+        State.BOUND_TX: _ESME_TX | _LINK,
+        State.BOUND_RX: _LINK,
+        State.BOUND_TRX: _ESME_TX | _LINK,
+    },
+    Side.ESME: {
+        State.OPEN: frozenset({C.OUTBIND, C.ENQUIRE_LINK}),
+        State.BOUND_TX: _LINK,
+        State.BOUND_RX: _SMSC_RX | _LINK,
+        State.BOUND_TRX: _SMSC_RX | _LINK,
+    },
+}
+_PEER = {Side.SMSC: Side.ESME, Side.ESME: Side.SMSC}
+
+
+@dataclass(slots=True)
+class Received:
+    """A request for the application, or a response together with the request it answers."""
+
+    pdu: Pdu
+    request: Pdu | None = None
+
+
+@dataclass(slots=True)
+class Rejected:
+    """An incoming PDU the session answered with an error by itself."""
+
+    status: int
+    reason: str
+    command_id: int
+    sequence_number: int
+
+
+Event = Received | Rejected
+
+
+class LocalProtocolError(RuntimeError):
+    """The application tried to send something the protocol forbids now."""
+
+
+class WindowFull(LocalProtocolError):
+    """As many requests are outstanding as the window allows."""
+
+
+@dataclass(slots=True)
+class Outstanding:
+    request: Pdu
+    sent_at: float
+
+
+class Session:
+    def __init__(
+        self,
+        side: Side,
+        *,
+        window: int = 100,
+        response_timeout: float = 30.0,
+        enquire_link_interval: float = 30.0,
+        idle_timeout: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.side = side
+        self.state = State.OPEN
+        self.window = window
+        self.response_timeout = response_timeout
+        self.enquire_link_interval = enquire_link_interval
+        self.idle_timeout = idle_timeout  # 0 = never
+        self.clock = clock
+        self.outstanding: dict[int, Outstanding] = {}
+        self.last_received_at = self.last_sent_at = clock()
+        self._buffer = bytearray()
+        self._outbox: list[bytes] = []
+        self._sequence = 0
+        self._receivable = RECEIVABLE[side]
+        self._sendable = RECEIVABLE[_PEER[side]]
+
+    # ------------------------------------------------------------ input
+    def receive_data(self, data: bytes) -> list[Event]:
+        if self.state is State.CLOSED:
+            return []
+        self.last_received_at = self.clock()
+        self._buffer += data
+        try:
+            frames = split_frames(self._buffer)
+        except FramingError as exc:
+            # A length we cannot trust: answer once and give up on the stream.
+            self._outbox.append(encode_pdu(GenericNack(sequence_number=exc.sequence_number, command_status=exc.status)))
+            self.state = State.CLOSED
+            return [Rejected(exc.status, str(exc), exc.command_id, exc.sequence_number)]
+        events: list[Event] = []
+        for frame in frames:
+            try:
+                pdu = decode_pdu(frame)
+            except PduError as exc:
+                events.append(self._reject_malformed(exc))
+                continue
+            event = self._receive_pdu(pdu)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _receive_pdu(self, pdu: Pdu) -> Event | None:
+        command_id = pdu.command_id
+        if command_id & RESPONSE_BIT:
+            pending = self.outstanding.pop(pdu.sequence_number, None)
+            if pending is None:
+                return Rejected(0, "response to no outstanding request (ignored)", command_id, pdu.sequence_number)
+            if not pdu.command_status and command_id in BOUND_STATE_OF and self.state is State.OPEN:
+                self.state = BOUND_STATE_OF[command_id]
+            elif command_id == C.UNBIND_RESP:
+                self.state = State.UNBOUND
+            return Received(pdu, pending.request)
+        allowed = self._receivable.get(self.state, frozenset())
+        if command_id not in allowed:
+            if command_id in BIND_REQUESTS and self.state in BOUND:
+                status = S.ESME_RALYBND
+            else:
+                status = S.ESME_RINVBNDSTS
+            self._respond_error(pdu, status)
+            return Rejected(status, f"{pdu.name} not allowed in state {self.state.value}", command_id, pdu.sequence_number)
+        if command_id == C.ENQUIRE_LINK:
+            self._outbox.append(encode_pdu(EnquireLinkResp(sequence_number=pdu.sequence_number)))
+            return None
+        if command_id == C.UNBIND:
+            self._outbox.append(encode_pdu(UnbindResp(sequence_number=pdu.sequence_number)))
+            self.state = State.UNBOUND
+        return Received(pdu)
+
+    def _reject_malformed(self, exc: PduError) -> Rejected:
+        self._outbox.append(encode_pdu(_error_response(exc.command_id, exc.sequence_number, exc.status)))
+        return Rejected(exc.status, str(exc), exc.command_id, exc.sequence_number)
+
+    def _respond_error(self, request: Pdu, status: int) -> None:
+        self._outbox.append(encode_pdu(_error_response(request.command_id, request.sequence_number, status)))
+
+    # ----------------------------------------------------------- output
+    def next_sequence(self) -> int:
+        self._sequence = self._sequence % 0x7FFFFFFF + 1
+        return self._sequence
+
+    def send(self, pdu: Pdu) -> Pdu:
+        """Queue `pdu`. Requests get the next sequence number (unless set) and join the window."""
+        command_id = pdu.command_id
+        if self.state is State.CLOSED:
+            raise LocalProtocolError("session is closed")
+        if command_id & RESPONSE_BIT:
+            if command_id in BOUND_STATE_OF and not pdu.command_status and self.state is State.OPEN:
+                self.state = BOUND_STATE_OF[command_id]
+        else:
+            allowed = self._sendable.get(self.state, frozenset())
+            if command_id not in allowed and not (self.side is Side.ESME and self.state is State.OPEN and command_id in BIND_REQUESTS):
+                raise LocalProtocolError(f"cannot send {pdu.name} in state {self.state.value}")
+            if len(self.outstanding) >= self.window and command_id != C.UNBIND and command_id != C.ENQUIRE_LINK:
+                raise WindowFull(f"{len(self.outstanding)} requests outstanding")
+            if not pdu.sequence_number:
+                pdu.sequence_number = self.next_sequence()
+            self.outstanding[pdu.sequence_number] = Outstanding(pdu, self.clock())
+        self._outbox.append(encode_pdu(pdu))
+        return pdu
+
+    def send_raw(self, frame: bytes) -> None:
+        """Queue pre-encoded bytes (responses built on a hot path)."""
+        self._outbox.append(frame)
+
+    def data_to_send(self) -> bytes:
+        if not self._outbox:
+            return b""
+        data = b"".join(self._outbox)
+        self._outbox.clear()
+        self.last_sent_at = self.clock()
+        return data
+
+    @property
+    def can_send_request(self) -> bool:
+        return len(self.outstanding) < self.window
+
+    @property
+    def is_bound(self) -> bool:
+        return self.state in BOUND
+
+    def close(self) -> None:
+        self.state = State.CLOSED
+
+    # ------------------------------------------------------------ timers
+    def expired_requests(self, now: float | None = None) -> list[Pdu]:
+        """Remove and return requests whose response did not come within response_timeout."""
+        now = self.clock() if now is None else now
+        limit = now - self.response_timeout
+        late = [seq for seq, item in self.outstanding.items() if item.sent_at <= limit]
+        return [self.outstanding.pop(seq).request for seq in late]
+
+    def enquire_link_due(self, now: float | None = None) -> bool:
+        now = self.clock() if now is None else now
+        return (
+            self.state in BOUND
+            and self.enquire_link_interval > 0
+            and now - max(self.last_received_at, self.last_sent_at) >= self.enquire_link_interval
+        )
+
+    def is_idle(self, now: float | None = None) -> bool:
+        now = self.clock() if now is None else now
+        return self.idle_timeout > 0 and now - self.last_received_at >= self.idle_timeout
+
+
+def _error_response(command_id: int, sequence_number: int, status: int) -> Pdu:
+    cls = RESPONSE_OF.get(command_id) if not command_id & RESPONSE_BIT else None
+    if cls is None or status in (S.ESME_RINVCMDID, S.ESME_RINVCMDLEN):
+        return GenericNack(sequence_number=sequence_number, command_status=status)
+    return cls(sequence_number=sequence_number, command_status=status)

@@ -1,0 +1,115 @@
+"""Optional parameters (TLVs): the standard tags' value types and their codec.
+
+Integer TLVs decode to int, C-string TLVs to str, everything else to bytes.
+Unknown (vendor) tags stay raw bytes so they pass through byte for byte.
+"""
+
+from __future__ import annotations
+
+from .constants import CommandStatus, Tag
+
+INT, CSTR, OCTETS = 0, 1, 2
+
+# tag -> (kind, min length, max length); INT lengths are exact.
+SPEC: dict[int, tuple[int, int, int]] = {
+    Tag.DEST_ADDR_SUBUNIT: (INT, 1, 1),
+    Tag.DEST_NETWORK_TYPE: (INT, 1, 1),
+    Tag.DEST_BEARER_TYPE: (INT, 1, 1),
+    Tag.DEST_TELEMATICS_ID: (INT, 2, 2),
+    Tag.SOURCE_ADDR_SUBUNIT: (INT, 1, 1),
+    Tag.SOURCE_NETWORK_TYPE: (INT, 1, 1),
+    Tag.SOURCE_BEARER_TYPE: (INT, 1, 1),
+    Tag.SOURCE_TELEMATICS_ID: (INT, 1, 1),
+    Tag.QOS_TIME_TO_LIVE: (INT, 4, 4),
+    Tag.PAYLOAD_TYPE: (INT, 1, 1),
+    Tag.ADDITIONAL_STATUS_INFO_TEXT: (CSTR, 1, 256),
+    Tag.RECEIPTED_MESSAGE_ID: (CSTR, 1, 65),
+    Tag.MS_MSG_WAIT_FACILITIES: (INT, 1, 1),
+    Tag.PRIVACY_INDICATOR: (INT, 1, 1),
+    Tag.SOURCE_SUBADDRESS: (OCTETS, 2, 23),
+    Tag.DEST_SUBADDRESS: (OCTETS, 2, 23),
+    Tag.USER_MESSAGE_REFERENCE: (INT, 2, 2),
+    Tag.USER_RESPONSE_CODE: (INT, 1, 1),
+    Tag.SOURCE_PORT: (INT, 2, 2),
+    Tag.DESTINATION_PORT: (INT, 2, 2),
+    Tag.SAR_MSG_REF_NUM: (INT, 2, 2),
+    Tag.LANGUAGE_INDICATOR: (INT, 1, 1),
+    Tag.SAR_TOTAL_SEGMENTS: (INT, 1, 1),
+    Tag.SAR_SEGMENT_SEQNUM: (INT, 1, 1),
+    Tag.SC_INTERFACE_VERSION: (INT, 1, 1),
+    Tag.CALLBACK_NUM_PRES_IND: (INT, 1, 1),
+    Tag.CALLBACK_NUM_ATAG: (OCTETS, 0, 65),
+    Tag.NUMBER_OF_MESSAGES: (INT, 1, 1),
+    Tag.CALLBACK_NUM: (OCTETS, 4, 19),
+    Tag.DPF_RESULT: (INT, 1, 1),
+    Tag.SET_DPF: (INT, 1, 1),
+    Tag.MS_AVAILABILITY_STATUS: (INT, 1, 1),
+    Tag.NETWORK_ERROR_CODE: (OCTETS, 3, 3),
+    Tag.MESSAGE_PAYLOAD: (OCTETS, 0, 65535),
+    Tag.DELIVERY_FAILURE_REASON: (INT, 1, 1),
+    Tag.MORE_MESSAGES_TO_SEND: (INT, 1, 1),
+    Tag.MESSAGE_STATE: (INT, 1, 1),
+    Tag.USSD_SERVICE_OP: (INT, 1, 1),
+    Tag.DISPLAY_TIME: (INT, 1, 1),
+    Tag.SMS_SIGNAL: (INT, 2, 2),
+    Tag.MS_VALIDITY: (INT, 1, 1),
+    Tag.ALERT_ON_MESSAGE_DELIVERY: (OCTETS, 0, 0),
+    Tag.ITS_REPLY_TYPE: (INT, 1, 1),
+    Tag.ITS_SESSION_INFO: (INT, 2, 2),
+}
+
+
+class TlvError(ValueError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def decode_tlvs(body: bytes, pos: int, end: int) -> dict[int, int | str | bytes]:
+    """Read TLVs from body[pos:end]."""
+    tlvs: dict[int, int | str | bytes] = {}
+    spec = SPEC
+    while pos < end:
+        if end - pos < 4:
+            raise TlvError(CommandStatus.ESME_RINVOPTPARSTREAM, "truncated TLV header")
+        tag = (body[pos] << 8) | body[pos + 1]
+        length = (body[pos + 2] << 8) | body[pos + 3]
+        pos += 4
+        if pos + length > end:
+            raise TlvError(CommandStatus.ESME_RINVOPTPARSTREAM, f"TLV 0x{tag:04X} length {length} runs past the PDU")
+        raw = body[pos : pos + length]
+        pos += length
+        kind_span = spec.get(tag)
+        if kind_span is None:
+            tlvs[tag] = raw
+            continue
+        kind, lo, hi = kind_span
+        if not lo <= length <= hi:
+            raise TlvError(CommandStatus.ESME_RINVPARLEN, f"TLV 0x{tag:04X} has length {length}, expected {lo}..{hi}")
+        if kind == INT:
+            tlvs[tag] = int.from_bytes(raw, "big")
+        elif kind == CSTR and raw[-1:] == b"\0" and b"\0" not in raw[:-1]:
+            tlvs[tag] = raw[:-1].decode("latin-1")
+        else:
+            # Octet values, and C-strings without their NUL, are kept raw so they re-encode unchanged.
+            tlvs[tag] = raw
+    return tlvs
+
+
+def encode_tlvs(tlvs: dict[int, int | str | bytes]) -> bytes:
+    out = bytearray()
+    for tag, value in tlvs.items():
+        if isinstance(value, int):
+            spec = SPEC.get(tag)
+            size = spec[1] if spec is not None and spec[0] == INT else _int_size(value)
+            raw = value.to_bytes(size, "big")
+        elif isinstance(value, str):
+            raw = value.encode("latin-1") + b"\0"
+        else:
+            raw = bytes(value)
+        out += tag.to_bytes(2, "big") + len(raw).to_bytes(2, "big") + raw
+    return bytes(out)
+
+
+def _int_size(value: int) -> int:
+    return 1 if value < 0x100 else 2 if value < 0x10000 else 4
