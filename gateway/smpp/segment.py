@@ -1,0 +1,277 @@
+"""Splitting long text into SMS parts and putting received parts back together (sans-IO).
+
+Concatenation is signalled either in a User Data Header (3GPP TS 23.040
+section 9.2.3.24.1 for 8-bit references, 9.2.3.24.8 for 16-bit ones) with
+esm_class UDHI set, or with the SMPP sar_* TLVs (SMPP 3.4 section 5.3.2.22-24),
+or not at all by sending everything in one message_payload TLV.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from gateway.smpp.constants import EsmClass, Tag
+from gateway.smpp.text import Alphabet, alphabet, choose_coding, encode
+
+__all__ = [
+    "Concat",
+    "ConcatScheme",
+    "Part",
+    "Reassembler",
+    "concat_info",
+    "parse_udh",
+    "segment_text",
+]
+
+SMS_OCTETS = 140  # user data of one SMS
+MAX_PARTS = 255  # the total-parts field is one octet in both UDH and SAR
+MAX_PAYLOAD = 0xFFFF  # message_payload length is a 16-bit TLV length
+
+IEI_CONCAT_8 = 0x00
+IEI_CONCAT_16 = 0x08
+
+
+class ConcatScheme(Enum):
+    UDH8 = "udh8"  # UDH IEI 0x00, 8-bit reference
+    UDH16 = "udh16"  # UDH IEI 0x08, 16-bit reference
+    SAR = "sar"  # sar_msg_ref_num / sar_total_segments / sar_segment_seqnum TLVs
+    PAYLOAD = "payload"  # the whole text in one message_payload TLV
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One submit_sm / deliver_sm worth of message: the fields that carry the text."""
+
+    short_message: bytes
+    esm_class: int
+    data_coding: int
+    tlvs: dict[int, int | bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Concat:
+    """Where a part belongs: set reference, number of parts, this part's 1-based number."""
+
+    reference: int
+    total: int
+    seqnum: int
+
+
+_UDH_LENGTH = {ConcatScheme.UDH8: 6, ConcatScheme.UDH16: 7, ConcatScheme.SAR: 0}
+
+
+def segment_text(
+    text: str,
+    *,
+    data_coding: int | None = None,
+    reference: int = 0,
+    scheme: ConcatScheme = ConcatScheme.UDH8,
+) -> list[Part]:
+    """Encode text and split it into as many parts as it needs.
+
+    Text that fits one SMS (160 GSM septets, 140 octets, 70 UCS2 code units)
+    is always a single plain part, whatever the scheme.  reference is
+    reduced modulo 256 for UDH8 and 65536 for UDH16 / SAR, so callers can
+    pass a running counter.  Raises UnencodableText if data_coding can't
+    carry the text, ValueError if it needs more than 255 parts (or more
+    than 65535 octets for PAYLOAD).
+    """
+    if data_coding is None:
+        data_coding = choose_coding(text)
+    data = encode(text, data_coding)
+    kind = alphabet(data_coding)
+
+    if len(data) <= _capacity(kind, 0):
+        return [Part(data, 0, data_coding)]
+
+    if scheme is ConcatScheme.PAYLOAD:
+        if len(data) > MAX_PAYLOAD:
+            raise ValueError(f"{len(data)} octets do not fit a message_payload TLV")
+        return [Part(b"", 0, data_coding, {Tag.MESSAGE_PAYLOAD: data})]
+
+    chunks = _split(data, kind, _capacity(kind, _UDH_LENGTH[scheme]))
+    total = len(chunks)
+    if total > MAX_PARTS:
+        raise ValueError(f"text needs {total} parts, at most {MAX_PARTS} are possible")
+
+    if scheme is ConcatScheme.SAR:
+        ref = reference & 0xFFFF
+        return [
+            Part(
+                chunk,
+                0,
+                data_coding,
+                {Tag.SAR_MSG_REF_NUM: ref, Tag.SAR_TOTAL_SEGMENTS: total, Tag.SAR_SEGMENT_SEQNUM: seq},
+            )
+            for seq, chunk in enumerate(chunks, 1)
+        ]
+
+    if scheme is ConcatScheme.UDH8:
+        head = bytes((5, IEI_CONCAT_8, 3, reference & 0xFF, total))
+    else:
+        head = bytes((6, IEI_CONCAT_16, 4, (reference >> 8) & 0xFF, reference & 0xFF, total))
+    return [Part(head + bytes((seq,)) + chunk, int(EsmClass.UDHI), data_coding) for seq, chunk in enumerate(chunks, 1)]
+
+
+def _capacity(kind: Alphabet, udh_octets: int) -> int:
+    """Octets of encoded text (septets for GSM, in SMPP's unpacked form) one part holds."""
+    free = SMS_OCTETS - udh_octets
+    if kind is Alphabet.GSM7:
+        # The UDH is padded to a septet boundary, so whole septets only.
+        return free * 8 // 7
+    if kind is Alphabet.UCS2:
+        return free - free % 2
+    return free
+
+
+def _split(data: bytes, kind: Alphabet, size: int) -> list[bytes]:
+    """Cut data into chunks of at most size octets, never inside a character."""
+    chunks = []
+    start = 0
+    end_of_data = len(data)
+    while start < end_of_data:
+        end = min(start + size, end_of_data)
+        if end < end_of_data:
+            if kind is Alphabet.GSM7 and data[end - 1] == 0x1B:
+                # An escape whose extension septet would land in the next part.
+                # (0x1B is never an extension septet, so this is always a lead.)
+                end -= 1
+            elif kind is Alphabet.UCS2 and 0xD8 <= data[end - 2] <= 0xDB:
+                end -= 2  # high surrogate: keep the pair together
+        chunks.append(data[start:end])
+        start = end
+    return chunks
+
+
+def parse_udh(esm_class: int, short_message: bytes) -> tuple[Concat | None, bytes]:
+    """Split a UDH off short_message and find its concatenation IE.
+
+    Without UDHI the message is returned as is.  A UDH that does not add up
+    (lengths running past the end) gives (None, short_message): better to
+    show the raw octets than to drop the message.  A concatenation IE with
+    impossible numbers is ignored, as TS 23.040 9.2.3.24.1 asks.
+    """
+    if not esm_class & EsmClass.UDHI or not short_message:
+        return None, short_message
+    udh_end = 1 + short_message[0]
+    if udh_end > len(short_message):
+        return None, short_message
+    concat = None
+    pos = 1
+    while pos < udh_end:
+        if pos + 2 > udh_end:
+            return None, short_message
+        iei, length = short_message[pos], short_message[pos + 1]
+        value = short_message[pos + 2 : pos + 2 + length]
+        pos += 2 + length
+        if pos > udh_end:
+            return None, short_message
+        # A repeated IE: the last one counts (TS 23.040 9.2.3.24).
+        if iei == IEI_CONCAT_8 and length == 3:
+            concat = _valid(value[0], value[1], value[2]) or concat
+        elif iei == IEI_CONCAT_16 and length == 4:
+            concat = _valid((value[0] << 8) | value[1], value[2], value[3]) or concat
+    return concat, short_message[udh_end:]
+
+
+def concat_info(esm_class: int, short_message: bytes, tlvs: dict[int, int | bytes]) -> tuple[Concat | None, bytes]:
+    """Concatenation data from a UDH or, failing that, the sar_* TLVs, and the body.
+
+    When short_message is empty and a message_payload TLV is present, the
+    payload is the message (SMPP 3.4 5.2.22) and is what gets parsed.
+    TLV values may be ints or the raw big-endian octets.
+    """
+    payload = tlvs.get(Tag.MESSAGE_PAYLOAD)
+    if not short_message and isinstance(payload, bytes):
+        short_message = payload
+    concat, body = parse_udh(esm_class, short_message)
+    if concat is not None:
+        return concat, body
+    try:
+        ref = _as_int(tlvs[Tag.SAR_MSG_REF_NUM])
+        total = _as_int(tlvs[Tag.SAR_TOTAL_SEGMENTS])
+        seq = _as_int(tlvs[Tag.SAR_SEGMENT_SEQNUM])
+    except KeyError:
+        return None, body
+    return _valid(ref, total, seq), body
+
+
+def _as_int(value: int | bytes) -> int:
+    return value if isinstance(value, int) else int.from_bytes(value, "big")
+
+
+def _valid(reference: int, total: int, seqnum: int) -> Concat | None:
+    if total < 1 or not 1 <= seqnum <= total:
+        return None
+    return Concat(reference, total, seqnum)
+
+
+@dataclass(slots=True)
+class _PartialSet:
+    started: float
+    total: int
+    bodies: dict[int, bytes]
+
+
+class Reassembler:
+    """Collects the parts of concatenated messages until each set is complete.
+
+    Sans-IO: the caller passes the current time (use time.monotonic()) and
+    calls expire() now and then.  A set is identified by the caller's key
+    (e.g. the source and destination addresses), the reference and the
+    total number of parts; a reused reference with a different total starts
+    a separate set rather than mixing parts of two messages.
+    """
+
+    def __init__(self, timeout: float = 60.0, max_sets: int = 10000) -> None:
+        self.timeout = timeout
+        self.max_sets = max_sets
+        self.evicted = 0  # incomplete sets dropped because max_sets was reached
+        # Ordered by the arrival of each set's first part, so expire() and
+        # eviction only ever look at the oldest end.  OrderedDict rather than
+        # dict: taking its first item stays O(1) after many deletions.
+        self._sets: OrderedDict[tuple[Hashable, int, int], _PartialSet] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._sets)
+
+    def add(self, key: Hashable, concat: Concat, body: bytes, now: float) -> list[bytes] | None:
+        """Store one part; return all bodies in order once the set is complete, else None.
+
+        A second copy of a part already held is ignored.
+        """
+        if concat.total < 1 or not 1 <= concat.seqnum <= concat.total:
+            raise ValueError(f"invalid concatenation data {concat}")
+        if concat.total == 1:
+            return [body]
+        set_id = (key, concat.reference, concat.total)
+        partial = self._sets.get(set_id)
+        if partial is None:
+            if len(self._sets) >= self.max_sets:
+                self._sets.popitem(last=False)
+                self.evicted += 1
+            partial = self._sets[set_id] = _PartialSet(now, concat.total, {})
+        partial.bodies.setdefault(concat.seqnum, body)
+        if len(partial.bodies) < partial.total:
+            return None
+        del self._sets[set_id]
+        return [partial.bodies[seq] for seq in range(1, partial.total + 1)]
+
+    def expire(self, now: float) -> list[tuple[Hashable, int, dict[int, bytes]]]:
+        """Drop the incomplete sets whose first part came more than timeout ago.
+
+        Returns (key, reference, {seqnum: body}) for each, so the caller can
+        log them or deliver what arrived.
+        """
+        expired = []
+        while self._sets:
+            set_id, partial = next(iter(self._sets.items()))
+            if now - partial.started <= self.timeout:
+                break  # the rest started later still
+            del self._sets[set_id]
+            key, reference, _total = set_id
+            expired.append((key, reference, partial.bodies))
+        return expired

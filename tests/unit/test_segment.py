@@ -1,0 +1,361 @@
+"""gateway.smpp.segment: splitting into parts, UDH/SAR parsing, reassembly."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.smpp.constants import DataCoding, EsmClass, Tag
+from gateway.smpp.segment import (
+    Concat,
+    ConcatScheme,
+    Part,
+    Reassembler,
+    concat_info,
+    parse_udh,
+    segment_text,
+)
+from gateway.smpp.text import decode, encode
+
+GSM_CHARS = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
+GSM_EXTENSION = "\f^{}\\[~]|€"
+UDH_SCHEMES = [ConcatScheme.UDH8, ConcatScheme.UDH16]
+
+
+def bodies(parts: list[Part]) -> list[bytes]:
+    return [parse_udh(p.esm_class, p.short_message)[1] for p in parts]
+
+
+# --- segment_text: sizes --------------------------------------------------
+
+
+def test_short_text_is_one_plain_part() -> None:
+    (part,) = segment_text("hello")
+    assert part == Part(b"hello", 0, DataCoding.DEFAULT, {})
+
+
+def test_empty_text() -> None:
+    assert segment_text("") == [Part(b"", 0, 0, {})]
+
+
+@pytest.mark.parametrize("scheme", list(ConcatScheme))
+def test_160_gsm_is_one_part_whatever_the_scheme(scheme: ConcatScheme) -> None:
+    assert segment_text("a" * 160, scheme=scheme) == [Part(b"a" * 160, 0, 0, {})]
+    assert len(segment_text("€" * 80, scheme=scheme)) == 1
+
+
+def test_161_gsm_is_153_plus_8() -> None:
+    parts = segment_text("a" * 161)
+    assert [len(b) for b in bodies(parts)] == [153, 8]
+    assert all(p.esm_class == EsmClass.UDHI for p in parts)
+    assert len(segment_text("€" * 80 + "a")) == 2
+
+
+def test_udh16_gsm_parts_are_152() -> None:
+    assert [len(b) for b in bodies(segment_text("a" * 161, scheme=ConcatScheme.UDH16))] == [152, 9]
+
+
+def test_sar_parts_carry_a_full_sms() -> None:
+    parts = segment_text("a" * 161, scheme=ConcatScheme.SAR)
+    assert [p.short_message for p in parts] == [b"a" * 160, b"a"]
+    assert all(p.esm_class == 0 for p in parts)
+
+
+def test_ucs2_70_vs_71() -> None:
+    assert len(segment_text("中" * 70)) == 1
+    parts = segment_text("中" * 71)
+    assert [len(b) // 2 for b in bodies(parts)] == [67, 4]
+    assert all(p.data_coding == DataCoding.UCS2 for p in parts)
+    assert [len(b) // 2 for b in bodies(segment_text("中" * 71, scheme=ConcatScheme.UDH16))] == [66, 5]
+    assert [len(p.short_message) // 2 for p in segment_text("中" * 71, scheme=ConcatScheme.SAR)] == [70, 1]
+
+
+def test_latin1_140_vs_141() -> None:
+    assert len(segment_text("é" * 140, data_coding=DataCoding.LATIN1)) == 1
+    parts = segment_text("é" * 141, data_coding=DataCoding.LATIN1)
+    assert [len(b) for b in bodies(parts)] == [134, 7]
+    assert [len(b) for b in bodies(segment_text("é" * 141, data_coding=3, scheme=ConcatScheme.UDH16))] == [133, 8]
+
+
+def test_choose_coding_when_none() -> None:
+    assert segment_text("hello €")[0].data_coding == DataCoding.DEFAULT
+    assert segment_text("hello 😀")[0].data_coding == DataCoding.UCS2
+    assert segment_text("hello", data_coding=DataCoding.UCS2)[0].short_message == "hello".encode("utf-16-be")
+
+
+# --- segment_text: never inside a character --------------------------------
+
+
+@pytest.mark.parametrize(("scheme", "size"), [(ConcatScheme.UDH8, 153), (ConcatScheme.UDH16, 152), (ConcatScheme.SAR, 160)])
+def test_escape_not_split_at_gsm_boundary(scheme: ConcatScheme, size: int) -> None:
+    # The escape would be the last septet of part 1, its '€' the first of part 2.
+    parts = segment_text("a" * (size - 1) + "€" + "b" * 10, scheme=scheme)
+    first, second = bodies(parts)
+    assert first == b"a" * (size - 1)
+    assert second == b"\x1b\x65" + b"b" * 10
+
+
+def test_escape_that_fits_is_kept() -> None:
+    first, second = bodies(segment_text("a" * 151 + "€" + "b" * 10))
+    assert first == b"a" * 151 + b"\x1b\x65"
+    assert second == b"b" * 10
+
+
+@pytest.mark.parametrize(("scheme", "units"), [(ConcatScheme.UDH8, 67), (ConcatScheme.UDH16, 66), (ConcatScheme.SAR, 70)])
+def test_surrogate_pair_not_split_at_ucs2_boundary(scheme: ConcatScheme, units: int) -> None:
+    parts = segment_text("中" * (units - 1) + "😀" + "x" * 10, scheme=scheme)
+    first, second = bodies(parts)
+    assert first == encode("中" * (units - 1), 8)
+    assert second[:4] == bytes.fromhex("D83DDE00")
+    assert decode(second, 8) == "😀" + "x" * 10
+
+
+# --- segment_text: headers and TLVs -----------------------------------------
+
+
+def test_udh8_bytes() -> None:
+    parts = segment_text("a" * 200, reference=0x42)
+    assert [p.short_message[:6] for p in parts] == [bytes.fromhex("050003420201"), bytes.fromhex("050003420202")]
+    assert all(p.tlvs == {} for p in parts)
+
+
+def test_udh16_bytes() -> None:
+    parts = segment_text("a" * 400, reference=0x1234, scheme=ConcatScheme.UDH16)
+    assert [p.short_message[:7] for p in parts] == [bytes.fromhex("060804123403%02X" % i) for i in (1, 2, 3)]
+
+
+def test_reference_wraps_to_field_size() -> None:
+    assert segment_text("a" * 200, reference=0x142)[0].short_message[:6] == bytes.fromhex("050003420201")
+    parts = segment_text("a" * 200, reference=0x11234, scheme=ConcatScheme.SAR)
+    assert parts[0].tlvs[Tag.SAR_MSG_REF_NUM] == 0x1234
+
+
+def test_sar_tlvs() -> None:
+    parts = segment_text("a" * 400, reference=0xBEEF, scheme=ConcatScheme.SAR)
+    assert [p.tlvs for p in parts] == [
+        {Tag.SAR_MSG_REF_NUM: 0xBEEF, Tag.SAR_TOTAL_SEGMENTS: 3, Tag.SAR_SEGMENT_SEQNUM: seq} for seq in (1, 2, 3)
+    ]
+
+
+def test_payload() -> None:
+    text = "中" * 500
+    (part,) = segment_text(text, scheme=ConcatScheme.PAYLOAD)
+    assert part == Part(b"", 0, DataCoding.UCS2, {Tag.MESSAGE_PAYLOAD: encode(text, 8)})
+
+
+def test_too_long() -> None:
+    assert len(segment_text("a" * 153 * 255)) == 255
+    with pytest.raises(ValueError, match="255"):
+        segment_text("a" * (153 * 255 + 1))
+    with pytest.raises(ValueError):
+        segment_text("a" * 70000, scheme=ConcatScheme.PAYLOAD)
+
+
+def test_part_is_frozen() -> None:
+    part = segment_text("hi")[0]
+    with pytest.raises(AttributeError):
+        part.short_message = b"x"  # type: ignore[misc]
+
+
+# --- parse_udh / concat_info ------------------------------------------------
+
+
+def test_parse_udh_without_udhi() -> None:
+    assert parse_udh(0, b"\x05\x00\x03\x01\x02\x01hi") == (None, b"\x05\x00\x03\x01\x02\x01hi")
+
+
+def test_parse_udh8_and_udh16() -> None:
+    assert parse_udh(0x40, bytes.fromhex("0500034202016869")) == (Concat(0x42, 2, 1), b"hi")
+    assert parse_udh(0x40, bytes.fromhex("060804123403026869")) == (Concat(0x1234, 3, 2), b"hi")
+    # other esm_class bits do not matter
+    assert parse_udh(0x43, bytes.fromhex("0500034202016869"))[0] == Concat(0x42, 2, 1)
+
+
+def test_parse_udh_skips_unknown_ies() -> None:
+    # application port addressing (IEI 0x05, 4 octets) before the concat IE
+    sm = bytes.fromhex("0B" "050400000000" "0003070302") + b"body"
+    assert parse_udh(0x40, sm) == (Concat(7, 3, 2), b"body")
+
+
+def test_parse_udh_without_concat_ie_strips_header() -> None:
+    assert parse_udh(0x40, bytes.fromhex("06050400000000") + b"body") == (None, b"body")
+    assert parse_udh(0x40, b"\x00body") == (None, b"body")
+
+
+def test_parse_udh_ignores_impossible_concat() -> None:
+    assert parse_udh(0x40, bytes.fromhex("050003420200") + b"x") == (None, b"x")  # seq 0
+    assert parse_udh(0x40, bytes.fromhex("050003420203") + b"x") == (None, b"x")  # seq > total
+    assert parse_udh(0x40, bytes.fromhex("050003420000") + b"x") == (None, b"x")  # total 0
+    assert parse_udh(0x40, bytes.fromhex("0400024202") + b"x") == (None, b"x")  # wrong IE length
+
+
+def test_parse_udh_last_concat_ie_wins() -> None:
+    sm = bytes.fromhex("0A" "0003010201" "0003020302") + b"x"
+    assert parse_udh(0x40, sm) == (Concat(2, 3, 2), b"x")
+
+
+@pytest.mark.parametrize(
+    "sm",
+    [
+        b"",
+        bytes.fromhex("05"),  # header length past the end
+        bytes.fromhex("050003420201"[:-2]),
+        bytes.fromhex("0300034202") + b"x",  # IE runs past the header
+        bytes.fromhex("0100"),  # IE with no length octet
+    ],
+)
+def test_parse_udh_malformed(sm: bytes) -> None:
+    assert parse_udh(0x40, sm) == (None, sm)
+
+
+@given(st.integers(0, 255), st.binary(max_size=40))
+def test_parse_udh_never_raises(esm_class: int, sm: bytes) -> None:
+    concat, body = parse_udh(esm_class, sm)
+    assert sm.endswith(body)
+    if concat is not None:
+        assert 1 <= concat.seqnum <= concat.total
+
+
+def test_concat_info_prefers_udh_then_sar() -> None:
+    sar = {Tag.SAR_MSG_REF_NUM: 9, Tag.SAR_TOTAL_SEGMENTS: 2, Tag.SAR_SEGMENT_SEQNUM: 2}
+    assert concat_info(0, b"body", sar) == (Concat(9, 2, 2), b"body")
+    assert concat_info(0x40, bytes.fromhex("0500034202016869"), sar) == (Concat(0x42, 2, 1), b"hi")
+    assert concat_info(0, b"body", {}) == (None, b"body")
+    assert concat_info(0, b"body", {Tag.SAR_MSG_REF_NUM: 9}) == (None, b"body")
+
+
+def test_concat_info_raw_tlv_octets() -> None:
+    raw = {Tag.SAR_MSG_REF_NUM: b"\x12\x34", Tag.SAR_TOTAL_SEGMENTS: b"\x03", Tag.SAR_SEGMENT_SEQNUM: b"\x01"}
+    assert concat_info(0, b"body", raw) == (Concat(0x1234, 3, 1), b"body")
+    bad = {Tag.SAR_MSG_REF_NUM: 1, Tag.SAR_TOTAL_SEGMENTS: 3, Tag.SAR_SEGMENT_SEQNUM: 4}
+    assert concat_info(0, b"body", bad) == (None, b"body")
+
+
+def test_concat_info_reads_message_payload() -> None:
+    tlvs = {Tag.MESSAGE_PAYLOAD: bytes.fromhex("0500034202016869")}
+    assert concat_info(0x40, b"", tlvs) == (Concat(0x42, 2, 1), b"hi")
+    assert concat_info(0, b"", {Tag.MESSAGE_PAYLOAD: b"long"}) == (None, b"long")
+
+
+# --- Reassembler ------------------------------------------------------------
+
+
+def test_reassembler_any_order() -> None:
+    r = Reassembler()
+    assert r.add("k", Concat(1, 3, 3), b"c", now=0) is None
+    assert r.add("k", Concat(1, 3, 1), b"a", now=1) is None
+    assert len(r) == 1
+    assert r.add("k", Concat(1, 3, 2), b"b", now=2) == [b"a", b"b", b"c"]
+    assert len(r) == 0
+
+
+def test_reassembler_single_part_set() -> None:
+    r = Reassembler()
+    assert r.add("k", Concat(1, 1, 1), b"only", now=0) == [b"only"]
+    assert len(r) == 0
+
+
+def test_reassembler_duplicates_ignored() -> None:
+    r = Reassembler()
+    assert r.add("k", Concat(1, 2, 1), b"first", now=0) is None
+    assert r.add("k", Concat(1, 2, 1), b"again", now=0) is None
+    assert r.add("k", Concat(1, 2, 2), b"second", now=0) == [b"first", b"second"]
+    # a late duplicate after completion just starts a new set
+    assert r.add("k", Concat(1, 2, 2), b"second", now=0) is None
+    assert len(r) == 1
+
+
+def test_reassembler_sets_are_separate() -> None:
+    r = Reassembler()
+    assert r.add("alice", Concat(1, 2, 1), b"a1", now=0) is None
+    assert r.add("bob", Concat(1, 2, 2), b"b2", now=0) is None
+    assert r.add("alice", Concat(2, 2, 2), b"x", now=0) is None
+    assert r.add("alice", Concat(1, 3, 2), b"other total", now=0) is None
+    assert len(r) == 4
+    assert r.add("alice", Concat(1, 2, 2), b"a2", now=0) == [b"a1", b"a2"]
+    assert r.add("bob", Concat(1, 2, 1), b"b1", now=0) == [b"b1", b"b2"]
+
+
+def test_reassembler_expire() -> None:
+    r = Reassembler(timeout=60)
+    r.add("k", Concat(1, 3, 1), b"a", now=100)
+    r.add("k", Concat(1, 3, 3), b"c", now=110)
+    r.add("j", Concat(5, 2, 2), b"y", now=130)
+    assert r.expire(now=160) == []
+    assert r.expire(now=161) == [("k", 1, {1: b"a", 3: b"c"})]
+    assert len(r) == 1
+    assert r.expire(now=1000) == [("j", 5, {2: b"y"})]
+    assert len(r) == 0
+    # a part arriving after its set expired starts over
+    assert r.add("k", Concat(1, 3, 2), b"b", now=1001) is None
+
+
+def test_reassembler_max_sets_evicts_oldest() -> None:
+    r = Reassembler(max_sets=2)
+    r.add("k", Concat(1, 2, 1), b"a", now=0)
+    r.add("k", Concat(2, 2, 1), b"b", now=1)
+    r.add("k", Concat(3, 2, 1), b"c", now=2)
+    assert len(r) == 2
+    assert r.evicted == 1
+    assert r.add("k", Concat(1, 2, 2), b"a2", now=3) is None  # set 1 was dropped
+    assert r.add("k", Concat(3, 2, 2), b"c2", now=3) == [b"c", b"c2"]
+
+
+def test_reassembler_rejects_impossible_concat() -> None:
+    with pytest.raises(ValueError):
+        Reassembler().add("k", Concat(1, 2, 3), b"", now=0)
+
+
+# --- the whole way round ----------------------------------------------------
+
+any_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=600)
+gsm_text = st.text(alphabet=st.sampled_from(GSM_CHARS + GSM_EXTENSION * 3), max_size=1200)
+latin1_text = st.text(alphabet=st.characters(max_codepoint=0xFF, blacklist_categories=("Cs",)), max_size=800)
+
+
+def receive(parts: list[Part], rnd: random.Random) -> bytes:
+    """What a receiver does: parse each part, feed the reassembler in any order."""
+    if len(parts) == 1:
+        concat, body = concat_info(parts[0].esm_class, parts[0].short_message, parts[0].tlvs)
+        assert concat is None
+        return body
+    arrivals = parts + rnd.sample(parts, k=2)  # some duplicates too
+    rnd.shuffle(arrivals)
+    r = Reassembler()
+    for part in arrivals:
+        concat, body = concat_info(part.esm_class, part.short_message, part.tlvs)
+        assert concat is not None
+        result = r.add(("src", "dst"), concat, body, now=0)
+        if result is not None:
+            # (duplicates still to come would start a new set; not our concern here)
+            return b"".join(result)
+    raise AssertionError("set never completed")
+
+
+@pytest.mark.parametrize("scheme", list(ConcatScheme))
+@given(text=st.one_of(any_text, gsm_text), reference=st.integers(0, 0xFFFF), rnd=st.randoms(use_true_random=False))
+def test_round_trip_auto_coding(scheme: ConcatScheme, text: str, reference: int, rnd: random.Random) -> None:
+    parts = segment_text(text, reference=reference, scheme=scheme)
+    assert decode(receive(parts, rnd), parts[0].data_coding) == text
+
+
+@pytest.mark.parametrize("scheme", list(ConcatScheme))
+@given(text=latin1_text, rnd=st.randoms(use_true_random=False))
+def test_round_trip_latin1(scheme: ConcatScheme, text: str, rnd: random.Random) -> None:
+    parts = segment_text(text, data_coding=DataCoding.LATIN1, scheme=scheme)
+    assert decode(receive(parts, rnd), DataCoding.LATIN1) == text
+
+
+@pytest.mark.parametrize("scheme", UDH_SCHEMES + [ConcatScheme.SAR])
+@given(text=st.one_of(any_text, gsm_text))
+def test_parts_never_cut_a_character(scheme: ConcatScheme, text: str) -> None:
+    parts = segment_text(text, scheme=scheme)
+    data_coding = parts[0].data_coding
+    for part in parts:
+        body = concat_info(part.esm_class, part.short_message, part.tlvs)[1]
+        # A cut character would decode to U+FFFD and not encode back the same.
+        assert encode(decode(body, data_coding), data_coding) == body
+    assert "".join(decode(body, data_coding) for body in bodies(parts)) == text
