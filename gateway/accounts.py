@@ -1,0 +1,74 @@
+"""Who may bind, from which numbers, and how fast."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from .config import AccountConfig
+from .smpp.constants import CommandStatus
+
+
+@dataclass(slots=True)
+class TokenBucket:
+    """Throughput limit in segments per second, with one second of burst."""
+
+    rate: float
+    tokens: float = 0.0
+    stamp: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.tokens = self.rate
+        self.stamp = time.monotonic()
+
+    def take(self, count: int) -> bool:
+        if self.rate <= 0:
+            return True
+        now = time.monotonic()
+        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= count:
+            self.tokens -= count
+            return True
+        return False
+
+
+class Account:
+    def __init__(self, config: AccountConfig) -> None:
+        self.config = config
+        self.system_id = config.system_id
+        self.role = config.role
+        self.numbers = config.numbers
+        self.service_codes = config.service_codes
+        self.bucket = TokenBucket(config.throughput)
+        self.binds = 0
+
+    def may_send_from(self, address: str) -> bool:
+        if self.role == "sp":
+            return address in self.service_codes
+        return address.startswith(self.numbers)
+
+    def receives_for(self, address: str) -> bool:
+        return bool(self.numbers) and address.startswith(self.numbers)
+
+
+class Accounts:
+    def __init__(self, configs: tuple[AccountConfig, ...]) -> None:
+        self._by_id = {c.system_id: Account(c) for c in configs}
+
+    def __iter__(self):
+        return iter(self._by_id.values())
+
+    def get(self, system_id: str) -> Account | None:
+        return self._by_id.get(system_id)
+
+    def authenticate(self, system_id: str, password: str) -> tuple[Account | None, int]:
+        """The account and ESME_ROK, or None and the bind_resp status that says why not."""
+        account = self._by_id.get(system_id)
+        if account is None:
+            return None, CommandStatus.ESME_RINVSYSID
+        if password != account.config.password:
+            return None, CommandStatus.ESME_RINVPASWD
+        if account.binds >= account.config.max_binds:
+            return None, CommandStatus.ESME_RBINDFAIL
+        return account, CommandStatus.ESME_ROK

@@ -1,0 +1,254 @@
+"""The gateway assembled: store, accounts, router, delivery, short codes, listeners.
+
+`Gateway` runs inside an event loop you own (`await gw.start()` / `await
+gw.stop()`); `GatewayController` runs one in a background thread so a test
+suite (ours, or a QA team's) can use a real gateway in three lines:
+
+    with GatewayController(load_config(), db_path=tmp / "gw.db") as gw:
+        client.connect("127.0.0.1", gw.smpp_port)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import threading
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from handlers.base import HandlerContext
+from handlers.registry import make_handler
+
+from .accounts import Accounts
+from .clock import Clock, SystemClock
+from .config import Config, ConfigError
+from .delivery import Delivery
+from .http.app import make_app
+from .ids import MessageIds
+from .intake import Intake
+from .logs import get_logger
+from .mo import MoProcessor, ShortCode
+from .numbers import NumberPlan
+from .router import Router
+from .server import SmppConnection
+from .store.sqlite import SqliteStore
+
+log = get_logger("gateway")
+TICK_SECONDS = 0.5
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        db_path: str | Path | None = None,
+        smpp_port: int | None = None,
+        http_port: int | None = None,
+        host: str | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        settings = config.gateway
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.db_path = str(db_path or settings.database)
+        self.host = host or settings.smpp_host
+        self.http_host = host or settings.http_host
+        self._smpp_port = settings.smpp_port if smpp_port is None else smpp_port
+        self._http_port = settings.http_port if http_port is None else http_port
+        self.plan = NumberPlan(settings.country_code, settings.national_number_length)
+        self.accounts = Accounts(config.accounts)
+        self.ids = MessageIds()
+        self.store = SqliteStore(self.db_path, dedup_window=settings.dedup_window, clock=self.clock.now)
+        self.router = Router(self.accounts)
+        self.delivery = Delivery(self.router, self.store, self.clock, self.ids, settings)
+        self.mo = MoProcessor(
+            self._short_codes(config),
+            self.store,
+            self.delivery,
+            self.clock,
+            self.ids,
+            validity=settings.default_validity,
+            reassembly_timeout=settings.reassembly_timeout,
+        )
+        self.intake = Intake(
+            settings=settings, plan=self.plan, store=self.store, router=self.router,
+            delivery=self.delivery, mo=self.mo, clock=self.clock, ids=self.ids,
+        )  # fmt: skip
+        self.connections: set[SmppConnection] = set()
+        self.ready = False
+        self._servers: list[asyncio.Server] = []
+        self._http: web.AppRunner | None = None
+        self._tick_task: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    def _short_codes(self, config: Config) -> dict[str, ShortCode]:
+        codes = {}
+        for i, entry in enumerate(config.short_codes):
+            try:
+                handler = make_handler(entry.handler)
+            except KeyError as exc:
+                raise ConfigError(config.source, f"short_codes[{i}].handler", str(exc.args[0])) from None
+            codes[entry.code] = ShortCode(entry.code, handler, HandlerContext(self.clock, dict(entry.options)))
+        return codes
+
+    # ------------------------------------------------------------ ports
+    @property
+    def smpp_port(self) -> int:
+        return self._servers[0].sockets[0].getsockname()[1] if self._servers else self._smpp_port
+
+    @property
+    def tls_port(self) -> int | None:
+        return self._servers[1].sockets[0].getsockname()[1] if len(self._servers) > 1 else None
+
+    @property
+    def http_port(self) -> int:
+        if self._http is not None and self._http.addresses:
+            return self._http.addresses[0][1]
+        return self._http_port
+
+    # -------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
+        await self.store.open()
+        pending = await self.store.pending_mts()
+        for message in pending:
+            self.delivery.admit(message)
+        unprocessed = await self.store.unprocessed_mos()
+        await self.mo.replay(unprocessed)
+        loop = asyncio.get_running_loop()
+        self._servers.append(
+            await loop.create_server(lambda: SmppConnection(self), self.host, self._smpp_port, reuse_address=True)
+        )
+        tls = self.config.tls
+        if tls.enabled:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(tls.certfile, tls.keyfile)
+            self._servers.append(
+                await loop.create_server(lambda: SmppConnection(self), self.host, tls.port, ssl=context, reuse_address=True)
+            )
+        self._http = web.AppRunner(make_app(self), access_log=None)
+        await self._http.setup()
+        await web.TCPSite(self._http, self.http_host, self._http_port, reuse_address=True).start()
+        self._tick_task = loop.create_task(self._tick())
+        self.ready = True
+        log.info(
+            "smsgw ready",
+            smpp_port=self.smpp_port,
+            tls_port=self.tls_port,
+            http_port=self.http_port,
+            database=self.db_path,
+            mt_waiting=len(pending),
+            mo_replayed=len(unprocessed),
+        )
+
+    async def stop(self) -> None:
+        """Stop listening, let binds answer what is in flight, unbind them, commit everything."""
+        self.ready = False
+        for server in self._servers:
+            server.close()
+        drain_until = asyncio.get_running_loop().time() + self.config.gateway.drain_timeout
+        await self.mo.drain()
+        while any(c.inflight for c in self.connections) and asyncio.get_running_loop().time() < drain_until:
+            await asyncio.sleep(0.05)
+        for connection in list(self.connections):
+            connection.unbind()
+        while self.connections and asyncio.get_running_loop().time() < drain_until:
+            await asyncio.sleep(0.05)
+        for connection in list(self.connections):
+            connection.close()
+        if self._tick_task is not None:
+            self._tick_task.cancel()
+        self.delivery.cancel_timers()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._http is not None:
+            await self._http.cleanup()
+        await self.store.close()
+        log.info("smsgw stopped")
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            try:
+                for connection in list(self.connections):
+                    connection.tick()
+                self.delivery.sweep()
+                self.mo.expire_partial()
+            except Exception:
+                log.exception("tick failed")
+
+
+class GatewayController:
+    """A real gateway on its own event loop in a background thread."""
+
+    def __init__(self, config: Config, **gateway_options: Any) -> None:
+        gateway_options.setdefault("smpp_port", 0)
+        gateway_options.setdefault("http_port", 0)
+        gateway_options.setdefault("host", "127.0.0.1")
+        self._config = config
+        self._options = gateway_options
+        self.gateway: Gateway | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def smpp_port(self) -> int:
+        assert self.gateway is not None
+        return self.gateway.smpp_port
+
+    @property
+    def http_port(self) -> int:
+        assert self.gateway is not None
+        return self.gateway.http_port
+
+    def start(self) -> GatewayController:
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self._loop)
+            try:
+                self.gateway = Gateway(self._config, **self._options)
+                self._loop.run_until_complete(self.gateway.start())
+            except BaseException as exc:  # reported to the starting thread
+                failure.append(exc)
+                started.set()
+                return
+            started.set()
+            self._loop.run_forever()
+            self._loop.close()
+
+        self._thread = threading.Thread(target=run, name="smsgw", daemon=True)
+        self._thread.start()
+        started.wait()
+        if failure:
+            raise failure[0]
+        return self
+
+    def call(self, coro: Coroutine[Any, Any, Any], timeout: float = 30.0) -> Any:
+        """Run a coroutine on the gateway's loop and return its result."""
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def stop(self) -> None:
+        if self._loop is None or self.gateway is None or self._thread is None:
+            return
+        self.call(self.gateway.stop())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def __enter__(self) -> GatewayController:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -1,0 +1,65 @@
+"""`smsgw serve` and friends: a thin layer over Gateway."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from .config import ConfigError, load_config
+from .logs import configure_logging
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="smsgw", description="SMS/USSD short-code gateway and handset simulator")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the gateway (SMPP server + HTTP)")
+    serve.add_argument("--config", help="TOML config file (default: config/default.toml)")
+    serve.add_argument("--db", help="SQLite database file (default: gateway.database from the config)")
+    serve.add_argument("--smpp-port", type=int, help="SMPP port (default 2775)")
+    serve.add_argument("--http-port", type=int, help="HTTP port (default 8775)")
+    serve.add_argument("--host", help="address to listen on (default from the config: 0.0.0.0)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--log-json", action="store_true", default=None, help="JSON log lines even on a terminal")
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level, args.log_json)
+    if args.command == "serve":
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            print(f"smsgw: bad config: {exc}", file=sys.stderr)
+            return 2
+        return _run(serve_forever(config, args))
+    return 2
+
+
+def _run(coro) -> int:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+async def serve_forever(config, args: argparse.Namespace) -> int:
+    from .app import Gateway
+
+    try:
+        gateway = Gateway(config, db_path=args.db, smpp_port=args.smpp_port, http_port=args.http_port, host=args.host)
+    except ConfigError as exc:
+        print(f"smsgw: bad config: {exc}", file=sys.stderr)
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await gateway.start()
+    except OSError as exc:
+        print(f"smsgw: cannot start: {exc}", file=sys.stderr)
+        await gateway.store.close()
+        return 1
+    await stop.wait()
+    await gateway.stop()
+    return 0

@@ -1,0 +1,200 @@
+"""Configuration: TOML files read into typed records, checked at start.
+
+A missing or wrong key fails with the file, the key and what was expected,
+so an operator can fix it without reading code.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.toml"
+ROLES = ("handset", "smsc", "sp")
+
+
+class ConfigError(ValueError):
+    def __init__(self, path: Path | str, key: str, problem: str) -> None:
+        super().__init__(f"{path}: {key}: {problem}")
+        self.path, self.key, self.problem = str(path), key, problem
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    system_id: str = "smsgw"
+    smpp_host: str = "0.0.0.0"
+    smpp_port: int = 2775
+    http_host: str = "0.0.0.0"
+    http_port: int = 8775
+    database: str = "var/smsgw.db"
+    country_code: str = "86"
+    national_number_length: int = 11
+    default_validity: float = 172800.0
+    window: int = 100
+    response_timeout: float = 10.0
+    enquire_link_interval: float = 30.0
+    idle_timeout: float = 300.0
+    retry_backoff: tuple[float, ...] = (2.0, 10.0, 30.0, 120.0, 600.0)
+    max_queued_per_subscriber: int = 1000
+    dedup_window: float = 3600.0
+    reassembly_timeout: float = 120.0
+    drain_timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    enabled: bool = False
+    port: int = 2776
+    certfile: str = ""
+    keyfile: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class AccountConfig:
+    system_id: str
+    password: str
+    role: str
+    numbers: tuple[str, ...] = ()
+    service_codes: tuple[str, ...] = ()
+    max_binds: int = 10
+    throughput: float = 0.0  # segments per second; 0 = unlimited
+
+
+@dataclass(frozen=True, slots=True)
+class ShortCodeConfig:
+    code: str
+    handler: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    gateway: GatewaySettings
+    tls: TlsSettings
+    accounts: tuple[AccountConfig, ...]
+    short_codes: tuple[ShortCodeConfig, ...]
+    source: str = ""
+
+    def account(self, system_id: str) -> AccountConfig | None:
+        return next((a for a in self.accounts if a.system_id == system_id), None)
+
+
+def load_config(path: Path | str | None = None) -> Config:
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(path, "-", "file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "-", f"not valid TOML: {exc}") from None
+    return parse_config(raw, path)
+
+
+def parse_config(raw: dict[str, Any], path: Path | str = "<config>") -> Config:
+    known = {"gateway", "tls", "accounts", "short_codes"}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(path, key, f"unknown section; expected one of {sorted(known)}")
+    gateway = _section(GatewaySettings, raw.get("gateway", {}), "gateway", path)
+    if len(gateway.system_id) > 15:
+        raise ConfigError(path, "gateway.system_id", "at most 15 characters (SMPP limit)")
+    tls = _section(TlsSettings, raw.get("tls", {}), "tls", path)
+    if tls.enabled and not (tls.certfile and tls.keyfile):
+        raise ConfigError(path, "tls.certfile", "TLS is enabled: certfile and keyfile are required")
+    accounts = tuple(_account(a, f"accounts[{i}]", path) for i, a in enumerate(_list(raw, "accounts", path)))
+    if not accounts:
+        raise ConfigError(path, "accounts", "at least one [[accounts]] table is required")
+    seen: set[str] = set()
+    for i, account in enumerate(accounts):
+        if account.system_id in seen:
+            raise ConfigError(path, f"accounts[{i}].system_id", f"duplicate system_id {account.system_id!r}")
+        seen.add(account.system_id)
+    short_codes = tuple(_short_code(s, f"short_codes[{i}]", path) for i, s in enumerate(_list(raw, "short_codes", path)))
+    return Config(gateway, tls, accounts, short_codes, str(path))
+
+
+def _list(raw: dict[str, Any], key: str, path: Path | str) -> list[dict[str, Any]]:
+    value = raw.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(path, key, f"expected a list of [[{key}]] tables")
+    return value
+
+
+def _account(table: dict[str, Any], where: str, path: Path | str) -> AccountConfig:
+    for required in ("system_id", "password", "role"):
+        if required not in table:
+            raise ConfigError(path, f"{where}.{required}", "missing (required)")
+    account = _section(AccountConfig, table, where, path)
+    if account.role not in ROLES:
+        raise ConfigError(path, f"{where}.role", f"expected one of {', '.join(ROLES)}; got {account.role!r}")
+    if not 1 <= len(account.system_id) <= 15:
+        raise ConfigError(path, f"{where}.system_id", "1 to 15 characters (SMPP limit)")
+    if len(account.password) > 8:
+        raise ConfigError(path, f"{where}.password", "at most 8 characters (SMPP limit)")
+    if account.role == "sp" and not account.service_codes:
+        raise ConfigError(path, f"{where}.service_codes", "an sp account needs at least one service code")
+    if account.role != "sp" and not account.numbers:
+        raise ConfigError(path, f"{where}.numbers", f"a {account.role} account needs MSISDN prefixes")
+    for key, values in (("numbers", account.numbers), ("service_codes", account.service_codes)):
+        for value in values:
+            if not value.isdigit():
+                raise ConfigError(path, f"{where}.{key}", f"expected digits only; got {value!r}")
+    if account.max_binds < 1:
+        raise ConfigError(path, f"{where}.max_binds", "expected at least 1")
+    return account
+
+
+def _short_code(table: dict[str, Any], where: str, path: Path | str) -> ShortCodeConfig:
+    for required in ("code", "handler"):
+        if required not in table:
+            raise ConfigError(path, f"{where}.{required}", "missing (required)")
+    options = {k: v for k, v in table.items() if k not in ("code", "handler")}
+    code, handler = table["code"], table["handler"]
+    if not isinstance(code, str) or not code.isdigit():
+        raise ConfigError(path, f"{where}.code", f"expected a string of digits; got {code!r}")
+    if not isinstance(handler, str):
+        raise ConfigError(path, f"{where}.handler", "expected a handler name (string)")
+    return ShortCodeConfig(code, handler, options)
+
+
+_TYPES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _section(cls: type, table: Any, where: str, path: Path | str) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(path, where, "expected a table")
+    names = {f.name: f for f in fields(cls)}
+    values = {}
+    for key, value in table.items():
+        if key not in names:
+            raise ConfigError(path, f"{where}.{key}", f"unknown key; expected one of {sorted(names)}")
+        values[key] = _coerce(value, names[key].type, f"{where}.{key}", path)
+    return cls(**values)
+
+
+def _coerce(value: Any, annotation: str, key: str, path: Path | str) -> Any:
+    base = {"int": int, "float": float, "str": str, "bool": bool}.get(annotation)
+    if base is not None:
+        ok = isinstance(value, base) and not (base is not bool and isinstance(value, bool))
+        if base is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if not ok:
+            raise ConfigError(path, key, f"expected {_TYPES[base]}; got {value!r}")
+        return value
+    if annotation.startswith("tuple["):
+        item = float if "float" in annotation else str
+        if not isinstance(value, list):
+            raise ConfigError(path, key, f"expected a list of {_TYPES[item]}s; got {value!r}")
+        out = []
+        for v in value:
+            if item is float and isinstance(v, (int, float)) and not isinstance(v, bool):
+                out.append(float(v))
+            elif item is str and isinstance(v, str):
+                out.append(v)
+            else:
+                raise ConfigError(path, key, f"expected a list of {_TYPES[item]}s; got {v!r} in it")
+        return tuple(out)
+    return value

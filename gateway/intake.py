@@ -1,0 +1,161 @@
+"""What a submit_sm / data_sm means, and its answer (SPEC section 2).
+
+From a handset or smsc account: MO from the subscriber in source_addr. To
+a short code it goes to that code's handler; to another subscriber it is
+delivered like any MT (the gateway is a small SMSC). From an SP account: MT
+from one of its service codes to a subscriber. Nothing is acknowledged
+before it is committed.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING
+
+from .accounts import Account
+from .clock import Clock
+from .config import GatewaySettings
+from .delivery import Delivery
+from .ids import MessageIds
+from .logs import get_logger
+from .messages import message_from_submission
+from .mo import MoProcessor
+from .numbers import NumberPlan
+from .router import Router
+from .smpp.constants import CommandId, CommandStatus, MessageState
+from .smpp.pdu import DataSm, DataSmResp, Pdu, QuerySm, QuerySmResp, SubmitSm, SubmitSmResp, response_to
+from .smpp.times import SmppTimeError, format_smpp_time, parse_smpp_time
+from .store.base import Store
+from .store.records import Direction, Message, MessageStatus
+
+if TYPE_CHECKING:
+    from .server import SmppConnection
+
+log = get_logger("intake")
+S = CommandStatus
+
+_QUERY_STATE = {
+    MessageStatus.ACCEPTED: MessageState.ACCEPTED,
+    MessageStatus.PROCESSED: MessageState.DELIVERED,
+    MessageStatus.ENROUTE: MessageState.ENROUTE,
+    MessageStatus.DELIVERED: MessageState.DELIVERED,
+    MessageStatus.EXPIRED: MessageState.EXPIRED,
+    MessageStatus.UNDELIVERABLE: MessageState.UNDELIVERABLE,
+}
+
+
+class Rejection(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class Intake:
+    def __init__(
+        self,
+        *,
+        settings: GatewaySettings,
+        plan: NumberPlan,
+        store: Store,
+        router: Router,
+        delivery: Delivery,
+        mo: MoProcessor,
+        clock: Clock,
+        ids: MessageIds,
+    ) -> None:
+        self.settings = settings
+        self.plan = plan
+        self.store = store
+        self.router = router
+        self.delivery = delivery
+        self.mo = mo
+        self.clock = clock
+        self.ids = ids
+
+    # ------------------------------------------------------------ submit
+    def submit(self, conn: SmppConnection, pdu: SubmitSm | DataSm) -> None:
+        resp_cls = SubmitSmResp if pdu.command_id == CommandId.SUBMIT_SM else DataSmResp
+        account = conn.account
+        try:
+            message = self._admit(account, pdu)
+        except Rejection as rejected:
+            log.warning("submission rejected", account=account.system_id, msisdn=pdu.source_addr,
+                        dest=pdu.destination_addr, status=S.name_of(rejected.status), reason=rejected.reason)
+            conn.respond(resp_cls(sequence_number=pdu.sequence_number, command_status=rejected.status))
+            return
+        if account.role != "sp":
+            self.router.note_mo(message.source_addr, conn)
+        self.store.accept(message).add_done_callback(partial(self._committed, conn, pdu.sequence_number, resp_cls, message))
+
+    def _admit(self, account: Account, pdu: SubmitSm | DataSm) -> Message:
+        source = self.plan.normalise(pdu.source_addr)
+        dest = self.plan.normalise(pdu.destination_addr)
+        if not account.may_send_from(source):
+            allowed = account.service_codes if account.role == "sp" else account.numbers
+            raise Rejection(S.ESME_RINVSRCADR, f"source_addr {pdu.source_addr!r} is not one of {list(allowed)}")
+        if not dest.isdigit():
+            raise Rejection(S.ESME_RINVDSTADR, f"destination_addr {pdu.destination_addr!r} is not a number")
+        now = self.clock.now()
+        try:
+            validity = parse_smpp_time(pdu.validity_period, now) if hasattr(pdu, "validity_period") else None
+        except SmppTimeError as exc:
+            raise Rejection(S.ESME_RINVEXPIRY, str(exc)) from None
+        to_short_code = account.role != "sp" and self.mo.is_short_code(dest)
+        if not to_short_code and not self.plan.is_msisdn(dest):
+            raise Rejection(S.ESME_RINVDSTADR, f"destination_addr {dest} is neither a subscriber nor a short code")
+        if not to_short_code and self.delivery.queued[dest] >= self.settings.max_queued_per_subscriber:
+            raise Rejection(S.ESME_RMSGQFUL, f"{self.delivery.queued[dest]} messages already wait for {dest}")
+        if not account.bucket.take(1):
+            raise Rejection(S.ESME_RTHROTTLED, f"account throughput {account.config.throughput:g} segments/s exceeded")
+        expires_at = validity if validity is not None and validity > now else now + self.settings.default_validity
+        return message_from_submission(
+            pdu,
+            message_id=self.ids.next(),
+            direction=Direction.MO if to_short_code else Direction.MT,
+            account=account.system_id,
+            source=source,
+            dest=dest,
+            now=now,
+            expires_at=expires_at,
+        )
+
+    def _committed(self, conn: SmppConnection, sequence: int, resp_cls: type, message: Message, future) -> None:
+        if future.cancelled() or future.exception() is not None:
+            log.error("store write failed", message_id=message.id, account=message.account,
+                      msisdn=message.source_addr, error=repr(future.exception()) if not future.cancelled() else "cancelled")
+            conn.respond(resp_cls(sequence_number=sequence, command_status=S.ESME_RSYSERR))
+            return
+        message_id, duplicate = future.result()
+        conn.respond(resp_cls(sequence_number=sequence, message_id=message_id))
+        if duplicate:
+            log.info("retransmission recognised", message_id=message_id, account=message.account, msisdn=message.source_addr)
+            return
+        if message.direction is Direction.MO:
+            self.mo.receive(message)
+        else:
+            self.delivery.admit(message)
+
+    # ------------------------------------------------------------- query
+    async def query(self, conn: SmppConnection, pdu: QuerySm) -> None:
+        message = await self.store.get(pdu.message_id)
+        if message is None or message.source_addr != self.plan.normalise(pdu.source_addr) or message.account != conn.account.system_id:
+            conn.respond(QuerySmResp(sequence_number=pdu.sequence_number, command_status=S.ESME_RQUERYFAIL))
+            return
+        conn.respond(
+            QuerySmResp(
+                sequence_number=pdu.sequence_number,
+                message_id=message.id,
+                final_date=format_smpp_time(message.done_at) if message.done_at and message.is_final else "",
+                message_state=_QUERY_STATE[message.status],
+                error_code=message.error & 0xFF,
+            )
+        )
+
+    def unsupported(self, conn: SmppConnection, pdu: Pdu) -> None:
+        status = {
+            CommandId.CANCEL_SM: S.ESME_RCANCELFAIL,
+            CommandId.REPLACE_SM: S.ESME_RREPLACEFAIL,
+        }.get(pdu.command_id, S.ESME_RSUBMITFAIL)
+        log.warning("operation not supported", account=conn.account.system_id, command=pdu.name, status=S.name_of(status))
+        conn.respond(response_to(pdu, status))

@@ -1,0 +1,97 @@
+"""Between the wire and the store: a submitted PDU becomes a Message, a Message becomes a deliver_sm."""
+
+from __future__ import annotations
+
+import zlib
+
+from .numbers import NumberPlan
+from .smpp.constants import Tag
+from .smpp.pdu import DataSm, DeliverSm, SubmitSm
+from .smpp.tlv import decode_tlvs, encode_tlvs
+from .store.records import Direction, Message, MessageStatus
+
+MAX_SHORT_MESSAGE = 254
+# Optional parameters that describe the submission itself and are not passed on.
+_NOT_FORWARDED = frozenset({Tag.MESSAGE_PAYLOAD})
+
+
+def body_of(pdu: SubmitSm | DataSm) -> bytes:
+    """The message text octets: short_message, or message_payload when that is used instead."""
+    body = getattr(pdu, "short_message", b"")
+    if not body:
+        payload = pdu.tlvs.get(Tag.MESSAGE_PAYLOAD)
+        if isinstance(payload, bytes):
+            return payload
+    return body
+
+
+def dedup_key(account: str, pdu: SubmitSm | DataSm, source: str, dest: str, body: bytes) -> str:
+    """What makes a retransmission the same message.
+
+    The client's own user_message_reference when it sends one; otherwise the
+    sequence number it used, with the addresses and content.
+    """
+    ref = pdu.tlvs.get(Tag.USER_MESSAGE_REFERENCE)
+    marker = f"u{ref}" if ref is not None else f"s{pdu.sequence_number}"
+    return f"{account}|{source}|{dest}|{marker}|{zlib.crc32(body):08x}{len(body)}"
+
+
+def message_from_submission(
+    pdu: SubmitSm | DataSm,
+    *,
+    message_id: str,
+    direction: Direction,
+    account: str,
+    source: str,
+    dest: str,
+    now: float,
+    expires_at: float,
+) -> Message:
+    body = body_of(pdu)
+    carried = {tag: value for tag, value in pdu.tlvs.items() if tag not in _NOT_FORWARDED}
+    return Message(
+        id=message_id,
+        direction=direction,
+        status=MessageStatus.ACCEPTED if direction is Direction.MO else MessageStatus.ENROUTE,
+        account=account,
+        source_addr=source,
+        dest_addr=dest,
+        short_message=body,
+        data_coding=pdu.data_coding,
+        esm_class=pdu.esm_class,
+        registered_delivery=pdu.registered_delivery,
+        service_type=pdu.service_type,
+        tlvs=encode_tlvs(carried) if carried else b"",
+        submitted_at=now,
+        expires_at=expires_at,
+        next_attempt_at=now,
+        dedup_key=dedup_key(account, pdu, source, dest, body),
+    )
+
+
+def deliver_sm_for(message: Message, plan: NumberPlan) -> DeliverSm:
+    tlvs = decode_tlvs(message.tlvs, 0, len(message.tlvs)) if message.tlvs else {}
+    body = message.short_message
+    if len(body) > MAX_SHORT_MESSAGE:
+        tlvs[Tag.MESSAGE_PAYLOAD] = body
+        body = b""
+    src_ton, src_npi = _ton_npi(message.source_addr, plan)
+    dst_ton, dst_npi = _ton_npi(message.dest_addr, plan)
+    return DeliverSm(
+        service_type=message.service_type,
+        source_addr_ton=src_ton,
+        source_addr_npi=src_npi,
+        source_addr=message.source_addr,
+        dest_addr_ton=dst_ton,
+        dest_addr_npi=dst_npi,
+        destination_addr=message.dest_addr,
+        esm_class=message.esm_class,
+        data_coding=message.data_coding,
+        short_message=body,
+        tlvs=tlvs,
+    )
+
+
+def _ton_npi(address: str, plan: NumberPlan) -> tuple[int, int]:
+    # International/ISDN for subscribers; network-specific for short codes.
+    return (1, 1) if plan.is_msisdn(address) else (3, 0)

@@ -1,0 +1,36 @@
+"""Subscriber numbers: one canonical form for every way a phone number is written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+_STRIP = str.maketrans("", "", " -()")
+
+
+@dataclass(frozen=True, slots=True)
+class NumberPlan:
+    country_code: str = "86"
+    national_length: int = 11
+
+    def normalise(self, address: str) -> str:
+        """`+8613800138000`, `008613800138000`, `8613800138000` and `13800138000` are one subscriber.
+
+        Anything that is not a full national or international number (short
+        codes such as 10086 or 1066916) is returned as written, digits only.
+        """
+        digits = address.strip().translate(_STRIP)
+        if digits.startswith("+"):
+            return digits[1:]
+        if digits.startswith("00"):
+            return digits[2:]
+        if len(digits) == self.national_length and not digits.startswith(self.country_code):
+            return self.country_code + digits
+        return digits
+
+    def is_msisdn(self, number: str) -> bool:
+        """A canonical subscriber number (as opposed to a short code)."""
+        return number.isdigit() and len(number) == len(self.country_code) + self.national_length and number.startswith(self.country_code)
+
+
+def covered(number: str, prefixes: tuple[str, ...]) -> bool:
+    return number.startswith(prefixes) if prefixes else False

@@ -1,0 +1,51 @@
+"""Delivery receipts (SMPP 3.4 appendix B): the text, the TLVs, and when one is due."""
+
+from __future__ import annotations
+
+from .smpp import text as smpp_text
+from .smpp.constants import EsmClass, MessageState, RegisteredDelivery, Tag
+from .smpp.tlv import encode_tlvs
+from .smpp.times import format_receipt_date
+from .store.records import Direction, Message, MessageStatus
+
+
+def receipt_due(message: Message, state: MessageState) -> bool:
+    """registered_delivery bits 0-1: 01 = always, 10 = on failure only."""
+    if not message.account or message.esm_class & EsmClass.DELIVERY_RECEIPT:
+        return False  # gateway-generated text, or a receipt itself
+    wanted = message.registered_delivery & RegisteredDelivery.RECEIPT_MASK
+    if wanted == RegisteredDelivery.RECEIPT_ALWAYS:
+        return True
+    return wanted == RegisteredDelivery.RECEIPT_ON_FAILURE and state is not MessageState.DELIVERED
+
+
+def receipt_text(message: Message, state: MessageState, done_at: float, error: int) -> str:
+    delivered = 1 if state is MessageState.DELIVERED else 0
+    original = smpp_text.decode(message.short_message, message.data_coding)[:20]
+    printable = "".join(c if " " <= c <= "~" else "?" for c in original)
+    return (
+        f"id:{message.id} sub:001 dlvrd:{delivered:03d} "
+        f"submit date:{format_receipt_date(message.submitted_at)} done date:{format_receipt_date(done_at)} "
+        f"stat:{state.receipt_stat} err:{error:03d} text:{printable}"
+    )
+
+
+def make_receipt(message: Message, state: MessageState, done_at: float, error: int, receipt_id: str) -> Message:
+    """The receipt MT for `message`, addressed back to whoever submitted it."""
+    return Message(
+        id=receipt_id,
+        direction=Direction.MT,
+        status=MessageStatus.ENROUTE,
+        account="",
+        source_addr=message.dest_addr,
+        dest_addr=message.source_addr,
+        short_message=receipt_text(message, state, done_at, error).encode("ascii"),
+        data_coding=0,
+        esm_class=EsmClass.DELIVERY_RECEIPT,
+        tlvs=encode_tlvs({Tag.RECEIPTED_MESSAGE_ID: message.id, Tag.MESSAGE_STATE: int(state)}),
+        submitted_at=done_at,
+        expires_at=message.expires_at if message.expires_at > done_at else done_at + 86400,
+        next_attempt_at=done_at,
+        origin_id=message.id,
+        extra={"to_account": message.account},
+    )

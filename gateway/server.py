@@ -1,0 +1,202 @@
+"""One SMPP connection: asyncio.Protocol around the sans-IO Session.
+
+Bytes in -> session events -> intake / delivery; whatever the session and
+the gateway queue during one read goes out in one write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import deque
+from typing import TYPE_CHECKING
+
+from .accounts import Account
+from .logs import get_logger
+from .messages import deliver_sm_for
+from .router import compile_address_range
+from .smpp.constants import CommandId, CommandStatus
+from .smpp.pdu import EnquireLink, Pdu, Unbind, response_to
+from .smpp.session import BIND_REQUESTS, Received, Session, Side, State
+from .store.records import Message
+
+if TYPE_CHECKING:
+    from .app import Gateway
+
+log = get_logger("smpp")
+C = CommandId
+S = CommandStatus
+_RECEIVING_BINDS = frozenset({C.BIND_RECEIVER, C.BIND_TRANSCEIVER})
+_DELIVERY_ANSWERS = frozenset({C.DELIVER_SM_RESP, C.DATA_SM_RESP, C.GENERIC_NACK})
+
+
+class SmppConnection(asyncio.Protocol):
+    def __init__(self, gateway: Gateway) -> None:
+        settings = gateway.config.gateway
+        self.gateway = gateway
+        self.session = Session(
+            Side.SMSC,
+            window=settings.window,
+            response_timeout=settings.response_timeout,
+            enquire_link_interval=settings.enquire_link_interval,
+            idle_timeout=settings.idle_timeout,
+        )
+        self.account: Account | None = None
+        self.can_receive = False
+        self.load = 0  # MTs queued or in flight here
+        self.address_range: re.Pattern[str] | None = None
+        self.inflight: dict[int, Message] = {}
+        self.pending: deque[Message] = deque()
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self._flush_scheduled = False
+
+    # --------------------------------------------------------- transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.gateway.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.session.close()
+        self.gateway.connections.discard(self)
+        if self.account is not None:
+            self.account.binds -= 1
+            self.gateway.router.unbound(self)
+            log.info("unbound", account=self.account.system_id, peer=self.peer)
+        stranded = list(self.inflight.values()) + list(self.pending)
+        self.inflight.clear()
+        self.pending.clear()
+        self.load = 0
+        if stranded:
+            self.gateway.delivery.requeue(stranded)
+
+    def data_received(self, data: bytes) -> None:
+        for event in self.session.receive_data(data):
+            if type(event) is Received:
+                self._on_pdu(event.pdu, event.request)
+            elif event.status:
+                log.warning("pdu rejected", peer=self.peer, account=self.system_id, status=S.name_of(event.status),
+                            reason=event.reason, sequence=event.sequence_number)
+        self.flush()
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        if self.transport is None or self.transport.is_closing():
+            return
+        data = self.session.data_to_send()
+        if data:
+            self.transport.write(data)
+        if self.session.state in (State.CLOSED, State.UNBOUND):
+            self.transport.close()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    @property
+    def system_id(self) -> str:
+        return self.account.system_id if self.account is not None else "-"
+
+    # -------------------------------------------------------------- PDUs
+    def _on_pdu(self, pdu: Pdu, request: Pdu | None) -> None:
+        command_id = pdu.command_id
+        if command_id == C.SUBMIT_SM or command_id == C.DATA_SM:
+            self.gateway.intake.submit(self, pdu)  # type: ignore[arg-type]
+        elif command_id in _DELIVERY_ANSWERS:
+            self._on_delivery_answer(pdu)
+        elif command_id in BIND_REQUESTS:
+            self._on_bind(pdu)
+        elif command_id == C.QUERY_SM:
+            self.gateway.spawn(self.gateway.intake.query(self, pdu))  # type: ignore[arg-type]
+        elif command_id in (C.UNBIND, C.UNBIND_RESP, C.ENQUIRE_LINK_RESP):
+            pass  # the session answered / changed state; flush() closes an unbound link
+        else:
+            self.gateway.intake.unsupported(self, pdu)
+
+    def _on_bind(self, pdu: Pdu) -> None:
+        gateway = self.gateway
+        account, status = gateway.accounts.authenticate(pdu.system_id, pdu.password)  # type: ignore[attr-defined]
+        if account is None:
+            log.warning("bind refused", peer=self.peer, system_id=pdu.system_id, status=S.name_of(status))  # type: ignore[attr-defined]
+            self.session.send(response_to(pdu, status))
+            return
+        account.binds += 1
+        self.account = account
+        self.can_receive = pdu.command_id in _RECEIVING_BINDS
+        self.address_range = compile_address_range(pdu.address_range, gateway.plan.country_code)  # type: ignore[attr-defined]
+        self.session.send(response_to(pdu, S.ESME_ROK, system_id=gateway.config.gateway.system_id))
+        log.info("bound", account=account.system_id, role=account.role, peer=self.peer, mode=self.session.state.value)
+        gateway.router.bound(self)
+        if self.can_receive:
+            gateway.delivery.receiver_ready(self)
+
+    def respond(self, pdu: Pdu) -> None:
+        """Answer a request, possibly later than the read that brought it (after a commit)."""
+        if self.session.state is State.CLOSED or self.transport is None or self.transport.is_closing():
+            return  # the client will retransmit; the store recognises it
+        self.session.send(pdu)
+        self._schedule_flush()
+
+    # ----------------------------------------------------------- MT side
+    def offer(self, message: Message) -> None:
+        self.load += 1
+        if not self.pending and self.session.can_send_request:
+            self._send_deliver(message)
+        else:
+            self.pending.append(message)
+
+    def _send_deliver(self, message: Message) -> None:
+        pdu = self.session.send(deliver_sm_for(message, self.gateway.plan))
+        self.inflight[pdu.sequence_number] = message
+        self._schedule_flush()
+
+    def _on_delivery_answer(self, pdu: Pdu) -> None:
+        message = self.inflight.pop(pdu.sequence_number, None)
+        if message is None:
+            return
+        self.load -= 1
+        if pdu.command_status == S.ESME_ROK:
+            self.gateway.delivery.delivered(message)
+        else:
+            self.gateway.delivery.failed(message, pdu.command_status)
+        self._pump()
+
+    def _pump(self) -> None:
+        while self.pending and self.session.can_send_request:
+            self._send_deliver(self.pending.popleft())
+
+    # ------------------------------------------------------------ timers
+    def tick(self) -> None:
+        """Called about once a second: response timeouts, keep-alive, idle bind."""
+        session = self.session
+        for request in session.expired_requests():
+            message = self.inflight.pop(request.sequence_number, None)
+            if message is not None:
+                self.load -= 1
+                log.warning("deliver_sm timed out", message_id=message.id, account=self.system_id, msisdn=message.dest_addr)
+                self.gateway.delivery.retry_later(message)
+            elif request.command_id == C.ENQUIRE_LINK:
+                log.warning("enquire_link unanswered; closing", peer=self.peer, account=self.system_id)
+                self.close()
+                return
+        self._pump()
+        if session.is_idle():
+            log.info("idle timeout; unbinding", peer=self.peer, account=self.system_id)
+            self.unbind()
+        elif session.enquire_link_due():
+            session.send(EnquireLink())
+        self.flush()
+
+    def unbind(self) -> None:
+        if self.session.is_bound:
+            self.session.send(Unbind())
+            self.flush()
+        else:
+            self.close()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
