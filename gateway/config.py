@@ -11,7 +11,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.toml"
+
+def _default_config() -> Path:
+    """config/default.toml beside the source tree, else in the working directory (installed package)."""
+    beside_source = Path(__file__).resolve().parent.parent / "config" / "default.toml"
+    return beside_source if beside_source.exists() else Path("config") / "default.toml"
+
+
+DEFAULT_CONFIG = _default_config()
 ROLES = ("handset", "smsc", "sp")
 
 
