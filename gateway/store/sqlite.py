@@ -1,0 +1,484 @@
+"""SQLite implementation of the Store: one batching writer, one reader.
+
+Writes: every write method builds an `_Op` (the SQL rows it needs plus the
+future handed to the caller) and queues it. A single writer task takes
+everything queued (up to batch_max ops), runs it in ONE transaction, commits,
+then resolves the futures. One commit per row caps near 4.7k rows/s on our
+hardware; batching is what gets us tens of thousands. Each statement is a
+hop to aiosqlite's thread, so a batch's rows are grouped into as few
+`executemany` calls as issue order allows (see `_plan`).
+
+Reads use a second connection: WAL lets it read committed data while the
+writer holds its transaction open.
+
+Durability: we promise an acknowledged write survives `kill -9` of this
+process, not a power cut. In WAL mode COMMIT appends the transaction to the
+-wal file with write(2) before returning; from then on the data sits in the
+kernel's page cache, which outlives the process, and the next opener replays
+the WAL. That is why synchronous=NORMAL is enough: FULL would add an fsync per
+commit, which only matters if the OS itself dies (then NORMAL may lose the
+last few commits, but never corrupts the file).
+`test_acknowledged_writes_survive_process_kill` checks the promise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+from .migrations import SchemaVersionError, migrate
+from .records import Direction, Message, MessageStatus
+
+
+class StoreOpenError(RuntimeError):
+    """The database file could not be opened, configured or migrated."""
+
+
+@dataclass(slots=True)
+class StoreStats:
+    batches: int = 0  # transactions attempted by the writer
+    ops: int = 0  # write calls they carried
+    executes: int = 0  # statements sent to the SQLite thread (one thread hop each)
+    failed_batches: int = 0
+
+
+# --- rows ---------------------------------------------------------------------
+
+# Message fields in table order; `_row()` and `_message()` follow it.
+_FIELDS = (
+    "id", "direction", "status", "account", "source_addr", "dest_addr", "short_message",
+    "data_coding", "esm_class", "registered_delivery", "service_type",
+    "source_addr_ton", "source_addr_npi", "dest_addr_ton", "dest_addr_npi", "tlvs",
+    "submitted_at", "expires_at", "attempts", "next_attempt_at", "done_at", "error",
+    "origin_id", "dedup_key", "extra",
+)  # fmt: skip
+_SELECT = f"SELECT {', '.join(_FIELDS)} FROM messages"
+_INSERT = (
+    f"INSERT INTO messages ({', '.join(_FIELDS)}, accepted_at) "
+    f"VALUES ({', '.join('?' * (len(_FIELDS) + 1))})"
+)
+
+
+def _row(m: Message, accepted_at: float) -> tuple:
+    # Spelled out rather than getattr-looped: this runs once per stored row.
+    return (
+        m.id, m.direction.value, m.status.value, m.account, m.source_addr, m.dest_addr,
+        m.short_message, m.data_coding, m.esm_class, m.registered_delivery, m.service_type,
+        m.source_addr_ton, m.source_addr_npi, m.dest_addr_ton, m.dest_addr_npi, m.tlvs,
+        m.submitted_at, m.expires_at, m.attempts, m.next_attempt_at, m.done_at, m.error,
+        m.origin_id, m.dedup_key, json.dumps(m.extra, separators=(",", ":")) if m.extra else "{}",
+        accepted_at,
+    )  # fmt: skip
+
+
+def _message(row: Sequence[Any]) -> Message:
+    values = dict(zip(_FIELDS, row))
+    values["direction"] = Direction(values["direction"])
+    values["status"] = MessageStatus(values["status"])
+    values["extra"] = json.loads(values["extra"])
+    return Message(**values)
+
+
+# --- write statements -----------------------------------------------------------
+
+_PROCESSED = f"UPDATE messages SET status = '{MessageStatus.PROCESSED.value}', done_at = ? WHERE id = ?"
+_DELIVERED = f"UPDATE messages SET status = '{MessageStatus.DELIVERED.value}', done_at = ? WHERE id = ?"
+_RETRY = "UPDATE messages SET attempts = ?, next_attempt_at = ?, error = ? WHERE id = ?"
+_FINAL = "UPDATE messages SET status = ?, done_at = ?, error = ? WHERE id = ?"
+# Before a key is reused, take it off the row that held it if that row has left
+# the dedup window, so the UNIQUE index only rejects a key still in the window.
+_RELEASE_KEY = "UPDATE messages SET dedup_key = NULL WHERE dedup_key = ? AND accepted_at <= ?"
+
+# One row of one statement: (sql, parameters, tokens). The tokens name the
+# message ids / dedup keys the row touches; `_plan` uses them to keep rows that
+# touch the same thing in issue order.
+_Step = tuple[str, tuple, tuple[str, ...]]
+
+
+@dataclass(slots=True, eq=False)
+class _Op:
+    """One write call: its rows, its caller's future and what to resolve it with."""
+
+    steps: list[_Step]
+    future: asyncio.Future
+    result: Any = None
+    committed: bool = False
+    # Lists created on first use: most ops have neither, and accept() is the hot path.
+    dedup_keys: list[str] | None = None  # keys this op made "recent"
+    followers: list[tuple[asyncio.Future, Any]] | None = None  # duplicates awaiting our commit
+
+
+@dataclass(slots=True)
+class _Recent:
+    message_id: str
+    accepted_at: float
+    op: _Op | None  # None: committed before open()
+
+
+def _plan(batch: Iterable[_Op]) -> list[tuple[str, list[tuple]]]:
+    """Group a batch's rows into (sql, rows) runs for executemany, keeping issue order.
+
+    Rows are collected per statement, the groups executed in order of first
+    appearance. A row may join an earlier group only if no later group already
+    touched one of its tokens (else it would run before something issued
+    earlier); when that happens the groups so far are emitted and new ones
+    started. Typical traffic (accepts, plus updates of other messages) stays
+    at one executemany per statement kind per batch.
+    """
+    runs: list[tuple[str, list[tuple]]] = []
+    groups: dict[str, int] = {}  # sql -> index into pending
+    pending: list[tuple[str, list[tuple]]] = []
+    last_group: dict[str, int] = {}  # token -> index of the last group that touched it
+    for op in batch:
+        for sql, params, tokens in op.steps:
+            g = groups.get(sql)
+            if g is not None and _touched_after(last_group, tokens, g):
+                runs.extend(pending)
+                groups, pending, last_group = {}, [], {}
+                g = None
+            if g is None:
+                g = groups[sql] = len(pending)
+                pending.append((sql, []))
+            pending[g][1].append(params)
+            for t in tokens:
+                last_group[t] = g
+    runs.extend(pending)
+    return runs
+
+
+def _touched_after(last_group: dict[str, int], tokens: tuple[str, ...], g: int) -> bool:
+    for t in tokens:  # a plain loop: any(<genexpr>) costs a generator per row
+        if last_group.get(t, -1) > g:
+            return True
+    return False
+
+
+def _resolve(fut: asyncio.Future, value: Any) -> None:
+    if not fut.done():  # the caller may have cancelled it; the write still stands
+        fut.set_result(value)
+
+
+def _settle(batch: list[_Op]) -> None:
+    """Resolve a committed batch's futures, and those of duplicates waiting on it."""
+    for op in batch:
+        op.committed = True  # from now on a duplicate of it resolves at once
+        _resolve(op.future, op.result)
+        for fut, result in op.followers or ():
+            _resolve(fut, result)
+        op.followers = None
+
+
+def _reject(fut: asyncio.Future, exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
+
+
+# --- the store ------------------------------------------------------------------
+
+
+class SqliteStore:
+    """Store on one SQLite file. Write methods must be called from the event loop thread."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        batch_max: int = 1000,
+        dedup_window: float = 3600.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if batch_max < 1:
+            raise ValueError("batch_max must be at least 1")
+        self.path = path
+        self.stats = StoreStats()
+        self._batch_max = batch_max
+        self._dedup_window = dedup_window
+        self._clock = clock
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._queue: asyncio.Queue[_Op | None] = asyncio.Queue()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._closed = False
+        # dedup_key -> message that holds it, oldest first (pruned from the front).
+        self._recent: OrderedDict[str, _Recent] = OrderedDict()
+
+    # --- lifecycle ----------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._loop is not None:
+            raise RuntimeError("store already opened")
+        self._loop = asyncio.get_running_loop()
+        try:
+            # IMMEDIATE: sqlite3 itself issues BEGIN IMMEDIATE before a batch's
+            # first statement (see _commit); migrate() runs its own BEGIN/COMMIT.
+            self._writer = await self._connect("IMMEDIATE")
+            await migrate(self._writer)
+            self._reader = await self._connect(None)
+            await self._reader.execute("PRAGMA query_only = ON")
+            await self._load_recent_keys()
+        except (sqlite3.Error, OSError, SchemaVersionError) as exc:
+            await self._close_connections()
+            raise StoreOpenError(f"cannot open SQLite store at {self.path!r}: {exc}") from exc
+        self._writer_task = asyncio.create_task(self._run_writer(), name=f"sqlite-writer:{self.path}")
+
+    async def close(self) -> None:
+        """Commit everything issued before this call, then close both connections."""
+        if self._closed:
+            return
+        self._closed = True  # from here on write methods raise
+        try:
+            if self._writer_task is not None:
+                self._queue.put_nowait(None)  # after every op already queued
+                await self._writer_task
+        finally:
+            await self._close_connections()
+
+    async def _connect(self, isolation_level: str | None) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(self.path, isolation_level=isolation_level)
+        try:
+            rows = await conn.execute_fetchall("PRAGMA journal_mode = WAL")
+            mode = next(iter(rows))[0]
+            if mode != "wal":  # e.g. ":memory:" — a second connection would not see the data
+                raise sqlite3.OperationalError(f"WAL mode unavailable (journal_mode={mode})")
+            # See the module docstring: NORMAL survives a process kill.
+            await conn.execute("PRAGMA synchronous = NORMAL")
+            await conn.execute("PRAGMA busy_timeout = 5000")
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    async def _close_connections(self) -> None:
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                await conn.close()
+        self._reader = self._writer = None
+
+    async def _load_recent_keys(self) -> None:
+        assert self._reader is not None
+        rows = await self._reader.execute_fetchall(
+            "SELECT dedup_key, id, accepted_at FROM messages"
+            " WHERE dedup_key IS NOT NULL AND accepted_at > ? ORDER BY accepted_at, seq",
+            (self._clock() - self._dedup_window,),
+        )
+        for key, message_id, accepted_at in rows:
+            self._recent[key] = _Recent(message_id, accepted_at, None)
+
+    # --- writes -------------------------------------------------------------
+
+    def accept(self, message: Message) -> asyncio.Future[tuple[str, bool]]:
+        now = self._begin_write()
+        if message.dedup_key is not None:
+            duplicate = self._duplicate_of(message.dedup_key, now)
+            if duplicate is not None:
+                return duplicate
+        op = self._new_op(result=(message.id, False))
+        self._add_insert(op, message, now)
+        return self._enqueue(op)
+
+    def complete_mo(self, mo_ids: Sequence[str], replies: Sequence[Message], done_at: float) -> asyncio.Future[None]:
+        now = self._begin_write()
+        op = self._new_op()
+        op.steps.extend((_PROCESSED, (done_at, mo_id), (mo_id,)) for mo_id in mo_ids)
+        for reply in replies:
+            self._add_insert(op, reply, now)
+        return self._enqueue(op)
+
+    def mark_delivered(self, message_id: str, done_at: float, receipt: Message | None) -> asyncio.Future[None]:
+        now = self._begin_write()
+        op = self._new_op()
+        op.steps.append((_DELIVERED, (done_at, message_id), (message_id,)))
+        if receipt is not None:
+            self._add_insert(op, receipt, now)
+        return self._enqueue(op)
+
+    def mark_retry(self, message_id: str, attempts: int, next_attempt_at: float, error: int) -> asyncio.Future[None]:
+        self._begin_write()
+        op = self._new_op()
+        op.steps.append((_RETRY, (attempts, next_attempt_at, error, message_id), (message_id,)))
+        return self._enqueue(op)
+
+    def mark_final(
+        self, message_id: str, status: str, done_at: float, error: int, receipt: Message | None
+    ) -> asyncio.Future[None]:
+        status_value = MessageStatus(status).value  # reject a typo now, not in the batch
+        now = self._begin_write()
+        op = self._new_op()
+        op.steps.append((_FINAL, (status_value, done_at, error, message_id), (message_id,)))
+        if receipt is not None:
+            self._add_insert(op, receipt, now)
+        return self._enqueue(op)
+
+    def _begin_write(self) -> float:
+        """Check a write may be issued now; return the store clock."""
+        if self._closed:
+            raise RuntimeError("store is closed")
+        if self._loop is None:
+            raise RuntimeError("store is not open")
+        # Futures, the queue and the dedup map belong to the loop thread.
+        if asyncio.get_running_loop() is not self._loop:
+            raise RuntimeError("SqliteStore writes must be issued from its event loop thread")
+        return self._clock()
+
+    def _new_op(self, result: Any = None) -> _Op:
+        assert self._loop is not None
+        return _Op(steps=[], future=self._loop.create_future(), result=result)
+
+    def _add_insert(self, op: _Op, message: Message, now: float) -> None:
+        key = message.dedup_key
+        if key is None:
+            op.steps.append((_INSERT, _row(message, now), (message.id,)))
+            return
+        op.steps.append((_RELEASE_KEY, (key, now - self._dedup_window), (key,)))
+        op.steps.append((_INSERT, _row(message, now), (message.id, key)))
+        # Any stored row's key counts, so accept() dedups against replies and
+        # receipts as it would after a restart (open() loads them all).
+        self._recent[key] = _Recent(message.id, now, op)
+        self._recent.move_to_end(key)
+        if op.dedup_keys is None:
+            op.dedup_keys = []
+        op.dedup_keys.append(key)
+
+    def _enqueue(self, op: _Op) -> asyncio.Future:
+        self._queue.put_nowait(op)
+        return op.future
+
+    # --- dedup --------------------------------------------------------------
+
+    def _duplicate_of(self, key: str, now: float) -> asyncio.Future[tuple[str, bool]] | None:
+        """A future for (earlier id, True) if `key` is inside the window, else None."""
+        cutoff = now - self._dedup_window
+        self._prune(cutoff)
+        recent = self._recent.get(key)
+        if recent is None or recent.accepted_at <= cutoff:
+            return None
+        assert self._loop is not None
+        fut: asyncio.Future[tuple[str, bool]] = self._loop.create_future()
+        result = (recent.message_id, True)
+        if recent.op is None or recent.op.committed:
+            fut.set_result(result)
+        else:
+            # The original is still queued or in flight: acknowledging the copy
+            # now could ack a message that is then lost.
+            if recent.op.followers is None:
+                recent.op.followers = []
+            recent.op.followers.append((fut, result))
+        return fut
+
+    def _prune(self, cutoff: float) -> None:
+        # Oldest first, so stop at the first key still inside the window. (If
+        # the clock steps back, later expired keys linger until reached; the
+        # check in _duplicate_of still compares their age.)
+        recent = self._recent
+        while recent:
+            key, entry = next(iter(recent.items()))
+            if entry.accepted_at > cutoff:
+                return
+            del recent[key]
+
+    def _forget_keys(self, op: _Op) -> None:
+        """The op was not written: its keys must not dedup later messages."""
+        for key in op.dedup_keys or ():
+            entry = self._recent.get(key)
+            if entry is not None and entry.op is op:
+                del self._recent[key]
+
+    # --- the writer task ----------------------------------------------------
+
+    async def _run_writer(self) -> None:
+        while True:
+            batch, stop = await self._next_batch()
+            if batch:
+                await self._write_batch(batch)
+            if stop:
+                return
+
+    async def _next_batch(self) -> tuple[list[_Op], bool]:
+        """Wait for one op, then take whatever else is queued (up to batch_max). True = close() was called."""
+        op = await self._queue.get()
+        if op is None:
+            return [], True
+        batch = [op]
+        while len(batch) < self._batch_max and not self._queue.empty():
+            op = self._queue.get_nowait()
+            if op is None:
+                return batch, True
+            batch.append(op)
+        return batch, False
+
+    async def _write_batch(self, batch: list[_Op]) -> None:
+        self.stats.batches += 1
+        self.stats.ops += len(batch)
+        try:
+            await self._commit(batch)
+        except asyncio.CancelledError:  # the loop is being torn down without close()
+            for op in batch:
+                self._forget_keys(op)
+                op.future.cancel()
+                for fut, _ in op.followers or ():
+                    fut.cancel()
+            raise
+        except Exception as exc:
+            self.stats.failed_batches += 1
+            await self._rollback()
+            for op in batch:
+                self._forget_keys(op)
+                _reject(op.future, exc)
+                for fut, _ in op.followers or ():
+                    _reject(fut, exc)
+        else:
+            _settle(batch)
+
+    async def _commit(self, batch: list[_Op]) -> None:
+        conn = self._writer
+        assert conn is not None
+        runs = _plan(batch)
+        # No explicit BEGIN: the writer connection is in sqlite3's implicit
+        # transaction mode (isolation_level="IMMEDIATE"), so the first
+        # executemany opens the transaction in the same thread hop.
+        for sql, rows in runs:
+            await conn.executemany(sql, rows)
+        await conn.commit()
+        self.stats.executes += len(runs) + 1
+
+    async def _rollback(self) -> None:
+        conn = self._writer
+        if conn is not None and conn.in_transaction:
+            try:
+                await conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # SQLite already rolled back (e.g. after a failed COMMIT)
+
+    # --- reads --------------------------------------------------------------
+
+    async def get(self, message_id: str) -> Message | None:
+        rows = await self._read(f"{_SELECT} WHERE id = ?", (message_id,))
+        return _message(rows[0]) if rows else None
+
+    async def unprocessed_mos(self) -> list[Message]:
+        rows = await self._read(
+            f"{_SELECT} WHERE status = ? AND direction = ? ORDER BY submitted_at, seq",
+            (MessageStatus.ACCEPTED.value, Direction.MO.value),
+        )
+        return [_message(r) for r in rows]
+
+    async def pending_mts(self, limit: int = 10000) -> list[Message]:
+        rows = await self._read(
+            f"{_SELECT} WHERE status = ? AND direction = ? ORDER BY submitted_at, seq LIMIT ?",
+            (MessageStatus.ENROUTE.value, Direction.MT.value, limit),
+        )
+        return [_message(r) for r in rows]
+
+    async def _read(self, sql: str, params: tuple) -> list[Any]:
+        if self._reader is None:
+            raise RuntimeError("store is not open")
+        return list(await self._reader.execute_fetchall(sql, params))

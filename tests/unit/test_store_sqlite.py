@@ -1,0 +1,459 @@
+"""SqliteStore against real SQLite files (no mocks)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from gateway.store.migrations import SCHEMA_VERSION
+from gateway.store.records import Direction, Message, MessageStatus
+from gateway.store.sqlite import SqliteStore, StoreOpenError, _plan
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+WINDOW = 3600.0
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def mo(id: str, **kw) -> Message:
+    fields = dict(account="esme1", source_addr="254700000001", dest_addr="22333", short_message=b"hi")
+    fields.update(kw)
+    return Message(id=id, direction=Direction.MO, status=MessageStatus.ACCEPTED, **fields)
+
+
+def mt(id: str, **kw) -> Message:
+    fields = dict(account="esme1", source_addr="22333", dest_addr="254700000001", short_message=b"reply")
+    fields.update(kw)
+    return Message(id=id, direction=Direction.MT, status=MessageStatus.ENROUTE, **fields)
+
+
+def count_rows(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "gw.db"
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def store(db: Path, clock: FakeClock):
+    s = SqliteStore(str(db), dedup_window=WINDOW, clock=clock)
+    await s.open()
+    yield s
+    await s.close()
+
+
+# --- round trip -------------------------------------------------------------------
+
+
+async def test_accept_and_get_round_trip_every_field(store: SqliteStore) -> None:
+    message = Message(
+        id="msg-1",
+        direction=Direction.MT,
+        status=MessageStatus.ENROUTE,
+        account="sp-7",
+        source_addr="22333",
+        dest_addr="254711222333",
+        short_message=b"\x05\x00\x03\x01\x02\x01caf\xc3\xa9\x00\xff",
+        data_coding=8,
+        esm_class=0x40,
+        registered_delivery=1,
+        service_type="USSD",
+        source_addr_ton=3,
+        source_addr_npi=9,
+        dest_addr_ton=1,
+        dest_addr_npi=1,
+        tlvs=b"\x02\x0a\x00\x02\x12\x34",
+        submitted_at=1700000000.25,
+        expires_at=1700086400.5,
+        attempts=3,
+        next_attempt_at=1700000060.75,
+        done_at=1700000100.125,
+        error=0x45,
+        origin_id="mo-9",
+        dedup_key="sp-7:abc",
+        extra={"receipt_to": "esme2", "parts": [1, 2]},
+    )
+    assert await store.accept(message) == ("msg-1", False)
+    assert await store.get("msg-1") == message
+
+
+async def test_get_unknown_id_returns_none(store: SqliteStore) -> None:
+    assert await store.get("nope") is None
+
+
+# --- dedup --------------------------------------------------------------------------
+
+
+async def test_duplicate_within_window_returns_first_id_and_writes_once(
+    store: SqliteStore, db: Path, clock: FakeClock
+) -> None:
+    assert await store.accept(mo("a", dedup_key="k1")) == ("a", False)
+    clock.now += WINDOW - 1
+    assert await store.accept(mo("b", dedup_key="k1")) == ("a", True)
+    assert await store.get("b") is None
+    assert store.stats.ops == 1
+    assert count_rows(db) == 1
+
+
+async def test_duplicate_of_uncommitted_message_resolves_after_its_commit(store: SqliteStore) -> None:
+    first = store.accept(mo("a", dedup_key="k1"))
+    copy = store.accept(mo("b", dedup_key="k1"))
+    assert not copy.done()  # the original is only queued
+    assert await copy == ("a", True)
+    assert first.done() and first.result() == ("a", False)
+    assert await store.get("a") is not None
+
+
+async def test_duplicate_after_window_is_accepted_as_new(store: SqliteStore, db: Path, clock: FakeClock) -> None:
+    assert await store.accept(mo("a", dedup_key="k1")) == ("a", False)
+    clock.now += WINDOW
+    assert await store.accept(mo("b", dedup_key="k1")) == ("b", False)
+    assert count_rows(db) == 2
+    # The key moved to the new row (the UNIQUE index allows one holder).
+    assert (await store.get("a")).dedup_key is None
+    assert (await store.get("b")).dedup_key == "k1"
+    # ... and dedups against the new row from now on.
+    assert await store.accept(mo("c", dedup_key="k1")) == ("b", True)
+
+
+async def test_messages_without_dedup_key_are_never_deduplicated(store: SqliteStore, db: Path) -> None:
+    assert await store.accept(mo("a")) == ("a", False)
+    assert await store.accept(mo("b")) == ("b", False)
+    assert count_rows(db) == 2
+
+
+async def test_dedup_keys_are_reloaded_at_open(db: Path, clock: FakeClock) -> None:
+    s = SqliteStore(str(db), dedup_window=WINDOW, clock=clock)
+    await s.open()
+    await s.accept(mo("a", dedup_key="old"))
+    clock.now += 10
+    await s.accept(mo("b", dedup_key="new"))
+    await s.close()
+
+    clock.now += WINDOW - 5  # "old" has left the window, "new" has not
+    s = SqliteStore(str(db), dedup_window=WINDOW, clock=clock)
+    await s.open()
+    try:
+        assert await s.accept(mo("c", dedup_key="new")) == ("b", True)
+        assert await s.accept(mo("d", dedup_key="old")) == ("d", False)
+    finally:
+        await s.close()
+
+
+async def test_unique_index_guards_dedup_key(store: SqliteStore) -> None:
+    await store.accept(mo("a", dedup_key="k1"))
+    store._recent.clear()  # simulate a lost in-memory entry: the index must still refuse
+    with pytest.raises(sqlite3.IntegrityError):
+        await store.accept(mo("b", dedup_key="k1"))
+
+
+# --- batching and ordering ---------------------------------------------------------------
+
+
+async def test_concurrent_accepts_all_commit_in_grouped_batches(store: SqliteStore, db: Path) -> None:
+    futures = [store.accept(mo(f"m{i}", dedup_key=f"k{i}" if i % 2 else None)) for i in range(2000)]
+    results = await asyncio.gather(*futures)
+    assert results == [(f"m{i}", False) for i in range(2000)]
+    assert count_rows(db) == 2000
+    assert store.stats.ops == 2000
+    assert store.stats.ops / store.stats.batches > 10
+
+
+async def test_batch_max_bounds_batch_size(db: Path) -> None:
+    s = SqliteStore(str(db), batch_max=100)
+    await s.open()
+    try:
+        await asyncio.gather(*[s.accept(mo(f"m{i}")) for i in range(1000)])
+        assert s.stats.batches >= 10
+    finally:
+        await s.close()
+
+
+async def test_writes_in_one_batch_apply_in_issue_order(store: SqliteStore) -> None:
+    # Grouping by statement would run both INSERTs before the UPDATE, so "x"
+    # would end with attempts=7; issue order has the UPDATE find nothing.
+    store.accept(mo("z"))
+    store.mark_retry("x", attempts=7, next_attempt_at=5.0, error=8)
+    store.accept(mt("x"))
+    store.mark_retry("z", attempts=1, next_attempt_at=9.0, error=0)
+    await store.mark_delivered("x", done_at=10.0, receipt=None)
+    assert store.stats.batches == 1
+    x = await store.get("x")
+    assert (x.status, x.attempts, x.error, x.done_at) == (MessageStatus.DELIVERED, 0, 0, 10.0)
+    assert (await store.get("z")).attempts == 1
+
+
+def test_plan_groups_independent_rows_into_one_run_per_statement() -> None:
+    class Op:
+        def __init__(self, *steps):
+            self.steps = list(steps)
+
+    ops = [Op(("INS", (i,), (f"m{i}",))) for i in range(100)]
+    ops += [Op(("UPD", (i,), (f"old{i}",))) for i in range(100)]
+    ops += [Op(("INS", (i,), (f"n{i}",))) for i in range(100)]
+    runs = _plan(ops)
+    assert [(sql, len(rows)) for sql, rows in runs] == [("INS", 200), ("UPD", 100)]
+
+
+async def test_failed_batch_rejects_every_write_in_it(store: SqliteStore, db: Path) -> None:
+    good = store.accept(mo("a", dedup_key="k1"))
+    copy = store.accept(mo("b", dedup_key="k1"))  # waits on "a"
+    clash = store.accept(mo("a"))  # same id: the whole transaction fails
+    results = await asyncio.gather(good, copy, clash, return_exceptions=True)
+    assert all(isinstance(r, sqlite3.IntegrityError) for r in results)
+    assert store.stats.failed_batches == 1
+    assert count_rows(db) == 0
+    # The store keeps working, and the failed message's key does not dedup.
+    assert await store.accept(mo("c", dedup_key="k1")) == ("c", False)
+
+
+# --- MO / MT life cycle ----------------------------------------------------------------
+
+
+async def test_complete_mo_marks_processed_and_inserts_replies(store: SqliteStore) -> None:
+    await store.accept(mo("mo1"))
+    await store.accept(mo("mo2"))
+    replies = [mt("r1", origin_id="mo1"), mt("r2", origin_id="mo1")]
+    await store.complete_mo(["mo1", "mo2"], replies, done_at=50.0)
+    for mo_id in ("mo1", "mo2"):
+        m = await store.get(mo_id)
+        assert (m.status, m.done_at) == (MessageStatus.PROCESSED, 50.0)
+    assert [m.id for m in await store.pending_mts()] == ["r1", "r2"]
+    assert await store.unprocessed_mos() == []
+
+
+async def test_complete_mo_is_atomic(store: SqliteStore) -> None:
+    await store.accept(mo("mo1"))
+    await store.accept(mt("taken"))
+    bad_replies = [mt("r1"), mt("taken")]  # second reply clashes with an existing id
+    with pytest.raises(sqlite3.IntegrityError):
+        await store.complete_mo(["mo1"], bad_replies, done_at=50.0)
+    assert (await store.get("mo1")).status is MessageStatus.ACCEPTED
+    assert await store.get("r1") is None
+
+
+async def test_mark_delivered_with_receipt(store: SqliteStore) -> None:
+    await store.accept(mt("x", registered_delivery=1))
+    receipt = mt("rcpt", origin_id="x", esm_class=0x04, short_message=b"id:x stat:DELIVRD")
+    await store.mark_delivered("x", done_at=20.0, receipt=receipt)
+    x = await store.get("x")
+    assert (x.status, x.done_at, x.is_final) == (MessageStatus.DELIVERED, 20.0, True)
+    assert await store.get("rcpt") == receipt
+
+
+async def test_mark_retry(store: SqliteStore) -> None:
+    await store.accept(mt("x"))
+    await store.mark_retry("x", attempts=2, next_attempt_at=99.5, error=0x58)
+    x = await store.get("x")
+    assert (x.status, x.attempts, x.next_attempt_at, x.error) == (MessageStatus.ENROUTE, 2, 99.5, 0x58)
+
+
+async def test_mark_final_with_and_without_receipt(store: SqliteStore) -> None:
+    await store.accept(mt("x"))
+    await store.accept(mt("y"))
+    receipt = mt("rcpt", origin_id="x", esm_class=0x04)
+    await store.mark_final("x", "expired", done_at=30.0, error=0, receipt=receipt)
+    await store.mark_final("y", MessageStatus.UNDELIVERABLE, done_at=31.0, error=0x0B, receipt=None)
+    x, y = await store.get("x"), await store.get("y")
+    assert (x.status, x.done_at) == (MessageStatus.EXPIRED, 30.0)
+    assert (y.status, y.done_at, y.error) == (MessageStatus.UNDELIVERABLE, 31.0, 0x0B)
+    assert await store.get("rcpt") == receipt
+    assert [m.id for m in await store.pending_mts()] == ["rcpt"]
+
+
+async def test_mark_final_rejects_unknown_status(store: SqliteStore) -> None:
+    with pytest.raises(ValueError):
+        store.mark_final("x", "lost", done_at=1.0, error=0, receipt=None)
+
+
+async def test_unprocessed_mos_oldest_first_insertion_order_on_ties(store: SqliteStore) -> None:
+    await store.accept(mo("late", submitted_at=30.0))
+    await store.accept(mo("tie-1", submitted_at=20.0))
+    await store.accept(mo("early", submitted_at=10.0))
+    await store.accept(mo("tie-2", submitted_at=20.0))
+    await store.accept(mo("done", submitted_at=5.0))
+    await store.accept(mt("an-mt", submitted_at=1.0))
+    await store.complete_mo(["done"], [], done_at=40.0)
+    assert [m.id for m in await store.unprocessed_mos()] == ["early", "tie-1", "tie-2", "late"]
+
+
+async def test_pending_mts_oldest_first_with_limit(store: SqliteStore) -> None:
+    await store.accept(mt("b", submitted_at=2.0))
+    await store.accept(mt("a", submitted_at=1.0))
+    await store.accept(mt("c1", submitted_at=3.0))
+    await store.accept(mt("c2", submitted_at=3.0))
+    await store.accept(mt("gone", submitted_at=0.5))
+    await store.accept(mo("an-mo", submitted_at=0.1))
+    await store.mark_delivered("gone", done_at=4.0, receipt=None)
+    assert [m.id for m in await store.pending_mts()] == ["a", "b", "c1", "c2"]
+    assert [m.id for m in await store.pending_mts(limit=2)] == ["a", "b"]
+
+
+# --- lifecycle -----------------------------------------------------------------------------
+
+
+async def test_close_commits_everything_issued_before_it(db: Path) -> None:
+    s = SqliteStore(str(db))
+    await s.open()
+    futures = [s.accept(mo(f"m{i}")) for i in range(500)]
+    await s.close()
+    assert all(f.done() and f.result() == (f"m{i}", False) for i, f in enumerate(futures))
+    assert count_rows(db) == 500
+    with pytest.raises(RuntimeError):
+        s.accept(mo("late"))
+    with pytest.raises(RuntimeError):
+        s.mark_retry("m1", 1, 1.0, 0)
+
+
+async def test_write_before_open_or_off_loop_raises(store: SqliteStore, db: Path) -> None:
+    with pytest.raises(RuntimeError):
+        SqliteStore(str(db)).accept(mo("a"))
+    errors: list[BaseException] = []
+
+    def other_thread() -> None:
+        try:
+            store.accept(mo("a"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    t.join()
+    assert len(errors) == 1 and isinstance(errors[0], RuntimeError)
+
+
+async def test_schema_is_versioned(store: SqliteStore, db: Path) -> None:
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert {"messages_by_state", "messages_dedup_key"} <= indexes
+
+
+async def test_reopen_keeps_data_and_schema(db: Path) -> None:
+    s = SqliteStore(str(db))
+    await s.open()
+    await s.accept(mo("a"))
+    await s.close()
+    s = SqliteStore(str(db))
+    await s.open()
+    try:
+        assert (await s.get("a")).id == "a"
+    finally:
+        await s.close()
+
+
+async def test_open_error_names_the_path(tmp_path: Path) -> None:
+    missing_dir = tmp_path / "no" / "such" / "dir" / "gw.db"
+    with pytest.raises(StoreOpenError, match="no/such/dir/gw.db"):
+        await SqliteStore(str(missing_dir)).open()
+
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreOpenError, match="garbage.db"):
+        await SqliteStore(str(garbage)).open()
+
+
+async def test_newer_schema_is_refused(db: Path) -> None:
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreOpenError, match="newer"):
+        await SqliteStore(str(db)).open()
+
+
+# --- durability ----------------------------------------------------------------------------
+
+# Accepts MOs forever, keeping up to 2000 in flight, and prints each id only
+# once its future has resolved (i.e. the gateway would have acked it).
+_WRITER_SCRIPT = r"""
+import asyncio, sys
+from gateway.store.records import Direction, Message, MessageStatus
+from gateway.store.sqlite import SqliteStore
+
+def report(fut):
+    if not fut.cancelled() and fut.exception() is None:
+        sys.stdout.write(fut.result()[0] + "\n")
+        sys.stdout.flush()
+
+async def main(path):
+    store = SqliteStore(path)
+    await store.open()
+    pending = set()
+    n = 0
+    while True:
+        for _ in range(100):
+            n += 1
+            fut = store.accept(Message(f"m{n}", Direction.MO, MessageStatus.ACCEPTED, "a", "1", "2", b"x" * 100))
+            fut.add_done_callback(report)
+            fut.add_done_callback(pending.discard)
+            pending.add(fut)
+        await asyncio.sleep(0)
+        while len(pending) > 2000:
+            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+async def test_acknowledged_writes_survive_process_kill(db: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _WRITER_SCRIPT, str(db),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO_ROOT, env=env,
+    )  # fmt: skip
+    printed: list[str] = []
+    try:
+        async with asyncio.timeout(60):
+            while len(printed) < 5000:
+                line = await proc.stdout.readline()
+                if not line:
+                    pytest.fail(f"writer exited early: {(await proc.stderr.read()).decode()}")
+                printed.append(line.decode().rstrip("\n"))
+    finally:
+        proc.send_signal(signal.SIGKILL)  # mid-stream: writes are still in flight
+        await proc.wait()
+    rest = await proc.stdout.read()
+    # Only whole lines count: a torn last line was never fully "acknowledged".
+    printed += [line.decode() for line in rest.split(b"\n")[:-1]]
+    assert proc.returncode == -signal.SIGKILL
+
+    store = SqliteStore(str(db))
+    await store.open()
+    try:
+        stored = {m.id for m in await store.unprocessed_mos()}
+    finally:
+        await store.close()
+    missing = [i for i in printed if i not in stored]
+    assert not missing, f"{len(missing)} acknowledged ids lost, e.g. {missing[:5]}"
+    assert len(printed) >= 5000
+
+
+async def test_stored_copy_does_not_alias_the_callers_message(store: SqliteStore) -> None:
+    # Storing a copy does not alias the caller's object (extra is serialised).
+    m = mo("a", extra={"k": 1})
+    await store.accept(m)
+    m.extra["k"] = 2
+    assert (await store.get("a")).extra == {"k": 1}
+    assert await store.get("a") == replace(m, extra={"k": 1})
