@@ -430,11 +430,18 @@ class SqliteStore:
         except Exception as exc:
             self.stats.failed_batches += 1
             await self._rollback()
-            for op in batch:
+            if len(batch) == 1:
+                op = batch[0]
                 self._forget_keys(op)
                 _reject(op.future, exc)
                 for fut, _ in op.followers or ():
                     _reject(fut, exc)
+            else:
+                # One bad write must not fail the others that shared its
+                # transaction: write them again one per transaction, so only
+                # the culprit's caller sees the error.
+                for op in batch:
+                    await self._write_batch([op])
         else:
             _settle(batch)
 

@@ -217,16 +217,18 @@ def test_plan_groups_independent_rows_into_one_run_per_statement() -> None:
     assert [(sql, len(rows)) for sql, rows in runs] == [("INS", 200), ("UPD", 100)]
 
 
-async def test_failed_batch_rejects_every_write_in_it(store: SqliteStore, db: Path) -> None:
+async def test_a_failing_write_fails_alone_not_its_whole_batch(store: SqliteStore, db: Path) -> None:
     good = store.accept(mo("a", dedup_key="k1"))
     copy = store.accept(mo("b", dedup_key="k1"))  # waits on "a"
-    clash = store.accept(mo("a"))  # same id: the whole transaction fails
+    clash = store.accept(mo("a"))  # same id as "a": this write cannot succeed
     results = await asyncio.gather(good, copy, clash, return_exceptions=True)
-    assert all(isinstance(r, sqlite3.IntegrityError) for r in results)
-    assert store.stats.failed_batches == 1
-    assert count_rows(db) == 0
-    # The store keeps working, and the failed message's key does not dedup.
-    assert await store.accept(mo("c", dedup_key="k1")) == ("c", False)
+    assert results[0] == ("a", False)
+    assert results[1] == ("a", True)
+    assert isinstance(results[2], sqlite3.IntegrityError)
+    assert store.stats.failed_batches == 2  # the shared transaction, then the culprit alone
+    assert count_rows(db) == 1
+    # The store keeps working, and the committed message still holds its key.
+    assert await store.accept(mo("c", dedup_key="k1")) == ("a", True)
 
 
 # --- MO / MT life cycle ----------------------------------------------------------------
