@@ -19,25 +19,33 @@ from typing import Any
 
 from aiohttp import web
 
-from handlers.base import HandlerContext
+from dataclasses import replace
+
+from handlers.base import Catalogue, ServiceContext
 from handlers.registry import make_handler
 
 from .accounts import Accounts
 from .clock import Clock, SystemClock
-from .config import Config, ConfigError
+from .config import Config, ConfigError, messages_directory
 from .delivery import Delivery
+from .guards import Guards
 from .http.app import make_app
 from .ids import MessageIds
 from .intake import Intake
 from .logs import get_logger
 from .mo import MoProcessor, ShortCode
 from .numbers import NumberPlan
+from .outbox import Outbox
 from .router import Router
+from .serial import SerialLocks
 from .server import SmppConnection
+from .services import Services
 from .store.sqlite import SqliteStore
+from .templates import Templates
 
 log = get_logger("gateway")
 TICK_SECONDS = 0.5
+JOB_CHECK_SECONDS = 30.0  # how often the billing/reminder calendar is looked at
 
 
 class Gateway:
@@ -65,18 +73,32 @@ class Gateway:
         self.store = SqliteStore(self.db_path, dedup_window=settings.dedup_window, clock=self.clock.now)
         self.router = Router(self.accounts)
         self.delivery = Delivery(self.router, self.store, self.clock, self.ids, settings)
+        self.outbox = Outbox(self.delivery, self.ids, settings.default_validity)
+        self.locks = SerialLocks()
+        self.catalogue = Catalogue(config.catalogue)
+        self.guards = Guards(self.catalogue)
+        self.service_context = ServiceContext(
+            store=self.store,
+            clock=self.clock,
+            templates=Templates.load(messages_directory(config), config.services.language),
+            settings=config.services,
+            catalogue=self.catalogue,
+            ids=self.ids,
+        )
+        self.services = Services(self.service_context, self.store, self.outbox, self.guards, self.clock, self.locks)
         self.mo = MoProcessor(
             self._short_codes(config),
             self.store,
-            self.delivery,
+            self.outbox,
             self.clock,
-            self.ids,
-            validity=settings.default_validity,
             reassembly_timeout=settings.reassembly_timeout,
+            observe=self.guards.observe,
+            after_dialogue=lambda inbound: self.services.after_dialogue(inbound, self.spawn),
+            locks=self.locks,
         )
         self.intake = Intake(
-            settings=settings, plan=self.plan, store=self.store, router=self.router,
-            delivery=self.delivery, mo=self.mo, clock=self.clock, ids=self.ids,
+            settings=settings, plan=self.plan, store=self.store, router=self.router, delivery=self.delivery,
+            mo=self.mo, guards=self.guards, clock=self.clock, ids=self.ids,
         )  # fmt: skip
         self.connections: set[SmppConnection] = set()
         self.ready = False
@@ -86,13 +108,24 @@ class Gateway:
         self._tasks: set[asyncio.Task] = set()
 
     def _short_codes(self, config: Config) -> dict[str, ShortCode]:
-        codes = {}
+        """The services' own codes and every catalogue service code, then [[short_codes]] (which win)."""
+        services = config.services
+        names: dict[str, tuple[str, dict, str]] = {
+            services.operator: ("customer_service", {}, "services.operator"),
+            services.spam_report: ("spam_report", {}, "services.spam_report"),
+            services.rating: ("rating", {}, "services.rating"),
+        }
+        for code in self.catalogue.service_codes():
+            names[code] = ("order", {}, "catalogue.service_code")
         for i, entry in enumerate(config.short_codes):
+            names[entry.code] = (entry.handler, dict(entry.options), f"short_codes[{i}].handler")
+        codes = {}
+        for code, (name, options, key) in names.items():
             try:
-                handler = make_handler(entry.handler)
+                handler = make_handler(name)
             except KeyError as exc:
-                raise ConfigError(config.source, f"short_codes[{i}].handler", str(exc.args[0])) from None
-            codes[entry.code] = ShortCode(entry.code, handler, HandlerContext(self.clock, dict(entry.options)))
+                raise ConfigError(config.source, key, str(exc.args[0])) from None
+            codes[code] = ShortCode(code, handler, replace(self.service_context, options=options))
         return codes
 
     # ------------------------------------------------------------ ports
@@ -114,6 +147,7 @@ class Gateway:
     async def start(self) -> None:
         Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
         await self.store.open()
+        await self.guards.load(self.store)
         pending = await self.store.pending_mts()
         for message in pending:
             self.delivery.admit(message)
@@ -176,6 +210,8 @@ class Gateway:
         task.add_done_callback(self._tasks.discard)
 
     async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_job_check = loop.time()
         while True:
             await asyncio.sleep(TICK_SECONDS)
             try:
@@ -183,8 +219,17 @@ class Gateway:
                     connection.tick()
                 self.delivery.sweep()
                 self.mo.expire_partial()
+                if loop.time() >= next_job_check:
+                    next_job_check = loop.time() + JOB_CHECK_SECONDS
+                    self.spawn(self.run_due_jobs())
             except Exception:
                 log.exception("tick failed")
+
+    async def run_due_jobs(self) -> None:
+        try:
+            await self.services.run_due_jobs()
+        except Exception:
+            log.exception("scheduled job failed")
 
 
 class GatewayController:

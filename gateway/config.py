@@ -77,15 +77,70 @@ class ShortCodeConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    language: str = "zh"
+    utc_offset_hours: float = 8.0
+    operator: str = "10086"
+    spam_report: str = "10086999"
+    rating: str = "10086700"
+    listing_window: float = 7200.0
+    confirmation_validity: float = 86400.0
+    confirm_words: tuple[str, ...] = ("是", "Y", "YES", "1")
+    decline_words: tuple[str, ...] = ("否", "N", "NO", "0")
+    trial_last_order_day: int = 20
+    reminder_first_day: int = 21
+    reminder_last_day: int = 25
+    billing_day: int = 1
+    spam_follow_up_window: float = 1800.0
+    spam_block_threshold: int = 5
+    spam_block_window: float = 86400.0
+    spam_reports_per_day: int = 20
+    survey_validity: float = 86400.0
+    survey_sample_rate: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogueEntry:
+    """A service subscribers can order: keyword to the SP's service code."""
+
+    id: str
+    sp: str
+    sp_name: str
+    name: str
+    service_code: str
+    keyword: str
+    fee: float  # yuan per month
+    phone: str
+    sp_name_en: str = ""
+    name_en: str = ""
+
+    def sp_name_in(self, language: str) -> str:
+        return self.sp_name_en if language == "en" and self.sp_name_en else self.sp_name
+
+    def name_in(self, language: str) -> str:
+        return self.name_en if language == "en" and self.name_en else self.name
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     gateway: GatewaySettings
     tls: TlsSettings
     accounts: tuple[AccountConfig, ...]
     short_codes: tuple[ShortCodeConfig, ...]
+    services: ServiceSettings = ServiceSettings()
+    catalogue: tuple[CatalogueEntry, ...] = ()
     source: str = ""
 
     def account(self, system_id: str) -> AccountConfig | None:
         return next((a for a in self.accounts if a.system_id == system_id), None)
+
+
+def messages_directory(config: Config) -> Path:
+    """Where messages.<language>.toml are: beside the config file if they are there, else the built-in ones."""
+    source = Path(config.source)
+    if source.parent.joinpath(f"messages.{config.services.language}.toml").exists():
+        return source.parent
+    return DEFAULT_CONFIG.parent
 
 
 def load_config(path: Path | str | None = None) -> Config:
@@ -101,7 +156,7 @@ def load_config(path: Path | str | None = None) -> Config:
 
 
 def parse_config(raw: dict[str, Any], path: Path | str = "<config>") -> Config:
-    known = {"gateway", "tls", "accounts", "short_codes"}
+    known = {"gateway", "tls", "accounts", "short_codes", "services", "catalogue"}
     for key in raw:
         if key not in known:
             raise ConfigError(path, key, f"unknown section; expected one of {sorted(known)}")
@@ -120,7 +175,23 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>") -> Config:
             raise ConfigError(path, f"accounts[{i}].system_id", f"duplicate system_id {account.system_id!r}")
         seen.add(account.system_id)
     short_codes = tuple(_short_code(s, f"short_codes[{i}]", path) for i, s in enumerate(_list(raw, "short_codes", path)))
-    return Config(gateway, tls, accounts, short_codes, str(path))
+    services = _section(ServiceSettings, raw.get("services", {}), "services", path)
+    if services.language not in ("zh", "en"):
+        raise ConfigError(path, "services.language", f"expected zh or en; got {services.language!r}")
+    if not 0.0 <= services.survey_sample_rate <= 1.0:
+        raise ConfigError(path, "services.survey_sample_rate", "expected a share between 0 and 1")
+    by_id = {a.system_id: a for a in accounts}
+    catalogue = tuple(_catalogue_entry(c, f"catalogue[{i}]", path, by_id) for i, c in enumerate(_list(raw, "catalogue", path)))
+    seen_services: set[str] = set()
+    seen_keywords: set[tuple[str, str]] = set()
+    for i, entry in enumerate(catalogue):
+        if entry.id in seen_services:
+            raise ConfigError(path, f"catalogue[{i}].id", f"duplicate service id {entry.id!r}")
+        if (entry.service_code, entry.keyword.upper()) in seen_keywords:
+            raise ConfigError(path, f"catalogue[{i}].keyword", f"{entry.keyword!r} is already used on {entry.service_code}")
+        seen_services.add(entry.id)
+        seen_keywords.add((entry.service_code, entry.keyword.upper()))
+    return Config(gateway, tls, accounts, short_codes, services, catalogue, str(path))
 
 
 def _list(raw: dict[str, Any], key: str, path: Path | str) -> list[dict[str, Any]]:
@@ -165,6 +236,21 @@ def _short_code(table: dict[str, Any], where: str, path: Path | str) -> ShortCod
     if not isinstance(handler, str):
         raise ConfigError(path, f"{where}.handler", "expected a handler name (string)")
     return ShortCodeConfig(code, handler, options)
+
+
+def _catalogue_entry(table: dict[str, Any], where: str, path: Path | str, accounts: dict[str, AccountConfig]) -> CatalogueEntry:
+    for required in ("id", "sp", "sp_name", "name", "service_code", "keyword", "fee", "phone"):
+        if required not in table:
+            raise ConfigError(path, f"{where}.{required}", "missing (required)")
+    entry = _section(CatalogueEntry, table, where, path)
+    account = accounts.get(entry.sp)
+    if account is None or account.role != "sp":
+        raise ConfigError(path, f"{where}.sp", f"{entry.sp!r} is not an sp account in [[accounts]]")
+    if entry.service_code not in account.service_codes:
+        raise ConfigError(path, f"{where}.service_code", f"{entry.service_code} is not one of {entry.sp}'s service_codes")
+    if entry.fee < 0:
+        raise ConfigError(path, f"{where}.fee", "expected a fee of 0 or more (yuan per month)")
+    return entry
 
 
 _TYPES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}

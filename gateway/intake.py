@@ -16,9 +16,10 @@ from .accounts import Account
 from .clock import Clock
 from .config import GatewaySettings
 from .delivery import Delivery
+from .guards import Guards
 from .ids import MessageIds
 from .logs import get_logger
-from .messages import message_from_submission
+from .messages import message_from_submission, segments_of
 from .mo import MoProcessor
 from .numbers import NumberPlan
 from .router import Router
@@ -61,6 +62,7 @@ class Intake:
         router: Router,
         delivery: Delivery,
         mo: MoProcessor,
+        guards: Guards,
         clock: Clock,
         ids: MessageIds,
     ) -> None:
@@ -70,6 +72,7 @@ class Intake:
         self.router = router
         self.delivery = delivery
         self.mo = mo
+        self.guards = guards
         self.clock = clock
         self.ids = ids
 
@@ -106,7 +109,10 @@ class Intake:
             raise Rejection(S.ESME_RINVDSTADR, f"destination_addr {dest} is neither a subscriber nor a short code")
         if not to_short_code and self.delivery.queued[dest] >= self.settings.max_queued_per_subscriber:
             raise Rejection(S.ESME_RMSGQFUL, f"{self.delivery.queued[dest]} messages already wait for {dest}")
-        if not account.bucket.take(1):
+        refusal = self.guards.check(account, source, dest)
+        if refusal is not None:
+            raise Rejection(*refusal)
+        if not account.bucket.take(segments_of(pdu)):
             raise Rejection(S.ESME_RTHROTTLED, f"account throughput {account.config.throughput:g} segments/s exceeded")
         expires_at = validity if validity is not None and validity > now else now + self.settings.default_validity
         return message_from_submission(

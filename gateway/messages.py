@@ -7,6 +7,7 @@ import zlib
 from .numbers import NumberPlan
 from .smpp.constants import Tag
 from .smpp.pdu import DataSm, DeliverSm, SubmitSm
+from .smpp.segment import parts_needed
 from .smpp.tlv import decode_tlvs, encode_tlvs
 from .store.records import Direction, Message, MessageStatus
 
@@ -23,6 +24,13 @@ def body_of(pdu: SubmitSm | DataSm) -> bytes:
         if isinstance(payload, bytes):
             return payload
     return body
+
+
+def segments_of(pdu: SubmitSm | DataSm) -> int:
+    """What a submission costs against a throughput limit: one per SMS it becomes."""
+    if getattr(pdu, "short_message", b""):
+        return 1
+    return parts_needed(len(body_of(pdu)), pdu.data_coding)
 
 
 def dedup_key(account: str, pdu: SubmitSm | DataSm, source: str, dest: str, body: bytes) -> str:

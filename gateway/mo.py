@@ -1,28 +1,32 @@
-"""MO to a short code: reassemble, hand to its handler, store the replies, deliver them.
+"""MO to a short code: reassemble, hand to its handler, commit, deliver the replies.
 
-The MO is committed before it is acknowledged. Marking it processed and
-storing the handler's replies happen in one transaction, so after a crash an
-MO is either still `accepted` (and handled again at start) or done with its
-replies safely stored: never handled twice, never lost.
+The MO is committed before it is acknowledged. Marking it processed, applying
+the handler's effects and storing its replies happen in one transaction, so
+after a crash an MO is either still `accepted` (and handled again at start,
+on the same state) or done with everything it caused: never handled twice,
+never lost. MOs are handled one at a time per subscriber (or, for handlers
+whose decisions count across subscribers, one at a time in all), so each
+sees what the previous one committed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from handlers.base import Handler, HandlerContext, Inbound, Reply
+from handlers.base import Handler, Inbound, Outcome, ServiceContext
 
 from .clock import Clock
-from .delivery import Delivery
-from .ids import MessageIds
 from .logs import get_logger
+from .outbox import Outbox
+from .serial import SerialLocks
 from .smpp import text as smpp_text
-from .smpp.segment import Reassembler, concat_info, segment_text
-from .smpp.tlv import decode_tlvs, encode_tlvs
+from .smpp.segment import Reassembler, concat_info
+from .smpp.tlv import decode_tlvs
 from .store.base import Store
-from .store.records import Direction, Message, MessageStatus
+from .store.effects import Effect
+from .store.records import Message
 
 log = get_logger("mo")
 
@@ -31,7 +35,14 @@ log = get_logger("mo")
 class ShortCode:
     code: str
     handler: Handler
-    context: HandlerContext
+    context: ServiceContext
+
+
+def serial_key(short_code: ShortCode, subscriber: str) -> str:
+    """Subscriber by default; the whole short code for handlers with serial_scope "global"."""
+    if getattr(short_code.handler, "serial_scope", "subscriber") == "global":
+        return "*" + short_code.code
+    return subscriber
 
 
 class MoProcessor:
@@ -39,22 +50,23 @@ class MoProcessor:
         self,
         short_codes: dict[str, ShortCode],
         store: Store,
-        delivery: Delivery,
+        outbox: Outbox,
         clock: Clock,
-        ids: MessageIds,
         *,
-        validity: float,
         reassembly_timeout: float,
+        observe: Callable[[Iterable[Effect]], None] = lambda effects: None,
+        after_dialogue: Callable[[Inbound], None] = lambda inbound: None,
+        locks: SerialLocks | None = None,
     ) -> None:
         self.short_codes = short_codes
         self.store = store
-        self.delivery = delivery
+        self.outbox = outbox
         self.clock = clock
-        self.ids = ids
-        self.validity = validity
+        self.observe = observe  # sees every committed effect (the submission guards)
+        self.after_dialogue = after_dialogue  # a dialogue ended (survey sampling)
         self.reassembler = Reassembler(timeout=reassembly_timeout)
         self._part_ids: dict[tuple, list[str]] = {}
-        self._references = itertools.count(1)
+        self.locks = locks or SerialLocks()
         self._tasks: set[asyncio.Task] = set()
 
     def is_short_code(self, address: str) -> bool:
@@ -64,7 +76,7 @@ class MoProcessor:
         """A committed MO: handle it now (or, for one part of a long message, once all parts are here)."""
         ready = self._assemble(message)
         if ready is not None:
-            task = asyncio.get_running_loop().create_task(self._handle(message, *ready))
+            task = asyncio.get_running_loop().create_task(self._serialized(message, *ready))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -93,6 +105,11 @@ class MoProcessor:
         del self._part_ids[(key, concat.reference)]
         return smpp_text.decode(b"".join(parts), message.data_coding), tuple(ids)
 
+    async def _serialized(self, message: Message, text: str, mo_ids: tuple[str, ...]) -> None:
+        short_code = self.short_codes[message.dest_addr]
+        async with self.locks.hold(serial_key(short_code, message.source_addr)):
+            await self._handle(message, text, mo_ids)
+
     async def _handle(self, message: Message, text: str, mo_ids: tuple[str, ...]) -> None:
         short_code = self.short_codes[message.dest_addr]
         inbound = Inbound(
@@ -103,38 +120,18 @@ class MoProcessor:
             message_ids=mo_ids,
         )
         try:
-            replies = await short_code.handler.handle(inbound, short_code.context)
+            outcome: Outcome = await short_code.handler.handle(inbound, short_code.context)
         except Exception:
             # The MO stays `accepted`: handled again at the next start rather than lost.
             log.exception("handler failed", message_id=message.id, msisdn=message.source_addr, short_code=message.dest_addr)
             return
         now = self.clock.now()
-        mts = [mt for reply in replies for mt in self._reply_messages(reply, now, message.id)]
-        await self.store.complete_mo(mo_ids, mts, now)
-        for mt in mts:
-            self.delivery.admit(mt)
-
-    def _reply_messages(self, reply: Reply, now: float, mo_id: str) -> list[Message]:
-        reference = next(self._references) & 0xFF
-        return [
-            Message(
-                id=self.ids.next(),
-                direction=Direction.MT,
-                status=MessageStatus.ENROUTE,
-                account="",
-                source_addr=reply.source,
-                dest_addr=reply.to,
-                short_message=part.short_message,
-                data_coding=part.data_coding,
-                esm_class=part.esm_class,
-                tlvs=encode_tlvs(part.tlvs) if part.tlvs else b"",
-                submitted_at=now,
-                expires_at=now + self.validity,
-                next_attempt_at=now,
-                origin_id=mo_id,
-            )
-            for part in segment_text(reply.text, reference=reference)
-        ]
+        mts = self.outbox.messages_for(outcome.replies, now, origin_id=message.id)
+        await self.store.complete_mo(mo_ids, mts, now, outcome.effects)
+        self.observe(outcome.effects)
+        self.outbox.send(mts)
+        if outcome.completed:
+            self.after_dialogue(inbound)
 
     def expire_partial(self) -> None:
         """Parts of long MOs whose other parts never came: log them; they are not answered."""

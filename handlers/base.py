@@ -1,16 +1,26 @@
 """What a short-code handler sees and returns. Handlers never touch sockets or PDUs.
 
-The gateway (or later USSD and the HTTP API) turns whatever arrived into an
-`Inbound`, calls the handler, and delivers its `Reply`s as text; channel
-details stay outside the handler.
+The gateway (or USSD, or the HTTP API) turns whatever arrived into an
+`Inbound`, calls the handler with a `ServiceContext`, and carries out the
+`Outcome`: its effects are committed together with the MO, then its replies
+are delivered as text. A handler reads state through `ctx.store.find` and
+changes it only by returning effects, so running it twice on the same state
+gives the same outcome (that is what makes a crash harmless).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gateway.clock import Clock
+from gateway.config import CatalogueEntry, ServiceSettings
+from gateway.ids import MessageIds
+from gateway.store.base import Store
+from gateway.store.effects import Effect, Put
+from gateway.store.records import Subscriber
+from gateway.templates import Templates
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,22 +29,99 @@ class Inbound:
     short_code: str
     text: str
     received_at: float  # epoch seconds, from the gateway clock
-    channel: str = "sms"
+    channel: str = "sms"  # sms | ussd | web | api
     message_ids: tuple[str, ...] = ()  # the stored MO(s) this text came in
+
+    @property
+    def evidence(self) -> str:
+        """What proves the subscriber sent this themselves (kept with confirmations)."""
+        return ",".join(self.message_ids) or f"{self.channel}@{self.received_at:.3f}"
 
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    to: str  # canonical MSISDN
+    to: str  # canonical MSISDN (or the SP service code for notices to an SP)
     text: str
-    source: str  # the short code it comes from
+    source: str  # the short code (or subscriber number) it comes from
+    to_account: str | None = None  # deliver on this account's binds (SP notifications)
 
 
 @dataclass(slots=True)
-class HandlerContext:
+class Outcome:
+    replies: list[Reply] = field(default_factory=list)
+    effects: list[Effect] = field(default_factory=list)
+    completed: bool = False  # a dialogue ended: the gateway may follow it with a survey
+
+    def reply(self, to: str, text: str, source: str) -> Outcome:
+        self.replies.append(Reply(to, text, source))
+        return self
+
+    def put(self, *records: Any) -> Outcome:
+        self.effects.extend(Put(r) for r in records)
+        return self
+
+    def extend(self, other: Outcome) -> Outcome:
+        self.replies.extend(other.replies)
+        self.effects.extend(other.effects)
+        self.completed = self.completed or other.completed
+        return self
+
+
+class Catalogue:
+    """The SP services subscribers can order (config [[catalogue]])."""
+
+    def __init__(self, entries: tuple[CatalogueEntry, ...]) -> None:
+        self.entries = entries
+        self._by_id = {e.id: e for e in entries}
+
+    def __iter__(self):
+        return iter(self.entries)
+
+    def get(self, service_id: str) -> CatalogueEntry | None:
+        return self._by_id.get(service_id)
+
+    def service_codes(self) -> set[str]:
+        return {e.service_code for e in self.entries}
+
+    def on_code(self, service_code: str) -> list[CatalogueEntry]:
+        return [e for e in self.entries if e.service_code == service_code]
+
+
+@dataclass(slots=True)
+class ServiceContext:
+    store: Store
     clock: Clock
+    templates: Templates
+    settings: ServiceSettings
+    catalogue: Catalogue
+    ids: MessageIds
     options: dict[str, Any] = field(default_factory=dict)
+
+    def new_id(self) -> str:
+        return self.ids.next()
+
+    async def language_of(self, msisdn: str) -> str:
+        found = await self.store.find(Subscriber, msisdn=msisdn)
+        return found[0].language if found else self.settings.language
+
+    def text(self, key: str, language: str, **values: Any) -> str:
+        return self.templates.render(key, language, **values)
+
+    def local_date(self, epoch: float) -> dt.date:
+        """The operator's calendar day (trial months, reminders and billing follow it)."""
+        zone = dt.timezone(dt.timedelta(hours=self.settings.utc_offset_hours))
+        return dt.datetime.fromtimestamp(epoch, zone).date()
+
+    def local_midnight(self, day: dt.date) -> float:
+        zone = dt.timezone(dt.timedelta(hours=self.settings.utc_offset_hours))
+        return dt.datetime(day.year, day.month, day.day, tzinfo=zone).timestamp()
+
+
 
 
 class Handler(Protocol):
-    async def handle(self, inbound: Inbound, ctx: HandlerContext) -> list[Reply]: ...
+    # "subscriber": one MO at a time per subscriber; "global": one at a time in all
+    # (for decisions that count across subscribers, such as spam-report thresholds).
+    serial_scope: str
+
+    async def handle(self, inbound: Inbound, ctx: ServiceContext) -> Outcome: ...

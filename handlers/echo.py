@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from .base import HandlerContext, Inbound, Reply
+from .base import Inbound, Outcome, ServiceContext
 
 
 class EchoHandler:
-    async def handle(self, inbound: Inbound, ctx: HandlerContext) -> list[Reply]:
+    serial_scope = "subscriber"
+
+    async def handle(self, inbound: Inbound, ctx: ServiceContext) -> Outcome:
         prefix = ctx.options.get("prefix", "")
-        return [Reply(to=inbound.subscriber, text=f"{prefix}{inbound.text}", source=inbound.short_code)]
+        return Outcome().reply(inbound.subscriber, f"{prefix}{inbound.text}", inbound.short_code)

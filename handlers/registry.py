@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from .base import Handler
+from .customer_service import CustomerService
 from .echo import EchoHandler
+from .order import OrderHandler
+from .rating import RatingHandler
+from .spam_report import SpamReportHandler
 
 HANDLERS: dict[str, type] = {
     "echo": EchoHandler,
+    "customer_service": CustomerService,
+    "order": OrderHandler,
+    "spam_report": SpamReportHandler,
+    "rating": RatingHandler,
 }
 
 

@@ -90,6 +90,10 @@ class CommandStatus(IntEnum):
     ESME_RINVOPTPARAMVAL = 0x000000C4
     ESME_RDELIVERYFAILURE = 0x000000FE
     ESME_RUNKNOWNERR = 0x000000FF
+    # SMSC vendor-specific range 0x400-0x4FF (SMPP 3.4 table 5-2): this gateway's own refusals.
+    SMSGW_RSENDERBLOCKED = 0x00000400  # source blocked network-wide after spam reports
+    SMSGW_RBLOCKEDBYRECIPIENT = 0x00000401  # the destination reported this source as spam
+    SMSGW_RNOSUBSCRIPTION = 0x00000402  # SP content to a subscriber without an active confirmed subscription
 
     @classmethod
     def name_of(cls, value: int) -> str:

@@ -275,3 +275,13 @@ class Reassembler:
             key, reference, _total = set_id
             expired.append((key, reference, partial.bodies))
         return expired
+
+
+def parts_needed(encoded_length: int, data_coding: int) -> int:
+    """How many SMS an encoded body of this length costs (UDH8 concatenation beyond one)."""
+    kind = alphabet(data_coding)
+    single = _capacity(kind, 0)
+    if encoded_length <= single:
+        return 1
+    per_part = _capacity(kind, 6)
+    return -(-encoded_length // per_part)

@@ -12,9 +12,12 @@ they are committed in the order they were issued.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Sequence
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
+from .effects import Effect
 from .records import Message
+
+R = TypeVar("R")
 
 
 class Store(Protocol):
@@ -33,8 +36,13 @@ class Store(Protocol):
         earlier message's id is returned with duplicate=True.
         """
 
-    def complete_mo(self, mo_ids: Sequence[str], replies: Sequence[Message], done_at: float) -> Awaitable[None]:
-        """In one transaction: mark these MOs processed and insert the MTs their handler produced."""
+    def complete_mo(
+        self, mo_ids: Sequence[str], replies: Sequence[Message], done_at: float, effects: Sequence[Effect] = ()
+    ) -> Awaitable[None]:
+        """In one transaction: mark these MOs processed, apply their handler's effects, insert its replies."""
+
+    def apply(self, effects: Sequence[Effect], messages: Sequence[Message] = ()) -> Awaitable[None]:
+        """In one transaction: apply effects and store messages (for work not triggered by an MO)."""
 
     def mark_delivered(self, message_id: str, done_at: float, receipt: Message | None) -> Awaitable[None]:
         """In one transaction: the MT was acknowledged; insert its delivery receipt MT if one is due."""
@@ -55,3 +63,6 @@ class Store(Protocol):
 
     async def pending_mts(self, limit: int = 10000) -> list[Message]:
         """Undelivered MTs (status enroute), oldest first."""
+
+    async def find(self, record_type: type[R], *, order_by: str | None = None, limit: int | None = None, **filters: Any) -> list[R]:
+        """Service records (records.TABLES) matching `field=value`, `field__gte=…` (gt, lte, lt, ne) and `field__in=[…]`."""

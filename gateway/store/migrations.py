@@ -61,6 +61,72 @@ MIGRATIONS: list[Migration] = [
         # every keyed row ever written.
         "CREATE INDEX messages_dedup_recent ON messages (accepted_at) WHERE dedup_key IS NOT NULL",
     ),
+    # 2: the short-code services' records (records.TABLES). dict columns hold JSON.
+    (
+        "CREATE TABLE subscribers (msisdn TEXT PRIMARY KEY, language TEXT NOT NULL)",
+        """
+        CREATE TABLE subscriptions (
+            id TEXT PRIMARY KEY, msisdn TEXT NOT NULL, service_id TEXT NOT NULL, status TEXT NOT NULL,
+            ordered_at REAL NOT NULL, channel TEXT NOT NULL, confirmation TEXT NOT NULL,
+            trial_until REAL NOT NULL, cancelled_at REAL, cancel_channel TEXT
+        )
+        """,
+        "CREATE INDEX subscriptions_by_msisdn ON subscriptions (msisdn, status)",
+        "CREATE INDEX subscriptions_by_status ON subscriptions (status, ordered_at)",
+        """
+        CREATE TABLE subscription_events (
+            id TEXT PRIMARY KEY, subscription_id TEXT NOT NULL, msisdn TEXT NOT NULL, at REAL NOT NULL,
+            event TEXT NOT NULL, channel TEXT NOT NULL, detail TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX subscription_events_by_subscription ON subscription_events (subscription_id, at)",
+        """
+        CREATE TABLE pending_orders (
+            id TEXT PRIMARY KEY, msisdn TEXT NOT NULL, service_id TEXT NOT NULL, channel TEXT NOT NULL,
+            reply_code TEXT NOT NULL, created_at REAL NOT NULL, expires_at REAL NOT NULL, status TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX pending_orders_by_msisdn ON pending_orders (msisdn, status)",
+        """
+        CREATE TABLE dialogues (
+            msisdn TEXT NOT NULL, kind TEXT NOT NULL, data TEXT NOT NULL,
+            created_at REAL NOT NULL, expires_at REAL NOT NULL, PRIMARY KEY (msisdn, kind)
+        )
+        """,
+        """
+        CREATE TABLE spam_reports (
+            id TEXT PRIMARY KEY, reporter TEXT NOT NULL, reported TEXT NOT NULL, text TEXT NOT NULL,
+            created_at REAL NOT NULL, status TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX spam_reports_by_reported ON spam_reports (reported, created_at)",
+        "CREATE INDEX spam_reports_by_reporter ON spam_reports (reporter, created_at)",
+        """
+        CREATE TABLE blocks (
+            id TEXT PRIMARY KEY, reported TEXT NOT NULL, reporter TEXT NOT NULL, created_at REAL NOT NULL,
+            lifted_at REAL, reason TEXT NOT NULL
+        )
+        """,
+        "CREATE INDEX blocks_by_reported ON blocks (reported, reporter)",
+        """
+        CREATE TABLE surveys (
+            id TEXT PRIMARY KEY, msisdn TEXT NOT NULL, channel TEXT NOT NULL, agent TEXT NOT NULL,
+            created_at REAL NOT NULL, expires_at REAL NOT NULL, status TEXT NOT NULL, rating INTEGER,
+            reason TEXT NOT NULL, reprompted INTEGER NOT NULL, rated_at REAL
+        )
+        """,
+        "CREATE INDEX surveys_by_msisdn ON surveys (msisdn, status)",
+        "CREATE INDEX surveys_by_channel ON surveys (channel, status)",
+        """
+        CREATE TABLE charges (
+            id TEXT PRIMARY KEY, subscription_id TEXT NOT NULL, msisdn TEXT NOT NULL, service_id TEXT NOT NULL,
+            period TEXT NOT NULL, amount INTEGER NOT NULL, created_at REAL NOT NULL, refund INTEGER NOT NULL,
+            refund_reason TEXT NOT NULL, disputed_at REAL, UNIQUE (subscription_id, period)
+        )
+        """,
+        "CREATE INDEX charges_by_msisdn ON charges (msisdn, period)",
+        "CREATE TABLE job_runs (job TEXT NOT NULL, period TEXT NOT NULL, ran_at REAL NOT NULL, PRIMARY KEY (job, period))",
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -62,3 +62,141 @@ class Message:
 _FINAL = frozenset(
     {MessageStatus.PROCESSED, MessageStatus.DELIVERED, MessageStatus.EXPIRED, MessageStatus.UNDELIVERABLE}
 )
+
+
+# --------------------------------------------------------------------------
+# Service records (SPEC section 3). Each is one table with the same column
+# names; `TABLES` below names it and its key. Handlers never write them
+# directly: they return Put/Delete effects (effects.py) that the store
+# applies in the same transaction as the MO they answer.
+
+
+@dataclass(slots=True)
+class Subscriber:
+    msisdn: str
+    language: str  # "zh" | "en"
+
+
+@dataclass(slots=True)
+class Subscription:
+    id: str
+    msisdn: str
+    service_id: str  # catalogue id ([[services]] id)
+    status: str  # "active" | "cancelled"
+    ordered_at: float  # when the subscriber's confirmation made it active
+    channel: str  # where the order came from: sms | web | sp | ussd | api
+    confirmation: str  # evidence of the subscriber's own confirmation (MO id), "" if none
+    trial_until: float  # no charge before this (free trial, SPEC 3.2)
+    cancelled_at: float | None = None
+    cancel_channel: str | None = None
+
+
+@dataclass(slots=True)
+class SubscriptionEvent:
+    id: str
+    subscription_id: str
+    msisdn: str
+    at: float
+    event: str  # ordered | cancelled | charged | refunded
+    channel: str
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class PendingOrder:
+    """A two-step confirmation waiting for the subscriber's answer."""
+
+    id: str
+    msisdn: str
+    service_id: str
+    channel: str
+    reply_code: str  # "Y<code>" confirms this one when several are pending
+    created_at: float
+    expires_at: float
+    status: str  # pending | confirmed | declined | expired
+
+
+@dataclass(slots=True)
+class Dialogue:
+    """A prompt a subscriber may answer next (a listing, a yes/no question, a missing number)."""
+
+    msisdn: str
+    kind: str  # e.g. unsubscribe.listing, unsubscribe.all, spam.number
+    data: dict
+    created_at: float
+    expires_at: float
+
+
+@dataclass(slots=True)
+class SpamReport:
+    id: str
+    reporter: str
+    reported: str
+    text: str
+    created_at: float
+    status: str  # received | handled
+
+
+@dataclass(slots=True)
+class Block:
+    """`reported` may no longer message `reporter`; reporter "" = blocked network-wide."""
+
+    id: str
+    reported: str
+    reporter: str
+    created_at: float
+    lifted_at: float | None = None
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class Survey:
+    id: str
+    msisdn: str
+    channel: str  # store:<id> | hotline | online | sms:10086 ...
+    agent: str
+    created_at: float
+    expires_at: float
+    status: str  # sent | reason | rated | expired
+    rating: int | None = None
+    reason: str = ""
+    reprompted: bool = False
+    rated_at: float | None = None
+
+
+@dataclass(slots=True)
+class Charge:
+    id: str
+    subscription_id: str
+    msisdn: str
+    service_id: str
+    period: str  # YYYY-MM
+    amount: int  # fen (0.01 yuan)
+    created_at: float
+    refund: int = 0
+    refund_reason: str = ""
+    disputed_at: float | None = None
+
+
+@dataclass(slots=True)
+class JobRun:
+    """A scheduled job done for a period (billing 2026-12, reminders 2026-11)."""
+
+    job: str
+    period: str
+    ran_at: float
+
+
+# record type -> (table, key columns)
+TABLES: dict[type, tuple[str, tuple[str, ...]]] = {
+    Subscriber: ("subscribers", ("msisdn",)),
+    Subscription: ("subscriptions", ("id",)),
+    SubscriptionEvent: ("subscription_events", ("id",)),
+    PendingOrder: ("pending_orders", ("id",)),
+    Dialogue: ("dialogues", ("msisdn", "kind")),
+    SpamReport: ("spam_reports", ("id",)),
+    Block: ("blocks", ("id",)),
+    Survey: ("surveys", ("id",)),
+    Charge: ("charges", ("id",)),
+    JobRun: ("job_runs", ("job", "period")),
+}

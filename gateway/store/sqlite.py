@@ -30,12 +30,16 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
 from .migrations import SchemaVersionError, migrate
+from .effects import Effect
 from .records import Direction, Message, MessageStatus
+from .rows import effect_sql, from_row, select_sql
+
+R = TypeVar("R")
 
 
 class StoreOpenError(RuntimeError):
@@ -285,12 +289,24 @@ class SqliteStore:
         self._add_insert(op, message, now)
         return self._enqueue(op)
 
-    def complete_mo(self, mo_ids: Sequence[str], replies: Sequence[Message], done_at: float) -> asyncio.Future[None]:
+    def complete_mo(
+        self, mo_ids: Sequence[str], replies: Sequence[Message], done_at: float, effects: Sequence[Effect] = ()
+    ) -> asyncio.Future[None]:
         now = self._begin_write()
         op = self._new_op()
         op.steps.extend((_PROCESSED, (done_at, mo_id), (mo_id,)) for mo_id in mo_ids)
+        op.steps.extend(effect_sql(effect) for effect in effects)
         for reply in replies:
             self._add_insert(op, reply, now)
+        return self._enqueue(op)
+
+    def apply(self, effects: Sequence[Effect], messages: Sequence[Message] = ()) -> asyncio.Future[None]:
+        """In one transaction: apply the effects and store the messages (MTs a service sends)."""
+        now = self._begin_write()
+        op = self._new_op()
+        op.steps.extend(effect_sql(effect) for effect in effects)
+        for message in messages:
+            self._add_insert(op, message, now)
         return self._enqueue(op)
 
     def mark_delivered(self, message_id: str, done_at: float, receipt: Message | None) -> asyncio.Future[None]:
@@ -484,6 +500,10 @@ class SqliteStore:
             (MessageStatus.ENROUTE.value, Direction.MT.value, limit),
         )
         return [_message(r) for r in rows]
+
+    async def find(self, record_type: type[R], *, order_by: str | None = None, limit: int | None = None, **filters: Any) -> list[R]:
+        sql, params = select_sql(record_type, filters, order_by, limit)
+        return [from_row(record_type, row) for row in await self._read(sql, tuple(params))]
 
     async def _read(self, sql: str, params: tuple) -> list[Any]:
         if self._reader is None:

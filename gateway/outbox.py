@@ -1,0 +1,58 @@
+"""Service replies -> stored MT messages -> delivery.
+
+Used by the MO path and by work that starts elsewhere (HTTP order requests,
+surveys, reminders): the same text becomes the same parts either way.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+from handlers.base import Reply
+
+from .delivery import Delivery
+from .ids import MessageIds
+from .smpp.segment import segment_text
+from .smpp.tlv import encode_tlvs
+from .store.records import Direction, Message, MessageStatus
+
+
+class Outbox:
+    def __init__(self, delivery: Delivery, ids: MessageIds, validity: float) -> None:
+        self.delivery = delivery
+        self.ids = ids
+        self.validity = validity
+        self._references = itertools.count(1)
+
+    def messages_for(self, replies: Sequence[Reply], now: float, origin_id: str | None = None) -> list[Message]:
+        return [m for reply in replies for m in self._parts(reply, now, origin_id)]
+
+    def send(self, messages: Sequence[Message]) -> None:
+        """Hand committed messages to delivery."""
+        for message in messages:
+            self.delivery.admit(message)
+
+    def _parts(self, reply: Reply, now: float, origin_id: str | None) -> list[Message]:
+        reference = next(self._references) & 0xFF
+        extra = {"to_account": reply.to_account} if reply.to_account else {}
+        return [
+            Message(
+                id=self.ids.next(),
+                direction=Direction.MT,
+                status=MessageStatus.ENROUTE,
+                account="",
+                source_addr=reply.source,
+                dest_addr=reply.to,
+                short_message=part.short_message,
+                data_coding=part.data_coding,
+                esm_class=part.esm_class,
+                tlvs=encode_tlvs(part.tlvs) if part.tlvs else b"",
+                submitted_at=now,
+                expires_at=now + self.validity,
+                next_attempt_at=now,
+                origin_id=origin_id,
+                extra=dict(extra),
+            )
+            for part in segment_text(reply.text, reference=reference)
+        ]

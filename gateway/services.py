@@ -1,0 +1,86 @@
+"""The services as an API: what the HTTP API, USSD and tests call, besides texting a short code.
+
+Every operation produces an Outcome from the same handler code the short
+codes use, and commits it the same way: effects and the messages they send
+in one transaction, then delivery. Operations on one subscriber take the
+same serial lock as that subscriber's MOs.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+
+from handlers import billing, confirmation, rating, spam_report
+from handlers.base import Inbound, Outcome, ServiceContext
+
+from .clock import Clock
+from .guards import Guards
+from .logs import get_logger
+from .outbox import Outbox
+from .serial import SerialLocks
+from .store.base import Store
+
+log = get_logger("services")
+
+
+class Services:
+    def __init__(
+        self, ctx: ServiceContext, store: Store, outbox: Outbox, guards: Guards, clock: Clock, locks: SerialLocks
+    ) -> None:
+        self.ctx = ctx
+        self.store = store
+        self.outbox = outbox
+        self.guards = guards
+        self.clock = clock
+        self.locks = locks
+        self._sampler = random.Random()
+
+    async def commit(self, outcome: Outcome) -> Outcome:
+        now = self.clock.now()
+        messages = self.outbox.messages_for(outcome.replies, now)
+        await self.store.apply(outcome.effects, messages)
+        self.guards.observe(outcome.effects)
+        self.outbox.send(messages)
+        return outcome
+
+    async def _for(self, key: str, make: Callable[[float], Awaitable[Outcome]]) -> Outcome:
+        async with self.locks.hold(key):
+            return await self.commit(await make(self.clock.now()))
+
+    # ------------------------------------------------------- operations
+    async def request_order(self, msisdn: str, service_id: str, channel: str = "api") -> Outcome:
+        """An order from an SP or the web: the subscriber gets the two-step confirmation (SPEC 3.2)."""
+        return await self._for(msisdn, lambda now: confirmation.request_order(self.ctx, msisdn, service_id, channel, now))
+
+    async def request_survey(self, msisdn: str, channel: str, agent: str | None = None) -> Outcome:
+        """A service event: the subscriber gets a satisfaction survey from the rating short code (SPEC 3.4)."""
+        return await self._for(msisdn, lambda now: rating.request_survey(self.ctx, msisdn, channel, agent, now))
+
+    async def unsubscribe(self, msisdn: str, subscription_ids: list[str], channel: str = "api") -> Outcome:
+        return await self._for(
+            msisdn, lambda now: confirmation.unsubscribe(self.ctx, msisdn, subscription_ids, channel, now)
+        )
+
+    async def dispute(self, charge_id: str) -> Outcome:
+        return await self._for("*billing", lambda now: billing.dispute(self.ctx, charge_id, now))
+
+    async def lift_block(self, reported: str) -> Outcome:
+        return await self._for("*" + self.ctx.settings.spam_report, lambda now: spam_report.lift_block(self.ctx, reported, now))
+
+    async def run_due_jobs(self) -> Outcome:
+        """Billing on the billing day, reminders on the reminder days: each at most once per period."""
+        return await self._for("*billing", lambda now: billing.run_due_jobs(self.ctx, now))
+
+    async def run_billing(self) -> Outcome:
+        return await self._for("*billing", lambda now: billing.run_billing(self.ctx, now))
+
+    async def send_reminders(self) -> Outcome:
+        return await self._for("*billing", lambda now: billing.send_reminders(self.ctx, now))
+
+    # --------------------------------------------------------- triggers
+    def after_dialogue(self, inbound: Inbound, spawn: Callable[[Awaitable[object]], None]) -> None:
+        """A short-code dialogue ended: follow it with a survey for the configured share of them."""
+        rate = self.ctx.settings.survey_sample_rate
+        if rate > 0 and self._sampler.random() < rate and inbound.short_code == self.ctx.settings.operator:
+            spawn(self.request_survey(inbound.subscriber, f"sms:{inbound.short_code}"))

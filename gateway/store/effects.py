@@ -1,0 +1,29 @@
+"""What a handler asks the store to change, as data.
+
+The store applies a handler's effects in the same transaction that marks
+its MO processed and stores its replies, so a crash either keeps all of it
+or none (and the MO is handled again at start).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    """Insert or replace one record (a dataclass from records.TABLES)."""
+
+    record: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    """Remove the record of this type with this key (values in the table's key order)."""
+
+    record_type: type
+    key: tuple
+
+
+Effect = Put | Delete

@@ -1,0 +1,41 @@
+"""How subscribers' texts are compared with keywords.
+
+Trimmed, case-insensitive, with full-width digits, letters and punctuation
+(`００００`, `Ｙ`, `，`, `＊`) folded to half-width, as phones with Chinese
+input methods send them.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# Ideographic punctuation NFKC leaves alone but subscribers use as separators.
+_EXTRA = str.maketrans({"、": ",", "。": ".", "　": " "})
+_SERIAL_SEPARATORS = re.compile(r"[,;\s]+")
+
+
+def fold(text: str) -> str:
+    """The text as keywords are matched: NFKC (full-width -> half-width), trimmed, upper-cased."""
+    return unicodedata.normalize("NFKC", text).translate(_EXTRA).strip().upper()
+
+
+def matches(text: str, keywords: list[str] | tuple[str, ...]) -> bool:
+    folded = fold(text)
+    return any(folded == fold(k) for k in keywords)
+
+
+def serial_numbers(text: str) -> list[int] | None:
+    """`2`, `1,3`, `1，3`, `1 3` -> [2] / [1, 3]; None when the text is not a list of numbers."""
+    folded = fold(text)
+    if not folded:
+        return None
+    parts = [p for p in _SERIAL_SEPARATORS.split(folded) if p]
+    if not parts or not all(p.isdigit() for p in parts):
+        return None
+    seen: list[int] = []
+    for p in parts:
+        n = int(p)
+        if n not in seen:
+            seen.append(n)
+    return seen
