@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Awaitable, Callable
 
-from handlers import billing, confirmation, rating, spam_report
+from handlers import billing, confirmation, rating, spam_report, unsubscribe
 from handlers.base import Inbound, Outcome, ServiceContext
 
 from .clock import Clock
@@ -59,7 +59,7 @@ class Services:
 
     async def unsubscribe(self, msisdn: str, subscription_ids: list[str], channel: str = "api") -> Outcome:
         return await self._for(
-            msisdn, lambda now: confirmation.unsubscribe(self.ctx, msisdn, subscription_ids, channel, now)
+            msisdn, lambda now: unsubscribe.unsubscribe_ids(self.ctx, msisdn, subscription_ids, channel, now)
         )
 
     async def dispute(self, charge_id: str) -> Outcome:

@@ -13,10 +13,6 @@ async def request_order(ctx: ServiceContext, msisdn: str, service_id: str, chann
     raise NotImplementedError("issue 3: order request")
 
 
-async def unsubscribe(ctx: ServiceContext, msisdn: str, subscription_ids: list[str], channel: str, now: float) -> Outcome:
-    raise NotImplementedError("issue 3: unsubscribe")
-
-
 async def latest_prompt(inbound: Inbound, ctx: ServiceContext) -> float | None:
     return None
 

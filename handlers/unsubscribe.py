@@ -13,6 +13,10 @@ async def ask_all(inbound: Inbound, ctx: ServiceContext, language: str) -> Outco
     raise NotImplementedError("issue 3: 00000")
 
 
+async def unsubscribe_ids(ctx: ServiceContext, msisdn: str, subscription_ids: list[str], channel: str, now: float) -> Outcome:
+    raise NotImplementedError("issue 3: unsubscribe over the API")
+
+
 async def latest_prompt(inbound: Inbound, ctx: ServiceContext) -> float | None:
     return None
 

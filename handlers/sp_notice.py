@@ -1,0 +1,30 @@
+"""Order-relation sync: the SP hears of every order and unsubscription (SPEC 3.1, 3.2).
+
+Delivered as a deliver_sm to the SP account's binds, from the subscriber's
+number to the service code, stored until the SP binds. The text is one line
+of key=value pairs, in this order:
+
+    event=ORDER service=sina-news keyword=TT msisdn=8613800000001 channel=sms time=20261123154000
+
+event is ORDER or CANCEL; time is the operator's local time, YYYYMMDDhhmmss.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from gateway.config import CatalogueEntry
+
+from .base import Reply, ServiceContext
+
+
+def sp_notice(ctx: ServiceContext, entry: CatalogueEntry, msisdn: str, event: str, channel: str, now: float) -> Reply:
+    zone = dt.timezone(dt.timedelta(hours=ctx.settings.utc_offset_hours))
+    when = dt.datetime.fromtimestamp(now, zone).strftime("%Y%m%d%H%M%S")
+    text = f"event={event} service={entry.id} keyword={entry.keyword} msisdn={msisdn} channel={channel} time={when}"
+    return Reply(to=entry.service_code, text=text, source=msisdn, to_account=entry.sp)
+
+
+def parse_sp_notice(text: str) -> dict[str, str]:
+    """The fields of a notice (for SPs' own code and our tests)."""
+    return dict(part.split("=", 1) for part in text.split() if "=" in part)
