@@ -41,25 +41,35 @@ class PduError(ValueError):
 
 
 class FramingError(PduError):
-    """The stream cannot be split into PDUs any more (bad command_length): close the connection."""
+    """The stream cannot be split into PDUs any more (bad command_length): close the connection.
+
+    `frames` holds the complete PDUs that preceded the bad header (already
+    removed from the buffer); they still need handling.
+    """
+
+    frames: list[bytes] = []
 
 
 def split_frames(buffer: bytearray) -> list[bytes]:
     """Remove every complete PDU from the front of `buffer` and return them.
 
     Raises FramingError when a command_length is impossible; the stream cannot
-    be resynchronised after that.
+    be resynchronised after that. A header is judged only once all 16 octets
+    are there, so the generic_nack can carry its sequence number however the
+    stream was cut.
     """
     frames: list[bytes] = []
     pos = 0
     size = len(buffer)
-    while size - pos >= 4:
+    while size - pos >= HEADER_LENGTH:
         length = int.from_bytes(buffer[pos : pos + 4], "big")
         if length < HEADER_LENGTH or length > MAX_PDU_LENGTH:
-            sequence = int.from_bytes(buffer[pos + 12 : pos + 16], "big") if size - pos >= 16 else 0
-            command_id = int.from_bytes(buffer[pos + 4 : pos + 8], "big") if size - pos >= 8 else 0
+            sequence = int.from_bytes(buffer[pos + 12 : pos + 16], "big")
+            command_id = int.from_bytes(buffer[pos + 4 : pos + 8], "big")
             del buffer[:pos]
-            raise FramingError(S.ESME_RINVCMDLEN, f"command_length {length} out of range", command_id, sequence)
+            error = FramingError(S.ESME_RINVCMDLEN, f"command_length {length} out of range", command_id, sequence)
+            error.frames = frames
+            raise error
         if size - pos < length:
             break
         frames.append(bytes(buffer[pos : pos + length]))

@@ -60,12 +60,14 @@ RECEIVABLE: dict[Side, dict[State, frozenset[int]]] = {
         State.BOUND_TX: _ESME_TX | _LINK,
         State.BOUND_RX: _LINK,
         State.BOUND_TRX: _ESME_TX | _LINK,
+        State.UNBOUND: frozenset({C.ENQUIRE_LINK}),
     },
     Side.ESME: {
         State.OPEN: frozenset({C.OUTBIND, C.ENQUIRE_LINK}),
         State.BOUND_TX: _LINK,
         State.BOUND_RX: _SMSC_RX | _LINK,
         State.BOUND_TRX: _SMSC_RX | _LINK,
+        State.UNBOUND: frozenset({C.ENQUIRE_LINK}),
     },
 }
 _PEER = {Side.SMSC: Side.ESME, Side.ESME: Side.SMSC}
@@ -138,13 +140,11 @@ class Session:
             return []
         self.last_received_at = self.clock()
         self._buffer += data
+        framing_error: FramingError | None = None
         try:
             frames = split_frames(self._buffer)
         except FramingError as exc:
-            # A length we cannot trust: answer once and give up on the stream.
-            self._outbox.append(encode_pdu(GenericNack(sequence_number=exc.sequence_number, command_status=exc.status)))
-            self.state = State.CLOSED
-            return [Rejected(exc.status, str(exc), exc.command_id, exc.sequence_number)]
+            framing_error, frames = exc, exc.frames
         events: list[Event] = []
         for frame in frames:
             try:
@@ -155,6 +155,12 @@ class Session:
             event = self._receive_pdu(pdu)
             if event is not None:
                 events.append(event)
+        if framing_error is not None:
+            # A length we cannot trust: answer once and give up on the stream.
+            exc = framing_error
+            self._outbox.append(encode_pdu(GenericNack(sequence_number=exc.sequence_number, command_status=exc.status)))
+            self.state = State.CLOSED
+            events.append(Rejected(exc.status, str(exc), exc.command_id, exc.sequence_number))
         return events
 
     def _receive_pdu(self, pdu: Pdu) -> Event | None:
@@ -212,7 +218,8 @@ class Session:
                 raise WindowFull(f"{len(self.outstanding)} requests outstanding")
             if not pdu.sequence_number:
                 pdu.sequence_number = self.next_sequence()
-            self.outstanding[pdu.sequence_number] = Outstanding(pdu, self.clock())
+            if command_id in RESPONSE_OF:  # outbind and alert_notification get no response
+                self.outstanding[pdu.sequence_number] = Outstanding(pdu, self.clock())
         self._outbox.append(encode_pdu(pdu))
         return pdu
 
