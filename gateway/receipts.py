@@ -22,7 +22,8 @@ def receipt_due(message: Message, state: MessageState) -> bool:
 def receipt_text(message: Message, state: MessageState, done_at: float, error: int) -> str:
     delivered = 1 if state is MessageState.DELIVERED else 0
     original = smpp_text.decode(message.short_message, message.data_coding)[:20]
-    printable = "".join(c if " " <= c <= "~" else "?" for c in original)
+    # The receipt goes out with data_coding 0 (GSM 03.38): keep what that alphabet can carry.
+    printable = "".join(c if " " <= c <= "~" and smpp_text.is_gsm(c) else "?" for c in original)
     return (
         f"id:{message.id} sub:001 dlvrd:{delivered:03d} "
         f"submit date:{format_receipt_date(message.submitted_at)} done date:{format_receipt_date(done_at)} "
@@ -39,7 +40,7 @@ def make_receipt(message: Message, state: MessageState, done_at: float, error: i
         account="",
         source_addr=message.dest_addr,
         dest_addr=message.source_addr,
-        short_message=receipt_text(message, state, done_at, error).encode("ascii"),
+        short_message=smpp_text.encode(receipt_text(message, state, done_at, error), 0),
         data_coding=0,
         esm_class=EsmClass.DELIVERY_RECEIPT,
         tlvs=encode_tlvs({Tag.RECEIPTED_MESSAGE_ID: message.id, Tag.MESSAGE_STATE: int(state)}),

@@ -1,0 +1,95 @@
+"""Binding over SMPP 3.4 (SPEC sections 2 and 4): who may bind, how, and what a bind allows."""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import subprocess
+
+import pytest
+from smpplib import smpp
+
+from tests.smpp_handset import (
+    ESME_RALYBND,
+    ESME_RBINDFAIL,
+    ESME_RINVBNDSTS,
+    ESME_RINVPASWD,
+    ESME_RINVSYSID,
+    ESME_ROK,
+    RawLink,
+    encoded,
+    text,
+)
+
+A = "8613800000001"  # account handset
+ECHO = "10086000"
+
+
+@pytest.mark.parametrize("mode", ["tx", "rx", "trx"])
+def test_bind_with_good_credentials(handset, mode):
+    phone = handset(A, bind=None)
+    resp = phone.bind(mode, "handset", "handset")
+    assert resp.command == {"tx": "bind_transmitter_resp", "rx": "bind_receiver_resp", "trx": "bind_transceiver_resp"}[mode]
+    assert resp.status == ESME_ROK
+    assert resp.system_id == b"smsgw"
+
+
+def test_bind_with_wrong_password_is_refused(handset):
+    assert handset(bind=None).bind_status("trx", "handset", "wrong") == ESME_RINVPASWD
+
+
+def test_bind_with_unknown_system_id_is_refused(handset):
+    assert handset(bind=None).bind_status("trx", "nobody", "nobody") == ESME_RINVSYSID
+
+
+def test_binds_beyond_max_binds_are_refused(make_gateway, handset):
+    gw = make_gateway(accounts=[{"system_id": "handset2", "max_binds": 2}])
+    statuses = [handset(bind=None, gw=gw).bind_status("trx", "handset2") for _ in range(3)]
+    assert statuses == [ESME_ROK, ESME_ROK, ESME_RBINDFAIL]
+    assert handset(bind=None, gw=gw).bind_status("trx", "handset") == ESME_ROK  # other accounts are not affected
+
+
+def test_submit_before_bind_is_refused(gateway):
+    with RawLink(gateway.smpp_port) as link:
+        [resp] = link.exchange(encoded("submit_sm", 7, source_addr=A, destination_addr=ECHO, short_message=b"hi"))
+        assert (resp.command, resp.status, resp.sequence) == ("submit_sm_resp", ESME_RINVBNDSTS, 7)
+        link.bind()  # the link is still usable: the refusal did not end it
+        [resp] = link.exchange(encoded("submit_sm", 8, source_addr=A, destination_addr=ECHO, short_message=b"hi"))
+        assert (resp.command, resp.status, resp.sequence) == ("submit_sm_resp", ESME_ROK, 8)
+
+
+def test_submit_on_receiver_bind_is_refused(handset):
+    phone = handset(A, bind="rx")
+    resp = phone.request(phone.make("submit_sm", ECHO, "hi"))  # smpplib itself would not send it
+    assert (resp.command, resp.status) == ("submit_sm_resp", ESME_RINVBNDSTS)
+
+
+def test_second_bind_on_bound_link_is_refused(handset):
+    phone = handset(A, bind="trx")
+    again = smpp.make_pdu("bind_transmitter", client=phone.client, system_id="handset", password="handset")
+    resp = phone.request(again)
+    assert (resp.command, resp.status) == ("bind_transmitter_resp", ESME_RALYBND)
+    assert phone.submit(ECHO, "still bound").status == ESME_ROK
+
+
+@pytest.fixture
+def tls_files(tmp_path):
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_bind_and_message_over_tls(make_gateway, handset, tls_files):
+    cert, key = tls_files
+    gw = make_gateway(tls={"enabled": True, "port": 0, "certfile": str(cert), "keyfile": str(key)})
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False  # smpplib does not pass a server name; the chain is still verified
+    phone = handset(A, gw=gw, tls=context)
+    assert phone.submit(ECHO, "over TLS").status == ESME_ROK
+    assert text(phone.expect()) == "over TLS"

@@ -1,0 +1,325 @@
+"""Messages between handsets and to short codes, as the handsets see them (SPEC sections 2, 4, 5)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from smpplib import gsm
+
+from gateway.clock import SimulatedClock
+from tests.smpp_handset import (
+    ESME_RINVDSTADR,
+    ESME_RINVEXPIRY,
+    ESME_RINVSRCADR,
+    ESME_RMSGQFUL,
+    ESME_ROK,
+    ESME_RQUERYFAIL,
+    ESME_RSYSERR,
+    ESME_RTHROTTLED,
+    ESM_UDHI,
+    SMSGW_RNOSUBSCRIPTION,
+    encode,
+    is_receipt,
+    reassemble,
+    receipt_fields,
+    split_udh,
+    text,
+    udh16_parts,
+)
+
+A = "8613800000001"  # account handset
+B = "8613700000001"  # account handset2
+ECHO = "10086000"  # replies with the text it received
+LONG_CHINESE = "移动梦网统一查询退订服务：发送0000查询您已定制的全部业务，发送TD加业务代码退订。" * 3  # 123 characters
+
+
+def test_two_handsets_message_each_other(handset):
+    a, b = handset(A), handset(B)
+    assert a.submit(B, "Hi B, it's A").status == ESME_ROK
+    got = b.expect()
+    assert (got.source_addr, got.destination_addr, text(got)) == (A.encode(), B.encode(), "Hi B, it's A")
+    assert b.submit(A, "Hi A!").status == ESME_ROK
+    got = a.expect()
+    assert (got.source_addr, got.destination_addr, text(got)) == (B.encode(), A.encode(), "Hi A!")
+
+
+def test_binds_of_one_account_get_the_numbers_of_their_address_range(handset):
+    c = "8613900000002"  # also account handset
+    on_a, on_c = handset(A, address_range=A), handset(c, address_range=c)
+    b = handset(B)
+    for n in range(3):
+        assert b.submit(A, f"for A {n}").status == ESME_ROK
+        assert b.submit(c, f"for C {n}").status == ESME_ROK
+    assert sorted(text(p) for p in on_a.expect_many(3)) == [f"for A {n}" for n in range(3)]
+    assert sorted(text(p) for p in on_c.expect_many(3)) == [f"for C {n}" for n in range(3)]
+    on_a.expect_none(0.2)
+    on_c.expect_none(0.2)
+    assert on_a.submit(c, "hi C, from A").status == ESME_ROK  # and between the two
+    assert text(on_c.expect()) == "hi C, from A"
+
+
+def test_registered_delivery_brings_a_receipt_for_the_submitted_id(handset):
+    a, b = handset(A), handset(B)
+    message = "Dinner @ 8? Bring $5 [cash]"
+    resp = a.submit(B, message, registered_delivery=1)
+    assert text(b.expect()) == message
+    receipt = a.expect()
+    fields = receipt_fields(receipt)
+    assert receipt.esm_class & 0x3C == 0x04
+    assert (receipt.source_addr, receipt.destination_addr) == (B.encode(), A.encode())
+    assert fields["id"].encode() == resp.message_id == receipt.receipted_message_id
+    assert receipt.message_state == 2
+    assert (fields["sub"], fields["dlvrd"], fields["stat"], fields["err"]) == ("001", "001", "DELIVRD", "000")
+    assert fields["text"] == message[:20]
+    submitted, done = (datetime.strptime(fields[k], "%y%m%d%H%M").replace(tzinfo=timezone.utc) for k in ("submit", "done"))
+    assert submitted <= done <= datetime.now(timezone.utc) <= done + timedelta(minutes=2)
+
+
+def test_no_receipt_unless_asked(handset):
+    a, b = handset(A), handset(B)
+    assert a.submit(B, "no receipt please").status == ESME_ROK
+    assert text(b.expect()) == "no receipt please"
+    assert a.submit(ECHO, "ping").status == ESME_ROK  # an event after the one a receipt would follow
+    assert text(a.expect()) == "ping"
+    a.expect_none(0.3, is_receipt)
+
+
+@pytest.mark.parametrize("written", ["+8613700000001", "8613700000001", "13700000001"])
+def test_every_way_of_writing_a_number_reaches_the_same_handset(handset, written):
+    a, b = handset(A), handset(B)
+    a.number = "13800000001"  # the sender writes its own number nationally too
+    assert a.submit(written, f"to {written}").status == ESME_ROK
+    got = b.expect()
+    assert (got.source_addr, got.destination_addr, text(got)) == (A.encode(), B.encode(), f"to {written}")
+
+
+@pytest.mark.parametrize(
+    ("message", "data_coding"),
+    [("GSM {braces} [brackets] ~ | € ^ \\", 0), ("Latin-1: café, naïve, ¿qué?", 3), ("UCS2: 你好，世界！", 8)],
+)
+def test_text_arrives_in_the_coding_it_was_sent_in(handset, message, data_coding):
+    a, b = handset(A), handset(B)
+    assert a.submit(B, message, data_coding=data_coding).status == ESME_ROK
+    got = b.expect()
+    assert got.data_coding == data_coding
+    assert text(got) == message
+
+
+def test_long_chinese_parts_arrive_as_sent_both_ways(handset):
+    a, b = handset(A), handset(B)
+    for sender, receiver, to in ((a, b, B), (b, a, A)):
+        parts, coding, esm_class = gsm.make_parts(LONG_CHINESE, encoding=8)
+        assert len(parts) == 2 and esm_class == ESM_UDHI
+        for part in parts:
+            assert sender.submit(to, part, data_coding=coding, esm_class=esm_class).status == ESME_ROK
+        got = receiver.expect_many(len(parts))
+        assert all(p.esm_class & ESM_UDHI and p.data_coding == 8 for p in got)
+        assert sorted(p.short_message for p in got) == sorted(parts)
+        assert reassemble(got) == LONG_CHINESE
+
+
+def _parts_udh8(data: bytes) -> list[tuple[bytes, dict]]:
+    return [(part, {"esm_class": ESM_UDHI}) for part in gsm.make_parts_encoded(data, 134)]
+
+
+def _parts_udh16(data: bytes) -> list[tuple[bytes, dict]]:
+    return [(part, {"esm_class": ESM_UDHI}) for part in udh16_parts(data, reference=0x1234)]
+
+
+def _parts_sar(data: bytes) -> list[tuple[bytes, dict]]:
+    chunks = [data[i : i + 134] for i in range(0, len(data), 134)]
+    return [
+        (chunk, {"sar_msg_ref_num": 0x0102, "sar_total_segments": len(chunks), "sar_segment_seqnum": n})
+        for n, chunk in enumerate(chunks, 1)
+    ]
+
+
+def _parts_payload(data: bytes) -> list[tuple[bytes, dict]]:
+    return [(b"", {"message_payload": data})]
+
+
+@pytest.mark.parametrize("split", [_parts_udh8, _parts_udh16, _parts_sar, _parts_payload], ids=["udh8", "udh16", "sar", "payload"])
+def test_long_chinese_to_echo_comes_back_whole(handset, split):
+    a = handset(A)
+    for part, fields in split(encode(LONG_CHINESE, 8)):
+        assert a.submit(ECHO, part, data_coding=8, **fields).status == ESME_ROK
+    first = a.expect()
+    concat, _ = split_udh(first)
+    assert concat is not None, "a 123-character UCS2 reply needs more than one SMS"
+    replies = [first] + a.expect_many(concat.total - 1)
+    assert all(p.source_addr == ECHO.encode() for p in replies)
+    assert reassemble(replies) == LONG_CHINESE
+
+
+def test_message_payload_between_handsets(handset):
+    a, b = handset(A), handset(B)
+    payload = encode(LONG_CHINESE, 8)  # 246 octets: more than one SMS, in one PDU
+    assert a.submit(B, b"", data_coding=8, message_payload=payload).status == ESME_ROK
+    got = b.expect()
+    assert text(got) == LONG_CHINESE
+
+
+def test_message_waits_for_an_unbound_handset(handset):
+    a = handset(A)
+    resp = a.submit(B, "are you there?", registered_delivery=1)
+    assert resp.status == ESME_ROK
+    a.expect_none(0.3)  # neither delivered nor failed while B is away
+    b = handset(B)
+    assert text(b.expect()) == "are you there?"
+    assert receipt_fields(a.expect())["id"].encode() == resp.message_id
+
+
+def test_message_expires_when_its_validity_runs_out(make_gateway, handset):
+    clock = SimulatedClock()
+    gw = make_gateway(clock=clock)
+    a = handset(A, gw=gw)
+    resp = a.submit(B, "call me back", registered_delivery=1, validity_period="000000000010000R")  # 10 s
+    assert resp.status == ESME_ROK
+    clock.advance(60)
+    receipt = a.expect(timeout=5)
+    fields = receipt_fields(receipt)
+    assert (fields["id"].encode(), fields["stat"], fields["dlvrd"]) == (resp.message_id, "EXPIRED", "000")
+    assert receipt.receipted_message_id == resp.message_id
+    assert receipt.message_state == 3
+    b = handset(B, gw=gw)
+    b.expect_none(1.0)
+
+
+def test_delivery_is_retried_after_a_temporary_failure(make_gateway, handset):
+    gw = make_gateway(gateway={"retry_backoff": [0.2]})
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    b.answers.append(ESME_RSYSERR)
+    resp = a.submit(B, "try again", registered_delivery=1)
+    first = b.expect()
+    # Only B's acknowledgement can bring a receipt, and B has refused it so far.
+    a.expect_none(0.5)
+    second = b.expect(timeout=5)
+    assert text(first) == text(second) == "try again"
+    receipt = receipt_fields(a.expect())
+    assert (receipt["id"].encode(), receipt["stat"]) == (resp.message_id, "DELIVRD")
+    b.expect_none(0.5)  # delivered once acknowledged: no third copy
+
+
+def test_retransmitted_submit_is_delivered_once(handset):
+    a, b = handset(A), handset(B)
+    pdu = a.make("submit_sm", B, "sent twice")
+    first = a.request(pdu)
+    again = a.request(pdu)  # same sequence number and content: the client never saw the first answer
+    assert first.status == again.status == ESME_ROK
+    assert again.message_id == first.message_id
+    assert text(b.expect()) == "sent twice"
+    b.expect_none(0.5)
+
+
+def test_unanswered_delivery_is_sent_again(make_gateway, handset):
+    gw = make_gateway(gateway={"response_timeout": 0.5, "retry_backoff": [0.2]})
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    b.answering = False
+    assert a.submit(B, "hello?").status == ESME_ROK
+    assert text(b.expect()) == "hello?"
+    b.answering = True
+    assert text(b.expect(timeout=5)) == "hello?"
+
+
+def test_deliveries_in_flight_are_limited_by_the_window(make_gateway, handset):
+    gw = make_gateway(gateway={"window": 2})
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    b.answering = False
+    for n in range(5):
+        assert a.submit(B, f"message {n}").status == ESME_ROK
+    held = b.expect_many(2)
+    b.expect_none(0.5)  # two are unanswered: the gateway waits
+    b.answer_held()
+    b.answering = True
+    rest = b.expect_many(3)
+    assert sorted(text(p) for p in held + rest) == [f"message {n}" for n in range(5)]
+
+
+def test_query_sm_reports_delivered_and_refuses_unknown_ids(handset):
+    a, b = handset(A), handset(B)
+    resp = a.submit(B, "query me", registered_delivery=1)
+    b.expect()
+    a.expect(predicate=is_receipt)  # sent once the delivery is recorded
+    answer = a.query(resp.message_id)
+    assert (answer.command, answer.status, answer.message_id, answer.message_state) == ("query_sm_resp", ESME_ROK, resp.message_id, 2)
+    assert a.query("no-such-id").status == ESME_RQUERYFAIL
+
+
+def test_burst_above_throughput_is_throttled(make_gateway, handset):
+    gw = make_gateway(accounts=[{"system_id": "handset", "throughput": 5}])
+    a = handset(A, gw=gw)
+    sequences = [a.send(a.make("submit_sm", B, f"burst {n}")) for n in range(30)]
+    statuses = [a.response(seq).status for seq in sequences]
+    accepted, throttled = statuses.count(ESME_ROK), statuses.count(ESME_RTHROTTLED)
+    assert accepted + throttled == 30
+    assert 5 <= accepted < 30 and throttled > 0
+
+
+def test_throughput_is_counted_in_segments(make_gateway, handset):
+    gw = make_gateway(accounts=[{"system_id": "handset", "throughput": 5}])
+    a = handset(A, gw=gw)
+    three_sms = encode("长" * 150, 8)  # 300 octets in one message_payload: three SMS
+    sequences = [
+        a.send(a.make("submit_sm", B, b"", data_coding=8, message_payload=three_sms)),  # 5 - 3 = 2 left
+        a.send(a.make("submit_sm", B, b"", data_coding=8, message_payload=three_sms)),  # needs 3
+        a.send(a.make("submit_sm", B, "one SMS")),  # needs 1
+    ]
+    assert [a.response(seq).status for seq in sequences] == [ESME_ROK, ESME_RTHROTTLED, ESME_ROK]
+
+
+def test_full_queue_for_a_subscriber_refuses_more(make_gateway, handset):
+    gw = make_gateway(gateway={"max_queued_per_subscriber": 3})
+    a = handset(A, gw=gw)
+    statuses = [a.submit(B, f"queued {n}").status for n in range(4)]
+    assert statuses == [ESME_ROK, ESME_ROK, ESME_ROK, ESME_RMSGQFUL]
+    assert a.submit("8613700000002", "another subscriber").status == ESME_ROK
+
+
+def test_data_sm_to_echo_is_answered(handset):
+    a = handset(A)
+    resp = a.data_sm(ECHO, "data_sm ping")
+    assert (resp.command, resp.status) == ("data_sm_resp", ESME_ROK)
+    assert resp.message_id
+    got = a.expect()
+    assert (got.source_addr, text(got)) == (ECHO.encode(), "data_sm ping")
+
+
+@pytest.mark.parametrize(
+    ("system_id", "source", "dest", "status"),
+    [
+        ("handset", "8613700000009", B, ESME_RINVSRCADR),  # a number of another account
+        ("sina", "1066888", A, ESME_RINVSRCADR),  # tencent's service code
+        ("handset", A, "12345", ESME_RINVDSTADR),  # neither a subscriber nor a short code
+    ],
+    ids=["foreign-msisdn", "foreign-service-code", "unknown-destination"],
+)
+def test_addresses_an_account_may_not_use_are_refused(handset, system_id, source, dest, status):
+    phone = handset(source, system_id=system_id, bind="trx")
+    assert phone.submit(dest, "not allowed").status == status
+
+
+def test_malformed_validity_period_is_refused(handset):
+    a = handset(A)
+    assert a.submit(B, "when?", validity_period="tomorrow").status == ESME_RINVEXPIRY
+
+
+def test_sp_content_needs_a_subscription(handset):
+    sp = handset("1066916", system_id="sina")
+    assert sp.submit(A, "今日天气：晴").status == SMSGW_RNOSUBSCRIPTION
+
+
+def test_undelivered_message_survives_a_restart(make_gateway, handset, tmp_path):
+    db = tmp_path / "restart.db"
+    first = make_gateway(db_path=db)
+    a = handset(A, gw=first)
+    resp = a.submit(B, "after the restart", registered_delivery=1)
+    assert resp.status == ESME_ROK
+    a.close()
+    first.stop()
+    second = make_gateway(db_path=db)
+    b = handset(B, gw=second)
+    assert text(b.expect()) == "after the restart"
+    a = handset(A, gw=second)
+    assert receipt_fields(a.expect())["id"].encode() == resp.message_id
+    b.expect_none(0.3)  # once, not once per start

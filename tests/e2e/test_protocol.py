@@ -1,0 +1,83 @@
+"""The SMPP link itself (SPEC section 4): keep-alive, idle timeout, unbind, malformed PDUs."""
+
+from __future__ import annotations
+
+from smpplib import smpp
+
+from tests.smpp_handset import (
+    ESME_RINVCMDID,
+    ESME_RINVCMDLEN,
+    ESME_RINVSRCADR,
+    ESME_ROK,
+    RawLink,
+    encoded,
+    frame,
+    text,
+)
+
+A = "8613800000001"  # account handset
+ECHO = "10086000"
+SUBMIT_SM = 0x00000004
+
+
+def test_enquire_link_from_the_client_is_answered(handset):
+    phone = handset(A)
+    ping = smpp.make_pdu("enquire_link", client=phone.client)
+    resp = phone.request(ping)
+    assert (resp.command, resp.status, resp.sequence) == ("enquire_link_resp", ESME_ROK, ping.sequence)
+
+
+def test_gateway_checks_a_quiet_link_with_enquire_link(make_gateway, handset):
+    gw = make_gateway(gateway={"enquire_link_interval": 0.3})
+    phone = handset(A, gw=gw)
+    phone.expect_request("enquire_link", timeout=3)
+    assert phone.submit(ECHO, "still here").status == ESME_ROK  # answered, so the link stays up
+    assert text(phone.expect()) == "still here"
+
+
+def test_idle_bind_is_unbound_by_the_gateway(make_gateway, handset):
+    gw = make_gateway(gateway={"idle_timeout": 0.5})
+    phone = handset(A, gw=gw)
+    phone.expect_request("unbind", timeout=5)  # answered with unbind_resp by the handset
+    phone.expect_closed(timeout=5)
+
+
+def test_unbind_is_answered_and_the_connection_closed(handset):
+    phone = handset(A)
+    resp = phone.unbind()
+    assert (resp.command, resp.status) == ("unbind_resp", ESME_ROK)
+    phone.expect_closed(timeout=5)
+
+
+def test_unknown_command_id_gets_generic_nack(gateway):
+    with RawLink(gateway.smpp_port) as link:
+        link.bind()
+        [nack] = link.exchange(frame(0x00000999, 42))
+        assert (nack.command, nack.status, nack.sequence) == ("generic_nack", ESME_RINVCMDID, 42)
+        [resp] = link.exchange(encoded("enquire_link", 43))  # the link is still usable
+        assert (resp.command, resp.status, resp.sequence) == ("enquire_link_resp", ESME_ROK, 43)
+
+
+def test_source_addr_without_terminator_is_refused(gateway):
+    body = (
+        b"\x00"  # service_type
+        + b"\x01\x01" + b"8" * 30 + b"\x00"  # source_addr: no NUL within its 21 octets
+        + b"\x01\x01" + ECHO.encode() + b"\x00"
+        + b"\x00\x00\x00" + b"\x00" + b"\x00" + b"\x00\x00\x00\x00"
+        + b"\x02hi"
+    )  # fmt: skip
+    with RawLink(gateway.smpp_port) as link:
+        link.bind()
+        [resp] = link.exchange(frame(SUBMIT_SM, 9, body))
+        assert (resp.command, resp.status, resp.sequence) == ("submit_sm_resp", ESME_RINVSRCADR, 9)
+
+
+def test_command_length_below_header_size_ends_the_connection(gateway, handset):
+    with RawLink(gateway.smpp_port) as link:
+        link.bind()
+        [nack] = link.exchange(frame(SUBMIT_SM, 5, length=8))
+        assert (nack.command, nack.status) == ("generic_nack", ESME_RINVCMDLEN)
+        assert link.is_closed(timeout=5)
+    phone = handset(A)  # the gateway itself is fine
+    assert phone.submit(ECHO, "after the garbage").status == ESME_ROK
+    assert text(phone.expect()) == "after the garbage"
