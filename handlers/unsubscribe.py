@@ -1,25 +1,180 @@
-"""10086 `0000`: list active subscriptions, unsubscribe by serial number (SPEC 3.1)."""
+"""10086 `0000`: list active subscriptions, unsubscribe by serial number (SPEC 3.1).
+
+- `0000` replies with one text listing the active subscriptions, numbered
+  1..n in order of ordering, and remembers serial -> subscription id as a
+  Dialogue "unsubscribe.listing" for settings.listing_window. A newer `0000`
+  replaces it. The listing stays answerable for its whole window (a later
+  "3" after "1" still works; a serial already done is "already unsubscribed").
+- A serial list (`2`, `1,3`, `1，3`, `1 3`) while the listing is live cancels
+  exactly those, one confirmation each; out-of-range serials are named in one
+  more reply. After the window, the first serial list is told the listing
+  expired (and the stale listing is dropped, so later texts get the help).
+- `00000` asks a yes/no question (Dialogue "unsubscribe.all", same window)
+  naming how many subscriptions it would cancel: exactly those (one ordered
+  meanwhile is not included). Yes cancels them, one confirmation each, like
+  serial replies; no changes nothing. Either ends the question.
+- When both prompts are open, the newer one reads the text first (a `1`
+  after `00000` is "yes", a `1` after `0000` is serial 1).
+"""
 
 from __future__ import annotations
 
+import math
+
+from gateway.store.effects import Delete
+from gateway.store.records import Dialogue, Subscription
+
 from .base import Inbound, Outcome, ServiceContext
+from .keywords import matches, serial_numbers
+from .subscriptions import active_subscriptions, cancel, names
+
+LISTING = "unsubscribe.listing"
+ALL = "unsubscribe.all"
 
 
+# ----------------------------------------------------------------- commands
 async def query(inbound: Inbound, ctx: ServiceContext, language: str) -> Outcome:
-    raise NotImplementedError("issue 3: 0000 listing")
+    """`0000`: the numbered listing (remembered for the reply window), or "no subscriptions"."""
+    now, msisdn = inbound.received_at, inbound.subscriber
+    active = await active_subscriptions(ctx, msisdn)
+    if not active:
+        return _none(inbound, ctx, language, LISTING)
+    lines = [ctx.text("unsubscribe.listing_head", language, count=len(active))]
+    for serial, subscription in enumerate(active, 1):
+        entry = ctx.catalogue.get(subscription.service_id)
+        lines.append(ctx.text("unsubscribe.listing_item", language, serial=serial, **names(entry, subscription, language)))
+    lines.append(ctx.text("unsubscribe.listing_foot", language, window=_duration(ctx, language)))
+    dialogue = Dialogue(msisdn, LISTING, {"ids": [s.id for s in active]}, now, now + ctx.settings.listing_window)
+    return Outcome().put(dialogue).reply(msisdn, "\n".join(lines), inbound.short_code)
 
 
 async def ask_all(inbound: Inbound, ctx: ServiceContext, language: str) -> Outcome:
-    raise NotImplementedError("issue 3: 00000")
+    """`00000`: ask to confirm cancelling all (naming how many), or "no subscriptions"."""
+    now, msisdn = inbound.received_at, inbound.subscriber
+    active = await active_subscriptions(ctx, msisdn)
+    if not active:
+        return _none(inbound, ctx, language, ALL)
+    dialogue = Dialogue(msisdn, ALL, {"ids": [s.id for s in active]}, now, now + ctx.settings.listing_window)
+    text = ctx.text("unsubscribe.all_ask", language, count=len(active), window=_duration(ctx, language))
+    return Outcome().put(dialogue).reply(msisdn, text, inbound.short_code)
 
 
 async def unsubscribe_ids(ctx: ServiceContext, msisdn: str, subscription_ids: list[str], channel: str, now: float) -> Outcome:
-    raise NotImplementedError("issue 3: unsubscribe over the API")
+    """The API/USSD path: cancel those of the subscriber's active subscriptions; other ids are ignored."""
+    language = await ctx.language_of(msisdn)
+    wanted = list(dict.fromkeys(subscription_ids))
+    found = {s.id: s for s in await ctx.store.find(Subscription, msisdn=msisdn, status="active", id__in=wanted)}
+    outcome = Outcome()
+    for subscription_id in wanted:
+        if subscription_id in found:
+            subscription = found[subscription_id]
+            outcome.extend(cancel(ctx, subscription, ctx.catalogue.get(subscription.service_id), channel, now, language))
+    return outcome
 
 
+# ------------------------------------------------------------------ answers
 async def latest_prompt(inbound: Inbound, ctx: ServiceContext) -> float | None:
-    return None
+    """When the newest unexpired listing or unsubscribe-all question was sent, if there is one."""
+    live = [d for d in await _dialogues(ctx, inbound.subscriber) if _live(d, inbound.received_at)]
+    return max((d.created_at for d in live), default=None)
 
 
 async def answer(inbound: Inbound, ctx: ServiceContext, language: str) -> Outcome | None:
+    """The text as an answer to an open listing / unsubscribe-all question; None when it is not one."""
+    now = inbound.received_at
+    dialogues = await _dialogues(ctx, inbound.subscriber)
+    for dialogue in sorted((d for d in dialogues if _live(d, now)), key=lambda d: -d.created_at):
+        answered = await (_serials if dialogue.kind == LISTING else _yes_no)(inbound, ctx, language, dialogue)
+        if answered is not None:
+            return answered
+    for dialogue in dialogues:  # expired: say so once, for a text that would have answered it
+        if not _live(dialogue, now):
+            stale = _stale(inbound, ctx, language, dialogue)
+            if stale is not None:
+                return stale
     return None
+
+
+async def _serials(inbound: Inbound, ctx: ServiceContext, language: str, listing: Dialogue) -> Outcome | None:
+    serials = serial_numbers(inbound.text)
+    if serials is None:
+        return None
+    msisdn, ids = inbound.subscriber, listing.data["ids"]
+    valid = [n for n in serials if 1 <= n <= len(ids)]
+    invalid = [n for n in serials if not 1 <= n <= len(ids)]
+    records = {s.id: s for s in await ctx.store.find(Subscription, msisdn=msisdn, id__in=[ids[n - 1] for n in valid])}
+    outcome = Outcome(completed=bool(valid))
+    for serial in valid:
+        subscription = records.get(ids[serial - 1])
+        if subscription is None:  # gone from the store altogether: nothing left to cancel
+            continue
+        entry = ctx.catalogue.get(subscription.service_id)
+        if subscription.status == "active":
+            outcome.extend(cancel(ctx, subscription, entry, inbound.channel, inbound.received_at, language))
+        else:
+            text = ctx.text("unsubscribe.already", language, serial=serial, **names(entry, subscription, language))
+            outcome.reply(msisdn, text, inbound.short_code)
+    if invalid:
+        text = ctx.text("unsubscribe.out_of_range", language, serials=",".join(map(str, invalid)), count=len(ids))
+        outcome.reply(msisdn, text, inbound.short_code)
+    return outcome
+
+
+async def _yes_no(inbound: Inbound, ctx: ServiceContext, language: str, question: Dialogue) -> Outcome | None:
+    msisdn = inbound.subscriber
+    if matches(inbound.text, ctx.settings.confirm_words):
+        ids = question.data["ids"]
+        found = {s.id: s for s in await ctx.store.find(Subscription, msisdn=msisdn, status="active", id__in=ids)}
+        if not found:
+            return _none(inbound, ctx, language, ALL)
+        outcome = Outcome(completed=True)
+        outcome.effects.append(Delete(Dialogue, (msisdn, ALL)))
+        for subscription_id in ids:
+            if subscription_id in found:
+                subscription = found[subscription_id]
+                entry = ctx.catalogue.get(subscription.service_id)
+                outcome.extend(cancel(ctx, subscription, entry, inbound.channel, inbound.received_at, language))
+        return outcome
+    if matches(inbound.text, ctx.settings.decline_words):
+        outcome = Outcome(completed=True).reply(msisdn, ctx.text("unsubscribe.all_declined", language), inbound.short_code)
+        outcome.effects.append(Delete(Dialogue, (msisdn, ALL)))
+        return outcome
+    return None
+
+
+def _stale(inbound: Inbound, ctx: ServiceContext, language: str, dialogue: Dialogue) -> Outcome | None:
+    if dialogue.kind == LISTING:
+        if serial_numbers(inbound.text) is None:
+            return None
+        key = "unsubscribe.expired"
+    else:
+        if not matches(inbound.text, (*ctx.settings.confirm_words, *ctx.settings.decline_words)):
+            return None
+        key = "unsubscribe.all_expired"
+    outcome = Outcome(completed=True).reply(inbound.subscriber, ctx.text(key, language), inbound.short_code)
+    outcome.effects.append(Delete(Dialogue, (dialogue.msisdn, dialogue.kind)))
+    return outcome
+
+
+# ------------------------------------------------------------------ helpers
+def _none(inbound: Inbound, ctx: ServiceContext, language: str, kind: str) -> Outcome:
+    """"No subscriptions"; an older prompt of this kind no longer applies."""
+    outcome = Outcome(completed=True).reply(inbound.subscriber, ctx.text("unsubscribe.none", language), inbound.short_code)
+    outcome.effects.append(Delete(Dialogue, (inbound.subscriber, kind)))
+    return outcome
+
+
+async def _dialogues(ctx: ServiceContext, msisdn: str) -> list[Dialogue]:
+    return await ctx.store.find(Dialogue, msisdn=msisdn, kind__in=[LISTING, ALL])
+
+
+def _live(dialogue: Dialogue, now: float) -> bool:
+    return now < dialogue.expires_at
+
+
+def _duration(ctx: ServiceContext, language: str) -> str:
+    """The reply window as subscribers read it: whole hours, else minutes."""
+    window = ctx.settings.listing_window
+    if window >= 3600 and window % 3600 == 0:
+        return ctx.text("unsubscribe.hours", language, n=int(window // 3600))
+    return ctx.text("unsubscribe.minutes", language, n=max(1, math.ceil(window / 60)))

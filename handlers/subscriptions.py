@@ -1,0 +1,75 @@
+"""Subscriptions as every service sees them: the active ones, and cancelling one (SPEC 3.1).
+
+Shared by 10086 query/unsubscribe, the API/USSD unsubscribe path and any
+other service that ends a subscription. Cancelling is one set of effects and
+messages committed together: the subscription becomes "cancelled" (so the
+submission guards refuse the SP's content from that commit on), an event is
+kept, the subscriber gets the confirmation from the operator short code and
+the SP gets its order-relation notice (sp_notice.py, event CANCEL).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from gateway.config import CatalogueEntry
+from gateway.store.records import Subscription, SubscriptionEvent
+
+from .base import Outcome, ServiceContext
+from .sp_notice import sp_notice
+
+
+async def active_subscriptions(ctx: ServiceContext, msisdn: str) -> list[Subscription]:
+    """The subscriber's active subscriptions, oldest order first (ties by id, so the order is stable)."""
+    found = await ctx.store.find(Subscription, order_by="ordered_at", msisdn=msisdn, status="active")
+    return sorted(found, key=lambda s: (s.ordered_at, s.id))
+
+
+def yuan(fee: float) -> str:
+    """A fee as shown to subscribers: 30 -> "30", 0.5 -> "0.5"."""
+    return f"{fee:.2f}".rstrip("0").rstrip(".")
+
+
+def names(entry: CatalogueEntry | None, subscription: Subscription, language: str) -> dict[str, str]:
+    """Placeholders naming a subscription in texts: sp_name, service, fee, service_code (catalogue, per language).
+
+    A service no longer in the catalogue is named by its id (it can still be cancelled).
+    """
+    if entry is None:
+        return {"sp_name": "", "service": subscription.service_id, "fee": "", "service_code": ""}
+    return {
+        "sp_name": entry.sp_name_in(language),
+        "service": entry.name_in(language),
+        "fee": yuan(entry.fee),
+        "service_code": entry.service_code,
+    }
+
+
+def cancel(
+    ctx: ServiceContext,
+    subscription: Subscription,
+    entry: CatalogueEntry | None,
+    channel: str,
+    now: float,
+    language: str,
+) -> Outcome:
+    """Cancel one active subscription now: the cancelled record, its event, the confirmation, the SP notice.
+
+    `entry` is the subscription's catalogue service (ctx.catalogue.get(subscription.service_id));
+    with None (a service since removed from the catalogue) there is no SP to notify.
+    """
+    cancelled = replace(subscription, status="cancelled", cancelled_at=now, cancel_channel=channel)
+    event = SubscriptionEvent(
+        id=ctx.new_id(),
+        subscription_id=subscription.id,
+        msisdn=subscription.msisdn,
+        at=now,
+        event="cancelled",
+        channel=channel,
+    )
+    outcome = Outcome().put(cancelled, event)
+    text = ctx.text("unsubscribe.done", language, **names(entry, subscription, language))
+    outcome.reply(subscription.msisdn, text, ctx.settings.operator)
+    if entry is not None:
+        outcome.replies.append(sp_notice(ctx, entry, subscription.msisdn, "CANCEL", channel, now))
+    return outcome

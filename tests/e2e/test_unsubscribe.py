@@ -1,0 +1,160 @@
+"""10086 query and unsubscribe (SPEC 3.1) over real TCP: smpplib handsets and SP binds."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from gateway.clock import SimulatedClock
+from gateway.store.records import Subscription
+from handlers.base import Outcome
+from handlers.sp_notice import parse_sp_notice
+from tests.services_support import at
+from tests.smpp_handset import ESME_ROK, reassemble, split_udh, text
+
+A = "8613800000001"
+OPERATOR = "10086"
+SINA, TENCENT = "1066916", "1066888"
+SMSGW_RNOSUBSCRIPTION = 0x402
+ITEM = re.compile(r"(\d+)\.(\S+?)提供的(\S+?)，(\d+(?:\.\d+)?)元/月，服务代码(\d+)；")
+NONE = "您目前没有定制任何梦网业务。"
+
+
+def done(sp_name: str, service: str) -> str:
+    return f"您已成功退订{sp_name}提供的{service}业务，下月起不再收取信息费。"
+
+
+def subscribe(controller, msisdn: str, *service_ids: str) -> list[Subscription]:
+    """Active subscriptions committed through the services (which also updates the submission guards)."""
+    now = controller.gateway.clock.now()
+    subs = [
+        Subscription(f"sub-{i}", msisdn, sid, "active", now - 3600 + 60 * i, "sms", "mo-1", now)
+        for i, sid in enumerate(service_ids)
+    ]
+    controller.call(controller.gateway.services.commit(Outcome().put(*subs)))
+    return subs
+
+
+def statuses(controller, subs: list[Subscription]) -> list[str]:
+    found = controller.call(controller.gateway.store.find(Subscription, id__in=[s.id for s in subs]))
+    by_id = {s.id: s.status for s in found}
+    return [by_id[s.id] for s in subs]
+
+
+def replies(phone, count: int, source: str = OPERATOR, timeout: float = 5.0) -> list[str]:
+    """The next `count` whole texts from `source` (multi-part ones reassembled), in order of completion."""
+    deadline = time.monotonic() + timeout
+    whole: list[str] = []
+    parts: dict[int, list] = {}
+    while len(whole) < count:
+        pdu = phone.expect(max(deadline - time.monotonic(), 0.01), lambda p: p.source_addr == source.encode())
+        concat, _ = split_udh(pdu)
+        if concat is None:
+            whole.append(text(pdu))
+            continue
+        parts.setdefault(concat.reference, []).append(pdu)
+        if len(parts[concat.reference]) == concat.total:
+            whole.append(reassemble(parts.pop(concat.reference)))
+    return whole
+
+
+def ask(phone, message: str, count: int = 1) -> list[str]:
+    assert phone.submit(OPERATOR, message).status == ESME_ROK
+    return replies(phone, count)
+
+
+def notices(sp, count: int, msisdn: str = A) -> list[dict[str, str]]:
+    """Order-relation notices the SP's bind receives from the subscriber's number."""
+    return [parse_sp_notice(text(p)) for p in sp.expect_many(count, predicate=lambda p: p.source_addr == msisdn.encode())]
+
+
+def content_status(sp, msisdn: str = A) -> int:
+    return sp.submit(msisdn, "今日头条：SP content").status
+
+
+def test_serial_reply_unsubscribes_exactly_those_and_stops_sp_content(gateway, handset):
+    subs = subscribe(gateway, A, "sina-news", "sina-weather", "tencent-ringtones")
+    a = handset(A, address_range=A)
+    sina_rx = handset(SINA, system_id="sina", bind="rx")
+    sina_tx = handset(SINA, system_id="sina", bind="tx")
+    tencent_tx = handset(TENCENT, system_id="tencent", bind="tx")
+    assert content_status(sina_tx) == ESME_ROK
+    assert text(a.expect(predicate=lambda p: p.source_addr == SINA.encode())) == "今日头条：SP content"
+
+    [listing] = ask(a, "００００")  # full width
+    assert ITEM.findall(listing) == [
+        ("1", "新浪", "头条新闻", "30", SINA), ("2", "新浪", "天气预报", "5", SINA), ("3", "腾讯公司", "精品图铃", "10", TENCENT)]
+    assert "回复序号退订" in listing and "1,3" in listing and "00000" in listing
+
+    assert sorted(ask(a, "1，2", 2)) == sorted([done("新浪", "头条新闻"), done("新浪", "天气预报")])  # Chinese comma
+    assert statuses(gateway, subs) == ["cancelled", "cancelled", "active"]
+    got = notices(sina_rx, 2)
+    assert sorted(n["service"] for n in got) == ["sina-news", "sina-weather"]
+    assert {(n["event"], n["msisdn"], n["channel"]) for n in got} == {("CANCEL", A, "sms")}
+    assert content_status(sina_tx) == SMSGW_RNOSUBSCRIPTION
+    assert content_status(tencent_tx) == ESME_ROK  # the one not chosen is still subscribed
+
+    [listing] = ask(a, "0000")
+    assert ITEM.findall(listing) == [("1", "腾讯公司", "精品图铃", "10", TENCENT)]
+
+
+def test_out_of_range_then_stale_listing(make_gateway, handset):
+    clock = SimulatedClock(at(2026, 11, 10))
+    gw = make_gateway(clock=clock)
+    subs = subscribe(gw, A, "sina-news", "sina-weather")
+    a = handset(A, gw=gw, address_range=A)
+    ask(a, "0000")
+    confirmed, refused = ask(a, "2,5", 2)
+    assert confirmed == done("新浪", "天气预报")
+    assert re.search(r"序号(\S+)不在您的业务列表中（有效序号为1至(\d+)）", refused).groups() == ("5", "2")
+    clock.advance(7201)
+    assert ask(a, "1,2") == ["您的业务列表已过期，请重新发送0000到10086查询后再回复序号退订。"]
+    assert statuses(gw, subs) == ["active", "cancelled"]
+    sina_tx = handset(SINA, gw=gw, system_id="sina", bind="tx")
+    assert content_status(sina_tx) == ESME_ROK
+
+
+def test_00000_no_then_yes(gateway, handset):
+    subs = subscribe(gateway, A, "sina-news", "sina-weather")
+    a = handset(A, address_range=A)
+    sina_rx = handset(SINA, system_id="sina", bind="rx")
+    sina_tx = handset(SINA, system_id="sina", bind="tx")
+    [question] = ask(a, "00000")
+    assert re.search(r"共定制了(\d+)项业务", question).group(1) == "2"
+    assert ask(a, "N") == ["您未退订任何业务，已定制的业务保持不变。"]
+    assert statuses(gateway, subs) == ["active", "active"]
+    sina_rx.expect_none(0.2)
+
+    ask(a, "０００００")
+    assert sorted(ask(a, "是", 2)) == sorted([done("新浪", "头条新闻"), done("新浪", "天气预报")])
+    assert statuses(gateway, subs) == ["cancelled", "cancelled"]
+    assert sorted((n["event"], n["service"]) for n in notices(sina_rx, 2)) == [
+        ("CANCEL", "sina-news"), ("CANCEL", "sina-weather")]
+    assert content_status(sina_tx) == SMSGW_RNOSUBSCRIPTION
+    assert ask(a, "0000") == [NONE]
+    assert ask(a, "00000") == [NONE]
+
+
+@pytest.mark.parametrize("command, answer", [("0000", "1"), ("00000", "Y")], ids=["listing", "all"])
+def test_restart_between_prompt_and_answer(make_gateway, handset, tmp_path, command, answer):
+    db = tmp_path / "restart.db"
+    first = make_gateway(db_path=db)
+    subs = subscribe(first, A, "sina-news")
+    a = handset(A, gw=first, address_range=A)
+    ask(a, command)
+    a.close()
+    first.stop()
+
+    second = make_gateway(db_path=db)
+    sina_tx = handset(SINA, gw=second, system_id="sina", bind="tx")
+    assert content_status(sina_tx) == ESME_ROK  # the guards came back with the store
+    a = handset(A, gw=second, address_range=A)
+    a.expect(predicate=lambda p: p.source_addr == SINA.encode())
+    assert ask(a, answer) == [done("新浪", "头条新闻")]
+    assert statuses(second, subs) == ["cancelled"]
+    assert content_status(sina_tx) == SMSGW_RNOSUBSCRIPTION
+    sina_rx = handset(SINA, gw=second, system_id="sina", bind="rx")  # the notice waited for the SP to bind
+    [notice] = notices(sina_rx, 1)
+    assert (notice["event"], notice["service"], notice["msisdn"]) == ("CANCEL", "sina-news", A)
