@@ -1,16 +1,309 @@
-"""10086999 spam reporting ("垃圾信息举报", SPEC 3.3)."""
+"""10086999 spam reporting ("垃圾信息举报", SPEC 3.3).
+
+What a subscriber texts to 10086999:
+
+- `<number>*<text>`: report `number` as the sender of the spam `text`. The
+  separator may also be the full-width `＊` or a space (`13912345678 买房…`);
+  the number may be written `+8613912345678`, `8613912345678`,
+  `13912345678` or in full-width digits. With a space, the leading token must
+  be a complete subscriber number (or a short code, which is refused):
+  otherwise the whole message is a forwarded text starting with digits.
+- a bare forwarded text (no leading number): we ask for the sender's number
+  and remember the text (Dialogue "spam.number") for `spam_follow_up_window`
+  (30 min). A number sent within it completes the report with that text
+  (the GSMA 7726 two-step). A bare number with no text waiting (never
+  forwarded, or the window passed) is a report of that number without text:
+  what the subscriber wants is clear, only the evidence is missing.
+- `HELP`/`帮助`/`0`/nothing: how to report.
+
+A report is acknowledged with its id and the 48-hour promise, and the
+reported number can no longer reach the reporter (a personal Block, which
+gateway/guards.py turns into submit_sm status 0x401). Invalid reports (not a
+subscriber number, the reporter's own number, an operator short code or SP
+service code) get a clear reply and create nothing; a reporter may file
+`spam_reports_per_day` reports per operator calendar day.
+
+When the DISTINCT reporters of one number with open reports (status
+"received") within `spam_block_window` reach `spam_block_threshold`, the
+number is blocked network-wide (Block with reporter "": every submit_sm from
+it is refused with 0x400), all of its open reports become "handled" and each
+of their reporters is told once. Reports against a number already blocked
+network-wide are handled at once (ack, then the handled notice). After a
+block is lifted, only reports filed after the earlier ones were handled
+count towards a new block.
+
+Operators: `list_reports`, `top_reported`, `active_blocks` and `lift_block`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from gateway.numbers import NumberPlan
+from gateway.store.effects import Delete
+from gateway.store.records import Block, Dialogue, SpamReport
+
 from .base import Inbound, Outcome, ServiceContext
+from .keywords import fold
+
+DIALOGUE = "spam.number"
+RECEIVED = "received"
+HANDLED = "handled"
+HELP_WORDS = ("", "0", "HELP", "帮助", "?")
+MAX_NUMBER_CHARS = 20
+
+# `<number><*|＊><text>` and `<number><space><text>`, matched on the original text so
+# the spam text is kept as the subscriber sent it (the number part is folded afterwards).
+_DIGIT = "0-9０-９"
+_NUMBER = rf"[+＋]?[{_DIGIT}][{_DIGIT}\-－]*"
+_STAR = re.compile(r"^\s*(?P<number>[^*＊]*?)\s*[*＊]+\s*(?P<text>.*)$", re.S)
+_SPACE = re.compile(rf"^\s*(?P<number>{_NUMBER})\s+(?P<text>.*)$", re.S)
+_ONLY_NUMBER = re.compile(rf"^\s*(?P<number>[+＋]?[{_DIGIT}][{_DIGIT}\-－ 　()（）]*)\s*$")
+_NUMBERISH = re.compile(rf"^[+＋]?[{_DIGIT}\-－ 　()（）]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    kind: str  # report | text | help
+    number: str = ""  # as written (folded), for replies
+    text: str = ""
+    strict: bool = True  # False (space separator): a leading token that is no number means a forwarded text
+
+
+@dataclass(frozen=True, slots=True)
+class ReportedNumber:
+    """One line of the operators' "top reported numbers" view."""
+
+    number: str
+    reports: int
+    reporters: int  # distinct
+    last_reported_at: float
+    blocked: bool  # blocked network-wide now
+
+
+def parse(text: str) -> Parsed:
+    """What a text to 10086999 is: a report (number and text), a forwarded text, or a help request."""
+    if fold(text) in HELP_WORDS:
+        return Parsed("help")
+    only = _ONLY_NUMBER.match(text)
+    if only:
+        return Parsed("report", _as_written(only["number"]))
+    star = _STAR.match(text)
+    if star and _attempted_number(fold(star["number"])):
+        return Parsed("report", _as_written(star["number"]), star["text"].strip())
+    spaced = _SPACE.match(text)
+    if spaced:
+        return Parsed("report", _as_written(spaced["number"]), spaced["text"].strip(), strict=False)
+    return Parsed("text", text=text.strip())
+
+
+def _as_written(number: str) -> str:
+    """The number part with full-width characters folded (`＋８６１３…` -> `+8613…`), case kept for replies."""
+    return unicodedata.normalize("NFKC", number).strip()
+
+
+def _attempted_number(before_star: str) -> bool:
+    """`x*…` is a report when x looks like an attempt at a number (`+86 137-0000-0001`, `12345`, `abc`, ``);
+    with a longer or non-ASCII x (`恭喜您中奖*…`) it is spam text that happens to hold a star."""
+    if _NUMBERISH.match(before_star):
+        return True
+    return len(before_star) <= MAX_NUMBER_CHARS and before_star.isascii() and not re.search(r"\s", before_star)
+
+
+def number_plan(ctx: ServiceContext) -> NumberPlan:
+    """The gateway's number plan when the context carries one, else the default (86, 11 digits)."""
+    plan = getattr(ctx, "plan", None)
+    if isinstance(plan, NumberPlan):
+        return plan
+    options = ctx.options or {}
+    if "country_code" in options or "national_number_length" in options:
+        return NumberPlan(str(options.get("country_code", "86")), int(options.get("national_number_length", 11)))
+    return NumberPlan()
+
+
+def operator_codes(ctx: ServiceContext) -> set[str]:
+    """Numbers that are the operator's or an SP's, never a spammer's: 10086, 10086999, SP service codes…"""
+    values = (getattr(ctx.settings, f.name) for f in dataclasses.fields(ctx.settings))
+    codes = {value for value in values if isinstance(value, str) and value.isdigit()}
+    codes |= ctx.catalogue.service_codes()
+    codes |= {str(code) for code in (ctx.options or {}).get("short_codes", ())}
+    return {code for code in codes if code}
 
 
 class SpamReportHandler:
     serial_scope = "global"  # thresholds count distinct reporters across subscribers
 
     async def handle(self, inbound: Inbound, ctx: ServiceContext) -> Outcome:
-        raise NotImplementedError("issue 3: spam reports")
+        reporter, now = inbound.subscriber, inbound.received_at
+        language = await ctx.language_of(reporter)
+        parsed = parse(inbound.text)
+        if parsed.kind == "help":
+            return _say(inbound, ctx, "spam.usage", language, completed=True, short_code=ctx.settings.spam_report)
+        plan = number_plan(ctx)
+        refusal = _refusal(ctx, plan, parsed.number, reporter) if parsed.kind == "report" else None
+        if refusal == "spam.not_a_number" and not parsed.strict:  # `2026 新年大促…`: a forwarded text
+            parsed, refusal = Parsed("text", text=inbound.text.strip()), None
+        if await _over_limit(ctx, reporter, now) and refusal is None:
+            limit = ctx.settings.spam_reports_per_day
+            return _say(inbound, ctx, "spam.rate_limited", language, completed=True, limit=limit)
+        if parsed.kind == "text":  # the first step: ask who sent it
+            window = ctx.settings.spam_follow_up_window
+            dialogue = Dialogue(reporter, DIALOGUE, {"text": parsed.text}, now, now + window)
+            return _say(inbound, ctx, "spam.ask_number", language, minutes=_minutes(window)).put(dialogue)
+
+        pending = await _pending(ctx, reporter, now)
+        if refusal is not None:  # a prompt still open stays open: the subscriber may correct the number
+            return _say(inbound, ctx, refusal, language, completed=pending is None,
+                        number=parsed.number, short_code=ctx.settings.spam_report)  # fmt: skip
+        text = parsed.text
+        if not text and pending is not None:  # the second step: the number for the text forwarded before
+            text = str(pending.data.get("text", ""))
+        outcome = Outcome(completed=True)
+        if await ctx.store.find(Dialogue, msisdn=reporter, kind=DIALOGUE):
+            # answered, superseded by a complete report, or expired: the prompt is closed either way
+            outcome.effects.append(Delete(Dialogue, (reporter, DIALOGUE)))
+        return outcome.extend(await _file(ctx, inbound, plan.normalise(parsed.number), text, language))
 
 
+async def _file(ctx: ServiceContext, inbound: Inbound, reported: str, text: str, language: str) -> Outcome:
+    """Store the report, block `reported` from the reporter, and block it everywhere at the threshold."""
+    reporter, now, settings = inbound.subscriber, inbound.received_at, ctx.settings
+    shown = _display(ctx, reported)
+    already_blocked = bool(await _network_blocks(ctx, reported))
+    open_reports = [] if already_blocked else await ctx.store.find(SpamReport, reported=reported, status=RECEIVED)
+    recent = {r.reporter for r in open_reports if r.created_at >= now - settings.spam_block_window} | {reporter}
+    blocking = not already_blocked and len(recent) >= settings.spam_block_threshold
+
+    report = SpamReport(ctx.new_id(), reporter, reported, text, now, HANDLED if already_blocked or blocking else RECEIVED)
+    outcome = Outcome(completed=True).put(report)
+    if not await ctx.store.find(Block, reported=reported, reporter=reporter, lifted_at=None):
+        outcome.put(Block(ctx.new_id(), reported, reporter, now, reason=f"spam report {report.id}"))
+    outcome.reply(reporter, ctx.text("spam.ack", language, report_id=report.id, number=shown), settings.spam_report)
+    if already_blocked:  # handled at once: the number cannot send anything any more
+        return outcome.reply(reporter, ctx.text("spam.handled", language, number=shown), settings.spam_report)
+    if not blocking:
+        return outcome
+
+    reason = f"{len(recent)} distinct reporters within {settings.spam_block_window:g}s"
+    outcome.put(Block(ctx.new_id(), reported, "", now, reason=reason))
+    outcome.put(*(dataclasses.replace(r, status=HANDLED) for r in open_reports))
+    told: list[str] = []
+    for r in [report, *sorted(open_reports, key=lambda r: r.created_at)]:
+        if r.reporter not in told:
+            told.append(r.reporter)
+            notice = ctx.text("spam.handled", await ctx.language_of(r.reporter), number=shown)
+            outcome.reply(r.reporter, notice, settings.spam_report)
+    return outcome
+
+
+def _refusal(ctx: ServiceContext, plan: NumberPlan, written: str, reporter: str) -> str | None:
+    """The reply key when `written` cannot be reported by `reporter`, else None."""
+    digits = written.replace("-", "").replace(" ", "").replace("(", "").replace(")", "")
+    bare = digits.lstrip("+")
+    if not bare.isdigit():
+        return "spam.not_a_number"
+    number = plan.normalise(digits)
+    codes = operator_codes(ctx)
+    national = bare[len(plan.country_code):] if bare.startswith(plan.country_code) else None
+    if bare in codes or national in codes or (not plan.is_msisdn(number) and bare.startswith(tuple(codes))):
+        return "spam.short_code"
+    if not plan.is_msisdn(number):
+        return "spam.not_a_number"
+    if number == reporter:
+        return "spam.own_number"
+    return None
+
+
+async def _pending(ctx: ServiceContext, reporter: str, now: float) -> Dialogue | None:
+    found = await ctx.store.find(Dialogue, msisdn=reporter, kind=DIALOGUE)
+    return found[0] if found and found[0].expires_at > now else None
+
+
+async def _over_limit(ctx: ServiceContext, reporter: str, now: float) -> bool:
+    """The reporter already filed spam_reports_per_day reports this operator calendar day."""
+    midnight = ctx.local_midnight(ctx.local_date(now))
+    today = await ctx.store.find(SpamReport, reporter=reporter, created_at__gte=midnight)
+    return len(today) >= ctx.settings.spam_reports_per_day
+
+
+async def _network_blocks(ctx: ServiceContext, reported: str) -> list[Block]:
+    return await ctx.store.find(Block, reported=reported, reporter="", lifted_at=None)
+
+
+def _display(ctx: ServiceContext, number: str) -> str:
+    """A subscriber number as people write it at home (13912345678), for reply texts."""
+    plan = number_plan(ctx)
+    return number[len(plan.country_code):] if plan.is_msisdn(number) else number
+
+
+def _minutes(seconds: float) -> int:
+    return max(1, round(seconds / 60))
+
+
+def _say(inbound: Inbound, ctx: ServiceContext, key: str, language: str, *, completed: bool = False, **values) -> Outcome:
+    outcome = Outcome(completed=completed)
+    return outcome.reply(inbound.subscriber, ctx.text(key, language, **values), inbound.short_code)
+
+
+# ----------------------------------------------------------------- operators
 async def lift_block(ctx: ServiceContext, reported: str, now: float) -> Outcome:
-    raise NotImplementedError("issue 3: lift a block")
+    """Lift the network-wide block of `reported` (any written form); personal blocks stay.
+
+    Raises ValueError when the number is not blocked network-wide.
+    """
+    number = number_plan(ctx).normalise(reported)
+    blocks = await _network_blocks(ctx, number)
+    if not blocks:
+        raise ValueError(f"{reported} ({number}) is not blocked network-wide; nothing to lift")
+    return Outcome().put(*(dataclasses.replace(b, lifted_at=now) for b in blocks))
+
+
+async def list_reports(
+    ctx: ServiceContext,
+    *,
+    reporter: str | None = None,
+    reported: str | None = None,
+    status: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    limit: int = 100,
+) -> list[SpamReport]:
+    """Reports, newest first, filtered by reporter / reported number (any written form), status, time."""
+    plan = number_plan(ctx)
+    filters: dict = {}
+    if reporter:
+        filters["reporter"] = plan.normalise(reporter)
+    if reported:
+        filters["reported"] = plan.normalise(reported)
+    if status:
+        filters["status"] = status
+    if since is not None:
+        filters["created_at__gte"] = since
+    if until is not None:
+        filters["created_at__lt"] = until
+    return await ctx.store.find(SpamReport, order_by="-created_at", limit=limit, **filters)
+
+
+async def top_reported(ctx: ServiceContext, since: float, limit: int = 10) -> list[ReportedNumber]:
+    """The most reported numbers since `since`: by distinct reporters, then reports, then most recent."""
+    counts: dict[str, list] = {}
+    for r in await ctx.store.find(SpamReport, created_at__gte=since):
+        entry = counts.setdefault(r.reported, [0, set(), 0.0])
+        entry[0] += 1
+        entry[1].add(r.reporter)
+        entry[2] = max(entry[2], r.created_at)
+    blocked = {b.reported for b in await ctx.store.find(Block, reporter="", lifted_at=None)}
+    rows = [ReportedNumber(n, c, len(who), last, n in blocked) for n, (c, who, last) in counts.items()]
+    rows.sort(key=lambda row: (-row.reporters, -row.reports, -row.last_reported_at, row.number))
+    return rows[:limit]
+
+
+async def active_blocks(ctx: ServiceContext, *, network_only: bool = False) -> list[Block]:
+    """Blocks in force, oldest first: network-wide ones (reporter "") and, unless network_only, personal ones."""
+    filters: dict = {"lifted_at": None}
+    if network_only:
+        filters["reporter"] = ""
+    return await ctx.store.find(Block, order_by="created_at", **filters)

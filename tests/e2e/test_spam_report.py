@@ -1,0 +1,194 @@
+"""10086999 spam reporting end to end (SPEC 3.3): handsets text reports, read the replies, spammers get refused."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from gateway.clock import SimulatedClock
+from gateway.store.records import Block, SpamReport
+from tests.services_support import at
+from tests.smpp_handset import ESME_ROK, reassemble, split_udh, text
+
+SPAM_CODE = "10086999"
+SMSGW_RSENDERBLOCKED = 0x400  # the source is blocked network-wide after spam reports
+SMSGW_RBLOCKEDBYRECIPIENT = 0x401  # the destination reported the source as spam
+A = "8613800000001"  # reporters: account handset
+B = "8613900000001"  # a bystander who never reports: account handset
+REPORTERS = [f"86138000000{i:02d}" for i in range(1, 6)]
+SPAMMER = "8613700000001"  # account handset2
+SPAM = "【中奖通知】恭喜您获得iPhone一部，请点击 http://x.cn 领取"
+ACK = re.compile(r"^您的举报已受理，举报编号(?P<id>\w+)，我们将在48小时内处理。(?P<number>\d+)已不能再向您发送短信")
+HANDLED = re.compile(r"^您举报的(?P<number>\d+)已被处理")
+
+
+def phone(handset, number: str, gw=None):
+    return handset(number, address_range=number, gw=gw)
+
+
+def replies(ph, count: int = 1, timeout: float = 5.0) -> list[str]:
+    """The next `count` texts from 10086999, each reassembled from its parts."""
+    deadline, parts, done = time.monotonic() + timeout, {}, []
+    while len(done) < count:
+        pdu = ph.expect(max(deadline - time.monotonic(), 0.01), lambda p: p.source_addr == SPAM_CODE.encode())
+        info, _ = split_udh(pdu)
+        if info is None:
+            done.append(text(pdu))
+            continue
+        group = parts.setdefault(info.reference, [])
+        group.append(pdu)
+        if len(group) == info.total:
+            done.append(reassemble(parts.pop(info.reference)))
+    return done
+
+
+def ask(ph, message: str) -> str:
+    assert ph.submit(SPAM_CODE, message).status == ESME_ROK
+    return replies(ph)[0]
+
+
+def report(ph, message: str, controller) -> SpamReport:
+    """A report that must be accepted: the ack's id names a stored report of this reporter."""
+    ack = ask(ph, message)
+    match = ACK.match(ack)
+    assert match, ack
+    (stored,) = controller.call(controller.gateway.store.find(SpamReport, id=match["id"]))
+    assert stored.reporter == ph.number and stored.reported.endswith(match["number"])
+    return stored
+
+
+def reports(controller, **filters) -> list[SpamReport]:
+    return controller.call(controller.gateway.store.find(SpamReport, **filters))
+
+
+def reaches(sender, receiver) -> bool:
+    """sender's submit_sm to receiver is accepted and delivered; False when refused (asserting the status)."""
+    resp = sender.submit(receiver.number, "hello")
+    if resp.status != ESME_ROK:
+        return False
+    assert text(receiver.expect(predicate=lambda p: p.source_addr == sender.number.encode())) == "hello"
+    return True
+
+
+@pytest.mark.parametrize(
+    "message",
+    ["13700000001*" + SPAM, "13700000001＊" + SPAM, "13700000001 " + SPAM, "+8613700000001*" + SPAM, "8613700000001 " + SPAM],
+)
+def test_report_formats(gateway, handset, message: str) -> None:
+    a = phone(handset, A)
+    stored = report(a, message, gateway)
+    assert (stored.reported, stored.text, stored.status) == (SPAMMER, SPAM, "received")
+
+
+def test_a_report_stops_the_spammer_reaching_the_reporter_only(gateway, handset) -> None:
+    a, b, s = phone(handset, A), phone(handset, B), phone(handset, SPAMMER)
+    assert reaches(s, a)
+    report(a, "13700000001*" + SPAM, gateway)
+    assert s.submit(A, "more spam").status == SMSGW_RBLOCKEDBYRECIPIENT
+    a.expect_none(0.3, lambda p: p.source_addr == SPAMMER.encode())
+    assert reaches(s, b)
+    assert a.submit(SPAMMER, "stop it").status == ESME_ROK  # the block is one way
+
+
+def test_bare_text_then_the_number_completes_the_report(gateway, handset) -> None:
+    a = phone(handset, A)
+    assert "请在30分钟内回复发送该垃圾短信的手机号码" in ask(a, SPAM)
+    assert reports(gateway) == []
+    stored = report(a, "１３７０００００００１", gateway)  # full-width digits, as a Chinese keyboard sends them
+    assert (stored.reported, stored.text) == (SPAMMER, SPAM)
+
+
+def test_the_number_after_the_window_is_a_report_without_the_text(make_gateway, handset) -> None:
+    clock = SimulatedClock(at(2026, 11, 21, 10))
+    gw = make_gateway(clock=clock)
+    a = phone(handset, A, gw)
+    assert "30分钟" in ask(a, SPAM)
+    clock.advance(30 * 60 + 5)
+    stored = report(a, "13700000001", gw)
+    assert (stored.reported, stored.text) == (SPAMMER, "")
+
+
+def test_invalid_reports_get_a_clear_reply_and_no_report(gateway, handset) -> None:
+    a, s = phone(handset, A), phone(handset, SPAMMER)
+    assert "不能举报自己" in ask(a, "13800000001*" + SPAM)
+    assert "是中国移动或业务提供商的服务号码" in ask(a, "10086*" + SPAM)
+    assert "1066916是中国移动或业务提供商的服务号码" in ask(a, "1066916 " + SPAM)
+    assert "“abc”不是有效的手机号码" in ask(a, "abc*" + SPAM)
+    assert "不是有效的手机号码" in ask(a, "12345")
+    assert reports(gateway) == [] and controller_blocks(gateway) == []
+    assert reaches(s, a)
+
+
+def controller_blocks(controller) -> list[Block]:
+    return controller.call(controller.gateway.store.find(Block))
+
+
+def block_by_five(controller, handset) -> list:
+    """REPORTERS each report SPAMMER; returns their phones after checking each got the ack and the notice once."""
+    phones = [phone(handset, n, controller) for n in REPORTERS]
+    for ph in phones[:-1]:
+        report(ph, "13700000001*" + SPAM, controller)
+    last = phones[-1]
+    assert last.submit(SPAM_CODE, "+8613700000001*" + SPAM).status == ESME_ROK
+    got = replies(last, 2)
+    assert any(ACK.match(t) for t in got), got
+    for ph in phones:
+        notices = [t for t in (got if ph is last else replies(ph)) if HANDLED.match(t)]
+        assert [HANDLED.match(t)["number"] for t in notices] == ["13700000001"]
+    for ph in phones:
+        ph.expect_none(0.2, lambda p: p.source_addr == SPAM_CODE.encode())  # told once
+    return phones
+
+
+def test_five_distinct_reporters_block_the_number_network_wide(gateway, handset) -> None:
+    s, b = phone(handset, SPAMMER), phone(handset, B)
+    block_by_five(gateway, handset)
+    assert s.submit(B, "spam to a bystander").status == SMSGW_RSENDERBLOCKED
+    assert s.submit(REPORTERS[0], "spam").status == SMSGW_RSENDERBLOCKED
+    b.expect_none(0.3)
+    assert {r.status for r in reports(gateway, reported=SPAMMER)} == {"handled"}
+
+
+def test_one_reporter_reporting_five_times_does_not_block(gateway, handset) -> None:
+    a, s, b = phone(handset, A), phone(handset, SPAMMER), phone(handset, B)
+    for n in range(5):
+        report(a, f"13700000001*spam {n}", gateway)
+    a.expect_none(0.3, lambda p: p.source_addr == SPAM_CODE.encode())  # no "handled" notice
+    assert reaches(s, b)
+    assert len(reports(gateway, reported=SPAMMER, status="received")) == 5
+
+
+def test_rate_limit_per_reporter(make_gateway, handset) -> None:
+    gw = make_gateway(services={"spam_reports_per_day": 2})
+    a = phone(handset, A, gw)
+    report(a, "13700000001*one", gw)
+    report(a, "13700000002*two", gw)
+    assert "您今天的举报已达2条上限" in ask(a, "13700000003*three")
+    assert sorted(r.text for r in reports(gw, reporter=A)) == ["one", "two"]
+
+
+def test_lifting_the_block_lets_the_number_send_again(gateway, handset) -> None:
+    s, b = phone(handset, SPAMMER), phone(handset, B)
+    block_by_five(gateway, handset)
+    assert s.submit(B, "blocked").status == SMSGW_RSENDERBLOCKED
+    gateway.call(gateway.gateway.services.lift_block("13700000001"))
+    assert reaches(s, b)
+    assert s.submit(REPORTERS[0], "still not to a reporter").status == SMSGW_RBLOCKEDBYRECIPIENT
+    with pytest.raises(ValueError, match="not blocked network-wide"):
+        gateway.call(gateway.gateway.services.lift_block(SPAMMER))
+
+
+def test_a_restart_between_the_forwarded_text_and_the_number(make_gateway, handset, tmp_path) -> None:
+    db = tmp_path / "restart.db"
+    first = make_gateway(db_path=db)
+    a = phone(handset, A, first)
+    assert "30分钟" in ask(a, SPAM)
+    a.close()
+    first.stop()
+    second = make_gateway(db_path=db)
+    a, s = phone(handset, A, second), phone(handset, SPAMMER, second)
+    stored = report(a, "+86 13700000001", second)
+    assert (stored.reported, stored.text) == (SPAMMER, SPAM)
+    assert s.submit(A, "spam").status == SMSGW_RBLOCKEDBYRECIPIENT
