@@ -84,6 +84,7 @@ class Gateway:
             settings=config.services,
             catalogue=self.catalogue,
             ids=self.ids,
+            plan=self.plan,
         )
         self.services = Services(self.service_context, self.store, self.outbox, self.guards, self.clock, self.locks)
         self.mo = MoProcessor(

@@ -86,7 +86,7 @@ class ServiceSettings:
     listing_window: float = 7200.0
     confirmation_validity: float = 86400.0
     confirm_words: tuple[str, ...] = ("是", "Y", "YES", "1")
-    decline_words: tuple[str, ...] = ("否", "N", "NO", "0")
+    decline_words: tuple[str, ...] = ("否", "N", "NO")
     trial_last_order_day: int = 20
     reminder_first_day: int = 21
     reminder_last_day: int = 25
@@ -113,9 +113,13 @@ class CatalogueEntry:
     phone: str
     sp_name_en: str = ""
     name_en: str = ""
+    sp_company: str = ""  # the SP's company name in unsubscribe confirmations ("新浪公司"); default sp_name
 
     def sp_name_in(self, language: str) -> str:
         return self.sp_name_en if language == "en" and self.sp_name_en else self.sp_name
+
+    def company_in(self, language: str) -> str:
+        return self.sp_company if language != "en" and self.sp_company else self.sp_name_in(language)
 
     def name_in(self, language: str) -> str:
         return self.name_en if language == "en" and self.name_en else self.name

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from gateway.clock import Clock
 from gateway.config import CatalogueEntry, ServiceSettings
 from gateway.ids import MessageIds
+from gateway.numbers import NumberPlan
 from gateway.store.base import Store
 from gateway.store.effects import Effect, Put
 from gateway.store.records import Subscriber
@@ -95,6 +96,7 @@ class ServiceContext:
     settings: ServiceSettings
     catalogue: Catalogue
     ids: MessageIds
+    plan: NumberPlan = field(default_factory=NumberPlan)
     options: dict[str, Any] = field(default_factory=dict)
 
     def new_id(self) -> str:

@@ -16,7 +16,9 @@ from gateway.store.records import Subscriber
 HELP_WORDS = ("0", "HELP", "帮助", "?", "？")
 LANGUAGES = {"EN": "en", "ENGLISH": "en", "中文": "zh", "ZH": "zh", "CN": "zh"}
 # Modules whose prompts are answered on this short code; each has latest_prompt() and answer().
-DIALOGUES = (confirmation, unsubscribe)
+# With no open prompt (or equal times) the earlier one is asked first: unsubscribe can tell a
+# stale listing apart, while confirmation answers any confirm word ("nothing to confirm").
+DIALOGUES = (unsubscribe, confirmation)
 
 
 class CustomerService:

@@ -113,17 +113,6 @@ def _attempted_number(before_star: str) -> bool:
     return len(before_star) <= MAX_NUMBER_CHARS and before_star.isascii() and not re.search(r"\s", before_star)
 
 
-def number_plan(ctx: ServiceContext) -> NumberPlan:
-    """The gateway's number plan when the context carries one, else the default (86, 11 digits)."""
-    plan = getattr(ctx, "plan", None)
-    if isinstance(plan, NumberPlan):
-        return plan
-    options = ctx.options or {}
-    if "country_code" in options or "national_number_length" in options:
-        return NumberPlan(str(options.get("country_code", "86")), int(options.get("national_number_length", 11)))
-    return NumberPlan()
-
-
 def operator_codes(ctx: ServiceContext) -> set[str]:
     """Numbers that are the operator's or an SP's, never a spammer's: 10086, 10086999, SP service codes…"""
     values = (getattr(ctx.settings, f.name) for f in dataclasses.fields(ctx.settings))
@@ -142,7 +131,7 @@ class SpamReportHandler:
         parsed = parse(inbound.text)
         if parsed.kind == "help":
             return _say(inbound, ctx, "spam.usage", language, completed=True, short_code=ctx.settings.spam_report)
-        plan = number_plan(ctx)
+        plan = ctx.plan
         refusal = _refusal(ctx, plan, parsed.number, reporter) if parsed.kind == "report" else None
         if refusal == "spam.not_a_number" and not parsed.strict:  # `2026 新年大促…`: a forwarded text
             parsed, refusal = Parsed("text", text=inbound.text.strip()), None
@@ -235,7 +224,7 @@ async def _network_blocks(ctx: ServiceContext, reported: str) -> list[Block]:
 
 def _display(ctx: ServiceContext, number: str) -> str:
     """A subscriber number as people write it at home (13912345678), for reply texts."""
-    plan = number_plan(ctx)
+    plan = ctx.plan
     return number[len(plan.country_code):] if plan.is_msisdn(number) else number
 
 
@@ -254,7 +243,7 @@ async def lift_block(ctx: ServiceContext, reported: str, now: float) -> Outcome:
 
     Raises ValueError when the number is not blocked network-wide.
     """
-    number = number_plan(ctx).normalise(reported)
+    number = ctx.plan.normalise(reported)
     blocks = await _network_blocks(ctx, number)
     if not blocks:
         raise ValueError(f"{reported} ({number}) is not blocked network-wide; nothing to lift")
@@ -272,7 +261,7 @@ async def list_reports(
     limit: int = 100,
 ) -> list[SpamReport]:
     """Reports, newest first, filtered by reporter / reported number (any written form), status, time."""
-    plan = number_plan(ctx)
+    plan = ctx.plan
     filters: dict = {}
     if reporter:
         filters["reporter"] = plan.normalise(reporter)

@@ -31,14 +31,15 @@ def yuan(fee: float) -> str:
 
 
 def names(entry: CatalogueEntry | None, subscription: Subscription, language: str) -> dict[str, str]:
-    """Placeholders naming a subscription in texts: sp_name, service, fee, service_code (catalogue, per language).
+    """Placeholders naming a subscription in texts: sp_name, sp_company, service, fee, service_code.
 
     A service no longer in the catalogue is named by its id (it can still be cancelled).
     """
     if entry is None:
-        return {"sp_name": "", "service": subscription.service_id, "fee": "", "service_code": ""}
+        return {"sp_name": "", "sp_company": "", "service": subscription.service_id, "fee": "", "service_code": ""}
     return {
         "sp_name": entry.sp_name_in(language),
+        "sp_company": entry.company_in(language),
         "service": entry.name_in(language),
         "fee": yuan(entry.fee),
         "service_code": entry.service_code,

@@ -88,7 +88,7 @@ def test_serial_reply_unsubscribes_exactly_those_and_stops_sp_content(gateway, h
         ("1", "新浪", "头条新闻", "30", SINA), ("2", "新浪", "天气预报", "5", SINA), ("3", "腾讯公司", "精品图铃", "10", TENCENT)]
     assert "回复序号退订" in listing and "1,3" in listing and "00000" in listing
 
-    assert sorted(ask(a, "1，2", 2)) == sorted([done("新浪", "头条新闻"), done("新浪", "天气预报")])  # Chinese comma
+    assert sorted(ask(a, "1，2", 2)) == sorted([done("新浪公司", "头条新闻"), done("新浪公司", "天气预报")])  # Chinese comma
     assert statuses(gateway, subs) == ["cancelled", "cancelled", "active"]
     got = notices(sina_rx, 2)
     assert sorted(n["service"] for n in got) == ["sina-news", "sina-weather"]
@@ -107,7 +107,7 @@ def test_out_of_range_then_stale_listing(make_gateway, handset):
     a = handset(A, gw=gw, address_range=A)
     ask(a, "0000")
     confirmed, refused = ask(a, "2,5", 2)
-    assert confirmed == done("新浪", "天气预报")
+    assert confirmed == done("新浪公司", "天气预报")
     assert re.search(r"序号(\S+)不在您的业务列表中（有效序号为1至(\d+)）", refused).groups() == ("5", "2")
     clock.advance(7201)
     assert ask(a, "1,2") == ["您的业务列表已过期，请重新发送0000到10086查询后再回复序号退订。"]
@@ -128,7 +128,7 @@ def test_00000_no_then_yes(gateway, handset):
     sina_rx.expect_none(0.2)
 
     ask(a, "０００００")
-    assert sorted(ask(a, "是", 2)) == sorted([done("新浪", "头条新闻"), done("新浪", "天气预报")])
+    assert sorted(ask(a, "是", 2)) == sorted([done("新浪公司", "头条新闻"), done("新浪公司", "天气预报")])
     assert statuses(gateway, subs) == ["cancelled", "cancelled"]
     assert sorted((n["event"], n["service"]) for n in notices(sina_rx, 2)) == [
         ("CANCEL", "sina-news"), ("CANCEL", "sina-weather")]
@@ -152,7 +152,7 @@ def test_restart_between_prompt_and_answer(make_gateway, handset, tmp_path, comm
     assert content_status(sina_tx) == ESME_ROK  # the guards came back with the store
     a = handset(A, gw=second, address_range=A)
     a.expect(predicate=lambda p: p.source_addr == SINA.encode())
-    assert ask(a, answer) == [done("新浪", "头条新闻")]
+    assert ask(a, answer) == [done("新浪公司", "头条新闻")]
     assert statuses(second, subs) == ["cancelled"]
     assert content_status(sina_tx) == SMSGW_RNOSUBSCRIPTION
     sina_rx = handset(SINA, gw=second, system_id="sina", bind="rx")  # the notice waited for the SP to bind

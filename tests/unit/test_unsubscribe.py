@@ -17,7 +17,7 @@ from tests.services_support import at, service_bench
 
 A = "8613800000001"
 B = "8613900000002"
-DONE_NEWS = "您已成功退订新浪提供的头条新闻业务，下月起不再收取信息费。"
+DONE_NEWS = "您已成功退订新浪公司提供的头条新闻业务，下月起不再收取信息费。"
 EXPIRED = "您的业务列表已过期，请重新发送0000到10086查询后再回复序号退订。"
 ITEM = re.compile(r"(\d+)\.(\S+?)提供的(\S+?)，(\d+(?:\.\d+)?)元/月，服务代码(\d+)；")
 
@@ -95,7 +95,7 @@ async def test_out_of_range_serials_are_named_and_valid_ones_still_done(bench) -
     await send(bench, "0000")
     outcome = await send(bench, "2,5,0")
     [done, refused] = texts(outcome)
-    assert done == "您已成功退订新浪提供的天气预报业务，下月起不再收取信息费。"
+    assert done == "您已成功退订新浪公司提供的天气预报业务，下月起不再收取信息费。"
     assert re.search(r"序号(\S+)不在您的业务列表中（有效序号为1至(\d+)）", refused).groups() == ("5,0", "2")
     assert [await status(bench, s.id) for s in subs] == ["active", "cancelled"]
     only_bad = await send(bench, "7")
@@ -218,7 +218,7 @@ async def test_api_unsubscribe_ignores_ids_not_theirs_or_not_active(bench) -> No
     theirs = await subscribe(bench, B, "sina-news")
     outcome = await bench.commit(await unsubscribe.unsubscribe_ids(
         bench.ctx, A, [mine[1].id, theirs[0].id, "no-such-id", mine[1].id], "web", bench.clock.now()))
-    assert texts(outcome) == ["您已成功退订新浪提供的天气预报业务，下月起不再收取信息费。"] and texts(outcome, B) == []
+    assert texts(outcome) == ["您已成功退订新浪公司提供的天气预报业务，下月起不再收取信息费。"] and texts(outcome, B) == []
     assert [await status(bench, s.id) for s in (*mine, *theirs)] == ["active", "cancelled", "active"]
     [cancelled] = await bench.store.find(Subscription, id=mine[1].id)
     assert (cancelled.cancelled_at, cancelled.cancel_channel) == (bench.clock.now(), "web")
