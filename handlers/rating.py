@@ -1,16 +1,246 @@
-"""10086700 satisfaction ratings ("满意100", SPEC 3.4)."""
+"""10086700 satisfaction ratings ("满意100" window-service ratings, SPEC 3.4).
+
+A service event (a store visit, a hotline call, an online session, a 10086
+SMS dialogue picked by sampling) sends the subscriber a survey from the
+rating short code; the Survey record it creates is the dialogue state, so a
+reply is understood after a restart or on another node.
+
+Life of a survey (`Survey.status`):
+
+    sent --1..3--> rated
+    sent --4..5--> reason --any text--> rated (with the reason)
+    sent --not a rating--> sent (reprompted=True) --not a rating again--> invalid
+    sent, past expires_at --> expired (on the next reply, which is told it is late)
+    reason, past expires_at --> rated (the rating stands, the late reason is not kept)
+    sent --a newer survey to the same subscriber--> superseded
+    reason --a newer survey--> rated (the rating stands, no reason)
+
+Decisions where the SPEC is silent:
+- One open survey per subscriber: a new survey supersedes the open one, so a
+  bare `1` always answers the survey received last (SMS replies carry no
+  reference to the message they answer).
+- A rating is a digit 1-5 (full-width too) or a word, Chinese or English,
+  whatever the subscriber's language (`WORDS`). A digit followed by text
+  ("5 排队太久") is the rating and its reason at once.
+- The reason step ends with the survey (`expires_at` is not extended).
+- A reply within one validity period after a survey expired is "late"; a
+  reply while a rated survey is still within its validity is "already
+  rated"; anything else without an open survey is "unsolicited". None of
+  them records a rating.
+- Aggregates count every survey with a rating (also one still waiting for its
+  reason), by the time of the service event (`created_at`), in the
+  operator's calendar.
+"""
 
 from __future__ import annotations
 
+import re
+import unicodedata
+from collections import defaultdict
+from typing import Any
+
+from gateway.store.records import Survey
+
 from .base import Inbound, Outcome, ServiceContext
+from .keywords import fold
+
+OPEN = ("sent", "reason")
+SCORES = (1, 2, 3, 4, 5)
+SATISFIED = (1, 2)
+ASK_REASON = (4, 5)
+REASON_LIMIT = 500  # characters of free text kept
+
+# Rating words, matched after fold() (trimmed, upper-cased, full-width folded).
+WORDS: dict[str, int] = {
+    "非常满意": 1, "很满意": 1, "满意": 2, "一般": 3, "不满意": 4, "非常不满意": 5, "很不满意": 5,
+    "VERY SATISFIED": 1, "SATISFIED": 2, "NEUTRAL": 3, "DISSATISFIED": 4, "UNSATISFIED": 4,
+    "NOT SATISFIED": 4, "VERY DISSATISFIED": 5, "VERY UNSATISFIED": 5,
+}  # fmt: skip
+_TRAILING = re.compile(r"[\s.!~]+$")
+_SPACES = re.compile(r"\s+")
+_DIGIT_AND_REASON = re.compile(r"^([1-5１-５])[\s,.:;*#\-、，。：；！!＊＃]+(.*\D.*)$", re.S)
+
+
+def parse_rating(text: str) -> tuple[int, str] | None:
+    """(score, reason) for `1`, `５`, `非常满意`, `very satisfied!`, `5 排队太久`; None if not a rating."""
+    folded = _SPACES.sub(" ", _TRAILING.sub("", fold(text)))
+    if folded in WORDS:
+        return WORDS[folded], ""
+    if len(folded) == 1 and folded in "12345":
+        return int(folded), ""
+    combined = _DIGIT_AND_REASON.match(text.strip())  # the reason is kept as the subscriber wrote it
+    if combined:
+        return int(unicodedata.normalize("NFKC", combined.group(1))), combined.group(2).strip()[:REASON_LIMIT]
+    return None
+
+
+def _hours(ctx: ServiceContext) -> str:
+    hours = ctx.settings.survey_validity / 3600
+    return f"{hours:g}"
+
+
+def _latest(surveys: list[Survey]) -> Survey | None:
+    return max(surveys, key=lambda s: (s.created_at, s.id), default=None)
+
+
+def _service_phrase(ctx: ServiceContext, channel: str, agent: str, language: str) -> str:
+    kind, _, detail = channel.partition(":")
+    if kind in ("store", "hotline", "online"):
+        phrase = ctx.text(f"rating.channel.{kind}", language)
+    elif kind == "sms" and detail:
+        phrase = ctx.text("rating.channel.sms", language, code=detail)
+    else:
+        phrase = ctx.text("rating.channel.other", language, channel=channel)
+    if agent:
+        phrase += ctx.text("rating.agent", language, agent=agent)
+    return phrase
+
+
+async def request_survey(ctx: ServiceContext, msisdn: str, channel: str, agent: str | None, now: float) -> Outcome:
+    """A service event: a Survey (status "sent") and the survey SMS from the rating short code."""
+    language = await ctx.language_of(msisdn)
+    outcome = Outcome()
+    for older in await ctx.store.find(Survey, msisdn=msisdn, status__in=list(OPEN)):
+        if older.status == "reason":
+            older.status = "rated"  # its rating stands; the reason is no longer awaited
+        else:
+            older.status = "expired" if older.expires_at <= now else "superseded"
+        outcome.put(older)
+    survey = Survey(
+        id=ctx.new_id(),
+        msisdn=msisdn,
+        channel=channel,
+        agent=agent or "",
+        created_at=now,
+        expires_at=now + ctx.settings.survey_validity,
+        status="sent",
+    )
+    text = ctx.text(
+        "rating.survey", language, service=_service_phrase(ctx, channel, survey.agent, language), hours=_hours(ctx)
+    )
+    return outcome.put(survey).reply(msisdn, text, ctx.settings.rating)
 
 
 class RatingHandler:
     serial_scope = "subscriber"
 
     async def handle(self, inbound: Inbound, ctx: ServiceContext) -> Outcome:
-        raise NotImplementedError("issue 3: ratings")
+        language = await ctx.language_of(inbound.subscriber)
+        now = inbound.received_at
+
+        def say(key: str, outcome: Outcome | None = None, **values: Any) -> Outcome:
+            return (outcome or Outcome()).reply(inbound.subscriber, ctx.text(f"rating.{key}", language, **values), inbound.short_code)
+
+        survey = _latest(await ctx.store.find(Survey, msisdn=inbound.subscriber, status__in=list(OPEN)))
+        if survey is None:
+            return say(await _without_open_survey(inbound, ctx), hours=_hours(ctx), code=inbound.short_code)
+
+        if survey.expires_at <= now:
+            if survey.status == "reason":
+                survey.status = "rated"
+                return say("reason_late", Outcome(completed=True).put(survey), hours=_hours(ctx))
+            survey.status = "expired"
+            return say("late", Outcome(completed=True).put(survey), hours=_hours(ctx))
+
+        if survey.status == "reason":
+            reason = inbound.text.strip()
+            if not reason:
+                return say("ask_reason")
+            survey.status, survey.reason = "rated", reason[:REASON_LIMIT]
+            return say("thanks_reason", Outcome(completed=True).put(survey))
+
+        parsed = parse_rating(inbound.text)
+        if parsed is None:
+            if not survey.reprompted:
+                survey.reprompted = True
+                return say("reprompt", Outcome().put(survey))
+            survey.status = "invalid"
+            return say("invalid", Outcome(completed=True).put(survey))
+
+        score, reason = parsed
+        survey.rating, survey.rated_at = score, now
+        if score in ASK_REASON and not reason:
+            survey.status = "reason"
+            return say("ask_reason", Outcome().put(survey))
+        survey.status, survey.reason = "rated", reason
+        return say("thanks_reason" if reason else "thanks", Outcome(completed=True).put(survey))
 
 
-async def request_survey(ctx: ServiceContext, msisdn: str, channel: str, agent: str | None, now: float) -> Outcome:
-    raise NotImplementedError("issue 3: surveys")
+async def _without_open_survey(inbound: Inbound, ctx: ServiceContext) -> str:
+    """Which polite answer a text gets when no survey awaits it: already_rated, late or unsolicited."""
+    recent = _latest(await ctx.store.find(Survey, msisdn=inbound.subscriber, order_by="-created_at", limit=5))
+    now = inbound.received_at
+    if recent is not None and recent.status == "rated" and now < recent.expires_at:
+        return "already_rated"
+    if recent is not None and recent.status == "expired" and now < recent.expires_at + ctx.settings.survey_validity:
+        return "late"
+    return "unsolicited"
+
+
+# --------------------------------------------------------------- aggregates
+def _stats(scores: list[int]) -> dict[str, Any]:
+    count = len(scores)
+    satisfied = sum(1 for s in scores if s in SATISFIED)
+    return {
+        "count": count,
+        "mean": round(sum(scores) / count, 4) if count else None,
+        "satisfied": satisfied,
+        "satisfied_share": round(satisfied / count, 4) if count else None,
+        "distribution": {str(s): scores.count(s) for s in SCORES},
+    }
+
+
+def _channel_matches(channel: str, wanted: str) -> bool:
+    """`store:12` matches itself; `store` matches `store` and every `store:<id>`."""
+    return channel == wanted or channel.startswith(wanted + ":")
+
+
+async def aggregates(
+    ctx: ServiceContext,
+    *,
+    channel: str | None = None,
+    agent: str | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    bucket: str | None = None,
+) -> dict[str, Any]:
+    """Ratings of surveys sent in [since, until) per channel and per agent, and per day/month with `bucket`.
+
+    Each group: count (ratings), mean (1 = very satisfied ... 5), satisfied
+    (ratings 1-2) and satisfied_share, distribution {"1".."5": count}.
+    `surveys` counts every survey sent under the same filters, rated or not.
+    """
+    if bucket not in (None, "day", "month"):
+        raise ValueError(f"bucket must be 'day' or 'month'; got {bucket!r}")
+    filters: dict[str, Any] = {}
+    if agent is not None:
+        filters["agent"] = agent
+    if since is not None:
+        filters["created_at__gte"] = since
+    if until is not None:
+        filters["created_at__lt"] = until
+    surveys = [s for s in await ctx.store.find(Survey, order_by="created_at", **filters)
+               if channel is None or _channel_matches(s.channel, channel)]  # fmt: skip
+    rated = [s for s in surveys if s.rating is not None]
+
+    by_channel: dict[str, list[int]] = defaultdict(list)
+    by_agent: dict[str, list[int]] = defaultdict(list)
+    by_period: dict[str, list[int]] = defaultdict(list)
+    for s in rated:
+        by_channel[s.channel].append(s.rating)
+        if s.agent:
+            by_agent[s.agent].append(s.rating)
+        if bucket is not None:
+            day = ctx.local_date(s.created_at)
+            by_period[day.isoformat() if bucket == "day" else f"{day:%Y-%m}"].append(s.rating)
+    result: dict[str, Any] = {
+        "filters": {"channel": channel, "agent": agent, "since": since, "until": until, "bucket": bucket},
+        "surveys": len(surveys),
+        "response_rate": round(len(rated) / len(surveys), 4) if surveys else None,
+        "overall": _stats([s.rating for s in rated]),
+        "by_channel": {name: _stats(scores) for name, scores in sorted(by_channel.items())},
+        "by_agent": {name: _stats(scores) for name, scores in sorted(by_agent.items())},
+    }
+    if bucket is not None:
+        result["over_time"] = [{"period": period, **_stats(scores)} for period, scores in sorted(by_period.items())]
+    return result

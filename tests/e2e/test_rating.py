@@ -1,0 +1,195 @@
+"""10086700 satisfaction ratings end to end (SPEC 3.4): smpplib handsets over TCP against a real gateway."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.app import GatewayController
+from gateway.clock import SimulatedClock
+from gateway.store.records import Survey
+from gateway.templates import Templates
+from handlers import rating
+from tests.services_support import at
+from tests.smpp_handset import ESME_ROK, Handset, reassemble, split_udh, text
+
+A = "8613800000001"
+B = "8613900000002"
+RATING = "10086700"
+OPERATOR = "10086"
+TEMPLATES = Templates.load(Path(__file__).resolve().parents[2] / "config", "zh")
+
+
+def zh(key: str, **values) -> str:
+    return TEMPLATES.render(f"rating.{key}", "zh", **values)
+
+
+def from_code(code: str):
+    return lambda pdu: pdu.source_addr == code.encode()
+
+
+def receive(handset: Handset, code: str) -> str:
+    """The next text from `code`, reassembled when it comes in parts."""
+    first = handset.expect(predicate=from_code(code))
+    concat, _ = split_udh(first)
+    if concat is None:
+        return text(first)
+    same = lambda pdu: from_code(code)(pdu) and split_udh(pdu)[0].reference == concat.reference  # noqa: E731
+    return reassemble([first, *handset.expect_many(concat.total - 1, predicate=same)])
+
+
+@pytest.fixture
+def clock() -> SimulatedClock:
+    return SimulatedClock(at(2026, 11, 21))
+
+
+@pytest.fixture
+def gw(make_gateway, clock) -> GatewayController:
+    return make_gateway(clock=clock)
+
+
+def phone(handset, gw: GatewayController, number: str = A) -> Handset:
+    return handset(number, gw=gw, address_range=number)
+
+
+def send_survey(gw: GatewayController, handset: Handset, channel: str = "hotline", agent: str | None = None) -> str:
+    """A service event through the Python API; returns the survey text the handset receives from 10086700."""
+    gw.call(gw.gateway.services.request_survey(handset.number, channel, agent))
+    return receive(handset, RATING)
+
+
+def reply(handset: Handset, words: str) -> str:
+    """Text 10086700; returns its answer."""
+    assert handset.submit(RATING, words).status == ESME_ROK
+    return receive(handset, RATING)
+
+
+def surveys(gw: GatewayController, msisdn: str = A) -> list[Survey]:
+    return gw.call(gw.gateway.store.find(Survey, msisdn=msisdn, order_by="created_at"))
+
+
+def test_survey_is_sent_from_the_rating_code_and_rated_with_1(gw, handset) -> None:
+    a = phone(handset, gw)
+    survey = send_survey(gw, a, "store:BJ001", "1024")
+    assert "营业厅服务（服务工号1024）" in survey and "24小时内回复有效" in survey
+    assert [option in survey for option in ("1非常满意", "2满意", "3一般", "4不满意", "5非常不满意")] == [True] * 5
+    [s] = surveys(gw)
+    assert (s.channel, s.agent, s.status, s.expires_at - s.created_at) == ("store:BJ001", "1024", "sent", 86400)
+    assert reply(a, "1") == zh("thanks")
+    [s] = surveys(gw)
+    assert (s.status, s.rating) == ("rated", 1) and s.created_at <= s.rated_at < s.expires_at
+
+
+@pytest.mark.parametrize("words, score, answer, status", [("非常满意", 1, "thanks", "rated"), ("５", 5, "ask_reason", "reason")])
+def test_chinese_words_and_full_width_digits(gw, handset, words, score, answer, status) -> None:
+    a = phone(handset, gw)
+    send_survey(gw, a)
+    assert reply(a, words) == zh(answer)
+    [s] = surveys(gw)
+    assert (s.rating, s.status) == (score, status)
+
+
+def test_dissatisfied_gives_a_reason(gw, handset) -> None:
+    a = phone(handset, gw)
+    send_survey(gw, a, "online")
+    assert reply(a, "4") == zh("ask_reason")
+    assert reply(a, "网页总是打不开，办理失败两次") == zh("thanks_reason")
+    [s] = surveys(gw)
+    assert (s.status, s.rating, s.reason) == ("rated", 4, "网页总是打不开，办理失败两次")
+
+
+def test_invalid_reply_is_reprompted_once_then_the_survey_closes(gw, handset) -> None:
+    a = phone(handset, gw)
+    send_survey(gw, a)
+    assert reply(a, "还行吧") == zh("reprompt")
+    assert surveys(gw)[0].reprompted
+    assert reply(a, "10") == zh("invalid")
+    [s] = surveys(gw)
+    assert (s.status, s.rating) == ("invalid", None)
+
+
+def test_late_rating_after_expiry(gw, handset, clock) -> None:
+    a = phone(handset, gw)
+    send_survey(gw, a)
+    clock.advance(86400 + 60)
+    assert reply(a, "1") == zh("late", hours="24")
+    [s] = surveys(gw)
+    assert (s.status, s.rating) == ("expired", None)
+
+
+def test_unsolicited_rating(gw, handset) -> None:
+    a = phone(handset, gw)
+    assert reply(a, "1") == zh("unsolicited", code=RATING)
+    assert surveys(gw) == []
+
+
+def test_second_rating_is_refused(gw, handset) -> None:
+    a = phone(handset, gw)
+    send_survey(gw, a)
+    assert reply(a, "2") == zh("thanks")
+    assert reply(a, "5") == zh("already_rated")
+    [s] = surveys(gw)
+    assert (s.status, s.rating) == ("rated", 2)
+
+
+def test_aggregates_of_ratings_texted_by_two_subscribers(gw, handset) -> None:
+    a, b = phone(handset, gw), phone(handset, gw, B)
+    for who, channel, agent, words in [(a, "store:1", "S1", "1"), (b, "store:1", "S1", "不满意"), (a, "hotline", "H1", "3"),
+                                       (b, "hotline", "H1", "满意"), (a, "hotline", "H2", "5 等太久")]:  # fmt: skip
+        send_survey(gw, who, channel, agent)
+        reply(who, words)
+    result = gw.call(rating.aggregates(gw.gateway.service_context))
+    dist = lambda *counts: dict(zip("12345", counts))  # noqa: E731
+    assert result["overall"]["count"] == 5 and result["overall"]["mean"] == 3.0
+    assert result["by_channel"]["store:1"] == {"count": 2, "mean": 2.5, "satisfied": 1, "satisfied_share": 0.5,
+                                               "distribution": dist(1, 0, 0, 1, 0)}  # fmt: skip
+    assert result["by_channel"]["hotline"] == {"count": 3, "mean": 3.3333, "satisfied": 1, "satisfied_share": 0.3333,
+                                               "distribution": dist(0, 1, 1, 0, 1)}  # fmt: skip
+    assert {agent: (s["count"], s["mean"]) for agent, s in result["by_agent"].items()} == {
+        "S1": (2, 2.5), "H1": (2, 2.5), "H2": (1, 5.0)}
+
+
+def test_a_sampled_10086_dialogue_is_followed_by_a_survey(make_gateway, handset) -> None:
+    gw = make_gateway(services={"survey_sample_rate": 1.0})
+    a = phone(handset, gw)
+    assert a.submit(OPERATOR, "帮助").status == ESME_ROK
+    assert receive(a, OPERATOR) == TEMPLATES.render("common.help", "zh")
+    survey = receive(a, RATING)
+    assert "10086短信服务" in survey
+    [s] = surveys(gw)
+    assert (s.channel, s.agent, s.status) == ("sms:10086", "", "sent")
+    assert reply(a, "1") == zh("thanks")
+
+
+def test_no_survey_when_sampling_is_off(gw, handset) -> None:
+    a = phone(handset, gw)
+    assert a.submit(OPERATOR, "HELP").status == ESME_ROK
+    receive(a, OPERATOR)
+    a.expect_none(0.5, from_code(RATING))
+    assert surveys(gw) == []
+
+
+def restart(make_gateway, gw: GatewayController, clock: SimulatedClock) -> GatewayController:
+    gw.stop()
+    return make_gateway(clock=clock, db_path=gw.gateway.db_path)
+
+
+def test_restart_between_survey_and_rating(make_gateway, handset, clock) -> None:
+    gw = make_gateway(clock=clock)
+    send_survey(gw, phone(handset, gw))
+    gw = restart(make_gateway, gw, clock)
+    assert reply(phone(handset, gw), "２") == zh("thanks")
+    [s] = surveys(gw)
+    assert (s.status, s.rating) == ("rated", 2)
+
+
+def test_restart_between_rating_and_reason(make_gateway, handset, clock) -> None:
+    gw = make_gateway(clock=clock)
+    a = phone(handset, gw)
+    send_survey(gw, a, "hotline", "H9")
+    assert reply(a, "非常不满意") == zh("ask_reason")
+    gw = restart(make_gateway, gw, clock)
+    assert reply(phone(handset, gw), "问题没有解决") == zh("thanks_reason")
+    [s] = surveys(gw)
+    assert (s.status, s.rating, s.reason, s.agent) == ("rated", 5, "问题没有解决", "H9")

@@ -1,0 +1,244 @@
+"""10086700 ratings (SPEC 3.4): the handler, request_survey and aggregates on a real store with a frozen clock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.store.effects import Put
+from gateway.store.records import Subscriber, Survey
+from gateway.templates import Templates
+from handlers import rating
+from handlers.rating import RatingHandler, parse_rating
+from tests.services_support import ServiceBench, at, service_bench
+
+A = "8613800000001"
+RATING = "10086700"
+DAY = 86400
+TEMPLATES = Templates.load(Path(__file__).resolve().parents[2] / "config", "zh")
+
+
+@pytest.fixture
+async def bench(tmp_path: Path):
+    bench = await service_bench(tmp_path, start=at(2026, 11, 21))
+    yield bench
+    await bench.close()
+
+
+async def survey(bench: ServiceBench, channel: str = "hotline", agent: str | None = None, msisdn: str = A) -> str:
+    """Send a survey; returns its text."""
+    outcome = await bench.commit(await rating.request_survey(bench.ctx, msisdn, channel, agent, bench.clock.now()))
+    [reply] = outcome.replies
+    assert (reply.to, reply.source) == (msisdn, RATING)
+    return reply.text
+
+
+async def answer(bench: ServiceBench, text: str, msisdn: str = A) -> str:
+    outcome = await bench.send(RatingHandler(), msisdn, text, RATING)
+    [reply] = outcome.replies
+    assert (reply.to, reply.source) == (msisdn, RATING)
+    return reply.text
+
+
+async def surveys(bench: ServiceBench, msisdn: str = A) -> list[Survey]:
+    return await bench.store.find(Survey, msisdn=msisdn, order_by="created_at")
+
+
+def texts(key: str, language: str = "zh", **values) -> str:
+    return TEMPLATES.render(f"rating.{key}", language, **values)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("1", (1, "")), ("５", (5, "")), (" 3 ", (3, "")), ("2。", (2, "")), ("非常满意", (1, "")), ("满意！", (2, "")),
+     ("一般", (3, "")), ("不满意", (4, "")), ("非常不满意", (5, "")), ("Very  Satisfied!", (1, "")),
+     ("neutral", (3, "")), ("DISSATISFIED", (4, "")), ("5 排队太久", (5, "排队太久")), ("４，态度不好，ＡＢ", (4, "态度不好，ＡＢ")),
+     ("6", None), ("0", None), ("12", None), ("1,3", None), ("好的", None), ("", None), ("满意满意", None)],
+)  # fmt: skip
+def test_parse_rating(text: str, expected) -> None:
+    assert parse_rating(text) == expected
+
+
+async def test_survey_record_and_text(bench: ServiceBench) -> None:
+    text = await survey(bench, "store:BJ001", "1024")
+    assert "营业厅服务（服务工号1024）" in text
+    for option in ("1非常满意", "2满意", "3一般", "4不满意", "5非常不满意", "24小时内回复有效"):
+        assert option in text
+    [s] = await surveys(bench)
+    assert (s.channel, s.agent, s.status, s.rating, s.reprompted) == ("store:BJ001", "1024", "sent", None, False)
+    assert (s.created_at, s.expires_at) == (at(2026, 11, 21), at(2026, 11, 22))
+
+
+async def test_survey_in_english_names_the_channel(bench: ServiceBench) -> None:
+    await bench.store.apply([Put(Subscriber(A, "en"))])
+    text = await survey(bench, "sms:10086")
+    assert "10086 SMS service" in text and "1 very satisfied" in text and "5 very dissatisfied" in text
+    assert "24 hours" in text
+    assert "Thank you for your rating!" in await answer(bench, "satisfied")
+    assert (await surveys(bench))[0].rating == 2
+
+
+async def test_rating_is_recorded_once(bench: ServiceBench) -> None:
+    await survey(bench)
+    bench.clock.advance(600)
+    assert await answer(bench, "1") == texts("thanks")
+    [s] = await surveys(bench)
+    assert (s.status, s.rating, s.rated_at) == ("rated", 1, at(2026, 11, 21, 10, 10))
+    assert await answer(bench, "5") == texts("already_rated")
+    assert (await surveys(bench))[0].rating == 1
+    assert bench.sent[-2].completed and not bench.sent[-1].effects
+
+
+async def test_dissatisfied_asks_for_a_reason(bench: ServiceBench) -> None:
+    await survey(bench)
+    assert await answer(bench, "不满意") == texts("ask_reason")
+    [s] = await surveys(bench)
+    assert (s.status, s.rating) == ("reason", 4)
+    assert not bench.sent[-1].completed
+    assert await answer(bench, " 等了四十分钟，才办完 ") == texts("thanks_reason")
+    [s] = await surveys(bench)
+    assert (s.status, s.rating, s.reason) == ("rated", 4, "等了四十分钟，才办完")
+    assert await answer(bench, "5") == texts("already_rated")
+
+
+async def test_digit_with_text_is_rating_and_reason_at_once(bench: ServiceBench) -> None:
+    await survey(bench)
+    assert await answer(bench, "5 排队太久") == texts("thanks_reason")
+    [s] = await surveys(bench)
+    assert (s.status, s.rating, s.reason) == ("rated", 5, "排队太久")
+
+
+async def test_invalid_reply_is_reprompted_once_then_closed(bench: ServiceBench) -> None:
+    await survey(bench)
+    assert await answer(bench, "好的") == texts("reprompt")
+    [s] = await surveys(bench)
+    assert (s.status, s.reprompted) == ("sent", True)
+    assert await answer(bench, "7") == texts("invalid")
+    [s] = await surveys(bench)
+    assert (s.status, s.rating) == ("invalid", None)
+    assert await answer(bench, "1") == texts("unsolicited", code=RATING)
+    assert (await surveys(bench))[0].rating is None
+
+
+async def test_a_valid_reply_after_the_reprompt_counts(bench: ServiceBench) -> None:
+    await survey(bench)
+    await answer(bench, "?")
+    assert await answer(bench, "３") == texts("thanks")
+    [s] = await surveys(bench)
+    assert (s.status, s.rating, s.reprompted) == ("rated", 3, True)
+
+
+async def test_late_rating_is_not_recorded(bench: ServiceBench) -> None:
+    await survey(bench)
+    bench.clock.advance(DAY - 1)
+    assert await answer(bench, "?") == texts("reprompt")  # still in time
+    bench.clock.advance(1)
+    assert await answer(bench, "1") == texts("late", hours="24")
+    [s] = await surveys(bench)
+    assert (s.status, s.rating) == ("expired", None)
+    assert await answer(bench, "1") == texts("late", hours="24")
+    bench.clock.advance(DAY)
+    assert await answer(bench, "1") == texts("unsolicited", code=RATING)
+
+
+async def test_reason_step_expires_with_the_survey(bench: ServiceBench) -> None:
+    await survey(bench)
+    bench.clock.advance(DAY - 60)
+    assert await answer(bench, "5") == texts("ask_reason")
+    bench.clock.advance(60)
+    assert await answer(bench, "太慢") == texts("reason_late", hours="24")
+    [s] = await surveys(bench)
+    assert (s.status, s.rating, s.reason) == ("rated", 5, "")
+
+
+async def test_unsolicited_rating(bench: ServiceBench) -> None:
+    assert await answer(bench, "1") == texts("unsolicited", code=RATING)
+    assert await surveys(bench) == []
+
+
+async def test_a_new_survey_supersedes_the_open_one(bench: ServiceBench) -> None:
+    await survey(bench, "store:1", "7")
+    bench.clock.advance(60)
+    await survey(bench, "hotline", "8")
+    await answer(bench, "2")
+    old, new = await surveys(bench)
+    assert (old.status, old.rating) == ("superseded", None)
+    assert (new.status, new.rating, new.agent) == ("rated", 2, "8")
+
+
+async def test_a_new_survey_keeps_the_rating_awaiting_its_reason(bench: ServiceBench) -> None:
+    await survey(bench)
+    await answer(bench, "4")
+    await survey(bench, "online")
+    old, new = await surveys(bench)
+    assert (old.status, old.rating, new.status) == ("rated", 4, "sent")
+
+
+# ------------------------------------------------------------- aggregates
+KNOWN = [  # (day of November 2026, channel, agent, rating or None)
+    (21, "store:BJ001", "A1", 1), (21, "store:BJ001", "A1", 2), (22, "store:BJ001", "A1", 5),
+    (21, "store:BJ002", "A2", 4), (21, "hotline", "H7", 3), (22, "hotline", "H7", 4), (22, "hotline", "H8", 1),
+    (22, "hotline", "H8", None), (23, "online", "", 2), (23, "online", "", None),
+]  # fmt: skip
+
+
+async def put_known(bench: ServiceBench) -> None:
+    records = [
+        Survey(f"s{i:02d}", f"86138000000{i:02d}", channel, agent, at(2026, 11, day), at(2026, 11, day) + DAY,
+               "sent" if score is None else "rated", score, rated_at=None if score is None else at(2026, 11, day, 11))
+        for i, (day, channel, agent, score) in enumerate(KNOWN)
+    ]  # fmt: skip
+    await bench.commit(rating.Outcome().put(*records))
+
+
+def dist(*counts: int) -> dict[str, int]:
+    return dict(zip("12345", counts))
+
+
+async def test_aggregates_per_channel_and_agent(bench: ServiceBench) -> None:
+    await put_known(bench)
+    result = await rating.aggregates(bench.ctx)
+    assert (result["surveys"], result["response_rate"]) == (10, 0.8)
+    assert result["overall"] == {"count": 8, "mean": 2.75, "satisfied": 4, "satisfied_share": 0.5,
+                                 "distribution": dist(2, 2, 1, 2, 1)}  # fmt: skip
+    channels = result["by_channel"]
+    assert list(channels) == ["hotline", "online", "store:BJ001", "store:BJ002"]
+    assert channels["store:BJ001"] == {"count": 3, "mean": 2.6667, "satisfied": 2, "satisfied_share": 0.6667,
+                                       "distribution": dist(1, 1, 0, 0, 1)}  # fmt: skip
+    assert channels["hotline"] == {"count": 3, "mean": 2.6667, "satisfied": 1, "satisfied_share": 0.3333,
+                                   "distribution": dist(1, 0, 1, 1, 0)}  # fmt: skip
+    assert channels["online"]["count"] == 1 and channels["online"]["mean"] == 2
+    agents = result["by_agent"]
+    assert list(agents) == ["A1", "A2", "H7", "H8"]  # ratings without an agent are in no agent's figures
+    assert agents["H7"] == {"count": 2, "mean": 3.5, "satisfied": 0, "satisfied_share": 0.0, "distribution": dist(0, 0, 1, 1, 0)}
+    assert agents["H8"] == {"count": 1, "mean": 1.0, "satisfied": 1, "satisfied_share": 1.0, "distribution": dist(1, 0, 0, 0, 0)}
+    assert "over_time" not in result
+
+
+async def test_aggregates_filters_and_days(bench: ServiceBench) -> None:
+    await put_known(bench)
+    stores = await rating.aggregates(bench.ctx, channel="store", bucket="day")
+    assert stores["overall"]["distribution"] == dist(1, 1, 0, 1, 1)
+    assert list(stores["by_channel"]) == ["store:BJ001", "store:BJ002"]
+    assert [(p["period"], p["count"], p["mean"]) for p in stores["over_time"]] == [("2026-11-21", 3, 2.3333), ("2026-11-22", 1, 5.0)]
+    one_day = await rating.aggregates(bench.ctx, since=at(2026, 11, 22, 0), until=at(2026, 11, 23, 0), bucket="day")
+    assert (one_day["surveys"], one_day["overall"]["count"]) == (4, 3)
+    assert [p["period"] for p in one_day["over_time"]] == ["2026-11-22"]
+    agent = await rating.aggregates(bench.ctx, agent="H7", bucket="month")
+    assert agent["overall"]["mean"] == 3.5 and agent["over_time"][0]["period"] == "2026-11"
+    empty = await rating.aggregates(bench.ctx, channel="hotline:none")
+    assert empty["overall"] == {"count": 0, "mean": None, "satisfied": 0, "satisfied_share": None,
+                                "distribution": dist(0, 0, 0, 0, 0)}  # fmt: skip
+    with pytest.raises(ValueError):
+        await rating.aggregates(bench.ctx, bucket="hour")
+
+
+async def test_aggregates_of_ratings_given_by_text(bench: ServiceBench) -> None:
+    for channel, agent, reply in [("store:9", "A", "1"), ("store:9", "A", "满意"), ("store:9", "B", "5 太慢"), ("hotline", "C", "?")]:
+        await survey(bench, channel, agent)
+        await answer(bench, reply)
+    result = await rating.aggregates(bench.ctx)
+    assert result["surveys"] == 4 and result["by_agent"]["A"]["distribution"] == dist(1, 1, 0, 0, 0)
+    assert result["by_channel"] == {"store:9": {"count": 3, "mean": 2.6667, "satisfied": 2, "satisfied_share": 0.6667,
+                                                "distribution": dist(1, 1, 0, 0, 1)}}  # fmt: skip
