@@ -113,6 +113,7 @@ class DriverResult:
     driver_cpu_pct: float = 0.0  # this process, user+sys over the interval (100 = one core)
     server_cpu_pct: float | None = None
     accepted_per_server_cpu_s: float | None = None  # accepted / CPU seconds the server used: robust to other load
+    server_rss_mb: tuple[float, float] | None = None  # server resident memory at the start and end of the interval
     machine_cpu_pct: float | None = None  # every process on the machine (200 = both cores of two); the rest is other load
     binds_bound: int = 0
     rx_binds_bound: int = 0
@@ -336,6 +337,17 @@ def _proc_cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def _proc_rss_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _machine_busy_seconds() -> float | None:
     try:
         with open("/proc/stat") as f:
@@ -400,6 +412,7 @@ async def drive(config: DriverConfig) -> DriverResult:
         t0, cpu0 = loop.time(), _self_cpu_seconds()
         srv0 = _proc_cpu_seconds(config.server_pid) if config.server_pid else None
         all0 = _machine_busy_seconds()
+        rss0 = _proc_rss_mb(config.server_pid) if config.server_pid else None
         ok0, dlv0, err0 = bench.accepted, bench.delivered, dict(bench.errors)
         io0 = bench.reads, bench.writes
         deadline = t0 + config.seconds
@@ -411,6 +424,9 @@ async def drive(config: DriverConfig) -> DriverResult:
         t1, cpu1 = loop.time(), _self_cpu_seconds()
         srv1 = _proc_cpu_seconds(config.server_pid) if config.server_pid else None
         all1 = _machine_busy_seconds()
+        rss1 = _proc_rss_mb(config.server_pid) if config.server_pid else None
+        if rss0 is not None and rss1 is not None:
+            result.server_rss_mb = (rss0, rss1)
         ok1, dlv1, err1 = bench.accepted, bench.delivered, dict(bench.errors)
         io1 = bench.reads, bench.writes
         bench.sending = False
@@ -491,6 +507,8 @@ def format_result(r: DriverResult, deliver: bool) -> str:
         cpu += f", server CPU {r.server_cpu_pct:.0f}%"
         if r.accepted_per_server_cpu_s:
             cpu += f" ({r.accepted_per_server_cpu_s:.0f} accepted per server CPU-second)"
+    if r.server_rss_mb is not None:
+        cpu += f", server RSS {r.server_rss_mb[0]:.0f} -> {r.server_rss_mb[1]:.0f} MB"
     if r.machine_cpu_pct is not None:
         cpu += f", whole machine {r.machine_cpu_pct:.0f}%"
     lines.append(cpu + f"; binds {r.binds_bound}" + (f" + {r.rx_binds_bound} receiving" if deliver else "")

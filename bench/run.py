@@ -265,7 +265,7 @@ def finish_profiler(profiler: tuple[subprocess.Popen, Path], entry: dict) -> Non
         entry["profile_file"] = str(out.relative_to(ROOT))
 
 
-def summarise_profile(path: Path, top: int = 20) -> dict:
+def summarise_profile(path: Path, top: int = 40) -> dict:
     """py-spy raw (collapsed) stacks -> self and inclusive shares, by function."""
     self_time: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
