@@ -83,4 +83,14 @@ class Services:
         """A short-code dialogue ended: follow it with a survey for the configured share of them."""
         rate = self.ctx.settings.survey_sample_rate
         if rate > 0 and self._sampler.random() < rate and inbound.short_code == self.ctx.settings.operator:
-            spawn(self.request_survey(inbound.subscriber, f"sms:{inbound.short_code}"))
+            spawn(self._sampled_survey(inbound.subscriber, f"sms:{inbound.short_code}"))
+
+    async def _sampled_survey(self, msisdn: str, channel: str) -> Outcome:
+        """A sampled survey never displaces one the subscriber is still answering."""
+
+        async def make(now: float) -> Outcome:
+            if await rating.open_surveys(self.ctx, msisdn, now):
+                return Outcome()
+            return await rating.request_survey(self.ctx, msisdn, channel, None, now)
+
+        return await self._for(msisdn, make)

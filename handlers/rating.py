@@ -96,6 +96,11 @@ def _service_phrase(ctx: ServiceContext, channel: str, agent: str, language: str
     return phrase
 
 
+async def open_surveys(ctx: ServiceContext, msisdn: str, now: float) -> list[Survey]:
+    """Surveys the subscriber can still answer (sent or awaiting a reason, not expired)."""
+    return [s for s in await ctx.store.find(Survey, msisdn=msisdn, status__in=list(OPEN)) if s.expires_at > now]
+
+
 async def request_survey(ctx: ServiceContext, msisdn: str, channel: str, agent: str | None, now: float) -> Outcome:
     """A service event: a Survey (status "sent") and the survey SMS from the rating short code."""
     language = await ctx.language_of(msisdn)

@@ -193,3 +193,14 @@ def test_restart_between_rating_and_reason(make_gateway, handset, clock) -> None
     assert reply(phone(handset, gw), "问题没有解决") == zh("thanks_reason")
     [s] = surveys(gw)
     assert (s.status, s.rating, s.reason, s.agent) == ("rated", 5, "问题没有解决", "H9")
+
+
+def test_a_sampled_survey_does_not_displace_one_being_answered(make_gateway, handset) -> None:
+    """A store visit's survey is open; a 10086 dialogue sampled for a survey must not replace it."""
+    gw = make_gateway(services={"survey_sample_rate": 1.0})
+    a = phone(handset, gw)
+    send_survey(gw, a, channel="store:0101")
+    assert a.submit(OPERATOR, "帮助").status == ESME_ROK
+    assert receive(a, OPERATOR) == TEMPLATES.render("common.help", "zh")
+    a.expect_none(0.5, from_code(RATING))
+    assert [(s.channel, s.status) for s in surveys(gw)] == [("store:0101", "sent")]
