@@ -506,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         os.sched_setaffinity(0, {DRIVER_CORE})
     print(f"smsgw benchmark: {args.seconds:g} s measured after {args.warmup:g} s warm-up, {args.binds} binds x window {args.window}"
           f"; {'server on core 0, driver on core 1' if pin else 'no CPU pinning'}", flush=True)
+    machine = machine_info()  # load average and work tree as they were when the run started
     results: dict[str, dict] = {}
     interrupted = False
     workdir = Path(tempfile.mkdtemp(prefix="smsgw-bench-"))
@@ -527,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     print_summary(results, ratios, checks)
     report = {
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_info(),
+        "machine": machine,
         "options": {k: v for k, v in vars(args).items() if k != "json"},
         "pinned": pin,
         "interrupted": interrupted,
