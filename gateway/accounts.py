@@ -11,7 +11,12 @@ from .smpp.constants import CommandStatus
 
 @dataclass(slots=True)
 class TokenBucket:
-    """Throughput limit in segments per second, with one second of burst."""
+    """Throughput limit in segments per second, with one second of burst.
+
+    A message costing more segments than one second's allowance passes when
+    the bucket is full and leaves it in debt, so the average rate holds and a
+    long message is never refused forever.
+    """
 
     rate: float
     tokens: float = 0.0
@@ -27,7 +32,7 @@ class TokenBucket:
         now = time.monotonic()
         self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        if self.tokens >= count:
+        if self.tokens >= min(count, self.rate):
             self.tokens -= count
             return True
         return False

@@ -287,11 +287,12 @@ class GatewayController:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def stop(self) -> None:
-        if self._loop is None or self.gateway is None or self._thread is None:
+        if self._loop is None or self.gateway is None or self._thread is None or self._loop.is_closed():
             return
         self.call(self.gateway.stop())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._thread = None
 
     def __enter__(self) -> GatewayController:
         return self.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .smpp import text as smpp_text
+from .smpp.segment import parse_udh
 from .smpp.constants import EsmClass, MessageState, RegisteredDelivery, Tag
 from .smpp.tlv import encode_tlvs
 from .smpp.times import format_receipt_date
@@ -21,7 +22,8 @@ def receipt_due(message: Message, state: MessageState) -> bool:
 
 def receipt_text(message: Message, state: MessageState, done_at: float, error: int) -> str:
     delivered = 1 if state is MessageState.DELIVERED else 0
-    original = smpp_text.decode(message.short_message, message.data_coding)[:20]
+    _concat, body = parse_udh(message.esm_class, message.short_message)
+    original = smpp_text.decode(body, message.data_coding)[:20]
     # The receipt goes out with data_coding 0 (GSM 03.38): keep what that alphabet can carry.
     printable = "".join(c if " " <= c <= "~" and smpp_text.is_gsm(c) else "?" for c in original)
     return (
