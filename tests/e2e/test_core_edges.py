@@ -1,0 +1,65 @@
+"""SPEC 2 and 4 cases the main messaging tests leave out: receipt on failure only, query_sm of an
+expired message, the smsc role, long GSM text, a link whose enquire_link goes unanswered."""
+
+from __future__ import annotations
+
+from gateway.clock import SimulatedClock
+from tests.smpp_handset import ESME_ROK, RawLink, encode, is_receipt, reassemble, receipt_fields, split_udh, text
+
+A = "8613800000001"  # handset
+B = "8613700000001"  # handset2
+CARRIER_SUBSCRIBER = "8613000000001"  # carrier (role smsc)
+ECHO = "10086000"
+MESSAGE_STATE_EXPIRED = 3
+
+
+def test_receipt_on_failure_only_is_not_sent_for_a_delivered_message(gateway, handset):
+    a, b = handset(A), handset(B)
+    assert a.submit(B, "no news is good news", registered_delivery=2).status == ESME_ROK
+    assert text(b.expect()) == "no news is good news"
+    # A message A sends afterwards arrives; a receipt, had one been sent, would have come first.
+    assert a.submit(B, "second").status == ESME_ROK
+    assert text(b.expect()) == "second"
+    a.expect_none(0.5, predicate=is_receipt)
+
+
+def test_receipt_on_failure_only_is_sent_when_the_message_expires(make_gateway, handset):
+    clock = SimulatedClock()
+    gw = make_gateway(clock=clock)
+    a = handset(A, gw=gw)
+    resp = a.submit(B, "nobody home", registered_delivery=2, validity_period="000000000010000R")
+    clock.advance(60)
+    fields = receipt_fields(a.expect(predicate=is_receipt))
+    assert (fields["id"].encode(), fields["stat"]) == (resp.message_id, "EXPIRED")
+    queried = a.query(resp.message_id)
+    assert (queried.status, queried.message_state) == (ESME_ROK, MESSAGE_STATE_EXPIRED)
+    assert queried.final_date  # set once the message is final
+
+
+def test_a_carrier_smsc_account_exchanges_messages_with_handsets(gateway, handset):
+    carrier, b = handset(CARRIER_SUBSCRIBER), handset(B)
+    assert carrier.submit(B, "from the carrier's network").status == ESME_ROK
+    delivered = b.expect()
+    assert (delivered.source_addr, text(delivered)) == (CARRIER_SUBSCRIBER.encode(), "from the carrier's network")
+    assert b.submit(CARRIER_SUBSCRIBER, "and back").status == ESME_ROK
+    assert text(carrier.expect()) == "and back"
+
+
+def test_long_gsm_text_to_a_short_code_comes_back_in_parts(gateway, handset):
+    a = handset(A, address_range=A)
+    long_text = "GSM 03.38 {with} [extension] characters ~ and signs. " * 5  # > 160 septets
+    assert a.submit(ECHO, b"", data_coding=0, message_payload=encode(long_text, 0)).status == ESME_ROK
+    first = a.expect()
+    concat, _ = split_udh(first)
+    assert concat is not None and first.data_coding == 0
+    rest = a.expect_many(concat.total - 1)
+    assert reassemble([first, *rest]) == long_text
+
+
+def test_a_link_whose_enquire_link_goes_unanswered_is_closed(make_gateway):
+    gw = make_gateway(gateway={"enquire_link_interval": 0.2, "response_timeout": 0.5})
+    with RawLink(gw.smpp_port) as link:
+        link.bind()
+        # The gateway's enquire_link arrives; this client never answers it.
+        assert link.read().command == "enquire_link"
+        assert link.is_closed(timeout=5)
