@@ -1,21 +1,201 @@
-"""Free trial months, reminders, monthly billing and disputes (SPEC 3.2)."""
+"""Free trial months, reminders, monthly billing and disputes (SPEC 3.2, "放心体验").
+
+Everything follows the operator's calendar (`ctx.local_date`, UTC+8 by default):
+
+- Free trial: a subscription confirmed on days 1..trial_last_order_day (20) is
+  free for the rest of that month, from the 21st for that month and the next.
+  `trial_until` is the local midnight starting the first month that is charged.
+- Reminder ("第二次提醒"): on reminder_first_day..reminder_last_day (21..25) every
+  subscriber whose subscriptions are charged for the first time next month gets
+  ONE text from 10086 listing them: "本月内退订下月不再收费". That is every
+  subscription ordered on the 1st..20th of this month, and every one ordered
+  from the 21st of last month (still free this month, charged from next month).
+  Long lists go out as one concatenated (multi-part) text; handsets show the parts
+  as one message, so no "(1/2)" markers are written into the text.
+- Billing: on the billing day (the 1st) a Charge per active subscription whose
+  trial has ended, for that month ("YYYY-MM"), in fen. Never twice for the same
+  (subscription, month): existing charges are skipped.
+- Jobs: `run_due_jobs` (every 30 s from the gateway, and on demand) runs billing
+  for the current month once it is the billing day or later and it has not run
+  yet (a gateway that was down on the 1st bills when it comes back), and the
+  reminders on the reminder days if not yet sent; each is recorded as a JobRun.
+- Disputes: a charge on a subscription without a record of the subscriber's own
+  confirmation is refunded double ("信息费误差,双倍返还"); with one, it is
+  refunded once at the operator's discretion. The subscriber is told by SMS.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+from collections import defaultdict
+from dataclasses import replace
+
+from gateway.logs import get_logger
+from gateway.store.records import Charge, JobRun, Subscription, SubscriptionEvent
+
 from .base import Outcome, ServiceContext
+
+log = get_logger("billing")
+
+DOUBLE_REFUND_REASON = "no confirmation record: double refund"
+SINGLE_REFUND_REASON = "refund at operator's discretion"
+
+
+# ----------------------------------------------------------------- calendar
+def month_start(day: dt.date, months_ahead: int = 0) -> dt.date:
+    """The first day of day's month, or of a month `months_ahead` later."""
+    index = day.year * 12 + day.month - 1 + months_ahead
+    return dt.date(index // 12, index % 12 + 1, 1)
+
+
+def period_of(day: dt.date) -> str:
+    return f"{day.year:04d}-{day.month:02d}"
+
+
+def free_months(ctx: ServiceContext, ordered_at: float) -> int:
+    """Calendar months free of charge: 1 (the month of ordering) up to the 20th, else 2 (and the next)."""
+    return 1 if ctx.local_date(ordered_at).day <= ctx.settings.trial_last_order_day else 2
+
+
+def trial_until(ctx: ServiceContext, ordered_at: float) -> float:
+    """When charging may start for a subscription ordered (confirmed) at `ordered_at`."""
+    return ctx.local_midnight(month_start(ctx.local_date(ordered_at), free_months(ctx, ordered_at)))
+
+
+# -------------------------------------------------------------------- money
+def fen(yuan_per_month: float) -> int:
+    return round(yuan_per_month * 100)
+
+
+def yuan(amount: float) -> str:
+    """A fee in yuan as shown to subscribers: 30 -> "30", 0.5 -> "0.5"."""
+    return f"{amount:.2f}".rstrip("0").rstrip(".")
+
+
+# --------------------------------------------------------------------- jobs
+async def _done(ctx: ServiceContext, job: str, period: str) -> bool:
+    return bool(await ctx.store.find(JobRun, job=job, period=period))
 
 
 async def run_due_jobs(ctx: ServiceContext, now: float) -> Outcome:
-    return Outcome()
+    today = ctx.local_date(now)
+    period = period_of(today)
+    settings = ctx.settings
+    outcome = Outcome()
+    if today.day >= settings.billing_day and not await _done(ctx, "billing", period):
+        outcome.extend(await run_billing(ctx, now))
+    if settings.reminder_first_day <= today.day <= settings.reminder_last_day:
+        outcome.extend(await send_reminders(ctx, now))
+    return outcome
 
 
 async def run_billing(ctx: ServiceContext, now: float) -> Outcome:
-    raise NotImplementedError("issue 3: billing")
+    """Charge this month's fee for every active subscription out of its trial (idempotent)."""
+    today = ctx.local_date(now)
+    period = period_of(today)
+    due = await ctx.store.find(
+        Subscription, order_by="ordered_at", status="active", trial_until__lte=ctx.local_midnight(month_start(today))
+    )
+    charged = {c.subscription_id for c in await ctx.store.find(Charge, period=period)}
+    outcome = Outcome()
+    for subscription in due:
+        if subscription.id in charged:
+            continue
+        entry = ctx.catalogue.get(subscription.service_id)
+        if entry is None:
+            log.warning("not charged: service no longer in the catalogue", subscription=subscription.id,
+                        service_id=subscription.service_id, period=period)  # fmt: skip
+            continue
+        charge = Charge(
+            id=ctx.new_id(),
+            subscription_id=subscription.id,
+            msisdn=subscription.msisdn,
+            service_id=subscription.service_id,
+            period=period,
+            amount=fen(entry.fee),
+            created_at=now,
+        )
+        event = SubscriptionEvent(
+            id=ctx.new_id(),
+            subscription_id=subscription.id,
+            msisdn=subscription.msisdn,
+            at=now,
+            event="charged",
+            channel="billing",
+            detail=f"charge={charge.id} period={period} amount={charge.amount}",
+        )
+        outcome.put(charge, event)
+    return outcome.put(JobRun("billing", period, now))
 
 
 async def send_reminders(ctx: ServiceContext, now: float) -> Outcome:
-    raise NotImplementedError("issue 3: reminders")
+    """This month's reminder to each subscriber whose trial ends at the start of next month (once a month)."""
+    today = ctx.local_date(now)
+    period = period_of(today)
+    if await _done(ctx, "reminders", period):
+        return Outcome()
+    ending = await ctx.store.find(
+        Subscription,
+        order_by="ordered_at",
+        status="active",
+        trial_until__gt=ctx.local_midnight(month_start(today)),
+        trial_until__lte=ctx.local_midnight(month_start(today, 1)),
+    )
+    by_subscriber: dict[str, list[Subscription]] = defaultdict(list)
+    for subscription in sorted(ending, key=lambda s: (s.ordered_at, s.id)):
+        if ctx.catalogue.get(subscription.service_id) is not None:
+            by_subscriber[subscription.msisdn].append(subscription)
+    outcome = Outcome()
+    operator = ctx.settings.operator
+    for msisdn, subscriptions in by_subscriber.items():
+        language = await ctx.language_of(msisdn)
+        items = []
+        for serial, subscription in enumerate(subscriptions, 1):
+            entry = ctx.catalogue.get(subscription.service_id)
+            assert entry is not None
+            items.append(ctx.text("billing.reminder_item", language, serial=serial, sp_name=entry.sp_name_in(language),
+                                  service=entry.name_in(language), fee=yuan(entry.fee)))  # fmt: skip
+        outcome.reply(msisdn, ctx.text("billing.reminder", language, items="".join(items), operator=operator), operator)
+    return outcome.put(JobRun("reminders", period, now))
 
 
+# ----------------------------------------------------------------- disputes
 async def dispute(ctx: ServiceContext, charge_id: str, now: float) -> Outcome:
-    raise NotImplementedError("issue 3: disputes")
+    """Refund a disputed charge: double without a record of the subscriber's own confirmation, else once."""
+    found = await ctx.store.find(Charge, id=charge_id)
+    if not found:
+        raise ValueError(f"no charge with id {charge_id!r}")
+    charge = found[0]
+    if charge.refund or charge.disputed_at is not None:
+        raise ValueError(f"charge {charge_id!r} was already refunded ({yuan(charge.refund / 100)} yuan: {charge.refund_reason})")
+    subscriptions = await ctx.store.find(Subscription, id=charge.subscription_id)
+    confirmed = bool(subscriptions and subscriptions[0].confirmation)
+    refund, reason, key = (
+        (charge.amount, SINGLE_REFUND_REASON, "billing.refund_single")
+        if confirmed
+        else (2 * charge.amount, DOUBLE_REFUND_REASON, "billing.refund_double")
+    )
+    refunded = replace(charge, refund=refund, refund_reason=reason, disputed_at=now)
+    event = SubscriptionEvent(
+        id=ctx.new_id(),
+        subscription_id=charge.subscription_id,
+        msisdn=charge.msisdn,
+        at=now,
+        event="refunded",
+        channel="dispute",
+        detail=f"charge={charge.id} period={charge.period} refund={refund} reason={reason}",
+    )
+    language = await ctx.language_of(charge.msisdn)
+    entry = ctx.catalogue.get(charge.service_id)
+    year, month = charge.period.split("-")
+    text = ctx.text(
+        key,
+        language,
+        month=ctx.text("billing.month", language, year=year, month=int(month)),
+        sp_name=entry.sp_name_in(language) if entry else "",
+        service=entry.name_in(language) if entry else charge.service_id,
+        amount=yuan(charge.amount / 100),
+        refund=yuan(refund / 100),
+    )
+    operator = ctx.settings.operator
+    return Outcome().put(refunded, event).reply(charge.msisdn, text, operator)

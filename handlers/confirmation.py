@@ -1,21 +1,250 @@
-"""Two-step confirmation of monthly subscriptions ("二次确认", SPEC 3.2)."""
+"""Two-step confirmation of monthly subscriptions ("二次确认", SPEC 3.2).
+
+An order, an order keyword texted to an SP's service code or `request_order`
+from the web or an SP (API), subscribes nobody. It stores a PendingOrder, and
+the subscriber gets a confirmation from the operator short code (10086) with
+the SP, the service, the fee, the customer-service phone, how to answer and
+how long the request stays valid. Only the subscriber's own answer makes the
+subscription active. That answer (its MO ids) is kept in the subscription as
+the record of the confirmation, which disputes look for (billing.py).
+
+Each confirmation carries a reply code, `Y1`, `Y2`, … (the lowest one free
+among the subscriber's waiting orders). Answers on 10086 (customer_service.py
+hands them to `answer`):
+
+- a confirm word (是/Y/YES/1): with exactly one order waiting it confirms that
+  order. With several it confirms nothing and lists them with their codes;
+- `Y<n>` confirms exactly the order whose confirmation carried it;
+- a decline word (否/N/NO): every waiting order is not made. `N<n>` declines just one;
+- an answer after the validity: the order has expired, and nothing is created
+  or charged. For one validity period afterwards, a confirm word is answered
+  with what became of the last order ("expired", or "already subscribed" for a
+  second `Y` after the order went through);
+- other texts are not answers (None). The 0000 dialogue or the help text
+  answers them, and the order waits and lapses if it is never confirmed.
+
+Ordering a service again while its confirmation is waiting resends the same
+confirmation (same code) with a fresh validity. No second order is created.
+"""
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
+
+from gateway.config import CatalogueEntry
+from gateway.store.records import PendingOrder, Subscription, SubscriptionEvent
+
 from .base import Inbound, Outcome, ServiceContext
+from .billing import free_months, trial_until, yuan
+from .keywords import fold, matches
+from .sp_notice import sp_notice
+
+_CODED = re.compile(r"([YN])0*(\d{1,4})")  # Y2 confirms / N2 declines the order with reply code Y2
 
 
+# ------------------------------------------------------------------ orders
 async def order_by_keyword(inbound: Inbound, ctx: ServiceContext, language: str) -> Outcome:
-    raise NotImplementedError("issue 3: order keyword")
+    """A keyword to an SP's service code: start the confirmation, or list what that code offers."""
+    offered = ctx.catalogue.on_code(inbound.short_code)
+    entry = next((e for e in offered if matches(inbound.text, [e.keyword])), None)
+    if entry is None:
+        items = "".join(ctx.text("confirmation.keyword_item", language, **_names(e, language)) for e in offered)
+        text = ctx.text("confirmation.unknown_keyword", language, service_code=inbound.short_code, items=items,
+                        operator=ctx.settings.operator)  # fmt: skip
+        return Outcome(completed=True).reply(inbound.subscriber, text, inbound.short_code)
+    return await _order(ctx, inbound.subscriber, entry, inbound.channel, inbound.received_at, language)
 
 
 async def request_order(ctx: ServiceContext, msisdn: str, service_id: str, channel: str, now: float) -> Outcome:
-    raise NotImplementedError("issue 3: order request")
+    """An order from the web or an SP: the subscriber gets the same confirmation as for a keyword."""
+    entry = ctx.catalogue.get(service_id)
+    if entry is None:
+        known = ", ".join(e.id for e in ctx.catalogue)
+        raise ValueError(f"unknown service {service_id!r}: the catalogue has {known}")
+    number = ctx.plan.normalise(msisdn)
+    if not ctx.plan.is_msisdn(number):
+        raise ValueError(f"{msisdn!r} is not a subscriber number")
+    return await _order(ctx, number, entry, channel, now, await ctx.language_of(number))
 
 
+async def _order(
+    ctx: ServiceContext, msisdn: str, entry: CatalogueEntry, channel: str, now: float, language: str
+) -> Outcome:
+    operator = ctx.settings.operator
+    if await _active(ctx, msisdn, entry.id):
+        text = ctx.text("confirmation.already_subscribed", language, operator=operator, **_names(entry, language))
+        return Outcome(completed=True).reply(msisdn, text, operator)
+    waiting, lapsed = await _open_orders(ctx, msisdn, now)
+    outcome = _expire(lapsed)
+    expires_at = now + ctx.settings.confirmation_validity
+    same = next((o for o in waiting if o.service_id == entry.id), None)
+    if same is not None:  # asked again: the same confirmation (and code) again, valid from now
+        order = replace(same, created_at=now, expires_at=expires_at)
+    else:
+        used = {o.reply_code for o in waiting}
+        code = next(f"Y{n}" for n in range(1, len(used) + 2) if f"Y{n}" not in used)
+        order = PendingOrder(ctx.new_id(), msisdn, entry.id, channel, code, now, expires_at, "pending")
+    text = ctx.text("confirmation.request", language, reply_code=order.reply_code, validity=_validity(ctx, language),
+                    **_names(entry, language))  # fmt: skip
+    return outcome.put(order).reply(msisdn, text, operator)
+
+
+# ----------------------------------------------------------------- answers
 async def latest_prompt(inbound: Inbound, ctx: ServiceContext) -> float | None:
-    return None
+    """When the newest confirmation still waiting was sent (None: nothing waits)."""
+    found = await ctx.store.find(PendingOrder, order_by="-created_at", limit=1, msisdn=inbound.subscriber,
+                                 status="pending", expires_at__gt=inbound.received_at)  # fmt: skip
+    return found[0].created_at if found else None
 
 
 async def answer(inbound: Inbound, ctx: ServiceContext, language: str) -> Outcome | None:
-    return None
+    """A confirm or decline word, or a reply code, on 10086; None for any other text."""
+    folded = fold(inbound.text)
+    coded = _CODED.fullmatch(folded)
+    confirm = matches(folded, ctx.settings.confirm_words)
+    decline = matches(folded, ctx.settings.decline_words)
+    if not (coded or confirm or decline):
+        return None
+    now = inbound.received_at
+    waiting, lapsed = await _open_orders(ctx, inbound.subscriber, now)
+    outcome = _expire(lapsed)
+    if coded:
+        code = "Y" + coded.group(2)
+        chosen = [o for o in waiting if o.reply_code == code]
+        if not chosen:
+            return await _not_waiting(inbound, ctx, language, outcome, waiting, code)
+        if coded.group(1) == "Y":
+            return await _confirm(inbound, ctx, language, outcome, chosen[0])
+        return _decline(inbound, ctx, language, outcome, chosen)
+    if decline:
+        if not waiting:
+            return _nothing_pending(inbound, ctx, language, outcome)
+        return _decline(inbound, ctx, language, outcome, waiting)
+    if len(waiting) == 1:
+        return await _confirm(inbound, ctx, language, outcome, waiting[0])
+    if len(waiting) > 1:
+        return outcome.reply(inbound.subscriber, _choose(ctx, language, waiting), ctx.settings.operator)
+    return await _not_waiting(inbound, ctx, language, outcome, waiting, None)
+
+
+async def _confirm(inbound: Inbound, ctx: ServiceContext, language: str, outcome: Outcome, order: PendingOrder) -> Outcome:
+    msisdn, now, operator = inbound.subscriber, inbound.received_at, ctx.settings.operator
+    outcome.completed = True
+    entry = ctx.catalogue.get(order.service_id)
+    if entry is None:  # the service left the catalogue while the confirmation waited
+        outcome.put(replace(order, status="expired"))
+        return _nothing_pending(inbound, ctx, language, outcome)
+    outcome.put(replace(order, status="confirmed"))
+    if await _active(ctx, msisdn, entry.id):
+        text = ctx.text("confirmation.already_subscribed", language, operator=operator, **_names(entry, language))
+        return outcome.reply(msisdn, text, operator)
+    subscription = Subscription(
+        id=ctx.new_id(),
+        msisdn=msisdn,
+        service_id=entry.id,
+        status="active",
+        ordered_at=now,
+        channel=order.channel,
+        confirmation=inbound.evidence,
+        trial_until=trial_until(ctx, now),
+    )
+    event = SubscriptionEvent(
+        id=ctx.new_id(),
+        subscription_id=subscription.id,
+        msisdn=msisdn,
+        at=now,
+        event="ordered",
+        channel=order.channel,
+        detail=f"order={order.id} confirmed_by={inbound.evidence}",
+    )
+    key = "confirmation.ordered_this_month" if free_months(ctx, now) == 1 else "confirmation.ordered_next_month"
+    notice = ctx.text(key, language, operator=operator, **_names(entry, language))
+    outcome.put(subscription, event).reply(msisdn, notice, operator)
+    outcome.replies.append(sp_notice(ctx, entry, msisdn, "ORDER", order.channel, now))
+    return outcome
+
+
+def _decline(inbound: Inbound, ctx: ServiceContext, language: str, outcome: Outcome, orders: list[PendingOrder]) -> Outcome:
+    outcome.completed = True
+    names = []
+    for order in orders:
+        outcome.put(replace(order, status="declined"))
+        entry = ctx.catalogue.get(order.service_id)
+        names.append(ctx.text("confirmation.service_name", language, **_names(entry, language)) if entry else order.service_id)
+    services = ctx.text("confirmation.separator", language).join(names)
+    text = ctx.text("confirmation.declined", language, services=services)
+    return outcome.reply(inbound.subscriber, text, ctx.settings.operator)
+
+
+async def _not_waiting(
+    inbound: Inbound, ctx: ServiceContext, language: str, outcome: Outcome, waiting: list[PendingOrder], code: str | None
+) -> Outcome:
+    """A confirmation for no waiting order: say what became of the latest (or the coded) one, or list what waits."""
+    msisdn, now, operator = inbound.subscriber, inbound.received_at, ctx.settings.operator
+    # Orders that ended (or lapsed) within the last validity period, newest first.
+    recent = await ctx.store.find(PendingOrder, order_by="-created_at", msisdn=msisdn,
+                                  expires_at__gt=now - ctx.settings.confirmation_validity)  # fmt: skip
+    ended = [o for o in recent if o.status != "pending" or o.expires_at <= now]
+    last = next((o for o in ended if code is None or o.reply_code == code), None)
+    entry = ctx.catalogue.get(last.service_id) if last else None
+    if last is not None and entry is not None:
+        if last.status in ("pending", "expired"):
+            outcome.completed = True
+            return outcome.reply(msisdn, ctx.text("confirmation.expired", language, **_names(entry, language)), operator)
+        if last.status == "confirmed" and await _active(ctx, msisdn, entry.id):
+            outcome.completed = True
+            text = ctx.text("confirmation.already_subscribed", language, operator=operator, **_names(entry, language))
+            return outcome.reply(msisdn, text, operator)
+    if code is not None and waiting:
+        text = ctx.text("confirmation.unknown_code", language, reply_code=code) + _choose(ctx, language, waiting)
+        return outcome.reply(msisdn, text, operator)
+    return _nothing_pending(inbound, ctx, language, outcome)
+
+
+def _nothing_pending(inbound: Inbound, ctx: ServiceContext, language: str, outcome: Outcome) -> Outcome:
+    outcome.completed = True
+    operator = ctx.settings.operator
+    return outcome.reply(inbound.subscriber, ctx.text("confirmation.nothing_pending", language, operator=operator), operator)
+
+
+def _choose(ctx: ServiceContext, language: str, waiting: list[PendingOrder]) -> str:
+    items = []
+    for order in waiting:
+        entry = ctx.catalogue.get(order.service_id)
+        if entry is not None:
+            items.append(ctx.text("confirmation.choose_item", language, reply_code=order.reply_code, **_names(entry, language)))
+    return ctx.text("confirmation.choose", language, count=len(waiting), items="".join(items), example=waiting[0].reply_code)
+
+
+# ----------------------------------------------------------------- helpers
+async def _active(ctx: ServiceContext, msisdn: str, service_id: str) -> bool:
+    return bool(await ctx.store.find(Subscription, limit=1, msisdn=msisdn, service_id=service_id, status="active"))
+
+
+async def _open_orders(ctx: ServiceContext, msisdn: str, now: float) -> tuple[list[PendingOrder], list[PendingOrder]]:
+    """(waiting, lapsed): open orders still within their validity (oldest first), and those past it."""
+    found = await ctx.store.find(PendingOrder, order_by="created_at", msisdn=msisdn, status="pending")
+    return [o for o in found if o.expires_at > now], [o for o in found if o.expires_at <= now]
+
+
+def _expire(lapsed: list[PendingOrder]) -> Outcome:
+    return Outcome().put(*(replace(o, status="expired") for o in lapsed))
+
+
+def _names(entry: CatalogueEntry, language: str) -> dict[str, str]:
+    return {
+        "sp_name": entry.sp_name_in(language),
+        "service": entry.name_in(language),
+        "fee": yuan(entry.fee),
+        "phone": entry.phone,
+        "keyword": entry.keyword,
+        "service_code": entry.service_code,
+    }
+
+
+def _validity(ctx: ServiceContext, language: str) -> str:
+    seconds = ctx.settings.confirmation_validity
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return ctx.text("confirmation.validity_hours", language, hours=int(seconds // 3600))
+    return ctx.text("confirmation.validity_minutes", language, minutes=max(1, round(seconds / 60)))

@@ -1,0 +1,94 @@
+"""Free trial months, the 21st's reminder, billing on the 1st and disputes (SPEC 3.2) over real TCP."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from gateway.clock import SimulatedClock
+from gateway.store.records import Charge, JobRun, Subscription
+from handlers.base import Outcome
+from tests.e2e.test_confirmation import OPERATOR, ask, order, replies, subscriptions
+from tests.services_support import at
+
+A, B, C = "8613800000001", "8613800000002", "8613900000003"
+REMINDER_ITEM = re.compile(r"(\d+)\.(\S+?)提供的(\S+?)短信业务,信息费(\d+)元/月;")
+
+
+def subscribe(phone, keyword: str) -> str:
+    """Order and confirm; the success notice."""
+    order(phone, keyword)
+    return ask(phone, "Y")
+
+
+@pytest.fixture
+def clock() -> SimulatedClock:
+    return SimulatedClock(at(2026, 11, 10))
+
+
+def test_trial_months_at_the_boundaries(make_gateway, handset, clock):
+    # No reminder days: the gateway's own job check must not send a reminder into these dialogues.
+    gw = make_gateway(clock=clock, services={"reminder_first_day": 28, "reminder_last_day": 28})
+    cases = [  # (subscriber, when the order is confirmed, free until, notice wording)
+        ("8613800000011", at(2026, 11, 20, 23, 50), at(2026, 12, 1, 0, 0), "当月免信息费"),
+        ("8613800000012", at(2026, 11, 21, 0, 10), at(2027, 1, 1, 0, 0), "下月底前免信息费"),
+        ("8613800000013", at(2026, 12, 20, 23, 50), at(2027, 1, 1, 0, 0), "当月免信息费"),
+        ("8613800000014", at(2026, 12, 21, 0, 10), at(2027, 2, 1, 0, 0), "下月底前免信息费"),
+    ]
+    for msisdn, when, free_until, wording in cases:
+        clock.set(when)
+        notice = subscribe(handset(msisdn, gw=gw, address_range=msisdn), "TT")
+        assert f",客服电话9510567,{wording},退订请发送0000到10086。" in notice, msisdn
+        [subscription] = subscriptions(gw, msisdn)
+        assert subscription.trial_until == free_until, msisdn
+
+
+def test_reminder_on_the_21st_is_one_multipart_text_sent_once(make_gateway, handset, clock):
+    gw = make_gateway(clock=clock)
+    phone = handset(A, gw=gw, address_range=A)
+    subscribe(phone, "TT")
+    subscribe(phone, "TL")
+
+    clock.set(at(2026, 11, 20, 12))
+    gw.call(gw.gateway.services.run_due_jobs())
+    phone.expect_none(0.5, lambda p: p.source_addr == OPERATOR.encode())
+    clock.set(at(2026, 11, 21, 9))
+    gw.call(gw.gateway.services.run_due_jobs())
+    gw.call(gw.gateway.services.send_reminders())  # on demand as well: still once this month
+    [reminder] = replies(phone)  # two parts, reassembled
+    assert reminder.startswith("中国移动温馨提示:您已定制以下梦网业务:")
+    assert reminder.endswith("本月内退订下月不再收费,退订请发送0000到10086。")
+    assert REMINDER_ITEM.findall(reminder) == [("1", "新浪", "头条新闻", "30"), ("2", "腾讯公司", "精品图铃", "10")]
+    phone.expect_none(1.0, lambda p: p.source_addr == OPERATOR.encode())
+    [run] = gw.call(gw.gateway.store.find(JobRun, job="reminders"))
+    assert run.period == "2026-11"
+
+
+def test_billing_on_the_first_then_disputes(make_gateway, handset, clock):
+    gw = make_gateway(clock=clock)
+    a, b, c = (handset(n, gw=gw, address_range=n) for n in (A, B, C))
+    subscribe(a, "TT")  # 10 November: free in November, charged from December
+    clock.set(at(2026, 11, 25))
+    subscribe(b, "TT")  # from the 21st: free until the end of December
+    # An order relation without any record of the subscriber's own confirmation (say, imported from an SP).
+    legacy = Subscription("sub-legacy", C, "tencent-ringtones", "active", at(2026, 9, 1), "sp", "", at(2026, 10, 1))
+    gw.call(gw.gateway.services.commit(Outcome().put(legacy)))
+
+    clock.set(at(2026, 12, 1, 0, 5))
+    gw.call(gw.gateway.services.run_billing())
+    gw.call(gw.gateway.services.run_billing())  # twice: still one charge per subscription and month
+    charges = {c.msisdn: c for c in gw.call(gw.gateway.store.find(Charge, period="2026-12"))}
+    assert {m: c.amount for m, c in charges.items()} == {A: 3000, C: 1000}
+    [subscription_a] = subscriptions(gw, A)
+    assert charges[A].subscription_id == subscription_a.id
+
+    gw.call(gw.gateway.services.dispute(charges[A].id))
+    assert replies(a) == ["中国移动:您2026年12月新浪的头条新闻业务信息费30元,经核实已为您退还30元。"]
+    gw.call(gw.gateway.services.dispute(charges[C].id))
+    [double] = replies(c)
+    assert "信息费误差,双倍返还" in double and re.search(r"信息费(\d+)元.*返还(\d+)元。$", double).groups() == ("10", "20")
+    refunds = {c.msisdn: c.refund for c in gw.call(gw.gateway.store.find(Charge, period="2026-12"))}
+    assert refunds == {A: 3000, C: 2000}
+    with pytest.raises(ValueError, match="already refunded"):
+        gw.call(gw.gateway.services.dispute(charges[C].id))

@@ -1,0 +1,191 @@
+"""Two-step confirmation (SPEC 3.2) over real TCP: smpplib handsets, SP binds, a simulated clock."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from gateway.clock import SimulatedClock
+from gateway.store.records import PendingOrder, Subscription
+from handlers.sp_notice import parse_sp_notice
+from tests.services_support import at
+from tests.smpp_handset import ESME_ROK, reassemble, split_udh, text
+
+A, B = "8613800000001", "8613900000002"
+OPERATOR, SINA, TENCENT = "10086", "1066916", "1066888"
+SMSGW_RNOSUBSCRIPTION = 0x402
+SEED_NOTICE = "您已定制试用新浪的头条新闻业务,信息费30元/月,由中国移动代收,客服电话9510567,当月免信息费,退订请发送0000到10086。"
+REQUEST = re.compile(
+    r"您正在定制(?P<sp>.+?)的(?P<service>.+?)业务，信息费(?P<fee>\d+)元/月，由中国移动代收，客服电话(?P<phone>\d+)。"
+    r".*回复“(?P<code>Y\d+)”确认本笔.*?(?P<hours>\d+)小时内有效"
+)
+CODE_OF = {"TT": SINA, "TQ": SINA, "TL": TENCENT}
+
+
+# ---------------------------------------------------------------- helpers
+def replies(phone, count: int = 1, source: str = OPERATOR, timeout: float = 5.0) -> list[str]:
+    """The next `count` whole texts from `source` (multi-part ones reassembled), in order of completion."""
+    deadline = time.monotonic() + timeout
+    whole: list[str] = []
+    parts: dict[int, list] = {}
+    while len(whole) < count:
+        pdu = phone.expect(max(deadline - time.monotonic(), 0.01), lambda p: p.source_addr == source.encode())
+        concat, _ = split_udh(pdu)
+        if concat is None:
+            whole.append(text(pdu))
+            continue
+        parts.setdefault(concat.reference, []).append(pdu)
+        if len(parts[concat.reference]) == concat.total:
+            whole.append(reassemble(parts.pop(concat.reference)))
+    return whole
+
+
+def send(phone, to: str, message: str, **fields) -> str:
+    """Submit and return the MO's message id (what the gateway keeps as the evidence of it)."""
+    resp = phone.submit(to, message, **fields)
+    assert resp.status == ESME_ROK
+    return resp.message_id.decode()
+
+
+def ask(phone, message: str, to: str = OPERATOR, source: str = OPERATOR) -> str:
+    """Text `message` to `to`; the one reply the subscriber gets (from 10086 unless `source` says otherwise)."""
+    send(phone, to, message)
+    return replies(phone, source=source)[0]
+
+
+def order(phone, keyword: str, to: str | None = None) -> re.Match:
+    """Order by keyword to its SP's code: the confirmation from 10086, parsed."""
+    request = REQUEST.search(ask(phone, keyword, to or CODE_OF[keyword]))
+    assert request, "not a confirmation request"
+    return request
+
+
+def subscriptions(controller, msisdn: str) -> list[Subscription]:
+    return controller.call(controller.gateway.store.find(Subscription, order_by="ordered_at", msisdn=msisdn))
+
+
+def orders(controller, msisdn: str) -> list[PendingOrder]:
+    return controller.call(controller.gateway.store.find(PendingOrder, order_by="created_at", msisdn=msisdn))
+
+
+def content_status(sp, msisdn: str = A) -> int:
+    return sp.submit(msisdn, "今日头条：SP content").status
+
+
+@pytest.fixture
+def clock() -> SimulatedClock:
+    return SimulatedClock(at(2026, 11, 10))
+
+
+@pytest.fixture
+def gw(make_gateway, clock):
+    return make_gateway(clock=clock)
+
+
+# ------------------------------------------------------------------ tests
+@pytest.mark.parametrize("word", ["是", "Y", "1", "ｙ"])
+def test_keyword_order_confirmed_then_sp_content_flows(gw, handset, word):
+    phone = handset(A, gw=gw, address_range=A)
+    sina_tx = handset(SINA, system_id="sina", bind="tx", gw=gw)
+    assert content_status(sina_tx) == SMSGW_RNOSUBSCRIPTION
+
+    request = order(phone, "ＴＴ", SINA)
+    assert request.groupdict() == {"sp": "新浪", "service": "头条新闻", "fee": "30", "phone": "9510567", "code": "Y1", "hours": "24"}
+    assert content_status(sina_tx) == SMSGW_RNOSUBSCRIPTION  # not before the subscriber confirms
+    confirm_id = send(phone, OPERATOR, word)
+    assert replies(phone) == [SEED_NOTICE]
+
+    [subscription] = subscriptions(gw, A)
+    assert (subscription.status, subscription.service_id, subscription.channel) == ("active", "sina-news", "sms")
+    assert subscription.confirmation == confirm_id  # the subscriber's own MO is the record
+    assert content_status(sina_tx) == ESME_ROK
+    assert text(phone.expect(predicate=lambda p: p.source_addr == SINA.encode())) == "今日头条：SP content"
+
+    # The SP had no receiving bind when the order went through: the notice waited for one.
+    sina_rx = handset(SINA, system_id="sina", bind="rx", gw=gw)
+    notice = sina_rx.expect(predicate=lambda p: p.source_addr == A.encode())
+    fields = parse_sp_notice(text(notice))
+    assert (notice.destination_addr, fields["event"], fields["service"], fields["keyword"], fields["msisdn"]) == (
+        SINA.encode(), "ORDER", "sina-news", "TT", A
+    )  # fmt: skip
+
+
+def test_unknown_keyword_then_decline(gw, handset):
+    phone = handset(A, gw=gw, address_range=A)
+    listing = ask(phone, "TX", SINA, source=SINA)  # answered on the code it was sent to
+    assert dict(re.findall(r"(\w+)：新浪的(\w+)（", listing)) == {"TT": "头条新闻", "TQ": "天气预报"}
+    order(phone, "TT")
+    assert ask(phone, "否") == "您未定制新浪的头条新闻业务，不会收取信息费。"
+    assert subscriptions(gw, A) == []
+    assert [o.status for o in orders(gw, A)] == ["declined"]
+    assert content_status(handset(SINA, system_id="sina", bind="tx", gw=gw)) == SMSGW_RNOSUBSCRIPTION
+
+
+def test_confirmation_expires_on_the_simulated_clock(gw, handset, clock):
+    phone = handset(A, gw=gw, address_range=A)
+    order(phone, "TT")
+    clock.advance(24 * 3600 + 1)
+    late = ask(phone, "Y")
+    assert late.startswith("您定制新浪的头条新闻业务的确认已超过有效期") and "重新发送TT到1066916" in late
+    assert subscriptions(gw, A) == []
+    assert [o.status for o in orders(gw, A)] == ["expired"]
+    assert "已超过有效期" in ask(phone, "是")
+    assert subscriptions(gw, A) == []
+
+
+def test_retransmitted_confirmation_confirms_once_and_already_subscribed(gw, handset):
+    phone = handset(A, gw=gw, address_range=A)
+    order(phone, "TT")
+    first = send(phone, OPERATOR, "Y", user_message_reference=7)
+    assert send(phone, OPERATOR, "Y", user_message_reference=7) == first  # recognised as the same MO
+    assert replies(phone) == [SEED_NOTICE]
+    phone.expect_none(1.0, lambda p: p.source_addr == OPERATOR.encode())
+    assert len(subscriptions(gw, A)) == 1
+
+    assert ask(phone, "Y").startswith("您已定制新浪的头条新闻业务（信息费30元/月），无需再次定制")
+    assert ask(phone, "TT", SINA).startswith("您已定制新浪的头条新闻业务")
+    assert len(subscriptions(gw, A)) == 1 and len(orders(gw, A)) == 1
+
+
+def test_two_pending_confirmations_each_answered_by_its_code(gw, handset):
+    phone = handset(A, gw=gw, address_range=A)
+    assert [order(phone, kw)["code"] for kw in ("TT", "TL")] == ["Y1", "Y2"]
+    listing = ask(phone, "Y")
+    assert dict(re.findall(r"回复(Y\d)定制(\S+?)（", listing)) == {"Y1": "新浪的头条新闻", "Y2": "腾讯公司的精品图铃"}
+    assert subscriptions(gw, A) == []
+    assert ask(phone, "Y2").startswith("您已定制试用腾讯公司的精品图铃业务,信息费10元/月")
+    assert [s.service_id for s in subscriptions(gw, A)] == ["tencent-ringtones"]
+    assert ask(phone, "Y1") == SEED_NOTICE
+    assert [s.service_id for s in subscriptions(gw, A)] == ["tencent-ringtones", "sina-news"]
+
+
+def test_order_requested_over_the_api(gw, handset):
+    phone = handset(B, gw=gw, address_range=B)
+    gw.call(gw.gateway.services.request_order(B, "sina-weather", "web"))
+    request = REQUEST.search(replies(phone)[0])
+    assert request and (request["service"], request["fee"]) == ("天气预报", "5")
+    assert ask(phone, "1").startswith("您已定制试用新浪的天气预报业务,信息费5元/月")
+    [subscription] = subscriptions(gw, B)
+    assert subscription.channel == "web"
+    with pytest.raises(ValueError, match="unknown service 'sina-sports'"):
+        gw.call(gw.gateway.services.request_order(B, "sina-sports", "web"))
+
+
+def test_restart_between_confirmation_request_and_answer(make_gateway, handset, clock, tmp_path):
+    db = tmp_path / "restart.db"
+    first = make_gateway(clock=clock, db_path=db)
+    phone = handset(A, gw=first, address_range=A)
+    order(phone, "TT")
+    phone.close()
+    first.stop()
+
+    clock.advance(3600)
+    second = make_gateway(clock=clock, db_path=db)
+    phone = handset(A, gw=second, address_range=A)
+    assert ask(phone, "Y") == SEED_NOTICE
+    [subscription] = subscriptions(second, A)
+    assert subscription.status == "active"
+    sina_rx = handset(SINA, system_id="sina", bind="rx", gw=second)
+    assert parse_sp_notice(text(sina_rx.expect(predicate=lambda p: p.source_addr == A.encode())))["event"] == "ORDER"

@@ -1,0 +1,128 @@
+"""Reminders, monthly billing and disputes (SPEC 3.2) without a network: real store, frozen simulated clock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from gateway.store.effects import Put
+from gateway.store.records import Charge, JobRun, Subscription, SubscriptionEvent
+from handlers import billing
+from handlers.base import Outcome
+from tests.services_support import ServiceBench, at, service_bench
+from tests.unit.test_confirmation import A, B, SINA, TENCENT, say
+
+C, D = "8613800000003", "8613800000004"
+CODES = {"TT": SINA, "TQ": SINA, "TL": TENCENT}
+
+
+@pytest.fixture
+async def bench(tmp_path: Path) -> AsyncIterator[ServiceBench]:
+    bench = await service_bench(tmp_path)
+    yield bench
+    await bench.close()
+
+
+async def subscribe(bench: ServiceBench, msisdn: str, keyword: str, when: float) -> Subscription:
+    """Order by keyword and confirm with Y at `when`."""
+    bench.clock.set(when)
+    await say(bench, msisdn, keyword, CODES[keyword])
+    await say(bench, msisdn, "Y")
+    found = await bench.store.find(Subscription, order_by="-ordered_at", limit=1, msisdn=msisdn)
+    return found[0]
+
+
+async def cancel(bench: ServiceBench, subscription: Subscription) -> None:
+    await bench.store.apply(Outcome().put(replace(subscription, status="cancelled", cancelled_at=bench.clock.now())).effects)
+
+
+async def job(bench: ServiceBench, run, when: float) -> Outcome:
+    bench.clock.set(when)
+    return await bench.commit(await run(bench.ctx, when))
+
+
+def texts_to(outcome: Outcome) -> dict[str, str]:
+    assert all(r.source == "10086" for r in outcome.replies)
+    return {r.to: r.text for r in outcome.replies}
+
+
+async def test_reminder_between_21st_and_25th_once_a_month(bench: ServiceBench) -> None:
+    await subscribe(bench, A, "TT", at(2026, 11, 5))
+    await subscribe(bench, A, "TL", at(2026, 11, 12))
+    await subscribe(bench, B, "TQ", at(2026, 10, 25))  # from the 21st: free in November too, charged from December
+    await subscribe(bench, C, "TT", at(2026, 11, 21, 9))  # free until the end of December: next month's reminder
+    await cancel(bench, await subscribe(bench, D, "TT", at(2026, 11, 3)))
+
+    assert (await job(bench, billing.run_due_jobs, at(2026, 11, 20, 23, 59))).replies == []
+    sent = texts_to(await job(bench, billing.run_due_jobs, at(2026, 11, 21, 0, 0)))
+    assert sent == {
+        A: "中国移动温馨提示:您已定制以下梦网业务:1.新浪提供的头条新闻短信业务,信息费30元/月;"
+        "2.腾讯公司提供的精品图铃短信业务,信息费10元/月;本月内退订下月不再收费,退订请发送0000到10086。",
+        B: "中国移动温馨提示:您已定制以下梦网业务:1.新浪提供的天气预报短信业务,信息费5元/月;"
+        "本月内退订下月不再收费,退订请发送0000到10086。",
+    }
+    assert await bench.store.find(JobRun, job="reminders") == [JobRun("reminders", "2026-11", at(2026, 11, 21, 0, 0))]
+    assert (await job(bench, billing.run_due_jobs, at(2026, 11, 22))).replies == []
+    assert (await job(bench, billing.send_reminders, at(2026, 11, 25))).replies == []  # on demand: still once
+    assert list(texts_to(await job(bench, billing.run_due_jobs, at(2026, 12, 21)))) == [C]
+
+
+async def test_billing_charges_subscriptions_out_of_trial_once(bench: ServiceBench) -> None:
+    tt = await subscribe(bench, A, "TT", at(2026, 11, 5))
+    tl = await subscribe(bench, A, "TL", at(2026, 11, 21))
+    await cancel(bench, await subscribe(bench, B, "TQ", at(2026, 11, 2)))
+
+    assert (await job(bench, billing.run_due_jobs, at(2026, 11, 30, 23, 59))).effects == [
+        Put(JobRun("billing", "2026-11", at(2026, 11, 30, 23, 59)))
+    ]  # November: everything still free
+    await job(bench, billing.run_due_jobs, at(2026, 12, 1, 0, 0))
+    [charge] = await bench.store.find(Charge)
+    assert (charge.subscription_id, charge.msisdn, charge.period, charge.amount) == (tt.id, A, "2026-12", 3000)
+    [event] = await bench.store.find(SubscriptionEvent, event="charged")
+    assert event.subscription_id == tt.id and charge.id in event.detail
+
+    again = await job(bench, billing.run_billing, at(2026, 12, 1, 8))  # on demand, the same month
+    assert not [e for e in again.effects if isinstance(e.record, Charge)]
+    assert not [e for e in (await job(bench, billing.run_due_jobs, at(2026, 12, 2))).effects]
+    assert len(await bench.store.find(Charge)) == 1
+
+    await job(bench, billing.run_due_jobs, at(2027, 1, 1, 0, 1))
+    january = await bench.store.find(Charge, period="2027-01")
+    assert sorted((c.subscription_id, c.amount) for c in january) == sorted([(tt.id, 3000), (tl.id, 1000)])
+
+
+async def test_billing_missed_on_the_1st_runs_when_the_gateway_is_back(bench: ServiceBench) -> None:
+    await subscribe(bench, A, "TT", at(2026, 11, 5))
+    await job(bench, billing.run_due_jobs, at(2026, 12, 3))
+    assert [c.period for c in await bench.store.find(Charge)] == ["2026-12"]
+
+
+async def test_dispute_refunds_double_without_a_confirmation_record(bench: ServiceBench) -> None:
+    confirmed = await subscribe(bench, A, "TT", at(2026, 10, 5))
+    unconfirmed = Subscription("sub-legacy", B, "tencent-ringtones", "active", at(2026, 9, 1), "sp", "", at(2026, 10, 1))
+    await bench.store.apply(Outcome().put(unconfirmed).effects)
+    await job(bench, billing.run_billing, at(2026, 11, 1, 0, 1))
+    [charge_a] = await bench.store.find(Charge, msisdn=A)
+    [charge_b] = await bench.store.find(Charge, msisdn=B)
+    assert (charge_a.subscription_id, charge_b.subscription_id) == (confirmed.id, unconfirmed.id)
+
+    single = await job(bench, lambda ctx, now: billing.dispute(ctx, charge_a.id, now), at(2026, 11, 9))
+    assert texts_to(single) == {A: "中国移动:您2026年11月新浪的头条新闻业务信息费30元,经核实已为您退还30元。"}
+    double = await job(bench, lambda ctx, now: billing.dispute(ctx, charge_b.id, now), at(2026, 11, 9))
+    assert texts_to(double) == {
+        B: "中国移动:您2026年11月腾讯公司的精品图铃业务信息费10元,因无法提供您本人确认定制的记录,"
+        "按“信息费误差,双倍返还”为您返还20元。"
+    }
+    refunds = {c.msisdn: (c.refund, c.refund_reason, c.disputed_at) for c in await bench.store.find(Charge)}
+    assert refunds == {
+        A: (3000, billing.SINGLE_REFUND_REASON, at(2026, 11, 9)),
+        B: (2000, billing.DOUBLE_REFUND_REASON, at(2026, 11, 9)),
+    }
+    assert len(await bench.store.find(SubscriptionEvent, event="refunded")) == 2
+    with pytest.raises(ValueError, match="already refunded"):
+        await billing.dispute(bench.ctx, charge_a.id, bench.clock.now())
+    with pytest.raises(ValueError, match="no charge"):
+        await billing.dispute(bench.ctx, "no-such-charge", bench.clock.now())
