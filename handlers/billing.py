@@ -34,6 +34,8 @@ from gateway.logs import get_logger
 from gateway.store.records import Charge, JobRun, Subscription, SubscriptionEvent
 
 from .base import Outcome, ServiceContext
+from .sp_notice import sp_notice
+from .subscriptions import yuan
 
 log = get_logger("billing")
 
@@ -65,11 +67,6 @@ def trial_until(ctx: ServiceContext, ordered_at: float) -> float:
 # -------------------------------------------------------------------- money
 def fen(yuan_per_month: float) -> int:
     return round(yuan_per_month * 100)
-
-
-def yuan(amount: float) -> str:
-    """A fee in yuan as shown to subscribers: 30 -> "30", 0.5 -> "0.5"."""
-    return f"{amount:.2f}".rstrip("0").rstrip(".")
 
 
 # --------------------------------------------------------------------- jobs
@@ -197,5 +194,10 @@ async def dispute(ctx: ServiceContext, charge_id: str, now: float) -> Outcome:
         amount=yuan(charge.amount / 100),
         refund=yuan(refund / 100),
     )
-    operator = ctx.settings.operator
-    return Outcome().put(refunded, event).reply(charge.msisdn, text, operator)
+    outcome = Outcome().put(refunded, event).reply(charge.msisdn, text, ctx.settings.operator)
+    if entry is not None:  # the SP bears the refund: it hears of it like any order change
+        outcome.replies.append(
+            sp_notice(ctx, entry, charge.msisdn, "REFUND", "dispute", now,
+                      charge=charge.id, period=charge.period, refund=yuan(refund / 100))  # fmt: skip
+        )
+    return outcome

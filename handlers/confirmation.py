@@ -36,9 +36,10 @@ from gateway.config import CatalogueEntry
 from gateway.store.records import PendingOrder, Subscription, SubscriptionEvent
 
 from .base import Inbound, Outcome, ServiceContext
-from .billing import free_months, trial_until, yuan
+from .billing import free_months, trial_until
 from .keywords import fold, matches
 from .sp_notice import sp_notice
+from .subscriptions import yuan
 
 _CODED = re.compile(r"([YN])0*(\d{1,4})")  # Y2 confirms / N2 declines the order with reply code Y2
 

@@ -6,7 +6,9 @@ of key=value pairs, in this order:
 
     event=ORDER service=sina-news keyword=TT msisdn=8613800000001 channel=sms time=20261123154000
 
-event is ORDER or CANCEL; time is the operator's local time, YYYYMMDDhhmmss.
+event is ORDER, CANCEL or REFUND; time is the operator's local time,
+YYYYMMDDhhmmss. A REFUND (a disputed charge refunded, SPEC 3.2) adds
+`charge=<id> period=YYYY-MM refund=<yuan>`.
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ from gateway.config import CatalogueEntry
 from .base import Reply, ServiceContext
 
 
-def sp_notice(ctx: ServiceContext, entry: CatalogueEntry, msisdn: str, event: str, channel: str, now: float) -> Reply:
+def sp_notice(
+    ctx: ServiceContext, entry: CatalogueEntry, msisdn: str, event: str, channel: str, now: float, **details: str
+) -> Reply:
     zone = dt.timezone(dt.timedelta(hours=ctx.settings.utc_offset_hours))
     when = dt.datetime.fromtimestamp(now, zone).strftime("%Y%m%d%H%M%S")
     text = f"event={event} service={entry.id} keyword={entry.keyword} msisdn={msisdn} channel={channel} time={when}"
+    text += "".join(f" {key}={value}" for key, value in details.items())
     return Reply(to=entry.service_code, text=text, source=msisdn, to_account=entry.sp)
 
 

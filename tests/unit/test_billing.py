@@ -11,6 +11,7 @@ import pytest
 from gateway.store.effects import Put
 from gateway.store.records import Charge, JobRun, Subscription, SubscriptionEvent
 from handlers import billing
+from handlers.sp_notice import parse_sp_notice
 from handlers.base import Outcome
 from tests.services_support import ServiceBench, at, service_bench
 from tests.unit.test_confirmation import A, B, SINA, TENCENT, say
@@ -45,8 +46,10 @@ async def job(bench: ServiceBench, run, when: float) -> Outcome:
 
 
 def texts_to(outcome: Outcome) -> dict[str, str]:
-    assert all(r.source == "10086" for r in outcome.replies)
-    return {r.to: r.text for r in outcome.replies}
+    """What subscribers are told (SP notices aside); all of it from 10086."""
+    to_subscribers = [r for r in outcome.replies if not r.to_account]
+    assert all(r.source == "10086" for r in to_subscribers)
+    return {r.to: r.text for r in to_subscribers}
 
 
 async def test_reminder_between_21st_and_25th_once_a_month(bench: ServiceBench) -> None:
@@ -122,6 +125,13 @@ async def test_dispute_refunds_double_without_a_confirmation_record(bench: Servi
         B: (2000, billing.DOUBLE_REFUND_REASON, at(2026, 11, 9)),
     }
     assert len(await bench.store.find(SubscriptionEvent, event="refunded")) == 2
+    # Each SP hears of the refund it bears, on its own binds.
+    [notice_b] = [r for r in double.replies if r.to_account]
+    assert notice_b.to_account == "tencent"
+    assert parse_sp_notice(notice_b.text) | {"time": ""} == {
+        "event": "REFUND", "service": "tencent-ringtones", "keyword": "TL", "msisdn": B, "channel": "dispute",
+        "time": "", "charge": charge_b.id, "period": "2026-11", "refund": "20",
+    }  # fmt: skip
     with pytest.raises(ValueError, match="already refunded"):
         await billing.dispute(bench.ctx, charge_a.id, bench.clock.now())
     with pytest.raises(ValueError, match="no charge"):
