@@ -100,16 +100,18 @@ async def latest_prompt(inbound: Inbound, ctx: ServiceContext) -> float | None:
 
 
 async def answer(inbound: Inbound, ctx: ServiceContext, language: str) -> Outcome | None:
-    """A confirm or decline word, or a reply code, on 10086; None for any other text."""
+    """An answer on 10086 to the confirmations waiting: a confirm word or Y<code> confirms; anything
+    else declines (SPEC 3.2: "anything else or silence to decline"). None when nothing waits and the
+    text is no confirmation word, so help can answer it."""
     folded = fold(inbound.text)
     coded = _CODED.fullmatch(folded)
     confirm = matches(folded, ctx.settings.confirm_words)
     decline = matches(folded, ctx.settings.decline_words)
-    if not (coded or confirm or decline):
-        return None
     now = inbound.received_at
     waiting, lapsed = await _open_orders(ctx, inbound.subscriber, now)
     outcome = _expire(lapsed)
+    if not (coded or confirm or decline):
+        return _decline(inbound, ctx, language, outcome, waiting) if waiting else None
     if coded:
         code = "Y" + coded.group(2)
         chosen = [o for o in waiting if o.reply_code == code]

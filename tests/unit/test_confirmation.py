@@ -176,13 +176,22 @@ async def test_decline_one_by_code_keeps_the_other(bench: ServiceBench) -> None:
     assert [s.service_id for s in await subscriptions(bench, A)] == ["tencent-ringtones"]
 
 
-async def test_other_texts_are_not_answers(bench: ServiceBench) -> None:
+async def test_any_other_text_declines_what_waits(bench: ServiceBench) -> None:
+    """SPEC 3.2: 是/Y/1 confirm; anything else (or silence) declines."""
     await say(bench, A, "TT", SINA)
+    inbound = Inbound(A, OPERATOR, "你好", bench.clock.now())
+    assert await confirmation.latest_prompt(inbound, bench.ctx) == bench.clock.now()
+    reply = only_text(await say(bench, A, "你好"), A)
+    assert "未定制" in reply or "不定制" in reply, reply
+    assert [o.status for o in await orders(bench, A)] == ["declined"]
+    assert await bench.store.find(Subscription, msisdn=A) == []
+
+
+async def test_other_texts_are_not_answers_when_nothing_waits(bench: ServiceBench) -> None:
     inbound = Inbound(A, OPERATOR, "你好", bench.clock.now())
     assert await confirmation.answer(inbound, bench.ctx, "zh") is None
     assert only_text(await say(bench, A, "你好"), A).startswith("中国移动10086")  # the help text
-    assert [o.status for o in await orders(bench, A)] == ["pending"]
-    assert await confirmation.latest_prompt(inbound, bench.ctx) == bench.clock.now()
+    await say(bench, A, "TT", SINA)
     later = Inbound(A, OPERATOR, "Y", bench.clock.now() + DAY)
     assert await confirmation.latest_prompt(later, bench.ctx) is None
 
