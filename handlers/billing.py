@@ -10,8 +10,8 @@ Everything follows the operator's calendar (`ctx.local_date`, UTC+8 by default):
   ONE text from 10086 listing them: "本月内退订下月不再收费". That is every
   subscription ordered on the 1st..20th of this month, and every one ordered
   from the 21st of last month (still free this month, charged from next month).
-  Long lists go out as one concatenated (multi-part) text; handsets show the parts
-  as one message, so no "(1/2)" markers are written into the text.
+  As in the seed, a reminder longer than one SMS goes out as separate SMS cut
+  between items, each marked "(1/2)", "(2/2)" (handlers/pages.py).
 - Billing: on the billing day (the 1st) a Charge per active subscription whose
   trial has ended, for that month ("YYYY-MM"), in fen. Never twice for the same
   (subscription, month): existing charges are skipped.
@@ -34,6 +34,7 @@ from gateway.logs import get_logger
 from gateway.store.records import Charge, JobRun, Subscription, SubscriptionEvent
 
 from .base import Outcome, ServiceContext
+from .pages import paginate
 from .sp_notice import sp_notice
 from .subscriptions import yuan
 
@@ -146,13 +147,16 @@ async def send_reminders(ctx: ServiceContext, now: float) -> Outcome:
     operator = ctx.settings.operator
     for msisdn, subscriptions in by_subscriber.items():
         language = await ctx.language_of(msisdn)
-        items = []
+        pieces = [ctx.text("billing.reminder_head", language)]
         for serial, subscription in enumerate(subscriptions, 1):
             entry = ctx.catalogue.get(subscription.service_id)
             assert entry is not None
-            items.append(ctx.text("billing.reminder_item", language, serial=serial, sp_name=entry.sp_name_in(language),
-                                  service=entry.name_in(language), fee=yuan(entry.fee)))  # fmt: skip
-        outcome.reply(msisdn, ctx.text("billing.reminder", language, items="".join(items), operator=operator), operator)
+            pieces.append(ctx.text("billing.reminder_item", language, serial=serial, sp_name=entry.sp_name_in(language),
+                                   service=entry.name_in(language), fee=yuan(entry.fee)))  # fmt: skip
+        pieces.append(ctx.text("billing.reminder_foot", language, operator=operator))
+        # As the seed shows it: separate SMS cut between items, each marked "(1/2)", "(2/2)".
+        for page in paginate(pieces, lambda i, n: ctx.text("billing.page", language, page=i, pages=n)):
+            outcome.reply(msisdn, page, operator)
     return outcome.put(JobRun("reminders", period, now))
 
 

@@ -44,7 +44,7 @@ def test_trial_months_at_the_boundaries(make_gateway, handset, clock):
         assert subscription.trial_until == free_until, msisdn
 
 
-def test_reminder_on_the_21st_is_one_multipart_text_sent_once(make_gateway, handset, clock):
+def test_reminder_on_the_21st_is_sent_once_as_marked_pages(make_gateway, handset, clock):
     gw = make_gateway(clock=clock)
     phone = handset(A, gw=gw, address_range=A)
     subscribe(phone, "TT")
@@ -56,10 +56,10 @@ def test_reminder_on_the_21st_is_one_multipart_text_sent_once(make_gateway, hand
     clock.set(at(2026, 11, 21, 9))
     gw.call(gw.gateway.services.run_due_jobs())
     gw.call(gw.gateway.services.send_reminders())  # on demand as well: still once this month
-    [reminder] = replies(phone)  # two parts, reassembled
-    assert reminder.startswith("中国移动温馨提示:您已定制以下梦网业务:")
-    assert reminder.endswith("本月内退订下月不再收费,退订请发送0000到10086。")
-    assert REMINDER_ITEM.findall(reminder) == [("1", "新浪", "头条新闻", "30"), ("2", "腾讯公司", "精品图铃", "10")]
+    first, second = replies(phone, 2)  # two SMS, each marked, as in the seed
+    assert first.startswith("(1/2)中国移动温馨提示:您已定制以下梦网业务:")
+    assert second.startswith("(2/2)") and second.endswith("本月内退订下月不再收费,退订请发送0000到10086。")
+    assert REMINDER_ITEM.findall(first + second) == [("1", "新浪", "头条新闻", "30"), ("2", "腾讯公司", "精品图铃", "10")]
     phone.expect_none(1.0, lambda p: p.source_addr == OPERATOR.encode())
     [run] = gw.call(gw.gateway.store.find(JobRun, job="reminders"))
     assert run.period == "2026-11"

@@ -45,6 +45,15 @@ async def job(bench: ServiceBench, run, when: float) -> Outcome:
     return await bench.commit(await run(bench.ctx, when))
 
 
+def pages_to(outcome: Outcome) -> dict[str, list[str]]:
+    """Every text each subscriber is sent, in order (SP notices aside)."""
+    sent: dict[str, list[str]] = {}
+    for r in outcome.replies:
+        if not r.to_account:
+            sent.setdefault(r.to, []).append(r.text)
+    return sent
+
+
 def texts_to(outcome: Outcome) -> dict[str, str]:
     """What subscribers are told (SP notices aside); all of it from 10086."""
     to_subscribers = [r for r in outcome.replies if not r.to_account]
@@ -60,13 +69,19 @@ async def test_reminder_between_21st_and_25th_once_a_month(bench: ServiceBench) 
     await cancel(bench, await subscribe(bench, D, "TT", at(2026, 11, 3)))
 
     assert (await job(bench, billing.run_due_jobs, at(2026, 11, 20, 23, 59))).replies == []
-    sent = texts_to(await job(bench, billing.run_due_jobs, at(2026, 11, 21, 0, 0)))
+    sent = pages_to(await job(bench, billing.run_due_jobs, at(2026, 11, 21, 0, 0)))
+    # As the seed: separate SMS cut between items, each marked (i/N), each fitting one SMS (70 UCS2 characters).
     assert sent == {
-        A: "中国移动温馨提示:您已定制以下梦网业务:1.新浪提供的头条新闻短信业务,信息费30元/月;"
-        "2.腾讯公司提供的精品图铃短信业务,信息费10元/月;本月内退订下月不再收费,退订请发送0000到10086。",
-        B: "中国移动温馨提示:您已定制以下梦网业务:1.新浪提供的天气预报短信业务,信息费5元/月;"
-        "本月内退订下月不再收费,退订请发送0000到10086。",
+        A: [
+            "(1/2)中国移动温馨提示:您已定制以下梦网业务:1.新浪提供的头条新闻短信业务,信息费30元/月;",
+            "(2/2)2.腾讯公司提供的精品图铃短信业务,信息费10元/月;本月内退订下月不再收费,退订请发送0000到10086。",
+        ],
+        B: [
+            "(1/2)中国移动温馨提示:您已定制以下梦网业务:1.新浪提供的天气预报短信业务,信息费5元/月;",
+            "(2/2)本月内退订下月不再收费,退订请发送0000到10086。",
+        ],
     }
+    assert all(len(page) <= 70 for pages in sent.values() for page in pages)
     assert await bench.store.find(JobRun, job="reminders") == [JobRun("reminders", "2026-11", at(2026, 11, 21, 0, 0))]
     assert (await job(bench, billing.run_due_jobs, at(2026, 11, 22))).replies == []
     assert (await job(bench, billing.send_reminders, at(2026, 11, 25))).replies == []  # on demand: still once
