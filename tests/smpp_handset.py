@@ -454,3 +454,20 @@ def describe_status(pdu) -> str:
     if pdu is None:
         return "connection closed"
     return f"{pdu.command} status=0x{pdu.status:02x} ({consts.DESCRIPTIONS.get(pdu.status, '?')})"
+
+
+def texts_from(phone: Handset, source: str, count: int = 1, timeout: float = 5.0) -> list[str]:
+    """The next `count` whole texts `phone` gets from `source` (multi-part ones reassembled), in order of completion."""
+    deadline = time.monotonic() + timeout
+    whole: list[str] = []
+    parts: dict[int, list] = {}
+    while len(whole) < count:
+        pdu = phone.expect(max(deadline - time.monotonic(), 0.01), lambda p: p.source_addr == source.encode())
+        concat, _ = split_udh(pdu)
+        if concat is None:
+            whole.append(text(pdu))
+            continue
+        parts.setdefault(concat.reference, []).append(pdu)
+        if len(parts[concat.reference]) == concat.total:
+            whole.append(reassemble(parts.pop(concat.reference)))
+    return whole

@@ -10,7 +10,6 @@ would) and then checks what the handsets received and what the store holds.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess

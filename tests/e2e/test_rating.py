@@ -12,7 +12,7 @@ from gateway.store.records import Survey
 from gateway.templates import Templates
 from handlers import rating
 from tests.services_support import at
-from tests.smpp_handset import ESME_ROK, Handset, reassemble, split_udh, text
+from tests.smpp_handset import ESME_ROK, Handset, texts_from
 
 A = "8613800000001"
 B = "8613900000002"
@@ -31,12 +31,7 @@ def from_code(code: str):
 
 def receive(handset: Handset, code: str) -> str:
     """The next text from `code`, reassembled when it comes in parts."""
-    first = handset.expect(predicate=from_code(code))
-    concat, _ = split_udh(first)
-    if concat is None:
-        return text(first)
-    same = lambda pdu: from_code(code)(pdu) and split_udh(pdu)[0].reference == concat.reference  # noqa: E731
-    return reassemble([first, *handset.expect_many(concat.total - 1, predicate=same)])
+    return texts_from(handset, code)[0]
 
 
 @pytest.fixture

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 
 from gateway.clock import SimulatedClock
 from gateway.store.records import Block, SpamReport
 from tests.services_support import at
-from tests.smpp_handset import ESME_ROK, reassemble, split_udh, text
+from tests.smpp_handset import ESME_ROK, text, texts_from
 
 SPAM_CODE = "10086999"
 SMSGW_RSENDERBLOCKED = 0x400  # the source is blocked network-wide after spam reports
@@ -30,18 +29,7 @@ def phone(handset, number: str, gw=None):
 
 def replies(ph, count: int = 1, timeout: float = 5.0) -> list[str]:
     """The next `count` texts from 10086999, each reassembled from its parts."""
-    deadline, parts, done = time.monotonic() + timeout, {}, []
-    while len(done) < count:
-        pdu = ph.expect(max(deadline - time.monotonic(), 0.01), lambda p: p.source_addr == SPAM_CODE.encode())
-        info, _ = split_udh(pdu)
-        if info is None:
-            done.append(text(pdu))
-            continue
-        group = parts.setdefault(info.reference, [])
-        group.append(pdu)
-        if len(group) == info.total:
-            done.append(reassemble(parts.pop(info.reference)))
-    return done
+    return texts_from(ph, SPAM_CODE, count, timeout)
 
 
 def ask(ph, message: str) -> str:

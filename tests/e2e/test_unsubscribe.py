@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 
@@ -12,7 +11,7 @@ from gateway.store.records import Subscription
 from handlers.base import Outcome
 from handlers.sp_notice import parse_sp_notice
 from tests.services_support import at
-from tests.smpp_handset import ESME_ROK, reassemble, split_udh, text
+from tests.smpp_handset import ESME_ROK, text, texts_from
 
 A = "8613800000001"
 OPERATOR = "10086"
@@ -44,20 +43,7 @@ def statuses(controller, subs: list[Subscription]) -> list[str]:
 
 
 def replies(phone, count: int, source: str = OPERATOR, timeout: float = 5.0) -> list[str]:
-    """The next `count` whole texts from `source` (multi-part ones reassembled), in order of completion."""
-    deadline = time.monotonic() + timeout
-    whole: list[str] = []
-    parts: dict[int, list] = {}
-    while len(whole) < count:
-        pdu = phone.expect(max(deadline - time.monotonic(), 0.01), lambda p: p.source_addr == source.encode())
-        concat, _ = split_udh(pdu)
-        if concat is None:
-            whole.append(text(pdu))
-            continue
-        parts.setdefault(concat.reference, []).append(pdu)
-        if len(parts[concat.reference]) == concat.total:
-            whole.append(reassemble(parts.pop(concat.reference)))
-    return whole
+    return texts_from(phone, source, count, timeout)
 
 
 def ask(phone, message: str, count: int = 1) -> list[str]:

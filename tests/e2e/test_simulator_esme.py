@@ -1,0 +1,111 @@
+"""The simulator's SMPP client (simulator/esme.py) and dialogues (simulator/dialogues.py) against the real gateway."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway.app import GatewayController
+from simulator.dialogues import Plan, order_confirm, query_unsubscribe, rating, spam_report
+from simulator.esme import BindError, Esme, ShortMessage
+from simulator.handset import Handset, Switchboard
+
+A, B, C = "8613800000001", "8613800000002", "8613900000003"
+ECHO = "10086000"
+LONG = "长短信：" + "一二三四五六七八九十" * 12  # 124 UCS2 characters: two parts each way
+
+
+async def connect(gw: GatewayController, **options) -> tuple[Esme, asyncio.Queue[ShortMessage]]:
+    received: asyncio.Queue[ShortMessage] = asyncio.Queue()
+    esme = await Esme.connect("127.0.0.1", gw.smpp_port, on_message=received.put_nowait, **options)
+    return esme, received
+
+
+async def test_bind_submit_and_receive_the_echo(gateway) -> None:
+    esme, received = await connect(gateway)
+    resp = await esme.bind("trx", "handset", "handset", address_range=r"86138\d{8}")
+    assert resp.system_id == "smsgw" and esme.is_bound
+
+    resp = await esme.submit(A, ECHO, "hello 1")
+    assert resp.command_status == 0 and resp.message_id
+    echo = await asyncio.wait_for(received.get(), 5)
+    assert (echo.source, echo.destination, echo.text, echo.parts) == (ECHO, A, "hello 1", 1)
+
+    parts = await esme.submit_parts(A, ECHO, LONG)  # segmented (UDH, UCS2), reassembled by the gateway
+    assert len(parts) == 2 and all(p.command_status == 0 for p in parts)
+    echo = await asyncio.wait_for(received.get(), 5)
+    assert (echo.text, echo.parts, echo.data_coding) == (LONG, 2, 8)
+
+    assert (await esme.enquire_link()).command_status == 0
+    await esme.unbind()
+    assert esme.is_closed and esme.stats.submit_ok == 3 and esme.stats.deliver_sm == 3
+
+
+async def test_window_queues_requests_beyond_it_and_tx_rx_binds(gateway) -> None:
+    tx, _ = await connect(gateway, window=2)
+    rx, received = await connect(gateway)
+    await rx.bind("rx", "handset", "handset")
+    await tx.bind("tx", "handset", "handset")
+    responses = await asyncio.gather(*(tx.submit(A, ECHO, f"m{i}") for i in range(20)))
+    assert [r.command_status for r in responses] == [0] * 20
+    texts = {(await asyncio.wait_for(received.get(), 5)).text for _ in range(20)}
+    assert texts == {f"m{i}" for i in range(20)}
+    await tx.unbind()
+    await rx.unbind()
+
+
+async def test_refused_bind(gateway) -> None:
+    esme, _ = await connect(gateway)
+    with pytest.raises(BindError) as refused:
+        await esme.bind("trx", "handset", "wrong")
+    assert refused.value.status == 0x0E  # ESME_RINVPASWD
+    esme.close()
+
+
+async def test_one_dialogue_of_each_kind(make_gateway) -> None:
+    gw = make_gateway(services={"survey_sample_rate": 1.0})
+    plan = Plan.from_config(gw.gateway.config)
+    board = Switchboard()
+    esme = await Esme.connect("127.0.0.1", gw.smpp_port, on_message=board)
+    await esme.bind("trx", "handset", "handset", address_range=r"8613[89]\d{8}")
+    # A orders and unsubscribes: it ignores the surveys those 10086 dialogues are sampled for.
+    a = board.add(Handset(A, esme, ignore=[plan.rating]))
+    b, c = board.add(Handset(B, esme)), board.add(Handset(C, esme))
+
+    results = [
+        await order_confirm(a, plan, "TT"),
+        await query_unsubscribe(a, plan),
+        await query_unsubscribe(a, plan),
+        await spam_report(b, plan, "8613012345678", "【中奖通知】恭喜您获得iPhone一部，请点击 http://x.cn 领取"),
+        await rating(c, plan),
+    ]
+    for r in results:
+        assert r.ok, f"{r.kind} failed at {r.step}: {r.error}\n{r.transcript}"
+        assert not r.unexpected
+    assert [(r.kind, r.outcome, r.mo) for r in results] == [
+        ("order", "ordered", 2), ("query", "unsubscribed", 2), ("query", "none", 1), ("spam", "reported", 1), ("rating", "rated", 2),
+    ]  # fmt: skip
+    assert [name for name, _ in results[4].steps] == ["help->help", "help->survey", "1->thanks"]
+    assert all(0 < latency < 5 for r in results for _, latency in r.steps)
+    assert a.subscriptions == [] and results[3].data["report_id"]
+    await asyncio.sleep(0.2)
+    assert a.ignored[plan.rating] == 1  # one survey: a sampled survey never displaces an open one
+    assert not any(h.inbox for h in (a, b, c)) and not board.unrouted
+    await esme.unbind()
+
+
+async def test_a_wrong_reply_fails_the_dialogue_with_its_transcript(gateway) -> None:
+    plan = Plan.from_config(gateway.gateway.config)
+    board = Switchboard()
+    esme = await Esme.connect("127.0.0.1", gateway.smpp_port, on_message=board)
+    await esme.bind("trx", "handset", "handset")
+    a = board.add(Handset(A, esme))
+    a.subscriptions.append("sina-news")  # the subscriber believes it holds a service the gateway does not know of
+    result = await query_unsubscribe(a, plan, timeout=2)
+    assert (result.ok, result.step) == (False, "0000->listing") and "'no subscriptions', but" in result.error
+    assert [(d, peer) for _, d, peer, _ in result.transcript] == [(">", "10086"), ("<", "10086")]
+    # Survey sampling is off by default: the rating dialogue times out waiting for the survey.
+    result = await rating(board.add(Handset(C, esme)), plan, timeout=0.5)
+    assert (result.ok, result.step) == (False, "help->survey") and "within 0.5 s" in result.error
+    await esme.unbind()
