@@ -97,8 +97,15 @@ _PROCESSED = f"UPDATE messages SET status = '{MessageStatus.PROCESSED.value}', d
 _DELIVERED = f"UPDATE messages SET status = '{MessageStatus.DELIVERED.value}', done_at = ? WHERE id = ?"
 _RETRY = "UPDATE messages SET attempts = ?, next_attempt_at = ?, error = ? WHERE id = ?"
 _FINAL = "UPDATE messages SET status = ?, done_at = ?, error = ? WHERE id = ?"
-# Before a key is reused, take it off the row that held it if that row has left
-# the dedup window, so the UNIQUE index only rejects a key still in the window.
+# The UNIQUE index on dedup_key must only refuse a key still inside the dedup
+# window, so a row that left the window gives its key up before the key can be
+# reused. Once per batch (that inserts keys) for every such row, through the
+# partial index on accepted_at: a range scan over the rows that left the window
+# since the previous batch, instead of an index lookup per inserted row.
+_RELEASE_EXPIRED_KEYS = "UPDATE messages SET dedup_key = NULL WHERE dedup_key IS NOT NULL AND accepted_at <= ?"
+# A key whose previous holder is still uncommitted (it can only have left the
+# window that quickly with a tiny window or a clock that jumped): the batch-wide
+# release may run before that holder's INSERT, so release it row by row, in issue order.
 _RELEASE_KEY = "UPDATE messages SET dedup_key = NULL WHERE dedup_key = ? AND accepted_at <= ?"
 
 # One row of one statement: (sql, parameters, tokens). The tokens name the
@@ -114,17 +121,9 @@ class _Op:
     steps: list[_Step]
     future: asyncio.Future
     result: Any = None
-    committed: bool = False
     # Lists created on first use: most ops have neither, and accept() is the hot path.
     dedup_keys: list[str] | None = None  # keys this op made "recent"
     followers: list[tuple[asyncio.Future, Any]] | None = None  # duplicates awaiting our commit
-
-
-@dataclass(slots=True)
-class _Recent:
-    message_id: str
-    accepted_at: float
-    op: _Op | None  # None: committed before open()
 
 
 def _plan(batch: Iterable[_Op]) -> list[tuple[str, list[tuple]]]:
@@ -173,7 +172,6 @@ def _resolve(fut: asyncio.Future, value: Any) -> None:
 def _settle(batch: list[_Op]) -> None:
     """Resolve a committed batch's futures, and those of duplicates waiting on it."""
     for op in batch:
-        op.committed = True  # from now on a duplicate of it resolves at once
         _resolve(op.future, op.result)
         for fut, result in op.followers or ():
             _resolve(fut, result)
@@ -212,8 +210,15 @@ class SqliteStore:
         self._queue: asyncio.Queue[_Op | None] = asyncio.Queue()
         self._writer_task: asyncio.Task[None] | None = None
         self._closed = False
-        # dedup_key -> message that holds it, oldest first (pruned from the front).
-        self._recent: OrderedDict[str, _Recent] = OrderedDict()
+        # dedup_key -> (id of the message that holds it, accepted_at), oldest
+        # first (pruned from the front). Only these two values are kept for the
+        # whole window: at thousands of messages a second anything more (the
+        # op with its rows and future) is most of the process's memory and
+        # the garbage collector's work.
+        self._recent: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        # dedup_key -> the op that wrote it, until that op is committed: a
+        # duplicate arriving meanwhile must wait for the commit.
+        self._uncommitted: dict[str, _Op] = {}
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -275,7 +280,7 @@ class SqliteStore:
             (self._clock() - self._dedup_window,),
         )
         for key, message_id, accepted_at in rows:
-            self._recent[key] = _Recent(message_id, accepted_at, None)
+            self._recent[key] = (message_id, accepted_at)
 
     # --- writes -------------------------------------------------------------
 
@@ -354,12 +359,14 @@ class SqliteStore:
         if key is None:
             op.steps.append((_INSERT, _row(message, now), (message.id,)))
             return
-        op.steps.append((_RELEASE_KEY, (key, now - self._dedup_window), (key,)))
+        if key in self._uncommitted:
+            op.steps.append((_RELEASE_KEY, (key, now - self._dedup_window), (key,)))
         op.steps.append((_INSERT, _row(message, now), (message.id, key)))
         # Any stored row's key counts, so accept() dedups against replies and
         # receipts as it would after a restart (open() loads them all).
-        self._recent[key] = _Recent(message.id, now, op)
+        self._recent[key] = (message.id, now)
         self._recent.move_to_end(key)
+        self._uncommitted[key] = op
         if op.dedup_keys is None:
             op.dedup_keys = []
         op.dedup_keys.append(key)
@@ -375,19 +382,23 @@ class SqliteStore:
         cutoff = now - self._dedup_window
         self._prune(cutoff)
         recent = self._recent.get(key)
-        if recent is None or recent.accepted_at <= cutoff:
+        if recent is None:
+            return None
+        message_id, accepted_at = recent
+        if accepted_at <= cutoff:
             return None
         assert self._loop is not None
         fut: asyncio.Future[tuple[str, bool]] = self._loop.create_future()
-        result = (recent.message_id, True)
-        if recent.op is None or recent.op.committed:
+        result = (message_id, True)
+        original = self._uncommitted.get(key)
+        if original is None:
             fut.set_result(result)
         else:
             # The original is still queued or in flight: acknowledging the copy
             # now could ack a message that is then lost.
-            if recent.op.followers is None:
-                recent.op.followers = []
-            recent.op.followers.append((fut, result))
+            if original.followers is None:
+                original.followers = []
+            original.followers.append((fut, result))
         return fut
 
     def _prune(self, cutoff: float) -> None:
@@ -396,17 +407,25 @@ class SqliteStore:
         # check in _duplicate_of still compares their age.)
         recent = self._recent
         while recent:
-            key, entry = next(iter(recent.items()))
-            if entry.accepted_at > cutoff:
+            key, (_message_id, accepted_at) = next(iter(recent.items()))
+            if accepted_at > cutoff:
                 return
             del recent[key]
 
     def _forget_keys(self, op: _Op) -> None:
         """The op was not written: its keys must not dedup later messages."""
         for key in op.dedup_keys or ():
-            entry = self._recent.get(key)
-            if entry is not None and entry.op is op:
-                del self._recent[key]
+            if self._uncommitted.get(key) is op:
+                del self._uncommitted[key]
+                self._recent.pop(key, None)
+
+    def _committed_keys(self, batch: list[_Op]) -> None:
+        """The batch is committed: its keys' messages now dedup at once, and the ops can be freed."""
+        uncommitted = self._uncommitted
+        for op in batch:
+            for key in op.dedup_keys or ():
+                if uncommitted.get(key) is op:
+                    del uncommitted[key]
 
     # --- the writer task ----------------------------------------------------
 
@@ -459,12 +478,15 @@ class SqliteStore:
                 for op in batch:
                     await self._write_batch([op])
         else:
+            self._committed_keys(batch)
             _settle(batch)
 
     async def _commit(self, batch: list[_Op]) -> None:
         conn = self._writer
         assert conn is not None
         runs = _plan(batch)
+        if any(op.dedup_keys for op in batch):
+            runs.insert(0, (_RELEASE_EXPIRED_KEYS, [(self._clock() - self._dedup_window,)]))
         # No explicit BEGIN: the writer connection is in sqlite3's implicit
         # transaction mode (isolation_level="IMMEDIATE"), so the first
         # executemany opens the transaction in the same thread hop.

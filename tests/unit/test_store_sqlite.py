@@ -162,6 +162,40 @@ async def test_dedup_keys_are_reloaded_at_open(db: Path, clock: FakeClock) -> No
         await s.close()
 
 
+async def test_key_reused_while_its_first_holder_is_uncommitted(db: Path, clock: FakeClock) -> None:
+    # With no window every accept is new, even with the key's first holder
+    # still queued in the same batch: that holder must give the key up first.
+    s = SqliteStore(str(db), dedup_window=0.0, clock=clock)
+    await s.open()
+    try:
+        first, second = s.accept(mo("a", dedup_key="k1")), s.accept(mo("b", dedup_key="k1"))
+        assert await asyncio.gather(first, second) == [("a", False), ("b", False)]
+        assert s.stats.batches == 1
+        assert (await s.get("a")).dedup_key is None
+        assert (await s.get("b")).dedup_key == "k1"
+    finally:
+        await s.close()
+
+
+async def test_expired_keys_are_released_once_per_batch(store: SqliteStore, db: Path, clock: FakeClock) -> None:
+    await asyncio.gather(*[store.accept(mo(f"m{i}", dedup_key=f"k{i}")) for i in range(50)])
+    clock.now += WINDOW
+    executes = store.stats.executes
+    # All 50 keys left the window: one statement releases them, one inserts the reuses, one commits.
+    await asyncio.gather(*[store.accept(mo(f"n{i}", dedup_key=f"k{i}")) for i in range(50)])
+    assert store.stats.executes - executes == 3
+    with sqlite3.connect(db) as conn:
+        holders = dict(conn.execute("SELECT dedup_key, id FROM messages WHERE dedup_key IS NOT NULL"))
+    assert holders == {f"k{i}": f"n{i}" for i in range(50)}
+
+
+async def test_only_id_and_time_are_kept_per_key_once_committed(store: SqliteStore, clock: FakeClock) -> None:
+    # The dedup map lives for the whole window: it must not hold the write (rows, future) that made it.
+    await store.accept(mo("a", dedup_key="k1"))
+    assert store._recent["k1"] == ("a", clock.now)
+    assert not store._uncommitted
+
+
 async def test_unique_index_guards_dedup_key(store: SqliteStore) -> None:
     await store.accept(mo("a", dedup_key="k1"))
     store._recent.clear()  # simulate a lost in-memory entry: the index must still refuse
