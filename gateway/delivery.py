@@ -9,6 +9,7 @@ queued or in flight on a bind, or waiting for its next attempt.
 from __future__ import annotations
 
 import asyncio
+import heapq
 from collections import Counter
 
 from .clock import Clock
@@ -38,6 +39,12 @@ class Delivery:
         self.ids = ids
         self.backoff = settings.retry_backoff
         self.parked: dict[str, list[Message]] = {}
+        # When each parked key's earliest message expires, and a heap of those
+        # times, so a sweep looks only at keys that have something to expire
+        # (not at every parked destination). Heap entries whose time is no
+        # longer the key's `_due` are stale and skipped.
+        self._due: dict[str, float] = {}
+        self._expiry: list[tuple[float, str]] = []
         self.queued: Counter[str] = Counter()  # MTs not yet final, per destination
         self._retry_timers: dict[str, asyncio.TimerHandle] = {}
 
@@ -53,7 +60,7 @@ class Delivery:
             return
         receiver = self.router.route(message)
         if receiver is None:
-            self.parked.setdefault(_park_key(message), []).append(message)
+            self._park(message)
         else:
             receiver.offer(message)
 
@@ -62,6 +69,7 @@ class Delivery:
         account = receiver.account
         keys = [k for k in self.parked if k == "@" + account.system_id or account.receives_for(k)]
         for key in keys:
+            self._due.pop(key, None)
             for message in self.parked.pop(key):
                 self.dispatch(message)
 
@@ -104,17 +112,48 @@ class Delivery:
     def sweep(self) -> None:
         """Expire parked messages whose validity has run out."""
         now = self.clock.now()
-        for key in list(self.parked):
-            waiting = self.parked[key]
-            alive = [m for m in waiting if m.expires_at > now]
-            if len(alive) != len(waiting):
-                for message in waiting:
-                    if message.expires_at <= now:
-                        self._finish(message, MessageStatus.EXPIRED, MessageState.EXPIRED, 0)
-                if alive:
-                    self.parked[key] = alive
-                else:
-                    del self.parked[key]
+        expiry = self._expiry
+        while expiry and expiry[0][0] <= now:
+            due, key = heapq.heappop(expiry)
+            if self._due.get(key) == due:
+                del self._due[key]
+                self._expire_parked(key, now)
+        if len(expiry) > 2 * len(self._due) + 1000:
+            # Mostly stale entries (keys delivered since): rebuild rather than keep them until their time.
+            self._expiry = [(due, key) for key, due in self._due.items()]
+            heapq.heapify(self._expiry)
+
+    # ------------------------------------------------------------ parking
+    def _park(self, message: Message) -> None:
+        key = _park_key(message)
+        waiting = self.parked.get(key)
+        if waiting is None:
+            self.parked[key] = [message]
+        else:
+            waiting.append(message)
+        self._expire_at(key, message.expires_at)
+
+    def _expire_at(self, key: str, when: float) -> None:
+        """Make sure the sweep looks at `key` by `when`."""
+        due = self._due.get(key)
+        if due is None or when < due:
+            self._due[key] = when
+            heapq.heappush(self._expiry, (when, key))
+
+    def _expire_parked(self, key: str, now: float) -> None:
+        waiting = self.parked.get(key)
+        if not waiting:
+            return
+        alive = [m for m in waiting if m.expires_at > now]
+        if len(alive) != len(waiting):
+            for message in waiting:
+                if message.expires_at <= now:
+                    self._finish(message, MessageStatus.EXPIRED, MessageState.EXPIRED, 0)
+        if alive:
+            self.parked[key] = alive
+            self._expire_at(key, min(m.expires_at for m in alive))
+        else:
+            del self.parked[key]
 
     # ------------------------------------------------------------ helpers
     def _finish(self, message: Message, status: MessageStatus, state: MessageState, error: int) -> None:
