@@ -1,0 +1,324 @@
+"""The short-code dialogues (SPEC 3.1-3.4), driven by a simulated subscriber and checked step by step.
+
+Each dialogue is a coroutine taking a `Handset` and a `Plan` (the short
+codes, reply texts and SP catalogue of the server under test) and returning
+a `DialogueResult`: ok or not, its outcome, the MO -> reply latency of every
+step, the MOs it sent, and on failure the reason and the transcript. Replies
+are checked by their parts (`simulator.texts`): which reply text it is and
+what its placeholders hold (the listing's serials and services, the
+confirmation's reply code and fee, the report id and number, the survey's
+service), never by string equality.
+
+- `query_unsubscribe`: `0000` -> listing (or "no subscriptions") -> a serial -> unsubscribe confirmation
+- `order_confirm`: keyword (`TT`) to the SP's service code -> confirmation from 10086 -> `Y` -> success notice
+- `spam_report`: `<number>*<text>` to 10086999 -> ack with a report id
+- `rating`: `帮助` to 10086 -> help, then (with survey sampling on) a survey from 10086700 -> `1` -> thanks
+
+The handset's `subscriptions` is what the subscriber believes it holds: the
+listing is checked against it, and order / unsubscribe keep it up to date.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway.config import Config, load_config, messages_directory
+from gateway.smpp.constants import CommandStatus
+
+from .esme import EsmeError
+from .handset import Handset, NoReply
+from .texts import ReplyTexts
+
+__all__ = [
+    "DialogueFailed",
+    "DialogueResult",
+    "KINDS",
+    "Plan",
+    "Service",
+    "order_confirm",
+    "query_unsubscribe",
+    "rating",
+    "spam_report",
+]
+
+_REPORT_ID = re.compile(r"\S+")
+ORDERED = ("confirmation.ordered_this_month", "confirmation.ordered_next_month")
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """A catalogue service as its texts name it (in the plan's language)."""
+
+    id: str
+    keyword: str
+    service_code: str
+    sp_name: str
+    sp_company: str
+    name: str
+    fee: str  # as texts show it: "30", "0.5"
+    phone: str
+
+    def fields(self, operator: str) -> dict[str, str]:
+        """What each placeholder naming this service must hold."""
+        return {
+            "sp_name": self.sp_name, "sp_company": self.sp_company, "service": self.name, "fee": self.fee,
+            "phone": self.phone, "service_code": self.service_code, "keyword": self.keyword, "operator": operator,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the server under test is expected to do: its short codes, reply texts and SP catalogue."""
+
+    texts: ReplyTexts
+    services: dict[str, Service]  # by service id
+    operator: str = "10086"
+    spam_report: str = "10086999"
+    rating: str = "10086700"
+    country_code: str = "86"
+    confirm_word: str = "Y"
+    help_word: str = "帮助"
+    confirmation_validity: str = "24小时"  # as the confirmation text shows it
+    survey_hours: str = "24"
+
+    @classmethod
+    def from_config(cls, config: Config | Path | str | None = None, language: str | None = None) -> Plan:
+        """The plan of a gateway run with this config (default: config/default.toml) and its reply texts."""
+        if not isinstance(config, Config):
+            config = load_config(config)
+        settings = config.services
+        language = language or settings.language
+        texts = ReplyTexts.load(messages_directory(config), language)
+        services = {
+            e.id: Service(e.id, e.keyword, e.service_code, e.sp_name_in(language), e.company_in(language),
+                          e.name_in(language), _yuan(e.fee), e.phone)  # fmt: skip
+            for e in config.catalogue
+        }
+        seconds = settings.confirmation_validity
+        if seconds >= 3600 and seconds % 3600 == 0:
+            validity = texts.render("confirmation.validity_hours", hours=int(seconds // 3600))
+        else:
+            validity = texts.render("confirmation.validity_minutes", minutes=max(1, round(seconds / 60)))
+        return cls(
+            texts=texts, services=services, operator=settings.operator, spam_report=settings.spam_report,
+            rating=settings.rating, country_code=config.gateway.country_code,
+            help_word="帮助" if language == "zh" else "HELP",
+            confirmation_validity=validity, survey_hours=f"{settings.survey_validity / 3600:g}",
+        )  # fmt: skip
+
+    def by_keyword(self, keyword: str, service_code: str | None = None) -> Service:
+        for service in self.services.values():
+            if service.keyword.upper() == keyword.upper() and service_code in (None, service.service_code):
+                return service
+        raise KeyError(f"no catalogue service with keyword {keyword!r}")
+
+    def national(self, msisdn: str) -> str:
+        """8613012345678 -> 13012345678, as subscribers write numbers and replies show them."""
+        return msisdn[len(self.country_code):] if msisdn.startswith(self.country_code) else msisdn
+
+
+@dataclass(slots=True)
+class DialogueResult:
+    kind: str
+    msisdn: str
+    ok: bool
+    outcome: str  # what happened: "unsubscribed", "none", "ordered", "reported", "rated"; "failed" when not ok
+    steps: list[tuple[str, float]] = field(default_factory=list)  # (step, seconds from the MO to its reply)
+    mo: int = 0  # MOs accepted by the server
+    started_at: float = 0.0  # time.monotonic()
+    ended_at: float = 0.0
+    error: str = ""
+    step: str = ""  # where it failed
+    transcript: list[tuple[float, str, str, str]] = field(default_factory=list)  # kept when it failed
+    unexpected: list[str] = field(default_factory=list)  # texts waiting before the dialogue began: nobody asked
+    data: dict[str, str] = field(default_factory=dict)  # e.g. report_id, reply_code
+
+
+class DialogueFailed(Exception):
+    def __init__(self, step: str, reason: str) -> None:
+        super().__init__(f"{step}: {reason}")
+        self.step = step
+        self.reason = reason
+
+
+class _Run:
+    """One dialogue in progress: sends, expects, checks, times every step."""
+
+    def __init__(self, kind: str, handset: Handset, plan: Plan, timeout: float) -> None:
+        self.handset = handset
+        self.plan = plan
+        self.timeout = timeout
+        self.sent_at = 0.0
+        self.step = "start"
+        self.result = DialogueResult(kind, handset.msisdn, False, "failed")
+
+    async def send(self, to: str, text: str, label: str = "") -> None:
+        """Text `to`; `label` names the step in failures (default: the text)."""
+        self.step = f"{label or text}->{to}"
+        try:
+            resp, at = await self.handset.send(to, text)
+        except EsmeError as exc:
+            raise DialogueFailed(self.step, f"MO not answered: {exc}") from None
+        if resp.command_status:
+            raise DialogueFailed(self.step, f"MO refused with {CommandStatus.name_of(resp.command_status)}")
+        self.result.mo += 1
+        self.sent_at = at
+
+    async def receive(self, step: str, source: str) -> str:
+        """The next text from `source`; its latency from the last MO is recorded as `step`."""
+        self.step = step
+        try:
+            message = await self.handset.expect(source, timeout=self.timeout)
+        except NoReply as exc:
+            raise DialogueFailed(step, str(exc)) from None
+        self.result.steps.append((step, message.received_at - self.sent_at))
+        return message.text
+
+    async def reply(self, step: str, source: str, *keys: str) -> tuple[str, dict[str, str]]:
+        """The next text from `source`: it must be one of the reply texts `keys`; its latency is recorded as `step`."""
+        text = await self.receive(step, source)
+        found = self.plan.texts.which(text, keys)
+        if found is None:
+            raise DialogueFailed(step, f"expected {' or '.join(keys)} from {source}, got {text!r}")
+        return found
+
+    def check(self, fields: dict[str, str], expected: dict[str, str]) -> None:
+        """Every placeholder the reply has that `expected` names must hold the expected value."""
+        wrong = {k: (v, expected[k]) for k, v in fields.items() if k in expected and v != expected[k]}
+        if wrong:
+            raise DialogueFailed(self.step, "; ".join(f"{k}={got!r}, expected {want!r}" for k, (got, want) in wrong.items()))
+
+    def fail(self, reason: str) -> None:
+        raise DialogueFailed(self.step, reason)
+
+
+async def _run(kind: str, handset: Handset, plan: Plan, timeout: float, body: Callable[[_Run], Awaitable[str]]) -> DialogueResult:
+    run = _Run(kind, handset, plan, timeout)
+    result = run.result
+    result.unexpected = [f"{m.source}: {m.text}" for m in handset.take_inbox()]
+    handset.transcript = []
+    result.started_at = time.monotonic()
+    try:
+        result.outcome = await body(run)
+        result.ok = True
+    except DialogueFailed as exc:
+        result.step, result.error = exc.step, exc.reason
+    except (EsmeError, OSError) as exc:  # the connection went
+        result.step, result.error = run.step, f"{type(exc).__name__}: {exc}"
+    result.ended_at = time.monotonic()
+    if not result.ok:
+        result.transcript = handset.transcript
+    return result
+
+
+# ------------------------------------------------------------------ dialogues
+async def query_unsubscribe(handset: Handset, plan: Plan, *, serial: int = 1, timeout: float = 5.0) -> DialogueResult:
+    """`0000` to the operator: the listing must show exactly the handset's subscriptions, numbered 1..n; reply
+    `serial` and expect that service's unsubscribe confirmation. Without subscriptions: "no subscriptions"."""
+
+    async def body(run: _Run) -> str:
+        await run.send(plan.operator, "0000")
+        if not handset.subscriptions:
+            await run.reply("0000->none", plan.operator, "unsubscribe.none")
+            return "none"
+        items = _listing(run, await run.receive("0000->listing", plan.operator))
+        held = sorted((plan.services[s].name, plan.services[s].fee, plan.services[s].service_code) for s in handset.subscriptions)
+        listed = sorted((i["service"], i["fee"], i["service_code"]) for i in items)
+        if listed != held:
+            run.fail(f"listing shows {listed}, the subscriber holds {held}")
+        chosen = items[serial - 1]
+        service = next(plan.services[s] for s in handset.subscriptions
+                       if (plan.services[s].name, plan.services[s].service_code) == (chosen["service"], chosen["service_code"]))  # fmt: skip
+        await run.send(plan.operator, str(serial))
+        _, done = await run.reply("serial->unsubscribed", plan.operator, "unsubscribe.done")
+        run.check(done, service.fields(plan.operator))
+        handset.subscriptions.remove(service.id)
+        run.result.data["service"] = service.id
+        return "unsubscribed"
+
+    return await _run("query", handset, plan, timeout, body)
+
+
+def _listing(run: _Run, text: str) -> list[dict[str, str]]:
+    """A 0000 listing: head line (count), one line per subscription (serial 1..n), foot line."""
+    texts = run.plan.texts
+    if texts.match("unsubscribe.none", text) is not None:
+        run.fail(f"'no subscriptions', but the subscriber holds {run.handset.subscriptions}")
+    lines = text.split("\n")
+    head = texts.match("unsubscribe.listing_head", lines[0])
+    foot = texts.match("unsubscribe.listing_foot", lines[-1]) if len(lines) > 2 else None
+    if head is None or foot is None:
+        run.fail(f"not a listing: {text!r}")
+    items = []
+    for n, line in enumerate(lines[1:-1], 1):
+        item = texts.match("unsubscribe.listing_item", line)
+        if item is None or item["serial"] != str(n):
+            run.fail(f"listing line {n} is {line!r}")
+        items.append(item)
+    if head["count"] != str(len(items)):  # type: ignore[index]
+        run.fail(f"listing says {head['count']} subscriptions and lists {len(items)}")  # type: ignore[index]
+    return items
+
+
+async def order_confirm(handset: Handset, plan: Plan, keyword: str = "TT", *, timeout: float = 5.0) -> DialogueResult:
+    """Order by keyword: the confirmation from the operator names the service, fee, phone, reply code Y1 and
+    validity; confirming with `Y` brings the success notice. The handset must not hold the service yet."""
+    service = plan.by_keyword(keyword)
+
+    async def body(run: _Run) -> str:
+        if service.id in handset.subscriptions:
+            run.fail(f"the subscriber already holds {service.id}")
+        await run.send(service.service_code, keyword)
+        _, request = await run.reply(f"{keyword}->confirmation", plan.operator, "confirmation.request")
+        run.check(request, {**service.fields(plan.operator), "reply_code": "Y1", "validity": plan.confirmation_validity})
+        run.result.data["reply_code"] = request["reply_code"]
+        await run.send(plan.operator, plan.confirm_word)
+        _, notice = await run.reply(f"{plan.confirm_word}->ordered", plan.operator, *ORDERED)
+        run.check(notice, service.fields(plan.operator))
+        handset.subscriptions.append(service.id)
+        return "ordered"
+
+    return await _run("order", handset, plan, timeout, body)
+
+
+async def spam_report(handset: Handset, plan: Plan, reported: str, spam_text: str, *, timeout: float = 5.0) -> DialogueResult:
+    """`<number>*<text>` to the spam code: the ack must carry a report id and the reported number."""
+    number = plan.national(reported)
+
+    async def body(run: _Run) -> str:
+        await run.send(plan.spam_report, f"{number}*{spam_text}", label="number*text")
+        _, ack = await run.reply("report->ack", plan.spam_report, "spam.ack")
+        run.check(ack, {"number": number})
+        if not _REPORT_ID.fullmatch(ack["report_id"]):
+            run.fail(f"report id {ack['report_id']!r}")
+        run.result.data["report_id"] = ack["report_id"]
+        return "reported"
+
+    return await _run("spam", handset, plan, timeout, body)
+
+
+async def rating(handset: Handset, plan: Plan, score: str = "1", *, timeout: float = 5.0) -> DialogueResult:
+    """`帮助` to the operator: the help text, then a survey from the rating code (the gateway must sample every
+    10086 dialogue, survey_sample_rate = 1, and the subscriber have no survey open); `score` (1-3) -> thanks."""
+
+    async def body(run: _Run) -> str:
+        await run.send(plan.operator, plan.help_word)
+        await run.reply("help->help", plan.operator, "common.help")
+        _, survey = await run.reply("help->survey", plan.rating, "rating.survey")
+        run.check(survey, {"service": plan.texts.render("rating.channel.sms", code=plan.operator), "hours": plan.survey_hours})
+        await run.send(plan.rating, score)
+        await run.reply(f"{score}->thanks", plan.rating, "rating.thanks")
+        return "rated"
+
+    return await _run("rating", handset, plan, timeout, body)
+
+
+KINDS = ("query", "order", "spam", "rating")
+
+
+def _yuan(fee: float) -> str:
+    return f"{fee:.2f}".rstrip("0").rstrip(".")

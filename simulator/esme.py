@@ -1,0 +1,445 @@
+"""An asyncio SMPP 3.4 client (ESME) around the sans-IO `Session`.
+
+The base of the handset simulator: one `Esme` is one TCP connection, bound as
+transceiver, transmitter or receiver. It
+
+* pipelines requests: up to `window` are outstanding, more wait in a queue
+  (FIFO) until responses free the window; each request is a future resolved
+  with its response PDU (a non-OK `command_status` is a result, not an error);
+* answers every deliver_sm / data_sm at once (ESME_ROK unless `answer` says
+  otherwise), reassembles concatenated texts (UDH 8/16-bit, sar_* TLVs,
+  message_payload) and hands each whole text to `on_message`;
+* answers the server's enquire_link (the Session does) and sends its own after
+  `enquire_link_interval` of silence; fails requests unanswered after
+  `response_timeout` with `ResponseTimeout`;
+* writes at most once per event-loop iteration (requests queued in the same
+  iteration share one write).
+
+    esme = await Esme.connect("127.0.0.1", 2775, on_message=print)
+    await esme.bind("trx", "handset", "handset", address_range=r"86138\\d{8}")
+    resp = await esme.submit("8613800000001", "10086000", "你好")
+    assert resp.command_status == 0
+    await esme.unbind()
+
+Use uvloop for speed (`run()` below picks it when installed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from gateway.smpp.constants import CommandId, CommandStatus, EsmClass
+from gateway.smpp.pdu import (
+    BindReceiver,
+    BindTransceiver,
+    BindTransmitter,
+    EnquireLink,
+    Pdu,
+    SubmitSm,
+    Unbind,
+    response_to,
+)
+from gateway.smpp.segment import ConcatScheme, Reassembler, concat_info, segment_text
+from gateway.smpp.session import LocalProtocolError, Received, Rejected, Session, Side, State
+from gateway.smpp.text import decode
+
+__all__ = [
+    "BindError",
+    "ConnectionClosed",
+    "Esme",
+    "EsmeError",
+    "EsmeStats",
+    "ResponseTimeout",
+    "ShortMessage",
+    "run",
+]
+
+C = CommandId
+BIND_CLASSES: dict[str, type[Pdu]] = {"trx": BindTransceiver, "tx": BindTransmitter, "rx": BindReceiver}
+_UNWINDOWED = frozenset({C.UNBIND, C.ENQUIRE_LINK})  # the Session lets these past a full window
+_INBOUND_MESSAGES = frozenset({C.DELIVER_SM, C.DATA_SM})
+T = TypeVar("T")
+
+
+class EsmeError(Exception):
+    """Base of this module's errors."""
+
+
+class BindError(EsmeError):
+    def __init__(self, status: int, mode: str, system_id: str) -> None:
+        super().__init__(f"bind {mode} as {system_id!r} refused: {CommandStatus.name_of(status)}")
+        self.status = status
+
+
+class ConnectionClosed(EsmeError):
+    """The connection ended before the request was answered."""
+
+
+class ResponseTimeout(EsmeError):
+    """No response within response_timeout."""
+
+
+@dataclass(slots=True)
+class ShortMessage:
+    """A whole text received (deliver_sm or data_sm, its parts put back together)."""
+
+    source: str
+    destination: str
+    text: str
+    data_coding: int
+    esm_class: int  # of the last part, UDHI bit included
+    parts: int
+    received_at: float  # time.monotonic() when the last part arrived
+    pdus: tuple[Pdu, ...] = ()
+
+    @property
+    def is_receipt(self) -> bool:
+        return self.esm_class & EsmClass.MESSAGE_TYPE_MASK == EsmClass.DELIVERY_RECEIPT
+
+
+@dataclass(slots=True)
+class EsmeStats:
+    requests: int = 0  # requests sent (binds, submits, enquire_links, unbind)
+    submitted: int = 0  # submit_sm sent
+    submit_ok: int = 0  # submit_sm_resp with ESME_ROK
+    submit_failed: dict[str, int] = field(default_factory=dict)  # other statuses (generic_nack too), by name
+    deliver_sm: int = 0  # deliver_sm / data_sm received (and answered)
+    messages: int = 0  # whole texts handed to on_message
+    rejected: int = 0  # PDUs the Session refused by itself (wrong state, malformed)
+    timeouts: int = 0
+    writes: int = 0
+
+
+class Esme(asyncio.Protocol):
+    """One SMPP client connection. Create with `await Esme.connect(...)`."""
+
+    def __init__(
+        self,
+        *,
+        on_message: Callable[[ShortMessage], None] | None = None,
+        answer: Callable[[Pdu], int] | None = None,
+        window: int = 100,
+        response_timeout: float = 10.0,
+        enquire_link_interval: float = 30.0,
+        reassembly_timeout: float = 60.0,
+        keep_pdus: bool = False,
+    ) -> None:
+        """on_message: called with every whole text received (receipts too; see ShortMessage.is_receipt).
+        answer: the command_status to answer each deliver_sm / data_sm with (default ESME_ROK).
+        keep_pdus: keep the PDUs of each text in ShortMessage.pdus (for transcripts and tests).
+        """
+        self.on_message = on_message
+        self.answer = answer
+        self.keep_pdus = keep_pdus
+        self.session = Session(
+            Side.ESME, window=window, response_timeout=response_timeout, enquire_link_interval=enquire_link_interval
+        )
+        self.stats = EsmeStats()
+        self.reassembler = Reassembler(timeout=reassembly_timeout)
+        self._partial_pdus: dict[tuple[str, str, int], list[Pdu]] = {}
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._futures: dict[int, asyncio.Future[Pdu]] = {}
+        self._queue: deque[tuple[Pdu, asyncio.Future[Pdu]]] = deque()
+        self._flush_scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._reference = 0
+        self.closed: asyncio.Future[None] = self._loop.create_future()
+        self.close_reason = ""
+
+    # ------------------------------------------------------------ connecting
+    @classmethod
+    async def connect(
+        cls, host: str, port: int, *, ssl: Any = None, timeout: float = 10.0, **options: Any
+    ) -> Esme:
+        """Open the TCP connection (not bound yet); options go to __init__."""
+        loop = asyncio.get_running_loop()
+        _, esme = await asyncio.wait_for(loop.create_connection(lambda: cls(**options), host, port, ssl=ssl), timeout)
+        return esme
+
+    async def bind(
+        self,
+        mode: str = "trx",
+        system_id: str = "",
+        password: str = "",
+        *,
+        address_range: str = "",
+        system_type: str = "",
+        addr_ton: int = 0,
+        addr_npi: int = 0,
+        timeout: float = 10.0,
+    ) -> Pdu:
+        """bind_transceiver ("trx"), bind_transmitter ("tx") or bind_receiver ("rx"); raises BindError if refused."""
+        pdu = BIND_CLASSES[mode](
+            system_id=system_id, password=password, system_type=system_type,
+            addr_ton=addr_ton, addr_npi=addr_npi, address_range=address_range,
+        )  # fmt: skip
+        resp = await asyncio.wait_for(self.request(pdu), timeout)
+        if resp.command_status:
+            raise BindError(resp.command_status, mode, system_id)
+        return resp
+
+    @property
+    def is_bound(self) -> bool:
+        return self.session.is_bound and self._transport is not None
+
+    @property
+    def is_closed(self) -> bool:
+        return self.closed.done()
+
+    # -------------------------------------------------------------- requests
+    def request(self, pdu: Pdu) -> asyncio.Future[Pdu]:
+        """Send any request; the future resolves with its response (or fails: ConnectionClosed, ResponseTimeout,
+        LocalProtocolError when the protocol forbids the request in the current state).
+
+        Beyond the window the request waits in a queue; enquire_link and unbind never wait.
+        """
+        future: asyncio.Future[Pdu] = self._loop.create_future()
+        if self._transport is None:
+            future.set_exception(ConnectionClosed(self.close_reason or "not connected"))
+        elif (self._queue or not self.session.can_send_request) and pdu.command_id not in _UNWINDOWED:
+            self._queue.append((pdu, future))
+        else:
+            self._send(pdu, future)
+        return future
+
+    async def submit(
+        self,
+        source: str,
+        destination: str,
+        text: str | bytes,
+        *,
+        data_coding: int | None = None,
+        scheme: ConcatScheme = ConcatScheme.UDH8,
+        **fields: Any,
+    ) -> Pdu:
+        """submit_sm from `source` to `destination`; returns the submit_sm_resp (or generic_nack).
+
+        str text is encoded with `data_coding` (default: GSM 03.38 when it can carry the text, else
+        UCS2) and split into parts when it needs more than one SMS (concatenated per `scheme`). With
+        several parts all are pipelined and the first non-OK response is returned, else the last
+        one; `submit_parts` returns them all. bytes go as one short_message as given. Any other
+        submit_sm field can be passed (`registered_delivery=1`, `tlvs={...}`, ...).
+        """
+        responses = await self.submit_parts(source, destination, text, data_coding=data_coding, scheme=scheme, **fields)
+        return next((r for r in responses if r.command_status), responses[-1])
+
+    async def submit_parts(
+        self,
+        source: str,
+        destination: str,
+        text: str | bytes,
+        *,
+        data_coding: int | None = None,
+        scheme: ConcatScheme = ConcatScheme.UDH8,
+        **fields: Any,
+    ) -> list[Pdu]:
+        """Like `submit`, returning the response of every part in order."""
+        tlvs = dict(fields.pop("tlvs", {}))
+        esm_class = fields.pop("esm_class", 0)
+        if isinstance(text, bytes):
+            parts = [(text, esm_class, data_coding or 0, tlvs)]
+        else:
+            self._reference = (self._reference + 1) & 0xFFFF
+            parts = [
+                (p.short_message, esm_class | p.esm_class, p.data_coding, {**tlvs, **p.tlvs})
+                for p in segment_text(text, data_coding=data_coding, reference=self._reference, scheme=scheme)
+            ]
+        futures = [
+            self.request(SubmitSm(
+                source_addr=source, destination_addr=destination, short_message=body,
+                esm_class=esm, data_coding=coding, tlvs=part_tlvs, **fields,
+            ))  # fmt: skip
+            for body, esm, coding, part_tlvs in parts
+        ]
+        return list(await asyncio.gather(*futures))
+
+    async def enquire_link(self, timeout: float = 10.0) -> Pdu:
+        return await asyncio.wait_for(self.request(EnquireLink()), timeout)
+
+    async def unbind(self, timeout: float = 5.0) -> None:
+        """Unbind (if bound) and close the connection; never raises for a peer that is gone."""
+        if self.session.is_bound and self._transport is not None:
+            self.close_reason = self.close_reason or "unbound by this client"
+            try:
+                await asyncio.wait_for(self.request(Unbind()), timeout)
+            except (EsmeError, LocalProtocolError, asyncio.TimeoutError):
+                pass
+        self.close()
+        try:
+            await asyncio.wait_for(asyncio.shield(self.closed), timeout)
+        except asyncio.TimeoutError:
+            if self._transport is not None:
+                self._transport.abort()
+
+    def close(self) -> None:
+        """Close the connection (after writing what is queued) without unbinding."""
+        if self._transport is not None:
+            self._flush()
+            self._transport.close()
+
+    # ------------------------------------------------------------- protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._timer = self._loop.call_later(1.0, self._tick)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        self.session.close()
+        self.close_reason = self.close_reason or (f"connection lost: {exc}" if exc else "connection closed")
+        if self._timer is not None:
+            self._timer.cancel()
+        error = ConnectionClosed(self.close_reason)
+        for future in self._futures.values():
+            if not future.done():
+                future.set_exception(error)
+        for _, future in self._queue:
+            if not future.done():
+                future.set_exception(error)
+        self._futures.clear()
+        self._queue.clear()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        released = False
+        for event in self.session.receive_data(data):
+            if type(event) is Received:
+                if event.request is not None:
+                    self._on_response(event.pdu)
+                    released = True
+                else:
+                    self._on_request(event.pdu)
+            else:
+                self._on_rejected(event)
+        if released and self._queue:
+            self._release()
+        self._flush()
+        if self.session.state in (State.UNBOUND, State.CLOSED) and self._transport is not None:
+            self.close_reason = self.close_reason or f"session {self.session.state.value}"
+            self._transport.close()
+
+    def _on_response(self, pdu: Pdu) -> None:
+        command_id = pdu.command_id
+        if command_id == C.SUBMIT_SM_RESP or command_id == C.GENERIC_NACK:
+            if pdu.command_status:
+                name = CommandStatus.name_of(pdu.command_status)
+                if command_id == C.GENERIC_NACK:
+                    name = f"generic_nack:{name}"
+                failed = self.stats.submit_failed
+                failed[name] = failed.get(name, 0) + 1
+            elif command_id == C.SUBMIT_SM_RESP:
+                self.stats.submit_ok += 1
+        future = self._futures.pop(pdu.sequence_number, None)
+        if future is not None and not future.done():
+            future.set_result(pdu)
+
+    def _on_request(self, pdu: Pdu) -> None:
+        if pdu.command_id in _INBOUND_MESSAGES:
+            self.stats.deliver_sm += 1
+            status = self.answer(pdu) if self.answer is not None else 0
+            self.session.send(response_to(pdu, status))
+            if not status:
+                self._on_message_pdu(pdu)
+        # enquire_link and unbind were answered by the Session; outbind/alert_notification need nothing.
+
+    def _on_rejected(self, event: Rejected) -> None:
+        self.stats.rejected += 1
+
+    def _on_message_pdu(self, pdu: Pdu) -> None:
+        short_message: bytes = getattr(pdu, "short_message", b"")
+        concat, body = concat_info(pdu.esm_class, short_message, pdu.tlvs)  # type: ignore[attr-defined]
+        source, destination = pdu.source_addr, pdu.destination_addr  # type: ignore[attr-defined]
+        now = time.monotonic()
+        pdus: tuple[Pdu, ...] = (pdu,) if self.keep_pdus else ()
+        if concat is None or concat.total == 1:
+            parts = 1
+        else:
+            key = (source, destination)
+            if self.keep_pdus:
+                self._partial_pdus.setdefault((source, destination, concat.reference), []).append(pdu)
+            bodies = self.reassembler.add(key, concat, body, now)
+            if bodies is None:
+                return
+            body, parts = b"".join(bodies), concat.total
+            if self.keep_pdus:
+                pdus = tuple(self._partial_pdus.pop((source, destination, concat.reference), ()))
+        message = ShortMessage(source, destination, decode(body, pdu.data_coding), pdu.data_coding,  # type: ignore[attr-defined]
+                               pdu.esm_class, parts, now, pdus)  # type: ignore[attr-defined]  # fmt: skip
+        self.stats.messages += 1
+        if self.on_message is not None:
+            self.on_message(message)
+
+    # --------------------------------------------------------------- output
+    def _send(self, pdu: Pdu, future: asyncio.Future[Pdu]) -> None:
+        try:
+            self.session.send(pdu)
+        except LocalProtocolError as exc:
+            future.set_exception(exc)
+            return
+        self.stats.requests += 1
+        if pdu.command_id == C.SUBMIT_SM:
+            self.stats.submitted += 1
+        self._futures[pdu.sequence_number] = future
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _release(self) -> None:
+        """Move queued requests into the window as far as it has room."""
+        queue, session = self._queue, self.session
+        while queue and session.can_send_request:
+            pdu, future = queue.popleft()
+            if not future.done():  # the caller may have given up (cancelled) meanwhile
+                self._send(pdu, future)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        data = self.session.data_to_send()
+        if data and self._transport is not None:
+            self._transport.write(data)
+            self.stats.writes += 1
+
+    def _tick(self) -> None:
+        """About once a second: response timeouts, keep-alive, stale partial texts."""
+        session = self.session
+        now = time.monotonic()
+        for request in session.expired_requests(now):
+            self.stats.timeouts += 1
+            future = self._futures.pop(request.sequence_number, None)
+            if future is not None and not future.done():
+                future.set_exception(ResponseTimeout(f"no response to {request.name} #{request.sequence_number}"))
+            if request.command_id == C.ENQUIRE_LINK and self._transport is not None:
+                self.close_reason = "enquire_link unanswered"
+                self._transport.abort()
+                return
+        if self._queue:
+            self._release()
+        if session.enquire_link_due(now):
+            self.request(EnquireLink()).add_done_callback(_retrieve)
+        for key, reference, _bodies in self.reassembler.expire(now):
+            self._partial_pdus.pop((*key, reference), None)  # type: ignore[arg-type]
+        self._flush()
+        if self._transport is not None:
+            self._timer = self._loop.call_later(1.0, self._tick)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a fire-and-forget request's outcome as seen (no "exception never retrieved" noise)."""
+    if not future.cancelled():
+        future.exception()
+
+
+def run(main: Coroutine[Any, Any, T] | Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine on a fresh event loop: uvloop when installed, else asyncio's."""
+    coro = main() if callable(main) else main
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)  # type: ignore[arg-type]
+    return uvloop.run(coro)  # type: ignore[arg-type]

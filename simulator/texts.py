@@ -1,0 +1,72 @@
+"""Reading replies: which of the server's reply texts a message is, and what its placeholders were.
+
+Every template in `config/messages.<language>.toml` (e.g. `spam.ack` =
+"您的举报已受理，举报编号{report_id}，…{number}已不能再向您发送短信。…")
+becomes a pattern with one group per placeholder, so a reply is checked by
+its parts (the report id, the number, the fee) and not by string equality:
+
+    texts = ReplyTexts.load(Path("config"), "zh")
+    fields = texts.match("spam.ack", reply)      # {"report_id": "…", "number": "13012345678"} or None
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Iterable
+from pathlib import Path
+
+from gateway.templates import Templates
+
+_FORMATTER = string.Formatter()
+
+
+def pattern_of(template: str) -> re.Pattern[str]:
+    """A template as a regular expression: literal text as is, each {name} a (non-greedy) named group."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for literal, name, _spec, _conversion in _FORMATTER.parse(template):
+        out.append(re.escape(literal))
+        if name is None:
+            continue
+        if name in seen:
+            out.append(f"(?P={name})")
+        else:
+            seen.add(name)
+            out.append(f"(?P<{name}>.*?)")
+    return re.compile("".join(out), re.S)
+
+
+class ReplyTexts:
+    """The reply templates of one language, as patterns."""
+
+    def __init__(self, templates: dict[str, str]) -> None:
+        self.templates = templates
+        self._patterns: dict[str, re.Pattern[str]] = {}
+
+    @classmethod
+    def load(cls, directory: Path | str, language: str = "zh") -> ReplyTexts:
+        """The templates of `language` from messages.<language>.toml in `directory` (validated as the gateway does)."""
+        return cls(Templates.load(directory, language).texts[language])
+
+    def pattern(self, key: str) -> re.Pattern[str]:
+        found = self._patterns.get(key)
+        if found is None:
+            found = self._patterns[key] = pattern_of(self.templates[key])
+        return found
+
+    def match(self, key: str, text: str) -> dict[str, str] | None:
+        """The placeholder values if `text` is template `key` (the whole text), else None."""
+        m = self.pattern(key).fullmatch(text)
+        return m.groupdict() if m else None
+
+    def which(self, text: str, keys: Iterable[str]) -> tuple[str, dict[str, str]] | None:
+        """The first of `keys` whose template `text` is, with its values."""
+        for key in keys:
+            fields = self.match(key, text)
+            if fields is not None:
+                return key, fields
+        return None
+
+    def render(self, key: str, **values: object) -> str:
+        return self.templates[key].format(**values)
