@@ -3,12 +3,19 @@
 `decode_pdu` takes one whole PDU (header included) and raises `PduError`
 carrying the command_status the peer should get; `encode_pdu` returns the
 wire bytes. Framing (splitting a byte stream into PDUs) is `split_frames`.
+
+Each PDU class is read and written by a function generated from its FIELDS
+table at import (codegen.py says why and how); the table-driven
+`_decode_fields` / `_encode_fields` below define what those functions do, and
+still handle a response whose body stops early.
 """
 
 from __future__ import annotations
 
 from struct import Struct
+from typing import Callable
 
+from . import codegen
 from .constants import HEADER_LENGTH, CommandStatus
 from .pdu import (
     BODYLESS_ON_ERROR,
@@ -26,6 +33,7 @@ from .tlv import TlvError, decode_tlvs, encode_tlvs
 
 S = CommandStatus
 HEADER = Struct(">IIII")
+COMMAND_LENGTH = Struct(">I")
 # Big enough for a 64 KiB message_payload plus the mandatory fields.
 MAX_PDU_LENGTH = 70_000
 
@@ -61,21 +69,26 @@ def split_frames(buffer: bytearray) -> list[bytes]:
     frames: list[bytes] = []
     pos = 0
     size = len(buffer)
-    while size - pos >= HEADER_LENGTH:
-        length = int.from_bytes(buffer[pos : pos + 4], "big")
-        if length < HEADER_LENGTH or length > MAX_PDU_LENGTH:
-            sequence = int.from_bytes(buffer[pos + 12 : pos + 16], "big")
-            command_id = int.from_bytes(buffer[pos + 4 : pos + 8], "big")
-            del buffer[:pos]
-            error = FramingError(S.ESME_RINVCMDLEN, f"command_length {length} out of range", command_id, sequence)
-            error.frames = frames
-            raise error
-        if size - pos < length:
-            break
-        frames.append(bytes(buffer[pos : pos + length]))
-        pos += length
+    error: FramingError | None = None
+    # Frames are copied out through a memoryview: one copy each (a bytearray
+    # slice and then bytes() would be two). It must be released before the
+    # buffer is resized.
+    with memoryview(buffer) as view:
+        while size - pos >= HEADER_LENGTH:
+            (length,) = COMMAND_LENGTH.unpack_from(buffer, pos)
+            if length < HEADER_LENGTH or length > MAX_PDU_LENGTH:
+                _length, command_id, _status, sequence = HEADER.unpack_from(buffer, pos)
+                error = FramingError(S.ESME_RINVCMDLEN, f"command_length {length} out of range", command_id, sequence)
+                error.frames = frames
+                break
+            if size - pos < length:
+                break
+            frames.append(view[pos : pos + length].tobytes())
+            pos += length
     if pos:
         del buffer[:pos]
+    if error is not None:
+        raise error
     return frames
 
 
@@ -85,15 +98,17 @@ def decode_pdu(frame: bytes) -> Pdu:
     length, command_id, status, sequence = HEADER.unpack_from(frame)
     if length != len(frame):
         raise PduError(S.ESME_RINVCMDLEN, f"command_length {length} != {len(frame)}", command_id, sequence)
-    cls = PDU_CLASSES.get(command_id)
-    if cls is None:
+    decoder = _DECODERS.get(command_id)
+    if decoder is None:
         raise PduError(S.ESME_RINVCMDID, f"unknown command_id 0x{command_id:08X}", command_id, sequence)
     try:
-        values = _decode_fields(cls, frame, command_id, status)
+        pdu = decoder(frame, length, sequence, status)
+        if pdu is None:  # a response whose body stops early: the fields it has, defaults for the rest
+            cls = PDU_CLASSES[command_id]
+            pdu = cls(sequence_number=sequence, command_status=status, **_decode_fields(cls, frame, command_id, status))
     except PduError as exc:
         exc.command_id, exc.sequence_number = command_id, sequence
         raise
-    pdu = cls(sequence_number=sequence, command_status=status, **values)
     return pdu
 
 
@@ -127,20 +142,34 @@ def _decode_fields(cls: type[Pdu], body: bytes, command_id: int, status: int) ->
         elif kind == UNSUCC:
             values[name], pos = _decode_unsuccess(body, pos, end)
     if pos < end:
-        try:
-            values["tlvs"] = decode_tlvs(body, pos, end)
-        except TlvError as exc:
-            raise PduError(exc.status, str(exc)) from None
+        values["tlvs"] = _tlvs(body, pos, end)
     return values
 
 
 def _cstr(body: bytes, pos: int, size: int, err: int, name: str) -> tuple[str, int]:
     nul = body.find(b"\0", pos, pos + size)
     if nul < 0:
-        if len(body) - pos < size:
-            raise PduError(S.ESME_RINVCMDLEN, f"PDU ends inside {name}")
-        raise PduError(err, f"{name}: no terminating NUL within {size} octets")
+        raise _unterminated(body, pos, size, err, name)
     return body[pos:nul].decode("latin-1"), nul + 1
+
+
+def _unterminated(body: bytes, pos: int, size: int, err: int, name: str) -> PduError:
+    """The error for a C-string with no NUL within its size: cut short by the PDU's end, or too long."""
+    if len(body) - pos < size:
+        return PduError(S.ESME_RINVCMDLEN, f"PDU ends inside {name}")
+    return PduError(err, f"{name}: no terminating NUL within {size} octets")
+
+
+def _missing(names: tuple[str, ...], available: int) -> PduError:
+    """The error for a run of 1-octet fields of which only `available` are in the PDU."""
+    return PduError(S.ESME_RINVCMDLEN, f"PDU ends before {names[available]}")
+
+
+def _tlvs(body: bytes, pos: int, end: int) -> dict[int, int | str | bytes]:
+    try:
+        return decode_tlvs(body, pos, end)
+    except TlvError as exc:
+        raise PduError(exc.status, str(exc)) from None
 
 
 def _decode_dests(body: bytes, pos: int, end: int) -> tuple[list[MultiDest], int]:
@@ -195,7 +224,8 @@ def encode_pdu(pdu: Pdu) -> bytes:
     if pdu.command_status and pdu.command_id in BODYLESS_ON_ERROR and not pdu.message_id and not pdu.tlvs:
         body = b""
     else:
-        body = _encode_fields(pdu)
+        encoder = _ENCODERS.get(type(pdu))
+        body = encoder(pdu) if encoder is not None else _encode_fields(pdu)
         if pdu.tlvs:
             body += encode_tlvs(pdu.tlvs)
     return HEADER.pack(HEADER_LENGTH + len(body), pdu.command_id, pdu.command_status, pdu.sequence_number) + body
@@ -208,7 +238,7 @@ def _encode_fields(pdu: Pdu) -> bytes:
         if kind == CSTR:
             raw = value.encode("latin-1")
             if len(raw) >= size:
-                raise ValueError(f"{name} is {len(raw)} octets; SMPP allows {size - 1}")
+                raise _too_long(name, raw, size)
             out += raw
             out.append(0)
         elif kind == U8:
@@ -219,18 +249,66 @@ def _encode_fields(pdu: Pdu) -> bytes:
             out.append(len(value))
             out += value
         elif kind == DESTS:
-            out.append(len(value))
-            for dest in value:
-                out.append(dest.dest_flag)
-                if dest.dest_flag == 1:
-                    out += bytes((dest.dest_addr_ton, dest.dest_addr_npi))
-                    out += dest.destination_addr.encode("latin-1") + b"\0"
-                else:
-                    out += dest.dl_name.encode("latin-1") + b"\0"
+            out += _encode_dests(value)
         elif kind == UNSUCC:
-            out.append(len(value))
-            for sme in value:
-                out += bytes((sme.dest_addr_ton, sme.dest_addr_npi))
-                out += sme.destination_addr.encode("latin-1") + b"\0"
-                out += sme.error_status_code.to_bytes(4, "big")
+            out += _encode_unsuccess(value)
     return bytes(out)
+
+
+def _too_long(name: str, raw: bytes, size: int) -> ValueError:
+    return ValueError(f"{name} is {len(raw)} octets; SMPP allows {size - 1}")
+
+
+def _encode_dests(dests: list[MultiDest]) -> bytes:
+    out = bytearray()
+    out.append(len(dests))
+    for dest in dests:
+        out.append(dest.dest_flag)
+        if dest.dest_flag == 1:
+            out += bytes((dest.dest_addr_ton, dest.dest_addr_npi))
+            out += dest.destination_addr.encode("latin-1") + b"\0"
+        else:
+            out += dest.dl_name.encode("latin-1") + b"\0"
+    return bytes(out)
+
+
+def _encode_unsuccess(smes: list[UnsuccessSme]) -> bytes:
+    out = bytearray()
+    out.append(len(smes))
+    for sme in smes:
+        out += bytes((sme.dest_addr_ton, sme.dest_addr_npi))
+        out += sme.destination_addr.encode("latin-1") + b"\0"
+        out += sme.error_status_code.to_bytes(4, "big")
+    return bytes(out)
+
+
+# --------------------------------------------------------- generated code
+def _compile(source: str, name: str) -> Callable:
+    namespace = dict(_GENERATED_GLOBALS)
+    exec(compile(source, f"<smpp codec: {name}>", "exec"), namespace)
+    return namespace[name]
+
+
+_GENERATED_GLOBALS = {
+    "PduError": PduError,
+    "S": S,
+    "_new": object.__new__,
+    "_missing": _missing,
+    "_unterminated": _unterminated,
+    "_tlvs": _tlvs,
+    "_decode_dests": _decode_dests,
+    "_decode_unsuccess": _decode_unsuccess,
+    "_too_long": _too_long,
+    "_encode_dests": _encode_dests,
+    "_encode_unsuccess": _encode_unsuccess,
+    **{cls.__name__: cls for cls in PDU_CLASSES.values()},
+}
+# command_id -> decode_<name>(frame, length, sequence, status); PDU class -> encode_<name>(pdu) (the body).
+_DECODERS: dict[int, Callable] = {
+    command_id: _compile(codegen.decoder_source(cls), f"decode_{codegen.function_name(cls)}")
+    for command_id, cls in PDU_CLASSES.items()
+}
+_ENCODERS: dict[type, Callable] = {
+    cls: _compile(codegen.encoder_source(cls), f"encode_{codegen.function_name(cls)}")
+    for cls in PDU_CLASSES.values()
+}
