@@ -569,6 +569,8 @@ def _print_phase(phase: Phase) -> None:
           f" ({r['dialogues']} dialogues in {r['interval_s']} s; {cpu})")
     print(f"    MO->reply latency ms: p50 {lat['p50_ms']}  p90 {lat['p90_ms']}  p99 {lat['p99_ms']}  max {lat['max_ms']}"
           f"  ({lat['count']} replies)")
+    if r.get("other_load_pct", 0) > 25:
+        print(f"    note: other processes used ~{r['other_load_pct']:.0f}% of a core meanwhile; figures are disturbed")
     print(f"    by outcome: {r['by_outcome']}")
     for step, s in r["latency_by_step"].items():
         print(f"      {step:<34} n={s['count']:<7} p50 {s['p50_ms']:>8} p99 {s['p99_ms']:>8} ms")

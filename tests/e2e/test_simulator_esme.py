@@ -55,6 +55,17 @@ async def test_window_queues_requests_beyond_it_and_tx_rx_binds(gateway) -> None
     await rx.unbind()
 
 
+async def test_answers_the_gateways_enquire_link(make_gateway) -> None:
+    gw = make_gateway(gateway={"enquire_link_interval": 0.5, "response_timeout": 1})
+    esme, received = await connect(gw)
+    await esme.bind("trx", "handset", "handset")
+    await asyncio.sleep(3)  # several enquire_links: unanswered, the gateway would have closed the link after 1 s
+    assert esme.is_bound
+    assert (await esme.submit(A, ECHO, "still here")).command_status == 0
+    assert (await asyncio.wait_for(received.get(), 5)).text == "still here"
+    await esme.unbind()
+
+
 async def test_refused_bind(gateway) -> None:
     esme, _ = await connect(gateway)
     with pytest.raises(BindError) as refused:
