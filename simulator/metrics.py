@@ -23,6 +23,7 @@ from .dialogues import DialogueResult
 LOWEST_US, HIGHEST_US, DIGITS = 1, 120_000_000, 3  # 1 µs .. 120 s
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 MAX_FAILURES_KEPT = 200  # with transcripts; beyond that only counted
+OPEN_SECONDS = 3  # seconds behind the newest that may still receive results (a dialogue ends after its reply)
 
 
 def _histogram() -> HdrHistogram:
@@ -54,11 +55,28 @@ class Failure:
 
 @dataclass(slots=True)
 class _Second:
+    """One second of the timeline. Its histogram (~145 KiB) lives only while the second can still
+    receive results; then it is reduced to the two percentiles the timeline shows."""
+
     started: int = 0
     completed: int = 0
     failed: int = 0
     mo: int = 0
-    latency: HdrHistogram = field(default_factory=_histogram)
+    latency: HdrHistogram | None = field(default_factory=_histogram)
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+
+    def close(self) -> None:
+        if self.latency is not None:
+            if self.latency.get_total_count():
+                self.p50_ms = self.latency.get_value_at_percentile(50) / 1000
+                self.p99_ms = self.latency.get_value_at_percentile(99) / 1000
+            self.latency = None
+
+    def record(self, micros: int) -> None:
+        if self.latency is None:  # a result for a second already closed: too late for its percentiles
+            return
+        self.latency.record_value(micros)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +110,7 @@ class Recorder:
         self.mo_refused: Counter[str] = Counter()  # command_status name -> count (outside dialogues' own checks)
         self.unsolicited: Counter[str] = Counter()  # what arrived unasked: survey, reminder, notice, spam, other
         self.seconds: dict[int, _Second] = {}
+        self._first_open = 0  # seconds before this one are closed (percentiles kept, histogram dropped)
         self.ended: float | None = None
 
     # ------------------------------------------------------------ feeding
@@ -109,7 +128,7 @@ class Recorder:
             micros = max(LOWEST_US, min(HIGHEST_US, round(seconds * 1e6)))
             self.latency.record_value(micros)
             by_kind.record_value(micros)
-            second.latency.record_value(micros)
+            second.record(micros)
         self.mo += result.mo
         second.mo += result.mo
         self.outcomes[(result.kind, result.outcome)] += 1
@@ -145,7 +164,15 @@ class Recorder:
         second = self.seconds.get(index)
         if second is None:
             second = self.seconds[index] = _Second()
+            self._close_before(index - OPEN_SECONDS)
         return second
+
+    def _close_before(self, index: int) -> None:
+        while self._first_open < index:
+            old = self.seconds.get(self._first_open)
+            if old is not None:
+                old.close()
+            self._first_open += 1
 
     # ------------------------------------------------------------ reading
     @property
@@ -153,7 +180,7 @@ class Recorder:
         return (self.ended if self.ended is not None else time.monotonic()) - self.started
 
     def snapshot(self) -> Snapshot:
-        last = self.seconds.get(int(self.elapsed) - 1, _Second())
+        last = self.seconds.get(int(self.elapsed) - 1) or _Second(latency=None)
         return Snapshot(
             elapsed=self.elapsed, started=self.started_count, completed=self.completed, failed=self.failed,
             mo=self.mo, rate=float(last.completed + last.failed), mo_rate=float(last.mo),
@@ -180,14 +207,18 @@ class Recorder:
         for (kind, step), count in sorted(self.failures_by_step.items()):
             by_step.setdefault(kind, {})[step] = count
         last = max(self.seconds, default=-1)
+        if self.ended is not None:
+            self._close_before(last + 1)
         timeline = []
         for t in range(last + 1):
-            s = self.seconds.get(t, _Second())
-            counted = s.latency.get_total_count()
+            s = self.seconds.get(t) or _Second(latency=None)
+            p50, p99 = s.p50_ms, s.p99_ms
+            if s.latency is not None and s.latency.get_total_count():  # still open: read without closing
+                p50 = s.latency.get_value_at_percentile(50) / 1000
+                p99 = s.latency.get_value_at_percentile(99) / 1000
             timeline.append({
                 "t": t, "started": s.started, "completed": s.completed, "failed": s.failed, "mo": s.mo,
-                "p50_ms": s.latency.get_value_at_percentile(50) / 1000 if counted else None,
-                "p99_ms": s.latency.get_value_at_percentile(99) / 1000 if counted else None,
+                "p50_ms": p50, "p99_ms": p99,
             })  # fmt: skip
         return {
             "duration_s": round(duration, 3),

@@ -30,3 +30,15 @@ def test_summary_counts_percentiles_timeline_and_failures() -> None:
     assert failure["transcript"][1] == {"t": 1.4, "dir": "<", "peer": "10086700", "text": "wrong text"}
     assert [s["completed"] for s in summary["timeline"]] == [100, 0]
     assert [s["failed"] for s in summary["timeline"]] == [0, 1]
+
+
+def test_a_long_run_keeps_histograms_only_for_the_open_seconds() -> None:
+    recorder = Recorder(started=0.0)
+    for t in range(600):
+        recorder.record(result("query", True, [2.0, 8.0], at=t + 0.5))
+    open_histograms = sum(1 for s in recorder.seconds.values() if s.latency is not None)
+    assert open_histograms <= 4  # not one per second of the run (each is ~145 KiB)
+    recorder.finish(at=600.0)
+    timeline = recorder.summary()["timeline"]
+    assert len(timeline) == 600
+    assert all(s["completed"] == 1 and 1.99 <= s["p50_ms"] <= 2.01 and 7.99 <= s["p99_ms"] <= 8.01 for s in timeline)
