@@ -23,7 +23,14 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="address to listen on (default from the config: 0.0.0.0)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--log-json", action="store_true", default=None, help="JSON log lines even on a terminal")
+    from simulator import cli as simulator_cli
+
+    simulate = commands.add_parser("simulate", help="run the handset simulator fleet against an SMPP server",
+                                   description=simulator_cli.__doc__.split("\n\n")[0])  # fmt: skip
+    simulator_cli.add_arguments(simulate)
     args = parser.parse_args(argv)
+    if args.command == "simulate":
+        return simulator_cli.run_args(args)
     configure_logging(args.log_level, args.log_json)
     if args.command == "serve":
         try:

@@ -7,6 +7,7 @@ from .customer_service import CustomerService
 from .echo import EchoHandler
 from .order import OrderHandler
 from .rating import RatingHandler
+from .silent import SilentHandler
 from .spam_report import SpamReportHandler
 
 HANDLERS: dict[str, type] = {
@@ -15,6 +16,7 @@ HANDLERS: dict[str, type] = {
     "order": OrderHandler,
     "spam_report": SpamReportHandler,
     "rating": RatingHandler,
+    "silent": SilentHandler,  # never answers (tests of a server that drops replies)
 }
 
 

@@ -38,10 +38,13 @@ __all__ = [
     "DialogueResult",
     "KINDS",
     "Plan",
+    "Run",
     "Service",
     "order_confirm",
+    "parse_listing",
     "query_unsubscribe",
     "rating",
+    "run_dialogue",
     "spam_report",
 ]
 
@@ -322,3 +325,9 @@ KINDS = ("query", "order", "spam", "rating")
 
 def _yuan(fee: float) -> str:
     return f"{fee:.2f}".rstrip("0").rstrip(".")
+
+
+# The runner and the listing parser, for dialogues written elsewhere (simulator/behaviours.py: the fleet's).
+Run = _Run
+run_dialogue = _run
+parse_listing = _listing

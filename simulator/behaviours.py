@@ -1,0 +1,603 @@
+"""The fleet's subscribers and what they do: checked dialogues, and reactions to what arrives unasked.
+
+A `Phone` is one fleet subscriber: a `Handset` (simulator/handset.py) that
+is also a small state machine. Its `state` is idle, busy (one dialogue at a
+time) or retired (a dialogue of it failed, so what the server holds for it is
+unknown); while busy, `expecting` says what the current dialogue waits for:
+the numbers it talks to (and, for session-based dialogues, a predicate on
+each message). Every text that arrives is
+
+1. a notice by its content (a "report handled" text, a reminder, a refund)
+   -> recorded, whatever the phone is doing;
+2. for the current dialogue (from a number it talks to, or matching its
+   predicate) -> the dialogue's inbox, where `expect()` finds it;
+3. anything else -> arrived unasked: the fleet records it and reacts as the
+   scenario says (a survey is answered or not, spam is reported or not);
+   a reaction is a checked dialogue queued on the phone, run when it is idle.
+
+The phone also holds the facts its dialogues are checked against: the
+services it holds (`subscriptions`), the confirmations it left unanswered
+(`pending_orders`, with their reply codes), its spam reports today, the
+numbers it reported.
+
+A session-based dialogue (USSD, a later issue) fits the same way: it sets
+`expecting` to its session (`Expectation(sources={"*10086#"}, match=<its
+session id / ussd_service_op>)`), sends with the USSD fields, and takes the
+screens from `expect()`; a push from the network that opens a session
+arrives unasked and becomes a reaction.
+
+Behaviours (each returns a `DialogueResult`; outcomes in brackets):
+
+- `query`: 0000 -> the listing, checked against `subscriptions` -> some serials -> one confirmation
+  each [unsubscribed | listed | none]
+- `order`: keyword -> confirmation (service, fee, phone, reply code, validity) -> confirm / decline /
+  ignore [ordered | declined | ignored]
+- `spam_report`: `<number>*<text>`, or the bare text -> asked for the number -> the number; -> ack with
+  a report id [reported | reported_two_step | rate_limited]
+- `answer_survey`: a survey that arrived -> valid rating (4-5: the reason asked for and given), nonsense
+  (re-prompted), or after its validity [rated | rated_with_reason | reprompted | invalid | late]
+- `chatter`: A texts B, both fleet subscribers; B must receive the text unchanged [delivered]
+- `spammer_round`: a spammer texts victims; each text must be accepted and arrive, or be refused as
+  the victims' reports require (0x401 for a victim who reported it, 0x400 once enough did) [sent | blocked]
+- `help`: 帮助 / 0 -> the help text [help]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.config import Config
+from gateway.smpp.constants import CommandStatus
+
+from .dialogues import ORDERED, DialogueFailed, DialogueResult, Plan, Run, Service, parse_listing, run_dialogue
+from .esme import Esme, EsmeError, ShortMessage
+from .handset import Handset
+from .scenario import Scenario
+
+__all__ = [
+    "BUSY",
+    "IDLE",
+    "RETIRED",
+    "Env",
+    "Expectation",
+    "Phone",
+    "PostOffice",
+    "Rules",
+    "Spammer",
+    "answer_survey",
+    "chatter",
+    "help_text",
+    "order",
+    "query",
+    "spam_report",
+    "spammer_round",
+]
+
+IDLE, BUSY, RETIRED = "idle", "busy", "retired"
+SENDER_BLOCKED = CommandStatus.SMSGW_RSENDERBLOCKED  # 0x400: blocked network-wide
+BLOCKED_BY_RECIPIENT = CommandStatus.SMSGW_RBLOCKEDBYRECIPIENT  # 0x401: the recipient reported the sender
+LATE_MARGIN = 0.5  # seconds past a survey's validity (as the fleet saw it arrive) before a late answer
+
+SPAM_TEXTS = (
+    "【中奖通知】恭喜您获得iPhone一部，请点击 http://x.cn 领取",
+    "【贷款】无抵押当天放款，低息，详询客服",
+    "【发票】代开各类发票，量大从优，联系王经理",
+    "您的账户存在异常，请立即登录 http://bank-x.cn 验证",
+)
+CHAT_TEXTS = ("晚上一起吃饭吗？", "到了给我回个电话", "Meeting moved to 3pm", "收到，谢谢！", "OK see you tomorrow")
+LONG_CHAT = "周末的安排：上午九点在公司楼下集合，先去超市买东西，然后开车去郊外的农家乐吃午饭，下午爬山，晚上回城一起看电影。"
+SURVEY_WORDS = {1: "非常满意", 2: "满意", 3: "一般", 4: "不满意", 5: "非常不满意"}
+REASONS = ("排队太久", "营业员态度不好", "问题没有解决", "回复太慢")
+NONSENSE = ("什么调查", "不知道", "你好", "好的谢谢")
+
+
+# ---------------------------------------------------------------- the target
+@dataclass(frozen=True)
+class Rules:
+    """The numbers behaviours check against, from the target's config (its [services] table)."""
+
+    confirmation_validity: float = 86400.0
+    confirm_words: tuple[str, ...] = ("是", "Y", "YES", "1")
+    decline_words: tuple[str, ...] = ("否", "N", "NO")
+    spam_block_threshold: int = 5
+    spam_reports_per_day: int = 20
+    spam_follow_up_minutes: int = 30
+    short_codes: frozenset[str] = frozenset()
+    notified_sps: dict[str, str] = field(default_factory=dict)  # service id -> SP account notified
+
+    @classmethod
+    def from_config(cls, config: Config) -> Rules:
+        s = config.services
+        codes = {s.operator, s.spam_report, s.rating, *(e.service_code for e in config.catalogue)}
+        codes |= {c.code for c in config.short_codes}
+        return cls(
+            confirmation_validity=s.confirmation_validity, confirm_words=s.confirm_words, decline_words=s.decline_words,
+            spam_block_threshold=s.spam_block_threshold, spam_reports_per_day=s.spam_reports_per_day,
+            spam_follow_up_minutes=max(1, round(s.spam_follow_up_window / 60)), short_codes=frozenset(codes),
+            notified_sps={e.id: e.sp for e in config.catalogue},
+        )  # fmt: skip
+
+
+class PostOffice:
+    """Texts between numbers the fleet holds (chatter, spam to victims): who waits for which."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[tuple[str, str], asyncio.Future[ShortMessage]] = {}
+
+    def expect(self, source: str, destination: str) -> asyncio.Future[ShortMessage]:
+        future: asyncio.Future[ShortMessage] = asyncio.get_running_loop().create_future()
+        self._waiting[(source, destination)] = future
+        return future
+
+    def forget(self, source: str, destination: str) -> None:
+        self._waiting.pop((source, destination), None)
+
+    def arrived(self, message: ShortMessage) -> bool:
+        """A text between fleet numbers arrived: True when a dialogue was waiting for it."""
+        future = self._waiting.pop((message.source, message.destination), None)
+        if future is None or future.done():
+            return False
+        future.set_result(message)
+        return True
+
+
+@dataclass
+class Env:
+    """What behaviours need from the fleet."""
+
+    plan: Plan
+    rules: Rules
+    scenario: Scenario
+    rng: random.Random
+    post: PostOffice
+    timeout: float
+    on_event: Callable[[str, str], None] = lambda event, service_id: None  # ("ORDER" | "CANCEL", service id)
+
+    @property
+    def order_services(self) -> list[Service]:
+        keywords = self.scenario.behaviours.order.keywords
+        services = list(self.plan.services.values())
+        if keywords:
+            wanted = {k.upper() for k in keywords}
+            services = [s for s in services if s.keyword.upper() in wanted]
+        return services
+
+
+# ----------------------------------------------------------------- the phone
+@dataclass(frozen=True, slots=True)
+class Expectation:
+    """What the current dialogue takes: texts from `sources`, or any text `match` accepts (a session's)."""
+
+    sources: frozenset[str]
+    match: Callable[[ShortMessage], bool] | None = None
+
+    def wants(self, message: ShortMessage) -> bool:
+        return message.source in self.sources or (self.match is not None and self.match(message))
+
+
+@dataclass(slots=True)
+class Waiting:
+    """A confirmation the subscriber left unanswered: its reply code, and when it lapses (time.monotonic())."""
+
+    code: str
+    expires: float
+
+
+class Phone(Handset):
+    """One fleet subscriber: see the module docstring."""
+
+    def __init__(self, msisdn: str, esme: Esme, fleet: Any) -> None:
+        super().__init__(msisdn, esme)
+        self.fleet = fleet  # .notice_kind(message) and .unasked(phone, message)
+        self.state = IDLE
+        self.expecting: Expectation | None = None
+        self.reactions: deque[Callable[[], Awaitable[DialogueResult]]] = deque()
+        self.pending_orders: dict[str, Waiting] = {}
+        self.reports_today = 0
+        self.reported: set[str] = set()  # numbers it reported (or is reporting)
+
+    def deliver(self, message: ShortMessage) -> None:
+        fleet = self.fleet
+        expecting = self.expecting
+        if expecting is not None and expecting.wants(message) and fleet.notice_kind(message) is None:
+            super().deliver(message)
+        else:
+            fleet.unasked(self, message)
+
+    def begin(self, expectation: Expectation) -> None:
+        self.expecting = expectation
+
+    def end(self) -> list[ShortMessage]:
+        """The dialogue is over: what it left in the inbox (nobody asked for it)."""
+        self.expecting = None
+        return self.take_inbox()
+
+    # -------------------------------------------------------- confirmations
+    def waiting_orders(self, now: float) -> dict[str, Waiting]:
+        """Unanswered confirmations the server still holds open (lapsed ones dropped)."""
+        for service_id in [s for s, w in self.pending_orders.items() if w.expires < now]:
+            del self.pending_orders[service_id]
+        return self.pending_orders
+
+    def orders_settled(self, now: float, slack: float = 2.0) -> bool:
+        """No confirmation about to lapse: around that moment the fleet cannot tell whether the server still
+        counts it (reply codes and a bare Y depend on it)."""
+        return all(not (w.expires - slack <= now <= w.expires) for w in self.pending_orders.values())
+
+    def can_order(self, services: Iterable[Service], now: float) -> bool:
+        return self.orders_settled(now) and any(s.id not in self.subscriptions for s in services)
+
+
+class Spammer(Handset):
+    """A number of another account that texts fleet subscribers; tracks who reported it."""
+
+    def __init__(self, msisdn: str, esme: Esme) -> None:
+        super().__init__(msisdn, esme)
+        self.state = IDLE
+        self.reporting: set[str] = set()  # victims whose report is on its way (or done: a superset of `acked`)
+        self.acked: set[str] = set()  # victims whose report was acknowledged
+        self.refused_seen = False  # a round was refused with 0x400
+        self.rounds = 0
+
+    def must_be_blocked(self, threshold: int) -> bool:
+        return len(self.acked) >= threshold
+
+    def allowed(self, victim: str, threshold: int) -> frozenset[int]:
+        """The submit_sm statuses a text to `victim` may get now, from what the fleet knows of the reports."""
+        if len(self.acked) >= threshold:
+            return frozenset({SENDER_BLOCKED})
+        if victim in self.acked:
+            allowed = {BLOCKED_BY_RECIPIENT}
+        elif victim in self.reporting:
+            allowed = {0, BLOCKED_BY_RECIPIENT}
+        else:
+            allowed = {0}
+        if len(self.reporting) >= threshold:  # enough reports may have been filed already
+            allowed.add(SENDER_BLOCKED)
+        return frozenset(allowed)
+
+    # reporting hooks (spam_report calls them for a victim's report of this spammer)
+    def report_sent(self, victim: str) -> None:
+        self.reporting.add(victim)
+
+    def report_acked(self, victim: str) -> None:
+        self.acked.add(victim)
+
+    def report_refused(self, victim: str) -> None:
+        if victim not in self.acked:
+            self.reporting.discard(victim)
+
+
+# ----------------------------------------------------------------- dialogues
+async def _dialogue(kind: str, phone: Handset, env: Env, sources: Iterable[str], body: Callable[[Run], Awaitable[str]]) -> DialogueResult:
+    is_phone = isinstance(phone, Phone)
+    if is_phone:
+        phone.begin(Expectation(frozenset(sources)))
+    try:
+        return await run_dialogue(kind, phone, env.plan, env.timeout, body)
+    finally:
+        if is_phone:
+            for message in phone.end():  # replies nobody asked for (a duplicate, one after a timeout)
+                phone.fleet.unasked(phone, message)
+
+
+async def query(phone: Phone, env: Env) -> DialogueResult:
+    """0000 -> the listing, exactly the services the phone holds, numbered 1..n -> some serials -> one
+    unsubscribe confirmation per serial (any order), naming the service and the SP's company."""
+    plan, rng, settings = env.plan, env.rng, env.scenario.behaviours.query
+    operator = plan.operator
+
+    async def body(run: Run) -> str:
+        await run.send(operator, "0000")
+        if not phone.subscriptions:
+            await run.reply("0000->none", operator, "unsubscribe.none")
+            return "none"
+        items = parse_listing(run, await run.receive("0000->listing", operator))
+        held = sorted(_listed(plan.services[s]) for s in phone.subscriptions)
+        listed = sorted((i["service"], i["fee"], i["service_code"]) for i in items)
+        if listed != held:
+            run.fail(f"listing shows {listed}, the subscriber holds {held}")
+        if rng.random() >= settings.unsubscribe:
+            return "listed"
+        by_item = {_listed(plan.services[s]): s for s in phone.subscriptions}
+        count = rng.randint(1, min(settings.max_serials, len(items)))
+        serials = sorted(rng.sample(range(1, len(items) + 1), count))
+        chosen = {by_item[(items[n - 1]["service"], items[n - 1]["fee"], items[n - 1]["service_code"])] for n in serials}
+        await run.send(operator, rng.choice((",", "，")).join(map(str, serials)), label="serials")
+        while chosen:
+            _, done = await run.reply("serials->unsubscribed", operator, "unsubscribe.done")
+            service = next((s for s in chosen if _same(done, plan.services[s].fields(operator))), None)
+            if service is None:
+                run.fail(f"confirmation for {done.get('service')!r} ({done.get('sp_company')!r}); "
+                         f"expected one for {sorted(plan.services[s].name for s in chosen)}")  # fmt: skip
+            chosen.discard(service)
+            phone.subscriptions.remove(service)
+            env.on_event("CANCEL", service)
+        return "unsubscribed"
+
+    return await _dialogue("query", phone, env, (operator,), body)
+
+
+def _listed(service: Service) -> tuple[str, str, str]:
+    return service.name, service.fee, service.service_code
+
+
+def _same(fields: dict[str, str], expected: dict[str, str]) -> bool:
+    return all(v == expected[k] for k, v in fields.items() if k in expected)
+
+
+async def order(phone: Phone, env: Env, variant: str) -> DialogueResult:
+    """Order a service the phone does not hold: the confirmation must name it (fee, phone, validity) with the
+    reply code the server owes (the same one again for a service still waiting, else the lowest free); then
+    confirm (-> success notice), decline (-> "not ordered" naming it) or ignore (nothing: it lapses)."""
+    plan, rng, rules = env.plan, env.rng, env.rules
+    operator = plan.operator
+    candidates = [s for s in env.order_services if s.id not in phone.subscriptions]
+    service = rng.choice(candidates)
+    waiting = phone.waiting_orders(time.monotonic())
+    same = waiting.get(service.id)
+    others = {sid: w for sid, w in waiting.items() if sid != service.id}
+    used = {w.code for w in others.values()}
+    code = same.code if same is not None else next(f"Y{n}" for n in range(1, len(used) + 2) if f"Y{n}" not in used)
+
+    async def body(run: Run) -> str:
+        await run.send(service.service_code, service.keyword, label="order")
+        _, request = await run.reply("order->confirmation", operator, "confirmation.request")
+        run.check(request, {**service.fields(operator), "reply_code": code, "validity": plan.confirmation_validity})
+        received = time.monotonic()
+        run.result.data["reply_code"] = code
+        if variant == "ignore":
+            phone.pending_orders[service.id] = Waiting(code, received + rules.confirmation_validity)
+            return "ignored"
+        phone.pending_orders.pop(service.id, None)  # answered now, either way
+        if variant == "confirm":
+            word = code if others else rng.choice(rules.confirm_words)
+            await run.send(operator, word, label="confirm")
+            _, notice = await run.reply("confirm->ordered", operator, *ORDERED)
+            run.check(notice, service.fields(operator))
+            phone.subscriptions.append(service.id)
+            env.on_event("ORDER", service.id)
+            return "ordered"
+        word = "N" + code[1:] if others else rng.choice(rules.decline_words)
+        await run.send(operator, word, label="decline")
+        _, declined = await run.reply("decline->declined", operator, "confirmation.declined")
+        name = plan.texts.render("confirmation.service_name", sp_name=service.sp_name, service=service.name)
+        run.check(declined, {"services": name})
+        return "declined"
+
+    return await _dialogue("order", phone, env, (operator, service.service_code), body)
+
+
+async def spam_report(
+    phone: Phone, env: Env, variant: str, reported: str, spam_text: str, *, spammer: Spammer | None = None
+) -> DialogueResult:
+    """Report `reported` to the spam code: `<number>*<text>` ("with_number") or the forwarded text, then the
+    number when asked ("two_step"). The ack must carry a report id and the number; a subscriber who used up
+    the day's reports must be told so instead."""
+    plan, rng, rules = env.plan, env.rng, env.rules
+    code, number = plan.spam_report, plan.national(reported)
+    limited = phone.reports_today >= rules.spam_reports_per_day
+    phone.reported.add(reported)
+
+    async def body(run: Run) -> str:
+        if spammer is not None:
+            spammer.report_sent(phone.msisdn)
+        if variant == "with_number":
+            label = "report"
+            await run.send(code, f"{number}{rng.choice(('*', '＊'))}{spam_text}", label=label)
+        else:
+            label = "forward"
+            await run.send(code, spam_text, label=label)
+            if not limited:
+                _, ask = await run.reply("forward->ask_number", code, "spam.ask_number")
+                run.check(ask, {"minutes": str(rules.spam_follow_up_minutes)})
+                label = "number"
+                await run.send(code, number, label=label)
+        if limited:
+            _, told = await run.reply(f"{label}->rate_limited", code, "spam.rate_limited")
+            run.check(told, {"limit": str(rules.spam_reports_per_day)})
+            if spammer is not None:
+                spammer.report_refused(phone.msisdn)
+            return "rate_limited"
+        _, ack = await run.reply(f"{label}->ack", code, "spam.ack")
+        run.check(ack, {"number": number})
+        if not ack["report_id"] or any(c.isspace() for c in ack["report_id"]):
+            run.fail(f"report id {ack['report_id']!r}")
+        run.result.data["report_id"] = ack["report_id"]
+        phone.reports_today += 1
+        if spammer is not None:
+            spammer.report_acked(phone.msisdn)
+        return "reported" if variant == "with_number" else "reported_two_step"
+
+    return await _dialogue("spam", phone, env, (code,), body)
+
+
+async def answer_survey(phone: Phone, env: Env, survey: ShortMessage, fields: dict[str, str], variant: str) -> DialogueResult:
+    """A survey that arrived unasked, answered: "valid" (a rating in one of its forms; 4-5 bring the reason
+    step), "invalid" (nonsense -> re-prompt -> a rating, or nonsense again -> "invalid"), "late" (after the
+    validity the survey states -> "late"). A valid answer too close to the end of the validity to tell waits
+    it out and must get "late" instead."""
+    plan, rng = env.plan, env.rng
+    code = plan.rating
+    validity = _survey_validity(fields)
+    deadline = survey.received_at + validity
+
+    async def late(run: Run, label: str) -> str:
+        await asyncio.sleep(max(0.0, deadline + LATE_MARGIN - time.monotonic()))
+        await run.send(code, str(rng.randint(1, 5)), label=label)
+        _, told = await run.reply(f"{label}->late", code, "rating.late")
+        run.check(told, {"hours": fields["hours"]})
+        return "late"
+
+    async def rate(run: Run, label: str) -> str:
+        score = rng.randint(1, 5)
+        form = rng.random()
+        with_reason = score >= 4 and form < 0.25
+        if with_reason:
+            text = f"{score} {rng.choice(REASONS)}"
+        elif form < 0.6:
+            text = str(score)
+        elif form < 0.8:
+            text = chr(ord("０") + score)
+        else:
+            text = SURVEY_WORDS[score]
+        await run.send(code, text, label=label)
+        if with_reason:
+            await run.reply(f"{label}->thanks", code, "rating.thanks_reason")
+            return "rated_with_reason"
+        if score < 4:
+            await run.reply(f"{label}->thanks", code, "rating.thanks")
+            return "rated"
+        await run.reply(f"{label}->ask_reason", code, "rating.ask_reason")
+        await run.send(code, rng.choice(REASONS), label="reason")
+        await run.reply("reason->thanks", code, "rating.thanks_reason")
+        return "rated_with_reason"
+
+    async def body(run: Run) -> str:
+        phone.transcript.append((survey.received_at, "<", survey.source, survey.text))
+        run.step = "survey"
+        run.check(fields, {"hours": plan.survey_hours})
+        if variant == "late":
+            return await late(run, "late")
+        margin = min(validity / 2, 2.0)
+        if time.monotonic() > deadline - margin:  # too close to the end to know which answer is due
+            return await late(run, "rating")
+        if variant == "valid":
+            return await rate(run, "rating")
+        await run.send(code, rng.choice(NONSENSE), label="nonsense")
+        await run.reply("nonsense->reprompt", code, "rating.reprompt")
+        if rng.random() < 0.5:
+            outcome = await rate(run, "rating")
+            return "reprompted" if outcome == "rated" else outcome
+        await run.send(code, rng.choice(NONSENSE), label="nonsense")
+        await run.reply("nonsense->invalid", code, "rating.invalid")
+        return "invalid"
+
+    return await _dialogue("rating", phone, env, (code,), body)
+
+
+def _survey_validity(fields: dict[str, str]) -> float:
+    try:
+        return float(fields["hours"]) * 3600.0
+    except (KeyError, ValueError):
+        return 86400.0
+
+
+async def help_text(phone: Phone, env: Env) -> DialogueResult:
+    """帮助 (or 0) to the operator -> the help text."""
+    plan = env.plan
+
+    async def body(run: Run) -> str:
+        await run.send(plan.operator, env.rng.choice((plan.help_word, "0")), label="help")
+        await run.reply("help->help", plan.operator, "common.help")
+        return "help"
+
+    return await _dialogue("help", phone, env, (plan.operator,), body)
+
+
+async def chatter(phone: Phone, env: Env, peer: Phone) -> DialogueResult:
+    """A texts B (both fleet subscribers): B must receive the same text, whole (long ones in two parts)."""
+    rng = env.rng
+    text = LONG_CHAT if rng.random() < env.scenario.behaviours.chatter.long else rng.choice(CHAT_TEXTS)
+
+    async def body(run: Run) -> str:
+        arrival = env.post.expect(phone.msisdn, peer.msisdn)
+        try:
+            await run.send(peer.msisdn, text, label="chat")
+            run.step = "chat->peer"
+            try:
+                message = await asyncio.wait_for(arrival, env.timeout)
+            except asyncio.TimeoutError:
+                run.fail(f"{peer.msisdn} received nothing from {phone.msisdn} within {env.timeout:g} s")
+        finally:
+            env.post.forget(phone.msisdn, peer.msisdn)
+        if message.text != text:
+            run.fail(f"{peer.msisdn} received {message.text!r}, sent {text!r}")
+        run.result.steps.append(("chat->peer", message.received_at - run.sent_at))
+        run.result.data["peer"] = peer.msisdn
+        return "delivered"
+
+    return await _dialogue("chatter", phone, env, (), body)
+
+
+async def spammer_round(spammer: Spammer, env: Env, victims: list[Phone]) -> DialogueResult:
+    """The spammer texts every victim at once (pipelined). Each submit_sm must get a status the victims'
+    reports allow (`Spammer.allowed`); each accepted text must arrive at its victim. All refused with 0x400:
+    the spammer is blocked [blocked]; else [sent]."""
+    rng, post = env.rng, env.post
+    threshold = env.rules.spam_block_threshold
+    text = rng.choice(SPAM_TEXTS)
+    result = DialogueResult("spammer", spammer.msisdn, False, "failed")
+    spammer.transcript = []
+    result.started_at = time.monotonic()
+    step = "spam"
+    try:
+        allowed = {v.msisdn: spammer.allowed(v.msisdn, threshold) for v in victims}
+        arrivals = {v.msisdn: post.expect(spammer.msisdn, v.msisdn) for v in victims}
+        at = time.monotonic()
+        for v in victims:
+            spammer.transcript.append((at, ">", v.msisdn, text))
+        responses = await asyncio.gather(*(spammer.esme.submit(spammer.msisdn, v.msisdn, text) for v in victims),
+                                         return_exceptions=True)  # fmt: skip
+        accepted: list[str] = []
+        refusals: list[int] = []
+        wrong: list[str] = []
+        for victim, resp in zip(victims, responses, strict=True):
+            number = victim.msisdn
+            if isinstance(resp, BaseException):
+                if isinstance(resp, (EsmeError, OSError)):
+                    raise DialogueFailed(step, f"spam to {number} not answered: {resp}")
+                raise resp
+            status = resp.command_status
+            if status not in allowed[number]:
+                names = " or ".join(sorted(_status(s) for s in allowed[number]))
+                wrong.append(f"to {number}: {_status(status)}, expected {names}")
+            if status:
+                post.forget(spammer.msisdn, number)
+                refusals.append(status)
+                env.on_event("refused", _status(status))
+            else:
+                accepted.append(number)
+                result.mo += 1
+        if wrong:
+            raise DialogueFailed(step, f"{len(wrong)} of {len(victims)} answered wrongly ({len(spammer.acked)} victims' "
+                                       f"reports acknowledged, threshold {threshold}): " + "; ".join(wrong[:5]))  # fmt: skip
+        step = "spam->victim"
+        pending = {arrivals[n]: n for n in accepted}
+        done, missing = await asyncio.wait(list(pending), timeout=env.timeout) if pending else (set(), set())
+        for future in missing:
+            post.forget(spammer.msisdn, pending[future])
+        if missing:
+            raise DialogueFailed(step, f"{len(missing)} victims received nothing within {env.timeout:g} s: "
+                                       f"{sorted(pending[f] for f in missing)[:5]}")  # fmt: skip
+        for future in done:
+            message = future.result()
+            if message.text != text:
+                raise DialogueFailed(step, f"{message.destination} received {message.text!r}, sent {text!r}")
+            result.steps.append((step, message.received_at - at))
+        spammer.rounds += 1
+        blocked = bool(refusals) and not accepted and all(s == SENDER_BLOCKED for s in refusals)
+        if blocked:
+            spammer.refused_seen = True
+        result.outcome = "blocked" if blocked else "sent"
+        result.ok = True
+        result.data["accepted"] = str(len(accepted))
+    except DialogueFailed as exc:
+        result.step, result.error = exc.step, exc.reason
+    finally:
+        for v in victims:
+            post.forget(spammer.msisdn, v.msisdn)
+    result.ended_at = time.monotonic()
+    if not result.ok:
+        result.transcript = spammer.transcript
+    return result
+
+
+def _status(status: int) -> str:
+    return "ESME_ROK" if status == 0 else CommandStatus.name_of(status)

@@ -1,0 +1,257 @@
+"""`smsgw simulate`: run a fleet of simulated handsets against an SMPP server and check every dialogue.
+
+    smsgw simulate [--host H] [--port P] [--system-id ID --password PW] [--tls [--ca FILE | --insecure]]
+                   [--scenario FILE] [--duration S | --count N] [--rate R | --concurrency C] [--ramp-up S]
+                   [--binds N] [--subscribers N] [--report DIR]
+                   [--max-failures N] [--min-rate R] [--max-p99-ms MS]
+
+The scenario (default simulator/scenarios/default.toml) says everything;
+flags override it. Progress goes to stderr (a live table on a terminal,
+plain lines otherwise), the result to stdout, the JSON and HTML reports into
+--report. Exit status: 0 when every dialogue passed and every threshold
+given here was met; 1 when a dialogue failed (more than --max-failures) or
+a threshold was missed; 2 for a usage, scenario or config mistake, or a
+target that cannot be reached or refuses the binds (the message names the
+file and key to fix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_arguments", "main", "run_args", "verdicts"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    target = p.add_argument_group("target (default: the scenario's [target])")
+    target.add_argument("--host", help="SMPP server host")
+    target.add_argument("--port", type=int, help="SMPP server port")
+    target.add_argument("--system-id", help="account the subscribers bind with")
+    target.add_argument("--password")
+    target.add_argument("--tls", action="store_true", default=None, help="connect over TLS")
+    target.add_argument("--ca", help="CA file (PEM) of the server's certificate")
+    target.add_argument("--insecure", action="store_true", help="TLS without verifying the server's certificate")
+    target.add_argument("--target-config", metavar="FILE",
+                        help="the target's gateway config: short codes, reply texts, catalogue, thresholds")
+    fleet = p.add_argument_group("fleet and load (default: the scenario's)")
+    fleet.add_argument("--scenario", metavar="FILE", help="scenario TOML (default: simulator/scenarios/default.toml)")
+    how_long = fleet.add_mutually_exclusive_group()
+    how_long.add_argument("--duration", type=_positive(float), metavar="S", help="seconds of load")
+    how_long.add_argument("--count", type=_positive(int), metavar="N", help="dialogues to start")
+    loop = fleet.add_mutually_exclusive_group()
+    loop.add_argument("--rate", type=_positive(float), metavar="R", help="open loop: dialogues started per second")
+    loop.add_argument("--concurrency", type=_positive(int), metavar="C", help="closed loop: dialogues in flight")
+    fleet.add_argument("--ramp-up", type=_non_negative(float), metavar="S", help="open loop: seconds from 0 to --rate")
+    fleet.add_argument("--binds", type=_positive(int), metavar="N", help="binds (or tx+rx pairs) the subscribers share")
+    fleet.add_argument("--subscribers", type=_positive(int), metavar="N", help="simulated subscribers")
+    fleet.add_argument("--start", metavar="MSISDN", help="first subscriber's number")
+    fleet.add_argument("--timeout", type=_positive(float), metavar="S", help="seconds each step waits for its reply")
+    fleet.add_argument("--seed", type=int)
+    out = p.add_argument_group("output and verdict")
+    out.add_argument("--report", metavar="DIR", help="write report.json and report.html here")
+    out.add_argument("--max-failures", type=_non_negative(int), default=0, metavar="N",
+                     help="failed dialogues tolerated (default 0)")
+    out.add_argument("--min-rate", type=_non_negative(float), metavar="R", help="fail below R dialogues/s")
+    out.add_argument("--max-p99-ms", type=_positive(float), metavar="MS", help="fail when p99 latency exceeds MS")
+    out.add_argument("--quiet", action="store_true", help="no progress display")
+    return p
+
+
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a value > 0; got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _non_negative(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"expected a value >= 0; got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = add_arguments(argparse.ArgumentParser(prog="smsgw simulate", description=__doc__.split("\n\n")[0]))
+    return run_args(parser.parse_args(argv))
+
+
+def run_args(args: argparse.Namespace) -> int:
+    """Run `smsgw simulate` with parsed arguments; returns the exit status."""
+    from gateway.config import ConfigError, load_config
+
+    from .esme import run
+    from .scenario import ScenarioError, load_scenario
+
+    try:
+        scenario = load_scenario(args.scenario).override(
+            host=args.host, port=args.port, system_id=args.system_id, password=args.password, tls=args.tls,
+            ca=args.ca, verify=False if args.insecure else None, target_config=args.target_config,
+            duration=args.duration, count=args.count, rate=args.rate, concurrency=args.concurrency,
+            ramp_up=args.ramp_up, binds=args.binds, subscribers=args.subscribers, start=args.start,
+            timeout=args.timeout, seed=args.seed,
+        )  # fmt: skip
+        config = load_config(scenario.target.config or None)
+    except (ScenarioError, ConfigError) as exc:
+        print(f"smsgw simulate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    from .fleet import FleetError
+
+    started_at = time.time()
+    try:
+        summary = run(_drive(scenario, config, quiet=args.quiet))
+    except FleetError as exc:
+        print(f"smsgw simulate: {scenario.source}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("smsgw simulate: interrupted", file=sys.stderr)
+        return 130
+    print(describe(summary))
+    if args.report:
+        for path in write_report(summary, args.report, scenario.to_dict(), started_at):
+            print(f"report: {path}")
+    misses = verdicts(summary, max_failures=args.max_failures, min_rate=args.min_rate, max_p99_ms=args.max_p99_ms)
+    for miss in misses:
+        print(f"FAIL {miss}")
+    if not misses:
+        print("PASS")
+    return EXIT_FAILED if misses else EXIT_OK
+
+
+async def _drive(scenario: Any, config: Any, *, quiet: bool) -> dict[str, Any]:
+    from .fleet import Fleet
+    from .metrics import Recorder
+
+    recorder = Recorder()
+    fleet = Fleet(scenario, recorder=recorder, config=config)
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+
+    def interrupted() -> None:
+        if fleet._stopping and task is not None:  # a second signal: stop now
+            task.cancel()
+        fleet.stop("interrupted")
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, interrupted)
+        except (NotImplementedError, RuntimeError):  # not the main thread / not supported
+            pass
+    await fleet.connect()
+    progress = None if quiet else _progress(recorder)
+    try:
+        if progress is not None:
+            progress.start()
+        await fleet.load()
+        await fleet.drain()
+        await fleet.settle()
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
+    finally:
+        if progress is not None:
+            await progress.stop()
+        await fleet.close()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.remove_signal_handler(sig)
+            except (NotImplementedError, RuntimeError):
+                pass
+    return fleet.summary()
+
+
+def _progress(recorder: Any) -> Any:
+    """simulator.progress.Progress(recorder) when the module is there (start() / await stop())."""
+    try:
+        from .progress import Progress
+    except ImportError:
+        return None
+    return Progress(recorder)
+
+
+def write_report(summary: dict[str, Any], directory: str | Path, scenario: dict[str, Any], started_at: float) -> list[Path]:
+    """report.json and report.html by simulator.report.write_reports; the JSON alone without that module."""
+    try:
+        from . import report
+    except ImportError:
+        report = None  # type: ignore[assignment]
+    if report is not None and hasattr(report, "write_reports"):
+        return list(report.write_reports(summary, directory, scenario, started_at=started_at))
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "report.json"
+    path.write_text(json.dumps({**summary, "scenario": scenario}, indent=2, ensure_ascii=False, default=str) + "\n")
+    return [path]
+
+
+def verdicts(summary: dict[str, Any], *, max_failures: int = 0, min_rate: float | None = None,
+             max_p99_ms: float | None = None) -> list[str]:  # fmt: skip
+    """What the run missed: failed dialogues beyond max_failures, and the thresholds given."""
+    misses = []
+    failed = summary["dialogues"]["failed"]
+    if failed > max_failures:
+        misses.append(f"{failed} dialogues failed (tolerated: {max_failures})")
+    rate = summary["throughput"]["dialogues_per_s"]
+    if min_rate is not None and rate < min_rate:
+        misses.append(f"{rate} dialogues/s, below --min-rate {min_rate:g}")
+    p99 = summary["latency_ms"]["p99"]
+    if max_p99_ms is not None and p99 > max_p99_ms:
+        misses.append(f"p99 latency {p99} ms, above --max-p99-ms {max_p99_ms:g}")
+    fleet = summary.get("fleet") or {}
+    if fleet.get("stopped") == "every subscriber retired after failures":
+        misses.append("every subscriber retired after failures")
+    return misses
+
+
+def describe(summary: dict[str, Any]) -> str:
+    """The result for a person: throughput, latency, outcomes by kind, failures with the first transcripts."""
+    d, t, lat = summary["dialogues"], summary["throughput"], summary["latency_ms"]
+    lines = [
+        f"{d['completed'] + d['failed']} dialogues in {summary['duration_s']:.1f} s: {d['completed']} ok, {d['failed']} failed;"
+        f" {t['dialogues_per_s']} dialogues/s, {t['mo_per_s']} MO/s",
+        f"latency ms (MO -> reply, every step): p50 {lat['p50']}  p90 {lat['p90']}  p99 {lat['p99']}"
+        f"  p99.9 {lat['p99.9']}  max {lat['max']}",
+    ]
+    for kind, outcomes in summary["outcomes"].items():
+        by_kind = summary["latency_ms_by_kind"].get(kind, {})
+        counts = ", ".join(f"{outcome} {n}" for outcome, n in outcomes.items())
+        timed = by_kind.get("max", 0) > 0
+        lines.append(f"  {kind:<9} {counts}" + (f"   (p50 {by_kind['p50']} p99 {by_kind['p99']} ms)" if timed else ""))
+    if summary.get("unsolicited"):
+        lines.append("arrived unasked: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["unsolicited"].items())))
+    if summary.get("mo_refused"):
+        lines.append("refused (as expected): " + ", ".join(f"{k} {v}" for k, v in sorted(summary["mo_refused"].items())))
+    fleet = summary.get("fleet") or {}
+    stats = fleet.get("stats") or {}
+    not_started = {k: v for k, v in stats.items() if k.startswith("not_started")}
+    if not_started:
+        lines.append("dialogues not started: " + ", ".join(f"{k[12:]} {v}" for k, v in not_started.items()))
+    for kind, steps in summary["failures_by_step"].items():
+        for step, n in steps.items():
+            lines.append(f"FAILED {kind} at {step}: {n}")
+    for failure in summary["failures"][:3]:
+        lines.append(f"  e.g. {failure['kind']} {failure['msisdn']} at {failure['step']}: {failure['error']}")
+        for entry in failure["transcript"]:
+            text = entry["text"].replace("\n", " / ")
+            lines.append(f"       {entry['t']:8.3f}s {entry['dir']} {entry['peer']}: {text[:200]}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,767 @@
+"""The fleet: simulated subscribers over SMPP binds, driving a scenario's load and checking every dialogue.
+
+    fleet = Fleet(load_scenario().override(port=2775, duration=10))
+    summary = await fleet.run()          # connect, load, drain, unbind; the Recorder's summary + "fleet"
+
+`Fleet.run()` binds (the subscribers' binds, each with an `address_range`
+covering its block of MSISDNs so MT comes back on it, or tx+rx pairs; the
+spammers' binds on their own account; SP receivers), runs the load, lets
+what is in flight end, checks the SP notices, unbinds. Closed loop: C
+workers, each starting a dialogue when its last one ended. Open loop:
+dialogues start at the target rate (linear ramp-up), never more than
+`max_in_flight` at once. Each dialogue picks its behaviour by weight and an
+idle subscriber that suits it; what arrives unasked becomes a reaction
+(simulator/behaviours.py) queued on its subscriber. Sends are pipelined per
+bind (the Esme window); nothing sleeps per message.
+
+Results go to a `Recorder` (simulator/metrics.py): every dialogue and
+reaction, every text that arrived unasked, refused spam. `summary()` is the
+recorder's summary plus a "fleet" entry (binds, subscribers, retired ones,
+dialogues not started, spammers, SP notices).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import ssl
+import time
+from bisect import bisect
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from itertools import accumulate
+from typing import Any
+
+from gateway.config import Config, load_config
+
+from . import behaviours as b
+from .behaviours import BUSY, IDLE, RETIRED, Env, Phone, PostOffice, Rules, Spammer
+from .dialogues import DialogueResult, Plan
+from .esme import BindError, Esme, EsmeError, ShortMessage
+from .metrics import Recorder
+from .scenario import Scenario
+
+__all__ = ["Fleet", "FleetError", "address_range", "blocks", "exact_range"]
+
+MAX_ADDRESS_RANGE = 40  # SMPP 3.4: address_range is a C-octet string of at most 41 octets
+SP_NOTICE = re.compile(r"event=(\w+) service=(\S+)")
+
+
+class FleetError(Exception):
+    """The fleet cannot run: the target refused the binds or cannot be reached; names the scenario key."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key, self.problem = key, problem
+
+
+# ------------------------------------------------------------------ numbering
+def blocks(start: str, count: int, parts: int) -> list[tuple[int, int]]:
+    """`count` numbers from `start` in `parts` consecutive blocks, as (first, last) inclusive."""
+    first = int(start)
+    size, extra = divmod(count, parts)
+    out = []
+    for k in range(parts):
+        n = size + (1 if k < extra else 0)
+        out.append((first, first + n - 1))
+        first += n
+    return out
+
+
+def address_range(lo: int, hi: int) -> str:
+    """A bind's address_range for the numbers lo..hi (same length), at most 40 characters: the exact pattern
+    when it fits, else their common prefix and any digits (a superset; the gateway only prefers the bind)."""
+    exact = exact_range(lo, hi)
+    if len(exact) <= MAX_ADDRESS_RANGE:
+        return exact
+    a, z = str(lo), str(hi)
+    common = next((i for i, (x, y) in enumerate(zip(a, z, strict=True)) if x != y), len(a))
+    return f"{a[:common]}\\d{{{len(a) - common}}}"
+
+
+def exact_range(lo: int, hi: int) -> str:
+    """A regular expression matching exactly the numbers lo..hi (same length)."""
+    a, z = str(lo), str(hi)
+    common = next((i for i, (x, y) in enumerate(zip(a, z, strict=True)) if x != y), len(a))
+    if common == len(a):
+        return a
+    parts = [_pattern(run, len(a))[common:] for run in _aligned(lo, hi)]
+    return a[:common] + (parts[0] if len(parts) == 1 else "(?:" + "|".join(parts) + ")")
+
+
+def _aligned(lo: int, hi: int) -> list[tuple[int, int, int]]:
+    """lo..hi as runs (first, last, k): numbers sharing all but their last k+1 digits, the (k+1)-th from the end
+    running over a digit range and the last k digits over everything."""
+    out = []
+    start = lo
+    while start <= hi:
+        k = 0
+        while start % 10 ** (k + 1) == 0 and start + 10 ** (k + 1) - 1 <= hi:
+            k += 1
+        step = 10**k
+        end = start + step - 1
+        while (end + 1) // step % 10 != 0 and end + step <= hi:
+            end += step
+        out.append((start, end, k))
+        start = end + 1
+    return out
+
+
+def _pattern(run: tuple[int, int, int], width: int) -> str:
+    start, end, k = run
+    s, e = str(start).zfill(width), str(end).zfill(width)
+    head = s[: width - k - 1]
+    d1, d2 = s[width - k - 1], e[width - k - 1]
+    digit = d1 if d1 == d2 else f"[{d1}-{d2}]"
+    tail = "" if k == 0 else ("\\d" if k == 1 else f"\\d{{{k}}}")
+    return head + digit + tail
+
+
+# ----------------------------------------------------------------------- pool
+class Pool:
+    """Idle members, picked at random in O(1)."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self.where: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def add(self, item: Any) -> None:
+        if id(item) not in self.where:
+            self.where[id(item)] = len(self.items)
+            self.items.append(item)
+
+    def remove(self, item: Any) -> bool:
+        i = self.where.pop(id(item), None)
+        if i is None:
+            return False
+        last = self.items.pop()
+        if last is not item:
+            self.items[i] = last
+            self.where[id(last)] = i
+        return True
+
+    def take(self, rng: random.Random, accept: Callable[[Any], bool] | None = None, tries: int = 16) -> Any:
+        items = self.items
+        n = len(items)
+        if not n:
+            return None
+        for _ in range(tries if accept is not None else 1):
+            item = items[int(rng.random() * n)]
+            if accept is None or accept(item):
+                self.remove(item)
+                return item
+        return None
+
+
+# ---------------------------------------------------------------------- fleet
+class Fleet:
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        recorder: Recorder | None = None,
+        config: Config | None = None,
+        plan: Plan | None = None,
+    ) -> None:
+        """config: the target's gateway config (default: scenario.target.config, else the built-in one);
+        plan: what the target's replies look like (default: from config)."""
+        self.scenario = scenario
+        self.config = config if config is not None else load_config(scenario.target.config or None)
+        self.plan = plan if plan is not None else Plan.from_config(self.config)
+        self.rules = Rules.from_config(self.config)
+        self.recorder = recorder if recorder is not None else Recorder()
+        self.rng = random.Random(scenario.load.seed)
+        self.post = PostOffice()
+        self.env = Env(self.plan, self.rules, scenario, self.rng, self.post, scenario.load.timeout, self._event)
+        self.phones: list[Phone] = []
+        self.by_number: dict[str, Phone] = {}
+        self.spammers: list[Spammer] = []
+        self.spammer_by_number: dict[str, Spammer] = {}
+        self.binds: list[Esme] = []
+        self.spammer_binds: list[Esme] = []
+        self.sp_binds: list[Esme] = []
+        self.idle = Pool()
+        self.idle_spammers = Pool()
+        self.tasks: set[asyncio.Task] = set()
+        self.stats: Counter[str] = Counter()
+        self.notices_expected: Counter[tuple[str, str]] = Counter()  # (event, service id) for bound SPs
+        self.notices_received: Counter[tuple[str, str]] = Counter()
+        self.unasked_samples: list[str] = []
+        self.stop_reason = ""
+        self._stopping = False
+        self._started = 0  # fleet-initiated dialogues started
+        self._in_flight = 0
+        self._freed: asyncio.Event | None = None
+        self._until = 0.0
+        names = [n for n, w in scenario.behaviours.weights().items() if w > 0]
+        self._names = names
+        self._cumulative = list(accumulate(scenario.behaviours.weights()[n] for n in names))
+        self._pickers: dict[str, Callable[[], Callable[[], Awaitable[DialogueResult]] | None]] = {
+            "query": self._pick_query, "order": self._pick_order, "spam": self._pick_spam,
+            "chatter": self._pick_chatter, "spammer": self._pick_spammer, "help": self._pick_help,
+        }  # fmt: skip
+        self._sp_services = {sid for sid, sp in self.rules.notified_sps.items()
+                             if sp in {a.system_id for a in scenario.fleet.sp_receivers}}  # fmt: skip
+        self._reported_numbers = self._reported_range()
+
+    # ------------------------------------------------------------- running
+    async def run(self) -> dict[str, Any]:
+        """Connect, run the load, drain, check, unbind; returns summary()."""
+        await self.connect()
+        try:
+            await self.load()
+            await self.drain()
+            await self.settle()
+        finally:
+            await self.close()
+        return self.summary()
+
+    def stop(self, reason: str = "stopped") -> None:
+        """Start no more dialogues (what is in flight ends normally)."""
+        if not self._stopping:
+            self._stopping = True
+            self.stop_reason = self.stop_reason or reason
+            if self._freed is not None:
+                self._freed.set()
+
+    # ------------------------------------------------------------ connecting
+    def _ssl(self) -> ssl.SSLContext | None:
+        t = self.scenario.target
+        if not t.tls:
+            return None
+        try:
+            context = ssl.create_default_context(cafile=t.ca or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise FleetError("target.ca", f"cannot use {t.ca}: {exc}") from None
+        if not t.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        elif not t.check_hostname:
+            context.check_hostname = False
+        return context
+
+    async def _open(self, key: str, on_message: Callable[[ShortMessage], None] | None, window: int) -> Esme:
+        t = self.scenario.target
+        try:
+            return await Esme.connect(
+                t.host, t.port, ssl=self._ssl(), on_message=on_message, window=window,
+                response_timeout=max(2 * self.scenario.load.timeout, 5.0),
+            )  # fmt: skip
+        except ssl.SSLError as exc:
+            raise FleetError("target.ca", f"TLS to {t.host}:{t.port} failed: {exc} (target.ca names the CA that signed "
+                                          "the server's certificate; target.verify = false accepts any)") from None
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise FleetError(key, f"cannot connect to {t.host}:{t.port}{' (TLS)' if t.tls else ''}: {exc or 'timed out'}") from None
+
+    async def _bind(self, esme: Esme, mode: str, system_id: str, password: str, key: str, address: str = "") -> None:
+        try:
+            await esme.bind(mode, system_id, password, address_range=address, system_type=self.scenario.target.system_type)
+        except BindError as exc:
+            esme.close()
+            raise FleetError(key, str(exc)) from None
+        except (OSError, asyncio.TimeoutError, EsmeError) as exc:
+            esme.close()
+            raise FleetError(key, f"bind {mode} as {system_id!r} not answered: {exc or 'timed out'}") from None
+
+    async def connect(self) -> None:
+        s = self.scenario
+        t, f = s.target, s.fleet
+        self._freed = asyncio.Event()
+
+        async def subscriber_block(lo: int, hi: int) -> tuple[Esme, list[Phone]]:
+            pattern = address_range(lo, hi)
+            if f.mode == "trx":
+                esme = await self._open("target.port", self._on_message, f.window)
+                await self._bind(esme, "trx", t.system_id, t.password, "target.system_id", pattern)
+                self.binds.append(esme)
+                sender = esme
+            else:
+                sender = await self._open("target.port", None, f.window)
+                await self._bind(sender, "tx", t.system_id, t.password, "target.system_id", pattern)
+                self.binds.append(sender)
+                receiver = await self._open("target.port", self._on_message, f.window)
+                await self._bind(receiver, "rx", t.system_id, t.password, "target.system_id", pattern)
+                self.binds.append(receiver)
+            return sender, [Phone(str(n), sender, self) for n in range(lo, hi + 1)]
+
+        async def spammer_block(lo: int, hi: int) -> tuple[Esme, list[Spammer]]:
+            sp = s.spammers
+            esme = await self._open("spammers.system_id", self._on_spammer_message, f.window)
+            await self._bind(esme, "trx", sp.system_id, sp.password, "spammers.system_id", address_range(lo, hi))
+            self.spammer_binds.append(esme)
+            return esme, [Spammer(str(n), esme) for n in range(lo, hi + 1)]
+
+        async def sp_receiver(i: int) -> None:
+            account = f.sp_receivers[i]
+            esme = await self._open(f"fleet.sp_receivers[{i}]", self._on_sp_notice, f.window)
+            await self._bind(esme, "rx", account.system_id, account.password, f"fleet.sp_receivers[{i}]")
+            self.sp_binds.append(esme)
+
+        jobs: list[Awaitable[Any]] = [sp_receiver(i) for i in range(len(f.sp_receivers))]
+        jobs += [subscriber_block(lo, hi) for lo, hi in blocks(f.start, f.count, f.binds)]
+        if s.behaviours.spammer.weight > 0:
+            jobs += [spammer_block(lo, hi) for lo, hi in blocks(s.spammers.start, s.spammers.count, s.spammers.binds)]
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        failure = next((r for r in results if isinstance(r, BaseException)), None)
+        if failure is not None:
+            await self.close()
+            raise failure
+        for result in results:
+            if not isinstance(result, tuple):
+                continue
+            for member in result[1]:
+                if isinstance(member, Phone):
+                    self.phones.append(member)
+                    self.by_number[member.msisdn] = member
+                    self.idle.add(member)
+                else:
+                    self.spammers.append(member)
+                    self.spammer_by_number[member.msisdn] = member
+                    self.idle_spammers.add(member)
+
+    async def close(self) -> None:
+        esmes = [*self.binds, *self.spammer_binds, *self.sp_binds]
+        await asyncio.gather(*(e.unbind() for e in esmes), return_exceptions=True)
+
+    # --------------------------------------------------------------- the load
+    async def load(self) -> None:
+        """Run the scenario's load: closed or open loop, for its duration or count."""
+        load = self.scenario.load
+        recorder = self.recorder
+        recorder.started = time.monotonic()
+        self._until = recorder.started + load.duration if load.duration > 0 else float("inf")
+        timer = asyncio.get_running_loop().call_at(_loop_time(self._until), self.stop, "duration reached") if load.duration > 0 else None
+        try:
+            if load.mode == "closed":
+                await asyncio.gather(*(self._worker() for _ in range(load.concurrency)))
+            else:
+                await self._open_loop()
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self.stop("load done")
+
+    def _done_starting(self) -> bool:
+        if self._stopping:
+            return True
+        load = self.scenario.load
+        if load.count and self._started >= load.count:
+            self.stop("count reached")
+            return True
+        if time.monotonic() >= self._until:
+            self.stop("duration reached")
+            return True
+        return False
+
+    async def _worker(self) -> None:
+        freed = self._freed
+        assert freed is not None
+        while not self._done_starting():
+            dialogue = self._next()
+            if dialogue is None:
+                if self._unusable():
+                    return
+                freed.clear()
+                try:
+                    await asyncio.wait_for(freed.wait(), 0.05)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            self._started += 1
+            self.recorder.dialogue_started()
+            await dialogue()
+
+    async def _open_loop(self) -> None:
+        load = self.scenario.load
+        loop = asyncio.get_running_loop()
+        t0 = time.monotonic()
+        rate, ramp = load.rate, load.ramp_up
+        due_count = 0
+        while not self._done_starting():
+            elapsed = time.monotonic() - t0
+            if elapsed < ramp:
+                due = int(rate * elapsed * elapsed / (2 * ramp))
+            else:
+                due = int(rate * (elapsed - ramp / 2))
+            while due_count < due and not self._done_starting():
+                due_count += 1
+                if self._in_flight >= load.max_in_flight:
+                    self.stats["not_started_in_flight_limit"] += 1
+                    continue
+                dialogue = self._next()
+                if dialogue is None:
+                    self.stats["not_started_no_idle_subscriber"] += 1
+                    if self._unusable():
+                        return
+                    continue
+                self._started += 1
+                self._in_flight += 1
+                self.recorder.dialogue_started()
+                task = loop.create_task(dialogue())
+                self.tasks.add(task)
+                task.add_done_callback(self._open_done)
+            # sleep until the next dialogue is due (at least a millisecond, at most 50 ms)
+            elapsed = time.monotonic() - t0
+            target = due_count + 1
+            if elapsed < ramp:
+                at = (2 * ramp * target / rate) ** 0.5
+            else:
+                at = target / rate + ramp / 2
+            await asyncio.sleep(min(0.05, max(0.001, at - elapsed)))
+
+    def _open_done(self, task: asyncio.Task) -> None:
+        self._in_flight -= 1
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.stats["internal_errors"] += 1
+
+    def _unusable(self) -> bool:
+        """Every subscriber retired and nothing running: the run cannot go on."""
+        if any(p.state != RETIRED for p in self.phones):
+            return False
+        self.stop("every subscriber retired after failures")
+        return True
+
+    # ------------------------------------------------------------ choosing
+    def _next(self) -> Callable[[], Awaitable[DialogueResult]] | None:
+        """A dialogue ready to run (its subscriber taken out of the idle pool), or None."""
+        names, cumulative, rng = self._names, self._cumulative, self.rng
+        for _ in range(4):
+            name = names[bisect(cumulative, rng.random() * cumulative[-1])] if len(names) > 1 else names[0]
+            dialogue = self._pickers[name]()
+            if dialogue is not None:
+                return dialogue
+        return None
+
+    def _taking(self, phone: Phone | None, make: Callable[[Phone], Awaitable[DialogueResult]]) -> Callable[[], Awaitable[DialogueResult]] | None:
+        if phone is None:
+            return None
+        phone.state = BUSY
+
+        async def dialogue() -> DialogueResult:
+            return await self._conclude(phone, await make(phone))
+
+        return dialogue
+
+    def _pick_query(self) -> Any:
+        rng = self.rng
+        phone = None
+        if rng.random() < 0.75:
+            phone = self.idle.take(rng, lambda p: bool(p.subscriptions))
+        if phone is None:
+            phone = self.idle.take(rng)
+        return self._taking(phone, lambda p: b.query(p, self.env))
+
+    def _pick_order(self) -> Any:
+        services, now = self.env.order_services, time.monotonic()
+        phone = self.idle.take(self.rng, lambda p: p.can_order(services, now))
+        o = self.scenario.behaviours.order
+        variant = _weighted(self.rng, (("confirm", o.confirm), ("decline", o.decline), ("ignore", o.ignore)))
+        return self._taking(phone, lambda p: b.order(p, self.env, variant))
+
+    def _pick_spam(self) -> Any:
+        limit = self.rules.spam_reports_per_day
+        phone = self.idle.take(self.rng, lambda p: p.reports_today < limit)
+        s = self.scenario.behaviours.spam
+        variant = _weighted(self.rng, (("with_number", s.with_number), ("two_step", s.two_step)))
+        first, count = self._reported_numbers
+        reported = str(first + self.rng.randrange(count))
+        text = self.rng.choice(b.SPAM_TEXTS)
+        return self._taking(phone, lambda p: b.spam_report(p, self.env, variant, reported, text))
+
+    def _pick_chatter(self) -> Any:
+        phones, rng = self.phones, self.rng
+        phone = self.idle.take(rng)
+        if phone is None:
+            return None
+        for _ in range(8):
+            peer = phones[int(rng.random() * len(phones))]
+            if peer is not phone and peer.state != RETIRED:
+                return self._taking(phone, lambda p, peer=peer: b.chatter(p, self.env, peer))
+        self.idle.add(phone)
+        return None
+
+    def _pick_help(self) -> Any:
+        return self._taking(self.idle.take(self.rng), lambda p: b.help_text(p, self.env))
+
+    def _pick_spammer(self) -> Any:
+        threshold = self.rules.spam_block_threshold
+        idle = self.idle_spammers.items
+        if not idle:
+            return None
+        # A spammer that must be blocked by now and was not yet seen refused comes first (that is the check);
+        # then one still sending; else any.
+        spammer = next((s for s in idle if s.must_be_blocked(threshold) and not s.refused_seen), None)
+        if spammer is None:
+            spammer = self.idle_spammers.take(self.rng, lambda s: not s.refused_seen)
+        else:
+            self.idle_spammers.remove(spammer)
+        if spammer is None:
+            spammer = self.idle_spammers.take(self.rng)
+        if spammer is None:
+            return None
+        usable = [p for p in self.phones if p.state != RETIRED]
+        count = min(self.scenario.behaviours.spammer.victims, len(usable))
+        if not count:
+            self.idle_spammers.add(spammer)
+            return None
+        victims = self.rng.sample(usable, count)
+        spammer.state = BUSY
+
+        async def dialogue() -> DialogueResult:
+            result = await b.spammer_round(spammer, self.env, victims)
+            self.recorder.record(result)
+            if result.ok:
+                spammer.state = IDLE
+                self.idle_spammers.add(spammer)
+                if self._freed is not None:
+                    self._freed.set()
+            else:
+                spammer.state = RETIRED
+            return result
+
+        return dialogue
+
+    async def _conclude(self, phone: Phone, result: DialogueResult) -> DialogueResult:
+        """A phone's dialogue ended: record it; run the phone's next reaction, or make it idle (retired on failure)."""
+        self.recorder.record(result)
+        if not result.ok:
+            phone.state = RETIRED
+            self.stats["retired"] += 1
+            phone.reactions.clear()
+            return result
+        if phone.reactions and not self._stopping:
+            self._react(phone)
+            return result
+        phone.reactions.clear()
+        phone.state = IDLE
+        self.idle.add(phone)
+        freed = self._freed
+        if freed is not None:
+            freed.set()
+        return result
+
+    # ------------------------------------------------------------ reactions
+    def _react(self, phone: Phone) -> None:
+        """Run the phone's next queued reaction (the phone is taken out of the idle pool)."""
+        self.idle.remove(phone)
+        phone.state = BUSY
+        make = phone.reactions.popleft()
+
+        async def reaction() -> None:
+            self.recorder.dialogue_started()
+            await self._conclude(phone, await make())
+
+        task = asyncio.get_running_loop().create_task(reaction())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _queue(self, phone: Phone, make: Callable[[], Awaitable[DialogueResult]]) -> None:
+        phone.reactions.append(make)
+        if phone.state == IDLE:
+            self._react(phone)
+
+    # -------------------------------------------------------------- arrivals
+    def _on_message(self, message: ShortMessage) -> None:
+        phone = self.by_number.get(message.destination)
+        if phone is None:
+            self.recorder.arrived_unasked("unrouted")
+            self._sample(f"to {message.destination} (no such subscriber here) from {message.source}: {message.text}")
+        else:
+            phone.deliver(message)
+
+    def _on_spammer_message(self, message: ShortMessage) -> None:
+        self.recorder.arrived_unasked("to_spammer")
+        self._sample(f"to spammer {message.destination} from {message.source}: {message.text}")
+
+    def _on_sp_notice(self, message: ShortMessage) -> None:
+        m = SP_NOTICE.match(message.text)
+        if m is None:
+            self.recorder.arrived_unasked("sp_other")
+            self._sample(f"to SP {message.destination} from {message.source}: {message.text}")
+        else:
+            self.notices_received[(m.group(1), m.group(2))] += 1
+
+    def _sample(self, text: str) -> None:
+        if len(self.unasked_samples) < 20:
+            self.unasked_samples.append(text[:300])
+
+    def notice_kind(self, message: ShortMessage) -> str | None:
+        """A text that is a notice whoever receives it, whatever they are doing: report handled, reminder, refund."""
+        source, text, plan = message.source, message.text, self.plan
+        if source == plan.spam_report:
+            if plan.texts.match("spam.handled", text) is not None:
+                return "spam_handled"
+        elif source == plan.operator:
+            texts = plan.texts
+            if text.startswith("(") and texts.pattern("billing.page").match(text):
+                return "reminder"
+            if texts.templates.get("billing.reminder_head", "\0") in text:
+                return "reminder"
+            if text.startswith(texts.templates["billing.refund_double"][:4]) and (
+                texts.match("billing.refund_double", text) or texts.match("billing.refund_single", text)
+            ):
+                return "refund"
+        return None
+
+    def unasked(self, phone: Phone, message: ShortMessage) -> None:
+        """A text for `phone` that no dialogue of it asked for: record it, react as the scenario says."""
+        recorder, plan, source = self.recorder, self.plan, message.source
+        if message.is_receipt:
+            recorder.arrived_unasked("receipt")
+            return
+        kind = self.notice_kind(message)
+        if kind is not None:
+            recorder.arrived_unasked(kind)
+            return
+        if source == plan.rating:
+            fields = plan.texts.match("rating.survey", message.text)
+            if fields is not None:
+                recorder.arrived_unasked("survey")
+                self._react_survey(phone, message, fields)
+                return
+        elif source in self.by_number:
+            if self.post.arrived(message):  # chatter: a dialogue of its sender waits for it
+                return
+        elif source in self.spammer_by_number or (source.isdigit() and len(source) > 8 and source not in self.rules.short_codes):
+            self.post.arrived(message)  # a spammer's round waits for it
+            recorder.arrived_unasked("spam")
+            self._react_spam(phone, message)
+            return
+        recorder.arrived_unasked("other")
+        self._sample(f"to {phone.msisdn} ({phone.state}) from {source}: {message.text}")
+
+    def _react_survey(self, phone: Phone, message: ShortMessage, fields: dict[str, str]) -> None:
+        if phone.state == RETIRED or self._stopping:
+            return
+        r = self.scenario.reactions.survey
+        variant = _weighted(self.rng, (("valid", r.valid), ("invalid", r.invalid), ("late", r.late), ("ignore", r.ignore)))
+        if variant == "late" and b._survey_validity(fields) + b.LATE_MARGIN > r.late_max_wait:
+            self.stats["survey_late_skipped"] += 1  # the survey is valid too long to wait it out
+            variant = "ignore"
+        if variant == "ignore":
+            self.stats["survey_ignored"] += 1
+            return
+        self._queue(phone, lambda: b.answer_survey(phone, self.env, message, fields, variant))
+
+    def _react_spam(self, phone: Phone, message: ShortMessage) -> None:
+        sender = message.source
+        if phone.state == RETIRED or self._stopping or sender in phone.reported:
+            return
+        r = self.scenario.reactions.spam
+        variant = _weighted(self.rng, (("with_number", r.report), ("two_step", r.two_step), ("ignore", r.ignore)))
+        if variant == "ignore":
+            self.stats["spam_ignored"] += 1
+            return
+        phone.reported.add(sender)
+        spammer = self.spammer_by_number.get(sender)
+        if spammer is not None:
+            spammer.report_sent(phone.msisdn)  # from now on its texts to this victim may be refused
+        self._queue(phone, lambda: b.spam_report(phone, self.env, variant, sender, message.text, spammer=spammer))
+
+    def _event(self, event: str, detail: str) -> None:
+        if event == "refused":
+            self.recorder.refused(detail)
+        elif detail in self._sp_services:
+            self.notices_expected[(event, detail)] += 1
+
+    # ------------------------------------------------------------ the end
+    async def drain(self) -> None:
+        """Let dialogues and reactions still running end (at most load.drain seconds; the rest are cancelled)."""
+        self.stop("load done")
+        deadline = time.monotonic() + self.scenario.load.drain
+        while self.tasks and time.monotonic() < deadline:
+            await asyncio.wait(list(self.tasks), timeout=max(0.0, deadline - time.monotonic()))
+        if self.tasks:
+            self.stats["cancelled_at_drain"] += len(self.tasks)
+            for task in list(self.tasks):
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.recorder.finish()
+
+    async def settle(self, timeout: float = 3.0) -> None:
+        """The end checks: a last round of every spammer enough victims reported and no round saw refused yet
+        (its texts must be refused now); the SP notices must match the orders and unsubscriptions the fleet made
+        (when no such dialogue failed: a failed one may or may not have gone through)."""
+        await self._verify_blocks()
+        if not self.sp_binds:
+            return
+        failed = {k for (k, outcome) in self.recorder.outcomes if outcome == "failed"}
+        if failed & {"order", "query"}:
+            self.stats["sp_notices_unchecked"] = 1
+            return
+        until = time.monotonic() + timeout
+        while time.monotonic() < until and self._notices_short():
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.1)  # a surplus notice would land now
+        expected = {k: v for k, v in self.notices_expected.items() if v}
+        received = {k: v for k, v in self.notices_received.items() if v}
+        if expected != received:
+            now = time.monotonic()
+            result = DialogueResult("sp_notice", ",".join(a.system_id for a in self.scenario.fleet.sp_receivers), False,
+                                    "failed", started_at=now, ended_at=now, step="end")  # fmt: skip
+            diff = sorted(f"{e} {s}: received {received.get((e, s), 0)}, expected {expected.get((e, s), 0)}"
+                          for e, s in set(expected) | set(received) if expected.get((e, s), 0) != received.get((e, s), 0))  # fmt: skip
+            result.error = "SP notices do not match the fleet's orders and unsubscriptions: " + "; ".join(diff[:10])
+            self.recorder.record(result)
+
+    async def _verify_blocks(self) -> None:
+        threshold = self.rules.spam_block_threshold
+        due = [s for s in self.spammers if s.state == IDLE and s.must_be_blocked(threshold) and not s.refused_seen]
+        usable = [p for p in self.phones if p.state != RETIRED]
+        if not due or not usable:
+            return
+        count = min(self.scenario.behaviours.spammer.victims, len(usable))
+        for spammer in due:
+            self.recorder.dialogue_started()
+            self.recorder.record(await b.spammer_round(spammer, self.env, self.rng.sample(usable, count)))
+        self.stats["spammer_final_checks"] += len(due)
+
+    def _notices_short(self) -> bool:
+        return any(self.notices_received[k] < v for k, v in self.notices_expected.items())
+
+    def summary(self) -> dict[str, Any]:
+        """The recorder's summary with a "fleet" entry about the run itself."""
+        summary = self.recorder.summary()
+        threshold = self.rules.spam_block_threshold
+        summary["fleet"] = {
+            "subscribers": len(self.phones),
+            "binds": len(self.binds),
+            "mode": self.scenario.fleet.mode,
+            "load": self.scenario.load.mode,
+            "stopped": self.stop_reason,
+            "retired_subscribers": sum(1 for p in self.phones if p.state == RETIRED),
+            "stats": dict(sorted(self.stats.items())),
+            "spammers": {
+                s.msisdn: {"rounds": s.rounds, "victims_reported": len(s.acked), "blocked_expected": s.must_be_blocked(threshold),
+                           "refused_seen": s.refused_seen, "retired": s.state == RETIRED}
+                for s in self.spammers if s.rounds or s.acked or s.state == RETIRED
+            },  # fmt: skip
+            "sp_notices": {f"{e} {s}": n for (e, s), n in sorted(self.notices_received.items())},
+            "unasked_samples": self.unasked_samples,
+        }
+        return summary
+
+    def _reported_range(self) -> tuple[int, int]:
+        s = self.scenario.behaviours.spam
+        return int(s.reported_start), s.reported_count
+
+
+def _weighted(rng: random.Random, choices: tuple[tuple[str, float], ...]) -> str:
+    total = sum(w for _, w in choices)
+    x = rng.random() * total
+    for name, weight in choices:
+        x -= weight
+        if x < 0:
+            return name
+    return next(name for name, w in reversed(choices) if w > 0)
+
+
+def _loop_time(monotonic_at: float) -> float:
+    """A time.monotonic() instant on the running loop's clock."""
+    loop = asyncio.get_running_loop()
+    return loop.time() + (monotonic_at - time.monotonic())

@@ -1,0 +1,278 @@
+"""The fleet from Python and pytest: a gateway in the background and a fleet against it, in a few lines.
+
+With pytest (enable the fixture with `pytest_plugins = ["simulator.testing"]` in
+your conftest.py, or `from simulator.testing import smsgw_fleet` in the test module):
+
+    def test_orders_hold_up(smsgw_fleet):
+        run = smsgw_fleet(count=300, config={"services": {"survey_sample_rate": 1.0}})
+        run.assert_ok()                                   # no dialogue failed (else: failures with transcripts)
+        assert run.outcomes["order"]["ordered"] > 0
+
+Each call starts a fresh gateway (its own database, ephemeral ports, the
+built-in config with `config` overrides merged in) and runs the default
+scenario (or `scenario=`: a file, a Scenario) against it with the flags
+given (as on the command line: duration, count, rate, concurrency, ramp_up,
+binds, subscribers, timeout, seed, ...). The fleet expects what that gateway
+is configured to do; `expect=` (a Config, a file) makes it expect something
+else (to prove that a wrong server is caught).
+
+Without pytest, like aiosmtpd's Controller:
+
+    with FleetController(config={"services": {"survey_sample_rate": 1.0}}) as controller:
+        run = controller.run(duration=10, rate=200)
+    print(run.summary["throughput"])
+
+Against a server already running: `run_fleet(scenario, target=(host, port))`
+(blocking), or `await run_fleet_async(...)` inside an event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import tempfile
+import threading
+import tomllib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.app import GatewayController
+from gateway.config import DEFAULT_CONFIG, Config, load_config, parse_config
+
+from .cli import describe, verdicts
+from .esme import run as run_loop
+from .fleet import Fleet
+from .metrics import Recorder
+from .scenario import DEFAULT_SCENARIO, Scenario, load_scenario, parse_scenario
+
+__all__ = ["FleetController", "FleetRun", "gateway_config", "make_scenario", "run_fleet", "run_fleet_async", "smsgw_fleet"]
+
+
+@dataclass
+class FleetRun:
+    """What a fleet run produced: the summary (the JSON report's data) and how to read it."""
+
+    summary: dict[str, Any]
+    scenario: Scenario
+
+    @property
+    def failed(self) -> int:
+        return self.summary["dialogues"]["failed"]
+
+    @property
+    def completed(self) -> int:
+        return self.summary["dialogues"]["completed"]
+
+    @property
+    def outcomes(self) -> dict[str, dict[str, int]]:
+        """{kind: {outcome: count}}, e.g. outcomes["order"]["ordered"]."""
+        return self.summary["outcomes"]
+
+    @property
+    def failures(self) -> list[dict[str, Any]]:
+        """Failed dialogues with their transcripts (the first 200)."""
+        return self.summary["failures"]
+
+    @property
+    def ok(self) -> bool:
+        return not verdicts(self.summary)
+
+    def exit_code(self, **thresholds: Any) -> int:
+        """What `smsgw simulate` would exit with (thresholds: max_failures, min_rate, max_p99_ms)."""
+        return 1 if verdicts(self.summary, **thresholds) else 0
+
+    def assert_ok(self, **thresholds: Any) -> None:
+        """Raise AssertionError describing the run (failures with transcripts) unless it passed."""
+        misses = verdicts(self.summary, **thresholds)
+        if misses:
+            raise AssertionError("fleet run failed: " + "; ".join(misses) + "\n" + describe(self.summary))
+
+    def __str__(self) -> str:
+        return describe(self.summary)
+
+
+def gateway_config(base: Config | Path | str | None = None, **overrides: Any) -> Config:
+    """A gateway config: `base` (default: the built-in config/default.toml) with overrides merged in.
+
+    A table (`services={...}`, `gateway={...}`) is updated key by key; `accounts` and `short_codes`
+    entries update the entry with the same system_id / code or are added; other lists replace.
+    """
+    path = DEFAULT_CONFIG if base is None else Path(base) if not isinstance(base, Config) else Path(base.source)
+    with open(path, "rb") as f:
+        raw = tomllib.load(f)
+    keys = {"accounts": "system_id", "short_codes": "code"}
+    for section, value in overrides.items():
+        if section in keys:
+            entries = raw.setdefault(section, [])
+            by_key = {entry[keys[section]]: entry for entry in entries}
+            for entry in copy.deepcopy(value):
+                if entry[keys[section]] in by_key:
+                    by_key[entry[keys[section]]].update(entry)
+                else:
+                    entries.append(entry)
+        elif isinstance(value, dict):
+            raw.setdefault(section, {}).update(copy.deepcopy(value))
+        else:
+            raw[section] = copy.deepcopy(value)
+    return parse_config(raw, path)  # the source stays the file: its messages.<lang>.toml apply
+
+
+def make_scenario(base: Path | str | None = None, **tables: Any) -> Scenario:
+    """A scenario file (default: the default scenario) with tables changed key by key, checked like a file:
+
+        make_scenario(behaviours={"spammer": {"weight": 2}, "chatter": {"weight": 0}}, spammers={"count": 2})
+    """
+    path = Path(base) if base is not None else DEFAULT_SCENARIO
+    with open(path, "rb") as f:
+        raw = tomllib.load(f)
+    _merge(raw, copy.deepcopy(tables))
+    return parse_scenario(raw, path)
+
+
+def _merge(into: dict[str, Any], changes: dict[str, Any]) -> None:
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def _scenario(scenario: Scenario | Path | str | None, target: tuple[str, int] | None, flags: dict[str, Any]) -> Scenario:
+    if not isinstance(scenario, Scenario):
+        scenario = load_scenario(scenario)
+    if target is not None:
+        flags = {"host": target[0], "port": target[1], **flags}
+    return scenario.override(**flags)
+
+
+def _config(expect: Config | Path | str | None, scenario: Scenario) -> Config:
+    if isinstance(expect, Config):
+        return expect
+    return load_config(expect or scenario.target.config or None)
+
+
+async def run_fleet_async(
+    scenario: Scenario | Path | str | None = None,
+    *,
+    target: tuple[str, int] | None = None,
+    expect: Config | Path | str | None = None,
+    recorder: Recorder | None = None,
+    **flags: Any,
+) -> FleetRun:
+    """Run a fleet on the running event loop: `scenario` (default: the default scenario) with `flags` as on the
+    command line (duration=5, count=100, rate=..., concurrency=..., subscribers=..., ...) against `target`
+    (host, port); it expects what the `expect` config (a Config or file; default: the scenario's
+    target.config) says the server does."""
+    scenario = _scenario(scenario, target, flags)
+    fleet = Fleet(scenario, recorder=recorder, config=_config(expect, scenario))
+    return FleetRun(await fleet.run(), scenario)
+
+
+def run_fleet(
+    scenario: Scenario | Path | str | None = None,
+    *,
+    target: tuple[str, int] | None = None,
+    expect: Config | Path | str | None = None,
+    **flags: Any,
+) -> FleetRun:
+    """`run_fleet_async` on its own event loop (uvloop when installed); blocks until the run ends. Called
+    where an event loop is already running (an async test), it runs the fleet in a thread of its own."""
+    coro = run_fleet_async(scenario, target=target, expect=expect, **flags)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return run_loop(coro)
+    outcome: list[Any] = []
+
+    def in_thread() -> None:
+        try:
+            outcome.append(run_loop(coro))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            outcome.append(exc)
+
+    thread = threading.Thread(target=in_thread, name="smsgw-fleet")
+    thread.start()
+    thread.join()
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
+
+
+class FleetController:
+    """A gateway in a background thread (GatewayController) and fleets against it; a context manager.
+
+    config: a Config, or a dict of overrides of the built-in config (see gateway_config);
+    db_path: the gateway's SQLite file (default: a fresh one in a temporary directory).
+    """
+
+    def __init__(self, config: Config | dict[str, Any] | None = None, *, db_path: Path | str | None = None,
+                 **gateway_options: Any) -> None:  # fmt: skip
+        self.config = config if isinstance(config, Config) else gateway_config(**(config or {}))
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        if db_path is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="smsgw-fleet-")
+            db_path = Path(self._tmp.name) / "gateway.db"
+        self.gateway = GatewayController(self.config, db_path=db_path, **gateway_options)
+
+    @property
+    def target(self) -> tuple[str, int]:
+        return "127.0.0.1", self.gateway.smpp_port
+
+    def start(self) -> FleetController:
+        self.gateway.start()
+        return self
+
+    def stop(self) -> None:
+        self.gateway.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def run(self, scenario: Scenario | Path | str | None = None, *, expect: Config | Path | str | None = None,
+            **flags: Any) -> FleetRun:  # fmt: skip
+        """A fleet run against this gateway; by default it expects what the gateway's config says."""
+        return run_fleet(scenario, target=self.target, expect=expect if expect is not None else self.config, **flags)
+
+    async def run_async(self, scenario: Scenario | Path | str | None = None, *,
+                        expect: Config | Path | str | None = None, **flags: Any) -> FleetRun:  # fmt: skip
+        return await run_fleet_async(scenario, target=self.target, expect=expect if expect is not None else self.config, **flags)
+
+    def __enter__(self) -> FleetController:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+try:
+    import pytest
+except ImportError:  # the fixture needs pytest; the rest does not
+    pytest = None  # type: ignore[assignment]
+
+if pytest is not None:
+
+    @pytest.fixture
+    def smsgw_fleet(tmp_path: Path) -> Iterator[Callable[..., FleetRun]]:
+        """smsgw_fleet(scenario=None, *, config=None, expect=None, **flags) -> FleetRun.
+
+        Starts a gateway (the built-in config with `config` overrides, e.g. {"services": {...}}; or a Config)
+        on ephemeral ports with a fresh database, runs a fleet against it (the default scenario with `flags`:
+        duration, count, rate, concurrency, subscribers, ...), stops the gateway, returns the run. Every
+        gateway it started is stopped at teardown."""
+        controllers: list[FleetController] = []
+
+        def run(scenario: Scenario | Path | str | None = None, *, config: Config | dict[str, Any] | None = None,
+                expect: Config | Path | str | None = None, **flags: Any) -> FleetRun:  # fmt: skip
+            controller = FleetController(config, db_path=tmp_path / f"fleet-gateway-{len(controllers)}.db")
+            controllers.append(controller)
+            controller.start()
+            try:
+                return controller.run(scenario, expect=expect, **flags)
+            finally:
+                controller.stop()
+
+        yield run
+        for controller in controllers:
+            controller.stop()

@@ -1,0 +1,123 @@
+"""The handset simulator's fleet (simulator/fleet.py) against the real gateway: the default mix checked end to
+end, bind modes and the open loop, spammers blocked after enough reports, and the Python API."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from gateway.store.records import Block, Subscription
+from simulator.fleet import Fleet, FleetError
+from simulator.metrics import Recorder
+from simulator.testing import FleetController, gateway_config, make_scenario, run_fleet_async, smsgw_fleet  # noqa: F401
+
+# Every behaviour and every reaction of the default mix, with the outcomes a short run must show.
+EXPECTED = {
+    "query": {"unsubscribed", "listed", "none"},
+    "order": {"ordered", "declined", "ignored"},
+    "spam": {"reported", "reported_two_step"},
+    "rating": {"rated", "rated_with_reason", "late"},
+    "chatter": {"delivered"},
+    "spammer": {"sent", "blocked"},
+    "help": {"help"},
+}
+# Surveys after every completed 10086 dialogue, valid for 2 s, so late answers are quick to give.
+SURVEYS = {"services": {"survey_sample_rate": 1.0, "survey_validity": 2}}
+
+
+def test_default_mix_every_dialogue_kind_checked_and_passed() -> None:
+    with FleetController(config=SURVEYS) as controller:
+        run = controller.run(subscribers=150, binds=3, duration=4, concurrency=12)
+        store = controller.gateway.gateway.store
+        blocked = {b.reported for b in controller.gateway.call(store.find(Block, reporter="", lifted_at=None))}
+        active = controller.gateway.call(store.find(Subscription, status="active"))
+    run.assert_ok()
+    assert run.failed == 0 and run.completed > 300
+    for kind, outcomes in EXPECTED.items():
+        assert outcomes <= set(run.outcomes.get(kind, {})), f"{kind}: {run.outcomes.get(kind)}"
+    assert {"reprompted", "invalid"} & set(run.outcomes["rating"])
+    summary = run.summary
+    assert summary["unsolicited"]["survey"] > 0 and summary["unsolicited"]["spam"] > 0
+    assert summary["unsolicited"].get("spam_handled", 0) > 0 and "other" not in summary["unsolicited"]
+    assert summary["mo_refused"]["SMSGW_RSENDERBLOCKED"] > 0
+    # The spammers the fleet saw refused are the ones the gateway blocked network-wide.
+    refused = {n for n, s in summary["fleet"]["spammers"].items() if s["refused_seen"]}
+    assert refused and refused <= blocked
+    # The fleet's view of who holds what is the gateway's (the listings checked it too).
+    ordered, cancelled = sum(run.outcomes["order"].values()), 0
+    assert len(active) > 0 and ordered > 0
+    notices = summary["fleet"]["sp_notices"]
+    assert sum(n for k, n in notices.items() if k.startswith("ORDER")) == run.outcomes["order"]["ordered"]
+    assert sum(n for k, n in notices.items() if k.startswith("ORDER")) - sum(
+        n for k, n in notices.items() if k.startswith("CANCEL")) == len(active) + cancelled  # fmt: skip
+    assert summary["latency_ms"]["p50"] > 0 and summary["timeline"]
+    assert summary["fleet"]["retired_subscribers"] == 0
+
+
+def test_tx_rx_pairs_open_loop_with_ramp_up(smsgw_fleet) -> None:
+    started = time.monotonic()
+    run = smsgw_fleet(config=SURVEYS, subscribers=60, binds=2, mode="tx+rx", rate=80, ramp_up=1, count=120)
+    run.assert_ok()
+    assert run.summary["fleet"]["binds"] == 4 and run.summary["fleet"]["load"] == "open"
+    assert run.summary["dialogues"]["started"] >= 120
+    # 120 dialogues at 80/s after a 1 s ramp: 120/80 + 1/2 = 2 s of starting them.
+    assert 1.8 < run.summary["duration_s"] and time.monotonic() - started < 15
+
+
+def spammer_scenario(**load):
+    return make_scenario(
+        fleet={"count": 30, "binds": 1, "sp_receivers": []},
+        behaviours={name: {"weight": 0} for name in ("query", "order", "spam", "chatter", "help")} | {"spammer": {"weight": 1, "victims": 6}},
+        spammers={"count": 2},
+        reactions={"spam": {"report": 1, "two_step": 1, "ignore": 0}},
+        load={"duration": 0, "count": 12, "concurrency": 2, **load},
+    )  # fmt: skip
+
+
+def test_spammers_are_blocked_once_enough_victims_reported_and_refused_after(smsgw_fleet) -> None:
+    run = smsgw_fleet(spammer_scenario())
+    run.assert_ok()
+    spammers = run.summary["fleet"]["spammers"]
+    assert set(spammers) == {"8613000000000", "8613000000001"}
+    for number, seen in spammers.items():
+        assert seen["victims_reported"] >= 5 and seen["blocked_expected"] and seen["refused_seen"], (number, seen)
+    assert run.outcomes["spammer"]["blocked"] >= 2 and run.outcomes["spam"]["reported"] > 0
+    assert run.summary["mo_refused"]["SMSGW_RSENDERBLOCKED"] >= 12
+
+
+def test_a_server_that_never_blocks_spammers_fails_the_check(smsgw_fleet) -> None:
+    # The gateway needs 1000 reporters; the fleet expects the default 5.
+    run = smsgw_fleet(spammer_scenario(), config={"services": {"spam_block_threshold": 1000}}, expect=gateway_config())
+    assert run.failed > 0 and run.exit_code() == 1
+    failure = next(f for f in run.failures if f["kind"] == "spammer")
+    assert failure["step"] == "spam" and "expected SMSGW_RSENDERBLOCKED" in failure["error"]
+    assert failure["transcript"] and failure["transcript"][0]["dir"] == ">"
+    with pytest.raises(AssertionError, match="dialogues failed"):
+        run.assert_ok()
+
+
+async def test_fleet_over_tls_and_the_async_api(make_gateway, tmp_path) -> None:
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    gw = make_gateway(tls={"enabled": True, "port": 0, "certfile": str(cert), "keyfile": str(key)})
+    scenario = make_scenario(target={"tls": True, "ca": str(cert), "check_hostname": False}, spammers={"start": "8613000000100"})
+    recorder = Recorder()
+    run = await run_fleet_async(scenario, target=("127.0.0.1", gw.gateway.tls_port), recorder=recorder,
+                                subscribers=20, binds=1, count=40, concurrency=4)  # fmt: skip
+    run.assert_ok()
+    assert recorder.completed == run.completed >= 40
+    # Without the CA the server's self-signed certificate is refused before any bind.
+    unverified = make_scenario(target={"tls": True, "port": gw.gateway.tls_port}, fleet={"count": 4, "binds": 1, "sp_receivers": []})
+    with pytest.raises(FleetError) as refused:
+        await Fleet(unverified.override(count=1)).run()
+    assert refused.value.key == "target.ca" and "CERTIFICATE_VERIFY_FAILED" in str(refused.value)

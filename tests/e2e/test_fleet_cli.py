@@ -1,0 +1,83 @@
+"""`smsgw simulate` (simulator/cli.py): a deliberately broken server is caught with transcripts and a non-zero
+exit; thresholds; usage and config mistakes exit 2 naming the file and key."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.app import GatewayController
+from gateway.config import DEFAULT_CONFIG, load_config
+from simulator import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+GOOD_DONE = "您已成功退订{sp_company}提供的{service}业务，下月起不再收取信息费。"
+BAD_DONE = "您已退订{sp_company}的{service}业务。"
+
+
+@pytest.fixture
+def broken_gateway(tmp_path: Path):
+    """The built-in config, except: one reply text differs (unsubscribe.done) and 10086999 never answers."""
+    directory = tmp_path / "broken"
+    directory.mkdir()
+    config = DEFAULT_CONFIG.read_text(encoding="utf-8")
+    (directory / "config.toml").write_text(config + '\n[[short_codes]]\ncode = "10086999"\nhandler = "silent"\n', encoding="utf-8")
+    for language in ("zh", "en"):
+        shutil.copy(DEFAULT_CONFIG.parent / f"messages.{language}.toml", directory / f"messages.{language}.toml")
+    messages = directory / "messages.zh.toml"
+    text = messages.read_text(encoding="utf-8")
+    assert text.count(GOOD_DONE) == 1
+    messages.write_text(text.replace(GOOD_DONE, BAD_DONE), encoding="utf-8")
+    with GatewayController(load_config(directory / "config.toml"), db_path=tmp_path / "broken.db") as gw:
+        yield gw
+
+
+def test_a_broken_server_fails_with_transcripts_and_a_non_zero_exit(broken_gateway, tmp_path: Path) -> None:
+    report = tmp_path / "report"
+    argv = [sys.executable, "-m", "gateway", "simulate", "--port", str(broken_gateway.smpp_port), "--subscribers", "40",
+            "--binds", "1", "--count", "150", "--concurrency", "8", "--timeout", "1", "--report", str(report), "--quiet"]  # fmt: skip
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "FAILED query at serials->unsubscribed" in done.stdout and "FAILED spam at" in done.stdout
+    assert "FAIL " in done.stdout and "PASS" not in done.stdout
+
+    data = json.loads((report / "report.json").read_text(encoding="utf-8"))
+    by_step = data["failures_by_step"]
+    assert set(by_step) == {"query", "spam"}, by_step  # everything else passed
+    assert set(by_step["spam"]) <= {"report->ack", "forward->ask_number"}
+    wrong = next(f for f in data["failures"] if f["kind"] == "query")
+    assert "expected unsubscribe.done from 10086" in wrong["error"]
+    assert [e["dir"] for e in wrong["transcript"]] == [">", "<", ">", "<"]
+    assert wrong["transcript"][-1]["text"].startswith("您已退订")  # the wrong text, as it came
+    dropped = next(f for f in data["failures"] if f["kind"] == "spam")
+    assert "nothing from 10086999 within 1 s" in dropped["error"] and dropped["transcript"][0]["peer"] == "10086999"
+    assert data["outcomes"]["order"].get("failed", 0) == 0 and data["dialogues"]["completed"] > 50
+    html = (report / "report.html").read_text(encoding="utf-8")
+    assert "<html" in html.lower() and "serials-&gt;unsubscribed" in html
+
+
+def test_thresholds_and_usage_errors(gateway, tmp_path: Path, capsys) -> None:
+    port = str(gateway.smpp_port)
+    base = ["--port", port, "--subscribers", "20", "--binds", "1", "--count", "30", "--quiet"]
+    assert cli.main([*base, "--min-rate", "0", "--max-p99-ms", "10000"]) == 0
+    assert "PASS" in capsys.readouterr().out
+    assert cli.main([*base, "--max-p99-ms", "0.001", "--start", "8613900000000"]) == 1
+    assert "FAIL p99 latency" in capsys.readouterr().out
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[load]\nmode = "fast"\n')
+    assert cli.main(["--scenario", str(bad)]) == 2
+    assert f"{bad}: load.mode: expected" in capsys.readouterr().err
+    bad.write_text("[fleet]\nbindz = 3\n")
+    assert cli.main(["--scenario", str(bad)]) == 2
+    assert f"{bad}: fleet.bindz: unknown key" in capsys.readouterr().err
+    assert cli.main(["--port", port, "--password", "wrong", "--quiet"]) == 2
+    assert "target.system_id: bind trx as 'handset' refused: ESME_RINVPASWD" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        cli.main(["--duration", "5", "--count", "10"])
+    assert usage.value.code == 2

@@ -1,0 +1,154 @@
+"""Fleet scenarios (simulator/scenario.py): the default file, validation naming file and key, command-line
+overrides; the fleet's numbering (address_range per bind) and the CLI's verdicts."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from simulator.cli import verdicts
+from simulator.fleet import MAX_ADDRESS_RANGE, Pool, address_range, blocks, exact_range
+from simulator.scenario import DEFAULT_SCENARIO, Scenario, ScenarioError, load_scenario, parse_scenario
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "s.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_the_default_file_holds_the_built_in_defaults_and_documents_every_key() -> None:
+    scenario = load_scenario()
+    assert scenario == parse_scenario({}, DEFAULT_SCENARIO)  # the file says what the defaults are
+    assert scenario.load.mode == "closed" and scenario.fleet.mode == "trx"
+    assert scenario.behaviours.weights() == {"query": 3, "order": 3, "spam": 1, "chatter": 1, "spammer": 0.5, "help": 0.5}
+    json.dumps(scenario.to_dict())  # the report embeds it
+
+    with open(DEFAULT_SCENARIO, "rb") as f:
+        raw = tomllib.load(f)
+
+    import typing
+
+    def walk(cls: type, table: dict, where: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for field in dataclasses.fields(cls):
+            if field.name == "source":
+                continue
+            assert field.name in table, f"{where}{field.name} is not documented in default.toml"
+            if dataclasses.is_dataclass(hints[field.name]):
+                walk(hints[field.name], table[field.name], f"{where}{field.name}.")
+
+    walk(Scenario, raw, "")
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        ('[load]\nmode = "fast"\n', "load.mode", 'expected "closed" or "open"'),
+        ("[fleet]\nbindz = 3\n", "fleet.bindz", "unknown key"),
+        ("colour = 1\n", "colour", "unknown key"),
+        ('[fleet]\ncount = "many"\n', "fleet.count", "expected an integer"),
+        ("[target]\ntls = 1\n", "target.tls", "expected true or false"),
+        ("[load]\ncount = 10\n", "load.duration", "exactly one of load.duration"),
+        ("[load]\nduration = 0\n", "load.duration", "exactly one of load.duration"),
+        ("[behaviours.order]\nconfirm = 0\ndecline = 0\nignore = 0\n", "behaviours.order", "every weight"),
+        ("[behaviours.spam]\nweight = -1\n", "behaviours.spam.weight", ">= 0"),
+        ('[fleet]\nstart = "8613000000005"\n', "spammers.start", "overlap the fleet"),
+        ('[fleet]\nmode = "rx"\n', "fleet.mode", '"trx" or "tx+rx"'),
+        ("[fleet]\nbinds = 3\ncount = 2\n", "fleet.binds", "at most one bind per subscriber"),
+        ('[fleet]\nstart = "99999999999999"\ncount = 5\n', "fleet.count", "past the number length"),
+        ('[target]\nca = "no-such-ca.pem"\n', "target.ca", "no such file"),
+        ("[target]\nport = 70000\n", "target.port", "1..65535"),
+        ('[target]\npassword = "far-too-long"\n', "target.password", "at most 8"),
+        ("[reactions.survey]\nvalid = 0\ninvalid = 0\nlate = 0\nignore = 0\n", "reactions.survey", "every weight"),
+        ("[fleet]\nsp_receivers = [{ system_id = 3 }]\n", "fleet.sp_receivers[0].system_id", "expected a string"),
+        ('[behaviours.query]\nweight = 0\n[behaviours.order]\nweight = 0\n[behaviours.spam]\nweight = 0\n'
+         '[behaviours.chatter]\nweight = 0\n[behaviours.spammer]\nweight = 0\n[behaviours.help]\nweight = 0\n',
+         "behaviours", "nothing to do"),
+    ],
+)  # fmt: skip
+def test_mistakes_name_the_file_and_the_key(tmp_path: Path, text: str, key: str, problem: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ScenarioError) as error:
+        load_scenario(path)
+    assert (error.value.path, error.value.key) == (str(path), key)
+    assert problem in error.value.problem
+    assert str(error.value).startswith(f"{path}: {key}: ")
+
+
+def test_unreadable_files(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError, match="file not found"):
+        load_scenario(tmp_path / "missing.toml")
+    with pytest.raises(ScenarioError, match=r"s\.toml: -: not valid TOML"):
+        load_scenario(write(tmp_path, "[load\n"))
+
+
+def test_relative_files_are_found_beside_the_scenario(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("not really a certificate")
+    scenario = load_scenario(write(tmp_path, '[target]\ntls = true\nca = "ca.pem"\n'))
+    assert scenario.target.ca == str(tmp_path / "ca.pem") and scenario.target.tls
+
+
+def test_command_line_overrides() -> None:
+    base = load_scenario()
+    opened = base.override(rate=250, ramp_up=5, count=1000, port=2776, host="smsc.example", subscribers=500, binds=2)
+    assert (opened.load.mode, opened.load.rate, opened.load.ramp_up) == ("open", 250.0, 5.0)
+    assert (opened.load.count, opened.load.duration) == (1000, 0.0)
+    assert (opened.target.host, opened.target.port, opened.fleet.count, opened.fleet.binds) == ("smsc.example", 2776, 500, 2)
+    closed = opened.override(concurrency=8, duration=30)
+    assert (closed.load.mode, closed.load.concurrency, closed.load.duration, closed.load.count) == ("closed", 8, 30.0, 0)
+    assert base.override() == base and base.override(port=None) == base
+    assert base.override(tls=True, verify=False).target.verify is False
+    with pytest.raises(ScenarioError, match=r"command line: fleet.binds: 4 binds for 2 subscribers"):
+        base.override(subscribers=2)
+    with pytest.raises(ScenarioError, match=r"command line: target.port"):
+        base.override(port=0)
+
+
+def test_subscribers_split_into_blocks_with_an_exact_address_range_each() -> None:
+    assert blocks("8613800000000", 10, 3) == [(8613800000000, 8613800000003), (8613800000004, 8613800000006),
+                                               (8613800000007, 8613800000009)]  # fmt: skip
+    assert address_range(8613800000000, 8613800000999) == r"8613800000\d{3}"
+    assert address_range(8613800000005, 8613800000005) == "8613800000005"
+    rng = random.Random(7)
+    for _ in range(400):
+        width = rng.choice([1, 2, 3, 4, 5])
+        lo = 8613800000000 + rng.randrange(10**width)
+        hi = lo + rng.randrange(10**width)
+        exact, bound = re.compile(exact_range(lo, hi)), re.compile(address_range(lo, hi))
+        assert len(bound.pattern) <= MAX_ADDRESS_RANGE
+        for n in range(lo - 40, hi + 41, max(1, (hi - lo) // 300)):
+            assert bool(exact.fullmatch(str(n))) == (lo <= n <= hi), (lo, hi, exact.pattern, n)
+            if lo <= n <= hi:
+                assert bound.fullmatch(str(n)), (lo, hi, bound.pattern, n)
+    # Too many pieces for 40 characters: the common prefix covers the block (a superset).
+    assert address_range(8613800012345, 8613800987654) == r"8613800\d{6}"
+
+
+def test_idle_pool_takes_at_random_and_removes_in_constant_time() -> None:
+    pool, rng = Pool(), random.Random(1)
+    items = [object() for _ in range(10)]
+    for item in items:
+        pool.add(item)
+    pool.add(items[0])
+    assert len(pool) == 10
+    assert pool.remove(items[3]) and not pool.remove(items[3]) and len(pool) == 9
+    taken = {id(pool.take(rng)) for _ in range(9)}
+    assert len(taken) == 9 and id(items[3]) not in taken and pool.take(rng) is None
+    pool.add(items[5])
+    assert pool.take(rng, lambda item: False) is None and len(pool) == 1
+
+
+def test_verdicts() -> None:
+    summary = {"dialogues": {"failed": 2}, "throughput": {"dialogues_per_s": 150.0}, "latency_ms": {"p99": 40.0}}
+    assert verdicts(summary) == ["2 dialogues failed (tolerated: 0)"]
+    assert verdicts(summary, max_failures=2) == []
+    assert verdicts(summary, max_failures=5, min_rate=200, max_p99_ms=30) == [
+        "150.0 dialogues/s, below --min-rate 200", "p99 latency 40.0 ms, above --max-p99-ms 30",
+    ]  # fmt: skip
