@@ -508,6 +508,7 @@ def profile_breakdown(path: Path) -> dict:
     next statement is taken out by its line; the event loop's own wait stays in its area.)
     """
     main: Counter = Counter()
+    frames_self: Counter = Counter()
     sqlite = Counter()
     for line in path.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
@@ -520,11 +521,13 @@ def profile_breakdown(path: Path) -> dict:
             continue
         where = frames[-1].rpartition("(")[2]
         main[next(name for marker, name in _AREAS if marker in where)] += int(count)
+        frames_self[core._short_frame(frames[-1])] += int(count)
     total = sum(main.values())
     return {
         "main_thread_samples": total,
         "main_thread_by_area_pct": {k: round(100.0 * v / total, 1) for k, v in main.most_common()} if total else {},
         "sqlite_threads_samples": dict(sqlite),
+        "main_thread_self_top_pct": [(f, round(100.0 * n / total, 1)) for f, n in frames_self.most_common(20)] if total else [],
     }
 
 
@@ -681,20 +684,16 @@ def print_summary(plain: dict | None, dialogues: dict, checks: list[dict]) -> No
           f" surveys received and left unanswered by order/query subscribers: {checks_.get('surveys_ignored')}")
     if dialogues.get("stored"):
         print(f"  stored messages by status (after stop): {dialogues['stored']}")
-    profile = dialogues.get("profile") or {}
-    if profile:
-        print(f"\n  gateway profile ({profile.get('samples')} samples, {dialogues.get('profile_file')}): self time")
-        for fn, pct in profile.get("self_top", [])[:15]:
+    breakdown = dialogues.get("profile_breakdown") or {}
+    if breakdown:
+        print(f"\n  gateway profile during the closed loop ({dialogues.get('profile_file')}; more in the JSON)")
+        print(f"  main thread by area ({breakdown['main_thread_samples']} samples):")
+        for area, pct in breakdown["main_thread_by_area_pct"].items():
+            print(f"    {pct:5.1f}%  {area}")
+        print("  main thread, innermost frames:")
+        for fn, pct in breakdown["main_thread_self_top_pct"][:12]:
             print(f"    {pct:5.1f}%  {fn}")
-        print("  inclusive, gateway/ and handlers/ frames")
-        for fn, pct in profile.get("gateway_inclusive_top", [])[:20]:
-            print(f"    {pct:5.1f}%  {fn}")
-        breakdown = dialogues.get("profile_breakdown") or {}
-        if breakdown:
-            print(f"  main thread by area ({breakdown['main_thread_samples']} samples):")
-            for area, pct in breakdown["main_thread_by_area_pct"].items():
-                print(f"    {pct:5.1f}%  {area}")
-            print(f"  SQLite threads (samples): {breakdown['sqlite_threads_samples']}")
+        print(f"  SQLite threads (samples): {breakdown['sqlite_threads_samples']}")
     print("\n=== targets (issue 3) ===")
     for c in checks:
         extra = f"   (per server CPU-second: {c['per_server_cpu_second']})" if c.get("per_server_cpu_second") else ""
