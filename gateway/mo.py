@@ -4,8 +4,8 @@ The MO is committed before it is acknowledged. Marking it processed, applying
 the handler's effects and storing its replies happen in one transaction, so
 after a crash an MO is either still `accepted` (and handled again at start,
 on the same state) or done with everything it caused: never handled twice,
-never lost. MOs are handled one at a time per subscriber (or, for handlers
-whose decisions count across subscribers, one at a time in all), so each
+never lost. MOs are handled one at a time per subscriber (and per any other
+key their handler names, e.g. the number a spam report is about), so each
 sees what the previous one committed.
 """
 
@@ -38,11 +38,20 @@ class ShortCode:
     context: ServiceContext
 
 
-def serial_key(short_code: ShortCode, subscriber: str) -> str:
-    """Subscriber by default; the whole short code for handlers with serial_scope "global"."""
-    if getattr(short_code.handler, "serial_scope", "subscriber") == "global":
-        return "*" + short_code.code
-    return subscriber
+def serial_keys(short_code: ShortCode, inbound: Inbound) -> list[str]:
+    """What this MO must hold one at a time: the subscriber, unless its handler names its own keys."""
+    keys_of = getattr(short_code.handler, "serial_keys", None)
+    return keys_of(inbound, short_code.context) if keys_of is not None else [inbound.subscriber]
+
+
+def _inbound(message: Message, text: str, mo_ids: tuple[str, ...]) -> Inbound:
+    return Inbound(
+        subscriber=message.source_addr,
+        short_code=message.dest_addr,
+        text=text,
+        received_at=message.submitted_at,
+        message_ids=mo_ids,
+    )
 
 
 class MoProcessor:
@@ -106,19 +115,13 @@ class MoProcessor:
         return smpp_text.decode(b"".join(parts), message.data_coding), tuple(ids)
 
     async def _serialized(self, message: Message, text: str, mo_ids: tuple[str, ...]) -> None:
-        short_code = self.short_codes[message.dest_addr]
-        async with self.locks.hold(serial_key(short_code, message.source_addr)):
+        inbound = _inbound(message, text, mo_ids)
+        async with self.locks.hold_all(serial_keys(self.short_codes[message.dest_addr], inbound)):
             await self._handle(message, text, mo_ids)
 
     async def _handle(self, message: Message, text: str, mo_ids: tuple[str, ...]) -> None:
         short_code = self.short_codes[message.dest_addr]
-        inbound = Inbound(
-            subscriber=message.source_addr,
-            short_code=message.dest_addr,
-            text=text,
-            received_at=message.submitted_at,
-            message_ids=mo_ids,
-        )
+        inbound = _inbound(message, text, mo_ids)
         try:
             outcome: Outcome = await short_code.handler.handle(inbound, short_code.context)
         except Exception:

@@ -66,7 +66,8 @@ class Services:
         return await self._for("*billing", lambda now: billing.dispute(self.ctx, charge_id, now))
 
     async def lift_block(self, reported: str) -> Outcome:
-        return await self._for("*" + self.ctx.settings.spam_report, lambda now: spam_report.lift_block(self.ctx, reported, now))
+        key = spam_report.reported_key(self.ctx.plan.normalise(reported))
+        return await self._for(key, lambda now: spam_report.lift_block(self.ctx, reported, now))
 
     async def run_due_jobs(self) -> Outcome:
         """Billing on the billing day, reminders on the reminder days: each at most once per period."""

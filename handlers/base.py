@@ -122,8 +122,8 @@ class ServiceContext:
 
 
 class Handler(Protocol):
-    # "subscriber": one MO at a time per subscriber; "global": one at a time in all
-    # (for decisions that count across subscribers, such as spam-report thresholds).
-    serial_scope: str
+    """Handles one MO. The gateway runs MOs one at a time per subscriber; a handler whose decisions
+    count across subscribers also defines `serial_keys(inbound, ctx) -> list[str]`: every key its MO
+    must hold (the subscriber's included), e.g. the number a spam report is about."""
 
     async def handle(self, inbound: Inbound, ctx: ServiceContext) -> Outcome: ...

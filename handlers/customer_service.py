@@ -22,8 +22,6 @@ DIALOGUES = (unsubscribe, confirmation)
 
 
 class CustomerService:
-    serial_scope = "subscriber"
-
     async def handle(self, inbound: Inbound, ctx: ServiceContext) -> Outcome:
         folded = fold(inbound.text)
         language = await ctx.language_of(inbound.subscriber)

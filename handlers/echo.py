@@ -6,8 +6,6 @@ from .base import Inbound, Outcome, ServiceContext
 
 
 class EchoHandler:
-    serial_scope = "subscriber"
-
     async def handle(self, inbound: Inbound, ctx: ServiceContext) -> Outcome:
         prefix = ctx.options.get("prefix", "")
         return Outcome().reply(inbound.subscriber, f"{prefix}{inbound.text}", inbound.short_code)

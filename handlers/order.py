@@ -7,8 +7,6 @@ from .base import Inbound, Outcome, ServiceContext
 
 
 class OrderHandler:
-    serial_scope = "subscriber"
-
     async def handle(self, inbound: Inbound, ctx: ServiceContext) -> Outcome:
         language = await ctx.language_of(inbound.subscriber)
         return await confirmation.order_by_keyword(inbound, ctx, language)

@@ -127,8 +127,6 @@ async def request_survey(ctx: ServiceContext, msisdn: str, channel: str, agent: 
 
 
 class RatingHandler:
-    serial_scope = "subscriber"
-
     async def handle(self, inbound: Inbound, ctx: ServiceContext) -> Outcome:
         language = await ctx.language_of(inbound.subscriber)
         now = inbound.received_at

@@ -13,7 +13,5 @@ from .base import Inbound, Outcome, ServiceContext
 
 
 class SilentHandler:
-    serial_scope = "subscriber"
-
     async def handle(self, inbound: Inbound, ctx: ServiceContext) -> Outcome:
         return Outcome()

@@ -122,8 +122,19 @@ def operator_codes(ctx: ServiceContext) -> set[str]:
     return {code for code in codes if code}
 
 
+def reported_key(number: str) -> str:
+    """The serial key of everything that decides about one reported number (thresholds, blocks)."""
+    return f"spam-reported:{number}"
+
+
 class SpamReportHandler:
-    serial_scope = "global"  # thresholds count distinct reporters across subscribers
+    def serial_keys(self, inbound: Inbound, ctx: ServiceContext) -> list[str]:
+        """The reporter (their prompt, their daily limit) and the number reported (distinct reporters
+        counted against the threshold) are each handled one report at a time."""
+        parsed = parse(inbound.text)
+        if parsed.kind != "report":
+            return [inbound.subscriber]
+        return [inbound.subscriber, reported_key(ctx.plan.normalise(parsed.number))]
 
     async def handle(self, inbound: Inbound, ctx: ServiceContext) -> Outcome:
         reporter, now = inbound.subscriber, inbound.received_at

@@ -180,3 +180,19 @@ def test_a_restart_between_the_forwarded_text_and_the_number(make_gateway, hands
     stored = report(a, "+86 13700000001", second)
     assert (stored.reported, stored.text) == (SPAMMER, SPAM)
     assert s.submit(A, "spam").status == SMSGW_RBLOCKEDBYRECIPIENT
+
+
+def test_five_reporters_reporting_at_the_same_moment_still_block_once(gateway, handset) -> None:
+    """Reports of one number are decided one at a time even when they arrive together (different reporters,
+    different binds): the threshold is reached exactly once, and every reporter is told exactly once."""
+    s, b = phone(handset, SPAMMER), phone(handset, B)
+    phones = [phone(handset, n, gateway) for n in REPORTERS]
+    sequences = [ph.send(ph.make("submit_sm", SPAM_CODE, f"13700000001*{SPAM} #{i}")) for i, ph in enumerate(phones)]
+    assert [ph.response(seq).status for ph, seq in zip(phones, sequences)] == [ESME_ROK] * len(phones)
+    for ph in phones:
+        got = replies(ph, 2)
+        assert sum(1 for t in got if ACK.match(t)) == 1 and sum(1 for t in got if HANDLED.match(t)) == 1, got
+    network_wide = [blk for blk in controller_blocks(gateway) if not blk.reporter]
+    assert [blk.reported for blk in network_wide] == [SPAMMER]
+    assert s.submit(B, "spam to a bystander").status == SMSGW_RSENDERBLOCKED
+    b.expect_none(0.3)
