@@ -40,7 +40,7 @@ from .behaviours import BUSY, IDLE, RETIRED, Env, Phone, PostOffice, Rules, Spam
 from .dialogues import DialogueResult, Plan
 from .esme import BindError, Esme, EsmeError, ShortMessage
 from .metrics import Recorder
-from .scenario import Scenario
+from .scenario import Load, Scenario
 
 __all__ = ["Fleet", "FleetError", "address_range", "blocks", "exact_range"]
 
@@ -197,6 +197,7 @@ class Fleet:
         self._in_flight = 0
         self._freed: asyncio.Event | None = None
         self._until = 0.0
+        self._load = scenario.load
         names = [n for n, w in scenario.behaviours.weights().items() if w > 0]
         self._names = names
         self._cumulative = list(accumulate(scenario.behaviours.weights()[n] for n in names))
@@ -328,13 +329,18 @@ class Fleet:
         await asyncio.gather(*(e.unbind() for e in esmes), return_exceptions=True)
 
     # --------------------------------------------------------------- the load
-    async def load(self) -> None:
-        """Run the scenario's load: closed or open loop, for its duration or count."""
-        load = self.scenario.load
-        recorder = self.recorder
-        recorder.started = time.monotonic()
-        self._until = recorder.started + load.duration if load.duration > 0 else float("inf")
-        timer = asyncio.get_running_loop().call_at(_loop_time(self._until), self.stop, "duration reached") if load.duration > 0 else None
+    async def load(self, load: Load | None = None, *, recorder: Recorder | None = None) -> None:
+        """Run a load (default: the scenario's): closed or open loop, for its duration or count. Call it again
+        for another phase (e.g. closed loop, then open loop at half the rate), with a fresh `recorder` to
+        measure that phase alone; drain() after the last."""
+        load = self._load = load if load is not None else self.scenario.load
+        if recorder is not None:
+            self.recorder = recorder
+        self._stopping, self.stop_reason, self._started = False, "", 0
+        self.recorder.started = time.monotonic()
+        self._until = self.recorder.started + load.duration if load.duration > 0 else float("inf")
+        loop = asyncio.get_running_loop()
+        timer = loop.call_at(_loop_time(self._until), self.stop, "duration reached") if load.duration > 0 else None
         try:
             if load.mode == "closed":
                 await asyncio.gather(*(self._worker() for _ in range(load.concurrency)))
@@ -348,7 +354,7 @@ class Fleet:
     def _done_starting(self) -> bool:
         if self._stopping:
             return True
-        load = self.scenario.load
+        load = self._load
         if load.count and self._started >= load.count:
             self.stop("count reached")
             return True
@@ -376,7 +382,7 @@ class Fleet:
             await dialogue()
 
     async def _open_loop(self) -> None:
-        load = self.scenario.load
+        load = self._load
         loop = asyncio.get_running_loop()
         t0 = time.monotonic()
         rate, ramp = load.rate, load.ramp_up
@@ -504,12 +510,10 @@ class Fleet:
             spammer = self.idle_spammers.take(self.rng)
         if spammer is None:
             return None
-        usable = [p for p in self.phones if p.state != RETIRED]
-        count = min(self.scenario.behaviours.spammer.victims, len(usable))
-        if not count:
+        victims = self._victims()
+        if not victims:
             self.idle_spammers.add(spammer)
             return None
-        victims = self.rng.sample(usable, count)
         spammer.state = BUSY
 
         async def dialogue() -> DialogueResult:
@@ -525,6 +529,16 @@ class Fleet:
             return result
 
         return dialogue
+
+    def _victims(self) -> list[Phone]:
+        """Distinct subscribers for a spam round (retired ones left out: what they hold is unknown)."""
+        phones = self.phones
+        count = min(self.scenario.behaviours.spammer.victims, len(phones))
+        victims = [p for p in self.rng.sample(phones, count) if p.state != RETIRED]
+        if len(victims) < count and len(victims) < len(phones) // 2:  # many retired: pick among the others
+            usable = [p for p in phones if p.state != RETIRED]
+            victims = self.rng.sample(usable, min(count, len(usable)))
+        return victims
 
     async def _conclude(self, phone: Phone, result: DialogueResult) -> DialogueResult:
         """A phone's dialogue ended: record it; run the phone's next reaction, or make it idle (retired on failure)."""
@@ -712,13 +726,12 @@ class Fleet:
     async def _verify_blocks(self) -> None:
         threshold = self.rules.spam_block_threshold
         due = [s for s in self.spammers if s.state == IDLE and s.must_be_blocked(threshold) and not s.refused_seen]
-        usable = [p for p in self.phones if p.state != RETIRED]
-        if not due or not usable:
-            return
-        count = min(self.scenario.behaviours.spammer.victims, len(usable))
         for spammer in due:
+            victims = self._victims()
+            if not victims:
+                return
             self.recorder.dialogue_started()
-            self.recorder.record(await b.spammer_round(spammer, self.env, self.rng.sample(usable, count)))
+            self.recorder.record(await b.spammer_round(spammer, self.env, victims))
         self.stats["spammer_final_checks"] += len(due)
 
     def _notices_short(self) -> bool:

@@ -22,8 +22,8 @@ EXPECTED = {
     "spammer": {"sent", "blocked"},
     "help": {"help"},
 }
-# Surveys after every completed 10086 dialogue, valid for 2 s, so late answers are quick to give.
-SURVEYS = {"services": {"survey_sample_rate": 1.0, "survey_validity": 2}}
+# Surveys after every completed 10086 dialogue, valid for 3 s, so late answers are quick to give.
+SURVEYS = {"services": {"survey_sample_rate": 1.0, "survey_validity": 3}}
 
 
 def test_default_mix_every_dialogue_kind_checked_and_passed() -> None:
@@ -44,20 +44,20 @@ def test_default_mix_every_dialogue_kind_checked_and_passed() -> None:
     # The spammers the fleet saw refused are the ones the gateway blocked network-wide.
     refused = {n for n, s in summary["fleet"]["spammers"].items() if s["refused_seen"]}
     assert refused and refused <= blocked
-    # The fleet's view of who holds what is the gateway's (the listings checked it too).
-    ordered, cancelled = sum(run.outcomes["order"].values()), 0
-    assert len(active) > 0 and ordered > 0
+    # The SPs heard of every order and unsubscription, and what is left is what the gateway holds active.
     notices = summary["fleet"]["sp_notices"]
-    assert sum(n for k, n in notices.items() if k.startswith("ORDER")) == run.outcomes["order"]["ordered"]
-    assert sum(n for k, n in notices.items() if k.startswith("ORDER")) - sum(
-        n for k, n in notices.items() if k.startswith("CANCEL")) == len(active) + cancelled  # fmt: skip
+    orders = sum(n for k, n in notices.items() if k.startswith("ORDER"))
+    cancels = sum(n for k, n in notices.items() if k.startswith("CANCEL"))
+    assert orders == run.outcomes["order"]["ordered"] and cancels > 0
+    assert orders - cancels == len(active) > 0
     assert summary["latency_ms"]["p50"] > 0 and summary["timeline"]
     assert summary["fleet"]["retired_subscribers"] == 0
 
 
 def test_tx_rx_pairs_open_loop_with_ramp_up(smsgw_fleet) -> None:
     started = time.monotonic()
-    run = smsgw_fleet(config=SURVEYS, subscribers=60, binds=2, mode="tx+rx", rate=80, ramp_up=1, count=120)
+    run = smsgw_fleet(config={"services": {"survey_sample_rate": 1.0}}, subscribers=60, binds=2, mode="tx+rx",
+                      rate=80, ramp_up=1, count=120)  # fmt: skip
     run.assert_ok()
     assert run.summary["fleet"]["binds"] == 4 and run.summary["fleet"]["load"] == "open"
     assert run.summary["dialogues"]["started"] >= 120
