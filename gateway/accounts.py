@@ -27,14 +27,20 @@ class TokenBucket:
         self.stamp = time.monotonic()
 
     def take(self, count: int) -> bool:
-        if self.rate <= 0:
+        rate = self.rate
+        if rate <= 0:
             return True
         now = time.monotonic()
-        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+        tokens = self.tokens + (now - self.stamp) * rate
+        if tokens > rate:
+            tokens = rate  # at most one second's allowance
         self.stamp = now
-        if self.tokens >= min(count, self.rate):
-            self.tokens -= count
+        # A full bucket lets any message through (see the class docstring).
+        if tokens >= count or tokens >= rate:
+            tokens -= count
+            self.tokens = tokens
             return True
+        self.tokens = tokens
         return False
 
 

@@ -9,6 +9,7 @@ before it is committed.
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -23,8 +24,9 @@ from .messages import message_from_submission, segments_of
 from .mo import MoProcessor
 from .numbers import NumberPlan
 from .router import Router
+from .smpp.codec import encode_message_id_resp
 from .smpp.constants import CommandId, CommandStatus, MessageState
-from .smpp.pdu import DataSm, DataSmResp, Pdu, QuerySm, QuerySmResp, SubmitSm, SubmitSmResp, response_to
+from .smpp.pdu import DataSm, Pdu, QuerySm, QuerySmResp, SubmitSm, response_to
 from .smpp.times import SmppTimeError, format_smpp_time, parse_smpp_time
 from .store.base import Store
 from .store.records import Direction, Message, MessageStatus
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
 
 log = get_logger("intake")
 S = CommandStatus
+# Plain ints: compared and passed on for every message.
+_SUBMIT_SM, _SUBMIT_SM_RESP, _DATA_SM_RESP = int(CommandId.SUBMIT_SM), int(CommandId.SUBMIT_SM_RESP), int(CommandId.DATA_SM_RESP)
 
 _QUERY_STATE = {
     MessageStatus.ACCEPTED: MessageState.ACCEPTED,
@@ -78,18 +82,18 @@ class Intake:
 
     # ------------------------------------------------------------ submit
     def submit(self, conn: SmppConnection, pdu: SubmitSm | DataSm) -> None:
-        resp_cls = SubmitSmResp if pdu.command_id == CommandId.SUBMIT_SM else DataSmResp
+        resp_id = _SUBMIT_SM_RESP if pdu.command_id == _SUBMIT_SM else _DATA_SM_RESP
         account = conn.account
         try:
             message = self._admit(account, pdu)
         except Rejection as rejected:
             log.warning("submission rejected", account=account.system_id, msisdn=pdu.source_addr,
                         dest=pdu.destination_addr, status=S.name_of(rejected.status), reason=rejected.reason)
-            conn.respond(resp_cls(sequence_number=pdu.sequence_number, command_status=rejected.status))
+            conn.respond_encoded(encode_message_id_resp(resp_id, pdu.sequence_number, "", rejected.status))
             return
         if account.role != "sp":
             self.router.note_mo(message.source_addr, conn)
-        self.store.accept(message).add_done_callback(partial(self._committed, conn, pdu.sequence_number, resp_cls, message))
+        self.store.accept_then(message, partial(self._committed, conn, pdu.sequence_number, resp_id, message))
 
     def _admit(self, account: Account, pdu: SubmitSm | DataSm) -> Message:
         source = self.plan.normalise(pdu.source_addr)
@@ -126,14 +130,17 @@ class Intake:
             expires_at=expires_at,
         )
 
-    def _committed(self, conn: SmppConnection, sequence: int, resp_cls: type, message: Message, future) -> None:
-        if future.cancelled() or future.exception() is not None:
-            log.error("store write failed", message_id=message.id, account=message.account,
-                      msisdn=message.source_addr, error=repr(future.exception()) if not future.cancelled() else "cancelled")
-            conn.respond(resp_cls(sequence_number=sequence, command_status=S.ESME_RSYSERR))
+    def _committed(
+        self, conn: SmppConnection, sequence: int, resp_id: int, message: Message,
+        result: tuple[str, bool] | None, error: BaseException | None,
+    ) -> None:  # fmt: skip
+        if error is not None:
+            log.error("store write failed", message_id=message.id, account=message.account, msisdn=message.source_addr,
+                      error="cancelled" if isinstance(error, asyncio.CancelledError) else repr(error))
+            conn.respond_encoded(encode_message_id_resp(resp_id, sequence, "", S.ESME_RSYSERR))
             return
-        message_id, duplicate = future.result()
-        conn.respond(resp_cls(sequence_number=sequence, message_id=message_id))
+        message_id, duplicate = result
+        conn.respond_encoded(encode_message_id_resp(resp_id, sequence, message_id))
         if duplicate:
             log.info("retransmission recognised", message_id=message_id, account=message.account, msisdn=message.source_addr)
             return

@@ -18,7 +18,8 @@ class NumberPlan:
         Anything that is not a full national or international number (short
         codes such as 10086 or 1066916) is returned as written, digits only.
         """
-        digits = address.strip().translate(_STRIP)
+        # Digits only is how nearly every address arrives, and strip/translate would change nothing.
+        digits = address if address.isdigit() else address.strip().translate(_STRIP)
         if digits.startswith("+"):
             return digits[1:]
         if digits.startswith("00"):

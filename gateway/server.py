@@ -135,10 +135,19 @@ class SmppConnection(asyncio.Protocol):
 
     def respond(self, pdu: Pdu) -> None:
         """Answer a request, possibly later than the read that brought it (after a commit)."""
-        if self.session.state is State.CLOSED or self.transport is None or self.transport.is_closing():
-            return  # the client will retransmit; the store recognises it
-        self.session.send(pdu)
-        self._schedule_flush()
+        if self._can_answer():
+            self.session.send(pdu)
+            self._schedule_flush()
+
+    def respond_encoded(self, frame: bytes) -> None:
+        """`respond` with a response already encoded (the submit_sm_resp of every message)."""
+        if self._can_answer():
+            self.session.send_raw(frame)
+            self._schedule_flush()
+
+    def _can_answer(self) -> bool:
+        # If not, the client will retransmit; the store recognises it.
+        return self.session.state is not State.CLOSED and self.transport is not None and not self.transport.is_closing()
 
     # ----------------------------------------------------------- MT side
     def offer(self, message: Message) -> None:

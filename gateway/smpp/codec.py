@@ -16,7 +16,7 @@ from struct import Struct
 from typing import Callable
 
 from . import codegen
-from .constants import HEADER_LENGTH, CommandStatus
+from .constants import HEADER_LENGTH, CommandId, CommandStatus
 from .pdu import (
     BODYLESS_ON_ERROR,
     CSTR,
@@ -229,6 +229,27 @@ def encode_pdu(pdu: Pdu) -> bytes:
         if pdu.tlvs:
             body += encode_tlvs(pdu.tlvs)
     return HEADER.pack(HEADER_LENGTH + len(body), pdu.command_id, pdu.command_status, pdu.sequence_number) + body
+
+
+_MESSAGE_ID_RESPONSES = frozenset({CommandId.SUBMIT_SM_RESP, CommandId.DATA_SM_RESP, CommandId.DELIVER_SM_RESP})
+
+
+def encode_message_id_resp(command_id: int, sequence_number: int, message_id: str = "", command_status: int = 0) -> bytes:
+    """`encode_pdu(SubmitSmResp(...))` (or DataSmResp / DeliverSmResp, no TLVs) without building the PDU.
+
+    The answer to every submitted message, so it skips the object: same bytes,
+    same ValueError for a message_id longer than SMPP allows.
+    """
+    if command_id not in _MESSAGE_ID_RESPONSES:
+        raise ValueError(f"command_id 0x{command_id:08X} is not a message_id response")
+    if command_status and not message_id:
+        body = b""  # error responses carry no body (BODYLESS_ON_ERROR)
+    else:
+        raw = message_id.encode("latin-1")
+        if len(raw) >= 65:
+            raise _too_long("message_id", raw, 65)
+        body = raw + b"\0"
+    return HEADER.pack(HEADER_LENGTH + len(body), command_id, command_status, sequence_number) + body
 
 
 def _encode_fields(pdu: Pdu) -> bytes:

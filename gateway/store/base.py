@@ -11,7 +11,7 @@ they are committed in the order they were issued.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from .effects import Effect
@@ -34,6 +34,14 @@ class Store(Protocol):
         Returns (id, duplicate). When `message.dedup_key` equals the key of a
         message accepted within the dedup window, nothing is written and the
         earlier message's id is returned with duplicate=True.
+        """
+
+    def accept_then(self, message: Message, then: Callable[[tuple[str, bool] | None, BaseException | None], None]) -> None:
+        """`accept`, reporting to a callback instead: then((id, duplicate), None) once committed, or then(None, error).
+
+        For the submit_sm path, where a future per message costs more than the
+        rest of the bookkeeping: the callback is never called from inside this
+        call, and the callbacks of writes committed together run in issue order.
         """
 
     def complete_mo(

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from gateway.smpp import codec, codegen
 from gateway.smpp.codec import HEADER, PduError, encode_pdu
-from gateway.smpp.pdu import CSTR, PDU_CLASSES, SM, U8, Pdu
+from gateway.smpp.pdu import CSTR, PDU_CLASSES, SM, U8, DataSmResp, DeliverSmResp, Pdu, SubmitSmResp
 
 from .test_codec_fuzz import mutated_pdus, random_bodies
 from .test_codec_roundtrip import cases
@@ -109,3 +109,15 @@ def test_generated_source_can_be_printed(capsys):
     assert codegen.main(["submit_sm"]) == 0
     printed = capsys.readouterr().out
     assert "def decode_submit_sm(" in printed and "def encode_submit_sm(" in printed
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    cls=st.sampled_from([SubmitSmResp, DataSmResp, DeliverSmResp]),
+    sequence=st.integers(0, 0xFFFFFFFF),
+    status=st.one_of(st.just(0), st.integers(0, 0x4FF)),
+    message_id=st.one_of(st.just(""), st.text(st.characters(max_codepoint=255), max_size=66)),
+)
+def test_message_id_response_fast_path_matches_encode_pdu(cls, sequence, status, message_id):
+    pdu = cls(sequence_number=sequence, command_status=status, message_id=message_id)
+    assert outcome(codec.encode_message_id_resp, cls.command_id, sequence, message_id, status) == outcome(encode_pdu, pdu)

@@ -203,6 +203,46 @@ async def test_unique_index_guards_dedup_key(store: SqliteStore) -> None:
         await store.accept(mo("b", dedup_key="k1"))
 
 
+# --- accept_then (callbacks instead of futures) -------------------------------------------
+
+
+async def test_accept_then_reports_after_the_commit(store: SqliteStore, db: Path) -> None:
+    heard: list[tuple] = []
+
+    def a_is_stored() -> bool:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("SELECT count(*) FROM messages WHERE id = 'a'").fetchone()[0] == 1
+
+    store.accept_then(mo("a", dedup_key="k1"), lambda result, error: heard.append((result, error, a_is_stored())))
+    store.accept_then(mo("b", dedup_key="k1"), lambda result, error: heard.append((result, error, a_is_stored())))
+    assert heard == []  # never from inside the call
+    await store.accept(mo("c"))  # committed with or after both
+    await asyncio.sleep(0)
+    assert heard == [(("a", False), None, True), (("a", True), None, True)]  # the copy waited for the original's commit
+    store.accept_then(mo("d", dedup_key="k1"), lambda result, error: heard.append((result, error)))
+    assert len(heard) == 2
+    await asyncio.sleep(0)
+    assert heard[-1] == (("a", True), None)
+
+
+async def test_accept_then_reports_a_failed_write_and_a_failing_callback_harms_nobody(store: SqliteStore) -> None:
+    heard: list[tuple] = []
+    loop_errors: list[dict] = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, context: loop_errors.append(context))
+
+    def broken(result, error):
+        raise RuntimeError("caller bug")
+
+    store.accept_then(mo("a"), broken)
+    store.accept_then(mo("a"), lambda result, error: heard.append((result, type(error))))  # same id: fails
+    store.accept_then(mo("b"), lambda result, error: heard.append((result, error)))
+    await store.accept(mo("c"))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert (None, sqlite3.IntegrityError) in heard and (("b", False), None) in heard
+    assert [str(c["exception"]) for c in loop_errors] == ["caller bug"]
+
+
 # --- batching and ordering ---------------------------------------------------------------
 
 
