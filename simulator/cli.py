@@ -214,8 +214,8 @@ def verdicts(summary: dict[str, Any], *, max_failures: int = 0, min_rate: float 
     if max_p99_ms is not None and p99 > max_p99_ms:
         misses.append(f"p99 latency {p99} ms, above --max-p99-ms {max_p99_ms:g}")
     fleet = summary.get("fleet") or {}
-    if fleet.get("stopped") == "every subscriber retired after failures":
-        misses.append("every subscriber retired after failures")
+    if fleet.get("stopped") in ("every subscriber retired after failures", "stalled: no subscriber could run any behaviour"):
+        misses.append(f"the run ended early: {fleet['stopped']}")
     return misses
 
 

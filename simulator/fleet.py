@@ -198,6 +198,7 @@ class Fleet:
         self._freed: asyncio.Event | None = None
         self._until = 0.0
         self._load = scenario.load
+        self._last_start = 0.0
         names = [n for n, w in scenario.behaviours.weights().items() if w > 0]
         self._names = names
         self._cumulative = list(accumulate(scenario.behaviours.weights()[n] for n in names))
@@ -208,6 +209,9 @@ class Fleet:
         self._sp_services = {sid for sid, sp in self.rules.notified_sps.items()
                              if sp in {a.system_id for a in scenario.fleet.sp_receivers}}  # fmt: skip
         self._reported_numbers = self._reported_range()
+        if scenario.behaviours.order.weight > 0 and not self.env.order_services:
+            raise FleetError("behaviours.order.keywords", f"none of {list(scenario.behaviours.order.keywords)} is in the "
+                             f"target's catalogue ({', '.join(s.keyword for s in self.plan.services.values()) or 'empty'})")  # fmt: skip
 
     # ------------------------------------------------------------- running
     async def run(self) -> dict[str, Any]:
@@ -337,6 +341,7 @@ class Fleet:
         if recorder is not None:
             self.recorder = recorder
         self._stopping, self.stop_reason, self._started = False, "", 0
+        self._last_start = time.monotonic()
         self.recorder.started = time.monotonic()
         self._until = self.recorder.started + load.duration if load.duration > 0 else float("inf")
         loop = asyncio.get_running_loop()
@@ -378,6 +383,7 @@ class Fleet:
                     pass
                 continue
             self._started += 1
+            self._last_start = time.monotonic()
             self.recorder.dialogue_started()
             await dialogue()
 
@@ -405,6 +411,7 @@ class Fleet:
                         return
                     continue
                 self._started += 1
+                self._last_start = time.monotonic()
                 self._in_flight += 1
                 self.recorder.dialogue_started()
                 task = loop.create_task(dialogue())
@@ -426,11 +433,15 @@ class Fleet:
             self.stats["internal_errors"] += 1
 
     def _unusable(self) -> bool:
-        """Every subscriber retired and nothing running: the run cannot go on."""
-        if any(p.state != RETIRED for p in self.phones):
-            return False
-        self.stop("every subscriber retired after failures")
-        return True
+        """Every subscriber retired, or no dialogue could start for a long while: the run cannot go on."""
+        if self.stats["retired"] >= len(self.phones):
+            self.stop("every subscriber retired after failures")
+            return True
+        load = self._load
+        if time.monotonic() - self._last_start > max(30.0, 4 * load.timeout + self.scenario.reactions.survey.late_max_wait):
+            self.stop("stalled: no subscriber could run any behaviour")
+            return True
+        return False
 
     # ------------------------------------------------------------ choosing
     def _next(self) -> Callable[[], Awaitable[DialogueResult]] | None:

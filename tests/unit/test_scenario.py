@@ -152,3 +152,19 @@ def test_verdicts() -> None:
     assert verdicts(summary, max_failures=5, min_rate=200, max_p99_ms=30) == [
         "150.0 dialogues/s, below --min-rate 200", "p99 latency 40.0 ms, above --max-p99-ms 30",
     ]  # fmt: skip
+
+
+def test_a_fleet_refuses_keywords_the_target_does_not_offer() -> None:
+    from simulator.fleet import Fleet, FleetError
+
+    scenario = parse_scenario({"behaviours": {"order": {"keywords": ["XX"]}}}, DEFAULT_SCENARIO)
+    with pytest.raises(FleetError) as refused:
+        Fleet(scenario)
+    assert refused.value.key == "behaviours.order.keywords" and "TT" in refused.value.problem
+    assert Fleet(parse_scenario({"behaviours": {"order": {"keywords": ["tq"]}}}, DEFAULT_SCENARIO)).env.order_services[0].id == "sina-weather"
+
+
+@pytest.mark.parametrize("path", sorted(DEFAULT_SCENARIO.parent.glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_scenario_loads(path: Path) -> None:
+    scenario = load_scenario(path)
+    assert scenario.name == path.stem and scenario.source == str(path)
