@@ -8,8 +8,9 @@ hardware; batching is what gets us tens of thousands. Each statement is a
 hop to aiosqlite's thread, so a batch's rows are grouped into as few
 `executemany` calls as issue order allows (see `_plan`).
 
-Reads use a second connection: WAL lets it read committed data while the
-writer holds its transaction open.
+Reads use a second, plain sqlite3 connection on the event loop thread (an
+indexed lookup costs less there than a hop to another thread): WAL lets it
+read committed data while the writer holds its transaction open.
 
 Durability: we promise an acknowledged write survives `kill -9` of this
 process, not a power cut. In WAL mode COMMIT appends the transaction to the
@@ -236,7 +237,10 @@ class SqliteStore:
         self._clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
         self._writer: aiosqlite.Connection | None = None
-        self._reader: aiosqlite.Connection | None = None
+        # Reads run on the event loop thread itself: an indexed lookup takes ~16 µs
+        # there, against ~67 µs of CPU for a hop to aiosqlite's thread and back,
+        # and a handler makes several per MO. WAL keeps them off the writer's way.
+        self._reader: sqlite3.Connection | None = None
         # Ops issued and not yet taken by the writer, in issue order. A plain
         # list (not an asyncio.Queue): the writer takes a whole batch at once,
         # and put/get per op was a noticeable share of an accept's cost.
@@ -268,8 +272,7 @@ class SqliteStore:
             # first statement (see _commit); migrate() runs its own BEGIN/COMMIT.
             self._writer = await self._connect("IMMEDIATE")
             await migrate(self._writer)
-            self._reader = await self._connect(None)
-            await self._reader.execute("PRAGMA query_only = ON")
+            self._reader = _connect_reader(self.path)
             await self._load_recent_keys()
         except (sqlite3.Error, OSError, SchemaVersionError) as exc:
             await self._close_connections()
@@ -305,14 +308,14 @@ class SqliteStore:
         return conn
 
     async def _close_connections(self) -> None:
-        for conn in (self._reader, self._writer):
-            if conn is not None:
-                await conn.close()
+        if self._reader is not None:
+            self._reader.close()
+        if self._writer is not None:
+            await self._writer.close()
         self._reader = self._writer = None
 
     async def _load_recent_keys(self) -> None:
-        assert self._reader is not None
-        rows = await self._reader.execute_fetchall(
+        rows = await self._read(
             "SELECT dedup_key, id, accepted_at FROM messages"
             " WHERE dedup_key IS NOT NULL AND accepted_at > ? ORDER BY accepted_at, seq",
             (self._clock() - self._dedup_window,),
@@ -612,4 +615,19 @@ class SqliteStore:
     async def _read(self, sql: str, params: tuple) -> list[Any]:
         if self._reader is None:
             raise RuntimeError("store is not open")
-        return list(await self._reader.execute_fetchall(sql, params))
+        return self._reader.execute(sql, params).fetchall()
+
+
+def _connect_reader(path: str) -> sqlite3.Connection:
+    """The read connection: autocommit (each SELECT sees the latest commit), read-only, WAL."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, cached_statements=256)
+    try:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":  # e.g. ":memory:" — this connection would not see the writer's data
+            raise sqlite3.OperationalError(f"WAL mode unavailable (journal_mode={mode})")
+        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute("PRAGMA query_only = ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
