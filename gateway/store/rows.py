@@ -7,9 +7,10 @@ mapping (its placeholders differ: see `placeholder`).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import fields
-from functools import cache
+from functools import cache, lru_cache
+from operator import attrgetter
 from typing import Any
 
 from .effects import Delete, Effect, Put
@@ -32,12 +33,33 @@ def table_of(record_type: type) -> tuple[str, tuple[str, ...]]:
 
 
 def to_row(record: Any) -> tuple:
-    return tuple(_to_column(getattr(record, name), annotation) for name, annotation in columns(type(record)))
+    return _row_writer(type(record))(record)
 
 
 def from_row(record_type: type, row: Sequence[Any]) -> Any:
-    values = {name: _from_column(value, annotation) for (name, annotation), value in zip(columns(record_type), row)}
-    return record_type(**values)
+    return _row_reader(record_type)(row)
+
+
+@cache
+def _row_writer(record_type: type) -> Callable[[Any], tuple]:
+    """record -> row for this type; plain attribute reads unless a column needs converting (dict, bool)."""
+    cols = columns(record_type)
+    getter = attrgetter(*(name for name, _ in cols))
+    if all(annotation not in _CONVERTED for _, annotation in cols):
+        return (lambda r: (getter(r),)) if len(cols) == 1 else getter
+    return lambda r: tuple(_to_column(v, a) for v, (_, a) in zip(getter(r) if len(cols) > 1 else (getter(r),), cols))
+
+
+@cache
+def _row_reader(record_type: type) -> Callable[[Sequence[Any]], Any]:
+    """row -> record for this type; positional construction unless a column needs converting."""
+    cols = columns(record_type)
+    if all(annotation not in _CONVERTED for _, annotation in cols):
+        return lambda row: record_type(*row)
+    return lambda row: record_type(*(_from_column(v, a) for v, (_, a) in zip(row, cols)))
+
+
+_CONVERTED = frozenset({"dict", "bool"})
 
 
 def _to_column(value: Any, annotation: str) -> Any:
@@ -75,42 +97,52 @@ def effect_sql(effect: Effect, placeholder: str = "?") -> tuple[str, tuple, tupl
 def select_sql(
     record_type: type, filters: dict[str, Any], order_by: str | None, limit: int | None, placeholder: str = "?"
 ) -> tuple[str, list[Any]]:
-    """SELECT for `find`: equality filters, `name__gte/gt/lte/lt/ne=value`, `name__in=[...]`."""
+    """SELECT for `find`: equality filters, `name__gte/gt/lte/lt/ne=value`, `name__in=[...]`.
+
+    The SQL text depends only on the query's shape (filter names, list lengths, NULLs), so it is
+    built once per shape and reused: handlers run the same few queries for every MO.
+    """
+    shape = tuple((spec, len(v) if spec.endswith("__in") else v is None) for spec, v in filters.items())
+    sql = _select_text(record_type, shape, order_by, limit, placeholder)
+    params: list[Any] = []
+    for spec, value in filters.items():
+        if spec.endswith("__in"):
+            params.extend(value)
+        elif value is not None or "__" in spec:
+            params.append(value)
+    return sql, params
+
+
+@lru_cache(maxsize=1024)
+def _select_text(
+    record_type: type, shape: tuple[tuple[str, Any], ...], order_by: str | None, limit: int | None, placeholder: str
+) -> str:
     table, _ = table_of(record_type)
     known = {name for name, _ in columns(record_type)}
     names = [name for name, _ in columns(record_type)]
     where: list[str] = []
-    params: list[Any] = []
-    for spec, value in filters.items():
+    for spec, detail in shape:
         name, _, op = spec.partition("__")
         if name not in known:
             raise ValueError(f"{record_type.__name__} has no field {name!r}")
         if op == "in":
-            values = list(value)
-            if not values:
-                where.append("0")
-                continue
-            where.append(f"{name} IN ({', '.join([placeholder] * len(values))})")
-            params.extend(values)
-        elif op == "" and value is None:
+            where.append(f"{name} IN ({', '.join([placeholder] * detail)})" if detail else "0")
+        elif op == "" and detail is True:
             where.append(f"{name} IS NULL")
         elif op == "":
             where.append(f"{name} = {placeholder}")
-            params.append(value)
         elif op in _OPERATORS:
             where.append(f"{name} {_OPERATORS[op]} {placeholder}")
-            params.append(value)
         else:
             raise ValueError(f"unknown filter {spec!r}")
     sql = f"SELECT {', '.join(names)} FROM {table}"
     if where:
         sql += " WHERE " + " AND ".join(where)
     if order_by:
-        descending = order_by.startswith("-")
         column = order_by.lstrip("-")
         if column not in known:
             raise ValueError(f"{record_type.__name__} has no field {column!r}")
-        sql += f" ORDER BY {column}{' DESC' if descending else ''}"
+        sql += f" ORDER BY {column}{' DESC' if order_by.startswith('-') else ''}"
     if limit is not None:
         sql += f" LIMIT {int(limit):d}"
-    return sql, params
+    return sql
