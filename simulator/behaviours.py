@@ -91,7 +91,11 @@ SPAM_TEXTS = (
     "您的账户存在异常，请立即登录 http://bank-x.cn 验证",
 )
 CHAT_TEXTS = ("晚上一起吃饭吗？", "到了给我回个电话", "Meeting moved to 3pm", "收到，谢谢！", "OK see you tomorrow")
-LONG_CHAT = "周末的安排：上午九点在公司楼下集合，先去超市买东西，然后开车去郊外的农家乐吃午饭，下午爬山，晚上回城一起看电影。"
+# Longer than one UCS2 SMS (70 characters): it travels as a concatenated message and must arrive whole.
+LONG_CHAT = (
+    "周末的安排：上午九点在公司楼下集合，先去超市买东西，然后开车去郊外的农家乐吃午饭，下午爬山，"
+    "晚上回城一起看电影。记得带上身份证和充电宝，天气预报说下午可能有小雨，别忘了带伞。"
+)
 SURVEY_WORDS = {1: "非常满意", 2: "满意", 3: "一般", 4: "不满意", 5: "非常不满意"}
 REASONS = ("排队太久", "营业员态度不好", "问题没有解决", "回复太慢")
 NONSENSE = ("什么调查", "不知道", "你好", "好的谢谢")
