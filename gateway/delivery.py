@@ -51,7 +51,8 @@ class Delivery:
     # ------------------------------------------------------------ intake
     def admit(self, message: Message) -> None:
         """A committed MT joins delivery."""
-        self.queued[message.dest_addr] += 1
+        dest = message.dest_addr
+        self.queued[dest] = self.queued.get(dest, 0) + 1  # not `+= 1`: Counter.__missing__ is Python code
         self.dispatch(message)
 
     def dispatch(self, message: Message) -> None:

@@ -10,14 +10,22 @@ from .smpp.times import format_receipt_date
 from .store.records import Direction, Message, MessageStatus
 
 
+# Plain ints: `&` on an IntFlag runs Python code and builds a new flag, and
+# receipt_due runs for every delivered message.
+_DELIVERY_RECEIPT = int(EsmClass.DELIVERY_RECEIPT)
+_RECEIPT_MASK = int(RegisteredDelivery.RECEIPT_MASK)
+_RECEIPT_ALWAYS = int(RegisteredDelivery.RECEIPT_ALWAYS)
+_RECEIPT_ON_FAILURE = int(RegisteredDelivery.RECEIPT_ON_FAILURE)
+
+
 def receipt_due(message: Message, state: MessageState) -> bool:
     """registered_delivery bits 0-1: 01 = always, 10 = on failure only."""
-    if not message.account or message.esm_class & EsmClass.DELIVERY_RECEIPT:
+    if not message.account or message.esm_class & _DELIVERY_RECEIPT:
         return False  # gateway-generated text, or a receipt itself
-    wanted = message.registered_delivery & RegisteredDelivery.RECEIPT_MASK
-    if wanted == RegisteredDelivery.RECEIPT_ALWAYS:
+    wanted = message.registered_delivery & _RECEIPT_MASK
+    if wanted == _RECEIPT_ALWAYS:
         return True
-    return wanted == RegisteredDelivery.RECEIPT_ON_FAILURE and state is not MessageState.DELIVERED
+    return wanted == _RECEIPT_ON_FAILURE and state is not MessageState.DELIVERED
 
 
 def receipt_text(message: Message, state: MessageState, done_at: float, error: int) -> str:

@@ -36,15 +36,22 @@ class Router:
         self._receivers: dict[str, list[Receiver]] = {a.system_id: [] for a in accounts}
         self._affinity: dict[str, Receiver] = {}
         self._turn = itertools.count()
+        self._ranged = 0  # receiving binds that gave an address_range: while 0, every bind serves every number
+        # Accounts that receive for MSISDN ranges (an SP account has none), in config order.
+        self._by_number = [a for a in accounts if a.numbers]
 
     def bound(self, receiver: Receiver) -> None:
         if receiver.can_receive:
             self._receivers[receiver.account.system_id].append(receiver)
+            if receiver.address_range is not None:
+                self._ranged += 1
 
     def unbound(self, receiver: Receiver) -> None:
         binds = self._receivers.get(receiver.account.system_id, [])
         if receiver in binds:
             binds.remove(receiver)
+            if receiver.address_range is not None:
+                self._ranged -= 1
         # Affinity entries pointing at it are dropped lazily in route().
 
     def note_mo(self, msisdn: str, carrier: Receiver) -> None:
@@ -62,8 +69,8 @@ class Router:
                 del self._affinity[dest]
         if to_account is not None:
             return self._pick(self._receivers.get(to_account, ()), dest)
-        for account in self._accounts:
-            if account.receives_for(dest):
+        for account in self._by_number:
+            if dest.startswith(account.numbers):  # receives_for, inlined: this runs for every MT
                 chosen = self._pick(self._receivers[account.system_id], dest)
                 if chosen is not None:
                     return chosen
@@ -72,16 +79,26 @@ class Router:
     def _pick(self, binds: Sequence[Receiver], dest: str) -> Receiver | None:
         if not binds:
             return None
-        serving = [r for r in binds if r.address_range is not None and r.address_range.fullmatch(dest)]
-        if not serving:
-            serving = [r for r in binds if r.address_range is None]
+        if self._ranged:
+            serving = [r for r in binds if r.address_range is not None and r.address_range.fullmatch(dest)]
+            if not serving:
+                serving = [r for r in binds if r.address_range is None]
+        else:
+            serving = binds  # no bind narrowed itself with an address_range: all serve (no lists per message)
         if len(serving) <= 1:
             return serving[0] if serving else None
-        binds = serving
-        # Least loaded, ties broken in turn so equal binds share the work.
-        start = next(self._turn) % len(binds)
-        ordered = binds[start:] + binds[:start]
-        return min(ordered, key=lambda r: r.load)
+        return self._least_loaded(serving)
+
+    def _least_loaded(self, binds: Sequence[Receiver]) -> Receiver:
+        """Least loaded, ties broken in turn (the first from a rotating start) so equal binds share the work."""
+        n = len(binds)
+        start = next(self._turn) % n
+        best = binds[start]
+        for i in range(1, n):
+            candidate = binds[(start + i) % n]
+            if candidate.load < best.load:
+                best = candidate
+        return best
 
 
 def compile_address_range(address_range: str, plan_country_code: str) -> re.Pattern[str] | None:

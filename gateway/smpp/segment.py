@@ -146,6 +146,9 @@ def _split(data: bytes, kind: Alphabet, size: int) -> list[bytes]:
     return chunks
 
 
+_UDHI = int(EsmClass.UDHI)  # a plain int: IntFlag `&` runs Python code, and every MO is looked at
+
+
 def parse_udh(esm_class: int, short_message: bytes) -> tuple[Concat | None, bytes]:
     """Split a UDH off short_message and find its concatenation IE.
 
@@ -154,7 +157,7 @@ def parse_udh(esm_class: int, short_message: bytes) -> tuple[Concat | None, byte
     show the raw octets than to drop the message.  A concatenation IE with
     impossible numbers is ignored, as TS 23.040 9.2.3.24.1 asks.
     """
-    if not esm_class & EsmClass.UDHI or not short_message:
+    if not esm_class & _UDHI or not short_message:
         return None, short_message
     udh_end = 1 + short_message[0]
     if udh_end > len(short_message):

@@ -57,6 +57,22 @@ class StoreStats:
 
 # --- rows ---------------------------------------------------------------------
 
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+# sqlite3 (CPython 3.11) runs its adaptation protocol for every parameter that
+# is not exactly int, float, str or bytearray. For None and bytes nothing is
+# registered, so it asks its PrepareProtocol type for __adapt__, a failed type
+# attribute lookup that formats an AttributeError message each time: four per
+# stored message (short_message, tlvs and the NULL columns), on the writer
+# thread, holding the GIL. Registered adapters are found first. They return the
+# value unchanged, so what is stored does not change. (Process-wide, but an
+# identity adapter changes nothing for any other sqlite3 user either.)
+sqlite3.register_adapter(type(None), _as_is)
+sqlite3.register_adapter(bytes, _as_is)
+
 # Message fields in table order; `_row()` and `_message()` follow it.
 _FIELDS = (
     "id", "direction", "status", "account", "source_addr", "dest_addr", "short_message",
