@@ -88,6 +88,10 @@ def builtin_wording(result: tuple) -> tuple:
     # bytearray.append said "byte must ...". Same ValueError; only CPython's wording differs.
     if result[0] == "error" and result[2].endswith("must be in range(0, 256)"):
         return ("error", result[1], "must be in range(0, 256)")
+    # A field of the wrong type (str where bytes belong): both refuse with TypeError, worded by
+    # whichever builtin met it first (b"".join vs bytearray +=). Our own messages stay compared.
+    if result[0] == "error" and result[1] is TypeError:
+        return ("error", TypeError, "wrong type")
     return result
 
 
