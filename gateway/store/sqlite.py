@@ -3,8 +3,9 @@
 Writes: every write method builds an `_Op` (the SQL rows it needs plus the
 future handed to the caller, or the caller's callback) and queues it. A single
 writer task takes everything queued (up to batch_max ops), runs it in ONE
-transaction, commits, then resolves the futures (and runs the callbacks). One commit per row caps near 4.7k rows/s on our
-hardware; batching is what gets us tens of thousands. Each statement is a
+transaction, commits, then resolves the futures (and runs the callbacks). One
+commit per row caps near 4.7k rows/s on our hardware; batching is what gets us
+tens of thousands. Each statement is a
 hop to aiosqlite's thread, so a batch's rows are grouped into as few
 `executemany` calls as issue order allows (see `_plan`).
 
