@@ -11,9 +11,9 @@
 
 from __future__ import annotations
 
-import copy
+import shutil
+import subprocess
 import ssl
-import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,40 +21,29 @@ from typing import Any
 import pytest
 
 from gateway.app import GatewayController
+from simulator.testing import gateway_config
 from gateway.clock import Clock
-from gateway.config import DEFAULT_CONFIG, Config, parse_config
+from gateway.config import Config
 from tests.smpp_handset import Handset
 
 
-def default_config_dict() -> dict[str, Any]:
-    with open(DEFAULT_CONFIG, "rb") as f:
-        return tomllib.load(f)
-
-
 def config_with(**overrides: Any) -> Config:
-    """The default configuration (config/default.toml) with overrides merged in.
+    """The default configuration (config/default.toml) with overrides merged in (see gateway_config)."""
+    return gateway_config(**overrides)
 
-    A table (`gateway={...}`, `tls={...}`) is updated key by key.
-    `accounts` and `short_codes` entries update the entry with the same
-    system_id / code, or are added when there is none. Any other list
-    replaces the default one.
-    """
-    raw = default_config_dict()
-    keys = {"accounts": "system_id", "short_codes": "code"}
-    for section, value in overrides.items():
-        if section in keys:
-            entries = raw.setdefault(section, [])
-            by_key = {entry[keys[section]]: entry for entry in entries}
-            for entry in copy.deepcopy(value):
-                if entry[keys[section]] in by_key:
-                    by_key[entry[keys[section]]].update(entry)
-                else:
-                    entries.append(entry)
-        elif isinstance(value, dict):
-            raw.setdefault(section, {}).update(copy.deepcopy(value))
-        else:
-            raw[section] = copy.deepcopy(value)
-    return parse_config(raw, "<test config>")
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate and key for 127.0.0.1 (skips the test without openssl)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
 
 
 @pytest.fixture

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
 import ssl
-import subprocess
 
 import pytest
 from smpplib import smpp
@@ -70,19 +68,6 @@ def test_second_bind_on_bound_link_is_refused(handset):
     resp = phone.request(again)
     assert (resp.command, resp.status) == ("bind_transmitter_resp", ESME_RALYBND)
     assert phone.submit(ECHO, "still bound").status == ESME_ROK
-
-
-@pytest.fixture
-def tls_files(tmp_path):
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make a test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
 
 
 def test_bind_and_message_over_tls(make_gateway, handset, tls_files):

@@ -97,18 +97,8 @@ def test_a_server_that_never_blocks_spammers_fails_the_check(smsgw_fleet) -> Non
         run.assert_ok()
 
 
-async def test_fleet_over_tls_and_the_async_api(make_gateway, tmp_path) -> None:
-    import shutil
-    import subprocess
-
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make a test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+async def test_fleet_over_tls_and_the_async_api(make_gateway, tls_files) -> None:
+    cert, key = tls_files
     gw = make_gateway(tls={"enabled": True, "port": 0, "certfile": str(cert), "keyfile": str(key)})
     scenario = make_scenario(target={"tls": True, "ca": str(cert), "check_hostname": False}, spammers={"start": "8613000000100"})
     recorder = Recorder()
