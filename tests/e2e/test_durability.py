@@ -135,10 +135,26 @@ def send_all(a: Handset, numbers: range = range(N)) -> dict[int, int]:
     return sequences
 
 
+@pytest.fixture
+def start_gateway():
+    """Start gateway processes; any still running at teardown (a failed assertion) is killed."""
+    started: list[GatewayProcess] = []
+
+    def start(db: Path) -> GatewayProcess:
+        started.append(GatewayProcess(db))
+        return started[-1]
+
+    yield start
+    for gateway in started:
+        if gateway.proc.poll() is None:
+            gateway.proc.kill()
+            gateway.proc.wait(10)
+
+
 @pytest.mark.slow
-def test_sigkill_during_load_loses_nothing_and_handles_nothing_twice(tmp_path: Path) -> None:
+def test_sigkill_during_load_loses_nothing_and_handles_nothing_twice(tmp_path: Path, start_gateway) -> None:
     db = tmp_path / "gw.db"
-    gateway = GatewayProcess(db)
+    gateway = start_gateway(db)
     a, b = Handset(gateway.smpp_port, "handset"), Handset(gateway.smpp_port, "handset2")
 
     # Pipeline the first half, kill the gateway once a sixth of the load is acknowledged (while
@@ -156,7 +172,7 @@ def test_sigkill_during_load_loses_nothing_and_handles_nothing_twice(tmp_path: P
     assert N // 6 <= len(acked_before) <= N // 2, "the kill must land in the middle of the load"
 
     # Restart on the same database; the client retransmits everything with the same references.
-    gateway = GatewayProcess(db)
+    gateway = start_gateway(db)
     a, b = Handset(gateway.smpp_port, "handset"), Handset(gateway.smpp_port, "handset2")
     second_sequences = send_all(a)
     assert len(second_sequences) == N
