@@ -523,28 +523,6 @@ def _aiosqlite_wait_line() -> int | None:
 _AIOSQLITE_WAIT_LINE = _aiosqlite_wait_line()
 
 
-def _is_aiosqlite_wait(frame: str) -> bool:
-    """The SQLite worker thread blocked in tx.get() for its next statement (aiosqlite/core.py, `future, function = tx.get()`)."""
-    if not frame.startswith("_connection_worker_thread (") or "aiosqlite/core.py:" not in frame:
-        return False
-    return _AIOSQLITE_WAIT_LINE is not None and frame.rstrip(")").endswith(f":{_AIOSQLITE_WAIT_LINE}")
-
-
-def _aiosqlite_wait_line() -> int | None:
-    try:
-        import inspect
-
-        import aiosqlite.core
-
-        lines, start = inspect.getsourcelines(aiosqlite.core._connection_worker_thread)
-    except (ImportError, OSError, AttributeError):
-        return None
-    return next((start + i for i, text in enumerate(lines) if "tx.get()" in text), None)
-
-
-_AIOSQLITE_WAIT_LINE = _aiosqlite_wait_line()
-
-
 def _short(frame: str) -> str:
     """core._short_frame, which also shortens simulator/ paths."""
     name, _, where = frame.partition(" (")

@@ -177,7 +177,7 @@ async def run(args: argparse.Namespace, gc_timer: GcTimer) -> None:
             tune_for_serving()  # as `smsgw serve` does
         counts = Counts()
         deliver = args.target == "b2"
-        receivers = [Client(gateway, codec, i, "handset2", False, counts) for i in range(BINDS)] if deliver else []
+        receivers = [Client(gateway, codec, i, "handset2", False, counts) for i in range(BINDS)] if deliver else []  # noqa: F841  (kept referenced: they answer deliver_sm)
         senders = [Client(gateway, codec, i, "handset", True, counts) for i in range(BINDS)]
 
         async def send_until(limit: int) -> None:
