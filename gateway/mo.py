@@ -94,7 +94,8 @@ class MoProcessor:
         for message in messages:
             ready = self._assemble(message)
             if ready is not None:
-                await self._handle(message, *ready)
+                text, mo_ids = ready
+                await self._handle(message, _inbound(message, text, mo_ids))
 
     async def drain(self) -> None:
         if self._tasks:
@@ -117,11 +118,10 @@ class MoProcessor:
     async def _serialized(self, message: Message, text: str, mo_ids: tuple[str, ...]) -> None:
         inbound = _inbound(message, text, mo_ids)
         async with self.locks.hold_all(serial_keys(self.short_codes[message.dest_addr], inbound)):
-            await self._handle(message, text, mo_ids)
+            await self._handle(message, inbound)
 
-    async def _handle(self, message: Message, text: str, mo_ids: tuple[str, ...]) -> None:
+    async def _handle(self, message: Message, inbound: Inbound) -> None:
         short_code = self.short_codes[message.dest_addr]
-        inbound = _inbound(message, text, mo_ids)
         try:
             outcome: Outcome = await short_code.handler.handle(inbound, short_code.context)
         except Exception:
@@ -130,7 +130,7 @@ class MoProcessor:
             return
         now = self.clock.now()
         mts = self.outbox.messages_for(outcome.replies, now, origin_id=message.id)
-        await self.store.complete_mo(mo_ids, mts, now, outcome.effects)
+        await self.store.complete_mo(inbound.message_ids, mts, now, outcome.effects)
         self.observe(outcome.effects)
         self.outbox.send(mts)
         if outcome.completed:
