@@ -10,7 +10,7 @@ Never edit a step that has shipped: append a new one.
 
 from __future__ import annotations
 
-import aiosqlite
+import sqlite3
 
 # Each step is a sequence of SQL statements run in one transaction.
 Migration = tuple[str, ...]
@@ -136,38 +136,37 @@ class SchemaVersionError(RuntimeError):
     """The database was written by a newer gateway than this one."""
 
 
-async def migrate(conn: aiosqlite.Connection) -> int:
+def migrate(conn: sqlite3.Connection) -> int:
     """Apply the missing migration steps; return the resulting version.
 
     Each step runs in its own explicit BEGIN IMMEDIATE ... COMMIT, which works
     whatever the connection's isolation_level.
     """
-    version = await _user_version(conn)
+    version = _user_version(conn)
     if version > SCHEMA_VERSION:
         raise SchemaVersionError(f"schema version {version} is newer than this gateway's {SCHEMA_VERSION}")
     while version < SCHEMA_VERSION:
-        await _apply_step(conn, version)
-        version = await _user_version(conn)
+        _apply_step(conn, version)
+        version = _user_version(conn)
     return version
 
 
-async def _apply_step(conn: aiosqlite.Connection, version: int) -> None:
+def _apply_step(conn: sqlite3.Connection, version: int) -> None:
     # IMMEDIATE takes the write lock before we re-read the version, so two
     # processes opening the same new file cannot both run the same step.
-    await conn.execute("BEGIN IMMEDIATE")
+    conn.execute("BEGIN IMMEDIATE")
     try:
-        if await _user_version(conn) == version:
+        if _user_version(conn) == version:
             for statement in MIGRATIONS[version]:
-                await conn.execute(statement)
+                conn.execute(statement)
             # PRAGMA takes no bound parameters; version is our own int.
-            await conn.execute(f"PRAGMA user_version = {version + 1:d}")
-        await conn.execute("COMMIT")
+            conn.execute(f"PRAGMA user_version = {version + 1:d}")
+        conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
-            await conn.execute("ROLLBACK")
+            conn.execute("ROLLBACK")
         raise
 
 
-async def _user_version(conn: aiosqlite.Connection) -> int:
-    rows = await conn.execute_fetchall("PRAGMA user_version")
-    return int(next(iter(rows))[0])
+def _user_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])

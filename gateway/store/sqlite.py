@@ -2,12 +2,11 @@
 
 Writes: every write method builds an `_Op` (the SQL rows it needs plus the
 future handed to the caller, or the caller's callback) and queues it. A single
-writer task takes everything queued (up to batch_max ops), runs it in ONE
-transaction, commits, then resolves the futures (and runs the callbacks). One
-commit per row caps near 4.7k rows/s on our hardware; batching is what gets us
-tens of thousands. Each statement is a
-hop to aiosqlite's thread, so a batch's rows are grouped into as few
-`executemany` calls as issue order allows (see `_plan`).
+writer task takes everything queued (up to batch_max ops), has the writer
+process (writer.py) run it in ONE transaction and commit, then resolves the
+futures (and runs the callbacks). One commit per row caps near 4.7k rows/s on
+our hardware; batching is what gets us tens of thousands. A batch's rows are
+grouped into as few `executemany` runs as issue order allows (see `_plan`).
 
 Reads use a second, plain sqlite3 connection on the event loop thread (an
 indexed lookup costs less there than a hop to another thread): WAL lets it
@@ -34,12 +33,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, Union
 
-import aiosqlite
-
-from .migrations import SchemaVersionError, migrate
 from .effects import Effect
+from .migrations import SchemaVersionError
 from .records import Direction, Message, MessageStatus
 from .rows import effect_sql, from_row, select_sql
+from .writer import WriterProcess
 
 R = TypeVar("R")
 
@@ -52,27 +50,12 @@ class StoreOpenError(RuntimeError):
 class StoreStats:
     batches: int = 0  # transactions attempted by the writer
     ops: int = 0  # write calls they carried
-    executes: int = 0  # statements sent to the SQLite thread (one thread hop each)
+    executes: int = 0  # statements the writer process ran (executemany runs plus the COMMIT)
     failed_batches: int = 0
 
 
 # --- rows ---------------------------------------------------------------------
 
-
-def _as_is(value: Any) -> Any:
-    return value
-
-
-# sqlite3 (CPython 3.11) runs its adaptation protocol for every parameter that
-# is not exactly int, float, str or bytearray. For None and bytes nothing is
-# registered, so it asks its PrepareProtocol type for __adapt__, a failed type
-# attribute lookup that formats an AttributeError message each time: four per
-# stored message (short_message, tlvs and the NULL columns), on the writer
-# thread, holding the GIL. Registered adapters are found first. They return the
-# value unchanged, so what is stored does not change. (Process-wide, but an
-# identity adapter changes nothing for any other sqlite3 user either.)
-sqlite3.register_adapter(type(None), _as_is)
-sqlite3.register_adapter(bytes, _as_is)
 
 # Message fields in table order; `_row()` and `_message()` follow it.
 _FIELDS = (
@@ -253,9 +236,9 @@ class SqliteStore:
         self._dedup_window = dedup_window
         self._clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._writer: aiosqlite.Connection | None = None
+        self._writer = WriterProcess(path)
         # Reads run on the event loop thread itself: an indexed lookup takes ~16 µs
-        # there, against ~67 µs of CPU for a hop to aiosqlite's thread and back,
+        # there, against ~67 µs of CPU for a round trip to another thread or process,
         # and a handler makes several per MO. WAL keeps them off the writer's way.
         self._reader: sqlite3.Connection | None = None
         # Ops issued and not yet taken by the writer, in issue order. A plain
@@ -278,6 +261,11 @@ class SqliteStore:
         # The front of _recent is not older than this: no need to look before then.
         self._prune_due = float("inf")
 
+    @property
+    def writer(self) -> WriterProcess:
+        """The process that runs the write transactions (its pid is in the logs and `ps`)."""
+        return self._writer
+
     # --- lifecycle ----------------------------------------------------------
 
     async def open(self) -> None:
@@ -285,10 +273,7 @@ class SqliteStore:
             raise RuntimeError("store already opened")
         self._loop = asyncio.get_running_loop()
         try:
-            # IMMEDIATE: sqlite3 itself issues BEGIN IMMEDIATE before a batch's
-            # first statement (see _commit); migrate() runs its own BEGIN/COMMIT.
-            self._writer = await self._connect("IMMEDIATE")
-            await migrate(self._writer)
+            await self._writer.start()  # opens the file in WAL mode and migrates it
             self._reader = _connect_reader(self.path)
             await self._load_recent_keys()
         except (sqlite3.Error, OSError, SchemaVersionError) as exc:
@@ -309,27 +294,11 @@ class SqliteStore:
         finally:
             await self._close_connections()
 
-    async def _connect(self, isolation_level: str | None) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(self.path, isolation_level=isolation_level)
-        try:
-            rows = await conn.execute_fetchall("PRAGMA journal_mode = WAL")
-            mode = next(iter(rows))[0]
-            if mode != "wal":  # e.g. ":memory:" — a second connection would not see the data
-                raise sqlite3.OperationalError(f"WAL mode unavailable (journal_mode={mode})")
-            # See the module docstring: NORMAL survives a process kill.
-            await conn.execute("PRAGMA synchronous = NORMAL")
-            await conn.execute("PRAGMA busy_timeout = 5000")
-        except BaseException:
-            await conn.close()
-            raise
-        return conn
-
     async def _close_connections(self) -> None:
         if self._reader is not None:
             self._reader.close()
-        if self._writer is not None:
-            await self._writer.close()
-        self._reader = self._writer = None
+            self._reader = None
+        await self._writer.close()
 
     async def _load_recent_keys(self) -> None:
         rows = await self._read(
@@ -557,7 +526,6 @@ class SqliteStore:
             raise
         except Exception as exc:
             self.stats.failed_batches += 1
-            await self._rollback()
             if len(batch) == 1:
                 op = batch[0]
                 self._forget_keys(op)
@@ -584,26 +552,11 @@ class SqliteStore:
             self._loop.call_soon(_run_callbacks, self._loop, callbacks)
 
     async def _commit(self, batch: list[_Op]) -> None:
-        conn = self._writer
-        assert conn is not None
         runs = _plan(batch)
         if any(op.dedup_keys for op in batch):
             runs.insert(0, (_RELEASE_EXPIRED_KEYS, [(self._clock() - self._dedup_window,)]))
-        # No explicit BEGIN: the writer connection is in sqlite3's implicit
-        # transaction mode (isolation_level="IMMEDIATE"), so the first
-        # executemany opens the transaction in the same thread hop.
-        for sql, rows in runs:
-            await conn.executemany(sql, rows)
-        await conn.commit()
+        await self._writer.commit(runs)  # rolled back by the writer if it raises
         self.stats.executes += len(runs) + 1
-
-    async def _rollback(self) -> None:
-        conn = self._writer
-        if conn is not None and conn.in_transaction:
-            try:
-                await conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass  # SQLite already rolled back (e.g. after a failed COMMIT)
 
     # --- reads --------------------------------------------------------------
 

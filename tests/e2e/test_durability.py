@@ -10,6 +10,8 @@ would) and then checks what the handsets received and what the store holds.
 from __future__ import annotations
 
 import json
+import os
+import select
 import signal
 import sqlite3
 import subprocess
@@ -26,6 +28,11 @@ ECHO = "10086000"
 A = "8613800000001"  # account handset
 B = "8613700000001"  # account handset2
 N = 240  # messages: even i -> MO to the echo short code, odd i -> P2P to B
+
+
+def children_of(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(child) for child in f.read().split()]
 
 
 class GatewayProcess:
@@ -59,8 +66,15 @@ class GatewayProcess:
             self.log.append(line)
 
     def kill(self) -> None:
+        """SIGKILL the gateway; its SQLite writer process must then exit by itself (its stdin closes)."""
+        writers = [os.pidfd_open(pid) for pid in children_of(self.proc.pid)]
+        assert writers, "the gateway runs its SQLite writer in a child process"
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
+        for pidfd in writers:
+            readable, _, _ = select.select([pidfd], [], [], 10)  # a pidfd turns readable when its process exits
+            os.close(pidfd)
+            assert readable, "the writer process outlived the gateway it wrote for"
 
     def terminate(self) -> int:
         self.proc.send_signal(signal.SIGTERM)

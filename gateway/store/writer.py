@@ -1,0 +1,152 @@
+"""The SQLite writer process: runs each batch of statements as one transaction.
+
+Why a process and not a thread: a writer thread shares the event loop's GIL.
+sqlite3 releases it only around each row's step, and taking it back waits for
+the loop thread to let go, so under load the writer either starves or takes
+the loop's core (measured: the gateway with aiosqlite's thread never used more
+than one core in total, see bench/perf-log.md). A process has its own
+interpreter: the inserts run on another core while the loop goes on.
+
+Protocol over the child's stdin/stdout, one request in flight at a time: a
+frame is a 4-byte big-endian length and a `marshal`led value (parent and child
+are the same interpreter, and every value bound here is a str, bytes, int,
+float or None, which marshal handles faster than pickle).
+
+    parent -> child   [(sql, [row, ...]), ...]       one transaction
+    child -> parent   (True, "", "")                  committed
+                      (False, error_class, message)   rolled back; nothing of it stands
+
+The child answers a ("ready",) frame once its connection is open and migrated,
+or an error frame and exits. It ignores SIGINT and SIGTERM (a Ctrl-C reaches the
+whole process group, and the gateway must still drain through it) and exits when
+its stdin closes: after the parent's close(), or when the parent dies. A
+transaction it had not committed by then was never acknowledged to anyone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import marshal
+import os
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..logs import get_logger
+from .migrations import SchemaVersionError
+from .writer_child import FRAME_LENGTH as _LENGTH
+from .writer_child import Runs
+
+log = get_logger("store")
+
+
+class WriterDied(sqlite3.OperationalError):
+    """The writer process is gone; the batch in flight may or may not have been committed."""
+
+
+# --- the parent's side -------------------------------------------------------------
+
+
+class WriterProcess:
+    """Starts the writer child and hands it batches. Use from one task at a time."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        """Start the child; return once it has opened and migrated the database (else raise its error)."""
+        package_root = str(Path(__file__).resolve().parents[2])  # the directory holding gateway/
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (package_root, env.get("PYTHONPATH"))))
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway.store.writer_child", self.path,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
+        )  # fmt: skip
+        reply = await self._receive()
+        if reply[0] != "ready":
+            await self.close()
+            raise _error(reply[1], reply[2])
+
+    async def commit(self, runs: Runs) -> None:
+        """Run `runs` in one transaction and commit; raise the sqlite3 error if it was rolled back."""
+        try:
+            body = marshal.dumps(runs)
+        except ValueError:  # a str or int subclass (an enum member in a service record)
+            body = marshal.dumps([(sql, [tuple(map(_plain, row)) for row in rows]) for sql, rows in runs])
+        frame = _LENGTH.pack(len(body)) + body
+        if not await self._send(frame):
+            # The child died between batches (killed from outside, out of
+            # memory) and had not read this one: a new child can take it.
+            await self._restart()
+            if not await self._send(frame):
+                raise WriterDied("SQLite writer process exited as soon as it was restarted")
+        ok, error_class, message = await self._receive()
+        if not ok:
+            raise _error(error_class, message)
+
+    async def close(self) -> None:
+        """Close the child's stdin and wait for it to exit."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            proc.stdin.close()
+        await proc.wait()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    async def wait(self) -> int | None:
+        """Wait until the child has exited (however it ended); its exit status, None if never started."""
+        return await self._proc.wait() if self._proc is not None else None
+
+    async def _send(self, frame: bytes) -> bool:
+        """Hand the child a frame; False if the child is gone (so it cannot have read any of it)."""
+        proc = self._proc
+        if proc is None or proc.returncode is not None or proc.stdin is None:
+            return False
+        try:
+            proc.stdin.write(frame)
+            await proc.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            return False
+        return True
+
+    async def _restart(self) -> None:
+        proc, self._proc = self._proc, None
+        status = await proc.wait() if proc is not None else None
+        await self.start()
+        log.warning("SQLite writer process restarted", db=self.path, exit_status=status, pid=self.pid)
+
+    async def _receive(self) -> tuple:
+        assert self._proc is not None and self._proc.stdout is not None
+        try:
+            header = await self._proc.stdout.readexactly(_LENGTH.size)
+            return marshal.loads(await self._proc.stdout.readexactly(_LENGTH.unpack(header)[0]))
+        except asyncio.IncompleteReadError:
+            code = await self._proc.wait()
+            raise WriterDied(f"SQLite writer process exited with status {code}") from None
+
+
+def _plain(value: Any) -> Any:
+    """A value as sqlite3 would bind it, in a type marshal takes: the string or number inside a subclass."""
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int.__index__(value)
+    if isinstance(value, float):
+        return float(value)
+    return value
+
+
+def _error(error_class: str, message: str) -> Exception:
+    """The child's error as the parent's exception of the same sqlite3 class."""
+    if error_class == SchemaVersionError.__name__:
+        return SchemaVersionError(message)
+    cls = getattr(sqlite3, error_class, None)
+    if isinstance(cls, type) and issubclass(cls, sqlite3.Error):
+        return cls(message)
+    return sqlite3.OperationalError(f"{error_class}: {message}")

@@ -1,0 +1,85 @@
+"""The SQLite writer runs in a child process: what happens when that process is hit from outside."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from gateway.store.records import Direction, Message, MessageStatus
+from gateway.store.sqlite import SqliteStore
+from gateway.store.writer import WriterProcess
+
+
+def mo(id: str) -> Message:
+    return Message(id=id, direction=Direction.MO, status=MessageStatus.ACCEPTED, account="esme1",
+                   source_addr="8613800000001", dest_addr="10086", short_message=b"0000")  # fmt: skip
+
+
+def stored_ids(path: Path) -> list[str]:
+    with sqlite3.connect(path) as conn:
+        return [row[0] for row in conn.execute("SELECT id FROM messages ORDER BY seq")]
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    s = SqliteStore(str(tmp_path / "gw.db"))
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def test_writes_go_on_after_the_writer_process_is_killed_between_batches(store: SqliteStore) -> None:
+    assert await store.accept(mo("before")) == ("before", False)
+    first = store.writer.pid
+    os.kill(first, signal.SIGKILL)
+    assert await store.writer.wait() == -signal.SIGKILL
+    # Nothing of this batch reached the dead child: a new one takes it, and the caller only sees the commit.
+    assert await store.accept(mo("after")) == ("after", False)
+    assert store.writer.pid not in (None, first)
+    assert stored_ids(Path(store.path)) == ["before", "after"]
+
+
+async def test_the_writer_process_ignores_ctrl_c_so_the_gateway_can_drain(store: SqliteStore) -> None:
+    # A Ctrl-C in a terminal signals the whole process group, the writer included.
+    pid = store.writer.pid
+    os.kill(pid, signal.SIGINT)
+    os.kill(pid, signal.SIGTERM)
+    futures = [store.accept(mo(f"m{i}")) for i in range(200)]
+    await asyncio.gather(*futures)
+    assert store.writer.pid == pid
+    assert len(stored_ids(Path(store.path))) == 200
+
+
+async def test_the_writer_process_exits_when_the_store_closes(tmp_path: Path) -> None:
+    s = SqliteStore(str(tmp_path / "gw.db"))
+    await s.open()
+    pid = s.writer.pid
+    await s.close()  # returns once the child has exited and been reaped
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+async def test_a_failed_transaction_is_rolled_back_and_reported_with_its_sqlite_class(tmp_path: Path) -> None:
+    writer = WriterProcess(str(tmp_path / "gw.db"))
+    await writer.start()
+    try:
+        insert = "INSERT INTO job_runs (job, period, ran_at) VALUES (?, ?, ?)"
+        await writer.commit([(insert, [("billing", "2026-11", 1.0)])])
+        with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
+            await writer.commit([(insert, [("billing", "2026-12", 2.0), ("billing", "2026-11", 3.0)])])
+        await writer.commit([(insert, [("billing", "2026-12", 4.0)])])  # the failed one left nothing behind
+    finally:
+        await writer.close()
+    with sqlite3.connect(tmp_path / "gw.db") as conn:
+        assert conn.execute("SELECT period, ran_at FROM job_runs ORDER BY period").fetchall() == [("2026-11", 1.0), ("2026-12", 4.0)]
+
+
+async def test_an_unopenable_database_is_reported_by_the_writer(tmp_path: Path) -> None:
+    writer = WriterProcess(str(tmp_path / "no-such-dir" / "gw.db"))
+    with pytest.raises(sqlite3.OperationalError, match="unable to open"):
+        await writer.start()
