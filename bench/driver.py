@@ -328,24 +328,45 @@ class _Bind(asyncio.Protocol):
         self.transport.write(encode_pdu(Unbind(sequence_number=self.seq)))
 
 
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (the gateway's SQLite writer is a child process)."""
+    pids, i = [pid], 0
+    while i < len(pids):
+        try:
+            for task in os.listdir(f"/proc/{pids[i]}/task"):
+                with open(f"/proc/{pids[i]}/task/{task}/children") as f:
+                    pids.extend(int(child) for child in f.read().split())
+        except (OSError, ValueError):
+            pass
+        i += 1
+    return pids
+
+
 def _proc_cpu_seconds(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return None
+    """CPU seconds of `pid` and its live descendants; None if `pid` is gone."""
+    total = None
+    for p in _process_tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total = (total or 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
 
 
 def _proc_rss_mb(pid: int) -> float | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+    """Resident memory of `pid` and its live descendants, in MB."""
+    total = None
+    for p in _process_tree(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total = round((total or 0.0) + int(line.split()[1]) / 1024, 1)
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
 
 
 def _machine_busy_seconds() -> float | None:

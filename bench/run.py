@@ -2,8 +2,10 @@
 
     .venv/bin/python bench/run.py [--seconds 10] [--warmup 2] [--binds 10] [--window 100] [--only a,b1,b2,c]
 
-Targets, each a fresh server process on 127.0.0.1 (pinned to CPU core 0; this
-process, which is the driver, pinned to core 1):
+Targets, each a fresh server process on 127.0.0.1. Nothing is pinned: every server
+may use both cores, as it would in production, and shares them with this process,
+which is the driver (`--pin` puts the server and its children on core 0 and the
+driver on core 1, the arrangement used before the gateway had a writer process):
 
   a   bench/null_server.py: decode every PDU with our codec, answer with an encoded
       submit_sm_resp. The Python ceiling.
@@ -445,7 +447,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--window", type=int, default=100, help="outstanding submit_sm per bind (default 100)")
     p.add_argument("--rx-binds", type=int, default=10, help="b2: receiving binds of handset2 (default 10)")
     p.add_argument("--only", default=",".join(TARGETS), help="comma-separated subset of a,b1,b2,c")
-    p.add_argument("--no-pin", action="store_true", help="do not pin server to core 0 and driver to core 1")
+    p.add_argument("--pin", action="store_true", help="pin the server (and its children) to core 0 and the driver to core 1")
     p.add_argument("--repeat", type=int, default=1, help="run the target list this many times, keep each target's best run (default 1)")
     p.add_argument("--profile", nargs="?", const="python", choices=["python", "native"],
                    help="py-spy the Python servers (a, b1, b2) and summarise hot spots; 'native' also sees C code"
@@ -501,7 +503,7 @@ def _terminate(signum, frame):  # noqa: ARG001
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
-    pin = not args.no_pin and hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2
+    pin = args.pin and hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2
     if pin:
         os.sched_setaffinity(0, {DRIVER_CORE})
     print(f"smsgw benchmark: {args.seconds:g} s measured after {args.warmup:g} s warm-up, {args.binds} binds x window {args.window}"
