@@ -15,9 +15,9 @@ from gateway.store.sqlite import SqliteStore
 from gateway.store.writer import WriterProcess
 
 
-def mo(id: str) -> Message:
+def mo(id: str, text: bytes = b"0000") -> Message:
     return Message(id=id, direction=Direction.MO, status=MessageStatus.ACCEPTED, account="esme1",
-                   source_addr="8613800000001", dest_addr="10086", short_message=b"0000")  # fmt: skip
+                   source_addr="8613800000001", dest_addr="10086", short_message=text)  # fmt: skip
 
 
 def stored_ids(path: Path) -> list[str]:
@@ -83,3 +83,18 @@ async def test_an_unopenable_database_is_reported_by_the_writer(tmp_path: Path) 
     writer = WriterProcess(str(tmp_path / "no-such-dir" / "gw.db"))
     with pytest.raises(sqlite3.OperationalError, match="unable to open"):
         await writer.start()
+
+
+async def test_the_wal_is_checkpointed_in_the_background_not_by_the_commits(store: SqliteStore) -> None:
+    db = Path(store.path)
+    await asyncio.gather(*(store.accept(mo(f"m{i}", b"x" * 254)) for i in range(12000)))
+    wal_bytes = Path(f"{db}-wal").stat().st_size
+    assert wal_bytes > 1000 * 4096, "enough WAL pages that SQLite's own autocheckpoint would have run in a commit"
+    db_bytes_after_commits = db.stat().st_size
+    # No event says "checkpointed": watch the database file take the pages, within a bound.
+    deadline = asyncio.get_running_loop().time() + 15
+    while db.stat().st_size == db_bytes_after_commits:
+        assert asyncio.get_running_loop().time() < deadline, "the background checkpoint never ran"
+        await asyncio.sleep(0.05)
+    assert db_bytes_after_commits < 100 * 1024, "no commit copied the WAL into the database file itself"
+    assert len(stored_ids(db)) == 12000
