@@ -74,7 +74,7 @@ class WriterProcess:
         try:
             body = marshal.dumps(runs)
         except ValueError:  # a str or int subclass (an enum member in a service record)
-            body = marshal.dumps([(sql, [tuple(map(_plain, row)) for row in rows]) for sql, rows in runs])
+            body = marshal.dumps([_marshallable(run) for run in runs])
         frame = _LENGTH.pack(len(body)) + body
         if not await self._send(frame):
             # The child died between batches (killed from outside, out of
@@ -129,6 +129,16 @@ class WriterProcess:
         except asyncio.IncompleteReadError:
             code = await self._proc.wait()
             raise WriterDied(f"SQLite writer process exited with status {code}") from None
+
+
+def _marshallable(run: tuple[str, list[tuple]]) -> tuple[str, list[tuple]]:
+    """The run itself if marshal takes it (message rows always do), else its rows with `_plain` values."""
+    try:
+        marshal.dumps(run)
+    except ValueError:
+        sql, rows = run
+        return sql, [tuple(map(_plain, row)) for row in rows]
+    return run
 
 
 def _plain(value: Any) -> Any:
