@@ -27,6 +27,10 @@ class Side(Enum):
     SMSC = "smsc"
     ESME = "esme"
 
+    # Enum.__hash__ is Python code (hash of the name); members are singletons
+    # compared by identity, so the identity hash is equivalent and C-fast.
+    __hash__ = object.__hash__
+
 
 class State(Enum):
     OPEN = "open"
@@ -35,6 +39,9 @@ class State(Enum):
     BOUND_TRX = "bound_trx"
     UNBOUND = "unbound"
     CLOSED = "closed"
+
+    # Looked up in RECEIVABLE for every PDU: see Side.__hash__.
+    __hash__ = object.__hash__
 
 
 BOUND = frozenset({State.BOUND_TX, State.BOUND_RX, State.BOUND_TRX})
