@@ -38,6 +38,7 @@ log = get_logger("intake")
 S = CommandStatus
 # Plain ints: compared and passed on for every message.
 _SUBMIT_SM, _SUBMIT_SM_RESP, _DATA_SM_RESP = int(CommandId.SUBMIT_SM), int(CommandId.SUBMIT_SM_RESP), int(CommandId.DATA_SM_RESP)
+_MO, _MT = Direction.MO, Direction.MT  # read from the class, an enum member costs ~150 ns (CPython 3.11)
 
 _QUERY_STATE = {
     MessageStatus.ACCEPTED: MessageState.ACCEPTED,
@@ -96,23 +97,27 @@ class Intake:
         self.store.accept_then(message, partial(self._committed, conn, pdu.sequence_number, resp_id, message))
 
     def _admit(self, account: Account, pdu: SubmitSm | DataSm) -> Message:
-        source = self.plan.normalise(pdu.source_addr)
-        dest = self.plan.normalise(pdu.destination_addr)
+        plan = self.plan
+        source = plan.normalise(pdu.source_addr)
+        dest = plan.normalise(pdu.destination_addr)
         if not account.may_send_from(source):
             allowed = account.service_codes if account.role == "sp" else account.numbers
             raise Rejection(S.ESME_RINVSRCADR, f"source_addr {pdu.source_addr!r} is not one of {list(allowed)}")
         if not dest.isdigit():
             raise Rejection(S.ESME_RINVDSTADR, f"destination_addr {pdu.destination_addr!r} is not a number")
         now = self.clock.now()
+        validity_period = getattr(pdu, "validity_period", "")  # data_sm has none
         try:
-            validity = parse_smpp_time(pdu.validity_period, now) if hasattr(pdu, "validity_period") else None
+            validity = parse_smpp_time(validity_period, now) if validity_period else None
         except SmppTimeError as exc:
             raise Rejection(S.ESME_RINVEXPIRY, str(exc)) from None
         to_short_code = account.role != "sp" and self.mo.is_short_code(dest)
-        if not to_short_code and not self.plan.is_msisdn(dest):
-            raise Rejection(S.ESME_RINVDSTADR, f"destination_addr {dest} is neither a subscriber nor a short code")
-        if not to_short_code and self.delivery.queued[dest] >= self.settings.max_queued_per_subscriber:
-            raise Rejection(S.ESME_RMSGQFUL, f"{self.delivery.queued[dest]} messages already wait for {dest}")
+        if not to_short_code:
+            if not plan.is_msisdn(dest):
+                raise Rejection(S.ESME_RINVDSTADR, f"destination_addr {dest} is neither a subscriber nor a short code")
+            queued = self.delivery.queued.get(dest, 0)  # not [dest]: Counter.__missing__ is Python code
+            if queued >= self.settings.max_queued_per_subscriber:
+                raise Rejection(S.ESME_RMSGQFUL, f"{queued} messages already wait for {dest}")
         refusal = self.guards.check(account, source, dest)
         if refusal is not None:
             raise Rejection(*refusal)
@@ -122,7 +127,7 @@ class Intake:
         return message_from_submission(
             pdu,
             message_id=self.ids.next(),
-            direction=Direction.MO if to_short_code else Direction.MT,
+            direction=_MO if to_short_code else _MT,
             account=account.system_id,
             source=source,
             dest=dest,
@@ -144,7 +149,7 @@ class Intake:
         if duplicate:
             log.info("retransmission recognised", message_id=message_id, account=message.account, msisdn=message.source_addr)
             return
-        if message.direction is Direction.MO:
+        if message.direction is _MO:
             self.mo.receive(message)
         else:
             self.delivery.admit(message)

@@ -14,6 +14,9 @@ from .store.records import Direction, Message, MessageStatus
 MAX_SHORT_MESSAGE = 254
 # Optional parameters that describe the submission itself and are not passed on.
 _NOT_FORWARDED = frozenset({Tag.MESSAGE_PAYLOAD})
+_USER_MESSAGE_REFERENCE = int(Tag.USER_MESSAGE_REFERENCE)  # Tag.X from the class: ~150 ns (EnumType.__getattr__)
+# The first status of a submission, by direction (an enum member read from its class costs ~150 ns in CPython 3.11).
+_FIRST_STATUS = {Direction.MO: MessageStatus.ACCEPTED, Direction.MT: MessageStatus.ENROUTE}
 
 
 def body_of(pdu: SubmitSm | DataSm) -> bytes:
@@ -39,7 +42,7 @@ def dedup_key(account: str, pdu: SubmitSm | DataSm, source: str, dest: str, body
     The client's own user_message_reference when it sends one; otherwise the
     sequence number it used, with the addresses and content.
     """
-    ref = pdu.tlvs.get(Tag.USER_MESSAGE_REFERENCE)
+    ref = pdu.tlvs.get(_USER_MESSAGE_REFERENCE) if pdu.tlvs else None
     marker = f"u{ref}" if ref is not None else f"s{pdu.sequence_number}"
     return f"{account}|{source}|{dest}|{marker}|{zlib.crc32(body):08x}{len(body)}"
 
@@ -56,25 +59,33 @@ def message_from_submission(
     expires_at: float,
 ) -> Message:
     body = body_of(pdu)
-    carried = {tag: value for tag, value in pdu.tlvs.items() if tag not in _NOT_FORWARDED}
+    tlvs = pdu.tlvs
+    carried = {tag: value for tag, value in tlvs.items() if tag not in _NOT_FORWARDED} if tlvs else None
+    # Positional, in Message's field order: this runs for every submission, and
+    # matching 16 keywords against 25 parameters cost more than half of the call.
     return Message(
-        id=message_id,
-        direction=direction,
-        status=MessageStatus.ACCEPTED if direction is Direction.MO else MessageStatus.ENROUTE,
-        account=account,
-        source_addr=source,
-        dest_addr=dest,
-        short_message=body,
-        data_coding=pdu.data_coding,
-        esm_class=pdu.esm_class,
-        registered_delivery=pdu.registered_delivery,
-        service_type=pdu.service_type,
-        tlvs=encode_tlvs(carried) if carried else b"",
-        submitted_at=now,
-        expires_at=expires_at,
-        next_attempt_at=now,
-        dedup_key=dedup_key(account, pdu, source, dest, body),
-    )
+        message_id,  # id
+        direction,
+        _FIRST_STATUS[direction],  # status
+        account,
+        source,  # source_addr
+        dest,  # dest_addr
+        body,  # short_message
+        pdu.data_coding,
+        pdu.esm_class,
+        pdu.registered_delivery,
+        pdu.service_type,
+        0, 0, 0, 0,  # source_addr_ton, source_addr_npi, dest_addr_ton, dest_addr_npi
+        encode_tlvs(carried) if carried else b"",  # tlvs
+        now,  # submitted_at
+        expires_at,
+        0,  # attempts
+        now,  # next_attempt_at
+        None,  # done_at
+        0,  # error
+        None,  # origin_id
+        dedup_key(account, pdu, source, dest, body),
+    )  # fmt: skip
 
 
 def deliver_sm_for(message: Message, plan: NumberPlan) -> DeliverSm:

@@ -91,13 +91,14 @@ class Router:
 
     def _least_loaded(self, binds: Sequence[Receiver]) -> Receiver:
         """Least loaded, ties broken in turn (the first from a rotating start) so equal binds share the work."""
-        n = len(binds)
-        start = next(self._turn) % n
+        start = next(self._turn) % len(binds)
         best = binds[start]
-        for i in range(1, n):
-            candidate = binds[(start + i) % n]
-            if candidate.load < best.load:
-                best = candidate
+        least = best.load
+        # In order from the rotating start: the rest of the list, then its beginning (no index arithmetic per bind).
+        for part in (binds[start + 1 :], binds[:start]):
+            for candidate in part:
+                if candidate.load < least:
+                    best, least = candidate, candidate.load
         return best
 
 

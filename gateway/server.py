@@ -28,6 +28,9 @@ C = CommandId
 S = CommandStatus
 _RECEIVING_BINDS = frozenset({C.BIND_RECEIVER, C.BIND_TRANSCEIVER})
 _DELIVERY_ANSWERS = frozenset({C.DELIVER_SM_RESP, C.DATA_SM_RESP, C.GENERIC_NACK})
+# Read for every PDU: bound once (an enum member read from its class costs ~150 ns in CPython 3.11).
+_SUBMIT_SM, _DATA_SM = int(C.SUBMIT_SM), int(C.DATA_SM)
+_CLOSED, _UNBOUND = State.CLOSED, State.UNBOUND
 
 
 class SmppConnection(asyncio.Protocol):
@@ -88,7 +91,8 @@ class SmppConnection(asyncio.Protocol):
         data = self.session.data_to_send()
         if data:
             self.transport.write(data)
-        if self.session.state in (State.CLOSED, State.UNBOUND):
+        state = self.session.state
+        if state is _CLOSED or state is _UNBOUND:
             self.transport.close()
 
     def _schedule_flush(self) -> None:
@@ -103,7 +107,7 @@ class SmppConnection(asyncio.Protocol):
     # -------------------------------------------------------------- PDUs
     def _on_pdu(self, pdu: Pdu, request: Pdu | None) -> None:
         command_id = pdu.command_id
-        if command_id == C.SUBMIT_SM or command_id == C.DATA_SM:
+        if command_id == _SUBMIT_SM or command_id == _DATA_SM:
             self.gateway.intake.submit(self, pdu)  # type: ignore[arg-type]
         elif command_id in _DELIVERY_ANSWERS:
             self._on_delivery_answer(pdu)
@@ -147,7 +151,7 @@ class SmppConnection(asyncio.Protocol):
 
     def _can_answer(self) -> bool:
         # If not, the client will retransmit; the store recognises it.
-        return self.session.state is not State.CLOSED and self.transport is not None and not self.transport.is_closing()
+        return self.session.state is not _CLOSED and self.transport is not None and not self.transport.is_closing()
 
     # ----------------------------------------------------------- MT side
     def offer(self, message: Message) -> None:
@@ -167,7 +171,7 @@ class SmppConnection(asyncio.Protocol):
         if message is None:
             return
         self.load -= 1
-        if pdu.command_status == S.ESME_ROK:
+        if not pdu.command_status:  # ESME_ROK
             self.gateway.delivery.delivered(message)
         else:
             self.gateway.delivery.failed(message, pdu.command_status)

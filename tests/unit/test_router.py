@@ -1,0 +1,48 @@
+"""Router: an MT for a number goes to the least loaded bind of the account covering it; equal binds take turns."""
+
+from __future__ import annotations
+
+from gateway.accounts import Accounts
+from gateway.config import AccountConfig
+from gateway.router import Router
+from gateway.store.records import Direction, Message, MessageStatus
+
+
+class Bind:
+    def __init__(self, account, name: str, load: int = 0) -> None:
+        self.account = account
+        self.name = name
+        self.can_receive = True
+        self.load = load
+        self.address_range = None
+
+    def offer(self, message: Message) -> None:  # pragma: no cover - the router only chooses
+        raise AssertionError("not called by route()")
+
+
+def router_with(loads: list[int]) -> tuple[Router, list[Bind]]:
+    accounts = Accounts((AccountConfig("handset", "pw", "handset", numbers=("86137",)),))
+    router = Router(accounts)
+    binds = [Bind(accounts.get("handset"), f"b{i}", load) for i, load in enumerate(loads)]
+    for bind in binds:
+        router.bound(bind)
+    return router, binds
+
+
+MT = Message("m", Direction.MT, MessageStatus.ENROUTE, "", "10086", "8613700000001", b"hi")
+
+
+def test_the_least_loaded_bind_is_chosen_wherever_it_is() -> None:
+    for position in range(4):
+        loads = [5, 5, 5, 5]
+        loads[position] = 1
+        router, binds = router_with(loads)
+        for _ in range(4):  # whatever the rotating start
+            assert router.route(MT) is binds[position]
+
+
+def test_equal_binds_take_turns_and_ties_go_to_the_first_from_the_turn() -> None:
+    router, binds = router_with([0, 0, 0])
+    assert [router.route(MT).name for _ in range(6)] == ["b0", "b1", "b2", "b0", "b1", "b2"]
+    router, binds = router_with([3, 1, 1, 2])  # b1 and b2 tie; the turn starts at b0, b1, b2, b3, ...
+    assert [router.route(MT).name for _ in range(4)] == ["b1", "b1", "b2", "b1"]
