@@ -6,7 +6,8 @@ writer task takes everything queued (up to batch_max ops), has the writer
 process (writer.py) run it in ONE transaction and commit, then resolves the
 futures (and runs the callbacks). One commit per row caps near 4.7k rows/s on
 our hardware; batching is what gets us tens of thousands. A batch's rows are
-grouped into as few `executemany` runs as issue order allows (see `_plan`).
+grouped into as few `executemany` runs as issue order allows (see
+`writer_child.plan`, which runs in the writer process).
 
 Reads use a second, plain sqlite3 connection on the event loop thread (an
 indexed lookup costs less there than a hop to another thread): WAL lets it
@@ -27,9 +28,10 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, Union
 
@@ -38,6 +40,7 @@ from .migrations import SchemaVersionError
 from .records import Direction, Message, MessageStatus
 from .rows import effect_sql, from_row, select_sql
 from .writer import WriterProcess
+from .writer_child import Step
 
 R = TypeVar("R")
 
@@ -113,10 +116,8 @@ _RELEASE_EXPIRED_KEYS = "UPDATE messages SET dedup_key = NULL WHERE dedup_key IS
 # release may run before that holder's INSERT, so release it row by row, in issue order.
 _RELEASE_KEY = "UPDATE messages SET dedup_key = NULL WHERE dedup_key = ? AND accepted_at <= ?"
 
-# One row of one statement: (sql, parameters, tokens). The tokens name the
-# message ids / dedup keys the row touches; `_plan` uses them to keep rows that
-# touch the same thing in issue order.
-_Step = tuple[str, tuple, tuple[str, ...]]
+# One row of one statement: (sql, parameters, tokens); see writer_child.Step.
+_Step = Step
 
 
 # Who hears about a write: the future handed to the caller, or the caller's
@@ -135,44 +136,6 @@ class _Op:
     # Lists created on first use: most ops have neither, and accept() is the hot path.
     dedup_keys: list[str] | None = None  # keys this op made "recent"
     followers: list[tuple[_Waiter, Any]] | None = None  # duplicates awaiting our commit
-
-
-def _plan(batch: Iterable[_Op]) -> list[tuple[str, list[tuple]]]:
-    """Group a batch's rows into (sql, rows) runs for executemany, keeping issue order.
-
-    Rows are collected per statement, the groups executed in order of first
-    appearance. A row may join an earlier group only if no later group already
-    touched one of its tokens (else it would run before something issued
-    earlier); when that happens the groups so far are emitted and new ones
-    started. Typical traffic (accepts, plus updates of other messages) stays
-    at one executemany per statement kind per batch.
-    """
-    runs: list[tuple[str, list[tuple]]] = []
-    groups: dict[str, int] = {}  # sql -> index into pending
-    pending: list[tuple[str, list[tuple]]] = []
-    last_group: dict[str, int] = {}  # token -> index of the last group that touched it
-    for op in batch:
-        for sql, params, tokens in op.steps:
-            g = groups.get(sql)
-            if g is not None and _touched_after(last_group, tokens, g):
-                runs.extend(pending)
-                groups, pending, last_group = {}, [], {}
-                g = None
-            if g is None:
-                g = groups[sql] = len(pending)
-                pending.append((sql, []))
-            pending[g][1].append(params)
-            for t in tokens:
-                last_group[t] = g
-    runs.extend(pending)
-    return runs
-
-
-def _touched_after(last_group: dict[str, int], tokens: tuple[str, ...], g: int) -> bool:
-    for t in tokens:  # a plain loop: any(<genexpr>) costs a generator per row
-        if last_group.get(t, -1) > g:
-            return True
-    return False
 
 
 def _succeed(waiter: _Waiter, value: Any, callbacks: list[tuple[Callback, Any, BaseException | None]]) -> None:
@@ -236,6 +199,7 @@ class SqliteStore:
         self._dedup_window = dedup_window
         self._clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
         self._writer = WriterProcess(path)
         # Reads run on the event loop thread itself: an indexed lookup takes ~16 µs
         # there, against ~67 µs of CPU for a round trip to another thread or process,
@@ -272,6 +236,7 @@ class SqliteStore:
         if self._loop is not None:
             raise RuntimeError("store already opened")
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         try:
             await self._writer.start()  # opens the file in WAL mode and migrates it
             self._reader = _connect_reader(self.path)
@@ -386,8 +351,10 @@ class SqliteStore:
             raise RuntimeError("store is closed")
         if self._loop is None:
             raise RuntimeError("store is not open")
-        # Futures, the queue and the dedup map belong to the loop thread.
-        if asyncio.get_running_loop() is not self._loop:
+        # Futures, the queue and the dedup map belong to the loop thread. (Not
+        # asyncio.get_running_loop(): on 3.11 it makes a getpid() system call,
+        # and this runs for every write.)
+        if threading.get_ident() != self._loop_thread:
             raise RuntimeError("SqliteStore writes must be issued from its event loop thread")
         return self._clock()
 
@@ -552,11 +519,12 @@ class SqliteStore:
             self._loop.call_soon(_run_callbacks, self._loop, callbacks)
 
     async def _commit(self, batch: list[_Op]) -> None:
-        runs = _plan(batch)
+        steps = [step for op in batch for step in op.steps]
         if any(op.dedup_keys for op in batch):
-            runs.insert(0, (_RELEASE_EXPIRED_KEYS, [(self._clock() - self._dedup_window,)]))
-        await self._writer.commit(runs)  # rolled back by the writer if it raises
-        self.stats.executes += len(runs) + 1
+            steps.insert(0, (_RELEASE_EXPIRED_KEYS, (self._clock() - self._dedup_window,), ()))
+        # The writer groups the steps into executemany runs (writer_child.plan):
+        # that is CPU the event loop's core does not spend.
+        self.stats.executes += await self._writer.commit(steps)  # rolled back by the writer if it raises
 
     # --- reads --------------------------------------------------------------
 

@@ -12,9 +12,11 @@ frame is a 4-byte big-endian length and a `marshal`led value (parent and child
 are the same interpreter, and every value bound here is a str, bytes, int,
 float or None, which marshal handles faster than pickle).
 
-    parent -> child   [(sql, [row, ...]), ...]       one transaction
-    child -> parent   (True, "", "")                  committed
-                      (False, error_class, message)   rolled back; nothing of it stands
+    parent -> child   [(sql, params, tokens), ...]       one transaction, in issue order
+    child -> parent   (True, "", "", statements)          committed
+                      (False, error_class, message, 0)    rolled back; nothing of it stands
+
+The child groups the steps into executemany runs itself (writer_child.plan).
 
 The child answers a ("ready",) frame once its connection is open and migrated,
 or an error frame and exits. It ignores SIGINT and SIGTERM (a Ctrl-C reaches the
@@ -36,7 +38,7 @@ from typing import Any
 from ..logs import get_logger
 from .migrations import SchemaVersionError
 from .writer_child import FRAME_LENGTH as _LENGTH
-from .writer_child import Runs
+from .writer_child import Step
 
 log = get_logger("store")
 
@@ -69,12 +71,12 @@ class WriterProcess:
             await self.close()
             raise _error(reply[1], reply[2])
 
-    async def commit(self, runs: Runs) -> None:
-        """Run `runs` in one transaction and commit; raise the sqlite3 error if it was rolled back."""
+    async def commit(self, steps: list[Step]) -> int:
+        """Run the steps in one transaction and commit; return the statements run, or raise the sqlite3 error."""
         try:
-            body = marshal.dumps(runs)
+            body = marshal.dumps(steps)
         except ValueError:  # a str or int subclass (an enum member in a service record)
-            body = marshal.dumps([_marshallable(run) for run in runs])
+            body = marshal.dumps([_marshallable(step) for step in steps])
         frame = _LENGTH.pack(len(body)) + body
         if not await self._send(frame):
             # The child died between batches (killed from outside, out of
@@ -82,9 +84,10 @@ class WriterProcess:
             await self._restart()
             if not await self._send(frame):
                 raise WriterDied("SQLite writer process exited as soon as it was restarted")
-        ok, error_class, message = await self._receive()
+        ok, error_class, message, statements = await self._receive()
         if not ok:
             raise _error(error_class, message)
+        return statements
 
     async def close(self) -> None:
         """Close the child's stdin and wait for it to exit."""
@@ -131,14 +134,14 @@ class WriterProcess:
             raise WriterDied(f"SQLite writer process exited with status {code}") from None
 
 
-def _marshallable(run: tuple[str, list[tuple]]) -> tuple[str, list[tuple]]:
-    """The run itself if marshal takes it (message rows always do), else its rows with `_plain` values."""
+def _marshallable(step: Step) -> Step:
+    """The step itself if marshal takes it (message rows always do), else with `_plain` parameters."""
     try:
-        marshal.dumps(run)
+        marshal.dumps(step)
     except ValueError:
-        sql, rows = run
-        return sql, [tuple(map(_plain, row)) for row in rows]
-    return run
+        sql, params, tokens = step
+        return sql, tuple(map(_plain, params)), tuple(map(_plain, tokens))
+    return step
 
 
 def _plain(value: Any) -> Any:

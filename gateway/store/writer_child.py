@@ -14,11 +14,16 @@ import sqlite3
 import struct
 import sys
 import threading
+from collections.abc import Iterable
 from typing import Any, BinaryIO
 
 from .migrations import SchemaVersionError, migrate
 
 FRAME_LENGTH = struct.Struct(">I")
+# One row of one statement: (sql, parameters, tokens). The tokens name the
+# message ids / dedup keys the row touches; `plan` uses them to keep rows that
+# touch the same thing in issue order.
+Step = tuple[str, tuple, tuple[str, ...]]
 # Runs of (sql, rows) executed in order inside one transaction.
 Runs = list[tuple[str, list[tuple]]]
 
@@ -114,7 +119,46 @@ def _read_frame(inp: BinaryIO) -> Any | None:
     return marshal.loads(inp.read(FRAME_LENGTH.unpack(header)[0]))
 
 
-def _run_batch(conn: sqlite3.Connection, runs: Runs) -> tuple[bool, str, str]:
+def plan(steps: Iterable[Step]) -> Runs:
+    """Group a batch's steps into (sql, rows) runs for executemany, keeping issue order.
+
+    Rows are collected per statement, the groups executed in order of first
+    appearance. A row may join an earlier group only if no later group already
+    touched one of its tokens (else it would run before something issued
+    earlier); when that happens the groups so far are emitted and new ones
+    started. Typical traffic (accepts, plus updates of other messages) stays
+    at one executemany per statement kind per batch.
+    """
+    runs: list[tuple[str, list[tuple]]] = []
+    groups: dict[str, int] = {}  # sql -> index into pending
+    pending: list[tuple[str, list[tuple]]] = []
+    last_group: dict[str, int] = {}  # token -> index of the last group that touched it
+    for sql, params, tokens in steps:
+        g = groups.get(sql)
+        if g is not None and _touched_after(last_group, tokens, g):
+            runs.extend(pending)
+            groups, pending, last_group = {}, [], {}
+            g = None
+        if g is None:
+            g = groups[sql] = len(pending)
+            pending.append((sql, []))
+        pending[g][1].append(params)
+        for t in tokens:
+            last_group[t] = g
+    runs.extend(pending)
+    return runs
+
+
+def _touched_after(last_group: dict[str, int], tokens: tuple[str, ...], g: int) -> bool:
+    for t in tokens:  # a plain loop: any(<genexpr>) costs a generator per row
+        if last_group.get(t, -1) > g:
+            return True
+    return False
+
+
+def _run_batch(conn: sqlite3.Connection, steps: list[Step]) -> tuple[bool, str, str, int]:
+    """Run the steps in one transaction: (True, "", "", statements run) or (False, error class, message, 0)."""
+    runs = plan(steps)
     try:
         for sql, rows in runs:
             conn.executemany(sql, rows)
@@ -125,8 +169,8 @@ def _run_batch(conn: sqlite3.Connection, runs: Runs) -> tuple[bool, str, str]:
                 conn.rollback()
             except sqlite3.Error:
                 pass  # SQLite already rolled back (e.g. after a failed COMMIT)
-        return False, type(exc).__name__, str(exc)
-    return True, "", ""
+        return False, type(exc).__name__, str(exc), 0
+    return True, "", "", len(runs) + 1  # the runs and the COMMIT
 
 
 def main(path: str) -> int:
@@ -143,8 +187,8 @@ def main(path: str) -> int:
         return 1
     checkpointer = Checkpointer(path)
     _send(out, ("ready",))
-    while (runs := _read_frame(inp)) is not None:
-        _send(out, _run_batch(conn, runs))
+    while (steps := _read_frame(inp)) is not None:
+        _send(out, _run_batch(conn, steps))
         checkpointer.catch_up(conn)
     checkpointer.stop()
     conn.close()  # the last connection to close checkpoints what is left

@@ -15,7 +15,8 @@ import pytest
 
 from gateway.store.migrations import SCHEMA_VERSION
 from gateway.store.records import Direction, Message, MessageStatus
-from gateway.store.sqlite import SqliteStore, StoreOpenError, _plan
+from gateway.store.sqlite import SqliteStore, StoreOpenError
+from gateway.store.writer_child import plan
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WINDOW = 3600.0
@@ -280,14 +281,10 @@ async def test_writes_in_one_batch_apply_in_issue_order(store: SqliteStore) -> N
 
 
 def test_plan_groups_independent_rows_into_one_run_per_statement() -> None:
-    class Op:
-        def __init__(self, *steps):
-            self.steps = list(steps)
-
-    ops = [Op(("INS", (i,), (f"m{i}",))) for i in range(100)]
-    ops += [Op(("UPD", (i,), (f"old{i}",))) for i in range(100)]
-    ops += [Op(("INS", (i,), (f"n{i}",))) for i in range(100)]
-    runs = _plan(ops)
+    steps = [("INS", (i,), (f"m{i}",)) for i in range(100)]
+    steps += [("UPD", (i,), (f"old{i}",)) for i in range(100)]
+    steps += [("INS", (i,), (f"n{i}",)) for i in range(100)]
+    runs = plan(steps)
     assert [(sql, len(rows)) for sql, rows in runs] == [("INS", 200), ("UPD", 100)]
 
 
