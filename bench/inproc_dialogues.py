@@ -309,7 +309,8 @@ async def run(args: argparse.Namespace, gc_timer: GcTimer) -> int:
               f" other threads {us(others):.1f} us/MO; in gc {us(gc_timer.seconds - gc0):.1f} us/MO"
               f" ({[b - a for a, b in zip(collections0, gc_timer.collections)]} collections);"
               f" deliver_sm {(harness.delivered - delivered0) / n:.2f}/MO (SP notices {harness.sp_notices - notices0});"
-              f" store {gateway.store.stats}")
+              f" store {gateway.store.stats}"
+              + (f"; record cache loads {records.loads}, hits {records.hits}" if (records := getattr(gateway, "records", None)) else ""))
         failed = sum(harness.failures.values())
         if failed:
             print(f"FAILURES {failed}: {dict(harness.failures)}")

@@ -9,29 +9,35 @@ same serial lock as that subscriber's MOs.
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from handlers import billing, confirmation, rating, spam_report, unsubscribe
 from handlers.base import Inbound, Outcome, ServiceContext
 
 from .clock import Clock
-from .guards import Guards
 from .logs import get_logger
 from .outbox import Outbox
 from .serial import SerialLocks
 from .store.base import Store
+from .store.effects import Effect
 
 log = get_logger("services")
 
 
 class Services:
     def __init__(
-        self, ctx: ServiceContext, store: Store, outbox: Outbox, guards: Guards, clock: Clock, locks: SerialLocks
+        self,
+        ctx: ServiceContext,
+        store: Store,
+        outbox: Outbox,
+        observe: Callable[[Iterable[Effect]], None],
+        clock: Clock,
+        locks: SerialLocks,
     ) -> None:
         self.ctx = ctx
         self.store = store
         self.outbox = outbox
-        self.guards = guards
+        self.observe = observe  # sees every committed effect (the submission guards, the record cache)
         self.clock = clock
         self.locks = locks
         self._sampler = random.Random()
@@ -40,7 +46,7 @@ class Services:
         now = self.clock.now()
         messages = self.outbox.messages_for(outcome.replies, now)
         await self.store.apply(outcome.effects, messages)
-        self.guards.observe(outcome.effects)
+        self.observe(outcome.effects)
         self.outbox.send(messages)
         return outcome
 
