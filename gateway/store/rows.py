@@ -89,17 +89,23 @@ _FROM_COLUMN: dict[str, Callable[[Any], Any]] = {"dict": json.loads, "bool": boo
 def effect_sql(effect: Effect, placeholder: str = "?") -> tuple[str, tuple, tuple[str, ...]]:
     """(sql, parameters, tokens) for one effect; tokens name the row it touches (issue order)."""
     if isinstance(effect, Put):
-        record_type = type(effect.record)
-        table, key = table_of(record_type)
-        names = [name for name, _ in columns(record_type)]
-        sql = f"INSERT OR REPLACE INTO {table} ({', '.join(names)}) VALUES ({', '.join([placeholder] * len(names))})"
-        key_values = tuple(getattr(effect.record, k) for k in key)
-        return sql, to_row(effect.record), (f"{table}:{key_values!r}",)
+        sql, table, key_of = _put_sql(type(effect.record), placeholder)
+        return sql, to_row(effect.record), (f"{table}:{key_of(effect.record)!r}",)
     if isinstance(effect, Delete):
         table, key = table_of(effect.record_type)
         sql = f"DELETE FROM {table} WHERE {' AND '.join(f'{k} = {placeholder}' for k in key)}"
         return sql, tuple(effect.key), (f"{table}:{tuple(effect.key)!r}",)
     raise TypeError(f"unknown effect {effect!r}")
+
+
+@cache
+def _put_sql(record_type: type, placeholder: str) -> tuple[str, str, Callable[[Any], tuple]]:
+    """(INSERT OR REPLACE text, table, record -> its key values) for a type: built once, a Put is per effect."""
+    table, key = table_of(record_type)
+    names = [name for name, _ in columns(record_type)]
+    sql = f"INSERT OR REPLACE INTO {table} ({', '.join(names)}) VALUES ({', '.join([placeholder] * len(names))})"
+    getter = attrgetter(*key)
+    return sql, table, (lambda record: (getter(record),)) if len(key) == 1 else getter
 
 
 def select_sql(
