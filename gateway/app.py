@@ -98,7 +98,7 @@ class Gateway:
             self.clock,
             reassembly_timeout=settings.reassembly_timeout,
             observe=self.observe,
-            after_dialogue=lambda inbound: self.services.after_dialogue(inbound, self.spawn),
+            after_dialogue=self.services.after_dialogue,
             locks=self.locks,
         )
         self.intake = Intake(

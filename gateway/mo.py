@@ -12,7 +12,7 @@ sees what the previous one committed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 
@@ -65,7 +65,7 @@ class MoProcessor:
         *,
         reassembly_timeout: float,
         observe: Callable[[Iterable[Effect]], None] = lambda effects: None,
-        after_dialogue: Callable[[Inbound], None] = lambda inbound: None,
+        after_dialogue: Callable[[Inbound], Awaitable[object] | None] = lambda inbound: None,
         locks: SerialLocks | None = None,
     ) -> None:
         self.short_codes = short_codes
@@ -73,7 +73,7 @@ class MoProcessor:
         self.outbox = outbox
         self.clock = clock
         self.observe = observe  # sees every committed effect (the submission guards)
-        self.after_dialogue = after_dialogue  # a dialogue ended (survey sampling)
+        self.after_dialogue = after_dialogue  # a dialogue ended (survey sampling): awaited if it returns something
         self.reassembler = Reassembler(timeout=reassembly_timeout)
         self._part_ids: dict[tuple, list[str]] = {}
         self.locks = locks or SerialLocks()
@@ -160,7 +160,12 @@ class MoProcessor:
         self.observe(outcome.effects)
         self.outbox.send(mts)
         if outcome.completed:
-            self.after_dialogue(inbound)
+            follow_up = self.after_dialogue(inbound)
+            if follow_up is not None:  # e.g. a sampled survey, under this MO's serial keys
+                try:
+                    await follow_up
+                except Exception:
+                    log.exception("dialogue follow-up failed", message_id=message.id, msisdn=message.source_addr)
 
     def expire_partial(self) -> None:
         """Parts of long MOs whose other parts never came: log them; they are not answered."""

@@ -86,18 +86,19 @@ class Services:
         return await self._for("*billing", lambda now: billing.send_reminders(self.ctx, now))
 
     # --------------------------------------------------------- triggers
-    def after_dialogue(self, inbound: Inbound, spawn: Callable[[Awaitable[object]], None]) -> None:
-        """A short-code dialogue ended: follow it with a survey for the configured share of them."""
+    def after_dialogue(self, inbound: Inbound) -> Awaitable[Outcome] | None:
+        """A short-code dialogue ended: follow it with a survey for the configured share of them.
+
+        What it returns is awaited by the MO's own handling, which still holds the subscriber's
+        serial key (a survey needs no task or lock of its own)."""
         rate = self.ctx.settings.survey_sample_rate
         if rate > 0 and self._sampler.random() < rate and inbound.short_code == self.ctx.settings.operator:
-            spawn(self._sampled_survey(inbound.subscriber, f"sms:{inbound.short_code}"))
+            return self._sampled_survey(inbound.subscriber, f"sms:{inbound.short_code}")
+        return None
 
     async def _sampled_survey(self, msisdn: str, channel: str) -> Outcome:
         """A sampled survey never displaces one the subscriber is still answering."""
-
-        async def make(now: float) -> Outcome:
-            if await rating.open_surveys(self.ctx, msisdn, now):
-                return Outcome()
-            return await rating.request_survey(self.ctx, msisdn, channel, None, now)
-
-        return await self._for(msisdn, make)
+        now = self.clock.now()
+        if await rating.open_surveys(self.ctx, msisdn, now):
+            return Outcome()
+        return await self.commit(await rating.request_survey(self.ctx, msisdn, channel, None, now))
