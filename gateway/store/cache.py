@@ -36,6 +36,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from functools import lru_cache
+from operator import itemgetter
 from typing import Any, TypeVar
 
 from .base import Store
@@ -72,6 +74,11 @@ class _Layout:
         _, key = table_of(record_type)
         self.key = tuple(self.index[k] for k in key)
         self.key_names = key
+        # partition column -> sort key giving the order of the index SQLite reads it by (None: one row at most)
+        self.scan = {
+            column: itemgetter(*(self.index[name] for name in after)) if after else None
+            for column, after in PARTITIONS[record_type].items()
+        }
 
     def primary_key(self, row: tuple) -> tuple:
         return tuple(row[i] for i in self.key)
@@ -104,11 +111,13 @@ class RecordCache:
         else:
             self.hits += 1
             self._partitions.move_to_end(key)
+        if not rows:
+            return []
         layout = _LAYOUTS[record_type]
-        selected = _select(rows.values(), layout, filters, column)
-        scan = [layout.index[name] for name in PARTITIONS[record_type][column]]
-        if scan and len(selected) > 1:  # index order; rows with equal index values stay in insertion order
-            selected.sort(key=lambda row: [row[i] for i in scan])
+        selected = _select(rows.values(), _tests(record_type, tuple(filters), column), filters)
+        scan = layout.scan[column]
+        if scan is not None and len(selected) > 1:  # index order; rows with equal index values stay in insertion order
+            selected.sort(key=scan)
         if order_by:
             i = layout.index[order_by.lstrip("-")]
             # SQLite puts NULL first ascending, last descending; sorted() is stable, as ties from SQLite come in rowid order.
@@ -190,21 +199,34 @@ def _partition_column(record_type: type, filters: dict[str, Any]) -> str | None:
     return None
 
 
-def _select(rows: Iterable[tuple], layout: _Layout, filters: dict[str, Any], partition: str) -> list[tuple]:
-    """The rows matching `filters` as SQLite's WHERE would (NULL matches only `name=None`)."""
-    tests: list[tuple[int, Callable[[Any, Any], bool], Any]] = []
-    for spec, value in filters.items():
+@lru_cache(maxsize=256)
+def _tests(record_type: type, specs: tuple[str, ...], partition: str) -> tuple[tuple[int, Callable[[Any, Any], bool], str], ...]:
+    """(column index, test, filter name) for each filter but the partition's own, once per query shape."""
+    index = _LAYOUTS[record_type].index
+    tests = []
+    for spec in specs:
         if spec == partition:
             continue
         name, _, op = spec.partition("__")
-        if name not in layout.index:
-            raise ValueError(f"no field {name!r}")
-        try:
-            test = _TESTS[op]
-        except KeyError:
-            raise ValueError(f"unknown filter {spec!r}") from None
-        tests.append((layout.index[name], test, value))
-    return [row for row in rows if all(test(row[i], value) for i, test, value in tests)]
+        if name not in index:
+            raise ValueError(f"{record_type.__name__} has no field {name!r}")
+        if op not in _TESTS:
+            raise ValueError(f"unknown filter {spec!r}")
+        tests.append((index[name], _TESTS[op], spec))
+    return tuple(tests)
+
+
+def _select(rows: Iterable[tuple], tests: tuple[tuple[int, Callable[[Any, Any], bool], str], ...], filters: dict[str, Any]) -> list[tuple]:
+    """The rows matching `filters` as SQLite's WHERE would (NULL matches only `name=None`)."""
+    checks = [(i, test, filters[spec]) for i, test, spec in tests]
+    selected = []
+    for row in rows:
+        for i, test, value in checks:
+            if not test(row[i], value):
+                break
+        else:
+            selected.append(row)
+    return selected
 
 
 def _eq(v: Any, value: Any) -> bool:
