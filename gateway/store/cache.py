@@ -134,12 +134,13 @@ class RecordCache:
                 partitioned_by = PARTITIONS.get(type(record))
                 if partitioned_by is None:
                     continue
-                row = to_row(record)
-                layout = _LAYOUTS[type(record)]
+                row = None
                 for column in partitioned_by:
-                    rows = self._touch((type(record), column, row[layout.index[column]]))
+                    rows = self._touch((type(record), column, getattr(record, column)))
                     if rows is not None:
-                        pk = layout.primary_key(row)
+                        if row is None:
+                            row = to_row(record)
+                        pk = _LAYOUTS[type(record)].primary_key(row)
                         rows.pop(pk, None)  # to the end: a new rowid
                         rows[pk] = row
             elif type(effect) is Delete:
