@@ -185,6 +185,8 @@ def phase_report(name: str, before: dict, after: dict, recorder: Recorder, dialo
     if before["server"] is not None and after["server"] is not None:
         server_cpu = after["server"] - before["server"]
         out["server_cpu_pct"] = round(100.0 * server_cpu / interval, 1)
+        if mo:  # the firm figure once the fleet is the limit: what each MO of the mix costs the gateway
+            out["server_cpu_us_per_mo"] = round(1e6 * server_cpu / mo, 1)
         if server_cpu > 0:
             out["mo_per_server_cpu_s"] = round(mo / server_cpu, 1)
             out["dialogues_per_server_cpu_s"] = round(dialogues / server_cpu, 1)
@@ -582,6 +584,8 @@ def print_phase(r: dict) -> None:
     cpu = f"fleet CPU {r['simulator_cpu_pct']:.0f}% ({r['fleet_cpu_us_per_dialogue']} us per dialogue)"
     if "server_cpu_pct" in r:
         cpu += f", server CPU {r['server_cpu_pct']:.0f}%"
+    if "server_cpu_us_per_mo" in r:
+        cpu += f" = {r['server_cpu_us_per_mo']} us per MO"
     if "other_load_pct" in r:
         cpu += f", other load {r['other_load_pct']:.0f}%"
     print(f"\n  {r['name']}: {r['dialogues_per_s']} dialogues/s, {r['mo_per_s']} MO/s, {r['mt_texts_per_s']} texts received/s"
@@ -624,7 +628,8 @@ def print_summary(plain: dict | None, dialogues: dict, ceiling: dict | None, che
         lat = mix["latency"]
         rows.append((f"gateway, fleet mix, closed loop (C={dialogues['options']['concurrency']})",
                      f"{mix['dialogues_per_s']} dlg/s = {mix['mo_per_s']} MO/s", f"p50 {lat['p50_ms']} ms", f"p99 {lat['p99_ms']} ms",
-                     (f"server CPU {mix.get('server_cpu_pct', 0):.0f}%: {mix.get('dialogues_per_server_cpu_s', 0):.0f} dlg, "
+                     (f"server CPU {mix.get('server_cpu_pct', 0):.0f}% ({mix.get('server_cpu_us_per_mo', 0)} us/MO): "
+                      f"{mix.get('dialogues_per_server_cpu_s', 0):.0f} dlg, "
                       f"{mix.get('mo_per_server_cpu_s', 0):.0f} MO per server CPU-s; fleet CPU {mix['simulator_cpu_pct']:.0f}%")))  # fmt: skip
     elif dialogues.get("error"):
         rows.append(("gateway, fleet mix", f"ERROR {dialogues['error'][:60]}", "", "", ""))
@@ -791,6 +796,7 @@ def main(argv: list[str] | None = None) -> int:
             "mix_mo_per_s": mix_.get("mo_per_s"),
             "mix_mo_per_server_cpu_s": mix_.get("mo_per_server_cpu_s"),
             "mix_dialogues_per_server_cpu_s": mix_.get("dialogues_per_server_cpu_s"),
+            "mix_server_cpu_us_per_mo": mix_.get("server_cpu_us_per_mo"),
             "max_rate_latency_ms": {k: mix_.get("latency", {}).get(k) for k in ("p50_ms", "p99_ms")},
             "half_rate_latency_ms": {k: half.get("latency", {}).get(k) for k in ("p50_ms", "p99_ms")},
             "mix_fleet_cpu_us_per_dialogue": mix_.get("fleet_cpu_us_per_dialogue"),

@@ -41,6 +41,8 @@ from .router import Router
 from .serial import SerialLocks
 from .server import SmppConnection
 from .services import Services
+from .store.cache import RecordCache
+from .store.effects import Effect
 from .store.sqlite import SqliteStore
 from .templates import Templates
 
@@ -78,8 +80,9 @@ class Gateway:
         self.locks = SerialLocks()
         self.catalogue = Catalogue(config.catalogue)
         self.guards = Guards(self.catalogue)
+        self.records = RecordCache(self.store)  # what handlers read; every commit of effects passes through observe()
         self.service_context = ServiceContext(
-            store=self.store,
+            store=self.records,
             clock=self.clock,
             templates=Templates.load(messages_directory(config), config.services.language),
             settings=config.services,
@@ -87,15 +90,15 @@ class Gateway:
             ids=self.ids,
             plan=self.plan,
         )
-        self.services = Services(self.service_context, self.store, self.outbox, self.guards, self.clock, self.locks)
+        self.services = Services(self.service_context, self.store, self.outbox, self.observe, self.clock, self.locks)
         self.mo = MoProcessor(
             self._short_codes(config),
             self.store,
             self.outbox,
             self.clock,
             reassembly_timeout=settings.reassembly_timeout,
-            observe=self.guards.observe,
-            after_dialogue=lambda inbound: self.services.after_dialogue(inbound, self.spawn),
+            observe=self.observe,
+            after_dialogue=self.services.after_dialogue,
             locks=self.locks,
         )
         self.intake = Intake(
@@ -108,6 +111,11 @@ class Gateway:
         self._http: web.AppRunner | None = None
         self._tick_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
+
+    def observe(self, effects: list[Effect]) -> None:
+        """Committed effects: the record cache and the submission guards follow them."""
+        self.records.committed(effects)
+        self.guards.observe(effects)
 
     def _short_codes(self, config: Config) -> dict[str, ShortCode]:
         """The services' own codes and every catalogue service code, then [[short_codes]] (which win)."""

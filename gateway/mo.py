@@ -12,8 +12,9 @@ sees what the previous one committed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 
 from handlers.base import Handler, Inbound, Outcome, ServiceContext
 
@@ -64,7 +65,7 @@ class MoProcessor:
         *,
         reassembly_timeout: float,
         observe: Callable[[Iterable[Effect]], None] = lambda effects: None,
-        after_dialogue: Callable[[Inbound], None] = lambda inbound: None,
+        after_dialogue: Callable[[Inbound], Awaitable[object] | None] = lambda inbound: None,
         locks: SerialLocks | None = None,
     ) -> None:
         self.short_codes = short_codes
@@ -72,11 +73,13 @@ class MoProcessor:
         self.outbox = outbox
         self.clock = clock
         self.observe = observe  # sees every committed effect (the submission guards)
-        self.after_dialogue = after_dialogue  # a dialogue ended (survey sampling)
+        self.after_dialogue = after_dialogue  # a dialogue ended (survey sampling): awaited if it returns something
         self.reassembler = Reassembler(timeout=reassembly_timeout)
         self._part_ids: dict[tuple, list[str]] = {}
         self.locks = locks or SerialLocks()
         self._tasks: set[asyncio.Task] = set()
+        self._queued = 0  # MOs waiting for a serial key another holder has
+        self._idle: asyncio.Future[None] | None = None  # drain() waits on it
 
     def is_short_code(self, address: str) -> bool:
         return address in self.short_codes
@@ -84,10 +87,14 @@ class MoProcessor:
     def receive(self, message: Message) -> None:
         """A committed MO: handle it now (or, for one part of a long message, once all parts are here)."""
         ready = self._assemble(message)
-        if ready is not None:
-            task = asyncio.get_running_loop().create_task(self._serialized(message, *ready))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        if ready is None:
+            return
+        inbound = _inbound(message, *ready)
+        keys = tuple(sorted(set(serial_keys(self.short_codes[message.dest_addr], inbound))))
+        if self.locks.take(keys, partial(self._turn, message, inbound, keys)):
+            self._start(message, inbound, keys)
+        else:
+            self._queued += 1
 
     async def replay(self, messages: list[Message]) -> None:
         """At start: MOs acknowledged before a crash but never handled, in arrival order."""
@@ -98,8 +105,25 @@ class MoProcessor:
                 await self._handle(message, _inbound(message, text, mo_ids))
 
     async def drain(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Wait until every MO received so far (and any queued behind another holder of its keys) is handled."""
+        while self._tasks or self._queued:
+            self._idle = asyncio.get_running_loop().create_future()
+            await self._idle
+
+    def _turn(self, message: Message, inbound: Inbound, keys: tuple[str, ...]) -> None:
+        """The keys of a queued MO are ours now."""
+        self._queued -= 1
+        self._start(message, inbound, keys)
+
+    def _start(self, message: Message, inbound: Inbound, keys: tuple[str, ...]) -> None:
+        task = asyncio.get_running_loop().create_task(self._serialized(message, inbound, keys))
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if self._idle is not None and not self._tasks and not self._queued and not self._idle.done():
+            self._idle.set_result(None)
 
     def _assemble(self, message: Message) -> tuple[str, tuple[str, ...]] | None:
         tlvs = decode_tlvs(message.tlvs, 0, len(message.tlvs)) if message.tlvs else {}
@@ -115,10 +139,12 @@ class MoProcessor:
         del self._part_ids[(key, concat.reference)]
         return smpp_text.decode(b"".join(parts), message.data_coding), tuple(ids)
 
-    async def _serialized(self, message: Message, text: str, mo_ids: tuple[str, ...]) -> None:
-        inbound = _inbound(message, text, mo_ids)
-        async with self.locks.hold_all(serial_keys(self.short_codes[message.dest_addr], inbound)):
+    async def _serialized(self, message: Message, inbound: Inbound, keys: tuple[str, ...]) -> None:
+        """Handle an MO whose serial keys are held; they are released when it is done."""
+        try:
             await self._handle(message, inbound)
+        finally:
+            self.locks.release(keys)
 
     async def _handle(self, message: Message, inbound: Inbound) -> None:
         short_code = self.short_codes[message.dest_addr]
@@ -134,7 +160,12 @@ class MoProcessor:
         self.observe(outcome.effects)
         self.outbox.send(mts)
         if outcome.completed:
-            self.after_dialogue(inbound)
+            follow_up = self.after_dialogue(inbound)
+            if follow_up is not None:  # e.g. a sampled survey, under this MO's serial keys
+                try:
+                    await follow_up
+                except Exception:
+                    log.exception("dialogue follow-up failed", message_id=message.id, msisdn=message.source_addr)
 
     def expire_partial(self) -> None:
         """Parts of long MOs whose other parts never came: log them; they are not answered."""

@@ -13,9 +13,11 @@ from handlers.base import Reply
 
 from .delivery import Delivery
 from .ids import MessageIds
-from .smpp.segment import segment_text
+from .smpp.segment import IEI_CONCAT_8, Part, segment_text
 from .smpp.tlv import encode_tlvs
 from .store.records import Direction, Message, MessageStatus
+
+SEGMENT_CACHE_SIZE = 4096  # distinct reply texts whose parts are kept (most replies are a few fixed texts)
 
 
 class Outbox:
@@ -24,6 +26,9 @@ class Outbox:
         self.ids = ids
         self.validity = validity
         self._references = itertools.count(1)
+        # text -> its parts with concatenation reference 0: encoding and splitting a text is most of
+        # what a reply costs here, and the same confirmation or thanks goes out again and again.
+        self._segments: dict[str, list[Part]] = {}
 
     def messages_for(self, replies: Sequence[Reply], now: float, origin_id: str | None = None) -> list[Message]:
         return [m for reply in replies for m in self._parts(reply, now, origin_id)]
@@ -54,5 +59,18 @@ class Outbox:
                 origin_id=origin_id,
                 extra=dict(extra),
             )
-            for part in segment_text(reply.text, reference=reference)
+            for part in self._segment(reply.text, reference)
         ]
+
+    def _segment(self, text: str, reference: int) -> list[Part]:
+        """segment_text(text, reference=reference), from the parts of an earlier reply with the same text."""
+        parts = self._segments.get(text)
+        if parts is None:
+            if len(self._segments) >= SEGMENT_CACHE_SIZE:
+                self._segments.clear()
+            parts = self._segments[text] = segment_text(text, reference=0)
+            # several parts: each begins with the UDH length, IEI_CONCAT_8, 3, reference, total, seqnum
+            assert len(parts) == 1 or all(p.short_message[1] == IEI_CONCAT_8 and not p.tlvs for p in parts)
+        if len(parts) == 1:
+            return parts
+        return [Part(p.short_message[:3] + bytes((reference,)) + p.short_message[4:], p.esm_class, p.data_coding) for p in parts]

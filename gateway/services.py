@@ -9,29 +9,35 @@ same serial lock as that subscriber's MOs.
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from handlers import billing, confirmation, rating, spam_report, unsubscribe
 from handlers.base import Inbound, Outcome, ServiceContext
 
 from .clock import Clock
-from .guards import Guards
 from .logs import get_logger
 from .outbox import Outbox
 from .serial import SerialLocks
 from .store.base import Store
+from .store.effects import Effect
 
 log = get_logger("services")
 
 
 class Services:
     def __init__(
-        self, ctx: ServiceContext, store: Store, outbox: Outbox, guards: Guards, clock: Clock, locks: SerialLocks
+        self,
+        ctx: ServiceContext,
+        store: Store,
+        outbox: Outbox,
+        observe: Callable[[Iterable[Effect]], None],
+        clock: Clock,
+        locks: SerialLocks,
     ) -> None:
         self.ctx = ctx
         self.store = store
         self.outbox = outbox
-        self.guards = guards
+        self.observe = observe  # sees every committed effect (the submission guards, the record cache)
         self.clock = clock
         self.locks = locks
         self._sampler = random.Random()
@@ -40,7 +46,7 @@ class Services:
         now = self.clock.now()
         messages = self.outbox.messages_for(outcome.replies, now)
         await self.store.apply(outcome.effects, messages)
-        self.guards.observe(outcome.effects)
+        self.observe(outcome.effects)
         self.outbox.send(messages)
         return outcome
 
@@ -80,18 +86,19 @@ class Services:
         return await self._for("*billing", lambda now: billing.send_reminders(self.ctx, now))
 
     # --------------------------------------------------------- triggers
-    def after_dialogue(self, inbound: Inbound, spawn: Callable[[Awaitable[object]], None]) -> None:
-        """A short-code dialogue ended: follow it with a survey for the configured share of them."""
+    def after_dialogue(self, inbound: Inbound) -> Awaitable[Outcome] | None:
+        """A short-code dialogue ended: follow it with a survey for the configured share of them.
+
+        What it returns is awaited by the MO's own handling, which still holds the subscriber's
+        serial key (a survey needs no task or lock of its own)."""
         rate = self.ctx.settings.survey_sample_rate
         if rate > 0 and self._sampler.random() < rate and inbound.short_code == self.ctx.settings.operator:
-            spawn(self._sampled_survey(inbound.subscriber, f"sms:{inbound.short_code}"))
+            return self._sampled_survey(inbound.subscriber, f"sms:{inbound.short_code}")
+        return None
 
     async def _sampled_survey(self, msisdn: str, channel: str) -> Outcome:
         """A sampled survey never displaces one the subscriber is still answering."""
-
-        async def make(now: float) -> Outcome:
-            if await rating.open_surveys(self.ctx, msisdn, now):
-                return Outcome()
-            return await rating.request_survey(self.ctx, msisdn, channel, None, now)
-
-        return await self._for(msisdn, make)
+        now = self.clock.now()
+        if await rating.open_surveys(self.ctx, msisdn, now):
+            return Outcome()
+        return await self.commit(await rating.request_survey(self.ctx, msisdn, channel, None, now))

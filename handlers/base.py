@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Protocol
 
 from gateway.clock import Clock
@@ -111,14 +112,18 @@ class ServiceContext:
 
     def local_date(self, epoch: float) -> dt.date:
         """The operator's calendar day (trial months, reminders and billing follow it)."""
-        zone = dt.timezone(dt.timedelta(hours=self.settings.utc_offset_hours))
-        return dt.datetime.fromtimestamp(epoch, zone).date()
+        return dt.datetime.fromtimestamp(epoch, operator_zone(self.settings.utc_offset_hours)).date()
 
     def local_midnight(self, day: dt.date) -> float:
-        zone = dt.timezone(dt.timedelta(hours=self.settings.utc_offset_hours))
-        return dt.datetime(day.year, day.month, day.day, tzinfo=zone).timestamp()
+        return dt.datetime(day.year, day.month, day.day, tzinfo=operator_zone(self.settings.utc_offset_hours)).timestamp()
 
 
+
+
+@lru_cache(maxsize=8)
+def operator_zone(utc_offset_hours: float) -> dt.timezone:
+    """The operator's time zone (one object, not one per date computed)."""
+    return dt.timezone(dt.timedelta(hours=utc_offset_hours))
 
 
 class Handler(Protocol):

@@ -17,14 +17,13 @@ import datetime as dt
 
 from gateway.config import CatalogueEntry
 
-from .base import Reply, ServiceContext
+from .base import Reply, ServiceContext, operator_zone
 
 
 def sp_notice(
     ctx: ServiceContext, entry: CatalogueEntry, msisdn: str, event: str, channel: str, now: float, **details: str
 ) -> Reply:
-    zone = dt.timezone(dt.timedelta(hours=ctx.settings.utc_offset_hours))
-    when = dt.datetime.fromtimestamp(now, zone).strftime("%Y%m%d%H%M%S")
+    when = dt.datetime.fromtimestamp(now, operator_zone(ctx.settings.utc_offset_hours)).strftime("%Y%m%d%H%M%S")
     text = f"event={event} service={entry.id} keyword={entry.keyword} msisdn={msisdn} channel={channel} time={when}"
     text += "".join(f" {key}={value}" for key, value in details.items())
     return Reply(to=entry.service_code, text=text, source=msisdn, to_account=entry.sp)

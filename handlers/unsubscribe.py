@@ -87,7 +87,7 @@ async def answer(inbound: Inbound, ctx: ServiceContext, language: str) -> Outcom
         answered = await (_serials if dialogue.kind == LISTING else _yes_no)(inbound, ctx, language, dialogue)
         if answered is not None:
             return answered
-    for dialogue in dialogues:  # expired: say so once, for a text that would have answered it
+    for dialogue in sorted(dialogues, key=lambda d: d.kind):  # expired: say so once, for a text that would have answered it
         if not _live(dialogue, now):
             stale = _stale(inbound, ctx, language, dialogue)
             if stale is not None:

@@ -42,56 +42,70 @@ def from_row(record_type: type, row: Sequence[Any]) -> Any:
 
 @cache
 def _row_writer(record_type: type) -> Callable[[Any], tuple]:
-    """record -> row for this type; plain attribute reads unless a column needs converting (dict, bool)."""
+    """record -> row for this type; plain attribute reads, then only the columns that need it converted (dict, bool)."""
     cols = columns(record_type)
     getter = attrgetter(*(name for name, _ in cols))
-    if all(annotation not in _CONVERTED for _, annotation in cols):
-        return (lambda r: (getter(r),)) if len(cols) == 1 else getter
-    return lambda r: tuple(_to_column(v, a) for v, (_, a) in zip(getter(r) if len(cols) > 1 else (getter(r),), cols))
+    converted = [(i, _TO_COLUMN[annotation]) for i, (_, annotation) in enumerate(cols) if annotation in _TO_COLUMN]
+    if len(cols) == 1:
+        single = getter
+        getter = lambda r: (single(r),)  # noqa: E731
+    if not converted:
+        return getter
+
+    def write(record: Any) -> tuple:
+        row = list(getter(record))
+        for i, convert in converted:
+            row[i] = convert(row[i])
+        return tuple(row)
+
+    return write
 
 
 @cache
 def _row_reader(record_type: type) -> Callable[[Sequence[Any]], Any]:
-    """row -> record for this type; positional construction unless a column needs converting."""
+    """row -> record for this type; positional construction, converting only the columns that need it."""
     cols = columns(record_type)
-    if all(annotation not in _CONVERTED for _, annotation in cols):
+    converted = [(i, _FROM_COLUMN[annotation]) for i, (_, annotation) in enumerate(cols) if annotation in _FROM_COLUMN]
+    if not converted:
         return lambda row: record_type(*row)
-    return lambda row: record_type(*(_from_column(v, a) for v, (_, a) in zip(row, cols)))
+
+    def read(row: Sequence[Any]) -> Any:
+        values = list(row)
+        for i, convert in converted:
+            values[i] = convert(values[i])
+        return record_type(*values)
+
+    return read
 
 
-_CONVERTED = frozenset({"dict", "bool"})
-
-
-def _to_column(value: Any, annotation: str) -> Any:
-    if annotation == "dict":
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    if annotation == "bool":
-        return int(value)
-    return value
-
-
-def _from_column(value: Any, annotation: str) -> Any:
-    if annotation == "dict":
-        return json.loads(value)
-    if annotation == "bool":
-        return bool(value)
-    return value
+# Columns stored in another form than the field's: dict as JSON text, bool as 0/1.
+_TO_COLUMN: dict[str, Callable[[Any], Any]] = {
+    "dict": lambda value: json.dumps(value, ensure_ascii=False, separators=(",", ":")),
+    "bool": int,
+}
+_FROM_COLUMN: dict[str, Callable[[Any], Any]] = {"dict": json.loads, "bool": bool}
 
 
 def effect_sql(effect: Effect, placeholder: str = "?") -> tuple[str, tuple, tuple[str, ...]]:
     """(sql, parameters, tokens) for one effect; tokens name the row it touches (issue order)."""
     if isinstance(effect, Put):
-        record_type = type(effect.record)
-        table, key = table_of(record_type)
-        names = [name for name, _ in columns(record_type)]
-        sql = f"INSERT OR REPLACE INTO {table} ({', '.join(names)}) VALUES ({', '.join([placeholder] * len(names))})"
-        key_values = tuple(getattr(effect.record, k) for k in key)
-        return sql, to_row(effect.record), (f"{table}:{key_values!r}",)
+        sql, table, key_of = _put_sql(type(effect.record), placeholder)
+        return sql, to_row(effect.record), (f"{table}:{key_of(effect.record)!r}",)
     if isinstance(effect, Delete):
         table, key = table_of(effect.record_type)
         sql = f"DELETE FROM {table} WHERE {' AND '.join(f'{k} = {placeholder}' for k in key)}"
         return sql, tuple(effect.key), (f"{table}:{tuple(effect.key)!r}",)
     raise TypeError(f"unknown effect {effect!r}")
+
+
+@cache
+def _put_sql(record_type: type, placeholder: str) -> tuple[str, str, Callable[[Any], tuple]]:
+    """(INSERT OR REPLACE text, table, record -> its key values) for a type: built once, a Put is per effect."""
+    table, key = table_of(record_type)
+    names = [name for name, _ in columns(record_type)]
+    sql = f"INSERT OR REPLACE INTO {table} ({', '.join(names)}) VALUES ({', '.join([placeholder] * len(names))})"
+    getter = attrgetter(*key)
+    return sql, table, (lambda record: (getter(record),)) if len(key) == 1 else getter
 
 
 def select_sql(
@@ -140,7 +154,7 @@ def _select_text(
         sql += " WHERE " + " AND ".join(where)
     if order_by:
         column = order_by.lstrip("-")
-        if column not in known:
+        if column not in known and column != "rowid":  # rowid: insertion order (the cache loads partitions so)
             raise ValueError(f"{record_type.__name__} has no field {column!r}")
         sql += f" ORDER BY {column}{' DESC' if order_by.startswith('-') else ''}"
     if limit is not None:

@@ -1,0 +1,246 @@
+"""The service records of subscribers in use, in memory, in step with what is committed.
+
+A handler reads state through `find` several times per MO (the language, the
+open prompts, subscriptions, surveys, reports); an indexed SQLite read costs
+~16 us on the event loop thread, ~4 of them per MO. This keeps records by
+*partition*: every record of one type with one value of its partition column
+(one subscriber's surveys, the reports one number received). The first query
+on a partition reads all of it from the store; later queries on it are
+answered here, and every committed effect on a loaded partition is applied
+here (`committed`), so a loaded partition holds what the store holds.
+
+Why that stays exact:
+- Handlers never write. Effects reach the store only in commits whose callers
+  hand them to `committed` once the commit is done (MoProcessor, Services),
+  in commit order; a failed commit is not handed on, and the store does not
+  hold it either.
+- A record never moves between partitions: msisdn, reporter and reported are
+  fixed when it is created.
+- A partition loaded while an effect on it is in flight gets that effect when
+  it commits (Put is an upsert, Delete a removal: applying one the load
+  already saw changes nothing). One that sees an effect while its load is
+  still running is not kept (answered once, read again next time).
+
+Queries without an equality on a partition column go to the store. Rows are
+kept as the store keeps them (to_row) and become fresh records on every read,
+so a handler changing a record it read changes nothing here. Rows keep the
+store's insertion order (a Put moves its row to the end, as INSERT OR REPLACE
+gives it a new rowid) and come out in the order of the index SQLite reads the
+partition by, so order_by ties come out as they do from SQLite. Without
+order_by the order is the store's business (callers must not rely on it).
+Beyond `max_partitions` the least recently used are forgotten (read again on
+next use).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from functools import lru_cache
+from operator import itemgetter
+from typing import Any, TypeVar
+
+from .base import Store
+from .effects import Delete, Effect, Put
+from .records import Block, Dialogue, PendingOrder, SpamReport, Subscriber, Subscription, Survey
+from .rows import columns, from_row, table_of, to_row
+
+R = TypeVar("R")
+
+# record type -> {partition column: the columns after it in the index SQLite reads that partition by}.
+# A query naming a partition column is answered here. Rows come out in that index's order (then
+# insertion order, as SQLite's rowid), which is the order SQLite returns them in without ORDER BY,
+# and the order of ties with it (its sorter is stable over the rows as the index gives them).
+PARTITIONS: dict[type, dict[str, tuple[str, ...]]] = {
+    Subscriber: {"msisdn": ()},  # primary key
+    Subscription: {"msisdn": ("status",)},  # subscriptions_by_msisdn
+    PendingOrder: {"msisdn": ("status",)},  # pending_orders_by_msisdn
+    Dialogue: {"msisdn": ("kind",)},  # primary key (msisdn, kind)
+    Survey: {"msisdn": ("status",)},  # surveys_by_msisdn
+    SpamReport: {"reporter": ("created_at",), "reported": ("created_at",)},  # spam_reports_by_reporter / _by_reported
+    Block: {"reported": ("reporter",)},  # blocks_by_reported
+}
+
+_Key = tuple[type, str, Any]  # (record type, partition column, its value)
+_Rows = dict[tuple, tuple]  # primary key -> row, in the store's insertion order
+
+
+class _Layout:
+    """Where a type's columns sit in its rows."""
+
+    def __init__(self, record_type: type) -> None:
+        names = [name for name, _ in columns(record_type)]
+        self.index = {name: i for i, name in enumerate(names)}
+        _, key = table_of(record_type)
+        self.key = tuple(self.index[k] for k in key)
+        self.key_names = key
+        # partition column -> sort key giving the order of the index SQLite reads it by (None: one row at most)
+        self.scan = {
+            column: itemgetter(*(self.index[name] for name in after)) if after else None
+            for column, after in PARTITIONS[record_type].items()
+        }
+
+    def primary_key(self, row: tuple) -> tuple:
+        return tuple(row[i] for i in self.key)
+
+
+_LAYOUTS = {record_type: _Layout(record_type) for record_type in PARTITIONS}
+
+
+class RecordCache:
+    """`find` as the store answers it, from memory for the partitions in use; the rest of the Store as is."""
+
+    def __init__(self, store: Store, max_partitions: int = 200_000) -> None:
+        self.store = store
+        self.max_partitions = max_partitions
+        self._partitions: OrderedDict[_Key, _Rows] = OrderedDict()
+        self._loading: dict[_Key, bool] = {}  # partition being read -> an effect on it arrived meanwhile
+        self.loads = self.hits = 0
+
+    def __getattr__(self, name: str) -> Any:  # the rest of the Store interface goes to the store
+        return getattr(self.store, name)
+
+    async def find(self, record_type: type[R], *, order_by: str | None = None, limit: int | None = None, **filters: Any) -> list[R]:
+        column = _partition_column(record_type, filters)
+        if column is None:
+            return await self.store.find(record_type, order_by=order_by, limit=limit, **filters)
+        key = (record_type, column, filters[column])
+        rows = self._partitions.get(key)
+        if rows is None:
+            rows = await self._load(key)
+        else:
+            self.hits += 1
+            self._partitions.move_to_end(key)
+        if not rows:
+            return []
+        layout = _LAYOUTS[record_type]
+        selected = _select(rows.values(), _tests(record_type, tuple(filters), column), filters)
+        scan = layout.scan[column]
+        if scan is not None and len(selected) > 1:  # index order; rows with equal index values stay in insertion order
+            selected.sort(key=scan)
+        if order_by:
+            i = layout.index[order_by.lstrip("-")]
+            # SQLite puts NULL first ascending, last descending; sorted() is stable, as ties from SQLite come in rowid order.
+            selected.sort(key=lambda row: (row[i] is not None, row[i]), reverse=order_by.startswith("-"))
+        if limit is not None:
+            selected = selected[: max(0, int(limit))]
+        return [from_row(record_type, row) for row in selected]
+
+    def committed(self, effects: Iterable[Effect]) -> None:
+        """Effects the store has committed: apply them to the partitions in memory."""
+        for effect in effects:
+            if type(effect) is Put:
+                record = effect.record
+                partitioned_by = PARTITIONS.get(type(record))
+                if partitioned_by is None:
+                    continue
+                row = None
+                for column in partitioned_by:
+                    rows = self._touch((type(record), column, getattr(record, column)))
+                    if rows is not None:
+                        if row is None:
+                            row = to_row(record)
+                        pk = _LAYOUTS[type(record)].primary_key(row)
+                        rows.pop(pk, None)  # to the end: a new rowid
+                        rows[pk] = row
+            elif type(effect) is Delete:
+                self._delete(effect)
+
+    # ------------------------------------------------------------ helpers
+    def _touch(self, key: _Key) -> _Rows | None:
+        """The loaded partition `key` (None if not loaded); a load in progress learns it is out of date."""
+        if key in self._loading:
+            self._loading[key] = True
+        return self._partitions.get(key)
+
+    def _delete(self, effect: Delete) -> None:
+        partitioned_by = PARTITIONS.get(effect.record_type)
+        if partitioned_by is None:
+            return
+        layout = _LAYOUTS[effect.record_type]
+        pk = tuple(effect.key)
+        for column in partitioned_by:
+            if column in layout.key_names:
+                rows = self._touch((effect.record_type, column, pk[layout.key_names.index(column)]))
+                if rows is not None:
+                    rows.pop(pk, None)
+            else:  # which partition holds it is not in the key: forget them all (no handler deletes such records)
+                for key in [k for k in (*self._partitions, *self._loading) if k[0] is effect.record_type and k[1] == column]:
+                    self._partitions.pop(key, None)
+                    self._touch(key)
+
+    async def _load(self, key: _Key) -> _Rows:
+        record_type, column, value = key
+        if key in self._loading:  # read concurrently by another caller: answer this one from the store
+            records = await self.store.find(record_type, order_by="rowid", **{column: value})
+            return _rows(record_type, records)
+        self._loading[key] = False
+        try:
+            records = await self.store.find(record_type, order_by="rowid", **{column: value})
+        finally:
+            stale = self._loading.pop(key)
+        rows = _rows(record_type, records)
+        self.loads += 1
+        if not stale:
+            self._partitions[key] = rows
+            if len(self._partitions) > self.max_partitions:
+                self._partitions.popitem(last=False)
+        return rows
+
+
+def _rows(record_type: type, records: Iterable[Any]) -> _Rows:
+    layout = _LAYOUTS[record_type]
+    return {layout.primary_key(row): row for row in map(to_row, records)}
+
+
+def _partition_column(record_type: type, filters: dict[str, Any]) -> str | None:
+    for column in PARTITIONS.get(record_type, ()):
+        if isinstance(filters.get(column), str):
+            return column
+    return None
+
+
+@lru_cache(maxsize=256)
+def _tests(record_type: type, specs: tuple[str, ...], partition: str) -> tuple[tuple[int, Callable[[Any, Any], bool], str], ...]:
+    """(column index, test, filter name) for each filter but the partition's own, once per query shape."""
+    index = _LAYOUTS[record_type].index
+    tests = []
+    for spec in specs:
+        if spec == partition:
+            continue
+        name, _, op = spec.partition("__")
+        if name not in index:
+            raise ValueError(f"{record_type.__name__} has no field {name!r}")
+        if op not in _TESTS:
+            raise ValueError(f"unknown filter {spec!r}")
+        tests.append((index[name], _TESTS[op], spec))
+    return tuple(tests)
+
+
+def _select(rows: Iterable[tuple], tests: tuple[tuple[int, Callable[[Any, Any], bool], str], ...], filters: dict[str, Any]) -> list[tuple]:
+    """The rows matching `filters` as SQLite's WHERE would (NULL matches only `name=None`)."""
+    checks = [(i, test, filters[spec]) for i, test, spec in tests]
+    selected = []
+    for row in rows:
+        for i, test, value in checks:
+            if not test(row[i], value):
+                break
+        else:
+            selected.append(row)
+    return selected
+
+
+def _eq(v: Any, value: Any) -> bool:
+    return v == value if value is not None else v is None
+
+
+_TESTS: dict[str, Callable[[Any, Any], bool]] = {
+    "": _eq,
+    "in": lambda v, values: v is not None and v in values,
+    # a comparison with NULL is never true in SQL
+    "gte": lambda v, value: v is not None and value is not None and v >= value,
+    "gt": lambda v, value: v is not None and value is not None and v > value,
+    "lte": lambda v, value: v is not None and value is not None and v <= value,
+    "lt": lambda v, value: v is not None and value is not None and v < value,
+    "ne": lambda v, value: v is not None and value is not None and v != value,
+}
