@@ -22,7 +22,7 @@ binds (sina, tencent) take the order-relation notices.
 
 Reported: CPU microseconds per dialogue MO -- the main thread without the
 harness's own work (encoding MOs, decoding replies and checking them, timed
-around its callbacks), the other threads (the SQLite writer) and the share in
+around its callbacks), the other threads, the SQLite writer process, and the share in
 garbage collections -- and deliver_sm per MO. `--root DIR` measures another
 checkout with this harness (before/after). Under callgrind the dump named
 "measured" holds the instructions of exactly --mos MOs (harness included).
@@ -33,9 +33,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import pstats
 import dataclasses
 import os
+import pstats
 import subprocess
 import sys
 import tempfile
@@ -49,6 +49,7 @@ from inproc import (
     SUBMIT_SM_RESP_ID,
     FakeTransport,
     GcTimer,
+    children_cpu_seconds,
     process_cpu_seconds,
     thread_cpu_seconds,
 )
@@ -285,6 +286,7 @@ async def run(args: argparse.Namespace, gc_timer: GcTimer) -> int:
             subprocess.run(["callgrind_control", "-d", "warm", str(os.getpid())], capture_output=True, check=False)
         mos0, delivered0, notices0, harness0 = harness.accepted, harness.delivered, harness.sp_notices, harness.clock.seconds
         cpu0, wall0, threads0 = process_cpu_seconds(), time.perf_counter(), thread_cpu_seconds()
+        writer0 = children_cpu_seconds()
         gc0, collections0 = gc_timer.seconds, list(gc_timer.collections)
         profiler = cProfile.Profile() if args.profile else None
         if profiler is not None:
@@ -296,6 +298,7 @@ async def run(args: argparse.Namespace, gc_timer: GcTimer) -> int:
         if args.callgrind:
             subprocess.run(["callgrind_control", "-d", "measured", str(os.getpid())], capture_output=True, check=False)
         cpu1, wall1, threads1 = process_cpu_seconds(), time.perf_counter(), thread_cpu_seconds()
+        writer = children_cpu_seconds() - writer0
         n = harness.accepted - mos0
         main_tid = os.getpid()
         main = threads1.get(main_tid, 0.0) - threads0.get(main_tid, 0.0)
@@ -306,7 +309,7 @@ async def run(args: argparse.Namespace, gc_timer: GcTimer) -> int:
         print(f"dialogue MOs: {n} ({n / len(CYCLE):.0f} cycles of {len(CYCLE)}), gateway {us(gateway_cpu):.1f} us CPU/MO"
               f" = {n / gateway_cpu:.0f} MO per gateway CPU-second (wall {n / (wall1 - wall0):.0f} MO/s);"
               f" main thread {us(main - own):.1f} us/MO without the harness's {us(own):.1f};"
-              f" other threads {us(others):.1f} us/MO; in gc {us(gc_timer.seconds - gc0):.1f} us/MO"
+              f" other threads {us(others):.1f} us/MO; writer process {us(writer):.1f} us/MO; in gc {us(gc_timer.seconds - gc0):.1f} us/MO"
               f" ({[b - a for a, b in zip(collections0, gc_timer.collections)]} collections);"
               f" deliver_sm {(harness.delivered - delivered0) / n:.2f}/MO (SP notices {harness.sp_notices - notices0});"
               f" store {gateway.store.stats}"

@@ -68,19 +68,25 @@ class Checkpointer:
     here, and every MO waiting on it waited that long (bench/dialogues.py's
     open-loop p99 went from ~96 to ~33 ms without it). A PASSIVE checkpoint
     from another connection needs no write lock, so commits go on meanwhile.
-    It can only copy what was committed when it began, so under a steady
-    stream of commits the WAL could outgrow it; past WAL_LIMIT bytes the writer
-    checkpoints between two transactions itself (`catch_up`), which lets the
-    next transaction restart the WAL from its beginning.
+
+    The WAL only starts again from its beginning after a checkpoint that
+    copied all of it, and a checkpoint copies only what was committed when it
+    began: under a steady stream of commits the background one never quite
+    finishes and the WAL would grow without end. When a background round finds
+    more than WAL_LIMIT bytes in the WAL, the writer checkpoints once between
+    two transactions itself (`catch_up`): little is left to copy by then, and
+    the next transaction restarts the WAL.
     """
 
     INTERVAL = 1.0  # seconds between background checkpoints
     WAL_LIMIT = 64 * 1024 * 1024
 
     def __init__(self, path: str) -> None:
-        self._wal = path + "-wal"
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA busy_timeout = 5000")
+        page_size = self._conn.execute("PRAGMA page_size").fetchone()[0]
+        self._frame_limit = self.WAL_LIMIT // page_size
+        self._behind = False  # set by the background thread, cleared by catch_up
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="checkpointer", daemon=True)
         self._thread.start()
@@ -88,17 +94,20 @@ class Checkpointer:
     def _run(self) -> None:
         while not self._stop.wait(self.INTERVAL):
             try:
-                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                _busy, wal_frames, _copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             except sqlite3.Error:
-                pass  # busy or locked this time: the next round or catch_up copies it
+                continue  # busy or locked this time: the next round copies it
+            if wal_frames > self._frame_limit:
+                self._behind = True
 
     def catch_up(self, writer: sqlite3.Connection) -> None:
-        """Between transactions: if the WAL has grown past the limit, checkpoint it on the writer's connection."""
-        try:
-            if os.stat(self._wal).st_size > self.WAL_LIMIT:
+        """Between transactions: if the WAL outgrew the background checkpoints, checkpoint it on the writer's connection."""
+        if self._behind:
+            self._behind = False
+            try:
                 writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except (OSError, sqlite3.Error):
-            pass  # no WAL file yet, or busy: the next batch tries again
+            except sqlite3.Error:
+                pass  # busy: the next background round notices again
 
     def stop(self) -> None:
         self._stop.set()
