@@ -3,7 +3,7 @@
     flock /tmp/smsgw-bench.lock .venv/bin/python bench/dialogues.py [--seconds 10] [--warmup 2]
         [--subscribers 2000] [--binds 4] [--concurrency 32] [--mix query=3,order=3,...] [--scenario FILE]
         [--open-fraction 0.5] [--ceiling-concurrency 32] [--skip-plain] [--skip-ceiling]
-        [--profile] [--profile-fleet] [--no-pin] [--json bench/results/dialogues.json]
+        [--profile] [--profile-fleet] [--pin] [--json bench/results/dialogues.json]
 
 One load engine: the handset simulator's fleet (`simulator.fleet.Fleet`), which checks every dialogue.
 
@@ -20,7 +20,8 @@ One load engine: the handset simulator's fleet (`simulator.fleet.Fleet`), which 
 3. The fleet's ceiling: the same fleet, chatter only (A texts B, B must receive it), closed loop at
    --ceiling-concurrency against bench/loopback_server.py (answers every submit_sm and delivers it back
    to the bind that covers its destination; nothing else) -> dialogues/s, MO/s, the fleet's CPU per
-   dialogue. Server and gateway pinned to core 0, this process (the fleet) to core 1.
+   dialogue. Nothing is pinned unless --pin (servers and their children on core 0, this process,
+   the fleet, on core 1): the gateway's SQLite writer is a child process that should have a core.
 Targets: issue 3 -- dialogue-mix MO/s >= 50% of the plain MO figure; p99 MO -> reply < 20 ms at half the
 maximum rate; issue 4 -- the fleet's ceiling >= 2x the gateway's rate at the default mix (MO/s and
 dialogues/s). Every dialogue is checked; any failure fails the run (exit 1).
@@ -727,7 +728,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--skip-plain", action="store_true", help="do not run b1 (the plain MO figure)")
     p.add_argument("--skip-ceiling", action="store_true", help="do not measure the fleet's ceiling against the loopback server")
-    p.add_argument("--no-pin", action="store_true", help="do not pin the servers to core 0 and this process to core 1")
+    p.add_argument("--pin", action="store_true", help="pin the servers (and their children) to core 0 and this process to core 1")
     p.add_argument("--profile", nargs="?", const="python", choices=["python", "native"],
                    help="py-spy the gateway during the closed loop and print its hot spots; 'native' also sees C code"
                         " (SQLite, the event loop) but pauses the gateway to sample it (lower figures)")
@@ -746,7 +747,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, core._terminate)
-    pin = not args.no_pin and hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2
+    pin = args.pin and hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2
     if pin:
         os.sched_setaffinity(0, {core.DRIVER_CORE})
     weights = args.mix or make_scenario(args.scenario).behaviours.weights()
