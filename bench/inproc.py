@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import os
 import resource
@@ -74,6 +75,37 @@ def process_cpu_seconds() -> float:
     """This process's CPU plus its live children's (the writer process does the SQLite work)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime + children_cpu_seconds()
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuSnapshot:
+    """CPU seconds so far: the whole process with its children, each thread, the writer process; and the wall clock."""
+
+    total: float
+    threads: dict[int, float]
+    writer: float
+    wall: float
+
+    @classmethod
+    def take(cls) -> CpuSnapshot:
+        return cls(process_cpu_seconds(), thread_cpu_seconds(), children_cpu_seconds(), time.perf_counter())
+
+    def until(self, later: CpuSnapshot) -> CpuSpent:
+        main_tid = os.getpid()
+        main = later.threads.get(main_tid, 0.0) - self.threads.get(main_tid, 0.0)
+        others = sum(v - self.threads.get(tid, 0.0) for tid, v in later.threads.items() if tid != main_tid)
+        return CpuSpent(later.total - self.total, main, others, later.writer - self.writer, later.wall - self.wall)
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuSpent:
+    """CPU seconds spent between two snapshots, and the wall time between them."""
+
+    total: float
+    main_thread: float
+    other_threads: float
+    writer: float
+    wall: float
 
 
 class GcTimer:
@@ -212,22 +244,17 @@ async def run(args: argparse.Namespace, gc_timer: GcTimer) -> None:
         if args.callgrind:
             subprocess.run(["callgrind_control", "-d", "warm", str(os.getpid())], capture_output=True, check=False)
         accepted0, delivered0 = counts.accepted, counts.delivered
-        cpu0, wall0, threads0 = process_cpu_seconds(), time.perf_counter(), thread_cpu_seconds()
-        writer0 = children_cpu_seconds()
+        before = CpuSnapshot.take()
         gc0, collections0 = gc_timer.seconds, list(gc_timer.collections)
         await send_until(args.warmup + args.messages)
         if args.callgrind:
             subprocess.run(["callgrind_control", "-d", "measured", str(os.getpid())], capture_output=True, check=False)
-        cpu1, wall1, threads1 = process_cpu_seconds(), time.perf_counter(), thread_cpu_seconds()
-        writer = children_cpu_seconds() - writer0
+        spent = before.until(CpuSnapshot.take())
         n = counts.accepted - accepted0
-        main_tid = os.getpid()
-        main = threads1.get(main_tid, 0.0) - threads0.get(main_tid, 0.0)
-        others = sum(v - threads0.get(tid, 0.0) for tid, v in threads1.items() if tid != main_tid)
         us = lambda seconds: seconds / n * 1e6  # noqa: E731
-        print(f"{args.target}: {n} messages, {us(cpu1 - cpu0):.1f} us CPU/msg = {n / (cpu1 - cpu0):.0f} msgs per CPU-second"
-              f" (wall {n / (wall1 - wall0):.0f}/s); main thread {us(main):.1f} us/msg, other threads {us(others):.1f} us/msg,"
-              f" writer process {us(writer):.1f} us/msg;"
+        print(f"{args.target}: {n} messages, {us(spent.total):.1f} us CPU/msg = {n / spent.total:.0f} msgs per CPU-second"
+              f" (wall {n / spent.wall:.0f}/s); main thread {us(spent.main_thread):.1f} us/msg,"
+              f" other threads {us(spent.other_threads):.1f} us/msg, writer process {us(spent.writer):.1f} us/msg;"
               f" in gc {us(gc_timer.seconds - gc0):.1f} us/msg ({[b - a for a, b in zip(collections0, gc_timer.collections)]} collections);"
               f" errors {counts.errors}, delivered {counts.delivered - delivered0}; store {gateway.store.stats}")
         await gateway.stop()

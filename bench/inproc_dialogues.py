@@ -47,11 +47,9 @@ from inproc import (
     DELIVER_SM_RESP,
     HEADER,
     SUBMIT_SM_RESP_ID,
+    CpuSnapshot,
     FakeTransport,
     GcTimer,
-    children_cpu_seconds,
-    process_cpu_seconds,
-    thread_cpu_seconds,
 )
 
 OPERATOR, RATING, SPAM, SINA = "10086", "10086700", "10086999", "1066916"
@@ -285,8 +283,7 @@ async def run(args: argparse.Namespace, gc_timer: GcTimer) -> int:
         if args.callgrind:
             subprocess.run(["callgrind_control", "-d", "warm", str(os.getpid())], capture_output=True, check=False)
         mos0, delivered0, notices0, harness0 = harness.accepted, harness.delivered, harness.sp_notices, harness.clock.seconds
-        cpu0, wall0, threads0 = process_cpu_seconds(), time.perf_counter(), thread_cpu_seconds()
-        writer0 = children_cpu_seconds()
+        before = CpuSnapshot.take()
         gc0, collections0 = gc_timer.seconds, list(gc_timer.collections)
         profiler = cProfile.Profile() if args.profile else None
         if profiler is not None:
@@ -297,19 +294,15 @@ async def run(args: argparse.Namespace, gc_timer: GcTimer) -> int:
             pstats.Stats(profiler).sort_stats(args.profile).print_stats(45)
         if args.callgrind:
             subprocess.run(["callgrind_control", "-d", "measured", str(os.getpid())], capture_output=True, check=False)
-        cpu1, wall1, threads1 = process_cpu_seconds(), time.perf_counter(), thread_cpu_seconds()
-        writer = children_cpu_seconds() - writer0
+        spent = before.until(CpuSnapshot.take())
         n = harness.accepted - mos0
-        main_tid = os.getpid()
-        main = threads1.get(main_tid, 0.0) - threads0.get(main_tid, 0.0)
-        others = sum(v - threads0.get(tid, 0.0) for tid, v in threads1.items() if tid != main_tid)
         own = harness.clock.seconds - harness0
         us = lambda seconds: seconds / n * 1e6  # noqa: E731
-        gateway_cpu = cpu1 - cpu0 - own
+        gateway_cpu = spent.total - own
         print(f"dialogue MOs: {n} ({n / len(CYCLE):.0f} cycles of {len(CYCLE)}), gateway {us(gateway_cpu):.1f} us CPU/MO"
-              f" = {n / gateway_cpu:.0f} MO per gateway CPU-second (wall {n / (wall1 - wall0):.0f} MO/s);"
-              f" main thread {us(main - own):.1f} us/MO without the harness's {us(own):.1f};"
-              f" other threads {us(others):.1f} us/MO; writer process {us(writer):.1f} us/MO; in gc {us(gc_timer.seconds - gc0):.1f} us/MO"
+              f" = {n / gateway_cpu:.0f} MO per gateway CPU-second (wall {n / spent.wall:.0f} MO/s);"
+              f" main thread {us(spent.main_thread - own):.1f} us/MO without the harness's {us(own):.1f};"
+              f" other threads {us(spent.other_threads):.1f} us/MO; writer process {us(spent.writer):.1f} us/MO; in gc {us(gc_timer.seconds - gc0):.1f} us/MO"
               f" ({[b - a for a, b in zip(collections0, gc_timer.collections)]} collections);"
               f" deliver_sm {(harness.delivered - delivered0) / n:.2f}/MO (SP notices {harness.sp_notices - notices0});"
               f" store {gateway.store.stats}"

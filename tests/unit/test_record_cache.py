@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pytest
 
@@ -17,11 +16,8 @@ NUMBERS = ("8613100000001", "8613100000002")
 
 
 @pytest.fixture
-async def store(tmp_path: Path):
-    store = SqliteStore(str(tmp_path / "cache.db"))
-    await store.open()
-    yield store
-    await store.close()
+async def store(sqlite_store: SqliteStore) -> SqliteStore:
+    return sqlite_store
 
 
 def random_effect(rng: random.Random, n: int):

@@ -26,11 +26,8 @@ def stored_ids(path: Path) -> list[str]:
 
 
 @pytest.fixture
-async def store(tmp_path: Path):
-    s = SqliteStore(str(tmp_path / "gw.db"))
-    await s.open()
-    yield s
-    await s.close()
+async def store(sqlite_store: SqliteStore) -> SqliteStore:
+    return sqlite_store
 
 
 async def test_writes_go_on_after_the_writer_process_is_killed_between_batches(store: SqliteStore) -> None:
