@@ -465,8 +465,8 @@ def fleet_profile_breakdown(path: Path) -> dict:
 # Where a py-spy sample of the gateway was, by the file of its innermost frame (main thread).
 _AREAS = (
     ("asyncio/runners.py", "event loop in C (uvloop: socket I/O, thread wake-ups, polling; idle waits too)"),
-    ("gateway/store/", "store: SQL building, rows <-> records (gateway/store/)"),
-    ("aiosqlite/", "aiosqlite: handing each statement to its thread and back"),
+    ("gateway/store/writer", "store: handing batches to the writer process and back"),
+    ("gateway/store/", "store: SQL building, rows <-> records, the record cache (gateway/store/)"),
     ("handlers/", "service handlers (handlers/)"),
     ("gateway/smpp/", "SMPP codec, session, text, segments (gateway/smpp/)"),
     ("gateway/", "gateway plumbing: server, intake, mo, delivery, outbox, services (gateway/)"),
@@ -475,23 +475,20 @@ _AREAS = (
 
 
 def profile_breakdown(path: Path) -> dict:
-    """py-spy raw stacks of the gateway -> the main thread's time by area, and how busy the SQLite threads were.
+    """py-spy raw stacks of the gateway process -> the main thread's time by area.
 
-    (py-spy without --native cannot tell an idle wait from work done in C: the SQLite threads' wait for the
-    next statement is taken out by its line; the event loop's own wait stays in its area.)
+    (The SQLite writer is a child process that py-spy does not follow; the
+    server CPU figures, which sum the process tree, include it.)
     """
     main: Counter = Counter()
     frames_self: Counter = Counter()
-    sqlite = Counter()
     for line in path.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         frames = stack.split(";")
         if frames[0].startswith("Thread._bootstrap"):
-            idle = _is_aiosqlite_wait(frames[-1])
-            sqlite["waiting for a statement" if idle else "executing SQL"] += int(count)
-            continue
+            continue  # another thread of the gateway (none does service work)
         where = frames[-1].rpartition("(")[2]
         main[next(name for marker, name in _AREAS if marker in where)] += int(count)
         frames_self[core._short_frame(frames[-1])] += int(count)
@@ -499,31 +496,8 @@ def profile_breakdown(path: Path) -> dict:
     return {
         "main_thread_samples": total,
         "main_thread_by_area_pct": {k: round(100.0 * v / total, 1) for k, v in main.most_common()} if total else {},
-        "sqlite_threads_samples": dict(sqlite),
         "main_thread_self_top_pct": [(f, round(100.0 * n / total, 1)) for f, n in frames_self.most_common(20)] if total else [],
     }
-
-
-def _is_aiosqlite_wait(frame: str) -> bool:
-    """The SQLite worker thread blocked in tx.get() for its next statement (aiosqlite/core.py, `future, function = tx.get()`)."""
-    if not frame.startswith("_connection_worker_thread (") or "aiosqlite/core.py:" not in frame:
-        return False
-    return _AIOSQLITE_WAIT_LINE is not None and frame.rstrip(")").endswith(f":{_AIOSQLITE_WAIT_LINE}")
-
-
-def _aiosqlite_wait_line() -> int | None:
-    try:
-        import inspect
-
-        import aiosqlite.core
-
-        lines, start = inspect.getsourcelines(aiosqlite.core._connection_worker_thread)
-    except (ImportError, OSError, AttributeError):
-        return None
-    return next((start + i for i, text in enumerate(lines) if "tx.get()" in text), None)
-
-
-_AIOSQLITE_WAIT_LINE = _aiosqlite_wait_line()
 
 
 def _short(frame: str) -> str:
@@ -673,7 +647,6 @@ def print_summary(plain: dict | None, dialogues: dict, ceiling: dict | None, che
         print("  main thread, innermost frames:")
         for fn, pct in breakdown["main_thread_self_top_pct"][:12]:
             print(f"    {pct:5.1f}%  {fn}")
-        print(f"  SQLite threads (samples): {breakdown['sqlite_threads_samples']}")
     breakdown = (ceiling or {}).get("profile_breakdown") or {}
     if breakdown:
         print(f"\n  fleet profile at its ceiling ({ceiling.get('profile_file')}; {breakdown['samples']} samples)")
