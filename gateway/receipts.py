@@ -52,7 +52,7 @@ def make_receipt(message: Message, state: MessageState, done_at: float, error: i
         dest_addr=message.source_addr,
         short_message=smpp_text.encode(receipt_text(message, state, done_at, error), 0),
         data_coding=0,
-        esm_class=EsmClass.DELIVERY_RECEIPT,
+        esm_class=_DELIVERY_RECEIPT,
         tlvs=encode_tlvs({Tag.RECEIPTED_MESSAGE_ID: message.id, Tag.MESSAGE_STATE: int(state)}),
         submitted_at=done_at,
         expires_at=message.expires_at if message.expires_at > done_at else done_at + 86400,
