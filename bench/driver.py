@@ -328,7 +328,7 @@ class _Bind(asyncio.Protocol):
         self.transport.write(encode_pdu(Unbind(sequence_number=self.seq)))
 
 
-def _process_tree(pid: int) -> list[int]:
+def process_tree(pid: int) -> list[int]:
     """`pid` and its descendants (the gateway's SQLite writer is a child process)."""
     pids, i = [pid], 0
     while i < len(pids):
@@ -345,20 +345,27 @@ def _process_tree(pid: int) -> list[int]:
 def _proc_cpu_seconds(pid: int) -> float | None:
     """CPU seconds of `pid` and its live descendants; None if `pid` is gone."""
     total = None
-    for p in _process_tree(pid):
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total = (total or 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            pass
+    for p in process_tree(pid):
+        seconds = stat_cpu_seconds(f"/proc/{p}/stat")
+        if seconds is not None:
+            total = (total or 0.0) + seconds
     return total
+
+
+def stat_cpu_seconds(stat_path: str) -> float | None:
+    """User + system CPU seconds from a /proc stat file (a process's or a thread's); None if it is gone."""
+    try:
+        with open(stat_path) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _proc_rss_mb(pid: int) -> float | None:
     """Resident memory of `pid` and its live descendants, in MB."""
     total = None
-    for p in _process_tree(pid):
+    for p in process_tree(pid):
         try:
             with open(f"/proc/{p}/status") as f:
                 for line in f:

@@ -39,6 +39,8 @@ import sys
 import tempfile
 import time
 
+from driver import process_tree, stat_cpu_seconds
+
 HEADER = struct.Struct(">IIII")
 DELIVER_SM_RESP = struct.Struct(">IIIIB")  # header + empty message_id
 SUBMIT_SM_RESP_ID, DELIVER_SM_ID = 0x80000004, 0x00000005
@@ -47,28 +49,12 @@ BINDS, WINDOW, DEST_SPREAD = 10, 100, 100_000
 
 
 def thread_cpu_seconds() -> dict[int, float]:
-    out = {}
-    for tid in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{tid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        out[int(tid)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return out
+    return {int(tid): stat_cpu_seconds(f"/proc/self/task/{tid}/stat") or 0.0 for tid in os.listdir("/proc/self/task")}
 
 
 def children_cpu_seconds() -> float:
     """CPU of this process's live children: the gateway's SQLite writer process."""
-    total = 0.0
-    for tid in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{tid}/children") as f:
-            children = f.read().split()
-        for pid in children:
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue  # exited meanwhile
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+    return sum(stat_cpu_seconds(f"/proc/{pid}/stat") or 0.0 for pid in process_tree(os.getpid())[1:])
 
 
 def process_cpu_seconds() -> float:

@@ -21,7 +21,7 @@ from handlers.base import Handler, Inbound, Outcome, ServiceContext
 from .clock import Clock
 from .logs import get_logger
 from .outbox import Outbox
-from .serial import SerialLocks
+from .serial import SerialLocks, in_order
 from .smpp import text as smpp_text
 from .smpp.segment import Reassembler, concat_info
 from .smpp.tlv import decode_tlvs
@@ -90,7 +90,7 @@ class MoProcessor:
         if ready is None:
             return
         inbound = _inbound(message, *ready)
-        keys = tuple(sorted(set(serial_keys(self.short_codes[message.dest_addr], inbound))))
+        keys = in_order(serial_keys(self.short_codes[message.dest_addr], inbound))
         if self.locks.take(keys, partial(self._turn, message, inbound, keys)):
             self._start(message, inbound, keys)
         else:

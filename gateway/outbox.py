@@ -50,10 +50,8 @@ class Outbox:
                 source_addr=reply.source,
                 dest_addr=reply.to,
                 short_message=part.short_message,
-                # Plain ints, not DataCoding/EsmClass members: the row goes to the
-                # writer process with marshal, which refuses int subclasses.
-                data_coding=int(part.data_coding),
-                esm_class=int(part.esm_class),
+                data_coding=part.data_coding,
+                esm_class=part.esm_class,
                 tlvs=encode_tlvs(part.tlvs) if part.tlvs else b"",
                 submitted_at=now,
                 expires_at=now + self.validity,

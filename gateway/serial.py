@@ -18,6 +18,11 @@ from collections.abc import Callable, Iterable
 from functools import partial
 
 
+def in_order(keys: Iterable[str]) -> tuple[str, ...]:
+    """Keys as `take` wants them: distinct, sorted (the order that rules out two holders waiting on each other)."""
+    return tuple(sorted(set(keys)))
+
+
 class SerialLocks:
     def __init__(self) -> None:
         self._waiting: dict[str, deque[Callable[[], None]] | None] = {}
@@ -56,7 +61,7 @@ class SerialLocks:
 
     def hold_all(self, keys: Iterable[str]) -> _Held:
         """Hold several keys (`async with`); always taken in sorted order."""
-        return _Held(self, tuple(sorted(set(keys))))
+        return _Held(self, in_order(keys))
 
     def __len__(self) -> int:
         return len(self._waiting)

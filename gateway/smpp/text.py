@@ -168,9 +168,14 @@ def is_gsm(text: str) -> bool:
     return _gsm_or_none(text) is not None
 
 
+# Plain ints: they end up in stored rows, which go to the writer process with
+# marshal, and marshal refuses int subclasses such as IntEnum members.
+_DEFAULT, _UCS2 = int(DataCoding.DEFAULT), int(DataCoding.UCS2)
+
+
 def choose_coding(text: str) -> int:
     """The cheapest data_coding for text: GSM 03.38 if possible, else UCS2."""
-    return DataCoding.DEFAULT if is_gsm(text) else DataCoding.UCS2
+    return _DEFAULT if is_gsm(text) else _UCS2
 
 
 def septet_length(text: str) -> int:

@@ -116,8 +116,6 @@ _RELEASE_EXPIRED_KEYS = "UPDATE messages SET dedup_key = NULL WHERE dedup_key IS
 # release may run before that holder's INSERT, so release it row by row, in issue order.
 _RELEASE_KEY = "UPDATE messages SET dedup_key = NULL WHERE dedup_key = ? AND accepted_at <= ?"
 
-# One row of one statement: (sql, parameters, tokens); see writer_child.Step.
-_Step = Step
 
 
 # Who hears about a write: the future handed to the caller, or the caller's
@@ -130,7 +128,7 @@ _Waiter = Union[asyncio.Future, Callback]
 class _Op:
     """One write call: its rows, who waits for it and what they are told."""
 
-    steps: list[_Step]
+    steps: list[Step]  # (sql, parameters, tokens): see writer_child.Step
     waiter: _Waiter
     result: Any = None
     # Lists created on first use: most ops have neither, and accept() is the hot path.

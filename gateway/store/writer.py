@@ -38,7 +38,7 @@ from typing import Any
 from ..logs import get_logger
 from .migrations import SchemaVersionError
 from .writer_child import FRAME_LENGTH as _LENGTH
-from .writer_child import Step
+from .writer_child import Step, frame
 
 log = get_logger("store")
 
@@ -77,12 +77,12 @@ class WriterProcess:
             body = marshal.dumps(steps)
         except ValueError:  # a str or int subclass (an enum member in a service record)
             body = marshal.dumps([_marshallable(step) for step in steps])
-        frame = _LENGTH.pack(len(body)) + body
-        if not await self._send(frame):
+        request = frame(body)
+        if not await self._send(request):
             # The child died between batches (killed from outside, out of
             # memory) and had not read this one: a new child can take it.
             await self._restart()
-            if not await self._send(frame):
+            if not await self._send(request):
                 raise WriterDied("SQLite writer process exited as soon as it was restarted")
         ok, error_class, message, statements = await self._receive()
         if not ok:

@@ -115,9 +115,13 @@ class Checkpointer:
         self._conn.close()
 
 
+def frame(body: bytes) -> bytes:
+    """A marshalled value as it crosses the pipe: its length, then itself."""
+    return FRAME_LENGTH.pack(len(body)) + body
+
+
 def _send(out: BinaryIO, value: Any) -> None:
-    body = marshal.dumps(value)
-    out.write(FRAME_LENGTH.pack(len(body)) + body)
+    out.write(frame(marshal.dumps(value)))
     out.flush()
 
 
