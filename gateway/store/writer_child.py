@@ -80,21 +80,18 @@ class Checkpointer:
     transactions (`catch_up`), copying that little remainder; the next
     transaction restarts the WAL. (If CHASE_PASSES passes cannot get there,
     the commits outrun the copying, and the writer copies what is left all
-    the same.) The first version let the writer copy everything committed
-    during the round, a second of traffic: 30-40 ms during which no batch was
-    committed, every other second under that open loop.
+    the same.)
 
     Even a small catch-up pauses the writer for its two fsyncs (WAL before
-    copying, database after): 15-25 ms here whether it copied 15 frames or
-    225. Under the dialogue benchmark's open loop the WAL takes 60-120 MB a
-    second (every small commit rewrites whole pages), so a 64 MiB limit meant
-    such a pause every second; at 512 MiB it is every few seconds (open-loop
-    p99 39.9/54.3 ms -> 23.1/36.2 ms, alternated runs). The file stays near
-    the limit plus a second of traffic.
+    copying, database after): 15-25 ms here. Under load the WAL takes
+    60-120 MB a second (every small commit rewrites whole pages), so the limit
+    is high enough that this happens every few seconds, not every second; the
+    file stays near the limit plus a second of traffic. Measurements:
+    bench/perf-log.md, "Session 3".
     """
 
     INTERVAL = 1.0  # seconds between background rounds
-    WAL_LIMIT = 512 * 1024 * 1024  # see above: each restart of the WAL pauses the writer for two fsyncs
+    WAL_LIMIT = 512 * 1024 * 1024
     CHASE_LEFT = 1024 * 1024  # at most this much added during the last pass is left to the writer
     CHASE_PASSES = 8
 

@@ -19,6 +19,19 @@ WAL_LIMIT_FRAMES = 2048
 CHASE_LEFT_FRAMES = 32
 
 
+def writer_on_new_db(path: Path) -> sqlite3.Connection:
+    """The writer process's connection (WAL, autocheckpoint off) on a new database with one table."""
+    writer = _connect(str(path))
+    writer.execute("CREATE TABLE t (x BLOB)")
+    writer.commit()
+    return writer
+
+
+def commit_rows(writer: sqlite3.Connection, rows: int) -> None:
+    writer.executemany("INSERT INTO t VALUES (?)", [(os.urandom(900),)] * rows)
+    writer.commit()
+
+
 def wal_frames(path: Path) -> int:
     """Frames in the WAL now (its size without the 32-byte header, over frame header + page)."""
     return max(0, (path.with_name(path.name + "-wal").stat().st_size - 32)) // (24 + PAGE)
@@ -26,9 +39,7 @@ def wal_frames(path: Path) -> int:
 
 def test_under_steady_commits_the_wal_restarts_and_the_writer_only_copies_what_the_chase_left(tmp_path: Path) -> None:
     path = tmp_path / "ck.db"
-    writer = _connect(str(path))
-    writer.execute("CREATE TABLE t (x BLOB)")
-    writer.commit()
+    writer = writer_on_new_db(path)
     checkpointer = Checkpointer(str(path), interval=0.05, wal_limit=WAL_LIMIT_FRAMES * PAGE, chase_left=CHASE_LEFT_FRAMES * PAGE)
     copied_by_writer: list[int] = []
     wal_after_restart: list[int] = []
@@ -36,14 +47,12 @@ def test_under_steady_commits_the_wal_restarts_and_the_writer_only_copies_what_t
     try:
         while len(copied_by_writer) < 3:
             assert time.monotonic() < deadline, f"the writer caught up only {len(copied_by_writer)} times in 30 s"
-            writer.executemany("INSERT INTO t VALUES (?)", [(os.urandom(900),)] * 8)
-            writer.commit()
+            commit_rows(writer, 8)
             copied = checkpointer.catch_up(writer)
             time.sleep(0.0002)  # the writer process between two batches: waiting on its pipe, GIL released
             if copied is not None:
                 copied_by_writer.append(copied)
-                writer.executemany("INSERT INTO t VALUES (?)", [(os.urandom(900),)] * 8)
-                writer.commit()  # the first transaction after a complete checkpoint starts the WAL again
+                commit_rows(writer, 8)  # the first transaction after a complete checkpoint starts the WAL again
                 wal_after_restart.append(
                     writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]  # frames in the WAL's current run
                 )
@@ -60,10 +69,8 @@ def test_under_steady_commits_the_wal_restarts_and_the_writer_only_copies_what_t
 
 def test_a_small_wal_is_left_to_the_background(tmp_path: Path) -> None:
     path = tmp_path / "ck.db"
-    writer = _connect(str(path))
-    writer.execute("CREATE TABLE t (x BLOB)")
-    writer.executemany("INSERT INTO t VALUES (?)", [(os.urandom(900),)] * 64)
-    writer.commit()
+    writer = writer_on_new_db(path)
+    commit_rows(writer, 64)
     checkpointer = Checkpointer(str(path), interval=3600, wal_limit=WAL_LIMIT_FRAMES * PAGE)
     try:
         checkpointer._round()  # what the thread does once an interval
