@@ -158,9 +158,7 @@ class Gateway:
         Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
         await self.store.open()
         await self.guards.load(self.store)
-        pending = await self.store.pending_mts()
-        for message in pending:
-            self.delivery.admit(message)
+        await self.delivery.restore()  # undelivered MTs stay in the store until their binds appear
         unprocessed = await self.store.unprocessed_mos()
         await self.mo.replay(unprocessed)
         loop = asyncio.get_running_loop()
@@ -185,7 +183,7 @@ class Gateway:
             tls_port=self.tls_port,
             http_port=self.http_port,
             database=self.db_path,
-            mt_waiting=len(pending),
+            mt_waiting=sum(self.delivery.queued.values()),
             mo_replayed=len(unprocessed),
         )
 
@@ -206,7 +204,7 @@ class Gateway:
             connection.close()
         if self._tick_task is not None:
             self._tick_task.cancel()
-        self.delivery.cancel_timers()
+        self.delivery.stop()
         for task in list(self._tasks):
             task.cancel()
         if self._http is not None:
@@ -227,7 +225,7 @@ class Gateway:
             try:
                 for connection in list(self.connections):
                     connection.tick()
-                self.delivery.sweep()
+                await self.delivery.sweep()
                 self.mo.expire_partial()
                 if loop.time() >= next_job_check:
                     next_job_check = loop.time() + JOB_CHECK_SECONDS

@@ -2,14 +2,23 @@
 
 Every MT handed to `admit` is already committed to the store. It stays
 there until its deliver_sm_resp arrives (`delivered`) or it ends for good
-(`expired` / undeliverable); in between it is parked (no bind can take it),
-queued or in flight on a bind, or waiting for its next attempt.
+(`expired` / undeliverable); in between it is queued or in flight on a bind,
+waiting for its next attempt, or parked: no bind can take it.
+
+A parked MT is kept only in the store, not in memory: a backlog for
+subscribers who are off line can be millions of messages (held in memory, a
+load test toward unbound numbers grew the gateway by ~1 GB a minute), and
+after a restart it must all go out, not just what fits in memory. When a bind
+that can receive appears, its MTs are read back from the store a page at a
+time (`_pull`), each page when the bind has room for it; expired ones are
+found by the sweep through the store's expiry index. `_held` names the MTs
+this process has in hand (in memory, or with their final status not yet
+committed), so a page read meanwhile does not hand the same MT out twice.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
 from collections import Counter
 
 from .clock import Clock
@@ -33,27 +42,31 @@ PERMANENT_FAILURES = frozenset(
 
 
 class Delivery:
+    PAGE = 500  # MTs read from the store at a time
+    ROOM = 1000  # a pull hands a bind its next page once fewer than this are queued or in flight on it
+
     def __init__(self, router: Router, store: Store, clock: Clock, ids: MessageIds, settings: GatewaySettings) -> None:
         self.router = router
         self.store = store
         self.clock = clock
         self.ids = ids
         self.backoff = settings.retry_backoff
-        self.parked: dict[str, list[Message]] = {}
-        # When each parked key's earliest message expires, and a heap of those
-        # times, so a sweep looks only at keys that have something to expire
-        # (not at every parked destination). Heap entries whose time is no
-        # longer the key's `_due` are stale and skipped.
-        self._due: dict[str, float] = {}
-        self._expiry: list[tuple[float, str]] = []
-        self.queued: Counter[str] = Counter()  # MTs not yet final, per destination
+        self.queued: Counter[str] = Counter()  # MTs not yet final, per destination (parked ones too)
+        self._held: set[str] = set()  # ids of the MTs in hand (see the module docstring)
         self._retry_timers: dict[str, asyncio.TimerHandle] = {}
+        self._pulls: set[asyncio.Task] = set()
+        self._room_waiters: dict[Receiver, asyncio.Future[None]] = {}  # pulls waiting for their bind to drain
+
+    async def restore(self) -> None:
+        """At start: count the MTs waiting in the store (they go out when their binds appear)."""
+        self.queued = Counter(await self.store.waiting_counts())
 
     # ------------------------------------------------------------ intake
     def admit(self, message: Message) -> None:
         """A committed MT joins delivery."""
         dest = message.dest_addr
         self.queued[dest] = self.queued.get(dest, 0) + 1  # not `+= 1`: Counter.__missing__ is Python code
+        self._held.add(message.id)
         self.dispatch(message)
 
     def dispatch(self, message: Message) -> None:
@@ -62,29 +75,63 @@ class Delivery:
             return
         receiver = self.router.route(message)
         if receiver is None:
-            self._park(message)
+            self._held.discard(message.id)  # parked: the store has it, `_pull` reads it back
         else:
             receiver.offer(message)
 
     def receiver_ready(self, receiver: Receiver) -> None:
-        """A bind that can receive appeared: give it what was waiting for its account."""
+        """A bind that can receive appeared: give it, from the store, what was waiting for its account."""
+        task = asyncio.get_running_loop().create_task(self._pull(receiver))
+        self._pulls.add(task)
+        task.add_done_callback(self._pulls.discard)
+
+    async def _pull(self, receiver: Receiver) -> None:
         account = receiver.account
-        keys = [k for k in self.parked if k == "@" + account.system_id or account.receives_for(k)]
-        for key in keys:
-            self._due.pop(key, None)
-            for message in self.parked.pop(key):
-                self.dispatch(message)
+        # What is addressed to the account itself, then each of its number ranges.
+        ranges = [(account.system_id, "", _ABOVE_ALL), *((None, prefix, _after_prefix(prefix)) for prefix in account.numbers)]
+        try:
+            for to_account, low, below in ranges:
+                after: tuple[str, int] = (low, 0)
+                while self.router.is_bound(receiver):
+                    page = await self.store.waiting_mts(to_account, after, below, self.PAGE)
+                    for _cursor, message in page:
+                        if message.id not in self._held:
+                            self._held.add(message.id)
+                            self.dispatch(message)
+                    if len(page) < self.PAGE:
+                        break
+                    after = page[-1][0]
+                    if receiver.load >= self.ROOM:
+                        await self._room(receiver)
+        except Exception:
+            # Nothing is lost (the MTs stay in the store); the next bind reads them again.
+            log.exception("reading waiting MTs failed", account=account.system_id)
+
+    def _room(self, receiver: Receiver) -> asyncio.Future[None]:
+        waiter = self._room_waiters.get(receiver)
+        if waiter is None:
+            waiter = self._room_waiters[receiver] = asyncio.get_running_loop().create_future()
+        return waiter
+
+    def _wake_pulls(self) -> None:
+        """A delivery attempt ended: a pull whose bind has drained (or gone) goes on."""
+        for receiver in [r for r in self._room_waiters if r.load < self.ROOM or not self.router.is_bound(r)]:
+            waiter = self._room_waiters.pop(receiver)
+            if not waiter.done():
+                waiter.set_result(None)
 
     # ----------------------------------------------------------- outcomes
     def delivered(self, message: Message) -> None:
         now = self.clock.now()
         self._forget(message)
         receipt = self._receipt(message, _DELIVERED, now, 0)
-        done = self.store.mark_delivered(message.id, now, receipt)
-        if receipt is not None:
-            done.add_done_callback(lambda f: f.exception() is None and self.admit(receipt))
+        self._release_when(self.store.mark_delivered(message.id, now, receipt), message.id, receipt)
+        if self._room_waiters:
+            self._wake_pulls()
 
     def failed(self, message: Message, status: int) -> None:
+        if self._room_waiters:
+            self._wake_pulls()
         if status in PERMANENT_FAILURES:
             log.warning("mt undeliverable", message_id=message.id, msisdn=message.dest_addr, status=S.name_of(status))
             self._finish(message, MessageStatus.UNDELIVERABLE, MessageState.UNDELIVERABLE, status & 0xFF)
@@ -110,62 +157,40 @@ class Delivery:
         """Messages that were queued or in flight on a bind that went away: route them again."""
         for message in messages:
             self.dispatch(message)
+        if self._room_waiters:
+            self._wake_pulls()
 
-    def sweep(self) -> None:
-        """Expire parked messages whose validity has run out."""
+    async def sweep(self) -> None:
+        """Expire the parked MTs whose validity has run out (those in hand expire when next dispatched)."""
         now = self.clock.now()
-        expiry = self._expiry
-        while expiry and expiry[0][0] <= now:
-            due, key = heapq.heappop(expiry)
-            if self._due.get(key) == due:
-                del self._due[key]
-                self._expire_parked(key, now)
-        if len(expiry) > 2 * len(self._due) + 1000:
-            # Mostly stale entries (keys delivered since): rebuild rather than keep them until their time.
-            self._expiry = [(due, key) for key, due in self._due.items()]
-            heapq.heapify(self._expiry)
-
-    # ------------------------------------------------------------ parking
-    def _park(self, message: Message) -> None:
-        key = _park_key(message)
-        waiting = self.parked.get(key)
-        if waiting is None:
-            self.parked[key] = [message]
-        else:
-            waiting.append(message)
-        self._expire_at(key, message.expires_at)
-
-    def _expire_at(self, key: str, when: float) -> None:
-        """Make sure the sweep looks at `key` by `when`."""
-        due = self._due.get(key)
-        if due is None or when < due:
-            self._due[key] = when
-            heapq.heappush(self._expiry, (when, key))
-
-    def _expire_parked(self, key: str, now: float) -> None:
-        waiting = self.parked.get(key)
-        if not waiting:
-            return
-        alive = [m for m in waiting if m.expires_at > now]
-        if len(alive) != len(waiting):
-            for message in waiting:
-                if message.expires_at <= now:
+        after: tuple[float, int] = (0.0, 0)
+        while True:
+            page = await self.store.expired_mts(now, after, self.PAGE)
+            for _cursor, message in page:
+                if message.id not in self._held:
+                    self._held.add(message.id)
                     self._finish(message, MessageStatus.EXPIRED, MessageState.EXPIRED, 0)
-        if alive:
-            self.parked[key] = alive
-            self._expire_at(key, min(m.expires_at for m in alive))
-        else:
-            del self.parked[key]
+            if len(page) < self.PAGE:
+                return
+            after = page[-1][0]
 
     # ------------------------------------------------------------ helpers
     def _finish(self, message: Message, status: MessageStatus, state: MessageState, error: int) -> None:
         now = self.clock.now()
         self._forget(message)
         receipt = self._receipt(message, state, now, error)
-        done = self.store.mark_final(message.id, status.value, now, error, receipt)
+        self._release_when(self.store.mark_final(message.id, status.value, now, error, receipt), message.id, receipt)
         log.info("mt final", message_id=message.id, msisdn=message.dest_addr, account=message.account, status=status.value)
-        if receipt is not None:
-            done.add_done_callback(lambda f: f.exception() is None and self.admit(receipt))
+
+    def _release_when(self, done: asyncio.Future[None], message_id: str, receipt: Message | None) -> None:
+        """Once the MT's final status is committed (or failed to be), it is no longer in hand; then its receipt goes out."""
+
+        def committed(future: asyncio.Future[None]) -> None:
+            self._held.discard(message_id)  # on failure it is still enroute in the store: read again later
+            if receipt is not None and future.exception() is None:
+                self.admit(receipt)
+
+        done.add_done_callback(committed)
 
     def _forget(self, message: Message) -> None:
         remaining = self.queued[message.dest_addr] - 1
@@ -179,12 +204,18 @@ class Delivery:
             return None
         return make_receipt(message, state, now, error, self.ids.next())
 
-    def cancel_timers(self) -> None:
+    def stop(self) -> None:
+        """Shutting down: no more retries or reads (what is undelivered stays in the store)."""
         for handle in self._retry_timers.values():
             handle.cancel()
         self._retry_timers.clear()
+        for task in self._pulls:
+            task.cancel()
 
 
-def _park_key(message: Message) -> str:
-    to_account = message.extra.get("to_account") if message.extra else None
-    return "@" + to_account if to_account else message.dest_addr
+_ABOVE_ALL = "\U0010ffff"  # sorts after every address
+
+
+def _after_prefix(prefix: str) -> str:
+    """The least string above every string starting with `prefix` (digits, so never the top character)."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else _ABOVE_ALL

@@ -54,6 +54,10 @@ class Router:
                 self._ranged -= 1
         # Affinity entries pointing at it are dropped lazily in route().
 
+    def is_bound(self, receiver: Receiver) -> bool:
+        """Still a bind that can take MTs (not unbound since)."""
+        return receiver in self._receivers.get(receiver.account.system_id, ())
+
     def note_mo(self, msisdn: str, carrier: Receiver) -> None:
         self._affinity[msisdn] = carrier
 

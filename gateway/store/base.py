@@ -69,8 +69,23 @@ class Store(Protocol):
     async def unprocessed_mos(self) -> list[Message]:
         """MOs acknowledged but not yet handled (after a crash), oldest first."""
 
-    async def pending_mts(self, limit: int = 10000) -> list[Message]:
-        """Undelivered MTs (status enroute), oldest first."""
+    async def waiting_mts(
+        self, to_account: str | None, after: tuple[str, int], below: str, limit: int
+    ) -> list[tuple[tuple[str, int], Message]]:
+        """Undelivered MTs (status enroute) for one receiver, a page at a time.
+
+        `to_account` None: the MTs addressed to a number (no `to_account` in
+        their extra) whose dest_addr lies in (after[0], below); else those
+        addressed to that account. Ordered by (dest_addr, seq) and starting
+        after the cursor `after`; each comes with its own cursor, so the last
+        one's cursor asks for the next page.
+        """
+
+    async def expired_mts(self, now: float, after: tuple[float, int], limit: int) -> list[tuple[tuple[float, int], Message]]:
+        """Undelivered MTs whose validity ended by `now`, by (expires_at, seq) after the cursor, with their cursors."""
+
+    async def waiting_counts(self) -> dict[str, int]:
+        """How many undelivered MTs each destination has (the per-subscriber queue limit counts them)."""
 
     async def find(self, record_type: type[R], *, order_by: str | None = None, limit: int | None = None, **filters: Any) -> list[R]:
         """Service records (records.TABLES) matching `field=value`, `field__gte=…` (gt, lte, lt, ne) and `field__in=[…]`."""

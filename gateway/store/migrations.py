@@ -51,7 +51,7 @@ MIGRATIONS: list[Migration] = [
             accepted_at         REAL    NOT NULL
         )
         """,
-        # unprocessed_mos / pending_mts: equality on status+direction, then the
+        # unprocessed_mos: equality on status+direction, then the
         # index order (submitted_at, then the implicit rowid = seq) is the
         # ORDER BY, so no sort step.
         "CREATE INDEX messages_by_state ON messages (status, direction, submitted_at)",
@@ -126,6 +126,18 @@ MIGRATIONS: list[Migration] = [
         """,
         "CREATE INDEX charges_by_msisdn ON charges (msisdn, period)",
         "CREATE TABLE job_runs (job TEXT NOT NULL, period TEXT NOT NULL, ran_at REAL NOT NULL, PRIMARY KEY (job, period))",
+    ),
+    # 3: MTs waiting for delivery are read from the store when a bind that can
+    # take them appears, and when they expire, instead of being held in memory.
+    # Partial indexes: only undelivered MTs are in them, so they stay as small
+    # as the backlog. (Queries must spell out the same literal WHERE terms.)
+    (
+        # SqliteStore.waiting_mts: one account's (receipts, SP notices) or a
+        # number range's, in (dest_addr, seq) order for keyset paging.
+        "CREATE INDEX messages_waiting ON messages (json_extract(extra, '$.to_account'), dest_addr)"
+        " WHERE status = 'enroute' AND direction = 'mt'",
+        # SqliteStore.expired_mts
+        "CREATE INDEX messages_enroute_expiry ON messages (expires_at) WHERE status = 'enroute' AND direction = 'mt'",
     ),
 ]
 

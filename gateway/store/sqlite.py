@@ -69,6 +69,20 @@ _FIELDS = (
     "origin_id", "dedup_key", "extra",
 )  # fmt: skip
 _SELECT = f"SELECT {', '.join(_FIELDS)} FROM messages"
+# Undelivered MTs, through the partial indexes of migration 3 (INDEXED BY: the
+# planner, without statistics, prefers messages_by_state and sorts).
+_ENROUTE_MT = f"status = '{MessageStatus.ENROUTE.value}' AND direction = '{Direction.MT.value}'"
+_WAITING = (
+    f"SELECT seq, {', '.join(_FIELDS)} FROM messages INDEXED BY messages_waiting WHERE {_ENROUTE_MT}"
+    " AND json_extract(extra, '$.to_account') IS ? AND (dest_addr, seq) > (?, ?) AND dest_addr < ?"
+    " ORDER BY dest_addr, seq LIMIT ?"
+)
+_EXPIRED = (
+    f"SELECT seq, expires_at, {', '.join(_FIELDS)} FROM messages INDEXED BY messages_enroute_expiry"
+    f" WHERE {_ENROUTE_MT} AND expires_at <= ? AND (expires_at, seq) > (?, ?) ORDER BY expires_at, seq LIMIT ?"
+)
+_DEST_AT = 1 + _FIELDS.index("dest_addr")  # in a _WAITING row, after seq
+_WAITING_COUNTS = f"SELECT dest_addr, count(*) FROM messages WHERE {_ENROUTE_MT} GROUP BY dest_addr"
 _INSERT = (
     f"INSERT INTO messages ({', '.join(_FIELDS)}, accepted_at) "
     f"VALUES ({', '.join('?' * (len(_FIELDS) + 1))})"
@@ -537,12 +551,18 @@ class SqliteStore:
         )
         return [_message(r) for r in rows]
 
-    async def pending_mts(self, limit: int = 10000) -> list[Message]:
-        rows = await self._read(
-            f"{_SELECT} WHERE status = ? AND direction = ? ORDER BY submitted_at, seq LIMIT ?",
-            (MessageStatus.ENROUTE.value, Direction.MT.value, limit),
-        )
-        return [_message(r) for r in rows]
+    async def waiting_mts(
+        self, to_account: str | None, after: tuple[str, int], below: str, limit: int
+    ) -> list[tuple[tuple[str, int], Message]]:
+        rows = await self._read(_WAITING, (to_account, *after, below, limit))
+        return [((row[_DEST_AT], row[0]), _message(row[1:])) for row in rows]
+
+    async def expired_mts(self, now: float, after: tuple[float, int], limit: int) -> list[tuple[tuple[float, int], Message]]:
+        rows = await self._read(_EXPIRED, (now, *after, limit))
+        return [((row[1], row[0]), _message(row[2:])) for row in rows]
+
+    async def waiting_counts(self) -> dict[str, int]:
+        return dict(await self._read(_WAITING_COUNTS, ()))
 
     async def find(self, record_type: type[R], *, order_by: str | None = None, limit: int | None = None, **filters: Any) -> list[R]:
         sql, params = select_sql(record_type, filters, order_by, limit)

@@ -222,3 +222,58 @@ def test_sigkill_during_load_loses_nothing_and_handles_nothing_twice(tmp_path: P
     # Each P2P message stored once and delivered.
     assert sorted(bytes(m[0]).decode() for m in p2p) == sorted(p2p_texts)
     assert {m[1] for m in p2p} == {"delivered"}
+
+
+class Receiver(Handset):
+    """A handset that only receives: records who each deliver_sm was for, in arrival order."""
+
+    def __init__(self, port: int, system_id: str) -> None:
+        self.delivered_to: list[tuple[str, str]] = []  # (destination, text)
+        super().__init__(port, system_id)
+
+    def _read(self) -> None:
+        try:
+            while True:
+                pdu = self.client.read_pdu()
+                if pdu.command != "deliver_sm":
+                    continue
+                resp = smpplib.smpp.make_pdu("deliver_sm_resp", client=self.client)
+                resp.sequence = pdu.sequence
+                with self.lock:
+                    self.client.send_pdu(resp)
+                with self.changed:
+                    self.delivered_to.append((pdu.destination_addr.decode(), pdu.short_message.decode()))
+                    self.changed.notify_all()
+        except (smpplib.exceptions.ConnectionError, OSError, AttributeError):
+            with self.changed:
+                self.changed.notify_all()
+
+
+@pytest.mark.slow
+def test_a_backlog_bigger_than_one_read_goes_out_in_full_after_a_restart(tmp_path: Path, start_gateway) -> None:
+    """More MTs waiting than the gateway ever reads at once (it used to load only the first 10,000 at start)."""
+    backlog, destinations = 10_500, 21  # 500 per subscriber: under the per-subscriber queue limit
+    db = tmp_path / "gw.db"
+    gateway = start_gateway(db)
+    a = Handset(gateway.smpp_port, "handset")
+    for i in range(backlog):
+        a.send(A, f"86137{i % destinations:08d}", f"backlog-{i}", reference=i + 1)
+    assert a.wait_until(lambda: len(a.acks) == backlog, 120), f"acknowledged {len(a.acks)}/{backlog}"
+    assert a.received == []  # handset2 is not bound: everything waits
+    a.close()
+    gateway.kill()
+
+    gateway = start_gateway(db)
+    b = Receiver(gateway.smpp_port, "handset2")
+    assert b.wait_until(lambda: len(b.delivered_to) >= backlog, 120), f"delivered {len(b.delivered_to)}/{backlog}"
+    b.close()
+    assert gateway.terminate() == 0
+
+    assert sorted(text for _, text in b.delivered_to) == sorted(f"backlog-{i}" for i in range(backlog))  # each once
+    for destination in range(destinations):  # and each subscriber's in the order they were sent
+        number = f"86137{destination:08d}"
+        got = [int(text.split("-")[1]) for to, text in b.delivered_to if to == number]
+        assert got == list(range(destination, backlog, destinations))
+    with sqlite3.connect(db) as conn:
+        statuses = conn.execute("SELECT status, count(*) FROM messages WHERE direction = 'mt' GROUP BY status").fetchall()
+    assert statuses == [("delivered", backlog)]

@@ -1,8 +1,11 @@
-"""Delivery: parked MTs expire when their validity runs out, whatever else is parked or delivered meanwhile."""
+"""Delivery: parked MTs wait in the store, not in memory; they go out when a bind appears and expire when due."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+
+import pytest
 
 from gateway.accounts import Accounts
 from gateway.clock import SimulatedClock
@@ -11,108 +14,194 @@ from gateway.delivery import Delivery
 from gateway.ids import MessageIds
 from gateway.router import Router
 from gateway.store.records import Direction, Message, MessageStatus
+from gateway.store.sqlite import SqliteStore
 
-
-class RecordingStore:
-    """Records mark_final calls; every write is 'committed' at once."""
-
-    def __init__(self) -> None:
-        self.final: list[tuple[str, str]] = []
-
-    def _done(self) -> asyncio.Future:
-        fut = asyncio.get_running_loop().create_future()
-        fut.set_result(None)
-        return fut
-
-    def mark_final(self, message_id, status, done_at, error, receipt):
-        self.final.append((message_id, status))
-        return self._done()
-
-    def mark_delivered(self, message_id, done_at, receipt):
-        return self._done()
+START = 1_000_000.0
 
 
 class Receiver:
+    """A bind as Delivery sees it: takes what it is offered and counts it as its load."""
+
     def __init__(self, account) -> None:
         self.account = account
         self.can_receive = True
         self.load = 0
         self.address_range = None
         self.offered: list[Message] = []
+        self.offered_event = asyncio.Event()
 
     def offer(self, message: Message) -> None:
+        self.load += 1
         self.offered.append(message)
+        self.offered_event.set()
+
+    async def wait_for(self, count: int) -> None:
+        while len(self.offered) < count:
+            self.offered_event.clear()
+            await self.offered_event.wait()
 
 
-def setup(clock: SimulatedClock):
-    accounts = Accounts((AccountConfig("handset", "pw", "handset", numbers=("86137",)),))
-    router = Router(accounts)
-    store = RecordingStore()
-    delivery = Delivery(router, store, clock, MessageIds(), GatewaySettings())
-    return accounts, router, store, delivery
+@pytest.fixture
+def clock() -> SimulatedClock:
+    return SimulatedClock(START, freeze=True)
 
 
-def mt(id: str, dest: str, expires_at: float) -> Message:
-    return Message(id, Direction.MT, MessageStatus.ENROUTE, "", "10086", dest, b"hi", expires_at=expires_at)
+@pytest.fixture
+async def store(tmp_path: Path, clock: SimulatedClock):
+    s = SqliteStore(str(tmp_path / "gw.db"), clock=clock.now)
+    await s.open()
+    yield s
+    await s.close()
 
 
-async def test_parked_messages_expire_in_time_order_and_only_when_due() -> None:
-    clock = SimulatedClock(1_000_000.0, freeze=True)
-    _, _, store, delivery = setup(clock)
-    delivery.admit(mt("late", "8613700000001", 1_000_300.0))
-    delivery.admit(mt("early", "8613700000002", 1_000_100.0))
-    delivery.admit(mt("early-too", "8613700000001", 1_000_100.0))  # shares a destination with "late"
-    delivery.sweep()
-    assert store.final == []
-
-    clock.set(1_000_100.0)
-    delivery.sweep()
-    assert sorted(store.final) == [("early", "expired"), ("early-too", "expired")]
-    assert [m.id for m in delivery.parked["8613700000001"]] == ["late"]
-    assert "8613700000002" not in delivery.parked
-
-    clock.set(1_000_299.0)
-    delivery.sweep()
-    assert len(store.final) == 2
-    clock.set(1_000_300.0)
-    delivery.sweep()
-    assert store.final[-1] == ("late", "expired")
-    assert delivery.parked == {} and not delivery.queued
+@pytest.fixture
+def accounts() -> Accounts:
+    return Accounts(
+        (
+            AccountConfig("handset", "pw", "handset", numbers=("86137",)),
+            AccountConfig("sp", "pw", "sp", service_codes=("1066",)),
+        )
+    )
 
 
-async def test_a_shorter_validity_parked_behind_a_longer_one_still_expires_on_time() -> None:
-    clock = SimulatedClock(1_000_000.0, freeze=True)
-    _, _, store, delivery = setup(clock)
-    delivery.admit(mt("long", "8613700000001", 1_000_500.0))
-    delivery.admit(mt("short", "8613700000001", 1_000_010.0))
-    clock.set(1_000_010.0)
-    delivery.sweep()
-    assert store.final == [("short", "expired")]
+@pytest.fixture
+def router(accounts: Accounts) -> Router:
+    return Router(accounts)
 
 
-async def test_messages_handed_to_a_receiver_do_not_expire_from_the_park() -> None:
-    clock = SimulatedClock(1_000_000.0, freeze=True)
-    accounts, router, store, delivery = setup(clock)
-    delivery.admit(mt("a", "8613700000001", 1_000_100.0))
+@pytest.fixture
+def delivery(router: Router, store: SqliteStore, clock: SimulatedClock) -> Delivery:
+    return Delivery(router, store, clock, MessageIds(), GatewaySettings())
+
+
+def mt(id: str, dest: str, expires_at: float = START + 86_400, **extra) -> Message:
+    return Message(id, Direction.MT, MessageStatus.ENROUTE, "", "10086", dest, b"hi", expires_at=expires_at, extra=extra)
+
+
+async def admit(store: SqliteStore, delivery: Delivery, *messages: Message) -> None:
+    for message in messages:
+        await store.accept(message)  # committed first, as the gateway does
+        delivery.admit(message)
+
+
+async def settled(store: SqliteStore) -> None:
+    """Every write issued so far is committed (writes commit in issue order) and its callbacks have run."""
+    await store.apply([])
+    await asyncio.sleep(0)
+
+
+async def status_of(store: SqliteStore, message_id: str) -> MessageStatus:
+    return (await store.get(message_id)).status
+
+
+async def test_parked_messages_expire_in_time_order_and_only_when_due(store, delivery, clock) -> None:
+    await admit(
+        store, delivery,
+        mt("late", "8613700000001", START + 300),
+        mt("early", "8613700000002", START + 100),
+        mt("early-too", "8613700000001", START + 100),  # shares a destination with "late"
+    )  # fmt: skip
+    await delivery.sweep()
+    await settled(store)
+    assert {await status_of(store, i) for i in ("late", "early", "early-too")} == {MessageStatus.ENROUTE}
+
+    clock.set(START + 100)
+    await delivery.sweep()
+    await settled(store)
+    assert await status_of(store, "early") is MessageStatus.EXPIRED
+    assert await status_of(store, "early-too") is MessageStatus.EXPIRED
+    assert await status_of(store, "late") is MessageStatus.ENROUTE
+    assert delivery.queued == {"8613700000001": 1}
+
+    clock.set(START + 299)
+    await delivery.sweep()
+    await settled(store)
+    assert await status_of(store, "late") is MessageStatus.ENROUTE
+    clock.set(START + 300)
+    await delivery.sweep()
+    await settled(store)
+    assert await status_of(store, "late") is MessageStatus.EXPIRED
+    assert not delivery.queued
+
+
+async def test_a_parked_message_is_not_held_in_memory(store, delivery) -> None:
+    await admit(store, delivery, *(mt(f"m{i}", f"861370000{i:04d}") for i in range(100)))
+    assert not delivery._held  # only the store has them
+    assert sum(delivery.queued.values()) == 100  # still counted against the per-subscriber queue limit
+
+
+async def test_a_bind_gets_everything_waiting_for_it_page_by_page_each_once(store, delivery, router, accounts) -> None:
+    delivery.PAGE = 3
+    parked = [mt(f"m{i}", f"8613700000{i % 4:03d}") for i in range(10)]
+    await admit(store, delivery, *parked, mt("to-sp", "1066", **{"to_account": "sp"}), mt("not-ours", "8613900000001"))
+    first, second = Receiver(accounts.get("handset")), Receiver(accounts.get("handset"))
+    router.bound(first)
+    delivery.receiver_ready(first)
+    router.bound(second)  # a second bind of the account while the first one's pull is still reading
+    delivery.receiver_ready(second)
+    await asyncio.gather(*delivery._pulls)
+    offered = first.offered + second.offered
+    assert sorted(m.id for m in offered) == sorted(m.id for m in parked)  # each once, nothing else
+    by_destination: dict[str, list[str]] = {}
+    for message in first.offered:
+        by_destination.setdefault(message.dest_addr, []).append(message.id)
+    for ids in by_destination.values():
+        assert ids == sorted(ids, key=lambda i: int(i[1:]))  # in order of arrival per subscriber
+
+    sp = Receiver(accounts.get("sp"))
+    router.bound(sp)
+    delivery.receiver_ready(sp)
+    await sp.wait_for(1)
+    assert [m.id for m in sp.offered] == ["to-sp"]
+
+
+async def test_a_pull_hands_out_the_next_page_only_when_the_bind_has_room(store, delivery, router, accounts) -> None:
+    delivery.PAGE, delivery.ROOM = 4, 4
+    await admit(store, delivery, *(mt(f"m{i:02d}", "8613700000001") for i in range(10)))
     receiver = Receiver(accounts.get("handset"))
     router.bound(receiver)
     delivery.receiver_ready(receiver)
-    assert [m.id for m in receiver.offered] == ["a"]
-    clock.set(1_000_200.0)
-    delivery.sweep()
-    assert store.final == []
+    await receiver.wait_for(4)
+    await asyncio.sleep(0)  # the pull has had its turn: with a full bind it waits
+    assert len(receiver.offered) == 4 and receiver in delivery._room_waiters
+    for message in receiver.offered[:2]:  # two answered: room again
+        receiver.load -= 1
+        delivery.delivered(message)
+    await receiver.wait_for(8)
+    assert [m.id for m in receiver.offered] == [f"m{i:02d}" for i in range(8)]
 
 
-async def test_stale_expiry_entries_do_not_pile_up() -> None:
-    clock = SimulatedClock(1_000_000.0, freeze=True)
-    accounts, router, store, delivery = setup(clock)
+async def test_messages_handed_to_a_receiver_do_not_expire_from_the_park(store, delivery, router, accounts, clock) -> None:
     receiver = Receiver(accounts.get("handset"))
-    for round in range(5):
-        for i in range(1000):
-            delivery.admit(mt(f"m{round}-{i}", f"86137{i:08d}", 1_086_400.0))
-        router.bound(receiver)
-        delivery.receiver_ready(receiver)  # takes everything parked
-        router.unbound(receiver)
-        delivery.sweep()
-    assert len(delivery._expiry) <= 2000
-    assert len(receiver.offered) == 5000
+    router.bound(receiver)
+    await admit(store, delivery, mt("a", "8613700000001", START + 100))
+    assert [m.id for m in receiver.offered] == ["a"]
+    clock.set(START + 200)
+    await delivery.sweep()
+    await settled(store)
+    assert await status_of(store, "a") is MessageStatus.ENROUTE  # in flight: its answer decides
+
+
+async def test_a_delivered_message_is_not_handed_out_again_before_its_status_is_committed(
+    store, delivery, router, accounts
+) -> None:
+    receiver = Receiver(accounts.get("handset"))
+    router.bound(receiver)
+    await admit(store, delivery, mt("a", "8613700000001"))
+    delivery.delivered(receiver.offered[0])  # its DELIVERED is issued, not yet committed
+    late = Receiver(accounts.get("handset"))
+    router.bound(late)
+    delivery.receiver_ready(late)
+    await asyncio.gather(*delivery._pulls)
+    assert late.offered == []
+    await settled(store)
+    assert await status_of(store, "a") is MessageStatus.DELIVERED
+
+
+async def test_after_a_restart_the_queue_counts_come_from_the_store(store, router, clock) -> None:
+    await store.accept(mt("a", "8613700000001"))
+    await store.accept(mt("b", "8613700000001"))
+    await store.accept(mt("c", "8613700000002"))
+    restarted = Delivery(router, store, clock, MessageIds(), GatewaySettings())
+    await restarted.restore()
+    assert restarted.queued == {"8613700000001": 2, "8613700000002": 1}

@@ -313,7 +313,7 @@ async def test_complete_mo_marks_processed_and_inserts_replies(store: SqliteStor
     for mo_id in ("mo1", "mo2"):
         m = await store.get(mo_id)
         assert (m.status, m.done_at) == (MessageStatus.PROCESSED, 50.0)
-    assert [m.id for m in await store.pending_mts()] == ["r1", "r2"]
+    assert await waiting_ids(store) == ["r1", "r2"]
     assert await store.unprocessed_mos() == []
 
 
@@ -353,7 +353,7 @@ async def test_mark_final_with_and_without_receipt(store: SqliteStore) -> None:
     assert (x.status, x.done_at) == (MessageStatus.EXPIRED, 30.0)
     assert (y.status, y.done_at, y.error) == (MessageStatus.UNDELIVERABLE, 31.0, 0x0B)
     assert await store.get("rcpt") == receipt
-    assert [m.id for m in await store.pending_mts()] == ["rcpt"]
+    assert await waiting_ids(store) == ["rcpt"]
 
 
 async def test_mark_final_rejects_unknown_status(store: SqliteStore) -> None:
@@ -372,16 +372,40 @@ async def test_unprocessed_mos_oldest_first_insertion_order_on_ties(store: Sqlit
     assert [m.id for m in await store.unprocessed_mos()] == ["early", "tie-1", "tie-2", "late"]
 
 
-async def test_pending_mts_oldest_first_with_limit(store: SqliteStore) -> None:
-    await store.accept(mt("b", submitted_at=2.0))
-    await store.accept(mt("a", submitted_at=1.0))
-    await store.accept(mt("c1", submitted_at=3.0))
-    await store.accept(mt("c2", submitted_at=3.0))
-    await store.accept(mt("gone", submitted_at=0.5))
-    await store.accept(mo("an-mo", submitted_at=0.1))
+async def waiting_ids(store: SqliteStore, to_account: str | None = None, low: str = "", below: str = "9") -> list[str]:
+    return [m.id for _, m in await store.waiting_mts(to_account, (low, 0), below, 1000)]
+
+
+async def test_waiting_mts_by_number_range_then_order_of_arrival_paged_by_cursor(store: SqliteStore) -> None:
+    await store.accept(mt("b2", dest_addr="8613800000002"))
+    await store.accept(mt("a1", dest_addr="8613800000001"))
+    await store.accept(mt("b1", dest_addr="8613800000002", submitted_at=-5.0))  # later in, later out
+    await store.accept(mt("other-range", dest_addr="8613900000001"))
+    await store.accept(mt("for-sp", dest_addr="8613800000001", extra={"to_account": "sp1"}))
+    await store.accept(mt("gone", dest_addr="8613800000001"))
+    await store.accept(mo("an-mo", source_addr="8613800000003", dest_addr="8613800000003"))
     await store.mark_delivered("gone", done_at=4.0, receipt=None)
-    assert [m.id for m in await store.pending_mts()] == ["a", "b", "c1", "c2"]
-    assert [m.id for m in await store.pending_mts(limit=2)] == ["a", "b"]
+
+    assert await waiting_ids(store, None, "86138", "86139") == ["a1", "b2", "b1"]
+    assert await waiting_ids(store, "sp1") == ["for-sp"]
+    first = await store.waiting_mts(None, ("86138", 0), "86139", 2)
+    assert [m.id for _, m in first] == ["a1", "b2"]
+    rest = await store.waiting_mts(None, first[-1][0], "86139", 2)
+    assert [m.id for _, m in rest] == ["b1"]
+    assert await store.waiting_counts() == {"8613800000001": 2, "8613800000002": 2, "8613900000001": 1}
+
+
+async def test_expired_mts_by_expiry_paged_by_cursor(store: SqliteStore) -> None:
+    await store.accept(mt("late", expires_at=300.0))
+    await store.accept(mt("early", expires_at=100.0))
+    await store.accept(mt("early-too", expires_at=100.0))
+    await store.accept(mt("delivered", expires_at=50.0))
+    await store.mark_delivered("delivered", done_at=4.0, receipt=None)
+
+    assert [m.id for _, m in await store.expired_mts(99.0, (0.0, 0), 10)] == []
+    page = await store.expired_mts(300.0, (0.0, 0), 2)
+    assert [m.id for _, m in page] == ["early", "early-too"]
+    assert [m.id for _, m in await store.expired_mts(300.0, page[-1][0], 2)] == ["late"]
 
 
 # --- lifecycle -----------------------------------------------------------------------------
