@@ -134,8 +134,10 @@ MIGRATIONS: list[Migration] = [
     (
         # SqliteStore.waiting_mts: one account's (receipts, SP notices) or a
         # number range's, in (dest_addr, seq) order for keyset paging.
-        "CREATE INDEX messages_waiting ON messages (json_extract(extra, '$.to_account'), dest_addr)"
-        " WHERE status = 'enroute' AND direction = 'mt'",
+        (
+            "CREATE INDEX messages_waiting ON messages (json_extract(extra, '$.to_account'), dest_addr)"
+            " WHERE status = 'enroute' AND direction = 'mt'"
+        ),
         # SqliteStore.expired_mts
         "CREATE INDEX messages_enroute_expiry ON messages (expires_at) WHERE status = 'enroute' AND direction = 'mt'",
     ),

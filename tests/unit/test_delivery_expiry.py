@@ -133,7 +133,7 @@ async def test_a_parked_message_is_not_held_in_memory(store, delivery) -> None:
 async def test_a_bind_gets_everything_waiting_for_it_page_by_page_each_once(store, delivery, router, accounts) -> None:
     delivery.PAGE = 3
     parked = [mt(f"m{i}", f"8613700000{i % 4:03d}") for i in range(10)]
-    await admit(store, delivery, *parked, mt("to-sp", "1066", **{"to_account": "sp"}), mt("not-ours", "8613900000001"))
+    await admit(store, delivery, *parked, mt("to-sp", "1066", to_account="sp"), mt("not-ours", "8613900000001"))
     first, second = Receiver(accounts.get("handset")), Receiver(accounts.get("handset"))
     router.bound(first)
     delivery.receiver_ready(first)
