@@ -9,6 +9,16 @@ our hardware; batching is what gets us tens of thousands. A batch's rows are
 grouped into as few `executemany` runs as issue order allows (see
 `writer_child.plan`, which runs in the writer process).
 
+Duplicates: a client that retransmits a message (same dedup_key, see
+gateway/messages.py) within the dedup window gets the first one's id and
+nothing is stored again. While the first one is uncommitted, the copy waits
+for its commit (`_uncommitted`); once it is committed, the UNIQUE index on
+dedup_key is what recognises a copy: its INSERT skips the row
+(writer_child.SKIP_DUPLICATE_KEY) and the holder's id is read back. So the
+memory kept per key is only for writes in flight, whatever the window and
+the rate (a map of every key in the window grew by ~360 bytes per message:
+gigabytes per hour at load-test rates).
+
 Reads use a second, plain sqlite3 connection on the event loop thread (an
 indexed lookup costs less there than a hop to another thread): WAL lets it
 read committed data while the writer holds its transaction open.
@@ -30,7 +40,6 @@ import json
 import sqlite3
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, Union
@@ -40,7 +49,7 @@ from .migrations import SchemaVersionError
 from .records import Direction, Message, MessageStatus
 from .rows import effect_sql, from_row, select_sql
 from .writer import WriterProcess
-from .writer_child import Step
+from .writer_child import SKIP_DUPLICATE_KEY, Step
 
 R = TypeVar("R")
 
@@ -115,6 +124,9 @@ def _message(row: Sequence[Any]) -> Message:
 
 # --- write statements -----------------------------------------------------------
 
+_INSERT_KEYED = _INSERT + SKIP_DUPLICATE_KEY  # a message with a dedup_key: a copy of a stored one is skipped
+_KEY_HOLDER = "SELECT id FROM messages WHERE dedup_key = ?"
+
 _PROCESSED = f"UPDATE messages SET status = '{MessageStatus.PROCESSED.value}', done_at = ? WHERE id = ?"
 _DELIVERED = f"UPDATE messages SET status = '{MessageStatus.DELIVERED.value}', done_at = ? WHERE id = ?"
 _RETRY = "UPDATE messages SET attempts = ?, next_attempt_at = ?, error = ? WHERE id = ?"
@@ -146,8 +158,8 @@ class _Op:
     waiter: _Waiter
     result: Any = None
     # Lists created on first use: most ops have neither, and accept() is the hot path.
-    dedup_keys: list[str] | None = None  # keys this op made "recent"
-    followers: list[tuple[_Waiter, Any]] | None = None  # duplicates awaiting our commit
+    dedup_keys: list[str] | None = None  # keys this op inserts
+    followers: list[_Waiter] | None = None  # copies of the message this op inserts, awaiting its commit
 
 
 def _succeed(waiter: _Waiter, value: Any, callbacks: list[tuple[Callback, Any, BaseException | None]]) -> None:
@@ -175,9 +187,11 @@ def _settle(batch: list[_Op]) -> list[tuple[Callback, Any, BaseException | None]
     callbacks: list[tuple[Callback, Any, BaseException | None]] = []
     for op in batch:
         _succeed(op.waiter, op.result, callbacks)
-        for waiter, result in op.followers or ():
-            _succeed(waiter, result, callbacks)
-        op.followers = None
+        if op.followers is not None:
+            copy = (op.result[0], True)  # the id stored for the key (the op's own, or the holder's if it was a copy too)
+            for waiter in op.followers:
+                _succeed(waiter, copy, callbacks)
+            op.followers = None
     return callbacks
 
 
@@ -225,17 +239,9 @@ class SqliteStore:
         self._stopping = False  # close() was called: write what is pending, then stop
         self._writer_task: asyncio.Task[None] | None = None
         self._closed = False
-        # dedup_key -> (id of the message that holds it, accepted_at), oldest
-        # first (pruned from the front). Only these two values are kept for the
-        # whole window: at thousands of messages a second anything more (the
-        # op with its rows and future) is most of the process's memory and
-        # the garbage collector's work.
-        self._recent: OrderedDict[str, tuple[str, float]] = OrderedDict()
-        # dedup_key -> the op that wrote it, until that op is committed: a
-        # duplicate arriving meanwhile must wait for the commit.
-        self._uncommitted: dict[str, _Op] = {}
-        # The front of _recent is not older than this: no need to look before then.
-        self._prune_due = float("inf")
+        # dedup_key -> (the op that inserts it, when), until that op is committed:
+        # a copy arriving meanwhile must wait for the commit (see the module docstring).
+        self._uncommitted: dict[str, tuple[_Op, float]] = {}
 
     @property
     def writer(self) -> WriterProcess:
@@ -252,7 +258,6 @@ class SqliteStore:
         try:
             await self._writer.start()  # opens the file in WAL mode and migrates it
             self._reader = _connect_reader(self.path)
-            await self._load_recent_keys()
         except (sqlite3.Error, OSError, SchemaVersionError) as exc:
             await self._close_connections()
             raise StoreOpenError(f"cannot open SQLite store at {self.path!r}: {exc}") from exc
@@ -276,17 +281,6 @@ class SqliteStore:
             self._reader.close()
             self._reader = None
         await self._writer.close()
-
-    async def _load_recent_keys(self) -> None:
-        rows = await self._read(
-            "SELECT dedup_key, id, accepted_at FROM messages"
-            " WHERE dedup_key IS NOT NULL AND accepted_at > ? ORDER BY accepted_at, seq",
-            (self._clock() - self._dedup_window,),
-        )
-        for key, message_id, accepted_at in rows:
-            self._recent[key] = (message_id, accepted_at)
-        if self._recent:
-            self._prune_due = next(iter(self._recent.values()))[1]
 
     # --- writes -------------------------------------------------------------
 
@@ -379,16 +373,10 @@ class SqliteStore:
         if key is None:
             op.steps.append((_INSERT, _row(message, now), (message.id,)))
             return
-        if key in self._uncommitted:
+        if key in self._uncommitted:  # its holder left the window before it was even committed
             op.steps.append((_RELEASE_KEY, (key, now - self._dedup_window), (key,)))
-        op.steps.append((_INSERT, _row(message, now), (message.id, key)))
-        # Any stored row's key counts, so accept() dedups against replies and
-        # receipts as it would after a restart (open() loads them all).
-        if not self._recent:
-            self._prune_due = now
-        self._recent[key] = (message.id, now)
-        self._recent.move_to_end(key)
-        self._uncommitted[key] = op
+        op.steps.append((_INSERT_KEYED, _row(message, now), (message.id, key)))
+        self._uncommitted[key] = (op, now)
         if op.dedup_keys is None:
             op.dedup_keys = []
         op.dedup_keys.append(key)
@@ -406,59 +394,26 @@ class SqliteStore:
     # --- dedup --------------------------------------------------------------
 
     def _duplicate_of(self, key: str, now: float, waiter: _Waiter) -> bool:
-        """If `key` is inside the window: arrange for `waiter` to get (earlier id, True) and return True."""
-        cutoff = now - self._dedup_window
-        self._prune(cutoff)
-        recent = self._recent.get(key)
-        if recent is None:
+        """If a message with `key` is still being committed inside the window: `waiter` follows it (True)."""
+        in_flight = self._uncommitted.get(key)
+        if in_flight is None:
+            return False  # committed or never seen: the UNIQUE index decides (SKIP_DUPLICATE_KEY)
+        original, accepted_at = in_flight
+        if accepted_at <= now - self._dedup_window:
             return False
-        message_id, accepted_at = recent
-        if accepted_at <= cutoff:
-            return False
-        result = (message_id, True)
-        original = self._uncommitted.get(key)
-        if original is None:
-            callbacks: list[tuple[Callback, Any, BaseException | None]] = []
-            _succeed(waiter, result, callbacks)
-            if callbacks:  # never inside the caller's own call
-                assert self._loop is not None
-                self._loop.call_soon(_run_callbacks, self._loop, callbacks)
-        else:
-            # The original is still queued or in flight: acknowledging the copy
-            # now could ack a message that is then lost.
-            if original.followers is None:
-                original.followers = []
-            original.followers.append((waiter, result))
+        # Acknowledging the copy before the original is committed could ack a message that is then lost.
+        if original.followers is None:
+            original.followers = []
+        original.followers.append(waiter)
         return True
 
-    def _prune(self, cutoff: float) -> None:
-        # Oldest first, so stop at the first key still inside the window. (If
-        # the clock steps back, later expired keys linger until reached; the
-        # check in _duplicate_of still compares their age.)
-        if cutoff < self._prune_due:
-            return  # the oldest entry is still inside the window: nothing to do (the common case)
-        recent = self._recent
-        while recent:
-            key, (_message_id, accepted_at) = next(iter(recent.items()))
-            if accepted_at > cutoff:
-                self._prune_due = accepted_at
-                return
-            del recent[key]
-        self._prune_due = float("inf")
-
-    def _forget_keys(self, op: _Op) -> None:
-        """The op was not written: its keys must not dedup later messages."""
-        for key in op.dedup_keys or ():
-            if self._uncommitted.get(key) is op:
-                del self._uncommitted[key]
-                self._recent.pop(key, None)
-
-    def _committed_keys(self, batch: list[_Op]) -> None:
-        """The batch is committed: its keys' messages now dedup at once, and the ops can be freed."""
+    def _settled_keys(self, ops: list[_Op]) -> None:
+        """These ops are committed (the UNIQUE index has their keys now) or failed (nothing holds them)."""
         uncommitted = self._uncommitted
-        for op in batch:
+        for op in ops:
             for key in op.dedup_keys or ():
-                if uncommitted.get(key) is op:
+                in_flight = uncommitted.get(key)
+                if in_flight is not None and in_flight[0] is op:
                     del uncommitted[key]
 
     # --- the writer task ----------------------------------------------------
@@ -493,13 +448,13 @@ class SqliteStore:
         self.stats.batches += 1
         self.stats.ops += len(batch)
         try:
-            await self._commit(batch)
+            skipped = await self._commit(batch)
         except asyncio.CancelledError as cancelled:  # the loop is being torn down without close()
             callbacks: list[tuple[Callback, Any, BaseException | None]] = []
             for op in batch:
-                self._forget_keys(op)
+                self._settled_keys([op])
                 _fail(op.waiter, cancelled, callbacks)
-                for waiter, _ in op.followers or ():
+                for waiter in op.followers or ():
                     _fail(waiter, cancelled, callbacks)
             self._schedule_callbacks(callbacks)
             raise
@@ -507,10 +462,10 @@ class SqliteStore:
             self.stats.failed_batches += 1
             if len(batch) == 1:
                 op = batch[0]
-                self._forget_keys(op)
+                self._settled_keys([op])
                 callbacks = []
                 _fail(op.waiter, exc, callbacks)
-                for waiter, _ in op.followers or ():
+                for waiter in op.followers or ():
                     _fail(waiter, exc, callbacks)
                 self._schedule_callbacks(callbacks)
             else:
@@ -520,8 +475,17 @@ class SqliteStore:
                 for op in batch:
                     await self._write_batch([op])
         else:
-            self._committed_keys(batch)
+            if skipped:
+                self._answer_copies(batch, set(skipped))
+            self._settled_keys(batch)
             self._schedule_callbacks(_settle(batch))
+
+    def _answer_copies(self, batch: list[_Op], skipped: set[str]) -> None:
+        """Accepts whose message the writer skipped as a copy of a stored one: they answer with the holder's id."""
+        for op in batch:
+            if op.dedup_keys and op.result is not None and op.result[0] in skipped:
+                (holder,) = self._reader.execute(_KEY_HOLDER, (op.dedup_keys[0],)).fetchone()
+                op.result = (holder, True)
 
     def _schedule_callbacks(self, callbacks: list[tuple[Callback, Any, BaseException | None]]) -> None:
         # One loop callback for the whole batch, not one per write, and not
@@ -530,13 +494,15 @@ class SqliteStore:
             assert self._loop is not None
             self._loop.call_soon(_run_callbacks, self._loop, callbacks)
 
-    async def _commit(self, batch: list[_Op]) -> None:
+    async def _commit(self, batch: list[_Op]) -> list[str]:
         steps = [step for op in batch for step in op.steps]
         if any(op.dedup_keys for op in batch):
             steps.insert(0, (_RELEASE_EXPIRED_KEYS, (self._clock() - self._dedup_window,), ()))
         # The writer groups the steps into executemany runs (writer_child.plan):
         # that is CPU the event loop's core does not spend.
-        self.stats.executes += await self._writer.commit(steps)  # rolled back by the writer if it raises
+        statements, skipped = await self._writer.commit(steps)  # rolled back by the writer if it raises
+        self.stats.executes += statements
+        return skipped
 
     # --- reads --------------------------------------------------------------
 

@@ -13,8 +13,9 @@ are the same interpreter, and every value bound here is a str, bytes, int,
 float or None, which marshal handles faster than pickle).
 
     parent -> child   [(sql, params, tokens), ...]       one transaction, in issue order
-    child -> parent   (True, "", "", statements)          committed
-                      (False, error_class, message, 0)    rolled back; nothing of it stands
+    child -> parent   (True, "", "", statements, skipped) committed; `skipped`: ids of rows an
+                                                          INSERT ... SKIP_DUPLICATE_KEY did not store
+                      (False, error_class, message, 0, []) rolled back; nothing of it stands
 
 The child groups the steps into executemany runs itself (writer_child.plan).
 
@@ -71,8 +72,10 @@ class WriterProcess:
             await self.close()
             raise _error(reply[1], reply[2])
 
-    async def commit(self, steps: list[Step]) -> int:
-        """Run the steps in one transaction and commit; return the statements run, or raise the sqlite3 error."""
+    async def commit(self, steps: list[Step]) -> tuple[int, list[str]]:
+        """Run the steps in one transaction and commit, or raise the sqlite3 error.
+
+        Returns the statements run and the ids of the rows skipped as duplicates (writer_child.SKIP_DUPLICATE_KEY)."""
         try:
             body = marshal.dumps(steps)
         except ValueError:  # a str or int subclass (an enum member in a service record)
@@ -84,10 +87,10 @@ class WriterProcess:
             await self._restart()
             if not await self._send(request):
                 raise WriterDied("SQLite writer process exited as soon as it was restarted")
-        ok, error_class, message, statements = await self._receive()
+        ok, error_class, message, statements, skipped = await self._receive()
         if not ok:
             raise _error(error_class, message)
-        return statements
+        return statements, skipped
 
     async def close(self) -> None:
         """Close the child's stdin and wait for it to exit."""

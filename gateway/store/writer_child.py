@@ -204,12 +204,25 @@ def _touched_after(last_group: dict[str, int], tokens: tuple[str, ...], g: int) 
     return False
 
 
-def _run_batch(conn: sqlite3.Connection, steps: list[Step]) -> tuple[bool, str, str, int]:
-    """Run the steps in one transaction: (True, "", "", statements run) or (False, error class, message, 0)."""
+# A message INSERT ending in this stores nothing when another row holds its
+# dedup_key (the client's retransmission of a message already stored). The
+# first parameter of such an INSERT's rows is the message id: the child tells
+# the parent which ids it skipped, and the parent answers them as duplicates.
+SKIP_DUPLICATE_KEY = " ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING"
+_ID_CHUNK = 500  # ids per lookup (SQLite's bound-parameter limit is higher; this keeps statements cacheable)
+
+
+def _run_batch(conn: sqlite3.Connection, steps: list[Step]) -> tuple[bool, str, str, int, list[str]]:
+    """Run the steps in one transaction.
+
+    (True, "", "", statements run, ids of rows skipped as duplicates) or (False, error class, message, 0, []).
+    """
     runs = plan(steps)
+    skipped: list[str] = []
     try:
         for sql, rows in runs:
-            conn.executemany(sql, rows)
+            if conn.executemany(sql, rows).rowcount < len(rows) and sql.endswith(SKIP_DUPLICATE_KEY):
+                skipped += _not_stored(conn, [row[0] for row in rows])
         conn.commit()
     except Exception as exc:
         if conn.in_transaction:
@@ -217,8 +230,18 @@ def _run_batch(conn: sqlite3.Connection, steps: list[Step]) -> tuple[bool, str, 
                 conn.rollback()
             except sqlite3.Error:
                 pass  # SQLite already rolled back (e.g. after a failed COMMIT)
-        return False, type(exc).__name__, str(exc), 0
-    return True, "", "", len(runs) + 1  # the runs and the COMMIT
+        return False, type(exc).__name__, str(exc), 0, []
+    return True, "", "", len(runs) + 1, skipped  # the runs and the COMMIT
+
+
+def _not_stored(conn: sqlite3.Connection, ids: list[str]) -> list[str]:
+    """Which of these message ids have no row (inside the transaction that just tried to insert them)."""
+    stored: set[str] = set()
+    for start in range(0, len(ids), _ID_CHUNK):
+        chunk = ids[start : start + _ID_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        stored.update(row[0] for row in conn.execute(f"SELECT id FROM messages WHERE id IN ({marks})", chunk))
+    return [i for i in ids if i not in stored]
 
 
 def main(path: str) -> int:

@@ -66,7 +66,7 @@ async def test_a_failed_transaction_is_rolled_back_and_reported_with_its_sqlite_
     await writer.start()
     try:
         insert = "INSERT INTO job_runs (job, period, ran_at) VALUES (?, ?, ?)"
-        assert await writer.commit([(insert, ("billing", "2026-11", 1.0), ())]) == 2  # one run, the COMMIT
+        assert await writer.commit([(insert, ("billing", "2026-11", 1.0), ())]) == (2, [])  # one run, the COMMIT
         with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
             await writer.commit([(insert, ("billing", "2026-12", 2.0), ()), (insert, ("billing", "2026-11", 3.0), ())])
         await writer.commit([(insert, ("billing", "2026-12", 4.0), ())])  # the failed one left nothing behind
