@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Awaitable
+from typing import Any
 
 from .clock import Clock
 from .config import GatewaySettings
@@ -53,6 +55,10 @@ class Delivery:
         self.backoff = settings.retry_backoff
         self.queued: Counter[str] = Counter()  # MTs not yet final, per destination (parked ones too)
         self._held: set[str] = set()  # ids of the MTs in hand (see the module docstring)
+        # While a page is being read, an MT whose final status commits stays held until the page is
+        # handed out: the page may have been read before that commit and still show it undelivered.
+        self._reading = 0
+        self._release_after_reading: list[str] = []
         self._retry_timers: dict[str, asyncio.TimerHandle] = {}
         self._pulls: set[asyncio.Task] = set()
         self._room_waiters: dict[Receiver, asyncio.Future[None]] = {}  # pulls waiting for their bind to drain
@@ -93,11 +99,14 @@ class Delivery:
             for to_account, low, below in ranges:
                 after: tuple[str, int] = (low, 0)
                 while self.router.is_bound(receiver):
-                    page = await self.store.waiting_mts(to_account, after, below, self.PAGE)
-                    for _cursor, message in page:
-                        if message.id not in self._held:
-                            self._held.add(message.id)
-                            self.dispatch(message)
+                    page = await self._read(self.store.waiting_mts(to_account, after, below, self.PAGE))
+                    try:
+                        for _cursor, message in page:
+                            if message.id not in self._held:
+                                self._held.add(message.id)
+                                self.dispatch(message)
+                    finally:
+                        self._read_done()
                     if len(page) < self.PAGE:
                         break
                     after = page[-1][0]
@@ -106,6 +115,21 @@ class Delivery:
         except Exception:
             # Nothing is lost (the MTs stay in the store); the next bind reads them again.
             log.exception("reading waiting MTs failed", account=account.system_id)
+
+    async def _read(self, page: Awaitable[list[tuple[Any, Message]]]) -> list[tuple[Any, Message]]:
+        """A page of MTs from the store; call `_read_done` once it is handed out."""
+        self._reading += 1
+        try:
+            return await page
+        except BaseException:
+            self._read_done()
+            raise
+
+    def _read_done(self) -> None:
+        self._reading -= 1
+        if not self._reading and self._release_after_reading:
+            self._held.difference_update(self._release_after_reading)
+            self._release_after_reading.clear()
 
     def _room(self, receiver: Receiver) -> asyncio.Future[None]:
         waiter = self._room_waiters.get(receiver)
@@ -165,11 +189,14 @@ class Delivery:
         now = self.clock.now()
         after: tuple[float, int] = (0.0, 0)
         while True:
-            page = await self.store.expired_mts(now, after, self.PAGE)
-            for _cursor, message in page:
-                if message.id not in self._held:
-                    self._held.add(message.id)
-                    self._finish(message, MessageStatus.EXPIRED, MessageState.EXPIRED, 0)
+            page = await self._read(self.store.expired_mts(now, after, self.PAGE))
+            try:
+                for _cursor, message in page:
+                    if message.id not in self._held:
+                        self._held.add(message.id)
+                        self._finish(message, MessageStatus.EXPIRED, MessageState.EXPIRED, 0)
+            finally:
+                self._read_done()
             if len(page) < self.PAGE:
                 return
             after = page[-1][0]
@@ -186,7 +213,11 @@ class Delivery:
         """Once the MT's final status is committed (or failed to be), it is no longer in hand; then its receipt goes out."""
 
         def committed(future: asyncio.Future[None]) -> None:
-            self._held.discard(message_id)  # on failure it is still enroute in the store: read again later
+            # On failure it is still enroute in the store: read again later.
+            if self._reading:
+                self._release_after_reading.append(message_id)
+            else:
+                self._held.discard(message_id)
             if receipt is not None and future.exception() is None:
                 self.admit(receipt)
 

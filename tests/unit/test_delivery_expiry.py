@@ -205,3 +205,44 @@ async def test_after_a_restart_the_queue_counts_come_from_the_store(store, route
     restarted = Delivery(router, store, clock, MessageIds(), GatewaySettings())
     await restarted.restore()
     assert restarted.queued == {"8613700000001": 2, "8613700000002": 1}
+
+
+class SlowReads(SqliteStore):
+    """The SQLite store, with a page of waiting MTs handed back only when the test says so (as a
+    networked store's would be, some time after the database answered)."""
+
+    def __init__(self, path: str, clock) -> None:
+        super().__init__(path, clock=clock)
+        self.go_on = asyncio.Event()
+        self.read_done = asyncio.Event()
+
+    async def waiting_mts(self, *args):
+        page = await super().waiting_mts(*args)
+        if page:
+            self.read_done.set()
+            await self.go_on.wait()
+        return page
+
+
+async def test_a_page_read_before_a_delivery_committed_does_not_hand_that_mt_out_again(
+    tmp_path: Path, router, accounts, clock
+) -> None:
+    store = SlowReads(str(tmp_path / "slow.db"), clock.now)
+    await store.open()
+    try:
+        delivery = Delivery(router, store, clock, MessageIds(), GatewaySettings())
+        receiver = Receiver(accounts.get("handset"))
+        router.bound(receiver)
+        await admit(store, delivery, mt("a", "8613700000001"))
+        late = Receiver(accounts.get("handset"))
+        router.bound(late)
+        delivery.receiver_ready(late)
+        await store.read_done.wait()  # the page holds "a", still undelivered in the store
+        delivery.delivered(receiver.offered[0])
+        await settled(store)  # "a" is DELIVERED in the store now
+        store.go_on.set()
+        await asyncio.gather(*delivery._pulls)
+        assert [m.id for m in receiver.offered + late.offered] == ["a"]
+        assert not delivery._held  # released once the page was handed out
+    finally:
+        await store.close()
