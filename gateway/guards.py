@@ -7,7 +7,10 @@
 
 The answers must be instant (they are on the submit_sm path), so the state is
 held in memory: loaded at start, then kept current from every committed
-effect (`observe`).
+effect (`observe`). It is held as tuples of strings and counters, not as the
+records: blocks only accumulate (one per report), and tuples of strings are
+left alone by the garbage collector, where 50,000 Block records made every
+generation-1 collection scan them (bench/perf-log.md, session 5).
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ S = CommandStatus
 class Guards:
     def __init__(self, catalogue: Catalogue) -> None:
         self._code_of = {entry.id: entry.service_code for entry in catalogue}
-        self.network_blocked: set[str] = set()
-        self.personal_blocks: set[tuple[str, str]] = set()  # (reported, reporter)
-        self._blocks: dict[str, Block] = {}
+        # Active blocks: how many for each number blocked network-wide, and for each
+        # (reported, reporter) pair (a number reported twice by one subscriber has two).
+        self._network: Counter[str] = Counter()
+        self._personal: Counter[tuple[str, str]] = Counter()
+        self._blocks: dict[str, tuple[str, str]] = {}  # active block id -> (reported, reporter)
         self._subscriptions: dict[str, tuple[str, str]] = {}  # active id -> (msisdn, service code)
         self._active: Counter[tuple[str, str]] = Counter()
 
@@ -51,9 +56,9 @@ class Guards:
 
     def check(self, account: Account, source: str, dest: str) -> tuple[int, str] | None:
         """(command_status, reason) when the submission must be refused, else None."""
-        if source in self.network_blocked:
+        if source in self._network:
             return S.SMSGW_RSENDERBLOCKED, f"{source} is blocked network-wide after spam reports"
-        if (source, dest) in self.personal_blocks:
+        if (source, dest) in self._personal:
             return S.SMSGW_RBLOCKEDBYRECIPIENT, f"{dest} reported {source} as spam"
         if account.role == "sp" and not self._active[(dest, source)]:
             return S.SMSGW_RNOSUBSCRIPTION, f"{dest} has no active confirmed subscription on {source}"
@@ -62,19 +67,16 @@ class Guards:
     def _block(self, block: Block) -> None:
         previous = self._blocks.pop(block.id, None)
         if previous is not None:
-            self._unindex(previous)
+            self._count(*previous, -1)
         if block.lifted_at is None:
-            self._blocks[block.id] = block
-            if block.reporter:
-                self.personal_blocks.add((block.reported, block.reporter))
-            else:
-                self.network_blocked.add(block.reported)
+            self._blocks[block.id] = (block.reported, block.reporter)
+            self._count(block.reported, block.reporter, +1)
 
-    def _unindex(self, block: Block) -> None:
-        if block.reporter:
-            self.personal_blocks.discard((block.reported, block.reporter))
-        elif not any(b.reported == block.reported and not b.reporter for b in self._blocks.values()):
-            self.network_blocked.discard(block.reported)
+    def _count(self, reported: str, reporter: str, change: int) -> None:
+        counts, key = (self._personal, (reported, reporter)) if reporter else (self._network, reported)
+        counts[key] += change
+        if counts[key] <= 0:
+            del counts[key]  # membership is what `check` asks
 
     def _subscription(self, subscription: Subscription) -> None:
         previous = self._subscriptions.pop(subscription.id, None)

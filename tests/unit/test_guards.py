@@ -1,0 +1,49 @@
+"""Submission guards: blocks after spam reports, as committed effects add and lift them."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from gateway.accounts import Accounts
+from gateway.config import AccountConfig
+from gateway.guards import Guards
+from gateway.smpp.constants import CommandStatus as S
+from gateway.store.effects import Put
+from gateway.store.records import Block
+from handlers.base import Catalogue
+
+SPAMMER, VICTIM, OTHER = "8613900000009", "8613800000001", "8613800000002"
+
+
+def guards_and_account():
+    accounts = Accounts((AccountConfig("handset", "pw", "handset", numbers=("86138", "86139")),))
+    return Guards(Catalogue(())), accounts.get("handset")
+
+
+def status(guards: Guards, account, source: str, dest: str) -> int | None:
+    refusal = guards.check(account, source, dest)
+    return refusal[0] if refusal else None
+
+
+def test_a_personal_block_stops_only_that_pair_until_each_of_its_blocks_is_lifted() -> None:
+    guards, handset = guards_and_account()
+    first = Block("b1", SPAMMER, VICTIM, 1.0)
+    second = Block("b2", SPAMMER, VICTIM, 2.0)  # the same subscriber reported the same number again
+    guards.observe([Put(first), Put(second)])
+    assert status(guards, handset, SPAMMER, VICTIM) == S.SMSGW_RBLOCKEDBYRECIPIENT
+    assert status(guards, handset, SPAMMER, OTHER) is None
+    guards.observe([Put(replace(first, lifted_at=3.0))])
+    assert status(guards, handset, SPAMMER, VICTIM) == S.SMSGW_RBLOCKEDBYRECIPIENT  # b2 still stands
+    guards.observe([Put(replace(second, lifted_at=4.0))])
+    assert status(guards, handset, SPAMMER, VICTIM) is None
+
+
+def test_a_network_block_stops_every_destination_until_lifted() -> None:
+    guards, handset = guards_and_account()
+    block = Block("n1", SPAMMER, "", 1.0)
+    guards.observe([Put(block)])
+    guards.observe([Put(block)])  # the same record committed again changes nothing
+    assert status(guards, handset, SPAMMER, VICTIM) == S.SMSGW_RSENDERBLOCKED
+    assert status(guards, handset, SPAMMER, OTHER) == S.SMSGW_RSENDERBLOCKED
+    guards.observe([Put(replace(block, lifted_at=2.0))])
+    assert status(guards, handset, SPAMMER, OTHER) is None
