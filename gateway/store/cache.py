@@ -61,7 +61,10 @@ PARTITIONS: dict[type, dict[str, tuple[str, ...]]] = {
     Block: {"reported": ("reporter",)},  # blocks_by_reported
 }
 
-_Key = tuple[type, str, Any]  # (record type, partition column, its value)
+# (record type's name, partition column, its value): strings only, so the collector stops tracking a key at
+# its first collection (partitions are kept for as long as the gateway runs; a key holding the type stayed
+# tracked, and every generation-1 collection scanned it again).
+_Key = tuple[str, str, str]
 _Rows = dict[tuple, tuple]  # primary key -> row, in the store's insertion order
 
 
@@ -85,6 +88,7 @@ class _Layout:
 
 
 _LAYOUTS = {record_type: _Layout(record_type) for record_type in PARTITIONS}
+_TYPES = {record_type.__name__: record_type for record_type in PARTITIONS}
 
 
 class RecordCache:
@@ -104,7 +108,7 @@ class RecordCache:
         column = _partition_column(record_type, filters)
         if column is None:
             return await self.store.find(record_type, order_by=order_by, limit=limit, **filters)
-        key = (record_type, column, filters[column])
+        key = (record_type.__name__, column, filters[column])
         rows = self._partitions.get(key)
         if rows is None:
             rows = await self._load(key)
@@ -136,7 +140,7 @@ class RecordCache:
                     continue
                 row = None
                 for column in partitioned_by:
-                    rows = self._touch((type(record), column, getattr(record, column)))
+                    rows = self._touch((type(record).__name__, column, getattr(record, column)))
                     if rows is not None:
                         if row is None:
                             row = to_row(record)
@@ -158,19 +162,21 @@ class RecordCache:
         if partitioned_by is None:
             return
         layout = _LAYOUTS[effect.record_type]
+        name = effect.record_type.__name__
         pk = tuple(effect.key)
         for column in partitioned_by:
             if column in layout.key_names:
-                rows = self._touch((effect.record_type, column, pk[layout.key_names.index(column)]))
+                rows = self._touch((name, column, pk[layout.key_names.index(column)]))
                 if rows is not None:
                     rows.pop(pk, None)
             else:  # which partition holds it is not in the key: forget them all (no handler deletes such records)
-                for key in [k for k in (*self._partitions, *self._loading) if k[0] is effect.record_type and k[1] == column]:
+                for key in [k for k in (*self._partitions, *self._loading) if k[0] == name and k[1] == column]:
                     self._partitions.pop(key, None)
                     self._touch(key)
 
     async def _load(self, key: _Key) -> _Rows:
-        record_type, column, value = key
+        name, column, value = key
+        record_type = _TYPES[name]
         if key in self._loading:  # read concurrently by another caller: answer this one from the store
             records = await self.store.find(record_type, order_by="rowid", **{column: value})
             return _rows(record_type, records)
