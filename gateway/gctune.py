@@ -21,13 +21,14 @@ So, once the gateway has started:
   over ~70x more messages. Full collections keep CPython's own rule (only
   when the old generation grew by 25% since the last one), so their cost
   stays proportional to the growth of the heap.
-* generation 1 is collected every `GEN1_THRESHOLD` young collections, not
-  CPython's 10 (or our earlier 20): it scans everything that survived the
-  young collections since the last one, so its pause grows with that count.
-  At 20, under the dialogue mix, it scanned ~150,000 objects in 150-170 ms
-  every ~160 s; objects the gateway keeps for long (the record cache) are
-  built so a collection soon stops tracking them (gateway/store/cache.py),
-  which keeps the old generation, and full collections, small.
+* generation 1 is collected every `GEN1_THRESHOLD` young collections. It
+  scans everything that survived the young collections since the last one,
+  so its pause grows with that count: under the dialogue mix, ~150,000
+  objects in 150-170 ms every ~160 s, most of them the record cache's
+  partitions; 106 ms since their keys are strings only (untracked at their
+  first young collection). At 2 the longest
+  pause in the same run was 23 ms, but b1 lost ~3% (the messages in flight
+  were scanned 7x as often), so it stays at 20 (bench/perf-log.md, session 5).
 
 Nothing here stops cycles from being collected; the collector only looks
 less often. Measured on the benchmark (bench/run.py, b1): +30-50% msgs/s.
@@ -39,7 +40,7 @@ import gc
 import threading
 
 GEN0_THRESHOLD = 50_000
-GEN1_THRESHOLD = 2
+GEN1_THRESHOLD = 20
 GEN2_THRESHOLD = 10
 
 _lock = threading.Lock()
