@@ -173,8 +173,10 @@ async def _file(ctx: ServiceContext, inbound: Inbound, reported: str, text: str,
     reporter, now, settings = inbound.subscriber, inbound.received_at, ctx.settings
     shown = _display(ctx, reported)
     already_blocked = bool(await _network_blocks(ctx, reported))
-    open_reports = [] if already_blocked else await ctx.store.find(SpamReport, reported=reported, status=RECEIVED)
-    recent = {r.reporter for r in open_reports if r.created_at >= now - settings.spam_block_window} | {reporter}
+    recent = {reporter}
+    if not already_blocked:  # counted without building a record per open report: a number may have thousands
+        since = now - settings.spam_block_window
+        recent |= await ctx.store.distinct(SpamReport, "reporter", reported=reported, status=RECEIVED, created_at__gte=since)
     blocking = not already_blocked and len(recent) >= settings.spam_block_threshold
 
     report = SpamReport(ctx.new_id(), reporter, reported, text, now, HANDLED if already_blocked or blocking else RECEIVED)
@@ -189,6 +191,7 @@ async def _file(ctx: ServiceContext, inbound: Inbound, reported: str, text: str,
 
     reason = f"{len(recent)} distinct reporters within {settings.spam_block_window:g}s"
     outcome.put(Block(ctx.new_id(), reported, "", now, reason=reason))
+    open_reports = await ctx.store.find(SpamReport, reported=reported, status=RECEIVED)
     outcome.put(*(dataclasses.replace(r, status=HANDLED) for r in open_reports))
     told: list[str] = []
     for r in [report, *sorted(open_reports, key=lambda r: r.created_at)]:

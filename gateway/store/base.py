@@ -89,3 +89,6 @@ class Store(Protocol):
 
     async def find(self, record_type: type[R], *, order_by: str | None = None, limit: int | None = None, **filters: Any) -> list[R]:
         """Service records (records.TABLES) matching `field=value`, `field__gte=…` (gt, lte, lt, ne) and `field__in=[…]`."""
+
+    async def distinct(self, record_type: type, column: str, **filters: Any) -> set[Any]:
+        """The distinct values of `column` among the records `find` would return for `filters` (none built)."""

@@ -108,13 +108,7 @@ class RecordCache:
         column = _partition_column(record_type, filters)
         if column is None:
             return await self.store.find(record_type, order_by=order_by, limit=limit, **filters)
-        key = (record_type.__name__, column, filters[column])
-        rows = self._partitions.get(key)
-        if rows is None:
-            rows = await self._load(key)
-        else:
-            self.hits += 1
-            self._partitions.move_to_end(key)
+        rows = await self._partition((record_type.__name__, column, filters[column]))
         if not rows:
             return []
         layout = _LAYOUTS[record_type]
@@ -129,6 +123,14 @@ class RecordCache:
         if limit is not None:
             selected = selected[: max(0, int(limit))]
         return [from_row(record_type, row) for row in selected]
+
+    async def distinct(self, record_type: type, column: str, **filters: Any) -> set[Any]:
+        partition = _partition_column(record_type, filters)
+        if partition is None:
+            return await self.store.distinct(record_type, column, **filters)
+        rows = await self._partition((record_type.__name__, partition, filters[partition]))
+        i = _LAYOUTS[record_type].index[column]
+        return {row[i] for row in _select(rows.values(), _tests(record_type, tuple(filters), partition), filters)}
 
     def committed(self, effects: Iterable[Effect]) -> None:
         """Effects the store has committed: apply them to the partitions in memory."""
@@ -151,6 +153,14 @@ class RecordCache:
                 self._delete(effect)
 
     # ------------------------------------------------------------ helpers
+    async def _partition(self, key: _Key) -> _Rows:
+        rows = self._partitions.get(key)
+        if rows is None:
+            return await self._load(key)
+        self.hits += 1
+        self._partitions.move_to_end(key)
+        return rows
+
     def _touch(self, key: _Key) -> _Rows | None:
         """The loaded partition `key` (None if not loaded); a load in progress learns it is out of date."""
         if key in self._loading:

@@ -109,15 +109,21 @@ def _put_sql(record_type: type, placeholder: str) -> tuple[str, str, Callable[[A
 
 
 def select_sql(
-    record_type: type, filters: dict[str, Any], order_by: str | None, limit: int | None, placeholder: str = "?"
+    record_type: type,
+    filters: dict[str, Any],
+    order_by: str | None,
+    limit: int | None,
+    placeholder: str = "?",
+    distinct: str | None = None,
 ) -> tuple[str, list[Any]]:
-    """SELECT for `find`: equality filters, `name__gte/gt/lte/lt/ne=value`, `name__in=[...]`.
+    """SELECT for `find` (or, with `distinct`, for `distinct`): equality filters, `name__gte/gt/lte/lt/ne=value`,
+    `name__in=[...]`.
 
     The SQL text depends only on the query's shape (filter names, list lengths, NULLs), so it is
     built once per shape and reused: handlers run the same few queries for every MO.
     """
     shape = tuple((spec, len(v) if spec.endswith("__in") else v is None) for spec, v in filters.items())
-    sql = _select_text(record_type, shape, order_by, limit, placeholder)
+    sql = _select_text(record_type, shape, order_by, limit, placeholder, distinct)
     params: list[Any] = []
     for spec, value in filters.items():
         if spec.endswith("__in"):
@@ -129,7 +135,12 @@ def select_sql(
 
 @lru_cache(maxsize=1024)
 def _select_text(
-    record_type: type, shape: tuple[tuple[str, Any], ...], order_by: str | None, limit: int | None, placeholder: str
+    record_type: type,
+    shape: tuple[tuple[str, Any], ...],
+    order_by: str | None,
+    limit: int | None,
+    placeholder: str,
+    distinct: str | None,
 ) -> str:
     table, _ = table_of(record_type)
     known = {name for name, _ in columns(record_type)}
@@ -149,7 +160,9 @@ def _select_text(
             where.append(f"{name} {_OPERATORS[op]} {placeholder}")
         else:
             raise ValueError(f"unknown filter {spec!r}")
-    sql = f"SELECT {', '.join(names)} FROM {table}"
+    if distinct is not None and distinct not in known:
+        raise ValueError(f"{record_type.__name__} has no field {distinct!r}")
+    sql = f"SELECT DISTINCT {distinct} FROM {table}" if distinct else f"SELECT {', '.join(names)} FROM {table}"
     if where:
         sql += " WHERE " + " AND ".join(where)
     if order_by:

@@ -534,6 +534,10 @@ class SqliteStore:
         sql, params = select_sql(record_type, filters, order_by, limit)
         return [from_row(record_type, row) for row in await self._read(sql, tuple(params))]
 
+    async def distinct(self, record_type: type, column: str, **filters: Any) -> set[Any]:
+        sql, params = select_sql(record_type, filters, None, None, distinct=column)
+        return {row[0] for row in await self._read(sql, tuple(params))}
+
     async def _read(self, sql: str, params: tuple) -> list[Any]:
         if self._reader is None:
             raise RuntimeError("store is not open")
