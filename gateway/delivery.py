@@ -28,6 +28,7 @@ from .config import GatewaySettings
 from .ids import MessageIds
 from .logs import get_logger
 from .receipts import make_receipt, receipt_due
+from .accounts import Account
 from .router import Receiver, Router
 from .smpp.constants import CommandStatus, MessageState
 from .store.base import Store
@@ -60,8 +61,9 @@ class Delivery:
         self._reading = 0
         self._release_after_reading: list[str] = []
         self._retry_timers: dict[str, asyncio.TimerHandle] = {}
-        self._pulls: set[asyncio.Task] = set()
-        self._room_waiters: dict[Receiver, asyncio.Future[None]] = {}  # pulls waiting for their bind to drain
+        self._pulls: dict[str, asyncio.Task] = {}  # account -> its backlog being read (receiver_ready)
+        self._pull_again: set[str] = set()  # accounts a bind appeared for while their backlog was being read
+        self._room_waiters: dict[str, asyncio.Future[None]] = {}  # pulls waiting for their account's binds to drain
 
     async def restore(self) -> None:
         """At start: count the MTs waiting in the store (they go out when their binds appear)."""
@@ -86,35 +88,48 @@ class Delivery:
             receiver.offer(message)
 
     def receiver_ready(self, receiver: Receiver) -> None:
-        """A bind that can receive appeared: give it, from the store, what was waiting for its account."""
-        task = asyncio.get_running_loop().create_task(self._pull(receiver))
-        self._pulls.add(task)
-        task.add_done_callback(self._pulls.discard)
+        """A bind that can receive appeared: give its account, from the store, what was waiting for it.
 
-    async def _pull(self, receiver: Receiver) -> None:
+        One read of the backlog per account at a time: binds appearing meanwhile (an ESME opening
+        its 200 binds) share it, and it starts over once at its end in case one of them can take
+        what the binds before it could not (address ranges).
+        """
         account = receiver.account
+        if account.system_id in self._pulls:
+            self._pull_again.add(account.system_id)
+            return
+        self._pulls[account.system_id] = asyncio.get_running_loop().create_task(self._pull(account))
+
+    async def _pull(self, account: Account) -> None:
+        system_id = account.system_id
         # What is addressed to the account itself, then each of its number ranges.
-        ranges = [(account.system_id, "", _ABOVE_ALL), *((None, prefix, _after_prefix(prefix)) for prefix in account.numbers)]
+        ranges = [(system_id, "", _ABOVE_ALL), *((None, prefix, _after_prefix(prefix)) for prefix in account.numbers)]
         try:
-            for to_account, low, below in ranges:
-                after: tuple[str, int] = (low, 0)
-                while self.router.is_bound(receiver):
-                    page = await self._read(self.store.waiting_mts(to_account, after, below, self.PAGE))
-                    try:
-                        for _cursor, message in page:
-                            if message.id not in self._held:
-                                self._held.add(message.id)
-                                self.dispatch(message)
-                    finally:
-                        self._read_done()
-                    if len(page) < self.PAGE:
-                        break
-                    after = page[-1][0]
-                    if receiver.load >= self.ROOM:
-                        await self._room(receiver)
+            while True:
+                self._pull_again.discard(system_id)
+                for to_account, low, below in ranges:
+                    after: tuple[str, int] = (low, 0)
+                    while self.router.receivers_of(system_id):
+                        page = await self._read(self.store.waiting_mts(to_account, after, below, self.PAGE))
+                        try:
+                            for _cursor, message in page:
+                                if message.id not in self._held:
+                                    self._held.add(message.id)
+                                    self.dispatch(message)
+                        finally:
+                            self._read_done()
+                        if len(page) < self.PAGE:
+                            break
+                        after = page[-1][0]
+                        if not self._has_room(system_id):
+                            await self._room(system_id)
+                if system_id not in self._pull_again:
+                    return
         except Exception:
             # Nothing is lost (the MTs stay in the store); the next bind reads them again.
-            log.exception("reading waiting MTs failed", account=account.system_id)
+            log.exception("reading waiting MTs failed", account=system_id)
+        finally:
+            del self._pulls[system_id]  # no await since the last look at _pull_again: no bind slips between
 
     async def _read(self, page: Awaitable[list[tuple[Any, Message]]]) -> list[tuple[Any, Message]]:
         """A page of MTs from the store; call `_read_done` once it is handed out."""
@@ -131,16 +146,21 @@ class Delivery:
             self._held.difference_update(self._release_after_reading)
             self._release_after_reading.clear()
 
-    def _room(self, receiver: Receiver) -> asyncio.Future[None]:
-        waiter = self._room_waiters.get(receiver)
+    def _has_room(self, system_id: str) -> bool:
+        """A bind of the account has fewer than ROOM MTs queued or in flight (or none is left: stop waiting)."""
+        binds = self.router.receivers_of(system_id)
+        return not binds or any(r.load < self.ROOM for r in binds)
+
+    def _room(self, system_id: str) -> asyncio.Future[None]:
+        waiter = self._room_waiters.get(system_id)
         if waiter is None:
-            waiter = self._room_waiters[receiver] = asyncio.get_running_loop().create_future()
+            waiter = self._room_waiters[system_id] = asyncio.get_running_loop().create_future()
         return waiter
 
     def _wake_pulls(self) -> None:
-        """A delivery attempt ended: a pull whose bind has drained (or gone) goes on."""
-        for receiver in [r for r in self._room_waiters if r.load < self.ROOM or not self.router.is_bound(r)]:
-            waiter = self._room_waiters.pop(receiver)
+        """A delivery attempt ended: a pull whose account has room again (or no bind left) goes on."""
+        for system_id in [a for a in self._room_waiters if self._has_room(a)]:
+            waiter = self._room_waiters.pop(system_id)
             if not waiter.done():
                 waiter.set_result(None)
 
@@ -240,7 +260,7 @@ class Delivery:
         for handle in self._retry_timers.values():
             handle.cancel()
         self._retry_timers.clear()
-        for task in self._pulls:
+        for task in self._pulls.values():
             task.cancel()
 
 

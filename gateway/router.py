@@ -54,9 +54,9 @@ class Router:
                 self._ranged -= 1
         # Affinity entries pointing at it are dropped lazily in route().
 
-    def is_bound(self, receiver: Receiver) -> bool:
-        """Still a bind that can take MTs (not unbound since)."""
-        return receiver in self._receivers.get(receiver.account.system_id, ())
+    def receivers_of(self, system_id: str) -> Sequence[Receiver]:
+        """The account's binds that can take MTs now."""
+        return self._receivers.get(system_id, ())
 
     def note_mo(self, msisdn: str, carrier: Receiver) -> None:
         self._affinity[msisdn] = carrier

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 from pathlib import Path
 
 import pytest
@@ -94,6 +96,16 @@ async def status_of(store: SqliteStore, message_id: str) -> MessageStatus:
     return (await store.get(message_id)).status
 
 
+@contextlib.asynccontextmanager
+async def delivery_on(store: SqliteStore, router: Router, clock: SimulatedClock):
+    """A Delivery over a store of the test's own making, opened for the test and closed after it."""
+    await store.open()
+    try:
+        yield Delivery(router, store, clock, MessageIds(), GatewaySettings())
+    finally:
+        await store.close()
+
+
 async def test_parked_messages_expire_in_time_order_and_only_when_due(store, delivery, clock) -> None:
     await admit(
         store, delivery,
@@ -139,7 +151,7 @@ async def test_a_bind_gets_everything_waiting_for_it_page_by_page_each_once(stor
     delivery.receiver_ready(first)
     router.bound(second)  # a second bind of the account while the first one's pull is still reading
     delivery.receiver_ready(second)
-    await asyncio.gather(*delivery._pulls)
+    await asyncio.gather(*delivery._pulls.values())
     offered = first.offered + second.offered
     assert sorted(m.id for m in offered) == sorted(m.id for m in parked)  # each once, nothing else
     by_destination: dict[str, list[str]] = {}
@@ -163,7 +175,7 @@ async def test_a_pull_hands_out_the_next_page_only_when_the_bind_has_room(store,
     delivery.receiver_ready(receiver)
     await receiver.wait_for(4)
     await asyncio.sleep(0)  # the pull has had its turn: with a full bind it waits
-    assert len(receiver.offered) == 4 and receiver in delivery._room_waiters
+    assert len(receiver.offered) == 4 and "handset" in delivery._room_waiters
     for message in receiver.offered[:2]:  # two answered: room again
         receiver.load -= 1
         delivery.delivered(message)
@@ -192,7 +204,7 @@ async def test_a_delivered_message_is_not_handed_out_again_before_its_status_is_
     late = Receiver(accounts.get("handset"))
     router.bound(late)
     delivery.receiver_ready(late)
-    await asyncio.gather(*delivery._pulls)
+    await asyncio.gather(*delivery._pulls.values())
     assert late.offered == []
     await settled(store)
     assert await status_of(store, "a") is MessageStatus.DELIVERED
@@ -207,19 +219,19 @@ async def test_after_a_restart_the_queue_counts_come_from_the_store(store, route
     assert restarted.queued == {"8613700000001": 2, "8613700000002": 1}
 
 
-class SlowReads(SqliteStore):
-    """The SQLite store, with a page of waiting MTs handed back only when the test says so (as a
-    networked store's would be, some time after the database answered)."""
+class PauseBefore(SqliteStore):
+    """Hands back the page holding MT `held_back` only when the test says so (as a networked store
+    might, some time after the database answered)."""
 
-    def __init__(self, path: str, clock) -> None:
+    def __init__(self, path: str, clock, held_back: str) -> None:
         super().__init__(path, clock=clock)
-        self.go_on = asyncio.Event()
-        self.read_done = asyncio.Event()
+        self.held_back = held_back
+        self.reached, self.go_on = asyncio.Event(), asyncio.Event()
 
     async def waiting_mts(self, *args):
         page = await super().waiting_mts(*args)
-        if page:
-            self.read_done.set()
+        if any(m.id == self.held_back for _, m in page):
+            self.reached.set()
             await self.go_on.wait()
         return page
 
@@ -227,22 +239,64 @@ class SlowReads(SqliteStore):
 async def test_a_page_read_before_a_delivery_committed_does_not_hand_that_mt_out_again(
     tmp_path: Path, router, accounts, clock
 ) -> None:
-    store = SlowReads(str(tmp_path / "slow.db"), clock.now)
-    await store.open()
-    try:
-        delivery = Delivery(router, store, clock, MessageIds(), GatewaySettings())
+    store = PauseBefore(str(tmp_path / "slow.db"), clock.now, held_back="a")
+    async with delivery_on(store, router, clock) as delivery:
         receiver = Receiver(accounts.get("handset"))
         router.bound(receiver)
         await admit(store, delivery, mt("a", "8613700000001"))
         late = Receiver(accounts.get("handset"))
         router.bound(late)
         delivery.receiver_ready(late)
-        await store.read_done.wait()  # the page holds "a", still undelivered in the store
+        await store.reached.wait()  # the page holds "a", still undelivered in the store
         delivery.delivered(receiver.offered[0])
         await settled(store)  # "a" is DELIVERED in the store now
         store.go_on.set()
-        await asyncio.gather(*delivery._pulls)
+        await asyncio.gather(*delivery._pulls.values())
         assert [m.id for m in receiver.offered + late.offered] == ["a"]
         assert not delivery._held  # released once the page was handed out
-    finally:
-        await store.close()
+
+
+class CountedReads(SqliteStore):
+    def __init__(self, path: str, clock) -> None:
+        super().__init__(path, clock=clock)
+        self.page_reads = 0
+
+    async def waiting_mts(self, *args):
+        self.page_reads += 1
+        return await super().waiting_mts(*args)
+
+
+async def test_binds_appearing_together_share_one_read_of_their_backlog(tmp_path: Path, router, accounts, clock) -> None:
+    store = CountedReads(str(tmp_path / "counted.db"), clock.now)
+    async with delivery_on(store, router, clock) as delivery:
+        delivery.PAGE = 10
+        await admit(store, delivery, *(mt(f"m{i:02d}", f"86137000000{i % 7:02d}") for i in range(45)))
+        binds = [Receiver(accounts.get("handset")) for _ in range(10)]
+        for receiver in binds:  # as an ESME opening its binds: each bound, then announced
+            router.bound(receiver)
+            delivery.receiver_ready(receiver)
+        await asyncio.gather(*delivery._pulls.values())
+        assert sorted(m.id for r in binds for m in r.offered) == [f"m{i:02d}" for i in range(45)]
+        # One pass for all ten: the account's own messages (1 page) and its number range (5 pages), not 60 reads.
+        assert store.page_reads == 6
+
+
+async def test_a_bind_that_appears_during_the_read_gets_what_the_earlier_binds_could_not_take(
+    tmp_path: Path, router, accounts, clock
+) -> None:
+    store = PauseBefore(str(tmp_path / "pause.db"), clock.now, held_back="for-ranged")
+    async with delivery_on(store, router, clock) as delivery:
+        delivery.PAGE = 1
+        await admit(store, delivery, mt("for-anyone", "8613700000001"), mt("for-ranged", "8613700000002"))
+        ranged = Receiver(accounts.get("handset"))
+        ranged.address_range = re.compile("8613700000002")  # serves only ...02: "for-anyone" stays parked
+        router.bound(ranged)
+        delivery.receiver_ready(ranged)
+        await store.reached.wait()  # "for-anyone" was read and parked again; the read goes on
+        anyone = Receiver(accounts.get("handset"))
+        router.bound(anyone)
+        delivery.receiver_ready(anyone)  # joins the read in progress...
+        store.go_on.set()
+        await asyncio.gather(*delivery._pulls.values())
+        assert [m.id for m in ranged.offered] == ["for-ranged"]
+        assert [m.id for m in anyone.offered] == ["for-anyone"]  # ...which went over the backlog once more for it
