@@ -20,15 +20,15 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .accounts import Account
 from .clock import Clock
 from .config import GatewaySettings
 from .ids import MessageIds
 from .logs import get_logger
 from .receipts import make_receipt, receipt_due
-from .accounts import Account
 from .router import Receiver, Router
 from .smpp.constants import CommandStatus, MessageState
 from .store.base import Store
@@ -56,9 +56,7 @@ class Delivery:
         self.backoff = settings.retry_backoff
         self.queued: Counter[str] = Counter()  # MTs not yet final, per destination (parked ones too)
         self._held: set[str] = set()  # ids of the MTs in hand (see the module docstring)
-        # While a page is being read, an MT whose final status commits stays held until the page is
-        # handed out: the page may have been read before that commit and still show it undelivered.
-        self._reading = 0
+        self._reading = 0  # pages being read and handed out (`_take_waiting`)
         self._release_after_reading: list[str] = []
         self._retry_timers: dict[str, asyncio.TimerHandle] = {}
         self._pulls: dict[str, asyncio.Task] = {}  # account -> its backlog being read (receiver_ready)
@@ -74,10 +72,10 @@ class Delivery:
         """A committed MT joins delivery."""
         dest = message.dest_addr
         self.queued[dest] = self.queued.get(dest, 0) + 1  # not `+= 1`: Counter.__missing__ is Python code
-        self._held.add(message.id)
         self.dispatch(message)
 
     def dispatch(self, message: Message) -> None:
+        """Offer the MT to a bind, or park it; it is in hand (`_held`) exactly while it is on a bind or ending."""
         if message.expires_at <= self.clock.now():
             self._finish(message, MessageStatus.EXPIRED, MessageState.EXPIRED, 0)
             return
@@ -85,6 +83,7 @@ class Delivery:
         if receiver is None:
             self._held.discard(message.id)  # parked: the store has it, `_pull` reads it back
         else:
+            self._held.add(message.id)
             receiver.offer(message)
 
     def receiver_ready(self, receiver: Receiver) -> None:
@@ -104,25 +103,22 @@ class Delivery:
         system_id = account.system_id
         # What is addressed to the account itself, then each of its number ranges.
         ranges = [(system_id, "", _ABOVE_ALL), *((None, prefix, _after_prefix(prefix)) for prefix in account.numbers)]
+
+        async def room_left() -> bool:
+            if not self._has_room(system_id):
+                await self._room(system_id)
+            return bool(self.router.receivers_of(system_id))
+
         try:
             while True:
                 self._pull_again.discard(system_id)
                 for to_account, low, below in ranges:
-                    after: tuple[str, int] = (low, 0)
-                    while self.router.receivers_of(system_id):
-                        page = await self._read(self.store.waiting_mts(to_account, after, below, self.PAGE))
-                        try:
-                            for _cursor, message in page:
-                                if message.id not in self._held:
-                                    self._held.add(message.id)
-                                    self.dispatch(message)
-                        finally:
-                            self._read_done()
-                        if len(page) < self.PAGE:
-                            break
-                        after = page[-1][0]
-                        if not self._has_room(system_id):
-                            await self._room(system_id)
+                    if not self.router.receivers_of(system_id):
+                        return
+                    await self._take_waiting(
+                        lambda after, to=to_account, below=below: self.store.waiting_mts(to, after, below, self.PAGE),
+                        (low, 0), self.dispatch, room_left,
+                    )  # fmt: skip
                 if system_id not in self._pull_again:
                     return
         except Exception:
@@ -131,20 +127,34 @@ class Delivery:
         finally:
             del self._pulls[system_id]  # no await since the last look at _pull_again: no bind slips between
 
-    async def _read(self, page: Awaitable[list[tuple[Any, Message]]]) -> list[tuple[Any, Message]]:
-        """A page of MTs from the store; call `_read_done` once it is handed out."""
-        self._reading += 1
-        try:
-            return await page
-        except BaseException:
-            self._read_done()
-            raise
+    async def _take_waiting(
+        self,
+        read_page: Callable[[Any], Awaitable[list[tuple[Any, Message]]]],
+        after: Any,
+        take: Callable[[Message], None],
+        go_on: Callable[[], Awaitable[bool]] | None = None,
+    ) -> None:
+        """Page through undelivered MTs the store has (`read_page(cursor)`), handing each not in hand to `take`.
 
-    def _read_done(self) -> None:
-        self._reading -= 1
-        if not self._reading and self._release_after_reading:
-            self._held.difference_update(self._release_after_reading)
-            self._release_after_reading.clear()
+        While a page is read and handed out, an MT whose final status commits stays held (see
+        `_release_when`): the page may have been read before that commit and still show it undelivered.
+        After each full page, `go_on()` may wait (for room on the binds) or say to stop.
+        """
+        while True:
+            self._reading += 1
+            try:
+                page = await read_page(after)
+                for _cursor, message in page:
+                    if message.id not in self._held:
+                        take(message)
+            finally:
+                self._reading -= 1
+                if not self._reading and self._release_after_reading:
+                    self._held.difference_update(self._release_after_reading)
+                    self._release_after_reading.clear()
+            if len(page) < self.PAGE or (go_on is not None and not await go_on()):
+                return
+            after = page[-1][0]
 
     def _has_room(self, system_id: str) -> bool:
         """A bind of the account has fewer than ROOM MTs queued or in flight (or none is left: stop waiting)."""
@@ -207,23 +217,15 @@ class Delivery:
     async def sweep(self) -> None:
         """Expire the parked MTs whose validity has run out (those in hand expire when next dispatched)."""
         now = self.clock.now()
-        after: tuple[float, int] = (0.0, 0)
-        while True:
-            page = await self._read(self.store.expired_mts(now, after, self.PAGE))
-            try:
-                for _cursor, message in page:
-                    if message.id not in self._held:
-                        self._held.add(message.id)
-                        self._finish(message, MessageStatus.EXPIRED, MessageState.EXPIRED, 0)
-            finally:
-                self._read_done()
-            if len(page) < self.PAGE:
-                return
-            after = page[-1][0]
+        await self._take_waiting(
+            lambda after: self.store.expired_mts(now, after, self.PAGE),
+            (0.0, 0), lambda message: self._finish(message, MessageStatus.EXPIRED, MessageState.EXPIRED, 0),
+        )  # fmt: skip
 
     # ------------------------------------------------------------ helpers
     def _finish(self, message: Message, status: MessageStatus, state: MessageState, error: int) -> None:
         now = self.clock.now()
+        self._held.add(message.id)  # until its final status is committed
         self._forget(message)
         receipt = self._receipt(message, state, now, error)
         self._release_when(self.store.mark_final(message.id, status.value, now, error, receipt), message.id, receipt)

@@ -26,9 +26,9 @@ So, once the gateway has started:
   so its pause grows with that count: under the dialogue mix, ~150,000
   objects in 150-170 ms every ~160 s, most of them the record cache's
   partitions; 106 ms since their keys are strings only (untracked at their
-  first young collection). At 2 the longest
-  pause in the same run was 23 ms, but b1 lost ~3% (the messages in flight
-  were scanned 7x as often), so it stays at 20 (bench/perf-log.md, session 5).
+  first young collection). At 2 the longest pause in the same run was
+  23 ms, but b1 lost ~3% (the messages in flight were scanned 7x as often),
+  so it stays at 20 (bench/perf-log.md, session 5).
 
 Nothing here stops cycles from being collected; the collector only looks
 less often. Measured on the benchmark (bench/run.py, b1): +30-50% msgs/s.
