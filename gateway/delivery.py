@@ -14,6 +14,10 @@ time (`_pull`), each page when the bind has room for it; expired ones are
 found by the sweep through the store's expiry index. `_held` names the MTs
 this process has in hand (in memory, or with their final status not yet
 committed), so a page read meanwhile does not hand the same MT out twice.
+
+Per subscriber, MTs go out in the order they were accepted: one accepted while
+its account's backlog is being read waits (`_behind`) until that read is over,
+or it would overtake the older MTs still in the store.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ class Delivery:
         self._retry_timers: dict[str, asyncio.TimerHandle] = {}
         self._pulls: dict[str, asyncio.Task] = {}  # account -> its backlog being read (receiver_ready)
         self._pull_again: set[str] = set()  # accounts a bind appeared for while their backlog was being read
+        self._behind: dict[str, list[Message]] = {}  # account -> new MTs for it, held until its backlog is read
         self._room_waiters: dict[str, asyncio.Future[None]] = {}  # pulls waiting for their account's binds to drain
 
     async def restore(self) -> None:
@@ -72,19 +77,27 @@ class Delivery:
         """A committed MT joins delivery."""
         dest = message.dest_addr
         self.queued[dest] = self.queued.get(dest, 0) + 1  # not `+= 1`: Counter.__missing__ is Python code
-        self.dispatch(message)
+        self.dispatch(message, new=True)
 
-    def dispatch(self, message: Message) -> None:
-        """Offer the MT to a bind, or park it; it is in hand (`_held`) exactly while it is on a bind or ending."""
+    def dispatch(self, message: Message, new: bool = False) -> None:
+        """Offer the MT to a bind, or park it; it is in hand (`_held`) exactly while it is on a bind or ending.
+
+        A `new` MT (not read back from the store, not a retry) for an account whose backlog is being
+        read waits for the end of that read (`_behind`), behind the older MTs to its subscriber."""
         if message.expires_at <= self.clock.now():
             self._finish(message, MessageStatus.EXPIRED, MessageState.EXPIRED, 0)
             return
         receiver = self.router.route(message)
         if receiver is None:
             self._held.discard(message.id)  # parked: the store has it, `_pull` reads it back
-        else:
-            self._held.add(message.id)
-            receiver.offer(message)
+            return
+        self._held.add(message.id)
+        if new and self._behind:
+            behind = self._behind.get(receiver.account.system_id)
+            if behind is not None:
+                behind.append(message)
+                return
+        receiver.offer(message)
 
     def receiver_ready(self, receiver: Receiver) -> None:
         """A bind that can receive appeared: give its account, from the store, what was waiting for it.
@@ -97,6 +110,7 @@ class Delivery:
         if account.system_id in self._pulls:
             self._pull_again.add(account.system_id)
             return
+        self._behind[account.system_id] = []
         self._pulls[account.system_id] = asyncio.get_running_loop().create_task(self._pull(account))
 
     async def _pull(self, account: Account) -> None:
@@ -109,6 +123,7 @@ class Delivery:
                 await self._room(system_id)
             return bool(self.router.receivers_of(system_id))
 
+        stopped = False
         try:
             while True:
                 self._pull_again.discard(system_id)
@@ -121,11 +136,20 @@ class Delivery:
                     )  # fmt: skip
                 if system_id not in self._pull_again:
                     return
+        except asyncio.CancelledError:
+            stopped = True
+            raise
         except Exception:
             # Nothing is lost (the MTs stay in the store); the next bind reads them again.
             log.exception("reading waiting MTs failed", account=system_id)
         finally:
             del self._pulls[system_id]  # no await since the last look at _pull_again: no bind slips between
+            behind = self._behind.pop(system_id)
+            if stopped:  # shutting down: what waited behind stays in the store, like the rest
+                self._held.difference_update(message.id for message in behind)
+            else:
+                for message in behind:
+                    self.dispatch(message)
 
     async def _take_waiting(
         self,

@@ -227,11 +227,14 @@ def test_sigkill_during_load_loses_nothing_and_handles_nothing_twice(tmp_path: P
 class Receiver(Handset):
     """A handset that only receives: records who each deliver_sm was for, in arrival order."""
 
-    def __init__(self, port: int, system_id: str) -> None:
+    def __init__(self, port: int, system_id: str, *, reading: threading.Event | None = None) -> None:
         self.delivered_to: list[tuple[str, str]] = []  # (destination, text)
+        self.reading = reading  # if given, nothing is read (or answered) until it is set
         super().__init__(port, system_id)
 
     def _read(self) -> None:
+        if self.reading is not None:
+            self.reading.wait()
         try:
             while True:
                 pdu = self.client.read_pdu()
@@ -277,3 +280,31 @@ def test_a_backlog_bigger_than_one_read_goes_out_in_full_after_a_restart(tmp_pat
     with sqlite3.connect(db) as conn:
         statuses = conn.execute("SELECT status, count(*) FROM messages WHERE direction = 'mt' GROUP BY status").fetchall()
     assert statuses == [("delivered", backlog)]
+
+
+def test_an_mt_accepted_while_the_backlog_goes_out_waits_behind_the_older_ones(tmp_path: Path, start_gateway) -> None:
+    """Per subscriber, MTs go out in the order they were accepted, also when older ones are read back from the store."""
+    per_subscriber, destinations = 900, 3  # 2,700 waiting: more than the gateway hands a bind before it acknowledges
+    backlog = per_subscriber * destinations
+    gateway = start_gateway(tmp_path / "gw.db")
+    a = Handset(gateway.smpp_port, "handset")
+    for i in range(backlog):
+        a.send(A, f"86137{i % destinations:08d}", f"old-{i}", reference=i + 1)
+    assert a.wait_until(lambda: len(a.acks) == backlog, 120), f"acknowledged {len(a.acks)}/{backlog}"
+
+    answering = threading.Event()
+    b = Receiver(gateway.smpp_port, "handset2", reading=answering)  # the backlog starts going out; nothing answered yet
+    last = f"86137{destinations - 1:08d}"  # the subscriber whose waiting MTs are read back last
+    sequence = a.send(A, last, "new", reference=backlog + 1)
+    assert a.wait_until(lambda: sequence in a.acks, 30)
+    answering.set()
+    assert b.wait_until(lambda: len(b.delivered_to) >= backlog + 1, 120), f"delivered {len(b.delivered_to)}/{backlog + 1}"
+    a.close()
+    b.close()
+    assert gateway.terminate() == 0
+
+    for destination in range(destinations):
+        number = f"86137{destination:08d}"
+        got = [text for to, text in b.delivered_to if to == number]
+        expected = [f"old-{i}" for i in range(destination, backlog, destinations)] + (["new"] if number == last else [])
+        assert got == expected, f"{number}: 'new' went out at {got.index('new') if 'new' in got else None} of {len(got)}"

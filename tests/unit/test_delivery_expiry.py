@@ -183,6 +183,45 @@ async def test_a_pull_hands_out_the_next_page_only_when_the_bind_has_room(store,
     assert [m.id for m in receiver.offered] == [f"m{i:02d}" for i in range(8)]
 
 
+async def test_an_mt_admitted_while_the_backlog_is_read_goes_out_after_it(store, delivery, router, accounts) -> None:
+    delivery.PAGE, delivery.ROOM = 4, 4
+    await admit(store, delivery, *(mt(f"m{i:02d}", "8613700000001") for i in range(10)))
+    receiver = Receiver(accounts.get("handset"))
+    router.bound(receiver)
+    delivery.receiver_ready(receiver)
+    await receiver.wait_for(4)  # the first page is out; the rest of the backlog is still in the store
+    await admit(store, delivery, mt("new", "8613700000001"))
+    assert "new" not in [m.id for m in receiver.offered] and "new" in delivery._held
+    answered = 0
+    while len(receiver.offered) < 11:  # the subscriber answers what it has, the pull goes on
+        for message in receiver.offered[answered:]:
+            receiver.load -= 1
+            delivery.delivered(message)
+        answered = len(receiver.offered)
+        await receiver.wait_for(answered + 1)
+    assert [m.id for m in receiver.offered] == [f"m{i:02d}" for i in range(10)] + ["new"]
+    assert not delivery._pulls and not delivery._behind
+
+
+async def test_an_mt_waiting_behind_a_backlog_stays_in_the_store_when_delivery_stops(
+    store, delivery, router, accounts
+) -> None:
+    delivery.PAGE, delivery.ROOM = 4, 4
+    await admit(store, delivery, *(mt(f"m{i:02d}", "8613700000001") for i in range(10)))
+    receiver = Receiver(accounts.get("handset"))
+    router.bound(receiver)
+    delivery.receiver_ready(receiver)
+    await receiver.wait_for(4)
+    await admit(store, delivery, mt("new", "8613700000001"))
+    pull = delivery._pulls["handset"]
+    delivery.stop()
+    with contextlib.suppress(asyncio.CancelledError):
+        await pull
+    assert "new" not in [m.id for m in receiver.offered]
+    assert "new" not in delivery._held and not delivery._behind  # parked: a later read may hand it out
+    assert await status_of(store, "new") is MessageStatus.ENROUTE
+
+
 async def test_messages_handed_to_a_receiver_do_not_expire_from_the_park(store, delivery, router, accounts, clock) -> None:
     receiver = Receiver(accounts.get("handset"))
     router.bound(receiver)
