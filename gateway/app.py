@@ -25,6 +25,7 @@ from handlers.base import Catalogue, ServiceContext
 from handlers.registry import make_handler
 
 from .accounts import Accounts
+from .amend import Amendments
 from .clock import Clock, SystemClock
 from .config import Config, ConfigError, messages_directory
 from .delivery import Delivery
@@ -105,6 +106,7 @@ class Gateway:
             settings=settings, plan=self.plan, store=self.store, router=self.router, delivery=self.delivery,
             mo=self.mo, guards=self.guards, clock=self.clock, ids=self.ids,
         )  # fmt: skip
+        self.amendments = Amendments(store=self.store, delivery=self.delivery, plan=self.plan, clock=self.clock)
         self.connections: set[SmppConnection] = set()
         self.ready = False
         self._servers: list[asyncio.Server] = []

@@ -36,7 +36,7 @@ from .receipts import make_receipt, receipt_due
 from .router import Receiver, Router
 from .smpp.constants import CommandStatus, MessageState
 from .store.base import Store
-from .store.records import Message, MessageStatus
+from .store.records import Direction, Message, MessageStatus
 
 log = get_logger("delivery")
 S = CommandStatus
@@ -230,6 +230,47 @@ class Delivery:
     def _retry_now(self, message: Message) -> None:
         self._retry_timers.pop(message.id, None)
         self.dispatch(message)
+
+    # ------------------------------------------------- cancel_sm / replace_sm
+    def cancel(self, message: Message) -> bool:
+        """End an undelivered MT as DELETED (its receipt if one is due); False if it is already on its
+        way (a deliver_sm awaiting its answer) or ended. `message` as the store has it."""
+        if not self._take_back(message):
+            return False
+        self._finish(message, MessageStatus.DELETED, MessageState.DELETED, 0)
+        return True
+
+    async def replace(self, message: Message) -> bool:
+        """Store an undelivered MT's new content, then offer it again; False as for cancel.
+
+        `message` is the stored MT with its new short_message, registered_delivery and expires_at."""
+        if not self._take_back(message):
+            return False
+        try:
+            await self.store.replace_mt(message)
+        finally:
+            self.dispatch(message)  # replaced, or as it was if the write failed
+        return True
+
+    def _take_back(self, message: Message) -> bool:
+        """Take an MT out of delivery before it goes out: True if it was parked, waiting for a retry,
+        queued on a bind or behind a backlog read, and is now in hand (`_held`) for the caller."""
+        if message.status is not MessageStatus.ENROUTE or message.direction is not Direction.MT:
+            return False
+        message_id = message.id
+        timer = self._retry_timers.pop(message_id, None)
+        if timer is not None:
+            timer.cancel()
+            return True
+        if message_id not in self._held:  # parked: from now on no page read hands it out
+            self._held.add(message_id)
+            return True
+        for behind in self._behind.values():
+            for i, waiting in enumerate(behind):
+                if waiting.id == message_id:
+                    del behind[i]
+                    return True
+        return any(receiver.withdraw(message_id) is not None for receiver in self.router.all_receivers())
 
     def requeue(self, messages: list[Message]) -> None:
         """Messages that were queued or in flight on a bind that went away: route them again."""

@@ -5,15 +5,25 @@ a short code it goes to that code's handler; to another subscriber it is
 delivered like any MT (the gateway is a small SMSC). From an SP account: MT
 from one of its service codes to a subscriber. Nothing is acknowledged
 before it is committed.
+
+A submit_multi is a submit_sm per destination, each checked on its own: the
+destinations refused (and distribution lists: none are configured) are listed
+in submit_multi_resp's unsuccess_sme with their status, the others are
+committed before the answer (which lists the refused ones also when it is an
+error: none was accepted). Its message_id is the first destination's id;
+the n-th accepted destination's is `<that id>/<n>` (`amend.multi_part_id`),
+and the receipts of all of them carry the message_id the ESME was given.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import fields
 from functools import partial
 from typing import TYPE_CHECKING
 
 from .accounts import Account
+from .amend import multi_part_id
 from .clock import Clock
 from .config import GatewaySettings
 from .delivery import Delivery
@@ -26,7 +36,18 @@ from .numbers import NumberPlan
 from .router import Router
 from .smpp.codec import encode_message_id_resp
 from .smpp.constants import CommandId, CommandStatus, MessageState
-from .smpp.pdu import DataSm, Pdu, QuerySm, QuerySmResp, SubmitSm, response_to
+from .smpp.pdu import (
+    DataSm,
+    MultiDest,
+    Pdu,
+    QuerySm,
+    QuerySmResp,
+    SubmitMulti,
+    SubmitMultiResp,
+    SubmitSm,
+    UnsuccessSme,
+    response_to,
+)
 from .smpp.times import SmppTimeError, format_smpp_time, parse_smpp_time
 from .store.base import Store
 from .store.records import Direction, Message, MessageStatus
@@ -47,7 +68,12 @@ _QUERY_STATE = {
     MessageStatus.DELIVERED: MessageState.DELIVERED,
     MessageStatus.EXPIRED: MessageState.EXPIRED,
     MessageStatus.UNDELIVERABLE: MessageState.UNDELIVERABLE,
+    MessageStatus.DELETED: MessageState.DELETED,
 }
+# What a submit_multi shares with each submit_sm it stands for: everything but the destination.
+_SHARED_WITH_SUBMIT_SM = tuple(
+    f.name for f in fields(SubmitSm) if f.name not in ("dest_addr_ton", "dest_addr_npi", "destination_addr")
+)
 
 
 class Rejection(Exception):
@@ -154,6 +180,52 @@ class Intake:
         else:
             self.delivery.admit(message)
 
+    # ------------------------------------------------------- submit_multi
+    async def submit_multi(self, conn: SmppConnection, pdu: SubmitMulti) -> None:
+        account = conn.account
+        admitted: list[Message] = []
+        refused: list[UnsuccessSme] = []
+        for dest in pdu.dest_addresses:
+            if dest.dest_flag != 1:
+                refused.append(UnsuccessSme(destination_addr=dest.dl_name, error_status_code=S.ESME_RINVDLNAME))
+                continue
+            try:
+                message = self._admit(account, _submit_sm_to(pdu, dest))
+            except Rejection as rejected:
+                log.warning("submission rejected", account=account.system_id, msisdn=pdu.source_addr,
+                            dest=dest.destination_addr, status=S.name_of(rejected.status), reason=rejected.reason)
+                refused.append(_unsuccess(dest, rejected.status))
+                continue
+            if admitted:
+                message.id = multi_part_id(admitted[0].id, len(admitted) + 1)
+                message.extra = {**message.extra, "submit_multi": admitted[0].id}
+            admitted.append(message)
+        if admitted and account.role != "sp":
+            self.router.note_mo(admitted[0].source_addr, conn)
+        outcomes = await asyncio.gather(*(self.store.accept(m) for m in admitted), return_exceptions=True)
+        committed: list[tuple[Message, str, bool]] = []
+        for message, outcome in zip(admitted, outcomes):
+            if isinstance(outcome, BaseException):
+                log.error("store write failed", message_id=message.id, account=message.account, msisdn=message.source_addr,
+                          error=repr(outcome))
+                refused.append(UnsuccessSme(destination_addr=message.dest_addr, error_status_code=S.ESME_RSYSERR))
+            else:
+                committed.append((message, *outcome))
+        if committed:
+            status, message_id = S.ESME_ROK, committed[0][1]
+        else:  # refused everywhere: for their one reason if they share it (ESME_RTHROTTLED: slow down)
+            statuses = {sme.error_status_code for sme in refused}
+            status, message_id = statuses.pop() if len(statuses) == 1 else S.ESME_RSUBMITFAIL, ""
+        conn.respond(SubmitMultiResp(sequence_number=pdu.sequence_number, command_status=status,
+                                     message_id=message_id, unsuccess_smes=refused))  # fmt: skip
+        for message, _id, duplicate in committed:
+            if duplicate:
+                log.info("retransmission recognised", message_id=_id, account=message.account, msisdn=message.source_addr)
+            elif message.direction is _MO:
+                self.mo.receive(message)
+            else:
+                self.delivery.admit(message)
+
     # ------------------------------------------------------------- query
     async def query(self, conn: SmppConnection, pdu: QuerySm) -> None:
         message = await self.store.get(pdu.message_id)
@@ -171,9 +243,19 @@ class Intake:
         )
 
     def unsupported(self, conn: SmppConnection, pdu: Pdu) -> None:
-        status = {
-            CommandId.CANCEL_SM: S.ESME_RCANCELFAIL,
-            CommandId.REPLACE_SM: S.ESME_RREPLACEFAIL,
-        }.get(pdu.command_id, S.ESME_RSUBMITFAIL)
-        log.warning("operation not supported", account=conn.account.system_id, command=pdu.name, status=S.name_of(status))
-        conn.respond(response_to(pdu, status))
+        """A request the session let through that the gateway does not serve (none, with its tables as they are)."""
+        log.warning("operation not supported", account=conn.account.system_id, command=pdu.name)
+        conn.respond(response_to(pdu, S.ESME_RINVCMDID))
+
+
+def _submit_sm_to(pdu: SubmitMulti, dest: MultiDest) -> SubmitSm:
+    """The submit_sm a submit_multi stands for at one SME destination (same sequence number, for dedup)."""
+    one = SubmitSm(dest_addr_ton=dest.dest_addr_ton, dest_addr_npi=dest.dest_addr_npi, destination_addr=dest.destination_addr)
+    for name in _SHARED_WITH_SUBMIT_SM:
+        setattr(one, name, getattr(pdu, name))
+    return one
+
+
+def _unsuccess(dest: MultiDest, status: int) -> UnsuccessSme:
+    return UnsuccessSme(dest_addr_ton=dest.dest_addr_ton, dest_addr_npi=dest.dest_addr_npi,
+                        destination_addr=dest.destination_addr, error_status_code=status)  # fmt: skip

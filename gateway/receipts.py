@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from .smpp import text as smpp_text
-from .smpp.segment import parse_udh
 from .smpp.constants import EsmClass, MessageState, RegisteredDelivery, Tag
-from .smpp.tlv import encode_tlvs
+from .smpp.segment import parse_udh
 from .smpp.times import format_receipt_date
+from .smpp.tlv import encode_tlvs
 from .store.records import Direction, Message, MessageStatus
-
 
 # Plain ints: `&` on an IntFlag runs Python code and builds a new flag, and
 # receipt_due runs for every delivered message.
@@ -16,6 +15,11 @@ _DELIVERY_RECEIPT = int(EsmClass.DELIVERY_RECEIPT)
 _RECEIPT_MASK = int(RegisteredDelivery.RECEIPT_MASK)
 _RECEIPT_ALWAYS = int(RegisteredDelivery.RECEIPT_ALWAYS)
 _RECEIPT_ON_FAILURE = int(RegisteredDelivery.RECEIPT_ON_FAILURE)
+
+
+def submitted_id(message: Message) -> str:
+    """The id the submitter was given: the message's own, or for a destination of a submit_multi, the submit_multi's."""
+    return message.extra.get("submit_multi", message.id) if message.extra else message.id
 
 
 def receipt_due(message: Message, state: MessageState) -> bool:
@@ -35,7 +39,7 @@ def receipt_text(message: Message, state: MessageState, done_at: float, error: i
     # The receipt goes out with data_coding 0 (GSM 03.38): keep what that alphabet can carry.
     printable = "".join(c if " " <= c <= "~" and smpp_text.is_gsm(c) else "?" for c in original)
     return (
-        f"id:{message.id} sub:001 dlvrd:{delivered:03d} "
+        f"id:{submitted_id(message)} sub:001 dlvrd:{delivered:03d} "
         f"submit date:{format_receipt_date(message.submitted_at)} done date:{format_receipt_date(done_at)} "
         f"stat:{state.receipt_stat} err:{error:03d} text:{printable}"
     )
@@ -53,7 +57,7 @@ def make_receipt(message: Message, state: MessageState, done_at: float, error: i
         short_message=smpp_text.encode(receipt_text(message, state, done_at, error), 0),
         data_coding=0,
         esm_class=_DELIVERY_RECEIPT,
-        tlvs=encode_tlvs({Tag.RECEIPTED_MESSAGE_ID: message.id, Tag.MESSAGE_STATE: int(state)}),
+        tlvs=encode_tlvs({Tag.RECEIPTED_MESSAGE_ID: submitted_id(message), Tag.MESSAGE_STATE: int(state)}),
         submitted_at=done_at,
         expires_at=message.expires_at if message.expires_at > done_at else done_at + 86400,
         next_attempt_at=done_at,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from .accounts import Account, Accounts
@@ -28,6 +28,9 @@ class Receiver(Protocol):
     address_range: re.Pattern[str] | None  # from bind_*: the addresses this bind serves
 
     def offer(self, message: Message) -> None: ...
+
+    def withdraw(self, message_id: str) -> Message | None:
+        """The MT if it is queued on this bind and not yet sent (taken off the queue), else None."""
 
 
 class Router:
@@ -57,6 +60,10 @@ class Router:
     def receivers_of(self, system_id: str) -> Sequence[Receiver]:
         """The account's binds that can take MTs now."""
         return self._receivers.get(system_id, ())
+
+    def all_receivers(self) -> Iterator[Receiver]:
+        for binds in self._receivers.values():
+            yield from binds
 
     def note_mo(self, msisdn: str, carrier: Receiver) -> None:
         self._affinity[msisdn] = carrier

@@ -115,6 +115,12 @@ class SmppConnection(asyncio.Protocol):
             self._on_bind(pdu)
         elif command_id == C.QUERY_SM:
             self.gateway.spawn(self.gateway.intake.query(self, pdu))  # type: ignore[arg-type]
+        elif command_id == C.SUBMIT_MULTI:
+            self.gateway.spawn(self.gateway.intake.submit_multi(self, pdu))  # type: ignore[arg-type]
+        elif command_id == C.CANCEL_SM:
+            self.gateway.spawn(self.gateway.amendments.cancel(self, pdu))  # type: ignore[arg-type]
+        elif command_id == C.REPLACE_SM:
+            self.gateway.spawn(self.gateway.amendments.replace(self, pdu))  # type: ignore[arg-type]
         elif command_id in (C.UNBIND, C.UNBIND_RESP, C.ENQUIRE_LINK_RESP):
             pass  # the session answered / changed state; flush() closes an unbound link
         else:
@@ -160,6 +166,15 @@ class SmppConnection(asyncio.Protocol):
             self._send_deliver(message)
         else:
             self.pending.append(message)
+
+    def withdraw(self, message_id: str) -> Message | None:
+        """cancel_sm / replace_sm: take an MT off this bind's queue if it has not been sent yet."""
+        for i, message in enumerate(self.pending):
+            if message.id == message_id:
+                del self.pending[i]
+                self.load -= 1
+                return message
+        return None
 
     def _send_deliver(self, message: Message) -> None:
         pdu = self.session.send(deliver_sm_for(message, self.gateway.plan))

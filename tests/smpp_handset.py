@@ -400,6 +400,11 @@ class RawLink:
 
     def read(self, timeout: float = 5.0):
         """The next PDU from the gateway, parsed by smpplib; None if the connection closed."""
+        data = self.read_frame(timeout)
+        return None if data is None else smpp.parse_pdu(data, client=SimpleSequenceGenerator(), allow_unknown_opt_params=True)
+
+    def read_frame(self, timeout: float = 5.0) -> bytes | None:
+        """The next PDU from the gateway as bytes (for what smpplib cannot parse); None if the connection closed."""
         deadline = time.monotonic() + timeout
         while len(self._buffer) < 4 or len(self._buffer) < struct.unpack(">L", self._buffer[:4])[0]:
             remaining = deadline - time.monotonic()
@@ -412,7 +417,7 @@ class RawLink:
             self._buffer += chunk
         length = struct.unpack(">L", self._buffer[:4])[0]
         data, self._buffer = self._buffer[:length], self._buffer[length:]
-        return smpp.parse_pdu(data, client=SimpleSequenceGenerator(), allow_unknown_opt_params=True)
+        return data
 
     def exchange(self, data: bytes, replies: int = 1) -> list:
         self.send(data)

@@ -58,6 +58,9 @@ class Store(Protocol):
     def mark_retry(self, message_id: str, attempts: int, next_attempt_at: float, error: int) -> Awaitable[None]:
         """A delivery attempt failed or timed out: try again at next_attempt_at."""
 
+    def replace_mt(self, message: Message) -> Awaitable[None]:
+        """replace_sm: store the MT's new short_message, registered_delivery and expires_at."""
+
     def mark_final(
         self, message_id: str, status: str, done_at: float, error: int, receipt: Message | None
     ) -> Awaitable[None]:
@@ -65,6 +68,10 @@ class Store(Protocol):
 
     # --- reads -----------------------------------------------------------
     async def get(self, message_id: str) -> Message | None: ...
+
+    async def undelivered_from(self, account: str, source_addr: str, dest_addr: str) -> list[Message]:
+        """cancel_sm by addresses: the undelivered MTs `account` sent from source_addr to the subscriber
+        dest_addr, in order of arrival."""
 
     async def unprocessed_mos(self) -> list[Message]:
         """MOs acknowledged but not yet handled (after a crash), oldest first."""

@@ -15,7 +15,7 @@ class MessageStatus(str, Enum):
     """Life of a stored message.
 
     MO:  accepted -> processed
-    MT:  enroute -> delivered | expired | undeliverable
+    MT:  enroute -> delivered | expired | undeliverable | deleted (cancel_sm)
     """
 
     ACCEPTED = "accepted"
@@ -24,6 +24,7 @@ class MessageStatus(str, Enum):
     DELIVERED = "delivered"
     EXPIRED = "expired"
     UNDELIVERABLE = "undeliverable"
+    DELETED = "deleted"
 
 
 @dataclass(slots=True)
@@ -60,7 +61,7 @@ class Message:
 
 
 _FINAL = frozenset(
-    {MessageStatus.PROCESSED, MessageStatus.DELIVERED, MessageStatus.EXPIRED, MessageStatus.UNDELIVERABLE}
+    {MessageStatus.PROCESSED, MessageStatus.DELIVERED, MessageStatus.EXPIRED, MessageStatus.UNDELIVERABLE, MessageStatus.DELETED}
 )
 
 

@@ -91,6 +91,10 @@ _EXPIRED = (
     f" WHERE {_ENROUTE_MT} AND expires_at <= ? AND (expires_at, seq) > (?, ?) ORDER BY expires_at, seq LIMIT ?"
 )
 _DEST_AT = 1 + _FIELDS.index("dest_addr")  # in a _WAITING row, after seq
+_UNDELIVERED_FROM = (  # cancel_sm by addresses: a subscriber's MTs (not the account's own notices) from one sender
+    f"{_SELECT} INDEXED BY messages_waiting WHERE {_ENROUTE_MT} AND json_extract(extra, '$.to_account') IS NULL"
+    " AND dest_addr = ? AND account = ? AND source_addr = ? ORDER BY seq"
+)
 _WAITING_COUNTS = f"SELECT dest_addr, count(*) FROM messages WHERE {_ENROUTE_MT} GROUP BY dest_addr"
 _INSERT = (
     f"INSERT INTO messages ({', '.join(_FIELDS)}, accepted_at) "
@@ -130,6 +134,7 @@ _KEY_HOLDER = "SELECT id FROM messages WHERE dedup_key = ?"
 _PROCESSED = f"UPDATE messages SET status = '{MessageStatus.PROCESSED.value}', done_at = ? WHERE id = ?"
 _DELIVERED = f"UPDATE messages SET status = '{MessageStatus.DELIVERED.value}', done_at = ? WHERE id = ?"
 _RETRY = "UPDATE messages SET attempts = ?, next_attempt_at = ?, error = ? WHERE id = ?"
+_REPLACE = "UPDATE messages SET short_message = ?, registered_delivery = ?, expires_at = ? WHERE id = ?"
 _FINAL = "UPDATE messages SET status = ?, done_at = ?, error = ? WHERE id = ?"
 # The UNIQUE index on dedup_key must only refuse a key still inside the dedup
 # window, so a row that left the window gives its key up before the key can be
@@ -340,6 +345,13 @@ class SqliteStore:
         op.steps.append((_RETRY, (attempts, next_attempt_at, error, message_id), (message_id,)))
         return self._enqueue(op)
 
+    def replace_mt(self, message: Message) -> asyncio.Future[None]:
+        self._begin_write()
+        op = self._new_op()
+        values = (message.short_message, message.registered_delivery, message.expires_at, message.id)
+        op.steps.append((_REPLACE, values, (message.id,)))
+        return self._enqueue(op)
+
     def mark_final(
         self, message_id: str, status: str, done_at: float, error: int, receipt: Message | None
     ) -> asyncio.Future[None]:
@@ -526,6 +538,10 @@ class SqliteStore:
     async def expired_mts(self, now: float, after: tuple[float, int], limit: int) -> list[tuple[tuple[float, int], Message]]:
         rows = await self._read(_EXPIRED, (now, *after, limit))
         return [((row[1], row[0]), _message(row[2:])) for row in rows]
+
+    async def undelivered_from(self, account: str, source_addr: str, dest_addr: str) -> list[Message]:
+        rows = await self._read(_UNDELIVERED_FROM, (dest_addr, account, source_addr))
+        return [_message(row) for row in rows]
 
     async def waiting_counts(self) -> dict[str, int]:
         return dict(await self._read(_WAITING_COUNTS, ()))

@@ -1,4 +1,5 @@
-"""Delivery: parked MTs wait in the store, not in memory; they go out when a bind appears and expire when due."""
+"""Delivery: parked MTs wait in the store, not in memory; they go out when a bind appears and expire when due;
+cancel_sm / replace_sm take back an MT wherever it waits."""
 
 from __future__ import annotations
 
@@ -31,11 +32,20 @@ class Receiver:
         self.address_range = None
         self.offered: list[Message] = []
         self.offered_event = asyncio.Event()
+        self.sent: set[str] = set()  # ids offered and sent as deliver_sm (the rest are queued on the bind)
 
     def offer(self, message: Message) -> None:
         self.load += 1
         self.offered.append(message)
         self.offered_event.set()
+
+    def withdraw(self, message_id: str) -> Message | None:
+        for message in self.offered:
+            if message.id == message_id and message_id not in self.sent:
+                self.offered.remove(message)
+                self.load -= 1
+                return message
+        return None
 
     async def wait_for(self, count: int) -> None:
         while len(self.offered) < count:
@@ -84,6 +94,25 @@ async def admit(store: SqliteStore, delivery: Delivery, *messages: Message) -> N
     for message in messages:
         await store.accept(message)  # committed first, as the gateway does
         delivery.admit(message)
+
+
+async def reading_backlog(store: SqliteStore, delivery: Delivery, router: Router, accounts: Accounts, size: int) -> Receiver:
+    """`size` MTs m00, m01, ... wait for one subscriber of `handset`; a bind appears and is handed the first
+    page (delivery.PAGE, with delivery.ROOM set to it: the read then waits for answers)."""
+    delivery.ROOM = delivery.PAGE
+    await admit(store, delivery, *(mt(f"m{i:02d}", "8613700000001") for i in range(size)))
+    receiver = Receiver(accounts.get("handset"))
+    router.bound(receiver)
+    delivery.receiver_ready(receiver)
+    await receiver.wait_for(delivery.PAGE)
+    return receiver
+
+
+def answer(delivery: Delivery, receiver: Receiver, messages: list[Message]) -> None:
+    """The subscriber acknowledges these deliver_sm."""
+    for message in messages:
+        receiver.load -= 1
+        delivery.delivered(message)
 
 
 async def settled(store: SqliteStore) -> None:
@@ -168,35 +197,23 @@ async def test_a_bind_gets_everything_waiting_for_it_page_by_page_each_once(stor
 
 
 async def test_a_pull_hands_out_the_next_page_only_when_the_bind_has_room(store, delivery, router, accounts) -> None:
-    delivery.PAGE, delivery.ROOM = 4, 4
-    await admit(store, delivery, *(mt(f"m{i:02d}", "8613700000001") for i in range(10)))
-    receiver = Receiver(accounts.get("handset"))
-    router.bound(receiver)
-    delivery.receiver_ready(receiver)
-    await receiver.wait_for(4)
+    delivery.PAGE = 4
+    receiver = await reading_backlog(store, delivery, router, accounts, 10)
     await asyncio.sleep(0)  # the pull has had its turn: with a full bind it waits
     assert len(receiver.offered) == 4 and "handset" in delivery._room_waiters
-    for message in receiver.offered[:2]:  # two answered: room again
-        receiver.load -= 1
-        delivery.delivered(message)
+    answer(delivery, receiver, receiver.offered[:2])  # two answered: room again
     await receiver.wait_for(8)
     assert [m.id for m in receiver.offered] == [f"m{i:02d}" for i in range(8)]
 
 
 async def test_an_mt_admitted_while_the_backlog_is_read_goes_out_after_it(store, delivery, router, accounts) -> None:
-    delivery.PAGE, delivery.ROOM = 4, 4
-    await admit(store, delivery, *(mt(f"m{i:02d}", "8613700000001") for i in range(10)))
-    receiver = Receiver(accounts.get("handset"))
-    router.bound(receiver)
-    delivery.receiver_ready(receiver)
-    await receiver.wait_for(4)  # the first page is out; the rest of the backlog is still in the store
+    delivery.PAGE = 4
+    receiver = await reading_backlog(store, delivery, router, accounts, 10)  # 6 still in the store
     await admit(store, delivery, mt("new", "8613700000001"))
     assert "new" not in [m.id for m in receiver.offered] and "new" in delivery._held
     answered = 0
     while len(receiver.offered) < 11:  # the subscriber answers what it has, the pull goes on
-        for message in receiver.offered[answered:]:
-            receiver.load -= 1
-            delivery.delivered(message)
+        answer(delivery, receiver, receiver.offered[answered:])
         answered = len(receiver.offered)
         await receiver.wait_for(answered + 1)
     assert [m.id for m in receiver.offered] == [f"m{i:02d}" for i in range(10)] + ["new"]
@@ -206,12 +223,8 @@ async def test_an_mt_admitted_while_the_backlog_is_read_goes_out_after_it(store,
 async def test_an_mt_waiting_behind_a_backlog_stays_in_the_store_when_delivery_stops(
     store, delivery, router, accounts
 ) -> None:
-    delivery.PAGE, delivery.ROOM = 4, 4
-    await admit(store, delivery, *(mt(f"m{i:02d}", "8613700000001") for i in range(10)))
-    receiver = Receiver(accounts.get("handset"))
-    router.bound(receiver)
-    delivery.receiver_ready(receiver)
-    await receiver.wait_for(4)
+    delivery.PAGE = 4
+    receiver = await reading_backlog(store, delivery, router, accounts, 10)
     await admit(store, delivery, mt("new", "8613700000001"))
     pull = delivery._pulls["handset"]
     delivery.stop()
@@ -339,3 +352,50 @@ async def test_a_bind_that_appears_during_the_read_gets_what_the_earlier_binds_c
         await asyncio.gather(*delivery._pulls.values())
         assert [m.id for m in ranged.offered] == ["for-ranged"]
         assert [m.id for m in anyone.offered] == ["for-anyone"]  # ...which went over the backlog once more for it
+
+
+# --------------------------------------------------------- cancel_sm / replace_sm
+async def test_cancel_ends_an_mt_as_deleted_wherever_it_waits(store, delivery, router, accounts) -> None:
+    await admit(store, delivery, mt("parked", "8613700000001"))
+    receiver = Receiver(accounts.get("handset"))
+    router.bound(receiver)
+    await admit(store, delivery, mt("queued", "8613700000002"), mt("sent", "8613700000003"), mt("retrying", "8613700000004"))
+    receiver.sent.add("sent")
+    receiver.load -= 1
+    delivery.failed(receiver.offered[-1], 0x58)  # "retrying": ESME_RTHROTTLED, another attempt later
+    receiver.offered.pop()
+    for message_id in ("parked", "queued", "retrying"):
+        assert delivery.cancel(await store.get(message_id)), message_id
+    assert not delivery.cancel(await store.get("sent"))  # its deliver_sm is out: its answer decides
+    await settled(store)
+    assert [await status_of(store, i) for i in ("parked", "queued", "retrying", "sent")] == [
+        MessageStatus.DELETED, MessageStatus.DELETED, MessageStatus.DELETED, MessageStatus.ENROUTE]
+    assert [m.id for m in receiver.offered] == ["sent"] and receiver.load == 1
+    assert not delivery._retry_timers
+    assert delivery.queued == {"8613700000003": 1}
+    assert not delivery.cancel(await store.get("parked"))  # ended: nothing to take back (the store says deleted)
+
+
+async def test_an_mt_cancelled_while_its_backlog_is_read_does_not_go_out(store, delivery, router, accounts) -> None:
+    delivery.PAGE = 2
+    receiver = await reading_backlog(store, delivery, router, accounts, 4)  # m02, m03 still in the store
+    await admit(store, delivery, mt("new", "8613700000001"))  # behind the backlog
+    assert delivery.cancel(await store.get("m03")) and delivery.cancel(await store.get("new"))
+    answer(delivery, receiver, list(receiver.offered))
+    await asyncio.gather(*delivery._pulls.values())
+    assert [m.id for m in receiver.offered] == ["m00", "m01", "m02"]
+
+
+async def test_replace_changes_an_mt_before_it_goes_out(store, delivery, router, accounts) -> None:
+    await admit(store, delivery, mt("a", "8613700000001"))
+    changed = await store.get("a")
+    changed.short_message, changed.registered_delivery = b"new text", 1
+    assert await delivery.replace(changed)
+    assert (await store.get("a")).short_message == b"new text"
+    receiver = Receiver(accounts.get("handset"))
+    router.bound(receiver)
+    delivery.receiver_ready(receiver)
+    await receiver.wait_for(1)
+    assert (receiver.offered[0].short_message, receiver.offered[0].registered_delivery) == (b"new text", 1)
+    receiver.sent.add("a")
+    assert not await delivery.replace(await store.get("a"))  # on its way: too late

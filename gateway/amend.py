@@ -1,0 +1,100 @@
+"""cancel_sm and replace_sm: an ESME takes back or rewrites an MT it sent that is not yet delivered.
+
+Who may: the account that submitted the MT, naming the source_addr it used
+(normalised, so `+86138…` and `138…` are one number). What: an MT still
+undelivered and not on its way out: parked, waiting for a retry, or queued
+on a bind; one whose deliver_sm awaits its answer can no longer be changed.
+A message of a submit_multi answers for every destination it was sent to.
+
+- cancel_sm with a message_id ends that MT as DELETED (`stat:DELETED`
+  receipt when one was asked for); with an empty message_id, every
+  undelivered MT from source_addr to destination_addr (and of service_type,
+  if given). ESME_ROK if at least one was cancelled, else ESME_RCANCELFAIL.
+- replace_sm sets the MT's short_message (or message_payload),
+  registered_delivery and, if given, validity_period; schedule_delivery_time
+  and sm_default_msg_id are ignored, as for submit_sm (delivery is
+  immediate, there are no canned messages). ESME_RREPLACEFAIL if it cannot.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .clock import Clock
+from .delivery import Delivery
+from .logs import get_logger
+from .numbers import NumberPlan
+from .smpp.constants import CommandStatus, Tag
+from .smpp.pdu import CancelSm, ReplaceSm, response_to
+from .smpp.times import SmppTimeError, parse_smpp_time
+from .store.base import Store
+from .store.records import Message
+
+if TYPE_CHECKING:
+    from .server import SmppConnection
+
+log = get_logger("amend")
+S = CommandStatus
+
+
+def multi_part_id(first_id: str, n: int) -> str:
+    """The id of the n-th destination (n >= 2) of a submit_multi whose first destination's id is first_id."""
+    return f"{first_id}/{n}"
+
+
+class Amendments:
+    def __init__(self, *, store: Store, delivery: Delivery, plan: NumberPlan, clock: Clock) -> None:
+        self.store = store
+        self.delivery = delivery
+        self.plan = plan
+        self.clock = clock
+
+    async def cancel(self, conn: SmppConnection, pdu: CancelSm) -> None:
+        account = conn.account.system_id
+        source = self.plan.normalise(pdu.source_addr)
+        if pdu.message_id:
+            candidates = await self._submitted(account, source, pdu.message_id)
+        else:
+            dest = self.plan.normalise(pdu.destination_addr)
+            candidates = await self.store.undelivered_from(account, source, dest)
+            if pdu.service_type:
+                candidates = [m for m in candidates if m.service_type == pdu.service_type]
+        cancelled = [m.id for m in candidates if self.delivery.cancel(m)]
+        status = S.ESME_ROK if cancelled else S.ESME_RCANCELFAIL
+        log.info("cancel_sm", account=account, msisdn=source, message_id=pdu.message_id or None,
+                 dest=pdu.destination_addr or None, cancelled=cancelled, found=len(candidates), status=S.name_of(status))
+        conn.respond(response_to(pdu, status))
+
+    async def replace(self, conn: SmppConnection, pdu: ReplaceSm) -> None:
+        account = conn.account.system_id
+        source = self.plan.normalise(pdu.source_addr)
+        try:
+            expires_at = parse_smpp_time(pdu.validity_period, self.clock.now()) if pdu.validity_period else None
+        except SmppTimeError as exc:
+            log.warning("replace_sm refused", account=account, msisdn=source, message_id=pdu.message_id, reason=str(exc))
+            conn.respond(response_to(pdu, S.ESME_RINVEXPIRY))
+            return
+        payload = pdu.tlvs.get(Tag.MESSAGE_PAYLOAD) if pdu.tlvs else None
+        body = pdu.short_message or (payload if isinstance(payload, bytes) else b"")
+        replaced = []
+        for message in await self._submitted(account, source, pdu.message_id):
+            message.short_message = body
+            message.registered_delivery = pdu.registered_delivery
+            if expires_at is not None:
+                message.expires_at = expires_at
+            if await self.delivery.replace(message):
+                replaced.append(message.id)
+        status = S.ESME_ROK if replaced else S.ESME_RREPLACEFAIL
+        log.info("replace_sm", account=account, msisdn=source, message_id=pdu.message_id, replaced=replaced,
+                 status=S.name_of(status))
+        conn.respond(response_to(pdu, status))
+
+    async def _submitted(self, account: str, source: str, message_id: str) -> list[Message]:
+        """What `account` submitted from `source` as message_id: one message, or one per destination of a submit_multi."""
+        message = await self.store.get(message_id)
+        if message is None or message.account != account or message.source_addr != source:
+            return []
+        found = [message]
+        while (message := await self.store.get(multi_part_id(message_id, len(found) + 1))) is not None:
+            found.append(message)
+        return found

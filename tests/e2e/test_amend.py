@@ -1,0 +1,203 @@
+"""submit_multi, cancel_sm and replace_sm, from an ESME's side (SMPP 3.4 sections 4.5, 4.9, 4.10).
+
+smpplib (the reference client) has none of the three, so they are written here
+byte by byte from the specification's field tables (not with our codec) and
+sent on a raw connection; what the subscribers receive is read with smpplib.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from smpplib import consts
+
+from tests.smpp_handset import (
+    ESME_RINVDSTADR,
+    ESME_RINVEXPIRY,
+    ESME_ROK,
+    RawLink,
+    frame,
+    is_receipt,
+    receipt_fields,
+    text,
+)
+
+A = "8613800000001"  # account handset
+B, B2 = "8613700000001", "8613700000002"  # account handset2
+SUBMIT_MULTI, REPLACE_SM, CANCEL_SM = 0x00000021, 0x00000007, 0x00000008
+DELETED = 4  # message_state (5.2.28)
+
+
+def cstr(value: str) -> bytes:
+    return value.encode("latin-1") + b"\0"
+
+
+def submit_multi(sequence: int, source: str, destinations: list[str], body: bytes, registered_delivery: int = 0) -> bytes:
+    """4.5.1; a destination "dl:<name>" is a distribution list (dest_flag 2), any other an SME address (flag 1)."""
+    dests = b"".join(
+        b"\x02" + cstr(d[3:]) if d.startswith("dl:") else b"\x01\x01\x01" + cstr(d) for d in destinations
+    )
+    fields = (
+        cstr("") + b"\x01\x01" + cstr(source) + bytes([len(destinations)]) + dests
+        + b"\x00\x00\x00" + cstr("") + cstr("")  # esm_class, protocol_id, priority_flag, schedule, validity
+        + bytes([registered_delivery, 0, 0, 0, len(body)]) + body  # replace_if_present, data_coding, sm_default_msg_id
+    )  # fmt: skip
+    return frame(SUBMIT_MULTI, sequence, fields)
+
+
+def cancel_sm(sequence: int, source: str, message_id: str = "", dest: str = "", service_type: str = "") -> bytes:
+    """4.9.1."""
+    return frame(CANCEL_SM, sequence, cstr(service_type) + cstr(message_id) + b"\x01\x01" + cstr(source) + b"\x01\x01" + cstr(dest))
+
+
+def replace_sm(sequence: int, source: str, message_id: str, body: bytes, registered_delivery: int = 0, validity: str = "") -> bytes:
+    """4.10.1."""
+    fields = cstr(message_id) + b"\x01\x01" + cstr(source) + cstr("") + cstr(validity) + bytes([registered_delivery, 0, len(body)]) + body
+    return frame(REPLACE_SM, sequence, fields)
+
+
+def answer(link: RawLink, sequence: int) -> tuple[int, bytes]:
+    """The response to `sequence`: (command_status, body)."""
+    data = link.read_frame()
+    assert data is not None, "the gateway closed the connection"
+    _length, command_id, status, got = struct.unpack(">LLLL", data[:16])
+    assert command_id & 0x80000000 and got == sequence, f"0x{command_id:08x} seq {got}"
+    return status, data[16:]
+
+
+def multi_resp(body: bytes) -> tuple[str, list[tuple[str, int]]]:
+    """4.5.2: message_id and the unsuccess_sme list as (destination_addr, error_status_code)."""
+    end = body.index(0)
+    message_id, count, pos = body[:end].decode(), body[end + 1], end + 2
+    refused = []
+    for _ in range(count):  # dest_addr_ton, dest_addr_npi, destination_addr, error_status_code
+        end = body.index(0, pos + 2)
+        refused.append((body[pos + 2 : end].decode(), struct.unpack(">L", body[end + 1 : end + 5])[0]))
+        pos = end + 5
+    assert pos == len(body)
+    return message_id, refused
+
+
+@pytest.fixture
+def esme(gateway):
+    """A raw transmitter bind of account `handset` (receipts go to its smpplib transceiver, if bound)."""
+    with RawLink(gateway.smpp_port) as link:
+        link.bind("handset", command="bind_transmitter")
+        yield link
+
+
+# ------------------------------------------------------------------- cancel_sm
+def test_cancel_sm_takes_back_an_mt_still_waiting_for_its_subscriber(handset, esme) -> None:
+    a = handset(A)
+    first = a.submit(B, "first", registered_delivery=1).message_id.decode()
+    assert a.submit(B, "second").status == ESME_ROK
+    esme.send(cancel_sm(2, A, first))
+    assert answer(esme, 2) == (ESME_ROK, b"")
+    receipt = a.expect()
+    assert receipt_fields(receipt)["id"] == first and receipt_fields(receipt)["stat"] == "DELETED"
+    assert a.query(first).message_state == DELETED
+    esme.send(cancel_sm(3, A, first))
+    assert answer(esme, 3)[0] == consts.SMPP_ESME_RCANCELFAIL  # once only
+
+    b = handset(B)
+    assert text(b.expect()) == "second"
+    b.expect_none(0.3)
+
+
+def test_cancel_sm_without_a_message_id_cancels_what_waits_from_that_sender_for_that_subscriber(handset, esme) -> None:
+    a = handset(A)
+    for n in range(3):
+        assert a.submit(B, f"for B {n}").status == ESME_ROK
+    assert a.submit(B2, "for B2").status == ESME_ROK
+    esme.send(cancel_sm(2, A, dest=B))
+    assert answer(esme, 2)[0] == ESME_ROK
+    esme.send(cancel_sm(3, A, dest=B))
+    assert answer(esme, 3)[0] == consts.SMPP_ESME_RCANCELFAIL  # nothing left to cancel
+
+    b = handset(B)
+    got = b.expect()
+    assert (got.destination_addr.decode(), text(got)) == (B2, "for B2")
+    b.expect_none(0.3)
+
+
+def test_only_the_sender_may_cancel_and_only_before_the_deliver_sm_goes_out(gateway, handset, esme) -> None:
+    a = handset(A)
+    waiting = a.submit(B, "waiting").message_id.decode()
+    esme.send(cancel_sm(2, "8613800000009", waiting))  # the account's, but another of its numbers
+    assert answer(esme, 2)[0] == consts.SMPP_ESME_RCANCELFAIL
+    with RawLink(gateway.smpp_port) as other:
+        other.bind("handset2", command="bind_transmitter")
+        other.send(cancel_sm(2, A, waiting))  # another account
+        assert answer(other, 2)[0] == consts.SMPP_ESME_RCANCELFAIL
+
+    b = handset(B)
+    b.answering = False  # the deliver_sm stays unanswered: on its way, too late to cancel
+    assert text(b.expect()) == "waiting"
+    esme.send(cancel_sm(3, A, waiting))
+    assert answer(esme, 3)[0] == consts.SMPP_ESME_RCANCELFAIL
+    b.answering = True
+    b.answer_held()
+    delivered = a.submit(B, "delivered").message_id.decode()
+    assert text(b.expect()) == "delivered"
+    esme.send(cancel_sm(4, A, delivered))
+    assert answer(esme, 4)[0] == consts.SMPP_ESME_RCANCELFAIL
+
+
+# ------------------------------------------------------------------ replace_sm
+def test_replace_sm_rewrites_an_mt_before_it_goes_out(handset, esme) -> None:
+    a = handset(A)
+    message_id = a.submit(B, "meet at 5").message_id.decode()
+    esme.send(replace_sm(2, A, message_id, b"meet at 6 instead", registered_delivery=1))
+    assert answer(esme, 2) == (ESME_ROK, b"")
+    esme.send(replace_sm(3, A, message_id, b"x", validity="not a time"))
+    assert answer(esme, 3)[0] == ESME_RINVEXPIRY
+
+    b = handset(B)
+    assert text(b.expect()) == "meet at 6 instead"
+    receipt = a.expect(predicate=is_receipt)  # registered_delivery was replaced too
+    assert receipt_fields(receipt)["id"] == message_id and receipt_fields(receipt)["stat"] == "DELIVRD"
+    esme.send(replace_sm(4, A, message_id, b"too late"))
+    assert answer(esme, 4)[0] == consts.SMPP_ESME_RREPLACEFAIL
+    b.expect_none(0.3)
+
+
+# ---------------------------------------------------------------- submit_multi
+def test_submit_multi_reaches_each_destination_and_lists_the_refused_ones(handset, esme) -> None:
+    a, b = handset(A), handset(B)
+    esme.send(submit_multi(2, A, [B, B2, "abc", "dl:friends"], b"to all", registered_delivery=1))
+    status, body = answer(esme, 2)
+    assert status == ESME_ROK
+    message_id, refused = multi_resp(body)
+    assert refused == [("abc", ESME_RINVDSTADR), ("friends", consts.SMPP_ESME_RINVDLNAME)]
+    got = b.expect_many(2)
+    assert sorted((p.destination_addr.decode(), text(p)) for p in got) == [(B, "to all"), (B2, "to all")]
+    receipts = [receipt_fields(p) for p in a.expect_many(2)]
+    assert [r["id"] for r in receipts] == [message_id, message_id]  # the id the ESME was given, for each destination
+    assert {r["stat"] for r in receipts} == {"DELIVRD"}
+    assert a.query(message_id).message_state == 2  # DELIVERED
+
+    esme.send(submit_multi(2, A, [B, B2, "abc", "dl:friends"], b"to all", registered_delivery=1))  # retransmitted
+    status, body = answer(esme, 2)
+    assert (status, multi_resp(body)[0]) == (ESME_ROK, message_id)
+    b.expect_none(0.3)  # not delivered twice
+
+
+def test_submit_multi_refused_everywhere_is_refused_with_the_reason(esme) -> None:
+    esme.send(submit_multi(2, A, ["abc", "12ab"], b"nobody"))
+    status, body = answer(esme, 2)
+    assert (status, multi_resp(body)) == (ESME_RINVDSTADR, ("", [("abc", ESME_RINVDSTADR), ("12ab", ESME_RINVDSTADR)]))
+    esme.send(submit_multi(3, A, ["abc", "dl:friends"], b"nobody"))
+    status, body = answer(esme, 3)
+    assert status == consts.SMPP_ESME_RSUBMITFAIL  # for different reasons, each listed
+    assert multi_resp(body) == ("", [("abc", ESME_RINVDSTADR), ("friends", consts.SMPP_ESME_RINVDLNAME)])
+
+
+def test_cancel_sm_of_a_submit_multi_cancels_it_for_every_destination(handset, esme) -> None:
+    esme.send(submit_multi(2, A, [B, B2], b"cancel me"))
+    status, body = answer(esme, 2)
+    assert status == ESME_ROK
+    message_id, _ = multi_resp(body)
+    esme.send(cancel_sm(3, A, message_id))
+    assert answer(esme, 3)[0] == ESME_ROK
+    handset(B).expect_none(0.3)
