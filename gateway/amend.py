@@ -14,6 +14,9 @@ A message of a submit_multi answers for every destination it was sent to.
   registered_delivery and, if given, validity_period; schedule_delivery_time
   and sm_default_msg_id are ignored, as for submit_sm (delivery is
   immediate, there are no canned messages). ESME_RREPLACEFAIL if it cannot.
+- submit_sm with replace_if_present_flag 1 cancels, once it is committed,
+  the MTs it replaces: undelivered, from the same account and source_addr to
+  the same subscriber, with the same service_type.
 """
 
 from __future__ import annotations
@@ -88,6 +91,20 @@ class Amendments:
         log.info("replace_sm", account=account, msisdn=source, message_id=pdu.message_id, replaced=replaced,
                  status=S.name_of(status))
         conn.respond(response_to(pdu, status))
+
+    async def replace_present(self, message: Message) -> None:
+        """submit_sm with replace_if_present_flag 1, committed: the MTs still undelivered that the same
+        account sent before it from the same source_addr to the same subscriber with the same
+        service_type are cancelled (SMPP 3.4 section 5.2.18)."""
+        older = await self.store.undelivered_from(message.account, message.source_addr, message.dest_addr)
+        replaced = [
+            m.id for m in older
+            if m.id != message.id and m.service_type == message.service_type and m.submitted_at <= message.submitted_at
+            and self.delivery.cancel(m)
+        ]  # fmt: skip
+        if replaced:
+            log.info("replaced if present", message_id=message.id, account=message.account, msisdn=message.dest_addr,
+                     replaced=replaced)  # fmt: skip
 
     async def _submitted(self, account: str, source: str, message_id: str) -> list[Message]:
         """What `account` submitted from `source` as message_id: one message, or one per destination of a submit_multi."""

@@ -18,12 +18,13 @@ and the receipts of all of them carry the message_id the ESME was given.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
 from dataclasses import fields
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .accounts import Account
-from .amend import multi_part_id
+from .amend import Amendments, multi_part_id
 from .clock import Clock
 from .config import GatewaySettings
 from .delivery import Delivery
@@ -96,6 +97,8 @@ class Intake:
         guards: Guards,
         clock: Clock,
         ids: MessageIds,
+        amendments: Amendments,
+        spawn: Callable[[Coroutine[Any, Any, Any]], None],
     ) -> None:
         self.settings = settings
         self.plan = plan
@@ -106,6 +109,8 @@ class Intake:
         self.guards = guards
         self.clock = clock
         self.ids = ids
+        self.amendments = amendments
+        self.spawn = spawn
 
     # ------------------------------------------------------------ submit
     def submit(self, conn: SmppConnection, pdu: SubmitSm | DataSm) -> None:
@@ -120,7 +125,10 @@ class Intake:
             return
         if account.role != "sp":
             self.router.note_mo(message.source_addr, conn)
-        self.store.accept_then(message, partial(self._committed, conn, pdu.sequence_number, resp_id, message))
+        committed = partial(self._committed, conn, pdu.sequence_number, resp_id, message)
+        if message.direction is _MT and getattr(pdu, "replace_if_present_flag", 0) == 1:  # data_sm has no such flag
+            committed = partial(self._replacing, committed, message)
+        self.store.accept_then(message, committed)
 
     def _admit(self, account: Account, pdu: SubmitSm | DataSm) -> Message:
         plan = self.plan
@@ -179,6 +187,15 @@ class Intake:
             self.mo.receive(message)
         else:
             self.delivery.admit(message)
+
+    def _replacing(
+        self, committed: Callable[[tuple[str, bool] | None, BaseException | None], None], message: Message,
+        result: tuple[str, bool] | None, error: BaseException | None,
+    ) -> None:  # fmt: skip
+        """replace_if_present_flag = 1: once this MT is committed, the ones it replaces are cancelled."""
+        committed(result, error)
+        if error is None and result is not None and not result[1]:
+            self.spawn(self.amendments.replace_present(message))
 
     # ------------------------------------------------------- submit_multi
     async def submit_multi(self, conn: SmppConnection, pdu: SubmitMulti) -> None:

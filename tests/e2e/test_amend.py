@@ -8,6 +8,7 @@ sent on a raw connection; what the subscribers receive is read with smpplib.
 from __future__ import annotations
 
 import struct
+import time
 
 import pytest
 from smpplib import consts
@@ -159,6 +160,21 @@ def test_replace_sm_rewrites_an_mt_before_it_goes_out(handset, esme) -> None:
     assert receipt_fields(receipt)["id"] == message_id and receipt_fields(receipt)["stat"] == "DELIVRD"
     esme.send(replace_sm(4, A, message_id, b"too late"))
     assert answer(esme, 4)[0] == consts.SMPP_ESME_RREPLACEFAIL
+    b.expect_none(0.3)
+
+
+def test_a_submit_sm_with_replace_if_present_flag_replaces_what_still_waits(handset) -> None:
+    a = handset(A)
+    first = a.submit(B, "score 0-0", service_type="SCORE").message_id
+    assert a.submit(B, "news", service_type="NEWS").status == ESME_ROK
+    second = a.submit(B, "score 1-0", service_type="SCORE", replace_if_present_flag=1).message_id
+    assert a.submit(B, "score 2-0", service_type="SCORE", replace_if_present_flag=1).status == ESME_ROK
+    # The replaced ones end once the replacing MT is committed; ask until their final status is too (bounded).
+    deadline = time.monotonic() + 5
+    while (states := [a.query(i).message_state for i in (first, second)]) != [DELETED, DELETED]:
+        assert time.monotonic() < deadline, f"message_state {states}"
+    b = handset(B)
+    assert [text(p) for p in b.expect_many(2)] == ["news", "score 2-0"]
     b.expect_none(0.3)
 
 
