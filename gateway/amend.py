@@ -11,9 +11,10 @@ A message of a submit_multi answers for every destination it was sent to.
   undelivered MT from source_addr to destination_addr (and of service_type,
   if given). ESME_ROK if at least one was cancelled, else ESME_RCANCELFAIL.
 - replace_sm sets the MT's short_message (or message_payload),
-  registered_delivery and, if given, validity_period; schedule_delivery_time
-  and sm_default_msg_id are ignored, as for submit_sm (delivery is
-  immediate, there are no canned messages). ESME_RREPLACEFAIL if it cannot.
+  registered_delivery and, if given, validity_period and
+  schedule_delivery_time (a time ahead makes it wait, as for submit_sm; one
+  past lets it go now). sm_default_msg_id is ignored, as for submit_sm (there
+  are no canned messages). ESME_RREPLACEFAIL if it cannot.
 - submit_sm with replace_if_present_flag 1 cancels, once it is committed,
   the MTs it replaces: undelivered, from the same account and source_addr to
   the same subscriber, with the same service_type.
@@ -21,6 +22,7 @@ A message of a submit_multi answers for every destination it was sent to.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 from .clock import Clock
@@ -31,13 +33,27 @@ from .smpp.constants import CommandStatus, Tag
 from .smpp.pdu import CancelSm, ReplaceSm, response_to
 from .smpp.times import SmppTimeError, parse_smpp_time
 from .store.base import Store
-from .store.records import Message
+from .store.records import Message, MessageStatus
 
 if TYPE_CHECKING:
     from .server import SmppConnection
 
 log = get_logger("amend")
 S = CommandStatus
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+def _time(value: str, now: float, status: int) -> float | None:
+    """An SMPP time field of replace_sm: None if empty; a malformed one is refused with `status`."""
+    try:
+        return parse_smpp_time(value, now) if value else None
+    except SmppTimeError as exc:
+        raise _Refused(status, str(exc)) from None
 
 
 def multi_part_id(first_id: str, n: int) -> str:
@@ -71,23 +87,32 @@ class Amendments:
     async def replace(self, conn: SmppConnection, pdu: ReplaceSm) -> None:
         account = conn.account.system_id
         source = self.plan.normalise(pdu.source_addr)
+        now = self.clock.now()
         try:
-            expires_at = parse_smpp_time(pdu.validity_period, self.clock.now()) if pdu.validity_period else None
-        except SmppTimeError as exc:
-            log.warning("replace_sm refused", account=account, msisdn=source, message_id=pdu.message_id, reason=str(exc))
-            conn.respond(response_to(pdu, S.ESME_RINVEXPIRY))
+            expires_at = _time(pdu.validity_period, now, S.ESME_RINVEXPIRY)
+            scheduled_at = _time(pdu.schedule_delivery_time, now, S.ESME_RINVSCHED)
+        except _Refused as refused:
+            log.warning("replace_sm refused", account=account, msisdn=source, message_id=pdu.message_id, reason=refused.reason)
+            conn.respond(response_to(pdu, refused.status))
             return
         payload = pdu.tlvs.get(Tag.MESSAGE_PAYLOAD) if pdu.tlvs else None
         body = pdu.short_message or (payload if isinstance(payload, bytes) else b"")
         replaced = []
-        for message in await self._submitted(account, source, pdu.message_id):
-            message.short_message = body
-            message.registered_delivery = pdu.registered_delivery
+        status = S.ESME_RREPLACEFAIL
+        for stored in await self._submitted(account, source, pdu.message_id):
+            replacement = dataclasses.replace(stored, short_message=body, registered_delivery=pdu.registered_delivery)
             if expires_at is not None:
-                message.expires_at = expires_at
-            if await self.delivery.replace(message):
-                replaced.append(message.id)
-        status = S.ESME_ROK if replaced else S.ESME_RREPLACEFAIL
+                replacement.expires_at = expires_at
+            if scheduled_at is not None:
+                ahead = scheduled_at > now
+                replacement.status = MessageStatus.SCHEDULED if ahead else MessageStatus.ENROUTE
+                replacement.next_attempt_at = scheduled_at if ahead else now
+            if replacement.status is MessageStatus.SCHEDULED and replacement.next_attempt_at >= replacement.expires_at:
+                status = S.ESME_RINVSCHED  # it would expire before its time
+            elif await self.delivery.replace(stored, replacement):
+                replaced.append(stored.id)
+        if replaced:
+            status = S.ESME_ROK
         log.info("replace_sm", account=account, msisdn=source, message_id=pdu.message_id, replaced=replaced,
                  status=S.name_of(status))
         conn.respond(response_to(pdu, status))

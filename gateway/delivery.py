@@ -18,6 +18,10 @@ committed), so a page read meanwhile does not hand the same MT out twice.
 Per subscriber, MTs go out in the order they were accepted: one accepted while
 its account's backlog is being read waits (`_behind`) until that read is over,
 or it would overtake the older MTs still in the store.
+
+An MT with a schedule_delivery_time still ahead is stored as scheduled and
+joins delivery only when the sweep finds it due (`_release_due`), so a
+campaign scheduled for tomorrow costs disk, not memory, and survives restarts.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from .store.records import Direction, Message, MessageStatus
 log = get_logger("delivery")
 S = CommandStatus
 _DELIVERED = MessageState.DELIVERED  # read per delivered MT; from the class it costs ~150 ns (CPython 3.11)
+_SCHEDULED, _ENROUTE = MessageStatus.SCHEDULED, MessageStatus.ENROUTE  # read per admitted MT
 
 # deliver_sm_resp statuses after which another attempt cannot help.
 PERMANENT_FAILURES = frozenset(
@@ -74,7 +79,9 @@ class Delivery:
 
     # ------------------------------------------------------------ intake
     def admit(self, message: Message) -> None:
-        """A committed MT joins delivery."""
+        """A committed MT joins delivery (a scheduled one when it is due: the sweep releases it)."""
+        if message.status is _SCHEDULED:
+            return
         dest = message.dest_addr
         self.queued[dest] = self.queued.get(dest, 0) + 1  # not `+= 1`: Counter.__missing__ is Python code
         self.dispatch(message, new=True)
@@ -237,25 +244,37 @@ class Delivery:
         way (a deliver_sm awaiting its answer) or ended. `message` as the store has it."""
         if not self._take_back(message):
             return False
-        self._finish(message, MessageStatus.DELETED, MessageState.DELETED, 0)
+        self._finish(message, MessageStatus.DELETED, MessageState.DELETED, 0, counted=message.status is _ENROUTE)
         return True
 
-    async def replace(self, message: Message) -> bool:
-        """Store an undelivered MT's new content, then offer it again; False as for cancel.
+    async def replace(self, stored: Message, replacement: Message) -> bool:
+        """Store an undelivered MT's new content and schedule, then let it go on; False as for cancel.
 
-        `message` is the stored MT with its new short_message, registered_delivery and expires_at."""
-        if not self._take_back(message):
+        `stored` is the MT as the store has it; `replacement` the same MT with its new short_message,
+        registered_delivery, expires_at, and schedule (status scheduled or enroute, next_attempt_at)."""
+        if not self._take_back(stored):
             return False
+        current = replacement
         try:
-            await self.store.replace_mt(message)
+            await self.store.replace_mt(replacement)
+        except BaseException:
+            current = stored  # the write failed: as it was
+            raise
         finally:
-            self.dispatch(message)  # replaced, or as it was if the write failed
+            if current.status is _SCHEDULED:  # out of delivery until the sweep finds it due
+                self._held.discard(current.id)
+                if stored.status is _ENROUTE:
+                    self._forget(stored)
+            elif stored.status is _SCHEDULED:
+                self.admit(current)
+            else:
+                self.dispatch(current)
         return True
 
     def _take_back(self, message: Message) -> bool:
-        """Take an MT out of delivery before it goes out: True if it was parked, waiting for a retry,
-        queued on a bind or behind a backlog read, and is now in hand (`_held`) for the caller."""
-        if message.status is not MessageStatus.ENROUTE or message.direction is not Direction.MT:
+        """Take an MT out of delivery before it goes out: True if it was parked, scheduled, waiting for a
+        retry, queued on a bind or behind a backlog read, and is now in hand (`_held`) for the caller."""
+        if (message.status is not _ENROUTE and message.status is not _SCHEDULED) or message.direction is not Direction.MT:
             return False
         message_id = message.id
         timer = self._retry_timers.pop(message_id, None)
@@ -280,18 +299,47 @@ class Delivery:
             self._wake_pulls()
 
     async def sweep(self) -> None:
-        """Expire the parked MTs whose validity has run out (those in hand expire when next dispatched)."""
+        """Expire the parked MTs whose validity has run out (those in hand expire when next dispatched);
+        release the scheduled MTs that are due."""
         now = self.clock.now()
         await self._take_waiting(
             lambda after: self.store.expired_mts(now, after, self.PAGE),
             (0.0, 0), lambda message: self._finish(message, MessageStatus.EXPIRED, MessageState.EXPIRED, 0),
         )  # fmt: skip
+        await self._release_due(now)
+
+    async def _release_due(self, now: float) -> None:
+        """Scheduled MTs due by `now` become enroute and join delivery, a page at a time."""
+        due: list[Message] = []
+
+        def take(message: Message) -> None:
+            self._held.add(message.id)  # being released: no cancel_sm or replace_sm now
+            due.append(message)
+
+        async def release() -> bool:
+            page = due[:]
+            due.clear()
+            try:
+                if page:
+                    await self.store.release_scheduled([m.id for m in page])
+            except BaseException:
+                self._held.difference_update(m.id for m in page)  # still scheduled: the next sweep tries again
+                raise
+            for message in page:
+                message.status = _ENROUTE
+                self.admit(message)
+            return True
+
+        await self._take_waiting(lambda after: self.store.due_scheduled(now, after, self.PAGE), (0.0, 0), take, release)
+        await release()
 
     # ------------------------------------------------------------ helpers
-    def _finish(self, message: Message, status: MessageStatus, state: MessageState, error: int) -> None:
+    def _finish(self, message: Message, status: MessageStatus, state: MessageState, error: int, counted: bool = True) -> None:
+        """`counted`: the MT is in `queued` (it is, unless it was still scheduled)."""
         now = self.clock.now()
         self._held.add(message.id)  # until its final status is committed
-        self._forget(message)
+        if counted:
+            self._forget(message)
         receipt = self._receipt(message, state, now, error)
         self._release_when(self.store.mark_final(message.id, status.value, now, error, receipt), message.id, receipt)
         log.info("mt final", message_id=message.id, msisdn=message.dest_addr, account=message.account, status=status.value)

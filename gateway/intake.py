@@ -65,6 +65,7 @@ _MO, _MT = Direction.MO, Direction.MT  # read from the class, an enum member cos
 _QUERY_STATE = {
     MessageStatus.ACCEPTED: MessageState.ACCEPTED,
     MessageStatus.PROCESSED: MessageState.DELIVERED,
+    MessageStatus.SCHEDULED: MessageState.ENROUTE,  # SMPP 3.4 has no SCHEDULED message_state
     MessageStatus.ENROUTE: MessageState.ENROUTE,
     MessageStatus.DELIVERED: MessageState.DELIVERED,
     MessageStatus.EXPIRED: MessageState.EXPIRED,
@@ -145,7 +146,10 @@ class Intake:
             validity = parse_smpp_time(validity_period, now) if validity_period else None
         except SmppTimeError as exc:
             raise Rejection(S.ESME_RINVEXPIRY, str(exc)) from None
+        expires_at = validity if validity is not None and validity > now else now + self.settings.default_validity
         to_short_code = account.role != "sp" and self.mo.is_short_code(dest)
+        schedule = getattr(pdu, "schedule_delivery_time", "")  # data_sm has none; a short code answers at once
+        scheduled_at = self._scheduled_at(schedule, now, expires_at) if schedule and not to_short_code else None
         if not to_short_code:
             if not plan.is_msisdn(dest):
                 raise Rejection(S.ESME_RINVDSTADR, f"destination_addr {dest} is neither a subscriber nor a short code")
@@ -157,8 +161,7 @@ class Intake:
             raise Rejection(*refusal)
         if not account.bucket.take(segments_of(pdu)):
             raise Rejection(S.ESME_RTHROTTLED, f"account throughput {account.config.throughput:g} segments/s exceeded")
-        expires_at = validity if validity is not None and validity > now else now + self.settings.default_validity
-        return message_from_submission(
+        message = message_from_submission(
             pdu,
             message_id=self.ids.next(),
             direction=_MO if to_short_code else _MT,
@@ -168,6 +171,20 @@ class Intake:
             now=now,
             expires_at=expires_at,
         )
+        if scheduled_at is not None:
+            message.status, message.next_attempt_at = MessageStatus.SCHEDULED, scheduled_at
+        return message
+
+    @staticmethod
+    def _scheduled_at(schedule: str, now: float, expires_at: float) -> float | None:
+        """When an MT with this schedule_delivery_time may go out: None if now (the time has passed)."""
+        try:
+            at = parse_smpp_time(schedule, now)
+        except SmppTimeError as exc:
+            raise Rejection(S.ESME_RINVSCHED, str(exc)) from None
+        if at >= expires_at:
+            raise Rejection(S.ESME_RINVSCHED, f"schedule_delivery_time {schedule!r} is not before the validity ends")
+        return at if at > now else None
 
     def _committed(
         self, conn: SmppConnection, sequence: int, resp_id: int, message: Message,

@@ -59,7 +59,11 @@ class Store(Protocol):
         """A delivery attempt failed or timed out: try again at next_attempt_at."""
 
     def replace_mt(self, message: Message) -> Awaitable[None]:
-        """replace_sm: store the MT's new short_message, registered_delivery and expires_at."""
+        """replace_sm: store the MT's new short_message, registered_delivery, expires_at, and its schedule
+        (next_attempt_at, status scheduled or enroute)."""
+
+    def release_scheduled(self, message_ids: Sequence[str]) -> Awaitable[None]:
+        """These scheduled MTs are due: enroute from now on (unless they were deleted meanwhile)."""
 
     def mark_final(
         self, message_id: str, status: str, done_at: float, error: int, receipt: Message | None
@@ -70,8 +74,11 @@ class Store(Protocol):
     async def get(self, message_id: str) -> Message | None: ...
 
     async def undelivered_from(self, account: str, source_addr: str, dest_addr: str) -> list[Message]:
-        """cancel_sm by addresses: the undelivered MTs `account` sent from source_addr to the subscriber
-        dest_addr, in order of arrival."""
+        """cancel_sm by addresses: the undelivered MTs (scheduled ones too) `account` sent from source_addr
+        to the subscriber dest_addr, in order of arrival."""
+
+    async def due_scheduled(self, now: float, after: tuple[float, int], limit: int) -> list[tuple[tuple[float, int], Message]]:
+        """Scheduled MTs whose time has come (next_attempt_at <= now), oldest first, paged like expired_mts."""
 
     async def unprocessed_mos(self) -> list[Message]:
         """MOs acknowledged but not yet handled (after a crash), oldest first."""

@@ -141,6 +141,13 @@ MIGRATIONS: list[Migration] = [
         # SqliteStore.expired_mts
         "CREATE INDEX messages_enroute_expiry ON messages (expires_at) WHERE status = 'enroute' AND direction = 'mt'",
     ),
+    # 4: MTs with a schedule_delivery_time still ahead wait as 'scheduled', out of the
+    # indexes above; the sweep releases them when due (SqliteStore.due_scheduled), and
+    # cancel_sm / replace_if_present_flag find them by subscriber (undelivered_from).
+    (
+        "CREATE INDEX messages_scheduled_due ON messages (next_attempt_at) WHERE status = 'scheduled'",
+        "CREATE INDEX messages_scheduled_to ON messages (dest_addr) WHERE status = 'scheduled'",
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -15,11 +15,13 @@ class MessageStatus(str, Enum):
     """Life of a stored message.
 
     MO:  accepted -> processed
-    MT:  enroute -> delivered | expired | undeliverable | deleted (cancel_sm)
+    MT:  [scheduled ->] enroute -> delivered | expired | undeliverable | deleted (cancel_sm)
+         (scheduled: schedule_delivery_time not reached yet; it may also be deleted)
     """
 
     ACCEPTED = "accepted"
     PROCESSED = "processed"
+    SCHEDULED = "scheduled"
     ENROUTE = "enroute"
     DELIVERED = "delivered"
     EXPIRED = "expired"

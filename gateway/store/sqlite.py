@@ -91,9 +91,16 @@ _EXPIRED = (
     f" WHERE {_ENROUTE_MT} AND expires_at <= ? AND (expires_at, seq) > (?, ?) ORDER BY expires_at, seq LIMIT ?"
 )
 _DEST_AT = 1 + _FIELDS.index("dest_addr")  # in a _WAITING row, after seq
+_SCHEDULED = f"status = '{MessageStatus.SCHEDULED.value}'"
 _UNDELIVERED_FROM = (  # cancel_sm by addresses: a subscriber's MTs (not the account's own notices) from one sender
-    f"{_SELECT} INDEXED BY messages_waiting WHERE {_ENROUTE_MT} AND json_extract(extra, '$.to_account') IS NULL"
-    " AND dest_addr = ? AND account = ? AND source_addr = ? ORDER BY seq"
+    f"SELECT seq, {', '.join(_FIELDS)} FROM messages INDEXED BY messages_waiting WHERE {_ENROUTE_MT}"
+    " AND json_extract(extra, '$.to_account') IS NULL AND dest_addr = ?1 AND account = ?2 AND source_addr = ?3"
+    f" UNION ALL SELECT seq, {', '.join(_FIELDS)} FROM messages INDEXED BY messages_scheduled_to WHERE {_SCHEDULED}"
+    " AND dest_addr = ?1 AND account = ?2 AND source_addr = ?3 ORDER BY seq"
+)
+_DUE_SCHEDULED = (
+    f"SELECT seq, next_attempt_at, {', '.join(_FIELDS)} FROM messages INDEXED BY messages_scheduled_due"
+    f" WHERE {_SCHEDULED} AND next_attempt_at <= ? AND (next_attempt_at, seq) > (?, ?) ORDER BY next_attempt_at, seq LIMIT ?"
 )
 _WAITING_COUNTS = f"SELECT dest_addr, count(*) FROM messages WHERE {_ENROUTE_MT} GROUP BY dest_addr"
 _INSERT = (
@@ -134,7 +141,13 @@ _KEY_HOLDER = "SELECT id FROM messages WHERE dedup_key = ?"
 _PROCESSED = f"UPDATE messages SET status = '{MessageStatus.PROCESSED.value}', done_at = ? WHERE id = ?"
 _DELIVERED = f"UPDATE messages SET status = '{MessageStatus.DELIVERED.value}', done_at = ? WHERE id = ?"
 _RETRY = "UPDATE messages SET attempts = ?, next_attempt_at = ?, error = ? WHERE id = ?"
-_REPLACE = "UPDATE messages SET short_message = ?, registered_delivery = ?, expires_at = ? WHERE id = ?"
+_REPLACE = (
+    "UPDATE messages SET short_message = ?, registered_delivery = ?, expires_at = ?, next_attempt_at = ?, status = ?"
+    " WHERE id = ?"
+)
+_RELEASE_SCHEDULED = (
+    f"UPDATE messages SET status = '{MessageStatus.ENROUTE.value}' WHERE id = ? AND status = '{MessageStatus.SCHEDULED.value}'"
+)
 _FINAL = "UPDATE messages SET status = ?, done_at = ?, error = ? WHERE id = ?"
 # The UNIQUE index on dedup_key must only refuse a key still inside the dedup
 # window, so a row that left the window gives its key up before the key can be
@@ -348,8 +361,15 @@ class SqliteStore:
     def replace_mt(self, message: Message) -> asyncio.Future[None]:
         self._begin_write()
         op = self._new_op()
-        values = (message.short_message, message.registered_delivery, message.expires_at, message.id)
+        values = (message.short_message, message.registered_delivery, message.expires_at, message.next_attempt_at,
+                  _DB_VALUE[message.status], message.id)  # fmt: skip
         op.steps.append((_REPLACE, values, (message.id,)))
+        return self._enqueue(op)
+
+    def release_scheduled(self, message_ids: Sequence[str]) -> asyncio.Future[None]:
+        self._begin_write()
+        op = self._new_op()
+        op.steps.extend((_RELEASE_SCHEDULED, (message_id,), (message_id,)) for message_id in message_ids)
         return self._enqueue(op)
 
     def mark_final(
@@ -541,7 +561,11 @@ class SqliteStore:
 
     async def undelivered_from(self, account: str, source_addr: str, dest_addr: str) -> list[Message]:
         rows = await self._read(_UNDELIVERED_FROM, (dest_addr, account, source_addr))
-        return [_message(row) for row in rows]
+        return [_message(row[1:]) for row in rows]
+
+    async def due_scheduled(self, now: float, after: tuple[float, int], limit: int) -> list[tuple[tuple[float, int], Message]]:
+        rows = await self._read(_DUE_SCHEDULED, (now, *after, limit))
+        return [((row[1], row[0]), _message(row[2:])) for row in rows]
 
     async def waiting_counts(self) -> dict[str, int]:
         return dict(await self._read(_WAITING_COUNTS, ()))

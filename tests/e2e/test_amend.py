@@ -52,9 +52,14 @@ def cancel_sm(sequence: int, source: str, message_id: str = "", dest: str = "", 
     return frame(CANCEL_SM, sequence, cstr(service_type) + cstr(message_id) + b"\x01\x01" + cstr(source) + b"\x01\x01" + cstr(dest))
 
 
-def replace_sm(sequence: int, source: str, message_id: str, body: bytes, registered_delivery: int = 0, validity: str = "") -> bytes:
+def replace_sm(
+    sequence: int, source: str, message_id: str, body: bytes, registered_delivery: int = 0, validity: str = "", schedule: str = ""
+) -> bytes:
     """4.10.1."""
-    fields = cstr(message_id) + b"\x01\x01" + cstr(source) + cstr("") + cstr(validity) + bytes([registered_delivery, 0, len(body)]) + body
+    fields = (
+        cstr(message_id) + b"\x01\x01" + cstr(source) + cstr(schedule) + cstr(validity)
+        + bytes([registered_delivery, 0, len(body)]) + body  # sm_default_msg_id 0
+    )  # fmt: skip
     return frame(REPLACE_SM, sequence, fields)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import re
 from pathlib import Path
 
@@ -388,9 +389,8 @@ async def test_an_mt_cancelled_while_its_backlog_is_read_does_not_go_out(store, 
 
 async def test_replace_changes_an_mt_before_it_goes_out(store, delivery, router, accounts) -> None:
     await admit(store, delivery, mt("a", "8613700000001"))
-    changed = await store.get("a")
-    changed.short_message, changed.registered_delivery = b"new text", 1
-    assert await delivery.replace(changed)
+    stored = await store.get("a")
+    assert await delivery.replace(stored, dataclasses.replace(stored, short_message=b"new text", registered_delivery=1))
     assert (await store.get("a")).short_message == b"new text"
     receiver = Receiver(accounts.get("handset"))
     router.bound(receiver)
@@ -398,4 +398,52 @@ async def test_replace_changes_an_mt_before_it_goes_out(store, delivery, router,
     await receiver.wait_for(1)
     assert (receiver.offered[0].short_message, receiver.offered[0].registered_delivery) == (b"new text", 1)
     receiver.sent.add("a")
-    assert not await delivery.replace(await store.get("a"))  # on its way: too late
+    stored = await store.get("a")
+    assert not await delivery.replace(stored, dataclasses.replace(stored, short_message=b"too late"))  # on its way
+
+
+# ------------------------------------------------------------- schedule_delivery_time
+def scheduled(id: str, dest: str, at: float) -> Message:
+    message = mt(id, dest)
+    message.status, message.next_attempt_at = MessageStatus.SCHEDULED, at
+    return message
+
+
+async def test_a_scheduled_mt_joins_delivery_when_the_sweep_finds_it_due(store, delivery, router, accounts, clock) -> None:
+    receiver = Receiver(accounts.get("handset"))
+    router.bound(receiver)
+    delivery.PAGE = 2  # released a page at a time
+    await admit(store, delivery, *(scheduled(f"s{i}", "8613700000001", START + 60 + i) for i in range(5)))
+    await delivery.sweep()
+    assert receiver.offered == [] and not delivery.queued and not delivery._held  # nothing of them in memory
+    clock.set(START + 63)
+    await delivery.sweep()
+    assert [m.id for m in receiver.offered] == ["s0", "s1", "s2", "s3"]
+    assert delivery.queued == {"8613700000001": 4}
+    assert [await status_of(store, f"s{i}") for i in (0, 4)] == [MessageStatus.ENROUTE, MessageStatus.SCHEDULED]
+
+
+async def test_cancelling_a_scheduled_mt_leaves_the_queue_counts_alone(store, delivery, clock) -> None:
+    await admit(store, delivery, mt("parked", "8613700000001"), scheduled("later", "8613700000001", START + 60))
+    assert delivery.cancel(await store.get("later"))
+    assert delivery.queued == {"8613700000001": 1}  # the parked one; the scheduled one was never counted
+    clock.set(START + 60)
+    await delivery.sweep()
+    await settled(store)
+    assert await status_of(store, "later") is MessageStatus.DELETED
+
+
+async def test_replace_moves_an_mt_into_and_out_of_its_schedule(store, delivery, router, accounts, clock) -> None:
+    receiver = Receiver(accounts.get("handset"))
+    router.bound(receiver)
+    await admit(store, delivery, mt("a", "8613700000001"), scheduled("b", "8613700000002", START + 60))
+    assert [m.id for m in receiver.offered] == ["a"]  # queued on the bind, not sent yet
+    stored = await store.get("a")
+    assert await delivery.replace(stored, dataclasses.replace(stored, status=MessageStatus.SCHEDULED, next_attempt_at=START + 30))
+    assert receiver.offered == [] and not delivery.queued  # out of delivery until its time
+    stored = await store.get("b")
+    assert await delivery.replace(stored, dataclasses.replace(stored, status=MessageStatus.ENROUTE, next_attempt_at=START))
+    assert [m.id for m in receiver.offered] == ["b"]  # due now
+    clock.set(START + 30)
+    await delivery.sweep()
+    assert [m.id for m in receiver.offered] == ["b", "a"]

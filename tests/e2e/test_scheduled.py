@@ -1,0 +1,80 @@
+"""schedule_delivery_time: an MT waits in the store until its time, then goes out (SMPP 3.4 section 5.2.15).
+
+The gateway runs on a simulated clock (which also runs on in real time); its
+sweep (every 0.5 s of real time) finds what has become due after the test
+moves the clock on.
+"""
+
+from __future__ import annotations
+
+from gateway.clock import SimulatedClock
+from tests.e2e.test_amend import DELETED, answer, cancel_sm, replace_sm
+from tests.smpp_handset import ESME_ROK, RawLink, receipt_fields, text
+
+A = "8613800000001"  # account handset
+B = "8613700000001"  # account handset2
+IN_AN_HOUR, IN_TWO_HOURS = "000000010000000R", "000000020000000R"
+ESME_RINVSCHED = 0x61
+ENROUTE = 1
+
+
+def test_a_scheduled_mt_goes_out_at_its_time_not_before(make_gateway, handset) -> None:
+    clock = SimulatedClock()
+    gw = make_gateway(clock=clock)
+    a, b = handset(A, gw=gw), handset(B, gw=gw)  # B is bound all along
+    resp = a.submit(B, "good morning", schedule_delivery_time=IN_AN_HOUR, registered_delivery=1)
+    assert resp.status == ESME_ROK
+    assert a.submit(B, "right now").status == ESME_ROK
+    assert text(b.expect()) == "right now"
+    assert a.query(resp.message_id).message_state == ENROUTE
+    clock.advance(3590)  # the simulated clock also runs on in real time: 10 s to spare
+    b.expect_none(1.0)  # two sweeps: not yet
+    clock.advance(10)
+    assert text(b.expect()) == "good morning"
+    receipt = receipt_fields(a.expect())
+    assert (receipt["id"].encode(), receipt["stat"]) == (resp.message_id, "DELIVRD")
+
+
+def test_a_schedule_that_cannot_be_kept_is_refused(make_gateway, handset) -> None:
+    gw = make_gateway(clock=SimulatedClock())
+    a = handset(A, gw=gw)
+    assert a.submit(B, "x", schedule_delivery_time="tomorrow").status == ESME_RINVSCHED
+    # after its validity ends
+    assert a.submit(B, "x", schedule_delivery_time=IN_TWO_HOURS, validity_period=IN_AN_HOUR).status == ESME_RINVSCHED
+    assert a.submit(B, "x", schedule_delivery_time="000000000001000R").status == ESME_ROK
+
+
+def test_scheduled_mts_survive_a_restart(tmp_path, make_gateway, handset) -> None:
+    db = tmp_path / "gw.db"
+    clock = SimulatedClock()
+    first = make_gateway(clock=clock, db_path=db)
+    a = handset(A, gw=first)
+    assert a.submit(B, "see you", schedule_delivery_time=IN_AN_HOUR).status == ESME_ROK
+    a.close()
+    first.stop()
+
+    second = make_gateway(clock=clock, db_path=db)
+    b = handset(B, gw=second)
+    b.expect_none(1.0)
+    clock.advance(3600)
+    assert text(b.expect()) == "see you"
+
+
+def test_a_scheduled_mt_can_be_cancelled_or_moved_until_it_goes_out(make_gateway, handset) -> None:
+    clock = SimulatedClock()
+    gw = make_gateway(clock=clock)
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    cancelled = a.submit(B, "never mind", schedule_delivery_time=IN_AN_HOUR).message_id.decode()
+    moved = a.submit(B, "an hour later", schedule_delivery_time=IN_AN_HOUR).message_id.decode()
+    with RawLink(gw.smpp_port) as esme:
+        esme.bind("handset", command="bind_transmitter")
+        esme.send(cancel_sm(2, A, cancelled))
+        assert answer(esme, 2)[0] == ESME_ROK
+        esme.send(replace_sm(3, A, moved, b"two hours later", schedule=IN_TWO_HOURS))
+        assert answer(esme, 3)[0] == ESME_ROK
+    assert a.query(cancelled).message_state == DELETED
+    clock.advance(3600)
+    b.expect_none(1.0)
+    clock.advance(3600)
+    assert text(b.expect()) == "two hours later"
+    b.expect_none(0.5)
