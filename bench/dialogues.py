@@ -281,7 +281,7 @@ async def gateway_mix(args: argparse.Namespace, scenario: Scenario, config: Conf
     try:
         if args.warmup > 0:
             await run.phase(closed(scenario, args.warmup, args.concurrency))  # warm-up
-        if args.profile:
+        if args.profile and args.profile_phase == "closed":
             profiler = core.start_profiler("dialogues", server_pid, args.seconds, native=args.profile == "native")
         before, after, recorder = await run.phase(closed(scenario, args.seconds, args.concurrency))
         dialogues = recorder.completed + recorder.failed
@@ -303,6 +303,8 @@ async def gateway_mix(args: argparse.Namespace, scenario: Scenario, config: Conf
             load = opened(scenario, args.seconds, target * initiated)  # reactions come on top of the offered rate
             if args.warmup > 0:
                 await run.phase(dataclasses.replace(load, duration=min(args.warmup, 1.0)))  # warm-up
+            if args.profile and args.profile_phase == "open":
+                profiler = core.start_profiler("dialogues", server_pid, args.seconds, native=args.profile == "native")
             before, after, recorder = await run.phase(load)
             dialogues = recorder.completed + recorder.failed
             await fleet.drain()  # the open loop's last dialogues end: their latency counts
@@ -310,6 +312,12 @@ async def gateway_mix(args: argparse.Namespace, scenario: Scenario, config: Conf
                 "target_dialogues_per_s": round(target, 1), "offered_starts_per_s": round(load.rate, 1),
                 **phase_report(f"open loop at {target:.0f} dialogues/s", before, after, recorder, dialogues),
             }  # fmt: skip
+            if profiler is not None:
+                entry = {}
+                core.finish_profiler(profiler, entry)
+                profiler = None
+                report["profile"] = entry.get("profile", {})
+                report["profile_file"] = entry.get("profile_file")
             print_phase(report["open_loop"])
         else:
             await fleet.drain()
@@ -705,6 +713,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--profile", nargs="?", const="python", choices=["python", "native"],
                    help="py-spy the gateway during the closed loop and print its hot spots; 'native' also sees C code"
                         " (SQLite, the event loop) but pauses the gateway to sample it (lower figures)")
+    p.add_argument("--profile-phase", choices=["closed", "open"], default="closed",
+                   help="which loop --profile samples: the closed loop at full speed (default) or the open loop")
     p.add_argument("--profile-fleet", nargs="?", const="python", choices=["python", "native"],
                    help="py-spy this process (the fleet) at its ceiling and print where its time goes")
     p.add_argument("--json", default=str(RESULTS / "dialogues.json"), help="where to write the results")
