@@ -2,9 +2,13 @@
 
 Everything follows the operator's calendar (`ctx.local_date`, UTC+8 by default):
 
-- Free trial: a subscription confirmed on days 1..trial_last_order_day (20) is
-  free for the rest of that month, from the 21st for that month and the next.
-  `trial_until` is the local midnight starting the first month that is charged.
+- Free trial: a subscriber's first subscription to a service ("首次定购"),
+  confirmed on days 1..trial_last_order_day (20), is free for the rest of that
+  month, from the 21st for that month and the next. Ordering it again after
+  unsubscribing brings no trial: it is charged from the next billing day (the
+  month it is ordered in is not billed; billing runs on the 1st, "每月1日0时开始
+  触发包月话单"). `trial_until` is the local midnight starting the first month
+  that is charged.
 - Reminder ("第二次提醒"): on reminder_first_day..reminder_last_day (21..25) every
   subscriber whose subscriptions are charged for the first time next month gets
   ONE text from 10086 listing them: "本月内退订下月不再收费". That is every
@@ -60,9 +64,11 @@ def free_months(ctx: ServiceContext, ordered_at: float) -> int:
     return 1 if ctx.local_date(ordered_at).day <= ctx.settings.trial_last_order_day else 2
 
 
-def trial_until(ctx: ServiceContext, ordered_at: float) -> float:
-    """When charging may start for a subscription ordered (confirmed) at `ordered_at`."""
-    return ctx.local_midnight(month_start(ctx.local_date(ordered_at), free_months(ctx, ordered_at)))
+def trial_until(ctx: ServiceContext, ordered_at: float, first_order: bool = True) -> float:
+    """When charging may start for a subscription ordered (confirmed) at `ordered_at`: after the free
+    months for a first order, from the next month for a repeat one."""
+    months = free_months(ctx, ordered_at) if first_order else 1
+    return ctx.local_midnight(month_start(ctx.local_date(ordered_at), months))
 
 
 # -------------------------------------------------------------------- money

@@ -142,6 +142,8 @@ async def _confirm(inbound: Inbound, ctx: ServiceContext, language: str, outcome
     if await _active(ctx, msisdn, entry.id):
         text = ctx.text("confirmation.already_subscribed", language, operator=operator, **_names(entry, language))
         return outcome.reply(msisdn, text, operator)
+    # The free trial is for the first order of a service only (seed: "首次定购当月免收信息费").
+    first_order = not await ctx.store.find(Subscription, limit=1, msisdn=msisdn, service_id=entry.id)
     subscription = Subscription(
         id=ctx.new_id(),
         msisdn=msisdn,
@@ -150,7 +152,7 @@ async def _confirm(inbound: Inbound, ctx: ServiceContext, language: str, outcome
         ordered_at=now,
         channel=order.channel,
         confirmation=inbound.evidence,
-        trial_until=trial_until(ctx, now),
+        trial_until=trial_until(ctx, now, first_order),
     )
     event = SubscriptionEvent(
         id=ctx.new_id(),
@@ -161,7 +163,12 @@ async def _confirm(inbound: Inbound, ctx: ServiceContext, language: str, outcome
         channel=order.channel,
         detail=f"order={order.id} confirmed_by={inbound.evidence}",
     )
-    key = "confirmation.ordered_this_month" if free_months(ctx, now) == 1 else "confirmation.ordered_next_month"
+    if not first_order:
+        key = "confirmation.ordered_again"
+    elif free_months(ctx, now) == 1:
+        key = "confirmation.ordered_this_month"
+    else:
+        key = "confirmation.ordered_next_month"
     notice = ctx.text(key, language, operator=operator, **_names(entry, language))
     outcome.put(subscription, event).reply(msisdn, notice, operator)
     outcome.replies.append(sp_notice(ctx, entry, msisdn, "ORDER", order.channel, now))

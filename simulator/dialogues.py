@@ -49,7 +49,8 @@ __all__ = [
 ]
 
 _REPORT_ID = re.compile(r"\S+")
-ORDERED = ("confirmation.ordered_this_month", "confirmation.ordered_next_month")
+# The success notice: a first order's (free this month / until the end of next month), or a repeat order's (no trial).
+ORDERED = ("confirmation.ordered_this_month", "confirmation.ordered_next_month", "confirmation.ordered_again")
 
 
 @dataclass(frozen=True, slots=True)

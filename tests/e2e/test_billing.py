@@ -44,6 +44,26 @@ def test_trial_months_at_the_boundaries(make_gateway, handset, clock):
         assert subscription.trial_until == free_until, msisdn
 
 
+def test_the_free_trial_is_for_the_first_order_of_a_service_only(make_gateway, handset, clock):
+    gw = make_gateway(clock=clock, services={"reminder_first_day": 28, "reminder_last_day": 28})
+    phone = handset(A, gw=gw, address_range=A)
+    clock.set(at(2026, 11, 21, 9))
+    assert "下月底前免信息费" in subscribe(phone, "TT")  # first order from the 21st: free until the end of December
+    phone.submit(OPERATOR, "0000")
+    replies(phone, 1)
+    phone.submit(OPERATOR, "1")
+    assert "成功退订" in replies(phone, 1)[0]
+    clock.set(at(2026, 11, 25, 9))
+    again = subscribe(phone, "TT")  # ordered again: no second trial
+    assert again == "您已定制新浪的头条新闻业务,信息费30元/月,由中国移动代收,客服电话9510567,下月起收费,退订请发送0000到10086。"
+    [active] = [s for s in subscriptions(gw, A) if s.status == "active"]
+    assert active.trial_until == at(2026, 12, 1, 0, 0)
+    clock.set(at(2026, 12, 1, 0, 5))
+    gw.call(gw.gateway.services.run_billing())
+    [charge] = gw.call(gw.gateway.store.find(Charge, msisdn=A))
+    assert (charge.subscription_id, charge.period, charge.amount) == (active.id, "2026-12", 3000)
+
+
 def test_reminder_on_the_21st_is_sent_once_as_marked_pages(make_gateway, handset, clock):
     gw = make_gateway(clock=clock)
     phone = handset(A, gw=gw, address_range=A)
