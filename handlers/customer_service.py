@@ -2,15 +2,17 @@
 
 Commands first (`0000`, `00000`, language), then answers to the prompts the
 subscriber has open, most recent prompt first: a `1` answers a 0000 listing
-if that came last, a two-step confirmation if that did. Anything else gets
-the help text.
+if that came last, a two-step confirmation if that did. Serial numbers that
+are not a confirm word (`2`, `1,3`) answer a listing still open even when a
+confirmation came after it: they name subscriptions, and a confirmation would
+take them as "no". Anything else gets the help text.
 """
 
 from __future__ import annotations
 
 from . import confirmation, unsubscribe
 from .base import Inbound, Outcome, ServiceContext
-from .keywords import fold
+from .keywords import fold, matches, serial_numbers
 from gateway.store.records import Subscriber
 
 HELP_WORDS = ("0", "HELP", "帮助", "?", "？")
@@ -39,6 +41,8 @@ class CustomerService:
         if folded not in HELP_WORDS:
             prompts = [(await module.latest_prompt(inbound, ctx), index, module) for index, module in enumerate(DIALOGUES)]
             prompts.sort(key=lambda p: (-(p[0] or 0.0), p[1]))
+            if serial_numbers(folded) is not None and not matches(folded, ctx.settings.confirm_words):
+                prompts.sort(key=lambda p: not (p[2] is unsubscribe and p[0] is not None))  # a live listing first
             for _at, _index, module in prompts:
                 outcome = await module.answer(inbound, ctx, language)
                 if outcome is not None:

@@ -102,6 +102,17 @@ def test_out_of_range_then_stale_listing(make_gateway, handset):
     assert content_status(sina_tx) == ESME_ROK
 
 
+def test_serials_answer_the_open_listing_even_when_a_confirmation_came_after_it(gateway, handset):
+    subs = subscribe(gateway, A, "sina-news", "sina-weather")
+    a = handset(A, address_range=A)
+    assert len(ITEM.findall(ask(a, "0000")[0])) == 2
+    assert a.submit(TENCENT, "TL").status == ESME_ROK  # an order: its confirmation is the newest prompt now
+    assert "您正在定制腾讯公司的精品图铃业务" in replies(a, 1)[0]
+    assert ask(a, "2") == [done("新浪公司", "天气预报")]  # not taken as declining the order
+    assert statuses(gateway, subs) == ["active", "cancelled"]
+    assert "您已定制试用腾讯公司的精品图铃业务" in ask(a, "Y")[0]  # the order still waited for its answer
+
+
 def test_00000_no_then_yes(gateway, handset):
     subs = subscribe(gateway, A, "sina-news", "sina-weather")
     a = handset(A, address_range=A)
