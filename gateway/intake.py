@@ -118,7 +118,7 @@ class Intake:
         resp_id = _SUBMIT_SM_RESP if pdu.command_id == _SUBMIT_SM else _DATA_SM_RESP
         account = conn.account
         try:
-            message = self._admit(account, pdu)
+            message = self._admit(account, conn.session_id, pdu)
         except Rejection as rejected:
             log.warning("submission rejected", account=account.system_id, msisdn=pdu.source_addr,
                         dest=pdu.destination_addr, status=S.name_of(rejected.status), reason=rejected.reason)
@@ -131,7 +131,7 @@ class Intake:
             committed = partial(self._replacing, committed, message)
         self.store.accept_then(message, committed)
 
-    def _admit(self, account: Account, pdu: SubmitSm | DataSm) -> Message:
+    def _admit(self, account: Account, session: str, pdu: SubmitSm | DataSm) -> Message:
         plan = self.plan
         source = plan.normalise(pdu.source_addr)
         dest = plan.normalise(pdu.destination_addr)
@@ -166,6 +166,7 @@ class Intake:
             message_id=self.ids.next(),
             direction=_MO if to_short_code else _MT,
             account=account.system_id,
+            session=session,
             source=source,
             dest=dest,
             now=now,
@@ -224,7 +225,7 @@ class Intake:
                 refused.append(UnsuccessSme(destination_addr=dest.dl_name, error_status_code=S.ESME_RINVDLNAME))
                 continue
             try:
-                message = self._admit(account, _submit_sm_to(pdu, dest))
+                message = self._admit(account, conn.session_id, _submit_sm_to(pdu, dest))
             except Rejection as rejected:
                 log.warning("submission rejected", account=account.system_id, msisdn=pdu.source_addr,
                             dest=dest.destination_addr, status=S.name_of(rejected.status), reason=rejected.reason)

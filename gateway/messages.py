@@ -36,14 +36,17 @@ def segments_of(pdu: SubmitSm | DataSm) -> int:
     return parts_needed(len(body_of(pdu)), pdu.data_coding)
 
 
-def dedup_key(account: str, pdu: SubmitSm | DataSm, source: str, dest: str, body: bytes) -> str:
-    """What makes a retransmission the same message.
+def dedup_key(account: str, session: str, pdu: SubmitSm | DataSm, source: str, dest: str, body: bytes) -> str:
+    """What makes a retransmission the same message: the same addresses and content, and
 
-    The client's own user_message_reference when it sends one; otherwise the
-    sequence number it used, with the addresses and content.
+    - the client's own user_message_reference when it sends one (recognised across binds: a client
+      that lost its connection and sends again on a new one);
+    - otherwise the sequence number on the same bind (`session`). A new bind starts its sequence
+      numbers again, so across binds an equal number says nothing: a subscriber texting "Y" again
+      from a new session is a new message, not a copy to drop.
     """
     ref = pdu.tlvs.get(_USER_MESSAGE_REFERENCE) if pdu.tlvs else None
-    marker = f"u{ref}" if ref is not None else f"s{pdu.sequence_number}"
+    marker = f"u{ref}" if ref is not None else f"s{session}:{pdu.sequence_number}"
     return f"{account}|{source}|{dest}|{marker}|{zlib.crc32(body):08x}{len(body)}"
 
 
@@ -53,6 +56,7 @@ def message_from_submission(
     message_id: str,
     direction: Direction,
     account: str,
+    session: str,
     source: str,
     dest: str,
     now: float,
@@ -84,7 +88,7 @@ def message_from_submission(
         None,  # done_at
         0,  # error
         None,  # origin_id
-        dedup_key(account, pdu, source, dest, body),
+        dedup_key(account, session, pdu, source, dest, body),
     )  # fmt: skip
 
 

@@ -52,6 +52,7 @@ class SmppConnection(asyncio.Protocol):
         self.pending: deque[Message] = deque()
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
+        self.session_id = gateway.ids.next()  # unique across restarts: scopes sequence numbers (messages.dedup_key)
         self._flush_scheduled = False
 
     # --------------------------------------------------------- transport

@@ -212,6 +212,20 @@ def test_retransmitted_submit_is_delivered_once(handset):
     b.expect_none(0.5)
 
 
+def test_the_same_text_again_on_a_new_bind_is_a_new_message(handset):
+    """Without user_message_reference a sequence number only identifies a message on its own bind:
+    every new bind starts again from the same numbers."""
+    b = handset(B)
+    ids = []
+    for _ in range(2):
+        a = handset(A)
+        resp = a.submit(B, "Y")  # a fresh bind: the same sequence number as the last one's
+        ids.append(resp.message_id)
+        a.close()
+    assert ids[0] != ids[1]
+    assert [text(p) for p in b.expect_many(2)] == ["Y", "Y"]
+
+
 def test_unanswered_delivery_is_sent_again(make_gateway, handset):
     gw = make_gateway(gateway={"response_timeout": 0.5, "retry_backoff": [0.2]})
     a, b = handset(A, gw=gw), handset(B, gw=gw)

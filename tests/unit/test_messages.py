@@ -18,15 +18,15 @@ def test_submit_sm_becomes_the_message_with_every_field_in_its_place() -> None:
         tlvs={Tag.SOURCE_PORT: 9200, Tag.MESSAGE_PAYLOAD: b"ignored: short_message is set"},
     )  # fmt: skip
     message = message_from_submission(
-        pdu, message_id="m1", direction=Direction.MO, account="handset", source="8613800138000", dest="10086",
-        now=1000.0, expires_at=2000.0,
+        pdu, message_id="m1", direction=Direction.MO, account="handset", session="bind9", source="8613800138000",
+        dest="10086", now=1000.0, expires_at=2000.0,
     )  # fmt: skip
     body = b"\x05\x00\x03\x01\x02\x01hi"
     assert message == Message(
         id="m1", direction=Direction.MO, status=MessageStatus.ACCEPTED, account="handset",
         source_addr="8613800138000", dest_addr="10086", short_message=body, data_coding=8, esm_class=0x40,
         registered_delivery=1, service_type="WAP", tlvs=message.tlvs, submitted_at=1000.0, expires_at=2000.0,
-        next_attempt_at=1000.0, dedup_key=f"handset|8613800138000|10086|s7|{zlib.crc32(body):08x}{len(body)}",
+        next_attempt_at=1000.0, dedup_key=f"handset|8613800138000|10086|sbind9:7|{zlib.crc32(body):08x}{len(body)}",
     )  # fmt: skip
     # message_payload describes the submission; the other optional parameters travel on.
     assert decode_tlvs(message.tlvs, 0, len(message.tlvs)) == {Tag.SOURCE_PORT: 9200}
@@ -37,8 +37,8 @@ def test_data_sm_mt_without_optional_parameters() -> None:
     pdu = DataSm(sequence_number=3, source_addr="10086", destination_addr="8613800138000",
                  tlvs={Tag.MESSAGE_PAYLOAD: b"long text"})  # fmt: skip
     message = message_from_submission(
-        pdu, message_id="m2", direction=Direction.MT, account="sp", source="10086", dest="8613800138000",
-        now=5.0, expires_at=6.0,
+        pdu, message_id="m2", direction=Direction.MT, account="sp", session="bind3", source="10086",
+        dest="8613800138000", now=5.0, expires_at=6.0,
     )  # fmt: skip
     assert (message.status, message.short_message, message.tlvs) == (MessageStatus.ENROUTE, b"long text", b"")
     assert (message.source_addr_ton, message.source_addr_npi, message.dest_addr_ton, message.dest_addr_npi) == (0, 0, 0, 0)
