@@ -54,6 +54,7 @@ class SmppConnection(asyncio.Protocol):
         self.peer = "?"
         self.session_id = gateway.ids.next()  # unique across restarts: scopes sequence numbers (messages.dedup_key)
         self._flush_scheduled = False
+        self._unbinding = False
 
     # --------------------------------------------------------- transport
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -207,12 +208,12 @@ class SmppConnection(asyncio.Protocol):
                 self.load -= 1
                 log.warning("deliver_sm timed out", message_id=message.id, account=self.system_id, msisdn=message.dest_addr)
                 self.gateway.delivery.retry_later(message)
-            elif request.command_id == C.ENQUIRE_LINK:
-                log.warning("enquire_link unanswered; closing", peer=self.peer, account=self.system_id)
+            elif request.command_id == C.ENQUIRE_LINK or request.command_id == C.UNBIND:
+                log.warning(f"{request.name} unanswered; closing", peer=self.peer, account=self.system_id)
                 self.close()
                 return
         self._pump()
-        if session.is_idle():
+        if session.is_idle() and not self._unbinding:
             log.info("idle timeout; unbinding", peer=self.peer, account=self.system_id)
             self.unbind()
         elif session.enquire_link_due():
@@ -221,6 +222,7 @@ class SmppConnection(asyncio.Protocol):
 
     def unbind(self) -> None:
         if self.session.is_bound:
+            self._unbinding = True  # once: an unbind left unanswered closes the link (tick)
             self.session.send(Unbind())
             self.flush()
         else:

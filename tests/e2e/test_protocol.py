@@ -42,6 +42,18 @@ def test_idle_bind_is_unbound_by_the_gateway(make_gateway, handset):
     phone.expect_closed(timeout=5)
 
 
+def test_a_peer_that_ignores_the_gateways_unbind_is_disconnected(make_gateway):
+    gw = make_gateway(gateway={"idle_timeout": 0.5, "response_timeout": 0.5, "enquire_link_interval": 0})
+    with RawLink(gw.smpp_port) as link:
+        link.bind()
+        unbind = link.read(timeout=5)  # and never answered
+        assert unbind.command == "unbind"
+        later = []
+        while len(later) < 10 and (pdu := link.read(timeout=5)) is not None:
+            later.append(pdu.command)
+        assert later == []  # closed after the response timeout, without sending unbind again
+
+
 def test_unbind_is_answered_and_the_connection_closed(handset):
     phone = handset(A)
     resp = phone.unbind()
