@@ -218,7 +218,8 @@ class Delivery:
         if self._room_waiters:
             self._wake_pulls()
         if status in PERMANENT_FAILURES:
-            log.warning("mt undeliverable", message_id=message.id, msisdn=message.dest_addr, status=S.name_of(status))
+            log.warning("mt undeliverable", message_id=message.id, account=message.account, msisdn=message.dest_addr,
+                        status=S.name_of(status))  # fmt: skip
             self._finish(message, MessageStatus.UNDELIVERABLE, MessageState.UNDELIVERABLE, status & 0xFF)
         else:
             self.retry_later(message, status)
@@ -229,7 +230,7 @@ class Delivery:
         now = self.clock.now()
         message.next_attempt_at = now + delay
         self.store.mark_retry(message.id, message.attempts, message.next_attempt_at, error)
-        log.info("mt retry", message_id=message.id, msisdn=message.dest_addr, attempt=message.attempts,
+        log.info("mt retry", message_id=message.id, account=message.account, msisdn=message.dest_addr, attempt=message.attempts,
                  delay=delay, status=S.name_of(error))
         loop = asyncio.get_running_loop()
         self._retry_timers[message.id] = loop.call_later(delay, self._retry_now, message)

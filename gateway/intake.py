@@ -265,6 +265,9 @@ class Intake:
     async def query(self, conn: SmppConnection, pdu: QuerySm) -> None:
         message = await self.store.get(pdu.message_id)
         if message is None or message.source_addr != self.plan.normalise(pdu.source_addr) or message.account != conn.account.system_id:
+            log.warning("query_sm refused", message_id=pdu.message_id, account=conn.account.system_id, msisdn=pdu.source_addr,
+                        status=S.name_of(S.ESME_RQUERYFAIL),
+                        reason="no such message" if message is None else "not submitted by this account from that source_addr")
             conn.respond(QuerySmResp(sequence_number=pdu.sequence_number, command_status=S.ESME_RQUERYFAIL))
             return
         conn.respond(

@@ -130,7 +130,7 @@ class MoProcessor:
         concat, body = concat_info(message.esm_class, message.short_message, tlvs)
         if concat is None:
             return smpp_text.decode(body, message.data_coding), (message.id,)
-        key = (message.source_addr, message.dest_addr)
+        key = (message.source_addr, message.dest_addr, message.account)
         ids = self._part_ids.setdefault((key, concat.reference), [])
         ids.append(message.id)
         parts = self.reassembler.add(key, concat, body, self.clock.now())
@@ -152,7 +152,8 @@ class MoProcessor:
             outcome: Outcome = await short_code.handler.handle(inbound, short_code.context)
         except Exception:
             # The MO stays `accepted`: handled again at the next start rather than lost.
-            log.exception("handler failed", message_id=message.id, msisdn=message.source_addr, short_code=message.dest_addr)
+            log.exception("handler failed", message_id=message.id, account=message.account, msisdn=message.source_addr,
+                          short_code=message.dest_addr)  # fmt: skip
             return
         now = self.clock.now()
         mts = self.outbox.messages_for(outcome.replies, now, origin_id=message.id)
@@ -165,12 +166,13 @@ class MoProcessor:
                 try:
                     await follow_up
                 except Exception:
-                    log.exception("dialogue follow-up failed", message_id=message.id, msisdn=message.source_addr)
+                    log.exception("dialogue follow-up failed", message_id=message.id, account=message.account,
+                                  msisdn=message.source_addr)  # fmt: skip
 
     def expire_partial(self) -> None:
         """Parts of long MOs whose other parts never came: log them; they are not answered."""
         for key, reference, _parts in self.reassembler.expire(self.clock.now()):
             ids = self._part_ids.pop((key, reference), [])
-            log.warning("incomplete long MO dropped", msisdn=key[0], short_code=key[1], message_ids=ids)
+            log.warning("incomplete long MO dropped", message_ids=ids, account=key[2], msisdn=key[0], short_code=key[1])
             if ids:
                 self.store.complete_mo(ids, [], self.clock.now())

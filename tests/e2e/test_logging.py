@@ -1,0 +1,50 @@
+"""The log contract (issue #2): JSON lines in production, and every line about a message names the
+message, the account and the subscriber's number.
+
+The gateway runs as `smsgw serve --log-json` would in production (tests.e2e.test_durability's
+GatewayProcess), and the test reads what it wrote to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.e2e.test_durability import GatewayProcess
+from tests.smpp_handset import ESME_RINVDSTADR, ESME_ROK, ESME_RQUERYFAIL, Handset
+
+A = "8613800000001"  # account handset
+B = "8613700000001"  # account handset2
+
+
+def test_lines_about_a_message_name_it_its_account_and_msisdn(tmp_path: Path) -> None:
+    gateway = GatewayProcess(tmp_path / "gw.db")
+    a, b = Handset(gateway.smpp_port, A), Handset(gateway.smpp_port, B)
+    try:
+        a.bind("trx", "handset")
+        b.bind("trx", "handset2")
+        b.answers.append(ESME_RINVDSTADR)  # B's handset refuses it for good: undeliverable
+        sent = a.submit(B, "hello")
+        assert sent.status == ESME_ROK
+        b.expect()
+        assert a.submit("abc", "to nobody").status == ESME_RINVDSTADR
+        assert a.query("no-such-id").status == ESME_RQUERYFAIL
+    finally:
+        a.close()
+        b.close()
+    assert gateway.terminate() == 0
+
+    records = [json.loads(line) for line in gateway.log if line.startswith("{")]
+    assert len(records) == len(gateway.log), "every line is a JSON object"
+    by_event = {}
+    for record in records:
+        by_event.setdefault(record["event"], []).append(record)
+    message_id = sent.message_id.decode()
+    for event in ("mt undeliverable", "mt final"):
+        [line] = by_event[event]
+        assert (line["message_id"], line["account"], line["msisdn"]) == (message_id, "handset", B), event
+    [rejected] = by_event["submission rejected"]
+    assert (rejected["account"], rejected["msisdn"], rejected["status"]) == ("handset", A, "ESME_RINVDSTADR")
+    assert rejected["reason"]
+    [refused] = by_event["query_sm refused"]
+    assert (refused["message_id"], refused["account"], refused["msisdn"]) == ("no-such-id", "handset", A)
