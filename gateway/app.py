@@ -170,7 +170,10 @@ class Gateway:
         tls = self.config.tls
         if tls.enabled:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            context.load_cert_chain(tls.certfile, tls.keyfile)
+            try:
+                context.load_cert_chain(tls.certfile, tls.keyfile)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(self.config.source, "tls.certfile", f"cannot load {tls.certfile} with {tls.keyfile}: {exc}") from None
             self._servers.append(
                 await loop.create_server(lambda: SmppConnection(self), self.host, tls.port, ssl=context, reuse_address=True)
             )

@@ -52,6 +52,7 @@ def _run(coro) -> int:
 
 async def serve_forever(config, args: argparse.Namespace) -> int:
     from .app import Gateway
+    from .store.sqlite import StoreOpenError
 
     try:
         gateway = Gateway(config, db_path=args.db, smpp_port=args.smpp_port, http_port=args.http_port, host=args.host)
@@ -64,9 +65,13 @@ async def serve_forever(config, args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await gateway.start()
-    except OSError as exc:
+    except ConfigError as exc:
+        print(f"smsgw: bad config: {exc}", file=sys.stderr)
+        await gateway.stop()
+        return 2
+    except (OSError, StoreOpenError) as exc:  # a port in use, a database that is not one
         print(f"smsgw: cannot start: {exc}", file=sys.stderr)
-        await gateway.store.close()
+        await gateway.stop()
         return 1
     tune_for_serving()  # see gctune: the collector is a third of a busy gateway's CPU otherwise
     await stop.wait()

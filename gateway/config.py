@@ -7,6 +7,7 @@ so an operator can fix it without reading code.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -167,9 +168,19 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>") -> Config:
     gateway = _section(GatewaySettings, raw.get("gateway", {}), "gateway", path)
     if len(gateway.system_id) > 15:
         raise ConfigError(path, "gateway.system_id", "at most 15 characters (SMPP limit)")
+    _check_ranges(gateway, "gateway", _GATEWAY_RANGES, path)
+    if not gateway.country_code.isdigit():
+        raise ConfigError(path, "gateway.country_code", f"expected digits; got {gateway.country_code!r}")
+    if not gateway.retry_backoff or min(gateway.retry_backoff) <= 0:
+        raise ConfigError(path, "gateway.retry_backoff", "expected at least one delay, each above 0 seconds")
     tls = _section(TlsSettings, raw.get("tls", {}), "tls", path)
     if tls.enabled and not (tls.certfile and tls.keyfile):
         raise ConfigError(path, "tls.certfile", "TLS is enabled: certfile and keyfile are required")
+    if tls.enabled:
+        _check_ranges(tls, "tls", {"port": _PORT}, path)
+        for key in ("certfile", "keyfile"):
+            if not Path(getattr(tls, key)).is_file():
+                raise ConfigError(path, f"tls.{key}", f"no such file: {getattr(tls, key)!r}")
     accounts = tuple(_account(a, f"accounts[{i}]", path) for i, a in enumerate(_list(raw, "accounts", path)))
     if not accounts:
         raise ConfigError(path, "accounts", "at least one [[accounts]] table is required")
@@ -180,6 +191,9 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>") -> Config:
         seen.add(account.system_id)
     short_codes = tuple(_short_code(s, f"short_codes[{i}]", path) for i, s in enumerate(_list(raw, "short_codes", path)))
     services = _section(ServiceSettings, raw.get("services", {}), "services", path)
+    _check_ranges(services, "services", _SERVICE_RANGES, path)
+    if services.reminder_first_day > services.reminder_last_day:
+        raise ConfigError(path, "services.reminder_first_day", "expected a day not after reminder_last_day")
     if services.language not in ("zh", "en"):
         raise ConfigError(path, "services.language", f"expected zh or en; got {services.language!r}")
     if not 0.0 <= services.survey_sample_rate <= 1.0:
@@ -205,8 +219,38 @@ def _list(raw: dict[str, Any], key: str, path: Path | str) -> list[dict[str, Any
     return value
 
 
+# key -> (test, what is expected): the values a setting may take beyond its type.
+_Range = tuple[Callable[[Any], bool], str]
+_PORT: _Range = (lambda v: 0 <= v <= 65535, "a port from 0 to 65535 (0: any free port)")
+_POSITIVE: _Range = (lambda v: v > 0, "a number above 0")
+_NOT_NEGATIVE: _Range = (lambda v: v >= 0, "0 or more")
+_AT_LEAST_ONE: _Range = (lambda v: v >= 1, "at least 1")
+_DAY: _Range = (lambda v: 1 <= v <= 28, "a day of the month from 1 to 28 (every month has it)")
+_GATEWAY_RANGES: dict[str, _Range] = {
+    "smpp_port": _PORT, "http_port": _PORT, "national_number_length": _AT_LEAST_ONE,
+    "default_validity": _POSITIVE, "window": _AT_LEAST_ONE, "response_timeout": _POSITIVE,
+    "enquire_link_interval": (_NOT_NEGATIVE[0], "0 (never) or more seconds"),
+    "idle_timeout": (_NOT_NEGATIVE[0], "0 (never) or more seconds"),
+    "max_queued_per_subscriber": _AT_LEAST_ONE, "dedup_window": _NOT_NEGATIVE,
+    "reassembly_timeout": _POSITIVE, "drain_timeout": _NOT_NEGATIVE,
+}  # fmt: skip
+_SERVICE_RANGES: dict[str, _Range] = {
+    "listing_window": _POSITIVE, "confirmation_validity": _POSITIVE, "trial_last_order_day": _DAY,
+    "reminder_first_day": _DAY, "reminder_last_day": _DAY, "billing_day": _DAY, "spam_follow_up_window": _POSITIVE,
+    "spam_block_threshold": _AT_LEAST_ONE, "spam_block_window": _POSITIVE, "spam_reports_per_day": _AT_LEAST_ONE,
+    "survey_validity": _POSITIVE, "utc_offset_hours": (lambda v: -14 <= v <= 14, "an offset from -14 to 14 hours"),
+}  # fmt: skip
+
+
+def _check_ranges(settings: Any, where: str, ranges: dict[str, _Range], path: Path | str) -> None:
+    for key, (ok, expected) in ranges.items():
+        value = getattr(settings, key)
+        if not ok(value):
+            raise ConfigError(path, f"{where}.{key}", f"expected {expected}; got {value!r}")
+
+
 def _account(table: dict[str, Any], where: str, path: Path | str) -> AccountConfig:
-    for required in ("system_id", "password", "role"):
+    for required in ("system_id", "password", "role", "max_binds", "throughput"):
         if required not in table:
             raise ConfigError(path, f"{where}.{required}", "missing (required)")
     account = _section(AccountConfig, table, where, path)
@@ -226,6 +270,8 @@ def _account(table: dict[str, Any], where: str, path: Path | str) -> AccountConf
                 raise ConfigError(path, f"{where}.{key}", f"expected digits only; got {value!r}")
     if account.max_binds < 1:
         raise ConfigError(path, f"{where}.max_binds", "expected at least 1")
+    if account.throughput < 0:
+        raise ConfigError(path, f"{where}.throughput", "expected segments per second, or 0 for no limit")
     return account
 
 

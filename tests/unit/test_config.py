@@ -1,0 +1,89 @@
+"""A wrong or missing config key fails at start with the file, the key and what was expected (issue #2)."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config import DEFAULT_CONFIG, ConfigError, parse_config
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT = tomllib.loads(DEFAULT_CONFIG.read_text())
+
+
+def changed(edit) -> dict[str, Any]:
+    raw = copy.deepcopy(DEFAULT)
+    edit(raw)
+    return raw
+
+
+def account(raw: dict[str, Any], system_id: str) -> dict[str, Any]:
+    return next(a for a in raw["accounts"] if a["system_id"] == system_id)
+
+
+CASES = [  # (what is wrong, the edit, the key named, a phrase of what was expected)
+    ("missing max_binds", lambda r: account(r, "handset").pop("max_binds"), "accounts[0].max_binds", "missing"),
+    ("missing throughput", lambda r: account(r, "sina").pop("throughput"), "accounts[3].throughput", "missing"),
+    ("negative throughput", lambda r: account(r, "handset").update(throughput=-1), "accounts[0].throughput", "0 for no limit"),
+    ("unknown account key", lambda r: account(r, "handset").update(colour="red"), "accounts[0].colour", "unknown key"),
+    ("wrong type", lambda r: r["gateway"].update(window="100"), "gateway.window", "expected an integer"),
+    ("no window", lambda r: r["gateway"].update(window=0), "gateway.window", "at least 1"),
+    ("negative timeout", lambda r: r["gateway"].update(response_timeout=-1), "gateway.response_timeout", "above 0"),
+    ("port out of range", lambda r: r["gateway"].update(smpp_port=70000), "gateway.smpp_port", "0 to 65535"),
+    ("no retry delays", lambda r: r["gateway"].update(retry_backoff=[]), "gateway.retry_backoff", "at least one delay"),
+    ("letters in country code", lambda r: r["gateway"].update(country_code="+86"), "gateway.country_code", "digits"),
+    ("day 31", lambda r: r["services"].update(billing_day=31), "services.billing_day", "1 to 28"),
+    ("reminders end first", lambda r: r["services"].update(reminder_first_day=25, reminder_last_day=21),
+     "services.reminder_first_day", "not after reminder_last_day"),
+    ("threshold 0", lambda r: r["services"].update(spam_block_threshold=0), "services.spam_block_threshold", "at least 1"),
+    ("bad role", lambda r: account(r, "carrier").update(role="bank"), "accounts[2].role", "handset, smsc, sp"),
+    ("tls without files", lambda r: r.setdefault("tls", {}).update(enabled=True, certfile="/nonexistent/cert.pem",
+                                                                   keyfile="/nonexistent/key.pem"),
+     "tls.certfile", "no such file"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("edit", "key", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_a_bad_value_names_the_file_the_key_and_what_was_expected(edit, key: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config(changed(edit), "/etc/smsgw/site.toml")
+    error = raised.value
+    assert (error.path, error.key) == ("/etc/smsgw/site.toml", key)
+    assert expected in error.problem
+    assert str(error).startswith(f"/etc/smsgw/site.toml: {key}: ")
+
+
+def test_the_default_config_is_valid() -> None:
+    config = parse_config(copy.deepcopy(DEFAULT), DEFAULT_CONFIG)
+    assert {a.system_id for a in config.accounts} >= {"handset", "handset2", "carrier", "sina", "tencent"}
+
+
+def serve(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--host", "127.0.0.1", "--smpp-port", "0", "--http-port", "0", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_smsgw_serve_refuses_a_bad_config_file_naming_it_and_the_key(tmp_path: Path) -> None:
+    bad = tmp_path / "site.toml"
+    bad.write_text(DEFAULT_CONFIG.read_text().replace("window = 100", "window = 0", 1))
+    result = serve("--config", str(bad), "--db", str(tmp_path / "gw.db"))
+    assert result.returncode == 2
+    assert f"{bad}: gateway.window: expected at least 1; got 0" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_smsgw_serve_refuses_a_file_that_is_not_a_database_without_a_traceback(tmp_path: Path) -> None:
+    db = tmp_path / "notes.db"
+    db.write_bytes(b"these are my notes, not a database" * 100)
+    result = serve("--db", str(db))
+    assert result.returncode == 1
+    assert "cannot start" in result.stderr and str(db) in result.stderr
+    assert "Traceback" not in result.stderr
