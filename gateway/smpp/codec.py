@@ -133,6 +133,8 @@ def _decode_fields(cls: type[Pdu], body: bytes, command_id: int, status: int) ->
                 raise PduError(S.ESME_RINVCMDLEN, "PDU ends before sm_length")
             sm_length = body[pos]
             pos += 1
+            if sm_length > size:
+                raise PduError(err, f"sm_length {sm_length} is over {size}")
             if pos + sm_length > end:
                 raise PduError(err, f"sm_length {sm_length} runs past the PDU")
             values[name] = body[pos : pos + sm_length]

@@ -88,6 +88,8 @@ def decoder_source(cls: type[Pdu]) -> str:
                 '        raise PduError(S.ESME_RINVCMDLEN, "PDU ends before sm_length")',
                 "    sm_length = body[pos]",
                 "    pos += 1",
+                f"    if sm_length > {size}:",
+                f'        raise PduError({_status(err)}, f"sm_length {{sm_length}} is over {size}")',
                 "    if pos + sm_length > end:",
                 f'        raise PduError({_status(err)}, f"sm_length {{sm_length}} runs past the PDU")',
                 f"    f_{name} = body[pos : pos + sm_length]",

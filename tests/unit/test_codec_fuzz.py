@@ -328,6 +328,7 @@ def only_answer(session: Session, data: bytes) -> tuple[list, Pdu]:
         (submit_body(service_type=b"CMTXYZ"), S.ESME_RINVSERTYP),
         (submit_body(sm=b"abc", sm_length=10), S.ESME_RINVMSGLEN),
         (submit_body(sm=b"", sm_length=255), S.ESME_RINVMSGLEN),
+        (submit_body(sm=b"x" * 255, sm_length=255), S.ESME_RINVMSGLEN),  # all there, but over 254 (5.2.21)
         (submit_body(tlvs=b"\x02\x04\x00\x05\x00\x01"), S.ESME_RINVOPTPARSTREAM),  # length 5, 2 octets left
         (submit_body(tlvs=b"\x02\x04\x00"), S.ESME_RINVOPTPARSTREAM),  # truncated TLV header
         (submit_body(tlvs=b"\x14\x00\xff\xff\x00"), S.ESME_RINVOPTPARSTREAM),  # vendor TLV runs past too

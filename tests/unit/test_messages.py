@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zlib
 
-from gateway.messages import message_from_submission
+from gateway.messages import message_from_submission, segments_of
 from gateway.smpp.constants import Tag
 from gateway.smpp.pdu import DataSm, SubmitSm
 from gateway.smpp.tlv import decode_tlvs
@@ -42,3 +42,11 @@ def test_data_sm_mt_without_optional_parameters() -> None:
     )  # fmt: skip
     assert (message.status, message.short_message, message.tlvs) == (MessageStatus.ENROUTE, b"long text", b"")
     assert (message.source_addr_ton, message.source_addr_npi, message.dest_addr_ton, message.dest_addr_npi) == (0, 0, 0, 0)
+
+
+def test_a_submission_costs_one_segment_per_sms_it_becomes() -> None:
+    assert segments_of(SubmitSm(short_message=b"a" * 160)) == 1  # 160 GSM characters: one SMS
+    assert segments_of(SubmitSm(short_message=b"a" * 200)) == 2  # one short_message, two SMS on the air
+    assert segments_of(SubmitSm(short_message=b"a" * 200, data_coding=8)) == 2  # 100 UCS2 characters
+    assert segments_of(SubmitSm(short_message=b"\x05\x00\x03\x01\x02\x01" + b"a" * 150, esm_class=0x40)) == 1  # a part
+    assert segments_of(DataSm(tlvs={Tag.MESSAGE_PAYLOAD: b"a" * 400})) == 3
