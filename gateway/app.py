@@ -85,7 +85,7 @@ class Gateway:
         self.service_context = ServiceContext(
             store=self.records,
             clock=self.clock,
-            templates=Templates.load(messages_directory(config), config.services.language),
+            templates=Templates.load(messages_directory(config), config.services.language, settings=config.services),
             settings=config.services,
             catalogue=self.catalogue,
             ids=self.ids,

@@ -77,6 +77,15 @@ class ShortCodeConfig:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+DEFAULT_HELP_WORDS = ("0", "HELP", "帮助", "?", "？")
+# Rating words (a digit 1-5 is always a rating too): 1 = very satisfied ... 5 = very dissatisfied.
+DEFAULT_RATING_WORDS: dict[str, int] = {
+    "非常满意": 1, "很满意": 1, "满意": 2, "一般": 3, "不满意": 4, "非常不满意": 5, "很不满意": 5,
+    "VERY SATISFIED": 1, "SATISFIED": 2, "NEUTRAL": 3, "DISSATISFIED": 4, "UNSATISFIED": 4,
+    "NOT SATISFIED": 4, "VERY DISSATISFIED": 5, "VERY UNSATISFIED": 5,
+}  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceSettings:
     language: str = "zh"
@@ -88,6 +97,13 @@ class ServiceSettings:
     confirmation_validity: float = 86400.0
     confirm_words: tuple[str, ...] = ("是", "Y", "YES", "1")
     decline_words: tuple[str, ...] = ("否", "N", "NO")
+    # Keywords, matched trimmed, case-insensitively, full-width folded (handlers/keywords.py).
+    query_keyword: str = "0000"  # to operator: list subscriptions
+    unsubscribe_all_keyword: str = "00000"  # to operator: unsubscribe all (after a yes/no question)
+    help_words: tuple[str, ...] = DEFAULT_HELP_WORDS  # to operator and spam_report
+    english_words: tuple[str, ...] = ("EN", "ENGLISH")  # to operator: replies in English from now on
+    chinese_words: tuple[str, ...] = ("中文", "ZH", "CN")  # ... in Chinese
+    rating_words: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_RATING_WORDS))  # to rating: word -> 1..5
     trial_last_order_day: int = 20
     reminder_first_day: int = 21
     reminder_last_day: int = 25
@@ -194,6 +210,7 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>") -> Config:
     _check_ranges(services, "services", _SERVICE_RANGES, path)
     if services.reminder_first_day > services.reminder_last_day:
         raise ConfigError(path, "services.reminder_first_day", "expected a day not after reminder_last_day")
+    _check_keywords(services, path)
     if services.language not in ("zh", "en"):
         raise ConfigError(path, "services.language", f"expected zh or en; got {services.language!r}")
     if not 0.0 <= services.survey_sample_rate <= 1.0:
@@ -240,6 +257,21 @@ _SERVICE_RANGES: dict[str, _Range] = {
     "spam_block_threshold": _AT_LEAST_ONE, "spam_block_window": _POSITIVE, "spam_reports_per_day": _AT_LEAST_ONE,
     "survey_validity": _POSITIVE, "utc_offset_hours": (lambda v: -14 <= v <= 14, "an offset from -14 to 14 hours"),
 }  # fmt: skip
+
+
+def _check_keywords(services: ServiceSettings, path: Path | str) -> None:
+    for key in ("query_keyword", "unsubscribe_all_keyword"):
+        if not getattr(services, key).strip():
+            raise ConfigError(path, f"services.{key}", "expected a keyword (not empty)")
+    if services.query_keyword.strip().upper() == services.unsubscribe_all_keyword.strip().upper():
+        raise ConfigError(path, "services.unsubscribe_all_keyword", "expected a keyword other than query_keyword")
+    for key in ("confirm_words", "decline_words", "help_words", "english_words", "chinese_words"):
+        words = getattr(services, key)
+        if not words or not all(w.strip() for w in words):
+            raise ConfigError(path, f"services.{key}", "expected at least one word, none of them empty")
+    for word, score in services.rating_words.items():
+        if not word.strip() or not 1 <= score <= 5:
+            raise ConfigError(path, f"services.rating_words.{word}", f"expected a word and a rating 1 to 5; got {score!r}")
 
 
 def _check_ranges(settings: Any, where: str, ranges: dict[str, _Range], path: Path | str) -> None:
@@ -327,6 +359,10 @@ def _coerce(value: Any, annotation: str, key: str, path: Path | str) -> Any:
         if not ok:
             raise ConfigError(path, key, f"expected {_TYPES[base]}; got {value!r}")
         return value
+    if annotation == "dict[str, int]":
+        if not isinstance(value, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value.values()):
+            raise ConfigError(path, key, f"expected a table of words = integers; got {value!r}")
+        return dict(value)
     if annotation.startswith("tuple["):
         item = float if "float" in annotation else str
         if not isinstance(value, list):

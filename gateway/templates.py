@@ -3,6 +3,11 @@
 Tables nest: `[unsubscribe] done = "…{sp_name}…"` is the template
 `unsubscribe.done`. Every language must have the same keys with the same
 placeholders as the default one; a gap stops the start with file and key.
+
+Every text may also name the configured numbers and keywords ([services]):
+`{operator}`, `{query_keyword}`, `{confirm_words}`… (`common_values`), so a
+text never tells a subscriber to send a keyword the gateway was configured
+not to know.
 """
 
 from __future__ import annotations
@@ -12,22 +17,30 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError
+from .config import ConfigError, ServiceSettings
 
 _FORMATTER = string.Formatter()
 
 
 class Templates:
-    def __init__(self, texts: dict[str, dict[str, str]], default_language: str, sources: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, texts: dict[str, dict[str, str]], default_language: str, sources: dict[str, str] | None = None,
+        settings: ServiceSettings | None = None,
+    ) -> None:  # fmt: skip
         if default_language not in texts:
             raise ConfigError((sources or {}).get(default_language, "messages"), "-", f"no texts for default language {default_language!r}")
         self.texts = texts
         self.default_language = default_language
         self._sources = sources or {}
         self._validate()
+        settings = settings or ServiceSettings()
+        self._common = {language: common_values(settings, self._joiner(language)) for language in texts}
 
     @classmethod
-    def load(cls, directory: Path | str, default_language: str, languages: tuple[str, ...] = ("zh", "en")) -> Templates:
+    def load(
+        cls, directory: Path | str, default_language: str, languages: tuple[str, ...] = ("zh", "en"),
+        settings: ServiceSettings | None = None,
+    ) -> Templates:  # fmt: skip
         texts, sources = {}, {}
         for language in languages:
             path = Path(directory) / f"messages.{language}.toml"
@@ -39,18 +52,32 @@ class Templates:
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(path, "-", f"not valid TOML: {exc}") from None
             sources[language] = str(path)
-        return cls(texts, default_language, sources)
+        return cls(texts, default_language, sources, settings)
 
     @property
     def languages(self) -> tuple[str, ...]:
         return tuple(self.texts)
 
     def render(self, key: str, language: str | None = None, **values: Any) -> str:
-        texts = self.texts.get(language or self.default_language, self.texts[self.default_language])
-        template = texts.get(key)
+        if language not in self.texts:
+            language = self.default_language
+        template = self.texts[language].get(key)
         if template is None:
             raise KeyError(f"no reply text {key!r}")
-        return template.format(**values)
+        return template.format(**{**self._common[language], **values})
+
+    def _joiner(self, language: str):
+        """Words as this language lists them: common.word each, common.word_separator between, the last one after
+        common.word_last_separator ("“是”、“Y”或“1”")."""
+        texts = self.texts[language]
+
+        def join(words: tuple[str, ...]) -> str:
+            shown = [texts["common.word"].format(word=w) for w in words]
+            if len(shown) == 1:
+                return shown[0]
+            return texts["common.word_separator"].join(shown[:-1]) + texts["common.word_last_separator"] + shown[-1]
+
+        return join
 
     def _validate(self) -> None:
         reference = self.texts[self.default_language]
@@ -59,12 +86,29 @@ class Templates:
             for key, template in reference.items():
                 if key not in texts:
                     raise ConfigError(source, key, f"missing (present in messages.{self.default_language})")
-                if _fields(texts[key]) != _fields(template):
-                    raise ConfigError(source, key, f"placeholders {sorted(_fields(texts[key]))} differ from "
-                                      f"messages.{self.default_language}'s {sorted(_fields(template))}")
+                own, theirs = _fields(texts[key]) - COMMON, _fields(template) - COMMON  # the common ones: any text, any language
+                if own != theirs:
+                    raise ConfigError(source, key, f"placeholders {sorted(own)} differ from "
+                                      f"messages.{self.default_language}'s {sorted(theirs)}")
             for key in texts:
                 if key not in reference:
                     raise ConfigError(source, key, f"unknown key (not in messages.{self.default_language})")
+
+
+COMMON = frozenset({
+    "operator", "spam_report", "rating", "query_keyword", "all_keyword", "english_word", "chinese_word",
+    "confirm_words", "decline_words",
+})  # fmt: skip
+
+
+def common_values(settings: ServiceSettings, join) -> dict[str, str]:
+    """The configured numbers and keywords every text may name."""
+    return {
+        "operator": settings.operator, "spam_report": settings.spam_report, "rating": settings.rating,
+        "query_keyword": settings.query_keyword, "all_keyword": settings.unsubscribe_all_keyword,
+        "english_word": settings.english_words[0], "chinese_word": settings.chinese_words[0],
+        "confirm_words": join(settings.confirm_words), "decline_words": join(settings.decline_words),
+    }  # fmt: skip
 
 
 def _fields(template: str) -> set[str]:

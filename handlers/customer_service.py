@@ -1,6 +1,7 @@
 """10086, the operator's customer-service short code (SPEC 3.1, 3.2).
 
-Commands first (`0000`, `00000`, language), then answers to the prompts the
+Commands first (query_keyword `0000`, unsubscribe_all_keyword `00000`, the
+language words: all configurable in [services]), then answers to the prompts the
 subscriber has open, most recent prompt first: a `1` answers a 0000 listing
 if that came last, a two-step confirmation if that did. Serial numbers that
 are not a confirm word (`2`, `1,3`) answer a listing still open even when a
@@ -12,11 +13,8 @@ from __future__ import annotations
 
 from . import confirmation, unsubscribe
 from .base import Inbound, Outcome, ServiceContext
-from .keywords import fold, matches, serial_numbers
+from .keywords import fold, folded, matches, serial_numbers
 from gateway.store.records import Subscriber
-
-HELP_WORDS = ("0", "HELP", "帮助", "?", "？")
-LANGUAGES = {"EN": "en", "ENGLISH": "en", "中文": "zh", "ZH": "zh", "CN": "zh"}
 # Modules whose prompts are answered on this short code; each has latest_prompt() and answer().
 # With no open prompt (or equal times) the earlier one is asked first: unsubscribe can tell a
 # stale listing apart, while confirmation answers any confirm word ("nothing to confirm").
@@ -25,23 +23,24 @@ DIALOGUES = (unsubscribe, confirmation)
 
 class CustomerService:
     async def handle(self, inbound: Inbound, ctx: ServiceContext) -> Outcome:
-        folded = fold(inbound.text)
+        text = fold(inbound.text)
+        settings = ctx.settings
         language = await ctx.language_of(inbound.subscriber)
-        if folded == "0000":
+        if text == fold(settings.query_keyword):
             return await unsubscribe.query(inbound, ctx, language)
-        if folded == "00000":
+        if text == fold(settings.unsubscribe_all_keyword):
             return await unsubscribe.ask_all(inbound, ctx, language)
-        if folded in LANGUAGES:
-            chosen = LANGUAGES[folded]
+        chosen = "en" if text in folded(settings.english_words) else "zh" if text in folded(settings.chinese_words) else None
+        if chosen is not None:
             return (
                 Outcome(completed=True)
                 .put(Subscriber(inbound.subscriber, chosen))
                 .reply(inbound.subscriber, ctx.text("common.language_set", chosen), inbound.short_code)
             )
-        if folded not in HELP_WORDS:
+        if text not in folded(settings.help_words):
             prompts = [(await module.latest_prompt(inbound, ctx), index, module) for index, module in enumerate(DIALOGUES)]
             prompts.sort(key=lambda p: (-(p[0] or 0.0), p[1]))
-            if serial_numbers(folded) is not None and not matches(folded, ctx.settings.confirm_words):
+            if serial_numbers(text) is not None and not matches(text, settings.confirm_words):
                 prompts.sort(key=lambda p: not (p[2] is unsubscribe and p[0] is not None))  # a live listing first
             for _at, _index, module in prompts:
                 outcome = await module.answer(inbound, ctx, language)

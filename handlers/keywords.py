@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 
 # Ideographic punctuation NFKC leaves alone but subscribers use as separators.
 _EXTRA = str.maketrans({"、": ",", "。": ".", "　": " "})
@@ -18,6 +19,12 @@ _SERIAL_SEPARATORS = re.compile(r"[,;\s]+")
 def fold(text: str) -> str:
     """The text as keywords are matched: NFKC (full-width -> half-width), trimmed, upper-cased."""
     return unicodedata.normalize("NFKC", text).translate(_EXTRA).strip().upper()
+
+
+@lru_cache(maxsize=64)
+def folded(words: tuple[str, ...]) -> frozenset[str]:
+    """Configured words as texts are compared with them (once per set of words)."""
+    return frozenset(fold(w) for w in words)
 
 
 def matches(text: str, keywords: list[str] | tuple[str, ...]) -> bool:

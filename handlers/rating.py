@@ -37,8 +37,10 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import defaultdict
+from functools import lru_cache
 from typing import Any
 
+from gateway.config import DEFAULT_RATING_WORDS
 from gateway.store.records import Survey
 
 from .base import Inbound, Outcome, ServiceContext
@@ -50,22 +52,24 @@ SATISFIED = (1, 2)
 ASK_REASON = (4, 5)
 REASON_LIMIT = 500  # characters of free text kept
 
-# Rating words, matched after fold() (trimmed, upper-cased, full-width folded).
-WORDS: dict[str, int] = {
-    "非常满意": 1, "很满意": 1, "满意": 2, "一般": 3, "不满意": 4, "非常不满意": 5, "很不满意": 5,
-    "VERY SATISFIED": 1, "SATISFIED": 2, "NEUTRAL": 3, "DISSATISFIED": 4, "UNSATISFIED": 4,
-    "NOT SATISFIED": 4, "VERY DISSATISFIED": 5, "VERY UNSATISFIED": 5,
-}  # fmt: skip
 _TRAILING = re.compile(r"[\s.!~]+$")
 _SPACES = re.compile(r"\s+")
+
+
+@lru_cache(maxsize=16)
+def _folded_words(items: tuple[tuple[str, int], ...]) -> dict[str, int]:
+    return {_SPACES.sub(" ", _TRAILING.sub("", fold(word))): score for word, score in items}
 _DIGIT_AND_REASON = re.compile(r"^([1-5１-５])[\s,.:;*#\-、，。：；！!＊＃]+(.*\D.*)$", re.S)
 
 
-def parse_rating(text: str) -> tuple[int, str] | None:
-    """(score, reason) for `1`, `５`, `非常满意`, `very satisfied!`, `5 排队太久`; None if not a rating."""
+def parse_rating(text: str, words: dict[str, int] = DEFAULT_RATING_WORDS) -> tuple[int, str] | None:
+    """(score, reason) for `1`, `５`, `非常满意`, `very satisfied!`, `5 排队太久`; None if not a rating.
+
+    `words`: [services] rating_words, matched as fold() leaves them (trimmed, upper-cased, full-width folded)."""
     folded = _SPACES.sub(" ", _TRAILING.sub("", fold(text)))
-    if folded in WORDS:
-        return WORDS[folded], ""
+    score = _folded_words(tuple(words.items())).get(folded)
+    if score is not None:
+        return score, ""
     if len(folded) == 1 and folded in "12345":
         return int(folded), ""
     combined = _DIGIT_AND_REASON.match(text.strip())  # the reason is kept as the subscriber wrote it
@@ -152,7 +156,7 @@ class RatingHandler:
             survey.status, survey.reason = "rated", reason[:REASON_LIMIT]
             return say("thanks_reason", Outcome(completed=True).put(survey))
 
-        parsed = parse_rating(inbound.text)
+        parsed = parse_rating(inbound.text, ctx.settings.rating_words)
         if parsed is None:
             if not survey.reprompted:
                 survey.reprompted = True

@@ -42,17 +42,17 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+from gateway.config import DEFAULT_HELP_WORDS
 from gateway.numbers import NumberPlan
 from gateway.store.effects import Delete
 from gateway.store.records import Block, Dialogue, SpamReport
 
 from .base import Inbound, Outcome, ServiceContext
-from .keywords import fold
+from .keywords import fold, folded
 
 DIALOGUE = "spam.number"
 RECEIVED = "received"
 HANDLED = "handled"
-HELP_WORDS = ("", "0", "HELP", "帮助", "?")
 MAX_NUMBER_CHARS = 20
 
 # `<number><*|＊><text>` and `<number><space><text>`, matched on the original text so
@@ -84,9 +84,11 @@ class ReportedNumber:
     blocked: bool  # blocked network-wide now
 
 
-def parse(text: str) -> Parsed:
-    """What a text to 10086999 is: a report (number and text), a forwarded text, or a help request."""
-    if fold(text) in HELP_WORDS:
+def parse(text: str, help_words: tuple[str, ...] = DEFAULT_HELP_WORDS) -> Parsed:
+    """What a text to 10086999 is: a report (number and text), a forwarded text, or a help request
+    (an empty text, or one of [services] help_words)."""
+    folded_text = fold(text)
+    if not folded_text or folded_text in folded(help_words):
         return Parsed("help")
     only = _ONLY_NUMBER.match(text)
     if only:
@@ -131,7 +133,7 @@ class SpamReportHandler:
     def serial_keys(self, inbound: Inbound, ctx: ServiceContext) -> list[str]:
         """The reporter (their prompt, their daily limit) and the number reported (distinct reporters
         counted against the threshold) are each handled one report at a time."""
-        parsed = parse(inbound.text)
+        parsed = parse(inbound.text, ctx.settings.help_words)
         if parsed.kind != "report":
             return [inbound.subscriber]
         return [inbound.subscriber, reported_key(ctx.plan.normalise(parsed.number))]
@@ -139,7 +141,7 @@ class SpamReportHandler:
     async def handle(self, inbound: Inbound, ctx: ServiceContext) -> Outcome:
         reporter, now = inbound.subscriber, inbound.received_at
         language = await ctx.language_of(reporter)
-        parsed = parse(inbound.text)
+        parsed = parse(inbound.text, ctx.settings.help_words)
         if parsed.kind == "help":
             return _say(inbound, ctx, "spam.usage", language, completed=True, short_code=ctx.settings.spam_report)
         plan = ctx.plan

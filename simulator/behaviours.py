@@ -109,6 +109,7 @@ class Rules:
     confirmation_validity: float = 86400.0
     confirm_words: tuple[str, ...] = ("是", "Y", "YES", "1")
     decline_words: tuple[str, ...] = ("否", "N", "NO")
+    query_keyword: str = "0000"
     spam_block_threshold: int = 5
     spam_reports_per_day: int = 20
     spam_follow_up_minutes: int = 30
@@ -122,7 +123,7 @@ class Rules:
         codes |= {c.code for c in config.short_codes}
         return cls(
             confirmation_validity=s.confirmation_validity, confirm_words=s.confirm_words, decline_words=s.decline_words,
-            spam_block_threshold=s.spam_block_threshold, spam_reports_per_day=s.spam_reports_per_day,
+            query_keyword=s.query_keyword, spam_block_threshold=s.spam_block_threshold, spam_reports_per_day=s.spam_reports_per_day,
             spam_follow_up_minutes=max(1, round(s.spam_follow_up_window / 60)), short_codes=frozenset(codes),
             notified_sps={e.id: e.sp for e in config.catalogue},
         )  # fmt: skip
@@ -298,7 +299,7 @@ async def query(phone: Phone, env: Env) -> DialogueResult:
     operator = plan.operator
 
     async def body(run: Run) -> str:
-        await run.send(operator, "0000")
+        await run.send(operator, env.rules.query_keyword)
         if not phone.subscriptions:
             await run.reply("0000->none", operator, "unsubscribe.none")
             return "none"
@@ -498,7 +499,7 @@ async def help_text(phone: Phone, env: Env) -> DialogueResult:
     plan = env.plan
 
     async def body(run: Run) -> str:
-        await run.send(plan.operator, env.rng.choice((plan.help_word, "0")), label="help")
+        await run.send(plan.operator, env.rng.choice(plan.help_words), label="help")
         await run.reply("help->help", plan.operator, "common.help")
         return "help"
 

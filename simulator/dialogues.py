@@ -86,6 +86,8 @@ class Plan:
     country_code: str = "86"
     confirm_word: str = "Y"
     help_word: str = "帮助"
+    help_words: tuple[str, ...] = ("0", "HELP", "帮助", "?", "？")  # every word the target takes for help
+    query_keyword: str = "0000"
     confirmation_validity: str = "24小时"  # as the confirmation text shows it
     survey_hours: str = "24"
 
@@ -110,7 +112,8 @@ class Plan:
         return cls(
             texts=texts, services=services, operator=settings.operator, spam_report=settings.spam_report,
             rating=settings.rating, country_code=config.gateway.country_code,
-            help_word="帮助" if language == "zh" else "HELP",
+            help_word=_help_word(settings.help_words, language), help_words=settings.help_words,
+            query_keyword=settings.query_keyword,
             confirmation_validity=validity, survey_hours=f"{settings.survey_validity / 3600:g}",
         )  # fmt: skip
 
@@ -225,7 +228,7 @@ async def query_unsubscribe(handset: Handset, plan: Plan, *, serial: int = 1, ti
     `serial` and expect that service's unsubscribe confirmation. Without subscriptions: "no subscriptions"."""
 
     async def body(run: _Run) -> str:
-        await run.send(plan.operator, "0000")
+        await run.send(plan.operator, plan.query_keyword)
         if not handset.subscriptions:
             await run.reply("0000->none", plan.operator, "unsubscribe.none")
             return "none"
@@ -322,6 +325,12 @@ async def rating(handset: Handset, plan: Plan, score: str = "1", *, timeout: flo
 
 
 KINDS = ("query", "order", "spam", "rating")
+
+
+def _help_word(words: tuple[str, ...], language: str) -> str:
+    """The help word a subscriber of this language would send, if the target knows it (else its first)."""
+    preferred = "帮助" if language == "zh" else "HELP"
+    return preferred if preferred in words else words[0]
 
 
 def _yuan(fee: float) -> str:
