@@ -49,7 +49,6 @@ from .templates import Templates
 
 log = get_logger("gateway")
 TICK_SECONDS = 0.5
-JOB_CHECK_SECONDS = 30.0  # how often the billing/reminder calendar is looked at
 
 
 class Gateway:
@@ -233,7 +232,7 @@ class Gateway:
                 await self.delivery.sweep()
                 self.mo.expire_partial()
                 if loop.time() >= next_job_check:
-                    next_job_check = loop.time() + JOB_CHECK_SECONDS
+                    next_job_check = loop.time() + self.config.gateway.job_check_interval
                     self.spawn(self.run_due_jobs())
             except Exception:
                 log.exception("tick failed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
@@ -62,6 +63,22 @@ def test_the_free_trial_is_for_the_first_order_of_a_service_only(make_gateway, h
     gw.call(gw.gateway.services.run_billing())
     [charge] = gw.call(gw.gateway.store.find(Charge, msisdn=A))
     assert (charge.subscription_id, charge.period, charge.amount) == (active.id, "2026-12", 3000)
+
+
+def test_the_gateway_runs_billing_and_reminders_on_schedule_by_itself(make_gateway, handset, clock):
+    gw = make_gateway(clock=clock, gateway={"job_check_interval": 0.2})
+    phone = handset(A, gw=gw, address_range=A)
+    subscribe(phone, "TT")  # 10 November: reminded in November, charged from December
+    clock.set(at(2026, 11, 21, 9))  # nobody runs a job by hand in this test
+    first, second = replies(phone, 2)
+    assert first.startswith("(1/2)中国移动温馨提示") and second.startswith("(2/2)")
+    clock.set(at(2026, 12, 1, 0, 5))
+    [subscription] = subscriptions(gw, A)
+    deadline = time.monotonic() + 10
+    while not (charges := gw.call(gw.gateway.store.find(Charge, msisdn=A))):  # the next job check bills
+        assert time.monotonic() < deadline, "no billing run on the 1st"
+        phone.expect_none(0.2)  # (and no text meanwhile)
+    assert [(c.subscription_id, c.period, c.amount) for c in charges] == [(subscription.id, "2026-12", 3000)]
 
 
 def test_reminder_on_the_21st_is_sent_once_as_marked_pages(make_gateway, handset, clock):
