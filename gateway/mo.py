@@ -74,7 +74,7 @@ class MoProcessor:
         self.clock = clock
         self.observe = observe  # sees every committed effect (the submission guards)
         self.after_dialogue = after_dialogue  # a dialogue ended (survey sampling): awaited if it returns something
-        self.reassembler = Reassembler(timeout=reassembly_timeout)
+        self.reassembler = Reassembler(timeout=reassembly_timeout, on_evict=self._dropped)
         self._part_ids: dict[tuple, list[str]] = {}
         self.locks = locks or SerialLocks()
         self._tasks: set[asyncio.Task] = set()
@@ -171,8 +171,12 @@ class MoProcessor:
 
     def expire_partial(self) -> None:
         """Parts of long MOs whose other parts never came: log them; they are not answered."""
-        for key, reference, _parts in self.reassembler.expire(self.clock.now()):
-            ids = self._part_ids.pop((key, reference), [])
-            log.warning("incomplete long MO dropped", message_ids=ids, account=key[2], msisdn=key[0], short_code=key[1])
-            if ids:
-                self.store.complete_mo(ids, [], self.clock.now())
+        for key, reference, parts in self.reassembler.expire(self.clock.now()):
+            self._dropped(key, reference, parts, "timed out")
+
+    def _dropped(self, key: tuple, reference: int, _parts: dict[int, bytes], why: str = "too many incomplete") -> None:
+        """An incomplete long MO the reassembler let go: its parts are done with (processed, unanswered)."""
+        ids = self._part_ids.pop((key, reference), [])
+        log.warning("incomplete long MO dropped", message_ids=ids, account=key[2], msisdn=key[0], short_code=key[1], why=why)
+        if ids:
+            self.store.complete_mo(ids, [], self.clock.now())

@@ -9,7 +9,7 @@ or not at all by sending everything in one message_payload TLV.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -229,9 +229,15 @@ class Reassembler:
     a separate set rather than mixing parts of two messages.
     """
 
-    def __init__(self, timeout: float = 60.0, max_sets: int = 10000) -> None:
+    def __init__(
+        self, timeout: float = 60.0, max_sets: int = 10000,
+        on_evict: Callable[[Hashable, int, dict[int, bytes]], None] | None = None,
+    ) -> None:  # fmt: skip
+        """`on_evict(key, reference, {seqnum: body})`: told of each incomplete set dropped for room, as expire()
+        reports the ones that timed out."""
         self.timeout = timeout
         self.max_sets = max_sets
+        self.on_evict = on_evict
         self.evicted = 0  # incomplete sets dropped because max_sets was reached
         # Ordered by the arrival of each set's first part, so expire() and
         # eviction only ever look at the oldest end.  OrderedDict rather than
@@ -254,8 +260,10 @@ class Reassembler:
         partial = self._sets.get(set_id)
         if partial is None:
             if len(self._sets) >= self.max_sets:
-                self._sets.popitem(last=False)
+                (old_key, old_reference, _total), dropped = self._sets.popitem(last=False)
                 self.evicted += 1
+                if self.on_evict is not None:
+                    self.on_evict(old_key, old_reference, dropped.bodies)
             partial = self._sets[set_id] = _PartialSet(now, concat.total, {})
         partial.bodies.setdefault(concat.seqnum, body)
         if len(partial.bodies) < partial.total:

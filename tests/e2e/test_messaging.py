@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from smpplib import gsm
 
 from gateway.clock import SimulatedClock
+from gateway.store.records import MessageStatus
 from tests.smpp_handset import (
+    ESM_UDHI,
     ESME_RINVDSTADR,
     ESME_RINVEXPIRY,
     ESME_RINVSRCADR,
@@ -17,7 +20,6 @@ from tests.smpp_handset import (
     ESME_RQUERYFAIL,
     ESME_RSYSERR,
     ESME_RTHROTTLED,
-    ESM_UDHI,
     SMSGW_RNOSUBSCRIPTION,
     encode,
     is_receipt,
@@ -224,6 +226,22 @@ def test_the_same_text_again_on_a_new_bind_is_a_new_message(handset):
         a.close()
     assert ids[0] != ids[1]
     assert [text(p) for p in b.expect_many(2)] == ["Y", "Y"]
+
+
+def test_a_long_mo_whose_other_parts_never_come_is_dropped_unanswered(make_gateway, handset):
+    clock = SimulatedClock()
+    gw = make_gateway(clock=clock, gateway={"reassembly_timeout": 60})
+    a = handset(A, gw=gw)
+    part = a.submit(ECHO, b"\x05\x00\x03\x07\x02\x01first half, ", esm_class=ESM_UDHI)  # part 1 of 2
+    assert part.status == ESME_ROK
+    message_id = part.message_id.decode()
+    assert gw.call(gw.gateway.store.get(message_id)).status is MessageStatus.ACCEPTED  # waits for part 2
+    clock.advance(120)
+    deadline = time.monotonic() + 10
+    while gw.call(gw.gateway.store.get(message_id)).status is not MessageStatus.PROCESSED:  # the next tick drops it
+        assert time.monotonic() < deadline, "the incomplete long MO was kept"
+        a.expect_none(0.2)  # never answered
+    assert not gw.gateway.mo._part_ids  # nothing left of it in memory
 
 
 def test_unanswered_delivery_is_sent_again(make_gateway, handset):

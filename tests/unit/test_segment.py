@@ -294,13 +294,16 @@ def test_reassembler_expire() -> None:
 
 
 def test_reassembler_max_sets_evicts_oldest() -> None:
-    r = Reassembler(max_sets=2)
+    dropped: list[tuple] = []
+    r = Reassembler(max_sets=2, on_evict=lambda key, reference, bodies: dropped.append((key, reference, bodies)))
     r.add("k", Concat(1, 2, 1), b"a", now=0)
     r.add("k", Concat(2, 2, 1), b"b", now=1)
     r.add("k", Concat(3, 2, 1), b"c", now=2)
     assert len(r) == 2
     assert r.evicted == 1
+    assert dropped == [("k", 1, {1: b"a"})]  # the caller hears of it, as of an expired set
     assert r.add("k", Concat(1, 2, 2), b"a2", now=3) is None  # set 1 was dropped
+    assert dropped[-1] == ("k", 2, {1: b"b"})  # ... and the new set 1 took set 2's place
     assert r.add("k", Concat(3, 2, 2), b"c2", now=3) == [b"c", b"c2"]
 
 
