@@ -9,13 +9,7 @@ would) and then checks what the handsets received and what the store holds.
 
 from __future__ import annotations
 
-import json
-import os
-import select
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -28,57 +22,6 @@ ECHO = "10086000"
 A = "8613800000001"  # account handset
 B = "8613700000001"  # account handset2
 N = 240  # messages: even i -> MO to the echo short code, odd i -> P2P to B
-
-
-def children_of(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        return [int(child) for child in f.read().split()]
-
-
-class GatewayProcess:
-    def __init__(self, db: Path) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--db", str(db), "--host", "127.0.0.1",
-             "--smpp-port", "0", "--http-port", "0", "--log-json", "--log-level", "info"],
-            cwd=ROOT, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        self.log: list[str] = []
-        ready = self._wait_for("smsgw ready")
-        self.smpp_port = ready["smpp_port"]
-        self._drain = threading.Thread(target=self._keep_reading, daemon=True)
-        self._drain.start()
-
-    def _wait_for(self, event: str) -> dict:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:  # blocks until the gateway writes its next line
-            self.log.append(line)
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if record.get("event") == event:
-                return record
-        raise AssertionError("gateway exited before it was ready:\n" + "".join(self.log))
-
-    def _keep_reading(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.log.append(line)
-
-    def kill(self) -> None:
-        """SIGKILL the gateway; its SQLite writer process must then exit by itself (its stdin closes)."""
-        writers = [os.pidfd_open(pid) for pid in children_of(self.proc.pid)]
-        assert writers, "the gateway runs its SQLite writer in a child process"
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        for pidfd in writers:
-            readable, _, _ = select.select([pidfd], [], [], 10)  # a pidfd turns readable when its process exits
-            os.close(pidfd)
-            assert readable, "the writer process outlived the gateway it wrote for"
-
-    def terminate(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(30)
 
 
 class Handset:
@@ -147,22 +90,6 @@ def send_all(a: Handset, numbers: range = range(N)) -> dict[int, int]:
         except (smpplib.exceptions.ConnectionError, OSError):
             break
     return sequences
-
-
-@pytest.fixture
-def start_gateway():
-    """Start gateway processes; any still running at teardown (a failed assertion) is killed."""
-    started: list[GatewayProcess] = []
-
-    def start(db: Path) -> GatewayProcess:
-        started.append(GatewayProcess(db))
-        return started[-1]
-
-    yield start
-    for gateway in started:
-        if gateway.proc.poll() is None:
-            gateway.proc.kill()
-            gateway.proc.wait(10)
 
 
 @pytest.mark.slow

@@ -1,8 +1,8 @@
 """The log contract (issue #2): JSON lines in production, and every line about a message names the
 message, the account and the subscriber's number.
 
-The gateway runs as `smsgw serve --log-json` would in production (tests.e2e.test_durability's
-GatewayProcess), and the test reads what it wrote to stderr.
+The gateway runs as `smsgw serve --log-json` does in production (tests.gateway_process), and the
+test reads what it wrote to stderr.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.e2e.test_durability import GatewayProcess
+from tests.gateway_process import GatewayProcess
 from tests.smpp_handset import ESME_RINVDSTADR, ESME_ROK, ESME_RQUERYFAIL, Handset
 
 A = "8613800000001"  # account handset

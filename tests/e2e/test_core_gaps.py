@@ -1,0 +1,410 @@
+"""Promises of the README the other end-to-end tests leave out.
+
+- SIGTERM (README, "SMPP 3.4 answers"): "the gateway stops listening, lets binds answer
+  what is in flight (up to drain_timeout), unbinds them and commits everything". The
+  gateway runs as a real process (tests.gateway_process.GatewayProcess); after it
+  exits, the store file is read with sqlite3, and a restart on it must deliver nothing
+  twice and lose nothing that was acknowledged.
+- Routing of MT: "the bind that last carried MO from X if it is still bound and can receive".
+- "the store failed to commit: ESME_RSYSERR (nothing was acknowledged)", caused for real:
+  an SQLite trigger that aborts the INSERT, and another process holding the database's
+  write lock for longer than the writer's busy timeout.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from smpplib import exceptions as smpp_exceptions
+
+from tests.gateway_process import GatewayProcess
+from tests.smpp_handset import (
+    ESME_ROK,
+    ESME_RSYSERR,
+    Handset,
+    is_receipt,
+    receipt_fields,
+    text,
+)
+
+A = "8613800000001"  # account handset
+B = "8613700000001"  # account handset2
+ECHO = "10086000"
+DRAIN_TIMEOUT = 5.0  # config/default.toml [gateway] drain_timeout, which GatewayProcess runs with
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture
+def phones() -> Iterator[Callable[..., Handset]]:
+    """phones(port, number, system_id, mode="trx"): a bound Handset, closed at teardown."""
+    opened: list[Handset] = []
+
+    def make(port: int, number: str, system_id: str, mode: str = "trx") -> Handset:
+        phone = Handset(port, number)
+        opened.append(phone)
+        phone.bind(mode, system_id)
+        return phone
+
+    yield make
+    for phone in opened:
+        try:
+            phone.close()
+        except (OSError, smpp_exceptions.ConnectionError):
+            pass  # the gateway already closed it
+
+
+def stored_mts(db: Path) -> dict[str, tuple[str, str]]:
+    """id -> (text, status) of every MT in the store file except receipts (read after the gateway exited)."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT id, short_message, status FROM messages WHERE direction = 'mt' AND esm_class & 4 = 0"
+        ).fetchall()
+    return {row[0]: (bytes(row[1]).decode(), row[2]) for row in rows}
+
+
+def stored_receipts(db: Path) -> list[tuple[str, str]]:
+    """(id of the message reported on, status) of every receipt in the store file, sorted."""
+    with sqlite3.connect(db) as conn:
+        return sorted(conn.execute("SELECT origin_id, status FROM messages WHERE direction = 'mt' AND esm_class & 4 = 4"))
+
+
+def wait_until_refused(port: int, timeout: float = 10.0) -> None:
+    """The gateway stops listening: a new connection to its SMPP port is refused (polled; no event tells)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+                pass
+        except ConnectionRefusedError:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"port {port} still accepts connections {timeout}s after SIGTERM")
+
+
+def no_unbind_within(phone: Handset, seconds: float) -> None:
+    with pytest.raises(AssertionError, match="no unbind"):
+        phone.expect_request("unbind", timeout=seconds)
+
+
+def submit_all(sender: Handset, dest: str, texts: list[str], **fields) -> dict[str, str]:
+    """Submit each text; all must be acknowledged. Returns message id -> text."""
+    acked = {}
+    for body in texts:
+        resp = sender.submit(dest, body, **fields)
+        assert resp.status == ESME_ROK, f"{body!r} refused with 0x{resp.status:02x}"
+        acked[resp.message_id.decode()] = body
+    return acked
+
+
+def receipt_ids(pdus) -> list[str]:
+    return [receipt_fields(p)["id"] for p in pdus if is_receipt(p)]
+
+
+def restart_and_check_nothing_comes_twice(
+    db: Path, start_gateway, phones, *, for_b: list[str], receipts_for_a: Sequence[str] = ()
+) -> None:
+    """Restart on the same store: B gets exactly `for_b` (what it had not answered) and A exactly the
+    receipts `receipts_for_a`, then nothing more.
+
+    Per subscriber, an MT accepted after the restart goes out after the older ones still waiting
+    (README, "Routing of MT"): anything redelivered to B would arrive before a marker sent now;
+    a short listen afterwards catches anything else."""
+    gateway = start_gateway(db)
+    b = phones(gateway.smpp_port, B, "handset2")
+    a = phones(gateway.smpp_port, A, "handset")
+    marker = submit_all(a, B, ["marker after restart"])
+    got = [text(p) for p in b.expect_many(len(for_b) + 1, timeout=15)]
+    assert got[-1] == "marker after restart", f"got {got}"
+    assert sorted(got[:-1]) == sorted(for_b), f"B got before the marker: {got[:-1]}"
+    assert sorted(receipt_ids(a.expect_many(len(receipts_for_a), timeout=15))) == sorted(receipts_for_a)
+    b.expect_none(0.5)
+    a.expect_none(0.1)
+    a.close()
+    b.close()
+    assert gateway.terminate() == 0
+    assert stored_mts(db)[next(iter(marker))][1] == "delivered"
+
+
+# --------------------------------------------------------------------- SIGTERM drain
+
+
+def in_flight(db: Path, start_gateway, phones, texts: list[str], **fields) -> tuple[GatewayProcess, Handset, Handset, dict, list]:
+    """A gateway process; A sends `texts` to B, whose handset holds every deliver_sm unanswered (in flight).
+    (gateway, a, b, {message_id: text} acknowledged, the deliver_sm held)."""
+    gateway = start_gateway(db)
+    a = phones(gateway.smpp_port, A, "handset")
+    b = phones(gateway.smpp_port, B, "handset2")
+    b.answering = False  # deliver_sm stay unanswered, in flight, until answer_held()
+    acked = submit_all(a, B, texts, **fields)
+    held = b.expect_many(len(texts), timeout=10)
+    return gateway, a, b, acked, held
+
+
+def test_sigterm_waits_for_in_flight_deliveries_then_unbinds_and_commits_them(tmp_path: Path, start_gateway, phones) -> None:
+    db = tmp_path / "gw.db"
+    texts = [f"in flight {i}" for i in range(5)]
+    gateway, a, b, acked, held = in_flight(db, start_gateway, phones, texts, registered_delivery=1)
+    assert sorted(text(p) for p in held) == sorted(acked.values())
+    assert len(b.unanswered) == 5
+
+    sent_at = time.monotonic()
+    gateway.proc.send_signal(signal.SIGTERM)
+    wait_until_refused(gateway.smpp_port, timeout=DRAIN_TIMEOUT - 3)  # it stops listening at once ...
+    # ... but keeps the binds while their deliver_sm are unanswered (well inside drain_timeout).
+    no_unbind_within(b, 1.0)
+    no_unbind_within(a, 0.1)
+    assert gateway.proc.poll() is None, "the gateway exited with deliver_sm still in flight"
+    assert time.monotonic() - sent_at < DRAIN_TIMEOUT - 2, "too slow to test inside drain_timeout"
+
+    b.answer_held()  # the answers the drain waited for
+    # Then every bind is unbound (Handset answers the unbind). A is read first: the receipts those
+    # answers cause go to A while it is bound, and it answers them as it reads.
+    a.expect_request("unbind", timeout=DRAIN_TIMEOUT)
+    b.expect_request("unbind", timeout=DRAIN_TIMEOUT)
+    assert gateway.proc.wait(30) == 0
+    assert any('"smsgw stopped"' in line for line in gateway.log)
+    receipts_before = receipt_ids(a.inbox)
+    assert len(set(receipts_before)) == len(receipts_before) and set(receipts_before) <= set(acked)
+
+    # Everything answered before the unbind is committed as delivered, and a receipt stored for each.
+    assert stored_mts(db) == {message_id: (body, "delivered") for message_id, body in acked.items()}
+    assert [origin for origin, _ in stored_receipts(db)] == sorted(acked)
+    # Nothing comes twice after a restart; a receipt that had not gone out before the unbind comes now.
+    restart_and_check_nothing_comes_twice(
+        db, start_gateway, phones, for_b=[], receipts_for_a=sorted(set(acked) - set(receipts_before))
+    )
+    assert stored_receipts(db) == [(message_id, "delivered") for message_id in sorted(acked)]
+
+
+def test_sigterm_exits_only_once_the_answers_it_drained_are_committed(tmp_path: Path, start_gateway, phones) -> None:
+    """SIGTERM "... commits everything": here the commits are held up by another process holding the
+    database's write lock (for less than the writer's 5 s busy timeout) while the binds drain."""
+    db = tmp_path / "gw.db"
+    gateway, a, b, acked, _held = in_flight(db, start_gateway, phones, [f"slow commit {i}" for i in range(4)])
+
+    gateway.proc.send_signal(signal.SIGTERM)
+    wait_until_refused(gateway.smpp_port, timeout=DRAIN_TIMEOUT - 3)
+    holder = sqlite3.connect(db, isolation_level=None, timeout=10)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        # One answer first, so its commit is with the writer process (waiting for the lock) while
+        # the others are still queued in the gateway: nothing reports that hand-over, hence the pause.
+        first, *rest = b.unanswered
+        b.unanswered = [first]
+        b.answer_held()
+        time.sleep(0.3)
+        b.unanswered = rest
+        b.answer_held()
+        b.expect_request("unbind", timeout=DRAIN_TIMEOUT)  # nothing in flight any more: the binds go
+        a.expect_request("unbind", timeout=DRAIN_TIMEOUT)
+        with pytest.raises(subprocess.TimeoutExpired):
+            gateway.proc.wait(1.0)  # still committing
+    finally:
+        holder.rollback()
+        holder.close()
+    assert gateway.proc.wait(30) == 0
+    assert stored_mts(db) == {message_id: (body, "delivered") for message_id, body in acked.items()}
+    restart_and_check_nothing_comes_twice(db, start_gateway, phones, for_b=[])
+
+
+def test_sigterm_gives_up_on_unanswered_deliveries_after_drain_timeout_and_they_go_out_after_a_restart(
+    tmp_path: Path, start_gateway, phones
+) -> None:
+    db = tmp_path / "gw.db"
+    gateway, a, b, acked, _held = in_flight(db, start_gateway, phones, [f"never answered {i}" for i in range(4)])
+
+    sent_at = time.monotonic()
+    gateway.proc.send_signal(signal.SIGTERM)
+    wait_until_refused(gateway.smpp_port, timeout=DRAIN_TIMEOUT - 3)
+    # Only once drain_timeout has run out (and before response_timeout, 10 s, would have ended the
+    # deliveries by itself): every bind is unbound and the gateway exits.
+    a.expect_request("unbind", timeout=DRAIN_TIMEOUT + 3)
+    assert gateway.proc.wait(30) == 0
+    waited = time.monotonic() - sent_at
+    assert DRAIN_TIMEOUT - 0.5 <= waited <= DRAIN_TIMEOUT + 3, f"exited {waited:.1f}s after SIGTERM"
+
+    # No deliver_sm_resp came: none is delivered, none is lost.
+    assert stored_mts(db) == {message_id: (body, "enroute") for message_id, body in acked.items()}
+    restart_and_check_nothing_comes_twice(db, start_gateway, phones, for_b=list(acked.values()))
+    assert {status for _, status in stored_mts(db).values()} == {"delivered"}
+
+
+# --------------------------------------------------------------------------- routing
+
+
+def mts_arrive_on(receiver: Handset, others: list[Handset], sender: Handset, dest: str, label: str, count: int = 4) -> None:
+    """`count` MTs sent to `dest` back to back all arrive on `receiver`, none on `others`.
+
+    Sent before any is read, so each deliver_sm is still unanswered (load 1) when the next is
+    routed: least-loaded choice between equal binds would spread them."""
+    bodies = [f"{label} {i}" for i in range(count)]
+    submit_all(sender, dest, bodies)
+    assert sorted(text(p) for p in receiver.expect_many(count)) == sorted(bodies), label
+    for other in others:
+        other.expect_none(0.2)
+
+
+def test_an_mt_goes_to_the_bind_that_last_carried_mo_from_its_subscriber(gateway, handset) -> None:
+    bind1, bind2 = handset(A), handset(A)  # two transceiver binds of account handset, no address_range
+    sender = handset(B)
+
+    assert bind2.submit(B, "MO from A on bind 2").status == ESME_ROK
+    assert text(sender.expect()) == "MO from A on bind 2"
+    mts_arrive_on(bind2, [bind1], sender, A, "to A after its MO on bind 2")
+    mts_arrive_on(bind2, [bind1], sender, A, "again")  # it stays there
+
+    assert bind1.submit(B, "MO from A on bind 1").status == ESME_ROK  # now bind 1 carried the last one
+    assert text(sender.expect()) == "MO from A on bind 1"
+    mts_arrive_on(bind1, [bind2], sender, A, "to A after its MO on bind 1")
+
+    assert bind2.submit(B, "MO from A on bind 2 again").status == ESME_ROK
+    assert text(sender.expect()) == "MO from A on bind 2 again"
+    bind2.close()  # unbinds
+    mts_arrive_on(bind1, [], sender, A, "to A once bind 2 is gone")
+
+
+def test_the_last_mo_bind_comes_before_a_bind_whose_address_range_matches(gateway, handset) -> None:
+    ranged = handset(A, address_range=A)  # would be preferred for A without the MO
+    carrier = handset(A)
+    sender = handset(B)
+    mts_arrive_on(ranged, [carrier], sender, A, "before any MO")
+    assert carrier.submit(B, "MO from A").status == ESME_ROK
+    assert text(sender.expect()) == "MO from A"
+    mts_arrive_on(carrier, [ranged], sender, A, "after the MO")
+
+
+def test_an_mo_on_a_transmitter_bind_does_not_take_the_subscribers_mts(gateway, handset) -> None:
+    receiving1, receiving2 = handset(A), handset(A)
+    transmitter = handset(A, bind="tx")  # cannot receive
+    sender = handset(B)
+    assert receiving1.submit(B, "MO on a transceiver").status == ESME_ROK
+    assert text(sender.expect()) == "MO on a transceiver"
+    assert transmitter.submit(B, "MO on a transmitter").status == ESME_ROK
+    assert text(sender.expect()) == "MO on a transmitter"
+    # Not to the transmitter (it cannot take them): to a receiving bind of the account, which then
+    # shares them as usual (no affinity any more to keep them on receiving1).
+    bodies = [f"after the tx MO {i}" for i in range(4)]
+    submit_all(sender, A, bodies)
+    got1 = [text(p) for p in receiving1.expect_many(2)]
+    got2 = [text(p) for p in receiving2.expect_many(2)]
+    assert sorted(got1 + got2) == sorted(bodies)
+
+
+# ------------------------------------------------------------------ failed commits
+
+REFUSED = "refused by the store"
+
+
+def refuse_inserts(db: Path, condition: str) -> None:
+    """Another connection adds a trigger that aborts every INSERT into messages matching `condition`."""
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            f"CREATE TRIGGER test_refuse BEFORE INSERT ON messages WHEN {condition}"
+            " BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END"
+        )
+
+
+def allow_inserts(db: Path) -> None:
+    with sqlite3.connect(db) as conn:
+        conn.execute("DROP TRIGGER test_refuse")
+
+
+def rows_with_text(db: Path, body: str) -> list[tuple[str, str, str]]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(
+            "SELECT id, direction, status FROM messages WHERE short_message = ?", (body.encode(),)
+        ).fetchall()
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_a_failed_commit_is_answered_esme_rsyserr_and_only_that_message_is_lost(make_gateway, handset, tmp_path: Path) -> None:
+    db = tmp_path / "gw.db"
+    gw = make_gateway(db_path=db)
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    refuse_inserts(db, f"NEW.short_message = CAST('{REFUSED}' AS BLOB)")
+
+    # Pipelined, so the refused one may share its transaction with the others: they must not fail with it.
+    # Its retransmission (same user_message_reference) in the same burst fails with it too.
+    bodies = ["before it", REFUSED, "between", REFUSED, "after it"]
+    sequences = [
+        a.send(a.make("submit_sm", B, body, user_message_reference=100 + (1 if body == REFUSED else i)))
+        for i, body in enumerate(bodies)
+    ]
+    answers = [a.response(sequence) for sequence in sequences]
+    for body, resp in zip(bodies, answers):
+        if body == REFUSED:
+            assert resp.status == ESME_RSYSERR and not resp.message_id, body
+        else:
+            assert resp.status == ESME_ROK and resp.message_id, body
+    assert sorted(text(p) for p in b.expect_many(3)) == sorted(["before it", "between", "after it"])
+    b.expect_none(0.5)  # the refused one is not delivered
+    assert rows_with_text(db, REFUSED) == []
+
+    # An MO to a short code: refused the same way, and its service never answers it.
+    resp = a.submit(ECHO, REFUSED)
+    assert resp.status == ESME_RSYSERR and not resp.message_id
+    a.expect_none(0.5)
+    assert rows_with_text(db, REFUSED) == []
+
+    # Once the store takes writes again, the client's retransmission (same reference) is a new
+    # message, stored and delivered, not answered as a copy of the one that failed.
+    allow_inserts(db)
+    resp = a.submit(B, REFUSED, user_message_reference=101)
+    assert resp.status == ESME_ROK and resp.message_id
+    assert text(b.expect()) == REFUSED
+    resp = a.submit(ECHO, REFUSED)
+    assert resp.status == ESME_ROK
+    assert text(a.expect()) == REFUSED
+    # The MT, the MO and its echo reply, each stored once. (A delivery is committed just after its
+    # deliver_sm_resp, which nothing reports back to the handset: the file is polled for it.)
+    expected = [("mo", "processed"), ("mt", "delivered"), ("mt", "delivered")]
+    assert eventually(lambda: sorted((d, s) for _, d, s in rows_with_text(db, REFUSED)) == expected), (
+        rows_with_text(db, REFUSED)
+    )
+
+
+def test_a_database_locked_by_another_process_fails_the_commit_with_esme_rsyserr(make_gateway, handset, tmp_path: Path) -> None:
+    """Another process holds the write lock longer than the writer's busy_timeout (5 s)."""
+    db = tmp_path / "gw.db"
+    gw = make_gateway(db_path=db)
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    assert a.submit(B, "before the lock").status == ESME_ROK
+    assert text(b.expect()) == "before the lock"
+    # Its delivery is committed before the lock is taken, so the writer is idle: the next write is
+    # the only one that waits for the lock (a failed batch is retried one write at a time).
+    assert eventually(lambda: [s for _, _, s in rows_with_text(db, "before the lock")] == ["delivered"])
+
+    holder = sqlite3.connect(db, isolation_level=None, timeout=10)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # the write lock, as a backup tool or an sqlite3 shell may take it
+        started = time.monotonic()
+        resp = a.request(a.make("submit_sm", B, "while locked", user_message_reference=7), timeout=20)
+        assert resp.status == ESME_RSYSERR and not resp.message_id
+        assert time.monotonic() - started >= 4.0, "answered before the writer could have given up waiting"
+    finally:
+        holder.rollback()
+        holder.close()
+    b.expect_none(0.5)
+    assert rows_with_text(db, "while locked") == []
+
+    resp = a.submit(B, "while locked", user_message_reference=7)  # sent again once the lock is gone
+    assert resp.status == ESME_ROK and resp.message_id
+    assert text(b.expect()) == "while locked"
+    assert len(rows_with_text(db, "while locked")) == 1
