@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 
+import checkout  # first: puts the --root checkout on sys.path before anything imports gateway
 from driver import process_tree, stat_cpu_seconds
 
 HEADER = struct.Struct(">IIII")
@@ -255,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="the checkout to measure (default: this one)")
     parser.add_argument("--callgrind", action="store_true", help="mark the measured interval for callgrind (see above)")
     args = parser.parse_args(argv)
-    sys.path.insert(0, os.path.abspath(args.root))
+    assert os.path.abspath(args.root) == checkout.ROOT
     gc_timer = GcTimer()
     try:
         import uvloop

@@ -42,6 +42,7 @@ import tempfile
 import time
 from collections import Counter, deque
 
+import checkout  # first: puts the --root checkout on sys.path before anything imports gateway
 from inproc import (
     DELIVER_SM_ID,
     DELIVER_SM_RESP,
@@ -60,7 +61,7 @@ SURVEY = (RATING, "满意100")
 # each completed 10086 dialogue brings, answered (a 5 with its reason, a 1, a 2).
 CYCLE: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
     (SINA, "TT", ((OPERATOR, "确认定制请回复"),)),
-    (OPERATOR, "Y", ((OPERATOR, "您已定制试用新浪的头条新闻"), SURVEY)),
+    (OPERATOR, "Y", ((OPERATOR, "新浪的头条新闻业务,信息费30元/月,由中国移动代收"), SURVEY)),  # a trial, or a repeat order
     (RATING, "5", ((RATING, "请直接回复您不满意的原因"),)),
     (RATING, "排队太久了", ((RATING, "已收到您的宝贵意见"),)),
     (OPERATOR, "0000", ((OPERATOR, "您已定制以下1项业务"),)),
@@ -329,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", nargs="?", const="tottime", choices=["tottime", "cumulative", "ncalls"],
                         help="cProfile the measured interval (main thread; figures then include its overhead)")
     args = parser.parse_args(argv)
-    sys.path.insert(0, os.path.abspath(args.root))
+    assert os.path.abspath(args.root) == checkout.ROOT
     gc_timer = GcTimer()
     try:
         import uvloop

@@ -35,6 +35,10 @@ class Templates:
         self._validate()
         settings = settings or ServiceSettings()
         self._common = {language: common_values(settings, self._joiner(language)) for language in texts}
+        # Most texts name none of them: those are formatted with the caller's values alone.
+        self._naming_common = {key for key, template in texts[default_language].items() if _fields(template) & COMMON}
+        for language, own in texts.items():
+            self._naming_common |= {key for key, template in own.items() if _fields(template) & COMMON}
 
     @classmethod
     def load(
@@ -64,7 +68,9 @@ class Templates:
         template = self.texts[language].get(key)
         if template is None:
             raise KeyError(f"no reply text {key!r}")
-        return template.format(**{**self._common[language], **values})
+        if key in self._naming_common:
+            return template.format(**{**self._common[language], **values})
+        return template.format(**values)
 
     def _joiner(self, language: str):
         """Words as this language lists them: common.word each, common.word_separator between, the last one after

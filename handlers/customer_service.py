@@ -26,9 +26,9 @@ class CustomerService:
         text = fold(inbound.text)
         settings = ctx.settings
         language = await ctx.language_of(inbound.subscriber)
-        if text == fold(settings.query_keyword):
+        if text in folded((settings.query_keyword,)):
             return await unsubscribe.query(inbound, ctx, language)
-        if text == fold(settings.unsubscribe_all_keyword):
+        if text in folded((settings.unsubscribe_all_keyword,)):
             return await unsubscribe.ask_all(inbound, ctx, language)
         chosen = "en" if text in folded(settings.english_words) else "zh" if text in folded(settings.chinese_words) else None
         if chosen is not None:

@@ -37,7 +37,6 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import defaultdict
-from functools import lru_cache
 from typing import Any
 
 from gateway.config import DEFAULT_RATING_WORDS
@@ -56,9 +55,15 @@ _TRAILING = re.compile(r"[\s.!~]+$")
 _SPACES = re.compile(r"\s+")
 
 
-@lru_cache(maxsize=16)
-def _folded_words(items: tuple[tuple[str, int], ...]) -> dict[str, int]:
-    return {_SPACES.sub(" ", _TRAILING.sub("", fold(word))): score for word, score in items}
+_FOLDED_WORDS: dict[int, tuple[dict[str, int], dict[str, int]]] = {}  # id(words) -> (words, folded)
+
+
+def _folded_words(words: dict[str, int]) -> dict[str, int]:
+    """`words` as texts are compared with them, folded once per configured table (settings live as long as the gateway)."""
+    cached = _FOLDED_WORDS.get(id(words))
+    if cached is None or cached[0] is not words:
+        cached = _FOLDED_WORDS[id(words)] = (words, {_SPACES.sub(" ", _TRAILING.sub("", fold(w))): s for w, s in words.items()})
+    return cached[1]
 _DIGIT_AND_REASON = re.compile(r"^([1-5１-５])[\s,.:;*#\-、，。：；！!＊＃]+(.*\D.*)$", re.S)
 
 
@@ -67,7 +72,7 @@ def parse_rating(text: str, words: dict[str, int] = DEFAULT_RATING_WORDS) -> tup
 
     `words`: [services] rating_words, matched as fold() leaves them (trimmed, upper-cased, full-width folded)."""
     folded = _SPACES.sub(" ", _TRAILING.sub("", fold(text)))
-    score = _folded_words(tuple(words.items())).get(folded)
+    score = _folded_words(words).get(folded)
     if score is not None:
         return score, ""
     if len(folded) == 1 and folded in "12345":
