@@ -37,7 +37,7 @@ def segments_of(pdu: SubmitSm | DataSm) -> int:
     A part the client cut itself (UDH) is one SMS; otherwise the text's length decides, as for a
     message_payload: 200 GSM characters in one short_message are two SMS on the air.
     """
-    body = body_of(pdu)
+    body = getattr(pdu, "short_message", b"") or body_of(pdu)  # (no call for the usual short_message)
     if len(body) <= _FITS_ANY_SMS or pdu.esm_class & _UDHI:
         return 1
     return parts_needed(len(body), pdu.data_coding)
