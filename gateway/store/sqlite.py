@@ -213,6 +213,11 @@ def _settle(batch: list[_Op]) -> list[tuple[Callback, Any, BaseException | None]
     return callbacks
 
 
+def _database_locked(exc: BaseException) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED after the busy timeout: no write can go through now, whichever it is."""
+    return isinstance(exc, sqlite3.OperationalError) and ("database is locked" in str(exc) or "busy" in str(exc))
+
+
 def _run_callbacks(loop: asyncio.AbstractEventLoop, callbacks: list[tuple[Callback, Any, BaseException | None]]) -> None:
     for callback, result, error in callbacks:
         try:
@@ -476,7 +481,8 @@ class SqliteStore:
             del self._pending[: self._batch_max]
         return batch, self._stopping and not self._pending
 
-    async def _write_batch(self, batch: list[_Op]) -> None:
+    async def _write_batch(self, batch: list[_Op], again: bool = False) -> None:
+        """Commit the batch; `again`: it already waited out a lock held by another process once."""
         self.stats.batches += 1
         self.stats.ops += len(batch)
         try:
@@ -492,13 +498,19 @@ class SqliteStore:
             raise
         except Exception as exc:
             self.stats.failed_batches += 1
-            if len(batch) == 1:
-                op = batch[0]
-                self._settled_keys([op])
+            locked = _database_locked(exc)
+            if locked and not again:
+                # Another process holds the database past the writer's busy timeout: no write of the
+                # batch is at fault. Once more, whole (a short lock passes, as with a backup); writing
+                # each op alone would wait the busy timeout once per op, minutes for a full window.
+                await self._write_batch(batch, again=True)
+            elif len(batch) == 1 or locked:
+                self._settled_keys(batch)
                 callbacks = []
-                _fail(op.waiter, exc, callbacks)
-                for waiter in op.followers or ():
-                    _fail(waiter, exc, callbacks)
+                for op in batch:
+                    _fail(op.waiter, exc, callbacks)
+                    for waiter in op.followers or ():
+                        _fail(waiter, exc, callbacks)
                 self._schedule_callbacks(callbacks)
             else:
                 # One bad write must not fail the others that shared its

@@ -388,16 +388,21 @@ def test_a_database_locked_by_another_process_fails_the_commit_with_esme_rsyserr
     assert a.submit(B, "before the lock").status == ESME_ROK
     assert text(b.expect()) == "before the lock"
     # Its delivery is committed before the lock is taken, so the writer is idle: the next write is
-    # the only one that waits for the lock (a failed batch is retried one write at a time).
+    # the only one that waits for the lock.
     assert eventually(lambda: [s for _, _, s in rows_with_text(db, "before the lock")] == ["delivered"])
 
     holder = sqlite3.connect(db, isolation_level=None, timeout=10)
     try:
         holder.execute("BEGIN IMMEDIATE")  # the write lock, as a backup tool or an sqlite3 shell may take it
         started = time.monotonic()
-        resp = a.request(a.make("submit_sm", B, "while locked", user_message_reference=7), timeout=20)
+        resp = a.request(a.make("submit_sm", B, "while locked", user_message_reference=7), timeout=30)
         assert resp.status == ESME_RSYSERR and not resp.message_id
-        assert time.monotonic() - started >= 4.0, "answered before the writer could have given up waiting"
+        assert time.monotonic() - started >= 9.0, "answered before the writer waited out the lock twice"
+        # A window of them fails batch by batch (each waiting the lock out twice), not message by message.
+        started = time.monotonic()
+        sent = [a.send(a.make("submit_sm", B, f"also while locked {i}")) for i in range(8)]
+        assert {a.response(seq, timeout=60).status for seq in sent} == {ESME_RSYSERR}
+        assert time.monotonic() - started < 35, "the batch was split and each message waited out the lock alone"
     finally:
         holder.rollback()
         holder.close()
