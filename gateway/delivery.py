@@ -39,7 +39,7 @@ from .logs import get_logger
 from .receipts import make_receipt, receipt_due
 from .router import Receiver, Router
 from .smpp.constants import CommandStatus, MessageState
-from .store.base import Store
+from .store.base import Store, WriteCallback
 from .store.records import Direction, Message, MessageStatus
 
 log = get_logger("delivery")
@@ -168,7 +168,7 @@ class Delivery:
         """Page through undelivered MTs the store has (`read_page(cursor)`), handing each not in hand to `take`.
 
         While a page is read and handed out, an MT whose final status commits stays held (see
-        `_release_when`): the page may have been read before that commit and still show it undelivered.
+        `_release_when_committed`): the page may have been read before that commit and still show it undelivered.
         After each full page, `go_on()` may wait (for room on the binds) or say to stop.
         """
         while True:
@@ -210,7 +210,7 @@ class Delivery:
         now = self.clock.now()
         self._forget(message)
         receipt = self._receipt(message, _DELIVERED, now, 0)
-        self._release_when(self.store.mark_delivered(message.id, now, receipt), message.id, receipt)
+        self.store.mark_delivered(message.id, now, receipt, then=self._release_when_committed(message.id, receipt))
         if self._room_waiters:
             self._wake_pulls()
 
@@ -342,22 +342,23 @@ class Delivery:
         if counted:
             self._forget(message)
         receipt = self._receipt(message, state, now, error)
-        self._release_when(self.store.mark_final(message.id, status.value, now, error, receipt), message.id, receipt)
+        self.store.mark_final(message.id, status.value, now, error, receipt, then=self._release_when_committed(message.id, receipt))
         log.info("mt final", message_id=message.id, msisdn=message.dest_addr, account=message.account, status=status.value)
 
-    def _release_when(self, done: asyncio.Future[None], message_id: str, receipt: Message | None) -> None:
-        """Once the MT's final status is committed (or failed to be), it is no longer in hand; then its receipt goes out."""
+    def _release_when_committed(self, message_id: str, receipt: Message | None) -> WriteCallback:
+        """The store's callback for an MT's final status: once committed (or failed to be), the MT is no longer
+        in hand; then its receipt goes out. (A callback, not a future: no loop callback per delivered MT.)"""
 
-        def committed(future: asyncio.Future[None]) -> None:
+        def committed(_result: None, error: BaseException | None) -> None:
             # On failure it is still enroute in the store: read again later.
             if self._reading:
                 self._release_after_reading.append(message_id)
             else:
                 self._held.discard(message_id)
-            if receipt is not None and future.exception() is None:
+            if receipt is not None and error is None:
                 self.admit(receipt)
 
-        done.add_done_callback(committed)
+        return committed
 
     def _forget(self, message: Message) -> None:
         remaining = self.queued[message.dest_addr] - 1

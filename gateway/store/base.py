@@ -18,6 +18,9 @@ from .effects import Effect
 from .records import Message
 
 R = TypeVar("R")
+# How a write reports to a callback instead of a future: callback(result, None) once committed, or
+# callback(None, error); called from the event loop, never from inside the write call.
+WriteCallback = Callable[[Any, BaseException | None], None]
 
 
 class Store(Protocol):
@@ -52,8 +55,14 @@ class Store(Protocol):
     def apply(self, effects: Sequence[Effect], messages: Sequence[Message] = ()) -> Awaitable[None]:
         """In one transaction: apply effects and store messages (for work not triggered by an MO)."""
 
-    def mark_delivered(self, message_id: str, done_at: float, receipt: Message | None) -> Awaitable[None]:
-        """In one transaction: the MT was acknowledged; insert its delivery receipt MT if one is due."""
+    def mark_delivered(
+        self, message_id: str, done_at: float, receipt: Message | None,
+        *, then: WriteCallback | None = None,
+    ) -> Awaitable[None] | None:
+        """In one transaction: the MT was acknowledged; insert its delivery receipt MT if one is due.
+
+        With `then`, reports to it as `accept_then` does (then(None, None) once committed, or then(None, error))
+        and returns None: no future per delivered MT."""
 
     def mark_retry(self, message_id: str, attempts: int, next_attempt_at: float, error: int) -> Awaitable[None]:
         """A delivery attempt failed or timed out: try again at next_attempt_at."""
@@ -66,9 +75,11 @@ class Store(Protocol):
         """These scheduled MTs are due: enroute from now on (unless they were deleted meanwhile)."""
 
     def mark_final(
-        self, message_id: str, status: str, done_at: float, error: int, receipt: Message | None
-    ) -> Awaitable[None]:
-        """The MT will not be delivered (expired / undeliverable); insert its receipt if one is due."""
+        self, message_id: str, status: str, done_at: float, error: int, receipt: Message | None,
+        *, then: WriteCallback | None = None,
+    ) -> Awaitable[None] | None:
+        """The MT will not be delivered (expired / undeliverable / deleted); insert its receipt if one is due.
+        `then` as for mark_delivered."""
 
     # --- reads -----------------------------------------------------------
     async def get(self, message_id: str) -> Message | None: ...

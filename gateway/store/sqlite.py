@@ -349,13 +349,16 @@ class SqliteStore:
             self._add_insert(op, message, now)
         return self._enqueue(op)
 
-    def mark_delivered(self, message_id: str, done_at: float, receipt: Message | None) -> asyncio.Future[None]:
+    def mark_delivered(
+        self, message_id: str, done_at: float, receipt: Message | None, *, then: Callback | None = None
+    ) -> asyncio.Future[None] | None:
         now = self._begin_write()
-        op = self._new_op()
+        op = self._new_op(then=then)
         op.steps.append((_DELIVERED, (done_at, message_id), (message_id,)))
         if receipt is not None:
             self._add_insert(op, receipt, now)
-        return self._enqueue(op)
+        waiter = self._enqueue(op)
+        return waiter if then is None else None
 
     def mark_retry(self, message_id: str, attempts: int, next_attempt_at: float, error: int) -> asyncio.Future[None]:
         self._begin_write()
@@ -378,15 +381,17 @@ class SqliteStore:
         return self._enqueue(op)
 
     def mark_final(
-        self, message_id: str, status: str, done_at: float, error: int, receipt: Message | None
-    ) -> asyncio.Future[None]:
+        self, message_id: str, status: str, done_at: float, error: int, receipt: Message | None,
+        *, then: Callback | None = None,
+    ) -> asyncio.Future[None] | None:
         status_value = MessageStatus(status).value  # reject a typo now, not in the batch
         now = self._begin_write()
-        op = self._new_op()
+        op = self._new_op(then=then)
         op.steps.append((_FINAL, (status_value, done_at, error, message_id), (message_id,)))
         if receipt is not None:
             self._add_insert(op, receipt, now)
-        return self._enqueue(op)
+        waiter = self._enqueue(op)
+        return waiter if then is None else None
 
     def _begin_write(self) -> float:
         """Check a write may be issued now; return the store clock."""
@@ -401,9 +406,11 @@ class SqliteStore:
             raise RuntimeError("SqliteStore writes must be issued from its event loop thread")
         return self._clock()
 
-    def _new_op(self, result: Any = None) -> _Op:
+    def _new_op(self, result: Any = None, then: Callback | None = None) -> _Op:
+        """An op reporting to `then` if given (then(result, None) or then(None, error), with its batch's other
+        callbacks, in issue order), else to a new future (one loop callback per op: the delivery path avoids it)."""
         assert self._loop is not None
-        return _Op(steps=[], waiter=self._loop.create_future(), result=result)
+        return _Op(steps=[], waiter=then if then is not None else self._loop.create_future(), result=result)
 
     def _add_insert(self, op: _Op, message: Message, now: float) -> None:
         key = message.dedup_key

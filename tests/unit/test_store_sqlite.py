@@ -365,6 +365,27 @@ async def test_mark_final_with_and_without_receipt(store: SqliteStore) -> None:
     assert await waiting_ids(store) == ["rcpt"]
 
 
+async def test_final_statuses_report_to_a_callback_after_the_commit(store: SqliteStore, db: Path) -> None:
+    await store.accept(mt("x", registered_delivery=1))
+    await store.accept(mt("y"))
+    heard: list[tuple] = []
+
+    def status_now(message_id: str) -> str:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("SELECT status FROM messages WHERE id = ?", (message_id,)).fetchone()[0]
+
+    receipt = mt("rcpt", origin_id="x", esm_class=0x04)
+    assert store.mark_delivered("x", 20.0, receipt, then=lambda r, e: heard.append(("x", r, e, status_now("x")))) is None
+    assert store.mark_final("y", "expired", 21.0, 0, None, then=lambda r, e: heard.append(("y", r, e, status_now("y")))) is None
+    # The receipt's id is taken: that write fails, and only its callback hears of it.
+    store.mark_delivered("x", 22.0, mt("rcpt"), then=lambda r, e: heard.append(("again", r, type(e))))
+    assert heard == []  # never from inside the call
+    await store.apply([])  # committed after all three
+    await asyncio.sleep(0)
+    assert heard == [("x", None, None, "delivered"), ("y", None, None, "expired"), ("again", None, sqlite3.IntegrityError)]
+    assert (await store.get("x")).done_at == 20.0  # the failed write changed nothing
+
+
 async def test_mark_final_rejects_unknown_status(store: SqliteStore) -> None:
     with pytest.raises(ValueError):
         store.mark_final("x", "lost", done_at=1.0, error=0, receipt=None)
