@@ -28,10 +28,11 @@ from typing import TYPE_CHECKING
 from .clock import Clock
 from .delivery import Delivery
 from .logs import get_logger
+from .messages import schedule
 from .numbers import NumberPlan
+from .refusal import Rejection, time_field
 from .smpp.constants import CommandStatus, Tag
 from .smpp.pdu import CancelSm, ReplaceSm, response_to
-from .smpp.times import SmppTimeError, parse_smpp_time
 from .store.base import Store
 from .store.records import Message, MessageStatus
 
@@ -40,20 +41,6 @@ if TYPE_CHECKING:
 
 log = get_logger("amend")
 S = CommandStatus
-
-
-class _Refused(Exception):
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status, self.reason = status, reason
-
-
-def _time(value: str, now: float, status: int) -> float | None:
-    """An SMPP time field of replace_sm: None if empty; a malformed one is refused with `status`."""
-    try:
-        return parse_smpp_time(value, now) if value else None
-    except SmppTimeError as exc:
-        raise _Refused(status, str(exc)) from None
 
 
 def multi_part_id(first_id: str, n: int) -> str:
@@ -89,9 +76,9 @@ class Amendments:
         source = self.plan.normalise(pdu.source_addr)
         now = self.clock.now()
         try:
-            expires_at = _time(pdu.validity_period, now, S.ESME_RINVEXPIRY)
-            scheduled_at = _time(pdu.schedule_delivery_time, now, S.ESME_RINVSCHED)
-        except _Refused as refused:
+            expires_at = time_field(pdu.validity_period, now, S.ESME_RINVEXPIRY)
+            scheduled_at = time_field(pdu.schedule_delivery_time, now, S.ESME_RINVSCHED)
+        except Rejection as refused:
             log.warning("replace_sm refused", account=account, msisdn=source, message_id=pdu.message_id, reason=refused.reason)
             conn.respond(response_to(pdu, refused.status))
             return
@@ -104,9 +91,7 @@ class Amendments:
             if expires_at is not None:
                 replacement.expires_at = expires_at
             if scheduled_at is not None:
-                ahead = scheduled_at > now
-                replacement.status = MessageStatus.SCHEDULED if ahead else MessageStatus.ENROUTE
-                replacement.next_attempt_at = scheduled_at if ahead else now
+                schedule(replacement, scheduled_at, now)
             if replacement.status is MessageStatus.SCHEDULED and replacement.next_attempt_at >= replacement.expires_at:
                 status = S.ESME_RINVSCHED  # it would expire before its time
             elif await self.delivery.replace(stored, replacement):

@@ -31,9 +31,10 @@ from .delivery import Delivery
 from .guards import Guards
 from .ids import MessageIds
 from .logs import get_logger
-from .messages import message_from_submission, segments_of
+from .messages import message_from_submission, schedule, segments_of
 from .mo import MoProcessor
 from .numbers import NumberPlan
+from .refusal import Rejection, time_field
 from .router import Router
 from .smpp.codec import encode_message_id_resp
 from .smpp.constants import CommandId, CommandStatus, MessageState
@@ -49,7 +50,7 @@ from .smpp.pdu import (
     UnsuccessSme,
     response_to,
 )
-from .smpp.times import SmppTimeError, format_smpp_time, parse_smpp_time
+from .smpp.times import format_smpp_time
 from .store.base import Store
 from .store.records import Direction, Message, MessageStatus
 
@@ -76,13 +77,6 @@ _QUERY_STATE = {
 _SHARED_WITH_SUBMIT_SM = tuple(
     f.name for f in fields(SubmitSm) if f.name not in ("dest_addr_ton", "dest_addr_npi", "destination_addr")
 )
-
-
-class Rejection(Exception):
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 class Intake:
@@ -141,15 +135,11 @@ class Intake:
         if not dest.isdigit():
             raise Rejection(S.ESME_RINVDSTADR, f"destination_addr {pdu.destination_addr!r} is not a number")
         now = self.clock.now()
-        validity_period = getattr(pdu, "validity_period", "")  # data_sm has none
-        try:
-            validity = parse_smpp_time(validity_period, now) if validity_period else None
-        except SmppTimeError as exc:
-            raise Rejection(S.ESME_RINVEXPIRY, str(exc)) from None
+        validity = time_field(getattr(pdu, "validity_period", ""), now, S.ESME_RINVEXPIRY)  # data_sm has none
         expires_at = validity if validity is not None and validity > now else now + self.settings.default_validity
         to_short_code = account.role != "sp" and self.mo.is_short_code(dest)
-        schedule = getattr(pdu, "schedule_delivery_time", "")  # data_sm has none; a short code answers at once
-        scheduled_at = self._scheduled_at(schedule, now, expires_at) if schedule and not to_short_code else None
+        wanted_at = getattr(pdu, "schedule_delivery_time", "")  # data_sm has none; a short code answers at once
+        scheduled_at = self._scheduled_at(wanted_at, now, expires_at) if wanted_at and not to_short_code else None
         if not to_short_code:
             if not plan.is_msisdn(dest):
                 raise Rejection(S.ESME_RINVDSTADR, f"destination_addr {dest} is neither a subscriber nor a short code")
@@ -173,18 +163,16 @@ class Intake:
             expires_at=expires_at,
         )
         if scheduled_at is not None:
-            message.status, message.next_attempt_at = MessageStatus.SCHEDULED, scheduled_at
+            schedule(message, scheduled_at, now)
         return message
 
     @staticmethod
-    def _scheduled_at(schedule: str, now: float, expires_at: float) -> float | None:
+    def _scheduled_at(schedule_delivery_time: str, now: float, expires_at: float) -> float | None:
         """When an MT with this schedule_delivery_time may go out: None if now (the time has passed)."""
-        try:
-            at = parse_smpp_time(schedule, now)
-        except SmppTimeError as exc:
-            raise Rejection(S.ESME_RINVSCHED, str(exc)) from None
+        at = time_field(schedule_delivery_time, now, S.ESME_RINVSCHED)
+        assert at is not None  # the field is not empty
         if at >= expires_at:
-            raise Rejection(S.ESME_RINVSCHED, f"schedule_delivery_time {schedule!r} is not before the validity ends")
+            raise Rejection(S.ESME_RINVSCHED, f"schedule_delivery_time {schedule_delivery_time!r} is not before the validity ends")
         return at if at > now else None
 
     def _committed(
@@ -192,16 +180,18 @@ class Intake:
         result: tuple[str, bool] | None, error: BaseException | None,
     ) -> None:  # fmt: skip
         if error is not None:
-            log.error("store write failed", message_id=message.id, account=message.account, msisdn=message.source_addr,
-                      error="cancelled" if isinstance(error, asyncio.CancelledError) else repr(error))
+            _write_failed(message, error)
             conn.respond_encoded(encode_message_id_resp(resp_id, sequence, "", S.ESME_RSYSERR))
             return
         message_id, duplicate = result
         conn.respond_encoded(encode_message_id_resp(resp_id, sequence, message_id))
+        self._go_on(message, message_id, duplicate)
+
+    def _go_on(self, message: Message, message_id: str, duplicate: bool) -> None:
+        """A committed and answered submission: to its short code's handler or to delivery (a copy: nowhere)."""
         if duplicate:
             log.info("retransmission recognised", message_id=message_id, account=message.account, msisdn=message.source_addr)
-            return
-        if message.direction is _MO:
+        elif message.direction is _MO:
             self.mo.receive(message)
         else:
             self.delivery.admit(message)
@@ -241,8 +231,7 @@ class Intake:
         committed: list[tuple[Message, str, bool]] = []
         for message, outcome in zip(admitted, outcomes):
             if isinstance(outcome, BaseException):
-                log.error("store write failed", message_id=message.id, account=message.account, msisdn=message.source_addr,
-                          error=repr(outcome))
+                _write_failed(message, outcome)
                 refused.append(UnsuccessSme(destination_addr=message.dest_addr, error_status_code=S.ESME_RSYSERR))
             else:
                 committed.append((message, *outcome))
@@ -253,13 +242,8 @@ class Intake:
             status, message_id = statuses.pop() if len(statuses) == 1 else S.ESME_RSUBMITFAIL, ""
         conn.respond(SubmitMultiResp(sequence_number=pdu.sequence_number, command_status=status,
                                      message_id=message_id, unsuccess_smes=refused))  # fmt: skip
-        for message, _id, duplicate in committed:
-            if duplicate:
-                log.info("retransmission recognised", message_id=_id, account=message.account, msisdn=message.source_addr)
-            elif message.direction is _MO:
-                self.mo.receive(message)
-            else:
-                self.delivery.admit(message)
+        for message, message_id, duplicate in committed:
+            self._go_on(message, message_id, duplicate)
 
     # ------------------------------------------------------------- query
     async def query(self, conn: SmppConnection, pdu: QuerySm) -> None:
@@ -284,6 +268,11 @@ class Intake:
         """A request the session let through that the gateway does not serve (none, with its tables as they are)."""
         log.warning("operation not supported", account=conn.account.system_id, command=pdu.name)
         conn.respond(response_to(pdu, S.ESME_RINVCMDID))
+
+
+def _write_failed(message: Message, error: BaseException) -> None:
+    log.error("store write failed", message_id=message.id, account=message.account, msisdn=message.source_addr,
+              error="cancelled" if isinstance(error, asyncio.CancelledError) else repr(error))  # fmt: skip
 
 
 def _submit_sm_to(pdu: SubmitMulti, dest: MultiDest) -> SubmitSm:

@@ -57,6 +57,15 @@ def dedup_key(account: str, session: str, pdu: SubmitSm | DataSm, source: str, d
     return f"{account}|{source}|{dest}|{marker}|{zlib.crc32(body):08x}{len(body)}"
 
 
+def schedule(message: Message, at: float, now: float) -> None:
+    """schedule_delivery_time (submit_sm, replace_sm): a time ahead makes the MT wait as scheduled, one past
+    lets it go now."""
+    if at > now:
+        message.status, message.next_attempt_at = MessageStatus.SCHEDULED, at
+    else:
+        message.status, message.next_attempt_at = MessageStatus.ENROUTE, now
+
+
 def message_from_submission(
     pdu: SubmitSm | DataSm,
     *,

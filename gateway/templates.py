@@ -36,9 +36,7 @@ class Templates:
         settings = settings or ServiceSettings()
         self._common = {language: common_values(settings, self._joiner(language)) for language in texts}
         # Most texts name none of them: those are formatted with the caller's values alone.
-        self._naming_common = {key for key, template in texts[default_language].items() if _fields(template) & COMMON}
-        for language, own in texts.items():
-            self._naming_common |= {key for key, template in own.items() if _fields(template) & COMMON}
+        self._naming_common = {key for own in texts.values() for key, template in own.items() if _fields(template) & COMMON}
 
     @classmethod
     def load(
