@@ -120,8 +120,11 @@ class Intake:
             return
         if account.role != "sp":
             self.router.note_mo(message.source_addr, conn)
+        if message.direction is _MO:
+            self.mo.submit(message, partial(self._answer, conn, pdu.sequence_number, resp_id, message))
+            return
         committed = partial(self._committed, conn, pdu.sequence_number, resp_id, message)
-        if message.direction is _MT and getattr(pdu, "replace_if_present_flag", 0) == 1:  # data_sm has no such flag
+        if getattr(pdu, "replace_if_present_flag", 0) == 1:  # data_sm has no such flag
             committed = partial(self._replacing, committed, message)
         self.store.accept_then(message, committed)
 
@@ -179,22 +182,23 @@ class Intake:
         self, conn: SmppConnection, sequence: int, resp_id: int, message: Message,
         result: tuple[str, bool] | None, error: BaseException | None,
     ) -> None:  # fmt: skip
+        """An MT's commit settled: answer it, then deliver it if it is new."""
+        if self._answer(conn, sequence, resp_id, message, result, error):
+            self.delivery.admit(message)
+
+    @staticmethod
+    def _answer(
+        conn: SmppConnection, sequence: int, resp_id: int, message: Message,
+        result: tuple[str, bool] | None, error: BaseException | None,
+    ) -> bool:  # fmt: skip
+        """Answer a submission whose commit settled. True: a new message is stored (not a copy, not failed)."""
         if error is not None:
             _write_failed(message, error)
             conn.respond_encoded(encode_message_id_resp(resp_id, sequence, "", S.ESME_RSYSERR))
-            return
+            return False
         message_id, duplicate = result
         conn.respond_encoded(encode_message_id_resp(resp_id, sequence, message_id))
-        self._go_on(message, message_id, duplicate)
-
-    def _go_on(self, message: Message, message_id: str, duplicate: bool) -> None:
-        """A committed and answered submission: to its short code's handler or to delivery (a copy: nowhere)."""
-        if duplicate:
-            log.info("retransmission recognised", message_id=message_id, account=message.account, msisdn=message.source_addr)
-        elif message.direction is _MO:
-            self.mo.receive(message)
-        else:
-            self.delivery.admit(message)
+        return _is_new(message, message_id, duplicate)
 
     def _replacing(
         self, committed: Callable[[tuple[str, bool] | None, BaseException | None], None], message: Message,
@@ -227,7 +231,9 @@ class Intake:
             admitted.append(message)
         if admitted and account.role != "sp":
             self.router.note_mo(admitted[0].source_addr, conn)
-        outcomes = await asyncio.gather(*(self.store.accept(m) for m in admitted), return_exceptions=True)
+        # An MO goes to its short code's handler once committed (its handling may answer before this does).
+        accepts = (self.mo.accept(m) if m.direction is _MO else self.store.accept(m) for m in admitted)
+        outcomes = await asyncio.gather(*accepts, return_exceptions=True)
         committed: list[tuple[Message, str, bool]] = []
         for message, outcome in zip(admitted, outcomes):
             if isinstance(outcome, BaseException):
@@ -243,7 +249,8 @@ class Intake:
         conn.respond(SubmitMultiResp(sequence_number=pdu.sequence_number, command_status=status,
                                      message_id=message_id, unsuccess_smes=refused))  # fmt: skip
         for message, message_id, duplicate in committed:
-            self._go_on(message, message_id, duplicate)
+            if _is_new(message, message_id, duplicate) and message.direction is _MT:
+                self.delivery.admit(message)
 
     # ------------------------------------------------------------- query
     async def query(self, conn: SmppConnection, pdu: QuerySm) -> None:
@@ -273,6 +280,12 @@ class Intake:
 def _write_failed(message: Message, error: BaseException) -> None:
     log.error("store write failed", message_id=message.id, account=message.account, msisdn=message.source_addr,
               error="cancelled" if isinstance(error, asyncio.CancelledError) else repr(error))  # fmt: skip
+
+
+def _is_new(message: Message, message_id: str, duplicate: bool) -> bool:
+    if duplicate:
+        log.info("retransmission recognised", message_id=message_id, account=message.account, msisdn=message.source_addr)
+    return not duplicate
 
 
 def _submit_sm_to(pdu: SubmitMulti, dest: MultiDest) -> SubmitSm:

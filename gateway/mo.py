@@ -6,15 +6,23 @@ after a crash an MO is either still `accepted` (and handled again at start,
 on the same state) or done with everything it caused: never handled twice,
 never lost. MOs are handled one at a time per subscriber (and per any other
 key their handler names, e.g. the number a spam report is about), so each
-sees what the previous one committed.
+sees what the previous one committed, in the order they arrived.
+
+An MO that nothing holds up (one part, its serial keys free, no earlier MO of
+its subscriber still on its way, no copy of it stored) is handled as soon as
+it arrives and stored `processed` in the same transaction as its handling:
+one commit instead of two before the reply, and the acknowledgement and the
+replies go out after it. Any other MO is committed `accepted` first and
+handled in its turn (`_receive`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from handlers.base import Handler, Inbound, Outcome, ServiceContext
 
@@ -23,13 +31,16 @@ from .logs import get_logger
 from .outbox import Outbox
 from .serial import SerialLocks, in_order
 from .smpp import text as smpp_text
-from .smpp.segment import Reassembler, concat_info
+from .smpp.segment import Concat, Reassembler, concat_info
 from .smpp.tlv import decode_tlvs
 from .store.base import Store
 from .store.effects import Effect
 from .store.records import Message
 
 log = get_logger("mo")
+# Told how the submission of an MO ended, once it is: answer(result, None) with result (id, duplicate), or
+# answer(None, error); returns True when it is a new message stored (not a copy, not failed).
+Answer = Callable[[tuple[str, bool] | None, BaseException | None], bool]
 
 
 @dataclass(slots=True)
@@ -53,6 +64,12 @@ def _inbound(message: Message, text: str, mo_ids: tuple[str, ...]) -> Inbound:
         received_at=message.submitted_at,
         message_ids=mo_ids,
     )
+
+
+def _concat_info(message: Message) -> tuple[Concat | None, bytes]:
+    """Which part of a long message this MO is (None: a whole one), and its text's bytes."""
+    tlvs = decode_tlvs(message.tlvs, 0, len(message.tlvs)) if message.tlvs else {}
+    return concat_info(message.esm_class, message.short_message, tlvs)
 
 
 class MoProcessor:
@@ -79,22 +96,80 @@ class MoProcessor:
         self.locks = locks or SerialLocks()
         self._tasks: set[asyncio.Task] = set()
         self._queued = 0  # MOs waiting for a serial key another holder has
+        # subscriber -> their MOs submitted but not yet being handled (committing, reassembling, queued):
+        # while there are any, a newer MO of theirs must not be handled at once, ahead of them.
+        self._on_the_way: dict[str, int] = {}
         self._idle: asyncio.Future[None] | None = None  # drain() waits on it
 
     def is_short_code(self, address: str) -> bool:
         return address in self.short_codes
 
-    def receive(self, message: Message) -> None:
+    def submit(self, message: Message, answer: Answer) -> None:
+        """A new MO (submit_sm, data_sm): handled at once if nothing holds it up, else committed first and
+        handled in its turn; `answer` is told once it is committed (see the module docstring)."""
+        source = message.source_addr
+        if source not in self._on_the_way and self._handle_at_once(message, answer):
+            return
+        self._on_the_way[source] = self._on_the_way.get(source, 0) + 1
+        self.store.accept_then(message, partial(self._accepted, message, answer))
+
+    def accept(self, message: Message) -> Awaitable[tuple[str, bool]]:
+        """A new MO from a submit_multi: committed, then handled in its turn. Resolves as Store.accept."""
+        source = message.source_addr
+        self._on_the_way[source] = self._on_the_way.get(source, 0) + 1
+        committed = asyncio.get_running_loop().create_future()
+
+        def settled(result: tuple[str, bool] | None, error: BaseException | None) -> bool:
+            if error is not None:
+                committed.set_exception(error)
+            else:
+                committed.set_result(result)
+            return error is None and result is not None and not result[1]
+
+        self.store.accept_then(message, partial(self._accepted, message, settled))
+        return committed
+
+    def _handle_at_once(self, message: Message, answer: Answer) -> bool:
+        """Start handling a single-part MO whose keys are free and that is no copy of a stored one: True."""
+        text = self._single_part(message)
+        if text is None:
+            return False
+        inbound = _inbound(message, text, (message.id,))
+        keys = in_order(serial_keys(self.short_codes[message.dest_addr], inbound))
+        if not self.locks.take_free(keys):
+            return False
+        held = self.store.hold(message)
+        if held is None:
+            self.locks.release(keys)
+            return False
+        self._spawn(self._serialized(message, inbound, keys, (held, answer)))
+        return True
+
+    def _accepted(self, message: Message, answer: Answer, result: tuple[str, bool] | None, error: BaseException | None) -> None:
+        if answer(result, error):
+            self._receive(message)
+        else:
+            self._arrived(message.source_addr)
+
+    def _arrived(self, source: str) -> None:
+        """One MO of this subscriber is no longer on its way (being handled, dropped, or in the reassembler)."""
+        left = self._on_the_way[source] - 1
+        if left:
+            self._on_the_way[source] = left
+        else:
+            del self._on_the_way[source]
+
+    def _receive(self, message: Message) -> None:
         """A committed MO: handle it now (or, for one part of a long message, once all parts are here)."""
         ready = self._assemble(message)
-        if ready is None:
-            return
-        inbound = _inbound(message, *ready)
-        keys = in_order(serial_keys(self.short_codes[message.dest_addr], inbound))
-        if self.locks.take(keys, partial(self._turn, message, inbound, keys)):
+        if ready is not None:
+            inbound = _inbound(message, *ready)
+            keys = in_order(serial_keys(self.short_codes[message.dest_addr], inbound))
+            if not self.locks.take(keys, partial(self._turn, message, inbound, keys)):
+                self._queued += 1
+                return  # still on its way until its turn
             self._start(message, inbound, keys)
-        else:
-            self._queued += 1
+        self._arrived(message.source_addr)
 
     async def replay(self, messages: list[Message]) -> None:
         """At start: MOs acknowledged before a crash but never handled, in arrival order."""
@@ -113,10 +188,14 @@ class MoProcessor:
     def _turn(self, message: Message, inbound: Inbound, keys: tuple[str, ...]) -> None:
         """The keys of a queued MO are ours now."""
         self._queued -= 1
+        self._arrived(message.source_addr)
         self._start(message, inbound, keys)
 
     def _start(self, message: Message, inbound: Inbound, keys: tuple[str, ...]) -> None:
-        task = asyncio.get_running_loop().create_task(self._serialized(message, inbound, keys))
+        self._spawn(self._serialized(message, inbound, keys))
+
+    def _spawn(self, handling: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(handling)
         self._tasks.add(task)
         task.add_done_callback(self._finished)
 
@@ -125,9 +204,14 @@ class MoProcessor:
         if self._idle is not None and not self._tasks and not self._queued and not self._idle.done():
             self._idle.set_result(None)
 
+    @staticmethod
+    def _single_part(message: Message) -> str | None:
+        """The text of an MO that is not one part of a long message."""
+        concat, body = _concat_info(message)
+        return smpp_text.decode(body, message.data_coding) if concat is None else None
+
     def _assemble(self, message: Message) -> tuple[str, tuple[str, ...]] | None:
-        tlvs = decode_tlvs(message.tlvs, 0, len(message.tlvs)) if message.tlvs else {}
-        concat, body = concat_info(message.esm_class, message.short_message, tlvs)
+        concat, body = _concat_info(message)
         if concat is None:
             return smpp_text.decode(body, message.data_coding), (message.id,)
         key = (message.source_addr, message.dest_addr, message.account)
@@ -139,25 +223,34 @@ class MoProcessor:
         del self._part_ids[(key, concat.reference)]
         return smpp_text.decode(b"".join(parts), message.data_coding), tuple(ids)
 
-    async def _serialized(self, message: Message, inbound: Inbound, keys: tuple[str, ...]) -> None:
+    async def _serialized(
+        self, message: Message, inbound: Inbound, keys: tuple[str, ...], held: tuple[object, Answer] | None = None
+    ) -> None:
         """Handle an MO whose serial keys are held; they are released when it is done."""
         try:
-            await self._handle(message, inbound)
+            await self._handle(message, inbound, held)
         finally:
             self.locks.release(keys)
 
-    async def _handle(self, message: Message, inbound: Inbound) -> None:
+    async def _handle(self, message: Message, inbound: Inbound, held: tuple[object, Answer] | None = None) -> None:
+        """Run the MO's handler and commit what it decided (`held`: the MO itself is not stored yet; it goes
+        in the same transaction, and its submission is answered after it)."""
         short_code = self.short_codes[message.dest_addr]
         try:
             outcome: Outcome = await short_code.handler.handle(inbound, short_code.context)
         except Exception:
-            # The MO stays `accepted`: handled again at the next start rather than lost.
+            # The MO stays (or is stored) `accepted`: handled again at the next start rather than lost.
             log.exception("handler failed", message_id=message.id, account=message.account, msisdn=message.source_addr,
                           short_code=message.dest_addr)  # fmt: skip
+            if held is not None:
+                await self._store_held(held, message)
             return
         now = self.clock.now()
         mts = self.outbox.messages_for(outcome.replies, now, origin_id=message.id)
-        await self.store.complete_mo(inbound.message_ids, mts, now, outcome.effects)
+        if held is None:
+            await self.store.complete_mo(inbound.message_ids, mts, now, outcome.effects)
+        elif not await self._store_held(held, message, now, mts, outcome.effects):
+            return
         self.observe(outcome.effects)
         self.outbox.send(mts)
         if outcome.completed:
@@ -168,6 +261,22 @@ class MoProcessor:
                 except Exception:
                     log.exception("dialogue follow-up failed", message_id=message.id, account=message.account,
                                   msisdn=message.source_addr)  # fmt: skip
+
+    async def _store_held(
+        self, held: tuple[object, Answer], message: Message, done_at: float | None = None,
+        replies: list[Message] | None = None, effects: list[Effect] | None = None,
+    ) -> bool:  # fmt: skip
+        """Commit a held MO (with its handling, if done_at) and answer its submission: True once committed."""
+        reservation, answer = held
+        try:
+            result = await self.store.accept_held(reservation, message, done_at, replies or (), effects or ())
+        except BaseException as error:  # answered as any failed submission (and logged there)
+            answer(None, error)
+            if isinstance(error, Exception):
+                return False
+            raise
+        answer(result, None)
+        return True
 
     def expire_partial(self) -> None:
         """Parts of long MOs whose other parts never came: log them; they are not answered."""

@@ -41,6 +41,16 @@ class SerialLocks:
             waiting[key] = None
         return True
 
+    def take_free(self, keys: tuple[str, ...]) -> bool:
+        """Take `keys` (sorted, distinct) only if every one is free now: True, held; False, nothing taken or queued."""
+        waiting = self._waiting
+        for key in keys:
+            if key in waiting:
+                return False
+        for key in keys:
+            waiting[key] = None
+        return True
+
     def _resume(self, keys: tuple[str, ...], start: int, then: Callable[[], None]) -> None:
         """keys[start - 1] was handed over: take the rest, then go on."""
         if start == len(keys) or self.take(keys[start:], then):

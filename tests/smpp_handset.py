@@ -145,6 +145,11 @@ class Handset:
         self.client._socket.sendall(pdu.generate())
         return pdu.sequence
 
+    def send_together(self, *pdus) -> list[int]:
+        """Write several PDUs in one write, as a pipelining client does (the gateway reads them in one go)."""
+        self.client._socket.sendall(b"".join(pdu.generate() for pdu in pdus))
+        return [pdu.sequence for pdu in pdus]
+
     def request(self, pdu, timeout: float | None = None):
         return self.response(self.send(pdu), timeout)
 

@@ -47,6 +47,21 @@ class Store(Protocol):
         call, and the callbacks of writes committed together run in issue order.
         """
 
+    def hold(self, message: Message) -> object | None:
+        """Reserve a new message so that `accept_held` can store it together with its handling.
+
+        Returns an opaque reservation, or None when a copy of the message (same dedup_key) may already
+        be stored or on its way: `accept` it instead. Once held, copies wait for its commit and get its
+        id; a reservation must be passed to `accept_held`.
+        """
+
+    def accept_held(
+        self, held: object, message: Message, done_at: float | None = None,
+        replies: Sequence[Message] = (), effects: Sequence[Effect] = (),
+    ) -> Awaitable[tuple[str, bool]]:  # fmt: skip
+        """In one transaction: store the held message, `processed` at done_at together with its handler's
+        effects and replies, or (done_at None) `accepted`, to be handled later. Resolves to (id, False)."""
+
     def complete_mo(
         self, mo_ids: Sequence[str], replies: Sequence[Message], done_at: float, effects: Sequence[Effect] = ()
     ) -> Awaitable[None]:

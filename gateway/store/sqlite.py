@@ -125,6 +125,12 @@ def _row(m: Message, accepted_at: float) -> tuple:
     )  # fmt: skip
 
 
+def _insert_step(m: Message, accepted_at: float) -> Step:
+    if m.dedup_key is None:
+        return _INSERT, _row(m, accepted_at), (m.id,)
+    return _INSERT_KEYED, _row(m, accepted_at), (m.id, m.dedup_key)  # a copy of a stored message is skipped
+
+
 def _message(row: Sequence[Any]) -> Message:
     values = dict(zip(_FIELDS, row))
     values["direction"] = Direction(values["direction"])
@@ -329,6 +335,38 @@ class SqliteStore:
         self._add_insert(op, message, now)
         self._enqueue(op)
 
+    def hold(self, message: Message) -> _Op | None:
+        """Reserve a new message for `accept_held`, which may then carry its handling in the same transaction.
+
+        From here on a copy of it (same dedup_key) waits for that commit and gets its id. None when a
+        copy may already be stored or on its way (its key is held by a stored row or an uncommitted write):
+        then `accept` it, and the dedup rules decide. A held message must be passed to `accept_held`."""
+        now = self._begin_write()
+        key = message.dedup_key
+        if key is not None and (key in self._uncommitted or self._holder_of(key) is not None):
+            return None
+        op = self._new_op(result=(message.id, False))
+        if key is not None:
+            self._uncommitted[key] = (op, now)
+            op.dedup_keys = [key]
+        return op
+
+    def accept_held(
+        self, held: _Op, message: Message, done_at: float | None = None,
+        replies: Sequence[Message] = (), effects: Sequence[Effect] = (),
+    ) -> asyncio.Future[tuple[str, bool]]:  # fmt: skip
+        """In one transaction: store the held message, `processed` at done_at with its handler's effects and
+        replies; or, without done_at, `accepted` (to be handled later). Resolves to (id, False) once committed."""
+        now = self._begin_write()
+        if done_at is not None:
+            message.status = MessageStatus.PROCESSED
+            message.done_at = done_at
+        held.steps.append(_insert_step(message, now))  # its key is held already (`hold`)
+        held.steps.extend(effect_sql(effect) for effect in effects)
+        for reply in replies:
+            self._add_insert(held, reply, now)
+        return self._enqueue(held)
+
     def complete_mo(
         self, mo_ids: Sequence[str], replies: Sequence[Message], done_at: float, effects: Sequence[Effect] = ()
     ) -> asyncio.Future[None]:
@@ -415,11 +453,11 @@ class SqliteStore:
     def _add_insert(self, op: _Op, message: Message, now: float) -> None:
         key = message.dedup_key
         if key is None:
-            op.steps.append((_INSERT, _row(message, now), (message.id,)))
+            op.steps.append(_insert_step(message, now))
             return
         if key in self._uncommitted:  # its holder left the window before it was even committed
             op.steps.append((_RELEASE_KEY, (key, now - self._dedup_window), (key,)))
-        op.steps.append((_INSERT_KEYED, _row(message, now), (message.id, key)))
+        op.steps.append(_insert_step(message, now))
         self._uncommitted[key] = (op, now)
         if op.dedup_keys is None:
             op.dedup_keys = []
@@ -535,8 +573,12 @@ class SqliteStore:
         """Accepts whose message the writer skipped as a copy of a stored one: they answer with the holder's id."""
         for op in batch:
             if op.dedup_keys and op.result is not None and op.result[0] in skipped:
-                (holder,) = self._reader.execute(_KEY_HOLDER, (op.dedup_keys[0],)).fetchone()
-                op.result = (holder, True)
+                op.result = (self._holder_of(op.dedup_keys[0]), True)
+
+    def _holder_of(self, key: str) -> str | None:
+        """The id of the stored message holding this dedup key, if any."""
+        row = self._reader.execute(_KEY_HOLDER, (key,)).fetchone()  # type: ignore[union-attr]
+        return row[0] if row is not None else None
 
     def _schedule_callbacks(self, callbacks: list[tuple[Callback, Any, BaseException | None]]) -> None:
         # One loop callback for the whole batch, not one per write, and not

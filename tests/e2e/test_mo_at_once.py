@@ -1,0 +1,105 @@
+"""An MO handled as it arrives, in the transaction that stores it (gateway/mo.py), seen from a handset.
+
+A single-part MO whose subscriber has nothing else on its way is handled at once and stored
+`processed` together with its handling. These tests pin what that must not change: per-subscriber
+order, one handling per message whatever its copies, and nothing lost when its handler fails.
+PDUs sent back to back go in one write (the gateway reads them together): that is when an MO meets
+another one still being handled or committed.
+"""
+
+from __future__ import annotations
+
+from smpplib import gsm
+
+from gateway.store.records import MessageStatus
+from tests.smpp_handset import ESM_UDHI, ESME_ROK, encode, reassemble, text
+
+A = "8613800000001"
+ECHO = "10086000"  # replies with the text it received
+LONG_CHINESE = "移动梦网统一查询退订服务：发送0000查询您已定制的全部业务，发送TD加业务代码退订。" * 3  # 2 parts in UCS2
+
+
+def statuses(gw, ids) -> list[MessageStatus]:
+    return [gw.call(gw.gateway.store.get(i.decode() if isinstance(i, bytes) else i)).status for i in ids]
+
+
+def test_a_short_mo_does_not_overtake_the_long_one_sent_before_it(gateway, handset):
+    """The long MO's last part is still being committed when the short one arrives: the short one waits its turn."""
+    a = handset(A, gw=gateway)
+    parts, coding, esm_class = gsm.make_parts(LONG_CHINESE, encoding=8)
+    assert len(parts) == 2 and esm_class == ESM_UDHI
+    pdus = [a.make("submit_sm", ECHO, part, data_coding=coding, esm_class=esm_class) for part in parts]
+    sequences = a.send_together(*pdus, a.make("submit_sm", ECHO, "after it"))
+    assert [a.response(s).status for s in sequences] == [ESME_ROK] * 3
+    replies = a.expect_many(3)
+    assert reassemble(replies[:2]) == LONG_CHINESE
+    assert text(replies[2]) == "after it"
+
+
+def test_a_copy_arriving_while_the_first_is_handled_gets_its_id_and_no_reply(gateway, handset):
+    a = handset(A, gw=gateway)
+    first, copy = a.send_together(  # the client retransmits at once
+        a.make("submit_sm", ECHO, "once", user_message_reference=9), a.make("submit_sm", ECHO, "once", user_message_reference=9)
+    )
+    first_resp, copy_resp = a.response(first), a.response(copy)
+    assert first_resp.status == copy_resp.status == ESME_ROK
+    assert copy_resp.message_id == first_resp.message_id
+    assert a.submit(ECHO, "next").status == ESME_ROK
+    # A reply to the copy would come before the next MO's: MOs of one subscriber are handled in order.
+    assert [text(p) for p in a.expect_many(2)] == ["once", "next"]
+    assert statuses(gateway, [first_resp.message_id]) == [MessageStatus.PROCESSED]
+
+
+def test_a_copy_of_a_handled_mo_gets_its_id_and_no_reply(gateway, handset):
+    a = handset(A, gw=gateway)
+    first = a.submit(ECHO, "once", user_message_reference=11)
+    assert text(a.expect()) == "once"
+    again = a.submit(ECHO, "once", user_message_reference=11)
+    assert (again.status, again.message_id) == (ESME_ROK, first.message_id)
+    assert a.submit(ECHO, "next").status == ESME_ROK
+    assert text(a.expect()) == "next"
+
+
+class FailingOnce:
+    """A handler whose first call raises (a bug met by one text), then echoes."""
+
+    def __init__(self, handler) -> None:
+        self.handler = handler
+        self.calls = 0
+
+    async def handle(self, inbound, ctx):
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("handler bug")
+        return await self.handler.handle(inbound, ctx)
+
+
+def test_an_mo_whose_handler_fails_is_kept_and_handled_at_the_next_start(make_gateway, handset, tmp_path):
+    db = tmp_path / "gw.db"
+    gw = make_gateway(db_path=db)
+    short_code = gw.gateway.mo.short_codes[ECHO]
+    short_code.handler = FailingOnce(short_code.handler)
+    a = handset(A, gw=gw)
+    failed = a.submit(ECHO, "kept")
+    assert failed.status == ESME_ROK  # stored before it is answered, though not handled
+    assert a.submit(ECHO, "next").status == ESME_ROK
+    assert text(a.expect()) == "next"  # the subscriber's later MOs go on
+    assert statuses(gw, [failed.message_id]) == [MessageStatus.ACCEPTED]
+    a.close()
+    gw.stop()
+
+    again = make_gateway(db_path=db)
+    a = handset(A, gw=again)
+    assert text(a.expect()) == "kept"
+    assert statuses(again, [failed.message_id]) == [MessageStatus.PROCESSED]
+
+
+def test_long_mo_parts_sent_back_to_back_are_answered_once(gateway, handset):
+    a = handset(A, gw=gateway)
+    data = encode(LONG_CHINESE, 8)
+    parts = gsm.make_parts_encoded(data, 134)
+    sequences = a.send_together(*(a.make("submit_sm", ECHO, part, data_coding=8, esm_class=ESM_UDHI) for part in parts))
+    assert [a.response(s).status for s in sequences] == [ESME_ROK] * len(parts)
+    assert reassemble(a.expect_many(2)) == LONG_CHINESE
+    assert a.submit(ECHO, "next").status == ESME_ROK
+    assert text(a.expect()) == "next"
