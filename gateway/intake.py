@@ -31,7 +31,7 @@ from .delivery import Delivery
 from .guards import Guards
 from .ids import MessageIds
 from .logs import get_logger
-from .messages import message_from_submission, schedule, segments_of
+from .messages import may_be_stored, message_from_submission, schedule, segments_of
 from .mo import MoProcessor
 from .numbers import NumberPlan
 from .refusal import Rejection, time_field
@@ -120,8 +120,11 @@ class Intake:
             return
         if account.role != "sp":
             self.router.note_mo(message.source_addr, conn)
+        stored_before = may_be_stored(pdu, conn.highest_submitted)
+        if not stored_before:
+            conn.highest_submitted = pdu.sequence_number
         if message.direction is _MO:
-            self.mo.submit(message, partial(self._answer, conn, pdu.sequence_number, resp_id, message))
+            self.mo.submit(message, partial(self._answer, conn, pdu.sequence_number, resp_id, message), stored_before)
             return
         committed = partial(self._committed, conn, pdu.sequence_number, resp_id, message)
         if getattr(pdu, "replace_if_present_flag", 0) == 1:  # data_sm has no such flag

@@ -57,6 +57,13 @@ def dedup_key(account: str, session: str, pdu: SubmitSm | DataSm, source: str, d
     return f"{account}|{source}|{dest}|{marker}|{zlib.crc32(body):08x}{len(body)}"
 
 
+def may_be_stored(pdu: SubmitSm | DataSm, highest_before: int) -> bool:
+    """Whether a stored message may already hold this submission's `dedup_key`: always with a
+    user_message_reference; without one, only if its sequence number is not above every one its bind
+    submitted before (a retransmission, or numbers that wrapped around)."""
+    return pdu.sequence_number <= highest_before or bool(pdu.tlvs) and _USER_MESSAGE_REFERENCE in pdu.tlvs
+
+
 def schedule(message: Message, at: float, now: float) -> None:
     """schedule_delivery_time (submit_sm, replace_sm): a time ahead makes the MT wait as scheduled, one past
     lets it go now."""

@@ -104,11 +104,12 @@ class MoProcessor:
     def is_short_code(self, address: str) -> bool:
         return address in self.short_codes
 
-    def submit(self, message: Message, answer: Answer) -> None:
+    def submit(self, message: Message, answer: Answer, may_be_stored: bool = True) -> None:
         """A new MO (submit_sm, data_sm): handled at once if nothing holds it up, else committed first and
-        handled in its turn; `answer` is told once it is committed (see the module docstring)."""
+        handled in its turn; `answer` is told once it is committed (see the module docstring).
+        `may_be_stored` False: no stored message can hold its dedup_key (messages.may_be_stored)."""
         source = message.source_addr
-        if source not in self._on_the_way and self._handle_at_once(message, answer):
+        if source not in self._on_the_way and self._handle_at_once(message, answer, may_be_stored):
             return
         self._on_the_way[source] = self._on_the_way.get(source, 0) + 1
         self.store.accept_then(message, partial(self._accepted, message, answer))
@@ -129,7 +130,7 @@ class MoProcessor:
         self.store.accept_then(message, partial(self._accepted, message, settled))
         return committed
 
-    def _handle_at_once(self, message: Message, answer: Answer) -> bool:
+    def _handle_at_once(self, message: Message, answer: Answer, may_be_stored: bool) -> bool:
         """Start handling a single-part MO whose keys are free and that is no copy of a stored one: True."""
         text = self._single_part(message)
         if text is None:
@@ -138,7 +139,7 @@ class MoProcessor:
         keys = in_order(serial_keys(self.short_codes[message.dest_addr], inbound))
         if not self.locks.take_free(keys):
             return False
-        held = self.store.hold(message)
+        held = self.store.hold(message, may_be_stored)
         if held is None:
             self.locks.release(keys)
             return False

@@ -53,6 +53,7 @@ class SmppConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.session_id = gateway.ids.next()  # unique across restarts: scopes sequence numbers (messages.dedup_key)
+        self.highest_submitted = 0  # the highest sequence number of a submission on this bind so far
         self._flush_scheduled = False
         self._unbinding = False
 

@@ -47,12 +47,13 @@ class Store(Protocol):
         call, and the callbacks of writes committed together run in issue order.
         """
 
-    def hold(self, message: Message) -> object | None:
+    def hold(self, message: Message, may_be_stored: bool = True) -> object | None:
         """Reserve a new message so that `accept_held` can store it together with its handling.
 
         Returns an opaque reservation, or None when a copy of the message (same dedup_key) may already
         be stored or on its way: `accept` it instead. Once held, copies wait for its commit and get its
-        id; a reservation must be passed to `accept_held`.
+        id; a reservation must be passed to `accept_held`. `may_be_stored` False: the caller knows no
+        stored message holds its dedup_key (a bind's new sequence number), so the store need not look.
         """
 
     def accept_held(

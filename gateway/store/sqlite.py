@@ -335,15 +335,16 @@ class SqliteStore:
         self._add_insert(op, message, now)
         self._enqueue(op)
 
-    def hold(self, message: Message) -> _Op | None:
+    def hold(self, message: Message, may_be_stored: bool = True) -> _Op | None:
         """Reserve a new message for `accept_held`, which may then carry its handling in the same transaction.
 
         From here on a copy of it (same dedup_key) waits for that commit and gets its id. None when a
         copy may already be stored or on its way (its key is held by a stored row or an uncommitted write):
-        then `accept` it, and the dedup rules decide. A held message must be passed to `accept_held`."""
+        then `accept` it, and the dedup rules decide. A held message must be passed to `accept_held`.
+        `may_be_stored` False: the caller knows no stored message holds the key (no read to find out)."""
         now = self._begin_write()
         key = message.dedup_key
-        if key is not None and (key in self._uncommitted or self._holder_of(key) is not None):
+        if key is not None and (key in self._uncommitted or may_be_stored and self._holder_of(key) is not None):
             return None
         op = self._new_op(result=(message.id, False))
         if key is not None:

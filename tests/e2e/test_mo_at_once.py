@@ -60,6 +60,18 @@ def test_a_copy_of_a_handled_mo_gets_its_id_and_no_reply(gateway, handset):
     assert text(a.expect()) == "next"
 
 
+def test_a_retransmission_on_the_same_bind_gets_the_first_id_and_no_reply(gateway, handset):
+    """No user_message_reference: the same sequence number again on the bind is the copy."""
+    a = handset(A, gw=gateway)
+    pdu = a.make("submit_sm", ECHO, "once")
+    first = a.request(pdu)
+    assert text(a.expect()) == "once"
+    again = a.request(pdu)  # the client never saw the first answer
+    assert (again.status, again.message_id) == (ESME_ROK, first.message_id)
+    assert a.submit(ECHO, "next").status == ESME_ROK
+    assert text(a.expect()) == "next"
+
+
 class FailingOnce:
     """A handler whose first call raises (a bug met by one text), then echoes."""
 
