@@ -28,6 +28,7 @@ from .amend import Amendments, multi_part_id
 from .clock import Clock
 from .config import GatewaySettings
 from .delivery import Delivery
+from .field_rules import check_submission
 from .guards import Guards
 from .ids import MessageIds
 from .logs import get_logger
@@ -132,6 +133,7 @@ class Intake:
         self.store.accept_then(message, committed)
 
     def _admit(self, account: Account, session: str, pdu: SubmitSm | DataSm) -> Message:
+        check_submission(pdu)
         plan = self.plan
         source = plan.normalise(pdu.source_addr)
         dest = plan.normalise(pdu.destination_addr)

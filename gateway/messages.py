@@ -16,6 +16,7 @@ MAX_SHORT_MESSAGE = 254
 _NOT_FORWARDED = frozenset({Tag.MESSAGE_PAYLOAD})
 _USER_MESSAGE_REFERENCE = int(Tag.USER_MESSAGE_REFERENCE)  # Tag.X from the class: ~150 ns (EnumType.__getattr__)
 _UDHI = int(EsmClass.UDHI)
+_NOT_MESSAGING_MODE = 0xFC  # esm_class without bits 1-0 (datagram, forward, store and forward)
 _FITS_ANY_SMS = 140  # octets: one SMS in every alphabet (160 GSM septets, 140 octets, 70 UCS2 characters)
 # The first status of a submission, by direction (an enum member read from its class costs ~150 ns in CPython 3.11).
 _FIRST_STATUS = {Direction.MO: MessageStatus.ACCEPTED, Direction.MT: MessageStatus.ENROUTE}
@@ -131,7 +132,7 @@ def deliver_sm_for(message: Message, plan: NumberPlan) -> DeliverSm:
         dest_addr_ton=dst_ton,
         dest_addr_npi=dst_npi,
         destination_addr=message.dest_addr,
-        esm_class=message.esm_class,
+        esm_class=message.esm_class & _NOT_MESSAGING_MODE,  # 5.2.12: deliver_sm has no messaging mode
         data_coding=message.data_coding,
         short_message=body,
         tlvs=tlvs,

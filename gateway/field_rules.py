@@ -1,0 +1,60 @@
+"""What SMPP 3.4 lets an ESME put in a submission's fields (sections 4.4, 4.7 and 5.2).
+
+The codec decodes any octet; these are the value tables. A value outside them
+is refused with the field's own command_status, so a client learns which field
+is wrong and nothing it did not mean is delivered: in particular no ESME may
+submit what only an SMSC sends, a delivery receipt (esm_class message type
+0x04, or the receipt TLVs), which would reach its recipient looking exactly
+like one of the gateway's.
+"""
+
+from __future__ import annotations
+
+from .refusal import Rejection
+from .smpp.constants import CommandStatus as S
+from .smpp.constants import Tag
+from .smpp.pdu import DataSm, SubmitSm
+
+_TONS = range(7)  # 5.2.5: unknown, international, national, network specific, subscriber, alphanumeric, abbreviated
+_NPIS = frozenset({0, 1, 3, 4, 6, 8, 9, 10, 14, 18})  # 5.2.6
+# 5.2.12: an ESME submits a default message, an ESME delivery acknowledgement or an ESME manual/user one.
+_SUBMITTED_MESSAGE_TYPES = frozenset({0x00, 0x08, 0x10})
+_MESSAGE_TYPE = 0x3C
+_PRIORITIES = range(4)  # 5.2.14
+_REGISTERED_DELIVERY_RESERVED = 0xE0  # 5.2.17: bits 7-5
+_SMSC_RECEIPT = 0x03  # bits 1-0: 3 is reserved
+# What the SMSC sets in the receipts it sends (4.6.1); a submission carrying them is forging one.
+_SMSC_ONLY_TLVS = (int(Tag.RECEIPTED_MESSAGE_ID), int(Tag.MESSAGE_STATE), int(Tag.NETWORK_ERROR_CODE))
+_MESSAGE_PAYLOAD = int(Tag.MESSAGE_PAYLOAD)
+
+
+def check_submission(pdu: SubmitSm | DataSm) -> None:
+    """Raise Rejection for the first field of a submit_sm / data_sm (or a submit_multi's per-destination
+    submit_sm) whose value SMPP 3.4 does not allow from an ESME."""
+    if pdu.source_addr_ton not in _TONS:
+        raise Rejection(S.ESME_RINVSRCTON, f"source_addr_ton {pdu.source_addr_ton} is not a type of number (0-6)")
+    if pdu.source_addr_npi not in _NPIS:
+        raise Rejection(S.ESME_RINVSRCNPI, f"source_addr_npi {pdu.source_addr_npi} is not a numbering plan")
+    if pdu.dest_addr_ton not in _TONS:
+        raise Rejection(S.ESME_RINVDSTTON, f"dest_addr_ton {pdu.dest_addr_ton} is not a type of number (0-6)")
+    if pdu.dest_addr_npi not in _NPIS:
+        raise Rejection(S.ESME_RINVDSTNPI, f"dest_addr_npi {pdu.dest_addr_npi} is not a numbering plan")
+    message_type = pdu.esm_class & _MESSAGE_TYPE
+    if message_type not in _SUBMITTED_MESSAGE_TYPES:
+        raise Rejection(S.ESME_RINVESMCLASS, f"esm_class message type 0x{message_type:02x} cannot be submitted"
+                                             " (0x04 is a delivery receipt, which only the SMSC sends)")  # fmt: skip
+    registered = pdu.registered_delivery
+    if registered & _REGISTERED_DELIVERY_RESERVED or registered & _SMSC_RECEIPT == _SMSC_RECEIPT:
+        raise Rejection(S.ESME_RINVREGDLVFLG, f"registered_delivery 0x{registered:02x} uses reserved bits")
+    if type(pdu) is not DataSm:  # data_sm has neither field
+        if pdu.priority_flag not in _PRIORITIES:
+            raise Rejection(S.ESME_RINVPRTFLG, f"priority_flag {pdu.priority_flag} is not 0-3")
+        if pdu.replace_if_present_flag > 1:
+            raise Rejection(S.ESME_RINVREPFLAG, f"replace_if_present_flag {pdu.replace_if_present_flag} is not 0 or 1")
+    tlvs = pdu.tlvs
+    if tlvs:
+        for tag in _SMSC_ONLY_TLVS:
+            if tag in tlvs:
+                raise Rejection(S.ESME_ROPTPARNOTALLWD, f"optional parameter 0x{tag:04x} belongs to an SMSC's delivery receipt")
+        if _MESSAGE_PAYLOAD in tlvs and getattr(pdu, "short_message", b""):
+            raise Rejection(S.ESME_ROPTPARNOTALLWD, "message_payload and short_message both carry text; send one of them")

@@ -1,0 +1,93 @@
+"""Field values SMPP 3.4 does not allow in a submission are refused with the field's own status (gateway/field_rules.py).
+
+Above all no subscriber can forge a delivery receipt: a submit_sm with esm_class 0x04, or with the
+receipt TLVs, would reach its recipient looking exactly like one the gateway sends.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.smpp_handset import ESM_RECEIPT, ESME_ROK, frame, text
+
+A = "8613800000001"  # account handset
+B = "8613700000001"  # account handset2
+ESME_RINVPRTFLG = 0x06
+ESME_RINVREGDLVFLG = 0x07
+ESME_RINVESMCLASS = 0x43
+ESME_RINVSRCTON = 0x48
+ESME_RINVDSTNPI = 0x51
+ESME_RINVREPFLAG = 0x54
+ESME_ROPTPARNOTALLWD = 0xC1
+SUBMIT_SM = 0x00000004
+RECEIPT_TEXT = "id:1a23d4d2e7e00000002 sub:001 dlvrd:001 submit date:2612031200 done date:2612031200 stat:DELIVRD err:000 text:hi"
+
+
+def cstr(value: str) -> bytes:
+    return value.encode() + b"\0"
+
+
+def tlv(tag: int, value: bytes) -> bytes:
+    return tag.to_bytes(2, "big") + len(value).to_bytes(2, "big") + value
+
+
+def submit_sm(sequence: int, short_message: bytes, *, esm_class: int = 0, tlvs: bytes = b"") -> bytes:
+    """A submit_sm from A to B written field by field from section 4.4.1."""
+    body = (
+        cstr("") + bytes([1, 1]) + cstr(A) + bytes([1, 1]) + cstr(B)
+        + bytes([esm_class, 0, 0]) + cstr("") + cstr("") + bytes([0, 0, 0, 0, len(short_message)]) + short_message
+        + tlvs
+    )  # fmt: skip
+    return frame(SUBMIT_SM, sequence, body)
+
+
+def raw_status(phone, pdu: bytes, sequence: int) -> int:
+    phone.client._socket.sendall(pdu)
+    return phone.response(sequence).status
+
+
+@pytest.mark.parametrize(
+    ("fields", "status"),
+    [
+        ({"priority_flag": 9}, ESME_RINVPRTFLG),
+        ({"replace_if_present_flag": 2}, ESME_RINVREPFLAG),
+        ({"source_addr_ton": 9}, ESME_RINVSRCTON),
+        ({"dest_addr_npi": 7}, ESME_RINVDSTNPI),
+        ({"registered_delivery": 0x03}, ESME_RINVREGDLVFLG),  # SMSC receipt value 3 is reserved
+        ({"registered_delivery": 0x21}, ESME_RINVREGDLVFLG),  # bits 7-5 are reserved
+        ({"esm_class": 0x3C}, ESME_RINVESMCLASS),
+    ],
+    ids=["priority_flag", "replace_if_present_flag", "source_addr_ton", "dest_addr_npi", "registered_delivery_3",
+         "registered_delivery_reserved_bits", "esm_class_type"],
+)  # fmt: skip
+def test_a_value_outside_its_table_is_refused_and_nothing_is_delivered(handset, fields, status):
+    a, b = handset(A), handset(B)
+    assert a.submit(B, "refused", **fields).status == status
+    assert a.submit(B, "next").status == ESME_ROK
+    assert text(b.expect()) == "next"  # the refused one never came before it
+
+
+def test_a_forged_delivery_receipt_is_refused(handset):
+    a, b = handset(A), handset(B)
+    assert raw_status(a, submit_sm(101, RECEIPT_TEXT.encode(), esm_class=ESM_RECEIPT), 101) == ESME_RINVESMCLASS
+    receipt_tlvs = tlv(0x001E, cstr("1a23d4d2e7e00000002")) + tlv(0x0427, bytes([2]))  # receipted_message_id, message_state
+    assert raw_status(a, submit_sm(102, RECEIPT_TEXT.encode(), tlvs=receipt_tlvs), 102) == ESME_ROPTPARNOTALLWD
+    assert a.submit(B, "next").status == ESME_ROK
+    assert text(b.expect()) == "next"
+
+
+def test_short_message_and_message_payload_together_are_refused(handset):
+    a, b = handset(A), handset(B)
+    both = submit_sm(103, b"short", tlvs=tlv(0x0424, b"payload"))
+    assert raw_status(a, both, 103) == ESME_ROPTPARNOTALLWD  # which text was meant? neither is dropped silently
+    assert raw_status(a, submit_sm(104, b"", tlvs=tlv(0x0424, b"payload")), 104) == ESME_ROK
+    assert text(b.expect()) == "payload"
+
+
+def test_an_esme_acknowledgement_is_delivered_as_one_and_the_messaging_mode_is_not(handset):
+    a, b = handset(A), handset(B)
+    assert a.submit(B, "ack", esm_class=0x08).status == ESME_ROK  # ESME delivery acknowledgement
+    assert a.submit(B, "forward mode", esm_class=0x02).status == ESME_ROK  # messaging mode: transaction
+    ack, forwarded = b.expect_many(2)
+    assert (text(ack), ack.esm_class) == ("ack", 0x08)  # deliver_sm: SME delivery acknowledgement
+    assert (text(forwarded), forwarded.esm_class) == ("forward mode", 0x00)  # bits 1-0 do not apply to deliver_sm
