@@ -85,6 +85,9 @@ class SmppConnection(asyncio.Protocol):
             elif event.status:
                 log.warning("pdu rejected", peer=self.peer, account=self.system_id, status=S.name_of(event.status),
                             reason=event.reason, sequence=event.sequence_number)
+            else:  # a response that answers nothing outstanding
+                log.warning("pdu ignored", peer=self.peer, account=self.system_id, reason=event.reason,
+                            sequence=event.sequence_number)
         self.flush()
 
     def flush(self) -> None:

@@ -78,6 +78,7 @@ RECEIVABLE: dict[Side, dict[State, frozenset[int]]] = {
     },
 }
 _PEER = {Side.SMSC: Side.ESME, Side.ESME: Side.SMSC}
+_GENERIC_NACK = int(C.GENERIC_NACK)  # answers any request
 _NOTHING: frozenset[int] = frozenset()
 # Members read on every PDU, bound once: `State.CLOSED` or `C.UNBIND` goes
 # through EnumType.__getattr__ (CPython 3.11), ~150 ns per read.
@@ -95,7 +96,8 @@ class Received:
 
 @dataclass(slots=True)
 class Rejected:
-    """An incoming PDU the session answered with an error by itself."""
+    """An incoming PDU the session answered with an error by itself, or (status 0) a response it ignored:
+    one to no outstanding request, or not of its request's type."""
 
     status: int
     reason: str
@@ -178,9 +180,14 @@ class Session:
     def _receive_pdu(self, pdu: Pdu) -> Event | None:
         command_id = pdu.command_id
         if command_id & RESPONSE_BIT:
-            pending = self.outstanding.pop(pdu.sequence_number, None)
+            pending = self.outstanding.get(pdu.sequence_number)
             if pending is None:
                 return Rejected(0, "response to no outstanding request (ignored)", command_id, pdu.sequence_number)
+            if command_id != pending.request.command_id | RESPONSE_BIT and command_id != _GENERIC_NACK:
+                # Not its answer (3.2: a response carries its request's command_id): the request stays
+                # outstanding, so it times out and is sent again rather than being taken as answered.
+                return Rejected(0, f"{pdu.name} does not answer {pending.request.name} (ignored)", command_id, pdu.sequence_number)
+            del self.outstanding[pdu.sequence_number]
             if not pdu.command_status and command_id in BOUND_STATE_OF and self.state is _OPEN:
                 self.state = BOUND_STATE_OF[command_id]
             elif command_id == _UNBIND_RESP:

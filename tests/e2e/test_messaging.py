@@ -22,6 +22,7 @@ from tests.smpp_handset import (
     ESME_RTHROTTLED,
     SMSGW_RNOSUBSCRIPTION,
     encode,
+    frame,
     is_receipt,
     reassemble,
     receipt_fields,
@@ -33,6 +34,7 @@ from tests.smpp_handset import (
 A = "8613800000001"  # account handset
 B = "8613700000001"  # account handset2
 ECHO = "10086000"  # replies with the text it received
+SUBMIT_SM_RESP = 0x80000004
 LONG_CHINESE = "移动梦网统一查询退订服务：发送0000查询您已定制的全部业务，发送TD加业务代码退订。" * 3  # 123 characters
 
 
@@ -252,6 +254,19 @@ def test_unanswered_delivery_is_sent_again(make_gateway, handset):
     assert text(b.expect()) == "hello?"
     b.answering = True
     assert text(b.expect(timeout=5)) == "hello?"
+
+
+def test_a_delivery_answered_with_the_wrong_response_is_sent_again(make_gateway, handset):
+    """A submit_sm_resp does not answer a deliver_sm (SMPP 3.4 section 3.2), even with its sequence number."""
+    gw = make_gateway(gateway={"response_timeout": 0.5, "retry_backoff": [0.2]})
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    b.answering = False
+    assert a.submit(B, "answer me properly").status == ESME_ROK
+    first = b.expect()
+    b.client._socket.sendall(frame(SUBMIT_SM_RESP, first.sequence, b"wrong\0"))
+    b.answering = True
+    again = b.expect(timeout=5)
+    assert text(again) == "answer me properly" and again.sequence != first.sequence
 
 
 def test_deliveries_in_flight_are_limited_by_the_window(make_gateway, handset):

@@ -21,7 +21,9 @@ from gateway.smpp.pdu import (
     BindTransmitter,
     DataSm,
     DeliverSm,
+    DeliverSmResp,
     EnquireLink,
+    EnquireLinkResp,
     GenericNack,
     MultiDest,
     Outbind,
@@ -466,6 +468,20 @@ def test_response_to_nothing_is_ignored_without_answer():
     [first] = esme.receive_data(resp)
     [second] = esme.receive_data(resp)
     assert first.request is submit and isinstance(second, Rejected)
+
+
+def test_a_response_of_another_type_does_not_answer_the_request():
+    _esme, smsc = bind_pair(TRX)
+    deliver = smsc.send(DeliverSm(destination_addr="8613800000001", short_message=b"hi"))
+    smsc.data_to_send()  # the deliver_sm went out
+    for wrong in (SubmitSmResp(sequence_number=deliver.sequence_number, message_id="x"),
+                  EnquireLinkResp(sequence_number=deliver.sequence_number)):  # fmt: skip
+        [event] = smsc.receive_data(encode_pdu(wrong))
+        assert isinstance(event, Rejected) and event.status == 0 and "does not answer deliver_sm" in event.reason
+        assert smsc.data_to_send() == b""  # no answer to a response
+        assert deliver.sequence_number in smsc.outstanding  # so it still times out and goes again
+    [answer] = smsc.receive_data(encode_pdu(DeliverSmResp(sequence_number=deliver.sequence_number)))
+    assert answer.request is deliver and smsc.outstanding == {}
 
 
 def test_explicit_sequence_number_is_kept():
