@@ -223,7 +223,7 @@ def _decode_unsuccess(body: bytes, pos: int, end: int) -> tuple[list[UnsuccessSm
 # ------------------------------------------------------------------ encode
 def encode_pdu(pdu: Pdu) -> bytes:
     """Wire bytes of `pdu`. Raises ValueError when a field does not fit its SMPP size."""
-    if pdu.command_status and pdu.command_id in BODYLESS_ON_ERROR and not pdu.message_id and not pdu.tlvs:
+    if pdu.command_status and pdu.command_id in BODYLESS_ON_ERROR and not getattr(pdu, BODYLESS_ON_ERROR[pdu.command_id]) and not pdu.tlvs:
         body = b""
     else:
         encoder = _ENCODERS.get(type(pdu))

@@ -431,9 +431,17 @@ RESPONSE_OF: dict[int, type[Pdu]] = {
 }
 
 # Responses that carry no body when command_status is not ESME_ROK (SMPP 3.4, 4.4.2 etc.).
-BODYLESS_ON_ERROR = frozenset(
-    {CommandId.SUBMIT_SM_RESP, CommandId.DELIVER_SM_RESP, CommandId.DATA_SM_RESP, CommandId.QUERY_SM_RESP}
-)
+# Responses whose body "is not returned if the command_status field contains a non-zero value" (4.1.2, 4.1.4,
+# 4.1.6, 4.4.2, 4.6.2, 4.7.2, 4.8.2), by the one field that, left empty, lets the body go.
+BODYLESS_ON_ERROR: dict[int, str] = {
+    CommandId.SUBMIT_SM_RESP: "message_id",
+    CommandId.DELIVER_SM_RESP: "message_id",
+    CommandId.DATA_SM_RESP: "message_id",
+    CommandId.QUERY_SM_RESP: "message_id",
+    CommandId.BIND_TRANSMITTER_RESP: "system_id",
+    CommandId.BIND_RECEIVER_RESP: "system_id",
+    CommandId.BIND_TRANSCEIVER_RESP: "system_id",
+}
 
 
 def response_to(request: Pdu, status: int = 0, **fields: object) -> Pdu:

@@ -256,7 +256,12 @@ TLV_BY_TAG = {tag: (name, kind, lo, hi) for name, (tag, kind, lo, hi) in STANDAR
 
 CLASS_BY_NAME: dict[str, type[Pdu]] = {cls().name: cls for cls in PDU_CLASSES.values()}
 ALL_NAMES = sorted(SPEC_FIELDS)
-RESPONSES_WITHOUT_BODY_ON_ERROR = {"submit_sm_resp", "deliver_sm_resp", "data_sm_resp", "query_sm_resp"}
+# Their one field that, left empty, lets the body go (SMPP 3.4 4.1.2, 4.1.4, 4.1.6, 4.4.2, 4.6.2, 4.7.2, 4.8.2).
+RESPONSES_WITHOUT_BODY_ON_ERROR = {
+    "submit_sm_resp": "message_id", "deliver_sm_resp": "message_id", "data_sm_resp": "message_id",
+    "query_sm_resp": "message_id", "bind_transmitter_resp": "system_id", "bind_receiver_resp": "system_id",
+    "bind_transceiver_resp": "system_id",
+}  # fmt: skip
 
 # --------------------------------------------------------------------------
 # Strategies
@@ -364,7 +369,7 @@ class Case:
         return (
             self.name in RESPONSES_WITHOUT_BODY_ON_ERROR
             and self.command_status != 0
-            and not self.values["message_id"]
+            and not self.values[RESPONSES_WITHOUT_BODY_ON_ERROR[self.name]]
             and not self.tlvs
         )
 
@@ -543,7 +548,7 @@ def test_header_fields_survive(case):
 
 
 def test_bodyless_responses_are_the_documented_four():
-    assert {CommandId(cid).name.lower() for cid in BODYLESS_ON_ERROR} == RESPONSES_WITHOUT_BODY_ON_ERROR
+    assert {CommandId(cid).name.lower(): field for cid, field in BODYLESS_ON_ERROR.items()} == RESPONSES_WITHOUT_BODY_ON_ERROR
 
 
 @pytest.mark.parametrize("name", sorted(RESPONSES_WITHOUT_BODY_ON_ERROR))
@@ -555,8 +560,8 @@ def test_error_responses_without_body(name, status, seq):
     wire = encode_pdu(cls(sequence_number=seq, command_status=status))
     assert wire == struct.pack(">IIII", 16, COMMAND_IDS[name], status, seq)
     assert decode_pdu(wire) == cls(sequence_number=seq, command_status=status)
-    # A non-empty message_id or a TLV keeps the body.
-    with_id = cls(sequence_number=seq, command_status=status, message_id="x")
+    # A non-empty message_id (system_id) or a TLV keeps the body.
+    with_id = cls(sequence_number=seq, command_status=status, **{RESPONSES_WITHOUT_BODY_ON_ERROR[name]: "x"})
     assert decode_pdu(encode_pdu(with_id)) == with_id
     with_tlv = cls(sequence_number=seq, command_status=status, tlvs={Tag.ADDITIONAL_STATUS_INFO_TEXT: "why"})
     assert decode_pdu(encode_pdu(with_tlv)) == with_tlv
