@@ -29,8 +29,10 @@ from handlers.base import Handler, Inbound, Outcome, ServiceContext
 from .clock import Clock
 from .logs import get_logger
 from .outbox import Outbox
+from .receipts import make_receipt, receipt_due
 from .serial import SerialLocks, in_order
 from .smpp import text as smpp_text
+from .smpp.constants import MessageState
 from .smpp.segment import Concat, Reassembler, concat_info
 from .smpp.tlv import decode_tlvs
 from .store.base import Store
@@ -38,6 +40,7 @@ from .store.effects import Effect
 from .store.records import Message
 
 log = get_logger("mo")
+_DELIVERED = MessageState.DELIVERED  # an MO handled by its short code is delivered
 # Told how the submission of an MO ended, once it is: answer(result, None) with result (id, duplicate), or
 # answer(None, error); returns True when it is a new message stored (not a copy, not failed).
 Answer = Callable[[tuple[str, bool] | None, BaseException | None], bool]
@@ -92,7 +95,8 @@ class MoProcessor:
         self.observe = observe  # sees every committed effect (the submission guards)
         self.after_dialogue = after_dialogue  # a dialogue ended (survey sampling): awaited if it returns something
         self.reassembler = Reassembler(timeout=reassembly_timeout, on_evict=self._dropped)
-        self._part_ids: dict[tuple, list[str]] = {}
+        self._parts: dict[tuple, list[Message]] = {}  # the parts of long MOs received so far
+        self._whole: dict[str, tuple[Message, ...]] = {}  # last part's id -> all parts of a long MO being handled
         self.locks = locks or SerialLocks()
         self._tasks: set[asyncio.Task] = set()
         self._queued = 0  # MOs waiting for a serial key another holder has
@@ -212,17 +216,19 @@ class MoProcessor:
         return smpp_text.decode(body, message.data_coding) if concat is None else None
 
     def _assemble(self, message: Message) -> tuple[str, tuple[str, ...]] | None:
+        """The MO's text and the ids of the submissions it came in, once whole."""
         concat, body = _concat_info(message)
         if concat is None:
             return smpp_text.decode(body, message.data_coding), (message.id,)
         key = (message.source_addr, message.dest_addr, message.account)
-        ids = self._part_ids.setdefault((key, concat.reference), [])
-        ids.append(message.id)
+        received = self._parts.setdefault((key, concat.reference), [])
+        received.append(message)
         parts = self.reassembler.add(key, concat, body, self.clock.now())
         if parts is None:
             return None
-        del self._part_ids[(key, concat.reference)]
-        return smpp_text.decode(b"".join(parts), message.data_coding), tuple(ids)
+        del self._parts[(key, concat.reference)]
+        self._whole[message.id] = tuple(received)  # for their receipts (`_handle`)
+        return smpp_text.decode(b"".join(parts), message.data_coding), tuple(m.id for m in received)
 
     async def _serialized(
         self, message: Message, inbound: Inbound, keys: tuple[str, ...], held: tuple[object, Answer] | None = None
@@ -237,6 +243,7 @@ class MoProcessor:
         """Run the MO's handler and commit what it decided (`held`: the MO itself is not stored yet; it goes
         in the same transaction, and its submission is answered after it)."""
         short_code = self.short_codes[message.dest_addr]
+        parts = self._whole.pop(message.id, None) or (message,)
         try:
             outcome: Outcome = await short_code.handler.handle(inbound, short_code.context)
         except Exception:
@@ -247,7 +254,7 @@ class MoProcessor:
                 await self._store_held(held, message)
             return
         now = self.clock.now()
-        mts = self.outbox.messages_for(outcome.replies, now, origin_id=message.id)
+        mts = self._receipts(parts, now) + self.outbox.messages_for(outcome.replies, now, origin_id=message.id)
         if held is None:
             await self.store.complete_mo(inbound.message_ids, mts, now, outcome.effects)
         elif not await self._store_held(held, message, now, mts, outcome.effects):
@@ -279,6 +286,11 @@ class MoProcessor:
         answer(result, None)
         return True
 
+    def _receipts(self, parts: tuple[Message, ...], done_at: float) -> list[Message]:
+        """Delivery receipts for the MO's submissions that asked for one: handled is delivered, to a short code."""
+        ids = self.outbox.ids
+        return [make_receipt(m, _DELIVERED, done_at, 0, ids.next()) for m in parts if receipt_due(m, _DELIVERED)]
+
     def expire_partial(self) -> None:
         """Parts of long MOs whose other parts never came: log them; they are not answered."""
         for key, reference, parts in self.reassembler.expire(self.clock.now()):
@@ -286,7 +298,7 @@ class MoProcessor:
 
     def _dropped(self, key: tuple, reference: int, _parts: dict[int, bytes], why: str = "too many incomplete") -> None:
         """An incomplete long MO the reassembler let go: its parts are done with (processed, unanswered)."""
-        ids = self._part_ids.pop((key, reference), [])
+        ids = [m.id for m in self._parts.pop((key, reference), [])]
         log.warning("incomplete long MO dropped", message_ids=ids, account=key[2], msisdn=key[0], short_code=key[1], why=why)
         if ids:
             self.store.complete_mo(ids, [], self.clock.now())

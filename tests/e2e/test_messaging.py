@@ -80,6 +80,34 @@ def test_registered_delivery_brings_a_receipt_for_the_submitted_id(handset):
     assert submitted <= done <= datetime.now(timezone.utc) <= done + timedelta(minutes=2)
 
 
+def test_a_text_to_a_short_code_brings_a_receipt_when_asked(handset):
+    """registered_delivery applies to any submission (5.2.17): handled by its short code is delivered."""
+    a = handset(A)
+    resp = a.submit(ECHO, "ping", registered_delivery=1)
+    receipt, reply = a.expect_many(2)
+    fields = receipt_fields(receipt)
+    assert (receipt.source_addr, receipt.destination_addr) == (ECHO.encode(), A.encode())
+    assert fields["id"].encode() == resp.message_id == receipt.receipted_message_id
+    assert (fields["stat"], fields["text"], receipt.message_state) == ("DELIVRD", "ping", 2)
+    assert text(reply) == "ping" and not is_receipt(reply)
+
+
+def test_a_long_text_to_a_short_code_brings_a_receipt_for_each_part(handset):
+    a = handset(A)
+    parts, coding, esm_class = gsm.make_parts(LONG_CHINESE, encoding=8)
+    ids = [a.submit(ECHO, part, data_coding=coding, esm_class=esm_class, registered_delivery=1).message_id for part in parts]
+    receipts = a.expect_many(len(parts), predicate=is_receipt)
+    assert sorted(r.receipted_message_id for r in receipts) == sorted(ids)
+    assert reassemble(a.expect_many(2, predicate=lambda p: not is_receipt(p))) == LONG_CHINESE
+
+
+def test_no_receipt_from_a_short_code_on_success_when_asked_for_failures_only(handset):
+    a = handset(A)
+    assert a.submit(ECHO, "ping", registered_delivery=2).status == ESME_ROK
+    assert a.submit(ECHO, "pong").status == ESME_ROK
+    assert [text(p) for p in a.expect_many(2)] == ["ping", "pong"]  # a receipt would have come before "ping"
+
+
 def test_no_receipt_unless_asked(handset):
     a, b = handset(A), handset(B)
     assert a.submit(B, "no receipt please").status == ESME_ROK
@@ -243,7 +271,7 @@ def test_a_long_mo_whose_other_parts_never_come_is_dropped_unanswered(make_gatew
     while gw.call(gw.gateway.store.get(message_id)).status is not MessageStatus.PROCESSED:  # the next tick drops it
         assert time.monotonic() < deadline, "the incomplete long MO was kept"
         a.expect_none(0.2)  # never answered
-    assert not gw.gateway.mo._part_ids  # nothing left of it in memory
+    assert not gw.gateway.mo._parts  # nothing left of it in memory
 
 
 def test_unanswered_delivery_is_sent_again(make_gateway, handset):
