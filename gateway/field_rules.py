@@ -28,9 +28,25 @@ _SMSC_ONLY_TLVS = (int(Tag.RECEIPTED_MESSAGE_ID), int(Tag.MESSAGE_STATE), int(Ta
 _MESSAGE_PAYLOAD = int(Tag.MESSAGE_PAYLOAD)
 
 
+# The same tables as octet -> 1 (allowed) / 0, for the one-expression test every submission takes.
+_NPI_OK = bytes(npi in _NPIS for npi in range(256))
+_ESM_CLASS_OK = bytes(e & _MESSAGE_TYPE in _SUBMITTED_MESSAGE_TYPES for e in range(256))
+_REGISTERED_DELIVERY_OK = bytes(not r & _REGISTERED_DELIVERY_RESERVED and r & _SMSC_RECEIPT != _SMSC_RECEIPT for r in range(256))
+
+
 def check_submission(pdu: SubmitSm | DataSm) -> None:
     """Raise Rejection for the first field of a submit_sm / data_sm (or a submit_multi's per-destination
     submit_sm) whose value SMPP 3.4 does not allow from an ESME."""
+    if (  # every submission: one expression (half the cost of the field-by-field checks, which name the fault)
+        pdu.source_addr_ton < 7 and pdu.dest_addr_ton < 7 and _NPI_OK[pdu.source_addr_npi] and _NPI_OK[pdu.dest_addr_npi]
+        and _ESM_CLASS_OK[pdu.esm_class] and _REGISTERED_DELIVERY_OK[pdu.registered_delivery] and not pdu.tlvs
+        and (type(pdu) is DataSm or pdu.priority_flag < 4 and pdu.replace_if_present_flag < 2)
+    ):  # fmt: skip
+        return
+    _find_fault(pdu)
+
+
+def _find_fault(pdu: SubmitSm | DataSm) -> None:
     if pdu.source_addr_ton not in _TONS:
         raise Rejection(S.ESME_RINVSRCTON, f"source_addr_ton {pdu.source_addr_ton} is not a type of number (0-6)")
     if pdu.source_addr_npi not in _NPIS:
