@@ -30,7 +30,10 @@ class NumberPlan:
 
     def is_msisdn(self, number: str) -> bool:
         """A canonical subscriber number (as opposed to a short code)."""
-        return number.isdigit() and len(number) == len(self.country_code) + self.national_length and number.startswith(self.country_code)
+        return (
+            number.isascii() and number.isdigit()  # str.isdigit alone takes `፩` and `²`
+            and len(number) == len(self.country_code) + self.national_length and number.startswith(self.country_code)
+        )  # fmt: skip
 
 
 def covered(number: str, prefixes: tuple[str, ...]) -> bool:

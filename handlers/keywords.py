@@ -38,7 +38,7 @@ def serial_numbers(text: str) -> list[int] | None:
     if not folded:
         return None
     parts = [p for p in _SERIAL_SEPARATORS.split(folded) if p]
-    if not parts or not all(p.isdigit() for p in parts):
+    if not parts or not all(p.isascii() and p.isdigit() for p in parts):  # not `፩` or `①`: int() refuses them
         return None
     seen: list[int] = []
     for p in parts:

@@ -208,7 +208,7 @@ def _refusal(ctx: ServiceContext, plan: NumberPlan, written: str, reporter: str)
     """The reply key when `written` cannot be reported by `reporter`, else None."""
     digits = written.replace("-", "").replace(" ", "").replace("(", "").replace(")", "")
     bare = digits.lstrip("+")
-    if not bare.isdigit():
+    if not (bare.isascii() and bare.isdigit()):
         return "spam.not_a_number"
     number = plan.normalise(digits)
     codes = operator_codes(ctx)

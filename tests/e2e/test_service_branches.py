@@ -111,6 +111,17 @@ def test_help_word_and_unknown_text_get_the_help_text(gw, phone) -> None:
     assert subscription_states(gw) == {"sina-news": "active"}
 
 
+def test_digits_other_than_0_to_9_get_the_help_text(gw, phone) -> None:
+    """`፩` (Ethiopic one) and `²` are digits to str.isdigit but not serial numbers: the handler used to
+    fail on them, leaving the MO unanswered and handled again, failing, at every start."""
+    subscribe(phone, "TT", SINA, SINA_NEWS)
+    assert ask(phone, OPERATOR, "፩") == [HELP]
+    ask(phone, OPERATOR, "0000")
+    assert ask(phone, OPERATOR, "1,፩") == [HELP]
+    assert ask(phone, OPERATOR, "1") == [zh("unsubscribe.done", sp_company="新浪公司", service="头条新闻")]
+    assert subscription_states(gw) == {"sina-news": "cancelled"}
+
+
 def test_unsubscribe_all_answered_after_its_window_is_expired_and_cancels_nothing(gw, phone, clock) -> None:
     subscribe(phone, "TT", SINA, SINA_NEWS)
     subscribe(phone, "TL", TENCENT, TENCENT_RINGTONES)
