@@ -18,7 +18,7 @@ and the receipts of all of them carry the message_id the ESME was given.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import fields
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -215,7 +215,9 @@ class Intake:
             self.spawn(self.amendments.replace_present(message))
 
     # ------------------------------------------------------- submit_multi
-    async def submit_multi(self, conn: SmppConnection, pdu: SubmitMulti) -> None:
+    def submit_multi(self, conn: SmppConnection, pdu: SubmitMulti) -> None:
+        """Admit each destination and issue the writes now, in arrival order with the PDUs around it (a submit_sm
+        read after it must not be stored or handled first); answer once they are committed."""
         account = conn.account
         admitted: list[Message] = []
         refused: list[UnsuccessSme] = []
@@ -236,8 +238,16 @@ class Intake:
             admitted.append(message)
         if admitted and account.role != "sp":
             self.router.note_mo(admitted[0].source_addr, conn)
+        if not may_be_stored(pdu, conn.highest_submitted):  # its sequence number is in the dedup keys
+            conn.highest_submitted = pdu.sequence_number
         # An MO goes to its short code's handler once committed (its handling may answer before this does).
-        accepts = (self.mo.accept(m) if m.direction is _MO else self.store.accept(m) for m in admitted)
+        accepts = [self.mo.accept(m) if m.direction is _MO else self.store.accept(m) for m in admitted]
+        self.spawn(self._answer_multi(conn, pdu, admitted, accepts, refused))
+
+    async def _answer_multi(
+        self, conn: SmppConnection, pdu: SubmitMulti, admitted: list[Message], accepts: list[Awaitable[tuple[str, bool]]],
+        refused: list[UnsuccessSme],
+    ) -> None:  # fmt: skip
         outcomes = await asyncio.gather(*accepts, return_exceptions=True)
         committed: list[tuple[Message, str, bool]] = []
         for message, outcome in zip(admitted, outcomes):

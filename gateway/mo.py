@@ -103,6 +103,9 @@ class MoProcessor:
         # subscriber -> their MOs submitted but not yet being handled (committing, reassembling, queued):
         # while there are any, a newer MO of theirs must not be handled at once, ahead of them.
         self._on_the_way: dict[str, int] = {}
+        # subscriber -> the writes of their later MOs, held back while one of theirs handled at once is not
+        # stored yet: its row must be committed first (or a crash could keep a later MO and lose it).
+        self._unstored: dict[str, list[Callable[[], None]]] = {}
         self._idle: asyncio.Future[None] | None = None  # drain() waits on it
 
     def is_short_code(self, address: str) -> bool:
@@ -116,7 +119,7 @@ class MoProcessor:
         if source not in self._on_the_way and self._handle_at_once(message, answer, may_be_stored):
             return
         self._on_the_way[source] = self._on_the_way.get(source, 0) + 1
-        self.store.accept_then(message, partial(self._accepted, message, answer))
+        self._write_in_turn(source, partial(self.store.accept_then, message, partial(self._accepted, message, answer)))
 
     def accept(self, message: Message) -> Awaitable[tuple[str, bool]]:
         """A new MO from a submit_multi: committed, then handled in its turn. Resolves as Store.accept."""
@@ -131,8 +134,21 @@ class MoProcessor:
                 committed.set_result(result)
             return error is None and result is not None and not result[1]
 
-        self.store.accept_then(message, partial(self._accepted, message, settled))
+        self._write_in_turn(source, partial(self.store.accept_then, message, partial(self._accepted, message, settled)))
         return committed
+
+    def _write_in_turn(self, source: str, write: Callable[[], None]) -> None:
+        """Issue an MO's write now, or after the write of the MO of the same subscriber being handled at once."""
+        waiting = self._unstored.get(source)
+        if waiting is None:
+            write()
+        else:
+            waiting.append(write)
+
+    def _stored(self, source: str) -> None:
+        """The write of the subscriber's MO handled at once is issued: the writes held back behind it follow."""
+        for write in self._unstored.pop(source, ()):
+            write()
 
     def _handle_at_once(self, message: Message, answer: Answer, may_be_stored: bool) -> bool:
         """Start handling a single-part MO whose keys are free and that is no copy of a stored one: True."""
@@ -147,6 +163,7 @@ class MoProcessor:
         if held is None:
             self.locks.release(keys)
             return False
+        self._unstored[message.source_addr] = []
         self._spawn(self._serialized(message, inbound, keys, (held, answer)))
         return True
 
@@ -238,6 +255,8 @@ class MoProcessor:
             await self._handle(message, inbound, held)
         finally:
             self.locks.release(keys)
+            if held is not None:
+                self._stored(message.source_addr)  # (already done, unless its handling never got that far)
 
     async def _handle(self, message: Message, inbound: Inbound, held: tuple[object, Answer] | None = None) -> None:
         """Run the MO's handler and commit what it decided (`held`: the MO itself is not stored yet; it goes
@@ -274,17 +293,19 @@ class MoProcessor:
         self, held: tuple[object, Answer], message: Message, done_at: float | None = None,
         replies: list[Message] | None = None, effects: list[Effect] | None = None,
     ) -> bool:  # fmt: skip
-        """Commit a held MO (with its handling, if done_at) and answer its submission: True once committed."""
+        """Commit a held MO (with its handling, if done_at) and answer its submission: True once committed with it."""
         reservation, answer = held
         try:
-            result = await self.store.accept_held(reservation, message, done_at, replies or (), effects or ())
+            committed = self.store.accept_held(reservation, message, done_at, replies or (), effects or ())
+            self._stored(message.source_addr)
+            result = await committed
         except BaseException as error:  # answered as any failed submission (and logged there)
             answer(None, error)
             if isinstance(error, Exception):
                 return False
             raise
         answer(result, None)
-        return True
+        return not result[1]  # a copy of a stored message after all: its handling was not stored
 
     def _receipts(self, parts: tuple[Message, ...], done_at: float) -> list[Message]:
         """Delivery receipts for the MO's submissions that asked for one: handled is delivered, to a short code."""

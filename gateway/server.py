@@ -122,7 +122,7 @@ class SmppConnection(asyncio.Protocol):
         elif command_id == C.QUERY_SM:
             self.gateway.spawn(self.gateway.intake.query(self, pdu))  # type: ignore[arg-type]
         elif command_id == C.SUBMIT_MULTI:
-            self.gateway.spawn(self.gateway.intake.submit_multi(self, pdu))  # type: ignore[arg-type]
+            self.gateway.intake.submit_multi(self, pdu)  # type: ignore[arg-type]
         elif command_id == C.CANCEL_SM:
             self.gateway.spawn(self.gateway.amendments.cancel(self, pdu))  # type: ignore[arg-type]
         elif command_id == C.REPLACE_SM:

@@ -184,6 +184,9 @@ class _Op:
     # Lists created on first use: most ops have neither, and accept() is the hot path.
     dedup_keys: list[str] | None = None  # keys this op inserts
     followers: list[_Waiter] | None = None  # copies of the message this op inserts, awaiting its commit
+    # accept_held: written alone instead if the held message is a copy of a stored one after all (its INSERT
+    # breaks the dedup key's UNIQUE index): then nothing of its handling may stand.
+    if_copy: Step | None = None
 
 
 def _succeed(waiter: _Waiter, value: Any, callbacks: list[tuple[Callback, Any, BaseException | None]]) -> None:
@@ -362,7 +365,14 @@ class SqliteStore:
         if done_at is not None:
             message.status = MessageStatus.PROCESSED
             message.done_at = done_at
-        held.steps.append(_insert_step(message, now))  # its key is held already (`hold`)
+        step = _insert_step(message, now)  # its key is held already (`hold`)
+        if step[0] == _INSERT_KEYED:
+            # Its INSERT fails on a stored copy (`hold` may have been told none can exist, wrongly), rather
+            # than skipping the row and committing the handling with it: see `_write_batch`.
+            held.steps.append((_INSERT, step[1], step[2]))
+            held.if_copy = step
+        else:
+            held.steps.append(step)
         held.steps.extend(effect_sql(effect) for effect in effects)
         for reply in replies:
             self._add_insert(held, reply, now)
@@ -550,6 +560,12 @@ class SqliteStore:
                 # batch is at fault. Once more, whole (a short lock passes, as with a backup); writing
                 # each op alone would wait the busy timeout once per op, minutes for a full window.
                 await self._write_batch(batch, again=True)
+            elif len(batch) == 1 and batch[0].if_copy is not None and isinstance(exc, sqlite3.IntegrityError):
+                # A held message that is a copy of a stored one: stored as any copy's accept (skipped, answered
+                # with the stored one's id), its handling dropped.
+                op = batch[0]
+                op.steps, op.if_copy = [op.if_copy], None
+                await self._write_batch(batch)
             elif len(batch) == 1 or locked:
                 self._settled_keys(batch)
                 callbacks = []

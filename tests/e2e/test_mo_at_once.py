@@ -9,10 +9,22 @@ another one still being handled or committed.
 
 from __future__ import annotations
 
+import sqlite3
+import struct
+
 from smpplib import gsm
 
 from gateway.store.records import MessageStatus
-from tests.smpp_handset import ESM_UDHI, ESME_ROK, encode, reassemble, text
+from tests.e2e.test_amend import answer, multi_resp, submit_multi
+from tests.smpp_handset import (
+    ESM_UDHI,
+    ESME_ROK,
+    RawLink,
+    encode,
+    encoded,
+    reassemble,
+    text,
+)
 
 A = "8613800000001"
 ECHO = "10086000"  # replies with the text it received
@@ -34,6 +46,19 @@ def test_a_short_mo_does_not_overtake_the_long_one_sent_before_it(gateway, hands
     replies = a.expect_many(3)
     assert reassemble(replies[:2]) == LONG_CHINESE
     assert text(replies[2]) == "after it"
+
+
+def test_an_mo_is_stored_before_the_later_ones_of_its_subscriber(gateway, handset):
+    """The first is handled at once and stored with its handling; the second, meeting its subscriber busy, is
+    stored first and handled after. Its row must not be committed before the first's: after a crash the client
+    sends again only what was not acknowledged, and a later MO kept without the earlier one is handled first."""
+    a = handset(A, gw=gateway)
+    first, second = a.send_together(a.make("submit_sm", ECHO, "first"), a.make("submit_sm", ECHO, "second"))
+    ids = [a.response(first).message_id.decode(), a.response(second).message_id.decode()]
+    assert [text(p) for p in a.expect_many(2)] == ["first", "second"]
+    with sqlite3.connect(f"file:{gateway.gateway.db_path}?mode=ro", uri=True) as db:
+        stored = [row[0] for row in db.execute("SELECT id FROM messages WHERE direction = 'mo' ORDER BY seq")]
+    assert stored == ids
 
 
 def test_a_copy_arriving_while_the_first_is_handled_gets_its_id_and_no_reply(gateway, handset):
@@ -70,6 +95,47 @@ def test_a_retransmission_on_the_same_bind_gets_the_first_id_and_no_reply(gatewa
     assert (again.status, again.message_id) == (ESME_ROK, first.message_id)
     assert a.submit(ECHO, "next").status == ESME_ROK
     assert text(a.expect()) == "next"
+
+
+def multi_id(link: RawLink, sequence: int) -> str:
+    status, body = answer(link, sequence)
+    assert status == ESME_ROK
+    return multi_resp(body)[0]
+
+
+def test_a_submit_sm_repeating_a_submit_multi_is_a_copy(gateway, handset):
+    """Same bind, sequence number, addresses and text: the same message, however it was sent the first time."""
+    a = handset(A, gw=gateway)
+    with RawLink(gateway.smpp_port) as link:
+        link.bind("handset", command="bind_transmitter")
+        link.send(submit_multi(2, A, [ECHO], b"once"))
+        first = multi_id(link, 2)
+        assert text(a.expect()) == "once"
+        link.send(encoded("submit_sm", 2, source_addr=A, destination_addr=ECHO, short_message=b"once"))
+        assert answer(link, 2) == (ESME_ROK, first.encode() + b"\0")
+    assert a.submit(ECHO, "next").status == ESME_ROK
+    assert text(a.expect()) == "next"  # no second "once" before it
+    assert stored_replies(gateway, "once") == 1  # nor one stored to go out later
+
+
+def stored_replies(gw, body: str) -> int:
+    with sqlite3.connect(f"file:{gw.gateway.db_path}?mode=ro", uri=True) as db:
+        query = "SELECT count(*) FROM messages WHERE direction = 'mt' AND source_addr = ? AND short_message = ?"
+        return db.execute(query, (ECHO, body.encode())).fetchone()[0]
+
+
+def test_a_submit_sm_read_with_a_submit_multi_before_it_is_handled_after_it(gateway, handset):
+    a = handset(A, gw=gateway)
+    with RawLink(gateway.smpp_port) as link:
+        link.bind("handset", command="bind_transmitter")
+        link.send(submit_multi(2, A, [ECHO], b"first") + encoded("submit_sm", 3, source_addr=A, destination_addr=ECHO,
+                                                                    short_message=b"second"))  # fmt: skip
+        replies = {}
+        for _ in range(2):
+            data = link.read_frame()
+            replies[struct.unpack(">L", data[12:16])[0]] = data
+        assert set(replies) == {2, 3}
+    assert [text(p) for p in a.expect_many(2)] == ["first", "second"]
 
 
 class FailingOnce:

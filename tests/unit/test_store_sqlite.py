@@ -117,6 +117,32 @@ async def test_duplicate_within_window_returns_first_id_and_writes_once(
     assert count_rows(db) == 1
 
 
+async def test_a_held_message_is_stored_with_its_handling_and_copies_follow_it(store: SqliteStore, db: Path) -> None:
+    held = store.hold(mo("a", dedup_key="k1"))
+    assert held is not None
+    assert store.hold(mo("b", dedup_key="k1")) is None  # a copy while the first is held
+    copy = store.accept(mo("b", dedup_key="k1"))
+    stored = store.accept_held(held, mo("a", dedup_key="k1"), 5.0, [mt("r1")])
+    assert await stored == ("a", False) and await copy == ("a", True)
+    assert (await store.get("a")).status is MessageStatus.PROCESSED and await store.get("r1") is not None
+    assert store.hold(mo("c", dedup_key="k1")) is None  # a copy of a stored one: found by a read
+    assert count_rows(db) == 2
+
+
+async def test_a_held_copy_of_a_stored_message_stores_nothing_of_its_handling(store: SqliteStore, db: Path) -> None:
+    """`hold` told (wrongly) that no stored message can hold the key: the INSERT fails on the UNIQUE index,
+    and the copy is stored as any copy is, without the replies and effects of its handling."""
+    assert await store.accept(mo("a", dedup_key="k1")) == ("a", False)
+    held = store.hold(mo("b", dedup_key="k1"), may_be_stored=False)
+    assert held is not None
+    others = [store.accept(mo(f"o{i}")) for i in range(3)]  # in the same batch: they must not fail with it
+    stored = store.accept_held(held, mo("b", dedup_key="k1"), 5.0, [mt("r1")])
+    assert await stored == ("a", True)
+    assert [await o for o in others] == [(f"o{i}", False) for i in range(3)]
+    assert await store.get("b") is None and await store.get("r1") is None
+    assert count_rows(db) == 4
+
+
 async def test_duplicate_of_uncommitted_message_resolves_after_its_commit(store: SqliteStore) -> None:
     first = store.accept(mo("a", dedup_key="k1"))
     copy = store.accept(mo("b", dedup_key="k1"))
