@@ -61,7 +61,8 @@ class Store(Protocol):
         replies: Sequence[Message] = (), effects: Sequence[Effect] = (),
     ) -> Awaitable[tuple[str, bool]]:  # fmt: skip
         """In one transaction: store the held message, `processed` at done_at together with its handler's
-        effects and replies, or (done_at None) `accepted`, to be handled later. Resolves to (id, False)."""
+        effects and replies, or (done_at None) `accepted`, to be handled later. Resolves to (id, False); or, should
+        the message prove a copy of a stored one after all, to (that one's id, True), nothing of its handling stored."""
 
     def complete_mo(
         self, mo_ids: Sequence[str], replies: Sequence[Message], done_at: float, effects: Sequence[Effect] = ()

@@ -360,7 +360,8 @@ class SqliteStore:
         replies: Sequence[Message] = (), effects: Sequence[Effect] = (),
     ) -> asyncio.Future[tuple[str, bool]]:  # fmt: skip
         """In one transaction: store the held message, `processed` at done_at with its handler's effects and
-        replies; or, without done_at, `accepted` (to be handled later). Resolves to (id, False) once committed."""
+        replies; or, without done_at, `accepted` (to be handled later). Resolves to (id, False) once committed, or
+        (stored id, True) for a copy of a stored message (`hold` was told none could exist): then only that."""
         now = self._begin_write()
         if done_at is not None:
             message.status = MessageStatus.PROCESSED
