@@ -36,7 +36,7 @@ from .clock import Clock
 from .config import GatewaySettings
 from .ids import MessageIds
 from .logs import get_logger
-from .receipts import make_receipt, receipt_due
+from .receipts import receipt_for
 from .router import Receiver, Router
 from .smpp.constants import CommandStatus, MessageState
 from .store.base import Store, WriteCallback
@@ -209,7 +209,7 @@ class Delivery:
     def delivered(self, message: Message) -> None:
         now = self.clock.now()
         self._forget(message)
-        receipt = self._receipt(message, _DELIVERED, now, 0)
+        receipt = receipt_for(message, _DELIVERED, now, 0, self.ids)
         self.store.mark_delivered(message.id, now, receipt, then=self._release_when_committed(message.id, receipt))
         if self._room_waiters:
             self._wake_pulls()
@@ -341,7 +341,7 @@ class Delivery:
         self._held.add(message.id)  # until its final status is committed
         if counted:
             self._forget(message)
-        receipt = self._receipt(message, state, now, error)
+        receipt = receipt_for(message, state, now, error, self.ids)
         self.store.mark_final(message.id, status.value, now, error, receipt, then=self._release_when_committed(message.id, receipt))
         log.info("mt final", message_id=message.id, msisdn=message.dest_addr, account=message.account, status=status.value)
 
@@ -366,11 +366,6 @@ class Delivery:
             self.queued[message.dest_addr] = remaining
         else:
             self.queued.pop(message.dest_addr, None)
-
-    def _receipt(self, message: Message, state: MessageState, now: float, error: int) -> Message | None:
-        if not receipt_due(message, state):
-            return None
-        return make_receipt(message, state, now, error, self.ids.next())
 
     def stop(self) -> None:
         """Shutting down: no more retries or reads (what is undelivered stays in the store)."""

@@ -32,7 +32,7 @@ from .field_rules import check_submission
 from .guards import Guards
 from .ids import MessageIds
 from .logs import get_logger
-from .messages import may_be_stored, message_from_submission, schedule, segments_of
+from .messages import message_from_submission, schedule, segments_of
 from .mo import MoProcessor
 from .numbers import NumberPlan
 from .refusal import Rejection, time_field
@@ -121,9 +121,7 @@ class Intake:
             return
         if account.role != "sp":
             self.router.note_mo(message.source_addr, conn)
-        stored_before = may_be_stored(pdu, conn.highest_submitted)
-        if not stored_before:
-            conn.highest_submitted = pdu.sequence_number
+        stored_before = conn.note_submission(pdu)
         if message.direction is _MO:
             self.mo.submit(message, partial(self._answer, conn, pdu.sequence_number, resp_id, message), stored_before)
             return
@@ -238,8 +236,7 @@ class Intake:
             admitted.append(message)
         if admitted and account.role != "sp":
             self.router.note_mo(admitted[0].source_addr, conn)
-        if not may_be_stored(pdu, conn.highest_submitted):  # its sequence number is in the dedup keys
-            conn.highest_submitted = pdu.sequence_number
+        conn.note_submission(pdu)  # its sequence number is in its destinations' dedup keys
         # An MO goes to its short code's handler once committed (its handling may answer before this does).
         accepts = [self.mo.accept(m) if m.direction is _MO else self.store.accept(m) for m in admitted]
         self.spawn(self._answer_multi(conn, pdu, admitted, accepts, refused))

@@ -6,7 +6,7 @@ import zlib
 
 from .numbers import NumberPlan
 from .smpp.constants import EsmClass, Tag
-from .smpp.pdu import DataSm, DeliverSm, SubmitSm
+from .smpp.pdu import DataSm, DeliverSm, SubmitMulti, SubmitSm
 from .smpp.segment import parts_needed
 from .smpp.tlv import decode_tlvs, encode_tlvs
 from .store.records import Direction, Message, MessageStatus
@@ -58,7 +58,7 @@ def dedup_key(account: str, session: str, pdu: SubmitSm | DataSm, source: str, d
     return f"{account}|{source}|{dest}|{marker}|{zlib.crc32(body):08x}{len(body)}"
 
 
-def may_be_stored(pdu: SubmitSm | DataSm, highest_before: int) -> bool:
+def may_be_stored(pdu: SubmitSm | DataSm | SubmitMulti, highest_before: int) -> bool:
     """Whether a stored message may already hold this submission's `dedup_key`: always with a
     user_message_reference; without one, only if its sequence number is not above every one its bind
     submitted before (a retransmission, or numbers that wrapped around)."""

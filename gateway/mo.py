@@ -19,17 +19,16 @@ handled in its turn (`_receive`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 from handlers.base import Handler, Inbound, Outcome, ServiceContext
 
 from .clock import Clock
 from .logs import get_logger
 from .outbox import Outbox
-from .receipts import make_receipt, receipt_due
+from .receipts import receipt_for
 from .serial import SerialLocks, in_order
 from .smpp import text as smpp_text
 from .smpp.constants import MessageState
@@ -115,16 +114,11 @@ class MoProcessor:
         """A new MO (submit_sm, data_sm): handled at once if nothing holds it up, else committed first and
         handled in its turn; `answer` is told once it is committed (see the module docstring).
         `may_be_stored` False: no stored message can hold its dedup_key (messages.may_be_stored)."""
-        source = message.source_addr
-        if source not in self._on_the_way and self._handle_at_once(message, answer, may_be_stored):
-            return
-        self._on_the_way[source] = self._on_the_way.get(source, 0) + 1
-        self._write_in_turn(source, partial(self.store.accept_then, message, partial(self._accepted, message, answer)))
+        if message.source_addr in self._on_the_way or not self._handle_at_once(message, answer, may_be_stored):
+            self._commit_first(message, answer)
 
     def accept(self, message: Message) -> Awaitable[tuple[str, bool]]:
         """A new MO from a submit_multi: committed, then handled in its turn. Resolves as Store.accept."""
-        source = message.source_addr
-        self._on_the_way[source] = self._on_the_way.get(source, 0) + 1
         committed = asyncio.get_running_loop().create_future()
 
         def settled(result: tuple[str, bool] | None, error: BaseException | None) -> bool:
@@ -134,11 +128,15 @@ class MoProcessor:
                 committed.set_result(result)
             return error is None and result is not None and not result[1]
 
-        self._write_in_turn(source, partial(self.store.accept_then, message, partial(self._accepted, message, settled)))
+        self._commit_first(message, settled)
         return committed
 
-    def _write_in_turn(self, source: str, write: Callable[[], None]) -> None:
-        """Issue an MO's write now, or after the write of the MO of the same subscriber being handled at once."""
+    def _commit_first(self, message: Message, answer: Answer) -> None:
+        """Store the MO `accepted` (after the write of the subscriber's MO being handled at once, if any), answer,
+        then handle it in its turn."""
+        source = message.source_addr
+        self._on_the_way[source] = self._on_the_way.get(source, 0) + 1
+        write = partial(self.store.accept_then, message, partial(self._accepted, message, answer))
         waiting = self._unstored.get(source)
         if waiting is None:
             write()
@@ -164,7 +162,7 @@ class MoProcessor:
             self.locks.release(keys)
             return False
         self._unstored[message.source_addr] = []
-        self._spawn(self._serialized(message, inbound, keys, (held, answer)))
+        self._start(message, inbound, keys, (held, answer))
         return True
 
     def _accepted(self, message: Message, answer: Answer, result: tuple[str, bool] | None, error: BaseException | None) -> None:
@@ -213,11 +211,10 @@ class MoProcessor:
         self._arrived(message.source_addr)
         self._start(message, inbound, keys)
 
-    def _start(self, message: Message, inbound: Inbound, keys: tuple[str, ...]) -> None:
-        self._spawn(self._serialized(message, inbound, keys))
-
-    def _spawn(self, handling: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(handling)
+    def _start(
+        self, message: Message, inbound: Inbound, keys: tuple[str, ...], held: tuple[object, Answer] | None = None
+    ) -> None:
+        task = asyncio.get_running_loop().create_task(self._serialized(message, inbound, keys, held))
         self._tasks.add(task)
         task.add_done_callback(self._finished)
 
@@ -309,8 +306,8 @@ class MoProcessor:
 
     def _receipts(self, parts: tuple[Message, ...], done_at: float) -> list[Message]:
         """Delivery receipts for the MO's submissions that asked for one: handled is delivered, to a short code."""
-        ids = self.outbox.ids
-        return [make_receipt(m, _DELIVERED, done_at, 0, ids.next()) for m in parts if receipt_due(m, _DELIVERED)]
+        receipts = (receipt_for(m, _DELIVERED, done_at, 0, self.outbox.ids) for m in parts)
+        return [receipt for receipt in receipts if receipt is not None]
 
     def expire_partial(self) -> None:
         """Parts of long MOs whose other parts never came: log them; they are not answered."""

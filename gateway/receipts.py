@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .ids import MessageIds
 from .smpp import text as smpp_text
 from .smpp.constants import EsmClass, MessageState, RegisteredDelivery, Tag
 from .smpp.segment import parse_udh
@@ -64,3 +65,10 @@ def make_receipt(message: Message, state: MessageState, done_at: float, error: i
         origin_id=message.id,
         extra={"to_account": message.account},
     )
+
+
+def receipt_for(message: Message, state: MessageState, done_at: float, error: int, ids: MessageIds) -> Message | None:
+    """The receipt `message` reached `state` with, if its registered_delivery asks for one."""
+    if not receipt_due(message, state):
+        return None
+    return make_receipt(message, state, done_at, error, ids.next())

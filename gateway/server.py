@@ -13,10 +13,18 @@ from typing import TYPE_CHECKING
 
 from .accounts import Account
 from .logs import get_logger
-from .messages import deliver_sm_for
+from .messages import deliver_sm_for, may_be_stored
 from .router import compile_address_range
 from .smpp.constants import CommandId, CommandStatus
-from .smpp.pdu import EnquireLink, Pdu, Unbind, response_to
+from .smpp.pdu import (
+    DataSm,
+    EnquireLink,
+    Pdu,
+    SubmitMulti,
+    SubmitSm,
+    Unbind,
+    response_to,
+)
 from .smpp.session import BIND_REQUESTS, Received, Session, Side, State
 from .store.records import Message
 
@@ -109,6 +117,14 @@ class SmppConnection(asyncio.Protocol):
     @property
     def system_id(self) -> str:
         return self.account.system_id if self.account is not None else "-"
+
+    def note_submission(self, pdu: SubmitSm | DataSm | SubmitMulti) -> bool:
+        """A submission admitted on this bind: True if a stored message may already hold its dedup key
+        (messages.may_be_stored); its sequence number counts from now on."""
+        if may_be_stored(pdu, self.highest_submitted):
+            return True
+        self.highest_submitted = pdu.sequence_number
+        return False
 
     # -------------------------------------------------------------- PDUs
     def _on_pdu(self, pdu: Pdu, request: Pdu | None) -> None:
