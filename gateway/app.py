@@ -97,6 +97,7 @@ class Gateway:
             self.outbox,
             self.clock,
             reassembly_timeout=settings.reassembly_timeout,
+            retry_backoff=settings.mo_retry_backoff,
             observe=self.observe,
             after_dialogue=self.services.after_dialogue,
             locks=self.locks,
@@ -198,6 +199,7 @@ class Gateway:
             server.close()
         drain_until = asyncio.get_running_loop().time() + self.config.gateway.drain_timeout
         await self.mo.drain()
+        self.mo.stop()
         while any(c.inflight for c in self.connections) and asyncio.get_running_loop().time() < drain_until:
             await asyncio.sleep(0.05)
         for connection in list(self.connections):

@@ -45,6 +45,7 @@ class GatewaySettings:
     enquire_link_interval: float = 30.0
     idle_timeout: float = 300.0
     retry_backoff: tuple[float, ...] = (2.0, 10.0, 30.0, 120.0, 600.0)
+    mo_retry_backoff: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0)  # an MO whose handling failed: tried again after each
     max_queued_per_subscriber: int = 1000
     dedup_window: float = 3600.0
     reassembly_timeout: float = 120.0
@@ -190,6 +191,8 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>") -> Config:
         raise ConfigError(path, "gateway.country_code", f"expected digits; got {gateway.country_code!r}")
     if not gateway.retry_backoff or min(gateway.retry_backoff) <= 0:
         raise ConfigError(path, "gateway.retry_backoff", "expected at least one delay, each above 0 seconds")
+    if any(delay <= 0 for delay in gateway.mo_retry_backoff):
+        raise ConfigError(path, "gateway.mo_retry_backoff", "expected delays above 0 seconds (none: give up at the first failure)")
     tls = _section(TlsSettings, raw.get("tls", {}), "tls", path)
     if tls.enabled and not (tls.certfile and tls.keyfile):
         raise ConfigError(path, "tls.certfile", "TLS is enabled: certfile and keyfile are required")

@@ -67,6 +67,7 @@ _MO, _MT = Direction.MO, Direction.MT  # read from the class, an enum member cos
 _QUERY_STATE = {
     MessageStatus.ACCEPTED: MessageState.ACCEPTED,
     MessageStatus.PROCESSED: MessageState.DELIVERED,
+    MessageStatus.FAILED: MessageState.UNDELIVERABLE,
     MessageStatus.SCHEDULED: MessageState.ENROUTE,  # SMPP 3.4 has no SCHEDULED message_state
     MessageStatus.ENROUTE: MessageState.ENROUTE,
     MessageStatus.DELIVERED: MessageState.DELIVERED,

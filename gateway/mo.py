@@ -14,6 +14,14 @@ it arrives and stored `processed` in the same transaction as its handling:
 one commit instead of two before the reply, and the acknowledgement and the
 replies go out after it. Any other MO is committed `accepted` first and
 handled in its turn (`_receive`).
+
+An MO whose handling fails (its handler raises, or the commit of what it
+decided fails) stays `accepted` and is tried again after each delay of
+`retry_backoff`, under its serial keys like any MO; the subscriber's later MOs
+do not wait for it. After the last delay it is given up: stored `failed`, its
+subscriber told the short code could not handle it (`common.unavailable`),
+never handled again. A restart in between tries every `accepted` MO again from
+the start of the schedule (`replay`).
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 
-from handlers.base import Handler, Inbound, Outcome, ServiceContext
+from handlers.base import Handler, Inbound, Outcome, Reply, ServiceContext
 
 from .clock import Clock
 from .logs import get_logger
@@ -36,10 +44,12 @@ from .smpp.segment import Concat, Reassembler, concat_info
 from .smpp.tlv import decode_tlvs
 from .store.base import Store
 from .store.effects import Effect
-from .store.records import Message
+from .store.records import Message, MessageStatus
 
 log = get_logger("mo")
 _DELIVERED = MessageState.DELIVERED  # an MO handled by its short code is delivered
+_UNDELIVERABLE = MessageState.UNDELIVERABLE  # ... and one given up is not
+_SYSTEM_ERROR = 8  # the `err:` of a given-up MO's receipt (ESME_RSYSERR: the fault is ours)
 # Told how the submission of an MO ended, once it is: answer(result, None) with result (id, duplicate), or
 # answer(None, error); returns True when it is a new message stored (not a copy, not failed).
 Answer = Callable[[tuple[str, bool] | None, BaseException | None], bool]
@@ -83,6 +93,7 @@ class MoProcessor:
         clock: Clock,
         *,
         reassembly_timeout: float,
+        retry_backoff: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0),
         observe: Callable[[Iterable[Effect]], None] = lambda effects: None,
         after_dialogue: Callable[[Inbound], Awaitable[object] | None] = lambda inbound: None,
         locks: SerialLocks | None = None,
@@ -106,6 +117,9 @@ class MoProcessor:
         # stored yet: its row must be committed first (or a crash could keep a later MO and lose it).
         self._unstored: dict[str, list[Callable[[], None]]] = {}
         self._idle: asyncio.Future[None] | None = None  # drain() waits on it
+        self.retry_backoff = retry_backoff  # delays before each new try of an MO whose handling failed
+        self._retries: dict[str, asyncio.TimerHandle] = {}  # MO id -> its next try
+        self._stopping = False
 
     def is_short_code(self, address: str) -> bool:
         return address in self.short_codes
@@ -192,7 +206,7 @@ class MoProcessor:
         self._arrived(message.source_addr)
 
     async def replay(self, messages: list[Message]) -> None:
-        """At start: MOs acknowledged before a crash but never handled, in arrival order."""
+        """At start: MOs acknowledged before a crash but never handled (or whose handling failed), in arrival order."""
         for message in messages:
             ready = self._assemble(message)
             if ready is not None:
@@ -205,16 +219,45 @@ class MoProcessor:
             self._idle = asyncio.get_running_loop().create_future()
             await self._idle
 
-    def _turn(self, message: Message, inbound: Inbound, keys: tuple[str, ...]) -> None:
+    def stop(self) -> None:
+        """The gateway stops: no more tries of failed MOs (they stay `accepted`, tried again at the next start)."""
+        self._stopping = True
+        for timer in self._retries.values():
+            timer.cancel()
+        self._retries.clear()
+
+    def _turn(self, message: Message, inbound: Inbound, keys: tuple[str, ...], attempt: int = 1) -> None:
         """The keys of a queued MO are ours now."""
         self._queued -= 1
-        self._arrived(message.source_addr)
-        self._start(message, inbound, keys)
+        if attempt == 1:
+            self._arrived(message.source_addr)
+        self._start(message, inbound, keys, attempt=attempt)
+
+    def _retry_later(self, message: Message, inbound: Inbound, parts: tuple[Message, ...], attempt: int) -> None:
+        """Handling try `attempt` failed: the next one after its delay (the MO stays `accepted` meanwhile)."""
+        if self._stopping:
+            return
+        self._whole[message.id] = parts
+        delay = self.retry_backoff[attempt - 1]
+        self._retries[message.id] = asyncio.get_running_loop().call_later(
+            delay, self._retry_now, message, inbound, attempt + 1
+        )
+        log.warning("MO to be tried again", message_id=message.id, account=message.account, msisdn=message.source_addr,
+                    short_code=message.dest_addr, attempt=attempt + 1, in_seconds=delay)  # fmt: skip
+
+    def _retry_now(self, message: Message, inbound: Inbound, attempt: int) -> None:
+        del self._retries[message.id]
+        keys = in_order(serial_keys(self.short_codes[message.dest_addr], inbound))
+        if not self.locks.take(keys, partial(self._turn, message, inbound, keys, attempt)):
+            self._queued += 1
+            return
+        self._start(message, inbound, keys, attempt=attempt)
 
     def _start(
-        self, message: Message, inbound: Inbound, keys: tuple[str, ...], held: tuple[object, Answer] | None = None
-    ) -> None:
-        task = asyncio.get_running_loop().create_task(self._serialized(message, inbound, keys, held))
+        self, message: Message, inbound: Inbound, keys: tuple[str, ...], held: tuple[object, Answer] | None = None,
+        attempt: int = 1,
+    ) -> None:  # fmt: skip
+        task = asyncio.get_running_loop().create_task(self._serialized(message, inbound, keys, held, attempt))
         self._tasks.add(task)
         task.add_done_callback(self._finished)
 
@@ -245,34 +288,43 @@ class MoProcessor:
         return smpp_text.decode(b"".join(parts), message.data_coding), tuple(m.id for m in received)
 
     async def _serialized(
-        self, message: Message, inbound: Inbound, keys: tuple[str, ...], held: tuple[object, Answer] | None = None
-    ) -> None:
+        self, message: Message, inbound: Inbound, keys: tuple[str, ...], held: tuple[object, Answer] | None = None,
+        attempt: int = 1,
+    ) -> None:  # fmt: skip
         """Handle an MO whose serial keys are held; they are released when it is done."""
         try:
-            await self._handle(message, inbound, held)
+            await self._handle(message, inbound, held, attempt)
         finally:
             self.locks.release(keys)
             if held is not None:
                 self._stored(message.source_addr)  # (already done, unless its handling never got that far)
 
-    async def _handle(self, message: Message, inbound: Inbound, held: tuple[object, Answer] | None = None) -> None:
+    async def _handle(
+        self, message: Message, inbound: Inbound, held: tuple[object, Answer] | None = None, attempt: int = 1
+    ) -> None:
         """Run the MO's handler and commit what it decided (`held`: the MO itself is not stored yet; it goes
-        in the same transaction, and its submission is answered after it)."""
+        in the same transaction, and its submission is answered after it). `attempt`: the how-manieth try."""
         short_code = self.short_codes[message.dest_addr]
         parts = self._whole.pop(message.id, None) or (message,)
         try:
             outcome: Outcome = await short_code.handler.handle(inbound, short_code.context)
         except Exception:
-            # The MO stays (or is stored) `accepted`: handled again at the next start rather than lost.
             log.exception("handler failed", message_id=message.id, account=message.account, msisdn=message.source_addr,
-                          short_code=message.dest_addr)  # fmt: skip
-            if held is not None:
-                await self._store_held(held, message)
+                          short_code=message.dest_addr, attempt=attempt)  # fmt: skip
+            # The MO stays (or is stored) `accepted`, and is tried again later.
+            if held is None or await self._store_held(held, message):
+                await self._failed(message, inbound, parts, attempt)
             return
         now = self.clock.now()
         mts = self._receipts(parts, now) + self.outbox.messages_for(outcome.replies, now, origin_id=message.id)
         if held is None:
-            await self.store.complete_mo(inbound.message_ids, mts, now, outcome.effects)
+            try:
+                await self.store.complete_mo(inbound.message_ids, mts, now, outcome.effects)
+            except Exception:
+                log.exception("MO handling not stored", message_id=message.id, account=message.account,
+                              msisdn=message.source_addr, short_code=message.dest_addr, attempt=attempt)  # fmt: skip
+                await self._failed(message, inbound, parts, attempt)
+                return
         elif not await self._store_held(held, message, now, mts, outcome.effects):
             return
         self.observe(outcome.effects)
@@ -296,17 +348,52 @@ class MoProcessor:
             committed = self.store.accept_held(reservation, message, done_at, replies or (), effects or ())
             self._stored(message.source_addr)
             result = await committed
-        except BaseException as error:  # answered as any failed submission (and logged there)
-            answer(None, error)
+        except BaseException as error:
+            if done_at is not None and isinstance(error, Exception):
+                # Its handling could not be stored with it: the MO alone, answered once committed, then handled
+                # again in its turn (and from there on tried again as any MO whose handling failed).
+                log.exception("MO handling not stored", message_id=message.id, account=message.account,
+                              msisdn=message.source_addr, short_code=message.dest_addr)  # fmt: skip
+                message.status, message.done_at = MessageStatus.ACCEPTED, None
+                self._commit_first(message, answer)
+                return False
+            answer(None, error)  # answered as any failed submission (and logged there)
             if isinstance(error, Exception):
                 return False
             raise
         answer(result, None)
         return not result[1]  # a copy of a stored message after all: its handling was not stored
 
-    def _receipts(self, parts: tuple[Message, ...], done_at: float) -> list[Message]:
+    async def _failed(self, message: Message, inbound: Inbound, parts: tuple[Message, ...], attempt: int) -> None:
+        """Handling try `attempt` of a stored MO failed: try again later, or give it up after the last try."""
+        if attempt <= len(self.retry_backoff):
+            self._retry_later(message, inbound, parts, attempt)
+            return
+        # Given up: stored `failed` with a receipt if asked for, and the subscriber is told (in their language
+        # if that can still be read).
+        context = self.short_codes[message.dest_addr].context
+        try:
+            language = await context.language_of(inbound.subscriber)
+        except Exception:  # noqa: BLE001  (the store failing again: the default language)
+            language = context.settings.language
+        sorry = Reply(inbound.subscriber, context.text("common.unavailable", language, short_code=inbound.short_code),
+                      inbound.short_code)  # fmt: skip
+        now = self.clock.now()
+        mts = self._receipts(parts, now, _UNDELIVERABLE) + self.outbox.messages_for([sorry], now, origin_id=message.id)
+        try:
+            await self.store.complete_mo(inbound.message_ids, mts, now, failed=True)
+        except Exception:  # still `accepted`: tried again at the next start
+            log.exception("MO not given up", message_id=message.id, account=message.account, msisdn=message.source_addr,
+                          short_code=message.dest_addr)  # fmt: skip
+            return
+        log.error("MO given up", message_id=message.id, account=message.account, msisdn=message.source_addr,
+                  short_code=message.dest_addr, attempts=attempt)  # fmt: skip
+        self.outbox.send(mts)
+
+    def _receipts(self, parts: tuple[Message, ...], done_at: float, state: MessageState = _DELIVERED) -> list[Message]:
         """Delivery receipts for the MO's submissions that asked for one: handled is delivered, to a short code."""
-        receipts = (receipt_for(m, _DELIVERED, done_at, 0, self.outbox.ids) for m in parts)
+        error = 0 if state is _DELIVERED else _SYSTEM_ERROR
+        receipts = (receipt_for(m, state, done_at, error, self.outbox.ids) for m in parts)
         return [receipt for receipt in receipts if receipt is not None]
 
     def expire_partial(self) -> None:

@@ -65,9 +65,11 @@ class Store(Protocol):
         the message prove a copy of a stored one after all, to (that one's id, True), nothing of its handling stored."""
 
     def complete_mo(
-        self, mo_ids: Sequence[str], replies: Sequence[Message], done_at: float, effects: Sequence[Effect] = ()
+        self, mo_ids: Sequence[str], replies: Sequence[Message], done_at: float, effects: Sequence[Effect] = (),
+        *, failed: bool = False,
     ) -> Awaitable[None]:
-        """In one transaction: mark these MOs processed, apply their handler's effects, insert its replies."""
+        """In one transaction: mark these MOs processed (`failed`: given up), apply their handler's effects, insert
+        its replies."""
 
     def apply(self, effects: Sequence[Effect], messages: Sequence[Message] = ()) -> Awaitable[None]:
         """In one transaction: apply effects and store messages (for work not triggered by an MO)."""

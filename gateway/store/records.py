@@ -14,13 +14,14 @@ class Direction(str, Enum):
 class MessageStatus(str, Enum):
     """Life of a stored message.
 
-    MO:  accepted -> processed
+    MO:  accepted -> processed | failed (given up: its handling kept failing, gateway/mo.py)
     MT:  [scheduled ->] enroute -> delivered | expired | undeliverable | deleted (cancel_sm)
          (scheduled: schedule_delivery_time not reached yet; it may also be deleted)
     """
 
     ACCEPTED = "accepted"
     PROCESSED = "processed"
+    FAILED = "failed"
     SCHEDULED = "scheduled"
     ENROUTE = "enroute"
     DELIVERED = "delivered"
@@ -63,7 +64,7 @@ class Message:
 
 
 _FINAL = frozenset(
-    {MessageStatus.PROCESSED, MessageStatus.DELIVERED, MessageStatus.EXPIRED, MessageStatus.UNDELIVERABLE, MessageStatus.DELETED}
+    {MessageStatus.PROCESSED, MessageStatus.FAILED, MessageStatus.DELIVERED, MessageStatus.EXPIRED, MessageStatus.UNDELIVERABLE, MessageStatus.DELETED}
 )
 
 

@@ -145,6 +145,7 @@ _INSERT_KEYED = _INSERT + SKIP_DUPLICATE_KEY  # a message with a dedup_key: a co
 _KEY_HOLDER = "SELECT id FROM messages WHERE dedup_key = ?"
 
 _PROCESSED = f"UPDATE messages SET status = '{MessageStatus.PROCESSED.value}', done_at = ? WHERE id = ?"
+_GIVEN_UP = f"UPDATE messages SET status = '{MessageStatus.FAILED.value}', done_at = ? WHERE id = ?"
 _DELIVERED = f"UPDATE messages SET status = '{MessageStatus.DELIVERED.value}', done_at = ? WHERE id = ?"
 _RETRY = "UPDATE messages SET attempts = ?, next_attempt_at = ?, error = ? WHERE id = ?"
 _REPLACE = (
@@ -380,11 +381,13 @@ class SqliteStore:
         return self._enqueue(held)
 
     def complete_mo(
-        self, mo_ids: Sequence[str], replies: Sequence[Message], done_at: float, effects: Sequence[Effect] = ()
+        self, mo_ids: Sequence[str], replies: Sequence[Message], done_at: float, effects: Sequence[Effect] = (),
+        *, failed: bool = False,
     ) -> asyncio.Future[None]:
         now = self._begin_write()
         op = self._new_op()
-        op.steps.extend((_PROCESSED, (done_at, mo_id), (mo_id,)) for mo_id in mo_ids)
+        sql = _GIVEN_UP if failed else _PROCESSED
+        op.steps.extend((sql, (done_at, mo_id), (mo_id,)) for mo_id in mo_ids)
         op.steps.extend(effect_sql(effect) for effect in effects)
         for reply in replies:
             self._add_insert(op, reply, now)
@@ -561,9 +564,10 @@ class SqliteStore:
                 # batch is at fault. Once more, whole (a short lock passes, as with a backup); writing
                 # each op alone would wait the busy timeout once per op, minutes for a full window.
                 await self._write_batch(batch, again=True)
-            elif len(batch) == 1 and batch[0].if_copy is not None and isinstance(exc, sqlite3.IntegrityError):
+            elif len(batch) == 1 and batch[0].if_copy is not None and self._is_stored_copy(batch[0], exc):
                 # A held message that is a copy of a stored one: stored as any copy's accept (skipped, answered
-                # with the stored one's id), its handling dropped.
+                # with the stored one's id), its handling dropped. (Any other failure of its transaction, e.g.
+                # an effect of its handling breaking a constraint, fails it below: nothing of it is stored.)
                 op = batch[0]
                 op.steps, op.if_copy = [op.if_copy], None
                 await self._write_batch(batch)
@@ -592,6 +596,10 @@ class SqliteStore:
         for op in batch:
             if op.dedup_keys and op.result is not None and op.result[0] in skipped:
                 op.result = (self._holder_of(op.dedup_keys[0]), True)
+
+    def _is_stored_copy(self, op: _Op, exc: Exception) -> bool:
+        """Did this op's INSERT of a held message fail because a stored message holds its dedup key?"""
+        return isinstance(exc, sqlite3.IntegrityError) and self._holder_of(op.dedup_keys[0]) is not None
 
     def _holder_of(self, key: str) -> str | None:
         """The id of the stored message holding this dedup key, if any."""

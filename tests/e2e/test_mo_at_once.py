@@ -2,7 +2,7 @@
 
 A single-part MO whose subscriber has nothing else on its way is handled at once and stored
 `processed` together with its handling. These tests pin what that must not change: per-subscriber
-order, one handling per message whatever its copies, and nothing lost when its handler fails.
+order, one handling per message whatever its copies (a handler that fails: test_mo_retry.py).
 PDUs sent back to back go in one write (the gateway reads them together): that is when an MO meets
 another one still being handled or committed.
 """
@@ -136,40 +136,6 @@ def test_a_submit_sm_read_with_a_submit_multi_before_it_is_handled_after_it(gate
             replies[struct.unpack(">L", data[12:16])[0]] = data
         assert set(replies) == {2, 3}
     assert [text(p) for p in a.expect_many(2)] == ["first", "second"]
-
-
-class FailingOnce:
-    """A handler whose first call raises (a bug met by one text), then echoes."""
-
-    def __init__(self, handler) -> None:
-        self.handler = handler
-        self.calls = 0
-
-    async def handle(self, inbound, ctx):
-        self.calls += 1
-        if self.calls == 1:
-            raise RuntimeError("handler bug")
-        return await self.handler.handle(inbound, ctx)
-
-
-def test_an_mo_whose_handler_fails_is_kept_and_handled_at_the_next_start(make_gateway, handset, tmp_path):
-    db = tmp_path / "gw.db"
-    gw = make_gateway(db_path=db)
-    short_code = gw.gateway.mo.short_codes[ECHO]
-    short_code.handler = FailingOnce(short_code.handler)
-    a = handset(A, gw=gw)
-    failed = a.submit(ECHO, "kept")
-    assert failed.status == ESME_ROK  # stored before it is answered, though not handled
-    assert a.submit(ECHO, "next").status == ESME_ROK
-    assert text(a.expect()) == "next"  # the subscriber's later MOs go on
-    assert statuses(gw, [failed.message_id]) == [MessageStatus.ACCEPTED]
-    a.close()
-    gw.stop()
-
-    again = make_gateway(db_path=db)
-    a = handset(A, gw=again)
-    assert text(a.expect()) == "kept"
-    assert statuses(again, [failed.message_id]) == [MessageStatus.PROCESSED]
 
 
 def test_long_mo_parts_sent_back_to_back_are_answered_once(gateway, handset):

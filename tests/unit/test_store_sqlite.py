@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from gateway.store.effects import Put
 from gateway.store.migrations import SCHEMA_VERSION
-from gateway.store.records import Direction, Message, MessageStatus
+from gateway.store.records import Direction, Message, MessageStatus, Subscriber
 from gateway.store.sqlite import SqliteStore, StoreOpenError
 from gateway.store.writer_child import plan
 
@@ -141,6 +142,19 @@ async def test_a_held_copy_of_a_stored_message_stores_nothing_of_its_handling(st
     assert [await o for o in others] == [(f"o{i}", False) for i in range(3)]
     assert await store.get("b") is None and await store.get("r1") is None
     assert count_rows(db) == 4
+
+
+async def test_a_held_message_whose_handling_breaks_a_constraint_is_not_stored(store: SqliteStore, db: Path) -> None:
+    """Only a stored copy turns a failed INSERT of a held message into a copy's accept: any other failure of its
+    transaction fails it whole, rather than storing it `processed` without the handling that failed."""
+    held = store.hold(mo("a", dedup_key="k1"))
+    assert held is not None
+    bad = Put(Subscriber("8613800000001", None))  # subscribers.language is NOT NULL
+    with pytest.raises(sqlite3.IntegrityError, match="NOT NULL"):
+        await store.accept_held(held, mo("a", dedup_key="k1"), 5.0, [mt("r1")], [bad])
+    assert await store.get("a") is None and await store.get("r1") is None
+    assert count_rows(db) == 0
+    assert await store.accept(mo("a2", dedup_key="k1")) == ("a2", False)  # its key is free again
 
 
 async def test_duplicate_of_uncommitted_message_resolves_after_its_commit(store: SqliteStore) -> None:

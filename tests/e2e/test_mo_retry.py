@@ -1,0 +1,133 @@
+"""An MO whose handling fails, seen from a handset (gateway/mo.py, `[gateway] mo_retry_backoff`).
+
+It stays stored `accepted` and is tried again after each delay of the schedule while the subscriber's
+later MOs go on; after the last try it is given up: stored `failed`, the subscriber told, never tried
+again, not even after a restart. A restart before that tries it again from the start.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from gateway.store.effects import Put
+from gateway.store.records import MessageStatus, Subscriber
+from handlers.base import Outcome
+from tests.smpp_handset import ESME_ROK, is_receipt, receipt_fields, text
+
+A = "8613800000001"
+ECHO = "10086000"  # replies with the text it received
+SORRY_ZH = "抱歉，10086000暂时无法处理您发送的短信，请稍后重新发送。"
+
+
+def status_of(gw, message_id) -> MessageStatus:
+    return gw.call(gw.gateway.store.get(message_id.decode() if isinstance(message_id, bytes) else message_id)).status
+
+
+class Failing:
+    """Wraps a short code's handler: its first `times` calls for a text fail (raising, or with `bad_effect` an
+    effect the store cannot commit); then it is the handler it wraps. Counts every call."""
+
+    def __init__(self, handler, times: int, bad_effect: bool = False) -> None:
+        self.handler = handler
+        self.times = times
+        self.bad_effect = bad_effect
+        self.calls = 0
+        self.called = threading.Event()
+
+    async def handle(self, inbound, ctx):
+        self.calls += 1
+        self.called.set()
+        if self.calls <= self.times:
+            if self.bad_effect:  # NOT NULL constraint failed: subscribers.language
+                return Outcome(effects=[Put(Subscriber(inbound.subscriber, None))])
+            raise RuntimeError("handler bug")
+        return await self.handler.handle(inbound, ctx)
+
+
+def failing(gw, times: int, **options) -> Failing:
+    short_code = gw.gateway.mo.short_codes[ECHO]
+    short_code.handler = Failing(short_code.handler, times, **options)
+    return short_code.handler
+
+
+def test_an_mo_whose_handler_fails_once_is_handled_by_the_next_try(make_gateway, handset):
+    gw = make_gateway(gateway={"mo_retry_backoff": [0.3]})
+    handler = failing(gw, times=1)
+    a = handset(A, gw=gw)
+    kept = a.submit(ECHO, "kept")
+    assert kept.status == ESME_ROK  # stored before it is answered, though not handled
+    assert a.submit(ECHO, "next").status == ESME_ROK
+    assert text(a.expect()) == "next"  # the subscriber's later MOs do not wait for it
+    assert text(a.expect()) == "kept"  # no restart needed
+    assert status_of(gw, kept.message_id) == MessageStatus.PROCESSED
+    assert handler.calls == 3
+
+
+def test_an_mo_whose_handling_cannot_be_committed_is_tried_again(make_gateway, handset):
+    """The handler returns; the transaction with what it decided fails: nothing of it is stored, and the MO is tried
+    again like one whose handler raised."""
+    gw = make_gateway(gateway={"mo_retry_backoff": [0.2, 0.2]})
+    handler = failing(gw, times=2, bad_effect=True)
+    a = handset(A, gw=gw)
+    resp = a.submit(ECHO, "once the store takes it")
+    assert resp.status == ESME_ROK
+    assert text(a.expect()) == "once the store takes it"
+    assert handler.calls == 3
+    assert status_of(gw, resp.message_id) == MessageStatus.PROCESSED
+
+
+def test_an_mo_that_keeps_failing_is_given_up_and_its_subscriber_told(make_gateway, handset, tmp_path):
+    db = tmp_path / "gw.db"
+    gw = make_gateway(db_path=db, gateway={"mo_retry_backoff": [0.1, 0.2]})
+    handler = failing(gw, times=3)  # every try of the first text
+    a = handset(A, gw=gw)
+    resp = a.submit(ECHO, "poison", registered_delivery=1)
+    assert resp.status == ESME_ROK
+    receipt, sorry = a.expect_many(2)
+    assert is_receipt(receipt) and receipt.receipted_message_id == resp.message_id
+    assert (receipt_fields(receipt)["stat"], receipt.message_state) == ("UNDELIV", 5)
+    assert text(sorry) == SORRY_ZH and sorry.source_addr == ECHO.encode()
+    assert handler.calls == 3  # the first try and one after each delay
+    assert status_of(gw, resp.message_id) == MessageStatus.FAILED
+    answer = a.query(resp.message_id)
+    assert (answer.status, answer.message_state) == (ESME_ROK, 5)  # UNDELIVERABLE
+    assert a.submit(ECHO, "after it").status == ESME_ROK
+    assert text(a.expect()) == "after it"  # the short code goes on with other texts
+    a.close()
+    gw.stop()
+
+    again = make_gateway(db_path=db)
+    replays = failing(again, times=0)
+    a = handset(A, gw=again)
+    assert a.submit(ECHO, "new").status == ESME_ROK
+    assert text(a.expect()) == "new"
+    assert replays.calls == 1  # "poison" was not handled again
+
+
+def test_the_subscriber_is_told_in_their_language(make_gateway, handset):
+    gw = make_gateway(gateway={"mo_retry_backoff": []})
+    a = handset(A, gw=gw)
+    assert a.submit("10086", "EN").status == ESME_ROK  # the operator's short code: English from now on
+    a.expect()
+    failing(gw, times=1)
+    assert a.submit(ECHO, "poison").status == ESME_ROK
+    assert text(a.expect()) == "Sorry, 10086000 could not handle your message just now. Please send it again later."
+
+
+def test_an_mo_still_failing_at_a_stop_is_tried_again_at_the_next_start(make_gateway, handset, tmp_path):
+    db = tmp_path / "gw.db"
+    gw = make_gateway(db_path=db, gateway={"mo_retry_backoff": [3600]})
+    failing(gw, times=1)
+    a = handset(A, gw=gw)
+    kept = a.submit(ECHO, "kept")
+    assert kept.status == ESME_ROK
+    assert a.submit(ECHO, "next").status == ESME_ROK
+    assert text(a.expect()) == "next"
+    assert status_of(gw, kept.message_id) == MessageStatus.ACCEPTED
+    a.close()
+    gw.stop()  # its next try was an hour away
+
+    again = make_gateway(db_path=db)
+    a = handset(A, gw=again)
+    assert text(a.expect()) == "kept"
+    assert status_of(again, kept.message_id) == MessageStatus.PROCESSED
