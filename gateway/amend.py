@@ -30,7 +30,7 @@ from .delivery import Delivery
 from .logs import get_logger
 from .messages import schedule
 from .numbers import NumberPlan
-from .refusal import Rejection, time_field
+from .refusal import Rejection, time_field, validity_end
 from .smpp.constants import CommandStatus, Tag
 from .smpp.pdu import CancelSm, ReplaceSm, response_to
 from .store.base import Store
@@ -76,7 +76,7 @@ class Amendments:
         source = self.plan.normalise(pdu.source_addr)
         now = self.clock.now()
         try:
-            expires_at = time_field(pdu.validity_period, now, S.ESME_RINVEXPIRY)
+            expires_at = validity_end(pdu.validity_period, now)
             scheduled_at = time_field(pdu.schedule_delivery_time, now, S.ESME_RINVSCHED)
         except Rejection as refused:
             log.warning("replace_sm refused", account=account, msisdn=source, message_id=pdu.message_id, reason=refused.reason)

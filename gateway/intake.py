@@ -35,7 +35,7 @@ from .logs import get_logger
 from .messages import message_from_submission, schedule, segments_of
 from .mo import MoProcessor
 from .numbers import NumberPlan
-from .refusal import Rejection, time_field
+from .refusal import Rejection, time_field, validity_end
 from .router import Router
 from .smpp.codec import encode_message_id_resp
 from .smpp.constants import CommandId, CommandStatus, MessageState
@@ -142,8 +142,8 @@ class Intake:
         if not dest.isdigit():
             raise Rejection(S.ESME_RINVDSTADR, f"destination_addr {pdu.destination_addr!r} is not a number")
         now = self.clock.now()
-        validity = time_field(getattr(pdu, "validity_period", ""), now, S.ESME_RINVEXPIRY)  # data_sm has none
-        expires_at = validity if validity is not None and validity > now else now + self.settings.default_validity
+        validity = validity_end(getattr(pdu, "validity_period", ""), now)  # data_sm has none
+        expires_at = validity if validity is not None else now + self.settings.default_validity
         to_short_code = account.role != "sp" and self.mo.is_short_code(dest)
         wanted_at = getattr(pdu, "schedule_delivery_time", "")  # data_sm has none; a short code answers at once
         scheduled_at = self._scheduled_at(wanted_at, now, expires_at) if wanted_at and not to_short_code else None

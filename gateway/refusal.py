@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .smpp.constants import CommandStatus
 from .smpp.times import SmppTimeError, parse_smpp_time
 
 
@@ -19,3 +20,15 @@ def time_field(value: str, now: float, status: int) -> float | None:
         return parse_smpp_time(value, now) if value else None
     except SmppTimeError as exc:
         raise Rejection(status, str(exc)) from None
+
+
+def validity_end(validity_period: str, now: float) -> float | None:
+    """When a message with this validity_period expires; None if not given (the default applies). An absolute
+    time already past is refused (ESME_RINVEXPIRY: the sender meant it to expire before it was accepted); a
+    relative period of zero counts as not given."""
+    end = time_field(validity_period, now, CommandStatus.ESME_RINVEXPIRY)
+    if end is None or end > now:
+        return end
+    if validity_period.endswith("R"):
+        return None
+    raise Rejection(CommandStatus.ESME_RINVEXPIRY, f"validity_period {validity_period!r} has already passed")

@@ -158,6 +158,8 @@ def test_replace_sm_rewrites_an_mt_before_it_goes_out(handset, esme) -> None:
     assert answer(esme, 2) == (ESME_ROK, b"")
     esme.send(replace_sm(3, A, message_id, b"x", validity="not a time"))
     assert answer(esme, 3)[0] == ESME_RINVEXPIRY
+    esme.send(replace_sm(5, A, message_id, b"x", validity="010101000000000+"))  # 2001: already past
+    assert answer(esme, 5)[0] == ESME_RINVEXPIRY
 
     b = handset(B)
     assert text(b.expect()) == "meet at 6 instead"

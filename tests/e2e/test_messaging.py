@@ -379,6 +379,16 @@ def test_malformed_validity_period_is_refused(handset):
     assert a.submit(B, "when?", validity_period="tomorrow").status == ESME_RINVEXPIRY
 
 
+def test_a_validity_period_already_past_is_refused(handset):
+    """An absolute time before now: the sender meant it to expire before it was accepted (not to live the default
+    two days). A relative period of zero is taken as none given."""
+    a, b = handset(A), handset(B)
+    an_hour_ago = (datetime.now(timezone.utc) - timedelta(hours=1)).strftime("%y%m%d%H%M%S") + "000+"
+    assert a.submit(B, "too late", validity_period=an_hour_ago).status == ESME_RINVEXPIRY
+    assert a.submit(B, "no validity", validity_period="000000000000000R").status == ESME_ROK
+    assert text(b.expect()) == "no validity"
+
+
 def test_sp_content_needs_a_subscription(handset):
     sp = handset("1066916", system_id="sina")
     assert sp.submit(A, "今日天气：晴").status == SMSGW_RNOSUBSCRIPTION
