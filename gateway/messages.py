@@ -12,8 +12,19 @@ from .smpp.tlv import decode_tlvs, encode_tlvs
 from .store.records import Direction, Message, MessageStatus
 
 MAX_SHORT_MESSAGE = 254
-# Optional parameters that describe the submission itself and are not passed on.
-_NOT_FORWARDED = frozenset({Tag.MESSAGE_PAYLOAD})
+# The optional parameters a deliver_sm may carry (SMPP 3.4 section 4.6.1), and ussd_service_op, which USSD
+# gateways carry in deliver_sm too.
+_DELIVER_SM_TLVS = frozenset({
+    Tag.USER_MESSAGE_REFERENCE, Tag.SOURCE_PORT, Tag.DESTINATION_PORT, Tag.SAR_MSG_REF_NUM, Tag.SAR_TOTAL_SEGMENTS,
+    Tag.SAR_SEGMENT_SEQNUM, Tag.USER_RESPONSE_CODE, Tag.PRIVACY_INDICATOR, Tag.PAYLOAD_TYPE, Tag.MESSAGE_PAYLOAD,
+    Tag.CALLBACK_NUM, Tag.SOURCE_SUBADDRESS, Tag.DEST_SUBADDRESS, Tag.LANGUAGE_INDICATOR, Tag.ITS_SESSION_INFO,
+    Tag.NETWORK_ERROR_CODE, Tag.MESSAGE_STATE, Tag.RECEIPTED_MESSAGE_ID, Tag.USSD_SERVICE_OP,
+})  # fmt: skip
+# Optional parameters of a submission that are not passed on to its recipient: message_payload (the text is the
+# message's body), and the standard ones a deliver_sm may not carry, which only tell the SMSC how to deliver
+# (dest_addr_subunit, qos_time_to_live, ms_validity, ...): a strict receiver refuses a deliver_sm with them
+# (smpplib's client fails to parse it). Tags SMPP 3.4 does not define (vendor-specific) go on as they came.
+_NOT_FORWARDED = frozenset(int(tag) for tag in Tag if tag not in _DELIVER_SM_TLVS) | {int(Tag.MESSAGE_PAYLOAD)}
 _USER_MESSAGE_REFERENCE = int(Tag.USER_MESSAGE_REFERENCE)  # Tag.X from the class: ~150 ns (EnumType.__getattr__)
 _UDHI = int(EsmClass.UDHI)
 _NOT_MESSAGING_MODE = 0xFC  # esm_class without bits 1-0 (datagram, forward, store and forward)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.smpp.tlv import decode_tlvs
 from tests.smpp_handset import ESM_RECEIPT, ESME_ROK, frame, text
 
 A = "8613800000001"  # account handset
@@ -91,3 +92,23 @@ def test_an_esme_acknowledgement_is_delivered_as_one_and_the_messaging_mode_is_n
     ack, forwarded = b.expect_many(2)
     assert (text(ack), ack.esm_class) == ("ack", 0x08)  # deliver_sm: SME delivery acknowledgement
     assert (text(forwarded), forwarded.esm_class) == ("forward mode", 0x00)  # bits 1-0 do not apply to deliver_sm
+
+
+def test_only_what_a_deliver_sm_may_carry_is_passed_on_to_the_recipient(gateway, handset):
+    """dest_addr_subunit, ms_validity and the like tell the SMSC how to deliver; a deliver_sm may not carry them,
+    and smpplib's client cannot even parse one that does. source_port is for the recipient; a vendor TLV goes on as
+    it came."""
+    a, b = handset(A), handset(B)
+    tlvs = (
+        tlv(0x0005, bytes([1]))  # dest_addr_subunit: MS display
+        + tlv(0x1204, bytes([0]))  # ms_validity
+        + tlv(0x020A, (1234).to_bytes(2, "big"))  # source_port
+        + tlv(0x1400, b"ref-42")  # vendor-specific
+    )  # fmt: skip
+    a.client._socket.sendall(submit_sm(105, b"with options", tlvs=tlvs))
+    resp = a.response(105)
+    assert resp.status == ESME_ROK
+    delivered = b.expect()  # smpplib fails on a deliver_sm with dest_addr_subunit (not one of its fields)
+    assert (text(delivered), delivered.source_port) == ("with options", 1234)
+    stored = gateway.call(gateway.gateway.store.get(resp.message_id.decode()))
+    assert decode_tlvs(stored.tlvs, 0, len(stored.tlvs)) == {0x020A: 1234, 0x1400: b"ref-42"}
