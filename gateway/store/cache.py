@@ -65,7 +65,7 @@ PARTITIONS: dict[type, dict[str, tuple[str, ...]]] = {
 # its first collection (partitions are kept for as long as the gateway runs; a key holding the type stayed
 # tracked, and every generation-1 collection scanned it again).
 _Key = tuple[str, str, str]
-_Rows = dict[tuple, tuple]  # primary key -> row, in the store's insertion order
+_Rows = dict[Any, tuple]  # primary key (_Layout.primary_key) -> row, in the store's insertion order
 
 
 class _Layout:
@@ -83,8 +83,15 @@ class _Layout:
             for column, after in PARTITIONS[record_type].items()
         }
 
-    def primary_key(self, row: tuple) -> tuple:
-        return tuple(row[i] for i in self.key)
+    def primary_key(self, row: tuple) -> Any:
+        """A row's key in its partition: the value of a one-column primary key itself, not a 1-tuple (one tuple
+        less per record for the collector to scan: most records have an id), else the tuple of the values."""
+        key = self.key
+        return row[key[0]] if len(key) == 1 else tuple(row[i] for i in key)
+
+    def key_of(self, values: tuple) -> Any:
+        """The key `primary_key` gives the row whose primary key columns hold `values`."""
+        return values[0] if len(values) == 1 else values
 
 
 _LAYOUTS = {record_type: _Layout(record_type) for record_type in PARTITIONS}
@@ -140,13 +147,13 @@ class RecordCache:
                 partitioned_by = PARTITIONS.get(type(record))
                 if partitioned_by is None:
                     continue
-                row = None
+                row = pk = None
                 for column in partitioned_by:
                     rows = self._touch((type(record).__name__, column, getattr(record, column)))
                     if rows is not None:
                         if row is None:
                             row = to_row(record)
-                        pk = _LAYOUTS[type(record)].primary_key(row)
+                            pk = _LAYOUTS[type(record)].primary_key(row)
                         rows.pop(pk, None)  # to the end: a new rowid
                         rows[pk] = row
             elif type(effect) is Delete:
@@ -173,10 +180,11 @@ class RecordCache:
             return
         layout = _LAYOUTS[effect.record_type]
         name = effect.record_type.__name__
-        pk = tuple(effect.key)
+        values = tuple(effect.key)
+        pk = layout.key_of(values)
         for column in partitioned_by:
             if column in layout.key_names:
-                rows = self._touch((name, column, pk[layout.key_names.index(column)]))
+                rows = self._touch((name, column, values[layout.key_names.index(column)]))
                 if rows is not None:
                     rows.pop(pk, None)
             else:  # which partition holds it is not in the key: forget them all (no handler deletes such records)
