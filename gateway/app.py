@@ -98,7 +98,8 @@ class Gateway:
             self.clock,
             reassembly_timeout=settings.reassembly_timeout,
             retry_backoff=settings.mo_retry_backoff,
-            observe=self.observe,
+            records=self.records,
+            observe=self.guards.observe,
             after_dialogue=self.services.after_dialogue,
             locks=self.locks,
         )

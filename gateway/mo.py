@@ -15,6 +15,12 @@ one commit instead of two before the reply, and the acknowledgement and the
 replies go out after it. Any other MO is committed `accepted` first and
 handled in its turn (`_receive`).
 
+A handler whose reads all go through the record cache (`hands_keys_on`: the
+spam reports, which queue on the reported number) hands its keys on as soon as
+its commit is issued, not once it is done: its effects go to the cache then,
+and the next holder's commit names it (`Store` `after`), so that one fails
+too, and is tried again, if this one's commit fails (`_commit_handling`).
+
 An MO whose handling fails (its handler raises, or the commit of what it
 decided fails) stays `accepted` and is tried again after each delay of
 `retry_backoff`, under its serial keys like any MO; the subscriber's later MOs
@@ -43,6 +49,7 @@ from .smpp.constants import MessageState
 from .smpp.segment import Concat, Reassembler, concat_info
 from .smpp.tlv import decode_tlvs
 from .store.base import Store
+from .store.cache import RecordCache
 from .store.effects import Effect
 from .store.records import Message, MessageStatus
 
@@ -53,6 +60,20 @@ _SYSTEM_ERROR = 8  # the `err:` of a given-up MO's receipt (ESME_RSYSERR: the fa
 # Told how the submission of an MO ended, once it is: answer(result, None) with result (id, duplicate), or
 # answer(None, error); returns True when it is a new message stored (not a copy, not failed).
 Answer = Callable[[tuple[str, bool] | None, BaseException | None], bool]
+
+
+class _Holding:
+    """The serial keys an MO holds while it is handled: released once, when it is done or handed on earlier."""
+
+    __slots__ = ("held", "keys", "locks")
+
+    def __init__(self, locks: SerialLocks, keys: tuple[str, ...]) -> None:
+        self.locks, self.keys, self.held = locks, keys, True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.locks.release(self.keys)
 
 
 @dataclass(slots=True)
@@ -94,6 +115,7 @@ class MoProcessor:
         *,
         reassembly_timeout: float,
         retry_backoff: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0),
+        records: RecordCache | None = None,
         observe: Callable[[Iterable[Effect]], None] = lambda effects: None,
         after_dialogue: Callable[[Inbound], Awaitable[object] | None] = lambda inbound: None,
         locks: SerialLocks | None = None,
@@ -102,6 +124,7 @@ class MoProcessor:
         self.store = store
         self.outbox = outbox
         self.clock = clock
+        self.records = records  # the record cache handlers read through: told every effect (see _commit_handling)
         self.observe = observe  # sees every committed effect (the submission guards)
         self.after_dialogue = after_dialogue  # a dialogue ended (survey sampling): awaited if it returns something
         self.reassembler = Reassembler(timeout=reassembly_timeout, on_evict=self._dropped)
@@ -120,6 +143,7 @@ class MoProcessor:
         self.retry_backoff = retry_backoff  # delays before each new try of an MO whose handling failed
         self._retries: dict[str, asyncio.TimerHandle] = {}  # MO id -> its next try
         self._stopping = False
+        self._in_flight: dict[str, Awaitable] = {}  # serial key -> the commit in flight of the MO that handed it on
 
     def is_short_code(self, address: str) -> bool:
         return address in self.short_codes
@@ -291,17 +315,19 @@ class MoProcessor:
         self, message: Message, inbound: Inbound, keys: tuple[str, ...], held: tuple[object, Answer] | None = None,
         attempt: int = 1,
     ) -> None:  # fmt: skip
-        """Handle an MO whose serial keys are held; they are released when it is done."""
+        """Handle an MO whose serial keys are held; they are released when it is done (or handed on earlier)."""
+        holding = _Holding(self.locks, keys)
         try:
-            await self._handle(message, inbound, held, attempt)
+            await self._handle(message, inbound, held, attempt, holding)
         finally:
-            self.locks.release(keys)
+            holding.release()
             if held is not None:
                 self._stored(message.source_addr)  # (already done, unless its handling never got that far)
 
     async def _handle(
-        self, message: Message, inbound: Inbound, held: tuple[object, Answer] | None = None, attempt: int = 1
-    ) -> None:
+        self, message: Message, inbound: Inbound, held: tuple[object, Answer] | None = None, attempt: int = 1,
+        holding: _Holding | None = None,
+    ) -> None:  # fmt: skip
         """Run the MO's handler and commit what it decided (`held`: the MO itself is not stored yet; it goes
         in the same transaction, and its submission is answered after it). `attempt`: the how-manieth try."""
         short_code = self.short_codes[message.dest_addr]
@@ -317,52 +343,100 @@ class MoProcessor:
             return
         now = self.clock.now()
         mts = self._receipts(parts, now) + self.outbox.messages_for(outcome.replies, now, origin_id=message.id)
-        if held is None:
-            try:
-                await self.store.complete_mo(inbound.message_ids, mts, now, outcome.effects)
-            except Exception:
-                log.exception("MO handling not stored", message_id=message.id, account=message.account,
-                              msisdn=message.source_addr, short_code=message.dest_addr, attempt=attempt)  # fmt: skip
-                await self._failed(message, inbound, parts, attempt)
-                return
-        elif not await self._store_held(held, message, now, mts, outcome.effects):
+        follow_up = self.after_dialogue(inbound) if outcome.completed else None  # decided now, run after the commit
+        hand_on = (
+            follow_up is None and holding is not None and self.records is not None
+            and getattr(short_code.handler, "hands_keys_on", False)
+        )  # fmt: skip
+        if not await self._commit_handling(message, inbound, parts, attempt, held, holding, now, mts, outcome.effects, hand_on):
             return
+        if not hand_on and self.records is not None:
+            self.records.committed(outcome.effects)
         self.observe(outcome.effects)
         self.outbox.send(mts)
-        if outcome.completed:
-            follow_up = self.after_dialogue(inbound)
-            if follow_up is not None:  # e.g. a sampled survey, under this MO's serial keys
-                try:
-                    await follow_up
-                except Exception:
-                    log.exception("dialogue follow-up failed", message_id=message.id, account=message.account,
-                                  msisdn=message.source_addr)  # fmt: skip
+        if follow_up is not None:  # e.g. a sampled survey, under this MO's serial keys
+            try:
+                await follow_up
+            except Exception:
+                log.exception("dialogue follow-up failed", message_id=message.id, account=message.account,
+                              msisdn=message.source_addr)  # fmt: skip
 
-    async def _store_held(
-        self, held: tuple[object, Answer], message: Message, done_at: float | None = None,
-        replies: list[Message] | None = None, effects: list[Effect] | None = None,
+    async def _commit_handling(
+        self, message: Message, inbound: Inbound, parts: tuple[Message, ...], attempt: int,
+        held: tuple[object, Answer] | None, holding: _Holding | None, done_at: float, replies: list[Message],
+        effects: list[Effect], hand_on: bool,
     ) -> bool:  # fmt: skip
-        """Commit a held MO (with its handling, if done_at) and answer its submission: True once committed with it."""
+        """Commit the MO's handling (with the MO itself, if held; answered after it): True once stored.
+
+        `hand_on`: its keys go to the next MO waiting for them as soon as the commit is issued, its effects to
+        the record cache then (the next holder must read them); that MO's own commit then names this one
+        (`Store` `after`) and fails if this one does. An MO whose handling is not stored is tried again later."""
+        after = self._in_flight_of(holding.keys) if holding is not None and self._in_flight else ()
+        commit = token = None
+        try:
+            if held is None:
+                commit = self.store.complete_mo(inbound.message_ids, replies, done_at, effects, after=after)
+            else:
+                commit = self.store.accept_held(held[0], message, done_at, replies, effects, after=after)
+                self._stored(message.source_addr)
+            if hand_on:
+                token = self._hand_on(holding, commit, effects)
+            result = await commit
+        except BaseException as error:
+            if token is not None:
+                self._handed_on_settled(holding.keys, commit, token, False)
+            if not isinstance(error, Exception):
+                if held is not None:
+                    held[1](None, error)
+                raise
+            log.exception("MO handling not stored", message_id=message.id, account=message.account,
+                          msisdn=message.source_addr, short_code=message.dest_addr, attempt=attempt)  # fmt: skip
+            if held is None:
+                await self._failed(message, inbound, parts, attempt)
+            else:  # the MO alone, answered once committed, then handled again in its turn
+                message.status, message.done_at = MessageStatus.ACCEPTED, None
+                self._commit_first(message, held[1])
+            return False
+        stored = held is None or not result[1]  # a held copy of a stored message after all: its handling dropped
+        if token is not None:
+            self._handed_on_settled(holding.keys, commit, token, stored)
+        if held is not None:
+            held[1](result, None)
+        return stored
+
+    def _hand_on(self, holding: _Holding, commit: Awaitable, effects: list[Effect]) -> int:
+        """The MO's commit is issued: its effects to the record cache, its keys to the next MO waiting."""
+        token = self.records.issued(effects)
+        for key in holding.keys:
+            self._in_flight[key] = commit
+        holding.release()
+        return token
+
+    def _handed_on_settled(self, keys: tuple[str, ...], commit: Awaitable, token: int, stored: bool) -> None:
+        self.records.settled(token, stored)
+        for key in keys:
+            if self._in_flight.get(key) is commit:
+                del self._in_flight[key]
+
+    def _in_flight_of(self, keys: tuple[str, ...]) -> list[Awaitable]:
+        """The commits still in flight of MOs that handed these keys on."""
+        return list({self._in_flight[key] for key in keys if key in self._in_flight})
+
+    async def _store_held(self, held: tuple[object, Answer], message: Message) -> bool:
+        """Store a held MO `accepted` (its handling failed: to be tried again) and answer its submission: True
+        once stored (not a copy)."""
         reservation, answer = held
         try:
-            committed = self.store.accept_held(reservation, message, done_at, replies or (), effects or ())
+            committed = self.store.accept_held(reservation, message)
             self._stored(message.source_addr)
             result = await committed
         except BaseException as error:
-            if done_at is not None and isinstance(error, Exception):
-                # Its handling could not be stored with it: the MO alone, answered once committed, then handled
-                # again in its turn (and from there on tried again as any MO whose handling failed).
-                log.exception("MO handling not stored", message_id=message.id, account=message.account,
-                              msisdn=message.source_addr, short_code=message.dest_addr)  # fmt: skip
-                message.status, message.done_at = MessageStatus.ACCEPTED, None
-                self._commit_first(message, answer)
-                return False
             answer(None, error)  # answered as any failed submission (and logged there)
             if isinstance(error, Exception):
                 return False
             raise
         answer(result, None)
-        return not result[1]  # a copy of a stored message after all: its handling was not stored
+        return not result[1]
 
     async def _failed(self, message: Message, inbound: Inbound, parts: tuple[Message, ...], attempt: int) -> None:
         """Handling try `attempt` of a stored MO failed: try again later, or give it up after the last try."""

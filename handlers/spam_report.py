@@ -130,6 +130,12 @@ def reported_key(number: str) -> str:
 
 
 class SpamReportHandler:
+    # Victims report one spammer in bursts, so reports queue on the reported number's key. Each hands its keys
+    # on as soon as its commit is issued rather than once it is done (gateway/mo.py): the next report reads this
+    # one's effects from the record cache. That is exact because everything this handler reads is a record
+    # the cache keeps by partition (Dialogue, SpamReport, Block, Subscriber), never a query the store answers.
+    hands_keys_on = True
+
     def serial_keys(self, inbound: Inbound, ctx: ServiceContext) -> list[str]:
         """The reporter (their prompt, their daily limit) and the number reported (distinct reporters
         counted against the threshold) are each handled one report at a time."""

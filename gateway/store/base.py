@@ -7,6 +7,11 @@ Every write returns an awaitable that resolves only after the write is
 committed: the gateway acknowledges an MO with ESME_ROK only then. Writes are
 batched by the implementation, so callers may issue thousands concurrently;
 they are committed in the order they were issued.
+
+A write decided on the uncommitted effects of earlier writes names them in
+`after` (gateway/mo.py hands a serial key on before its holder's commit is
+done): it is committed only if they are, and fails with `WriteSkipped`
+otherwise.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ R = TypeVar("R")
 # How a write reports to a callback instead of a future: callback(result, None) once committed, or
 # callback(None, error); called from the event loop, never from inside the write call.
 WriteCallback = Callable[[Any, BaseException | None], None]
+
+
+class WriteSkipped(Exception):
+    """Not written: an earlier write it was decided on (`after`) failed."""
 
 
 class Store(Protocol):
@@ -58,7 +67,7 @@ class Store(Protocol):
 
     def accept_held(
         self, held: object, message: Message, done_at: float | None = None,
-        replies: Sequence[Message] = (), effects: Sequence[Effect] = (),
+        replies: Sequence[Message] = (), effects: Sequence[Effect] = (), *, after: Sequence[Awaitable] = (),
     ) -> Awaitable[tuple[str, bool]]:  # fmt: skip
         """In one transaction: store the held message, `processed` at done_at together with its handler's
         effects and replies, or (done_at None) `accepted`, to be handled later. Resolves to (id, False); or, should
@@ -66,7 +75,7 @@ class Store(Protocol):
 
     def complete_mo(
         self, mo_ids: Sequence[str], replies: Sequence[Message], done_at: float, effects: Sequence[Effect] = (),
-        *, failed: bool = False,
+        *, failed: bool = False, after: Sequence[Awaitable] = (),
     ) -> Awaitable[None]:
         """In one transaction: mark these MOs processed (`failed`: given up), apply their handler's effects, insert
         its replies."""

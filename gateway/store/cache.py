@@ -14,6 +14,13 @@ Why that stays exact:
   hand them to `committed` once the commit is done (MoProcessor, Services),
   in commit order; a failed commit is not handed on, and the store does not
   hold it either.
+- An MO that hands its serial keys on before its commit is done (gateway/mo.py)
+  hands its effects over as it issues the commit instead (`issued`): the next
+  holder of its keys must read them. Until the commit settles they stay in
+  flight: a partition read from the store meanwhile gets them on top of what
+  the store holds, and if the commit fails (`settled`) the partitions they
+  touched are forgotten (read again next time). Whoever decided on them
+  names that commit in its own (`Store` `after`) and fails with it.
 - A record never moves between partitions: msisdn, reporter and reported are
   fixed when it is created.
 - A partition loaded while an effect on it is in flight gets that effect when
@@ -106,6 +113,8 @@ class RecordCache:
         self.max_partitions = max_partitions
         self._partitions: OrderedDict[_Key, _Rows] = OrderedDict()
         self._loading: dict[_Key, bool] = {}  # partition being read -> an effect on it arrived meanwhile
+        self._in_flight: dict[int, list[Effect]] = {}  # `issued` effects whose commit has not settled, in issue order
+        self._issues = 0
         self.loads = self.hits = 0
 
     def __getattr__(self, name: str) -> Any:  # the rest of the Store interface goes to the store
@@ -141,6 +150,35 @@ class RecordCache:
 
     def committed(self, effects: Iterable[Effect]) -> None:
         """Effects the store has committed: apply them to the partitions in memory."""
+        self._apply(effects, self._touch)
+
+    def issued(self, effects: Iterable[Effect]) -> int:
+        """Effects whose commit is issued, not yet settled: applied now. Returns the token for `settled`."""
+        self._issues += 1
+        self._in_flight[self._issues] = effects = list(effects)
+        self._apply(effects, self._touch)
+        return self._issues
+
+    def settled(self, token: int, committed: bool) -> None:
+        """The commit of `issued` effects is done; if it failed, the partitions they touched are read again."""
+        effects = self._in_flight.pop(token)
+        if not committed:
+            self._apply(effects, self._forget)
+
+    def _with_in_flight(self, key: _Key, records: Iterable[Any]) -> _Rows:
+        """Partition `key` as read from the store, with the effects in flight on top (issue order): those not
+        committed yet, and any committed already (applying one again changes nothing)."""
+        rows = _rows(_TYPES[key[0]], records)
+        for effects in self._in_flight.values():
+            self._apply(effects, lambda k: rows if k == key else None)
+        return rows
+
+    def _forget(self, key: _Key) -> None:
+        self._partitions.pop(key, None)
+        self._touch(key)
+
+    def _apply(self, effects: Iterable[Effect], partition: Callable[[_Key], _Rows | None]) -> None:
+        """Apply effects to the partitions `partition(key)` gives (None: not there)."""
         for effect in effects:
             if type(effect) is Put:
                 record = effect.record
@@ -149,7 +187,7 @@ class RecordCache:
                     continue
                 row = pk = None
                 for column in partitioned_by:
-                    rows = self._touch((type(record).__name__, column, getattr(record, column)))
+                    rows = partition((type(record).__name__, column, getattr(record, column)))
                     if rows is not None:
                         if row is None:
                             row = to_row(record)
@@ -157,7 +195,7 @@ class RecordCache:
                         rows.pop(pk, None)  # to the end: a new rowid
                         rows[pk] = row
             elif type(effect) is Delete:
-                self._delete(effect)
+                self._delete(effect, partition)
 
     # ------------------------------------------------------------ helpers
     async def _partition(self, key: _Key) -> _Rows:
@@ -174,7 +212,7 @@ class RecordCache:
             self._loading[key] = True
         return self._partitions.get(key)
 
-    def _delete(self, effect: Delete) -> None:
+    def _delete(self, effect: Delete, partition: Callable[[_Key], _Rows | None]) -> None:
         partitioned_by = PARTITIONS.get(effect.record_type)
         if partitioned_by is None:
             return
@@ -184,26 +222,24 @@ class RecordCache:
         pk = layout.key_of(values)
         for column in partitioned_by:
             if column in layout.key_names:
-                rows = self._touch((name, column, values[layout.key_names.index(column)]))
+                rows = partition((name, column, values[layout.key_names.index(column)]))
                 if rows is not None:
                     rows.pop(pk, None)
             else:  # which partition holds it is not in the key: forget them all (no handler deletes such records)
                 for key in [k for k in (*self._partitions, *self._loading) if k[0] == name and k[1] == column]:
-                    self._partitions.pop(key, None)
-                    self._touch(key)
+                    self._forget(key)
 
     async def _load(self, key: _Key) -> _Rows:
         name, column, value = key
         record_type = _TYPES[name]
         if key in self._loading:  # read concurrently by another caller: answer this one from the store
-            records = await self.store.find(record_type, order_by="rowid", **{column: value})
-            return _rows(record_type, records)
+            return self._with_in_flight(key, await self.store.find(record_type, order_by="rowid", **{column: value}))
         self._loading[key] = False
         try:
             records = await self.store.find(record_type, order_by="rowid", **{column: value})
         finally:
             stale = self._loading.pop(key)
-        rows = _rows(record_type, records)
+        rows = self._with_in_flight(key, records)
         self.loads += 1
         if not stale:
             self._partitions[key] = rows

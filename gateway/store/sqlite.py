@@ -40,10 +40,12 @@ import json
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, Union
 
+from .base import WriteSkipped
 from .effects import Effect
 from .migrations import SchemaVersionError
 from .records import Direction, Message, MessageStatus
@@ -188,6 +190,11 @@ class _Op:
     # accept_held: written alone instead if the held message is a copy of a stored one after all (its INSERT
     # breaks the dedup key's UNIQUE index): then nothing of its handling may stand.
     if_copy: Step | None = None
+    after: Sequence[asyncio.Future] = ()  # earlier writes this one was decided on: written only if they were
+
+
+def _not_stored(write: asyncio.Future) -> bool:
+    return write.done() and not write.cancelled() and write.exception() is not None
 
 
 def _succeed(waiter: _Waiter, value: Any, callbacks: list[tuple[Callback, Any, BaseException | None]]) -> None:
@@ -275,6 +282,8 @@ class SqliteStore:
         # dedup_key -> (the op that inserts it, when), until that op is committed:
         # a copy arriving meanwhile must wait for the commit (see the module docstring).
         self._uncommitted: dict[str, tuple[_Op, float]] = {}
+        # Futures of held messages stored as copies after all, their handling dropped (`after` must not stand on them).
+        self._handling_dropped: weakref.WeakSet[asyncio.Future] = weakref.WeakSet()
 
     @property
     def writer(self) -> WriterProcess:
@@ -358,7 +367,7 @@ class SqliteStore:
 
     def accept_held(
         self, held: _Op, message: Message, done_at: float | None = None,
-        replies: Sequence[Message] = (), effects: Sequence[Effect] = (),
+        replies: Sequence[Message] = (), effects: Sequence[Effect] = (), *, after: Sequence[asyncio.Future] = (),
     ) -> asyncio.Future[tuple[str, bool]]:  # fmt: skip
         """In one transaction: store the held message, `processed` at done_at with its handler's effects and
         replies; or, without done_at, `accepted` (to be handled later). Resolves to (id, False) once committed, or
@@ -378,14 +387,16 @@ class SqliteStore:
         held.steps.extend(effect_sql(effect) for effect in effects)
         for reply in replies:
             self._add_insert(held, reply, now)
+        held.after = after
         return self._enqueue(held)
 
     def complete_mo(
         self, mo_ids: Sequence[str], replies: Sequence[Message], done_at: float, effects: Sequence[Effect] = (),
-        *, failed: bool = False,
+        *, failed: bool = False, after: Sequence[asyncio.Future] = (),
     ) -> asyncio.Future[None]:
         now = self._begin_write()
         op = self._new_op()
+        op.after = after
         sql = _GIVEN_UP if failed else _PROCESSED
         op.steps.extend((sql, (done_at, mo_id), (mo_id,)) for mo_id in mo_ids)
         op.steps.extend(effect_sql(effect) for effect in effects)
@@ -543,6 +554,10 @@ class SqliteStore:
 
     async def _write_batch(self, batch: list[_Op], again: bool = False) -> None:
         """Commit the batch; `again`: it already waited out a lock held by another process once."""
+        if any(op.after for op in batch):
+            batch = self._skip_failed_dependents(batch)
+            if not batch:
+                return
         self.stats.batches += 1
         self.stats.ops += len(batch)
         try:
@@ -570,6 +585,8 @@ class SqliteStore:
                 # an effect of its handling breaking a constraint, fails it below: nothing of it is stored.)
                 op = batch[0]
                 op.steps, op.if_copy = [op.if_copy], None
+                if isinstance(op.waiter, asyncio.Future):
+                    self._handling_dropped.add(op.waiter)  # what was decided on its handling must not stand
                 await self._write_batch(batch)
             elif len(batch) == 1 or locked:
                 self._settled_keys(batch)
@@ -596,6 +613,23 @@ class SqliteStore:
         for op in batch:
             if op.dedup_keys and op.result is not None and op.result[0] in skipped:
                 op.result = (self._holder_of(op.dedup_keys[0]), True)
+
+    def _skip_failed_dependents(self, batch: list[_Op]) -> list[_Op]:
+        """Fail the ops decided on a write that failed (`after`), without writing them; the rest of the batch."""
+        kept, callbacks = [], []
+        for op in batch:
+            failed = next((f for f in op.after if _not_stored(f) or f in self._handling_dropped), None)
+            if failed is None:
+                kept.append(op)
+                continue
+            self._settled_keys([op])
+            why = failed.exception() if _not_stored(failed) else "it was a copy of a stored message"
+            skipped = WriteSkipped(f"an earlier write it was decided on did not stand: {why}")
+            _fail(op.waiter, skipped, callbacks)
+            for waiter in op.followers or ():
+                _fail(waiter, skipped, callbacks)
+        self._schedule_callbacks(callbacks)
+        return kept
 
     def _is_stored_copy(self, op: _Op, exc: Exception) -> bool:
         """Did this op's INSERT of a held message fail because a stored message holds its dedup key?"""

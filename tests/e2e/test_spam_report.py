@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import sqlite3
+import time
 
 import pytest
 
@@ -196,3 +198,44 @@ def test_five_reporters_reporting_at_the_same_moment_still_block_once(gateway, h
     assert [blk.reported for blk in network_wide] == [SPAMMER]
     assert s.submit(B, "spam to a bystander").status == SMSGW_RSENDERBLOCKED
     b.expect_none(0.3)
+
+
+def test_a_report_decided_on_one_whose_commit_fails_does_not_stand(make_gateway, handset, tmp_path) -> None:
+    """Reports of one number hand its serial key on as soon as their commit is issued (gateway/mo.py). Here the
+    second reporter's report is decided while the first one's commit waits for a lock, and counts it: two
+    distinct reporters, the threshold, so it blocks the number. The first one's commit then fails. What the
+    second decided must not stand: tried again, it counts only itself, and the number is not blocked."""
+    db = tmp_path / "gw.db"
+    gw = make_gateway(db_path=db, services={"spam_block_threshold": 2}, gateway={"mo_retry_backoff": [0.05]})
+    first, second = phone(handset, REPORTERS[0], gw), phone(handset, REPORTERS[1], gw)
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        # Only the first report's own commit fails: it alone blocks the number for its reporter.
+        conn.execute(f"CREATE TRIGGER refuse BEFORE INSERT ON blocks WHEN NEW.reporter = '{REPORTERS[0]}'"
+                     " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")  # fmt: skip
+        conn.execute("BEGIN IMMEDIATE")  # the gateway's writer waits for this lock (busy timeout 5 s)
+        in_flight = gw.gateway.records._in_flight  # the effects of handled reports whose commit is not done
+        (sent_first,) = first.send_together(first.make("submit_sm", SPAM_CODE, "13700000001*" + SPAM))
+        first_in_flight = eventually(lambda: len(in_flight) == 1)
+        (sent_second,) = second.send_together(second.make("submit_sm", SPAM_CODE, "13700000001*" + SPAM))
+        both_in_flight = eventually(lambda: len(in_flight) == 2)
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+    assert first_in_flight and both_in_flight, "the second report was not decided while the first one's commit was in flight"
+    assert first.response(sent_first).status == ESME_ROK == second.response(sent_second).status
+    assert replies(first) == ["抱歉，10086999暂时无法处理您发送的短信，请稍后重新发送。"]  # given up
+    (ack,) = replies(second)
+    assert ACK.match(ack), ack
+    second.expect_none(0.3)  # no "has been handled" notice: the number was not blocked
+    assert [(r.reporter, r.status) for r in reports(gw, reported=SPAMMER)] == [(REPORTERS[1], "received")]
+    assert gw.call(gw.gateway.store.find(Block, reported=SPAMMER, reporter="")) == []
+
+
+def eventually(condition, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True

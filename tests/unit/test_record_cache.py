@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 
 import pytest
 
@@ -128,3 +129,55 @@ async def test_effects_not_committed_are_not_seen(store: SqliteStore) -> None:
     await store.apply([effect])
     cache.committed([effect])
     assert await cache.find(Subscriber, msisdn=PEOPLE[0]) == [Subscriber(PEOPLE[0], "en")]
+
+
+async def test_effects_in_flight_are_read_as_if_committed_and_forgotten_if_their_commit_fails(
+    store: SqliteStore, tmp_path
+) -> None:
+    """`issued` effects (an MO that hands its serial keys on before its commit is done, gateway/mo.py): every
+    partitioned query answers as if they were committed, partitions read from the store meanwhile included;
+    once a commit fails, what it touched is answered as the store holds it again."""
+    rng = random.Random(11)
+    cache = RecordCache(store, max_partitions=4)  # small: partitions are read again while effects are in flight
+    shadow = SqliteStore(str(tmp_path / "shadow.db"))  # the state with every issued effect that commits
+    await shadow.open()
+    in_flight: list[tuple[int, object, list]] = []
+    try:
+        for n in range(300):
+            effects = [random_effect(rng, n) for _ in range(rng.randint(1, 3))]
+            failing = rng.random() < 0.1
+            if failing:  # a commit the store refuses (subscribers.language is NOT NULL): nothing of it stands
+                effects.append(Put(Subscriber(PEOPLE[0], None)))
+            else:
+                await shadow.apply(effects)
+            if failing:
+                await cache.find(Subscriber, msisdn=PEOPLE[0])  # in memory: the refused Put is applied to it
+            token, commit = cache.issued(effects), store.apply(effects)
+            if failing:  # seen until its commit fails (queries are asked once it has), earlier ones maybe in flight
+                with pytest.raises(sqlite3.IntegrityError):
+                    await commit
+                cache.settled(token, False)
+                assert await cache.find(Subscriber, msisdn=PEOPLE[0]) == await shadow.find(Subscriber, msisdn=PEOPLE[0])
+            else:
+                in_flight.append((token, commit, effects))
+            while in_flight and rng.random() < 0.5:  # commits settle in issue order, some later than others
+                token, commit, _ = in_flight.pop(0)
+                try:
+                    await commit
+                except Exception:
+                    cache.settled(token, False)
+                else:
+                    cache.settled(token, True)
+            for record_type, query in queries(rng):
+                filters = dict(query)
+                if not any(column in filters for column in ("msisdn", "reporter", "reported")):
+                    continue  # answered by the store, which has only what is committed
+                order_by, limit = filters.pop("order_by", None), filters.pop("limit", None)
+                expected = await shadow.find(record_type, order_by=order_by, limit=limit, **filters)
+                got = await cache.find(record_type, order_by=order_by, limit=limit, **filters)
+                assert comparable(got, order_by is not None) == comparable(expected, order_by is not None), (n, record_type, query)
+        assert cache.loads > 20
+    finally:
+        for _token, commit, _ in in_flight:
+            await commit  # only refused ones fail, and none is left in flight
+        await shadow.close()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.store.base import WriteSkipped
 from gateway.store.effects import Put
 from gateway.store.migrations import SCHEMA_VERSION
 from gateway.store.records import Direction, Message, MessageStatus, Subscriber
@@ -624,3 +625,35 @@ async def test_stored_copy_does_not_alias_the_callers_message(store: SqliteStore
     m.extra["k"] = 2
     assert (await store.get("a")).extra == {"k": 1}
     assert await store.get("a") == replace(m, extra={"k": 1})
+
+
+async def test_a_write_decided_on_one_that_failed_is_not_written(store: SqliteStore, db: Path) -> None:
+    """`after` (gateway/mo.py hands serial keys on before a commit is done): a write decided on the uncommitted
+    effects of one that fails fails too, unwritten, whether it shared the failing one's batch or came later."""
+    bad = store.complete_mo([], [mt("r0")], 5.0, [Put(Subscriber("8613800000001", None))])  # NOT NULL: fails
+    same_batch = store.complete_mo([], [mt("r1")], 5.0, after=[bad])
+    unrelated = store.complete_mo([], [mt("r2")], 5.0)
+    with pytest.raises(sqlite3.IntegrityError):
+        await bad
+    with pytest.raises(WriteSkipped):
+        await same_batch
+    await unrelated
+    later = store.complete_mo([], [mt("r3")], 5.0, after=[bad, unrelated])
+    with pytest.raises(WriteSkipped):
+        await later
+    on_good = store.complete_mo([], [mt("r4")], 5.0, after=[unrelated])
+    await on_good
+    assert [m is not None for m in [await store.get(f"r{i}") for i in range(5)]] == [False, False, True, False, True]
+
+
+async def test_a_write_decided_on_a_held_copy_is_not_written(store: SqliteStore) -> None:
+    """A held message that proves a copy of a stored one is answered as a copy, its handling dropped: what was
+    decided on that handling must not stand either."""
+    assert await store.accept(mo("a", dedup_key="k1")) == ("a", False)
+    held = store.hold(mo("b", dedup_key="k1"), may_be_stored=False)
+    copy = store.accept_held(held, mo("b", dedup_key="k1"), 5.0, [mt("r1")])
+    decided_on_it = store.complete_mo([], [mt("r2")], 5.0, after=[copy])
+    assert await copy == ("a", True)
+    with pytest.raises(WriteSkipped):
+        await decided_on_it
+    assert await store.get("r1") is None and await store.get("r2") is None
