@@ -349,6 +349,9 @@ class MoProcessor:
             and getattr(short_code.handler, "hands_keys_on", False)
         )  # fmt: skip
         if not await self._commit_handling(message, inbound, parts, attempt, held, holding, now, mts, outcome.effects, hand_on):
+            close = getattr(follow_up, "close", None)
+            if close is not None:  # a coroutine never to be awaited: its dialogue is handled again, if at all
+                close()
             return
         if not hand_on and self.records is not None:
             self.records.committed(outcome.effects)
