@@ -25,6 +25,7 @@ import pytest
 from smpplib import exceptions as smpp_exceptions
 
 from tests.gateway_process import GatewayProcess
+from tests.polling import eventually
 from tests.smpp_handset import (
     ESME_ROK,
     ESME_RSYSERR,
@@ -325,15 +326,6 @@ def rows_with_text(db: Path, body: str) -> list[tuple[str, str, str]]:
         return conn.execute(
             "SELECT id, direction, status FROM messages WHERE short_message = ?", (body.encode(),)
         ).fetchall()
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_a_failed_commit_is_answered_esme_rsyserr_and_only_that_message_is_lost(make_gateway, handset, tmp_path: Path) -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 import sqlite3
-import time
 
 import pytest
 
 from gateway.clock import SimulatedClock
 from gateway.store.records import Block, SpamReport
+from tests.polling import eventually
 from tests.services_support import at
 from tests.smpp_handset import ESME_ROK, text, texts_from
 
@@ -231,11 +231,3 @@ def test_a_report_decided_on_one_whose_commit_fails_does_not_stand(make_gateway,
     assert [(r.reporter, r.status) for r in reports(gw, reported=SPAMMER)] == [(REPORTERS[1], "received")]
     assert gw.call(gw.gateway.store.find(Block, reported=SPAMMER, reporter="")) == []
 
-
-def eventually(condition, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
-    return True
