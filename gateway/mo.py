@@ -130,7 +130,7 @@ class MoProcessor:
         self.reassembler = Reassembler(timeout=reassembly_timeout, on_evict=self._dropped)
         self._parts: dict[tuple, list[Message]] = {}  # the parts of long MOs received so far
         self._whole: dict[str, tuple[Message, ...]] = {}  # last part's id -> all parts of a long MO being handled
-        self.locks = locks or SerialLocks()
+        self.locks = locks if locks is not None else SerialLocks()  # (an empty SerialLocks is falsy: len 0)
         self._tasks: set[asyncio.Task] = set()
         self._queued = 0  # MOs waiting for a serial key another holder has
         # subscriber -> their MOs submitted but not yet being handled (committing, reassembling, queued):
@@ -143,7 +143,6 @@ class MoProcessor:
         self.retry_backoff = retry_backoff  # delays before each new try of an MO whose handling failed
         self._retries: dict[str, asyncio.TimerHandle] = {}  # MO id -> its next try
         self._stopping = False
-        self._in_flight: dict[str, Awaitable] = {}  # serial key -> the commit in flight of the MO that handed it on
 
     def is_short_code(self, address: str) -> bool:
         return address in self.short_codes
@@ -374,7 +373,7 @@ class MoProcessor:
         `hand_on`: its keys go to the next MO waiting for them as soon as the commit is issued, its effects to
         the record cache then (the next holder must read them); that MO's own commit then names this one
         (`Store` `after`) and fails if this one does. An MO whose handling is not stored is tried again later."""
-        after = self._in_flight_of(holding.keys) if holding is not None and self._in_flight else ()
+        after = self.locks.in_flight(holding.keys) if holding is not None else ()
         commit = token = None
         try:
             if held is None:
@@ -410,20 +409,13 @@ class MoProcessor:
     def _hand_on(self, holding: _Holding, commit: Awaitable, effects: list[Effect]) -> int:
         """The MO's commit is issued: its effects to the record cache, its keys to the next MO waiting."""
         token = self.records.issued(effects)
-        for key in holding.keys:
-            self._in_flight[key] = commit
-        holding.release()
+        holding.held = False
+        self.locks.hand_on(holding.keys, commit)
         return token
 
     def _handed_on_settled(self, keys: tuple[str, ...], commit: Awaitable, token: int, stored: bool) -> None:
         self.records.settled(token, stored)
-        for key in keys:
-            if self._in_flight.get(key) is commit:
-                del self._in_flight[key]
-
-    def _in_flight_of(self, keys: tuple[str, ...]) -> list[Awaitable]:
-        """The commits still in flight of MOs that handed these keys on."""
-        return list({self._in_flight[key] for key in keys if key in self._in_flight})
+        self.locks.settled(keys, commit)
 
     async def _store_held(self, held: tuple[object, Answer], message: Message) -> bool:
         """Store a held MO `accepted` (its handling failed: to be tried again) and answer its submission: True

@@ -8,13 +8,17 @@ holder. Releasing hands the key straight to the next turn (strict FIFO: a
 newcomer never overtakes a waiter), which runs from the event loop. Several
 keys are always taken in sorted order, so two holders cannot wait on each
 other.
+
+A holder may hand its keys on before its commit is done (`hand_on`, see
+gateway/mo.py): until that commit settles, whoever decides anything under
+them next names it in its own commit (`in_flight`, the Store's `after`).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 
 
@@ -26,6 +30,7 @@ def in_order(keys: Iterable[str]) -> tuple[str, ...]:
 class SerialLocks:
     def __init__(self) -> None:
         self._waiting: dict[str, deque[Callable[[], None]] | None] = {}
+        self._in_flight: dict[str, Awaitable] = {}  # key -> the commit in flight of the holder that handed it on
 
     def take(self, keys: tuple[str, ...], then: Callable[[], None]) -> bool:
         """Take `keys` (sorted, distinct). True: all were free and are now held (`then` is not called).
@@ -65,6 +70,23 @@ class SerialLocks:
                 loop.call_soon(queue.popleft())  # the key stays held: it is the next turn's now
             else:
                 del waiting[key]
+
+    def hand_on(self, keys: tuple[str, ...], commit: Awaitable) -> None:
+        """Release keys whose holder's commit is issued but not done: until `settled`, later holders name it."""
+        for key in keys:
+            self._in_flight[key] = commit
+        self.release(keys)
+
+    def settled(self, keys: tuple[str, ...], commit: Awaitable) -> None:
+        for key in keys:
+            if self._in_flight.get(key) is commit:
+                del self._in_flight[key]
+
+    def in_flight(self, keys: Iterable[str]) -> list[Awaitable]:
+        """The commits still in flight of holders that handed these keys on: a write decided under the keys
+        names them (the Store's `after`)."""
+        in_flight = self._in_flight
+        return list({in_flight[key] for key in keys if key in in_flight}) if in_flight else []
 
     def hold(self, key: str) -> _Held:
         return _Held(self, (key,))

@@ -42,17 +42,18 @@ class Services:
         self.locks = locks
         self._sampler = random.Random()
 
-    async def commit(self, outcome: Outcome) -> Outcome:
+    async def commit(self, outcome: Outcome, keys: tuple[str, ...] = ()) -> Outcome:
+        """Commit what an operation decided under `keys` (it stands only if the commits it was decided on do)."""
         now = self.clock.now()
         messages = self.outbox.messages_for(outcome.replies, now)
-        await self.store.apply(outcome.effects, messages)
+        await self.store.apply(outcome.effects, messages, after=self.locks.in_flight(keys))
         self.observe(outcome.effects)
         self.outbox.send(messages)
         return outcome
 
     async def _for(self, key: str, make: Callable[[float], Awaitable[Outcome]]) -> Outcome:
         async with self.locks.hold(key):
-            return await self.commit(await make(self.clock.now()))
+            return await self.commit(await make(self.clock.now()), (key,))
 
     # ------------------------------------------------------- operations
     async def request_order(self, msisdn: str, service_id: str, channel: str = "api") -> Outcome:

@@ -80,7 +80,9 @@ class Store(Protocol):
         """In one transaction: mark these MOs processed (`failed`: given up), apply their handler's effects, insert
         its replies."""
 
-    def apply(self, effects: Sequence[Effect], messages: Sequence[Message] = ()) -> Awaitable[None]:
+    def apply(
+        self, effects: Sequence[Effect], messages: Sequence[Message] = (), *, after: Sequence[Awaitable] = ()
+    ) -> Awaitable[None]:
         """In one transaction: apply effects and store messages (for work not triggered by an MO)."""
 
     def mark_delivered(

@@ -404,10 +404,13 @@ class SqliteStore:
             self._add_insert(op, reply, now)
         return self._enqueue(op)
 
-    def apply(self, effects: Sequence[Effect], messages: Sequence[Message] = ()) -> asyncio.Future[None]:
+    def apply(
+        self, effects: Sequence[Effect], messages: Sequence[Message] = (), *, after: Sequence[asyncio.Future] = ()
+    ) -> asyncio.Future[None]:
         """In one transaction: apply the effects and store the messages (MTs a service sends)."""
         now = self._begin_write()
         op = self._new_op()
+        op.after = after
         op.steps.extend(effect_sql(effect) for effect in effects)
         for message in messages:
             self._add_insert(op, message, now)

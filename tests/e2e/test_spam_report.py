@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sqlite3
 
 import pytest
 
 from gateway.clock import SimulatedClock
+from gateway.store.base import WriteSkipped
 from gateway.store.records import Block, SpamReport
 from tests.polling import eventually
 from tests.services_support import at
@@ -231,3 +233,30 @@ def test_a_report_decided_on_one_whose_commit_fails_does_not_stand(make_gateway,
     assert [(r.reporter, r.status) for r in reports(gw, reported=SPAMMER)] == [(REPORTERS[1], "received")]
     assert gw.call(gw.gateway.store.find(Block, reported=SPAMMER, reporter="")) == []
 
+
+
+def test_lifting_a_block_decided_on_a_report_whose_commit_fails_does_not_stand(make_gateway, handset, tmp_path) -> None:
+    """An operator lifts the block a report has just decided (threshold 1), while that report's commit waits for a
+    lock; the commit then fails. The lift was decided on it, so it fails too (WriteSkipped): no block row of a
+    block that never was."""
+    db = tmp_path / "gw.db"
+    gw = make_gateway(db_path=db, services={"spam_block_threshold": 1}, gateway={"mo_retry_backoff": [0.05]})
+    first = phone(handset, REPORTERS[0], gw)
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute(f"CREATE TRIGGER refuse BEFORE INSERT ON blocks WHEN NEW.reporter = '{REPORTERS[0]}'"
+                     " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")  # fmt: skip
+        conn.execute("BEGIN IMMEDIATE")
+        (sent,) = first.send_together(first.make("submit_sm", SPAM_CODE, "13700000001*" + SPAM))
+        reported = eventually(lambda: len(gw.gateway.records._in_flight) == 1)
+        lift = asyncio.run_coroutine_threadsafe(gw.gateway.services.lift_block("13700000001"), gw._loop)
+        lift_issued = eventually(lambda: any(op.after for op in gw.gateway.store._pending))
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+    assert reported and lift_issued
+    with pytest.raises(WriteSkipped):
+        lift.result(10)
+    assert first.response(sent).status == ESME_ROK
+    assert replies(first) == ["抱歉，10086999暂时无法处理您发送的短信，请稍后重新发送。"]  # its report given up
+    assert gw.call(gw.gateway.store.find(Block, reported=SPAMMER)) == []
