@@ -280,6 +280,9 @@ class MoProcessor:
         self, message: Message, inbound: Inbound, keys: tuple[str, ...], held: tuple[object, Answer] | None = None,
         attempt: int = 1,
     ) -> None:  # fmt: skip
+        if self._stopping and held is None:  # stored `accepted`: handled at the next start, not on a closing store
+            self.locks.release(keys)
+            return
         task = asyncio.get_running_loop().create_task(self._serialized(message, inbound, keys, held, attempt))
         self._tasks.add(task)
         task.add_done_callback(self._finished)
