@@ -45,7 +45,7 @@ from .outbox import Outbox
 from .receipts import receipt_for
 from .serial import SerialLocks, in_order
 from .smpp import text as smpp_text
-from .smpp.constants import MessageState
+from .smpp.constants import CommandStatus, MessageState
 from .smpp.segment import Concat, Reassembler, concat_info
 from .smpp.tlv import decode_tlvs
 from .store.base import Store
@@ -56,7 +56,7 @@ from .store.records import Message, MessageStatus
 log = get_logger("mo")
 _DELIVERED = MessageState.DELIVERED  # an MO handled by its short code is delivered
 _UNDELIVERABLE = MessageState.UNDELIVERABLE  # ... and one given up is not
-_SYSTEM_ERROR = 8  # the `err:` of a given-up MO's receipt (ESME_RSYSERR: the fault is ours)
+_SYSTEM_ERROR = int(CommandStatus.ESME_RSYSERR)  # the `err:` of a given-up MO's receipt: the fault is ours
 # Told how the submission of an MO ended, once it is: answer(result, None) with result (id, duplicate), or
 # answer(None, error); returns True when it is a new message stored (not a copy, not failed).
 Answer = Callable[[tuple[str, bool] | None, BaseException | None], bool]
@@ -74,6 +74,11 @@ class _Holding:
         if self.held:
             self.held = False
             self.locks.release(self.keys)
+
+    def hand_on(self, commit: Awaitable) -> None:
+        """Released before the holder's commit is done (SerialLocks.hand_on)."""
+        self.held = False
+        self.locks.hand_on(self.keys, commit)
 
 
 @dataclass(slots=True)
@@ -412,8 +417,7 @@ class MoProcessor:
     def _hand_on(self, holding: _Holding, commit: Awaitable, effects: list[Effect]) -> int:
         """The MO's commit is issued: its effects to the record cache, its keys to the next MO waiting."""
         token = self.records.issued(effects)
-        holding.held = False
-        self.locks.hand_on(holding.keys, commit)
+        holding.hand_on(commit)
         return token
 
     def _handed_on_settled(self, keys: tuple[str, ...], commit: Awaitable, token: int, stored: bool) -> None:
