@@ -253,7 +253,11 @@ class SqliteStore:
         self,
         path: str,
         *,
-        batch_max: int = 1000,
+        # 500, not more: when one batch can take every message the clients have outstanding, the loop
+        # waits while the writer commits them all, then the writer waits while the loop takes the
+        # next ones. Capped lower, the two overlap (bench/run.py b1, 10 binds x window 100: ~70k ->
+        # ~77k msgs/s; bench/perf-log.md, session 9). A commit costs ~0.1 ms, 2% of 500 rows.
+        batch_max: int = 500,
         dedup_window: float = 3600.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
