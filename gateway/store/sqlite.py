@@ -253,10 +253,11 @@ class SqliteStore:
         self,
         path: str,
         *,
-        # 500, not more: when one batch can take every message the clients have outstanding, the loop
+        # 500, not 1000: when one batch can take every message the clients have outstanding, the loop
         # waits while the writer commits them all, then the writer waits while the loop takes the
-        # next ones. Capped lower, the two overlap (bench/run.py b1, 10 binds x window 100: ~70k ->
-        # ~77k msgs/s; bench/perf-log.md, session 9). A commit costs ~0.1 ms, 2% of 500 rows.
+        # next ones. Capped lower, the two overlap: bench/run.py b1 (10 binds x window 100) went from
+        # ~67k to ~77k msgs/s. The full path (b2), whose queue never drops below a full batch, pays
+        # ~3% for the extra batches (each ends in a write per connection). bench/perf-log.md, session 9.
         batch_max: int = 500,
         dedup_window: float = 3600.0,
         clock: Callable[[], float] = time.time,
