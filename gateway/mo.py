@@ -224,14 +224,18 @@ class MoProcessor:
     def _receive(self, message: Message) -> None:
         """A committed MO: handle it now (or, for one part of a long message, once all parts are here)."""
         ready = self._assemble(message)
-        if ready is not None:
-            inbound = _inbound(message, *ready)
-            keys = in_order(serial_keys(self.short_codes[message.dest_addr], inbound))
-            if not self.locks.take(keys, partial(self._turn, message, inbound, keys)):
-                self._queued += 1
-                return  # still on its way until its turn
-            self._start(message, inbound, keys)
+        if ready is not None and not self._in_turn(message, _inbound(message, *ready)):
+            return  # still on its way until its turn
         self._arrived(message.source_addr)
+
+    def _in_turn(self, message: Message, inbound: Inbound, attempt: int = 1) -> bool:
+        """Handle the MO once its serial keys are free: True if they are now, False if it queues for them."""
+        keys = in_order(serial_keys(self.short_codes[message.dest_addr], inbound))
+        if not self.locks.take(keys, partial(self._turn, message, inbound, keys, attempt)):
+            self._queued += 1
+            return False
+        self._start(message, inbound, keys, attempt=attempt)
+        return True
 
     async def replay(self, messages: list[Message]) -> None:
         """At start: MOs acknowledged before a crash but never handled (or whose handling failed), in arrival order."""
@@ -275,11 +279,7 @@ class MoProcessor:
 
     def _retry_now(self, message: Message, inbound: Inbound, attempt: int) -> None:
         del self._retries[message.id]
-        keys = in_order(serial_keys(self.short_codes[message.dest_addr], inbound))
-        if not self.locks.take(keys, partial(self._turn, message, inbound, keys, attempt)):
-            self._queued += 1
-            return
-        self._start(message, inbound, keys, attempt=attempt)
+        self._in_turn(message, inbound, attempt)
 
     def _start(
         self, message: Message, inbound: Inbound, keys: tuple[str, ...], held: tuple[object, Answer] | None = None,

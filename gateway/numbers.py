@@ -7,6 +7,11 @@ from dataclasses import dataclass
 _STRIP = str.maketrans("", "", " -()")
 
 
+def ascii_digits(text: str) -> bool:
+    """Only the digits 0-9: str.isdigit alone also takes `፩`, `²` or `①`, which no number plan (or int()) reads."""
+    return text.isascii() and text.isdigit()
+
+
 @dataclass(frozen=True, slots=True)
 class NumberPlan:
     country_code: str = "86"
@@ -31,7 +36,7 @@ class NumberPlan:
     def is_msisdn(self, number: str) -> bool:
         """A canonical subscriber number (as opposed to a short code)."""
         return (
-            number.isascii() and number.isdigit()  # str.isdigit alone takes `፩` and `²`
+            ascii_digits(number)
             and len(number) == len(self.country_code) + self.national_length and number.startswith(self.country_code)
         )  # fmt: skip
 

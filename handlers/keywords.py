@@ -11,6 +11,8 @@ import re
 import unicodedata
 from functools import lru_cache
 
+from gateway.numbers import ascii_digits
+
 # Ideographic punctuation NFKC leaves alone but subscribers use as separators.
 _EXTRA = str.maketrans({"、": ",", "。": ".", "　": " "})
 _SERIAL_SEPARATORS = re.compile(r"[,;\s]+")
@@ -38,7 +40,7 @@ def serial_numbers(text: str) -> list[int] | None:
     if not folded:
         return None
     parts = [p for p in _SERIAL_SEPARATORS.split(folded) if p]
-    if not parts or not all(p.isascii() and p.isdigit() for p in parts):  # not `፩` or `①`: int() refuses them
+    if not parts or not all(ascii_digits(p) for p in parts):
         return None
     seen: list[int] = []
     for p in parts:

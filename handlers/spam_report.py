@@ -43,7 +43,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from gateway.config import DEFAULT_HELP_WORDS
-from gateway.numbers import NumberPlan
+from gateway.numbers import NumberPlan, ascii_digits
 from gateway.store.effects import Delete
 from gateway.store.records import Block, Dialogue, SpamReport
 
@@ -214,7 +214,7 @@ def _refusal(ctx: ServiceContext, plan: NumberPlan, written: str, reporter: str)
     """The reply key when `written` cannot be reported by `reporter`, else None."""
     digits = written.replace("-", "").replace(" ", "").replace("(", "").replace(")", "")
     bare = digits.lstrip("+")
-    if not (bare.isascii() and bare.isdigit()):
+    if not ascii_digits(bare):
         return "spam.not_a_number"
     number = plan.normalise(digits)
     codes = operator_codes(ctx)

@@ -430,7 +430,6 @@ RESPONSE_OF: dict[int, type[Pdu]] = {
     if not cid & 0x80000000 and (cid | 0x80000000) in PDU_CLASSES
 }
 
-# Responses that carry no body when command_status is not ESME_ROK (SMPP 3.4, 4.4.2 etc.).
 # Responses whose body "is not returned if the command_status field contains a non-zero value" (4.1.2, 4.1.4,
 # 4.1.6, 4.4.2, 4.6.2, 4.7.2, 4.8.2), by the one field that, left empty, lets the body go.
 BODYLESS_ON_ERROR: dict[int, str] = {

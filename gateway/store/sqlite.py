@@ -571,13 +571,7 @@ class SqliteStore:
         try:
             skipped = await self._commit(batch)
         except asyncio.CancelledError as cancelled:  # the loop is being torn down without close()
-            callbacks: list[tuple[Callback, Any, BaseException | None]] = []
-            for op in batch:
-                self._settled_keys([op])
-                _fail(op.waiter, cancelled, callbacks)
-                for waiter in op.followers or ():
-                    _fail(waiter, cancelled, callbacks)
-            self._schedule_callbacks(callbacks)
+            self._fail_ops(batch, cancelled)
             raise
         except Exception as exc:
             self.stats.failed_batches += 1
@@ -597,13 +591,7 @@ class SqliteStore:
                     self._handling_dropped.add(op.waiter)  # what was decided on its handling must not stand
                 await self._write_batch(batch)
             elif len(batch) == 1 or locked:
-                self._settled_keys(batch)
-                callbacks = []
-                for op in batch:
-                    _fail(op.waiter, exc, callbacks)
-                    for waiter in op.followers or ():
-                        _fail(waiter, exc, callbacks)
-                self._schedule_callbacks(callbacks)
+                self._fail_ops(batch, exc)
             else:
                 # One bad write must not fail the others that shared its
                 # transaction: write them again one per transaction, so only
@@ -624,20 +612,25 @@ class SqliteStore:
 
     def _skip_failed_dependents(self, batch: list[_Op]) -> list[_Op]:
         """Fail the ops decided on a write that failed (`after`), without writing them; the rest of the batch."""
-        kept, callbacks = [], []
+        kept = []
         for op in batch:
             failed = next((f for f in op.after if _not_stored(f) or f in self._handling_dropped), None)
             if failed is None:
                 kept.append(op)
                 continue
-            self._settled_keys([op])
             why = failed.exception() if _not_stored(failed) else "it was a copy of a stored message"
-            skipped = WriteSkipped(f"an earlier write it was decided on did not stand: {why}")
-            _fail(op.waiter, skipped, callbacks)
-            for waiter in op.followers or ():
-                _fail(waiter, skipped, callbacks)
-        self._schedule_callbacks(callbacks)
+            self._fail_ops([op], WriteSkipped(f"an earlier write it was decided on did not stand: {why}"))
         return kept
+
+    def _fail_ops(self, ops: list[_Op], exc: BaseException) -> None:
+        """These ops are not written: their keys are free again, their callers and the copies following them fail."""
+        self._settled_keys(ops)
+        callbacks: list[tuple[Callback, Any, BaseException | None]] = []
+        for op in ops:
+            _fail(op.waiter, exc, callbacks)
+            for waiter in op.followers or ():
+                _fail(waiter, exc, callbacks)
+        self._schedule_callbacks(callbacks)
 
     def _is_stored_copy(self, op: _Op, exc: Exception) -> bool:
         """Did this op's INSERT of a held message fail because a stored message holds its dedup key?"""
