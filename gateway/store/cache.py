@@ -73,6 +73,54 @@ PARTITIONS: dict[type, dict[str, tuple[str, ...]]] = {
 # tracked, and every generation-1 collection scanned it again).
 _Key = tuple[str, str, str]
 _Rows = dict[Any, tuple]  # primary key (_Layout.primary_key) -> row, in the store's insertion order
+NARROW_FROM = 64  # rows in a partition from which a query is answered from its rows by value (_Narrowed)
+
+
+class _Narrowed(dict):
+    """A large partition (_Rows) that also keeps its rows by the value of one column.
+
+    A query with an equality on the column after the partition's in its index reads only the rows holding
+    that value (`holding`): a number reported by thousands holds a block per reporter, and each new report
+    asks for its reporter's. Small partitions stay plain dicts (scanning them costs less than keeping this
+    in step). The rows by value are built at the first such query and then kept in step: every change to
+    a partition is a `pop` and then a store at the end (a Put: a new rowid), so each value's rows stay in
+    the partition's order. Any other store drops them (built again when asked).
+    """
+
+    __slots__ = ("by_value", "column")
+
+    def __init__(self, rows: _Rows) -> None:
+        super().__init__(rows)
+        self.column = -1  # the row index `by_value` is keyed by (-1: not built)
+        self.by_value: dict[Any, dict[Any, tuple]] = {}
+
+    def holding(self, column: int, value: str) -> Iterable[tuple]:
+        """The rows whose `column` equals `value`, in the partition's order."""
+        if self.column != column:
+            self.column, self.by_value = column, {}
+            for pk, row in self.items():
+                self.by_value.setdefault(row[column], {})[pk] = row
+        rows = self.by_value.get(value)
+        return rows.values() if rows else ()
+
+    def __setitem__(self, pk: Any, row: tuple) -> None:
+        if self.column >= 0:
+            if pk in self:  # stays where it is in the partition: its place among equal values is not simply last
+                self.column = -1
+            else:
+                self.by_value.setdefault(row[self.column], {})[pk] = row
+        super().__setitem__(pk, row)
+
+    def pop(self, pk: Any, default: Any = None) -> Any:
+        row = super().pop(pk, default)
+        if self.column >= 0 and row is not default:
+            same = self.by_value.get(row[self.column])
+            if same is not None:
+                same.pop(pk, None)
+                if not same:
+                    del self.by_value[row[self.column]]
+        return row
+
 
 
 class _Layout:
@@ -89,6 +137,8 @@ class _Layout:
             column: itemgetter(*(self.index[name] for name in after)) if after else None
             for column, after in PARTITIONS[record_type].items()
         }
+        # partition column -> the column after it in that index (an equality on it narrows the rows: _Rows.holding)
+        self.next_column = {column: after[0] for column, after in PARTITIONS[record_type].items() if after}
 
     def primary_key(self, row: tuple) -> Any:
         """A row's key in its partition: the value of a one-column primary key itself, not a 1-tuple (one tuple
@@ -108,9 +158,10 @@ _TYPES = {record_type.__name__: record_type for record_type in PARTITIONS}
 class RecordCache:
     """`find` as the store answers it, from memory for the partitions in use; the rest of the Store as is."""
 
-    def __init__(self, store: Store, max_partitions: int = 200_000) -> None:
+    def __init__(self, store: Store, max_partitions: int = 200_000, narrow_from: int = NARROW_FROM) -> None:
         self.store = store
         self.max_partitions = max_partitions
+        self.narrow_from = narrow_from
         self._partitions: OrderedDict[_Key, _Rows] = OrderedDict()
         self._loading: dict[_Key, bool] = {}  # partition being read -> an effect on it arrived meanwhile
         self._in_flight: dict[int, list[Effect]] = {}  # `issued` effects whose commit has not settled, in issue order
@@ -128,7 +179,12 @@ class RecordCache:
         if not rows:
             return []
         layout = _LAYOUTS[record_type]
-        selected = _select(rows.values(), _tests(record_type, tuple(filters), column), filters)
+        candidates: Iterable[tuple] = rows.values()
+        narrowing = layout.next_column.get(column)
+        if narrowing is not None and len(rows) >= self.narrow_from and isinstance(value := filters.get(narrowing), str):
+            narrowed = rows if type(rows) is _Narrowed else self._narrowed((record_type.__name__, column, filters[column]), rows)
+            candidates = narrowed.holding(layout.index[narrowing], value)
+        selected = _select(candidates, _tests(record_type, tuple(filters), column), filters)
         scan = layout.scan[column]
         if scan is not None and len(selected) > 1:  # index order; rows with equal index values stay in insertion order
             selected.sort(key=scan)
@@ -205,6 +261,13 @@ class RecordCache:
         self.hits += 1
         self._partitions.move_to_end(key)
         return rows
+
+    def _narrowed(self, key: _Key, rows: _Rows) -> _Narrowed:
+        """`rows` as a _Narrowed, kept as partition `key` in its place if they are that partition."""
+        narrowed = _Narrowed(rows)
+        if self._partitions.get(key) is rows:
+            self._partitions[key] = narrowed
+        return narrowed
 
     def _touch(self, key: _Key) -> _Rows | None:
         """The loaded partition `key` (None if not loaded); a load in progress learns it is out of date."""

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from gateway.store.cache import RecordCache
+from gateway.store.cache import RecordCache, _Narrowed
 from gateway.store.effects import Delete, Put
 from gateway.store.records import Block, Dialogue, PendingOrder, SpamReport, Subscriber, Subscription, Survey
 from gateway.store.sqlite import SqliteStore
@@ -80,9 +80,12 @@ def comparable(records: list, ordered: bool) -> list:
     return [repr(r) for r in records] if ordered else sorted(repr(r) for r in records)
 
 
-async def test_every_query_matches_the_store_after_random_commits(store: SqliteStore) -> None:
+@pytest.mark.parametrize(("max_partitions", "narrow_from"), [(6, 64), (1000, 64), (6, 0), (1000, 0)])
+async def test_every_query_matches_the_store_after_random_commits(store: SqliteStore, max_partitions: int, narrow_from: int) -> None:
+    """max_partitions 6: partitions are forgotten and read again; 1000: they stay, and every effect is applied to
+    them in memory. narrow_from 0: every partition is also kept by value (_Narrowed), not only large ones."""
     rng = random.Random(7)
-    cache = RecordCache(store, max_partitions=6)  # small: partitions are forgotten and read again
+    cache = RecordCache(store, max_partitions=max_partitions, narrow_from=narrow_from)
     for n in range(400):
         effects = [random_effect(rng, n) for _ in range(rng.randint(1, 3))]
         await store.apply(effects)
@@ -181,3 +184,17 @@ async def test_effects_in_flight_are_read_as_if_committed_and_forgotten_if_their
         for _token, commit, _ in in_flight:
             await commit  # only refused ones fail, and none is left in flight
         await shadow.close()
+
+
+def test_a_partition_read_by_value_stays_exact_when_a_row_is_stored_in_place() -> None:
+    """`_Narrowed.holding` after a row is stored again under its key without leaving its place (not a Put's
+    pop-then-append): the row is found under its new value only, and the rows keep the partition's order."""
+    rows = _Narrowed({"a": ("a", "active"), "b": ("b", "cancelled"), "c": ("c", "active")})
+    assert [r[0] for r in rows.holding(1, "active")] == ["a", "c"]
+    rows["a"] = ("a", "cancelled")
+    assert [r[0] for r in rows.holding(1, "active")] == ["c"]
+    assert [r[0] for r in rows.holding(1, "cancelled")] == ["a", "b"]
+    rows.pop("b")
+    rows["b"] = ("b", "active")
+    assert [r[0] for r in rows.holding(1, "active")] == ["c", "b"]
+    assert list(rows.holding(1, "expired")) == []
