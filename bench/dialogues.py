@@ -1,7 +1,7 @@
 """Dialogue benchmark: the fleet's dialogue mix through the gateway, the fleet's own ceiling, and plain MO.
 
     flock /tmp/smsgw-bench.lock .venv/bin/python bench/dialogues.py [--seconds 10] [--warmup 2]
-        [--subscribers 2000] [--binds 4] [--concurrency 32] [--mix query=3,order=3,...] [--scenario FILE]
+        [--subscribers 2000] [--binds 4] [--concurrency auto|N] [--mix query=3,order=3,...] [--scenario FILE]
         [--open-fraction 0.5] [--ceiling-concurrency 32] [--skip-plain] [--skip-ceiling]
         [--profile] [--profile-fleet] [--pin] [--json bench/results/dialogues.json]
 
@@ -15,7 +15,11 @@ One load engine: the handset simulator's fleet (`simulator.fleet.Fleet`), which 
    (default: simulator/scenarios/default.toml -- query, order, spam report, chatter, spammer rounds,
    help -- plus the reactions: surveys answered, spam reported):
    - closed loop: `--concurrency` dialogues in flight at full speed for --seconds after --warmup
-     -> dialogues/s, MO/s (submit_sm accepted), MO -> reply latency p50/p99;
+     -> dialogues/s, MO/s (submit_sm accepted), MO -> reply latency p50/p99. `auto` (the default) looks
+     for the maximum rate: 32 in flight, then twice as many until two steps in a row fall short of the
+     best dialogues/s so far by 5% or more (at most 1024); the fastest step is the closed loop reported. A fixed number of dialogues in
+     flight measures a rate bound by the round trip (commit, reply, the handset's answer), not the
+     gateway's maximum: 32 gave ~70% of it (bench/perf-log.md, session 11);
    - open loop at --open-fraction (0.5) of that dialogues/s -> p50/p99 latency there.
 3. The fleet's ceiling: the same fleet, chatter only (A texts B, B must receive it), closed loop at
    --ceiling-concurrency against bench/loopback_server.py (answers every submit_sm and delivers it back
@@ -41,6 +45,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -69,6 +74,8 @@ RESULTS = core.RESULTS
 TARGET_RATIO = 0.5  # issue 3: mix MO/s >= 50% of plain MO/s
 TARGET_P99_MS = 20.0  # issue 3: p99 at half the maximum rate
 TARGET_CEILING = 2.0  # issue 4: the fleet's ceiling >= 2x the gateway's rate at the mix
+# --concurrency auto: 32, 64, ... until two steps in a row add less than 5% to the best dialogues/s (one is noise here)
+SWEEP_START, SWEEP_MAX, SWEEP_GAIN, SWEEP_PATIENCE = 32, 1024, 1.05, 2
 BEHAVIOURS = tuple(Behaviours().weights())  # query, order, spam, chatter, spammer, help
 # Texts that arrived for nobody's dialogue and that no reaction explains (simulator.fleet's unasked kinds):
 # each one is a failure here, as in issue 3's benchmark.
@@ -98,7 +105,15 @@ def bench_scenario(args: argparse.Namespace, port: int, *, ceiling: bool = False
     return make_scenario(
         args.scenario, target={"host": "127.0.0.1", "port": port}, fleet=fleet, behaviours=weights,
         load={"timeout": args.timeout, "seed": args.seed, "duration": args.seconds, "count": 0},
+        spammers={"count": args.spammers},
     )  # fmt: skip
+
+
+def _sweep() -> Iterator[int]:
+    concurrency = SWEEP_START
+    while concurrency <= SWEEP_MAX:
+        yield concurrency
+        concurrency *= 2
 
 
 def closed(scenario: Scenario, seconds: float, concurrency: int) -> Load:
@@ -279,15 +294,35 @@ async def gateway_mix(args: argparse.Namespace, scenario: Scenario, config: Conf
     profiler = None
     await fleet.connect()
     try:
-        if args.warmup > 0:
-            await run.phase(closed(scenario, args.warmup, args.concurrency))  # warm-up
-        if args.profile and args.profile_phase == "closed":
-            profiler = core.start_profiler("dialogues", server_pid, args.seconds, native=args.profile == "native")
-        before, after, recorder = await run.phase(closed(scenario, args.seconds, args.concurrency))
-        dialogues = recorder.completed + recorder.failed
-        # What the fleet started itself (the rest are reactions: surveys answered, spam reported).
-        initiated = fleet._started / max(1, recorder.started_count)
-        report["closed_loop"] = phase_report(f"closed loop C={args.concurrency}", before, after, recorder, dialogues)
+        steps = iter([args.concurrency]) if args.concurrency else _sweep()
+        concurrency = next(steps)
+        best: dict[str, Any] | None = None
+        sweep: list[dict[str, Any]] = []
+        short = 0  # steps in a row that did not raise the best by SWEEP_GAIN
+        while True:
+            warmup = args.warmup if not sweep else min(args.warmup, 1.0)  # later steps: the gateway is warm
+            if warmup > 0:
+                await run.phase(closed(scenario, warmup, concurrency))
+            if args.profile and args.profile_phase == "closed":
+                profiler = core.start_profiler("dialogues", server_pid, args.seconds, native=args.profile == "native")
+            before, after, recorder = await run.phase(closed(scenario, args.seconds, concurrency))
+            dialogues = recorder.completed + recorder.failed
+            step = phase_report(f"closed loop C={concurrency}", before, after, recorder, dialogues)
+            # What the fleet started itself (the rest are reactions: surveys answered, spam reported).
+            step["initiated_share"] = fleet._started / max(1, recorder.started_count)
+            sweep.append(step)
+            if not args.concurrency:
+                print_step(step)
+            short = 0 if best is None or step["dialogues_per_s"] >= best["dialogues_per_s"] * SWEEP_GAIN else short + 1
+            if best is None or step["dialogues_per_s"] > best["dialogues_per_s"]:
+                best = step
+            concurrency = next(steps, None) if short < SWEEP_PATIENCE else None
+            if concurrency is None:
+                break
+        report["closed_loop"] = best
+        if len(sweep) > 1:
+            report["closed_loop_sweep"] = sweep
+        initiated = best["initiated_share"]
         if profiler is not None:
             entry: dict = {}
             core.finish_profiler(profiler, entry)
@@ -296,8 +331,8 @@ async def gateway_mix(args: argparse.Namespace, scenario: Scenario, config: Conf
             report["profile_file"] = entry.get("profile_file")
             if entry.get("profile_file"):
                 report["profile_breakdown"] = profile_breakdown(ROOT / entry["profile_file"])
-        print_phase(report["closed_loop"])
-        max_rate = report["closed_loop"]["dialogues_per_s"] or 0
+        print_phase(best)
+        max_rate = best["dialogues_per_s"] or 0
         if max_rate > 0 and args.open_fraction > 0:
             target = max_rate * args.open_fraction
             load = opened(scenario, args.seconds, target * initiated)  # reactions come on top of the offered rate
@@ -562,6 +597,14 @@ def _verdict(value, ok) -> str:
 
 
 # ------------------------------------------------------------------- printing
+def print_step(r: dict) -> None:
+    """One line per step of the search for the maximum rate."""
+    lat = r["latency"]
+    print(f"  {r['name']}: {r['dialogues_per_s']} dialogues/s, {r['mo_per_s']} MO/s, p50 {lat['p50_ms']} ms,"
+          f" p99 {lat['p99_ms']} ms, server CPU {r.get('server_cpu_pct', 0):.0f}% = {r.get('server_cpu_us_per_mo')} us per MO",
+          flush=True)
+
+
 def print_phase(r: dict) -> None:
     lat = r["latency"]
     cpu = f"fleet CPU {r['simulator_cpu_pct']:.0f}% ({r['fleet_cpu_us_per_dialogue']} us per dialogue)"
@@ -609,7 +652,7 @@ def print_summary(plain: dict | None, dialogues: dict, ceiling: dict | None, che
         rows.append(("plain MO (b1)", plain.get("error") or plain.get("skipped") or "-", "", "", ""))
     if mix:
         lat = mix["latency"]
-        rows.append((f"gateway, fleet mix, closed loop (C={dialogues['options']['concurrency']})",
+        rows.append((f"gateway, fleet mix, {mix['name']}",
                      f"{mix['dialogues_per_s']} dlg/s = {mix['mo_per_s']} MO/s", f"p50 {lat['p50_ms']} ms", f"p99 {lat['p99_ms']} ms",
                      (f"server CPU {mix.get('server_cpu_pct', 0):.0f}% ({mix.get('server_cpu_us_per_mo', 0)} us/MO): "
                       f"{mix.get('dialogues_per_server_cpu_s', 0):.0f} dlg, "
@@ -690,6 +733,19 @@ def parse_mix(text: str) -> dict[str, float]:
     return mix
 
 
+def _concurrency(text: str) -> int:
+    """`auto` -> 0 (look for the maximum rate), otherwise dialogues in flight."""
+    if text == "auto":
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of dialogues in flight > 0, not {text!r}")
+    return value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Dialogue benchmark: the fleet's mix through the gateway, the fleet's ceiling, "
                                             "plain MO (see bench/README.md)")  # fmt: skip
@@ -698,7 +754,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--subscribers", type=int, default=2000, help="simulated subscribers (default 2000)")
     p.add_argument("--binds", type=int, default=4, help="transceiver binds they share (default 4)")
     p.add_argument("--window", type=int, default=100, help="outstanding submit_sm per bind (default 100)")
-    p.add_argument("--concurrency", type=int, default=32, help="closed loop through the gateway: dialogues in flight (default 32)")
+    p.add_argument("--concurrency", type=_concurrency, default=0, metavar="auto|N",
+                   help="closed loop through the gateway: dialogues in flight, or 'auto' (default): the maximum rate, "
+                        "doubling from 32 until dialogues/s stop rising")
     p.add_argument("--mix", type=parse_mix, default=None,
                    help=f"behaviour weights, e.g. query=3,order=3,spam=1 (default: the scenario's; one of {', '.join(BEHAVIOURS)})")
     p.add_argument("--scenario", default=None, help=f"the fleet's scenario (default {DEFAULT_SCENARIO.relative_to(ROOT)})")
@@ -707,6 +765,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="the fleet's ceiling: chatter dialogues in flight against the loopback server (default 32)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds a dialogue waits for each reply (default 5)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--spammers", type=int, default=1000,
+                   help="spammer numbers (default 1000). The bench's thresholds are out of reach, so no number is ever"
+                        " blocked and each collects open reports; with the scenario's 10 a number held ~2,000 after 30 s"
+                        " and the figures fell with the run's length. In service a number is blocked at"
+                        " spam_block_threshold distinct reporters")
     p.add_argument("--skip-plain", action="store_true", help="do not run b1 (the plain MO figure)")
     p.add_argument("--skip-ceiling", action="store_true", help="do not measure the fleet's ceiling against the loopback server")
     p.add_argument("--pin", action="store_true", help="pin the servers (and their children) to core 0 and this process to core 1")
@@ -719,11 +782,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="py-spy this process (the fleet) at its ceiling and print where its time goes")
     p.add_argument("--json", default=str(RESULTS / "dialogues.json"), help="where to write the results")
     args = p.parse_args(argv)
-    for name in ("seconds", "subscribers", "binds", "window", "concurrency", "ceiling_concurrency", "timeout"):
+    for name in ("seconds", "subscribers", "binds", "window", "ceiling_concurrency", "timeout", "spammers"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be > 0")
     if args.warmup < 0 or args.open_fraction < 0:
         p.error("--warmup and --open-fraction must be >= 0")
+    if args.profile and args.profile_phase == "closed" and not args.concurrency:
+        p.error("--profile of the closed loop needs a fixed --concurrency (one loop to sample, not a sweep)")
     return args
 
 
@@ -736,7 +801,7 @@ def main(argv: list[str] | None = None) -> int:
     weights = args.mix or make_scenario(args.scenario).behaviours.weights()
     mix = ",".join(f"{k}={v:g}" for k, v in weights.items() if v)
     print(f"smsgw dialogue benchmark: {args.seconds:g} s measured after {args.warmup:g} s warm-up; fleet of {args.subscribers}"
-          f" subscribers on {args.binds} binds; gateway closed loop C={args.concurrency}, then open loop at {args.open_fraction:g}"
+          f" subscribers on {args.binds} binds; gateway closed loop C={args.concurrency or 'auto'}, then open loop at {args.open_fraction:g}"
           f" of its rate; mix {mix}; fleet ceiling: chatter C={args.ceiling_concurrency} against the loopback server;"
           f" {'servers on core 0, this process (the fleet) on core 1' if pin else 'no CPU pinning'}", flush=True)
     machine = core.machine_info()
