@@ -17,7 +17,8 @@ One load engine: the handset simulator's fleet (`simulator.fleet.Fleet`), which 
    - closed loop: `--concurrency` dialogues in flight at full speed for --seconds after --warmup
      -> dialogues/s, MO/s (submit_sm accepted), MO -> reply latency p50/p99. `auto` (the default) looks
      for the maximum rate: 32 in flight, then twice as many until two steps in a row fall short of the
-     best dialogues/s so far by 5% or more (at most 1024); the fastest step is the closed loop reported. A fixed number of dialogues in
+     best dialogues/s so far by 5% or more (at most 1024), each step on a fresh gateway and database;
+     the fastest step is the closed loop reported, and the open loop runs on another fresh gateway. A fixed number of dialogues in
      flight measures a rate bound by the round trip (commit, reply, the handset's answer), not the
      gateway's maximum: 32 gave ~70% of it (bench/perf-log.md, session 11);
    - open loop at --open-fraction (0.5) of that dialogues/s -> p50/p99 latency there.
@@ -192,6 +193,7 @@ def phase_report(name: str, before: dict, after: dict, recorder: Recorder, dialo
             "p999_ms": lat["p99.9"], "max_ms": lat["max"], "mean_ms": lat["mean"],
         },
         "latency_by_kind": {k: {"p50_ms": v["p50"], "p99_ms": v["p99"]} for k, v in summary["latency_ms_by_kind"].items()},
+        "completed_per_second": [s["completed"] for s in summary.get("timeline", [])],  # does the rate hold over the run?
         "simulator_cpu_pct": round(100.0 * fleet_cpu / interval, 1),
         "fleet_cpu_us_per_dialogue": round(1e6 * fleet_cpu / dialogues, 1) if dialogues else None,
         "fleet_cpu_us_per_mo": round(1e6 * fleet_cpu / mo, 1) if mo else None,
@@ -286,43 +288,34 @@ def esme_stats(fleet: Fleet) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- the fleet runs
-async def gateway_mix(args: argparse.Namespace, scenario: Scenario, config: Config, server_pid: int) -> dict[str, Any]:
-    """Closed loop at full speed, then open loop at open_fraction of its dialogues/s; every dialogue checked."""
+@dataclasses.dataclass(frozen=True)
+class MixPlan:
+    """What one gateway of the mix runs: a closed loop at `concurrency` dialogues in flight, then (open_after,
+    open_fraction > 0) an open loop at that share of its rate, or at `open_target` dialogues/s if given."""
+
+    concurrency: int
+    open_after: bool = True
+    open_target: float | None = None
+
+
+async def gateway_mix(args: argparse.Namespace, scenario: Scenario, config: Config, server_pid: int, plan: MixPlan) -> dict[str, Any]:
+    """One gateway's share of the mix (`plan`); every dialogue checked."""
     fleet = Fleet(scenario, config=config)
     run = Run(fleet, server_pid)
     report: dict[str, Any] = {}
     profiler = None
     await fleet.connect()
     try:
-        steps = iter([args.concurrency]) if args.concurrency else _sweep()
-        concurrency = next(steps)
-        best: dict[str, Any] | None = None
-        sweep: list[dict[str, Any]] = []
-        short = 0  # steps in a row that did not raise the best by SWEEP_GAIN
-        while True:
-            warmup = args.warmup if not sweep else min(args.warmup, 1.0)  # later steps: the gateway is warm
-            if warmup > 0:
-                await run.phase(closed(scenario, warmup, concurrency))
-            if args.profile and args.profile_phase == "closed":
-                profiler = core.start_profiler("dialogues", server_pid, args.seconds, native=args.profile == "native")
-            before, after, recorder = await run.phase(closed(scenario, args.seconds, concurrency))
-            dialogues = recorder.completed + recorder.failed
-            step = phase_report(f"closed loop C={concurrency}", before, after, recorder, dialogues)
-            # What the fleet started itself (the rest are reactions: surveys answered, spam reported).
-            step["initiated_share"] = fleet._started / max(1, recorder.started_count)
-            sweep.append(step)
-            if not args.concurrency:
-                print_step(step)
-            short = 0 if best is None or step["dialogues_per_s"] >= best["dialogues_per_s"] * SWEEP_GAIN else short + 1
-            if best is None or step["dialogues_per_s"] > best["dialogues_per_s"]:
-                best = step
-            concurrency = next(steps, None) if short < SWEEP_PATIENCE else None
-            if concurrency is None:
-                break
-        report["closed_loop"] = best
-        if len(sweep) > 1:
-            report["closed_loop_sweep"] = sweep
-        initiated = best["initiated_share"]
+        target = None
+        if args.warmup > 0:
+            await run.phase(closed(scenario, args.warmup, plan.concurrency))
+        if args.profile and args.profile_phase == "closed":
+            profiler = core.start_profiler("dialogues", server_pid, args.seconds, native=args.profile == "native")
+        before, after, recorder = await run.phase(closed(scenario, args.seconds, plan.concurrency))
+        dialogues = recorder.completed + recorder.failed
+        report["closed_loop"] = loop = phase_report(f"closed loop C={plan.concurrency}", before, after, recorder, dialogues)
+        # What the fleet started itself (the rest are reactions: surveys answered, spam reported).
+        initiated = fleet._started / max(1, recorder.started_count)
         if profiler is not None:
             entry: dict = {}
             core.finish_profiler(profiler, entry)
@@ -331,10 +324,10 @@ async def gateway_mix(args: argparse.Namespace, scenario: Scenario, config: Conf
             report["profile_file"] = entry.get("profile_file")
             if entry.get("profile_file"):
                 report["profile_breakdown"] = profile_breakdown(ROOT / entry["profile_file"])
-        print_phase(best)
-        max_rate = best["dialogues_per_s"] or 0
-        if max_rate > 0 and args.open_fraction > 0:
-            target = max_rate * args.open_fraction
+        if plan.open_after:
+            print_phase(loop)
+            target = plan.open_target or (loop["dialogues_per_s"] or 0) * args.open_fraction
+        if target:
             load = opened(scenario, args.seconds, target * initiated)  # reactions come on top of the offered rate
             if args.warmup > 0:
                 await run.phase(dataclasses.replace(load, duration=min(args.warmup, 1.0)))  # warm-up
@@ -364,6 +357,52 @@ async def gateway_mix(args: argparse.Namespace, scenario: Scenario, config: Conf
         await fleet.close()
     report.update(checked(run))
     return report
+
+
+def run_mix(args: argparse.Namespace, pin: bool, workdir: Path) -> dict:
+    """The mix: at a fixed --concurrency on one gateway; with `auto`, each step of the search for the maximum
+    rate on a fresh gateway (state left by one step would slow the next), then the open loop on another, after
+    a closed loop at the best step's concurrency (the state the open loop meets, and the share of its
+    dialogues that the fleet starts, as with a fixed --concurrency)."""
+    if args.concurrency:
+        return run_dialogues(args, pin, workdir, MixPlan(args.concurrency))
+    steps: list[dict] = []
+    best: dict | None = None
+    short = 0  # steps in a row that did not raise the best by SWEEP_GAIN
+    for concurrency in _sweep():
+        entry = run_dialogues(args, pin, workdir, MixPlan(concurrency, open_after=False))
+        steps.append(entry)
+        if "closed_loop" not in entry or entry.get("failures_total"):
+            break  # reported with the rest below: no search goes on past a broken step
+        rate = entry["closed_loop"]["dialogues_per_s"]
+        print_step(entry["closed_loop"])
+        short = 0 if best is None or rate >= best["closed_loop"]["dialogues_per_s"] * SWEEP_GAIN else short + 1
+        if best is None or rate > best["closed_loop"]["dialogues_per_s"]:
+            best = entry
+        if short >= SWEEP_PATIENCE:
+            break
+    if best is None:
+        return steps[-1]
+    loop = best["closed_loop"]
+    final = best
+    if args.open_fraction > 0 and loop["dialogues_per_s"]:
+        target = loop["dialogues_per_s"] * args.open_fraction
+        final = run_dialogues(args, pin, workdir, MixPlan(best["plan"]["concurrency"], open_target=target))
+        steps.append(final)
+    else:
+        print_phase(loop)
+    merged = dict(final)
+    merged["closed_loop"] = loop
+    merged["closed_loop_sweep"] = [e["closed_loop"] for e in steps if "closed_loop" in e]  # the last: before the open loop
+    merged["options"] = {**final.get("options", {}), "concurrency": f"auto: {loop['name']}"}
+    merged["runs"] = [{"plan": e.get("plan"), "failures_total": e.get("failures_total"), "stored": e.get("stored"),
+                       "server_warnings": e.get("server_warnings", 0), "error": e.get("error")} for e in steps]  # fmt: skip
+    # A failure anywhere fails the run.
+    merged["failures_total"] = sum(e.get("failures_total") or 0 for e in steps) + sum("error" in e for e in steps)
+    for key in ("failures_by_kind", "failures_by_step", "failures"):
+        merged[key] = dict(sum((Counter(e.get(key) or {}) for e in steps), Counter()).most_common())
+    merged["failure_samples"] = [f for e in steps for f in e.get("failure_samples") or []][:20]
+    return merged
 
 
 async def fleet_ceiling(args: argparse.Namespace, scenario: Scenario, server_pid: int) -> dict[str, Any]:
@@ -405,8 +444,8 @@ async def fleet_ceiling(args: argparse.Namespace, scenario: Scenario, server_pid
     return report
 
 
-def run_dialogues(args: argparse.Namespace, pin: bool, workdir: Path) -> dict:
-    """The gateway with the bench config, the fleet's mix against it."""
+def run_dialogues(args: argparse.Namespace, pin: bool, workdir: Path, plan: MixPlan) -> dict:
+    """A gateway with the bench config (fresh database), the fleet's mix against it as `plan` says."""
     rundir = Path(tempfile.mkdtemp(prefix="dialogues-", dir=workdir))
     config_path = bench_config(rundir)
     port = core.free_port()
@@ -418,10 +457,10 @@ def run_dialogues(args: argparse.Namespace, pin: bool, workdir: Path) -> dict:
     scenario = bench_scenario(args, port)
     proc, log_path = core.start_server("dialogues", argv, pin, cwd=ROOT)
     entry: dict = {"server": " ".join(argv), "config_changes": BENCH_SERVICES, "log": str(log_path.relative_to(ROOT)),
-                   "options": options(args, scenario, args.concurrency)}  # fmt: skip
+                   "options": options(args, scenario, plan.concurrency), "plan": dataclasses.asdict(plan)}  # fmt: skip
     try:
         entry["ready_after_s"] = round(core.wait_ready(proc, port, log_path), 3)
-        entry.update(run_loop(gateway_mix(args, scenario, load_config(config_path), proc.pid)))
+        entry.update(run_loop(gateway_mix(args, scenario, load_config(config_path), proc.pid, plan)))
     finally:
         entry["stopped"] = core.stop_server(proc)
     entry["stored"] = core.count_rows(db)
@@ -817,7 +856,7 @@ def main(argv: list[str] | None = None) -> int:
             core_args = core.parse_args(["--seconds", str(args.seconds), "--warmup", str(args.warmup), "--only", "b1"])
             plain = core.run_and_report("b1", core_args, pin, workdir)
         print("\n(d)  gateway: the fleet's dialogue mix over the full path", flush=True)
-        dialogues = _guarded(lambda: run_dialogues(args, pin, workdir))
+        dialogues = _guarded(lambda: run_mix(args, pin, workdir))
         if not args.skip_ceiling:
             print("\n(e)  the fleet's ceiling: chatter against bench/loopback_server.py", flush=True)
             ceiling = _guarded(lambda: run_ceiling(args, pin))
