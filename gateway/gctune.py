@@ -1,4 +1,4 @@
-"""Garbage-collector settings for a running gateway.
+"""Garbage-collector settings for a running gateway (and a connected handset fleet: simulator/fleet.py).
 
 Why: CPython's cyclic collector runs a generation-0 pass every 700 net
 container allocations and, as the heap grows, full passes over everything

@@ -34,6 +34,7 @@ from itertools import accumulate
 from typing import Any
 
 from gateway.config import Config, load_config
+from gateway.gctune import restore_defaults, tune_for_serving
 
 from . import behaviours as b
 from .behaviours import BUSY, IDLE, RETIRED, Env, Phone, PostOffice, Rules, Spammer
@@ -198,6 +199,7 @@ class Fleet:
         self._freed: asyncio.Event | None = None
         self._until = 0.0
         self._load = scenario.load
+        self._collector_tuned = False
         self._last_start = 0.0
         names = [n for n, w in scenario.behaviours.weights().items() if w > 0]
         self._names = names
@@ -327,10 +329,18 @@ class Fleet:
                     self.spammers.append(member)
                     self.spammer_by_number[member.msisdn] = member
                     self.idle_spammers.add(member)
+        # The collector as a gateway has it (gateway/gctune.py), until close(): with CPython's defaults the
+        # fleet's thousands of live phones and dialogues made full collections of 25-65 ms every few seconds,
+        # and a reply that arrives during one is timed as the target's latency (bench/perf-log.md, session 11).
+        tune_for_serving()
+        self._collector_tuned = True
 
     async def close(self) -> None:
         esmes = [*self.binds, *self.spammer_binds, *self.sp_binds]
         await asyncio.gather(*(e.unbind() for e in esmes), return_exceptions=True)
+        if self._collector_tuned:
+            self._collector_tuned = False
+            restore_defaults()
 
     # --------------------------------------------------------------- the load
     async def load(self, load: Load | None = None, *, recorder: Recorder | None = None) -> None:

@@ -3,10 +3,13 @@ end, bind modes and the open loop, spammers blocked after enough reports, and th
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import time
 
 import pytest
 
+from gateway.gctune import GEN0_THRESHOLD, GEN1_THRESHOLD, GEN2_THRESHOLD
 from gateway.store.records import Block, Subscription
 from simulator.fleet import Fleet, FleetError
 from simulator.metrics import Recorder
@@ -111,3 +114,22 @@ async def test_fleet_over_tls_and_the_async_api(make_gateway, tls_files) -> None
     with pytest.raises(FleetError) as refused:
         await Fleet(unverified.override(count=1)).run()
     assert refused.value.key == "target.ca" and "CERTIFICATE_VERIFY_FAILED" in str(refused.value)
+
+
+async def test_the_fleet_keeps_its_collector_quiet_while_connected_and_gives_it_back(start_gateway, tmp_path) -> None:
+    """With CPython's default thresholds the fleet's own full collections (25-65 ms) were timed as the target's
+    latency. Connected, it collects as a gateway does (gateway/gctune.py); closed, the process has its own back."""
+    gateway = start_gateway(tmp_path / "gw.db")  # its own process: only the fleet tunes this one
+    before = gc.get_threshold()
+    assert before[0] != GEN0_THRESHOLD
+    fleet = Fleet(make_scenario(target={"port": gateway.smpp_port}, fleet={"count": 4, "binds": 1, "sp_receivers": []},
+                                behaviours={"spammer": {"weight": 0}}))  # fmt: skip
+    await fleet.connect()
+    try:
+        assert gc.get_threshold() == (GEN0_THRESHOLD, GEN1_THRESHOLD, GEN2_THRESHOLD)
+        await fleet.load(dataclasses.replace(fleet.scenario.load, mode="closed", concurrency=2, count=4, duration=0.0))
+        await fleet.drain()
+    finally:
+        await fleet.close()
+    assert gc.get_threshold() == before
+    assert fleet.recorder.completed >= 4 and fleet.recorder.failed == 0
