@@ -193,7 +193,9 @@ def phase_report(name: str, before: dict, after: dict, recorder: Recorder, dialo
             "p999_ms": lat["p99.9"], "max_ms": lat["max"], "mean_ms": lat["mean"],
         },
         "latency_by_kind": {k: {"p50_ms": v["p50"], "p99_ms": v["p99"]} for k, v in summary["latency_ms_by_kind"].items()},
-        "completed_per_second": [s["completed"] for s in summary.get("timeline", [])],  # does the rate hold over the run?
+        # Does the rate hold over the run; is the tail spread over it or a few seconds' stalls?
+        "completed_per_second": [s["completed"] for s in summary.get("timeline", [])],
+        "p99_ms_per_second": [s["p99_ms"] for s in summary.get("timeline", [])],
         "simulator_cpu_pct": round(100.0 * fleet_cpu / interval, 1),
         "fleet_cpu_us_per_dialogue": round(1e6 * fleet_cpu / dialogues, 1) if dialogues else None,
         "fleet_cpu_us_per_mo": round(1e6 * fleet_cpu / mo, 1) if mo else None,
