@@ -328,11 +328,11 @@ async def gateway_mix(args: argparse.Namespace, scenario: Scenario, config: Conf
                 report["profile_breakdown"] = profile_breakdown(ROOT / entry["profile_file"])
         if plan.open_after:
             print_phase(loop)
-            target = plan.open_target or (loop["dialogues_per_s"] or 0) * args.open_fraction
+            target = plan.open_target or args.open_rate or (loop["dialogues_per_s"] or 0) * args.open_fraction
         if target:
             load = opened(scenario, args.seconds, target * initiated)  # reactions come on top of the offered rate
             if args.warmup > 0:
-                await run.phase(dataclasses.replace(load, duration=min(args.warmup, 1.0)))  # warm-up
+                await run.phase(dataclasses.replace(load, duration=args.warmup))  # warm-up: the closed loop's aftermath (WAL checkpoints) settles
             if args.profile and args.profile_phase == "open":
                 profiler = core.start_profiler("dialogues", server_pid, args.seconds, native=args.profile == "native")
             before, after, recorder = await run.phase(load)
@@ -388,7 +388,7 @@ def run_mix(args: argparse.Namespace, pin: bool, workdir: Path) -> dict:
     loop = best["closed_loop"]
     final = best
     if args.open_fraction > 0 and loop["dialogues_per_s"]:
-        target = loop["dialogues_per_s"] * args.open_fraction
+        target = args.open_rate or loop["dialogues_per_s"] * args.open_fraction
         final = run_dialogues(args, pin, workdir, MixPlan(best["plan"]["concurrency"], open_target=target))
         steps.append(final)
     else:
@@ -802,6 +802,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"behaviour weights, e.g. query=3,order=3,spam=1 (default: the scenario's; one of {', '.join(BEHAVIOURS)})")
     p.add_argument("--scenario", default=None, help=f"the fleet's scenario (default {DEFAULT_SCENARIO.relative_to(ROOT)})")
     p.add_argument("--open-fraction", type=float, default=0.5, help="open loop rate as a share of the closed-loop maximum (default 0.5)")
+    p.add_argument("--open-rate", type=float, default=0.0,
+                   help="open loop at this many dialogues/s instead of --open-fraction of the maximum (comparing trees)")
     p.add_argument("--ceiling-concurrency", type=int, default=32,
                    help="the fleet's ceiling: chatter dialogues in flight against the loopback server (default 32)")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds a dialogue waits for each reply (default 5)")
@@ -826,8 +828,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name in ("seconds", "subscribers", "binds", "window", "ceiling_concurrency", "timeout", "spammers"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be > 0")
-    if args.warmup < 0 or args.open_fraction < 0:
-        p.error("--warmup and --open-fraction must be >= 0")
+    if args.warmup < 0 or args.open_fraction < 0 or args.open_rate < 0:
+        p.error("--warmup, --open-fraction and --open-rate must be >= 0")
     if args.profile and args.profile_phase == "closed" and not args.concurrency:
         p.error("--profile of the closed loop needs a fixed --concurrency (one loop to sample, not a sweep)")
     return args
