@@ -111,9 +111,11 @@ class _Narrowed(dict):
                 self.by_value.setdefault(row[self.column], {})[pk] = row
         super().__setitem__(pk, row)
 
-    def pop(self, pk: Any, default: Any = None) -> Any:
-        row = super().pop(pk, default)
-        if self.column >= 0 and row is not default:
+    def pop(self, pk: Any, *default: Any) -> Any:
+        if pk not in self:
+            return super().pop(pk, *default)  # the default, or KeyError as a dict gives
+        row = super().pop(pk)
+        if self.column >= 0:
             same = self.by_value.get(row[self.column])
             if same is not None:
                 same.pop(pk, None)
@@ -137,7 +139,7 @@ class _Layout:
             column: itemgetter(*(self.index[name] for name in after)) if after else None
             for column, after in PARTITIONS[record_type].items()
         }
-        # partition column -> the column after it in that index (an equality on it narrows the rows: _Rows.holding)
+        # partition column -> the column after it in that index (an equality on it narrows the rows: _Narrowed.holding)
         self.next_column = {column: after[0] for column, after in PARTITIONS[record_type].items() if after}
 
     def primary_key(self, row: tuple) -> Any:

@@ -198,3 +198,6 @@ def test_a_partition_read_by_value_stays_exact_when_a_row_is_stored_in_place() -
     rows["b"] = ("b", "active")
     assert [r[0] for r in rows.holding(1, "active")] == ["c", "b"]
     assert list(rows.holding(1, "expired")) == []
+    assert rows.pop("zz", None) is None
+    with pytest.raises(KeyError):
+        rows.pop("zz")
