@@ -18,9 +18,9 @@ One load engine: the handset simulator's fleet (`simulator.fleet.Fleet`), which 
      -> dialogues/s, MO/s (submit_sm accepted), MO -> reply latency p50/p99. `auto` (the default) looks
      for the maximum rate: 32 in flight, then twice as many until two steps in a row fall short of the
      best dialogues/s so far by 5% or more (at most 1024), each step on a fresh gateway and database;
-     the fastest step is the closed loop reported, and the open loop runs on another fresh gateway. A fixed number of dialogues in
-     flight measures a rate bound by the round trip (commit, reply, the handset's answer), not the
-     gateway's maximum: 32 gave ~70% of it (bench/perf-log.md, session 11);
+     the fastest step is the closed loop reported, and the open loop runs on another fresh gateway.
+     A fixed number of dialogues in flight measures a rate bound by the round trip (commit, reply, the
+     handset's answer), not the gateway's maximum: 32 gave ~70% of it (bench/perf-log.md, session 11);
    - open loop at --open-fraction (0.5) of that dialogues/s -> p50/p99 latency there.
 3. The fleet's ceiling: the same fleet, chatter only (A texts B, B must receive it), closed loop at
    --ceiling-concurrency against bench/loopback_server.py (answers every submit_sm and delivers it back
@@ -387,7 +387,7 @@ def run_mix(args: argparse.Namespace, pin: bool, workdir: Path) -> dict:
         return steps[-1]
     loop = best["closed_loop"]
     final = best
-    if args.open_fraction > 0 and loop["dialogues_per_s"]:
+    if (args.open_rate or args.open_fraction > 0) and loop["dialogues_per_s"]:
         target = args.open_rate or loop["dialogues_per_s"] * args.open_fraction
         final = run_dialogues(args, pin, workdir, MixPlan(best["plan"]["concurrency"], open_target=target))
         steps.append(final)
