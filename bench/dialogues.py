@@ -292,12 +292,12 @@ def esme_stats(fleet: Fleet) -> dict[str, Any]:
 # ---------------------------------------------------------------- the fleet runs
 @dataclasses.dataclass(frozen=True)
 class MixPlan:
-    """What one gateway of the mix runs: a closed loop at `concurrency` dialogues in flight, then (open_after,
-    open_fraction > 0) an open loop at that share of its rate, or at `open_target` dialogues/s if given."""
+    """What one gateway of the mix runs: a closed loop at `concurrency` dialogues in flight, then (open_after) an
+    open loop at --open-rate, else at --open-fraction of `max_rate` (default: this closed loop's dialogues/s)."""
 
     concurrency: int
     open_after: bool = True
-    open_target: float | None = None
+    max_rate: float | None = None
 
 
 async def gateway_mix(args: argparse.Namespace, scenario: Scenario, config: Config, server_pid: int, plan: MixPlan) -> dict[str, Any]:
@@ -328,7 +328,7 @@ async def gateway_mix(args: argparse.Namespace, scenario: Scenario, config: Conf
                 report["profile_breakdown"] = profile_breakdown(ROOT / entry["profile_file"])
         if plan.open_after:
             print_phase(loop)
-            target = plan.open_target or args.open_rate or (loop["dialogues_per_s"] or 0) * args.open_fraction
+            target = args.open_rate or (plan.max_rate or loop["dialogues_per_s"] or 0) * args.open_fraction
         if target:
             load = opened(scenario, args.seconds, target * initiated)  # reactions come on top of the offered rate
             if args.warmup > 0:
@@ -388,8 +388,7 @@ def run_mix(args: argparse.Namespace, pin: bool, workdir: Path) -> dict:
     loop = best["closed_loop"]
     final = best
     if (args.open_rate or args.open_fraction > 0) and loop["dialogues_per_s"]:
-        target = args.open_rate or loop["dialogues_per_s"] * args.open_fraction
-        final = run_dialogues(args, pin, workdir, MixPlan(best["plan"]["concurrency"], open_target=target))
+        final = run_dialogues(args, pin, workdir, MixPlan(best["plan"]["concurrency"], max_rate=loop["dialogues_per_s"]))
         steps.append(final)
     else:
         print_phase(loop)

@@ -177,14 +177,15 @@ class RecordCache:
         column = _partition_column(record_type, filters)
         if column is None:
             return await self.store.find(record_type, order_by=order_by, limit=limit, **filters)
-        rows = await self._partition((record_type.__name__, column, filters[column]))
+        key = (record_type.__name__, column, filters[column])
+        rows = await self._partition(key)
         if not rows:
             return []
         layout = _LAYOUTS[record_type]
         candidates: Iterable[tuple] = rows.values()
         narrowing = layout.next_column.get(column)
         if narrowing is not None and len(rows) >= self.narrow_from and isinstance(value := filters.get(narrowing), str):
-            narrowed = rows if type(rows) is _Narrowed else self._narrowed((record_type.__name__, column, filters[column]), rows)
+            narrowed = rows if type(rows) is _Narrowed else self._narrowed(key, rows)
             candidates = narrowed.holding(layout.index[narrowing], value)
         selected = _select(candidates, _tests(record_type, tuple(filters), column), filters)
         scan = layout.scan[column]
