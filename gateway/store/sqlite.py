@@ -5,7 +5,10 @@ future handed to the caller, or the caller's callback) and queues it. A single
 writer task takes everything queued (up to batch_max ops), has the writer
 process (writer.py) run it in ONE transaction and commit, then resolves the
 futures (and runs the callbacks). One commit per row caps near 4.7k rows/s on
-our hardware; batching is what gets us tens of thousands. A batch's rows are
+our hardware; batching is what gets us tens of thousands. Batches start at
+least `commit_spacing` apart: a write arriving after a quiet spell goes at
+once, one arriving hard on the last batch's heels waits out the rest of the
+spacing for company (see SqliteStore.__init__). A batch's rows are
 grouped into as few `executemany` runs as issue order allows (see
 `writer_child.plan`, which runs in the writer process).
 
@@ -259,14 +262,27 @@ class SqliteStore:
         # ~67k to ~77k msgs/s. The full path (b2), whose queue never drops below a full batch, pays
         # ~3% for the extra batches (each ends in a write per connection). bench/perf-log.md, session 9.
         batch_max: int = 500,
+        # Seconds from one batch's start to the next one's at least. Under a steady moderate load (the
+        # dialogue mix at half its maximum, ~3,200 MOs/s) the writer idles most of the time, and each MO
+        # went out in a batch of its own or two: ~1,000 commits a second, each costing the loop a round
+        # trip to the writer process and the writer a COMMIT and the pages every commit rewrites. At
+        # 2 ms the same load makes ~500 commits a second: server CPU per MO -9%, p50 unchanged (~3.6 ms),
+        # and nothing waits when writes are sparse (the first after a spell longer than the spacing goes
+        # at once) or when the writer is the bottleneck (a batch then takes longer than the spacing).
+        # bench/perf-log.md, session 12. 0 turns it off.
+        commit_spacing: float = 0.002,
         dedup_window: float = 3600.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if batch_max < 1:
             raise ValueError("batch_max must be at least 1")
+        if commit_spacing < 0:
+            raise ValueError("commit_spacing must not be negative")
         self.path = path
         self.stats = StoreStats()
         self._batch_max = batch_max
+        self._commit_spacing = commit_spacing
+        self._last_batch_at = float("-inf")  # loop time the writer last took a batch
         self._dedup_window = dedup_window
         self._clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -543,7 +559,7 @@ class SqliteStore:
                 return
 
     async def _next_batch(self) -> tuple[list[_Op], bool]:
-        """Wait for work, then take what is pending (up to batch_max). True: stop after this batch."""
+        """Wait for work and out the commit spacing, then take what is pending (up to batch_max). True: stop after this batch."""
         assert self._loop is not None
         while not self._pending:
             if self._stopping:
@@ -553,6 +569,10 @@ class SqliteStore:
                 await self._wakeup
             finally:
                 self._wakeup = None
+        early = self._last_batch_at + self._commit_spacing - self._loop.time()
+        if early > 0 and not self._stopping:
+            await asyncio.sleep(early)  # more writes join this batch meanwhile
+        self._last_batch_at = self._loop.time()
         if len(self._pending) <= self._batch_max:
             batch, self._pending = self._pending, []
         else:

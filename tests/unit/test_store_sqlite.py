@@ -316,6 +316,37 @@ async def test_batch_max_bounds_batch_size(db: Path) -> None:
         await s.close()
 
 
+SPACING = 0.5
+
+
+async def test_a_write_after_a_quiet_spell_commits_at_once_and_those_close_behind_it_wait_out_the_spacing_together(
+    db: Path,
+) -> None:
+    s = SqliteStore(str(db), commit_spacing=SPACING)
+    await s.open()
+    loop = asyncio.get_running_loop()
+    try:
+        started = loop.time()
+        await s.accept(mo("first"))
+        assert loop.time() - started < SPACING / 2  # nothing written for a while: no waiting
+        batches = s.stats.batches
+        second = s.accept(mo("second"))
+        for _ in range(20):  # without the spacing the writer takes `second` alone within these turns of the loop
+            await asyncio.sleep(0)
+        third = s.accept(mo("third"))
+        assert await asyncio.gather(second, third) == [("second", False), ("third", False)]
+        assert s.stats.batches == batches + 1
+        assert loop.time() - started >= SPACING * 0.9  # timer granularity
+        assert count_rows(db) == 3
+    finally:
+        await s.close()
+
+
+def test_commit_spacing_cannot_be_negative(db: Path) -> None:
+    with pytest.raises(ValueError, match="commit_spacing"):
+        SqliteStore(str(db), commit_spacing=-0.001)
+
+
 async def test_writes_in_one_batch_apply_in_issue_order(store: SqliteStore) -> None:
     # Grouping by statement would run both INSERTs before the UPDATE, so "x"
     # would end with attempts=7; issue order has the UPDATE find nothing.
