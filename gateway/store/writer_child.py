@@ -139,7 +139,7 @@ class Checkpointer:
         # file is synced here, so the writer's fsync has only its own few pages to flush.
         try:
             os.fdatasync(self._db_fd)
-            _busy, wal_frames, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[2]  # (busy, frames, copied)
         except (OSError, sqlite3.Error):
             return  # the next round chases again
         self._backfilled = copied
