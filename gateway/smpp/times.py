@@ -27,6 +27,8 @@ def parse_smpp_time(value: str, now: float) -> float | None:
         # Relative: years and months counted as 365 and 30 days, as SMSCs commonly do.
         days = int(yy) * 365 + int(mo) * 30 + int(dd)
         return now + timedelta(days=days, hours=int(hh), minutes=int(mi), seconds=int(ss)).total_seconds()
+    if int(nn) > 48:  # section 7.1.1.1: quarter hours from UTC, 00-48
+        raise SmppTimeError(f"{value!r}: offset {nn} quarter hours is beyond 48 (12 hours)")
     offset = timedelta(minutes=15 * int(nn)) * (1 if p == "+" else -1)
     try:
         local = datetime(2000 + int(yy), int(mo), int(dd), int(hh), int(mi), int(ss), int(tenths) * 100_000)

@@ -160,6 +160,8 @@ def test_replace_sm_rewrites_an_mt_before_it_goes_out(handset, esme) -> None:
     assert answer(esme, 3)[0] == ESME_RINVEXPIRY
     esme.send(replace_sm(5, A, message_id, b"x", validity="010101000000000+"))  # 2001: already past
     assert answer(esme, 5)[0] == ESME_RINVEXPIRY
+    esme.send(replace_sm(6, A, message_id, b"x", validity="301231235959096+"))  # offset past 48 quarter hours
+    assert answer(esme, 6)[0] == ESME_RINVEXPIRY
 
     b = handset(B)
     assert text(b.expect()) == "meet at 6 instead"

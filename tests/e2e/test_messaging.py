@@ -14,6 +14,7 @@ from tests.smpp_handset import (
     ESM_UDHI,
     ESME_RINVDSTADR,
     ESME_RINVEXPIRY,
+    ESME_RINVSCHED,
     ESME_RINVSRCADR,
     ESME_RMSGQFUL,
     ESME_ROK,
@@ -377,6 +378,16 @@ def test_addresses_an_account_may_not_use_are_refused(handset, system_id, source
 def test_malformed_validity_period_is_refused(handset):
     a = handset(A)
     assert a.submit(B, "when?", validity_period="tomorrow").status == ESME_RINVEXPIRY
+
+
+@pytest.mark.parametrize("offset", ["49", "96", "99"])
+def test_a_time_offset_beyond_48_quarter_hours_is_refused_and_the_link_goes_on(handset, offset):
+    """SMPP 3.4 section 7.1.1.1: nn is 00-48. A larger one is a malformed time, refused with the field's status."""
+    a, b = handset(A), handset(B)
+    assert a.submit(B, "v", validity_period=f"3012312359590{offset}+").status == ESME_RINVEXPIRY
+    assert a.submit(B, "s", schedule_delivery_time=f"3012312359590{offset}-").status == ESME_RINVSCHED
+    assert a.submit(B, "still here", validity_period="301231235959048+").status == ESME_ROK
+    assert text(b.expect()) == "still here"
 
 
 def test_a_validity_period_already_past_is_refused(handset):
