@@ -105,8 +105,7 @@ class SmppConnection(asyncio.Protocol):
         data = self.session.data_to_send()
         if data:
             self.transport.write(data)
-        state = self.session.state
-        if state is _CLOSED or state is _UNBOUND:
+        if self.session.finished:
             self.transport.close()
 
     def _schedule_flush(self) -> None:
@@ -143,8 +142,10 @@ class SmppConnection(asyncio.Protocol):
             self.gateway.spawn(self.gateway.amendments.cancel(self, pdu))  # type: ignore[arg-type]
         elif command_id == C.REPLACE_SM:
             self.gateway.spawn(self.gateway.amendments.replace(self, pdu))  # type: ignore[arg-type]
-        elif command_id in (C.UNBIND, C.UNBIND_RESP, C.ENQUIRE_LINK_RESP):
-            pass  # the session answered / changed state; flush() closes an unbound link
+        elif command_id == C.UNBIND:
+            self._peer_unbound()  # the session answers once the requests before it are; flush() then closes
+        elif command_id in (C.UNBIND_RESP, C.ENQUIRE_LINK_RESP):
+            pass  # the session changed state; flush() closes an unbound link
         else:
             self.gateway.intake.unsupported(self, pdu)
 
@@ -164,6 +165,17 @@ class SmppConnection(asyncio.Protocol):
         gateway.router.bound(self)
         if self.can_receive:
             gateway.delivery.receiver_ready(self)
+
+    def _peer_unbound(self) -> None:
+        """No more MTs for this bind: those waiting on it go to another (or back to the store). Those in flight
+        may still be answered before the link closes; connection_lost hands on the rest."""
+        if self.account is not None:
+            self.gateway.router.unbound(self)
+        if self.pending:
+            stranded = list(self.pending)
+            self.pending.clear()
+            self.load -= len(stranded)
+            self.gateway.delivery.requeue(stranded)
 
     def respond(self, pdu: Pdu) -> None:
         """Answer a request, possibly later than the read that brought it (after a commit)."""
@@ -233,7 +245,10 @@ class SmppConnection(asyncio.Protocol):
                 self.close()
                 return
         self._pump()
-        if session.is_idle() and not self._unbinding:
+        if session.unbind_overdue():
+            log.warning("requests before unbind unanswered; answering the unbind", peer=self.peer, account=self.system_id)
+            session.answer_unbind()
+        elif session.is_idle() and not self._unbinding and session.state is not _UNBOUND:
             log.info("idle timeout; unbinding", peer=self.peer, account=self.system_id)
             self.unbind()
         elif session.enquire_link_due():

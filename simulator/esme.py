@@ -45,7 +45,7 @@ from gateway.smpp.pdu import (
     response_to,
 )
 from gateway.smpp.segment import ConcatScheme, Reassembler, concat_info, segment_text
-from gateway.smpp.session import LocalProtocolError, Received, Rejected, Session, Side, State
+from gateway.smpp.session import LocalProtocolError, Received, Rejected, Session, Side
 from gateway.smpp.text import decode
 
 __all__ = [
@@ -320,7 +320,7 @@ class Esme(asyncio.Protocol):
         if released and self._queue:
             self._release()
         self._flush()
-        if self.session.state in (State.UNBOUND, State.CLOSED) and self._transport is not None:
+        if self.session.finished and self._transport is not None:
             self.close_reason = self.close_reason or f"session {self.session.state.value}"
             self._transport.close()
 

@@ -3,7 +3,10 @@
 Feed it bytes with `receive_data`; it returns what the application must act
 on and answers on its own what the protocol alone decides (enquire_link,
 unbind, PDUs not allowed in the current state, malformed PDUs). Queue PDUs
-with `send`; take the bytes to write with `data_to_send`. The same class
+with `send`; take the bytes to write with `data_to_send`; close the link once
+`finished`. A peer's unbind is answered after every request that came
+before it (a submit_sm is answered once its message is committed), so that
+the close after unbind_resp cuts no response off. The same class
 serves both ends: the gateway (Side.SMSC) and clients such as the handset
 simulator (Side.ESME).
 """
@@ -145,6 +148,8 @@ class Session:
         self._buffer = bytearray()
         self._outbox: list[bytes] = []
         self._sequence = 0
+        self._owed = 0  # requests received that the application has yet to answer
+        self._held_unbind: tuple[int, float] | None = None  # (sequence, received at): the peer's unbind, until then
         self._receivable = RECEIVABLE[side]
         self._sendable = RECEIVABLE[_PEER[side]]
 
@@ -205,8 +210,12 @@ class Session:
             self._outbox.append(encode_pdu(EnquireLinkResp(sequence_number=pdu.sequence_number)))
             return None
         if command_id == _UNBIND:
-            self._outbox.append(encode_pdu(UnbindResp(sequence_number=pdu.sequence_number)))
             self.state = _UNBOUND
+            self._held_unbind = (pdu.sequence_number, self.clock())
+            if not self._owed:
+                self.answer_unbind()
+        elif command_id in RESPONSE_OF:
+            self._owed += 1
         return Received(pdu)
 
     def _reject_malformed(self, exc: PduError) -> Rejected:
@@ -240,11 +249,27 @@ class Session:
             if command_id in RESPONSE_OF:  # outbind and alert_notification get no response
                 self.outstanding[pdu.sequence_number] = Outstanding(pdu, self.clock())
         self._outbox.append(encode_pdu(pdu))
+        if command_id & RESPONSE_BIT and self._owed:
+            self._answered()
         return pdu
 
     def send_raw(self, frame: bytes) -> None:
-        """Queue pre-encoded bytes (responses built on a hot path)."""
+        """Queue a response already encoded (built on a hot path)."""
         self._outbox.append(frame)
+        if self._owed:
+            self._answered()
+
+    def _answered(self) -> None:
+        self._owed -= 1
+        if not self._owed and self._held_unbind is not None:
+            self.answer_unbind()
+
+    def answer_unbind(self) -> None:
+        """Send the unbind_resp held back for requests still unanswered: at once when the last of them is
+        answered, or when the application gives up on them (`unbind_overdue`)."""
+        if self._held_unbind is not None:
+            self._outbox.append(encode_pdu(UnbindResp(sequence_number=self._held_unbind[0])))
+            self._held_unbind = None
 
     def data_to_send(self) -> bytes:
         if not self._outbox:
@@ -262,6 +287,11 @@ class Session:
     def is_bound(self) -> bool:
         return self.state in BOUND
 
+    @property
+    def finished(self) -> bool:
+        """Nothing more to say on this link: closed, or unbound with every response sent."""
+        return self.state is _CLOSED or (self.state is _UNBOUND and self._held_unbind is None)
+
     def close(self) -> None:
         self.state = State.CLOSED
 
@@ -272,6 +302,13 @@ class Session:
         limit = now - self.response_timeout
         late = [seq for seq, item in self.outstanding.items() if item.sent_at <= limit]
         return [self.outstanding.pop(seq).request for seq in late]
+
+    def unbind_overdue(self, now: float | None = None) -> bool:
+        """The peer's unbind has waited response_timeout for the answers to the requests before it."""
+        if self._held_unbind is None:
+            return False
+        now = self.clock() if now is None else now
+        return now - self._held_unbind[1] >= self.response_timeout
 
     def enquire_link_due(self, now: float | None = None) -> bool:
         now = self.clock() if now is None else now

@@ -16,6 +16,7 @@ from tests.smpp_handset import (
 )
 
 A = "8613800000001"  # account handset
+B = "8613800000002"
 ECHO = "10086000"
 SUBMIT_SM = 0x00000004
 
@@ -59,6 +60,23 @@ def test_unbind_is_answered_and_the_connection_closed(handset):
     resp = phone.unbind()
     assert (resp.command, resp.status) == ("unbind_resp", ESME_ROK)
     phone.expect_closed(timeout=5)
+
+
+def test_requests_sent_just_before_unbind_are_answered_before_the_unbind_resp(handset, gateway):
+    """The submit_sm_resp comes after the message's commit, the unbind_resp at once: without waiting for the
+    first, the close after unbind_resp cut it off and the client, unanswered, sent the message again."""
+    to_b = [encoded("submit_sm", seq, source_addr=A, destination_addr=B, short_message=f"before unbind {seq}".encode())
+            for seq in (2, 3)]  # fmt: skip
+    with RawLink(gateway.smpp_port) as link:
+        link.bind()
+        link.send(b"".join(to_b) + encoded("unbind", 4))
+        answers = []
+        while (pdu := link.read(timeout=5)) is not None:
+            answers.append((pdu.command, pdu.sequence, pdu.status))
+    assert sorted(answers[:2]) == [("submit_sm_resp", 2, ESME_ROK), ("submit_sm_resp", 3, ESME_ROK)]
+    assert answers[2:] == [("unbind_resp", 4, ESME_ROK)]
+    b = handset(B)
+    assert sorted(text(b.expect()) for _ in to_b) == ["before unbind 2", "before unbind 3"]
 
 
 def test_unknown_command_id_gets_generic_nack(gateway):

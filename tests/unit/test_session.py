@@ -391,6 +391,51 @@ def test_esme_unbinds(state):
     assert event.status == S.ESME_RINVBNDSTS
 
 
+def test_unbind_is_answered_after_the_requests_before_it():
+    """A submit_sm answered later (after a commit) comes out before the unbind_resp, which the session holds."""
+    clock = FakeClock()
+    esme, smsc = bind_pair(TRX, clock)
+    first, second = esme.send(SubmitSm()), esme.send(SubmitSm())
+    unbind = esme.send(Unbind())
+    events = transfer(esme, smsc)
+    assert [e.pdu for e in events] == [first, second, unbind]
+    assert smsc.state is UNBOUND and not smsc.finished and smsc.data_to_send() == b""
+    smsc.send_raw(encode_pdu(SubmitSmResp(sequence_number=second.sequence_number, message_id="2")))
+    assert not smsc.finished
+    smsc.send(response_to(first, message_id="1"))
+    assert smsc.finished and not smsc.unbind_overdue(clock.now + 3600)
+    replies = transfer(smsc, esme)
+    assert [(r.request, r.pdu.command_id) for r in replies] == [
+        (second, C.SUBMIT_SM_RESP), (first, C.SUBMIT_SM_RESP), (unbind, C.UNBIND_RESP)
+    ]  # fmt: skip
+
+
+def test_an_unbind_held_for_answers_that_never_come_is_overdue_after_the_response_timeout():
+    clock = FakeClock()
+    esme, smsc = bind_pair(TRX, clock, response_timeout=5.0)
+    esme.send(SubmitSm())
+    unbind = esme.send(Unbind())
+    transfer(esme, smsc)
+    clock.now += 4.9
+    assert not smsc.unbind_overdue() and not smsc.finished
+    clock.now += 0.1
+    assert smsc.unbind_overdue()
+    smsc.answer_unbind()
+    assert smsc.finished and not smsc.unbind_overdue()
+    [reply] = transfer(smsc, esme)
+    assert reply.request is unbind and esme.state is UNBOUND
+
+
+def test_requests_the_session_answers_itself_do_not_hold_the_unbind():
+    esme, smsc = bind_pair(TX)
+    smsc.receive_data(encode_pdu(DeliverSm(sequence_number=50)))  # not allowed from an ESME: refused at once
+    esme.send(EnquireLink())
+    esme.send(Unbind())
+    transfer(esme, smsc)
+    assert smsc.finished
+    assert [p.command_id for p in answers(smsc)] == [C.DELIVER_SM_RESP, C.ENQUIRE_LINK_RESP, C.UNBIND_RESP]
+
+
 def test_smsc_unbinds():
     esme, smsc = bind_pair(TRX)
     unbind = smsc.send(Unbind())
