@@ -17,6 +17,10 @@ _RECEIPT_MASK = int(RegisteredDelivery.RECEIPT_MASK)
 _RECEIPT_ALWAYS = int(RegisteredDelivery.RECEIPT_ALWAYS)
 _RECEIPT_ON_FAILURE = int(RegisteredDelivery.RECEIPT_ON_FAILURE)
 
+# How long a receipt waits for a receiver bind of its submitter, from when it was made: its own validity, not
+# what was left of the original's (a 10 s MT delivered at once would leave its receipt 10 s).
+RECEIPT_VALIDITY = 86400.0
+
 
 def submitted_id(message: Message) -> str:
     """The id the submitter was given: the message's own, or for a destination of a submit_multi, the submit_multi's."""
@@ -60,7 +64,7 @@ def make_receipt(message: Message, state: MessageState, done_at: float, error: i
         esm_class=_DELIVERY_RECEIPT,
         tlvs=encode_tlvs({Tag.RECEIPTED_MESSAGE_ID: submitted_id(message), Tag.MESSAGE_STATE: int(state)}),
         submitted_at=done_at,
-        expires_at=message.expires_at if message.expires_at > done_at else done_at + 86400,
+        expires_at=done_at + RECEIPT_VALIDITY,
         next_attempt_at=done_at,
         origin_id=message.id,
         extra={"to_account": message.account},

@@ -219,6 +219,20 @@ def test_message_expires_when_its_validity_runs_out(make_gateway, handset):
     b.expect_none(1.0)
 
 
+def test_a_receipt_outlives_the_validity_of_the_message_it_reports_on(make_gateway, handset):
+    """A DELIVRD receipt waits a day for the submitter's receiver bind, as an EXPIRED one does, not for what was
+    left of the original's validity (here 10 s)."""
+    clock = SimulatedClock()
+    gw = make_gateway(clock=clock)
+    a, b = handset(A, gw=gw, bind="tx"), handset(B, gw=gw)
+    resp = a.submit(B, "short-lived", registered_delivery=1, validity_period="000000000010000R")
+    assert text(b.expect()) == "short-lived"
+    clock.advance(3600)
+    receiver = handset(A, gw=gw, bind="rx")
+    fields = receipt_fields(receiver.expect(timeout=5))
+    assert (fields["id"].encode(), fields["stat"]) == (resp.message_id, "DELIVRD")
+
+
 def test_delivery_is_retried_after_a_temporary_failure(make_gateway, handset):
     gw = make_gateway(gateway={"retry_backoff": [0.2]})
     a, b = handset(A, gw=gw), handset(B, gw=gw)
