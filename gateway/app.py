@@ -11,6 +11,7 @@ suite (ours, or a QA team's) can use a real gateway in three lines:
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import ssl
 import threading
 from collections.abc import Coroutine
@@ -44,7 +45,7 @@ from .server import SmppConnection
 from .services import Services
 from .store.cache import RecordCache
 from .store.effects import Effect
-from .store.sqlite import SqliteStore
+from .store.sqlite import SqliteStore, StoreOpenError
 from .templates import Templates
 
 log = get_logger("gateway")
@@ -160,9 +161,12 @@ class Gateway:
     async def start(self) -> None:
         Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
         await self.store.open()
-        await self.guards.load(self.store)
-        await self.delivery.restore()  # undelivered MTs stay in the store until their binds appear
-        unprocessed = await self.store.unprocessed_mos()
+        try:
+            await self.guards.load(self.store)
+            await self.delivery.restore()  # undelivered MTs stay in the store until their binds appear
+            unprocessed = await self.store.unprocessed_mos()
+        except sqlite3.DatabaseError as exc:  # a damaged file: its header opened, its pages do not read
+            raise StoreOpenError(f"cannot read SQLite store at {self.db_path!r}: {exc}") from exc
         await self.mo.replay(unprocessed)
         loop = asyncio.get_running_loop()
         self._servers.append(

@@ -60,7 +60,7 @@ R = TypeVar("R")
 
 
 class StoreOpenError(RuntimeError):
-    """The database file could not be opened, configured or migrated."""
+    """The database file could not be opened, configured, migrated or (at start) read."""
 
 
 @dataclass(slots=True)

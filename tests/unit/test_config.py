@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import sqlite3
 import subprocess
 import sys
 import tomllib
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 
 from gateway.config import DEFAULT_CONFIG, ConfigError, parse_config
+from gateway.store.migrations import migrate
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = tomllib.loads(DEFAULT_CONFIG.read_text())
@@ -93,4 +96,27 @@ def test_smsgw_serve_refuses_a_file_that_is_not_a_database_without_a_traceback(t
     result = serve("--db", str(db))
     assert result.returncode == 1
     assert "cannot start" in result.stderr and str(db) in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_smsgw_serve_refuses_a_database_with_damaged_pages_without_a_traceback(tmp_path: Path) -> None:
+    """Its header opens; the waiting MTs read at start do not."""
+    db = tmp_path / "gw.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        migrate(conn)
+        conn.executemany(
+            "INSERT INTO messages (id, direction, status, account, source_addr, dest_addr, short_message, data_coding,"
+            " esm_class, registered_delivery, service_type, source_addr_ton, source_addr_npi, dest_addr_ton,"
+            " dest_addr_npi, tlvs, submitted_at, expires_at, attempts, next_attempt_at, error, extra, accepted_at)"
+            " VALUES (?, 'mt', 'enroute', 'handset', '8613800000001', ?, x'41', 0, 0, 0, '', 0, 0, 0, 0, x'', 0, 9e9,"
+            " 0, 0, 0, '{}', 0)",
+            [(f"id{i}", f"86137{i:08d}") for i in range(3000)],
+        )
+        conn.commit()
+    with db.open("r+b") as f:
+        f.seek(4096 * 3)
+        f.write(bytes(range(256)) * 64)  # four pages of nonsense after the schema's
+    result = serve("--db", str(db))
+    assert result.returncode == 1, result.stderr
+    assert f"cannot start: cannot read SQLite store at {str(db)!r}: database disk image is malformed" in result.stderr
     assert "Traceback" not in result.stderr
