@@ -67,7 +67,7 @@ class Delivery:
         self._held: set[str] = set()  # ids of the MTs in hand (see the module docstring)
         self._reading = 0  # pages being read and handed out (`_take_waiting`)
         self._release_after_reading: list[str] = []
-        self._retry_timers: dict[str, asyncio.TimerHandle] = {}
+        self._retry_timers: dict[str, tuple[asyncio.TimerHandle, Message]] = {}
         self._pulls: dict[str, asyncio.Task] = {}  # account -> its backlog being read (receiver_ready)
         self._pull_again: set[str] = set()  # accounts a bind appeared for while their backlog was being read
         self._behind: dict[str, list[Message]] = {}  # account -> new MTs for it, held until its backlog is read
@@ -233,7 +233,7 @@ class Delivery:
         log.info("mt retry", message_id=message.id, account=message.account, msisdn=message.dest_addr, attempt=message.attempts,
                  delay=delay, status=S.name_of(error))
         loop = asyncio.get_running_loop()
-        self._retry_timers[message.id] = loop.call_later(delay, self._retry_now, message)
+        self._retry_timers[message.id] = (loop.call_later(delay, self._retry_now, message), message)
 
     def _retry_now(self, message: Message) -> None:
         self._retry_timers.pop(message.id, None)
@@ -278,9 +278,9 @@ class Delivery:
         if (message.status is not _ENROUTE and message.status is not _SCHEDULED) or message.direction is not Direction.MT:
             return False
         message_id = message.id
-        timer = self._retry_timers.pop(message_id, None)
-        if timer is not None:
-            timer.cancel()
+        waiting = self._retry_timers.pop(message_id, None)
+        if waiting is not None:
+            waiting[0].cancel()
             return True
         if message_id not in self._held:  # parked: from now on no page read hands it out
             self._held.add(message_id)
@@ -300,9 +300,13 @@ class Delivery:
             self._wake_pulls()
 
     async def sweep(self) -> None:
-        """Expire the parked MTs whose validity has run out (those in hand expire when next dispatched);
-        release the scheduled MTs that are due."""
+        """Expire the parked MTs and those waiting for a retry whose validity has run out (those on a bind expire
+        when it would send them); release the scheduled MTs that are due."""
         now = self.clock.now()
+        for message_id in [i for i, (_, message) in self._retry_timers.items() if message.expires_at <= now]:
+            handle, message = self._retry_timers.pop(message_id)
+            handle.cancel()
+            self._finish(message, MessageStatus.EXPIRED, MessageState.EXPIRED, 0)
         await self._take_waiting(
             lambda after: self.store.expired_mts(now, after, self.PAGE),
             (0.0, 0), lambda message: self._finish(message, MessageStatus.EXPIRED, MessageState.EXPIRED, 0),
@@ -369,7 +373,7 @@ class Delivery:
 
     def stop(self) -> None:
         """Shutting down: no more retries or reads (what is undelivered stays in the store)."""
-        for handle in self._retry_timers.values():
+        for handle, _message in self._retry_timers.values():
             handle.cancel()
         self._retry_timers.clear()
         for task in self._pulls.values():

@@ -227,8 +227,16 @@ class SmppConnection(asyncio.Protocol):
         self._pump()
 
     def _pump(self) -> None:
+        if not self.pending:
+            return
+        now = self.gateway.clock.now()
         while self.pending and self.session.can_send_request:
-            self._send_deliver(self.pending.popleft())
+            message = self.pending.popleft()
+            if message.expires_at > now:
+                self._send_deliver(message)
+            else:  # its validity ran out while it waited here: dispatching it again ends it (EXPIRED)
+                self.load -= 1
+                self.gateway.delivery.dispatch(message)
 
     # ------------------------------------------------------------ timers
     def tick(self) -> None:

@@ -233,6 +233,34 @@ def test_a_receipt_outlives_the_validity_of_the_message_it_reports_on(make_gatew
     assert (fields["id"].encode(), fields["stat"]) == (resp.message_id, "DELIVRD")
 
 
+def test_an_mt_whose_validity_runs_out_while_queued_on_a_bind_expires_instead_of_going_out(make_gateway, handset):
+    clock = SimulatedClock()
+    gw = make_gateway(clock=clock, gateway={"window": 1})
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    b.answering = False
+    assert a.submit(B, "first").status == ESME_ROK
+    assert text(b.expect()) == "first"  # unanswered: the window of one is full
+    resp = a.submit(B, "second, for 10 s", registered_delivery=1, validity_period="000000000010000R")
+    clock.advance(60)
+    b.answer_held()
+    fields = receipt_fields(a.expect(timeout=5))
+    assert (fields["id"].encode(), fields["stat"]) == (resp.message_id, "EXPIRED")
+    b.expect_none(0.5)
+
+
+def test_an_mt_whose_validity_runs_out_while_it_waits_for_a_retry_expires_then(make_gateway, handset):
+    clock = SimulatedClock()
+    gw = make_gateway(clock=clock, gateway={"retry_backoff": [3600]})
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    b.answers.append(ESME_RSYSERR)
+    resp = a.submit(B, "for 10 s", registered_delivery=1, validity_period="000000000010000R")
+    assert text(b.expect()) == "for 10 s"  # refused: the retry is due in an hour
+    clock.advance(60)
+    fields = receipt_fields(a.expect(timeout=5))  # from the next sweep, not the retry
+    assert (fields["id"].encode(), fields["stat"]) == (resp.message_id, "EXPIRED")
+    assert gw.call(gw.gateway.store.get(resp.message_id.decode())).status is MessageStatus.EXPIRED
+
+
 def test_delivery_is_retried_after_a_temporary_failure(make_gateway, handset):
     gw = make_gateway(gateway={"retry_backoff": [0.2]})
     a, b = handset(A, gw=gw), handset(B, gw=gw)
