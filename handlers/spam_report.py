@@ -61,7 +61,10 @@ _DIGIT = "0-9０-９"
 _NUMBER = rf"[+＋]?[{_DIGIT}][{_DIGIT}\-－]*"
 _STAR = re.compile(r"^\s*(?P<number>[^*＊]*?)\s*[*＊]+\s*(?P<text>.*)$", re.S)
 _SPACE = re.compile(rf"^\s*(?P<number>{_NUMBER})\s+(?P<text>.*)$", re.S)
-_ONLY_NUMBER = re.compile(rf"^\s*(?P<number>[+＋]?[{_DIGIT}][{_DIGIT}\-－ 　()（）]*)\s*$")
+# A number alone, as a subscriber answers the prompt for one: perhaps labelled (`号码：…`) and ended with the
+# full stop a Chinese input method adds (`13912345678。`).
+_LABEL = r"(?:号码|手机号码?|电话)?(?:是|为)?[:：]?"
+_ONLY_NUMBER = re.compile(rf"^\s*{_LABEL}\s*(?P<number>[+＋]?[{_DIGIT}][{_DIGIT}\-－ 　()（）]*)\s*[。．.！!，,；;]*\s*$")
 _NUMBERISH = re.compile(rf"^[+＋]?[{_DIGIT}\-－ 　()（）]*$")
 
 

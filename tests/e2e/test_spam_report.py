@@ -92,6 +92,13 @@ def test_bare_text_then_the_number_completes_the_report(gateway, handset) -> Non
     assert (stored.reported, stored.text) == (SPAMMER, SPAM)
 
 
+def test_the_number_with_the_full_stop_a_chinese_keyboard_adds_completes_the_report(gateway, handset) -> None:
+    a = phone(handset, A)
+    assert "请在30分钟内回复发送该垃圾短信的手机号码" in ask(a, SPAM)
+    stored = report(a, "号码：13700000001。", gateway)
+    assert (stored.reported, stored.text) == (SPAMMER, SPAM)
+
+
 def test_the_number_after_the_window_is_a_report_without_the_text(make_gateway, handset) -> None:
     clock = SimulatedClock(at(2026, 11, 21, 10))
     gw = make_gateway(clock=clock)

@@ -101,6 +101,14 @@ async def test_bare_text_asks_for_the_number_and_the_number_completes_the_report
     assert await bench.store.find(Dialogue) == []
 
 
+@pytest.mark.parametrize("answer", ["13700000001。", "13700000001.", "号码13700000001", "号码：137-0000-0001。", "手机号是 13700000001！"])
+async def test_the_number_answered_with_a_label_or_a_full_stop_completes_the_report(bench, answer: str) -> None:
+    await send(bench, A, "【发票】代开各类发票，量大从优")
+    report = await report_ok(bench, A, answer)
+    assert (report.reported, report.text) == (SPAMMER, "【发票】代开各类发票，量大从优")
+    assert await bench.store.find(Dialogue) == []
+
+
 async def test_after_the_window_a_bare_number_is_a_report_without_text(bench) -> None:
     await send(bench, A, "恭喜您中奖了")
     bench.clock.advance(30 * 60 + 1)
@@ -277,6 +285,9 @@ async def test_english_subscribers_get_english(bench) -> None:
 def test_parse() -> None:
     assert parse("13700000001*x*y") == spam_report.Parsed("report", "13700000001", "x*y")
     assert parse("137 0000 0001") == spam_report.Parsed("report", "137 0000 0001")
+    assert parse("号码：137 0000 0001。") == spam_report.Parsed("report", "137 0000 0001")
+    assert parse("2026。").kind == "report"  # a number alone, refused as not a mobile number
+    assert parse("号码是多少？").kind == "text"
     assert parse("abc*spam").kind == "report"  # an attempt at a number: refused as not a number
     assert parse("恭喜您获得一等奖*iPhone*").kind == "text"  # spam text that holds a star: forwarded
     assert parse("HELP").kind == "help"
