@@ -235,6 +235,19 @@ class Delivery:
         loop = asyncio.get_running_loop()
         self._retry_timers[message.id] = (loop.call_later(delay, self._retry_now, message), message)
 
+    def answered_late(self, message: Message, status: int) -> None:
+        """The answer to a deliver_sm given up on (timed out) came after all. While the MT still waits for its
+        retry, a delivery or a permanent refusal stands (no second copy); a temporary refusal leaves the retry."""
+        waiting = self._retry_timers.get(message.id)
+        if waiting is None or waiting[1] is not message or (status and status not in PERMANENT_FAILURES):
+            return  # sent again already (that attempt's answer decides), ended, or still to be retried
+        del self._retry_timers[message.id]
+        waiting[0].cancel()
+        if status:
+            self.failed(message, status)
+        else:
+            self.delivered(message)
+
     def _retry_now(self, message: Message) -> None:
         self._retry_timers.pop(message.id, None)
         self.dispatch(message)

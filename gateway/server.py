@@ -25,7 +25,7 @@ from .smpp.pdu import (
     Unbind,
     response_to,
 )
-from .smpp.session import BIND_REQUESTS, Received, Session, Side, State
+from .smpp.session import BIND_REQUESTS, LateResponse, Received, Session, Side, State
 from .store.records import Message
 
 if TYPE_CHECKING:
@@ -57,6 +57,7 @@ class SmppConnection(asyncio.Protocol):
         self.load = 0  # MTs queued or in flight here
         self.address_range: re.Pattern[str] | None = None
         self.inflight: dict[int, Message] = {}
+        self.timed_out: dict[int, Message] = {}  # deliver_sm given up on, by sequence (the last `window`)
         self.pending: deque[Message] = deque()
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
@@ -90,6 +91,8 @@ class SmppConnection(asyncio.Protocol):
         for event in self.session.receive_data(data):
             if type(event) is Received:
                 self._on_pdu(event.pdu, event.request)
+            elif type(event) is LateResponse:
+                self._on_late_answer(event.pdu)
             elif event.status:
                 log.warning("pdu rejected", peer=self.peer, account=self.system_id, status=S.name_of(event.status),
                             reason=event.reason, sequence=event.sequence_number)
@@ -226,6 +229,13 @@ class SmppConnection(asyncio.Protocol):
             self.gateway.delivery.failed(message, pdu.command_status)
         self._pump()
 
+    def _on_late_answer(self, pdu: Pdu) -> None:
+        message = self.timed_out.pop(pdu.sequence_number, None)
+        if message is not None:
+            log.info("deliver_sm answered late", message_id=message.id, account=self.system_id, msisdn=message.dest_addr,
+                     status=S.name_of(pdu.command_status))  # fmt: skip
+            self.gateway.delivery.answered_late(message, pdu.command_status)
+
     def _pump(self) -> None:
         if not self.pending:
             return
@@ -247,6 +257,9 @@ class SmppConnection(asyncio.Protocol):
             if message is not None:
                 self.load -= 1
                 log.warning("deliver_sm timed out", message_id=message.id, account=self.system_id, msisdn=message.dest_addr)
+                self.timed_out[request.sequence_number] = message
+                if len(self.timed_out) > session.window:
+                    del self.timed_out[next(iter(self.timed_out))]
                 self.gateway.delivery.retry_later(message)
             elif request.command_id == C.ENQUIRE_LINK or request.command_id == C.UNBIND:
                 log.warning(f"{request.name} unanswered; closing", peer=self.peer, account=self.system_id)

@@ -45,7 +45,14 @@ from gateway.smpp.pdu import (
     response_to,
 )
 from gateway.smpp.segment import ConcatScheme, Reassembler, concat_info, segment_text
-from gateway.smpp.session import LocalProtocolError, Received, Rejected, Session, Side
+from gateway.smpp.session import (
+    LateResponse,
+    LocalProtocolError,
+    Received,
+    Rejected,
+    Session,
+    Side,
+)
 from gateway.smpp.text import decode
 
 __all__ = [
@@ -348,7 +355,7 @@ class Esme(asyncio.Protocol):
                 self._on_message_pdu(pdu)
         # enquire_link and unbind were answered by the Session; outbind/alert_notification need nothing.
 
-    def _on_rejected(self, event: Rejected) -> None:
+    def _on_rejected(self, event: Rejected | LateResponse) -> None:
         self.stats.rejected += 1
 
     def _on_message_pdu(self, pdu: Pdu) -> None:

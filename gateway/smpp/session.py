@@ -108,7 +108,16 @@ class Rejected:
     sequence_number: int
 
 
-Event = Received | Rejected
+@dataclass(slots=True)
+class LateResponse:
+    """A response to a request the session gave up on (`expired_requests`) that came after all: the
+    application may still take it (a deliver_sm answered late need not be sent again)."""
+
+    pdu: Pdu
+    request: Pdu
+
+
+Event = Received | Rejected | LateResponse
 
 
 class LocalProtocolError(RuntimeError):
@@ -144,6 +153,7 @@ class Session:
         self.idle_timeout = idle_timeout  # 0 = never
         self.clock = clock
         self.outstanding: dict[int, Outstanding] = {}
+        self._timed_out: dict[int, Pdu] = {}  # the last `window` requests expired_requests gave up on
         self.last_received_at = self.last_sent_at = clock()
         self._buffer = bytearray()
         self._outbox: list[bytes] = []
@@ -187,6 +197,9 @@ class Session:
         if command_id & RESPONSE_BIT:
             pending = self.outstanding.get(pdu.sequence_number)
             if pending is None:
+                late = self._timed_out.pop(pdu.sequence_number, None)
+                if late is not None and (command_id == late.command_id | RESPONSE_BIT or command_id == _GENERIC_NACK):
+                    return LateResponse(pdu, late)
                 return Rejected(0, "response to no outstanding request (ignored)", command_id, pdu.sequence_number)
             if command_id != pending.request.command_id | RESPONSE_BIT and command_id != _GENERIC_NACK:
                 # Not its answer (3.2: a response carries its request's command_id): the request stays
@@ -297,11 +310,17 @@ class Session:
 
     # ------------------------------------------------------------ timers
     def expired_requests(self, now: float | None = None) -> list[Pdu]:
-        """Remove and return requests whose response did not come within response_timeout."""
+        """Remove and return requests whose response did not come within response_timeout. A response that
+        comes later all the same is a LateResponse (for the last `window` of them)."""
         now = self.clock() if now is None else now
         limit = now - self.response_timeout
         late = [seq for seq, item in self.outstanding.items() if item.sent_at <= limit]
-        return [self.outstanding.pop(seq).request for seq in late]
+        requests = [self.outstanding.pop(seq).request for seq in late]
+        for request in requests:
+            self._timed_out[request.sequence_number] = request
+            if len(self._timed_out) > self.window:
+                del self._timed_out[next(iter(self._timed_out))]
+        return requests
 
     def unbind_overdue(self, now: float | None = None) -> bool:
         """The peer's unbind has waited response_timeout for the answers to the requests before it."""

@@ -10,6 +10,7 @@ from smpplib import gsm
 
 from gateway.clock import SimulatedClock
 from gateway.store.records import MessageStatus
+from tests.polling import eventually
 from tests.smpp_handset import (
     ESM_UDHI,
     ESME_RINVDSTADR,
@@ -325,6 +326,22 @@ def test_unanswered_delivery_is_sent_again(make_gateway, handset):
     assert text(b.expect()) == "hello?"
     b.answering = True
     assert text(b.expect(timeout=5)) == "hello?"
+
+
+def test_a_delivery_answered_after_its_timeout_but_before_its_retry_is_not_sent_again(make_gateway, handset):
+    gw = make_gateway(gateway={"response_timeout": 0.5, "retry_backoff": [2.0]})
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    b.answering = False
+    resp = a.submit(B, "slow to answer", registered_delivery=1)
+    assert text(b.expect()) == "slow to answer"
+    message_id = resp.message_id.decode()
+    assert eventually(lambda: gw.call(gw.gateway.store.get(message_id)).attempts == 1)  # timed out: retry due in 2 s
+    b.answer_held()
+    b.answering = True
+    fields = receipt_fields(a.expect(timeout=5))
+    assert (fields["id"].encode(), fields["stat"]) == (resp.message_id, "DELIVRD")
+    assert gw.call(gw.gateway.store.get(message_id)).status is MessageStatus.DELIVERED
+    b.expect_none(3.0)  # the retry was called off: no second copy
 
 
 def test_a_delivery_answered_with_the_wrong_response_is_sent_again(make_gateway, handset):

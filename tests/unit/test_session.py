@@ -35,6 +35,7 @@ from gateway.smpp.pdu import (
     response_to,
 )
 from gateway.smpp.session import (
+    LateResponse,
     LocalProtocolError,
     Received,
     Rejected,
@@ -583,9 +584,24 @@ def test_expired_requests():
     assert esme.expired_requests() == []  # returned once only
     assert esme.expired_requests(now=115.0) == [second]
     assert esme.outstanding == {}
-    # The late response is then ignored.
+    # A late response is told apart, once; then it is one to nothing outstanding.
+    [event] = esme.receive_data(encode_pdu(response_to(first)))
+    assert event == LateResponse(response_to(first), first)
     [event] = esme.receive_data(encode_pdu(response_to(first)))
     assert isinstance(event, Rejected) and event.status == 0
+
+
+def test_only_the_last_window_of_timed_out_requests_are_remembered():
+    clock = FakeClock(100.0)
+    esme, smsc = bind_pair(TRX, clock=clock, response_timeout=1.0, window=2)
+    first, second = esme.send(SubmitSm()), esme.send(SubmitSm())
+    clock.now += 1
+    assert esme.expired_requests() == [first, second]
+    third = esme.send(SubmitSm())
+    clock.now += 1
+    assert esme.expired_requests() == [third]
+    events = esme.receive_data(b"".join(encode_pdu(response_to(r)) for r in (first, second, third)))
+    assert [type(e) for e in events] == [Rejected, LateResponse, LateResponse]
 
 
 def test_enquire_link_due():
