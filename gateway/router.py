@@ -74,7 +74,11 @@ class Router:
         recent = self._affinity.get(dest)
         if recent is not None:
             if recent.can_receive and recent in self._receivers.get(recent.account.system_id, ()):
-                if to_account is None or recent.account.system_id == to_account:
+                # Not to a bind whose address_range leaves `dest` out: it never read dest's waiting MTs, which
+                # the new ones would overtake there.
+                if (to_account is None or recent.account.system_id == to_account) and (
+                    recent.address_range is None or recent.address_range.fullmatch(dest)
+                ):
                     return recent
             elif recent.account.system_id not in self._receivers or recent not in self._receivers[recent.account.system_id]:
                 del self._affinity[dest]

@@ -285,6 +285,20 @@ def test_the_last_mo_bind_comes_before_a_bind_whose_address_range_matches(gatewa
     mts_arrive_on(carrier, [ranged], sender, A, "after the MO")
 
 
+def test_the_last_mo_bind_does_not_take_mts_its_address_range_leaves_out(gateway, handset) -> None:
+    """It never read the subscriber's waiting MTs (its range left them out): newer ones would overtake them."""
+    y, other = "8613700000142", "8613700000141"  # account handset2
+    ranged = handset(y, address_range=other)
+    sender = handset(A, bind="tx")
+    assert sender.submit(y, "old").status == ESME_ROK
+    ranged.expect_none(0.3)  # waits in the store: no bind takes y's MTs
+    assert ranged.submit(A, "MO from y").status == ESME_ROK
+    assert sender.submit(y, "new").status == ESME_ROK
+    ranged.expect_none(0.3)
+    receiver = handset(y)
+    assert [text(p) for p in receiver.expect_many(2)] == ["old", "new"]
+
+
 def test_an_mo_on_a_transmitter_bind_does_not_take_the_subscribers_mts(gateway, handset) -> None:
     receiving1, receiving2 = handset(A), handset(A)
     transmitter = handset(A, bind="tx")  # cannot receive
