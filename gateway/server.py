@@ -65,6 +65,7 @@ class SmppConnection(asyncio.Protocol):
         self.highest_submitted = 0  # the highest sequence number of a submission on this bind so far
         self._flush_scheduled = False
         self._unbinding = False
+        self._now = gateway.clock.now
 
     # --------------------------------------------------------- transport
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -108,7 +109,8 @@ class SmppConnection(asyncio.Protocol):
         data = self.session.data_to_send()
         if data:
             self.transport.write(data)
-        if self.session.finished:
+        state = self.session.state
+        if (state is _CLOSED or state is _UNBOUND) and self.session.finished:
             self.transport.close()
 
     def _schedule_flush(self) -> None:
@@ -239,7 +241,7 @@ class SmppConnection(asyncio.Protocol):
     def _pump(self) -> None:
         if not self.pending:
             return
-        now = self.gateway.clock.now()
+        now = self._now()
         while self.pending and self.session.can_send_request:
             message = self.pending.popleft()
             if message.expires_at > now:

@@ -251,31 +251,28 @@ class Session:
         if command_id & RESPONSE_BIT:
             if command_id in BOUND_STATE_OF and not pdu.command_status and self.state is _OPEN:
                 self.state = BOUND_STATE_OF[command_id]
-        else:
-            allowed = self._sendable.get(self.state, _NOTHING)
-            if command_id not in allowed and not (self.side is Side.ESME and self.state is State.OPEN and command_id in BIND_REQUESTS):
-                raise LocalProtocolError(f"cannot send {pdu.name} in state {self.state.value}")
-            if len(self.outstanding) >= self.window and command_id != _UNBIND and command_id != _ENQUIRE_LINK:
-                raise WindowFull(f"{len(self.outstanding)} requests outstanding")
-            if not pdu.sequence_number:
-                pdu.sequence_number = self.next_sequence()
-            if command_id in RESPONSE_OF:  # outbind and alert_notification get no response
-                self.outstanding[pdu.sequence_number] = Outstanding(pdu, self.clock())
+            self.send_raw(encode_pdu(pdu))
+            return pdu
+        allowed = self._sendable.get(self.state, _NOTHING)
+        if command_id not in allowed and not (self.side is Side.ESME and self.state is State.OPEN and command_id in BIND_REQUESTS):
+            raise LocalProtocolError(f"cannot send {pdu.name} in state {self.state.value}")
+        if len(self.outstanding) >= self.window and command_id != _UNBIND and command_id != _ENQUIRE_LINK:
+            raise WindowFull(f"{len(self.outstanding)} requests outstanding")
+        if not pdu.sequence_number:
+            pdu.sequence_number = self.next_sequence()
+        if command_id in RESPONSE_OF:  # outbind and alert_notification get no response
+            self.outstanding[pdu.sequence_number] = Outstanding(pdu, self.clock())
         self._outbox.append(encode_pdu(pdu))
-        if command_id & RESPONSE_BIT and self._owed:
-            self._answered()
         return pdu
 
     def send_raw(self, frame: bytes) -> None:
         """Queue a response already encoded (built on a hot path)."""
         self._outbox.append(frame)
-        if self._owed:
-            self._answered()
-
-    def _answered(self) -> None:
-        self._owed -= 1
-        if not self._owed and self._held_unbind is not None:
-            self.answer_unbind()
+        owed = self._owed
+        if owed:
+            self._owed = owed - 1
+            if owed == 1 and self._held_unbind is not None:
+                self.answer_unbind()
 
     def answer_unbind(self) -> None:
         """Send the unbind_resp held back for requests still unanswered: at once when the last of them is
