@@ -12,7 +12,10 @@ plain lines otherwise), the result to stdout, the JSON and HTML reports into
 given here was met; 1 when a dialogue failed (more than --max-failures) or
 a threshold was missed; 2 for a usage, scenario or config mistake, or a
 target that cannot be reached or refuses the binds (the message names the
-file and key to fix).
+file and key to fix); 130 when interrupted. Ctrl-C (or SIGTERM) once stops
+the load: dialogues in flight end, then the figures so far are printed and
+reported (marked INTERRUPTED, no verdict); again during that drain, it is cut
+short the same way; a third time gives up at once.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Any
 
 __all__ = ["add_arguments", "main", "run_args", "verdicts"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -122,7 +125,7 @@ def run_args(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("smsgw simulate: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     print(describe(summary))
     if args.report:
         for path in write_report(summary, args.report, scenario.to_dict(), started_at):
@@ -130,6 +133,9 @@ def run_args(args: argparse.Namespace) -> int:
     misses = verdicts(summary, max_failures=args.max_failures, min_rate=args.min_rate, max_p99_ms=args.max_p99_ms)
     for miss in misses:
         print(f"FAIL {miss}")
+    if (summary.get("fleet") or {}).get("interrupted"):
+        print("INTERRUPTED: the figures cover the run up to the signal; no verdict")
+        return EXIT_INTERRUPTED
     if not misses:
         print("PASS")
     return EXIT_FAILED if misses else EXIT_OK
@@ -144,10 +150,14 @@ async def _drive(scenario: Any, config: Any, *, quiet: bool) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
 
-    def interrupted() -> None:
-        if fleet._stopping and task is not None:  # a second signal: stop now
+    signals = 0
+
+    def interrupted() -> None:  # the first stops the load, the next cuts the drain; a third gives up on the results
+        nonlocal signals
+        signals += 1
+        if signals > 2 and task is not None:
             task.cancel()
-        fleet.stop("interrupted")
+        fleet.interrupt()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
@@ -222,9 +232,10 @@ def verdicts(summary: dict[str, Any], *, max_failures: int = 0, min_rate: float 
 def describe(summary: dict[str, Any]) -> str:
     """The result for a person: throughput, latency, outcomes by kind, failures with the first transcripts."""
     d, t, lat = summary["dialogues"], summary["throughput"], summary["latency_ms"]
+    load_s = summary.get("load_s", summary["duration_s"])
     lines = [
-        f"{d['completed'] + d['failed']} dialogues in {summary['duration_s']:.1f} s: {d['completed']} ok, {d['failed']} failed;"
-        f" {t['dialogues_per_s']} dialogues/s, {t['mo_per_s']} MO/s",
+        f"{d['completed'] + d['failed']} dialogues in {summary['duration_s']:.1f} s (load {load_s:.1f} s):"
+        f" {d['completed']} ok, {d['failed']} failed; {t['dialogues_per_s']} dialogues/s, {t['mo_per_s']} MO/s during the load",
         f"latency ms (MO -> reply, every step): p50 {lat['p50']}  p90 {lat['p90']}  p99 {lat['p99']}"
         f"  p99.9 {lat['p99.9']}  max {lat['max']}",
     ]

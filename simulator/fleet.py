@@ -47,6 +47,7 @@ __all__ = ["Fleet", "FleetError", "address_range", "blocks", "exact_range"]
 
 MAX_ADDRESS_RANGE = 40  # SMPP 3.4: address_range is a C-octet string of at most 41 octets
 SP_NOTICE = re.compile(r"event=(\w+) service=(\S+)")
+DRAIN_POLL = 0.1  # seconds between the drain's looks at an interruption
 
 
 class FleetError(Exception):
@@ -194,6 +195,8 @@ class Fleet:
         self.unasked_samples: list[str] = []
         self.stop_reason = ""
         self._stopping = False
+        self.interrupted = False
+        self._drain_cut = False
         self._started = 0  # fleet-initiated dialogues started
         self._in_flight = 0
         self._freed: asyncio.Event | None = None
@@ -226,6 +229,15 @@ class Fleet:
         finally:
             await self.close()
         return self.summary()
+
+    def interrupt(self) -> None:
+        """Ctrl-C: during the load, start no more dialogues (those in flight end as after its duration); during the
+        drain, cut it short (what is still in flight is cancelled, as at its deadline). The results stand, marked
+        interrupted."""
+        if self._stopping:
+            self._drain_cut = True
+        self.interrupted = True
+        self.stop("interrupted")
 
     def stop(self, reason: str = "stopped") -> None:
         """Start no more dialogues (what is in flight ends normally)."""
@@ -365,6 +377,7 @@ class Fleet:
             if timer is not None:
                 timer.cancel()
             self.stop("load done")
+            self.recorder.load_finished()
 
     def _done_starting(self) -> bool:
         if self._stopping:
@@ -709,8 +722,8 @@ class Fleet:
         """Let dialogues and reactions still running end (at most load.drain seconds; the rest are cancelled)."""
         self.stop("load done")
         deadline = time.monotonic() + self.scenario.load.drain
-        while self.tasks and time.monotonic() < deadline:
-            await asyncio.wait(list(self.tasks), timeout=max(0.0, deadline - time.monotonic()))
+        while self.tasks and time.monotonic() < deadline and not self._drain_cut:
+            await asyncio.wait(list(self.tasks), timeout=min(DRAIN_POLL, max(0.0, deadline - time.monotonic())))
         if self.tasks:
             self.stats["cancelled_at_drain"] += len(self.tasks)
             for task in list(self.tasks):
@@ -768,6 +781,7 @@ class Fleet:
             "mode": self.scenario.fleet.mode,
             "load": self.scenario.load.mode,
             "stopped": self.stop_reason,
+            "interrupted": self.interrupted,
             "retired_subscribers": sum(1 for p in self.phones if p.state == RETIRED),
             "stats": dict(sorted(self.stats.items())),
             "spammers": {

@@ -112,6 +112,10 @@ class Recorder:
         self.seconds: dict[int, _Second] = {}
         self._first_open = 0  # seconds before this one are closed (percentiles kept, histogram dropped)
         self.ended: float | None = None
+        # When the load stopped starting dialogues, and what had ended by then: the throughput is measured over
+        # the load, not the drain that waits for the last replies (a survey answered late, say).
+        self.load_ended: float | None = None
+        self._ended_by_load_end = (0, 0)  # (dialogues, MO)
 
     # ------------------------------------------------------------ feeding
     def dialogue_started(self, at: float | None = None) -> None:
@@ -156,6 +160,11 @@ class Recorder:
     def arrived_unasked(self, what: str) -> None:
         self.unsolicited[what] += 1
 
+    def load_finished(self, at: float | None = None) -> None:
+        """No more dialogues start (the drain follows): the throughput counts what ended by now, over this long."""
+        self.load_ended = time.monotonic() if at is None else at
+        self._ended_by_load_end = (self.completed + self.failed, self.mo)
+
     def finish(self, at: float | None = None) -> None:
         self.ended = time.monotonic() if at is None else at
 
@@ -192,7 +201,8 @@ class Recorder:
     def summary(self) -> dict[str, Any]:
         """The report's data (JSON-able):
 
-        - `duration_s`; `dialogues`: {started, completed, failed}; `throughput`: {dialogues_per_s, mo_per_s}
+        - `duration_s` (load and drain), `load_s`; `dialogues`: {started, completed, failed}; `throughput`:
+          {dialogues_per_s, mo_per_s} over the load (`load_finished`), or the whole run if it was never marked
         - `latency_ms`: {p50, p90, p99, p99.9, max, mean} over every step, and `latency_ms_by_kind`
         - `outcomes`: {kind: {outcome: count}}; `failures_by_step`: {kind: {step: count}}
         - `failures`: up to 200, each {kind, msisdn, step, error, at, transcript: [{t, dir, peer, text}]}
@@ -200,6 +210,11 @@ class Recorder:
         - `timeline`: one entry per second {t, started, completed, failed, mo, p50_ms, p99_ms}
         """
         duration = max(self.elapsed, 1e-9)
+        if self.load_ended is not None:
+            load_s = max(self.load_ended - self.started, 1e-9)
+            dialogues, mo = self._ended_by_load_end
+        else:
+            load_s, dialogues, mo = duration, self.completed + self.failed, self.mo
         outcomes: dict[str, dict[str, int]] = {}
         for (kind, outcome), count in sorted(self.outcomes.items()):
             outcomes.setdefault(kind, {})[outcome] = count
@@ -222,11 +237,9 @@ class Recorder:
             })  # fmt: skip
         return {
             "duration_s": round(duration, 3),
+            "load_s": round(load_s, 3),
             "dialogues": {"started": self.started_count, "completed": self.completed, "failed": self.failed},
-            "throughput": {
-                "dialogues_per_s": round((self.completed + self.failed) / duration, 2),
-                "mo_per_s": round(self.mo / duration, 2),
-            },
+            "throughput": {"dialogues_per_s": round(dialogues / load_s, 2), "mo_per_s": round(mo / load_s, 2)},
             "latency_ms": _percentiles_ms(self.latency),
             "latency_ms_by_kind": {k: _percentiles_ms(h) for k, h in sorted(self.latency_by_kind.items())},
             "outcomes": outcomes,

@@ -39,7 +39,7 @@ MAX_FAILURES_SHOWN = 50
 
 # The summary's keys in the order the JSON lists them; keys the recorder adds later follow, sorted.
 _ORDER = (
-    "duration_s", "dialogues", "throughput", "latency_ms", "latency_ms_by_kind", "outcomes",
+    "duration_s", "load_s", "dialogues", "throughput", "latency_ms", "latency_ms_by_kind", "outcomes",
     "failures_by_step", "mo_refused", "unsolicited",
 )  # fmt: skip
 _LAST = ("timeline", "failures")

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -59,6 +61,48 @@ def test_a_broken_server_fails_with_transcripts_and_a_non_zero_exit(broken_gatew
     assert data["outcomes"]["order"].get("failed", 0) == 0 and data["dialogues"]["completed"] > 50
     html = (report / "report.html").read_text(encoding="utf-8")
     assert "<html" in html.lower() and "serials-&gt;unsubscribed" in html
+
+
+def simulate(port: int, *flags: str) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "gateway", "simulate", "--port", str(port), "--subscribers", "40", "--binds", "1", *flags]
+    return subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def progress_until(run: subprocess.Popen, condition) -> None:
+    """Read the plain progress lines (stderr, not a terminal) until one meets `condition`."""
+    assert run.stderr is not None
+    for line in run.stderr:
+        if line.startswith("t=") and condition(line):
+            return
+    raise AssertionError(f"the run ended first: {run.wait()}")
+
+
+def test_ctrl_c_during_the_load_reports_what_ran_marked_interrupted(gateway, tmp_path: Path) -> None:
+    report = tmp_path / "report"
+    run = simulate(gateway.smpp_port, "--duration", "120", "--concurrency", "8", "--report", str(report))
+    progress_until(run, lambda line: "dialogues=0 " not in line)
+    run.send_signal(signal.SIGINT)
+    out, _ = run.communicate(timeout=60)
+    assert run.returncode == 130, out
+    assert "INTERRUPTED" in out and "PASS" not in out and " dialogues in " in out
+    data = json.loads((report / "report.json").read_text(encoding="utf-8"))
+    assert data["fleet"]["interrupted"] and data["dialogues"]["completed"] > 0 and data["dialogues"]["failed"] == 0
+
+
+def test_ctrl_c_during_the_drain_cuts_it_short_and_keeps_the_results(broken_gateway, tmp_path: Path) -> None:
+    """10086999 never answers and steps wait 60 s: the 40 dialogues start within 0.2 s, and the drain after them
+    would wait its 30 s for the spam reports still in flight."""
+    report = tmp_path / "report"
+    run = simulate(broken_gateway.smpp_port, "--rate", "200", "--count", "40", "--timeout", "60", "--report", str(report))
+    progress_until(run, lambda line: "in_flight=0 " not in line)  # the first line comes after a second: draining
+    signalled = time.monotonic()
+    run.send_signal(signal.SIGINT)
+    out, _ = run.communicate(timeout=60)
+    assert run.returncode == 130 and "INTERRUPTED" in out, out
+    assert time.monotonic() - signalled < 20
+    data = json.loads((report / "report.json").read_text(encoding="utf-8"))
+    assert data["fleet"]["interrupted"] and data["fleet"]["stats"]["cancelled_at_drain"] > 0
+    assert data["load_s"] < 1.0 < data["duration_s"]  # the rate is over the load, not the drain
 
 
 def test_thresholds_and_usage_errors(gateway, tmp_path: Path, capsys) -> None:

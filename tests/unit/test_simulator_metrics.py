@@ -42,3 +42,18 @@ def test_a_long_run_keeps_histograms_only_for_the_open_seconds() -> None:
     timeline = recorder.summary()["timeline"]
     assert len(timeline) == 600
     assert all(s["completed"] == 1 and 1.99 <= s["p50_ms"] <= 2.01 and 7.99 <= s["p99_ms"] <= 8.01 for s in timeline)
+
+
+def test_the_throughput_is_over_the_load_and_the_duration_includes_the_drain() -> None:
+    """A survey answered late kept the drain going: dividing by load and drain understated the rate."""
+    recorder = Recorder(started=100.0)
+    for i in range(50):
+        recorder.dialogue_started(at=100.0 + i / 50)
+        recorder.record(result("query", True, [5.0], at=100.0 + i / 50 + 0.01))
+    recorder.load_finished(at=101.0)
+    recorder.record(result("rating", True, [5.0], at=104.5))
+    recorder.finish(at=105.0)
+    summary = recorder.summary()
+    assert (summary["load_s"], summary["duration_s"]) == (1.0, 5.0)
+    assert summary["throughput"] == {"dialogues_per_s": 50.0, "mo_per_s": 100.0}
+    assert summary["dialogues"]["completed"] == 51

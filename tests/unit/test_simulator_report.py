@@ -139,7 +139,7 @@ def test_json_report_is_the_summary_with_run_metadata_and_scenario(tmp_path: Pat
     assert report["scenario"]["target"] == {"host": "127.0.0.1", "port": 2775, "system_id": "handsets", "password": "***"}
     assert "secret-pw" not in raw
     keys = list(report)
-    assert keys[:4] == ["title", "run", "duration_s", "dialogues"] and keys[-3:] == ["scenario", "timeline", "failures"]
+    assert keys[:5] == ["title", "run", "duration_s", "load_s", "dialogues"] and keys[-3:] == ["scenario", "timeline", "failures"]
 
 
 def test_json_is_stable_for_the_same_run(summary: dict) -> None:
