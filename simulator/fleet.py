@@ -46,7 +46,7 @@ from .scenario import Load, Scenario
 __all__ = ["Fleet", "FleetError", "address_range", "blocks", "exact_range"]
 
 MAX_ADDRESS_RANGE = 40  # SMPP 3.4: address_range is a C-octet string of at most 41 octets
-SP_NOTICE = re.compile(r"event=(\w+) service=(\S+)")
+SP_NOTICE = re.compile(r"event=(\w+) service=(\S+)(?:.* msisdn=\+?(\d+))?")
 DRAIN_POLL = 0.1  # seconds between the drain's looks at an interruption
 
 
@@ -631,6 +631,10 @@ class Fleet:
         if m is None:
             self.recorder.arrived_unasked("sp_other")
             self._sample(f"to SP {message.destination} from {message.source}: {message.text}")
+        elif m.group(3) is not None and m.group(3) not in self.by_number:
+            # About a number outside the fleet: stored for the SP before it bound (an earlier run's), or another
+            # client's. Not this run's to check.
+            self.stats["sp_notices_for_others"] += 1
         else:
             self.notices_received[(m.group(1), m.group(2))] += 1
 

@@ -105,6 +105,36 @@ def test_ctrl_c_during_the_drain_cuts_it_short_and_keeps_the_results(broken_gate
     assert data["load_s"] < 1.0 < data["duration_s"]  # the rate is over the load, not the drain
 
 
+def test_a_second_run_is_not_failed_by_the_sp_notices_of_the_first(gateway, tmp_path: Path, capsys) -> None:
+    """Run 1 binds no SP: the gateway keeps its ORDER/CANCEL notices until the SPs bind, which run 2 does."""
+    first, second = tmp_path / "first.toml", tmp_path / "second.toml"
+    first.write_text("[fleet]\nsp_receivers = []\n[behaviours.spammer]\nweight = 0\n")
+    second.write_text("[behaviours.spammer]\nweight = 0\n")
+    base = ["--port", str(gateway.smpp_port), "--subscribers", "40", "--binds", "1", "--count", "80", "--quiet"]
+    assert cli.main([*base, "--scenario", str(first), "--start", "8613800500000"]) == 0
+    assert "PASS" in capsys.readouterr().out
+    report = tmp_path / "report"
+    assert cli.main([*base, "--scenario", str(second), "--start", "8613800600000", "--report", str(report)]) == 0
+    assert "PASS" in capsys.readouterr().out
+    stats = json.loads((report / "report.json").read_text(encoding="utf-8"))["fleet"]["stats"]
+    assert stats["sp_notices_for_others"] > 0
+
+
+def test_a_spammer_blocked_before_the_run_is_named_as_such(gateway, handset, tmp_path: Path, capsys) -> None:
+    spammer = "8613000000000"
+    for reporter in [f"86138007000{i:02d}" for i in range(5)]:  # five distinct reporters block it network-wide
+        phone = handset(reporter, address_range=reporter)
+        assert phone.submit("10086999", f"{spammer}*spam").status == 0
+        phone.expect()
+    scenario = tmp_path / "spammer.toml"
+    scenario.write_text(f'[spammers]\nstart = "{spammer}"\ncount = 1\n[behaviours.spammer]\nweight = 50\n')
+    argv = ["--port", str(gateway.smpp_port), "--subscribers", "40", "--binds", "1", "--count", "20", "--quiet",
+            "--scenario", str(scenario), "--start", "8613800800000"]  # fmt: skip
+    assert cli.main(argv) == 1
+    out = capsys.readouterr().out
+    assert "FAILED spammer at spam" in out and "before any report of this run" in out
+
+
 def test_thresholds_and_usage_errors(gateway, tmp_path: Path, capsys) -> None:
     port = str(gateway.smpp_port)
     base = ["--port", port, "--subscribers", "20", "--binds", "1", "--count", "30", "--quiet"]
