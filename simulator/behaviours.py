@@ -571,9 +571,9 @@ async def spammer_round(spammer: Spammer, env: Env, victims: list[Phone]) -> Dia
                 accepted.append(number)
                 result.mo += 1
         if wrong and not spammer.rounds and not spammer.reporting and set(refusals) == {SENDER_BLOCKED}:
-            raise DialogueFailed(step, f"blocked network-wide (0x400) before any report of this run: the target has seen "
-                                       f"this spammer before (an earlier run?); spammers need numbers it has not seen: "
-                                       f"another [spammers] start, or a fresh database")  # fmt: skip
+            raise DialogueFailed(step, "blocked network-wide (0x400) before any report of this run: the target has seen "
+                                       "this spammer before (an earlier run?); spammers need numbers it has not seen: "
+                                       "another [spammers] start, or a fresh database")  # fmt: skip
         if wrong:
             raise DialogueFailed(step, f"{len(wrong)} of {len(victims)} answered wrongly ({len(spammer.acked)} victims' "
                                        f"reports acknowledged, threshold {threshold}): " + "; ".join(wrong[:5]))  # fmt: skip
