@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import signal
 import sys
 import time
@@ -72,8 +73,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def _positive(kind: type) -> Any:
     def parse(text: str) -> Any:
         value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"expected a value > 0; got {text}")
+        if not 0 < value < math.inf:
+            raise argparse.ArgumentTypeError(f"expected a finite value > 0; got {text}")
         return value
 
     parse.__name__ = kind.__name__
@@ -83,8 +84,8 @@ def _positive(kind: type) -> Any:
 def _non_negative(kind: type) -> Any:
     def parse(text: str) -> Any:
         value = kind(text)
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"expected a value >= 0; got {text}")
+        if not 0 <= value < math.inf:
+            raise argparse.ArgumentTypeError(f"expected a finite value >= 0; got {text}")
         return value
 
     parse.__name__ = kind.__name__

@@ -19,6 +19,7 @@ Unknown keys are mistakes too (a typo must not silently fall back to a default).
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field, fields
@@ -300,6 +301,7 @@ def _check(s: Scenario, path: Path | str) -> None:
     def fail(key: str, problem: str) -> None:
         raise ScenarioError(path, key, problem)
 
+    _finite(s, "", fail)
     t, f, load, b = s.target, s.fleet, s.load, s.behaviours
     if not t.host:
         fail("target.host", "empty")
@@ -394,6 +396,16 @@ def _check(s: Scenario, path: Path | str) -> None:
     if s.reactions.survey.late_max_wait < 0:
         fail("reactions.survey.late_max_wait", "expected seconds >= 0")
     _variants(s.reactions.spam, "reactions.spam", ("report", "two_step", "ignore"), fail, always=True)
+
+
+def _finite(table: Any, where: str, fail) -> None:
+    """Every number of the scenario is finite: nan compares false with every bound below, inf passes the lower ones."""
+    for f in fields(table):
+        value, name = getattr(table, f.name), f"{where}.{f.name}" if where else f.name
+        if dataclasses.is_dataclass(value):
+            _finite(value, name, fail)
+        elif isinstance(value, float) and not math.isfinite(value):
+            fail(name, f"expected a finite number; got {value}")
 
 
 def _variants(table: Any, where: str, names: tuple[str, ...], fail, *, always: bool = False) -> None:

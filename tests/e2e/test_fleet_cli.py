@@ -155,3 +155,22 @@ def test_thresholds_and_usage_errors(gateway, tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as usage:
         cli.main(["--duration", "5", "--count", "10"])
     assert usage.value.code == 2
+
+
+@pytest.mark.parametrize("flag", ["--rate", "--timeout", "--ramp-up", "--duration", "--min-rate", "--max-p99-ms"])
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_non_finite_flags_are_usage_errors(flag: str, value: str, capsys) -> None:
+    with pytest.raises(SystemExit) as usage:
+        cli.main([flag, value])
+    assert usage.value.code == 2
+    assert f"argument {flag}: expected a finite value" in capsys.readouterr().err
+
+
+def test_non_finite_scenario_values_are_usage_errors(tmp_path: Path, capsys) -> None:
+    scenario = tmp_path / "s.toml"
+    scenario.write_text('[load]\nmode = "open"\nrate = inf\n')
+    assert cli.main(["--scenario", str(scenario), "--quiet"]) == 2
+    assert f"{scenario}: load.rate: expected a finite number; got inf" in capsys.readouterr().err
+    scenario.write_text("[behaviours.query]\nweight = nan\n")  # was accepted, and query dialogues never ran
+    assert cli.main(["--scenario", str(scenario), "--quiet"]) == 2
+    assert f"{scenario}: behaviours.query.weight: expected a finite number; got nan" in capsys.readouterr().err

@@ -61,6 +61,10 @@ def test_the_default_file_holds_the_built_in_defaults_and_documents_every_key() 
         ("[behaviours.spam]\nweight = -1\n", "behaviours.spam.weight", ">= 0"),
         ('[fleet]\nstart = "8613000000005"\n', "spammers.start", "overlap the fleet"),
         ('[fleet]\nmode = "rx"\n', "fleet.mode", '"trx" or "tx+rx"'),
+        ('[load]\nmode = "open"\nrate = inf\n', "load.rate", "expected a finite number; got inf"),
+        ("[load]\nduration = nan\n", "load.duration", "expected a finite number; got nan"),
+        ("[behaviours.query]\nweight = nan\n", "behaviours.query.weight", "expected a finite number; got nan"),
+        ("[reactions.survey]\nlate_max_wait = -inf\n", "reactions.survey.late_max_wait", "expected a finite number"),
         ("[fleet]\nbinds = 3\ncount = 2\n", "fleet.binds", "at most one bind per subscriber"),
         ('[fleet]\nstart = "99999999999999"\ncount = 5\n', "fleet.count", "past the number length"),
         ('[target]\nca = "no-such-ca.pem"\n', "target.ca", "no such file"),
@@ -109,6 +113,10 @@ def test_command_line_overrides() -> None:
         base.override(subscribers=2)
     with pytest.raises(ScenarioError, match=r"command line: target.port"):
         base.override(port=0)
+    with pytest.raises(ScenarioError, match=r"command line: load.timeout: expected a finite number; got nan"):
+        base.override(timeout=float("nan"))
+    with pytest.raises(ScenarioError, match=r"command line: load.rate: expected a finite number; got inf"):
+        base.override(rate=float("inf"))
 
 
 def test_subscribers_split_into_blocks_with_an_exact_address_range_each() -> None:
