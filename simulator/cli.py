@@ -122,7 +122,7 @@ def run_args(args: argparse.Namespace) -> int:
     try:
         summary = run(_drive(scenario, config, quiet=args.quiet))
     except FleetError as exc:
-        print(f"smsgw simulate: {scenario.source}: {exc}", file=sys.stderr)
+        print(f"smsgw simulate: {_source(exc.key, args, scenario.source)}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("smsgw simulate: interrupted", file=sys.stderr)
@@ -140,6 +140,16 @@ def run_args(args: argparse.Namespace) -> int:
     if not misses:
         print("PASS")
     return EXIT_FAILED if misses else EXIT_OK
+
+
+# The scenario keys a fleet error can name that flags set (the rest come from the scenario file only).
+_FLAGS = {"target.host": "host", "target.port": "port", "target.system_id": "system_id", "target.ca": "ca", "fleet.start": "start"}
+
+
+def _source(key: str, args: argparse.Namespace, scenario_file: str) -> str:
+    """Where the value of `key` (or of one of "a/b") came from: the command line when a flag set it, else the file."""
+    given = any(getattr(args, _FLAGS[k]) is not None for k in key.split("/") if k in _FLAGS)
+    return "command line" if given else scenario_file
 
 
 async def _drive(scenario: Any, config: Any, *, quiet: bool) -> dict[str, Any]:

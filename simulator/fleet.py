@@ -35,6 +35,7 @@ from typing import Any
 
 from gateway.config import Config, load_config
 from gateway.gctune import restore_defaults, tune_for_serving
+from gateway.numbers import NumberPlan
 
 from . import behaviours as b
 from .behaviours import BUSY, IDLE, RETIRED, Env, Phone, PostOffice, Rules, Spammer
@@ -214,9 +215,26 @@ class Fleet:
         self._sp_services = {sid for sid, sp in self.rules.notified_sps.items()
                              if sp in {a.system_id for a in scenario.fleet.sp_receivers}}  # fmt: skip
         self._reported_numbers = self._reported_range()
+        self._check_numbers()
         if scenario.behaviours.order.weight > 0 and not self.env.order_services:
             raise FleetError("behaviours.order.keywords", f"none of {list(scenario.behaviours.order.keywords)} is in the "
                              f"target's catalogue ({', '.join(s.keyword for s in self.plan.services.values()) or 'empty'})")  # fmt: skip
+
+    def _check_numbers(self) -> None:
+        """The scenario's numbers are in international form as the target's number plan has it (its country code, then
+        a national number of its length): the gateway sends MT to that form, never to a national one."""
+        s, settings = self.scenario, self.config.gateway
+        plan = NumberPlan(settings.country_code, settings.national_number_length)
+        numbers = {"fleet.start": s.fleet.start, "behaviours.spam.reported_start": s.behaviours.spam.reported_start}
+        if s.behaviours.spammer.weight > 0:
+            numbers["spammers.start"] = s.spammers.start
+        for key, number in numbers.items():
+            if not plan.is_msisdn(number):
+                canonical = plan.normalise(number)
+                hint = f" (national form of {canonical}?)" if plan.is_msisdn(canonical) else ""
+                raise FleetError(key, f"expected an MSISDN in international form, as the target's gateway.country_code and "
+                                      f"gateway.national_number_length have it: country code {plan.country_code}, then "
+                                      f"{plan.national_length} digits; got {number!r}{hint}")  # fmt: skip
 
     # ------------------------------------------------------------- running
     async def run(self) -> dict[str, Any]:

@@ -174,3 +174,12 @@ def test_non_finite_scenario_values_are_usage_errors(tmp_path: Path, capsys) -> 
     scenario.write_text("[behaviours.query]\nweight = nan\n")  # was accepted, and query dialogues never ran
     assert cli.main(["--scenario", str(scenario), "--quiet"]) == 2
     assert f"{scenario}: behaviours.query.weight: expected a finite number; got nan" in capsys.readouterr().err
+
+
+def test_a_start_number_in_national_form_is_a_usage_error(gateway, capsys) -> None:
+    argv = ["--port", str(gateway.smpp_port), "--subscribers", "20", "--binds", "1", "--count", "5", "--timeout", "1",
+            "--quiet", "--start", "13801400000"]  # fmt: skip
+    assert cli.main(argv) == 2
+    out, err = capsys.readouterr()
+    assert "command line: fleet.start: expected an MSISDN in international form" in err and "8613801400000?" in err
+    assert out == ""  # nothing ran

@@ -172,6 +172,30 @@ def test_a_fleet_refuses_keywords_the_target_does_not_offer() -> None:
     assert Fleet(parse_scenario({"behaviours": {"order": {"keywords": ["tq"]}}}, DEFAULT_SCENARIO)).env.order_services[0].id == "sina-weather"
 
 
+def test_a_fleet_refuses_numbers_outside_the_targets_number_plan() -> None:
+    """A national-form start (13801400000) passes the digits-and-length check, binds address ranges no MT is ever
+    sent to, and every dialogue "failed". International form is the target config's country code and number length."""
+    from simulator.fleet import Fleet, FleetError
+    from simulator.testing import gateway_config
+
+    with pytest.raises(FleetError) as refused:
+        Fleet(parse_scenario({"fleet": {"start": "13801400000"}}, DEFAULT_SCENARIO))
+    assert refused.value.key == "fleet.start"
+    assert "international form" in refused.value.problem and "country code 86, then 11 digits" in refused.value.problem
+    assert "got '13801400000' (national form of 8613801400000?)" in refused.value.problem
+    with pytest.raises(FleetError) as refused:
+        Fleet(parse_scenario({"spammers": {"start": "13000000000"}}, DEFAULT_SCENARIO))
+    assert refused.value.key == "spammers.start"
+
+    uk = gateway_config(gateway={"country_code": "44", "national_number_length": 10})
+    uk_numbers = {"fleet": {"start": "447700900000"}, "spammers": {"start": "447900000000"},
+                  "behaviours": {"spam": {"reported_start": "447800000000"}}}  # fmt: skip
+    assert Fleet(parse_scenario(uk_numbers, DEFAULT_SCENARIO), config=uk).scenario.fleet.start == "447700900000"
+    with pytest.raises(FleetError) as refused:
+        Fleet(load_scenario(), config=uk)
+    assert refused.value.key == "fleet.start" and "country code 44, then 10 digits" in refused.value.problem
+
+
 @pytest.mark.parametrize("path", sorted(DEFAULT_SCENARIO.parent.glob("*.toml")), ids=lambda p: p.name)
 def test_every_shipped_scenario_loads(path: Path) -> None:
     scenario = load_scenario(path)
