@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -116,6 +117,10 @@ def run_args(args: argparse.Namespace) -> int:
     except (ScenarioError, ConfigError) as exc:
         print(f"smsgw simulate: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    problem = _report_directory(args.report) if args.report else None
+    if problem is not None:
+        print(f"smsgw simulate: --report {args.report}: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     from .fleet import FleetError
 
     started_at = time.time()
@@ -204,6 +209,19 @@ def _progress(recorder: Any) -> Any:
     except ImportError:
         return None
     return Progress(recorder)
+
+
+def _report_directory(path: str) -> str | None:
+    """Create the report directory before the run (a typo must not lose a long run at its end); what is wrong, or None."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        return "is a file, not a directory (report.json and report.html are written into the directory --report names)"
+    except OSError as exc:
+        return f"cannot create the directory: {exc.strerror}"
+    if not os.access(path, os.W_OK | os.X_OK):
+        return "the directory is not writable"
+    return None
 
 
 def write_report(summary: dict[str, Any], directory: str | Path, scenario: dict[str, Any], started_at: float) -> list[Path]:

@@ -183,3 +183,18 @@ def test_a_start_number_in_national_form_is_a_usage_error(gateway, capsys) -> No
     out, err = capsys.readouterr()
     assert "command line: fleet.start: expected an MSISDN in international form" in err and "8613801400000?" in err
     assert out == ""  # nothing ran
+
+
+def test_a_report_path_that_cannot_be_a_directory_is_refused_before_the_run(gateway, tmp_path: Path, capsys) -> None:
+    a_file = tmp_path / "afile"
+    a_file.write_text("kept\n")
+    base = ["--port", str(gateway.smpp_port), "--subscribers", "20", "--binds", "1", "--count", "5", "--quiet"]
+    for report, problem in ((a_file, "is a file, not a directory"), (a_file / "out", "cannot create the directory")):
+        assert cli.main([*base, "--report", str(report)]) == 2
+        out, err = capsys.readouterr()
+        assert f"smsgw simulate: --report {report}: {problem}" in err and "Traceback" not in err
+        assert out == ""  # refused before the run, not after it
+    assert a_file.read_text() == "kept\n"
+    made = tmp_path / "new" / "report"
+    assert cli.main([*base, "--report", str(made)]) == 0
+    assert (made / "report.json").is_file()
