@@ -40,13 +40,14 @@ from gateway.numbers import NumberPlan
 from . import behaviours as b
 from .behaviours import BUSY, IDLE, RETIRED, Env, Phone, PostOffice, Rules, Spammer
 from .dialogues import DialogueResult, Plan
-from .esme import BindError, Esme, EsmeError, ShortMessage
+from .esme import BindError, Esme, EsmeError, ResponseTimeout, ShortMessage
 from .metrics import Recorder
 from .scenario import Load, Scenario
 
 __all__ = ["Fleet", "FleetError", "address_range", "blocks", "exact_range"]
 
 MAX_ADDRESS_RANGE = 40  # SMPP 3.4: address_range is a C-octet string of at most 41 octets
+CONNECT_TIMEOUT = 10.0  # seconds for a TCP connection (and TLS handshake) to the target
 SP_NOTICE = re.compile(r"event=(\w+) service=(\S+)(?:.* msisdn=\+?(\d+))?")
 DRAIN_POLL = 0.1  # seconds between the drain's looks at an interruption
 
@@ -203,6 +204,7 @@ class Fleet:
         self._freed: asyncio.Event | None = None
         self._until = 0.0
         self._load = scenario.load
+        self._response_timeout = max(2 * scenario.load.timeout, 5.0)  # for the binds too
         self._collector_tuned = False
         self._last_start = 0.0
         names = [n for n, w in scenario.behaviours.weights().items() if w > 0]
@@ -281,28 +283,34 @@ class Fleet:
             context.check_hostname = False
         return context
 
-    async def _open(self, key: str, on_message: Callable[[ShortMessage], None] | None, window: int) -> Esme:
+    async def _open(self, on_message: Callable[[ShortMessage], None] | None, window: int) -> Esme:
+        """A connection to the target; when there is none, the target is to blame, whichever bind it was for."""
         t = self.scenario.target
         try:
             return await Esme.connect(
-                t.host, t.port, ssl=self._ssl(), on_message=on_message, window=window,
-                response_timeout=max(2 * self.scenario.load.timeout, 5.0),
+                t.host, t.port, ssl=self._ssl(), timeout=CONNECT_TIMEOUT, on_message=on_message, window=window,
+                response_timeout=self._response_timeout,
             )  # fmt: skip
         except ssl.SSLError as exc:
             raise FleetError("target.ca", f"TLS to {t.host}:{t.port} failed: {exc} (target.ca names the CA that signed "
                                           "the server's certificate; target.verify = false accepts any)") from None
-        except (OSError, asyncio.TimeoutError) as exc:
-            raise FleetError(key, f"cannot connect to {t.host}:{t.port}{' (TLS)' if t.tls else ''}: {exc or 'timed out'}") from None
+        except (OSError, TimeoutError) as exc:
+            reason = f"no connection within {CONNECT_TIMEOUT:g} s" if isinstance(exc, TimeoutError) else exc
+            raise FleetError("target.host/target.port", f"cannot connect to {t.host}:{t.port}{' (TLS)' if t.tls else ''}: {reason}") from None
 
     async def _bind(self, esme: Esme, mode: str, system_id: str, password: str, key: str, address: str = "") -> None:
+        timeout = self._response_timeout
         try:
-            await esme.bind(mode, system_id, password, address_range=address, system_type=self.scenario.target.system_type)
+            await esme.bind(mode, system_id, password, address_range=address, system_type=self.scenario.target.system_type,
+                            timeout=timeout)  # fmt: skip
         except BindError as exc:
             esme.close()
             raise FleetError(key, str(exc)) from None
-        except (OSError, asyncio.TimeoutError, EsmeError) as exc:
+        except (OSError, TimeoutError, EsmeError) as exc:  # TimeoutError (3.11+) and ResponseTimeout say nothing themselves
             esme.close()
-            raise FleetError(key, f"bind {mode} as {system_id!r} not answered: {exc or 'timed out'}") from None
+            timed_out = isinstance(exc, (TimeoutError, ResponseTimeout))
+            reason = f" within {timeout:g} s" if timed_out else f": {exc}" if str(exc) else ": the connection closed"
+            raise FleetError(key, f"bind {mode} as {system_id!r} not answered{reason}") from None
 
     async def connect(self) -> None:
         s = self.scenario
@@ -312,36 +320,37 @@ class Fleet:
         async def subscriber_block(lo: int, hi: int) -> tuple[Esme, list[Phone]]:
             pattern = address_range(lo, hi)
             if f.mode == "trx":
-                esme = await self._open("target.port", self._on_message, f.window)
+                esme = await self._open(self._on_message, f.window)
                 await self._bind(esme, "trx", t.system_id, t.password, "target.system_id", pattern)
                 self.binds.append(esme)
                 sender = esme
             else:
-                sender = await self._open("target.port", None, f.window)
+                sender = await self._open(None, f.window)
                 await self._bind(sender, "tx", t.system_id, t.password, "target.system_id", pattern)
                 self.binds.append(sender)
-                receiver = await self._open("target.port", self._on_message, f.window)
+                receiver = await self._open(self._on_message, f.window)
                 await self._bind(receiver, "rx", t.system_id, t.password, "target.system_id", pattern)
                 self.binds.append(receiver)
             return sender, [Phone(str(n), sender, self) for n in range(lo, hi + 1)]
 
         async def spammer_block(lo: int, hi: int) -> tuple[Esme, list[Spammer]]:
             sp = s.spammers
-            esme = await self._open("spammers.system_id", self._on_spammer_message, f.window)
+            esme = await self._open(self._on_spammer_message, f.window)
             await self._bind(esme, "trx", sp.system_id, sp.password, "spammers.system_id", address_range(lo, hi))
             self.spammer_binds.append(esme)
             return esme, [Spammer(str(n), esme) for n in range(lo, hi + 1)]
 
         async def sp_receiver(i: int) -> None:
             account = f.sp_receivers[i]
-            esme = await self._open(f"fleet.sp_receivers[{i}]", self._on_sp_notice, f.window)
+            esme = await self._open(self._on_sp_notice, f.window)
             await self._bind(esme, "rx", account.system_id, account.password, f"fleet.sp_receivers[{i}]")
             self.sp_binds.append(esme)
 
-        jobs: list[Awaitable[Any]] = [sp_receiver(i) for i in range(len(f.sp_receivers))]
-        jobs += [subscriber_block(lo, hi) for lo, hi in blocks(f.start, f.count, f.binds)]
+        # All bind at once; a failure is reported in this order: the subscribers' binds, the spammers', the SP receivers'.
+        jobs: list[Awaitable[Any]] = [subscriber_block(lo, hi) for lo, hi in blocks(f.start, f.count, f.binds)]
         if s.behaviours.spammer.weight > 0:
             jobs += [spammer_block(lo, hi) for lo, hi in blocks(s.spammers.start, s.spammers.count, s.spammers.binds)]
+        jobs += [sp_receiver(i) for i in range(len(f.sp_receivers))]
         results = await asyncio.gather(*jobs, return_exceptions=True)
         failure = next((r for r in results if isinstance(r, BaseException)), None)
         if failure is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -198,3 +199,33 @@ def test_a_report_path_that_cannot_be_a_directory_is_refused_before_the_run(gate
     made = tmp_path / "new" / "report"
     assert cli.main([*base, "--report", str(made)]) == 0
     assert (made / "report.json").is_file()
+
+
+def test_an_unreachable_target_blames_the_target(tmp_path: Path, capsys) -> None:
+    with socket.socket() as closed:  # bound, never listening: connections are refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        base = ["--subscribers", "4", "--binds", "1", "--count", "1", "--quiet"]
+        assert cli.main([*base, "--port", str(port)]) == 2
+        err = capsys.readouterr().err
+        assert f"smsgw simulate: command line: target.host/target.port: cannot connect to 127.0.0.1:{port}: " in err, err
+        assert "Connection refused" in err and "sp_receivers" not in err
+        scenario = tmp_path / "s.toml"
+        scenario.write_text(f"[target]\nport = {port}\n")
+        assert cli.main([*base, "--scenario", str(scenario)]) == 2
+        assert f"smsgw simulate: {scenario}: target.host/target.port: cannot connect to 127.0.0.1:{port}: " in capsys.readouterr().err
+
+
+def test_a_target_that_never_answers_the_bind_says_what_timed_out_and_after_how_long(capsys) -> None:
+    with socket.socket() as hung:  # a hung SMSC: the kernel completes the connections, nothing ever answers
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(64)
+        argv = ["--port", str(hung.getsockname()[1]), "--subscribers", "4", "--binds", "1", "--count", "1",
+                "--timeout", "1", "--quiet"]  # fmt: skip
+        started = time.monotonic()
+        assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    # The subscribers' bind is named (not an SP receiver's, bound at the same time), with the response timeout:
+    # max(2 x --timeout, 5 s).
+    assert "target.system_id: bind trx as 'handset' not answered within 5 s" in err, err
+    assert 5 <= time.monotonic() - started < 15
