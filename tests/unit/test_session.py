@@ -593,7 +593,7 @@ def test_expired_requests():
 
 def test_only_the_last_window_of_timed_out_requests_are_remembered():
     clock = FakeClock(100.0)
-    esme, smsc = bind_pair(TRX, clock=clock, response_timeout=1.0, window=2)
+    esme, _smsc = bind_pair(TRX, clock=clock, response_timeout=1.0, window=2)
     first, second = esme.send(SubmitSm()), esme.send(SubmitSm())
     clock.now += 1
     assert esme.expired_requests() == [first, second]
