@@ -136,12 +136,12 @@ def run_args(args: argparse.Namespace) -> int:
     if args.report:
         for path in write_report(summary, args.report, scenario.to_dict(), started_at):
             print(f"report: {path}")
-    misses = verdicts(summary, max_failures=args.max_failures, min_rate=args.min_rate, max_p99_ms=args.max_p99_ms)
-    for miss in misses:
-        print(f"FAIL {miss}")
     if (summary.get("fleet") or {}).get("interrupted"):
         print("INTERRUPTED: the figures cover the run up to the signal; no verdict")
         return EXIT_INTERRUPTED
+    misses = verdicts(summary, max_failures=args.max_failures, min_rate=args.min_rate, max_p99_ms=args.max_p99_ms)
+    for miss in misses:
+        print(f"FAIL {miss}")
     if not misses:
         print("PASS")
     return EXIT_FAILED if misses else EXIT_OK
