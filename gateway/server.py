@@ -148,7 +148,10 @@ class SmppConnection(asyncio.Protocol):
         elif command_id == C.REPLACE_SM:
             self.gateway.spawn(self.gateway.amendments.replace(self, pdu))  # type: ignore[arg-type]
         elif command_id == C.UNBIND:
-            self._peer_unbound()  # the session answers once the requests before it are; flush() then closes
+            # No more MTs for this bind. The session answers once the requests before it are, flush() then
+            # closes, and connection_lost hands on what waits here, in order.
+            if self.account is not None:
+                self.gateway.router.unbound(self)
         elif command_id in (C.UNBIND_RESP, C.ENQUIRE_LINK_RESP):
             pass  # the session changed state; flush() closes an unbound link
         else:
@@ -170,17 +173,6 @@ class SmppConnection(asyncio.Protocol):
         gateway.router.bound(self)
         if self.can_receive:
             gateway.delivery.receiver_ready(self)
-
-    def _peer_unbound(self) -> None:
-        """No more MTs for this bind: those waiting on it go to another (or back to the store). Those in flight
-        may still be answered before the link closes; connection_lost hands on the rest."""
-        if self.account is not None:
-            self.gateway.router.unbound(self)
-        if self.pending:
-            stranded = list(self.pending)
-            self.pending.clear()
-            self.load -= len(stranded)
-            self.gateway.delivery.requeue(stranded)
 
     def respond(self, pdu: Pdu) -> None:
         """Answer a request, possibly later than the read that brought it (after a commit)."""
@@ -239,7 +231,7 @@ class SmppConnection(asyncio.Protocol):
             self.gateway.delivery.answered_late(message, pdu.command_status)
 
     def _pump(self) -> None:
-        if not self.pending:
+        if not self.pending or self.session.state is _UNBOUND:  # the peer unbound: they wait for connection_lost
             return
         now = self._now()
         while self.pending and self.session.can_send_request:
