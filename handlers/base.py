@@ -120,6 +120,11 @@ class ServiceContext:
 
 
 
+def help_reply(inbound: Inbound, ctx: ServiceContext, language: str) -> Outcome:
+    """The short code's help text: the answer to a text it does not understand."""
+    return Outcome(completed=True).reply(inbound.subscriber, ctx.text("common.help", language), inbound.short_code)
+
+
 @lru_cache(maxsize=8)
 def operator_zone(utc_offset_hours: float) -> dt.timezone:
     """The operator's time zone (one object, not one per date computed)."""

@@ -99,6 +99,13 @@ async def latest_prompt(inbound: Inbound, ctx: ServiceContext) -> float | None:
     return found[0].created_at if found else None
 
 
+async def last_prompt(inbound: Inbound, ctx: ServiceContext) -> float | None:
+    """When the newest confirmation was sent that a confirm word may still be about: waiting, or
+    ended within the last validity period (what `_not_waiting` answers about)."""
+    found = await _recent_orders(ctx, inbound.subscriber, inbound.received_at, limit=1)
+    return found[0].created_at if found else None
+
+
 async def answer(inbound: Inbound, ctx: ServiceContext, language: str) -> Outcome | None:
     """An answer on 10086 to the confirmations waiting: a confirm word or Y<code> confirms; anything
     else declines (SPEC 3.2: "anything else or silence to decline"). None when nothing waits and the
@@ -192,10 +199,7 @@ async def _not_waiting(
 ) -> Outcome:
     """A confirmation for no waiting order: say what became of the latest (or the coded) one, or list what waits."""
     msisdn, now, operator = inbound.subscriber, inbound.received_at, ctx.settings.operator
-    # Orders that ended (or lapsed) within the last validity period, newest first.
-    recent = await ctx.store.find(PendingOrder, order_by="-created_at", msisdn=msisdn,
-                                  expires_at__gt=now - ctx.settings.confirmation_validity)  # fmt: skip
-    ended = [o for o in recent if o.status != "pending" or o.expires_at <= now]
+    ended = [o for o in await _recent_orders(ctx, msisdn, now) if o.status != "pending" or o.expires_at <= now]
     last = next((o for o in ended if code is None or o.reply_code == code), None)
     entry = ctx.catalogue.get(last.service_id) if last else None
     if last is not None and entry is not None:
@@ -230,6 +234,12 @@ def _choose(ctx: ServiceContext, language: str, waiting: list[PendingOrder]) -> 
 # ----------------------------------------------------------------- helpers
 async def _active(ctx: ServiceContext, msisdn: str, service_id: str) -> bool:
     return bool(await ctx.store.find(Subscription, limit=1, msisdn=msisdn, service_id=service_id, status="active"))
+
+
+async def _recent_orders(ctx: ServiceContext, msisdn: str, now: float, limit: int | None = None) -> list[PendingOrder]:
+    """Orders still waiting, or ended (or lapsed) within the last validity period, newest first."""
+    return await ctx.store.find(PendingOrder, order_by="-created_at", limit=limit, msisdn=msisdn,
+                                expires_at__gt=now - ctx.settings.confirmation_validity)  # fmt: skip
 
 
 async def _open_orders(ctx: ServiceContext, msisdn: str, now: float) -> tuple[list[PendingOrder], list[PendingOrder]]:

@@ -8,7 +8,9 @@
 - A serial list (`2`, `1,3`, `1，3`, `1 3`) while the listing is live cancels
   exactly those, one confirmation each; out-of-range serials are named in one
   more reply. After the window, the first serial list is told the listing
-  expired (and the stale listing is dropped, so later texts get the help).
+  expired; later ones get the help (the listing is kept, marked told, so that
+  10086 still knows it was the last prompt and does not hand a `1` to an
+  order confirmed before it).
 - `00000` asks a yes/no question (Dialogue "unsubscribe.all", same window)
   naming how many subscriptions it would cancel: exactly those (one ordered
   meanwhile is not included). Yes cancels them, one confirmation each, like
@@ -20,11 +22,12 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from gateway.store.effects import Delete
 from gateway.store.records import Dialogue, Subscription
 
-from .base import Inbound, Outcome, ServiceContext
+from .base import Inbound, Outcome, ServiceContext, help_reply
 from .keywords import matches, serial_numbers
 from .subscriptions import active_subscriptions, cancel, names
 
@@ -79,6 +82,11 @@ async def latest_prompt(inbound: Inbound, ctx: ServiceContext) -> float | None:
     return max((d.created_at for d in live), default=None)
 
 
+async def last_prompt(inbound: Inbound, ctx: ServiceContext) -> float | None:
+    """When the newest listing or unsubscribe-all question was sent, expired or not."""
+    return max((d.created_at for d in await _dialogues(ctx, inbound.subscriber)), default=None)
+
+
 async def answer(inbound: Inbound, ctx: ServiceContext, language: str) -> Outcome | None:
     """The text as an answer to an open listing / unsubscribe-all question; None when it is not one."""
     now = inbound.received_at
@@ -87,7 +95,7 @@ async def answer(inbound: Inbound, ctx: ServiceContext, language: str) -> Outcom
         answered = await (_serials if dialogue.kind == LISTING else _yes_no)(inbound, ctx, language, dialogue)
         if answered is not None:
             return answered
-    for dialogue in sorted(dialogues, key=lambda d: d.kind):  # expired: say so once, for a text that would have answered it
+    for dialogue in sorted(dialogues, key=lambda d: -d.created_at):  # expired: say so once, for a text that would have answered it
         if not _live(dialogue, now):
             stale = _stale(inbound, ctx, language, dialogue)
             if stale is not None:
@@ -151,9 +159,10 @@ def _stale(inbound: Inbound, ctx: ServiceContext, language: str, dialogue: Dialo
         if not matches(inbound.text, (*ctx.settings.confirm_words, *ctx.settings.decline_words)):
             return None
         key = "unsubscribe.all_expired"
+    if dialogue.data.get("told"):
+        return help_reply(inbound, ctx, language)
     outcome = Outcome(completed=True).reply(inbound.subscriber, ctx.text(key, language), inbound.short_code)
-    outcome.effects.append(Delete(Dialogue, (dialogue.msisdn, dialogue.kind)))
-    return outcome
+    return outcome.put(replace(dialogue, data={**dialogue.data, "told": True}))
 
 
 # ------------------------------------------------------------------ helpers

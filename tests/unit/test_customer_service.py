@@ -66,3 +66,28 @@ async def test_commands_still_work_while_a_confirmation_waits(bench: ServiceBenc
     [none] = await text(bench, CustomerService(), "0000", OPERATOR)
     assert "没有" in none
     assert await state(bench) == ([], ["sina-news"])  # neither command answered the confirmation
+
+
+LISTING_EXPIRED = "您的业务列表已过期，请重新发送0000到10086查询后再回复序号退订。"
+HELP = "中国移动10086："
+
+
+async def test_a_second_1_to_an_expired_listing_gets_the_help_not_the_last_orders_courtesy(bench: ServiceBench) -> None:
+    await subscribed_to_weather(bench)  # an order confirmed: its courtesy reply lasts one validity period
+    await text(bench, CustomerService(), "0000", OPERATOR)  # then the listing, the last prompt
+    bench.clock.advance(7200)
+    assert await text(bench, CustomerService(), "1", OPERATOR) == [LISTING_EXPIRED]
+    [again] = await text(bench, CustomerService(), "1", OPERATOR)  # told once: now an unknown text
+    assert again.startswith(HELP), again
+    assert await state(bench) == (["sina-weather"], [])
+
+
+async def test_1_after_an_order_newer_than_an_expired_listing_answers_the_order(bench: ServiceBench) -> None:
+    await subscribed_to_weather(bench)
+    await text(bench, CustomerService(), "0000", OPERATOR)
+    bench.clock.advance(7200)  # the listing has expired, untold...
+    await text(bench, OrderHandler(), "TT", SINA)
+    await text(bench, CustomerService(), "Y", OPERATOR)  # ...and an order went through after it
+    [reply] = await text(bench, CustomerService(), "1", OPERATOR)
+    assert reply.startswith("您已定制新浪的头条新闻业务") and "无需再次定制" in reply, reply
+    assert await text(bench, CustomerService(), "2", OPERATOR) == [LISTING_EXPIRED]  # a serial only the listing reads

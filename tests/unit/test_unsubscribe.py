@@ -181,10 +181,14 @@ async def test_00000_question_expires(bench) -> None:
     await send(bench, "00000")
     bench.clock.advance(7200)
     assert await unsubscribe.latest_prompt(_inbound(bench, "Y"), bench.ctx) is None
-    # Module level: through 10086 the two-step confirmation claims a bare Y when no prompt is open.
-    late = await bench.commit(await unsubscribe.answer(_inbound(bench, "Y"), bench.ctx, "zh"))
+    # Through 10086: the question was the last prompt, so it reads the Y before the two-step confirmation.
+    late = await send(bench, "Y")
     assert texts(late) == ["您的全部退订请求已过期，未退订任何业务。如需退订请重新发送00000到10086。"]
-    assert await status(bench, sub.id) == "active" and await bench.store.find(Dialogue, msisdn=A) == []
+    assert await status(bench, sub.id) == "active"
+    [question] = await bench.store.find(Dialogue, msisdn=A)
+    assert question.kind == "unsubscribe.all" and question.data["told"]  # kept: it is still the last prompt
+    again = await send(bench, "Y")  # told once; then it is just an unknown text
+    assert texts(again)[0].startswith("中国移动10086") and await status(bench, sub.id) == "active"
 
 
 async def test_the_newest_prompt_reads_the_answer(bench) -> None:
