@@ -25,7 +25,15 @@ from .smpp.pdu import (
     Unbind,
     response_to,
 )
-from .smpp.session import BIND_REQUESTS, LateResponse, Received, Session, Side, State
+from .smpp.session import (
+    BIND_REQUESTS,
+    LateResponse,
+    Received,
+    Session,
+    Side,
+    State,
+    remember,
+)
 from .store.records import Message
 
 if TYPE_CHECKING:
@@ -251,9 +259,7 @@ class SmppConnection(asyncio.Protocol):
             if message is not None:
                 self.load -= 1
                 log.warning("deliver_sm timed out", message_id=message.id, account=self.system_id, msisdn=message.dest_addr)
-                self.timed_out[request.sequence_number] = message
-                if len(self.timed_out) > session.window:
-                    del self.timed_out[next(iter(self.timed_out))]
+                remember(self.timed_out, request.sequence_number, message, session.window)
                 self.gateway.delivery.retry_later(message)
             elif request.command_id == C.ENQUIRE_LINK or request.command_id == C.UNBIND:
                 log.warning(f"{request.name} unanswered; closing", peer=self.peer, account=self.system_id)

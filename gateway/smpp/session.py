@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from .codec import FramingError, PduError, decode_pdu, encode_pdu, split_frames
 from .constants import RESPONSE_BIT, CommandId, CommandStatus
@@ -118,6 +119,13 @@ class LateResponse:
 
 
 Event = Received | Rejected | LateResponse
+
+
+def remember(recent: dict, key: Any, value: Any, limit: int) -> None:
+    """Keep `value` under `key` among the last `limit` entries of `recent` (the oldest one goes)."""
+    recent[key] = value
+    if len(recent) > limit:
+        del recent[next(iter(recent))]
 
 
 class LocalProtocolError(RuntimeError):
@@ -314,9 +322,7 @@ class Session:
         late = [seq for seq, item in self.outstanding.items() if item.sent_at <= limit]
         requests = [self.outstanding.pop(seq).request for seq in late]
         for request in requests:
-            self._timed_out[request.sequence_number] = request
-            if len(self._timed_out) > self.window:
-                del self._timed_out[next(iter(self._timed_out))]
+            remember(self._timed_out, request.sequence_number, request, self.window)
         return requests
 
     def unbind_overdue(self, now: float | None = None) -> bool:
