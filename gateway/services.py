@@ -56,15 +56,26 @@ class Services:
             return await self.commit(await make(self.clock.now()), (key,))
 
     # ------------------------------------------------------- operations
+    def subscriber(self, msisdn: str) -> str:
+        """`msisdn` in the one form the store and the subscriber's own MOs use; ValueError when it is no subscriber's."""
+        number = self.ctx.plan.normalise(msisdn)
+        if not self.ctx.plan.is_msisdn(number):
+            raise ValueError(f"{msisdn!r} is not a subscriber number")
+        return number
+
     async def request_order(self, msisdn: str, service_id: str, channel: str = "api") -> Outcome:
         """An order from an SP or the web: the subscriber gets the two-step confirmation (SPEC 3.2)."""
+        msisdn = self.subscriber(msisdn)
         return await self._for(msisdn, lambda now: confirmation.request_order(self.ctx, msisdn, service_id, channel, now))
 
     async def request_survey(self, msisdn: str, channel: str, agent: str | None = None) -> Outcome:
         """A service event: the subscriber gets a satisfaction survey from the rating short code (SPEC 3.4)."""
+        msisdn = self.subscriber(msisdn)
         return await self._for(msisdn, lambda now: rating.request_survey(self.ctx, msisdn, channel, agent, now))
 
     async def unsubscribe(self, msisdn: str, subscription_ids: list[str], channel: str = "api") -> Outcome:
+        """Cancel those of the subscriber's active subscriptions (the API's and USSD's path); other ids are ignored."""
+        msisdn = self.subscriber(msisdn)
         return await self._for(
             msisdn, lambda now: unsubscribe.unsubscribe_ids(self.ctx, msisdn, subscription_ids, channel, now)
         )

@@ -58,15 +58,12 @@ async def order_by_keyword(inbound: Inbound, ctx: ServiceContext, language: str)
 
 
 async def request_order(ctx: ServiceContext, msisdn: str, service_id: str, channel: str, now: float) -> Outcome:
-    """An order from the web or an SP: the subscriber gets the same confirmation as for a keyword."""
+    """An order from the web or an SP (`msisdn` canonical): the same confirmation as for a keyword."""
     entry = ctx.catalogue.get(service_id)
     if entry is None:
         known = ", ".join(e.id for e in ctx.catalogue)
         raise ValueError(f"unknown service {service_id!r}: the catalogue has {known}")
-    number = ctx.plan.normalise(msisdn)
-    if not ctx.plan.is_msisdn(number):
-        raise ValueError(f"{msisdn!r} is not a subscriber number")
-    return await _order(ctx, number, entry, channel, now, await ctx.language_of(number))
+    return await _order(ctx, msisdn, entry, channel, now, await ctx.language_of(msisdn))
 
 
 async def _order(

@@ -159,6 +159,23 @@ def test_order_requested_over_the_api(gw, handset):
         gw.call(gw.gateway.services.request_order(B, "sina-sports", "web"))
 
 
+def test_the_api_takes_a_subscriber_number_in_any_form_and_refuses_what_is_none(gw, handset):
+    phone = handset(B, gw=gw, address_range=B)
+    gw.call(gw.gateway.services.request_order("+86 139-0000-0002", "sina-weather", "web"))
+    assert REQUEST.search(replies(phone)[0])
+    assert ask(phone, "1").startswith("您已定制试用新浪的天气预报业务")
+    [subscription] = subscriptions(gw, B)
+    gw.call(gw.gateway.services.unsubscribe("13900000002", [subscription.id]))  # national form: the same subscriber
+    assert replies(phone)[0].startswith("您已成功退订新浪公司提供的天气预报业务")
+    assert [s.status for s in subscriptions(gw, B)] == ["cancelled"]
+    for junk in ("10086", "abc", ""):
+        for call in (gw.gateway.services.request_order(junk, "sina-news", "web"),
+                     gw.gateway.services.unsubscribe(junk, [subscription.id])):  # fmt: skip
+            with pytest.raises(ValueError, match="is not a subscriber number"):
+                gw.call(call)
+    assert orders(gw, B)[-1].status == "confirmed" and len(orders(gw, B)) == 1
+
+
 def test_restart_between_confirmation_request_and_answer(make_gateway, handset, clock, tmp_path):
     db = tmp_path / "restart.db"
     first = make_gateway(clock=clock, db_path=db)

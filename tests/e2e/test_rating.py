@@ -76,6 +76,22 @@ def test_survey_is_sent_from_the_rating_code_and_rated_with_1(gw, handset) -> No
     assert (s.status, s.rating) == ("rated", 1) and s.created_at <= s.rated_at < s.expires_at
 
 
+@pytest.mark.parametrize("form", ["13800000001", "+8613800000001"])
+def test_a_survey_requested_for_another_form_of_the_number_reaches_the_subscriber(gw, handset, form) -> None:
+    a = phone(handset, gw)
+    gw.call(gw.gateway.services.request_survey(form, "hotline", "007"))
+    assert "服务工号007" in receive(a, RATING)
+    assert reply(a, "1") == zh("thanks")
+    assert [(s.msisdn, s.status, s.rating) for s in surveys(gw)] == [(A, "rated", 1)]
+
+
+def test_a_survey_for_what_is_no_subscriber_number_is_refused(gw) -> None:
+    for junk in ("10086", "abc", ""):
+        with pytest.raises(ValueError, match="is not a subscriber number"):
+            gw.call(gw.gateway.services.request_survey(junk, "hotline"))
+    assert gw.call(gw.gateway.store.find(Survey)) == []
+
+
 @pytest.mark.parametrize("words, score, answer, status", [("非常满意", 1, "thanks", "rated"), ("５", 5, "ask_reason", "reason")])
 def test_chinese_words_and_full_width_digits(gw, handset, words, score, answer, status) -> None:
     a = phone(handset, gw)
