@@ -11,7 +11,10 @@ What a subscriber texts to 10086999:
 - a bare forwarded text (no leading number): we ask for the sender's number
   and remember the text (Dialogue "spam.number") for `spam_follow_up_window`
   (30 min). A number sent within it completes the report with that text
-  (the GSMA 7726 two-step). A bare number with no text waiting (never
+  (the GSMA 7726 two-step). While it waits, the next message is taken as
+  that number: a text that is none is not a new forwarded text (it would
+  replace the evidence with `不知道` or a `Y` meant for 10086); it is refused,
+  the waiting text quoted, and the prompt stays as it was. A bare number with no text waiting (never
   forwarded, or the window passed) is a report of that number without text:
   what the subscriber wants is clear, only the evidence is missing.
 - `HELP`/`帮助`/`0`/nothing: how to report.
@@ -161,6 +164,10 @@ class SpamReportHandler:
             limit = ctx.settings.spam_reports_per_day
             return _say(inbound, ctx, "spam.rate_limited", language, completed=True, limit=limit)
         if parsed.kind == "text":  # the first step: ask who sent it
+            pending = await _pending(ctx, reporter, now)
+            if pending is not None:  # SPEC 3.3: the next message completes the report; this one cannot
+                waiting = _quoted(str(pending.data.get("text", "")))
+                return _say(inbound, ctx, "spam.number_expected", language, text=waiting, minutes=_minutes(pending.expires_at - now))
             window = ctx.settings.spam_follow_up_window
             dialogue = Dialogue(reporter, DIALOGUE, {"text": parsed.text}, now, now + window)
             return _say(inbound, ctx, "spam.ask_number", language, minutes=_minutes(window)).put(dialogue)
@@ -220,9 +227,11 @@ def _refusal(ctx: ServiceContext, plan: NumberPlan, written: str, reporter: str)
     if not ascii_digits(bare):
         return "spam.not_a_number"
     number = plan.normalise(digits)
-    codes = operator_codes(ctx)
-    national = bare[len(plan.country_code):] if bare.startswith(plan.country_code) else None
-    if bare in codes or national in codes or (not plan.is_msisdn(number) and bare.startswith(tuple(codes))):
+    codes = tuple(operator_codes(ctx))
+    national = bare.removeprefix(plan.country_code)
+    # A code with digits after it is still the operator's or the SP's (1066916 + extension, 10086 + anything),
+    # whatever its length: 10669161234 has a subscriber number's length and is no subscriber's.
+    if bare.startswith(codes) or national.startswith(codes):
         return "spam.short_code"
     if not plan.is_msisdn(number):
         return "spam.not_a_number"
@@ -251,6 +260,11 @@ def _display(ctx: ServiceContext, number: str) -> str:
     """A subscriber number as people write it at home (13912345678), for reply texts."""
     plan = ctx.plan
     return number[len(plan.country_code):] if plan.is_msisdn(number) else number
+
+
+def _quoted(text: str, length: int = 15) -> str:
+    """The start of a forwarded text, to remind its reporter which one waits."""
+    return text if len(text) <= length else text[:length] + "…"
 
 
 def _minutes(seconds: float) -> int:

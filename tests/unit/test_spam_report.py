@@ -117,11 +117,16 @@ async def test_after_the_window_a_bare_number_is_a_report_without_text(bench) ->
     assert await bench.store.find(Dialogue) == []  # the expired prompt is cleared too
 
 
-async def test_a_new_forwarded_text_replaces_the_one_waiting(bench) -> None:
-    await send(bench, A, "first spam")
-    await send(bench, A, "second spam")
+async def test_while_a_forwarded_text_waits_for_its_number_another_text_does_not_replace_it(bench) -> None:
+    await send(bench, A, "【中奖通知】恭喜您获得iPhone一部，请点击领取")
+    bench.clock.advance(600)
+    for text in ("不知道是哪个号码", "Y", "second spam"):
+        [refused] = texts(await send(bench, A, text))
+        assert refused == "未能识别号码，本条未作为举报内容。您之前转发的短信（“【中奖通知】恭喜您获得iPho…”）仍在等待发送号码：请在20分钟内只回复发送该短信的手机号码，例如13912345678。"
+    [dialogue] = await bench.store.find(Dialogue)
+    assert dialogue.expires_at == bench.clock.now() - 600 + 1800  # the prompt's window is not renewed
     report = await report_ok(bench, A, SPAMMER_NATIONAL)
-    assert report.text == "second spam"
+    assert report.text == "【中奖通知】恭喜您获得iPhone一部，请点击领取"
 
 
 @pytest.mark.parametrize(
@@ -134,6 +139,9 @@ async def test_a_new_forwarded_text_replaces_the_one_waiting(bench) -> None:
         ("10086700", "服务号码"),
         ("1066916*TT 头条新闻", "服务号码"),  # an SP service code
         ("106691601*spam", "服务号码"),  # an SP's extended code
+        ("10669161234*回T退订", "服务号码"),  # an extended SP code of a subscriber number's length
+        ("10086123456*x", "服务号码"),
+        ("+8610086123456*x", "服务号码"),
         ("hello*spam", "不是有效的手机号码"),
         ("12345*spam", "不是有效的手机号码"),
         ("*spam", "不是有效的手机号码"),
