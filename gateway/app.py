@@ -76,11 +76,11 @@ class Gateway:
         self.ids = MessageIds()
         self.store = SqliteStore(self.db_path, dedup_window=settings.dedup_window, clock=self.clock.now)
         self.router = Router(self.accounts)
-        self.delivery = Delivery(self.router, self.store, self.clock, self.ids, settings)
+        self.catalogue = Catalogue(config.catalogue)
+        self.guards = Guards(self.catalogue, (a.system_id for a in self.accounts if a.role == "sp"))
+        self.delivery = Delivery(self.router, self.store, self.clock, self.ids, settings, undeliverable=self.guards.undeliverable)
         self.outbox = Outbox(self.delivery, self.ids, settings.default_validity)
         self.locks = SerialLocks()
-        self.catalogue = Catalogue(config.catalogue)
-        self.guards = Guards(self.catalogue)
         self.records = RecordCache(self.store)  # what handlers read; every commit of effects passes through observe()
         self.service_context = ServiceContext(
             store=self.records,

@@ -19,6 +19,13 @@ Per subscriber, MTs go out in the order they were accepted: one accepted while
 its account's backlog is being read waits (`_behind`) until that read is over,
 or it would overtake the older MTs still in the store.
 
+An MT that may no longer go out when delivery takes it up again (off line
+subscriber, retry, schedule) ends REJECTED (gateway/guards.py): its sender
+was blocked after spam reports since it was accepted, or it is SP content and
+the subscriber has unsubscribed meanwhile. Its receipt says err:400 (blocked
+network-wide), err:401 (reported by that recipient) or err:402 (unsubscribed),
+the gateway's submit_sm refusal for the same case.
+
 An MT with a schedule_delivery_time still ahead is stored as scheduled and
 joins delivery only when the sweep finds it due (`_release_due`), so a
 campaign scheduled for tomorrow costs disk, not memory, and survives restarts.
@@ -57,8 +64,12 @@ class Delivery:
     PAGE = 500  # MTs read from the store at a time
     ROOM = 1000  # a pull hands a bind its next page once fewer than this are queued or in flight on it
 
-    def __init__(self, router: Router, store: Store, clock: Clock, ids: MessageIds, settings: GatewaySettings) -> None:
+    def __init__(
+        self, router: Router, store: Store, clock: Clock, ids: MessageIds, settings: GatewaySettings,
+        undeliverable: Callable[[Message], tuple[int, str] | None] = lambda message: None,
+    ) -> None:  # fmt: skip
         self.router = router
+        self.undeliverable = undeliverable  # Guards.undeliverable: (status, reason) when it may no longer go out
         self.store = store
         self.clock = clock
         self.ids = ids
@@ -93,6 +104,8 @@ class Delivery:
         read waits for the end of that read (`_behind`), behind the older MTs to its subscriber."""
         if message.expires_at <= self.clock.now():
             self._finish(message, MessageStatus.EXPIRED, MessageState.EXPIRED, 0)
+            return
+        if not new and self._refused(message):  # a new MT passed the same checks at intake a moment ago
             return
         receiver = self.router.route(message)
         if receiver is None:
@@ -345,13 +358,24 @@ class Delivery:
                 raise
             for message in page:
                 message.status = _ENROUTE
-                self.admit(message)
+                if not self._refused(message, counted=False):
+                    self.admit(message)
             return True
 
         await self._take_waiting(lambda after: self.store.due_scheduled(now, after, self.PAGE), (0.0, 0), take, release)
         await release()
 
     # ------------------------------------------------------------ helpers
+    def _refused(self, message: Message, counted: bool = True) -> bool:
+        """End the MT as REJECTED if the guards would refuse it now (blocked or unsubscribed since it was accepted)."""
+        refusal = self.undeliverable(message)
+        if refusal is None:
+            return False
+        status, reason = refusal
+        log.warning("mt rejected", message_id=message.id, account=message.account, msisdn=message.dest_addr, reason=reason)
+        self._finish(message, MessageStatus.REJECTED, MessageState.REJECTED, 400 + (status & 0xFF), counted)  # err:40x
+        return True
+
     def _finish(self, message: Message, status: MessageStatus, state: MessageState, error: int, counted: bool = True) -> None:
         """`counted`: the MT is in `queued` (it is, unless it was still scheduled)."""
         now = self.clock.now()

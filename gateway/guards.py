@@ -5,6 +5,10 @@
 - an SP's content reaches only subscribers with an active, confirmed
   subscription to one of its services on that service code (SPEC 2, 3.2).
 
+Delivery asks again (`undeliverable`) when it takes up an MT that waited (off
+line subscriber, retry, schedule): a block or an unsubscription committed
+since it was accepted stops it too (SPEC 3.1: unsubscribing takes effect at once).
+
 The answers must be instant (they are on the submit_sm path), so the state is
 held in memory: loaded at start, then kept current from every committed
 effect (`observe`). It is held as tuples of strings and counters, not as the
@@ -24,13 +28,14 @@ from .accounts import Account
 from .smpp.constants import CommandStatus
 from .store.base import Store
 from .store.effects import Effect, Put
-from .store.records import Block, Subscription
+from .store.records import Block, Message, Subscription
 
 S = CommandStatus
 
 
 class Guards:
-    def __init__(self, catalogue: Catalogue) -> None:
+    def __init__(self, catalogue: Catalogue, sp_accounts: Iterable[str] = ()) -> None:
+        self._sp_accounts = frozenset(sp_accounts)  # system_ids of the accounts with role "sp"
         self._code_of = {entry.id: entry.service_code for entry in catalogue}
         # Active blocks: how many for each number blocked network-wide, and for each
         # (reported, reporter) pair (a number reported twice by one subscriber has two).
@@ -56,11 +61,18 @@ class Guards:
 
     def check(self, account: Account, source: str, dest: str) -> tuple[int, str] | None:
         """(command_status, reason) when the submission must be refused, else None."""
+        return self._refusal(source, dest, account.role == "sp")
+
+    def undeliverable(self, message: Message) -> tuple[int, str] | None:
+        """(command_status, reason) when an MT accepted earlier may no longer go out, else None."""
+        return self._refusal(message.source_addr, message.dest_addr, message.account in self._sp_accounts)
+
+    def _refusal(self, source: str, dest: str, from_sp: bool) -> tuple[int, str] | None:
         if source in self._network:
             return S.SMSGW_RSENDERBLOCKED, f"{source} is blocked network-wide after spam reports"
         if (source, dest) in self._personal:
             return S.SMSGW_RBLOCKEDBYRECIPIENT, f"{dest} reported {source} as spam"
-        if account.role == "sp" and not self._active[(dest, source)]:
+        if from_sp and not self._active[(dest, source)]:
             return S.SMSGW_RNOSUBSCRIPTION, f"{dest} has no active confirmed subscription on {source}"
         return None
 

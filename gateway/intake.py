@@ -74,6 +74,7 @@ _QUERY_STATE = {
     MessageStatus.EXPIRED: MessageState.EXPIRED,
     MessageStatus.UNDELIVERABLE: MessageState.UNDELIVERABLE,
     MessageStatus.DELETED: MessageState.DELETED,
+    MessageStatus.REJECTED: MessageState.REJECTED,
 }
 # What a submit_multi shares with each submit_sm it stands for: everything but the destination.
 _SHARED_WITH_SUBMIT_SM = tuple(

@@ -15,8 +15,9 @@ class MessageStatus(str, Enum):
     """Life of a stored message.
 
     MO:  accepted -> processed | failed (given up: its handling kept failing, gateway/mo.py)
-    MT:  [scheduled ->] enroute -> delivered | expired | undeliverable | deleted (cancel_sm)
-         (scheduled: schedule_delivery_time not reached yet; it may also be deleted)
+    MT:  [scheduled ->] enroute -> delivered | expired | undeliverable | deleted (cancel_sm) | rejected
+         (scheduled: schedule_delivery_time not reached yet; it may also be deleted;
+         rejected: its sender was blocked after it was accepted, gateway/guards.py)
     """
 
     ACCEPTED = "accepted"
@@ -28,6 +29,7 @@ class MessageStatus(str, Enum):
     EXPIRED = "expired"
     UNDELIVERABLE = "undeliverable"
     DELETED = "deleted"
+    REJECTED = "rejected"
 
 
 @dataclass(slots=True)
@@ -64,7 +66,8 @@ class Message:
 
 
 _FINAL = frozenset(
-    {MessageStatus.PROCESSED, MessageStatus.FAILED, MessageStatus.DELIVERED, MessageStatus.EXPIRED, MessageStatus.UNDELIVERABLE, MessageStatus.DELETED}
+    {MessageStatus.PROCESSED, MessageStatus.FAILED, MessageStatus.DELIVERED, MessageStatus.EXPIRED, MessageStatus.UNDELIVERABLE, MessageStatus.DELETED,
+     MessageStatus.REJECTED}
 )
 
 

@@ -10,7 +10,7 @@ from gateway.clock import SimulatedClock
 from gateway.store.records import PendingOrder, Subscription
 from handlers.sp_notice import parse_sp_notice
 from tests.services_support import at
-from tests.smpp_handset import ESME_ROK, text, texts_from
+from tests.smpp_handset import ESME_ROK, is_receipt, receipt_fields, text, texts_from
 
 A, B = "8613800000001", "8613900000002"
 OPERATOR, SINA, TENCENT = "10086", "1066916", "1066888"
@@ -96,6 +96,26 @@ def test_keyword_order_confirmed_then_sp_content_flows(gw, handset, word):
     assert (notice.destination_addr, fields["event"], fields["service"], fields["keyword"], fields["msisdn"]) == (
         SINA.encode(), "ORDER", "sina-news", "TT", A
     )  # fmt: skip
+
+
+def test_sp_content_waiting_when_the_subscriber_unsubscribes_is_not_delivered(gw, handset, clock):
+    phone = handset(B, gw=gw, address_range=B)
+    order(phone, "TT")
+    assert ask(phone, "Y").startswith("您已定制试用新浪的头条新闻业务")
+    phone.close()  # off line: the SP's content waits in the store
+    sina = handset(SINA, system_id="sina", gw=gw)
+    waiting = sina.submit(B, "今日头条：waiting", registered_delivery=1)
+    scheduled = sina.submit(B, "明日头条：scheduled", registered_delivery=1, schedule_delivery_time="000000010000000R")
+    assert (waiting.status, scheduled.status) == (ESME_ROK, ESME_ROK)
+    [subscription] = subscriptions(gw, B)
+    gw.call(gw.gateway.services.unsubscribe(B, [subscription.id], "web"))  # takes effect at once (SPEC 3.1)
+    phone = handset(B, gw=gw, address_range=B)
+    assert replies(phone)[0].startswith("您已成功退订新浪公司提供的头条新闻业务")
+    clock.advance(3601)  # the scheduled one falls due
+    receipts = [receipt_fields(sina.expect(predicate=is_receipt)) for _ in range(2)]
+    assert sorted((r["id"], r["stat"], r["err"]) for r in receipts) == sorted(
+        (resp.message_id.decode(), "REJECTD", "402") for resp in (waiting, scheduled))
+    phone.expect_none(0.3, lambda p: p.source_addr == SINA.encode())
 
 
 def test_unknown_keyword_then_decline(gw, handset):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+from types import SimpleNamespace
 
 import pytest
 
@@ -13,7 +14,7 @@ from gateway.store.base import WriteSkipped
 from gateway.store.records import Block, SpamReport
 from tests.polling import eventually
 from tests.services_support import at
-from tests.smpp_handset import ESME_ROK, text, texts_from
+from tests.smpp_handset import ESME_ROK, is_receipt, receipt_fields, text, texts_from
 
 SPAM_CODE = "10086999"
 SMSGW_RSENDERBLOCKED = 0x400  # the source is blocked network-wide after spam reports
@@ -148,6 +149,36 @@ def test_five_distinct_reporters_block_the_number_network_wide(gateway, handset)
     assert s.submit(REPORTERS[0], "spam").status == SMSGW_RSENDERBLOCKED
     b.expect_none(0.3)
     assert {r.status for r in reports(gateway, reported=SPAMMER)} == {"handled"}
+
+
+MESSAGE_STATE_REJECTED = 8
+
+
+def test_spam_waiting_for_an_offline_reporter_is_not_delivered_after_the_report(gateway, handset) -> None:
+    s = phone(handset, SPAMMER)
+    spam = s.submit(A, SPAM, registered_delivery=1)  # A is off line: it waits in the store
+    assert spam.status == ESME_ROK
+    on_the_way = handset(A, bind="tx", address_range=A)  # A reports it from a phone that cannot receive
+    assert on_the_way.submit(SPAM_CODE, "13700000001*" + SPAM).status == ESME_ROK
+    spam_to_a = SimpleNamespace(source_addr=SPAMMER, dest_addr=A, account="handset2")
+    assert eventually(lambda: gateway.gateway.guards.undeliverable(spam_to_a) is not None)  # the report is in force
+    a = phone(handset, A)  # back on line: the ack, never the spam it says can no longer reach A
+    assert ACK.match(replies(a)[0])
+    a.expect_none(0.3, lambda p: p.source_addr == SPAMMER.encode())
+    receipt = receipt_fields(s.expect(predicate=is_receipt))
+    assert (receipt["id"], receipt["stat"], receipt["err"]) == (spam.message_id.decode(), "REJECTD", "401")
+    assert s.query(spam.message_id).message_state == MESSAGE_STATE_REJECTED
+
+
+def test_spam_waiting_for_a_bystander_is_not_delivered_once_the_number_is_blocked(gateway, handset) -> None:
+    s = phone(handset, SPAMMER)
+    spam = s.submit(B, SPAM, registered_delivery=1)  # B is off line
+    assert spam.status == ESME_ROK
+    block_by_five(gateway, handset)
+    b = phone(handset, B)
+    b.expect_none(0.5)
+    receipt = receipt_fields(s.expect(predicate=is_receipt))
+    assert (receipt["id"], receipt["stat"], receipt["err"]) == (spam.message_id.decode(), "REJECTD", "400")
 
 
 def test_one_reporter_reporting_five_times_does_not_block(gateway, handset) -> None:
