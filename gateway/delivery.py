@@ -90,12 +90,17 @@ class Delivery:
 
     # ------------------------------------------------------------ intake
     def admit(self, message: Message) -> None:
-        """A committed MT joins delivery (a scheduled one when it is due: the sweep releases it)."""
+        """A committed MT joins delivery (a scheduled one when it is due: the sweep releases it).
+
+        The store's reads see a commit before the loop hears of it: a bind's backlog read (`_pull`) may have
+        handed the MT out already, between its commit and this call. Then it is in hand, and counting it is
+        all that is left to do (offering it again would send it twice)."""
         if message.status is _SCHEDULED:
             return
         dest = message.dest_addr
         self.queued[dest] = self.queued.get(dest, 0) + 1  # not `+= 1`: Counter.__missing__ is Python code
-        self.dispatch(message, new=True)
+        if message.id not in self._held:
+            self.dispatch(message, new=True)
 
     def dispatch(self, message: Message, new: bool = False) -> None:
         """Offer the MT to a bind, or park it; it is in hand (`_held`) exactly while it is on a bind or ending.
@@ -293,6 +298,7 @@ class Delivery:
                 if stored.status is _ENROUTE:
                     self._forget(stored)
             elif stored.status is _SCHEDULED:
+                self._held.discard(current.id)  # taken back from its schedule: it joins delivery now
                 self.admit(current)
             else:
                 self.dispatch(current)
@@ -358,6 +364,7 @@ class Delivery:
                 raise
             for message in page:
                 message.status = _ENROUTE
+                self._held.discard(message.id)  # released: it joins delivery now
                 if not self._refused(message, counted=False):
                     self.admit(message)
             return True

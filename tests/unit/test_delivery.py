@@ -221,6 +221,26 @@ async def test_an_mt_admitted_while_the_backlog_is_read_goes_out_after_it(store,
     assert not delivery._pulls and not delivery._behind
 
 
+async def test_an_mt_a_page_read_handed_out_before_its_admission_is_not_offered_again(
+    store, delivery, router, accounts
+) -> None:
+    """A bind appears while an MT commits: its backlog read sees the committed row before the commit's callback
+    admits the MT (the store's reads see a commit before the loop hears of it)."""
+    message = mt("a", "8613700000001")
+    await store.accept(message)  # committed; its admission has not run yet
+    receiver = Receiver(accounts.get("handset"))
+    router.bound(receiver)
+    delivery.receiver_ready(receiver)
+    await receiver.wait_for(1)
+    await asyncio.gather(*delivery._pulls.values())
+    delivery.admit(message)  # the commit's callback, late
+    await settled(store)
+    assert [m.id for m in receiver.offered] == ["a"] and delivery.queued == {"8613700000001": 1}
+    answer(delivery, receiver, receiver.offered)
+    await settled(store)
+    assert not delivery.queued and not delivery._held and await status_of(store, "a") is MessageStatus.DELIVERED
+
+
 async def test_an_mt_waiting_behind_a_backlog_stays_in_the_store_when_delivery_stops(
     store, delivery, router, accounts
 ) -> None:
