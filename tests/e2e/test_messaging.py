@@ -411,6 +411,15 @@ def test_full_queue_for_a_subscriber_refuses_more(make_gateway, handset):
     assert a.submit("8613700000002", "another subscriber").status == ESME_ROK
 
 
+def test_full_queue_holds_for_a_pipelining_client(make_gateway, handset):
+    gw = make_gateway(gateway={"max_queued_per_subscriber": 3})
+    a = handset(A, gw=gw)
+    sequences = a.send_together(*(a.make("submit_sm", B, f"queued {n}") for n in range(6)))  # read in one go
+    statuses = [a.response(seq).status for seq in sequences]
+    assert statuses == [ESME_ROK] * 3 + [ESME_RMSGQFUL] * 3
+    assert sum(gw.gateway.delivery.queued.values()) == 3
+
+
 def test_data_sm_to_echo_is_answered(handset):
     a = handset(A)
     resp = a.data_sm(ECHO, "data_sm ping")
