@@ -478,8 +478,15 @@ class MoProcessor:
             self._dropped(key, reference, parts, "timed out")
 
     def _dropped(self, key: tuple, reference: int, _parts: dict[int, bytes], why: str = "too many incomplete") -> None:
-        """An incomplete long MO the reassembler let go: its parts are done with (processed, unanswered)."""
-        ids = [m.id for m in self._parts.pop((key, reference), [])]
-        log.warning("incomplete long MO dropped", message_ids=ids, account=key[2], msisdn=key[0], short_code=key[1], why=why)
-        if ids:
-            self.store.complete_mo(ids, [], self.clock.now())
+        """An incomplete long MO the reassembler let go: its parts are given up on, unanswered (failed, and
+        stat:UNDELIV receipts for those that asked for one: a text never handled is not delivered)."""
+        parts = tuple(self._parts.pop((key, reference), ()))
+        log.warning("incomplete long MO dropped", message_ids=[m.id for m in parts], account=key[2], msisdn=key[0],
+                    short_code=key[1], why=why)  # fmt: skip
+        if not parts:
+            return
+        now = self.clock.now()
+        receipts = self._receipts(parts, now, _UNDELIVERABLE)
+        done = self.store.complete_mo([m.id for m in parts], receipts, now, failed=True)
+        if receipts:
+            done.add_done_callback(lambda f: None if f.cancelled() or f.exception() else self.outbox.send(receipts))

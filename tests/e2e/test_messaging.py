@@ -38,6 +38,7 @@ B = "8613700000001"  # account handset2
 ECHO = "10086000"  # replies with the text it received
 SUBMIT_SM_RESP = 0x80000004
 LONG_CHINESE = "移动梦网统一查询退订服务：发送0000查询您已定制的全部业务，发送TD加业务代码退订。" * 3  # 123 characters
+MESSAGE_STATE_ACCEPTED, MESSAGE_STATE_UNDELIVERABLE = 6, 5
 
 
 def test_two_handsets_message_each_other(handset):
@@ -302,19 +303,22 @@ def test_the_same_text_again_on_a_new_bind_is_a_new_message(handset):
     assert [text(p) for p in b.expect_many(2)] == ["Y", "Y"]
 
 
-def test_a_long_mo_whose_other_parts_never_come_is_dropped_unanswered(make_gateway, handset):
+@pytest.mark.parametrize("registered_delivery", [1, 2])  # always / on failure only
+def test_a_long_mo_whose_other_parts_never_come_is_given_up_with_an_undeliv_receipt(make_gateway, handset, registered_delivery):
     clock = SimulatedClock()
     gw = make_gateway(clock=clock, gateway={"reassembly_timeout": 60})
     a = handset(A, gw=gw)
-    part = a.submit(ECHO, b"\x05\x00\x03\x07\x02\x01first half, ", esm_class=ESM_UDHI)  # part 1 of 2
+    part = a.submit(ECHO, b"\x05\x00\x03\x07\x02\x01first half, ", esm_class=ESM_UDHI,
+                    registered_delivery=registered_delivery)  # part 1 of 2  # fmt: skip
     assert part.status == ESME_ROK
     message_id = part.message_id.decode()
-    assert gw.call(gw.gateway.store.get(message_id)).status is MessageStatus.ACCEPTED  # waits for part 2
-    clock.advance(120)
-    deadline = time.monotonic() + 10
-    while gw.call(gw.gateway.store.get(message_id)).status is not MessageStatus.PROCESSED:  # the next tick drops it
-        assert time.monotonic() < deadline, "the incomplete long MO was kept"
-        a.expect_none(0.2)  # never answered
+    assert a.query(message_id).message_state == MESSAGE_STATE_ACCEPTED  # waits for part 2
+    clock.advance(120)  # the next tick gives it up: never answered, and a failure
+    receipt = receipt_fields(a.expect(timeout=10))
+    assert (receipt["id"], receipt["stat"], receipt["dlvrd"]) == (message_id, "UNDELIV", "000")
+    assert a.query(message_id).message_state == MESSAGE_STATE_UNDELIVERABLE
+    assert gw.call(gw.gateway.store.get(message_id)).status is MessageStatus.FAILED
+    a.expect_none(0.3)
     assert not gw.gateway.mo._parts  # nothing left of it in memory
 
 
