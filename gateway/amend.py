@@ -22,6 +22,7 @@ A message of a submit_multi answers for every destination it was sent to.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import TYPE_CHECKING
 
@@ -65,7 +66,7 @@ class Amendments:
             candidates = await self.store.undelivered_from(account, source, dest)
             if pdu.service_type:
                 candidates = [m for m in candidates if m.service_type == pdu.service_type]
-        cancelled = [m.id for m in candidates if self.delivery.cancel(m)]
+        cancelled = await self._cancel_all(candidates)  # answered once committed: a query_sm right after sees it
         status = S.ESME_ROK if cancelled else S.ESME_RCANCELFAIL
         log.info("cancel_sm", account=account, msisdn=source, message_id=pdu.message_id or None,
                  dest=pdu.destination_addr or None, cancelled=cancelled, found=len(candidates), status=S.name_of(status))
@@ -107,14 +108,19 @@ class Amendments:
         account sent before it from the same source_addr to the same subscriber with the same
         service_type are cancelled (SMPP 3.4 section 5.2.18)."""
         older = await self.store.undelivered_from(message.account, message.source_addr, message.dest_addr)
-        replaced = [
-            m.id for m in older
+        replaced = await self._cancel_all([
+            m for m in older
             if m.id != message.id and m.service_type == message.service_type and m.submitted_at <= message.submitted_at
-            and self.delivery.cancel(m)
-        ]  # fmt: skip
+        ])  # fmt: skip
         if replaced:
             log.info("replaced if present", message_id=message.id, account=message.account, msisdn=message.dest_addr,
                      replaced=replaced)  # fmt: skip
+
+    async def _cancel_all(self, messages: list[Message]) -> list[str]:
+        """Cancel those of `messages` still undelivered; the ids of those whose cancellation is committed."""
+        settling = {m.id: settled for m in messages if (settled := self.delivery.cancel(m)) is not None}
+        outcomes = await asyncio.gather(*settling.values(), return_exceptions=True)
+        return [message_id for message_id, outcome in zip(settling, outcomes, strict=True) if outcome is None]
 
     async def _submitted(self, account: str, source: str, message_id: str) -> list[Message]:
         """What `account` submitted from `source` as message_id: one message, or one per destination of a submit_multi."""

@@ -271,13 +271,16 @@ class Delivery:
         self.dispatch(message)
 
     # ------------------------------------------------- cancel_sm / replace_sm
-    def cancel(self, message: Message) -> bool:
-        """End an undelivered MT as DELETED (its receipt if one is due); False if it is already on its
-        way (a deliver_sm awaiting its answer) or ended. `message` as the store has it."""
+    def cancel(self, message: Message) -> asyncio.Future[None] | None:
+        """End an undelivered MT as DELETED (its receipt if one is due): a future that settles when that is
+        committed (with the store's error if it fails: then the MT is still undelivered, and goes out). None if
+        it is already on its way (a deliver_sm awaiting its answer) or ended. `message` as the store has it."""
         if not self._take_back(message):
-            return False
-        self._finish(message, MessageStatus.DELETED, MessageState.DELETED, 0, counted=message.status is _ENROUTE)
-        return True
+            return None
+        settled = asyncio.get_running_loop().create_future()
+        self._finish(message, MessageStatus.DELETED, MessageState.DELETED, 0, counted=message.status is _ENROUTE,
+                     settled=settled)  # fmt: skip
+        return settled
 
     async def replace(self, stored: Message, replacement: Message) -> bool:
         """Store an undelivered MT's new content and schedule, then let it go on; False as for cancel.
@@ -383,17 +386,23 @@ class Delivery:
         self._finish(message, MessageStatus.REJECTED, MessageState.REJECTED, 400 + (status & 0xFF), counted)  # err:40x
         return True
 
-    def _finish(self, message: Message, status: MessageStatus, state: MessageState, error: int, counted: bool = True) -> None:
-        """`counted`: the MT is in `queued` (it is, unless it was still scheduled)."""
+    def _finish(
+        self, message: Message, status: MessageStatus, state: MessageState, error: int, counted: bool = True,
+        settled: asyncio.Future[None] | None = None,
+    ) -> None:  # fmt: skip
+        """`counted`: the MT is in `queued` (it is, unless it was still scheduled); `settled`: told the commit's outcome."""
         now = self.clock.now()
         self._held.add(message.id)  # until its final status is committed
         if counted:
             self._forget(message)
         receipt = receipt_for(message, state, now, error, self.ids)
-        self.store.mark_final(message.id, status.value, now, error, receipt, then=self._release_when_committed(message.id, receipt))
+        then = self._release_when_committed(message.id, receipt, settled)
+        self.store.mark_final(message.id, status.value, now, error, receipt, then=then)
         log.info("mt final", message_id=message.id, msisdn=message.dest_addr, account=message.account, status=status.value)
 
-    def _release_when_committed(self, message_id: str, receipt: Message | None) -> WriteCallback:
+    def _release_when_committed(
+        self, message_id: str, receipt: Message | None, settled: asyncio.Future[None] | None = None
+    ) -> WriteCallback:
         """The store's callback for an MT's final status: once committed (or failed to be), the MT is no longer
         in hand; then its receipt goes out. (A callback, not a future: no loop callback per delivered MT.)"""
 
@@ -405,6 +414,11 @@ class Delivery:
                 self._held.discard(message_id)
             if receipt is not None and error is None:
                 self.admit(receipt)
+            if settled is not None and not settled.done():
+                if error is None:
+                    settled.set_result(None)
+                else:
+                    settled.set_exception(error)
 
         return committed
 

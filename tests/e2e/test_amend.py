@@ -111,6 +111,15 @@ def test_cancel_sm_takes_back_an_mt_still_waiting_for_its_subscriber(handset, es
     b.expect_none(0.3)
 
 
+def test_cancel_sm_is_answered_once_the_cancellation_is_committed(handset, esme) -> None:
+    a = handset(A)
+    for n in range(5):
+        message_id = a.submit(B, f"waiting {n}").message_id.decode()  # no receipt to wait for
+        esme.send(cancel_sm(10 + n, A, message_id))
+        assert answer(esme, 10 + n) == (ESME_ROK, b"")
+        assert a.query(message_id).message_state == DELETED  # what the store says right after the answer
+
+
 def test_cancel_sm_without_a_message_id_cancels_what_waits_from_that_sender_for_that_subscriber(handset, esme) -> None:
     a = handset(A)
     for n in range(3):
