@@ -241,10 +241,15 @@ class Intake:
         account = conn.account
         admitted: list[Message] = []
         refused: list[UnsuccessSme] = []
+        listed: set[str] = set()
         for dest in pdu.dest_addresses:
             if dest.dest_flag != 1:
                 refused.append(UnsuccessSme(destination_addr=dest.dl_name, error_status_code=S.ESME_RINVDLNAME))
                 continue
+            number = self.plan.normalise(dest.destination_addr)
+            if number in listed:  # named again (perhaps written another way): one copy, as to a single submit_sm
+                continue
+            listed.add(number)
             try:
                 message = self._admit(account, conn.session_id, _submit_sm_to(pdu, dest))
             except Rejection as rejected:

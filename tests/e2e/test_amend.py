@@ -217,6 +217,19 @@ def test_submit_multi_reaches_each_destination_and_lists_the_refused_ones(handse
     b.expect_none(0.3)  # not delivered twice
 
 
+def test_submit_multi_naming_a_subscriber_twice_sends_one_copy_and_numbers_the_others_on(gateway, handset, esme) -> None:
+    b = handset(B)
+    esme.send(submit_multi(2, A, [B, "+" + B, B2, B[2:]], b"once each"))  # B three times, written three ways
+    status, body = answer(esme, 2)
+    message_id, refused = multi_resp(body)
+    assert (status, refused) == (ESME_ROK, [])
+    assert sorted(p.destination_addr.decode() for p in b.expect_many(2)) == [B, B2]
+    b.expect_none(0.3)
+    second = gateway.call(gateway.gateway.store.get(f"{message_id}/2"))
+    assert second is not None and second.dest_addr == B2  # the n-th destination it stored is <id>/<n>
+    assert gateway.call(gateway.gateway.store.get(f"{message_id}/3")) is None
+
+
 def test_submit_multi_refused_everywhere_is_refused_with_the_reason(esme) -> None:
     esme.send(submit_multi(2, A, ["abc", "12ab"], b"nobody"))
     status, body = answer(esme, 2)
