@@ -249,7 +249,7 @@ class Delivery:
         message.next_attempt_at = now + delay
         self.store.mark_retry(message.id, message.attempts, message.next_attempt_at, error)
         log.info("mt retry", message_id=message.id, account=message.account, msisdn=message.dest_addr, attempt=message.attempts,
-                 delay=delay, status=S.name_of(error))
+                 delay=delay, status=S.name_of(error) if error else "no answer")  # 0: it timed out
         loop = asyncio.get_running_loop()
         self._retry_timers[message.id] = (loop.call_later(delay, self._retry_now, message), message)
 

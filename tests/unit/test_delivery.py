@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+import structlog.testing
 
 from gateway.accounts import Accounts
 from gateway.clock import SimulatedClock
@@ -467,3 +468,14 @@ async def test_replace_moves_an_mt_into_and_out_of_its_schedule(store, delivery,
     clock.set(START + 30)
     await delivery.sweep()
     assert [m.id for m in receiver.offered] == ["b", "a"]
+
+
+async def test_a_retry_after_a_timeout_is_logged_as_unanswered_not_as_esme_rok(store, delivery) -> None:
+    message = mt("late", "8613700000001")
+    await admit(store, delivery, message)
+    with structlog.testing.capture_logs() as logs:
+        delivery.retry_later(message)  # its deliver_sm timed out: no status came back
+        delivery.retry_later(message, 0x58)  # ESME_RTHROTTLED
+    assert [(line["event"], line["status"]) for line in logs if line["event"] == "mt retry"] == [
+        ("mt retry", "no answer"), ("mt retry", "ESME_RTHROTTLED")]  # fmt: skip
+    delivery.stop()
