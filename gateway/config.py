@@ -116,6 +116,9 @@ class ServiceSettings:
     spam_reports_per_day: int = 20
     survey_validity: float = 86400.0
     survey_sample_rate: float = 0.0
+    # How long an order-relation notice waits for its SP to bind (handlers/sp_notice.py): long enough for an
+    # SP down over a weekend or a holiday week, bounded so an SP that never binds again does not pile them up.
+    sp_notice_validity: float = 30 * 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +262,7 @@ _SERVICE_RANGES: dict[str, _Range] = {
     "listing_window": _POSITIVE, "confirmation_validity": _POSITIVE, "trial_last_order_day": _DAY,
     "reminder_first_day": _DAY, "reminder_last_day": _DAY, "billing_day": _DAY, "spam_follow_up_window": _POSITIVE,
     "spam_block_threshold": _AT_LEAST_ONE, "spam_block_window": _POSITIVE, "spam_reports_per_day": _AT_LEAST_ONE,
-    "survey_validity": _POSITIVE, "utc_offset_hours": (lambda v: -14 <= v <= 14, "an offset from -14 to 14 hours"),
+    "survey_validity": _POSITIVE, "sp_notice_validity": _POSITIVE, "utc_offset_hours": (lambda v: -14 <= v <= 14, "an offset from -14 to 14 hours"),
 }  # fmt: skip
 
 

@@ -41,6 +41,7 @@ class Outbox:
     def _parts(self, reply: Reply, now: float, origin_id: str | None) -> list[Message]:
         reference = next(self._references) & 0xFF
         extra = {"to_account": reply.to_account} if reply.to_account else {}
+        expires_at = now + (reply.validity if reply.validity is not None else self.validity)
         return [
             Message(
                 id=self.ids.next(),
@@ -54,7 +55,7 @@ class Outbox:
                 esm_class=part.esm_class,
                 tlvs=encode_tlvs(part.tlvs) if part.tlvs else b"",
                 submitted_at=now,
-                expires_at=now + self.validity,
+                expires_at=expires_at,
                 next_attempt_at=now,
                 origin_id=origin_id,
                 extra=dict(extra),

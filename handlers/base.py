@@ -46,6 +46,7 @@ class Reply:
     text: str
     source: str  # the short code (or subscriber number) it comes from
     to_account: str | None = None  # deliver on this account's binds (SP notifications)
+    validity: float | None = None  # seconds it waits for a bind before it expires; None: gateway.default_validity
 
 
 @dataclass(slots=True)

@@ -1,7 +1,11 @@
 """Order-relation sync: the SP hears of every order and unsubscription (SPEC 3.1, 3.2).
 
 Delivered as a deliver_sm to the SP account's binds, from the subscriber's
-number to the service code, stored until the SP binds. The text is one line
+number to the service code, stored until the SP binds: for up to
+`services.sp_notice_validity` (30 days), not the 48 h of ordinary MT. An SP
+that misses an ORDER or a CANCEL bills a subscriber wrongly, and one down
+over a weekend must still hear of them; the bound keeps an SP account that
+never binds again from piling notices up for ever. The text is one line
 of key=value pairs, in this order:
 
     event=ORDER service=sina-news keyword=TT msisdn=8613800000001 channel=sms time=20261123154000
@@ -26,7 +30,8 @@ def sp_notice(
     when = dt.datetime.fromtimestamp(now, operator_zone(ctx.settings.utc_offset_hours)).strftime("%Y%m%d%H%M%S")
     text = f"event={event} service={entry.id} keyword={entry.keyword} msisdn={msisdn} channel={channel} time={when}"
     text += "".join(f" {key}={value}" for key, value in details.items())
-    return Reply(to=entry.service_code, text=text, source=msisdn, to_account=entry.sp)
+    return Reply(to=entry.service_code, text=text, source=msisdn, to_account=entry.sp,
+                 validity=ctx.settings.sp_notice_validity)
 
 
 def parse_sp_notice(text: str) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""Free trial months, the 21st's reminder, billing on the 1st and disputes (SPEC 3.2) over real TCP."""
+"""Free trial months, the 21st's reminder, billing on the 1st, disputes and the SP's order-relation notices (SPEC 3.2)
+over real TCP."""
 
 from __future__ import annotations
 
@@ -10,8 +11,17 @@ import pytest
 from gateway.clock import SimulatedClock
 from gateway.store.records import Charge, JobRun, Subscription
 from handlers.base import Outcome
-from tests.e2e.test_confirmation import OPERATOR, ask, order, replies, subscriptions
+from handlers.sp_notice import parse_sp_notice
+from tests.e2e.test_confirmation import (
+    OPERATOR,
+    SINA,
+    ask,
+    order,
+    replies,
+    subscriptions,
+)
 from tests.services_support import at
+from tests.smpp_handset import text
 
 A, B, C = "8613800000001", "8613800000002", "8613900000003"
 REMINDER_ITEM = re.compile(r"(\d+)\.(\S+?)提供的(\S+?)短信业务,信息费(\d+)元/月;")
@@ -129,3 +139,27 @@ def test_billing_on_the_first_then_disputes(make_gateway, handset, clock):
     assert refunds == {A: 3000, C: 2000}
     with pytest.raises(ValueError, match="already refunded"):
         gw.call(gw.gateway.services.dispute(charges[C].id))
+
+
+def test_sp_notices_wait_for_an_sp_off_line_over_a_weekend(make_gateway, handset):
+    """Order-relation notices are stored until the SP binds: not the 48 h of an ordinary MT (SPEC 3.1, 3.2)."""
+    clock = SimulatedClock(at(2026, 11, 6, 18))  # Friday evening; the SP has no bind all weekend
+    gw = make_gateway(clock=clock, services={"reminder_first_day": 28, "reminder_last_day": 28})
+    phone = handset(A, gw=gw, address_range=A)
+    subscribe(phone, "TT")
+    clock.set(at(2026, 11, 7, 9))
+    ask(phone, "0000")
+    assert "成功退订" in ask(phone, "1")
+    clock.set(at(2026, 11, 9, 9, 30))  # Monday morning, 63 h after the order
+    sina = handset(SINA, system_id="sina", bind="rx", gw=gw)
+    notices = [parse_sp_notice(text(sina.expect())) for _ in range(2)]
+    assert [(n["event"], n["service"], n["msisdn"]) for n in notices] == [("ORDER", "sina-news", A), ("CANCEL", "sina-news", A)]
+
+
+def test_sp_notices_expire_after_the_configured_validity(make_gateway, handset):
+    clock = SimulatedClock(at(2026, 11, 6, 18))
+    gw = make_gateway(clock=clock, services={"reminder_first_day": 28, "reminder_last_day": 28, "sp_notice_validity": 3600})
+    subscribe(handset(A, gw=gw, address_range=A), "TT")
+    clock.advance(3601)
+    sina = handset(SINA, system_id="sina", bind="rx", gw=gw)
+    sina.expect_none(1.0)  # expired before the SP came back (two expiry sweeps)

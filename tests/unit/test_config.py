@@ -45,6 +45,8 @@ CASES = [  # (what is wrong, the edit, the key named, a phrase of what was expec
     ("reminders end first", lambda r: r["services"].update(reminder_first_day=25, reminder_last_day=21),
      "services.reminder_first_day", "not after reminder_last_day"),
     ("threshold 0", lambda r: r["services"].update(spam_block_threshold=0), "services.spam_block_threshold", "at least 1"),
+    ("SP notices never kept", lambda r: r["services"].update(sp_notice_validity=0), "services.sp_notice_validity",
+     "above 0"),
     ("bad role", lambda r: account(r, "carrier").update(role="bank"), "accounts[2].role", "handset, smsc, sp"),
     ("empty keyword", lambda r: r["services"].update(query_keyword=" "), "services.query_keyword", "not empty"),
     ("one keyword for two commands", lambda r: r["services"].update(unsubscribe_all_keyword="0000"),
