@@ -88,7 +88,7 @@ class Services:
         return await self._for(key, lambda now: spam_report.lift_block(self.ctx, reported, now))
 
     async def run_due_jobs(self) -> Outcome:
-        """Billing on the billing day, reminders on the reminder days: each at most once per period."""
+        """Billing on the billing day (once per month), reminders on the reminder days (once per subscription)."""
         return await self._for("*billing", lambda now: billing.run_due_jobs(self.ctx, now))
 
     async def run_billing(self) -> Outcome:

@@ -11,9 +11,12 @@ Everything follows the operator's calendar (`ctx.local_date`, UTC+8 by default):
   that is charged.
 - Reminder ("第二次提醒"): on reminder_first_day..reminder_last_day (21..25) every
   subscriber whose subscriptions are charged for the first time next month gets
-  ONE text from 10086 listing them: "本月内退订下月不再收费". That is every
-  subscription ordered on the 1st..20th of this month, and every one ordered
-  from the 21st of last month (still free this month, charged from next month).
+  a text from 10086 listing them: "本月内退订下月不再收费". That is every
+  subscription ordered on the 1st..20th of this month, every one ordered
+  from the 21st of last month (still free this month, charged from next month),
+  and every repeat order of this month (no trial). Each subscription is
+  reminded once (a "reminded" SubscriptionEvent), on the first check that finds
+  it: one text for all of them on the 21st, another for an order of the 22nd.
   As in the seed, a reminder longer than one SMS goes out as separate SMS cut
   between items, each marked "(1/2)", "(2/2)" (handlers/pages.py).
 - Billing: on the billing day (the 1st) a Charge per active subscription whose
@@ -21,8 +24,8 @@ Everything follows the operator's calendar (`ctx.local_date`, UTC+8 by default):
   (subscription, month): existing charges are skipped.
 - Jobs: `run_due_jobs` (every 30 s from the gateway, and on demand) runs billing
   for the current month once it is the billing day or later and it has not run
-  yet (a gateway that was down on the 1st bills when it comes back), and the
-  reminders on the reminder days if not yet sent; each is recorded as a JobRun.
+  yet (a gateway that was down on the 1st bills when it comes back), recorded as
+  a JobRun, and the reminders due on the reminder days.
 - Disputes: a charge on a subscription without a record of the subscriber's own
   confirmation is refunded double ("信息费误差,双倍返还"); with one, it is
   refunded once at the operator's discretion. The subscriber is told by SMS.
@@ -44,6 +47,8 @@ from .subscriptions import yuan
 
 log = get_logger("billing")
 
+REMINDED = "reminded"  # the SubscriptionEvent of a subscription's reminder
+LOOKUP_CHUNK = 500  # ids per `__in` lookup (SQLite caps the parameters of one statement)
 DOUBLE_REFUND_REASON = "no confirmation record: double refund"
 SINGLE_REFUND_REASON = "refund at operator's discretion"
 
@@ -133,21 +138,27 @@ async def run_billing(ctx: ServiceContext, now: float) -> Outcome:
 
 
 async def send_reminders(ctx: ServiceContext, now: float) -> Outcome:
-    """This month's reminder to each subscriber whose trial ends at the start of next month (once a month)."""
+    """The reminder to each subscriber with subscriptions first charged next month that were not reminded yet.
+
+    Each subscription is reminded once, whenever this runs (`run_due_jobs` on the reminder days, or an
+    operator on demand), and marked by a "reminded" event: so a run on the 12th does not keep a subscriber
+    who orders on the 15th from the reminder of the 21st, and an order from the 22nd that is charged next
+    month (a repeat order has no trial) is reminded at the next check on the reminder days."""
     today = ctx.local_date(now)
-    period = period_of(today)
-    if await _done(ctx, "reminders", period):
-        return Outcome()
     ending = await ctx.store.find(
         Subscription,
         order_by="ordered_at",
         status="active",
+        # Only orders whose trial can end next month (an index range, not every active subscription at every
+        # job check of the reminder days): first orders from the day after the last trial day of last month.
+        ordered_at__gte=ctx.local_midnight(month_start(today, -1) + dt.timedelta(days=ctx.settings.trial_last_order_day)),
         trial_until__gt=ctx.local_midnight(month_start(today)),
         trial_until__lte=ctx.local_midnight(month_start(today, 1)),
     )
+    reminded = await _reminded(ctx, [s.id for s in ending])
     by_subscriber: dict[str, list[Subscription]] = defaultdict(list)
     for subscription in sorted(ending, key=lambda s: (s.ordered_at, s.id)):
-        if ctx.catalogue.get(subscription.service_id) is not None:
+        if subscription.id not in reminded and ctx.catalogue.get(subscription.service_id) is not None:
             by_subscriber[subscription.msisdn].append(subscription)
     outcome = Outcome()
     operator = ctx.settings.operator
@@ -159,11 +170,22 @@ async def send_reminders(ctx: ServiceContext, now: float) -> Outcome:
             assert entry is not None
             pieces.append(ctx.text("billing.reminder_item", language, serial=serial, sp_name=entry.sp_name_in(language),
                                    service=entry.name_in(language), fee=yuan(entry.fee)))  # fmt: skip
+            outcome.put(SubscriptionEvent(id=ctx.new_id(), subscription_id=subscription.id, msisdn=msisdn, at=now,
+                                          event=REMINDED, channel="billing", detail=f"first charge {period_of(month_start(today, 1))}"))  # fmt: skip
         pieces.append(ctx.text("billing.reminder_foot", language, operator=operator))
         # As the seed shows it: separate SMS cut between items, each marked "(1/2)", "(2/2)".
         for page in paginate(pieces, lambda i, n: ctx.text("billing.page", language, page=i, pages=n)):
             outcome.reply(msisdn, page, operator)
-    return outcome.put(JobRun("reminders", period, now))
+    return outcome
+
+
+async def _reminded(ctx: ServiceContext, subscription_ids: list[str]) -> set[str]:
+    """Those of the subscriptions that have had their reminder."""
+    reminded: set[str] = set()
+    for start in range(0, len(subscription_ids), LOOKUP_CHUNK):
+        chunk = subscription_ids[start : start + LOOKUP_CHUNK]
+        reminded |= await ctx.store.distinct(SubscriptionEvent, "subscription_id", subscription_id__in=chunk, event=REMINDED)
+    return reminded
 
 
 # ----------------------------------------------------------------- disputes

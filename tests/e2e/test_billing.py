@@ -9,7 +9,7 @@ import time
 import pytest
 
 from gateway.clock import SimulatedClock
-from gateway.store.records import Charge, JobRun, Subscription
+from gateway.store.records import Charge, Subscription
 from handlers.base import Outcome
 from handlers.sp_notice import parse_sp_notice
 from tests.e2e.test_confirmation import (
@@ -108,8 +108,30 @@ def test_reminder_on_the_21st_is_sent_once_as_marked_pages(make_gateway, handset
     assert second.startswith("(2/2)") and second.endswith("本月内退订下月不再收费,退订请发送0000到10086。")
     assert REMINDER_ITEM.findall(first + second) == [("1", "新浪", "头条新闻", "30"), ("2", "腾讯公司", "精品图铃", "10")]
     phone.expect_none(1.0, lambda p: p.source_addr == OPERATOR.encode())
-    [run] = gw.call(gw.gateway.store.find(JobRun, job="reminders"))
-    assert run.period == "2026-11"
+
+
+def test_reminders_go_to_every_subscription_charged_next_month_whenever_an_operator_runs_them(make_gateway, handset, clock):
+    gw = make_gateway(clock=clock)
+    a, b, c = (handset(n, gw=gw, address_range=n) for n in (A, B, C))
+    subscribe(a, "TT")  # 10 November: charged from December
+    subscribe(c, "TQ")
+    ask(c, "0000")
+    assert "成功退订" in ask(c, "1")
+    clock.set(at(2026, 11, 12))
+    gw.call(gw.gateway.services.send_reminders())  # an operator, on demand, before the reminder days
+    assert [page[:5] for page in replies(a, 2)] == ["(1/2)", "(2/2)"]
+    clock.set(at(2026, 11, 15))
+    subscribe(b, "TT")  # charged from December as well
+    clock.set(at(2026, 11, 21, 9))
+    gw.call(gw.gateway.services.run_due_jobs())
+    first, second = replies(b, 2)
+    assert REMINDER_ITEM.findall(first + second) == [("1", "新浪", "头条新闻", "30")]
+    clock.set(at(2026, 11, 22, 9))
+    assert "下月起收费" in subscribe(c, "TQ")  # ordered again: no trial, charged from December
+    gw.call(gw.gateway.services.run_due_jobs())
+    first, second = replies(c, 2)
+    assert REMINDER_ITEM.findall(first + second) == [("1", "新浪", "天气预报", "5")]
+    a.expect_none(0.5, lambda p: p.source_addr == OPERATOR.encode())  # reminded once
 
 
 def test_billing_on_the_first_then_disputes(make_gateway, handset, clock):

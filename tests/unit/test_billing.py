@@ -82,10 +82,37 @@ async def test_reminder_between_21st_and_25th_once_a_month(bench: ServiceBench) 
         ],
     }
     assert all(len(page) <= 70 for pages in sent.values() for page in pages)
-    assert await bench.store.find(JobRun, job="reminders") == [JobRun("reminders", "2026-11", at(2026, 11, 21, 0, 0))]
+    reminded = await bench.store.find(SubscriptionEvent, event="reminded")
+    assert sorted(e.msisdn for e in reminded) == [A, A, B] and {e.at for e in reminded} == {at(2026, 11, 21, 0, 0)}
     assert (await job(bench, billing.run_due_jobs, at(2026, 11, 22))).replies == []
     assert (await job(bench, billing.send_reminders, at(2026, 11, 25))).replies == []  # on demand: still once
     assert list(texts_to(await job(bench, billing.run_due_jobs, at(2026, 12, 21)))) == [C]
+
+
+async def test_a_reminder_run_on_demand_early_leaves_later_orders_their_reminder(bench: ServiceBench) -> None:
+    await subscribe(bench, A, "TT", at(2026, 11, 5))
+    assert list(texts_to(await job(bench, billing.send_reminders, at(2026, 11, 12)))) == [A]  # an operator, on demand
+    await subscribe(bench, B, "TQ", at(2026, 11, 15))  # charged from December too
+    assert list(texts_to(await job(bench, billing.run_due_jobs, at(2026, 11, 21, 9)))) == [B]  # A only once
+    assert (await job(bench, billing.run_due_jobs, at(2026, 11, 21, 10))).replies == []
+
+
+async def test_an_order_after_the_21st_charged_next_month_is_reminded_at_the_next_check(bench: ServiceBench) -> None:
+    await subscribe(bench, A, "TT", at(2026, 11, 5))
+    await cancel(bench, await subscribe(bench, B, "TQ", at(2026, 11, 6)))
+    assert list(texts_to(await job(bench, billing.run_due_jobs, at(2026, 11, 21, 9)))) == [A]
+    await subscribe(bench, A, "TL", at(2026, 11, 22, 9))  # a first order from the 21st: free in December, not due
+    again = await subscribe(bench, B, "TQ", at(2026, 11, 22, 9))  # a repeat order: no trial, charged from December
+    assert again.trial_until == at(2026, 12, 1, 0, 0)
+    sent = pages_to(await job(bench, billing.run_due_jobs, at(2026, 11, 22, 9, 1)))
+    assert sent == {
+        B: [
+            "(1/2)中国移动温馨提示:您已定制以下梦网业务:1.新浪提供的天气预报短信业务,信息费5元/月;",
+            "(2/2)本月内退订下月不再收费,退订请发送0000到10086。",
+        ]
+    }
+    assert (await job(bench, billing.run_due_jobs, at(2026, 11, 25, 23, 59))).replies == []
+    assert (await job(bench, billing.run_due_jobs, at(2026, 11, 26, 9))).replies == []  # (not on other days)
 
 
 async def test_billing_charges_subscriptions_out_of_trial_once(bench: ServiceBench) -> None:
