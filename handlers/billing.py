@@ -19,13 +19,16 @@ Everything follows the operator's calendar (`ctx.local_date`, UTC+8 by default):
   it: one text for all of them on the 21st, another for an order of the 22nd.
   As in the seed, a reminder longer than one SMS goes out as separate SMS cut
   between items, each marked "(1/2)", "(2/2)" (handlers/pages.py).
-- Billing: on the billing day (the 1st) a Charge per active subscription whose
-  trial has ended, for that month ("YYYY-MM"), in fen. Never twice for the same
+- Billing: on the billing day (the 1st) a Charge per subscription whose trial
+  has ended and that was active at midnight starting the billing day, for that
+  month ("YYYY-MM"), in fen: an unsubscription before then is not charged for
+  the month, one after it is, whenever billing runs. Never twice for the same
   (subscription, month): existing charges are skipped.
 - Jobs: `run_due_jobs` (every 30 s from the gateway, and on demand) runs billing
   for the current month once it is the billing day or later and it has not run
-  yet (a gateway that was down on the 1st bills when it comes back), recorded as
-  a JobRun, and the reminders due on the reminder days.
+  yet, and for every month since the last run that missed it (a gateway that was
+  down on the 1st bills when it comes back), each recorded as a JobRun; and the
+  reminders due on the reminder days.
 - Disputes: a charge on a subscription without a record of the subscriber's own
   confirmation is refunded double ("信息费误差,双倍返还"); with one, it is
   refunded once at the operator's discretion. The subscriber is told by SMS.
@@ -82,32 +85,52 @@ def fen(yuan_per_month: float) -> int:
 
 
 # --------------------------------------------------------------------- jobs
-async def _done(ctx: ServiceContext, job: str, period: str) -> bool:
-    return bool(await ctx.store.find(JobRun, job=job, period=period))
-
-
 async def run_due_jobs(ctx: ServiceContext, now: float) -> Outcome:
     today = ctx.local_date(now)
-    period = period_of(today)
     settings = ctx.settings
     outcome = Outcome()
-    if today.day >= settings.billing_day and not await _done(ctx, "billing", period):
-        outcome.extend(await run_billing(ctx, now))
+    for month in await _months_unbilled(ctx, today):
+        outcome.extend(await run_billing(ctx, now, month))
     if settings.reminder_first_day <= today.day <= settings.reminder_last_day:
         outcome.extend(await send_reminders(ctx, now))
     return outcome
 
 
-async def run_billing(ctx: ServiceContext, now: float) -> Outcome:
-    """Charge this month's fee for every active subscription out of its trial (idempotent)."""
-    today = ctx.local_date(now)
-    period = period_of(today)
-    due = await ctx.store.find(
-        Subscription, order_by="ordered_at", status="active", trial_until__lte=ctx.local_midnight(month_start(today))
+async def _months_unbilled(ctx: ServiceContext, today: dt.date) -> list[dt.date]:
+    """The months whose billing day has come and that have no billing run, oldest first: this month from its
+    billing day, and every month since the last run that was missed (a gateway down over a 1st, or a simulated
+    clock moved past several 1sts at once). A store never billed starts with this month."""
+    this_month = month_start(today)
+    last_due = this_month if today.day >= ctx.settings.billing_day else month_start(today, -1)
+    last_run = await ctx.store.find(JobRun, order_by="-period", limit=1, job="billing")
+    if not last_run:
+        return [this_month] if last_due == this_month else []
+    year, month = map(int, last_run[0].period.split("-"))
+    months = []
+    month_due = month_start(dt.date(year, month, 1), 1)
+    while month_due <= last_due:
+        months.append(month_due)
+        month_due = month_start(month_due, 1)
+    return months
+
+
+async def run_billing(ctx: ServiceContext, now: float, month: dt.date | None = None) -> Outcome:
+    """Charge a month's fee (this month's unless `month` says) for every subscription out of its trial that was
+    active at the month's billing moment (idempotent)."""
+    month = month or month_start(ctx.local_date(now))
+    period = period_of(month)
+    # Who pays is decided at the billing moment (midnight starting the billing day, "每月1日0时"), whenever this
+    # runs: an unsubscription sent before it is not charged for the month even if its commit lands later, one
+    # sent after it is ("下月起不再收取信息费"), and a month billed late is billed as it stood then.
+    billed_at = ctx.local_midnight(month.replace(day=ctx.settings.billing_day))
+    out_of_trial = ctx.local_midnight(month)
+    active = await ctx.store.find(Subscription, status="active", trial_until__lte=out_of_trial)
+    cancelled_since = await ctx.store.find(
+        Subscription, status="cancelled", trial_until__lte=out_of_trial, cancelled_at__gte=billed_at
     )
     charged = {c.subscription_id for c in await ctx.store.find(Charge, period=period)}
     outcome = Outcome()
-    for subscription in due:
+    for subscription in sorted(active + cancelled_since, key=lambda s: (s.ordered_at, s.id)):
         if subscription.id in charged:
             continue
         entry = ctx.catalogue.get(subscription.service_id)

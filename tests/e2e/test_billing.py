@@ -9,7 +9,7 @@ import time
 import pytest
 
 from gateway.clock import SimulatedClock
-from gateway.store.records import Charge, Subscription
+from gateway.store.records import Charge, JobRun, Subscription
 from handlers.base import Outcome
 from handlers.sp_notice import parse_sp_notice
 from tests.e2e.test_confirmation import (
@@ -20,6 +20,7 @@ from tests.e2e.test_confirmation import (
     replies,
     subscriptions,
 )
+from tests.polling import eventually
 from tests.services_support import at
 from tests.smpp_handset import text
 
@@ -185,3 +186,18 @@ def test_sp_notices_expire_after_the_configured_validity(make_gateway, handset):
     clock.advance(3601)
     sina = handset(SINA, system_id="sina", bind="rx", gw=gw)
     sina.expect_none(1.0)  # expired before the SP came back (two expiry sweeps)
+
+
+def test_a_gateway_back_after_missing_1sts_bills_every_month_it_missed(make_gateway, handset, clock, tmp_path):
+    db = tmp_path / "gw.db"
+    first = make_gateway(clock=clock, db_path=db)
+    phone = handset(A, gw=first, address_range=A)
+    subscribe(phone, "TT")  # 10 November: charged from December
+    assert eventually(lambda: first.call(first.gateway.store.find(JobRun, job="billing")))  # November's run, at start
+    phone.close()
+    first.stop()
+    clock.set(at(2027, 2, 2, 9))  # down over the 1st of December and of January
+    second = make_gateway(clock=clock, db_path=db)  # it looks at the calendar as it starts
+    assert eventually(lambda: len(second.call(second.gateway.store.find(Charge, msisdn=A))) == 3)
+    charges = second.call(second.gateway.store.find(Charge, order_by="period", msisdn=A))
+    assert [(c.period, c.amount) for c in charges] == [("2026-12", 3000), ("2027-01", 3000), ("2027-02", 3000)]

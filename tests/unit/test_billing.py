@@ -145,6 +145,31 @@ async def test_billing_missed_on_the_1st_runs_when_the_gateway_is_back(bench: Se
     assert [c.period for c in await bench.store.find(Charge)] == ["2026-12"]
 
 
+async def test_every_month_missed_is_billed_as_it_stood_at_its_start(bench: ServiceBench) -> None:
+    await subscribe(bench, A, "TT", at(2026, 11, 5))  # charged from December
+    tq = await subscribe(bench, B, "TQ", at(2026, 11, 5))
+    await job(bench, billing.run_due_jobs, at(2026, 12, 1, 0, 1))
+    bench.clock.set(at(2027, 1, 20))
+    await cancel(bench, tq)  # while nobody looks at the calendar (a gateway down, or QA moving the clock on)
+    await job(bench, billing.run_due_jobs, at(2027, 3, 2, 9))  # January, February and March all missed
+    charges = sorted((c.period, c.msisdn) for c in await bench.store.find(Charge))
+    assert charges == [("2026-12", A), ("2026-12", B), ("2027-01", A), ("2027-01", B), ("2027-02", A), ("2027-03", A)]
+    runs = await bench.store.find(JobRun, order_by="period", job="billing")
+    assert [r.period for r in runs] == ["2026-12", "2027-01", "2027-02", "2027-03"]
+    assert not [e for e in (await job(bench, billing.run_due_jobs, at(2027, 3, 2, 10))).effects]
+
+
+async def test_who_pays_for_a_month_is_decided_at_midnight_starting_it(bench: ServiceBench) -> None:
+    tt = await subscribe(bench, A, "TT", at(2026, 11, 5))
+    tq = await subscribe(bench, B, "TQ", at(2026, 11, 5))
+    bench.clock.set(at(2026, 11, 30, 23, 59))
+    await cancel(bench, tt)  # "本月内退订下月不再收费"
+    bench.clock.set(at(2026, 12, 1, 0, 0))
+    await cancel(bench, tq)  # December has begun: it is charged, even though billing has not run yet
+    await job(bench, billing.run_due_jobs, at(2026, 12, 1, 0, 5))
+    assert [(c.msisdn, c.period) for c in await bench.store.find(Charge)] == [(B, "2026-12")]
+
+
 async def test_dispute_refunds_double_without_a_confirmation_record(bench: ServiceBench) -> None:
     confirmed = await subscribe(bench, A, "TT", at(2026, 10, 5))
     unconfirmed = Subscription("sub-legacy", B, "tencent-ringtones", "active", at(2026, 9, 1), "sp", "", at(2026, 10, 1))
