@@ -88,6 +88,20 @@ class SerialLocks:
         in_flight = self._in_flight
         return list({in_flight[key] for key in keys if key in in_flight}) if in_flight else []
 
+    async def wait_for_others(self, own: tuple[str, ...]) -> None:
+        """Wait until everyone who holds or waits for a key (other than `own`, held by the caller) has had their
+        turn, and every commit handed on so far is done: what was decided under those keys before this call is
+        committed (or has failed) by its return. Nothing is held meanwhile: each turn is given up at once."""
+        others = [key for key in self._waiting if key not in own]
+        await asyncio.gather(*(self._pass(key) for key in others))
+        handed_on = list(self._in_flight.values())
+        if handed_on:
+            await asyncio.gather(*handed_on, return_exceptions=True)  # a failed commit decided nothing
+
+    async def _pass(self, key: str) -> None:
+        async with self.hold(key):
+            pass  # the turn is the point: every holder queued before it is done
+
     def hold(self, key: str) -> _Held:
         return _Held(self, (key,))
 

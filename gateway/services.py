@@ -22,6 +22,7 @@ from .store.base import Store
 from .store.effects import Effect
 
 log = get_logger("services")
+BILLING = "*billing"  # the serial key of billing, reminders and disputes (no subscriber's number starts with *)
 
 
 class Services:
@@ -81,7 +82,7 @@ class Services:
         )
 
     async def dispute(self, charge_id: str) -> Outcome:
-        return await self._for("*billing", lambda now: billing.dispute(self.ctx, charge_id, now))
+        return await self._for(BILLING, lambda now: billing.dispute(self.ctx, charge_id, now))
 
     async def lift_block(self, reported: str) -> Outcome:
         key = spam_report.reported_key(self.ctx.plan.normalise(reported))
@@ -89,13 +90,21 @@ class Services:
 
     async def run_due_jobs(self) -> Outcome:
         """Billing on the billing day (once per month), reminders on the reminder days (once per subscription)."""
-        return await self._for("*billing", lambda now: billing.run_due_jobs(self.ctx, now))
+        return await self._calendar_job(lambda now: billing.run_due_jobs(self.ctx, now))
 
     async def run_billing(self) -> Outcome:
-        return await self._for("*billing", lambda now: billing.run_billing(self.ctx, now))
+        return await self._calendar_job(lambda now: billing.run_billing(self.ctx, now))
 
     async def send_reminders(self) -> Outcome:
-        return await self._for("*billing", lambda now: billing.send_reminders(self.ctx, now))
+        return await self._calendar_job(lambda now: billing.send_reminders(self.ctx, now))
+
+    async def _calendar_job(self, make: Callable[[float], Awaitable[Outcome]]) -> Outcome:
+        """A job over every subscriber, run once the subscription changes already decided are committed: an
+        unsubscription sent at 23:59:59 whose commit is still in flight at midnight is seen by the billing
+        it keeps from charging (billing reads the store, not the subscribers' serial sections)."""
+        async with self.locks.hold(BILLING):
+            await self.locks.wait_for_others((BILLING,))
+            return await self.commit(await make(self.clock.now()), (BILLING,))
 
     # --------------------------------------------------------- triggers
     def after_dialogue(self, inbound: Inbound) -> Awaitable[Outcome] | None:

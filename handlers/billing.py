@@ -28,7 +28,8 @@ Everything follows the operator's calendar (`ctx.local_date`, UTC+8 by default):
   for the current month once it is the billing day or later and it has not run
   yet, and for every month since the last run that missed it (a gateway that was
   down on the 1st bills when it comes back), each recorded as a JobRun; and the
-  reminders due on the reminder days.
+  reminders due on the reminder days. gateway/services.py runs them once the
+  subscription changes decided so far are committed (SerialLocks.wait_for_others).
 - Disputes: a charge on a subscription without a record of the subscriber's own
   confirmation is refunded double ("信息费误差,双倍返还"); with one, it is
   refunded once at the operator's discretion. The subscriber is told by SMS.

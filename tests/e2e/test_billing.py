@@ -3,7 +3,9 @@ over real TCP."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import sqlite3
 import time
 
 import pytest
@@ -22,7 +24,7 @@ from tests.e2e.test_confirmation import (
 )
 from tests.polling import eventually
 from tests.services_support import at
-from tests.smpp_handset import text
+from tests.smpp_handset import ESME_ROK, text
 
 A, B, C = "8613800000001", "8613800000002", "8613900000003"
 REMINDER_ITEM = re.compile(r"(\d+)\.(\S+?)提供的(\S+?)短信业务,信息费(\d+)元/月;")
@@ -201,3 +203,36 @@ def test_a_gateway_back_after_missing_1sts_bills_every_month_it_missed(make_gate
     assert eventually(lambda: len(second.call(second.gateway.store.find(Charge, msisdn=A))) == 3)
     charges = second.call(second.gateway.store.find(Charge, order_by="period", msisdn=A))
     assert [(c.period, c.amount) for c in charges] == [("2026-12", 3000), ("2027-01", 3000), ("2027-02", 3000)]
+
+
+def test_an_unsubscription_sent_before_midnight_is_not_charged_though_its_commit_lands_after_billing_began(
+    make_gateway, handset, clock, tmp_path
+):
+    """The unsubscription's commit is held up (another process holds the SQLite write lock, as a backup tool may)
+    when the 1st's billing starts: billing waits for it instead of charging the subscription it cancels."""
+    db = tmp_path / "gw.db"
+    gw = make_gateway(clock=clock, db_path=db, gateway={"job_check_interval": 3600})  # billing when the test says
+    a, b = (handset(n, gw=gw, address_range=n) for n in (A, B))
+    subscribe(a, "TT")
+    subscribe(b, "TT")
+    assert eventually(lambda: gw.call(gw.gateway.store.find(JobRun, job="billing")))  # November's, at start
+    clock.set(at(2026, 11, 30, 23, 50))
+    ask(a, "0000")
+    clock.set(at(2026, 12, 1, 0, 0) - 1)
+    holder = sqlite3.connect(db, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # the gateway's writer waits for it (busy timeout 5 s)
+        (sent,) = a.send_together(a.make("submit_sm", OPERATOR, "1"))  # 23:59:59: unsubscribe
+        handling = eventually(lambda: len(gw.gateway.locks) == 1)  # its subscriber's serial key: being handled
+        clock.set(at(2026, 12, 1, 0, 0) + 1)
+        billing = asyncio.run_coroutine_threadsafe(gw.gateway.services.run_due_jobs(), gw._loop)
+        eventually(lambda: bool(gw.gateway.store._pending), timeout=1.0)  # time to decide before the unsubscription
+        holder.execute("ROLLBACK")
+    finally:
+        holder.close()
+    assert handling, "the unsubscription was not being handled when billing began"
+    billing.result(15)
+    assert a.response(sent).status == ESME_ROK
+    assert "成功退订" in replies(a)[0]
+    charges = gw.call(gw.gateway.store.find(Charge, period="2026-12"))
+    assert [c.msisdn for c in charges] == [B]

@@ -68,3 +68,36 @@ async def test_a_holder_that_stops_waiting_passes_its_keys_on_in_turn() -> None:
     assert waiting.cancelled()
     assert order == ["first out", "third in"]
     assert len(locks) == 0
+
+
+async def test_waiting_for_others_waits_for_every_holder_and_commit_before_it_and_holds_nothing() -> None:
+    locks = SerialLocks()
+    loop = asyncio.get_running_loop()
+    commit = loop.create_future()  # a holder's commit, its key handed on before it is done
+    assert locks.take_free(("reporter-a",))
+    locks.hand_on(("reporter-a",), commit)
+    release = asyncio.Event()
+    events: list[str] = []
+
+    async def subscriber() -> None:
+        async with locks.hold("8613800000001"):
+            await release.wait()
+            events.append("subscriber done")
+
+    async def billing() -> None:
+        async with locks.hold("*billing"):
+            await locks.wait_for_others(("*billing",))
+            events.append("billing reads")
+
+    holder = asyncio.create_task(subscriber())
+    await asyncio.sleep(0)  # the subscriber is in its section
+    waiting = asyncio.create_task(billing())
+    async with locks.hold("8613800000002"):  # a newcomer's key: not held up
+        events.append("newcomer")
+    release.set()
+    await holder
+    await asyncio.sleep(0.01)
+    assert events == ["newcomer", "subscriber done"]  # the handed-on commit is still in flight
+    commit.set_exception(RuntimeError("its commit failed"))
+    await asyncio.wait_for(waiting, 5)
+    assert events[-1] == "billing reads" and len(locks) == 0
