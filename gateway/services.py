@@ -89,8 +89,11 @@ class Services:
         return await self._for(key, lambda now: spam_report.lift_block(self.ctx, reported, now))
 
     async def run_due_jobs(self) -> Outcome:
-        """Billing on the billing day (once per month), reminders on the reminder days (once per subscription)."""
-        return await self._calendar_job(lambda now: billing.run_due_jobs(self.ctx, now))
+        """Billing on the billing day (once per month), reminders on the reminder days (once per subscription).
+        Run every job_check_interval: it waits for the others' commits (`_calendar_job`) only when it bills."""
+        if await billing.billing_due(self.ctx, self.clock.now()):
+            return await self._calendar_job(lambda now: billing.run_due_jobs(self.ctx, now))
+        return await self._for(BILLING, lambda now: billing.run_due_jobs(self.ctx, now))
 
     async def run_billing(self) -> Outcome:
         return await self._calendar_job(lambda now: billing.run_billing(self.ctx, now))

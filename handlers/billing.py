@@ -97,6 +97,11 @@ async def run_due_jobs(ctx: ServiceContext, now: float) -> Outcome:
     return outcome
 
 
+async def billing_due(ctx: ServiceContext, now: float) -> bool:
+    """A month's billing is due (run_due_jobs would bill)."""
+    return bool(await _months_unbilled(ctx, ctx.local_date(now)))
+
+
 async def _months_unbilled(ctx: ServiceContext, today: dt.date) -> list[dt.date]:
     """The months whose billing day has come and that have no billing run, oldest first: this month from its
     billing day, and every month since the last run that was missed (a gateway down over a 1st, or a simulated
