@@ -171,14 +171,24 @@ def messages_directory(config: Config) -> Path:
 
 def load_config(path: Path | str | None = None) -> Config:
     path = Path(path) if path is not None else DEFAULT_CONFIG
+    return parse_config(read_toml(path), path)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file as a table; what keeps it from being one is a ConfigError naming the file."""
     try:
         with open(path, "rb") as f:
-            raw = tomllib.load(f)
+            return tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(path, "-", "file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(path, "-", "is a directory; expected a TOML file") from None
+    except OSError as exc:
+        raise ConfigError(path, "-", f"cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:  # tomllib reads UTF-8 only; GBK is many Chinese editors' default
+        raise ConfigError(path, "-", f"not UTF-8 text (byte {exc.start} is not); save it as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, "-", f"not valid TOML: {exc}") from None
-    return parse_config(raw, path)
 
 
 def parse_config(raw: dict[str, Any], path: Path | str = "<config>") -> Config:

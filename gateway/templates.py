@@ -13,11 +13,10 @@ not to know.
 from __future__ import annotations
 
 import string
-import tomllib
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, ServiceSettings
+from .config import ConfigError, ServiceSettings, read_toml
 
 _FORMATTER = string.Formatter()
 
@@ -46,13 +45,7 @@ class Templates:
         texts, sources = {}, {}
         for language in languages:
             path = Path(directory) / f"messages.{language}.toml"
-            try:
-                with open(path, "rb") as f:
-                    texts[language] = _flatten(tomllib.load(f), "", path)
-            except FileNotFoundError:
-                raise ConfigError(path, "-", "file not found") from None
-            except tomllib.TOMLDecodeError as exc:
-                raise ConfigError(path, "-", f"not valid TOML: {exc}") from None
+            texts[language] = _flatten(read_toml(path), "", path)
             sources[language] = str(path)
         return cls(texts, default_language, sources, settings)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -121,4 +122,31 @@ def test_smsgw_serve_refuses_a_database_with_damaged_pages_without_a_traceback(t
     result = serve("--db", str(db))
     assert result.returncode == 1, result.stderr
     assert f"cannot start: cannot read SQLite store at {str(db)!r}: database disk image is malformed" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_smsgw_serve_refuses_a_directory_for_a_config_file(tmp_path: Path) -> None:
+    result = serve("--config", str(tmp_path), "--db", str(tmp_path / "gw.db"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"smsgw: bad config: {tmp_path}: -: is a directory; expected a TOML file"
+
+
+def test_smsgw_serve_refuses_a_config_file_saved_as_gbk(tmp_path: Path) -> None:
+    """tomllib reads UTF-8 only; the GBK many Chinese editors save in ended in a UnicodeDecodeError traceback."""
+    config = tmp_path / "site.toml"
+    config.write_bytes(DEFAULT_CONFIG.read_text(encoding="utf-8").encode("gbk"))
+    result = serve("--config", str(config), "--db", str(tmp_path / "gw.db"))
+    assert result.returncode == 2
+    assert f"smsgw: bad config: {config}: -: not UTF-8 text (byte " in result.stderr
+    assert "save it as UTF-8" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_smsgw_serve_refuses_reply_texts_saved_as_gbk(tmp_path: Path) -> None:
+    shutil.copy(DEFAULT_CONFIG, tmp_path / "site.toml")
+    shutil.copy(DEFAULT_CONFIG.parent / "messages.en.toml", tmp_path)
+    texts = (DEFAULT_CONFIG.parent / "messages.zh.toml").read_text(encoding="utf-8")
+    (tmp_path / "messages.zh.toml").write_bytes(texts.encode("gbk"))
+    result = serve("--config", str(tmp_path / "site.toml"), "--db", str(tmp_path / "gw.db"))
+    assert result.returncode == 2
+    assert f"smsgw: bad config: {tmp_path / 'messages.zh.toml'}: -: not UTF-8 text" in result.stderr
     assert "Traceback" not in result.stderr
