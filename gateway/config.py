@@ -6,6 +6,7 @@ so an operator can fix it without reading code.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -196,6 +197,7 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>") -> Config:
     for key in raw:
         if key not in known:
             raise ConfigError(path, key, f"unknown section; expected one of {sorted(known)}")
+    _check_finite(raw, "", path)
     gateway = _section(GatewaySettings, raw.get("gateway", {}), "gateway", path)
     if len(gateway.system_id) > 15:
         raise ConfigError(path, "gateway.system_id", "at most 15 characters (SMPP limit)")
@@ -274,6 +276,17 @@ _SERVICE_RANGES: dict[str, _Range] = {
     "spam_block_threshold": _AT_LEAST_ONE, "spam_block_window": _POSITIVE, "spam_reports_per_day": _AT_LEAST_ONE,
     "survey_validity": _POSITIVE, "sp_notice_validity": _POSITIVE, "utc_offset_hours": (lambda v: -14 <= v <= 14, "an offset from -14 to 14 hours"),
 }  # fmt: skip
+
+
+def _check_finite(table: Any, where: str, path: Path | str) -> None:
+    """Every number in the file is finite: nan compares false with every bound, inf passes the lower ones."""
+    items = table.items() if isinstance(table, dict) else ((f"[{i}]", v) for i, v in enumerate(table))
+    for name, value in items:
+        key = f"{where}{name}" if name.startswith("[") or not where else f"{where}.{name}"
+        if isinstance(value, (dict, list)):
+            _check_finite(value, key, path)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(path, key, f"expected a finite number; got {value}")
 
 
 def _check_keywords(services: ServiceSettings, path: Path | str) -> None:

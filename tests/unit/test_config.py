@@ -59,6 +59,17 @@ CASES = [  # (what is wrong, the edit, the key named, a phrase of what was expec
     ("tls without files", lambda r: r.setdefault("tls", {}).update(enabled=True, certfile="/nonexistent/cert.pem",
                                                                    keyfile="/nonexistent/key.pem"),
      "tls.certfile", "no such file"),
+    # nan compares false with every bound and inf passes the lower ones: neither may pass for a number.
+    ("nan retry delay", lambda r: r["gateway"].update(retry_backoff=[2.0, float("nan")]), "gateway.retry_backoff[1]",
+     "expected a finite number; got nan"),
+    ("nan MO retry delay", lambda r: r["gateway"].update(mo_retry_backoff=[float("nan")]), "gateway.mo_retry_backoff[0]",
+     "finite"),
+    ("inf timeout", lambda r: r["gateway"].update(response_timeout=float("inf")), "gateway.response_timeout",
+     "expected a finite number; got inf"),
+    ("nan throughput", lambda r: account(r, "sina").update(throughput=float("nan")), "accounts[3].throughput", "finite"),
+    ("nan fee", lambda r: r["catalogue"][1].update(fee=float("nan")), "catalogue[1].fee", "finite"),
+    ("-inf in a handler option", lambda r: r["short_codes"][0].update(delay=float("-inf")), "short_codes[0].delay",
+     "finite"),
 ]  # fmt: skip
 
 
