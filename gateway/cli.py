@@ -7,7 +7,7 @@ import asyncio
 import signal
 import sys
 
-from .config import ConfigError, load_config
+from .config import PORTS, PORTS_EXPECTED, ConfigError, load_config
 from .gctune import tune_for_serving
 from .logs import configure_logging
 
@@ -18,8 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="run the gateway (SMPP server + HTTP)")
     serve.add_argument("--config", help="TOML config file (default: config/default.toml)")
     serve.add_argument("--db", help="SQLite database file (default: gateway.database from the config)")
-    serve.add_argument("--smpp-port", type=int, help="SMPP port (default 2775)")
-    serve.add_argument("--http-port", type=int, help="HTTP port (default 8775)")
+    serve.add_argument("--smpp-port", type=port, help="SMPP port (default 2775)")
+    serve.add_argument("--http-port", type=port, help="HTTP port (default 8775)")
     serve.add_argument("--host", help="address to listen on (default from the config: 0.0.0.0)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--log-json", action="store_true", default=None, help="JSON log lines even on a terminal")
@@ -40,6 +40,17 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return _run(serve_forever(config, args))
     return 2
+
+
+def port(text: str) -> int:
+    """A port as the config file takes it: the OS would wrap 68467 to 2931 and call -1 "Servname not supported"."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value not in PORTS:
+        raise argparse.ArgumentTypeError(f"expected {PORTS_EXPECTED}; got {text!r}")
+    return value
 
 
 def _run(coro) -> int:

@@ -257,7 +257,8 @@ def _list(raw: dict[str, Any], key: str, path: Path | str) -> list[dict[str, Any
 
 # key -> (test, what is expected): the values a setting may take beyond its type.
 _Range = tuple[Callable[[Any], bool], str]
-_PORT: _Range = (lambda v: 0 <= v <= 65535, "a port from 0 to 65535 (0: any free port)")
+PORTS, PORTS_EXPECTED = range(65536), "a port from 0 to 65535 (0: any free port)"  # also the CLI's --*-port
+_PORT: _Range = (lambda v: v in PORTS, PORTS_EXPECTED)
 _POSITIVE: _Range = (lambda v: v > 0, "a number above 0")
 _NOT_NEGATIVE: _Range = (lambda v: v >= 0, "0 or more")
 _AT_LEAST_ONE: _Range = (lambda v: v >= 1, "at least 1")

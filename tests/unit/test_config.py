@@ -136,6 +136,16 @@ def test_smsgw_serve_refuses_a_database_with_damaged_pages_without_a_traceback(t
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("flag", ["--smpp-port", "--http-port"])
+@pytest.mark.parametrize("value", ["68467", "-1", "x"])
+def test_smsgw_serve_refuses_a_port_flag_out_of_range(flag: str, value: str, tmp_path: Path) -> None:
+    """68467 was taken as 68467 & 0xFFFF = 2931, and -1 ended in "Servname not supported"."""
+    result = serve("--db", str(tmp_path / "gw.db"), flag, value)
+    assert result.returncode == 2
+    assert f"argument {flag}: expected a port from 0 to 65535 (0: any free port); got '{value}'" in result.stderr
+    assert not (tmp_path / "gw.db").exists()
+
+
 def test_smsgw_serve_refuses_a_directory_for_a_config_file(tmp_path: Path) -> None:
     result = serve("--config", str(tmp_path), "--db", str(tmp_path / "gw.db"))
     assert result.returncode == 2
