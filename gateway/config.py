@@ -245,7 +245,33 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>") -> Config:
             raise ConfigError(path, f"catalogue[{i}].keyword", f"{entry.keyword!r} is already used on {entry.service_code}")
         seen_services.add(entry.id)
         seen_keywords.add((entry.service_code, entry.keyword.upper()))
+    _check_numbers_claimed_once(services, accounts, short_codes, path)
     return Config(gateway, tls, accounts, short_codes, services, catalogue, str(path))
+
+
+def _check_numbers_claimed_once(
+    services: ServiceSettings, accounts: tuple[AccountConfig, ...], short_codes: tuple[ShortCodeConfig, ...],
+    path: Path | str,
+) -> None:  # fmt: skip
+    """Each number is one service's: an MO to it goes to one handler, an SP's MO and MT are its alone.
+
+    A [[short_codes]] entry may take over one of the [services] codes (a site's own handler for it, or a
+    silent one in a test); every other second claim is a mistake that would quietly misroute traffic."""
+    claims: dict[str, str] = {}
+
+    def claim(number: str, key: str, *, may_replace_service: bool = False) -> None:
+        earlier = claims.get(number)
+        if earlier is not None and not (may_replace_service and earlier.startswith("services.")):
+            raise ConfigError(path, key, f"{number} is already {earlier}; a number can belong to one service only")
+        claims[number] = key
+
+    for key in ("operator", "spam_report", "rating"):
+        claim(getattr(services, key), f"services.{key}")
+    for i, account in enumerate(accounts):
+        for code in account.service_codes:
+            claim(code, f"accounts[{i}].service_codes ({account.system_id})")
+    for i, entry in enumerate(short_codes):
+        claim(entry.code, f"short_codes[{i}].code", may_replace_service=True)
 
 
 def _list(raw: dict[str, Any], key: str, path: Path | str) -> list[dict[str, Any]]:

@@ -70,6 +70,19 @@ CASES = [  # (what is wrong, the edit, the key named, a phrase of what was expec
     ("nan fee", lambda r: r["catalogue"][1].update(fee=float("nan")), "catalogue[1].fee", "finite"),
     ("-inf in a handler option", lambda r: r["short_codes"][0].update(delay=float("-inf")), "short_codes[0].delay",
      "finite"),
+    # Two services on one number: the later one silently took the other's traffic.
+    ("spam_report is the operator", lambda r: r["services"].update(spam_report="10086"), "services.spam_report",
+     "10086 is already services.operator"),
+    ("short code is an SP's service code", lambda r: r["short_codes"][0].update(code="1066916"), "short_codes[0].code",
+     "1066916 is already accounts[3].service_codes (sina)"),
+    ("SP service code is the operator", lambda r: account(r, "tencent")["service_codes"].append("10086"),
+     "accounts[4].service_codes (tencent)", "10086 is already services.operator"),
+    ("SP service code is a short code", lambda r: account(r, "tencent")["service_codes"].append("10086000"),
+     "short_codes[0].code", "10086000 is already accounts[4].service_codes (tencent)"),
+    ("two SPs, one service code", lambda r: account(r, "tencent")["service_codes"].append("1066916"),
+     "accounts[4].service_codes (tencent)", "1066916 is already accounts[3].service_codes (sina)"),
+    ("a short code listed twice", lambda r: r["short_codes"].append({"code": "10086000", "handler": "silent"}),
+     "short_codes[1].code", "10086000 is already short_codes[0].code"),
 ]  # fmt: skip
 
 
@@ -134,6 +147,12 @@ def test_smsgw_serve_refuses_a_database_with_damaged_pages_without_a_traceback(t
     assert result.returncode == 1, result.stderr
     assert f"cannot start: cannot read SQLite store at {str(db)!r}: database disk image is malformed" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_short_code_may_take_over_one_of_the_services_codes() -> None:
+    """A site's own handler on 10086999 (tests/e2e/test_fleet_cli.py silences it so): the one second claim allowed."""
+    config = parse_config(changed(lambda r: r["short_codes"].append({"code": "10086999", "handler": "silent"})))
+    assert [s.code for s in config.short_codes] == ["10086000", "10086999"]
 
 
 @pytest.mark.parametrize("flag", ["--smpp-port", "--http-port"])
