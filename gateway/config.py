@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from handlers.keywords import fold
+
 
 def _default_config() -> Path:
     """config/default.toml beside the source tree, else in the working directory (installed package)."""
@@ -199,8 +201,8 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>") -> Config:
             raise ConfigError(path, key, f"unknown section; expected one of {sorted(known)}")
     _check_finite(raw, "", path)
     gateway = _section(GatewaySettings, raw.get("gateway", {}), "gateway", path)
-    if len(gateway.system_id) > 15:
-        raise ConfigError(path, "gateway.system_id", "at most 15 characters (SMPP limit)")
+    if not 1 <= len(gateway.system_id) <= 15:
+        raise ConfigError(path, "gateway.system_id", "1 to 15 characters (SMPP limit)")
     _check_ranges(gateway, "gateway", _GATEWAY_RANGES, path)
     if not gateway.country_code.isdigit():
         raise ConfigError(path, "gateway.country_code", f"expected digits; got {gateway.country_code!r}")
@@ -229,6 +231,9 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>") -> Config:
     _check_ranges(services, "services", _SERVICE_RANGES, path)
     if services.reminder_first_day > services.reminder_last_day:
         raise ConfigError(path, "services.reminder_first_day", "expected a day not after reminder_last_day")
+    for key in ("operator", "spam_report", "rating"):
+        if not getattr(services, key).isdigit():
+            raise ConfigError(path, f"services.{key}", f"expected a short code (digits); got {getattr(services, key)!r}")
     _check_keywords(services, path)
     if services.language not in ("zh", "en"):
         raise ConfigError(path, "services.language", f"expected zh or en; got {services.language!r}")
@@ -320,12 +325,19 @@ def _check_keywords(services: ServiceSettings, path: Path | str) -> None:
     for key in ("query_keyword", "unsubscribe_all_keyword"):
         if not getattr(services, key).strip():
             raise ConfigError(path, f"services.{key}", "expected a keyword (not empty)")
-    if services.query_keyword.strip().upper() == services.unsubscribe_all_keyword.strip().upper():
-        raise ConfigError(path, "services.unsubscribe_all_keyword", "expected a keyword other than query_keyword")
     for key in ("confirm_words", "decline_words", "help_words", "english_words", "chinese_words"):
         words = getattr(services, key)
         if not words or not all(w.strip() for w in words):
             raise ConfigError(path, f"services.{key}", "expected at least one word, none of them empty")
+    # A word the operator code reads as two things would only ever be read as the one checked first.
+    meaning: dict[str, str] = {}
+    for key in ("query_keyword", "unsubscribe_all_keyword", "help_words", "english_words", "chinese_words",
+                "confirm_words", "decline_words"):  # fmt: skip
+        words = getattr(services, key)
+        for word in (words,) if isinstance(words, str) else words:
+            other = meaning.setdefault(fold(word), key)
+            if other != key:
+                raise ConfigError(path, f"services.{key}", f"expected a word other than {other}'s; {word!r} is both")
     for word, score in services.rating_words.items():
         if not word.strip() or not 1 <= score <= 5:
             raise ConfigError(path, f"services.rating_words.{word}", f"expected a word and a rating 1 to 5; got {score!r}")
@@ -387,6 +399,8 @@ def _catalogue_entry(table: dict[str, Any], where: str, path: Path | str, accoun
         raise ConfigError(path, f"{where}.sp", f"{entry.sp!r} is not an sp account in [[accounts]]")
     if entry.service_code not in account.service_codes:
         raise ConfigError(path, f"{where}.service_code", f"{entry.service_code} is not one of {entry.sp}'s service_codes")
+    if not entry.keyword.strip():
+        raise ConfigError(path, f"{where}.keyword", "expected the keyword subscribers order with (not empty)")
     if entry.fee < 0:
         raise ConfigError(path, f"{where}.fee", "expected a fee of 0 or more (yuan per month)")
     return entry

@@ -51,7 +51,7 @@ CASES = [  # (what is wrong, the edit, the key named, a phrase of what was expec
     ("bad role", lambda r: account(r, "carrier").update(role="bank"), "accounts[2].role", "handset, smsc, sp"),
     ("empty keyword", lambda r: r["services"].update(query_keyword=" "), "services.query_keyword", "not empty"),
     ("one keyword for two commands", lambda r: r["services"].update(unsubscribe_all_keyword="0000"),
-     "services.unsubscribe_all_keyword", "other than query_keyword"),
+     "services.unsubscribe_all_keyword", "other than query_keyword's"),
     ("no help words", lambda r: r["services"].update(help_words=[]), "services.help_words", "at least one word"),
     ("rating 6", lambda r: r["services"]["rating_words"].update(SUPER=6), "services.rating_words.SUPER", "1 to 5"),
     ("rating words as a list", lambda r: r["services"].update(rating_words=["GOOD"]), "services.rating_words",
@@ -83,6 +83,14 @@ CASES = [  # (what is wrong, the edit, the key named, a phrase of what was expec
      "accounts[4].service_codes (tencent)", "1066916 is already accounts[3].service_codes (sina)"),
     ("a short code listed twice", lambda r: r["short_codes"].append({"code": "10086000", "handler": "silent"}),
      "short_codes[1].code", "10086000 is already short_codes[0].code"),
+    ("empty operator", lambda r: r["services"].update(operator=""), "services.operator", "expected a short code (digits)"),
+    ("letters for the rating code", lambda r: r["services"].update(rating="CS"), "services.rating", "digits"),
+    ("empty gateway system_id", lambda r: r["gateway"].update(system_id=""), "gateway.system_id", "1 to 15 characters"),
+    ("empty catalogue keyword", lambda r: r["catalogue"][0].update(keyword=" "), "catalogue[0].keyword", "not empty"),
+    ("a word that confirms and declines", lambda r: r["services"]["decline_words"].append("y"), "services.decline_words",
+     "other than confirm_words's; 'y' is both"),
+    ("query keyword is a help word", lambda r: r["services"].update(query_keyword="０"), "services.help_words",
+     "other than query_keyword's; '0' is both"),
 ]  # fmt: skip
 
 
