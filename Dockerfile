@@ -5,8 +5,8 @@ COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 COPY handlers ./handlers
 COPY simulator ./simulator
-RUN pip install --no-cache-dir .
 COPY config ./config
+RUN pip install --no-cache-dir .
 RUN useradd --system --home /app smsgw && mkdir -p /app/var && chown smsgw /app/var
 USER smsgw
 EXPOSE 2775 8775

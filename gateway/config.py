@@ -16,10 +16,22 @@ from typing import Any
 from handlers.keywords import fold
 
 
+def _built_in_directory() -> Path:
+    """The shipped config/: beside the source tree, or the copy an installed package carries (gateway/defaults)."""
+    here = Path(__file__).resolve().parent
+    beside_source = here.parent / "config"
+    return beside_source if (beside_source / "default.toml").exists() else here / "defaults"
+
+
+BUILT_IN = _built_in_directory()
+
+
 def _default_config() -> Path:
-    """config/default.toml beside the source tree, else in the working directory (installed package)."""
-    beside_source = Path(__file__).resolve().parent.parent / "config" / "default.toml"
-    return beside_source if beside_source.exists() else Path("config") / "default.toml"
+    """The built-in config.toml; for an installed package, ./config/default.toml first if there is one (the
+    Docker image's /app/config, which operators have been replacing)."""
+    if BUILT_IN.name == "defaults" and (Path("config") / "default.toml").exists():
+        return Path("config") / "default.toml"
+    return BUILT_IN / "default.toml"
 
 
 DEFAULT_CONFIG = _default_config()
