@@ -1,8 +1,11 @@
 """Reply texts: config/messages.<language>.toml, with named placeholders.
 
 Tables nest: `[unsubscribe] done = "…{sp_name}…"` is the template
-`unsubscribe.done`. Every language must have the same keys with the same
-placeholders as the default one; a gap stops the start with file and key.
+`unsubscribe.done`. Every language must have the keys of the shipped
+config/messages.zh.toml (the reference), and a text may name only the
+placeholders the reference's text of that key names: the handlers fill those
+and no others. A gap or an unknown placeholder stops the start with file and
+key, instead of a KeyError at the first subscriber's MO.
 
 Every text may also name the configured numbers and keywords ([services]):
 `{operator}`, `{query_keyword}`, `{confirm_words}`… (`common_values`), so a
@@ -13,10 +16,11 @@ not to know.
 from __future__ import annotations
 
 import string
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, ServiceSettings, read_toml
+from .config import BUILT_IN, ConfigError, ServiceSettings, read_toml
 
 _FORMATTER = string.Formatter()
 
@@ -77,19 +81,29 @@ class Templates:
         return join
 
     def _validate(self) -> None:
-        reference = self.texts[self.default_language]
+        reference_path = BUILT_IN / REFERENCE
+        reference = _reference(reference_path)
         for language, texts in self.texts.items():
             source = self._sources.get(language, f"messages.{language}")
             for key, template in reference.items():
                 if key not in texts:
-                    raise ConfigError(source, key, f"missing (present in messages.{self.default_language})")
-                own, theirs = _fields(texts[key]) - COMMON, _fields(template) - COMMON  # the common ones: any text, any language
-                if own != theirs:
-                    raise ConfigError(source, key, f"placeholders {sorted(own)} differ from "
-                                      f"messages.{self.default_language}'s {sorted(theirs)}")
+                    raise ConfigError(source, key, f"missing (the built-in {reference_path} has it)")
+                allowed = _fields(template) | COMMON  # the common ones: any text, any language
+                unknown = _fields(texts[key]) - allowed
+                if unknown:
+                    raise ConfigError(source, key, f"unknown placeholder {{{min(unknown)}}}; this text can name "
+                                      + ", ".join(f"{{{name}}}" for name in sorted(allowed)))  # fmt: skip
             for key in texts:
                 if key not in reference:
-                    raise ConfigError(source, key, f"unknown key (not in messages.{self.default_language})")
+                    raise ConfigError(source, key, f"unknown key (not in the built-in {reference_path})")
+
+
+REFERENCE = "messages.zh.toml"  # the shipped texts: every key, and the placeholders the code fills for each
+
+
+@lru_cache(maxsize=4)
+def _reference(path: Path) -> dict[str, str]:
+    return _flatten(read_toml(path), "", path)
 
 
 COMMON = frozenset({

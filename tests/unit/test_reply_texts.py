@@ -1,0 +1,88 @@
+"""Reply texts beside the config are checked at start against the shipped config/messages.zh.toml: a key it has
+must be there, and a text may name only the placeholders the handlers fill for it. Before, the two custom files
+were only compared with each other, so the same mistake in both started fine and the first subscriber's MO raised
+KeyError in its handler, to be retried forever."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from gateway.config import DEFAULT_CONFIG, ConfigError
+BUILT_IN = DEFAULT_CONFIG.parent
+from gateway.templates import Templates
+
+ROOT = Path(__file__).resolve().parents[2]
+Edit = Callable[[str], str]
+
+
+def texts_beside(directory: Path, edit_zh: Edit, edit_en: Edit) -> Path:
+    for language, edit in (("zh", edit_zh), ("en", edit_en)):
+        text = (BUILT_IN / f"messages.{language}.toml").read_text(encoding="utf-8")
+        edited = edit(text)
+        assert edited != text, f"the edit changed nothing in messages.{language}.toml"
+        (directory / f"messages.{language}.toml").write_text(edited, encoding="utf-8")
+    return directory
+
+
+def typo(old: str, new: str) -> Edit:
+    return lambda text: text.replace(old, new)
+
+
+def without(key: str) -> Edit:
+    return lambda text: "".join(line for line in text.splitlines(keepends=True) if not line.startswith(f"{key} = "))
+
+
+def with_line(section: str, line: str) -> Edit:
+    return lambda text: text.replace(f"[{section}]\n", f"[{section}]\n{line}\n", 1)
+
+
+CASES = [  # (what is wrong, zh edit, en edit, the file named, the key named, a phrase of the problem)
+    ("a typo in a common placeholder in both", typo("{operator}", "{operatr}"), typo("{operator}", "{operatr}"),
+     "zh", "common.help", "unknown placeholder {operatr}; this text can name "),
+    ("a typo in a text's own placeholder in both", typo("{sp_company}", "{sp_compnay}"),
+     typo("{sp_company}", "{sp_compnay}"), "zh", "unsubscribe.done", "unknown placeholder {sp_compnay}"),
+    ("a placeholder another text has", typo("{sp_company}提供", "{report_id}提供"), lambda t: t + "\n",
+     "zh", "unsubscribe.done", "unknown placeholder {report_id}"),
+    ("a key deleted from both", without("language_set"), without("language_set"),
+     "zh", "common.language_set", "missing (the built-in "),
+    ("a key deleted from English only", lambda t: t + "\n", without("language_set"),
+     "en", "common.language_set", "missing"),
+    ("a key added to both", with_line("common", 'extra = "x"'), with_line("common", 'extra = "x"'),
+     "zh", "common.extra", "unknown key (not in the built-in "),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("zh", "en", "language", "key", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_reply_texts_that_would_fail_a_subscriber_fail_the_start(tmp_path: Path, zh, en, language, key, expected) -> None:
+    directory = texts_beside(tmp_path, zh, en)
+    with pytest.raises(ConfigError) as raised:
+        Templates.load(directory, "zh")
+    assert (raised.value.path, raised.value.key) == (str(directory / f"messages.{language}.toml"), key)
+    assert expected in raised.value.problem
+
+
+def test_a_text_may_leave_out_a_placeholder_and_name_any_common_one(tmp_path: Path) -> None:
+    """Fewer of its own values and more of the configured numbers and keywords: both render."""
+    drop_company = typo("您已成功退订{sp_company}提供的", "您已成功退订{operator}的")
+    directory = texts_beside(tmp_path, drop_company, lambda t: t + "\n")
+    rendered = Templates.load(directory, "zh").render("unsubscribe.done", "zh", sp_company="新浪公司", service="头条新闻")
+    assert rendered.startswith("您已成功退订10086的头条新闻业务")
+
+
+def test_smsgw_serve_refuses_a_placeholder_typo_in_both_languages(tmp_path: Path) -> None:
+    shutil.copy(DEFAULT_CONFIG, tmp_path / "site.toml")
+    texts_beside(tmp_path, typo("{operator}", "{operatr}"), typo("{operator}", "{operatr}"))
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(tmp_path / "site.toml"), "--db", str(tmp_path / "gw.db"),
+         "--host", "127.0.0.1", "--smpp-port", "0", "--http-port", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert f"smsgw: bad config: {tmp_path / 'messages.zh.toml'}: common.help: unknown placeholder {{operatr}}" in result.stderr
+    assert "Traceback" not in result.stderr
