@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import DEFAULT_CONFIG, ConfigError
-BUILT_IN = DEFAULT_CONFIG.parent
+from gateway.config import BUILT_IN, DEFAULT_CONFIG, ConfigError
 from gateway.templates import Templates
 
 ROOT = Path(__file__).resolve().parents[2]
