@@ -148,6 +148,12 @@ MIGRATIONS: list[Migration] = [
         "CREATE INDEX messages_scheduled_due ON messages (next_attempt_at) WHERE status = 'scheduled'",
         "CREATE INDEX messages_scheduled_to ON messages (dest_addr) WHERE status = 'scheduled'",
     ),
+    # 5: a submission's protocol_id and priority_flag, for the deliver_sm of an MT that waits (store and
+    # forward, a restart). Rows written before were delivered with 0 and 0: that is what they keep.
+    (
+        "ALTER TABLE messages ADD COLUMN protocol_id INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE messages ADD COLUMN priority_flag INTEGER NOT NULL DEFAULT 0",
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -43,6 +43,10 @@ class Message:
     short_message: bytes  # body, with UDH when esm_class has UDHI (or the message_payload)
     data_coding: int = 0
     esm_class: int = 0
+    # As submitted, for the recipient's deliver_sm (data_sm has neither: 0). protocol_id is GSM 03.40's TP-PID:
+    # 0x40 a silent (Type 0) SMS, 0x41-0x47 one that replaces the last of its type, 0x7F a SIM data download.
+    protocol_id: int = 0
+    priority_flag: int = 0  # 0-3; carried only: delivery order does not depend on it
     registered_delivery: int = 0
     service_type: str = ""
     source_addr_ton: int = 0

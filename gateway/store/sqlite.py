@@ -77,7 +77,7 @@ class StoreStats:
 # Message fields in table order; `_row()` and `_message()` follow it.
 _FIELDS = (
     "id", "direction", "status", "account", "source_addr", "dest_addr", "short_message",
-    "data_coding", "esm_class", "registered_delivery", "service_type",
+    "data_coding", "esm_class", "protocol_id", "priority_flag", "registered_delivery", "service_type",
     "source_addr_ton", "source_addr_npi", "dest_addr_ton", "dest_addr_npi", "tlvs",
     "submitted_at", "expires_at", "attempts", "next_attempt_at", "done_at", "error",
     "origin_id", "dedup_key", "extra",
@@ -122,7 +122,7 @@ def _row(m: Message, accepted_at: float) -> tuple:
     # Spelled out rather than getattr-looped: this runs once per stored row.
     return (
         m.id, _DB_VALUE[m.direction], _DB_VALUE[m.status], m.account, m.source_addr, m.dest_addr,
-        m.short_message, m.data_coding, m.esm_class, m.registered_delivery, m.service_type,
+        m.short_message, m.data_coding, m.esm_class, m.protocol_id, m.priority_flag, m.registered_delivery, m.service_type,
         m.source_addr_ton, m.source_addr_npi, m.dest_addr_ton, m.dest_addr_npi, m.tlvs,
         m.submitted_at, m.expires_at, m.attempts, m.next_attempt_at, m.done_at, m.error,
         m.origin_id, m.dedup_key, json.dumps(m.extra, separators=(",", ":")) if m.extra else "{}",

@@ -34,14 +34,17 @@ def cstr(value: str) -> bytes:
     return value.encode("latin-1") + b"\0"
 
 
-def submit_multi(sequence: int, source: str, destinations: list[str], body: bytes, registered_delivery: int = 0) -> bytes:
+def submit_multi(
+    sequence: int, source: str, destinations: list[str], body: bytes, registered_delivery: int = 0, protocol_id: int = 0,
+    priority_flag: int = 0,
+) -> bytes:
     """4.5.1; a destination "dl:<name>" is a distribution list (dest_flag 2), any other an SME address (flag 1)."""
     dests = b"".join(
         b"\x02" + cstr(d[3:]) if d.startswith("dl:") else b"\x01\x01\x01" + cstr(d) for d in destinations
     )
     fields = (
         cstr("") + b"\x01\x01" + cstr(source) + bytes([len(destinations)]) + dests
-        + b"\x00\x00\x00" + cstr("") + cstr("")  # esm_class, protocol_id, priority_flag, schedule, validity
+        + bytes([0, protocol_id, priority_flag]) + cstr("") + cstr("")  # esm_class 0, protocol_id, priority_flag, schedule, validity
         + bytes([registered_delivery, 0, 0, 0, len(body)]) + body  # replace_if_present, data_coding, sm_default_msg_id
     )  # fmt: skip
     return frame(SUBMIT_MULTI, sequence, fields)
@@ -181,6 +184,16 @@ def test_replace_sm_rewrites_an_mt_before_it_goes_out(handset, esme) -> None:
     b.expect_none(0.3)
 
 
+def test_replace_sm_keeps_the_protocol_id_and_priority_flag_it_cannot_change(handset, esme) -> None:
+    """4.10.1 has neither field: a replaced SIM data download (protocol_id 0x7F) is still one."""
+    a = handset(A)
+    message_id = a.submit(B, "v1", protocol_id=0x7F, priority_flag=2).message_id.decode()
+    esme.send(replace_sm(2, A, message_id, b"v2"))
+    assert answer(esme, 2) == (ESME_ROK, b"")
+    got = handset(B).expect()
+    assert (got.protocol_id, got.priority_flag, text(got)) == (0x7F, 2, "v2")
+
+
 def test_a_submit_sm_with_replace_if_present_flag_replaces_what_still_waits(handset) -> None:
     a = handset(A)
     first = a.submit(B, "score 0-0", service_type="SCORE").message_id
@@ -228,6 +241,13 @@ def test_submit_multi_naming_a_subscriber_twice_sends_one_copy_and_numbers_the_o
     second = gateway.call(gateway.gateway.store.get(f"{message_id}/2"))
     assert second is not None and second.dest_addr == B2  # the n-th destination it stored is <id>/<n>
     assert gateway.call(gateway.gateway.store.get(f"{message_id}/3")) is None
+
+
+def test_submit_multi_carries_protocol_id_and_priority_flag_to_each_destination(handset, esme) -> None:
+    esme.send(submit_multi(2, A, [B, B2], b"silent", protocol_id=0x40, priority_flag=1))  # a Type 0 (silent) SMS
+    assert answer(esme, 2)[0] == ESME_ROK
+    got = handset(B).expect_many(2)
+    assert sorted((p.destination_addr.decode(), p.protocol_id, p.priority_flag) for p in got) == [(B, 0x40, 1), (B2, 0x40, 1)]
 
 
 def test_submit_multi_refused_everywhere_is_refused_with_the_reason(esme) -> None:

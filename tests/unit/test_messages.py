@@ -14,7 +14,8 @@ from gateway.store.records import Direction, Message, MessageStatus
 def test_submit_sm_becomes_the_message_with_every_field_in_its_place() -> None:
     pdu = SubmitSm(
         sequence_number=7, service_type="WAP", source_addr="13800138000", destination_addr="10086",
-        esm_class=0x40, registered_delivery=1, data_coding=8, short_message=b"\x05\x00\x03\x01\x02\x01hi",
+        esm_class=0x40, protocol_id=0x41, priority_flag=2, registered_delivery=1, data_coding=8,
+        short_message=b"\x05\x00\x03\x01\x02\x01hi",
         tlvs={Tag.SOURCE_PORT: 9200, Tag.MESSAGE_PAYLOAD: b"ignored: short_message is set"},
     )  # fmt: skip
     message = message_from_submission(
@@ -25,8 +26,9 @@ def test_submit_sm_becomes_the_message_with_every_field_in_its_place() -> None:
     assert message == Message(
         id="m1", direction=Direction.MO, status=MessageStatus.ACCEPTED, account="handset",
         source_addr="8613800138000", dest_addr="10086", short_message=body, data_coding=8, esm_class=0x40,
-        registered_delivery=1, service_type="WAP", tlvs=message.tlvs, submitted_at=1000.0, expires_at=2000.0,
-        next_attempt_at=1000.0, dedup_key=f"handset|8613800138000|10086|sbind9:7|{zlib.crc32(body):08x}{len(body)}",
+        protocol_id=0x41, priority_flag=2, registered_delivery=1, service_type="WAP", tlvs=message.tlvs,
+        submitted_at=1000.0, expires_at=2000.0, next_attempt_at=1000.0,
+        dedup_key=f"handset|8613800138000|10086|sbind9:7|{zlib.crc32(body):08x}{len(body)}",
     )  # fmt: skip
     # message_payload describes the submission; the other optional parameters travel on.
     assert decode_tlvs(message.tlvs, 0, len(message.tlvs)) == {Tag.SOURCE_PORT: 9200}
@@ -42,6 +44,7 @@ def test_data_sm_mt_without_optional_parameters() -> None:
     )  # fmt: skip
     assert (message.status, message.short_message, message.tlvs) == (MessageStatus.ENROUTE, b"long text", b"")
     assert (message.source_addr_ton, message.source_addr_npi, message.dest_addr_ton, message.dest_addr_npi) == (0, 0, 0, 0)
+    assert (message.protocol_id, message.priority_flag) == (0, 0)  # data_sm has neither field
 
 
 def test_a_submission_costs_one_segment_per_sms_it_becomes() -> None:
