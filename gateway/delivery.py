@@ -89,16 +89,28 @@ class Delivery:
         self.queued = Counter(await self.store.waiting_counts())
 
     # ------------------------------------------------------------ intake
-    def admit(self, message: Message) -> None:
-        """A committed MT joins delivery (a scheduled one when it is due: the sweep releases it).
+    def count(self, message: Message) -> None:
+        """An MT whose commit is issued counts against its subscriber's queue from now (max_queued_per_subscriber):
+        admit it with `counted`, or `uncount` it if it is not stored after all. A scheduled one counts when due."""
+        if message.status is not _SCHEDULED:
+            dest = message.dest_addr
+            self.queued[dest] = self.queued.get(dest, 0) + 1  # not `+= 1`: Counter.__missing__ is Python code
+
+    def uncount(self, message: Message) -> None:
+        if message.status is not _SCHEDULED:
+            self._forget(message)
+
+    def admit(self, message: Message, counted: bool = False) -> None:
+        """A committed MT joins delivery (a scheduled one when it is due: the sweep releases it); `counted`: by `count`.
 
         The store's reads see a commit before the loop hears of it: a bind's backlog read (`_pull`) may have
         handed the MT out already, between its commit and this call. Then it is in hand, and counting it is
         all that is left to do (offering it again would send it twice)."""
         if message.status is _SCHEDULED:
             return
-        dest = message.dest_addr
-        self.queued[dest] = self.queued.get(dest, 0) + 1  # not `+= 1`: Counter.__missing__ is Python code
+        if not counted:
+            dest = message.dest_addr
+            self.queued[dest] = self.queued.get(dest, 0) + 1  # not `+= 1`: Counter.__missing__ is Python code
         if message.id not in self._held:
             self.dispatch(message, new=True)
 
