@@ -14,7 +14,7 @@ import asyncio
 import sqlite3
 import ssl
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -198,19 +198,32 @@ class Gateway:
         )
 
     async def stop(self) -> None:
-        """Stop listening, let binds answer what is in flight, unbind them, commit everything."""
-        self.ready = False
+        """Stop listening; on every bind refuse new submissions and send no new deliver_sm; give what is in flight
+        up to drain_timeout (the answers to deliver_sm and to submissions, the handling of acknowledged MOs); then
+        unbind every bind, reading what comes until its unbind_resp (up to response_timeout); commit everything.
+
+        Nothing acknowledged is lost: an MT not delivered, an MO not handled stays in the store for the next
+        start. Nothing answered is sent again: every answer that arrives before the link closes is taken."""
+        started, self.ready = self.ready, False
         for server in self._servers:
             server.close()
-        drain_until = asyncio.get_running_loop().time() + self.config.gateway.drain_timeout
-        await self.mo.drain()
+        settings = self.config.gateway
+        loop = asyncio.get_running_loop()
+        drain_until = loop.time() + settings.drain_timeout
+        for connection in list(self.connections):
+            connection.drain()
+        # Handled or not, an acknowledged MO is stored: one not handled by then is handled at the next start.
+        if settings.drain_timeout > 0:  # (wait_for with no time at all reports a timeout even with nothing to wait for)
+            try:
+                await asyncio.wait_for(self.mo.drain(), settings.drain_timeout)
+            except TimeoutError:
+                log.warning("MOs still being handled at the end of drain_timeout; the next start handles them")
         self.mo.stop()
-        while any(c.inflight for c in self.connections) and asyncio.get_running_loop().time() < drain_until:
-            await asyncio.sleep(0.05)
+        await self._until(lambda: not any(c.busy for c in self.connections), drain_until)
         for connection in list(self.connections):
             connection.unbind()
-        while self.connections and asyncio.get_running_loop().time() < drain_until:
-            await asyncio.sleep(0.05)
+        # A deadline of its own: the peer answers the unbind after what it sent before it, which is read meanwhile.
+        await self._until(lambda: not self.connections, loop.time() + settings.response_timeout)
         for connection in list(self.connections):
             connection.close()
         if self._tick_task is not None:
@@ -221,7 +234,15 @@ class Gateway:
         if self._http is not None:
             await self._http.cleanup()
         await self.store.close()
-        log.info("smsgw stopped")
+        if started:
+            log.info("smsgw stopped")
+
+    @staticmethod
+    async def _until(condition: Callable[[], bool], deadline: float) -> None:
+        """Wait until `condition` holds or the loop's clock reaches `deadline` (polled: binds change on their own)."""
+        loop = asyncio.get_running_loop()
+        while not condition() and loop.time() < deadline:
+            await asyncio.sleep(0.05)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -43,6 +43,8 @@ log = get_logger("smpp")
 C = CommandId
 S = CommandStatus
 _RECEIVING_BINDS = frozenset({C.BIND_RECEIVER, C.BIND_TRANSCEIVER})
+# Refused while the gateway stops (`drain`): whatever would store or change a message.
+_REFUSED_WHILE_DRAINING = frozenset({C.SUBMIT_SM, C.DATA_SM, C.SUBMIT_MULTI, C.CANCEL_SM, C.REPLACE_SM})
 _DELIVERY_ANSWERS = frozenset({C.DELIVER_SM_RESP, C.DATA_SM_RESP, C.GENERIC_NACK})
 # Read for every PDU: bound once (an enum member read from its class costs ~150 ns in CPython 3.11).
 _SUBMIT_SM, _DATA_SM = int(C.SUBMIT_SM), int(C.DATA_SM)
@@ -73,6 +75,7 @@ class SmppConnection(asyncio.Protocol):
         self.highest_submitted = 0  # the highest sequence number of a submission on this bind so far
         self._flush_scheduled = False
         self._unbinding = False
+        self._draining = False  # the gateway stops: see drain()
         self._now = gateway.clock.now
 
     # --------------------------------------------------------- transport
@@ -141,7 +144,9 @@ class SmppConnection(asyncio.Protocol):
     # -------------------------------------------------------------- PDUs
     def _on_pdu(self, pdu: Pdu, request: Pdu | None) -> None:
         command_id = pdu.command_id
-        if command_id == _SUBMIT_SM or command_id == _DATA_SM:
+        if self._draining and (command_id in _REFUSED_WHILE_DRAINING or command_id in BIND_REQUESTS):
+            self._refuse_while_draining(pdu)
+        elif command_id == _SUBMIT_SM or command_id == _DATA_SM:
             self.gateway.intake.submit(self, pdu)  # type: ignore[arg-type]
         elif command_id in _DELIVERY_ANSWERS:
             self._on_delivery_answer(pdu)
@@ -182,6 +187,25 @@ class SmppConnection(asyncio.Protocol):
         if self.can_receive:
             gateway.delivery.receiver_ready(self)
 
+    def drain(self) -> None:
+        """The gateway stops: refuse new submissions and binds, and send no new deliver_sm. What is queued here
+        stays queued (the store keeps it for the next start); answers to what is in flight are still taken."""
+        self._draining = True
+
+    def _refuse_while_draining(self, pdu: Pdu) -> None:
+        # ESME_RTHROTTLED, not ESME_RSYSERR: SMPP clients treat it as temporary and send the message again
+        # later, which is right (nothing was stored, and it goes through once this gateway or another takes
+        # traffic again); some (older Kannel releases) take ESME_RSYSERR as a final rejection and drop it.
+        status = S.ESME_RBINDFAIL if pdu.command_id in BIND_REQUESTS else S.ESME_RTHROTTLED
+        log.info("refused: the gateway is stopping", peer=self.peer, account=self.system_id, command=pdu.name,
+                 status=S.name_of(status), sequence=pdu.sequence_number)  # fmt: skip
+        self.session.send(response_to(pdu, status))
+
+    @property
+    def busy(self) -> bool:
+        """deliver_sm awaiting their answer, or requests of the peer not yet answered (commits in progress)."""
+        return bool(self.inflight) or self.session.owes_answers
+
     def respond(self, pdu: Pdu) -> None:
         """Answer a request, possibly later than the read that brought it (after a commit)."""
         if self._can_answer():
@@ -201,7 +225,7 @@ class SmppConnection(asyncio.Protocol):
     # ----------------------------------------------------------- MT side
     def offer(self, message: Message) -> None:
         self.load += 1
-        if not self.pending and self.session.can_send_request:
+        if not self.pending and self.session.can_send_request and not self._draining:
             self._send_deliver(message)
         else:
             self.pending.append(message)
@@ -239,7 +263,7 @@ class SmppConnection(asyncio.Protocol):
             self.gateway.delivery.answered_late(message, pdu.command_status)
 
     def _pump(self) -> None:
-        if not self.pending or self.session.state is _UNBOUND:  # the peer unbound: they wait for connection_lost
+        if not self.pending or self.session.state is _UNBOUND or self._draining:  # they wait for connection_lost
             return
         now = self._now()
         while self.pending and self.session.can_send_request:

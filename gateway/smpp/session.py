@@ -302,6 +302,11 @@ class Session:
         return len(self.outstanding) < self.window
 
     @property
+    def owes_answers(self) -> bool:
+        """Requests received that the application has yet to answer (a submit_sm whose message is not committed)."""
+        return self._owed > 0
+
+    @property
     def is_bound(self) -> bool:
         return self.state in BOUND
 
