@@ -50,6 +50,7 @@ from typing import Any, TypeVar, Union
 
 from .base import WriteSkipped
 from .effects import Effect
+from .lock import DatabaseInUse, DatabaseLock
 from .migrations import SchemaVersionError
 from .records import Direction, Message, MessageStatus
 from .rows import effect_sql, from_row, select_sql
@@ -287,6 +288,7 @@ class SqliteStore:
         self._clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
+        self._lock = DatabaseLock(path)  # one gateway per database file (see lock.py)
         self._writer = WriterProcess(path)
         # Reads run on the event loop thread itself: an indexed lookup takes ~16 µs
         # there, against ~67 µs of CPU for a round trip to another thread or process,
@@ -319,6 +321,12 @@ class SqliteStore:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         try:
+            self._lock.acquire()
+        except DatabaseInUse as exc:
+            raise StoreOpenError(str(exc)) from None
+        except OSError as exc:
+            raise StoreOpenError(f"cannot open SQLite store at {self.path!r}: {exc}") from exc
+        try:
             await self._writer.start()  # opens the file in WAL mode and migrates it
             self._reader = _connect_reader(self.path)
         except (sqlite3.Error, OSError, SchemaVersionError) as exc:
@@ -344,6 +352,7 @@ class SqliteStore:
             self._reader.close()
             self._reader = None
         await self._writer.close()
+        self._lock.release()  # only once the writer process has exited: it has nothing left to write
 
     # --- writes -------------------------------------------------------------
 

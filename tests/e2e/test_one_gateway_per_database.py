@@ -1,0 +1,42 @@
+"""A second `smsgw serve` on a database another gateway uses refuses to start (both would deliver every waiting MT).
+
+The gateways run as real processes; the lock is the kernel's, so a gateway killed with SIGKILL leaves
+nothing behind that stops the next start.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.gateway_process import ROOT
+
+
+def serve(db: Path) -> subprocess.CompletedProcess:
+    """A second gateway on `db`: it must exit by itself (the test fails on a timeout if it runs)."""
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--db", str(db), "--host", "127.0.0.1",
+         "--smpp-port", "0", "--http-port", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+
+
+def test_a_second_gateway_on_the_same_database_refuses_to_start(tmp_path: Path, start_gateway) -> None:
+    db = tmp_path / "gw.db"
+    first = start_gateway(db)
+
+    second = serve(db)
+    assert second.returncode == 1
+    assert second.stderr.strip() == (
+        f"smsgw: cannot start: {db} is in use by another smsgw (pid {first.proc.pid}); lock file {db}.lock"
+    )
+    assert first.proc.poll() is None, "the refused start must leave the running gateway alone"
+    assert first.terminate() == 0
+
+
+def test_the_database_is_free_again_after_the_gateway_using_it_was_killed(tmp_path: Path, start_gateway) -> None:
+    db = tmp_path / "gw.db"
+    start_gateway(db).kill()  # SIGKILL: no chance to release anything itself
+    again = start_gateway(db)
+    assert again.terminate() == 0
