@@ -26,12 +26,16 @@ async def health(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
+    # A gateway whose store cannot commit answers every submission ESME_RSYSERR: traffic should go elsewhere.
+    can_commit = gateway.store.can_commit
+    ready = gateway.ready and can_commit
     body = {
-        "ready": gateway.ready,
+        "ready": ready,
+        "store": "ok" if can_commit else "cannot commit",
         "binds": sum(1 for c in gateway.connections if c.account is not None),
         "mt_waiting": sum(gateway.delivery.queued.values()),
     }
-    return web.json_response(body, status=200 if gateway.ready else 503)
+    return web.json_response(body, status=200 if ready else 503)
 
 
 @web.middleware

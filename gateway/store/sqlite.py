@@ -48,16 +48,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, Union
 
+from ..logs import get_logger
 from .base import WriteSkipped
 from .effects import Effect
 from .lock import DatabaseInUse, DatabaseLock
 from .migrations import SchemaVersionError
 from .records import Direction, Message, MessageStatus
 from .rows import effect_sql, from_row, select_sql
-from .writer import WriterProcess
+from .writer import WriterDied, WriterProcess
 from .writer_child import SKIP_DUPLICATE_KEY, Step
 
 R = TypeVar("R")
+log = get_logger("store")
 
 
 class StoreOpenError(RuntimeError):
@@ -239,6 +241,21 @@ def _database_locked(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and ("database is locked" in str(exc) or "busy" in str(exc))
 
 
+def _cannot_commit(exc: BaseException) -> bool:
+    """A failure that is no write's fault: the database locked by another process, the disk full or failing,
+    the writer process gone. Until a commit goes through again, none will."""
+    if isinstance(exc, WriterDied) or _database_locked(exc):
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and ("disk is full" in str(exc) or "disk I/O error" in str(exc))
+
+
+# A transaction that takes the write lock (sqlite3 opens it with BEGIN IMMEDIATE before an UPDATE) and changes
+# nothing: while the store cannot commit, one goes every PROBE_INTERVAL seconds (after its own busy waits), so
+# `can_commit` turns true again when the cause is gone even if nothing else writes meanwhile.
+_PROBE = "UPDATE messages SET status = status WHERE 0"
+PROBE_INTERVAL = 1.0
+
+
 def _run_callbacks(loop: asyncio.AbstractEventLoop, callbacks: list[tuple[Callback, Any, BaseException | None]]) -> None:
     for callback, result, error in callbacks:
         try:
@@ -302,6 +319,10 @@ class SqliteStore:
         self._stopping = False  # close() was called: write what is pending, then stop
         self._writer_task: asyncio.Task[None] | None = None
         self._closed = False
+        # False from a transaction that failed for no fault of its writes (`_cannot_commit`) until the next
+        # commit: the gateway is not ready (GET /ready) meanwhile.
+        self.can_commit = True
+        self._probe: asyncio.TimerHandle | None = None
         # dedup_key -> (the op that inserts it, when), until that op is committed:
         # a copy arriving meanwhile must wait for the commit (see the module docstring).
         self._uncommitted: dict[str, tuple[_Op, float]] = {}
@@ -339,6 +360,8 @@ class SqliteStore:
         if self._closed:
             return
         self._closed = True  # from here on write methods raise
+        if self._probe is not None:
+            self._probe.cancel()
         try:
             if self._writer_task is not None:
                 self._stopping = True  # the writer stops once every op already issued is written
@@ -605,6 +628,8 @@ class SqliteStore:
         except Exception as exc:
             self.stats.failed_batches += 1
             locked = _database_locked(exc)
+            if _cannot_commit(exc) and (again or not locked):  # (a first lock is waited out once more, below)
+                self._commits_failing(exc)
             if locked and not again:
                 # Another process holds the database past the writer's busy timeout: no write of the
                 # batch is at fault. Once more, whole (a short lock passes, as with a backup); writing
@@ -628,10 +653,29 @@ class SqliteStore:
                 for op in batch:
                     await self._write_batch([op])
         else:
+            if not self.can_commit:
+                self.can_commit = True
+                log.warning("store commits again", db=self.path)
             if skipped:
                 self._answer_copies(batch, set(skipped))
             self._settled_keys(batch)
             self._schedule_callbacks(_settle(batch))
+
+    def _commits_failing(self, exc: Exception) -> None:
+        """No commit can go through now: not ready until one does; probe until then."""
+        if self.can_commit:
+            self.can_commit = False
+            log.error("store cannot commit", db=self.path, error=repr(exc))
+        if self._probe is None and not self._closed:
+            assert self._loop is not None
+            self._probe = self._loop.call_later(PROBE_INTERVAL, self._send_probe)
+
+    def _send_probe(self) -> None:
+        self._probe = None
+        if not self.can_commit and not self._closed:
+            op = self._new_op(then=lambda result, error: None)  # its outcome is can_commit's
+            op.steps.append((_PROBE, (), ()))
+            self._enqueue(op)
 
     def _answer_copies(self, batch: list[_Op], skipped: set[str]) -> None:
         """Accepts whose message the writer skipped as a copy of a stored one: they answer with the holder's id."""

@@ -15,11 +15,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import signal
 import socket
 import sqlite3
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -451,3 +455,39 @@ def test_a_database_locked_by_another_process_fails_the_commit_with_esme_rsyserr
     assert resp.status == ESME_ROK and resp.message_id
     assert text(b.expect()) == "while locked"
     assert len(rows_with_text(db, "while locked")) == 1
+
+
+def job_runs(db: Path) -> int:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return conn.execute("SELECT count(*) FROM job_runs").fetchone()[0]
+
+
+def readiness(gw) -> tuple[int, dict]:
+    """GET /ready: (HTTP status, JSON body)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{gw.http_port}/ready", timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_ready_is_503_while_the_store_cannot_commit_and_200_again_once_it_can(make_gateway, handset, tmp_path: Path) -> None:
+    db = tmp_path / "gw.db"
+    gw = make_gateway(db_path=db)
+    a = handset(A, gw=gw)
+    assert readiness(gw) == (200, {"ready": True, "store": "ok", "binds": 1, "mt_waiting": 0})
+    # The scheduled jobs' first run writes too (billing records its month): let it be done before the lock,
+    # so that nothing but the gateway's own retries can find out the lock is gone. (No event says it: polled.)
+    assert eventually(lambda: job_runs(db) > 0)
+
+    holder = sqlite3.connect(db, isolation_level=None, timeout=10)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # longer than the writer waits (twice its 5 s busy timeout)
+        assert a.request(a.make("submit_sm", B, "while locked"), timeout=30).status == ESME_RSYSERR
+        assert readiness(gw) == (503, {"ready": False, "store": "cannot commit", "binds": 1, "mt_waiting": 0})
+    finally:
+        holder.rollback()
+        holder.close()
+    # Nothing is sent meanwhile: the gateway finds out by itself that it can commit again.
+    assert eventually(lambda: readiness(gw)[0] == 200, timeout=15)
+    assert readiness(gw)[1]["store"] == "ok"
