@@ -252,11 +252,14 @@ class MoProcessor:
             await self._idle
 
     def stop(self) -> None:
-        """The gateway stops: no more tries of failed MOs (they stay `accepted`, tried again at the next start)."""
+        """The gateway stops: no more tries of failed MOs, and a handling still running after the drain is called
+        off (they stay `accepted`, handled at the next start; replies a commit did store go out then too)."""
         self._stopping = True
         for timer in self._retries.values():
             timer.cancel()
         self._retries.clear()
+        for task in self._tasks:
+            task.cancel()
 
     def _turn(self, message: Message, inbound: Inbound, keys: tuple[str, ...], attempt: int = 1) -> None:
         """The keys of a queued MO are ours now."""
