@@ -61,7 +61,10 @@ class Guards:
 
     def check(self, account: Account, source: str, dest: str) -> tuple[int, str] | None:
         """(command_status, reason) when the submission must be refused, else None."""
-        return self._refusal(source, dest, account.role == "sp")
+        from_sp = account.role == "sp"
+        if from_sp or source in self._network or (source, dest) in self._personal:  # else no call: every submit_sm asks
+            return self._refusal(source, dest, from_sp)
+        return None
 
     def undeliverable(self, message: Message) -> tuple[int, str] | None:
         """(command_status, reason) when an MT accepted earlier may no longer go out, else None."""
