@@ -17,6 +17,8 @@ Everything follows the operator's calendar (`ctx.local_date`, UTC+8 by default):
   and every repeat order of this month (no trial). Each subscription is
   reminded once (a "reminded" SubscriptionEvent), on the first check that finds
   it: one text for all of them on the 21st, another for an order of the 22nd.
+  A JobRun "reminders" per month marks the last run, so the checks every 30 s
+  of the reminder days read only the orders since (not the month's all).
   As in the seed, a reminder longer than one SMS goes out as separate SMS cut
   between items, each marked "(1/2)", "(2/2)" (handlers/pages.py).
 - Billing: on the billing day (the 1st) a Charge per subscription whose trial
@@ -52,6 +54,9 @@ from .subscriptions import yuan
 log = get_logger("billing")
 
 REMINDED = "reminded"  # the SubscriptionEvent of a subscription's reminder
+# A reminder run looks again at orders from this long before the last run of the month (JobRun "reminders"):
+# an order decided before that run whose commit landed after it. Overlap costs nothing (REMINDED events).
+REMINDER_OVERLAP = 600.0
 LOOKUP_CHUNK = 500  # ids per `__in` lookup (SQLite caps the parameters of one statement)
 DOUBLE_REFUND_REASON = "no confirmation record: double refund"
 SINGLE_REFUND_REASON = "refund at operator's discretion"
@@ -174,13 +179,19 @@ async def send_reminders(ctx: ServiceContext, now: float) -> Outcome:
     who orders on the 15th from the reminder of the 21st, and an order from the 22nd that is charged next
     month (a repeat order has no trial) is reminded at the next check on the reminder days."""
     today = ctx.local_date(now)
+    period = period_of(today)
+    # Only orders whose trial can end next month (an index range, not every active subscription at every job
+    # check of the reminder days): first orders from the day after the last trial day of last month, and of
+    # those only the ones since this month's last run (it reminded every one before it).
+    since = ctx.local_midnight(month_start(today, -1) + dt.timedelta(days=ctx.settings.trial_last_order_day))
+    last_run = await ctx.store.find(JobRun, job="reminders", period=period)
+    if last_run:
+        since = max(since, last_run[0].ran_at - REMINDER_OVERLAP)
     ending = await ctx.store.find(
         Subscription,
         order_by="ordered_at",
         status="active",
-        # Only orders whose trial can end next month (an index range, not every active subscription at every
-        # job check of the reminder days): first orders from the day after the last trial day of last month.
-        ordered_at__gte=ctx.local_midnight(month_start(today, -1) + dt.timedelta(days=ctx.settings.trial_last_order_day)),
+        ordered_at__gte=since,
         trial_until__gt=ctx.local_midnight(month_start(today)),
         trial_until__lte=ctx.local_midnight(month_start(today, 1)),
     )
@@ -205,7 +216,7 @@ async def send_reminders(ctx: ServiceContext, now: float) -> Outcome:
         # As the seed shows it: separate SMS cut between items, each marked "(1/2)", "(2/2)".
         for page in paginate(pieces, lambda i, n: ctx.text("billing.page", language, page=i, pages=n)):
             outcome.reply(msisdn, page, operator)
-    return outcome
+    return outcome.put(JobRun("reminders", period, now))
 
 
 async def _reminded(ctx: ServiceContext, subscription_ids: list[str]) -> set[str]:
