@@ -67,7 +67,11 @@ class Guards:
         return None
 
     def undeliverable(self, message: Message) -> tuple[int, str] | None:
-        """(command_status, reason) when an MT accepted earlier may no longer go out, else None."""
+        """(command_status, reason) when an MT accepted earlier may no longer go out, else None. Only what an
+        account submitted: what the gateway made (account "": receipts, SP notices, service replies) names a
+        subscriber as its source_addr without being theirs, and must reach its receiver whatever they did."""
+        if not message.account:
+            return None
         return self._refusal(message.source_addr, message.dest_addr, message.account in self._sp_accounts)
 
     def _refusal(self, source: str, dest: str, from_sp: bool) -> tuple[int, str] | None:

@@ -181,6 +181,21 @@ def test_spam_waiting_for_a_bystander_is_not_delivered_once_the_number_is_blocke
     assert (receipt["id"], receipt["stat"], receipt["err"]) == (spam.message_id.decode(), "REJECTD", "400")
 
 
+def test_a_receipt_naming_a_reported_number_still_reaches_its_reporter(gateway, handset) -> None:
+    """A receipt comes from the number its MT went to: the gateway made it, the spammer did not send it."""
+    s = phone(handset, SPAMMER)
+    reporter = handset(A, bind="tx", address_range=A)  # off line for what comes to A
+    assert reporter.submit(SPAM_CODE, "13700000001*" + SPAM).status == ESME_ROK
+    spam_to_a = SimpleNamespace(source_addr=SPAMMER, dest_addr=A, account="handset2")
+    assert eventually(lambda: gateway.gateway.guards.undeliverable(spam_to_a) is not None)  # the report is in force
+    stop = reporter.submit(SPAMMER, "please stop", registered_delivery=1)  # the block is one way: A may still write
+    assert text(s.expect()) == "please stop"  # answered: its receipt, from 13700000001, waits for A
+    assert eventually(lambda: gateway.gateway.delivery.queued.get(A) == 3)  # the report's ack (2 parts), the receipt
+    a = phone(handset, A)
+    receipt = receipt_fields(a.expect(predicate=is_receipt))
+    assert (receipt["id"], receipt["stat"]) == (stop.message_id.decode(), "DELIVRD")
+
+
 def test_one_reporter_reporting_five_times_does_not_block(gateway, handset) -> None:
     a, s, b = phone(handset, A), phone(handset, SPAMMER), phone(handset, B)
     for n in range(5):
