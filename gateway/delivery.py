@@ -314,7 +314,8 @@ class Delivery:
                     self._forget(stored)
             elif stored.status is _SCHEDULED:
                 self._held.discard(current.id)  # taken back from its schedule: it joins delivery now
-                self.admit(current)
+                if not self._refused(current, counted=False):  # as when its schedule comes due
+                    self.admit(current)
             else:
                 self.dispatch(current)
         return True

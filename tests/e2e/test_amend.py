@@ -13,6 +13,9 @@ import time
 import pytest
 from smpplib import consts
 
+from gateway.store.records import Subscription
+from handlers.base import Outcome
+
 from tests.smpp_handset import (
     ESME_RINVDSTADR,
     ESME_RINVEXPIRY,
@@ -26,6 +29,7 @@ from tests.smpp_handset import (
 
 A = "8613800000001"  # account handset
 B, B2 = "8613700000001", "8613700000002"  # account handset2
+SINA = "1066916"  # account sina
 SUBMIT_MULTI, REPLACE_SM, CANCEL_SM = 0x00000021, 0x00000007, 0x00000008
 DELETED = 4  # message_state (5.2.28)
 
@@ -192,6 +196,24 @@ def test_replace_sm_keeps_the_protocol_id_and_priority_flag_it_cannot_change(han
     assert answer(esme, 2) == (ESME_ROK, b"")
     got = handset(B).expect()
     assert (got.protocol_id, got.priority_flag, text(got)) == (0x7F, 2, "v2")
+
+
+def test_replace_sm_bringing_a_scheduled_sp_mt_forward_checks_the_subscription_again(gateway, handset) -> None:
+    now = gateway.gateway.clock.now()
+    subscription = Subscription("sub-1", B, "sina-news", "active", now - 3600, "sms", "mo-1", now)
+    gateway.call(gateway.gateway.services.commit(Outcome().put(subscription)))
+    sina = handset(SINA, system_id="sina")
+    later = sina.submit(B, "tomorrow's news", schedule_delivery_time="000001000000000R")  # a day ahead
+    assert later.status == ESME_ROK
+    gateway.call(gateway.gateway.services.unsubscribe(B, [subscription.id], "web"))
+    with RawLink(gateway.smpp_port) as link:
+        link.bind("sina", command="bind_transmitter")
+        past = time.strftime("%y%m%d%H%M%S", time.gmtime(now - 3600)) + "000+"  # due at once
+        link.send(replace_sm(2, SINA, later.message_id.decode(), b"news now", registered_delivery=1, schedule=past))
+        assert answer(link, 2) == (ESME_ROK, b"")
+    receipt = receipt_fields(sina.expect(predicate=is_receipt))
+    assert (receipt["id"], receipt["stat"], receipt["err"]) == (later.message_id.decode(), "REJECTD", "402")
+    handset(B).expect_none(0.3, lambda p: p.source_addr == SINA.encode())  # unsubscribed: no SP content
 
 
 def test_a_submit_sm_with_replace_if_present_flag_replaces_what_still_waits(handset) -> None:
