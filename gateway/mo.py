@@ -253,7 +253,9 @@ class MoProcessor:
 
     def stop(self) -> None:
         """The gateway stops: no more tries of failed MOs, and a handling still running after the drain is called
-        off (they stay `accepted`, handled at the next start; replies a commit did store go out then too)."""
+        off (an acknowledged MO stays `accepted`, handled at the next start; one held until its handling commits
+        is not answered: its client sends it again. A commit already issued is still written by the store's
+        close: see `_commit_handling`)."""
         self._stopping = True
         for timer in self._retries.values():
             timer.cancel()
@@ -399,8 +401,9 @@ class MoProcessor:
             if token is not None:
                 self._handed_on_settled(holding.keys, commit, token, False)
             if not isinstance(error, Exception):
-                if held is not None:
-                    held[1](None, error)
+                # Cancelled (the gateway stops) with the commit issued: the store's close still writes it, so
+                # its outcome is not known here. A held MO gets no answer rather than a failure it may not be
+                # (its client sends it again, or finds it done); a stored one is handled or not at the next start.
                 raise
             log.exception("MO handling not stored", message_id=message.id, account=message.account,
                           msisdn=message.source_addr, short_code=message.dest_addr, attempt=attempt)  # fmt: skip

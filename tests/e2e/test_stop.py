@@ -7,14 +7,17 @@ not waited for: it is stored `accepted`, and the next start handles it.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import time
 
 from gateway.store.records import MessageStatus
-from tests.smpp_handset import ESME_ROK, encode, texts_from
+from tests.smpp_handset import ESME_ROK, RawLink, encode, encoded, frame, texts_from
 
 A = "8613800000001"
 ECHO = "10086000"  # replies with the text it received
+ESME_RSYSERR = 0x08
+UNBIND_RESP = 0x80000006
 LONG = "stuck " + "in two parts " * 16  # a long MO: its parts are stored and acknowledged, then it is handled
 
 
@@ -55,3 +58,35 @@ def test_stop_gives_mo_handling_drain_timeout_and_the_next_start_handles_what_wa
     b = handset(A, gw=again)
     assert texts_from(b, ECHO) == [LONG]  # handled at this start, its reply delivered
     assert [again.call(again.gateway.store.get(i)).status for i in acked] == [MessageStatus.PROCESSED] * 2
+
+
+def test_an_mo_whose_commit_waits_for_a_locked_database_at_stop_is_not_answered_as_failed(make_gateway, handset, tmp_path):
+    """The MO to a short code is held until its handling commits. If that commit still waits for the database at
+    the end of the drain (another process holds its write lock), the store's close writes it all the same: so the
+    submitter must not be told it failed (ESME_RSYSERR: "nothing was acknowledged"), or it would send it again."""
+    db = tmp_path / "gw.db"
+    gw = make_gateway(db_path=db, gateway={"drain_timeout": 1.0, "response_timeout": 1.0})
+    warm = handset(A, gw=gw)
+    assert warm.submit(ECHO, "warm-up").status == ESME_ROK and texts_from(warm, ECHO) == ["warm-up"]
+    warm.close()
+    holder = sqlite3.connect(db, timeout=10, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the write lock, as a backup or maintenance script takes it
+    with RawLink(gw.smpp_port) as link:
+        link.bind()
+        link.send(encoded("submit_sm", 3, source_addr=A, destination_addr=ECHO, short_message=b"order PLAN1"))
+        stopping = threading.Thread(target=gw.stop)
+        stopping.start()
+        answers = []
+        while (pdu := link.read(timeout=10)) is not None and pdu.command != "unbind":  # after the drain
+            answers.append((pdu.command, pdu.status))
+        holder.execute("COMMIT")  # released: the store's close writes what waited
+        holder.close()
+        link.send(frame(UNBIND_RESP, pdu.sequence))
+        while (pdu := link.read(timeout=10)) is not None:
+            answers.append((pdu.command, pdu.status))
+    stopping.join(30)
+    assert ("submit_sm_resp", ESME_RSYSERR) not in answers, answers
+
+    again = make_gateway(db_path=db)
+    b = handset(A, gw=again)
+    assert texts_from(b, ECHO) == ["order PLAN1"]  # handled once, its reply delivered after the restart
