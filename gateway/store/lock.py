@@ -26,7 +26,8 @@ class DatabaseInUse(RuntimeError):
 class DatabaseLock:
     def __init__(self, database: str) -> None:
         self.database = database
-        self.path = database + ".lock"
+        # Beside the file itself, however it is named: a symlink to another gateway's database finds its lock.
+        self.path = os.path.realpath(database) + ".lock"
         self._fd: int | None = None
 
     def acquire(self) -> None:

@@ -35,6 +35,16 @@ def test_a_second_gateway_on_the_same_database_refuses_to_start(tmp_path: Path, 
     assert first.terminate() == 0
 
 
+def test_a_symlink_to_a_database_in_use_names_the_same_database(tmp_path: Path, start_gateway) -> None:
+    db = tmp_path / "gw.db"
+    first = start_gateway(db)
+    link = tmp_path / "link.db"
+    link.symlink_to(db)
+    second = serve(link)
+    assert second.returncode == 1 and f"lock file {db}.lock" in second.stderr, second.stderr
+    assert first.terminate() == 0
+
+
 def test_the_database_is_free_again_after_the_gateway_using_it_was_killed(tmp_path: Path, start_gateway) -> None:
     db = tmp_path / "gw.db"
     start_gateway(db).kill()  # SIGKILL: no chance to release anything itself
