@@ -258,10 +258,10 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>") -> Config:
     for i, entry in enumerate(catalogue):
         if entry.id in seen_services:
             raise ConfigError(path, f"catalogue[{i}].id", f"duplicate service id {entry.id!r}")
-        if (entry.service_code, entry.keyword.upper()) in seen_keywords:
+        if (entry.service_code, fold(entry.keyword)) in seen_keywords:
             raise ConfigError(path, f"catalogue[{i}].keyword", f"{entry.keyword!r} is already used on {entry.service_code}")
         seen_services.add(entry.id)
-        seen_keywords.add((entry.service_code, entry.keyword.upper()))
+        seen_keywords.add((entry.service_code, fold(entry.keyword)))
     _check_numbers_claimed_once(services, accounts, short_codes, path)
     return Config(gateway, tls, accounts, short_codes, services, catalogue, str(path))
 
