@@ -15,7 +15,6 @@ from smpplib import consts
 
 from gateway.store.records import Subscription
 from handlers.base import Outcome
-
 from tests.smpp_handset import (
     ESME_RINVDSTADR,
     ESME_RINVEXPIRY,
