@@ -200,6 +200,11 @@ class Intake:
         result: tuple[str, bool] | None, error: BaseException | None,
     ) -> bool:  # fmt: skip
         """Answer a submission whose commit settled. True: a new message is stored (not a copy, not failed)."""
+        if isinstance(error, Rejection):  # not written at all (the gateway stops): the client sends it again
+            log.info("submission refused", account=message.account, msisdn=message.source_addr,
+                     status=S.name_of(error.status), reason=error.reason)  # fmt: skip
+            conn.respond_encoded(encode_message_id_resp(resp_id, sequence, "", error.status))
+            return False
         if error is not None:
             _write_failed(message, error)
             conn.respond_encoded(encode_message_id_resp(resp_id, sequence, "", S.ESME_RSYSERR))

@@ -43,6 +43,7 @@ from .clock import Clock
 from .logs import get_logger
 from .outbox import Outbox
 from .receipts import receipt_for
+from .refusal import Rejection
 from .serial import SerialLocks, in_order
 from .smpp import text as smpp_text
 from .smpp.constants import CommandStatus, MessageState
@@ -143,7 +144,7 @@ class MoProcessor:
         self._on_the_way: dict[str, int] = {}
         # subscriber -> the writes of their later MOs, held back while one of theirs handled at once is not
         # stored yet: its row must be committed first (or a crash could keep a later MO and lose it).
-        self._unstored: dict[str, list[Callable[[], None]]] = {}
+        self._unstored: dict[str, list[tuple[Message, Answer]]] = {}
         self._idle: asyncio.Future[None] | None = None  # drain() waits on it
         self.retry_backoff = retry_backoff  # delays before each new try of an MO whose handling failed
         self._retries: dict[str, asyncio.TimerHandle] = {}  # MO id -> its next try
@@ -178,17 +179,22 @@ class MoProcessor:
         then handle it in its turn."""
         source = message.source_addr
         self._on_the_way[source] = self._on_the_way.get(source, 0) + 1
-        write = partial(self.store.accept_then, message, partial(self._accepted, message, answer))
         waiting = self._unstored.get(source)
         if waiting is None:
-            write()
+            self._write(message, answer)
         else:
-            waiting.append(write)
+            waiting.append((message, answer))
+
+    def _write(self, message: Message, answer: Answer) -> None:
+        self.store.accept_then(message, partial(self._accepted, message, answer))
 
     def _stored(self, source: str) -> None:
         """The write of the subscriber's MO handled at once is issued: the writes held back behind it follow."""
-        for write in self._unstored.pop(source, ()):
-            write()
+        for message, answer in self._unstored.pop(source, ()):
+            if self._stopping:  # nothing of it is stored, and the link is about to go: the client sends it again
+                self._accepted(message, answer, None, Rejection(CommandStatus.ESME_RTHROTTLED, "the gateway is stopping"))
+            else:
+                self._write(message, answer)
 
     def _handle_at_once(self, message: Message, answer: Answer, may_be_stored: bool) -> bool:
         """Start handling a single-part MO whose keys are free and that is no copy of a stored one: True."""

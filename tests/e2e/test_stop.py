@@ -12,11 +12,12 @@ import threading
 import time
 
 from gateway.store.records import MessageStatus
+from tests.polling import eventually
 from tests.smpp_handset import ESME_ROK, RawLink, encode, encoded, frame, texts_from
 
 A = "8613800000001"
 ECHO = "10086000"  # replies with the text it received
-ESME_RSYSERR = 0x08
+ESME_RSYSERR, ESME_RTHROTTLED = 0x08, 0x58
 UNBIND_RESP = 0x80000006
 LONG = "stuck " + "in two parts " * 16  # a long MO: its parts are stored and acknowledged, then it is handled
 
@@ -90,3 +91,35 @@ def test_an_mo_whose_commit_waits_for_a_locked_database_at_stop_is_not_answered_
     again = make_gateway(db_path=db)
     b = handset(A, gw=again)
     assert texts_from(b, ECHO) == ["order PLAN1"]  # handled once, its reply delivered after the restart
+
+
+def test_an_mo_held_back_behind_one_whose_handling_never_ends_is_refused_at_stop_not_stored_unanswered(
+    make_gateway, handset, tmp_path
+):
+    """A's first text is handled before it is stored and its handler hangs; A's second waits to be written after
+    it. At stop the second is answered ESME_RTHROTTLED with nothing stored (it used to be written as the first
+    was cancelled, with the link already going: stored, never answered, so handled twice once A sent it again)."""
+    db = tmp_path / "gw.db"
+    gw = make_gateway(db_path=db, gateway={"drain_timeout": 1.0, "response_timeout": 1.0})
+    short_code = gw.gateway.mo.short_codes[ECHO]
+    stuck = short_code.handler = Stuck(short_code.handler)
+    with RawLink(gw.smpp_port) as link:
+        link.bind()
+        link.send(encoded("submit_sm", 3, source_addr=A, destination_addr=ECHO, short_message=b"stuck first"))
+        assert stuck.started.wait(5)
+        link.send(encoded("submit_sm", 4, source_addr=A, destination_addr=ECHO, short_message=b"second"))
+        assert eventually(lambda: gw.gateway.mo._unstored.get(A))  # held back behind the first
+        stopping = threading.Thread(target=gw.stop)
+        stopping.start()
+        answers = {}
+        while (pdu := link.read(timeout=10)) is not None:
+            if pdu.command == "unbind":
+                link.send(frame(UNBIND_RESP, pdu.sequence))
+            else:
+                answers[pdu.sequence] = (pdu.command, pdu.status)
+    stopping.join(30)
+    assert answers.get(4) == ("submit_sm_resp", ESME_RTHROTTLED), answers
+
+    again = make_gateway(db_path=db)
+    b = handset(A, gw=again)
+    b.expect_none(0.5)  # neither was stored: nothing is handled at this start
