@@ -97,6 +97,13 @@ async def test_a_reminder_run_on_demand_early_leaves_later_orders_their_reminder
     assert (await job(bench, billing.run_due_jobs, at(2026, 11, 21, 10))).replies == []
 
 
+async def test_a_clock_set_back_before_the_last_reminder_run_does_not_hide_orders_from_the_next(bench: ServiceBench) -> None:
+    await subscribe(bench, A, "TT", at(2026, 11, 5))
+    assert list(texts_to(await job(bench, billing.run_due_jobs, at(2026, 11, 23, 10)))) == [A]
+    await subscribe(bench, B, "TQ", at(2026, 11, 10))  # a simulated clock set back to the 10th
+    assert list(texts_to(await job(bench, billing.run_due_jobs, at(2026, 11, 22, 12)))) == [B]
+
+
 async def test_an_order_after_the_21st_charged_next_month_is_reminded_at_the_next_check(bench: ServiceBench) -> None:
     await subscribe(bench, A, "TT", at(2026, 11, 5))
     await cancel(bench, await subscribe(bench, B, "TQ", at(2026, 11, 6)))
