@@ -469,7 +469,7 @@ class MoProcessor:
         now = self.clock.now()
         mts = self._receipts(parts, now, _UNDELIVERABLE) + self.outbox.messages_for([sorry], now, origin_id=message.id)
         try:
-            await self.store.complete_mo(inbound.message_ids, mts, now, failed=True)
+            await self.store.complete_mo(inbound.message_ids, mts, now, failed=True, error=_SYSTEM_ERROR)
         except Exception:  # still `accepted`: tried again at the next start
             log.exception("MO not given up", message_id=message.id, account=message.account, msisdn=message.source_addr,
                           short_code=message.dest_addr)  # fmt: skip
@@ -499,6 +499,6 @@ class MoProcessor:
             return
         now = self.clock.now()
         receipts = self._receipts(parts, now, _UNDELIVERABLE)
-        done = self.store.complete_mo([m.id for m in parts], receipts, now, failed=True)
+        done = self.store.complete_mo([m.id for m in parts], receipts, now, failed=True, error=_SYSTEM_ERROR)
         if receipts:
             done.add_done_callback(lambda f: None if f.cancelled() or f.exception() else self.outbox.send(receipts))

@@ -75,10 +75,10 @@ class Store(Protocol):
 
     def complete_mo(
         self, mo_ids: Sequence[str], replies: Sequence[Message], done_at: float, effects: Sequence[Effect] = (),
-        *, failed: bool = False, after: Sequence[Awaitable] = (),
+        *, failed: bool = False, error: int = 0, after: Sequence[Awaitable] = (),
     ) -> Awaitable[None]:
-        """In one transaction: mark these MOs processed (`failed`: given up), apply their handler's effects, insert
-        its replies."""
+        """In one transaction: mark these MOs processed (`failed`: given up, with `error` for query_sm, as their
+        receipts say it), apply their handler's effects, insert its replies."""
 
     def apply(
         self, effects: Sequence[Effect], messages: Sequence[Message] = (), *, after: Sequence[Awaitable] = ()

@@ -153,7 +153,7 @@ _INSERT_KEYED = _INSERT + SKIP_DUPLICATE_KEY  # a message with a dedup_key: a co
 _KEY_HOLDER = "SELECT id FROM messages WHERE dedup_key = ?"
 
 _PROCESSED = f"UPDATE messages SET status = '{MessageStatus.PROCESSED.value}', done_at = ? WHERE id = ?"
-_GIVEN_UP = f"UPDATE messages SET status = '{MessageStatus.FAILED.value}', done_at = ? WHERE id = ?"
+_GIVEN_UP = f"UPDATE messages SET status = '{MessageStatus.FAILED.value}', done_at = ?, error = ? WHERE id = ?"
 _DELIVERED = f"UPDATE messages SET status = '{MessageStatus.DELIVERED.value}', done_at = ? WHERE id = ?"
 _RETRY = "UPDATE messages SET attempts = ?, next_attempt_at = ?, error = ? WHERE id = ?"
 _REPLACE = (
@@ -445,13 +445,15 @@ class SqliteStore:
 
     def complete_mo(
         self, mo_ids: Sequence[str], replies: Sequence[Message], done_at: float, effects: Sequence[Effect] = (),
-        *, failed: bool = False, after: Sequence[asyncio.Future] = (),
+        *, failed: bool = False, error: int = 0, after: Sequence[asyncio.Future] = (),
     ) -> asyncio.Future[None]:
         now = self._begin_write()
         op = self._new_op()
         op.after = after
-        sql = _GIVEN_UP if failed else _PROCESSED
-        op.steps.extend((sql, (done_at, mo_id), (mo_id,)) for mo_id in mo_ids)
+        if failed:
+            op.steps.extend((_GIVEN_UP, (done_at, error, mo_id), (mo_id,)) for mo_id in mo_ids)
+        else:
+            op.steps.extend((_PROCESSED, (done_at, mo_id), (mo_id,)) for mo_id in mo_ids)
         op.steps.extend(effect_sql(effect) for effect in effects)
         for reply in replies:
             self._add_insert(op, reply, now)

@@ -315,7 +315,8 @@ def test_a_long_mo_whose_other_parts_never_come_is_given_up_with_an_undeliv_rece
     clock.advance(120)  # the next tick gives it up: never answered, and a failure
     receipt = receipt_fields(a.expect(timeout=10))
     assert (receipt["id"], receipt["stat"], receipt["dlvrd"]) == (message_id, "UNDELIV", "000")
-    assert a.query(message_id).message_state == MESSAGE_STATE_UNDELIVERABLE
+    queried = a.query(message_id)
+    assert (queried.message_state, queried.error_code) == (MESSAGE_STATE_UNDELIVERABLE, int(receipt["err"]))
     assert gw.call(gw.gateway.store.get(message_id)).status is MessageStatus.FAILED
     a.expect_none(0.3)
     assert not gw.gateway.mo._parts  # nothing left of it in memory
