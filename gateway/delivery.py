@@ -93,8 +93,7 @@ class Delivery:
         """An MT whose commit is issued counts against its subscriber's queue from now (max_queued_per_subscriber):
         admit it with `counted`, or `uncount` it if it is not stored after all. A scheduled one counts when due."""
         if message.status is not _SCHEDULED:
-            dest = message.dest_addr
-            self.queued[dest] = self.queued.get(dest, 0) + 1  # not `+= 1`: Counter.__missing__ is Python code
+            self._count(message.dest_addr)
 
     def uncount(self, message: Message) -> None:
         if message.status is not _SCHEDULED:
@@ -109,8 +108,7 @@ class Delivery:
         if message.status is _SCHEDULED:
             return
         if not counted:
-            dest = message.dest_addr
-            self.queued[dest] = self.queued.get(dest, 0) + 1  # not `+= 1`: Counter.__missing__ is Python code
+            self._count(message.dest_addr)
         if message.id not in self._held:
             self.dispatch(message, new=True)
 
@@ -313,9 +311,7 @@ class Delivery:
                 if stored.status is _ENROUTE:
                     self._forget(stored)
             elif stored.status is _SCHEDULED:
-                self._held.discard(current.id)  # taken back from its schedule: it joins delivery now
-                if not self._refused(current, counted=False):  # as when its schedule comes due
-                    self.admit(current)
+                self._rejoin(current)  # taken back from its schedule, as when that comes due
             else:
                 self.dispatch(current)
         return True
@@ -380,15 +376,23 @@ class Delivery:
                 raise
             for message in page:
                 message.status = _ENROUTE
-                self._held.discard(message.id)  # released: it joins delivery now
-                if not self._refused(message, counted=False):
-                    self.admit(message)
+                self._rejoin(message)
             return True
 
         await self._take_waiting(lambda after: self.store.due_scheduled(now, after, self.PAGE), (0.0, 0), take, release)
         await release()
 
     # ------------------------------------------------------------ helpers
+    def _count(self, dest: str) -> None:
+        self.queued[dest] = self.queued.get(dest, 0) + 1  # not `+= 1`: Counter.__missing__ is Python code
+
+    def _rejoin(self, message: Message) -> None:
+        """A scheduled MT this process held while its release (or replacement) committed joins delivery now, now
+        enroute: unless the guards would refuse it by now (it is not in `queued` yet)."""
+        self._held.discard(message.id)
+        if not self._refused(message, counted=False):
+            self.admit(message)
+
     def _refused(self, message: Message, counted: bool = True) -> bool:
         """End the MT as REJECTED if the guards would refuse it now (blocked or unsubscribed since it was accepted)."""
         refusal = self.undeliverable(message)
