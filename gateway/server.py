@@ -99,6 +99,18 @@ class SmppConnection(asyncio.Protocol):
         if stranded:
             self.gateway.delivery.requeue(stranded)
 
+    def pause_writing(self) -> None:
+        # The peer has stopped reading our answers. Stop reading its requests until it reads again:
+        # TCP then holds it back, where reading on would pile up its answers here without bound.
+        if self.transport is not None:
+            self.transport.pause_reading()
+            log.warning("peer not reading: stopped reading from it until it does", peer=self.peer,
+                        account=self.system_id, buffered=self.transport.get_write_buffer_size())
+
+    def resume_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
     def data_received(self, data: bytes) -> None:
         for event in self.session.receive_data(data):
             if type(event) is Received:

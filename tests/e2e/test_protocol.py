@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import select
+import struct
+
 from smpplib import smpp
 
 from tests.smpp_handset import (
@@ -19,6 +22,7 @@ A = "8613800000001"  # account handset
 B = "8613800000002"
 ECHO = "10086000"
 SUBMIT_SM = 0x00000004
+ENQUIRE_LINK = 0x00000015
 
 
 def test_enquire_link_from_the_client_is_answered(handset):
@@ -77,6 +81,39 @@ def test_requests_sent_just_before_unbind_are_answered_before_the_unbind_resp(ha
     assert answers[2:] == [("unbind_resp", 4, ESME_ROK)]
     b = handset(B)
     assert sorted(text(b.expect()) for _ in to_b) == ["before unbind 2", "before unbind 3"]
+
+
+def test_a_client_that_stops_reading_is_held_back_and_loses_no_answer(gateway):
+    """A client that sends and never reads: the gateway stops reading it (TCP then holds the client back)
+    instead of piling up its answers in memory (40 MB of them for 48 MB sent, before); once the client
+    reads, every request it got through is answered, in order."""
+    burst = b"".join(frame(ENQUIRE_LINK, sequence) for sequence in range(2, 10_002))  # 160 kB
+    with RawLink(gateway.smpp_port) as link:
+        link.bind()
+        link.sock.setblocking(False)
+        sent, held_back = 0, False
+        while sent < 24_000_000 and not held_back:
+            if not select.select([], [link.sock], [], 1.0)[1]:
+                held_back = True  # a second without room to send
+                continue
+            start = sent % len(burst)
+            sent += link.sock.send(burst[start:] if start else burst)
+
+        async def answers_waiting_in_the_gateway() -> list[int]:
+            return [c.transport.get_write_buffer_size() for c in gateway.gateway.connections]
+
+        waiting = gateway.call(answers_waiting_in_the_gateway())
+        assert held_back, f"the gateway read all {sent:,} bytes while the client read nothing"
+        assert max(waiting) < 1_000_000
+        requests = sent // 16
+        expected = [(ENQUIRE_LINK | 0x80000000, 2 + n % 10_000) for n in range(requests)]
+        link.sock.setblocking(True)
+        link.sock.settimeout(10)
+        received = bytearray()
+        while len(received) < 16 * requests:
+            received += link.sock.recv(1 << 20)
+        answers = [(command, sequence) for _, command, _, sequence in struct.iter_unpack(">LLLL", received)]
+        assert answers == expected
 
 
 def test_unknown_command_id_gets_generic_nack(gateway):
