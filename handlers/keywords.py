@@ -2,7 +2,9 @@
 
 Trimmed, case-insensitive, with full-width digits, letters and punctuation
 (`００００`, `Ｙ`, `，`, `＊`) folded to half-width, as phones with Chinese
-input methods send them.
+input methods send them, and without the full stop, exclamation mark, tilde
+or comma such input methods end a text with on their own (`是。` is `是`).
+A question mark stays: `是？` asks, it does not confirm a charge.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from gateway.numbers import ascii_digits
 # Ideographic punctuation NFKC leaves alone but subscribers use as separators.
 _EXTRA = str.maketrans({"、": ",", "。": ".", "　": " "})
 _SERIAL_SEPARATORS = re.compile(r"[,;\s]+")
+_TRAILING = re.compile(r"[\s.!~,]+$")
 
 
 def fold(text: str) -> str:
-    """The text as keywords are matched: NFKC (full-width -> half-width), trimmed, upper-cased."""
-    return unicodedata.normalize("NFKC", text).translate(_EXTRA).strip().upper()
+    """The text as keywords are matched: NFKC (full-width -> half-width), trimmed of spaces and of
+    trailing `.!~,` (`。！～，、` once folded), upper-cased."""
+    return _TRAILING.sub("", unicodedata.normalize("NFKC", text).translate(_EXTRA).strip()).upper()
 
 
 @lru_cache(maxsize=64)

@@ -71,7 +71,7 @@ def gw(make_gateway, clock):
 
 
 # ------------------------------------------------------------------ tests
-@pytest.mark.parametrize("word", ["是", "Y", "1", "ｙ"])
+@pytest.mark.parametrize("word", ["是", "Y", "1", "ｙ", "是。", "Y！"])  # punctuation as input methods add it
 def test_keyword_order_confirmed_then_sp_content_flows(gw, handset, word):
     phone = handset(A, gw=gw, address_range=A)
     sina_tx = handset(SINA, system_id="sina", bind="tx", gw=gw)

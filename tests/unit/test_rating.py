@@ -54,7 +54,7 @@ def texts(key: str, language: str = "zh", **values) -> str:
     [("1", (1, "")), ("５", (5, "")), (" 3 ", (3, "")), ("2。", (2, "")), ("非常满意", (1, "")), ("满意！", (2, "")),
      ("一般", (3, "")), ("不满意", (4, "")), ("非常不满意", (5, "")), ("Very  Satisfied!", (1, "")),
      ("neutral", (3, "")), ("DISSATISFIED", (4, "")), ("5 排队太久", (5, "排队太久")), ("４，态度不好，ＡＢ", (4, "态度不好，ＡＢ")),
-     ("6", None), ("0", None), ("12", None), ("1,3", None), ("好的", None), ("", None), ("满意满意", None)],
+     ("1，", (1, "")), ("2？", None), ("6", None), ("0", None), ("12", None), ("1,3", None), ("好的", None), ("", None), ("满意满意", None)],
 )  # fmt: skip
 def test_parse_rating(text: str, expected) -> None:
     assert parse_rating(text) == expected
