@@ -2,10 +2,13 @@
 
 Commands first (query_keyword `0000`, unsubscribe_all_keyword `00000`, the
 language words: all configurable in [services]), then answers to the prompts the
-subscriber has open, most recent prompt first: a `1` answers a 0000 listing
-if that came last, a two-step confirmation if that did. With none open, the
-prompt sent last, expired or answered, reads the text first (a `1` after an
-expired listing is about the listing, not an order confirmed before it). Serial numbers that
+subscriber got, the prompt sent last first, open or not: a `1` answers a 0000
+listing if that came last, a two-step confirmation if that did, even when
+the confirmation has been answered since (a `1` sent again after confirming
+an order is told the order went through, not taken as serial 1 of a listing
+sent before the order), and a listing if that came last even when it has
+expired (told so once; a `1` after it is not about an order confirmed
+before it). Serial numbers that
 are not a confirm word (`2`, `1,3`) answer a listing still open even when a
 confirmation came after it: they name subscriptions, and a confirmation would
 take them as "no". Anything else gets the help text.
@@ -17,9 +20,9 @@ from . import confirmation, unsubscribe
 from .base import Inbound, Outcome, ServiceContext, help_reply
 from .keywords import fold, folded, matches, serial_numbers
 from gateway.store.records import Subscriber
-# Modules whose prompts are answered on this short code; each has latest_prompt() (open prompts),
-# last_prompt() (open or not, while the module still answers about it) and answer().
-# With no open prompt (or equal times) the earlier one is asked first: unsubscribe can tell a
+# Modules whose prompts are answered on this short code; each has last_prompt() (open or not, while
+# the module still answers about it) and answer(); unsubscribe also latest_prompt() (an open listing).
+# At equal times the earlier one is asked first: unsubscribe can tell a
 # stale listing apart, while confirmation answers any confirm word ("nothing to confirm").
 DIALOGUES = (unsubscribe, confirmation)
 
@@ -41,12 +44,11 @@ class CustomerService:
                 .reply(inbound.subscriber, ctx.text("common.language_set", chosen), inbound.short_code)
             )
         if text not in folded(settings.help_words):
-            prompts = [(await module.latest_prompt(inbound, ctx), index, module) for index, module in enumerate(DIALOGUES)]
-            if all(p[0] is None for p in prompts):
-                prompts = [(await module.last_prompt(inbound, ctx), index, module) for index, module in enumerate(DIALOGUES)]
+            prompts = [(await module.last_prompt(inbound, ctx), index, module) for index, module in enumerate(DIALOGUES)]
             prompts.sort(key=lambda p: (-(p[0] or 0.0), p[1]))
-            if serial_numbers(text) is not None and not matches(text, settings.confirm_words):
-                prompts.sort(key=lambda p: not (p[2] is unsubscribe and p[0] is not None))  # a live listing first
+            if (serial_numbers(text) is not None and not matches(text, settings.confirm_words)
+                    and await unsubscribe.latest_prompt(inbound, ctx) is not None):  # fmt: skip
+                prompts.sort(key=lambda p: p[2] is not unsubscribe)  # a live listing first
             for _at, _index, module in prompts:
                 outcome = await module.answer(inbound, ctx, language)
                 if outcome is not None:

@@ -180,7 +180,7 @@ async def test_any_other_text_declines_what_waits(bench: ServiceBench) -> None:
     """SPEC 3.2: 是/Y/1 confirm; anything else (or silence) declines."""
     await say(bench, A, "TT", SINA)
     inbound = Inbound(A, OPERATOR, "你好", bench.clock.now())
-    assert await confirmation.latest_prompt(inbound, bench.ctx) == bench.clock.now()
+    assert await confirmation.last_prompt(inbound, bench.ctx) == bench.clock.now()
     reply = only_text(await say(bench, A, "你好"), A)
     assert "未定制" in reply or "不定制" in reply, reply
     assert [o.status for o in await orders(bench, A)] == ["declined"]
@@ -192,8 +192,8 @@ async def test_other_texts_are_not_answers_when_nothing_waits(bench: ServiceBenc
     assert await confirmation.answer(inbound, bench.ctx, "zh") is None
     assert only_text(await say(bench, A, "你好"), A).startswith("中国移动10086")  # the help text
     await say(bench, A, "TT", SINA)
-    later = Inbound(A, OPERATOR, "Y", bench.clock.now() + DAY)
-    assert await confirmation.latest_prompt(later, bench.ctx) is None
+    later = Inbound(A, OPERATOR, "你好", bench.clock.now() + DAY)  # the order has expired: nothing waits
+    assert await confirmation.answer(later, bench.ctx, "zh") is None
 
 
 async def test_confirm_word_with_nothing_waiting(bench: ServiceBench) -> None:

@@ -59,6 +59,20 @@ async def test_1_after_a_confirmation_that_came_last_confirms(bench: ServiceBenc
     assert await state(bench) == (["sina-news", "sina-weather"], [])
 
 
+async def test_1_sent_again_after_confirming_an_order_is_not_serial_1_of_an_older_listing(bench: ServiceBench) -> None:
+    """The subscriber got a listing, then ordered and confirmed with `1`: the last thing they got was the
+    success notice, so another `1` (sent twice, or again after a reconnect) is about the order, as a second
+    `Y` would be, and cancels nothing."""
+    await subscribed_to_weather(bench)
+    await text(bench, CustomerService(), "0000", OPERATOR)  # the listing, still open...
+    await text(bench, OrderHandler(), "TT", SINA)
+    [done] = await text(bench, CustomerService(), "1", OPERATOR)  # ...and an order confirmed after it
+    assert done.startswith("您已定制试用新浪的头条新闻业务")
+    [again] = await text(bench, CustomerService(), "1", OPERATOR)
+    assert again.startswith("您已定制新浪的头条新闻业务") and "无需再次定制" in again, again
+    assert await state(bench) == (["sina-news", "sina-weather"], [])
+
+
 async def test_commands_still_work_while_a_confirmation_waits(bench: ServiceBench) -> None:
     await text(bench, OrderHandler(), "TT", SINA)
     [help_text] = await text(bench, CustomerService(), "帮助", OPERATOR)
