@@ -141,6 +141,8 @@ class Intake:
         if not account.may_send_from(source):
             allowed = account.service_codes if account.role == "sp" else account.numbers
             raise Rejection(S.ESME_RINVSRCADR, f"source_addr {pdu.source_addr!r} is not one of {list(allowed)}")
+        if account.role != "sp" and not plan.is_msisdn(source):  # an MO is from a subscriber: `86138hello` is none
+            raise Rejection(S.ESME_RINVSRCADR, f"source_addr {pdu.source_addr!r} is not a subscriber number")
         if not dest.isdigit():
             raise Rejection(S.ESME_RINVDSTADR, f"destination_addr {pdu.destination_addr!r} is not a number")
         now = self.clock.now()

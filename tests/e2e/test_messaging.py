@@ -447,6 +447,19 @@ def test_addresses_an_account_may_not_use_are_refused(handset, system_id, source
     assert phone.submit(dest, "not allowed").status == status
 
 
+@pytest.mark.parametrize("source", ["86138hello", "86138" + "0" * 15, "+86138000000011"])
+def test_a_source_that_is_no_subscriber_number_is_refused_even_within_the_accounts_prefix(handset, source):
+    """The prefix alone let them in: a data_sm from a 30-digit source was acknowledged, then could not be
+    delivered (deliver_sm's source_addr holds 20 octets) and stopped the recipient's backlog; a submit_sm from
+    `86138hello` reached the recipient from that sender."""
+    a, b = handset(A), handset(B)
+    assert a.submit(B, "from nobody", source_addr=source).status == ESME_RINVSRCADR
+    assert a.data_sm(B, "from nobody", source_addr="86138" + "0" * 25).status == ESME_RINVSRCADR
+    assert a.data_sm(ECHO, "from nobody", source_addr="86138" + "0" * 25).status == ESME_RINVSRCADR
+    assert a.submit(B, "from A").status == ESME_ROK
+    assert text(b.expect()) == "from A"
+
+
 def test_malformed_validity_period_is_refused(handset):
     a = handset(A)
     assert a.submit(B, "when?", validity_period="tomorrow").status == ESME_RINVEXPIRY
