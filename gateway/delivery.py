@@ -252,6 +252,15 @@ class Delivery:
         else:
             self.retry_later(message, status)
 
+    def cannot_send(self, message: Message, reason: str) -> None:
+        """An MT no deliver_sm can carry (intake refuses such fields now; an earlier version stored some):
+        it ends undeliverable, with its receipt, instead of stopping the delivery of the MTs after it."""
+        log.error("mt cannot be sent", message_id=message.id, account=message.account, msisdn=message.dest_addr,
+                  reason=reason)  # fmt: skip
+        if self._room_waiters:
+            self._wake_pulls()
+        self._finish(message, MessageStatus.UNDELIVERABLE, MessageState.UNDELIVERABLE, S.ESME_RSYSERR & 0xFF)
+
     def retry_later(self, message: Message, error: int = 0) -> None:
         message.attempts += 1
         delay = self.backoff[min(message.attempts - 1, len(self.backoff) - 1)] if self.backoff else 1.0

@@ -252,7 +252,12 @@ class SmppConnection(asyncio.Protocol):
         return None
 
     def _send_deliver(self, message: Message) -> None:
-        pdu = self.session.send(deliver_sm_for(message, self.gateway.plan))
+        try:
+            pdu = self.session.send(deliver_sm_for(message, self.gateway.plan))
+        except ValueError as exc:  # a field deliver_sm cannot carry: a row an earlier version let in
+            self.load -= 1
+            self.gateway.delivery.cannot_send(message, str(exc))
+            return
         self.inflight[pdu.sequence_number] = message
         self._schedule_flush()
 

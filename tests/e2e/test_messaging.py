@@ -8,7 +8,7 @@ import pytest
 from smpplib import gsm
 
 from gateway.clock import SimulatedClock
-from gateway.store.records import MessageStatus
+from gateway.store.records import Direction, Message, MessageStatus
 from tests.polling import eventually
 from tests.smpp_handset import (
     ESM_UDHI,
@@ -458,6 +458,29 @@ def test_a_source_that_is_no_subscriber_number_is_refused_even_within_the_accoun
     assert a.data_sm(ECHO, "from nobody", source_addr="86138" + "0" * 25).status == ESME_RINVSRCADR
     assert a.submit(B, "from A").status == ESME_ROK
     assert text(b.expect()) == "from A"
+
+
+def test_a_stored_mt_no_deliver_sm_can_carry_ends_undeliverable_and_the_backlog_goes_on(gateway, handset):
+    """A row an earlier version let in (a 30-digit source) stopped the recipient's whole backlog read: every
+    MT after it stayed in the store until the next bind. It now ends undeliverable (its receipt, to that
+    source, cannot go out either, and ends the same way)."""
+    a = handset(A)
+    now = gateway.gateway.clock.now()
+    poisoned = Message(gateway.gateway.ids.next(), Direction.MT, MessageStatus.ENROUTE, "handset", "86138" + "0" * 25, B,
+                       b"stored by an earlier version", registered_delivery=1, submitted_at=now, expires_at=now + 3600)
+
+    async def store_it() -> None:
+        await gateway.gateway.store.accept(poisoned)
+
+    gateway.call(store_it())
+    assert a.submit(B, "after it 1").status == a.submit(B, "after it 2").status == ESME_ROK
+    b = handset(B)
+    assert sorted(text(b.expect()) for _ in range(2)) == ["after it 1", "after it 2"]
+
+    async def status() -> MessageStatus:
+        return (await gateway.gateway.store.get(poisoned.id)).status
+
+    assert eventually(lambda: gateway.call(status()) is MessageStatus.UNDELIVERABLE)
 
 
 def test_malformed_validity_period_is_refused(handset):
