@@ -237,7 +237,7 @@ class SmppConnection(asyncio.Protocol):
     # ----------------------------------------------------------- MT side
     def offer(self, message: Message) -> None:
         self.load += 1
-        if not self.pending and self.session.can_send_request and not self._draining:
+        if not self.pending and self.session.can_send_request and not self._draining and self.session.state is not _CLOSED:
             self._send_deliver(message)
         else:
             self.pending.append(message)
@@ -280,7 +280,8 @@ class SmppConnection(asyncio.Protocol):
             self.gateway.delivery.answered_late(message, pdu.command_status)
 
     def _pump(self) -> None:
-        if not self.pending or self.session.state is _UNBOUND or self._draining:  # they wait for connection_lost
+        state = self.session.state
+        if not self.pending or state is _UNBOUND or state is _CLOSED or self._draining:  # they wait for connection_lost
             return
         now = self._now()
         while self.pending and self.session.can_send_request:
@@ -307,6 +308,10 @@ class SmppConnection(asyncio.Protocol):
                 self.close()
                 return
         self._pump()
+        if session.answers_overdue():
+            log.warning("requests before a framing error unanswered; closing", peer=self.peer, account=self.system_id)
+            self.close()
+            return
         if session.unbind_overdue():
             log.warning("requests before unbind unanswered; answering the unbind", peer=self.peer, account=self.system_id)
             session.answer_unbind()

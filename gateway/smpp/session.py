@@ -168,12 +168,13 @@ class Session:
         self._sequence = 0
         self._owed = 0  # requests received that the application has yet to answer
         self._held_unbind: tuple[int, float] | None = None  # (sequence, received at): the peer's unbind, until then
+        self._broken_at: float | None = None  # a framing error: nothing more is read; closed once answers are sent
         self._receivable = RECEIVABLE[side]
         self._sendable = RECEIVABLE[_PEER[side]]
 
     # ------------------------------------------------------------ input
     def receive_data(self, data: bytes) -> list[Event]:
-        if self.state is _CLOSED:
+        if self.state is _CLOSED or self._broken_at is not None:
             return []
         self.last_received_at = self.clock()
         self._buffer += data
@@ -193,10 +194,14 @@ class Session:
             if event is not None:
                 events.append(event)
         if framing_error is not None:
-            # A length we cannot trust: answer once and give up on the stream.
+            # A length we cannot trust: answer once and give up on the stream. The requests before it are
+            # answered first (their messages may be stored already): then the link closes (`send_raw`).
             exc = framing_error
             self._outbox.append(encode_pdu(GenericNack(sequence_number=exc.sequence_number, command_status=exc.status)))
-            self.state = State.CLOSED
+            if self._owed:
+                self._broken_at = self.clock()
+            else:
+                self.state = State.CLOSED
             events.append(Rejected(exc.status, str(exc), exc.command_id, exc.sequence_number))
         return events
 
@@ -281,6 +286,8 @@ class Session:
             self._owed = owed - 1
             if owed == 1 and self._held_unbind is not None:
                 self.answer_unbind()
+            elif owed == 1 and self._broken_at is not None:
+                self.state = State.CLOSED
 
     def answer_unbind(self) -> None:
         """Send the unbind_resp held back for requests still unanswered: at once when the last of them is
@@ -330,12 +337,16 @@ class Session:
             remember(self._timed_out, request.sequence_number, request, self.window)
         return requests
 
+    def answers_overdue(self, now: float | None = None) -> bool:
+        """After a framing error, the answers to the requests before it have waited response_timeout."""
+        return self._broken_at is not None and self._waited_out(self._broken_at, now)
+
     def unbind_overdue(self, now: float | None = None) -> bool:
         """The peer's unbind has waited response_timeout for the answers to the requests before it."""
-        if self._held_unbind is None:
-            return False
-        now = self.clock() if now is None else now
-        return now - self._held_unbind[1] >= self.response_timeout
+        return self._held_unbind is not None and self._waited_out(self._held_unbind[1], now)
+
+    def _waited_out(self, since: float, now: float | None) -> bool:
+        return (self.clock() if now is None else now) - since >= self.response_timeout
 
     def enquire_link_due(self, now: float | None = None) -> bool:
         now = self.clock() if now is None else now

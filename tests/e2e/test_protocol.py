@@ -139,6 +139,20 @@ def test_source_addr_without_terminator_is_refused(gateway):
         assert (resp.command, resp.status, resp.sequence) == ("submit_sm_resp", ESME_RINVSRCADR, 9)
 
 
+def test_requests_before_a_framing_error_are_answered_before_the_link_closes(gateway, handset):
+    """A valid submit_sm and, in the same write, a length that cannot be trusted: the generic_nack closed the
+    link at once, the submit_sm_resp for the stored message was never sent, and the client sent it again."""
+    valid = encoded("submit_sm", 51, source_addr=A, destination_addr=B, short_message=b"pay 100 yuan")
+    with RawLink(gateway.smpp_port) as link:
+        link.bind()
+        link.send(valid + frame(SUBMIT_SM, 52, length=4))
+        answers = []
+        while (pdu := link.read(timeout=5)) is not None:
+            answers.append((pdu.command, pdu.sequence, pdu.status))
+    assert answers == [("generic_nack", 52, ESME_RINVCMDLEN), ("submit_sm_resp", 51, ESME_ROK)]
+    assert text(handset(B).expect()) == "pay 100 yuan"
+
+
 def test_command_length_below_header_size_ends_the_connection(gateway, handset):
     with RawLink(gateway.smpp_port) as link:
         link.bind()

@@ -427,6 +427,26 @@ def test_an_unbind_held_for_answers_that_never_come_is_overdue_after_the_respons
     assert reply.request is unbind and esme.state is UNBOUND
 
 
+def test_after_a_framing_error_the_requests_before_it_are_answered_then_the_session_closes():
+    clock = FakeClock()
+    esme, smsc = bind_pair(TRX, clock, response_timeout=5.0)
+    first = esme.send(SubmitSm())
+    untrusted_length = (4).to_bytes(4, "big") + int(C.SUBMIT_SM).to_bytes(4, "big") + bytes(4) + (99).to_bytes(4, "big")
+    events = smsc.receive_data(esme.data_to_send() + untrusted_length)
+    assert [type(e) for e in events] == [Received, Rejected]
+    assert smsc.receive_data(encode_pdu(EnquireLink(sequence_number=7))) == []  # nothing after it is read
+    assert smsc.state is TRX and not smsc.finished
+    clock.now += 4.9
+    assert not smsc.answers_overdue()
+    clock.now += 0.1
+    assert smsc.answers_overdue()  # the application closes the link then
+    smsc.send(response_to(first, message_id="1"))
+    assert smsc.state is CLOSED and smsc.finished
+    assert [(p.command_id, p.sequence_number) for p in answers(smsc)] == [
+        (C.GENERIC_NACK, 99), (C.SUBMIT_SM_RESP, first.sequence_number)
+    ]  # fmt: skip
+
+
 def test_requests_the_session_answers_itself_do_not_hold_the_unbind():
     esme, smsc = bind_pair(TX)
     smsc.receive_data(encode_pdu(DeliverSm(sequence_number=50)))  # not allowed from an ESME: refused at once
