@@ -359,12 +359,15 @@ class Delivery:
         for message_id in [i for i, (_, message) in self._retry_timers.items() if message.expires_at <= now]:
             handle, message = self._retry_timers.pop(message_id)
             handle.cancel()
-            self._finish(message, MessageStatus.EXPIRED, MessageState.EXPIRED, 0)
-        await self._take_waiting(
-            lambda after: self.store.expired_mts(now, after, self.PAGE),
-            (0.0, 0), lambda message: self._finish(message, MessageStatus.EXPIRED, MessageState.EXPIRED, 0),
-        )  # fmt: skip
+            self._expire(message)
+        await self._take_waiting(lambda after: self.store.expired_mts(now, after, self.PAGE), (0.0, 0), self._expire)
         await self._release_due(now)
+
+    def _expire(self, message: Message) -> None:
+        """Its validity has run out: EXPIRED, unless the guards refuse it now: then it is REJECTED, which says
+        why it never went out (an SP's content to a subscriber who unsubscribed while off line: err:402)."""
+        if not self._refused(message):
+            self._finish(message, MessageStatus.EXPIRED, MessageState.EXPIRED, 0)
 
     async def _release_due(self, now: float) -> None:
         """Scheduled MTs due by `now` become enroute and join delivery, a page at a time."""
@@ -401,6 +404,10 @@ class Delivery:
         self._held.discard(message.id)
         if not self._refused(message, counted=False):
             self.admit(message)
+
+    def rejected_now(self, message: Message) -> bool:
+        """A bind's queue asks again for an MT queued before a block or an unsubscription: True if it ended REJECTED."""
+        return self._refused(message)
 
     def _refused(self, message: Message, counted: bool = True) -> bool:
         """End the MT as REJECTED if the guards would refuse it now (blocked or unsubscribed since it was accepted)."""

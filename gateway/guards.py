@@ -44,6 +44,8 @@ class Guards:
         self._blocks: dict[str, tuple[str, str]] = {}  # active block id -> (reported, reporter)
         self._subscriptions: dict[str, tuple[str, str]] = {}  # active id -> (msisdn, service code)
         self._active: Counter[tuple[str, str]] = Counter()
+        # Changes that may stop MTs accepted before them (a block, an unsubscription): binds ask their queues again.
+        self.tightened = 0
 
     async def load(self, store: Store) -> None:
         self.observe(Put(b) for b in await store.find(Block, lifted_at=None))
@@ -90,6 +92,7 @@ class Guards:
         if block.lifted_at is None:
             self._blocks[block.id] = (block.reported, block.reporter)
             self._count(block.reported, block.reporter, +1)
+            self.tightened += 1
 
     def _count(self, reported: str, reporter: str, change: int) -> None:
         counts, key = (self._personal, (reported, reporter)) if reporter else (self._network, reported)
@@ -103,6 +106,7 @@ class Guards:
             self._active[previous] -= 1
             if self._active[previous] <= 0:
                 del self._active[previous]
+                self.tightened += 1
         code = self._code_of.get(subscription.service_id)
         if subscription.status == "active" and code is not None:
             key = (subscription.msisdn, code)

@@ -77,6 +77,8 @@ class SmppConnection(asyncio.Protocol):
         self._unbinding = False
         self._draining = False  # the gateway stops: see drain()
         self._now = gateway.clock.now
+        self._guards = gateway.guards
+        self._guards_seen = gateway.guards.tightened  # see _pump
 
     # --------------------------------------------------------- transport
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -283,6 +285,8 @@ class SmppConnection(asyncio.Protocol):
         state = self.session.state
         if not self.pending or state is _UNBOUND or state is _CLOSED or self._draining:  # they wait for connection_lost
             return
+        if self._guards.tightened != self._guards_seen:  # a block or an unsubscription since they were queued
+            self._ask_guards_again()
         now = self._now()
         while self.pending and self.session.can_send_request:
             message = self.pending.popleft()
@@ -291,6 +295,13 @@ class SmppConnection(asyncio.Protocol):
             else:  # its validity ran out while it waited here: dispatching it again ends it (EXPIRED)
                 self.load -= 1
                 self.gateway.delivery.dispatch(message)
+
+    def _ask_guards_again(self) -> None:
+        """SPEC 3.1: an unsubscription takes effect at once, for the MTs queued here too (a block the same)."""
+        self._guards_seen = self._guards.tightened
+        kept = [message for message in self.pending if not self.gateway.delivery.rejected_now(message)]
+        self.load -= len(self.pending) - len(kept)
+        self.pending = deque(kept)
 
     # ------------------------------------------------------------ timers
     def tick(self) -> None:

@@ -118,6 +118,46 @@ def test_sp_content_waiting_when_the_subscriber_unsubscribes_is_not_delivered(gw
     phone.expect_none(0.3, lambda p: p.source_addr == SINA.encode())
 
 
+def test_sp_content_queued_on_the_subscribers_bind_when_they_unsubscribe_is_not_delivered(make_gateway, handset, clock):
+    """Queued behind a deliver_sm the handset has not answered yet (window 1), content escaped the
+    unsubscription: it went out afterwards with DELIVRD receipts (SPEC 3.1: at once)."""
+    gw = make_gateway(clock=clock, gateway={"window": 1})
+    phone = handset(B, gw=gw, address_range=B)
+    order(phone, "TT")
+    assert ask(phone, "Y").startswith("您已定制试用新浪的头条新闻业务")
+    phone.answering = False
+    sina = handset(SINA, system_id="sina", gw=gw)
+    sent = [sina.submit(B, f"今日头条 {n}", registered_delivery=1) for n in range(3)]
+    assert {resp.status for resp in sent} == {ESME_ROK}
+    assert text(phone.expect(predicate=lambda p: p.source_addr == SINA.encode())) == "今日头条 0"  # in flight
+    [subscription] = subscriptions(gw, B)
+    gw.call(gw.gateway.services.unsubscribe(B, [subscription.id], "web"))
+    phone.answering = True
+    phone.answer_held()
+    assert replies(phone)[0].startswith("您已成功退订新浪公司提供的头条新闻业务")
+    receipts = [receipt_fields(sina.expect(predicate=is_receipt)) for _ in range(3)]
+    assert sorted((r["id"], r["stat"], r["err"]) for r in receipts) == sorted(
+        [(sent[0].message_id.decode(), "DELIVRD", "000")]
+        + [(resp.message_id.decode(), "REJECTD", "402") for resp in sent[1:]])
+    phone.expect_none(0.3, lambda p: p.source_addr == SINA.encode())
+
+
+def test_sp_content_to_a_subscriber_off_line_until_its_validity_ends_after_unsubscribing_ends_rejected(gw, handset, clock):
+    """It ended EXPIRED (err:000), as if nothing but the time had stopped it."""
+    phone = handset(B, gw=gw, address_range=B)
+    order(phone, "TT")
+    assert ask(phone, "Y").startswith("您已定制试用新浪的头条新闻业务")
+    phone.close()
+    sina = handset(SINA, system_id="sina", gw=gw)
+    waiting = sina.submit(B, "今日头条：waiting", registered_delivery=1, validity_period="000000000100000R")
+    assert waiting.status == ESME_ROK
+    [subscription] = subscriptions(gw, B)
+    gw.call(gw.gateway.services.unsubscribe(B, [subscription.id], "web"))
+    clock.advance(61)
+    receipt = receipt_fields(sina.expect(predicate=is_receipt))
+    assert (receipt["id"], receipt["stat"], receipt["err"]) == (waiting.message_id.decode(), "REJECTD", "402")
+
+
 def test_unknown_keyword_then_decline(gw, handset):
     phone = handset(A, gw=gw, address_range=A)
     listing = ask(phone, "TX", SINA, source=SINA)  # answered on the code it was sent to
