@@ -10,8 +10,10 @@ Life of a survey (`Survey.status`):
     sent --1..3--> rated
     sent --4..5--> reason --any text--> rated (with the reason)
     sent --not a rating--> sent (reprompted=True) --not a rating again--> invalid
-    sent, past expires_at --> expired (on the next reply, which is told it is late)
-    reason, past expires_at --> rated (the rating stands, the late reason is not kept)
+    sent, past expires_at --> expired (on the next reply, which is told it is late, or
+                              unsolicited past one more validity period)
+    reason, past expires_at --> rated (the rating stands, the late reason is not kept; the
+                                reply is told so, or unsolicited past one more validity period)
     sent --a newer survey to the same subscriber--> superseded
     reason --a newer survey--> rated (the rating stands, no reason)
 
@@ -148,11 +150,13 @@ class RatingHandler:
             return say(await _without_open_survey(inbound, ctx), hours=_hours(ctx), code=inbound.short_code)
 
         if survey.expires_at <= now:
-            if survey.status == "reason":
-                survey.status = "rated"
-                return say("reason_late", Outcome(completed=True).put(survey), hours=_hours(ctx))
-            survey.status = "expired"
-            return say("late", Outcome(completed=True).put(survey), hours=_hours(ctx))
+            late = "reason_late" if survey.status == "reason" else "late"
+            survey.status = "rated" if survey.status == "reason" else "expired"
+            closed = Outcome(completed=True).put(survey)
+            if not _in_late_period(survey, now, ctx):
+                # Past the late period the reply answers nothing, as it will once the survey is closed.
+                return say("unsolicited", closed, code=inbound.short_code)
+            return say(late, closed, hours=_hours(ctx))
 
         if survey.status == "reason":
             reason = inbound.text.strip()
@@ -184,9 +188,14 @@ async def _without_open_survey(inbound: Inbound, ctx: ServiceContext) -> str:
     now = inbound.received_at
     if recent is not None and recent.status == "rated" and now < recent.expires_at:
         return "already_rated"
-    if recent is not None and recent.status == "expired" and now < recent.expires_at + ctx.settings.survey_validity:
+    if recent is not None and recent.status == "expired" and _in_late_period(recent, now, ctx):
         return "late"
     return "unsolicited"
+
+
+def _in_late_period(survey: Survey, now: float, ctx: ServiceContext) -> bool:
+    """Within one validity period after the survey expired: a reply is told it came late, after that it is unsolicited."""
+    return now < survey.expires_at + ctx.settings.survey_validity
 
 
 # --------------------------------------------------------------- aggregates

@@ -129,6 +129,16 @@ def test_late_rating_after_expiry(gw, handset, clock) -> None:
     assert (s.status, s.rating) == ("expired", None)
 
 
+def test_a_rating_days_after_expiry_is_unsolicited_every_time(gw, handset, clock) -> None:
+    a = phone(handset, gw)
+    send_survey(gw, a)
+    clock.advance(10 * 86400)
+    assert reply(a, "1") == zh("unsolicited", code=RATING)
+    assert reply(a, "1") == zh("unsolicited", code=RATING)
+    [s] = surveys(gw)
+    assert (s.status, s.rating) == ("expired", None)
+
+
 def test_unsolicited_rating(gw, handset) -> None:
     a = phone(handset, gw)
     assert reply(a, "1") == zh("unsolicited", code=RATING)

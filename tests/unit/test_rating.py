@@ -152,6 +152,18 @@ async def test_reason_step_expires_with_the_survey(bench: ServiceBench) -> None:
     assert (s.status, s.rating, s.reason) == ("rated", 5, "")
 
 
+@pytest.mark.parametrize("first", ["1", "5"])  # a survey never answered, one awaiting its reason
+async def test_a_reply_past_the_late_period_is_unsolicited_like_the_next_one(bench: ServiceBench, first: str) -> None:
+    await survey(bench)
+    if first == "5":
+        assert await answer(bench, first) == texts("ask_reason")
+    bench.clock.advance(2 * DAY)  # expired one day ago: the late period is over
+    assert await answer(bench, "1") == texts("unsolicited", code=RATING)
+    assert await answer(bench, "1") == texts("unsolicited", code=RATING)
+    [s] = await surveys(bench)
+    assert (s.status, s.rating) == (("expired", None) if first == "1" else ("rated", 5))
+
+
 async def test_unsolicited_rating(bench: ServiceBench) -> None:
     assert await answer(bench, "1") == texts("unsolicited", code=RATING)
     assert await surveys(bench) == []
