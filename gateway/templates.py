@@ -10,7 +10,10 @@ key, instead of a KeyError at the first subscriber's MO.
 Every text may also name the configured numbers and keywords ([services]):
 `{operator}`, `{query_keyword}`, `{confirm_words}`… (`common_values`), so a
 text never tells a subscriber to send a keyword the gateway was configured
-not to know.
+not to know. A text whose own wording GSM 03.38 can carry (the English ones)
+names only the words it can carry too (`Y`, `YES` or `1`; `ZH`): one `是` or
+`中文` would send it as UCS2, in 2-3 times the SMS parts. Every configured word
+is still accepted; only what a text shows differs.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import BUILT_IN, ConfigError, ServiceSettings, read_toml
+from .smpp.text import is_gsm
 
 _FORMATTER = string.Formatter()
 
@@ -37,9 +41,15 @@ class Templates:
         self._sources = sources or {}
         self._validate()
         settings = settings or ServiceSettings()
-        self._common = {language: common_values(settings, self._joiner(language)) for language in texts}
-        # Most texts name none of them: those are formatted with the caller's values alone.
-        self._naming_common = {key for own in texts.values() for key, template in own.items() if _fields(template) & COMMON}
+        every_word = {language: common_values(settings, self._joiner(language)) for language in texts}
+        gsm_words = {language: common_values(settings, self._joiner(language), gsm_only) for language in texts}
+        # The common values each text naming them is formatted with, decided per text and not per language: a
+        # text already UCS2 by its own wording (the Chinese ones) loses nothing by naming every word. Most texts
+        # name none of them, and those are formatted with the caller's values alone.
+        self._common = {
+            (language, key): (gsm_words if is_gsm(_wording(template)) else every_word)[language]
+            for language, own in texts.items() for key, template in own.items() if _fields(template) & COMMON
+        }  # fmt: skip
 
     @classmethod
     def load(
@@ -63,8 +73,9 @@ class Templates:
         template = self.texts[language].get(key)
         if template is None:
             raise KeyError(f"no reply text {key!r}")
-        if key in self._naming_common:
-            return template.format(**{**self._common[language], **values})
+        common = self._common.get((language, key))
+        if common is not None:
+            return template.format(**{**common, **values})
         return template.format(**values)
 
     def _joiner(self, language: str):
@@ -112,18 +123,29 @@ COMMON = frozenset({
 })  # fmt: skip
 
 
-def common_values(settings: ServiceSettings, join) -> dict[str, str]:
-    """The configured numbers and keywords every text may name."""
+def common_values(settings: ServiceSettings, join, shown=lambda words: words) -> dict[str, str]:
+    """The configured numbers and keywords every text may name; of each word list, the `shown(words)` ones."""
     return {
         "operator": settings.operator, "spam_report": settings.spam_report, "rating": settings.rating,
         "query_keyword": settings.query_keyword, "all_keyword": settings.unsubscribe_all_keyword,
-        "english_word": settings.english_words[0], "chinese_word": settings.chinese_words[0],
-        "confirm_words": join(settings.confirm_words), "decline_words": join(settings.decline_words),
+        "english_word": shown(settings.english_words)[0], "chinese_word": shown(settings.chinese_words)[0],
+        "confirm_words": join(shown(settings.confirm_words)), "decline_words": join(shown(settings.decline_words)),
     }  # fmt: skip
+
+
+def gsm_only(words: tuple[str, ...]) -> tuple[str, ...]:
+    """The words GSM 03.38 can carry. A list with none of them is shown whole: a text must still name a word to
+    send, and costing UCS2 is better than naming none."""
+    return tuple(word for word in words if is_gsm(word)) or words
 
 
 def _fields(template: str) -> set[str]:
     return {name for _, name, _, _ in _FORMATTER.parse(template) if name}
+
+
+def _wording(template: str) -> str:
+    """The template's own text, without its placeholders."""
+    return "".join(literal for literal, _, _, _ in _FORMATTER.parse(template))
 
 
 def _flatten(table: dict[str, Any], prefix: str, path: Path) -> dict[str, str]:

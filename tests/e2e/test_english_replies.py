@@ -1,0 +1,92 @@
+"""English replies name only the confirm, decline and language words GSM 03.38 can carry, so they go out as GSM
+7-bit: before, every English confirmation, "which one" list, 00000 question and help text named 是, 否 or 中文 and
+went out as UCS2, in 1.5-2.5 times the SMS parts, telling English speakers to reply "是". Every configured word is
+still accepted, and Chinese replies still name them all. Smpplib handsets over TCP against a real gateway."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from gateway.clock import SimulatedClock
+from gateway.store.records import Subscription
+from tests.services_support import at
+from tests.smpp_handset import ESME_ROK, reassemble, split_udh, text
+
+A, B = "8613800000001", "8613900000002"
+OPERATOR, SINA = "10086", "1066916"
+GSM, UCS2 = 0, 8
+CJK = re.compile(r"[\u2e80-\u9fff\uff00-\uffef]")
+
+
+@pytest.fixture
+def gw(make_gateway):
+    return make_gateway(clock=SimulatedClock(at(2026, 11, 5)))
+
+
+def phone(handset, gw, number: str):
+    return handset(number, gw=gw, address_range=number)
+
+
+def ask(phone, message: str, to: str = OPERATOR) -> tuple[str, set[int]]:
+    """Text `message` to `to`; the reply from 10086 and the data_coding its parts came in."""
+    assert phone.submit(to, message).status == ESME_ROK
+    first = phone.expect(5.0, lambda pdu: pdu.source_addr == OPERATOR.encode())
+    concat, _ = split_udh(first)
+    if concat is None:
+        return text(first), {first.data_coding}
+    parts = [first, *phone.expect_many(concat.total - 1, 5.0, lambda pdu: pdu.source_addr == OPERATOR.encode())]
+    return reassemble(parts), {part.data_coding for part in parts}
+
+
+def in_english(phone) -> None:
+    assert ask(phone, "EN")[0] == "Your messages will now be in English."
+
+
+def test_english_replies_name_only_gsm_words_and_go_as_gsm(gw, handset) -> None:
+    a = phone(handset, gw, A)
+    in_english(a)
+    help_text, codings = ask(a, "HELP")
+    assert codings == {GSM} and not CJK.search(help_text)
+    assert "Text ZH for Chinese." in help_text
+    request, codings = ask(a, "TT", SINA)
+    assert codings == {GSM} and not CJK.search(request)
+    assert "Reply Y, YES or 1 to confirm" in request
+    assert "You have ordered a trial of" in ask(a, "是")[0]  # shown or not, every confirm word confirms
+    question, codings = ask(a, "00000")
+    assert codings == {GSM} and not CJK.search(question)
+    assert "reply Y, YES or 1 within 2 h; reply N or NO to keep them." in question
+    assert ask(a, "否")[0] == "Nothing was changed: your subscriptions are kept."
+    assert [s.status for s in gw.call(gw.gateway.store.find(Subscription, msisdn=A))] == ["active"]
+
+
+def test_english_which_one_list_names_only_gsm_decline_words(gw, handset) -> None:
+    a = phone(handset, gw, A)
+    in_english(a)
+    ask(a, "TT", SINA)
+    ask(a, "TQ", SINA)
+    choose, codings = ask(a, "Y")
+    assert codings == {GSM} and not CJK.search(choose)
+    assert "reply N or NO to order none of them." in choose
+
+
+def test_chinese_replies_still_name_every_word(gw, handset) -> None:
+    b = phone(handset, gw, B)
+    help_text, codings = ask(b, "HELP")
+    assert codings == {UCS2} and "发送EN切换为英文短信" in help_text
+    request, codings = ask(b, "TT", SINA)
+    assert codings == {UCS2} and "请回复“是”、“Y”、“YES”或“1”" in request
+    assert "您已定制试用" in ask(b, "Y")[0]
+    assert "回复“是”、“Y”、“YES”或“1”，回复“否”、“N”或“NO”则不退订" in ask(b, "00000")[0]
+
+
+def test_a_word_list_without_a_gsm_word_is_shown_whole(make_gateway, handset) -> None:
+    """An English text must still name a word to send: it names the configured ones, and goes out as UCS2."""
+    gw = make_gateway(clock=SimulatedClock(at(2026, 11, 5)), services={"confirm_words": ["是", "确认"], "chinese_words": ["中文"]})
+    a = phone(handset, gw, A)
+    in_english(a)
+    help_text, codings = ask(a, "HELP")
+    assert codings == {UCS2} and "Text 中文 for Chinese." in help_text
+    request, codings = ask(a, "TT", SINA)
+    assert codings == {UCS2} and "Reply 是 or 确认 to confirm" in request
