@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from .accounts import Account
@@ -46,7 +47,7 @@ from .logs import get_logger
 from .receipts import receipt_for
 from .router import Receiver, Router
 from .smpp.constants import CommandStatus, MessageState
-from .store.base import Store, WriteCallback
+from .store.base import Store
 from .store.records import Direction, Message, MessageStatus
 
 log = get_logger("delivery")
@@ -63,6 +64,7 @@ PERMANENT_FAILURES = frozenset(
 class Delivery:
     PAGE = 500  # MTs read from the store at a time
     ROOM = 1000  # a pull hands a bind its next page once fewer than this are queued or in flight on it
+    REWRITE_DELAY = 1.0  # seconds between writes of a final status the store failed to commit
 
     def __init__(
         self, router: Router, store: Store, clock: Clock, ids: MessageIds, settings: GatewaySettings,
@@ -83,6 +85,7 @@ class Delivery:
         self._pull_again: set[str] = set()  # accounts a bind appeared for while their backlog was being read
         self._behind: dict[str, list[Message]] = {}  # account -> new MTs for it, held until its backlog is read
         self._room_waiters: dict[str, asyncio.Future[None]] = {}  # pulls waiting for their account's binds to drain
+        self._rewrites: dict[str, asyncio.TimerHandle] = {}  # MT id -> its final status's next write (_write_final)
 
     async def restore(self) -> None:
         """At start: count the MTs waiting in the store (they go out when their binds appear)."""
@@ -196,7 +199,7 @@ class Delivery:
         """Page through undelivered MTs the store has (`read_page(cursor)`), handing each not in hand to `take`.
 
         While a page is read and handed out, an MT whose final status commits stays held (see
-        `_release_when_committed`): the page may have been read before that commit and still show it undelivered.
+        `_write_final`): the page may have been read before that commit and still show it undelivered.
         After each full page, `go_on()` may wait (for room on the binds) or say to stop.
         """
         while True:
@@ -238,7 +241,7 @@ class Delivery:
         now = self.clock.now()
         self._forget(message)
         receipt = receipt_for(message, _DELIVERED, now, 0, self.ids)
-        self.store.mark_delivered(message.id, now, receipt, then=self._release_when_committed(message.id, receipt))
+        self._write_final(message.id, receipt, partial(self.store.mark_delivered, message.id, now, receipt))
         if self._room_waiters:
             self._wake_pulls()
 
@@ -429,18 +432,30 @@ class Delivery:
         if counted:
             self._forget(message)
         receipt = receipt_for(message, state, now, error, self.ids)
-        then = self._release_when_committed(message.id, receipt, settled)
-        self.store.mark_final(message.id, status.value, now, error, receipt, then=then)
+        self._write_final(message.id, receipt, partial(self.store.mark_final, message.id, status.value, now, error, receipt),
+                          settled)  # fmt: skip
         log.info("mt final", message_id=message.id, msisdn=message.dest_addr, account=message.account, status=status.value)
 
-    def _release_when_committed(
-        self, message_id: str, receipt: Message | None, settled: asyncio.Future[None] | None = None
-    ) -> WriteCallback:
-        """The store's callback for an MT's final status: once committed (or failed to be), the MT is no longer
-        in hand; then its receipt goes out. (A callback, not a future: no loop callback per delivered MT.)"""
+    def _write_final(
+        self, message_id: str, receipt: Message | None, write: Callable[..., Any],
+        settled: asyncio.Future[None] | None = None,
+    ) -> None:  # fmt: skip
+        """Write an MT's final status (`write(then=...)`): once committed, the MT is no longer in hand; then its
+        receipt goes out. (A callback, not a future: no loop callback per delivered MT.)
+
+        One that fails to commit (the disk full, the database locked by another process) is written again
+        every REWRITE_DELAY seconds until it commits, the MT in hand meanwhile: a deliver_sm the subscriber
+        acknowledged is not sent again when a backlog read finds the MT still enroute. Only with `settled`
+        (a cancel_sm waiting for its answer) is a failure final: the client is told, and the MT stays enroute."""
 
         def committed(_result: None, error: BaseException | None) -> None:
-            # On failure it is still enroute in the store: read again later.
+            if error is not None and settled is None:
+                if message_id not in self._rewrites:
+                    log.warning("final status not committed; writing it again until it is", message_id=message_id,
+                                error=str(error))  # fmt: skip
+                self._rewrites[message_id] = asyncio.get_running_loop().call_later(self.REWRITE_DELAY, write_again)
+                return
+            self._rewrites.pop(message_id, None)
             if self._reading:
                 self._release_after_reading.append(message_id)
             else:
@@ -453,7 +468,10 @@ class Delivery:
                 else:
                     settled.set_exception(error)
 
-        return committed
+        def write_again() -> None:
+            write(then=committed)
+
+        write(then=committed)
 
     def _forget(self, message: Message) -> None:
         remaining = self.queued[message.dest_addr] - 1
@@ -463,10 +481,14 @@ class Delivery:
             self.queued.pop(message.dest_addr, None)
 
     def stop(self) -> None:
-        """Shutting down: no more retries or reads (what is undelivered stays in the store)."""
+        """Shutting down: no more retries, reads or rewrites (what is undelivered stays in the store; an MT whose
+        final status never committed goes out again after the restart)."""
         for handle, _message in self._retry_timers.values():
             handle.cancel()
         self._retry_timers.clear()
+        for rewrite in self._rewrites.values():
+            rewrite.cancel()
+        self._rewrites.clear()
         for task in self._pulls.values():
             task.cancel()
 

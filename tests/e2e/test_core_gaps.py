@@ -471,6 +471,33 @@ def readiness(gw) -> tuple[int, dict]:
         return error.code, json.loads(error.read())
 
 
+def test_an_mt_acknowledged_while_the_store_cannot_commit_is_marked_delivered_once_it_can_and_not_sent_again(
+    make_gateway, handset, tmp_path: Path
+) -> None:
+    """Its `delivered` failed to commit and was dropped: the MT stayed enroute, the sender got no receipt, and
+    the subscriber got it a second time at the next bind."""
+    db = tmp_path / "gw.db"
+    gw = make_gateway(db_path=db)
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    assert eventually(lambda: job_runs(db) > 0)  # the jobs' first writes are done (see the test below)
+    b.answering = False
+    sent = a.submit(B, "acknowledged while locked", registered_delivery=1)
+    assert text(b.expect()) == "acknowledged while locked"
+    holder = sqlite3.connect(db, isolation_level=None, timeout=10)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        b.answer_held()  # ESME_ROK, while `delivered` cannot be committed
+        assert eventually(lambda: readiness(gw)[0] == 503, timeout=30)
+    finally:
+        holder.rollback()
+        holder.close()
+    receipt = receipt_fields(a.expect(predicate=is_receipt, timeout=15))
+    assert (receipt["id"], receipt["stat"]) == (sent.message_id.decode(), "DELIVRD")
+    assert rows_with_text(db, "acknowledged while locked")[0][2] == "delivered"
+    b.close()
+    handset(B, gw=gw).expect_none(0.5)
+
+
 def test_ready_is_503_while_the_store_cannot_commit_and_200_again_once_it_can(make_gateway, handset, tmp_path: Path) -> None:
     db = tmp_path / "gw.db"
     gw = make_gateway(db_path=db)
