@@ -29,7 +29,7 @@ from .pdu import (
     Pdu,
     UnsuccessSme,
 )
-from .tlv import TlvError, decode_tlvs, encode_tlvs
+from .tlv import TlvError, TlvValue, decode_tlvs, encode_tlvs
 
 S = CommandStatus
 HEADER = Struct(">IIII")
@@ -167,7 +167,7 @@ def _missing(names: tuple[str, ...], available: int) -> PduError:
     return PduError(S.ESME_RINVCMDLEN, f"PDU ends before {names[available]}")
 
 
-def _tlvs(body: bytes, pos: int, end: int) -> dict[int, int | str | bytes]:
+def _tlvs(body: bytes, pos: int, end: int) -> dict[int, TlvValue]:
     try:
         return decode_tlvs(body, pos, end)
     except TlvError as exc:

@@ -6,7 +6,8 @@ nothing here knows about bytes beyond the field kinds.
 
 Optional parameters live in `tlvs`, keyed by tag: standard integer TLVs as
 int, C-string TLVs as str, everything else (and unknown/vendor tags) as the
-raw value bytes, so they pass through unchanged.
+raw value bytes, so they pass through unchanged; a tag that may come more than
+once and did holds the list of its values (see tlv.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from .constants import CommandId, CommandStatus
+from .tlv import TlvValue
 
 S = CommandStatus
 
@@ -36,7 +38,7 @@ class Pdu:
 
     sequence_number: int = 0
     command_status: int = 0
-    tlvs: dict[int, int | str | bytes] = field(default_factory=dict)
+    tlvs: dict[int, TlvValue] = field(default_factory=dict)
 
     @property
     def is_response(self) -> bool:

@@ -2,6 +2,13 @@
 
 Integer TLVs decode to int, C-string TLVs to str, everything else to bytes.
 Unknown (vendor) tags stay raw bytes so they pass through byte for byte.
+
+A tag may come more than once only where that has a meaning: an unknown tag
+(SMPP 3.4 says nothing of what a vendor's tag carries, so a list of values
+must arrive as sent) and the callback number TLVs (5.3.2.36-38: a TDMA
+handset takes several callback numbers). Such a tag holds a list of its values
+in the order they came. Any other standard tag twice is refused: which value
+was meant cannot be told, and keeping one would drop the other unseen.
 """
 
 from __future__ import annotations
@@ -59,15 +66,21 @@ SPEC: dict[int, tuple[int, int, int]] = {
 }
 
 
+# The standard tags that may repeat (see above); every unknown tag may too.
+REPEATABLE = frozenset({Tag.CALLBACK_NUM, Tag.CALLBACK_NUM_PRES_IND, Tag.CALLBACK_NUM_ATAG})
+
+TlvValue = int | str | bytes | list  # list: the values of a tag that came more than once, in order
+
+
 class TlvError(ValueError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
 
 
-def decode_tlvs(body: bytes, pos: int, end: int) -> dict[int, int | str | bytes]:
+def decode_tlvs(body: bytes, pos: int, end: int) -> dict[int, TlvValue]:
     """Read TLVs from body[pos:end]."""
-    tlvs: dict[int, int | str | bytes] = {}
+    tlvs: dict[int, TlvValue] = {}
     spec = SPEC
     while pos < end:
         if end - pos < 4:
@@ -77,26 +90,37 @@ def decode_tlvs(body: bytes, pos: int, end: int) -> dict[int, int | str | bytes]
         pos += 4
         if pos + length > end:
             raise TlvError(CommandStatus.ESME_RINVOPTPARSTREAM, f"TLV 0x{tag:04X} length {length} runs past the PDU")
-        raw = body[pos : pos + length]
+        # Octet values, unknown tags, and C-strings without their NUL stay raw so they re-encode unchanged.
+        value: int | str | bytes = body[pos : pos + length]
         pos += length
         kind_span = spec.get(tag)
-        if kind_span is None:
-            tlvs[tag] = raw
-            continue
-        kind, lo, hi = kind_span
-        if not lo <= length <= hi:
-            raise TlvError(CommandStatus.ESME_RINVPARLEN, f"TLV 0x{tag:04X} has length {length}, expected {lo}..{hi}")
-        if kind == INT:
-            tlvs[tag] = int.from_bytes(raw, "big")
-        elif kind == CSTR and raw[-1:] == b"\0" and b"\0" not in raw[:-1]:
-            tlvs[tag] = raw[:-1].decode("latin-1")
+        if kind_span is not None:
+            kind, lo, hi = kind_span
+            if not lo <= length <= hi:
+                raise TlvError(CommandStatus.ESME_RINVPARLEN, f"TLV 0x{tag:04X} has length {length}, expected {lo}..{hi}")
+            if kind == INT:
+                value = int.from_bytes(value, "big")
+            elif kind == CSTR and value[-1:] == b"\0" and b"\0" not in value[:-1]:
+                value = value[:-1].decode("latin-1")
+        if tag in tlvs:
+            _repeated(tlvs, tag, value)
         else:
-            # Octet values, and C-strings without their NUL, are kept raw so they re-encode unchanged.
-            tlvs[tag] = raw
+            tlvs[tag] = value
     return tlvs
 
 
-def encode_tlvs(tlvs: dict[int, int | str | bytes]) -> bytes:
+def _repeated(tlvs: dict[int, TlvValue], tag: int, value: int | str | bytes) -> None:
+    """A tag seen before in the same PDU: its values become a list, or the PDU is refused (see the top)."""
+    if tag in SPEC and tag not in REPEATABLE:
+        raise TlvError(CommandStatus.ESME_RINVOPTPARSTREAM, f"TLV 0x{tag:04X} appears more than once; SMPP 3.4 gives it one value")
+    earlier = tlvs[tag]
+    if isinstance(earlier, list):
+        earlier.append(value)
+    else:
+        tlvs[tag] = [earlier, value]
+
+
+def encode_tlvs(tlvs: dict[int, TlvValue]) -> bytes:
     out = bytearray()
     for tag, value in tlvs.items():
         if isinstance(value, int):
@@ -105,6 +129,9 @@ def encode_tlvs(tlvs: dict[int, int | str | bytes]) -> bytes:
             raw = value.to_bytes(size, "big")
         elif isinstance(value, str):
             raw = value.encode("latin-1") + b"\0"
+        elif isinstance(value, list):  # a tag that came more than once goes out as often, in the same order
+            out += b"".join(encode_tlvs({tag: one}) for one in value)
+            continue
         else:
             raw = bytes(value)
         out += tag.to_bytes(2, "big") + len(raw).to_bytes(2, "big") + raw

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.smpp.tlv import decode_tlvs
-from tests.smpp_handset import ESM_RECEIPT, ESME_ROK, frame, text
+from tests.smpp_handset import ESM_RECEIPT, ESME_ROK, RawLink, frame, text
 
 A = "8613800000001"  # account handset
 B = "8613700000001"  # account handset2
@@ -19,6 +19,7 @@ ESME_RINVESMCLASS = 0x43
 ESME_RINVSRCTON = 0x48
 ESME_RINVDSTNPI = 0x51
 ESME_RINVREPFLAG = 0x54
+ESME_RINVOPTPARSTREAM = 0xC0
 ESME_ROPTPARNOTALLWD = 0xC1
 SUBMIT_SM = 0x00000004
 RECEIPT_TEXT = "id:1a23d4d2e7e00000002 sub:001 dlvrd:001 submit date:2612031200 done date:2612031200 stat:DELIVRD err:000 text:hi"
@@ -112,3 +113,28 @@ def test_only_what_a_deliver_sm_may_carry_is_passed_on_to_the_recipient(gateway,
     assert (text(delivered), delivered.source_port) == ("with options", 1234)
     stored = gateway.call(gateway.gateway.store.get(resp.message_id.decode()))
     assert decode_tlvs(stored.tlvs, 0, len(stored.tlvs)) == {0x020A: 1234, 0x1400: b"ref-42"}
+
+
+def deliver_sm_tlvs(pdu: bytes) -> bytes:
+    """The optional parameters of a deliver_sm as they came on the wire (section 4.6.1 read field by field)."""
+    pos = 16
+    for kind in ("c", 1, 1, "c", 1, 1, "c", 1, 1, 1, "c", "c", 1, 1, 1, 1):  # service_type .. sm_default_msg_id
+        pos = pdu.index(b"\0", pos) + 1 if kind == "c" else pos + kind
+    return pdu[pos + 1 + pdu[pos] :]  # after sm_length and short_message
+
+
+def test_a_vendor_tag_sent_twice_reaches_the_recipient_twice_byte_for_byte(handset, gateway):
+    a = handset(A)
+    vendor = tlv(0x1400, b"\x01\x02") + tlv(0x1400, b"\x03") + tlv(0x1401, b"\xaa")
+    with RawLink(gateway.smpp_port) as b:  # smpplib skips TLVs it does not know: B reads the bytes
+        b.bind("handset2")
+        assert raw_status(a, submit_sm(106, b"vendor", tlvs=vendor), 106) == ESME_ROK
+        assert deliver_sm_tlvs(b.read_frame()) == vendor
+
+
+def test_a_standard_tag_sent_twice_is_refused_and_nothing_is_delivered(handset):
+    a, b = handset(A), handset(B)
+    twice = tlv(0x0204, (7).to_bytes(2, "big")) + tlv(0x0204, (9).to_bytes(2, "big"))  # user_message_reference
+    assert raw_status(a, submit_sm(107, b"which reference?", tlvs=twice), 107) == ESME_RINVOPTPARSTREAM
+    assert a.submit(B, "next").status == ESME_ROK
+    assert text(b.expect()) == "next"  # the refused one never came before it

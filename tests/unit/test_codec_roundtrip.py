@@ -766,3 +766,51 @@ def test_decode_errors_are_pdu_errors_with_status():
     with pytest.raises(PduError) as info:
         decode_pdu(b"\x00\x00\x00\x10")
     assert info.value.status == CommandStatus.ESME_RINVCMDLEN
+
+
+# --------------------------------------------------------------------------
+# A tag that comes more than once in one PDU.
+
+# SMPP 3.4 5.3.2.36-38: a TDMA handset may be sent several callback numbers.
+REPEATABLE_STANDARD = {"callback_num", "callback_num_pres_ind", "callback_num_atag"}
+
+
+def submit_sm_with(tlvs: list[tuple[int, object]]) -> bytes:
+    body = encode_pdu(SubmitSm(sequence_number=9, short_message=b"hi"))[16:] + ref_tlvs(tlvs)
+    return struct.pack(">IIII", 16 + len(body), CommandId.SUBMIT_SM, 0, 9) + body
+
+
+def test_a_vendor_tag_sent_twice_keeps_both_values_in_order_byte_for_byte():
+    wire = submit_sm_with([(0x1400, b"\x01\x02"), (0x1400, b"\x03"), (0x1401, b"\xaa")])
+    decoded = decode_pdu(wire)
+    assert decoded.tlvs == {0x1400: [b"\x01\x02", b"\x03"], 0x1401: b"\xaa"}
+    assert encode_pdu(decoded) == wire
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0x1400, 0x1401, 0x3FFF, 0x0600]), st.binary(max_size=8)), max_size=8))
+def test_repeated_unknown_tags_lose_no_value(sent):
+    """Every value of every unknown tag comes out again, each tag's in the order sent. (The tags are written out
+    in the order each first appeared: SMPP lets TLVs come in any order, only a tag's own values are a list.)"""
+    firsts = list(dict.fromkeys(tag for tag, _ in sent))
+    grouped = sorted(sent, key=lambda item: firsts.index(item[0]))  # stable: a tag's values keep their order
+    assert encode_pdu(decode_pdu(submit_sm_with(sent))) == submit_sm_with(grouped)
+
+
+def test_callback_numbers_may_repeat():
+    sent = [(0x0381, b"\x01\x015551234"), (0x0302, 1), (0x0381, b"\x01\x015559876"), (0x0302, 3)]
+    decoded = decode_pdu(submit_sm_with(sent))
+    assert decoded.tlvs == {0x0381: [b"\x01\x015551234", b"\x01\x015559876"], 0x0302: [1, 3]}
+    assert encode_pdu(decoded) == submit_sm_with([sent[0], sent[2], sent[1], sent[3]])
+
+
+@pytest.mark.parametrize("name", sorted(set(STANDARD_TLVS) - REPEATABLE_STANDARD))
+def test_a_standard_tag_twice_is_refused(name):
+    """Which of two user_message_references (sar_msg_ref_num, message_payload, ...) was meant cannot be told: the
+    PDU is refused rather than one value dropped unseen."""
+    tag, kind, _lo, hi = STANDARD_TLVS[name]
+    value = {TINT: 1, TCSTR: "x" * (hi - 1), TOCT: b"\x5a" * hi}[kind]
+    with pytest.raises(PduError) as info:
+        decode_pdu(submit_sm_with([(tag, value), (0x1400, b"v"), (tag, value)]))
+    assert info.value.status == CommandStatus.ESME_RINVOPTPARSTREAM
+    assert f"0x{tag:04X}" in str(info.value)

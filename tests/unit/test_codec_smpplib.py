@@ -22,7 +22,7 @@ import smpplib.smpp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.smpp.codec import decode_pdu, encode_pdu
+from gateway.smpp.codec import PduError, decode_pdu, encode_pdu
 from gateway.smpp.constants import CommandStatus
 from gateway.smpp.pdu import BODYLESS_ON_ERROR
 
@@ -369,3 +369,50 @@ def test_delivery_receipt_deliver_sm_to_smpplib():
     assert theirs.receipted_message_id == b"abc123"
     assert theirs.message_state == 2
     assert theirs.network_error_code == b"\x03\x00\x01"
+
+
+# --------------------------------------------------------------------------
+# A tag that comes more than once.
+
+
+def _with_tlvs(wire: bytes, tlvs: bytes) -> bytes:
+    """`wire` with TLVs appended and its command_length set again."""
+    return (len(wire) + len(tlvs)).to_bytes(4, "big") + wire[4:] + tlvs
+
+
+def _tlv(tag: int, value: bytes) -> bytes:
+    return tag.to_bytes(2, "big") + len(value).to_bytes(2, "big") + value
+
+
+def test_repeated_vendor_tlvs_after_smpplib_fields_decode_and_reencode():
+    """smpplib cannot send a tag twice; its submit_sm with repeated vendor TLVs appended: its fields and TLVs
+    decode as it meant them, the vendor values all come through in order, and the bytes re-encode unchanged."""
+    pdu = smpplib.smpp.make_pdu("submit_sm", client=StubClient(), source_addr="8613800000001",
+                                destination_addr="8613700000001", short_message=b"hi", user_message_reference=7)  # fmt: skip
+    pdu.sequence = 5
+    wire = _with_tlvs(pdu.generate(), _tlv(0x1400, b"\x01\x02") + _tlv(0x1400, b"\x03") + _tlv(0x1401, b"\xaa"))
+    ours = decode_pdu(wire)
+    assert (ours.source_addr, ours.destination_addr, ours.short_message) == ("8613800000001", "8613700000001", b"hi")
+    assert ours.tlvs == {0x0204: 7, 0x1400: [b"\x01\x02", b"\x03"], 0x1401: b"\xaa"}
+    assert encode_pdu(ours) == wire
+
+
+def test_smpplib_steps_over_our_repeated_vendor_tlvs():
+    from gateway.smpp.pdu import DeliverSm
+
+    ours = DeliverSm(sequence_number=8, source_addr="8613800000001", destination_addr="8613700000001",
+                     short_message=b"hi", tlvs={0x1400: [b"\x01\x02", b"\x03"], 0x0204: 7, 0x020A: 1234})  # fmt: skip
+    theirs = smpplib.smpp.parse_pdu(encode_pdu(ours), client=StubClient(), allow_unknown_opt_params=True)
+    assert (theirs.short_message, theirs.user_message_reference, theirs.source_port) == (b"hi", 7, 1234)
+
+
+def test_a_repeated_standard_tlv_smpplib_would_take_the_last_of_is_refused():
+    """smpplib keeps the last of two user_message_references without a word; we refuse the PDU (see tlv.py)."""
+    pdu = smpplib.smpp.make_pdu("submit_sm", client=StubClient(), destination_addr="8613700000001", short_message=b"hi",
+                                user_message_reference=7)  # fmt: skip
+    pdu.sequence = 6
+    wire = _with_tlvs(pdu.generate(), _tlv(0x0204, (9).to_bytes(2, "big")))
+    assert smpplib.smpp.parse_pdu(wire, client=StubClient()).user_message_reference == 9
+    with pytest.raises(PduError) as info:
+        decode_pdu(wire)
+    assert info.value.status == CommandStatus.ESME_RINVOPTPARSTREAM
