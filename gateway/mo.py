@@ -319,7 +319,10 @@ class MoProcessor:
         concat, body = _concat_info(message)
         if concat is None:
             return smpp_text.decode(body, message.data_coding), (message.id,)
-        key = (message.source_addr, message.dest_addr, message.account)
+        # The total is part of which message a part belongs to: a reused reference with another total is another
+        # message (segment.py). In the key, the parts booked here and the set the reassembler reports complete,
+        # timed out or evicted (by key and reference) are always the same message's.
+        key = (message.source_addr, message.dest_addr, message.account, concat.total)
         received = self._parts.setdefault((key, concat.reference), [])
         received.append(message)
         parts = self.reassembler.add(key, concat, body, self.clock.now())

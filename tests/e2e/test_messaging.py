@@ -322,6 +322,32 @@ def test_a_long_mo_whose_other_parts_never_come_is_given_up_with_an_undeliv_rece
     assert not gw.gateway.mo._parts  # nothing left of it in memory
 
 
+def test_a_reference_reused_with_another_total_is_another_long_mo(make_gateway, handset):
+    """Two long MOs reuse reference 0x41, one in 2 parts, one in 3: they are two messages. The 2-part one whole
+    does not take the 3-part one's first part with it; that part waits for its own siblings, and when they never
+    come it is given up as an MO alone is (UNDELIV)."""
+    clock = SimulatedClock()
+    gw = make_gateway(clock=clock, gateway={"reassembly_timeout": 60})
+    a = handset(A, gw=gw)
+
+    def part(total: int, seqnum: int, body: bytes) -> str:
+        resp = a.submit(ECHO, bytes([5, 0, 3, 0x41, total, seqnum]) + body, esm_class=ESM_UDHI, registered_delivery=1)
+        assert resp.status == ESME_ROK
+        return resp.message_id.decode()
+
+    x1, y1, x2 = part(2, 1, b"x one, "), part(3, 1, b"y one, "), part(2, 2, b"x two")
+    assert text(a.expect(predicate=lambda pdu: not is_receipt(pdu))) == "x one, x two"  # the echo of X alone
+    delivered = [receipt_fields(pdu) for pdu in a.expect_many(2, predicate=is_receipt)]
+    assert {fields["id"]: fields["stat"] for fields in delivered} == {x1: "DELIVRD", x2: "DELIVRD"}
+    assert a.query(y1).message_state == MESSAGE_STATE_ACCEPTED  # Y waits for its parts 2 and 3
+    clock.advance(120)  # they never come: the next tick gives Y's part up
+    receipt = receipt_fields(a.expect(timeout=10, predicate=is_receipt))
+    assert (receipt["id"], receipt["stat"]) == (y1, "UNDELIV")
+    queried = a.query(y1)
+    assert (queried.message_state, queried.error_code) == (MESSAGE_STATE_UNDELIVERABLE, int(receipt["err"]))
+    assert not gw.gateway.mo._parts  # nothing left of either in memory
+
+
 def test_unanswered_delivery_is_sent_again(make_gateway, handset):
     gw = make_gateway(gateway={"response_timeout": 0.5, "retry_backoff": [0.2]})
     a, b = handset(A, gw=gw), handset(B, gw=gw)
