@@ -14,7 +14,9 @@ A message of a submit_multi answers for every destination it was sent to.
   registered_delivery and, if given, validity_period and
   schedule_delivery_time (a time ahead makes it wait, as for submit_sm; one
   past lets it go now). sm_default_msg_id is ignored, as for submit_sm (there
-  are no canned messages). ESME_RREPLACEFAIL if it cannot.
+  are no canned messages). Its fields are refused as submit_sm's are
+  (field_rules.py): the MT stays one that could have been submitted.
+  ESME_RREPLACEFAIL if it cannot.
 - submit_sm with replace_if_present_flag 1 cancels, once it is committed,
   the MTs it replaces: undelivered, from the same account and source_addr to
   the same subscriber, with the same service_type.
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from .clock import Clock
 from .delivery import Delivery
+from .field_rules import check_replacement
 from .logs import get_logger
 from .messages import schedule
 from .numbers import NumberPlan
@@ -77,6 +80,7 @@ class Amendments:
         source = self.plan.normalise(pdu.source_addr)
         now = self.clock.now()
         try:
+            check_replacement(pdu)
             expires_at = validity_end(pdu.validity_period, now)
             scheduled_at = time_field(pdu.schedule_delivery_time, now, S.ESME_RINVSCHED)
         except Rejection as refused:

@@ -1,4 +1,5 @@
-"""What SMPP 3.4 lets an ESME put in a submission's fields (sections 4.4, 4.7 and 5.2).
+"""What SMPP 3.4 lets an ESME put in a submission's fields (sections 4.4, 4.7 and 5.2), and in the same fields
+of a replace_sm (4.10), which rewrites a submission and so may not carry what the submission could not.
 
 The codec decodes any octet; these are the value tables. A value outside them
 is refused with the field's own command_status, so a client learns which field
@@ -13,7 +14,7 @@ from __future__ import annotations
 from .refusal import Rejection
 from .smpp.constants import CommandStatus as S
 from .smpp.constants import Tag
-from .smpp.pdu import DataSm, SubmitSm
+from .smpp.pdu import DataSm, ReplaceSm, SubmitSm
 
 _TONS = range(7)  # 5.2.5: unknown, international, national, network specific, subscriber, alphanumeric, abbreviated
 _NPIS = frozenset({0, 1, 3, 4, 6, 8, 9, 10, 14, 18})  # 5.2.6
@@ -46,11 +47,17 @@ def check_submission(pdu: SubmitSm | DataSm) -> None:
     _find_fault(pdu)
 
 
+def check_replacement(pdu: ReplaceSm) -> None:
+    """Raise Rejection for the first field of a replace_sm that a submit_sm would be refused for: the MT it
+    rewrites must stay one that could have been submitted. (Its times are checked as a submission's are, by the
+    same functions in refusal.py; sm_default_msg_id is ignored by both: there are no canned messages.)"""
+    _check_source(pdu)
+    _check_registered_delivery(pdu.registered_delivery)
+    _check_tlvs(pdu)
+
+
 def _find_fault(pdu: SubmitSm | DataSm) -> None:
-    if pdu.source_addr_ton not in _TONS:
-        raise Rejection(S.ESME_RINVSRCTON, f"source_addr_ton {pdu.source_addr_ton} is not a type of number (0-6)")
-    if pdu.source_addr_npi not in _NPIS:
-        raise Rejection(S.ESME_RINVSRCNPI, f"source_addr_npi {pdu.source_addr_npi} is not a numbering plan")
+    _check_source(pdu)
     if pdu.dest_addr_ton not in _TONS:
         raise Rejection(S.ESME_RINVDSTTON, f"dest_addr_ton {pdu.dest_addr_ton} is not a type of number (0-6)")
     if pdu.dest_addr_npi not in _NPIS:
@@ -59,14 +66,28 @@ def _find_fault(pdu: SubmitSm | DataSm) -> None:
     if message_type not in _SUBMITTED_MESSAGE_TYPES:
         raise Rejection(S.ESME_RINVESMCLASS, f"esm_class message type 0x{message_type:02x} cannot be submitted"
                                              " (0x04 is a delivery receipt, which only the SMSC sends)")  # fmt: skip
-    registered = pdu.registered_delivery
-    if registered & _REGISTERED_DELIVERY_RESERVED or registered & _SMSC_RECEIPT == _SMSC_RECEIPT:
-        raise Rejection(S.ESME_RINVREGDLVFLG, f"registered_delivery 0x{registered:02x} uses reserved bits")
+    _check_registered_delivery(pdu.registered_delivery)
     if type(pdu) is not DataSm:  # data_sm has neither field
         if pdu.priority_flag not in _PRIORITIES:
             raise Rejection(S.ESME_RINVPRTFLG, f"priority_flag {pdu.priority_flag} is not 0-3")
         if pdu.replace_if_present_flag > 1:
             raise Rejection(S.ESME_RINVREPFLAG, f"replace_if_present_flag {pdu.replace_if_present_flag} is not 0 or 1")
+    _check_tlvs(pdu)
+
+
+def _check_source(pdu: SubmitSm | DataSm | ReplaceSm) -> None:
+    if pdu.source_addr_ton not in _TONS:
+        raise Rejection(S.ESME_RINVSRCTON, f"source_addr_ton {pdu.source_addr_ton} is not a type of number (0-6)")
+    if pdu.source_addr_npi not in _NPIS:
+        raise Rejection(S.ESME_RINVSRCNPI, f"source_addr_npi {pdu.source_addr_npi} is not a numbering plan")
+
+
+def _check_registered_delivery(registered: int) -> None:
+    if registered & _REGISTERED_DELIVERY_RESERVED or registered & _SMSC_RECEIPT == _SMSC_RECEIPT:
+        raise Rejection(S.ESME_RINVREGDLVFLG, f"registered_delivery 0x{registered:02x} uses reserved bits")
+
+
+def _check_tlvs(pdu: SubmitSm | DataSm | ReplaceSm) -> None:
     tlvs = pdu.tlvs
     if tlvs:
         for tag in _SMSC_ONLY_TLVS:

@@ -59,12 +59,13 @@ def cancel_sm(sequence: int, source: str, message_id: str = "", dest: str = "", 
 
 
 def replace_sm(
-    sequence: int, source: str, message_id: str, body: bytes, registered_delivery: int = 0, validity: str = "", schedule: str = ""
+    sequence: int, source: str, message_id: str, body: bytes, registered_delivery: int = 0, validity: str = "", schedule: str = "",
+    source_addr_ton: int = 1, source_addr_npi: int = 1, tlvs: bytes = b"",
 ) -> bytes:
     """4.10.1."""
     fields = (
-        cstr(message_id) + b"\x01\x01" + cstr(source) + cstr(schedule) + cstr(validity)
-        + bytes([registered_delivery, 0, len(body)]) + body  # sm_default_msg_id 0
+        cstr(message_id) + bytes([source_addr_ton, source_addr_npi]) + cstr(source) + cstr(schedule) + cstr(validity)
+        + bytes([registered_delivery, 0, len(body)]) + body + tlvs  # sm_default_msg_id 0
     )  # fmt: skip
     return frame(REPLACE_SM, sequence, fields)
 
@@ -185,6 +186,34 @@ def test_replace_sm_rewrites_an_mt_before_it_goes_out(handset, esme) -> None:
     esme.send(replace_sm(4, A, message_id, b"too late"))
     assert answer(esme, 4)[0] == consts.SMPP_ESME_RREPLACEFAIL
     b.expect_none(0.3)
+
+
+def tlv(tag: int, value: bytes) -> bytes:
+    return struct.pack(">HH", tag, len(value)) + value
+
+
+@pytest.mark.parametrize(
+    ("fields", "status"),
+    [
+        ({"registered_delivery": 0x23}, consts.SMPP_ESME_RINVREGDLVFLG),  # bits 7-5 are reserved
+        ({"registered_delivery": 0xFF}, consts.SMPP_ESME_RINVREGDLVFLG),
+        ({"registered_delivery": 0x03}, consts.SMPP_ESME_RINVREGDLVFLG),  # SMSC receipt value 3 is reserved
+        ({"source_addr_ton": 9}, consts.SMPP_ESME_RINVSRCTON),
+        ({"source_addr_npi": 7}, consts.SMPP_ESME_RINVSRCNPI),
+        ({"tlvs": tlv(0x0424, b"payload")}, consts.SMPP_ESME_ROPTPARNOTALLWD),  # message_payload beside short_message
+        ({"tlvs": tlv(0x0427, b"\x02")}, consts.SMPP_ESME_ROPTPARNOTALLWD),  # message_state: a receipt's
+    ],
+    ids=["registered_delivery_0x23", "registered_delivery_0xFF", "registered_delivery_3", "source_addr_ton",
+         "source_addr_npi", "message_payload_and_short_message", "message_state"],
+)  # fmt: skip
+def test_replace_sm_is_refused_what_submit_sm_is_and_the_mt_goes_out_unchanged(handset, esme, fields, status) -> None:
+    a = handset(A)
+    message_id = a.submit(B, "original", registered_delivery=1).message_id.decode()  # waits for B to bind
+    esme.send(replace_sm(2, A, message_id, b"replaced", **fields))
+    assert answer(esme, 2)[0] == status
+    assert text(handset(B).expect()) == "original"
+    receipt = receipt_fields(a.expect(predicate=is_receipt))  # registered_delivery 1 still stands
+    assert (receipt["id"], receipt["stat"]) == (message_id, "DELIVRD")
 
 
 def test_replace_sm_keeps_the_protocol_id_and_priority_flag_it_cannot_change(handset, esme) -> None:
