@@ -239,7 +239,7 @@ class SmppConnection(asyncio.Protocol):
     # ----------------------------------------------------------- MT side
     def offer(self, message: Message) -> None:
         self.load += 1
-        if not self.pending and self.session.can_send_request and not self._draining and self.session.state is not _CLOSED:
+        if not self.pending and self.session.can_send_request and not self._draining and not self.session.halted:
             self._send_deliver(message)
         else:
             self.pending.append(message)
@@ -282,8 +282,7 @@ class SmppConnection(asyncio.Protocol):
             self.gateway.delivery.answered_late(message, pdu.command_status)
 
     def _pump(self) -> None:
-        state = self.session.state
-        if not self.pending or state is _UNBOUND or state is _CLOSED or self._draining:  # they wait for connection_lost
+        if not self.pending or self.session.state is _UNBOUND or self.session.halted or self._draining:  # they wait for connection_lost
             return
         if self._guards.tightened != self._guards_seen:  # a block or an unsubscription since they were queued
             self._ask_guards_again()

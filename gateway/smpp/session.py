@@ -169,6 +169,7 @@ class Session:
         self._owed = 0  # requests received that the application has yet to answer
         self._held_unbind: tuple[int, float] | None = None  # (sequence, received at): the peer's unbind, until then
         self._broken_at: float | None = None  # a framing error: nothing more is read; closed once answers are sent
+        self.halted = False  # no more requests go out: closed, or a framing error (its answers could not be read)
         self._receivable = RECEIVABLE[side]
         self._sendable = RECEIVABLE[_PEER[side]]
 
@@ -198,6 +199,7 @@ class Session:
             # answered first (their messages may be stored already): then the link closes (`send_raw`).
             exc = framing_error
             self._outbox.append(encode_pdu(GenericNack(sequence_number=exc.sequence_number, command_status=exc.status)))
+            self.halted = True
             if self._owed:
                 self._broken_at = self.clock()
             else:
@@ -266,6 +268,8 @@ class Session:
                 self.state = BOUND_STATE_OF[command_id]
             self.send_raw(encode_pdu(pdu))
             return pdu
+        if self.halted:
+            raise LocalProtocolError("no request goes out after a framing error: its answer could not be read")
         allowed = self._sendable.get(self.state, _NOTHING)
         if command_id not in allowed and not (self.side is Side.ESME and self.state is State.OPEN and command_id in BIND_REQUESTS):
             raise LocalProtocolError(f"cannot send {pdu.name} in state {self.state.value}")
@@ -273,9 +277,10 @@ class Session:
             raise WindowFull(f"{len(self.outstanding)} requests outstanding")
         if not pdu.sequence_number:
             pdu.sequence_number = self.next_sequence()
+        frame = encode_pdu(pdu)  # first: one that cannot be encoded (a field too long) takes no room in the window
         if command_id in RESPONSE_OF:  # outbind and alert_notification get no response
             self.outstanding[pdu.sequence_number] = Outstanding(pdu, self.clock())
-        self._outbox.append(encode_pdu(pdu))
+        self._outbox.append(frame)
         return pdu
 
     def send_raw(self, frame: bytes) -> None:
@@ -324,6 +329,7 @@ class Session:
 
     def close(self) -> None:
         self.state = State.CLOSED
+        self.halted = True
 
     # ------------------------------------------------------------ timers
     def expired_requests(self, now: float | None = None) -> list[Pdu]:

@@ -486,11 +486,13 @@ def test_a_source_that_is_no_subscriber_number_is_refused_even_within_the_accoun
     assert text(b.expect()) == "from A"
 
 
-def test_a_stored_mt_no_deliver_sm_can_carry_ends_undeliverable_and_the_backlog_goes_on(gateway, handset):
+def test_a_stored_mt_no_deliver_sm_can_carry_ends_undeliverable_and_the_backlog_goes_on(make_gateway, handset):
     """A row an earlier version let in (a 30-digit source) stopped the recipient's whole backlog read: every
     MT after it stayed in the store until the next bind. It now ends undeliverable (its receipt, to that
-    source, cannot go out either, and ends the same way)."""
-    a = handset(A)
+    source, cannot go out either, and ends the same way), and takes no room in the bind's window (it held
+    a slot until response_timeout)."""
+    gateway = make_gateway(gateway={"window": 1, "response_timeout": 30})
+    a = handset(A, gw=gateway)
     now = gateway.gateway.clock.now()
     poisoned = Message(gateway.gateway.ids.next(), Direction.MT, MessageStatus.ENROUTE, "handset", "86138" + "0" * 25, B,
                        b"stored by an earlier version", registered_delivery=1, submitted_at=now, expires_at=now + 3600)
@@ -500,7 +502,7 @@ def test_a_stored_mt_no_deliver_sm_can_carry_ends_undeliverable_and_the_backlog_
 
     gateway.call(store_it())
     assert a.submit(B, "after it 1").status == a.submit(B, "after it 2").status == ESME_ROK
-    b = handset(B)
+    b = handset(B, gw=gateway)
     assert sorted(text(b.expect()) for _ in range(2)) == ["after it 1", "after it 2"]
 
     async def status() -> MessageStatus:
