@@ -89,6 +89,13 @@ async def _order(
 
 
 # ----------------------------------------------------------------- answers
+async def latest_prompt(inbound: Inbound, ctx: ServiceContext) -> float | None:
+    """When the newest confirmation still waiting was sent (None: nothing waits)."""
+    found = await ctx.store.find(PendingOrder, order_by="-created_at", limit=1, msisdn=inbound.subscriber,
+                                 status="pending", expires_at__gt=inbound.received_at)  # fmt: skip
+    return found[0].created_at if found else None
+
+
 async def last_prompt(inbound: Inbound, ctx: ServiceContext) -> float | None:
     """When the newest confirmation was sent that a confirm word may still be about: waiting, or
     ended within the last validity period (what `_not_waiting` answers about)."""

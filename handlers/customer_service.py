@@ -2,13 +2,14 @@
 
 Commands first (query_keyword `0000`, unsubscribe_all_keyword `00000`, the
 language words: all configurable in [services]), then answers to the prompts the
-subscriber got, the prompt sent last first, open or not: a `1` answers a 0000
-listing if that came last, a two-step confirmation if that did, even when
-the confirmation has been answered since (a `1` sent again after confirming
-an order is told the order went through, not taken as serial 1 of a listing
-sent before the order), and a listing if that came last even when it has
-expired (told so once; a `1` after it is not about an order confirmed
-before it). Serial numbers that
+subscriber has open, most recent prompt first: a `1` answers a 0000 listing
+if that came last, a two-step confirmation if that did, and also a
+confirmation answered since, within its validity, that came after an open
+listing (a `1` sent again after confirming an order is told the order went
+through, not taken as serial 1 of a listing received before the order). An
+expired listing never outranks an open prompt. With none open, the prompt
+sent last, expired or answered, reads the text first (a `1` after an expired
+listing is about the listing, not an order confirmed before it). Serial numbers that
 are not a confirm word (`2`, `1,3`) answer a listing still open even when a
 confirmation came after it: they name subscriptions, and a confirmation would
 take them as "no". Anything else gets the help text.
@@ -20,11 +21,10 @@ from . import confirmation, unsubscribe
 from .base import Inbound, Outcome, ServiceContext, help_reply
 from .keywords import fold, folded, matches, serial_numbers
 from gateway.store.records import Subscriber
-# Modules whose prompts are answered on this short code; each has last_prompt() (open or not, while
-# the module still answers about it) and answer(); unsubscribe also latest_prompt() (an open listing).
-# At equal times the earlier one is asked first: unsubscribe can tell a
-# stale listing apart, while confirmation answers any confirm word ("nothing to confirm").
-DIALOGUES = (unsubscribe, confirmation)
+# The two modules whose prompts are answered on this short code each have latest_prompt() (open
+# prompts), last_prompt() (open or not, while the module still answers about it) and answer().
+# At equal times unsubscribe is asked first: it can tell a stale listing apart, while
+# confirmation answers any confirm word ("nothing to confirm").
 
 
 class CustomerService:
@@ -44,13 +44,21 @@ class CustomerService:
                 .reply(inbound.subscriber, ctx.text("common.language_set", chosen), inbound.short_code)
             )
         if text not in folded(settings.help_words):
-            prompts = [(await module.last_prompt(inbound, ctx), index, module) for index, module in enumerate(DIALOGUES)]
-            prompts.sort(key=lambda p: (-(p[0] or 0.0), p[1]))
-            if (serial_numbers(text) is not None and not matches(text, settings.confirm_words)
-                    and await unsubscribe.latest_prompt(inbound, ctx) is not None):  # fmt: skip
-                prompts.sort(key=lambda p: p[2] is not unsubscribe)  # a live listing first
-            for _at, _index, module in prompts:
+            for module in await _in_order(inbound, ctx, text):
                 outcome = await module.answer(inbound, ctx, language)
                 if outcome is not None:
                     return outcome
         return help_reply(inbound, ctx, language)
+
+
+async def _in_order(inbound: Inbound, ctx: ServiceContext, text: str) -> list:
+    """The modules to ask, the one whose prompt the subscriber received last first (see the module docstring)."""
+    listing = await unsubscribe.latest_prompt(inbound, ctx)
+    order = await confirmation.latest_prompt(inbound, ctx)
+    if listing is None and order is None:  # none open: the prompt sent last, expired or answered
+        listing, order = await unsubscribe.last_prompt(inbound, ctx), await confirmation.last_prompt(inbound, ctx)
+    elif listing is not None:
+        if serial_numbers(text) is not None and not matches(text, ctx.settings.confirm_words):
+            return [unsubscribe, confirmation]  # serials that are no confirm word name subscriptions
+        order = await confirmation.last_prompt(inbound, ctx)  # answered since, it was still received after the listing
+    return [confirmation, unsubscribe] if (order or 0.0) > (listing or 0.0) else [unsubscribe, confirmation]

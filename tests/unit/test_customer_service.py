@@ -73,6 +73,18 @@ async def test_1_sent_again_after_confirming_an_order_is_not_serial_1_of_an_olde
     assert await state(bench) == (["sina-news", "sina-weather"], [])
 
 
+async def test_1_confirms_an_open_order_even_when_a_listing_received_after_it_has_expired(bench: ServiceBench) -> None:
+    """An expired listing never outranks an open confirmation: the `1` got "listing expired", every `1`
+    after it the help text, and the order lapsed unconfirmed."""
+    await subscribed_to_weather(bench)
+    await text(bench, OrderHandler(), "TT", SINA)  # a confirmation waits (24 h)...
+    await text(bench, CustomerService(), "0000", OPERATOR)  # ...a listing after it, which expires
+    bench.clock.advance(7200)
+    [done] = await text(bench, CustomerService(), "1", OPERATOR)
+    assert done.startswith("您已定制试用新浪的头条新闻业务"), done
+    assert await state(bench) == (["sina-news", "sina-weather"], [])
+
+
 async def test_commands_still_work_while_a_confirmation_waits(bench: ServiceBench) -> None:
     await text(bench, OrderHandler(), "TT", SINA)
     [help_text] = await text(bench, CustomerService(), "帮助", OPERATOR)
