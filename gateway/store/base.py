@@ -89,7 +89,8 @@ class Store(Protocol):
         self, message_id: str, done_at: float, receipt: Message | None,
         *, then: WriteCallback | None = None,
     ) -> Awaitable[None] | None:
-        """In one transaction: the MT was acknowledged; insert its delivery receipt MT if one is due.
+        """In one transaction: the MT was acknowledged (its error, from an attempt refused before, is cleared: it is
+        delivered, err:000); insert its delivery receipt MT if one is due.
 
         With `then`, reports to it as `accept_then` does (then(None, None) once committed, or then(None, error))
         and returns None: no future per delivered MT."""

@@ -154,7 +154,8 @@ _KEY_HOLDER = "SELECT id FROM messages WHERE dedup_key = ?"
 
 _PROCESSED = f"UPDATE messages SET status = '{MessageStatus.PROCESSED.value}', done_at = ? WHERE id = ?"
 _GIVEN_UP = f"UPDATE messages SET status = '{MessageStatus.FAILED.value}', done_at = ?, error = ? WHERE id = ?"
-_DELIVERED = f"UPDATE messages SET status = '{MessageStatus.DELIVERED.value}', done_at = ? WHERE id = ?"
+# error = 0: an attempt refused before this one left its status there (mark_retry), and the MT's receipt says err:000.
+_DELIVERED = f"UPDATE messages SET status = '{MessageStatus.DELIVERED.value}', done_at = ?, error = 0 WHERE id = ?"
 _RETRY = "UPDATE messages SET attempts = ?, next_attempt_at = ?, error = ? WHERE id = ?"
 _REPLACE = (
     "UPDATE messages SET short_message = ?, registered_delivery = ?, expires_at = ?, next_attempt_at = ?, status = ?"

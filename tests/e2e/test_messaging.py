@@ -277,6 +277,19 @@ def test_delivery_is_retried_after_a_temporary_failure(make_gateway, handset):
     b.expect_none(0.5)  # delivered once acknowledged: no third copy
 
 
+def test_query_sm_of_an_mt_delivered_on_its_retry_says_no_error_as_its_receipt_does(make_gateway, handset):
+    """The first attempt's refusal (ESME_RSYSERR) stayed: query_sm said DELIVERED with error_code 8, the receipt err:000."""
+    gw = make_gateway(gateway={"retry_backoff": [0.2]})
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    b.answers.append(ESME_RSYSERR)
+    resp = a.submit(B, "second time lucky", registered_delivery=1)
+    assert [text(b.expect()) for _ in range(2)] == ["second time lucky"] * 2  # refused, then acknowledged
+    receipt = receipt_fields(a.expect(predicate=is_receipt))
+    assert (receipt["id"].encode(), receipt["stat"], receipt["err"]) == (resp.message_id, "DELIVRD", "000")
+    answer = a.query(resp.message_id)
+    assert (answer.message_state, answer.error_code) == (2, 0)
+
+
 def test_retransmitted_submit_is_delivered_once(handset):
     a, b = handset(A), handset(B)
     pdu = a.make("submit_sm", B, "sent twice")
