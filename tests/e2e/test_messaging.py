@@ -220,6 +220,21 @@ def test_message_expires_when_its_validity_runs_out(make_gateway, handset):
     b.expect_none(1.0)
 
 
+def test_a_data_sm_expires_when_its_qos_time_to_live_runs_out(make_gateway, handset):
+    """data_sm has no validity_period; its qos_time_to_live was ignored, and the MT waited the default 48 h."""
+    clock = SimulatedClock()
+    gw = make_gateway(clock=clock)
+    a = handset(A, gw=gw)
+    resp = a.data_sm(B, "for a minute only", registered_delivery=1, qos_time_to_live=60)
+    assert resp.status == ESME_ROK
+    clock.advance(59)
+    a.expect_none(1.0)  # two sweeps: still waiting for B
+    clock.advance(2)
+    receipt = a.expect(timeout=5)
+    assert (receipt.receipted_message_id, receipt_fields(receipt)["stat"], receipt.message_state) == (resp.message_id, "EXPIRED", 3)
+    handset(B, gw=gw).expect_none(1.0)
+
+
 def test_a_receipt_outlives_the_validity_of_the_message_it_reports_on(make_gateway, handset):
     """A DELIVRD receipt waits a day for the submitter's receiver bind, as an EXPIRED one does, not for what was
     left of the original's validity (here 10 s)."""
