@@ -35,6 +35,7 @@ from .logs import get_logger
 from .messages import message_from_submission, schedule, segments_of
 from .mo import MoProcessor
 from .numbers import NumberPlan
+from .receipts import query_error_code
 from .refusal import Rejection, time_field, validity_end
 from .router import Router
 from .smpp.codec import encode_message_id_resp
@@ -305,7 +306,7 @@ class Intake:
                 message_id=message.id,
                 final_date=format_smpp_time(message.done_at) if message.done_at and message.is_final else "",
                 message_state=_QUERY_STATE[message.status],
-                error_code=message.error & 0xFF,
+                error_code=query_error_code(message.error),
             )
         )
 

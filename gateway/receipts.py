@@ -17,6 +17,12 @@ _RECEIPT_MASK = int(RegisteredDelivery.RECEIPT_MASK)
 _RECEIPT_ALWAYS = int(RegisteredDelivery.RECEIPT_ALWAYS)
 _RECEIPT_ON_FAILURE = int(RegisteredDelivery.RECEIPT_ON_FAILURE)
 
+# query_sm_resp's error_code is one octet, a receipt's err: three digits: they are the same number wherever it fits
+# (000-255, every deliver_sm_resp status a receipt reports). The gateway's own refusals of an MT it had accepted,
+# err:400/401/402 (its submit_sm statuses 0x400-0x402, gateway/delivery.py), are 40/41/42 there: SMPP 3.4 reserves
+# 0x16-0x32 as command_status values, so no handset's refusal reads as one of them.
+_REFUSAL_ERROR_CODES = {400: 40, 401: 41, 402: 42}
+
 # How long a receipt waits for a receiver bind of its submitter, from when it was made: its own validity, not
 # what was left of the original's (a 10 s MT delivered at once would leave its receipt 10 s).
 RECEIPT_VALIDITY = 86400.0
@@ -35,6 +41,12 @@ def receipt_due(message: Message, state: MessageState) -> bool:
     if wanted == _RECEIPT_ALWAYS:
         return True
     return wanted == _RECEIPT_ON_FAILURE and state is not MessageState.DELIVERED
+
+
+def query_error_code(err: int) -> int:
+    """query_sm_resp's error_code for a message whose receipt says (or would say) err:<err>. An MT waiting for its
+    retry keeps the status its last attempt was refused with, as the handset sent it: its low octet."""
+    return _REFUSAL_ERROR_CODES.get(err, err & 0xFF)
 
 
 def receipt_text(message: Message, state: MessageState, done_at: float, error: int) -> str:

@@ -15,6 +15,7 @@ from tests.smpp_handset import ESME_ROK, is_receipt, receipt_fields, text, texts
 A, B = "8613800000001", "8613900000002"
 OPERATOR, SINA, TENCENT = "10086", "1066916", "1066888"
 SMSGW_RNOSUBSCRIPTION = 0x402
+MESSAGE_STATE_REJECTED = 8
 SEED_NOTICE = "您已定制试用新浪的头条新闻业务,信息费30元/月,由中国移动代收,客服电话9510567,当月免信息费,退订请发送0000到10086。"
 REQUEST = re.compile(
     r"您正在定制(?P<sp>.+?)的(?P<service>.+?)业务，信息费(?P<fee>\d+)元/月，由中国移动代收，客服电话(?P<phone>\d+)。"
@@ -116,6 +117,10 @@ def test_sp_content_waiting_when_the_subscriber_unsubscribes_is_not_delivered(gw
     assert sorted((r["id"], r["stat"], r["err"]) for r in receipts) == sorted(
         (resp.message_id.decode(), "REJECTD", "402") for resp in (waiting, scheduled))
     phone.expect_none(0.3, lambda p: p.source_addr == SINA.encode())
+    # query_sm's error_code is one octet: 42 stands for err:402 (it said 146, 402 & 0xFF)
+    for resp in (waiting, scheduled):
+        answer = sina.query(resp.message_id)
+        assert (answer.message_state, answer.error_code) == (MESSAGE_STATE_REJECTED, 42)
 
 
 def test_sp_content_queued_on_the_subscribers_bind_when_they_unsubscribe_is_not_delivered(make_gateway, handset, clock):

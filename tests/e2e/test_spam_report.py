@@ -167,7 +167,8 @@ def test_spam_waiting_for_an_offline_reporter_is_not_delivered_after_the_report(
     a.expect_none(0.3, lambda p: p.source_addr == SPAMMER.encode())
     receipt = receipt_fields(s.expect(predicate=is_receipt))
     assert (receipt["id"], receipt["stat"], receipt["err"]) == (spam.message_id.decode(), "REJECTD", "401")
-    assert s.query(spam.message_id).message_state == MESSAGE_STATE_REJECTED
+    answer = s.query(spam.message_id)
+    assert (answer.message_state, answer.error_code) == (MESSAGE_STATE_REJECTED, 41)  # one octet: 41 for err:401
 
 
 def test_spam_waiting_for_a_bystander_is_not_delivered_once_the_number_is_blocked(gateway, handset) -> None:
@@ -179,6 +180,8 @@ def test_spam_waiting_for_a_bystander_is_not_delivered_once_the_number_is_blocke
     b.expect_none(0.5)
     receipt = receipt_fields(s.expect(predicate=is_receipt))
     assert (receipt["id"], receipt["stat"], receipt["err"]) == (spam.message_id.decode(), "REJECTD", "400")
+    answer = s.query(spam.message_id)
+    assert (answer.message_state, answer.error_code) == (MESSAGE_STATE_REJECTED, 40)  # one octet: 40 for err:400
 
 
 def test_a_receipt_naming_a_reported_number_still_reaches_its_reporter(gateway, handset) -> None:
