@@ -37,7 +37,6 @@ from .ids import MessageIds
 from .intake import Intake
 from .logs import get_logger
 from .mo import MoProcessor, ShortCode
-from .numbers import NumberPlan
 from .outbox import Outbox
 from .router import Router
 from .serial import SerialLocks
@@ -71,7 +70,7 @@ class Gateway:
         self.http_host = host or settings.http_host
         self._smpp_port = settings.smpp_port if smpp_port is None else smpp_port
         self._http_port = settings.http_port if http_port is None else http_port
-        self.plan = NumberPlan(settings.country_code, settings.national_number_length)
+        self.plan = config.number_plan()
         self.accounts = Accounts(config.accounts)
         self.ids = MessageIds()
         self.store = SqliteStore(self.db_path, dedup_window=settings.dedup_window, clock=self.clock.now)

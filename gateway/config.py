@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from handlers.keywords import fold
+
+from .numbers import NumberPlan
 
 
 def _built_in_directory() -> Path:
@@ -175,6 +177,12 @@ class Config:
     def account(self, system_id: str) -> AccountConfig | None:
         return next((a for a in self.accounts if a.system_id == system_id), None)
 
+    def number_plan(self) -> NumberPlan:
+        """How numbers are written here, and which are no subscriber's: every number a service claims, with anything
+        after it (an extension)."""
+        codes = tuple(sorted({number for number, _key, _may_replace in _claims(self.services, self.accounts, self.short_codes)}))
+        return NumberPlan(self.gateway.country_code, self.gateway.national_number_length, codes)
+
 
 def messages_directory(config: Config) -> Path:
     """Where messages.<language>.toml are: beside the config file if they are there, else the built-in ones."""
@@ -275,20 +283,24 @@ def _check_numbers_claimed_once(
     A [[short_codes]] entry may take over one of the [services] codes (a site's own handler for it, or a
     silent one in a test); every other second claim is a mistake that would quietly misroute traffic."""
     claims: dict[str, str] = {}
-
-    def claim(number: str, key: str, *, may_replace_service: bool = False) -> None:
+    for number, key, may_replace_service in _claims(services, accounts, short_codes):
         earlier = claims.get(number)
         if earlier is not None and not (may_replace_service and earlier.startswith("services.")):
             raise ConfigError(path, key, f"{number} is already {earlier}; a number can belong to one service only")
         claims[number] = key
 
+
+def _claims(
+    services: ServiceSettings, accounts: tuple[AccountConfig, ...], short_codes: tuple[ShortCodeConfig, ...],
+) -> Iterator[tuple[str, str, bool]]:  # fmt: skip
+    """Each number a service claims: (number, its config key, whether it may take over a [services] code)."""
     for key in ("operator", "spam_report", "rating"):
-        claim(getattr(services, key), f"services.{key}")
+        yield getattr(services, key), f"services.{key}", False
     for i, account in enumerate(accounts):
         for code in account.service_codes:
-            claim(code, f"accounts[{i}].service_codes ({account.system_id})")
+            yield code, f"accounts[{i}].service_codes ({account.system_id})", False
     for i, entry in enumerate(short_codes):
-        claim(entry.code, f"short_codes[{i}].code", may_replace_service=True)
+        yield entry.code, f"short_codes[{i}].code", True
 
 
 def _list(raw: dict[str, Any], key: str, path: Path | str) -> list[dict[str, Any]]:

@@ -16,6 +16,9 @@ def ascii_digits(text: str) -> bool:
 class NumberPlan:
     country_code: str = "86"
     national_length: int = 11
+    # The operator's short codes and the SPs' service codes (Config.number_plan). A number that starts with one is
+    # that code with an extension (1066916 + 1234), the operator's or the SP's whatever its length: no subscriber's.
+    codes: tuple[str, ...] = ()
 
     def normalise(self, address: str) -> str:
         """`+8613800138000`, `008613800138000`, `8613800138000` and `13800138000` are one subscriber.
@@ -34,11 +37,19 @@ class NumberPlan:
         return digits
 
     def is_msisdn(self, number: str) -> bool:
-        """A canonical subscriber number (as opposed to a short code)."""
+        """A canonical subscriber number (as opposed to a short code, with or without an extension: 10669161234 has a
+        national number's length, and normalise makes it 8610669161234)."""
+        country = self.country_code
         return (
             ascii_digits(number)
-            and len(number) == len(self.country_code) + self.national_length and number.startswith(self.country_code)
+            and len(number) == len(country) + self.national_length and number.startswith(country)
+            and not number.startswith(self.codes, len(country))
         )  # fmt: skip
+
+    def is_code_number(self, digits: str) -> bool:
+        """A short code or service code, perhaps with an extension, written with the country code or without."""
+        country = self.country_code
+        return digits.startswith(self.codes) or (digits.startswith(country) and digits.startswith(self.codes, len(country)))
 
 
 def covered(number: str, prefixes: tuple[str, ...]) -> bool:

@@ -121,15 +121,6 @@ def _attempted_number(before_star: str) -> bool:
     return len(before_star) <= MAX_NUMBER_CHARS and before_star.isascii() and not re.search(r"\s", before_star)
 
 
-def operator_codes(ctx: ServiceContext) -> set[str]:
-    """Numbers that are the operator's or an SP's, never a spammer's: 10086, 10086999, SP service codes…"""
-    values = (getattr(ctx.settings, f.name) for f in dataclasses.fields(ctx.settings))
-    codes = {value for value in values if isinstance(value, str) and value.isdigit()}
-    codes |= ctx.catalogue.service_codes()
-    codes |= {str(code) for code in (ctx.options or {}).get("short_codes", ())}
-    return {code for code in codes if code}
-
-
 def reported_key(number: str) -> str:
     """The serial key of everything that decides about one reported number (thresholds, blocks)."""
     return f"spam-reported:{number}"
@@ -157,7 +148,7 @@ class SpamReportHandler:
         if parsed.kind == "help":
             return _say(inbound, ctx, "spam.usage", language, completed=True, short_code=ctx.settings.spam_report)
         plan = ctx.plan
-        refusal = _refusal(ctx, plan, parsed.number, reporter) if parsed.kind == "report" else None
+        refusal = _refusal(plan, parsed.number, reporter) if parsed.kind == "report" else None
         if refusal == "spam.not_a_number" and not parsed.strict:  # `2026 新年大促…`: a forwarded text
             parsed, refusal = Parsed("text", text=inbound.text.strip()), None
         if await _over_limit(ctx, reporter, now) and refusal is None:
@@ -220,18 +211,16 @@ async def _file(ctx: ServiceContext, inbound: Inbound, reported: str, text: str,
     return outcome
 
 
-def _refusal(ctx: ServiceContext, plan: NumberPlan, written: str, reporter: str) -> str | None:
+def _refusal(plan: NumberPlan, written: str, reporter: str) -> str | None:
     """The reply key when `written` cannot be reported by `reporter`, else None."""
     digits = written.replace("-", "").replace(" ", "").replace("(", "").replace(")", "")
     bare = digits.lstrip("+")
     if not ascii_digits(bare):
         return "spam.not_a_number"
     number = plan.normalise(digits)
-    codes = tuple(operator_codes(ctx))
-    national = bare.removeprefix(plan.country_code)
     # A code with digits after it is still the operator's or the SP's (1066916 + extension, 10086 + anything),
     # whatever its length: 10669161234 has a subscriber number's length and is no subscriber's.
-    if bare.startswith(codes) or national.startswith(codes):
+    if plan.is_code_number(bare):
         return "spam.short_code"
     if not plan.is_msisdn(number):
         return "spam.not_a_number"

@@ -63,5 +63,6 @@ async def service_bench(tmp_path: Path, config: Config | None = None, start: flo
         settings=config.services,
         catalogue=Catalogue(config.catalogue),
         ids=MessageIds(),
+        plan=config.number_plan(),
     )
     return ServiceBench(store, clock, ctx)

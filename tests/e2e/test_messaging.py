@@ -493,8 +493,14 @@ def test_data_sm_to_echo_is_answered(handset):
         ("handset", "8613700000009", B, ESME_RINVSRCADR),  # a number of another account
         ("sina", "1066888", A, ESME_RINVSRCADR),  # tencent's service code
         ("handset", A, "12345", ESME_RINVDSTADR),  # neither a subscriber nor a short code
+        # A code with an extension, of a national number's length: it was taken for subscriber 8610669161234,
+        # acknowledged, and held for that nobody until its validity ended.
+        ("handset", A, "10669161234", ESME_RINVDSTADR),
+        ("handset", A, "+8610086123456", ESME_RINVDSTADR),
+        ("sina", "1066916", "10669161234", ESME_RINVDSTADR),  # (it said 0x402: no subscription)
     ],
-    ids=["foreign-msisdn", "foreign-service-code", "unknown-destination"],
+    ids=["foreign-msisdn", "foreign-service-code", "unknown-destination", "sp-code-extension",
+         "operator-code-extension", "sp-content-to-a-code-extension"],
 )
 def test_addresses_an_account_may_not_use_are_refused(handset, system_id, source, dest, status):
     phone = handset(source, system_id=system_id, bind="trx")
