@@ -19,7 +19,7 @@ generation-1 collection scan them (bench/perf-log.md, session 5).
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
 
 from handlers.base import Catalogue
@@ -44,8 +44,10 @@ class Guards:
         self._blocks: dict[str, tuple[str, str]] = {}  # active block id -> (reported, reporter)
         self._subscriptions: dict[str, tuple[str, str]] = {}  # active id -> (msisdn, service code)
         self._active: Counter[tuple[str, str]] = Counter()
-        # Changes that may stop MTs accepted before them (a block, an unsubscription): binds ask their queues again.
+        # Changes that may stop MTs accepted before them (a block, an unsubscription): binds ask their queues
+        # again, about the MTs to the recipients these concern (`recipients_since`).
         self.tightened = 0
+        self._tightenings: deque[str | None] = deque(maxlen=256)  # the recipient each of the last concerns (None: any)
 
     async def load(self, store: Store) -> None:
         self.observe(Put(b) for b in await store.find(Block, lifted_at=None))
@@ -92,7 +94,21 @@ class Guards:
         if block.lifted_at is None:
             self._blocks[block.id] = (block.reported, block.reporter)
             self._count(block.reported, block.reporter, +1)
-            self.tightened += 1
+            if previous is None:
+                self._tighten(block.reporter or None)  # a network-wide block (no reporter) concerns anyone
+
+    def _tighten(self, recipient: str | None) -> None:
+        self.tightened += 1
+        self._tightenings.append(recipient)
+
+    def recipients_since(self, seen: int) -> frozenset[str] | None:
+        """The recipients whose MTs what tightened after `seen` (a `tightened` read earlier) may stop; None:
+        anyone's (a network-wide block among them, or more changes than are kept)."""
+        new = self.tightened - seen
+        if new > len(self._tightenings):
+            return None
+        recent = list(self._tightenings)[len(self._tightenings) - new:]
+        return None if None in recent else frozenset(recent)
 
     def _count(self, reported: str, reporter: str, change: int) -> None:
         counts, key = (self._personal, (reported, reporter)) if reporter else (self._network, reported)
@@ -106,7 +122,7 @@ class Guards:
             self._active[previous] -= 1
             if self._active[previous] <= 0:
                 del self._active[previous]
-                self.tightened += 1
+                self._tighten(previous[0])
         code = self._code_of.get(subscription.service_id)
         if subscription.status == "active" and code is not None:
             key = (subscription.msisdn, code)

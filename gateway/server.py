@@ -297,8 +297,11 @@ class SmppConnection(asyncio.Protocol):
 
     def _ask_guards_again(self) -> None:
         """SPEC 3.1: an unsubscription takes effect at once, for the MTs queued here too (a block the same)."""
+        recipients = self._guards.recipients_since(self._guards_seen)  # None: anyone's
         self._guards_seen = self._guards.tightened
-        kept = [message for message in self.pending if not self.gateway.delivery.rejected_now(message)]
+        rejected_now = self.gateway.delivery.rejected_now
+        kept = [message for message in self.pending
+                if (recipients is not None and message.dest_addr not in recipients) or not rejected_now(message)]  # fmt: skip
         self.load -= len(self.pending) - len(kept)
         self.pending = deque(kept)
 

@@ -47,3 +47,23 @@ def test_a_network_block_stops_every_destination_until_lifted() -> None:
     assert status(guards, handset, SPAMMER, OTHER) == S.SMSGW_RSENDERBLOCKED
     guards.observe([Put(replace(block, lifted_at=2.0))])
     assert status(guards, handset, SPAMMER, OTHER) is None
+
+
+def test_binds_ask_again_only_about_the_recipients_a_tightening_concerns() -> None:
+    """A bind re-checks its queue after a block or an unsubscription (SPEC 3.1: at once), but only the MTs to
+    the recipients concerned: every spam report re-checked every queued MT on every bind."""
+    guards, _handset = guards_and_account()
+    seen = guards.tightened
+    assert guards.recipients_since(seen) == frozenset()
+    personal = Block("b1", SPAMMER, VICTIM, 1.0)
+    guards.observe([Put(personal), Put(personal)])  # committed again: one tightening
+    assert guards.tightened == seen + 1 and guards.recipients_since(seen) == {VICTIM}
+    guards.observe([Put(replace(personal, lifted_at=2.0))])  # lifting tightens nothing
+    assert guards.recipients_since(seen) == {VICTIM}
+    guards.observe([Put(Block("n1", SPAMMER, "", 3.0))])  # network-wide: anyone's MTs
+    assert guards.recipients_since(seen) is None
+    assert guards.recipients_since(guards.tightened) == frozenset()
+    for n in range(300):  # more than are kept: anyone's, to be safe
+        guards.observe([Put(Block(f"p{n}", SPAMMER, OTHER, 4.0))])
+    assert guards.recipients_since(guards.tightened - 300) is None
+    assert guards.recipients_since(guards.tightened - 2) == {OTHER}
