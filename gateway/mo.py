@@ -244,12 +244,15 @@ class MoProcessor:
         return True
 
     async def replay(self, messages: list[Message]) -> None:
-        """At start: MOs acknowledged before a crash but never handled (or whose handling failed), in arrival order."""
+        """At start: MOs acknowledged before a crash but never handled (or whose handling failed), in arrival order.
+        Parts of long MOs are timed from their arrival: those whose siblings did not come in time, the gateway
+        down or not, are given up now (a new text reusing the reference would be joined to them)."""
         for message in messages:
             ready = self._assemble(message)
             if ready is not None:
                 text, mo_ids = ready
                 await self._handle(message, _inbound(message, text, mo_ids))
+        self.expire_partial()
 
     async def drain(self) -> None:
         """Wait until every MO received so far (and any queued behind another holder of its keys) is handled."""
@@ -325,7 +328,7 @@ class MoProcessor:
         key = (message.source_addr, message.dest_addr, message.account, concat.total)
         received = self._parts.setdefault((key, concat.reference), [])
         received.append(message)
-        parts = self.reassembler.add(key, concat, body, self.clock.now())
+        parts = self.reassembler.add(key, concat, body, message.submitted_at)  # replayed at start: when it came
         if parts is None:
             return None
         del self._parts[(key, concat.reference)]

@@ -376,6 +376,33 @@ def test_a_reference_reused_with_another_total_is_another_long_mo(make_gateway, 
     assert not gw.gateway.mo._parts  # nothing left of either in memory
 
 
+def test_a_part_stored_before_a_restart_is_timed_from_its_arrival_not_joined_to_a_later_text(make_gateway, handset, tmp_path):
+    """Replayed at start, a part waiting for its siblings was timed from the restart: a new long text reusing
+    its reference (256 values) got its old first part joined to its own second one, garbled, and the old part
+    a DELIVRD receipt. It is given up at start when its reassembly_timeout ran out while the gateway was down."""
+    clock, db = SimulatedClock(), tmp_path / "restarted.db"
+    gw = make_gateway(clock=clock, db_path=db, gateway={"reassembly_timeout": 60})
+    a = handset(A, gw=gw)
+
+    def part(seqnum: int, body: bytes) -> str:
+        resp = a.submit(ECHO, bytes([5, 0, 3, 0x41, 2, seqnum]) + body, esm_class=ESM_UDHI, registered_delivery=1)
+        assert resp.status == ESME_ROK
+        return resp.message_id.decode()
+
+    old = part(1, b"OLD one, ")
+    a.close()
+    gw.stop()
+    clock.advance(20 * 60)
+    gw = make_gateway(clock=clock, db_path=db, gateway={"reassembly_timeout": 60})
+    a = handset(A, gw=gw)
+    receipt = receipt_fields(a.expect(predicate=is_receipt))
+    assert (receipt["id"], receipt["stat"]) == (old, "UNDELIV")
+    new = [part(1, b"NEW one, "), part(2, b"NEW two")]
+    assert text(a.expect(predicate=lambda pdu: not is_receipt(pdu))) == "NEW one, NEW two"
+    delivered = [receipt_fields(pdu) for pdu in a.expect_many(2, predicate=is_receipt)]
+    assert {fields["id"]: fields["stat"] for fields in delivered} == dict.fromkeys(new, "DELIVRD")
+
+
 def test_unanswered_delivery_is_sent_again(make_gateway, handset):
     gw = make_gateway(gateway={"response_timeout": 0.5, "retry_backoff": [0.2]})
     a, b = handset(A, gw=gw), handset(B, gw=gw)
