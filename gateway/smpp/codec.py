@@ -144,7 +144,7 @@ def _decode_fields(cls: type[Pdu], body: bytes, command_id: int, status: int) ->
         elif kind == UNSUCC:
             values[name], pos = _decode_unsuccess(body, pos, end)
     if pos < end:
-        values["tlvs"] = _tlvs(body, pos, end)
+        values["tlvs"] = _tlvs(body, pos, end, not is_response)
     return values
 
 
@@ -167,9 +167,9 @@ def _missing(names: tuple[str, ...], available: int) -> PduError:
     return PduError(S.ESME_RINVCMDLEN, f"PDU ends before {names[available]}")
 
 
-def _tlvs(body: bytes, pos: int, end: int) -> dict[int, TlvValue]:
+def _tlvs(body: bytes, pos: int, end: int, refuse_repeats: bool = True) -> dict[int, TlvValue]:
     try:
-        return decode_tlvs(body, pos, end)
+        return decode_tlvs(body, pos, end, refuse_repeats)
     except TlvError as exc:
         raise PduError(exc.status, str(exc)) from None
 

@@ -102,7 +102,8 @@ def decoder_source(cls: type[Pdu]) -> str:
         else:
             raise ValueError(f"{cls.__name__}.{name}: unknown field kind {kind}")
     out += [
-        "    tlvs = _tlvs(body, pos, end) if pos < end else {}",
+        # A response is not refused for a standard tag twice: that would leave its request unanswered, sent again.
+        f"    tlvs = _tlvs(body, pos, end{', False' if is_response else ''}) if pos < end else {{}}",
         "    # Every field is set here, so the dataclass __init__ (a keyword call) is not needed.",
         f"    pdu = _new({cls.__name__})",
         "    pdu.sequence_number = sequence",

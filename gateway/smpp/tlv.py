@@ -78,8 +78,9 @@ class TlvError(ValueError):
         self.status = status
 
 
-def decode_tlvs(body: bytes, pos: int, end: int) -> dict[int, TlvValue]:
-    """Read TLVs from body[pos:end]."""
+def decode_tlvs(body: bytes, pos: int, end: int, refuse_repeats: bool = True) -> dict[int, TlvValue]:
+    """Read TLVs from body[pos:end]. `refuse_repeats` False (a response): a standard tag that may not repeat
+    keeps its last value, where a request with it is refused."""
     tlvs: dict[int, TlvValue] = {}
     spec = SPEC
     while pos < end:
@@ -103,16 +104,19 @@ def decode_tlvs(body: bytes, pos: int, end: int) -> dict[int, TlvValue]:
             elif kind == CSTR and value[-1:] == b"\0" and b"\0" not in value[:-1]:
                 value = value[:-1].decode("latin-1")
         if tag in tlvs:
-            _repeated(tlvs, tag, value)
+            _repeated(tlvs, tag, value, refuse_repeats)
         else:
             tlvs[tag] = value
     return tlvs
 
 
-def _repeated(tlvs: dict[int, TlvValue], tag: int, value: int | str | bytes) -> None:
+def _repeated(tlvs: dict[int, TlvValue], tag: int, value: int | str | bytes, refuse: bool) -> None:
     """A tag seen before in the same PDU: its values become a list, or the PDU is refused (see the top)."""
     if tag in SPEC and tag not in REPEATABLE:
-        raise TlvError(CommandStatus.ESME_RINVOPTPARSTREAM, f"TLV 0x{tag:04X} appears more than once; SMPP 3.4 gives it one value")
+        if refuse:
+            raise TlvError(CommandStatus.ESME_RINVOPTPARSTREAM, f"TLV 0x{tag:04X} appears more than once; SMPP 3.4 gives it one value")
+        tlvs[tag] = value
+        return
     earlier = tlvs[tag]
     if isinstance(earlier, list):
         earlier.append(value)

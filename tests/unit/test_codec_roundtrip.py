@@ -814,3 +814,12 @@ def test_a_standard_tag_twice_is_refused(name):
         decode_pdu(submit_sm_with([(tag, value), (0x1400, b"v"), (tag, value)]))
     assert info.value.status == CommandStatus.ESME_RINVOPTPARSTREAM
     assert f"0x{tag:04X}" in str(info.value)
+
+
+@pytest.mark.parametrize("command_id", [CommandId.DELIVER_SM_RESP, CommandId.SUBMIT_SM_RESP, CommandId.DATA_SM_RESP])
+def test_a_response_with_a_standard_tag_twice_is_taken_with_its_last_value(command_id):
+    """Refusing an answer (generic_nack) leaves its request unanswered: the gateway sent the deliver_sm again
+    at each response_timeout, and the handset got the same text over and over."""
+    body = b"\x00" + ref_tlvs([(0x001D, b"first\x00"), (0x001D, b"second\x00")])  # message_id "", then TLVs
+    decoded = decode_pdu(struct.pack(">IIII", 16 + len(body), command_id, 0, 7) + body)
+    assert (decoded.sequence_number, decoded.tlvs) == (7, {0x001D: "second"})
