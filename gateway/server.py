@@ -336,7 +336,7 @@ class SmppConnection(asyncio.Protocol):
         self.flush()
 
     def unbind(self) -> None:
-        if self.session.is_bound:
+        if self.session.is_bound and not self.session.halted:  # halted: no request goes out (a framing error)
             self._unbinding = True  # once: an unbind left unanswered closes the link (tick)
             self.session.send(Unbind())
             self.flush()

@@ -358,6 +358,7 @@ class Session:
         now = self.clock() if now is None else now
         return (
             self.state in BOUND
+            and not self.halted
             and self.enquire_link_interval > 0
             and now - max(self.last_received_at, self.last_sent_at) >= self.enquire_link_interval
         )

@@ -61,6 +61,24 @@ def test_stop_gives_mo_handling_drain_timeout_and_the_next_start_handles_what_wa
     assert [again.call(again.gateway.store.get(i)).status for i in acked] == [MessageStatus.PROCESSED] * 2
 
 
+def test_stop_closes_a_link_broken_by_a_framing_error_while_an_answer_is_owed(make_gateway):
+    """The gateway's unbind at stop was refused on such a link (no request goes out on it): stop raised
+    half-way, with the store left open."""
+    gw = make_gateway(gateway={"drain_timeout": 0.5, "response_timeout": 30})
+    short_code = gw.gateway.mo.short_codes[ECHO]
+    stuck = short_code.handler = Stuck(short_code.handler)
+    with RawLink(gw.smpp_port) as link:
+        link.bind()
+        link.send(encoded("submit_sm", 2, source_addr=A, destination_addr=ECHO, short_message=b"stuck")
+                  + frame(0x00000015, 3, length=8))  # fmt: skip
+        assert link.read().command == "generic_nack"
+        assert stuck.started.wait(5)
+        [connection] = gw.gateway.connections
+        assert connection.session.halted and connection.session.owes_answers
+        gw.stop()
+        assert link.is_closed(timeout=5)
+
+
 def test_an_mo_whose_commit_waits_for_a_locked_database_at_stop_is_not_answered_as_failed(make_gateway, handset, tmp_path):
     """The MO to a short code is held until its handling commits. If that commit still waits for the database at
     the end of the drain (another process holds its write lock), the store's close writes it all the same: so the

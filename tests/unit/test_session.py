@@ -436,6 +436,7 @@ def test_after_a_framing_error_the_requests_before_it_are_answered_then_the_sess
     assert [type(e) for e in events] == [Received, Rejected]
     assert smsc.receive_data(encode_pdu(EnquireLink(sequence_number=7))) == []  # nothing after it is read
     assert smsc.state is TRX and not smsc.finished
+    assert not smsc.enquire_link_due(clock.now + 3600)  # nor does a keep-alive go out: its answer could not be read
     clock.now += 4.9
     assert not smsc.answers_overdue()
     clock.now += 0.1
