@@ -85,6 +85,15 @@ async def test_1_confirms_an_open_order_even_when_a_listing_received_after_it_ha
     assert await state(bench) == (["sina-news", "sina-weather"], [])
 
 
+async def test_a_serial_for_an_expired_listing_is_told_so_and_does_not_decline_an_order_waiting(bench: ServiceBench) -> None:
+    await subscribed_to_weather(bench)
+    await text(bench, OrderHandler(), "TT", SINA)  # a confirmation waits...
+    await text(bench, CustomerService(), "0000", OPERATOR)  # ...and a listing after it expires
+    bench.clock.advance(7200)
+    assert await text(bench, CustomerService(), "2", OPERATOR) == [LISTING_EXPIRED]
+    assert await state(bench) == (["sina-weather"], ["sina-news"])  # the order still waits
+
+
 async def test_commands_still_work_while_a_confirmation_waits(bench: ServiceBench) -> None:
     await text(bench, OrderHandler(), "TT", SINA)
     [help_text] = await text(bench, CustomerService(), "帮助", OPERATOR)
