@@ -84,6 +84,7 @@ class Delivery:
         self._pulls: dict[str, asyncio.Task] = {}  # account -> its backlog being read (receiver_ready)
         self._pull_again: set[str] = set()  # accounts a bind appeared for while their backlog was being read
         self._behind: dict[str, list[Message]] = {}  # account -> new MTs for it, held until its backlog is read
+        self._behind_from: dict[str, dict[str, str]] = {}  # account -> subscriber -> id of its first MT in _behind
         self._room_waiters: dict[str, asyncio.Future[None]] = {}  # pulls waiting for their account's binds to drain
         self._rewrites: dict[str, asyncio.TimerHandle] = {}  # MT id -> its final status's next write (_write_final)
 
@@ -131,9 +132,11 @@ class Delivery:
             return
         self._held.add(message.id)
         if new and self._behind:
-            behind = self._behind.get(receiver.account.system_id)
+            system_id = receiver.account.system_id
+            behind = self._behind.get(system_id)
             if behind is not None:
                 behind.append(message)
+                self._behind_from[system_id].setdefault(message.dest_addr, message.id)
                 return
         receiver.offer(message)
 
@@ -149,6 +152,7 @@ class Delivery:
             self._pull_again.add(account.system_id)
             return
         self._behind[account.system_id] = []
+        self._behind_from[account.system_id] = {}
         self._pulls[account.system_id] = asyncio.get_running_loop().create_task(self._pull(account))
 
     async def _pull(self, account: Account) -> None:
@@ -161,6 +165,18 @@ class Delivery:
                 await self._room(system_id)
             return bool(self.router.receivers_of(system_id))
 
+        behind, behind_from = self._behind[system_id], self._behind_from[system_id]
+
+        def take(message: Message) -> None:
+            # Committed during the read, its admit still to come, and newer than an MT to its subscriber
+            # already waiting behind the read: it waits there too, or it would overtake that one.
+            first = behind_from.get(message.dest_addr)
+            if first is not None and message.id > first:  # ids sort in the order MTs were accepted
+                self._held.add(message.id)  # in hand: its admit only counts it
+                behind.append(message)
+            else:
+                self.dispatch(message)
+
         stopped = False
         try:
             while True:
@@ -170,7 +186,7 @@ class Delivery:
                         return
                     await self._take_waiting(
                         lambda after, to=to_account, below=below: self.store.waiting_mts(to, after, below, self.PAGE),
-                        (low, 0), self.dispatch, room_left,
+                        (low, 0), take, room_left,
                     )  # fmt: skip
                 if system_id not in self._pull_again:
                     return
@@ -182,7 +198,8 @@ class Delivery:
             log.exception("reading waiting MTs failed", account=system_id)
         finally:
             del self._pulls[system_id]  # no await since the last look at _pull_again: no bind slips between
-            behind = self._behind.pop(system_id)
+            del self._behind[system_id], self._behind_from[system_id]
+            behind.sort(key=_acceptance_order)
             if stopped:  # shutting down: what waited behind stays in the store, like the rest
                 self._held.difference_update(message.id for message in behind)
             else:
@@ -494,6 +511,10 @@ class Delivery:
 
 
 _ABOVE_ALL = "\U0010ffff"  # sorts after every address
+
+
+def _acceptance_order(message: Message) -> str:
+    return message.id  # MessageIds sort in the order they were given out
 
 
 def _after_prefix(prefix: str) -> str:

@@ -222,6 +222,29 @@ async def test_an_mt_admitted_while_the_backlog_is_read_goes_out_after_it(store,
     assert not delivery._pulls and not delivery._behind
 
 
+async def test_an_mt_a_page_read_hands_out_before_its_admission_does_not_overtake_one_waiting_behind_the_read(
+    store, delivery, router, accounts
+) -> None:
+    """n1 is admitted during the read and waits behind it; n2, accepted after it, is committed but not yet
+    admitted when a page reads it: it went out at once, before n1 (README: none overtakes an older one)."""
+    delivery.PAGE = 4
+    receiver = await reading_backlog(store, delivery, router, accounts, 10)
+    await admit(store, delivery, mt("n1", "8613700000001"))
+    late = mt("n2", "8613700000001")
+    await store.accept(late)  # committed; the commit's callback has not run yet
+    answered = 0
+    while len(receiver.offered) < 12:
+        answer(delivery, receiver, receiver.offered[answered:])
+        answered = len(receiver.offered)
+        await receiver.wait_for(answered + 1)
+    delivery.admit(late)  # the commit's callback, late: counted only
+    await settled(store)
+    assert [m.id for m in receiver.offered] == [f"m{i:02d}" for i in range(10)] + ["n1", "n2"]
+    answer(delivery, receiver, receiver.offered[answered:])
+    await settled(store)
+    assert not delivery.queued and not delivery._held and not delivery._behind
+
+
 async def test_an_mt_a_page_read_handed_out_before_its_admission_is_not_offered_again(
     store, delivery, router, accounts
 ) -> None:
