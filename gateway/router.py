@@ -26,6 +26,7 @@ class Receiver(Protocol):
     can_receive: bool
     load: int  # messages queued or in flight on this bind
     address_range: re.Pattern[str] | None  # from bind_*: the addresses this bind serves
+    mo_numbers: set[str]  # the subscribers whose MO it carried last (kept by the Router: affinity)
 
     def offer(self, message: Message) -> None: ...
 
@@ -55,7 +56,12 @@ class Router:
             binds.remove(receiver)
             if receiver.address_range is not None:
                 self._ranged -= 1
-        # Affinity entries pointing at it are dropped lazily in route().
+        # Now, not when an MT to each of them comes: a subscriber who texts once kept the closed bind alive.
+        affinity = self._affinity
+        for msisdn in receiver.mo_numbers:
+            if affinity.get(msisdn) is receiver:
+                del affinity[msisdn]
+        receiver.mo_numbers.clear()
 
     def receivers_of(self, system_id: str) -> Sequence[Receiver]:
         """The account's binds that can take MTs now."""
@@ -66,22 +72,27 @@ class Router:
             yield from binds
 
     def note_mo(self, msisdn: str, carrier: Receiver) -> None:
-        self._affinity[msisdn] = carrier
+        previous = self._affinity.get(msisdn)
+        if previous is carrier:  # the common case: the subscriber's bind again
+            return
+        if previous is not None:
+            previous.mo_numbers.discard(msisdn)
+        if carrier.can_receive:
+            self._affinity[msisdn] = carrier
+            carrier.mo_numbers.add(msisdn)
+        elif previous is not None:  # from a transmitter: MTs follow the account's binds again
+            del self._affinity[msisdn]
 
     def route(self, message: Message) -> Receiver | None:
         to_account = message.extra.get("to_account") if message.extra else None
         dest = message.dest_addr
-        recent = self._affinity.get(dest)
-        if recent is not None:
-            if recent.can_receive and recent in self._receivers.get(recent.account.system_id, ()):
-                # Not to a bind whose address_range leaves `dest` out: it never read dest's waiting MTs, which
-                # the new ones would overtake there.
-                if (to_account is None or recent.account.system_id == to_account) and (
-                    recent.address_range is None or recent.address_range.fullmatch(dest)
-                ):
-                    return recent
-            elif recent.account.system_id not in self._receivers or recent not in self._receivers[recent.account.system_id]:
-                del self._affinity[dest]
+        recent = self._affinity.get(dest)  # a bound receiver: unbound() drops the entries of one that goes
+        # Not to a bind whose address_range leaves `dest` out: it never read dest's waiting MTs, which the new
+        # ones would overtake there.
+        if recent is not None and (to_account is None or recent.account.system_id == to_account) and (
+            recent.address_range is None or recent.address_range.fullmatch(dest)
+        ):
+            return recent
         if to_account is not None:
             return self._pick(self._receivers.get(to_account, ()), dest)
         for account in self._by_number:

@@ -66,6 +66,7 @@ class SmppConnection(asyncio.Protocol):
         self.can_receive = False
         self.load = 0  # MTs queued or in flight here
         self.address_range: re.Pattern[str] | None = None
+        self.mo_numbers: set[str] = set()  # see Router.note_mo
         self.inflight: dict[int, Message] = {}
         self.timed_out: dict[int, Message] = {}  # deliver_sm given up on, by sequence (the last `window`)
         self.pending: deque[Message] = deque()

@@ -3,8 +3,21 @@ expired message, the smsc role, long GSM text, a link whose enquire_link goes un
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 from gateway.clock import SimulatedClock
-from tests.smpp_handset import ESME_ROK, RawLink, encode, is_receipt, reassemble, receipt_fields, split_udh, text
+from tests.polling import eventually
+from tests.smpp_handset import (
+    ESME_ROK,
+    RawLink,
+    encode,
+    is_receipt,
+    reassemble,
+    receipt_fields,
+    split_udh,
+    text,
+)
 
 A = "8613800000001"  # handset
 B = "8613700000001"  # handset2
@@ -63,3 +76,28 @@ def test_a_link_whose_enquire_link_goes_unanswered_is_closed(make_gateway):
         # The gateway's enquire_link arrives; this client never answers it.
         assert link.read().command == "enquire_link"
         assert link.is_closed(timeout=5)
+
+
+def test_a_closed_bind_that_carried_an_mo_is_freed(gateway, handset):
+    """The router kept it as the subscriber's last MO bind until an MT to that subscriber came: one dead
+    connection (~3 KB) per subscriber who texted and hung up, 20,000 binds grew the gateway by 45 MB."""
+    b = handset(B)
+    a = handset(A)
+    assert a.submit(B, "texted once, then gone").status == ESME_ROK
+    assert text(b.expect()) == "texted once, then gone"
+    [connection] = [c for c in gateway.gateway.connections if c.account is not None and c.account.system_id == "handset"]
+    gone = weakref.ref(connection)
+    del connection
+    a.close()
+    assert eventually(lambda: all(c is not gone() for c in gateway.gateway.connections))
+    assert b.submit(B, "the next batch").status == ESME_ROK  # the store keeps its last batch's callbacks
+    assert text(b.expect()) == "the next batch"
+
+    async def collected() -> bool:
+        gc.collect()
+        return gone() is None
+
+    assert gateway.call(collected())
+    c = handset(A)  # the subscriber's next bind gets MTs as any bind of the account does
+    assert b.submit(A, "back again").status == ESME_ROK
+    assert text(c.expect()) == "back again"

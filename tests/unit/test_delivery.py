@@ -32,6 +32,7 @@ class Receiver:
         self.can_receive = True
         self.load = 0
         self.address_range = None
+        self.mo_numbers: set[str] = set()
         self.offered: list[Message] = []
         self.offered_event = asyncio.Event()
         self.sent: set[str] = set()  # ids offered and sent as deliver_sm (the rest are queued on the bind)
