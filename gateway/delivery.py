@@ -116,13 +116,14 @@ class Delivery:
         if message.id not in self._held:
             self.dispatch(message, new=True)
 
-    def dispatch(self, message: Message, new: bool = False) -> None:
+    def dispatch(self, message: Message, new: bool = False, behind_read: bool = False) -> None:
         """Offer the MT to a bind, or park it; it is in hand (`_held`) exactly while it is on a bind or ending.
 
-        A `new` MT (not read back from the store, not a retry) for an account whose backlog is being
-        read waits for the end of that read (`_behind`), behind the older MTs to its subscriber."""
+        A `new` MT (not read back from the store, not a retry), or one `behind_read` (replaced), for an
+        account whose backlog is being read waits for the end of that read (`_behind`), behind the older
+        MTs to its subscriber."""
         if message.expires_at <= self.clock.now():
-            self._finish(message, MessageStatus.EXPIRED, MessageState.EXPIRED, 0)
+            self._expire(message)  # rejected rather, if its sender was blocked meanwhile (as the sweep does)
             return
         if not new and self._refused(message):  # a new MT passed the same checks at intake a moment ago
             return
@@ -131,12 +132,14 @@ class Delivery:
             self._held.discard(message.id)  # parked: the store has it, `_pull` reads it back
             return
         self._held.add(message.id)
-        if new and self._behind:
+        if (new or behind_read) and self._behind:
             system_id = receiver.account.system_id
             behind = self._behind.get(system_id)
             if behind is not None:
                 behind.append(message)
-                self._behind_from[system_id].setdefault(message.dest_addr, message.id)
+                first = self._behind_from[system_id]
+                if message.dest_addr not in first or message.id < first[message.dest_addr]:  # a replaced one is older
+                    first[message.dest_addr] = message.id
                 return
         receiver.offer(message)
 
@@ -341,8 +344,8 @@ class Delivery:
                     self._forget(stored)
             elif stored.status is _SCHEDULED:
                 self._rejoin(current)  # taken back from its schedule, as when that comes due
-            else:
-                self.dispatch(current)
+            else:  # not ahead of older MTs to its subscriber that a backlog read has yet to hand out
+                self.dispatch(current, behind_read=True)
         return True
 
     def _take_back(self, message: Message) -> bool:

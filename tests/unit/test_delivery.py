@@ -246,6 +246,37 @@ async def test_an_mt_a_page_read_hands_out_before_its_admission_does_not_overtak
     assert not delivery.queued and not delivery._held and not delivery._behind
 
 
+async def test_a_replaced_mt_waiting_behind_the_read_still_goes_out_after_it(store, delivery, router, accounts) -> None:
+    """replace_sm took it from behind the read and offered it at once, ahead of m04..m09 still in the store."""
+    delivery.PAGE = 4
+    receiver = await reading_backlog(store, delivery, router, accounts, 10)
+    await admit(store, delivery, mt("n1", "8613700000001"))
+    stored = await store.get("n1")
+    assert await delivery.replace(stored, dataclasses.replace(stored, short_message=b"replaced"))
+    answered = 0
+    while len(receiver.offered) < 11:
+        answer(delivery, receiver, receiver.offered[answered:])
+        answered = len(receiver.offered)
+        await receiver.wait_for(answered + 1)
+    assert [m.id for m in receiver.offered] == [f"m{i:02d}" for i in range(10)] + ["n1"]
+    assert receiver.offered[-1].short_message == b"replaced"
+
+
+async def test_an_mt_that_expired_waiting_ends_rejected_when_taken_up_if_its_sender_was_blocked_meanwhile(
+    store, router, accounts, clock
+) -> None:
+    """Taken up (its subscriber bound, or a retry) after its validity ran out, before the sweep found it: it ended
+    EXPIRED err:000 where the sweep says REJECTED (README: "ends the same way, not expired")."""
+    blocked = Delivery(router, store, clock, MessageIds(), GatewaySettings(), undeliverable=lambda m: (0x400, "blocked"))
+    message = mt("x", "8613700000001", expires_at=START + 60)
+    await store.accept(message)
+    clock.advance(120)
+    blocked.dispatch(message)
+    await settled(store)
+    stored = await store.get("x")
+    assert (stored.status, stored.error) == (MessageStatus.REJECTED, 400)
+
+
 async def test_an_mt_a_page_read_handed_out_before_its_admission_is_not_offered_again(
     store, delivery, router, accounts
 ) -> None:
