@@ -10,9 +10,10 @@ through, not taken as serial 1 of a listing received before the order). An
 expired listing never outranks an open prompt. With none open, the prompt
 sent last, expired or answered, reads the text first (a `1` after an expired
 listing is about the listing, not an order confirmed before it). Serial numbers that
-are not a confirm word (`2`, `1,3`) answer a listing, still open or expired
-(told so once), even when a confirmation came after it or still waits: they
-name subscriptions, and a confirmation would take them as "no". Anything else gets the help text.
+are not a confirm word (`2`, `1,3`) answer a listing still open even when a
+confirmation came after it, and a listing expired since when it came after
+the confirmation waiting (told so once): they name subscriptions, and a
+confirmation would take them as "no". Anything else gets the help text.
 """
 
 from __future__ import annotations
@@ -54,14 +55,14 @@ class CustomerService:
 async def _in_order(inbound: Inbound, ctx: ServiceContext, text: str) -> list:
     """The modules to ask, the one whose prompt the subscriber received last first (see the module docstring)."""
     listing = await unsubscribe.latest_prompt(inbound, ctx)
-    if serial_numbers(text) is not None and not matches(text, ctx.settings.confirm_words):
-        # Serials that are no confirm word name subscriptions: a listing reads them first, an expired one too
-        # (it says so, once), rather than a confirmation taking them for "no".
-        if listing is not None or await unsubscribe.last_prompt(inbound, ctx) is not None:
-            return [unsubscribe, confirmation]
+    serials = serial_numbers(text) is not None and not matches(text, ctx.settings.confirm_words)
+    if serials and listing is not None:  # serials that are no confirm word name subscriptions
+        return [unsubscribe, confirmation]
     order = await confirmation.latest_prompt(inbound, ctx)
     if listing is None and order is None:  # none open: the prompt sent last, expired or answered
         listing, order = await unsubscribe.last_prompt(inbound, ctx), await confirmation.last_prompt(inbound, ctx)
     elif listing is not None:
         order = await confirmation.last_prompt(inbound, ctx)  # answered since, it was still received after the listing
+    elif serials:  # a listing received after the order waiting, expired since, reads them (says so, once), not "no"
+        listing = await unsubscribe.last_prompt(inbound, ctx)
     return [confirmation, unsubscribe] if (order or 0.0) > (listing or 0.0) else [unsubscribe, confirmation]

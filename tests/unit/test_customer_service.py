@@ -94,6 +94,18 @@ async def test_a_serial_for_an_expired_listing_is_told_so_and_does_not_decline_a
     assert await state(bench) == (["sina-weather"], ["sina-news"])  # the order still waits
 
 
+async def test_a_serial_declines_an_order_received_after_a_listing_that_has_expired(bench: ServiceBench) -> None:
+    """Only a listing received after the order reads serials once it has expired: an old one answered a `2`
+    with "listing expired", then with the help text, and the order was never declined."""
+    await subscribed_to_weather(bench)
+    await text(bench, CustomerService(), "0000", OPERATOR)
+    bench.clock.advance(30 * 86_400)
+    await text(bench, OrderHandler(), "TT", SINA)
+    [declined] = await text(bench, CustomerService(), "2", OPERATOR)
+    assert declined.startswith("您未定制新浪的头条新闻业务"), declined
+    assert await state(bench) == (["sina-weather"], [])
+
+
 async def test_commands_still_work_while_a_confirmation_waits(bench: ServiceBench) -> None:
     await text(bench, OrderHandler(), "TT", SINA)
     [help_text] = await text(bench, CustomerService(), "帮助", OPERATOR)
