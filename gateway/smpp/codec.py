@@ -144,7 +144,7 @@ def _decode_fields(cls: type[Pdu], body: bytes, command_id: int, status: int) ->
         elif kind == UNSUCC:
             values[name], pos = _decode_unsuccess(body, pos, end)
     if pos < end:
-        values["tlvs"] = _tlvs(body, pos, end, not is_response)
+        values["tlvs"] = _tlvs(body, pos, end, request=not is_response)
     return values
 
 
@@ -167,10 +167,15 @@ def _missing(names: tuple[str, ...], available: int) -> PduError:
     return PduError(S.ESME_RINVCMDLEN, f"PDU ends before {names[available]}")
 
 
-def _tlvs(body: bytes, pos: int, end: int, refuse_repeats: bool = True) -> dict[int, TlvValue]:
+def _tlvs(body: bytes, pos: int, end: int, request: bool = True) -> dict[int, TlvValue]:
+    """A request with TLVs that cannot be read is refused. A response is not: refusing it (generic_nack) would
+    leave its request unanswered, to be sent again (a deliver_sm the handset already has); it is taken with
+    a repeated standard tag's last value, and without its TLVs when they cannot be read."""
     try:
-        return decode_tlvs(body, pos, end, refuse_repeats)
+        return decode_tlvs(body, pos, end, request)
     except TlvError as exc:
+        if not request:
+            return {}
         raise PduError(exc.status, str(exc)) from None
 
 

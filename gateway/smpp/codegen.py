@@ -102,7 +102,7 @@ def decoder_source(cls: type[Pdu]) -> str:
         else:
             raise ValueError(f"{cls.__name__}.{name}: unknown field kind {kind}")
     out += [
-        # A response is not refused for a standard tag twice: that would leave its request unanswered, sent again.
+        # A response is not refused for its TLVs (see _tlvs): that would leave its request unanswered, sent again.
         f"    tlvs = _tlvs(body, pos, end{', False' if is_response else ''}) if pos < end else {{}}",
         "    # Every field is set here, so the dataclass __init__ (a keyword call) is not needed.",
         f"    pdu = _new({cls.__name__})",

@@ -823,3 +823,14 @@ def test_a_response_with_a_standard_tag_twice_is_taken_with_its_last_value(comma
     body = b"\x00" + ref_tlvs([(0x001D, b"first\x00"), (0x001D, b"second\x00")])  # message_id "", then TLVs
     decoded = decode_pdu(struct.pack(">IIII", 16 + len(body), command_id, 0, 7) + body)
     assert (decoded.sequence_number, decoded.tlvs) == (7, {0x001D: "second"})
+
+
+@pytest.mark.parametrize("command_id", [CommandId.DELIVER_SM_RESP, CommandId.DATA_SM_RESP])
+@pytest.mark.parametrize(
+    "tlvs", [b"\x04\x23\x00\x02\x03\x00", b"\x14\x00"], ids=["network_error_code-of-2-octets", "2-stray-octets"]
+)
+def test_a_response_whose_tlvs_cannot_be_read_is_taken_without_them(command_id, tlvs):
+    """As with a tag twice: a generic_nack to it left its deliver_sm unanswered, sent again and again."""
+    body = b"\x00" + tlvs
+    decoded = decode_pdu(struct.pack(">IIII", 16 + len(body), command_id, 0, 7) + body)
+    assert (decoded.command_id, decoded.command_status, decoded.sequence_number, decoded.tlvs) == (command_id, 0, 7, {})
