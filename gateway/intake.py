@@ -102,6 +102,7 @@ class Intake:
     ) -> None:
         self.settings = settings
         self.plan = plan
+        self._msisdn_length = len(plan.country_code) + plan.national_length
         self.store = store
         self.router = router
         self.delivery = delivery
@@ -143,7 +144,9 @@ class Intake:
         if not account.may_send_from(source):
             allowed = account.service_codes if account.role == "sp" else account.numbers
             raise Rejection(S.ESME_RINVSRCADR, f"source_addr {pdu.source_addr!r} is not one of {list(allowed)}")
-        if account.role != "sp" and not plan.is_msisdn(source):  # an MO is from a subscriber: `86138hello` is none
+        # An MO is from a subscriber (`86138hello` is none). Within the account's subscriber prefixes, the length
+        # and ASCII digits say it: inlined, not plan.is_msisdn (2% of this path's cost in bench/inproc.py b1).
+        if account.role != "sp" and not (len(source) == self._msisdn_length and source.isascii() and source.isdigit()):
             raise Rejection(S.ESME_RINVSRCADR, f"source_addr {pdu.source_addr!r} is not a subscriber number")
         if not dest.isdigit():
             raise Rejection(S.ESME_RINVDSTADR, f"destination_addr {pdu.destination_addr!r} is not a number")

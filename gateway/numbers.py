@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _STRIP = str.maketrans("", "", " -()")
 
@@ -19,6 +19,14 @@ class NumberPlan:
     # The operator's short codes and the SPs' service codes (Config.number_plan). A number that starts with one is
     # that code with an extension (1066916 + 1234), the operator's or the SP's whatever its length: no subscriber's.
     codes: tuple[str, ...] = ()
+    # Derived once (is_msisdn runs for every submission): a subscriber number's length, and each code after
+    # the country code.
+    _length: int = field(init=False, repr=False, compare=False)
+    _national_codes: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_length", len(self.country_code) + self.national_length)
+        object.__setattr__(self, "_national_codes", tuple(self.country_code + code for code in self.codes))
 
     def normalise(self, address: str) -> str:
         """`+8613800138000`, `008613800138000`, `8613800138000` and `13800138000` are one subscriber.
@@ -39,11 +47,9 @@ class NumberPlan:
     def is_msisdn(self, number: str) -> bool:
         """A canonical subscriber number (as opposed to a short code, with or without an extension: 10669161234 has a
         national number's length, and normalise makes it 8610669161234)."""
-        country = self.country_code
         return (
-            ascii_digits(number)
-            and len(number) == len(country) + self.national_length and number.startswith(country)
-            and not number.startswith(self.codes, len(country))
+            len(number) == self._length and number.startswith(self.country_code) and number.isascii()
+            and number.isdigit() and not number.startswith(self._national_codes)
         )  # fmt: skip
 
     def is_code_number(self, digits: str) -> bool:
