@@ -219,8 +219,9 @@ def _refusal(plan: NumberPlan, written: str, reporter: str) -> str | None:
         return "spam.not_a_number"
     number = plan.normalise(digits)
     # A code with digits after it is still the operator's or the SP's (1066916 + extension, 10086 + anything),
-    # whatever its length: 10669161234 has a subscriber number's length and is no subscriber's.
-    if plan.is_code_number(bare):
+    # whatever its length: 10669161234 has a subscriber number's length and is no subscriber's. In the form
+    # normalise gives, so that `+86`, `0086` and `86` before it are one.
+    if plan.is_code_number(number):
         return "spam.short_code"
     if not plan.is_msisdn(number):
         return "spam.not_a_number"

@@ -142,6 +142,8 @@ async def test_while_a_forwarded_text_waits_for_its_number_another_text_does_not
         ("10669161234*回T退订", "服务号码"),  # an extended SP code of a subscriber number's length
         ("10086123456*x", "服务号码"),
         ("+8610086123456*x", "服务号码"),
+        ("008610086*x", "服务号码"),  # the 00 form is the same number as the + form
+        ("008610669161234*x", "服务号码"),
         ("hello*spam", "不是有效的手机号码"),
         ("12345*spam", "不是有效的手机号码"),
         ("*spam", "不是有效的手机号码"),
