@@ -261,7 +261,7 @@ class Delivery:
         now = self.clock.now()
         self._forget(message)
         receipt = receipt_for(message, _DELIVERED, now, 0, self.ids)
-        self._write_final(message.id, receipt, partial(self.store.mark_delivered, message.id, now, receipt))
+        self._write_final(message.id, receipt, self.store.mark_delivered, (message.id, now, receipt))
         if self._room_waiters:
             self._wake_pulls()
 
@@ -452,15 +452,14 @@ class Delivery:
         if counted:
             self._forget(message)
         receipt = receipt_for(message, state, now, error, self.ids)
-        self._write_final(message.id, receipt, partial(self.store.mark_final, message.id, status.value, now, error, receipt),
-                          settled)  # fmt: skip
+        self._write_final(message.id, receipt, self.store.mark_final, (message.id, status.value, now, error, receipt), settled)
         log.info("mt final", message_id=message.id, msisdn=message.dest_addr, account=message.account, status=status.value)
 
     def _write_final(
-        self, message_id: str, receipt: Message | None, write: Callable[..., Any],
+        self, message_id: str, receipt: Message | None, write: Callable[..., Any], args: tuple,
         settled: asyncio.Future[None] | None = None,
     ) -> None:  # fmt: skip
-        """Write an MT's final status (`write(then=...)`): once committed, the MT is no longer in hand; then its
+        """Write an MT's final status (`write(*args, then=...)`): once committed, the MT is no longer in hand; then its
         receipt goes out. (A callback, not a future: no loop callback per delivered MT.)
 
         One that fails to commit (the disk full, the database locked by another process) is written again
@@ -473,7 +472,8 @@ class Delivery:
                 if message_id not in self._rewrites:
                     log.warning("final status not committed; writing it again until it is", message_id=message_id,
                                 error=str(error))  # fmt: skip
-                self._rewrites[message_id] = asyncio.get_running_loop().call_later(self.REWRITE_DELAY, write_again)
+                again = partial(write, *args, then=committed)
+                self._rewrites[message_id] = asyncio.get_running_loop().call_later(self.REWRITE_DELAY, again)
                 return
             self._rewrites.pop(message_id, None)
             if self._reading:
@@ -488,10 +488,7 @@ class Delivery:
                 else:
                     settled.set_exception(error)
 
-        def write_again() -> None:
-            write(then=committed)
-
-        write(then=committed)
+        write(*args, then=committed)
 
     def _forget(self, message: Message) -> None:
         remaining = self.queued[message.dest_addr] - 1
