@@ -21,11 +21,11 @@ class NumberPlan:
     codes: tuple[str, ...] = ()
     # Derived once (is_msisdn runs for every submission): a subscriber number's length, and each code after
     # the country code.
-    _length: int = field(init=False, repr=False, compare=False)
+    msisdn_length: int = field(init=False, repr=False, compare=False)
     _national_codes: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_length", len(self.country_code) + self.national_length)
+        object.__setattr__(self, "msisdn_length", len(self.country_code) + self.national_length)
         object.__setattr__(self, "_national_codes", tuple(self.country_code + code for code in self.codes))
 
     def normalise(self, address: str) -> str:
@@ -48,14 +48,13 @@ class NumberPlan:
         """A canonical subscriber number (as opposed to a short code, with or without an extension: 10669161234 has a
         national number's length, and normalise makes it 8610669161234)."""
         return (
-            len(number) == self._length and number.startswith(self.country_code) and number.isascii()
+            len(number) == self.msisdn_length and number.startswith(self.country_code) and number.isascii()
             and number.isdigit() and not number.startswith(self._national_codes)
         )  # fmt: skip
 
     def is_code_number(self, digits: str) -> bool:
         """A short code or service code, perhaps with an extension, written with the country code or without."""
-        country = self.country_code
-        return digits.startswith(self.codes) or (digits.startswith(country) and digits.startswith(self.codes, len(country)))
+        return digits.startswith(self.codes + self._national_codes)
 
 
 def covered(number: str, prefixes: tuple[str, ...]) -> bool:

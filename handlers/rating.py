@@ -53,7 +53,6 @@ SATISFIED = (1, 2)
 ASK_REASON = (4, 5)
 REASON_LIMIT = 500  # characters of free text kept
 
-_TRAILING = re.compile(r"[\s.!~]+$")
 _SPACES = re.compile(r"\s+")
 
 
@@ -64,7 +63,7 @@ def _folded_words(words: dict[str, int]) -> dict[str, int]:
     """`words` as texts are compared with them, folded once per configured table (settings live as long as the gateway)."""
     cached = _FOLDED_WORDS.get(id(words))
     if cached is None or cached[0] is not words:
-        cached = _FOLDED_WORDS[id(words)] = (words, {_SPACES.sub(" ", _TRAILING.sub("", fold(w))): s for w, s in words.items()})
+        cached = _FOLDED_WORDS[id(words)] = (words, {_SPACES.sub(" ", fold(w)): s for w, s in words.items()})
     return cached[1]
 _DIGIT_AND_REASON = re.compile(r"^([1-5１-５])[\s,.:;*#\-、，。：；！!＊＃]+(.*\D.*)$", re.S)
 
@@ -73,7 +72,7 @@ def parse_rating(text: str, words: dict[str, int] = DEFAULT_RATING_WORDS) -> tup
     """(score, reason) for `1`, `５`, `非常满意`, `very satisfied!`, `5 排队太久`; None if not a rating.
 
     `words`: [services] rating_words, matched as fold() leaves them (trimmed, upper-cased, full-width folded)."""
-    folded = _SPACES.sub(" ", _TRAILING.sub("", fold(text)))
+    folded = _SPACES.sub(" ", fold(text))  # fold drops the trailing `.!~,` (`。！`) too
     score = _folded_words(words).get(folded)
     if score is not None:
         return score, ""

@@ -56,6 +56,14 @@ def reports(controller, **filters) -> list[SpamReport]:
     return controller.call(controller.gateway.store.find(SpamReport, **filters))
 
 
+def assert_rejected(sender, sent, err: str, error_code: int) -> None:
+    """`sent` ended rejected: its receipt says REJECTD err:<err>, query_sm its state and one-octet error_code."""
+    receipt = receipt_fields(sender.expect(predicate=is_receipt))
+    assert (receipt["id"], receipt["stat"], receipt["err"]) == (sent.message_id.decode(), "REJECTD", err)
+    answer = sender.query(sent.message_id)
+    assert (answer.message_state, answer.error_code) == (MESSAGE_STATE_REJECTED, error_code)
+
+
 def reaches(sender, receiver) -> bool:
     """sender's submit_sm to receiver is accepted and delivered; False when refused (asserting the status)."""
     resp = sender.submit(receiver.number, "hello")
@@ -165,10 +173,7 @@ def test_spam_waiting_for_an_offline_reporter_is_not_delivered_after_the_report(
     a = phone(handset, A)  # back on line: the ack, never the spam it says can no longer reach A
     assert ACK.match(replies(a)[0])
     a.expect_none(0.3, lambda p: p.source_addr == SPAMMER.encode())
-    receipt = receipt_fields(s.expect(predicate=is_receipt))
-    assert (receipt["id"], receipt["stat"], receipt["err"]) == (spam.message_id.decode(), "REJECTD", "401")
-    answer = s.query(spam.message_id)
-    assert (answer.message_state, answer.error_code) == (MESSAGE_STATE_REJECTED, 41)  # one octet: 41 for err:401
+    assert_rejected(s, spam, "401", 41)  # one octet: 41 for err:401
 
 
 def test_spam_waiting_for_a_bystander_is_not_delivered_once_the_number_is_blocked(gateway, handset) -> None:
@@ -178,10 +183,7 @@ def test_spam_waiting_for_a_bystander_is_not_delivered_once_the_number_is_blocke
     block_by_five(gateway, handset)
     b = phone(handset, B)
     b.expect_none(0.5)
-    receipt = receipt_fields(s.expect(predicate=is_receipt))
-    assert (receipt["id"], receipt["stat"], receipt["err"]) == (spam.message_id.decode(), "REJECTD", "400")
-    answer = s.query(spam.message_id)
-    assert (answer.message_state, answer.error_code) == (MESSAGE_STATE_REJECTED, 40)  # one octet: 40 for err:400
+    assert_rejected(s, spam, "400", 40)  # one octet: 40 for err:400
 
 
 def test_a_receipt_naming_a_reported_number_still_reaches_its_reporter(gateway, handset) -> None:
