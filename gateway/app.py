@@ -253,16 +253,24 @@ class Gateway:
         next_job_check = loop.time()
         while True:
             await asyncio.sleep(TICK_SECONDS)
-            try:
-                for connection in list(self.connections):
+            # Each step on its own: a fault in one bind's tick must not stop the other binds' timeouts, the
+            # store-and-forward sweep or the jobs (a fault that repeats would stop them for good).
+            for connection in list(self.connections):
+                try:
                     connection.tick()
+                except Exception:
+                    log.exception("bind tick failed", peer=connection.peer, account=connection.system_id)
+            try:
                 await self.delivery.sweep()
-                self.mo.expire_partial()
-                if loop.time() >= next_job_check:
-                    next_job_check = loop.time() + self.config.gateway.job_check_interval
-                    self.spawn(self.run_due_jobs())
             except Exception:
-                log.exception("tick failed")
+                log.exception("store-and-forward sweep failed")
+            try:
+                self.mo.expire_partial()
+            except Exception:
+                log.exception("expiring incomplete long MOs failed")
+            if loop.time() >= next_job_check:
+                next_job_check = loop.time() + self.config.gateway.job_check_interval
+                self.spawn(self.run_due_jobs())
 
     async def run_due_jobs(self) -> None:
         try:

@@ -101,3 +101,22 @@ def test_a_closed_bind_that_carried_an_mo_is_freed(gateway, handset):
     c = handset(A)  # the subscriber's next bind gets MTs as any bind of the account does
     assert b.submit(A, "back again").status == ESME_ROK
     assert text(c.expect()) == "back again"
+
+
+def test_a_bind_whose_tick_fails_does_not_stop_the_store_and_forward_sweep(make_gateway, handset):
+    """The once-a-second tick ran every bind's timeouts, then the sweep, in one try block: a bind whose tick raised
+    (each second, as a fault would) stopped the sweep for the whole gateway, and an MT never expired."""
+    clock = SimulatedClock()
+    gw = make_gateway(clock=clock)
+    a = handset(A, gw=gw)
+    handset(CARRIER_SUBSCRIBER, gw=gw)  # a second bind, the one that fails
+    carrier = next(c for c in gw.gateway.connections if c.system_id == "carrier")
+
+    def fault() -> None:
+        raise RuntimeError("injected fault in one bind's tick")
+
+    carrier.tick = fault
+    resp = a.submit(B, "nobody home", registered_delivery=1, validity_period="000000000010000R")
+    clock.advance(60)
+    fields = receipt_fields(a.expect(predicate=is_receipt, timeout=5))
+    assert (fields["id"].encode(), fields["stat"]) == (resp.message_id, "EXPIRED")
