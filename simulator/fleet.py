@@ -35,7 +35,6 @@ from typing import Any
 
 from gateway.config import Config, load_config
 from gateway.gctune import restore_defaults, tune_for_serving
-from gateway.numbers import NumberPlan
 
 from . import behaviours as b
 from .behaviours import BUSY, IDLE, RETIRED, Env, Phone, PostOffice, Rules, Spammer
@@ -224,13 +223,16 @@ class Fleet:
 
     def _check_numbers(self) -> None:
         """The scenario's numbers are in international form as the target's number plan has it (its country code, then
-        a national number of its length): the gateway sends MT to that form, never to a national one."""
-        s, settings = self.scenario, self.config.gateway
-        plan = NumberPlan(settings.country_code, settings.national_number_length)
+        a national number of its length), and no short code or service code's (with an extension): the gateway sends MT
+        to that form, never to a national one, and takes no MO from a service's number."""
+        s, plan = self.scenario, self.config.number_plan()
         numbers = {"fleet.start": s.fleet.start, "behaviours.spam.reported_start": s.behaviours.spam.reported_start}
         if s.behaviours.spammer.weight > 0:
             numbers["spammers.start"] = s.spammers.start
         for key, number in numbers.items():
+            if plan.is_code_number(number):
+                raise FleetError(key, f"{number!r} is a service's number (a short code or service code of the target's "
+                                      "config, with an extension), not a subscriber's: the gateway refuses MO from it")  # fmt: skip
             if not plan.is_msisdn(number):
                 canonical = plan.normalise(number)
                 hint = f" (national form of {canonical}?)" if plan.is_msisdn(canonical) else ""

@@ -196,6 +196,18 @@ def test_a_fleet_refuses_numbers_outside_the_targets_number_plan() -> None:
     assert refused.value.key == "fleet.start" and "country code 44, then 10 digits" in refused.value.problem
 
 
+def test_a_fleet_refuses_a_start_number_that_is_a_service_number() -> None:
+    """8610669160000 has a subscriber number's form but is SP code 1066916 with an extension: the gateway refuses every
+    MO from it (ESME_RINVSRCADR), and the fleet used to start anyway, every dialogue failing."""
+    from simulator.fleet import Fleet, FleetError
+
+    for key, overrides in [("fleet.start", {"fleet": {"start": "8610669160000"}}),
+                           ("behaviours.spam.reported_start", {"behaviours": {"spam": {"reported_start": "8610086123456"}}})]:  # fmt: skip
+        with pytest.raises(FleetError) as refused:
+            Fleet(parse_scenario(overrides, DEFAULT_SCENARIO))
+        assert refused.value.key == key and "is a service's number" in refused.value.problem
+
+
 @pytest.mark.parametrize("path", sorted(DEFAULT_SCENARIO.parent.glob("*.toml")), ids=lambda p: p.name)
 def test_every_shipped_scenario_loads(path: Path) -> None:
     scenario = load_scenario(path)
