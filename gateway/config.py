@@ -271,6 +271,7 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>") -> Config:
         seen_services.add(entry.id)
         seen_keywords.add((entry.service_code, fold(entry.keyword)))
     _check_numbers_claimed_once(services, accounts, short_codes, path)
+    _check_codes_leave_subscribers(gateway.country_code, services, accounts, short_codes, path)
     return Config(gateway, tls, accounts, short_codes, services, catalogue, str(path))
 
 
@@ -288,6 +289,21 @@ def _check_numbers_claimed_once(
         if earlier is not None and not (may_replace_service and earlier.startswith("services.")):
             raise ConfigError(path, key, f"{number} is already {earlier}; a number can belong to one service only")
         claims[number] = key
+
+
+def _check_codes_leave_subscribers(
+    country_code: str, services: ServiceSettings, accounts: tuple[AccountConfig, ...],
+    short_codes: tuple[ShortCodeConfig, ...], path: Path | str,
+) -> None:  # fmt: skip
+    """A number that starts with a code is that code with an extension, no subscriber's (Config.number_plan): a code
+    that covers an account's whole number range (short code 138 under prefix 86138) would make every one of its
+    subscribers unreachable and refuse all their MO. (A code inside a range, 10086 in 861, is usual.)"""
+    for code, key, _may_replace in _claims(services, accounts, short_codes):
+        for i, account in enumerate(accounts):
+            prefix = next((p for p in account.numbers if p.startswith(country_code + code)), None)
+            if prefix is not None:
+                raise ConfigError(path, key, f"{code} would take every number of accounts[{i}].numbers {prefix!r} "
+                                             f"({account.system_id}) for its own ({country_code}{code} with an extension)")  # fmt: skip
 
 
 def _claims(

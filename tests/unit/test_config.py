@@ -83,6 +83,11 @@ CASES = [  # (what is wrong, the edit, the key named, a phrase of what was expec
      "accounts[4].service_codes (tencent)", "1066916 is already accounts[3].service_codes (sina)"),
     ("a short code listed twice", lambda r: r["short_codes"].append({"code": "10086000", "handler": "silent"}),
      "short_codes[1].code", "10086000 is already short_codes[0].code"),
+    # Every number starting with a code is that code's: a code over a whole number range took all its subscribers.
+    ("short code over a number range", lambda r: r["short_codes"][0].update(code="138"), "short_codes[0].code",
+     "138 would take every number of accounts[0].numbers '86138' (handset)"),
+    ("service code over a number range", lambda r: account(r, "sina")["service_codes"].append("13"),
+     "accounts[3].service_codes (sina)", "13 would take every number of accounts[0].numbers '86138' (handset)"),
     ("empty operator", lambda r: r["services"].update(operator=""), "services.operator", "expected a short code (digits)"),
     ("letters for the rating code", lambda r: r["services"].update(rating="CS"), "services.rating", "digits"),
     ("empty gateway system_id", lambda r: r["gateway"].update(system_id=""), "gateway.system_id", "1 to 15 characters"),
