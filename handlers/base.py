@@ -55,8 +55,9 @@ class Outcome:
     effects: list[Effect] = field(default_factory=list)
     completed: bool = False  # a dialogue ended: the gateway may follow it with a survey
 
-    def reply(self, to: str, text: str, source: str) -> Outcome:
-        self.replies.append(Reply(to, text, source))
+    def reply(self, to: str, text: str, source: str, validity: float | None = None) -> Outcome:
+        """`validity`: a prompt's, so that it is not delivered once it can no longer be answered."""
+        self.replies.append(Reply(to, text, source, validity=validity))
         return self
 
     def put(self, *records: Any) -> Outcome:

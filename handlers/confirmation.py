@@ -85,7 +85,7 @@ async def _order(
         order = PendingOrder(ctx.new_id(), msisdn, entry.id, channel, code, now, expires_at, "pending")
     text = ctx.text("confirmation.request", language, reply_code=order.reply_code, validity=_validity(ctx, language),
                     **_names(entry, language))  # fmt: skip
-    return outcome.put(order).reply(msisdn, text, operator)
+    return outcome.put(order).reply(msisdn, text, operator, validity=expires_at - now)
 
 
 # ----------------------------------------------------------------- answers
@@ -131,7 +131,8 @@ async def answer(inbound: Inbound, ctx: ServiceContext, language: str) -> Outcom
     if len(waiting) == 1:
         return await _confirm(inbound, ctx, language, outcome, waiting[0])
     if len(waiting) > 1:
-        return outcome.reply(inbound.subscriber, _choose(ctx, language, waiting), ctx.settings.operator)
+        until = max(o.expires_at for o in waiting)
+        return outcome.reply(inbound.subscriber, _choose(ctx, language, waiting), ctx.settings.operator, validity=until - now)
     return await _not_waiting(inbound, ctx, language, outcome, waiting, None)
 
 

@@ -133,7 +133,7 @@ async def request_survey(ctx: ServiceContext, msisdn: str, channel: str, agent: 
     text = ctx.text(
         "rating.survey", language, service=_service_phrase(ctx, channel, survey.agent, language), hours=_hours(ctx)
     )
-    return outcome.put(survey).reply(msisdn, text, ctx.settings.rating)
+    return outcome.put(survey).reply(msisdn, text, ctx.settings.rating, validity=survey.expires_at - now)
 
 
 class RatingHandler:
@@ -143,6 +143,11 @@ class RatingHandler:
 
         def say(key: str, outcome: Outcome | None = None, **values: Any) -> Outcome:
             return (outcome or Outcome()).reply(inbound.subscriber, ctx.text(f"rating.{key}", language, **values), inbound.short_code)
+
+        def ask(key: str, outcome: Outcome, survey: Survey) -> Outcome:
+            """A question about the survey: it is not delivered once the survey can no longer be answered."""
+            text = ctx.text(f"rating.{key}", language)
+            return outcome.reply(inbound.subscriber, text, inbound.short_code, validity=survey.expires_at - now)
 
         survey = _latest(await ctx.store.find(Survey, msisdn=inbound.subscriber, status__in=list(OPEN)))
         if survey is None:
@@ -160,7 +165,7 @@ class RatingHandler:
         if survey.status == "reason":
             reason = inbound.text.strip()
             if not reason:
-                return say("ask_reason")
+                return ask("ask_reason", Outcome(), survey)
             survey.status, survey.reason = "rated", reason[:REASON_LIMIT]
             return say("thanks_reason", Outcome(completed=True).put(survey))
 
@@ -168,7 +173,7 @@ class RatingHandler:
         if parsed is None:
             if not survey.reprompted:
                 survey.reprompted = True
-                return say("reprompt", Outcome().put(survey))
+                return ask("reprompt", Outcome().put(survey), survey)
             survey.status = "invalid"
             return say("invalid", Outcome(completed=True).put(survey))
 
@@ -176,7 +181,7 @@ class RatingHandler:
         survey.rating, survey.rated_at = score, now
         if score in ASK_REASON and not reason:
             survey.status = "reason"
-            return say("ask_reason", Outcome().put(survey))
+            return ask("ask_reason", Outcome().put(survey), survey)
         survey.status, survey.reason = "rated", reason
         return say("thanks_reason" if reason else "thanks", Outcome(completed=True).put(survey))
 

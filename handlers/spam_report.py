@@ -158,10 +158,11 @@ class SpamReportHandler:
             pending = await _pending(ctx, reporter, now)
             if pending is not None:  # SPEC 3.3: the next message completes the report; this one cannot
                 waiting = _quoted(str(pending.data.get("text", "")))
-                return _say(inbound, ctx, "spam.number_expected", language, text=waiting, minutes=_minutes(pending.expires_at - now))
+                return _say(inbound, ctx, "spam.number_expected", language, text=waiting, minutes=_minutes(pending.expires_at - now),
+                            validity=pending.expires_at - now)  # fmt: skip
             window = ctx.settings.spam_follow_up_window
             dialogue = Dialogue(reporter, DIALOGUE, {"text": parsed.text}, now, now + window)
-            return _say(inbound, ctx, "spam.ask_number", language, minutes=_minutes(window)).put(dialogue)
+            return _say(inbound, ctx, "spam.ask_number", language, minutes=_minutes(window), validity=window).put(dialogue)
 
         pending = await _pending(ctx, reporter, now)
         if refusal is not None:  # a prompt still open stays open: the subscriber may correct the number
@@ -261,9 +262,10 @@ def _minutes(seconds: float) -> int:
     return max(1, round(seconds / 60))
 
 
-def _say(inbound: Inbound, ctx: ServiceContext, key: str, language: str, *, completed: bool = False, **values) -> Outcome:
+def _say(inbound: Inbound, ctx: ServiceContext, key: str, language: str, *, completed: bool = False,
+         validity: float | None = None, **values) -> Outcome:  # fmt: skip
     outcome = Outcome(completed=completed)
-    return outcome.reply(inbound.subscriber, ctx.text(key, language, **values), inbound.short_code)
+    return outcome.reply(inbound.subscriber, ctx.text(key, language, **values), inbound.short_code, validity=validity)
 
 
 # ----------------------------------------------------------------- operators

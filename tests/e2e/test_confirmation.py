@@ -224,6 +224,22 @@ def test_order_requested_over_the_api(gw, handset):
         gw.call(gw.gateway.services.request_order(B, "sina-sports", "web"))
 
 
+def test_a_confirmation_or_survey_is_not_delivered_once_it_can_no_longer_be_answered(gw, handset, clock):
+    """Asked for while the handset was off: it came back after 25 h, was told "reply Y, valid 24 h", replied Y at
+    once and was told the order had expired (the survey: "late"). The prompts now wait only their own validity."""
+    services = gw.gateway.services
+    for msisdn in (A, B):
+        gw.call(services.request_order(msisdn, "sina-weather", "web"))
+        gw.call(services.request_survey(msisdn, "hotline", "007"))
+    clock.advance(23 * 3600)
+    b = handset(B, gw=gw, address_range=B)
+    assert REQUEST.search(replies(b)[0]) and replies(b, source="10086700")[0].startswith("【满意100】")
+    clock.advance(2 * 3600)
+    a = handset(A, gw=gw, address_range=A)
+    a.expect_none(2.0)  # several sweeps past the 24 h: both expired unsent
+    assert ask(a, "Y").startswith("您定制新浪的天气预报业务的确认已超过有效期")  # what a late Y is told
+
+
 def test_the_api_takes_a_subscriber_number_in_any_form_and_refuses_what_is_none(gw, handset):
     phone = handset(B, gw=gw, address_range=B)
     gw.call(gw.gateway.services.request_order("+86 139-0000-0002", "sina-weather", "web"))
