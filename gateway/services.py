@@ -9,6 +9,7 @@ same serial lock as that subscriber's MOs.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Awaitable, Callable, Iterable
 
 from handlers import billing, confirmation, rating, spam_report, unsubscribe
@@ -20,6 +21,25 @@ from .outbox import Outbox
 from .serial import SerialLocks
 from .store.base import Store
 from .store.effects import Effect
+
+# A channel is a name (`web`, `hotline`, `sms:10086`, `store:1`): it is written into the SP's one-line
+# `key=value` notice and grouped by in the rating aggregates, so no space, `=` or control character.
+_CHANNEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._@/-]{0,63}")
+AGENT_LIMIT = 32
+
+
+def checked_channel(channel: object) -> str:
+    if not isinstance(channel, str) or not _CHANNEL.fullmatch(channel):
+        raise ValueError(f"channel {channel!r}: expected a name of up to 64 letters, digits and : . _ - @ / "
+                         "(no space or '='), such as 'web', 'hotline' or 'sms:10086'")  # fmt: skip
+    return channel
+
+
+def checked_agent(agent: object) -> str | None:
+    if agent is not None and not (isinstance(agent, str) and agent.isprintable() and len(agent) <= AGENT_LIMIT):
+        raise ValueError(f"agent {agent!r}: expected None or a name of up to {AGENT_LIMIT} printable characters")
+    return agent
+
 
 log = get_logger("services")
 BILLING = "*billing"  # the serial key of billing, reminders and disputes (no subscriber's number starts with *)
@@ -66,17 +86,17 @@ class Services:
 
     async def request_order(self, msisdn: str, service_id: str, channel: str = "api") -> Outcome:
         """An order from an SP or the web: the subscriber gets the two-step confirmation (SPEC 3.2)."""
-        msisdn = self.subscriber(msisdn)
+        msisdn, channel = self.subscriber(msisdn), checked_channel(channel)
         return await self._for(msisdn, lambda now: confirmation.request_order(self.ctx, msisdn, service_id, channel, now))
 
     async def request_survey(self, msisdn: str, channel: str, agent: str | None = None) -> Outcome:
         """A service event: the subscriber gets a satisfaction survey from the rating short code (SPEC 3.4)."""
-        msisdn = self.subscriber(msisdn)
+        msisdn, channel, agent = self.subscriber(msisdn), checked_channel(channel), checked_agent(agent)
         return await self._for(msisdn, lambda now: rating.request_survey(self.ctx, msisdn, channel, agent, now))
 
     async def unsubscribe(self, msisdn: str, subscription_ids: list[str], channel: str = "api") -> Outcome:
         """Cancel those of the subscriber's active subscriptions (the API's and USSD's path); other ids are ignored."""
-        msisdn = self.subscriber(msisdn)
+        msisdn, channel = self.subscriber(msisdn), checked_channel(channel)
         return await self._for(
             msisdn, lambda now: unsubscribe.unsubscribe_ids(self.ctx, msisdn, subscription_ids, channel, now)
         )

@@ -257,6 +257,19 @@ def test_the_api_takes_a_subscriber_number_in_any_form_and_refuses_what_is_none(
     assert orders(gw, B)[-1].status == "confirmed" and len(orders(gw, B)) == 1
 
 
+def test_an_order_whose_channel_is_no_name_is_refused(gw, handset):
+    """The channel goes into the SP's `key=value` notice: `web service=sina-weather msisdn=86139...` was taken,
+    and the SP's parser read another service and another subscriber; None failed in the store."""
+    phone = handset(B, gw=gw, address_range=B)
+    for channel in ("web service=sina-weather msisdn=8613999999999", None, "", "网页"):
+        with pytest.raises(ValueError, match=r"channel .*expected a name"):
+            gw.call(gw.gateway.services.request_order(B, "sina-news", channel))
+        with pytest.raises(ValueError, match=r"channel .*expected a name"):
+            gw.call(gw.gateway.services.unsubscribe(B, [], channel))
+    assert orders(gw, B) == []
+    phone.expect_none(0.3)
+
+
 def test_restart_between_confirmation_request_and_answer(make_gateway, handset, clock, tmp_path):
     db = tmp_path / "restart.db"
     first = make_gateway(clock=clock, db_path=db)

@@ -92,6 +92,14 @@ def test_a_survey_for_what_is_no_subscriber_number_is_refused(gw) -> None:
     assert gw.call(gw.gateway.store.find(Survey)) == []
 
 
+def test_a_survey_with_a_channel_or_agent_that_is_no_name_is_refused(gw) -> None:
+    """None reached the store as an AttributeError; "" was sent as "thank you for using China Mobile's service"."""
+    for channel, agent in ((None, None), ("", None), ("store 1", None), ("hotline", 7), ("hotline", "007\n")):
+        with pytest.raises(ValueError, match="channel|agent"):
+            gw.call(gw.gateway.services.request_survey(A, channel, agent))
+    assert gw.call(gw.gateway.store.find(Survey)) == []
+
+
 @pytest.mark.parametrize("words, score, answer, status", [("非常满意", 1, "thanks", "rated"), ("５", 5, "ask_reason", "reason")])
 def test_chinese_words_and_full_width_digits(gw, handset, words, score, answer, status) -> None:
     a = phone(handset, gw)
