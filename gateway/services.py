@@ -11,8 +11,16 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
 
-from handlers import billing, confirmation, rating, spam_report, unsubscribe
+from handlers import (
+    billing,
+    confirmation,
+    customer_service,
+    rating,
+    spam_report,
+    unsubscribe,
+)
 from handlers.base import Inbound, Outcome, ServiceContext
 
 from .clock import Clock
@@ -137,12 +145,16 @@ class Services:
         serial key (a survey needs no task or lock of its own)."""
         rate = self.ctx.settings.survey_sample_rate
         if rate > 0 and self._sampler.random() < rate and inbound.short_code == self.ctx.settings.operator:
-            return self._sampled_survey(inbound.subscriber, f"sms:{inbound.short_code}")
+            return self._sampled_survey(inbound)
         return None
 
-    async def _sampled_survey(self, msisdn: str, channel: str) -> Outcome:
-        """A sampled survey never displaces one the subscriber is still answering."""
-        now = self.clock.now()
+    async def _sampled_survey(self, inbound: Inbound) -> Outcome:
+        """A sampled survey never displaces one the subscriber is still answering, and waits until 10086 has
+        nothing more to ask (SPEC 3.4: "after a short-code dialogue completes"): no survey after `Y1` while
+        `Y2` waits."""
+        now, msisdn, channel = self.clock.now(), inbound.subscriber, f"sms:{inbound.short_code}"
         if await rating.open_surveys(self.ctx, msisdn, now):
+            return Outcome()
+        if await customer_service.question_waiting(replace(inbound, received_at=now), self.ctx):
             return Outcome()
         return await self.commit(await rating.request_survey(self.ctx, msisdn, channel, None, now))

@@ -52,6 +52,12 @@ class CustomerService:
         return help_reply(inbound, ctx, language)
 
 
+async def question_waiting(inbound: Inbound, ctx: ServiceContext) -> bool:
+    """A question of 10086 still waits for the subscriber's answer: a confirmation, or the unsubscribe-all
+    question (a survey then would ask them for "1" in the middle of it)."""
+    return await confirmation.latest_prompt(inbound, ctx) is not None or await unsubscribe.question_open(inbound, ctx)
+
+
 async def _in_order(inbound: Inbound, ctx: ServiceContext, text: str) -> list:
     """The modules to ask, the one whose prompt the subscriber received last first (see the module docstring)."""
     listing = await unsubscribe.latest_prompt(inbound, ctx)

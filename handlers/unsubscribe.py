@@ -82,6 +82,12 @@ async def latest_prompt(inbound: Inbound, ctx: ServiceContext) -> float | None:
     return max((d.created_at for d in live), default=None)
 
 
+async def question_open(inbound: Inbound, ctx: ServiceContext) -> bool:
+    """The unsubscribe-all question waits for its yes or no (a listing answered once stays open for more
+    serials, but has done what it was for)."""
+    return any(d.kind == ALL and _live(d, inbound.received_at) for d in await _dialogues(ctx, inbound.subscriber))
+
+
 async def last_prompt(inbound: Inbound, ctx: ServiceContext) -> float | None:
     """When the newest listing or unsubscribe-all question was sent, expired or not."""
     return max((d.created_at for d in await _dialogues(ctx, inbound.subscriber)), default=None)

@@ -191,6 +191,30 @@ def test_a_sampled_10086_dialogue_is_followed_by_a_survey(make_gateway, handset)
     assert reply(a, "1") == zh("thanks")
 
 
+def test_no_sampled_survey_while_10086_still_waits_for_an_answer(make_gateway, handset) -> None:
+    """Y1 confirmed one of two orders and a survey asked for "1..5" while Y2 still waited; so after `0000` while a
+    confirmation waited, and after help while the unsubscribe-all question did. The survey follows the last answer."""
+    gw = make_gateway(services={"survey_sample_rate": 1.0})
+    a = phone(handset, gw)
+    for keyword, code in (("TT", "1066916"), ("TL", "1066888")):
+        assert a.submit(code, keyword).status == ESME_ROK
+        assert "Y" in receive(a, OPERATOR)
+    for text in ("Y1", "0000", "帮助"):
+        assert a.submit(OPERATOR, text).status == ESME_ROK
+        receive(a, OPERATOR)
+    assert a.submit(OPERATOR, "00000").status == ESME_ROK  # cancel all (one so far) ...
+    receive(a, OPERATOR)
+    assert a.submit(OPERATOR, "帮助").status == ESME_ROK  # ... still unanswered; Y2 too
+    receive(a, OPERATOR)
+    a.expect_none(0.5, from_code(RATING))
+    assert surveys(gw) == []
+    for text in ("否", "Y2"):  # no to cancel-all; then the last question answered: now the survey
+        assert a.submit(OPERATOR, text).status == ESME_ROK
+        receive(a, OPERATOR)
+    assert "10086短信服务" in receive(a, RATING)
+    assert [s.channel for s in surveys(gw)] == ["sms:10086"]
+
+
 def test_no_survey_when_sampling_is_off(gw, handset) -> None:
     a = phone(handset, gw)
     assert a.submit(OPERATOR, "HELP").status == ESME_ROK
