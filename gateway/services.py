@@ -124,7 +124,8 @@ class Services:
         return await self._for(BILLING, lambda now: billing.run_due_jobs(self.ctx, now))
 
     async def run_billing(self) -> Outcome:
-        return await self._calendar_job(lambda now: billing.run_billing(self.ctx, now))
+        """Billing on demand: every month missed before this one, then this month (whatever the day)."""
+        return await self._calendar_job(lambda now: billing.bill_on_demand(self.ctx, now))
 
     async def send_reminders(self) -> Outcome:
         return await self._calendar_job(lambda now: billing.send_reminders(self.ctx, now))

@@ -28,9 +28,11 @@ Everything follows the operator's calendar (`ctx.local_date`, UTC+8 by default):
   (subscription, month): existing charges are skipped.
 - Jobs: `run_due_jobs` (every 30 s from the gateway, and on demand) runs billing
   for the current month once it is the billing day or later and it has not run
-  yet, and for every month since the last run that missed it (a gateway that was
-  down on the 1st bills when it comes back), each recorded as a JobRun; and the
-  reminders due on the reminder days. gateway/services.py runs them once the
+  yet, and for every month since the first run that has none (a gateway that was
+  down on the 1st bills when it comes back; a store never billed starts with the
+  month its earliest subscription's trial ends), each recorded as a JobRun; and
+  the reminders due on the reminder days. Billing on demand (`bill_on_demand`)
+  bills those missed months too, then the current one. gateway/services.py runs them once the
   subscription changes decided so far are committed (SerialLocks.wait_for_others).
 - Disputes: a charge on a subscription without a record of the subscriber's own
   confirmation is refunded double ("信息费误差,双倍返还"); with one, it is
@@ -47,6 +49,7 @@ from gateway.logs import get_logger
 from gateway.store.records import Charge, JobRun, Subscription, SubscriptionEvent
 
 from .base import Outcome, ServiceContext
+from .billing_calendar import billing_moment, month_of, month_start, period_of
 from .pages import paginate
 from .sp_notice import sp_notice
 from .subscriptions import yuan
@@ -63,16 +66,6 @@ SINGLE_REFUND_REASON = "refund at operator's discretion"
 
 
 # ----------------------------------------------------------------- calendar
-def month_start(day: dt.date, months_ahead: int = 0) -> dt.date:
-    """The first day of day's month, or of a month `months_ahead` later."""
-    index = day.year * 12 + day.month - 1 + months_ahead
-    return dt.date(index // 12, index % 12 + 1, 1)
-
-
-def period_of(day: dt.date) -> str:
-    return f"{day.year:04d}-{day.month:02d}"
-
-
 def free_months(ctx: ServiceContext, ordered_at: float) -> int:
     """Calendar months free of charge: 1 (the month of ordering) up to the 20th, else 2 (and the next)."""
     return 1 if ctx.local_date(ordered_at).day <= ctx.settings.trial_last_order_day else 2
@@ -109,20 +102,39 @@ async def billing_due(ctx: ServiceContext, now: float) -> bool:
 
 async def _months_unbilled(ctx: ServiceContext, today: dt.date) -> list[dt.date]:
     """The months whose billing day has come and that have no billing run, oldest first: this month from its
-    billing day, and every month since the last run that was missed (a gateway down over a 1st, or a simulated
-    clock moved past several 1sts at once). A store never billed starts with this month."""
-    this_month = month_start(today)
-    last_due = this_month if today.day >= ctx.settings.billing_day else month_start(today, -1)
-    last_run = await ctx.store.find(JobRun, order_by="-period", limit=1, job="billing")
-    if not last_run:
-        return [this_month] if last_due == this_month else []
-    year, month = map(int, last_run[0].period.split("-"))
+    billing day, and every earlier month without a run since the first run (a gateway down over a 1st, a
+    simulated clock moved past several 1sts at once, an operator's on-demand run of a later month before the
+    job check caught up). A store never billed starts with the month its earliest subscription's trial ends
+    (one whose clock jumped past several 1sts before the first job check bills them all), but with no month
+    after the last one due."""
+    last_due = month_start(today) if today.day >= ctx.settings.billing_day else month_start(today, -1)
+    # One JobRun per month: reading them all is cheap, and it finds the gaps an on-demand run of a later month left.
+    runs = await ctx.store.find(JobRun, order_by="period", job="billing")
+    if runs:
+        start = month_of(runs[0].period)
+    else:  # (subscriptions are read only until the first run: this runs at every job check)
+        earliest = await ctx.store.find(Subscription, order_by="trial_until", limit=1)
+        start = min(month_start(ctx.local_date(earliest[0].trial_until)), last_due) if earliest else last_due
+    billed = {run.period for run in runs}
     months = []
-    month_due = month_start(dt.date(year, month, 1), 1)
-    while month_due <= last_due:
-        months.append(month_due)
-        month_due = month_start(month_due, 1)
+    month = start
+    while month <= last_due:
+        if period_of(month) not in billed:
+            months.append(month)
+        month = month_start(month, 1)
     return months
+
+
+async def bill_on_demand(ctx: ServiceContext, now: float) -> Outcome:
+    """An operator's billing run: every month missed before this one (as `run_due_jobs` would bill them), then
+    this month's, whatever the day (idempotent). Billing only this month would record its run, and a month
+    missed before it would then never be billed."""
+    this_month = month_start(ctx.local_date(now))
+    outcome = Outcome()
+    for month in await _months_unbilled(ctx, ctx.local_date(now)):
+        if month < this_month:
+            outcome.extend(await run_billing(ctx, now, month))
+    return outcome.extend(await run_billing(ctx, now, this_month))
 
 
 async def run_billing(ctx: ServiceContext, now: float, month: dt.date | None = None) -> Outcome:
@@ -133,7 +145,7 @@ async def run_billing(ctx: ServiceContext, now: float, month: dt.date | None = N
     # Who pays is decided at the billing moment (midnight starting the billing day, "每月1日0时"), whenever this
     # runs: an unsubscription sent before it is not charged for the month even if its commit lands later, one
     # sent after it is ("下月起不再收取信息费"), and a month billed late is billed as it stood then.
-    billed_at = ctx.local_midnight(month.replace(day=ctx.settings.billing_day))
+    billed_at = billing_moment(ctx, month)
     out_of_trial = ctx.local_midnight(month)
     active = await ctx.store.find(Subscription, status="active", trial_until__lte=out_of_trial)
     cancelled_since = await ctx.store.find(

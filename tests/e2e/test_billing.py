@@ -205,6 +205,19 @@ def test_a_gateway_back_after_missing_1sts_bills_every_month_it_missed(make_gate
     assert [(c.period, c.amount) for c in charges] == [("2026-12", 3000), ("2027-01", 3000), ("2027-02", 3000)]
 
 
+def test_billing_on_demand_after_missed_1sts_bills_every_month_missed(make_gateway, handset, clock):
+    """An operator runs billing as soon as a gateway that was down over two 1sts is back, before its job check."""
+    gw = make_gateway(clock=clock, gateway={"job_check_interval": 3600})  # billing when the test says
+    phone = handset(A, gw=gw, address_range=A)
+    subscribe(phone, "TT")  # 10 November: charged from December
+    assert eventually(lambda: gw.call(gw.gateway.store.find(JobRun, job="billing")))  # November's, at start
+    clock.set(at(2027, 1, 2, 9))
+    gw.call(gw.gateway.services.run_billing())
+    charges = gw.call(gw.gateway.store.find(Charge, order_by="period", msisdn=A))
+    assert [(c.period, c.amount) for c in charges] == [("2026-12", 3000), ("2027-01", 3000)]
+    assert not gw.call(gw.gateway.services.run_due_jobs()).effects  # the job check after it: nothing left to bill
+
+
 def test_an_unsubscription_sent_before_midnight_is_not_charged_though_its_commit_lands_after_billing_began(
     make_gateway, handset, clock, tmp_path
 ):

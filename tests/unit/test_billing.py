@@ -166,6 +166,23 @@ async def test_every_month_missed_is_billed_as_it_stood_at_its_start(bench: Serv
     assert not [e for e in (await job(bench, billing.run_due_jobs, at(2027, 3, 2, 10))).effects]
 
 
+async def test_a_store_never_billed_bills_every_month_since_the_first_trial_ended(bench: ServiceBench) -> None:
+    await subscribe(bench, A, "TT", at(2026, 11, 10))  # charged from December; no job check before the clock jumps
+    await job(bench, billing.run_due_jobs, at(2027, 1, 2, 9))
+    assert sorted((c.period, c.msisdn) for c in await bench.store.find(Charge)) == [("2026-12", A), ("2027-01", A)]
+    runs = await bench.store.find(JobRun, order_by="period", job="billing")
+    assert [r.period for r in runs] == ["2026-12", "2027-01"]
+
+
+async def test_a_month_left_without_a_billing_run_between_two_runs_is_billed(bench: ServiceBench) -> None:
+    """An earlier version's on-demand run billed January only, though December had no run: the job check bills it."""
+    await subscribe(bench, A, "TT", at(2026, 11, 10))
+    await job(bench, billing.run_due_jobs, at(2026, 11, 10, 11))
+    await job(bench, billing.run_billing, at(2027, 1, 2, 9))  # this month's only
+    await job(bench, billing.run_due_jobs, at(2027, 1, 2, 10))
+    assert sorted(c.period for c in await bench.store.find(Charge)) == ["2026-12", "2027-01"]
+
+
 async def test_who_pays_for_a_month_is_decided_at_midnight_starting_it(bench: ServiceBench) -> None:
     tt = await subscribe(bench, A, "TT", at(2026, 11, 5))
     tq = await subscribe(bench, B, "TQ", at(2026, 11, 5))
