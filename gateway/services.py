@@ -133,7 +133,9 @@ class Services:
     async def _calendar_job(self, make: Callable[[float], Awaitable[Outcome]]) -> Outcome:
         """A job over every subscriber, run once the subscription changes already decided are committed: an
         unsubscription sent at 23:59:59 whose commit is still in flight at midnight is seen by the billing
-        it keeps from charging (billing reads the store, not the subscribers' serial sections)."""
+        it keeps from charging (billing reads the store, not the subscribers' serial sections). An MO waiting for
+        a retry after a failed try holds no key and is not waited for: a cancellation among them voids the charge
+        when it commits (handlers/subscriptions.py), rather than billing waiting out the retry schedule."""
         async with self.locks.hold(BILLING):
             await self.locks.wait_for_others((BILLING,))
             return await self.commit(await make(self.clock.now()), (BILLING,))

@@ -24,8 +24,10 @@ Everything follows the operator's calendar (`ctx.local_date`, UTC+8 by default):
 - Billing: on the billing day (the 1st) a Charge per subscription whose trial
   has ended and that was active at midnight starting the billing day, for that
   month ("YYYY-MM"), in fen: an unsubscription before then is not charged for
-  the month, one after it is, whenever billing runs. Never twice for the same
-  (subscription, month): existing charges are skipped.
+  the month, one after it is, whenever billing runs (a cancellation sent before
+  it that commits after billing charged the subscription voids that charge:
+  handlers/subscriptions.py). Never twice for the same (subscription, month):
+  existing charges are skipped.
 - Jobs: `run_due_jobs` (every 30 s from the gateway, and on demand) runs billing
   for the current month once it is the billing day or later and it has not run
   yet, and for every month since the first run that has none (a gateway that was

@@ -6,6 +6,12 @@ messages committed together: the subscription becomes "cancelled" (so the
 submission guards refuse the SP's content from that commit on), an event is
 kept, the subscriber gets the confirmation from the operator short code and
 the SP gets its order-relation notice (sp_notice.py, event CANCEL).
+
+Who pays for a month is decided at its billing moment (billing.py): a
+cancellation sent before it whose commit lands after billing charged the
+subscription (its handling failed once and was retried after midnight, say)
+voids that charge in the same commit, so the order of the two does not
+matter ("本月内退订下月不再收费").
 """
 
 from __future__ import annotations
@@ -13,9 +19,11 @@ from __future__ import annotations
 from dataclasses import replace
 
 from gateway.config import CatalogueEntry
-from gateway.store.records import Subscription, SubscriptionEvent
+from gateway.store.effects import Delete
+from gateway.store.records import Charge, Subscription, SubscriptionEvent
 
 from .base import Outcome, ServiceContext
+from .billing_calendar import billing_moment, month_of, month_start, period_of
 from .sp_notice import sp_notice
 
 
@@ -46,7 +54,7 @@ def names(entry: CatalogueEntry | None, subscription: Subscription, language: st
     }
 
 
-def cancel(
+async def cancel(
     ctx: ServiceContext,
     subscription: Subscription,
     entry: CatalogueEntry | None,
@@ -54,7 +62,8 @@ def cancel(
     now: float,
     language: str,
 ) -> Outcome:
-    """Cancel one active subscription now: the cancelled record, its event, the confirmation, the SP notice.
+    """Cancel one active subscription at `now` (when it was asked for): the cancelled record, its event, the
+    confirmation, the SP notice, and the voiding of any charge for a month that began after `now`.
 
     `entry` is the subscription's catalogue service (ctx.catalogue.get(subscription.service_id));
     with None (a service since removed from the catalogue) there is no SP to notify.
@@ -68,9 +77,28 @@ def cancel(
         event="cancelled",
         channel=channel,
     )
-    outcome = Outcome().put(cancelled, event)
+    outcome = Outcome().put(cancelled, event).extend(await _charges_voided(ctx, subscription, channel, now))
     text = ctx.text("unsubscribe.done", language, **names(entry, subscription, language))
     outcome.reply(subscription.msisdn, text, ctx.settings.operator)
     if entry is not None:
         outcome.replies.append(sp_notice(ctx, entry, subscription.msisdn, "CANCEL", channel, now))
+    return outcome
+
+
+async def _charges_voided(ctx: ServiceContext, subscription: Subscription, channel: str, now: float) -> Outcome:
+    """Delete the subscription's charges for months whose billing moment came after `now`, the cancellation's
+    time: billing ran before the cancellation committed. A charge already refunded on a dispute stays (the
+    subscriber has had the money back, and the refund is the record of it); an event keeps what was voided."""
+    outcome = Outcome()
+    # By the index on charges (msisdn, period): only this month's and later ones, at most a few rows.
+    since = period_of(month_start(ctx.local_date(now)))
+    for charge in await ctx.store.find(Charge, msisdn=subscription.msisdn, period__gte=since):
+        if charge.subscription_id != subscription.id or charge.refund or charge.disputed_at is not None:
+            continue
+        if billing_moment(ctx, month_of(charge.period)) <= now:  # cancelled after the month began: it pays
+            continue
+        outcome.effects.append(Delete(Charge, (charge.id,)))
+        outcome.put(SubscriptionEvent(id=ctx.new_id(), subscription_id=subscription.id, msisdn=subscription.msisdn,
+                                      at=now, event="voided", channel=channel,
+                                      detail=f"charge={charge.id} period={charge.period} amount={charge.amount}"))  # fmt: skip
     return outcome

@@ -71,7 +71,7 @@ async def unsubscribe_ids(ctx: ServiceContext, msisdn: str, subscription_ids: li
     for subscription_id in wanted:
         if subscription_id in found:
             subscription = found[subscription_id]
-            outcome.extend(cancel(ctx, subscription, ctx.catalogue.get(subscription.service_id), channel, now, language))
+            outcome.extend(await cancel(ctx, subscription, ctx.catalogue.get(subscription.service_id), channel, now, language))
     return outcome
 
 
@@ -124,7 +124,7 @@ async def _serials(inbound: Inbound, ctx: ServiceContext, language: str, listing
             continue
         entry = ctx.catalogue.get(subscription.service_id)
         if subscription.status == "active":
-            outcome.extend(cancel(ctx, subscription, entry, inbound.channel, inbound.received_at, language))
+            outcome.extend(await cancel(ctx, subscription, entry, inbound.channel, inbound.received_at, language))
         else:
             text = ctx.text("unsubscribe.already", language, serial=serial, **names(entry, subscription, language))
             outcome.reply(msisdn, text, inbound.short_code)
@@ -147,7 +147,7 @@ async def _yes_no(inbound: Inbound, ctx: ServiceContext, language: str, question
             if subscription_id in found:
                 subscription = found[subscription_id]
                 entry = ctx.catalogue.get(subscription.service_id)
-                outcome.extend(cancel(ctx, subscription, entry, inbound.channel, inbound.received_at, language))
+                outcome.extend(await cancel(ctx, subscription, entry, inbound.channel, inbound.received_at, language))
         return outcome
     if matches(inbound.text, ctx.settings.decline_words):
         outcome = Outcome(completed=True).reply(msisdn, ctx.text("unsubscribe.all_declined", language), inbound.short_code)

@@ -108,7 +108,7 @@ class SubscriptionEvent:
     subscription_id: str
     msisdn: str
     at: float
-    event: str  # ordered | cancelled | charged | refunded
+    event: str  # ordered | cancelled | charged | voided (cancelled before billing moment) | refunded
     channel: str
     detail: str = ""
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from gateway.clock import SimulatedClock
-from gateway.store.records import Charge, JobRun, Subscription
+from gateway.store.records import Charge, JobRun, Subscription, SubscriptionEvent
 from handlers.base import Outcome
 from handlers.sp_notice import parse_sp_notice
 from tests.e2e.test_confirmation import (
@@ -22,6 +22,7 @@ from tests.e2e.test_confirmation import (
     replies,
     subscriptions,
 )
+from tests.e2e.test_mo_retry import Failing
 from tests.polling import eventually
 from tests.services_support import at
 from tests.smpp_handset import ESME_ROK, text
@@ -249,3 +250,28 @@ def test_an_unsubscription_sent_before_midnight_is_not_charged_though_its_commit
     assert "成功退订" in replies(a)[0]
     charges = gw.call(gw.gateway.store.find(Charge, period="2026-12"))
     assert [c.msisdn for c in charges] == [B]
+
+
+def test_an_unsubscription_sent_before_midnight_and_handled_after_billing_voids_its_charge(make_gateway, handset, clock):
+    """The unsubscription's first try fails (a transient fault: injected once into 10086's handler, nothing else)
+    and its retry commits after the 1st's billing charged the subscription: the charge goes with the cancellation."""
+    gw = make_gateway(clock=clock, gateway={"job_check_interval": 3600, "mo_retry_backoff": [2.0]})
+    a, b = (handset(n, gw=gw, address_range=n) for n in (A, B))
+    subscribe(a, "TT")
+    subscribe(b, "TT")
+    assert eventually(lambda: gw.call(gw.gateway.store.find(JobRun, job="billing")))  # November's, at start
+    clock.set(at(2026, 11, 30, 23, 50))
+    ask(a, "0000")
+    operator = gw.gateway.mo.short_codes[OPERATOR]
+    operator.handler = failing = Failing(operator.handler, times=1)
+    clock.set(at(2026, 12, 1, 0, 0) - 1)
+    assert a.submit(OPERATOR, "1").status == ESME_ROK  # 23:59:59: unsubscribe
+    assert failing.called.wait(5)
+    clock.set(at(2026, 12, 1, 0, 0) + 1)
+    gw.call(gw.gateway.services.run_due_jobs())
+    assert failing.calls == 1, "the retry came before billing"
+    assert sorted(c.msisdn for c in gw.call(gw.gateway.store.find(Charge, period="2026-12"))) == [A, B]
+    assert "成功退订" in replies(a)[0]  # the retry
+    assert [c.msisdn for c in gw.call(gw.gateway.store.find(Charge, period="2026-12"))] == [B]
+    [voided] = gw.call(gw.gateway.store.find(SubscriptionEvent, msisdn=A, event="voided"))
+    assert "period=2026-12 amount=3000" in voided.detail

@@ -14,7 +14,7 @@ from handlers import billing
 from handlers.sp_notice import parse_sp_notice
 from handlers.base import Outcome
 from tests.services_support import ServiceBench, at, service_bench
-from tests.unit.test_confirmation import A, B, SINA, TENCENT, say
+from tests.unit.test_confirmation import A, B, SINA, TENCENT, say, texts
 
 C, D = "8613800000003", "8613800000004"
 CODES = {"TT": SINA, "TQ": SINA, "TL": TENCENT}
@@ -192,6 +192,25 @@ async def test_who_pays_for_a_month_is_decided_at_midnight_starting_it(bench: Se
     await cancel(bench, tq)  # December has begun: it is charged, even though billing has not run yet
     await job(bench, billing.run_due_jobs, at(2026, 12, 1, 0, 5))
     assert [(c.msisdn, c.period) for c in await bench.store.find(Charge)] == [(B, "2026-12")]
+
+
+async def test_a_cancellation_after_billing_voids_only_a_charge_for_a_month_begun_after_it_and_not_refunded(
+    bench: ServiceBench,
+) -> None:
+    await subscribe(bench, A, "TT", at(2026, 11, 5))
+    await subscribe(bench, B, "TT", at(2026, 11, 5))
+    await job(bench, billing.run_due_jobs, at(2026, 12, 1, 0, 5))
+    charge_b = (await bench.store.find(Charge, msisdn=B))[0]
+    await job(bench, lambda ctx, now: billing.dispute(ctx, charge_b.id, now), at(2026, 12, 1, 9))
+    # A unsubscribes in December, after its billing moment; B's unsubscription, sent on 30 November, is handled
+    # only now (the bench's clock gives an MO its time), after the charge was disputed and refunded.
+    for msisdn, sent in ((A, at(2026, 12, 2, 9)), (B, at(2026, 11, 30, 23, 58))):
+        bench.clock.set(sent)
+        await say(bench, msisdn, "0000")
+        assert "成功退订" in texts(await say(bench, msisdn, "1"), msisdn)[0]
+    charges = {c.msisdn: (c.period, c.amount, c.refund) for c in await bench.store.find(Charge)}
+    assert charges == {A: ("2026-12", 3000, 0), B: ("2026-12", 3000, 3000)}
+    assert not await bench.store.find(SubscriptionEvent, event="voided")
 
 
 async def test_dispute_refunds_double_without_a_confirmation_record(bench: ServiceBench) -> None:
