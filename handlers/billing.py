@@ -5,16 +5,18 @@ Everything follows the operator's calendar (`ctx.local_date`, UTC+8 by default):
 - Free trial: a subscriber's first subscription to a service ("首次定购"),
   confirmed on days 1..trial_last_order_day (20), is free for the rest of that
   month, from the 21st for that month and the next. Ordering it again after
-  unsubscribing brings no trial: it is charged from the next billing day (the
-  month it is ordered in is not billed; billing runs on the 1st, "每月1日0时开始
-  触发包月话单"). `trial_until` is the local midnight starting the first month
-  that is charged.
+  unsubscribing brings no new trial: it keeps what is left of the earlier
+  subscriptions' trial (ordered on 21 Nov, free through December, unsubscribed
+  and ordered again on 22 Nov: still free through December, and told so), and
+  is otherwise charged from the next billing day (the month it is ordered in is
+  not billed; billing runs on the 1st, "每月1日0时开始触发包月话单").
+  `trial_until` is the local midnight starting the first month that is charged.
 - Reminder ("第二次提醒"): on reminder_first_day..reminder_last_day (21..25) every
   subscriber whose subscriptions are charged for the first time next month gets
   a text from 10086 listing them: "本月内退订下月不再收费". That is every
   subscription ordered on the 1st..20th of this month, every one ordered
   from the 21st of last month (still free this month, charged from next month),
-  and every repeat order of this month (no trial). Each subscription is
+  and every repeat order of this month with no trial left. Each subscription is
   reminded once (a "reminded" SubscriptionEvent), on the first check that finds
   it: one text for all of them on the 21st, another for an order of the 22nd.
   A JobRun "reminders" per month marks the last run, so the checks every 30 s
@@ -75,9 +77,16 @@ def free_months(ctx: ServiceContext, ordered_at: float) -> int:
 
 def trial_until(ctx: ServiceContext, ordered_at: float, first_order: bool = True) -> float:
     """When charging may start for a subscription ordered (confirmed) at `ordered_at`: after the free
-    months for a first order, from the next month for a repeat one."""
+    months for a first order, from the next month for a repeat one with no trial left (repeat_trial_until)."""
     months = free_months(ctx, ordered_at) if first_order else 1
     return ctx.local_midnight(month_start(ctx.local_date(ordered_at), months))
+
+
+def repeat_trial_until(ctx: ServiceContext, ordered_at: float, earlier: list[Subscription]) -> float:
+    """A repeat order's trial_until: what is left of the trial of the service's earlier subscriptions, else
+    from next month. Unsubscribing and ordering again within the free months must not cost the subscriber the
+    months the first order made free."""
+    return max(trial_until(ctx, ordered_at, first_order=False), *(s.trial_until for s in earlier))
 
 
 # -------------------------------------------------------------------- money
@@ -191,7 +200,7 @@ async def send_reminders(ctx: ServiceContext, now: float) -> Outcome:
     Each subscription is reminded once, whenever this runs (`run_due_jobs` on the reminder days, or an
     operator on demand), and marked by a "reminded" event: so a run on the 12th does not keep a subscriber
     who orders on the 15th from the reminder of the 21st, and an order from the 22nd that is charged next
-    month (a repeat order has no trial) is reminded at the next check on the reminder days."""
+    month (a repeat order with no trial left) is reminded at the next check on the reminder days."""
     today = ctx.local_date(now)
     period = period_of(today)
     # Only orders whose trial can end next month (an index range, not every active subscription at every job

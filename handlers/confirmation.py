@@ -36,7 +36,8 @@ from gateway.config import CatalogueEntry
 from gateway.store.records import PendingOrder, Subscription, SubscriptionEvent
 
 from .base import Inbound, Outcome, ServiceContext
-from .billing import free_months, trial_until
+from .billing import repeat_trial_until, trial_until
+from .billing_calendar import month_start
 from .keywords import fold, matches
 from .sp_notice import sp_notice
 from .subscriptions import yuan
@@ -147,8 +148,7 @@ async def _confirm(inbound: Inbound, ctx: ServiceContext, language: str, outcome
     if await _active(ctx, msisdn, entry.id):
         text = ctx.text("confirmation.already_subscribed", language, operator=operator, **_names(entry, language))
         return outcome.reply(msisdn, text, operator)
-    # The free trial is for the first order of a service only (seed: "首次定购当月免收信息费").
-    first_order = not await ctx.store.find(Subscription, limit=1, msisdn=msisdn, service_id=entry.id)
+    earlier = await ctx.store.find(Subscription, msisdn=msisdn, service_id=entry.id)
     subscription = Subscription(
         id=ctx.new_id(),
         msisdn=msisdn,
@@ -157,7 +157,7 @@ async def _confirm(inbound: Inbound, ctx: ServiceContext, language: str, outcome
         ordered_at=now,
         channel=order.channel,
         confirmation=inbound.evidence,
-        trial_until=trial_until(ctx, now, first_order),
+        trial_until=repeat_trial_until(ctx, now, earlier) if earlier else trial_until(ctx, now),
     )
     event = SubscriptionEvent(
         id=ctx.new_id(),
@@ -168,12 +168,13 @@ async def _confirm(inbound: Inbound, ctx: ServiceContext, language: str, outcome
         channel=order.channel,
         detail=f"order={order.id} confirmed_by={inbound.evidence}",
     )
-    if not first_order:
-        key = "confirmation.ordered_again"
-    elif free_months(ctx, now) == 1:
-        key = "confirmation.ordered_this_month"
-    else:
+    # The notice says what is free: a repeat order within the earlier order's free months is still free.
+    if subscription.trial_until >= ctx.local_midnight(month_start(ctx.local_date(now), 2)):
         key = "confirmation.ordered_next_month"
+    elif earlier:
+        key = "confirmation.ordered_again"  # charged from next month
+    else:
+        key = "confirmation.ordered_this_month"
     notice = ctx.text(key, language, operator=operator, **_names(entry, language))
     outcome.put(subscription, event).reply(msisdn, notice, operator)
     outcome.replies.append(sp_notice(ctx, entry, msisdn, "ORDER", order.channel, now))

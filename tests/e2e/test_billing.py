@@ -59,15 +59,19 @@ def test_trial_months_at_the_boundaries(make_gateway, handset, clock):
         assert subscription.trial_until == free_until, msisdn
 
 
-def test_the_free_trial_is_for_the_first_order_of_a_service_only(make_gateway, handset, clock):
-    gw = make_gateway(clock=clock, services={"reminder_first_day": 28, "reminder_last_day": 28})
-    phone = handset(A, gw=gw, address_range=A)
-    clock.set(at(2026, 11, 21, 9))
-    assert "下月底前免信息费" in subscribe(phone, "TT")  # first order from the 21st: free until the end of December
+def unsubscribe(phone) -> None:
     phone.submit(OPERATOR, "0000")
     replies(phone, 1)
     phone.submit(OPERATOR, "1")
     assert "成功退订" in replies(phone, 1)[0]
+
+
+def test_the_free_trial_is_for_the_first_order_of_a_service_only(make_gateway, handset, clock):
+    gw = make_gateway(clock=clock, services={"reminder_first_day": 28, "reminder_last_day": 28})
+    phone = handset(A, gw=gw, address_range=A)
+    clock.set(at(2026, 11, 10, 9))
+    assert "当月免信息费" in subscribe(phone, "TT")  # free in November, charged from December
+    unsubscribe(phone)
     clock.set(at(2026, 11, 25, 9))
     again = subscribe(phone, "TT")  # ordered again: no second trial
     assert again == "您已定制新浪的头条新闻业务,信息费30元/月,由中国移动代收,客服电话9510567,下月起收费,退订请发送0000到10086。"
@@ -77,6 +81,28 @@ def test_the_free_trial_is_for_the_first_order_of_a_service_only(make_gateway, h
     gw.call(gw.gateway.services.run_billing())
     [charge] = gw.call(gw.gateway.store.find(Charge, msisdn=A))
     assert (charge.subscription_id, charge.period, charge.amount) == (active.id, "2026-12", 3000)
+
+
+def test_an_order_again_keeps_what_is_left_of_the_first_orders_free_months(make_gateway, handset, clock):
+    gw = make_gateway(clock=clock, services={"reminder_first_day": 28, "reminder_last_day": 28})
+    phone = handset(A, gw=gw, address_range=A)
+    clock.set(at(2026, 11, 21, 9))
+    first = subscribe(phone, "TT")  # first order from the 21st: free until the end of December
+    unsubscribe(phone)
+    clock.set(at(2026, 11, 22, 9))
+    assert subscribe(phone, "TT") == first  # still free until the end of December, and told so
+    [active] = [s for s in subscriptions(gw, A) if s.status == "active"]
+    assert active.trial_until == at(2027, 1, 1, 0, 0)
+    unsubscribe(phone)
+    clock.set(at(2026, 12, 5, 9))
+    again = subscribe(phone, "TT")  # in December: free for the rest of it, charged from January
+    assert "下月起收费" in again
+    clock.set(at(2026, 12, 5, 9, 5))
+    gw.call(gw.gateway.services.run_billing())
+    assert not gw.call(gw.gateway.store.find(Charge, msisdn=A))
+    clock.set(at(2027, 1, 1, 0, 5))
+    gw.call(gw.gateway.services.run_billing())
+    assert [c.period for c in gw.call(gw.gateway.store.find(Charge, msisdn=A))] == ["2027-01"]
 
 
 def test_the_gateway_runs_billing_and_reminders_on_schedule_by_itself(make_gateway, handset, clock):
