@@ -50,7 +50,7 @@ def checked_agent(agent: object) -> str | None:
 
 
 log = get_logger("services")
-BILLING = "*billing"  # the serial key of billing, reminders and disputes (no subscriber's number starts with *)
+BILLING = billing.SERIAL_KEY
 
 
 class Services:
@@ -134,8 +134,9 @@ class Services:
         """A job over every subscriber, run once the subscription changes already decided are committed: an
         unsubscription sent at 23:59:59 whose commit is still in flight at midnight is seen by the billing
         it keeps from charging (billing reads the store, not the subscribers' serial sections). An MO waiting for
-        a retry after a failed try holds no key and is not waited for: a cancellation among them voids the charge
-        when it commits (handlers/subscriptions.py), rather than billing waiting out the retry schedule."""
+        a retry after a failed try holds no key and is not waited for: its retry takes this job's key too (10086's
+        serial_keys), and a cancellation among them voids the charge when it commits (handlers/subscriptions.py),
+        rather than billing waiting out the retry schedule."""
         async with self.locks.hold(BILLING):
             await self.locks.wait_for_others((BILLING,))
             return await self.commit(await make(self.clock.now()), (BILLING,))

@@ -60,10 +60,12 @@ from .subscriptions import yuan
 
 log = get_logger("billing")
 
+SERIAL_KEY = "*billing"  # the serial key of billing, reminders and disputes (no subscriber's number starts with *)
 REMINDED = "reminded"  # the SubscriptionEvent of a subscription's reminder
 # A reminder run looks again at orders from this long before the last run of the month (JobRun "reminders"):
 # an order decided before that run whose commit landed after it. Overlap costs nothing (REMINDED events).
 REMINDER_OVERLAP = 600.0
+DAY = 86400.0
 LOOKUP_CHUNK = 500  # ids per `__in` lookup (SQLite caps the parameters of one statement)
 DOUBLE_REFUND_REASON = "no confirmation record: double refund"
 SINGLE_REFUND_REASON = "refund at operator's discretion"
@@ -87,6 +89,19 @@ def repeat_trial_until(ctx: ServiceContext, ordered_at: float, earlier: list[Sub
     from next month. Unsubscribing and ordering again within the free months must not cost the subscriber the
     months the first order made free."""
     return max(trial_until(ctx, ordered_at, first_order=False), *(s.trial_until for s in earlier))
+
+
+def billed_since(ctx: ServiceContext, sent_at: float, now: float) -> bool:
+    """A billing moment came after `sent_at` and by `now`: an MO sent before it and handled only now (retried
+    after a failed try, or handled again at start) may cancel a subscription billing charges meanwhile."""
+    offset = ctx.settings.utc_offset_hours * 3600
+    if now <= sent_at or (now + offset) // DAY == (sent_at + offset) // DAY:
+        return False  # (billing moments are local midnights; this runs for every MO to 10086)
+    month = month_start(ctx.local_date(now))
+    moment = billing_moment(ctx, month)
+    if moment > now:  # this month's is still to come: the last one was last month's
+        moment = billing_moment(ctx, month_start(month, -1))
+    return sent_at < moment
 
 
 # -------------------------------------------------------------------- money

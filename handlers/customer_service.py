@@ -18,7 +18,7 @@ confirmation would take them as "no". Anything else gets the help text.
 
 from __future__ import annotations
 
-from . import confirmation, unsubscribe
+from . import billing, confirmation, unsubscribe
 from .base import Inbound, Outcome, ServiceContext, help_reply
 from .keywords import fold, folded, matches, serial_numbers
 from gateway.store.records import Subscriber
@@ -29,6 +29,14 @@ from gateway.store.records import Subscriber
 
 
 class CustomerService:
+    def serial_keys(self, inbound: Inbound, ctx: ServiceContext) -> list[str]:
+        """The subscriber's key; and billing's for a text sent before a billing moment and handled after it (a
+        retry): an unsubscription then waits for a billing run in progress to commit, and voids the charge it
+        made (handlers/subscriptions.py) instead of reading the store from before it."""
+        if billing.billed_since(ctx, inbound.received_at, ctx.clock.now()):
+            return [inbound.subscriber, billing.SERIAL_KEY]
+        return [inbound.subscriber]
+
     async def handle(self, inbound: Inbound, ctx: ServiceContext) -> Outcome:
         text = fold(inbound.text)
         settings = ctx.settings

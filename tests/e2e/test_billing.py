@@ -13,6 +13,7 @@ import pytest
 from gateway.clock import SimulatedClock
 from gateway.store.records import Charge, JobRun, Subscription, SubscriptionEvent
 from handlers.base import Outcome
+from handlers.billing import SERIAL_KEY as BILLING_KEY
 from handlers.sp_notice import parse_sp_notice
 from tests.e2e.test_confirmation import (
     OPERATOR,
@@ -278,6 +279,17 @@ def test_an_unsubscription_sent_before_midnight_is_not_charged_though_its_commit
     assert [c.msisdn for c in charges] == [B]
 
 
+class FailingFirst(Failing):
+    """10086's handler, whose first call fails (a transient fault); its serial keys are the handler's own."""
+
+    def __init__(self, handler) -> None:
+        super().__init__(handler, times=1)
+
+    def serial_keys(self, inbound, ctx):
+        keys_of = getattr(self.handler, "serial_keys", None)  # (as gateway/mo.py asks a handler)
+        return keys_of(inbound, ctx) if keys_of is not None else [inbound.subscriber]
+
+
 def test_an_unsubscription_sent_before_midnight_and_handled_after_billing_voids_its_charge(make_gateway, handset, clock):
     """The unsubscription's first try fails (a transient fault: injected once into 10086's handler, nothing else)
     and its retry commits after the 1st's billing charged the subscription: the charge goes with the cancellation."""
@@ -289,7 +301,7 @@ def test_an_unsubscription_sent_before_midnight_and_handled_after_billing_voids_
     clock.set(at(2026, 11, 30, 23, 50))
     ask(a, "0000")
     operator = gw.gateway.mo.short_codes[OPERATOR]
-    operator.handler = failing = Failing(operator.handler, times=1)
+    operator.handler = failing = FailingFirst(operator.handler)
     clock.set(at(2026, 12, 1, 0, 0) - 1)
     assert a.submit(OPERATOR, "1").status == ESME_ROK  # 23:59:59: unsubscribe
     assert failing.called.wait(5)
@@ -301,3 +313,38 @@ def test_an_unsubscription_sent_before_midnight_and_handled_after_billing_voids_
     assert [c.msisdn for c in gw.call(gw.gateway.store.find(Charge, period="2026-12"))] == [B]
     [voided] = gw.call(gw.gateway.store.find(SubscriptionEvent, msisdn=A, event="voided"))
     assert "period=2026-12 amount=3000" in voided.detail
+
+
+def test_an_unsubscription_retried_while_billing_commits_waits_for_billing_and_voids_its_charge(
+    make_gateway, handset, clock, tmp_path
+):
+    """The retry of an unsubscription sent at 23:59:59 comes while the 1st's billing is committing (its commit held
+    up by another process holding the SQLite write lock): it must not decide on the store from before the charges."""
+    db = tmp_path / "gw.db"
+    gw = make_gateway(clock=clock, db_path=db, gateway={"job_check_interval": 3600, "mo_retry_backoff": [1.5]})
+    a, b = (handset(n, gw=gw, address_range=n) for n in (A, B))
+    subscribe(a, "TT")
+    subscribe(b, "TT")
+    assert eventually(lambda: gw.call(gw.gateway.store.find(JobRun, job="billing")))  # November's, at start
+    clock.set(at(2026, 11, 30, 23, 50))
+    ask(a, "0000")
+    operator = gw.gateway.mo.short_codes[OPERATOR]
+    operator.handler = failing = FailingFirst(operator.handler)
+    clock.set(at(2026, 12, 1, 0, 0) - 1)
+    assert a.submit(OPERATOR, "1").status == ESME_ROK  # 23:59:59: unsubscribe; its first try fails
+    assert failing.called.wait(5)
+    clock.set(at(2026, 12, 1, 0, 0) + 1)
+    holder = sqlite3.connect(db, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # the gateway's writer waits for it (busy timeout 5 s)
+        billing = asyncio.run_coroutine_threadsafe(gw.gateway.services.run_due_jobs(), gw._loop)
+        eventually(lambda: bool(gw.gateway.store._pending), timeout=1.0)  # billing has decided; its commit waits
+        assert failing.calls == 1, "the retry came before billing"
+        # The retry is due: it waits for billing's serial key (or, deciding at once, misses the charge).
+        assert eventually(lambda: failing.calls == 2 or bool(gw.gateway.locks._waiting.get(BILLING_KEY)), timeout=3.0)
+        holder.execute("ROLLBACK")
+    finally:
+        holder.close()
+    billing.result(15)
+    assert "成功退订" in replies(a)[0]
+    assert [c.msisdn for c in gw.call(gw.gateway.store.find(Charge, period="2026-12"))] == [B]
