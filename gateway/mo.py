@@ -21,13 +21,14 @@ its commit is issued, not once it is done: its effects go to the cache then,
 and the next holder's commit names it (`Store` `after`), so that one fails
 too, and is tried again, if this one's commit fails (`_commit_handling`).
 
-An MO whose handling fails (its handler raises, or the commit of what it
-decided fails) stays `accepted` and is tried again after each delay of
+An MO whose handling fails (its handler raises, a reply it decided cannot be
+made into SMS, or the commit of what it decided fails) stays `accepted` and is tried again after each delay of
 `retry_backoff`, under its serial keys like any MO; the subscriber's later MOs
 do not wait for it. After the last delay it is given up: stored `failed`, its
 subscriber told the short code could not handle it (`common.unavailable`),
 never handled again. A restart in between tries every `accepted` MO again from
-the start of the schedule (`replay`).
+the start of the schedule (`replay`); one failing there in any way stays
+`accepted` and the start goes on.
 """
 
 from __future__ import annotations
@@ -248,10 +249,14 @@ class MoProcessor:
         Parts of long MOs are timed from their arrival: those whose siblings did not come in time, the gateway
         down or not, are given up now (a new text reusing the reference would be joined to them)."""
         for message in messages:
-            ready = self._assemble(message)
-            if ready is not None:
-                text, mo_ids = ready
-                await self._handle(message, _inbound(message, text, mo_ids))
+            try:
+                ready = self._assemble(message)
+                if ready is not None:
+                    text, mo_ids = ready
+                    await self._handle(message, _inbound(message, text, mo_ids))
+            except Exception:  # one MO must not keep the gateway from starting: it stays `accepted`
+                log.exception("MO not replayed", message_id=message.id, account=message.account,
+                              msisdn=message.source_addr, short_code=message.dest_addr)  # fmt: skip
         self.expire_partial()
 
     async def drain(self) -> None:
@@ -361,12 +366,19 @@ class MoProcessor:
         except Exception:
             log.exception("handler failed", message_id=message.id, account=message.account, msisdn=message.source_addr,
                           short_code=message.dest_addr, attempt=attempt)  # fmt: skip
-            # The MO stays (or is stored) `accepted`, and is tried again later.
-            if held is None or await self._store_held(held, message):
-                await self._failed(message, inbound, parts, attempt)
+            await self._not_handled(message, inbound, parts, attempt, held)
             return
         now = self.clock.now()
-        mts = self._receipts(parts, now) + self.outbox.messages_for(outcome.replies, now, origin_id=message.id)
+        try:
+            mts = self._receipts(parts, now) + self.outbox.messages_for(outcome.replies, now, origin_id=message.id)
+        except Exception:
+            # A reply no SMS can carry (one needing more than 255 parts: an echo of a long message_payload) fails
+            # the handling as a raising handler does: nothing of it is committed, the MO is tried again, then
+            # given up with its subscriber told; an MO left to raise here would never be answered nor given up.
+            log.exception("MO reply cannot be built", message_id=message.id, account=message.account,
+                          msisdn=message.source_addr, short_code=message.dest_addr, attempt=attempt)  # fmt: skip
+            await self._not_handled(message, inbound, parts, attempt, held)
+            return
         follow_up = self.after_dialogue(inbound) if outcome.completed else None  # decided now, run after the commit
         hand_on = (
             follow_up is None and holding is not None and self.records is not None
@@ -441,6 +453,15 @@ class MoProcessor:
     def _handed_on_settled(self, keys: tuple[str, ...], commit: Awaitable, token: int, stored: bool) -> None:
         self.records.settled(token, stored)
         self.locks.settled(keys, commit)
+
+    async def _not_handled(
+        self, message: Message, inbound: Inbound, parts: tuple[Message, ...], attempt: int,
+        held: tuple[object, Answer] | None,
+    ) -> None:  # fmt: skip
+        """This try failed before anything of it was committed: the MO stays (or is stored) `accepted`, and is
+        tried again later."""
+        if held is None or await self._store_held(held, message):
+            await self._failed(message, inbound, parts, attempt)
 
     async def _store_held(self, held: tuple[object, Answer], message: Message) -> bool:
         """Store a held MO `accepted` (its handling failed: to be tried again) and answer its submission: True

@@ -1,0 +1,52 @@
+"""Long MOs to a short code, from smpplib handsets over TCP against a real gateway (gateway/mo.py).
+
+A reply no SMS can carry (an echo needing more than 255 parts) is a failure of the MO's handling like any other:
+before, the MO was never answered nor given up, and the gateway could not start again on its database.
+"""
+
+from __future__ import annotations
+
+from gateway.store.records import MessageStatus
+from tests.smpp_handset import ESME_ROK, is_receipt, receipt_fields, text
+
+A = "8613800000001"
+ECHO = "10086000"  # replies with the text it received
+SORRY_ZH = "抱歉，10086000暂时无法处理您发送的短信，请稍后重新发送。"
+OVER_255_PARTS = 255 * 153 + 1  # GSM septets: an echo of this needs 256 parts of 153
+
+
+def status_of(gw, message_id) -> MessageStatus:
+    return gw.call(gw.gateway.store.get(message_id.decode())).status
+
+
+def test_an_mo_whose_echo_needs_more_than_255_parts_is_answered_and_given_up(make_gateway, handset):
+    gw = make_gateway(gateway={"mo_retry_backoff": [0.1]})
+    a = handset(A, gw=gw)
+    resp = a.data_sm(ECHO, b"a" * OVER_255_PARTS, data_coding=0)
+    assert resp.status == ESME_ROK  # before: no data_sm_resp ever
+    assert text(a.expect()) == SORRY_ZH  # tried again once, then given up
+    assert status_of(gw, resp.message_id) == MessageStatus.FAILED
+    assert a.submit(ECHO, "after it").status == ESME_ROK
+    assert text(a.expect()) == "after it"
+
+
+def test_a_gateway_starts_again_on_a_database_holding_such_an_mo(make_gateway, handset, tmp_path):
+    db = tmp_path / "gw.db"
+    gw = make_gateway(db_path=db, gateway={"mo_retry_backoff": [3600]})
+    a = handset(A, gw=gw)
+    ids = []
+    for seq in (1, 2):  # two parts, stored `accepted` before they are handled
+        resp = a.data_sm(ECHO, b"b" * 20000, data_coding=0, sar_msg_ref_num=5, sar_total_segments=2,
+                         sar_segment_seqnum=seq, registered_delivery=1)  # fmt: skip
+        assert resp.status == ESME_ROK
+        ids.append(resp.message_id)
+    assert [status_of(gw, i) for i in ids] == [MessageStatus.ACCEPTED] * 2
+    a.close()
+    gw.stop()  # its next try was an hour away
+
+    again = make_gateway(db_path=db, gateway={"mo_retry_backoff": []})  # before: the start raised ValueError
+    a = handset(A, gw=again)
+    *receipts, sorry = a.expect_many(3)
+    assert all(is_receipt(r) and receipt_fields(r)["stat"] == "UNDELIV" for r in receipts)
+    assert text(sorry) == SORRY_ZH
+    assert [status_of(again, i) for i in ids] == [MessageStatus.FAILED] * 2
