@@ -26,6 +26,9 @@ _DELIVER_SM_TLVS = frozenset({
 # (smpplib's client fails to parse it). Tags SMPP 3.4 does not define (vendor-specific) go on as they came.
 _NOT_FORWARDED = frozenset(int(tag) for tag in Tag if tag not in _DELIVER_SM_TLVS) | {int(Tag.MESSAGE_PAYLOAD)}
 _USER_MESSAGE_REFERENCE = int(Tag.USER_MESSAGE_REFERENCE)  # Tag.X from the class: ~150 ns (EnumType.__getattr__)
+_SAR_MSG_REF_NUM, _SAR_TOTAL_SEGMENTS, _SAR_SEGMENT_SEQNUM = (
+    int(Tag.SAR_MSG_REF_NUM), int(Tag.SAR_TOTAL_SEGMENTS), int(Tag.SAR_SEGMENT_SEQNUM)
+)
 _UDHI = int(EsmClass.UDHI)
 _NOT_MESSAGING_MODE = 0xFC  # esm_class without bits 1-0 (datagram, forward, store and forward)
 _FITS_ANY_SMS = 140  # octets: one SMS in every alphabet (160 GSM septets, 140 octets, 70 UCS2 characters)
@@ -62,10 +65,18 @@ def dedup_key(account: str, session: str, pdu: SubmitSm | DataSm, source: str, d
       that lost its connection and sends again on a new one);
     - otherwise the sequence number on the same bind (`session`). A new bind starts its sequence
       numbers again, so across binds an equal number says nothing: a subscriber texting "Y" again
-      from a new session is a new message, not a copy to drop.
+      from a new session is a new message, not a copy to drop;
+    - for a part of a long message sent with sar_* TLVs, which part it is: two parts of one message
+      may carry the same octets and one user_message_reference (a UDH part has its seqnum in the body).
     """
-    ref = pdu.tlvs.get(_USER_MESSAGE_REFERENCE) if pdu.tlvs else None
+    tlvs = pdu.tlvs
+    if not tlvs:  # most submissions: nothing more to look up
+        return f"{account}|{source}|{dest}|s{session}:{pdu.sequence_number}|{zlib.crc32(body):08x}{len(body)}"
+    ref = tlvs.get(_USER_MESSAGE_REFERENCE)
     marker = f"u{ref}" if ref is not None else f"s{session}:{pdu.sequence_number}"
+    seqnum = tlvs.get(_SAR_SEGMENT_SEQNUM)
+    if seqnum is not None:
+        marker = f"{marker}|p{tlvs.get(_SAR_MSG_REF_NUM)}.{tlvs.get(_SAR_TOTAL_SEGMENTS)}.{seqnum}"
     return f"{account}|{source}|{dest}|{marker}|{zlib.crc32(body):08x}{len(body)}"
 
 

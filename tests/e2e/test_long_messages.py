@@ -1,15 +1,19 @@
-"""Long MOs to a short code, from smpplib handsets over TCP against a real gateway (gateway/mo.py).
+"""Long messages in parts, from smpplib handsets over TCP against a real gateway.
 
-A reply no SMS can carry (an echo needing more than 255 parts) is a failure of the MO's handling like any other:
-before, the MO was never answered nor given up, and the gateway could not start again on its database.
+- A reply no SMS can carry (an echo needing more than 255 parts) is a failure of the MO's handling like any other
+  (gateway/mo.py): before, the MO was never answered nor given up, and the gateway could not start again on its
+  database.
+- Two sar_* parts of one message with the same octets and one user_message_reference are two parts, not a
+  retransmission (gateway/messages.py dedup_key): before, the second was answered with the first's message_id
+  and dropped.
 """
 
 from __future__ import annotations
 
 from gateway.store.records import MessageStatus
-from tests.smpp_handset import ESME_ROK, is_receipt, receipt_fields, text
+from tests.smpp_handset import ESME_ROK, is_receipt, reassemble, receipt_fields, text
 
-A = "8613800000001"
+A, B = "8613800000001", "8613900000002"
 ECHO = "10086000"  # replies with the text it received
 SORRY_ZH = "抱歉，10086000暂时无法处理您发送的短信，请稍后重新发送。"
 OVER_255_PARTS = 255 * 153 + 1  # GSM septets: an echo of this needs 256 parts of 153
@@ -50,3 +54,32 @@ def test_a_gateway_starts_again_on_a_database_holding_such_an_mo(make_gateway, h
     assert all(is_receipt(r) and receipt_fields(r)["stat"] == "UNDELIV" for r in receipts)
     assert text(sorry) == SORRY_ZH
     assert [status_of(again, i) for i in ids] == [MessageStatus.FAILED] * 2
+
+
+def sar_parts(phone, to: str, chunk: bytes, **fields) -> list[bytes]:
+    """Submit `chunk` twice as parts 1 and 2 of one UCS2 message (sar_* TLVs); their message ids."""
+    ids = []
+    for seq in (1, 2):
+        resp = phone.submit(to, chunk, data_coding=8, sar_msg_ref_num=9, sar_total_segments=2, sar_segment_seqnum=seq,
+                            user_message_reference=1234, **fields)  # fmt: skip
+        assert resp.status == ESME_ROK
+        ids.append(resp.message_id)
+    return ids
+
+
+SAME_HALF = ("哈" * 67).encode("utf-16-be")  # one full UCS2 part; the message is this twice
+
+
+def test_two_sar_parts_with_the_same_octets_both_reach_a_subscriber(gateway, handset):
+    a, b = handset(A, address_range=A), handset(B, address_range=B)
+    first, second = sar_parts(a, B, SAME_HALF)
+    assert first != second
+    parts = b.expect_many(2)
+    assert sorted(p.sar_segment_seqnum for p in parts) == [1, 2]
+    assert all(p.short_message == SAME_HALF for p in parts)
+
+
+def test_two_sar_parts_with_the_same_octets_make_one_long_mo(gateway, handset):
+    a = handset(A, address_range=A)
+    sar_parts(a, ECHO, SAME_HALF)
+    assert reassemble(a.expect_many(2)) == "哈" * 134  # before: part 1 alone, given up after reassembly_timeout
