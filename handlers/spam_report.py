@@ -47,6 +47,7 @@ from dataclasses import dataclass
 
 from gateway.config import DEFAULT_HELP_WORDS
 from gateway.numbers import NumberPlan, ascii_digits
+from gateway.smpp.text import is_gsm
 from gateway.store.effects import Delete
 from gateway.store.records import Block, Dialogue, SpamReport
 
@@ -157,9 +158,7 @@ class SpamReportHandler:
         if parsed.kind == "text":  # the first step: ask who sent it
             pending = await _pending(ctx, reporter, now)
             if pending is not None:  # SPEC 3.3: the next message completes the report; this one cannot
-                waiting = _quoted(str(pending.data.get("text", "")))
-                return _say(inbound, ctx, "spam.number_expected", language, text=waiting, minutes=_minutes(pending.expires_at - now),
-                            validity=pending.expires_at - now)  # fmt: skip
+                return _number_expected(inbound, ctx, language, str(pending.data.get("text", "")), pending.expires_at - now)
             window = ctx.settings.spam_follow_up_window
             dialogue = Dialogue(reporter, DIALOGUE, {"text": parsed.text}, now, now + window)
             return _say(inbound, ctx, "spam.ask_number", language, minutes=_minutes(window), validity=window).put(dialogue)
@@ -253,9 +252,20 @@ def _display(ctx: ServiceContext, number: str) -> str:
     return number[len(plan.country_code):] if plan.is_msisdn(number) else number
 
 
-def _quoted(text: str, length: int = 15) -> str:
+def _number_expected(inbound: Inbound, ctx: ServiceContext, language: str, waiting: str, left: float) -> Outcome:
+    """A forwarded text came while another still waits for its sender's number: quote the start of that one.
+
+    The quote is cut with "..." in a reply GSM 03.38 can carry (English, a Latin text): "…" is not in it, and
+    would send the whole reply as UCS2, in twice the SMS parts; a reply going as UCS2 anyway keeps "…"."""
+    reply = ctx.text("spam.number_expected", language, text=_quoted(waiting, "..."), minutes=_minutes(left))
+    if not is_gsm(reply):
+        reply = ctx.text("spam.number_expected", language, text=_quoted(waiting, "…"), minutes=_minutes(left))
+    return Outcome().reply(inbound.subscriber, reply, inbound.short_code, validity=left)
+
+
+def _quoted(text: str, ellipsis: str, length: int = 15) -> str:
     """The start of a forwarded text, to remind its reporter which one waits."""
-    return text if len(text) <= length else text[:length] + "…"
+    return text if len(text) <= length else text[:length] + ellipsis
 
 
 def _minutes(seconds: float) -> int:

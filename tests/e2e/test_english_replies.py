@@ -15,7 +15,7 @@ from tests.services_support import at
 from tests.smpp_handset import ESME_ROK, reassemble, split_udh, text
 
 A, B = "8613800000001", "8613900000002"
-OPERATOR, SINA = "10086", "1066916"
+OPERATOR, SINA, SPAM_REPORT = "10086", "1066916", "10086999"
 GSM, UCS2 = 0, 8
 CJK = re.compile(r"[\u2e80-\u9fff\uff00-\uffef]")
 
@@ -90,3 +90,16 @@ def test_a_word_list_without_a_gsm_word_is_shown_whole(make_gateway, handset) ->
     assert codings == {UCS2} and "Text 中文 for Chinese." in help_text
     request, codings = ask(a, "TT", SINA)
     assert codings == {UCS2} and "Reply 是 or 确认 to confirm" in request
+
+
+def test_an_english_reply_quoting_a_forwarded_text_goes_as_gsm(gw, handset) -> None:
+    """The quote of the text still waiting for its sender's number is cut with "...": before, with "…", which
+    GSM 03.38 cannot carry, the reply went out as UCS2 in 4 parts instead of 2."""
+    a = phone(handset, gw, A)
+    in_english(a)
+    for forwarded in ("Win a free prize now, call us today", "what?"):
+        assert a.submit(SPAM_REPORT, forwarded).status == ESME_ROK
+    a.expect(5.0, lambda pdu: pdu.source_addr == SPAM_REPORT.encode())  # the question for the first one's number
+    parts = a.expect_many(2, 5.0, lambda pdu: pdu.source_addr == SPAM_REPORT.encode())
+    assert {part.data_coding for part in parts} == {GSM}
+    assert '("Win a free priz...") still waits for its sender\'s number' in reassemble(parts)
