@@ -134,7 +134,7 @@ class MoProcessor:
         self.records = records  # the record cache handlers read through: told every effect (see _commit_handling)
         self.observe = observe  # sees every committed effect (the submission guards)
         self.after_dialogue = after_dialogue  # a dialogue ended (survey sampling): awaited if it returns something
-        self.reassembler = Reassembler(timeout=reassembly_timeout, on_evict=self._dropped)
+        self.reassembler: Reassembler[tuple[bytes, int]] = Reassembler(timeout=reassembly_timeout, on_evict=self._dropped)
         self._parts: dict[tuple, list[Message]] = {}  # the parts of long MOs received so far
         self._whole: dict[str, tuple[Message, ...]] = {}  # last part's id -> all parts of a long MO being handled
         self.locks = locks if locks is not None else SerialLocks()  # (an empty SerialLocks is falsy: len 0)
@@ -333,12 +333,14 @@ class MoProcessor:
         key = (message.source_addr, message.dest_addr, message.account, concat.total)
         received = self._parts.setdefault((key, concat.reference), [])
         received.append(message)
-        parts = self.reassembler.add(key, concat, body, message.submitted_at)  # replayed at start: when it came
+        # Each part with its own data_coding (TS 23.040: every part has its own DCS); replayed at start: timed
+        # from when it came.
+        parts = self.reassembler.add(key, concat, (body, message.data_coding), message.submitted_at)
         if parts is None:
             return None
         del self._parts[(key, concat.reference)]
         self._whole[message.id] = tuple(received)  # for their receipts (`_handle`)
-        return smpp_text.decode(b"".join(parts), message.data_coding), tuple(m.id for m in received)
+        return smpp_text.decode_parts(parts), tuple(m.id for m in received)
 
     async def _serialized(
         self, message: Message, inbound: Inbound, keys: tuple[str, ...], held: tuple[object, Answer] | None = None,
@@ -516,7 +518,7 @@ class MoProcessor:
         for key, reference, parts in self.reassembler.expire(self.clock.now()):
             self._dropped(key, reference, parts, "timed out")
 
-    def _dropped(self, key: tuple, reference: int, _parts: dict[int, bytes], why: str = "too many incomplete") -> None:
+    def _dropped(self, key: tuple, reference: int, _parts: dict[int, tuple[bytes, int]], why: str = "too many incomplete") -> None:
         """An incomplete long MO the reassembler let go: its parts are given up on, unanswered (failed, and
         stat:UNDELIV receipts for those that asked for one: a text never handled is not delivered)."""
         parts = tuple(self._parts.pop((key, reference), ()))

@@ -12,6 +12,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Generic, TypeVar
 
 from gateway.smpp.constants import EsmClass, Tag
 from gateway.smpp.text import Alphabet, alphabet, choose_coding, encode
@@ -212,14 +213,17 @@ def _valid(reference: int, total: int, seqnum: int) -> Concat | None:
     return Concat(reference, total, seqnum)
 
 
+Body = TypeVar("Body")  # what the caller keeps of a part: its octets, or with its data_coding too
+
+
 @dataclass(slots=True)
-class _PartialSet:
+class _PartialSet(Generic[Body]):
     started: float
     total: int
-    bodies: dict[int, bytes]
+    bodies: dict[int, Body]
 
 
-class Reassembler:
+class Reassembler(Generic[Body]):
     """Collects the parts of concatenated messages until each set is complete.
 
     Sans-IO: the caller passes the current time (use time.monotonic()) and
@@ -231,7 +235,7 @@ class Reassembler:
 
     def __init__(
         self, timeout: float = 60.0, max_sets: int = 10000,
-        on_evict: Callable[[Hashable, int, dict[int, bytes]], None] | None = None,
+        on_evict: Callable[[Hashable, int, dict[int, Body]], None] | None = None,
     ) -> None:  # fmt: skip
         """`on_evict(key, reference, {seqnum: body})`: told of each incomplete set dropped for room, as expire()
         reports the ones that timed out."""
@@ -242,12 +246,12 @@ class Reassembler:
         # Ordered by the arrival of each set's first part, so expire() and
         # eviction only ever look at the oldest end.  OrderedDict rather than
         # dict: taking its first item stays O(1) after many deletions.
-        self._sets: OrderedDict[tuple[Hashable, int, int], _PartialSet] = OrderedDict()
+        self._sets: OrderedDict[tuple[Hashable, int, int], _PartialSet[Body]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._sets)
 
-    def add(self, key: Hashable, concat: Concat, body: bytes, now: float) -> list[bytes] | None:
+    def add(self, key: Hashable, concat: Concat, body: Body, now: float) -> list[Body] | None:
         """Store one part; return all bodies in order once the set is complete, else None.
 
         A second copy of a part already held is ignored.
@@ -271,7 +275,7 @@ class Reassembler:
         del self._sets[set_id]
         return [partial.bodies[seq] for seq in range(1, partial.total + 1)]
 
-    def expire(self, now: float) -> list[tuple[Hashable, int, dict[int, bytes]]]:
+    def expire(self, now: float) -> list[tuple[Hashable, int, dict[int, Body]]]:
         """Drop the incomplete sets whose first part came more than timeout ago.
 
         Returns (key, reference, {seqnum: body}) for each, so the caller can

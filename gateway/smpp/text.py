@@ -22,6 +22,7 @@ __all__ = [
     "alphabet",
     "choose_coding",
     "decode",
+    "decode_parts",
     "encode",
     "is_gsm",
     "pack_septets",
@@ -161,6 +162,19 @@ def decode(data: bytes, data_coding: int) -> str:
         # "replace" also covers an odd trailing octet and lone surrogates.
         return data.decode("utf-16-be", "replace")
     return data.decode(_OCTET_CODECS.get(data_coding, "latin-1"), "replace")
+
+
+def decode_parts(parts: list[tuple[bytes, int]]) -> str:
+    """The text of a long message from its parts' (octets, data_coding), in order.
+
+    TS 23.040 gives every SMS of a concatenated message its own TP-DCS: parts in different codings are each
+    decoded with their own. Parts in one coding are decoded joined, as before: some senders cut a UCS2
+    surrogate pair or a GSM escape between two parts, which decoding each part alone would turn into U+FFFD.
+    """
+    coding = parts[0][1]
+    if all(part_coding == coding for _, part_coding in parts):
+        return decode(b"".join(octets for octets, _ in parts), coding)
+    return "".join(decode(octets, part_coding) for octets, part_coding in parts)
 
 
 def is_gsm(text: str) -> bool:

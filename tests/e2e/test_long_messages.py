@@ -6,9 +6,13 @@
 - Two sar_* parts of one message with the same octets and one user_message_reference are two parts, not a
   retransmission (gateway/messages.py dedup_key): before, the second was answered with the first's message_id
   and dropped.
+- Parts of one MO in different data_coding are each decoded with their own (TS 23.040 gives every part its own
+  DCS): before, all were decoded with the coding of the part that came last.
 """
 
 from __future__ import annotations
+
+import pytest
 
 from gateway.store.records import MessageStatus
 from tests.smpp_handset import ESME_ROK, is_receipt, reassemble, receipt_fields, text
@@ -83,3 +87,26 @@ def test_two_sar_parts_with_the_same_octets_make_one_long_mo(gateway, handset):
     a = handset(A, address_range=A)
     sar_parts(a, ECHO, SAME_HALF)
     assert reassemble(a.expect_many(2)) == "哈" * 134  # before: part 1 alone, given up after reassembly_timeout
+
+
+def udh_part(reference: int, seqnum: int, body: bytes) -> bytes:
+    return bytes((5, 0, 3, reference, 2, seqnum)) + body
+
+
+@pytest.mark.parametrize("order", [(1, 2), (2, 1)])
+def test_parts_in_different_codings_are_each_decoded_with_their_own(gateway, handset, order):
+    a = handset(A, address_range=A)
+    parts = {1: (b"Hello ", 0), 2: ("世界".encode("utf-16-be"), 8)}  # GSM, then UCS2
+    for seqnum in order:
+        body, coding = parts[seqnum]
+        assert a.submit(ECHO, udh_part(21, seqnum, body), data_coding=coding, esm_class=0x40).status == ESME_ROK
+    assert text(a.expect()) == "Hello 世界"
+
+
+def test_a_surrogate_pair_cut_between_two_parts_in_one_coding_is_kept(gateway, handset):
+    """Some senders cut UCS2 between the two halves of a pair; parts in one coding are still decoded joined."""
+    a = handset(A, address_range=A)
+    pair = "😀".encode("utf-16-be")
+    for seqnum, body in ((1, "a".encode("utf-16-be") + pair[:2]), (2, pair[2:] + "b".encode("utf-16-be"))):
+        assert a.submit(ECHO, udh_part(22, seqnum, body), data_coding=8, esm_class=0x40).status == ESME_ROK
+    assert text(a.expect()) == "a😀b"
