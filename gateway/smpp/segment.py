@@ -61,7 +61,10 @@ class Concat:
     seqnum: int
 
 
-_UDH_LENGTH = {ConcatScheme.UDH8: 6, ConcatScheme.UDH16: 7, ConcatScheme.SAR: 0}
+# Octets of concatenation header each part leaves room for. A sar_* part carries none itself, but the SMSC puts
+# the same 8-bit reference UDH on the air (6 octets), so it is cut as small as a UDH8 part: 153 septets,
+# 134 octets, 67 UCS2 characters (a 160-septet sar_* part does not fit one SMS).
+_UDH_LENGTH = {ConcatScheme.UDH8: 6, ConcatScheme.UDH16: 7, ConcatScheme.SAR: 6}
 
 
 def segment_text(

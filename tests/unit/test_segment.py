@@ -58,10 +58,14 @@ def test_udh16_gsm_parts_are_152() -> None:
     assert [len(b) for b in bodies(segment_text("a" * 161, scheme=ConcatScheme.UDH16))] == [152, 9]
 
 
-def test_sar_parts_carry_a_full_sms() -> None:
+def test_sar_parts_leave_room_for_the_udh_an_smsc_adds() -> None:
+    # The SMSC turns the sar_* TLVs into a 6-octet concatenation UDH on the air: a part cut at 160 septets
+    # (or 70 UCS2 characters, 140 octets) would not fit one SMS with it.
     parts = segment_text("a" * 161, scheme=ConcatScheme.SAR)
-    assert [p.short_message for p in parts] == [b"a" * 160, b"a"]
+    assert [p.short_message for p in parts] == [b"a" * 153, b"a" * 8]
     assert all(p.esm_class == 0 for p in parts)
+    latin1 = segment_text("é" * 141, data_coding=DataCoding.LATIN1, scheme=ConcatScheme.SAR)
+    assert [len(p.short_message) for p in latin1] == [134, 7]
 
 
 def test_ucs2_70_vs_71() -> None:
@@ -70,7 +74,7 @@ def test_ucs2_70_vs_71() -> None:
     assert [len(b) // 2 for b in bodies(parts)] == [67, 4]
     assert all(p.data_coding == DataCoding.UCS2 for p in parts)
     assert [len(b) // 2 for b in bodies(segment_text("中" * 71, scheme=ConcatScheme.UDH16))] == [66, 5]
-    assert [len(p.short_message) // 2 for p in segment_text("中" * 71, scheme=ConcatScheme.SAR)] == [70, 1]
+    assert [len(p.short_message) // 2 for p in segment_text("中" * 71, scheme=ConcatScheme.SAR)] == [67, 4]
 
 
 def test_latin1_140_vs_141() -> None:
@@ -89,7 +93,7 @@ def test_choose_coding_when_none() -> None:
 # --- segment_text: never inside a character --------------------------------
 
 
-@pytest.mark.parametrize(("scheme", "size"), [(ConcatScheme.UDH8, 153), (ConcatScheme.UDH16, 152), (ConcatScheme.SAR, 160)])
+@pytest.mark.parametrize(("scheme", "size"), [(ConcatScheme.UDH8, 153), (ConcatScheme.UDH16, 152), (ConcatScheme.SAR, 153)])
 def test_escape_not_split_at_gsm_boundary(scheme: ConcatScheme, size: int) -> None:
     # The escape would be the last septet of part 1, its '€' the first of part 2.
     parts = segment_text("a" * (size - 1) + "€" + "b" * 10, scheme=scheme)
@@ -104,7 +108,7 @@ def test_escape_that_fits_is_kept() -> None:
     assert second == b"b" * 10
 
 
-@pytest.mark.parametrize(("scheme", "units"), [(ConcatScheme.UDH8, 67), (ConcatScheme.UDH16, 66), (ConcatScheme.SAR, 70)])
+@pytest.mark.parametrize(("scheme", "units"), [(ConcatScheme.UDH8, 67), (ConcatScheme.UDH16, 66), (ConcatScheme.SAR, 67)])
 def test_surrogate_pair_not_split_at_ucs2_boundary(scheme: ConcatScheme, units: int) -> None:
     parts = segment_text("中" * (units - 1) + "😀" + "x" * 10, scheme=scheme)
     first, second = bodies(parts)
