@@ -53,7 +53,7 @@ from gateway.smpp.session import (
     Session,
     Side,
 )
-from gateway.smpp.text import decode
+from gateway.smpp.text import decode, decode_parts
 
 __all__ = [
     "BindError",
@@ -365,18 +365,18 @@ class Esme(asyncio.Protocol):
         now = time.monotonic()
         pdus: tuple[Pdu, ...] = (pdu,) if self.keep_pdus else ()
         if concat is None or concat.total == 1:
-            parts = 1
+            parts, text = 1, decode(body, pdu.data_coding)  # type: ignore[attr-defined]
         else:
             key = (source, destination)
             if self.keep_pdus:
                 self._partial_pdus.setdefault((source, destination, concat.reference), []).append(pdu)
-            bodies = self.reassembler.add(key, concat, body, now)
-            if bodies is None:
+            coded = self.reassembler.add(key, concat, (body, pdu.data_coding), now)  # type: ignore[attr-defined]
+            if coded is None:
                 return
-            body, parts = b"".join(bodies), concat.total
+            parts, text = concat.total, decode_parts(coded)  # each part in its own data_coding
             if self.keep_pdus:
                 pdus = tuple(self._partial_pdus.pop((source, destination, concat.reference), ()))
-        message = ShortMessage(source, destination, decode(body, pdu.data_coding), pdu.data_coding,  # type: ignore[attr-defined]
+        message = ShortMessage(source, destination, text, pdu.data_coding,  # type: ignore[attr-defined]
                                pdu.esm_class, parts, now, pdus)  # type: ignore[attr-defined]  # fmt: skip
         self.stats.messages += 1
         if self.on_message is not None:

@@ -120,3 +120,21 @@ async def test_a_wrong_reply_fails_the_dialogue_with_its_transcript(gateway) -> 
     result = await rating(board.add(Handset(C, esme)), plan, timeout=0.5)
     assert (result.ok, result.step) == (False, "help->survey") and "within 0.5 s" in result.error
     await esme.unbind()
+
+
+async def test_a_long_message_in_parts_of_different_codings_reads_whole(gateway) -> None:
+    """The gateway passes a subscriber's parts on as they came: a GSM part and a UCS2 part of one message were
+    joined and decoded in the last part's coding ('Hello 世界' read as '䡥汬漠世界')."""
+    esme, received = await connect(gateway)
+    await esme.bind("trx", "handset", "handset", address_range=B)
+    sender, _ = await connect(gateway)
+    await sender.bind("tx", "handset", "handset")
+    parts = ((b"Hello ", 0), ("世界".encode("utf-16-be"), 8))
+    for seqnum, (body, coding) in enumerate(parts, 1):
+        udh = bytes((5, 0, 3, 77, 2, seqnum))
+        resp = await sender.submit(A, B, udh + body, data_coding=coding, esm_class=0x40)
+        assert resp.command_status == 0
+    message = await asyncio.wait_for(received.get(), 5)
+    assert (message.text, message.parts) == ("Hello 世界", 2)
+    await sender.unbind()
+    await esme.unbind()
