@@ -176,8 +176,8 @@ class SmppConnection(asyncio.Protocol):
         elif command_id == C.REPLACE_SM:
             self.gateway.spawn(self.gateway.amendments.replace(self, pdu))  # type: ignore[arg-type]
         elif command_id == C.UNBIND:
-            # No more MTs for this bind. The session answers once the requests before it are, flush() then
-            # closes, and connection_lost hands on what waits here, in order.
+            # No more MTs for this bind. The session answers once the requests before it and the deliver_sm in
+            # flight are (or time out), flush() then closes, and connection_lost hands on what waits here, in order.
             if self.account is not None:
                 self.gateway.router.unbound(self)
         elif command_id in (C.UNBIND_RESP, C.ENQUIRE_LINK_RESP):

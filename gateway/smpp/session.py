@@ -5,8 +5,10 @@ on and answers on its own what the protocol alone decides (enquire_link,
 unbind, PDUs not allowed in the current state, malformed PDUs). Queue PDUs
 with `send`; take the bytes to write with `data_to_send`; close the link once
 `finished`. A peer's unbind is answered after every request that came
-before it (a submit_sm is answered once its message is committed), so that
-the close after unbind_resp cuts no response off. The same class
+before it (a submit_sm is answered once its message is committed) and after
+the answers to our own requests in flight (a deliver_sm that crossed the
+unbind on the wire), so that the close after unbind_resp cuts no response
+off in either direction. The same class
 serves both ends: the gateway (Side.SMSC) and clients such as the handset
 simulator (Side.ESME).
 """
@@ -88,6 +90,9 @@ _NOTHING: frozenset[int] = frozenset()
 # through EnumType.__getattr__ (CPython 3.11), ~150 ns per read.
 _OPEN, _UNBOUND, _CLOSED = State.OPEN, State.UNBOUND, State.CLOSED
 _ENQUIRE_LINK, _UNBIND, _UNBIND_RESP = int(C.ENQUIRE_LINK), int(C.UNBIND), int(C.UNBIND_RESP)
+# Our own requests a peer's unbind_resp does not wait for: an unbind of ours that crossed the peer's would
+# otherwise wait for the peer, which waits for us, until response_timeout; an enquire_link carries nothing.
+_LINK_REQUESTS = frozenset({_ENQUIRE_LINK, _UNBIND})
 
 
 @dataclass(slots=True)
@@ -225,6 +230,8 @@ class Session:
                 self.state = BOUND_STATE_OF[command_id]
             elif command_id == _UNBIND_RESP:
                 self.state = _UNBOUND
+            if self._held_unbind is not None:
+                self._answer_unbind_when_nothing_is_pending()
             return Received(pdu, pending.request)
         allowed = self._receivable.get(self.state, _NOTHING)
         if command_id not in allowed:
@@ -240,8 +247,7 @@ class Session:
         if command_id == _UNBIND:
             self.state = _UNBOUND
             self._held_unbind = (pdu.sequence_number, self.clock())
-            if not self._owed:
-                self.answer_unbind()
+            self._answer_unbind_when_nothing_is_pending()
         elif command_id in RESPONSE_OF:
             self._owed += 1
         return Received(pdu)
@@ -290,13 +296,20 @@ class Session:
         if owed:
             self._owed = owed - 1
             if owed == 1 and self._held_unbind is not None:
-                self.answer_unbind()
+                self._answer_unbind_when_nothing_is_pending()
             elif owed == 1 and self._broken_at is not None:
                 self.state = State.CLOSED
 
+    def _answer_unbind_when_nothing_is_pending(self) -> None:
+        # The peer still reads until its unbind_resp (it is bound until then): an answer to a deliver_sm it
+        # sends after its unbind is not lost, where closing at once would have it sent again on the next bind.
+        if not self._owed and not any(item.request.command_id not in _LINK_REQUESTS for item in self.outstanding.values()):
+            self.answer_unbind()
+
     def answer_unbind(self) -> None:
-        """Send the unbind_resp held back for requests still unanswered: at once when the last of them is
-        answered, or when the application gives up on them (`unbind_overdue`)."""
+        """Send the unbind_resp held back for requests still unanswered either way: at once when the last of
+        them is answered (or, ours, given up on: `expired_requests`), or when the application gives up on the
+        peer's (`unbind_overdue`)."""
         if self._held_unbind is not None:
             self._outbox.append(encode_pdu(UnbindResp(sequence_number=self._held_unbind[0])))
             self._held_unbind = None
@@ -341,6 +354,8 @@ class Session:
         requests = [self.outstanding.pop(seq).request for seq in late]
         for request in requests:
             remember(self._timed_out, request.sequence_number, request, self.window)
+        if requests and self._held_unbind is not None:
+            self._answer_unbind_when_nothing_is_pending()
         return requests
 
     def answers_overdue(self, now: float | None = None) -> bool:
@@ -348,7 +363,8 @@ class Session:
         return self._broken_at is not None and self._waited_out(self._broken_at, now)
 
     def unbind_overdue(self, now: float | None = None) -> bool:
-        """The peer's unbind has waited response_timeout for the answers to the requests before it."""
+        """The peer's unbind has waited response_timeout for the answers to the requests before it (ours expire
+        before: they went out before it)."""
         return self._held_unbind is not None and self._waited_out(self._held_unbind[1], now)
 
     def _waited_out(self, since: float, now: float | None) -> bool:

@@ -15,11 +15,15 @@ from tests.smpp_handset import (
     RawLink,
     encoded,
     frame,
+    is_receipt,
+    receipt_fields,
     text,
 )
 
 A = "8613800000001"  # account handset
 B = "8613800000002"
+SUBSCRIBER = "8613000000007"  # the carrier's
+DELIVERED = 2  # message_state (SMPP 3.4 5.2.28)
 ECHO = "10086000"
 SUBMIT_SM = 0x00000004
 ENQUIRE_LINK = 0x00000015
@@ -81,6 +85,38 @@ def test_requests_sent_just_before_unbind_are_answered_before_the_unbind_resp(ha
     assert answers[2:] == [("unbind_resp", 4, ESME_ROK)]
     b = handset(B)
     assert sorted(text(b.expect()) for _ in to_b) == ["before unbind 2", "before unbind 3"]
+
+
+def test_a_deliver_sm_answered_after_the_peers_unbind_counts_and_is_not_sent_again(handset, gateway):
+    """The carrier unbinds while a deliver_sm is on its way to it, and answers that deliver_sm while it waits
+    for its unbind_resp. The gateway answered the unbind at once and closed: the answer was lost and the MT,
+    which the carrier had acknowledged, went out again on its next bind (a duplicate SMS)."""
+    a = handset(A)
+    with RawLink(gateway.smpp_port) as carrier:
+        carrier.bind("carrier", command="bind_receiver")
+        message_id = a.submit(SUBSCRIBER, "crossing the unbind", registered_delivery=1).message_id
+        deliver = carrier.read()
+        assert deliver.command == "deliver_sm"
+        carrier.send(encoded("unbind", 2))  # the gateway has not seen an answer yet: as if it crossed the deliver_sm
+        carrier.send(encoded("deliver_sm_resp", deliver.sequence))
+        assert (carrier.read().command, carrier.is_closed()) == ("unbind_resp", True)
+    assert receipt_fields(a.expect(predicate=is_receipt))["stat"] == "DELIVRD"
+    assert a.query(message_id).message_state == DELIVERED
+    handset(SUBSCRIBER, bind="rx").expect_none(within=0.5)  # the carrier's next bind: no second copy
+
+
+def test_a_deliver_sm_left_unanswered_after_the_peers_unbind_goes_to_the_next_bind(make_gateway, handset):
+    """The unbind_resp waits for the deliver_sm in flight no longer than response_timeout: then the link closes
+    and the MT, unanswered, is delivered on the next bind (not lost)."""
+    gw = make_gateway(gateway={"response_timeout": 0.5, "enquire_link_interval": 0})
+    a = handset(A, gw=gw)
+    with RawLink(gw.smpp_port) as carrier:
+        carrier.bind("carrier", command="bind_receiver")
+        a.submit(SUBSCRIBER, "unanswered at the unbind")
+        assert carrier.read().command == "deliver_sm"
+        carrier.send(encoded("unbind", 2))
+        assert (carrier.read().command, carrier.is_closed()) == ("unbind_resp", True)
+    assert text(handset(SUBSCRIBER, bind="rx", gw=gw).expect()) == "unanswered at the unbind"
 
 
 def test_a_client_that_stops_reading_is_held_back_and_loses_no_answer(gateway):

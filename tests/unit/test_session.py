@@ -32,6 +32,7 @@ from gateway.smpp.pdu import (
     SubmitSm,
     SubmitSmResp,
     Unbind,
+    UnbindResp,
     response_to,
 )
 from gateway.smpp.session import (
@@ -425,6 +426,35 @@ def test_an_unbind_held_for_answers_that_never_come_is_overdue_after_the_respons
     assert smsc.finished and not smsc.unbind_overdue()
     [reply] = transfer(smsc, esme)
     assert reply.request is unbind and esme.state is UNBOUND
+
+
+def test_an_unbind_waits_for_the_answers_to_our_requests_but_not_for_our_own_unbind():
+    """A deliver_sm that crossed the peer's unbind holds the unbind_resp until it is answered (or expires);
+    an unbind of ours that crossed it does not (each side would wait for the other's answer)."""
+    clock = FakeClock()
+    esme, smsc = bind_pair(TRX, clock, response_timeout=5.0)
+    deliver = smsc.send(DeliverSm())
+    smsc.data_to_send()  # on the wire
+    unbind = esme.send(Unbind())
+    transfer(esme, smsc)
+    assert not smsc.finished and smsc.data_to_send() == b""
+    smsc.receive_data(encode_pdu(DeliverSmResp(sequence_number=deliver.sequence_number)))
+    assert smsc.finished and smsc.data_to_send() == encode_pdu(UnbindResp(sequence_number=unbind.sequence_number))
+
+    esme, smsc = bind_pair(TRX, clock, response_timeout=5.0)
+    smsc.send(DeliverSm())
+    smsc.data_to_send()
+    esme.send(Unbind())
+    transfer(esme, smsc)
+    clock.now += 5.0
+    assert [r.command_id for r in smsc.expired_requests()] == [C.DELIVER_SM] and smsc.finished
+
+    esme, smsc = bind_pair(TRX, clock, response_timeout=5.0)
+    smsc.send(Unbind())
+    smsc.data_to_send()
+    esme.send(Unbind())
+    transfer(esme, smsc)
+    assert smsc.finished
 
 
 def test_after_a_framing_error_the_requests_before_it_are_answered_then_the_session_closes():
