@@ -90,7 +90,7 @@ class Router:
         # Not to a bind whose address_range leaves `dest` out: it never read dest's waiting MTs, which the new
         # ones would overtake there.
         if recent is not None and (to_account is None or recent.account.system_id == to_account) and (
-            recent.address_range is None or recent.address_range.fullmatch(dest)
+            recent.address_range is None or recent.address_range.search(dest)
         ):
             return recent
         if to_account is not None:
@@ -106,7 +106,7 @@ class Router:
         if not binds:
             return None
         if self._ranged:
-            serving = [r for r in binds if r.address_range is not None and r.address_range.fullmatch(dest)]
+            serving = [r for r in binds if r.address_range is not None and r.address_range.search(dest)]
             if not serving:
                 serving = [r for r in binds if r.address_range is None]
         else:
@@ -129,18 +129,22 @@ class Router:
 
 
 def compile_address_range(address_range: str, plan_country_code: str) -> re.Pattern[str] | None:
-    """A bind's address_range as a pattern over canonical numbers (None = serves any).
+    """A bind's address_range as a pattern over canonical numbers, to `search` them with (None = serves any).
 
-    SMPP 3.4 calls it a regular expression; plain digits are taken as one
-    number, and a national number is widened to its international form.
+    SMPP 3.4 (5.2.7) calls it a UNIX regular expression: it serves a number
+    it matches anywhere in, `^` and `$` anchoring it as usual (`^86130` is
+    every number starting 86130). Plain digits are taken as one number (what
+    a client binding for one subscriber means), a national number widened
+    to its international form; text that is not a regular expression, as
+    that literal number.
     """
     text = address_range.strip()
     if not text:
         return None
     if text.lstrip("+").isdigit():
         digits = text.lstrip("+")
-        return re.compile(f"(?:{re.escape(plan_country_code)})?{re.escape(digits)}|{re.escape(digits)}")
+        return re.compile(f"^(?:{re.escape(plan_country_code)})?{re.escape(digits)}$")
     try:
-        return re.compile(text.lstrip("^").rstrip("$"))
+        return re.compile(text)
     except re.error:
-        return re.compile(re.escape(text))
+        return re.compile(f"^{re.escape(text)}$")

@@ -65,6 +65,17 @@ def test_binds_of_one_account_get_the_numbers_of_their_address_range(handset):
     assert text(on_c.expect()) == "hi C, from A"
 
 
+def test_an_address_range_anchored_with_a_caret_serves_every_number_starting_so(handset):
+    """SMPP 3.4 5.2.7: address_range is a UNIX regular expression. "^86130" was taken as the single number
+    86130: the carrier's bind for 86130... got none of its subscribers' MTs, which waited in the store."""
+    on_130, on_131 = (handset(bind="rx", system_id="carrier", address_range=r) for r in ("^86130", "^86131"))
+    a = handset(A)
+    for subscriber in ("8613000000007", "8613100000007", "8613000000008"):
+        assert a.submit(subscriber, f"for {subscriber}").status == ESME_ROK
+    assert sorted(text(p) for p in on_130.expect_many(2)) == ["for 8613000000007", "for 8613000000008"]
+    assert text(on_131.expect()) == "for 8613100000007"
+
+
 def test_registered_delivery_brings_a_receipt_for_the_submitted_id(handset):
     a, b = handset(A), handset(B)
     message = "Dinner @ 8? Bring $5 [cash]"
