@@ -285,11 +285,14 @@ class Intake:
             status, message_id = statuses.pop() if len(statuses) == 1 else S.ESME_RSUBMITFAIL, ""
         conn.respond(SubmitMultiResp(sequence_number=pdu.sequence_number, command_status=status,
                                      message_id=message_id, unsuccess_smes=refused))  # fmt: skip
+        replacing = pdu.replace_if_present_flag == 1
         for message in admitted:
             if message.direction is not _MT:
                 continue
             if message.id in new:
                 self.delivery.admit(message, counted=True)
+                if replacing:  # as `submit` with the flag (_replacing): what it replaces at its destination ends
+                    self.spawn(self.amendments.replace_present(message))
             else:  # a copy, or its commit failed
                 self.delivery.uncount(message)
 

@@ -15,6 +15,7 @@ from smpplib import consts
 
 from gateway.store.records import Subscription
 from handlers.base import Outcome
+from tests.polling import eventually
 from tests.smpp_handset import (
     ESME_RINVDSTADR,
     ESME_RINVEXPIRY,
@@ -39,16 +40,16 @@ def cstr(value: str) -> bytes:
 
 def submit_multi(
     sequence: int, source: str, destinations: list[str], body: bytes, registered_delivery: int = 0, protocol_id: int = 0,
-    priority_flag: int = 0,
+    priority_flag: int = 0, service_type: str = "", replace_if_present_flag: int = 0,
 ) -> bytes:
     """4.5.1; a destination "dl:<name>" is a distribution list (dest_flag 2), any other an SME address (flag 1)."""
     dests = b"".join(
         b"\x02" + cstr(d[3:]) if d.startswith("dl:") else b"\x01\x01\x01" + cstr(d) for d in destinations
     )
     fields = (
-        cstr("") + b"\x01\x01" + cstr(source) + bytes([len(destinations)]) + dests
+        cstr(service_type) + b"\x01\x01" + cstr(source) + bytes([len(destinations)]) + dests
         + bytes([0, protocol_id, priority_flag]) + cstr("") + cstr("")  # esm_class 0, protocol_id, priority_flag, schedule, validity
-        + bytes([registered_delivery, 0, 0, 0, len(body)]) + body  # replace_if_present, data_coding, sm_default_msg_id
+        + bytes([registered_delivery, replace_if_present_flag, 0, 0, len(body)]) + body  # data_coding, sm_default_msg_id
     )  # fmt: skip
     return frame(SUBMIT_MULTI, sequence, fields)
 
@@ -278,6 +279,21 @@ def test_submit_multi_reaches_each_destination_and_lists_the_refused_ones(handse
     status, body = answer(esme, 2)
     assert (status, multi_resp(body)[0]) == (ESME_ROK, message_id)
     b.expect_none(0.3)  # not delivered twice
+
+
+def test_a_submit_multi_with_replace_if_present_flag_replaces_what_still_waits_at_each_destination(handset, esme) -> None:
+    """As a submit_sm per destination would: the flag was ignored, and both versions reached each subscriber."""
+    a = handset(A)
+    older = [a.submit(to, "score 0-0", service_type="SCORE").message_id for to in (B, B2)]
+    assert a.submit(B, "news", service_type="NEWS").status == ESME_ROK  # another service_type: not replaced
+    esme.send(submit_multi(2, A, [B, B2], b"score 1-0", service_type="SCORE", replace_if_present_flag=1))
+    assert answer(esme, 2)[0] == ESME_ROK
+    assert eventually(lambda: [a.query(i).message_state for i in older] == [DELETED, DELETED])
+    b = handset(B)
+    assert sorted((p.destination_addr.decode(), text(p)) for p in b.expect_many(3)) == [
+        (B, "news"), (B, "score 1-0"), (B2, "score 1-0")
+    ]  # fmt: skip
+    b.expect_none(0.3)
 
 
 def test_submit_multi_naming_a_subscriber_twice_sends_one_copy_and_numbers_the_others_on(gateway, handset, esme) -> None:
