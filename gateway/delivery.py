@@ -286,6 +286,7 @@ class Delivery:
 
     def retry_later(self, message: Message, error: int = 0) -> None:
         message.attempts += 1
+        message.error = error  # as the store has it: an expiry while it waits reports it (_expire)
         delay = self.backoff[min(message.attempts - 1, len(self.backoff) - 1)] if self.backoff else 1.0
         now = self.clock.now()
         message.next_attempt_at = now + delay
@@ -390,7 +391,9 @@ class Delivery:
         """Its validity has run out: EXPIRED, unless the guards refuse it now: then it is REJECTED, which says
         why it never went out (an SP's content to a subscriber who unsubscribed while off line: err:402)."""
         if not self._refused(message):
-            self._finish(message, MessageStatus.EXPIRED, MessageState.EXPIRED, 0)
+            # err: is "the error code for the attempted delivery" (SMPP 3.4 appendix B): the refusal of its last
+            # attempt (0 if none, or it went unanswered), its low octet as for a permanent refusal (`failed`).
+            self._finish(message, MessageStatus.EXPIRED, MessageState.EXPIRED, message.error & 0xFF)
 
     async def _release_due(self, now: float) -> None:
         """Scheduled MTs due by `now` become enroute and join delivery, a page at a time."""

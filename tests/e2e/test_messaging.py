@@ -37,7 +37,8 @@ B = "8613700000001"  # account handset2
 ECHO = "10086000"  # replies with the text it received
 SUBMIT_SM_RESP = 0x80000004
 LONG_CHINESE = "移动梦网统一查询退订服务：发送0000查询您已定制的全部业务，发送TD加业务代码退订。" * 3  # 123 characters
-MESSAGE_STATE_ACCEPTED, MESSAGE_STATE_UNDELIVERABLE = 6, 5
+MESSAGE_STATE_ACCEPTED, MESSAGE_STATE_UNDELIVERABLE, MESSAGE_STATE_EXPIRED = 6, 5, 3
+ESME_RX_T_APPN = 0x64  # a handset's temporary refusal (SMPP 3.4 5.1.3)
 
 
 def test_two_handsets_message_each_other(handset):
@@ -314,6 +315,28 @@ def test_query_sm_of_an_mt_delivered_on_its_retry_says_no_error_as_its_receipt_d
     assert (receipt["id"].encode(), receipt["stat"], receipt["err"]) == (resp.message_id, "DELIVRD", "000")
     answer = a.query(resp.message_id)
     assert (answer.message_state, answer.error_code) == (2, 0)
+
+
+@pytest.mark.parametrize("waiting", ["for its retry", "for a bind"])
+def test_an_mt_that_expires_after_a_refused_attempt_reports_that_refusal(make_gateway, handset, waiting):
+    """SMPP 3.4 appendix B: err: is the error of the attempted delivery. Refused (ESME_RX_T_APPN, temporary), then
+    out of validity before another attempt, the MT said stat:EXPIRED err:000 and query_sm error_code 0, although
+    query_sm said 100 while it waited."""
+    clock = SimulatedClock()
+    gw = make_gateway(clock=clock, gateway={"retry_backoff": [3600 if waiting == "for its retry" else 0.1]})
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    b.answers.append(ESME_RX_T_APPN)
+    resp = a.submit(B, "out of time", registered_delivery=1, validity_period="000000001000000R")  # 10 minutes
+    assert text(b.expect()) == "out of time"
+    assert eventually(lambda: a.query(resp.message_id).error_code == ESME_RX_T_APPN)
+    if waiting == "for a bind":
+        b.close()  # its retry finds no bind: it waits in the store
+        assert eventually(lambda: not gw.gateway.delivery._retry_timers)
+    clock.advance(700)
+    receipt = receipt_fields(a.expect(timeout=10, predicate=is_receipt))
+    assert (receipt["id"].encode(), receipt["stat"], receipt["err"]) == (resp.message_id, "EXPIRED", "100")
+    queried = a.query(resp.message_id)
+    assert (queried.message_state, queried.error_code) == (MESSAGE_STATE_EXPIRED, 100)
 
 
 def test_retransmitted_submit_is_delivered_once(handset):
