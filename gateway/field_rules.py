@@ -7,6 +7,13 @@ is wrong and nothing it did not mean is delivered: in particular no ESME may
 submit what only an SMSC sends, a delivery receipt (esm_class message type
 0x04, or the receipt TLVs), which would reach its recipient looking exactly
 like one of the gateway's.
+
+Of the messaging modes (esm_class bits 1-0, 2.10) the gateway is store and
+forward: that mode and the default are what it does, and datagram mode is
+taken as store and forward too (stored, retried, with its receipt: more than
+datagram's best effort, never less). Transaction mode is refused: its
+response would have to say whether the message reached its recipient, and
+the gateway answers once the message is stored, before any attempt.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ _NPIS = frozenset({0, 1, 3, 4, 6, 8, 9, 10, 14, 18})  # 5.2.6
 # 5.2.12: an ESME submits a default message, an ESME delivery acknowledgement or an ESME manual/user one.
 _SUBMITTED_MESSAGE_TYPES = frozenset({0x00, 0x08, 0x10})
 _MESSAGE_TYPE = 0x3C
+_MESSAGING_MODE, _TRANSACTION_MODE = 0x03, 0x02  # 5.2.12 bits 1-0
 _PRIORITIES = range(4)  # 5.2.14
 _REGISTERED_DELIVERY_RESERVED = 0xE0  # 5.2.17: bits 7-5
 _SMSC_RECEIPT = 0x03  # bits 1-0: 3 is reserved
@@ -31,7 +39,9 @@ _MESSAGE_PAYLOAD = int(Tag.MESSAGE_PAYLOAD)
 
 # The same tables as octet -> 1 (allowed) / 0, for the one-expression test every submission takes.
 _NPI_OK = bytes(npi in _NPIS for npi in range(256))
-_ESM_CLASS_OK = bytes(e & _MESSAGE_TYPE in _SUBMITTED_MESSAGE_TYPES for e in range(256))
+_ESM_CLASS_OK = bytes(
+    e & _MESSAGE_TYPE in _SUBMITTED_MESSAGE_TYPES and e & _MESSAGING_MODE != _TRANSACTION_MODE for e in range(256)
+)
 _REGISTERED_DELIVERY_OK = bytes(not r & _REGISTERED_DELIVERY_RESERVED and r & _SMSC_RECEIPT != _SMSC_RECEIPT for r in range(256))
 
 
@@ -66,6 +76,10 @@ def _find_fault(pdu: SubmitSm | DataSm) -> None:
     if message_type not in _SUBMITTED_MESSAGE_TYPES:
         raise Rejection(S.ESME_RINVESMCLASS, f"esm_class message type 0x{message_type:02x} cannot be submitted"
                                              " (0x04 is a delivery receipt, which only the SMSC sends)")  # fmt: skip
+    if pdu.esm_class & _MESSAGING_MODE == _TRANSACTION_MODE:
+        raise Rejection(S.ESME_RINVESMCLASS, "esm_class messaging mode 0x02 (transaction) is not offered: the answer"
+                                             " would have to say whether the message was delivered; submit it in"
+                                             " default or store and forward mode")  # fmt: skip
     _check_registered_delivery(pdu.registered_delivery)
     if type(pdu) is not DataSm:  # data_sm has neither field
         if pdu.priority_flag not in _PRIORITIES:

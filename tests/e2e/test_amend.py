@@ -18,6 +18,7 @@ from handlers.base import Outcome
 from tests.polling import eventually
 from tests.smpp_handset import (
     ESME_RINVDSTADR,
+    ESME_RINVESMCLASS,
     ESME_RINVEXPIRY,
     ESME_ROK,
     RawLink,
@@ -40,7 +41,7 @@ def cstr(value: str) -> bytes:
 
 def submit_multi(
     sequence: int, source: str, destinations: list[str], body: bytes, registered_delivery: int = 0, protocol_id: int = 0,
-    priority_flag: int = 0, service_type: str = "", replace_if_present_flag: int = 0,
+    priority_flag: int = 0, service_type: str = "", replace_if_present_flag: int = 0, esm_class: int = 0,
 ) -> bytes:
     """4.5.1; a destination "dl:<name>" is a distribution list (dest_flag 2), any other an SME address (flag 1)."""
     dests = b"".join(
@@ -48,7 +49,7 @@ def submit_multi(
     )
     fields = (
         cstr(service_type) + b"\x01\x01" + cstr(source) + bytes([len(destinations)]) + dests
-        + bytes([0, protocol_id, priority_flag]) + cstr("") + cstr("")  # esm_class 0, protocol_id, priority_flag, schedule, validity
+        + bytes([esm_class, protocol_id, priority_flag]) + cstr("") + cstr("")  # schedule, validity
         + bytes([registered_delivery, replace_if_present_flag, 0, 0, len(body)]) + body  # data_coding, sm_default_msg_id
     )  # fmt: skip
     return frame(SUBMIT_MULTI, sequence, fields)
@@ -294,6 +295,16 @@ def test_a_submit_multi_with_replace_if_present_flag_replaces_what_still_waits_a
         (B, "news"), (B, "score 1-0"), (B2, "score 1-0")
     ]  # fmt: skip
     b.expect_none(0.3)
+
+
+def test_a_submit_multi_in_transaction_mode_is_refused_at_every_destination(handset, esme) -> None:
+    """As a submit_sm in transaction mode is (tests/e2e/test_field_rules.py): its answer cannot say whether it was delivered."""
+    esme.send(submit_multi(2, A, [B, B2], b"transaction mode", esm_class=0x02))
+    status, body = answer(esme, 2)
+    assert (status, multi_resp(body)) == (ESME_RINVESMCLASS, ("", [(B, ESME_RINVESMCLASS), (B2, ESME_RINVESMCLASS)]))
+    esme.send(submit_multi(3, A, [B], b"default mode"))
+    assert answer(esme, 3)[0] == ESME_ROK
+    assert text(handset(B).expect()) == "default mode"  # the refused one never came before it
 
 
 def test_submit_multi_naming_a_subscriber_twice_sends_one_copy_and_numbers_the_others_on(gateway, handset, esme) -> None:

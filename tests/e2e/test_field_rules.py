@@ -9,7 +9,15 @@ from __future__ import annotations
 import pytest
 
 from gateway.smpp.tlv import decode_tlvs
-from tests.smpp_handset import ESM_RECEIPT, ESME_ROK, RawLink, frame, text
+from tests.smpp_handset import (
+    ESM_RECEIPT,
+    ESME_ROK,
+    RawLink,
+    frame,
+    is_receipt,
+    receipt_fields,
+    text,
+)
 
 A = "8613800000001"  # account handset
 B = "8613700000001"  # account handset2
@@ -89,10 +97,22 @@ def test_short_message_and_message_payload_together_are_refused(handset):
 def test_an_esme_acknowledgement_is_delivered_as_one_and_the_messaging_mode_is_not(handset):
     a, b = handset(A), handset(B)
     assert a.submit(B, "ack", esm_class=0x08).status == ESME_ROK  # ESME delivery acknowledgement
-    assert a.submit(B, "forward mode", esm_class=0x02).status == ESME_ROK  # messaging mode: transaction
-    ack, forwarded = b.expect_many(2)
+    assert a.submit(B, "datagram mode", esm_class=0x01, registered_delivery=1).status == ESME_ROK  # stored all the same
+    ack, datagram = b.expect_many(2)
     assert (text(ack), ack.esm_class) == ("ack", 0x08)  # deliver_sm: SME delivery acknowledgement
-    assert (text(forwarded), forwarded.esm_class) == ("forward mode", 0x00)  # bits 1-0 do not apply to deliver_sm
+    assert (text(datagram), datagram.esm_class) == ("datagram mode", 0x00)  # bits 1-0 do not apply to deliver_sm
+    assert receipt_fields(a.expect(predicate=is_receipt))["stat"] == "DELIVRD"  # with its receipt, as store and forward
+
+
+@pytest.mark.parametrize("command", ["submit_sm", "data_sm"])
+def test_transaction_mode_is_refused_since_the_answer_cannot_say_whether_it_was_delivered(handset, command):
+    """SMPP 3.4 2.10.3: in transaction mode the response says whether the message reached its recipient. It was
+    answered ESME_ROK at once and stored for 48 h, as if delivered, while the recipient might never get it."""
+    a, b = handset(A), handset(B)
+    send = a.submit if command == "submit_sm" else a.data_sm
+    assert send(B, "transaction mode", esm_class=0x02).status == ESME_RINVESMCLASS
+    assert send(B, "store and forward mode", esm_class=0x03).status == ESME_ROK
+    assert text(b.expect()) == "store and forward mode"  # the refused one never came before it
 
 
 def test_only_what_a_deliver_sm_may_carry_is_passed_on_to_the_recipient(gateway, handset):
