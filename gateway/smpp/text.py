@@ -168,13 +168,17 @@ def decode_parts(parts: list[tuple[bytes, int]]) -> str:
     """The text of a long message from its parts' (octets, data_coding), in order.
 
     TS 23.040 gives every SMS of a concatenated message its own TP-DCS: parts in different codings are each
-    decoded with their own. Parts in one coding are decoded joined, as before: some senders cut a UCS2
-    surrogate pair or a GSM escape between two parts, which decoding each part alone would turn into U+FFFD.
+    decoded with their own. Consecutive parts in one coding are decoded joined: some senders cut a UCS2
+    surrogate pair or a GSM escape between two parts, which decoding each part alone would turn into U+FFFD
+    (whatever coding the message's other parts have).
     """
-    coding = parts[0][1]
-    if all(part_coding == coding for _, part_coding in parts):
-        return decode(b"".join(octets for octets, _ in parts), coding)
-    return "".join(decode(octets, part_coding) for octets, part_coding in parts)
+    runs: list[tuple[int, list[bytes]]] = []
+    for octets, coding in parts:
+        if runs and runs[-1][0] == coding:
+            runs[-1][1].append(octets)
+        else:
+            runs.append((coding, [octets]))
+    return "".join(decode(b"".join(run), coding) for coding, run in runs)
 
 
 def is_gsm(text: str) -> bool:

@@ -244,3 +244,15 @@ def test_fast_enough() -> None:
         encode(text, 0)
         decode(data, 0)
     assert time.perf_counter() - start < 0.2
+
+
+def test_a_character_cut_between_two_parts_of_one_coding_survives_another_coding_elsewhere() -> None:
+    """Parts of one message in different codings are decoded each in its own; a surrogate pair or a GSM escape a
+    sender cut between two consecutive parts of one coding was turned into U+FFFD once any other part differed."""
+    from gateway.smpp.text import decode_parts
+
+    pair = "😀".encode("utf-16-be")
+    ucs2 = 8
+    assert decode_parts([(b"Hi ", 0), ("a".encode("utf-16-be") + pair[:2], ucs2), (pair[2:] + "b".encode("utf-16-be"), ucs2)]) == "Hi a😀b"
+    assert decode_parts([(b"x\x1b", 0), (b"\x65y", 0), ("世".encode("utf-16-be"), ucs2)]) == "x€y世"
+    assert decode_parts([(b"Hello ", 0), ("世界".encode("utf-16-be"), ucs2)]) == "Hello 世界"
