@@ -361,8 +361,13 @@ class MoProcessor:
     ) -> None:  # fmt: skip
         """Run the MO's handler and commit what it decided (`held`: the MO itself is not stored yet; it goes
         in the same transaction, and its submission is answered after it). `attempt`: the how-manieth try."""
-        short_code = self.short_codes[message.dest_addr]
+        short_code = self.short_codes.get(message.dest_addr)
         parts = self._whole.pop(message.id, None) or (message,)
+        if short_code is None:  # stored for a code the config no longer has (replayed at start): never handled
+            log.warning("MO to a short code no longer configured", message_id=message.id, account=message.account,
+                        msisdn=message.source_addr, short_code=message.dest_addr)  # fmt: skip
+            await self._failed(message, inbound, parts, attempt=len(self.retry_backoff) + 1)
+            return
         try:
             outcome: Outcome = await short_code.handler.handle(inbound, short_code.context)
         except Exception:
@@ -488,7 +493,8 @@ class MoProcessor:
             return
         # Given up: stored `failed` with a receipt if asked for, and the subscriber is told (in their language
         # if that can still be read).
-        context = self.short_codes[message.dest_addr].context
+        # (the sorry text in the templates every code shares, for a code no longer configured too)
+        context = (self.short_codes.get(message.dest_addr) or next(iter(self.short_codes.values()))).context
         try:
             language = await context.language_of(inbound.subscriber)
         except Exception:  # noqa: BLE001  (the store failing again: the default language)

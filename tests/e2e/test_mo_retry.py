@@ -44,8 +44,8 @@ class Failing:
         return await self.handler.handle(inbound, ctx)
 
 
-def failing(gw, times: int, **options) -> Failing:
-    short_code = gw.gateway.mo.short_codes[ECHO]
+def failing(gw, times: int, code: str = ECHO, **options) -> Failing:
+    short_code = gw.gateway.mo.short_codes[code]
     short_code.handler = Failing(short_code.handler, times, **options)
     return short_code.handler
 
@@ -131,3 +131,25 @@ def test_an_mo_still_failing_at_a_stop_is_tried_again_at_the_next_start(make_gat
     a = handset(A, gw=again)
     assert text(a.expect()) == "kept"
     assert status_of(again, kept.message_id) == MessageStatus.PROCESSED
+
+
+def test_an_mo_left_for_a_short_code_the_next_config_no_longer_has_is_given_up_at_start(make_gateway, handset, tmp_path):
+    """It raised in the replay at every start (KeyError), stayed `accepted` for good, and its subscriber was never
+    told; it is now given up at the first start without the code, as after its last try."""
+    db = tmp_path / "gw.db"
+    gw = make_gateway(db_path=db, gateway={"mo_retry_backoff": [3600]}, short_codes=[{"code": "95555", "handler": "echo"}])
+    failing(gw, times=1, code="95555")
+    a = handset(A, gw=gw)
+    kept = a.submit("95555", "kept", registered_delivery=1)
+    assert kept.status == ESME_ROK
+    gw.call(gw.gateway.mo.drain())
+    assert status_of(gw, kept.message_id) == MessageStatus.ACCEPTED  # its next try an hour away
+    a.close()
+    gw.stop()
+
+    again = make_gateway(db_path=db)  # 95555 taken out of the config
+    a = handset(A, gw=again)
+    first, second = a.expect(), a.expect()
+    receipt, sorry = (first, second) if is_receipt(first) else (second, first)
+    assert (receipt_fields(receipt)["stat"], text(sorry)) == ("UNDELIV", SORRY_ZH.replace(ECHO, "95555"))
+    assert status_of(again, kept.message_id) == MessageStatus.FAILED
