@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import ssl
 import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -46,6 +45,7 @@ from .store.cache import RecordCache
 from .store.effects import Effect
 from .store.sqlite import SqliteStore, StoreOpenError
 from .templates import Templates
+from .tls import server_context
 
 log = get_logger("gateway")
 TICK_SECONDS = 0.5
@@ -158,6 +158,10 @@ class Gateway:
 
     # -------------------------------------------------------- lifecycle
     async def start(self) -> None:
+        tls = self.config.tls
+        # Before the store opens and the SMPP port listens: a certificate or key that will not load fails the
+        # start with nothing listening meanwhile.
+        tls_context = server_context(tls, self.config.source) if tls.enabled else None
         Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
         await self.store.open()
         try:
@@ -171,15 +175,9 @@ class Gateway:
         self._servers.append(
             await loop.create_server(lambda: SmppConnection(self), self.host, self._smpp_port, reuse_address=True)
         )
-        tls = self.config.tls
-        if tls.enabled:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            try:
-                context.load_cert_chain(tls.certfile, tls.keyfile)
-            except (OSError, ssl.SSLError) as exc:
-                raise ConfigError(self.config.source, "tls.certfile", f"cannot load {tls.certfile} with {tls.keyfile}: {exc}") from None
+        if tls_context is not None:
             self._servers.append(
-                await loop.create_server(lambda: SmppConnection(self), self.host, tls.port, ssl=context, reuse_address=True)
+                await loop.create_server(lambda: SmppConnection(self), self.host, tls.port, ssl=tls_context, reuse_address=True)
             )
         self._http = web.AppRunner(make_app(self), access_log=None)
         await self._http.setup()
