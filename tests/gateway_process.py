@@ -32,7 +32,7 @@ class GatewayProcess:
         )  # fmt: skip
         self.log: list[str] = []
         ready = self._wait_for("smsgw ready")
-        self.smpp_port = ready["smpp_port"]
+        self.smpp_port, self.http_port = ready["smpp_port"], ready["http_port"]
         self._drain = threading.Thread(target=self._keep_reading, daemon=True)
         self._drain.start()
 

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from .bad_requests import quiet_malformed_requests
+
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
@@ -13,6 +15,7 @@ GATEWAY = web.AppKey("gateway", object)
 
 
 def make_app(gateway: Gateway) -> web.Application:
+    quiet_malformed_requests()
     app = web.Application(middlewares=[json_errors])
     app[GATEWAY] = gateway
     app.router.add_get("/health", health)

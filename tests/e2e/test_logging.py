@@ -8,6 +8,7 @@ test reads what it wrote to stderr.
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 from tests.gateway_process import GatewayProcess
@@ -48,3 +49,31 @@ def test_lines_about_a_message_name_it_its_account_and_msisdn(tmp_path: Path) ->
     assert rejected["reason"]
     [refused] = by_event["query_sm refused"]
     assert (refused["message_id"], refused["account"], refused["msisdn"]) == ("no-such-id", "handset", A)
+
+
+def answer_to(port: int, request: bytes) -> bytes:
+    """What the HTTP port answers to raw bytes (it closes the connection after an error)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        answer = b""
+        while chunk := s.recv(4096):
+            answer += chunk
+    return answer
+
+
+def test_a_malformed_http_request_is_one_json_line_without_a_traceback(tmp_path: Path) -> None:
+    """aiohttp logs through the standard library: its tracebacks came out as plain text among the JSON lines, at
+    error level, for what is a client's fault (a probe speaking another protocol, a bad Content-Length)."""
+    gateway = GatewayProcess(tmp_path / "gw.db")
+    try:
+        for request in (b"GET /health HTTP/9.9\r\nHost: x\r\n\r\n",
+                        b"POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n"):  # fmt: skip
+            assert answer_to(gateway.http_port, request).startswith(b"HTTP/1.0 400 Bad Request")
+    finally:
+        assert gateway.terminate() == 0
+    assert all(line.startswith("{") for line in gateway.log), "".join(gateway.log)
+    records = [json.loads(line) for line in gateway.log]
+    refused = [r for r in records if r["event"] == "malformed HTTP request refused"]
+    assert [(r["level"], r["peer"], r["status"]) for r in refused] == [("info", "127.0.0.1", 400)] * 2
+    assert "Invalid HTTP version" in refused[0]["reason"] and "Content-Length" in refused[1]["reason"]
+    assert not [r for r in records if "exception" in r or r["level"] == "error"]

@@ -1,0 +1,39 @@
+"""A request aiohttp cannot parse (a port scanner, a probe speaking another protocol, a bad Content-Length) is the
+client's fault: one line at info naming the peer and what was wrong, not aiohttp's traceback at error level.
+
+aiohttp answers it itself with a text/plain 400 before any middleware of ours runs (only a subclass of its
+private request handler could change that), so the answer stays as aiohttp writes it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp.http_exceptions import HttpProcessingError
+
+_AIOHTTP_SERVER = logging.getLogger("aiohttp.server")
+
+
+class MalformedRequests(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        # (code 500: aiohttp's own fault, whatever the class; that keeps its traceback)
+        if isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500:
+            record.peer = _peer(record)
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "malformed HTTP request refused", ()
+            record.exc_info = record.exc_text = None
+            record.status = exc.code
+            record.reason = " ".join(exc.message.split()) if isinstance(exc.message, str) else repr(exc.message)
+        return True
+
+
+def _peer(record: logging.LogRecord) -> str | None:
+    """aiohttp's message is "Error handling request from %s" with the client's address as its argument."""
+    return str(record.args[0]) if isinstance(record.args, tuple) and record.args else None
+
+
+def quiet_malformed_requests() -> None:
+    """Install the filter on aiohttp's server logger (once, however many apps are made)."""
+    if not any(isinstance(f, MalformedRequests) for f in _AIOHTTP_SERVER.filters):
+        _AIOHTTP_SERVER.addFilter(MalformedRequests())
