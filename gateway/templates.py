@@ -139,6 +139,23 @@ def gsm_only(words: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(word for word in words if is_gsm(word)) or words
 
 
+def _check_placeholders(template: str, key: str, path: Path) -> None:
+    """Every placeholder a bare name: `{}` or `{0}` (positional), `{name!r}`, `{name:>8}` passed the name checks and
+    failed in the handler, at the first subscriber's MO. No conversion or format spec is allowed at all: the values
+    come as the handlers pass them, some texts and some numbers by text, and a spec one kind takes fails on the
+    other (amounts come formatted already: {fee} is "5.00")."""
+    try:
+        placeholders = [(field, conversion, spec) for _, field, spec, conversion in _FORMATTER.parse(template)
+                        if field is not None]  # fmt: skip
+    except ValueError as exc:  # a lone { or }
+        raise ConfigError(path, key, f"bad placeholder: {exc} (write {{{{ and }}}} for a brace itself)") from None
+    for field, conversion, spec in placeholders:
+        if not field.isidentifier() or conversion or spec:
+            shown = "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise ConfigError(path, key, f"bad placeholder {shown}: a placeholder is a name alone, such as {{operator}} "
+                              "(no position, conversion or format spec); write {{ and }} for a brace itself")  # fmt: skip
+
+
 def _fields(template: str) -> set[str]:
     return {name for _, name, _, _ in _FORMATTER.parse(template) if name}
 
@@ -155,10 +172,7 @@ def _flatten(table: dict[str, Any], prefix: str, path: Path) -> dict[str, str]:
         if isinstance(value, dict):
             out.update(_flatten(value, f"{name}.", path))
         elif isinstance(value, str):
-            try:
-                _fields(value)
-            except ValueError as exc:
-                raise ConfigError(path, name, f"bad placeholder: {exc}") from None
+            _check_placeholders(value, name, path)
             out[name] = value
         else:
             raise ConfigError(path, name, "expected a text (string)")

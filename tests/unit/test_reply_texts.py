@@ -54,6 +54,13 @@ CASES = [  # (what is wrong, zh edit, en edit, the file named, the key named, a 
      "en", "common.language_set", "missing"),
     ("a key added to both", with_line("common", 'extra = "x"'), with_line("common", 'extra = "x"'),
      "zh", "common.extra", "unknown key (not in the built-in "),
+    # A placeholder that is not a bare name passed the name checks and failed in the handler at the first MO.
+    ("an empty placeholder", typo("中国移动{operator}", "中国移动{}"), lambda t: t + "\n",
+     "zh", "common.help", "bad placeholder {}: a placeholder is a name alone"),
+    ("a numbered placeholder", lambda t: t + "\n", typo('"{word}"', '"{0}"'), "en", "common.word", "bad placeholder {0}:"),
+    ("a conversion", typo("中国移动{operator}", "中国移动{operator!x}"), lambda t: t + "\n",
+     "zh", "common.help", "bad placeholder {operator!x}:"),
+    ("a format spec", lambda t: t + "\n", typo("{operator}", "{operator:d}"), "en", "common.help", "bad placeholder {operator:d}:"),
 ]  # fmt: skip
 
 
@@ -84,4 +91,19 @@ def test_smsgw_serve_refuses_a_placeholder_typo_in_both_languages(tmp_path: Path
     )  # fmt: skip
     assert result.returncode == 2
     assert f"smsgw: bad config: {tmp_path / 'messages.zh.toml'}: common.help: unknown placeholder {{operatr}}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_smsgw_serve_refuses_an_empty_placeholder_without_a_traceback(tmp_path: Path) -> None:
+    """`{}` in common.word ended the start in an IndexError traceback; in common.help the gateway started and the
+    first subscriber asking for help got the "cannot handle your message" apology instead."""
+    shutil.copy(DEFAULT_CONFIG, tmp_path / "site.toml")
+    texts_beside(tmp_path, typo("“{word}”", "“{}”"), lambda t: t + "\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(tmp_path / "site.toml"), "--db", str(tmp_path / "gw.db"),
+         "--host", "127.0.0.1", "--smpp-port", "0", "--http-port", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"smsgw: bad config: {tmp_path / 'messages.zh.toml'}: common.word: bad placeholder {{}}:")
     assert "Traceback" not in result.stderr
