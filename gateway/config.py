@@ -271,6 +271,7 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>") -> Config:
         seen_services.add(entry.id)
         seen_keywords.add((entry.service_code, fold(entry.keyword)))
     _check_numbers_claimed_once(services, accounts, short_codes, path)
+    _check_prefixes_match_subscribers(NumberPlan(gateway.country_code, gateway.national_number_length), accounts, path)
     _check_codes_leave_subscribers(gateway.country_code, services, accounts, short_codes, path)
     return Config(gateway, tls, accounts, short_codes, services, catalogue, str(path))
 
@@ -289,6 +290,21 @@ def _check_numbers_claimed_once(
         if earlier is not None and not (may_replace_service and earlier.startswith("services.")):
             raise ConfigError(path, key, f"{number} is already {earlier}; a number can belong to one service only")
         claims[number] = key
+
+
+def _check_prefixes_match_subscribers(plan: NumberPlan, accounts: tuple[AccountConfig, ...], path: Path | str) -> None:
+    """An account's numbers are prefixes of subscribers' numbers as the gateway keeps them, in international form: a
+    national-form prefix (137), a short code or one longer than a whole number matches none, and the account's binds
+    would silently receive nothing and have every submission refused."""
+    for i, account in enumerate(accounts):
+        for prefix in account.numbers:
+            if prefix.startswith(plan.country_code) and len(prefix) <= plan.msisdn_length:
+                continue
+            international = plan.country_code + prefix
+            hint = f" ({prefix} -> {international}?)" if len(international) <= plan.msisdn_length else ""
+            raise ConfigError(path, f"accounts[{i}].numbers", f"{prefix!r} can match no subscriber ({account.system_id}): "
+                              f"expected the start of a number in international form, country code {plan.country_code} "
+                              f"then {plan.national_length} digits, at most {plan.msisdn_length} digits in all{hint}")  # fmt: skip
 
 
 def _check_codes_leave_subscribers(

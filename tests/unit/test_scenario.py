@@ -187,7 +187,9 @@ def test_a_fleet_refuses_numbers_outside_the_targets_number_plan() -> None:
         Fleet(parse_scenario({"spammers": {"start": "13000000000"}}, DEFAULT_SCENARIO))
     assert refused.value.key == "spammers.start"
 
-    uk = gateway_config(gateway={"country_code": "44", "national_number_length": 10})
+    uk = gateway_config(gateway={"country_code": "44", "national_number_length": 10},
+                        accounts=[{"system_id": name, "numbers": [prefix]} for name, prefix in
+                                  (("handset", "4477"), ("handset2", "4478"), ("carrier", "4479"))])  # fmt: skip
     uk_numbers = {"fleet": {"start": "447700900000"}, "spammers": {"start": "447900000000"},
                   "behaviours": {"spam": {"reported_start": "447800000000"}}}  # fmt: skip
     assert Fleet(parse_scenario(uk_numbers, DEFAULT_SCENARIO), config=uk).scenario.fleet.start == "447700900000"
