@@ -27,7 +27,7 @@ from handlers.registry import make_handler
 from .accounts import Accounts
 from .amend import Amendments
 from .clock import Clock, SystemClock
-from .config import Config, ConfigError, messages_directory
+from .config import Config, ConfigError, messages_files
 from .delivery import Delivery
 from .gctune import restore_defaults, tune_for_serving
 from .guards import Guards
@@ -80,11 +80,12 @@ class Gateway:
         self.delivery = Delivery(self.router, self.store, self.clock, self.ids, settings, undeliverable=self.guards.undeliverable)
         self.outbox = Outbox(self.delivery, self.ids, settings.default_validity)
         self.locks = SerialLocks()
+        self.reply_texts = messages_files(config)  # language -> the file its replies come from (logged at start)
         self.records = RecordCache(self.store)  # what handlers read; every commit of effects passes through observe()
         self.service_context = ServiceContext(
             store=self.records,
             clock=self.clock,
-            templates=Templates.load(messages_directory(config), config.services.language, settings=config.services),
+            templates=Templates.load(self.reply_texts, config.services.language, settings=config.services),
             settings=config.services,
             catalogue=self.catalogue,
             ids=self.ids,
@@ -184,6 +185,7 @@ class Gateway:
         await web.TCPSite(self._http, self.http_host, self._http_port, reuse_address=True).start()
         self._tick_task = loop.create_task(self._tick())
         self.ready = True
+        log.info("reply texts", **{language: str(path) for language, path in self.reply_texts.items()})
         log.info(
             "smsgw ready",
             smpp_port=self.smpp_port,

@@ -184,12 +184,19 @@ class Config:
         return NumberPlan(self.gateway.country_code, self.gateway.national_number_length, codes)
 
 
-def messages_directory(config: Config) -> Path:
-    """Where messages.<language>.toml are: beside the config file if they are there, else the built-in ones."""
-    source = Path(config.source)
-    if source.parent.joinpath(f"messages.{config.services.language}.toml").exists():
-        return source.parent
-    return DEFAULT_CONFIG.parent
+LANGUAGES = ("zh", "en")  # the languages replies are written in: a messages.<language>.toml each
+
+
+def messages_files(config: Config) -> dict[str, Path]:
+    """Each language's messages.<language>.toml: the one beside the config file if it is there, else the built-in one.
+
+    Language by language: a site that customises only its English texts puts messages.en.toml alone beside the config
+    (that file was ignored when the default language's was not there too)."""
+    beside = Path(config.source).parent
+    return {
+        language: beside / name if (beside / name).exists() else DEFAULT_CONFIG.parent / name
+        for language, name in ((language, f"messages.{language}.toml") for language in LANGUAGES)
+    }
 
 
 def load_config(path: Path | str | None = None) -> Config:

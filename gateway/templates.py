@@ -19,11 +19,12 @@ is still accepted; only what a text shows differs.
 from __future__ import annotations
 
 import string
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .config import BUILT_IN, ConfigError, ServiceSettings, read_toml
+from .config import BUILT_IN, LANGUAGES, ConfigError, ServiceSettings, read_toml
 from .smpp.text import is_gsm
 
 _FORMATTER = string.Formatter()
@@ -53,12 +54,17 @@ class Templates:
 
     @classmethod
     def load(
-        cls, directory: Path | str, default_language: str, languages: tuple[str, ...] = ("zh", "en"),
+        cls, directory: Path | str | Mapping[str, Path], default_language: str, languages: tuple[str, ...] = LANGUAGES,
         settings: ServiceSettings | None = None,
     ) -> Templates:  # fmt: skip
+        """The texts of a directory's messages.<language>.toml, or of the files given language by language
+        (config.messages_files)."""
+        if isinstance(directory, Mapping):
+            files = dict(directory)
+        else:
+            files = {language: Path(directory) / f"messages.{language}.toml" for language in languages}
         texts, sources = {}, {}
-        for language in languages:
-            path = Path(directory) / f"messages.{language}.toml"
+        for language, path in files.items():
             texts[language] = _flatten(read_toml(path), "", path)
             sources[language] = str(path)
         return cls(texts, default_language, sources, settings)

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway.config import Config, load_config, messages_directory
+from gateway.config import Config, load_config, messages_files
 from gateway.smpp.constants import CommandStatus
 
 from .esme import EsmeError
@@ -98,7 +98,7 @@ class Plan:
             config = load_config(config)
         settings = config.services
         language = language or settings.language
-        texts = ReplyTexts.load(messages_directory(config), language)
+        texts = ReplyTexts.load(messages_files(config), language)
         services = {
             e.id: Service(e.id, e.keyword, e.service_code, e.sp_name_in(language), e.company_in(language),
                           e.name_in(language), _yuan(e.fee), e.phone)  # fmt: skip

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from gateway.templates import Templates
@@ -45,8 +45,9 @@ class ReplyTexts:
         self._patterns: dict[str, re.Pattern[str]] = {}
 
     @classmethod
-    def load(cls, directory: Path | str, language: str = "zh") -> ReplyTexts:
-        """The templates of `language` from messages.<language>.toml in `directory` (validated as the gateway does)."""
+    def load(cls, directory: Path | str | Mapping[str, Path], language: str = "zh") -> ReplyTexts:
+        """The templates of `language` from messages.<language>.toml in `directory`, or from the files given by language
+        (gateway.config.messages_files), validated as the gateway does."""
         return cls(Templates.load(directory, language).texts[language])
 
     def pattern(self, key: str) -> re.Pattern[str]:

@@ -24,10 +24,11 @@ def children_of(pid: int) -> list[int]:
 
 
 class GatewayProcess:
-    def __init__(self, db: Path) -> None:
+    def __init__(self, db: Path, config: Path | None = None) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "--db", str(db), "--host", "127.0.0.1",
-             "--smpp-port", "0", "--http-port", "0", "--log-json", "--log-level", "info"],
+             "--smpp-port", "0", "--http-port", "0", "--log-json", "--log-level", "info",
+             *(["--config", str(config)] if config is not None else [])],
             cwd=ROOT, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         self.log: list[str] = []
