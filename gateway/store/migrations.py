@@ -10,6 +10,7 @@ Never edit a step that has shipped: append a new one.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 
 # Each step is a sequence of SQL statements run in one transaction.
@@ -157,10 +158,29 @@ MIGRATIONS: list[Migration] = [
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
+OUR_TABLES = frozenset(re.findall(r"CREATE TABLE (\w+)", " ".join(s for step in MIGRATIONS for s in step)))
 
 
 class SchemaVersionError(RuntimeError):
-    """The database was written by a newer gateway than this one."""
+    """The database is not one this gateway may use: written by a newer gateway, or another application's."""
+
+
+def check_ours(conn: sqlite3.Connection) -> int:
+    """The file's schema version, if this gateway may open it: a new file, or one of ours not newer than this gateway.
+
+    Before anything changes the file (journal mode WAL, the first migration): another application's database given
+    by mistake (`--db crm.db`) got our tables and WAL, and was served from. Step 1 creates our tables together with
+    version 1, so version 0 with tables is someone else's."""
+    version = _user_version(conn)
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(f"schema version {version} is newer than this gateway's {SCHEMA_VERSION}")
+    if version == 0:
+        tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        foreign = [name for name in tables if name not in OUR_TABLES and not name.startswith("sqlite_")]
+        if foreign:
+            raise SchemaVersionError(f"another application's database (tables {', '.join(foreign)}, no smsgw schema "
+                                     "version); smsgw needs a file of its own")  # fmt: skip
+    return version
 
 
 def migrate(conn: sqlite3.Connection) -> int:
@@ -169,9 +189,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     Each step runs in its own explicit BEGIN IMMEDIATE ... COMMIT, which works
     whatever the connection's isolation_level.
     """
-    version = _user_version(conn)
-    if version > SCHEMA_VERSION:
-        raise SchemaVersionError(f"schema version {version} is newer than this gateway's {SCHEMA_VERSION}")
+    version = check_ours(conn)
     while version < SCHEMA_VERSION:
         _apply_step(conn, version)
         version = _user_version(conn)

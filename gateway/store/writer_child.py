@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any, BinaryIO
 
-from .migrations import SchemaVersionError, migrate
+from .migrations import SchemaVersionError, check_ours, migrate
 
 FRAME_LENGTH = struct.Struct(">I")
 # One row of one statement: (sql, parameters, tokens). The tokens name the
@@ -49,6 +49,11 @@ def _connect(path: str) -> sqlite3.Connection:
     # isolation_level IMMEDIATE: sqlite3 issues BEGIN IMMEDIATE before a batch's
     # first statement, so a transaction holds the write lock from its start.
     conn = sqlite3.connect(path, isolation_level="IMMEDIATE")
+    try:
+        check_ours(conn)  # before WAL changes the file
+    except BaseException:
+        conn.close()
+        raise
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if mode != "wal":  # e.g. ":memory:" -- the parent's reader would not see the data
         raise sqlite3.OperationalError(f"WAL mode unavailable (journal_mode={mode})")

@@ -150,6 +150,22 @@ def test_smsgw_serve_refuses_a_file_that_is_not_a_database_without_a_traceback(t
     assert "Traceback" not in result.stderr
 
 
+def test_smsgw_serve_refuses_another_applications_database_and_leaves_it_as_it_was(tmp_path: Path) -> None:
+    """`--db crm.db` got our tables and WAL added to another application's file, and the gateway served from it."""
+    db = tmp_path / "crm.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+        conn.commit()
+    result = serve("--db", str(db))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == (f"smsgw: cannot start: cannot open SQLite store at {str(db)!r}: another "
+                                     "application's database (tables customers, no smsgw schema version); smsgw needs "
+                                     "a file of its own")  # fmt: skip
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        assert (tables, conn.execute("PRAGMA journal_mode").fetchone()[0]) == (["customers"], "delete")
+
+
 def test_smsgw_serve_refuses_a_database_with_damaged_pages_without_a_traceback(tmp_path: Path) -> None:
     """Its header opens; the waiting MTs read at start do not."""
     db = tmp_path / "gw.db"
