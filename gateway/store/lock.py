@@ -1,16 +1,31 @@
-"""One gateway per database file: an exclusive advisory lock on `<database>.lock`.
+"""One gateway per database file: exclusive advisory locks on `<database>.lock` and on the database file itself.
 
 Two gateways on one SQLite file would both deliver every MT waiting in it (and
 each trust its own in-memory state: dedup keys in flight, serial locks), so the
 second one must not start. SQLite's own locks only serialise transactions.
 
-flock(2), not fcntl(2) locks: an fcntl lock held by this process on a file is
-dropped when the process closes *any* descriptor of that file, and SQLite uses
-fcntl locks on the database itself; a separate lock file keeps the two apart.
-The kernel drops the lock when its descriptor closes, so a gateway that died
-(kill -9 included) leaves nothing to clean up. The descriptor is not inherited
+The lock file, beside the file however it is named (a symlink finds the real
+one), holds the holder's pid for the refusal message. It cannot see a hard
+link, another name in another directory for the same file: so the database
+file itself is locked too, which every name of it shares. (A lock file named
+by device and inode would have to live in one place every gateway agrees on,
+which containers and mount namespaces do not give.)
+
+flock(2), not fcntl(2) locks: SQLite uses fcntl locks on the database, and the
+two kinds do not interact on a local file system (on NFS Linux emulates flock
+with fcntl locks, but SQLite's WAL mode does not work there in any case). One
+rule does: closing *any* descriptor of a file drops every fcntl lock this
+process holds on it, those of this process's SQLite connections included (the
+reader is in this process; the writer is a child). So the database's
+descriptor opens before the reader connects and closes after it has closed
+(SqliteStore.open and close), and a file a gateway of this process already
+holds is refused without opening it (`_HELD`): a refused second start must not
+close a descriptor of a file the first one is reading.
+
+The kernel drops the locks when their descriptors close, so a gateway that died
+(kill -9 included) leaves nothing to clean up. The descriptors are not inherited
 by children (os.open's default, PEP 446): the SQLite writer process, which can
-outlive its parent by a moment, never holds it.
+outlive its parent by a moment, never holds them.
 """
 
 from __future__ import annotations
@@ -18,9 +33,12 @@ from __future__ import annotations
 import fcntl
 import os
 
+# (device, inode) of the database files this process's gateways hold.
+_HELD: set[tuple[int, int]] = set()
+
 
 class DatabaseInUse(RuntimeError):
-    """Another process holds the database's lock file."""
+    """Another gateway holds the database's lock file, or the database file itself."""
 
 
 class DatabaseLock:
@@ -29,9 +47,11 @@ class DatabaseLock:
         # Beside the file itself, however it is named: a symlink to another gateway's database finds its lock.
         self.path = os.path.realpath(database) + ".lock"
         self._fd: int | None = None
+        self._database_fd: int | None = None
+        self._identity: tuple[int, int] | None = None
 
     def acquire(self) -> None:
-        """Take the lock, or raise DatabaseInUse (OSError if the lock file cannot be opened at all)."""
+        """Take the locks, or raise DatabaseInUse (OSError if a file cannot be opened at all)."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -43,12 +63,45 @@ class DatabaseLock:
         except BaseException:
             os.close(fd)
             raise
+        self._fd = fd
+        try:
+            self._lock_database()
+        except BaseException:
+            self.release()
+            raise
         # The holder's pid, for the message above and for an operator looking at the file.
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
+
+    def _lock_database(self) -> None:
+        in_use = DatabaseInUse(f"{self.database} is in use by another smsgw under another name (a hard link to the "
+                               "same file)")  # fmt: skip
+        try:
+            known = os.stat(self.database)
+        except FileNotFoundError:
+            pass  # a new database: created here, its first user
+        else:
+            if (known.st_dev, known.st_ino) in _HELD:
+                raise in_use  # this process's own gateway: opening and closing it would drop that one's SQLite locks
+        fd = os.open(self.database, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)  # held by another process: this one has no SQLite connection to it
+            raise in_use from None
+        except BaseException:
+            os.close(fd)
+            raise
+        stat = os.fstat(fd)
+        self._database_fd, self._identity = fd, (stat.st_dev, stat.st_ino)
+        _HELD.add(self._identity)
 
     def release(self) -> None:
+        """Only once this process's connections to the database are closed (see the module docstring)."""
+        database_fd, self._database_fd = self._database_fd, None
+        if database_fd is not None:
+            _HELD.discard(self._identity)
+            os.close(database_fd)
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)  # closing the only descriptor drops the flock

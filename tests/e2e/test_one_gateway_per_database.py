@@ -50,3 +50,21 @@ def test_the_database_is_free_again_after_the_gateway_using_it_was_killed(tmp_pa
     start_gateway(db).kill()  # SIGKILL: no chance to release anything itself
     again = start_gateway(db)
     assert again.terminate() == 0
+
+
+def test_a_hard_link_to_a_database_in_use_is_refused(tmp_path: Path, start_gateway) -> None:
+    """A hard link in another directory has its own `<name>.lock`: the second gateway started on it and both served
+    the one file. The database file itself is locked too, under every name it has."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    db, link = tmp_path / "a" / "gw.db", tmp_path / "b" / "gw.db"
+    first = start_gateway(db)
+    link.hardlink_to(db)
+    second = serve(link)
+    assert second.returncode == 1
+    assert second.stderr.strip() == (
+        f"smsgw: cannot start: {link} is in use by another smsgw under another name (a hard link to the same file)"
+    )
+    assert first.proc.poll() is None
+    assert first.terminate() == 0
+    assert start_gateway(link).terminate() == 0, "with the first gateway gone, the file is free under any name"
