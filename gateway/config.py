@@ -6,6 +6,7 @@ so an operator can fix it without reading code.
 
 from __future__ import annotations
 
+import difflib
 import math
 import tomllib
 from collections.abc import Callable, Iterator
@@ -414,6 +415,7 @@ def _check_ranges(settings: Any, where: str, ranges: dict[str, _Range], path: Pa
 
 
 def _account(table: dict[str, Any], where: str, path: Path | str) -> AccountConfig:
+    _check_known_keys(AccountConfig, table, where, path)  # first: a misspelt key is what makes a required one missing
     for required in ("system_id", "password", "role", "max_binds", "throughput"):
         if required not in table:
             raise ConfigError(path, f"{where}.{required}", "missing (required)")
@@ -453,6 +455,7 @@ def _short_code(table: dict[str, Any], where: str, path: Path | str) -> ShortCod
 
 
 def _catalogue_entry(table: dict[str, Any], where: str, path: Path | str, accounts: dict[str, AccountConfig]) -> CatalogueEntry:
+    _check_known_keys(CatalogueEntry, table, where, path)
     for required in ("id", "sp", "sp_name", "name", "service_code", "keyword", "fee", "phone"):
         if required not in table:
             raise ConfigError(path, f"{where}.{required}", "missing (required)")
@@ -470,18 +473,24 @@ def _catalogue_entry(table: dict[str, Any], where: str, path: Path | str, accoun
 
 
 _TYPES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+_PLURALS = {float: "numbers", str: "strings"}  # what a list holds
+
+
+def _check_known_keys(cls: type, table: Any, where: str, path: Path | str) -> None:
+    if not isinstance(table, dict):
+        raise ConfigError(path, where, "expected a table")
+    names = sorted(f.name for f in fields(cls))
+    for key in table:
+        if key not in names:
+            near = difflib.get_close_matches(key, names, n=1)
+            meant = f"did you mean {near[0]}? " if near else ""
+            raise ConfigError(path, f"{where}.{key}", f"unknown key; {meant}expected one of {names}")
 
 
 def _section(cls: type, table: Any, where: str, path: Path | str) -> Any:
-    if not isinstance(table, dict):
-        raise ConfigError(path, where, "expected a table")
-    names = {f.name: f for f in fields(cls)}
-    values = {}
-    for key, value in table.items():
-        if key not in names:
-            raise ConfigError(path, f"{where}.{key}", f"unknown key; expected one of {sorted(names)}")
-        values[key] = _coerce(value, names[key].type, f"{where}.{key}", path)
-    return cls(**values)
+    _check_known_keys(cls, table, where, path)
+    types = {f.name: f.type for f in fields(cls)}
+    return cls(**{key: _coerce(value, types[key], f"{where}.{key}", path) for key, value in table.items()})
 
 
 def _coerce(value: Any, annotation: str, key: str, path: Path | str) -> Any:
@@ -500,7 +509,7 @@ def _coerce(value: Any, annotation: str, key: str, path: Path | str) -> Any:
     if annotation.startswith("tuple["):
         item = float if "float" in annotation else str
         if not isinstance(value, list):
-            raise ConfigError(path, key, f"expected a list of {_TYPES[item]}s; got {value!r}")
+            raise ConfigError(path, key, f"expected a list of {_PLURALS[item]}; got {value!r}")
         out = []
         for v in value:
             if item is float and isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -508,6 +517,6 @@ def _coerce(value: Any, annotation: str, key: str, path: Path | str) -> Any:
             elif item is str and isinstance(v, str):
                 out.append(v)
             else:
-                raise ConfigError(path, key, f"expected a list of {_TYPES[item]}s; got {v!r} in it")
+                raise ConfigError(path, key, f"expected a list of {_PLURALS[item]}; got {v!r} in it")
         return tuple(out)
     return value

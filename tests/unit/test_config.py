@@ -35,6 +35,13 @@ CASES = [  # (what is wrong, the edit, the key named, a phrase of what was expec
     ("missing max_binds", lambda r: account(r, "handset").pop("max_binds"), "accounts[0].max_binds", "missing"),
     ("missing throughput", lambda r: account(r, "sina").pop("throughput"), "accounts[3].throughput", "missing"),
     ("negative throughput", lambda r: account(r, "handset").update(throughput=-1), "accounts[0].throughput", "0 for no limit"),
+    # A misspelt key was reported as the required key it should have been, "missing".
+    ("a misspelt account key", lambda r: account(r, "handset").update(max_bind=account(r, "handset").pop("max_binds")),
+     "accounts[0].max_bind", "unknown key; did you mean max_binds? expected one of "),
+    ("a misspelt catalogue key", lambda r: r["catalogue"][0].update(keywrd=r["catalogue"][0].pop("keyword")),
+     "catalogue[0].keywrd", "did you mean keyword?"),
+    ("a word for a list of words", lambda r: r["services"].update(confirm_words="Y"), "services.confirm_words",
+     "expected a list of strings; got 'Y'"),
     ("unknown account key", lambda r: account(r, "handset").update(colour="red"), "accounts[0].colour", "unknown key"),
     ("wrong type", lambda r: r["gateway"].update(window="100"), "gateway.window", "expected an integer"),
     ("no window", lambda r: r["gateway"].update(window=0), "gateway.window", "at least 1"),
