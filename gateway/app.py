@@ -11,6 +11,7 @@ suite (ours, or a QA team's) can use a real gateway in three lines:
 from __future__ import annotations
 
 import asyncio
+import socket
 import sqlite3
 import threading
 from collections.abc import Callable, Coroutine
@@ -163,6 +164,7 @@ class Gateway:
         # Before the store opens and the SMPP port listens: a certificate or key that will not load fails the
         # start with nothing listening meanwhile.
         tls_context = server_context(tls, self.config.source) if tls.enabled else None
+        await self._check_hosts_resolve()
         Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
         await self.store.open()
         try:
@@ -195,6 +197,16 @@ class Gateway:
             mt_waiting=sum(self.delivery.queued.values()),
             mo_replayed=len(unprocessed),
         )
+
+    async def _check_hosts_resolve(self) -> None:
+        """The addresses to listen on, looked up before anything opens: a name that does not resolve failed the
+        start later with "[Errno -2] Name or service not known", naming no host."""
+        loop = asyncio.get_running_loop()
+        for host in dict.fromkeys((self.host, self.http_host)):
+            try:
+                await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            except socket.gaierror as exc:
+                raise OSError(f"cannot listen on {host!r}: {exc.strerror}") from None
 
     async def stop(self) -> None:
         """Stop listening; on every bind refuse new submissions and send no new deliver_sm; give what is in flight

@@ -212,6 +212,14 @@ def test_smsgw_serve_refuses_a_port_flag_out_of_range(flag: str, value: str, tmp
     assert not (tmp_path / "gw.db").exists()
 
 
+def test_smsgw_serve_names_a_host_that_does_not_resolve(tmp_path: Path) -> None:
+    """It said "cannot start: [Errno -2] Name or service not known", naming no host."""
+    result = serve("--db", str(tmp_path / "gw.db"), "--host", "no-such-host.invalid")  # (the last --host counts)
+    assert result.returncode == 1
+    assert result.stderr.startswith("smsgw: cannot start: cannot listen on 'no-such-host.invalid': ")
+    assert not (tmp_path / "gw.db").exists()
+
+
 def test_smsgw_serve_refuses_a_directory_for_a_config_file(tmp_path: Path) -> None:
     result = serve("--config", str(tmp_path), "--db", str(tmp_path / "gw.db"))
     assert result.returncode == 2
