@@ -18,9 +18,13 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="run the gateway (SMPP server + HTTP)")
     serve.add_argument("--config", help="TOML config file (default: config/default.toml)")
     serve.add_argument("--db", help="SQLite database file (default: gateway.database from the config)")
-    serve.add_argument("--smpp-port", type=port, help="SMPP port (default 2775)")
-    serve.add_argument("--http-port", type=port, help="HTTP port (default 8775)")
-    serve.add_argument("--host", help="address to listen on (default from the config: 0.0.0.0)")
+    # The config decides the defaults: a site's config with other ports must not be contradicted by --help.
+    serve.add_argument("--smpp-port", type=port, help="SMPP port (default: the config's gateway.smpp_port, 2775 in the "
+                                                      "default config)")  # fmt: skip
+    serve.add_argument("--http-port", type=port, help="HTTP port (default: the config's gateway.http_port, 8775 in the "
+                                                      "default config)")  # fmt: skip
+    serve.add_argument("--host", help="address to listen on for SMPP and HTTP (default: the config's gateway.smpp_host "
+                                      "and gateway.http_host, 0.0.0.0 in the default config)")  # fmt: skip
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--log-json", action="store_true", default=None, help="JSON log lines even on a terminal")
     from simulator import cli as simulator_cli

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -210,6 +211,15 @@ def test_smsgw_serve_refuses_a_port_flag_out_of_range(flag: str, value: str, tmp
     assert result.returncode == 2
     assert f"argument {flag}: expected a port from 0 to 65535 (0: any free port); got '{value}'" in result.stderr
     assert not (tmp_path / "gw.db").exists()
+
+
+def test_smsgw_serve_help_gives_the_config_as_the_ports_default() -> None:
+    """It claimed "default 2775" and "default 8775" whatever the config said."""
+    result = subprocess.run([sys.executable, "-m", "gateway", "serve", "--help"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60, check=True, env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+    assert "default: the config's gateway.smpp_port, 2775 in the default config" in result.stdout
+    assert "default: the config's gateway.http_port, 8775 in the default config" in result.stdout
+    assert "default 2775" not in result.stdout
 
 
 def test_smsgw_serve_names_a_host_that_does_not_resolve(tmp_path: Path) -> None:
