@@ -41,7 +41,10 @@ class Outbox:
     def _parts(self, reply: Reply, now: float, origin_id: str | None) -> list[Message]:
         reference = next(self._references) & 0xFF
         extra = {"to_account": reply.to_account} if reply.to_account else {}
-        expires_at = now + (reply.validity if reply.validity is not None else self.validity)
+        if reply.expires_at is not None:
+            expires_at = reply.expires_at
+        else:
+            expires_at = now + (reply.validity if reply.validity is not None else self.validity)
         return [
             Message(
                 id=self.ids.next(),

@@ -47,6 +47,7 @@ class Reply:
     source: str  # the short code (or subscriber number) it comes from
     to_account: str | None = None  # deliver on this account's binds (SP notifications)
     validity: float | None = None  # seconds it waits for a bind before it expires; None: gateway.default_validity
+    expires_at: float | None = None  # a prompt's: when its answer is no longer taken (wins over validity)
 
 
 @dataclass(slots=True)
@@ -55,9 +56,10 @@ class Outcome:
     effects: list[Effect] = field(default_factory=list)
     completed: bool = False  # a dialogue ended: the gateway may follow it with a survey
 
-    def reply(self, to: str, text: str, source: str, validity: float | None = None) -> Outcome:
-        """`validity`: a prompt's, so that it is not delivered once it can no longer be answered."""
-        self.replies.append(Reply(to, text, source, validity=validity))
+    def reply(self, to: str, text: str, source: str, until: float | None = None) -> Outcome:
+        """`until`: a prompt's end, when its answer is no longer taken: it is not delivered after it (however late
+        the MO asking for it is handled)."""
+        self.replies.append(Reply(to, text, source, expires_at=until))
         return self
 
     def put(self, *records: Any) -> Outcome:

@@ -86,7 +86,7 @@ async def _order(
         order = PendingOrder(ctx.new_id(), msisdn, entry.id, channel, code, now, expires_at, "pending")
     text = ctx.text("confirmation.request", language, reply_code=order.reply_code, validity=_validity(ctx, language),
                     **_names(entry, language))  # fmt: skip
-    return outcome.put(order).reply(msisdn, text, operator, validity=expires_at - now)
+    return outcome.put(order).reply(msisdn, text, operator, until=expires_at)
 
 
 # ----------------------------------------------------------------- answers
@@ -132,8 +132,7 @@ async def answer(inbound: Inbound, ctx: ServiceContext, language: str) -> Outcom
     if len(waiting) == 1:
         return await _confirm(inbound, ctx, language, outcome, waiting[0])
     if len(waiting) > 1:
-        until = max(o.expires_at for o in waiting)
-        return outcome.reply(inbound.subscriber, _choose(ctx, language, waiting), ctx.settings.operator, validity=until - now)
+        return outcome.reply(inbound.subscriber, _choose(ctx, language, waiting), ctx.settings.operator, until=_last_end(waiting))
     return await _not_waiting(inbound, ctx, language, outcome, waiting, None)
 
 
@@ -211,8 +210,13 @@ async def _not_waiting(
             return outcome.reply(msisdn, text, operator)
     if code is not None and waiting:
         text = ctx.text("confirmation.unknown_code", language, reply_code=code) + _choose(ctx, language, waiting)
-        return outcome.reply(msisdn, text, operator)
+        return outcome.reply(msisdn, text, operator, until=_last_end(waiting))
     return _nothing_pending(inbound, ctx, language, outcome)
+
+
+def _last_end(waiting: list[PendingOrder]) -> float:
+    """Until when a list of the waiting orders can be answered: while one of them waits."""
+    return max(o.expires_at for o in waiting)
 
 
 def _nothing_pending(inbound: Inbound, ctx: ServiceContext, language: str, outcome: Outcome) -> Outcome:

@@ -133,7 +133,7 @@ async def request_survey(ctx: ServiceContext, msisdn: str, channel: str, agent: 
     text = ctx.text(
         "rating.survey", language, service=_service_phrase(ctx, channel, survey.agent, language), hours=_hours(ctx)
     )
-    return outcome.put(survey).reply(msisdn, text, ctx.settings.rating, validity=survey.expires_at - now)
+    return outcome.put(survey).reply(msisdn, text, ctx.settings.rating, until=survey.expires_at)
 
 
 class RatingHandler:
@@ -147,7 +147,7 @@ class RatingHandler:
         def ask(key: str, outcome: Outcome, survey: Survey) -> Outcome:
             """A question about the survey: it is not delivered once the survey can no longer be answered."""
             text = ctx.text(f"rating.{key}", language)
-            return outcome.reply(inbound.subscriber, text, inbound.short_code, validity=survey.expires_at - now)
+            return outcome.reply(inbound.subscriber, text, inbound.short_code, until=survey.expires_at)
 
         survey = _latest(await ctx.store.find(Survey, msisdn=inbound.subscriber, status__in=list(OPEN)))
         if survey is None:

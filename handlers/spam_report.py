@@ -158,14 +158,14 @@ class SpamReportHandler:
         if parsed.kind == "text":  # the first step: ask who sent it
             pending = await _pending(ctx, reporter, now)
             if pending is not None:  # SPEC 3.3: the next message completes the report; this one cannot
-                return _number_expected(inbound, ctx, language, str(pending.data.get("text", "")), pending.expires_at - now)
+                return _number_expected(inbound, ctx, language, str(pending.data.get("text", "")), pending.expires_at)
             window = ctx.settings.spam_follow_up_window
             dialogue = Dialogue(reporter, DIALOGUE, {"text": parsed.text}, now, now + window)
-            return _say(inbound, ctx, "spam.ask_number", language, minutes=_minutes(window), validity=window).put(dialogue)
+            return _say(inbound, ctx, "spam.ask_number", language, minutes=_minutes(window), until=dialogue.expires_at).put(dialogue)
 
         pending = await _pending(ctx, reporter, now)
         if refusal is not None:  # a prompt still open stays open: the subscriber may correct the number
-            return _say(inbound, ctx, refusal, language, completed=pending is None,
+            return _say(inbound, ctx, refusal, language, completed=pending is None, until=pending and pending.expires_at,
                         number=parsed.number, short_code=ctx.settings.spam_report)  # fmt: skip
         text = parsed.text
         if not text and pending is not None:  # the second step: the number for the text forwarded before
@@ -252,15 +252,16 @@ def _display(ctx: ServiceContext, number: str) -> str:
     return number[len(plan.country_code):] if plan.is_msisdn(number) else number
 
 
-def _number_expected(inbound: Inbound, ctx: ServiceContext, language: str, waiting: str, left: float) -> Outcome:
+def _number_expected(inbound: Inbound, ctx: ServiceContext, language: str, waiting: str, until: float) -> Outcome:
     """A forwarded text came while another still waits for its sender's number: quote the start of that one.
 
     The quote is cut with "..." in a reply GSM 03.38 can carry (English, a Latin text): "…" is not in it, and
     would send the whole reply as UCS2, in twice the SMS parts; a reply going as UCS2 anyway keeps "…"."""
+    left = until - inbound.received_at
     reply = ctx.text("spam.number_expected", language, text=_quoted(waiting, "..."), minutes=_minutes(left))
     if not is_gsm(reply):
         reply = ctx.text("spam.number_expected", language, text=_quoted(waiting, "…"), minutes=_minutes(left))
-    return Outcome().reply(inbound.subscriber, reply, inbound.short_code, validity=left)
+    return Outcome().reply(inbound.subscriber, reply, inbound.short_code, until=until)
 
 
 def _quoted(text: str, ellipsis: str, length: int = 15) -> str:
@@ -273,9 +274,9 @@ def _minutes(seconds: float) -> int:
 
 
 def _say(inbound: Inbound, ctx: ServiceContext, key: str, language: str, *, completed: bool = False,
-         validity: float | None = None, **values) -> Outcome:  # fmt: skip
+         until: float | None = None, **values) -> Outcome:  # fmt: skip
     outcome = Outcome(completed=completed)
-    return outcome.reply(inbound.subscriber, ctx.text(key, language, **values), inbound.short_code, validity=validity)
+    return outcome.reply(inbound.subscriber, ctx.text(key, language, **values), inbound.short_code, until=until)
 
 
 # ----------------------------------------------------------------- operators

@@ -48,7 +48,7 @@ async def query(inbound: Inbound, ctx: ServiceContext, language: str) -> Outcome
         lines.append(ctx.text("unsubscribe.listing_item", language, serial=serial, **names(entry, subscription, language)))
     lines.append(ctx.text("unsubscribe.listing_foot", language, window=_duration(ctx, language)))
     dialogue = Dialogue(msisdn, LISTING, {"ids": [s.id for s in active]}, now, now + ctx.settings.listing_window)
-    return Outcome().put(dialogue).reply(msisdn, "\n".join(lines), inbound.short_code, validity=dialogue.expires_at - now)
+    return Outcome().put(dialogue).reply(msisdn, "\n".join(lines), inbound.short_code, until=dialogue.expires_at)
 
 
 async def ask_all(inbound: Inbound, ctx: ServiceContext, language: str) -> Outcome:
@@ -59,7 +59,7 @@ async def ask_all(inbound: Inbound, ctx: ServiceContext, language: str) -> Outco
         return _none(inbound, ctx, language, ALL)
     dialogue = Dialogue(msisdn, ALL, {"ids": [s.id for s in active]}, now, now + ctx.settings.listing_window)
     text = ctx.text("unsubscribe.all_ask", language, count=len(active), window=_duration(ctx, language))
-    return Outcome().put(dialogue).reply(msisdn, text, inbound.short_code, validity=dialogue.expires_at - now)
+    return Outcome().put(dialogue).reply(msisdn, text, inbound.short_code, until=dialogue.expires_at)
 
 
 async def unsubscribe_ids(ctx: ServiceContext, msisdn: str, subscription_ids: list[str], channel: str, now: float) -> Outcome:
