@@ -28,7 +28,9 @@ Everything follows the operator's calendar (`ctx.local_date`, UTC+8 by default):
   month ("YYYY-MM"), in fen: an unsubscription before then is not charged for
   the month, one after it is, whenever billing runs (a cancellation sent before
   it that commits after billing charged the subscription voids that charge:
-  handlers/subscriptions.py). Never twice for the same (subscription, month):
+  handlers/subscriptions.py; an order confirmed before it that commits after
+  the run gets the charges the run would have made: `charges_missed`). Never
+  twice for the same (subscription, month):
   existing charges are skipped.
 - Jobs: `run_due_jobs` (every 30 s from the gateway, and on demand) runs billing
   for the current month once it is the billing day or later and it has not run
@@ -187,26 +189,46 @@ async def run_billing(ctx: ServiceContext, now: float, month: dt.date | None = N
             log.warning("not charged: service no longer in the catalogue", subscription=subscription.id,
                         service_id=subscription.service_id, period=period)  # fmt: skip
             continue
-        charge = Charge(
-            id=ctx.new_id(),
-            subscription_id=subscription.id,
-            msisdn=subscription.msisdn,
-            service_id=subscription.service_id,
-            period=period,
-            amount=fen(entry.fee),
-            created_at=now,
-        )
-        event = SubscriptionEvent(
-            id=ctx.new_id(),
-            subscription_id=subscription.id,
-            msisdn=subscription.msisdn,
-            at=now,
-            event="charged",
-            channel="billing",
-            detail=f"charge={charge.id} period={period} amount={charge.amount}",
-        )
-        outcome.put(charge, event)
+        outcome.put(*_charge(ctx, subscription, entry.fee, period, now))
     return outcome.put(JobRun("billing", period, now))
+
+
+async def charges_missed(ctx: ServiceContext, subscription: Subscription, now: float) -> list[Charge | SubscriptionEvent]:
+    """The charges billing runs already done would have made for a subscription decided before their billing
+    moment but committed after the run (a confirmation sent at 23:59:59 whose handling was retried after
+    midnight): a repeat order out of its trial pays that month, however late its commit."""
+    entry = ctx.catalogue.get(subscription.service_id)
+    if entry is None:
+        return []
+    first = period_of(month_start(ctx.local_date(subscription.ordered_at)))
+    records: list[Charge | SubscriptionEvent] = []
+    for run in await ctx.store.find(JobRun, order_by="period", job="billing", period__gte=first):
+        month = month_of(run.period)
+        if subscription.trial_until <= ctx.local_midnight(month) and subscription.ordered_at < billing_moment(ctx, month):
+            records.extend(_charge(ctx, subscription, entry.fee, run.period, now))
+    return records
+
+
+def _charge(ctx: ServiceContext, subscription: Subscription, fee: float, period: str, now: float) -> tuple[Charge, SubscriptionEvent]:
+    charge = Charge(
+        id=ctx.new_id(),
+        subscription_id=subscription.id,
+        msisdn=subscription.msisdn,
+        service_id=subscription.service_id,
+        period=period,
+        amount=fen(fee),
+        created_at=now,
+    )
+    event = SubscriptionEvent(
+        id=ctx.new_id(),
+        subscription_id=subscription.id,
+        msisdn=subscription.msisdn,
+        at=now,
+        event="charged",
+        channel="billing",
+        detail=f"charge={charge.id} period={period} amount={charge.amount}",
+    )
+    return charge, event
 
 
 async def send_reminders(ctx: ServiceContext, now: float) -> Outcome:

@@ -36,7 +36,7 @@ from gateway.config import CatalogueEntry
 from gateway.store.records import PendingOrder, Subscription, SubscriptionEvent
 
 from .base import Inbound, Outcome, ServiceContext
-from .billing import repeat_trial_until, trial_until
+from .billing import billed_since, charges_missed, repeat_trial_until, trial_until
 from .billing_calendar import month_start
 from .keywords import fold, matches
 from .sp_notice import sp_notice
@@ -176,6 +176,8 @@ async def _confirm(inbound: Inbound, ctx: ServiceContext, language: str, outcome
         key = "confirmation.ordered_this_month"
     notice = ctx.text(key, language, operator=operator, **_names(entry, language))
     outcome.put(subscription, event).reply(msisdn, notice, operator)
+    if billed_since(ctx, now, ctx.clock.now()):  # confirmed before a billing run, committed after it (a retry)
+        outcome.put(*await charges_missed(ctx, subscription, ctx.clock.now()))
     outcome.replies.append(sp_notice(ctx, entry, msisdn, "ORDER", order.channel, now))
     return outcome
 

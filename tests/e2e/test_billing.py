@@ -348,3 +348,30 @@ def test_an_unsubscription_retried_while_billing_commits_waits_for_billing_and_v
     billing.result(15)
     assert "成功退订" in replies(a)[0]
     assert [c.msisdn for c in gw.call(gw.gateway.store.find(Charge, period="2026-12"))] == [B]
+
+
+def test_a_repeat_order_confirmed_before_midnight_and_handled_after_billing_is_charged(make_gateway, handset, clock):
+    """Its Y's first try fails (injected once into 10086's handler) and its retry commits after the 1st's billing
+    run: the repeat order (no trial left, "下月起收费") was never charged for December, while the same Y handled
+    at once was."""
+    gw = make_gateway(clock=clock, gateway={"job_check_interval": 3600, "mo_retry_backoff": [2.0]},
+                      services={"reminder_first_day": 28, "reminder_last_day": 28})  # fmt: skip
+    a = handset(A, gw=gw, address_range=A)
+    clock.set(at(2026, 11, 10, 9))
+    subscribe(a, "TT")  # free in November
+    unsubscribe(a)
+    assert eventually(lambda: gw.call(gw.gateway.store.find(JobRun, job="billing")))  # November's, at start
+    clock.set(at(2026, 11, 30, 23, 50))
+    order(a, "TT")  # ordered again: no trial left
+    operator = gw.gateway.mo.short_codes[OPERATOR]
+    operator.handler = failing = FailingFirst(operator.handler)
+    clock.set(at(2026, 12, 1, 0, 0) - 1)
+    assert a.submit(OPERATOR, "Y").status == ESME_ROK  # 23:59:59: confirmed
+    assert failing.called.wait(5)
+    clock.set(at(2026, 12, 1, 0, 0) + 1)
+    gw.call(gw.gateway.services.run_due_jobs())
+    assert failing.calls == 1, "the retry came before billing"
+    assert "下月起收费" in replies(a)[0]  # the retry
+    [active] = [s for s in subscriptions(gw, A) if s.status == "active"]
+    assert eventually(lambda: [(c.subscription_id, c.period) for c in gw.call(gw.gateway.store.find(Charge, msisdn=A))]
+                      == [(active.id, "2026-12")])  # fmt: skip
