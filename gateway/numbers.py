@@ -52,6 +52,11 @@ class NumberPlan:
             and number.isdigit() and not number.startswith(self._national_codes)
         )  # fmt: skip
 
+    def extends_code(self, number: str) -> bool:
+        """A number in international form that is a code of the config with an extension (8610669161234): what
+        is_msisdn refuses as no subscriber's."""
+        return number.startswith(self._national_codes)
+
     def is_code_number(self, digits: str) -> bool:
         """A short code or service code, perhaps with an extension, written with the country code or without."""
         return digits.startswith(self.codes + self._national_codes)

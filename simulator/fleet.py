@@ -230,7 +230,7 @@ class Fleet:
         if s.behaviours.spammer.weight > 0:
             numbers["spammers.start"] = s.spammers.start
         for key, number in numbers.items():
-            if plan.is_code_number(number):
+            if plan.extends_code(number):
                 raise FleetError(key, f"{number!r} is a service's number (a short code or service code of the target's "
                                       "config, with an extension), not a subscriber's: the gateway refuses MO from it")  # fmt: skip
             if not plan.is_msisdn(number):

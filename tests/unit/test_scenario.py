@@ -198,6 +198,20 @@ def test_a_fleet_refuses_numbers_outside_the_targets_number_plan() -> None:
     assert refused.value.key == "fleet.start" and "country code 44, then 10 digits" in refused.value.problem
 
 
+def test_a_fleet_takes_a_start_number_that_only_begins_with_a_codes_digits() -> None:
+    """With country code 33, spam-report code 33700 is 3333700... in international form: 33700000001 is a subscriber
+    (the gateway takes MO from it), and the fleet refused it as a service's number."""
+    from simulator.fleet import Fleet
+    from simulator.testing import gateway_config
+
+    fr = gateway_config(gateway={"country_code": "33", "national_number_length": 9}, services={"spam_report": "33700"},
+                        accounts=[{"system_id": name, "numbers": [prefix]} for name, prefix in
+                                  (("handset", "337"), ("handset2", "336"), ("carrier", "335"))])  # fmt: skip
+    numbers = {"fleet": {"start": "33700000001"}, "spammers": {"start": "33500000000"},
+               "behaviours": {"spam": {"reported_start": "33600000000"}}}  # fmt: skip
+    assert Fleet(parse_scenario(numbers, DEFAULT_SCENARIO), config=fr).scenario.fleet.start == "33700000001"
+
+
 def test_a_fleet_refuses_a_start_number_that_is_a_service_number() -> None:
     """8610669160000 has a subscriber number's form but is SP code 1066916 with an extension: the gateway refuses every
     MO from it (ESME_RINVSRCADR), and the fleet used to start anyway, every dialogue failing."""
