@@ -11,9 +11,10 @@ account's binds.
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol
+
+import re2
 
 from .accounts import Account, Accounts
 
@@ -21,11 +22,17 @@ if TYPE_CHECKING:
     from .store.records import Message
 
 
+class AddressRange(Protocol):
+    """A compiled address_range (compile_address_range)."""
+
+    def search(self, text: str) -> object | None: ...
+
+
 class Receiver(Protocol):
     account: Account
     can_receive: bool
     load: int  # messages queued or in flight on this bind
-    address_range: re.Pattern[str] | None  # from bind_*: the addresses this bind serves
+    address_range: AddressRange | None  # from bind_*: the addresses this bind serves
     mo_numbers: set[str]  # the subscribers whose MO it carried last (kept by the Router: affinity)
 
     def offer(self, message: Message) -> None: ...
@@ -128,23 +135,34 @@ class Router:
         return best
 
 
-def compile_address_range(address_range: str, plan_country_code: str) -> re.Pattern[str] | None:
+# A client's address_range is searched for every MT routed to its account, on the event loop: RE2 matches in time
+# linear in the number, where a backtracking engine (`re`) spends seconds to hours on a pattern such as
+# `(\d|\d|\d)*!` and the whole gateway waits. Errors are ours to report (a bad pattern is no fault of the gateway).
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
+
+
+def compile_address_range(address_range: str, plan_country_code: str) -> AddressRange | None:
     """A bind's address_range as a pattern over canonical numbers, to `search` them with (None = serves any).
 
     SMPP 3.4 (5.2.7) calls it a UNIX regular expression: it serves a number
     it matches anywhere in, `^` and `$` anchoring it as usual (`^86130` is
     every number starting 86130). Plain digits are taken as one number (what
     a client binding for one subscriber means), a national number widened
-    to its international form; text that is not a regular expression, as
-    that literal number.
+    to its international form; text that is not a regular expression RE2
+    accepts (RE2 has no backreferences or lookaround), as that literal number.
     """
     text = address_range.strip()
     if not text:
         return None
     if text.lstrip("+").isdigit():
         digits = text.lstrip("+")
-        return re.compile(f"^(?:{re.escape(plan_country_code)})?{re.escape(digits)}$")
+        return _compile(f"^(?:{re2.escape(plan_country_code)})?{re2.escape(digits)}$")
     try:
-        return re.compile(text)
-    except re.error:
-        return re.compile(f"^{re.escape(text)}$")
+        return _compile(text)
+    except re2.error:
+        return _compile(f"^{re2.escape(text)}$")
+
+
+def _compile(pattern: str) -> AddressRange:
+    return re2.compile(pattern, _RE2_OPTIONS)

@@ -7,14 +7,13 @@ the gateway queue during one read goes out in one write.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections import deque
 from typing import TYPE_CHECKING
 
 from .accounts import Account
 from .logs import get_logger
 from .messages import deliver_sm_for, may_be_stored
-from .router import compile_address_range
+from .router import AddressRange, compile_address_range
 from .smpp.constants import CommandId, CommandStatus
 from .smpp.pdu import (
     DataSm,
@@ -65,7 +64,7 @@ class SmppConnection(asyncio.Protocol):
         self.account: Account | None = None
         self.can_receive = False
         self.load = 0  # MTs queued or in flight here
-        self.address_range: re.Pattern[str] | None = None
+        self.address_range: AddressRange | None = None
         self.mo_numbers: set[str] = set()  # see Router.note_mo
         self.inflight: dict[int, Message] = {}
         self.timed_out: dict[int, Message] = {}  # deliver_sm given up on, by sequence (the last `window`)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from smpplib import gsm
@@ -22,6 +23,7 @@ from tests.smpp_handset import (
     ESME_RSYSERR,
     ESME_RTHROTTLED,
     SMSGW_RNOSUBSCRIPTION,
+    Handset,
     encode,
     frame,
     is_receipt,
@@ -75,6 +77,22 @@ def test_an_address_range_anchored_with_a_caret_serves_every_number_starting_so(
         assert a.submit(subscriber, f"for {subscriber}").status == ESME_ROK
     assert sorted(text(p) for p in on_130.expect_many(2)) == ["for 8613000000007", "for 8613000000008"]
     assert text(on_131.expect()) == "for 8613100000007"
+
+
+def test_an_address_range_that_makes_a_backtracking_engine_run_for_hours_still_routes_at_once(
+    tmp_path: Path, start_gateway
+) -> None:
+    """address_range was searched with `re` on the event loop for every MT to the account: with this one (22 of
+    the 41 octets a bind may send) each MT froze the whole gateway, every bind, for hours. Its own process: a
+    frozen gateway in this one would freeze the test too."""
+    gateway = start_gateway(tmp_path / "gw.db")
+    with Handset(gateway.smpp_port, A) as a, Handset(gateway.smpp_port) as greedy, Handset(gateway.smpp_port, B) as b:
+        a.bind("rx", "handset")
+        greedy.bind("rx", "handset", address_range=r"(\d|\d|\d|\d|\d|\d)*!")
+        b.bind("tx", "handset2")
+        assert b.submit(A, "through").status == ESME_ROK
+        assert text(a.expect()) == "through"  # the pattern matches no number: the bind without a range takes it
+        greedy.expect_none(0.2)
 
 
 def test_registered_delivery_brings_a_receipt_for_the_submitted_id(handset):
