@@ -52,8 +52,10 @@ class Router:
         self._by_number = [a for a in accounts if a.numbers]
 
     def bound(self, receiver: Receiver) -> None:
-        if receiver.can_receive:
-            self._receivers[receiver.account.system_id].append(receiver)
+        binds = self._receivers[receiver.account.system_id]
+        # Once: unbound() takes it out once, and a second entry kept routing MTs to a closed connection.
+        if receiver.can_receive and receiver not in binds:
+            binds.append(receiver)
             if receiver.address_range is not None:
                 self._ranged += 1
 

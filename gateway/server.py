@@ -191,7 +191,8 @@ class SmppConnection(asyncio.Protocol):
             log.warning("bind refused", peer=self.peer, system_id=pdu.system_id, status=S.name_of(status))  # type: ignore[attr-defined]
             self.session.send(response_to(pdu, status))
             return
-        account.binds += 1
+        if self.account is None:  # once per connection (the session lets one bind through): uncounted once
+            account.binds += 1
         self.account = account
         self.can_receive = pdu.command_id in _RECEIVING_BINDS
         self.address_range = compile_address_range(pdu.address_range, gateway.plan.country_code)  # type: ignore[attr-defined]

@@ -40,6 +40,7 @@ class Side(Enum):
 
 class State(Enum):
     OPEN = "open"
+    BINDING = "binding"  # (SMSC) a bind received, its answer not sent yet: bound once it is ESME_ROK, else open again
     BOUND_TX = "bound_tx"
     BOUND_RX = "bound_rx"
     BOUND_TRX = "bound_trx"
@@ -70,6 +71,7 @@ _LINK = frozenset({C.ENQUIRE_LINK, C.UNBIND})
 RECEIVABLE: dict[Side, dict[State, frozenset[int]]] = {
     Side.SMSC: {
         State.OPEN: BIND_REQUESTS | {C.ENQUIRE_LINK},
+        State.BINDING: frozenset({C.ENQUIRE_LINK}),
         State.BOUND_TX: _ESME_TX | _LINK,
         State.BOUND_RX: _LINK,
         State.BOUND_TRX: _ESME_TX | _LINK,
@@ -88,7 +90,7 @@ _GENERIC_NACK = int(C.GENERIC_NACK)  # answers any request
 _NOTHING: frozenset[int] = frozenset()
 # Members read on every PDU, bound once: `State.CLOSED` or `C.UNBIND` goes
 # through EnumType.__getattr__ (CPython 3.11), ~150 ns per read.
-_OPEN, _UNBOUND, _CLOSED = State.OPEN, State.UNBOUND, State.CLOSED
+_OPEN, _BINDING, _UNBOUND, _CLOSED = State.OPEN, State.BINDING, State.UNBOUND, State.CLOSED
 _ENQUIRE_LINK, _UNBIND, _UNBIND_RESP = int(C.ENQUIRE_LINK), int(C.UNBIND), int(C.UNBIND_RESP)
 # Our own requests a peer's unbind_resp does not wait for: an unbind of ours that crossed the peer's would
 # otherwise wait for the peer, which waits for us, until response_timeout; an enquire_link carries nothing.
@@ -235,7 +237,7 @@ class Session:
             return Received(pdu, pending.request)
         allowed = self._receivable.get(self.state, _NOTHING)
         if command_id not in allowed:
-            if command_id in BIND_REQUESTS and self.state in BOUND:
+            if command_id in BIND_REQUESTS and (self.state in BOUND or self.state is _BINDING):
                 status = S.ESME_RALYBND
             else:
                 status = S.ESME_RINVBNDSTS
@@ -250,6 +252,10 @@ class Session:
             self._answer_unbind_when_nothing_is_pending()
         elif command_id in RESPONSE_OF:
             self._owed += 1
+            if command_id in BIND_REQUESTS:
+                # At once, not when it is answered: a second bind in the same read is checked before the first is
+                # answered, and was accepted too (the connection counted and routed to twice, uncounted once).
+                self.state = _BINDING
         return Received(pdu)
 
     def _reject_malformed(self, exc: PduError) -> Rejected:
@@ -270,8 +276,8 @@ class Session:
         if self.state is _CLOSED:
             raise LocalProtocolError("session is closed")
         if command_id & RESPONSE_BIT:
-            if command_id in BOUND_STATE_OF and not pdu.command_status and self.state is _OPEN:
-                self.state = BOUND_STATE_OF[command_id]
+            if command_id in BOUND_STATE_OF and (self.state is _BINDING or self.state is _OPEN):
+                self.state = _OPEN if pdu.command_status else BOUND_STATE_OF[command_id]  # refused: it may bind again
             self.send_raw(encode_pdu(pdu))
             return pdu
         if self.halted:

@@ -7,6 +7,7 @@ import ssl
 import pytest
 from smpplib import smpp
 
+from tests.polling import eventually
 from tests.smpp_handset import (
     ESME_RALYBND,
     ESME_RBINDFAIL,
@@ -20,6 +21,7 @@ from tests.smpp_handset import (
 )
 
 A = "8613800000001"  # account handset
+B = "8613700000001"  # account handset2
 ECHO = "10086000"
 
 
@@ -45,6 +47,21 @@ def test_binds_beyond_max_binds_are_refused(make_gateway, handset):
     statuses = [handset(bind=None, gw=gw).bind_status("trx", "handset2") for _ in range(3)]
     assert statuses == [ESME_ROK, ESME_ROK, ESME_RBINDFAIL]
     assert handset(bind=None, gw=gw).bind_status("trx", "handset") == ESME_ROK  # other accounts are not affected
+
+
+def test_a_second_bind_in_the_same_write_is_refused_and_the_connection_counts_once(make_gateway, handset):
+    """Both binds of one read were accepted: the connection counted twice against max_binds and stayed in the
+    router after it closed, where MTs for the account's subscribers were queued on it and never delivered."""
+    gw = make_gateway(accounts=[{"system_id": "handset2", "max_binds": 1}])
+    with RawLink(gw.smpp_port) as link:
+        first, second = (encoded("bind_transceiver", n, system_id="handset2", password="handset2") for n in (1, 2))
+        link.send(first + second)
+        assert sorted((r.sequence, r.status) for r in (link.read(), link.read())) == [(1, ESME_ROK), (2, ESME_RALYBND)]
+    assert gw.gateway is not None
+    assert eventually(lambda: gw.gateway.accounts.get("handset2").binds == 0)  # the close is seen
+    b = handset(B, gw=gw)  # max_binds 1: refused if the closed connection still counted
+    assert handset(A, gw=gw).submit(B, "after").status == ESME_ROK
+    assert text(b.expect()) == "after"  # not queued on the closed connection
 
 
 def test_submit_before_bind_is_refused(gateway):

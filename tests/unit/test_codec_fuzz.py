@@ -72,8 +72,9 @@ def answer_key(pdu: Pdu) -> tuple:
     return (pdu.command_id, pdu.command_status, pdu.sequence_number)
 
 
-def expected_for_frame(frame: bytes) -> tuple[list[tuple], list[tuple]]:
-    """What an SMSC session in state OPEN must answer for one complete frame, and the event it reports."""
+def expected_for_frame(frame: bytes, binding: bool = False) -> tuple[list[tuple], list[tuple]]:
+    """What an SMSC session in state OPEN (or BINDING: a bind received, not answered yet) must answer for one
+    complete frame, and the event it reports."""
     _length, command_id, _status, sequence = HEADER.unpack_from(frame)
     try:
         pdu = decode_pdu(frame)
@@ -88,6 +89,8 @@ def expected_for_frame(frame: bytes) -> tuple[list[tuple], list[tuple]]:
         return [answer], [("rejected", exc.status, command_id, sequence)]
     if pdu.is_response:  # nothing is outstanding: ignored, reported with status 0
         return [], [("rejected", 0, command_id, sequence)]
+    if command_id in BINDS and binding:  # one bind at a time
+        return [(RESPONSE_OF[command_id].command_id, S.ESME_RALYBND, sequence)], [("rejected", S.ESME_RALYBND, command_id, sequence)]
     if command_id in BINDS:  # the application answers binds
         return [], [("received", pdu, None)]
     if command_id == C.ENQUIRE_LINK:
@@ -112,7 +115,8 @@ def model(stream: bytes) -> tuple[list[tuple], list[tuple], bool]:
             return answers, events, True
         if len(stream) - pos < length:
             break
-        frame_answers, frame_events = expected_for_frame(stream[pos : pos + length])
+        binding = any(event[0] == "received" for event in events)
+        frame_answers, frame_events = expected_for_frame(stream[pos : pos + length], binding)
         answers += frame_answers
         events += frame_events
         pos += length

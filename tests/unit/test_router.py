@@ -47,3 +47,11 @@ def test_equal_binds_take_turns_and_ties_go_to_the_first_from_the_turn() -> None
     assert [router.route(MT).name for _ in range(6)] == ["b0", "b1", "b2", "b0", "b1", "b2"]
     router, binds = router_with([3, 1, 1, 2])  # b1 and b2 tie; the turn starts at b0, b1, b2, b3, ...
     assert [router.route(MT).name for _ in range(4)] == ["b1", "b1", "b2", "b1"]
+
+
+def test_a_bind_announced_twice_is_gone_once_it_unbinds() -> None:
+    """A connection added twice stayed in the router after its one unbound(): MTs were queued on a closed bind."""
+    router, [bind] = router_with([0])
+    router.bound(bind)
+    router.unbound(bind)
+    assert router.route(MT) is None

@@ -113,6 +113,29 @@ def session_in(side: Side, state: State, clock: FakeClock | None = None) -> Sess
 # Binding
 
 
+def test_a_second_bind_in_the_same_read_is_refused_as_already_bound():
+    """Each frame of a read was checked against the state before any was answered: both binds of one write
+    were handed on, and the gateway accepted both."""
+    smsc = Session(Side.SMSC)
+    first, second = BindTransceiver(system_id="a", sequence_number=1), BindTransmitter(system_id="a", sequence_number=2)
+    events = smsc.receive_data(encode_pdu(first) + encode_pdu(second))
+    assert events[0] == Received(first)
+    assert (events[1].status, events[1].sequence_number) == (S.ESME_RALYBND, 2)
+    smsc.send(response_to(first))
+    assert smsc.state is TRX
+
+
+def test_a_refused_bind_leaves_the_session_open_for_another():
+    smsc = Session(Side.SMSC)
+    [event] = smsc.receive_data(encode_pdu(BindTransceiver(system_id="a", password="wrong", sequence_number=1)))
+    smsc.send(response_to(event.pdu, S.ESME_RINVPASWD))
+    assert smsc.state is OPEN
+    [event] = smsc.receive_data(encode_pdu(BindTransceiver(system_id="a", password="right", sequence_number=2)))
+    assert event == Received(event.pdu)
+    smsc.send(response_to(event.pdu))
+    assert smsc.state is TRX
+
+
 @pytest.mark.parametrize("state", [TX, RX, TRX])
 def test_bind_flow_both_sides(state):
     esme = Session(Side.ESME)
@@ -125,7 +148,7 @@ def test_bind_flow_both_sides(state):
     [event] = transfer(esme, smsc)
     assert isinstance(event, Received) and event.request is None
     assert event.pdu == bind
-    assert smsc.state is OPEN  # the application decides
+    assert smsc.state is State.BINDING  # the application decides; meanwhile another bind is refused
 
     smsc.send(response_to(event.pdu, system_id="smsc", tlvs={0x0210: 0x34}))
     assert smsc.state is state
@@ -261,7 +284,7 @@ def test_receiving_each_request_in_each_state(command_id, side, state):
         else:
             assert events == [Received(request)]
             assert replies == []  # the application answers
-            assert session.state is state
+            assert session.state is (State.BINDING if command_id in BIND_FOR_IDS else state)
         return
     status = S.ESME_RALYBND if command_id in BIND_FOR_IDS and state in ANY_BOUND else S.ESME_RINVBNDSTS
     assert [(e.status, e.command_id, e.sequence_number) for e in events] == [(status, command_id, 321)]
