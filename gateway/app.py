@@ -99,6 +99,7 @@ class Gateway:
             self.outbox,
             self.clock,
             reassembly_timeout=settings.reassembly_timeout,
+            max_incomplete_per_subscriber=settings.max_incomplete_per_subscriber,
             retry_backoff=settings.mo_retry_backoff,
             records=self.records,
             observe=self.guards.observe,

@@ -67,6 +67,7 @@ class GatewaySettings:
     max_queued_per_subscriber: int = 1000
     dedup_window: float = 3600.0
     reassembly_timeout: float = 120.0
+    max_incomplete_per_subscriber: int = 8  # long MOs of one subscriber waiting for parts; beyond: their oldest goes
     drain_timeout: float = 5.0
     job_check_interval: float = 30.0  # how often the calendar is looked at for billing and reminders due
 
@@ -364,7 +365,7 @@ _GATEWAY_RANGES: dict[str, _Range] = {
     "enquire_link_interval": (_NOT_NEGATIVE[0], "0 (never) or more seconds"),
     "idle_timeout": (_NOT_NEGATIVE[0], "0 (never) or more seconds"),
     "max_queued_per_subscriber": _AT_LEAST_ONE, "dedup_window": _NOT_NEGATIVE,
-    "reassembly_timeout": _POSITIVE, "drain_timeout": _NOT_NEGATIVE, "job_check_interval": _POSITIVE,
+    "reassembly_timeout": _POSITIVE, "max_incomplete_per_subscriber": _AT_LEAST_ONE, "drain_timeout": _NOT_NEGATIVE, "job_check_interval": _POSITIVE,
 }  # fmt: skip
 _SERVICE_RANGES: dict[str, _Range] = {
     "listing_window": _POSITIVE, "confirmation_validity": _POSITIVE, "trial_last_order_day": _DAY,

@@ -121,6 +121,7 @@ class MoProcessor:
         clock: Clock,
         *,
         reassembly_timeout: float,
+        max_incomplete_per_subscriber: int = 8,
         retry_backoff: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0),
         records: RecordCache | None = None,
         observe: Callable[[Iterable[Effect]], None] = lambda effects: None,
@@ -134,8 +135,10 @@ class MoProcessor:
         self.records = records  # the record cache handlers read through: told every effect (see _commit_handling)
         self.observe = observe  # sees every committed effect (the submission guards)
         self.after_dialogue = after_dialogue  # a dialogue ended (survey sampling): awaited if it returns something
-        self.reassembler: Reassembler[tuple[bytes, int]] = Reassembler(timeout=reassembly_timeout, on_evict=self._dropped)
-        self._parts: dict[tuple, list[Message]] = {}  # the parts of long MOs received so far
+        self.reassembler: Reassembler[tuple[bytes, int]] = Reassembler(
+            timeout=reassembly_timeout, on_evict=self._dropped, max_per_owner=max_incomplete_per_subscriber
+        )
+        self._parts: dict[tuple, dict[int, Message]] = {}  # the parts of long MOs received so far, by seqnum
         self._whole: dict[str, tuple[Message, ...]] = {}  # last part's id -> all parts of a long MO being handled
         self.locks = locks if locks is not None else SerialLocks()  # (an empty SerialLocks is falsy: len 0)
         self._tasks: set[asyncio.Task] = set()
@@ -331,16 +334,22 @@ class MoProcessor:
         # message (segment.py). In the key, the parts booked here and the set the reassembler reports complete,
         # timed out or evicted (by key and reference) are always the same message's.
         key = (message.source_addr, message.dest_addr, message.account, concat.total)
-        received = self._parts.setdefault((key, concat.reference), [])
-        received.append(message)
+        received = self._parts.setdefault((key, concat.reference), {})
+        # A part sent again replaces the copy held (as in the reassembler): kept once, however often it comes.
+        earlier = received.pop(concat.seqnum, None)
+        received[concat.seqnum] = message
         # Each part with its own data_coding (TS 23.040: every part has its own DCS); replayed at start: timed
-        # from when it came.
-        parts = self.reassembler.add(key, concat, (body, message.data_coding), message.submitted_at)
+        # from when it came. Room for incomplete texts is kept per sending subscriber: one who starts texts it
+        # never ends pushes out only their own.
+        parts = self.reassembler.add(key, concat, (body, message.data_coding), message.submitted_at, owner=message.source_addr)
+        if earlier is not None:
+            self._give_up((earlier,), "part sent again", key)
         if parts is None:
             return None
         del self._parts[(key, concat.reference)]
-        self._whole[message.id] = tuple(received)  # for their receipts (`_handle`)
-        return smpp_text.decode_parts(parts), tuple(m.id for m in received)
+        whole = tuple(received[seqnum] for seqnum in sorted(received))
+        self._whole[message.id] = whole  # for their receipts (`_handle`)
+        return smpp_text.decode_parts(parts), tuple(m.id for m in whole)
 
     async def _serialized(
         self, message: Message, inbound: Inbound, keys: tuple[str, ...], held: tuple[object, Answer] | None = None,
@@ -527,7 +536,10 @@ class MoProcessor:
     def _dropped(self, key: tuple, reference: int, _parts: dict[int, tuple[bytes, int]], why: str = "too many incomplete") -> None:
         """An incomplete long MO the reassembler let go: its parts are given up on, unanswered (failed, and
         stat:UNDELIV receipts for those that asked for one: a text never handled is not delivered)."""
-        parts = tuple(self._parts.pop((key, reference), ()))
+        self._give_up(tuple(self._parts.pop((key, reference), {}).values()), why, key)
+
+    def _give_up(self, parts: tuple[Message, ...], why: str, key: tuple) -> None:
+        """Parts of a long MO that will never be handled: failed, with their stat:UNDELIV receipts."""
         log.warning("incomplete long MO dropped", message_ids=[m.id for m in parts], account=key[2], msisdn=key[0],
                     short_code=key[1], why=why)  # fmt: skip
         if not parts:

@@ -224,6 +224,7 @@ class _PartialSet(Generic[Body]):
     started: float
     total: int
     bodies: dict[int, Body]
+    owner: Hashable = None  # who sent it (add's `owner`), for max_per_owner
 
 
 class Reassembler(Generic[Body]):
@@ -233,17 +234,21 @@ class Reassembler(Generic[Body]):
     calls expire() now and then.  A set is identified by the caller's key
     (e.g. the source and destination addresses), the reference and the
     total number of parts; a reused reference with a different total starts
-    a separate set rather than mixing parts of two messages.
+    a separate set rather than mixing parts of two messages. Room is kept
+    per owner too (`max_per_owner` sets), so that one sender starting sets
+    it never ends pushes out only its own, not everyone's.
     """
 
     def __init__(
         self, timeout: float = 60.0, max_sets: int = 10000,
-        on_evict: Callable[[Hashable, int, dict[int, Body]], None] | None = None,
+        on_evict: Callable[[Hashable, int, dict[int, Body]], None] | None = None, max_per_owner: int = 8,
     ) -> None:  # fmt: skip
         """`on_evict(key, reference, {seqnum: body})`: told of each incomplete set dropped for room, as expire()
         reports the ones that timed out."""
         self.timeout = timeout
         self.max_sets = max_sets
+        self.max_per_owner = max_per_owner
+        self._owned: dict[Hashable, list[tuple[Hashable, int, int]]] = {}  # owner -> its sets, oldest first
         self.on_evict = on_evict
         self.evicted = 0  # incomplete sets dropped because max_sets was reached
         # Ordered by the arrival of each set's first part, so expire() and
@@ -254,10 +259,10 @@ class Reassembler(Generic[Body]):
     def __len__(self) -> int:
         return len(self._sets)
 
-    def add(self, key: Hashable, concat: Concat, body: Body, now: float) -> list[Body] | None:
+    def add(self, key: Hashable, concat: Concat, body: Body, now: float, owner: Hashable = None) -> list[Body] | None:
         """Store one part; return all bodies in order once the set is complete, else None.
 
-        A second copy of a part already held is ignored.
+        A second copy of a part already held replaces it (a sender's retransmission: one part, kept once).
         """
         if concat.total < 1 or not 1 <= concat.seqnum <= concat.total:
             raise ValueError(f"invalid concatenation data {concat}")
@@ -266,17 +271,35 @@ class Reassembler(Generic[Body]):
         set_id = (key, concat.reference, concat.total)
         partial = self._sets.get(set_id)
         if partial is None:
-            if len(self._sets) >= self.max_sets:
-                (old_key, old_reference, _total), dropped = self._sets.popitem(last=False)
-                self.evicted += 1
-                if self.on_evict is not None:
-                    self.on_evict(old_key, old_reference, dropped.bodies)
-            partial = self._sets[set_id] = _PartialSet(now, concat.total, {})
-        partial.bodies.setdefault(concat.seqnum, body)
+            owned = self._owned.get(owner, ())
+            if len(owned) >= self.max_per_owner:
+                self._evict(owned[0])  # the owner's oldest
+            elif len(self._sets) >= self.max_sets:
+                self._evict(next(iter(self._sets)))
+            partial = self._sets[set_id] = _PartialSet(now, concat.total, {}, owner)
+            if owner is not None:
+                self._owned.setdefault(owner, []).append(set_id)
+        partial.bodies[concat.seqnum] = body
         if len(partial.bodies) < partial.total:
             return None
-        del self._sets[set_id]
+        self._remove(set_id)
         return [partial.bodies[seq] for seq in range(1, partial.total + 1)]
+
+    def _evict(self, set_id: tuple[Hashable, int, int]) -> None:
+        dropped = self._remove(set_id)
+        self.evicted += 1
+        if self.on_evict is not None:
+            key, reference, _total = set_id
+            self.on_evict(key, reference, dropped.bodies)
+
+    def _remove(self, set_id: tuple[Hashable, int, int]) -> _PartialSet[Body]:
+        partial = self._sets.pop(set_id)
+        if partial.owner is not None:
+            owned = self._owned[partial.owner]
+            owned.remove(set_id)  # at most max_per_owner long
+            if not owned:
+                del self._owned[partial.owner]
+        return partial
 
     def expire(self, now: float) -> list[tuple[Hashable, int, dict[int, Body]]]:
         """Drop the incomplete sets whose first part came more than timeout ago.
@@ -289,7 +312,7 @@ class Reassembler(Generic[Body]):
             set_id, partial = next(iter(self._sets.items()))
             if now - partial.started <= self.timeout:
                 break  # the rest started later still
-            del self._sets[set_id]
+            self._remove(set_id)
             key, reference, _total = set_id
             expired.append((key, reference, partial.bodies))
         return expired

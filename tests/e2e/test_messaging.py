@@ -402,6 +402,42 @@ def test_a_long_mo_whose_other_parts_never_come_is_given_up_with_an_undeliv_rece
     assert not gw.gateway.mo._parts  # nothing left of it in memory
 
 
+def test_a_subscriber_starting_long_mos_it_never_ends_pushes_out_only_its_own(make_gateway, handset):
+    """Room for incomplete long MOs was shared by everyone (10000 sets): one client sending first parts only
+    pushed out every other subscriber's half-received texts."""
+    gw = make_gateway(gateway={"max_incomplete_per_subscriber": 2})
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    assert b.submit(ECHO, b"\x05\x00\x03\x07\x02\x01HELLO ", esm_class=ESM_UDHI).status == ESME_ROK
+    ids = [a.submit(ECHO, bytes([5, 0, 3, n, 2, 1]) + b"never ends", esm_class=ESM_UDHI, registered_delivery=1)
+           for n in range(3)]  # fmt: skip
+    receipt = receipt_fields(a.expect(predicate=is_receipt))
+    assert (receipt["id"], receipt["stat"]) == (ids[0].message_id.decode(), "UNDELIV")  # A's oldest, for A's third
+    assert b.submit(ECHO, b"\x05\x00\x03\x07\x02\x02WORLD", esm_class=ESM_UDHI).status == ESME_ROK
+    assert text(b.expect()) == "HELLO WORLD"
+
+
+def test_a_part_sent_again_takes_the_place_of_the_copy_held(make_gateway, handset):
+    """Each copy of a part was kept in memory until the text was whole (60 KB each, as often as a client sent
+    it) and all were answered delivered. The last copy stands for the part now; the one it replaced ends."""
+    gw = make_gateway()
+    a = handset(A, gw=gw)
+
+    def part(seqnum: int, body: bytes) -> str:
+        resp = a.submit(ECHO, bytes([5, 0, 3, 0x42, 2, seqnum]) + body, esm_class=ESM_UDHI, registered_delivery=1)
+        assert resp.status == ESME_ROK
+        return resp.message_id.decode()
+
+    first, again = part(1, b"one, "), part(1, b"one, ")
+    replaced = receipt_fields(a.expect(predicate=is_receipt))
+    assert (replaced["id"], replaced["stat"]) == (first, "UNDELIV")
+    second = part(2, b"two")
+    assert text(a.expect(predicate=lambda pdu: not is_receipt(pdu))) == "one, two"
+    delivered = [receipt_fields(pdu) for pdu in a.expect_many(2, predicate=is_receipt)]
+    assert {fields["id"]: fields["stat"] for fields in delivered} == {again: "DELIVRD", second: "DELIVRD"}
+    a.expect_none(0.3)
+    assert not gw.gateway.mo._parts  # nothing left of either copy in memory
+
+
 def test_a_reference_reused_with_another_total_is_another_long_mo(make_gateway, handset):
     """Two long MOs reuse reference 0x41, one in 2 parts, one in 3: they are two messages. The 2-part one whole
     does not take the 3-part one's first part with it; that part waits for its own siblings, and when they never

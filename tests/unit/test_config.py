@@ -46,6 +46,8 @@ CASES = [  # (what is wrong, the edit, the key named, a phrase of what was expec
     ("unknown account key", lambda r: account(r, "handset").update(colour="red"), "accounts[0].colour", "unknown key"),
     ("wrong type", lambda r: r["gateway"].update(window="100"), "gateway.window", "expected an integer"),
     ("no window", lambda r: r["gateway"].update(window=0), "gateway.window", "at least 1"),
+    ("no room for long MOs", lambda r: r["gateway"].update(max_incomplete_per_subscriber=0),
+     "gateway.max_incomplete_per_subscriber", "at least 1"),
     ("negative timeout", lambda r: r["gateway"].update(response_timeout=-1), "gateway.response_timeout", "above 0"),
     ("port out of range", lambda r: r["gateway"].update(smpp_port=70000), "gateway.smpp_port", "0 to 65535"),
     ("no retry delays", lambda r: r["gateway"].update(retry_backoff=[]), "gateway.retry_backoff", "at least one delay"),

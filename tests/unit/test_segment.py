@@ -262,11 +262,11 @@ def test_reassembler_single_part_set() -> None:
     assert len(r) == 0
 
 
-def test_reassembler_duplicates_ignored() -> None:
+def test_reassembler_keeps_the_last_copy_of_a_part() -> None:
     r = Reassembler()
     assert r.add("k", Concat(1, 2, 1), b"first", now=0) is None
     assert r.add("k", Concat(1, 2, 1), b"again", now=0) is None
-    assert r.add("k", Concat(1, 2, 2), b"second", now=0) == [b"first", b"second"]
+    assert r.add("k", Concat(1, 2, 2), b"second", now=0) == [b"again", b"second"]
     # a late duplicate after completion just starts a new set
     assert r.add("k", Concat(1, 2, 2), b"second", now=0) is None
     assert len(r) == 1
@@ -366,3 +366,14 @@ def test_parts_never_cut_a_character(scheme: ConcatScheme, text: str) -> None:
         # A cut character would decode to U+FFFD and not encode back the same.
         assert encode(decode(body, data_coding), data_coding) == body
     assert "".join(decode(body, data_coding) for body in bodies(parts)) == text
+
+
+def test_an_owner_starting_sets_it_never_ends_pushes_out_only_its_own() -> None:
+    evicted = []
+    r = Reassembler(max_sets=5, max_per_owner=2, on_evict=lambda key, reference, bodies: evicted.append((key, reference)))
+    assert r.add("victim", Concat(9, 2, 1), b"v", now=0, owner="v") is None
+    for reference in range(10):
+        assert r.add("greedy", Concat(reference, 2, 1), b"g", now=0, owner="g") is None
+    assert evicted == [("greedy", n) for n in range(8)]  # its oldest each time: never the victim's
+    assert len(r) == 3
+    assert r.add("victim", Concat(9, 2, 2), b"w", now=0, owner="v") == [b"v", b"w"]
