@@ -11,6 +11,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from .accounts import Account
+from .log_budget import LogBudget
 from .logs import get_logger
 from .messages import deliver_sm_for, may_be_stored
 from .router import AddressRange, compile_address_range
@@ -79,6 +80,7 @@ class SmppConnection(asyncio.Protocol):
         self._now = gateway.clock.now
         self._guards = gateway.guards
         self._guards_seen = gateway.guards.tightened  # see _pump
+        self._complaints = LogBudget()  # lines about this peer's refused and ignored PDUs
 
     # --------------------------------------------------------- transport
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -89,6 +91,7 @@ class SmppConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.session.close()
+        self._log_suppressed(final=True)
         self.gateway.connections.discard(self)
         if self.account is not None:
             self.account.binds -= 1
@@ -119,13 +122,18 @@ class SmppConnection(asyncio.Protocol):
                 self._on_pdu(event.pdu, event.request)
             elif type(event) is LateResponse:
                 self._on_late_answer(event.pdu)
-            elif event.status:
-                log.warning("pdu rejected", peer=self.peer, account=self.system_id, status=S.name_of(event.status),
-                            reason=event.reason, sequence=event.sequence_number)
-            else:  # a response that answers nothing outstanding
+            elif event.status:  # answered by the session already: only the log line is limited
+                if self._complaints.allow("pdu rejected"):
+                    log.warning("pdu rejected", peer=self.peer, account=self.system_id, status=S.name_of(event.status),
+                                reason=event.reason, sequence=event.sequence_number)
+            elif self._complaints.allow("pdu ignored"):  # a response that answers nothing outstanding
                 log.warning("pdu ignored", peer=self.peer, account=self.system_id, reason=event.reason,
                             sequence=event.sequence_number)
         self.flush()
+
+    def _log_suppressed(self, final: bool = False) -> None:
+        for kind, count in self._complaints.due(final):
+            log.warning(f"{kind}: more not logged", peer=self.peer, account=self.system_id, count=count)
 
     def flush(self) -> None:
         self._flush_scheduled = False
@@ -310,6 +318,7 @@ class SmppConnection(asyncio.Protocol):
     def tick(self) -> None:
         """Called about once a second: response timeouts, keep-alive, idle bind."""
         session = self.session
+        self._log_suppressed()
         for request in session.expired_requests():
             message = self.inflight.pop(request.sequence_number, None)
             if message is not None:

@@ -12,7 +12,15 @@ import socket
 from pathlib import Path
 
 from tests.gateway_process import GatewayProcess
-from tests.smpp_handset import ESME_RINVDSTADR, ESME_ROK, ESME_RQUERYFAIL, Handset
+from tests.smpp_handset import (
+    ESME_RINVCMDID,
+    ESME_RINVDSTADR,
+    ESME_ROK,
+    ESME_RQUERYFAIL,
+    Handset,
+    RawLink,
+    frame,
+)
 
 A = "8613800000001"  # account handset
 B = "8613700000001"  # account handset2
@@ -77,3 +85,24 @@ def test_a_malformed_http_request_is_one_json_line_without_a_traceback(tmp_path:
     assert [(r["level"], r["peer"], r["status"]) for r in refused] == [("info", "127.0.0.1", 400)] * 2
     assert "Invalid HTTP version" in refused[0]["reason"] and "Content-Length" in refused[1]["reason"]
     assert not [r for r in records if "exception" in r or r["level"] == "error"]
+
+
+def test_a_client_flooding_unanswerable_pdus_gets_a_few_lines_and_a_count(tmp_path: Path) -> None:
+    """Each unsolicited response and each request refused before a bind was one warning line: 200000
+    generic_nack from an unbound client wrote 200000 lines (42 MB) and stalled every other bind. Now the first
+    few of each kind are logged, the rest counted in a summary line; every refusal is still answered."""
+    gateway = GatewayProcess(tmp_path / "gw.db")
+    generic_nack, unknown_command, enquire_link = 0x80000000, 0x00000099, 0x00000015
+    with RawLink(gateway.smpp_port) as link:
+        link.send(b"".join(frame(generic_nack, n) + frame(unknown_command, n) for n in range(1, 201))
+                  + frame(enquire_link, 999))  # fmt: skip
+        answers = [link.read() for _ in range(201)]
+        assert [(a.command, a.status) for a in answers[:200]] == [("generic_nack", ESME_RINVCMDID)] * 200
+        assert (answers[200].command, answers[200].sequence) == ("enquire_link_resp", 999)  # all were read
+    assert gateway.terminate() == 0
+    records = [json.loads(line) for line in gateway.log if line.startswith("{")]
+    for kind in ("pdu ignored", "pdu rejected"):
+        logged = [r for r in records if r["event"] == kind]
+        [summary] = [r for r in records if r["event"] == f"{kind}: more not logged"]
+        assert 1 <= len(logged) <= 10
+        assert len(logged) + summary["count"] == 200, kind
