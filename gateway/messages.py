@@ -49,12 +49,16 @@ def body_of(pdu: SubmitSm | DataSm) -> bytes:
 def segments_of(pdu: SubmitSm | DataSm) -> int:
     """What a submission costs against a throughput limit: one per SMS it becomes.
 
-    A part the client cut itself (UDH) is one SMS; otherwise the text's length decides, as for a
+    A part the client cut itself (UDH) is one SMS, if it fits in one: a UDH in front of a 60 KB
+    message_payload counted as one let a client send hundreds of SMS for the price of one, so a longer
+    one counts the 140 octets SMS it fills. Otherwise the text's length decides, as for a
     message_payload: 200 GSM characters in one short_message are two SMS on the air.
     """
     body = getattr(pdu, "short_message", b"") or body_of(pdu)  # (no call for the usual short_message)
-    if len(body) <= _FITS_ANY_SMS or pdu.esm_class & _UDHI:
+    if len(body) <= _FITS_ANY_SMS:  # most submissions: one SMS, whatever else
         return 1
+    if pdu.esm_class & _UDHI:
+        return -(-len(body) // _FITS_ANY_SMS)
     return parts_needed(len(body), pdu.data_coding)
 
 

@@ -576,6 +576,20 @@ def test_throughput_is_counted_in_segments(make_gateway, handset):
     assert [a.response(seq).status for seq in sequences] == [ESME_ROK, ESME_RTHROTTLED, ESME_ROK]
 
 
+def test_a_udh_in_front_of_a_long_payload_does_not_make_it_one_sms(make_gateway, handset):
+    """A submission with UDHI counted as one SMS against throughput however long its message_payload: 100
+    of 60 KB went through in a second on a budget of 5 SMS."""
+    gw = make_gateway(accounts=[{"system_id": "handset", "throughput": 5}])
+    a = handset(A, gw=gw)
+    three_sms = bytes([5, 0, 3, 7, 2, 1]) + b"a" * 400  # 406 octets after its UDH: three SMS of 140
+    sequences = [
+        a.send(a.make("submit_sm", B, b"", esm_class=ESM_UDHI, message_payload=three_sms)),  # 5 - 3 = 2 left
+        a.send(a.make("submit_sm", B, b"", esm_class=ESM_UDHI, message_payload=three_sms)),  # needs 3
+        a.send(a.make("submit_sm", B, bytes([5, 0, 3, 8, 2, 1]) + b"a" * 134, esm_class=ESM_UDHI)),  # a part: 1
+    ]
+    assert [a.response(seq).status for seq in sequences] == [ESME_ROK, ESME_RTHROTTLED, ESME_ROK]
+
+
 def test_full_queue_for_a_subscriber_refuses_more(make_gateway, handset):
     gw = make_gateway(gateway={"max_queued_per_subscriber": 3})
     a = handset(A, gw=gw)

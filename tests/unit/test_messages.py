@@ -51,5 +51,8 @@ def test_a_submission_costs_one_segment_per_sms_it_becomes() -> None:
     assert segments_of(SubmitSm(short_message=b"a" * 160)) == 1  # 160 GSM characters: one SMS
     assert segments_of(SubmitSm(short_message=b"a" * 200)) == 2  # one short_message, two SMS on the air
     assert segments_of(SubmitSm(short_message=b"a" * 200, data_coding=8)) == 2  # 100 UCS2 characters
-    assert segments_of(SubmitSm(short_message=b"\x05\x00\x03\x01\x02\x01" + b"a" * 150, esm_class=0x40)) == 1  # a part
+    assert segments_of(SubmitSm(short_message=b"\x05\x00\x03\x01\x02\x01" + b"a" * 134, esm_class=0x40)) == 1  # a part
+    # More than one SMS holds, UDH or not: the SMS of 140 octets it fills (a UDH is no discount).
+    assert segments_of(SubmitSm(short_message=b"\x05\x00\x03\x01\x02\x01" + b"a" * 150, esm_class=0x40)) == 2
+    assert segments_of(DataSm(esm_class=0x40, tlvs={Tag.MESSAGE_PAYLOAD: b"\x05\x00\x03\x01\x02\x01" + b"a" * 60000})) == 429
     assert segments_of(DataSm(tlvs={Tag.MESSAGE_PAYLOAD: b"a" * 400})) == 3
