@@ -713,8 +713,24 @@ class Fleet:
             recorder.arrived_unasked("spam")
             self._react_spam(phone, message)
             return
+        if source in self.rules.short_codes and plan.texts.key_of(message.text) is None:
+            # From a service of the target, yet none of the texts its config can send (a survey or "report
+            # handled" worded otherwise): the target is wrong, not merely early or late.
+            self.check_failed("unasked", phone.msisdn, f"unrecognised text from {source}",
+                              f"none of the target's reply texts: {message.text!r}", [(time.monotonic(), "<", source, message.text)])  # fmt: skip
+            return
         recorder.arrived_unasked("other")
         self._sample(f"to {phone.msisdn} ({phone.state}) from {source}: {message.text}")
+
+    def check_failed(self, kind: str, msisdn: str, step: str, error: str,
+                     transcript: list[tuple[float, str, str, str]] | None = None) -> None:
+        """A check outside any dialogue failed (an unrecognised text, the SP notices): counted as a dialogue
+        started and failed, so the totals add up and the run fails."""
+        now = time.monotonic()
+        result = DialogueResult(kind, msisdn, False, "failed", started_at=now, ended_at=now, step=step, error=error,
+                                transcript=transcript or [])  # fmt: skip
+        self.recorder.dialogue_started(now)
+        self.recorder.record(result)
 
     def _react_survey(self, phone: Phone, message: ShortMessage, fields: dict[str, str]) -> None:
         if phone.state == RETIRED or self._stopping:

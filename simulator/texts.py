@@ -19,6 +19,12 @@ from pathlib import Path
 from gateway.templates import Templates
 
 _FORMATTER = string.Formatter()
+# Templates that are parts of other texts (a word, a duration, a listing line, a channel name), never sent alone.
+PARTS = (
+    "common.word", "unsubscribe.hours", "unsubscribe.minutes", "unsubscribe.listing_", "rating.agent", "rating.channel.",
+    "confirmation.validity_", "confirmation.service_name", "confirmation.separator", "confirmation.choose_item",
+    "confirmation.keyword_item", "billing.page", "billing.month", "billing.reminder_",
+)  # fmt: skip
 
 
 def pattern_of(template: str) -> re.Pattern[str]:
@@ -67,6 +73,19 @@ class ReplyTexts:
             fields = self.match(key, text)
             if fields is not None:
                 return key, fields
+        return None
+
+    def key_of(self, text: str) -> str | None:
+        """Which whole reply text `text` is (a 0000 listing: "unsubscribe.listing"), or None: a text the target's
+        config cannot have sent. The parts texts are made of are left out: "{channel}服务" would take anything."""
+        found = self.which(text, (key for key in self.templates if not key.startswith(PARTS)))
+        if found is not None:
+            return found[0]
+        lines = text.split("\n")
+        if (len(lines) > 2 and self.match("unsubscribe.listing_head", lines[0]) is not None
+                and self.match("unsubscribe.listing_foot", lines[-1]) is not None
+                and all(self.match("unsubscribe.listing_item", line) is not None for line in lines[1:-1])):  # fmt: skip
+            return "unsubscribe.listing"
         return None
 
     def render(self, key: str, **values: object) -> str:

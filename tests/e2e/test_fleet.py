@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import shutil
 import time
+from pathlib import Path
 
 import pytest
 
+from gateway.config import DEFAULT_CONFIG
 from gateway.gctune import GEN0_THRESHOLD, GEN1_THRESHOLD, GEN2_THRESHOLD
 from gateway.store.records import Block, Subscription
 from simulator.fleet import Fleet, FleetError
@@ -133,3 +136,42 @@ async def test_the_fleet_keeps_its_collector_quiet_while_connected_and_gives_it_
         await fleet.close()
     assert gc.get_threshold() == before
     assert fleet.recorder.completed >= 4 and fleet.recorder.failed == 0
+
+
+def reworded(directory: Path, shipped: str, text: str, **overrides) -> Path:
+    """A config directory: the built-in config with `overrides`, its texts with the shipped line `shipped` (a
+    whole line of messages.zh.toml) replaced by `text`. Returns the config file."""
+    directory.mkdir()
+    for language in ("zh", "en"):
+        shutil.copy(DEFAULT_CONFIG.parent / f"messages.{language}.toml", directory / f"messages.{language}.toml")
+    messages = directory / "messages.zh.toml"
+    lines = messages.read_text(encoding="utf-8").split("\n")
+    assert lines.count(shipped) == 1, shipped
+    messages.write_text("\n".join(text if line == shipped else line for line in lines), encoding="utf-8")
+    shutil.copy(DEFAULT_CONFIG, directory / "config.toml")
+    return directory / "config.toml"
+
+
+HELP_ONLY = {name: {"weight": 0} for name in ("query", "order", "spam", "chatter", "spammer")} | {"help": {"weight": 1}}
+
+
+def help_scenario(**load):
+    return make_scenario(fleet={"count": 20, "binds": 1, "sp_receivers": []}, behaviours=HELP_ONLY,
+                         load={"duration": 0, "count": 20, "concurrency": 4, **load})  # fmt: skip
+
+
+def test_a_survey_worded_otherwise_fails_the_run(smsgw_fleet, tmp_path: Path) -> None:
+    """The target sends surveys whose wording is none of its config's texts: before, each was counted as
+    'arrived unasked: other' and the run passed."""
+    shipped = (DEFAULT_CONFIG.parent / "messages.zh.toml").read_text(encoding="utf-8")
+    survey = next(line for line in shipped.split("\n") if line.startswith("survey = "))
+    config = reworded(tmp_path / "target", survey, 'survey = "【满意100】感谢您使用中国移动{service}。请回复1-5。{hours}小时内回复有效。"')
+    run = smsgw_fleet(help_scenario(), config=gateway_config(config, **SURVEYS), expect=gateway_config(**SURVEYS))
+    assert run.exit_code() == 1
+    assert run.summary["failures_by_step"]["unasked"] == {"unrecognised text from 10086700": run.failed}
+    assert run.failed > 0 and "other" not in run.summary["unsolicited"]
+    failure = next(f for f in run.failures if f["kind"] == "unasked")
+    assert "none of the target's reply texts: '【满意100】感谢您使用" in failure["error"]
+    assert failure["transcript"][0]["peer"] == "10086700"
+    dialogues = run.summary["dialogues"]
+    assert dialogues["started"] == dialogues["completed"] + dialogues["failed"]
