@@ -84,6 +84,10 @@ class Templates:
             return template.format(**{**common, **values})
         return template.format(**values)
 
+    def common_values_of(self, key: str, language: str) -> dict[str, str]:
+        """The configured numbers and keywords `key`'s text in `language` is rendered with (none if it names none)."""
+        return dict(self._common.get((language, key), {}))
+
     def _joiner(self, language: str):
         """Words as this language lists them: common.word each, common.word_separator between, the last one after
         common.word_last_separator ("“是”、“Y”或“1”")."""

@@ -16,6 +16,7 @@ import string
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from gateway.config import ServiceSettings
 from gateway.templates import Templates
 
 _FORMATTER = string.Formatter()
@@ -27,15 +28,18 @@ PARTS = (
 )  # fmt: skip
 
 
-def pattern_of(template: str) -> re.Pattern[str]:
-    """A template as a regular expression: literal text as is, each {name} a (non-greedy) named group."""
+def pattern_of(template: str, fixed: dict[str, str] | None = None) -> re.Pattern[str]:
+    """A template as a regular expression: literal text as is, each {name} a (non-greedy) named group, except
+    the `fixed` ones, which must hold exactly their value."""
     out: list[str] = []
     seen: set[str] = set()
     for literal, name, _spec, _conversion in _FORMATTER.parse(template):
         out.append(re.escape(literal))
         if name is None:
             continue
-        if name in seen:
+        if fixed and name in fixed:
+            out.append(re.escape(fixed[name]))
+        elif name in seen:
             out.append(f"(?P={name})")
         else:
             seen.add(name)
@@ -46,20 +50,29 @@ def pattern_of(template: str) -> re.Pattern[str]:
 class ReplyTexts:
     """The reply templates of one language, as patterns."""
 
-    def __init__(self, templates: dict[str, str]) -> None:
+    def __init__(self, templates: dict[str, str], fixed: dict[str, dict[str, str]] | None = None) -> None:
+        """fixed: by key, the placeholders whose value is known (the configured keywords and numbers)."""
         self.templates = templates
+        self.fixed = fixed or {}
         self._patterns: dict[str, re.Pattern[str]] = {}
 
     @classmethod
-    def load(cls, directory: Path | str | Mapping[str, Path], language: str = "zh") -> ReplyTexts:
+    def load(
+        cls, directory: Path | str | Mapping[str, Path], language: str = "zh", settings: ServiceSettings | None = None
+    ) -> ReplyTexts:  # fmt: skip
         """The templates of `language` from messages.<language>.toml in `directory`, or from the files given by language
-        (gateway.config.messages_files), validated as the gateway does."""
-        return cls(Templates.load(directory, language).texts[language])
+        (gateway.config.messages_files), validated as the gateway does. With the target's `settings`, a text naming a
+        configured keyword or number ({query_keyword}, {confirm_words}, {spam_report}...) must show it as the target
+        renders it: a help text telling the subscriber to send 9999 where the target takes 0000 is not its help text."""
+        templates = Templates.load(directory, language, settings=settings)
+        texts = templates.texts[language]
+        fixed = {key: templates.common_values_of(key, language) for key in texts} if settings is not None else None
+        return cls(texts, fixed)
 
     def pattern(self, key: str) -> re.Pattern[str]:
         found = self._patterns.get(key)
         if found is None:
-            found = self._patterns[key] = pattern_of(self.templates[key])
+            found = self._patterns[key] = pattern_of(self.templates[key], self.fixed.get(key))
         return found
 
     def match(self, key: str, text: str) -> dict[str, str] | None:
@@ -89,4 +102,4 @@ class ReplyTexts:
         return None
 
     def render(self, key: str, **values: object) -> str:
-        return self.templates[key].format(**values)
+        return self.templates[key].format(**{**self.fixed.get(key, {}), **values})

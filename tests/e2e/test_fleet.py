@@ -175,3 +175,18 @@ def test_a_survey_worded_otherwise_fails_the_run(smsgw_fleet, tmp_path: Path) ->
     assert failure["transcript"][0]["peer"] == "10086700"
     dialogues = run.summary["dialogues"]
     assert dialogues["started"] == dialogues["completed"] + dialogues["failed"]
+
+
+def test_a_help_text_naming_another_keyword_than_the_configured_one_fails(smsgw_fleet, tmp_path: Path) -> None:
+    """The target's help text tells subscribers to send 9999 where its config takes 0000: before, {query_keyword}
+    matched anything and every help dialogue passed."""
+    shipped = (DEFAULT_CONFIG.parent / "messages.zh.toml").read_text(encoding="utf-8")
+    help_line = next(line for line in shipped.split("\n") if line.startswith("help = "))
+    assert "发送{query_keyword}查询" in help_line
+    config = reworded(tmp_path / "target", help_line, help_line.replace("发送{query_keyword}查询", "发送9999查询"))
+    run = smsgw_fleet(help_scenario(), config=gateway_config(config), expect=gateway_config())
+    assert run.exit_code() == 1 and run.summary["failures_by_step"] == {"help": {"help->help": run.failed}}
+    assert "expected common.help from 10086" in run.failures[0]["error"] and "发送9999查询" in run.failures[0]["error"]
+    # The same texts with the keyword the config names pass.
+    assert smsgw_fleet(help_scenario(), config=gateway_config(config, services={"query_keyword": "9999"}),
+                       expect=gateway_config(services={"query_keyword": "9999"})).exit_code() == 0  # fmt: skip
