@@ -201,6 +201,7 @@ class Fleet:
         self._started = 0  # fleet-initiated dialogues started
         self._in_flight = 0
         self._freed: asyncio.Event | None = None
+        self._stopped: asyncio.Future[None] | None = None  # done when the load stops starting dialogues
         self._until = 0.0
         self._load = scenario.load
         self._response_timeout = max(2 * scenario.load.timeout, 5.0)  # for the binds too
@@ -268,6 +269,8 @@ class Fleet:
             self.stop_reason = self.stop_reason or reason
             if self._freed is not None:
                 self._freed.set()
+            if self._stopped is not None and not self._stopped.done():
+                self._stopped.set_result(None)
 
     # ------------------------------------------------------------ connecting
     def _ssl(self) -> ssl.SSLContext | None:
@@ -396,6 +399,7 @@ class Fleet:
         self.recorder.started = time.monotonic()
         self._until = self.recorder.started + load.duration if load.duration > 0 else float("inf")
         loop = asyncio.get_running_loop()
+        self._stopped = loop.create_future()
         timer = loop.call_at(_loop_time(self._until), self.stop, "duration reached") if load.duration > 0 else None
         try:
             if load.mode == "closed":
@@ -421,8 +425,8 @@ class Fleet:
         return False
 
     async def _worker(self) -> None:
-        freed = self._freed
-        assert freed is not None
+        freed, stopped = self._freed, self._stopped
+        assert freed is not None and stopped is not None
         while not self._done_starting():
             dialogue = self._next()
             if dialogue is None:
@@ -437,11 +441,12 @@ class Fleet:
             self._started += 1
             self._last_start = time.monotonic()
             self.recorder.dialogue_started()
-            await dialogue()
+            # Waited for only while the load lasts: the drain takes over what is in flight then (and a second
+            # Ctrl-C cancels it there), and the load's time ends when it stops starting dialogues.
+            await asyncio.wait((self._spawn(dialogue), stopped), return_when=asyncio.FIRST_COMPLETED)
 
     async def _open_loop(self) -> None:
         load = self._load
-        loop = asyncio.get_running_loop()
         t0 = time.monotonic()
         rate, ramp = load.rate, load.ramp_up
         due_count = 0
@@ -464,11 +469,8 @@ class Fleet:
                     continue
                 self._started += 1
                 self._last_start = time.monotonic()
-                self._in_flight += 1
                 self.recorder.dialogue_started()
-                task = loop.create_task(dialogue())
-                self.tasks.add(task)
-                task.add_done_callback(self._open_done)
+                self._spawn(dialogue)
             # sleep until the next dialogue is due (at least a millisecond, at most 50 ms)
             elapsed = time.monotonic() - t0
             target = due_count + 1
@@ -478,7 +480,15 @@ class Fleet:
                 at = target / rate + ramp / 2
             await asyncio.sleep(min(0.05, max(0.001, at - elapsed)))
 
-    def _open_done(self, task: asyncio.Task) -> None:
+    def _spawn(self, dialogue: Callable[[], Awaitable[DialogueResult]]) -> asyncio.Task:
+        """Run a dialogue as a task the drain waits for (or cancels)."""
+        self._in_flight += 1
+        task = asyncio.get_running_loop().create_task(dialogue())
+        self.tasks.add(task)
+        task.add_done_callback(self._dialogue_done)
+        return task
+
+    def _dialogue_done(self, task: asyncio.Task) -> None:
         self._in_flight -= 1
         self.tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:

@@ -106,6 +106,35 @@ def test_ctrl_c_during_the_drain_cuts_it_short_and_keeps_the_results(broken_gate
     assert data["load_s"] < 1.0 < data["duration_s"]  # the rate is over the load, not the drain
 
 
+@pytest.fixture
+def silent_operator(tmp_path: Path):
+    """The built-in config, except that 10086 never answers: its dialogues stay in flight until their timeout."""
+    config = tmp_path / "silent.toml"
+    config.write_text(DEFAULT_CONFIG.read_text(encoding="utf-8") + '\n[[short_codes]]\ncode = "10086"\nhandler = "silent"\n',
+                      encoding="utf-8")  # fmt: skip
+    with GatewayController(load_config(config), db_path=tmp_path / "silent.db") as gw:
+        yield gw
+
+
+def test_a_second_ctrl_c_cuts_the_drain_short_in_the_closed_loop_too(silent_operator, tmp_path: Path) -> None:
+    """Before, the closed loop's workers waited for their own dialogues (here 60 s), so the second Ctrl-C did not
+    cut anything short and the load's time ran on until the last of them ended."""
+    report = tmp_path / "report"
+    run = simulate(silent_operator.smpp_port, "--concurrency", "8", "--duration", "120", "--timeout", "60",
+                   "--report", str(report))  # fmt: skip
+    progress_until(run, lambda line: "in_flight=0 " not in line)
+    run.send_signal(signal.SIGINT)
+    progress_until(run, lambda line: True)  # draining: progress goes on
+    signalled = time.monotonic()
+    run.send_signal(signal.SIGINT)
+    out, _ = run.communicate(timeout=90)
+    assert run.returncode == 130 and "INTERRUPTED" in out, out
+    assert time.monotonic() - signalled < 20
+    data = json.loads((report / "report.json").read_text(encoding="utf-8"))
+    assert data["fleet"]["interrupted"] and data["fleet"]["stats"]["cancelled_at_drain"] > 0
+    assert data["load_s"] + 0.5 < data["duration_s"]  # the load ended at the first Ctrl-C, not with the drain
+
+
 def test_a_second_run_is_not_failed_by_the_sp_notices_of_the_first(gateway, tmp_path: Path, capsys) -> None:
     """Run 1 binds no SP: the gateway keeps its ORDER/CANCEL notices until the SPs bind, which run 2 does."""
     first, second = tmp_path / "first.toml", tmp_path / "second.toml"
