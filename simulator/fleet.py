@@ -794,6 +794,12 @@ class Fleet:
         """The end checks: a last round of every spammer enough victims reported and no round saw refused yet
         (its texts must be refused now); the SP notices must match the orders and unsubscriptions the fleet made
         (when no such dialogue failed: a failed one may or may not have gone through)."""
+        try:
+            await self._check_blocks_and_notices(timeout)
+        finally:
+            self.recorder.finish()  # the run ends after its end checks: their results lie within it
+
+    async def _check_blocks_and_notices(self, timeout: float) -> None:
         await self._verify_blocks()
         if not self.sp_binds:
             return
@@ -808,13 +814,10 @@ class Fleet:
         expected = {k: v for k, v in self.notices_expected.items() if v}
         received = {k: v for k, v in self.notices_received.items() if v}
         if expected != received:
-            now = time.monotonic()
-            result = DialogueResult("sp_notice", ",".join(a.system_id for a in self.scenario.fleet.sp_receivers), False,
-                                    "failed", started_at=now, ended_at=now, step="end")  # fmt: skip
             diff = sorted(f"{e} {s}: received {received.get((e, s), 0)}, expected {expected.get((e, s), 0)}"
                           for e, s in set(expected) | set(received) if expected.get((e, s), 0) != received.get((e, s), 0))  # fmt: skip
-            result.error = "SP notices do not match the fleet's orders and unsubscriptions: " + "; ".join(diff[:10])
-            self.recorder.record(result)
+            self.check_failed("sp_notice", ",".join(a.system_id for a in self.scenario.fleet.sp_receivers), "end",
+                              "SP notices do not match the fleet's orders and unsubscriptions: " + "; ".join(diff[:10]))  # fmt: skip
 
     async def _verify_blocks(self) -> None:
         threshold = self.rules.spam_block_threshold

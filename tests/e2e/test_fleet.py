@@ -190,3 +190,22 @@ def test_a_help_text_naming_another_keyword_than_the_configured_one_fails(smsgw_
     # The same texts with the keyword the config names pass.
     assert smsgw_fleet(help_scenario(), config=gateway_config(config, services={"query_keyword": "9999"}),
                        expect=gateway_config(services={"query_keyword": "9999"})).exit_code() == 0  # fmt: skip
+
+
+def test_a_failed_sp_notice_check_is_counted_as_started_and_within_the_run(smsgw_fleet, tmp_path: Path) -> None:
+    """The fleet expects a catalogue service by another id, so the SP notices (service=sina-news) do not match.
+    Before, the failure was recorded without being counted as started (started N, completed N, failed 1), and
+    after the run's end (in a timeline second beyond duration_s)."""
+    expect = tmp_path / "expect.toml"
+    shipped = DEFAULT_CONFIG.read_text(encoding="utf-8")
+    assert shipped.count('id = "sina-news"') == 1
+    expect.write_text(shipped.replace('id = "sina-news"', 'id = "sina-headlines"'), encoding="utf-8")
+    only_orders = {name: {"weight": 0} for name in ("query", "spam", "chatter", "spammer", "help")} | {"order": {"weight": 1}}
+    scenario = make_scenario(fleet={"count": 20, "binds": 1}, behaviours=only_orders,
+                             load={"duration": 0, "count": 20, "concurrency": 4})  # fmt: skip
+    run = smsgw_fleet(scenario, expect=expect)
+    assert run.summary["failures_by_step"] == {"sp_notice": {"end": 1}}
+    dialogues = run.summary["dialogues"]
+    assert dialogues["started"] == dialogues["completed"] + dialogues["failed"] and dialogues["failed"] == 1
+    failed_at = [second["t"] for second in run.summary["timeline"] if second["failed"]]
+    assert failed_at and max(failed_at) <= run.summary["duration_s"]
