@@ -133,13 +133,13 @@ def run_args(args: argparse.Namespace) -> int:
         print("smsgw simulate: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     print(describe(summary))
+    misses = verdicts(summary, max_failures=args.max_failures, min_rate=args.min_rate, max_p99_ms=args.max_p99_ms)
     if args.report:
-        for path in write_report(summary, args.report, scenario.to_dict(), started_at):
+        for path in write_report(summary, args.report, scenario.to_dict(), started_at, misses):
             print(f"report: {path}")
     if (summary.get("fleet") or {}).get("interrupted"):
         print("INTERRUPTED: the figures cover the run up to the signal; no verdict")
         return EXIT_INTERRUPTED
-    misses = verdicts(summary, max_failures=args.max_failures, min_rate=args.min_rate, max_p99_ms=args.max_p99_ms)
     for miss in misses:
         print(f"FAIL {miss}")
     if not misses:
@@ -224,14 +224,16 @@ def _report_directory(path: str) -> str | None:
     return None
 
 
-def write_report(summary: dict[str, Any], directory: str | Path, scenario: dict[str, Any], started_at: float) -> list[Path]:
-    """report.json and report.html by simulator.report.write_reports; the JSON alone without that module."""
+def write_report(summary: dict[str, Any], directory: str | Path, scenario: dict[str, Any], started_at: float,
+                 misses: list[str] | None = None) -> list[Path]:  # fmt: skip
+    """report.json and report.html by simulator.report.write_reports (with the verdict: the thresholds missed);
+    the JSON alone without that module."""
     try:
         from . import report
     except ImportError:
         report = None  # type: ignore[assignment]
     if report is not None and hasattr(report, "write_reports"):
-        return list(report.write_reports(summary, directory, scenario, started_at=started_at))
+        return list(report.write_reports(summary, directory, scenario, started_at=started_at, misses=misses))
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "report.json"

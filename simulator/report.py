@@ -57,17 +57,19 @@ def write_reports(
     title: str = "smsgw fleet run",
     started_at: datetime | float | None = None,
     max_failures: int = MAX_FAILURES_SHOWN,
+    misses: Sequence[str] | None = None,
 ) -> tuple[Path, Path]:
     """Write `report.json` and `report.html` into `directory` (created if missing); returns their paths.
 
     `started_at` (a datetime or a `time.time()` value) is when the run began;
     without it, the summary's `started_at` if it has one, else now minus the
     run's duration. The HTML shows the first `max_failures` failures with
-    their transcripts; the JSON keeps every failure the recorder kept.
+    their transcripts; the JSON keeps every failure the recorder kept. `misses`, the thresholds the run missed
+    (simulator.cli.verdicts), makes the verdict part of both.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    report = build_report(summary, scenario, title=title, started_at=started_at)
+    report = build_report(summary, scenario, title=title, started_at=started_at, misses=misses)
     json_path, html_path = directory / "report.json", directory / "report.html"
     json_path.write_text(_dumps(report, indent=2) + "\n", encoding="utf-8")
     html_path.write_text(render_html(report, max_failures=max_failures), encoding="utf-8")
@@ -80,9 +82,15 @@ def build_report(
     *,
     title: str = "smsgw fleet run",
     started_at: datetime | float | None = None,
+    misses: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """The JSON report: title, run metadata, the summary in a stable order, the scenario (secrets masked)."""
+    """The JSON report: title, run metadata, the verdict (with `misses`), the summary in a stable order, the
+    scenario (secrets masked). The verdict: INTERRUPTED (none given), FAIL with what was missed, or PASS."""
     report: dict[str, Any] = {"title": title, "run": _run_metadata(summary, started_at)}
+    if (summary.get("fleet") or {}).get("interrupted"):
+        report["verdict"] = {"result": "INTERRUPTED", "misses": []}
+    elif misses is not None:
+        report["verdict"] = {"result": "FAIL" if misses else "PASS", "misses": list(misses)}
     rest = dict(summary)
     rest.pop("started_at", None)
     if scenario is None:
@@ -443,6 +451,32 @@ def _counts_table(title: str, counts: Mapping[str, int] | None, empty: str) -> s
     return _table([title, "count"], ([f"<code>{_e(k)}</code>", _num(v)] for k, v in rows), empty=empty)
 
 
+def _fleet_section(report: Mapping[str, Any]) -> str:
+    """The fleet's own account (summary["fleet"]): why it stopped, dialogues not started, SP notices, spammers."""
+    fleet: Mapping[str, Any] = report.get("fleet") or {}
+    if not fleet:
+        return '<p class="muted">No fleet data (not a fleet run).</p>'
+    stats: Mapping[str, int] = fleet.get("stats") or {}
+    facts = [
+        ("stopped", fleet.get("stopped") or "?"), ("interrupted", "yes" if fleet.get("interrupted") else "no"),
+        ("subscribers", _num(fleet.get("subscribers"))), ("binds", _num(fleet.get("binds"))),
+        ("mode / load", f"{fleet.get('mode', '?')} / {fleet.get('load', '?')}"),
+        ("retired subscribers", _num(fleet.get("retired_subscribers"))),
+    ]  # fmt: skip
+    not_started = {k.removeprefix("not_started_"): v for k, v in stats.items() if k.startswith("not_started")}
+    others = {k: v for k, v in stats.items() if not k.startswith("not_started")}
+    spammers = fleet.get("spammers") or {}
+    return f"""<div class="grid2">
+<div>{_table(["", ""], ([f"<b>{_e(k)}</b>", _e(v)] for k, v in facts), numeric_from=2)}</div>
+<div><h3>Dialogues not started</h3>{_counts_table("why", not_started, "none: every dialogue due started")}
+<h3 style="margin-top:18px">SP notices received</h3>{_counts_table("notice", fleet.get("sp_notices"), "none")}</div>
+</div>
+<h3 style="margin-top:22px">Other counts</h3>{_counts_table("what", others, "none")}
+<h3 style="margin-top:22px">Spammers</h3>{_table(["spammer", "rounds", "victims reported", "blocked expected", "refused seen", "retired"],
+    ([f"<code>{_e(n)}</code>", _num(v.get("rounds")), _num(v.get("victims_reported")), _e(v.get("blocked_expected")),
+      _e(v.get("refused_seen")), _e(v.get("retired"))] for n, v in spammers.items()), empty="none ran")}"""  # fmt: skip
+
+
 _DIRECTION = {">": ("sent", "→ sent"), "<": ("received", "← received")}
 
 
@@ -602,7 +636,13 @@ def render_html(report: Mapping[str, Any], *, max_failures: int = MAX_FAILURES_S
     if not completed + failed:  # no latency was measured: show none rather than 0 ms
         latency = {}
 
-    if failed:
+    verdict = report.get("verdict") or {}
+    misses = verdict.get("misses") or []
+    if verdict.get("result") == "INTERRUPTED":
+        badge = '<span class="badge bad">INTERRUPTED: the figures cover the run up to the signal; no verdict</span>'
+    elif verdict.get("result") == "FAIL":
+        badge = '<span class="badge bad">FAIL</span>' + "".join(f'<span class="badge bad">{_e(m)}</span>' for m in misses)
+    elif failed:
         badge = f'<span class="badge bad">{_num(failed)} failed</span>'
     elif completed:
         badge = f'<span class="badge ok">all {_num(completed)} dialogues ok</span>'
@@ -673,6 +713,9 @@ def render_html(report: Mapping[str, Any], *, max_failures: int = MAX_FAILURES_S
 <h2>Rate and latency</h2>
 {rate_chart}
 {latency_chart}
+
+<h2>The run</h2>
+{_fleet_section(report)}
 
 <h2>Dialogues</h2>
 <h3>Latency by kind (ms, MO → reply of every step)</h3>{_latency_table(report)}

@@ -88,6 +88,8 @@ def test_ctrl_c_during_the_load_reports_what_ran_marked_interrupted(gateway, tmp
     assert "INTERRUPTED" in out and "PASS" not in out and "FAIL" not in out and " dialogues in " in out
     data = json.loads((report / "report.json").read_text(encoding="utf-8"))
     assert data["fleet"]["interrupted"] and data["dialogues"]["completed"] > 0 and data["dialogues"]["failed"] == 0
+    html = (report / "report.html").read_text(encoding="utf-8")  # not the green "all N dialogues ok"
+    assert "INTERRUPTED" in html and "dialogues ok</span>" not in html and data["verdict"]["result"] == "INTERRUPTED"
 
 
 def test_ctrl_c_during_the_drain_cuts_it_short_and_keeps_the_results(broken_gateway, tmp_path: Path) -> None:

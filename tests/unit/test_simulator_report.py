@@ -261,3 +261,39 @@ def test_downsample_means_and_maxima() -> None:
         report.MAX_POINTS = old
     assert buckets == [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
     assert values == {"a": [2.0, None, 6.0, 2.0, 5.0], "b": [3, None, 7, 2, 9]}
+
+
+def passing_run(**fleet) -> dict:
+    """Twenty dialogues, all ok, and the fleet's own account of the run."""
+    recorder = Recorder(started=0.0)
+    for i in range(20):
+        recorder.dialogue_started(at=i / 10)
+        recorder.record(dialogue("query", i / 10 + 0.05, [2.0], outcome="unsubscribed"))
+    recorder.finish(at=2.5)
+    stats = {"not_started_no_idle_subscriber": 7, "cancelled_at_drain": 3}
+    return recorder.summary() | {"fleet": {"subscribers": 40, "binds": 1, "mode": "trx", "load": "closed", "stopped": "count reached",
+                                           "interrupted": False, "retired_subscribers": 0, "stats": stats, "spammers": {},
+                                           "sp_notices": {"ORDER sina-news": 4}, "unasked_samples": []} | fleet}  # fmt: skip
+
+
+def test_an_interrupted_run_says_so_and_gives_no_verdict(tmp_path: Path) -> None:
+    """Before, an interrupted run showed the green 'all 20 dialogues ok' badge."""
+    json_path, html_path = write_reports(passing_run(interrupted=True, stopped="interrupted"), tmp_path, misses=[])
+    assert json.loads(json_path.read_text(encoding="utf-8"))["verdict"] == {"result": "INTERRUPTED", "misses": []}
+    _, page = parse(html_path)
+    assert "INTERRUPTED" in page.text("badge") and "no verdict" in page.text("badge") and "ok" not in page.text("badge")
+    assert "interrupted" in page.text()
+
+
+def test_a_missed_threshold_fails_the_page_and_the_fleet_is_shown(tmp_path: Path) -> None:
+    """Before, a run that missed --min-rate showed 'all 20 dialogues ok', and nothing of summary["fleet"]."""
+    miss = "8.0 dialogues/s, below --min-rate 100"
+    json_path, html_path = write_reports(passing_run(), tmp_path, misses=[miss])
+    assert json.loads(json_path.read_text(encoding="utf-8"))["verdict"] == {"result": "FAIL", "misses": [miss]}
+    _, page = parse(html_path)
+    assert "FAIL" in page.text("badge") and miss in page.text("badge") and "dialogues ok" not in page.text("badge")
+    text = page.text()
+    for shown in ("count reached", "no_idle_subscriber", "7", "ORDER sina-news", "cancelled_at_drain"):
+        assert shown in text, shown
+    _, passed = parse(write_reports(passing_run(), tmp_path / "pass", misses=[])[1])
+    assert "all 20 dialogues ok" in passed.text("badge")
