@@ -514,7 +514,7 @@ async def chatter(phone: Phone, env: Env, peer: Phone) -> DialogueResult:
     async def body(run: Run) -> str:
         arrival = env.post.expect(phone.msisdn, peer.msisdn)
         try:
-            await run.send(peer.msisdn, text, label="chat")
+            await run.send(peer.msisdn, text, label="chat", to_name="subscriber")
             run.step = "chat->peer"
             try:
                 message = await asyncio.wait_for(arrival, env.timeout)

@@ -163,9 +163,10 @@ class _Run:
         self.step = "start"
         self.result = DialogueResult(kind, handset.msisdn, False, "failed")
 
-    async def send(self, to: str, text: str, label: str = "") -> None:
-        """Text `to`; `label` names the step in failures (default: the text)."""
-        self.step = f"{label or text}->{to}"
+    async def send(self, to: str, text: str, label: str = "", to_name: str = "") -> None:
+        """Text `to`; `label` names the step in failures (default: the text), `to_name` the receiver (default: its
+        number; a subscriber's kind, not its number, so that failures group by step and not by peer)."""
+        self.step = f"{label or text}->{to_name or to}"
         try:
             resp, at = await self.handset.send(to, text)
         except EsmeError as exc:

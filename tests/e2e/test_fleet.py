@@ -209,3 +209,14 @@ def test_a_failed_sp_notice_check_is_counted_as_started_and_within_the_run(smsgw
     assert dialogues["started"] == dialogues["completed"] + dialogues["failed"] and dialogues["failed"] == 1
     failed_at = [second["t"] for second in run.summary["timeline"] if second["failed"]]
     assert failed_at and max(failed_at) <= run.summary["duration_s"]
+
+
+def test_chatter_failures_are_grouped_by_step_not_by_peer(smsgw_fleet) -> None:
+    """The handset account throttled to 20 texts/s refuses chat MO with ESME_RTHROTTLED. Before, each failure's
+    step named the peer's number ('chat->8613800000021'): one line per subscriber in the result."""
+    only_chatter = {name: {"weight": 0} for name in ("query", "order", "spam", "spammer", "help")} | {"chatter": {"weight": 1}}
+    scenario = make_scenario(fleet={"count": 100, "binds": 1, "sp_receivers": []}, behaviours=only_chatter,
+                             load={"duration": 0, "count": 150, "concurrency": 32})  # fmt: skip
+    run = smsgw_fleet(scenario, config={"accounts": [{"system_id": "handset", "throughput": 20}]})
+    assert run.failed > 1 and run.summary["failures_by_step"] == {"chatter": {"chat->subscriber": run.failed}}
+    assert "ESME_RTHROTTLED" in run.failures[0]["error"]
