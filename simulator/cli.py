@@ -148,12 +148,14 @@ def run_args(args: argparse.Namespace) -> int:
 
 
 # The scenario keys a fleet error can name that flags set (the rest come from the scenario file only).
-_FLAGS = {"target.host": "host", "target.port": "port", "target.system_id": "system_id", "target.ca": "ca", "fleet.start": "start"}
+# A refused bind is reported under target.system_id, whether the account or its password was wrong.
+_FLAGS = {"target.host": ("host",), "target.port": ("port",), "target.system_id": ("system_id", "password"),
+          "target.ca": ("ca",), "fleet.start": ("start",), "fleet.count": ("subscribers",)}  # fmt: skip
 
 
 def _source(key: str, args: argparse.Namespace, scenario_file: str) -> str:
     """Where the value of `key` (or of one of "a/b") came from: the command line when a flag set it, else the file."""
-    given = any(getattr(args, _FLAGS[k]) is not None for k in key.split("/") if k in _FLAGS)
+    given = any(getattr(args, flag) is not None for k in key.split("/") if k in _FLAGS for flag in _FLAGS[k])
     return "command line" if given else scenario_file
 
 

@@ -43,7 +43,7 @@ from .esme import BindError, Esme, EsmeError, ResponseTimeout, ShortMessage
 from .metrics import Recorder
 from .scenario import Load, Scenario
 
-__all__ = ["Fleet", "FleetError", "address_range", "blocks", "exact_range"]
+__all__ = ["Fleet", "FleetError", "address_range", "blocks", "exact_range", "first_outside"]
 
 MAX_ADDRESS_RANGE = 40  # SMPP 3.4: address_range is a C-octet string of at most 41 octets
 CONNECT_TIMEOUT = 10.0  # seconds for a TCP connection (and TLS handshake) to the target
@@ -119,6 +119,19 @@ def _pattern(run: tuple[int, int, int], width: int) -> str:
     digit = d1 if d1 == d2 else f"[{d1}-{d2}]"
     tail = "" if k == 0 else ("\\d" if k == 1 else f"\\d{{{k}}}")
     return head + digit + tail
+
+
+def first_outside(lo: int, hi: int, prefixes: tuple[str, ...]) -> int | None:
+    """The first of the numbers lo..hi (same length) that starts with none of `prefixes`, or None. Steps a prefix's
+    whole block at a time, so a range of millions costs a few steps."""
+    n = lo
+    while n <= hi:
+        digits = str(n)
+        prefix = max((p for p in prefixes if digits.startswith(p)), key=len, default=None)
+        if prefix is None:
+            return n
+        n = int(prefix + "9" * (len(digits) - len(prefix))) + 1
+    return None
 
 
 # ----------------------------------------------------------------------- pool
@@ -240,6 +253,18 @@ class Fleet:
                 raise FleetError(key, f"expected an MSISDN in international form, as the target's gateway.country_code and "
                                       f"gateway.national_number_length have it: country code {plan.country_code}, then "
                                       f"{plan.national_length} digits; got {number!r}{hint}")  # fmt: skip
+        ranges = [("fleet.start/fleet.count", s.fleet.start, s.fleet.count, s.target.system_id)]
+        if s.behaviours.spammer.weight > 0:
+            ranges.append(("spammers.start/spammers.count", s.spammers.start, s.spammers.count, s.spammers.system_id))
+        for key, start, count, system_id in ranges:
+            account = self.config.account(system_id)
+            if account is None:  # an account the target config does not describe: nothing to check against
+                continue
+            outside = first_outside(int(start), int(start) + count - 1, account.numbers)
+            if outside is not None:
+                raise FleetError(key, f"{start}..{int(start) + count - 1} ({count} numbers) are not all numbers of the bind "
+                                      f"account {system_id!r}: {outside} is under none of its numbers {list(account.numbers)} "
+                                      f"in {self.config.source}; the gateway would refuse its MO (ESME_RINVSRCADR)")  # fmt: skip
 
     # ------------------------------------------------------------- running
     async def run(self) -> dict[str, Any]:

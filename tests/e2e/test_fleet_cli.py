@@ -183,7 +183,8 @@ def test_thresholds_and_usage_errors(gateway, tmp_path: Path, capsys) -> None:
     assert cli.main(["--scenario", str(bad)]) == 2
     assert f"{bad}: fleet.bindz: unknown key" in capsys.readouterr().err
     assert cli.main(["--port", port, "--password", "wrong", "--quiet"]) == 2
-    assert "target.system_id: bind trx as 'handset' refused: ESME_RINVPASWD" in capsys.readouterr().err
+    # The flag was wrong, not the scenario file: before, the message blamed the file.
+    assert "smsgw simulate: command line: target.system_id: bind trx as 'handset' refused: ESME_RINVPASWD" in capsys.readouterr().err
     with pytest.raises(SystemExit) as usage:
         cli.main(["--duration", "5", "--count", "10"])
     assert usage.value.code == 2
@@ -215,6 +216,25 @@ def test_a_start_number_in_national_form_is_a_usage_error(gateway, capsys) -> No
     out, err = capsys.readouterr()
     assert "command line: fleet.start: expected an MSISDN in international form" in err and "8613801400000?" in err
     assert out == ""  # nothing ran
+
+
+def test_a_fleet_range_outside_the_bind_accounts_numbers_is_a_usage_error(gateway, tmp_path: Path, capsys) -> None:
+    """The fleet binds as 'handset' (numbers 86138, 86139 in the target config). Before, a range under 86137 ran
+    and every dialogue failed on ESME_RINVSRCADR."""
+    base = ["--port", str(gateway.smpp_port), "--binds", "1", "--count", "5", "--timeout", "1", "--quiet"]
+    assert cli.main([*base, "--start", "8613700000000", "--subscribers", "20"]) == 2
+    out, err = capsys.readouterr()
+    assert ("smsgw simulate: command line: fleet.start/fleet.count: 8613700000000..8613700000019 (20 numbers) are not "
+            "all numbers of the bind account 'handset': 8613700000000 is under none of its numbers ['86138', '86139'] in ") in err, err
+    assert "ESME_RINVSRCADR" in err and "Traceback" not in err and out == ""  # nothing ran
+    # A range running out of 86139 into 86140 is refused at its first number outside.
+    assert cli.main([*base, "--start", "8613999999990", "--subscribers", "20"]) == 2
+    assert "8613999999990..8614000000009 (20 numbers)" in (err := capsys.readouterr().err) and ": 8614000000000 is under none" in err
+    # The spammers' range against their account, from the scenario file.
+    scenario = tmp_path / "spammers.toml"
+    scenario.write_text('[spammers]\nstart = "8613900500000"\ncount = 2\n[behaviours.spammer]\nweight = 1\n')
+    assert cli.main([*base, "--start", "8613900000000", "--subscribers", "20", "--scenario", str(scenario)]) == 2
+    assert f"smsgw simulate: {scenario}: spammers.start/spammers.count: 8613900500000..8613900500001" in capsys.readouterr().err
 
 
 def test_a_report_path_that_cannot_be_a_directory_is_refused_before_the_run(gateway, tmp_path: Path, capsys) -> None:
