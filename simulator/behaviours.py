@@ -284,12 +284,14 @@ async def _dialogue(kind: str, phone: Handset, env: Env, sources: Iterable[str],
     is_phone = isinstance(phone, Phone)
     if is_phone:
         phone.begin(Expectation(frozenset(sources)))
+    result = None
     try:
-        return await run_dialogue(kind, phone, env.plan, env.timeout, body)
+        result = await run_dialogue(kind, phone, env.plan, env.timeout, body)
+        return result
     finally:
         if is_phone:
             for message in phone.end():  # replies nobody asked for (a duplicate, one after a timeout)
-                phone.fleet.unasked(phone, message)
+                phone.fleet.unasked(phone, message, after_failure=result is None or not result.ok)
 
 
 async def query(phone: Phone, env: Env) -> DialogueResult:

@@ -724,8 +724,9 @@ class Fleet:
                 return "refund"
         return None
 
-    def unasked(self, phone: Phone, message: ShortMessage) -> None:
-        """A text for `phone` that no dialogue of it asked for: record it, react as the scenario says."""
+    def unasked(self, phone: Phone, message: ShortMessage, *, after_failure: bool = False) -> None:
+        """A text for `phone` that no dialogue of it asked for: record it, react as the scenario says.
+        after_failure: it came during a dialogue of the phone that failed (the rest of that dialogue)."""
         recorder, plan, source = self.recorder, self.plan, message.source
         if message.is_receipt:
             recorder.arrived_unasked("receipt")
@@ -748,7 +749,8 @@ class Fleet:
             recorder.arrived_unasked("spam")
             self._react_spam(phone, message)
             return
-        if source in self.rules.short_codes and plan.texts.key_of(message.text) is None:
+        failed_already = after_failure or phone.state == RETIRED  # the rest of a failed dialogue: counted once
+        if source in self.rules.short_codes and not failed_already and plan.texts.key_of(message.text) is None:
             # From a service of the target, yet none of the texts its config can send (a survey or "report
             # handled" worded otherwise): the target is wrong, not merely early or late.
             self.check_failed("unasked", phone.msisdn, f"unrecognised text from {source}",
