@@ -184,9 +184,16 @@ class SmppConnection(asyncio.Protocol):
             self.gateway.spawn(self.gateway.amendments.replace(self, pdu))  # type: ignore[arg-type]
         elif command_id == C.UNBIND:
             # No more MTs for this bind. The session answers once the requests before it and the deliver_sm in
-            # flight are (or time out), flush() then closes, and connection_lost hands on what waits here, in order.
+            # flight are (or time out), then flush() closes. What waits here goes back to delivery now, in order:
+            # held here meanwhile, newer MTs to its subscribers would overtake it on other binds, and cancel_sm or
+            # replace_sm could not reach it.
             if self.account is not None:
                 self.gateway.router.unbound(self)
+            if self.pending:
+                waiting = list(self.pending)
+                self.pending.clear()
+                self.load -= len(waiting)
+                self.gateway.delivery.requeue(waiting)
         elif command_id in (C.UNBIND_RESP, C.ENQUIRE_LINK_RESP):
             pass  # the session changed state; flush() closes an unbound link
         else:

@@ -119,6 +119,28 @@ def test_a_deliver_sm_left_unanswered_after_the_peers_unbind_goes_to_the_next_bi
     assert text(handset(SUBSCRIBER, bind="rx", gw=gw).expect()) == "unanswered at the unbind"
 
 
+def test_what_waits_behind_a_deliver_sm_in_flight_at_the_peers_unbind_goes_on_at_once_in_order(make_gateway, handset):
+    """While the unbind_resp waited for the deliver_sm in flight, the MTs queued behind it on that bind stayed there,
+    out of the router's reach: a newer MT to the same subscriber went out on another bind ahead of them, and a
+    cancel_sm of one that had not gone out was refused (it was delivered later)."""
+    gw = make_gateway(gateway={"window": 1, "enquire_link_interval": 0})
+    a = handset(A, gw=gw)
+    with RawLink(gw.smpp_port) as carrier:
+        carrier.bind("carrier", command="bind_receiver")
+        a.submit(SUBSCRIBER, "first")
+        first = carrier.read()
+        assert first.command == "deliver_sm"
+        queued = a.submit(SUBSCRIBER, "second").message_id  # behind it: the window is 1
+        other = handset(SUBSCRIBER, bind="rx", gw=gw)  # the carrier's second bind
+        carrier.send(encoded("unbind", 2))
+        assert text(other.expect()) == "second"  # at once, ahead of anything newer
+        assert a.submit(SUBSCRIBER, "third").status == ESME_ROK
+        assert text(other.expect()) == "third"
+        carrier.send(encoded("deliver_sm_resp", first.sequence))
+        assert carrier.read().command == "unbind_resp"
+    assert a.query(queued).message_state == DELIVERED
+
+
 def test_a_client_that_stops_reading_is_held_back_and_loses_no_answer(gateway):
     """A client that sends and never reads: the gateway stops reading it (TCP then holds the client back)
     instead of piling up its answers in memory (40 MB of them for 48 MB sent, before); once the client
