@@ -290,22 +290,35 @@ class FailingFirst(Failing):
         return keys_of(inbound, ctx) if keys_of is not None else [inbound.subscriber]
 
 
-def test_an_unsubscription_sent_before_midnight_and_handled_after_billing_voids_its_charge(make_gateway, handset, clock):
-    """The unsubscription's first try fails (a transient fault: injected once into 10086's handler, nothing else)
-    and its retry commits after the 1st's billing charged the subscription: the charge goes with the cancellation."""
-    gw = make_gateway(clock=clock, gateway={"job_check_interval": 3600, "mo_retry_backoff": [2.0]})
+def sent_at_2359_59_failing_once(gw, clock, phone, text: str) -> FailingFirst:
+    """`text` to 10086 at 23:59:59 on 30 Nov, its first try failing (injected once into 10086's handler); the
+    clock then at 00:00:01, the retry due 1-2 s later."""
+    operator = gw.gateway.mo.short_codes[OPERATOR]
+    operator.handler = failing = FailingFirst(operator.handler)
+    clock.set(at(2026, 12, 1, 0, 0) - 1)
+    assert phone.submit(OPERATOR, text).status == ESME_ROK
+    assert failing.called.wait(5)
+    clock.set(at(2026, 12, 1, 0, 0) + 1)
+    return failing
+
+
+def unsubscribing_at_2359_59(gw, clock, handset):
+    """A and B subscribed to TT in November (billed from December); A has its 0000 listing at 23:50 on 30 Nov."""
     a, b = (handset(n, gw=gw, address_range=n) for n in (A, B))
     subscribe(a, "TT")
     subscribe(b, "TT")
     assert eventually(lambda: gw.call(gw.gateway.store.find(JobRun, job="billing")))  # November's, at start
     clock.set(at(2026, 11, 30, 23, 50))
     ask(a, "0000")
-    operator = gw.gateway.mo.short_codes[OPERATOR]
-    operator.handler = failing = FailingFirst(operator.handler)
-    clock.set(at(2026, 12, 1, 0, 0) - 1)
-    assert a.submit(OPERATOR, "1").status == ESME_ROK  # 23:59:59: unsubscribe
-    assert failing.called.wait(5)
-    clock.set(at(2026, 12, 1, 0, 0) + 1)
+    return a
+
+
+def test_an_unsubscription_sent_before_midnight_and_handled_after_billing_voids_its_charge(make_gateway, handset, clock):
+    """The unsubscription's first try fails (a transient fault: injected once into 10086's handler, nothing else)
+    and its retry commits after the 1st's billing charged the subscription: the charge goes with the cancellation."""
+    gw = make_gateway(clock=clock, gateway={"job_check_interval": 3600, "mo_retry_backoff": [2.0]})
+    a = unsubscribing_at_2359_59(gw, clock, handset)
+    failing = sent_at_2359_59_failing_once(gw, clock, a, "1")
     gw.call(gw.gateway.services.run_due_jobs())
     assert failing.calls == 1, "the retry came before billing"
     assert sorted(c.msisdn for c in gw.call(gw.gateway.store.find(Charge, period="2026-12"))) == [A, B]
@@ -322,18 +335,8 @@ def test_an_unsubscription_retried_while_billing_commits_waits_for_billing_and_v
     up by another process holding the SQLite write lock): it must not decide on the store from before the charges."""
     db = tmp_path / "gw.db"
     gw = make_gateway(clock=clock, db_path=db, gateway={"job_check_interval": 3600, "mo_retry_backoff": [1.5]})
-    a, b = (handset(n, gw=gw, address_range=n) for n in (A, B))
-    subscribe(a, "TT")
-    subscribe(b, "TT")
-    assert eventually(lambda: gw.call(gw.gateway.store.find(JobRun, job="billing")))  # November's, at start
-    clock.set(at(2026, 11, 30, 23, 50))
-    ask(a, "0000")
-    operator = gw.gateway.mo.short_codes[OPERATOR]
-    operator.handler = failing = FailingFirst(operator.handler)
-    clock.set(at(2026, 12, 1, 0, 0) - 1)
-    assert a.submit(OPERATOR, "1").status == ESME_ROK  # 23:59:59: unsubscribe; its first try fails
-    assert failing.called.wait(5)
-    clock.set(at(2026, 12, 1, 0, 0) + 1)
+    a = unsubscribing_at_2359_59(gw, clock, handset)
+    failing = sent_at_2359_59_failing_once(gw, clock, a, "1")
     holder = sqlite3.connect(db, isolation_level=None)
     try:
         holder.execute("BEGIN IMMEDIATE")  # the gateway's writer waits for it (busy timeout 5 s)
@@ -363,12 +366,7 @@ def test_a_repeat_order_confirmed_before_midnight_and_handled_after_billing_is_c
     assert eventually(lambda: gw.call(gw.gateway.store.find(JobRun, job="billing")))  # November's, at start
     clock.set(at(2026, 11, 30, 23, 50))
     order(a, "TT")  # ordered again: no trial left
-    operator = gw.gateway.mo.short_codes[OPERATOR]
-    operator.handler = failing = FailingFirst(operator.handler)
-    clock.set(at(2026, 12, 1, 0, 0) - 1)
-    assert a.submit(OPERATOR, "Y").status == ESME_ROK  # 23:59:59: confirmed
-    assert failing.called.wait(5)
-    clock.set(at(2026, 12, 1, 0, 0) + 1)
+    failing = sent_at_2359_59_failing_once(gw, clock, a, "Y")  # confirmed
     gw.call(gw.gateway.services.run_due_jobs())
     assert failing.calls == 1, "the retry came before billing"
     assert "下月起收费" in replies(a)[0]  # the retry
