@@ -15,7 +15,8 @@ target that cannot be reached or refuses the binds (the message names the
 file and key to fix); 130 when interrupted. Ctrl-C (or SIGTERM) once stops
 the load: dialogues in flight end, then the figures so far are printed and
 reported (marked INTERRUPTED, no verdict); again during that drain, it is cut
-short the same way; a third time gives up at once.
+short the same way; a third time gives up at once (once the drain is over, the figures and the report are
+written first).
 """
 
 from __future__ import annotations
@@ -135,8 +136,13 @@ def run_args(args: argparse.Namespace) -> int:
     print(describe(summary))
     misses = verdicts(summary, max_failures=args.max_failures, min_rate=args.min_rate, max_p99_ms=args.max_p99_ms)
     if args.report:
-        for path in write_report(summary, args.report, scenario.to_dict(), started_at, misses):
-            print(f"report: {path}")
+        # The run is over: a press while its figures are written waits for them, rather than losing them.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            for path in write_report(summary, args.report, scenario.to_dict(), started_at, misses):
+                print(f"report: {path}")
+        finally:
+            signal.signal(signal.SIGINT, previous)
     if (summary.get("fleet") or {}).get("interrupted"):
         print("INTERRUPTED: the figures cover the run up to the signal; no verdict")
         return EXIT_INTERRUPTED
@@ -196,12 +202,14 @@ async def _drive(scenario: Any, config: Any, *, quiet: bool) -> dict[str, Any]:
         if progress is not None:
             await progress.stop()
         await fleet.close()
+        # Still under our handlers: a press now (the drain over, the figures being summed up) must not lose them.
+        summary = fleet.summary()
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 loop.remove_signal_handler(sig)
             except (NotImplementedError, RuntimeError):
                 pass
-    return fleet.summary()
+    return summary
 
 
 def _progress(recorder: Any) -> Any:

@@ -118,6 +118,33 @@ def silent_operator(tmp_path: Path):
         yield gw
 
 
+# A second Ctrl-C pressed as the fleet sums up its figures after the drain (which takes ~0.3 s after a short run):
+# the press is made at that very moment by wrapping Fleet.summary, as no timing from outside could.
+PRESSED_AGAIN_AT_THE_SUMMARY = """
+import os, signal, sys
+from simulator import cli, fleet
+summary = fleet.Fleet.summary
+def pressed_again(self):
+    os.kill(os.getpid(), signal.SIGINT)
+    return summary(self)
+fleet.Fleet.summary = pressed_again
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_second_ctrl_c_as_the_figures_are_summed_up_keeps_them_and_the_report(gateway, tmp_path: Path) -> None:
+    """It raised KeyboardInterrupt there (our handlers already removed): no figures, no report, only 'interrupted'."""
+    report = tmp_path / "report"
+    argv = [sys.executable, "-c", PRESSED_AGAIN_AT_THE_SUMMARY, "--port", str(gateway.smpp_port), "--subscribers", "40",
+            "--binds", "1", "--duration", "30", "--report", str(report)]  # fmt: skip
+    run = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    progress_until(run, lambda line: True)
+    run.send_signal(signal.SIGINT)
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 130 and "INTERRUPTED" in out, (out, err)
+    assert json.loads((report / "report.json").read_text(encoding="utf-8"))["fleet"]["interrupted"]
+
+
 def test_a_second_ctrl_c_cuts_the_drain_short_in_the_closed_loop_too(silent_operator, tmp_path: Path) -> None:
     """Before, the closed loop's workers waited for their own dialogues (here 60 s), so the second Ctrl-C did not
     cut anything short and the load's time ran on until the last of them ended."""
