@@ -122,6 +122,15 @@ class EsmeStats:
     writes: int = 0
 
 
+class SharedParts:
+    """The parts of long texts received so far (and, with keep_pdus, their PDUs), by sender, recipient and
+    reference: one per connection, or one for several."""
+
+    def __init__(self, reassembly_timeout: float = 60.0) -> None:
+        self.reassembler: Reassembler = Reassembler(timeout=reassembly_timeout)
+        self.pdus: dict[tuple[str, str, int], list[Pdu]] = {}
+
+
 class Esme(asyncio.Protocol):
     """One SMPP client connection. Create with `await Esme.connect(...)`."""
 
@@ -135,10 +144,13 @@ class Esme(asyncio.Protocol):
         enquire_link_interval: float = 30.0,
         reassembly_timeout: float = 60.0,
         keep_pdus: bool = False,
+        parts: SharedParts | None = None,
     ) -> None:
         """on_message: called with every whole text received (receipts too; see ShortMessage.is_receipt).
         answer: the command_status to answer each deliver_sm / data_sm with (default ESME_ROK).
         keep_pdus: keep the PDUs of each text in ShortMessage.pdus (for transcripts and tests).
+        parts: where the parts of long texts wait, shared by several connections (a fleet's binds): an SMSC may
+        send the parts of one text on different binds of an account, as the gateway does to the least loaded.
         """
         self.on_message = on_message
         self.answer = answer
@@ -147,8 +159,9 @@ class Esme(asyncio.Protocol):
             Side.ESME, window=window, response_timeout=response_timeout, enquire_link_interval=enquire_link_interval
         )
         self.stats = EsmeStats()
-        self.reassembler = Reassembler(timeout=reassembly_timeout)
-        self._partial_pdus: dict[tuple[str, str, int], list[Pdu]] = {}
+        parts = parts if parts is not None else SharedParts(reassembly_timeout)
+        self.reassembler = parts.reassembler
+        self._partial_pdus = parts.pdus
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._futures: dict[int, asyncio.Future[Pdu]] = {}

@@ -39,7 +39,7 @@ from gateway.gctune import restore_defaults, tune_for_serving
 from . import behaviours as b
 from .behaviours import BUSY, IDLE, RETIRED, Env, Phone, PostOffice, Rules, Spammer
 from .dialogues import DialogueResult, Plan
-from .esme import BindError, Esme, EsmeError, ResponseTimeout, ShortMessage
+from .esme import BindError, Esme, EsmeError, ResponseTimeout, SharedParts, ShortMessage
 from .metrics import Recorder
 from .scenario import Load, Scenario
 
@@ -198,6 +198,7 @@ class Fleet:
         self.spammers: list[Spammer] = []
         self.spammer_by_number: dict[str, Spammer] = {}
         self.binds: list[Esme] = []
+        self._parts = SharedParts()  # a long text's parts may come on several of the fleet's binds
         self.spammer_binds: list[Esme] = []
         self.sp_binds: list[Esme] = []
         self.idle = Pool()
@@ -319,7 +320,7 @@ class Fleet:
         try:
             return await Esme.connect(
                 t.host, t.port, ssl=self._ssl(), timeout=CONNECT_TIMEOUT, on_message=on_message, window=window,
-                response_timeout=self._response_timeout,
+                response_timeout=self._response_timeout, parts=self._parts,
             )  # fmt: skip
         except ssl.SSLError as exc:
             raise FleetError("target.ca", f"TLS to {t.host}:{t.port} failed: {exc} (target.ca names the CA that signed "

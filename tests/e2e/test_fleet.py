@@ -60,6 +60,20 @@ def test_default_mix_every_dialogue_kind_checked_and_passed() -> None:
     assert summary["fleet"]["retired_subscribers"] == 0
 
 
+def test_long_replies_whose_parts_come_on_different_binds_are_read_whole(smsgw_fleet, tmp_path) -> None:
+    """2000 subscribers on 3 tx+rx pairs: the receivers' address ranges overlap (a block each, written as a wider
+    pattern), the gateway sends each part of the two-part help text to the least loaded receiver that takes it, and
+    each bind reassembled only its own parts: dialogues failed with 'nothing from 10086'."""
+    scenario = tmp_path / "help.toml"
+    behaviours = "".join(f"[behaviours.{kind}]\nweight = 0\n" for kind in ("query", "order", "spam", "chatter", "spammer"))
+    scenario.write_text('[fleet]\ncount = 2000\nbinds = 3\nmode = "tx+rx"\nsp_receivers = []\n'
+                        '[load]\nconcurrency = 8\nduration = 0\ncount = 40\n' + behaviours + "[behaviours.help]\nweight = 1\n",
+                        encoding="utf-8")  # fmt: skip
+    run = smsgw_fleet(scenario)
+    run.assert_ok()
+    assert run.summary["outcomes"]["help"] == {"help": 40}
+
+
 def test_tx_rx_pairs_open_loop_with_ramp_up(smsgw_fleet) -> None:
     started = time.monotonic()
     run = smsgw_fleet(config={"services": {"survey_sample_rate": 1.0}}, subscribers=60, binds=2, mode="tx+rx",
