@@ -11,12 +11,14 @@ account's binds.
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import re2
 
 from .accounts import Account, Accounts
+from .logs import get_logger
 
 if TYPE_CHECKING:
     from .store.records import Message
@@ -142,6 +144,10 @@ class Router:
 # `(\d|\d|\d)*!` and the whole gateway waits. Errors are ours to report (a bad pattern is no fault of the gateway).
 _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False
+# Python's spellings RE2 writes otherwise, which clients (and earlier versions of this gateway) used: `\Z` (end)
+# and `{,n}` (0 to n times).
+_PYTHON_ONLY = ((re.compile(r"(?<!\\)((?:\\\\)*)\\Z"), r"\1\\z"), (re.compile(r"(?<!\\)((?:\\\\)*)\{,(\d+)\}"), r"\1{0,\2}"))
+log = get_logger("router")
 
 
 def compile_address_range(address_range: str, plan_country_code: str) -> AddressRange | None:
@@ -160,9 +166,13 @@ def compile_address_range(address_range: str, plan_country_code: str) -> Address
     if text.lstrip("+").isdigit():
         digits = text.lstrip("+")
         return _compile(f"^(?:{re2.escape(plan_country_code)})?{re2.escape(digits)}$")
+    for spelling, rewritten in _PYTHON_ONLY:
+        text = spelling.sub(rewritten, text)
     try:
         return _compile(text)
-    except re2.error:
+    except re2.error as exc:
+        log.warning("address_range is no regular expression RE2 takes; it serves the one number written so",
+                    address_range=address_range, reason=str(exc))  # fmt: skip
         return _compile(f"^{re2.escape(text)}$")
 
 

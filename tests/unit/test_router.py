@@ -55,3 +55,15 @@ def test_a_bind_announced_twice_is_gone_once_it_unbinds() -> None:
     router.bound(bind)
     router.unbound(bind)
     assert router.route(MT) is None
+
+
+def test_an_address_range_in_pythons_spelling_still_serves_its_numbers() -> None:
+    """`\\Z` and `{,n}` are Python's spellings, which RE2 (the engine since the ReDoS fix) writes `\\z` and `{0,n}`:
+    such ranges were taken as one literal number and served nobody, the MTs waiting in the store."""
+    from gateway.router import compile_address_range
+
+    for written in (r"^86138\d{8}\Z", r"^86138\d{,8}$", r"86138\d{8}", r"^86138"):
+        pattern = compile_address_range(written, "86")
+        assert pattern is not None and pattern.search("8613800000012"), written
+    escaped = compile_address_range(r"^86138\\Z", "86")  # an escaped backslash, then Z: not the end
+    assert escaped is not None and not escaped.search("8613800000012")
