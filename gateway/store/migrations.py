@@ -158,7 +158,14 @@ MIGRATIONS: list[Migration] = [
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
-OUR_TABLES = frozenset(re.findall(r"CREATE TABLE (\w+)", " ".join(s for step in MIGRATIONS for s in step)))
+
+
+def _tables_created(steps: list[Migration]) -> frozenset[str]:
+    return frozenset(re.findall(r"CREATE TABLE (\w+)", " ".join(s for step in steps for s in step)))
+
+
+# The tables a file at version v must hold: what steps 1..v created (no step drops one).
+TABLES_AT_VERSION = [_tables_created(MIGRATIONS[:version]) for version in range(SCHEMA_VERSION + 1)]
 
 
 class SchemaVersionError(RuntimeError):
@@ -170,16 +177,23 @@ def check_ours(conn: sqlite3.Connection) -> int:
 
     Before anything changes the file (journal mode WAL, the first migration): another application's database given
     by mistake (`--db crm.db`) got our tables and WAL, and was served from. Step 1 creates our tables together with
-    version 1, so version 0 with tables is someone else's."""
+    version 1 in one transaction, so version 0 with any table (even one named like ours: `messages` is a common
+    name) is someone else's. user_version is a generic SQLite header field other applications set too (Android's
+    SQLiteOpenHelper, ORMs), so a version of ours counts only with the tables that version has; tables of the
+    operator's own beside them are left alone."""
     version = _user_version(conn)
     if version > SCHEMA_VERSION:
         raise SchemaVersionError(f"schema version {version} is newer than this gateway's {SCHEMA_VERSION}")
-    if version == 0:
-        tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-        foreign = [name for name in tables if name not in OUR_TABLES and not name.startswith("sqlite_")]
-        if foreign:
-            raise SchemaVersionError(f"another application's database (tables {', '.join(foreign)}, no smsgw schema "
-                                     "version); smsgw needs a file of its own")  # fmt: skip
+    tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+    tables = [name for name in tables if not name.startswith("sqlite_")]
+    if version == 0 and tables:
+        raise SchemaVersionError(f"another application's database (tables {', '.join(tables)}, no smsgw schema "
+                                 "version); smsgw needs a file of its own")  # fmt: skip
+    missing = sorted(TABLES_AT_VERSION[version].difference(tables))
+    if missing:
+        raise SchemaVersionError(f"another application's database (tables {', '.join(tables) or 'none'}, schema "
+                                 f"version {version} without smsgw's tables {', '.join(missing)}); smsgw needs a file "
+                                 "of its own")  # fmt: skip
     return version
 
 

@@ -176,6 +176,36 @@ def test_smsgw_serve_refuses_another_applications_database_and_leaves_it_as_it_w
         assert (tables, conn.execute("PRAGMA journal_mode").fetchone()[0]) == (["customers"], "delete")
 
 
+@pytest.mark.parametrize(
+    ("statements", "why"),
+    [
+        # Android's SQLiteOpenHelper and many ORMs set user_version too.
+        (["CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)", "PRAGMA user_version = 1"],
+         "tables customers, schema version 1 without smsgw's tables messages"),
+        # A table named like ours, but our first step writes its tables and version 1 together.
+        (["CREATE TABLE messages (id INTEGER PRIMARY KEY, body TEXT)", "INSERT INTO messages (body) VALUES ('hi')"],
+         "tables messages, no smsgw schema version"),
+    ],
+    ids=["foreign-tables-with-a-user-version-of-ours", "foreign-messages-table-without-version"],
+)  # fmt: skip
+def test_smsgw_serve_refuses_another_applications_database_whatever_its_version_or_table_names(
+    tmp_path: Path, statements: list[str], why: str
+) -> None:
+    """Such a file was switched to WAL (and, at user_version 1, given our tables and version 5) before the start failed."""
+    db = tmp_path / "app.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        for statement in statements:
+            conn.execute(statement)
+        conn.commit()
+    before = db.read_bytes()
+    result = serve("--db", str(db))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == (f"smsgw: cannot start: cannot open SQLite store at {str(db)!r}: another "
+                                     f"application's database ({why}); smsgw needs a file of its own")  # fmt: skip
+    assert db.read_bytes() == before  # journal mode, user_version, tables and rows: every byte
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "app.db.lock") == ["app.db"]  # no -wal, no -shm
+
+
 def test_smsgw_serve_refuses_a_database_with_damaged_pages_without_a_traceback(tmp_path: Path) -> None:
     """Its header opens; the waiting MTs read at start do not."""
     db = tmp_path / "gw.db"
