@@ -204,6 +204,8 @@ class Gateway:
         start later with "[Errno -2] Name or service not known", naming no host."""
         loop = asyncio.get_running_loop()
         for host in dict.fromkeys((self.host, self.http_host)):
+            if not host:  # "" is every interface to create_server and TCPSite, as None is; there is no name to look up
+                continue
             try:
                 await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
             except socket.gaierror as exc:

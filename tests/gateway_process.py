@@ -24,9 +24,10 @@ def children_of(pid: int) -> list[int]:
 
 
 class GatewayProcess:
-    def __init__(self, db: Path, config: Path | None = None) -> None:
+    def __init__(self, db: Path, config: Path | None = None, host: str | None = "127.0.0.1") -> None:
+        """host None: no --host, the config's smpp_host and http_host count."""
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--db", str(db), "--host", "127.0.0.1",
+            [sys.executable, "-m", "gateway", "serve", "--db", str(db), *(["--host", host] if host is not None else []),
              "--smpp-port", "0", "--http-port", "0", "--log-json", "--log-level", "info",
              *(["--config", str(config)] if config is not None else [])],
             cwd=ROOT, stderr=subprocess.PIPE, text=True,
