@@ -10,12 +10,30 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+from tests.polling import eventually
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A port nothing listens on now (the kernel's pick for port 0), for a gateway that will not log its own."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def listens(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 def children_of(pid: int) -> list[int]:
@@ -24,19 +42,30 @@ def children_of(pid: int) -> list[int]:
 
 
 class GatewayProcess:
-    def __init__(self, db: Path, config: Path | None = None, host: str | None = "127.0.0.1") -> None:
-        """host None: no --host, the config's smpp_host and http_host count."""
+    def __init__(
+        self, db: Path, config: Path | None = None, host: str | None = "127.0.0.1", log_level: str = "info"
+    ) -> None:
+        """host None: no --host, the config's smpp_host and http_host count. Above info the gateway does not log
+        'smsgw ready' with its ports: they are picked here, and it is ready once its HTTP port listens."""
+        announces_ports = log_level in ("debug", "info")
+        ports = (0, 0) if announces_ports else (free_port(), free_port())
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "--db", str(db), *(["--host", host] if host is not None else []),
-             "--smpp-port", "0", "--http-port", "0", "--log-json", "--log-level", "info",
+             "--smpp-port", str(ports[0]), "--http-port", str(ports[1]), "--log-json", "--log-level", log_level,
              *(["--config", str(config)] if config is not None else [])],
             cwd=ROOT, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         self.log: list[str] = []
-        ready = self._wait_for("smsgw ready")
-        self.smpp_port, self.http_port = ready["smpp_port"], ready["http_port"]
+        if announces_ports:
+            ready = self._wait_for("smsgw ready")
+            self.smpp_port, self.http_port = ready["smpp_port"], ready["http_port"]
+        else:
+            self.smpp_port, self.http_port = ports
         self._drain = threading.Thread(target=self._keep_reading, daemon=True)
         self._drain.start()
+        if not announces_ports:
+            assert eventually(lambda: self.proc.poll() is not None or listens(self.http_port), timeout=30)
+            assert self.proc.poll() is None, "gateway exited before it was ready:\n" + "".join(self.log)
 
     def _wait_for(self, event: str) -> dict:
         assert self.proc.stderr is not None
@@ -68,4 +97,6 @@ class GatewayProcess:
 
     def terminate(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(30)
+        status = self.proc.wait(30)
+        self._drain.join(10)  # the last lines it wrote are in self.log once the pipe's end is read
+        return status

@@ -3,6 +3,12 @@ client's fault: one line at info naming the peer and what was wrong, not aiohttp
 
 aiohttp answers it itself with a text/plain 400 before any middleware of ours runs (only a subclass of its
 private request handler could change that), so the answer stays as aiohttp writes it.
+
+aiohttp logs most of these at error level, but a bad method (TLS or an SMPP PDU sent to the HTTP port, the
+commonest kind) at debug, and a logger drops a record below its level before its filters run. So aiohttp's
+server logger passes everything to the filter, and the filter checks the gateway's level (the root logger's,
+set by --log-level) itself, once the record is relabelled: one info line per malformed request at info or
+debug, none at warning or above.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ class MalformedRequests(logging.Filter):
             record.exc_info = record.exc_text = None
             record.status = exc.code
             record.reason = " ".join(exc.message.split()) if isinstance(exc.message, str) else repr(exc.message)
-        return True
+        return record.levelno >= logging.getLogger().getEffectiveLevel()
 
 
 def _peer(record: logging.LogRecord) -> str | None:
@@ -37,3 +43,4 @@ def quiet_malformed_requests() -> None:
     """Install the filter on aiohttp's server logger (once, however many apps are made)."""
     if not any(isinstance(f, MalformedRequests) for f in _AIOHTTP_SERVER.filters):
         _AIOHTTP_SERVER.addFilter(MalformedRequests())
+    _AIOHTTP_SERVER.setLevel(logging.DEBUG)  # every record reaches the filter, which applies the gateway's level

@@ -11,6 +11,8 @@ import json
 import socket
 from pathlib import Path
 
+import pytest
+
 from tests.gateway_process import GatewayProcess
 from tests.smpp_handset import (
     ESME_RINVCMDID,
@@ -85,6 +87,35 @@ def test_a_malformed_http_request_is_one_json_line_without_a_traceback(tmp_path:
     assert [(r["level"], r["peer"], r["status"]) for r in refused] == [("info", "127.0.0.1", 400)] * 2
     assert "Invalid HTTP version" in refused[0]["reason"] and "Content-Length" in refused[1]["reason"]
     assert not [r for r in records if "exception" in r or r["level"] == "error"]
+
+
+MALFORMED = {  # what the HTTP port gets that aiohttp refuses with a 400 before any handler of ours
+    "bad HTTP version": b"GET /health HTTP/9.9\r\nHost: x\r\n\r\n",
+    # aiohttp logs a bad method at debug level, the others at error level
+    "bad method": b"F@O /health HTTP/1.1\r\nHost: x\r\n\r\n",
+    "TLS ClientHello": b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + b"\x00" * 40,
+    "SMPP enquire_link": frame(0x00000015, 1),
+}
+
+
+@pytest.mark.parametrize(("log_level", "lines"), [("debug", 4), ("info", 4), ("warning", 0), ("error", 0)])
+def test_each_malformed_http_request_is_one_info_line_if_the_log_level_allows_info(
+    tmp_path: Path, log_level: str, lines: int
+) -> None:
+    """The line was written at --log-level warning and error (aiohttp's error record relabelled info after the
+    level check), and a bad method (TLS or SMPP sent to the HTTP port) gave none at info (aiohttp logs it at debug)."""
+    gateway = GatewayProcess(tmp_path / "gw.db", log_level=log_level)
+    try:
+        for request in MALFORMED.values():
+            assert answer_to(gateway.http_port, request).startswith(b"HTTP/1.0 400 Bad Request")
+    finally:
+        assert gateway.terminate() == 0  # its lines are all written once it has exited
+    records = [json.loads(line) for line in gateway.log]
+    refused = [r for r in records if r["event"] == "malformed HTTP request refused"]
+    assert [(r["level"], r["status"]) for r in refused] == [("info", 400)] * lines
+    if lines:
+        assert "HTTPS" in refused[2]["reason"]
+    assert not [r for r in records if r["level"] in ("error", "critical") or "exception" in r]
 
 
 def test_a_client_flooding_unanswerable_pdus_gets_a_few_lines_and_a_count(tmp_path: Path) -> None:
