@@ -443,6 +443,13 @@ def _account(table: dict[str, Any], where: str, path: Path | str) -> AccountConf
 
 
 def _short_code(table: dict[str, Any], where: str, path: Path | str) -> ShortCodeConfig:
+    # (imported here: the handlers import this module for the settings they read)
+    from handlers.registry import HANDLERS, options_of
+
+    # An unknown handler name is the gateway's to name (app.py); meanwhile an option any handler takes may be its.
+    handler = table.get("handler") if isinstance(table, dict) else None
+    known = [handler] if isinstance(handler, str) and handler in HANDLERS else list(HANDLERS)
+    _check_key_names(sorted({"code", "handler"}.union(*map(options_of, known))), table, where, path)
     for required in ("code", "handler"):
         if required not in table:
             raise ConfigError(path, f"{where}.{required}", "missing (required)")
@@ -478,9 +485,12 @@ _PLURALS = {float: "numbers", str: "strings"}  # what a list holds
 
 
 def _check_known_keys(cls: type, table: Any, where: str, path: Path | str) -> None:
+    _check_key_names(sorted(f.name for f in fields(cls)), table, where, path)
+
+
+def _check_key_names(names: list[str], table: Any, where: str, path: Path | str) -> None:
     if not isinstance(table, dict):
         raise ConfigError(path, where, "expected a table")
-    names = sorted(f.name for f in fields(cls))
     for key in table:
         if key not in names:
             near = difflib.get_close_matches(key, names, n=1)

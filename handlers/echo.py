@@ -6,6 +6,8 @@ from .base import Inbound, Outcome, ServiceContext
 
 
 class EchoHandler:
+    OPTIONS = ("prefix",)  # [[short_codes]] prefix = "...": put before the text it sends back
+
     async def handle(self, inbound: Inbound, ctx: ServiceContext) -> Outcome:
         prefix = ctx.options.get("prefix", "")
         return Outcome().reply(inbound.subscriber, f"{prefix}{inbound.text}", inbound.short_code)

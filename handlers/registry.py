@@ -20,6 +20,12 @@ HANDLERS: dict[str, type] = {
 }
 
 
+def options_of(name: str) -> tuple[str, ...]:
+    """The [[short_codes]] keys besides code and handler that the handler reads (its ctx.options); none unless it
+    declares OPTIONS, so a misspelt or misplaced key is refused at start instead of ignored."""
+    return getattr(HANDLERS[name], "OPTIONS", ())
+
+
 def make_handler(name: str) -> Handler:
     try:
         return HANDLERS[name]()

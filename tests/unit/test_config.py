@@ -83,6 +83,16 @@ CASES = [  # (what is wrong, the edit, the key named, a phrase of what was expec
     ("nan fee", lambda r: r["catalogue"][1].update(fee=float("nan")), "catalogue[1].fee", "finite"),
     ("-inf in a handler option", lambda r: r["short_codes"][0].update(delay=float("-inf")), "short_codes[0].delay",
      "finite"),
+    # A misspelt short code key was taken for a handler option, and the key it should have been reported missing.
+    ("a misspelt short code key", lambda r: r["short_codes"][0].update(handlr=r["short_codes"][0].pop("handler")),
+     "short_codes[0].handlr", "unknown key; did you mean handler?"),
+    ("a misspelt code", lambda r: r["short_codes"][0].update(cde=r["short_codes"][0].pop("code")),
+     "short_codes[0].cde", "unknown key; did you mean code?"),
+    ("a misspelt handler option", lambda r: r["short_codes"][0].update(prefx="> "), "short_codes[0].prefx",
+     "unknown key; did you mean prefix? expected one of ['code', 'handler', 'prefix']"),
+    ("an option the handler does not take",
+     lambda r: r["short_codes"].append({"code": "10086999", "handler": "silent", "prefix": "> "}),
+     "short_codes[1].prefix", "unknown key; expected one of ['code', 'handler']"),
     # Two services on one number: the later one silently took the other's traffic.
     ("spam_report is the operator", lambda r: r["services"].update(spam_report="10086"), "services.spam_report",
      "10086 is already services.operator"),
@@ -230,6 +240,11 @@ def test_smsgw_serve_refuses_a_database_with_damaged_pages_without_a_traceback(t
     assert result.returncode == 1, result.stderr
     assert f"cannot start: cannot read SQLite store at {str(db)!r}: database disk image is malformed" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_handler_takes_the_options_it_reads() -> None:
+    config = parse_config(changed(lambda r: r["short_codes"][0].update(prefix="echo: ")))
+    assert (config.short_codes[0].handler, config.short_codes[0].options) == ("echo", {"prefix": "echo: "})
 
 
 def test_a_short_code_may_take_over_one_of_the_services_codes() -> None:
