@@ -7,7 +7,8 @@ second one must not start. SQLite's own locks only serialise transactions.
 The lock file, beside the file however it is named (a symlink finds the real
 one), holds the holder's pid for the refusal message. It cannot see a hard
 link, another name in another directory for the same file: so the database
-file itself is locked too, which every name of it shares. (A lock file named
+file itself is locked too, which every name of it shares (the refusal then finds the holder's pid and
+the name it uses in /proc: its lock file said nothing). (A lock file named
 by device and inode would have to live in one place every gateway agrees on,
 which containers and mount namespaces do not give.)
 
@@ -74,27 +75,42 @@ class DatabaseLock:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
 
     def _lock_database(self) -> None:
-        in_use = DatabaseInUse(f"{self.database} is in use by another smsgw under another name (a hard link to the "
-                               "same file)")  # fmt: skip
         try:
             known = os.stat(self.database)
         except FileNotFoundError:
             pass  # a new database: created here, its first user
         else:
             if (known.st_dev, known.st_ino) in _HELD:
-                raise in_use  # this process's own gateway: opening and closing it would drop that one's SQLite locks
+                # this process's own gateway: opening and closing it would drop that one's SQLite locks
+                raise self._in_use(known)
         fd = os.open(self.database, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            held = os.fstat(fd)
             os.close(fd)  # held by another process: this one has no SQLite connection to it
-            raise in_use from None
+            raise self._in_use(held) from None
         except BaseException:
             os.close(fd)
             raise
         stat = os.fstat(fd)
         self._database_fd, self._identity = fd, (stat.st_dev, stat.st_ino)
         _HELD.add(self._identity)
+
+    def _in_use(self, held: os.stat_result) -> DatabaseInUse:
+        """The file is locked but its lock file here was free: another gateway opened it under another name (a hard
+        link), or under this one and its lock file was removed (a cleanup script). Which one, and its pid, the
+        kernel tells when it can."""
+        pid = _flock_holder(held)
+        name = _name_in(pid, held) if pid is not None else None
+        by = f"pid {pid}" if pid is not None else "pid unknown"
+        if name == os.path.realpath(self.database):
+            how = f"its lock file {self.path} was removed while it ran"
+        elif name is not None:
+            how = f"it uses the same file under another name, {name} (a hard link)"
+        else:
+            how = f"the file itself is locked: its lock file {self.path} was removed, or it uses a hard link to the file"
+        return DatabaseInUse(f"{self.database} is in use by another smsgw ({by}); {how}")
 
     def release(self) -> None:
         """Only once this process's connections to the database are closed (see the module docstring)."""
@@ -105,3 +121,35 @@ class DatabaseLock:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)  # closing the only descriptor drops the flock
+
+
+def _flock_holder(held: os.stat_result) -> int | None:
+    """The pid holding a flock on the file, from /proc/locks (None where there is none or it is not visible)."""
+    where = f"{os.major(held.st_dev):02x}:{os.minor(held.st_dev):02x}:{held.st_ino}"
+    try:
+        with open("/proc/locks") as locks:
+            for line in locks:
+                # "7: FLOCK  ADVISORY  WRITE 4242 fe:00:2154603 0 EOF" (a waiter's line has "->" after the number)
+                fields = line.split()
+                if fields[1:3] == ["FLOCK", "ADVISORY"] and fields[5] == where and int(fields[4]) > 0:
+                    return int(fields[4])  # (0 or -1: a process in a pid namespace this one cannot see)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _name_in(pid: int, held: os.stat_result) -> str | None:
+    """The path under which process `pid` has the file open, if its /proc entries can be read (same user)."""
+    try:
+        descriptors = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    for fd in descriptors:
+        link = f"/proc/{pid}/fd/{fd}"
+        try:
+            opened = os.stat(link)
+            if (opened.st_dev, opened.st_ino) == (held.st_dev, held.st_ino):
+                return os.readlink(link)
+        except OSError:
+            continue  # closed meanwhile
+    return None

@@ -63,8 +63,27 @@ def test_a_hard_link_to_a_database_in_use_is_refused(tmp_path: Path, start_gatew
     second = serve(link)
     assert second.returncode == 1
     assert second.stderr.strip() == (
-        f"smsgw: cannot start: {link} is in use by another smsgw under another name (a hard link to the same file)"
+        f"smsgw: cannot start: {link} is in use by another smsgw (pid {first.proc.pid}); it uses the same file under "
+        f"another name, {db} (a hard link)"
     )
     assert first.proc.poll() is None
     assert first.terminate() == 0
     assert start_gateway(link).terminate() == 0, "with the first gateway gone, the file is free under any name"
+
+
+def test_a_database_in_use_whose_lock_file_was_removed_is_refused_naming_what_happened(
+    tmp_path: Path, start_gateway
+) -> None:
+    """A cleanup script removed `<database>.lock`: the second start was still refused (the file itself is locked), but
+    told it was 'in use by another smsgw under another name (a hard link to the same file)', which it was not."""
+    db = tmp_path / "gw.db"
+    first = start_gateway(db)
+    (tmp_path / "gw.db.lock").unlink()
+    second = serve(db)
+    assert second.returncode == 1
+    assert second.stderr.strip() == (
+        f"smsgw: cannot start: {db} is in use by another smsgw (pid {first.proc.pid}); its lock file {db}.lock was "
+        "removed while it ran"
+    )
+    assert first.proc.poll() is None
+    assert first.terminate() == 0
