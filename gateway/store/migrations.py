@@ -186,9 +186,13 @@ def check_ours(conn: sqlite3.Connection) -> int:
         raise SchemaVersionError(f"schema version {version} is newer than this gateway's {SCHEMA_VERSION}")
     tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
     tables = [name for name in tables if not name.startswith("sqlite_")]
-    if version == 0 and tables:
-        raise SchemaVersionError(f"another application's database (tables {', '.join(tables)}, no smsgw schema "
-                                 "version); smsgw needs a file of its own")  # fmt: skip
+    # Views, triggers and indexes count too: a file holding only a view of another application's is not empty.
+    others = [f"{kind} {name}" for kind, name in conn.execute(
+        "SELECT type, name FROM sqlite_master WHERE type != 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]  # fmt: skip
+    if version == 0 and (tables or others):
+        found = ([f"tables {', '.join(tables)}"] if tables else []) + others
+        raise SchemaVersionError(f"another application's database ({', '.join(found)}, no smsgw schema version); "
+                                 "smsgw needs a file of its own")  # fmt: skip
     missing = sorted(TABLES_AT_VERSION[version].difference(tables))
     if missing:
         raise SchemaVersionError(f"another application's database (tables {', '.join(tables) or 'none'}, schema "

@@ -198,8 +198,10 @@ def test_smsgw_serve_refuses_another_applications_database_and_leaves_it_as_it_w
         # A table named like ours, but our first step writes its tables and version 1 together.
         (["CREATE TABLE messages (id INTEGER PRIMARY KEY, body TEXT)", "INSERT INTO messages (body) VALUES ('hi')"],
          "tables messages, no smsgw schema version"),
+        # Only a view: it has no table, and was taken for an empty file (then WAL, our tables, served from).
+        (["CREATE VIEW report_view AS SELECT 1 AS one"], "view report_view, no smsgw schema version"),
     ],
-    ids=["foreign-tables-with-a-user-version-of-ours", "foreign-messages-table-without-version"],
+    ids=["foreign-tables-with-a-user-version-of-ours", "foreign-messages-table-without-version", "foreign-view-only"],
 )  # fmt: skip
 def test_smsgw_serve_refuses_another_applications_database_whatever_its_version_or_table_names(
     tmp_path: Path, statements: list[str], why: str
