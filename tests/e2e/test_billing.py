@@ -253,12 +253,7 @@ def test_an_unsubscription_sent_before_midnight_is_not_charged_though_its_commit
     when the 1st's billing starts: billing waits for it instead of charging the subscription it cancels."""
     db = tmp_path / "gw.db"
     gw = make_gateway(clock=clock, db_path=db, gateway={"job_check_interval": 3600})  # billing when the test says
-    a, b = (handset(n, gw=gw, address_range=n) for n in (A, B))
-    subscribe(a, "TT")
-    subscribe(b, "TT")
-    assert eventually(lambda: gw.call(gw.gateway.store.find(JobRun, job="billing")))  # November's, at start
-    clock.set(at(2026, 11, 30, 23, 50))
-    ask(a, "0000")
+    a = unsubscribing_at_2359_59(gw, clock, handset)
     clock.set(at(2026, 12, 1, 0, 0) - 1)
     holder = sqlite3.connect(db, isolation_level=None)
     try:

@@ -81,14 +81,19 @@ def test_a_text_may_leave_out_a_placeholder_and_name_any_common_one(tmp_path: Pa
     assert rendered.startswith("您已成功退订10086的头条新闻业务")
 
 
-def test_smsgw_serve_refuses_a_placeholder_typo_in_both_languages(tmp_path: Path) -> None:
+def serve_with_texts_beside(tmp_path: Path, zh, en) -> subprocess.CompletedProcess:
+    """`smsgw serve` on the default config with messages.zh.toml / messages.en.toml beside it, edited by zh / en."""
     shutil.copy(DEFAULT_CONFIG, tmp_path / "site.toml")
-    texts_beside(tmp_path, typo("{operator}", "{operatr}"), typo("{operator}", "{operatr}"))
-    result = subprocess.run(
+    texts_beside(tmp_path, zh, en)
+    return subprocess.run(
         [sys.executable, "-m", "gateway", "serve", "--config", str(tmp_path / "site.toml"), "--db", str(tmp_path / "gw.db"),
          "--host", "127.0.0.1", "--smpp-port", "0", "--http-port", "0"],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
+
+
+def test_smsgw_serve_refuses_a_placeholder_typo_in_both_languages(tmp_path: Path) -> None:
+    result = serve_with_texts_beside(tmp_path, typo("{operator}", "{operatr}"), typo("{operator}", "{operatr}"))
     assert result.returncode == 2
     assert f"smsgw: bad config: {tmp_path / 'messages.zh.toml'}: common.help: unknown placeholder {{operatr}}" in result.stderr
     assert "Traceback" not in result.stderr
@@ -97,13 +102,7 @@ def test_smsgw_serve_refuses_a_placeholder_typo_in_both_languages(tmp_path: Path
 def test_smsgw_serve_refuses_an_empty_placeholder_without_a_traceback(tmp_path: Path) -> None:
     """`{}` in common.word ended the start in an IndexError traceback; in common.help the gateway started and the
     first subscriber asking for help got the "cannot handle your message" apology instead."""
-    shutil.copy(DEFAULT_CONFIG, tmp_path / "site.toml")
-    texts_beside(tmp_path, typo("“{word}”", "“{}”"), lambda t: t + "\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway", "serve", "--config", str(tmp_path / "site.toml"), "--db", str(tmp_path / "gw.db"),
-         "--host", "127.0.0.1", "--smpp-port", "0", "--http-port", "0"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    result = serve_with_texts_beside(tmp_path, typo("“{word}”", "“{}”"), lambda t: t + "\n")
     assert result.returncode == 2
     assert result.stderr.startswith(f"smsgw: bad config: {tmp_path / 'messages.zh.toml'}: common.word: bad placeholder {{}}:")
     assert "Traceback" not in result.stderr
