@@ -74,12 +74,9 @@ def dedup_key(account: str, session: str, pdu: SubmitSm | DataSm, source: str, d
       may carry the same octets and one user_message_reference (a UDH part has its seqnum in the body).
     """
     tlvs = pdu.tlvs
-    if not tlvs:  # most submissions: nothing more to look up
-        return f"{account}|{source}|{dest}|s{session}:{pdu.sequence_number}|{zlib.crc32(body):08x}{len(body)}"
-    ref = tlvs.get(_USER_MESSAGE_REFERENCE)
+    ref = tlvs.get(_USER_MESSAGE_REFERENCE) if tlvs else None  # (most submissions have none to look up)
     marker = f"u{ref}" if ref is not None else f"s{session}:{pdu.sequence_number}"
-    seqnum = tlvs.get(_SAR_SEGMENT_SEQNUM)
-    if seqnum is not None:
+    if tlvs and (seqnum := tlvs.get(_SAR_SEGMENT_SEQNUM)) is not None:
         marker = f"{marker}|p{tlvs.get(_SAR_MSG_REF_NUM)}.{tlvs.get(_SAR_TOTAL_SEGMENTS)}.{seqnum}"
     return f"{account}|{source}|{dest}|{marker}|{zlib.crc32(body):08x}{len(body)}"
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import codecs
 from enum import Enum
+from itertools import groupby
+from operator import itemgetter
 
 from gateway.smpp.constants import DataCoding
 
@@ -172,13 +174,8 @@ def decode_parts(parts: list[tuple[bytes, int]]) -> str:
     surrogate pair or a GSM escape between two parts, which decoding each part alone would turn into U+FFFD
     (whatever coding the message's other parts have).
     """
-    runs: list[tuple[int, list[bytes]]] = []
-    for octets, coding in parts:
-        if runs and runs[-1][0] == coding:
-            runs[-1][1].append(octets)
-        else:
-            runs.append((coding, [octets]))
-    return "".join(decode(b"".join(run), coding) for coding, run in runs)
+    runs = groupby(parts, key=itemgetter(1))
+    return "".join(decode(b"".join(octets for octets, _ in run), coding) for coding, run in runs)
 
 
 def is_gsm(text: str) -> bool:
