@@ -55,10 +55,12 @@ S = CommandStatus
 _DELIVERED = MessageState.DELIVERED  # read per delivered MT; from the class it costs ~150 ns (CPython 3.11)
 _SCHEDULED, _ENROUTE = MessageStatus.SCHEDULED, MessageStatus.ENROUTE  # read per admitted MT
 
-# deliver_sm_resp statuses after which another attempt cannot help.
+# deliver_sm_resp statuses after which another attempt cannot help: the MT ends undeliverable, or rejected when the
+# receiver rejected this very message (ESME_RX_R_APPN, SMPP 3.4 5.1.3: "ESME Receiver Reject Message Error").
 PERMANENT_FAILURES = frozenset(
-    {S.ESME_RINVDSTADR, S.ESME_RINVSRCADR, S.ESME_RINVESMCLASS, S.ESME_RX_P_APPN, S.ESME_RINVDSTTON, S.ESME_RINVDSTNPI}
-)
+    {S.ESME_RINVDSTADR, S.ESME_RINVSRCADR, S.ESME_RINVESMCLASS, S.ESME_RX_P_APPN, S.ESME_RINVDSTTON, S.ESME_RINVDSTNPI,
+     S.ESME_RX_R_APPN}
+)  # fmt: skip
 
 
 class Delivery:
@@ -271,7 +273,10 @@ class Delivery:
         if status in PERMANENT_FAILURES:
             log.warning("mt undeliverable", message_id=message.id, account=message.account, msisdn=message.dest_addr,
                         status=S.name_of(status))  # fmt: skip
-            self._finish(message, MessageStatus.UNDELIVERABLE, MessageState.UNDELIVERABLE, status & 0xFF)
+            if status == S.ESME_RX_R_APPN:
+                self._finish(message, MessageStatus.REJECTED, MessageState.REJECTED, status & 0xFF)
+            else:
+                self._finish(message, MessageStatus.UNDELIVERABLE, MessageState.UNDELIVERABLE, status & 0xFF)
         else:
             self.retry_later(message, status)
 

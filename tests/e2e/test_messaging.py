@@ -39,7 +39,7 @@ B = "8613700000001"  # account handset2
 ECHO = "10086000"  # replies with the text it received
 SUBMIT_SM_RESP = 0x80000004
 LONG_CHINESE = "移动梦网统一查询退订服务：发送0000查询您已定制的全部业务，发送TD加业务代码退订。" * 3  # 123 characters
-MESSAGE_STATE_ACCEPTED, MESSAGE_STATE_UNDELIVERABLE, MESSAGE_STATE_EXPIRED = 6, 5, 3
+MESSAGE_STATE_ACCEPTED, MESSAGE_STATE_UNDELIVERABLE, MESSAGE_STATE_EXPIRED, MESSAGE_STATE_REJECTED = 6, 5, 3, 8
 ESME_RX_T_APPN = 0x64  # a handset's temporary refusal (SMPP 3.4 5.1.3)
 
 
@@ -305,6 +305,25 @@ def test_an_mt_whose_validity_runs_out_while_it_waits_for_a_retry_expires_then(m
     fields = receipt_fields(a.expect(timeout=5))  # from the next sweep, not the retry
     assert (fields["id"].encode(), fields["stat"]) == (resp.message_id, "EXPIRED")
     assert gw.call(gw.gateway.store.get(resp.message_id.decode())).status is MessageStatus.EXPIRED
+
+
+@pytest.mark.parametrize(
+    ("refusal", "stat", "state"),
+    [(0x65, "UNDELIV", MESSAGE_STATE_UNDELIVERABLE), (0x66, "REJECTD", MESSAGE_STATE_REJECTED)],  # ESME_RX_P/R_APPN
+)
+def test_an_mt_the_receiver_refuses_for_good_is_not_offered_again(make_gateway, handset, refusal, stat, state):
+    """SMPP 3.4 5.1.3: ESME_RX_R_APPN is the receiver rejecting the message. It was retried like a temporary
+    refusal: the same deliver_sm at every back-off step until its validity ran out, then stat:EXPIRED."""
+    gw = make_gateway(gateway={"retry_backoff": [0.1]})
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    b.answers.append(refusal)
+    resp = a.submit(B, "not wanted", registered_delivery=1)
+    assert text(b.expect()) == "not wanted"
+    receipt = receipt_fields(a.expect(timeout=5, predicate=is_receipt))
+    assert (receipt["id"].encode(), receipt["stat"], receipt["err"]) == (resp.message_id, stat, f"{refusal & 0xFF:03d}")
+    b.expect_none(0.5)  # no second copy, though a retry would have been due in 0.1 s
+    queried = a.query(resp.message_id)
+    assert (queried.message_state, queried.error_code) == (state, refusal)
 
 
 def test_delivery_is_retried_after_a_temporary_failure(make_gateway, handset):
