@@ -15,7 +15,7 @@ from .log_budget import LogBudget
 from .logs import get_logger
 from .messages import deliver_sm_for, may_be_stored
 from .router import AddressRange, compile_address_range
-from .smpp.constants import CommandId, CommandStatus
+from .smpp.constants import CommandId, CommandStatus, Tag
 from .smpp.pdu import (
     DataSm,
     EnquireLink,
@@ -211,7 +211,9 @@ class SmppConnection(asyncio.Protocol):
         self.account = account
         self.can_receive = pdu.command_id in _RECEIVING_BINDS
         self.address_range = compile_address_range(pdu.address_range, gateway.plan.country_code)  # type: ignore[attr-defined]
-        self.session.send(response_to(pdu, S.ESME_ROK, system_id=gateway.config.gateway.system_id))
+        # SMPP 3.4 5.3.2.25: the bind response states the SMSC's version, to an ESME of 3.4 (3.3 has no TLVs).
+        tlvs = {Tag.SC_INTERFACE_VERSION: 0x34} if pdu.interface_version >= 0x34 else {}  # type: ignore[attr-defined]
+        self.session.send(response_to(pdu, S.ESME_ROK, system_id=gateway.config.gateway.system_id, tlvs=tlvs))
         log.info("bound", account=account.system_id, role=account.role, peer=self.peer, mode=self.session.state.value)
         gateway.router.bound(self)
         if self.can_receive:

@@ -6,6 +6,7 @@ import ssl
 
 import pytest
 from smpplib import smpp
+from smpplib.client import SimpleSequenceGenerator
 
 from tests.polling import eventually
 from tests.smpp_handset import (
@@ -32,6 +33,18 @@ def test_bind_with_good_credentials(handset, mode):
     assert resp.command == {"tx": "bind_transmitter_resp", "rx": "bind_receiver_resp", "trx": "bind_transceiver_resp"}[mode]
     assert resp.status == ESME_ROK
     assert resp.system_id == b"smsgw"
+
+
+@pytest.mark.parametrize(("version", "stated"), [(0x34, 0x34), (0x33, None)])
+def test_the_bind_response_states_the_smsc_version_to_an_esme_of_smpp_3_4(gateway, version, stated):
+    """SMPP 3.4 5.3.2.25: sc_interface_version is returned in the bind response; no bind_*_resp carried it, and a
+    carrier's version negotiation check failed. An SMPP 3.3 ESME has no optional parameters: it gets none."""
+    bind = smpp.make_pdu("bind_transceiver", client=SimpleSequenceGenerator(), system_id="handset", password="handset")
+    bind.interface_version = version  # (smpplib sets 0x34 over any keyword)
+    with RawLink(gateway.smpp_port) as link:
+        [resp] = link.exchange(bind.generate())
+        assert (resp.command, resp.status, resp.system_id) == ("bind_transceiver_resp", ESME_ROK, b"smsgw")
+        assert resp.sc_interface_version == stated
 
 
 def test_bind_with_wrong_password_is_refused(handset):
