@@ -140,6 +140,11 @@ class ServiceSettings:
     sp_notice_validity: float = 30 * 86400.0
 
 
+# The types of business the operator's reminders tell apart (the seed's 短信业务 and WAP业务); the texts name each
+# as billing.kind.<kind>.
+SERVICE_KINDS = ("sms", "mms", "wap")
+
+
 @dataclass(frozen=True, slots=True)
 class CatalogueEntry:
     """A service subscribers can order: keyword to the SP's service code."""
@@ -155,6 +160,7 @@ class CatalogueEntry:
     sp_name_en: str = ""
     name_en: str = ""
     sp_company: str = ""  # the SP's company name in unsubscribe confirmations ("新浪公司"); default sp_name
+    kind: str = "sms"  # the type of business (SERVICE_KINDS) the reminders name: 短信业务, 彩信业务, WAP业务
 
     def sp_name_in(self, language: str) -> str:
         return self.sp_name_en if language == "en" and self.sp_name_en else self.sp_name
@@ -477,6 +483,8 @@ def _catalogue_entry(table: dict[str, Any], where: str, path: Path | str, accoun
         raise ConfigError(path, f"{where}.keyword", "expected the keyword subscribers order with (not empty)")
     if entry.fee < 0:
         raise ConfigError(path, f"{where}.fee", "expected a fee of 0 or more (yuan per month)")
+    if entry.kind not in SERVICE_KINDS:
+        raise ConfigError(path, f"{where}.kind", f"expected one of {list(SERVICE_KINDS)}, got {entry.kind!r}")
     return entry
 
 

@@ -269,7 +269,8 @@ async def send_reminders(ctx: ServiceContext, now: float) -> Outcome:
             entry = ctx.catalogue.get(subscription.service_id)
             assert entry is not None
             pieces.append(ctx.text("billing.reminder_item", language, serial=serial, sp_name=entry.sp_name_in(language),
-                                   service=entry.name_in(language), fee=yuan(entry.fee)))  # fmt: skip
+                                   service=entry.name_in(language), kind=ctx.text(f"billing.kind.{entry.kind}", language),
+                                   fee=yuan(entry.fee)))  # fmt: skip
             outcome.put(SubscriptionEvent(id=ctx.new_id(), subscription_id=subscription.id, msisdn=msisdn, at=now,
                                           event=REMINDED, channel="billing", detail=f"first charge {period_of(month_start(today, 1))}"))  # fmt: skip
         pieces.append(ctx.text("billing.reminder_foot", language, operator=operator))

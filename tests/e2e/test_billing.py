@@ -29,7 +29,7 @@ from tests.services_support import at
 from tests.smpp_handset import ESME_ROK, text
 
 A, B, C = "8613800000001", "8613800000002", "8613900000003"
-REMINDER_ITEM = re.compile(r"(\d+)\.(\S+?)提供的(\S+?)短信业务,信息费(\d+)元/月;")
+REMINDER_ITEM = re.compile(r"(\d+)\.(\S+?)提供的(\S+?)(短信|WAP)业务,信息费(\d+)元/月;")
 
 
 def subscribe(phone, keyword: str) -> str:
@@ -137,7 +137,10 @@ def test_reminder_on_the_21st_is_sent_once_as_marked_pages(make_gateway, handset
     first, second = replies(phone, 2)  # two SMS, each marked, as in the seed
     assert first.startswith("(1/2)中国移动温馨提示:您已定制以下梦网业务:")
     assert second.startswith("(2/2)") and second.endswith("本月内退订下月不再收费,退订请发送0000到10086。")
-    assert REMINDER_ITEM.findall(first + second) == [("1", "新浪", "头条新闻", "30"), ("2", "腾讯公司", "精品图铃", "10")]
+    # As the seed: 头条新闻 is a 短信业务, 精品图铃 (kind = "wap" in the catalogue) a WAP业务; every item said 短信业务.
+    assert REMINDER_ITEM.findall(first + second) == [
+        ("1", "新浪", "头条新闻", "短信", "30"), ("2", "腾讯公司", "精品图铃", "WAP", "10")
+    ]
     phone.expect_none(1.0, lambda p: p.source_addr == OPERATOR.encode())
 
 
@@ -156,12 +159,12 @@ def test_reminders_go_to_every_subscription_charged_next_month_whenever_an_opera
     clock.set(at(2026, 11, 21, 9))
     gw.call(gw.gateway.services.run_due_jobs())
     first, second = replies(b, 2)
-    assert REMINDER_ITEM.findall(first + second) == [("1", "新浪", "头条新闻", "30")]
+    assert REMINDER_ITEM.findall(first + second) == [("1", "新浪", "头条新闻", "短信", "30")]
     clock.set(at(2026, 11, 22, 9))
     assert "下月起收费" in subscribe(c, "TQ")  # ordered again: no trial, charged from December
     gw.call(gw.gateway.services.run_due_jobs())
     first, second = replies(c, 2)
-    assert REMINDER_ITEM.findall(first + second) == [("1", "新浪", "天气预报", "5")]
+    assert REMINDER_ITEM.findall(first + second) == [("1", "新浪", "天气预报", "短信", "5")]
     a.expect_none(0.5, lambda p: p.source_addr == OPERATOR.encode())  # reminded once
 
 

@@ -124,6 +124,8 @@ CASES = [  # (what is wrong, the edit, the key named, a phrase of what was expec
     ("letters for the rating code", lambda r: r["services"].update(rating="CS"), "services.rating", "digits"),
     ("empty gateway system_id", lambda r: r["gateway"].update(system_id=""), "gateway.system_id", "1 to 15 characters"),
     ("empty catalogue keyword", lambda r: r["catalogue"][0].update(keyword=" "), "catalogue[0].keyword", "not empty"),
+    ("a type of business reminders cannot name", lambda r: r["catalogue"][2].update(kind="WAP"), "catalogue[2].kind",
+     "expected one of ['sms', 'mms', 'wap'], got 'WAP'"),
     ("a keyword twice on a code, once full-width", lambda r: r["catalogue"][1].update(keyword="ｔｔ"),
      "catalogue[1].keyword", "'ｔｔ' is already used on 1066916"),
     ("a word that confirms and declines", lambda r: r["services"]["decline_words"].append("y"), "services.decline_words",
