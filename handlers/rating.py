@@ -93,9 +93,14 @@ def _latest(surveys: list[Survey]) -> Survey | None:
     return max(surveys, key=lambda s: (s.created_at, s.id), default=None)
 
 
+# Channels the texts name in their own words: the operator's service points and the product's own channels (web and
+# api are the Services API's, ussd SPEC 3.5's); any other channel name is shown as given (rating.channel.other).
+_NAMED_CHANNELS = frozenset({"store", "hotline", "online", "web", "api", "ussd"})
+
+
 def _service_phrase(ctx: ServiceContext, channel: str, agent: str, language: str) -> str:
     kind, _, detail = channel.partition(":")
-    if kind in ("store", "hotline", "online"):
+    if kind in _NAMED_CHANNELS:
         phrase = ctx.text(f"rating.channel.{kind}", language)
     elif kind == "sms" and detail:
         phrase = ctx.text("rating.channel.sms", language, code=detail)

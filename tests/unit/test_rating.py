@@ -14,6 +14,7 @@ from handlers.rating import RatingHandler, parse_rating
 from tests.services_support import ServiceBench, at, service_bench
 
 A = "8613800000001"
+B = "8613800000002"
 RATING = "10086700"
 DAY = 86400
 TEMPLATES = Templates.load(Path(__file__).resolve().parents[2] / "config", "zh")
@@ -68,6 +69,18 @@ async def test_survey_record_and_text(bench: ServiceBench) -> None:
     [s] = await surveys(bench)
     assert (s.channel, s.agent, s.status, s.rating, s.reprompted) == ("store:BJ001", "1024", "sent", None, False)
     assert (s.created_at, s.expires_at) == (at(2026, 11, 21), at(2026, 11, 22))
+
+
+@pytest.mark.parametrize(
+    ("channel", "zh", "en"),
+    [("web", "中国移动网站服务。", "China Mobile website service."), ("api", "中国移动服务。", "China Mobile service."),
+     ("ussd", "中国移动USSD菜单服务。", "China Mobile USSD menu service.")],
+)  # fmt: skip
+async def test_a_survey_names_the_products_own_channels_in_words(bench: ServiceBench, channel, zh, en) -> None:
+    """The channel's name went into the text as given: 感谢您使用中国移动web服务, ...api服务, ...ussd服务."""
+    assert zh in await survey(bench, channel)
+    await bench.store.apply([Put(Subscriber(B, "en"))])
+    assert en in await survey(bench, channel, msisdn=B)
 
 
 async def test_survey_in_english_names_the_channel(bench: ServiceBench) -> None:
