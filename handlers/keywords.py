@@ -27,6 +27,19 @@ def fold(text: str) -> str:
     return _TRAILING.sub("", unicodedata.normalize("NFKC", text).translate(_EXTRA).strip()).upper()
 
 
+def fold_each(text: str) -> str:
+    """fold()'s NFKC, ideographic punctuation and upper-casing, character by character, so that the text keeps its
+    length: a place found in it is the same place in the text as written (to cut out the subscriber's own words).
+    A character that does not fold to exactly one (`㎏`, `ß`) stays as it is. Neither trimmed nor stripped."""
+    return "".join(map(_fold_char, text))
+
+
+@lru_cache(maxsize=1024)
+def _fold_char(char: str) -> str:
+    folded = unicodedata.normalize("NFKC", char).translate(_EXTRA).upper()
+    return folded if len(folded) == 1 else char
+
+
 @lru_cache(maxsize=64)
 def folded(words: tuple[str, ...]) -> frozenset[str]:
     """Configured words as texts are compared with them (once per set of words)."""

@@ -22,8 +22,12 @@ Decisions where the SPEC is silent:
   bare `1` always answers the survey received last (SMS replies carry no
   reference to the message they answer).
 - A rating is a digit 1-5 (full-width too) or a word, Chinese or English,
-  whatever the subscriber's language (`WORDS`). A digit followed by text
-  ("5 排队太久") is the rating and its reason at once.
+  whatever the subscriber's language ([services] rating_words), or a digit
+  with its own option label as the survey prints it ("1非常满意"); a digit
+  with another option's label ("1 非常不满意") is not understood. Any of them
+  followed by a separator and text ("5 排队太久", "不满意，排队太久") is the
+  rating and its reason at once; after a 1-3 the text is kept, but the reply
+  is the plain thanks (thanks_reason promises to look into a complaint).
 - The reason step ends with the survey (`expires_at` is not extended).
 - A reply within one validity period after a survey expired is "late"; a
   reply while a rated survey is still within its validity is "already
@@ -37,7 +41,6 @@ Decisions where the SPEC is silent:
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections import defaultdict
 from typing import Any
 
@@ -45,7 +48,7 @@ from gateway.config import DEFAULT_RATING_WORDS
 from gateway.store.records import Survey
 
 from .base import Inbound, Outcome, ServiceContext
-from .keywords import fold
+from .keywords import fold, fold_each
 
 OPEN = ("sent", "reason")
 SCORES = (1, 2, 3, 4, 5)
@@ -54,7 +57,6 @@ ASK_REASON = (4, 5)
 REASON_LIMIT = 500  # characters of free text kept
 
 _SPACES = re.compile(r"\s+")
-
 
 _FOLDED_WORDS: dict[int, tuple[dict[str, int], dict[str, int]]] = {}  # id(words) -> (words, folded)
 
@@ -65,23 +67,56 @@ def _folded_words(words: dict[str, int]) -> dict[str, int]:
     if cached is None or cached[0] is not words:
         cached = _FOLDED_WORDS[id(words)] = (words, {_SPACES.sub(" ", fold(w)): s for w, s in words.items()})
     return cached[1]
-_DIGIT_AND_REASON = re.compile(r"^([1-5１-５])[\s,.:;*#\-、，。：；！!＊＃]+(.*\D.*)$", re.S)
+
+
+# Between a rating and the text after it: spaces and punctuation, after fold_each (`，。、！＊` are half-width).
+_SEPARATORS = r"[\s,.:;*#\-!~]"
+
+
+_PATTERNS: dict[int, tuple[dict[str, int], re.Pattern[str]]] = {}  # id(words) -> (words, pattern)
+
+
+def _pattern(words: dict[str, int]) -> re.Pattern[str]:
+    """What a rating reply looks like with these words, built once per configured table (settings live as long as
+    the gateway): a digit 1-5, its option label after it or not, or a word alone; then a separator and the rest, the
+    reason. A label or word must end the text or be followed by a separator (`满意度低` is no `满意`)."""
+    cached = _PATTERNS.get(id(words))
+    if cached is None or cached[0] is not words:
+        # Longest first, so that `非常不满意` is not read as a shorter word it starts with.
+        labels = "|".join(r"\s+".join(map(re.escape, fold(w).split())) for w in sorted(words, key=len, reverse=True))
+        pattern = re.compile(
+            rf"(?:(?P<digit>[1-5]){_SEPARATORS}*(?:(?P<label>{labels})(?={_SEPARATORS}|$))?"
+            rf"|(?P<word>{labels})(?={_SEPARATORS}|$))"
+            rf"(?:{_SEPARATORS}+(?P<reason>.*))?",
+            re.DOTALL,
+        )
+        cached = _PATTERNS[id(words)] = (words, pattern)
+    return cached[1]
 
 
 def parse_rating(text: str, words: dict[str, int] = DEFAULT_RATING_WORDS) -> tuple[int, str] | None:
     """(score, reason) for `1`, `５`, `非常满意`, `very satisfied!`, `5 排队太久`; None if not a rating.
 
+    The survey's own wording counts as the rating it names: `1非常满意`, `5 very dissatisfied`, and with a
+    reason after it, `4不满意，排队太久`, `不满意，排队太久`. A digit with another option's label (`1 非常不满意`)
+    contradicts itself and is not understood (re-prompted) rather than guessed at. A digit with any other text
+    after a separator (`5 排队太久`) is the rating and its reason; a reason of digits only (`1,3`) is no rating.
+
     `words`: [services] rating_words, matched as fold() leaves them (trimmed, upper-cased, full-width folded)."""
-    folded = _SPACES.sub(" ", fold(text))  # fold drops the trailing `.!~,` (`。！`) too
-    score = _folded_words(words).get(folded)
-    if score is not None:
-        return score, ""
-    if len(folded) == 1 and folded in "12345":
-        return int(folded), ""
-    combined = _DIGIT_AND_REASON.match(text.strip())  # the reason is kept as the subscriber wrote it
-    if combined:
-        return int(unicodedata.normalize("NFKC", combined.group(1))), combined.group(2).strip()[:REASON_LIMIT]
-    return None
+    stripped = text.strip()
+    # fold_each keeps every character in place, so the reason is cut from the text as the subscriber wrote it.
+    found = _pattern(words).fullmatch(fold_each(stripped))
+    if found is None:
+        return None
+    label = found["label"] or found["word"]
+    labelled = _folded_words(words)[_SPACES.sub(" ", label)] if label else None
+    score = int(found["digit"]) if found["digit"] else labelled
+    if labelled not in (None, score):
+        return None
+    reason = stripped[found.start("reason"):].strip() if found["reason"] is not None else ""
+    if reason.isdecimal():
+        return None  # `1,3`, `12`: a list of numbers (as 10086 takes serials), not a rating with a reason
+    return score, reason[:REASON_LIMIT]
 
 
 def _hours(ctx: ServiceContext) -> str:
@@ -188,7 +223,9 @@ class RatingHandler:
             survey.status = "reason"
             return ask("ask_reason", Outcome().put(survey), survey)
         survey.status, survey.reason = "rated", reason
-        return say("thanks_reason" if reason else "thanks", Outcome(completed=True).put(survey))
+        # thanks_reason promises to look into a complaint: words after a satisfied rating get the plain thanks.
+        complaint = score in ASK_REASON and reason
+        return say("thanks_reason" if complaint else "thanks", Outcome(completed=True).put(survey))
 
 
 async def _without_open_survey(inbound: Inbound, ctx: ServiceContext) -> str:

@@ -257,3 +257,51 @@ def test_a_sampled_survey_does_not_displace_one_being_answered(make_gateway, han
     assert receive(a, OPERATOR) == TEMPLATES.render("common.help", "zh")
     a.expect_none(0.5, from_code(RATING))
     assert [(s.channel, s.status) for s in surveys(gw)] == [("store:0101", "sent")]
+
+
+@pytest.mark.parametrize(
+    "words, score, answer, status",
+    [("1非常满意", 1, "thanks", "rated"), ("1 非常满意", 1, "thanks", "rated"), ("３，一般。", 3, "thanks", "rated"),
+     ("4 不满意", 4, "ask_reason", "reason"), ("5非常不满意", 5, "ask_reason", "reason"),
+     ("5 非常不满意", 5, "ask_reason", "reason"), ("5 Very Dissatisfied!", 5, "ask_reason", "reason")],
+)  # fmt: skip
+def test_an_option_copied_from_the_survey_is_its_rating(gw, handset, words, score, answer, status) -> None:
+    """`1非常满意` was re-prompted (and `5非常不满意` next closed the survey as invalid); `4 不满意` was stored with the
+    label as its reason, skipping the reason question; `1 非常满意` got the reply to a complaint."""
+    a = phone(handset, gw)
+    send_survey(gw, a)
+    assert reply(a, words) == zh(answer)
+    [s] = surveys(gw)
+    assert (s.rating, s.status, s.reason, s.reprompted) == (score, status, "", False)
+    if status == "reason":
+        assert reply(a, "排队四十分钟") == zh("thanks_reason")
+        assert (surveys(gw)[0].status, surveys(gw)[0].reason) == ("rated", "排队四十分钟")
+
+
+@pytest.mark.parametrize("words", ["不满意，排队太久", "4不满意，排队太久", "4 不满意 排队太久"])
+def test_a_rating_word_and_the_reason_in_one_reply(gw, handset, words) -> None:
+    """`不满意，排队太久` was re-prompted though `4 排队太久` was taken; `4 不满意 ...` kept the label in the reason."""
+    a = phone(handset, gw)
+    send_survey(gw, a)
+    assert reply(a, words) == zh("thanks_reason")
+    [s] = surveys(gw)
+    assert (s.status, s.rating, s.reason) == ("rated", 4, "排队太久")
+
+
+def test_a_digit_with_another_options_label_is_asked_again(gw, handset) -> None:
+    """`1 非常不满意` says two things: it is not taken as either, the subscriber is asked again."""
+    a = phone(handset, gw)
+    send_survey(gw, a)
+    assert reply(a, "1 非常不满意") == zh("reprompt")
+    [s] = surveys(gw)
+    assert (s.status, s.rating, s.reprompted) == ("sent", None, True)
+    assert reply(a, "5") == zh("ask_reason")
+
+
+def test_a_satisfied_rating_with_words_after_it_gets_the_plain_thanks(gw, handset) -> None:
+    """It got thanks_reason, the promise to look into a complaint."""
+    a = phone(handset, gw)
+    send_survey(gw, a)
+    assert reply(a, "2 办得挺快") == zh("thanks")
+    [s] = surveys(gw)
+    assert (s.status, s.rating, s.reason) == ("rated", 2, "办得挺快")
