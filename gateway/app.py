@@ -23,7 +23,7 @@ from aiohttp import web
 from dataclasses import replace
 
 from handlers.base import Catalogue, ServiceContext
-from handlers.registry import make_handler
+from handlers.registry import OPERATOR_SERVICES, make_handler
 
 from .accounts import Accounts
 from .amend import Amendments
@@ -77,7 +77,11 @@ class Gateway:
         self.store = SqliteStore(self.db_path, dedup_window=settings.dedup_window, clock=self.clock.now)
         self.router = Router(self.accounts)
         self.catalogue = Catalogue(config.catalogue)
-        self.guards = Guards(self.catalogue, (a.system_id for a in self.accounts if a.role == "sp"))
+        handlers = self._handler_names(config)
+        self.guards = Guards(
+            self.catalogue, (a.system_id for a in self.accounts if a.role == "sp"),
+            operator_codes=(code for code, (name, _options, _key) in handlers.items() if name in OPERATOR_SERVICES),
+        )  # fmt: skip
         self.delivery = Delivery(self.router, self.store, self.clock, self.ids, settings, undeliverable=self.guards.undeliverable)
         self.outbox = Outbox(self.delivery, self.ids, settings.default_validity)
         self.locks = SerialLocks()
@@ -94,7 +98,7 @@ class Gateway:
         )
         self.services = Services(self.service_context, self.store, self.outbox, self.observe, self.clock, self.locks)
         self.mo = MoProcessor(
-            self._short_codes(config),
+            self._short_codes(config, handlers),
             self.store,
             self.outbox,
             self.clock,
@@ -123,8 +127,9 @@ class Gateway:
         self.records.committed(effects)
         self.guards.observe(effects)
 
-    def _short_codes(self, config: Config) -> dict[str, ShortCode]:
-        """The services' own codes and every catalogue service code, then [[short_codes]] (which win)."""
+    def _handler_names(self, config: Config) -> dict[str, tuple[str, dict, str]]:
+        """code -> (handler name, options, config key): the services' own codes and every catalogue service code,
+        then [[short_codes]] (which win)."""
         services = config.services
         names: dict[str, tuple[str, dict, str]] = {
             services.operator: ("customer_service", {}, "services.operator"),
@@ -135,6 +140,9 @@ class Gateway:
             names[code] = ("order", {}, "catalogue.service_code")
         for i, entry in enumerate(config.short_codes):
             names[entry.code] = (entry.handler, dict(entry.options), f"short_codes[{i}].handler")
+        return names
+
+    def _short_codes(self, config: Config, names: dict[str, tuple[str, dict, str]]) -> dict[str, ShortCode]:
         codes = {}
         for code, (name, options, key) in names.items():
             try:

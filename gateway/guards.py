@@ -1,6 +1,9 @@
 """Checks every submission passes before it is accepted, from state the services keep.
 
-- a number blocked network-wide after spam reports cannot send (SPEC 3.3);
+- a number blocked network-wide after spam reports cannot send (SPEC 3.3),
+  except to the operator's own services (customer service, spam reporting,
+  ratings): a wrongly blocked subscriber must still be able to query and
+  unsubscribe (SPEC 3.1: "must take effect at once") and reach customer service;
 - a number a subscriber reported can no longer reach that subscriber;
 - an SP's content reaches only subscribers with an active, confirmed
   subscription to one of its services on that service code (SPEC 2, 3.2).
@@ -34,8 +37,9 @@ S = CommandStatus
 
 
 class Guards:
-    def __init__(self, catalogue: Catalogue, sp_accounts: Iterable[str] = ()) -> None:
+    def __init__(self, catalogue: Catalogue, sp_accounts: Iterable[str] = (), operator_codes: Iterable[str] = ()) -> None:
         self._sp_accounts = frozenset(sp_accounts)  # system_ids of the accounts with role "sp"
+        self._operator_codes = frozenset(operator_codes)  # the operator's own services: reached even when blocked
         self._code_of = {entry.id: entry.service_code for entry in catalogue}
         # Active blocks: how many for each number blocked network-wide, and for each
         # (reported, reporter) pair (a number reported twice by one subscriber has two).
@@ -79,7 +83,7 @@ class Guards:
         return self._refusal(message.source_addr, message.dest_addr, message.account in self._sp_accounts)
 
     def _refusal(self, source: str, dest: str, from_sp: bool) -> tuple[int, str] | None:
-        if source in self._network:
+        if source in self._network and dest not in self._operator_codes:
             return S.SMSGW_RSENDERBLOCKED, f"{source} is blocked network-wide after spam reports"
         if (source, dest) in self._personal:
             return S.SMSGW_RBLOCKEDBYRECIPIENT, f"{dest} reported {source} as spam"

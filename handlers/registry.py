@@ -19,6 +19,10 @@ HANDLERS: dict[str, type] = {
     "silent": SilentHandler,  # never answers (tests of a server that drops replies)
 }
 
+# The operator's own services: a number blocked network-wide for spam may still text the codes that run them, to
+# unsubscribe, rate or reach customer service (gateway/guards.py).
+OPERATOR_SERVICES = frozenset({"customer_service", "spam_report", "rating"})
+
 
 def options_of(name: str) -> tuple[str, ...]:
     """The [[short_codes]] keys besides code and handler that the handler reads (its ctx.options); none unless it

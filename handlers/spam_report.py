@@ -29,7 +29,9 @@ service code) get a clear reply and create nothing; a reporter may file
 When the DISTINCT reporters of one number with open reports (status
 "received") within `spam_block_window` reach `spam_block_threshold`, the
 number is blocked network-wide (Block with reporter "": every submit_sm from
-it is refused with 0x400), all of its open reports become "handled" and each
+it is refused with 0x400, except to the operator's own services, 10086,
+10086999 and 10086700 or the codes configured for them, so that a wrongly
+blocked subscriber can still unsubscribe and reach customer service), all of its open reports become "handled" and each
 of their reporters is told once. Reports against a number already blocked
 network-wide are handled at once (ack, then the handled notice). After a
 block is lifted, only reports filed after the earlier ones were handled

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -12,6 +13,8 @@ import pytest
 from gateway.clock import SimulatedClock
 from gateway.store.base import WriteSkipped
 from gateway.store.records import Block, SpamReport
+from gateway.templates import Templates
+from tests.e2e.test_unsubscribe import statuses, subscribe
 from tests.polling import eventually
 from tests.services_support import at
 from tests.smpp_handset import ESME_ROK, is_receipt, receipt_fields, text, texts_from
@@ -26,6 +29,7 @@ SPAMMER = "8613700000001"  # account handset2
 SPAM = "【中奖通知】恭喜您获得iPhone一部，请点击 http://x.cn 领取"
 ACK = re.compile(r"^您的举报已受理，举报编号(?P<id>\w+)，我们将在48小时内处理。(?P<number>\d+)已不能再向您发送短信")
 HANDLED = re.compile(r"^您举报的(?P<number>\d+)已被处理")
+TEMPLATES = Templates.load(Path(__file__).resolve().parents[2] / "config", "zh")
 
 
 def phone(handset, number: str, gw=None):
@@ -318,3 +322,32 @@ def test_lifting_a_block_decided_on_a_report_whose_commit_fails_does_not_stand(m
     assert first.response(sent).status == ESME_ROK
     assert replies(first) == ["抱歉，10086999暂时无法处理您发送的短信，请稍后重新发送。"]  # its report given up
     assert gw.call(gw.gateway.store.find(Block, reported=SPAMMER)) == []
+
+
+def test_a_number_blocked_network_wide_still_reaches_the_operators_own_services(make_gateway, handset) -> None:
+    """A blocked number's 0000, serial reply, help and rating were all refused 0x400: a wrongly blocked subscriber
+    could not unsubscribe (and was billed on) or reach customer service. The operator's own services (10086,
+    10086999, 10086700, and a [[short_codes]] code running one of them) answer it as anyone; SP codes, other
+    subscribers and the operator's other codes (10086000, echo) still refuse it."""
+    gw = make_gateway(short_codes=[{"code": "10086001", "handler": "customer_service"}])
+    s, b = phone(handset, SPAMMER, gw), phone(handset, B, gw)
+    [news] = subscribe(gw, SPAMMER, "sina-news")
+    block_by_five(gw, handset)
+    for dest in (B, "1066916", "10086000"):
+        assert s.submit(dest, "TT").status == SMSGW_RSENDERBLOCKED, dest
+    b.expect_none(0.2)
+
+    assert s.submit("10086", "0000").status == ESME_ROK
+    [listing] = texts_from(s, "10086")
+    assert "1.新浪提供的头条新闻，30元/月，服务代码1066916；" in listing
+    assert s.submit("10086", "1").status == ESME_ROK
+    assert texts_from(s, "10086") == ["您已成功退订新浪公司提供的头条新闻业务，下月起不再收取信息费。"]
+    assert statuses(gw, [news]) == ["cancelled"]
+    assert s.submit("10086001", "帮助").status == ESME_ROK
+    assert texts_from(s, "10086001") == [TEMPLATES.render("common.help", "zh")]
+    assert s.submit(SPAM_CODE, "帮助").status == ESME_ROK
+    assert replies(s) == [TEMPLATES.render("spam.usage", "zh", short_code=SPAM_CODE)]
+    gw.call(gw.gateway.services.request_survey(SPAMMER, "hotline"))
+    texts_from(s, "10086700")
+    assert s.submit("10086700", "1").status == ESME_ROK
+    assert texts_from(s, "10086700") == [TEMPLATES.render("rating.thanks", "zh")]
