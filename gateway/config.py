@@ -16,7 +16,7 @@ from typing import Any
 
 from handlers.keywords import fold
 
-from .numbers import NumberPlan
+from .numbers import MOBILE_PREFIXES, NumberPlan, ascii_digits
 
 
 def _built_in_directory() -> Path:
@@ -57,6 +57,9 @@ class GatewaySettings:
     database: str = "var/smsgw.db"
     country_code: str = "86"
     national_number_length: int = 11
+    # National prefixes of mobile numbers (the numbers a spam report may name); None: numbers.MOBILE_PREFIXES's for the
+    # country code (China's 13-19), or any national number for a country code it does not know.
+    mobile_prefixes: tuple[str, ...] | None = None
     default_validity: float = 172800.0
     window: int = 100
     response_timeout: float = 10.0
@@ -189,7 +192,9 @@ class Config:
         """How numbers are written here, and which are no subscriber's: every number a service claims, with anything
         after it (an extension)."""
         codes = tuple(sorted({number for number, _key, _may_replace in _claims(self.services, self.accounts, self.short_codes)}))
-        return NumberPlan(self.gateway.country_code, self.gateway.national_number_length, codes)
+        gateway = self.gateway
+        mobile = gateway.mobile_prefixes if gateway.mobile_prefixes is not None else MOBILE_PREFIXES.get(gateway.country_code, ())
+        return NumberPlan(gateway.country_code, gateway.national_number_length, codes, mobile)
 
 
 LANGUAGES = ("zh", "en")  # the languages replies are written in: a messages.<language>.toml each
@@ -241,6 +246,7 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>") -> Config:
     _check_ranges(gateway, "gateway", _GATEWAY_RANGES, path)
     if not gateway.country_code.isdigit():
         raise ConfigError(path, "gateway.country_code", f"expected digits; got {gateway.country_code!r}")
+    _check_mobile_prefixes(gateway, path)
     if not gateway.retry_backoff or min(gateway.retry_backoff) <= 0:
         raise ConfigError(path, "gateway.retry_backoff", "expected at least one delay, each above 0 seconds")
     if any(delay <= 0 for delay in gateway.mo_retry_backoff):
@@ -305,6 +311,19 @@ def _check_numbers_claimed_once(
         if earlier is not None and not (may_replace_service and earlier.startswith("services.")):
             raise ConfigError(path, key, f"{number} is already {earlier}; a number can belong to one service only")
         claims[number] = key
+
+
+def _check_mobile_prefixes(gateway: GatewaySettings, path: Path | str) -> None:
+    """Each a national prefix shorter than a national number: a wrong one refuses every spam report of a real number."""
+    prefixes, length = gateway.mobile_prefixes, gateway.national_number_length
+    if prefixes is None:
+        return
+    expected = f"national prefixes of mobile numbers, 1 to {length - 1} digits each (after the country code, as 13 in China)"
+    if not prefixes:
+        raise ConfigError(path, "gateway.mobile_prefixes", f"expected at least one of the {expected}; got []")
+    for prefix in prefixes:
+        if not (ascii_digits(prefix) and len(prefix) < length):
+            raise ConfigError(path, "gateway.mobile_prefixes", f"expected {expected}; got {prefix!r}")
 
 
 def _check_prefixes_match_subscribers(plan: NumberPlan, accounts: tuple[AccountConfig, ...], path: Path | str) -> None:

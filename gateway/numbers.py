@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 
 _STRIP = str.maketrans("", "", " -()")
 
+# Where national numbers of a country code are mobile numbers, for the countries the gateway knows without
+# [gateway] mobile_prefixes: China's mobile numbers are 13x to 19x (01x landlines, 12x... no number at all).
+MOBILE_PREFIXES: dict[str, tuple[str, ...]] = {"86": ("13", "14", "15", "16", "17", "18", "19")}
+
 
 def ascii_digits(text: str) -> bool:
     """Only the digits 0-9: str.isdigit alone also takes `፩`, `²` or `①`, which no number plan (or int()) reads."""
@@ -19,14 +23,19 @@ class NumberPlan:
     # The operator's short codes and the SPs' service codes (Config.number_plan). A number that starts with one is
     # that code with an extension (1066916 + 1234), the operator's or the SP's whatever its length: no subscriber's.
     codes: tuple[str, ...] = ()
-    # Derived once (is_msisdn runs for every submission): a subscriber number's length, and each code after
-    # the country code.
+    # How mobile numbers start, after the country code (13..19 in China); none: any national number may be one.
+    mobile_prefixes: tuple[str, ...] = ()
+    # Derived once (is_msisdn runs for every submission): a subscriber number's length, each code after
+    # the country code, and how a mobile number starts in international form.
     msisdn_length: int = field(init=False, repr=False, compare=False)
     _national_codes: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    mobile_starts: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "msisdn_length", len(self.country_code) + self.national_length)
         object.__setattr__(self, "_national_codes", tuple(self.country_code + code for code in self.codes))
+        starts = tuple(self.country_code + prefix for prefix in self.mobile_prefixes) or (self.country_code,)
+        object.__setattr__(self, "mobile_starts", starts)
 
     def normalise(self, address: str) -> str:
         """`+8613800138000`, `008613800138000`, `8613800138000` and `13800138000` are one subscriber.
@@ -51,6 +60,12 @@ class NumberPlan:
             len(number) == self.msisdn_length and number.startswith(self.country_code) and number.isascii()
             and number.isdigit() and not number.startswith(self._national_codes)
         )  # fmt: skip
+
+    def is_mobile(self, number: str) -> bool:
+        """A canonical subscriber number in the plan's mobile range: what a spam report may name. A landline with its
+        trunk 0 (010-12345678) or a foreign mobile without its + (85291234567) has a national number's 11 digits,
+        so is_msisdn takes it (routing asks no more), but no phone has that number here."""
+        return self.is_msisdn(number) and number.startswith(self.mobile_starts)
 
     def extends_code(self, number: str) -> bool:
         """A number in international form that is a code of the config with an extension (8610669161234): what

@@ -225,7 +225,7 @@ def _refusal(plan: NumberPlan, written: str, reporter: str) -> str | None:
     # normalise gives, so that `+86`, `0086` and `86` before it are one.
     if plan.is_code_number(number):
         return "spam.short_code"
-    if not plan.is_msisdn(number):
+    if not plan.is_mobile(number):  # 010-12345678, 85291234567 (no +), 12345678901: 11 digits, no mobile phone's
         return "spam.not_a_number"
     if number == reporter:
         return "spam.own_number"

@@ -254,6 +254,18 @@ class Fleet:
                 raise FleetError(key, f"expected an MSISDN in international form, as the target's gateway.country_code and "
                                       f"gateway.national_number_length have it: country code {plan.country_code}, then "
                                       f"{plan.national_length} digits; got {number!r}{hint}")  # fmt: skip
+        # What the fleet reports as spam must be mobile numbers, or the target refuses the reports ("not a valid
+        # mobile number") and the spam and spammer dialogues fail.
+        reported = [("behaviours.spam.reported_start", s.behaviours.spam.reported_start, s.behaviours.spam.reported_count)]
+        if s.behaviours.spammer.weight > 0:
+            reported.append(("spammers.start", s.spammers.start, s.spammers.count))
+        for key, start, count in reported:
+            outside = first_outside(int(start), int(start) + count - 1, plan.mobile_starts)
+            if outside is not None:
+                raise FleetError(key, f"{start}..{int(start) + count - 1} ({count} numbers) are reported as spam but not all "
+                                      f"mobile numbers of the target's plan: {outside} is not (gateway.mobile_prefixes "
+                                      f"{list(plan.mobile_prefixes)} after country code {plan.country_code}); the gateway "
+                                      "refuses reports of it")  # fmt: skip
         ranges = [("fleet.start/fleet.count", s.fleet.start, s.fleet.count, s.target.system_id)]
         if s.behaviours.spammer.weight > 0:
             ranges.append(("spammers.start/spammers.count", s.spammers.start, s.spammers.count, s.spammers.system_id))

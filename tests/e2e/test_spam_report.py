@@ -351,3 +351,20 @@ def test_a_number_blocked_network_wide_still_reaches_the_operators_own_services(
     texts_from(s, "10086700")
     assert s.submit("10086700", "1").status == ESME_ROK
     assert texts_from(s, "10086700") == [TEMPLATES.render("rating.thanks", "zh")]
+
+
+@pytest.mark.parametrize("number", ["010-12345678", "01012345678", "85291234567", "12345678901", "8612345678901"])
+def test_a_report_of_a_number_no_mobile_phone_has_is_refused(gateway, handset, number: str) -> None:
+    """A Beijing landline with its trunk 0, a Hong Kong mobile without its +, a made-up 12... number: 11 digits each,
+    they were acknowledged ("...已不能再向您发送短信") and blocked from the reporter under a number that cannot exist."""
+    a = phone(handset, A)
+    assert f"“{number}”不是有效的手机号码" in ask(a, f"{number}*发票代开")
+    assert reports(gateway) == [] and controller_blocks(gateway) == []
+    report(a, "19912345678*发票代开", gateway)  # 19x is a mobile number
+
+
+def test_the_mobile_numbers_a_report_may_name_are_the_configured_ones(make_gateway, handset) -> None:
+    gw = make_gateway(gateway={"mobile_prefixes": ["137"]})
+    a = phone(handset, A, gw)
+    assert "“13912345678”不是有效的手机号码" in ask(a, "13912345678*" + SPAM)
+    assert report(a, "13700000001*" + SPAM, gw).reported == SPAMMER

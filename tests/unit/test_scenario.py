@@ -228,3 +228,16 @@ def test_a_fleet_refuses_a_start_number_that_is_a_service_number() -> None:
 def test_every_shipped_scenario_loads(path: Path) -> None:
     scenario = load_scenario(path)
     assert scenario.name == path.stem and scenario.source == str(path)
+
+
+def test_a_fleet_refuses_to_report_numbers_that_are_no_mobile_numbers_of_the_target() -> None:
+    """The gateway refuses a spam report of a number outside its mobile_prefixes: every spam dialogue would fail."""
+    from simulator.fleet import Fleet, FleetError
+
+    for key, overrides, outside in [
+        ("behaviours.spam.reported_start", {"behaviours": {"spam": {"reported_start": "8612000000000"}}}, "8612000000000"),
+        ("spammers.start", {"spammers": {"start": "8619999999995", "count": 10}}, "8620000000000"),
+    ]:  # fmt: skip
+        with pytest.raises(FleetError) as refused:
+            Fleet(parse_scenario(overrides, DEFAULT_SCENARIO))
+        assert refused.value.key == key and f"{outside} is not (gateway.mobile_prefixes" in refused.value.problem
