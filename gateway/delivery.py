@@ -17,7 +17,9 @@ committed), so a page read meanwhile does not hand the same MT out twice.
 
 Per subscriber, MTs go out in the order they were accepted: one accepted while
 its account's backlog is being read waits (`_behind`) until that read is over,
-or it would overtake the older MTs still in the store.
+or it would overtake the older MTs still in the store. A retry does not hold
+the MTs behind it, except for SP notices: they go out one at a time per
+subscriber, each after the one before it ended (gateway/notice_order.py).
 
 An MT that may no longer go out when delivery takes it up again (off line
 subscriber, retry, schedule) ends REJECTED (gateway/guards.py): its sender
@@ -44,6 +46,7 @@ from .clock import Clock
 from .config import GatewaySettings
 from .ids import MessageIds
 from .logs import get_logger
+from .notice_order import NoticeOrder
 from .receipts import receipt_for
 from .router import Receiver, Router
 from .smpp.constants import CommandStatus, MessageState
@@ -89,6 +92,7 @@ class Delivery:
         self._behind_from: dict[str, dict[str, str]] = {}  # account -> subscriber -> id of its first MT in _behind
         self._room_waiters: dict[str, asyncio.Future[None]] = {}  # pulls waiting for their account's binds to drain
         self._rewrites: dict[str, asyncio.TimerHandle] = {}  # MT id -> its final status's next write (_write_final)
+        self._notices = NoticeOrder()  # SP notices waiting for the one before them to end
 
     async def restore(self) -> None:
         """At start: count the MTs waiting in the store (they go out when their binds appear)."""
@@ -143,6 +147,8 @@ class Delivery:
                 if message.dest_addr not in first or message.id < first[message.dest_addr]:  # a replaced one is older
                     first[message.dest_addr] = message.id
                 return
+        if message.extra and self._notices.wait_turn(message):  # `extra`: not for a plain MT, the most common
+            return
         receiver.offer(message)
 
     def receiver_ready(self, receiver: Receiver) -> None:
@@ -266,6 +272,8 @@ class Delivery:
         self._write_final(message.id, receipt, self.store.mark_delivered, (message.id, now, receipt))
         if self._room_waiters:
             self._wake_pulls()
+        if message.extra:
+            self._next_notice(message)
 
     def failed(self, message: Message, status: int) -> None:
         if self._room_waiters:
@@ -462,6 +470,14 @@ class Delivery:
         receipt = receipt_for(message, state, now, error, self.ids)
         self._write_final(message.id, receipt, self.store.mark_final, (message.id, status.value, now, error, receipt), settled)
         log.info("mt final", message_id=message.id, msisdn=message.dest_addr, account=message.account, status=status.value)
+        if message.extra:
+            self._next_notice(message)
+
+    def _next_notice(self, message: Message) -> None:
+        """An MT ended: if it was an SP notice, the next one of its subscriber goes out now."""
+        following = self._notices.ended(message)
+        if following is not None:
+            self.dispatch(following)
 
     def _write_final(
         self, message_id: str, receipt: Message | None, write: Callable[..., Any], args: tuple,

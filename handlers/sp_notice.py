@@ -5,7 +5,9 @@ number to the service code, stored until the SP binds: for up to
 `services.sp_notice_validity` (30 days), not the 48 h of ordinary MT. An SP
 that misses an ORDER or a CANCEL bills a subscriber wrongly, and one down
 over a weekend must still hear of them; the bound keeps an SP account that
-never binds again from piling notices up for ever. The text is one line
+never binds again from piling notices up for ever. A subscriber's notices
+on one service code go out one at a time, in order (gateway/notice_order.py).
+The text is one line
 of key=value pairs, in this order:
 
     event=ORDER service=sina-news keyword=TT msisdn=8613800000001 channel=sms time=20261123154000

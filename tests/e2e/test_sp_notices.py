@@ -1,0 +1,78 @@
+"""Order-relation sync (SPEC 3.2) as the SP sees it: its receiver bind gets a subscriber's notices in order."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.clock import SimulatedClock
+from handlers.sp_notice import parse_sp_notice
+from tests.services_support import at
+from tests.smpp_handset import ESME_ROK, ESME_RTHROTTLED, texts_from
+
+A = "8613800000001"
+OPERATOR, SINA = "10086", "1066916"
+ESME_RX_P_APPN = 0x65  # permanent: the SP will never take this one
+
+
+def ask(phone, to: str, message: str) -> str:
+    assert phone.submit(to, message).status == ESME_ROK
+    return texts_from(phone, OPERATOR, 1)[0]
+
+
+def order_and_confirm(phone) -> None:
+    assert "回复" in ask(phone, SINA, "TT")
+    assert ask(phone, OPERATOR, "Y").startswith("您已定制")
+
+
+def unsubscribe(phone) -> None:
+    assert "头条新闻" in ask(phone, OPERATOR, "0000")
+    assert ask(phone, OPERATOR, "1").startswith("您已成功退订")
+
+
+def events(sp, count: int, timeout: float = 10.0) -> list[str]:
+    """The events of the next `count` notices the SP's bind receives about subscriber A, in arrival order."""
+    pdus = sp.expect_many(count, timeout, predicate=lambda p: p.source_addr == A.encode())
+    return [parse_sp_notice(p.short_message.decode())["event"] for p in pdus]
+
+
+@pytest.fixture
+def gw(make_gateway):
+    return make_gateway(clock=SimulatedClock(at(2026, 11, 10)), gateway={"retry_backoff": [2]})
+
+
+def test_an_order_notice_the_sp_throttled_reaches_it_before_the_cancel_sent_while_it_waited(gw, handset):
+    # Both notices carry the same time= (one second): the SP can only go by the order they come in.
+    phone = handset(A, gw=gw, address_range=A)
+    sina_rx = handset(SINA, system_id="sina", bind="rx", gw=gw)
+    sina_rx.answers.append(ESME_RTHROTTLED)
+    order_and_confirm(phone)
+    assert events(sina_rx, 1) == ["ORDER"]  # refused for now: retried in 2 s
+
+    unsubscribe(phone)
+    # Before: CANCEL at once, then the ORDER's retry, and the SP believed A subscribed.
+    assert events(sina_rx, 2) == ["ORDER", "CANCEL"]
+
+
+def test_a_cancel_does_not_go_out_while_the_sp_has_not_answered_the_order(gw, handset):
+    phone = handset(A, gw=gw, address_range=A)
+    sina_rx = handset(SINA, system_id="sina", bind="rx", gw=gw)
+    sina_rx.answering = False
+    order_and_confirm(phone)
+    assert events(sina_rx, 1) == ["ORDER"]  # held unanswered: in the gateway's window
+
+    unsubscribe(phone)
+    sina_rx.answer_held(ESME_RTHROTTLED)
+    sina_rx.answering = True
+    # Before: the CANCEL went out in the window behind the ORDER, was taken, and the ORDER came back on its retry.
+    assert events(sina_rx, 2) == ["ORDER", "CANCEL"]
+
+
+def test_a_notice_the_sp_refuses_for_good_does_not_hold_up_the_next(gw, handset):
+    phone = handset(A, gw=gw, address_range=A)
+    sina_rx = handset(SINA, system_id="sina", bind="rx", gw=gw)
+    sina_rx.answers.append(ESME_RX_P_APPN)
+    order_and_confirm(phone)
+    assert events(sina_rx, 1) == ["ORDER"]  # undeliverable: never sent again
+
+    unsubscribe(phone)
+    assert events(sina_rx, 1, timeout=5.0) == ["CANCEL"]
