@@ -500,11 +500,21 @@ def _catalogue_entry(table: dict[str, Any], where: str, path: Path | str, accoun
         raise ConfigError(path, f"{where}.service_code", f"{entry.service_code} is not one of {entry.sp}'s service_codes")
     if not entry.keyword.strip():
         raise ConfigError(path, f"{where}.keyword", "expected the keyword subscribers order with (not empty)")
+    _check_notice_value(entry.id, f"{where}.id", "service", path)
+    _check_notice_value(entry.keyword, f"{where}.keyword", "keyword", path)
     if entry.fee < 0:
         raise ConfigError(path, f"{where}.fee", "expected a fee of 0 or more (yuan per month)")
     if entry.kind not in SERVICE_KINDS:
         raise ConfigError(path, f"{where}.kind", f"expected one of {list(SERVICE_KINDS)}, got {entry.kind!r}")
     return entry
+
+
+def _check_notice_value(value: str, key: str, field: str, path: Path | str) -> None:
+    """SP notices are space-separated key=value pairs (handlers/sp_notice.py), which SPs split on whitespace and the
+    first '=': `keyword=TQ BJ` was read back as keyword TQ, so a value with either in it cannot go in one."""
+    if not value or any(c.isspace() or c == "=" for c in value):
+        raise ConfigError(path, key, f"expected one word without spaces or '=' (SP notices carry it as "
+                                     f"{field}=<word>); got {value!r}")  # fmt: skip
 
 
 _TYPES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
