@@ -157,7 +157,7 @@ class Intake:
         scheduled_at = self._scheduled_at(wanted_at, now, expires_at) if wanted_at and not to_short_code else None
         if not to_short_code:
             if not plan.is_msisdn(dest):
-                raise Rejection(S.ESME_RINVDSTADR, f"destination_addr {dest} is neither a subscriber nor a short code")
+                raise Rejection(S.ESME_RINVDSTADR, self._no_recipient(account, dest))
             queued = self.delivery.queued.get(dest, 0)  # not [dest]: Counter.__missing__ is Python code
             if queued >= self.settings.max_queued_per_subscriber:
                 raise Rejection(S.ESME_RMSGQFUL, f"{queued} messages already wait for {dest}")
@@ -180,6 +180,14 @@ class Intake:
         if scheduled_at is not None:
             schedule(message, scheduled_at, now)
         return message
+
+    def _no_recipient(self, account: Account, dest: str) -> str:
+        """Why `account` may not send to `dest`, a number that is no subscriber's. An SP's MT is content for
+        subscribers (SPEC 2): to it a short code is no destination either, not "neither" of two it may use."""
+        if account.role != "sp":
+            return f"destination_addr {dest} is neither a subscriber nor a short code"
+        what = "a short code" if self.mo.is_short_code(dest) else "not a subscriber number"
+        return f"destination_addr {dest} is {what}; an SP may send only to subscribers"
 
     @staticmethod
     def _scheduled_at(schedule_delivery_time: str, now: float, expires_at: float) -> float | None:

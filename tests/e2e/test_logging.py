@@ -61,6 +61,29 @@ def test_lines_about_a_message_name_it_its_account_and_msisdn(tmp_path: Path) ->
     assert (refused["message_id"], refused["account"], refused["msisdn"]) == ("no-such-id", "handset", A)
 
 
+def test_a_refused_destination_is_logged_with_the_reason_that_applies(tmp_path: Path) -> None:
+    """An SP's submit_sm to 10086 was logged as "is neither a subscriber nor a short code": 10086 is one. An SP
+    sends content to subscribers only (SPEC 2), and its line now says so; a handset's keeps the reason it had."""
+    gateway = GatewayProcess(tmp_path / "gw.db")
+    sina, a = Handset(gateway.smpp_port, "1066916"), Handset(gateway.smpp_port, A)
+    try:
+        sina.bind("tx", "sina")
+        a.bind("tx", "handset")
+        assert sina.submit("10086", "0000").status == ESME_RINVDSTADR
+        assert sina.submit("12345", "content").status == ESME_RINVDSTADR
+        assert a.submit("12345", "hello").status == ESME_RINVDSTADR
+    finally:
+        sina.close()
+        a.close()
+    assert gateway.terminate() == 0
+    records = [json.loads(line) for line in gateway.log if line.startswith("{")]
+    assert [(r["account"], r["status"], r["reason"]) for r in records if r["event"] == "submission rejected"] == [
+        ("sina", "ESME_RINVDSTADR", "destination_addr 10086 is a short code; an SP may send only to subscribers"),
+        ("sina", "ESME_RINVDSTADR", "destination_addr 12345 is not a subscriber number; an SP may send only to subscribers"),
+        ("handset", "ESME_RINVDSTADR", "destination_addr 12345 is neither a subscriber nor a short code"),
+    ]
+
+
 def answer_to(port: int, request: bytes) -> bytes:
     """What the HTTP port answers to raw bytes (it closes the connection after an error)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
