@@ -76,3 +76,29 @@ def test_a_notice_the_sp_refuses_for_good_does_not_hold_up_the_next(gw, handset)
 
     unsubscribe(phone)
     assert events(sina_rx, 1, timeout=5.0) == ["CANCEL"]
+
+
+def test_notices_held_behind_a_retry_go_out_once_when_the_sp_binds_again(gw, handset):
+    phone = handset(A, gw=gw, address_range=A)
+    sina_rx = handset(SINA, system_id="sina", bind="rx", gw=gw)
+    sina_rx.answers.append(ESME_RTHROTTLED)
+    order_and_confirm(phone)
+    assert events(sina_rx, 1) == ["ORDER"]  # refused for now: retried in 2 s
+    unsubscribe(phone)  # the CANCEL waits behind the ORDER
+    sina_rx.close()  # the SP goes away before the retry: both wait in the store
+    again = handset(SINA, system_id="sina", bind="rx", gw=gw)
+    assert events(again, 2) == ["ORDER", "CANCEL"]
+    again.expect_none(3.0, lambda p: p.source_addr == A.encode())  # each once
+
+
+def test_notices_behind_one_unanswered_when_the_sp_went_away_go_out_once_in_order(gw, handset):
+    phone = handset(A, gw=gw, address_range=A)
+    sina_rx = handset(SINA, system_id="sina", bind="rx", gw=gw)
+    sina_rx.answering = False
+    order_and_confirm(phone)
+    assert events(sina_rx, 1) == ["ORDER"]  # unanswered, in the gateway's window
+    unsubscribe(phone)  # the CANCEL waits behind it
+    sina_rx.close()  # gone without answering: the ORDER goes back to the store with the CANCEL
+    again = handset(SINA, system_id="sina", bind="rx", gw=gw)
+    assert events(again, 2) == ["ORDER", "CANCEL"]
+    again.expect_none(3.0, lambda p: p.source_addr == A.encode())  # each once
