@@ -38,13 +38,8 @@ def yuan(fee: float) -> str:
     return f"{fee:.2f}".rstrip("0").rstrip(".")
 
 
-def names(entry: CatalogueEntry | None, subscription: Subscription, language: str) -> dict[str, str]:
-    """Placeholders naming a subscription in texts: sp_name, sp_company, service, fee, service_code.
-
-    A service no longer in the catalogue is named by its id (it can still be cancelled).
-    """
-    if entry is None:
-        return {"sp_name": "", "sp_company": "", "service": subscription.service_id, "fee": "", "service_code": ""}
+def names(entry: CatalogueEntry, language: str) -> dict[str, str]:
+    """Placeholders naming a catalogue service in texts: sp_name, sp_company, service, fee, service_code."""
     return {
         "sp_name": entry.sp_name_in(language),
         "sp_company": entry.company_in(language),
@@ -52,6 +47,17 @@ def names(entry: CatalogueEntry | None, subscription: Subscription, language: st
         "fee": yuan(entry.fee),
         "service_code": entry.service_code,
     }
+
+
+def naming_text(
+    ctx: ServiceContext, key: str, language: str, entry: CatalogueEntry | None, subscription: Subscription, **values: object
+) -> str:
+    """The text `key` about one subscription. A service since removed from the catalogue has no SP name, fee or
+    service code left to show (the subscription keeps only its id): it gets the `<key>_removed` text, which
+    names it by its id and says it is withdrawn, instead of "提供的tencent-ringtones，元/月，服务代码"."""
+    if entry is None:
+        return ctx.text(f"{key}_removed", language, service=subscription.service_id, **values)
+    return ctx.text(key, language, **names(entry, language), **values)
 
 
 async def cancel(
@@ -78,7 +84,7 @@ async def cancel(
         channel=channel,
     )
     outcome = Outcome().put(cancelled, event).extend(await _charges_voided(ctx, subscription, channel, now))
-    text = ctx.text("unsubscribe.done", language, **names(entry, subscription, language))
+    text = naming_text(ctx, "unsubscribe.done", language, entry, subscription)
     outcome.reply(subscription.msisdn, text, ctx.settings.operator)
     if entry is not None:
         outcome.replies.append(sp_notice(ctx, entry, subscription.msisdn, "CANCEL", channel, now))

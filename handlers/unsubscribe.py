@@ -29,7 +29,7 @@ from gateway.store.records import Dialogue, Subscription
 
 from .base import Inbound, Outcome, ServiceContext, help_reply
 from .keywords import matches, serial_numbers
-from .subscriptions import active_subscriptions, cancel, names
+from .subscriptions import active_subscriptions, cancel, naming_text
 
 LISTING = "unsubscribe.listing"
 ALL = "unsubscribe.all"
@@ -45,7 +45,7 @@ async def query(inbound: Inbound, ctx: ServiceContext, language: str) -> Outcome
     lines = [ctx.text("unsubscribe.listing_head", language, count=len(active))]
     for serial, subscription in enumerate(active, 1):
         entry = ctx.catalogue.get(subscription.service_id)
-        lines.append(ctx.text("unsubscribe.listing_item", language, serial=serial, **names(entry, subscription, language)))
+        lines.append(naming_text(ctx, "unsubscribe.listing_item", language, entry, subscription, serial=serial))
     lines.append(ctx.text("unsubscribe.listing_foot", language, window=_duration(ctx, language)))
     dialogue = Dialogue(msisdn, LISTING, {"ids": [s.id for s in active]}, now, now + ctx.settings.listing_window)
     return Outcome().put(dialogue).reply(msisdn, "\n".join(lines), inbound.short_code, until=dialogue.expires_at)
@@ -126,7 +126,7 @@ async def _serials(inbound: Inbound, ctx: ServiceContext, language: str, listing
         if subscription.status == "active":
             outcome.extend(await cancel(ctx, subscription, entry, inbound.channel, inbound.received_at, language))
         else:
-            text = ctx.text("unsubscribe.already", language, serial=serial, **names(entry, subscription, language))
+            text = naming_text(ctx, "unsubscribe.already", language, entry, subscription, serial=serial)
             outcome.reply(msisdn, text, inbound.short_code)
     if invalid:
         text = ctx.text("unsubscribe.out_of_range", language, serials=",".join(map(str, invalid)), count=len(ids))

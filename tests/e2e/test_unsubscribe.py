@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import tomllib
 
 import pytest
 
 from gateway.clock import SimulatedClock
+from gateway.config import DEFAULT_CONFIG
 from gateway.store.records import Subscription
 from handlers.base import Outcome
 from handlers.sp_notice import parse_sp_notice
@@ -155,3 +157,20 @@ def test_restart_between_prompt_and_answer(make_gateway, handset, tmp_path, comm
     sina_rx = handset(SINA, gw=second, system_id="sina", bind="rx")  # the notice waited for the SP to bind
     [notice] = notices(sina_rx, 1)
     assert (notice["event"], notice["service"], notice["msisdn"]) == ("CANCEL", "sina-news", A)
+
+
+def test_a_service_withdrawn_from_the_catalogue_is_listed_and_cancelled_by_its_id(make_gateway, handset):
+    with open(DEFAULT_CONFIG, "rb") as f:
+        catalogue = [e for e in tomllib.load(f)["catalogue"] if e["id"] != "tencent-ringtones"]
+    gw = make_gateway(catalogue=catalogue)  # Tencent's service left the catalogue after the subscriber ordered it
+    subs = subscribe(gw, A, "sina-news", "tencent-ringtones")
+    a = handset(A, gw=gw, address_range=A)
+    tencent_rx = handset(TENCENT, gw=gw, system_id="tencent", bind="rx")
+
+    [listing] = ask(a, "0000")
+    assert listing.split("\n")[1:3] == ["1.新浪提供的头条新闻，30元/月，服务代码1066916；",
+                                        "2.tencent-ringtones（该业务已下线，不再收取信息费）；"]  # fmt: skip
+    assert ask(a, "2") == ["您已成功退订tencent-ringtones业务（该业务已下线，不再收取信息费）。"]
+    assert statuses(gw, subs) == ["active", "cancelled"]
+    assert ask(a, "2") == ["序号2：tencent-ringtones业务（已下线）已经退订，无需再次退订。"]
+    tencent_rx.expect_none(0.2)  # no SP is known to tell
