@@ -4,7 +4,9 @@
   1..n in order of ordering, and remembers serial -> subscription id as a
   Dialogue "unsubscribe.listing" for settings.listing_window. A newer `0000`
   replaces it. The listing stays answerable for its whole window (a later
-  "3" after "1" still works; a serial already done is "already unsubscribed").
+  "3" after "1" still works; a serial already done is "already unsubscribed",
+  unless the subscriber has ordered that service again since: a serial names
+  the service the listing showed, so the new subscription is cancelled).
 - A serial list (`2`, `1,3`, `1，3`, `1 3`) while the listing is live cancels
   exactly those, one confirmation each; out-of-range serials are named in one
   more reply. After the window, the first serial list is told the listing
@@ -117,12 +119,17 @@ async def _serials(inbound: Inbound, ctx: ServiceContext, language: str, listing
     valid = [n for n in serials if 1 <= n <= len(ids)]
     invalid = [n for n in serials if not 1 <= n <= len(ids)]
     records = {s.id: s for s in await ctx.store.find(Subscription, msisdn=msisdn, id__in=[ids[n - 1] for n in valid])}
+    # A serial means the service the listing showed: cancelled since and ordered again, it is the new, active
+    # subscription the subscriber asks to end (not "already unsubscribed" while it is charged).
+    active = {s.service_id: s for s in await active_subscriptions(ctx, msisdn)}
     outcome = Outcome(completed=bool(valid))
     for serial in valid:
         subscription = records.get(ids[serial - 1])
         if subscription is None:  # gone from the store altogether: nothing left to cancel
             continue
         entry = ctx.catalogue.get(subscription.service_id)
+        if subscription.status != "active" and subscription.service_id in active:
+            subscription = active[subscription.service_id]
         if subscription.status == "active":
             outcome.extend(await cancel(ctx, subscription, entry, inbound.channel, inbound.received_at, language))
         else:

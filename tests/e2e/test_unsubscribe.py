@@ -174,3 +174,24 @@ def test_a_service_withdrawn_from_the_catalogue_is_listed_and_cancelled_by_its_i
     assert statuses(gw, subs) == ["active", "cancelled"]
     assert ask(a, "2") == ["序号2：tencent-ringtones业务（已下线）已经退订，无需再次退订。"]
     tencent_rx.expect_none(0.2)  # no SP is known to tell
+
+
+def test_a_serial_whose_service_was_ordered_again_since_the_listing_cancels_the_new_subscription(gateway, handset):
+    subscribe(gateway, A, "sina-news", "sina-weather")
+    a = handset(A, address_range=A)
+    sina_rx = handset(SINA, system_id="sina", bind="rx")
+    sina_tx = handset(SINA, system_id="sina", bind="tx")
+    ask(a, "0000")  # 1 = 头条新闻, 2 = 天气预报
+    assert ask(a, "1") == [done("新浪公司", "头条新闻")]
+    assert a.submit(SINA, "TT").status == ESME_ROK  # ordered again ...
+    assert "您正在定制新浪的头条新闻业务" in replies(a, 1)[0]
+    assert "您已定制新浪的头条新闻业务" in ask(a, "Y")[0]  # ... and active again
+    assert [(n["event"], n["service"]) for n in notices(sina_rx, 2)] == [("CANCEL", "sina-news"), ("ORDER", "sina-news")]
+
+    assert sorted(ask(a, "1,2", 2)) == sorted([done("新浪公司", "头条新闻"), done("新浪公司", "天气预报")])
+    assert all(s.status == "cancelled" for s in gateway.call(gateway.gateway.store.find(Subscription, msisdn=A)))
+    assert sorted((n["event"], n["service"]) for n in notices(sina_rx, 2)) == [
+        ("CANCEL", "sina-news"), ("CANCEL", "sina-weather")]
+    assert content_status(sina_tx) == SMSGW_RNOSUBSCRIPTION
+    assert sorted(ask(a, "1,2", 2)) == ["序号1：新浪提供的头条新闻业务已经退订，无需再次退订。",  # none of them active now
+                                        "序号2：新浪提供的天气预报业务已经退订，无需再次退订。"]  # fmt: skip
