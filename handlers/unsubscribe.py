@@ -15,8 +15,11 @@
   order confirmed before it).
 - `00000` asks a yes/no question (Dialogue "unsubscribe.all", same window)
   naming how many subscriptions it would cancel: exactly those (one ordered
-  meanwhile is not included). Yes cancels them, one confirmation each, like
-  serial replies; no changes nothing. Either ends the question.
+  meanwhile is not included). Yes cancels those of them still active, one
+  confirmation each, like serial replies; with none of them left it says they
+  were unsubscribed already, and either way it tells how many subscriptions
+  the subscriber keeps that the question did not count. No changes nothing.
+  Either ends the question.
 - When both prompts are open, the newer one reads the text first (a `1`
   after `00000` is "yes", a `1` after `0000` is serial 1).
 """
@@ -145,9 +148,11 @@ async def _yes_no(inbound: Inbound, ctx: ServiceContext, language: str, question
     msisdn = inbound.subscriber
     if matches(inbound.text, ctx.settings.confirm_words):
         ids = question.data["ids"]
-        found = {s.id: s for s in await ctx.store.find(Subscription, msisdn=msisdn, status="active", id__in=ids)}
-        if not found:
-            return _none(inbound, ctx, language, ALL)
+        active = await active_subscriptions(ctx, msisdn)
+        found = {s.id: s for s in active if s.id in ids}
+        # Yes cancels what the question counted; what was cancelled or ordered meanwhile (on the web, by an SP,
+        # a confirmation) changes what is true to say: never "no subscriptions" while one stays active.
+        others = len(active) - len(found)
         outcome = Outcome(completed=True)
         outcome.effects.append(Delete(Dialogue, (msisdn, ALL)))
         for subscription_id in ids:
@@ -155,6 +160,10 @@ async def _yes_no(inbound: Inbound, ctx: ServiceContext, language: str, question
                 subscription = found[subscription_id]
                 entry = ctx.catalogue.get(subscription.service_id)
                 outcome.extend(await cancel(ctx, subscription, entry, inbound.channel, inbound.received_at, language))
+        if not found:
+            outcome.reply(msisdn, ctx.text("unsubscribe.all_already", language, count=len(ids)), inbound.short_code)
+        if others:
+            outcome.reply(msisdn, ctx.text("unsubscribe.all_others_kept", language, count=others), inbound.short_code)
         return outcome
     if matches(inbound.text, ctx.settings.decline_words):
         outcome = Outcome(completed=True).reply(msisdn, ctx.text("unsubscribe.all_declined", language), inbound.short_code)

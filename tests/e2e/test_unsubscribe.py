@@ -195,3 +195,38 @@ def test_a_serial_whose_service_was_ordered_again_since_the_listing_cancels_the_
     assert content_status(sina_tx) == SMSGW_RNOSUBSCRIPTION
     assert sorted(ask(a, "1,2", 2)) == ["序号1：新浪提供的头条新闻业务已经退订，无需再次退订。",  # none of them active now
                                         "序号2：新浪提供的天气预报业务已经退订，无需再次退订。"]  # fmt: skip
+
+
+def test_yes_to_00000_after_its_subscriptions_were_cancelled_elsewhere_says_so_and_names_the_one_kept(gateway, handset):
+    [news] = subscribe(gateway, A, "sina-news")
+    a = handset(A, address_range=A)
+    assert a.submit(SINA, "TQ").status == ESME_ROK  # 天气预报 ordered: its confirmation (Y1) waits
+    assert "您正在定制新浪的天气预报业务" in replies(a, 1)[0]
+    assert "您共定制了1项业务" in ask(a, "00000")[0]
+    gateway.call(gateway.gateway.services.unsubscribe(A, [news.id], "web"))  # customer service, on the web
+    assert replies(a, 1) == [done("新浪公司", "头条新闻")]
+    assert "您已定制试用新浪的天气预报业务" in ask(a, "Y1")[0]
+
+    assert ask(a, "是", 2) == ["您要退订的1项业务此前已全部退订，无需再次退订。",
+                               "您目前仍定制有1项业务（不在本次全部退订之列，未退订），查询或退订请发送0000到10086。"]  # fmt: skip
+    [listing] = ask(a, "0000")
+    assert ITEM.findall(listing) == [("1", "新浪", "天气预报", "5", SINA)]
+
+
+def test_yes_to_00000_cancels_exactly_the_counted_ones_still_active_and_names_the_one_ordered_since(gateway, handset):
+    subs = subscribe(gateway, A, "sina-news", "sina-weather")
+    a = handset(A, address_range=A)
+    sina_rx = handset(SINA, system_id="sina", bind="rx")
+    assert a.submit(TENCENT, "TL").status == ESME_ROK  # 精品图铃 ordered: its confirmation (Y1) waits
+    assert "您正在定制腾讯公司的精品图铃业务" in replies(a, 1)[0]
+    assert "您共定制了2项业务" in ask(a, "00000")[0]
+    gateway.call(gateway.gateway.services.unsubscribe(A, [subs[0].id], "web"))
+    assert replies(a, 1) == [done("新浪公司", "头条新闻")]
+    assert "您已定制试用腾讯公司的精品图铃业务" in ask(a, "Y1")[0]
+
+    assert ask(a, "是", 2) == [done("新浪公司", "天气预报"),
+                               "您目前仍定制有1项业务（不在本次全部退订之列，未退订），查询或退订请发送0000到10086。"]  # fmt: skip
+    assert statuses(gateway, subs) == ["cancelled", "cancelled"]
+    assert [(n["event"], n["service"], n["channel"]) for n in notices(sina_rx, 2)] == [
+        ("CANCEL", "sina-news", "web"), ("CANCEL", "sina-weather", "sms")]
+    assert ITEM.findall(ask(a, "0000")[0]) == [("1", "腾讯公司", "精品图铃", "10", TENCENT)]
