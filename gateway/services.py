@@ -26,7 +26,7 @@ from handlers.base import Inbound, Outcome, ServiceContext
 from .clock import Clock
 from .logs import get_logger
 from .outbox import Outbox
-from .serial import SerialLocks
+from .serial import SerialLocks, in_order
 from .store.base import Store
 from .store.effects import Effect
 
@@ -51,6 +51,7 @@ def checked_agent(agent: object) -> str | None:
 
 log = get_logger("services")
 BILLING = billing.SERIAL_KEY
+EXPIRY_BATCH = 200  # lapsed confirmations marked expired per commit (their subscribers' MOs wait for it meanwhile)
 
 
 class Services:
@@ -117,11 +118,32 @@ class Services:
         return await self._for(key, lambda now: spam_report.lift_block(self.ctx, reported, now))
 
     async def run_due_jobs(self) -> Outcome:
-        """Billing on the billing day (once per month), reminders on the reminder days (once per subscription).
-        Run every job_check_interval: it waits for the others' commits (`_calendar_job`) only when it bills."""
+        """Confirmations lapsed unanswered marked expired; billing on the billing day (once per month), reminders on
+        the reminder days (once per subscription). Run every job_check_interval: it waits for the others' commits
+        (`_calendar_job`) only when it bills."""
+        try:
+            await self.expire_orders()
+        except Exception:  # logged, and tried again at the next run: billing must not wait for it
+            log.exception("expiring lapsed confirmations failed")
         if await billing.billing_due(self.ctx, self.clock.now()):
             return await self._calendar_job(lambda now: billing.run_due_jobs(self.ctx, now))
         return await self._for(BILLING, lambda now: billing.run_due_jobs(self.ctx, now))
+
+    async def expire_orders(self) -> int:
+        """Mark expired every confirmation whose validity ended unanswered (SPEC 3.2), so that none stays pending in
+        the store for ever; how many. A batch at a time, longest lapsed first, each committed under its subscribers'
+        keys: an answer handled at the same time is read, not overwritten (confirmation.expire_lapsed)."""
+        expired = 0
+        while True:
+            lapsed = await confirmation.lapsed_orders(self.ctx, self.clock.now(), EXPIRY_BATCH)
+            if not lapsed:
+                return expired
+            keys = in_order(o.msisdn for o in lapsed)
+            async with self.locks.hold_all(keys):
+                outcome = await self.commit(await confirmation.expire_lapsed(self.ctx, keys, self.clock.now()), keys)
+            expired += len(outcome.effects)
+            if len(lapsed) < EXPIRY_BATCH or not outcome.effects:  # the last batch; or read stale: the next run
+                return expired
 
     async def run_billing(self) -> Outcome:
         """Billing on demand: every month missed before this one, then this month (whatever the day)."""

@@ -20,6 +20,13 @@ hands them to `answer`):
   or charged. For one validity period afterwards, a confirm word is answered
   with what became of the last order ("expired", or "already subscribed" for a
   second `Y` after the order went through);
+- no answer at all: the gateway marks the order expired soon after its
+  validity ends (`expire_lapsed`, run with the scheduled jobs), so the store
+  never shows it waiting for ever. Nobody is told: the subscriber's silence
+  declined it, and the SP never heard of an order that was not confirmed.
+  Whether an answer came in time is decided by when it was received: one
+  received in time and handled after the gateway marked its order expired (a
+  retry, a replay at start) still confirms it;
 - other texts are not answers (None). The 0000 dialogue or the help text
   answers them, and the order waits and lapses if it is never confirmed.
 
@@ -30,6 +37,7 @@ confirmation (same code) with a fresh validity. No second order is created.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import replace
 
 from gateway.config import CatalogueEntry
@@ -43,6 +51,9 @@ from .sp_notice import sp_notice
 from .subscriptions import yuan
 
 _CODED = re.compile(r"([YN])0*(\d{1,4})")  # Y2 confirms / N2 declines the order with reply code Y2
+# Orders nobody answered: "expired" ones too, marked so once their validity ended (never before it), which an answer
+# received before then still finds waiting.
+UNANSWERED = ("pending", "expired")
 
 
 # ------------------------------------------------------------------ orders
@@ -93,7 +104,7 @@ async def _order(
 async def latest_prompt(inbound: Inbound, ctx: ServiceContext) -> float | None:
     """When the newest confirmation still waiting was sent (None: nothing waits)."""
     found = await ctx.store.find(PendingOrder, order_by="-created_at", limit=1, msisdn=inbound.subscriber,
-                                 status="pending", expires_at__gt=inbound.received_at)  # fmt: skip
+                                 status__in=UNANSWERED, expires_at__gt=inbound.received_at)  # fmt: skip
     return found[0].created_at if found else None
 
 
@@ -140,8 +151,8 @@ async def _confirm(inbound: Inbound, ctx: ServiceContext, language: str, outcome
     msisdn, now, operator = inbound.subscriber, inbound.received_at, ctx.settings.operator
     outcome.completed = True
     entry = ctx.catalogue.get(order.service_id)
-    if entry is None:  # the service left the catalogue while the confirmation waited
-        outcome.put(replace(order, status="expired"))
+    if entry is None:  # the service left the catalogue while the confirmation waited: it ends now (see UNANSWERED)
+        outcome.put(replace(order, status="expired", expires_at=min(order.expires_at, now)))
         return _nothing_pending(inbound, ctx, language, outcome)
     outcome.put(replace(order, status="confirmed"))
     if await _active(ctx, msisdn, entry.id):
@@ -199,7 +210,7 @@ async def _not_waiting(
 ) -> Outcome:
     """A confirmation for no waiting order: say what became of the latest (or the coded) one, or list what waits."""
     msisdn, now, operator = inbound.subscriber, inbound.received_at, ctx.settings.operator
-    ended = [o for o in await _recent_orders(ctx, msisdn, now) if o.status != "pending" or o.expires_at <= now]
+    ended = [o for o in await _recent_orders(ctx, msisdn, now) if o.status not in UNANSWERED or o.expires_at <= now]
     last = next((o for o in ended if code is None or o.reply_code == code), None)
     entry = ctx.catalogue.get(last.service_id) if last else None
     if last is not None and entry is not None:
@@ -248,9 +259,26 @@ async def _recent_orders(ctx: ServiceContext, msisdn: str, now: float, limit: in
 
 
 async def _open_orders(ctx: ServiceContext, msisdn: str, now: float) -> tuple[list[PendingOrder], list[PendingOrder]]:
-    """(waiting, lapsed): open orders still within their validity (oldest first), and those past it."""
-    found = await ctx.store.find(PendingOrder, order_by="created_at", msisdn=msisdn, status="pending")
-    return [o for o in found if o.expires_at > now], [o for o in found if o.expires_at <= now]
+    """(waiting, lapsed): unanswered orders still within their validity at `now` (oldest first), and those past it
+    still marked pending."""
+    found = await ctx.store.find(PendingOrder, order_by="created_at", msisdn=msisdn, status__in=UNANSWERED)
+    return [o for o in found if o.expires_at > now], [o for o in found if o.expires_at <= now and o.status == "pending"]
+
+
+# ------------------------------------------------------------------ expiry
+async def lapsed_orders(ctx: ServiceContext, now: float, limit: int) -> list[PendingOrder]:
+    """Up to `limit` orders still marked pending whose validity ended by `now`, the longest lapsed first (read by
+    the partial index pending_orders_lapsing: answered orders are never scanned)."""
+    return await ctx.store.find(PendingOrder, order_by="expires_at", limit=limit, status="pending", expires_at__lte=now)
+
+
+async def expire_lapsed(ctx: ServiceContext, msisdns: Iterable[str], now: float) -> Outcome:
+    """Mark expired these subscribers' orders whose validity ended by `now`, as read under their serial keys (an
+    answer handled meanwhile stands). No text to anyone: silence declines (SPEC 3.2)."""
+    outcome = Outcome()
+    for msisdn in msisdns:
+        outcome.extend(_expire((await _open_orders(ctx, msisdn, now))[1]))
+    return outcome
 
 
 def _expire(lapsed: list[PendingOrder]) -> Outcome:

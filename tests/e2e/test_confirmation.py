@@ -9,6 +9,8 @@ import pytest
 from gateway.clock import SimulatedClock
 from gateway.store.records import PendingOrder, Subscription
 from handlers.sp_notice import parse_sp_notice
+from tests.e2e.test_mo_retry import Failing
+from tests.polling import eventually
 from tests.services_support import at
 from tests.smpp_handset import ESME_ROK, is_receipt, receipt_fields, text, texts_from
 
@@ -184,6 +186,65 @@ def test_confirmation_expires_on_the_simulated_clock(gw, handset, clock):
     assert [o.status for o in orders(gw, A)] == ["expired"]
     assert "已超过有效期" in ask(phone, "是")
     assert subscriptions(gw, A) == []
+
+
+def order_statuses(controller, msisdn: str) -> dict[str, str]:
+    return {o.service_id: o.status for o in orders(controller, msisdn)}
+
+
+def test_a_confirmation_nobody_answers_is_marked_expired_by_the_gateway_and_nobody_is_told(make_gateway, handset, clock):
+    gw = make_gateway(clock=clock, gateway={"job_check_interval": 0.2})
+    phone = handset(A, gw=gw, address_range=A)
+    sina_rx = handset(SINA, system_id="sina", bind="rx", gw=gw)
+    order(phone, "TT"), order(phone, "TL")
+    clock.advance(3600)
+    order(phone, "TQ")
+    clock.advance(23 * 3600 + 1)  # TT's and TL's 24 h are over, TQ's are not
+    assert eventually(lambda: order_statuses(gw, A) == {
+        "sina-news": "expired", "tencent-ringtones": "expired", "sina-weather": "pending"})  # fmt: skip
+    phone.expect_none(0.3)  # silence declined them: no text, and no notice to an SP that never had the order
+    sina_rx.expect_none(0.1)
+    assert ask(phone, "Y").startswith("您已定制试用新浪的天气预报业务")  # the one still waiting is the only one
+    clock.advance(3 * 86400)
+    assert [s.service_id for s in subscriptions(gw, A)] == ["sina-weather"]
+    assert order_statuses(gw, A)["sina-weather"] == "confirmed"
+
+
+def test_a_confirmation_that_lapsed_while_the_gateway_was_down_is_marked_expired_at_start(make_gateway, handset, clock, tmp_path):
+    db = tmp_path / "lapsed.db"
+    first = make_gateway(clock=clock, db_path=db)
+    phone = handset(A, gw=first, address_range=A)
+    order(phone, "TT")
+    phone.close()
+    first.stop()
+
+    clock.advance(25 * 3600)  # down for a day and an hour: 24 h validity
+    second = make_gateway(clock=clock, db_path=db)
+    assert eventually(lambda: order_statuses(second, A) == {"sina-news": "expired"})
+    phone = handset(A, gw=second, address_range=A)
+    assert ask(phone, "Y").startswith("您定制新浪的头条新闻业务的确认已超过有效期")
+    assert subscriptions(second, A) == []
+
+
+def test_a_confirmation_sent_in_time_and_handled_after_its_order_was_marked_expired_still_confirms(
+    make_gateway, handset, clock
+):
+    """The Y's first try fails (injected once into 10086's handler); the order lapses and the gateway marks it
+    expired before the retry: the retry still confirms it, as the Y was received within the validity."""
+    gw = make_gateway(clock=clock, gateway={"job_check_interval": 3600, "mo_retry_backoff": [2.0]})
+    phone = handset(A, gw=gw, address_range=A)
+    order(phone, "TT")
+    operator = gw.gateway.mo.short_codes[OPERATOR]
+    operator.handler = failing = Failing(operator.handler, times=1)
+    clock.advance(24 * 3600 - 1)
+    send(phone, OPERATOR, "Y")
+    assert failing.called.wait(5)
+    clock.advance(2)
+    assert gw.call(gw.gateway.services.expire_orders()) == 1
+    assert failing.calls == 1, "the retry came before the order was marked expired"
+    assert replies(phone) == [SEED_NOTICE]
+    assert [s.status for s in subscriptions(gw, A)] == ["active"]
+    assert order_statuses(gw, A) == {"sina-news": "confirmed"}
 
 
 def test_retransmitted_confirmation_confirms_once_and_already_subscribed(gw, handset):
