@@ -58,7 +58,7 @@ from .base import Outcome, ServiceContext
 from .billing_calendar import billing_moment, month_of, month_start, period_of
 from .pages import paginate
 from .sp_notice import sp_notice
-from .subscriptions import yuan
+from .subscriptions import naming_text, yuan
 
 log = get_logger("billing")
 
@@ -318,12 +318,13 @@ async def dispute(ctx: ServiceContext, charge_id: str, now: float) -> Outcome:
     language = await ctx.language_of(charge.msisdn)
     entry = ctx.catalogue.get(charge.service_id)
     year, month = charge.period.split("-")
-    text = ctx.text(
+    text = naming_text(
+        ctx,
         key,
         language,
+        entry,
+        charge.service_id,
         month=ctx.text("billing.month", language, year=year, month=int(month)),
-        sp_name=entry.sp_name_in(language) if entry else "",
-        service=entry.name_in(language) if entry else charge.service_id,
         amount=yuan(charge.amount / 100),
         refund=yuan(refund / 100),
     )

@@ -50,13 +50,14 @@ def names(entry: CatalogueEntry, language: str) -> dict[str, str]:
 
 
 def naming_text(
-    ctx: ServiceContext, key: str, language: str, entry: CatalogueEntry | None, subscription: Subscription, **values: object
+    ctx: ServiceContext, key: str, language: str, entry: CatalogueEntry | None, service_id: str, **values: object
 ) -> str:
-    """The text `key` about one subscription. A service since removed from the catalogue has no SP name, fee or
-    service code left to show (the subscription keeps only its id): it gets the `<key>_removed` text, which
-    names it by its id and says it is withdrawn, instead of "提供的tencent-ringtones，元/月，服务代码"."""
+    """The text `key` about one subscription (or its charge), to the service `service_id`, `entry` in the catalogue.
+    A service since removed from the catalogue has no SP name, fee or service code left to show (the records keep
+    only its id): it gets the `<key>_removed` text, which names it by its id and says it is withdrawn, instead of
+    "提供的tencent-ringtones，元/月，服务代码"."""
     if entry is None:
-        return ctx.text(f"{key}_removed", language, service=subscription.service_id, **values)
+        return ctx.text(f"{key}_removed", language, service=service_id, **values)
     return ctx.text(key, language, **names(entry, language), **values)
 
 
@@ -84,7 +85,7 @@ async def cancel(
         channel=channel,
     )
     outcome = Outcome().put(cancelled, event).extend(await _charges_voided(ctx, subscription, channel, now))
-    text = naming_text(ctx, "unsubscribe.done", language, entry, subscription)
+    text = naming_text(ctx, "unsubscribe.done", language, entry, subscription.service_id)
     outcome.reply(subscription.msisdn, text, ctx.settings.operator)
     if entry is not None:
         outcome.replies.append(sp_notice(ctx, entry, subscription.msisdn, "CANCEL", channel, now))

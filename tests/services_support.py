@@ -8,11 +8,12 @@ call sees the new state.
 from __future__ import annotations
 
 import datetime as dt
+import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from gateway.clock import SimulatedClock
-from gateway.config import Config, load_config
+from gateway.config import DEFAULT_CONFIG, Config, load_config
 from gateway.ids import MessageIds
 from gateway.store.sqlite import SqliteStore
 from gateway.templates import Templates
@@ -24,6 +25,12 @@ CHINA = dt.timezone(dt.timedelta(hours=8))
 def at(year: int, month: int, day: int, hour: int = 10, minute: int = 0) -> float:
     """Epoch seconds of a local (UTC+8) time, for setting the simulated clock."""
     return dt.datetime(year, month, day, hour, minute, tzinfo=CHINA).timestamp()
+
+
+def catalogue_without(*service_ids: str) -> list[dict]:
+    """The built-in [[catalogue]] less these services (a config override: services withdrawn since they were ordered)."""
+    with open(DEFAULT_CONFIG, "rb") as f:
+        return [entry for entry in tomllib.load(f)["catalogue"] if entry["id"] not in service_ids]
 
 
 @dataclass

@@ -25,7 +25,7 @@ from tests.e2e.test_confirmation import (
 )
 from tests.e2e.test_mo_retry import Failing
 from tests.polling import eventually
-from tests.services_support import at
+from tests.services_support import at, catalogue_without
 from tests.smpp_handset import ESME_ROK, text
 
 A, B, C = "8613800000001", "8613800000002", "8613900000003"
@@ -195,6 +195,23 @@ def test_billing_on_the_first_then_disputes(make_gateway, handset, clock):
     assert refunds == {A: 3000, C: 2000}
     with pytest.raises(ValueError, match="already refunded"):
         gw.call(gw.gateway.services.dispute(charges[C].id))
+
+
+def test_a_charge_for_a_service_withdrawn_since_is_refunded_naming_it_by_its_id(make_gateway, handset, clock):
+    gw = make_gateway(clock=clock, catalogue=catalogue_without("tencent-ringtones"))
+    c = handset(C, gw=gw, address_range=C)
+    tencent_rx = handset("1066888", system_id="tencent", bind="rx", gw=gw)
+    ask(c, "EN")  # replies in English: the Chinese texts name no SP either, but read well without one
+    # Charged for December while the service was still in the catalogue; withdrawn before the dispute.
+    legacy = Subscription("sub-legacy", C, "tencent-ringtones", "active", at(2026, 9, 1), "sp", "", at(2026, 10, 1))
+    charge = Charge("chg-legacy", legacy.id, C, "tencent-ringtones", "2026-12", 1000, at(2026, 12, 1, 0, 5))
+    gw.call(gw.gateway.services.commit(Outcome().put(legacy, charge)))
+    gw.call(gw.gateway.services.dispute(charge.id))
+    refunded = ("China Mobile: your 12/2026 information fee of 10 yuan for tencent-ringtones (service withdrawn) has no "
+                "record of your own confirmation of the order, so it is refunded double: 20 yuan.")  # fmt: skip
+    assert replies(c) == [refunded]
+    tencent_rx.expect_none(0.2)  # no SP is known to bear it
+
 
 
 def test_sp_notices_wait_for_an_sp_off_line_over_a_weekend(make_gateway, handset):

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import re
-import tomllib
 
 import pytest
 
 from gateway.clock import SimulatedClock
-from gateway.config import DEFAULT_CONFIG
 from gateway.store.records import Subscription
 from handlers.base import Outcome
 from handlers.sp_notice import parse_sp_notice
-from tests.services_support import at
+from tests.services_support import at, catalogue_without
 from tests.smpp_handset import ESME_ROK, text, texts_from
 
 A = "8613800000001"
@@ -160,9 +158,7 @@ def test_restart_between_prompt_and_answer(make_gateway, handset, tmp_path, comm
 
 
 def test_a_service_withdrawn_from_the_catalogue_is_listed_and_cancelled_by_its_id(make_gateway, handset):
-    with open(DEFAULT_CONFIG, "rb") as f:
-        catalogue = [e for e in tomllib.load(f)["catalogue"] if e["id"] != "tencent-ringtones"]
-    gw = make_gateway(catalogue=catalogue)  # Tencent's service left the catalogue after the subscriber ordered it
+    gw = make_gateway(catalogue=catalogue_without("tencent-ringtones"))  # withdrawn after the subscriber ordered it
     subs = subscribe(gw, A, "sina-news", "tencent-ringtones")
     a = handset(A, gw=gw, address_range=A)
     tencent_rx = handset(TENCENT, gw=gw, system_id="tencent", bind="rx")
