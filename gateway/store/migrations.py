@@ -160,6 +160,13 @@ MIGRATIONS: list[Migration] = [
     # Partial, as small as the orders waiting; and, unlike one on (status, expires_at), never the planner's pick
     # over pending_orders_by_msisdn for a subscriber's orders (whose order the record cache follows, cache.py).
     ("CREATE INDEX pending_orders_lapsing ON pending_orders (expires_at) WHERE status = 'pending'",),
+    # 7: the number of the last batch the writer process committed, written in the batch's own transaction. When
+    # the process dies before answering, its successor reads it: the batch in flight committed or it did not
+    # (writer.WriterProcess.commit). One row, so each batch costs one small UPDATE.
+    (
+        "CREATE TABLE writer_progress (id INTEGER PRIMARY KEY CHECK (id = 0), batch INTEGER NOT NULL)",
+        "INSERT INTO writer_progress (id, batch) VALUES (0, 0)",
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -12,18 +12,26 @@ frame is a 4-byte big-endian length and a `marshal`led value (parent and child
 are the same interpreter, and every value bound here is a str, bytes, int,
 float or None, which marshal handles faster than pickle).
 
-    parent -> child   [(sql, params, tokens), ...]       one transaction, in issue order
-    child -> parent   (True, "", "", statements, skipped) committed; `skipped`: ids of rows an
-                                                          INSERT ... SKIP_DUPLICATE_KEY did not store
-                      (False, error_class, message, 0, []) rolled back; nothing of it stands
+    parent -> child   (number, [(sql, params, tokens), ...])  one transaction, in issue order
+    child -> parent   (True, "", "", statements, skipped)     committed; `skipped`: ids of rows an
+                                                              INSERT ... SKIP_DUPLICATE_KEY did not store
+                      (False, error_class, message, 0, [])    rolled back; nothing of it stands
 
 The child groups the steps into executemany runs itself (writer_child.plan).
+Each batch carries a number, which its transaction stores as the last one
+committed (table writer_progress). A child killed after its COMMIT and before
+its answer (the OOM killer, an operator) leaves the batch in doubt; its
+successor tells the last number committed at its start, so the batch is
+answered as what it was. Taken as not committed, a message got ESME_RSYSERR and
+was delivered all the same (the client's resend making a second copy), and a
+delivered MT's final status was written again and again, its receipt held back.
 
-The child answers a ("ready",) frame once its connection is open and migrated,
-or an error frame and exits. It ignores SIGINT and SIGTERM (a Ctrl-C reaches the
-whole process group, and the gateway must still drain through it) and exits when
-its stdin closes: after the parent's close(), or when the parent dies. A
-transaction it had not committed by then was never acknowledged to anyone.
+The child answers a ("ready", last batch committed) frame once its connection
+is open and migrated, or an error frame and exits. It ignores SIGINT and
+SIGTERM (a Ctrl-C reaches the whole process group, and the gateway must still
+drain through it) and exits when its stdin closes: after the parent's close(),
+or when the parent dies. A transaction it had not committed by then was never
+acknowledged to anyone.
 """
 
 from __future__ import annotations
@@ -39,13 +47,14 @@ from typing import Any
 from ..logs import get_logger
 from .migrations import SchemaVersionError
 from .writer_child import FRAME_LENGTH as _LENGTH
-from .writer_child import Step, frame
+from .writer_child import SKIP_DUPLICATE_KEY, Step, frame, not_stored
 
 log = get_logger("store")
 
 
 class WriterDied(sqlite3.OperationalError):
-    """The writer process is gone; the batch in flight may or may not have been committed."""
+    """The writer process is gone and the batch in flight did not commit (or, if no new process could start to
+    tell, may have)."""
 
 
 # --- the parent's side -------------------------------------------------------------
@@ -57,6 +66,8 @@ class WriterProcess:
     def __init__(self, path: str) -> None:
         self.path = path
         self._proc: asyncio.subprocess.Process | None = None
+        self._last_committed = 0  # the number of the last batch committed, as the child told at its start
+        self._next_batch = 1
 
     async def start(self) -> None:
         """Start the child; return once it has opened and migrated the database (else raise its error)."""
@@ -71,15 +82,22 @@ class WriterProcess:
         if reply[0] != "ready":
             await self.close()
             raise _error(reply[1], reply[2])
+        # A batch's number is above every number committed and never given out twice: the last one committed
+        # is this batch's only if this batch committed.
+        self._last_committed = reply[1]
+        self._next_batch = max(self._next_batch, self._last_committed + 1)
 
     async def commit(self, steps: list[Step]) -> tuple[int, list[str]]:
         """Run the steps in one transaction and commit, or raise the sqlite3 error.
 
-        Returns the statements run and the ids of the rows skipped as duplicates (writer_child.SKIP_DUPLICATE_KEY)."""
+        Returns the statements run and the ids of the rows skipped as duplicates (writer_child.SKIP_DUPLICATE_KEY).
+        Raises WriterDied if the child died and the batch did not commit."""
+        number = self._next_batch
+        self._next_batch += 1
         try:
-            body = marshal.dumps(steps)
+            body = marshal.dumps((number, steps))
         except ValueError:  # a str or int subclass (an enum member in a service record)
-            body = marshal.dumps([_marshallable(step) for step in steps])
+            body = marshal.dumps((number, [_marshallable(step) for step in steps]))
         request = frame(body)
         if not await self._send(request):
             # The child died between batches (killed from outside, out of
@@ -87,10 +105,38 @@ class WriterProcess:
             await self._restart()
             if not await self._send(request):
                 raise WriterDied("SQLite writer process exited as soon as it was restarted")
-        ok, error_class, message, statements, skipped = await self._receive()
+        try:
+            ok, error_class, message, statements, skipped = await self._receive()
+        except WriterDied:
+            if not await self._committed_after_all(number):
+                raise
+            log.warning("SQLite writer process died after committing its batch; the batch stands", db=self.path, batch=number)
+            return 0, self._not_stored_after_all(steps)
         if not ok:
             raise _error(error_class, message)
         return statements, skipped
+
+    async def _committed_after_all(self, number: int) -> bool:
+        """The child died before answering for batch `number`: did it commit it? Its successor tells (False also if
+        none can start: then nobody knows, and the caller is told what a batch that did not commit tells)."""
+        try:
+            await self._restart()
+        except (sqlite3.Error, OSError, SchemaVersionError) as exc:
+            log.error("SQLite writer process cannot be restarted", db=self.path, error=repr(exc))
+            return False
+        return self._last_committed == number
+
+    def _not_stored_after_all(self, steps: list[Step]) -> list[str]:
+        """The ids of a committed batch's rows that its INSERT ... SKIP_DUPLICATE_KEY skipped (the answer the
+        child did not send). Nothing has written since that commit: what has no row was skipped."""
+        ids = [params[0] for sql, params, _tokens in steps if sql.endswith(SKIP_DUPLICATE_KEY)]
+        if not ids:
+            return []
+        conn = sqlite3.connect(self.path)
+        try:
+            return not_stored(conn, ids)
+        finally:
+            conn.close()
 
     async def close(self) -> None:
         """Close the child's stdin and wait for it to exit."""

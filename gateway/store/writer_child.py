@@ -232,8 +232,13 @@ SKIP_DUPLICATE_KEY = " ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL DO NO
 _ID_CHUNK = 500  # ids per lookup (SQLite's bound-parameter limit is higher; this keeps statements cacheable)
 
 
-def _run_batch(conn: sqlite3.Connection, steps: list[Step]) -> tuple[bool, str, str, int, list[str]]:
-    """Run the steps in one transaction.
+# Written in every batch's transaction: after a death, the successor knows whether the batch in flight committed.
+_PROGRESS = "UPDATE writer_progress SET batch = ?"
+_LAST_COMMITTED = "SELECT batch FROM writer_progress"
+
+
+def _run_batch(conn: sqlite3.Connection, number: int, steps: list[Step]) -> tuple[bool, str, str, int, list[str]]:
+    """Run the steps in one transaction, which also records `number` as the last batch committed.
 
     (True, "", "", statements run, ids of rows skipped as duplicates) or (False, error class, message, 0, []).
     """
@@ -242,7 +247,8 @@ def _run_batch(conn: sqlite3.Connection, steps: list[Step]) -> tuple[bool, str, 
     try:
         for sql, rows in runs:
             if conn.executemany(sql, rows).rowcount < len(rows) and sql.endswith(SKIP_DUPLICATE_KEY):
-                skipped += _not_stored(conn, [row[0] for row in rows])
+                skipped += not_stored(conn, [row[0] for row in rows])
+        conn.execute(_PROGRESS, (number,))
         conn.commit()
     except Exception as exc:
         if conn.in_transaction:
@@ -254,14 +260,33 @@ def _run_batch(conn: sqlite3.Connection, steps: list[Step]) -> tuple[bool, str, 
     return True, "", "", len(runs) + 1, skipped  # the runs and the COMMIT
 
 
-def _not_stored(conn: sqlite3.Connection, ids: list[str]) -> list[str]:
-    """Which of these message ids have no row (inside the transaction that just tried to insert them)."""
+def not_stored(conn: sqlite3.Connection, ids: list[str]) -> list[str]:
+    """Which of these message ids have no row (inside the transaction that just tried to insert them, or after it)."""
     stored: set[str] = set()
     for start in range(0, len(ids), _ID_CHUNK):
         chunk = ids[start : start + _ID_CHUNK]
         marks = ",".join("?" * len(chunk))
         stored.update(row[0] for row in conn.execute(f"SELECT id FROM messages WHERE id IN ({marks})", chunk))
     return [i for i in ids if i not in stored]
+
+
+# For tests only: the path of a file holding a marker. The first batch committed with the marker in a statement or
+# in a text parameter removes the file and kills this process with SIGKILL before it answers, as a kill from outside
+# (the OOM killer, an operator) landing right after the COMMIT would. The next writer process finds no file.
+KILL_SWITCH = "SMSGW_TEST_KILL_WRITER_AFTER_COMMIT"
+
+
+def _kill_if_armed(switch: str, steps: list[Step]) -> None:
+    try:
+        with open(switch, "rb") as f:
+            marker = f.read()
+    except FileNotFoundError:
+        return
+    text = marker.decode()
+    for sql, params, _tokens in steps:
+        if text in sql or any(marker in p if isinstance(p, bytes) else isinstance(p, str) and text in p for p in params):
+            os.unlink(switch)
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def main(path: str) -> int:
@@ -277,9 +302,14 @@ def main(path: str) -> int:
         _send(out, (type(exc).__name__, type(exc).__name__, str(exc)))
         return 1
     checkpointer = Checkpointer(path)
-    _send(out, ("ready",))
-    while (steps := _read_frame(inp)) is not None:
-        _send(out, _run_batch(conn, steps))
+    _send(out, ("ready", conn.execute(_LAST_COMMITTED).fetchone()[0]))
+    kill_switch = os.environ.get(KILL_SWITCH)  # tests only (see _kill_if_armed); unset, it costs one test per batch
+    while (request := _read_frame(inp)) is not None:
+        number, steps = request
+        reply = _run_batch(conn, number, steps)
+        if kill_switch is not None and reply[0]:
+            _kill_if_armed(kill_switch, steps)
+        _send(out, reply)
         checkpointer.catch_up(conn)
     checkpointer.stop()
     conn.close()  # the last connection to close checkpoints what is left
