@@ -45,6 +45,7 @@ from .accounts import Account
 from .clock import Clock
 from .config import GatewaySettings
 from .ids import MessageIds
+from .log_budget import LogBudget
 from .logs import get_logger
 from .notice_order import NoticeOrder
 from .receipts import receipt_for
@@ -91,7 +92,11 @@ class Delivery:
         self._behind: dict[str, list[Message]] = {}  # account -> new MTs for it, held until its backlog is read
         self._behind_from: dict[str, dict[str, str]] = {}  # account -> subscriber -> id of its first MT in _behind
         self._room_waiters: dict[str, asyncio.Future[None]] = {}  # pulls waiting for their account's binds to drain
-        self._rewrites: dict[str, asyncio.TimerHandle] = {}  # MT id -> its final status's next write (_write_final)
+        # MT id -> its final status's next write (_write_final): the timer, then the task that writes
+        self._rewrites: dict[str, asyncio.TimerHandle | asyncio.Task] = {}
+        # Lines about final statuses that keep failing while the store commits (their own fault, not the store's).
+        self.rewrite_log = LogBudget()
+        self._stopped = False
         self._notices = NoticeOrder()  # SP notices waiting for the one before them to end
 
     async def restore(self) -> None:
@@ -269,7 +274,7 @@ class Delivery:
         now = self.clock.now()
         self._forget(message)
         receipt = receipt_for(message, _DELIVERED, now, 0, self.ids)
-        self._write_final(message.id, receipt, self.store.mark_delivered, (message.id, now, receipt))
+        self._write_final(message.id, MessageStatus.DELIVERED, receipt, self.store.mark_delivered, (message.id, now, receipt))
         if self._room_waiters:
             self._wake_pulls()
         if message.extra:
@@ -468,7 +473,8 @@ class Delivery:
         if counted:
             self._forget(message)
         receipt = receipt_for(message, state, now, error, self.ids)
-        self._write_final(message.id, receipt, self.store.mark_final, (message.id, status.value, now, error, receipt), settled)
+        self._write_final(message.id, status, receipt, self.store.mark_final, (message.id, status.value, now, error, receipt),
+                          settled)  # fmt: skip
         log.info("mt final", message_id=message.id, msisdn=message.dest_addr, account=message.account, status=status.value)
         if message.extra:
             self._next_notice(message)
@@ -480,7 +486,7 @@ class Delivery:
             self.dispatch(following)
 
     def _write_final(
-        self, message_id: str, receipt: Message | None, write: Callable[..., Any], args: tuple,
+        self, message_id: str, status: MessageStatus, receipt: Message | None, write: Callable[..., Any], args: tuple,
         settled: asyncio.Future[None] | None = None,
     ) -> None:  # fmt: skip
         """Write an MT's final status (`write(*args, then=...)`): once committed, the MT is no longer in hand; then its
@@ -493,19 +499,12 @@ class Delivery:
 
         def committed(_result: None, error: BaseException | None) -> None:
             if error is not None and settled is None:
-                if message_id not in self._rewrites:
-                    log.warning("final status not committed; writing it again until it is", message_id=message_id,
-                                error=str(error))  # fmt: skip
-                again = partial(write, *args, then=committed)
-                self._rewrites[message_id] = asyncio.get_running_loop().call_later(self.REWRITE_DELAY, again)
+                self._log_not_committed(message_id, error)
+                if not self._stopped:  # (else the MT goes out again after the restart: see stop)
+                    again = partial(self._rewrite_final, message_id, status, receipt, partial(write, *args, then=committed))
+                    self._rewrites[message_id] = asyncio.get_running_loop().call_later(self.REWRITE_DELAY, again)
                 return
-            self._rewrites.pop(message_id, None)
-            if self._reading:
-                self._release_after_reading.append(message_id)
-            else:
-                self._held.discard(message_id)
-            if receipt is not None and error is None:
-                self.admit(receipt)
+            self._final_committed(message_id, receipt if error is None else None)
             if settled is not None and not settled.done():
                 if error is None:
                     settled.set_result(None)
@@ -513,6 +512,50 @@ class Delivery:
                     settled.set_exception(error)
 
         write(*args, then=committed)
+
+    def _final_committed(self, message_id: str, receipt: Message | None) -> None:
+        """The MT's final status is committed: it is no longer in hand, and its receipt (if any) goes out."""
+        self._rewrites.pop(message_id, None)
+        if self._reading:
+            self._release_after_reading.append(message_id)
+        else:
+            self._held.discard(message_id)
+        if receipt is not None:
+            self.admit(receipt)
+
+    def _rewrite_final(
+        self, message_id: str, status: MessageStatus, receipt: Message | None, write: Callable[[], Any]
+    ) -> None:  # fmt: skip
+        again = self._write_final_again(message_id, status, receipt, write)
+        self._rewrites[message_id] = asyncio.get_running_loop().create_task(again)
+
+    async def _write_final_again(
+        self, message_id: str, status: MessageStatus, receipt: Message | None, write: Callable[[], Any]
+    ) -> None:
+        """Write a final status that failed to commit again, unless it did commit after all: a write whose answer was
+        lost (its writer process died, and none could start again to tell) may have. Its receipt is stored with it,
+        so writing it again would fail on the receipt's row for ever, the MT in hand and the receipt held back."""
+        stored = await self.store.get(message_id)
+        if stored is None or stored.status is not status:
+            write()
+            return
+        log.warning("final status was committed after all", message_id=message_id, status=status.value)
+        if receipt is not None:
+            stored_receipt = await self.store.get(receipt.id)
+            if stored_receipt is None or stored_receipt.status is not _ENROUTE:
+                receipt = None  # gone out already: a bind's backlog read found it in the store
+        self._final_committed(message_id, receipt)
+
+    def _log_not_committed(self, message_id: str, error: BaseException) -> None:
+        """The first failure of a final status, and (within `rewrite_log`) those that go on while the store commits:
+        while it cannot, the store says so itself (`store cannot commit`, /ready)."""
+        if message_id not in self._rewrites:
+            log.warning("final status not committed; writing it again until it is", message_id=message_id,
+                        error=str(error))  # fmt: skip
+        elif self.store.can_commit and self.rewrite_log.allow("final status still not committed"):
+            log.warning("final status still not committed", message_id=message_id, error=str(error))
+        for kind, count in self.rewrite_log.due():
+            log.warning(f"{kind}: more not logged", count=count)
 
     def _forget(self, message: Message) -> None:
         remaining = self.queued[message.dest_addr] - 1
@@ -524,6 +567,7 @@ class Delivery:
     def stop(self) -> None:
         """Shutting down: no more retries, reads or rewrites (what is undelivered stays in the store; an MT whose
         final status never committed goes out again after the restart)."""
+        self._stopped = True
         for handle, _message in self._retry_timers.values():
             handle.cancel()
         self._retry_timers.clear()

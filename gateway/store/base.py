@@ -33,6 +33,10 @@ class WriteSkipped(Exception):
 
 
 class Store(Protocol):
+    # False from a transaction that failed for no fault of its writes (the database locked by another process, the
+    # disk full or failing, the writer process gone) until one commits: the gateway is not ready meanwhile.
+    can_commit: bool
+
     async def open(self) -> None:
         """Create or migrate the schema and start the writer."""
 

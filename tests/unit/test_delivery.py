@@ -17,9 +17,11 @@ from gateway.clock import SimulatedClock
 from gateway.config import AccountConfig, GatewaySettings
 from gateway.delivery import Delivery
 from gateway.ids import MessageIds
+from gateway.log_budget import LogBudget
 from gateway.router import Router
 from gateway.store.records import Direction, Message, MessageStatus
 from gateway.store.sqlite import SqliteStore
+from gateway.store.writer import WriterDied
 
 START = 1_000_000.0
 
@@ -534,3 +536,88 @@ async def test_a_retry_after_a_timeout_is_logged_as_unanswered_not_as_esme_rok(s
     assert [(line["event"], line["status"]) for line in logs if line["event"] == "mt retry"] == [
         ("mt retry", "no answer"), ("mt retry", "ESME_RTHROTTLED")]  # fmt: skip
     delivery.stop()
+
+
+class AnswerLost(SqliteStore):
+    """Its first mark_delivered commits, but the caller hears it failed: as when the writer process dies after its
+    COMMIT and no new one can start to tell whether it committed (writer.WriterProcess._committed_after_all). (The
+    writer's kill switch, tests/e2e/test_writer_death.py, cannot stage this: there a new writer always starts.)"""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.answers_to_lose = 1
+
+    def mark_delivered(self, message_id, done_at, receipt, *, then=None):
+        if self.answers_to_lose and then is not None:
+            self.answers_to_lose -= 1
+            heard = then
+
+            def then(_result, _error) -> None:
+                heard(None, WriterDied("SQLite writer process exited with status -9"))
+
+        return super().mark_delivered(message_id, done_at, receipt, then=then)
+
+
+def sp_mt(id: str) -> Message:
+    """An SP's MT to a subscriber of `handset` that asks for a receipt (it goes to the `sp` account)."""
+    return dataclasses.replace(mt(id, "8613700000001"), account="sp", source_addr="1066", registered_delivery=1)
+
+
+async def until(condition, timeout: float = 5.0) -> None:
+    """Until `condition()` holds (state no event announces: log lines), within `timeout` seconds."""
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+async def test_a_final_status_committed_though_its_write_was_reported_failed_is_not_written_again_for_ever(
+    tmp_path: Path, router, accounts, clock
+) -> None:
+    store = AnswerLost(str(tmp_path / "gw.db"), clock=clock.now)
+    async with delivery_on(store, router, clock) as delivery:
+        delivery.REWRITE_DELAY = 0.01
+        handset, sp = Receiver(accounts.get("handset")), Receiver(accounts.get("sp"))
+        router.bound(handset)
+        router.bound(sp)
+        await admit(store, delivery, sp_mt("a"))
+        with structlog.testing.capture_logs() as logs:
+            delivery.delivered(handset.offered[0])
+            # Before: written again every REWRITE_DELAY, each time failing on the receipt's row (UNIQUE), the
+            # receipt held back until the SP bound again.
+            await asyncio.wait_for(sp.wait_for(1), 5)
+        assert sp.offered[0].origin_id == "a"
+        assert [line["event"] for line in logs if line["log_level"] != "info"] == [
+            "final status not committed; writing it again until it is", "final status was committed after all"]  # fmt: skip
+        assert await status_of(store, "a") is MessageStatus.DELIVERED
+        assert "a" not in delivery._held  # no longer in hand: nothing keeps it from the store's reads
+        delivery.stop()
+
+
+async def test_a_final_status_that_keeps_failing_while_the_store_commits_is_logged_within_a_budget(
+    store, router, accounts, clock
+) -> None:
+    class TakenIds(MessageIds):
+        def next(self) -> str:
+            return "taken"  # the receipt's id is a stored message's: its INSERT fails, the transaction with it
+
+    delivery = Delivery(router, store, clock, TakenIds(), GatewaySettings())
+    delivery.REWRITE_DELAY = 0.001
+    delivery.rewrite_log = LogBudget(first=2, interval=0.05)
+    await store.accept(mt("taken", "8613700000002"))
+    handset = Receiver(accounts.get("handset"))
+    router.bound(handset)
+    await admit(store, delivery, sp_mt("a"))
+    with structlog.testing.capture_logs() as logs:
+        delivery.delivered(handset.offered[0])
+        # Before: one warning, then nothing, though it was written again every REWRITE_DELAY for ever.
+        await until(lambda: any(line["event"].endswith("more not logged") for line in logs))
+    delivery.stop()
+    lines = [line for line in logs if line["log_level"] != "info"]
+    assert [line["event"] for line in lines[:3]] == [
+        "final status not committed; writing it again until it is", "final status still not committed",
+        "final status still not committed"]  # fmt: skip
+    assert "UNIQUE constraint failed: messages.id" in lines[1]["error"] and lines[1]["message_id"] == "a"
+    summary = next(line for line in lines if line["event"] == "final status still not committed: more not logged")
+    assert summary["count"] >= 1
+    assert store.can_commit  # the store commits: the failure is this write's own
+    assert await status_of(store, "a") is MessageStatus.ENROUTE
