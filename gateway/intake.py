@@ -231,10 +231,21 @@ class Intake:
         self, committed: Callable[[tuple[str, bool] | None, BaseException | None], None], message: Message,
         result: tuple[str, bool] | None, error: BaseException | None,
     ) -> None:  # fmt: skip
-        """replace_if_present_flag = 1: once this MT is committed, the ones it replaces are cancelled."""
-        committed(result, error)
+        """replace_if_present_flag = 1: once this MT is committed, the ones it replaces are cancelled; then it is
+        answered (and goes out), so that from its submit_sm_resp on query_sm says DELETED of what it replaced."""
         if error is None and result is not None and not result[1]:
-            self.spawn(self.amendments.replace_present(message))
+            self.spawn(self._replace_then_answer(committed, message, result))
+        else:
+            committed(result, error)
+
+    async def _replace_then_answer(
+        self, committed: Callable[[tuple[str, bool] | None, BaseException | None], None], message: Message,
+        result: tuple[str, bool],
+    ) -> None:  # fmt: skip
+        try:
+            await self.amendments.replace_present(message)
+        finally:  # stored whatever became of the older ones: answered as stored
+            committed(result, None)
 
     # ------------------------------------------------------- submit_multi
     def submit_multi(self, conn: SmppConnection, pdu: SubmitMulti) -> None:
@@ -286,6 +297,9 @@ class Intake:
             else:
                 committed.append((message, *outcome))
         new = {message.id for message, message_id, duplicate in committed if _is_new(message, message_id, duplicate)}
+        if pdu.replace_if_present_flag == 1:  # as `submit` with the flag (_replacing): what it replaces ends first
+            await asyncio.gather(*(self.amendments.replace_present(m) for m in admitted if m.id in new and m.direction is _MT),
+                                 return_exceptions=True)  # fmt: skip
         if committed:
             status, message_id = S.ESME_ROK, committed[0][1]
         else:  # refused everywhere: for their one reason if they share it (ESME_RTHROTTLED: slow down)
@@ -293,14 +307,11 @@ class Intake:
             status, message_id = statuses.pop() if len(statuses) == 1 else S.ESME_RSUBMITFAIL, ""
         conn.respond(SubmitMultiResp(sequence_number=pdu.sequence_number, command_status=status,
                                      message_id=message_id, unsuccess_smes=refused))  # fmt: skip
-        replacing = pdu.replace_if_present_flag == 1
         for message in admitted:
             if message.direction is not _MT:
                 continue
             if message.id in new:
                 self.delivery.admit(message, counted=True)
-                if replacing:  # as `submit` with the flag (_replacing): what it replaces at its destination ends
-                    self.spawn(self.amendments.replace_present(message))
             else:  # a copy, or its commit failed
                 self.delivery.uncount(message)
 
