@@ -12,6 +12,7 @@ import random
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
+from typing import Any
 
 from handlers import (
     billing,
@@ -51,7 +52,11 @@ def checked_agent(agent: object) -> str | None:
 
 log = get_logger("services")
 BILLING = billing.SERIAL_KEY
-EXPIRY_BATCH = 200  # lapsed confirmations marked expired per commit (their subscribers' MOs wait for it meanwhile)
+EXPIRY_BATCH = 200  # lapsed records closed per commit (their subscribers' MOs wait for it meanwhile)
+# A dialogue's records still open past their validity: (ctx, now, limit) -> up to `limit`, longest lapsed first ...
+LapsedReader = Callable[[ServiceContext, float, int], Awaitable[list[Any]]]
+# ... and closing those of these subscribers, as read again under their keys: (ctx, msisdns, now) -> the Outcome.
+Expiry = Callable[[ServiceContext, tuple[str, ...], float], Awaitable[Outcome]]
 
 
 class Services:
@@ -131,16 +136,20 @@ class Services:
 
     async def expire_orders(self) -> int:
         """Mark expired every confirmation whose validity ended unanswered (SPEC 3.2), so that none stays pending in
-        the store for ever; how many. A batch at a time, longest lapsed first, each committed under its subscribers'
-        keys: an answer handled at the same time is read, not overwritten (confirmation.expire_lapsed)."""
+        the store for ever; how many."""
+        return await self._expire_lapsed(confirmation.lapsed_orders, confirmation.expire_lapsed)
+
+    async def _expire_lapsed(self, lapsed_records: LapsedReader, expire: Expiry) -> int:
+        """Close what `lapsed_records` finds, a batch at a time, longest lapsed first, each committed under its
+        subscribers' keys: an answer handled at the same time is read, not overwritten (`expire` reads again)."""
         expired = 0
         while True:
-            lapsed = await confirmation.lapsed_orders(self.ctx, self.clock.now(), EXPIRY_BATCH)
+            lapsed = await lapsed_records(self.ctx, self.clock.now(), EXPIRY_BATCH)
             if not lapsed:
                 return expired
-            keys = in_order(o.msisdn for o in lapsed)
+            keys = in_order(r.msisdn for r in lapsed)
             async with self.locks.hold_all(keys):
-                outcome = await self.commit(await confirmation.expire_lapsed(self.ctx, keys, self.clock.now()), keys)
+                outcome = await self.commit(await expire(self.ctx, keys, self.clock.now()), keys)
             expired += len(outcome.effects)
             if len(lapsed) < EXPIRY_BATCH or not outcome.effects:  # the last batch; or read stale: the next run
                 return expired
