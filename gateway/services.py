@@ -123,13 +123,14 @@ class Services:
         return await self._for(key, lambda now: spam_report.lift_block(self.ctx, reported, now))
 
     async def run_due_jobs(self) -> Outcome:
-        """Confirmations lapsed unanswered marked expired; billing on the billing day (once per month), reminders on
-        the reminder days (once per subscription). Run every job_check_interval: it waits for the others' commits
+        """Confirmations and surveys lapsed unanswered closed; billing on the billing day (once per month), reminders
+        on the reminder days (once per subscription). Run every job_check_interval: it waits for the others' commits
         (`_calendar_job`) only when it bills."""
-        try:
-            await self.expire_orders()
-        except Exception:  # logged, and tried again at the next run: billing must not wait for it
-            log.exception("expiring lapsed confirmations failed")
+        for dialogue, expire in (("confirmations", self.expire_orders), ("surveys", self.expire_surveys)):
+            try:
+                await expire()
+            except Exception:  # logged, and tried again at the next run: the others and billing must not wait for it
+                log.exception(f"expiring lapsed {dialogue} failed")
         if await billing.billing_due(self.ctx, self.clock.now()):
             return await self._calendar_job(lambda now: billing.run_due_jobs(self.ctx, now))
         return await self._for(BILLING, lambda now: billing.run_due_jobs(self.ctx, now))
@@ -138,6 +139,11 @@ class Services:
         """Mark expired every confirmation whose validity ended unanswered (SPEC 3.2), so that none stays pending in
         the store for ever; how many."""
         return await self._expire_lapsed(confirmation.lapsed_orders, confirmation.expire_lapsed)
+
+    async def expire_surveys(self) -> int:
+        """Close every survey whose validity ended unanswered (SPEC 3.4): expired, or rated when only its reason was
+        awaited, so that none stays sent or reason in the store for ever; how many."""
+        return await self._expire_lapsed(rating.lapsed_surveys, rating.expire_lapsed)
 
     async def _expire_lapsed(self, lapsed_records: LapsedReader, expire: Expiry) -> int:
         """Close what `lapsed_records` finds, a batch at a time, longest lapsed first, each committed under its

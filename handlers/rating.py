@@ -10,10 +10,11 @@ Life of a survey (`Survey.status`):
     sent --1..3--> rated
     sent --4..5--> reason --any text--> rated (with the reason)
     sent --not a rating--> sent (reprompted=True) --not a rating again--> invalid
-    sent, past expires_at --> expired (on the next reply, which is told it is late, or
-                              unsolicited past one more validity period)
-    reason, past expires_at --> rated (the rating stands, the late reason is not kept; the
-                                reply is told so, or unsolicited past one more validity period)
+    sent, past expires_at --> expired (marked so by the gateway soon after, `expire_lapsed`; a
+                              reply is told it is late, or unsolicited past one more validity period)
+    reason, past expires_at --> rated (the rating stands, the late reason is not kept; marked so
+                                by the gateway soon after; a reply is told so, or unsolicited
+                                past one more validity period)
     sent --a newer survey to the same subscriber--> superseded
     reason --a newer survey--> rated (the rating stands, no reason)
 
@@ -29,10 +30,17 @@ Decisions where the SPEC is silent:
   rating and its reason at once; after a 1-3 the text is kept, but the reply
   is the plain thanks (thanks_reason promises to look into a complaint).
 - The reason step ends with the survey (`expires_at` is not extended).
-- A reply within one validity period after a survey expired is "late"; a
-  reply while a rated survey is still within its validity is "already
-  rated"; anything else without an open survey is "unsolicited". None of
-  them records a rating.
+- Nobody is told when the gateway closes a survey at its end: silence is an
+  answer the operator counts (`response_rate`). Whether a reply came in time
+  is decided by when it was received, not by the status: a reply received in
+  time and handled after the gateway closed its survey (a retry, a replay at
+  start) answers it; one received after gets the same late answer either way.
+  A survey closed unanswered can be told from one answered by its fields
+  (`_unanswered`): expired; or rated 4-5 with no reason.
+- A reply within one validity period after a survey expired is "late" (every
+  one of them; "reason late" after one whose reason never came); a reply while
+  a rated survey is still within its validity is "already rated"; anything
+  else without an open survey is "unsolicited". None of them records a rating.
 - Aggregates count every survey with a rating (also one still waiting for its
   reason), by the time of the service event (`created_at`), in the
   operator's calendar.
@@ -42,6 +50,8 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 from gateway.config import DEFAULT_RATING_WORDS
@@ -51,6 +61,8 @@ from .base import Inbound, Outcome, ServiceContext
 from .keywords import fold, fold_each
 
 OPEN = ("sent", "reason")
+# The answer to a reply after the validity, by what the survey was still waiting for then.
+LATE = {"sent": "late", "reason": "reason_late"}
 SCORES = (1, 2, 3, 4, 5)
 SATISFIED = (1, 2)
 ASK_REASON = (4, 5)
@@ -146,6 +158,29 @@ def _service_phrase(ctx: ServiceContext, channel: str, agent: str, language: str
     return phrase
 
 
+def _closed_at_end(survey: Survey) -> Survey:
+    """An open survey closed unanswered at the end of its validity: a rating waiting for its reason stands (rated,
+    no reason), an unrated one expired."""
+    return replace(survey, status="rated" if survey.status == "reason" else "expired")
+
+
+def _unanswered(survey: Survey) -> str | None:
+    """What a survey `_closed_at_end` was still waiting for ("sent", "reason"); None for any other. A 4-5 is rated
+    with no reason only so: the reason step takes no empty text."""
+    if survey.status == "expired":
+        return "sent"
+    if survey.status == "rated" and survey.rating in ASK_REASON and not survey.reason:
+        return "reason"
+    return None
+
+
+def _as_received(survey: Survey | None, received_at: float) -> Survey | None:
+    """`survey` as it stood when a reply received at `received_at` came, if it was open then and has been closed at
+    its end since (the reply's handling is a retry, or a replay at start): the reply answers it as it would have."""
+    waiting = _unanswered(survey) if survey is not None and received_at < survey.expires_at else None
+    return replace(survey, status=waiting) if waiting else None
+
+
 async def open_surveys(ctx: ServiceContext, msisdn: str, now: float) -> list[Survey]:
     """Surveys the subscriber can still answer (sent or awaiting a reason, not expired)."""
     return [s for s in await ctx.store.find(Survey, msisdn=msisdn, status__in=list(OPEN)) if s.expires_at > now]
@@ -156,11 +191,10 @@ async def request_survey(ctx: ServiceContext, msisdn: str, channel: str, agent: 
     language = await ctx.language_of(msisdn)
     outcome = Outcome()
     for older in await ctx.store.find(Survey, msisdn=msisdn, status__in=list(OPEN)):
-        if older.status == "reason":
-            older.status = "rated"  # its rating stands; the reason is no longer awaited
-        else:
-            older.status = "expired" if older.expires_at <= now else "superseded"
-        outcome.put(older)
+        if older.status == "sent" and older.expires_at > now:
+            outcome.put(replace(older, status="superseded"))
+        else:  # a rating waiting for its reason stands; the reason is no longer awaited
+            outcome.put(_closed_at_end(older))
     survey = Survey(
         id=ctx.new_id(),
         msisdn=msisdn,
@@ -191,16 +225,18 @@ class RatingHandler:
 
         survey = _latest(await ctx.store.find(Survey, msisdn=inbound.subscriber, status__in=list(OPEN)))
         if survey is None:
-            return say(await _without_open_survey(inbound, ctx), hours=_hours(ctx), code=inbound.short_code)
+            recent = await _most_recent(ctx, inbound.subscriber)
+            survey = _as_received(recent, now)
+            if survey is None:
+                return say(_without_open_survey(recent, now, ctx), hours=_hours(ctx), code=inbound.short_code)
 
         if survey.expires_at <= now:
-            late = "reason_late" if survey.status == "reason" else "late"
-            survey.status = "rated" if survey.status == "reason" else "expired"
-            closed = Outcome(completed=True).put(survey)
+            # The gateway had not closed it yet (expire_lapsed): this reply closes it, answered as after that.
+            closed = Outcome(completed=True).put(_closed_at_end(survey))
             if not _in_late_period(survey, now, ctx):
                 # Past the late period the reply answers nothing, as it will once the survey is closed.
                 return say("unsolicited", closed, code=inbound.short_code)
-            return say(late, closed, hours=_hours(ctx))
+            return say(LATE[survey.status], closed, hours=_hours(ctx))
 
         if survey.status == "reason":
             reason = inbound.text.strip()
@@ -228,20 +264,47 @@ class RatingHandler:
         return say("thanks_reason" if complaint else "thanks", Outcome(completed=True).put(survey))
 
 
-async def _without_open_survey(inbound: Inbound, ctx: ServiceContext) -> str:
-    """Which polite answer a text gets when no survey awaits it: already_rated, late or unsolicited."""
-    recent = _latest(await ctx.store.find(Survey, msisdn=inbound.subscriber, order_by="-created_at", limit=5))
-    now = inbound.received_at
-    if recent is not None and recent.status == "rated" and now < recent.expires_at:
+async def _most_recent(ctx: ServiceContext, msisdn: str) -> Survey | None:
+    return _latest(await ctx.store.find(Survey, msisdn=msisdn, order_by="-created_at", limit=5))
+
+
+def _without_open_survey(recent: Survey | None, now: float, ctx: ServiceContext) -> str:
+    """Which polite answer a text gets when no survey awaits it (`recent`: the subscriber's latest survey):
+    already_rated, late, reason_late or unsolicited."""
+    if recent is None:
+        return "unsolicited"
+    if recent.status == "rated" and now < recent.expires_at:
         return "already_rated"
-    if recent is not None and recent.status == "expired" and _in_late_period(recent, now, ctx):
-        return "late"
+    waiting = _unanswered(recent)
+    if waiting is not None and _in_late_period(recent, now, ctx):
+        return LATE[waiting]
     return "unsolicited"
 
 
 def _in_late_period(survey: Survey, now: float, ctx: ServiceContext) -> bool:
     """Within one validity period after the survey expired: a reply is told it came late, after that it is unsolicited."""
     return now < survey.expires_at + ctx.settings.survey_validity
+
+
+# ------------------------------------------------------------------ expiry
+async def lapsed_surveys(ctx: ServiceContext, now: float, limit: int) -> list[Survey]:
+    """Up to `limit` surveys still open whose validity ended by `now`, the longest lapsed first (read by the partial
+    index surveys_lapsing: closed surveys are never scanned). One query per open status: SQLite reads that index
+    for `status = ?`, not for the `status IN (?, ?)` a list gives."""
+    lapsed = [survey for status in OPEN for survey in await ctx.store.find(
+        Survey, order_by="expires_at", limit=limit, status=status, expires_at__lte=now)]  # fmt: skip
+    return sorted(lapsed, key=lambda s: s.expires_at)[:limit]
+
+
+async def expire_lapsed(ctx: ServiceContext, msisdns: Iterable[str], now: float) -> Outcome:
+    """Close these subscribers' open surveys whose validity ended by `now`, as read under their serial keys (a reply
+    handled meanwhile stands): `_closed_at_end`. No text to anyone: a reply tells the subscriber it came late."""
+    outcome = Outcome()
+    for msisdn in msisdns:
+        for survey in await ctx.store.find(Survey, msisdn=msisdn, status__in=list(OPEN)):
+            if survey.expires_at <= now:
+                outcome.put(_closed_at_end(survey))
+    return outcome
 
 
 # --------------------------------------------------------------- aggregates

@@ -11,11 +11,14 @@ from gateway.clock import SimulatedClock
 from gateway.store.records import Survey
 from gateway.templates import Templates
 from handlers import rating
+from tests.e2e.test_mo_retry import Failing
+from tests.polling import eventually
 from tests.services_support import at
 from tests.smpp_handset import ESME_ROK, Handset, texts_from
 
 A = "8613800000001"
 B = "8613900000002"
+C = "8613700000003"
 RATING = "10086700"
 OPERATOR = "10086"
 TEMPLATES = Templates.load(Path(__file__).resolve().parents[2] / "config", "zh")
@@ -145,6 +148,97 @@ def test_a_rating_days_after_expiry_is_unsolicited_every_time(gw, handset, clock
     assert reply(a, "1") == zh("unsolicited", code=RATING)
     [s] = surveys(gw)
     assert (s.status, s.rating) == ("expired", None)
+
+
+def statuses(gw: GatewayController, *msisdns: str) -> dict[str, tuple]:
+    """Each subscriber's latest survey: (status, rating, reason)."""
+    return {m: (s.status, s.rating, s.reason) for m in msisdns for s in surveys(gw, m)[-1:]}
+
+
+def closing_gateway(make_gateway, clock: SimulatedClock) -> GatewayController:
+    """A gateway whose scheduled jobs (closing lapsed surveys among them) run every 0.2 s."""
+    return make_gateway(clock=clock, gateway={"job_check_interval": 0.2})
+
+
+def test_a_survey_nobody_answers_is_closed_by_the_gateway_and_nobody_is_told(make_gateway, handset, clock) -> None:
+    """They stayed sent (or reason) in the store for ever: only the subscriber's next reply or survey rewrote them."""
+    gw = closing_gateway(make_gateway, clock)
+    a, b = phone(handset, gw), phone(handset, gw, B)
+    send_survey(gw, a)
+    send_survey(gw, b)
+    assert reply(b, "4") == zh("ask_reason")  # and the reason never comes
+    clock.advance(3600)
+    c = phone(handset, gw, C)
+    send_survey(gw, c)
+    clock.advance(23 * 3600 + 1)  # A's and B's 24 h are over, C's are not
+    assert eventually(lambda: statuses(gw, A, B, C) == {
+        A: ("expired", None, ""), B: ("rated", 4, ""), C: ("sent", None, "")})  # fmt: skip
+    for subscriber in (a, b, c):
+        subscriber.expect_none(0.2, from_code(RATING))
+    assert reply(c, "1") == zh("thanks")  # the one still open is answered as ever
+
+
+def test_a_survey_that_lapsed_while_the_gateway_was_down_is_closed_at_start(make_gateway, handset, clock) -> None:
+    gw = make_gateway(clock=clock)
+    send_survey(gw, phone(handset, gw))
+    gw.stop()
+    clock.advance(25 * 3600)
+    gw = make_gateway(clock=clock, db_path=gw.gateway.db_path)
+    assert eventually(lambda: statuses(gw, A) == {A: ("expired", None, "")})
+
+
+def test_a_late_rating_after_the_gateway_closed_the_survey_is_told_it_is_late(make_gateway, handset, clock) -> None:
+    gw = closing_gateway(make_gateway, clock)
+    a = phone(handset, gw)
+    send_survey(gw, a)
+    clock.advance(86400 + 60)
+    assert eventually(lambda: statuses(gw, A) == {A: ("expired", None, "")})
+    assert reply(a, "1") == zh("late", hours="24")
+    assert reply(a, "2") == zh("late", hours="24")
+    clock.advance(86400)  # past one more validity period
+    assert reply(a, "1") == zh("unsolicited", code=RATING)
+    assert statuses(gw, A) == {A: ("expired", None, "")}
+
+
+def test_a_late_reason_after_the_gateway_closed_the_survey_is_told_so_and_the_rating_stands(make_gateway, handset, clock) -> None:
+    gw = closing_gateway(make_gateway, clock)
+    a = phone(handset, gw)
+    send_survey(gw, a)
+    assert reply(a, "5") == zh("ask_reason")
+    clock.advance(86400 + 60)
+    assert eventually(lambda: statuses(gw, A) == {A: ("rated", 5, "")})
+    assert reply(a, "排队太久，问题也没解决") == zh("reason_late", hours="24")
+    # Every late reason, as every late rating is late (a survey the gateway closed is not told from one a reply did)
+    assert reply(a, "态度也不好") == zh("reason_late", hours="24")
+    clock.advance(86400)  # past one more validity period
+    assert reply(a, "排队太久") == zh("unsolicited", code=RATING)
+    assert statuses(gw, A) == {A: ("rated", 5, "")}
+
+
+@pytest.mark.parametrize("rating, text, answer, stored", [
+    ("", "2", "thanks", ("rated", 2, "")),
+    ("4", "排队太久", "thanks_reason", ("rated", 4, "排队太久")),
+])  # fmt: skip
+def test_a_reply_received_in_time_and_handled_after_the_gateway_closed_the_survey_still_counts(
+    make_gateway, handset, clock, rating, text, answer, stored
+) -> None:
+    """The reply's first try fails (injected once into 10086700's handler); the survey lapses and the gateway closes
+    it before the retry: the retry answers it as it stood, as the reply was received within the validity."""
+    gw = make_gateway(clock=clock, gateway={"job_check_interval": 3600, "mo_retry_backoff": [2.0]})
+    a = phone(handset, gw)
+    send_survey(gw, a)
+    if rating:
+        assert reply(a, rating) == zh("ask_reason")
+    code = gw.gateway.mo.short_codes[RATING]
+    code.handler = failing = Failing(code.handler, times=1)
+    clock.advance(86400 - 1)
+    assert a.submit(RATING, text).status == ESME_ROK
+    assert failing.called.wait(5)
+    clock.advance(2)
+    assert gw.call(gw.gateway.services.expire_surveys()) == 1
+    assert failing.calls == 1, "the retry came before the survey was closed"
+    assert receive(a, RATING) == zh(answer)
+    assert statuses(gw, A) == {A: stored}
 
 
 def test_unsolicited_rating(gw, handset) -> None:

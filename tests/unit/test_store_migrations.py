@@ -200,8 +200,8 @@ async def test_an_old_database_is_upgraded_and_keeps_every_message_readable(old_
     assert before_version == version
     missing_before = indexes_named_by_the_store() - set(before)
     # Up to version 3 the upgrade must add some of the store's indexes; version 4 has them all, and lacks
-    # the columns of migration 5; version 5 lacks the index of migration 6 and version 6 the writer_progress table
-    # of migration 7 (compared with a fresh schema below).
+    # the columns of migration 5; version 5 lacks the index of migration 6, version 6 the writer_progress table of
+    # migration 7, version 7 the index of migration 8 (compared with a fresh schema below).
     assert missing_before or version >= 4, f"version {version} lacks some of the store's indexes: the upgrade must add them"
 
     store = SqliteStore(str(path), dedup_window=WINDOW, clock=FixedClock())
