@@ -72,7 +72,7 @@ class GatewaySettings:
     reassembly_timeout: float = 120.0
     max_incomplete_per_subscriber: int = 8  # long MOs of one subscriber waiting for parts; beyond: their oldest goes
     drain_timeout: float = 5.0
-    job_check_interval: float = 30.0  # how often the calendar is looked at for billing and reminders due
+    job_check_interval: float = 30.0  # how often the scheduled jobs run: billing and reminders due, lapsed confirmations and surveys closed
 
 
 @dataclass(frozen=True, slots=True)

@@ -168,7 +168,7 @@ class Survey:
     agent: str
     created_at: float
     expires_at: float
-    status: str  # sent | reason | rated | expired
+    status: str  # sent | reason | rated | expired | invalid | superseded (handlers/rating.py)
     rating: int | None = None
     reason: str = ""
     reprompted: bool = False
