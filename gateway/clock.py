@@ -1,4 +1,5 @@
-"""The one clock the gateway reads. Tests and QA (over HTTP) can replace it with a simulated one."""
+"""The one clock the gateway reads. Tests (and, once the HTTP API exists, QA over it) can replace it with a simulated
+one."""
 
 from __future__ import annotations
 
