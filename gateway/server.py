@@ -77,6 +77,9 @@ class SmppConnection(asyncio.Protocol):
         self._flush_scheduled = False
         self._unbinding = False
         self._draining = False  # the gateway stops: see drain()
+        self._released = False  # the gateway is done with it: see _release()
+        self._peer_reading = True  # False between pause_writing and resume_writing
+        self._abort_handle: asyncio.TimerHandle | None = None  # see close()
         self._now = gateway.clock.now
         self._guards = gateway.guards
         self._guards_seen = gateway.guards.tightened  # see _pump
@@ -90,6 +93,19 @@ class SmppConnection(asyncio.Protocol):
         self.gateway.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._abort_handle is not None:
+            self._abort_handle.cancel()
+        self._release()
+
+    def _release(self) -> None:
+        """The gateway is done with this connection (it closes it, or the peer went): off the router and out of
+        the gateway's connections (no more MTs, ticks or log lines, /ready no longer counts it), its bind slot
+        free, and what was queued or in flight on it back to delivery. At once: the socket itself may take
+        until the peer reads what is still to be sent (close()), and a peer that stopped reading held all that
+        for ever."""
+        if self._released:
+            return
+        self._released = True
         self.session.close()
         self._log_suppressed(final=True)
         self.gateway.connections.discard(self)
@@ -107,12 +123,14 @@ class SmppConnection(asyncio.Protocol):
     def pause_writing(self) -> None:
         # The peer has stopped reading our answers. Stop reading its requests until it reads again:
         # TCP then holds it back, where reading on would pile up its answers here without bound.
+        self._peer_reading = False
         if self.transport is not None:
             self.transport.pause_reading()
             log.warning("peer not reading: stopped reading from it until it does", peer=self.peer,
                         account=self.system_id, buffered=self.transport.get_write_buffer_size())
 
     def resume_writing(self) -> None:
+        self._peer_reading = True
         if self.transport is not None:
             self.transport.resume_reading()
 
@@ -144,7 +162,7 @@ class SmppConnection(asyncio.Protocol):
             self.transport.write(data)
         state = self.session.state
         if (state is _CLOSED or state is _UNBOUND) and self.session.finished:
-            self.transport.close()
+            self.close()
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
@@ -337,7 +355,7 @@ class SmppConnection(asyncio.Protocol):
                 self.gateway.delivery.retry_later(message)
             elif request.command_id == C.ENQUIRE_LINK or request.command_id == C.UNBIND:
                 log.warning(f"{request.name} unanswered; closing", peer=self.peer, account=self.system_id)
-                self.close()
+                self.close(unanswered=True)
                 return
         self._pump()
         if session.answers_overdue():
@@ -362,6 +380,27 @@ class SmppConnection(asyncio.Protocol):
         else:
             self.close()
 
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+    def close(self, unanswered: bool = False) -> None:
+        """Done with the peer: released at once (_release), the socket closed once what is left to send is sent.
+
+        Not for ever: what the peer has not read within response_timeout is dropped (abort). At once if the peer
+        left a request of ours `unanswered` and has stopped reading too (pause_writing): it is not reading, so
+        nothing left would reach it. A peer that reads gets all, its unbind_resp last."""
+        transport = self.transport
+        if transport is None or self._released:
+            return
+        self._release()
+        if unanswered and not self._peer_reading:
+            self._abort()
+            return
+        transport.close()
+        if transport.get_write_buffer_size():  # what transport.close() waits for, without a limit of its own
+            self._abort_handle = asyncio.get_running_loop().call_later(self.session.response_timeout, self._abort)
+
+    def _abort(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        log.warning("peer not reading; connection dropped with data unsent", peer=self.peer, account=self.system_id,
+                    unsent=transport.get_write_buffer_size())  # fmt: skip
+        transport.abort()

@@ -398,8 +398,14 @@ def encoded(command: str, sequence: int, **fields) -> bytes:
 class RawLink:
     """A bare TCP connection for what smpplib will not send (wrong state, malformed PDUs)."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 5.0, receive_buffer: int | None = None) -> None:
+        """`receive_buffer`: SO_RCVBUF, set before connecting (it sets the window offered): a small one fills fast
+        when the client stops reading."""
+        self.sock = socket.socket()
+        if receive_buffer is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        self.sock.settimeout(timeout)
+        self.sock.connect((host, port))
         self._buffer = b""
 
     def send(self, data: bytes) -> None:

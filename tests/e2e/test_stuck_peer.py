@@ -1,0 +1,103 @@
+"""A client that stops reading (a hung process, a full receive buffer) while bound.
+
+The gateway saw it ("idle timeout; unbinding", "unbind unanswered; closing") but its close waited for the
+client to read what was still to be sent, which never came: the connection kept its bind slot (10 hung
+clients locked their account out, ESME_RBINDFAIL), its socket, a warning line per enquire_link interval,
+and its place in the router, where MTs were queued on it, timed out and were retried onto it again while a
+healthy bind of the same account sat idle. A real gateway over TCP: the stuck client is a raw socket with a
+small receive buffer that stops reading once it has filled the gateway's write buffer.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import time
+import urllib.request
+from pathlib import Path
+
+from gateway.config import DEFAULT_CONFIG
+from tests.gateway_process import GatewayProcess
+from tests.polling import eventually
+from tests.smpp_handset import ESME_ROK, Handset, RawLink, encoded, frame, text
+
+A = "8613800000001"  # handset
+B = "8613700000001"  # handset2
+X = "8613000000001"  # carrier
+ENQUIRE_LINK = 0x00000015
+TCP_CLOSE, TCP_CLOSE_WAIT = 7, 8  # tcpi_state (linux/tcp_states.h): reset by the peer / its FIN received
+
+
+def stop_reading(link: RawLink) -> None:
+    """Send enquire_link and read none of the answers, until the gateway holds the client back (a second without
+    room to send): it has stopped reading from the client, its answers waiting to be sent."""
+    burst = b"".join(frame(ENQUIRE_LINK, sequence) for sequence in range(100, 10_100))
+    link.sock.setblocking(False)
+    sent = 0
+    while select.select([], [link.sock], [], 1.0)[1]:
+        start = sent % len(burst)
+        sent += link.sock.send(burst[start:] if start else burst)
+        assert sent < 50_000_000, "the gateway read all that while the client read nothing"
+
+
+def closed_by_the_gateway(link: RawLink) -> bool:
+    """The gateway reset or closed the connection: seen by the kernel, without the client reading a byte."""
+    return link.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] in (TCP_CLOSE, TCP_CLOSE_WAIT)
+
+
+def test_a_bind_that_stops_reading_is_dropped_and_frees_its_slot(tmp_path: Path) -> None:
+    """Idle past idle_timeout, its unbind unanswered for response_timeout: the connection is gone then (not when the
+    client reads again), its bind slot free and /ready no longer counts it; it is logged once, then no more."""
+    idle_timeout, response_timeout = 2, 1
+    config = tmp_path / "site.toml"
+    settings = DEFAULT_CONFIG.read_text(encoding="utf-8")
+    for line, value in (("response_timeout = 10 ", response_timeout), ("enquire_link_interval = 30 ", 30),
+                        ("idle_timeout = 300 ", idle_timeout), ("max_binds = 20\n", 1)):  # fmt: skip
+        assert settings.count(line) == 1, line
+        settings = settings.replace(line, f"{line.split('=')[0]}= {value}{line[-1]}")
+    config.write_text(settings, encoding="utf-8")
+    gateway = GatewayProcess(tmp_path / "gw.db", config=config)
+    try:
+        stuck = RawLink(gateway.smpp_port, receive_buffer=4096)
+        stuck.bind("carrier")  # max_binds = 1
+        peer = f"127.0.0.1:{stuck.sock.getsockname()[1]}"
+        stop_reading(stuck)
+        stopped = time.monotonic()
+        assert eventually(lambda: closed_by_the_gateway(stuck), timeout=idle_timeout + response_timeout + 3)
+        assert time.monotonic() - stopped <= idle_timeout + response_timeout + 3
+        with urllib.request.urlopen(f"http://127.0.0.1:{gateway.http_port}/ready", timeout=10) as response:
+            assert json.load(response)["binds"] == 0
+        with Handset(gateway.smpp_port, X) as healthy:
+            assert healthy.bind_status("trx", "carrier") == ESME_ROK
+        stuck.close()
+    finally:
+        assert gateway.terminate() == 0
+    about_it = [json.loads(line)["event"] for line in gateway.log if f'"{peer}"' in line]
+    closing = about_it.index("unbind unanswered; closing")
+    assert about_it[closing - 1] == "idle timeout; unbinding"
+    assert about_it[closing + 1:] == ["unbound", "peer not reading; connection dropped with data unsent"]
+
+
+def test_an_mt_queued_on_a_bind_that_stops_reading_goes_out_on_a_healthy_bind_once(make_gateway, handset):
+    """X's MO came through the stuck bind, so the gateway routes MTs to X there. Once it closes that bind (its
+    enquire_link unanswered), the MT waiting there goes out on the account's other bind at once, and only there:
+    it used to time out there and be retried onto it again, 16 s late with response_timeout 2."""
+    response_timeout, idle_timeout = 1, 3
+    gw = make_gateway(gateway={"response_timeout": response_timeout, "enquire_link_interval": 1,
+                               "idle_timeout": idle_timeout, "retry_backoff": [0.5]})  # fmt: skip
+    a = handset(A, bind="tx", gw=gw)
+    with RawLink(gw.smpp_port, receive_buffer=4096) as stuck:
+        stuck.bind("carrier")
+        stuck.send(encoded("submit_sm", 2, source_addr=X, destination_addr=B, short_message=b"from X"))
+        stop_reading(stuck)
+        submitted = time.monotonic()
+        resp = a.submit(X, "to X, through whichever bind reads")
+        assert resp.status == ESME_ROK
+        healthy = handset(X, bind="rx", gw=gw)  # reads from now on: answers the gateway's enquire_link
+        assert text(healthy.expect(timeout=idle_timeout + response_timeout + 3)) == "to X, through whichever bind reads"
+        assert time.monotonic() - submitted <= idle_timeout + response_timeout + 3
+        assert eventually(lambda: closed_by_the_gateway(stuck), timeout=1)
+        healthy.expect_none(within=response_timeout + 1.5)  # a timed-out copy would be retried by now
+    a = handset(A, gw=gw)  # the first one, not reading meanwhile, was closed for its unanswered enquire_link
+    assert a.query(resp.message_id).message_state == 2  # DELIVERED
