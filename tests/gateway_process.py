@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -16,6 +17,7 @@ import sys
 import threading
 from pathlib import Path
 
+from gateway.config import DEFAULT_CONFIG
 from tests.polling import eventually
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +36,19 @@ def listens(port: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def config_file(directory: Path, **gateway: object) -> Path:
+    """config/default.toml with these [gateway] settings, written as `directory`/site.toml for a GatewayProcess
+    (timeouts of seconds, not minutes). Edited as text: the rest of the file, its comments too, stays as shipped."""
+    text = DEFAULT_CONFIG.read_text(encoding="utf-8")
+    for key, value in gateway.items():
+        # [gateway] is the file's first table: a key's first line is its own.
+        text, found = re.subn(rf"^{key} = .*$", f"{key} = {json.dumps(value)}", text, count=1, flags=re.MULTILINE)
+        assert found, f"no {key} in {DEFAULT_CONFIG}"
+    path = directory / "site.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def children_of(pid: int) -> list[int]:
