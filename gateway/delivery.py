@@ -274,7 +274,7 @@ class Delivery:
         now = self.clock.now()
         self._forget(message)
         receipt = receipt_for(message, _DELIVERED, now, 0, self.ids)
-        self._write_final(message.id, MessageStatus.DELIVERED, receipt, self.store.mark_delivered, (message.id, now, receipt))
+        self._write_final(message, MessageStatus.DELIVERED, receipt, self.store.mark_delivered, (message.id, now, receipt))
         if self._room_waiters:
             self._wake_pulls()
         if message.extra:
@@ -473,7 +473,7 @@ class Delivery:
         if counted:
             self._forget(message)
         receipt = receipt_for(message, state, now, error, self.ids)
-        self._write_final(message.id, status, receipt, self.store.mark_final, (message.id, status.value, now, error, receipt),
+        self._write_final(message, status, receipt, self.store.mark_final, (message.id, status.value, now, error, receipt),
                           settled)  # fmt: skip
         log.info("mt final", message_id=message.id, msisdn=message.dest_addr, account=message.account, status=status.value)
         if message.extra:
@@ -486,7 +486,7 @@ class Delivery:
             self.dispatch(following)
 
     def _write_final(
-        self, message_id: str, status: MessageStatus, receipt: Message | None, write: Callable[..., Any], args: tuple,
+        self, message: Message, status: MessageStatus, receipt: Message | None, write: Callable[..., Any], args: tuple,
         settled: asyncio.Future[None] | None = None,
     ) -> None:  # fmt: skip
         """Write an MT's final status (`write(*args, then=...)`): once committed, the MT is no longer in hand; then its
@@ -496,12 +496,13 @@ class Delivery:
         every REWRITE_DELAY seconds until it commits, the MT in hand meanwhile: a deliver_sm the subscriber
         acknowledged is not sent again when a backlog read finds the MT still enroute. Only with `settled`
         (a cancel_sm waiting for its answer) is a failure final: the client is told, and the MT stays enroute."""
+        message_id = message.id
 
         def committed(_result: None, error: BaseException | None) -> None:
             if error is not None and settled is None:
-                self._log_not_committed(message_id, error)
+                self._log_not_committed(message, error)
                 if not self._stopped:  # (else the MT goes out again after the restart: see stop)
-                    again = partial(self._rewrite_final, message_id, status, receipt, partial(write, *args, then=committed))
+                    again = partial(self._rewrite_final, message, status, receipt, partial(write, *args, then=committed))
                     self._rewrites[message_id] = asyncio.get_running_loop().call_later(self.REWRITE_DELAY, again)
                 return
             self._final_committed(message_id, receipt if error is None else None)
@@ -523,37 +524,36 @@ class Delivery:
         if receipt is not None:
             self.admit(receipt)
 
-    def _rewrite_final(
-        self, message_id: str, status: MessageStatus, receipt: Message | None, write: Callable[[], Any]
-    ) -> None:  # fmt: skip
-        again = self._write_final_again(message_id, status, receipt, write)
-        self._rewrites[message_id] = asyncio.get_running_loop().create_task(again)
+    def _rewrite_final(self, message: Message, status: MessageStatus, receipt: Message | None, write: Callable[[], Any]) -> None:
+        again = self._write_final_again(message, status, receipt, write)
+        self._rewrites[message.id] = asyncio.get_running_loop().create_task(again)
 
     async def _write_final_again(
-        self, message_id: str, status: MessageStatus, receipt: Message | None, write: Callable[[], Any]
+        self, message: Message, status: MessageStatus, receipt: Message | None, write: Callable[[], Any]
     ) -> None:
         """Write a final status that failed to commit again, unless it did commit after all: a write whose answer was
         lost (its writer process died, and none could start again to tell) may have. Its receipt is stored with it,
         so writing it again would fail on the receipt's row for ever, the MT in hand and the receipt held back."""
-        stored = await self.store.get(message_id)
+        stored = await self.store.get(message.id)
         if stored is None or stored.status is not status:
             write()
             return
-        log.warning("final status was committed after all", message_id=message_id, status=status.value)
+        log.warning("final status was committed after all", message_id=message.id, account=message.account,
+                    msisdn=message.dest_addr, status=status.value)  # fmt: skip
         if receipt is not None:
             stored_receipt = await self.store.get(receipt.id)
             if stored_receipt is None or stored_receipt.status is not _ENROUTE:
                 receipt = None  # gone out already: a bind's backlog read found it in the store
-        self._final_committed(message_id, receipt)
+        self._final_committed(message.id, receipt)
 
-    def _log_not_committed(self, message_id: str, error: BaseException) -> None:
+    def _log_not_committed(self, message: Message, error: BaseException) -> None:
         """The first failure of a final status, and (within `rewrite_log`) those that go on while the store commits:
         while it cannot, the store says so itself (`store cannot commit`, /ready)."""
-        if message_id not in self._rewrites:
-            log.warning("final status not committed; writing it again until it is", message_id=message_id,
-                        error=str(error))  # fmt: skip
+        about = {"message_id": message.id, "account": message.account, "msisdn": message.dest_addr, "error": str(error)}
+        if message.id not in self._rewrites:
+            log.warning("final status not committed; writing it again until it is", **about)
         elif self.store.can_commit and self.rewrite_log.allow("final status still not committed"):
-            log.warning("final status still not committed", message_id=message_id, error=str(error))
+            log.warning("final status still not committed", **about)
         for kind, count in self.rewrite_log.due():
             log.warning(f"{kind}: more not logged", count=count)
 

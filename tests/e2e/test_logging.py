@@ -7,13 +7,16 @@ test reads what it wrote to stderr.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from tests.gateway_process import GatewayProcess
+from tests.polling import eventually
 from tests.smpp_handset import (
     ESME_RINVCMDID,
     ESME_RINVDSTADR,
@@ -22,6 +25,8 @@ from tests.smpp_handset import (
     Handset,
     RawLink,
     frame,
+    is_receipt,
+    receipt_fields,
 )
 
 A = "8613800000001"  # account handset
@@ -59,6 +64,38 @@ def test_lines_about_a_message_name_it_its_account_and_msisdn(tmp_path: Path) ->
     assert rejected["reason"]
     [refused] = by_event["query_sm refused"]
     assert (refused["message_id"], refused["account"], refused["msisdn"]) == ("no-such-id", "handset", A)
+
+
+def logged(gateway: GatewayProcess, event: str) -> list[dict]:
+    return [record for line in list(gateway.log) if (record := json.loads(line))["event"] == event]
+
+
+def test_a_final_status_written_again_names_the_message_its_account_and_msisdn(tmp_path: Path) -> None:
+    """The store refused an acknowledged deliver_sm's final status (another process held the database's lock): the
+    warning 'final status not committed; writing it again until it is' named the message id only."""
+    db = tmp_path / "gw.db"
+    gateway = GatewayProcess(db)
+    a, b = Handset(gateway.smpp_port, A), Handset(gateway.smpp_port, B)
+    try:
+        a.bind("trx", "handset")
+        sent = a.submit(B, "hello", registered_delivery=1)  # B is not bound yet: the MT waits in the store
+        message_id = sent.message_id.decode()
+        with contextlib.closing(sqlite3.connect(db)) as conn:  # the refusal, caused for real: a trigger aborts it
+            conn.execute(f"CREATE TRIGGER test_refuse BEFORE UPDATE OF status ON messages WHEN NEW.id = '{message_id}'"
+                         " AND NEW.status = 'delivered' BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END")  # fmt: skip
+        b.bind("trx", "handset2")
+        b.expect()  # and acknowledged
+        assert eventually(lambda: logged(gateway, "final status not committed; writing it again until it is"), 10)
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            conn.execute("DROP TRIGGER test_refuse")
+        assert receipt_fields(a.expect(10, is_receipt))["stat"] == "DELIVRD"  # written again, committed this time
+    finally:
+        a.close()
+        b.close()
+    assert gateway.terminate() == 0
+    [line] = logged(gateway, "final status not committed; writing it again until it is")
+    assert (line["message_id"], line["account"], line["msisdn"]) == (message_id, "handset", B)
+    assert "refused by test trigger" in line["error"]
 
 
 def test_a_refused_destination_is_logged_with_the_reason_that_applies(tmp_path: Path) -> None:
