@@ -313,8 +313,8 @@ class SmppConnection(asyncio.Protocol):
     def _on_late_answer(self, pdu: Pdu) -> None:
         message = self.timed_out.pop(pdu.sequence_number, None)
         if message is not None:
-            log.info("deliver_sm answered late", message_id=message.id, account=self.system_id, msisdn=message.dest_addr,
-                     status=S.name_of(pdu.command_status))  # fmt: skip
+            log.info("deliver_sm answered late", message_id=message.id, account=message.account, msisdn=message.dest_addr,
+                     bind_account=self.system_id, status=S.name_of(pdu.command_status))  # fmt: skip
             self.gateway.delivery.answered_late(message, pdu.command_status)
 
     def _pump(self) -> None:
@@ -350,7 +350,8 @@ class SmppConnection(asyncio.Protocol):
             message = self.inflight.pop(request.sequence_number, None)
             if message is not None:
                 self.load -= 1
-                log.warning("deliver_sm timed out", message_id=message.id, account=self.system_id, msisdn=message.dest_addr)
+                log.warning("deliver_sm timed out", message_id=message.id, account=message.account, msisdn=message.dest_addr,
+                            bind_account=self.system_id)  # fmt: skip
                 remember(self.timed_out, request.sequence_number, message, session.window)
                 self.gateway.delivery.retry_later(message)
             elif request.command_id == C.ENQUIRE_LINK or request.command_id == C.UNBIND:

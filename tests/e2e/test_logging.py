@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.gateway_process import GatewayProcess
+from tests.gateway_process import GatewayProcess, config_file
 from tests.polling import eventually
 from tests.smpp_handset import (
     ESME_RINVCMDID,
@@ -96,6 +96,32 @@ def test_a_final_status_written_again_names_the_message_its_account_and_msisdn(t
     [line] = logged(gateway, "final status not committed; writing it again until it is")
     assert (line["message_id"], line["account"], line["msisdn"]) == (message_id, "handset", B)
     assert "refused by test trigger" in line["error"]
+
+
+def test_account_is_the_submitter_on_every_line_about_an_mt_and_bind_account_the_bind_it_went_to(tmp_path: Path) -> None:
+    """'deliver_sm timed out' named the bind's account (handset2) as `account`, 'mt retry' right after it the
+    submitter's (handset): one line read as if the other account had sent the message."""
+    gateway = GatewayProcess(tmp_path / "gw.db", config=config_file(tmp_path, response_timeout=1, retry_backoff=[5]))
+    a, b = Handset(gateway.smpp_port, A), Handset(gateway.smpp_port, B)
+    try:
+        a.bind("trx", "handset")
+        b.bind("trx", "handset2")
+        b.answering = False
+        message_id = a.submit(B, "answered late", registered_delivery=1).message_id.decode()
+        b.expect()
+        assert eventually(lambda: logged(gateway, "mt retry"), 10)  # it timed out
+        b.answer_held()  # before its retry: that answer counts
+        assert receipt_fields(a.expect(10, is_receipt))["stat"] == "DELIVRD"
+    finally:
+        a.close()
+        b.close()
+    assert gateway.terminate() == 0
+    for event in ("deliver_sm timed out", "mt retry", "deliver_sm answered late"):
+        [line] = logged(gateway, event)
+        assert (line["message_id"], line["account"], line["msisdn"]) == (message_id, "handset", B), event
+    for event in ("deliver_sm timed out", "deliver_sm answered late"):
+        [line] = logged(gateway, event)
+        assert line["bind_account"] == "handset2", event
 
 
 def test_a_refused_destination_is_logged_with_the_reason_that_applies(tmp_path: Path) -> None:
