@@ -30,14 +30,17 @@ def fold(text: str) -> str:
 def fold_each(text: str) -> str:
     """fold()'s NFKC, ideographic punctuation and upper-casing, character by character, so that the text keeps its
     length: a place found in it is the same place in the text as written (to cut out the subscriber's own words).
-    A character that does not fold to exactly one (`㎏`, `ß`) stays as it is. Neither trimmed nor stripped."""
+    A character that does not fold to exactly one (`㎏`, `ß`) stays as it is, except an ellipsis (`…`, `‥`, the
+    way Chinese input methods end a text), which becomes one full stop. Neither trimmed nor stripped."""
     return "".join(map(_fold_char, text))
 
 
 @lru_cache(maxsize=1024)
 def _fold_char(char: str) -> str:
     folded = unicodedata.normalize("NFKC", char).translate(_EXTRA).upper()
-    return folded if len(folded) == 1 else char
+    if len(folded) == 1:
+        return folded
+    return "." if folded.strip(".") == "" else char
 
 
 @lru_cache(maxsize=64)

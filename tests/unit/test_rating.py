@@ -58,7 +58,8 @@ def texts(key: str, language: str = "zh", **values) -> str:
      ("1，", (1, "")), ("1非常满意", (1, "")), ("5 非常不满意", (5, "")), ("４　不满意。", (4, "")),
      ("5 very dissatisfied", (5, "")), ("3NEUTRAL", (3, "")), ("不满意，排队太久", (4, "排队太久")),
      ("5非常不满意：排队太久！", (5, "排队太久！")), ("Not satisfied, slow", (4, "slow")), ("1 非常满意 很好", (1, "很好")),
-     ("5 满意度太低", (5, "满意度太低")), ("1 非常不满意", None), ("5 不满意", None), ("满意度太低", None), ("2？", None), ("6", None), ("0", None), ("12", None), ("1,3", None), ("好的", None), ("", None), ("满意满意", None)],
+     ("5 满意度太低", (5, "满意度太低")), ("满意……", (2, "")), ("5…", (5, "")), ("非常满意‥", (1, "")),  # input methods' ellipsis
+     ("4……排队太久", (4, "排队太久")), ("1 非常不满意", None), ("5 不满意", None), ("满意度太低", None), ("2？", None), ("6", None), ("0", None), ("12", None), ("1,3", None), ("好的", None), ("", None), ("满意满意", None)],
 )  # fmt: skip
 def test_parse_rating(text: str, expected) -> None:
     assert parse_rating(text) == expected
