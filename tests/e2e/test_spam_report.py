@@ -368,3 +368,24 @@ def test_the_mobile_numbers_a_report_may_name_are_the_configured_ones(make_gatew
     a = phone(handset, A, gw)
     assert "“13912345678”不是有效的手机号码" in ask(a, "13912345678*" + SPAM)
     assert report(a, "13700000001*" + SPAM, gw).reported == SPAMMER
+
+
+def test_reports_by_numbers_blocked_network_wide_do_not_count_towards_a_block(make_gateway, handset) -> None:
+    """A blocked number may text 10086999 again (to reach customer service); its reports counted as a distinct
+    reporter's, so spammers' blocked SIMs could together get an innocent subscriber blocked network-wide."""
+    gw = make_gateway(services={"spam_block_threshold": 2})
+    spammers = ["8613700000011", "8613700000012"]
+    victim = "8613900000099"
+    reporters = [phone(handset, n, gw) for n in REPORTERS[:4]]
+    for spammer in spammers:
+        for ph in reporters[:2]:
+            ask(ph, f"{spammer}*{SPAM}")
+    assert sorted(b.reported for b in controller_blocks(gw) if b.reporter == "") == spammers
+    for spammer in spammers:
+        report(phone(handset, spammer, gw), f"{victim}*they say I spam", gw)  # acknowledged, not counted
+    report(reporters[2], f"{victim}*spam", gw)
+    assert [b.reported for b in controller_blocks(gw) if b.reporter == ""] == spammers  # one reporter that counts
+    v, friend = phone(handset, victim, gw), phone(handset, "8613900000098", gw)
+    assert v.submit(friend.number, "still here").status == ESME_ROK
+    report(reporters[3], f"{victim}*spam", gw)  # a second one that counts: the threshold
+    assert victim in [b.reported for b in controller_blocks(gw) if b.reporter == ""]
