@@ -20,9 +20,10 @@ float or None, which marshal handles faster than pickle).
 The child groups the steps into executemany runs itself (writer_child.plan).
 Each batch carries a number, which its transaction stores as the last one
 committed (table writer_progress). A child killed after its COMMIT and before
-its answer (the OOM killer, an operator) leaves the batch in doubt; its
-successor tells the last number committed at its start, so the batch is
-answered as what it was. Taken as not committed, a message got ESME_RSYSERR and
+its answer (the OOM killer, an operator) leaves the batch in doubt; the
+parent then reads the last number committed from the database itself (its
+successor, which says it too at its start, may die before it does), so the
+batch is answered as what it was. Taken as not committed, a message got ESME_RSYSERR and
 was delivered all the same (the client's resend making a second copy), and a
 delivered MT's final status was written again and again, its receipt held back.
 
@@ -47,7 +48,7 @@ from typing import Any
 from ..logs import get_logger
 from .migrations import SchemaVersionError
 from .writer_child import FRAME_LENGTH as _LENGTH
-from .writer_child import SKIP_DUPLICATE_KEY, Step, frame, not_stored
+from .writer_child import LAST_COMMITTED, SKIP_DUPLICATE_KEY, Step, frame, not_stored
 
 log = get_logger("store")
 
@@ -117,14 +118,31 @@ class WriterProcess:
         return statements, skipped
 
     async def _committed_after_all(self, number: int) -> bool:
-        """The child died before answering for batch `number`: did it commit it? Its successor tells (False also if
-        none can start: then nobody knows, and the caller is told what a batch that did not commit tells)."""
+        """The child died before answering for batch `number`: did it commit it? The database tells, read here once
+        the child is gone (what it had not committed is rolled back), not by its successor, which may die too
+        before it says (the OOM killer striking twice); then a successor is started. False only if the database
+        cannot be read: then nobody knows, and the caller is told what a batch that did not commit tells."""
+        if self._proc is not None:
+            await self._proc.wait()
+        try:
+            last: int | None = self._read_last_committed()
+        except sqlite3.Error as exc:
+            log.error("cannot read the SQLite writer's last committed batch", db=self.path, error=repr(exc))
+            last = None
         try:
             await self._restart()
-        except (sqlite3.Error, OSError, SchemaVersionError) as exc:
+        except (sqlite3.Error, OSError, SchemaVersionError) as exc:  # (WriterDied too: its successor died as well)
             log.error("SQLite writer process cannot be restarted", db=self.path, error=repr(exc))
-            return False
-        return self._last_committed == number
+        if last is not None:
+            self._next_batch = max(self._next_batch, last + 1)
+        return last == number
+
+    def _read_last_committed(self) -> int:
+        conn = sqlite3.connect(self.path, timeout=10.0)
+        try:
+            return conn.execute(LAST_COMMITTED).fetchone()[0]
+        finally:
+            conn.close()
 
     def _not_stored_after_all(self, steps: list[Step]) -> list[str]:
         """The ids of a committed batch's rows that its INSERT ... SKIP_DUPLICATE_KEY skipped (the answer the

@@ -234,7 +234,7 @@ _ID_CHUNK = 500  # ids per lookup (SQLite's bound-parameter limit is higher; thi
 
 # Written in every batch's transaction: after a death, the successor knows whether the batch in flight committed.
 _PROGRESS = "UPDATE writer_progress SET batch = ?"
-_LAST_COMMITTED = "SELECT batch FROM writer_progress"
+LAST_COMMITTED = "SELECT batch FROM writer_progress"
 
 
 def _run_batch(conn: sqlite3.Connection, number: int, steps: list[Step]) -> tuple[bool, str, str, int, list[str]]:
@@ -289,6 +289,16 @@ def _kill_if_armed(switch: str, steps: list[Step]) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _kill_at_start_if_armed(switch: str) -> None:
+    """Tests only: `<switch>.at-start` kills the next process to start before it says it is ready (a successor
+    killed too, the OOM killer striking twice)."""
+    try:
+        os.unlink(switch + ".at-start")
+    except FileNotFoundError:
+        return
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def main(path: str) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -302,8 +312,10 @@ def main(path: str) -> int:
         _send(out, (type(exc).__name__, type(exc).__name__, str(exc)))
         return 1
     checkpointer = Checkpointer(path)
-    _send(out, ("ready", conn.execute(_LAST_COMMITTED).fetchone()[0]))
     kill_switch = os.environ.get(KILL_SWITCH)  # tests only (see _kill_if_armed); unset, it costs one test per batch
+    if kill_switch is not None:
+        _kill_at_start_if_armed(kill_switch)
+    _send(out, ("ready", conn.execute(LAST_COMMITTED).fetchone()[0]))
     while (request := _read_frame(inp)) is not None:
         number, steps = request
         reply = _run_batch(conn, number, steps)

@@ -67,6 +67,22 @@ def test_a_delivery_committed_as_the_writer_died_sends_its_receipt_at_once(kill_
     a.expect_none(within=0.1)
 
 
+def test_a_submission_committed_as_the_writer_died_stands_when_its_successor_dies_too(kill_switch, gateway, handset) -> None:
+    """The successor told whether the batch in doubt committed; killed too before it said (the OOM killer striking
+    twice), the batch was taken as not committed: ESME_RSYSERR, yet stored, and delivered only on B's next bind."""
+    a, b = handset(A), handset(B)
+    switch = kill_switch("committed twice over")
+    successor = Path(f"{switch}.at-start")
+    successor.write_text("")  # the next writer process dies as it starts
+    resp = a.submit(B, "committed twice over", registered_delivery=1)
+    assert not switch.exists() and not successor.exists(), "the writers did not die"
+    assert resp.status == ESME_ROK
+    assert text(b.expect()) == "committed twice over"
+    receipt = receipt_fields(a.expect(predicate=is_receipt))
+    assert (receipt["id"], receipt["stat"]) == (resp.message_id.decode(), "DELIVRD")
+    b.expect_none(within=1.0)
+
+
 def test_a_resend_recognised_as_a_copy_as_the_writer_died_gets_the_first_ones_id(kill_switch, gateway, handset) -> None:
     a, b = handset(A), handset(B)
     first = a.submit(B, "sent twice", user_message_reference=7)
