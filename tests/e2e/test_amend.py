@@ -21,6 +21,7 @@ from tests.smpp_handset import (
     ESME_RINVEXPIRY,
     ESME_ROK,
     RawLink,
+    encoded,
     frame,
     is_receipt,
     receipt_fields,
@@ -257,6 +258,24 @@ def test_a_submit_sm_with_replace_if_present_flag_replaces_what_still_waits(hand
     assert a.query(second).message_state == DELETED
     b = handset(B)
     assert [text(p) for p in b.expect_many(2)] == ["news", "score 2-0"]
+    b.expect_none(0.3)
+
+
+def test_an_mt_with_replace_if_present_flag_is_not_overtaken_by_the_next_one_to_that_subscriber(handset, esme) -> None:
+    """Answered once the cancellation of what it replaces is committed, it was also handed to delivery only then: an
+    MT pipelined behind it to the same subscriber went out first (and a bind appearing meanwhile could send it
+    from the store, then again)."""
+    b = handset(B)
+    for n in range(3):
+        esme.send(
+            encoded("submit_sm", 10 + 2 * n, source_addr=A, destination_addr=B, short_message=f"{n} first".encode(),
+                    service_type="SCORE", replace_if_present_flag=1)
+            + encoded("submit_sm", 11 + 2 * n, source_addr=A, destination_addr=B, short_message=f"{n} second".encode(),
+                      service_type="NEWS")
+        )  # fmt: skip
+        answers = [struct.unpack(">LLLL", esme.read_frame()[:16])[2:] for _ in range(2)]  # (status, sequence)
+        assert sorted(answers) == [(ESME_ROK, 10 + 2 * n), (ESME_ROK, 11 + 2 * n)]  # in either order
+        assert [text(p) for p in b.expect_many(2)] == [f"{n} first", f"{n} second"]
     b.expect_none(0.3)
 
 
