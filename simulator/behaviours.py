@@ -163,6 +163,7 @@ class Env:
     post: PostOffice
     timeout: float
     on_event: Callable[[str, str], None] = lambda event, service_id: None  # ("ORDER" | "CANCEL", service id)
+    on_mo: Callable[[], None] = lambda: None  # an MO the target accepted, as its submit_sm_resp arrives
 
     @property
     def order_services(self) -> list[Service]:
@@ -286,7 +287,7 @@ async def _dialogue(kind: str, phone: Handset, env: Env, sources: Iterable[str],
         phone.begin(Expectation(frozenset(sources)))
     result = None
     try:
-        result = await run_dialogue(kind, phone, env.plan, env.timeout, body)
+        result = await run_dialogue(kind, phone, env.plan, env.timeout, body, env.on_mo)
         return result
     finally:
         if is_phone:
@@ -572,6 +573,7 @@ async def spammer_round(spammer: Spammer, env: Env, victims: list[Phone]) -> Dia
             else:
                 accepted.append(number)
                 result.mo += 1
+                env.on_mo()
         if wrong and not spammer.rounds and not spammer.reporting and set(refusals) == {SENDER_BLOCKED}:
             raise DialogueFailed(step, "blocked network-wide (0x400) before any report of this run: the target has seen "
                                        "this spammer before (an earlier run?); spammers need numbers it has not seen: "

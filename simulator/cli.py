@@ -66,8 +66,10 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     out.add_argument("--report", metavar="DIR", help="write report.json and report.html here")
     out.add_argument("--max-failures", type=_non_negative(int), default=0, metavar="N",
                      help="failed dialogues tolerated (default 0)")
-    out.add_argument("--min-rate", type=_non_negative(float), metavar="R", help="fail below R dialogues/s")
-    out.add_argument("--max-p99-ms", type=_positive(float), metavar="MS", help="fail when p99 latency exceeds MS")
+    out.add_argument("--min-rate", type=_non_negative(float), metavar="R",
+                     help="fail below R dialogues/s ended ok, in the steady state (after the ramp-up)")
+    out.add_argument("--max-p99-ms", type=_positive(float), metavar="MS",
+                     help="fail when p99 latency exceeds MS (or when no reply was timed)")
     out.add_argument("--quiet", action="store_true", help="no progress display")
     return p
 
@@ -253,17 +255,24 @@ def write_report(summary: dict[str, Any], directory: str | Path, scenario: dict[
 
 def verdicts(summary: dict[str, Any], *, max_failures: int = 0, min_rate: float | None = None,
              max_p99_ms: float | None = None) -> list[str]:  # fmt: skip
-    """What the run missed: failed dialogues beyond max_failures, and the thresholds given."""
+    """What the run missed: failed dialogues beyond max_failures, and the thresholds given. The rate judged is the
+    steady state's, of dialogues that ended ok; a threshold nothing was measured for is missed, not passed."""
     misses = []
     failed = summary["dialogues"]["failed"]
     if failed > max_failures:
         misses.append(f"{failed} dialogues failed (tolerated: {max_failures})")
-    rate = summary["throughput"]["dialogues_per_s"]
-    if min_rate is not None and rate < min_rate:
-        misses.append(f"{rate} dialogues/s, below --min-rate {min_rate:g}")
+    rate = summary["throughput"]["ok_per_s"]
+    if min_rate is not None:
+        if rate is None:
+            misses.append(f"no steady state to judge --min-rate {min_rate:g} by: the load ended within its ramp-up")
+        elif rate < min_rate:
+            misses.append(f"{rate} dialogues/s ended ok in the steady state, below --min-rate {min_rate:g}")
     p99 = summary["latency_ms"]["p99"]
-    if max_p99_ms is not None and p99 > max_p99_ms:
-        misses.append(f"p99 latency {p99} ms, above --max-p99-ms {max_p99_ms:g}")
+    if max_p99_ms is not None:
+        if p99 is None:
+            misses.append(f"no latency measured (no reply was timed), so not within --max-p99-ms {max_p99_ms:g}")
+        elif p99 > max_p99_ms:
+            misses.append(f"p99 latency {p99} ms, above --max-p99-ms {max_p99_ms:g}")
     fleet = summary.get("fleet") or {}
     if fleet.get("stopped") in ("every subscriber retired after failures", "stalled: no subscriber could run any behaviour"):
         misses.append(f"the run ended early: {fleet['stopped']}")
@@ -274,16 +283,20 @@ def describe(summary: dict[str, Any]) -> str:
     """The result for a person: throughput, latency, outcomes by kind, failures with the first transcripts."""
     d, t, lat = summary["dialogues"], summary["throughput"], summary["latency_ms"]
     load_s = summary.get("load_s", summary["duration_s"])
+    steady = (f"steady state ({t['steady_s']:.1f} s from {t['steady_from_s']:.1f} s): {_shown(t['ok_per_s'])} "
+              f"dialogues/s ended ok, {_shown(t['started_per_s'])}/s started")  # fmt: skip
     lines = [
         f"{d['completed'] + d['failed']} dialogues in {summary['duration_s']:.1f} s (load {load_s:.1f} s):"
-        f" {d['completed']} ok, {d['failed']} failed; {t['dialogues_per_s']} dialogues/s, {t['mo_per_s']} MO/s during the load",
-        f"latency ms (MO -> reply, every step): p50 {lat['p50']}  p90 {lat['p90']}  p99 {lat['p99']}"
-        f"  p99.9 {lat['p99.9']}  max {lat['max']}",
+        f" {d['completed']} ok, {d['failed']} failed; {steady}",
+        (f"over the whole load (ramp-up included): {t['ended_per_s_whole_load']} dialogues/s ended (ok or failed),"
+         f" {t['mo_per_s']} MO/s accepted"),
+        f"latency ms (MO -> reply, every step): p50 {_shown(lat['p50'])}  p90 {_shown(lat['p90'])}  p99 {_shown(lat['p99'])}"
+        f"  p99.9 {_shown(lat['p99.9'])}  max {_shown(lat['max'])}",
     ]
     for kind, outcomes in summary["outcomes"].items():
         by_kind = summary["latency_ms_by_kind"].get(kind, {})
         counts = ", ".join(f"{outcome} {n}" for outcome, n in outcomes.items())
-        timed = by_kind.get("max", 0) > 0
+        timed = by_kind.get("max") is not None
         lines.append(f"  {kind:<9} {counts}" + (f"   (p50 {by_kind['p50']} p99 {by_kind['p99']} ms)" if timed else ""))
     if summary.get("unsolicited"):
         lines.append("arrived unasked: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["unsolicited"].items())))
@@ -303,6 +316,11 @@ def describe(summary: dict[str, Any]) -> str:
             text = entry["text"].replace("\n", " / ")
             lines.append(f"       {entry['t']:8.3f}s {entry['dir']} {entry['peer']}: {text[:200]}")
     return "\n".join(lines)
+
+
+def _shown(value: float | None) -> str:
+    """A figure, or "-" when nothing was measured (never a 0 that reads as an instant reply)."""
+    return "-" if value is None else f"{value}"
 
 
 if __name__ == "__main__":

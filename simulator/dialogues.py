@@ -155,10 +155,12 @@ class DialogueFailed(Exception):
 class _Run:
     """One dialogue in progress: sends, expects, checks, times every step."""
 
-    def __init__(self, kind: str, handset: Handset, plan: Plan, timeout: float) -> None:
+    def __init__(self, kind: str, handset: Handset, plan: Plan, timeout: float,
+                 on_mo: Callable[[], None] | None = None) -> None:  # fmt: skip
         self.handset = handset
         self.plan = plan
         self.timeout = timeout
+        self.on_mo = on_mo  # told as each MO is accepted, not when the dialogue ends (a fleet's MO/s)
         self.sent_at = 0.0
         self.step = "start"
         self.result = DialogueResult(kind, handset.msisdn, False, "failed")
@@ -174,6 +176,8 @@ class _Run:
         if resp.command_status:
             raise DialogueFailed(self.step, f"MO refused with {CommandStatus.name_of(resp.command_status)}")
         self.result.mo += 1
+        if self.on_mo is not None:
+            self.on_mo()
         self.sent_at = at
 
     async def receive(self, step: str, source: str) -> str:
@@ -204,8 +208,9 @@ class _Run:
         raise DialogueFailed(self.step, reason)
 
 
-async def _run(kind: str, handset: Handset, plan: Plan, timeout: float, body: Callable[[_Run], Awaitable[str]]) -> DialogueResult:
-    run = _Run(kind, handset, plan, timeout)
+async def _run(kind: str, handset: Handset, plan: Plan, timeout: float, body: Callable[[_Run], Awaitable[str]],
+               on_mo: Callable[[], None] | None = None) -> DialogueResult:  # fmt: skip
+    run = _Run(kind, handset, plan, timeout, on_mo)
     result = run.result
     result.unexpected = [f"{m.source}: {m.text}" for m in handset.take_inbox()]
     handset.transcript = []

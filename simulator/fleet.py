@@ -192,7 +192,8 @@ class Fleet:
         self.recorder = recorder if recorder is not None else Recorder()
         self.rng = random.Random(scenario.load.seed)
         self.post = PostOffice()
-        self.env = Env(self.plan, self.rules, scenario, self.rng, self.post, scenario.load.timeout, self._event)
+        self.env = Env(self.plan, self.rules, scenario, self.rng, self.post, scenario.load.timeout, self._event,
+                       self._mo_accepted)  # fmt: skip
         self.phones: list[Phone] = []
         self.by_number: dict[str, Phone] = {}
         self.spammers: list[Spammer] = []
@@ -435,6 +436,8 @@ class Fleet:
         self._stopping, self.stop_reason, self._started = False, "", 0
         self._last_start = time.monotonic()
         self.recorder.started = time.monotonic()
+        # The rate is judged after the open loop's ramp-up (simulator/metrics.py)
+        self.recorder.steady_from = self.recorder.started + (load.ramp_up if load.mode == "open" else 0.0)
         self._until = self.recorder.started + load.duration if load.duration > 0 else float("inf")
         loop = asyncio.get_running_loop()
         self._stopped = loop.create_future()
@@ -809,6 +812,9 @@ class Fleet:
         if spammer is not None:
             spammer.report_sent(phone.msisdn)  # from now on its texts to this victim may be refused
         self._queue(phone, lambda: b.spam_report(phone, self.env, variant, sender, message.text, spammer=spammer))
+
+    def _mo_accepted(self) -> None:
+        self.recorder.mo_accepted()  # the recorder of the phase running now (load() may swap it)
 
     def _event(self, event: str, detail: str) -> None:
         if event == "refused":

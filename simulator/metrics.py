@@ -7,6 +7,17 @@ report format (documented in `summary`'s docstring and README):
 Latencies are MO -> reply times of every dialogue step, kept in HDR
 histograms (microsecond resolution, 3 significant digits) so percentiles
 stay exact to 0.1 % at any volume with constant memory.
+
+An MO counts when the target accepts it (`mo_accepted`, as its
+submit_sm_resp arrives), not when its dialogue ends: a target that answers
+late still took its MO at the rate it took them.
+
+The rate a load test is judged by is the steady state's (`steady_from`, the
+end of the open loop's ramp-up, to the end of the load): the dialogues
+started in that window that ended ok, per second of it. Counting by start
+rather than by end leaves out both the ramp and the first latency period,
+when dialogues have started but none could have ended yet; a dialogue
+started in the window is counted when it ends, during the drain too.
 """
 
 from __future__ import annotations
@@ -30,9 +41,10 @@ def _histogram() -> HdrHistogram:
     return HdrHistogram(LOWEST_US, HIGHEST_US, DIGITS)
 
 
-def _percentiles_ms(histogram: HdrHistogram) -> dict[str, float]:
+def _percentiles_ms(histogram: HdrHistogram) -> dict[str, float | None]:
+    """p50 .. p99.9, max, mean in ms; None each when nothing was timed (0.0 would read as an instant reply)."""
     if histogram.get_total_count() == 0:
-        return {f"p{p:g}": 0.0 for p in PERCENTILES} | {"max": 0.0, "mean": 0.0}
+        return {f"p{p:g}": None for p in PERCENTILES} | {"max": None, "mean": None}
     values = {f"p{p:g}": histogram.get_value_at_percentile(p) / 1000 for p in PERCENTILES}
     return values | {"max": histogram.get_max_value() / 1000, "mean": round(histogram.get_mean_value() / 1000, 3)}
 
@@ -116,14 +128,26 @@ class Recorder:
         # the load, not the drain that waits for the last replies (a survey answered late, say).
         self.load_ended: float | None = None
         self._ended_by_load_end = (0, 0)  # (dialogues, MO)
+        self.steady_from: float | None = None  # when the steady state begins (None: at `started`)
+        self.steady_started = 0  # dialogues started in the steady window
+        self.steady_ok = 0  # ... of which ended ok (so far)
 
     # ------------------------------------------------------------ feeding
     def dialogue_started(self, at: float | None = None) -> None:
+        at = time.monotonic() if at is None else at
         self.started_count += 1
         self._second(at).started += 1
+        if self._steady(at):
+            self.steady_started += 1
+
+    def _steady(self, at: float) -> bool:
+        """`at` lies in the steady window: after the ramp-up, before the load stopped starting dialogues."""
+        start = self.started if self.steady_from is None else self.steady_from
+        return start <= at and (self.load_ended is None or at < self.load_ended)
 
     def record(self, result: DialogueResult) -> None:
-        """A dialogue ended (ok or not); its steps' latencies join the histograms."""
+        """A dialogue ended (ok or not); its steps' latencies join the histograms. Its MOs were counted as the
+        target accepted them (`mo_accepted`)."""
         second = self._second(result.ended_at or None)
         by_kind = self.latency_by_kind.get(result.kind)
         if by_kind is None:
@@ -133,12 +157,12 @@ class Recorder:
             self.latency.record_value(micros)
             by_kind.record_value(micros)
             second.record(micros)
-        self.mo += result.mo
-        second.mo += result.mo
         self.outcomes[(result.kind, result.outcome)] += 1
         if result.ok:
             self.completed += 1
             second.completed += 1
+            if self._steady(result.started_at):
+                self.steady_ok += 1
             return
         self.failed += 1
         second.failed += 1
@@ -149,8 +173,8 @@ class Recorder:
                         [(t - self.started, d, p, x) for t, d, p, x in result.transcript])  # fmt: skip
             )
 
-    def mo_outside_dialogues(self, count: int = 1, at: float | None = None) -> None:
-        """MO the fleet sent that belongs to no checked dialogue (chatter, spam campaigns, survey answers)."""
+    def mo_accepted(self, count: int = 1, at: float | None = None) -> None:
+        """The target accepted an MO (its submit_sm_resp, ESME_ROK, arrived): counted in that second."""
         self.mo += count
         self._second(at).mo += count
 
@@ -201,9 +225,13 @@ class Recorder:
     def summary(self) -> dict[str, Any]:
         """The report's data (JSON-able):
 
-        - `duration_s` (load and drain), `load_s`; `dialogues`: {started, completed, failed}; `throughput`:
-          {dialogues_per_s, mo_per_s} over the load (`load_finished`), or the whole run if it was never marked
-        - `latency_ms`: {p50, p90, p99, p99.9, max, mean} over every step, and `latency_ms_by_kind`
+        - `duration_s` (load and drain), `load_s`; `dialogues`: {started, completed, failed}
+        - `throughput`: the steady state's {`ok_per_s`: dialogues started in it that ended ok, `started_per_s`}
+          per second of it (`steady_from_s` after the start, `steady_s` long; both rates None when the load ended
+          before it began); over the whole load (`load_finished`, else the whole run), ramp-up included:
+          `ended_per_s_whole_load` (every dialogue that ended then, ok or failed) and `mo_per_s` (MO accepted)
+        - `latency_ms`: {p50, p90, p99, p99.9, max, mean} over every step (each None when nothing was timed), and
+          `latency_ms_by_kind`
         - `outcomes`: {kind: {outcome: count}}; `failures_by_step`: {kind: {step: count}}
         - `failures`: up to 200, each {kind, msisdn, step, error, at, transcript: [{t, dir, peer, text}]}
         - `mo_refused`: {status: count}; `unsolicited`: {what: count}
@@ -215,6 +243,8 @@ class Recorder:
             dialogues, mo = self._ended_by_load_end
         else:
             load_s, dialogues, mo = duration, self.completed + self.failed, self.mo
+        steady_start = self.started if self.steady_from is None else self.steady_from
+        steady_from, steady_s = steady_start - self.started, self.started + load_s - steady_start
         outcomes: dict[str, dict[str, int]] = {}
         for (kind, outcome), count in sorted(self.outcomes.items()):
             outcomes.setdefault(kind, {})[outcome] = count
@@ -239,7 +269,14 @@ class Recorder:
             "duration_s": round(duration, 3),
             "load_s": round(load_s, 3),
             "dialogues": {"started": self.started_count, "completed": self.completed, "failed": self.failed},
-            "throughput": {"dialogues_per_s": round(dialogues / load_s, 2), "mo_per_s": round(mo / load_s, 2)},
+            "throughput": {
+                "ok_per_s": round(self.steady_ok / steady_s, 2) if steady_s > 0 else None,
+                "started_per_s": round(self.steady_started / steady_s, 2) if steady_s > 0 else None,
+                "steady_from_s": round(steady_from, 3),
+                "steady_s": round(max(steady_s, 0.0), 3),
+                "ended_per_s_whole_load": round(dialogues / load_s, 2),
+                "mo_per_s": round(mo / load_s, 2),
+            },
             "latency_ms": _percentiles_ms(self.latency),
             "latency_ms_by_kind": {k: _percentiles_ms(h) for k, h in sorted(self.latency_by_kind.items())},
             "outcomes": outcomes,

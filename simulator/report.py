@@ -657,8 +657,8 @@ def render_html(report: Mapping[str, Any], *, max_failures: int = MAX_FAILURES_S
         )
     )  # fmt: skip
     cards = "".join((
-        _card("dialogues / s", _num(throughput.get("dialogues_per_s"), 1)),
-        _card("MO / s", _num(throughput.get("mo_per_s"), 1)),
+        _card("ok dialogues / s (steady state)", _num(throughput.get("ok_per_s"), 1)),
+        _card("MO accepted / s", _num(throughput.get("mo_per_s"), 1)),
         _card("completed", _num(completed)),
         _card("failed", _num(failed), bad=bool(failed)),
         _card("started", _num(started)),

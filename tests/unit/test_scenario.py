@@ -154,11 +154,11 @@ def test_idle_pool_takes_at_random_and_removes_in_constant_time() -> None:
 
 
 def test_verdicts() -> None:
-    summary = {"dialogues": {"failed": 2}, "throughput": {"dialogues_per_s": 150.0}, "latency_ms": {"p99": 40.0}}
+    summary = {"dialogues": {"failed": 2}, "throughput": {"ok_per_s": 150.0}, "latency_ms": {"p99": 40.0}}
     assert verdicts(summary) == ["2 dialogues failed (tolerated: 0)"]
     assert verdicts(summary, max_failures=2) == []
     assert verdicts(summary, max_failures=5, min_rate=200, max_p99_ms=30) == [
-        "150.0 dialogues/s, below --min-rate 200", "p99 latency 40.0 ms, above --max-p99-ms 30",
+        "150.0 dialogues/s ended ok in the steady state, below --min-rate 200", "p99 latency 40.0 ms, above --max-p99-ms 30",
     ]  # fmt: skip
 
 

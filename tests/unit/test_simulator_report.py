@@ -42,16 +42,21 @@ def dialogue(kind: str, at: float, latencies_ms: list[float], *, ok: bool = True
 def summary() -> dict:
     """Seconds 0 and 1 busy, second 2 idle (no latency), second 3 one failure."""
     recorder = Recorder(started=100.0)
+
+    def ended(result: DialogueResult) -> None:
+        recorder.mo_accepted(result.mo, at=result.started_at)
+        recorder.record(result)
+
     for i in range(20):
         at = 100.0 + i / 10
         recorder.dialogue_started(at=at - 0.05)
-        recorder.record(dialogue("query_unsubscribe", at, [2.0 + i / 10, 4.0], outcome="unsubscribed"))
+        ended(dialogue("query_unsubscribe", at, [2.0 + i / 10, 4.0], outcome="unsubscribed"))
     for i in range(5):
         recorder.dialogue_started(at=100.5 + i / 10)
-        recorder.record(dialogue("order_confirm", 100.55 + i / 10, [3.0, 5.0], outcome="ordered"))
+        ended(dialogue("order_confirm", 100.55 + i / 10, [3.0, 5.0], outcome="ordered"))
     recorder.dialogue_started(at=103.2)
-    recorder.record(dialogue("order_confirm", 103.3, [7.0], ok=False))
-    recorder.mo_outside_dialogues(3, at=102.5)
+    ended(dialogue("order_confirm", 103.3, [7.0], ok=False))
+    recorder.mo_accepted(3, at=102.5)
     recorder.refused("ESME_RTHROTTLED")
     recorder.arrived_unasked("survey")
     recorder.arrived_unasked("reminder")
@@ -128,7 +133,10 @@ def test_json_report_is_the_summary_with_run_metadata_and_scenario(tmp_path: Pat
     for key, value in summary.items():
         assert report[key] == value, key
     assert report["dialogues"] == {"started": 26, "completed": 25, "failed": 1}
-    assert report["throughput"] == {"dialogues_per_s": 6.67, "mo_per_s": 13.85}  # 26 dialogues, 54 MO in 3.9 s
+    # 26 dialogues ended in 3.9 s, 25 of them ok; the first started before the run's start, outside the steady
+    # window (no ramp-up: the whole run), so 24 ok of 25 started in it; 54 MO accepted
+    assert report["throughput"] == {"ok_per_s": 6.15, "started_per_s": 6.41, "steady_from_s": 0.0, "steady_s": 3.9,
+                                    "ended_per_s_whole_load": 6.67, "mo_per_s": 13.85}  # fmt: skip
     assert report["outcomes"] == {"order_confirm": {"failed": 1, "ordered": 5}, "query_unsubscribe": {"unsubscribed": 20}}
     assert report["failures"][0]["transcript"][-1]["text"] == EVIL
     assert report["title"] == "nightly"
@@ -189,7 +197,7 @@ def test_html_shows_figures_tables_and_escaped_transcripts(tmp_path: Path, summa
     _, html_path = write_reports(summary, tmp_path, SCENARIO)
     html, page = parse(html_path)
     figures = cards(html)
-    assert figures["dialogues / s"] == "6.7" and figures["MO / s"] == f"{54 / 3.9:.1f}"
+    assert figures["ok dialogues / s (steady state)"] == "6.2" and figures["MO accepted / s"] == f"{54 / 3.9:.1f}"
     assert figures["completed"] == "25" and figures["failed"] == "1" and figures["started"] == "26"
     latency = summary["latency_ms"]
     for p in ("p50", "p90", "p99", "p99.9"):
@@ -233,7 +241,8 @@ def test_long_run_is_downsampled_for_drawing_only(tmp_path: Path) -> None:
     ]  # fmt: skip
     summary = {
         "duration_s": float(seconds), "dialogues": {"started": 500_000, "completed": 497_500, "failed": 2_500},
-        "throughput": {"dialogues_per_s": 100.0, "mo_per_s": 200.0},
+        "throughput": {"ok_per_s": 99.5, "started_per_s": 100.0, "steady_from_s": 0.0, "steady_s": float(seconds),
+                       "ended_per_s_whole_load": 100.0, "mo_per_s": 200.0},
         "latency_ms": {"p50": 3.0, "p90": 8.0, "p99": 20.0, "p99.9": 30.0, "max": 40.0, "mean": 4.0},
         "latency_ms_by_kind": {}, "outcomes": {}, "failures_by_step": {}, "failures": [], "mo_refused": {},
         "unsolicited": {}, "timeline": timeline,

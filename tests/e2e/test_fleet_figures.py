@@ -1,0 +1,121 @@
+"""The load-test figures of `smsgw simulate` are true: the CLI as a process against bench/loopback_server.py in the
+test's event loop, its texts delivered at once, a set time later, or never -- the target's latency is known.
+
+MO/s counts each MO when the target accepted it; --min-rate judges the steady state's dialogues that ended ok;
+nothing timed is no latency (not 0 ms)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from loopback_server import LoopbackServer, LoopbackSmsc
+
+CHATTER_ONLY = """name = "chatter-only"
+[fleet]
+sp_receivers = []
+[behaviours.query]
+weight = 0
+[behaviours.order]
+weight = 0
+[behaviours.spam]
+weight = 0
+[behaviours.chatter]
+weight = 1
+long = 0.0
+[behaviours.spammer]
+weight = 0
+[behaviours.help]
+weight = 0
+"""
+
+
+@pytest.fixture
+async def smsc(monkeypatch: pytest.MonkeyPatch):
+    """Start a loopback SMSC that accepts every submit_sm at once and delivers the text `delay` s later (None:
+    never, as bench/node_peer does); stopped at teardown."""
+    servers: list[LoopbackServer] = []
+    deliver = LoopbackSmsc.deliver
+
+    async def start(delay: float | None = 0.0) -> LoopbackServer:
+        def late(self: LoopbackSmsc, frame: bytes) -> None:
+            if delay is not None:
+                self.loop.call_later(delay, deliver, self, frame)
+
+        if delay != 0.0:
+            monkeypatch.setattr(LoopbackSmsc, "deliver", late)
+        servers.append(await LoopbackServer.start("127.0.0.1", 0))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        await server.stop()
+
+
+async def simulate(tmp_path: Path, port: int, *flags: str) -> tuple[int, str, dict[str, Any] | None]:
+    """`smsgw simulate` with the chatter-only scenario: exit status, stdout + stderr, report.json (None if none)."""
+    scenario = tmp_path / "chatter.toml"
+    scenario.write_text(CHATTER_ONLY, encoding="utf-8")
+    report = tmp_path / "report"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "simulate", "--quiet", "--scenario", str(scenario), "--port", str(port),
+        "--report", str(report), *flags, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 100)
+    path = report / "report.json"
+    data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    return proc.returncode or 0, out.decode() + err.decode(), data
+
+
+async def test_mo_per_s_counts_each_mo_when_the_target_accepts_it(smsc, tmp_path: Path) -> None:
+    """Every reply 1 s late: the target still took 100 MO/s from the first second. Counted at each dialogue's end,
+    the tool said ~67 MO/s over the 3 s load and 0 MO in second 0."""
+    server = await smsc(delay=1.0)
+    status, output, report = await simulate(tmp_path, server.port, "--rate", "100", "--duration", "3", "--timeout", "3")
+    assert status == 0, output
+    assert report is not None and report["dialogues"]["failed"] == 0
+    assert report["throughput"]["mo_per_s"] >= 95, report["throughput"]
+    assert [s["mo"] for s in report["timeline"][:3]] == [s["started"] for s in report["timeline"][:3]]
+    assert report["timeline"][0]["mo"] >= 95 and report["timeline"][0]["completed"] == 0
+    assert f"{report['throughput']['mo_per_s']} MO/s accepted" in output
+
+
+async def test_min_rate_judges_the_steady_state_after_the_ramp_up(smsc, tmp_path: Path) -> None:
+    """A target that keeps up exactly with --rate 100 after a 2 s ramp-up: averaged over the ramp the rate read
+    ~75/s and --min-rate 95 could never pass. The steady state's rate passes it; the overall figure is kept."""
+    server = await smsc()
+    status, output, report = await simulate(tmp_path, server.port, "--rate", "100", "--ramp-up", "2", "--duration", "5",
+                                            "--min-rate", "95")  # fmt: skip
+    assert status == 0, output
+    assert report is not None and report["verdict"] == {"result": "PASS", "misses": []}
+    t = report["throughput"]
+    assert t["steady_from_s"] == 2.0 and abs(t["steady_s"] - 3.0) < 0.05, t
+    assert t["ok_per_s"] >= 95 and t["started_per_s"] >= 95, t
+    assert t["ended_per_s_whole_load"] < 85, t  # the ramp's slower start, counted over the whole load
+    assert "dialogues/s ended ok" in output and "PASS" in output
+
+
+async def test_failed_dialogues_are_no_throughput_and_nothing_timed_is_no_latency(smsc, tmp_path: Path) -> None:
+    """A target that accepts every MO and delivers nothing: every dialogue fails. The rate counted the failures
+    (~160/s passed --min-rate 100) and the latency read 0.0 ms (passing --max-p99-ms 1)."""
+    server = await smsc(delay=None)
+    status, output, report = await simulate(tmp_path, server.port, "--rate", "100", "--duration", "2", "--timeout", "1",
+                                            "--max-failures", "1000", "--min-rate", "50", "--max-p99-ms", "1")  # fmt: skip
+    assert status == 1, output
+    assert report is not None and report["dialogues"]["completed"] == 0 and report["dialogues"]["failed"] > 150
+    assert report["throughput"]["ok_per_s"] == 0.0 and report["throughput"]["mo_per_s"] >= 95  # the MO were taken
+    assert set(report["latency_ms"].values()) == {None}
+    assert report["verdict"]["misses"] == [
+        "0.0 dialogues/s ended ok in the steady state, below --min-rate 50",
+        "no latency measured (no reply was timed), so not within --max-p99-ms 1",
+    ]
+    assert "latency ms (MO -> reply, every step): p50 -  p90 -  p99 -  p99.9 -  max -" in output
+    assert "0.0 ms" not in output
