@@ -3,7 +3,7 @@
     smsgw simulate [--host H] [--port P] [--system-id ID --password PW] [--tls [--ca FILE | --insecure]]
                    [--scenario FILE] [--duration S | --count N] [--rate R | --concurrency C] [--ramp-up S]
                    [--binds N] [--subscribers N] [--report DIR]
-                   [--max-failures N] [--min-rate R] [--max-p99-ms MS]
+                   [--max-failures N] [--min-rate R] [--max-p99-ms MS] [--max-lag-ms MS]
 
 The scenario (default simulator/scenarios/default.toml) says everything;
 flags override it. Progress goes to stderr (a live table on a terminal,
@@ -35,6 +35,7 @@ from typing import Any
 __all__ = ["add_arguments", "main", "run_args", "verdicts"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+MAX_LAG_MS = 50.0  # the simulator's own lag (p99) beyond which its figures are not the target's
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -70,6 +71,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                      help="fail below R dialogues/s ended ok, in the steady state (after the ramp-up)")
     out.add_argument("--max-p99-ms", type=_positive(float), metavar="MS",
                      help="fail when p99 latency exceeds MS (or when no reply was timed)")
+    out.add_argument("--max-lag-ms", type=_positive(float), default=MAX_LAG_MS, metavar="MS",
+                     help="fail when the simulator itself lagged more (p99 of its event loop's lag, or of the open "
+                          f"loop's starts behind schedule): its latencies would be its own (default {MAX_LAG_MS:g})")
     out.add_argument("--quiet", action="store_true", help="no progress display")
     return p
 
@@ -136,7 +140,8 @@ def run_args(args: argparse.Namespace) -> int:
         print("smsgw simulate: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     print(describe(summary))
-    misses = verdicts(summary, max_failures=args.max_failures, min_rate=args.min_rate, max_p99_ms=args.max_p99_ms)
+    misses = verdicts(summary, max_failures=args.max_failures, min_rate=args.min_rate, max_p99_ms=args.max_p99_ms,
+                      max_lag_ms=args.max_lag_ms)  # fmt: skip
     if args.report:
         # The run is over: a press while its figures are written waits for them, rather than losing them.
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -254,7 +259,7 @@ def write_report(summary: dict[str, Any], directory: str | Path, scenario: dict[
 
 
 def verdicts(summary: dict[str, Any], *, max_failures: int = 0, min_rate: float | None = None,
-             max_p99_ms: float | None = None) -> list[str]:  # fmt: skip
+             max_p99_ms: float | None = None, max_lag_ms: float | None = None) -> list[str]:  # fmt: skip
     """What the run missed: failed dialogues beyond max_failures, and the thresholds given. The rate judged is the
     steady state's, of dialogues that ended ok; a threshold nothing was measured for is missed, not passed."""
     misses = []
@@ -273,9 +278,27 @@ def verdicts(summary: dict[str, Any], *, max_failures: int = 0, min_rate: float 
             misses.append(f"no latency measured (no reply was timed), so not within --max-p99-ms {max_p99_ms:g}")
         elif p99 > max_p99_ms:
             misses.append(f"p99 latency {p99} ms, above --max-p99-ms {max_p99_ms:g}")
+    if max_lag_ms is not None:
+        misses += _saturated(summary.get("simulator") or {}, max_lag_ms)
     fleet = summary.get("fleet") or {}
     if fleet.get("stopped") in ("every subscriber retired after failures", "stalled: no subscriber could run any behaviour"):
         misses.append(f"the run ended early: {fleet['stopped']}")
+    return misses
+
+
+def _saturated(simulator: dict[str, Any], max_lag_ms: float) -> list[str]:
+    """The simulator itself could not keep up: a reply waits its event loop's lag before it is timed, and an open
+    loop behind its schedule offers less than its rate. Then the figures are the simulator's, not the target's."""
+    misses = []
+    loop_lag = (simulator.get("loop_lag_ms") or {}).get("p99")
+    if loop_lag is not None and loop_lag > max_lag_ms:
+        misses.append(f"the simulator could not keep up: its event loop ran {loop_lag} ms late (p99; --max-lag-ms "
+                      f"{max_lag_ms:g}), so its latencies are its own queueing, not only the target's; give one "
+                      "simulator fewer dialogues/s (run several)")  # fmt: skip
+    schedule_lag = (simulator.get("schedule_lag_ms") or {}).get("p99")
+    if schedule_lag is not None and schedule_lag > max_lag_ms:
+        misses.append(f"the simulator could not keep up: the open loop started dialogues {schedule_lag} ms after they "
+                      f"were due (p99; --max-lag-ms {max_lag_ms:g}), so it offered less than its rate")  # fmt: skip
     return misses
 
 
@@ -293,6 +316,9 @@ def describe(summary: dict[str, Any]) -> str:
         f"latency ms (MO -> reply, every step): p50 {_shown(lat['p50'])}  p90 {_shown(lat['p90'])}  p99 {_shown(lat['p99'])}"
         f"  p99.9 {_shown(lat['p99.9'])}  max {_shown(lat['max'])}",
     ]
+    simulator = summary.get("simulator")
+    if simulator:
+        lines.append(_describe_simulator(simulator, summary.get("fleet") or {}))
     for kind, outcomes in summary["outcomes"].items():
         by_kind = summary["latency_ms_by_kind"].get(kind, {})
         counts = ", ".join(f"{outcome} {n}" for outcome, n in outcomes.items())
@@ -321,6 +347,20 @@ def describe(summary: dict[str, Any]) -> str:
 def _shown(value: float | None) -> str:
     """A figure, or "-" when nothing was measured (never a 0 that reads as an instant reply)."""
     return "-" if value is None else f"{value}"
+
+
+def _describe_simulator(simulator: dict[str, Any], fleet: dict[str, Any]) -> str:
+    """How the simulator itself kept up: its event loop's lag, the open loop's lag behind schedule, what it held."""
+    loop_lag = simulator.get("loop_lag_ms") or {}
+    lag = f"p50 {_shown(loop_lag.get('p50'))} p99 {_shown(loop_lag.get('p99'))} max {_shown(loop_lag.get('max'))} ms"
+    parts = [f"event-loop lag {lag}"]
+    schedule_lag = simulator.get("schedule_lag_ms")
+    if schedule_lag:
+        parts.append(f"starts behind schedule p99 {_shown(schedule_lag.get('p99'))} max {_shown(schedule_lag.get('max'))} ms")
+    in_flight = f"in flight mean {_shown(simulator.get('in_flight_mean'))}"
+    if fleet.get("concurrency") is not None:
+        in_flight += f" (--concurrency {fleet['concurrency']})"
+    return "simulator itself: " + "; ".join([*parts, in_flight])
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from . import behaviours as b
 from .behaviours import BUSY, IDLE, RETIRED, Env, Phone, PostOffice, Rules, Spammer
 from .dialogues import DialogueResult, Plan
 from .esme import BindError, Esme, EsmeError, ResponseTimeout, SharedParts, ShortMessage
+from .headroom import Headroom
 from .metrics import Recorder
 from .scenario import Load, Scenario
 
@@ -222,6 +223,7 @@ class Fleet:
         self._response_timeout = max(2 * scenario.load.timeout, 5.0)  # for the binds too
         self._collector_tuned = False
         self._last_start = 0.0
+        self.headroom: Headroom | None = None  # whether the fleet itself kept up (simulator/headroom.py)
         names = [n for n, w in scenario.behaviours.weights().items() if w > 0]
         self._names = names
         self._cumulative = list(accumulate(scenario.behaviours.weights()[n] for n in names))
@@ -419,6 +421,8 @@ class Fleet:
         self._collector_tuned = True
 
     async def close(self) -> None:
+        if self.headroom is not None:
+            self.headroom.stop()
         esmes = [*self.binds, *self.spammer_binds, *self.sp_binds]
         await asyncio.gather(*(e.unbind() for e in esmes), return_exceptions=True)
         if self._collector_tuned:
@@ -433,6 +437,11 @@ class Fleet:
         load = self._load = load if load is not None else self.scenario.load
         if recorder is not None:
             self.recorder = recorder
+        if recorder is not None or self.headroom is None:  # a fresh recorder measures a phase alone: this too
+            if self.headroom is not None:
+                self.headroom.stop()
+            self.headroom = Headroom(lambda: self._in_flight)
+        self.headroom.start()
         self._stopping, self.stop_reason, self._started = False, "", 0
         self._last_start = time.monotonic()
         self.recorder.started = time.monotonic()
@@ -490,6 +499,8 @@ class Fleet:
         load = self._load
         t0 = time.monotonic()
         rate, ramp = load.rate, load.ramp_up
+        headroom = self.headroom
+        assert headroom is not None
         due_count = 0
         while not self._done_starting():
             elapsed = time.monotonic() - t0
@@ -499,6 +510,7 @@ class Fleet:
                 due = int(rate * (elapsed - ramp / 2))
             while due_count < due and not self._done_starting():
                 due_count += 1
+                headroom.started_late(time.monotonic() - t0 - _due_at(due_count, rate, ramp))
                 if self._in_flight >= load.max_in_flight:
                     self.stats["not_started_in_flight_limit"] += 1
                     continue
@@ -514,12 +526,7 @@ class Fleet:
                 self._spawn(dialogue)
             # sleep until the next dialogue is due (at least a millisecond, at most 50 ms)
             elapsed = time.monotonic() - t0
-            target = due_count + 1
-            if elapsed < ramp:
-                at = (2 * ramp * target / rate) ** 0.5
-            else:
-                at = target / rate + ramp / 2
-            await asyncio.sleep(min(0.05, max(0.001, at - elapsed)))
+            await asyncio.sleep(min(0.05, max(0.001, _due_at(due_count + 1, rate, ramp) - elapsed)))
 
     def _spawn(self, dialogue: Callable[[], Awaitable[DialogueResult]]) -> asyncio.Task:
         """Run a dialogue as a task the drain waits for (or cancels)."""
@@ -834,6 +841,8 @@ class Fleet:
             for task in list(self.tasks):
                 task.cancel()
             await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.headroom is not None:
+            self.headroom.stop()
         self.recorder.finish()
 
     async def settle(self, timeout: float = 3.0) -> None:
@@ -882,12 +891,16 @@ class Fleet:
     def summary(self) -> dict[str, Any]:
         """The recorder's summary with a "fleet" entry about the run itself."""
         summary = self.recorder.summary()
+        if self.headroom is not None:
+            summary["simulator"] = self.headroom.summary()
         threshold = self.rules.spam_block_threshold
         summary["fleet"] = {
             "subscribers": len(self.phones),
             "binds": len(self.binds),
             "mode": self.scenario.fleet.mode,
-            "load": self.scenario.load.mode,
+            "load": self._load.mode,
+            # what was asked, beside what the run had (simulator.in_flight_mean, throughput.started_per_s)
+            **({"concurrency": self._load.concurrency} if self._load.mode == "closed" else {"rate": self._load.rate}),
             "stopped": self.stop_reason,
             "interrupted": self.interrupted,
             "retired_subscribers": sum(1 for p in self.phones if p.state == RETIRED),
@@ -915,6 +928,14 @@ def _weighted(rng: random.Random, choices: tuple[tuple[str, float], ...]) -> str
         if x < 0:
             return name
     return next(name for name, w in reversed(choices) if w > 0)
+
+
+def _due_at(k: int, rate: float, ramp: float) -> float:
+    """Seconds after the open loop's start at which its k-th dialogue is due: rate * t^2 / (2 ramp) have been due
+    by t during the linear ramp-up, rate * (t - ramp / 2) after it."""
+    if k < rate * ramp / 2:
+        return (2 * ramp * k / rate) ** 0.5
+    return k / rate + ramp / 2
 
 
 def _loop_time(monotonic_at: float) -> float:

@@ -39,7 +39,7 @@ MAX_FAILURES_SHOWN = 50
 
 # The summary's keys in the order the JSON lists them; keys the recorder adds later follow, sorted.
 _ORDER = (
-    "duration_s", "load_s", "dialogues", "throughput", "latency_ms", "latency_ms_by_kind", "outcomes",
+    "duration_s", "load_s", "dialogues", "throughput", "latency_ms", "latency_ms_by_kind", "simulator", "outcomes",
     "failures_by_step", "mo_refused", "unsolicited",
 )  # fmt: skip
 _LAST = ("timeline", "failures")
@@ -451,6 +451,27 @@ def _counts_table(title: str, counts: Mapping[str, int] | None, empty: str) -> s
     return _table([title, "count"], ([f"<code>{_e(k)}</code>", _num(v)] for k, v in rows), empty=empty)
 
 
+def _simulator_section(report: Mapping[str, Any]) -> str:
+    """How the simulator itself kept up (summary["simulator"], simulator/headroom.py) and the rates beside the
+    steady state's: a saturated simulator's latencies are its own queueing (the verdict says so)."""
+    simulator: Mapping[str, Any] = report.get("simulator") or {}
+    throughput: Mapping[str, Any] = report.get("throughput") or {}
+    fleet: Mapping[str, Any] = report.get("fleet") or {}
+    loop_lag = simulator.get("loop_lag_ms") or {}
+    schedule_lag = simulator.get("schedule_lag_ms") or {}
+    asked = f" (--concurrency {fleet['concurrency']})" if fleet.get("concurrency") is not None else ""
+    facts = [
+        ("steady state", f"{_num(throughput.get('steady_s'), 1)} s from {_num(throughput.get('steady_from_s'), 1)} s"),
+        ("started / s in it", _num(throughput.get("started_per_s"), 1) + (f" (--rate {_num(fleet['rate'], 1)})" if fleet.get("rate") else "")),
+        ("ended ok / s in it", _num(throughput.get("ok_per_s"), 1)),
+        ("ended / s over the whole load", _num(throughput.get("ended_per_s_whole_load"), 1)),
+        ("event-loop lag p50 / p99 / max", " / ".join(_ms(loop_lag.get(k)) for k in ("p50", "p99", "max")) + " ms"),
+        ("starts behind schedule p99 / max", " / ".join(_ms(schedule_lag.get(k)) for k in ("p99", "max")) + " ms"),
+        ("in flight (mean)", _num(simulator.get("in_flight_mean"), 1) + asked),
+    ]  # fmt: skip
+    return _table(["", ""], ([f"<b>{_e(k)}</b>", _e(v)] for k, v in facts), numeric_from=2)
+
+
 def _fleet_section(report: Mapping[str, Any]) -> str:
     """The fleet's own account (summary["fleet"]): why it stopped, dialogues not started, SP notices, spammers."""
     fleet: Mapping[str, Any] = report.get("fleet") or {}
@@ -716,6 +737,7 @@ def render_html(report: Mapping[str, Any], *, max_failures: int = MAX_FAILURES_S
 
 <h2>The run</h2>
 {_fleet_section(report)}
+<h3 style="margin-top:22px">Rates and the simulator itself</h3>{_simulator_section(report)}
 
 <h2>Dialogues</h2>
 <h3>Latency by kind (ms, MO → reply of every step)</h3>{_latency_table(report)}

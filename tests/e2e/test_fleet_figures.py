@@ -2,7 +2,7 @@
 test's event loop, its texts delivered at once, a set time later, or never -- the target's latency is known.
 
 MO/s counts each MO when the target accepted it; --min-rate judges the steady state's dialogues that ended ok;
-nothing timed is no latency (not 0 ms)."""
+nothing timed is no latency (not 0 ms); a simulator that cannot keep up says so and fails."""
 
 from __future__ import annotations
 
@@ -119,3 +119,30 @@ async def test_failed_dialogues_are_no_throughput_and_nothing_timed_is_no_latenc
     ]
     assert "latency ms (MO -> reply, every step): p50 -  p90 -  p99 -  p99.9 -  max -" in output
     assert "0.0 ms" not in output
+
+
+async def test_a_simulator_that_cannot_keep_up_says_so_and_fails(smsc, tmp_path: Path) -> None:
+    """--rate 100000: far beyond what one simulator process does (~15,000 dialogues/s against a loopback SMSC).
+    It PASSed, reporting its own queueing as the target's latency; now its lag is reported and fails the run."""
+    server = await smsc()
+    status, output, report = await simulate(tmp_path, server.port, "--rate", "100000", "--duration", "2",
+                                            "--max-lag-ms", "20")  # fmt: skip
+    assert status == 1, output
+    assert report is not None and report["dialogues"]["failed"] == 0  # every dialogue passed: only the lag fails it
+    lag = report["simulator"]
+    assert lag["loop_lag_ms"]["p99"] > 20 or lag["schedule_lag_ms"]["p99"] > 20, lag
+    assert report["verdict"]["result"] == "FAIL"
+    assert all(m.startswith("the simulator could not keep up") for m in report["verdict"]["misses"]), report["verdict"]
+    assert "FAIL the simulator could not keep up" in output and "simulator itself: event-loop lag p50" in output
+
+
+async def test_a_simulator_that_keeps_up_reports_its_lag_and_passes(smsc, tmp_path: Path) -> None:
+    server = await smsc()
+    status, output, report = await simulate(tmp_path, server.port, "--concurrency", "8", "--subscribers", "20",
+                                            "--binds", "1", "--duration", "2")  # fmt: skip
+    assert status == 0, output
+    assert report is not None and report["verdict"]["result"] == "PASS"
+    lag = report["simulator"]
+    assert lag["loop_lag_ms"]["p99"] < 50 and lag["schedule_lag_ms"] is None  # a closed loop has no schedule
+    assert 0 < lag["in_flight_mean"] <= 8 and report["fleet"]["concurrency"] == 8
+    assert "(--concurrency 8)" in output

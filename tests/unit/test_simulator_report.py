@@ -306,3 +306,18 @@ def test_a_missed_threshold_fails_the_page_and_the_fleet_is_shown(tmp_path: Path
         assert shown in text, shown
     _, passed = parse(write_reports(passing_run(), tmp_path / "pass", misses=[])[1])
     assert "all 20 dialogues ok" in passed.text("badge")
+
+
+def test_the_page_shows_how_the_simulator_itself_kept_up(tmp_path: Path) -> None:
+    """A saturated simulator's figures are its own queueing: its lag and what it held are on the page."""
+    summary = passing_run(concurrency=300) | {"simulator": {
+        "loop_lag_ms": {"p50": 14.0, "p90": 40.0, "p99": 75.0, "p99.9": 99.0, "max": 108.0, "mean": 20.0},
+        "schedule_lag_ms": None, "in_flight_mean": 94.2}}  # fmt: skip
+    miss = "the simulator could not keep up: its event loop ran 75.0 ms late (p99; --max-lag-ms 50)"
+    json_path, html_path = write_reports(summary, tmp_path, misses=[miss])
+    assert json.loads(json_path.read_text(encoding="utf-8"))["simulator"] == summary["simulator"]
+    _, page = parse(html_path)
+    assert miss in page.text("badge")
+    text = page.text()
+    for shown in ("event-loop lag p50 / p99 / max", "14.0 / 75.0 / 108 ms", "– / – ms", "94.2 (--concurrency 300)"):
+        assert shown in text, shown
