@@ -163,7 +163,8 @@ def run_args(args: argparse.Namespace) -> int:
 # The scenario keys a fleet error can name that flags set (the rest come from the scenario file only).
 # A refused bind is reported under target.system_id, whether the account or its password was wrong.
 _FLAGS = {"target.host": ("host",), "target.port": ("port",), "target.system_id": ("system_id", "password"),
-          "target.ca": ("ca",), "fleet.start": ("start",), "fleet.count": ("subscribers",)}  # fmt: skip
+          "target.ca": ("ca",), "fleet.start": ("start",), "fleet.count": ("subscribers",),
+          "load.concurrency": ("concurrency", "subscribers")}  # fmt: skip
 
 
 def _source(key: str, args: argparse.Namespace, scenario_file: str) -> str:
@@ -195,6 +196,7 @@ async def _drive(scenario: Any, config: Any, *, quiet: bool) -> dict[str, Any]:
             loop.add_signal_handler(sig, interrupted)
         except (NotImplementedError, RuntimeError):  # not the main thread / not supported
             pass
+    fleet.check_load(scenario.load)  # before binding: a load the fleet cannot run is refused at once
     await fleet.connect()
     progress = None if quiet else _progress(recorder)
     try:

@@ -435,6 +435,7 @@ class Fleet:
         for another phase (e.g. closed loop, then open loop at half the rate), with a fresh `recorder` to
         measure that phase alone; drain() after the last."""
         load = self._load = load if load is not None else self.scenario.load
+        self.check_load(load)
         if recorder is not None:
             self.recorder = recorder
         if recorder is not None or self.headroom is None:  # a fresh recorder measures a phase alone: this too
@@ -461,6 +462,21 @@ class Fleet:
                 timer.cancel()
             self.stop("load done")
             self.recorder.load_finished()
+
+    def check_load(self, load: Load) -> None:
+        """Raises FleetError when the fleet cannot run `load` as asked (call it before connect() to refuse at once;
+        load() calls it too). A closed loop's dialogues each hold a subscriber (a spammer's round a spammer): more
+        workers than that would wait, and the run would hold fewer dialogues in flight than it says."""
+        if load.mode != "closed":
+            return
+        s = self.scenario
+        spammers = s.spammers.count if s.behaviours.spammer.weight > 0 else 0
+        in_flight = min(load.concurrency, load.count) if load.count else load.concurrency  # --count 1: one at most
+        if in_flight > s.fleet.count + spammers:
+            also = f" and {spammers} spammers" if spammers else ""
+            raise FleetError("load.concurrency", f"{load.concurrency} dialogues in flight (--concurrency) need as many "
+                             f"subscribers, each in one dialogue at a time; the fleet has {s.fleet.count} (--subscribers, "
+                             f"fleet.count){also}")  # fmt: skip
 
     def _done_starting(self) -> bool:
         if self._stopping:

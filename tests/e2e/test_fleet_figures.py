@@ -2,7 +2,8 @@
 test's event loop, its texts delivered at once, a set time later, or never -- the target's latency is known.
 
 MO/s counts each MO when the target accepted it; --min-rate judges the steady state's dialogues that ended ok;
-nothing timed is no latency (not 0 ms); a simulator that cannot keep up says so and fails."""
+nothing timed is no latency (not 0 ms); a simulator that cannot keep up says so and fails; a closed loop asking
+more concurrency than its subscribers can carry is refused."""
 
 from __future__ import annotations
 
@@ -146,3 +147,16 @@ async def test_a_simulator_that_keeps_up_reports_its_lag_and_passes(smsc, tmp_pa
     assert lag["loop_lag_ms"]["p99"] < 50 and lag["schedule_lag_ms"] is None  # a closed loop has no schedule
     assert 0 < lag["in_flight_mean"] <= 8 and report["fleet"]["concurrency"] == 8
     assert "(--concurrency 8)" in output
+
+
+async def test_a_closed_loop_asking_more_concurrency_than_its_subscribers_is_refused(smsc, tmp_path: Path) -> None:
+    """--concurrency 300 --subscribers 100 ran ~94 in flight and reported a concurrency-300 PASS."""
+    server = await smsc(delay=0.2)
+    status, output, report = await simulate(tmp_path, server.port, "--concurrency", "300", "--subscribers", "100",
+                                            "--binds", "1", "--duration", "2")  # fmt: skip
+    assert status == 2, output
+    assert report is None and server.stats["binds"] == 0  # refused before binding
+    assert output.strip() == (
+        "smsgw simulate: command line: load.concurrency: 300 dialogues in flight (--concurrency) need as many "
+        "subscribers, each in one dialogue at a time; the fleet has 100 (--subscribers, fleet.count)"
+    )
