@@ -383,6 +383,9 @@ _PORT: _Range = (lambda v: v in PORTS, PORTS_EXPECTED)
 _POSITIVE: _Range = (lambda v: v > 0, "a number above 0")
 _NOT_NEGATIVE: _Range = (lambda v: v >= 0, "0 or more")
 _AT_LEAST_ONE: _Range = (lambda v: v >= 1, "at least 1")
+# SPEC 3.3: one reporter alone can never get a number blocked network-wide; at 1 the first report did.
+_TWO_REPORTERS: _Range = (lambda v: v >= 2, ("at least 2 distinct reporters (one reporter alone must never block a "
+                                             "number network-wide: SPEC 3.3)"))
 _DAY: _Range = (lambda v: 1 <= v <= 28, "a day of the month from 1 to 28 (every month has it)")
 _GATEWAY_RANGES: dict[str, _Range] = {
     "smpp_port": _PORT, "http_port": _PORT, "national_number_length": _AT_LEAST_ONE,
@@ -395,7 +398,7 @@ _GATEWAY_RANGES: dict[str, _Range] = {
 _SERVICE_RANGES: dict[str, _Range] = {
     "listing_window": _POSITIVE, "confirmation_validity": _POSITIVE, "trial_last_order_day": _DAY,
     "reminder_first_day": _DAY, "reminder_last_day": _DAY, "billing_day": _DAY, "spam_follow_up_window": _POSITIVE,
-    "spam_block_threshold": _AT_LEAST_ONE, "spam_block_window": _POSITIVE, "spam_reports_per_day": _AT_LEAST_ONE,
+    "spam_block_threshold": _TWO_REPORTERS, "spam_block_window": _POSITIVE, "spam_reports_per_day": _AT_LEAST_ONE,
     "survey_validity": _POSITIVE, "sp_notice_validity": _POSITIVE, "utc_offset_hours": (lambda v: -14 <= v <= 14, "an offset from -14 to 14 hours"),
 }  # fmt: skip
 

@@ -298,11 +298,12 @@ def test_a_report_decided_on_one_whose_commit_fails_does_not_stand(make_gateway,
 
 
 def test_lifting_a_block_decided_on_a_report_whose_commit_fails_does_not_stand(make_gateway, handset, tmp_path) -> None:
-    """An operator lifts the block a report has just decided (threshold 1), while that report's commit waits for a
-    lock; the commit then fails. The lift was decided on it, so it fails too (WriteSkipped): no block row of a
-    block that never was."""
+    """An operator lifts the block a report has just decided (the second of threshold 2), while that report's commit
+    waits for a lock; the commit then fails. The lift was decided on it, so it fails too (WriteSkipped): no block row
+    of a block that never was."""
     db = tmp_path / "gw.db"
-    gw = make_gateway(db_path=db, services={"spam_block_threshold": 1}, gateway={"mo_retry_backoff": [0.05]})
+    gw = make_gateway(db_path=db, services={"spam_block_threshold": 2}, gateway={"mo_retry_backoff": [0.05]})
+    report(phone(handset, REPORTERS[1], gw), "13700000001*" + SPAM, gw)  # committed: the first of the two
     first = phone(handset, REPORTERS[0], gw)
     conn = sqlite3.connect(db, isolation_level=None)
     try:
@@ -321,7 +322,7 @@ def test_lifting_a_block_decided_on_a_report_whose_commit_fails_does_not_stand(m
         lift.result(10)
     assert first.response(sent).status == ESME_ROK
     assert replies(first) == ["抱歉，10086999暂时无法处理您发送的短信，请稍后重新发送。"]  # its report given up
-    assert gw.call(gw.gateway.store.find(Block, reported=SPAMMER)) == []
+    assert [blk.reporter for blk in gw.call(gw.gateway.store.find(Block, reported=SPAMMER))] == [REPORTERS[1]]
 
 
 def test_a_number_blocked_network_wide_still_reaches_the_operators_own_services(make_gateway, handset) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from gateway.config import DEFAULT_CONFIG, ConfigError, parse_config
+from gateway.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
 from gateway.store.migrations import migrate
 from tests.gateway_process import GatewayProcess
 
@@ -66,7 +66,7 @@ CASES = [  # (what is wrong, the edit, the key named, a phrase of what was expec
     ("day 31", lambda r: r["services"].update(billing_day=31), "services.billing_day", "1 to 28"),
     ("reminders end first", lambda r: r["services"].update(reminder_first_day=25, reminder_last_day=21),
      "services.reminder_first_day", "not after reminder_last_day"),
-    ("threshold 0", lambda r: r["services"].update(spam_block_threshold=0), "services.spam_block_threshold", "at least 1"),
+    ("threshold 0", lambda r: r["services"].update(spam_block_threshold=0), "services.spam_block_threshold", "at least 2"),
     ("SP notices never kept", lambda r: r["services"].update(sp_notice_validity=0), "services.sp_notice_validity",
      "above 0"),
     ("bad role", lambda r: account(r, "carrier").update(role="bank"), "accounts[2].role", "handset, smsc, sp"),
@@ -161,6 +161,28 @@ def test_a_bad_value_names_the_file_the_key_and_what_was_expected(edit, key: str
     assert (error.path, error.key) == ("/etc/smsgw/site.toml", key)
     assert expected in error.problem
     assert str(error).startswith(f"/etc/smsgw/site.toml: {key}: ")
+
+
+REFUSED_IN_A_FILE = [  # (what is wrong, (text, its replacement) in the built-in config, the key named, what was expected)
+    # SPEC 3.3: one reporter alone can never get a number blocked. At 1 the first report blocked it network-wide.
+    ("one reporter blocks a number", ("spam_block_threshold = 5 ", "spam_block_threshold = 1 "),
+     "services.spam_block_threshold", ("expected at least 2 distinct reporters (one reporter alone must never block "
+                                       "a number network-wide: SPEC 3.3); got 1")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("change", "key", "expected"), [c[1:] for c in REFUSED_IN_A_FILE], ids=[c[0] for c in REFUSED_IN_A_FILE])
+def test_a_config_file_the_gateway_would_misbehave_with_is_refused_naming_it_and_the_key(
+    tmp_path: Path, change: tuple[str, str], key: str, expected: str
+) -> None:
+    text = DEFAULT_CONFIG.read_text(encoding="utf-8")
+    assert change[0] in text
+    site = tmp_path / "site.toml"
+    site.write_text(text.replace(*change, 1), encoding="utf-8")
+    with pytest.raises(ConfigError) as raised:
+        load_config(site)
+    assert str(raised.value).startswith(f"{site}: {key}: ")
+    assert expected in raised.value.problem
 
 
 def test_the_default_config_is_valid() -> None:
