@@ -455,6 +455,17 @@ def _account(table: dict[str, Any], where: str, path: Path | str) -> AccountConf
         raise ConfigError(path, f"{where}.system_id", "1 to 15 characters (SMPP limit)")
     if len(account.password) > 8:
         raise ConfigError(path, f"{where}.password", "at most 8 characters (SMPP limit)")
+    # The gateway does not ignore the other role's key: an sp account's numbers made subscribers' texts to those
+    # numbers go to the SP, and a handset's service codes became service numbers refusing MO it could not send from.
+    if account.role == "sp" and account.numbers:
+        raise ConfigError(path, f"{where}.numbers", "not a key of sp accounts (expected service_codes only): an SP sends "
+                          "from its service codes and receives the MO sent to them; numbers would have subscribers' "
+                          "texts to those numbers delivered to the SP")  # fmt: skip
+    if account.role != "sp" and account.service_codes:
+        raise ConfigError(path, f"{where}.service_codes", f"not a key of {account.role} accounts (expected numbers "
+                          f"only): {account.role} accounts send from and receive for their numbers; service_codes "
+                          "would make those codes service numbers, refusing subscribers' texts to them, that the "
+                          "account cannot send from (an SP's codes go on an sp account)")  # fmt: skip
     if account.role == "sp" and not account.service_codes:
         raise ConfigError(path, f"{where}.service_codes", "an sp account needs at least one service code")
     if account.role != "sp" and not account.numbers:

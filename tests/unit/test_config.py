@@ -168,6 +168,16 @@ REFUSED_IN_A_FILE = [  # (what is wrong, (text, its replacement) in the built-in
     ("one reporter blocks a number", ("spam_block_threshold = 5 ", "spam_block_threshold = 1 "),
      "services.spam_block_threshold", ("expected at least 2 distinct reporters (one reporter alone must never block "
                                        "a number network-wide: SPEC 3.3); got 1")),
+    # A key of the other role was taken at its word: subscribers' texts to 135... numbers went to the SP sina.
+    ("numbers on an sp account",
+     ('role = "sp"\nservice_codes = ["1066916"]\n', 'role = "sp"\nservice_codes = ["1066916"]\nnumbers = ["86135"]\n'),
+     "accounts[3].numbers",
+     "not a key of sp accounts (expected service_codes only)"),
+    # ... and a handset's "service code" refused every subscriber's text to it, while the handset could not send from it.
+    ("service codes on a handset account", ('numbers = ["86137"]\n', 'numbers = ["86137"]\nservice_codes = ["1066999"]\n'),
+     "accounts[1].service_codes", "not a key of handset accounts (expected numbers only)"),
+    ("service codes on an smsc account", ('role = "smsc"\n', 'role = "smsc"\nservice_codes = ["1066999"]\n'),
+     "accounts[2].service_codes", "not a key of smsc accounts (expected numbers only)"),
 ]  # fmt: skip
 
 
