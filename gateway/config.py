@@ -498,6 +498,13 @@ def _short_code(table: dict[str, Any], where: str, path: Path | str) -> ShortCod
         raise ConfigError(path, f"{where}.code", f"expected a string of digits; got {code!r}")
     if not isinstance(handler, str):
         raise ConfigError(path, f"{where}.handler", "expected a handler name (string)")
+    if handler == "order":
+        # It orders the catalogue entries of the code it answers, and a catalogue service code cannot be listed here
+        # (one number, one service): on any [[short_codes]] code it answered every text with an empty service list.
+        others = ", ".join(sorted(name for name in HANDLERS if name != "order"))
+        raise ConfigError(path, f"{where}.handler", f"order serves the catalogue's service codes ([[catalogue]] "
+                          f"service_code), which have it without a [[short_codes]] entry; {code} has no service to "
+                          f"order (expected one of {others})")  # fmt: skip
     return ShortCodeConfig(code, handler, options)
 
 

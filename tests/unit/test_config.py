@@ -178,6 +178,12 @@ REFUSED_IN_A_FILE = [  # (what is wrong, (text, its replacement) in the built-in
      "accounts[1].service_codes", "not a key of handset accounts (expected numbers only)"),
     ("service codes on an smsc account", ('role = "smsc"\n', 'role = "smsc"\nservice_codes = ["1066999"]\n'),
      "accounts[2].service_codes", "not a key of smsc accounts (expected numbers only)"),
+    # It started, then answered every text to 10011 with an empty "Services you can order:" list.
+    ("the order handler on a short code",
+     ('handler = "echo"', 'handler = "echo"\n\n[[short_codes]]\ncode = "10011"\nhandler = "order"'),
+     "short_codes[1].handler", ("order serves the catalogue's service codes ([[catalogue]] service_code), which have "
+                                "it without a [[short_codes]] entry; 10011 has no service to order (expected one of "
+                                "customer_service, echo, rating, silent, spam_report)")),
 ]  # fmt: skip
 
 
