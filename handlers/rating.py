@@ -228,14 +228,15 @@ class RatingHandler:
             recent = await _most_recent(ctx, inbound.subscriber)
             survey = _as_received(recent, now)
             if survey is None:
-                return say(_without_open_survey(recent, now, ctx), hours=_hours(ctx), code=inbound.short_code)
+                # {code}: where surveys come from (services.rating), also when this is another [[short_codes]] code.
+                return say(_without_open_survey(recent, now, ctx), hours=_hours(ctx), code=ctx.settings.rating)
 
         if survey.expires_at <= now:
             # The gateway had not closed it yet (expire_lapsed): this reply closes it, answered as after that.
             closed = Outcome(completed=True).put(_closed_at_end(survey))
             if not _in_late_period(survey, now, ctx):
                 # Past the late period the reply answers nothing, as it will once the survey is closed.
-                return say("unsolicited", closed, code=inbound.short_code)
+                return say("unsolicited", closed, code=ctx.settings.rating)
             return say(LATE[survey.status], closed, hours=_hours(ctx))
 
         if survey.status == "reason":

@@ -241,6 +241,14 @@ def test_a_reply_received_in_time_and_handled_after_the_gateway_closed_the_surve
     assert statuses(gw, A) == {A: stored}
 
 
+def test_a_second_rating_code_names_the_code_surveys_come_from(make_gateway, handset) -> None:
+    """A [[short_codes]] rating code besides services.rating told subscribers that surveys came from it ("When you
+    receive a satisfaction survey from 10012..."), while they come from 10086700."""
+    a = phone(handset, make_gateway(short_codes=[{"code": "10012", "handler": "rating"}]))
+    assert a.submit("10012", "1").status == ESME_ROK
+    assert receive(a, "10012") == zh("unsolicited", code=RATING)
+
+
 def test_unsolicited_rating(gw, handset) -> None:
     a = phone(handset, gw)
     assert reply(a, "1") == zh("unsolicited", code=RATING)
