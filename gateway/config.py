@@ -10,7 +10,7 @@ import difflib
 import math
 import tomllib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +212,15 @@ def messages_files(config: Config) -> dict[str, Path]:
     }
 
 
+def beside_config(source: Path | str, name: str) -> str:
+    """A file the config names, relative to the config file's directory as its reply texts are: a config that works
+    from its own directory then works from any other (the working directory is wherever the service manager starts
+    the gateway). An absolute name, or none (""), stays as it is."""
+    if not name or Path(name).is_absolute():
+        return name
+    return str(Path(source).parent / name)
+
+
 def load_config(path: Path | str | None = None) -> Config:
     path = Path(path) if path is not None else DEFAULT_CONFIG
     return parse_config(read_toml(path), path)
@@ -254,11 +263,13 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>") -> Config:
     tls = _section(TlsSettings, raw.get("tls", {}), "tls", path)
     if tls.enabled and not (tls.certfile and tls.keyfile):
         raise ConfigError(path, "tls.certfile", "TLS is enabled: certfile and keyfile are required")
+    given, tls = tls, replace(tls, certfile=beside_config(path, tls.certfile), keyfile=beside_config(path, tls.keyfile))
     if tls.enabled:
         _check_ranges(tls, "tls", {"port": _PORT}, path)
         for key in ("certfile", "keyfile"):
             if not Path(getattr(tls, key)).is_file():
-                raise ConfigError(path, f"tls.{key}", f"no such file: {getattr(tls, key)!r}")
+                relative = "" if Path(getattr(given, key)).is_absolute() else " (a relative name is read from the config file's directory)"
+                raise ConfigError(path, f"tls.{key}", f"no such file: {getattr(tls, key)!r}{relative}")
     accounts = tuple(_account(a, f"accounts[{i}]", path) for i, a in enumerate(_list(raw, "accounts", path)))
     if not accounts:
         raise ConfigError(path, "accounts", "at least one [[accounts]] table is required")

@@ -74,6 +74,7 @@ class GatewayProcess:
         if announces_ports:
             ready = self._wait_for("smsgw ready")
             self.smpp_port, self.http_port = ready["smpp_port"], ready["http_port"]
+            self.tls_port = ready["tls_port"]  # None without [tls]
         else:
             self.smpp_port, self.http_port = ports
         self._drain = threading.Thread(target=self._keep_reading, daemon=True)

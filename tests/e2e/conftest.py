@@ -16,8 +16,8 @@ def start_gateway() -> Iterator[Callable[[Path], GatewayProcess]]:
     lines are printed at teardown: pytest shows them when the test failed."""
     started: list[GatewayProcess] = []
 
-    def start(db: Path) -> GatewayProcess:
-        started.append(GatewayProcess(db))
+    def start(db: Path, config: Path | None = None) -> GatewayProcess:
+        started.append(GatewayProcess(db, config))
         return started[-1]
 
     yield start

@@ -8,6 +8,8 @@ import pytest
 from smpplib import smpp
 from smpplib.client import SimpleSequenceGenerator
 
+from gateway.config import DEFAULT_CONFIG
+from tests.gateway_process import ROOT
 from tests.polling import eventually
 from tests.smpp_handset import (
     ESME_RALYBND,
@@ -16,6 +18,7 @@ from tests.smpp_handset import (
     ESME_RINVPASWD,
     ESME_RINVSYSID,
     ESME_ROK,
+    Handset,
     RawLink,
     encoded,
     text,
@@ -108,3 +111,26 @@ def test_bind_and_message_over_tls(make_gateway, handset, tls_files):
     phone = handset(A, gw=gw, tls=context)
     assert phone.submit(ECHO, "over TLS").status == ESME_ROK
     assert text(phone.expect()) == "over TLS"
+
+
+def test_tls_files_named_relative_to_the_config_are_found_beside_it_from_any_working_directory(
+    start_gateway, tls_files, tmp_path
+) -> None:
+    """certfile = "cert.pem" was read from the working directory, unlike the reply texts beside the config: a config
+    that worked from its own directory failed from any other (`tls.certfile: no such file: 'cert.pem'`). The gateway
+    process runs in the repository; the config and its certificate are in another directory."""
+    cert, _key = tls_files
+    assert cert.parent == tmp_path != ROOT and not (ROOT / "cert.pem").exists()
+    config = tmp_path / "site.toml"
+    config.write_text(DEFAULT_CONFIG.read_text(encoding="utf-8").replace(
+        '[tls]\nenabled = false\nport = 2776\ncertfile = ""\nkeyfile = ""\n',
+        '[tls]\nenabled = true\nport = 0\ncertfile = "cert.pem"\nkeyfile = "key.pem"\n',
+    ), encoding="utf-8")  # fmt: skip
+    assert 'certfile = "cert.pem"' in config.read_text(encoding="utf-8")
+    gateway = start_gateway(tmp_path / "gw.db", config)
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False  # smpplib does not pass a server name; the chain is still verified
+    with Handset(gateway.tls_port, A, ssl_context=context) as phone:
+        phone.bind("trx", address_range=A)
+        assert phone.submit(ECHO, "over TLS").status == ESME_ROK
+        assert text(phone.expect()) == "over TLS"

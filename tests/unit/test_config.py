@@ -163,7 +163,9 @@ def test_a_bad_value_names_the_file_the_key_and_what_was_expected(edit, key: str
     assert str(error).startswith(f"/etc/smsgw/site.toml: {key}: ")
 
 
-REFUSED_IN_A_FILE = [  # (what is wrong, (text, its replacement) in the built-in config, the key named, what was expected)
+# (what is wrong, (text, its replacement) in the built-in config, the key named, what was expected: {directory} is the
+# config file's)
+REFUSED_IN_A_FILE = [
     # SPEC 3.3: one reporter alone can never get a number blocked. At 1 the first report blocked it network-wide.
     ("one reporter blocks a number", ("spam_block_threshold = 5 ", "spam_block_threshold = 1 "),
      "services.spam_block_threshold", ("expected at least 2 distinct reporters (one reporter alone must never block "
@@ -184,6 +186,11 @@ REFUSED_IN_A_FILE = [  # (what is wrong, (text, its replacement) in the built-in
      "short_codes[1].handler", ("order serves the catalogue's service codes ([[catalogue]] service_code), which have "
                                 "it without a [[short_codes]] entry; 10011 has no service to order (expected one of "
                                 "customer_service, echo, rating, silent, spam_report)")),
+    # A relative name is the config file's directory's (as its reply texts are), so the error says where it looked.
+    ("a TLS certificate not beside the config",
+     ('enabled = false\nport = 2776\ncertfile = ""\nkeyfile = ""',
+      'enabled = true\nport = 2776\ncertfile = "cert.pem"\nkeyfile = "key.pem"'),
+     "tls.certfile", "no such file: '{directory}/cert.pem' (a relative name is read from the config file's directory)"),
 ]  # fmt: skip
 
 
@@ -198,7 +205,7 @@ def test_a_config_file_the_gateway_would_misbehave_with_is_refused_naming_it_and
     with pytest.raises(ConfigError) as raised:
         load_config(site)
     assert str(raised.value).startswith(f"{site}: {key}: ")
-    assert expected in raised.value.problem
+    assert expected.format(directory=tmp_path) in raised.value.problem
 
 
 def test_the_default_config_is_valid() -> None:
