@@ -124,6 +124,12 @@ def run_args(args: argparse.Namespace) -> int:
     except (ScenarioError, ConfigError) as exc:
         print(f"smsgw simulate: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    for flag, given in (("--ca", args.ca is not None), ("--insecure", args.insecure)):
+        if given and not scenario.target.tls:
+            # Ignored, the fleet spoke plain SMPP to what was meant to be a TLS port, and the error blamed the bind.
+            print(f"smsgw simulate: {flag}: applies to TLS only, and TLS is off: add --tls (or tls = true in the "
+                  f"[target] of {scenario.source})", file=sys.stderr)  # fmt: skip
+            return EXIT_USAGE
     problem = _report_directory(args.report) if args.report else None
     if problem is not None:
         print(f"smsgw simulate: --report {args.report}: {problem}", file=sys.stderr)
@@ -134,7 +140,10 @@ def run_args(args: argparse.Namespace) -> int:
     try:
         summary = run(_drive(scenario, config, quiet=args.quiet))
     except FleetError as exc:
-        print(f"smsgw simulate: {_source(exc.key, args, scenario.source)}: {exc}", file=sys.stderr)
+        source = _source(exc.key, args, scenario.source)
+        flags_hint = _FLAG_HINTS.get(exc.key) if source == COMMAND_LINE and exc.hint else None
+        message = f"{exc.key}: {exc.problem} ({flags_hint})" if flags_hint else str(exc)
+        print(f"smsgw simulate: {source}: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("smsgw simulate: interrupted", file=sys.stderr)
@@ -161,16 +170,20 @@ def run_args(args: argparse.Namespace) -> int:
 
 
 # The scenario keys a fleet error can name that flags set (the rest come from the scenario file only).
-# A refused bind is reported under target.system_id, whether the account or its password was wrong.
+# A refused bind is reported under target.system_id, whether the account or its password was wrong; a TLS handshake
+# refused under target.ca, also when --tls alone turned TLS on (the system's CAs refused the certificate).
 _FLAGS = {"target.host": ("host",), "target.port": ("port",), "target.system_id": ("system_id", "password"),
-          "target.ca": ("ca",), "fleet.start": ("start",), "fleet.count": ("subscribers",),
+          "target.ca": ("ca", "tls"), "fleet.start": ("start",), "fleet.count": ("subscribers",),
           "load.concurrency": ("concurrency", "subscribers")}  # fmt: skip
+# A fleet error's hint in flags, for when a flag set the value: its own names scenario keys the user never wrote.
+_FLAG_HINTS = {"target.ca": "--ca FILE names the CA that signed the server's certificate; --insecure accepts any"}
+COMMAND_LINE = "command line"
 
 
 def _source(key: str, args: argparse.Namespace, scenario_file: str) -> str:
     """Where the value of `key` (or of one of "a/b") came from: the command line when a flag set it, else the file."""
     given = any(getattr(args, flag) is not None for k in key.split("/") if k in _FLAGS for flag in _FLAGS[k])
-    return "command line" if given else scenario_file
+    return COMMAND_LINE if given else scenario_file
 
 
 async def _drive(scenario: Any, config: Any, *, quiet: bool) -> dict[str, Any]:

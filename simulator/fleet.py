@@ -53,11 +53,12 @@ DRAIN_POLL = 0.1  # seconds between the drain's looks at an interruption
 
 
 class FleetError(Exception):
-    """The fleet cannot run: the target refused the binds or cannot be reached; names the scenario key."""
+    """The fleet cannot run: the target refused the binds or cannot be reached; names the scenario key, and what to
+    change as `hint` in scenario keys (the command line words it in flags when a flag set the value)."""
 
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"{key}: {problem}")
-        self.key, self.problem = key, problem
+    def __init__(self, key: str, problem: str, hint: str = "") -> None:
+        super().__init__(f"{key}: {problem}" + (f" ({hint})" if hint else ""))
+        self.key, self.problem, self.hint = key, problem, hint
 
 
 # ------------------------------------------------------------------ numbering
@@ -338,8 +339,8 @@ class Fleet:
                 response_timeout=self._response_timeout, parts=self._parts,
             )  # fmt: skip
         except ssl.SSLError as exc:
-            raise FleetError("target.ca", f"TLS to {t.host}:{t.port} failed: {exc} (target.ca names the CA that signed "
-                                          "the server's certificate; target.verify = false accepts any)") from None
+            raise FleetError("target.ca", f"TLS to {t.host}:{t.port} failed: {exc}", "target.ca names the CA that signed "
+                                          "the server's certificate; target.verify = false accepts any") from None
         except (OSError, TimeoutError) as exc:
             reason = f"no connection within {CONNECT_TIMEOUT:g} s" if isinstance(exc, TimeoutError) else exc
             raise FleetError("target.host/target.port", f"cannot connect to {t.host}:{t.port}{' (TLS)' if t.tls else ''}: {reason}") from None

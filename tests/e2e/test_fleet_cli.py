@@ -307,3 +307,48 @@ def test_a_target_that_never_answers_the_bind_says_what_timed_out_and_after_how_
     # max(2 x --timeout, 5 s).
     assert "target.system_id: bind trx as 'handset' not answered within 5 s" in err, err
     assert 5 <= time.monotonic() - started < 15
+
+
+def run_simulate(*flags: str) -> subprocess.CompletedProcess:
+    argv = [sys.executable, "-m", "gateway", "simulate", "--subscribers", "20", "--binds", "1", "--count", "20",
+            "--timeout", "2", "--quiet", *flags]  # fmt: skip
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.fixture
+def tls_gateway(make_gateway, tls_files) -> GatewayController:
+    cert, key = tls_files
+    return make_gateway(tls={"enabled": True, "port": 0, "certfile": str(cert), "keyfile": str(key)})
+
+
+def test_ca_or_insecure_without_tls_is_a_usage_error(tls_gateway, tls_files) -> None:
+    """They were ignored: the fleet spoke plain SMPP to the TLS port, and the error then blamed target.system_id."""
+    cert, _key = tls_files
+    port = str(tls_gateway.gateway.tls_port)
+    for flag in (["--ca", str(cert)], ["--insecure"]):
+        done = run_simulate("--port", port, *flag)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith(f"smsgw simulate: {flag[0]}: applies to TLS only, and TLS is off: add --tls (or "
+                                      "tls = true in the [target] of "), done.stderr  # fmt: skip
+        assert "target.system_id" not in done.stderr and done.stdout == ""  # refused before any connection
+
+
+def test_ca_applies_when_the_scenario_turns_tls_on(tls_gateway, tls_files, tmp_path: Path) -> None:
+    cert, _key = tls_files
+    scenario = tmp_path / "tls.toml"  # (the test certificate names no host; its chain is still verified)
+    scenario.write_text(f"[target]\nport = {tls_gateway.gateway.tls_port}\ntls = true\ncheck_hostname = false\n")
+    done = run_simulate("--scenario", str(scenario), "--ca", str(cert))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "PASS" in done.stdout
+
+
+def test_a_certificate_refused_after_tls_from_a_flag_names_the_flags(tls_gateway) -> None:
+    """It blamed `default.toml: target.ca` and suggested `target.verify = false`, keys the user never wrote."""
+    port = tls_gateway.gateway.tls_port
+    done = run_simulate("--port", str(port), "--tls")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith(f"smsgw simulate: command line: target.ca: TLS to 127.0.0.1:{port} failed: "), done.stderr
+    assert "CERTIFICATE_VERIFY_FAILED" in done.stderr
+    assert done.stderr.rstrip().endswith("(--ca FILE names the CA that signed the server's certificate; --insecure "
+                                         "accepts any)"), done.stderr  # fmt: skip
+    assert "default.toml" not in done.stderr and "target.verify" not in done.stderr
