@@ -38,6 +38,7 @@ from .intake import Intake
 from .logs import get_logger
 from .mo import MoProcessor, ShortCode
 from .outbox import Outbox
+from .retention import Retention
 from .router import Router
 from .serial import SerialLocks
 from .server import SmppConnection
@@ -75,6 +76,7 @@ class Gateway:
         self.accounts = Accounts(config.accounts)
         self.ids = MessageIds()
         self.store = SqliteStore(self.db_path, dedup_window=settings.dedup_window, clock=self.clock.now)
+        self.retention = Retention(self.store, self.clock, settings.message_retention)
         self.router = Router(self.accounts)
         self.catalogue = Catalogue(config.catalogue)
         handlers = self._handler_names(config)
@@ -294,12 +296,19 @@ class Gateway:
             if loop.time() >= next_job_check:
                 next_job_check = loop.time() + self.config.gateway.job_check_interval
                 self.spawn(self.run_due_jobs())
+                self.spawn(self.prune_messages())  # (a no-op while the previous one still works off a backlog)
 
     async def run_due_jobs(self) -> None:
         try:
             await self.services.run_due_jobs()
         except Exception:
             log.exception("scheduled job failed")
+
+    async def prune_messages(self) -> None:
+        try:
+            await self.retention.prune()
+        except Exception:  # logged; the next job check tries again
+            log.exception("deleting messages past retention failed")
 
 
 class GatewayController:

@@ -73,6 +73,8 @@ class GatewaySettings:
     max_incomplete_per_subscriber: int = 8  # long MOs of one subscriber waiting for parts; beyond: their oldest goes
     drain_timeout: float = 5.0
     job_check_interval: float = 30.0  # how often the scheduled jobs run: billing and reminders due, lapsed confirmations and surveys closed
+    # Seconds a message is kept after it reached a final state (gateway/retention.py); 0 keeps every one for ever.
+    message_retention: float = 604800.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,6 +407,7 @@ _GATEWAY_RANGES: dict[str, _Range] = {
     "idle_timeout": (_NOT_NEGATIVE[0], "0 (never) or more seconds"),
     "max_queued_per_subscriber": _AT_LEAST_ONE, "dedup_window": _NOT_NEGATIVE,
     "reassembly_timeout": _POSITIVE, "max_incomplete_per_subscriber": _AT_LEAST_ONE, "drain_timeout": _NOT_NEGATIVE, "job_check_interval": _POSITIVE,
+    "message_retention": (_NOT_NEGATIVE[0], "0 (keep every message for ever) or more seconds"),
 }  # fmt: skip
 _SERVICE_RANGES: dict[str, _Range] = {
     "listing_window": _POSITIVE, "confirmation_validity": _POSITIVE, "trial_last_order_day": _DAY,

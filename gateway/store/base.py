@@ -116,6 +116,10 @@ class Store(Protocol):
         """The MT will not be delivered (expired / undeliverable / deleted); insert its receipt if one is due.
         `then` as for mark_delivered."""
 
+    def prune(self, seqs: Sequence[int], ended_by: float) -> Awaitable[None]:
+        """Delete these messages (seqs from `prunable`) in one transaction: each only if it is still final, ended by
+        `ended_by`, and holds no dedup key inside the dedup window. Gone for good: `get` finds none of them."""
+
     # --- reads -----------------------------------------------------------
     async def get(self, message_id: str) -> Message | None: ...
 
@@ -143,6 +147,10 @@ class Store(Protocol):
 
     async def expired_mts(self, now: float, after: tuple[float, int], limit: int) -> list[tuple[tuple[float, int], Message]]:
         """Undelivered MTs whose validity ended by `now`, by (expires_at, seq) after the cursor, with their cursors."""
+
+    async def prunable(self, ended_by: float, after: tuple[float, int], limit: int) -> list[tuple[float, int]]:
+        """Up to `limit` messages that reached a final state by `ended_by`, as (done_at, seq) cursors, the earliest
+        ended first, after the cursor `after`: what `prune` may delete."""
 
     async def waiting_counts(self) -> dict[str, int]:
         """How many undelivered MTs each destination has (the per-subscriber queue limit counts them)."""

@@ -172,6 +172,12 @@ MIGRATIONS: list[Migration] = [
     # cannot give them by expires_at; partial for the reasons of step 6 (the record cache follows surveys_by_msisdn).
     # OR, not IN: SQLite takes it for a query's `status = ?` (one per open status), never for `status IN (?, ?)`.
     ("CREATE INDEX surveys_lapsing ON surveys (expires_at) WHERE status = 'sent' OR status = 'reason'",),
+    # 9: messages past [gateway] message_retention are deleted a batch at a time (gateway/retention.py), read oldest
+    # first by when they ended (SqliteStore.prunable). done_at is set exactly when a message reaches a final state, so
+    # the index holds only ended messages (an MT waiting or an MO not handled never enters it) and the read is
+    # index-only: an MT delivered days after an older one ended does not hold the older one up, as reading by
+    # submitted_at would (messages_by_state), every batch re-reading the MTs submitted before the cut that ended after it.
+    ("CREATE INDEX messages_ended ON messages (done_at) WHERE done_at IS NOT NULL",),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

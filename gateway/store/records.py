@@ -66,10 +66,10 @@ class Message:
 
     @property
     def is_final(self) -> bool:
-        return self.status in _FINAL
+        return self.status in FINAL_STATUSES
 
 
-_FINAL = frozenset(
+FINAL_STATUSES = frozenset(
     {MessageStatus.PROCESSED, MessageStatus.FAILED, MessageStatus.DELIVERED, MessageStatus.EXPIRED, MessageStatus.UNDELIVERABLE, MessageStatus.DELETED,
      MessageStatus.REJECTED}
 )

@@ -53,7 +53,7 @@ from .base import WriteSkipped
 from .effects import Effect
 from .lock import DatabaseInUse, DatabaseLock
 from .migrations import SchemaVersionError
-from .records import Direction, Message, MessageStatus
+from .records import FINAL_STATUSES, Direction, Message, MessageStatus
 from .rows import effect_sql, from_row, select_sql
 from .writer import WriterDied, WriterProcess
 from .writer_child import SKIP_DUPLICATE_KEY, Step
@@ -109,6 +109,12 @@ _UNDELIVERED_FROM = (  # cancel_sm by addresses: a subscriber's MTs (not the acc
 _DUE_SCHEDULED = (
     f"SELECT seq, next_attempt_at, {', '.join(_FIELDS)} FROM messages INDEXED BY messages_scheduled_due"
     f" WHERE {_SCHEDULED} AND next_attempt_at <= ? AND (next_attempt_at, seq) > (?, ?) ORDER BY next_attempt_at, seq LIMIT ?"
+)
+# Ended messages, oldest end first, by the index of migration 7 alone (seq is in it: no row is read). Keyset paged:
+# a row the prune keeps (`_PRUNE`) is not read again by the same pass.
+_ENDED = (
+    "SELECT done_at, seq FROM messages INDEXED BY messages_ended WHERE done_at IS NOT NULL AND done_at <= ?"
+    " AND (done_at, seq) > (?, ?) ORDER BY done_at, seq LIMIT ?"
 )
 _WAITING_COUNTS = f"SELECT dest_addr, count(*) FROM messages WHERE {_ENROUTE_MT} GROUP BY dest_addr"
 _INSERT = (
@@ -177,6 +183,14 @@ _RELEASE_EXPIRED_KEYS = "UPDATE messages SET dedup_key = NULL WHERE dedup_key IS
 _RELEASE_KEY = "UPDATE messages SET dedup_key = NULL WHERE dedup_key = ? AND accepted_at <= ?"
 
 
+# A message past retention, deleted only if it is still what `prunable` read it as: ended by the cut (a final status:
+# an MO not handled, an MT not delivered stay whatever their done_at), and its dedup key, if it still has one, out of
+# the dedup window (a client's retransmission arriving within it must still be recognised: the row is the guard).
+_FINAL_STATUSES = ", ".join(sorted(f"'{status.value}'" for status in FINAL_STATUSES))
+_PRUNE = (
+    f"DELETE FROM messages WHERE seq = ? AND done_at <= ? AND status IN ({_FINAL_STATUSES})"
+    " AND (dedup_key IS NULL OR accepted_at <= ?)"
+)
 
 # Who hears about a write: the future handed to the caller, or the caller's
 # callback, called as callback(result, None) or callback(None, error).
@@ -516,6 +530,15 @@ class SqliteStore:
         waiter = self._enqueue(op)
         return waiter if then is None else None
 
+    def prune(self, seqs: Sequence[int], ended_by: float) -> asyncio.Future[None]:
+        """Delete these messages (`prunable`'s seqs) in one transaction, each only if it ended by `ended_by` and its
+        dedup key, if any, is out of the window."""
+        now = self._begin_write()
+        op = self._new_op()
+        # No tokens: an ended message is never written again, so nothing else in the batch needs ordering against it.
+        op.steps.extend((_PRUNE, (seq, ended_by, now - self._dedup_window), ()) for seq in seqs)
+        return self._enqueue(op)
+
     def _begin_write(self) -> float:
         """Check a write may be issued now; return the store clock."""
         if self._closed:
@@ -764,6 +787,10 @@ class SqliteStore:
     async def due_scheduled(self, now: float, after: tuple[float, int], limit: int) -> list[tuple[tuple[float, int], Message]]:
         rows = await self._read(_DUE_SCHEDULED, (now, *after, limit))
         return [((row[1], row[0]), _message(row[2:])) for row in rows]
+
+    async def prunable(self, ended_by: float, after: tuple[float, int], limit: int) -> list[tuple[float, int]]:
+        rows = await self._read(_ENDED, (ended_by, *after, limit))
+        return [(done_at, seq) for done_at, seq in rows]
 
     async def waiting_counts(self) -> dict[str, int]:
         return dict(await self._read(_WAITING_COUNTS, ()))

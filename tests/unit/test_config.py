@@ -63,6 +63,10 @@ CASES = [  # (what is wrong, the edit, the key named, a phrase of what was expec
      "gateway.mobile_prefixes", "1 to 10 digits each"),
     ("a number for the list of mobile prefixes", lambda r: r["gateway"].update(mobile_prefixes=13),
      "gateway.mobile_prefixes", "expected a list of strings; got 13"),
+    ("a negative retention", lambda r: r["gateway"].update(message_retention=-1), "gateway.message_retention",
+     "expected 0 (keep every message for ever) or more seconds; got -1.0"),
+    ("a retention as text", lambda r: r["gateway"].update(message_retention="7d"), "gateway.message_retention",
+     "expected a number; got '7d'"),
     ("day 31", lambda r: r["services"].update(billing_day=31), "services.billing_day", "1 to 28"),
     ("reminders end first", lambda r: r["services"].update(reminder_first_day=25, reminder_last_day=21),
      "services.reminder_first_day", "not after reminder_last_day"),
@@ -226,6 +230,15 @@ def test_smsgw_serve_refuses_a_bad_config_file_naming_it_and_the_key(tmp_path: P
     result = serve("--config", str(bad), "--db", str(tmp_path / "gw.db"))
     assert result.returncode == 2
     assert f"{bad}: gateway.window: expected at least 1; got 0" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_smsgw_serve_refuses_a_negative_message_retention_naming_the_file_and_the_key(tmp_path: Path) -> None:
+    bad = tmp_path / "site.toml"
+    bad.write_text(DEFAULT_CONFIG.read_text().replace("message_retention = 604800", "message_retention = -86400", 1))
+    result = serve("--config", str(bad), "--db", str(tmp_path / "gw.db"))
+    assert result.returncode == 2
+    assert f"{bad}: gateway.message_retention: expected 0 (keep every message for ever) or more seconds; got -86400.0" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -1,0 +1,91 @@
+"""[gateway] message_retention: messages that ended longer ago than it are deleted; query_sm of them then fails."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from gateway.clock import SimulatedClock
+from tests.polling import eventually
+from tests.smpp_handset import ESME_ROK, ESME_RQUERYFAIL, is_receipt, text
+
+A = "8613800000001"  # account handset
+B = "8613700000001"  # account handset2
+C = "8613900000009"  # account handset, never bound: an MT to it waits
+ECHO = "10086000"  # replies with the text it received
+DAY = 86400.0
+DELIVERED, ENROUTE = 2, 1  # query_sm message_state
+
+
+@pytest.fixture
+def clock() -> SimulatedClock:
+    return SimulatedClock()
+
+
+def stored_ids(db: Path) -> set[str]:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        return {row[0] for row in conn.execute("SELECT id FROM messages")}
+
+
+def test_messages_ended_before_the_retention_are_deleted_after_a_restart_and_query_sm_of_them_fails(
+    make_gateway, handset, clock, tmp_path
+):
+    db = tmp_path / "retention.db"
+    first = make_gateway(clock=clock, db_path=db, gateway={"message_retention": DAY})
+    a, b = handset(A, gw=first, address_range=A), handset(B, gw=first)
+    old = a.submit(B, "old news", registered_delivery=1).message_id
+    b.expect()
+    a.expect(predicate=is_receipt)
+    mo = a.submit(ECHO, "ping").message_id
+    assert text(a.expect(predicate=lambda pdu: not is_receipt(pdu))) == "ping"
+    waiting = a.submit(C, "call me", registered_delivery=1).message_id  # C never binds: enroute for default_validity (2 days)
+    clock.advance(DAY - 3600)
+    recent = a.submit(B, "fresh news", registered_delivery=1).message_id
+    b.expect()
+    a.expect(predicate=is_receipt)
+    assert a.query(old).message_state == DELIVERED  # nothing is past the retention yet
+    a.close(), b.close()
+    first.stop()
+    before = stored_ids(db)
+
+    clock.advance(2 * 3600)  # old, its receipt, the MO and its reply ended 25 h ago; recent 2 h ago
+    second = make_gateway(clock=clock, db_path=db, gateway={"message_retention": DAY})
+    a = handset(A, gw=second, address_range=A)
+    assert eventually(lambda: a.query(old).status == ESME_RQUERYFAIL)
+    assert a.query(mo).status == ESME_RQUERYFAIL
+    assert (a.query(recent).status, a.query(recent).message_state) == (ESME_ROK, DELIVERED)
+    assert (a.query(waiting).status, a.query(waiting).message_state) == (ESME_ROK, ENROUTE)  # older, but not ended
+    a.close()
+    second.stop()
+    kept = stored_ids(db)
+    # recent and its receipt, and waiting, are what is left; old's receipt and the MO's reply went with them
+    assert len(before) == 7 and len(kept) == 3 and {recent.decode(), waiting.decode()} < kept
+
+
+def test_a_message_whose_retransmission_is_still_recognised_is_kept_past_a_shorter_retention(make_gateway, handset, clock):
+    """A retention shorter than dedup_window: the stored MO is what recognises the client's copy (SPEC 5: handled once)."""
+    gw = make_gateway(clock=clock, gateway={"message_retention": 60, "dedup_window": 3600})
+    a = handset(A, gw=gw, address_range=A)
+    first = a.submit(ECHO, "once", user_message_reference=7).message_id
+    assert text(a.expect()) == "once"
+    clock.advance(120)
+    gw.call(gw.gateway.retention.prune())
+    assert a.submit(ECHO, "once", user_message_reference=7).message_id == first  # the copy, answered with its id
+    a.expect_none(0.5)  # and not handled again
+    clock.advance(3600)  # out of the dedup window: now it goes
+    gw.call(gw.gateway.retention.prune())
+    assert a.query(first).status == ESME_RQUERYFAIL
+
+
+def test_a_retention_of_0_keeps_every_message(make_gateway, handset, clock):
+    gw = make_gateway(clock=clock, gateway={"message_retention": 0})
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    sent = a.submit(B, "keep me", registered_delivery=1).message_id
+    b.expect()
+    a.expect(predicate=is_receipt)  # sent once the delivery is recorded
+    clock.advance(365 * DAY)
+    assert gw.call(gw.gateway.retention.prune()) == 0
+    assert a.query(sent).message_state == DELIVERED
