@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 from gateway.clock import SimulatedClock
+from gateway.store.records import Charge
+from tests.e2e.test_confirmation import OPERATOR, order, replies, send, subscriptions
 from tests.polling import eventually
+from tests.services_support import at
 from tests.smpp_handset import ESME_ROK, ESME_RQUERYFAIL, is_receipt, text
 
 A = "8613800000001"  # account handset
@@ -89,3 +92,23 @@ def test_a_retention_of_0_keeps_every_message(make_gateway, handset, clock):
     clock.advance(365 * DAY)
     assert gw.call(gw.gateway.retention.prune()) == 0
     assert a.query(sent).message_state == DELIVERED
+
+
+def test_a_charge_is_refunded_once_after_the_mo_that_confirmed_its_subscription_was_deleted(make_gateway, handset):
+    """A subscription keeps the id of the MO that confirmed it: that is the record a dispute looks at (SPEC 3.2), so
+    deleting the MO past retention does not turn the single refund into a double one."""
+    clock = SimulatedClock(at(2026, 11, 10))
+    gw = make_gateway(clock=clock, gateway={"message_retention": DAY})
+    a = handset(A, gw=gw, address_range=A)
+    order(a, "TT")
+    confirmed_by = send(a, OPERATOR, "Y")
+    replies(a)  # the success notice
+    [subscription] = subscriptions(gw, A)
+    assert subscription.confirmation == confirmed_by
+    clock.set(at(2026, 12, 1, 0, 5))
+    gw.call(gw.gateway.retention.prune())
+    assert a.query(confirmed_by).status == ESME_RQUERYFAIL
+    gw.call(gw.gateway.services.run_billing())
+    [charge] = gw.call(gw.gateway.store.find(Charge, msisdn=A))
+    gw.call(gw.gateway.services.dispute(charge.id))
+    assert replies(a) == ["中国移动:您2026年12月新浪的头条新闻业务信息费30元,经核实已为您退还30元。"]
