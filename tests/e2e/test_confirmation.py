@@ -210,16 +210,20 @@ def test_a_confirmation_nobody_answers_is_marked_expired_by_the_gateway_and_nobo
     assert order_statuses(gw, A)["sina-weather"] == "confirmed"
 
 
-def test_a_confirmation_that_lapsed_while_the_gateway_was_down_is_marked_expired_at_start(make_gateway, handset, clock, tmp_path):
-    db = tmp_path / "lapsed.db"
+def ordered_then_restarted(make_gateway, handset, clock, db, down: float):
+    """A orders TT; the gateway stops for `down` seconds of the clock and starts again on the same database."""
     first = make_gateway(clock=clock, db_path=db)
     phone = handset(A, gw=first, address_range=A)
     order(phone, "TT")
     phone.close()
     first.stop()
+    clock.advance(down)
+    return make_gateway(clock=clock, db_path=db)
 
-    clock.advance(25 * 3600)  # down for a day and an hour: 24 h validity
-    second = make_gateway(clock=clock, db_path=db)
+
+def test_a_confirmation_that_lapsed_while_the_gateway_was_down_is_marked_expired_at_start(make_gateway, handset, clock, tmp_path):
+    # Down for a day and an hour: 24 h validity.
+    second = ordered_then_restarted(make_gateway, handset, clock, tmp_path / "lapsed.db", down=25 * 3600)
     assert eventually(lambda: order_statuses(second, A) == {"sina-news": "expired"})
     phone = handset(A, gw=second, address_range=A)
     assert ask(phone, "Y").startswith("您定制新浪的头条新闻业务的确认已超过有效期")
@@ -332,15 +336,7 @@ def test_an_order_whose_channel_is_no_name_is_refused(gw, handset):
 
 
 def test_restart_between_confirmation_request_and_answer(make_gateway, handset, clock, tmp_path):
-    db = tmp_path / "restart.db"
-    first = make_gateway(clock=clock, db_path=db)
-    phone = handset(A, gw=first, address_range=A)
-    order(phone, "TT")
-    phone.close()
-    first.stop()
-
-    clock.advance(3600)
-    second = make_gateway(clock=clock, db_path=db)
+    second = ordered_then_restarted(make_gateway, handset, clock, tmp_path / "restart.db", down=3600)
     phone = handset(A, gw=second, address_range=A)
     assert ask(phone, "Y") == SEED_NOTICE
     [subscription] = subscriptions(second, A)

@@ -40,14 +40,19 @@ def gw(make_gateway):
     return make_gateway(clock=SimulatedClock(at(2026, 11, 10)), gateway={"retry_backoff": [2]})
 
 
-def test_an_order_notice_the_sp_throttled_reaches_it_before_the_cancel_sent_while_it_waited(gw, handset):
-    # Both notices carry the same time= (one second): the SP can only go by the order they come in.
+def order_throttled(gw, handset):
+    """A's order, whose ORDER notice the SP's receiver refuses for now (retried in 2 s): (A's phone, the SP's bind)."""
     phone = handset(A, gw=gw, address_range=A)
     sina_rx = handset(SINA, system_id="sina", bind="rx", gw=gw)
     sina_rx.answers.append(ESME_RTHROTTLED)
     order_and_confirm(phone)
-    assert events(sina_rx, 1) == ["ORDER"]  # refused for now: retried in 2 s
+    assert events(sina_rx, 1) == ["ORDER"]
+    return phone, sina_rx
 
+
+def test_an_order_notice_the_sp_throttled_reaches_it_before_the_cancel_sent_while_it_waited(gw, handset):
+    # Both notices carry the same time= (one second): the SP can only go by the order they come in.
+    phone, sina_rx = order_throttled(gw, handset)
     unsubscribe(phone)
     # Before: CANCEL at once, then the ORDER's retry, and the SP believed A subscribed.
     assert events(sina_rx, 2) == ["ORDER", "CANCEL"]
@@ -79,11 +84,7 @@ def test_a_notice_the_sp_refuses_for_good_does_not_hold_up_the_next(gw, handset)
 
 
 def test_notices_held_behind_a_retry_go_out_once_when_the_sp_binds_again(gw, handset):
-    phone = handset(A, gw=gw, address_range=A)
-    sina_rx = handset(SINA, system_id="sina", bind="rx", gw=gw)
-    sina_rx.answers.append(ESME_RTHROTTLED)
-    order_and_confirm(phone)
-    assert events(sina_rx, 1) == ["ORDER"]  # refused for now: retried in 2 s
+    phone, sina_rx = order_throttled(gw, handset)
     unsubscribe(phone)  # the CANCEL waits behind the ORDER
     sina_rx.close()  # the SP goes away before the retry: both wait in the store
     again = handset(SINA, system_id="sina", bind="rx", gw=gw)
