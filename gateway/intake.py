@@ -129,10 +129,9 @@ class Intake:
         if message.direction is _MO:
             self.mo.submit(message, partial(self._answer, conn, pdu.sequence_number, resp_id, message), stored_before)
             return
+        committed = partial(self._committed, conn, pdu.sequence_number, resp_id, message)
         if getattr(pdu, "replace_if_present_flag", 0) == 1:  # data_sm has no such flag
-            committed = partial(self._replacing, conn, pdu.sequence_number, resp_id, message)
-        else:
-            committed = partial(self._committed, conn, pdu.sequence_number, resp_id, message)
+            committed = partial(self._replacing, committed, message)
         self.delivery.count(message)  # now: a pipelining client's next PDU is read before the commit settles
         self.store.accept_then(message, committed)
 
@@ -229,26 +228,13 @@ class Intake:
         return _is_new(message, message_id, duplicate)
 
     def _replacing(
-        self, conn: SmppConnection, sequence: int, resp_id: int, message: Message,
+        self, committed: Callable[[tuple[str, bool] | None, BaseException | None], None], message: Message,
         result: tuple[str, bool] | None, error: BaseException | None,
     ) -> None:  # fmt: skip
-        """replace_if_present_flag = 1, committed and new: the MT goes to delivery at once, as any other (in hand,
-        so a bind's backlog read does not send it too, and ahead of the MTs submitted after it), and the ones it
-        replaces are cancelled; its answer waits for that, so that from its submit_sm_resp on query_sm says
-        DELETED of what it replaced."""
+        """replace_if_present_flag = 1: once this MT is committed, the ones it replaces are cancelled."""
+        committed(result, error)
         if error is None and result is not None and not result[1]:
-            self.delivery.admit(message, counted=True)
-            self.spawn(self._replace_then_answer(conn, sequence, resp_id, message, result))
-        else:
-            self._committed(conn, sequence, resp_id, message, result, error)
-
-    async def _replace_then_answer(
-        self, conn: SmppConnection, sequence: int, resp_id: int, message: Message, result: tuple[str, bool]
-    ) -> None:  # fmt: skip
-        try:
-            await self.amendments.replace_present(message)
-        finally:  # stored whatever became of the older ones: answered as stored
-            self._answer(conn, sequence, resp_id, message, result, None)
+            self.spawn(self.amendments.replace_present(message))
 
     # ------------------------------------------------------- submit_multi
     def submit_multi(self, conn: SmppConnection, pdu: SubmitMulti) -> None:
@@ -300,16 +286,6 @@ class Intake:
             else:
                 committed.append((message, *outcome))
         new = {message.id for message, message_id, duplicate in committed if _is_new(message, message_id, duplicate)}
-        for message in admitted:
-            if message.direction is not _MT:
-                continue
-            if message.id in new:
-                self.delivery.admit(message, counted=True)
-            else:  # a copy, or its commit failed
-                self.delivery.uncount(message)
-        if pdu.replace_if_present_flag == 1:  # as `submit` with the flag (_replacing): what it replaces ends first
-            await asyncio.gather(*(self.amendments.replace_present(m) for m in admitted if m.id in new and m.direction is _MT),
-                                 return_exceptions=True)  # fmt: skip
         if committed:
             status, message_id = S.ESME_ROK, committed[0][1]
         else:  # refused everywhere: for their one reason if they share it (ESME_RTHROTTLED: slow down)
@@ -317,6 +293,16 @@ class Intake:
             status, message_id = statuses.pop() if len(statuses) == 1 else S.ESME_RSUBMITFAIL, ""
         conn.respond(SubmitMultiResp(sequence_number=pdu.sequence_number, command_status=status,
                                      message_id=message_id, unsuccess_smes=refused))  # fmt: skip
+        replacing = pdu.replace_if_present_flag == 1
+        for message in admitted:
+            if message.direction is not _MT:
+                continue
+            if message.id in new:
+                self.delivery.admit(message, counted=True)
+                if replacing:  # as `submit` with the flag (_replacing): what it replaces at its destination ends
+                    self.spawn(self.amendments.replace_present(message))
+            else:  # a copy, or its commit failed
+                self.delivery.uncount(message)
 
     # ------------------------------------------------------------- query
     async def query(self, conn: SmppConnection, pdu: QuerySm) -> None:
