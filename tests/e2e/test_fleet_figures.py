@@ -104,6 +104,20 @@ async def test_min_rate_judges_the_steady_state_after_the_ramp_up(smsc, tmp_path
     assert "dialogues/s ended ok" in output and "PASS" in output
 
 
+@pytest.mark.parametrize("count", [10, 30])
+async def test_a_closed_loop_with_a_count_is_judged_until_its_last_dialogue_ends(smsc, tmp_path: Path, count: int) -> None:
+    """Every reply 0.5 s late, 20 in flight: at most 40 dialogues/s. The load ended when the count was reached,
+    before the dialogues still in flight ended: --count 10 read "6483 dialogues/s" (a load of 2 ms), --count 30
+    ~59/s, and --min-rate 50 passed both."""
+    server = await smsc(delay=0.5)
+    status, output, report = await simulate(tmp_path, server.port, "--concurrency", "20", "--subscribers", "40",
+                                            "--count", str(count), "--min-rate", "50")  # fmt: skip
+    assert report is not None, output
+    t = report["throughput"]
+    assert t["ok_per_s"] is not None and t["ok_per_s"] <= 40, t
+    assert status == 1 and report["verdict"]["result"] == "FAIL", output
+
+
 async def test_failed_dialogues_are_no_throughput_and_nothing_timed_is_no_latency(smsc, tmp_path: Path) -> None:
     """A target that accepts every MO and delivers nothing: every dialogue fails. The rate counted the failures
     (~160/s passed --min-rate 100) and the latency read 0.0 ms (passing --max-p99-ms 1)."""
