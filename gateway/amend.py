@@ -32,7 +32,7 @@ from .clock import Clock
 from .delivery import Delivery
 from .field_rules import check_replacement
 from .logs import get_logger
-from .messages import schedule
+from .messages import schedule, subscriber_of
 from .numbers import NumberPlan
 from .refusal import Rejection, time_field, validity_end
 from .smpp.constants import CommandStatus, Tag
@@ -117,7 +117,7 @@ class Amendments:
             if m.id != message.id and m.service_type == message.service_type and m.submitted_at <= message.submitted_at
         ])  # fmt: skip
         if replaced:
-            log.info("replaced if present", message_id=message.id, account=message.account, msisdn=message.dest_addr,
+            log.info("replaced if present", message_id=message.id, account=message.account, msisdn=subscriber_of(message),
                      replaced=replaced)  # fmt: skip
 
     async def _cancel_all(self, messages: list[Message]) -> list[str]:

@@ -36,6 +36,13 @@ _FITS_ANY_SMS = 140  # octets: one SMS in every alphabet (160 GSM septets, 140 o
 _FIRST_STATUS = {Direction.MO: MessageStatus.ACCEPTED, Direction.MT: MessageStatus.ENROUTE}
 
 
+def subscriber_of(message: Message) -> str:
+    """The subscriber a log line about an MT names (its `msisdn`): the destination, but for an SP notice (an MT
+    to an SP's service code, from the subscriber it is about: handlers/sp_notice.py) the source."""
+    notice = message.extra and message.extra.get("to_account") and not message.esm_class & EsmClass.DELIVERY_RECEIPT
+    return message.source_addr if notice else message.dest_addr
+
+
 def body_of(pdu: SubmitSm | DataSm) -> bytes:
     """The message text octets: short_message, or message_payload when that is used instead."""
     body = getattr(pdu, "short_message", b"")

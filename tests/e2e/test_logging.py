@@ -124,6 +124,29 @@ def test_account_is_the_submitter_on_every_line_about_an_mt_and_bind_account_the
         assert line["bind_account"] == "handset2", event
 
 
+def test_lines_about_an_sp_notice_name_the_subscriber_it_is_about(tmp_path: Path) -> None:
+    """An ORDER notice goes from the subscriber's number to the SP's service code: its 'deliver_sm timed out' and
+    'mt retry' named 1066916 as msisdn, and a search of the log for the subscriber found nothing about it."""
+    gateway = GatewayProcess(tmp_path / "gw.db", config=config_file(tmp_path, response_timeout=1, retry_backoff=[5]))
+    a, sina = Handset(gateway.smpp_port, A), Handset(gateway.smpp_port, "1066916")
+    try:
+        a.bind("trx", "handset")
+        sina.bind("rx", "sina")
+        sina.answering = False
+        assert a.submit("1066916", "TT").status == ESME_ROK
+        a.expect()  # the confirmation request
+        assert a.submit("10086", "Y").status == ESME_ROK
+        sina.expect()  # the ORDER notice, left unanswered
+        assert eventually(lambda: logged(gateway, "mt retry"), 10)
+    finally:
+        a.close()
+        sina.close()
+    assert gateway.terminate() == 0
+    for event in ("deliver_sm timed out", "mt retry"):
+        lines = logged(gateway, event)
+        assert lines and {line["msisdn"] for line in lines} == {A}, (event, lines)
+
+
 def test_a_refused_destination_is_logged_with_the_reason_that_applies(tmp_path: Path) -> None:
     """An SP's submit_sm to 10086 was logged as "is neither a subscriber nor a short code": 10086 is one. An SP
     sends content to subscribers only (SPEC 2), and its line now says so; a handset's keeps the reason it had."""
