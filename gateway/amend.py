@@ -128,10 +128,7 @@ class Amendments:
 
     async def _submitted(self, account: str, source: str, message_id: str) -> list[Message]:
         """What `account` submitted from `source` as message_id: one message, or one per destination of a submit_multi."""
-        message = await self.store.get(message_id)
-        if message is None or message.account != account or message.source_addr != source:
-            return []
-        found = [message]
-        while (message := await self.store.get(multi_part_id(message_id, len(found) + 1))) is not None:
-            found.append(message)
-        return found
+        # Every destination read on its own: retention may have deleted the first (delivered a week ago) and not
+        # another still waiting, which reading X, X/2, ... up to the first gap missed (cancel_sm then failed, or
+        # left the later ones to go out).
+        return [m for m in await self.store.submitted_as(message_id) if m.account == account and m.source_addr == source]

@@ -123,6 +123,10 @@ class Store(Protocol):
     # --- reads -----------------------------------------------------------
     async def get(self, message_id: str) -> Message | None: ...
 
+    async def submitted_as(self, message_id: str) -> list[Message]:
+        """What was submitted as `message_id`: that message, and for a submit_multi its other destinations
+        (`<id>/2`, `<id>/3`, ...), in order of arrival; each found on its own (retention may have deleted some)."""
+
     async def undelivered_from(self, account: str, source_addr: str, dest_addr: str) -> list[Message]:
         """cancel_sm by addresses: the undelivered MTs (scheduled ones too) `account` sent from source_addr
         to the subscriber dest_addr, in order of arrival."""

@@ -763,6 +763,12 @@ class SqliteStore:
         rows = await self._read(f"{_SELECT} WHERE id = ?", (message_id,))
         return _message(rows[0]) if rows else None
 
+    async def submitted_as(self, message_id: str) -> list[Message]:
+        # '/' then '0' in ASCII: `id > 'X/' AND id < 'X0'` is every `X/<n>`, read from the id index.
+        rows = await self._read(f"{_SELECT} WHERE id = ? OR (id > ? AND id < ?) ORDER BY seq",
+                                (message_id, message_id + "/", message_id + "0"))  # fmt: skip
+        return [_message(r) for r in rows]
+
     async def unprocessed_mos(self) -> list[Message]:
         rows = await self._read(
             f"{_SELECT} WHERE status = ? AND direction = ? ORDER BY submitted_at, seq",

@@ -10,13 +10,15 @@ import pytest
 
 from gateway.clock import SimulatedClock
 from gateway.store.records import Charge
+from tests.e2e.test_amend import answer, cancel_sm, multi_resp, submit_multi
 from tests.e2e.test_confirmation import OPERATOR, order, replies, send, subscriptions
 from tests.polling import eventually
 from tests.services_support import at
-from tests.smpp_handset import ESME_ROK, ESME_RQUERYFAIL, is_receipt, text
+from tests.smpp_handset import ESME_ROK, ESME_RQUERYFAIL, RawLink, is_receipt, text
 
 A = "8613800000001"  # account handset
 B = "8613700000001"  # account handset2
+B2 = "8613700000002"  # account handset2
 C = "8613900000009"  # account handset, never bound: an MT to it waits
 ECHO = "10086000"  # replies with the text it received
 DAY = 86400.0
@@ -112,3 +114,27 @@ def test_a_charge_is_refunded_once_after_the_mo_that_confirmed_its_subscription_
     [charge] = gw.call(gw.gateway.store.find(Charge, msisdn=A))
     gw.call(gw.gateway.services.dispute(charge.id))
     assert replies(a) == ["中国移动:您2026年12月新浪的头条新闻业务信息费30元,经核实已为您退还30元。"]
+
+
+def test_cancel_sm_of_a_submit_multi_reaches_the_destinations_still_waiting_after_the_first_was_deleted(
+    make_gateway, handset, clock
+):
+    """Its destinations were found by reading <id>, <id>/2, ... up to the first one missing: with the first
+    delivered and deleted past retention, cancel_sm failed (ESME_RCANCELFAIL) and the one still waiting went out."""
+    gw = make_gateway(clock=clock, gateway={"message_retention": DAY, "default_validity": 30 * DAY})
+    b = handset(B, gw=gw, address_range=B)  # B's only: B2 (same account) is off line
+    with RawLink(gw.smpp_port) as esme:
+        esme.bind("handset", command="bind_transmitter")
+        esme.send(submit_multi(2, A, [B, B2, C], b"meeting at 3"))
+        status, body = answer(esme, 2)
+        assert status == ESME_ROK
+        first = multi_resp(body)[0]
+        assert text(b.expect()) == "meeting at 3"  # B2 and C are off line: they wait
+        assert eventually(lambda: gw.call(gw.gateway.store.get(first)).status.value == "delivered")
+        clock.advance(2 * DAY)
+        gw.call(gw.gateway.retention.prune())
+        assert handset(A, gw=gw, address_range=A).query(first).status == ESME_RQUERYFAIL  # the first one is gone
+        esme.send(cancel_sm(3, A, first))
+        assert answer(esme, 3)[0] == ESME_ROK
+    assert [gw.call(gw.gateway.store.get(f"{first}/{n}")).status.value for n in (2, 3)] == ["deleted", "deleted"]
+    handset(B2, gw=gw).expect_none(0.3)
