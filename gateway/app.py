@@ -76,7 +76,7 @@ class Gateway:
         self.accounts = Accounts(config.accounts)
         self.ids = MessageIds()
         self.store = SqliteStore(self.db_path, dedup_window=settings.dedup_window, clock=self.clock.now)
-        self.retention = Retention(self.store, self.clock, settings.message_retention)
+        self.retention = Retention(self.store, self.clock, settings.message_retention, settings.dedup_window)
         self.router = Router(self.accounts)
         self.catalogue = Catalogue(config.catalogue)
         handlers = self._handler_names(config)

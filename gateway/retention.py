@@ -30,15 +30,18 @@ PAUSE = 0.05  # seconds after each batch's commit before the next is read
 
 
 class Retention:
-    def __init__(self, store: Store, clock: Clock, retention: float) -> None:
+    def __init__(self, store: Store, clock: Clock, retention: float, dedup_window: float = 0.0) -> None:
         self._store = store
         self._clock = clock
-        self._retention = retention
+        # A retention shorter than dedup_window acts as dedup_window: a message ends no earlier than it was accepted,
+        # so one that ended that long ago holds no dedup key still in its window, and every row read is deleted.
+        # (Cut at the retention, the rows still in the window were read again, and counted as deleted, every pass.)
+        self._retention = max(retention, dedup_window) if retention else 0.0
         self._running = False
 
     async def prune(self) -> int:
-        """Delete every message that ended more than the retention ago; how many were read for it (some may be kept:
-        see `Store.prune`). Returns 0 at once with retention 0 (keep for ever) or while another prune runs."""
+        """Delete every message that ended more than the retention ago; how many. Returns 0 at once with retention
+        0 (keep for ever) or while another prune runs."""
         if not self._retention or self._running:
             return 0
         self._running = True
