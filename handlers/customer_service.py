@@ -6,7 +6,9 @@ subscriber has open, most recent prompt first: a `1` answers a 0000 listing
 if that came last, a two-step confirmation if that did, and also a
 confirmation answered since, within its validity, that came after an open
 listing (a `1` sent again after confirming an order is told the order went
-through, not taken as serial 1 of a listing received before the order). An
+through, not taken as serial 1 of a listing received before the order); but
+not an open `00000` question, which only a confirmation still waiting
+outranks (its `是`, as the question asks, is the yes it waits for). An
 expired listing never outranks an open prompt. With none open, the prompt
 sent last, expired or answered, reads the text first (a `1` after an expired
 listing is about the listing, not an order confirmed before it). Serial numbers that
@@ -75,7 +77,7 @@ async def _in_order(inbound: Inbound, ctx: ServiceContext, text: str) -> list:
     order = await confirmation.latest_prompt(inbound, ctx)
     if listing is None and order is None:  # none open: the prompt sent last, expired or answered
         listing, order = await unsubscribe.last_prompt(inbound, ctx), await confirmation.last_prompt(inbound, ctx)
-    elif listing is not None:
+    elif listing is not None and not await unsubscribe.question_open(inbound, ctx):
         order = await confirmation.last_prompt(inbound, ctx)  # answered since, it was still received after the listing
     elif serials:  # a listing received after the order waiting, expired since, reads them (says so, once), not "no"
         listing = await unsubscribe.last_prompt(inbound, ctx)

@@ -209,6 +209,21 @@ def test_yes_to_00000_after_its_subscriptions_were_cancelled_elsewhere_says_so_a
     assert ITEM.findall(listing) == [("1", "新浪", "天气预报", "5", SINA)]
 
 
+def test_yes_to_00000_after_an_order_confirmed_since_the_question_answers_the_question(gateway, handset):
+    """An order confirmed after the 00000 question outranked it: the yes the question asks for was answered
+    "您已定制…无需再次定制" and nothing was cancelled (charged on), the question left open."""
+    subs = subscribe(gateway, A, "sina-news")
+    a = handset(A, address_range=A)
+    assert "您共定制了1项业务" in ask(a, "00000")[0]
+    assert a.submit(TENCENT, "TL").status == ESME_ROK
+    assert "您正在定制腾讯公司的精品图铃业务" in replies(a, 1)[0]
+    assert "您已定制试用腾讯公司的精品图铃业务" in ask(a, "Y")[0]
+
+    assert ask(a, "是", 2) == [done("新浪公司", "头条新闻"),
+                               "您目前仍定制有1项业务（不在本次全部退订之列，未退订），查询或退订请发送0000到10086。"]  # fmt: skip
+    assert statuses(gateway, subs) == ["cancelled"]
+
+
 def test_yes_to_00000_cancels_exactly_the_counted_ones_still_active_and_names_the_one_ordered_since(gateway, handset):
     subs = subscribe(gateway, A, "sina-news", "sina-weather")
     a = handset(A, address_range=A)
