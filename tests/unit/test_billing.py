@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.store.effects import Put
-from gateway.store.records import Charge, JobRun, Subscription, SubscriptionEvent
+from gateway.store.records import Charge, JobRun, Subscriber, Subscription, SubscriptionEvent
 from handlers import billing
 from handlers.sp_notice import parse_sp_notice
 from handlers.base import Outcome
@@ -87,6 +87,16 @@ async def test_reminder_between_21st_and_25th_once_a_month(bench: ServiceBench) 
     assert (await job(bench, billing.run_due_jobs, at(2026, 11, 22))).replies == []
     assert (await job(bench, billing.send_reminders, at(2026, 11, 25))).replies == []  # on demand: still once
     assert list(texts_to(await job(bench, billing.run_due_jobs, at(2026, 12, 21)))) == [C]
+
+
+async def test_an_english_reminder_names_the_type_of_each_service_as_the_chinese_one_does(bench: ServiceBench) -> None:
+    """The Chinese reminder says 短信业务 / WAP业务 per service (the catalogue's kind); the English one said nothing of it."""
+    await bench.store.apply([Put(Subscriber(A, "en"))])
+    await subscribe(bench, A, "TT", at(2026, 11, 5))
+    await subscribe(bench, A, "TL", at(2026, 11, 12))
+    text = "".join(pages_to(await job(bench, billing.run_due_jobs, at(2026, 11, 21, 9)))[A])
+    assert "1. Headline News (SMS) from Sina, 30 yuan/month; " in text
+    assert "2. Ringtones & Pictures (WAP) from Tencent, 10 yuan/month; " in text
 
 
 async def test_a_reminder_run_on_demand_early_leaves_later_orders_their_reminder(bench: ServiceBench) -> None:
