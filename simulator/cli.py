@@ -45,8 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     target.add_argument("--system-id", help="account the subscribers bind with")
     target.add_argument("--password")
     target.add_argument("--tls", action="store_true", default=None, help="connect over TLS")
-    target.add_argument("--ca", help="CA file (PEM) of the server's certificate")
-    target.add_argument("--insecure", action="store_true", help="TLS without verifying the server's certificate")
+    verify = target.add_mutually_exclusive_group()  # one says whom to trust, the other to trust anyone
+    verify.add_argument("--ca", help="CA file (PEM) of the server's certificate")
+    verify.add_argument("--insecure", action="store_true", help="TLS without verifying the server's certificate")
     target.add_argument("--target-config", metavar="FILE",
                         help="the target's gateway config: short codes, reply texts, catalogue, thresholds")
     fleet = p.add_argument_group("fleet and load (default: the scenario's)")

@@ -102,8 +102,8 @@ class Snapshot:
     mo: int
     rate: float  # dialogues completed in the last whole second
     mo_rate: float
-    p50_ms: float
-    p99_ms: float
+    p50_ms: float | None  # None: nothing timed yet
+    p99_ms: float | None
     in_flight: int
 
 
@@ -217,8 +217,8 @@ class Recorder:
         return Snapshot(
             elapsed=self.elapsed, started=self.started_count, completed=self.completed, failed=self.failed,
             mo=self.mo, rate=float(last.completed + last.failed), mo_rate=float(last.mo),
-            p50_ms=self.latency.get_value_at_percentile(50) / 1000 if self.latency.get_total_count() else 0.0,
-            p99_ms=self.latency.get_value_at_percentile(99) / 1000 if self.latency.get_total_count() else 0.0,
+            p50_ms=self.latency.get_value_at_percentile(50) / 1000 if self.latency.get_total_count() else None,
+            p99_ms=self.latency.get_value_at_percentile(99) / 1000 if self.latency.get_total_count() else None,
             in_flight=self.started_count - self.completed - self.failed,
         )  # fmt: skip
 

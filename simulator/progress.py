@@ -42,7 +42,10 @@ def _rate(value: float) -> str:
     return f"{value:.0f}" if value >= 100 or value == int(value) else f"{value:.1f}"
 
 
-def _ms(value: float) -> str:
+def _ms(value: float | None) -> str:
+    """A latency; `-` before anything was timed (0.0 would read as instant replies), as the summary shows it."""
+    if value is None:
+        return "-"
     return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
 
 

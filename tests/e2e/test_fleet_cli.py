@@ -333,6 +333,13 @@ def test_ca_or_insecure_without_tls_is_a_usage_error(tls_gateway, tls_files) -> 
         assert "target.system_id" not in done.stderr and done.stdout == ""  # refused before any connection
 
 
+def test_ca_and_insecure_together_are_a_usage_error(tls_files) -> None:
+    """One names whom to trust, the other trusts anyone: both were accepted, and --insecure quietly won."""
+    cert, _key = tls_files
+    done = run_simulate("--tls", "--ca", str(cert), "--insecure")
+    assert done.returncode == 2 and "not allowed with argument" in done.stderr, done.stderr
+
+
 def test_ca_applies_when_the_scenario_turns_tls_on(tls_gateway, tls_files, tmp_path: Path) -> None:
     cert, _key = tls_files
     scenario = tmp_path / "tls.toml"  # (the test certificate names no host; its chain is still verified)

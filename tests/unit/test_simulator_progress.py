@@ -60,6 +60,13 @@ def test_format_line() -> None:
     assert format_line(slow, final=True).endswith("rate=1.5/s mo=1.5/s p50=150ms p99=1200ms")
 
 
+def test_a_latency_nothing_has_timed_yet_shows_as_absent_not_0_ms() -> None:
+    """Before the first reply (or against a target that never answers) the line said p50=0.0ms p99=0.0ms."""
+    snap = Recorder().snapshot()
+    assert (snap.p50_ms, snap.p99_ms) == (None, None)
+    assert format_line(snap).endswith("p50=-ms p99=-ms")
+
+
 async def test_plain_lines_when_not_a_terminal() -> None:
     recorder, out = Recorder(), io.StringIO()
     progress = Progress(recorder, interval=0.05, stream=out)
