@@ -36,11 +36,17 @@ _FITS_ANY_SMS = 140  # octets: one SMS in every alphabet (160 GSM septets, 140 o
 _FIRST_STATUS = {Direction.MO: MessageStatus.ACCEPTED, Direction.MT: MessageStatus.ENROUTE}
 
 
+def notice_account(message: Message) -> str | None:
+    """The SP account an SP notice goes to (an MT to an SP's service code, from the subscriber it is about:
+    handlers/sp_notice.py); None for any other MT (a receipt names its account too, but is no notice)."""
+    if not message.extra or message.esm_class & EsmClass.DELIVERY_RECEIPT:
+        return None
+    return message.extra.get("to_account") or None
+
+
 def subscriber_of(message: Message) -> str:
-    """The subscriber a log line about an MT names (its `msisdn`): the destination, but for an SP notice (an MT
-    to an SP's service code, from the subscriber it is about: handlers/sp_notice.py) the source."""
-    notice = message.extra and message.extra.get("to_account") and not message.esm_class & EsmClass.DELIVERY_RECEIPT
-    return message.source_addr if notice else message.dest_addr
+    """The subscriber a log line about an MT names (its `msisdn`): the destination, an SP notice's source."""
+    return message.source_addr if notice_account(message) else message.dest_addr
 
 
 def body_of(pdu: SubmitSm | DataSm) -> bytes:

@@ -19,10 +19,8 @@ from __future__ import annotations
 
 from collections import deque
 
-from .smpp.constants import EsmClass
+from .messages import notice_account
 from .store.records import Message
-
-_DELIVERY_RECEIPT = int(EsmClass.DELIVERY_RECEIPT)
 
 Line = tuple[str, str, str]  # SP account, service code, subscriber
 
@@ -66,8 +64,6 @@ class NoticeOrder:
 
 
 def _line_of(message: Message) -> Line | None:
-    """The line of an SP notice: an MT addressed to an account (handlers/sp_notice.py) that is not a receipt."""
-    to_account = message.extra.get("to_account")
-    if not to_account or message.esm_class & _DELIVERY_RECEIPT:
-        return None
-    return to_account, message.dest_addr, message.source_addr
+    """The line of an SP notice (gateway/messages.notice_account); None for any other MT."""
+    to_account = notice_account(message)
+    return None if to_account is None else (to_account, message.dest_addr, message.source_addr)

@@ -58,7 +58,7 @@ from .base import Outcome, ServiceContext
 from .billing_calendar import billing_moment, month_of, month_start, period_of
 from .pages import paginate
 from .sp_notice import sp_notice
-from .subscriptions import naming_text, yuan
+from .subscriptions import naming_text, subscription_event, yuan
 
 log = get_logger("billing")
 
@@ -219,15 +219,8 @@ def _charge(ctx: ServiceContext, subscription: Subscription, fee: float, period:
         amount=fen(fee),
         created_at=now,
     )
-    event = SubscriptionEvent(
-        id=ctx.new_id(),
-        subscription_id=subscription.id,
-        msisdn=subscription.msisdn,
-        at=now,
-        event="charged",
-        channel="billing",
-        detail=f"charge={charge.id} period={period} amount={charge.amount}",
-    )
+    event = subscription_event(ctx, subscription.id, subscription.msisdn, "charged", "billing", now,
+                               f"charge={charge.id} period={period} amount={charge.amount}")  # fmt: skip
     return charge, event
 
 
@@ -271,8 +264,8 @@ async def send_reminders(ctx: ServiceContext, now: float) -> Outcome:
             pieces.append(ctx.text("billing.reminder_item", language, serial=serial, sp_name=entry.sp_name_in(language),
                                    service=entry.name_in(language), kind=ctx.text(f"billing.kind.{entry.kind}", language),
                                    fee=yuan(entry.fee)))  # fmt: skip
-            outcome.put(SubscriptionEvent(id=ctx.new_id(), subscription_id=subscription.id, msisdn=msisdn, at=now,
-                                          event=REMINDED, channel="billing", detail=f"first charge {period_of(month_start(today, 1))}"))  # fmt: skip
+            outcome.put(subscription_event(ctx, subscription.id, msisdn, REMINDED, "billing", now,
+                                           f"first charge {period_of(month_start(today, 1))}"))  # fmt: skip
         pieces.append(ctx.text("billing.reminder_foot", language, operator=operator))
         # As the seed shows it: separate SMS cut between items, each marked "(1/2)", "(2/2)".
         for page in paginate(pieces, lambda i, n: ctx.text("billing.page", language, page=i, pages=n)):
@@ -306,15 +299,8 @@ async def dispute(ctx: ServiceContext, charge_id: str, now: float) -> Outcome:
         else (2 * charge.amount, DOUBLE_REFUND_REASON, "billing.refund_double")
     )
     refunded = replace(charge, refund=refund, refund_reason=reason, disputed_at=now)
-    event = SubscriptionEvent(
-        id=ctx.new_id(),
-        subscription_id=charge.subscription_id,
-        msisdn=charge.msisdn,
-        at=now,
-        event="refunded",
-        channel="dispute",
-        detail=f"charge={charge.id} period={charge.period} refund={refund} reason={reason}",
-    )
+    event = subscription_event(ctx, charge.subscription_id, charge.msisdn, "refunded", "dispute", now,
+                               f"charge={charge.id} period={charge.period} refund={refund} reason={reason}")  # fmt: skip
     language = await ctx.language_of(charge.msisdn)
     entry = ctx.catalogue.get(charge.service_id)
     year, month = charge.period.split("-")

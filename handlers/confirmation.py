@@ -41,14 +41,14 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from gateway.config import CatalogueEntry
-from gateway.store.records import PendingOrder, Subscription, SubscriptionEvent
+from gateway.store.records import PendingOrder, Subscription
 
 from .base import Inbound, Outcome, ServiceContext
 from .billing import billed_since, charges_missed, repeat_trial_until, trial_until
 from .billing_calendar import month_start
 from .keywords import fold, matches
 from .sp_notice import sp_notice
-from .subscriptions import yuan
+from .subscriptions import subscription_event, yuan
 
 _CODED = re.compile(r"([YN])0*(\d{1,4})")  # Y2 confirms / N2 declines the order with reply code Y2
 # Orders nobody answered: "expired" ones too, marked so once their validity ended (never before it), which an answer
@@ -169,15 +169,8 @@ async def _confirm(inbound: Inbound, ctx: ServiceContext, language: str, outcome
         confirmation=inbound.evidence,
         trial_until=repeat_trial_until(ctx, now, earlier) if earlier else trial_until(ctx, now),
     )
-    event = SubscriptionEvent(
-        id=ctx.new_id(),
-        subscription_id=subscription.id,
-        msisdn=msisdn,
-        at=now,
-        event="ordered",
-        channel=order.channel,
-        detail=f"order={order.id} confirmed_by={inbound.evidence}",
-    )
+    event = subscription_event(ctx, subscription.id, msisdn, "ordered", order.channel, now,
+                               f"order={order.id} confirmed_by={inbound.evidence}")  # fmt: skip
     # The notice says what is free: a repeat order within the earlier order's free months is still free.
     if subscription.trial_until >= ctx.local_midnight(month_start(ctx.local_date(now), 2)):
         key = "confirmation.ordered_next_month"

@@ -33,6 +33,13 @@ async def active_subscriptions(ctx: ServiceContext, msisdn: str) -> list[Subscri
     return sorted(found, key=lambda s: (s.ordered_at, s.id))
 
 
+def subscription_event(
+    ctx: ServiceContext, subscription_id: str, msisdn: str, event: str, channel: str, at: float, detail: str = ""
+) -> SubscriptionEvent:
+    """A line of a subscription's change history (ordered, cancelled, charged, voided, refunded, reminded)."""
+    return SubscriptionEvent(ctx.new_id(), subscription_id, msisdn, at, event, channel, detail)
+
+
 def yuan(fee: float) -> str:
     """A fee as shown to subscribers: 30 -> "30", 0.5 -> "0.5"."""
     return f"{fee:.2f}".rstrip("0").rstrip(".")
@@ -76,14 +83,7 @@ async def cancel(
     with None (a service since removed from the catalogue) there is no SP to notify.
     """
     cancelled = replace(subscription, status="cancelled", cancelled_at=now, cancel_channel=channel)
-    event = SubscriptionEvent(
-        id=ctx.new_id(),
-        subscription_id=subscription.id,
-        msisdn=subscription.msisdn,
-        at=now,
-        event="cancelled",
-        channel=channel,
-    )
+    event = subscription_event(ctx, subscription.id, subscription.msisdn, "cancelled", channel, now)
     outcome = Outcome().put(cancelled, event).extend(await _charges_voided(ctx, subscription, channel, now))
     text = naming_text(ctx, "unsubscribe.done", language, entry, subscription.service_id)
     outcome.reply(subscription.msisdn, text, ctx.settings.operator)
@@ -105,7 +105,6 @@ async def _charges_voided(ctx: ServiceContext, subscription: Subscription, chann
         if billing_moment(ctx, month_of(charge.period)) <= now:  # cancelled after the month began: it pays
             continue
         outcome.effects.append(Delete(Charge, (charge.id,)))
-        outcome.put(SubscriptionEvent(id=ctx.new_id(), subscription_id=subscription.id, msisdn=subscription.msisdn,
-                                      at=now, event="voided", channel=channel,
-                                      detail=f"charge={charge.id} period={charge.period} amount={charge.amount}"))  # fmt: skip
+        outcome.put(subscription_event(ctx, subscription.id, subscription.msisdn, "voided", channel, now,
+                                       f"charge={charge.id} period={charge.period} amount={charge.amount}"))  # fmt: skip
     return outcome

@@ -92,6 +92,16 @@ def test_ctrl_c_during_the_load_reports_what_ran_marked_interrupted(gateway, tmp
     assert "INTERRUPTED" in html and "dialogues ok</span>" not in html and data["verdict"]["result"] == "INTERRUPTED"
 
 
+def cut_short(run, report: Path, signalled: float, timeout: float) -> dict:
+    """A run a Ctrl-C in its drain ended within 20 s of `signalled`, INTERRUPTED, its report saying what was cut."""
+    out, _ = run.communicate(timeout=timeout)
+    assert run.returncode == 130 and "INTERRUPTED" in out, out
+    assert time.monotonic() - signalled < 20
+    data = json.loads((report / "report.json").read_text(encoding="utf-8"))
+    assert data["fleet"]["interrupted"] and data["fleet"]["stats"]["cancelled_at_drain"] > 0
+    return data
+
+
 def test_ctrl_c_during_the_drain_cuts_it_short_and_keeps_the_results(broken_gateway, tmp_path: Path) -> None:
     """10086999 never answers and steps wait 60 s: the 40 dialogues start within 0.2 s, and the drain after them
     would wait its 30 s for the spam reports still in flight."""
@@ -100,11 +110,7 @@ def test_ctrl_c_during_the_drain_cuts_it_short_and_keeps_the_results(broken_gate
     progress_until(run, lambda line: "in_flight=0 " not in line)  # the first line comes after a second: draining
     signalled = time.monotonic()
     run.send_signal(signal.SIGINT)
-    out, _ = run.communicate(timeout=60)
-    assert run.returncode == 130 and "INTERRUPTED" in out, out
-    assert time.monotonic() - signalled < 20
-    data = json.loads((report / "report.json").read_text(encoding="utf-8"))
-    assert data["fleet"]["interrupted"] and data["fleet"]["stats"]["cancelled_at_drain"] > 0
+    data = cut_short(run, report, signalled, timeout=60)
     assert data["load_s"] < 1.0 < data["duration_s"]  # the rate is over the load, not the drain
 
 
@@ -156,11 +162,7 @@ def test_a_second_ctrl_c_cuts_the_drain_short_in_the_closed_loop_too(silent_oper
     progress_until(run, lambda line: True)  # draining: progress goes on
     signalled = time.monotonic()
     run.send_signal(signal.SIGINT)
-    out, _ = run.communicate(timeout=90)
-    assert run.returncode == 130 and "INTERRUPTED" in out, out
-    assert time.monotonic() - signalled < 20
-    data = json.loads((report / "report.json").read_text(encoding="utf-8"))
-    assert data["fleet"]["interrupted"] and data["fleet"]["stats"]["cancelled_at_drain"] > 0
+    data = cut_short(run, report, signalled, timeout=90)
     assert data["load_s"] + 0.5 < data["duration_s"]  # the load ended at the first Ctrl-C, not with the drain
 
 
