@@ -133,6 +133,12 @@ class FakeTransport:
     def close(self) -> None:
         self.closing = True
 
+    def abort(self) -> None:
+        self.closing = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0  # everything written was handed to the client at once
+
     def get_extra_info(self, name: str, default=None):
         return ("127.0.0.1", 0)
 
