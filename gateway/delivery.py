@@ -503,7 +503,10 @@ class Delivery:
             if error is not None and settled is None:
                 self._log_not_committed(message, error)
                 if not self._stopped:  # (else the MT goes out again after the restart: see stop)
-                    again = partial(self._rewrite_final, message, status, receipt, partial(write, *args, then=committed))
+                    # Written again through _write_final: `committed` naming itself would make every MT's callback,
+                    # Message and row a reference cycle, freed only by the cyclic collector (its pauses, under load).
+                    again = partial(self._rewrite_final, message, status, receipt,
+                                    partial(self._write_final, message, status, receipt, write, args))  # fmt: skip
                     self._rewrites[message_id] = asyncio.get_running_loop().call_later(self.REWRITE_DELAY, again)
                 return
             self._final_committed(message_id, receipt if error is None else None)
