@@ -12,8 +12,11 @@ An MO that nothing holds up (one part, its serial keys free, no earlier MO of
 its subscriber still on its way, no copy of it stored) is handled as soon as
 it arrives and stored `processed` in the same transaction as its handling:
 one commit instead of two before the reply, and the acknowledgement and the
-replies go out after it. Any other MO is committed `accepted` first and
-handled in its turn (`_receive`).
+replies go out after it. So is one whose keys are held by MOs of a handler
+that hands its keys on (below), when few wait for them (`HELD_WAITERS`): it
+waits for them unstored, behind handlings rather than commits (the victims
+of one spam text report its number together). Any other MO is committed
+`accepted` first and handled in its turn (`_receive`).
 
 A handler whose reads all go through the record cache (`hands_keys_on`: the
 spam reports, which queue on the reported number) hands its keys on as soon as
@@ -113,6 +116,11 @@ def _concat_info(message: Message) -> tuple[Concat | None, bytes]:
 
 
 class MoProcessor:
+    # An MO of a handler that hands its keys on waits for them unstored (and unanswered: its submission is answered
+    # with its handling's commit) only behind fewer than this many others; behind more it is committed first, so a
+    # client's window does not fill up with MOs waiting for one much-reported number.
+    HELD_WAITERS = 8
+
     def __init__(
         self,
         short_codes: dict[str, ShortCode],
@@ -161,7 +169,8 @@ class MoProcessor:
         """A new MO (submit_sm, data_sm): handled at once if nothing holds it up, else committed first and
         handled in its turn; `answer` is told once it is committed (see the module docstring).
         `may_be_stored` False: no stored message can hold its dedup_key (messages.may_be_stored)."""
-        if message.source_addr in self._on_the_way or not self._handle_at_once(message, answer, may_be_stored):
+        source = message.source_addr
+        if source in self._on_the_way or source in self._unstored or not self._handle_at_once(message, answer, may_be_stored):
             self._commit_first(message, answer)
 
     def accept(self, message: Message) -> Awaitable[tuple[str, bool]]:
@@ -201,21 +210,35 @@ class MoProcessor:
                 self._write(message, answer)
 
     def _handle_at_once(self, message: Message, answer: Answer, may_be_stored: bool) -> bool:
-        """Start handling a single-part MO whose keys are free and that is no copy of a stored one: True."""
+        """Start handling a single-part MO that is no copy of a stored one, unstored until its handling commits: True.
+        Its keys are free, or held by a handler that hands them on and few wait (then it queues for them)."""
         text = self._single_part(message)
         if text is None:
             return False
+        short_code = self.short_codes[message.dest_addr]
         inbound = _inbound(message, text, (message.id,))
-        keys = in_order(serial_keys(self.short_codes[message.dest_addr], inbound))
-        if not self.locks.take_free(keys):
+        keys = in_order(serial_keys(short_code, inbound))
+        free = self.locks.take_free(keys)
+        if not free and not (
+            getattr(short_code.handler, "hands_keys_on", False) and self.locks.waiters(keys) < self.HELD_WAITERS
+        ):
             return False
         held = self.store.hold(message, may_be_stored)
         if held is None:
-            self.locks.release(keys)
+            if free:
+                self.locks.release(keys)
             return False
         self._unstored[message.source_addr] = []
-        self._start(message, inbound, keys, (held, answer))
+        if free or self.locks.take(keys, partial(self._held_turn, message, inbound, keys, (held, answer))):
+            self._start(message, inbound, keys, (held, answer))
+        else:
+            self._queued += 1
         return True
+
+    def _held_turn(self, message: Message, inbound: Inbound, keys: tuple[str, ...], held: tuple[object, Answer]) -> None:
+        """The keys an unstored MO waited for are its own now (`_handle_at_once`)."""
+        self._queued -= 1
+        self._start(message, inbound, keys, held)
 
     def _accepted(self, message: Message, answer: Answer, result: tuple[str, bool] | None, error: BaseException | None) -> None:
         if answer(result, error):

@@ -56,6 +56,11 @@ class SerialLocks:
             waiting[key] = None
         return True
 
+    def waiters(self, keys: Iterable[str]) -> int:
+        """How many turns are queued for these keys (behind their holders)."""
+        waiting = self._waiting
+        return sum(len(queue) for key in keys if (queue := waiting.get(key)))
+
     def _resume(self, keys: tuple[str, ...], start: int, then: Callable[[], None]) -> None:
         """keys[start - 1] was handed over: take the rest, then go on."""
         if start == len(keys) or self.take(keys[start:], then):

@@ -14,6 +14,7 @@ from gateway.clock import SimulatedClock
 from gateway.store.base import WriteSkipped
 from gateway.store.records import Block, SpamReport
 from gateway.templates import Templates
+from handlers.spam_report import reported_key
 from tests.e2e.test_unsubscribe import statuses, subscribe
 from tests.polling import eventually
 from tests.services_support import at
@@ -262,6 +263,51 @@ def test_five_reporters_reporting_at_the_same_moment_still_block_once(gateway, h
     assert [blk.reported for blk in network_wide] == [SPAMMER]
     assert s.submit(B, "spam to a bystander").status == SMSGW_RSENDERBLOCKED
     b.expect_none(0.3)
+
+
+def test_reports_waiting_for_the_number_are_stored_with_their_handling_until_too_many_wait(make_gateway, handset, tmp_path) -> None:
+    """The victims of one spam text report its number together, and reports of one number are decided one at a
+    time. A report waiting for its number (held here by the test, as a report being decided holds it) waits
+    unstored and is stored with its handling, one commit (it was committed `accepted` first, then handled: a
+    second commit before its reply). Once HELD_WAITERS wait, the next are committed first, as before, so a
+    client's window does not fill with unanswered reports. All are decided in arrival order, once each."""
+    db = tmp_path / "gw.db"
+    gw = make_gateway(db_path=db)
+    gw.gateway.mo.HELD_WAITERS = 2
+    key = reported_key(SPAMMER)
+    locks = gw.gateway.mo.locks
+    phones = [phone(handset, n, gw) for n in REPORTERS]
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("CREATE TABLE stored_first (source_addr TEXT)")
+        conn.execute("CREATE TRIGGER stored_first AFTER INSERT ON messages WHEN NEW.status = 'accepted'"
+                     f" AND NEW.dest_addr = '{SPAM_CODE}' BEGIN INSERT INTO stored_first VALUES (NEW.source_addr); END")  # fmt: skip
+
+        async def hold_the_number() -> bool:
+            return locks.take_free((key,))
+
+        async def waiting() -> int:
+            return locks.waiters((key,))
+
+        async def release_the_number() -> None:
+            locks.release((key,))
+
+        assert gw.call(hold_the_number())
+        sent = []
+        for i, ph in enumerate(phones, 1):
+            sent.append(ph.send(ph.make("submit_sm", SPAM_CODE, "13700000001*" + SPAM)))
+            assert eventually(lambda i=i: gw.call(waiting()) == i), f"report {i} is not waiting for the number"
+        gw.call(release_the_number())
+        assert [ph.response(seq).status for ph, seq in zip(phones, sent)] == [ESME_ROK] * len(phones)
+        for ph in phones:
+            got = replies(ph, 2)
+            assert sum(1 for t in got if ACK.match(t)) == 1 and sum(1 for t in got if HANDLED.match(t)) == 1, got
+        assert [row[0] for row in conn.execute("SELECT source_addr FROM stored_first")] == REPORTERS[2:]
+    finally:
+        conn.close()
+    decided = sorted(reports(gw, reported=SPAMMER), key=lambda r: r.created_at)
+    assert [r.reporter for r in decided] == REPORTERS
+    assert [blk.reported for blk in controller_blocks(gw) if not blk.reporter] == [SPAMMER]
 
 
 def test_a_report_decided_on_one_whose_commit_fails_does_not_stand(make_gateway, handset, tmp_path) -> None:
