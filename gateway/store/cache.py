@@ -166,7 +166,8 @@ class RecordCache:
         self.narrow_from = narrow_from
         self._partitions: OrderedDict[_Key, _Rows] = OrderedDict()
         self._loading: dict[_Key, bool] = {}  # partition being read -> an effect on it arrived meanwhile
-        self._in_flight: dict[int, list[Effect]] = {}  # `issued` effects whose commit has not settled, in issue order
+        # `issued` effects whose commit has not settled, in issue order, with the partitions they touch
+        self._in_flight: dict[int, tuple[list[Effect], set[_Key]]] = {}
         self._issues = 0
         self.loads = self.hits = 0
 
@@ -214,22 +215,31 @@ class RecordCache:
     def issued(self, effects: Iterable[Effect]) -> int:
         """Effects whose commit is issued, not yet settled: applied now. Returns the token for `settled`."""
         self._issues += 1
-        self._in_flight[self._issues] = effects = list(effects)
-        self._apply(effects, self._touch)
+        effects = list(effects)
+        touched: set[_Key] = set()
+
+        def touch(key: _Key) -> _Rows | None:
+            touched.add(key)
+            return self._touch(key)
+
+        self._apply(effects, touch)
+        self._in_flight[self._issues] = (effects, touched)
         return self._issues
 
     def settled(self, token: int, committed: bool) -> None:
         """The commit of `issued` effects is done; if it failed, the partitions they touched are read again."""
-        effects = self._in_flight.pop(token)
+        effects, _touched = self._in_flight.pop(token)
         if not committed:
             self._apply(effects, self._forget)
 
     def _with_in_flight(self, key: _Key, records: Iterable[Any]) -> _Rows:
         """Partition `key` as read from the store, with the effects in flight on top (issue order): those not
-        committed yet, and any committed already (applying one again changes nothing)."""
+        committed yet, and any committed already (applying one again changes nothing). Only those touching `key`:
+        a first contact reads several partitions while a burst of reports may have a hundred commits in flight."""
         rows = _rows(_TYPES[key[0]], records)
-        for effects in self._in_flight.values():
-            self._apply(effects, lambda k: rows if k == key else None)
+        for effects, touched in self._in_flight.values():
+            if key in touched:
+                self._apply(effects, lambda k: rows if k == key else None)
         return rows
 
     def _forget(self, key: _Key) -> None:
