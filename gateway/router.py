@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import re2
 
@@ -177,4 +177,25 @@ def compile_address_range(address_range: str, plan_country_code: str) -> Address
 
 
 def _compile(pattern: str) -> AddressRange:
-    return re2.compile(pattern, _RE2_OPTIONS)
+    return _Remembered(re2.compile(pattern, _RE2_OPTIONS))
+
+
+class _Remembered:
+    """A compiled address_range that remembers its answers: a bind is asked about the same subscribers again and
+    again, and each RE2 search costs ~3 us of Python wrapping (~5% of the loop under the dialogue mix)."""
+
+    __slots__ = ("_known", "_search")
+    LIMIT = 10_000  # numbers remembered; then it starts again (a bind serving millions sees few twice in a row)
+
+    def __init__(self, pattern: Any) -> None:
+        self._search = pattern.search
+        self._known: dict[str, bool] = {}
+
+    def search(self, text: str) -> bool:
+        known = self._known
+        found = known.get(text)
+        if found is None:
+            if len(known) >= self.LIMIT:
+                known.clear()
+            found = known[text] = self._search(text) is not None
+        return found

@@ -67,3 +67,17 @@ def test_an_address_range_in_pythons_spelling_still_serves_its_numbers() -> None
         assert pattern is not None and pattern.search("8613800000012"), written
     escaped = compile_address_range(r"^86138\\Z", "86")  # an escaped backslash, then Z: not the end
     assert escaped is not None and not escaped.search("8613800000012")
+
+
+def test_an_address_range_remembers_its_answers_up_to_a_limit() -> None:
+    """Each MT asks its bind's address_range about its subscriber; the answers are remembered (an RE2 search costs
+    microseconds of Python wrapping), but a bind serving millions of numbers must not remember them all."""
+    from gateway.router import compile_address_range
+
+    pattern = compile_address_range(r"^86138\d{8}$", "86")
+    assert pattern is not None
+    limit = type(pattern).LIMIT
+    numbers = [f"86138{n:08d}" for n in range(limit + 10)] + [f"86139{n:08d}" for n in range(10)]
+    for _ in range(2):  # the second time from memory (where it still has them)
+        assert [bool(pattern.search(n)) for n in numbers] == [True] * (limit + 10) + [False] * 10
+    assert len(pattern._known) <= limit
