@@ -50,8 +50,7 @@ def folded(words: tuple[str, ...]) -> frozenset[str]:
 
 
 def matches(text: str, keywords: list[str] | tuple[str, ...]) -> bool:
-    folded = fold(text)
-    return any(folded == fold(k) for k in keywords)
+    return fold(text) in folded(tuple(keywords))
 
 
 def serial_numbers(text: str) -> list[int] | None:
