@@ -586,9 +586,10 @@ async def spammer_round(spammer: Spammer, env: Env, victims: list[Phone]) -> Dia
         done, missing = await asyncio.wait(list(pending), timeout=env.timeout) if pending else (set(), set())
         for future in missing:
             post.forget(spammer.msisdn, pending[future])
-        # A victim who reported the spammer may not get a text accepted while the report was on its way: one that
-        # waited for the victim's bind is refused when it is taken up, if the report was committed meanwhile.
-        lost = sorted(pending[f] for f in missing if pending[f] not in spammer.reporting)
+        # A victim whose report of the spammer was acknowledged meanwhile may not get a text accepted while the
+        # report was on its way: one that waited for the victim's bind is refused when it is taken up, once the
+        # report is committed (and its ack follows the commit). A report that failed or never came excuses nothing.
+        lost = sorted(pending[f] for f in missing if pending[f] not in spammer.acked)
         if lost:
             raise DialogueFailed(step, f"{len(lost)} victims received nothing within {env.timeout:g} s: {lost[:5]}")
         result.data["withheld"] = str(len(missing))

@@ -1,9 +1,10 @@
 """The fleet's check of a spammer's round (simulator.behaviours.spammer_round): each text the target accepts must
-arrive, except at a victim who reported the spammer meanwhile (the gateway may refuse such a text when it is taken
-up from the victim's queue, once the report is committed)."""
+arrive, except at a victim whose report of the spammer was acknowledged meanwhile (the gateway may refuse such a text
+when it is taken up from the victim's queue, once the report is committed)."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from types import SimpleNamespace
@@ -16,35 +17,47 @@ TEXT = "【中奖通知】恭喜您获得iPhone一部"
 
 
 class Target:
-    """Accepts every text; delivers it to everyone but `withheld`."""
+    """Accepts every text; delivers it to everyone but `withheld` (then `meanwhile()`: a report's ack arriving)."""
 
     def __init__(self, post: PostOffice, withheld: str) -> None:
         self.post, self.withheld = post, withheld
+        self.meanwhile = lambda: None
 
     async def submit(self, source: str, destination: str, text: str) -> SimpleNamespace:
-        if destination != self.withheld:
+        if destination == self.withheld:
+            asyncio.get_running_loop().call_soon(self.meanwhile)
+        else:
             self.post.arrived(ShortMessage(source, destination, text, data_coding=8, esm_class=0, parts=1,
                                            received_at=time.monotonic()))  # fmt: skip
         return SimpleNamespace(command_status=0)
 
 
-async def round_withholding(withheld: str, *, reported_by: set[str]) -> object:
+async def round_withholding(withheld: str, *, reporting: set[str], acked_meanwhile: set[str]) -> object:
+    """A round to REPORTER and BYSTANDER, `reporting` having reported the spammer (no ack yet) when it starts; the
+    acks of `acked_meanwhile` arrive while the texts are on their way."""
     post = PostOffice()
     env = SimpleNamespace(rng=random.Random(1), post=post, rules=SimpleNamespace(spam_block_threshold=5), timeout=0.2,
                           on_event=lambda event, detail: None, on_mo=lambda: None)  # fmt: skip
     target = Target(post, withheld)
     spammer = Spammer(SPAMMER, target)
-    spammer.reporting |= reported_by
+    spammer.reporting |= reporting
+    target.meanwhile = lambda: [spammer.report_acked(v) for v in acked_meanwhile]
     victims = [Phone(n, target, fleet=None) for n in (REPORTER, BYSTANDER)]
     return await spammer_round(spammer, env, victims)
 
 
-async def test_a_text_to_a_victim_whose_report_was_on_its_way_may_be_withheld() -> None:
-    result = await round_withholding(REPORTER, reported_by={REPORTER})
+async def test_a_text_to_a_victim_whose_report_was_acknowledged_may_be_withheld() -> None:
+    result = await round_withholding(REPORTER, reporting={REPORTER}, acked_meanwhile={REPORTER})
     assert (result.ok, result.outcome, result.data["withheld"]) == (True, "sent", "1"), result.error
 
 
 async def test_a_text_accepted_for_a_victim_who_reported_nothing_must_arrive() -> None:
-    result = await round_withholding(BYSTANDER, reported_by={REPORTER})
+    result = await round_withholding(BYSTANDER, reporting={REPORTER}, acked_meanwhile={REPORTER})
     assert not result.ok
     assert (result.step, result.error) == ("spam->victim", f"1 victims received nothing within 0.2 s: ['{BYSTANDER}']")
+
+
+async def test_a_report_that_was_never_acknowledged_excuses_nothing() -> None:
+    """A report dialogue that failed leaves its victim `reporting` for good; that must not hide a lost text."""
+    result = await round_withholding(REPORTER, reporting={REPORTER}, acked_meanwhile=set())
+    assert not result.ok and result.step == "spam->victim", result.error
