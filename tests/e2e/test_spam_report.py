@@ -274,6 +274,9 @@ def test_reports_waiting_for_the_number_are_stored_with_their_handling_until_too
     db = tmp_path / "gw.db"
     gw = make_gateway(db_path=db)
     gw.gateway.mo.HELD_WAITERS = 2
+    # The scheduled jobs' first run bills the month, which passes through every key held at the time (it would
+    # queue behind the test's): done here first, then not again for job_check_interval (30 s).
+    gw.call(gw.gateway.services.run_due_jobs())
     key = reported_key(SPAMMER)
     locks = gw.gateway.mo.locks
     phones = [phone(handset, n, gw) for n in REPORTERS]
