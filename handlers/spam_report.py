@@ -188,9 +188,10 @@ async def _file(ctx: ServiceContext, inbound: Inbound, reported: str, text: str,
     if not already_blocked:  # counted without building a record per open report: a number may have thousands
         since = now - settings.spam_block_window
         recent |= await ctx.store.distinct(SpamReport, "reporter", reported=reported, status=RECEIVED, created_at__gte=since)
-        # A reporter itself blocked network-wide may still text this code (gateway/guards.py), but is not counted:
-        # five spammers' SIMs must not get an innocent number blocked. Its report counts once its block is lifted.
-        recent = {r for r in recent if not await _network_blocks(ctx, r)}
+        if len(recent) >= settings.spam_block_threshold:  # (below it, leaving some out changes nothing: not looked up)
+            # A reporter itself blocked network-wide may still text this code (gateway/guards.py), but is not counted:
+            # five spammers' SIMs must not get an innocent number blocked. Its report counts once its block is lifted.
+            recent = {r for r in recent if not await _network_blocks(ctx, r)}
     blocking = not already_blocked and len(recent) >= settings.spam_block_threshold
 
     report = SpamReport(ctx.new_id(), reporter, reported, text, now, HANDLED if already_blocked or blocking else RECEIVED)

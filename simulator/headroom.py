@@ -21,23 +21,19 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from .metrics import HIGHEST_US, LOWEST_US, _histogram, _percentiles_ms
+from .metrics import histogram, micros, percentiles_ms
 
 __all__ = ["TICK", "Headroom"]
 
 TICK = 0.02  # seconds between the loop-lag timer's firings (and in-flight samples)
 
 
-def _micros(seconds: float) -> int:
-    return max(LOWEST_US, min(HIGHEST_US, round(seconds * 1e6)))
-
-
 class Headroom:
     def __init__(self, in_flight: Callable[[], int], *, tick: float = TICK) -> None:
         self.in_flight = in_flight
         self.tick = tick
-        self.loop_lag = _histogram()
-        self.schedule_lag = _histogram()
+        self.loop_lag = histogram()
+        self.schedule_lag = histogram()
         self._in_flight_sum = 0
         self._samples = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -55,7 +51,7 @@ class Headroom:
     def _fire(self, due: float) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
-        self.loop_lag.record_value(_micros(max(0.0, now - due)))
+        self.loop_lag.record_value(micros(max(0.0, now - due)))
         self._in_flight_sum += self.in_flight()
         self._samples += 1
         # From now, not from `due`: after a stall the timer measures the next lag, it does not fire a burst.
@@ -63,13 +59,13 @@ class Headroom:
 
     def started_late(self, seconds: float) -> None:
         """The open loop started a dialogue `seconds` after its due time."""
-        self.schedule_lag.record_value(_micros(max(0.0, seconds)))
+        self.schedule_lag.record_value(micros(max(0.0, seconds)))
 
     def summary(self) -> dict[str, Any]:
         """{loop_lag_ms, schedule_lag_ms: {p50, p90, p99, p99.9, max, mean} or None (not measured: a closed
         loop has no schedule), in_flight_mean}."""
         return {
-            "loop_lag_ms": _percentiles_ms(self.loop_lag) if self.loop_lag.get_total_count() else None,
-            "schedule_lag_ms": _percentiles_ms(self.schedule_lag) if self.schedule_lag.get_total_count() else None,
+            "loop_lag_ms": percentiles_ms(self.loop_lag) if self.loop_lag.get_total_count() else None,
+            "schedule_lag_ms": percentiles_ms(self.schedule_lag) if self.schedule_lag.get_total_count() else None,
             "in_flight_mean": round(self._in_flight_sum / self._samples, 1) if self._samples else None,
         }

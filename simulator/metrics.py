@@ -37,16 +37,21 @@ MAX_FAILURES_KEPT = 200  # with transcripts; beyond that only counted
 OPEN_SECONDS = 3  # seconds behind the newest that may still receive results (a dialogue ends after its reply)
 
 
-def _histogram() -> HdrHistogram:
+def histogram() -> HdrHistogram:
     return HdrHistogram(LOWEST_US, HIGHEST_US, DIGITS)
 
 
-def _percentiles_ms(histogram: HdrHistogram) -> dict[str, float | None]:
+def micros(seconds: float) -> int:
+    """A duration as a histogram records it: whole microseconds, within what the histograms hold."""
+    return max(LOWEST_US, min(HIGHEST_US, round(seconds * 1e6)))
+
+
+def percentiles_ms(recorded: HdrHistogram) -> dict[str, float | None]:
     """p50 .. p99.9, max, mean in ms; None each when nothing was timed (0.0 would read as an instant reply)."""
-    if histogram.get_total_count() == 0:
+    if recorded.get_total_count() == 0:
         return {f"p{p:g}": None for p in PERCENTILES} | {"max": None, "mean": None}
-    values = {f"p{p:g}": histogram.get_value_at_percentile(p) / 1000 for p in PERCENTILES}
-    return values | {"max": histogram.get_max_value() / 1000, "mean": round(histogram.get_mean_value() / 1000, 3)}
+    values = {f"p{p:g}": recorded.get_value_at_percentile(p) / 1000 for p in PERCENTILES}
+    return values | {"max": recorded.get_max_value() / 1000, "mean": round(recorded.get_mean_value() / 1000, 3)}
 
 
 @dataclass(slots=True)
@@ -74,7 +79,7 @@ class _Second:
     completed: int = 0
     failed: int = 0
     mo: int = 0
-    latency: HdrHistogram | None = field(default_factory=_histogram)
+    latency: HdrHistogram | None = field(default_factory=histogram)
     p50_ms: float | None = None
     p99_ms: float | None = None
 
@@ -110,7 +115,7 @@ class Snapshot:
 class Recorder:
     def __init__(self, *, started: float | None = None) -> None:
         self.started = time.monotonic() if started is None else started
-        self.latency = _histogram()
+        self.latency = histogram()
         self.latency_by_kind: dict[str, HdrHistogram] = {}
         self.outcomes: Counter[tuple[str, str]] = Counter()  # (kind, outcome)
         self.failures_by_step: Counter[tuple[str, str]] = Counter()  # (kind, step)
@@ -151,12 +156,12 @@ class Recorder:
         second = self._second(result.ended_at or None)
         by_kind = self.latency_by_kind.get(result.kind)
         if by_kind is None:
-            by_kind = self.latency_by_kind[result.kind] = _histogram()
+            by_kind = self.latency_by_kind[result.kind] = histogram()
         for _step, seconds in result.steps:
-            micros = max(LOWEST_US, min(HIGHEST_US, round(seconds * 1e6)))
-            self.latency.record_value(micros)
-            by_kind.record_value(micros)
-            second.record(micros)
+            us = micros(seconds)
+            self.latency.record_value(us)
+            by_kind.record_value(us)
+            second.record(us)
         self.outcomes[(result.kind, result.outcome)] += 1
         if result.ok:
             self.completed += 1
@@ -277,8 +282,8 @@ class Recorder:
                 "ended_per_s_whole_load": round(dialogues / load_s, 2),
                 "mo_per_s": round(mo / load_s, 2),
             },
-            "latency_ms": _percentiles_ms(self.latency),
-            "latency_ms_by_kind": {k: _percentiles_ms(h) for k, h in sorted(self.latency_by_kind.items())},
+            "latency_ms": percentiles_ms(self.latency),
+            "latency_ms_by_kind": {k: percentiles_ms(h) for k, h in sorted(self.latency_by_kind.items())},
             "outcomes": outcomes,
             "failures_by_step": by_step,
             "failures": [f.as_dict() for f in self.failures],

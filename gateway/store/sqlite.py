@@ -110,7 +110,7 @@ _DUE_SCHEDULED = (
     f"SELECT seq, next_attempt_at, {', '.join(_FIELDS)} FROM messages INDEXED BY messages_scheduled_due"
     f" WHERE {_SCHEDULED} AND next_attempt_at <= ? AND (next_attempt_at, seq) > (?, ?) ORDER BY next_attempt_at, seq LIMIT ?"
 )
-# Ended messages, oldest end first, by the index of migration 7 alone (seq is in it: no row is read). Keyset paged:
+# Ended messages, oldest end first, by the index of migration 9 alone (seq is in it: no row is read). Keyset paged:
 # a row the prune keeps (`_PRUNE`) is not read again by the same pass.
 _ENDED = (
     "SELECT done_at, seq FROM messages INDEXED BY messages_ended WHERE done_at IS NOT NULL AND done_at <= ?"
@@ -795,8 +795,7 @@ class SqliteStore:
         return [((row[1], row[0]), _message(row[2:])) for row in rows]
 
     async def prunable(self, ended_by: float, after: tuple[float, int], limit: int) -> list[tuple[float, int]]:
-        rows = await self._read(_ENDED, (ended_by, *after, limit))
-        return [(done_at, seq) for done_at, seq in rows]
+        return await self._read(_ENDED, (ended_by, *after, limit))  # rows are (done_at, seq) tuples already
 
     async def waiting_counts(self) -> dict[str, int]:
         return dict(await self._read(_WAITING_COUNTS, ()))

@@ -67,7 +67,6 @@ class WriterProcess:
     def __init__(self, path: str) -> None:
         self.path = path
         self._proc: asyncio.subprocess.Process | None = None
-        self._last_committed = 0  # the number of the last batch committed, as the child told at its start
         self._next_batch = 1
 
     async def start(self) -> None:
@@ -83,10 +82,9 @@ class WriterProcess:
         if reply[0] != "ready":
             await self.close()
             raise _error(reply[1], reply[2])
-        # A batch's number is above every number committed and never given out twice: the last one committed
-        # is this batch's only if this batch committed.
-        self._last_committed = reply[1]
-        self._next_batch = max(self._next_batch, self._last_committed + 1)
+        # A batch's number is above every number committed (the child tells the last one at its start) and never
+        # given out twice: the last one committed is this batch's only if this batch committed.
+        self._next_batch = max(self._next_batch, reply[1] + 1)
 
     async def commit(self, steps: list[Step]) -> tuple[int, list[str]]:
         """Run the steps in one transaction and commit, or raise the sqlite3 error.
