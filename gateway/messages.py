@@ -7,7 +7,7 @@ import zlib
 from .numbers import NumberPlan
 from .smpp.constants import EsmClass, Tag
 from .smpp.pdu import DataSm, DeliverSm, SubmitMulti, SubmitSm
-from .smpp.segment import parts_needed
+from .smpp.segment import parts_needed, udh_for_tlvs
 from .smpp.tlv import decode_tlvs, encode_tlvs
 from .store.records import Direction, Message, MessageStatus
 
@@ -154,10 +154,16 @@ def message_from_submission(
     )  # fmt: skip
 
 
-def deliver_sm_for(message: Message, plan: NumberPlan) -> DeliverSm:
+def deliver_sm_for(message: Message, plan: NumberPlan, *, optional_parameters: bool = True) -> DeliverSm:
+    """The deliver_sm of an MT; `optional_parameters` False for a bind of SMPP 3.3 (interface_version below 0x34),
+    which has none: see `_without_tlvs`. ValueError for an MT it cannot carry."""
     tlvs = decode_tlvs(message.tlvs, 0, len(message.tlvs)) if message.tlvs else {}
     body = message.short_message
-    if len(body) > MAX_SHORT_MESSAGE:
+    esm_class = message.esm_class & _NOT_MESSAGING_MODE  # 5.2.12: deliver_sm has no messaging mode
+    if not optional_parameters:
+        body, esm_class = _without_tlvs(body, esm_class, tlvs)
+        tlvs = {}
+    elif len(body) > MAX_SHORT_MESSAGE:
         tlvs[Tag.MESSAGE_PAYLOAD] = body
         body = b""
     src_ton, src_npi = _ton_npi(message.source_addr, plan)
@@ -170,13 +176,27 @@ def deliver_sm_for(message: Message, plan: NumberPlan) -> DeliverSm:
         dest_addr_ton=dst_ton,
         dest_addr_npi=dst_npi,
         destination_addr=message.dest_addr,
-        esm_class=message.esm_class & _NOT_MESSAGING_MODE,  # 5.2.12: deliver_sm has no messaging mode
+        esm_class=esm_class,
         protocol_id=message.protocol_id,  # 5.2.13: the handset acts on it (silent, replace type, SIM download)
         priority_flag=message.priority_flag,
         data_coding=message.data_coding,
         short_message=body,
         tlvs=tlvs,
     )
+
+
+def _without_tlvs(body: bytes, esm_class: int, tlvs: dict[int, int | bytes]) -> tuple[bytes, int]:
+    """An MT's text and esm_class for a receiver that takes no optional parameters. What sar_* and port TLVs say
+    goes into a UDH, as the SMSC puts it on the air (unless the text has a UDH of its own). The others stay
+    behind: a receipt's text says what its receipted_message_id and message_state do, and the rest
+    (user_message_reference, callback_num, ...) only inform. A text longer than short_message's 254 octets has
+    no way there (message_payload is a TLV): ValueError, so it ends undeliverable, with its receipt."""
+    if tlvs and not esm_class & _UDHI and (header := udh_for_tlvs(tlvs)):
+        body, esm_class = header + body, esm_class | _UDHI
+    if len(body) > MAX_SHORT_MESSAGE:
+        raise ValueError(f"{len(body)} octets of text do not fit the short_message of an SMPP 3.3 deliver_sm "
+                         f"(at most {MAX_SHORT_MESSAGE}, and SMPP 3.3 has no message_payload)")  # fmt: skip
+    return body, esm_class
 
 
 def _ton_npi(address: str, plan: NumberPlan) -> tuple[int, int]:

@@ -66,6 +66,7 @@ class SmppConnection(asyncio.Protocol):
         self.can_receive = False
         self.load = 0  # MTs queued or in flight here
         self.address_range: AddressRange | None = None
+        self.optional_parameters = True  # False for a bind of SMPP 3.3 (_on_bind)
         self.mo_numbers: set[str] = set()  # see Router.note_mo
         self.inflight: dict[int, Message] = {}
         self.timed_out: dict[int, Message] = {}  # deliver_sm given up on, by sequence (the last `window`)
@@ -229,8 +230,10 @@ class SmppConnection(asyncio.Protocol):
         self.account = account
         self.can_receive = pdu.command_id in _RECEIVING_BINDS
         self.address_range = compile_address_range(pdu.address_range, gateway.plan.country_code)  # type: ignore[attr-defined]
-        # SMPP 3.4 5.3.2.25: the bind response states the SMSC's version, to an ESME of 3.4 (3.3 has no TLVs).
-        tlvs = {Tag.SC_INTERFACE_VERSION: 0x34} if pdu.interface_version >= 0x34 else {}  # type: ignore[attr-defined]
+        # An ESME of SMPP 3.3 has no optional parameters: none in its bind response (where SMPP 3.4 5.3.2.25
+        # states the SMSC's version) nor in the deliver_sm it is sent.
+        self.optional_parameters = pdu.interface_version >= 0x34  # type: ignore[attr-defined]
+        tlvs = {Tag.SC_INTERFACE_VERSION: 0x34} if self.optional_parameters else {}
         self.session.send(response_to(pdu, S.ESME_ROK, system_id=gateway.config.gateway.system_id, tlvs=tlvs))
         log.info("bound", account=account.system_id, role=account.role, peer=self.peer, mode=self.session.state.value)
         gateway.router.bound(self)
@@ -291,8 +294,8 @@ class SmppConnection(asyncio.Protocol):
 
     def _send_deliver(self, message: Message) -> None:
         try:
-            pdu = self.session.send(deliver_sm_for(message, self.gateway.plan))
-        except ValueError as exc:  # a field deliver_sm cannot carry: a row an earlier version let in
+            pdu = self.session.send(deliver_sm_for(message, self.gateway.plan, optional_parameters=self.optional_parameters))
+        except ValueError as exc:  # a field deliver_sm cannot carry (a row an earlier version let in), or SMPP 3.3 a text
             self.load -= 1
             self.gateway.delivery.cannot_send(message, str(exc))
             return

@@ -25,6 +25,7 @@ __all__ = [
     "concat_info",
     "parse_udh",
     "segment_text",
+    "udh_for_tlvs",
 ]
 
 SMS_OCTETS = 140  # user data of one SMS
@@ -33,6 +34,7 @@ MAX_PAYLOAD = 0xFFFF  # message_payload length is a 16-bit TLV length
 
 IEI_CONCAT_8 = 0x00
 IEI_CONCAT_16 = 0x08
+IEI_PORTS_16 = 0x05  # application port addressing, 16-bit ports (TS 23.040 9.2.3.24.4)
 
 
 class ConcatScheme(Enum):
@@ -113,11 +115,31 @@ def segment_text(
             for seq, chunk in enumerate(chunks, 1)
         ]
 
-    if scheme is ConcatScheme.UDH8:
-        head = bytes((5, IEI_CONCAT_8, 3, reference & 0xFF, total))
-    else:
-        head = bytes((6, IEI_CONCAT_16, 4, (reference >> 8) & 0xFF, reference & 0xFF, total))
+    sixteen_bit = scheme is ConcatScheme.UDH16
+    element = _concat_element(reference & (0xFFFF if sixteen_bit else 0xFF), total, sixteen_bit)
+    head = bytes((len(element) + 1,)) + element  # the UDH's length counts each part's seqnum octet, added below
     return [Part(head + bytes((seq,)) + chunk, int(EsmClass.UDHI), data_coding) for seq, chunk in enumerate(chunks, 1)]
+
+
+def _concat_element(reference: int, total: int, sixteen_bit: bool) -> bytes:
+    """A concatenation IE without its last octet (the part's seqnum)."""
+    if not sixteen_bit:
+        return bytes((IEI_CONCAT_8, 3, reference, total))
+    return bytes((IEI_CONCAT_16, 4, reference >> 8, reference & 0xFF, total))
+
+
+def udh_for_tlvs(tlvs: dict[int, int | bytes]) -> bytes:
+    """A UDH that says what the sar_* and source_port/destination_port TLVs say, as the SMSC would put it on the
+    air, for a receiver that takes no optional parameters (SMPP 3.3); b"" when they say nothing."""
+    concat, _ = concat_info(0, b"", tlvs)
+    elements = b""
+    if concat is not None:
+        reference = concat.reference
+        elements = _concat_element(reference, concat.total, reference > 0xFF) + bytes((concat.seqnum,))
+    if Tag.DESTINATION_PORT in tlvs:
+        ports = (_as_int(tlvs[Tag.DESTINATION_PORT]), _as_int(tlvs.get(Tag.SOURCE_PORT, 0)))
+        elements += bytes((IEI_PORTS_16, 4)) + b"".join(port.to_bytes(2, "big") for port in ports)
+    return bytes((len(elements),)) + elements if elements else b""
 
 
 def _capacity(kind: Alphabet, udh_octets: int) -> int:

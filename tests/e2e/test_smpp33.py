@@ -1,0 +1,112 @@
+"""An ESME of SMPP 3.3 (bind with interface_version 0x33) is sent no optional parameters.
+
+SMPP 3.3 has no TLVs: a 3.3 SMSC or handset that binds to the gateway may refuse a deliver_sm with octets after
+short_message, or read them as the next PDU. The gateway sent them anyway (receipts' receipted_message_id and
+message_state, a relayed part's sar_* TLVs). Now what a sar_* or port TLV says goes into a UDH, as an SMSC puts it
+on the air; the rest stays behind (a receipt's text says the same), and a text longer than short_message's 254
+octets ends undeliverable, with its receipt, instead of going out in a message_payload the receiver cannot read.
+
+The 3.3 side is a bare socket (smpplib binds as 3.4 whatever it is told); smpplib parses what it receives, and
+each deliver_sm frame is checked to end with its short_message: nothing after it.
+"""
+
+from __future__ import annotations
+
+from smpplib import consts, smpp
+from smpplib.client import SimpleSequenceGenerator
+
+from tests.smpp_handset import (
+    ESM_RECEIPT,
+    ESM_UDHI,
+    ESME_ROK,
+    RawLink,
+    is_receipt,
+    receipt_fields,
+)
+
+A = "8613800000001"  # account handset
+B = "8613700000001"  # account handset2
+
+
+class Smpp33Link:
+    """A transceiver bind of SMPP 3.3 over a bare socket; deliver_sm are answered ESME_ROK as they are read."""
+
+    def __init__(self, port: int, system_id: str) -> None:
+        self.link = RawLink(port)
+        self.sequence = SimpleSequenceGenerator()
+        bind = smpp.make_pdu("bind_transceiver", client=self.sequence, system_id=system_id, password=system_id)
+        bind.interface_version = 0x33  # (smpplib sets 0x34 over any keyword)
+        [resp] = self.link.exchange(bind.generate())
+        assert (resp.command, resp.status) == ("bind_transceiver_resp", ESME_ROK)
+
+    def submit(self, to: str, body: bytes, **fields):
+        pdu = smpp.make_pdu("submit_sm", client=self.sequence, source_addr=A, destination_addr=to, short_message=body,
+                            **fields)  # fmt: skip
+        [resp] = self.link.exchange(pdu.generate())
+        return resp
+
+    def deliver_sm(self, timeout: float = 5.0):
+        """The next deliver_sm (answered), after checking that nothing follows its short_message."""
+        frame = self.link.read_frame(timeout)
+        assert frame is not None, "the gateway closed the connection"
+        pdu = smpp.parse_pdu(frame, client=SimpleSequenceGenerator(), allow_unknown_opt_params=True)
+        assert pdu.command == "deliver_sm", pdu.command
+        assert frame.endswith(pdu.short_message) and len(pdu.short_message) == pdu.sm_length, frame.hex()
+        assert [name for name in consts.OPTIONAL_PARAMS if getattr(pdu, name, None) is not None] == []
+        resp = smpp.make_pdu("deliver_sm_resp", client=self.sequence)
+        resp.sequence = pdu.sequence
+        self.link.send(resp.generate())
+        return pdu
+
+    def close(self) -> None:
+        self.link.sock.close()
+
+
+def test_an_smpp_3_3_sender_gets_its_receipt_without_optional_parameters(gateway, handset):
+    b = handset(B)
+    a = Smpp33Link(gateway.smpp_port, "handset")
+    try:
+        resp = a.submit(B, b"hello from 3.3", registered_delivery=1)
+        assert resp.status == ESME_ROK
+        assert b.expect().short_message == b"hello from 3.3"
+        receipt = a.deliver_sm()
+        assert receipt.esm_class & ESM_RECEIPT and is_receipt(receipt)
+        fields = receipt_fields(receipt)
+        assert (fields["id"], fields["stat"]) == (resp.message_id.decode(), "DELIVRD")
+    finally:
+        a.close()
+
+
+def test_parts_sent_with_sar_and_port_tlvs_reach_an_smpp_3_3_receiver_with_a_udh(gateway, handset):
+    """TS 23.040 9.2.3.24: 16-bit concatenation IE (the reference is above 255) and 16-bit application ports."""
+    b = Smpp33Link(gateway.smpp_port, "handset2")
+    a = handset(A)
+    try:
+        first = a.submit(B, b"part one", sar_msg_ref_num=300, sar_total_segments=2, sar_segment_seqnum=1,
+                         destination_port=2948, source_port=9200)  # fmt: skip
+        second = a.submit(B, b"part two", sar_msg_ref_num=7, sar_total_segments=2, sar_segment_seqnum=2)
+        assert (first.status, second.status) == (ESME_ROK, ESME_ROK)
+        got = [b.deliver_sm(), b.deliver_sm()]
+        assert all(pdu.esm_class & ESM_UDHI for pdu in got)
+        assert [pdu.short_message for pdu in got] == [
+            bytes.fromhex("0c 08 04 012c 02 01 05 04 0b84 23f0") + b"part one",
+            bytes.fromhex("05 00 03 07 02 02") + b"part two",  # a reference that fits 8 bits
+        ]
+    finally:
+        b.close()
+
+
+def test_a_text_longer_than_a_short_message_ends_undeliverable_for_an_smpp_3_3_receiver(gateway, handset):
+    """It would need message_payload, which SMPP 3.3 does not have: the sender's receipt says so, and the next
+    MT to the receiver goes out as usual."""
+    b = Smpp33Link(gateway.smpp_port, "handset2")
+    a = handset(A)
+    try:
+        long = a.data_sm(B, b"x" * 300, data_coding=0, registered_delivery=1)
+        assert long.status == ESME_ROK
+        receipt = a.expect(predicate=is_receipt)
+        assert (receipt_fields(receipt)["id"], receipt_fields(receipt)["stat"]) == (long.message_id.decode(), "UNDELIV")
+        assert a.submit(B, "short").status == ESME_ROK
+        assert b.deliver_sm().short_message == b"short"
+    finally:
+        b.close()
