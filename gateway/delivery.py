@@ -47,7 +47,7 @@ from .config import GatewaySettings
 from .ids import MessageIds
 from .log_budget import LogBudget
 from .logs import get_logger
-from .messages import subscriber_of
+from .messages import account_of, subscriber_of
 from .notice_order import NoticeOrder
 from .receipts import receipt_for
 from .router import Receiver, Router
@@ -285,7 +285,7 @@ class Delivery:
         if self._room_waiters:
             self._wake_pulls()
         if status in PERMANENT_FAILURES:
-            log.warning("mt undeliverable", message_id=message.id, account=message.account, msisdn=subscriber_of(message),
+            log.warning("mt undeliverable", message_id=message.id, account=account_of(message), msisdn=subscriber_of(message),
                         status=S.name_of(status))  # fmt: skip
             if status == S.ESME_RX_R_APPN:
                 self._finish(message, MessageStatus.REJECTED, MessageState.REJECTED, status & 0xFF)
@@ -297,7 +297,7 @@ class Delivery:
     def cannot_send(self, message: Message, reason: str) -> None:
         """An MT no deliver_sm can carry (intake refuses such fields now; an earlier version stored some):
         it ends undeliverable, with its receipt, instead of stopping the delivery of the MTs after it."""
-        log.error("mt cannot be sent", message_id=message.id, account=message.account, msisdn=subscriber_of(message),
+        log.error("mt cannot be sent", message_id=message.id, account=account_of(message), msisdn=subscriber_of(message),
                   reason=reason)  # fmt: skip
         if self._room_waiters:
             self._wake_pulls()
@@ -310,7 +310,7 @@ class Delivery:
         now = self.clock.now()
         message.next_attempt_at = now + delay
         self.store.mark_retry(message.id, message.attempts, message.next_attempt_at, error)
-        log.info("mt retry", message_id=message.id, account=message.account, msisdn=subscriber_of(message), attempt=message.attempts,
+        log.info("mt retry", message_id=message.id, account=account_of(message), msisdn=subscriber_of(message), attempt=message.attempts,
                  delay=delay, status=S.name_of(error) if error else "no answer")  # 0: it timed out
         loop = asyncio.get_running_loop()
         self._retry_timers[message.id] = (loop.call_later(delay, self._retry_now, message), message)
@@ -460,7 +460,7 @@ class Delivery:
         if refusal is None:
             return False
         status, reason = refusal
-        log.warning("mt rejected", message_id=message.id, account=message.account, msisdn=subscriber_of(message), reason=reason)
+        log.warning("mt rejected", message_id=message.id, account=account_of(message), msisdn=subscriber_of(message), reason=reason)
         self._finish(message, MessageStatus.REJECTED, MessageState.REJECTED, 400 + (status & 0xFF), counted)  # err:40x
         return True
 
@@ -476,7 +476,7 @@ class Delivery:
         receipt = receipt_for(message, state, now, error, self.ids)
         self._write_final(message, status, receipt, self.store.mark_final, (message.id, status.value, now, error, receipt),
                           settled)  # fmt: skip
-        log.info("mt final", message_id=message.id, msisdn=subscriber_of(message), account=message.account, status=status.value)
+        log.info("mt final", message_id=message.id, msisdn=subscriber_of(message), account=account_of(message), status=status.value)
         if message.extra:
             self._next_notice(message)
 
@@ -542,7 +542,7 @@ class Delivery:
         if stored is None or stored.status is not status:
             write()
             return
-        log.warning("final status was committed after all", message_id=message.id, account=message.account,
+        log.warning("final status was committed after all", message_id=message.id, account=account_of(message),
                     msisdn=subscriber_of(message), status=status.value)  # fmt: skip
         if receipt is not None:
             stored_receipt = await self.store.get(receipt.id)
@@ -553,7 +553,7 @@ class Delivery:
     def _log_not_committed(self, message: Message, error: BaseException) -> None:
         """The first failure of a final status, and (within `rewrite_log`) those that go on while the store commits:
         while it cannot, the store says so itself (`store cannot commit`, /ready)."""
-        about = {"message_id": message.id, "account": message.account, "msisdn": subscriber_of(message), "error": str(error)}
+        about = {"message_id": message.id, "account": account_of(message), "msisdn": subscriber_of(message), "error": str(error)}
         if message.id not in self._rewrites:
             log.warning("final status not committed; writing it again until it is", **about)
         elif self.store.can_commit and self.rewrite_log.allow("final status still not committed"):

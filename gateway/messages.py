@@ -44,6 +44,15 @@ def notice_account(message: Message) -> str | None:
     return message.extra.get("to_account") or None
 
 
+GATEWAY_MADE = "(gateway)"  # the `account` a log line names for an MT the gateway made (stored with account "")
+
+
+def account_of(message: Message) -> str:
+    """The `account` a log line about an MT names: the account that submitted it, or GATEWAY_MADE for a service
+    reply, an SP notice or a receipt (an empty account left operators guessing)."""
+    return message.account or GATEWAY_MADE
+
+
 def subscriber_of(message: Message) -> str:
     """The subscriber a log line about an MT names (its `msisdn`): the destination, an SP notice's source."""
     return message.source_addr if notice_account(message) else message.dest_addr

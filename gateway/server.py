@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from .accounts import Account
 from .log_budget import LogBudget
 from .logs import get_logger
-from .messages import deliver_sm_for, may_be_stored, subscriber_of
+from .messages import account_of, deliver_sm_for, may_be_stored, subscriber_of
 from .router import AddressRange, compile_address_range
 from .smpp.constants import CommandId, CommandStatus, Tag
 from .smpp.pdu import (
@@ -316,7 +316,7 @@ class SmppConnection(asyncio.Protocol):
     def _on_late_answer(self, pdu: Pdu) -> None:
         message = self.timed_out.pop(pdu.sequence_number, None)
         if message is not None:
-            log.info("deliver_sm answered late", message_id=message.id, account=message.account, msisdn=subscriber_of(message),
+            log.info("deliver_sm answered late", message_id=message.id, account=account_of(message), msisdn=subscriber_of(message),
                      bind_account=self.system_id, status=S.name_of(pdu.command_status))  # fmt: skip
             self.gateway.delivery.answered_late(message, pdu.command_status)
 
@@ -353,7 +353,7 @@ class SmppConnection(asyncio.Protocol):
             message = self.inflight.pop(request.sequence_number, None)
             if message is not None:
                 self.load -= 1
-                log.warning("deliver_sm timed out", message_id=message.id, account=message.account, msisdn=subscriber_of(message),
+                log.warning("deliver_sm timed out", message_id=message.id, account=account_of(message), msisdn=subscriber_of(message),
                             bind_account=self.system_id)  # fmt: skip
                 remember(self.timed_out, request.sequence_number, message, session.window)
                 self.gateway.delivery.retry_later(message)

@@ -124,9 +124,10 @@ def test_account_is_the_submitter_on_every_line_about_an_mt_and_bind_account_the
         assert line["bind_account"] == "handset2", event
 
 
-def test_lines_about_an_sp_notice_name_the_subscriber_it_is_about(tmp_path: Path) -> None:
+def test_lines_about_an_sp_notice_name_the_subscriber_it_is_about_and_the_gateway_as_its_account(tmp_path: Path) -> None:
     """An ORDER notice goes from the subscriber's number to the SP's service code: its 'deliver_sm timed out' and
-    'mt retry' named 1066916 as msisdn, and a search of the log for the subscriber found nothing about it."""
+    'mt retry' named 1066916 as msisdn, and a search of the log for the subscriber found nothing about it. Lines
+    about the notice and the service's replies named account "" (what the store keeps for what the gateway made)."""
     gateway = GatewayProcess(tmp_path / "gw.db", config=config_file(tmp_path, response_timeout=1, retry_backoff=[5]))
     a, sina = Handset(gateway.smpp_port, A), Handset(gateway.smpp_port, "1066916")
     try:
@@ -145,6 +146,8 @@ def test_lines_about_an_sp_notice_name_the_subscriber_it_is_about(tmp_path: Path
     for event in ("deliver_sm timed out", "mt retry"):
         lines = logged(gateway, event)
         assert lines and {line["msisdn"] for line in lines} == {A}, (event, lines)
+        # made by the gateway, not submitted by an account: named so (it was account="")
+        assert {line["account"] for line in lines} == {"(gateway)"}, (event, lines)
 
 
 def test_a_refused_destination_is_logged_with_the_reason_that_applies(tmp_path: Path) -> None:
