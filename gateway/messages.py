@@ -7,7 +7,7 @@ import zlib
 from .numbers import NumberPlan
 from .smpp.constants import EsmClass, Tag
 from .smpp.pdu import DataSm, DeliverSm, SubmitMulti, SubmitSm
-from .smpp.segment import parts_needed, udh_for_tlvs
+from .smpp.segment import parts_needed, with_tlvs_in_udh
 from .smpp.tlv import decode_tlvs, encode_tlvs
 from .store.records import Direction, Message, MessageStatus
 
@@ -170,7 +170,7 @@ def deliver_sm_for(message: Message, plan: NumberPlan, *, optional_parameters: b
     body = message.short_message
     esm_class = message.esm_class & _NOT_MESSAGING_MODE  # 5.2.12: deliver_sm has no messaging mode
     if not optional_parameters:
-        body, esm_class = _without_tlvs(body, esm_class, tlvs)
+        body, esm_class = _without_tlvs(body, esm_class, message.data_coding, tlvs)
         tlvs = {}
     elif len(body) > MAX_SHORT_MESSAGE:
         tlvs[Tag.MESSAGE_PAYLOAD] = body
@@ -194,14 +194,17 @@ def deliver_sm_for(message: Message, plan: NumberPlan, *, optional_parameters: b
     )
 
 
-def _without_tlvs(body: bytes, esm_class: int, tlvs: dict[int, int | bytes]) -> tuple[bytes, int]:
+def _without_tlvs(body: bytes, esm_class: int, data_coding: int, tlvs: dict[int, int | bytes]) -> tuple[bytes, int]:
     """An MT's text and esm_class for a receiver that takes no optional parameters. What sar_* and port TLVs say
-    goes into a UDH, as the SMSC puts it on the air (unless the text has a UDH of its own). The others stay
-    behind: a receipt's text says what its receipted_message_id and message_state do, and the rest
+    goes into its UDH, as the SMSC puts it on the air (segment.with_tlvs_in_udh). The others stay behind: a
+    receipt's text says what its receipted_message_id and message_state do, and the rest
     (user_message_reference, callback_num, ...) only inform. A text longer than short_message's 254 octets has
-    no way there (message_payload is a TLV): ValueError, so it ends undeliverable, with its receipt."""
-    if tlvs and not esm_class & _UDHI and (header := udh_for_tlvs(tlvs)):
-        body, esm_class = header + body, esm_class | _UDHI
+    no way there (message_payload is a TLV; the router gives such a text to a bind of SMPP 3.4 if one serves its
+    destination): ValueError, so it ends undeliverable, with its receipt."""
+    if tlvs:
+        with_udh = with_tlvs_in_udh(body, esm_class, data_coding, tlvs)
+        if with_udh is not body:
+            body, esm_class = with_udh, esm_class | _UDHI
     if len(body) > MAX_SHORT_MESSAGE:
         raise ValueError(f"{len(body)} octets of text do not fit the short_message of an SMPP 3.3 deliver_sm "
                          f"(at most {MAX_SHORT_MESSAGE}, and SMPP 3.3 has no message_payload)")  # fmt: skip

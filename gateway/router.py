@@ -3,7 +3,8 @@
 For subscriber X: the bind that last carried MO from X, if it is still bound
 and can receive; else a receiver-capable bind of an account whose number
 ranges cover X, preferring binds whose SMPP `address_range` matches X and
-skipping those whose range excludes it; else nobody (the message waits in the store). Messages
+skipping those whose range excludes it, and for a text longer than a short_message, preferring a bind of
+SMPP 3.4; else nobody (the message waits in the store). Messages
 addressed to an account (receipts for an SP, notices to an SP) go to that
 account's binds.
 """
@@ -19,6 +20,7 @@ import re2
 
 from .accounts import Account, Accounts
 from .logs import get_logger
+from .messages import MAX_SHORT_MESSAGE
 
 if TYPE_CHECKING:
     from .store.records import Message
@@ -35,6 +37,7 @@ class Receiver(Protocol):
     can_receive: bool
     load: int  # messages queued or in flight on this bind
     address_range: AddressRange | None  # from bind_*: the addresses this bind serves
+    optional_parameters: bool  # False for a bind of SMPP 3.3: no TLVs, so no message_payload
     mo_numbers: set[str]  # the subscribers whose MO it carried last (kept by the Router: affinity)
 
     def offer(self, message: Message) -> None: ...
@@ -95,9 +98,18 @@ class Router:
             del self._affinity[msisdn]
 
     def route(self, message: Message) -> Receiver | None:
+        # a bound receiver: unbound() drops the entries of one that goes
+        chosen = self._route(message, self._affinity.get(message.dest_addr), self._receivers)
+        if chosen is not None and not chosen.optional_parameters and len(message.short_message) > MAX_SHORT_MESSAGE:
+            # More than an SMPP 3.3 deliver_sm carries (it has no message_payload): a bind of SMPP 3.4 that serves
+            # the destination if there is one; else this one, where it ends undeliverable (SmppConnection).
+            able = {system_id: [r for r in binds if r.optional_parameters] for system_id, binds in self._receivers.items()}
+            return self._route(message, None, able) or chosen
+        return chosen
+
+    def _route(self, message: Message, recent: Receiver | None, receivers: dict[str, list[Receiver]]) -> Receiver | None:
         to_account = message.extra.get("to_account") if message.extra else None
         dest = message.dest_addr
-        recent = self._affinity.get(dest)  # a bound receiver: unbound() drops the entries of one that goes
         # Not to a bind whose address_range leaves `dest` out: it never read dest's waiting MTs, which the new
         # ones would overtake there.
         if recent is not None and (to_account is None or recent.account.system_id == to_account) and (
@@ -105,10 +117,10 @@ class Router:
         ):
             return recent
         if to_account is not None:
-            return self._pick(self._receivers.get(to_account, ()), dest)
+            return self._pick(receivers.get(to_account, ()), dest)
         for account in self._by_number:
             if dest.startswith(account.numbers):  # receives_for, inlined: this runs for every MT
-                chosen = self._pick(self._receivers[account.system_id], dest)
+                chosen = self._pick(receivers[account.system_id], dest)
                 if chosen is not None:
                     return chosen
         return None

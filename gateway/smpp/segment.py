@@ -25,7 +25,7 @@ __all__ = [
     "concat_info",
     "parse_udh",
     "segment_text",
-    "udh_for_tlvs",
+    "with_tlvs_in_udh",
 ]
 
 SMS_OCTETS = 140  # user data of one SMS
@@ -34,6 +34,7 @@ MAX_PAYLOAD = 0xFFFF  # message_payload length is a 16-bit TLV length
 
 IEI_CONCAT_8 = 0x00
 IEI_CONCAT_16 = 0x08
+IEI_PORTS_8 = 0x04  # application port addressing, 8-bit ports (TS 23.040 9.2.3.24.3)
 IEI_PORTS_16 = 0x05  # application port addressing, 16-bit ports (TS 23.040 9.2.3.24.4)
 
 
@@ -128,18 +129,52 @@ def _concat_element(reference: int, total: int, sixteen_bit: bool) -> bytes:
     return bytes((IEI_CONCAT_16, 4, reference >> 8, reference & 0xFF, total))
 
 
-def udh_for_tlvs(tlvs: dict[int, int | bytes]) -> bytes:
-    """A UDH that says what the sar_* and source_port/destination_port TLVs say, as the SMSC would put it on the
-    air, for a receiver that takes no optional parameters (SMPP 3.3); b"" when they say nothing."""
-    concat, _ = concat_info(0, b"", tlvs)
-    elements = b""
-    if concat is not None:
-        reference = concat.reference
-        elements = _concat_element(reference, concat.total, reference > 0xFF) + bytes((concat.seqnum,))
-    if Tag.DESTINATION_PORT in tlvs:
+def with_tlvs_in_udh(short_message: bytes, esm_class: int, data_coding: int, tlvs: dict[int, int | bytes]) -> bytes:
+    """short_message with what its sar_* and source_port/destination_port TLVs say in its UDH (one added, or the
+    elements joined to the one it has), as the SMSC puts it on the air, for a receiver that takes no optional
+    parameters (SMPP 3.3); as it is when they say nothing its UDH does not. The caller sets UDHI.
+
+    The concatenation reference is 16-bit only above 255 and when the part leaves room for the longer element:
+    parts are cut for an 8-bit one (_UDH_LENGTH), which then carries the reference's low octet."""
+    head, text, present = b"", short_message, frozenset[int]()
+    if esm_class & _UDHI and short_message:
+        udh_end = 1 + short_message[0]
+        elements = _elements(short_message[1:udh_end]) if udh_end <= len(short_message) else None
+        if elements is None:  # a UDH that does not add up: left as it came
+            return short_message
+        head, text, present = short_message[1:udh_end], short_message[udh_end:], frozenset(iei for iei, _ in elements)
+    added = b""
+    if Tag.DESTINATION_PORT in tlvs and not present & {IEI_PORTS_8, IEI_PORTS_16}:
         ports = (_as_int(tlvs[Tag.DESTINATION_PORT]), _as_int(tlvs.get(Tag.SOURCE_PORT, 0)))
-        elements += bytes((IEI_PORTS_16, 4)) + b"".join(port.to_bytes(2, "big") for port in ports)
-    return bytes((len(elements),)) + elements if elements else b""
+        added = bytes((IEI_PORTS_16, 4)) + b"".join(port.to_bytes(2, "big") for port in ports)
+    concat = None if present & {IEI_CONCAT_8, IEI_CONCAT_16} else concat_info(0, b"", tlvs)[0]
+    if concat is not None:
+        seqnum = bytes((concat.seqnum,))
+        element = _concat_element(concat.reference & 0xFF, concat.total, False) + seqnum
+        if concat.reference > 0xFF:
+            wide = _concat_element(concat.reference, concat.total, True) + seqnum
+            if len(text) <= _capacity(alphabet(data_coding), 1 + len(head) + len(wide) + len(added)):
+                element = wide
+        added = element + added
+    if not added:
+        return short_message
+    head += added
+    return bytes((len(head),)) + head + text
+
+
+def _elements(header: bytes) -> list[tuple[int, bytes]] | None:
+    """The information elements of a UDH (without its length octet); None when their lengths do not add up."""
+    elements = []
+    pos = 0
+    while pos < len(header):
+        if pos + 2 > len(header):
+            return None
+        iei, length = header[pos], header[pos + 1]
+        pos += 2 + length
+        if pos > len(header):
+            return None
+        elements.append((iei, header[pos - length : pos]))
+    return elements
 
 
 def _capacity(kind: Alphabet, udh_octets: int) -> int:
@@ -186,22 +221,15 @@ def parse_udh(esm_class: int, short_message: bytes) -> tuple[Concat | None, byte
     if not esm_class & _UDHI or not short_message:
         return None, short_message
     udh_end = 1 + short_message[0]
-    if udh_end > len(short_message):
+    elements = _elements(short_message[1:udh_end]) if udh_end <= len(short_message) else None
+    if elements is None:
         return None, short_message
     concat = None
-    pos = 1
-    while pos < udh_end:
-        if pos + 2 > udh_end:
-            return None, short_message
-        iei, length = short_message[pos], short_message[pos + 1]
-        value = short_message[pos + 2 : pos + 2 + length]
-        pos += 2 + length
-        if pos > udh_end:
-            return None, short_message
+    for iei, value in elements:
         # A repeated IE: the last one counts (TS 23.040 9.2.3.24).
-        if iei == IEI_CONCAT_8 and length == 3:
+        if iei == IEI_CONCAT_8 and len(value) == 3:
             concat = _valid(value[0], value[1], value[2]) or concat
-        elif iei == IEI_CONCAT_16 and length == 4:
+        elif iei == IEI_CONCAT_16 and len(value) == 4:
             concat = _valid((value[0] << 8) | value[1], value[2], value[3]) or concat
     return concat, short_message[udh_end:]
 

@@ -39,9 +39,9 @@ class Smpp33Link:
         [resp] = self.link.exchange(bind.generate())
         assert (resp.command, resp.status) == ("bind_transceiver_resp", ESME_ROK)
 
-    def submit(self, to: str, body: bytes, **fields):
-        pdu = smpp.make_pdu("submit_sm", client=self.sequence, source_addr=A, destination_addr=to, short_message=body,
-                            **fields)  # fmt: skip
+    def submit(self, to: str, body: bytes, source: str = A, **fields):
+        pdu = smpp.make_pdu("submit_sm", client=self.sequence, source_addr=source, destination_addr=to,
+                            short_message=body, **fields)  # fmt: skip
         [resp] = self.link.exchange(pdu.generate())
         return resp
 
@@ -94,6 +94,50 @@ def test_parts_sent_with_sar_and_port_tlvs_reach_an_smpp_3_3_receiver_with_a_udh
         ]
     finally:
         b.close()
+
+
+def test_a_full_part_keeps_an_8_bit_reference_and_ports_join_a_udh_the_text_has(gateway, handset):
+    """A part cut to fill one SMS (134 octets of UCS2 for an 8-bit reference UDH) had a 16-bit reference element
+    put in front when its sar_msg_ref_num was above 255: 141 octets, no longer one SMS. It now gets the 8-bit
+    element with the reference's low octet. And a part with a UDH of its own and port TLVs (a multi-part WAP
+    push) reached a 3.3 receiver without its ports: they are now joined to its UDH."""
+    b = Smpp33Link(gateway.smpp_port, "handset2")
+    a = handset(A)
+    try:
+        full = "满" * 67
+        assert a.submit(B, full.encode("utf-16-be"), data_coding=8, sar_msg_ref_num=300, sar_total_segments=2,
+                        sar_segment_seqnum=1).status == ESME_ROK  # fmt: skip
+        udh = bytes.fromhex("05 00 03 aa 02 01")
+        assert a.submit(B, udh + b"push", esm_class=ESM_UDHI, destination_port=2948, source_port=9200).status == ESME_ROK
+        first, second = b.deliver_sm(), b.deliver_sm()
+        assert first.short_message == bytes.fromhex("05 00 03 2c 02 01") + full.encode("utf-16-be")
+        assert len(first.short_message) == 140
+        assert second.short_message == bytes.fromhex("0b 00 03 aa 02 01 05 04 0b84 23f0") + b"push"
+        assert first.esm_class & ESM_UDHI and second.esm_class & ESM_UDHI
+    finally:
+        b.close()
+
+
+def test_a_long_text_goes_to_the_subscribers_smpp_3_4_bind_when_they_have_one_of_each(gateway, handset):
+    """The 3.3 bind came first, or carried the subscriber's last MO: a text longer than 254 octets went there
+    and ended undeliverable while the account's 3.4 bind could take it. Shorter texts still follow the MO."""
+    b33 = Smpp33Link(gateway.smpp_port, "handset2")
+    b34 = handset(B)
+    a = handset(A)
+    try:
+        long = a.data_sm(B, b"x" * 300, data_coding=0, registered_delivery=1)
+        assert b34.expect().message_payload == b"x" * 300
+        assert receipt_fields(a.expect(predicate=is_receipt))["stat"] == "DELIVRD"
+        assert b33.submit(A, b"from the 3.3 bind", source=B).status == ESME_ROK  # MTs to B now follow this bind
+        assert a.expect().short_message == b"from the 3.3 bind"
+        assert a.submit(B, "short").status == ESME_ROK
+        assert b33.deliver_sm().short_message == b"short"
+        long = a.data_sm(B, b"y" * 300, data_coding=0, registered_delivery=1)
+        assert b34.expect().message_payload == b"y" * 300
+        fields = receipt_fields(a.expect(predicate=is_receipt))
+        assert (fields["id"], fields["stat"]) == (long.message_id.decode(), "DELIVRD")
+    finally:
+        b33.close()
 
 
 def test_a_text_longer_than_a_short_message_ends_undeliverable_for_an_smpp_3_3_receiver(gateway, handset):

@@ -34,6 +34,7 @@ class Receiver:
         self.can_receive = True
         self.load = 0
         self.address_range = None
+        self.optional_parameters = True
         self.mo_numbers: set[str] = set()
         self.offered: list[Message] = []
         self.offered_event = asyncio.Event()

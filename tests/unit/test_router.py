@@ -15,6 +15,7 @@ class Bind:
         self.can_receive = True
         self.load = load
         self.address_range = None
+        self.optional_parameters = True
         self.mo_numbers: set[str] = set()
 
     def offer(self, message: Message) -> None:  # pragma: no cover - the router only chooses

@@ -17,6 +17,7 @@ from gateway.smpp.segment import (
     concat_info,
     parse_udh,
     segment_text,
+    with_tlvs_in_udh,
 )
 from gateway.smpp.text import decode, encode
 
@@ -377,3 +378,31 @@ def test_an_owner_starting_sets_it_never_ends_pushes_out_only_its_own() -> None:
     assert evicted == [("greedy", n) for n in range(8)]  # its oldest each time: never the victim's
     assert len(r) == 3
     assert r.add("victim", Concat(9, 2, 2), b"w", now=0, owner="v") == [b"v", b"w"]
+
+
+# --- sar_* and port TLVs into a UDH, for a receiver of SMPP 3.3 ----------------------------------------------
+
+SAR_300_OF_2_1 = {Tag.SAR_MSG_REF_NUM: 300, Tag.SAR_TOTAL_SEGMENTS: 2, Tag.SAR_SEGMENT_SEQNUM: 1}
+
+
+@pytest.mark.parametrize(
+    ("septets", "udh"),
+    [
+        (152, "06 08 04 012c 02 01"),  # (140 - 7) * 8 // 7 = 152 septets leave room for the 16-bit reference
+        (153, "05 00 03 2c 02 01"),  # a full part as cut for an 8-bit UDH: the low octet, as the part was cut for
+    ],
+)
+def test_a_gsm_part_gets_a_16_bit_reference_only_when_it_leaves_room(septets, udh):
+    body = b"a" * septets
+    assert with_tlvs_in_udh(body, 0, DataCoding.DEFAULT, SAR_300_OF_2_1) == bytes.fromhex(udh) + body
+
+
+def test_tlvs_a_udh_already_says_are_not_added_again_and_nothing_new_leaves_the_text_as_it_is():
+    udhi = int(EsmClass.UDHI)
+    concatenated = bytes.fromhex("05 00 03 07 02 01") + b"text"
+    assert with_tlvs_in_udh(concatenated, udhi, DataCoding.DEFAULT, SAR_300_OF_2_1) is concatenated
+    with_ports = bytes.fromhex("06 05 04 0b84 23f0") + b"push"
+    assert with_tlvs_in_udh(with_ports, udhi, DataCoding.DEFAULT, {Tag.DESTINATION_PORT: 80}) is with_ports
+    assert with_tlvs_in_udh(b"plain", 0, DataCoding.DEFAULT, {Tag.USER_MESSAGE_REFERENCE: 5}) == b"plain"
+    broken = bytes.fromhex("09 00 03") + b"x"  # its length runs past the text: left as it came
+    assert with_tlvs_in_udh(broken, udhi, DataCoding.DEFAULT, {Tag.DESTINATION_PORT: 80}) is broken
