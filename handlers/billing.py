@@ -116,7 +116,7 @@ async def run_due_jobs(ctx: ServiceContext, now: float) -> Outcome:
     today = ctx.local_date(now)
     settings = ctx.settings
     outcome = Outcome()
-    for month in await _months_unbilled(ctx, today):
+    for month in await _months_unbilled(ctx, now):
         outcome.extend(await run_billing(ctx, now, month))
     if settings.reminder_first_day <= today.day <= settings.reminder_last_day:
         outcome.extend(await send_reminders(ctx, now))
@@ -125,16 +125,19 @@ async def run_due_jobs(ctx: ServiceContext, now: float) -> Outcome:
 
 async def billing_due(ctx: ServiceContext, now: float) -> bool:
     """A month's billing is due (run_due_jobs would bill)."""
-    return bool(await _months_unbilled(ctx, ctx.local_date(now)))
+    return bool(await _months_unbilled(ctx, now))
 
 
-async def _months_unbilled(ctx: ServiceContext, today: dt.date) -> list[dt.date]:
+async def _months_unbilled(ctx: ServiceContext, now: float) -> list[dt.date]:
     """The months whose billing day has come and that have no billing run, oldest first: this month from its
     billing day, and every earlier month without a run since the first run (a gateway down over a 1st, a
     simulated clock moved past several 1sts at once, an operator's on-demand run of a later month before the
     job check caught up). A store never billed starts with the month its earliest subscription's trial ends
     (one whose clock jumped past several 1sts before the first job check bills them all), but with no month
-    after the last one due."""
+    after the last one due. A run recorded at a later time than `now` does not count: a simulated clock was set
+    back before it (QA going back to order in a month already billed), and the month is billed again when its
+    billing day comes (`run_billing` charges each subscription once), or a trial ending then would never pay."""
+    today = ctx.local_date(now)
     last_due = month_start(today) if today.day >= ctx.settings.billing_day else month_start(today, -1)
     # One JobRun per month: reading them all is cheap, and it finds the gaps an on-demand run of a later month left.
     runs = await ctx.store.find(JobRun, order_by="period", job="billing")
@@ -143,7 +146,7 @@ async def _months_unbilled(ctx: ServiceContext, today: dt.date) -> list[dt.date]
     else:  # (subscriptions are read only until the first run: this runs at every job check)
         earliest = await ctx.store.find(Subscription, order_by="trial_until", limit=1)
         start = min(month_start(ctx.local_date(earliest[0].trial_until)), last_due) if earliest else last_due
-    billed = {run.period for run in runs}
+    billed = {run.period for run in runs if run.ran_at <= now}
     months = []
     month = start
     while month <= last_due:
@@ -159,7 +162,7 @@ async def bill_on_demand(ctx: ServiceContext, now: float) -> Outcome:
     missed before it would then never be billed."""
     this_month = month_start(ctx.local_date(now))
     outcome = Outcome()
-    for month in await _months_unbilled(ctx, ctx.local_date(now)):
+    for month in await _months_unbilled(ctx, now):
         if month < this_month:
             outcome.extend(await run_billing(ctx, now, month))
     return outcome.extend(await run_billing(ctx, now, this_month))

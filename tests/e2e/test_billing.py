@@ -122,6 +122,26 @@ def test_the_gateway_runs_billing_and_reminders_on_schedule_by_itself(make_gatew
     assert [(c.subscription_id, c.period, c.amount) for c in charges] == [(subscription.id, "2026-12", 3000)]
 
 
+def test_a_clock_set_back_before_a_billing_run_bills_that_month_again_when_its_1st_comes(make_gateway, handset):
+    """QA starts the gateway on 5 December (its job check records December's billing run, nobody to charge), then
+    sets the clock back to 10 November to order: the order was reminded and stayed active past 1 December, but
+    December counted as billed, so the scheduled job never charged it (only an operator's run_billing did)."""
+    clock = SimulatedClock(at(2026, 12, 5, 9))
+    gw = make_gateway(clock=clock, gateway={"job_check_interval": 0.2})
+    assert eventually(lambda: gw.call(gw.gateway.store.find(JobRun, job="billing", period="2026-12")))
+    clock.set(at(2026, 11, 10, 9))
+    phone = handset(A, gw=gw, address_range=A)
+    assert "当月免信息费" in subscribe(phone, "TT")  # free in November, charged from December
+    clock.set(at(2026, 12, 1, 0, 5))
+    [subscription] = subscriptions(gw, A)
+    assert eventually(lambda: gw.call(gw.gateway.store.find(Charge, msisdn=A)), 10), "December not billed again"
+    charges = gw.call(gw.gateway.store.find(Charge, msisdn=A))
+    assert [(c.subscription_id, c.period, c.amount) for c in charges] == [(subscription.id, "2026-12", 3000)]
+    [run] = gw.call(gw.gateway.store.find(JobRun, job="billing", period="2026-12"))
+    assert run.ran_at < at(2026, 12, 5)  # the run as it is now recorded: this one
+    assert not gw.call(gw.gateway.services.run_due_jobs()).effects  # and only once
+
+
 def test_reminder_on_the_21st_is_sent_once_as_marked_pages(make_gateway, handset, clock):
     gw = make_gateway(clock=clock)
     phone = handset(A, gw=gw, address_range=A)
