@@ -98,7 +98,7 @@ class Router:
             del self._affinity[msisdn]
 
     def route(self, message: Message) -> Receiver | None:
-        # a bound receiver: unbound() drops the entries of one that goes
+        # (the affinity holds bound receivers only: unbound() drops the entries of one that goes)
         chosen = self._route(message, self._affinity.get(message.dest_addr), self._receivers)
         if chosen is not None and not chosen.optional_parameters and len(message.short_message) > MAX_SHORT_MESSAGE:
             # More than an SMPP 3.3 deliver_sm carries (it has no message_payload): a bind of SMPP 3.4 that serves
