@@ -20,7 +20,9 @@ Everything follows the operator's calendar (`ctx.local_date`, UTC+8 by default):
   reminded once (a "reminded" SubscriptionEvent), on the first check that finds
   it: one text for all of them on the 21st, another for an order of the 22nd.
   A JobRun "reminders" per month marks the last run, so the checks every 30 s
-  of the reminder days read only the orders since (not the month's all).
+  of the reminder days read only the orders since (not the month's all). A
+  gateway down over every reminder day sends them at its first check after
+  (the seed: reminded twice before any charge, "在正式收费前,都进行两次提醒确认").
   As in the seed, a reminder longer than one SMS goes out as separate SMS cut
   between items, each marked "(1/2)", "(2/2)" (handlers/pages.py).
 - Billing: on the billing day (the 1st) a Charge per subscription whose trial
@@ -118,9 +120,16 @@ async def run_due_jobs(ctx: ServiceContext, now: float) -> Outcome:
     outcome = Outcome()
     for month in await _months_unbilled(ctx, now):
         outcome.extend(await run_billing(ctx, now, month))
-    if settings.reminder_first_day <= today.day <= settings.reminder_last_day:
+    if settings.reminder_first_day <= today.day <= settings.reminder_last_day or (
+        today.day > settings.reminder_last_day and not await _reminders_ran(ctx, today, now)
+    ):  # (after the reminder days, once if no check ran on any of them: the gateway was down over them all)
         outcome.extend(await send_reminders(ctx, now))
     return outcome
+
+
+async def _reminders_ran(ctx: ServiceContext, today: dt.date, now: float) -> bool:
+    """The reminders of `today`'s month ran (at or before `now`: not on a simulated clock's later day set back since)."""
+    return any(run.ran_at <= now for run in await ctx.store.find(JobRun, job="reminders", period=period_of(today)))
 
 
 async def billing_due(ctx: ServiceContext, now: float) -> bool:

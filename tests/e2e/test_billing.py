@@ -273,6 +273,25 @@ def test_a_gateway_back_after_missing_1sts_bills_every_month_it_missed(make_gate
     assert [(c.period, c.amount) for c in charges] == [("2026-12", 3000), ("2027-01", 3000), ("2027-02", 3000)]
 
 
+def test_a_gateway_down_over_every_reminder_day_reminds_at_its_first_check_after(make_gateway, handset, clock, tmp_path):
+    """The seed: reminded twice before any charge. Down from the 20th to the 26th, the gateway sent no reminder at
+    all and charged on the 1st."""
+    db = tmp_path / "gw.db"
+    first = make_gateway(clock=clock, db_path=db)
+    phone = handset(A, gw=first, address_range=A)
+    subscribe(phone, "TT")  # 10 November: reminded in November, charged from December
+    phone.close()
+    first.stop()
+    clock.set(at(2026, 11, 26, 9))
+    second = make_gateway(clock=clock, db_path=db, gateway={"job_check_interval": 0.2})
+    phone = handset(A, gw=second, address_range=A)
+    first_page, second_page = replies(phone, 2)  # the job check's, nobody runs a job by hand
+    assert first_page.startswith("(1/2)中国移动温馨提示") and second_page == "(2/2)本月内退订下月不再收费,退订请发送0000到10086。"
+    clock.set(at(2026, 11, 27, 9))
+    phone.expect_none(1.0)  # once
+    assert not second.call(second.gateway.services.run_due_jobs()).replies
+
+
 def test_billing_on_demand_after_missed_1sts_bills_every_month_missed(make_gateway, handset, clock):
     """An operator runs billing as soon as a gateway that was down over two 1sts is back, before its job check."""
     gw = make_gateway(clock=clock, gateway={"job_check_interval": 3600})  # billing when the test says

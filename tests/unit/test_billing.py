@@ -137,9 +137,13 @@ async def test_billing_charges_subscriptions_out_of_trial_once(bench: ServiceBen
     tl = await subscribe(bench, A, "TL", at(2026, 11, 21))
     await cancel(bench, await subscribe(bench, B, "TQ", at(2026, 11, 2)))
 
-    assert (await job(bench, billing.run_due_jobs, at(2026, 11, 30, 23, 59))).effects == [
-        Put(JobRun("billing", "2026-11", at(2026, 11, 30, 23, 59)))
-    ]  # November: everything still free
+    november = (await job(bench, billing.run_due_jobs, at(2026, 11, 30, 23, 59))).effects
+    # November: everything still free (and TT, charged from December, reminded: no check ran on the reminder days)
+    assert [e for e in november if isinstance(e.record, (JobRun, Charge))] == [
+        Put(JobRun("billing", "2026-11", at(2026, 11, 30, 23, 59))),
+        Put(JobRun("reminders", "2026-11", at(2026, 11, 30, 23, 59))),
+    ]
+    assert [e.record.subscription_id for e in november if isinstance(e.record, SubscriptionEvent)] == [tt.id]
     await job(bench, billing.run_due_jobs, at(2026, 12, 1, 0, 0))
     [charge] = await bench.store.find(Charge)
     assert (charge.subscription_id, charge.msisdn, charge.period, charge.amount) == (tt.id, A, "2026-12", 3000)
