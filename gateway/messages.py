@@ -194,13 +194,29 @@ def deliver_sm_for(message: Message, plan: NumberPlan, *, optional_parameters: b
     )
 
 
+_MOST_UDH_ADDED = 1 + 6 + 6  # octets: a UDH's length, a 16-bit concatenation element, a 16-bit ports element
+
+
+def carried_without_tlvs(message: Message) -> bool:
+    """Whether a bind of SMPP 3.3 can take the MT: its text, with what its TLVs say in a UDH (`_without_tlvs`),
+    fits short_message."""
+    if len(message.short_message) <= MAX_SHORT_MESSAGE - _MOST_UDH_ADDED:  # (every MT but the longest: no decoding)
+        return True
+    tlvs = decode_tlvs(message.tlvs, 0, len(message.tlvs)) if message.tlvs else {}
+    try:
+        _without_tlvs(message.short_message, message.esm_class, message.data_coding, tlvs)
+    except ValueError:
+        return False
+    return True
+
+
 def _without_tlvs(body: bytes, esm_class: int, data_coding: int, tlvs: dict[int, int | bytes]) -> tuple[bytes, int]:
     """An MT's text and esm_class for a receiver that takes no optional parameters. What sar_* and port TLVs say
     goes into its UDH, as the SMSC puts it on the air (segment.with_tlvs_in_udh). The others stay behind: a
     receipt's text says what its receipted_message_id and message_state do, and the rest
     (user_message_reference, callback_num, ...) only inform. A text longer than short_message's 254 octets has
-    no way there (message_payload is a TLV; the router gives such a text to a bind of SMPP 3.4 if one serves its
-    destination): ValueError, so it ends undeliverable, with its receipt."""
+    no way there (message_payload is a TLV): ValueError (the router gives such a text to a bind of SMPP 3.4 only:
+    `carried_without_tlvs`)."""
     if tlvs:
         with_udh = with_tlvs_in_udh(body, esm_class, data_coding, tlvs)
         if with_udh is not body:

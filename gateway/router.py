@@ -3,8 +3,8 @@
 For subscriber X: the bind that last carried MO from X, if it is still bound
 and can receive; else a receiver-capable bind of an account whose number
 ranges cover X, preferring binds whose SMPP `address_range` matches X and
-skipping those whose range excludes it, and for a text longer than a short_message, preferring a bind of
-SMPP 3.4; else nobody (the message waits in the store). Messages
+skipping those whose range excludes it, and for a text longer than an SMPP 3.3 deliver_sm carries, binds of
+SMPP 3.4 only; else nobody (the message waits in the store). Messages
 addressed to an account (receipts for an SP, notices to an SP) go to that
 account's binds.
 """
@@ -20,7 +20,7 @@ import re2
 
 from .accounts import Account, Accounts
 from .logs import get_logger
-from .messages import MAX_SHORT_MESSAGE
+from .messages import carried_without_tlvs
 
 if TYPE_CHECKING:
     from .store.records import Message
@@ -100,11 +100,15 @@ class Router:
     def route(self, message: Message) -> Receiver | None:
         # (the affinity holds bound receivers only: unbound() drops the entries of one that goes)
         chosen = self._route(message, self._affinity.get(message.dest_addr), self._receivers)
-        if chosen is not None and not chosen.optional_parameters and len(message.short_message) > MAX_SHORT_MESSAGE:
-            # More than an SMPP 3.3 deliver_sm carries (it has no message_payload): a bind of SMPP 3.4 that serves
-            # the destination if there is one; else this one, where it ends undeliverable (SmppConnection).
+        if chosen is not None and not chosen.optional_parameters and not carried_without_tlvs(message):
+            # More than an SMPP 3.3 deliver_sm carries (it has no message_payload): a bind of SMPP 3.4 that serves the
+            # destination, else nobody: it waits in the store for one (a link dropped for a moment, binds coming back
+            # in any order), or until its validity ends.
             able = {system_id: [r for r in binds if r.optional_parameters] for system_id, binds in self._receivers.items()}
-            return self._route(message, None, able) or chosen
+            chosen = self._route(message, None, able)
+            if chosen is None:
+                log.info("mt waits for a bind of SMPP 3.4: longer than an SMPP 3.3 deliver_sm carries",
+                         message_id=message.id, msisdn=message.dest_addr, octets=len(message.short_message))  # fmt: skip
         return chosen
 
     def _route(self, message: Message, recent: Receiver | None, receivers: dict[str, list[Receiver]]) -> Receiver | None:

@@ -140,17 +140,53 @@ def test_a_long_text_goes_to_the_subscribers_smpp_3_4_bind_when_they_have_one_of
         b33.close()
 
 
-def test_a_text_longer_than_a_short_message_ends_undeliverable_for_an_smpp_3_3_receiver(gateway, handset):
-    """It would need message_payload, which SMPP 3.3 does not have: the sender's receipt says so, and the next
-    MT to the receiver goes out as usual."""
-    b = Smpp33Link(gateway.smpp_port, "handset2")
+def test_a_text_longer_than_an_smpp_3_3_deliver_sm_waits_for_a_bind_of_smpp_3_4(gateway, handset):
+    """It would need message_payload, which SMPP 3.3 does not have. It ended undeliverable at once, also when the
+    account's 3.4 bind had only dropped for a moment or bound after the 3.3 one: now it waits in the store, and
+    MTs after it still reach the 3.3 bind."""
+    b33 = Smpp33Link(gateway.smpp_port, "handset2")
     a = handset(A)
     try:
         long = a.data_sm(B, b"x" * 300, data_coding=0, registered_delivery=1)
         assert long.status == ESME_ROK
-        receipt = a.expect(predicate=is_receipt)
-        assert (receipt_fields(receipt)["id"], receipt_fields(receipt)["stat"]) == (long.message_id.decode(), "UNDELIV")
         assert a.submit(B, "short").status == ESME_ROK
-        assert b.deliver_sm().short_message == b"short"
+        assert b33.deliver_sm().short_message == b"short"  # the first the 3.3 bind gets
+        b34 = handset(B)  # binds later
+        assert b34.expect().message_payload == b"x" * 300
+        fields = receipt_fields(a.expect(predicate=is_receipt))
+        assert (fields["id"], fields["stat"]) == (long.message_id.decode(), "DELIVRD")
     finally:
-        b.close()
+        b33.close()
+
+
+def test_a_long_text_whose_smpp_3_4_bind_drops_before_answering_waits_for_the_next_one(gateway, handset):
+    b33 = Smpp33Link(gateway.smpp_port, "handset2")
+    b34 = handset(B)
+    a = handset(A)
+    try:
+        b34.answering = False
+        long = a.data_sm(B, b"x" * 300, data_coding=0, registered_delivery=1)
+        assert b34.expect().message_payload == b"x" * 300  # not answered: the link drops
+        b34.close()
+        again = handset(B)
+        assert again.expect().message_payload == b"x" * 300
+        fields = receipt_fields(a.expect(predicate=is_receipt))
+        assert (fields["id"], fields["stat"]) == (long.message_id.decode(), "DELIVRD")
+    finally:
+        b33.close()
+
+
+def test_a_text_its_tlvs_make_too_long_for_an_smpp_3_3_bind_goes_to_the_smpp_3_4_one(gateway, handset):
+    """250 octets fit a 3.3 short_message, but not with the UDH its port TLVs become there: it went to the 3.3
+    bind carrying the subscriber's last MO and ended undeliverable."""
+    b33 = Smpp33Link(gateway.smpp_port, "handset2")
+    b34 = handset(B)
+    a = handset(A)
+    try:
+        assert b33.submit(A, b"hi", source=B).status == ESME_ROK  # MTs to B follow the 3.3 bind
+        a.expect()
+        assert a.submit(B, b"p" * 250, destination_port=2948, source_port=9200).status == ESME_ROK
+        got = b34.expect()
+        assert (got.short_message, got.destination_port) == (b"p" * 250, 2948)
+    finally:
+        b33.close()
