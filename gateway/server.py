@@ -295,7 +295,8 @@ class SmppConnection(asyncio.Protocol):
     def _send_deliver(self, message: Message) -> None:
         try:
             pdu = self.session.send(deliver_sm_for(message, self.gateway.plan, optional_parameters=self.optional_parameters))
-        except ValueError as exc:  # a field deliver_sm cannot carry (a row an earlier version let in), or SMPP 3.3 a text
+        except ValueError as exc:  # a field deliver_sm cannot carry: a row an earlier version let in (or, to SMPP 3.3,
+            # a text too long, which the router gives it none of: router.route)
             self.load -= 1
             self.gateway.delivery.cannot_send(message, str(exc))
             return
