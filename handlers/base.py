@@ -6,6 +6,16 @@ The gateway (or USSD, or the HTTP API) turns whatever arrived into an
 are delivered as text. A handler reads state through `ctx.store.find` and
 changes it only by returning effects, so running it twice on the same state
 gives the same outcome (that is what makes a crash harmless).
+
+Records from a later time: a prompt, a survey or a spam report created after
+the moment a text is judged at (its `received_at`; a job's `now`) does not
+exist for it. A simulated clock set back (QA re-running a day) would
+otherwise make yesterday's `1` answer today's confirmation instead of the
+listing just sent, count reports three days apart as one day's, or promise
+1530 minutes to answer. A text handled after a retry is judged the same way:
+a prompt sent after the subscriber sent it is not what it answers. Such
+records count again once the clock reaches them (billing runs likewise:
+handlers/billing.py).
 """
 
 from __future__ import annotations

@@ -54,6 +54,7 @@ from collections import defaultdict
 from dataclasses import replace
 
 from gateway.logs import get_logger
+from gateway.store.effects import Delete
 from gateway.store.records import Charge, JobRun, Subscription, SubscriptionEvent
 
 from .base import Outcome, ServiceContext
@@ -203,6 +204,15 @@ async def run_billing(ctx: ServiceContext, now: float, month: dt.date | None = N
             continue
         outcome.put(*_charge(ctx, subscription, entry.fee, period, now))
     return outcome.put(JobRun("billing", period, now))
+
+
+async def runs_voided_by_an_order(ctx: ServiceContext, now: float) -> list[Delete]:
+    """A subscription ordered at `now` before billing runs recorded later (a simulated clock set back before them:
+    QA ordering in a month already billed) would be missed by them even once the clock is past them again (they
+    count once `ran_at <= now`, `_months_unbilled`): they are deleted with the order, and billing runs those months
+    again when due (`run_billing` charges each subscription once). None with a clock that only goes forward."""
+    runs = await ctx.store.find(JobRun, job="billing", ran_at__gt=now)
+    return [Delete(JobRun, (run.job, run.period)) for run in runs]
 
 
 async def charges_missed(ctx: ServiceContext, subscription: Subscription, now: float) -> list[Charge | SubscriptionEvent]:

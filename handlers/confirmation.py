@@ -44,7 +44,13 @@ from gateway.config import CatalogueEntry
 from gateway.store.records import PendingOrder, Subscription
 
 from .base import Inbound, Outcome, ServiceContext
-from .billing import billed_since, charges_missed, repeat_trial_until, trial_until
+from .billing import (
+    billed_since,
+    charges_missed,
+    repeat_trial_until,
+    runs_voided_by_an_order,
+    trial_until,
+)
 from .billing_calendar import month_start
 from .keywords import fold, matches
 from .sp_notice import sp_notice
@@ -104,7 +110,8 @@ async def _order(
 async def latest_prompt(inbound: Inbound, ctx: ServiceContext) -> float | None:
     """When the newest confirmation still waiting was sent (None: nothing waits)."""
     found = await ctx.store.find(PendingOrder, order_by="-created_at", limit=1, msisdn=inbound.subscriber,
-                                 status__in=UNANSWERED, expires_at__gt=inbound.received_at)  # fmt: skip
+                                 status__in=UNANSWERED, expires_at__gt=inbound.received_at,
+                                 created_at__lte=inbound.received_at)  # fmt: skip
     return found[0].created_at if found else None
 
 
@@ -182,6 +189,7 @@ async def _confirm(inbound: Inbound, ctx: ServiceContext, language: str, outcome
     outcome.put(subscription, event).reply(msisdn, notice, operator)
     if billed_since(ctx, now, ctx.clock.now()):  # confirmed before a billing run, committed after it (a retry)
         outcome.put(*await charges_missed(ctx, subscription, ctx.clock.now()))
+    outcome.effects.extend(await runs_voided_by_an_order(ctx, ctx.clock.now()))
     outcome.replies.append(sp_notice(ctx, entry, msisdn, "ORDER", order.channel, now))
     return outcome
 
@@ -246,15 +254,16 @@ async def _active(ctx: ServiceContext, msisdn: str, service_id: str) -> bool:
 
 
 async def _recent_orders(ctx: ServiceContext, msisdn: str, now: float, limit: int | None = None) -> list[PendingOrder]:
-    """Orders still waiting, or ended (or lapsed) within the last validity period, newest first."""
+    """Orders still waiting, or ended (or lapsed) within the last validity period, newest first (none sent after
+    `now`: handlers/base.py, "Records from a later time")."""
     return await ctx.store.find(PendingOrder, order_by="-created_at", limit=limit, msisdn=msisdn,
-                                expires_at__gt=now - ctx.settings.confirmation_validity)  # fmt: skip
+                                expires_at__gt=now - ctx.settings.confirmation_validity, created_at__lte=now)  # fmt: skip
 
 
 async def _open_orders(ctx: ServiceContext, msisdn: str, now: float) -> tuple[list[PendingOrder], list[PendingOrder]]:
     """(waiting, lapsed): unanswered orders still within their validity at `now` (oldest first), and those past it
     still marked pending."""
-    found = await ctx.store.find(PendingOrder, order_by="created_at", msisdn=msisdn, status__in=UNANSWERED)
+    found = await ctx.store.find(PendingOrder, order_by="created_at", msisdn=msisdn, status__in=UNANSWERED, created_at__lte=now)
     return [o for o in found if o.expires_at > now], [o for o in found if o.expires_at <= now and o.status == "pending"]
 
 

@@ -83,25 +83,26 @@ async def unsubscribe_ids(ctx: ServiceContext, msisdn: str, subscription_ids: li
 # ------------------------------------------------------------------ answers
 async def latest_prompt(inbound: Inbound, ctx: ServiceContext) -> float | None:
     """When the newest unexpired listing or unsubscribe-all question was sent, if there is one."""
-    live = [d for d in await _dialogues(ctx, inbound.subscriber) if _live(d, inbound.received_at)]
+    live = [d for d in await _dialogues(ctx, inbound.subscriber, inbound.received_at) if _live(d, inbound.received_at)]
     return max((d.created_at for d in live), default=None)
 
 
 async def question_open(inbound: Inbound, ctx: ServiceContext) -> bool:
     """The unsubscribe-all question waits for its yes or no (a listing answered once stays open for more
     serials, but has done what it was for)."""
-    return any(d.kind == ALL and _live(d, inbound.received_at) for d in await _dialogues(ctx, inbound.subscriber))
+    dialogues = await _dialogues(ctx, inbound.subscriber, inbound.received_at)
+    return any(d.kind == ALL and _live(d, inbound.received_at) for d in dialogues)
 
 
 async def last_prompt(inbound: Inbound, ctx: ServiceContext) -> float | None:
     """When the newest listing or unsubscribe-all question was sent, expired or not."""
-    return max((d.created_at for d in await _dialogues(ctx, inbound.subscriber)), default=None)
+    return max((d.created_at for d in await _dialogues(ctx, inbound.subscriber, inbound.received_at)), default=None)
 
 
 async def answer(inbound: Inbound, ctx: ServiceContext, language: str) -> Outcome | None:
     """The text as an answer to an open listing / unsubscribe-all question; None when it is not one."""
     now = inbound.received_at
-    dialogues = await _dialogues(ctx, inbound.subscriber)
+    dialogues = await _dialogues(ctx, inbound.subscriber, now)
     for dialogue in sorted((d for d in dialogues if _live(d, now)), key=lambda d: -d.created_at):
         answered = await (_serials if dialogue.kind == LISTING else _yes_no)(inbound, ctx, language, dialogue)
         if answered is not None:
@@ -195,8 +196,9 @@ def _none(inbound: Inbound, ctx: ServiceContext, language: str, kind: str) -> Ou
     return outcome
 
 
-async def _dialogues(ctx: ServiceContext, msisdn: str) -> list[Dialogue]:
-    return await ctx.store.find(Dialogue, msisdn=msisdn, kind__in=[LISTING, ALL])
+async def _dialogues(ctx: ServiceContext, msisdn: str, now: float) -> list[Dialogue]:
+    """The subscriber's listing and unsubscribe-all question, unless sent after `now` (handlers/base.py)."""
+    return await ctx.store.find(Dialogue, msisdn=msisdn, kind__in=[LISTING, ALL], created_at__lte=now)
 
 
 def _live(dialogue: Dialogue, now: float) -> bool:

@@ -1,0 +1,113 @@
+"""A simulated clock set back (QA re-running a day without a fresh database): what was recorded at a later time
+does not exist for a text the gateway receives earlier (handlers/base.py, "Records from a later time").
+
+Before, the newest prompt was the one stamped latest, so a `1` meant for the listing just sent confirmed an order
+sent "later" or cancelled everything; spam reports three days apart counted as one day's; a reporter was over the
+daily limit on a day with no reports; a two-step spam report promised 1530 minutes; and a subscription ordered in
+a month already billed was never charged once the clock passed the old billing run again.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.clock import SimulatedClock
+from gateway.store.records import Block, Charge, JobRun, SpamReport, Survey
+from tests.e2e.test_billing import subscribe as order_and_confirm
+from tests.e2e.test_confirmation import REQUEST, SINA, subscriptions
+from tests.e2e.test_confirmation import ask as ask_from_sp_code
+from tests.e2e.test_spam_report import ACK, REPORTERS, SPAMMER, phone
+from tests.e2e.test_spam_report import ask as ask_spam
+from tests.e2e.test_unsubscribe import ask, statuses, subscribe
+from tests.polling import eventually
+from tests.services_support import at
+from tests.smpp_handset import ESME_ROK, texts_from
+
+A = "8613800000001"
+RATING = "10086700"
+
+
+@pytest.fixture
+def clock() -> SimulatedClock:
+    return SimulatedClock(at(2026, 12, 10, 10), freeze=True)
+
+
+def test_a_serial_answers_the_listing_just_sent_not_a_confirmation_stamped_later(make_gateway, handset, clock):
+    gw = make_gateway(clock=clock)
+    [weather] = subscribe(gw, A, "sina-weather")
+    a = handset(A, address_range=A, gw=gw)
+    assert REQUEST.search(ask_from_sp_code(a, "TT", to=SINA))  # a confirmation from 10086, sent at 10:00
+    clock.set(at(2026, 12, 10, 9))
+    assert "1." in ask(a, "0000")[0]  # the listing, sent at 09:00: 1 is sina-weather
+    assert "成功退订" in ask(a, "1")[0]
+    assert statuses(gw, [weather]) == ["cancelled"]
+    assert [s.service_id for s in subscriptions(gw, A) if s.status == "active"] == []  # the order not confirmed
+
+
+def test_a_serial_answers_the_listing_just_sent_not_an_unsubscribe_all_question_stamped_later(make_gateway, handset, clock):
+    gw = make_gateway(clock=clock)
+    subs = subscribe(gw, A, "sina-news", "sina-weather", "tencent-ringtones")
+    a = handset(A, address_range=A, gw=gw)
+    assert "是" in ask(a, "00000")[0]  # the yes/no question, at 10:00
+    clock.set(at(2026, 12, 10, 9))
+    ask(a, "0000")
+    assert "成功退订" in ask(a, "1")[0]
+    assert sorted(statuses(gw, subs)) == ["active", "active", "cancelled"]  # serial 1 only, not "yes" to all
+
+
+def test_reports_days_apart_on_a_clock_set_back_do_not_reach_the_threshold_together(make_gateway, handset, clock):
+    gw = make_gateway(clock=clock)  # threshold 5 distinct reporters in 24 h
+    for number in REPORTERS[:4]:
+        assert ACK.match(ask_spam(phone(handset, number, gw), f"{SPAMMER[2:]}*中奖了"))
+    clock.set(at(2026, 12, 7, 10))  # three days before them
+    assert ACK.match(ask_spam(phone(handset, REPORTERS[4], gw), f"{SPAMMER[2:]}*中奖了"))
+    assert gw.call(gw.gateway.store.find(Block, reported=SPAMMER, reporter="")) == []
+
+
+def test_a_reporters_daily_limit_counts_that_day_only_on_a_clock_set_back(make_gateway, handset, clock):
+    gw = make_gateway(clock=clock, services={"spam_reports_per_day": 2})
+    reporter = phone(handset, REPORTERS[0], gw)
+    for n in (1, 2):
+        assert ACK.match(ask_spam(reporter, f"1390000000{n}*中奖了"))
+    clock.set(at(2026, 12, 9, 10))  # the day before: nothing filed yet
+    assert ACK.match(ask_spam(reporter, "13900000003*中奖了"))
+
+
+def test_a_forwarded_text_on_a_clock_set_back_asks_for_its_number_afresh(make_gateway, handset, clock):
+    gw = make_gateway(clock=clock)
+    reporter = phone(handset, REPORTERS[0], gw)
+    assert "30分钟" in ask_spam(reporter, "恭喜您中奖了请点击链接领取")
+    clock.set(at(2026, 12, 9, 9))
+    assert "30分钟" in ask_spam(reporter, "另一条垃圾短信内容请点击")  # not "仍在等待…1530分钟"
+    clock.set(at(2026, 12, 9, 9, 10))
+    assert ACK.match(ask_spam(reporter, "13900000001"))  # completes the text forwarded at 09:00
+    [filed] = gw.call(gw.gateway.store.find(SpamReport, reporter=REPORTERS[0]))
+    assert filed.text == "另一条垃圾短信内容请点击"
+
+
+def test_an_order_in_a_month_billed_before_the_clock_was_set_back_is_charged_when_billing_comes(make_gateway, handset):
+    """The clock set back from 5 December to 10 November, an order, then the clock moved past the old run (6
+    December): the old run counted again and December was never charged."""
+    clock = SimulatedClock(at(2026, 12, 5, 9))
+    gw = make_gateway(clock=clock, gateway={"job_check_interval": 0.2})
+    assert eventually(lambda: gw.call(gw.gateway.store.find(JobRun, job="billing", period="2026-12")))  # at start
+    clock.set(at(2026, 11, 10, 9))
+    a = handset(A, address_range=A, gw=gw)
+    assert "当月免信息费" in order_and_confirm(a, "TT")
+    clock.set(at(2026, 12, 6, 9))  # past the run recorded at 5 December 09:00
+    [subscription] = subscriptions(gw, A)
+    assert eventually(lambda: gw.call(gw.gateway.store.find(Charge, msisdn=A)), 10), "December never charged"
+    charges = gw.call(gw.gateway.store.find(Charge, msisdn=A))
+    assert [(c.subscription_id, c.period) for c in charges] == [(subscription.id, "2026-12")]
+
+
+def test_a_rating_sent_before_a_survey_on_a_clock_set_back_does_not_rate_it(make_gateway, handset, clock):
+    gw = make_gateway(clock=clock)
+    a = handset(A, address_range=A, gw=gw)
+    gw.call(gw.gateway.services.request_survey(A, "hotline", "007"))  # at 10:00
+    assert texts_from(a, RATING)[0].startswith("【满意100】")
+    clock.set(at(2026, 12, 10, 9))
+    assert a.submit(RATING, "1").status == ESME_ROK
+    assert texts_from(a, RATING)[0].startswith("您好，您目前没有待评价的服务")
+    [survey] = gw.call(gw.gateway.store.find(Survey, msisdn=A))
+    assert survey.status == "sent"
