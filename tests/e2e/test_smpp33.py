@@ -12,6 +12,9 @@ each deliver_sm frame is checked to end with its short_message: nothing after it
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
+import pytest
 from smpplib import consts, smpp
 from smpplib.client import SimpleSequenceGenerator
 
@@ -62,131 +65,129 @@ class Smpp33Link:
         self.link.sock.close()
 
 
-def test_an_smpp_3_3_sender_gets_its_receipt_without_optional_parameters(gateway, handset):
+@pytest.fixture
+def link33(gateway) -> Iterator[Callable[[str], Smpp33Link]]:
+    """link33(system_id): an SMPP 3.3 transceiver bind to the `gateway` fixture, closed at teardown."""
+    opened: list[Smpp33Link] = []
+
+    def bind(system_id: str) -> Smpp33Link:
+        opened.append(Smpp33Link(gateway.smpp_port, system_id))
+        return opened[-1]
+
+    yield bind
+    for link in opened:
+        link.close()
+
+
+def delivered(phone, resp) -> bool:
+    """The receipt of the submission answered with `resp` (the next one `phone` gets) says DELIVRD."""
+    fields = receipt_fields(phone.expect(predicate=is_receipt))
+    assert fields["id"] == resp.message_id.decode()
+    return fields["stat"] == "DELIVRD"
+
+
+def test_an_smpp_3_3_sender_gets_its_receipt_without_optional_parameters(handset, link33):
     b = handset(B)
-    a = Smpp33Link(gateway.smpp_port, "handset")
-    try:
-        resp = a.submit(B, b"hello from 3.3", registered_delivery=1)
-        assert resp.status == ESME_ROK
-        assert b.expect().short_message == b"hello from 3.3"
-        receipt = a.deliver_sm()
-        assert receipt.esm_class & ESM_RECEIPT and is_receipt(receipt)
-        fields = receipt_fields(receipt)
-        assert (fields["id"], fields["stat"]) == (resp.message_id.decode(), "DELIVRD")
-    finally:
-        a.close()
+    a = link33("handset")
+    resp = a.submit(B, b"hello from 3.3", registered_delivery=1)
+    assert resp.status == ESME_ROK
+    assert b.expect().short_message == b"hello from 3.3"
+    receipt = a.deliver_sm()
+    assert receipt.esm_class & ESM_RECEIPT and is_receipt(receipt)
+    fields = receipt_fields(receipt)
+    assert (fields["id"], fields["stat"]) == (resp.message_id.decode(), "DELIVRD")
 
 
-def test_parts_sent_with_sar_and_port_tlvs_reach_an_smpp_3_3_receiver_with_a_udh(gateway, handset):
+def test_parts_sent_with_sar_and_port_tlvs_reach_an_smpp_3_3_receiver_with_a_udh(handset, link33):
     """TS 23.040 9.2.3.24: 16-bit concatenation IE (the reference is above 255) and 16-bit application ports."""
-    b = Smpp33Link(gateway.smpp_port, "handset2")
+    b = link33("handset2")
     a = handset(A)
-    try:
-        first = a.submit(B, b"part one", sar_msg_ref_num=300, sar_total_segments=2, sar_segment_seqnum=1,
-                         destination_port=2948, source_port=9200)  # fmt: skip
-        second = a.submit(B, b"part two", sar_msg_ref_num=7, sar_total_segments=2, sar_segment_seqnum=2)
-        assert (first.status, second.status) == (ESME_ROK, ESME_ROK)
-        got = [b.deliver_sm(), b.deliver_sm()]
-        assert all(pdu.esm_class & ESM_UDHI for pdu in got)
-        assert [pdu.short_message for pdu in got] == [
-            bytes.fromhex("0c 08 04 012c 02 01 05 04 0b84 23f0") + b"part one",
-            bytes.fromhex("05 00 03 07 02 02") + b"part two",  # a reference that fits 8 bits
-        ]
-    finally:
-        b.close()
+    first = a.submit(B, b"part one", sar_msg_ref_num=300, sar_total_segments=2, sar_segment_seqnum=1,
+                     destination_port=2948, source_port=9200)  # fmt: skip
+    second = a.submit(B, b"part two", sar_msg_ref_num=7, sar_total_segments=2, sar_segment_seqnum=2)
+    assert (first.status, second.status) == (ESME_ROK, ESME_ROK)
+    got = [b.deliver_sm(), b.deliver_sm()]
+    assert all(pdu.esm_class & ESM_UDHI for pdu in got)
+    assert [pdu.short_message for pdu in got] == [
+        bytes.fromhex("0c 08 04 012c 02 01 05 04 0b84 23f0") + b"part one",
+        bytes.fromhex("05 00 03 07 02 02") + b"part two",  # a reference that fits 8 bits
+    ]
 
 
-def test_a_full_part_keeps_an_8_bit_reference_and_ports_join_a_udh_the_text_has(gateway, handset):
+def test_a_full_part_keeps_an_8_bit_reference_and_ports_join_a_udh_the_text_has(handset, link33):
     """A part cut to fill one SMS (134 octets of UCS2 for an 8-bit reference UDH) had a 16-bit reference element
     put in front when its sar_msg_ref_num was above 255: 141 octets, no longer one SMS. It now gets the 8-bit
     element with the reference's low octet. And a part with a UDH of its own and port TLVs (a multi-part WAP
     push) reached a 3.3 receiver without its ports: they are now joined to its UDH."""
-    b = Smpp33Link(gateway.smpp_port, "handset2")
+    b = link33("handset2")
     a = handset(A)
-    try:
-        full = "满" * 67
-        assert a.submit(B, full.encode("utf-16-be"), data_coding=8, sar_msg_ref_num=300, sar_total_segments=2,
-                        sar_segment_seqnum=1).status == ESME_ROK  # fmt: skip
-        udh = bytes.fromhex("05 00 03 aa 02 01")
-        assert a.submit(B, udh + b"push", esm_class=ESM_UDHI, destination_port=2948, source_port=9200).status == ESME_ROK
-        first, second = b.deliver_sm(), b.deliver_sm()
-        assert first.short_message == bytes.fromhex("05 00 03 2c 02 01") + full.encode("utf-16-be")
-        assert len(first.short_message) == 140
-        assert second.short_message == bytes.fromhex("0b 00 03 aa 02 01 05 04 0b84 23f0") + b"push"
-        assert first.esm_class & ESM_UDHI and second.esm_class & ESM_UDHI
-    finally:
-        b.close()
+    full = "满" * 67
+    assert a.submit(B, full.encode("utf-16-be"), data_coding=8, sar_msg_ref_num=300, sar_total_segments=2,
+                    sar_segment_seqnum=1).status == ESME_ROK  # fmt: skip
+    udh = bytes.fromhex("05 00 03 aa 02 01")
+    assert a.submit(B, udh + b"push", esm_class=ESM_UDHI, destination_port=2948, source_port=9200).status == ESME_ROK
+    first, second = b.deliver_sm(), b.deliver_sm()
+    assert first.short_message == bytes.fromhex("05 00 03 2c 02 01") + full.encode("utf-16-be")
+    assert len(first.short_message) == 140
+    assert second.short_message == bytes.fromhex("0b 00 03 aa 02 01 05 04 0b84 23f0") + b"push"
+    assert first.esm_class & ESM_UDHI and second.esm_class & ESM_UDHI
 
 
-def test_a_long_text_goes_to_the_subscribers_smpp_3_4_bind_when_they_have_one_of_each(gateway, handset):
+def test_a_long_text_goes_to_the_subscribers_smpp_3_4_bind_when_they_have_one_of_each(handset, link33):
     """The 3.3 bind came first, or carried the subscriber's last MO: a text longer than 254 octets went there
     and ended undeliverable while the account's 3.4 bind could take it. Shorter texts still follow the MO."""
-    b33 = Smpp33Link(gateway.smpp_port, "handset2")
+    b33 = link33("handset2")
     b34 = handset(B)
     a = handset(A)
-    try:
-        long = a.data_sm(B, b"x" * 300, data_coding=0, registered_delivery=1)
-        assert b34.expect().message_payload == b"x" * 300
-        assert receipt_fields(a.expect(predicate=is_receipt))["stat"] == "DELIVRD"
-        assert b33.submit(A, b"from the 3.3 bind", source=B).status == ESME_ROK  # MTs to B now follow this bind
-        assert a.expect().short_message == b"from the 3.3 bind"
-        assert a.submit(B, "short").status == ESME_ROK
-        assert b33.deliver_sm().short_message == b"short"
-        long = a.data_sm(B, b"y" * 300, data_coding=0, registered_delivery=1)
-        assert b34.expect().message_payload == b"y" * 300
-        fields = receipt_fields(a.expect(predicate=is_receipt))
-        assert (fields["id"], fields["stat"]) == (long.message_id.decode(), "DELIVRD")
-    finally:
-        b33.close()
+    long = a.data_sm(B, b"x" * 300, data_coding=0, registered_delivery=1)
+    assert b34.expect().message_payload == b"x" * 300
+    assert delivered(a, long)
+    assert b33.submit(A, b"from the 3.3 bind", source=B).status == ESME_ROK  # MTs to B now follow this bind
+    assert a.expect().short_message == b"from the 3.3 bind"
+    assert a.submit(B, "short").status == ESME_ROK
+    assert b33.deliver_sm().short_message == b"short"
+    long = a.data_sm(B, b"y" * 300, data_coding=0, registered_delivery=1)
+    assert b34.expect().message_payload == b"y" * 300
+    assert delivered(a, long)
 
 
-def test_a_text_longer_than_an_smpp_3_3_deliver_sm_waits_for_a_bind_of_smpp_3_4(gateway, handset):
+def test_a_text_longer_than_an_smpp_3_3_deliver_sm_waits_for_a_bind_of_smpp_3_4(handset, link33):
     """It would need message_payload, which SMPP 3.3 does not have. It ended undeliverable at once, also when the
     account's 3.4 bind had only dropped for a moment or bound after the 3.3 one: now it waits in the store, and
     MTs after it still reach the 3.3 bind."""
-    b33 = Smpp33Link(gateway.smpp_port, "handset2")
+    b33 = link33("handset2")
     a = handset(A)
-    try:
-        long = a.data_sm(B, b"x" * 300, data_coding=0, registered_delivery=1)
-        assert long.status == ESME_ROK
-        assert a.submit(B, "short").status == ESME_ROK
-        assert b33.deliver_sm().short_message == b"short"  # the first the 3.3 bind gets
-        b34 = handset(B)  # binds later
-        assert b34.expect().message_payload == b"x" * 300
-        fields = receipt_fields(a.expect(predicate=is_receipt))
-        assert (fields["id"], fields["stat"]) == (long.message_id.decode(), "DELIVRD")
-    finally:
-        b33.close()
+    long = a.data_sm(B, b"x" * 300, data_coding=0, registered_delivery=1)
+    assert long.status == ESME_ROK
+    assert a.submit(B, "short").status == ESME_ROK
+    assert b33.deliver_sm().short_message == b"short"  # the first the 3.3 bind gets
+    b34 = handset(B)  # binds later
+    assert b34.expect().message_payload == b"x" * 300
+    assert delivered(a, long)
 
 
-def test_a_long_text_whose_smpp_3_4_bind_drops_before_answering_waits_for_the_next_one(gateway, handset):
-    b33 = Smpp33Link(gateway.smpp_port, "handset2")
+def test_a_long_text_whose_smpp_3_4_bind_drops_before_answering_waits_for_the_next_one(handset, link33):
+    """Handed back when the link dropped, it went to the 3.3 bind, the only one left, and ended undeliverable."""
+    link33("handset2")  # the account's 3.3 bind, there all along
     b34 = handset(B)
     a = handset(A)
-    try:
-        b34.answering = False
-        long = a.data_sm(B, b"x" * 300, data_coding=0, registered_delivery=1)
-        assert b34.expect().message_payload == b"x" * 300  # not answered: the link drops
-        b34.close()
-        again = handset(B)
-        assert again.expect().message_payload == b"x" * 300
-        fields = receipt_fields(a.expect(predicate=is_receipt))
-        assert (fields["id"], fields["stat"]) == (long.message_id.decode(), "DELIVRD")
-    finally:
-        b33.close()
+    b34.answering = False
+    long = a.data_sm(B, b"x" * 300, data_coding=0, registered_delivery=1)
+    assert b34.expect().message_payload == b"x" * 300  # not answered: the link drops
+    b34.close()
+    again = handset(B)
+    assert again.expect().message_payload == b"x" * 300
+    assert delivered(a, long)
 
 
-def test_a_text_its_tlvs_make_too_long_for_an_smpp_3_3_bind_goes_to_the_smpp_3_4_one(gateway, handset):
+def test_a_text_its_tlvs_make_too_long_for_an_smpp_3_3_bind_goes_to_the_smpp_3_4_one(handset, link33):
     """250 octets fit a 3.3 short_message, but not with the UDH its port TLVs become there: it went to the 3.3
     bind carrying the subscriber's last MO and ended undeliverable."""
-    b33 = Smpp33Link(gateway.smpp_port, "handset2")
+    b33 = link33("handset2")
     b34 = handset(B)
     a = handset(A)
-    try:
-        assert b33.submit(A, b"hi", source=B).status == ESME_ROK  # MTs to B follow the 3.3 bind
-        a.expect()
-        assert a.submit(B, b"p" * 250, destination_port=2948, source_port=9200).status == ESME_ROK
-        got = b34.expect()
-        assert (got.short_message, got.destination_port) == (b"p" * 250, 2948)
-    finally:
-        b33.close()
+    assert b33.submit(A, b"hi", source=B).status == ESME_ROK  # MTs to B follow the 3.3 bind
+    a.expect()
+    assert a.submit(B, b"p" * 250, destination_port=2948, source_port=9200).status == ESME_ROK
+    got = b34.expect()
+    assert (got.short_message, got.destination_port) == (b"p" * 250, 2948)
