@@ -8,14 +8,14 @@ changes it only by returning effects, so running it twice on the same state
 gives the same outcome (that is what makes a crash harmless).
 
 Records from a later time: a prompt, a survey or a spam report created after
-the moment a text is judged at (its `received_at`; a job's `now`) does not
-exist for it. A simulated clock set back (QA re-running a day) would
-otherwise make yesterday's `1` answer today's confirmation instead of the
-listing just sent, count reports three days apart as one day's, or promise
-1530 minutes to answer. A text handled after a retry is judged the same way:
-a prompt sent after the subscriber sent it is not what it answers. Such
-records count again once the clock reaches them (billing runs likewise:
-handlers/billing.py).
+the clock's time now (`ctx.clock.now()`) does not exist yet. Only a
+simulated clock set back (QA re-running a day) leaves such records; with
+them, yesterday's `1` answered today's confirmation instead of the listing
+just sent, reports three days apart counted as one day's, and a forwarded
+text was told to answer within 1530 minutes. They count again once the clock
+reaches them (billing runs likewise: handlers/billing.py). Not a text's
+`received_at`: a text handled after a retry must still see the prompt it
+answered, though asked again (re-stamped) or filed by others meanwhile.
 """
 
 from __future__ import annotations

@@ -122,15 +122,18 @@ async def run_due_jobs(ctx: ServiceContext, now: float) -> Outcome:
     for month in await _months_unbilled(ctx, now):
         outcome.extend(await run_billing(ctx, now, month))
     if settings.reminder_first_day <= today.day <= settings.reminder_last_day or (
-        today.day > settings.reminder_last_day and not await _reminders_ran(ctx, today, now)
+        today.day > settings.reminder_last_day and not await _reminded_on_a_reminder_day(ctx, today, now)
     ):  # (after the reminder days, once if no check ran on any of them: the gateway was down over them all)
         outcome.extend(await send_reminders(ctx, now))
     return outcome
 
 
-async def _reminders_ran(ctx: ServiceContext, today: dt.date, now: float) -> bool:
-    """The reminders of `today`'s month ran (at or before `now`: not on a simulated clock's later day set back since)."""
-    return any(run.ran_at <= now for run in await ctx.store.find(JobRun, job="reminders", period=period_of(today)))
+async def _reminded_on_a_reminder_day(ctx: ServiceContext, today: dt.date, now: float) -> bool:
+    """The reminders of `today`'s month last ran on or after its first reminder day (an operator's run on the 12th
+    reminds nobody ordering after it), and not later than `now` (a simulated clock set back since)."""
+    first_day = ctx.local_midnight(today.replace(day=ctx.settings.reminder_first_day))
+    runs = await ctx.store.find(JobRun, job="reminders", period=period_of(today))
+    return any(first_day <= run.ran_at <= now for run in runs)
 
 
 async def billing_due(ctx: ServiceContext, now: float) -> bool:

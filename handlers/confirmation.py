@@ -111,7 +111,7 @@ async def latest_prompt(inbound: Inbound, ctx: ServiceContext) -> float | None:
     """When the newest confirmation still waiting was sent (None: nothing waits)."""
     found = await ctx.store.find(PendingOrder, order_by="-created_at", limit=1, msisdn=inbound.subscriber,
                                  status__in=UNANSWERED, expires_at__gt=inbound.received_at,
-                                 created_at__lte=inbound.received_at)  # fmt: skip
+                                 created_at__lte=ctx.clock.now())  # fmt: skip
     return found[0].created_at if found else None
 
 
@@ -254,16 +254,17 @@ async def _active(ctx: ServiceContext, msisdn: str, service_id: str) -> bool:
 
 
 async def _recent_orders(ctx: ServiceContext, msisdn: str, now: float, limit: int | None = None) -> list[PendingOrder]:
-    """Orders still waiting, or ended (or lapsed) within the last validity period, newest first (none sent after
-    `now`: handlers/base.py, "Records from a later time")."""
+    """Orders still waiting, or ended (or lapsed) within the last validity period, newest first (none from a later
+    time: handlers/base.py)."""
     return await ctx.store.find(PendingOrder, order_by="-created_at", limit=limit, msisdn=msisdn,
-                                expires_at__gt=now - ctx.settings.confirmation_validity, created_at__lte=now)  # fmt: skip
+                                expires_at__gt=now - ctx.settings.confirmation_validity, created_at__lte=ctx.clock.now())  # fmt: skip
 
 
 async def _open_orders(ctx: ServiceContext, msisdn: str, now: float) -> tuple[list[PendingOrder], list[PendingOrder]]:
     """(waiting, lapsed): unanswered orders still within their validity at `now` (oldest first), and those past it
     still marked pending."""
-    found = await ctx.store.find(PendingOrder, order_by="created_at", msisdn=msisdn, status__in=UNANSWERED, created_at__lte=now)
+    found = await ctx.store.find(PendingOrder, order_by="created_at", msisdn=msisdn, status__in=UNANSWERED,
+                                 created_at__lte=ctx.clock.now())  # fmt: skip
     return [o for o in found if o.expires_at > now], [o for o in found if o.expires_at <= now and o.status == "pending"]
 
 

@@ -183,7 +183,7 @@ def _as_received(survey: Survey | None, received_at: float) -> Survey | None:
 
 async def open_surveys(ctx: ServiceContext, msisdn: str, now: float) -> list[Survey]:
     """Surveys the subscriber can still answer (sent or awaiting a reason, not expired)."""
-    return [s for s in await ctx.store.find(Survey, msisdn=msisdn, status__in=list(OPEN)) if s.created_at <= now < s.expires_at]
+    return [s for s in await ctx.store.find(Survey, msisdn=msisdn, status__in=list(OPEN)) if s.created_at <= ctx.clock.now() and now < s.expires_at]
 
 
 async def request_survey(ctx: ServiceContext, msisdn: str, channel: str, agent: str | None, now: float) -> Outcome:
@@ -223,9 +223,10 @@ class RatingHandler:
             text = ctx.text(f"rating.{key}", language)
             return outcome.reply(inbound.subscriber, text, inbound.short_code, until=survey.expires_at)
 
-        survey = _latest(await ctx.store.find(Survey, msisdn=inbound.subscriber, status__in=list(OPEN), created_at__lte=now))
+        later = ctx.clock.now()  # (nothing from a later time: handlers/base.py)
+        survey = _latest(await ctx.store.find(Survey, msisdn=inbound.subscriber, status__in=list(OPEN), created_at__lte=later))
         if survey is None:
-            recent = await _most_recent(ctx, inbound.subscriber, now)
+            recent = await _most_recent(ctx, inbound.subscriber)
             survey = _as_received(recent, now)
             if survey is None:
                 # {code}: where surveys come from (services.rating), also when this is another [[short_codes]] code.
@@ -265,8 +266,8 @@ class RatingHandler:
         return say("thanks_reason" if complaint else "thanks", Outcome(completed=True).put(survey))
 
 
-async def _most_recent(ctx: ServiceContext, msisdn: str, now: float) -> Survey | None:
-    return _latest(await ctx.store.find(Survey, msisdn=msisdn, order_by="-created_at", limit=5, created_at__lte=now))
+async def _most_recent(ctx: ServiceContext, msisdn: str) -> Survey | None:
+    return _latest(await ctx.store.find(Survey, msisdn=msisdn, order_by="-created_at", limit=5, created_at__lte=ctx.clock.now()))
 
 
 def _without_open_survey(recent: Survey | None, now: float, ctx: ServiceContext) -> str:

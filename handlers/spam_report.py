@@ -188,7 +188,7 @@ async def _file(ctx: ServiceContext, inbound: Inbound, reported: str, text: str,
     if not already_blocked:  # counted without building a record per open report: a number may have thousands
         since = now - settings.spam_block_window
         recent |= await ctx.store.distinct(SpamReport, "reporter", reported=reported, status=RECEIVED, created_at__gte=since,
-                                           created_at__lte=now)  # fmt: skip
+                                           created_at__lte=ctx.clock.now())  # fmt: skip
         if len(recent) >= settings.spam_block_threshold:  # (below it, leaving some out changes nothing: not looked up)
             # A reporter itself blocked network-wide may still text this code (gateway/guards.py), but is not counted:
             # five spammers' SIMs must not get an innocent number blocked. Its report counts once its block is lifted.
@@ -207,7 +207,7 @@ async def _file(ctx: ServiceContext, inbound: Inbound, reported: str, text: str,
 
     reason = f"{len(recent)} distinct reporters within {settings.spam_block_window:g}s"
     outcome.put(Block(ctx.new_id(), reported, "", now, reason=reason))
-    open_reports = await ctx.store.find(SpamReport, reported=reported, status=RECEIVED, created_at__lte=now)
+    open_reports = await ctx.store.find(SpamReport, reported=reported, status=RECEIVED, created_at__lte=ctx.clock.now())
     outcome.put(*(dataclasses.replace(r, status=HANDLED) for r in open_reports))
     told: list[str] = []
     for r in [report, *sorted(open_reports, key=lambda r: r.created_at)]:
@@ -239,13 +239,13 @@ def _refusal(plan: NumberPlan, written: str, reporter: str) -> str | None:
 
 async def _pending(ctx: ServiceContext, reporter: str, now: float) -> Dialogue | None:
     found = await ctx.store.find(Dialogue, msisdn=reporter, kind=DIALOGUE)
-    return found[0] if found and found[0].created_at <= now < found[0].expires_at else None  # (handlers/base.py)
+    return found[0] if found and found[0].created_at <= ctx.clock.now() and now < found[0].expires_at else None  # (base.py)
 
 
 async def _over_limit(ctx: ServiceContext, reporter: str, now: float) -> bool:
     """The reporter already filed spam_reports_per_day reports this operator calendar day."""
     midnight = ctx.local_midnight(ctx.local_date(now))
-    today = await ctx.store.find(SpamReport, reporter=reporter, created_at__gte=midnight, created_at__lte=now)
+    today = await ctx.store.find(SpamReport, reporter=reporter, created_at__gte=midnight, created_at__lte=ctx.clock.now())
     return len(today) >= ctx.settings.spam_reports_per_day
 
 

@@ -83,26 +83,25 @@ async def unsubscribe_ids(ctx: ServiceContext, msisdn: str, subscription_ids: li
 # ------------------------------------------------------------------ answers
 async def latest_prompt(inbound: Inbound, ctx: ServiceContext) -> float | None:
     """When the newest unexpired listing or unsubscribe-all question was sent, if there is one."""
-    live = [d for d in await _dialogues(ctx, inbound.subscriber, inbound.received_at) if _live(d, inbound.received_at)]
+    live = [d for d in await _dialogues(ctx, inbound.subscriber) if _live(d, inbound.received_at)]
     return max((d.created_at for d in live), default=None)
 
 
 async def question_open(inbound: Inbound, ctx: ServiceContext) -> bool:
     """The unsubscribe-all question waits for its yes or no (a listing answered once stays open for more
     serials, but has done what it was for)."""
-    dialogues = await _dialogues(ctx, inbound.subscriber, inbound.received_at)
-    return any(d.kind == ALL and _live(d, inbound.received_at) for d in dialogues)
+    return any(d.kind == ALL and _live(d, inbound.received_at) for d in await _dialogues(ctx, inbound.subscriber))
 
 
 async def last_prompt(inbound: Inbound, ctx: ServiceContext) -> float | None:
     """When the newest listing or unsubscribe-all question was sent, expired or not."""
-    return max((d.created_at for d in await _dialogues(ctx, inbound.subscriber, inbound.received_at)), default=None)
+    return max((d.created_at for d in await _dialogues(ctx, inbound.subscriber)), default=None)
 
 
 async def answer(inbound: Inbound, ctx: ServiceContext, language: str) -> Outcome | None:
     """The text as an answer to an open listing / unsubscribe-all question; None when it is not one."""
     now = inbound.received_at
-    dialogues = await _dialogues(ctx, inbound.subscriber, now)
+    dialogues = await _dialogues(ctx, inbound.subscriber)
     for dialogue in sorted((d for d in dialogues if _live(d, now)), key=lambda d: -d.created_at):
         answered = await (_serials if dialogue.kind == LISTING else _yes_no)(inbound, ctx, language, dialogue)
         if answered is not None:
@@ -196,9 +195,9 @@ def _none(inbound: Inbound, ctx: ServiceContext, language: str, kind: str) -> Ou
     return outcome
 
 
-async def _dialogues(ctx: ServiceContext, msisdn: str, now: float) -> list[Dialogue]:
-    """The subscriber's listing and unsubscribe-all question, unless sent after `now` (handlers/base.py)."""
-    return await ctx.store.find(Dialogue, msisdn=msisdn, kind__in=[LISTING, ALL], created_at__lte=now)
+async def _dialogues(ctx: ServiceContext, msisdn: str) -> list[Dialogue]:
+    """The subscriber's listing and unsubscribe-all question, unless from a later time (handlers/base.py)."""
+    return await ctx.store.find(Dialogue, msisdn=msisdn, kind__in=[LISTING, ALL], created_at__lte=ctx.clock.now())
 
 
 def _live(dialogue: Dialogue, now: float) -> bool:

@@ -292,6 +292,21 @@ def test_a_gateway_down_over_every_reminder_day_reminds_at_its_first_check_after
     assert not second.call(second.gateway.services.run_due_jobs()).replies
 
 
+def test_an_operators_run_before_the_reminder_days_does_not_stand_for_them(make_gateway, handset, clock):
+    """An on-demand run on the 12th counted as the month's reminders: down over the 21st-25th, the gateway then
+    reminded nobody, and an order of the 15th was charged unreminded."""
+    gw = make_gateway(clock=clock, gateway={"job_check_interval": 3600})  # the jobs when the test runs them
+    phone = handset(A, gw=gw, address_range=A)
+    clock.set(at(2026, 11, 12, 9))
+    assert not gw.call(gw.gateway.services.send_reminders()).replies  # nobody due yet
+    clock.set(at(2026, 11, 15, 9))
+    subscribe(phone, "TT")  # charged from December
+    clock.set(at(2026, 11, 27, 9))  # no check on the 21st-25th
+    gw.call(gw.gateway.services.run_due_jobs())
+    first, second = replies(phone, 2)
+    assert first.startswith("(1/2)中国移动温馨提示") and second.startswith("(2/2)")
+
+
 def test_billing_on_demand_after_missed_1sts_bills_every_month_missed(make_gateway, handset, clock):
     """An operator runs billing as soon as a gateway that was down over two 1sts is back, before its job check."""
     gw = make_gateway(clock=clock, gateway={"job_check_interval": 3600})  # billing when the test says

@@ -14,9 +14,10 @@ import pytest
 from gateway.clock import SimulatedClock
 from gateway.store.records import Block, Charge, JobRun, SpamReport, Survey
 from tests.e2e.test_billing import subscribe as order_and_confirm
-from tests.e2e.test_confirmation import REQUEST, SINA, subscriptions
+from tests.e2e.test_confirmation import OPERATOR, REQUEST, SINA, subscriptions
 from tests.e2e.test_confirmation import ask as ask_from_sp_code
-from tests.e2e.test_spam_report import ACK, REPORTERS, SPAMMER, phone
+from tests.e2e.test_mo_retry import Failing
+from tests.e2e.test_spam_report import ACK, REPORTERS, SPAM_CODE, SPAMMER, phone
 from tests.e2e.test_spam_report import ask as ask_spam
 from tests.e2e.test_unsubscribe import ask, statuses, subscribe
 from tests.polling import eventually
@@ -111,3 +112,64 @@ def test_a_rating_sent_before_a_survey_on_a_clock_set_back_does_not_rate_it(make
     assert texts_from(a, RATING)[0].startswith("您好，您目前没有待评价的服务")
     [survey] = gw.call(gw.gateway.store.find(Survey, msisdn=A))
     assert survey.status == "sent"
+
+
+# ----------------------------------------------- forward time: a text handled after a retry (review of 2c3492a)
+# The first version judged "later" by the text's received_at: a text retried after its prompt was sent again
+# (re-stamped) or after others filed theirs no longer saw them.
+
+
+class FailingOnce(Failing):
+    """Failing, passing on what else the wrapped handler has (serial_keys, hands_keys_on)."""
+
+    def __getattr__(self, name: str):
+        return getattr(self.handler, name)
+
+
+def fail_once(gw, code: str) -> FailingOnce:
+    short_code = gw.gateway.mo.short_codes[code]
+    short_code.handler = FailingOnce(short_code.handler, times=1)
+    return short_code.handler
+
+
+def test_a_confirmation_retried_after_its_order_was_asked_again_confirms_it(make_gateway, handset, clock):
+    gw = make_gateway(clock=clock, gateway={"mo_retry_backoff": [0.3]})
+    a = handset(A, address_range=A, gw=gw)
+    assert REQUEST.search(ask_from_sp_code(a, "TT", to=SINA))
+    failing = fail_once(gw, OPERATOR)
+    clock.advance(60)
+    assert a.submit(OPERATOR, "Y").status == ESME_ROK  # its first try fails
+    assert failing.called.wait(5)
+    clock.advance(5)
+    assert REQUEST.search(ask_from_sp_code(a, "TT", to=SINA))  # no answer came: ordered again, the order re-stamped
+    assert texts_from(a, OPERATOR)[0].startswith("您已定制试用新浪的头条新闻业务")  # the retried Y
+    assert [s.service_id for s in subscriptions(gw, A)] == ["sina-news"]
+
+
+def test_a_serial_retried_after_the_listing_was_sent_again_unsubscribes(make_gateway, handset, clock):
+    gw = make_gateway(clock=clock, gateway={"mo_retry_backoff": [0.3]})
+    subs = subscribe(gw, A, "sina-news")
+    a = handset(A, address_range=A, gw=gw)
+    ask(a, "0000")
+    failing = fail_once(gw, OPERATOR)
+    clock.advance(30)
+    assert a.submit(OPERATOR, "1").status == ESME_ROK
+    assert failing.called.wait(5)
+    clock.advance(5)
+    assert "1." in ask(a, "0000")[0]  # the same listing, re-stamped
+    assert "成功退订" in texts_from(a, OPERATOR)[0]
+    assert statuses(gw, subs) == ["cancelled"]
+
+
+def test_five_reporters_block_the_number_though_the_first_report_was_retried_after_the_others(make_gateway, handset, clock):
+    gw = make_gateway(clock=clock, gateway={"mo_retry_backoff": [0.3]})
+    failing = fail_once(gw, SPAM_CODE)
+    phones = [phone(handset, number, gw) for number in REPORTERS]
+    assert phones[0].submit(SPAM_CODE, f"{SPAMMER[2:]}*中奖了").status == ESME_ROK  # fails first
+    assert failing.called.wait(5)
+    for reporter in phones[1:]:
+        clock.advance(60)
+        assert ACK.match(ask_spam(reporter, f"{SPAMMER[2:]}*中奖了"))
+    assert ACK.match(texts_from(phones[0], SPAM_CODE)[0])  # the retry: the fifth distinct reporter counted
+    [block] = gw.call(gw.gateway.store.find(Block, reported=SPAMMER, reporter=""))
+    assert block.reason.startswith("5 distinct reporters")
