@@ -223,8 +223,9 @@ class RatingHandler:
             text = ctx.text(f"rating.{key}", language)
             return outcome.reply(inbound.subscriber, text, inbound.short_code, until=survey.expires_at)
 
-        later = ctx.clock.now()  # (nothing from a later time: handlers/base.py)
-        survey = _latest(await ctx.store.find(Survey, msisdn=inbound.subscriber, status__in=list(OPEN), created_at__lte=later))
+        # (none from a later time: handlers/base.py)
+        open_now = await ctx.store.find(Survey, msisdn=inbound.subscriber, status__in=list(OPEN), created_at__lte=ctx.clock.now())
+        survey = _latest(open_now)
         if survey is None:
             recent = await _most_recent(ctx, inbound.subscriber)
             survey = _as_received(recent, now)
