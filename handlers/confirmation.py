@@ -91,7 +91,9 @@ async def _order(
     if await _active(ctx, msisdn, entry.id):
         text = ctx.text("confirmation.already_subscribed", language, operator=operator, **_names(entry, language))
         return Outcome(completed=True).reply(msisdn, text, operator)
-    waiting, lapsed = await _open_orders(ctx, msisdn, now)
+    # Those from a later time too (a clock set back): a code they hold is taken, and the same order asked again now
+    # is that one, sent again.
+    waiting, lapsed = await _open_orders(ctx, msisdn, now, later_too=True)
     outcome = _expire(lapsed)
     expires_at = now + ctx.settings.confirmation_validity
     same = next((o for o in waiting if o.service_id == entry.id), None)
@@ -260,11 +262,13 @@ async def _recent_orders(ctx: ServiceContext, msisdn: str, now: float, limit: in
                                 expires_at__gt=now - ctx.settings.confirmation_validity, created_at__lte=ctx.clock.now())  # fmt: skip
 
 
-async def _open_orders(ctx: ServiceContext, msisdn: str, now: float) -> tuple[list[PendingOrder], list[PendingOrder]]:
+async def _open_orders(
+    ctx: ServiceContext, msisdn: str, now: float, later_too: bool = False
+) -> tuple[list[PendingOrder], list[PendingOrder]]:
     """(waiting, lapsed): unanswered orders still within their validity at `now` (oldest first), and those past it
-    still marked pending."""
-    found = await ctx.store.find(PendingOrder, order_by="created_at", msisdn=msisdn, status__in=UNANSWERED,
-                                 created_at__lte=ctx.clock.now())  # fmt: skip
+    still marked pending; none from a later time (handlers/base.py) unless `later_too`."""
+    later = {} if later_too else {"created_at__lte": ctx.clock.now()}
+    found = await ctx.store.find(PendingOrder, order_by="created_at", msisdn=msisdn, status__in=UNANSWERED, **later)
     return [o for o in found if o.expires_at > now], [o for o in found if o.expires_at <= now and o.status == "pending"]
 
 

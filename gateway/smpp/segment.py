@@ -305,6 +305,7 @@ class Reassembler(Generic[Body]):
         # eviction only ever look at the oldest end.  OrderedDict rather than
         # dict: taking its first item stays O(1) after many deletions.
         self._sets: OrderedDict[tuple[Hashable, int, int], _PartialSet[Body]] = OrderedDict()
+        self._late: list[tuple[tuple[Hashable, int, int], _PartialSet[Body]]] = []  # timed out, found by add()
 
     def __len__(self) -> int:
         return len(self._sets)
@@ -320,6 +321,9 @@ class Reassembler(Generic[Body]):
             return [body]
         set_id = (key, concat.reference, concat.total)
         partial = self._sets.get(set_id)
+        if partial is not None and now - partial.started > self.timeout:  # timed out (a clock jumped on since):
+            self._late.append((set_id, self._remove(set_id)))  # expire() reports it; this part starts a new set
+            partial = None
         if partial is None:
             owned = self._owned.get(owner, ())
             if len(owned) >= self.max_per_owner:
@@ -355,11 +359,18 @@ class Reassembler(Generic[Body]):
         """Drop the incomplete sets whose first part came more than timeout ago.
 
         Returns (key, reference, {seqnum: body}) for each, so the caller can
-        log them or deliver what arrived.
+        log them or deliver what arrived. A set begun later than `now` (a
+        simulated clock set back since) counts as begun now: it held up the
+        expiry of every set begun after it.
         """
-        expired = []
+        expired = [(key, reference, partial.bodies) for (key, reference, _total), partial in self._late]
+        self._late.clear()
         while self._sets:
             set_id, partial = next(iter(self._sets.items()))
+            if partial.started > now:
+                partial.started = now
+                self._sets.move_to_end(set_id)  # the order by start holds again
+                continue
             if now - partial.started <= self.timeout:
                 break  # the rest started later still
             self._remove(set_id)

@@ -45,6 +45,16 @@ def test_a_serial_answers_the_listing_just_sent_not_a_confirmation_stamped_later
     assert [s.service_id for s in subscriptions(gw, A) if s.status == "active"] == []  # the order not confirmed
 
 
+def test_an_order_on_a_clock_set_back_gets_a_code_of_its_own(make_gateway, handset, clock):
+    """Both confirmations said Y1 once the clock was past the first again (its order had been left out of the
+    codes in use)."""
+    gw = make_gateway(clock=clock)
+    a = handset(A, address_range=A, gw=gw)
+    assert REQUEST.search(ask_from_sp_code(a, "TT", to=SINA))["code"] == "Y1"  # at 10:00
+    clock.set(at(2026, 12, 10, 9))
+    assert REQUEST.search(ask_from_sp_code(a, "TQ", to=SINA))["code"] == "Y2"
+
+
 def test_a_serial_answers_the_listing_just_sent_not_an_unsubscribe_all_question_stamped_later(make_gateway, handset, clock):
     gw = make_gateway(clock=clock)
     subs = subscribe(gw, A, "sina-news", "sina-weather", "tencent-ringtones")

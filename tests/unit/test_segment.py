@@ -298,6 +298,25 @@ def test_reassembler_expire() -> None:
     assert r.add("k", Concat(1, 3, 2), b"b", now=1001) is None
 
 
+def test_a_set_begun_later_than_the_clock_holds_up_no_other_sets_expiry() -> None:
+    """A simulated clock set back: the set begun at 1000 was the oldest in arrival order, and expire() stopped at
+    it, so no set begun after it timed out until the clock passed 1060."""
+    r = Reassembler(timeout=60)
+    r.add("early", Concat(1, 2, 1), b"a", now=1000)
+    assert r.expire(now=400) == []  # set back to 400: the set counts as begun at 400
+    r.add("k", Concat(2, 2, 1), b"b", now=400)
+    assert r.expire(now=461) == [("early", 1, {1: b"a"}), ("k", 2, {1: b"b"})]
+
+
+def test_a_part_after_its_sets_timeout_starts_a_new_set_though_expire_did_not_run() -> None:
+    """A clock jumped on between two parts (or expire() ran late): the second joined the first a day later."""
+    r = Reassembler(timeout=60)
+    r.add("k", Concat(1, 2, 1), b"a", now=0)
+    assert r.add("k", Concat(1, 2, 2), b"b", now=86_400) is None
+    assert r.expire(now=86_400) == [("k", 1, {1: b"a"})]
+    assert len(r) == 1  # the late part's own set
+
+
 def test_reassembler_max_sets_evicts_oldest() -> None:
     dropped: list[tuple] = []
     r = Reassembler(max_sets=2, on_evict=lambda key, reference, bodies: dropped.append((key, reference, bodies)))
