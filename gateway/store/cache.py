@@ -49,7 +49,7 @@ from typing import Any, TypeVar
 
 from .base import Store
 from .effects import Delete, Effect, Put
-from .records import Block, Dialogue, PendingOrder, SpamReport, Subscriber, Subscription, Survey
+from .records import Block, Dialogue, JobRun, PendingOrder, SpamReport, Subscriber, Subscription, Survey
 from .rows import columns, from_row, table_of, to_row
 
 R = TypeVar("R")
@@ -66,6 +66,7 @@ PARTITIONS: dict[type, dict[str, tuple[str, ...]]] = {
     Survey: {"msisdn": ("status",)},  # surveys_by_msisdn
     SpamReport: {"reporter": ("created_at",), "reported": ("created_at",)},  # spam_reports_by_reporter / _by_reported
     Block: {"reported": ("reporter",)},  # blocks_by_reported
+    JobRun: {"job": ("period",)},  # primary key (job, period): a run per month, read at every confirmation
 }
 
 # (record type's name, partition column, its value): strings only, so the collector stops tracking a key at
