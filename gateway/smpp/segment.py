@@ -221,15 +221,22 @@ def parse_udh(esm_class: int, short_message: bytes) -> tuple[Concat | None, byte
     if not esm_class & _UDHI or not short_message:
         return None, short_message
     udh_end = 1 + short_message[0]
-    elements = _elements(short_message[1:udh_end]) if udh_end <= len(short_message) else None
-    if elements is None:
+    if udh_end > len(short_message):
         return None, short_message
     concat = None
-    for iei, value in elements:
+    pos = 1
+    while pos < udh_end:  # (as _elements does, without its list: this runs for every part received)
+        if pos + 2 > udh_end:
+            return None, short_message
+        iei, length = short_message[pos], short_message[pos + 1]
+        value = short_message[pos + 2 : pos + 2 + length]
+        pos += 2 + length
+        if pos > udh_end:
+            return None, short_message
         # A repeated IE: the last one counts (TS 23.040 9.2.3.24).
-        if iei == IEI_CONCAT_8 and len(value) == 3:
+        if iei == IEI_CONCAT_8 and length == 3:
             concat = _valid(value[0], value[1], value[2]) or concat
-        elif iei == IEI_CONCAT_16 and len(value) == 4:
+        elif iei == IEI_CONCAT_16 and length == 4:
             concat = _valid((value[0] << 8) | value[1], value[2], value[3]) or concat
     return concat, short_message[udh_end:]
 
