@@ -312,7 +312,6 @@ class Reassembler(Generic[Body]):
         # eviction only ever look at the oldest end.  OrderedDict rather than
         # dict: taking its first item stays O(1) after many deletions.
         self._sets: OrderedDict[tuple[Hashable, int, int], _PartialSet[Body]] = OrderedDict()
-        self._late: list[tuple[tuple[Hashable, int, int], _PartialSet[Body]]] = []  # timed out, found by add()
 
     def __len__(self) -> int:
         return len(self._sets)
@@ -328,9 +327,6 @@ class Reassembler(Generic[Body]):
             return [body]
         set_id = (key, concat.reference, concat.total)
         partial = self._sets.get(set_id)
-        if partial is not None and now - partial.started > self.timeout:  # timed out (a clock jumped on since):
-            self._late.append((set_id, self._remove(set_id)))  # expire() reports it; this part starts a new set
-            partial = None
         if partial is None:
             owned = self._owned.get(owner, ())
             if len(owned) >= self.max_per_owner:
@@ -370,8 +366,7 @@ class Reassembler(Generic[Body]):
         simulated clock set back since) counts as begun now: it held up the
         expiry of every set begun after it.
         """
-        expired = [(key, reference, partial.bodies) for (key, reference, _total), partial in self._late]
-        self._late.clear()
+        expired = []
         while self._sets:
             set_id, partial = next(iter(self._sets.items()))
             if partial.started > now:

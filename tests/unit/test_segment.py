@@ -308,15 +308,6 @@ def test_a_set_begun_later_than_the_clock_holds_up_no_other_sets_expiry() -> Non
     assert r.expire(now=461) == [("early", 1, {1: b"a"}), ("k", 2, {1: b"b"})]
 
 
-def test_a_part_after_its_sets_timeout_starts_a_new_set_though_expire_did_not_run() -> None:
-    """A clock jumped on between two parts (or expire() ran late): the second joined the first a day later."""
-    r = Reassembler(timeout=60)
-    r.add("k", Concat(1, 2, 1), b"a", now=0)
-    assert r.add("k", Concat(1, 2, 2), b"b", now=86_400) is None
-    assert r.expire(now=86_400) == [("k", 1, {1: b"a"})]
-    assert len(r) == 1  # the late part's own set
-
-
 def test_reassembler_max_sets_evicts_oldest() -> None:
     dropped: list[tuple] = []
     r = Reassembler(max_sets=2, on_evict=lambda key, reference, bodies: dropped.append((key, reference, bodies)))
