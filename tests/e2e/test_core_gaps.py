@@ -96,8 +96,8 @@ def wait_until_refused(port: int, timeout: float = 10.0) -> None:
                 pass
         except ConnectionRefusedError:
             return
-        except ConnectionResetError:
-            pass  # caught in the listener's backlog as it closed: ask again, the next one is refused
+        except (ConnectionResetError, TimeoutError):
+            pass  # caught in the listener's backlog as it closed (reset, or its SYN left unanswered): ask again
         time.sleep(0.02)
     raise AssertionError(f"port {port} still accepts connections {timeout}s after SIGTERM")
 
