@@ -183,7 +183,9 @@ def _as_received(survey: Survey | None, received_at: float) -> Survey | None:
 
 async def open_surveys(ctx: ServiceContext, msisdn: str, now: float) -> list[Survey]:
     """Surveys the subscriber can still answer (sent or awaiting a reason, not expired)."""
-    return [s for s in await ctx.store.find(Survey, msisdn=msisdn, status__in=list(OPEN)) if s.created_at <= ctx.clock.now() and now < s.expires_at]
+    # (none from a later time: handlers/base.py)
+    found = await ctx.store.find(Survey, msisdn=msisdn, status__in=list(OPEN), created_at__lte=ctx.clock.now())
+    return [s for s in found if now < s.expires_at]
 
 
 async def request_survey(ctx: ServiceContext, msisdn: str, channel: str, agent: str | None, now: float) -> Outcome:
