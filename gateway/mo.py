@@ -357,6 +357,11 @@ class MoProcessor:
         # message (segment.py). In the key, the parts booked here and the set the reassembler reports complete,
         # timed out or evicted (by key and reference) are always the same message's.
         key = (message.source_addr, message.dest_addr, message.account, concat.total)
+        # Its set timed out, and the tick that gives up on such sets has not run since: given up on now, before
+        # the part is booked, so that it begins a new text (one reusing the reference) rather than joining it.
+        timed_out = self.reassembler.take_timed_out(key, concat, message.submitted_at)
+        if timed_out is not None:
+            self._dropped(key, concat.reference, timed_out, "timed out")
         received = self._parts.setdefault((key, concat.reference), {})
         # A part sent again replaces the copy held (as in the reassembler): kept once, however often it comes.
         earlier = received.pop(concat.seqnum, None)

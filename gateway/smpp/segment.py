@@ -342,6 +342,19 @@ class Reassembler(Generic[Body]):
         self._remove(set_id)
         return [partial.bodies[seq] for seq in range(1, partial.total + 1)]
 
+    def take_timed_out(self, key: Hashable, concat: Concat, now: float) -> dict[int, Body] | None:
+        """The parts held of the set this part belongs to, removed, if that set timed out by `now`; else None.
+
+        For a part that comes after its set's timeout but before expire() ran (it runs now and then; a simulated
+        clock may have jumped on since): ask before add(), and the part begins a new set instead of joining
+        one already given up on, as it would have had expire() just run.
+        """
+        set_id = (key, concat.reference, concat.total)
+        partial = self._sets.get(set_id)
+        if partial is None or now - partial.started <= self.timeout:
+            return None
+        return self._remove(set_id).bodies
+
     def _evict(self, set_id: tuple[Hashable, int, int]) -> None:
         dropped = self._remove(set_id)
         self.evicted += 1

@@ -512,6 +512,29 @@ def test_a_part_stored_before_a_restart_is_timed_from_its_arrival_not_joined_to_
     assert {fields["id"]: fields["stat"] for fields in delivered} == dict.fromkeys(new, "DELIVRD")
 
 
+def test_a_part_after_its_sets_timeout_begins_a_new_text_though_no_tick_ran_since(make_gateway, handset):
+    """Parts 1 and 2 of a 3-part text X came, part 3 never did. Past X's reassembly_timeout (a clock jumped on,
+    before the tick that gives such sets up ran), a new text Y reusing X's reference sent its part 3 first: it
+    joined X's parts and the garbled "X1 X2 Y3" was answered. X is given up as timed out on Y's first part."""
+    clock = SimulatedClock()
+    gw = make_gateway(clock=clock, gateway={"reassembly_timeout": 60})
+    a = handset(A, gw=gw)
+
+    def part(seqnum: int, body: bytes) -> str:
+        resp = a.submit(ECHO, bytes([5, 0, 3, 0x41, 3, seqnum]) + body, esm_class=ESM_UDHI, registered_delivery=1)
+        assert resp.status == ESME_ROK
+        return resp.message_id.decode()
+
+    old = [part(1, b"X1 "), part(2, b"X2 ")]
+    clock.advance(61)
+    new = [part(3, b"Y3"), part(1, b"Y1 "), part(2, b"Y2 ")]
+    assert text(a.expect(predicate=lambda pdu: not is_receipt(pdu))) == "Y1 Y2 Y3"
+    stats = {fields["id"]: fields["stat"] for fields in map(receipt_fields, a.expect_many(5, predicate=is_receipt))}
+    assert stats == {**dict.fromkeys(old, "UNDELIV"), **dict.fromkeys(new, "DELIVRD")}
+    a.expect_none(0.3)
+    assert not gw.gateway.mo._parts
+
+
 def test_unanswered_delivery_is_sent_again(make_gateway, handset):
     gw = make_gateway(gateway={"response_timeout": 0.5, "retry_backoff": [0.2]})
     a, b = handset(A, gw=gw), handset(B, gw=gw)

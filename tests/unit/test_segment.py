@@ -308,6 +308,18 @@ def test_a_set_begun_later_than_the_clock_holds_up_no_other_sets_expiry() -> Non
     assert r.expire(now=461) == [("early", 1, {1: b"a"}), ("k", 2, {1: b"b"})]
 
 
+def test_a_set_timed_out_before_expire_ran_is_taken_for_the_part_that_comes_late() -> None:
+    r = Reassembler(timeout=60)
+    r.add("k", Concat(1, 3, 1), b"a", now=0)
+    r.add("k", Concat(1, 2, 1), b"x", now=30)
+    assert r.take_timed_out("k", Concat(1, 3, 2), now=60) is None  # on time: it joins
+    assert r.take_timed_out("k", Concat(1, 3, 3), now=61) == {1: b"a"}
+    assert r.add("k", Concat(1, 3, 3), b"c", now=61) is None  # a new set of its own
+    assert r.take_timed_out("k", Concat(1, 2, 2), now=61) is None  # another total: another set, not timed out
+    assert r.expire(now=121) == [("k", 1, {1: b"x"})]  # x's set; the new one, begun at 61, waits
+    assert len(r) == 1
+
+
 def test_reassembler_max_sets_evicts_oldest() -> None:
     dropped: list[tuple] = []
     r = Reassembler(max_sets=2, on_evict=lambda key, reference, bodies: dropped.append((key, reference, bodies)))
