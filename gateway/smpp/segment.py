@@ -134,8 +134,9 @@ def with_tlvs_in_udh(short_message: bytes, esm_class: int, data_coding: int, tlv
     elements joined to the one it has), as the SMSC puts it on the air, for a receiver that takes no optional
     parameters (SMPP 3.3); as it is when they say nothing its UDH does not. The caller sets UDHI.
 
-    The concatenation reference is 16-bit only above 255 and when the part leaves room for the longer element:
-    parts are cut for an 8-bit one (_UDH_LENGTH), which then carries the reference's low octet."""
+    The concatenation element is the 8-bit one, with the reference's low octet when it is above 255: parts are cut
+    for it (_UDH_LENGTH), so a full part has no room for the 16-bit one, and every part of a text must carry the
+    same element and reference (each part is converted on its own, not knowing how long the others are)."""
     head, text, present = b"", short_message, frozenset[int]()
     if esm_class & _UDHI and short_message:
         udh_end = 1 + short_message[0]
@@ -149,13 +150,7 @@ def with_tlvs_in_udh(short_message: bytes, esm_class: int, data_coding: int, tlv
         added = bytes((IEI_PORTS_16, 4)) + b"".join(port.to_bytes(2, "big") for port in ports)
     concat = None if present & {IEI_CONCAT_8, IEI_CONCAT_16} else concat_info(0, b"", tlvs)[0]
     if concat is not None:
-        seqnum = bytes((concat.seqnum,))
-        element = _concat_element(concat.reference & 0xFF, concat.total, False) + seqnum
-        if concat.reference > 0xFF:
-            wide = _concat_element(concat.reference, concat.total, True) + seqnum
-            if len(text) <= _capacity(alphabet(data_coding), 1 + len(head) + len(wide) + len(added)):
-                element = wide
-        added = element + added
+        added = _concat_element(concat.reference & 0xFF, concat.total, False) + bytes((concat.seqnum,)) + added
     if not added:
         return short_message
     head += added

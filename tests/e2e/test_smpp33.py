@@ -24,6 +24,7 @@ from tests.smpp_handset import (
     ESME_ROK,
     RawLink,
     is_receipt,
+    reassemble,
     receipt_fields,
 )
 
@@ -99,19 +100,24 @@ def test_an_smpp_3_3_sender_gets_its_receipt_without_optional_parameters(handset
 
 
 def test_parts_sent_with_sar_and_port_tlvs_reach_an_smpp_3_3_receiver_with_a_udh(handset, link33):
-    """TS 23.040 9.2.3.24: 16-bit concatenation IE (the reference is above 255) and 16-bit application ports."""
+    """TS 23.040 9.2.3.24: the 8-bit concatenation IE and 16-bit application ports. Its reference above 255, the
+    full part 1 got the 8-bit element with the low octet (no room for the 16-bit one), the short part 2 the 16-bit
+    element: two references, and the receiver could not put the text together. Both now carry the low octet."""
     b = link33("handset2")
     a = handset(A)
-    first = a.submit(B, b"part one", sar_msg_ref_num=300, sar_total_segments=2, sar_segment_seqnum=1,
-                     destination_port=2948, source_port=9200)  # fmt: skip
-    second = a.submit(B, b"part two", sar_msg_ref_num=7, sar_total_segments=2, sar_segment_seqnum=2)
+    full = "满" * 67
+    first = a.submit(B, full.encode("utf-16-be"), data_coding=8, sar_msg_ref_num=300, sar_total_segments=2,
+                     sar_segment_seqnum=1, destination_port=2948, source_port=9200)  # fmt: skip
+    second = a.submit(B, "尾".encode("utf-16-be"), data_coding=8, sar_msg_ref_num=300, sar_total_segments=2,
+                      sar_segment_seqnum=2, destination_port=2948, source_port=9200)  # fmt: skip
     assert (first.status, second.status) == (ESME_ROK, ESME_ROK)
     got = [b.deliver_sm(), b.deliver_sm()]
     assert all(pdu.esm_class & ESM_UDHI for pdu in got)
     assert [pdu.short_message for pdu in got] == [
-        bytes.fromhex("0c 08 04 012c 02 01 05 04 0b84 23f0") + b"part one",
-        bytes.fromhex("05 00 03 07 02 02") + b"part two",  # a reference that fits 8 bits
+        bytes.fromhex("0b 00 03 2c 02 01 05 04 0b84 23f0") + full.encode("utf-16-be"),
+        bytes.fromhex("0b 00 03 2c 02 02 05 04 0b84 23f0") + "尾".encode("utf-16-be"),
     ]
+    assert reassemble(got) == full + "尾"
 
 
 def test_a_full_part_keeps_an_8_bit_reference_and_ports_join_a_udh_the_text_has(handset, link33):

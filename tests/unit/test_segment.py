@@ -407,16 +407,12 @@ def test_an_owner_starting_sets_it_never_ends_pushes_out_only_its_own() -> None:
 SAR_300_OF_2_1 = {Tag.SAR_MSG_REF_NUM: 300, Tag.SAR_TOTAL_SEGMENTS: 2, Tag.SAR_SEGMENT_SEQNUM: 1}
 
 
-@pytest.mark.parametrize(
-    ("septets", "udh"),
-    [
-        (152, "06 08 04 012c 02 01"),  # (140 - 7) * 8 // 7 = 152 septets leave room for the 16-bit reference
-        (153, "05 00 03 2c 02 01"),  # a full part as cut for an 8-bit UDH: the low octet, as the part was cut for
-    ],
-)
-def test_a_gsm_part_gets_a_16_bit_reference_only_when_it_leaves_room(septets, udh):
+@pytest.mark.parametrize("septets", [152, 153, 1])
+def test_a_reference_above_255_goes_in_the_8_bit_element_whatever_the_parts_length(septets):
+    """A full part (153 septets, cut for the 8-bit element) has no room for the 16-bit one, a shorter part did:
+    the parts of one text got references 44 and 300, two texts to the receiver, neither whole."""
     body = b"a" * septets
-    assert with_tlvs_in_udh(body, 0, DataCoding.DEFAULT, SAR_300_OF_2_1) == bytes.fromhex(udh) + body
+    assert with_tlvs_in_udh(body, 0, DataCoding.DEFAULT, SAR_300_OF_2_1) == bytes.fromhex("05 00 03 2c 02 01") + body
 
 
 def test_tlvs_a_udh_already_says_are_not_added_again_and_nothing_new_leaves_the_text_as_it_is():
