@@ -7,7 +7,7 @@ import zlib
 from .numbers import NumberPlan
 from .smpp.constants import EsmClass, Tag
 from .smpp.pdu import DataSm, DeliverSm, SubmitMulti, SubmitSm
-from .smpp.segment import parts_needed, with_tlvs_in_udh
+from .smpp.segment import parts_needed, sms_filled, with_tlvs_in_udh
 from .smpp.tlv import decode_tlvs, encode_tlvs
 from .store.records import Direction, Message, MessageStatus
 
@@ -71,16 +71,16 @@ def body_of(pdu: SubmitSm | DataSm) -> bytes:
 def segments_of(pdu: SubmitSm | DataSm) -> int:
     """What a submission costs against a throughput limit: one per SMS it becomes.
 
-    A part the client cut itself (UDH) is one SMS, if it fits in one: a UDH in front of a 60 KB
-    message_payload counted as one let a client send hundreds of SMS for the price of one, so a longer
-    one counts the 140 octets SMS it fills. Otherwise the text's length decides, as for a
-    message_payload: 200 GSM characters in one short_message are two SMS on the air.
+    A part the client cut itself (UDH) is one SMS, if it fits in one (GSM septets packed after the UDH, as on
+    the air: 6 octets and 153 septets are one): a UDH in front of a 60 KB message_payload counted as one let a
+    client send hundreds of SMS for the price of one, so a longer one counts the SMS it fills. Otherwise the
+    text's length decides, as for a message_payload: 200 GSM characters in one short_message are two SMS.
     """
     body = getattr(pdu, "short_message", b"") or body_of(pdu)  # (no call for the usual short_message)
     if len(body) <= _FITS_ANY_SMS:  # most submissions: one SMS, whatever else
         return 1
     if pdu.esm_class & _UDHI:
-        return -(-len(body) // _FITS_ANY_SMS)
+        return sms_filled(body, pdu.data_coding)
     return parts_needed(len(body), pdu.data_coding)
 
 

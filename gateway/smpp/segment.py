@@ -389,6 +389,17 @@ class Reassembler(Generic[Body]):
         return expired
 
 
+def sms_filled(body_with_udh: bytes, data_coding: int) -> int:
+    """How many SMS a body that begins with its own UDH fills on the air: GSM septets are packed after the UDH
+    (padded to a septet), so a part as cut for an 8-bit reference, 6 octets and 153 septets, is one."""
+    kind = alphabet(data_coding)
+    if kind is not Alphabet.GSM7:
+        return -(-len(body_with_udh) // SMS_OCTETS)
+    udh = min(1 + body_with_udh[0], len(body_with_udh)) if body_with_udh else 0
+    septets = -(-udh * 8 // 7) + len(body_with_udh) - udh
+    return -(-septets // _capacity(kind, 0))
+
+
 def parts_needed(encoded_length: int, data_coding: int) -> int:
     """How many SMS an encoded body of this length costs (UDH8 concatenation beyond one)."""
     kind = alphabet(data_coding)

@@ -620,6 +620,17 @@ def test_throughput_is_counted_in_segments(make_gateway, handset):
     assert [a.response(seq).status for seq in sequences] == [ESME_ROK, ESME_RTHROTTLED, ESME_ROK]
 
 
+def test_a_gsm_part_as_clients_cut_it_costs_one_segment(make_gateway, handset):
+    """6 octets of UDH and 153 GSM septets are 159 octets in SMPP (unpacked) but one SMS on the air: each such
+    part counted two, so a long GSM text was throttled at half the account's rate."""
+    gw = make_gateway(accounts=[{"system_id": "handset", "throughput": 2}])
+    a = handset(A, gw=gw)
+    parts = [bytes([5, 0, 3, 9, 2, seqnum]) + b"a" * 153 for seqnum in (1, 2)]
+    sequences = [a.send(a.make("submit_sm", B, part, esm_class=ESM_UDHI)) for part in parts]
+    sequences.append(a.send(a.make("submit_sm", B, "one SMS too many")))
+    assert [a.response(seq).status for seq in sequences] == [ESME_ROK, ESME_ROK, ESME_RTHROTTLED]
+
+
 def test_a_udh_in_front_of_a_long_payload_does_not_make_it_one_sms(make_gateway, handset):
     """A submission with UDHI counted as one SMS against throughput however long its message_payload: 100
     of 60 KB went through in a second on a budget of 5 SMS."""

@@ -52,7 +52,12 @@ def test_a_submission_costs_one_segment_per_sms_it_becomes() -> None:
     assert segments_of(SubmitSm(short_message=b"a" * 200)) == 2  # one short_message, two SMS on the air
     assert segments_of(SubmitSm(short_message=b"a" * 200, data_coding=8)) == 2  # 100 UCS2 characters
     assert segments_of(SubmitSm(short_message=b"\x05\x00\x03\x01\x02\x01" + b"a" * 134, esm_class=0x40)) == 1  # a part
-    # More than one SMS holds, UDH or not: the SMS of 140 octets it fills (a UDH is no discount).
-    assert segments_of(SubmitSm(short_message=b"\x05\x00\x03\x01\x02\x01" + b"a" * 150, esm_class=0x40)) == 2
-    assert segments_of(DataSm(esm_class=0x40, tlvs={Tag.MESSAGE_PAYLOAD: b"\x05\x00\x03\x01\x02\x01" + b"a" * 60000})) == 429
+    # GSM septets are packed after the UDH (7 septets for 6 octets): 153 septets fill one SMS, 154 two.
+    udh = b"\x05\x00\x03\x01\x02\x01"
+    assert segments_of(SubmitSm(short_message=udh + b"a" * 153, esm_class=0x40)) == 1  # a part as smpplib cuts it
+    assert segments_of(SubmitSm(short_message=udh + b"a" * 154, esm_class=0x40)) == 2
+    assert segments_of(SubmitSm(short_message=udh + b"a" * 136, esm_class=0x40, data_coding=8)) == 2  # UCS2: octets
+    # More than one SMS holds, UDH or not: the SMS it fills (a UDH is no discount).
+    assert segments_of(DataSm(esm_class=0x40, tlvs={Tag.MESSAGE_PAYLOAD: udh + b"a" * 60000})) == 376  # 60007 septets
+    assert segments_of(DataSm(esm_class=0x40, data_coding=4, tlvs={Tag.MESSAGE_PAYLOAD: udh + b"a" * 60000})) == 429
     assert segments_of(DataSm(tlvs={Tag.MESSAGE_PAYLOAD: b"a" * 400})) == 3
