@@ -64,6 +64,9 @@ class Amendments:
         source = self.plan.normalise(pdu.source_addr)
         if pdu.message_id:
             candidates = await self._submitted(account, source, pdu.message_id)
+            if pdu.destination_addr:  # 4.9.1: "used for verification purposes, and must match" the submission's
+                dest = self.plan.normalise(pdu.destination_addr)
+                candidates = [m for m in candidates if m.dest_addr == dest]
         else:
             dest = self.plan.normalise(pdu.destination_addr)
             candidates = await self.store.undelivered_from(account, source, dest)

@@ -357,6 +357,24 @@ def test_submit_multi_refused_everywhere_is_refused_with_the_reason(esme) -> Non
     assert multi_resp(body) == ("", [("abc", ESME_RINVDSTADR), ("friends", consts.SMPP_ESME_RINVDLNAME)])
 
 
+def test_cancel_sm_with_a_message_id_cancels_only_at_the_destination_it_names(handset, esme) -> None:
+    """SMPP 3.4 4.9.1: destination_addr "is used for verification purposes, and must match". A cancel_sm naming a
+    waiting MT's id with another subscriber's number deleted it all the same."""
+    a = handset(A)
+    waiting = a.submit(B, "for B").message_id.decode()
+    esme.send(cancel_sm(2, A, waiting, dest=B2))
+    assert answer(esme, 2)[0] == consts.SMPP_ESME_RCANCELFAIL
+    assert a.query(waiting).message_state != DELETED
+    esme.send(submit_multi(3, A, [B, B2], b"to both"))
+    message_id, _ = multi_resp(answer(esme, 3)[1])
+    esme.send(cancel_sm(4, A, message_id, dest=B2))
+    assert answer(esme, 4)[0] == ESME_ROK
+    b = handset(B)  # (the bind of account handset2 takes B2's MTs too)
+    got = [(pdu.destination_addr.decode(), text(pdu)) for pdu in b.expect_many(2)]
+    assert got == [(B, "for B"), (B, "to both")]
+    b.expect_none(0.3)
+
+
 def test_cancel_sm_of_a_submit_multi_cancels_it_for_every_destination(handset, esme) -> None:
     esme.send(submit_multi(2, A, [B, B2], b"cancel me"))
     status, body = answer(esme, 2)
