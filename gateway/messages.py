@@ -5,7 +5,7 @@ from __future__ import annotations
 import zlib
 
 from .numbers import NumberPlan
-from .smpp.constants import EsmClass, Tag
+from .smpp.constants import EsmClass, RegisteredDelivery, Tag
 from .smpp.pdu import DataSm, DeliverSm, SubmitMulti, SubmitSm
 from .smpp.segment import parts_needed, sms_filled, with_tlvs_in_udh
 from .smpp.tlv import decode_tlvs, encode_tlvs
@@ -30,6 +30,7 @@ _SAR_MSG_REF_NUM, _SAR_TOTAL_SEGMENTS, _SAR_SEGMENT_SEQNUM = (
     int(Tag.SAR_MSG_REF_NUM), int(Tag.SAR_TOTAL_SEGMENTS), int(Tag.SAR_SEGMENT_SEQNUM)
 )
 _UDHI = int(EsmClass.UDHI)
+_SME_ACK_REQUESTED = int(RegisteredDelivery.SME_ACK_MASK)
 _NOT_MESSAGING_MODE = 0xFC  # esm_class without bits 1-0 (datagram, forward, store and forward)
 _FITS_ANY_SMS = 140  # octets: one SMS in every alphabet (160 GSM septets, 140 octets, 70 UCS2 characters)
 # The first status of a submission, by direction (an enum member read from its class costs ~150 ns in CPython 3.11).
@@ -188,6 +189,8 @@ def deliver_sm_for(message: Message, plan: NumberPlan, *, optional_parameters: b
         esm_class=esm_class,
         protocol_id=message.protocol_id,  # 5.2.13: the handset acts on it (silent, replace type, SIM download)
         priority_flag=message.priority_flag,
+        # 5.2.17: the SME acknowledgements the sender asks the recipient for (the SMSC's receipt is the gateway's)
+        registered_delivery=message.registered_delivery & _SME_ACK_REQUESTED,
         data_coding=message.data_coding,
         short_message=body,
         tlvs=tlvs,

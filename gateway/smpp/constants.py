@@ -209,6 +209,7 @@ class RegisteredDelivery(IntFlag):
     RECEIPT_ALWAYS = 0x01
     RECEIPT_ON_FAILURE = 0x02
     RECEIPT_MASK = 0x03
+    SME_ACK_MASK = 0x0C  # bits 3-2: SME delivery (0x04) and/or manual/user (0x08) acknowledgement requested
 
 
 class UssdServiceOp(IntEnum):

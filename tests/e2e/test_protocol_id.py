@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.smpp_handset import ESME_ROK, text
 
 A = "8613800000001"  # account handset
@@ -50,3 +52,12 @@ def test_a_data_sm_has_neither_and_its_mt_goes_with_zeros(handset) -> None:
     a, b = handset(A), handset(B)
     assert a.data_sm(B, "via data_sm").status == ESME_ROK
     assert as_received([b.expect()]) == [(0, 0, "via data_sm")]
+
+
+@pytest.mark.parametrize("asked", [0x04, 0x08, 0x0C])
+def test_the_sme_acknowledgement_the_sender_asks_for_reaches_the_recipient(handset, asked) -> None:
+    """SMPP 3.4 5.2.17, registered_delivery bits 3-2: the deliver_sm went with 0, so the handset never knew the
+    sender wanted an SME acknowledgement. The SMSC receipt bits (1-0) stay with the gateway."""
+    a, b = handset(A), handset(B)
+    assert a.submit(B, "ack me", registered_delivery=asked | 0x01).status == ESME_ROK
+    assert b.expect().registered_delivery == asked
