@@ -390,14 +390,17 @@ class Reassembler(Generic[Body]):
 
 
 def sms_filled(body_with_udh: bytes, data_coding: int) -> int:
-    """How many SMS a body that begins with its own UDH fills on the air: GSM septets are packed after the UDH
-    (padded to a septet), so a part as cut for an 8-bit reference, 6 octets and 153 septets, is one."""
+    """How many SMS a body that begins with its own UDH fills on the air. One if its text fits after the UDH (GSM
+    septets packed after it: 6 octets and 153 septets, a part as cut for an 8-bit reference, are one SMS); else
+    as many as its text needs with that UDH in every one, and at least a concatenation element's room: never
+    fewer than the same text without a UDH (parts_needed)."""
     kind = alphabet(data_coding)
-    if kind is not Alphabet.GSM7:
-        return -(-len(body_with_udh) // SMS_OCTETS)
-    udh = min(1 + body_with_udh[0], len(body_with_udh)) if body_with_udh else 0
-    septets = -(-udh * 8 // 7) + len(body_with_udh) - udh
-    return -(-septets // _capacity(kind, 0))
+    udh = 1 + body_with_udh[0] if body_with_udh else 0
+    room = _capacity(kind, max(udh, _UDH_LENGTH[ConcatScheme.UDH8]))
+    if udh > len(body_with_udh) or room <= 0:  # a UDH that does not add up, or leaves no room: all of it counts
+        return parts_needed(len(body_with_udh), data_coding)
+    text = len(body_with_udh) - udh
+    return 1 if text <= _capacity(kind, udh) else -(-text // room)
 
 
 def parts_needed(encoded_length: int, data_coding: int) -> int:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import zlib
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from gateway.messages import message_from_submission, segments_of
 from gateway.smpp.constants import Tag
 from gateway.smpp.pdu import DataSm, SubmitSm
@@ -57,7 +60,20 @@ def test_a_submission_costs_one_segment_per_sms_it_becomes() -> None:
     assert segments_of(SubmitSm(short_message=udh + b"a" * 153, esm_class=0x40)) == 1  # a part as smpplib cuts it
     assert segments_of(SubmitSm(short_message=udh + b"a" * 154, esm_class=0x40)) == 2
     assert segments_of(SubmitSm(short_message=udh + b"a" * 136, esm_class=0x40, data_coding=8)) == 2  # UCS2: octets
-    # More than one SMS holds, UDH or not: the SMS it fills (a UDH is no discount).
-    assert segments_of(DataSm(esm_class=0x40, tlvs={Tag.MESSAGE_PAYLOAD: udh + b"a" * 60000})) == 376  # 60007 septets
-    assert segments_of(DataSm(esm_class=0x40, data_coding=4, tlvs={Tag.MESSAGE_PAYLOAD: udh + b"a" * 60000})) == 429
+    # More than one SMS holds, UDH or not: the SMS it fills, its UDH in each (a UDH is no discount: 60000 GSM
+    # characters cost 393 SMS of 153 either way, 60000 octets 448 of 134; a longer UDH leaves less room).
+    assert segments_of(DataSm(esm_class=0x40, tlvs={Tag.MESSAGE_PAYLOAD: udh + b"a" * 60000})) == 393
+    assert segments_of(DataSm(tlvs={Tag.MESSAGE_PAYLOAD: b"a" * 60000})) == 393
+    assert segments_of(DataSm(esm_class=0x40, data_coding=4, tlvs={Tag.MESSAGE_PAYLOAD: udh + b"a" * 60000})) == 448
+    ports = b"\x0b\x00\x03\x01\x02\x01\x05\x04\x0b\x84\x23\xf0"  # concatenation and ports: 12 octets
+    assert segments_of(DataSm(esm_class=0x40, data_coding=4, tlvs={Tag.MESSAGE_PAYLOAD: ports + b"a" * 1280})) == 10
+    assert segments_of(SubmitSm(short_message=b"\xff" + b"a" * 200, esm_class=0x40)) == 2  # a UDH past its end: text
     assert segments_of(DataSm(tlvs={Tag.MESSAGE_PAYLOAD: b"a" * 400})) == 3
+
+
+@given(text=st.integers(0, 3000), coding=st.sampled_from([0, 3, 4, 8]))
+def test_a_udh_of_its_own_never_makes_a_text_cost_fewer_segments(text: int, coding: int) -> None:
+    udh = b"\x05\x00\x03\x01\x02\x01"
+    with_udh = DataSm(esm_class=0x40, data_coding=coding, tlvs={Tag.MESSAGE_PAYLOAD: udh + b"a" * text})
+    without = DataSm(data_coding=coding, tlvs={Tag.MESSAGE_PAYLOAD: b"a" * text})
+    assert segments_of(with_udh) >= segments_of(without)
