@@ -32,7 +32,7 @@ from .clock import Clock
 from .delivery import Delivery
 from .field_rules import check_replacement
 from .logs import get_logger
-from .messages import schedule, subscriber_of
+from .messages import schedule, subscriber_of, subscriber_submitting
 from .numbers import NumberPlan
 from .refusal import Rejection, time_field, validity_end
 from .smpp.constants import CommandStatus, Tag
@@ -74,8 +74,13 @@ class Amendments:
                 candidates = [m for m in candidates if m.service_type == pdu.service_type]
         cancelled = await self._cancel_all(candidates)  # answered once committed: a query_sm right after sees it
         status = S.ESME_ROK if cancelled else S.ESME_RCANCELFAIL
-        log.info("cancel_sm", account=account, msisdn=source, message_id=pdu.message_id or None,
-                 dest=pdu.destination_addr or None, cancelled=cancelled, found=len(candidates), status=S.name_of(status))
+        fields = {"account": account, "message_id": pdu.message_id or None, "source": pdu.source_addr,
+                  "dest": pdu.destination_addr or None, "status": S.name_of(status),
+                  "msisdn": self._subscriber(conn, pdu.source_addr, pdu.destination_addr, candidates)}  # fmt: skip
+        if cancelled:
+            log.info("cancel_sm", cancelled=cancelled, found=len(candidates), **fields)
+        else:
+            log.warning("cancel_sm refused", reason=_not_amended(candidates, "cancel"), **fields)
         conn.respond(response_to(pdu, status))
 
     async def replace(self, conn: SmppConnection, pdu: ReplaceSm) -> None:
@@ -87,14 +92,17 @@ class Amendments:
             expires_at = validity_end(pdu.validity_period, now)
             scheduled_at = time_field(pdu.schedule_delivery_time, now, S.ESME_RINVSCHED)
         except Rejection as refused:
-            log.warning("replace_sm refused", account=account, msisdn=source, message_id=pdu.message_id, reason=refused.reason)
+            log.warning("replace_sm refused", account=account, msisdn=self._subscriber(conn, pdu.source_addr, "", []),
+                        source=pdu.source_addr, message_id=pdu.message_id, status=S.name_of(refused.status),
+                        reason=refused.reason)  # fmt: skip
             conn.respond(response_to(pdu, refused.status))
             return
         payload = pdu.tlvs.get(Tag.MESSAGE_PAYLOAD) if pdu.tlvs else None
         body = pdu.short_message or (payload if isinstance(payload, bytes) else b"")
         replaced = []
         status = S.ESME_RREPLACEFAIL
-        for stored in await self._submitted(account, source, pdu.message_id):
+        candidates = await self._submitted(account, source, pdu.message_id)
+        for stored in candidates:
             replacement = dataclasses.replace(stored, short_message=body, registered_delivery=pdu.registered_delivery)
             if expires_at is not None:
                 replacement.expires_at = expires_at
@@ -106,8 +114,14 @@ class Amendments:
                 replaced.append(stored.id)
         if replaced:
             status = S.ESME_ROK
-        log.info("replace_sm", account=account, msisdn=source, message_id=pdu.message_id, replaced=replaced,
-                 status=S.name_of(status))
+        fields = {"account": account, "message_id": pdu.message_id, "source": pdu.source_addr, "status": S.name_of(status),
+                  "msisdn": self._subscriber(conn, pdu.source_addr, "", candidates)}  # fmt: skip
+        if replaced:
+            log.info("replace_sm", replaced=replaced, **fields)
+        elif status == S.ESME_RINVSCHED:
+            log.warning("replace_sm refused", reason="it would expire before its new schedule_delivery_time", **fields)
+        else:
+            log.warning("replace_sm refused", reason=_not_amended(candidates, "replace"), **fields)
         conn.respond(response_to(pdu, status))
 
     async def replace_present(self, message: Message) -> None:
@@ -123,6 +137,12 @@ class Amendments:
             log.info("replaced if present", message_id=message.id, account=message.account, msisdn=subscriber_of(message),
                      replaced=replaced)  # fmt: skip
 
+    def _subscriber(self, conn: SmppConnection, source: str, dest: str, found: list[Message]) -> str:
+        """The msisdn the log line about a cancel_sm or replace_sm names: as the lines about the MT did, if found."""
+        if found:
+            return subscriber_of(found[0])
+        return subscriber_submitting(self.plan, conn.account.role, source, dest)
+
     async def _cancel_all(self, messages: list[Message]) -> list[str]:
         """Cancel those of `messages` still undelivered; the ids of those whose cancellation is committed."""
         settling = {m.id: settled for m in messages if (settled := self.delivery.cancel(m)) is not None}
@@ -135,3 +155,10 @@ class Amendments:
         # another still waiting, which reading X, X/2, ... up to the first gap missed (cancel_sm then failed, or
         # left the later ones to go out).
         return [m for m in await self.store.submitted_as(message_id) if m.account == account and m.source_addr == source]
+
+
+def _not_amended(found: list[Message], what: str) -> str:
+    """Why a cancel_sm or replace_sm changed nothing, for its log line."""
+    if not found:
+        return "no such message from this account and source_addr (or to that destination_addr)"
+    return f"too late to {what}: it has gone out (its deliver_sm awaits an answer) or ended"

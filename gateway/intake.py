@@ -32,7 +32,12 @@ from .field_rules import check_submission
 from .guards import Guards
 from .ids import MessageIds
 from .logs import get_logger
-from .messages import message_from_submission, schedule, segments_of
+from .messages import (
+    message_from_submission,
+    schedule,
+    segments_of,
+    subscriber_submitting,
+)
 from .mo import MoProcessor
 from .numbers import NumberPlan
 from .receipts import query_error_code
@@ -119,8 +124,10 @@ class Intake:
         try:
             message = self._admit(account, conn.session_id, pdu)
         except Rejection as rejected:
-            log.warning("submission rejected", account=account.system_id, msisdn=pdu.source_addr,
-                        dest=pdu.destination_addr, status=S.name_of(rejected.status), reason=rejected.reason)
+            log.warning("submission rejected", account=account.system_id,
+                        msisdn=subscriber_submitting(self.plan, account.role, pdu.source_addr, pdu.destination_addr),
+                        source=pdu.source_addr, dest=pdu.destination_addr, status=S.name_of(rejected.status),
+                        reason=rejected.reason)  # fmt: skip
             conn.respond_encoded(encode_message_id_resp(resp_id, pdu.sequence_number, "", rejected.status))
             return
         if account.role != "sp":
@@ -255,8 +262,10 @@ class Intake:
             try:
                 message = self._admit(account, conn.session_id, _submit_sm_to(pdu, dest))
             except Rejection as rejected:
-                log.warning("submission rejected", account=account.system_id, msisdn=pdu.source_addr,
-                            dest=dest.destination_addr, status=S.name_of(rejected.status), reason=rejected.reason)
+                log.warning("submission rejected", account=account.system_id,
+                            msisdn=subscriber_submitting(self.plan, account.role, pdu.source_addr, dest.destination_addr),
+                            source=pdu.source_addr, dest=dest.destination_addr, status=S.name_of(rejected.status),
+                            reason=rejected.reason)  # fmt: skip
                 refused.append(_unsuccess(dest, rejected.status))
                 continue
             if admitted:
@@ -308,7 +317,8 @@ class Intake:
     async def query(self, conn: SmppConnection, pdu: QuerySm) -> None:
         message = await self.store.get(pdu.message_id)
         if message is None or message.source_addr != self.plan.normalise(pdu.source_addr) or message.account != conn.account.system_id:
-            log.warning("query_sm refused", message_id=pdu.message_id, account=conn.account.system_id, msisdn=pdu.source_addr,
+            log.warning("query_sm refused", message_id=pdu.message_id, account=conn.account.system_id,
+                        msisdn=self.plan.normalise(pdu.source_addr), source=pdu.source_addr,
                         status=S.name_of(S.ESME_RQUERYFAIL),
                         reason="no such message" if message is None else "not submitted by this account from that source_addr")
             conn.respond(QuerySmResp(sequence_number=pdu.sequence_number, command_status=S.ESME_RQUERYFAIL))

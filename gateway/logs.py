@@ -1,7 +1,9 @@
 """structlog set-up: readable console lines in a terminal, JSON lines otherwise.
 
 The standard library's loggers (aiohttp, asyncio) write through the same renderer, so with --log-json every line
-on stderr is one JSON object, tracebacks included (in its "exception" field), never plain text among them.
+on stderr is one JSON object, tracebacks included (in its "exception" field), never plain text among them. The
+exception is a refusal to start (cli.py: `smsgw: bad config: ...`, `smsgw: cannot start: ...`): one plain line,
+the only one, as the README words it for people and scripts to read.
 """
 
 from __future__ import annotations

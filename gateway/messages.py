@@ -59,6 +59,12 @@ def subscriber_of(message: Message) -> str:
     return message.source_addr if notice_account(message) else message.dest_addr
 
 
+def subscriber_submitting(plan: NumberPlan, role: str, source: str, dest: str) -> str:
+    """The subscriber a log line about a submission (refused, or cancelled, replaced, queried) names as its msisdn,
+    written as every other line writes it: the sender; for an SP, which sends from its service code, its addressee."""
+    return plan.normalise(dest if role == "sp" else source)
+
+
 def body_of(pdu: SubmitSm | DataSm) -> bytes:
     """The message text octets: short_message, or message_payload when that is used instead."""
     body = getattr(pdu, "short_message", b"")

@@ -568,8 +568,9 @@ class MoProcessor:
 
     def _give_up(self, parts: tuple[Message, ...], why: str, key: tuple) -> None:
         """Parts of a long MO that will never be handled: failed, with their stat:UNDELIV receipts."""
-        log.warning("incomplete long MO dropped", message_ids=[m.id for m in parts], account=key[2], msisdn=key[0],
-                    short_code=key[1], why=why)  # fmt: skip
+        for part in parts:  # a line for each, under its own message_id: the id its submit_sm_resp gave the sender
+            log.warning("incomplete long MO dropped", message_id=part.id, account=key[2], msisdn=key[0], short_code=key[1],
+                        why=why, parts_held=len(parts))  # fmt: skip
         if not parts:
             return
         now = self.clock.now()

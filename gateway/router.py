@@ -20,7 +20,7 @@ import re2
 
 from .accounts import Account, Accounts
 from .logs import get_logger
-from .messages import carried_without_tlvs
+from .messages import account_of, carried_without_tlvs, subscriber_of
 
 if TYPE_CHECKING:
     from .store.records import Message
@@ -108,7 +108,8 @@ class Router:
             chosen = self._route(message, None, able)
             if chosen is None:
                 log.info("mt waits for a bind of SMPP 3.4: longer than an SMPP 3.3 deliver_sm carries",
-                         message_id=message.id, msisdn=message.dest_addr, octets=len(message.short_message))  # fmt: skip
+                         message_id=message.id, account=account_of(message), msisdn=subscriber_of(message),
+                         octets=len(message.short_message))  # fmt: skip
         return chosen
 
     def _route(self, message: Message, recent: Receiver | None, receivers: dict[str, list[Receiver]]) -> Receiver | None:

@@ -38,6 +38,8 @@ ESME_RBINDFAIL = 0x0D
 ESME_RINVESMCLASS = 0x43
 ESME_RINVPASWD = 0x0E
 ESME_RINVSYSID = 0x0F
+ESME_RCANCELFAIL = 0x11
+ESME_RREPLACEFAIL = 0x13
 ESME_RMSGQFUL = 0x14
 ESME_RTHROTTLED = 0x58
 ESME_RINVSCHED = 0x61
@@ -52,7 +54,7 @@ RECEIPT = re.compile(
     r"^id:(?P<id>\S+) sub:(?P<sub>\d{3}) dlvrd:(?P<dlvrd>\d{3}) "
     r"submit date:(?P<submit>\d{10}) done date:(?P<done>\d{10}) "
     r"stat:(?P<stat>[A-Z]{7}) err:(?P<err>\d{3}) text:(?P<text>.*)$",
-    re.S,
+    re.DOTALL,
 )
 
 _BIND = {"tx": "bind_transmitter", "rx": "bind_receiver", "trx": "bind_transceiver"}
@@ -222,7 +224,7 @@ class Handset:
         self.client._socket.settimeout(remaining)
         try:
             pdu = self.client.read_pdu()
-        except socket.timeout:
+        except TimeoutError:
             raise TimeoutError from None
         finally:
             if self.client._socket is not None:
@@ -393,6 +395,39 @@ def encoded(command: str, sequence: int, **fields) -> bytes:
     pdu = smpp.make_pdu(command, client=SimpleSequenceGenerator(), **fields)
     pdu.sequence = sequence
     return pdu.generate()
+
+
+REPLACE_SM, CANCEL_SM = 0x00000007, 0x00000008  # (smpplib has neither)
+
+
+def cstr(value: str) -> bytes:
+    return value.encode("latin-1") + b"\0"
+
+
+def cancel_sm(sequence: int, source: str, message_id: str = "", dest: str = "", service_type: str = "") -> bytes:
+    """4.9.1."""
+    return frame(CANCEL_SM, sequence, cstr(service_type) + cstr(message_id) + b"\x01\x01" + cstr(source) + b"\x01\x01" + cstr(dest))
+
+
+def replace_sm(
+    sequence: int, source: str, message_id: str, body: bytes, registered_delivery: int = 0, validity: str = "", schedule: str = "",
+    source_addr_ton: int = 1, source_addr_npi: int = 1, tlvs: bytes = b"",
+) -> bytes:
+    """4.10.1."""
+    fields = (
+        cstr(message_id) + bytes([source_addr_ton, source_addr_npi]) + cstr(source) + cstr(schedule) + cstr(validity)
+        + bytes([registered_delivery, 0, len(body)]) + body + tlvs  # sm_default_msg_id 0
+    )  # fmt: skip
+    return frame(REPLACE_SM, sequence, fields)
+
+
+def answer(link: RawLink, sequence: int) -> tuple[int, bytes]:
+    """The response to `sequence`: (command_status, body)."""
+    data = link.read_frame()
+    assert data is not None, "the gateway closed the connection"
+    _length, command_id, status, got = struct.unpack(">LLLL", data[:16])
+    assert command_id & 0x80000000 and got == sequence, f"0x{command_id:08x} seq {got}"
+    return status, data[16:]
 
 
 class RawLink:

@@ -22,22 +22,22 @@ from tests.smpp_handset import (
     ESME_RINVEXPIRY,
     ESME_ROK,
     RawLink,
+    answer,
+    cancel_sm,
+    cstr,
     encoded,
     frame,
     is_receipt,
     receipt_fields,
+    replace_sm,
     text,
 )
 
 A = "8613800000001"  # account handset
 B, B2 = "8613700000001", "8613700000002"  # account handset2
 SINA = "1066916"  # account sina
-SUBMIT_MULTI, REPLACE_SM, CANCEL_SM = 0x00000021, 0x00000007, 0x00000008
+SUBMIT_MULTI = 0x00000021
 DELETED = 4  # message_state (5.2.28)
-
-
-def cstr(value: str) -> bytes:
-    return value.encode("latin-1") + b"\0"
 
 
 def submit_multi(
@@ -54,32 +54,6 @@ def submit_multi(
         + bytes([registered_delivery, replace_if_present_flag, 0, 0, len(body)]) + body  # data_coding, sm_default_msg_id
     )  # fmt: skip
     return frame(SUBMIT_MULTI, sequence, fields)
-
-
-def cancel_sm(sequence: int, source: str, message_id: str = "", dest: str = "", service_type: str = "") -> bytes:
-    """4.9.1."""
-    return frame(CANCEL_SM, sequence, cstr(service_type) + cstr(message_id) + b"\x01\x01" + cstr(source) + b"\x01\x01" + cstr(dest))
-
-
-def replace_sm(
-    sequence: int, source: str, message_id: str, body: bytes, registered_delivery: int = 0, validity: str = "", schedule: str = "",
-    source_addr_ton: int = 1, source_addr_npi: int = 1, tlvs: bytes = b"",
-) -> bytes:
-    """4.10.1."""
-    fields = (
-        cstr(message_id) + bytes([source_addr_ton, source_addr_npi]) + cstr(source) + cstr(schedule) + cstr(validity)
-        + bytes([registered_delivery, 0, len(body)]) + body + tlvs  # sm_default_msg_id 0
-    )  # fmt: skip
-    return frame(REPLACE_SM, sequence, fields)
-
-
-def answer(link: RawLink, sequence: int) -> tuple[int, bytes]:
-    """The response to `sequence`: (command_status, body)."""
-    data = link.read_frame()
-    assert data is not None, "the gateway closed the connection"
-    _length, command_id, status, got = struct.unpack(">LLLL", data[:16])
-    assert command_id & 0x80000000 and got == sequence, f"0x{command_id:08x} seq {got}"
-    return status, data[16:]
 
 
 def multi_resp(body: bytes) -> tuple[str, list[tuple[str, int]]]:

@@ -18,15 +18,21 @@ import pytest
 from tests.gateway_process import GatewayProcess, config_file
 from tests.polling import eventually
 from tests.smpp_handset import (
+    ESME_RCANCELFAIL,
     ESME_RINVCMDID,
     ESME_RINVDSTADR,
     ESME_ROK,
     ESME_RQUERYFAIL,
+    ESME_RREPLACEFAIL,
+    SMSGW_RNOSUBSCRIPTION,
     Handset,
     RawLink,
+    answer,
+    cancel_sm,
     frame,
     is_receipt,
     receipt_fields,
+    replace_sm,
 )
 
 A = "8613800000001"  # account handset
@@ -171,6 +177,35 @@ def test_a_refused_destination_is_logged_with_the_reason_that_applies(tmp_path: 
         ("sina", "ESME_RINVDSTADR", "destination_addr 12345 is not a subscriber number; an SP may send only to subscribers"),
         ("handset", "ESME_RINVDSTADR", "destination_addr 12345 is neither a subscriber nor a short code"),
     ]
+
+
+def test_refusals_name_the_subscriber_as_every_line_does_and_cancel_and_replace_say_why_as_warnings(tmp_path: Path) -> None:
+    """`submission rejected` named the number as typed (13800000001), and for an SP its service code: a search for
+    the subscriber's msisdn missed the SP's refused content. A cancel_sm or replace_sm that changed nothing was an
+    info line without a reason, gone at --log-level warning."""
+    gateway = GatewayProcess(tmp_path / "gw.db", log_level="warning")
+    sina, a = Handset(gateway.smpp_port, "1066916"), Handset(gateway.smpp_port, A)
+    try:
+        sina.bind("tx", "sina")
+        a.bind("trx", "handset")
+        assert sina.submit("13700000001", "news").status == SMSGW_RNOSUBSCRIPTION  # B, nationally written
+        assert a.submit("abc", "hello", source_addr="13800000001").status == ESME_RINVDSTADR
+        with RawLink(gateway.smpp_port) as link:
+            link.bind("handset", command="bind_transmitter")
+            link.send(cancel_sm(2, "+8613800000001", "no-such-id"))
+            link.send(replace_sm(3, "13800000001", "no-such-id", b"new text"))
+            assert [answer(link, 2)[0], answer(link, 3)[0]] == [ESME_RCANCELFAIL, ESME_RREPLACEFAIL]
+    finally:
+        sina.close()
+        a.close()
+    assert gateway.terminate() == 0
+    records = [json.loads(line) for line in gateway.log if line.startswith("{")]
+    rejected = [(r["account"], r["msisdn"], r["source"], r["status"]) for r in records if r["event"] == "submission rejected"]
+    assert rejected == [("sina", B, "1066916", "SMSGW_RNOSUBSCRIPTION"), ("handset", A, "13800000001", "ESME_RINVDSTADR")]
+    refused = [(r["event"], r["level"], r["msisdn"], r["message_id"], r["status"]) for r in records if "_sm refused" in r["event"]]
+    assert refused == [("cancel_sm refused", "warning", A, "no-such-id", "ESME_RCANCELFAIL"),
+                       ("replace_sm refused", "warning", A, "no-such-id", "ESME_RREPLACEFAIL")]  # fmt: skip
+    assert all("no such message" in r["reason"] for r in records if "_sm refused" in r["event"])
 
 
 def answer_to(port: int, request: bytes) -> bytes:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import structlog
 from smpplib import gsm
 
 from gateway.clock import SimulatedClock
@@ -108,8 +109,8 @@ def test_registered_delivery_brings_a_receipt_for_the_submitted_id(handset):
     assert receipt.message_state == 2
     assert (fields["sub"], fields["dlvrd"], fields["stat"], fields["err"]) == ("001", "001", "DELIVRD", "000")
     assert fields["text"] == message[:20]
-    submitted, done = (datetime.strptime(fields[k], "%y%m%d%H%M").replace(tzinfo=timezone.utc) for k in ("submit", "done"))
-    assert submitted <= done <= datetime.now(timezone.utc) <= done + timedelta(minutes=2)
+    submitted, done = (datetime.strptime(fields[k], "%y%m%d%H%M").replace(tzinfo=UTC) for k in ("submit", "done"))
+    assert submitted <= done <= datetime.now(UTC) <= done + timedelta(minutes=2)
 
 
 def test_a_text_to_a_short_code_brings_a_receipt_when_asked(handset):
@@ -413,9 +414,12 @@ def test_a_long_mo_whose_other_parts_never_come_is_given_up_with_an_undeliv_rece
     assert part.status == ESME_ROK
     message_id = part.message_id.decode()
     assert a.query(message_id).message_state == MESSAGE_STATE_ACCEPTED  # waits for part 2
-    clock.advance(120)  # the next tick gives it up: never answered, and a failure
-    receipt = receipt_fields(a.expect(timeout=10))
+    with structlog.testing.capture_logs() as logs:
+        clock.advance(120)  # the next tick gives it up: never answered, and a failure
+        receipt = receipt_fields(a.expect(timeout=10))
     assert (receipt["id"], receipt["stat"], receipt["dlvrd"]) == (message_id, "UNDELIV", "000")
+    [dropped] = [line for line in logs if line["event"] == "incomplete long MO dropped"]  # by the id the sender has
+    assert (dropped["message_id"], dropped["account"], dropped["msisdn"], dropped["why"]) == (message_id, "handset", A, "timed out")
     queried = a.query(message_id)
     assert (queried.message_state, queried.error_code) == (MESSAGE_STATE_UNDELIVERABLE, int(receipt["err"]))
     assert gw.call(gw.gateway.store.get(message_id)).status is MessageStatus.FAILED
@@ -748,7 +752,7 @@ def test_a_validity_period_already_past_is_refused(handset):
     """An absolute time before now: the sender meant it to expire before it was accepted (not to live the default
     two days). A relative period of zero is taken as none given."""
     a, b = handset(A), handset(B)
-    an_hour_ago = (datetime.now(timezone.utc) - timedelta(hours=1)).strftime("%y%m%d%H%M%S") + "000+"
+    an_hour_ago = (datetime.now(UTC) - timedelta(hours=1)).strftime("%y%m%d%H%M%S") + "000+"
     assert a.submit(B, "too late", validity_period=an_hour_ago).status == ESME_RINVEXPIRY
     assert a.submit(B, "no validity", validity_period="000000000000000R").status == ESME_ROK
     assert text(b.expect()) == "no validity"

@@ -15,11 +15,12 @@ import struct
 from smpplib import gsm
 
 from gateway.store.records import MessageStatus
-from tests.e2e.test_amend import answer, multi_resp, submit_multi
+from tests.e2e.test_amend import multi_resp, submit_multi
 from tests.smpp_handset import (
     ESM_UDHI,
     ESME_ROK,
     RawLink,
+    answer,
     encode,
     encoded,
     reassemble,

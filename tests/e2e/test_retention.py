@@ -10,11 +10,19 @@ import pytest
 
 from gateway.clock import SimulatedClock
 from gateway.store.records import Charge
-from tests.e2e.test_amend import answer, cancel_sm, multi_resp, submit_multi
+from tests.e2e.test_amend import multi_resp, submit_multi
 from tests.e2e.test_confirmation import OPERATOR, order, replies, send, subscriptions
 from tests.polling import eventually
 from tests.services_support import at
-from tests.smpp_handset import ESME_ROK, ESME_RQUERYFAIL, RawLink, is_receipt, text
+from tests.smpp_handset import (
+    ESME_ROK,
+    ESME_RQUERYFAIL,
+    RawLink,
+    answer,
+    cancel_sm,
+    is_receipt,
+    text,
+)
 
 A = "8613800000001"  # account handset
 B = "8613700000001"  # account handset2

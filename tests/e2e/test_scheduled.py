@@ -8,8 +8,16 @@ moves the clock on.
 from __future__ import annotations
 
 from gateway.clock import SimulatedClock
-from tests.e2e.test_amend import DELETED, answer, cancel_sm, replace_sm
-from tests.smpp_handset import ESME_ROK, RawLink, receipt_fields, text
+from tests.e2e.test_amend import DELETED
+from tests.smpp_handset import (
+    ESME_ROK,
+    RawLink,
+    answer,
+    cancel_sm,
+    receipt_fields,
+    replace_sm,
+    text,
+)
 
 A = "8613800000001"  # account handset
 B = "8613700000001"  # account handset2

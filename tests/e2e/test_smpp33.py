@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
+import structlog
 from smpplib import consts, smpp
 from smpplib.client import SimpleSequenceGenerator
 
@@ -163,10 +164,13 @@ def test_a_text_longer_than_an_smpp_3_3_deliver_sm_waits_for_a_bind_of_smpp_3_4(
     MTs after it still reach the 3.3 bind."""
     b33 = link33("handset2")
     a = handset(A)
-    long = a.data_sm(B, b"x" * 300, data_coding=0, registered_delivery=1)
-    assert long.status == ESME_ROK
-    assert a.submit(B, "short").status == ESME_ROK
-    assert b33.deliver_sm().short_message == b"short"  # the first the 3.3 bind gets
+    with structlog.testing.capture_logs() as logs:
+        long = a.data_sm(B, b"x" * 300, data_coding=0, registered_delivery=1)
+        assert long.status == ESME_ROK
+        assert a.submit(B, "short").status == ESME_ROK
+        assert b33.deliver_sm().short_message == b"short"  # the first the 3.3 bind gets
+    [waits] = [line for line in logs if line["event"].startswith("mt waits for a bind of SMPP 3.4")]
+    assert (waits["message_id"], waits["account"], waits["msisdn"]) == (long.message_id.decode(), "handset", B)
     b34 = handset(B)  # binds later
     assert b34.expect().message_payload == b"x" * 300
     assert delivered(a, long)
