@@ -232,6 +232,8 @@ class Gateway:
         for server in self._servers:
             server.close()
         settings = self.config.gateway
+        log.info("smsgw stopping: new submissions refused, draining", binds=len(self.connections),
+                 drain_timeout=settings.drain_timeout)  # (up to drain_timeout + response_timeout of quiet otherwise)
         loop = asyncio.get_running_loop()
         drain_until = loop.time() + settings.drain_timeout
         for connection in list(self.connections):

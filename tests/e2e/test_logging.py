@@ -58,6 +58,8 @@ def test_lines_about_a_message_name_it_its_account_and_msisdn(tmp_path: Path) ->
 
     records = [json.loads(line) for line in gateway.log if line.startswith("{")]
     assert len(records) == len(gateway.log), "every line is a JSON object"
+    events = [r["event"] for r in records]  # SIGTERM: the drain is not silent until "smsgw stopped"
+    assert events.index("smsgw stopping: new submissions refused, draining") < events.index("smsgw stopped")
     by_event = {}
     for record in records:
         by_event.setdefault(record["event"], []).append(record)
