@@ -177,7 +177,7 @@ def deliver_sm_for(message: Message, plan: NumberPlan, *, optional_parameters: b
     body = message.short_message
     esm_class = message.esm_class & _NOT_MESSAGING_MODE  # 5.2.12: deliver_sm has no messaging mode
     if not optional_parameters:
-        body, esm_class = _without_tlvs(body, esm_class, message.data_coding, tlvs)
+        body, esm_class = _without_tlvs(body, esm_class, tlvs)
         tlvs = {}
     elif len(body) > MAX_SHORT_MESSAGE:
         tlvs[Tag.MESSAGE_PAYLOAD] = body
@@ -213,13 +213,13 @@ def carried_without_tlvs(message: Message) -> bool:
         return True
     tlvs = decode_tlvs(message.tlvs, 0, len(message.tlvs)) if message.tlvs else {}
     try:
-        _without_tlvs(message.short_message, message.esm_class, message.data_coding, tlvs)
+        _without_tlvs(message.short_message, message.esm_class, tlvs)
     except ValueError:
         return False
     return True
 
 
-def _without_tlvs(body: bytes, esm_class: int, data_coding: int, tlvs: dict[int, int | bytes]) -> tuple[bytes, int]:
+def _without_tlvs(body: bytes, esm_class: int, tlvs: dict[int, int | bytes]) -> tuple[bytes, int]:
     """An MT's text and esm_class for a receiver that takes no optional parameters. What sar_* and port TLVs say
     goes into its UDH, as the SMSC puts it on the air (segment.with_tlvs_in_udh). The others stay behind: a
     receipt's text says what its receipted_message_id and message_state do, and the rest
@@ -227,7 +227,7 @@ def _without_tlvs(body: bytes, esm_class: int, data_coding: int, tlvs: dict[int,
     no way there (message_payload is a TLV): ValueError (the router gives such a text to a bind of SMPP 3.4 only:
     `carried_without_tlvs`)."""
     if tlvs:
-        with_udh = with_tlvs_in_udh(body, esm_class, data_coding, tlvs)
+        with_udh = with_tlvs_in_udh(body, esm_class, tlvs)
         if with_udh is not body:
             body, esm_class = with_udh, esm_class | _UDHI
     if len(body) > MAX_SHORT_MESSAGE:

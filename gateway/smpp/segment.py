@@ -129,7 +129,7 @@ def _concat_element(reference: int, total: int, sixteen_bit: bool) -> bytes:
     return bytes((IEI_CONCAT_16, 4, reference >> 8, reference & 0xFF, total))
 
 
-def with_tlvs_in_udh(short_message: bytes, esm_class: int, data_coding: int, tlvs: dict[int, int | bytes]) -> bytes:
+def with_tlvs_in_udh(short_message: bytes, esm_class: int, tlvs: dict[int, int | bytes]) -> bytes:
     """short_message with what its sar_* and source_port/destination_port TLVs say in its UDH (one added, or the
     elements joined to the one it has), as the SMSC puts it on the air, for a receiver that takes no optional
     parameters (SMPP 3.3); as it is when they say nothing its UDH does not. The caller sets UDHI.

@@ -412,15 +412,15 @@ def test_a_reference_above_255_goes_in_the_8_bit_element_whatever_the_parts_leng
     """A full part (153 septets, cut for the 8-bit element) has no room for the 16-bit one, a shorter part did:
     the parts of one text got references 44 and 300, two texts to the receiver, neither whole."""
     body = b"a" * septets
-    assert with_tlvs_in_udh(body, 0, DataCoding.DEFAULT, SAR_300_OF_2_1) == bytes.fromhex("05 00 03 2c 02 01") + body
+    assert with_tlvs_in_udh(body, 0, SAR_300_OF_2_1) == bytes.fromhex("05 00 03 2c 02 01") + body
 
 
 def test_tlvs_a_udh_already_says_are_not_added_again_and_nothing_new_leaves_the_text_as_it_is():
     udhi = int(EsmClass.UDHI)
     concatenated = bytes.fromhex("05 00 03 07 02 01") + b"text"
-    assert with_tlvs_in_udh(concatenated, udhi, DataCoding.DEFAULT, SAR_300_OF_2_1) is concatenated
+    assert with_tlvs_in_udh(concatenated, udhi, SAR_300_OF_2_1) is concatenated
     with_ports = bytes.fromhex("06 05 04 0b84 23f0") + b"push"
-    assert with_tlvs_in_udh(with_ports, udhi, DataCoding.DEFAULT, {Tag.DESTINATION_PORT: 80}) is with_ports
-    assert with_tlvs_in_udh(b"plain", 0, DataCoding.DEFAULT, {Tag.USER_MESSAGE_REFERENCE: 5}) == b"plain"
+    assert with_tlvs_in_udh(with_ports, udhi, {Tag.DESTINATION_PORT: 80}) is with_ports
+    assert with_tlvs_in_udh(b"plain", 0, {Tag.USER_MESSAGE_REFERENCE: 5}) == b"plain"
     broken = bytes.fromhex("09 00 03") + b"x"  # its length runs past the text: left as it came
-    assert with_tlvs_in_udh(broken, udhi, DataCoding.DEFAULT, {Tag.DESTINATION_PORT: 80}) is broken
+    assert with_tlvs_in_udh(broken, udhi, {Tag.DESTINATION_PORT: 80}) is broken
