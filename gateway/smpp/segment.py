@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Generic, TypeVar
 
-from gateway.smpp.constants import EsmClass, Tag
+from gateway.smpp.constants import DataCoding, EsmClass, Tag
 from gateway.smpp.text import Alphabet, alphabet, choose_coding, encode
 
 __all__ = [
@@ -392,20 +392,30 @@ class Reassembler(Generic[Body]):
 def sms_filled(body_with_udh: bytes, data_coding: int) -> int:
     """How many SMS a body that begins with its own UDH fills on the air. One if its text fits after the UDH (GSM
     septets packed after it: 6 octets and 153 septets, a part as cut for an 8-bit reference, are one SMS); else
-    as many as its text needs with that UDH in every one, and at least a concatenation element's room: never
-    fewer than the same text without a UDH (parts_needed)."""
-    kind = alphabet(data_coding)
+    as many as its text needs with that UDH in every one, plus an 8-bit concatenation element if it has none
+    (5 octets): never fewer than the same text without a UDH (parts_needed)."""
+    kind = _counted_as(data_coding)
     udh = 1 + body_with_udh[0] if body_with_udh else 0
-    room = _capacity(kind, max(udh, _UDH_LENGTH[ConcatScheme.UDH8]))
-    if udh > len(body_with_udh) or room <= 0:  # a UDH that does not add up, or leaves no room: all of it counts
+    elements = _elements(body_with_udh[1:udh]) if udh <= len(body_with_udh) else None
+    if elements is None:  # a UDH that does not add up: all of it counts as text
         return parts_needed(len(body_with_udh), data_coding)
     text = len(body_with_udh) - udh
-    return 1 if text <= _capacity(kind, udh) else -(-text // room)
+    if text <= _capacity(kind, udh):
+        return 1
+    concatenated = any(iei in (IEI_CONCAT_8, IEI_CONCAT_16) for iei, _ in elements)
+    room = _capacity(kind, udh if concatenated else udh + _UDH_LENGTH[ConcatScheme.UDH8] - 1)
+    return -(-text // room) if room > 0 else parts_needed(len(body_with_udh), data_coding)  # (a UDH filling the SMS)
+
+
+def _counted_as(data_coding: int) -> Alphabet:
+    """The alphabet that counts an SMS's room for this data_coding: IA5 (0x01) is 7-bit, sent as GSM septets
+    (160 characters to an SMS), though read and written as ASCII here (text.alphabet)."""
+    return Alphabet.GSM7 if data_coding == DataCoding.IA5 else alphabet(data_coding)
 
 
 def parts_needed(encoded_length: int, data_coding: int) -> int:
     """How many SMS an encoded body of this length costs (UDH8 concatenation beyond one)."""
-    kind = alphabet(data_coding)
+    kind = _counted_as(data_coding)
     single = _capacity(kind, 0)
     if encoded_length <= single:
         return 1

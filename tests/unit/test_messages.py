@@ -68,10 +68,22 @@ def test_a_submission_costs_one_segment_per_sms_it_becomes() -> None:
     ports = b"\x0b\x00\x03\x01\x02\x01\x05\x04\x0b\x84\x23\xf0"  # concatenation and ports: 12 octets
     assert segments_of(DataSm(esm_class=0x40, data_coding=4, tlvs={Tag.MESSAGE_PAYLOAD: ports + b"a" * 1280})) == 10
     assert segments_of(SubmitSm(short_message=b"\xff" + b"a" * 200, esm_class=0x40)) == 2  # a UDH past its end: text
+    # Ports alone (7 octets): each SMS of a longer text carries them and a concatenation element, 12 octets in all.
+    only_ports = b"\x06\x05\x04\x0b\x84\x23\xf0"
+    assert segments_of(SubmitSm(short_message=only_ports + b"a" * 152, esm_class=0x40)) == 1  # 8 + 152 septets
+    assert segments_of(DataSm(esm_class=0x40, tlvs={Tag.MESSAGE_PAYLOAD: only_ports + b"a" * 293})) == 3  # 146 a part
+    assert segments_of(DataSm(esm_class=0x40, tlvs={Tag.MESSAGE_PAYLOAD: ports + b"a" * 293})) == 3
+
+
+def test_ia5_text_counts_as_the_7_bit_text_it_is_on_the_air() -> None:
+    """data_coding 1 (IA5, node-smpp's default) was counted in octets: 160 characters, one SMS, counted two."""
+    assert segments_of(SubmitSm(short_message=b"a" * 160, data_coding=1)) == 1
+    assert segments_of(SubmitSm(short_message=b"a" * 161, data_coding=1)) == 2
+    assert segments_of(DataSm(data_coding=1, tlvs={Tag.MESSAGE_PAYLOAD: b"a" * 306})) == 2  # 153 a part
     assert segments_of(DataSm(tlvs={Tag.MESSAGE_PAYLOAD: b"a" * 400})) == 3
 
 
-@given(text=st.integers(0, 3000), coding=st.sampled_from([0, 3, 4, 8]))
+@given(text=st.integers(0, 3000), coding=st.sampled_from([0, 1, 3, 4, 8]))
 def test_a_udh_of_its_own_never_makes_a_text_cost_fewer_segments(text: int, coding: int) -> None:
     udh = b"\x05\x00\x03\x01\x02\x01"
     with_udh = DataSm(esm_class=0x40, data_coding=coding, tlvs={Tag.MESSAGE_PAYLOAD: udh + b"a" * text})
