@@ -87,12 +87,13 @@ class Amendments:
         account = conn.account.system_id
         source = self.plan.normalise(pdu.source_addr)
         now = self.clock.now()
+        candidates = await self._submitted(account, source, pdu.message_id)
         try:
             check_replacement(pdu)
             expires_at = validity_end(pdu.validity_period, now)
             scheduled_at = time_field(pdu.schedule_delivery_time, now, S.ESME_RINVSCHED)
         except Rejection as refused:
-            log.warning("replace_sm refused", account=account, msisdn=self._subscriber(conn, pdu.source_addr, "", []),
+            log.warning("replace_sm refused", account=account, msisdn=self._subscriber(conn, pdu.source_addr, "", candidates),
                         source=pdu.source_addr, message_id=pdu.message_id, status=S.name_of(refused.status),
                         reason=refused.reason)  # fmt: skip
             conn.respond(response_to(pdu, refused.status))
@@ -101,7 +102,6 @@ class Amendments:
         body = pdu.short_message or (payload if isinstance(payload, bytes) else b"")
         replaced = []
         status = S.ESME_RREPLACEFAIL
-        candidates = await self._submitted(account, source, pdu.message_id)
         for stored in candidates:
             replacement = dataclasses.replace(stored, short_message=body, registered_delivery=pdu.registered_delivery)
             if expires_at is not None:
@@ -141,7 +141,7 @@ class Amendments:
         """The msisdn the log line about a cancel_sm or replace_sm names: as the lines about the MT did, if found."""
         if found:
             return subscriber_of(found[0])
-        return subscriber_submitting(self.plan, conn.account.role, source, dest)
+        return subscriber_submitting(conn.account.role, source, dest, self.plan)
 
     async def _cancel_all(self, messages: list[Message]) -> list[str]:
         """Cancel those of `messages` still undelivered; the ids of those whose cancellation is committed."""

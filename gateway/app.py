@@ -232,8 +232,9 @@ class Gateway:
         for server in self._servers:
             server.close()
         settings = self.config.gateway
-        log.info("smsgw stopping: new submissions refused, draining", binds=len(self.connections),
-                 drain_timeout=settings.drain_timeout)  # (up to drain_timeout + response_timeout of quiet otherwise)
+        if started:  # (a start that failed stops too: it never took traffic, and says so in its one line)
+            log.info("smsgw stopping: new submissions refused, draining", drain_timeout=settings.drain_timeout,
+                     binds=sum(1 for c in self.connections if c.account is not None))  # (as /ready counts them)
         loop = asyncio.get_running_loop()
         drain_until = loop.time() + settings.drain_timeout
         for connection in list(self.connections):

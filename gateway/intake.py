@@ -36,6 +36,7 @@ from .messages import (
     message_from_submission,
     schedule,
     segments_of,
+    subscriber_of,
     subscriber_submitting,
 )
 from .mo import MoProcessor
@@ -125,7 +126,7 @@ class Intake:
             message = self._admit(account, conn.session_id, pdu)
         except Rejection as rejected:
             log.warning("submission rejected", account=account.system_id,
-                        msisdn=subscriber_submitting(self.plan, account.role, pdu.source_addr, pdu.destination_addr),
+                        msisdn=subscriber_submitting(account.role, pdu.source_addr, pdu.destination_addr, self.plan),
                         source=pdu.source_addr, dest=pdu.destination_addr, status=S.name_of(rejected.status),
                         reason=rejected.reason)  # fmt: skip
             conn.respond_encoded(encode_message_id_resp(resp_id, pdu.sequence_number, "", rejected.status))
@@ -221,18 +222,19 @@ class Intake:
         result: tuple[str, bool] | None, error: BaseException | None,
     ) -> bool:  # fmt: skip
         """Answer a submission whose commit settled. True: a new message is stored (not a copy, not failed)."""
+        role = conn.account.role
         if isinstance(error, Rejection):  # not written at all (the gateway stops): the client sends it again
-            log.info("submission refused", account=message.account, msisdn=message.source_addr,
+            log.info("submission refused", account=message.account, msisdn=_submitter(message, role),
                      status=S.name_of(error.status), reason=error.reason)  # fmt: skip
             conn.respond_encoded(encode_message_id_resp(resp_id, sequence, "", error.status))
             return False
         if error is not None:
-            _write_failed(message, error)
+            _write_failed(message, role, error)
             conn.respond_encoded(encode_message_id_resp(resp_id, sequence, "", S.ESME_RSYSERR))
             return False
         message_id, duplicate = result
         conn.respond_encoded(encode_message_id_resp(resp_id, sequence, message_id))
-        return _is_new(message, message_id, duplicate)
+        return _is_new(message, role, message_id, duplicate)
 
     def _replacing(
         self, committed: Callable[[tuple[str, bool] | None, BaseException | None], None], message: Message,
@@ -253,6 +255,10 @@ class Intake:
         listed: set[str] = set()
         for dest in pdu.dest_addresses:
             if dest.dest_flag != 1:
+                log.warning("submission rejected", account=account.system_id,
+                            msisdn=subscriber_submitting(account.role, pdu.source_addr, "", self.plan), source=pdu.source_addr,
+                            dl_name=dest.dl_name, status=S.name_of(S.ESME_RINVDLNAME),
+                            reason="distribution lists are not kept here: name each number")  # fmt: skip
                 refused.append(UnsuccessSme(destination_addr=dest.dl_name, error_status_code=S.ESME_RINVDLNAME))
                 continue
             number = self.plan.normalise(dest.destination_addr)
@@ -263,7 +269,7 @@ class Intake:
                 message = self._admit(account, conn.session_id, _submit_sm_to(pdu, dest))
             except Rejection as rejected:
                 log.warning("submission rejected", account=account.system_id,
-                            msisdn=subscriber_submitting(self.plan, account.role, pdu.source_addr, dest.destination_addr),
+                            msisdn=subscriber_submitting(account.role, pdu.source_addr, dest.destination_addr, self.plan),
                             source=pdu.source_addr, dest=dest.destination_addr, status=S.name_of(rejected.status),
                             reason=rejected.reason)  # fmt: skip
                 refused.append(_unsuccess(dest, rejected.status))
@@ -288,13 +294,14 @@ class Intake:
     ) -> None:  # fmt: skip
         outcomes = await asyncio.gather(*accepts, return_exceptions=True)
         committed: list[tuple[Message, str, bool]] = []
+        role = conn.account.role
         for message, outcome in zip(admitted, outcomes):
             if isinstance(outcome, BaseException):
-                _write_failed(message, outcome)
+                _write_failed(message, role, outcome)
                 refused.append(UnsuccessSme(destination_addr=message.dest_addr, error_status_code=S.ESME_RSYSERR))
             else:
                 committed.append((message, *outcome))
-        new = {message.id for message, message_id, duplicate in committed if _is_new(message, message_id, duplicate)}
+        new = {message.id for message, message_id, duplicate in committed if _is_new(message, role, message_id, duplicate)}
         if committed:
             status, message_id = S.ESME_ROK, committed[0][1]
         else:  # refused everywhere: for their one reason if they share it (ESME_RTHROTTLED: slow down)
@@ -317,8 +324,9 @@ class Intake:
     async def query(self, conn: SmppConnection, pdu: QuerySm) -> None:
         message = await self.store.get(pdu.message_id)
         if message is None or message.source_addr != self.plan.normalise(pdu.source_addr) or message.account != conn.account.system_id:
-            log.warning("query_sm refused", message_id=pdu.message_id, account=conn.account.system_id,
-                        msisdn=self.plan.normalise(pdu.source_addr), source=pdu.source_addr,
+            msisdn = subscriber_of(message) if message else subscriber_submitting(conn.account.role, pdu.source_addr, "", self.plan)
+            log.warning("query_sm refused", message_id=pdu.message_id, account=conn.account.system_id, msisdn=msisdn,
+                        source=pdu.source_addr,
                         status=S.name_of(S.ESME_RQUERYFAIL),
                         reason="no such message" if message is None else "not submitted by this account from that source_addr")
             conn.respond(QuerySmResp(sequence_number=pdu.sequence_number, command_status=S.ESME_RQUERYFAIL))
@@ -347,14 +355,19 @@ def _time_to_live_end(pdu: DataSm, now: float) -> float | None:
     return now + seconds if seconds else None
 
 
-def _write_failed(message: Message, error: BaseException) -> None:
-    log.error("store write failed", message_id=message.id, account=message.account, msisdn=message.source_addr,
+def _submitter(message: Message, role: str) -> str:
+    return subscriber_submitting(role, message.source_addr, message.dest_addr)
+
+
+def _write_failed(message: Message, role: str, error: BaseException) -> None:
+    log.error("store write failed", message_id=message.id, account=message.account, msisdn=_submitter(message, role),
               error="cancelled" if isinstance(error, asyncio.CancelledError) else repr(error))  # fmt: skip
 
 
-def _is_new(message: Message, message_id: str, duplicate: bool) -> bool:
+def _is_new(message: Message, role: str, message_id: str, duplicate: bool) -> bool:
     if duplicate:
-        log.info("retransmission recognised", message_id=message_id, account=message.account, msisdn=message.source_addr)
+        log.info("retransmission recognised", message_id=message_id, account=message.account,
+                 msisdn=_submitter(message, role))  # fmt: skip
     return not duplicate
 
 

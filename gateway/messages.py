@@ -59,10 +59,12 @@ def subscriber_of(message: Message) -> str:
     return message.source_addr if notice_account(message) else message.dest_addr
 
 
-def subscriber_submitting(plan: NumberPlan, role: str, source: str, dest: str) -> str:
-    """The subscriber a log line about a submission (refused, or cancelled, replaced, queried) names as its msisdn,
-    written as every other line writes it: the sender; for an SP, which sends from its service code, its addressee."""
-    return plan.normalise(dest if role == "sp" else source)
+def subscriber_submitting(role: str, source: str, dest: str, plan: NumberPlan | None = None) -> str:
+    """The subscriber a log line about a submission (recognised again, refused, cancelled, replaced, queried) names
+    as its msisdn: the sender; for an SP, which sends from its service code, its addressee. With `plan`, the
+    addresses are as sent, and the one named is written as every other line writes it (normalised)."""
+    number = dest if role == "sp" else source
+    return number if plan is None else plan.normalise(number)
 
 
 def body_of(pdu: SubmitSm | DataSm) -> bytes:

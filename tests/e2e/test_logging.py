@@ -210,6 +210,39 @@ def test_refusals_name_the_subscriber_as_every_line_does_and_cancel_and_replace_
     assert all("no such message" in r["reason"] for r in records if "_sm refused" in r["event"])
 
 
+def test_lines_about_an_sps_submissions_name_the_subscriber_it_sends_to(tmp_path: Path) -> None:
+    """'retransmission recognised', 'query_sm refused' and 'replace_sm refused' named an SP's service code (or
+    nothing) as msisdn: a search for the subscriber missed them. And the drain's line counted connections that
+    never bound as binds."""
+    gateway = GatewayProcess(tmp_path / "gw.db")
+    a, sina = Handset(gateway.smpp_port, A), Handset(gateway.smpp_port, "1066916")
+    idle = socket.create_connection(("127.0.0.1", gateway.smpp_port))  # connected, never bound
+    try:
+        a.bind("trx", "handset")
+        sina.bind("trx", "sina")
+        assert a.submit("1066916", "TT").status == ESME_ROK
+        a.expect()  # the confirmation request
+        assert a.submit("10086", "Y").status == ESME_ROK
+        assert eventually(lambda: sina.submit(A, "news", user_message_reference=7).status == ESME_ROK, 10)
+        first = sina.submit(A, "news", user_message_reference=7)  # sent again: recognised
+        assert first.status == ESME_ROK
+        assert sina.query(first.message_id, source="1066999").status == ESME_RQUERYFAIL
+        with RawLink(gateway.smpp_port) as link:
+            link.bind("sina", command="bind_transmitter")
+            link.send(replace_sm(2, "1066916", first.message_id.decode(), b"late news", validity="bad"))
+            assert answer(link, 2)[0] != ESME_ROK
+    finally:
+        a.close()
+        sina.close()
+    assert gateway.terminate() == 0
+    idle.close()
+    lines = {event: logged(gateway, event) for event in ("retransmission recognised", "query_sm refused", "replace_sm refused")}
+    assert {event: [(r["account"], r["msisdn"]) for r in found] for event, found in lines.items()} == {
+        "retransmission recognised": [("sina", A)], "query_sm refused": [("sina", A)], "replace_sm refused": [("sina", A)]}
+    [stopping] = logged(gateway, "smsgw stopping: new submissions refused, draining")
+    assert stopping["binds"] == 0
+
+
 def answer_to(port: int, request: bytes) -> bytes:
     """What the HTTP port answers to raw bytes (it closes the connection after an error)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
