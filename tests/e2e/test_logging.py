@@ -15,11 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.test_amend import submit_multi
 from tests.gateway_process import GatewayProcess, config_file
 from tests.polling import eventually
 from tests.smpp_handset import (
     ESME_RCANCELFAIL,
     ESME_RINVCMDID,
+    ESME_RINVDLNAME,
     ESME_RINVDSTADR,
     ESME_ROK,
     ESME_RQUERYFAIL,
@@ -196,14 +198,17 @@ def test_refusals_name_the_subscriber_as_every_line_does_and_cancel_and_replace_
             link.bind("handset", command="bind_transmitter")
             link.send(cancel_sm(2, "+8613800000001", "no-such-id"))
             link.send(replace_sm(3, "13800000001", "no-such-id", b"new text"))
-            assert [answer(link, 2)[0], answer(link, 3)[0]] == [ESME_RCANCELFAIL, ESME_RREPLACEFAIL]
+            link.send(submit_multi(4, A, ["dl:friends"], b"to my friends"))  # refused, and it was not logged
+            assert [answer(link, 2)[0], answer(link, 3)[0], answer(link, 4)[0]] == [
+                ESME_RCANCELFAIL, ESME_RREPLACEFAIL, ESME_RINVDLNAME]  # fmt: skip
     finally:
         sina.close()
         a.close()
     assert gateway.terminate() == 0
     records = [json.loads(line) for line in gateway.log if line.startswith("{")]
     rejected = [(r["account"], r["msisdn"], r["source"], r["status"]) for r in records if r["event"] == "submission rejected"]
-    assert rejected == [("sina", B, "1066916", "SMSGW_RNOSUBSCRIPTION"), ("handset", A, "13800000001", "ESME_RINVDSTADR")]
+    assert rejected == [("sina", B, "1066916", "SMSGW_RNOSUBSCRIPTION"), ("handset", A, "13800000001", "ESME_RINVDSTADR"),
+                        ("handset", A, A, "ESME_RINVDLNAME")]  # fmt: skip
     refused = [(r["event"], r["level"], r["msisdn"], r["message_id"], r["status"]) for r in records if "_sm refused" in r["event"]]
     assert refused == [("cancel_sm refused", "warning", A, "no-such-id", "ESME_RCANCELFAIL"),
                        ("replace_sm refused", "warning", A, "no-such-id", "ESME_RREPLACEFAIL")]  # fmt: skip
