@@ -54,6 +54,7 @@ from typing import Any
 
 from gateway.config import Config
 from gateway.smpp.constants import CommandStatus
+from gateway.smpp.pdu import Pdu
 
 from .dialogues import ORDERED, DialogueFailed, DialogueResult, Plan, Run, Service, parse_listing, run_dialogue
 from .esme import Esme, EsmeError, ShortMessage
@@ -83,6 +84,7 @@ IDLE, BUSY, RETIRED = "idle", "busy", "retired"
 SENDER_BLOCKED = CommandStatus.SMSGW_RSENDERBLOCKED  # 0x400: blocked network-wide
 BLOCKED_BY_RECIPIENT = CommandStatus.SMSGW_RBLOCKEDBYRECIPIENT  # 0x401: the recipient reported the sender
 LATE_MARGIN = 0.5  # seconds past a survey's validity (as the fleet saw it arrive) before a late answer
+RECENT = 4  # arrivals a phone remembers (since its last MO) to tell a copy of one
 
 SPAM_TEXTS = (
     "【中奖通知】恭喜您获得iPhone一部，请点击 http://x.cn 领取",
@@ -207,8 +209,20 @@ class Phone(Handset):
         self.pending_orders: dict[str, Waiting] = {}
         self.reports_today = 0
         self.reported: set[str] = set()  # numbers it reported (or is reporting)
+        # Hashes of (source, text) of what arrived since its last MO, the last RECENT: a text no dialogue waits for
+        # that is one of them is a copy (simulator/fleet.py Fleet.unasked). Hashes, not texts: 100k phones.
+        self.recent: tuple[int, ...] = ()
+
+    def send(self, to: str, text: str, **fields: object) -> Awaitable[tuple[Pdu, float]]:
+        # After an MO a text may legitimately repeat an earlier one word for word (a second survey, the same
+        # help text): only what arrives with no MO of the phone between counts as a copy.
+        self.recent = ()
+        return super().send(to, text, **fields)
 
     def deliver(self, message: ShortMessage) -> None:
+        recent = self.recent
+        arrival = hash((message.source, message.text))
+        self.recent = (*recent[1:], arrival) if len(recent) >= RECENT else (*recent, arrival)
         fleet = self.fleet
         expecting = self.expecting
         if expecting is not None and expecting.wants(message) and fleet.notice_kind(message) is None:

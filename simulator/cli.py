@@ -349,6 +349,9 @@ def describe(summary: dict[str, Any]) -> str:
     not_started = {k: v for k, v in stats.items() if k.startswith("not_started")}
     if not_started:
         lines.append("dialogues not started: " + ", ".join(f"{k[12:]} {v}" for k, v in not_started.items()))
+    if stats.get("redelivered_after_late_answer"):  # copies the fleet brought on itself: not the target's fault
+        lines.append(f"delivered again after the fleet answered late: {stats['redelivered_after_late_answer']} (the target's "
+                     "retries of deliver_sm the fleet answered after its response_timeout; see unasked_samples)")  # fmt: skip
     for kind, steps in summary["failures_by_step"].items():
         for step, n in steps.items():
             lines.append(f"FAILED {kind} at {step}: {n}")

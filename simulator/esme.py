@@ -126,9 +126,23 @@ class SharedParts:
     """The parts of long texts received so far (and, with keep_pdus, their PDUs), by sender, recipient and
     reference: one per connection, or one for several."""
 
-    def __init__(self, reassembly_timeout: float = 60.0) -> None:
+    def __init__(self, reassembly_timeout: float = 60.0,
+                 on_given_up: Callable[[str, str, list[int]], None] | None = None) -> None:  # fmt: skip
+        """on_given_up(source, destination, seqnums held): told of each text given up with parts missing (its
+        first part came reassembly_timeout ago): only part of it arrived."""
         self.reassembler: Reassembler = Reassembler(timeout=reassembly_timeout)
         self.pdus: dict[tuple[str, str, int], list[Pdu]] = {}
+        self.on_given_up = on_given_up
+
+    def expire(self, now: float) -> int:
+        """Give up the texts whose first part came more than reassembly_timeout before `now` (math.inf: every
+        text still incomplete); returns how many."""
+        expired = self.reassembler.expire(now)
+        for (source, destination), reference, bodies in expired:  # type: ignore[misc]
+            self.pdus.pop((source, destination, reference), None)
+            if self.on_given_up is not None:
+                self.on_given_up(source, destination, sorted(bodies))
+        return len(expired)
 
 
 class Esme(asyncio.Protocol):
@@ -160,6 +174,7 @@ class Esme(asyncio.Protocol):
         )
         self.stats = EsmeStats()
         parts = parts if parts is not None else SharedParts(reassembly_timeout)
+        self.parts = parts
         self.reassembler = parts.reassembler
         self._partial_pdus = parts.pdus
         self._loop = asyncio.get_running_loop()
@@ -442,8 +457,7 @@ class Esme(asyncio.Protocol):
             self._release()
         if session.enquire_link_due(now):
             self.request(EnquireLink()).add_done_callback(_retrieve)
-        for key, reference, _bodies in self.reassembler.expire(now):
-            self._partial_pdus.pop((*key, reference), None)  # type: ignore[arg-type]
+        self.parts.expire(now)
         self._flush()
         if self._transport is not None:
             self._timer = self._loop.call_later(1.0, self._tick)

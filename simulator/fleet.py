@@ -23,6 +23,7 @@ dialogues not started, spammers, SP notices).
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import re
 import ssl
@@ -50,6 +51,7 @@ MAX_ADDRESS_RANGE = 40  # SMPP 3.4: address_range is a C-octet string of at most
 CONNECT_TIMEOUT = 10.0  # seconds for a TCP connection (and TLS handshake) to the target
 SP_NOTICE = re.compile(r"event=(\w+) service=(\S+)(?:.* msisdn=\+?(\d+))?")
 DRAIN_POLL = 0.1  # seconds between the drain's looks at an interruption
+DELIVERY_FAULTS_KEPT = 200  # texts delivered twice or in part, kept with their details (beyond: counted)
 
 
 class FleetError(Exception):
@@ -201,7 +203,8 @@ class Fleet:
         self.spammers: list[Spammer] = []
         self.spammer_by_number: dict[str, Spammer] = {}
         self.binds: list[Esme] = []
-        self._parts = SharedParts()  # a long text's parts may come on several of the fleet's binds
+        # A long text's parts may come on several of the fleet's binds; one given up incomplete arrived in part.
+        self._parts = SharedParts(on_given_up=self._arrived_in_part)
         self.spammer_binds: list[Esme] = []
         self.sp_binds: list[Esme] = []
         self.idle = Pool()
@@ -210,6 +213,9 @@ class Fleet:
         self.stats: Counter[str] = Counter()
         self.notices_expected: Counter[tuple[str, str]] = Counter()  # (event, service id) for bound SPs
         self.notices_received: Counter[tuple[str, str]] = Counter()
+        # Texts delivered twice or in part: (kind, msisdn, source, text, time.monotonic()), judged at the end
+        # (settle) when the fleet knows whether it answered the target late
+        self._delivery_faults: list[tuple[str, str, str, str, float]] = []
         self.unasked_samples: list[str] = []
         self.stop_reason = ""
         self._stopping = False
@@ -781,6 +787,16 @@ class Fleet:
         if message.is_receipt:
             recorder.arrived_unasked("receipt")
             return
+        spam = source in self.spammer_by_number or (source.isdigit() and len(source) > 8 and source not in self.rules.short_codes)
+        if source in self.by_number:
+            if self.post.arrived(message):  # chatter: a dialogue of its sender waits for it
+                return
+        elif spam and self.post.arrived(message):  # a spammer's round waited for it
+            recorder.arrived_unasked("spam")
+            self._react_spam(phone, message)
+            return
+        if self._copy(phone, message):
+            return
         kind = self.notice_kind(message)
         if kind is not None:
             recorder.arrived_unasked(kind)
@@ -791,11 +807,7 @@ class Fleet:
                 recorder.arrived_unasked("survey")
                 self._react_survey(phone, message, fields)
                 return
-        elif source in self.by_number:
-            if self.post.arrived(message):  # chatter: a dialogue of its sender waits for it
-                return
-        elif source in self.spammer_by_number or (source.isdigit() and len(source) > 8 and source not in self.rules.short_codes):
-            self.post.arrived(message)  # a spammer's round waits for it
+        elif spam:
             recorder.arrived_unasked("spam")
             self._react_spam(phone, message)
             return
@@ -808,6 +820,28 @@ class Fleet:
             return
         recorder.arrived_unasked("other")
         self._sample(f"to {phone.msisdn} ({phone.state}) from {source}: {message.text}")
+
+    def _copy(self, phone: Phone, message: ShortMessage) -> bool:
+        """A text no dialogue waits for that is one the phone received since its last MO (Phone.recent): a copy.
+        Kept to be judged at the end (settle); the one it copies stays as it was (a reply, a chat, a survey)."""
+        arrival = hash((message.source, message.text))
+        recent = phone.recent
+        if recent.count(arrival) < 2:  # Phone.deliver counted this one in
+            return False
+        at = recent.index(arrival)
+        phone.recent = recent[:at] + recent[at + 1:]  # the pair is told once, even when both come here
+        self.stats["delivered_twice"] += 1
+        if len(self._delivery_faults) < DELIVERY_FAULTS_KEPT:
+            self._delivery_faults.append(("twice", phone.msisdn, message.source, message.text, message.received_at))
+        return True
+
+    def _arrived_in_part(self, source: str, destination: str, seqnums: list[int]) -> None:
+        """A long text given up with parts missing (SharedParts): a part lost, or a copy of a part of a text
+        that was whole already (it begins a set nothing completes)."""
+        self.stats["arrived_in_part"] += 1
+        if len(self._delivery_faults) < DELIVERY_FAULTS_KEPT:
+            held = ", ".join(map(str, seqnums))
+            self._delivery_faults.append(("in part", destination, source, f"<part(s) {held} only>", time.monotonic()))
 
     def check_failed(self, kind: str, msisdn: str, step: str, error: str,
                      transcript: list[tuple[float, str, str, str]] | None = None) -> None:
@@ -878,6 +912,7 @@ class Fleet:
         (when no such dialogue failed: a failed one may or may not have gone through)."""
         try:
             await self._check_blocks_and_notices(timeout)
+            await self._check_deliveries()
         finally:
             self.recorder.finish()  # the run ends after its end checks: their results lie within it
 
@@ -900,6 +935,44 @@ class Fleet:
                           for e, s in set(expected) | set(received) if expected.get((e, s), 0) != received.get((e, s), 0))  # fmt: skip
             self.check_failed("sp_notice", ",".join(a.system_id for a in self.scenario.fleet.sp_receivers), "end",
                               "SP notices do not match the fleet's orders and unsubscriptions: " + "; ".join(diff[:10]))  # fmt: skip
+
+    async def _check_deliveries(self) -> None:
+        """Texts delivered twice, and long texts that arrived in part, fail the run (a gateway delivers each text
+        once, whole), unless the fleet itself answered the target's deliver_sm late: then the target's retries are
+        its right (SMPP), and they are counted as such. A long text still incomplete now gets the step timeout to
+        complete (its last parts may be on their way), then is given up: it arrived in part. An interrupted run
+        judges none of these (what is in flight was cut short)."""
+        parts, step_timeout = self._parts, self.scenario.load.timeout
+        if self.interrupted:
+            self.stats["incomplete_unjudged"] = len(parts.reassembler)
+            return
+        until = time.monotonic() + step_timeout
+        while len(parts.reassembler) and time.monotonic() < until:
+            await asyncio.sleep(0.05)
+        parts.expire(math.inf)
+        faults = self._delivery_faults
+        count = self.stats["delivered_twice"] + self.stats["arrived_in_part"]
+        if not count:
+            return
+        lag = self.headroom.loop_lag.get_max_value() / 1e6 if self.headroom is not None else 0.0
+        retry_after = self.config.gateway.response_timeout
+        if lag >= retry_after:
+            self.stats["redelivered_after_late_answer"] = count
+            self._sample(f"{count} texts delivered twice or in part: the fleet answered deliver_sm late (its event loop "
+                         f"lagged up to {lag:.1f} s, the target retries after response_timeout {retry_after:g} s), so "
+                         "they are the target's retries, not its fault")  # fmt: skip
+            return
+        steps = {"twice": "text delivered twice", "in part": "long text arrived in part"}
+        for kind, msisdn, source, text, at in faults:
+            if kind == "twice":
+                error = f"{text!r} from {source} arrived again, with no MO of the subscriber since: a copy"
+            else:
+                error = f"a long text from {source} arrived in part: {text[1:-1]}; its other parts never came within the step timeout"
+            self.check_failed("delivery", msisdn, steps[kind], error, [(at, "<", source, text)])
+        for kind in ("twice", "in part"):  # beyond the ones kept with their details
+            stat = "delivered_twice" if kind == "twice" else "arrived_in_part"
+            for _ in range(self.stats[stat] - sum(1 for f in faults if f[0] == kind)):
+                self.check_failed("delivery", "", steps[kind], f"as the first {DELIVERY_FAULTS_KEPT} (kept with their details)")
 
     async def _verify_blocks(self) -> None:
         threshold = self.rules.spam_block_threshold

@@ -1,0 +1,157 @@
+"""The fleet's checks catch a gateway that behaves wrongly (found by a review: each of these ran PASS): texts
+delivered twice or long texts in part, SP notices to the wrong SP or about the wrong subscriber, a first order
+without its free trial, a 0000 listing naming the wrong SP or reply window, a survey naming the wrong service,
+and wrong refusals listed as "refused (as expected)". The gateway misbehaves by its config, or behind a small
+SMPP proxy in the test's event loop; the fleet is the real one."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import struct
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Self
+
+from gateway.config import DEFAULT_CONFIG
+from simulator import testing
+from simulator.testing import make_scenario, run_fleet_async
+
+smsgw_fleet = testing.smsgw_fleet  # the fixture
+
+DELIVER_SM, DELIVER_SM_RESP = 0x00000005, 0x80000005
+KINDS = ("query", "order", "spam", "chatter", "spammer", "help")
+NO_SP = {"sp_receivers": []}
+
+
+def only(**weights: float) -> dict[str, dict[str, float]]:
+    return {kind: {"weight": weights.get(kind, 0)} for kind in KINDS}
+
+
+def target_config(directory: Path, texts: dict[str, str] = {}, config: dict[str, str] = {}) -> Path:  # noqa: B006
+    """The built-in config and texts copied to `directory`, with each whole line `texts` names in messages.zh.toml
+    and each passage `config` names in the config file replaced. Returns the config file."""
+    directory.mkdir()
+    for language in ("zh", "en"):
+        shutil.copy(DEFAULT_CONFIG.parent / f"messages.{language}.toml", directory / f"messages.{language}.toml")
+    messages = directory / "messages.zh.toml"
+    lines = messages.read_text(encoding="utf-8").split("\n")
+    for old, new in texts.items():
+        assert lines.count(old) == 1, old
+        lines[lines.index(old)] = new
+    messages.write_text("\n".join(lines), encoding="utf-8")
+    text = DEFAULT_CONFIG.read_text(encoding="utf-8")
+    for old, new in config.items():
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    (directory / "config.toml").write_text(text, encoding="utf-8")
+    return directory / "config.toml"
+
+
+def shipped(prefix: str) -> str:
+    """The line of the shipped messages.zh.toml that begins with `prefix`."""
+    lines = (DEFAULT_CONFIG.parent / "messages.zh.toml").read_text(encoding="utf-8").split("\n")
+    return next(line for line in lines if line.startswith(prefix))
+
+
+# ------------------------------------------------------------------ a proxy
+class Proxy:
+    """An SMPP proxy in front of the gateway: what the client sends goes through; each deliver_sm to the client
+    goes through `change(pdu) -> [pdus]`. A PDU added (a copy) gets a sequence number of the proxy's, and the
+    client's answer to it stays here."""
+
+    def __init__(self, upstream: int, change: Callable[[bytes], list[bytes]]) -> None:
+        self.upstream, self.change = upstream, change
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Self:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream)
+        ours: set[int] = set()
+        sequence = [0x70000000]
+
+        async def to_client() -> None:
+            async for pdu in _pdus(up_r):
+                if _command(pdu) != DELIVER_SM:
+                    client_w.write(pdu)
+                    continue
+                for i, out in enumerate(self.change(pdu)):
+                    if i:  # an added one
+                        sequence[0] += 1
+                        ours.add(sequence[0])
+                        out = out[:12] + struct.pack(">I", sequence[0]) + out[16:]
+                    client_w.write(out)
+
+        async def to_gateway() -> None:
+            async for pdu in _pdus(client_r):
+                number = struct.unpack(">I", pdu[12:16])[0]
+                if _command(pdu) == DELIVER_SM_RESP and number in ours:
+                    ours.discard(number)
+                    continue
+                up_w.write(pdu)
+
+        try:
+            await asyncio.gather(to_client(), to_gateway())
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            client_w.close()
+            up_w.close()
+
+
+async def _pdus(reader: asyncio.StreamReader):
+    while True:
+        head = await reader.readexactly(16)
+        yield head + await reader.readexactly(struct.unpack(">I", head[:4])[0] - 16)
+
+
+def _command(pdu: bytes) -> int:
+    return struct.unpack(">I", pdu[4:8])[0]
+
+
+# ----------------------------------------------------------- delivered twice
+async def test_texts_delivered_twice_and_long_texts_in_part_fail_the_run(make_gateway) -> None:
+    """A proxy delivers every deliver_sm twice. Before, the copies were 'arrived unasked: other' and the copy of a
+    long text's part began a text that never completed: the run passed."""
+    gw = make_gateway()
+    scenario = make_scenario(fleet={"count": 40, "binds": 1, **NO_SP}, behaviours=only(chatter=1, help=1) | {
+        "chatter": {"weight": 1, "long": 0.5}}, load={"duration": 0, "count": 60, "concurrency": 4, "timeout": 2})  # fmt: skip
+    direct = await run_fleet_async(scenario, target=("127.0.0.1", gw.smpp_port))
+    direct.assert_ok()  # the control: the gateway itself delivers each text once, whole
+    async with Proxy(gw.smpp_port, lambda pdu: [pdu, pdu]) as proxy:
+        run = await run_fleet_async(scenario.override(start="8613800100000"), target=("127.0.0.1", proxy.port))
+    steps = run.summary["failures_by_step"]["delivery"]
+    stats = run.summary["fleet"]["stats"]
+    assert steps["text delivered twice"] == stats["delivered_twice"] > 0
+    assert steps["long text arrived in part"] == stats["arrived_in_part"] > 0
+    assert run.exit_code() == 1 and "other" not in run.summary["unsolicited"]
+    failure = next(f for f in run.failures if f["step"] == "text delivered twice")
+    assert "arrived again, with no MO of the subscriber since" in failure["error"]
+    # Every dialogue itself went well: only the copies fail the run.
+    assert run.summary["failures_by_step"].keys() == {"delivery"}
+
+
+async def test_a_retry_after_the_fleet_answered_late_is_the_targets_right(make_gateway) -> None:
+    """The fleet's event loop stalls longer than the gateway's response_timeout: the gateway delivers again what
+    the fleet answered late (SMPP allows it). That is reported as such, not as the gateway's copies."""
+    gw = make_gateway(gateway={"response_timeout": 0.3, "retry_backoff": [0.05]})
+    scenario = make_scenario(fleet={"count": 40, "binds": 1, **NO_SP}, behaviours=only(chatter=1, help=1),
+                             load={"duration": 5, "concurrency": 4, "timeout": 6})  # fmt: skip
+    loop = asyncio.get_running_loop()
+    loop.call_later(1.0, time.sleep, 3.0)  # the fleet's machine stalls (3 s: the gateway looks once a second)
+    run = await run_fleet_async(scenario, target=("127.0.0.1", gw.smpp_port), expect=gw.gateway.config)
+    stats = run.summary["fleet"]["stats"]
+    assert stats.get("redelivered_after_late_answer", 0) > 0, stats
+    assert "delivery" not in run.summary["failures_by_step"]
+    assert any("the fleet answered deliver_sm late" in s for s in run.summary["fleet"]["unasked_samples"])
+    assert f"delivered again after the fleet answered late: {stats['redelivered_after_late_answer']}" in str(run)
