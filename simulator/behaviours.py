@@ -164,7 +164,8 @@ class Env:
     rng: random.Random
     post: PostOffice
     timeout: float
-    on_event: Callable[[str, str], None] = lambda event, service_id: None  # ("ORDER" | "CANCEL", service id)
+    # ("ORDER" | "CANCEL", service id, the subscriber's MSISDN), or ("refused", status name) for an expected refusal
+    on_event: Callable[..., None] = lambda event, detail, msisdn="": None
     on_mo: Callable[[], None] = lambda: None  # an MO the target accepted, as its submit_sm_resp arrives
 
     @property
@@ -340,7 +341,7 @@ async def query(phone: Phone, env: Env) -> DialogueResult:
                          f"expected one for {sorted(plan.services[s].name for s in chosen)}")  # fmt: skip
             chosen.discard(service)
             phone.subscriptions.remove(service)
-            env.on_event("CANCEL", service)
+            env.on_event("CANCEL", service, phone.msisdn)
         return "unsubscribed"
 
     return await _dialogue("query", phone, env, (operator,), body)
@@ -384,7 +385,7 @@ async def order(phone: Phone, env: Env, variant: str) -> DialogueResult:
             _, notice = await run.reply("confirm->ordered", operator, *ORDERED)
             run.check(notice, service.fields(operator))
             phone.subscriptions.append(service.id)
-            env.on_event("ORDER", service.id)
+            env.on_event("ORDER", service.id, phone.msisdn)
             return "ordered"
         word = "N" + code[1:] if others else rng.choice(rules.decline_words)
         await run.send(operator, word, label="decline")

@@ -213,6 +213,10 @@ class Fleet:
         self.stats: Counter[str] = Counter()
         self.notices_expected: Counter[tuple[str, str]] = Counter()  # (event, service id) for bound SPs
         self.notices_received: Counter[tuple[str, str]] = Counter()
+        # (event, service id, msisdn): notices owed by the fleet's orders and unsubscriptions, less those received
+        # (negative: received, never owed); entries at 0 are dropped, so it holds what is in flight
+        self._notices_owed: Counter[tuple[str, str, str]] = Counter()
+        self.notices_misrouted: Counter[tuple[str, str, str]] = Counter()  # (service id, account it came to, its SP's)
         # Texts delivered twice or in part: (kind, msisdn, source, text, time.monotonic()), judged at the end
         # (settle) when the fleet knows whether it answered the target late
         self._delivery_faults: list[tuple[str, str, str, str, float]] = []
@@ -399,7 +403,7 @@ class Fleet:
 
         async def sp_receiver(i: int) -> None:
             account = f.sp_receivers[i]
-            esme = await self._open(self._on_sp_notice, f.window)
+            esme = await self._open(lambda message: self._on_sp_notice(message, account.system_id), f.window)
             await self._bind(esme, "rx", account.system_id, account.password, f"fleet.sp_receivers[{i}]")
             self.sp_binds.append(esme)
 
@@ -746,17 +750,31 @@ class Fleet:
         self.recorder.arrived_unasked("to_spammer")
         self._sample(f"to spammer {message.destination} from {message.source}: {message.text}")
 
-    def _on_sp_notice(self, message: ShortMessage) -> None:
+    def _on_sp_notice(self, message: ShortMessage, account: str) -> None:
+        """A text to the SP receiver bound as `account`: an ORDER/CANCEL notice must be about a service that SP owns
+        (the target config's catalogue) and match an order or unsubscription of that subscriber in this run."""
         m = SP_NOTICE.match(message.text)
         if m is None:
             self.recorder.arrived_unasked("sp_other")
             self._sample(f"to SP {message.destination} from {message.source}: {message.text}")
-        elif m.group(3) is not None and m.group(3) not in self.by_number:
+            return
+        event, service, msisdn = m.groups()
+        if msisdn is not None and msisdn not in self.by_number:
             # About a number outside the fleet: stored for the SP before it bound (an earlier run's), or another
             # client's. Not this run's to check.
             self.stats["sp_notices_for_others"] += 1
-        else:
-            self.notices_received[(m.group(1), m.group(2))] += 1
+            return
+        owner = self.rules.notified_sps.get(service)
+        if owner is not None and owner != account:  # counted below too: the notice itself was owed
+            self.notices_misrouted[(service, account, owner)] += 1
+        self.notices_received[(event, service)] += 1
+        self._owe((event, service, msisdn or ""), -1)
+
+    def _owe(self, key: tuple[str, str, str], n: int) -> None:
+        owed = self._notices_owed
+        owed[key] += n
+        if not owed[key]:
+            del owed[key]
 
     def _sample(self, text: str) -> None:
         if len(self.unasked_samples) < 20:
@@ -884,11 +902,12 @@ class Fleet:
     def _mo_accepted(self) -> None:
         self.recorder.mo_accepted()  # the recorder of the phase running now (load() may swap it)
 
-    def _event(self, event: str, detail: str) -> None:
+    def _event(self, event: str, detail: str, msisdn: str = "") -> None:
         if event == "refused":
             self.recorder.refused(detail)
         elif detail in self._sp_services:
             self.notices_expected[(event, detail)] += 1
+            self._owe((event, detail, msisdn), 1)
 
     # ------------------------------------------------------------ the end
     async def drain(self) -> None:
@@ -920,21 +939,39 @@ class Fleet:
         await self._verify_blocks()
         if not self.sp_binds:
             return
+        receivers = ",".join(a.system_id for a in self.scenario.fleet.sp_receivers)
         failed = {k for (k, outcome) in self.recorder.outcomes if outcome == "failed"}
         if failed & {"order", "query"}:
             self.stats["sp_notices_unchecked"] = 1
+            self._check_misrouted(receivers)  # wrong whatever went through
             return
         until = time.monotonic() + timeout
         while time.monotonic() < until and self._notices_short():
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.1)  # a surplus notice would land now
-        expected = {k: v for k, v in self.notices_expected.items() if v}
-        received = {k: v for k, v in self.notices_received.items() if v}
-        if expected != received:
-            diff = sorted(f"{e} {s}: received {received.get((e, s), 0)}, expected {expected.get((e, s), 0)}"
-                          for e, s in set(expected) | set(received) if expected.get((e, s), 0) != received.get((e, s), 0))  # fmt: skip
-            self.check_failed("sp_notice", ",".join(a.system_id for a in self.scenario.fleet.sp_receivers), "end",
+        self._check_misrouted(receivers)
+        owed = {k: v for k, v in self._notices_owed.items() if v}
+        if owed:
+            missing: Counter[tuple[str, str]] = Counter()
+            surplus: Counter[tuple[str, str]] = Counter()
+            example: dict[tuple[str, str, bool], str] = {}
+            for (event, service, msisdn), n in owed.items():
+                (missing if n > 0 else surplus)[(event, service)] += abs(n)
+                example.setdefault((event, service, n > 0), msisdn or "no msisdn")
+            diff = [f"{e} {s}: {n} owed by the fleet's dialogues not received (e.g. about {example[(e, s, True)]})"
+                    for (e, s), n in sorted(missing.items())]  # fmt: skip
+            diff += [f"{e} {s}: {n} received that no dialogue of the run owed (e.g. about {example[(e, s, False)]})"
+                     for (e, s), n in sorted(surplus.items())]  # fmt: skip
+            self.check_failed("sp_notice", receivers, "end",
                               "SP notices do not match the fleet's orders and unsubscriptions: " + "; ".join(diff[:10]))  # fmt: skip
+
+    def _check_misrouted(self, receivers: str) -> None:
+        """Notices about a service that came to another SP's bind than the one the target config names for it."""
+        if self.notices_misrouted:
+            wrong = [f"{n} about {service} to {account!r}, whose SP is {owner!r}"
+                     for (service, account, owner), n in sorted(self.notices_misrouted.items())]  # fmt: skip
+            self.check_failed("sp_notice", receivers, "wrong account",
+                              f"SP notices went to another SP's bind than the target config's catalogue names: {'; '.join(wrong[:10])}")  # fmt: skip
 
     async def _check_deliveries(self) -> None:
         """Texts delivered twice, and long texts that arrived in part, fail the run (a gateway delivers each text
@@ -986,7 +1023,7 @@ class Fleet:
         self.stats["spammer_final_checks"] += len(due)
 
     def _notices_short(self) -> bool:
-        return any(self.notices_received[k] < v for k, v in self.notices_expected.items())
+        return any(n > 0 for n in self._notices_owed.values())
 
     def summary(self) -> dict[str, Any]:
         """The recorder's summary with a "fleet" entry about the run itself."""

@@ -7,6 +7,7 @@ SMPP proxy in the test's event loop; the fleet is the real one."""
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import struct
 import time
@@ -16,7 +17,7 @@ from typing import Self
 
 from gateway.config import DEFAULT_CONFIG
 from simulator import testing
-from simulator.testing import make_scenario, run_fleet_async
+from simulator.testing import gateway_config, make_scenario, run_fleet_async
 
 smsgw_fleet = testing.smsgw_fleet  # the fixture
 
@@ -155,3 +156,42 @@ async def test_a_retry_after_the_fleet_answered_late_is_the_targets_right(make_g
     assert "delivery" not in run.summary["failures_by_step"]
     assert any("the fleet answered deliver_sm late" in s for s in run.summary["fleet"]["unasked_samples"])
     assert f"delivered again after the fleet answered late: {stats['redelivered_after_late_answer']}" in str(run)
+
+
+# ---------------------------------------------------------------- SP notices
+ORDER_AND_QUERY = only(order=1, query=1) | {"order": {"weight": 1, "confirm": 1, "decline": 0, "ignore": 0}}
+
+
+def test_sp_notices_to_another_sps_account_fail(smsgw_fleet, tmp_path: Path) -> None:
+    """The gateway's catalogue gives Sina's services to the tencent account: every notice of them went to the
+    tencent bind. Before, notices were counted over all SP binds together and the run passed."""
+    config = target_config(tmp_path / "target", config={
+        'sp = "sina"                     # the SP account notified': 'sp = "tencent"                  # the SP account notified',
+        'id = "sina-weather"\nsp = "sina"': 'id = "sina-weather"\nsp = "tencent"',
+        'service_codes = ["1066916"]': 'service_codes = ["1066917"]',
+        'service_codes = ["1066888"]': 'service_codes = ["1066888", "1066916"]'})  # fmt: skip
+    scenario = make_scenario(fleet={"count": 40, "binds": 1}, behaviours=ORDER_AND_QUERY,
+                             load={"duration": 0, "count": 60, "concurrency": 4})  # fmt: skip
+    run = smsgw_fleet(scenario, config=gateway_config(config), expect=gateway_config())
+    assert run.summary["failures_by_step"] == {"sp_notice": {"wrong account": 1}}
+    error = run.failures[0]["error"]
+    assert re.search(r"\d+ about sina-news to 'tencent', whose SP is 'sina'", error), error
+
+
+async def test_sp_notices_about_another_subscriber_fail(make_gateway) -> None:
+    """A proxy names the fleet's first subscriber in every SP notice: as many notices per service as the fleet
+    owed, about the wrong subscribers. Before, only the totals per service were compared and the run passed."""
+    gw = make_gateway()
+    first = "8613800000000"
+
+    def misname(pdu: bytes) -> list[bytes]:
+        return [re.sub(rb"msisdn=\d{13}", b"msisdn=" + first.encode(), pdu)]  # the same length: the PDU's holds
+
+    scenario = make_scenario(fleet={"count": 40, "binds": 1, "start": first}, behaviours=ORDER_AND_QUERY,
+                             load={"duration": 0, "count": 60, "concurrency": 4})  # fmt: skip
+    async with Proxy(gw.smpp_port, misname) as proxy:
+        run = await run_fleet_async(scenario, target=("127.0.0.1", proxy.port))
+    assert run.summary["failures_by_step"] == {"sp_notice": {"end": 1}}
+    error = run.failures[0]["error"]
+    assert "owed by the fleet's dialogues not received" in error and "received that no dialogue of the run owed" in error
+    assert f"about {first}" in error
