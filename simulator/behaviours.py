@@ -56,7 +56,17 @@ from gateway.config import Config
 from gateway.smpp.constants import CommandStatus
 from gateway.smpp.pdu import Pdu
 
-from .dialogues import ORDERED, DialogueFailed, DialogueResult, Plan, Run, Service, parse_listing, run_dialogue
+from .dialogues import (
+    FIRST_ORDERED,
+    ORDERED,
+    DialogueFailed,
+    DialogueResult,
+    Plan,
+    Run,
+    Service,
+    parse_listing,
+    run_dialogue,
+)
 from .esme import Esme, EsmeError, ShortMessage
 from .handset import Handset
 from .scenario import Scenario
@@ -210,6 +220,7 @@ class Phone(Handset):
         self.pending_orders: dict[str, Waiting] = {}
         self.reports_today = 0
         self.reported: set[str] = set()  # numbers it reported (or is reporting)
+        self.held: tuple[str, ...] = ()  # services it held at some time in this run (a repeat order has no free trial)
         # Hashes of (source, text) of what arrived since its last MO, the last RECENT: a text no dialogue waits for
         # that is one of them is a copy (simulator/fleet.py Fleet.unasked). Hashes, not texts: 100k phones.
         self.recent: tuple[int, ...] = ()
@@ -382,9 +393,15 @@ async def order(phone: Phone, env: Env, variant: str) -> DialogueResult:
         if variant == "confirm":
             word = code if others else rng.choice(rules.confirm_words)
             await run.send(operator, word, label="confirm")
-            _, notice = await run.reply("confirm->ordered", operator, *ORDERED)
+            # The fleet's subscribers are fresh (README): a service the phone never held in this run was never
+            # ordered, and its order brings the free trial; the repeat-order wording (charged from next month) is
+            # wrong then. Which trial wording (this month / next) is left open: the target's clock may be simulated.
+            first = service.id not in phone.held
+            _, notice = await run.reply("confirm->ordered", operator, *(FIRST_ORDERED if first else ORDERED))
             run.check(notice, service.fields(operator))
             phone.subscriptions.append(service.id)
+            if first:
+                phone.held += (service.id,)
             env.on_event("ORDER", service.id, phone.msisdn)
             return "ordered"
         word = "N" + code[1:] if others else rng.choice(rules.decline_words)

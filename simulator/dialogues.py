@@ -34,9 +34,11 @@ from .handset import Handset, NoReply
 from .texts import ReplyTexts
 
 __all__ = [
+    "FIRST_ORDERED",
+    "KINDS",
+    "ORDERED",
     "DialogueFailed",
     "DialogueResult",
-    "KINDS",
     "Plan",
     "Run",
     "Service",
@@ -49,8 +51,10 @@ __all__ = [
 ]
 
 _REPORT_ID = re.compile(r"\S+")
-# The success notice: a first order's (free this month / until the end of next month), or a repeat order's (no trial).
-ORDERED = ("confirmation.ordered_this_month", "confirmation.ordered_next_month", "confirmation.ordered_again")
+# The success notice: a first order's (free this month / until the end of next month), or a repeat order's (no trial,
+# or what is left of an earlier order's free months: then the next-month wording).
+FIRST_ORDERED = ("confirmation.ordered_this_month", "confirmation.ordered_next_month")
+ORDERED = (*FIRST_ORDERED, "confirmation.ordered_again")
 
 
 @dataclass(frozen=True, slots=True)

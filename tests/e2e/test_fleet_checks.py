@@ -195,3 +195,17 @@ async def test_sp_notices_about_another_subscriber_fail(make_gateway) -> None:
     error = run.failures[0]["error"]
     assert "owed by the fleet's dialogues not received" in error and "received that no dialogue of the run owed" in error
     assert f"about {first}" in error
+
+
+# -------------------------------------------------------------------- orders
+def test_a_first_order_confirmed_without_the_free_trial_fails(smsgw_fleet, tmp_path: Path) -> None:
+    """The gateway answers first orders with the repeat-order notice (no free trial, charged from next month).
+    Before, any of the three success notices passed."""
+    again = shipped("ordered_again = ").split(" = ", 1)[1]
+    config = target_config(tmp_path / "target", texts={shipped("ordered_this_month = "): f"ordered_this_month = {again}",
+                                                      shipped("ordered_next_month = "): f"ordered_next_month = {again}"})  # fmt: skip
+    scenario = make_scenario(fleet={"count": 20, "binds": 1, **NO_SP}, behaviours=only(order=1) | {"order": ORDER_AND_QUERY["order"]},
+                             load={"duration": 0, "count": 20, "concurrency": 4})  # fmt: skip
+    run = smsgw_fleet(scenario, config=gateway_config(config), expect=gateway_config())
+    assert run.summary["failures_by_step"] == {"order": {"confirm->ordered": 20}}
+    assert "expected confirmation.ordered_this_month or confirmation.ordered_next_month from 10086" in run.failures[0]["error"]
