@@ -334,7 +334,7 @@ async def query(phone: Phone, env: Env) -> DialogueResult:
             return "none"
         items = parse_listing(run, await run.receive("0000->listing", operator))
         held = sorted(_listed(plan.services[s]) for s in phone.subscriptions)
-        listed = sorted((i["service"], i["fee"], i["service_code"]) for i in items)
+        listed = sorted(_item(i) for i in items)
         if listed != held:
             run.fail(f"listing shows {listed}, the subscriber holds {held}")
         if rng.random() >= settings.unsubscribe:
@@ -342,7 +342,7 @@ async def query(phone: Phone, env: Env) -> DialogueResult:
         by_item = {_listed(plan.services[s]): s for s in phone.subscriptions}
         count = rng.randint(1, min(settings.max_serials, len(items)))
         serials = sorted(rng.sample(range(1, len(items) + 1), count))
-        chosen = {by_item[(items[n - 1]["service"], items[n - 1]["fee"], items[n - 1]["service_code"])] for n in serials}
+        chosen = {by_item[_item(items[n - 1])] for n in serials}
         await run.send(operator, rng.choice((",", "，")).join(map(str, serials)), label="serials")
         while chosen:
             _, done = await run.reply("serials->unsubscribed", operator, "unsubscribe.done")
@@ -358,8 +358,13 @@ async def query(phone: Phone, env: Env) -> DialogueResult:
     return await _dialogue("query", phone, env, (operator,), body)
 
 
-def _listed(service: Service) -> tuple[str, str, str]:
-    return service.name, service.fee, service.service_code
+def _listed(service: Service) -> tuple[str, str, str, str]:
+    """What a 0000 listing line shows of a service (compared with _item of the line)."""
+    return service.name, service.fee, service.service_code, service.sp_name
+
+
+def _item(line: dict[str, str]) -> tuple[str, str, str, str]:
+    return line["service"], line["fee"], line["service_code"], line["sp_name"]
 
 
 def _same(fields: dict[str, str], expected: dict[str, str]) -> bool:
@@ -502,7 +507,7 @@ async def answer_survey(phone: Phone, env: Env, survey: ShortMessage, fields: di
     async def body(run: Run) -> str:
         phone.transcript.append((survey.received_at, "<", survey.source, survey.text))
         run.step = "survey"
-        run.check(fields, {"hours": plan.survey_hours})
+        run.check(fields, {"hours": plan.survey_hours, "service": plan.survey_service})
         if variant == "late":
             return await late(run, "late")
         margin = min(validity / 2, 2.0)

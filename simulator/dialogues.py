@@ -20,6 +20,7 @@ listing is checked against it, and order / unsubscribe keep it up to date.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -94,6 +95,8 @@ class Plan:
     query_keyword: str = "0000"
     confirmation_validity: str = "24小时"  # as the confirmation text shows it
     survey_hours: str = "24"
+    listing_window: str = "2小时"  # the 0000 listing's reply window, as its foot shows it
+    survey_service: str = "10086短信服务"  # what a survey sampled after a 10086 dialogue names (rating.channel.sms)
 
     @classmethod
     def from_config(cls, config: Config | Path | str | None = None, language: str | None = None) -> Plan:
@@ -119,6 +122,8 @@ class Plan:
             help_word=_help_word(settings.help_words, language), help_words=settings.help_words,
             query_keyword=settings.query_keyword,
             confirmation_validity=validity, survey_hours=f"{settings.survey_validity / 3600:g}",
+            listing_window=_listing_window(texts, settings.listing_window),
+            survey_service=texts.render("rating.channel.sms", code=settings.operator),
         )  # fmt: skip
 
     def by_keyword(self, keyword: str, service_code: str | None = None) -> Service:
@@ -243,8 +248,9 @@ async def query_unsubscribe(handset: Handset, plan: Plan, *, serial: int = 1, ti
             await run.reply("0000->none", plan.operator, "unsubscribe.none")
             return "none"
         items = _listing(run, await run.receive("0000->listing", plan.operator))
-        held = sorted((plan.services[s].name, plan.services[s].fee, plan.services[s].service_code) for s in handset.subscriptions)
-        listed = sorted((i["service"], i["fee"], i["service_code"]) for i in items)
+        held = sorted((plan.services[s].name, plan.services[s].fee, plan.services[s].service_code, plan.services[s].sp_name)
+                      for s in handset.subscriptions)  # fmt: skip
+        listed = sorted((i["service"], i["fee"], i["service_code"], i["sp_name"]) for i in items)
         if listed != held:
             run.fail(f"listing shows {listed}, the subscriber holds {held}")
         chosen = items[serial - 1]
@@ -278,6 +284,9 @@ def _listing(run: _Run, text: str) -> list[dict[str, str]]:
         items.append(item)
     if head["count"] != str(len(items)):  # type: ignore[index]
         run.fail(f"listing says {head['count']} subscriptions and lists {len(items)}")  # type: ignore[index]
+    window = foot.get("window", run.plan.listing_window)  # type: ignore[union-attr]  # a foot may not name it
+    if window != run.plan.listing_window:
+        run.fail(f"listing says to reply within {window!r}, the target's listing_window is {run.plan.listing_window!r}")
     return items
 
 
@@ -341,6 +350,13 @@ def _help_word(words: tuple[str, ...], language: str) -> str:
     """The help word a subscriber of this language would send, if the target knows it (else its first)."""
     preferred = "帮助" if language == "zh" else "HELP"
     return preferred if preferred in words else words[0]
+
+
+def _listing_window(texts: ReplyTexts, seconds: float) -> str:
+    """The listing's reply window as the gateway words it (handlers/unsubscribe.py): whole hours, else minutes."""
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return texts.render("unsubscribe.hours", n=int(seconds // 3600))
+    return texts.render("unsubscribe.minutes", n=max(1, math.ceil(seconds / 60)))
 
 
 def _yuan(fee: float) -> str:

@@ -209,3 +209,41 @@ def test_a_first_order_confirmed_without_the_free_trial_fails(smsgw_fleet, tmp_p
     run = smsgw_fleet(scenario, config=gateway_config(config), expect=gateway_config())
     assert run.summary["failures_by_step"] == {"order": {"confirm->ordered": 20}}
     assert "expected confirmation.ordered_this_month or confirmation.ordered_next_month from 10086" in run.failures[0]["error"]
+
+
+# ----------------------------------------------------------- listing, survey
+def test_a_listing_naming_another_sp_fails(smsgw_fleet, tmp_path: Path) -> None:
+    """Every line of the 0000 listing names 移动梦网 as the SP. Before, {sp_name} took anything."""
+    item = shipped("listing_item = ")
+    config = target_config(tmp_path / "target", texts={item: item.replace("{sp_name}", "移动梦网")})
+    run = _listing_run(smsgw_fleet, config)
+    assert "'移动梦网'" in run.failures[0]["error"]
+
+
+def test_a_listing_stating_another_reply_window_fails(smsgw_fleet, tmp_path: Path) -> None:
+    """The listing's foot says replies are valid for 24 hours; the target's listing_window is 2 hours. Before,
+    {window} took anything."""
+    foot = shipped("listing_foot = ")
+    config = target_config(tmp_path / "target", texts={foot: foot.replace("{window}", "24小时")})
+    run = _listing_run(smsgw_fleet, config)
+    assert "listing says to reply within '24小时', the target's listing_window is '2小时'" in run.failures[0]["error"]
+
+
+def _listing_run(smsgw_fleet, config: Path):
+    scenario = make_scenario(fleet={"count": 20, "binds": 1, **NO_SP}, behaviours=ORDER_AND_QUERY,
+                             load={"duration": 0, "count": 60, "concurrency": 4})  # fmt: skip
+    run = smsgw_fleet(scenario, config=gateway_config(config), expect=gateway_config())
+    assert run.failed > 0 and run.summary["failures_by_step"] == {"query": {"0000->listing": run.failed}}
+    return run
+
+
+def test_a_survey_naming_another_service_fails(smsgw_fleet, tmp_path: Path) -> None:
+    """Surveys after a 10086 dialogue name another service than '10086短信服务'. Before, {service} took anything."""
+    config = target_config(tmp_path / "target", texts={shipped("channel.sms = "): 'channel.sms = "{code}营业厅服务"'})
+    surveys = {"services": {"survey_sample_rate": 1.0}}
+    scenario = make_scenario(fleet={"count": 20, "binds": 1, **NO_SP}, behaviours=only(help=1),
+                             reactions={"survey": {"valid": 1, "invalid": 0, "late": 0, "ignore": 0}},
+                             load={"duration": 0, "count": 20, "concurrency": 4})  # fmt: skip
+    run = smsgw_fleet(scenario, config=gateway_config(config, **surveys), expect=gateway_config(**surveys))
+    assert run.failed > 0 and run.summary["failures_by_step"] == {"rating": {"survey": run.failed}}
+    assert "service='10086营业厅服务', expected '10086短信服务'" in run.failures[0]["error"]
