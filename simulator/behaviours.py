@@ -606,7 +606,8 @@ async def spammer_round(spammer: Spammer, env: Env, victims: list[Phone]) -> Dia
             if status:
                 post.forget(spammer.msisdn, number)
                 refusals.append(status)
-                env.on_event("refused", _status(status))
+                if status in allowed[number]:  # a wrong refusal fails the round: it is no "refused (as expected)"
+                    env.on_event("refused", _status(status))
             else:
                 accepted.append(number)
                 result.mo += 1

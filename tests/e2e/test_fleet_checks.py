@@ -247,3 +247,15 @@ def test_a_survey_naming_another_service_fails(smsgw_fleet, tmp_path: Path) -> N
     run = smsgw_fleet(scenario, config=gateway_config(config, **surveys), expect=gateway_config(**surveys))
     assert run.failed > 0 and run.summary["failures_by_step"] == {"rating": {"survey": run.failed}}
     assert "service='10086营业厅服务', expected '10086短信服务'" in run.failures[0]["error"]
+
+
+# ------------------------------------------------------------------ refusals
+def test_refusals_that_failed_a_spammer_round_are_not_listed_as_expected(smsgw_fleet) -> None:
+    """The spammers' account is throttled: their texts are refused with ESME_RTHROTTLED, which no report
+    explains, and the rounds fail. Before, those refusals were also listed as "refused (as expected)"."""
+    scenario = make_scenario(fleet={"count": 30, "binds": 1, **NO_SP}, behaviours=only(spammer=1, help=1) | {
+        "spammer": {"weight": 1, "victims": 6}}, spammers={"count": 2}, load={"duration": 0, "count": 20, "concurrency": 2})  # fmt: skip
+    run = smsgw_fleet(scenario, config={"accounts": [{"system_id": "carrier", "throughput": 1}]})
+    assert run.summary["failures_by_step"]["spammer"] == {"spam": run.outcomes["spammer"]["failed"]}
+    assert "ESME_RTHROTTLED, expected ESME_ROK" in next(f for f in run.failures if f["kind"] == "spammer")["error"]
+    assert "ESME_RTHROTTLED" not in run.summary["mo_refused"]
