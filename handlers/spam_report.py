@@ -202,9 +202,11 @@ async def _file(ctx: ServiceContext, inbound: Inbound, reported: str, text: str,
     outcome = Outcome(completed=True).put(report)
     if not await ctx.store.find(Block, reported=reported, reporter=reporter, lifted_at=None):
         outcome.put(Block(ctx.new_id(), reported, reporter, now, reason=f"spam report {report.id}"))
-    outcome.reply(reporter, ctx.text("spam.ack", language, report_id=report.id, number=shown), settings.spam_report)
+    # From the code the report came to (a [[short_codes]] entry may run this service on another); the other
+    # reporters' notices below come from [services] spam_report: a report does not keep the code it came to.
+    outcome.reply(reporter, ctx.text("spam.ack", language, report_id=report.id, number=shown), inbound.short_code)
     if already_blocked:  # handled at once: the number cannot send anything any more
-        return outcome.reply(reporter, ctx.text("spam.handled", language, number=shown), settings.spam_report)
+        return outcome.reply(reporter, ctx.text("spam.handled", language, number=shown), inbound.short_code)
     if not blocking:
         return outcome
 
@@ -217,7 +219,7 @@ async def _file(ctx: ServiceContext, inbound: Inbound, reported: str, text: str,
         if r.reporter not in told:
             told.append(r.reporter)
             notice = ctx.text("spam.handled", await ctx.language_of(r.reporter), number=shown)
-            outcome.reply(r.reporter, notice, settings.spam_report)
+            outcome.reply(r.reporter, notice, inbound.short_code if r is report else settings.spam_report)
     return outcome
 
 

@@ -88,6 +88,17 @@ def test_report_formats(gateway, handset, message: str) -> None:
     assert (stored.reported, stored.text, stored.status) == (SPAMMER, SPAM, "received")
 
 
+def test_a_report_to_a_short_code_running_the_service_is_answered_from_that_code(make_gateway, handset) -> None:
+    """A [[short_codes]] entry running spam_report on 12321: its help and refusals came from 12321, but the ack
+    with the report's id (and the notice that the number is handled) from 10086999, a number never texted."""
+    gw = make_gateway(short_codes=[{"code": "12321", "handler": "spam_report"}])
+    a = phone(handset, A, gw=gw)
+    assert a.submit("12321", "13700000001*" + SPAM).status == ESME_ROK
+    [ack] = texts_from(a, "12321", 1, 5.0)
+    assert ACK.match(ack), ack
+    a.expect_none(0.3, lambda p: p.source_addr == SPAM_CODE.encode())
+
+
 def test_a_report_stops_the_spammer_reaching_the_reporter_only(gateway, handset) -> None:
     a, b, s = phone(handset, A), phone(handset, B), phone(handset, SPAMMER)
     assert reaches(s, a)
