@@ -12,8 +12,8 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import ssl
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +21,10 @@ from typing import Any
 import pytest
 
 from gateway.app import GatewayController
-from simulator.testing import gateway_config
 from gateway.clock import Clock
 from gateway.config import Config
+from simulator.testing import gateway_config
+from tests.gateway_process import GatewayProcess
 from tests.smpp_handset import Handset
 
 
@@ -119,3 +120,22 @@ def account_for(number: str) -> str:
     if digits.startswith(("86130", "86131", "86132", "86150")):
         return "carrier"
     raise ValueError(f"no demo account covers {number!r}; pass system_id=")
+
+
+@pytest.fixture
+def start_gateway() -> Iterator[Callable[..., GatewayProcess]]:
+    """Start gateway processes; any still running at teardown (a failed assertion) is killed. Each one's last log
+    lines are printed at teardown: pytest shows them when the test failed."""
+    started: list[GatewayProcess] = []
+
+    def start(db: Path, config: Path | None = None, **options: Any) -> GatewayProcess:
+        started.append(GatewayProcess(db, config, **options))
+        return started[-1]
+
+    yield start
+    for n, gateway in enumerate(started, 1):
+        if gateway.proc.poll() is None:
+            gateway.proc.kill()
+            gateway.proc.wait(10)
+        print(f"--- gateway process {n} of {len(started)} (exit {gateway.proc.returncode}), its last log lines:")
+        print("".join(gateway.log[-40:]), end="")

@@ -1,7 +1,7 @@
 """The gateway as production runs it: `python -m gateway serve --log-json` in its own process.
 
 For tests that send it signals (SIGKILL, SIGTERM), read its JSON log lines, or restart it on the
-same database; tests/e2e/conftest.py's `start_gateway` fixture starts them and kills any left.
+same database; tests/conftest.py's `start_gateway` fixture starts them and kills any left.
 """
 
 from __future__ import annotations

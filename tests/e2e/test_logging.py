@@ -41,8 +41,8 @@ A = "8613800000001"  # account handset
 B = "8613700000001"  # account handset2
 
 
-def test_lines_about_a_message_name_it_its_account_and_msisdn(tmp_path: Path) -> None:
-    gateway = GatewayProcess(tmp_path / "gw.db")
+def test_lines_about_a_message_name_it_its_account_and_msisdn(tmp_path: Path, start_gateway) -> None:
+    gateway = start_gateway(tmp_path / "gw.db")
     a, b = Handset(gateway.smpp_port, A), Handset(gateway.smpp_port, B)
     try:
         a.bind("trx", "handset")
@@ -80,11 +80,11 @@ def logged(gateway: GatewayProcess, event: str) -> list[dict]:
     return [record for line in list(gateway.log) if (record := json.loads(line))["event"] == event]
 
 
-def test_a_final_status_written_again_names_the_message_its_account_and_msisdn(tmp_path: Path) -> None:
+def test_a_final_status_written_again_names_the_message_its_account_and_msisdn(tmp_path: Path, start_gateway) -> None:
     """The store refused an acknowledged deliver_sm's final status (another process held the database's lock): the
     warning 'final status not committed; writing it again until it is' named the message id only."""
     db = tmp_path / "gw.db"
-    gateway = GatewayProcess(db)
+    gateway = start_gateway(db)
     a, b = Handset(gateway.smpp_port, A), Handset(gateway.smpp_port, B)
     try:
         a.bind("trx", "handset")
@@ -108,10 +108,10 @@ def test_a_final_status_written_again_names_the_message_its_account_and_msisdn(t
     assert "refused by test trigger" in line["error"]
 
 
-def test_account_is_the_submitter_on_every_line_about_an_mt_and_bind_account_the_bind_it_went_to(tmp_path: Path) -> None:
+def test_account_is_the_submitter_on_every_line_about_an_mt_and_bind_account_the_bind_it_went_to(tmp_path: Path, start_gateway) -> None:
     """'deliver_sm timed out' named the bind's account (handset2) as `account`, 'mt retry' right after it the
     submitter's (handset): one line read as if the other account had sent the message."""
-    gateway = GatewayProcess(tmp_path / "gw.db", config=config_file(tmp_path, response_timeout=1, retry_backoff=[5]))
+    gateway = start_gateway(tmp_path / "gw.db", config=config_file(tmp_path, response_timeout=1, retry_backoff=[5]))
     a, b = Handset(gateway.smpp_port, A), Handset(gateway.smpp_port, B)
     try:
         a.bind("trx", "handset")
@@ -134,11 +134,11 @@ def test_account_is_the_submitter_on_every_line_about_an_mt_and_bind_account_the
         assert line["bind_account"] == "handset2", event
 
 
-def test_lines_about_an_sp_notice_name_the_subscriber_it_is_about_and_the_gateway_as_its_account(tmp_path: Path) -> None:
+def test_lines_about_an_sp_notice_name_the_subscriber_it_is_about_and_the_gateway_as_its_account(tmp_path: Path, start_gateway) -> None:
     """An ORDER notice goes from the subscriber's number to the SP's service code: its 'deliver_sm timed out' and
     'mt retry' named 1066916 as msisdn, and a search of the log for the subscriber found nothing about it. Lines
     about the notice and the service's replies named account "" (what the store keeps for what the gateway made)."""
-    gateway = GatewayProcess(tmp_path / "gw.db", config=config_file(tmp_path, response_timeout=1, retry_backoff=[5]))
+    gateway = start_gateway(tmp_path / "gw.db", config=config_file(tmp_path, response_timeout=1, retry_backoff=[5]))
     a, sina = Handset(gateway.smpp_port, A), Handset(gateway.smpp_port, "1066916")
     try:
         a.bind("trx", "handset")
@@ -160,10 +160,10 @@ def test_lines_about_an_sp_notice_name_the_subscriber_it_is_about_and_the_gatewa
         assert {line["account"] for line in lines} == {"(gateway)"}, (event, lines)
 
 
-def test_a_refused_destination_is_logged_with_the_reason_that_applies(tmp_path: Path) -> None:
+def test_a_refused_destination_is_logged_with_the_reason_that_applies(tmp_path: Path, start_gateway) -> None:
     """An SP's submit_sm to 10086 was logged as "is neither a subscriber nor a short code": 10086 is one. An SP
     sends content to subscribers only (SPEC 2), and its line now says so; a handset's keeps the reason it had."""
-    gateway = GatewayProcess(tmp_path / "gw.db")
+    gateway = start_gateway(tmp_path / "gw.db")
     sina, a = Handset(gateway.smpp_port, "1066916"), Handset(gateway.smpp_port, A)
     try:
         sina.bind("tx", "sina")
@@ -183,11 +183,11 @@ def test_a_refused_destination_is_logged_with_the_reason_that_applies(tmp_path: 
     ]
 
 
-def test_refusals_name_the_subscriber_as_every_line_does_and_cancel_and_replace_say_why_as_warnings(tmp_path: Path) -> None:
+def test_refusals_name_the_subscriber_as_every_line_does_and_cancel_and_replace_say_why_as_warnings(tmp_path: Path, start_gateway) -> None:
     """`submission rejected` named the number as typed (13800000001), and for an SP its service code: a search for
     the subscriber's msisdn missed the SP's refused content. A cancel_sm or replace_sm that changed nothing was an
     info line without a reason, gone at --log-level warning."""
-    gateway = GatewayProcess(tmp_path / "gw.db", log_level="warning")
+    gateway = start_gateway(tmp_path / "gw.db", log_level="warning")
     sina, a = Handset(gateway.smpp_port, "1066916"), Handset(gateway.smpp_port, A)
     try:
         sina.bind("tx", "sina")
@@ -215,11 +215,11 @@ def test_refusals_name_the_subscriber_as_every_line_does_and_cancel_and_replace_
     assert all("no such message" in r["reason"] for r in records if "_sm refused" in r["event"])
 
 
-def test_lines_about_an_sps_submissions_name_the_subscriber_it_sends_to(tmp_path: Path) -> None:
+def test_lines_about_an_sps_submissions_name_the_subscriber_it_sends_to(tmp_path: Path, start_gateway) -> None:
     """'retransmission recognised', 'query_sm refused' and 'replace_sm refused' named an SP's service code (or
     nothing) as msisdn: a search for the subscriber missed them. And the drain's line counted connections that
     never bound as binds."""
-    gateway = GatewayProcess(tmp_path / "gw.db")
+    gateway = start_gateway(tmp_path / "gw.db")
     a, sina = Handset(gateway.smpp_port, A), Handset(gateway.smpp_port, "1066916")
     idle = socket.create_connection(("127.0.0.1", gateway.smpp_port))  # connected, never bound
     try:
@@ -258,10 +258,10 @@ def answer_to(port: int, request: bytes) -> bytes:
     return answer
 
 
-def test_a_malformed_http_request_is_one_json_line_without_a_traceback(tmp_path: Path) -> None:
+def test_a_malformed_http_request_is_one_json_line_without_a_traceback(tmp_path: Path, start_gateway) -> None:
     """aiohttp logs through the standard library: its tracebacks came out as plain text among the JSON lines, at
     error level, for what is a client's fault (a probe speaking another protocol, a bad Content-Length)."""
-    gateway = GatewayProcess(tmp_path / "gw.db")
+    gateway = start_gateway(tmp_path / "gw.db")
     try:
         for request in (b"GET /health HTTP/9.9\r\nHost: x\r\n\r\n",
                         b"POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n"):  # fmt: skip
@@ -287,11 +287,10 @@ MALFORMED = {  # what the HTTP port gets that aiohttp refuses with a 400 before 
 
 @pytest.mark.parametrize(("log_level", "lines"), [("debug", 4), ("info", 4), ("warning", 0), ("error", 0)])
 def test_each_malformed_http_request_is_one_info_line_if_the_log_level_allows_info(
-    tmp_path: Path, log_level: str, lines: int
-) -> None:
+    tmp_path: Path, log_level: str, lines: int, start_gateway) -> None:
     """The line was written at --log-level warning and error (aiohttp's error record relabelled info after the
     level check), and a bad method (TLS or SMPP sent to the HTTP port) gave none at info (aiohttp logs it at debug)."""
-    gateway = GatewayProcess(tmp_path / "gw.db", log_level=log_level)
+    gateway = start_gateway(tmp_path / "gw.db", log_level=log_level)
     try:
         for request in MALFORMED.values():
             assert answer_to(gateway.http_port, request).startswith(b"HTTP/1.0 400 Bad Request")
@@ -305,11 +304,11 @@ def test_each_malformed_http_request_is_one_info_line_if_the_log_level_allows_in
     assert not [r for r in records if r["level"] in ("error", "critical") or "exception" in r]
 
 
-def test_a_client_flooding_unanswerable_pdus_gets_a_few_lines_and_a_count(tmp_path: Path) -> None:
+def test_a_client_flooding_unanswerable_pdus_gets_a_few_lines_and_a_count(tmp_path: Path, start_gateway) -> None:
     """Each unsolicited response and each request refused before a bind was one warning line: 200000
     generic_nack from an unbound client wrote 200000 lines (42 MB) and stalled every other bind. Now the first
     few of each kind are logged, the rest counted in a summary line; every refusal is still answered."""
-    gateway = GatewayProcess(tmp_path / "gw.db")
+    gateway = start_gateway(tmp_path / "gw.db")
     generic_nack, unknown_command, enquire_link = 0x80000000, 0x00000099, 0x00000015
     with RawLink(gateway.smpp_port) as link:
         link.send(b"".join(frame(generic_nack, n) + frame(unknown_command, n) for n in range(1, 201))

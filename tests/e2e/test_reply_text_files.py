@@ -10,14 +10,13 @@ import shutil
 from pathlib import Path
 
 from gateway.config import BUILT_IN, DEFAULT_CONFIG
-from tests.gateway_process import GatewayProcess
 from tests.smpp_handset import ESME_ROK, Handset, text
 
 A = "8613800000001"
 CUSTOM = "ACME Mobile: your messages will now be in English."
 
 
-def test_a_lone_messages_en_toml_beside_the_config_is_used_and_logged(tmp_path: Path) -> None:
+def test_a_lone_messages_en_toml_beside_the_config_is_used_and_logged(tmp_path: Path, start_gateway) -> None:
     config = tmp_path / "site.toml"
     shutil.copy(DEFAULT_CONFIG, config)
     english = (BUILT_IN / "messages.en.toml").read_text(encoding="utf-8")
@@ -25,7 +24,7 @@ def test_a_lone_messages_en_toml_beside_the_config_is_used_and_logged(tmp_path: 
     assert shipped in english
     (tmp_path / "messages.en.toml").write_text(english.replace(shipped, f'language_set = "{CUSTOM}"'), encoding="utf-8")
 
-    gateway = GatewayProcess(tmp_path / "gw.db", config=config)
+    gateway = start_gateway(tmp_path / "gw.db", config=config)
     phone = Handset(gateway.smpp_port, A)
     try:
         phone.bind("trx", "handset", address_range=A)

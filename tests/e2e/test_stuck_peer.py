@@ -17,7 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.gateway_process import GatewayProcess, config_file
+from tests.gateway_process import config_file
 from tests.polling import eventually
 from tests.smpp_handset import ESME_ROK, Handset, RawLink, encoded, frame, text
 
@@ -45,7 +45,7 @@ def closed_by_the_gateway(link: RawLink) -> bool:
     return link.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] in (TCP_CLOSE, TCP_CLOSE_WAIT)
 
 
-def test_a_bind_that_stops_reading_is_dropped_and_frees_its_slot(tmp_path: Path) -> None:
+def test_a_bind_that_stops_reading_is_dropped_and_frees_its_slot(tmp_path: Path, start_gateway) -> None:
     """Idle past idle_timeout, its unbind unanswered for response_timeout: the connection is gone then (not when the
     client reads again), its bind slot free and /ready no longer counts it; it is logged once, then no more."""
     idle_timeout, response_timeout = 2, 1
@@ -54,7 +54,7 @@ def test_a_bind_that_stops_reading_is_dropped_and_frees_its_slot(tmp_path: Path)
     settings = config.read_text(encoding="utf-8")
     assert settings.count("max_binds = 20\n") == 1  # carrier's
     config.write_text(settings.replace("max_binds = 20\n", "max_binds = 1\n"), encoding="utf-8")
-    gateway = GatewayProcess(tmp_path / "gw.db", config=config)
+    gateway = start_gateway(tmp_path / "gw.db", config=config)
     try:
         stuck = RawLink(gateway.smpp_port, receive_buffer=4096)
         stuck.bind("carrier")  # max_binds = 1

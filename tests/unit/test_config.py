@@ -19,7 +19,6 @@ import pytest
 
 from gateway.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
 from gateway.store.migrations import migrate
-from tests.gateway_process import GatewayProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = tomllib.loads(DEFAULT_CONFIG.read_text())
@@ -357,14 +356,14 @@ def test_smsgw_serve_names_a_host_that_does_not_resolve(tmp_path: Path) -> None:
     assert not (tmp_path / "gw.db").exists()
 
 
-def test_smsgw_serve_listens_on_every_interface_for_an_empty_host(tmp_path: Path) -> None:
+def test_smsgw_serve_listens_on_every_interface_for_an_empty_host(tmp_path: Path, start_gateway) -> None:
     """smpp_host = "" and http_host = "" (every interface, as asyncio and aiohttp take it) failed the start with
     "cannot listen on '': Name or service not known" once the hosts were looked up before opening."""
     config = tmp_path / "site.toml"
     text = DEFAULT_CONFIG.read_text(encoding="utf-8")
     assert 'smpp_host = "0.0.0.0"' in text and 'http_host = "0.0.0.0"' in text
     config.write_text(text.replace('smpp_host = "0.0.0.0"', 'smpp_host = ""').replace('http_host = "0.0.0.0"', 'http_host = ""'))
-    gateway = GatewayProcess(tmp_path / "gw.db", config=config, host=None)
+    gateway = start_gateway(tmp_path / "gw.db", config=config, host=None)
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{gateway.http_port}/health", timeout=10) as response:
             assert response.status == 200
