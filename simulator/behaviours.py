@@ -626,8 +626,10 @@ async def spammer_round(spammer: Spammer, env: Env, victims: list[Phone]) -> Dia
             post.forget(spammer.msisdn, pending[future])
         # A victim whose report of the spammer was acknowledged meanwhile may not get a text accepted while the
         # report was on its way: one that waited for the victim's bind is refused when it is taken up, once the
-        # report is committed (and its ack follows the commit). A report that failed or never came excuses nothing.
-        lost = sorted(pending[f] for f in missing if pending[f] not in spammer.acked)
+        # report is committed (and its ack follows the commit); and no victim does once the threshold's acks came
+        # meanwhile (the sender is blocked network-wide then). A report that failed or never came excuses nothing.
+        blocked_meanwhile = spammer.must_be_blocked(threshold)
+        lost = sorted(pending[f] for f in missing if pending[f] not in spammer.acked and not blocked_meanwhile)
         if lost:
             raise DialogueFailed(step, f"{len(lost)} victims received nothing within {env.timeout:g} s: {lost[:5]}")
         result.data["withheld"] = str(len(missing))

@@ -61,3 +61,12 @@ async def test_a_report_that_was_never_acknowledged_excuses_nothing() -> None:
     """A report dialogue that failed leaves its victim `reporting` for good; that must not hide a lost text."""
     result = await round_withholding(REPORTER, reporting={REPORTER}, acked_meanwhile=set())
     assert not result.ok and result.step == "spam->victim", result.error
+
+
+async def test_texts_accepted_before_the_spammer_was_blocked_network_wide_may_be_withheld() -> None:
+    """The threshold's acks came while the texts waited for their turn on the victims' binds: the gateway refuses them
+    when it takes them up (the sender is blocked now, README "an MT still waiting ... when its sender is blocked"), so
+    a victim who reported nothing gets nothing either. The round failed, 'victims received nothing'."""
+    reporters = {f"86138000001{i:02d}" for i in range(5)}  # the threshold (5)
+    result = await round_withholding(BYSTANDER, reporting=reporters, acked_meanwhile=reporters)
+    assert (result.ok, result.data["withheld"]) == (True, "1"), result.error
