@@ -136,7 +136,12 @@ class SmppConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
-        for event in self.session.receive_data(data):
+        self._on_events(self.session.receive_data(data))
+        while self.session.held is not None and (events := self.session.resume()):  # behind a bind, now answered
+            self._on_events(events)
+
+    def _on_events(self, events: list) -> None:
+        for event in events:
             if type(event) is Received:
                 self._on_pdu(event.pdu, event.request)
             elif type(event) is LateResponse:

@@ -171,6 +171,8 @@ class Session:
         self._timed_out: dict[int, Pdu] = {}  # the last `window` requests expired_requests gave up on
         self.last_received_at = self.last_sent_at = clock()
         self._buffer = bytearray()
+        # (frames, framing error) read behind a bind whose answer the application has yet to send: `resume`
+        self.held: tuple[list[bytes], FramingError | None] | None = None
         self._outbox: list[bytes] = []
         self._sequence = 0
         self._owed = 0  # requests received that the application has yet to answer
@@ -187,12 +189,18 @@ class Session:
         self.last_received_at = self.clock()
         self._buffer += data
         framing_error: FramingError | None = None
-        try:
-            frames = split_frames(self._buffer)
-        except FramingError as exc:
-            framing_error, frames = exc, exc.frames
+        frames: list[bytes] = []
+        if self.held is not None:
+            frames, framing_error = self.held
+            self.held = None
+        if framing_error is None:  # (after one, the stream cannot be read on)
+            try:
+                frames += split_frames(self._buffer)
+            except FramingError as exc:
+                framing_error = exc
+                frames += exc.frames
         events: list[Event] = []
-        for frame in frames:
+        for i, frame in enumerate(frames):
             try:
                 pdu = decode_pdu(frame)
             except PduError as exc:
@@ -201,6 +209,11 @@ class Session:
             event = self._receive_pdu(pdu)
             if event is not None:
                 events.append(event)
+            if self.state is _BINDING and (i + 1 < len(frames) or framing_error is not None):
+                # What follows a bind is read once the application has answered it (`resume`): else a submit_sm
+                # in the same read as its bind was refused ESME_RINVBNDSTS, one read a moment later taken.
+                self.held = (frames[i + 1 :], framing_error)
+                return events
         if framing_error is not None:
             # A length we cannot trust: answer once and give up on the stream. The requests before it are
             # answered first (their messages may be stored already): then the link closes (`send_raw`).
@@ -213,6 +226,13 @@ class Session:
                 self.state = State.CLOSED
             events.append(Rejected(exc.status, str(exc), exc.command_id, exc.sequence_number))
         return events
+
+    def resume(self) -> list[Event]:
+        """The events of what came behind a bind (receive_data held it), once the application has answered the bind;
+        none while it has not, or when nothing is held."""
+        if self.held is None or self.state is _BINDING:
+            return []
+        return self.receive_data(b"")
 
     def _receive_pdu(self, pdu: Pdu) -> Event | None:
         command_id = pdu.command_id

@@ -80,6 +80,19 @@ def test_a_second_bind_in_the_same_write_is_refused_and_the_connection_counts_on
     assert text(b.expect()) == "after"  # not queued on the closed connection
 
 
+def test_submissions_written_with_their_bind_are_taken_as_bound(gateway, handset):
+    """A bind and the submit_sm behind it in one write: the submissions were checked while the bind awaited its
+    answer and refused ESME_RINVBNDSTS; written a moment apart, they were taken. The same bytes, the same answers."""
+    b = handset(B)
+    with RawLink(gateway.smpp_port) as link:
+        submits = [encoded("submit_sm", n, source_addr=A, destination_addr=B, short_message=b"pipelined %d" % n)
+                   for n in range(2, 5)]  # fmt: skip
+        link.send(encoded("bind_transceiver", 1, system_id="handset", password="handset") + b"".join(submits))
+        assert [(r.command, r.sequence, r.status) for r in (link.read() for _ in range(4))] == [
+            ("bind_transceiver_resp", 1, ESME_ROK), *(("submit_sm_resp", n, ESME_ROK) for n in range(2, 5))]  # fmt: skip
+    assert sorted(text(pdu) for pdu in b.expect_many(3)) == [f"pipelined {n}" for n in range(2, 5)]
+
+
 def test_submit_before_bind_is_refused(gateway):
     with RawLink(gateway.smpp_port) as link:
         [resp] = link.exchange(encoded("submit_sm", 7, source_addr=A, destination_addr=ECHO, short_message=b"hi"))

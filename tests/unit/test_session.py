@@ -118,11 +118,33 @@ def test_a_second_bind_in_the_same_read_is_refused_as_already_bound():
     were handed on, and the gateway accepted both."""
     smsc = Session(Side.SMSC)
     first, second = BindTransceiver(system_id="a", sequence_number=1), BindTransmitter(system_id="a", sequence_number=2)
-    events = smsc.receive_data(encode_pdu(first) + encode_pdu(second))
-    assert events[0] == Received(first)
-    assert (events[1].status, events[1].sequence_number) == (S.ESME_RALYBND, 2)
+    assert smsc.receive_data(encode_pdu(first) + encode_pdu(second)) == [Received(first)]
+    assert smsc.resume() == []  # the second waits for the first's answer
     smsc.send(response_to(first))
     assert smsc.state is TRX
+    [refused] = smsc.resume()
+    assert (refused.status, refused.sequence_number) == (S.ESME_RALYBND, 2)
+
+
+def test_what_follows_a_bind_in_the_same_read_is_read_once_the_bind_is_answered():
+    """A submit_sm written with its bind was checked while the bind awaited its answer (ESME_RINVBNDSTS); one that
+    came a moment later, in another read, was taken: the answer depended on how TCP cut the stream."""
+    smsc = Session(Side.SMSC)
+    bind, submit = BindTransceiver(system_id="a", sequence_number=1), SubmitSm(sequence_number=2, short_message=b"hi")
+    assert smsc.receive_data(encode_pdu(bind) + encode_pdu(submit) + encode_pdu(submit)[:10]) == [Received(bind)]
+    smsc.send(response_to(bind))
+    assert [event.pdu for event in smsc.resume()] == [submit]
+    assert smsc.resume() == []
+    assert [event.pdu.sequence_number for event in smsc.receive_data(encode_pdu(submit)[10:])] == [2]
+
+
+def test_a_refused_bind_leaves_what_followed_it_refused_as_before_any_bind():
+    smsc = Session(Side.SMSC)
+    bind, submit = BindTransceiver(system_id="a", password="wrong", sequence_number=1), SubmitSm(sequence_number=2)
+    assert smsc.receive_data(encode_pdu(bind) + encode_pdu(submit)) == [Received(bind)]
+    smsc.send(response_to(bind, S.ESME_RINVPASWD))
+    [refused] = smsc.resume()
+    assert (refused.status, refused.sequence_number) == (S.ESME_RINVBNDSTS, 2)
 
 
 def test_a_refused_bind_leaves_the_session_open_for_another():
