@@ -195,7 +195,7 @@ class SmppConnection(asyncio.Protocol):
         elif command_id == _SUBMIT_SM or command_id == _DATA_SM:
             self.gateway.intake.submit(self, pdu)  # type: ignore[arg-type]
         elif command_id in _DELIVERY_ANSWERS:
-            self._on_delivery_answer(pdu)
+            self._on_delivery_answer(pdu, request)
         elif command_id in BIND_REQUESTS:
             self._on_bind(pdu)
         elif command_id == C.QUERY_SM:
@@ -207,17 +207,9 @@ class SmppConnection(asyncio.Protocol):
         elif command_id == C.REPLACE_SM:
             self.gateway.spawn(self.gateway.amendments.replace(self, pdu))  # type: ignore[arg-type]
         elif command_id == C.UNBIND:
-            # No more MTs for this bind. The session answers once the requests before it and the deliver_sm in
-            # flight are (or time out), then flush() closes. What waits here goes back to delivery now, in order:
-            # held here meanwhile, newer MTs to its subscribers would overtake it on other binds, and cancel_sm or
-            # replace_sm could not reach it.
-            if self.account is not None:
-                self.gateway.router.unbound(self)
-            if self.pending:
-                waiting = list(self.pending)
-                self.pending.clear()
-                self.load -= len(waiting)
-                self.gateway.delivery.requeue(waiting)
+            # The session answers once the requests before it and the deliver_sm in flight are (or time out), then
+            # flush() closes.
+            self._stop_receiving()
         elif command_id in (C.UNBIND_RESP, C.ENQUIRE_LINK_RESP):
             pass  # the session changed state; flush() closes an unbound link
         else:
@@ -283,7 +275,8 @@ class SmppConnection(asyncio.Protocol):
     # ----------------------------------------------------------- MT side
     def offer(self, message: Message) -> None:
         self.load += 1
-        if not self.pending and self.session.can_send_request and not self._draining and not self.session.halted:
+        if not self.pending and self.session.can_send_request and not self._draining and not self.session.halted \
+                and not self._unbinding:  # fmt: skip
             self._send_deliver(message)
         else:
             self.pending.append(message)
@@ -308,9 +301,13 @@ class SmppConnection(asyncio.Protocol):
         self.inflight[pdu.sequence_number] = message
         self._schedule_flush()
 
-    def _on_delivery_answer(self, pdu: Pdu) -> None:
+    def _on_delivery_answer(self, pdu: Pdu, request: Pdu | None) -> None:
         message = self.inflight.pop(pdu.sequence_number, None)
         if message is None:
+            if request is not None and request.command_id == C.UNBIND:  # a generic_nack to our unbind
+                log.warning("unbind refused (generic_nack); closing", peer=self.peer, account=self.system_id,
+                            status=S.name_of(pdu.command_status))  # fmt: skip
+                self.close()  # (idle, or the gateway stops: the link ends either way)
             return
         self.load -= 1
         if not pdu.command_status:  # ESME_ROK
@@ -327,8 +324,8 @@ class SmppConnection(asyncio.Protocol):
             self.gateway.delivery.answered_late(message, pdu.command_status)
 
     def _pump(self) -> None:
-        if not self.pending or self.session.state is _UNBOUND or self.session.halted or self._draining:  # they wait for connection_lost
-            return
+        if not self.pending or self.session.state is _UNBOUND or self.session.halted or self._draining or self._unbinding:
+            return  # they wait for connection_lost
         if self._guards.tightened != self._guards_seen:  # a block or an unsubscription since they were queued
             self._ask_guards_again()
         now = self._now()
@@ -384,11 +381,25 @@ class SmppConnection(asyncio.Protocol):
 
     def unbind(self) -> None:
         if self.session.is_bound and not self.session.halted:  # halted: no request goes out (a framing error)
-            self._unbinding = True  # once: an unbind left unanswered closes the link (tick)
+            self._stop_receiving()  # (and _unbinding: once; an unbind left unanswered closes the link, tick)
             self.session.send(Unbind())
             self.flush()
         else:
             self.close()
+
+    def _stop_receiving(self) -> None:
+        """An unbind, the peer's or ours: no more MTs for this bind (SMPP 3.4 4.1.1.8). What waits here goes back to
+        delivery now, in order: held here meanwhile, newer MTs to its subscribers would overtake it on other binds,
+        and cancel_sm or replace_sm could not reach it. (One sent after our unbind was answered after the
+        unbind_resp that closed the link, and delivered again at the next bind.)"""
+        if self.account is not None:
+            self.gateway.router.unbound(self)
+        self._unbinding = True
+        if self.pending:
+            waiting = list(self.pending)
+            self.pending.clear()
+            self.load -= len(waiting)
+            self.gateway.delivery.requeue(waiting)
 
     def close(self, unanswered: bool = False) -> None:
         """Done with the peer: released at once (_release), the socket closed once what is left to send is sent.

@@ -63,6 +63,36 @@ def test_a_peer_that_ignores_the_gateways_unbind_is_disconnected(make_gateway):
         assert later == []  # closed after the response timeout, without sending unbind again
 
 
+def test_no_deliver_sm_goes_out_on_a_link_the_gateway_is_unbinding(make_gateway, handset):
+    """Idle, the receiver was sent an unbind; an MT for it that came before its unbind_resp went out on that link
+    all the same. Its answer came after the unbind_resp, which closed the link: it was lost, and the MT delivered
+    again at the next bind. Now it waits for that bind, and arrives once."""
+    gw = make_gateway(gateway={"idle_timeout": 0.5, "enquire_link_interval": 0})
+    with RawLink(gw.smpp_port) as link:
+        link.bind("handset", command="bind_receiver")
+        unbind = link.read(timeout=5)
+        assert unbind.command == "unbind"
+        sender = handset("8613800000009", gw=gw, address_range="8613800000009")
+        assert sender.submit(B, "after the unbind").status == ESME_ROK
+        link.send(encoded("unbind_resp", unbind.sequence))
+        closing = link.read(timeout=5)
+        assert closing is None, f"{closing.command} went out on the link being unbound"
+    again = handset(B, gw=gw, address_range=B)
+    assert text(again.expect()) == "after the unbind"
+    again.expect_none(0.5)
+
+
+def test_a_generic_nack_to_the_gateways_unbind_closes_the_link(make_gateway):
+    """With enquire_link_interval 0, the link stayed bound for good: nothing else would ever end it."""
+    gw = make_gateway(gateway={"idle_timeout": 0.5, "enquire_link_interval": 0})
+    with RawLink(gw.smpp_port) as link:
+        link.bind()
+        unbind = link.read(timeout=5)
+        assert unbind.command == "unbind"
+        link.send(frame(0x80000000, unbind.sequence, status=ESME_RINVCMDID))
+        assert link.is_closed()
+
+
 def test_unbind_is_answered_and_the_connection_closed(handset):
     phone = handset(A)
     resp = phone.unbind()
