@@ -48,7 +48,7 @@ _REFUSED_WHILE_DRAINING = frozenset({C.SUBMIT_SM, C.DATA_SM, C.SUBMIT_MULTI, C.C
 _DELIVERY_ANSWERS = frozenset({C.DELIVER_SM_RESP, C.DATA_SM_RESP, C.GENERIC_NACK})
 # Read for every PDU: bound once (an enum member read from its class costs ~150 ns in CPython 3.11).
 _SUBMIT_SM, _DATA_SM = int(C.SUBMIT_SM), int(C.DATA_SM)
-_CLOSED, _UNBOUND = State.CLOSED, State.UNBOUND
+_CLOSED, _UNBOUND, _BINDING = State.CLOSED, State.UNBOUND, State.BINDING
 
 
 class SmppConnection(asyncio.Protocol):
@@ -137,8 +137,8 @@ class SmppConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._on_events(self.session.receive_data(data))
-        while self.session.held is not None and (events := self.session.resume()):  # behind a bind, now answered
-            self._on_events(events)
+        while self.session.held is not None and self.session.state is not _BINDING:  # behind a bind, now answered
+            self._on_events(self.session.resume())
 
     def _on_events(self, events: list) -> None:
         for event in events:
@@ -304,10 +304,10 @@ class SmppConnection(asyncio.Protocol):
     def _on_delivery_answer(self, pdu: Pdu, request: Pdu | None) -> None:
         message = self.inflight.pop(pdu.sequence_number, None)
         if message is None:
-            if request is not None and request.command_id == C.UNBIND:  # a generic_nack to our unbind
+            if request is not None and request.command_id == C.UNBIND:  # a generic_nack to our unbind: the session
+                # is unbound all the same, and flush() closes once the requests that crossed it are answered
                 log.warning("unbind refused (generic_nack); closing", peer=self.peer, account=self.system_id,
                             status=S.name_of(pdu.command_status))  # fmt: skip
-                self.close()  # (idle, or the gateway stops: the link ends either way)
             return
         self.load -= 1
         if not pdu.command_status:  # ESME_ROK
@@ -395,6 +395,7 @@ class SmppConnection(asyncio.Protocol):
         if self.account is not None:
             self.gateway.router.unbound(self)
         self._unbinding = True
+        self.can_receive = False  # nor does an MO crossing the unbind make it its subscriber's way back (note_mo)
         if self.pending:
             waiting = list(self.pending)
             self.pending.clear()

@@ -8,7 +8,9 @@ with `send`; take the bytes to write with `data_to_send`; close the link once
 before it (a submit_sm is answered once its message is committed) and after
 the answers to our own requests in flight (a deliver_sm that crossed the
 unbind on the wire), so that the close after unbind_resp cuts no response
-off in either direction. The same class
+off in either direction; after our unbind (answered with unbind_resp, or refused
+with generic_nack: the link ends either way) the link is finished once every
+request the peer sent before its answer is answered too. The same class
 serves both ends: the gateway (Side.SMSC) and clients such as the handset
 simulator (Side.ESME).
 """
@@ -250,7 +252,7 @@ class Session:
             del self.outstanding[pdu.sequence_number]
             if not pdu.command_status and command_id in BOUND_STATE_OF and self.state is _OPEN:
                 self.state = BOUND_STATE_OF[command_id]
-            elif command_id == _UNBIND_RESP:
+            elif command_id == _UNBIND_RESP or pending.request.command_id == _UNBIND:  # (or refused: generic_nack)
                 self.state = _UNBOUND
             if self._held_unbind is not None:
                 self._answer_unbind_when_nothing_is_pending()
@@ -339,6 +341,7 @@ class Session:
         if self._held_unbind is not None:
             self._outbox.append(encode_pdu(UnbindResp(sequence_number=self._held_unbind[0])))
             self._held_unbind = None
+            self._owed = 0  # (given up on, when overdue: the link closes without them; the client sends them again)
 
     def data_to_send(self) -> bytes:
         if not self._outbox:
@@ -363,8 +366,9 @@ class Session:
 
     @property
     def finished(self) -> bool:
-        """Nothing more to say on this link: closed, or unbound with every response sent."""
-        return self.state is _CLOSED or (self.state is _UNBOUND and self._held_unbind is None)
+        """Nothing more to say on this link: closed, or unbound with every response sent (also those to requests
+        that crossed our unbind: a submit_sm committing when the peer's unbind_resp came)."""
+        return self.state is _CLOSED or (self.state is _UNBOUND and self._held_unbind is None and not self._owed)
 
     def close(self) -> None:
         self.state = State.CLOSED

@@ -93,6 +93,15 @@ def test_submissions_written_with_their_bind_are_taken_as_bound(gateway, handset
     assert sorted(text(pdu) for pdu in b.expect_many(3)) == [f"pipelined {n}" for n in range(2, 5)]
 
 
+def test_an_enquire_link_written_with_its_bind_is_answered_at_once(gateway):
+    """Read behind the bind and answered by the session alone, its answer waited for the next tick (0.5 s)."""
+    for _ in range(5):
+        with RawLink(gateway.smpp_port) as link:
+            link.send(encoded("bind_transceiver", 1, system_id="handset", password="handset") + encoded("enquire_link", 2))
+            assert [(r.command, r.sequence) for r in (link.read(), link.read(timeout=0.1))] == [
+                ("bind_transceiver_resp", 1), ("enquire_link_resp", 2)]  # fmt: skip
+
+
 def test_submit_before_bind_is_refused(gateway):
     with RawLink(gateway.smpp_port) as link:
         [resp] = link.exchange(encoded("submit_sm", 7, source_addr=A, destination_addr=ECHO, short_message=b"hi"))

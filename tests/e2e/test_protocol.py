@@ -5,6 +5,7 @@ from __future__ import annotations
 import select
 import struct
 
+import pytest
 from smpplib import smpp
 
 from tests.smpp_handset import (
@@ -80,6 +81,42 @@ def test_no_deliver_sm_goes_out_on_a_link_the_gateway_is_unbinding(make_gateway,
     again = handset(B, gw=gw, address_range=B)
     assert text(again.expect()) == "after the unbind"
     again.expect_none(0.5)
+
+
+@pytest.mark.parametrize("answer", ["unbind_resp", "generic_nack"])
+def test_a_submission_crossing_the_gateways_unbind_is_answered_before_the_link_closes(make_gateway, answer):
+    """The answer to the gateway's unbind closed the link while the submit_sm written just before it was being
+    committed: stored, never acknowledged, and stored again when the client sent it again on its next bind."""
+    gw = make_gateway(gateway={"idle_timeout": 0.5, "enquire_link_interval": 0})
+    with RawLink(gw.smpp_port) as link:
+        link.bind()
+        unbind = link.read(timeout=5)
+        assert unbind.command == "unbind"
+        answer_to_it = (encoded("unbind_resp", unbind.sequence) if answer == "unbind_resp"
+                        else frame(0x80000000, unbind.sequence, status=ESME_RINVCMDID))  # fmt: skip
+        link.send(encoded("submit_sm", 7, source_addr=A, destination_addr=B, short_message=b"crossing") + answer_to_it)
+        resp = link.read(timeout=5)
+        assert resp is not None and (resp.command, resp.sequence, resp.status) == ("submit_sm_resp", 7, ESME_ROK)
+        assert link.is_closed()
+
+
+def test_an_mo_crossing_the_gateways_unbind_does_not_bring_its_reply_to_that_link(make_gateway):
+    """The MO made the link being unbound its subscriber's way back: the reply waited there, not sent, until the
+    link closed (response_timeout), though the subscriber's other bind could take it at once."""
+    gw = make_gateway(gateway={"idle_timeout": 1, "enquire_link_interval": 0, "response_timeout": 5})
+    with RawLink(gw.smpp_port) as idle, RawLink(gw.smpp_port) as busy:
+        idle.bind()
+        busy.bind()
+        for sequence in range(10, 60):  # busy keeps talking, idle says nothing until the gateway unbinds it
+            busy.send(encoded("enquire_link", sequence))
+            assert busy.read().command == "enquire_link_resp"
+            if select.select([idle.sock], [], [], 0.2)[0]:
+                break
+        assert idle.read().command == "unbind"
+        idle.send(encoded("submit_sm", 2, source_addr=A, destination_addr=ECHO, short_message=b"crossing"))
+        assert idle.read().command == "submit_sm_resp"
+        reply = busy.read(timeout=3)
+        assert (reply.command, reply.short_message) == ("deliver_sm", b"crossing")
 
 
 def test_a_generic_nack_to_the_gateways_unbind_closes_the_link(make_gateway):
