@@ -995,9 +995,11 @@ class Fleet:
         retry_after = self.config.gateway.response_timeout
         if lag >= retry_after:
             self.stats["redelivered_after_late_answer"] = count
-            self._sample(f"{count} texts delivered twice or in part: the fleet answered deliver_sm late (its event loop "
-                         f"lagged up to {lag:.1f} s, the target retries after response_timeout {retry_after:g} s), so "
-                         "they are the target's retries, not its fault")  # fmt: skip
+            # First, whatever the samples already hold (a stall brings many texts unasked, and samples stop at 20).
+            self.unasked_samples.insert(0, f"{count} texts delivered twice or in part: the fleet answered deliver_sm "
+                                           f"late (its event loop lagged up to {lag:.1f} s, the target retries after "
+                                           f"response_timeout {retry_after:g} s), so they are the target's retries, "
+                                           "not its fault")  # fmt: skip
             return
         steps = {"twice": "text delivered twice", "in part": "long text arrived in part"}
         for kind, msisdn, source, text, at in faults:

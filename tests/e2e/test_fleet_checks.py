@@ -142,15 +142,34 @@ async def test_texts_delivered_twice_and_long_texts_in_part_fail_the_run(make_ga
     assert run.summary["failures_by_step"].keys() == {"delivery"}
 
 
+async def stall_until_the_gateway_gives_a_delivery_up(gw) -> None:
+    """The fleet's machine stalls (1.5 s: the gateway looks at its deliver_sm twice a second) whenever the gateway
+    has a deliver_sm on its way to the fleet, until one goes unanswered past its response_timeout. (A stall at a set
+    time came, on a loaded machine, when nothing was on its way.) Reads the gateway's state from its own thread:
+    a set changing size while copied is looked at again."""
+
+    def connections() -> list:
+        while True:
+            try:
+                return list(gw.gateway.connections)
+            except RuntimeError:
+                continue
+
+    while not any(c.timed_out for c in connections()):  # (emptied again by the late answer: stalls may repeat)
+        if any(c.inflight for c in connections()):
+            time.sleep(1.5)  # noqa: ASYNC251 (the stall itself)
+        await asyncio.sleep(0.001)
+
+
 async def test_a_retry_after_the_fleet_answered_late_is_the_targets_right(make_gateway) -> None:
     """The fleet's event loop stalls longer than the gateway's response_timeout: the gateway delivers again what
     the fleet answered late (SMPP allows it). That is reported as such, not as the gateway's copies."""
     gw = make_gateway(gateway={"response_timeout": 0.3, "retry_backoff": [0.05]})
     scenario = make_scenario(fleet={"count": 40, "binds": 1, **NO_SP}, behaviours=only(chatter=1, help=1),
                              load={"duration": 5, "concurrency": 4, "timeout": 6})  # fmt: skip
-    loop = asyncio.get_running_loop()
-    loop.call_later(1.0, time.sleep, 3.0)  # the fleet's machine stalls (3 s: the gateway looks once a second)
+    stalls = asyncio.create_task(stall_until_the_gateway_gives_a_delivery_up(gw))
     run = await run_fleet_async(scenario, target=("127.0.0.1", gw.smpp_port), expect=gw.gateway.config)
+    stalls.cancel()
     stats = run.summary["fleet"]["stats"]
     assert stats.get("redelivered_after_late_answer", 0) > 0, stats
     assert "delivery" not in run.summary["failures_by_step"]
