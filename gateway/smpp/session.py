@@ -203,6 +203,11 @@ class Session:
                 frames += exc.frames
         events: list[Event] = []
         for i, frame in enumerate(frames):
+            if self.state is _BINDING:
+                # What follows a bind is read once the application has answered it (`resume`): else a submit_sm
+                # in the same read as its bind was refused ESME_RINVBNDSTS, one read a moment later taken.
+                self.held = (frames[i:], framing_error)
+                return events
             try:
                 pdu = decode_pdu(frame)
             except PduError as exc:
@@ -211,11 +216,9 @@ class Session:
             event = self._receive_pdu(pdu)
             if event is not None:
                 events.append(event)
-            if self.state is _BINDING and (i + 1 < len(frames) or framing_error is not None):
-                # What follows a bind is read once the application has answered it (`resume`): else a submit_sm
-                # in the same read as its bind was refused ESME_RINVBNDSTS, one read a moment later taken.
-                self.held = (frames[i + 1 :], framing_error)
-                return events
+        if framing_error is not None and self.state is _BINDING:
+            self.held = ([], framing_error)
+            return events
         if framing_error is not None:
             # A length we cannot trust: answer once and give up on the stream. The requests before it are
             # answered first (their messages may be stored already): then the link closes (`send_raw`).

@@ -138,6 +138,15 @@ def test_what_follows_a_bind_in_the_same_read_is_read_once_the_bind_is_answered(
     assert [event.pdu.sequence_number for event in smsc.receive_data(encode_pdu(submit)[10:])] == [2]
 
 
+def test_what_comes_in_a_later_read_while_a_bind_awaits_its_answer_waits_too():
+    smsc = Session(Side.SMSC)
+    bind, submit = BindTransceiver(system_id="a", sequence_number=1), SubmitSm(sequence_number=2, short_message=b"hi")
+    assert smsc.receive_data(encode_pdu(bind)) == [Received(bind)]
+    assert smsc.receive_data(encode_pdu(submit)) == []  # the application has not answered the bind yet
+    smsc.send(response_to(bind))
+    assert [event.pdu for event in smsc.resume()] == [submit]
+
+
 def test_a_refused_bind_leaves_what_followed_it_refused_as_before_any_bind():
     smsc = Session(Side.SMSC)
     bind, submit = BindTransceiver(system_id="a", password="wrong", sequence_number=1), SubmitSm(sequence_number=2)
