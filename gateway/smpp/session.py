@@ -334,12 +334,8 @@ class Session:
     def _answer_unbind_when_nothing_is_pending(self) -> None:
         # The peer still reads until its unbind_resp (it is bound until then): an answer to a deliver_sm it
         # sends after its unbind is not lost, where closing at once would have it sent again on the next bind.
-        if not self._owed and not self._messages_unanswered():
+        if not self._owed and not any(item.request.command_id not in _LINK_REQUESTS for item in self.outstanding.values()):
             self.answer_unbind()
-
-    def _messages_unanswered(self) -> bool:
-        """Requests of ours other than enquire_link and unbind still await their answer (a deliver_sm)."""
-        return any(item.request.command_id not in _LINK_REQUESTS for item in self.outstanding.values())
 
     def answer_unbind(self) -> None:
         """Send the unbind_resp held back for requests still unanswered either way: at once when the last of
@@ -374,11 +370,8 @@ class Session:
     @property
     def finished(self) -> bool:
         """Nothing more to say on this link: closed, or unbound with every response sent (also those to requests
-        that crossed our unbind: a submit_sm committing when the peer's unbind_resp came) and every answer to our
-        requests in (a deliver_sm_resp sent after the unbind_resp still counts), or given up (`expired_requests`)."""
-        return self.state is _CLOSED or (
-            self.state is _UNBOUND and self._held_unbind is None and not self._owed and not self._messages_unanswered()
-        )
+        that crossed our unbind: a submit_sm committing when the peer's unbind_resp came)."""
+        return self.state is _CLOSED or (self.state is _UNBOUND and self._held_unbind is None and not self._owed)
 
     def close(self) -> None:
         self.state = State.CLOSED

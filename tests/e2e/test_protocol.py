@@ -119,25 +119,6 @@ def test_an_mo_crossing_the_gateways_unbind_does_not_bring_its_reply_to_that_lin
         assert (reply.command, reply.short_message) == ("deliver_sm", b"crossing")
 
 
-def test_a_deliver_sm_answered_after_the_unbind_resp_to_the_gateways_unbind_counts(make_gateway, handset):
-    """The unbind_resp closed the link at once: the deliver_sm_resp the client sent after it was not read, and the
-    MT went out again at its next bind (SMPP answers need not come in order)."""
-    gw = make_gateway(gateway={"idle_timeout": 1, "enquire_link_interval": 0, "response_timeout": 5})
-    with RawLink(gw.smpp_port) as link:
-        link.bind("handset", command="bind_receiver")
-        assert handset("8613800000009", gw=gw, address_range="8613800000009").submit(B, "answered late").status == ESME_ROK
-        delivery = link.read(timeout=5)
-        assert delivery.command == "deliver_sm"
-        unbind = link.read(timeout=5)  # idle: nothing came from it
-        assert unbind.command == "unbind"
-        link.send(encoded("unbind_resp", unbind.sequence))
-        assert not select.select([link.sock], [], [], 0.3)[0]  # not closed: the deliver_sm is not answered yet
-        link.send(frame(0x80000005, delivery.sequence, b"\0"))
-        assert link.is_closed()
-    again = handset(B, gw=gw, address_range=B)
-    again.expect_none(0.5)
-
-
 def test_a_generic_nack_to_the_gateways_unbind_closes_the_link(make_gateway):
     """With enquire_link_interval 0, the link stayed bound for good: nothing else would ever end it."""
     gw = make_gateway(gateway={"idle_timeout": 0.5, "enquire_link_interval": 0})
