@@ -241,6 +241,7 @@ class SmppConnection(asyncio.Protocol):
         """The gateway stops: refuse new submissions and binds, and send no new deliver_sm. What is queued here
         stays queued (the store keeps it for the next start); answers to what is in flight are still taken."""
         self._draining = True
+        self.can_receive = False  # (offer and _pump: what is offered now waits here for connection_lost)
 
     def _refuse_while_draining(self, pdu: Pdu) -> None:
         # ESME_RTHROTTLED, not ESME_RSYSERR: SMPP clients treat it as temporary and send the message again
@@ -275,8 +276,8 @@ class SmppConnection(asyncio.Protocol):
     # ----------------------------------------------------------- MT side
     def offer(self, message: Message) -> None:
         self.load += 1
-        if not self.pending and self.session.can_send_request and not self._draining and not self.session.halted \
-                and not self._unbinding:  # fmt: skip
+        # can_receive: False once the gateway stops (drain) or either side unbinds (_stop_receiving)
+        if self.can_receive and not self.pending and self.session.can_send_request and not self.session.halted:
             self._send_deliver(message)
         else:
             self.pending.append(message)
@@ -324,7 +325,7 @@ class SmppConnection(asyncio.Protocol):
             self.gateway.delivery.answered_late(message, pdu.command_status)
 
     def _pump(self) -> None:
-        if not self.pending or self.session.state is _UNBOUND or self.session.halted or self._draining or self._unbinding:
+        if not self.pending or not self.can_receive or self.session.state is _UNBOUND or self.session.halted:
             return  # they wait for connection_lost
         if self._guards.tightened != self._guards_seen:  # a block or an unsubscription since they were queued
             self._ask_guards_again()
