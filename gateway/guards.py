@@ -11,6 +11,9 @@
 Delivery asks again (`undeliverable`) when it takes up an MT that waited (off
 line subscriber, retry, schedule): a block or an unsubscription committed
 since it was accepted stops it too (SPEC 3.1: unsubscribing takes effect at once).
+So does a network-wide block lifted meanwhile: what its sender had waiting when
+it was blocked ends as it would have during the block, wherever it waited (an MT
+queued on a bind ends at the block itself), and does not go out after the lift.
 
 The answers must be instant (they are on the submit_sm path), so the state is
 held in memory: loaded at start, then kept current from every committed
@@ -48,6 +51,7 @@ class Guards:
         self._blocks: dict[str, tuple[str, str]] = {}  # active block id -> (reported, reporter)
         self._subscriptions: dict[str, tuple[str, str]] = {}  # active id -> (msisdn, service code)
         self._active: Counter[tuple[str, str]] = Counter()
+        self._lifted: dict[str, float] = {}  # number -> when its last network-wide block was lifted
         # Changes that may stop MTs accepted before them (a block, an unsubscription): binds ask their queues
         # again, about the MTs to the recipients these concern (`recipients_since`).
         self.tightened = 0
@@ -55,6 +59,7 @@ class Guards:
 
     async def load(self, store: Store) -> None:
         self.observe(Put(b) for b in await store.find(Block, lifted_at=None))
+        self.observe(Put(b) for b in await store.find(Block, reporter="", lifted_at__gt=0))  # few: lifts are rare
         self.observe(Put(s) for s in await store.find(Subscription, status="active"))
 
     def observe(self, effects: Iterable[Effect]) -> None:
@@ -80,7 +85,13 @@ class Guards:
         subscriber as its source_addr without being theirs, and must reach its receiver whatever they did."""
         if not message.account:
             return None
-        return self._refusal(message.source_addr, message.dest_addr, message.account in self._sp_accounts)
+        source, dest = message.source_addr, message.dest_addr
+        refusal = self._refusal(source, dest, message.account in self._sp_accounts)
+        if refusal is None and self._lifted:
+            lifted = self._lifted.get(source)
+            if lifted is not None and lifted >= message.submitted_at and dest not in self._operator_codes:
+                return S.SMSGW_RSENDERBLOCKED, f"{source} was blocked network-wide after spam reports while this waited (lifted since)"
+        return refusal
 
     def _refusal(self, source: str, dest: str, from_sp: bool) -> tuple[int, str] | None:
         if source in self._network and dest not in self._operator_codes:
@@ -92,6 +103,8 @@ class Guards:
         return None
 
     def _block(self, block: Block) -> None:
+        if block.lifted_at is not None and not block.reporter:
+            self._lifted[block.reported] = max(block.lifted_at, self._lifted.get(block.reported, block.lifted_at))
         previous = self._blocks.pop(block.id, None)
         if previous is not None:
             self._count(*previous, -1)

@@ -163,15 +163,16 @@ class Intake:
         to_short_code = account.role != "sp" and self.mo.is_short_code(dest)
         wanted_at = getattr(pdu, "schedule_delivery_time", "")  # data_sm has none; a short code answers at once
         scheduled_at = self._scheduled_at(wanted_at, now, expires_at) if wanted_at and not to_short_code else None
-        if not to_short_code:
-            if not plan.is_msisdn(dest):
-                raise Rejection(S.ESME_RINVDSTADR, self._no_recipient(account, dest))
-            queued = self.delivery.queued.get(dest, 0)  # not [dest]: Counter.__missing__ is Python code
-            if queued >= self.settings.max_queued_per_subscriber:
-                raise Rejection(S.ESME_RMSGQFUL, f"{queued} messages already wait for {dest}")
+        if not to_short_code and not plan.is_msisdn(dest):
+            raise Rejection(S.ESME_RINVDSTADR, self._no_recipient(account, dest))
+        # Before the queue's room: a blocked sender told ESME_RMSGQFUL would only try again later.
         refusal = self.guards.check(account, source, dest)
         if refusal is not None:
             raise Rejection(*refusal)
+        if not to_short_code:
+            queued = self.delivery.queued.get(dest, 0)  # not [dest]: Counter.__missing__ is Python code
+            if queued >= self.settings.max_queued_per_subscriber:
+                raise Rejection(S.ESME_RMSGQFUL, f"{queued} messages already wait for {dest}")
         if not account.bucket.take(segments_of(pdu)):
             raise Rejection(S.ESME_RTHROTTLED, f"account throughput {account.config.throughput:g} segments/s exceeded")
         message = message_from_submission(

@@ -18,7 +18,7 @@ from handlers.spam_report import reported_key
 from tests.e2e.test_unsubscribe import statuses, subscribe
 from tests.polling import eventually
 from tests.services_support import at
-from tests.smpp_handset import ESME_ROK, is_receipt, receipt_fields, text, texts_from
+from tests.smpp_handset import ESME_RMSGQFUL, ESME_ROK, is_receipt, receipt_fields, text, texts_from
 
 SPAM_CODE = "10086999"
 SMSGW_RSENDERBLOCKED = 0x400  # the source is blocked network-wide after spam reports
@@ -244,6 +244,54 @@ def test_lifting_the_block_lets_the_number_send_again(gateway, handset) -> None:
     assert s.submit(REPORTERS[0], "still not to a reporter").status == SMSGW_RBLOCKEDBYRECIPIENT
     with pytest.raises(ValueError, match="not blocked network-wide"):
         gateway.call(gateway.gateway.services.lift_block(SPAMMER))
+
+
+def test_spam_that_waited_through_a_block_is_not_delivered_after_its_lift(gateway, handset) -> None:
+    """What the spammer had waiting for an off-line subscriber when the block came ends rejected as it would
+    during the block, also when the block is lifted before the subscriber comes on line: an MT queued on a
+    bind ends at the block itself, and where an MT waited must not decide whether spam goes out."""
+    s = phone(handset, SPAMMER)
+    spam = s.submit(B, SPAM, registered_delivery=1)  # B is off line: it waits in the store
+    assert spam.status == ESME_ROK
+    block_by_five(gateway, handset)
+    gateway.call(gateway.gateway.services.lift_block(SPAMMER))
+    after = s.submit(B, "sent after the lift", registered_delivery=1)
+    assert after.status == ESME_ROK
+    b = phone(handset, B)
+    assert text(b.expect(predicate=lambda p: p.source_addr == SPAMMER.encode())) == "sent after the lift"
+    b.expect_none(0.3, lambda p: p.source_addr == SPAMMER.encode())
+    assert_rejected(s, spam, "400", 40)
+    delivered = receipt_fields(s.expect(predicate=is_receipt))
+    assert (delivered["id"], delivered["stat"]) == (after.message_id.decode(), "DELIVRD")
+
+
+def test_spam_that_waited_through_a_lifted_block_stays_undelivered_after_a_restart(make_gateway, handset, tmp_path) -> None:
+    db = tmp_path / "lifted.db"
+    first = make_gateway(db_path=db)
+    s = phone(handset, SPAMMER, first)
+    spam = s.submit(B, SPAM, registered_delivery=1)
+    assert spam.status == ESME_ROK
+    phones = block_by_five(first, handset)
+    first.call(first.gateway.services.lift_block(SPAMMER))
+    for ph in (s, *phones):
+        ph.close()
+    first.stop()
+    second = make_gateway(db_path=db)
+    s = phone(handset, SPAMMER, second)  # the receipt goes to the spammer's new bind
+    b = phone(handset, B, second)
+    b.expect_none(0.5, lambda p: p.source_addr == SPAMMER.encode())
+    assert_rejected(s, spam, "400", 40)
+
+
+def test_a_blocked_sender_is_told_so_even_when_the_recipients_queue_is_full(make_gateway, handset) -> None:
+    """The block's status, not ESME_RMSGQFUL: told 'queue full', a spammer's platform only tries again later."""
+    gw = make_gateway(gateway={"max_queued_per_subscriber": 2})
+    s, friend = phone(handset, SPAMMER, gw), phone(handset, "8613800000099", gw)  # not a reporter
+    block_by_five(gw, handset)
+    for i in range(2):  # B is off line: its queue fills with a friend's texts
+        assert friend.submit(B, f"hello {i}").status == ESME_ROK
+    assert s.submit(B, SPAM).status == SMSGW_RSENDERBLOCKED
+    assert friend.submit(B, "one more").status == ESME_RMSGQFUL
 
 
 def test_a_restart_between_the_forwarded_text_and_the_number(make_gateway, handset, tmp_path) -> None:
