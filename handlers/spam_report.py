@@ -70,8 +70,10 @@ _SPACE = re.compile(rf"^\s*(?P<number>{_NUMBER})\s+(?P<text>.*)$", re.S)
 # A number alone, as a subscriber answers the prompt for one: perhaps labelled (`号码：…`) and ended with the
 # full stop a Chinese input method adds (`13912345678。`).
 _LABEL = r"(?:号码|手机号码?|电话)?(?:是|为)?[:：]?"
-_ONLY_NUMBER = re.compile(rf"^\s*{_LABEL}\s*(?P<number>[+＋]?[{_DIGIT}][{_DIGIT}\-－ 　()（）]*)\s*[。．.！!，,；;]*\s*$")
-_NUMBERISH = re.compile(rf"^[+＋]?[{_DIGIT}\-－ 　()（）]*$")
+# The country code may stand in brackets, the plus inside them: `(+86)139…`, `（+86） 139…`.
+_OPENING = r"[(（]?[+＋]?"
+_ONLY_NUMBER = re.compile(rf"^\s*{_LABEL}\s*(?P<number>{_OPENING}[{_DIGIT}][{_DIGIT}\-－ 　()（）]*)\s*[。．.！!，,；;]*\s*$")
+_NUMBERISH = re.compile(rf"^{_OPENING}[{_DIGIT}\-－ 　()（）]*$")
 
 
 @dataclass(frozen=True, slots=True)

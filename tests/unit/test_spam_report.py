@@ -62,6 +62,8 @@ async def report_ok(bench, reporter: str, text: str) -> SpamReport:
         "8613700000001*恭喜中奖，请点击领取",
         "１３７０００００００１＊恭喜中奖，请点击领取",  # full-width digits
         "  13700000001 * 恭喜中奖，请点击领取  ",
+        "(+86)13700000001*恭喜中奖，请点击领取",  # the country code in brackets
+        "(+86) 137 0000 0001*恭喜中奖，请点击领取",
     ],
 )
 async def test_report_formats_name_the_same_number_and_keep_the_text(bench, text: str) -> None:
@@ -101,7 +103,8 @@ async def test_bare_text_asks_for_the_number_and_the_number_completes_the_report
     assert await bench.store.find(Dialogue) == []
 
 
-@pytest.mark.parametrize("answer", ["13700000001。", "13700000001.", "号码13700000001", "号码：137-0000-0001。", "手机号是 13700000001！"])
+@pytest.mark.parametrize("answer", ["13700000001。", "13700000001.", "号码13700000001", "号码：137-0000-0001。", "手机号是 13700000001！",
+                                    "(+86)13700000001", "（+86） 137 0000 0001"])  # fmt: skip
 async def test_the_number_answered_with_a_label_or_a_full_stop_completes_the_report(bench, answer: str) -> None:
     await send(bench, A, "【发票】代开各类发票，量大从优")
     report = await report_ok(bench, A, answer)
