@@ -17,6 +17,8 @@ Life of a survey (`Survey.status`):
                                 past one more validity period)
     sent --a newer survey to the same subscriber--> superseded
     reason --a newer survey--> rated (the rating stands, no reason)
+    superseded or closed at its end, then a reply received while it was open handled (a retry, a replay at start)
+        --> as if handled in time; a rating of a superseded survey takes no reason (a newer survey is open)
 
 Decisions where the SPEC is silent:
 - One open survey per subscriber: a new survey supersedes the open one, so a
@@ -165,9 +167,10 @@ def _closed_at_end(survey: Survey) -> Survey:
 
 
 def _unanswered(survey: Survey) -> str | None:
-    """What a survey `_closed_at_end` was still waiting for ("sent", "reason"); None for any other. A 4-5 is rated
-    with no reason only so: the reason step takes no empty text."""
-    if survey.status == "expired":
+    """What a survey closed unanswered (`_closed_at_end`, or superseded by a newer one) was still waiting for
+    ("sent", "reason"); None for any other. A 4-5 is rated with no reason only so: the reason step takes no empty
+    text."""
+    if survey.status in ("expired", "superseded"):
         return "sent"
     if survey.status == "rated" and survey.rating in ASK_REASON and not survey.reason:
         return "reason"
@@ -225,15 +228,19 @@ class RatingHandler:
             text = ctx.text(f"rating.{key}", language)
             return outcome.reply(inbound.subscriber, text, inbound.short_code, until=survey.expires_at)
 
-        # (none from a later time: handlers/base.py)
-        open_now = await ctx.store.find(Survey, msisdn=inbound.subscriber, status__in=list(OPEN), created_at__lte=ctx.clock.now())
-        survey = _latest(open_now)
+        # A reply answers the last survey sent before it was received, also when its handling is a retry or a replay
+        # at start: none sent after it (a survey is never re-stamped), nor from a later time (handlers/base.py).
+        sent_by = min(now, ctx.clock.now())
+        open_then = await ctx.store.find(Survey, msisdn=inbound.subscriber, status__in=list(OPEN), created_at__lte=sent_by)
+        survey = _latest(open_then)
+        superseded = False  # a newer survey came after the reply (its handling is late): the rating is all it takes
         if survey is None:
-            recent = await _most_recent(ctx, inbound.subscriber)
+            recent = await _most_recent(ctx, inbound.subscriber, sent_by)
             survey = _as_received(recent, now)
             if survey is None:
                 # {code}: where surveys come from (services.rating), also when this is another [[short_codes]] code.
                 return say(_without_open_survey(recent, now, ctx), hours=_hours(ctx), code=ctx.settings.rating)
+            superseded = recent is not None and recent.status == "superseded"
 
         if survey.expires_at <= now:
             # The gateway had not closed it yet (expire_lapsed): this reply closes it, answered as after that.
@@ -252,6 +259,8 @@ class RatingHandler:
 
         parsed = parse_rating(inbound.text, ctx.settings.rating_words)
         if parsed is None:
+            if superseded:  # asked again, the subscriber's next rating answers the newer survey, the one they have
+                return ask("reprompt", Outcome(), survey)
             if not survey.reprompted:
                 survey.reprompted = True
                 return ask("reprompt", Outcome().put(survey), survey)
@@ -260,7 +269,7 @@ class RatingHandler:
 
         score, reason = parsed
         survey.rating, survey.rated_at = score, now
-        if score in ASK_REASON and not reason:
+        if score in ASK_REASON and not reason and not superseded:
             survey.status = "reason"
             return ask("ask_reason", Outcome().put(survey), survey)
         survey.status, survey.reason = "rated", reason
@@ -269,8 +278,9 @@ class RatingHandler:
         return say("thanks_reason" if complaint else "thanks", Outcome(completed=True).put(survey))
 
 
-async def _most_recent(ctx: ServiceContext, msisdn: str) -> Survey | None:
-    return _latest(await ctx.store.find(Survey, msisdn=msisdn, order_by="-created_at", limit=5, created_at__lte=ctx.clock.now()))
+async def _most_recent(ctx: ServiceContext, msisdn: str, sent_by: float) -> Survey | None:
+    """The subscriber's last survey sent by `sent_by`."""
+    return _latest(await ctx.store.find(Survey, msisdn=msisdn, order_by="-created_at", limit=5, created_at__lte=sent_by))
 
 
 def _without_open_survey(recent: Survey | None, now: float, ctx: ServiceContext) -> str:

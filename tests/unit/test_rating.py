@@ -10,6 +10,7 @@ from gateway.store.effects import Put
 from gateway.store.records import Subscriber, Survey
 from gateway.templates import Templates
 from handlers import rating
+from handlers.base import Inbound
 from handlers.rating import RatingHandler, parse_rating
 from tests.services_support import ServiceBench, at, service_bench
 
@@ -202,6 +203,54 @@ async def test_a_new_survey_keeps_the_rating_awaiting_its_reason(bench: ServiceB
     await survey(bench, "online")
     old, new = await surveys(bench)
     assert (old.status, old.rating, new.status) == ("rated", 4, "sent")
+
+
+async def handled_late(bench: ServiceBench, text: str, received_at: float) -> str:
+    """A reply received at `received_at` and handled now (a retry after a failed attempt, a replay at start)."""
+    inbound = Inbound(A, RATING, text, received_at, message_ids=(bench.ctx.new_id(),))
+    outcome = await bench.commit(await RatingHandler().handle(inbound, bench.ctx))
+    [reply] = outcome.replies
+    return reply.text
+
+
+async def test_a_reply_handled_late_does_not_answer_a_survey_sent_after_it(bench: ServiceBench) -> None:
+    received = bench.clock.now()
+    bench.clock.advance(1)
+    await survey(bench, "hotline", "88")  # sent while the reply's first handling failed
+    bench.clock.advance(2)
+    assert await handled_late(bench, "1", received) == texts("unsolicited", code=RATING)
+    [s] = await surveys(bench)
+    assert (s.status, s.rating) == ("sent", None)
+
+
+async def test_a_reason_handled_late_reaches_the_survey_that_asked_for_it(bench: ServiceBench) -> None:
+    await survey(bench, "store:BJ001", "1024")
+    assert await answer(bench, "5") == texts("ask_reason")
+    reason_received = bench.clock.now()
+    bench.clock.advance(1)
+    await survey(bench, "hotline", "88")  # closes the first: its rating stands, no reason awaited any more
+    bench.clock.advance(2)
+    assert await handled_late(bench, "3号窗口态度差", reason_received) == texts("thanks_reason")
+    first, second = await surveys(bench)
+    assert (first.status, first.rating, first.reason) == ("rated", 5, "3号窗口态度差")
+    assert (second.status, second.rating, second.reprompted) == ("sent", None, False)
+
+
+async def test_a_rating_handled_late_answers_the_survey_it_was_sent_for(bench: ServiceBench) -> None:
+    await survey(bench, "store:BJ001", "1024")
+    received = bench.clock.now()
+    bench.clock.advance(1)
+    await survey(bench, "hotline", "88")  # supersedes the first
+    bench.clock.advance(2)
+    assert await handled_late(bench, "不知道", received) == texts("reprompt")  # the next rating answers the newer one
+    first, second = await surveys(bench)
+    assert (first.status, first.reprompted, second.reprompted) == ("superseded", False, False)  # nothing reopened
+    assert await handled_late(bench, "4", received) == texts("thanks")  # no reason asked: the newer survey is open
+    first, second = await surveys(bench)
+    assert (first.status, first.rating, first.agent) == ("rated", 4, "1024")
+    assert (second.status, second.rating, second.reprompted) == ("sent", None, False)
+    assert await answer(bench, "2") == texts("thanks")
+    assert [(s.agent, s.rating) for s in await surveys(bench)] == [("1024", 4), ("88", 2)]
 
 
 # ------------------------------------------------------------- aggregates
