@@ -396,13 +396,19 @@ class Delivery:
             self._wake_pulls()
 
     async def sweep(self) -> None:
-        """Expire the parked MTs and those waiting for a retry whose validity has run out (those on a bind expire
-        when it would send them); release the scheduled MTs that are due."""
+        """Expire the parked MTs, those waiting for a retry and those behind a backlog read whose validity has run
+        out (those queued on a bind: its tick); release the scheduled MTs that are due."""
         now = self.clock.now()
         for message_id in [i for i, (_, message) in self._retry_timers.items() if message.expires_at <= now]:
             handle, message = self._retry_timers.pop(message_id)
             handle.cancel()
             self._expire(message)
+        for behind in self._behind.values():
+            expired = [message for message in behind if message.expires_at <= now]
+            if expired:
+                behind[:] = [message for message in behind if message.expires_at > now]
+                for message in expired:
+                    self._expire(message)
         await self._take_waiting(lambda after: self.store.expired_mts(now, after, self.PAGE), (0.0, 0), self._expire)
         await self._release_due(now)
 

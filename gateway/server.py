@@ -338,6 +338,20 @@ class SmppConnection(asyncio.Protocol):
                 self.load -= 1
                 self.gateway.delivery.dispatch(message)
 
+    def _expire_queued(self) -> None:
+        """An MT whose validity ends while it waits here (the window full) expires then, not when the window would
+        have sent it: that can be response_timeout later, or never."""
+        if not self.pending:
+            return
+        now = self._now()
+        if all(message.expires_at > now for message in self.pending):
+            return
+        expired = [message for message in self.pending if message.expires_at <= now]
+        self.pending = deque(message for message in self.pending if message.expires_at > now)
+        self.load -= len(expired)
+        for message in expired:  # dispatching it again ends it (EXPIRED), as _pump does
+            self.gateway.delivery.dispatch(message)
+
     def _ask_guards_again(self) -> None:
         """SPEC 3.1: an unsubscription takes effect at once, for the MTs queued here too (a block the same)."""
         recipients = self._guards.recipients_since(self._guards_seen)  # None: anyone's
@@ -366,6 +380,7 @@ class SmppConnection(asyncio.Protocol):
                 self.close(unanswered=True)
                 return
         self._pump()
+        self._expire_queued()
         if session.answers_overdue():
             log.warning("requests before a framing error unanswered; closing", peer=self.peer, account=self.system_id)
             self.close()

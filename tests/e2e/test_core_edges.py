@@ -49,6 +49,43 @@ def test_receipt_on_failure_only_is_sent_when_the_message_expires(make_gateway, 
     assert queried.final_date  # set once the message is final
 
 
+def test_an_mt_queued_behind_a_full_window_expires_when_its_validity_ends(make_gateway, handset):
+    """It expired only when the window would have sent it, response_timeout later: query_sm said ENROUTE and the
+    receipt came late meanwhile."""
+    clock = SimulatedClock()
+    gw = make_gateway(clock=clock, gateway={"window": 1, "response_timeout": 60})
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    b.answering = False
+    assert a.submit(B, "first").status == ESME_ROK
+    assert text(b.expect()) == "first"  # unanswered: the window is full
+    resp = a.submit(B, "valid for 10 s", registered_delivery=1, validity_period="000000000010000R")
+    clock.advance(60)
+    fields = receipt_fields(a.expect(predicate=is_receipt))
+    assert (fields["id"].encode(), fields["stat"]) == (resp.message_id, "EXPIRED")
+    assert a.query(resp.message_id).message_state == MESSAGE_STATE_EXPIRED
+    b.answer_held()
+    b.expect_none(0.5)  # and it never goes out
+
+
+def test_an_mt_waiting_behind_a_backlog_read_expires_when_its_validity_ends(make_gateway, handset):
+    clock = SimulatedClock()
+    gw = make_gateway(clock=clock, gateway={"window": 1, "response_timeout": 60})
+    delivery = gw.gateway.delivery
+    delivery.PAGE, delivery.ROOM = 2, 2  # a backlog of a few pages stalls the read as 1,500 MTs do by default
+    a = handset(A, gw=gw)
+    for i in range(6):  # B is off line: a backlog in the store
+        assert a.submit(B, f"backlog {i}").status == ESME_ROK
+    b = handset(B, gw=gw)
+    b.answering = False  # the read stalls for room on B's bind
+    b.expect()
+    resp = a.submit(B, "valid for 10 s", registered_delivery=1, validity_period="000000000010000R")
+    assert eventually(lambda: any(resp.message_id.decode() in (m.id for m in behind) for behind in delivery._behind.values()))
+    clock.advance(60)
+    fields = receipt_fields(a.expect(predicate=is_receipt))
+    assert (fields["id"].encode(), fields["stat"]) == (resp.message_id, "EXPIRED")
+    assert a.query(resp.message_id).message_state == MESSAGE_STATE_EXPIRED
+
+
 def test_a_carrier_smsc_account_exchanges_messages_with_handsets(gateway, handset):
     carrier, b = handset(CARRIER_SUBSCRIBER), handset(B)
     assert carrier.submit(B, "from the carrier's network").status == ESME_ROK
