@@ -277,10 +277,23 @@ class SmppConnection(asyncio.Protocol):
     def offer(self, message: Message) -> None:
         self.load += 1
         # can_receive: False once the gateway stops (drain) or either side unbinds (_stop_receiving)
-        if self.can_receive and not self.pending and self.session.can_send_request and not self.session.halted:
+        pending = self.pending
+        if self.can_receive and not pending and self.session.can_send_request and not self.session.halted:
             self._send_deliver(message)
+        elif pending and pending[-1].id > message.id:  # accepted before the last queued: replaced, retried, handed back
+            self._queue_in_order(message)
         else:
-            self.pending.append(message)
+            pending.append(message)
+
+    def _queue_in_order(self, message: Message) -> None:
+        """Queue an MT ahead of the newer ones queued to its subscriber (ids sort in the order MTs were accepted): a
+        replace_sm did not send it behind them (README: in order per subscriber)."""
+        dest, message_id = message.dest_addr, message.id
+        for i, queued in enumerate(self.pending):
+            if queued.dest_addr == dest and queued.id > message_id:
+                self.pending.insert(i, message)
+                return
+        self.pending.append(message)
 
     def withdraw(self, message_id: str) -> Message | None:
         """cancel_sm / replace_sm: take an MT off this bind's queue if it has not been sent yet."""

@@ -165,6 +165,23 @@ def test_replace_sm_rewrites_an_mt_before_it_goes_out(handset, esme) -> None:
     b.expect_none(0.3)
 
 
+def test_replace_sm_of_an_mt_queued_on_a_bind_keeps_its_place(make_gateway, handset) -> None:
+    """Replaced while it waited on its subscriber's bind (the window full), it went out after the newer MTs to that
+    subscriber; replaced while parked in the store, it kept its place. README: in order per subscriber."""
+    gw = make_gateway(gateway={"window": 1})
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    b.answering = False
+    ids = [a.submit(B, f"m{i}").message_id.decode() for i in range(1, 5)]
+    assert text(b.expect()) == "m1"  # unanswered: m2-m4 wait on the bind
+    with RawLink(gw.smpp_port) as esme:
+        esme.bind("handset", command="bind_transmitter")
+        esme.send(replace_sm(2, A, ids[1], b"m2 replaced"))
+        assert answer(esme, 2) == (ESME_ROK, b"")
+    b.answering = True
+    b.answer_held()
+    assert [text(b.expect()) for _ in range(3)] == ["m2 replaced", "m3", "m4"]
+
+
 def tlv(tag: int, value: bytes) -> bytes:
     return struct.pack(">HH", tag, len(value)) + value
 
