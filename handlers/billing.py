@@ -121,19 +121,22 @@ async def run_due_jobs(ctx: ServiceContext, now: float) -> Outcome:
     outcome = Outcome()
     for month in await _months_unbilled(ctx, now):
         outcome.extend(await run_billing(ctx, now, month))
-    if settings.reminder_first_day <= today.day <= settings.reminder_last_day or (
-        today.day > settings.reminder_last_day and not await _reminded_on_a_reminder_day(ctx, today, now)
-    ):  # (after the reminder days, once if no check ran on any of them: the gateway was down over them all)
+    if settings.reminder_first_day <= today.day <= settings.reminder_last_day:
         outcome.extend(await send_reminders(ctx, now))
+    elif today.day > settings.reminder_last_day:
+        # Once after the reminder days, for the orders of those days no check on them found: made after the last
+        # one (on the 25th at 23:59:58), or all of them (the gateway down over the 21st-25th).
+        days_end = ctx.local_midnight(today.replace(day=settings.reminder_last_day) + dt.timedelta(days=1))
+        if not await _reminded_since(ctx, today, days_end, now):
+            outcome.extend(await send_reminders(ctx, now, ordered_before=days_end))
     return outcome
 
 
-async def _reminded_on_a_reminder_day(ctx: ServiceContext, today: dt.date, now: float) -> bool:
-    """The reminders of `today`'s month last ran on or after its first reminder day (an operator's run on the 12th
-    reminds nobody ordering after it), and not later than `now` (a simulated clock set back since)."""
-    first_day = ctx.local_midnight(today.replace(day=ctx.settings.reminder_first_day))
+async def _reminded_since(ctx: ServiceContext, today: dt.date, since: float, now: float) -> bool:
+    """The reminders of `today`'s month last ran at `since` or after, and not later than `now` (a simulated clock
+    set back since)."""
     runs = await ctx.store.find(JobRun, job="reminders", period=period_of(today))
-    return any(first_day <= run.ran_at <= now for run in runs)
+    return any(since <= run.ran_at <= now for run in runs)
 
 
 async def billing_due(ctx: ServiceContext, now: float) -> bool:
@@ -210,11 +213,12 @@ async def run_billing(ctx: ServiceContext, now: float, month: dt.date | None = N
 
 
 async def runs_voided_by_an_order(ctx: ServiceContext, now: float) -> list[Delete]:
-    """A subscription ordered at `now` before billing runs recorded later (a simulated clock set back before them:
-    QA ordering in a month already billed) would be missed by them even once the clock is past them again (they
-    count once `ran_at <= now`, `_months_unbilled`): they are deleted with the order, and billing runs those months
-    again when due (`run_billing` charges each subscription once). None with a clock that only goes forward."""
-    runs = await ctx.store.find(JobRun, job="billing", ran_at__gt=now)
+    """A subscription ordered at `now` before billing or reminder runs recorded later (a simulated clock set back
+    before them: QA ordering in a month already billed or reminded) would be missed by them even once the clock is
+    past them again (they count once `ran_at <= now`: `_months_unbilled`, and `send_reminders` reads only the orders
+    since the month's last run): they are deleted with the order, and those jobs run again when due (each
+    subscription charged once, reminded once). None with a clock that only goes forward."""
+    runs = await ctx.store.find(JobRun, ran_at__gt=now)
     return [Delete(JobRun, (run.job, run.period)) for run in runs]
 
 
@@ -249,8 +253,9 @@ def _charge(ctx: ServiceContext, subscription: Subscription, fee: float, period:
     return charge, event
 
 
-async def send_reminders(ctx: ServiceContext, now: float) -> Outcome:
-    """The reminder to each subscriber with subscriptions first charged next month that were not reminded yet.
+async def send_reminders(ctx: ServiceContext, now: float, ordered_before: float | None = None) -> Outcome:
+    """The reminder to each subscriber with subscriptions first charged next month that were not reminded yet
+    (of those ordered before `ordered_before`, if given).
 
     Each subscription is reminded once, whenever this runs (`run_due_jobs` on the reminder days, or an
     operator on demand), and marked by a "reminded" event: so a run on the 12th does not keep a subscriber
@@ -265,11 +270,13 @@ async def send_reminders(ctx: ServiceContext, now: float) -> Outcome:
     last_run = await ctx.store.find(JobRun, job="reminders", period=period)
     if last_run and last_run[0].ran_at <= now:  # (a simulated clock set back before it: read them all again)
         since = max(since, last_run[0].ran_at - REMINDER_OVERLAP)
+    window = {"ordered_at__lt": ordered_before} if ordered_before is not None else {}
     ending = await ctx.store.find(
         Subscription,
         order_by="ordered_at",
         status="active",
         ordered_at__gte=since,
+        **window,
         trial_until__gt=ctx.local_midnight(month_start(today)),
         trial_until__lte=ctx.local_midnight(month_start(today, 1)),
     )

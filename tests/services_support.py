@@ -22,9 +22,9 @@ from handlers.base import Catalogue, Inbound, Outcome, ServiceContext
 CHINA = dt.timezone(dt.timedelta(hours=8))
 
 
-def at(year: int, month: int, day: int, hour: int = 10, minute: int = 0) -> float:
+def at(year: int, month: int, day: int, hour: int = 10, minute: int = 0, second: int = 0) -> float:
     """Epoch seconds of a local (UTC+8) time, for setting the simulated clock."""
-    return dt.datetime(year, month, day, hour, minute, tzinfo=CHINA).timestamp()
+    return dt.datetime(year, month, day, hour, minute, second, tzinfo=CHINA).timestamp()
 
 
 def catalogue_without(*service_ids: str) -> list[dict]:

@@ -132,6 +132,30 @@ async def test_an_order_after_the_21st_charged_next_month_is_reminded_at_the_nex
     assert (await job(bench, billing.run_due_jobs, at(2026, 11, 26, 9))).replies == []  # (not on other days)
 
 
+async def test_an_order_placed_behind_the_months_reminder_run_by_a_clock_set_back_is_reminded(bench: ServiceBench) -> None:
+    """The month's reminders ran on the 21st; the clock set back to the 20th, an order charged from next month was
+    read by no later run (each read only the orders since the last) and was charged on the 1st unreminded."""
+    await subscribe(bench, A, "TT", at(2026, 12, 5))
+    assert list(texts_to(await job(bench, billing.run_due_jobs, at(2026, 12, 21, 9)))) == [A]
+    await subscribe(bench, B, "TQ", at(2026, 12, 20, 23, 59, 30))  # set back: free in December, charged from January
+    assert list(texts_to(await job(bench, billing.run_due_jobs, at(2026, 12, 22, 10)))) == [B]
+    assert (await job(bench, billing.run_due_jobs, at(2026, 12, 23, 10))).replies == []
+
+
+async def test_an_order_after_the_last_check_of_the_last_reminder_day_is_reminded_at_the_next_check(bench: ServiceBench) -> None:
+    """Ordered on the 25th after its last job check, and charged from next month: the next check, on the 26th, did
+    not remind it, and it was charged on the 1st unreminded."""
+    await cancel(bench, await subscribe(bench, B, "TQ", at(2026, 11, 6)))
+    assert (await job(bench, billing.run_due_jobs, at(2026, 11, 25, 23, 59, 30))).replies == []
+    await subscribe(bench, B, "TQ", at(2026, 11, 25, 23, 59, 58))  # a repeat order: charged from December
+    await subscribe(bench, C, "TT", at(2026, 11, 26, 0, 0, 5))  # a first order from the 21st: not due
+    await cancel(bench, await subscribe(bench, D, "TT", at(2026, 11, 2)))
+    assert list(texts_to(await job(bench, billing.run_due_jobs, at(2026, 11, 26, 0, 0, 20)))) == [B]
+    await subscribe(bench, D, "TT", at(2026, 11, 26, 9))  # a repeat order after the reminder days: none
+    assert (await job(bench, billing.run_due_jobs, at(2026, 11, 26, 10))).replies == []
+    assert (await job(bench, billing.run_due_jobs, at(2026, 11, 30, 10))).replies == []
+
+
 async def test_billing_charges_subscriptions_out_of_trial_once(bench: ServiceBench) -> None:
     tt = await subscribe(bench, A, "TT", at(2026, 11, 5))
     tl = await subscribe(bench, A, "TL", at(2026, 11, 21))
