@@ -19,7 +19,7 @@ is still accepted; only what a text shows differs.
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -121,6 +121,14 @@ class Templates:
             for key in texts:
                 if key not in reference:
                     raise ConfigError(source, key, f"unknown key (not in the built-in {reference_path})")
+
+
+def period(render: Callable[..., str], seconds: float) -> str:
+    """A period as the texts name it (`render(key, **values)` of one language): whole hours as hours, anything
+    else in whole minutes, at least 1 (a subscriber told 2 minutes of a 90 s window would reply too late)."""
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return render("common.hours", n=int(seconds // 3600))
+    return render("common.minutes", n=max(1, int(seconds // 60)))
 
 
 REFERENCE = "messages.zh.toml"  # the shipped texts: every key, and the placeholders the code fills for each

@@ -32,7 +32,7 @@ from gateway.numbers import NumberPlan
 from gateway.store.base import Store
 from gateway.store.effects import Effect, Put
 from gateway.store.records import Subscriber
-from gateway.templates import Templates
+from gateway.templates import Templates, period
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +123,10 @@ class ServiceContext:
 
     def text(self, key: str, language: str, **values: Any) -> str:
         return self.templates.render(key, language, **values)
+
+    def period(self, seconds: float, language: str) -> str:
+        """A validity or a reply window as the texts name it ("24小时", "10 min")."""
+        return period(lambda key, **values: self.templates.render(key, language, **values), seconds)
 
     def local_date(self, epoch: float) -> dt.date:
         """The operator's calendar day (trial months, reminders and billing follow it)."""

@@ -304,7 +304,4 @@ def _names(entry: CatalogueEntry, language: str) -> dict[str, str]:
 
 
 def _validity(ctx: ServiceContext, language: str) -> str:
-    seconds = ctx.settings.confirmation_validity
-    if seconds >= 3600 and seconds % 3600 == 0:
-        return ctx.text("confirmation.validity_hours", language, hours=int(seconds // 3600))
-    return ctx.text("confirmation.validity_minutes", language, minutes=max(1, round(seconds / 60)))
+    return ctx.period(ctx.settings.confirmation_validity, language)

@@ -133,9 +133,8 @@ def parse_rating(text: str, words: dict[str, int] = DEFAULT_RATING_WORDS) -> tup
     return score, reason[:REASON_LIMIT]
 
 
-def _hours(ctx: ServiceContext) -> str:
-    hours = ctx.settings.survey_validity / 3600
-    return f"{hours:g}"
+def _validity(ctx: ServiceContext, language: str) -> str:
+    return ctx.period(ctx.settings.survey_validity, language)
 
 
 def _latest(surveys: list[Survey]) -> Survey | None:
@@ -210,7 +209,8 @@ async def request_survey(ctx: ServiceContext, msisdn: str, channel: str, agent: 
         status="sent",
     )
     text = ctx.text(
-        "rating.survey", language, service=_service_phrase(ctx, channel, survey.agent, language), hours=_hours(ctx)
+        "rating.survey", language, service=_service_phrase(ctx, channel, survey.agent, language),
+        validity=_validity(ctx, language),
     )
     return outcome.put(survey).reply(msisdn, text, ctx.settings.rating, until=survey.expires_at)
 
@@ -239,7 +239,7 @@ class RatingHandler:
             survey = _as_received(recent, now)
             if survey is None:
                 # {code}: where surveys come from (services.rating), also when this is another [[short_codes]] code.
-                return say(_without_open_survey(recent, now, ctx), hours=_hours(ctx), code=ctx.settings.rating)
+                return say(_without_open_survey(recent, now, ctx), validity=_validity(ctx, language), code=ctx.settings.rating)
             superseded = recent is not None and recent.status == "superseded"
 
         if survey.expires_at <= now:
@@ -248,7 +248,7 @@ class RatingHandler:
             if not _in_late_period(survey, now, ctx):
                 # Past the late period the reply answers nothing, as it will once the survey is closed.
                 return say("unsolicited", closed, code=ctx.settings.rating)
-            return say(LATE[survey.status], closed, hours=_hours(ctx))
+            return say(LATE[survey.status], closed, validity=_validity(ctx, language))
 
         if survey.status == "reason":
             reason = inbound.text.strip()

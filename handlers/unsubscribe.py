@@ -26,7 +26,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 from gateway.store.effects import Delete
@@ -206,7 +205,4 @@ def _live(dialogue: Dialogue, now: float) -> bool:
 
 def _duration(ctx: ServiceContext, language: str) -> str:
     """The reply window as subscribers read it: whole hours, else minutes."""
-    window = ctx.settings.listing_window
-    if window >= 3600 and window % 3600 == 0:
-        return ctx.text("unsubscribe.hours", language, n=int(window // 3600))
-    return ctx.text("unsubscribe.minutes", language, n=max(1, math.ceil(window / 60)))
+    return ctx.period(ctx.settings.listing_window, language)

@@ -470,14 +470,14 @@ async def answer_survey(phone: Phone, env: Env, survey: ShortMessage, fields: di
     it out and must get "late" instead."""
     plan, rng = env.plan, env.rng
     code = plan.rating
-    validity = _survey_validity(fields)
+    validity = _survey_validity(fields, plan)
     deadline = survey.received_at + validity
 
     async def late(run: Run, label: str) -> str:
         await asyncio.sleep(max(0.0, deadline + LATE_MARGIN - time.monotonic()))
         await run.send(code, str(rng.randint(1, 5)), label=label)
         _, told = await run.reply(f"{label}->late", code, "rating.late")
-        run.check(told, {"hours": fields["hours"]})
+        run.check(told, {"validity": fields["validity"]})
         return "late"
 
     async def rate(run: Run, label: str) -> str:
@@ -507,7 +507,7 @@ async def answer_survey(phone: Phone, env: Env, survey: ShortMessage, fields: di
     async def body(run: Run) -> str:
         phone.transcript.append((survey.received_at, "<", survey.source, survey.text))
         run.step = "survey"
-        run.check(fields, {"hours": plan.survey_hours, "service": plan.survey_service})
+        run.check(fields, {"validity": plan.survey_validity, "service": plan.survey_service})
         if variant == "late":
             return await late(run, "late")
         margin = min(validity / 2, 2.0)
@@ -527,11 +527,18 @@ async def answer_survey(phone: Phone, env: Env, survey: ShortMessage, fields: di
     return await _dialogue("rating", phone, env, (code,), body)
 
 
-def _survey_validity(fields: dict[str, str]) -> float:
-    try:
-        return float(fields["hours"]) * 3600.0
-    except (KeyError, ValueError):
-        return 86400.0
+def _survey_validity(fields: dict[str, str], plan: Plan) -> float:
+    """Seconds a survey is valid for, as its text states: the target config's survey_validity when the text names
+    the period that config's does (the texts round down to whole minutes: a QA config's 3 s reads "1分钟"), else the
+    whole hours or minutes it names, else 24 h."""
+    stated = fields.get("validity", "")
+    if stated == plan.survey_validity:
+        return plan.survey_seconds
+    for key, unit in (("common.hours", 3600.0), ("common.minutes", 60.0)):
+        named = plan.texts.match(key, stated)
+        if named is not None and named["n"].isascii() and named["n"].isdigit():
+            return int(named["n"]) * unit
+    return 86400.0
 
 
 async def help_text(phone: Phone, env: Env) -> DialogueResult:

@@ -20,7 +20,6 @@ listing is checked against it, and order / unsubscribe keep it up to date.
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from gateway.config import Config, load_config, messages_files
 from gateway.smpp.constants import CommandStatus
+from gateway.templates import period
 
 from .esme import EsmeError
 from .handset import Handset, NoReply
@@ -94,7 +94,8 @@ class Plan:
     help_words: tuple[str, ...] = ("0", "HELP", "帮助", "?", "？")  # every word the target takes for help
     query_keyword: str = "0000"
     confirmation_validity: str = "24小时"  # as the confirmation text shows it
-    survey_hours: str = "24"
+    survey_validity: str = "24小时"  # as the survey text shows it
+    survey_seconds: float = 86400.0  # the target config's survey_validity
     listing_window: str = "2小时"  # the 0000 listing's reply window, as its foot shows it
     survey_service: str = "10086短信服务"  # what a survey sampled after a 10086 dialogue names (rating.channel.sms)
 
@@ -111,18 +112,14 @@ class Plan:
                           e.name_in(language), _yuan(e.fee), e.phone)  # fmt: skip
             for e in config.catalogue
         }
-        seconds = settings.confirmation_validity
-        if seconds >= 3600 and seconds % 3600 == 0:
-            validity = texts.render("confirmation.validity_hours", hours=int(seconds // 3600))
-        else:
-            validity = texts.render("confirmation.validity_minutes", minutes=max(1, round(seconds / 60)))
         return cls(
             texts=texts, services=services, operator=settings.operator, spam_report=settings.spam_report,
             rating=settings.rating, country_code=config.gateway.country_code,
             help_word=_help_word(settings.help_words, language), help_words=settings.help_words,
             query_keyword=settings.query_keyword,
-            confirmation_validity=validity, survey_hours=f"{settings.survey_validity / 3600:g}",
-            listing_window=_listing_window(texts, settings.listing_window),
+            confirmation_validity=period(texts.render, settings.confirmation_validity),
+            survey_validity=period(texts.render, settings.survey_validity), survey_seconds=settings.survey_validity,
+            listing_window=period(texts.render, settings.listing_window),
             survey_service=texts.render("rating.channel.sms", code=settings.operator),
         )  # fmt: skip
 
@@ -335,7 +332,7 @@ async def rating(handset: Handset, plan: Plan, score: str = "1", *, timeout: flo
         await run.send(plan.operator, plan.help_word)
         await run.reply("help->help", plan.operator, "common.help")
         _, survey = await run.reply("help->survey", plan.rating, "rating.survey")
-        run.check(survey, {"service": plan.texts.render("rating.channel.sms", code=plan.operator), "hours": plan.survey_hours})
+        run.check(survey, {"service": plan.texts.render("rating.channel.sms", code=plan.operator), "validity": plan.survey_validity})
         await run.send(plan.rating, score)
         await run.reply(f"{score}->thanks", plan.rating, "rating.thanks")
         return "rated"
@@ -350,13 +347,6 @@ def _help_word(words: tuple[str, ...], language: str) -> str:
     """The help word a subscriber of this language would send, if the target knows it (else its first)."""
     preferred = "帮助" if language == "zh" else "HELP"
     return preferred if preferred in words else words[0]
-
-
-def _listing_window(texts: ReplyTexts, seconds: float) -> str:
-    """The listing's reply window as the gateway words it (handlers/unsubscribe.py): whole hours, else minutes."""
-    if seconds >= 3600 and seconds % 3600 == 0:
-        return texts.render("unsubscribe.hours", n=int(seconds // 3600))
-    return texts.render("unsubscribe.minutes", n=max(1, math.ceil(seconds / 60)))
 
 
 def _yuan(fee: float) -> str:

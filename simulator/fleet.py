@@ -876,7 +876,7 @@ class Fleet:
             return
         r = self.scenario.reactions.survey
         variant = _weighted(self.rng, (("valid", r.valid), ("invalid", r.invalid), ("late", r.late), ("ignore", r.ignore)))
-        if variant == "late" and b._survey_validity(fields) + b.LATE_MARGIN > r.late_max_wait:
+        if variant == "late" and b._survey_validity(fields, self.plan) + b.LATE_MARGIN > r.late_max_wait:
             self.stats["survey_late_skipped"] += 1  # the survey is valid too long to wait it out
             variant = "ignore"
         if variant == "ignore":

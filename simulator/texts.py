@@ -22,8 +22,8 @@ from gateway.templates import Templates
 _FORMATTER = string.Formatter()
 # Templates that are parts of other texts (a word, a duration, a listing line, a channel name), never sent alone.
 PARTS = (
-    "common.word", "unsubscribe.hours", "unsubscribe.minutes", "unsubscribe.listing_", "rating.agent", "rating.channel.",
-    "confirmation.validity_", "confirmation.service_name", "confirmation.separator", "confirmation.choose_item",
+    "common.word", "common.hours", "common.minutes", "unsubscribe.listing_", "rating.agent", "rating.channel.",
+    "confirmation.service_name", "confirmation.separator", "confirmation.choose_item",
     "confirmation.keyword_item", "billing.page", "billing.month", "billing.reminder_",
 )  # fmt: skip
 

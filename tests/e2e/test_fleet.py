@@ -179,7 +179,7 @@ def test_a_survey_worded_otherwise_fails_the_run(smsgw_fleet, tmp_path: Path) ->
     'arrived unasked: other' and the run passed."""
     shipped = (DEFAULT_CONFIG.parent / "messages.zh.toml").read_text(encoding="utf-8")
     survey = next(line for line in shipped.split("\n") if line.startswith("survey = "))
-    config = reworded(tmp_path / "target", survey, 'survey = "【满意100】感谢您使用中国移动{service}。请回复1-5。{hours}小时内回复有效。"')
+    config = reworded(tmp_path / "target", survey, 'survey = "【满意100】感谢您使用中国移动{service}。请回复1-5。{validity}内回复有效。"')
     run = smsgw_fleet(help_scenario(), config=gateway_config(config, **SURVEYS), expect=gateway_config(**SURVEYS))
     assert run.exit_code() == 1
     assert run.summary["failures_by_step"]["unasked"] == {"unrecognised text from 10086700": run.failed}

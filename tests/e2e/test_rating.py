@@ -135,7 +135,7 @@ def test_late_rating_after_expiry(gw, handset, clock) -> None:
     a = phone(handset, gw)
     send_survey(gw, a)
     clock.advance(86400 + 60)
-    assert reply(a, "1") == zh("late", hours="24")
+    assert reply(a, "1") == zh("late", validity="24小时")
     [s] = surveys(gw)
     assert (s.status, s.rating) == ("expired", None)
 
@@ -193,8 +193,8 @@ def test_a_late_rating_after_the_gateway_closed_the_survey_is_told_it_is_late(ma
     send_survey(gw, a)
     clock.advance(86400 + 60)
     assert eventually(lambda: statuses(gw, A) == {A: ("expired", None, "")})
-    assert reply(a, "1") == zh("late", hours="24")
-    assert reply(a, "2") == zh("late", hours="24")
+    assert reply(a, "1") == zh("late", validity="24小时")
+    assert reply(a, "2") == zh("late", validity="24小时")
     clock.advance(86400)  # past one more validity period
     assert reply(a, "1") == zh("unsolicited", code=RATING)
     assert statuses(gw, A) == {A: ("expired", None, "")}
@@ -207,9 +207,9 @@ def test_a_late_reason_after_the_gateway_closed_the_survey_is_told_so_and_the_ra
     assert reply(a, "5") == zh("ask_reason")
     clock.advance(86400 + 60)
     assert eventually(lambda: statuses(gw, A) == {A: ("rated", 5, "")})
-    assert reply(a, "排队太久，问题也没解决") == zh("reason_late", hours="24")
+    assert reply(a, "排队太久，问题也没解决") == zh("reason_late", validity="24小时")
     # Every late reason, as every late rating is late (a survey the gateway closed is not told from one a reply did)
-    assert reply(a, "态度也不好") == zh("reason_late", hours="24")
+    assert reply(a, "态度也不好") == zh("reason_late", validity="24小时")
     clock.advance(86400)  # past one more validity period
     assert reply(a, "排队太久") == zh("unsolicited", code=RATING)
     assert statuses(gw, A) == {A: ("rated", 5, "")}

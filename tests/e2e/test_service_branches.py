@@ -219,7 +219,7 @@ def test_reason_after_the_survey_expired_is_late_and_the_rating_stands(gw, phone
     send_survey(gw, phone, "hotline")
     assert ask(phone, RATING, "4") == [zh("rating.ask_reason")]
     clock.advance(VALIDITY + 60)
-    assert ask(phone, RATING, "排队太久，问题也没解决") == [zh("rating.reason_late", hours="24")]
+    assert ask(phone, RATING, "排队太久，问题也没解决") == [zh("rating.reason_late", validity="24小时")]
     [survey] = stored(gw, Survey, msisdn=A)
     assert (survey.status, survey.rating, survey.reason) == ("rated", 4, "")
 

@@ -240,5 +240,5 @@ async def test_english_subscriber(bench: ServiceBench) -> None:
     await bench.store.apply([*Outcome().put(Subscriber(A, "en")).effects])
     request = only_text(await say(bench, A, "TT", SINA), A)
     assert "Headline News from Sina, information fee 30 yuan/month" in request
-    assert "reply Y1 to confirm this one" in request and request.endswith("Valid for 24 hours.")
+    assert "reply Y1 to confirm this one" in request and request.endswith("Valid for 24 h.")
     assert "Free for the rest of this month." in only_text(await say(bench, A, "Y"), A)

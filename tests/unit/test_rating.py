@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from gateway.config import load_config
 from gateway.store.effects import Put
 from gateway.store.records import Subscriber, Survey
 from gateway.templates import Templates
@@ -92,9 +94,26 @@ async def test_survey_in_english_names_the_channel(bench: ServiceBench) -> None:
     await bench.store.apply([Put(Subscriber(A, "en"))])
     text = await survey(bench, "sms:10086")
     assert "10086 SMS service" in text and "1 very satisfied" in text and "5 very dissatisfied" in text
-    assert "24 hours" in text
+    assert "Replies are accepted for 24 h." in text
     assert "Thank you for your rating!" in await answer(bench, "satisfied")
     assert (await surveys(bench))[0].rating == 2
+
+
+@pytest.mark.parametrize(("validity", "zh", "en"), [(600, "10分钟", "10 min"), (5400, "90分钟", "90 min"),
+                                                    (3600, "1小时", "1 h"), (7200, "2小时", "2 h")])  # fmt: skip
+async def test_a_survey_names_its_validity_in_minutes_unless_it_is_whole_hours(tmp_path: Path, validity, zh, en) -> None:
+    """A survey valid for 10 minutes said 0.166667小时 (a QA config's 10 s: 0.00277778小时)."""
+    config = load_config()
+    config = replace(config, services=replace(config.services, survey_validity=validity))
+    bench = await service_bench(tmp_path, config, start=at(2026, 11, 21))
+    try:
+        assert f"{zh}内回复有效" in await survey(bench)
+        bench.clock.advance(validity)
+        assert await answer(bench, "1") == texts("late", validity=zh)
+        await bench.store.apply([Put(Subscriber(A, "en"))])
+        assert f"Replies are accepted for {en}." in await survey(bench)
+    finally:
+        await bench.close()
 
 
 async def test_rating_is_recorded_once(bench: ServiceBench) -> None:
@@ -152,10 +171,10 @@ async def test_late_rating_is_not_recorded(bench: ServiceBench) -> None:
     bench.clock.advance(DAY - 1)
     assert await answer(bench, "?") == texts("reprompt")  # still in time
     bench.clock.advance(1)
-    assert await answer(bench, "1") == texts("late", hours="24")
+    assert await answer(bench, "1") == texts("late", validity="24小时")
     [s] = await surveys(bench)
     assert (s.status, s.rating) == ("expired", None)
-    assert await answer(bench, "1") == texts("late", hours="24")
+    assert await answer(bench, "1") == texts("late", validity="24小时")
     bench.clock.advance(DAY)
     assert await answer(bench, "1") == texts("unsolicited", code=RATING)
 
@@ -165,7 +184,7 @@ async def test_reason_step_expires_with_the_survey(bench: ServiceBench) -> None:
     bench.clock.advance(DAY - 60)
     assert await answer(bench, "5") == texts("ask_reason")
     bench.clock.advance(60)
-    assert await answer(bench, "太慢") == texts("reason_late", hours="24")
+    assert await answer(bench, "太慢") == texts("reason_late", validity="24小时")
     [s] = await surveys(bench)
     assert (s.status, s.rating, s.reason) == ("rated", 5, "")
 
