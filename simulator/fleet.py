@@ -805,9 +805,12 @@ class Fleet:
         if message.is_receipt:
             recorder.arrived_unasked("receipt")
             return
-        spam = source in self.spammer_by_number or (source.isdigit() and len(source) > 8 and source not in self.rules.short_codes)
-        if source in self.by_number:
-            if self.post.arrived(message):  # chatter: a dialogue of its sender waits for it
+        fellow = source in self.by_number
+        spam = not fellow and self._from_outside(source)
+        if fellow:
+            # A chat a dialogue of its sender waits for; else one that came after its dialogue gave up (or a copy):
+            # unasked, never spam (the subscriber would report its fellow subscriber to the target).
+            if self.post.arrived(message):
                 return
         elif spam and self.post.arrived(message):  # a spammer's round waited for it
             recorder.arrived_unasked("spam")
@@ -838,6 +841,10 @@ class Fleet:
             return
         recorder.arrived_unasked("other")
         self._sample(f"to {phone.msisdn} ({phone.state}) from {source}: {message.text}")
+
+    def _from_outside(self, source: str) -> bool:
+        """A text from a number outside the fleet, not a service's: a spammer (one of the fleet's, or anyone's)."""
+        return source in self.spammer_by_number or (source.isdigit() and len(source) > 8 and source not in self.rules.short_codes)
 
     def _copy(self, phone: Phone, message: ShortMessage) -> bool:
         """A text no dialogue waits for that is one the phone received since its last MO (Phone.recent): a copy.

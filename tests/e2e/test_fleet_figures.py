@@ -3,7 +3,7 @@ test's event loop, its texts delivered at once, a set time later, or never -- th
 
 MO/s counts each MO when the target accepted it; --min-rate judges the steady state's dialogues that ended ok;
 nothing timed is no latency (not 0 ms); a simulator that cannot keep up says so and fails; a closed loop asking
-more concurrency than its subscribers can carry is refused."""
+more concurrency than its subscribers can carry is refused; a chat that comes after its dialogue gave up is no spam."""
 
 from __future__ import annotations
 
@@ -174,3 +174,19 @@ async def test_a_closed_loop_asking_more_concurrency_than_its_subscribers_is_ref
         "smsgw simulate: command line: load.concurrency: 300 dialogues in flight (--concurrency) need as many "
         "subscribers, each in one dialogue at a time; the fleet has 100 (--subscribers, fleet.count)"
     )
+
+
+async def test_a_chat_that_comes_after_its_dialogue_gave_up_is_unasked_never_reported_as_spam(smsc, tmp_path: Path) -> None:
+    """Two subscribers, texts delivered 0.5 s late, steps waiting 0.2 s: A's chat to B fails and A retires; the text
+    reaches B while the load still runs. B took its fellow subscriber for a spammer from outside the fleet and
+    reported A to 10086999 (a spam dialogue the scenario, spam weight 0, never asked for; smsgw filed such reports)."""
+    server = await smsc(delay=0.5)
+    status, output, report = await simulate(tmp_path, server.port, "--subscribers", "2", "--binds", "1",
+                                            "--concurrency", "1", "--duration", "1.5", "--timeout", "0.2")  # fmt: skip
+    assert status == 1 and report is not None, output
+    assert report["failures_by_step"] == {"chatter": {"chat->peer": 1}}, output
+    assert set(report["outcomes"]) == {"chatter"} and report["unsolicited"] == {"other": 1}, output
+    sender = report["failures"][0]["msisdn"]
+    [receiver] = {"8613800000000", "8613800000001"} - {sender}  # the default scenario's first two
+    assert report["fleet"]["unasked_samples"] == [f"to {receiver} (idle) from {sender}: {report['failures'][0]['transcript'][0]['text']}"]
+    assert server.stats["submit_sm"] == 1  # nothing went to 10086999
