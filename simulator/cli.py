@@ -9,8 +9,8 @@ The scenario (default simulator/scenarios/default.toml) says everything;
 flags override it. Progress goes to stderr (a live table on a terminal,
 plain lines otherwise), the result to stdout, the JSON and HTML reports into
 --report. Exit status: 0 when every dialogue passed and every threshold
-given here was met; 1 when a dialogue failed (more than --max-failures) or
-a threshold was missed; 2 for a usage, scenario or config mistake, or a
+given here was met; 1 when a dialogue failed (more than --max-failures), a
+threshold was missed, or no dialogue ended (nothing was checked); 2 for a usage, scenario or config mistake, or a
 target that cannot be reached or refuses the binds (the message names the
 file and key to fix); 130 when interrupted. Ctrl-C (or SIGTERM) once stops
 the load: dialogues in flight end, then the figures so far are printed and
@@ -277,9 +277,13 @@ def write_report(summary: dict[str, Any], directory: str | Path, scenario: dict[
 def verdicts(summary: dict[str, Any], *, max_failures: int = 0, min_rate: float | None = None,
              max_p99_ms: float | None = None, max_lag_ms: float | None = None) -> list[str]:  # fmt: skip
     """What the run missed: failed dialogues beyond max_failures, and the thresholds given. The rate judged is the
-    steady state's, of dialogues that ended ok; a threshold nothing was measured for is missed, not passed."""
+    steady state's, of dialogues that ended ok; a threshold nothing was measured for is missed, not passed, and
+    so is a run that checked nothing (no dialogue ended)."""
     misses = []
-    failed = summary["dialogues"]["failed"]
+    dialogues = summary["dialogues"]
+    failed = dialogues["failed"]
+    if not dialogues["completed"] + failed:
+        misses.append(f"no dialogue ended ({dialogues['started']} started), so nothing was checked")
     if failed > max_failures:
         misses.append(f"{failed} dialogues failed (tolerated: {max_failures})")
     rate = summary["throughput"]["ok_per_s"]

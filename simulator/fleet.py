@@ -540,14 +540,10 @@ class Fleet:
         assert headroom is not None
         due_count = 0
         while not self._done_starting():
-            elapsed = time.monotonic() - t0
-            if elapsed < ramp:
-                due = int(rate * elapsed * elapsed / (2 * ramp))
-            else:
-                due = int(rate * (elapsed - ramp / 2))
+            due = _due_by(time.monotonic() - t0, rate, ramp)
             while due_count < due and not self._done_starting():
-                due_count += 1
                 headroom.started_late(time.monotonic() - t0 - _due_at(due_count, rate, ramp))
+                due_count += 1
                 if self._in_flight >= load.max_in_flight:
                     self.stats["not_started_in_flight_limit"] += 1
                     continue
@@ -563,7 +559,7 @@ class Fleet:
                 self._spawn(dialogue)
             # sleep until the next dialogue is due (at least a millisecond, at most 50 ms)
             elapsed = time.monotonic() - t0
-            await asyncio.sleep(min(0.05, max(0.001, _due_at(due_count + 1, rate, ramp) - elapsed)))
+            await asyncio.sleep(min(0.05, max(0.001, _due_at(due_count, rate, ramp) - elapsed)))
 
     def _spawn(self, dialogue: Callable[[], Awaitable[DialogueResult]]) -> asyncio.Task:
         """Run a dialogue as a task the drain waits for (or cancels)."""
@@ -1076,9 +1072,17 @@ def _weighted(rng: random.Random, choices: tuple[tuple[str, float], ...]) -> str
     return next(name for name, w in reversed(choices) if w > 0)
 
 
+def _due_by(t: float, rate: float, ramp: float) -> int:
+    """How many of the open loop's dialogues are due `t` seconds after its start: the first at once, then
+    rate * t^2 / (2 ramp) more by t during the linear ramp-up, rate * (t - ramp / 2) after it. So a load of
+    `duration` seconds starts rate * duration dialogues (ramp-up 0), the last 1 / rate before its end."""
+    if t < ramp:
+        return int(rate * t * t / (2 * ramp)) + 1
+    return int(rate * (t - ramp / 2)) + 1
+
+
 def _due_at(k: int, rate: float, ramp: float) -> float:
-    """Seconds after the open loop's start at which its k-th dialogue is due: rate * t^2 / (2 ramp) have been due
-    by t during the linear ramp-up, rate * (t - ramp / 2) after it."""
+    """Seconds after the open loop's start at which its k-th dialogue (from 0) is due (the inverse of _due_by)."""
     if k < rate * ramp / 2:
         return (2 * ramp * k / rate) ** 0.5
     return k / rate + ramp / 2

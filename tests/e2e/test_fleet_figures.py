@@ -3,7 +3,8 @@ test's event loop, its texts delivered at once, a set time later, or never -- th
 
 MO/s counts each MO when the target accepted it; --min-rate judges the steady state's dialogues that ended ok;
 nothing timed is no latency (not 0 ms); a simulator that cannot keep up says so and fails; a closed loop asking
-more concurrency than its subscribers can carry is refused; a chat that comes after its dialogue gave up is no spam."""
+more concurrency than its subscribers can carry is refused; a run that checked nothing is no PASS; the open loop
+starts --rate x --duration dialogues; a chat that comes after its dialogue gave up is no spam."""
 
 from __future__ import annotations
 
@@ -61,10 +62,11 @@ async def smsc(monkeypatch: pytest.MonkeyPatch):
         await server.stop()
 
 
-async def simulate(tmp_path: Path, port: int, *flags: str) -> tuple[int, str, dict[str, Any] | None]:
-    """`smsgw simulate` with the chatter-only scenario: exit status, stdout + stderr, report.json (None if none)."""
+async def simulate(tmp_path: Path, port: int, *flags: str, also: str = "") -> tuple[int, str, dict[str, Any] | None]:
+    """`smsgw simulate` with the chatter-only scenario (and the TOML `also`): exit status, stdout + stderr,
+    report.json (None if none)."""
     scenario = tmp_path / "chatter.toml"
-    scenario.write_text(CHATTER_ONLY, encoding="utf-8")
+    scenario.write_text(CHATTER_ONLY + also, encoding="utf-8")
     report = tmp_path / "report"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway", "simulate", "--quiet", "--scenario", str(scenario), "--port", str(port),
@@ -190,3 +192,27 @@ async def test_a_chat_that_comes_after_its_dialogue_gave_up_is_unasked_never_rep
     [receiver] = {"8613800000000", "8613800000001"} - {sender}  # the default scenario's first two
     assert report["fleet"]["unasked_samples"] == [f"to {receiver} (idle) from {sender}: {report['failures'][0]['transcript'][0]['text']}"]
     assert server.stats["submit_sm"] == 1  # nothing went to 10086999
+
+
+async def test_a_run_that_checked_nothing_is_no_pass(smsc, tmp_path: Path) -> None:
+    """Texts never delivered, steps waiting 60 s, no drain: the 5 dialogues started are cancelled at the end, none
+    ended. It printed "0 dialogues ... PASS" and exited 0, against a target that never delivered anything."""
+    server = await smsc(delay=None)
+    status, output, report = await simulate(tmp_path, server.port, "--rate", "5", "--duration", "1", "--timeout", "60",
+                                            also="[load]\ndrain = 0\n")  # fmt: skip
+    assert report is not None and report["dialogues"] == {"started": 5, "completed": 0, "failed": 0}, output
+    miss = "no dialogue ended (5 started), so nothing was checked"
+    assert status == 1 and report["verdict"] == {"result": "FAIL", "misses": [miss]}, output
+    assert f"FAIL {miss}" in output and "PASS" not in output
+
+
+async def test_the_open_loop_starts_its_first_dialogue_at_once_and_rate_times_duration_in_all(smsc, tmp_path: Path) -> None:
+    """Dialogue k was due at k / rate from k = 1: --rate 1 --duration 1 started none, and --rate 10 --duration 2
+    started 19 (9.5/s started in the steady state)."""
+    server = await smsc()
+    for rate, duration in (("1", "1"), ("10", "2")):
+        status, output, report = await simulate(tmp_path, server.port, "--rate", rate, "--duration", duration)
+        expected = int(rate) * int(duration)
+        assert status == 0 and report is not None, output
+        assert report["dialogues"] == {"started": expected, "completed": expected, "failed": 0}, output
+        assert abs(report["throughput"]["started_per_s"] - int(rate)) < 0.1, report["throughput"]

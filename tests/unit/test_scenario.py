@@ -154,12 +154,17 @@ def test_idle_pool_takes_at_random_and_removes_in_constant_time() -> None:
 
 
 def test_verdicts() -> None:
-    summary = {"dialogues": {"failed": 2}, "throughput": {"ok_per_s": 150.0}, "latency_ms": {"p99": 40.0}}
+    summary = {"dialogues": {"started": 300, "completed": 298, "failed": 2}, "throughput": {"ok_per_s": 150.0},
+               "latency_ms": {"p99": 40.0}}  # fmt: skip
     assert verdicts(summary) == ["2 dialogues failed (tolerated: 0)"]
     assert verdicts(summary, max_failures=2) == []
     assert verdicts(summary, max_failures=5, min_rate=200, max_p99_ms=30) == [
         "150.0 dialogues/s ended ok in the steady state, below --min-rate 200", "p99 latency 40.0 ms, above --max-p99-ms 30",
     ]  # fmt: skip
+    # A run that checked nothing (FleetRun.ok, assert_ok and the exit status all ask this) is no pass.
+    nothing = {"dialogues": {"started": 3, "completed": 0, "failed": 0}, "throughput": {"ok_per_s": None},
+               "latency_ms": {"p99": None}}  # fmt: skip
+    assert verdicts(nothing) == ["no dialogue ended (3 started), so nothing was checked"]
 
 
 def test_a_fleet_refuses_keywords_the_target_does_not_offer() -> None:
