@@ -10,13 +10,15 @@ flags override it. Progress goes to stderr (a live table on a terminal,
 plain lines otherwise), the result to stdout, the JSON and HTML reports into
 --report. Exit status: 0 when every dialogue passed and every threshold
 given here was met; 1 when a dialogue failed (more than --max-failures), a
-threshold was missed, or no dialogue ended (nothing was checked); 2 for a usage, scenario or config mistake, or a
-target that cannot be reached or refuses the binds (the message names the
-file and key to fix); 130 when interrupted. Ctrl-C (or SIGTERM) once stops
-the load: dialogues in flight end, then the figures so far are printed and
-reported (marked INTERRUPTED, no verdict); again during that drain, it is cut
-short the same way; a third time gives up at once (once the drain is over, the figures and the report are
-written first).
+threshold was missed, or no dialogue ended (nothing was checked); 2 for a
+usage, scenario or config mistake, or a target that cannot be reached or
+refuses the binds (the message names the file and key to fix); 130 when
+interrupted. Ctrl-C (or SIGTERM) while the binds wait for their answers
+gives up at once; after that, once stops the load: dialogues in flight end,
+then the figures so far are printed and reported (marked INTERRUPTED, no
+verdict); again during that drain, it is cut short the same way; a third
+time gives up at once (once the drain is over, the figures and the report
+are written first).
 """
 
 from __future__ import annotations
@@ -211,9 +213,10 @@ async def _drive(scenario: Any, config: Any, *, quiet: bool) -> dict[str, Any]:
         except (NotImplementedError, RuntimeError):  # not the main thread / not supported
             pass
     fleet.check_load(scenario.load)  # before binding: a load the fleet cannot run is refused at once
-    await fleet.connect()
-    progress = None if quiet else _progress(recorder)
+    progress = None
     try:
+        await fleet.connect()  # a signal now gives the binds up at once
+        progress = None if quiet else _progress(recorder)
         if progress is not None:
             progress.start()
         await fleet.load()

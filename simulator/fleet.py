@@ -229,6 +229,7 @@ class Fleet:
         self._in_flight = 0
         self._freed: asyncio.Event | None = None
         self._stopped: asyncio.Future[None] | None = None  # done when the load stops starting dialogues
+        self._binding: asyncio.Future[list[Any]] | None = None  # connect()'s binds while they are awaited
         self._until = 0.0
         self._load = scenario.load
         self._response_timeout = max(2 * scenario.load.timeout, 5.0)  # for the binds too
@@ -306,9 +307,11 @@ class Fleet:
         return self.summary()
 
     def interrupt(self) -> None:
-        """Ctrl-C: during the load, start no more dialogues (those in flight end as after its duration); during the
-        drain, cut it short (what is still in flight is cancelled, as at its deadline). The results stand, marked
-        interrupted."""
+        """Ctrl-C: while connecting, give up the binds at once (connect() raises CancelledError); during the load,
+        start no more dialogues (those in flight end as after its duration); during the drain, cut it short (what is
+        still in flight is cancelled, as at its deadline). The results stand, marked interrupted."""
+        if self._binding is not None:
+            self._binding.cancel()
         if self._stopping:
             self._drain_cut = True
         self.interrupted = True
@@ -367,6 +370,9 @@ class Fleet:
         except BindError as exc:
             esme.close()
             raise FleetError(key, str(exc)) from None
+        except asyncio.CancelledError:  # interrupted while the bind waited for its answer
+            esme.close()
+            raise
         except (OSError, TimeoutError, EsmeError) as exc:  # TimeoutError (3.11+) and ResponseTimeout say nothing themselves
             esme.close()
             timed_out = isinstance(exc, (TimeoutError, ResponseTimeout))
@@ -374,6 +380,9 @@ class Fleet:
             raise FleetError(key, f"bind {mode} as {system_id!r} not answered{reason}") from None
 
     async def connect(self) -> None:
+        """Bind the subscribers, the spammers and the SP receivers, all at once. Raises FleetError when the target
+        refuses or cannot be reached, CancelledError when interrupted (interrupt()); either way what was open is
+        closed."""
         s = self.scenario
         t, f = s.target, s.fleet
         self._freed = asyncio.Event()
@@ -412,7 +421,14 @@ class Fleet:
         if s.behaviours.spammer.weight > 0:
             jobs += [spammer_block(lo, hi) for lo, hi in blocks(s.spammers.start, s.spammers.count, s.spammers.binds)]
         jobs += [sp_receiver(i) for i in range(len(f.sp_receivers))]
-        results = await asyncio.gather(*jobs, return_exceptions=True)
+        self._binding = asyncio.gather(*jobs, return_exceptions=True)
+        try:
+            results = await self._binding
+        except asyncio.CancelledError:
+            await self.close()
+            raise
+        finally:
+            self._binding = None
         failure = next((r for r in results if isinstance(r, BaseException)), None)
         if failure is not None:
             await self.close()

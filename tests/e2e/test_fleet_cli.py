@@ -311,6 +311,24 @@ def test_a_target_that_never_answers_the_bind_says_what_timed_out_and_after_how_
     assert 5 <= time.monotonic() - started < 15
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_the_binds_wait_for_their_answers_stops_at_once(sig: signal.Signals) -> None:
+    """A hung SMSC and binds given 30 s: the signal was ignored until the binds timed out (a third press: a
+    traceback and exit 1)."""
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(64)
+        run = simulate(hung.getsockname()[1], "--count", "1", "--timeout", "15", "--quiet")
+        connection, _ = hung.accept()
+        with connection:
+            assert connection.recv(16)  # a bind, waiting for its answer
+            run.send_signal(sig)
+            signalled = time.monotonic()
+            out, err = run.communicate(timeout=30)
+    assert run.returncode == 130 and time.monotonic() - signalled < 5, (out, err)
+    assert err == "smsgw simulate: interrupted\n" and out == ""
+
+
 def run_simulate(*flags: str) -> subprocess.CompletedProcess:
     argv = [sys.executable, "-m", "gateway", "simulate", "--subscribers", "20", "--binds", "1", "--count", "20",
             "--timeout", "2", "--quiet", *flags]  # fmt: skip
