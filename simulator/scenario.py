@@ -26,6 +26,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from gateway.numbers import ascii_digits
+from gateway.smpp.pdu import BindTransceiver
+
 __all__ = [
     "DEFAULT_SCENARIO",
     "Account",
@@ -38,6 +41,9 @@ __all__ = [
 
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 DEFAULT_SCENARIO = SCENARIOS / "default.toml"
+# A bind's C-octet strings and the octets SMPP allows each (its NUL excluded), as the codec encodes them: Latin-1.
+BIND_OCTETS = {name: size - 1 for name, _kind, size, _status in BindTransceiver.FIELDS
+               if name in ("system_id", "password", "system_type")}  # fmt: skip
 
 
 class ScenarioError(ValueError):
@@ -271,6 +277,9 @@ def _table(cls: type, table: Any, where: str, path: Path | str) -> Any:
         if key not in known:
             raise ScenarioError(path, name, f"unknown key; expected one of {sorted(known)}")
         values[key] = _value(value, hints[key], name, path)
+    for f in fields(cls):
+        if f.name not in values and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ScenarioError(path, f"{where}.{f.name}" if where else f.name, "missing: it has no default")
     return cls(**values)
 
 
@@ -307,10 +316,8 @@ def _check(s: Scenario, path: Path | str) -> None:
         fail("target.host", "empty")
     if not 0 < t.port < 65536:
         fail("target.port", f"expected 1..65535; got {t.port}")
-    if not 1 <= len(t.system_id) <= 15:
-        fail("target.system_id", "1 to 15 characters (SMPP limit)")
-    if len(t.password) > 8:
-        fail("target.password", "at most 8 characters (SMPP limit)")
+    _bind_account(t, "target", fail)
+    _bind_octets(t.system_type, "system_type", "target.system_type", fail)
     if t.ca and not Path(t.ca).is_file():
         fail("target.ca", f"no such file: {t.ca}")
     if t.config and not Path(t.config).is_file():
@@ -330,8 +337,7 @@ def _check(s: Scenario, path: Path | str) -> None:
     if len(str(int(f.start) + f.count - 1)) != len(f.start):
         fail("fleet.count", f"{f.count} subscribers from {f.start} run past the number length")
     for i, account in enumerate(f.sp_receivers):
-        if not 1 <= len(account.system_id) <= 15:
-            fail(f"fleet.sp_receivers[{i}].system_id", "1 to 15 characters (SMPP limit)")
+        _bind_account(account, f"fleet.sp_receivers[{i}]", fail)
 
     if load.mode not in ("closed", "open"):
         fail("load.mode", f'expected "closed" or "open"; got {load.mode!r}')
@@ -383,8 +389,7 @@ def _check(s: Scenario, path: Path | str) -> None:
             fail("spammers.count", "behaviours.spammer needs at least 1 spammer")
         if not 1 <= sp.binds <= sp.count:
             fail("spammers.binds", f"expected 1..{sp.count} (spammers.count)")
-        if not 1 <= len(sp.system_id) <= 15:
-            fail("spammers.system_id", "1 to 15 characters (SMPP limit)")
+        _bind_account(sp, "spammers", fail)
         if _overlap((sp.start, sp.count), (f.start, f.count)):
             fail("spammers.start", "the spammers' numbers overlap the fleet's subscribers")
         if _overlap((sp.start, sp.count), (b.spam.reported_start, b.spam.reported_count)):
@@ -417,8 +422,29 @@ def _variants(table: Any, where: str, names: tuple[str, ...], fail, *, always: b
         fail(where, f"every weight of {', '.join(names)} is 0")
 
 
+def _bind_account(account: Any, where: str, fail) -> None:
+    """An account's system_id (not empty) and password as its bind will carry them."""
+    if not account.system_id:
+        fail(f"{where}.system_id", "empty")
+    _bind_octets(account.system_id, "system_id", f"{where}.system_id", fail)
+    _bind_octets(account.password, "password", f"{where}.password", fail)
+
+
+def _bind_octets(value: str, bind_field: str, key: str, fail) -> None:
+    """A bind's C-octet string as the codec encodes it: Latin-1, no NUL (it ends the string), within SMPP's octets."""
+    try:
+        octets = value.encode("latin-1")
+    except UnicodeEncodeError as exc:
+        fail(key, f"{value!r} cannot be sent: a bind carries it in Latin-1, which has no {value[exc.start]!r}")
+    if b"\0" in octets:
+        fail(key, f"{value!r}: a NUL ends an SMPP C-octet string")
+    limit = BIND_OCTETS[bind_field]
+    if len(octets) > limit:
+        fail(key, f"{value!r} is {len(octets)} octets; SMPP allows at most {limit} in a bind's {bind_field}")
+
+
 def _msisdn(value: str, key: str, fail) -> None:
-    if not value.isdigit() or not 5 <= len(value) <= 15:
+    if not ascii_digits(value) or not 5 <= len(value) <= 15:
         fail(key, f"expected an MSISDN in international form (digits, e.g. 8613800000000); got {value!r}")
 
 
