@@ -193,6 +193,7 @@ class Fleet:
         self.config = config if config is not None else load_config(scenario.target.config or None)
         self.plan = plan if plan is not None else Plan.from_config(self.config)
         self.rules = Rules.from_config(self.config)
+        self.numbers = self.config.number_plan()  # how the target writes numbers: arrivals are read in its canonical form
         self.recorder = recorder if recorder is not None else Recorder()
         self.rng = random.Random(scenario.load.seed)
         self.post = PostOffice()
@@ -255,7 +256,7 @@ class Fleet:
         """The scenario's numbers are in international form as the target's number plan has it (its country code, then
         a national number of its length), and no short code or service code's (with an extension): the gateway sends MT
         to that form, never to a national one, and takes no MO from a service's number."""
-        s, plan = self.scenario, self.config.number_plan()
+        s, plan = self.scenario, self.numbers
         numbers = {"fleet.start": s.fleet.start, "behaviours.spam.reported_start": s.behaviours.spam.reported_start}
         if s.behaviours.spammer.weight > 0:
             numbers["spammers.start"] = s.spammers.start
@@ -751,12 +752,24 @@ class Fleet:
 
     # -------------------------------------------------------------- arrivals
     def _on_message(self, message: ShortMessage) -> None:
+        self._canonical(message)
         phone = self.by_number.get(message.destination)
         if phone is None:
             self.recorder.arrived_unasked("unrouted")
             self._sample(f"to {message.destination} (no such subscriber here) from {message.source}: {message.text}")
         else:
             phone.deliver(message)
+
+    def _canonical(self, message: ShortMessage) -> None:
+        """The message's numbers in international form, as the fleet holds them: an SMSC may give them national
+        (addr_ton 2: 13800000002 for 8613800000002), with + or 00. A number of the international form's length
+        is taken as it is (the common case, one len() each); others are normalised (short codes stay as they are)."""
+        numbers = self.numbers
+        length = numbers.msisdn_length
+        if len(message.source) != length:
+            message.source = numbers.normalise(message.source)
+        if len(message.destination) != length:
+            message.destination = numbers.normalise(message.destination)
 
     def _on_spammer_message(self, message: ShortMessage) -> None:
         self.recorder.arrived_unasked("to_spammer")

@@ -4,11 +4,13 @@ test's event loop, its texts delivered at once, a set time later, or never -- th
 MO/s counts each MO when the target accepted it; --min-rate judges the steady state's dialogues that ended ok;
 nothing timed is no latency (not 0 ms); a simulator that cannot keep up says so and fails; a closed loop asking
 more concurrency than its subscribers can carry is refused; a run that checked nothing is no PASS; the open loop
-starts --rate x --duration dialogues; a chat that comes after its dialogue gave up is no spam."""
+starts --rate x --duration dialogues; a chat that comes after its dialogue gave up is no spam; numbers an SMSC
+writes in another form (national, +) are the same subscribers."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -20,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from loopback_server import LoopbackServer, LoopbackSmsc
+
+from gateway.smpp.codec import decode_pdu, encode_pdu
 
 CHATTER_ONLY = """name = "chatter-only"
 [fleet]
@@ -216,3 +220,26 @@ async def test_the_open_loop_starts_its_first_dialogue_at_once_and_rate_times_du
         assert status == 0 and report is not None, output
         assert report["dialogues"] == {"started": expected, "completed": expected, "failed": 0}, output
         assert abs(report["throughput"]["started_per_s"] - int(rate)) < 0.1, report["throughput"]
+
+
+@pytest.mark.parametrize(("ton", "written"), [(2, lambda number: number[2:]), (1, lambda number: "+" + number)],
+                         ids=["national", "plus"])  # fmt: skip
+async def test_numbers_the_smsc_writes_in_another_form_are_the_same_subscribers(
+    smsc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ton: int, written
+) -> None:
+    """The SMSC delivers with both numbers in national form (addr_ton 2: 13800000001 for 8613800000001), or with a
+    +: each chat was "received nothing" and the text, from a number outside the fleet, was reported as spam."""
+    deliver = LoopbackSmsc.deliver
+
+    def rewritten(self: LoopbackSmsc, frame: bytes) -> None:
+        pdu = decode_pdu(frame)
+        deliver(self, encode_pdu(dataclasses.replace(
+            pdu, source_addr=written(pdu.source_addr), destination_addr=written(pdu.destination_addr),
+            source_addr_ton=ton, dest_addr_ton=ton)))  # fmt: skip
+
+    monkeypatch.setattr(LoopbackSmsc, "deliver", rewritten)
+    server = await smsc()
+    status, output, report = await simulate(tmp_path, server.port, "--concurrency", "4", "--subscribers", "20",
+                                            "--binds", "2", "--count", "50")  # fmt: skip
+    assert status == 0 and report is not None, output
+    assert report["outcomes"] == {"chatter": {"delivered": 50}} and report["unsolicited"] == {}, output
