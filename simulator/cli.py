@@ -177,7 +177,7 @@ def run_args(args: argparse.Namespace) -> int:
 # refused under target.ca, also when --tls alone turned TLS on (the system's CAs refused the certificate).
 _FLAGS = {"target.host": ("host",), "target.port": ("port",), "target.system_id": ("system_id", "password"),
           "target.ca": ("ca", "tls"), "fleet.start": ("start",), "fleet.count": ("subscribers",),
-          "load.concurrency": ("concurrency", "subscribers")}  # fmt: skip
+          "fleet.binds": ("binds",), "load.concurrency": ("concurrency", "subscribers")}  # fmt: skip
 # A fleet error's hint in flags, for when a flag set the value: its own names scenario keys the user never wrote.
 _FLAG_HINTS = {"target.ca": "--ca FILE names the CA that signed the server's certificate; --insecure accepts any"}
 COMMAND_LINE = "command line"

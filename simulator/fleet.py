@@ -248,6 +248,7 @@ class Fleet:
                              if sp in {a.system_id for a in scenario.fleet.sp_receivers}}  # fmt: skip
         self._reported_numbers = self._reported_range()
         self._check_numbers()
+        self._check_binds()
         if scenario.behaviours.order.weight > 0 and not self.env.order_services:
             raise FleetError("behaviours.order.keywords", f"none of {list(scenario.behaviours.order.keywords)} is in the "
                              f"target's catalogue ({', '.join(s.keyword for s in self.plan.services.values()) or 'empty'})")  # fmt: skip
@@ -294,6 +295,24 @@ class Fleet:
                 raise FleetError(key, f"{start}..{int(start) + count - 1} ({count} numbers) are not all numbers of the bind "
                                       f"account {system_id!r}: {outside} is under none of its numbers {list(account.numbers)} "
                                       f"in {self.config.source}; the gateway would refuse its MO (ESME_RINVSRCADR)")  # fmt: skip
+
+    def _check_binds(self) -> None:
+        """The fleet's binds on each account the target config describes are within its max_binds: beyond, the gateway
+        refuses the rest (ESME_RBINDFAIL), and the run would fail naming the account, not the count asked."""
+        s = self.scenario
+        wanted = [("fleet.binds", s.target.system_id, s.fleet.binds * (2 if s.fleet.mode == "tx+rx" else 1))]
+        if s.behaviours.spammer.weight > 0:
+            wanted.append(("spammers.binds", s.spammers.system_id, s.spammers.binds))
+        wanted += [(f"fleet.sp_receivers[{i}]", a.system_id, 1) for i, a in enumerate(s.fleet.sp_receivers)]
+        binds: Counter[str] = Counter()
+        for key, system_id, n in wanted:
+            binds[system_id] += n
+            account = self.config.account(system_id)
+            if account is not None and binds[system_id] > account.max_binds:
+                pairs = " (tx+rx pairs: 2 binds each)" if key == "fleet.binds" and s.fleet.mode == "tx+rx" else ""
+                raise FleetError(key, f"{binds[system_id]} binds as {system_id!r}{pairs}, more than the bind account's "
+                                      f"max_binds {account.max_binds} in {self.config.source}: the gateway would refuse "
+                                      "the rest (ESME_RBINDFAIL)")  # fmt: skip
 
     # ------------------------------------------------------------- running
     async def run(self) -> dict[str, Any]:

@@ -298,6 +298,22 @@ def test_a_fleet_range_outside_the_bind_accounts_numbers_is_a_usage_error(gatewa
     assert f"smsgw simulate: {scenario}: spammers.start/spammers.count: 8613900500000..8613900500001" in capsys.readouterr().err
 
 
+def test_more_binds_than_the_bind_account_allows_is_a_usage_error(gateway, tmp_path: Path, capsys) -> None:
+    """'handset' takes 200 binds (max_binds in the target config). Before, the 201st was refused and the message
+    blamed default.toml: target.system_id, a key the user neither set nor needs to change."""
+    base = ["--port", str(gateway.smpp_port), "--count", "5", "--quiet"]
+    assert cli.main([*base, "--binds", "201", "--subscribers", "201"]) == 2
+    out, err = capsys.readouterr()
+    assert err == (f"smsgw simulate: command line: fleet.binds: 201 binds as 'handset', more than the bind account's "
+                   f"max_binds 200 in {DEFAULT_CONFIG}: the gateway would refuse the rest (ESME_RBINDFAIL)\n"), err
+    assert out == "" and gateway.gateway.accounts.get("handset").binds == 0  # refused before binding
+    scenario = tmp_path / "pairs.toml"
+    scenario.write_text('[fleet]\nmode = "tx+rx"\nbinds = 101\n')
+    assert cli.main([*base, "--scenario", str(scenario)]) == 2
+    assert capsys.readouterr().err.startswith(f"smsgw simulate: {scenario}: fleet.binds: 202 binds as 'handset' (tx+rx "
+                                              "pairs: 2 binds each), more than the bind account's max_binds 200 in ")
+
+
 def test_a_report_path_that_cannot_be_a_directory_is_refused_before_the_run(gateway, tmp_path: Path, capsys) -> None:
     a_file = tmp_path / "afile"
     a_file.write_text("kept\n")
