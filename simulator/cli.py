@@ -173,11 +173,13 @@ def run_args(args: argparse.Namespace) -> int:
 
 
 # The scenario keys a fleet error can name that flags set (the rest come from the scenario file only).
-# A refused bind is reported under target.system_id, whether the account or its password was wrong; a TLS handshake
-# refused under target.ca, also when --tls alone turned TLS on (the system's CAs refused the certificate).
-_FLAGS = {"target.host": ("host",), "target.port": ("port",), "target.system_id": ("system_id", "password"),
-          "target.ca": ("ca", "tls"), "fleet.start": ("start",), "fleet.count": ("subscribers",),
-          "fleet.binds": ("binds",), "load.concurrency": ("concurrency", "subscribers")}  # fmt: skip
+# A refused bind is reported under target.system_id, whether the account or its password was wrong; a certificate
+# refused under target.ca, also when --tls alone turned TLS on (the system's CAs refused it); a handshake that failed
+# otherwise under target.tls/target.port (the server did not answer TLS).
+_FLAGS = {"target.host": ("host",), "target.port": ("port",), "target.tls": ("tls",),
+          "target.system_id": ("system_id", "password"), "target.ca": ("ca", "tls"), "fleet.start": ("start",),
+          "fleet.count": ("subscribers",), "fleet.binds": ("binds",),
+          "load.concurrency": ("concurrency", "subscribers")}  # fmt: skip
 # A fleet error's hint in flags, for when a flag set the value: its own names scenario keys the user never wrote.
 _FLAG_HINTS = {"target.ca": "--ca FILE names the CA that signed the server's certificate; --insecure accepts any"}
 COMMAND_LINE = "command line"

@@ -375,9 +375,12 @@ class Fleet:
                 t.host, t.port, ssl=self._ssl(), timeout=CONNECT_TIMEOUT, on_message=on_message, window=window,
                 response_timeout=self._response_timeout, parts=self._parts,
             )  # fmt: skip
-        except ssl.SSLError as exc:
+        except ssl.SSLCertVerificationError as exc:
             raise FleetError("target.ca", f"TLS to {t.host}:{t.port} failed: {exc}", "target.ca names the CA that signed "
                                           "the server's certificate; target.verify = false accepts any") from None
+        except ssl.SSLError as exc:  # no certificate to blame: the handshake itself failed
+            raise FleetError("target.tls/target.port", f"TLS to {t.host}:{t.port} failed: {exc}: the server did not "
+                                                       "answer TLS (a plain SMPP port?)") from None
         except (OSError, TimeoutError) as exc:
             reason = f"no connection within {CONNECT_TIMEOUT:g} s" if isinstance(exc, TimeoutError) else exc
             raise FleetError("target.host/target.port", f"cannot connect to {t.host}:{t.port}{' (TLS)' if t.tls else ''}: {reason}") from None

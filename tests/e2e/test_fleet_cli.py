@@ -427,3 +427,13 @@ def test_a_certificate_refused_after_tls_from_a_flag_names_the_flags(tls_gateway
     assert done.stderr.rstrip().endswith("(--ca FILE names the CA that signed the server's certificate; --insecure "
                                          "accepts any)"), done.stderr  # fmt: skip
     assert "default.toml" not in done.stderr and "target.verify" not in done.stderr
+
+
+def test_tls_to_a_plain_smpp_port_says_the_server_did_not_answer_tls(gateway, capsys) -> None:
+    """It blamed target.ca and advised '--insecure accepts any', also to a run given --insecure."""
+    port = gateway.smpp_port
+    for flags in (["--tls", "--insecure"], ["--tls"]):
+        assert cli.main(["--port", str(port), *flags, "--count", "1", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"smsgw simulate: command line: target.tls/target.port: TLS to 127.0.0.1:{port} failed: "), err
+        assert err.endswith(": the server did not answer TLS (a plain SMPP port?)\n") and "--ca" not in err, err
