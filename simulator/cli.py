@@ -358,6 +358,8 @@ def describe(summary: dict[str, Any]) -> str:
     not_started = {k: v for k, v in stats.items() if k.startswith("not_started")}
     if not_started:
         lines.append("dialogues not started: " + ", ".join(f"{k[12:]} {v}" for k, v in not_started.items()))
+    if stats.get("cancelled_at_drain"):  # neither ok nor failed: the drain was cut short (a second Ctrl-C, its deadline)
+        lines.append(f"dialogues cut short at the drain, not counted above: {stats['cancelled_at_drain']}")
     if stats.get("redelivered_after_late_answer"):  # copies the fleet brought on itself: not the target's fault
         lines.append(f"delivered again after the fleet answered late: {stats['redelivered_after_late_answer']} (the target's "
                      "retries of deliver_sm the fleet answered after its response_timeout; see unasked_samples)")  # fmt: skip

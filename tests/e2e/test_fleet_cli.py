@@ -99,6 +99,8 @@ def cut_short(run, report: Path, signalled: float, timeout: float) -> dict:
     assert time.monotonic() - signalled < 20
     data = json.loads((report / "report.json").read_text(encoding="utf-8"))
     assert data["fleet"]["interrupted"] and data["fleet"]["stats"]["cancelled_at_drain"] > 0
+    # said on stdout too, where the count of dialogues leaves them out (neither ok nor failed)
+    assert f"dialogues cut short at the drain, not counted above: {data['fleet']['stats']['cancelled_at_drain']}" in out
     return data
 
 
