@@ -12,8 +12,9 @@ Delivery asks again (`undeliverable`) when it takes up an MT that waited (off
 line subscriber, retry, schedule): a block or an unsubscription committed
 since it was accepted stops it too (SPEC 3.1: unsubscribing takes effect at once).
 So does a network-wide block lifted meanwhile: what its sender had waiting when
-it was blocked ends as it would have during the block, wherever it waited (an MT
-queued on a bind ends at the block itself), and does not go out after the lift.
+it was blocked (accepted before the block began) ends as it would have during
+the block, wherever it waited (an MT queued on a bind ends at the block itself),
+and does not go out after the lift.
 
 The answers must be instant (they are on the submit_sm path), so the state is
 held in memory: loaded at start, then kept current from every committed
@@ -51,7 +52,7 @@ class Guards:
         self._blocks: dict[str, tuple[str, str]] = {}  # active block id -> (reported, reporter)
         self._subscriptions: dict[str, tuple[str, str]] = {}  # active id -> (msisdn, service code)
         self._active: Counter[tuple[str, str]] = Counter()
-        self._lifted: dict[str, float] = {}  # number -> when its last network-wide block was lifted
+        self._lifted: dict[str, float] = {}  # number -> when the last of its lifted network-wide blocks began
         # Changes that may stop MTs accepted before them (a block, an unsubscription): binds ask their queues
         # again, about the MTs to the recipients these concern (`recipients_since`).
         self.tightened = 0
@@ -89,7 +90,7 @@ class Guards:
         refusal = self._refusal(source, dest, message.account in self._sp_accounts)
         if refusal is None and self._lifted:
             lifted = self._lifted.get(source)
-            if lifted is not None and lifted >= message.submitted_at and dest not in self._operator_codes:
+            if lifted is not None and message.submitted_at < lifted and dest not in self._operator_codes:
                 return S.SMSGW_RSENDERBLOCKED, f"{source} was blocked network-wide after spam reports while this waited (lifted since)"
         return refusal
 
@@ -104,7 +105,9 @@ class Guards:
 
     def _block(self, block: Block) -> None:
         if block.lifted_at is not None and not block.reporter:
-            self._lifted[block.reported] = max(block.lifted_at, self._lifted.get(block.reported, block.lifted_at))
+            # When it began, not when it was lifted: a simulated clock set back after a lift (QA going back to
+            # today) stamps later MTs before the lift, and they did not wait through the block.
+            self._lifted[block.reported] = max(block.created_at, self._lifted.get(block.reported, block.created_at))
         previous = self._blocks.pop(block.id, None)
         if previous is not None:
             self._count(*previous, -1)

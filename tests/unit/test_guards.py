@@ -9,7 +9,7 @@ from gateway.config import AccountConfig
 from gateway.guards import Guards
 from gateway.smpp.constants import CommandStatus as S
 from gateway.store.effects import Put
-from gateway.store.records import Block
+from gateway.store.records import Block, Direction, Message, MessageStatus
 from handlers.base import Catalogue
 
 SPAMMER, VICTIM, OTHER = "8613900000009", "8613800000001", "8613800000002"
@@ -47,6 +47,23 @@ def test_a_network_block_stops_every_destination_until_lifted() -> None:
     assert status(guards, handset, SPAMMER, OTHER) == S.SMSGW_RSENDERBLOCKED
     guards.observe([Put(replace(block, lifted_at=2.0))])
     assert status(guards, handset, SPAMMER, OTHER) is None
+
+
+def test_what_waited_through_a_lifted_network_block_stays_undeliverable_and_what_came_after_goes() -> None:
+    guards, _handset = guards_and_account()
+    block = Block("n1", SPAMMER, "", 100.0)
+    guards.observe([Put(block), Put(replace(block, lifted_at=400.0))])
+
+    def mt(submitted_at: float) -> Message:
+        return Message(id=f"m{submitted_at:g}", direction=Direction.MT, status=MessageStatus.ENROUTE, account="handset",
+                       source_addr=SPAMMER,
+                       dest_addr=VICTIM, short_message=b"x", submitted_at=submitted_at)  # fmt: skip
+
+    assert guards.undeliverable(mt(50.0))[0] == S.SMSGW_RSENDERBLOCKED  # accepted before the block: waited through it
+    assert guards.undeliverable(mt(500.0)) is None  # accepted after the lift
+    # A simulated clock set back after the lift (QA back to "today") stamps a later MT before the lift: it did not
+    # wait through the block.
+    assert guards.undeliverable(mt(150.0)) is None
 
 
 def test_binds_ask_again_only_about_the_recipients_a_tightening_concerns() -> None:
