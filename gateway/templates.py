@@ -125,10 +125,16 @@ class Templates:
 
 def period(render: Callable[..., str], seconds: float) -> str:
     """A period as the texts name it (`render(key, **values)` of one language): whole hours as hours, anything
-    else in whole minutes, at least 1 (a subscriber told 2 minutes of a 90 s window would reply too late)."""
-    if seconds >= 3600 and seconds % 3600 == 0:
+    else in whole minutes, rounded down (a subscriber told 2 minutes of a 90 s window would reply too late), at
+    least 1. What is left of a window counts a moment short of a whole minute as that minute: the 30 minutes a
+    prompt gave are not 29 a few milliseconds later."""
+    seconds += _MOMENT
+    if seconds >= 3600 and seconds % 3600 < 2 * _MOMENT:
         return render("common.hours", n=int(seconds // 3600))
     return render("common.minutes", n=max(1, int(seconds // 60)))
+
+
+_MOMENT = 1.0  # seconds
 
 
 REFERENCE = "messages.zh.toml"  # the shipped texts: every key, and the placeholders the code fills for each

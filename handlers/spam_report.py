@@ -64,7 +64,7 @@ MAX_NUMBER_CHARS = 20
 # `<number><*|＊><text>` and `<number><space><text>`, matched on the original text so
 # the spam text is kept as the subscriber sent it (the number part is folded afterwards).
 _DIGIT = "0-9０-９"
-_NUMBER = rf"[+＋]?[{_DIGIT}][{_DIGIT}\-－]*"
+_NUMBER = rf"(?:[(（][+＋]?[{_DIGIT}]{{1,4}}[)）]\s*)?[+＋]?[{_DIGIT}][{_DIGIT}\-－]*"  # `(+86)` may open it
 _STAR = re.compile(r"^\s*(?P<number>[^*＊]*?)\s*[*＊]+\s*(?P<text>.*)$", re.S)
 _SPACE = re.compile(rf"^\s*(?P<number>{_NUMBER})\s+(?P<text>.*)$", re.S)
 # A number alone, as a subscriber answers the prompt for one: perhaps labelled (`号码：…`) and ended with the
@@ -165,7 +165,7 @@ class SpamReportHandler:
                 return _number_expected(inbound, ctx, language, str(pending.data.get("text", "")), pending.expires_at)
             window = ctx.settings.spam_follow_up_window
             dialogue = Dialogue(reporter, DIALOGUE, {"text": parsed.text}, now, now + window)
-            return _say(inbound, ctx, "spam.ask_number", language, minutes=_minutes(window), until=dialogue.expires_at).put(dialogue)
+            return _say(inbound, ctx, "spam.ask_number", language, window=ctx.period(window, language), until=dialogue.expires_at).put(dialogue)
 
         pending = await _pending(ctx, reporter, now)
         if refusal is not None:  # a prompt still open stays open: the subscriber may correct the number
@@ -272,19 +272,15 @@ def _number_expected(inbound: Inbound, ctx: ServiceContext, language: str, waiti
     The quote is cut with "..." in a reply GSM 03.38 can carry (English, a Latin text): "…" is not in it, and
     would send the whole reply as UCS2, in twice the SMS parts; a reply going as UCS2 anyway keeps "…"."""
     left = until - inbound.received_at
-    reply = ctx.text("spam.number_expected", language, text=_quoted(waiting, "..."), minutes=_minutes(left))
+    reply = ctx.text("spam.number_expected", language, text=_quoted(waiting, "..."), window=ctx.period(left, language))
     if not is_gsm(reply):
-        reply = ctx.text("spam.number_expected", language, text=_quoted(waiting, "…"), minutes=_minutes(left))
+        reply = ctx.text("spam.number_expected", language, text=_quoted(waiting, "…"), window=ctx.period(left, language))
     return Outcome().reply(inbound.subscriber, reply, inbound.short_code, until=until)
 
 
 def _quoted(text: str, ellipsis: str, length: int = 15) -> str:
     """The start of a forwarded text, to remind its reporter which one waits."""
     return text if len(text) <= length else text[:length] + ellipsis
-
-
-def _minutes(seconds: float) -> int:
-    return max(1, round(seconds / 60))
 
 
 def _say(inbound: Inbound, ctx: ServiceContext, key: str, language: str, *, completed: bool = False,

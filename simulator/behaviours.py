@@ -124,7 +124,6 @@ class Rules:
     query_keyword: str = "0000"
     spam_block_threshold: int = 5
     spam_reports_per_day: int = 20
-    spam_follow_up_minutes: int = 30
     short_codes: frozenset[str] = frozenset()
     notified_sps: dict[str, str] = field(default_factory=dict)  # service id -> SP account notified
 
@@ -136,7 +135,7 @@ class Rules:
         return cls(
             confirmation_validity=s.confirmation_validity, confirm_words=s.confirm_words, decline_words=s.decline_words,
             query_keyword=s.query_keyword, spam_block_threshold=s.spam_block_threshold, spam_reports_per_day=s.spam_reports_per_day,
-            spam_follow_up_minutes=max(1, round(s.spam_follow_up_window / 60)), short_codes=frozenset(codes),
+            short_codes=frozenset(codes),
             notified_sps={e.id: e.sp for e in config.catalogue},
         )  # fmt: skip
 
@@ -441,7 +440,7 @@ async def spam_report(
             await run.send(code, spam_text, label=label)
             if not limited:
                 _, ask = await run.reply("forward->ask_number", code, "spam.ask_number")
-                run.check(ask, {"minutes": str(rules.spam_follow_up_minutes)})
+                run.check(ask, {"window": plan.spam_follow_up_window})
                 label = "number"
                 await run.send(code, number, label=label)
         if limited:

@@ -97,6 +97,7 @@ class Plan:
     survey_validity: str = "24小时"  # as the survey text shows it
     survey_seconds: float = 86400.0  # the target config's survey_validity
     listing_window: str = "2小时"  # the 0000 listing's reply window, as its foot shows it
+    spam_follow_up_window: str = "30分钟"  # how long a forwarded spam text waits for its sender's number, as worded
     survey_service: str = "10086短信服务"  # what a survey sampled after a 10086 dialogue names (rating.channel.sms)
 
     @classmethod
@@ -120,6 +121,7 @@ class Plan:
             confirmation_validity=period(texts.render, settings.confirmation_validity),
             survey_validity=period(texts.render, settings.survey_validity), survey_seconds=settings.survey_validity,
             listing_window=period(texts.render, settings.listing_window),
+            spam_follow_up_window=period(texts.render, settings.spam_follow_up_window),
             survey_service=texts.render("rating.channel.sms", code=settings.operator),
         )  # fmt: skip
 

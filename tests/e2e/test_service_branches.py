@@ -204,9 +204,9 @@ def test_help_on_the_spam_code_explains_how_to_report(gw, phone) -> None:
 
 
 def test_a_text_sent_while_a_forwarded_one_waits_for_its_number_does_not_replace_it(gw, phone) -> None:
-    assert ask(phone, SPAM_CODE, SPAM) == [zh("spam.ask_number", minutes=30)]
+    assert ask(phone, SPAM_CODE, SPAM) == [zh("spam.ask_number", window="30分钟")]
     for text in (NEWER_SPAM, "Y"):  # the next message is taken as the number: a second forward or a stray Y are not
-        assert ask(phone, SPAM_CODE, text) == [zh("spam.number_expected", text=SPAM[:15] + "…", minutes=30)]
+        assert ask(phone, SPAM_CODE, text) == [zh("spam.number_expected", text=SPAM[:15] + "…", window="30分钟")]
     [ack] = ask(phone, SPAM_CODE, SPAMMER_AT_HOME)
     assert SPAM_ACK.match(ack), ack
     [report] = stored(gw, SpamReport, reporter=A)

@@ -64,6 +64,8 @@ async def report_ok(bench, reporter: str, text: str) -> SpamReport:
         "  13700000001 * 恭喜中奖，请点击领取  ",
         "(+86)13700000001*恭喜中奖，请点击领取",  # the country code in brackets
         "(+86) 137 0000 0001*恭喜中奖，请点击领取",
+        "(+86)13700000001 恭喜中奖，请点击领取",  # and a space before the text
+        "（+86） 13700000001 恭喜中奖，请点击领取",
     ],
 )
 async def test_report_formats_name_the_same_number_and_keep_the_text(bench, text: str) -> None:
@@ -83,6 +85,22 @@ class _Any:
 
 
 ANY_ID = _Any()
+
+
+@pytest.mark.parametrize(("window", "zh", "en"), [(90, "1分钟", "1 min"), (7200, "2小时", "2 h")])
+async def test_the_prompt_for_the_number_words_its_window_as_the_other_prompts_do(tmp_path: Path, window, zh, en) -> None:
+    """It said 2 minutes of a 90 s window (a number sent at 100 s filed a report without its text) and 120 minutes
+    of 2 hours, where the 0000 listing and the confirmation say 1 minute and 2 hours."""
+    config = load_config()
+    config = replace(config, services=replace(config.services, spam_follow_up_window=window))
+    bench = await service_bench(tmp_path, config, start=at(2026, 11, 21, 10))
+    try:
+        assert f"请在{zh}内回复发送该垃圾短信的手机号码" in texts(await send(bench, A, "恭喜中奖"))[0]
+        assert f"请在{zh}内只回复发送该短信的手机号码" in texts(await send(bench, A, "又一条"))[0]
+        await bench.store.apply([Put(Subscriber(REPORTERS[1], "en"))])
+        assert f"Please reply within {en} with the mobile number" in texts(await send(bench, REPORTERS[1], "Win!"))[0]
+    finally:
+        await bench.close()
 
 
 async def test_the_star_keeps_stars_and_case_of_the_text(bench) -> None:
