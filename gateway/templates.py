@@ -102,25 +102,32 @@ class Templates:
         return join
 
     def _validate(self) -> None:
+        """Every problem of every language's file at once, the first as the error's file and key: an operator's own
+        files from an older release need each change made since, and one start per problem made an upgrade take 21."""
         reference_path = BUILT_IN / REFERENCE
         reference = _reference(reference_path)
+        problems: list[tuple[str, str, str]] = []  # (file, key, problem)
         for language, texts in self.texts.items():
             source = self._sources.get(language, f"messages.{language}")
+            shipped = BUILT_IN / f"messages.{language}.toml"
+            shipped = shipped if shipped.exists() else reference_path
             missing = [key for key in reference if key not in texts]
-            if missing:  # all at once: an operator's own file from an older release lacks each text added since
-                shipped = BUILT_IN / f"messages.{language}.toml"
-                shipped = shipped if shipped.exists() else reference_path
+            if missing:
                 more = f" and {len(missing) - 1} more: {', '.join(missing[1:])}" if len(missing) > 1 else ""
-                raise ConfigError(source, missing[0], f"missing{more} (the built-in {shipped} has each)")
+                problems.append((source, missing[0], f"missing{more} (the built-in {shipped} has each)"))
             for key, template in reference.items():
                 allowed = _fields(template) | COMMON  # the common ones: any text, any language
-                unknown = _fields(texts[key]) - allowed
+                unknown = _fields(texts.get(key, "")) - allowed
                 if unknown:
-                    raise ConfigError(source, key, f"unknown placeholder {{{min(unknown)}}}; this text can name "
-                                      + ", ".join(f"{{{name}}}" for name in sorted(allowed)))  # fmt: skip
-            for key in texts:
-                if key not in reference:
-                    raise ConfigError(source, key, f"unknown key (not in the built-in {reference_path})")
+                    problems.append((source, key, f"unknown placeholder {{{min(unknown)}}}; this text can name "
+                                     + ", ".join(f"{{{name}}}" for name in sorted(allowed))
+                                     + f" (the built-in {shipped} shows them)"))  # fmt: skip
+            problems += [(source, key, f"unknown key (not in the built-in {shipped})") for key in texts if key not in reference]
+        if problems:
+            (source, key, problem), rest = problems[0], problems[1:]
+            if rest:
+                problem += f"; and {len(rest)} more: " + "; ".join(f"{s}: {k}: {p}" for s, k, p in rest)
+            raise ConfigError(source, key, problem)
 
 
 def period(render: Callable[..., str], seconds: float) -> str:

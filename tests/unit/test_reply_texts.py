@@ -77,6 +77,28 @@ def test_reply_texts_that_would_fail_a_subscriber_fail_the_start(tmp_path: Path,
     assert expected in raised.value.problem
 
 
+def test_every_problem_of_both_files_is_named_at_one_start(tmp_path: Path) -> None:
+    """An operator's own files from an older release: one start per problem, the English file's only once the
+    Chinese one passed, made an upgrade take 21 starts. An unknown English key pointed at the Chinese file."""
+
+    def old_zh(text: str) -> str:
+        return with_line("unsubscribe", 'hours = "{n}小时"')(typo("{validity}内回复有效", "{hours}小时内回复有效")(text))
+
+    def old_en(text: str) -> str:
+        return with_line("confirmation", 'validity_hours = "{hours} hours"')(without("hours")(text))
+
+    directory = texts_beside(tmp_path, old_zh, old_en)
+    with pytest.raises(ConfigError) as raised:
+        Templates.load(directory, "zh")
+    zh, en = directory / "messages.zh.toml", directory / "messages.en.toml"
+    assert (raised.value.path, raised.value.key) == (str(zh), "rating.survey")
+    problem = raised.value.problem
+    assert problem.startswith("unknown placeholder {hours}") and "; and 3 more: " in problem
+    assert f"{zh}: unsubscribe.hours: unknown key (not in the built-in {BUILT_IN / 'messages.zh.toml'})" in problem
+    assert f"{en}: common.hours: missing (the built-in {BUILT_IN / 'messages.en.toml'} has each)" in problem
+    assert f"{en}: confirmation.validity_hours: unknown key (not in the built-in {BUILT_IN / 'messages.en.toml'})" in problem
+
+
 def test_a_text_may_leave_out_a_placeholder_and_name_any_common_one(tmp_path: Path) -> None:
     """Fewer of its own values and more of the configured numbers and keywords: both render."""
     drop_company = typo("您已成功退订{sp_company}提供的", "您已成功退订{operator}的")
