@@ -35,8 +35,12 @@ store's insertion order (a Put moves its row to the end, as INSERT OR REPLACE
 gives it a new rowid) and come out in the order of the index SQLite reads the
 partition by, so order_by ties come out as they do from SQLite. Without
 order_by the order is the store's business (callers must not rely on it).
-Beyond `max_partitions` the least recently used are forgotten (read again on
-next use).
+Beyond `max_partitions`, or `max_rows` rows in all, the least recently used
+are forgotten (read again on next use): records are kept for ever (a
+subscriber's cancelled subscriptions, rated surveys, the reports a number
+received), so the partitions of subscribers who stay busy grow, and a soak of
+5,000 subscribers grew the cache ~3.5 MB a minute with the partition count
+far below its limit.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ PARTITIONS: dict[type, dict[str, tuple[str, ...]]] = {
 # tracked, and every generation-1 collection scanned it again).
 _Key = tuple[str, str, str]
 _Rows = dict[Any, tuple]  # primary key (_Layout.primary_key) -> row, in the store's insertion order
+MAX_ROWS = 250_000  # rows held in all (~0.5 KB each with their partitions: ~125 MB)
 NARROW_FROM = 64  # rows in a partition from which a query is answered from its rows by value (_Narrowed)
 
 
@@ -161,9 +166,13 @@ _TYPES = {record_type.__name__: record_type for record_type in PARTITIONS}
 class RecordCache:
     """`find` as the store answers it, from memory for the partitions in use; the rest of the Store as is."""
 
-    def __init__(self, store: Store, max_partitions: int = 200_000, narrow_from: int = NARROW_FROM) -> None:
+    def __init__(
+        self, store: Store, max_partitions: int = 200_000, narrow_from: int = NARROW_FROM, max_rows: int = MAX_ROWS,
+    ) -> None:  # fmt: skip
         self.store = store
         self.max_partitions = max_partitions
+        self.max_rows = max_rows
+        self.rows_held = 0  # in the partitions kept
         self.narrow_from = narrow_from
         self._partitions: OrderedDict[_Key, _Rows] = OrderedDict()
         self._loading: dict[_Key, bool] = {}  # partition being read -> an effect on it arrived meanwhile
@@ -211,7 +220,8 @@ class RecordCache:
 
     def committed(self, effects: Iterable[Effect]) -> None:
         """Effects the store has committed: apply them to the partitions in memory."""
-        self._apply(effects, self._touch)
+        self.rows_held += self._apply(effects, self._touch)
+        self._shed()
 
     def issued(self, effects: Iterable[Effect]) -> int:
         """Effects whose commit is issued, not yet settled: applied now. Returns the token for `settled`."""
@@ -223,8 +233,9 @@ class RecordCache:
             touched.add(key)
             return self._touch(key)
 
-        self._apply(effects, touch)
+        self.rows_held += self._apply(effects, touch)
         self._in_flight[self._issues] = (effects, touched)
+        self._shed()
         return self._issues
 
     def settled(self, token: int, committed: bool) -> None:
@@ -244,11 +255,21 @@ class RecordCache:
         return rows
 
     def _forget(self, key: _Key) -> None:
-        self._partitions.pop(key, None)
+        rows = self._partitions.pop(key, None)
+        if rows is not None:
+            self.rows_held -= len(rows)
         self._touch(key)
 
-    def _apply(self, effects: Iterable[Effect], partition: Callable[[_Key], _Rows | None]) -> None:
-        """Apply effects to the partitions `partition(key)` gives (None: not there)."""
+    def _shed(self) -> None:
+        """Forget the least recently used partitions beyond max_partitions or max_rows."""
+        partitions = self._partitions
+        while partitions and (len(partitions) > self.max_partitions or self.rows_held > self.max_rows):
+            self.rows_held -= len(partitions.popitem(last=False)[1])
+
+    def _apply(self, effects: Iterable[Effect], partition: Callable[[_Key], _Rows | None]) -> int:
+        """Apply effects to the partitions `partition(key)` gives (None: not there); returns the rows it added
+        to them (less those it removed)."""
+        added = 0
         for effect in effects:
             if type(effect) is Put:
                 record = effect.record
@@ -262,10 +283,12 @@ class RecordCache:
                         if row is None:
                             row = to_row(record)
                             pk = _LAYOUTS[type(record)].primary_key(row)
-                        rows.pop(pk, None)  # to the end: a new rowid
+                        if rows.pop(pk, None) is None:  # else to the end: a new rowid
+                            added += 1
                         rows[pk] = row
             elif type(effect) is Delete:
-                self._delete(effect, partition)
+                added -= self._delete(effect, partition)
+        return added
 
     # ------------------------------------------------------------ helpers
     async def _partition(self, key: _Key) -> _Rows:
@@ -289,10 +312,12 @@ class RecordCache:
             self._loading[key] = True
         return self._partitions.get(key)
 
-    def _delete(self, effect: Delete, partition: Callable[[_Key], _Rows | None]) -> None:
+    def _delete(self, effect: Delete, partition: Callable[[_Key], _Rows | None]) -> int:
+        """Returns the rows it removed from the partitions `partition` gives."""
         partitioned_by = PARTITIONS.get(effect.record_type)
         if partitioned_by is None:
-            return
+            return 0
+        removed = 0
         layout = _LAYOUTS[effect.record_type]
         name = effect.record_type.__name__
         values = tuple(effect.key)
@@ -300,11 +325,12 @@ class RecordCache:
         for column in partitioned_by:
             if column in layout.key_names:
                 rows = partition((name, column, values[layout.key_names.index(column)]))
-                if rows is not None:
-                    rows.pop(pk, None)
+                if rows is not None and rows.pop(pk, None) is not None:
+                    removed += 1
             else:  # which partition holds it is not in the key: forget them all (no handler deletes such records)
                 for key in [k for k in (*self._partitions, *self._loading) if k[0] == name and k[1] == column]:
                     self._forget(key)
+        return removed
 
     async def _load(self, key: _Key) -> _Rows:
         name, column, value = key
@@ -320,8 +346,8 @@ class RecordCache:
         self.loads += 1
         if not stale:
             self._partitions[key] = rows
-            if len(self._partitions) > self.max_partitions:
-                self._partitions.popitem(last=False)
+            self.rows_held += len(rows)
+            self._shed()
         return rows
 
 
