@@ -29,6 +29,7 @@ from gateway.clock import Clock
 from gateway.config import CatalogueEntry, ServiceSettings
 from gateway.ids import MessageIds
 from gateway.numbers import NumberPlan
+from gateway.smpp.text import is_gsm
 from gateway.store.base import Store
 from gateway.store.effects import Effect, Put
 from gateway.store.records import Subscriber
@@ -123,6 +124,15 @@ class ServiceContext:
 
     def text(self, key: str, language: str, **values: Any) -> str:
         return self.templates.render(key, language, **values)
+
+    def text_citing(self, key: str, language: str, field: str, cited: str, length: int, **values: Any) -> str:
+        """Template `key` with the subscriber's own words `cited` as `field`, cut to `length` characters and an
+        ellipsis ("..." where the reply stays GSM 03.38 with it, else "…"): a reply naming all of a 20,000-digit
+        "number" needed 300 SMS, more than a text may have, and the subscriber was sent an apology instead."""
+        if len(cited) <= length:
+            return self.text(key, language, **values, **{field: cited})
+        text = self.text(key, language, **values, **{field: cited[:length] + "..."})
+        return text if is_gsm(text) else self.text(key, language, **values, **{field: cited[:length] + "…"})
 
     def period(self, seconds: float, language: str) -> str:
         """A validity or a reply window as the texts name it ("24小时", "10 min")."""

@@ -252,7 +252,7 @@ class RatingHandler:
 
         if survey.status == "reason":
             reason = inbound.text.strip()
-            if not reason:
+            if not fold(reason):  # nothing readable (spaces, a NUL, a zero-width space): asked again
                 return ask("ask_reason", Outcome(), survey)
             survey.status, survey.reason = "rated", reason[:REASON_LIMIT]
             return say("thanks_reason", Outcome(completed=True).put(survey))

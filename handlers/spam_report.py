@@ -49,7 +49,6 @@ from dataclasses import dataclass
 
 from gateway.config import DEFAULT_HELP_WORDS
 from gateway.numbers import NumberPlan, ascii_digits
-from gateway.smpp.text import is_gsm
 from gateway.store.effects import Delete
 from gateway.store.records import Block, Dialogue, SpamReport
 
@@ -60,12 +59,12 @@ DIALOGUE = "spam.number"
 RECEIVED = "received"
 HANDLED = "handled"
 MAX_NUMBER_CHARS = 20
+QUOTED_CHARS = 15  # of a forwarded text, quoted to remind its reporter which one waits
 
 # `<number><*|＊><text>` and `<number><space><text>`, matched on the original text so
 # the spam text is kept as the subscriber sent it (the number part is folded afterwards).
 _DIGIT = "0-9０-９"
 _NUMBER = rf"(?:[(（][+＋]?[{_DIGIT}]{{1,4}}[)）]\s*)?[+＋]?[{_DIGIT}][{_DIGIT}\-－]*"  # `(+86)` may open it
-_STAR = re.compile(r"^\s*(?P<number>[^*＊]*?)\s*[*＊]+\s*(?P<text>.*)$", re.S)
 _SPACE = re.compile(rf"^\s*(?P<number>{_NUMBER})\s+(?P<text>.*)$", re.S)
 # A number alone, as a subscriber answers the prompt for one: perhaps labelled (`号码：…`) and ended with the
 # full stop a Chinese input method adds (`13912345678。`).
@@ -74,6 +73,10 @@ _LABEL = r"(?:号码|手机号码?|电话)?(?:是|为)?[:：]?"
 _OPENING = r"[(（]?[+＋]?"
 _ONLY_NUMBER = re.compile(rf"^\s*{_LABEL}\s*(?P<number>{_OPENING}[{_DIGIT}][{_DIGIT}\-－ 　()（）]*)\s*[。．.！!，,；;]*\s*$")
 _NUMBERISH = re.compile(rf"^{_OPENING}[{_DIGIT}\-－ 　()（）]*$")
+# Longer than this, a text is no number alone: _ONLY_NUMBER's runs of digits and spaces backtrack, and a digit and
+# 2,000 spaces held the event loop 13 s.
+ONLY_NUMBER_CHARS = 64
+_STARS = "*＊"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,16 +104,26 @@ def parse(text: str, help_words: tuple[str, ...] = DEFAULT_HELP_WORDS) -> Parsed
     folded_text = fold(text)
     if not folded_text or folded_text in folded(help_words):
         return Parsed("help")
-    only = _ONLY_NUMBER.match(text)
+    only = _ONLY_NUMBER.match(text) if len(text) <= ONLY_NUMBER_CHARS else None
     if only:
         return Parsed("report", _as_written(only["number"]))
-    star = _STAR.match(text)
-    if star and _attempted_number(fold(star["number"])):
-        return Parsed("report", _as_written(star["number"]), star["text"].strip())
+    star = _split_at_star(text)
+    if star is not None and _attempted_number(fold(star[0])):
+        return Parsed("report", _as_written(star[0]), star[1].strip())
     spaced = _SPACE.match(text)
     if spaced:
         return Parsed("report", _as_written(spaced["number"]), spaced["text"].strip(), strict=False)
     return Parsed("text", text=text.strip())
+
+
+def _split_at_star(text: str) -> tuple[str, str] | None:
+    """`<number><*|＊>...<text>` as (number, text), trimmed, cut at the first star (stars after it stay in the text);
+    None without a star. Found, not matched: a pattern for it backtracked over long texts."""
+    at = min((i for i in map(text.find, _STARS) if i >= 0), default=-1)
+    if at < 0:
+        return None
+    rest = text[at:].lstrip(_STARS)
+    return text[:at].strip(), rest.lstrip()
 
 
 def _as_written(number: str) -> str:
@@ -169,8 +182,9 @@ class SpamReportHandler:
 
         pending = await _pending(ctx, reporter, now)
         if refusal is not None:  # a prompt still open stays open: the subscriber may correct the number
-            return _say(inbound, ctx, refusal, language, completed=pending is None, until=pending and pending.expires_at,
-                        number=parsed.number, short_code=ctx.settings.spam_report)  # fmt: skip
+            reply = ctx.text_citing(refusal, language, "number", parsed.number, MAX_NUMBER_CHARS, short_code=ctx.settings.spam_report)
+            outcome = Outcome(completed=pending is None)
+            return outcome.reply(inbound.subscriber, reply, inbound.short_code, until=pending and pending.expires_at)
         text = parsed.text
         if not text and pending is not None:  # the second step: the number for the text forwarded before
             text = str(pending.data.get("text", ""))
@@ -267,20 +281,11 @@ def _display(ctx: ServiceContext, number: str) -> str:
 
 
 def _number_expected(inbound: Inbound, ctx: ServiceContext, language: str, waiting: str, until: float) -> Outcome:
-    """A forwarded text came while another still waits for its sender's number: quote the start of that one.
-
-    The quote is cut with "..." in a reply GSM 03.38 can carry (English, a Latin text): "…" is not in it, and
-    would send the whole reply as UCS2, in twice the SMS parts; a reply going as UCS2 anyway keeps "…"."""
-    left = until - inbound.received_at
-    reply = ctx.text("spam.number_expected", language, text=_quoted(waiting, "..."), window=ctx.period(left, language))
-    if not is_gsm(reply):
-        reply = ctx.text("spam.number_expected", language, text=_quoted(waiting, "…"), window=ctx.period(left, language))
+    """A forwarded text came while another still waits for its sender's number: quote the start of that one (cut
+    with "..." in a reply GSM 03.38 can carry, English, a Latin text: "…" would send it as UCS2, in twice the parts)."""
+    window = ctx.period(until - inbound.received_at, language)
+    reply = ctx.text_citing("spam.number_expected", language, "text", waiting, QUOTED_CHARS, window=window)
     return Outcome().reply(inbound.subscriber, reply, inbound.short_code, until=until)
-
-
-def _quoted(text: str, ellipsis: str, length: int = 15) -> str:
-    """The start of a forwarded text, to remind its reporter which one waits."""
-    return text if len(text) <= length else text[:length] + ellipsis
 
 
 def _say(inbound: Inbound, ctx: ServiceContext, key: str, language: str, *, completed: bool = False,

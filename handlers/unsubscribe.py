@@ -37,6 +37,7 @@ from .subscriptions import active_subscriptions, cancel, naming_text
 
 LISTING = "unsubscribe.listing"
 ALL = "unsubscribe.all"
+NAMED_SERIALS = 10  # serials out of range named in the reply
 
 
 # ----------------------------------------------------------------- commands
@@ -138,7 +139,9 @@ async def _serials(inbound: Inbound, ctx: ServiceContext, language: str, listing
             text = naming_text(ctx, "unsubscribe.already", language, entry, subscription.service_id, serial=serial)
             outcome.reply(msisdn, text, inbound.short_code)
     if invalid:
-        text = ctx.text("unsubscribe.out_of_range", language, serials=",".join(map(str, invalid)), count=len(ids))
+        # At most the first few named (thousands made a reply longer than a text may be, and the valid ones were lost).
+        named = ",".join(map(str, invalid[:NAMED_SERIALS]))
+        text = ctx.text_citing("unsubscribe.out_of_range", language, "serials", ",".join(map(str, invalid)), len(named), count=len(ids))
         outcome.reply(msisdn, text, inbound.short_code)
     return outcome
 

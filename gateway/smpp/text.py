@@ -116,6 +116,10 @@ _OCTET_CODECS = {
     DataCoding.OCTET_UNSPECIFIED_2: "latin-1",
     DataCoding.CYRILLIC: "iso8859-5",
     DataCoding.HEBREW: "iso8859-8",
+    # The East Asian ones, as handsets and SMSCs send them (they were read as Latin-1: 안녕하세요 came out ¾È³çÇÏ¼¼¿ä).
+    DataCoding.JIS: "shift_jis",  # JIS X 0208, in the Shift_JIS form Japanese networks use
+    0x0A: "iso2022_jp",  # ISO-2022-JP
+    0x0E: "euc_kr",  # KS C 5601
 }
 
 
@@ -123,14 +127,17 @@ def alphabet(data_coding: int) -> Alphabet:
     """The alphabet a data_coding value selects.
 
     Besides the plain SMPP values this understands the GSM 03.38 coding
-    groups SMSCs pass through (0xC0-0xEF message waiting, 0xF0-0xFF message
-    class, e.g. 0xF0 for flash SMS).  Anything else is treated as octets.
+    groups SMSCs pass through (0x10-0x1F general data coding with a message
+    class, 0xC0-0xEF message waiting, 0xF0-0xFF message class, e.g. 0xF0 for
+    flash SMS).  Anything else is treated as octets (0x20-0x3F: compressed).
     """
     if data_coding == DataCoding.DEFAULT:
         return Alphabet.GSM7
     if data_coding == DataCoding.UCS2:
         return Alphabet.UCS2
     group = data_coding & 0xF0
+    if group == 0x10:  # GSM 03.38 4: bits 3-2 the alphabet (reserved 11: the default alphabet)
+        return (Alphabet.GSM7, Alphabet.OCTET, Alphabet.UCS2, Alphabet.GSM7)[(data_coding >> 2) & 0x03]
     if group in (0xC0, 0xD0):
         return Alphabet.GSM7
     if group == 0xE0:
