@@ -14,7 +14,9 @@ since it was accepted stops it too (SPEC 3.1: unsubscribing takes effect at once
 So does a network-wide block lifted meanwhile: what its sender had waiting when
 it was blocked (accepted before the block began) ends as it would have during
 the block, wherever it waited (an MT queued on a bind ends at the block itself),
-and does not go out after the lift.
+and does not go out after the lift. Before and after are told by ids, not by the
+clock: a message's and a block's come from one sequence, in the order they were
+made, whatever a simulated clock was set to meanwhile.
 
 The answers must be instant (they are on the submit_sm path), so the state is
 held in memory: loaded at start, then kept current from every committed
@@ -52,7 +54,7 @@ class Guards:
         self._blocks: dict[str, tuple[str, str]] = {}  # active block id -> (reported, reporter)
         self._subscriptions: dict[str, tuple[str, str]] = {}  # active id -> (msisdn, service code)
         self._active: Counter[tuple[str, str]] = Counter()
-        self._lifted: dict[str, float] = {}  # number -> when the last of its lifted network-wide blocks began
+        self._lifted: dict[str, str] = {}  # number -> the id of the last of its lifted network-wide blocks
         # Changes that may stop MTs accepted before them (a block, an unsubscription): binds ask their queues
         # again, about the MTs to the recipients these concern (`recipients_since`).
         self.tightened = 0
@@ -90,7 +92,7 @@ class Guards:
         refusal = self._refusal(source, dest, message.account in self._sp_accounts)
         if refusal is None and self._lifted:
             lifted = self._lifted.get(source)
-            if lifted is not None and message.submitted_at < lifted and dest not in self._operator_codes:
+            if lifted is not None and message.id < lifted and dest not in self._operator_codes:
                 return S.SMSGW_RSENDERBLOCKED, f"{source} was blocked network-wide after spam reports while this waited (lifted since)"
         return refusal
 
@@ -105,9 +107,9 @@ class Guards:
 
     def _block(self, block: Block) -> None:
         if block.lifted_at is not None and not block.reporter:
-            # When it began, not when it was lifted: a simulated clock set back after a lift (QA going back to
-            # today) stamps later MTs before the lift, and they did not wait through the block.
-            self._lifted[block.reported] = max(block.created_at, self._lifted.get(block.reported, block.created_at))
+            # Its id, made when the block began: ids sort in the order they were made (gateway/ids.py), while a
+            # simulated clock set back after a lift (QA going back to today) stamped later MTs before the block.
+            self._lifted[block.reported] = max(block.id, self._lifted.get(block.reported, block.id))
         previous = self._blocks.pop(block.id, None)
         if previous is not None:
             self._count(*previous, -1)

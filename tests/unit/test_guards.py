@@ -7,6 +7,7 @@ from dataclasses import replace
 from gateway.accounts import Accounts
 from gateway.config import AccountConfig
 from gateway.guards import Guards
+from gateway.ids import MessageIds
 from gateway.smpp.constants import CommandStatus as S
 from gateway.store.effects import Put
 from gateway.store.records import Block, Direction, Message, MessageStatus
@@ -50,20 +51,22 @@ def test_a_network_block_stops_every_destination_until_lifted() -> None:
 
 
 def test_what_waited_through_a_lifted_network_block_stays_undeliverable_and_what_came_after_goes() -> None:
+    """Before and after the block by ids (made in order), not by the clock's readings: a simulated clock set back
+    after a lift rejected every MT the number sent afterwards that had to wait, and a frozen clock let one that
+    waited through the whole block go out."""
     guards, _handset = guards_and_account()
-    block = Block("n1", SPAMMER, "", 100.0)
-    guards.observe([Put(block), Put(replace(block, lifted_at=400.0))])
+    ids = MessageIds()
 
     def mt(submitted_at: float) -> Message:
-        return Message(id=f"m{submitted_at:g}", direction=Direction.MT, status=MessageStatus.ENROUTE, account="handset",
-                       source_addr=SPAMMER,
-                       dest_addr=VICTIM, short_message=b"x", submitted_at=submitted_at)  # fmt: skip
+        return Message(id=ids.next(), direction=Direction.MT, status=MessageStatus.ENROUTE, account="handset",
+                       source_addr=SPAMMER, dest_addr=VICTIM, short_message=b"x", submitted_at=submitted_at)  # fmt: skip
 
-    assert guards.undeliverable(mt(50.0))[0] == S.SMSGW_RSENDERBLOCKED  # accepted before the block: waited through it
+    waited = mt(100.0)  # accepted before the block, stamped the moment the block begins (a frozen clock)
+    block = Block(ids.next(), SPAMMER, "", 100.0)
+    guards.observe([Put(block), Put(replace(block, lifted_at=400.0))])
+    assert guards.undeliverable(waited)[0] == S.SMSGW_RSENDERBLOCKED
     assert guards.undeliverable(mt(500.0)) is None  # accepted after the lift
-    # A simulated clock set back after the lift (QA back to "today") stamps a later MT before the lift: it did not
-    # wait through the block.
-    assert guards.undeliverable(mt(150.0)) is None
+    assert guards.undeliverable(mt(50.0)) is None  # after the lift, the clock set back to before the block
 
 
 def test_binds_ask_again_only_about_the_recipients_a_tightening_concerns() -> None:
