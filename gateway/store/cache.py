@@ -220,7 +220,8 @@ class RecordCache:
 
     def committed(self, effects: Iterable[Effect]) -> None:
         """Effects the store has committed: apply them to the partitions in memory."""
-        self.rows_held += self._apply(effects, self._touch)
+        added = self._apply(effects, self._touch)  # (not `+=`: _apply may forget partitions, which counts them off)
+        self.rows_held += added
         self._shed()
 
     def issued(self, effects: Iterable[Effect]) -> int:
@@ -233,7 +234,8 @@ class RecordCache:
             touched.add(key)
             return self._touch(key)
 
-        self.rows_held += self._apply(effects, touch)
+        added = self._apply(effects, touch)
+        self.rows_held += added
         self._in_flight[self._issues] = (effects, touched)
         self._shed()
         return self._issues

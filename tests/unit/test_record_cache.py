@@ -229,3 +229,16 @@ async def test_the_rows_held_stay_within_max_rows_as_busy_subscribers_partitions
             assert len(await cache.find(Survey, msisdn=who)) == n + 1
         assert cache.rows_held == sum(map(len, cache._partitions.values())) <= 300
     assert len(cache._partitions) < len(people)  # forgotten by their rows, not their count
+
+
+async def test_the_rows_held_stay_counted_when_a_delete_forgets_whole_partitions(store: SqliteStore) -> None:
+    """A Delete whose key does not name its partition forgets every partition of that kind: `rows_held += _apply()`
+    read the count before _apply lowered it, and the count stayed too high."""
+    cache = RecordCache(store)
+    surveys = [Put(Survey(f"v{i}", "8613800000001", "hotline", "", float(i), float(i + 1), "sent")) for i in range(10)]
+    await store.apply(surveys)
+    cache.committed(surveys)
+    assert len(await cache.find(Survey, msisdn="8613800000001")) == 10 and cache.rows_held == 10
+    await store.apply([Delete(Survey, ("v0",))])
+    cache.committed([Delete(Survey, ("v0",))])
+    assert cache.rows_held == sum(map(len, cache._partitions.values())) == 0
