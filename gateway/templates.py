@@ -119,7 +119,8 @@ class Templates:
                 allowed = _fields(template) | COMMON  # the common ones: any text, any language
                 unknown = _fields(texts.get(key, "")) - allowed
                 if unknown:
-                    problems.append((source, key, f"unknown placeholder {{{min(unknown)}}}; this text can name "
+                    named = ", ".join(f"{{{name}}}" for name in sorted(unknown))
+                    problems.append((source, key, f"unknown placeholder{'s' if len(unknown) > 1 else ''} {named}; this text can name "
                                      + ", ".join(f"{{{name}}}" for name in sorted(allowed))
                                      + f" (the built-in {shipped} shows them)"))  # fmt: skip
             problems += [(source, key, f"unknown key (not in the built-in {shipped})") for key in texts if key not in reference]

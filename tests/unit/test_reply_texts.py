@@ -99,6 +99,14 @@ def test_every_problem_of_both_files_is_named_at_one_start(tmp_path: Path) -> No
     assert f"{en}: confirmation.validity_hours: unknown key (not in the built-in {BUILT_IN / 'messages.en.toml'})" in problem
 
 
+def test_every_unknown_placeholder_of_a_text_is_named(tmp_path: Path) -> None:
+    directory = texts_beside(tmp_path, lambda t: t + "\n", typo("reply within {window} with the mobile", "reply within {foo} {minutes} {hours} with the mobile"))
+    with pytest.raises(ConfigError) as raised:
+        Templates.load(directory, "zh")
+    assert raised.value.key == "spam.ask_number"
+    assert raised.value.problem.startswith("unknown placeholders {foo}, {hours}, {minutes}; this text can name ")
+
+
 def test_a_text_may_leave_out_a_placeholder_and_name_any_common_one(tmp_path: Path) -> None:
     """Fewer of its own values and more of the configured numbers and keywords: both render."""
     drop_company = typo("您已成功退订{sp_company}提供的", "您已成功退订{operator}的")
