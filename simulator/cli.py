@@ -291,6 +291,11 @@ def verdicts(summary: dict[str, Any], *, max_failures: int = 0, min_rate: float 
         misses.append(f"no dialogue ended ({dialogues['started']} started), so nothing was checked")
     if failed > max_failures:
         misses.append(f"{failed} dialogues failed (tolerated: {max_failures})")
+    fleet = summary.get("fleet") or {}
+    cut = (fleet.get("stats") or {}).get("cancelled_at_drain", 0)
+    if cut and not fleet.get("interrupted"):  # (an interrupted run is not judged: INTERRUPTED, no verdict)
+        misses.append(f"{cut} dialogues still waited for a reply when the drain after the load ended (load.drain), "
+                      "so they were never checked")  # fmt: skip
     rate = summary["throughput"]["ok_per_s"]
     if min_rate is not None:
         if rate is None:

@@ -168,6 +168,19 @@ def test_a_second_ctrl_c_cuts_the_drain_short_in_the_closed_loop_too(silent_oper
     assert data["load_s"] + 0.5 < data["duration_s"]  # the load ended at the first Ctrl-C, not with the drain
 
 
+def test_dialogues_the_drain_deadline_cut_short_fail_the_run(silent_operator, tmp_path: Path) -> None:
+    """10086 never answers; steps wait 30 s, the drain 1 s: the run said PASS, exit 0, with every 10086 dialogue cut
+    short unchecked."""
+    scenario = tmp_path / "short-drain.toml"
+    scenario.write_text("[load]\ndrain = 1.0\n")
+    run = simulate(silent_operator.smpp_port, "--scenario", str(scenario), "--concurrency", "8", "--duration", "3",
+                   "--timeout", "30", "--quiet")  # fmt: skip
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 1, (out, err)
+    assert "dialogues still waited for a reply when the drain after the load ended (load.drain)" in out
+    assert "PASS" not in out
+
+
 def test_a_second_run_is_not_failed_by_the_sp_notices_of_the_first(gateway, tmp_path: Path, capsys) -> None:
     """Run 1 binds no SP: the gateway keeps its ORDER/CANCEL notices until the SPs bind, which run 2 does."""
     first, second = tmp_path / "first.toml", tmp_path / "second.toml"
