@@ -128,7 +128,7 @@ class Delivery:
         if message.id not in self._held:
             self.dispatch(message, new=True)
 
-    def dispatch(self, message: Message, new: bool = False, behind_read: bool = False) -> None:
+    def dispatch(self, message: Message, new: bool = False, behind_read: bool = False, again: bool = False) -> None:
         """Offer the MT to a bind, or park it; it is in hand (`_held`) exactly while it is on a bind or ending.
 
         A `new` MT (not read back from the store, not a retry), or one `behind_read` (replaced), for an
@@ -155,7 +155,7 @@ class Delivery:
                 return
         if message.extra and self._notices.wait_turn(message):  # `extra`: not for a plain MT, the most common
             return
-        receiver.offer(message)
+        receiver.offer(message, again or behind_read)
 
     def receiver_ready(self, receiver: Receiver) -> None:
         """A bind that can receive appeared: give its account, from the store, what was waiting for it.
@@ -330,7 +330,7 @@ class Delivery:
 
     def _retry_now(self, message: Message) -> None:
         self._retry_timers.pop(message.id, None)
-        self.dispatch(message)
+        self.dispatch(message, again=True)
 
     # ------------------------------------------------- cancel_sm / replace_sm
     def cancel(self, message: Message) -> asyncio.Future[None] | None:
@@ -391,7 +391,7 @@ class Delivery:
     def requeue(self, messages: list[Message]) -> None:
         """Messages that were queued or in flight on a bind that went away: route them again."""
         for message in messages:
-            self.dispatch(message)
+            self.dispatch(message, again=True)
         if self._room_waiters:
             self._wake_pulls()
 

@@ -40,7 +40,9 @@ class Receiver(Protocol):
     optional_parameters: bool  # False for a bind of SMPP 3.3: no TLVs, so no message_payload
     mo_numbers: set[str]  # the subscribers whose MO it carried last (kept by the Router: affinity)
 
-    def offer(self, message: Message) -> None: ...
+    def offer(self, message: Message, again: bool = False) -> None:
+        """Queue or send an MT; `again`: one queued before (replaced, retried, handed back by another bind), which goes
+        ahead of the newer MTs queued to its subscriber."""
 
     def withdraw(self, message_id: str) -> Message | None:
         """The MT if it is queued on this bind and not yet sent (taken off the queue), else None."""

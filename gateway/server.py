@@ -274,20 +274,21 @@ class SmppConnection(asyncio.Protocol):
         return self.session.state is not _CLOSED and self.transport is not None and not self.transport.is_closing()
 
     # ----------------------------------------------------------- MT side
-    def offer(self, message: Message) -> None:
+    def offer(self, message: Message, again: bool = False) -> None:
         self.load += 1
         # can_receive: False once the gateway stops (drain) or either side unbinds (_stop_receiving)
         pending = self.pending
         if self.can_receive and not pending and self.session.can_send_request and not self.session.halted:
             self._send_deliver(message)
-        elif pending and pending[-1].id > message.id:  # accepted before the last queued: replaced, retried, handed back
+        elif again and pending:  # replaced, retried, handed back: not behind the newer ones to its subscriber
             self._queue_in_order(message)
         else:
             pending.append(message)
 
     def _queue_in_order(self, message: Message) -> None:
         """Queue an MT ahead of the newer ones queued to its subscriber (ids sort in the order MTs were accepted): a
-        replace_sm did not send it behind them (README: in order per subscriber)."""
+        replace_sm did not send it behind them (README: in order per subscriber). The queue itself is in no order
+        (retries, other subscribers' MTs): each queued MT is looked at."""
         dest, message_id = message.dest_addr, message.id
         for i, queued in enumerate(self.pending):
             if queued.dest_addr == dest and queued.id > message_id:

@@ -182,6 +182,32 @@ def test_replace_sm_of_an_mt_queued_on_a_bind_keeps_its_place(make_gateway, hand
     assert [text(b.expect()) for _ in range(3)] == ["m2 replaced", "m3", "m4"]
 
 
+def test_replace_sm_keeps_an_mts_place_behind_a_retry_of_another_subscribers(make_gateway, handset) -> None:
+    """The bind's queue is in no order once a retry joins its tail: the replaced MT, older than that retry, was
+    appended behind the newer MT to its own subscriber."""
+    gw = make_gateway(gateway={"window": 2, "response_timeout": 60, "retry_backoff": [0.2]})
+    a = handset(A, gw=gw)
+    receiver = handset("", system_id="handset2", gw=gw)  # one bind for the account's every subscriber
+    receiver.answers.append(0x58)  # ESME_RTHROTTLED: the first is retried
+    assert a.submit(B2, "retried").status == ESME_ROK
+    assert text(receiver.expect()) == "retried"
+    receiver.answering = False
+    for held in ("held 1", "held 2"):  # the window full
+        assert a.submit(B2, held).status == ESME_ROK
+    assert [text(receiver.expect()) for _ in range(2)] == ["held 1", "held 2"]
+    first, _second = (a.submit(B, f"m{i}").message_id.decode() for i in (1, 2))
+    conn = next(c for c in gw.gateway.connections if c.system_id == "handset2")
+    assert eventually(lambda: [m.short_message for m in conn.pending] == [b"m1", b"m2", b"retried"])
+    with RawLink(gw.smpp_port) as esme:
+        esme.bind("handset", command="bind_transmitter")
+        esme.send(replace_sm(2, A, first, b"m1 replaced"))
+        assert answer(esme, 2) == (ESME_ROK, b"")
+    receiver.answering = True
+    receiver.answer_held()
+    got = [text(receiver.expect()) for _ in range(3)]
+    assert [t for t in got if t.startswith("m")] == ["m1 replaced", "m2"]
+
+
 def tlv(tag: int, value: bytes) -> bytes:
     return struct.pack(">HH", tag, len(value)) + value
 

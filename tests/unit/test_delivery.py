@@ -40,7 +40,7 @@ class Receiver:
         self.offered_event = asyncio.Event()
         self.sent: set[str] = set()  # ids offered and sent as deliver_sm (the rest are queued on the bind)
 
-    def offer(self, message: Message) -> None:
+    def offer(self, message: Message, again: bool = False) -> None:
         self.load += 1
         self.offered.append(message)
         self.offered_event.set()

@@ -18,7 +18,7 @@ class Bind:
         self.optional_parameters = True
         self.mo_numbers: set[str] = set()
 
-    def offer(self, message: Message) -> None:  # pragma: no cover - the router only chooses
+    def offer(self, message: Message, again: bool = False) -> None:  # pragma: no cover - the router only chooses
         raise AssertionError("not called by route()")
 
 
