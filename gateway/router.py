@@ -6,10 +6,7 @@ ranges cover X, preferring binds whose SMPP `address_range` matches X and
 skipping those whose range excludes it, and for a text longer than an SMPP 3.3 deliver_sm carries, binds of
 SMPP 3.4 only; else nobody (the message waits in the store). Messages
 addressed to an account (receipts for an SP, notices to an SP) go to that
-account's binds. But while the bind the last MT to X went to holds any MT
-(queued or in flight), the next one to X goes there too, behind it: sent to
-a less busy bind, or to the bind of X's latest MO, it overtook an older one
-still queued (README: in order per subscriber).
+account's binds.
 """
 
 from __future__ import annotations
@@ -51,17 +48,11 @@ class Receiver(Protocol):
         """The MT if it is queued on this bind and not yet sent (taken off the queue), else None."""
 
 
-# Subscribers whose last MT's bind is remembered, the most recent: one forgotten has had no MT for longer than
-# LAST_ROUTES others had theirs, so none of its MTs is likely still queued.
-LAST_ROUTES = 100_000
-
-
 class Router:
     def __init__(self, accounts: Accounts) -> None:
         self._accounts = accounts
         self._receivers: dict[str, list[Receiver]] = {a.system_id: [] for a in accounts}
         self._affinity: dict[str, Receiver] = {}
-        self._last: dict[str, Receiver] = {}  # subscriber -> the bind their last MT went to (the newest LAST_ROUTES)
         self._turn = itertools.count()
         self._ranged = 0  # receiving binds that gave an address_range: while 0, every bind serves every number
         # Accounts that receive for MSISDN ranges (an SP account has none), in config order.
@@ -87,9 +78,6 @@ class Router:
             if affinity.get(msisdn) is receiver:
                 del affinity[msisdn]
         receiver.mo_numbers.clear()
-        last = self._last
-        for msisdn in [m for m, r in last.items() if r is receiver]:  # (a closed bind is not kept alive by them)
-            del last[msisdn]
 
     def receivers_of(self, system_id: str) -> Sequence[Receiver]:
         """The account's binds that can take MTs now."""
@@ -112,11 +100,8 @@ class Router:
             del self._affinity[msisdn]
 
     def route(self, message: Message) -> Receiver | None:
-        # (the affinity and the last routes hold bound receivers only: unbound() drops the entries of one that goes)
-        dest = message.dest_addr
-        last = self._last.get(dest)
-        busy = last is not None and last.load and last.can_receive  # an older MT to dest may wait there
-        chosen = self._route(message, last if busy else self._affinity.get(dest), self._receivers)
+        # (the affinity holds bound receivers only: unbound() drops the entries of one that goes)
+        chosen = self._route(message, self._affinity.get(message.dest_addr), self._receivers)
         if chosen is not None and not chosen.optional_parameters and not carried_without_tlvs(message):
             # More than an SMPP 3.3 deliver_sm carries (it has no message_payload): a bind of SMPP 3.4 that serves the
             # destination, else nobody: it waits in the store for one (a link dropped for a moment, binds coming back
@@ -127,16 +112,7 @@ class Router:
                 log.info("mt waits for a bind of SMPP 3.4: longer than an SMPP 3.3 deliver_sm carries",
                          message_id=message.id, account=account_of(message), msisdn=subscriber_of(message),
                          octets=len(message.short_message))  # fmt: skip
-        if chosen is not None and chosen is not last:
-            self._remember(dest, chosen)
         return chosen
-
-    def _remember(self, dest: str, receiver: Receiver) -> None:
-        routes = self._last
-        routes.pop(dest, None)  # to the end: the oldest go first
-        routes[dest] = receiver
-        if len(routes) > LAST_ROUTES:
-            del routes[next(iter(routes))]
 
     def _route(self, message: Message, recent: Receiver | None, receivers: dict[str, list[Receiver]]) -> Receiver | None:
         to_account = message.extra.get("to_account") if message.extra else None

@@ -649,22 +649,6 @@ def test_a_udh_in_front_of_a_long_payload_does_not_make_it_one_sms(make_gateway,
     assert [a.response(seq).status for seq in sequences] == [ESME_ROK, ESME_RTHROTTLED, ESME_ROK]
 
 
-def test_a_subscriber_served_by_two_binds_gets_their_mts_in_order(gateway, handset):
-    """Each MT went to the less busy of the carrier's two binds: with the first slow to answer, the newer MTs went
-    out on the second while the oldest still waited for its answer on the first (no delivery failed)."""
-    a = handset("8613800000001")
-    slow = handset(bind="rx", system_id="carrier")
-    slow.answering = False
-    assert a.submit("8613000000001", "seq 1").status == ESME_ROK
-    assert text(slow.expect()) == "seq 1"  # unanswered
-    quick = handset(bind="rx", system_id="carrier")  # idle: the least busy of the two
-    for n in range(2, 6):
-        assert a.submit("8613000000001", f"seq {n}").status == ESME_ROK
-    quick.expect_none(0.5)  # not ahead of seq 1
-    assert [text(slow.expect()) for _ in range(4)] == [f"seq {n}" for n in range(2, 6)]
-    slow.answer_held()
-
-
 def test_full_queue_for_a_subscriber_refuses_more(make_gateway, handset):
     gw = make_gateway(gateway={"max_queued_per_subscriber": 3})
     a = handset(A, gw=gw)
