@@ -130,7 +130,8 @@ def test_octet_codings() -> None:
         encode("€", DataCoding.LATIN1)
     assert decode(b"caf\xe9", DataCoding.LATIN1) == "café"
     assert decode(b"a\xe9", DataCoding.IA5) == "a\ufffd"
-    assert decode(b"caf\xe9", 0x05) == "café"  # unknown: latin-1
+    assert decode(b"caf\xe9", 0x09) == "café"  # unknown (pictogram encoding): latin-1
+    assert decode("こんにちは".encode("shift_jis"), DataCoding.JIS) == "こんにちは"
 
 
 def test_gsm_coding_groups() -> None:
