@@ -355,8 +355,9 @@ class MoProcessor:
             return smpp_text.decode(body, message.data_coding), (message.id,)
         # The total is part of which message a part belongs to: a reused reference with another total is another
         # message (segment.py). In the key, the parts booked here and the set the reassembler reports complete,
-        # timed out or evicted (by key and reference) are always the same message's.
-        key = (message.source_addr, message.dest_addr, message.account, concat.total)
+        # timed out or evicted (by key and reference) are always the same message's. So is the scheme: an 8-bit
+        # and a 16-bit reference 5 are two texts.
+        key = (message.source_addr, message.dest_addr, message.account, concat.total, concat.scheme)
         # Its set timed out, and the tick that gives up on such sets has not run since: given up on now, before
         # the part is booked, so that it begins a new text (one reusing the reference) rather than joining it.
         timed_out = self.reassembler.take_timed_out(key, concat, message.submitted_at)

@@ -131,15 +131,16 @@ class SharedParts:
         """on_given_up(source, destination, seqnums held): told of each text given up with parts missing (its
         first part came reassembly_timeout ago): only part of it arrived."""
         self.reassembler: Reassembler = Reassembler(timeout=reassembly_timeout)
-        self.pdus: dict[tuple[str, str, int], list[Pdu]] = {}
+        self.pdus: dict[tuple[tuple[str, str, ConcatScheme], int], list[Pdu]] = {}  # by reassembler key, reference
         self.on_given_up = on_given_up
 
     def expire(self, now: float) -> int:
         """Give up the texts whose first part came more than reassembly_timeout before `now` (math.inf: every
         text still incomplete); returns how many."""
         expired = self.reassembler.expire(now)
-        for (source, destination), reference, bodies in expired:  # type: ignore[misc]
-            self.pdus.pop((source, destination, reference), None)
+        for key, reference, bodies in expired:
+            self.pdus.pop((key, reference), None)
+            source, destination, _scheme = key  # type: ignore[misc]
             if self.on_given_up is not None:
                 self.on_given_up(source, destination, sorted(bodies))
         return len(expired)
@@ -395,15 +396,15 @@ class Esme(asyncio.Protocol):
         if concat is None or concat.total == 1:
             parts, text = 1, decode(body, pdu.data_coding)  # type: ignore[attr-defined]
         else:
-            key = (source, destination)
+            key = (source, destination, concat.scheme)  # an 8-bit and a 16-bit reference 5 are two texts
             if self.keep_pdus:
-                self._partial_pdus.setdefault((source, destination, concat.reference), []).append(pdu)
+                self._partial_pdus.setdefault((key, concat.reference), []).append(pdu)
             coded = self.reassembler.add(key, concat, (body, pdu.data_coding), now)  # type: ignore[attr-defined]
             if coded is None:
                 return
             parts, text = concat.total, decode_parts(coded)  # each part in its own data_coding
             if self.keep_pdus:
-                pdus = tuple(self._partial_pdus.pop((source, destination, concat.reference), ()))
+                pdus = tuple(self._partial_pdus.pop((key, concat.reference), ()))
         message = ShortMessage(source, destination, text, pdu.data_coding,  # type: ignore[attr-defined]
                                pdu.esm_class, parts, now, pdus)  # type: ignore[attr-defined]  # fmt: skip
         self.stats.messages += 1

@@ -57,11 +57,14 @@ class Part:
 
 @dataclass(frozen=True, slots=True)
 class Concat:
-    """Where a part belongs: set reference, number of parts, this part's 1-based number."""
+    """Where a part belongs: set reference, number of parts, this part's 1-based number, and where the reference
+    came from. An 8-bit reference, a 16-bit one and a sar_msg_ref_num are three separate numberings (a handset
+    may use 5 in two of them for two texts at once), so callers keep parts apart by `scheme` too."""
 
     reference: int
     total: int
     seqnum: int
+    scheme: ConcatScheme = ConcatScheme.UDH8
 
 
 # Octets of concatenation header each part leaves room for. A sar_* part carries none itself, but the SMSC puts
@@ -230,9 +233,9 @@ def parse_udh(esm_class: int, short_message: bytes) -> tuple[Concat | None, byte
             return None, short_message
         # A repeated IE: the last one counts (TS 23.040 9.2.3.24).
         if iei == IEI_CONCAT_8 and length == 3:
-            concat = _valid(value[0], value[1], value[2]) or concat
+            concat = _valid(value[0], value[1], value[2], ConcatScheme.UDH8) or concat
         elif iei == IEI_CONCAT_16 and length == 4:
-            concat = _valid((value[0] << 8) | value[1], value[2], value[3]) or concat
+            concat = _valid((value[0] << 8) | value[1], value[2], value[3], ConcatScheme.UDH16) or concat
     return concat, short_message[udh_end:]
 
 
@@ -255,17 +258,17 @@ def concat_info(esm_class: int, short_message: bytes, tlvs: dict[int, int | byte
         seq = _as_int(tlvs[Tag.SAR_SEGMENT_SEQNUM])
     except KeyError:
         return None, body
-    return _valid(ref, total, seq), body
+    return _valid(ref, total, seq, ConcatScheme.SAR), body
 
 
 def _as_int(value: int | bytes) -> int:
     return value if isinstance(value, int) else int.from_bytes(value, "big")
 
 
-def _valid(reference: int, total: int, seqnum: int) -> Concat | None:
+def _valid(reference: int, total: int, seqnum: int, scheme: ConcatScheme) -> Concat | None:
     if total < 1 or not 1 <= seqnum <= total:
         return None
-    return Concat(reference, total, seqnum)
+    return Concat(reference, total, seqnum, scheme)
 
 
 Body = TypeVar("Body")  # what the caller keeps of a part: its octets, or with its data_coding too
@@ -284,7 +287,8 @@ class Reassembler(Generic[Body]):
 
     Sans-IO: the caller passes the current time (use time.monotonic()) and
     calls expire() now and then.  A set is identified by the caller's key
-    (e.g. the source and destination addresses), the reference and the
+    (e.g. the source and destination addresses, and the part's Concat.scheme:
+    its numbering of references), the reference and the
     total number of parts; a reused reference with a different total starts
     a separate set rather than mixing parts of two messages. Room is kept
     per owner too (`max_per_owner` sets), so that one sender starting sets

@@ -110,3 +110,16 @@ def test_a_surrogate_pair_cut_between_two_parts_in_one_coding_is_kept(gateway, h
     for seqnum, body in ((1, "a".encode("utf-16-be") + pair[:2]), (2, pair[2:] + "b".encode("utf-16-be"))):
         assert a.submit(ECHO, udh_part(22, seqnum, body), data_coding=8, esm_class=0x40).status == ESME_ROK
     assert text(a.expect()) == "a😀b"
+
+
+def udh16_part(reference: int, seqnum: int, body: bytes) -> bytes:
+    return bytes((6, 8, 4, reference >> 8, reference & 0xFF, 2, seqnum)) + body
+
+
+def test_an_8_bit_and_a_16_bit_reference_with_one_number_are_two_texts(gateway, handset):
+    """A handset numbers its 8-bit and its 16-bit references apart (TS 23.040 9.2.3.24.1 and .8): before, parts
+    of two texts, both with reference 5, were taken for one text's, and the echo said "Good world"."""
+    a = handset(A, address_range=A)
+    for part in (udh_part(5, 1, b"Hello "), udh16_part(5, 1, b"Good "), udh_part(5, 2, b"world"), udh16_part(5, 2, b"bye")):
+        assert a.submit(ECHO, part, data_coding=0, esm_class=0x40).status == ESME_ROK
+    assert sorted(text(pdu) for pdu in a.expect_many(2)) == ["Good bye", "Hello world"]

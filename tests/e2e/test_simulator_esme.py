@@ -138,3 +138,18 @@ async def test_a_long_message_in_parts_of_different_codings_reads_whole(gateway)
     assert (message.text, message.parts) == ("Hello 世界", 2)
     await sender.unbind()
     await esme.unbind()
+
+
+async def test_parts_with_an_8_bit_and_a_16_bit_reference_of_one_number_read_as_two_texts(gateway) -> None:
+    """Before, the simulator took them for one text's parts (a part of the other text 'sent again')."""
+    esme, received = await connect(gateway)
+    await esme.bind("trx", "handset", "handset", address_range=B)
+    sender, _ = await connect(gateway)
+    await sender.bind("tx", "handset", "handset")
+    udh8, udh16 = (lambda n: bytes((5, 0, 3, 5, 2, n))), (lambda n: bytes((6, 8, 4, 0, 5, 2, n)))
+    for part in (udh8(1) + b"Hello ", udh16(1) + b"Good ", udh8(2) + b"world", udh16(2) + b"bye"):
+        assert (await sender.submit(A, B, part, data_coding=0, esm_class=0x40)).command_status == 0
+    texts = [(await asyncio.wait_for(received.get(), 5)).text for _ in range(2)]
+    assert sorted(texts) == ["Good bye", "Hello world"]
+    await sender.unbind()
+    await esme.unbind()

@@ -174,7 +174,7 @@ def test_parse_udh_without_udhi() -> None:
 
 def test_parse_udh8_and_udh16() -> None:
     assert parse_udh(0x40, bytes.fromhex("0500034202016869")) == (Concat(0x42, 2, 1), b"hi")
-    assert parse_udh(0x40, bytes.fromhex("060804123403026869")) == (Concat(0x1234, 3, 2), b"hi")
+    assert parse_udh(0x40, bytes.fromhex("060804123403026869")) == (Concat(0x1234, 3, 2, ConcatScheme.UDH16), b"hi")
     # other esm_class bits do not matter
     assert parse_udh(0x43, bytes.fromhex("0500034202016869"))[0] == Concat(0x42, 2, 1)
 
@@ -226,7 +226,7 @@ def test_parse_udh_never_raises(esm_class: int, sm: bytes) -> None:
 
 def test_concat_info_prefers_udh_then_sar() -> None:
     sar = {Tag.SAR_MSG_REF_NUM: 9, Tag.SAR_TOTAL_SEGMENTS: 2, Tag.SAR_SEGMENT_SEQNUM: 2}
-    assert concat_info(0, b"body", sar) == (Concat(9, 2, 2), b"body")
+    assert concat_info(0, b"body", sar) == (Concat(9, 2, 2, ConcatScheme.SAR), b"body")
     assert concat_info(0x40, bytes.fromhex("0500034202016869"), sar) == (Concat(0x42, 2, 1), b"hi")
     assert concat_info(0, b"body", {}) == (None, b"body")
     assert concat_info(0, b"body", {Tag.SAR_MSG_REF_NUM: 9}) == (None, b"body")
@@ -234,7 +234,7 @@ def test_concat_info_prefers_udh_then_sar() -> None:
 
 def test_concat_info_raw_tlv_octets() -> None:
     raw = {Tag.SAR_MSG_REF_NUM: b"\x12\x34", Tag.SAR_TOTAL_SEGMENTS: b"\x03", Tag.SAR_SEGMENT_SEQNUM: b"\x01"}
-    assert concat_info(0, b"body", raw) == (Concat(0x1234, 3, 1), b"body")
+    assert concat_info(0, b"body", raw) == (Concat(0x1234, 3, 1, ConcatScheme.SAR), b"body")
     bad = {Tag.SAR_MSG_REF_NUM: 1, Tag.SAR_TOTAL_SEGMENTS: 3, Tag.SAR_SEGMENT_SEQNUM: 4}
     assert concat_info(0, b"body", bad) == (None, b"body")
 
