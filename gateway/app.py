@@ -180,6 +180,7 @@ class Gateway:
         await self.store.open()
         try:
             await self.guards.load(self.store)
+            self.guards.on_tightened = self.delivery.refuse_waiting  # from now (replayed MOs too), not for those loaded
             await self.delivery.restore()  # undelivered MTs stay in the store until their binds appear
             unprocessed = await self.store.unprocessed_mos()
         except sqlite3.DatabaseError as exc:  # a damaged file: its header opened, its pages do not read

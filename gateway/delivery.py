@@ -26,7 +26,9 @@ subscriber, retry, schedule) ends REJECTED (gateway/guards.py): its sender
 was blocked after spam reports since it was accepted, or it is SP content and
 the subscriber has unsubscribed meanwhile. Its receipt says err:400 (blocked
 network-wide), err:401 (reported by that recipient) or err:402 (unsubscribed),
-the gateway's submit_sm refusal for the same case.
+the gateway's submit_sm refusal for the same case. The block or unsubscription
+itself ends those waiting for a retry, and the next sweep the parked ones
+(`refuse_waiting`): they no longer count against their recipient's queue.
 
 An MT with a schedule_delivery_time still ahead is stored as scheduled and
 joins delivery only when the sweep finds it due (`_release_due`), so a
@@ -36,7 +38,7 @@ campaign scheduled for tomorrow costs disk, not memory, and survives restarts.
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -99,6 +101,7 @@ class Delivery:
         self.rewrite_log = LogBudget()
         self._stopped = False
         self._notices = NoticeOrder()  # SP notices waiting for the one before them to end
+        self._stopped_senders: deque[tuple[str, str | None]] = deque()  # `refuse_waiting`, for the sweep
 
     async def restore(self) -> None:
         """At start: count the MTs waiting in the store (they go out when their binds appear)."""
@@ -395,9 +398,30 @@ class Delivery:
         if self._room_waiters:
             self._wake_pulls()
 
+    def refuse_waiting(self, source: str, recipient: str | None) -> None:
+        """A block or an unsubscription stopped what `source` sends to `recipient` (None: to anyone). The MTs it
+        stops that wait for a retry end REJECTED now, the parked ones at the next sweep (a read of the store): they
+        counted against their recipient's queue (max_queued_per_subscriber), and a spammer's backlog toward an off
+        line victim kept everyone else's MTs to them out until the victim bound. (Those on a bind: its queue asks
+        again, `rejected_now`.)"""
+        for message_id, (handle, message) in list(self._retry_timers.items()):
+            if message.source_addr == source and recipient in (None, message.dest_addr) and self._refused(message):
+                del self._retry_timers[message_id]
+                handle.cancel()
+        self._stopped_senders.append((source, recipient))
+
+    async def _refuse_parked(self) -> None:
+        while self._stopped_senders:
+            source, recipient = self._stopped_senders[0]
+            read_page = partial(self.store.enroute_mts_from, source, recipient, limit=self.PAGE)
+            await self._take_waiting(read_page, (0.0, 0), self._refused)
+            self._stopped_senders.popleft()  # (not before: a read that fails is tried again at the next sweep)
+
     async def sweep(self) -> None:
-        """Expire the parked MTs, those waiting for a retry and those behind a backlog read whose validity has run
-        out (those queued on a bind: its tick); release the scheduled MTs that are due."""
+        """End the parked MTs a block or an unsubscription stopped (`refuse_waiting`). Expire the parked MTs, those
+        waiting for a retry and those behind a backlog read whose validity has run out (those queued on a bind: its
+        tick); release the scheduled MTs that are due."""
+        await self._refuse_parked()
         now = self.clock.now()
         for message_id in [i for i, (_, message) in self._retry_timers.items() if message.expires_at <= now]:
             handle, message = self._retry_timers.pop(message_id)

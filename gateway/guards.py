@@ -29,7 +29,7 @@ generation-1 collection scan them (bench/perf-log.md, session 5).
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from handlers.base import Catalogue
 
@@ -59,6 +59,8 @@ class Guards:
         # again, about the MTs to the recipients these concern (`recipients_since`).
         self.tightened = 0
         self._tightenings: deque[str | None] = deque(maxlen=256)  # the recipient each of the last concerns (None: any)
+        # Told (sender, recipient or None: anyone) of each: Delivery.refuse_waiting, set once the guards are loaded.
+        self.on_tightened: Callable[[str, str | None], None] | None = None
 
     async def load(self, store: Store) -> None:
         self.observe(Put(b) for b in await store.find(Block, lifted_at=None))
@@ -117,11 +119,13 @@ class Guards:
             self._blocks[block.id] = (block.reported, block.reporter)
             self._count(block.reported, block.reporter, +1)
             if previous is None:
-                self._tighten(block.reporter or None)  # a network-wide block (no reporter) concerns anyone
+                self._tighten(block.reported, block.reporter or None)  # a network-wide one (no reporter): anyone
 
-    def _tighten(self, recipient: str | None) -> None:
+    def _tighten(self, sender: str, recipient: str | None) -> None:
         self.tightened += 1
         self._tightenings.append(recipient)
+        if self.on_tightened is not None:
+            self.on_tightened(sender, recipient)
 
     def recipients_since(self, seen: int) -> frozenset[str] | None:
         """The recipients whose MTs what tightened after `seen` (a `tightened` read earlier) may stop; None:
@@ -144,7 +148,8 @@ class Guards:
             self._active[previous] -= 1
             if self._active[previous] <= 0:
                 del self._active[previous]
-                self._tighten(previous[0])
+                msisdn, code = previous
+                self._tighten(code, msisdn)
         code = self._code_of.get(subscription.service_id)
         if subscription.status == "active" and code is not None:
             key = (subscription.msisdn, code)

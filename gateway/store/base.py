@@ -131,6 +131,12 @@ class Store(Protocol):
         """cancel_sm by addresses: the undelivered MTs (scheduled ones too) `account` sent from source_addr
         to the subscriber dest_addr, in order of arrival."""
 
+    async def enroute_mts_from(
+        self, source_addr: str, dest_addr: str | None, after: tuple[float, int], limit: int
+    ) -> list[tuple[tuple[float, int], Message]]:
+        """Undelivered MTs (status enroute) from source_addr, to the subscriber dest_addr (None: to anyone), by
+        (expires_at, seq) after the cursor, with their cursors: what a block or an unsubscription stops."""
+
     async def due_scheduled(self, now: float, after: tuple[float, int], limit: int) -> list[tuple[tuple[float, int], Message]]:
         """Scheduled MTs whose time has come (next_attempt_at <= now), oldest first, paged like expired_mts."""
 

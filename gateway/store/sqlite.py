@@ -106,6 +106,17 @@ _UNDELIVERED_FROM = (  # cancel_sm by addresses: a subscriber's MTs (not the acc
     f" UNION ALL SELECT seq, {', '.join(_FIELDS)} FROM messages INDEXED BY messages_scheduled_to WHERE {_SCHEDULED}"
     " AND dest_addr = ?1 AND account = ?2 AND source_addr = ?3 ORDER BY seq"
 )
+# What a block or an unsubscription stops: to one subscriber, a few rows of the waiting index, sorted; to anyone (a
+# network-wide block: rare), every enroute MT, through the partial index.
+_ENROUTE_FROM_TO = (
+    f"SELECT seq, expires_at, {', '.join(_FIELDS)} FROM messages INDEXED BY messages_waiting WHERE {_ENROUTE_MT}"
+    " AND json_extract(extra, '$.to_account') IS NULL AND dest_addr = ? AND source_addr = ?"
+    " AND (expires_at, seq) > (?, ?) ORDER BY expires_at, seq LIMIT ?"
+)
+_ENROUTE_FROM = (
+    f"SELECT seq, expires_at, {', '.join(_FIELDS)} FROM messages INDEXED BY messages_enroute_expiry"
+    f" WHERE {_ENROUTE_MT} AND source_addr = ? AND (expires_at, seq) > (?, ?) ORDER BY expires_at, seq LIMIT ?"
+)
 _DUE_SCHEDULED = (
     f"SELECT seq, next_attempt_at, {', '.join(_FIELDS)} FROM messages INDEXED BY messages_scheduled_due"
     f" WHERE {_SCHEDULED} AND next_attempt_at <= ? AND (next_attempt_at, seq) > (?, ?) ORDER BY next_attempt_at, seq LIMIT ?"
@@ -789,6 +800,15 @@ class SqliteStore:
     async def undelivered_from(self, account: str, source_addr: str, dest_addr: str) -> list[Message]:
         rows = await self._read(_UNDELIVERED_FROM, (dest_addr, account, source_addr))
         return [_message(row[1:]) for row in rows]
+
+    async def enroute_mts_from(
+        self, source_addr: str, dest_addr: str | None, after: tuple[float, int], limit: int
+    ) -> list[tuple[tuple[float, int], Message]]:
+        if dest_addr is None:
+            rows = await self._read(_ENROUTE_FROM, (source_addr, *after, limit))
+        else:
+            rows = await self._read(_ENROUTE_FROM_TO, (dest_addr, source_addr, *after, limit))
+        return [((row[1], row[0]), _message(row[2:])) for row in rows]
 
     async def due_scheduled(self, now: float, after: tuple[float, int], limit: int) -> list[tuple[tuple[float, int], Message]]:
         rows = await self._read(_DUE_SCHEDULED, (now, *after, limit))

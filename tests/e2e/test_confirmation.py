@@ -125,6 +125,26 @@ def test_sp_content_waiting_when_the_subscriber_unsubscribes_is_not_delivered(gw
         assert (answer.message_state, answer.error_code) == (MESSAGE_STATE_REJECTED, 42)
 
 
+def test_sp_content_waiting_for_an_off_line_subscriber_ends_at_the_unsubscription_and_frees_their_queue(make_gateway, handset, clock):
+    """It counted against the subscriber's queue until they bound again: with max_queued_per_subscriber of it
+    waiting, everyone else's texts to them were refused ESME_RMSGQFUL though none of it could ever go out."""
+    gw = make_gateway(clock=clock, gateway={"max_queued_per_subscriber": 3})
+    phone = handset(B, gw=gw, address_range=B)
+    order(phone, "TT")
+    assert ask(phone, "Y").startswith("您已定制试用新浪的头条新闻业务")
+    phone.close()
+    sina, friend = handset(SINA, system_id="sina", gw=gw), handset(A, gw=gw, address_range=A)
+    waiting = [sina.submit(B, f"今日头条 {n}", registered_delivery=1) for n in range(3)]
+    assert {resp.status for resp in waiting} == {ESME_ROK}
+    assert friend.submit(B, "hello").status != ESME_ROK  # ESME_RMSGQFUL
+    [subscription] = subscriptions(gw, B)
+    gw.call(gw.gateway.services.unsubscribe(B, [subscription.id], "web"))
+    receipts = [receipt_fields(sina.expect(predicate=is_receipt)) for _ in waiting]  # B still off line
+    assert sorted((r["id"], r["stat"], r["err"]) for r in receipts) == sorted(
+        (resp.message_id.decode(), "REJECTD", "402") for resp in waiting)
+    assert friend.submit(B, "hello").status == ESME_ROK  # next to the unsubscription's notice
+
+
 def test_sp_content_queued_on_the_subscribers_bind_when_they_unsubscribe_is_not_delivered(make_gateway, handset, clock):
     """Queued behind a deliver_sm the handset has not answered yet (window 1), content escaped the
     unsubscription: it went out afterwards with DELIVRD receipts (SPEC 3.1: at once)."""

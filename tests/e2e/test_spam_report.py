@@ -266,6 +266,7 @@ def test_spam_that_waited_through_a_block_is_not_delivered_after_its_lift(gatewa
 
 
 def test_spam_that_waited_through_a_lifted_block_stays_undelivered_after_a_restart(make_gateway, handset, tmp_path) -> None:
+    """Ended at the block by the next sweep (below), or, stopped before that sweep, after the restart."""
     db = tmp_path / "lifted.db"
     first = make_gateway(db_path=db)
     s = phone(handset, SPAMMER, first)
@@ -277,10 +278,46 @@ def test_spam_that_waited_through_a_lifted_block_stays_undelivered_after_a_resta
         ph.close()
     first.stop()
     second = make_gateway(db_path=db)
-    s = phone(handset, SPAMMER, second)  # the receipt goes to the spammer's new bind
+    s = phone(handset, SPAMMER, second)
     b = phone(handset, B, second)
     b.expect_none(0.5, lambda p: p.source_addr == SPAMMER.encode())
+    answer = s.query(spam.message_id)
+    assert (answer.message_state, answer.error_code) == (MESSAGE_STATE_REJECTED, 40)
+
+
+@pytest.mark.parametrize("block", ["network-wide", "by the victim"])
+def test_a_spammers_backlog_for_an_off_line_victim_ends_at_the_block_and_frees_their_queue(make_gateway, handset, block) -> None:
+    """What the spammer had waiting for a subscriber who is off line counted against that subscriber's queue until
+    they bound: with max_queued_per_subscriber waiting, everyone else's texts to them were refused ESME_RMSGQFUL
+    though none of the spam could ever go out."""
+    gw = make_gateway(gateway={"max_queued_per_subscriber": 4})
+    s, friend = phone(handset, SPAMMER, gw), phone(handset, "8613800000099", gw)
+    spam = [s.submit(B, f"{SPAM} {i}", registered_delivery=1) for i in range(4)]
+    assert {resp.status for resp in spam} == {ESME_ROK}
+    assert friend.submit(B, "hello").status == ESME_RMSGQFUL
+    if block == "network-wide":
+        block_by_five(gw, handset)
+    else:  # B reports from a bind that only sends: off line for what comes to B (its ack waits in the store too)
+        victim = handset(B, gw=gw, bind="tx", address_range=B)
+        assert victim.submit(SPAM_CODE, "13700000001*" + SPAM).status == ESME_ROK
+    receipts = [receipt_fields(s.expect(predicate=is_receipt)) for _ in spam]
+    err = "400" if block == "network-wide" else "401"
+    assert sorted((r["id"], r["stat"], r["err"]) for r in receipts) == sorted(
+        (resp.message_id.decode(), "REJECTD", err) for resp in spam)
+    assert friend.submit(B, "hello").status == ESME_ROK  # (in the case of the report, next to its ack's parts)
+
+
+def test_spam_waiting_for_its_retry_ends_at_the_block(make_gateway, handset) -> None:
+    """Before, it ended only when its retry came (an hour here), counting against the recipient's queue until then."""
+    gw = make_gateway(gateway={"retry_backoff": [3600]})
+    s, b = phone(handset, SPAMMER, gw), phone(handset, B, gw)
+    b.answers.append(0x64)  # ESME_RX_T_APPN: try again later
+    spam = s.submit(B, SPAM, registered_delivery=1)
+    assert spam.status == ESME_ROK
+    assert text(b.expect(predicate=lambda p: p.source_addr == SPAMMER.encode())) == SPAM
+    block_by_five(gw, handset)
     assert_rejected(s, spam, "400", 40)
+    assert not gw.gateway.delivery.queued.get(B)
 
 
 def test_a_blocked_sender_is_told_so_even_when_the_recipients_queue_is_full(make_gateway, handset) -> None:
