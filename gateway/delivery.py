@@ -352,7 +352,8 @@ class Delivery:
 
         `stored` is the MT as the store has it; `replacement` the same MT with its new short_message,
         registered_delivery, expires_at, and schedule (status scheduled or enroute, next_attempt_at)."""
-        if not self._take_back(stored):
+        bind = self._freeze(stored)  # queued on a bind: it keeps its place there meanwhile
+        if bind is None and not self._take_back(stored):
             return False
         current = replacement
         try:
@@ -361,7 +362,9 @@ class Delivery:
             current = stored  # the write failed: as it was
             raise
         finally:
-            if current.status is _SCHEDULED:  # out of delivery until the sweep finds it due
+            if bind is not None:
+                self._thaw(bind, stored, current)
+            elif current.status is _SCHEDULED:  # out of delivery until the sweep finds it due
                 self._held.discard(current.id)
                 if stored.status is _ENROUTE:
                     self._forget(stored)
@@ -370,6 +373,25 @@ class Delivery:
             else:  # not ahead of older MTs to its subscriber that a backlog read has yet to hand out
                 self.dispatch(current, behind_read=True)
         return True
+
+    def _freeze(self, message: Message) -> Receiver | None:
+        """The bind an MT is queued on, not yet sent, now frozen there (Receiver.freeze); None if it is not."""
+        message_id = message.id
+        if message.status is not _ENROUTE or message_id not in self._held or message_id in self._retry_timers:
+            return None
+        return next((receiver for receiver in self.router.all_receivers() if receiver.freeze(message_id)), None)
+
+    def _thaw(self, bind: Receiver, stored: Message, current: Message) -> None:
+        """After the replacement of an MT frozen on `bind` committed (`current`: the replacement) or failed (`stored`)."""
+        if current.status is _SCHEDULED:  # out of delivery until the sweep finds it due
+            bind.thaw(current.id, None)
+            self._held.discard(current.id)
+            self._forget(stored)
+        elif self.undeliverable(current) is not None:  # a block or an unsubscription came while it committed
+            bind.thaw(current.id, None)
+            self._refused(current)
+        elif not bind.thaw(current.id, current):  # its bind went away meanwhile
+            self.dispatch(current, again=True)
 
     def _take_back(self, message: Message) -> bool:
         """Take an MT out of delivery before it goes out: True if it was parked, scheduled, waiting for a

@@ -47,6 +47,13 @@ class Receiver(Protocol):
     def withdraw(self, message_id: str) -> Message | None:
         """The MT if it is queued on this bind and not yet sent (taken off the queue), else None."""
 
+    def freeze(self, message_id: str) -> bool:
+        """Keep an MT queued here and not yet sent in its place, unsent with the MTs after it to its subscriber, until
+        `thaw`; False if it is not queued here."""
+
+    def thaw(self, message_id: str, replacement: Message | None) -> bool:
+        """End `freeze`: `replacement` takes the MT's place (None: it leaves); False if the bind no longer has it."""
+
 
 class Router:
     def __init__(self, accounts: Accounts) -> None:

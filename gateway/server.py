@@ -71,6 +71,7 @@ class SmppConnection(asyncio.Protocol):
         self.inflight: dict[int, Message] = {}
         self.timed_out: dict[int, Message] = {}  # deliver_sm given up on, by sequence (the last `window`)
         self.pending: deque[Message] = deque()
+        self.frozen: dict[str, str] = {}  # id -> subscriber of each MT queued here whose replacement commits (freeze)
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.session_id = gateway.ids.next()  # unique across restarts: scopes sequence numbers (messages.dedup_key)
@@ -114,7 +115,10 @@ class SmppConnection(asyncio.Protocol):
             self.account.binds -= 1
             self.gateway.router.unbound(self)
             log.info("unbound", account=self.account.system_id, peer=self.peer)
-        stranded = list(self.inflight.values()) + list(self.pending)
+        # (Not the frozen ones: Delivery.replace has them in hand, and routes them again once their replacement
+        # is committed: routed now, they went out elsewhere with their old text.)
+        frozen = self.frozen
+        stranded = list(self.inflight.values()) + [message for message in self.pending if message.id not in frozen]
         self.inflight.clear()
         self.pending.clear()
         self.load = 0
@@ -284,6 +288,8 @@ class SmppConnection(asyncio.Protocol):
             self._queue_in_order(message)
         else:
             pending.append(message)
+        if self.frozen:  # the window may have room that only the frozen subscribers' MTs are kept from
+            self._pump()
 
     def _queue_in_order(self, message: Message) -> None:
         """Queue an MT ahead of the newer ones queued to its subscriber (ids sort in the order MTs were accepted): a
@@ -297,13 +303,43 @@ class SmppConnection(asyncio.Protocol):
         self.pending.append(message)
 
     def withdraw(self, message_id: str) -> Message | None:
-        """cancel_sm / replace_sm: take an MT off this bind's queue if it has not been sent yet."""
+        """cancel_sm / replace_sm: take an MT off this bind's queue if it has not been sent yet (nor is frozen)."""
+        if message_id in self.frozen:
+            return None
         for i, message in enumerate(self.pending):
             if message.id == message_id:
                 del self.pending[i]
                 self.load -= 1
                 return message
         return None
+
+    def freeze(self, message_id: str) -> bool:
+        """replace_sm: keep an MT queued here, not yet sent, in its place while its replacement commits; neither it
+        nor the MTs queued after it to its subscriber go out until `thaw` (the others do). Taken off the queue
+        meanwhile, it was overtaken by those when the window opened during the commit."""
+        if message_id in self.frozen:
+            return False  # (a second replace_sm of it meanwhile)
+        for message in self.pending:
+            if message.id == message_id:
+                self.frozen[message_id] = message.dest_addr
+                return True
+        return False
+
+    def thaw(self, message_id: str, replacement: Message | None) -> bool:
+        """The end of `freeze`: the MT's replacement takes its place (None: it leaves the queue). False if this bind
+        no longer has it (it went away meanwhile: the caller routes it again)."""
+        if self.frozen.pop(message_id, None) is None or self._released:
+            return False
+        for i, message in enumerate(self.pending):
+            if message.id == message_id:
+                if replacement is None:
+                    del self.pending[i]
+                    self.load -= 1
+                else:
+                    self.pending[i] = replacement
+                break
+        self._pump()
+        return True
 
     def _send_deliver(self, message: Message) -> None:
         try:
@@ -344,13 +380,19 @@ class SmppConnection(asyncio.Protocol):
         if self._guards.tightened != self._guards_seen:  # a block or an unsubscription since they were queued
             self._ask_guards_again()
         now = self._now()
+        kept = set(self.frozen.values()) if self.frozen else None  # subscribers whose MTs wait for a thaw
+        skipped: list[Message] = []
         while self.pending and self.session.can_send_request:
             message = self.pending.popleft()
-            if message.expires_at > now:
+            if kept is not None and message.dest_addr in kept:
+                skipped.append(message)
+            elif message.expires_at > now:
                 self._send_deliver(message)
             else:  # its validity ran out while it waited here: dispatching it again ends it (EXPIRED)
                 self.load -= 1
                 self.gateway.delivery.dispatch(message)
+        if skipped:
+            self.pending.extendleft(reversed(skipped))
 
     def _expire_queued(self) -> None:
         """An MT whose validity ends while it waits here (the window full) expires then, not when the window would
@@ -360,8 +402,9 @@ class SmppConnection(asyncio.Protocol):
         now = self._now()
         if all(message.expires_at > now for message in self.pending):
             return
-        expired = [message for message in self.pending if message.expires_at <= now]
-        self.pending = deque(message for message in self.pending if message.expires_at > now)
+        frozen = self.frozen  # (their replacement may bring a new validity: Delivery.replace looks after them)
+        expired = [message for message in self.pending if message.expires_at <= now and message.id not in frozen]
+        self.pending = deque(message for message in self.pending if message.expires_at > now or message.id in frozen)
         self.load -= len(expired)
         for message in expired:  # dispatching it again ends it (EXPIRED), as _pump does
             self.gateway.delivery.dispatch(message)
@@ -371,8 +414,10 @@ class SmppConnection(asyncio.Protocol):
         recipients = self._guards.recipients_since(self._guards_seen)  # None: anyone's
         self._guards_seen = self._guards.tightened
         rejected_now = self.gateway.delivery.rejected_now
+        frozen = self.frozen  # (Delivery.replace asks about them when their replacement is committed)
         kept = [message for message in self.pending
-                if (recipients is not None and message.dest_addr not in recipients) or not rejected_now(message)]  # fmt: skip
+                if (recipients is not None and message.dest_addr not in recipients) or message.id in frozen
+                or not rejected_now(message)]  # fmt: skip
         self.load -= len(self.pending) - len(kept)
         self.pending = deque(kept)
 

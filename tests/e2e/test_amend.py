@@ -7,6 +7,7 @@ sent on a raw connection; what the subscribers receive is read with smpplib.
 
 from __future__ import annotations
 
+import sqlite3
 import struct
 import time
 
@@ -179,6 +180,33 @@ def test_replace_sm_of_an_mt_queued_on_a_bind_keeps_its_place(make_gateway, hand
         assert answer(esme, 2) == (ESME_ROK, b"")
     b.answering = True
     b.answer_held()
+    assert [text(b.expect()) for _ in range(3)] == ["m2 replaced", "m3", "m4"]
+
+
+def test_replace_sm_of_a_queued_mt_keeps_its_place_when_the_window_opens_while_it_commits(make_gateway, handset, tmp_path) -> None:
+    """Taken off the bind's queue while its replacement committed, it was overtaken by the newer MTs to its
+    subscriber when the window opened meanwhile: B got m3, m4, then "m2 replaced"."""
+    db = tmp_path / "gw.db"
+    gw = make_gateway(db_path=db, gateway={"window": 1})
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    b.answering = False
+    ids = [a.submit(B, f"m{i}").message_id.decode() for i in range(1, 5)]
+    assert text(b.expect()) == "m1"  # unanswered: m2-m4 wait on the bind
+    lock = sqlite3.connect(db, isolation_level=None)
+    try:
+        with RawLink(gw.smpp_port) as esme:
+            esme.bind("handset", command="bind_transmitter")
+            lock.execute("BEGIN IMMEDIATE")  # the replacement's commit waits for this lock
+            batches = gw.gateway.store.stats.batches
+            esme.send(replace_sm(2, A, ids[1], b"m2 replaced"))
+            assert eventually(lambda: gw.gateway.store.stats.batches > batches)
+            b.answering = True
+            b.answer_held()  # the window opens while the replacement commits
+            b.expect_none(0.3)
+            lock.execute("ROLLBACK")
+            assert answer(esme, 2) == (ESME_ROK, b"")
+    finally:
+        lock.close()
     assert [text(b.expect()) for _ in range(3)] == ["m2 replaced", "m3", "m4"]
 
 

@@ -53,6 +53,12 @@ class Receiver:
                 return message
         return None
 
+    def freeze(self, message_id: str) -> bool:
+        return False  # replace_sm takes it off the queue instead (withdraw)
+
+    def thaw(self, message_id: str, replacement: Message | None) -> bool:  # pragma: no cover - never frozen
+        return False
+
     async def wait_for(self, count: int) -> None:
         while len(self.offered) < count:
             self.offered_event.clear()
