@@ -17,6 +17,7 @@ simulator (Side.ESME).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -172,6 +173,7 @@ class Session:
         self.outstanding: dict[int, Outstanding] = {}
         self._timed_out: dict[int, Pdu] = {}  # the last `window` requests expired_requests gave up on
         self.last_received_at = self.last_sent_at = clock()
+        self._enquired_at = -math.inf  # when our last enquire_link went out (enquire_link_due)
         self._buffer = bytearray()
         # (frames, framing error) read behind a bind whose answer the application has yet to send: `resume`
         self.held: tuple[list[bytes], FramingError | None] | None = None
@@ -317,6 +319,8 @@ class Session:
         frame = encode_pdu(pdu)  # first: one that cannot be encoded (a field too long) takes no room in the window
         if command_id in RESPONSE_OF:  # outbind and alert_notification get no response
             self.outstanding[pdu.sequence_number] = Outstanding(pdu, self.clock())
+            if command_id == _ENQUIRE_LINK:
+                self._enquired_at = self.clock()
         self._outbox.append(frame)
         return pdu
 
@@ -404,12 +408,15 @@ class Session:
         return (self.clock() if now is None else now) - since >= self.response_timeout
 
     def enquire_link_due(self, now: float | None = None) -> bool:
+        """enquire_link_interval has passed with nothing heard from the peer, nor an enquire_link of ours sent. What
+        we send does not count: a peer whose end went dead (its host gone, its link half open) takes our deliver_sm
+        into the TCP buffers for minutes, and only an answer, or its absence, says whether anyone is there."""
         now = self.clock() if now is None else now
         return (
             self.state in BOUND
             and not self.halted
             and self.enquire_link_interval > 0
-            and now - max(self.last_received_at, self.last_sent_at) >= self.enquire_link_interval
+            and now - max(self.last_received_at, self._enquired_at) >= self.enquire_link_interval
         )
 
     def is_idle(self, now: float | None = None) -> bool:

@@ -98,3 +98,25 @@ def test_an_mt_queued_on_a_bind_that_stops_reading_goes_out_on_a_healthy_bind_on
         healthy.expect_none(within=response_timeout + 1.5)  # a timed-out copy would be retried by now
     a = handset(A, gw=gw)  # the first one, not reading meanwhile, was closed for its unanswered enquire_link
     assert a.query(resp.message_id).message_state == 2  # DELIVERED
+
+
+def test_a_dead_bind_that_mts_keep_going_to_is_found_out_by_enquire_link(make_gateway, handset):
+    """A carrier's bind whose end went dead (never reads nor answers again) while MTs for its subscribers keep
+    coming: the gateway's own deliver_sm counted as traffic on the link, so no enquire_link went out and the bind
+    lived until idle_timeout (5 minutes by default), its MTs timing out there and its bind slot taken."""
+    gw = make_gateway(gateway={"enquire_link_interval": 1, "response_timeout": 1, "idle_timeout": 60,
+                               "retry_backoff": [30]})  # fmt: skip
+    a = handset(A, bind="tx", gw=gw)
+    with RawLink(gw.smpp_port) as dead:
+        dead.bind("carrier")  # then says nothing more, and reads nothing
+        started = time.monotonic()
+        sent = 0
+
+        def closed_while_mts_come() -> bool:
+            nonlocal sent
+            sent += 1
+            assert a.submit(X, f"mt {sent}").status == ESME_ROK
+            return closed_by_the_gateway(dead)
+
+        assert eventually(closed_while_mts_come, timeout=8, interval=0.2)
+        assert time.monotonic() - started < 5  # enquire_link after 1 s of silence, closed 1 s later (ticks of 0.5 s)

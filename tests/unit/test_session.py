@@ -716,14 +716,20 @@ def test_enquire_link_due():
     assert not esme.enquire_link_due()
     clock.now = 30.0
     assert esme.enquire_link_due()
-    # Traffic in either direction postpones it.
+    # One enquire_link per interval, while the peer says nothing.
     esme.send(EnquireLink())
     esme.data_to_send()
     assert not esme.enquire_link_due()
     assert esme.enquire_link_due(now=60.0)
+    # What the peer sends postpones it.
     clock.now = 50.0
     esme.receive_data(encode_pdu(DeliverSm(sequence_number=5)))
     assert not esme.enquire_link_due(now=79.9)
+    assert esme.enquire_link_due(now=80.0)
+    # What we send does not: a dead peer's link takes it for minutes.
+    clock.now = 70.0
+    esme.send(SubmitSm(source_addr="1", destination_addr="2"))
+    esme.data_to_send()
     assert esme.enquire_link_due(now=80.0)
 
 
