@@ -131,18 +131,21 @@ class Delivery:
         if message.id not in self._held:
             self.dispatch(message, new=True)
 
-    def dispatch(self, message: Message, new: bool = False, behind_read: bool = False, again: bool = False) -> None:
+    def dispatch(
+        self, message: Message, new: bool = False, behind_read: bool = False, again: bool = False,
+        avoid: Receiver | None = None,
+    ) -> None:  # fmt: skip
         """Offer the MT to a bind, or park it; it is in hand (`_held`) exactly while it is on a bind or ending.
 
         A `new` MT (not read back from the store, not a retry), or one `behind_read` (replaced), for an
         account whose backlog is being read waits for the end of that read (`_behind`), behind the older
-        MTs to its subscriber."""
+        MTs to its subscriber. `avoid`: a bind its last attempt failed on, taken only if no other serves it."""
         if message.expires_at <= self.clock.now():
             self._expire(message)  # rejected rather, if its sender was blocked meanwhile (as the sweep does)
             return
         if not new and self._refused(message):  # a new MT passed the same checks at intake a moment ago
             return
-        receiver = self.router.route(message)
+        receiver = self.router.route(message, avoid)
         if receiver is None:
             self._held.discard(message.id)  # parked: the store has it, `_pull` reads it back
             return
@@ -284,7 +287,8 @@ class Delivery:
         if message.extra:
             self._next_notice(message)
 
-    def failed(self, message: Message, status: int) -> None:
+    def failed(self, message: Message, status: int, bind: Receiver | None = None) -> None:
+        """The deliver_sm to `bind` was refused with `status` (None: the bind is not known, an answer that came late)."""
         if self._room_waiters:
             self._wake_pulls()
         if status in PERMANENT_FAILURES:
@@ -295,7 +299,7 @@ class Delivery:
             else:
                 self._finish(message, MessageStatus.UNDELIVERABLE, MessageState.UNDELIVERABLE, status & 0xFF)
         else:
-            self.retry_later(message, status)
+            self.retry_later(message, status, bind)
 
     def cannot_send(self, message: Message, reason: str) -> None:
         """An MT no deliver_sm can carry (intake refuses such fields now; an earlier version stored some):
@@ -306,7 +310,13 @@ class Delivery:
             self._wake_pulls()
         self._finish(message, MessageStatus.UNDELIVERABLE, MessageState.UNDELIVERABLE, S.ESME_RSYSERR & 0xFF)
 
-    def retry_later(self, message: Message, error: int = 0) -> None:
+    def retry_later(self, message: Message, error: int = 0, bind: Receiver | None = None) -> None:
+        """Its deliver_sm to `bind` timed out, or was refused for now (`error`): it goes out again after the back-off,
+        on another bind that serves its subscriber if there is one, and that bind is no longer the subscriber's
+        (Router.note_failure). A bind that answers enquire_link but never deliver_sm otherwise held a subscriber's
+        MTs and every retry of them until their validity ended, a healthy bind of the same account idle."""
+        if bind is not None:
+            self.router.note_failure(message.dest_addr, bind)
         message.attempts += 1
         message.error = error  # as the store has it: an expiry while it waits reports it (_expire)
         delay = self.backoff[min(message.attempts - 1, len(self.backoff) - 1)] if self.backoff else 1.0
@@ -316,7 +326,7 @@ class Delivery:
         log.info("mt retry", message_id=message.id, account=account_of(message), msisdn=subscriber_of(message), attempt=message.attempts,
                  delay=delay, status=S.name_of(error) if error else "no answer")  # 0: it timed out
         loop = asyncio.get_running_loop()
-        self._retry_timers[message.id] = (loop.call_later(delay, self._retry_now, message), message)
+        self._retry_timers[message.id] = (loop.call_later(delay, self._retry_now, message, bind), message)
 
     def answered_late(self, message: Message, status: int) -> None:
         """The answer to a deliver_sm given up on (timed out) came after all. While the MT still waits for its
@@ -331,9 +341,9 @@ class Delivery:
         else:
             self.delivered(message)
 
-    def _retry_now(self, message: Message) -> None:
+    def _retry_now(self, message: Message, failed_on: Receiver | None) -> None:
         self._retry_timers.pop(message.id, None)
-        self.dispatch(message, again=True)
+        self.dispatch(message, again=True, avoid=failed_on)
 
     # ------------------------------------------------- cancel_sm / replace_sm
     def cancel(self, message: Message) -> asyncio.Future[None] | None:

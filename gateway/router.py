@@ -106,14 +106,29 @@ class Router:
         elif previous is not None:  # from a transmitter: MTs follow the account's binds again
             del self._affinity[msisdn]
 
-    def route(self, message: Message) -> Receiver | None:
+    def note_failure(self, msisdn: str, receiver: Receiver) -> None:
+        """A deliver_sm to `msisdn` timed out or was refused for now on `receiver`: the bind of its MO is no longer
+        where its MTs go first (they go to the least busy bind serving it, until its next MO)."""
+        if self._affinity.get(msisdn) is receiver:
+            del self._affinity[msisdn]
+            receiver.mo_numbers.discard(msisdn)
+
+    def route(self, message: Message, avoid: Receiver | None = None) -> Receiver | None:
+        """The bind to offer `message` to (None: it waits in the store); `avoid` only if no other bind serves it."""
         # (the affinity holds bound receivers only: unbound() drops the entries of one that goes)
-        chosen = self._route(message, self._affinity.get(message.dest_addr), self._receivers)
+        receivers, recent = self._receivers, self._affinity.get(message.dest_addr)
+        if avoid is not None:
+            others = {system_id: [r for r in binds if r is not avoid] for system_id, binds in receivers.items()}
+            if recent is avoid:
+                recent = None
+            if self._route(message, recent, others) is not None:
+                receivers = others
+        chosen = self._route(message, recent, receivers)
         if chosen is not None and not chosen.optional_parameters and not carried_without_tlvs(message):
             # More than an SMPP 3.3 deliver_sm carries (it has no message_payload): a bind of SMPP 3.4 that serves the
             # destination, else nobody: it waits in the store for one (a link dropped for a moment, binds coming back
             # in any order), or until its validity ends.
-            able = {system_id: [r for r in binds if r.optional_parameters] for system_id, binds in self._receivers.items()}
+            able = {system_id: [r for r in binds if r.optional_parameters] for system_id, binds in receivers.items()}
             chosen = self._route(message, None, able)
             if chosen is None:
                 log.info("mt waits for a bind of SMPP 3.4: longer than an SMPP 3.3 deliver_sm carries",

@@ -364,7 +364,7 @@ class SmppConnection(asyncio.Protocol):
         if not pdu.command_status:  # ESME_ROK
             self.gateway.delivery.delivered(message)
         else:
-            self.gateway.delivery.failed(message, pdu.command_status)
+            self.gateway.delivery.failed(message, pdu.command_status, self)
         self._pump()
 
     def _on_late_answer(self, pdu: Pdu) -> None:
@@ -433,7 +433,7 @@ class SmppConnection(asyncio.Protocol):
                 log.warning("deliver_sm timed out", message_id=message.id, account=account_of(message), msisdn=subscriber_of(message),
                             bind_account=self.system_id)  # fmt: skip
                 remember(self.timed_out, request.sequence_number, message, session.window)
-                self.gateway.delivery.retry_later(message)
+                self.gateway.delivery.retry_later(message, bind=self)
             elif request.command_id == C.ENQUIRE_LINK or request.command_id == C.UNBIND:
                 log.warning(f"{request.name} unanswered; closing", peer=self.peer, account=self.system_id)
                 self.close(unanswered=True)

@@ -120,3 +120,22 @@ def test_a_dead_bind_that_mts_keep_going_to_is_found_out_by_enquire_link(make_ga
 
         assert eventually(closed_while_mts_come, timeout=8, interval=0.2)
         assert time.monotonic() - started < 5  # enquire_link after 1 s of silence, closed 1 s later (ticks of 0.5 s)
+
+
+def test_a_retry_goes_to_another_bind_than_the_one_that_left_its_deliver_sm_unanswered(make_gateway, handset):
+    """X's MO came through a carrier bind that then answers nothing (enquire_link comes too seldom to tell, and
+    such a bind may well answer it): the MT to X and every retry of it went there, for as long as its validity,
+    the carrier's healthy bind idle; so did the next MT to X."""
+    gw = make_gateway(gateway={"response_timeout": 1, "enquire_link_interval": 30, "idle_timeout": 60,
+                               "retry_backoff": [0.5]})  # fmt: skip
+    healthy = handset(X, system_id="carrier", bind="rx", gw=gw)
+    a = handset(A, bind="tx", gw=gw)
+    with RawLink(gw.smpp_port) as stuck:
+        stuck.bind("carrier")
+        [accepted] = stuck.exchange(encoded("submit_sm", 2, source_addr=X, destination_addr=B, short_message=b"from X"))
+        assert accepted.status == ESME_ROK  # from now on MTs to X go to `stuck` first, which reads nothing more
+        first = a.submit(X, "first")
+        assert first.status == ESME_ROK
+        assert text(healthy.expect(timeout=5)) == "first"  # timed out on `stuck` after 1 s, retried here
+        assert a.submit(X, "second").status == ESME_ROK
+        assert text(healthy.expect(timeout=1)) == "second"  # `stuck` is no longer X's bind

@@ -82,3 +82,14 @@ def test_an_address_range_remembers_its_answers_up_to_a_limit() -> None:
     for _ in range(2):  # the second time from memory (where it still has them)
         assert [bool(pattern.search(n)) for n in numbers] == [True] * (limit + 10) + [False] * 10
     assert len(pattern._known) <= limit
+
+
+def test_a_retry_avoids_the_bind_it_failed_on_and_that_bind_is_no_longer_its_subscribers() -> None:
+    router, binds = router_with([5, 0, 0])
+    router.note_mo(MT.dest_addr, binds[1])
+    assert router.route(MT) is binds[1]  # the bind of its MO, however busy the others
+    assert {router.route(MT, avoid=binds[1]).name for _ in range(4)} == {"b2"}  # the least loaded of the others
+    router.note_failure(MT.dest_addr, binds[1])
+    assert {router.route(MT).name for _ in range(4)} == {"b1", "b2"}  # the least loaded, in turn
+    router, [only] = router_with([0])
+    assert router.route(MT, avoid=only) is only  # none other serves it
