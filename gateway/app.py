@@ -186,6 +186,7 @@ class Gateway:
         except sqlite3.DatabaseError as exc:  # a damaged file: its header opened, its pages do not read
             raise StoreOpenError(f"cannot read SQLite store at {self.db_path!r}: {exc}") from exc
         await self.mo.replay(unprocessed)
+        self.spawn(self._resume_sampled_surveys())
         loop = asyncio.get_running_loop()
         self._servers.append(
             await loop.create_server(lambda: SmppConnection(self), self.host, self._smpp_port, reuse_address=True)
@@ -271,6 +272,15 @@ class Gateway:
         loop = asyncio.get_running_loop()
         while not condition() and loop.time() < deadline:
             await asyncio.sleep(0.05)
+
+    async def _resume_sampled_surveys(self) -> None:
+        try:
+            resumed = await self.services.resume_sampled_surveys()
+        except Exception:
+            log.exception("deciding the surveys sampled before the last stop failed")  # (their marks stay: next start)
+            return
+        if resumed:
+            log.info("surveys sampled before the last stop decided", count=resumed)
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

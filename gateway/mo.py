@@ -86,6 +86,16 @@ class _Holding:
         self.locks.hand_on(self.keys, commit)
 
 
+@dataclass(frozen=True, slots=True)
+class FollowUp:
+    """What follows a completed dialogue (a sampled survey): `mark`, committed with the MO's handling, says it is
+    due, so that a crash before `run` (awaited after that commit, under the MO's serial keys) does not lose it;
+    `run` commits what follows and removes the mark."""
+
+    mark: Effect
+    run: Callable[[], Awaitable[object]]
+
+
 @dataclass(slots=True)
 class ShortCode:
     code: str
@@ -133,7 +143,7 @@ class MoProcessor:
         retry_backoff: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0),
         records: RecordCache | None = None,
         observe: Callable[[Iterable[Effect]], None] = lambda effects: None,
-        after_dialogue: Callable[[Inbound], Awaitable[object] | None] = lambda inbound: None,
+        after_dialogue: Callable[[Inbound], FollowUp | None] = lambda inbound: None,
         locks: SerialLocks | None = None,
     ) -> None:
         self.short_codes = short_codes
@@ -142,7 +152,7 @@ class MoProcessor:
         self.clock = clock
         self.records = records  # the record cache handlers read through: told every effect (see _commit_handling)
         self.observe = observe  # sees every committed effect (the submission guards)
-        self.after_dialogue = after_dialogue  # a dialogue ended (survey sampling): awaited if it returns something
+        self.after_dialogue = after_dialogue  # a dialogue ended (survey sampling): what follows it, if anything
         self.reassembler: Reassembler[tuple[bytes, int]] = Reassembler(
             timeout=reassembly_timeout, on_evict=self._dropped, max_per_owner=max_incomplete_per_subscriber
         )
@@ -424,23 +434,21 @@ class MoProcessor:
                           msisdn=message.source_addr, short_code=message.dest_addr, attempt=attempt)  # fmt: skip
             await self._not_handled(message, inbound, parts, attempt, held)
             return
-        follow_up = self.after_dialogue(inbound) if outcome.completed else None  # decided now, run after the commit
+        follow_up = self.after_dialogue(inbound) if outcome.completed else None  # its mark is committed with the MO
+        effects = outcome.effects if follow_up is None else [*outcome.effects, follow_up.mark]
         hand_on = (
             follow_up is None and holding is not None and self.records is not None
             and getattr(short_code.handler, "hands_keys_on", False)
         )  # fmt: skip
-        if not await self._commit_handling(message, inbound, parts, attempt, held, holding, now, mts, outcome.effects, hand_on):
-            close = getattr(follow_up, "close", None)
-            if close is not None:  # a coroutine never to be awaited: its dialogue is handled again, if at all
-                close()
+        if not await self._commit_handling(message, inbound, parts, attempt, held, holding, now, mts, effects, hand_on):
             return
         if not hand_on and self.records is not None:
-            self.records.committed(outcome.effects)
-        self.observe(outcome.effects)
+            self.records.committed(effects)
+        self.observe(effects)
         self.outbox.send(mts)
         if follow_up is not None:  # e.g. a sampled survey, under this MO's serial keys
             try:
-                await follow_up
+                await follow_up.run()
             except Exception:
                 log.exception("dialogue follow-up failed", message_id=message.id, account=message.account,
                               msisdn=message.source_addr)  # fmt: skip

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from handlers import (
@@ -26,10 +26,12 @@ from handlers.base import Inbound, Outcome, ServiceContext
 
 from .clock import Clock
 from .logs import get_logger
+from .mo import FollowUp
 from .outbox import Outbox
 from .serial import SerialLocks, in_order
 from .store.base import Store
-from .store.effects import Effect
+from .store.effects import Delete, Effect, Put
+from .store.records import Dialogue
 
 # A channel is a name (`web`, `hotline`, `sms:10086`, `store:1`): it is written into the SP's one-line
 # `key=value` notice and grouped by in the rating aggregates, so no space, `=` or control character.
@@ -51,6 +53,7 @@ def checked_agent(agent: object) -> str | None:
 
 
 log = get_logger("services")
+SAMPLED = "survey.sampled"  # Dialogue kind: a completed dialogue sampled for a survey not yet decided (after_dialogue)
 BILLING = billing.SERIAL_KEY
 EXPIRY_BATCH = 200  # lapsed records closed per commit (their subscribers' MOs wait for it meanwhile)
 # A dialogue's records still open past their validity: (ctx, now, limit) -> up to `limit`, longest lapsed first ...
@@ -179,23 +182,41 @@ class Services:
             return await self.commit(await make(self.clock.now()), (BILLING,))
 
     # --------------------------------------------------------- triggers
-    def after_dialogue(self, inbound: Inbound) -> Awaitable[Outcome] | None:
+    def after_dialogue(self, inbound: Inbound) -> FollowUp | None:
         """A short-code dialogue ended: follow it with a survey for the configured share of them.
 
-        What it returns is awaited by the MO's own handling, which still holds the subscriber's
-        serial key (a survey needs no task or lock of its own)."""
+        The mark that a survey is due is committed with the dialogue's last MO; the survey is decided after that
+        commit, by the MO's own handling, which still holds the subscriber's serial key (a survey needs no task or
+        lock of its own). A crash in between leaves the mark: the next start decides it (resume_sampled_surveys)."""
         rate = self.ctx.settings.survey_sample_rate
-        if rate > 0 and self._sampler.random() < rate and inbound.short_code == self.ctx.settings.operator:
-            return self._sampled_survey(inbound)
-        return None
+        if not (rate > 0 and self._sampler.random() < rate and inbound.short_code == self.ctx.settings.operator):
+            return None
+        now = self.clock.now()
+        mark = Dialogue(inbound.subscriber, SAMPLED, {"short_code": inbound.short_code}, now,
+                        now + self.ctx.settings.survey_validity)  # fmt: skip
+        return FollowUp(Put(mark), partial(self._sampled_survey, mark))
 
-    async def _sampled_survey(self, inbound: Inbound) -> Outcome:
+    async def resume_sampled_surveys(self) -> int:
+        """At start: the surveys of dialogues whose last MO was committed before a crash cut their decision short
+        (their marks are still there); how many marks were found. One read of every dialogue (few, and once)."""
+        marks = await self.store.find(Dialogue, kind=SAMPLED)
+        for mark in marks:
+            async with self.locks.hold(mark.msisdn):
+                await self._sampled_survey(mark)
+        return len(marks)
+
+    async def _sampled_survey(self, mark: Dialogue) -> Outcome:
         """A sampled survey never displaces one the subscriber is still answering, and waits until 10086 has
         nothing more to ask (SPEC 3.4: "after a short-code dialogue completes"): no survey after `Y1` while
-        `Y2` waits."""
-        now, msisdn, channel = self.clock.now(), inbound.subscriber, f"sms:{inbound.short_code}"
-        if await rating.open_surveys(self.ctx, msisdn, now):
-            return Outcome()
-        if await customer_service.question_waiting(replace(inbound, received_at=now), self.ctx):
-            return Outcome()
-        return await self.commit(await rating.request_survey(self.ctx, msisdn, channel, None, now))
+        `Y2` waits. Nor does one go out once the survey it would be has lapsed (a start long after the crash).
+        Committed with the mark's removal."""
+        now, msisdn, code = self.clock.now(), mark.msisdn, mark.data["short_code"]
+        outcome = Outcome()
+        if (
+            now < mark.expires_at
+            and not await rating.open_surveys(self.ctx, msisdn, now)
+            and not await customer_service.question_waiting(Inbound(msisdn, code, "", now), self.ctx)
+        ):
+            outcome = await rating.request_survey(self.ctx, msisdn, f"sms:{code}", None, now)
+        outcome.effects.append(Delete(Dialogue, (msisdn, SAMPLED)))
+        return await self.commit(outcome)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -291,6 +292,29 @@ def test_a_sampled_10086_dialogue_is_followed_by_a_survey(make_gateway, handset)
     [s] = surveys(gw)
     assert (s.channel, s.agent, s.status) == ("sms:10086", "", "sent")
     assert reply(a, "1") == zh("thanks")
+
+
+def test_a_sampled_survey_whose_decision_a_stop_cut_short_is_sent_at_the_next_start(make_gateway, handset, tmp_path) -> None:
+    """The dialogue's last MO was committed, then the survey (decided and committed after it) was not: a kill -9
+    in between, here a commit that fails. Acknowledged and answered, the MO is not handled again (a client's
+    retransmission gets the stored answer), and the survey was lost for good."""
+    db = tmp_path / "gw.db"
+    gw = make_gateway(db_path=db, services={"survey_sample_rate": 1.0})
+    refuse = sqlite3.connect(db, isolation_level=None)
+    refuse.execute("CREATE TRIGGER refuse BEFORE INSERT ON surveys BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+    a = phone(handset, gw)
+    assert a.submit(OPERATOR, "帮助").status == ESME_ROK
+    assert receive(a, OPERATOR) == TEMPLATES.render("common.help", "zh")
+    a.expect_none(0.5, from_code(RATING))  # its commit refused
+    a.close()
+    gw.stop()
+    refuse.execute("DROP TRIGGER refuse")
+    refuse.close()
+    again = make_gateway(db_path=db, services={"survey_sample_rate": 1.0})
+    a = phone(handset, again)
+    assert "10086短信服务" in receive(a, RATING)
+    assert [(s.channel, s.status) for s in surveys(again)] == [("sms:10086", "sent")]
+    a.expect_none(0.3, from_code(RATING))  # once
 
 
 def test_no_sampled_survey_while_10086_still_waits_for_an_answer(make_gateway, handset) -> None:
