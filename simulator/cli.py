@@ -142,6 +142,9 @@ def run_args(args: argparse.Namespace) -> int:
     started_at = time.time()
     try:
         summary = run(_drive(scenario, config, quiet=args.quiet))
+    except ConfigError as exc:  # the target config's reply texts, read as the fleet is made: nothing ran yet
+        print(f"smsgw simulate: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except FleetError as exc:
         source = _source(exc.key, args, scenario.source)
         flags_hint = _FLAG_HINTS.get(exc.key) if source == COMMAND_LINE and exc.hint else None

@@ -234,6 +234,31 @@ def test_thresholds_and_usage_errors(gateway, tmp_path: Path, capsys) -> None:
     assert usage.value.code == 2
 
 
+def test_reply_text_files_the_gateway_refuses_beside_the_target_config_are_a_usage_error(tmp_path: Path, capsys) -> None:
+    """They were read as the fleet was made, after the config itself was checked: a traceback and exit 1, where
+    `smsgw serve` with the same files names the file and key, exit 2."""
+    target = tmp_path / "site"
+    target.mkdir()
+    shutil.copy(DEFAULT_CONFIG, target / "site.toml")
+    english = (DEFAULT_CONFIG.parent / "messages.en.toml").read_text(encoding="utf-8")
+    assert english.count("\nlanguage_set = ") == 1
+    (target / "messages.en.toml").write_text(english.replace("\nlanguage_set = ", "\n# language_set = "), encoding="utf-8")
+    base = ["--port", "3999", "--subscribers", "4", "--binds", "1", "--count", "1", "--quiet"]  # (nothing listens)
+    assert cli.main([*base, "--target-config", str(target / "site.toml")]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith(f"smsgw simulate: {target / 'messages.en.toml'}: common.language_set: missing "), err
+    assert err.count("\n") == 1 and out == ""  # one line, before any connection
+    # The scenario's [target] config names it as well; a file that is not TOML at all.
+    (target / "messages.en.toml").unlink()
+    (target / "messages.zh.toml").write_text("[common\n", encoding="utf-8")
+    scenario = tmp_path / "s.toml"
+    scenario.write_text('[target]\nconfig = "site/site.toml"\n')
+    assert cli.main([*base, "--scenario", str(scenario)]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith(f"smsgw simulate: {target / 'messages.zh.toml'}: -: not valid TOML: "), err
+    assert err.count("\n") == 1 and out == ""
+
+
 @pytest.mark.parametrize("flag", ["--rate", "--timeout", "--ramp-up", "--duration", "--min-rate", "--max-p99-ms"])
 @pytest.mark.parametrize("value", ["nan", "inf"])
 def test_non_finite_flags_are_usage_errors(flag: str, value: str, capsys) -> None:
