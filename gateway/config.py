@@ -223,9 +223,12 @@ def beside_config(source: Path | str, name: str) -> str:
     return str(Path(source).parent / name)
 
 
-def load_config(path: Path | str | None = None) -> Config:
+def load_config(path: Path | str | None = None, *, tls_files: bool = True) -> Config:
+    """The config in `path` (default: the built-in one), checked; tls_files=False leaves the [tls] certificate and
+    key unlooked for: a config read to know what a gateway does (the simulator's target) is read where they are not,
+    and its private key belongs on the gateway's host alone."""
     path = Path(path) if path is not None else DEFAULT_CONFIG
-    return parse_config(read_toml(path), path)
+    return parse_config(read_toml(path), path, tls_files=tls_files)
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -245,7 +248,7 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(path, "-", f"not valid TOML: {exc}") from None
 
 
-def parse_config(raw: dict[str, Any], path: Path | str = "<config>") -> Config:
+def parse_config(raw: dict[str, Any], path: Path | str = "<config>", *, tls_files: bool = True) -> Config:
     known = {"gateway", "tls", "accounts", "short_codes", "services", "catalogue"}
     for key in raw:
         if key not in known:
@@ -268,7 +271,7 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>") -> Config:
     given, tls = tls, replace(tls, certfile=beside_config(path, tls.certfile), keyfile=beside_config(path, tls.keyfile))
     if tls.enabled:
         _check_ranges(tls, "tls", {"port": _PORT}, path)
-        for key in ("certfile", "keyfile"):
+        for key in ("certfile", "keyfile") if tls_files else ():
             if not Path(getattr(tls, key)).is_file():
                 relative = "" if Path(getattr(given, key)).is_absolute() else " (a relative name is read from the config file's directory)"
                 raise ConfigError(path, f"tls.{key}", f"no such file: {getattr(tls, key)!r}{relative}")

@@ -123,7 +123,7 @@ def run_args(args: argparse.Namespace) -> int:
             ramp_up=args.ramp_up, binds=args.binds, subscribers=args.subscribers, start=args.start,
             timeout=args.timeout, seed=args.seed,
         )  # fmt: skip
-        config = load_config(scenario.target.config or None)
+        config = load_config(scenario.target.config or None, tls_files=False)  # a target: its TLS files are its own
     except (ScenarioError, ConfigError) as exc:
         print(f"smsgw simulate: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -104,7 +104,7 @@ class Plan:
     def from_config(cls, config: Config | Path | str | None = None, language: str | None = None) -> Plan:
         """The plan of a gateway run with this config (default: config/default.toml) and its reply texts."""
         if not isinstance(config, Config):
-            config = load_config(config)
+            config = load_config(config, tls_files=False)
         settings = config.services
         language = language or settings.language
         texts = ReplyTexts.load(messages_files(config), language, settings)

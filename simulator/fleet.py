@@ -190,7 +190,7 @@ class Fleet:
         """config: the target's gateway config (default: scenario.target.config, else the built-in one);
         plan: what the target's replies look like (default: from config)."""
         self.scenario = scenario
-        self.config = config if config is not None else load_config(scenario.target.config or None)
+        self.config = config if config is not None else load_config(scenario.target.config or None, tls_files=False)
         self.plan = plan if plan is not None else Plan.from_config(self.config)
         self.rules = Rules.from_config(self.config)
         self.numbers = self.config.number_plan()  # how the target writes numbers: arrivals are read in its canonical form

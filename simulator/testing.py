@@ -150,7 +150,7 @@ def _scenario(scenario: Scenario | Path | str | None, target: tuple[str, int] | 
 def _config(expect: Config | Path | str | None, scenario: Scenario) -> Config:
     if isinstance(expect, Config):
         return expect
-    return load_config(expect or scenario.target.config or None)
+    return load_config(expect or scenario.target.config or None, tls_files=False)
 
 
 async def run_fleet_async(

@@ -259,6 +259,24 @@ def test_reply_text_files_the_gateway_refuses_beside_the_target_config_are_a_usa
     assert err.count("\n") == 1 and out == ""
 
 
+def test_a_target_config_naming_tls_files_absent_here_still_runs(gateway, tmp_path: Path, capsys) -> None:
+    """The production config names its certificate and private key, on the gateway's host: a copy on the simulator's
+    was refused (target config: tls.certfile: no such file), though the fleet needs none of them."""
+    production = tmp_path / "prod.toml"
+    tls = '[tls]\nenabled = false\nport = 2776\ncertfile = ""\nkeyfile = ""\n'
+    assert DEFAULT_CONFIG.read_text(encoding="utf-8").count(tls) == 1
+    production.write_text(DEFAULT_CONFIG.read_text(encoding="utf-8").replace(tls, '[tls]\nenabled = true\nport = 2776\n'
+                          'certfile = "/etc/smsgw/cert.pem"\nkeyfile = "/etc/smsgw/key.pem"\n'), encoding="utf-8")  # fmt: skip
+    argv = ["--port", str(gateway.smpp_port), "--subscribers", "20", "--binds", "1", "--count", "10", "--quiet",
+            "--target-config", str(production)]  # fmt: skip
+    assert cli.main(argv) == 0, capsys.readouterr()
+    assert "PASS" in capsys.readouterr().out
+    # The gateway serving with it still wants them.
+    served = subprocess.run([sys.executable, "-m", "gateway", "serve", "--config", str(production), "--db",
+                             str(tmp_path / "prod.db")], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert served.returncode == 2 and "tls.certfile: no such file: '/etc/smsgw/cert.pem'" in served.stderr, served.stderr
+
+
 @pytest.mark.parametrize("flag", ["--rate", "--timeout", "--ramp-up", "--duration", "--min-rate", "--max-p99-ms"])
 @pytest.mark.parametrize("value", ["nan", "inf"])
 def test_non_finite_flags_are_usage_errors(flag: str, value: str, capsys) -> None:
