@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_arguments", "main", "run_args", "verdicts"]
+__all__ = ["THRESHOLDS", "add_arguments", "main", "report_directory", "run_args", "verdicts"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 MAX_LAG_MS = 50.0  # the simulator's own lag (p99) beyond which its figures are not the target's
@@ -68,13 +68,13 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     fleet.add_argument("--seed", type=int)
     out = p.add_argument_group("output and verdict")
     out.add_argument("--report", metavar="DIR", help="write report.json and report.html here")
-    out.add_argument("--max-failures", type=_non_negative(int), default=0, metavar="N",
+    out.add_argument("--max-failures", type=THRESHOLDS["max_failures"], default=0, metavar="N",
                      help="failed dialogues tolerated (default 0)")
-    out.add_argument("--min-rate", type=_non_negative(float), metavar="R",
+    out.add_argument("--min-rate", type=THRESHOLDS["min_rate"], metavar="R",
                      help="fail below R dialogues/s ended ok, in the steady state (after the ramp-up)")
-    out.add_argument("--max-p99-ms", type=_positive(float), metavar="MS",
+    out.add_argument("--max-p99-ms", type=THRESHOLDS["max_p99_ms"], metavar="MS",
                      help="fail when p99 latency exceeds MS (or when no reply was timed)")
-    out.add_argument("--max-lag-ms", type=_positive(float), default=MAX_LAG_MS, metavar="MS",
+    out.add_argument("--max-lag-ms", type=THRESHOLDS["max_lag_ms"], default=MAX_LAG_MS, metavar="MS",
                      help="fail when the simulator itself lagged more (p99 of its event loop's lag, or of the open "
                           f"loop's starts behind schedule): its latencies would be its own (default {MAX_LAG_MS:g})")
     out.add_argument("--quiet", action="store_true", help="no progress display")
@@ -101,6 +101,11 @@ def _non_negative(kind: type) -> Any:
 
     parse.__name__ = kind.__name__
     return parse
+
+
+# The flags the verdict judges by (verdicts' keywords) and how each is read; the Python API reads its keywords so too.
+THRESHOLDS = {"max_failures": _non_negative(int), "min_rate": _non_negative(float), "max_p99_ms": _positive(float),
+              "max_lag_ms": _positive(float)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,7 +138,7 @@ def run_args(args: argparse.Namespace) -> int:
             print(f"smsgw simulate: {flag}: applies to TLS only, and TLS is off: add --tls (or tls = true in the "
                   f"[target] of {scenario.source})", file=sys.stderr)  # fmt: skip
             return EXIT_USAGE
-    problem = _report_directory(args.report) if args.report else None
+    problem = report_directory(args.report) if args.report else None
     if problem is not None:
         print(f"smsgw simulate: --report {args.report}: {problem}", file=sys.stderr)
         return EXIT_USAGE
@@ -252,7 +257,7 @@ def _progress(recorder: Any) -> Any:
     return Progress(recorder)
 
 
-def _report_directory(path: str) -> str | None:
+def report_directory(path: str) -> str | None:
     """Create the report directory before the run (a typo must not lose a long run at its end); what is wrong, or None."""
     try:
         Path(path).mkdir(parents=True, exist_ok=True)

@@ -19,9 +19,11 @@ Unknown keys are mistakes too (a typo must not silently fall back to a default).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import tomllib
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -31,10 +33,12 @@ from gateway.smpp.pdu import BindTransceiver
 
 __all__ = [
     "DEFAULT_SCENARIO",
+    "FLAGS",
     "Account",
     "Behaviours",
     "Scenario",
     "ScenarioError",
+    "check_flags",
     "load_scenario",
     "parse_scenario",
 ]
@@ -44,6 +48,9 @@ DEFAULT_SCENARIO = SCENARIOS / "default.toml"
 # A bind's C-octet strings and the octets SMPP allows each (its NUL excluded), as the codec encodes them: Latin-1.
 BIND_OCTETS = {name: size - 1 for name, _kind, size, _status in BindTransceiver.FIELDS
                if name in ("system_id", "password", "system_type")}  # fmt: skip
+# What Scenario.override takes: the command line's flags that set the scenario, and a few keys no flag sets.
+FLAGS = ("host", "port", "system_id", "password", "tls", "ca", "verify", "target_config", "duration", "count", "rate",
+         "concurrency", "ramp_up", "binds", "subscribers", "start", "mode", "window", "timeout", "seed", "drain")  # fmt: skip
 
 
 class ScenarioError(ValueError):
@@ -208,7 +215,9 @@ class Scenario:
     def override(self, **flags: Any) -> Scenario:
         """The scenario with command-line values: host, port, system_id, password, tls, ca, verify, target_config,
         duration, count, rate (-> open loop), concurrency (-> closed loop), ramp_up, binds, subscribers, start,
-        timeout, seed, mode (bind mode). None means "keep the scenario's". Checked like the file."""
+        timeout, seed, mode (bind mode), window, drain. None means "keep the scenario's". Checked like the file; a
+        flag it does not take is a TypeError."""
+        check_flags(flags, FLAGS)
         flags = {k: v for k, v in flags.items() if v is not None}
         target, fleet, load = self.target, self.fleet, self.load
         target_keys = {"host": "host", "port": "port", "system_id": "system_id", "password": "password", "tls": "tls",
@@ -229,6 +238,16 @@ class Scenario:
         scenario = dataclasses.replace(self, target=target, fleet=fleet, load=load)
         _check(scenario, "command line")
         return scenario
+
+
+def check_flags(given: Iterable[str], known: Iterable[str]) -> None:
+    """A flag none of `known` is a TypeError naming it: dropped, a misspelt `durration=1` ran the default 10 s."""
+    known = sorted(known)
+    for flag in given:
+        if flag not in known:
+            near = difflib.get_close_matches(flag, known, n=1)
+            meant = f"did you mean {near[0]}? " if near else ""
+            raise TypeError(f"unknown flag {flag!r}; {meant}expected one of {known}")
 
 
 # -------------------------------------------------------------------- loading

@@ -12,7 +12,9 @@ Each call starts a fresh gateway (its own database, ephemeral ports, the
 built-in config with `config` overrides merged in) and runs the default
 scenario (or `scenario=`: a file, a Scenario) against it with the flags
 given (as on the command line: duration, count, rate, concurrency, ramp_up,
-binds, subscribers, timeout, seed, ...). The fleet expects what that gateway
+binds, subscribers, timeout, seed, ...; min_rate, max_p99_ms, max_failures,
+max_lag_ms judge the run, report= writes its reports; a flag it does not
+take, misspelt say, is a TypeError). The fleet expects what that gateway
 is configured to do; `expect=` (a Config, a file) makes it expect something
 else (to prove that a wrong server is caught).
 
@@ -28,24 +30,33 @@ Against a server already running: `run_fleet(scenario, target=(host, port))`
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import copy
 import tempfile
 import threading
+import time
 import tomllib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gateway.app import GatewayController
 from gateway.config import DEFAULT_CONFIG, Config, load_config, parse_config
 
-from .cli import describe, verdicts
+from .cli import THRESHOLDS, describe, report_directory, verdicts, write_report
 from .esme import run as run_loop
 from .fleet import Fleet
 from .metrics import Recorder
-from .scenario import DEFAULT_SCENARIO, Scenario, load_scenario, parse_scenario
+from .scenario import (
+    DEFAULT_SCENARIO,
+    FLAGS,
+    Scenario,
+    check_flags,
+    load_scenario,
+    parse_scenario,
+)
 
 __all__ = ["FleetController", "FleetRun", "gateway_config", "make_scenario", "run_fleet", "run_fleet_async", "smsgw_fleet"]
 
@@ -56,6 +67,7 @@ class FleetRun:
 
     summary: dict[str, Any]
     scenario: Scenario
+    thresholds: dict[str, Any] = field(default_factory=dict)  # those the run was given (min_rate=...), as verdicts takes
 
     @property
     def failed(self) -> int:
@@ -77,15 +89,20 @@ class FleetRun:
 
     @property
     def ok(self) -> bool:
-        return not verdicts(self.summary)
+        return not self.misses()
+
+    def misses(self, **thresholds: Any) -> list[str]:
+        """What the run missed, judged by the thresholds it was given, or by these instead (max_failures, min_rate,
+        max_p99_ms, max_lag_ms)."""
+        return verdicts(self.summary, **{**self.thresholds, **thresholds})
 
     def exit_code(self, **thresholds: Any) -> int:
-        """What `smsgw simulate` would exit with (thresholds: max_failures, min_rate, max_p99_ms)."""
-        return 1 if verdicts(self.summary, **thresholds) else 0
+        """What `smsgw simulate` would exit with (thresholds: as misses takes them)."""
+        return 1 if self.misses(**thresholds) else 0
 
     def assert_ok(self, **thresholds: Any) -> None:
         """Raise AssertionError describing the run (failures with transcripts) unless it passed."""
-        misses = verdicts(self.summary, **thresholds)
+        misses = self.misses(**thresholds)
         if misses:
             raise AssertionError("fleet run failed: " + "; ".join(misses) + "\n" + describe(self.summary))
 
@@ -147,6 +164,27 @@ def _scenario(scenario: Scenario | Path | str | None, target: tuple[str, int] | 
     return scenario.override(**flags)
 
 
+def _flags(flags: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], str | None]:
+    """The command line's flags by their names: those of the scenario (Scenario.override), the thresholds the verdict
+    judges by, the report directory."""
+    if "quiet" in flags:
+        raise TypeError("quiet: the Python API shows no progress to quiet; leave the flag out")
+    check_flags(flags, (*FLAGS, *THRESHOLDS, "report", "insecure"))
+    scenario = {k: v for k, v in flags.items() if k not in THRESHOLDS and k not in ("report", "insecure")}
+    if flags.get("insecure"):
+        if flags.get("ca") is not None:
+            raise TypeError("ca and insecure: one names whom to trust, the other trusts anyone; give one")
+        scenario["verify"] = False
+    thresholds = {}
+    for name, read in THRESHOLDS.items():
+        if flags.get(name) is not None:
+            try:
+                thresholds[name] = read(flags[name])
+            except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
+                raise ValueError(f"{name}={flags[name]!r}: {exc}") from None
+    return scenario, thresholds, flags.get("report")
+
+
 def _config(expect: Config | Path | str | None, scenario: Scenario) -> Config:
     if isinstance(expect, Config):
         return expect
@@ -165,9 +203,17 @@ async def run_fleet_async(
     command line (duration=5, count=100, rate=..., concurrency=..., subscribers=..., ...) against `target`
     (host, port); it expects what the `expect` config (a Config or file; default: the scenario's
     target.config) says the server does."""
-    scenario = _scenario(scenario, target, flags)
+    scenario_flags, thresholds, report = _flags(flags)
+    scenario = _scenario(scenario, target, scenario_flags)
+    problem = report_directory(report) if report is not None else None
+    if problem is not None:  # before the run, as on the command line: a typo must not lose the run at its end
+        raise ValueError(f"report={report!r}: {problem}")
     fleet = Fleet(scenario, recorder=recorder, config=_config(expect, scenario))
-    return FleetRun(await fleet.run(), scenario)
+    started_at = time.time()
+    run = FleetRun(await fleet.run(), scenario, thresholds)
+    if report is not None:
+        write_report(run.summary, report, scenario.to_dict(), started_at, run.misses())
+    return run
 
 
 def run_fleet(
@@ -233,11 +279,18 @@ class FleetController:
     def run(self, scenario: Scenario | Path | str | None = None, *, expect: Config | Path | str | None = None,
             **flags: Any) -> FleetRun:  # fmt: skip
         """A fleet run against this gateway; by default it expects what the gateway's config says."""
-        return run_fleet(scenario, target=self.target, expect=expect if expect is not None else self.config, **flags)
+        return run_fleet(scenario, target=self.target, expect=self._expect(expect, flags), **flags)
 
     async def run_async(self, scenario: Scenario | Path | str | None = None, *,
                         expect: Config | Path | str | None = None, **flags: Any) -> FleetRun:  # fmt: skip
-        return await run_fleet_async(scenario, target=self.target, expect=expect if expect is not None else self.config, **flags)
+        return await run_fleet_async(scenario, target=self.target, expect=self._expect(expect, flags), **flags)
+
+    def _expect(self, expect: Config | Path | str | None, flags: dict[str, Any]) -> Config | Path | str | None:
+        """What the fleet expects: `expect`, else the config target_config names (as --target-config does), else
+        this gateway's."""
+        if expect is not None or flags.get("target_config") is not None:
+            return expect
+        return self.config
 
     def __enter__(self) -> FleetController:
         return self.start()

@@ -4,6 +4,7 @@ end, bind modes and the open loop, spammers blocked after enough reports, and th
 from __future__ import annotations
 
 import dataclasses
+import json
 import gc
 import shutil
 import time
@@ -234,3 +235,53 @@ def test_chatter_failures_are_grouped_by_step_not_by_peer(smsgw_fleet) -> None:
     run = smsgw_fleet(scenario, config={"accounts": [{"system_id": "handset", "throughput": 20}]})
     assert run.failed > 1 and run.summary["failures_by_step"] == {"chatter": {"chat->subscriber": run.failed}}
     assert "ESME_RTHROTTLED" in run.failures[0]["error"]
+
+
+def test_the_command_lines_verdict_and_report_flags_work_as_keywords(tmp_path: Path) -> None:
+    """min_rate, max_p99_ms, report (and any flag the API did not take) were dropped: assert_ok passed a run the
+    command line with the same flags failed, and no report was written."""
+    report = tmp_path / "report"
+    with FleetController() as controller:
+        run = controller.run(help_scenario(), min_rate=10_000, max_p99_ms=0.001, report=str(report))
+        judged_so_too = controller.run(help_scenario(), start="8613800100000", max_failures=0, max_lag_ms=10_000)
+    assert run.failed == 0 and not run.ok and run.exit_code() == 1
+    with pytest.raises(AssertionError, match=r"above --max-p99-ms 0.001") as failed:
+        run.assert_ok()
+    assert "--min-rate 10000" in str(failed.value)
+    verdict = json.loads((report / "report.json").read_text(encoding="utf-8"))["verdict"]
+    assert verdict["result"] == "FAIL" and verdict["misses"] == run.misses() and len(verdict["misses"]) == 2
+    assert (report / "report.html").is_file()
+    assert run.exit_code(min_rate=0, max_p99_ms=10_000) == 0  # given here, they judge instead of the run's
+    assert judged_so_too.ok and judged_so_too.thresholds == {"max_failures": 0, "max_lag_ms": 10_000.0}
+
+
+def test_target_config_as_a_keyword_is_what_the_fleet_expects(tmp_path: Path) -> None:
+    """FleetController.run expected its gateway's config whatever target_config named (--target-config)."""
+    expect = tmp_path / "expect.toml"
+    shipped = DEFAULT_CONFIG.read_text(encoding="utf-8")
+    assert shipped.count('query_keyword = "0000"') == 1
+    expect.write_text(shipped.replace('query_keyword = "0000"', 'query_keyword = "9999"'), encoding="utf-8")
+    with FleetController() as controller:
+        run = controller.run(help_scenario(), target_config=str(expect))
+    assert run.exit_code() == 1 and run.summary["failures_by_step"] == {"help": {"help->help": run.failed}}
+
+
+@pytest.mark.parametrize(("flags", "error"), [
+    ({"durration": 1}, r"unknown flag 'durration'; did you mean duration\?"),
+    ({"min_rat": 190}, r"unknown flag 'min_rat'; did you mean min_rate\?"),
+    ({"quiet": True}, r"quiet: the Python API shows no progress"),
+    ({"ca": "ca.pem", "insecure": True}, r"ca and insecure"),
+])  # fmt: skip
+def test_a_flag_the_api_does_not_take_is_an_error_naming_it(flags, error: str) -> None:
+    """A misspelt durration=1 ran the default 10 s."""
+    with FleetController() as controller, pytest.raises(TypeError, match=error):
+        controller.run(help_scenario(), **flags)
+
+
+def test_values_the_command_line_refuses_are_refused_before_the_run() -> None:
+    with FleetController() as controller:
+        for flags, error in (({"min_rate": float("nan")}, r"min_rate=nan: expected a finite value >= 0"),
+                             ({"max_p99_ms": 0}, r"max_p99_ms=0: expected a finite value > 0"),
+                             ({"report": str(Path(__file__))}, r"report=.*: is a file, not a directory")):  # fmt: skip
+            with pytest.raises(ValueError, match=error):
+                controller.run(help_scenario(), **flags)

@@ -117,6 +117,8 @@ def test_command_line_overrides() -> None:
         base.override(timeout=float("nan"))
     with pytest.raises(ScenarioError, match=r"command line: load.rate: expected a finite number; got inf"):
         base.override(rate=float("inf"))
+    with pytest.raises(TypeError, match=r"unknown flag 'durration'; did you mean duration\?"):  # it was dropped
+        base.override(durration=1)
 
 
 def test_subscribers_split_into_blocks_with_an_exact_address_range_each() -> None:
