@@ -32,7 +32,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MAX_POINTS", "build_report", "render_html", "write_reports"]
+__all__ = ["MAX_POINTS", "build_report", "render_html", "save_reports", "write_reports"]
 
 MAX_POINTS = 600  # per drawn line; the data attributes keep every second
 MAX_FAILURES_SHOWN = 50
@@ -67,9 +67,14 @@ def write_reports(
     their transcripts; the JSON keeps every failure the recorder kept. `misses`, the thresholds the run missed
     (simulator.cli.verdicts), makes the verdict part of both.
     """
+    report = build_report(summary, scenario, title=title, started_at=started_at, misses=misses)
+    return save_reports(report, directory, max_failures=max_failures)
+
+
+def save_reports(report: Mapping[str, Any], directory: Path | str, *, max_failures: int = MAX_FAILURES_SHOWN) -> tuple[Path, Path]:
+    """`report.json` and `report.html` of what build_report made, into `directory` (created if missing)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    report = build_report(summary, scenario, title=title, started_at=started_at, misses=misses)
     json_path, html_path = directory / "report.json", directory / "report.html"
     json_path.write_text(_dumps(report, indent=2) + "\n", encoding="utf-8")
     html_path.write_text(render_html(report, max_failures=max_failures), encoding="utf-8")

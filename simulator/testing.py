@@ -45,10 +45,11 @@ from typing import Any
 from gateway.app import GatewayController
 from gateway.config import DEFAULT_CONFIG, Config, load_config, parse_config
 
-from .cli import THRESHOLDS, describe, report_directory, verdicts, write_report
+from .cli import THRESHOLDS, describe, report_directory, verdicts
 from .esme import run as run_loop
 from .fleet import Fleet
 from .metrics import Recorder
+from .report import build_report, save_reports
 from .scenario import (
     DEFAULT_SCENARIO,
     FLAGS,
@@ -63,7 +64,7 @@ __all__ = ["FleetController", "FleetRun", "gateway_config", "make_scenario", "ru
 
 @dataclass
 class FleetRun:
-    """What a fleet run produced: the summary (the JSON report's data) and how to read it."""
+    """What a fleet run produced: the summary (the JSON report's data, verdict included) and how to read it."""
 
     summary: dict[str, Any]
     scenario: Scenario
@@ -210,10 +211,11 @@ async def run_fleet_async(
         raise ValueError(f"report={report!r}: {problem}")
     fleet = Fleet(scenario, recorder=recorder, config=_config(expect, scenario))
     started_at = time.time()
-    run = FleetRun(await fleet.run(), scenario, thresholds)
+    summary = await fleet.run()
+    data = build_report(summary, scenario.to_dict(), started_at=started_at, misses=verdicts(summary, **thresholds))
     if report is not None:
-        write_report(run.summary, report, scenario.to_dict(), started_at, run.misses())
-    return run
+        save_reports(data, report)
+    return FleetRun(data, scenario, thresholds)
 
 
 def run_fleet(

@@ -7,6 +7,8 @@ import dataclasses
 import json
 import gc
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from simulator.fleet import Fleet, FleetError
 from simulator.metrics import Recorder
 from simulator.testing import FleetController, gateway_config, make_scenario, run_fleet_async, smsgw_fleet  # noqa: F401
 
+ROOT = Path(__file__).resolve().parents[2]
 # Every behaviour and every reaction of the default mix, with the outcomes a short run must show.
 EXPECTED = {
     "query": {"unsubscribed", "listed", "none"},
@@ -285,3 +288,23 @@ def test_values_the_command_line_refuses_are_refused_before_the_run() -> None:
                              ({"report": str(Path(__file__))}, r"report=.*: is a file, not a directory")):  # fmt: skip
             with pytest.raises(ValueError, match=error):
                 controller.run(help_scenario(), **flags)
+
+
+def test_the_summary_is_the_json_reports_data(tmp_path: Path) -> None:
+    """run.summary lacked the report's title, run, scenario and verdict (README: the JSON report's data)."""
+    scenario = tmp_path / "s.toml"
+    scenario.write_text("[behaviours.spammer]\nweight = 0\n", encoding="utf-8")
+    flags = ["--subscribers", "20", "--binds", "1", "--count", "20", "--scenario", str(scenario)]
+    with FleetController() as controller:
+        run = controller.run(scenario, subscribers=20, binds=1, count=20, max_p99_ms=10_000)
+        report = tmp_path / "report"
+        done = subprocess.run([sys.executable, "-m", "gateway", "simulate", "--port", str(controller.target[1]), *flags,
+                               "--start", "8613800100000", "--quiet", "--report", str(report)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads((report / "report.json").read_text(encoding="utf-8"))
+    assert list(run.summary) == list(data)  # the same keys, in the same order
+    assert run.summary["verdict"] == {"result": "PASS", "misses": []} and run.summary["title"] == data["title"]
+    assert run.summary["scenario"]["file"] == str(scenario) and run.summary["scenario"]["fleet"]["count"] == 20
+    assert run.summary["scenario"]["target"]["password"] == "***" and run.summary["run"]["host"] == data["run"]["host"]
+    run.assert_ok()
