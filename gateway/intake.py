@@ -125,10 +125,10 @@ class Intake:
         try:
             message = self._admit(account, conn.session_id, pdu)
         except Rejection as rejected:
-            log.warning("submission rejected", account=account.system_id,
-                        msisdn=subscriber_submitting(account.role, pdu.source_addr, pdu.destination_addr, self.plan),
-                        source=pdu.source_addr, dest=pdu.destination_addr, status=S.name_of(rejected.status),
-                        reason=rejected.reason)  # fmt: skip
+            conn.log_refused_submission(
+                S.name_of(rejected.status), rejected.reason, source=pdu.source_addr, dest=pdu.destination_addr,
+                msisdn=subscriber_submitting(account.role, pdu.source_addr, pdu.destination_addr, self.plan),
+            )  # fmt: skip
             conn.respond_encoded(encode_message_id_resp(resp_id, pdu.sequence_number, "", rejected.status))
             return
         if account.role != "sp":
@@ -256,10 +256,11 @@ class Intake:
         listed: set[str] = set()
         for dest in pdu.dest_addresses:
             if dest.dest_flag != 1:
-                log.warning("submission rejected", account=account.system_id,
-                            msisdn=subscriber_submitting(account.role, pdu.source_addr, "", self.plan), source=pdu.source_addr,
-                            dl_name=dest.dl_name, status=S.name_of(S.ESME_RINVDLNAME),
-                            reason="distribution lists are not kept here: name each number")  # fmt: skip
+                conn.log_refused_submission(
+                    S.name_of(S.ESME_RINVDLNAME), "distribution lists are not kept here: name each number",
+                    source=pdu.source_addr, dl_name=dest.dl_name,
+                    msisdn=subscriber_submitting(account.role, pdu.source_addr, "", self.plan),
+                )  # fmt: skip
                 refused.append(UnsuccessSme(destination_addr=dest.dl_name, error_status_code=S.ESME_RINVDLNAME))
                 continue
             number = self.plan.normalise(dest.destination_addr)
@@ -269,10 +270,10 @@ class Intake:
             try:
                 message = self._admit(account, conn.session_id, _submit_sm_to(pdu, dest))
             except Rejection as rejected:
-                log.warning("submission rejected", account=account.system_id,
-                            msisdn=subscriber_submitting(account.role, pdu.source_addr, dest.destination_addr, self.plan),
-                            source=pdu.source_addr, dest=dest.destination_addr, status=S.name_of(rejected.status),
-                            reason=rejected.reason)  # fmt: skip
+                conn.log_refused_submission(
+                    S.name_of(rejected.status), rejected.reason, source=pdu.source_addr, dest=dest.destination_addr,
+                    msisdn=subscriber_submitting(account.role, pdu.source_addr, dest.destination_addr, self.plan),
+                )  # fmt: skip
                 refused.append(_unsuccess(dest, rejected.status))
                 continue
             if admitted:

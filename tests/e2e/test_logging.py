@@ -23,6 +23,7 @@ from tests.smpp_handset import (
     ESME_RINVCMDID,
     ESME_RINVDLNAME,
     ESME_RINVDSTADR,
+    ESME_RINVSRCADR,
     ESME_ROK,
     ESME_RQUERYFAIL,
     ESME_RREPLACEFAIL,
@@ -323,3 +324,20 @@ def test_a_client_flooding_unanswerable_pdus_gets_a_few_lines_and_a_count(tmp_pa
         [summary] = [r for r in records if r["event"] == f"{kind}: more not logged"]
         assert 1 <= len(logged) <= 10
         assert len(logged) + summary["count"] == 200, kind
+
+
+def test_refused_submissions_are_logged_for_the_first_few_of_each_status_on_a_bind_and_then_counted(tmp_path: Path, start_gateway) -> None:
+    """A line each: a client throttled or blocked, sending tens of thousands a minute, filled the disk."""
+    gateway = start_gateway(tmp_path / "gw.db")
+    a = Handset(gateway.smpp_port, A)
+    try:
+        a.bind("trx", "handset")
+        assert {a.submit("abc", f"to nobody {n}").status for n in range(20)} == {ESME_RINVDSTADR}
+        assert a.submit(B, "from a number not ours", source_addr="8613700000009").status == ESME_RINVSRCADR
+    finally:
+        a.close()
+    assert gateway.terminate() == 0
+    records = [json.loads(line) for line in gateway.log if line.startswith("{")]
+    assert [r["status"] for r in records if r["event"] == "submission rejected"] == ["ESME_RINVDSTADR"] * 5 + ["ESME_RINVSRCADR"]
+    [counted] = [r for r in records if r["event"] == "submission rejected (ESME_RINVDSTADR): more not logged"]
+    assert (counted["account"], counted["count"]) == ("handset", 15)
