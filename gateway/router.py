@@ -114,15 +114,18 @@ class Router:
             receiver.mo_numbers.discard(msisdn)
 
     def route(self, message: Message, avoid: Receiver | None = None) -> Receiver | None:
-        """The bind to offer `message` to (None: it waits in the store); `avoid` only if no other bind serves it."""
+        """The bind to offer `message` to (None: it waits in the store); `avoid` only if no other bind can take it."""
         # (the affinity holds bound receivers only: unbound() drops the entries of one that goes)
-        receivers, recent = self._receivers, self._affinity.get(message.dest_addr)
+        recent = self._affinity.get(message.dest_addr)
         if avoid is not None:
-            others = {system_id: [r for r in binds if r is not avoid] for system_id, binds in receivers.items()}
-            if recent is avoid:
-                recent = None
-            if self._route(message, recent, others) is not None:
-                receivers = others
+            others = {system_id: [r for r in binds if r is not avoid] for system_id, binds in self._receivers.items()}
+            chosen = self._able(message, None if recent is avoid else recent, others, tell=False)
+            if chosen is not None:
+                return chosen
+        return self._able(message, recent, self._receivers)
+
+    def _able(self, message: Message, recent: Receiver | None, receivers: dict[str, list[Receiver]], tell: bool = True) -> Receiver | None:
+        """The bind routing chooses among `receivers`, if it can carry the message; `tell`: log why none can."""
         chosen = self._route(message, recent, receivers)
         if chosen is not None and not chosen.optional_parameters and not carried_without_tlvs(message):
             # More than an SMPP 3.3 deliver_sm carries (it has no message_payload): a bind of SMPP 3.4 that serves the
@@ -130,7 +133,7 @@ class Router:
             # in any order), or until its validity ends.
             able = {system_id: [r for r in binds if r.optional_parameters] for system_id, binds in receivers.items()}
             chosen = self._route(message, None, able)
-            if chosen is None:
+            if chosen is None and tell:
                 log.info("mt waits for a bind of SMPP 3.4: longer than an SMPP 3.3 deliver_sm carries",
                          message_id=message.id, account=account_of(message), msisdn=subscriber_of(message),
                          octets=len(message.short_message))  # fmt: skip

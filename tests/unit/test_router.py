@@ -93,3 +93,13 @@ def test_a_retry_avoids_the_bind_it_failed_on_and_that_bind_is_no_longer_its_sub
     assert {router.route(MT).name for _ in range(4)} == {"b1", "b2"}  # the least loaded, in turn
     router, [only] = router_with([0])
     assert router.route(MT, avoid=only) is only  # none other serves it
+
+
+def test_a_retry_too_long_for_smpp_3_3_goes_back_to_the_only_bind_of_3_4_it_failed_on() -> None:
+    """Avoiding the bind of SMPP 3.4 it failed on left only a bind of 3.3, which cannot take it: it was parked, for as
+    long as its validity, with the bind of 3.4 bound and answering."""
+    router, [smpp34, smpp33] = router_with([0, 0])
+    smpp33.optional_parameters = False
+    long_mt = Message("m", Direction.MT, MessageStatus.ENROUTE, "", "10086", "8613700000001", b"x" * 300)
+    assert router.route(long_mt, avoid=smpp34) is smpp34
+    assert router.route(MT, avoid=smpp34) is smpp33  # a text 3.3 carries goes to the other
