@@ -24,9 +24,11 @@ from tests.smpp_handset import (
     ESM_UDHI,
     ESME_ROK,
     RawLink,
+    answer,
     is_receipt,
     reassemble,
     receipt_fields,
+    replace_sm,
 )
 
 A = "8613800000001"  # account handset
@@ -201,3 +203,25 @@ def test_a_text_its_tlvs_make_too_long_for_an_smpp_3_3_bind_goes_to_the_smpp_3_4
     assert a.submit(B, b"p" * 250, destination_port=2948, source_port=9200).status == ESME_ROK
     got = b34.expect()
     assert (got.short_message, got.destination_port) == (b"p" * 250, 2948)
+
+
+def test_an_mt_queued_on_an_smpp_3_3_bind_replaced_by_a_text_too_long_for_it_waits_for_a_bind_of_3_4(make_gateway, handset):
+    """Replaced in its place on the bind (34a9187), it was then sent there, could not be, and ended undeliverable."""
+    gw = make_gateway(gateway={"window": 1})
+    b = Smpp33Link(gw.smpp_port, "handset2")
+    try:
+        a = handset(A, gw=gw)
+        sent = [a.submit(B, text) for text in ("m1", "m2")]  # m1 unanswered: m2 waits on the bind
+        assert {resp.status for resp in sent} == {ESME_ROK}
+        long_text = b"L" * 300
+        with RawLink(gw.smpp_port) as esme:
+            esme.bind("handset", command="bind_transmitter")
+            esme.send(replace_sm(2, A, sent[1].message_id.decode(), b"", tlvs=bytes.fromhex("0424012c") + long_text))
+            assert answer(esme, 2) == (ESME_ROK, b"")
+        assert b.deliver_sm().short_message == b"m1"
+        with pytest.raises(TimeoutError):
+            b.deliver_sm(timeout=1.0)  # nothing more for the bind of 3.3
+        smpp34 = handset(B, system_id="handset2", gw=gw)
+        assert smpp34.expect().message_payload == long_text
+    finally:
+        b.close()
