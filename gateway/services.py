@@ -202,7 +202,11 @@ class Services:
         marks = await self.store.find(Dialogue, kind=SAMPLED)
         for mark in marks:
             async with self.locks.hold(mark.msisdn):
-                await self._sampled_survey(mark)
+                # Read again under the key: MOs taken since the start may have replaced the mark with their own,
+                # whose survey went out with its removal (and may be rated already: none is open to hold off another).
+                current = await self.ctx.store.find(Dialogue, msisdn=mark.msisdn, kind=SAMPLED)
+                if current:
+                    await self._sampled_survey(current[0])
         return len(marks)
 
     async def _sampled_survey(self, mark: Dialogue) -> Outcome:

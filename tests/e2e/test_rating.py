@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
 from gateway.app import GatewayController
 from gateway.clock import SimulatedClock
-from gateway.store.records import Survey
+from gateway.store.records import Dialogue, Survey
 from gateway.templates import Templates
 from handlers import rating
 from tests.e2e.test_mo_retry import Failing
@@ -315,6 +316,35 @@ def test_a_sampled_survey_whose_decision_a_stop_cut_short_is_sent_at_the_next_st
     assert "10086短信服务" in receive(a, RATING)
     assert [(s.channel, s.status) for s in surveys(again)] == [("sms:10086", "sent")]
     a.expect_none(0.3, from_code(RATING))  # once
+
+
+def test_a_survey_mark_left_by_a_stop_does_not_survey_again_a_subscriber_whose_newer_dialogue_was_surveyed(make_gateway, handset, tmp_path) -> None:
+    """The start read every mark left, then decided them one by one: by A's turn, A had finished a newer dialogue
+    and rated its survey (its mark replaced, then removed), and the mark read at the start sent A a second survey."""
+    db = tmp_path / "gw.db"
+    gw = make_gateway(db_path=db, services={"survey_sample_rate": 1.0})
+    store = sqlite3.connect(db, isolation_level=None)
+    store.execute("CREATE TRIGGER refuse BEFORE INSERT ON surveys BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+    now = time.time()
+    # Marks a stop left for 1,000 others, decided before A's (by one reading of the store each, and a commit).
+    store.executemany("INSERT INTO dialogues VALUES (?, 'survey.sampled', '{\"short_code\": \"10086\"}', ?, ?)",
+                      [(f"86139{n:08d}", now, now + 3600) for n in range(1000)])  # fmt: skip
+    a = phone(handset, gw)
+    assert a.submit(OPERATOR, "帮助").status == ESME_ROK
+    receive(a, OPERATOR)  # its survey's commit refused: A's mark stays, after the others
+    a.close()
+    gw.stop()
+    store.execute("DROP TRIGGER refuse")
+    store.close()
+    again = make_gateway(db_path=db, services={"survey_sample_rate": 1.0})
+    a = phone(handset, again)
+    assert a.submit(OPERATOR, "帮助").status == ESME_ROK  # a newer dialogue, while the start decides the others
+    receive(a, OPERATOR)
+    receive(a, RATING)
+    assert reply(a, "1") == zh("thanks")
+    assert eventually(lambda: not again.call(again.gateway.store.find(Dialogue, kind="survey.sampled")), timeout=30)
+    assert [s.status for s in surveys(again)] == ["rated"]
+    a.expect_none(0.3, from_code(RATING))
 
 
 def test_no_sampled_survey_while_10086_still_waits_for_an_answer(make_gateway, handset) -> None:
