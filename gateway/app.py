@@ -181,7 +181,7 @@ class Gateway:
         try:
             await self.guards.load(self.store)
             self.guards.on_tightened = self.delivery.refuse_waiting  # from now (replayed MOs too), not for those loaded
-            await self.delivery.restore()  # undelivered MTs stay in the store until their binds appear
+            await self.delivery.restore(self.guards.stops)  # undelivered MTs stay in the store until their binds appear
             unprocessed = await self.store.unprocessed_mos()
         except sqlite3.DatabaseError as exc:  # a damaged file: its header opened, its pages do not read
             raise StoreOpenError(f"cannot read SQLite store at {self.db_path!r}: {exc}") from exc

@@ -103,9 +103,17 @@ class Delivery:
         self._notices = NoticeOrder()  # SP notices waiting for the one before them to end
         self._stopped_senders: deque[tuple[str, str | None]] = deque()  # `refuse_waiting`, for the sweep
 
-    async def restore(self) -> None:
-        """At start: count the MTs waiting in the store (they go out when their binds appear)."""
-        self.queued = Counter(await self.store.waiting_counts())
+    async def restore(self, stops: Callable[[str, str, str], bool] = lambda account, source, dest: False) -> None:
+        """At start: count the MTs waiting in the store (they go out when their binds appear). Those `stops`
+        (account, source, dest) says may no longer go out are ended at the first sweep: a block or an
+        unsubscription whose own sweep a crash cut short (refuse_waiting) left them counting against their
+        recipients' queues."""
+        queued: Counter[str] = Counter()
+        for (account, source, dest), count in (await self.store.waiting_counts()).items():
+            queued[dest] += count
+            if stops(account, source, dest):
+                self._stopped_senders.append((source, dest))
+        self.queued = queued
 
     # ------------------------------------------------------------ intake
     def count(self, message: Message) -> None:

@@ -84,6 +84,10 @@ class Guards:
             return self._refusal(source, dest, from_sp)
         return None
 
+    def stops(self, account: str, source: str, dest: str) -> bool:
+        """Whether what `account` (a system_id; "": the gateway) sent from source to dest may no longer go out."""
+        return bool(account) and self._refusal(source, dest, account in self._sp_accounts) is not None
+
     def undeliverable(self, message: Message) -> tuple[int, str] | None:
         """(command_status, reason) when an MT accepted earlier may no longer go out, else None. Only what an
         account submitted: what the gateway made (account "": receipts, SP notices, service replies) names a

@@ -162,8 +162,9 @@ class Store(Protocol):
         """Up to `limit` messages that reached a final state by `ended_by`, as (done_at, seq) cursors, the earliest
         ended first, after the cursor `after`: what `prune` may delete."""
 
-    async def waiting_counts(self) -> dict[str, int]:
-        """How many undelivered MTs each destination has (the per-subscriber queue limit counts them)."""
+    async def waiting_counts(self) -> dict[tuple[str, str, str], int]:
+        """How many undelivered MTs wait, by (account that sent them, source_addr, dest_addr): the per-subscriber
+        queue limit counts them, and those a block or an unsubscription stops are ended at start."""
 
     async def find(self, record_type: type[R], *, order_by: str | None = None, limit: int | None = None, **filters: Any) -> list[R]:
         """Service records (records.TABLES) matching `field=value`, `field__gte=…` (gt, lte, lt, ne) and `field__in=[…]`."""

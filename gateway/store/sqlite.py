@@ -127,7 +127,9 @@ _ENDED = (
     "SELECT done_at, seq FROM messages INDEXED BY messages_ended WHERE done_at IS NOT NULL AND done_at <= ?"
     " AND (done_at, seq) > (?, ?) ORDER BY done_at, seq LIMIT ?"
 )
-_WAITING_COUNTS = f"SELECT dest_addr, count(*) FROM messages WHERE {_ENROUTE_MT} GROUP BY dest_addr"
+_WAITING_COUNTS = (
+    f"SELECT account, source_addr, dest_addr, count(*) FROM messages WHERE {_ENROUTE_MT} GROUP BY account, source_addr, dest_addr"
+)
 _INSERT = (
     f"INSERT INTO messages ({', '.join(_FIELDS)}, accepted_at) "
     f"VALUES ({', '.join('?' * (len(_FIELDS) + 1))})"
@@ -817,8 +819,8 @@ class SqliteStore:
     async def prunable(self, ended_by: float, after: tuple[float, int], limit: int) -> list[tuple[float, int]]:
         return await self._read(_ENDED, (ended_by, *after, limit))  # rows are (done_at, seq) tuples already
 
-    async def waiting_counts(self) -> dict[str, int]:
-        return dict(await self._read(_WAITING_COUNTS, ()))
+    async def waiting_counts(self) -> dict[tuple[str, str, str], int]:
+        return {(account, source, dest): count for account, source, dest, count in await self._read(_WAITING_COUNTS, ())}
 
     async def find(self, record_type: type[R], *, order_by: str | None = None, limit: int | None = None, **filters: Any) -> list[R]:
         sql, params = select_sql(record_type, filters, order_by, limit)

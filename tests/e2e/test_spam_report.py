@@ -307,6 +307,28 @@ def test_a_spammers_backlog_for_an_off_line_victim_ends_at_the_block_and_frees_t
     assert friend.submit(B, "hello").status == ESME_ROK  # (in the case of the report, next to its ack's parts)
 
 
+def test_a_spammers_backlog_a_crash_kept_from_its_sweep_ends_at_the_next_start(make_gateway, handset, tmp_path) -> None:
+    """A block committed, and the gateway gone before the sweep that ends what it stops (refuse_waiting: at the next
+    tick, from memory): the spam waiting for the off-line victim counted against their queue again after the
+    restart, until they bound. Here the block is written into the stopped gateway's store, as such a crash leaves it."""
+    db = tmp_path / "gw.db"
+    first = make_gateway(db_path=db, gateway={"max_queued_per_subscriber": 4})
+    s = phone(handset, SPAMMER, first)
+    spam = [s.submit(B, f"{SPAM} {i}", registered_delivery=1) for i in range(4)]
+    assert {resp.status for resp in spam} == {ESME_ROK}
+    s.close()
+    first.stop()
+    store = sqlite3.connect(db, isolation_level=None)
+    store.execute("INSERT INTO blocks VALUES ('crash-block', ?, '', 0, NULL, 'reported by 5')", (SPAMMER,))
+    store.close()
+    second = make_gateway(db_path=db, gateway={"max_queued_per_subscriber": 4})
+    s = phone(handset, SPAMMER, second)
+    receipts = [receipt_fields(s.expect(predicate=is_receipt)) for _ in spam]  # B still off line
+    assert sorted((r["id"], r["stat"], r["err"]) for r in receipts) == sorted(
+        (resp.message_id.decode(), "REJECTD", "400") for resp in spam)
+    assert phone(handset, "8613800000099", second).submit(B, "hello").status == ESME_ROK
+
+
 def test_spam_waiting_for_its_retry_ends_at_the_block(make_gateway, handset) -> None:
     """Before, it ended only when its retry came (an hour here), counting against the recipient's queue until then."""
     gw = make_gateway(gateway={"retry_backoff": [3600]})

@@ -228,7 +228,7 @@ async def test_an_old_database_is_upgraded_and_keeps_every_message_readable(old_
         assert [m.id for _, m in first + rest] == ["wait-1a", "wait-1b", "wait-2a", "stale-1"]
         assert [m.id for _, m in await store.waiting_mts(None, ("86137", 0), "86138", 100)] == ["wait-elsewhere", "stale-2"]
         assert [m.id for _, m in await store.waiting_mts("sina", ("", 0), "\U0010ffff", 100)] == ["notice"]
-        assert await store.waiting_counts() == {SUBSCRIBER: 3, OTHER: 2, ELSEWHERE: 2}
+        assert by_destination(await store.waiting_counts()) == {SUBSCRIBER: 3, OTHER: 2, ELSEWHERE: 2}
 
         # Expiry (messages_enroute_expiry), paged by its cursor.
         expired = await store.expired_mts(NOW, (0.0, 0), 1)
@@ -258,7 +258,7 @@ async def test_an_old_database_is_upgraded_and_keeps_every_message_readable(old_
         assert await store.accept(copy) == ("mo-new", True)
         await store.mark_delivered("wait-1a", done_at=NOW, receipt=None)
         await store.release_scheduled(["sched-due"])
-        assert await store.waiting_counts() == {SUBSCRIBER: 3, OTHER: 2, ELSEWHERE: 2}  # -wait-1a, +sched-due
+        assert by_destination(await store.waiting_counts()) == {SUBSCRIBER: 3, OTHER: 2, ELSEWHERE: 2}  # -wait-1a, +sched-due
         assert [m.id for _, m in await store.waiting_mts(None, (SUBSCRIBER, 0), SUBSCRIBER + "0", 100)] == [
             "wait-1b", "sched-due",
         ]  # fmt: skip
@@ -293,3 +293,11 @@ def test_each_step_applies_alone_from_the_previous_version(tmp_path: Path, versi
     finally:
         conn.close()
     assert schema_of(path)[1] == fresh_schema(tmp_path)
+
+
+def by_destination(counts: dict[tuple[str, str, str], int]) -> dict[str, int]:
+    """waiting_counts summed by dest_addr (each key: account, source_addr, dest_addr)."""
+    total: dict[str, int] = {}
+    for (_account, _source, dest), count in counts.items():
+        total[dest] = total.get(dest, 0) + count
+    return total
