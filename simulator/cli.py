@@ -34,32 +34,73 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["THRESHOLDS", "add_arguments", "main", "report_directory", "run_args", "verdicts"]
+__all__ = ["EXCLUSIVE", "THRESHOLDS", "add_arguments", "conflict", "flag_name", "main", "report_directory", "run_args",
+           "tls_only", "verdicts"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 MAX_LAG_MS = 50.0  # the simulator's own lag (p99) beyond which its figures are not the target's
+# Flags of which one at most may be given: the command line's mutually exclusive groups (add_arguments makes them
+# from here), and what the Python API refuses so too (conflict). One names whom to trust, the other trusts anyone;
+# how long or how many; open loop or closed.
+EXCLUSIVE = (("ca", "insecure"), ("duration", "count"), ("rate", "concurrency"))
+TLS_ONLY = ("ca", "insecure")  # flags that adjust TLS: with TLS off, a usage mistake (tls_only)
+
+
+def flag_name(name: str) -> str:
+    """A flag's name on the command line: --max-p99-ms for max_p99_ms."""
+    return "--" + name.replace("_", "-")
+
+
+def _given(value: Any) -> bool:
+    """Given, as a flag: None is a flag left out, and so is False (store_true's default, insecure=False)."""
+    return value is not None and value is not False
+
+
+def conflict(flags: dict[str, Any]) -> tuple[str, str] | None:
+    """Two flags of one EXCLUSIVE group given together (by their names, as `vars(args)` or the API's keywords):
+    (the other, the first of the group), as argparse names them; None when there are none."""
+    for names in EXCLUSIVE:
+        both = [name for name in names if _given(flags.get(name))]
+        if len(both) > 1:
+            return both[1], both[0]
+    return None
+
+
+def tls_only(flags: dict[str, Any], tls: bool) -> str | None:
+    """A flag given that applies to TLS only while TLS is off (the scenario's target.tls after the flags), or None:
+    it was ignored, the fleet spoke plain SMPP to what was meant to be a TLS port, and the error blamed the bind."""
+    return None if tls else next((name for name in TLS_ONLY if _given(flags.get(name))), None)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    groups: dict[tuple[str, ...], Any] = {}
+
+    def exclusive(parent: Any, name: str) -> Any:
+        """The mutually exclusive group of EXCLUSIVE that flag `name` is in, under `parent`."""
+        names = next(names for names in EXCLUSIVE if name in names)
+        if names not in groups:
+            groups[names] = parent.add_mutually_exclusive_group()
+        return groups[names]
+
     target = p.add_argument_group("target (default: the scenario's [target])")
     target.add_argument("--host", help="SMPP server host")
     target.add_argument("--port", type=int, help="SMPP server port")
     target.add_argument("--system-id", help="account the subscribers bind with")
     target.add_argument("--password")
     target.add_argument("--tls", action="store_true", default=None, help="connect over TLS")
-    verify = target.add_mutually_exclusive_group()  # one says whom to trust, the other to trust anyone
-    verify.add_argument("--ca", help="CA file (PEM) of the server's certificate")
-    verify.add_argument("--insecure", action="store_true", help="TLS without verifying the server's certificate")
+    exclusive(target, "ca").add_argument("--ca", help="CA file (PEM) of the server's certificate")
+    exclusive(target, "insecure").add_argument("--insecure", action="store_true",
+                                               help="TLS without verifying the server's certificate")
     target.add_argument("--target-config", metavar="FILE",
                         help="the target's gateway config: short codes, reply texts, catalogue, thresholds")
     fleet = p.add_argument_group("fleet and load (default: the scenario's)")
     fleet.add_argument("--scenario", metavar="FILE", help="scenario TOML (default: simulator/scenarios/default.toml)")
-    how_long = fleet.add_mutually_exclusive_group()
-    how_long.add_argument("--duration", type=_positive(float), metavar="S", help="seconds of load")
-    how_long.add_argument("--count", type=_positive(int), metavar="N", help="dialogues to start")
-    loop = fleet.add_mutually_exclusive_group()
-    loop.add_argument("--rate", type=_positive(float), metavar="R", help="open loop: dialogues started per second")
-    loop.add_argument("--concurrency", type=_positive(int), metavar="C", help="closed loop: dialogues in flight")
+    exclusive(fleet, "duration").add_argument("--duration", type=_positive(float), metavar="S", help="seconds of load")
+    exclusive(fleet, "count").add_argument("--count", type=_positive(int), metavar="N", help="dialogues to start")
+    exclusive(fleet, "rate").add_argument("--rate", type=_positive(float), metavar="R",
+                                          help="open loop: dialogues started per second")
+    exclusive(fleet, "concurrency").add_argument("--concurrency", type=_positive(int), metavar="C",
+                                                 help="closed loop: dialogues in flight")
     fleet.add_argument("--ramp-up", type=_non_negative(float), metavar="S", help="open loop: seconds from 0 to --rate")
     fleet.add_argument("--binds", type=_positive(int), metavar="N", help="binds (or tx+rx pairs) the subscribers share")
     fleet.add_argument("--subscribers", type=_positive(int), metavar="N", help="simulated subscribers")
@@ -81,9 +122,20 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
+def _read(kind: type, value: Any) -> Any:
+    """`value` as `kind`, read as the command line reads its text: an int has no fraction, whether "1.5", 1.5 or
+    2.0 (int(1.5) was 1), and True is no number."""
+    if isinstance(value, bool) or (kind is int and isinstance(value, float)):
+        raise ValueError(f"invalid {kind.__name__} value: {value!r}")
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"invalid {kind.__name__} value: {value!r}") from None
+
+
 def _positive(kind: type) -> Any:
     def parse(text: str) -> Any:
-        value = kind(text)
+        value = _read(kind, text)
         if not 0 < value < math.inf:
             raise argparse.ArgumentTypeError(f"expected a finite value > 0; got {text}")
         return value
@@ -94,7 +146,7 @@ def _positive(kind: type) -> Any:
 
 def _non_negative(kind: type) -> Any:
     def parse(text: str) -> Any:
-        value = kind(text)
+        value = _read(kind, text)
         if not 0 <= value < math.inf:
             raise argparse.ArgumentTypeError(f"expected a finite value >= 0; got {text}")
         return value
@@ -120,6 +172,11 @@ def run_args(args: argparse.Namespace) -> int:
     from .esme import run
     from .scenario import ScenarioError, load_scenario
 
+    both = conflict(vars(args))  # argparse's groups refuse them; a Namespace made otherwise is checked here
+    if both is not None:
+        print(f"smsgw simulate: argument {flag_name(both[0])}: not allowed with argument {flag_name(both[1])}",
+              file=sys.stderr)
+        return EXIT_USAGE
     try:
         scenario = load_scenario(args.scenario).override(
             host=args.host, port=args.port, system_id=args.system_id, password=args.password, tls=args.tls,
@@ -132,12 +189,11 @@ def run_args(args: argparse.Namespace) -> int:
     except (ScenarioError, ConfigError) as exc:
         print(f"smsgw simulate: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    for flag, given in (("--ca", args.ca is not None), ("--insecure", args.insecure)):
-        if given and not scenario.target.tls:
-            # Ignored, the fleet spoke plain SMPP to what was meant to be a TLS port, and the error blamed the bind.
-            print(f"smsgw simulate: {flag}: applies to TLS only, and TLS is off: add --tls (or tls = true in the "
-                  f"[target] of {scenario.source})", file=sys.stderr)  # fmt: skip
-            return EXIT_USAGE
+    needs_tls = tls_only(vars(args), scenario.target.tls)
+    if needs_tls is not None:
+        print(f"smsgw simulate: {flag_name(needs_tls)}: applies to TLS only, and TLS is off: add --tls (or tls = "
+              f"true in the [target] of {scenario.source})", file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
     problem = report_directory(args.report) if args.report else None
     if problem is not None:
         print(f"smsgw simulate: --report {args.report}: {problem}", file=sys.stderr)

@@ -45,7 +45,15 @@ from typing import Any
 from gateway.app import GatewayController
 from gateway.config import DEFAULT_CONFIG, Config, load_config, parse_config
 
-from .cli import THRESHOLDS, describe, report_directory, verdicts
+from .cli import (
+    THRESHOLDS,
+    conflict,
+    describe,
+    flag_name,
+    report_directory,
+    tls_only,
+    verdicts,
+)
 from .esme import run as run_loop
 from .fleet import Fleet
 from .metrics import Recorder
@@ -171,10 +179,12 @@ def _flags(flags: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], str |
     if "quiet" in flags:
         raise TypeError("quiet: the Python API shows no progress to quiet; leave the flag out")
     check_flags(flags, (*FLAGS, *THRESHOLDS, "report", "insecure"))
+    both = conflict(flags)  # the command line's rule: Scenario.override let the last win (count=5 dropped duration)
+    if both is not None:
+        raise ValueError(f"{both[0]}={flags[both[0]]!r}: not allowed with {both[1]}={flags[both[1]]!r}, as the "
+                         f"command line's {flag_name(both[0])} is not with {flag_name(both[1])}; give one")
     scenario = {k: v for k, v in flags.items() if k not in THRESHOLDS and k not in ("report", "insecure")}
     if flags.get("insecure"):
-        if flags.get("ca") is not None:
-            raise TypeError("ca and insecure: one names whom to trust, the other trusts anyone; give one")
         scenario["verify"] = False
     thresholds = {}
     for name, read in THRESHOLDS.items():
@@ -206,6 +216,10 @@ async def run_fleet_async(
     target.config) says the server does."""
     scenario_flags, thresholds, report = _flags(flags)
     scenario = _scenario(scenario, target, scenario_flags)
+    needs_tls = tls_only(flags, scenario.target.tls)
+    if needs_tls is not None:  # as on the command line: ignored, the fleet spoke plain SMPP to a TLS port
+        raise ValueError(f"{needs_tls}={flags[needs_tls]!r}: applies to TLS only, and TLS is off: add tls=True (or "
+                         f"tls = true in the [target] of {scenario.source})")
     problem = report_directory(report) if report is not None else None
     if problem is not None:  # before the run, as on the command line: a typo must not lose the run at its end
         raise ValueError(f"report={report!r}: {problem}")

@@ -273,7 +273,6 @@ def test_target_config_as_a_keyword_is_what_the_fleet_expects(tmp_path: Path) ->
     ({"durration": 1}, r"unknown flag 'durration'; did you mean duration\?"),
     ({"min_rat": 190}, r"unknown flag 'min_rat'; did you mean min_rate\?"),
     ({"quiet": True}, r"quiet: the Python API shows no progress"),
-    ({"ca": "ca.pem", "insecure": True}, r"ca and insecure"),
 ])  # fmt: skip
 def test_a_flag_the_api_does_not_take_is_an_error_naming_it(flags, error: str) -> None:
     """A misspelt durration=1 ran the default 10 s."""
@@ -288,6 +287,38 @@ def test_values_the_command_line_refuses_are_refused_before_the_run() -> None:
                              ({"report": str(Path(__file__))}, r"report=.*: is a file, not a directory")):  # fmt: skip
             with pytest.raises(ValueError, match=error):
                 controller.run(help_scenario(), **flags)
+
+
+CA = str(Path(__file__))  # a file that exists: only TLS being off is wrong with it
+
+
+@pytest.mark.parametrize(("flags", "error"), [
+    ({"duration": 1, "count": 5}, (r"^count=5: not allowed with duration=1, as the command line's --count is not "
+                                   r"with --duration")),
+    ({"rate": 10, "concurrency": 5}, r"^concurrency=5: not allowed with rate=10"),
+    ({"ca": CA, "insecure": True}, r"^insecure=True: not allowed with ca="),
+    ({"insecure": True}, (r"^insecure=True: applies to TLS only, and TLS is off: add tls=True \(or tls = true in "
+                          r"the \[target\] of ")),
+    ({"ca": CA, "tls": False}, r"^ca='.*test_fleet.py': applies to TLS only, and TLS is off"),
+    ({"max_failures": 1.5}, r"^max_failures=1.5: invalid int value"),
+    ({"max_failures": 2.0}, r"^max_failures=2.0: invalid int value"),  # as the command line reads "2.0"
+    ({"max_failures": True}, r"^max_failures=True: invalid int value"),
+])  # fmt: skip
+def test_flags_the_command_line_refuses_together_or_without_tls_are_refused(flags, error: str) -> None:
+    """The API ran what the command line refuses: count=5 dropped duration=1, concurrency=5 dropped rate=10 (the last
+    won), insecure and ca were ignored without TLS (plain SMPP to a TLS port), max_failures=1.5 tolerated 1."""
+    with FleetController() as controller, pytest.raises(ValueError, match=error):
+        controller.run(help_scenario(), **flags)
+
+
+def test_ca_and_insecure_apply_when_tls_is_on_by_keyword_or_scenario() -> None:
+    tls_on = help_scenario()
+    tls_on = dataclasses.replace(tls_on, target=dataclasses.replace(tls_on.target, tls=True))
+    with FleetController() as controller:
+        for scenario, flags in ((help_scenario(), {"tls": True, "insecure": True}), (tls_on, {"ca": CA})):
+            with pytest.raises(FleetError, match=r"target\.(tls|ca)"):  # past the flags: the plain port fails TLS
+                controller.run(scenario, timeout=2, **flags)
+        assert controller.run(help_scenario(), max_failures="0", insecure=False).ok  # as the command line's text
 
 
 def test_the_summary_is_the_json_reports_data(tmp_path: Path) -> None:
