@@ -53,6 +53,9 @@ FLAGS = ("host", "port", "system_id", "password", "tls", "ca", "verify", "target
          "concurrency", "ramp_up", "binds", "subscribers", "start", "mode", "window", "timeout", "seed", "drain")  # fmt: skip
 
 
+_WHOLE_NUMBERS = frozenset({"port", "count", "concurrency", "binds", "subscribers", "seed", "window"})  # of FLAGS
+
+
 class ScenarioError(ValueError):
     """A scenario file (or a command-line override) that cannot be run: names the file and the key."""
 
@@ -219,6 +222,9 @@ class Scenario:
         flag it does not take is a TypeError."""
         check_flags(flags, FLAGS)
         flags = {k: v for k, v in flags.items() if v is not None}
+        for name in _WHOLE_NUMBERS.intersection(flags):  # as the command line reads them: count=5.5 ran 5
+            if isinstance(flags[name], bool) or not isinstance(flags[name], int):
+                raise ScenarioError("command line", name, f"expected {_NAMES[int]}; got {flags[name]!r}")
         target, fleet, load = self.target, self.fleet, self.load
         target_keys = {"host": "host", "port": "port", "system_id": "system_id", "password": "password", "tls": "tls",
                        "ca": "ca", "verify": "verify", "target_config": "config"}  # fmt: skip

@@ -119,6 +119,9 @@ def test_command_line_overrides() -> None:
         base.override(rate=float("inf"))
     with pytest.raises(TypeError, match=r"unknown flag 'durration'; did you mean duration\?"):  # it was dropped
         base.override(durration=1)
+    for name, value in (("count", 5.5), ("concurrency", 2.5), ("binds", 2.0), ("port", 4109.5), ("seed", 1.5), ("window", True)):
+        with pytest.raises(ScenarioError, match=rf"command line: {name}: expected an integer; got {value!r}"):
+            base.override(**{name: value})  # as --count 5.5 is refused: 5.5 ran 5, 1.5 was kept as a seed
 
 
 def test_subscribers_split_into_blocks_with_an_exact_address_range_each() -> None:
