@@ -118,25 +118,32 @@ class Router:
         # (the affinity holds bound receivers only: unbound() drops the entries of one that goes)
         recent = self._affinity.get(message.dest_addr)
         if avoid is not None:
-            others = {system_id: [r for r in binds if r is not avoid] for system_id, binds in self._receivers.items()}
-            chosen = self._able(message, None if recent is avoid else recent, others, tell=False)
+            chosen = self._route_around(message, recent, avoid)
             if chosen is not None:
                 return chosen
-        return self._able(message, recent, self._receivers)
-
-    def _able(self, message: Message, recent: Receiver | None, receivers: dict[str, list[Receiver]], tell: bool = True) -> Receiver | None:
-        """The bind routing chooses among `receivers`, if it can carry the message; `tell`: log why none can."""
-        chosen = self._route(message, recent, receivers)
+        chosen = self._route(message, recent, self._receivers)
         if chosen is not None and not chosen.optional_parameters and not carried_without_tlvs(message):
-            # More than an SMPP 3.3 deliver_sm carries (it has no message_payload): a bind of SMPP 3.4 that serves the
-            # destination, else nobody: it waits in the store for one (a link dropped for a moment, binds coming back
-            # in any order), or until its validity ends.
-            able = {system_id: [r for r in binds if r.optional_parameters] for system_id, binds in receivers.items()}
-            chosen = self._route(message, None, able)
-            if chosen is None and tell:
-                log.info("mt waits for a bind of SMPP 3.4: longer than an SMPP 3.3 deliver_sm carries",
-                         message_id=message.id, account=account_of(message), msisdn=subscriber_of(message),
-                         octets=len(message.short_message))  # fmt: skip
+            chosen = self._of_smpp34(message, self._receivers)
+        return chosen
+
+    def _route_around(self, message: Message, recent: Receiver | None, avoid: Receiver) -> Receiver | None:
+        """The bind route() would choose if `avoid` were not bound (None if none could take the message)."""
+        others = {system_id: [r for r in binds if r is not avoid] for system_id, binds in self._receivers.items()}
+        chosen = self._route(message, None if recent is avoid else recent, others)
+        if chosen is not None and not chosen.optional_parameters and not carried_without_tlvs(message):
+            chosen = self._of_smpp34(message, others, tell=False)
+        return chosen
+
+    def _of_smpp34(self, message: Message, receivers: dict[str, list[Receiver]], tell: bool = True) -> Receiver | None:
+        """More than an SMPP 3.3 deliver_sm carries (it has no message_payload): a bind of SMPP 3.4 that serves the
+        destination, else nobody: it waits in the store for one (a link dropped for a moment, binds coming back in any
+        order), or until its validity ends. `tell`: log that it waits."""
+        able = {system_id: [r for r in binds if r.optional_parameters] for system_id, binds in receivers.items()}
+        chosen = self._route(message, None, able)
+        if chosen is None and tell:
+            log.info("mt waits for a bind of SMPP 3.4: longer than an SMPP 3.3 deliver_sm carries",
+                     message_id=message.id, account=account_of(message), msisdn=subscriber_of(message),
+                     octets=len(message.short_message))  # fmt: skip
         return chosen
 
     def _route(self, message: Message, recent: Receiver | None, receivers: dict[str, list[Receiver]]) -> Receiver | None:
