@@ -85,8 +85,13 @@ class Guards:
         return None
 
     def stops(self, account: str, source: str, dest: str) -> bool:
-        """Whether what `account` (a system_id; "": the gateway) sent from source to dest may no longer go out."""
-        return bool(account) and self._refusal(source, dest, account in self._sp_accounts) is not None
+        """Whether what `account` (a system_id; "": the gateway) sent from source to dest may no longer go out, or
+        some of it: what waited through a lifted network-wide block (`undeliverable` says which, by id)."""
+        if not account:
+            return False
+        if self._lifted and source in self._lifted and dest not in self._operator_codes:
+            return True
+        return self._refusal(source, dest, account in self._sp_accounts) is not None
 
     def undeliverable(self, message: Message) -> tuple[int, str] | None:
         """(command_status, reason) when an MT accepted earlier may no longer go out, else None. Only what an

@@ -307,10 +307,12 @@ def test_a_spammers_backlog_for_an_off_line_victim_ends_at_the_block_and_frees_t
     assert friend.submit(B, "hello").status == ESME_ROK  # (in the case of the report, next to its ack's parts)
 
 
-def test_a_spammers_backlog_a_crash_kept_from_its_sweep_ends_at_the_next_start(make_gateway, handset, tmp_path) -> None:
-    """A block committed, and the gateway gone before the sweep that ends what it stops (refuse_waiting: at the next
-    tick, from memory): the spam waiting for the off-line victim counted against their queue again after the
-    restart, until they bound. Here the block is written into the stopped gateway's store, as such a crash leaves it."""
+@pytest.mark.parametrize("lifted_at", [None, 1.0], ids=["blocked", "lifted since"])
+def test_a_spammers_backlog_a_crash_kept_from_its_sweep_ends_at_the_next_start(make_gateway, handset, tmp_path, lifted_at) -> None:
+    """A block committed (and perhaps lifted), and the gateway gone before the sweep that ends what it stops
+    (refuse_waiting: at the next tick, from memory): the spam waiting for the off-line victim counted against their
+    queue again after the restart, until they bound. Here the block is written into the stopped gateway's store, as
+    such a crash leaves it (its id sorts after the spam's, as a block's made after them does)."""
     db = tmp_path / "gw.db"
     first = make_gateway(db_path=db, gateway={"max_queued_per_subscriber": 4})
     s = phone(handset, SPAMMER, first)
@@ -319,7 +321,7 @@ def test_a_spammers_backlog_a_crash_kept_from_its_sweep_ends_at_the_next_start(m
     s.close()
     first.stop()
     store = sqlite3.connect(db, isolation_level=None)
-    store.execute("INSERT INTO blocks VALUES ('crash-block', ?, '', 0, NULL, 'reported by 5')", (SPAMMER,))
+    store.execute("INSERT INTO blocks VALUES ('zz-crash-block', ?, '', 0, ?, 'reported by 5')", (SPAMMER, lifted_at))
     store.close()
     second = make_gateway(db_path=db, gateway={"max_queued_per_subscriber": 4})
     s = phone(handset, SPAMMER, second)
