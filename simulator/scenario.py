@@ -54,6 +54,7 @@ FLAGS = ("host", "port", "system_id", "password", "tls", "ca", "verify", "target
 
 
 _WHOLE_NUMBERS = frozenset({"port", "count", "concurrency", "binds", "subscribers", "seed", "window"})  # of FLAGS
+_NUMBERS = _WHOLE_NUMBERS | {"duration", "rate", "ramp_up", "timeout", "drain"}
 
 
 class ScenarioError(ValueError):
@@ -222,9 +223,10 @@ class Scenario:
         flag it does not take is a TypeError."""
         check_flags(flags, FLAGS)
         flags = {k: v for k, v in flags.items() if v is not None}
-        for name in _WHOLE_NUMBERS.intersection(flags):  # as the command line reads them: count=5.5 ran 5
-            if isinstance(flags[name], bool) or not isinstance(flags[name], int):
-                raise ScenarioError("command line", name, f"expected {_NAMES[int]}; got {flags[name]!r}")
+        for name in _NUMBERS.intersection(flags):  # as the command line reads them: count=5.5 ran 5, duration=True 1 s
+            kind = int if name in _WHOLE_NUMBERS else (int, float)
+            if isinstance(flags[name], bool) or not isinstance(flags[name], kind):
+                raise ScenarioError("command line", name, f"expected {_NAMES[int if kind is int else float]}; got {flags[name]!r}")
         target, fleet, load = self.target, self.fleet, self.load
         target_keys = {"host": "host", "port": "port", "system_id": "system_id", "password": "password", "tls": "tls",
                        "ca": "ca", "verify": "verify", "target_config": "config"}  # fmt: skip

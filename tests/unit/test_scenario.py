@@ -122,6 +122,9 @@ def test_command_line_overrides() -> None:
     for name, value in (("count", 5.5), ("concurrency", 2.5), ("binds", 2.0), ("port", 4109.5), ("seed", 1.5), ("window", True)):
         with pytest.raises(ScenarioError, match=rf"command line: {name}: expected an integer; got {value!r}"):
             base.override(**{name: value})  # as --count 5.5 is refused: 5.5 ran 5, 1.5 was kept as a seed
+    for name in ("duration", "rate", "ramp_up", "timeout", "drain"):
+        with pytest.raises(ScenarioError, match=rf"command line: {name}: expected a number; got True"):
+            base.override(**{name: True})  # duration=True ran 1 s, ramp_up=True was kept as True
 
 
 def test_subscribers_split_into_blocks_with_an_exact_address_range_each() -> None:
