@@ -451,7 +451,10 @@ class Delivery:
             if message.source_addr == source and recipient in (None, message.dest_addr) and self._refused(message):
                 del self._retry_timers[message_id]
                 handle.cancel()
-        self._stopped_senders.append((source, recipient))
+        # A personal block or an unsubscription: only a recipient off line has MTs parked (the common report comes
+        # from a subscriber on line, and the read would cost the loop for nothing).
+        if recipient is None or (self.queued.get(recipient) and not self.router.serves(recipient)):
+            self._stopped_senders.append((source, recipient))
 
     async def _refuse_parked(self) -> None:
         while self._stopped_senders:

@@ -113,6 +113,18 @@ class Router:
             del self._affinity[msisdn]
             receiver.mo_numbers.discard(msisdn)
 
+    def serves(self, msisdn: str) -> bool:
+        """Whether a bind that can receive serves the subscriber now (so nothing to them waits parked in the store,
+        but for a backlog being read, which hands each MT to delivery's checks)."""
+        if msisdn in self._affinity:
+            return True
+        for account in self._by_number:
+            if msisdn.startswith(account.numbers):
+                binds = self._receivers[account.system_id]
+                if any(r.address_range is None or r.address_range.search(msisdn) for r in binds):
+                    return True
+        return False
+
     def route(self, message: Message, avoid: Receiver | None = None) -> Receiver | None:
         """The bind to offer `message` to (None: it waits in the store); `avoid` only if no other bind can take it."""
         # (the affinity holds bound receivers only: unbound() drops the entries of one that goes)
