@@ -295,23 +295,31 @@ def test_a_sampled_10086_dialogue_is_followed_by_a_survey(make_gateway, handset)
     assert reply(a, "1") == zh("thanks")
 
 
-def test_a_sampled_survey_whose_decision_a_stop_cut_short_is_sent_at_the_next_start(make_gateway, handset, tmp_path) -> None:
-    """The dialogue's last MO was committed, then the survey (decided and committed after it) was not: a kill -9
-    in between, here a commit that fails. Acknowledged and answered, the MO is not handled again (a client's
-    retransmission gets the stored answer), and the survey was lost for good."""
-    db = tmp_path / "gw.db"
+def restart_with_a_mark_left(make_gateway, handset, db: Path, others: int = 0) -> GatewayController:
+    """A's 10086 dialogue answered, its survey's commit refused (a kill -9 before it, as the gateway sees it: the mark
+    that it is due stays), then a start on that store; `others`: marks left for as many other subscribers first."""
     gw = make_gateway(db_path=db, services={"survey_sample_rate": 1.0})
-    refuse = sqlite3.connect(db, isolation_level=None)
-    refuse.execute("CREATE TRIGGER refuse BEFORE INSERT ON surveys BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+    store = sqlite3.connect(db, isolation_level=None)
+    store.execute("CREATE TRIGGER refuse BEFORE INSERT ON surveys BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+    now = time.time()
+    store.executemany("INSERT INTO dialogues VALUES (?, 'survey.sampled', '{\"short_code\": \"10086\"}', ?, ?)",
+                      [(f"86139{n:08d}", now, now + 3600) for n in range(others)])  # fmt: skip
     a = phone(handset, gw)
     assert a.submit(OPERATOR, "帮助").status == ESME_ROK
     assert receive(a, OPERATOR) == TEMPLATES.render("common.help", "zh")
     a.expect_none(0.5, from_code(RATING))  # its commit refused
     a.close()
     gw.stop()
-    refuse.execute("DROP TRIGGER refuse")
-    refuse.close()
-    again = make_gateway(db_path=db, services={"survey_sample_rate": 1.0})
+    store.execute("DROP TRIGGER refuse")
+    store.close()
+    return make_gateway(db_path=db, services={"survey_sample_rate": 1.0})
+
+
+def test_a_sampled_survey_whose_decision_a_stop_cut_short_is_sent_at_the_next_start(make_gateway, handset, tmp_path) -> None:
+    """The dialogue's last MO was committed, then the survey (decided and committed after it) was not: a kill -9
+    in between, here a commit that fails. Acknowledged and answered, the MO is not handled again (a client's
+    retransmission gets the stored answer), and the survey was lost for good."""
+    again = restart_with_a_mark_left(make_gateway, handset, tmp_path / "gw.db")
     a = phone(handset, again)
     assert "10086短信服务" in receive(a, RATING)
     assert [(s.channel, s.status) for s in surveys(again)] == [("sms:10086", "sent")]
@@ -320,23 +328,9 @@ def test_a_sampled_survey_whose_decision_a_stop_cut_short_is_sent_at_the_next_st
 
 def test_a_survey_mark_left_by_a_stop_does_not_survey_again_a_subscriber_whose_newer_dialogue_was_surveyed(make_gateway, handset, tmp_path) -> None:
     """The start read every mark left, then decided them one by one: by A's turn, A had finished a newer dialogue
-    and rated its survey (its mark replaced, then removed), and the mark read at the start sent A a second survey."""
-    db = tmp_path / "gw.db"
-    gw = make_gateway(db_path=db, services={"survey_sample_rate": 1.0})
-    store = sqlite3.connect(db, isolation_level=None)
-    store.execute("CREATE TRIGGER refuse BEFORE INSERT ON surveys BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
-    now = time.time()
-    # Marks a stop left for 1,000 others, decided before A's (by one reading of the store each, and a commit).
-    store.executemany("INSERT INTO dialogues VALUES (?, 'survey.sampled', '{\"short_code\": \"10086\"}', ?, ?)",
-                      [(f"86139{n:08d}", now, now + 3600) for n in range(1000)])  # fmt: skip
-    a = phone(handset, gw)
-    assert a.submit(OPERATOR, "帮助").status == ESME_ROK
-    receive(a, OPERATOR)  # its survey's commit refused: A's mark stays, after the others
-    a.close()
-    gw.stop()
-    store.execute("DROP TRIGGER refuse")
-    store.close()
-    again = make_gateway(db_path=db, services={"survey_sample_rate": 1.0})
+    and rated its survey (its mark replaced, then removed), and the mark read at the start sent A a second survey.
+    The marks of 1,000 others come first (one reading of the store each, and a commit)."""
+    again = restart_with_a_mark_left(make_gateway, handset, tmp_path / "gw.db", others=1000)
     a = phone(handset, again)
     assert a.submit(OPERATOR, "帮助").status == ESME_ROK  # a newer dialogue, while the start decides the others
     receive(a, OPERATOR)
