@@ -49,10 +49,10 @@ from .config import GatewaySettings
 from .ids import MessageIds
 from .log_budget import LogBudget
 from .logs import get_logger
-from .messages import account_of, carried_without_tlvs, subscriber_of
+from .messages import account_of, subscriber_of
 from .notice_order import NoticeOrder
 from .receipts import receipt_for
-from .router import Receiver, Router
+from .router import Receiver, Router, carries
 from .smpp.constants import CommandStatus, MessageState
 from .store.base import Store
 from .store.records import Direction, Message, MessageStatus
@@ -408,7 +408,7 @@ class Delivery:
         elif self.undeliverable(current) is not None:  # a block or an unsubscription came while it committed
             bind.thaw(current.id, None)
             self._refused(current)
-        elif not (bind.optional_parameters or carried_without_tlvs(current)):  # too long now for this bind of 3.3
+        elif not carries(bind, current):  # too long now for this bind of SMPP 3.3
             bind.thaw(current.id, None)
             self.dispatch(current, again=True)  # to a bind of SMPP 3.4, or it waits for one (Router.route)
         elif not bind.thaw(current.id, current):  # its bind went away meanwhile

@@ -125,10 +125,7 @@ class Intake:
         try:
             message = self._admit(account, conn.session_id, pdu)
         except Rejection as rejected:
-            conn.log_refused_submission(
-                S.name_of(rejected.status), rejected.reason, source=pdu.source_addr, dest=pdu.destination_addr,
-                msisdn=subscriber_submitting(account.role, pdu.source_addr, pdu.destination_addr, self.plan),
-            )  # fmt: skip
+            conn.log_refused_submission(S.name_of(rejected.status), rejected.reason, pdu.source_addr, pdu.destination_addr)
             conn.respond_encoded(encode_message_id_resp(resp_id, pdu.sequence_number, "", rejected.status))
             return
         if account.role != "sp":
@@ -256,11 +253,8 @@ class Intake:
         listed: set[str] = set()
         for dest in pdu.dest_addresses:
             if dest.dest_flag != 1:
-                conn.log_refused_submission(
-                    S.name_of(S.ESME_RINVDLNAME), "distribution lists are not kept here: name each number",
-                    source=pdu.source_addr, dl_name=dest.dl_name,
-                    msisdn=subscriber_submitting(account.role, pdu.source_addr, "", self.plan),
-                )  # fmt: skip
+                conn.log_refused_submission(S.name_of(S.ESME_RINVDLNAME), "distribution lists are not kept here: name "
+                                            "each number", pdu.source_addr, None, dl_name=dest.dl_name)  # fmt: skip
                 refused.append(UnsuccessSme(destination_addr=dest.dl_name, error_status_code=S.ESME_RINVDLNAME))
                 continue
             number = self.plan.normalise(dest.destination_addr)
@@ -270,10 +264,8 @@ class Intake:
             try:
                 message = self._admit(account, conn.session_id, _submit_sm_to(pdu, dest))
             except Rejection as rejected:
-                conn.log_refused_submission(
-                    S.name_of(rejected.status), rejected.reason, source=pdu.source_addr, dest=dest.destination_addr,
-                    msisdn=subscriber_submitting(account.role, pdu.source_addr, dest.destination_addr, self.plan),
-                )  # fmt: skip
+                conn.log_refused_submission(S.name_of(rejected.status), rejected.reason, pdu.source_addr,
+                                            dest.destination_addr)  # fmt: skip
                 refused.append(_unsuccess(dest, rejected.status))
                 continue
             if admitted:

@@ -134,15 +134,15 @@ class Router:
             if chosen is not None:
                 return chosen
         chosen = self._route(message, recent, self._receivers)
-        if chosen is not None and not chosen.optional_parameters and not carried_without_tlvs(message):
-            chosen = self._of_smpp34(message, self._receivers)
+        if chosen is not None and not chosen.optional_parameters and not carried_without_tlvs(message):  # carries(),
+            chosen = self._of_smpp34(message, self._receivers)  # inlined: every MT comes this way
         return chosen
 
     def _route_around(self, message: Message, recent: Receiver | None, avoid: Receiver) -> Receiver | None:
         """The bind route() would choose if `avoid` were not bound (None if none could take the message)."""
         others = {system_id: [r for r in binds if r is not avoid] for system_id, binds in self._receivers.items()}
         chosen = self._route(message, None if recent is avoid else recent, others)
-        if chosen is not None and not chosen.optional_parameters and not carried_without_tlvs(message):
+        if chosen is not None and not carries(chosen, message):
             chosen = self._of_smpp34(message, others, tell=False)
         return chosen
 
@@ -200,6 +200,12 @@ class Router:
                 if candidate.load < least:
                     best, least = candidate, candidate.load
         return best
+
+
+def carries(receiver: Receiver, message: Message) -> bool:
+    """Whether a deliver_sm on `receiver` can carry the MT: any on a bind of SMPP 3.4; on one of 3.3 (no TLVs, so no
+    message_payload), only what fits its short_message."""
+    return receiver.optional_parameters or carried_without_tlvs(message)
 
 
 # A client's address_range is searched for every MT routed to its account, on the event loop: RE2 matches in time

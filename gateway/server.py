@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING
 from .accounts import Account
 from .log_budget import LogBudget
 from .logs import get_logger
-from .messages import account_of, deliver_sm_for, may_be_stored, subscriber_of
+from .messages import (
+    account_of,
+    deliver_sm_for,
+    may_be_stored,
+    subscriber_of,
+    subscriber_submitting,
+)
 from .router import AddressRange, compile_address_range
 from .smpp.constants import CommandId, CommandStatus, Tag
 from .smpp.pdu import (
@@ -159,12 +165,20 @@ class SmppConnection(asyncio.Protocol):
                             sequence=event.sequence_number)
         self.flush()
 
-    def log_refused_submission(self, status: str, reason: str, **fields: str) -> None:
-        """A submission refused with `status`: logged with its reason for the first few of each status on this bind,
-        the rest counted (`submission rejected (<status>): more not logged`), as refused PDUs are: a client throttled
-        or blocked sends tens of thousands a minute, and a line each filled the disk (~1.7 GB a day in a soak)."""
-        if self._complaints.allow(f"submission rejected ({status})"):
-            log.warning("submission rejected", account=self.system_id, status=status, reason=reason, **fields)
+    def log_refused_submission(self, status: str, reason: str, source: str, dest: str | None, **fields: str) -> None:
+        """A submission from `source` to `dest` (None: a distribution list, in `fields`) refused with `status`: logged
+        with its reason for the first few of each status on this bind, the rest counted (`submission rejected
+        (<status>): more not logged`), as refused PDUs are: a client throttled or blocked sends tens of thousands a
+        minute, and a line each filled the disk (~1.7 GB a day in a soak). Nothing is worked out for a line not
+        written."""
+        if not self._complaints.allow(f"submission rejected ({status})"):
+            return
+        assert self.account is not None  # (a submission comes on a bind)
+        msisdn = subscriber_submitting(self.account.role, source, dest or "", self.gateway.plan)
+        if dest is not None:
+            fields["dest"] = dest
+        log.warning("submission rejected", account=self.system_id, msisdn=msisdn, source=source, status=status,
+                    reason=reason, **fields)  # fmt: skip
 
     def _log_suppressed(self, final: bool = False) -> None:
         for kind, count in self._complaints.due(final):

@@ -127,6 +127,12 @@ _ENDED = (
     "SELECT done_at, seq FROM messages INDEXED BY messages_ended WHERE done_at IS NOT NULL AND done_at <= ?"
     " AND (done_at, seq) > (?, ?) ORDER BY done_at, seq LIMIT ?"
 )
+def _with_cursors(rows: list[tuple]) -> list[tuple[tuple[float, int], Message]]:
+    """Rows of a read paged by (a time, seq), read as `seq, the time, the message's fields`: each message with its
+    cursor, the last one's asking for the next page."""
+    return [((row[1], row[0]), _message(row[2:])) for row in rows]
+
+
 _WAITING_COUNTS = (
     f"SELECT account, source_addr, dest_addr, count(*) FROM messages WHERE {_ENROUTE_MT} GROUP BY account, source_addr, dest_addr"
 )
@@ -797,7 +803,7 @@ class SqliteStore:
 
     async def expired_mts(self, now: float, after: tuple[float, int], limit: int) -> list[tuple[tuple[float, int], Message]]:
         rows = await self._read(_EXPIRED, (now, *after, limit))
-        return [((row[1], row[0]), _message(row[2:])) for row in rows]
+        return _with_cursors(rows)
 
     async def undelivered_from(self, account: str, source_addr: str, dest_addr: str) -> list[Message]:
         rows = await self._read(_UNDELIVERED_FROM, (dest_addr, account, source_addr))
@@ -810,11 +816,11 @@ class SqliteStore:
             rows = await self._read(_ENROUTE_FROM, (source_addr, *after, limit))
         else:
             rows = await self._read(_ENROUTE_FROM_TO, (dest_addr, source_addr, *after, limit))
-        return [((row[1], row[0]), _message(row[2:])) for row in rows]
+        return _with_cursors(rows)
 
     async def due_scheduled(self, now: float, after: tuple[float, int], limit: int) -> list[tuple[tuple[float, int], Message]]:
         rows = await self._read(_DUE_SCHEDULED, (now, *after, limit))
-        return [((row[1], row[0]), _message(row[2:])) for row in rows]
+        return _with_cursors(rows)
 
     async def prunable(self, ended_by: float, after: tuple[float, int], limit: int) -> list[tuple[float, int]]:
         return await self._read(_ENDED, (ended_by, *after, limit))  # rows are (done_at, seq) tuples already
