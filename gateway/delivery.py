@@ -73,6 +73,7 @@ PERMANENT_FAILURES = frozenset(
 class Delivery:
     PAGE = 500  # MTs read from the store at a time
     ROOM = 1000  # a pull hands a bind its next page once fewer than this are queued or in flight on it
+    ONE_READ_ABOVE = 32  # recipients of one sender whose MTs a restart ends: above this, one read by sender (restore)
     REWRITE_DELAY = 1.0  # seconds between writes of a final status the store failed to commit
 
     def __init__(
@@ -109,10 +110,14 @@ class Delivery:
         unsubscription whose own sweep a crash cut short (refuse_waiting) left them counting against their
         recipients' queues."""
         queued: Counter[str] = Counter()
+        stopped: dict[str, set[str]] = {}
         for (account, source, dest), count in (await self.store.waiting_counts()).items():
             queued[dest] += count
             if stops(account, source, dest):
-                self._stopped_senders.append((source, dest))
+                stopped.setdefault(source, set()).add(dest)
+        for source, dests in stopped.items():
+            # A spammer blocked network-wide with thousands of victims off line: one read by sender, not one each.
+            self._stopped_senders.extend([(source, None)] if len(dests) > self.ONE_READ_ABOVE else ((source, d) for d in dests))
         self.queued = queued
 
     # ------------------------------------------------------------ intake
@@ -265,6 +270,7 @@ class Delivery:
             if len(page) < self.PAGE or (go_on is not None and not await go_on()):
                 return
             after = page[-1][0]
+            await asyncio.sleep(0)  # the store's reads do not yield: let the binds be served between pages
 
     def _has_room(self, system_id: str) -> bool:
         """A bind of the account has fewer than ROOM MTs queued or in flight (or none is left: stop waiting)."""
@@ -462,6 +468,7 @@ class Delivery:
             read_page = partial(self.store.enroute_mts_from, source, recipient, limit=self.PAGE)
             await self._take_waiting(read_page, (0.0, 0), self._refused)
             self._stopped_senders.popleft()  # (not before: a read that fails is tried again at the next sweep)
+            await asyncio.sleep(0)  # one read each, and a restart may queue thousands: serve the binds between them
 
     async def sweep(self) -> None:
         """End the parked MTs a block or an unsubscription stopped (`refuse_waiting`). Expire the parked MTs, those
