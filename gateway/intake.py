@@ -158,8 +158,13 @@ class Intake:
         validity = validity_end(pdu.validity_period, now) if pdu.command_id == _SUBMIT_SM else _time_to_live_end(pdu, now)
         expires_at = validity if validity is not None else now + self.settings.default_validity
         to_short_code = account.role != "sp" and self.mo.is_short_code(dest)
-        wanted_at = getattr(pdu, "schedule_delivery_time", "")  # data_sm has none; a short code answers at once
-        scheduled_at = self._scheduled_at(wanted_at, now, expires_at) if wanted_at and not to_short_code else None
+        wanted_at = getattr(pdu, "schedule_delivery_time", "")  # data_sm has none
+        scheduled_at = None
+        if wanted_at:
+            if to_short_code:  # it answers at once; a malformed time is refused all the same (as validity_period is)
+                time_field(wanted_at, now, S.ESME_RINVSCHED)
+            else:
+                scheduled_at = self._scheduled_at(wanted_at, now, expires_at)
         if not to_short_code and not plan.is_msisdn(dest):
             raise Rejection(S.ESME_RINVDSTADR, self._no_recipient(account, dest))
         # Before the queue's room: a blocked sender told ESME_RMSGQFUL would only try again later.

@@ -52,6 +52,17 @@ def test_a_schedule_that_cannot_be_kept_is_refused(make_gateway, handset) -> Non
     assert a.submit(B, "x", schedule_delivery_time="000000000001000R").status == ESME_ROK
 
 
+def test_a_schedule_to_a_short_code_is_not_kept_but_a_malformed_one_is_refused(gateway, handset) -> None:
+    """The service answers at once whatever the schedule; a schedule that is no SMPP time is refused all the same,
+    as a malformed validity_period is (it was accepted to a short code)."""
+    a = handset(A)
+    assert a.submit("10086000", "now", schedule_delivery_time=IN_AN_HOUR).status == ESME_ROK
+    assert text(a.expect()) == "now"  # the echo code's answer, not an hour later
+    for malformed in ("tomorrow", "261341990000000+"):
+        assert a.submit("10086000", "x", schedule_delivery_time=malformed).status == ESME_RINVSCHED
+    a.expect_none(0.3)
+
+
 def test_scheduled_mts_survive_a_restart(tmp_path, make_gateway, handset) -> None:
     db = tmp_path / "gw.db"
     clock = SimulatedClock()
