@@ -203,12 +203,12 @@ async def _file(ctx: ServiceContext, inbound: Inbound, reported: str, text: str,
     recent = {reporter}
     if not already_blocked:  # counted without building a record per open report: a number may have thousands
         since = now - settings.spam_block_window
-        recent |= await ctx.store.distinct(SpamReport, "reporter", reported=reported, status=RECEIVED, created_at__gte=since)
+        recent |= await ctx.store.distinct(SpamReport, "reporter", reported=reported, status=RECEIVED, created_at__gt=since)
         if len(recent) >= settings.spam_block_threshold:  # (below it, leaving some out changes nothing: not looked up)
             # Not those from a later time (handlers/base.py): read again, as a scan of a much-reported number's
             # reports with one more test each costs every report, and the threshold is reached once.
             recent = {reporter} | await ctx.store.distinct(SpamReport, "reporter", reported=reported, status=RECEIVED,
-                                                           created_at__gte=since, created_at__lte=ctx.clock.now())  # fmt: skip
+                                                           created_at__gt=since, created_at__lte=ctx.clock.now())  # fmt: skip
             # A reporter itself blocked network-wide may still text this code (gateway/guards.py), but is not counted:
             # five spammers' SIMs must not get an innocent number blocked. Its report counts once its block is lifted.
             recent = {r for r in recent if not await _network_blocks(ctx, r)}

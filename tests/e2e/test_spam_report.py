@@ -134,6 +134,20 @@ def test_the_number_after_the_window_is_a_report_without_the_text(make_gateway, 
     assert (stored.reported, stored.text) == (SPAMMER, "")
 
 
+def test_a_report_made_exactly_the_window_ago_no_longer_counts_towards_a_block(make_gateway, handset) -> None:
+    """spam_block_window (24 h) ends as the confirmation's and the survey's do: an answer exactly that long after is
+    outside it. The first report counted for a block decided exactly 24 h after it."""
+    clock = SimulatedClock(at(2026, 11, 21, 10), freeze=True)
+    gw = make_gateway(clock=clock)
+    phones = [phone(handset, n, gw) for n in REPORTERS]
+    report(phones[0], "13700000001*" + SPAM, gw)
+    clock.advance(86400)
+    for ph in phones[1:]:
+        report(ph, "13700000001*" + SPAM, gw)
+    assert {r.status for r in reports(gw, reported=SPAMMER)} == {"received"}
+    assert phone(handset, SPAMMER, gw).submit(B, "not blocked").status == ESME_ROK
+
+
 def test_invalid_reports_get_a_clear_reply_and_no_report(gateway, handset) -> None:
     a, s = phone(handset, A), phone(handset, SPAMMER)
     assert "不能举报自己" in ask(a, "13800000001*" + SPAM)
