@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from functools import partial
 from typing import Any
 
@@ -134,9 +134,8 @@ class Services:
                 await expire()
             except Exception:  # logged, and tried again at the next run: the others and billing must not wait for it
                 log.exception(f"expiring lapsed {dialogue} failed")
-        if await billing.billing_due(self.ctx, self.clock.now()):
-            return await self._calendar_job(lambda now: billing.run_due_jobs(self.ctx, now))
-        return await self._for(BILLING, lambda now: billing.run_due_jobs(self.ctx, now))
+        due = await billing.billing_due(self.ctx, self.clock.now())
+        return await self._calendar_job(lambda now: billing.run_due_jobs(self.ctx, now), wait_for_others=due)
 
     async def expire_orders(self) -> int:
         """Mark expired every confirmation whose validity ended unanswered (SPEC 3.2), so that none stays pending in
@@ -170,16 +169,23 @@ class Services:
     async def send_reminders(self) -> Outcome:
         return await self._calendar_job(lambda now: billing.send_reminders(self.ctx, now))
 
-    async def _calendar_job(self, make: Callable[[float], Awaitable[Outcome]]) -> Outcome:
+    async def _calendar_job(self, make: Callable[[float], AsyncIterator[Outcome]], wait_for_others: bool = True) -> Outcome:
         """A job over every subscriber, run once the subscription changes already decided are committed: an
         unsubscription sent at 23:59:59 whose commit is still in flight at midnight is seen by the billing
         it keeps from charging (billing reads the store, not the subscribers' serial sections). An MO waiting for
         a retry after a failed try holds no key and is not waited for: its retry takes this job's key too (10086's
         serial_keys), and a cancellation among them voids the charge when it commits (handlers/subscriptions.py),
-        rather than billing waiting out the retry schedule."""
+        rather than billing waiting out the retry schedule.
+
+        The job's Outcome comes in parts (handlers/billing.py, COMMIT_CHUNK), each committed before the next is made:
+        the binds are served meanwhile. Returned whole."""
         async with self.locks.hold(BILLING):
-            await self.locks.wait_for_others((BILLING,))
-            return await self.commit(await make(self.clock.now()), (BILLING,))
+            if wait_for_others:
+                await self.locks.wait_for_others((BILLING,))
+            done = Outcome()
+            async for part in make(self.clock.now()):
+                done.extend(await self.commit(part, (BILLING,)))
+            return done
 
     # --------------------------------------------------------- triggers
     def after_dialogue(self, inbound: Inbound) -> FollowUp | None:

@@ -169,5 +169,9 @@ class Store(Protocol):
     async def find(self, record_type: type[R], *, order_by: str | None = None, limit: int | None = None, **filters: Any) -> list[R]:
         """Service records (records.TABLES) matching `field=value`, `field__gte=…` (gt, lte, lt, ne) and `field__in=[…]`."""
 
+    async def scan(self, record_type: type[R], *, order_by: str | None = None, **filters: Any) -> list[R]:
+        """`find` for a read of very many records (a month's billing of every subscription): the loop goes on serving
+        the binds while it runs (SQLite: in a thread, on a connection of its own)."""
+
     async def distinct(self, record_type: type, column: str, **filters: Any) -> set[Any]:
         """The distinct values of `column` among the records `find` would return for `filters` (none built)."""

@@ -832,6 +832,20 @@ class SqliteStore:
         sql, params = select_sql(record_type, filters, order_by, limit)
         return [from_row(record_type, row) for row in await self._read(sql, tuple(params))]
 
+    async def scan(self, record_type: type[R], *, order_by: str | None = None, **filters: Any) -> list[R]:
+        if self._reader is None:
+            raise RuntimeError("store is not open")
+        sql, params = select_sql(record_type, filters, order_by, None)
+
+        def read() -> list[R]:  # (100,000 subscriptions: ~1.5 s of the loop's time if read on it)
+            reader = _connect_reader(self.path)
+            try:
+                return [from_row(record_type, row) for row in reader.execute(sql, tuple(params))]
+            finally:
+                reader.close()
+
+        return await asyncio.to_thread(read)
+
     async def distinct(self, record_type: type, column: str, **filters: Any) -> set[Any]:
         sql, params = select_sql(record_type, filters, None, None, distinct=column)
         return {row[0] for row in await self._read(sql, tuple(params))}

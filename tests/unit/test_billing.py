@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -41,8 +42,15 @@ async def cancel(bench: ServiceBench, subscription: Subscription) -> None:
 
 
 async def job(bench: ServiceBench, run, when: float) -> Outcome:
+    """Run a billing job at `when`, committing each part it yields as the gateway does; all of it."""
     bench.clock.set(when)
-    return await bench.commit(await run(bench.ctx, when))
+    made = run(bench.ctx, when)
+    if inspect.isawaitable(made):  # one Outcome (a dispute)
+        return await bench.commit(await made)
+    done = Outcome()
+    async for part in made:
+        done.extend(await bench.commit(part))
+    return done
 
 
 def pages_to(outcome: Outcome) -> dict[str, list[str]]:
@@ -182,6 +190,40 @@ async def test_billing_charges_subscriptions_out_of_trial_once(bench: ServiceBen
     await job(bench, billing.run_due_jobs, at(2027, 1, 1, 0, 1))
     january = await bench.store.find(Charge, period="2027-01")
     assert sorted((c.subscription_id, c.amount) for c in january) == sorted([(tt.id, 3000), (tl.id, 1000)])
+
+
+async def test_billing_commits_a_part_at_a_time_and_a_run_cut_short_charges_only_the_rest(bench, monkeypatch) -> None:
+    """A month's billing of 100,000 subscriptions in one commit held up every bind for ~5 s. It is committed a part
+    at a time, its JobRun last: a run cut short (the gateway killed) leaves the month unbilled, and the next
+    check charges those left, each once."""
+    monkeypatch.setattr(billing, "COMMIT_CHUNK", 2)
+    subscriptions = [await subscribe(bench, n, "TT", at(2026, 11, 5)) for n in (A, B, C, D)]
+    bench.clock.set(at(2026, 12, 1, 0, 1))
+    parts = billing.run_due_jobs(bench.ctx, bench.clock.now())
+    first = await anext(parts)
+    assert [type(e.record) for e in first.effects] == [Charge, SubscriptionEvent] * 2
+    await bench.commit(first)
+    await parts.aclose()  # killed before the next part
+    assert len(await bench.store.find(Charge, period="2026-12")) == 2
+    assert await billing.billing_due(bench.ctx, bench.clock.now())
+
+    rest = await job(bench, billing.run_due_jobs, at(2026, 12, 1, 0, 2))
+    assert [type(e.record) for e in rest.effects if isinstance(e.record, (Charge, JobRun))] == [Charge, Charge, JobRun]
+    charges = await bench.store.find(Charge, period="2026-12")
+    assert sorted(c.subscription_id for c in charges) == sorted(s.id for s in subscriptions)
+    assert not await billing.billing_due(bench.ctx, bench.clock.now())
+
+
+async def test_reminders_commit_a_part_at_a_time_each_with_its_subscribers_reminded_events(bench, monkeypatch) -> None:
+    monkeypatch.setattr(billing, "COMMIT_CHUNK", 1)
+    await subscribe(bench, A, "TT", at(2026, 11, 5))
+    await subscribe(bench, A, "TL", at(2026, 11, 6))
+    await subscribe(bench, B, "TT", at(2026, 11, 7))
+    bench.clock.set(at(2026, 11, 21, 9))
+    parts = [part async for part in billing.send_reminders(bench.ctx, bench.clock.now())]
+    assert [sorted({r.to for r in p.replies if not r.to_account}) for p in parts] == [[A], [B], []]
+    assert [[e.record.msisdn for e in p.effects if isinstance(e.record, SubscriptionEvent)] for p in parts] == [[A, A], [B], []]
+    assert [type(e.record) for e in parts[-1].effects] == [JobRun]
 
 
 async def test_billing_missed_on_the_1st_runs_when_the_gateway_is_back(bench: ServiceBench) -> None:
