@@ -23,6 +23,7 @@ from .logs import get_logger
 from .messages import account_of, carried_without_tlvs, subscriber_of
 
 if TYPE_CHECKING:
+    from .numbers import NumberPlan
     from .store.records import Message
 
 
@@ -219,22 +220,23 @@ _PYTHON_ONLY = ((re.compile(r"(?<!\\)((?:\\\\)*)\\Z"), r"\1\\z"), (re.compile(r"
 log = get_logger("router")
 
 
-def compile_address_range(address_range: str, plan_country_code: str) -> AddressRange | None:
+def compile_address_range(address_range: str, plan: NumberPlan) -> AddressRange | None:
     """A bind's address_range as a pattern over canonical numbers, to `search` them with (None = serves any).
 
     SMPP 3.4 (5.2.7) calls it a UNIX regular expression: it serves a number
     it matches anywhere in, `^` and `$` anchoring it as usual (`^86130` is
     every number starting 86130). Plain digits are taken as one number (what
-    a client binding for one subscriber means), a national number widened
-    to its international form; text that is not a regular expression RE2
-    accepts (RE2 has no backreferences or lookaround), as that literal number.
+    a client binding for one subscriber means), in any form the number plan
+    reads (`+86 138…`, `0086-138…`, national: NumberPlan.normalise); text
+    that is not a regular expression RE2 accepts (RE2 has no backreferences
+    or lookaround), as that literal number.
     """
     text = address_range.strip()
     if not text:
         return None
-    if text.lstrip("+").isdigit():
-        digits = text.lstrip("+")
-        return _compile(f"^(?:{re2.escape(plan_country_code)})?{re2.escape(digits)}$")
+    number = plan.normalise(text)
+    if number.isascii() and number.isdigit():
+        return _compile(f"^(?:{re2.escape(plan.country_code)})?{re2.escape(number)}$")
     for spelling, rewritten in _PYTHON_ONLY:
         text = spelling.sub(rewritten, text)
     try:

@@ -69,6 +69,16 @@ def test_binds_of_one_account_get_the_numbers_of_their_address_range(handset):
     assert text(on_c.expect()) == "hi C, from A"
 
 
+@pytest.mark.parametrize("written", ["008613900000003", "0086-139-0000-0003", "+86 139 0000 0003", "139 0000 0003"])
+def test_an_address_range_of_one_number_serves_it_however_it_is_written(handset, written):
+    """A number the plan reads (README "Numbers") is that subscriber as an address_range too: 0086... built a pattern
+    no stored number matched, and the bind's own subscriber never got an MT (they waited in the store)."""
+    c = "8613900000003"
+    on_c = handset(c, address_range=written)
+    assert handset(B).submit(c, "for C").status == ESME_ROK
+    assert text(on_c.expect()) == "for C"
+
+
 def test_an_address_range_anchored_with_a_caret_serves_every_number_starting_so(handset):
     """SMPP 3.4 5.2.7: address_range is a UNIX regular expression. "^86130" was taken as the single number
     86130: the carrier's bind for 86130... got none of its subscribers' MTs, which waited in the store."""

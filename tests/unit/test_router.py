@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from gateway.accounts import Accounts
 from gateway.config import AccountConfig
+from gateway.numbers import NumberPlan
 from gateway.router import Router
 from gateway.store.records import Direction, Message, MessageStatus
 
@@ -64,9 +65,9 @@ def test_an_address_range_in_pythons_spelling_still_serves_its_numbers() -> None
     from gateway.router import compile_address_range
 
     for written in (r"^86138\d{8}\Z", r"^86138\d{,8}$", r"86138\d{8}", r"^86138"):
-        pattern = compile_address_range(written, "86")
+        pattern = compile_address_range(written, NumberPlan())
         assert pattern is not None and pattern.search("8613800000012"), written
-    escaped = compile_address_range(r"^86138\\Z", "86")  # an escaped backslash, then Z: not the end
+    escaped = compile_address_range(r"^86138\\Z", NumberPlan())  # an escaped backslash, then Z: not the end
     assert escaped is not None and not escaped.search("8613800000012")
 
 
@@ -75,7 +76,7 @@ def test_an_address_range_remembers_its_answers_up_to_a_limit() -> None:
     microseconds of Python wrapping), but a bind serving millions of numbers must not remember them all."""
     from gateway.router import compile_address_range
 
-    pattern = compile_address_range(r"^86138\d{8}$", "86")
+    pattern = compile_address_range(r"^86138\d{8}$", NumberPlan())
     assert pattern is not None
     limit = type(pattern).LIMIT
     numbers = [f"86138{n:08d}" for n in range(limit + 10)] + [f"86139{n:08d}" for n in range(10)]
