@@ -74,13 +74,14 @@ class Amendments:
                 candidates = [m for m in candidates if m.service_type == pdu.service_type]
         cancelled = await self._cancel_all(candidates)  # answered once committed: a query_sm right after sees it
         status = S.ESME_ROK if cancelled else S.ESME_RCANCELFAIL
-        fields = {"account": account, "message_id": pdu.message_id or None, "source": pdu.source_addr,
-                  "dest": pdu.destination_addr or None, "status": S.name_of(status),
-                  "msisdn": self._subscriber(conn, pdu.source_addr, pdu.destination_addr, candidates)}  # fmt: skip
-        if cancelled:
-            log.info("cancel_sm", cancelled=cancelled, found=len(candidates), **fields)
-        else:
-            log.warning("cancel_sm refused", reason=_not_amended(candidates, "cancel"), **fields)
+        if cancelled or conn.may_log(f"cancel_sm refused ({S.name_of(status)})"):
+            fields = {"account": account, "message_id": pdu.message_id or None, "source": pdu.source_addr,
+                      "dest": pdu.destination_addr or None, "status": S.name_of(status),
+                      "msisdn": self._subscriber(conn, pdu.source_addr, pdu.destination_addr, candidates)}  # fmt: skip
+            if cancelled:
+                log.info("cancel_sm", cancelled=cancelled, found=len(candidates), **fields)
+            else:
+                log.warning("cancel_sm refused", reason=_not_amended(candidates, "cancel"), **fields)
         conn.respond(response_to(pdu, status))
 
     async def replace(self, conn: SmppConnection, pdu: ReplaceSm) -> None:
@@ -93,9 +94,10 @@ class Amendments:
             expires_at = validity_end(pdu.validity_period, now)
             scheduled_at = time_field(pdu.schedule_delivery_time, now, S.ESME_RINVSCHED)
         except Rejection as refused:
-            log.warning("replace_sm refused", account=account, msisdn=self._subscriber(conn, pdu.source_addr, "", candidates),
-                        source=pdu.source_addr, message_id=pdu.message_id, status=S.name_of(refused.status),
-                        reason=refused.reason)  # fmt: skip
+            if conn.may_log(f"replace_sm refused ({S.name_of(refused.status)})"):
+                log.warning("replace_sm refused", account=account, msisdn=self._subscriber(conn, pdu.source_addr, "", candidates),
+                            source=pdu.source_addr, message_id=pdu.message_id, status=S.name_of(refused.status),
+                            reason=refused.reason)  # fmt: skip
             conn.respond(response_to(pdu, refused.status))
             return
         payload = pdu.tlvs.get(Tag.MESSAGE_PAYLOAD) if pdu.tlvs else None
@@ -114,14 +116,15 @@ class Amendments:
                 replaced.append(stored.id)
         if replaced:
             status = S.ESME_ROK
-        fields = {"account": account, "message_id": pdu.message_id, "source": pdu.source_addr, "status": S.name_of(status),
-                  "msisdn": self._subscriber(conn, pdu.source_addr, "", candidates)}  # fmt: skip
-        if replaced:
-            log.info("replace_sm", replaced=replaced, **fields)
-        elif status == S.ESME_RINVSCHED:
-            log.warning("replace_sm refused", reason="it would expire before its new schedule_delivery_time", **fields)
-        else:
-            log.warning("replace_sm refused", reason=_not_amended(candidates, "replace"), **fields)
+        if replaced or conn.may_log(f"replace_sm refused ({S.name_of(status)})"):
+            fields = {"account": account, "message_id": pdu.message_id, "source": pdu.source_addr, "status": S.name_of(status),
+                      "msisdn": self._subscriber(conn, pdu.source_addr, "", candidates)}  # fmt: skip
+            if replaced:
+                log.info("replace_sm", replaced=replaced, **fields)
+            elif status == S.ESME_RINVSCHED:
+                log.warning("replace_sm refused", reason="it would expire before its new schedule_delivery_time", **fields)
+            else:
+                log.warning("replace_sm refused", reason=_not_amended(candidates, "replace"), **fields)
         conn.respond(response_to(pdu, status))
 
     async def replace_present(self, message: Message) -> None:

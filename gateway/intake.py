@@ -323,11 +323,14 @@ class Intake:
     async def query(self, conn: SmppConnection, pdu: QuerySm) -> None:
         message = await self.store.get(pdu.message_id)
         if message is None or message.source_addr != self.plan.normalise(pdu.source_addr) or message.account != conn.account.system_id:
-            msisdn = subscriber_of(message) if message else subscriber_submitting(conn.account.role, pdu.source_addr, "", self.plan)
-            log.warning("query_sm refused", message_id=pdu.message_id, account=conn.account.system_id, msisdn=msisdn,
-                        source=pdu.source_addr,
-                        status=S.name_of(S.ESME_RQUERYFAIL),
-                        reason="no such message" if message is None else "not submitted by this account from that source_addr")
+            if conn.may_log(f"query_sm refused ({S.name_of(S.ESME_RQUERYFAIL)})"):
+                # Another account's message is as good as none: the line names nothing of it (its subscriber, or
+                # that it exists), as the answer tells nothing.
+                own = message is not None and message.account == conn.account.system_id
+                log.warning("query_sm refused", message_id=pdu.message_id, account=conn.account.system_id,
+                            msisdn=subscriber_of(message) if own else subscriber_submitting(conn.account.role, pdu.source_addr, "", self.plan),
+                            source=pdu.source_addr, status=S.name_of(S.ESME_RQUERYFAIL),
+                            reason="not submitted from that source_addr" if own else "no message of this account has this id")  # fmt: skip
             conn.respond(QuerySmResp(sequence_number=pdu.sequence_number, command_status=S.ESME_RQUERYFAIL))
             return
         conn.respond(

@@ -165,13 +165,18 @@ class SmppConnection(asyncio.Protocol):
                             sequence=event.sequence_number)
         self.flush()
 
+    def may_log(self, kind: str) -> bool:
+        """Whether a line about a refused PDU of `kind` (its event and status) is to be written: the first few of
+        each kind on this connection are, the rest are counted (`<kind>: more not logged`), as for refused PDUs."""
+        return self._complaints.allow(kind)
+
     def log_refused_submission(self, status: str, reason: str, source: str, dest: str | None, **fields: str) -> None:
         """A submission from `source` to `dest` (None: a distribution list, in `fields`) refused with `status`: logged
         with its reason for the first few of each status on this bind, the rest counted (`submission rejected
         (<status>): more not logged`), as refused PDUs are: a client throttled or blocked sends tens of thousands a
         minute, and a line each filled the disk (~1.7 GB a day in a soak). Nothing is worked out for a line not
         written."""
-        if not self._complaints.allow(f"submission rejected ({status})"):
+        if not self.may_log(f"submission rejected ({status})"):
             return
         assert self.account is not None  # (a submission comes on a bind)
         msisdn = subscriber_submitting(self.account.role, source, dest or "", self.gateway.plan)
@@ -244,7 +249,8 @@ class SmppConnection(asyncio.Protocol):
         gateway = self.gateway
         account, status = gateway.accounts.authenticate(pdu.system_id, pdu.password)  # type: ignore[attr-defined]
         if account is None:
-            log.warning("bind refused", peer=self.peer, system_id=pdu.system_id, status=S.name_of(status))  # type: ignore[attr-defined]
+            if self.may_log(f"bind refused ({S.name_of(status)})"):  # a password guesser sends ~15,000 a second
+                log.warning("bind refused", peer=self.peer, system_id=pdu.system_id, status=S.name_of(status))  # type: ignore[attr-defined]
             self.session.send(response_to(pdu, status))
             return
         if self.account is None:  # once per connection (the session lets one bind through): uncounted once
