@@ -65,6 +65,9 @@ class GatewaySettings:
     response_timeout: float = 10.0
     enquire_link_interval: float = 30.0
     idle_timeout: float = 300.0
+    # A connection with no bound session this long after it opened is closed (SMPP 3.4 7.2 session_init_timer): one
+    # that never binds cannot hold a file descriptor for ever by sending enquire_link.
+    bind_timeout: float = 30.0
     retry_backoff: tuple[float, ...] = (2.0, 10.0, 30.0, 120.0, 600.0)
     mo_retry_backoff: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0)  # an MO whose handling failed: tried again after each
     max_queued_per_subscriber: int = 1000
@@ -408,6 +411,7 @@ _GATEWAY_RANGES: dict[str, _Range] = {
     "default_validity": _POSITIVE, "window": _AT_LEAST_ONE, "response_timeout": _POSITIVE,
     "enquire_link_interval": (_NOT_NEGATIVE[0], "0 (never) or more seconds"),
     "idle_timeout": (_NOT_NEGATIVE[0], "0 (never) or more seconds"),
+    "bind_timeout": (_NOT_NEGATIVE[0], "0 (never) or more seconds"),
     "max_queued_per_subscriber": _AT_LEAST_ONE, "dedup_window": _NOT_NEGATIVE,
     "reassembly_timeout": _POSITIVE, "max_incomplete_per_subscriber": _AT_LEAST_ONE, "drain_timeout": _NOT_NEGATIVE, "job_check_interval": _POSITIVE,
     "message_retention": (_NOT_NEGATIVE[0], "0 (keep every message for ever) or more seconds"),

@@ -7,6 +7,7 @@ the gateway queue during one read goes out in one write.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -92,6 +93,7 @@ class SmppConnection(asyncio.Protocol):
         self._guards = gateway.guards
         self._guards_seen = gateway.guards.tightened  # see _pump
         self._complaints = LogBudget()  # lines about this peer's refused and ignored PDUs
+        self._bind_by = self.session.clock() + settings.bind_timeout if settings.bind_timeout else math.inf
 
     # --------------------------------------------------------- transport
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -467,6 +469,10 @@ class SmppConnection(asyncio.Protocol):
                 return
         self._pump()
         self._expire_queued()
+        if self.account is None and session.clock() >= self._bind_by:
+            log.warning("not bound within bind_timeout; closing", peer=self.peer, seconds=self.gateway.config.gateway.bind_timeout)
+            self.close()
+            return
         if session.answers_overdue():
             log.warning("requests before a framing error unanswered; closing", peer=self.peer, account=self.system_id)
             self.close()

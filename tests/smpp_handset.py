@@ -477,7 +477,7 @@ class RawLink:
         try:
             while self.read(timeout) is not None:
                 pass
-        except AssertionError:
+        except (AssertionError, TimeoutError):  # (TimeoutError: the socket's own, when recv outlasts what was left)
             return False
         except ConnectionResetError:
             return True

@@ -102,6 +102,29 @@ def test_an_enquire_link_written_with_its_bind_is_answered_at_once(gateway):
                 ("bind_transceiver_resp", 1), ("enquire_link_resp", 2)]  # fmt: skip
 
 
+def test_a_connection_that_never_binds_is_closed_after_bind_timeout_whatever_it_sends(make_gateway):
+    """SMPP 3.4 7.2 session_init_timer. Nothing closed a connection that never bound but sent an enquire_link now
+    and then (answered while unbound, and it reset idle_timeout): 1,100 of them took every file descriptor, and
+    every account's new binds and /ready were refused."""
+    gw = make_gateway(gateway={"bind_timeout": 1})
+    with RawLink(gw.smpp_port) as silent, RawLink(gw.smpp_port) as chatty, RawLink(gw.smpp_port) as bound:
+        bound.bind("handset")
+        sequence = 0
+        while True:  # an enquire_link a quarter of a second, until the gateway closes the link
+            sequence += 1
+            try:
+                chatty.send(encoded("enquire_link", sequence))
+                resp = chatty.read()
+            except (ConnectionResetError, BrokenPipeError):  # closed while this one was on its way
+                resp = None
+            if resp is None:
+                break
+            assert resp.command == "enquire_link_resp" and sequence < 40, "still open after 10 s"
+            silent.is_closed(timeout=0.25)
+        assert silent.is_closed(timeout=2)  # (closed at the same tick, or the one before)
+        assert [r.command for r in bound.exchange(encoded("enquire_link", 2))] == ["enquire_link_resp"]  # bound: kept
+
+
 def test_submit_before_bind_is_refused(gateway):
     with RawLink(gateway.smpp_port) as link:
         [resp] = link.exchange(encoded("submit_sm", 7, source_addr=A, destination_addr=ECHO, short_message=b"hi"))
