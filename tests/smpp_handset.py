@@ -460,7 +460,10 @@ class RawLink:
             if remaining <= 0:
                 raise AssertionError(f"no PDU within {timeout}s")
             self.sock.settimeout(remaining)
-            chunk = self.sock.recv(65536)
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:  # (the socket's own, when recv outlasts what was left)
+                raise AssertionError(f"no PDU within {timeout}s") from None
             if not chunk:
                 return None
             self._buffer += chunk
@@ -477,7 +480,7 @@ class RawLink:
         try:
             while self.read(timeout) is not None:
                 pass
-        except (AssertionError, TimeoutError):  # (TimeoutError: the socket's own, when recv outlasts what was left)
+        except AssertionError:
             return False
         except ConnectionResetError:
             return True

@@ -121,7 +121,9 @@ def _decode_fields(cls: type[Pdu], body: bytes, command_id: int, status: int) ->
         if pos >= end and is_response:
             # Error responses (and some peers' OK responses) omit the body.
             break
-        if kind == CSTR:
+        if kind == CSTR and is_response:
+            values[name], pos = _response_cstr(body, pos, end)
+        elif kind == CSTR:
             values[name], pos = _cstr(body, pos, size, err, name)
         elif kind == U8:
             if pos >= end:
@@ -152,6 +154,16 @@ def _cstr(body: bytes, pos: int, size: int, err: int, name: str) -> tuple[str, i
     nul = body.find(b"\0", pos, pos + size)
     if nul < 0:
         raise _unterminated(body, pos, size, err, name)
+    return body[pos:nul].decode("latin-1"), nul + 1
+
+
+def _response_cstr(body: bytes, pos: int, end: int) -> tuple[str, int]:
+    """A C-string of a response, read up to its NUL however long (or to the body's end without one). A response
+    is not refused (generic_nack) for its fields, as for its TLVs (see _tlvs): a deliver_sm_resp with a 65-octet
+    message_id, which SMPP 3.4 says is unused, left its deliver_sm unanswered, and the handset got it twice."""
+    nul = body.find(b"\0", pos, end)
+    if nul < 0:
+        return body[pos:end].decode("latin-1"), end
     return body[pos:nul].decode("latin-1"), nul + 1
 
 
@@ -323,6 +335,7 @@ _GENERATED_GLOBALS = {
     "_new": object.__new__,
     "_missing": _missing,
     "_unterminated": _unterminated,
+    "_response_cstr": _response_cstr,
     "_tlvs": _tlvs,
     "_decode_dests": _decode_dests,
     "_decode_unsuccess": _decode_unsuccess,

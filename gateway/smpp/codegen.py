@@ -29,7 +29,7 @@ from .pdu import CSTR, DESTS, PDU_CLASSES, SM, U8, UNSUCC, Pdu
 
 # The generated functions' globals (codec.py provides them):
 #   PduError, S (CommandStatus), _new (object.__new__), each PDU class by name,
-#   _missing, _unterminated, _tlvs, _decode_dests, _decode_unsuccess,
+#   _missing, _unterminated, _response_cstr, _tlvs, _decode_dests, _decode_unsuccess,
 #   _too_long, _encode_dests, _encode_unsuccess.
 
 
@@ -74,6 +74,8 @@ def decoder_source(cls: type[Pdu]) -> str:
             out += [f"    f_{name} = body[pos]", "    pos += 1"]  # one octet: pos < end was just checked
         elif kind == U8:
             out += _decode_u8_run(run)
+        elif kind == CSTR and is_response:  # read however long, even unterminated: see _response_cstr
+            out.append(f"    f_{name}, pos = _response_cstr(body, pos, end)")
         elif kind == CSTR:
             out += [
                 f'    nul = body.find(b"\\0", pos, pos + {size})',

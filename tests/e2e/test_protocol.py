@@ -172,6 +172,24 @@ def test_a_deliver_sm_answered_after_the_peers_unbind_counts_and_is_not_sent_aga
     handset(SUBSCRIBER, bind="rx").expect_none(within=0.5)  # the carrier's next bind: no second copy
 
 
+DELIVER_SM_RESP, GENERIC_NACK = 0x80000005, 0x80000000
+
+
+@pytest.mark.parametrize("body", [b"x" * 65 + b"\0", b"x" * 100 + b"\0", b"no terminating NUL"], ids=["66", "101", "no NUL"])
+def test_a_deliver_sm_resp_with_an_unreadable_message_id_still_counts_as_delivered(handset, gateway, body):
+    """SMPP 3.4 4.6.2: deliver_sm_resp's message_id is unused. One of 65 octets or more, or without its NUL, got a
+    generic_nack (an answer to an answer) and the deliver_sm was sent again: the handset had it twice."""
+    a = handset(A)
+    with RawLink(gateway.smpp_port) as carrier:
+        carrier.bind("carrier", command="bind_receiver")
+        a.submit(SUBSCRIBER, "once", registered_delivery=1)
+        deliver = carrier.read()
+        carrier.send(frame(DELIVER_SM_RESP, deliver.sequence, body))
+        assert receipt_fields(a.expect(predicate=is_receipt))["stat"] == "DELIVRD"
+        with pytest.raises(AssertionError, match="no PDU"):
+            carrier.read(timeout=0.5)  # neither a generic_nack nor the deliver_sm again
+
+
 def test_a_deliver_sm_left_unanswered_after_the_peers_unbind_goes_to_the_next_bind(make_gateway, handset):
     """The unbind_resp waits for the deliver_sm in flight no longer than response_timeout: then the link closes
     and the MT, unanswered, is delivered on the next bind (not lost)."""

@@ -834,3 +834,15 @@ def test_a_response_whose_tlvs_cannot_be_read_is_taken_without_them(command_id, 
     body = b"\x00" + tlvs
     decoded = decode_pdu(struct.pack(">IIII", 16 + len(body), command_id, 0, 7) + body)
     assert (decoded.command_id, decoded.command_status, decoded.sequence_number, decoded.tlvs) == (command_id, 0, 7, {})
+
+
+@pytest.mark.parametrize("command_id", [CommandId.DELIVER_SM_RESP, CommandId.SUBMIT_SM_RESP, CommandId.DATA_SM_RESP,
+                                        CommandId.QUERY_SM_RESP, CommandId.BIND_TRANSCEIVER_RESP])  # fmt: skip
+@pytest.mark.parametrize("field, rest", [(b"x" * 100 + b"\x00", "x" * 100), (b"no NUL", "no NUL")], ids=["long", "unterminated"])
+def test_a_response_whose_first_c_string_is_too_long_or_unterminated_is_taken_with_what_it_says(command_id, field, rest):
+    """deliver_sm_resp's message_id is unused (SMPP 3.4 4.6.2): one of 65 octets or more got a generic_nack, and the
+    deliver_sm went out again. A response is taken as the peer wrote it (query_sm_resp, its body stopping after the
+    id: the defaults for the rest, from the table-driven decoder)."""
+    decoded = decode_pdu(struct.pack(">IIII", 16 + len(field), command_id, 0, 7) + field)
+    first = next(name for name, *_ in type(decoded).FIELDS)
+    assert (decoded.sequence_number, getattr(decoded, first)) == (7, rest)
