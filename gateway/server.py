@@ -56,6 +56,8 @@ _DELIVERY_ANSWERS = frozenset({C.DELIVER_SM_RESP, C.DATA_SM_RESP, C.GENERIC_NACK
 # Read for every PDU: bound once (an enum member read from its class costs ~150 ns in CPython 3.11).
 _SUBMIT_SM, _DATA_SM = int(C.SUBMIT_SM), int(C.DATA_SM)
 _CLOSED, _UNBOUND, _BINDING = State.CLOSED, State.UNBOUND, State.BINDING
+_GENERIC_NACK = int(C.GENERIC_NACK)
+_NACKED = int(S.ESME_RSYSERR)  # what a generic_nack with status 0 to a deliver_sm counts as (a temporary failure)
 
 
 class SmppConnection(asyncio.Protocol):
@@ -390,10 +392,13 @@ class SmppConnection(asyncio.Protocol):
                             status=S.name_of(pdu.command_status))  # fmt: skip
             return
         self.load -= 1
-        if not pdu.command_status:  # ESME_ROK
+        status = pdu.command_status
+        if not status and pdu.command_id == _GENERIC_NACK:
+            status = _NACKED  # not processed (SMPP 3.4 4.3.1), whatever its status says: tried again
+        if not status:  # ESME_ROK
             self.gateway.delivery.delivered(message)
         else:
-            self.gateway.delivery.failed(message, pdu.command_status, self)
+            self.gateway.delivery.failed(message, status, self)
         self._pump()
 
     def _on_late_answer(self, pdu: Pdu) -> None:
@@ -401,7 +406,8 @@ class SmppConnection(asyncio.Protocol):
         if message is not None:
             log.info("deliver_sm answered late", message_id=message.id, account=account_of(message), msisdn=subscriber_of(message),
                      bind_account=self.system_id, status=S.name_of(pdu.command_status))  # fmt: skip
-            self.gateway.delivery.answered_late(message, pdu.command_status)
+            nacked = pdu.command_id == _GENERIC_NACK and not pdu.command_status
+            self.gateway.delivery.answered_late(message, _NACKED if nacked else pdu.command_status)
 
     def _pump(self) -> None:
         if not self.pending or not self.can_receive or self.session.state is _UNBOUND or self.session.halted:

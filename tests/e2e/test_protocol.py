@@ -190,6 +190,22 @@ def test_a_deliver_sm_resp_with_an_unreadable_message_id_still_counts_as_deliver
             carrier.read(timeout=0.5)  # neither a generic_nack nor the deliver_sm again
 
 
+def test_a_generic_nack_with_status_0_to_a_deliver_sm_is_no_delivery(make_gateway, handset):
+    """SMPP 3.4 4.3.1: generic_nack is a negative acknowledgement, the PDU not processed. With command_status 0 it
+    was taken as the deliver_sm_resp, the MT marked DELIVRD and never sent again."""
+    gw = make_gateway(gateway={"retry_backoff": [0.1]})
+    a = handset(A, gw=gw)
+    with RawLink(gw.smpp_port) as carrier:
+        carrier.bind("carrier", command="bind_receiver")
+        a.submit(SUBSCRIBER, "not taken", registered_delivery=1)
+        first = carrier.read()
+        carrier.send(frame(GENERIC_NACK, first.sequence))
+        again = carrier.read()
+        assert (again.command, again.short_message) == ("deliver_sm", b"not taken")
+        carrier.send(encoded("deliver_sm_resp", again.sequence))
+    assert receipt_fields(a.expect(predicate=is_receipt))["stat"] == "DELIVRD"
+
+
 def test_a_deliver_sm_left_unanswered_after_the_peers_unbind_goes_to_the_next_bind(make_gateway, handset):
     """The unbind_resp waits for the deliver_sm in flight no longer than response_timeout: then the link closes
     and the MT, unanswered, is delivered on the next bind (not lost)."""
