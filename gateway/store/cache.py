@@ -45,6 +45,7 @@ far below its limit.
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from functools import lru_cache
@@ -72,6 +73,12 @@ PARTITIONS: dict[type, dict[str, tuple[str, ...]]] = {
     Block: {"reported": ("reporter",)},  # blocks_by_reported
     JobRun: {"job": ("period",)},  # primary key (job, period): a run per month, read at every confirmation
 }
+
+# Partitions with no bound on their size: the reports a number received, and the blocks on it (one per reporter):
+# a spammer's number may have hundreds of thousands. They are read in a thread (Store.scan), their rows built there
+# too: read on the loop, one report about such a number held every bind for 0.2-1.5 s (and at every report once
+# such a partition no longer fits in max_rows).
+_UNBOUNDED = {("SpamReport", "reported"), ("Block", "reported")}
 
 # (record type's name, partition column, its value): strings only, so the collector stops tracking a key at
 # its first collection (partitions are kept for as long as the gateway runs; a key holding the type stayed
@@ -246,11 +253,20 @@ class RecordCache:
         if not committed:
             self._apply(effects, self._forget)
 
-    def _with_in_flight(self, key: _Key, records: Iterable[Any]) -> _Rows:
-        """Partition `key` as read from the store, with the effects in flight on top (issue order): those not
-        committed yet, and any committed already (applying one again changes nothing). Only those touching `key`:
-        a first contact reads several partitions while a burst of reports may have a hundred commits in flight."""
-        rows = _rows(_TYPES[key[0]], records)
+    async def _read(self, key: _Key) -> _Rows:
+        """Partition `key` as the store holds it."""
+        name, column, value = key
+        record_type = _TYPES[name]
+        if (name, column) in _UNBOUNDED:
+            records = await self.store.scan(record_type, order_by="rowid", **{column: value})
+            return await asyncio.to_thread(_rows, record_type, records)
+        return _rows(record_type, await self.store.find(record_type, order_by="rowid", **{column: value}))
+
+    def _with_in_flight(self, key: _Key, rows: _Rows) -> _Rows:
+        """Partition `key` as read from the store (`rows`, changed in place), with the effects in flight on top
+        (issue order): those not committed yet, and any committed already (applying one again changes nothing). Only
+        those touching `key`: a first contact reads several partitions while a burst of reports may have a hundred
+        commits in flight."""
         for effects, touched in self._in_flight.values():
             if key in touched:
                 self._apply(effects, lambda k: rows if k == key else None)
@@ -335,16 +351,14 @@ class RecordCache:
         return removed
 
     async def _load(self, key: _Key) -> _Rows:
-        name, column, value = key
-        record_type = _TYPES[name]
         if key in self._loading:  # read concurrently by another caller: answer this one from the store
-            return self._with_in_flight(key, await self.store.find(record_type, order_by="rowid", **{column: value}))
+            return self._with_in_flight(key, await self._read(key))
         self._loading[key] = False
         try:
-            records = await self.store.find(record_type, order_by="rowid", **{column: value})
+            rows = await self._read(key)
         finally:
             stale = self._loading.pop(key)
-        rows = self._with_in_flight(key, records)
+        rows = self._with_in_flight(key, rows)
         self.loads += 1
         if not stale:
             self._partitions[key] = rows
