@@ -33,6 +33,8 @@ from .guards import Guards
 from .ids import MessageIds
 from .logs import get_logger
 from .messages import (
+    body_of,
+    dedup_key,
     message_from_submission,
     schedule,
     segments_of,
@@ -140,7 +142,10 @@ class Intake:
         self.delivery.count(message)  # now: a pipelining client's next PDU is read before the commit settles
         self.store.accept_then(message, committed)
 
-    def _admit(self, account: Account, session: str, pdu: SubmitSm | DataSm) -> Message:
+    def _admit(self, account: Account, session: str, pdu: SubmitSm | DataSm, copies: list[bool] | None = None) -> Message:
+        """The message a submission stands for, or Rejection. With `copies` (a submission that may repeat one
+        accepted before), whether it is a copy of one is appended: a copy is not checked against the guards, its
+        subscriber's queue or the throughput (it is answered the stored one's id, and puts nothing on the air)."""
         check_submission(pdu)
         plan = self.plan
         source = plan.normalise(pdu.source_addr)
@@ -167,16 +172,18 @@ class Intake:
                 scheduled_at = self._scheduled_at(wanted_at, now, expires_at)
         if not to_short_code and not plan.is_msisdn(dest):
             raise Rejection(S.ESME_RINVDSTADR, self._no_recipient(account, dest))
-        # Before the queue's room: a blocked sender told ESME_RMSGQFUL would only try again later.
-        refusal = self.guards.check(account, source, dest)
-        if refusal is not None:
-            raise Rejection(*refusal)
-        if not to_short_code:
-            queued = self.delivery.queued.get(dest, 0)  # not [dest]: Counter.__missing__ is Python code
-            if queued >= self.settings.max_queued_per_subscriber:
-                raise Rejection(S.ESME_RMSGQFUL, f"{queued} messages already wait for {dest}")
-        if not account.bucket.take(segments_of(pdu)):
-            raise Rejection(S.ESME_RTHROTTLED, f"account throughput {account.config.throughput:g} segments/s exceeded")
+        copy = copies is not None and self.store.is_copy(dedup_key(account.system_id, session, pdu, source, dest, body_of(pdu)))
+        if not copy:
+            # Before the queue's room: a blocked sender told ESME_RMSGQFUL would only try again later.
+            refusal = self.guards.check(account, source, dest)
+            if refusal is not None:
+                raise Rejection(*refusal)
+            if not to_short_code:
+                queued = self.delivery.queued.get(dest, 0)  # not [dest]: Counter.__missing__ is Python code
+                if queued >= self.settings.max_queued_per_subscriber:
+                    raise Rejection(S.ESME_RMSGQFUL, f"{queued} messages already wait for {dest}")
+            if not account.bucket.take(segments_of(pdu)):
+                raise Rejection(S.ESME_RTHROTTLED, f"account throughput {account.config.throughput:g} segments/s exceeded")
         message = message_from_submission(
             pdu,
             message_id=self.ids.next(),
@@ -190,6 +197,8 @@ class Intake:
         )
         if scheduled_at is not None:
             schedule(message, scheduled_at, now)
+        if copies is not None:
+            copies.append(copy)
         return message
 
     def _no_recipient(self, account: Account, dest: str) -> str:
@@ -254,8 +263,10 @@ class Intake:
         read after it must not be stored or handled first); answer once they are committed."""
         account = conn.account
         admitted: list[Message] = []
+        copies: list[bool] = []  # of admitted: a copy of a destination this submit_multi had stored when first sent
         refused: list[UnsuccessSme] = []
         listed: set[str] = set()
+        resent = conn.note_submission(pdu)  # its sequence number is in its destinations' dedup keys
         for dest in pdu.dest_addresses:
             if dest.dest_flag != 1:
                 conn.log_refused_submission(S.name_of(S.ESME_RINVDLNAME), "distribution lists are not kept here: name "
@@ -267,19 +278,26 @@ class Intake:
                 continue
             listed.add(number)
             try:
-                message = self._admit(account, conn.session_id, _submit_sm_to(pdu, dest))
+                # A resend's copies are not charged to the throughput, nor refused for a queue their originals fill:
+                # they took what the destinations refused ESME_RTHROTTLED the first time needed, at every resend.
+                message = self._admit(account, conn.session_id, _submit_sm_to(pdu, dest), copies if resent else None)
             except Rejection as rejected:
                 conn.log_refused_submission(S.name_of(rejected.status), rejected.reason, pdu.source_addr,
                                             dest.destination_addr)  # fmt: skip
                 refused.append(_unsuccess(dest, rejected.status))
                 continue
-            if admitted:
-                message.id = multi_part_id(admitted[0].id, len(admitted) + 1)
-                message.extra = {**message.extra, "submit_multi": admitted[0].id}
             admitted.append(message)
+            if not resent:
+                copies.append(False)
+        # The destinations stored now are numbered from the first of them, and the answer names it: a resend's
+        # copies keep the id they were answered with; numbered from a copy, the new ones went under an id the
+        # client was never given, and their receipts named it.
+        stored = [message for message, copy in zip(admitted, copies) if not copy]
+        for n, message in enumerate(stored[1:], 2):
+            message.id = multi_part_id(stored[0].id, n)
+            message.extra = {**message.extra, "submit_multi": stored[0].id}
         if admitted and account.role != "sp":
             self.router.note_mo(admitted[0].source_addr, conn)
-        conn.note_submission(pdu)  # its sequence number is in its destinations' dedup keys
         # An MO goes to its short code's handler once committed (its handling may answer before this does).
         for message in admitted:
             if message.direction is _MT:
@@ -301,8 +319,8 @@ class Intake:
             else:
                 committed.append((message, *outcome))
         new = {message.id for message, message_id, duplicate in committed if _is_new(message, role, message_id, duplicate)}
-        if committed:
-            status, message_id = S.ESME_ROK, committed[0][1]
+        if committed:  # the id of the first destination stored now, else of the first stored before (all copies)
+            status, message_id = S.ESME_ROK, next((i for _m, i, copy in committed if not copy), committed[0][1])
         else:  # refused everywhere: for their one reason if they share it (ESME_RTHROTTLED: slow down)
             statuses = {sme.error_status_code for sme in refused}
             status, message_id = statuses.pop() if len(statuses) == 1 else S.ESME_RSUBMITFAIL, ""

@@ -52,6 +52,10 @@ class Store(Protocol):
         earlier message's id is returned with duplicate=True.
         """
 
+    def is_copy(self, dedup_key: str) -> bool:
+        """Whether a submission with this dedup_key would be a copy (`accept` would answer the earlier message's
+        id): a message holding it is stored, or on its way, within the dedup window."""
+
     def accept_then(self, message: Message, then: Callable[[tuple[str, bool] | None, BaseException | None], None]) -> None:
         """`accept`, reporting to a callback instead: then((id, duplicate), None) once committed, or then(None, error).
 

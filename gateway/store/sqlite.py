@@ -176,6 +176,7 @@ def _message(row: Sequence[Any]) -> Message:
 
 _INSERT_KEYED = _INSERT + SKIP_DUPLICATE_KEY  # a message with a dedup_key: a copy of a stored one is skipped
 _KEY_HOLDER = "SELECT id FROM messages WHERE dedup_key = ?"
+_RECENT_KEY_HOLDER = "SELECT 1 FROM messages WHERE dedup_key = ? AND accepted_at > ?"  # (older keys are released)
 
 _PROCESSED = f"UPDATE messages SET status = '{MessageStatus.PROCESSED.value}', done_at = ? WHERE id = ?"
 _GIVEN_UP = f"UPDATE messages SET status = '{MessageStatus.FAILED.value}', done_at = ?, error = ? WHERE id = ?"
@@ -753,6 +754,13 @@ class SqliteStore:
     def _is_stored_copy(self, op: _Op, exc: Exception) -> bool:
         """Did this op's INSERT of a held message fail because a stored message holds its dedup key?"""
         return isinstance(exc, sqlite3.IntegrityError) and self._holder_of(op.dedup_keys[0]) is not None
+
+    def is_copy(self, dedup_key: str) -> bool:
+        since = self._clock() - self._dedup_window
+        in_flight = self._uncommitted.get(dedup_key)
+        if in_flight is not None:
+            return in_flight[1] > since  # as _duplicate_of decides
+        return self._reader.execute(_RECENT_KEY_HOLDER, (dedup_key, since)).fetchone() is not None  # type: ignore[union-attr]
 
     def _holder_of(self, key: str) -> str | None:
         """The id of the stored message holding this dedup key, if any."""

@@ -21,6 +21,7 @@ from tests.smpp_handset import (
     ESME_RINVDSTADR,
     ESME_RINVESMCLASS,
     ESME_RINVEXPIRY,
+    ESME_RMSGQFUL,
     ESME_ROK,
     RawLink,
     answer,
@@ -345,6 +346,56 @@ def test_submit_multi_reaches_each_destination_and_lists_the_refused_ones(handse
     status, body = answer(esme, 2)
     assert (status, multi_resp(body)[0]) == (ESME_ROK, message_id)
     b.expect_none(0.3)  # not delivered twice
+
+
+def test_a_submit_multi_resent_after_a_temporary_refusal_answers_the_id_its_new_destination_is_stored_and_receipted_under(
+    make_gateway, handset
+) -> None:
+    """Resent as the README advises after B was refused ESME_RMSGQFUL: B was stored numbered from the id of B2's
+    copy (not stored again), an id the client was never given, and B's receipt named it."""
+    gw = make_gateway(gateway={"max_queued_per_subscriber": 1})
+    a = handset(A, gw=gw)
+    assert a.submit(B, "fills B's queue").status == ESME_ROK
+    with RawLink(gw.smpp_port) as esme:
+        esme.bind("handset", command="bind_transmitter")
+        esme.send(submit_multi(2, A, [B2, B], b"to both", registered_delivery=1))
+        status, body = answer(esme, 2)
+        first_id, refused = multi_resp(body)
+        assert (status, refused) == (ESME_ROK, [(B, ESME_RMSGQFUL)])
+        b = handset(B, gw=gw, address_range=B)  # (B2 stays off line)
+        assert [text(p) for p in b.expect_many(1)] == ["fills B's queue"]
+        esme.send(submit_multi(2, A, [B2, B], b"to both", registered_delivery=1))  # the same PDU again
+        status, body = answer(esme, 2)
+        resent_id, refused = multi_resp(body)
+        assert (status, refused) == (ESME_ROK, [])
+        assert resent_id != first_id  # B is stored now, under the id this answer gives
+        assert text(b.expect()) == "to both"
+        assert receipt_fields(a.expect(predicate=is_receipt))["id"] == resent_id
+        assert a.query(resent_id).message_state == 2  # DELIVERED
+        assert a.query(first_id).message_state == 1  # B2's, from the first answer: still waiting (B2 off line)
+
+
+def test_a_resent_submit_multi_gets_its_throttled_destinations_through(make_gateway, handset) -> None:
+    """The destinations a resend repeats were charged to the account's throughput again, though they are copies
+    (nothing on the air): with throughput 3, the two of five refused ESME_RTHROTTLED were refused at every resend."""
+    gw = make_gateway(accounts=[{"system_id": "handset", "throughput": 3}])
+    dests = [f"86137000001{n:02d}" for n in range(5)]
+    with RawLink(gw.smpp_port) as esme:
+        esme.bind("handset", command="bind_transmitter")
+        esme.send(submit_multi(2, A, dests, b"five"))
+        status, body = answer(esme, 2)
+        assert (status, [d for d, _ in multi_resp(body)[1]]) == (ESME_ROK, dests[3:])
+
+        assert eventually(lambda: _none_refused(esme, submit_multi(2, A, dests, b"five")), 5)
+    b = handset(dests[4], gw=gw, address_range=dests[4])
+    assert [text(p) for p in b.expect_many(1)] == ["five"]
+    b.expect_none(0.3)
+
+
+def _none_refused(esme: RawLink, pdu: bytes) -> bool:
+    esme.send(pdu)
+    status, body = answer(esme, 2)
+    return status == ESME_ROK and multi_resp(body)[1] == []
 
 
 def test_a_submit_multi_with_replace_if_present_flag_replaces_what_still_waits_at_each_destination(handset, esme) -> None:
