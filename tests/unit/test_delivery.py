@@ -395,13 +395,20 @@ async def test_a_page_read_before_a_delivery_committed_does_not_hand_that_mt_out
 
 
 class CountedReads(SqliteStore):
+    """Counts the pages of a backlog read (`page_reads`) and the reads of MTs by sender (`by_sender_reads`: the sweep
+    after a block or an unsubscription)."""
+
     def __init__(self, path: str, clock) -> None:
         super().__init__(path, clock=clock)
-        self.page_reads = 0
+        self.page_reads = self.by_sender_reads = 0
 
     async def waiting_mts(self, *args):
         self.page_reads += 1
         return await super().waiting_mts(*args)
+
+    async def enroute_mts_from(self, *args, **kwargs):
+        self.by_sender_reads += 1
+        return await super().enroute_mts_from(*args, **kwargs)
 
 
 async def test_binds_appearing_together_share_one_read_of_their_backlog(tmp_path: Path, router, accounts, clock) -> None:
@@ -634,20 +641,10 @@ def spam(id: str, source: str, dest: str) -> Message:
     return Message(id, Direction.MT, MessageStatus.ENROUTE, "handset", source, dest, b"spam", expires_at=START + 86_400)
 
 
-class CountingReads(SqliteStore):
-    """Counts the reads of MTs by sender (the sweep after a block or an unsubscription)."""
-
-    reads = 0
-
-    async def enroute_mts_from(self, *args, **kwargs):
-        self.reads += 1
-        return await super().enroute_mts_from(*args, **kwargs)
-
-
 async def test_a_restart_ends_a_sender_s_backlog_for_many_recipients_in_one_read(tmp_path, router, clock) -> None:
     """A spammer blocked network-wide with thousands of victims off line, and a crash before the sweep that ends their
     spam: after the restart, one read by sender ends it all, not one read per victim (50,000 of them took 5 s)."""
-    store = CountingReads(str(tmp_path / "gw.db"), clock=clock.now)
+    store = CountedReads(str(tmp_path / "gw.db"), clock.now)
     victims = [f"86137{i:08d}" for i in range(Delivery.ONE_READ_ABOVE + 1)]
     async with delivery_on(store, router, clock) as delivery:
         for i, victim in enumerate(victims):
@@ -658,7 +655,7 @@ async def test_a_restart_ends_a_sender_s_backlog_for_many_recipients_in_one_read
         await delivery.restore(lambda account, source, dest: dest != "8613700000999")
         await delivery.sweep()
         await settled(store)
-        assert store.reads == 1
+        assert store.by_sender_reads == 1
         assert {await status_of(store, m) for m in stopped} == {MessageStatus.REJECTED}
         assert await status_of(store, "after-lift") is MessageStatus.ENROUTE
         assert delivery.queued == {"8613700000999": 1}
