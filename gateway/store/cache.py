@@ -254,13 +254,26 @@ class RecordCache:
             self._apply(effects, self._forget)
 
     async def _read(self, key: _Key) -> _Rows:
-        """Partition `key` as the store holds it."""
+        """Partition `key` as the store holds it, with the effects in flight on top (`_with_in_flight`)."""
+        name, column, value = key
+        if (name, column) not in _UNBOUNDED:
+            return await self._read_now(key)
+        record_type = _TYPES[name]
+        # Those in flight as the read begins go on top too: one may commit, and leave _in_flight, before the read
+        # is done, without being in what it read (the next report about a number read without the one before it).
+        before = [effects for effects, touched in self._in_flight.values() if key in touched]
+        records = await self.store.scan(record_type, order_by="rowid", **{column: value})
+        rows = await asyncio.to_thread(_rows, record_type, records)
+        for effects in before:
+            self._apply(effects, lambda k: rows if k == key else None)
+        return self._with_in_flight(key, rows)
+
+    async def _read_now(self, key: _Key) -> _Rows:
+        """`_read` on the loop: SqliteStore's reads do not yield, so nothing commits between the read and the
+        effects in flight put on top."""
         name, column, value = key
         record_type = _TYPES[name]
-        if (name, column) in _UNBOUNDED:
-            records = await self.store.scan(record_type, order_by="rowid", **{column: value})
-            return await asyncio.to_thread(_rows, record_type, records)
-        return _rows(record_type, await self.store.find(record_type, order_by="rowid", **{column: value}))
+        return self._with_in_flight(key, _rows(record_type, await self.store.find(record_type, order_by="rowid", **{column: value})))
 
     def _with_in_flight(self, key: _Key, rows: _Rows) -> _Rows:
         """Partition `key` as read from the store (`rows`, changed in place), with the effects in flight on top
@@ -352,13 +365,16 @@ class RecordCache:
 
     async def _load(self, key: _Key) -> _Rows:
         if key in self._loading:  # read concurrently by another caller: answer this one from the store
-            return self._with_in_flight(key, await self._read(key))
+            return await self._read(key)
         self._loading[key] = False
         try:
             rows = await self._read(key)
         finally:
             stale = self._loading.pop(key)
-        rows = self._with_in_flight(key, rows)
+        if stale and (key[0], key[1]) in _UNBOUNDED:
+            # Changed while the thread read it: a commit that settled meanwhile may be neither in what was read nor
+            # in flight any more. Read again as of now, on the loop (rare: one number's reports are serialised).
+            rows = await self._read_now(key)
         self.loads += 1
         if not stale:
             self._partitions[key] = rows

@@ -266,3 +266,45 @@ async def test_the_records_of_a_much_reported_number_are_read_while_the_loop_ser
     assert sorted(r.id for r in await reading) == sorted(r.id for r in records)
     assert len(await cache.find(record_type, reported=spammer)) == 3000
     assert (cache.loads, cache.hits) == (1, 1)  # kept: the second answered from memory
+
+
+class ReadThenWait(SqliteStore):
+    """Its `scan` reads, says so (`read`), and hands its rows back only when told (`go_on`)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.read, self.go_on = asyncio.Event(), asyncio.Event()
+
+    async def scan(self, *args, **kwargs):
+        rows = await super().scan(*args, **kwargs)
+        self.read.set()
+        await self.go_on.wait()
+        return rows
+
+
+@pytest.mark.parametrize("handed_on", [True, False], ids=["issued, then settled", "committed"])
+async def test_a_report_whose_commit_settles_while_its_numbers_reports_are_read_is_in_what_is_read(tmp_path, handed_on) -> None:
+    """The previous report's effects are in flight (its key handed on) as the next report reads the number's
+    reports in a thread; that commit settles after the read and before the rows are made: the report was neither in
+    what was read nor in flight any more, one reporter fewer was counted, and the block at the threshold missed."""
+    store = ReadThenWait(str(tmp_path / "gw.db"))
+    await store.open()
+    try:
+        spammer = "8613912345678"
+        await store.apply([Put(SpamReport(f"r{i}", f"8613900000{i:03d}", spammer, "spam", 1.0 + i, "received")) for i in range(3)])
+        cache = RecordCache(store)
+        latest = SpamReport("r3", "8613900000003", spammer, "spam", 4.0, "received")
+        if handed_on:  # its commit issued, the number's key handed on (gateway/mo.py _hand_on)
+            token = cache.issued([Put(latest)])
+        reading = asyncio.ensure_future(cache.find(SpamReport, reported=spammer))
+        await store.read.wait()  # read without it
+        await store.apply([Put(latest)])
+        if handed_on:
+            cache.settled(token, True)
+        else:  # (not in flight when the read began: it makes the read out of date, read again)
+            cache.committed([Put(latest)])
+        store.go_on.set()
+        assert sorted(r.id for r in await reading) == ["r0", "r1", "r2", "r3"]
+        assert sorted(r.id for r in await cache.find(SpamReport, reported=spammer)) == ["r0", "r1", "r2", "r3"]
+    finally:
+        await store.close()
