@@ -209,10 +209,12 @@ def messages_files(config: Config) -> dict[str, Path]:
     """Each language's messages.<language>.toml: the one beside the config file if it is there, else the built-in one.
 
     Language by language: a site that customises only its English texts puts messages.en.toml alone beside the config
-    (that file was ignored when the default language's was not there too)."""
+    (that file was ignored when the default language's was not there too). The built-in ones are BUILT_IN's, not those
+    beside DEFAULT_CONFIG: an installed package's default config may be ./config/default.toml (the Docker image's
+    /app/config), and one alone there, or any --config run from that directory, failed to start."""
     beside = Path(config.source).parent
     return {
-        language: beside / name if (beside / name).exists() else DEFAULT_CONFIG.parent / name
+        language: beside / name if (beside / name).exists() else BUILT_IN / name
         for language, name in ((language, f"messages.{language}.toml") for language in LANGUAGES)
     }
 

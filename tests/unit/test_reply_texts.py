@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import BUILT_IN, DEFAULT_CONFIG, ConfigError
+import gateway.config
+from gateway.config import (
+    BUILT_IN,
+    DEFAULT_CONFIG,
+    ConfigError,
+    load_config,
+    messages_files,
+)
 from gateway.templates import Templates
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,3 +147,18 @@ def test_smsgw_serve_refuses_an_empty_placeholder_without_a_traceback(tmp_path: 
     assert result.returncode == 2
     assert result.stderr.startswith(f"smsgw: bad config: {tmp_path / 'messages.zh.toml'}: common.word: bad placeholder {{}}:")
     assert "Traceback" not in result.stderr
+
+
+def test_an_installed_packages_config_in_the_working_directory_takes_the_built_in_texts_it_lacks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An installed package (gateway/defaults) takes ./config/default.toml as its default config; with no texts beside
+    it, the texts were looked for in ./config too, and the start failed (`config/messages.zh.toml: file not found`)."""
+    site = tmp_path / "config"
+    site.mkdir()
+    shutil.copy(DEFAULT_CONFIG, site / "default.toml")
+    (site / "messages.en.toml").write_text((BUILT_IN / "messages.en.toml").read_text(encoding="utf-8"), encoding="utf-8")
+    monkeypatch.setattr(gateway.config, "DEFAULT_CONFIG", site / "default.toml")  # as an installed package has it
+    files = messages_files(load_config(site / "default.toml"))
+    assert files == {"zh": BUILT_IN / "messages.zh.toml", "en": site / "messages.en.toml"}
+    assert Templates.load(files, "zh").render("common.help", "zh")
