@@ -161,7 +161,7 @@ class SmppConnection(asyncio.Protocol):
             elif type(event) is LateResponse:
                 self._on_late_answer(event.pdu)
             elif event.status:  # answered by the session already: only the log line is limited
-                if self._complaints.allow("pdu rejected"):
+                if self.may_log(f"pdu rejected ({S.name_of(event.status)})"):
                     log.warning("pdu rejected", peer=self.peer, account=self.system_id, status=S.name_of(event.status),
                                 reason=event.reason, sequence=event.sequence_number)
             elif self._complaints.allow("pdu ignored"):  # a response that answers nothing outstanding

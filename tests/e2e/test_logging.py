@@ -21,6 +21,7 @@ from tests.gateway_process import GatewayProcess, config_file
 from tests.polling import eventually
 from tests.smpp_handset import (
     ESME_RCANCELFAIL,
+    ESME_RINVBNDSTS,
     ESME_RINVCMDID,
     ESME_RINVDLNAME,
     ESME_RINVDSTADR,
@@ -322,11 +323,28 @@ def test_a_client_flooding_unanswerable_pdus_gets_a_few_lines_and_a_count(tmp_pa
         assert (answers[200].command, answers[200].sequence) == ("enquire_link_resp", 999)  # all were read
     assert gateway.terminate() == 0
     records = [json.loads(line) for line in gateway.log if line.startswith("{")]
-    for kind in ("pdu ignored", "pdu rejected"):
-        logged = [r for r in records if r["event"] == kind]
+    for event, kind in (("pdu ignored", "pdu ignored"), ("pdu rejected", "pdu rejected (ESME_RINVCMDID)")):
+        logged = [r for r in records if r["event"] == event]
         [summary] = [r for r in records if r["event"] == f"{kind}: more not logged"]
         assert 1 <= len(logged) <= 10
         assert len(logged) + summary["count"] == 200, kind
+
+
+def test_refused_pdus_of_another_status_get_their_own_first_lines(tmp_path: Path, start_gateway) -> None:
+    """One budget for every refused PDU: after 5 refused ESME_RINVBNDSTS, the first of another status was only counted,
+    under no status, where README promises the first 5 of each status."""
+    gateway = start_gateway(tmp_path / "gw.db")
+    unknown_command = 0x00000099
+    with RawLink(gateway.smpp_port) as link:
+        link.bind("handset")
+        link.send(b"".join(encoded("deliver_sm", n, source_addr=B, destination_addr=A, short_message=b"x") for n in range(2, 9))
+                  + frame(unknown_command, 9) + frame(unknown_command, 10))  # (an ESME may send no deliver_sm)
+        assert [link.read().status for _ in range(9)] == [ESME_RINVBNDSTS] * 7 + [ESME_RINVCMDID] * 2
+    assert gateway.terminate() == 0
+    rejected = [r["status"] for r in logged(gateway, "pdu rejected")]
+    assert rejected == ["ESME_RINVBNDSTS"] * 5 + ["ESME_RINVCMDID"] * 2
+    [counted] = logged(gateway, "pdu rejected (ESME_RINVBNDSTS): more not logged")
+    assert counted["count"] == 2
 
 
 def test_refused_submissions_are_logged_for_the_first_few_of_each_status_on_a_bind_and_then_counted(tmp_path: Path, start_gateway) -> None:
