@@ -73,6 +73,17 @@ class Accounts:
     def get(self, system_id: str) -> Account | None:
         return self._by_id.get(system_id)
 
+    def overlapping_numbers(self) -> list[tuple[str, str, str, str]]:
+        """(account, prefix, other account, its prefix) for each two accounts whose `numbers` take in some of the same
+        subscribers: each may then send from, and be sent the MTs of, the other's."""
+        found = []
+        accounts = [a for a in self._by_id.values() if a.numbers]
+        for i, one in enumerate(accounts):
+            for other in accounts[i + 1 :]:
+                found += [(one.config.system_id, p, other.config.system_id, q) for p in one.numbers for q in other.numbers
+                          if p.startswith(q) or q.startswith(p)]  # fmt: skip
+        return found
+
     def authenticate(self, system_id: str, password: str) -> tuple[Account | None, int]:
         """The account and ESME_ROK, or None and the bind_resp status that says why not."""
         account = self._by_id.get(system_id)

@@ -201,6 +201,9 @@ class Gateway:
         self._tick_task = loop.create_task(self._tick())
         self.ready = True
         log.info("reply texts", **{language: str(path) for language, path in self.reply_texts.items()})
+        for account, prefix, other, other_prefix in self.accounts.overlapping_numbers():
+            log.warning("accounts share subscribers: each may send from, and is sent the MTs of, the other's",
+                        account=account, numbers=prefix, other_account=other, other_numbers=other_prefix)  # fmt: skip
         log.info(
             "smsgw ready",
             smpp_port=self.smpp_port,

@@ -413,3 +413,19 @@ def test_a_query_of_another_accounts_message_names_nothing_of_it_in_the_log(tmp_
     lines = logged(gateway, "query_sm refused")
     assert [(r["account"], r["msisdn"], r["reason"]) for r in lines] == [
         ("handset2", "8613700000999", "no message of this account has this id")] * 2
+
+
+def test_accounts_whose_numbers_overlap_are_named_at_the_start(tmp_path: Path, start_gateway) -> None:
+    """handset2 given numbers = ["8613"] started without a word: it could then send from, and was sent the MTs of,
+    the subscribers of handset (86138, 86139) and of carrier (86130, ...)."""
+    config = config_file(tmp_path)
+    config.write_text(config.read_text(encoding="utf-8").replace('numbers = ["86137"]', 'numbers = ["8613"]', 1), encoding="utf-8")
+    gateway = start_gateway(tmp_path / "gw.db", config)
+    assert gateway.terminate() == 0
+    shared = {(r["account"], r["numbers"], r["other_account"], r["other_numbers"])
+              for r in logged(gateway, "accounts share subscribers: each may send from, and is sent the MTs of, the other's")}
+    assert shared == {("handset", "86138", "handset2", "8613"), ("handset", "86139", "handset2", "8613"),
+                      *(("handset2", "8613", "carrier", p) for p in ("86130", "86131", "86132"))}  # fmt: skip
+    default = start_gateway(tmp_path / "default.db")
+    assert default.terminate() == 0
+    assert not [line for line in default.log if "accounts share subscribers" in line]  # the demo accounts share none
