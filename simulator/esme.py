@@ -70,6 +70,7 @@ C = CommandId
 BIND_CLASSES: dict[str, type[Pdu]] = {"trx": BindTransceiver, "tx": BindTransmitter, "rx": BindReceiver}
 _UNWINDOWED = frozenset({C.UNBIND, C.ENQUIRE_LINK})  # the Session lets these past a full window
 _INBOUND_MESSAGES = frozenset({C.DELIVER_SM, C.DATA_SM})
+_MESSAGE_TYPE = int(EsmClass.MESSAGE_TYPE_MASK)
 T = TypeVar("T")
 
 
@@ -107,6 +108,12 @@ class ShortMessage:
     @property
     def is_receipt(self) -> bool:
         return self.esm_class & EsmClass.MESSAGE_TYPE_MASK == EsmClass.DELIVERY_RECEIPT
+
+    @property
+    def is_report(self) -> bool:
+        """Not a text but a report on one: a delivery receipt, an SME acknowledgement, an intermediate notification
+        (or a conversation abort): esm_class's message type is not the default (SMPP 3.4 5.2.12)."""
+        return bool(self.esm_class & _MESSAGE_TYPE)
 
 
 @dataclass(slots=True)

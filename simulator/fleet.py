@@ -775,6 +775,8 @@ class Fleet:
     # -------------------------------------------------------------- arrivals
     def _on_message(self, message: ShortMessage) -> None:
         self._canonical(message)
+        if self._unfit(message):
+            return
         phone = self.by_number.get(message.destination)
         if phone is None:
             self.recorder.arrived_unasked("unrouted")
@@ -794,12 +796,16 @@ class Fleet:
             message.destination = numbers.normalise(message.destination)
 
     def _on_spammer_message(self, message: ShortMessage) -> None:
+        if self._unfit(message):
+            return
         self.recorder.arrived_unasked("to_spammer")
         self._sample(f"to spammer {message.destination} from {message.source}: {message.text}")
 
     def _on_sp_notice(self, message: ShortMessage, account: str) -> None:
         """A text to the SP receiver bound as `account`: an ORDER/CANCEL notice must be about a service that SP owns
         (the target config's catalogue) and match an order or unsubscription of that subscriber in this run."""
+        if self._unfit(message):
+            return
         m = SP_NOTICE.match(message.text)
         if m is None:
             self.recorder.arrived_unasked("sp_other")
@@ -822,6 +828,18 @@ class Fleet:
         owed[key] += n
         if not owed[key]:
             del owed[key]
+
+    def _unfit(self, message: ShortMessage) -> bool:
+        """What arrived is no text a handset takes: a report on a message (a delivery receipt, an acknowledgement),
+        when the fleet asks for none (registered_delivery 0 in all it sends, SMPP 3.4 5.2.17). It fails the run
+        (kind `delivery`) and goes no further: no dialogue takes it for its reply, nor the SP notices for theirs."""
+        if not message.is_report:
+            return False
+        self.check_failed("delivery", message.destination, "receipt never requested",
+                          f"a report from {message.source} (esm_class 0x{message.esm_class:02x}: not a text but a delivery "
+                          "receipt or acknowledgement), which the fleet never asks for (registered_delivery 0, SMPP 3.4 "
+                          f"5.2.17): {message.text!r}", [(message.received_at, "<", message.source, message.text)])  # fmt: skip
+        return True
 
     def _sample(self, text: str) -> None:
         if len(self.unasked_samples) < 20:
@@ -849,9 +867,6 @@ class Fleet:
         """A text for `phone` that no dialogue of it asked for: record it, react as the scenario says.
         after_failure: it came during a dialogue of the phone that failed (the rest of that dialogue)."""
         recorder, plan, source = self.recorder, self.plan, message.source
-        if message.is_receipt:
-            recorder.arrived_unasked("receipt")
-            return
         fellow = source in self.by_number
         spam = not fellow and self._from_outside(source)
         if fellow:

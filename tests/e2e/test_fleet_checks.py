@@ -1,8 +1,8 @@
 """The fleet's checks catch a gateway that behaves wrongly (found by a review: each of these ran PASS): texts
-delivered twice or long texts in part, SP notices to the wrong SP or about the wrong subscriber, a first order
-without its free trial, a 0000 listing naming the wrong SP or reply window, a survey naming the wrong service,
-and wrong refusals listed as "refused (as expected)". The gateway misbehaves by its config, or behind a small
-SMPP proxy in the test's event loop; the fleet is the real one."""
+delivered twice or long texts in part, replies flagged as delivery receipts, SP notices to the wrong SP or about the
+wrong subscriber, a first order without its free trial, a 0000 listing naming the wrong SP or reply window, a survey
+naming the wrong service, and wrong refusals listed as "refused (as expected)". The gateway misbehaves by its
+config, or behind a small SMPP proxy in the test's event loop; the fleet is the real one."""
 
 from __future__ import annotations
 
@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Self
 
 from gateway.config import DEFAULT_CONFIG
+from gateway.smpp.codec import decode_pdu, encode_pdu
+from gateway.smpp.constants import EsmClass
 from simulator import testing
-from simulator.testing import gateway_config, make_scenario, run_fleet_async
+from simulator.testing import FleetRun, gateway_config, make_scenario, run_fleet_async
 
 smsgw_fleet = testing.smsgw_fleet  # the fixture
 
@@ -175,6 +177,33 @@ async def test_a_retry_after_the_fleet_answered_late_is_the_targets_right(make_g
     assert "delivery" not in run.summary["failures_by_step"]
     assert any("the fleet answered deliver_sm late" in s for s in run.summary["fleet"]["unasked_samples"])
     assert f"delivered again after the fleet answered late: {stats['redelivered_after_late_answer']}" in str(run)
+
+
+# ------------------------------------------------------- what is no text
+async def ten_dialogues_flagged(make_gateway, esm_flag: int, **weights: float) -> tuple[FleetRun, str]:
+    """10 dialogues of these kinds (2 at a time, each reply due within 1 s, among 20 subscribers) through a proxy that
+    sets `esm_flag` in the esm_class of every deliver_sm. Returns the run and its first delivery failure's error."""
+    gw = make_gateway()
+
+    def flagged(frame: bytes) -> list[bytes]:
+        pdu = decode_pdu(frame)
+        pdu.esm_class |= esm_flag  # type: ignore[attr-defined]
+        return [encode_pdu(pdu)]
+
+    scenario = make_scenario(fleet={"count": 20, "binds": 1, **NO_SP}, behaviours=only(**weights),
+                             load={"duration": 0, "count": 10, "concurrency": 2, "timeout": 1})  # fmt: skip
+    async with Proxy(gw.smpp_port, flagged) as proxy:
+        run = await run_fleet_async(scenario, target=("127.0.0.1", proxy.port))
+    return run, next((f["error"] for f in run.failures if f["kind"] == "delivery"), "")
+
+
+async def test_replies_flagged_as_delivery_receipts_fail(make_gateway) -> None:
+    """A proxy flags every reply as an SMSC delivery receipt (esm_class message type 0001), which the fleet never asks
+    for (registered_delivery 0). Before, the dialogues took them for their replies (from the right sender) and the
+    run passed; the receipts are no replies now, so the help dialogues get none either."""
+    run, error = await ten_dialogues_flagged(make_gateway, EsmClass.DELIVERY_RECEIPT, help=1)
+    assert run.summary["failures_by_step"] == {"delivery": {"receipt never requested": 10}, "help": {"help->help": 10}}
+    assert "from 10086 (esm_class 0x44: not a text but a delivery receipt" in error, error
 
 
 # ---------------------------------------------------------------- SP notices
