@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from gateway.smpp.constants import CommandId, CommandStatus, EsmClass
+from gateway.smpp.constants import CommandId, CommandStatus, EsmClass, Tag
 from gateway.smpp.pdu import (
     BindReceiver,
     BindTransceiver,
@@ -71,6 +71,7 @@ BIND_CLASSES: dict[str, type[Pdu]] = {"trx": BindTransceiver, "tx": BindTransmit
 _UNWINDOWED = frozenset({C.UNBIND, C.ENQUIRE_LINK})  # the Session lets these past a full window
 _INBOUND_MESSAGES = frozenset({C.DELIVER_SM, C.DATA_SM})
 _MESSAGE_TYPE = int(EsmClass.MESSAGE_TYPE_MASK)
+_UDHI = int(EsmClass.UDHI)
 T = TypeVar("T")
 
 
@@ -104,6 +105,7 @@ class ShortMessage:
     parts: int
     received_at: float  # time.monotonic() when the last part arrived
     pdus: tuple[Pdu, ...] = ()
+    udh_invalid: bool = False  # UDHI set, yet no User Data Header that adds up begins it: `text` is all its octets
 
     @property
     def is_receipt(self) -> bool:
@@ -397,6 +399,9 @@ class Esme(asyncio.Protocol):
     def _on_message_pdu(self, pdu: Pdu) -> None:
         short_message: bytes = getattr(pdu, "short_message", b"")
         concat, body = concat_info(pdu.esm_class, short_message, pdu.tlvs)  # type: ignore[attr-defined]
+        # With UDHI set, a UDH read leaves a shorter body; one that does not add up gives every octet back (parse_udh)
+        whole = short_message or pdu.tlvs.get(Tag.MESSAGE_PAYLOAD, b"")
+        udh_invalid = bool(pdu.esm_class & _UDHI) and len(body) == len(whole)  # type: ignore[attr-defined, arg-type]
         source, destination = pdu.source_addr, pdu.destination_addr  # type: ignore[attr-defined]
         now = time.monotonic()
         pdus: tuple[Pdu, ...] = (pdu,) if self.keep_pdus else ()
@@ -413,7 +418,7 @@ class Esme(asyncio.Protocol):
             if self.keep_pdus:
                 pdus = tuple(self._partial_pdus.pop((key, concat.reference), ()))
         message = ShortMessage(source, destination, text, pdu.data_coding,  # type: ignore[attr-defined]
-                               pdu.esm_class, parts, now, pdus)  # type: ignore[attr-defined]  # fmt: skip
+                               pdu.esm_class, parts, now, pdus, udh_invalid)  # type: ignore[attr-defined]  # fmt: skip
         self.stats.messages += 1
         if self.on_message is not None:
             self.on_message(message)

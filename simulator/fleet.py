@@ -830,15 +830,21 @@ class Fleet:
             del owed[key]
 
     def _unfit(self, message: ShortMessage) -> bool:
-        """What arrived is no text a handset takes: a report on a message (a delivery receipt, an acknowledgement),
-        when the fleet asks for none (registered_delivery 0 in all it sends, SMPP 3.4 5.2.17). It fails the run
-        (kind `delivery`) and goes no further: no dialogue takes it for its reply, nor the SP notices for theirs."""
-        if not message.is_report:
+        """What arrived is no text a handset takes, which fails the run (kind `delivery`) and goes no further (no dialogue
+        takes it for its reply, nor the SP notices for theirs): a report on a message (a delivery receipt, an
+        acknowledgement), when the fleet asks for none (registered_delivery 0 in all it sends, SMPP 3.4 5.2.17); or a
+        text with UDHI set that begins with no User Data Header that adds up (3GPP TS 23.040 9.2.3.24)."""
+        if message.is_report:
+            step, noun, why = "receipt never requested", "report", "not a text but a delivery receipt or acknowledgement"
+            after = "which the fleet never asks for (registered_delivery 0, SMPP 3.4 5.2.17)"
+        elif message.udh_invalid:
+            step, noun, why = "UDHI without a valid UDH", "text", "UDHI set, but no User Data Header that adds up begins it"
+            after = "which a handset misreads (it takes the first octets for a header)"
+        else:
             return False
-        self.check_failed("delivery", message.destination, "receipt never requested",
-                          f"a report from {message.source} (esm_class 0x{message.esm_class:02x}: not a text but a delivery "
-                          "receipt or acknowledgement), which the fleet never asks for (registered_delivery 0, SMPP 3.4 "
-                          f"5.2.17): {message.text!r}", [(message.received_at, "<", message.source, message.text)])  # fmt: skip
+        self.check_failed("delivery", message.destination, step,
+                          f"a {noun} from {message.source} (esm_class 0x{message.esm_class:02x}: {why}), {after}: "
+                          f"{message.text!r}", [(message.received_at, "<", message.source, message.text)])  # fmt: skip
         return True
 
     def _sample(self, text: str) -> None:

@@ -1,8 +1,8 @@
 """The fleet's checks catch a gateway that behaves wrongly (found by a review: each of these ran PASS): texts
-delivered twice or long texts in part, replies flagged as delivery receipts, SP notices to the wrong SP or about the
-wrong subscriber, a first order without its free trial, a 0000 listing naming the wrong SP or reply window, a survey
-naming the wrong service, and wrong refusals listed as "refused (as expected)". The gateway misbehaves by its
-config, or behind a small SMPP proxy in the test's event loop; the fleet is the real one."""
+delivered twice or long texts in part, replies flagged as delivery receipts or with UDHI and no UDH, SP notices to the
+wrong SP or about the wrong subscriber, a first order without its free trial, a 0000 listing naming the wrong SP or
+reply window, a survey naming the wrong service, and wrong refusals listed as "refused (as expected)". The gateway
+misbehaves by its config, or behind a small SMPP proxy in the test's event loop; the fleet is the real one."""
 
 from __future__ import annotations
 
@@ -204,6 +204,15 @@ async def test_replies_flagged_as_delivery_receipts_fail(make_gateway) -> None:
     run, error = await ten_dialogues_flagged(make_gateway, EsmClass.DELIVERY_RECEIPT, help=1)
     assert run.summary["failures_by_step"] == {"delivery": {"receipt never requested": 10}, "help": {"help->help": 10}}
     assert "from 10086 (esm_class 0x44: not a text but a delivery receipt" in error, error
+
+
+async def test_udhi_without_a_user_data_header_fails(make_gateway) -> None:
+    """A proxy sets UDHI on every reply, and the single-part ones have no UDH (a handset takes their first octet for
+    the UDH's length). Before, the fleet read them as the gateway's lenient parse_udh does (the octets whole, a UDH
+    that does not add up ignored) and the run passed."""
+    run, error = await ten_dialogues_flagged(make_gateway, EsmClass.UDHI, query=1)
+    assert run.summary["failures_by_step"] == {"delivery": {"UDHI without a valid UDH": 10}, "query": {"0000->none": 10}}
+    assert "from 10086 (esm_class 0x40: UDHI set, but no User Data Header that adds up begins it)" in error, error
 
 
 # ---------------------------------------------------------------- SP notices
