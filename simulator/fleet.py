@@ -44,6 +44,7 @@ from .esme import BindError, Esme, EsmeError, ResponseTimeout, SharedParts, Shor
 from .headroom import Headroom
 from .metrics import Recorder
 from .scenario import Load, Scenario
+from .texts import UNPROMPTED
 
 __all__ = ["Fleet", "FleetError", "address_range", "blocks", "exact_range", "first_outside"]
 
@@ -51,7 +52,13 @@ MAX_ADDRESS_RANGE = 40  # SMPP 3.4: address_range is a C-octet string of at most
 CONNECT_TIMEOUT = 10.0  # seconds for a TCP connection (and TLS handshake) to the target
 SP_NOTICE = re.compile(r"event=(\w+) service=(\S+)(?:.* msisdn=\+?(\d+))?")
 DRAIN_POLL = 0.1  # seconds between the drain's looks at an interruption
-DELIVERY_FAULTS_KEPT = 200  # texts delivered twice or in part, kept with their details (beyond: counted)
+DELIVERY_FAULTS_KEPT = 200  # delivery faults kept with their details (beyond: counted)
+# Delivery faults, judged at the end (Fleet._check_deliveries): by kind, the stat that counts them and the step they fail
+DELIVERY_FAULTS = {
+    "twice": ("delivered_twice", "text delivered twice"),
+    "in part": ("arrived_in_part", "long text arrived in part"),
+    "answer": ("answers_unasked", "answer nobody asked for"),
+}
 
 
 class FleetError(Exception):
@@ -218,8 +225,8 @@ class Fleet:
         # (negative: received, never owed); entries at 0 are dropped, so it holds what is in flight
         self._notices_owed: Counter[tuple[str, str, str]] = Counter()
         self.notices_misrouted: Counter[tuple[str, str, str]] = Counter()  # (service id, account it came to, its SP's)
-        # Texts delivered twice or in part: (kind, msisdn, source, text, time.monotonic()), judged at the end
-        # (settle) when the fleet knows whether it answered the target late
+        # Texts delivered twice, in part, or answering no MO of their subscriber (DELIVERY_FAULTS): (kind, msisdn, source,
+        # text, time.monotonic()), judged at the end (settle) when the fleet knows whether it answered the target late
         self._delivery_faults: list[tuple[str, str, str, str, float]] = []
         self.unasked_samples: list[str] = []
         self.stop_reason = ""
@@ -901,12 +908,20 @@ class Fleet:
             self._react_spam(phone, message)
             return
         failed_already = after_failure or phone.state == RETIRED  # the rest of a failed dialogue: counted once
-        if source in self.rules.short_codes and not failed_already and plan.texts.key_of(message.text) is None:
-            # From a service of the target, yet none of the texts its config can send (a survey or "report
-            # handled" worded otherwise): the target is wrong, not merely early or late.
-            self.check_failed("unasked", phone.msisdn, f"unrecognised text from {source}",
-                              f"none of the target's reply texts: {message.text!r}", [(time.monotonic(), "<", source, message.text)])  # fmt: skip
-            return
+        if source in self.rules.short_codes and not failed_already:
+            key = plan.texts.key_of(message.text)
+            if key is None:
+                # From a service of the target, yet none of the texts its config can send (a survey or "report
+                # handled" worded otherwise): the target is wrong, not merely early or late.
+                self.check_failed("unasked", phone.msisdn, f"unrecognised text from {source}",
+                                  f"none of the target's reply texts: {message.text!r}", [(time.monotonic(), "<", source, message.text)])  # fmt: skip
+                return
+            if not key.startswith(UNPROMPTED) and not self.stats["cancelled_at_drain"]:
+                # An answer to an MO (a listing, a confirmation request, help, an ack) that no dialogue of the subscriber
+                # waits for: another subscriber's, delivered here too (or the target's retry of one the fleet answered
+                # late: judged at the end). What a dialogue cancelled at the drain waited for may come now: not judged.
+                self._delivery_fault("answer", phone.msisdn, source, message.text, message.received_at)
+                return
         recorder.arrived_unasked("other")
         self._sample(f"to {phone.msisdn} ({phone.state}) from {source}: {message.text}")
 
@@ -923,18 +938,19 @@ class Fleet:
             return False
         at = recent.index(arrival)
         phone.recent = recent[:at] + recent[at + 1:]  # the pair is told once, even when both come here
-        self.stats["delivered_twice"] += 1
-        if len(self._delivery_faults) < DELIVERY_FAULTS_KEPT:
-            self._delivery_faults.append(("twice", phone.msisdn, message.source, message.text, message.received_at))
+        self._delivery_fault("twice", phone.msisdn, message.source, message.text, message.received_at)
         return True
 
     def _arrived_in_part(self, source: str, destination: str, seqnums: list[int]) -> None:
         """A long text given up with parts missing (SharedParts): a part lost, or a copy of a part of a text
         that was whole already (it begins a set nothing completes)."""
-        self.stats["arrived_in_part"] += 1
+        self._delivery_fault("in part", destination, source, f"<part(s) {', '.join(map(str, seqnums))} only>", time.monotonic())
+
+    def _delivery_fault(self, kind: str, msisdn: str, source: str, text: str, at: float) -> None:
+        """A delivery fault of a kind of DELIVERY_FAULTS: counted, kept to be judged at the end (settle)."""
+        self.stats[DELIVERY_FAULTS[kind][0]] += 1
         if len(self._delivery_faults) < DELIVERY_FAULTS_KEPT:
-            held = ", ".join(map(str, seqnums))
-            self._delivery_faults.append(("in part", destination, source, f"<part(s) {held} only>", time.monotonic()))
+            self._delivery_faults.append((kind, msisdn, source, text, at))
 
     def check_failed(self, kind: str, msisdn: str, step: str, error: str,
                      transcript: list[tuple[float, str, str, str]] | None = None) -> None:
@@ -1049,9 +1065,9 @@ class Fleet:
                               f"SP notices went to another SP's bind than the target config's catalogue names: {'; '.join(wrong[:10])}")  # fmt: skip
 
     async def _check_deliveries(self) -> None:
-        """Texts delivered twice, and long texts that arrived in part, fail the run (a gateway delivers each text
-        once, whole), unless the fleet itself answered the target's deliver_sm late: then the target's retries are
-        its right (SMPP), and they are counted as such. A long text still incomplete now gets the step timeout to
+        """Texts delivered twice, long texts that arrived in part, and answers to no MO of their subscriber fail the
+        run (a gateway delivers each text once, whole, to its subscriber), unless the fleet itself answered the
+        target's deliver_sm late: then the target's retries are its right (SMPP), and they are counted as such. A long text still incomplete now gets the step timeout to
         complete (its last parts may be on their way), then is given up: it arrived in part. An interrupted run
         judges none of these (what is in flight was cut short)."""
         parts, step_timeout = self._parts, self.scenario.load.timeout
@@ -1063,7 +1079,7 @@ class Fleet:
             await asyncio.sleep(0.05)
         parts.expire(math.inf)
         faults = self._delivery_faults
-        count = self.stats["delivered_twice"] + self.stats["arrived_in_part"]
+        count = sum(self.stats[stat] for stat, _step in DELIVERY_FAULTS.values())
         if not count:
             return
         lag = self.headroom.loop_lag.get_max_value() / 1e6 if self.headroom is not None else 0.0
@@ -1071,22 +1087,23 @@ class Fleet:
         if lag >= retry_after:
             self.stats["redelivered_after_late_answer"] = count
             # First, whatever the samples already hold (a stall brings many texts unasked, and samples stop at 20).
-            self.unasked_samples.insert(0, f"{count} texts delivered twice or in part: the fleet answered deliver_sm "
+            self.unasked_samples.insert(0, f"{count} texts delivered twice, in part or to no MO: the fleet answered deliver_sm "
                                            f"late (its event loop lagged up to {lag:.1f} s, the target retries after "
                                            f"response_timeout {retry_after:g} s), so they are the target's retries, "
                                            "not its fault")  # fmt: skip
             return
-        steps = {"twice": "text delivered twice", "in part": "long text arrived in part"}
         for kind, msisdn, source, text, at in faults:
             if kind == "twice":
                 error = f"{text!r} from {source} arrived again, with no MO of the subscriber since: a copy"
-            else:
+            elif kind == "in part":
                 error = f"a long text from {source} arrived in part: {text[1:-1]}; its other parts never came within the step timeout"
-            self.check_failed("delivery", msisdn, steps[kind], error, [(at, "<", source, text)])
-        for kind in ("twice", "in part"):  # beyond the ones kept with their details
-            stat = "delivered_twice" if kind == "twice" else "arrived_in_part"
+            else:
+                error = (f"{text!r} from {source} is {self.plan.texts.key_of(text)}, only ever an answer to the subscriber's "
+                         "own MO, and no dialogue of the subscriber waited for it: another subscriber's reply?")  # fmt: skip
+            self.check_failed("delivery", msisdn, DELIVERY_FAULTS[kind][1], error, [(at, "<", source, text)])
+        for kind, (stat, step) in DELIVERY_FAULTS.items():  # beyond the ones kept with their details
             for _ in range(self.stats[stat] - sum(1 for f in faults if f[0] == kind)):
-                self.check_failed("delivery", "", steps[kind], f"as the first {DELIVERY_FAULTS_KEPT} (kept with their details)")
+                self.check_failed("delivery", "", step, f"as the first {DELIVERY_FAULTS_KEPT} (kept with their details)")
 
     async def _verify_blocks(self) -> None:
         threshold = self.rules.spam_block_threshold

@@ -26,6 +26,11 @@ PARTS = (
     "confirmation.service_name", "confirmation.separator", "confirmation.choose_item",
     "confirmation.keyword_item", "billing.page", "billing.month", "billing.reminder_",
 )  # fmt: skip
+# Texts a target sends of its own accord: a survey (after a dialogue, or a service event), a "report handled" notice (to
+# every earlier reporter of a number blocked now), billing reminders and refunds. Every other whole text is only ever
+# an answer to the subscriber's own MO (a 0000 listing, a confirmation request, help, a report's ack...): the fleet
+# assumes nothing else acts for its subscribers (an order an SP or the web asks for, an unsubscription by the API).
+UNPROMPTED = ("rating.survey", "spam.handled", "billing.")
 
 
 def pattern_of(template: str, fixed: dict[str, str] | None = None) -> re.Pattern[str]:

@@ -1,8 +1,9 @@
 """The fleet's checks catch a gateway that behaves wrongly (found by a review: each of these ran PASS): texts
-delivered twice or long texts in part, replies flagged as delivery receipts or with UDHI and no UDH, SP notices to the
-wrong SP or about the wrong subscriber, a first order without its free trial, a 0000 listing naming the wrong SP or
-reply window, a survey naming the wrong service, and wrong refusals listed as "refused (as expected)". The gateway
-misbehaves by its config, or behind a small SMPP proxy in the test's event loop; the fleet is the real one."""
+delivered twice or long texts in part, replies flagged as delivery receipts or with UDHI and no UDH, a reply
+delivered to another subscriber too, SP notices to the wrong SP or about the wrong subscriber, a first order without
+its free trial, a 0000 listing naming the wrong SP or reply window, a survey naming the wrong service, and wrong
+refusals listed as "refused (as expected)". The gateway misbehaves by its config, or behind a small SMPP proxy in
+the test's event loop; the fleet is the real one."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from typing import Self
 from gateway.config import DEFAULT_CONFIG
 from gateway.smpp.codec import decode_pdu, encode_pdu
 from gateway.smpp.constants import EsmClass
+from gateway.smpp.segment import parse_udh
+from gateway.smpp.text import decode
 from simulator import testing
 from simulator.testing import FleetRun, gateway_config, make_scenario, run_fleet_async
 
@@ -110,6 +113,30 @@ class Proxy:
         finally:
             client_w.close()
             up_w.close()
+
+
+def leak_first(*passages: str) -> Callable[[bytes], list[bytes]]:
+    """A Proxy's change: the first text from 10086 holding each of `passages` (all its parts) goes to the subscriber
+    next door as well (the last bit of the number flipped)."""
+    left, leaking = list(passages), set()  # (destination, reference) of a text whose parts go next door
+
+    def leak(frame: bytes) -> list[bytes]:
+        pdu = decode_pdu(frame)
+        concat, body = parse_udh(pdu.esm_class, pdu.short_message)  # type: ignore[attr-defined]
+        text = decode(body, pdu.data_coding)  # type: ignore[attr-defined]
+        key = (pdu.destination_addr, concat.reference if concat else None)  # type: ignore[attr-defined]
+        found = next((p for p in left if p in text and pdu.source_addr == "10086"), None)  # type: ignore[attr-defined]
+        if found is not None and (concat is None or concat.seqnum == 1):
+            left.remove(found)
+            leaking.add(key)
+        if key not in leaking:
+            return [frame]
+        if concat is None or concat.seqnum == concat.total:
+            leaking.discard(key)
+        pdu.destination_addr = str(int(pdu.destination_addr) ^ 1)  # type: ignore[attr-defined]
+        return [frame, encode_pdu(pdu)]
+
+    return leak
 
 
 async def _pdus(reader: asyncio.StreamReader):
@@ -252,6 +279,25 @@ async def test_sp_notices_about_another_subscriber_fail(make_gateway) -> None:
     error = run.failures[0]["error"]
     assert "owed by the fleet's dialogues not received" in error and "received that no dialogue of the run owed" in error
     assert f"about {first}" in error
+
+
+# ------------------------------------------------------------ misdelivered
+async def test_a_reply_delivered_to_another_subscriber_too_fails(make_gateway) -> None:
+    """A proxy delivers the first order confirmation request and the first 0000 listing to their subscriber and to the
+    subscriber next door, who sent nothing (one dialogue at a time: that one is idle). Before, a valid reply that no
+    dialogue waited for was counted as "other" and the run passed. Surveys (sent after every 10086 dialogue here)
+    still arrive unasked, as they may."""
+    surveys = {"services": {"survey_sample_rate": 1.0}}
+    gw = make_gateway(**surveys)
+    scenario = make_scenario(fleet={"count": 30, "binds": 1, **NO_SP}, behaviours=ORDER_AND_QUERY,
+                             load={"duration": 0, "count": 30, "concurrency": 1, "timeout": 2})  # fmt: skip
+    async with Proxy(gw.smpp_port, leak_first("您正在定制", "您已定制以下")) as proxy:
+        run = await run_fleet_async(scenario, target=("127.0.0.1", proxy.port), expect=gw.gateway.config)
+    assert run.summary["failures_by_step"] == {"delivery": {"answer nobody asked for": 2}}
+    assert run.summary["fleet"]["stats"]["answers_unasked"] == 2 and run.summary["unsolicited"]["survey"] > 0
+    errors = sorted(f["error"] for f in run.failures)
+    assert "is confirmation.request, only ever an answer to the subscriber's own MO" in errors[0], errors
+    assert "is unsubscribe.listing, only ever an answer" in errors[1], errors
 
 
 # -------------------------------------------------------------------- orders
