@@ -33,7 +33,7 @@ Behaviours (each returns a `DialogueResult`; outcomes in brackets):
 - `order`: keyword -> confirmation (service, fee, phone, reply code, validity) -> confirm / decline /
   ignore [ordered | declined | ignored]
 - `spam_report`: `<number>*<text>`, or the bare text -> asked for the number -> the number; -> ack with
-  a report id [reported | reported_two_step | rate_limited]
+  a report id of its own [reported | reported_two_step | rate_limited]
 - `answer_survey`: a survey that arrived -> valid rating (4-5: the reason asked for and given), nonsense
   (re-prompted), or after its validity [rated | rated_with_reason | reprompted | invalid | late]
 - `chatter`: A texts B, both fleet subscribers; B must receive the text unchanged [delivered]
@@ -176,6 +176,7 @@ class Env:
     # ("ORDER" | "CANCEL", service id, the subscriber's MSISDN), or ("refused", status name) for an expected refusal
     on_event: Callable[..., None] = lambda event, detail, msisdn="": None
     on_mo: Callable[[], None] = lambda: None  # an MO the target accepted, as its submit_sm_resp arrives
+    report_ids: set[str] = field(default_factory=set)  # the spam reports' ids acknowledged in the run (each its own)
 
     @property
     def order_services(self) -> list[Service]:
@@ -422,8 +423,8 @@ async def spam_report(
     phone: Phone, env: Env, variant: str, reported: str, spam_text: str, *, spammer: Spammer | None = None
 ) -> DialogueResult:
     """Report `reported` to the spam code: `<number>*<text>` ("with_number") or the forwarded text, then the
-    number when asked ("two_step"). The ack must carry a report id and the number; a subscriber who used up
-    the day's reports must be told so instead."""
+    number when asked ("two_step"). The ack must carry the number and a report id of its own (one no other report
+    of the run was given: Run.check_report_id); a subscriber who used up the day's reports must be told so instead."""
     plan, rng, rules = env.plan, env.rng, env.rules
     code, number = plan.spam_report, plan.national(reported)
     limited = phone.reports_today >= rules.spam_reports_per_day
@@ -451,9 +452,7 @@ async def spam_report(
             return "rate_limited"
         _, ack = await run.reply(f"{label}->ack", code, "spam.ack")
         run.check(ack, {"number": number})
-        if not ack["report_id"] or any(c.isspace() for c in ack["report_id"]):
-            run.fail(f"report id {ack['report_id']!r}")
-        run.result.data["report_id"] = ack["report_id"]
+        run.check_report_id(ack["report_id"], env.report_ids)
         phone.reports_today += 1
         if spammer is not None:
             spammer.report_acked(phone.msisdn)

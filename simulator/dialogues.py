@@ -51,7 +51,8 @@ __all__ = [
     "spam_report",
 ]
 
-_REPORT_ID = re.compile(r"\S+")
+_REPORT_ID = re.compile(r"\S+")  # a spam report's id: one word, in whatever form the SMSC gives it
+_PLACEHOLDER = re.compile(r"\{\w*\}")  # a template's placeholder ({report_id}) sent as it is, unfilled
 # The success notice: a first order's (free this month / until the end of next month), or a repeat order's (no trial,
 # or what is left of an earlier order's free months: then the next-month wording).
 FIRST_ORDERED = ("confirmation.ordered_this_month", "confirmation.ordered_next_month")
@@ -215,6 +216,18 @@ class _Run:
     def fail(self, reason: str) -> None:
         raise DialogueFailed(self.step, reason)
 
+    def check_report_id(self, report_id: str, given: set[str]) -> None:
+        """A spam report's id, as its ack shows it: one word, no template placeholder, and none that `given` (the ids
+        earlier reports were given, which it joins) holds: each report has its own."""
+        if not _REPORT_ID.fullmatch(report_id):
+            self.fail(f"report id {report_id!r}")
+        if _PLACEHOLDER.search(report_id):
+            self.fail(f"report id {report_id!r}: a placeholder of the template, unfilled")
+        if report_id in given:
+            self.fail(f"report id {report_id!r} again: an earlier report was given it; each report has its own")
+        given.add(report_id)
+        self.result.data["report_id"] = report_id
+
 
 async def _run(kind: str, handset: Handset, plan: Plan, timeout: float, body: Callable[[_Run], Awaitable[str]],
                on_mo: Callable[[], None] | None = None) -> DialogueResult:  # fmt: skip
@@ -318,9 +331,7 @@ async def spam_report(handset: Handset, plan: Plan, reported: str, spam_text: st
         await run.send(plan.spam_report, f"{number}*{spam_text}", label="number*text")
         _, ack = await run.reply("report->ack", plan.spam_report, "spam.ack")
         run.check(ack, {"number": number})
-        if not _REPORT_ID.fullmatch(ack["report_id"]):
-            run.fail(f"report id {ack['report_id']!r}")
-        run.result.data["report_id"] = ack["report_id"]
+        run.check_report_id(ack["report_id"], set())
         return "reported"
 
     return await _run("spam", handset, plan, timeout, body)

@@ -1,9 +1,9 @@
 """The fleet's checks catch a gateway that behaves wrongly (found by a review: each of these ran PASS): texts
 delivered twice or long texts in part, replies flagged as delivery receipts or with UDHI and no UDH, a reply
-delivered to another subscriber too, SP notices to the wrong SP or about the wrong subscriber, a first order without
-its free trial, a 0000 listing naming the wrong SP or reply window, a survey naming the wrong service, and wrong
-refusals listed as "refused (as expected)". The gateway misbehaves by its config, or behind a small SMPP proxy in
-the test's event loop; the fleet is the real one."""
+delivered to another subscriber too, spam reports' acks giving each report the same id or none, SP notices to the
+wrong SP or about the wrong subscriber, a first order without its free trial, a 0000 listing naming the wrong SP or
+reply window, a survey naming the wrong service, and wrong refusals listed as "refused (as expected)". The gateway
+misbehaves by its config, or behind a small SMPP proxy in the test's event loop; the fleet is the real one."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Self
+
+import pytest
 
 from gateway.config import DEFAULT_CONFIG
 from gateway.smpp.codec import decode_pdu, encode_pdu
@@ -298,6 +300,24 @@ async def test_a_reply_delivered_to_another_subscriber_too_fails(make_gateway) -
     errors = sorted(f["error"] for f in run.failures)
     assert "is confirmation.request, only ever an answer to the subscriber's own MO" in errors[0], errors
     assert "is unsubscribe.listing, only ever an answer" in errors[1], errors
+
+
+# -------------------------------------------------------------- report ids
+@pytest.mark.parametrize(("report_id", "error"), [
+    ("0", "report id '0' again: an earlier report was given it"),
+    ("{{report_id}}", "report id '{report_id}': a placeholder of the template, unfilled"),
+])  # fmt: skip
+def test_acks_that_give_no_report_an_id_of_its_own_fail(smsgw_fleet, tmp_path: Path, report_id: str, error: str) -> None:
+    """The spam report's ack gives every report the id 0, or the template's placeholder itself. Before, any id of
+    one word passed."""
+    ack = shipped("ack = ")
+    config = target_config(tmp_path / "target", texts={ack: ack.replace("{report_id}", report_id)})
+    scenario = make_scenario(fleet={"count": 40, "binds": 1, **NO_SP}, behaviours=only(spam=1),
+                             load={"duration": 0, "count": 20, "concurrency": 4})  # fmt: skip
+    run = smsgw_fleet(scenario, config=gateway_config(config), expect=gateway_config())
+    unique = report_id == "0"  # the first report's id is its own
+    assert run.outcomes["spam"]["failed"] == 20 - unique and run.failed == 20 - unique
+    assert all(error in f["error"] for f in run.failures), run.failures[0]["error"]
 
 
 # -------------------------------------------------------------------- orders
