@@ -8,6 +8,7 @@ import sqlite3
 
 import pytest
 
+import gateway.store.cache
 from gateway.store.cache import RecordCache, _Narrowed
 from gateway.store.effects import Delete, Put
 from gateway.store.records import Block, Dialogue, JobRun, PendingOrder, SpamReport, Subscriber, Subscription, Survey
@@ -283,10 +284,13 @@ class ReadThenWait(SqliteStore):
 
 
 @pytest.mark.parametrize("handed_on", [True, False], ids=["issued, then settled", "committed"])
-async def test_a_report_whose_commit_settles_while_its_numbers_reports_are_read_is_in_what_is_read(tmp_path, handed_on) -> None:
+async def test_a_report_whose_commit_settles_while_its_numbers_reports_are_read_is_in_what_is_read(
+    tmp_path, monkeypatch, handed_on
+) -> None:
     """The previous report's effects are in flight (its key handed on) as the next report reads the number's
     reports in a thread; that commit settles after the read and before the rows are made: the report was neither in
     what was read nor in flight any more, one reporter fewer was counted, and the block at the threshold missed."""
+    monkeypatch.setattr(gateway.store.cache, "BIG", 2)  # a partition of 3 rows is read in a thread
     store = ReadThenWait(str(tmp_path / "gw.db"))
     await store.open()
     try:
