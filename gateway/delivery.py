@@ -52,6 +52,7 @@ from .logs import get_logger
 from .messages import account_of, subscriber_of
 from .notice_order import NoticeOrder
 from .receipts import receipt_for
+from .retry_timers import RetryTimers
 from .router import Receiver, Router, carries
 from .smpp.constants import CommandStatus, MessageState
 from .store.base import Store
@@ -90,7 +91,7 @@ class Delivery:
         self._held: set[str] = set()  # ids of the MTs in hand (see the module docstring)
         self._reading = 0  # pages being read and handed out (`_take_waiting`)
         self._release_after_reading: list[str] = []
-        self._retry_timers: dict[str, tuple[asyncio.TimerHandle, Message]] = {}
+        self._retry_timers = RetryTimers()
         self._pulls: dict[str, asyncio.Task] = {}  # account -> its backlog being read (receiver_ready)
         self._pull_again: set[str] = set()  # accounts a bind appeared for while their backlog was being read
         self._behind: dict[str, list[Message]] = {}  # account -> new MTs for it, held until its backlog is read
@@ -340,7 +341,7 @@ class Delivery:
         log.info("mt retry", message_id=message.id, account=account_of(message), msisdn=subscriber_of(message), attempt=message.attempts,
                  delay=delay, status=S.name_of(error) if error else "no answer")  # 0: it timed out
         loop = asyncio.get_running_loop()
-        self._retry_timers[message.id] = (loop.call_later(delay, self._retry_now, message, bind), message)
+        self._retry_timers.add(message, loop.call_later(delay, self._retry_now, message, bind))
 
     def answered_late(self, message: Message, status: int) -> None:
         """The answer to a deliver_sm given up on (timed out) came after all. While the MT still waits for its
@@ -348,7 +349,7 @@ class Delivery:
         waiting = self._retry_timers.get(message.id)
         if waiting is None or waiting[1] is not message or (status and status not in PERMANENT_FAILURES):
             return  # sent again already (that attempt's answer decides), ended, or still to be retried
-        del self._retry_timers[message.id]
+        self._retry_timers.pop(message.id)
         waiting[0].cancel()
         if status:
             self.failed(message, status)
@@ -356,7 +357,7 @@ class Delivery:
             self.delivered(message)
 
     def _retry_now(self, message: Message, failed_on: Receiver | None) -> None:
-        self._retry_timers.pop(message.id, None)
+        self._retry_timers.pop(message.id)
         self.dispatch(message, again=True, avoid=failed_on)
 
     # ------------------------------------------------- cancel_sm / replace_sm
@@ -426,7 +427,7 @@ class Delivery:
         if (message.status is not _ENROUTE and message.status is not _SCHEDULED) or message.direction is not Direction.MT:
             return False
         message_id = message.id
-        waiting = self._retry_timers.pop(message_id, None)
+        waiting = self._retry_timers.pop(message_id)
         if waiting is not None:
             waiting[0].cancel()
             return True
@@ -453,9 +454,9 @@ class Delivery:
         counted against their recipient's queue (max_queued_per_subscriber), and a spammer's backlog toward an off
         line victim kept everyone else's MTs to them out until the victim bound. (Those on a bind: its queue asks
         again, `rejected_now`.)"""
-        for message_id, (handle, message) in list(self._retry_timers.items()):
-            if message.source_addr == source and recipient in (None, message.dest_addr) and self._refused(message):
-                del self._retry_timers[message_id]
+        for handle, message in self._retry_timers.from_sender(source):
+            if recipient in (None, message.dest_addr) and self._refused(message):
+                self._retry_timers.pop(message.id)
                 handle.cancel()
         # A personal block or an unsubscription: only a recipient off line has MTs parked (the common report comes
         # from a subscriber on line, and the read would cost the loop for nothing).
@@ -477,7 +478,7 @@ class Delivery:
         await self._refuse_parked()
         now = self.clock.now()
         for message_id in [i for i, (_, message) in self._retry_timers.items() if message.expires_at <= now]:
-            handle, message = self._retry_timers.pop(message_id)
+            handle, message = self._retry_timers.pop(message_id)  # type: ignore[misc]  # (one of those just listed)
             handle.cancel()
             self._expire(message)
         for behind in self._behind.values():
