@@ -11,20 +11,21 @@ suite (ours, or a QA team's) can use a real gateway in three lines:
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 import sqlite3
 import threading
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
-from dataclasses import replace
-
 from handlers.base import Catalogue, ServiceContext
 from handlers.registry import OPERATOR_SERVICES, make_handler
 
+from . import open_files
 from .accounts import Accounts
 from .amend import Amendments
 from .clock import Clock, SystemClock
@@ -51,6 +52,7 @@ from .tls import server_context
 
 log = get_logger("gateway")
 TICK_SECONDS = 0.5
+CROWDED_LOG_INTERVAL = 10.0  # seconds between lines about connections near the open-file limit
 
 
 class Gateway:
@@ -118,11 +120,22 @@ class Gateway:
             mo=self.mo, guards=self.guards, clock=self.clock, ids=self.ids, amendments=self.amendments, spawn=self.spawn,
         )  # fmt: skip
         self.connections: set[SmppConnection] = set()
+        self.connections_allowed = open_files.connections_allowed()  # (set again at start: see serve_forever)
+        self._crowded_logged_at = -math.inf  # `connection_opened`
         self.ready = False
         self._servers: list[asyncio.Server] = []
         self._http: web.AppRunner | None = None
         self._tick_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
+
+    def connection_opened(self, connection: SmppConnection) -> None:
+        self.connections.add(connection)
+        if len(self.connections) >= self.connections_allowed:
+            now = asyncio.get_running_loop().time()
+            if now - self._crowded_logged_at >= CROWDED_LOG_INTERVAL:
+                self._crowded_logged_at = now
+                log.warning("connections near the open-file limit: new ones are refused at it, without a word (raise "
+                            "`ulimit -n`)", connections=len(self.connections), allowed=self.connections_allowed)  # fmt: skip
 
     def observe(self, effects: list[Effect]) -> None:
         """Committed effects: the record cache and the submission guards follow them."""
@@ -171,6 +184,7 @@ class Gateway:
 
     # -------------------------------------------------------- lifecycle
     async def start(self) -> None:
+        self.connections_allowed = open_files.connections_allowed()
         tls = self.config.tls
         # Before the store opens and the SMPP port listens: a certificate or key that will not load fails the
         # start with nothing listening meanwhile.
@@ -212,6 +226,7 @@ class Gateway:
             database=self.db_path,
             mt_waiting=sum(self.delivery.queued.values()),
             mo_replayed=len(unprocessed),
+            connections_allowed=self.connections_allowed,
         )
 
     async def _check_hosts_resolve(self) -> None:

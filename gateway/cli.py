@@ -67,7 +67,10 @@ def _run(coro) -> int:
 
 async def serve_forever(config, args: argparse.Namespace) -> int:
     from .app import Gateway
+    from .open_files import raise_limit
     from .store.sqlite import StoreOpenError
+
+    raise_limit()  # a connection each: the usual soft limit of 1024 is some nine hundred binds
 
     try:
         gateway = Gateway(config, db_path=args.db, smpp_port=args.smpp_port, http_port=args.http_port, host=args.host)

@@ -102,7 +102,7 @@ class SmppConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
-        self.gateway.connections.add(self)
+        self.gateway.connection_opened(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._abort_handle is not None:

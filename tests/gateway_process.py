@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import select
 import signal
 import socket
@@ -58,10 +59,12 @@ def children_of(pid: int) -> list[int]:
 
 class GatewayProcess:
     def __init__(
-        self, db: Path, config: Path | None = None, host: str | None = "127.0.0.1", log_level: str = "info"
-    ) -> None:
+        self, db: Path, config: Path | None = None, host: str | None = "127.0.0.1", log_level: str = "info",
+        open_files: tuple[int, int] | None = None,
+    ) -> None:  # fmt: skip
         """host None: no --host, the config's smpp_host and http_host count. Above info the gateway does not log
-        'smsgw ready' with its ports: they are picked here, and it is ready once its HTTP port listens."""
+        'smsgw ready' with its ports: they are picked here, and it is ready once its HTTP port listens.
+        open_files: its (soft, hard) limit on open files, as a service manager would set it."""
         announces_ports = log_level in ("debug", "info")
         ports = (0, 0) if announces_ports else (free_port(), free_port())
         self.proc = subprocess.Popen(
@@ -69,6 +72,7 @@ class GatewayProcess:
              "--smpp-port", str(ports[0]), "--http-port", str(ports[1]), "--log-json", "--log-level", log_level,
              *(["--config", str(config)] if config is not None else [])],
             cwd=ROOT, stderr=subprocess.PIPE, text=True,
+            preexec_fn=None if open_files is None else lambda: resource.setrlimit(resource.RLIMIT_NOFILE, open_files),
         )  # fmt: skip
         self.log: list[str] = []
         if announces_ports:

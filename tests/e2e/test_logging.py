@@ -429,3 +429,29 @@ def test_accounts_whose_numbers_overlap_are_named_at_the_start(tmp_path: Path, s
     default = start_gateway(tmp_path / "default.db")
     assert default.terminate() == 0
     assert not [line for line in default.log if "accounts share subscribers" in line]  # the demo accounts share none
+
+
+def test_connections_near_the_open_file_limit_are_warned_of(tmp_path: Path, start_gateway) -> None:
+    """At the limit on open files a new connection is refused without a word (uvloop logs no accept that fails):
+    1,100 connections that never bound locked every account out, and the log said nothing."""
+    gateway = start_gateway(tmp_path / "gw.db", open_files=(100, 100))  # soft = hard: the start cannot raise it
+    [ready] = logged(gateway, "smsgw ready")
+    assert ready["connections_allowed"] == 100 - 64
+    warning = "connections near the open-file limit: new ones are refused at it, without a word (raise `ulimit -n`)"
+    links = [socket.create_connection(("127.0.0.1", gateway.smpp_port)) for _ in range(40)]
+    try:
+        assert eventually(lambda: logged(gateway, warning), 10)
+        [line] = logged(gateway, warning)  # once (at most one a 10 s)
+        assert line["allowed"] == 36 and line["connections"] >= 36
+    finally:
+        for link in links:
+            link.close()
+    assert gateway.terminate() == 0
+
+
+def test_the_start_raises_the_limit_on_open_files_to_the_hard_one(tmp_path: Path, start_gateway) -> None:
+    """The usual soft limit, 1024, is some nine hundred connections; the hard one is often far higher."""
+    gateway = start_gateway(tmp_path / "gw.db", open_files=(100, 4096))
+    [ready] = logged(gateway, "smsgw ready")
+    assert ready["connections_allowed"] == 4096 - 64
+    assert gateway.terminate() == 0

@@ -1,0 +1,27 @@
+"""The limit on open files: every SMPP connection holds a file descriptor, and at the limit new connections are
+refused without a word (uvloop does not log an accept that fails), every account's binds and /ready with them."""
+
+from __future__ import annotations
+
+import resource
+
+RESERVE = 64  # descriptors kept for the store, the writer process's pipes, the HTTP port and the logs
+
+
+def raise_limit() -> int:
+    """The soft limit raised to the hard one (the usual soft limit, 1024, is some nine hundred connections); the
+    limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if wanted > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):  # (a container may refuse)
+            pass
+    return soft
+
+
+def connections_allowed() -> int:
+    """How many connections the limit in force leaves room for."""
+    return max(resource.getrlimit(resource.RLIMIT_NOFILE)[0] - RESERVE, 1)
