@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import resource
 import select
 import signal
 import socket
@@ -67,12 +66,12 @@ class GatewayProcess:
         open_files: its (soft, hard) limit on open files, as a service manager would set it."""
         announces_ports = log_level in ("debug", "info")
         ports = (0, 0) if announces_ports else (free_port(), free_port())
+        limits = [] if open_files is None else ["prlimit", f"--nofile={open_files[0]}:{open_files[1]}"]  # (util-linux)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--db", str(db), *(["--host", host] if host is not None else []),
+            [*limits, sys.executable, "-m", "gateway", "serve", "--db", str(db), *(["--host", host] if host is not None else []),
              "--smpp-port", str(ports[0]), "--http-port", str(ports[1]), "--log-json", "--log-level", log_level,
              *(["--config", str(config)] if config is not None else [])],
             cwd=ROOT, stderr=subprocess.PIPE, text=True,
-            preexec_fn=None if open_files is None else lambda: resource.setrlimit(resource.RLIMIT_NOFILE, open_files),
         )  # fmt: skip
         self.log: list[str] = []
         if announces_ports:
