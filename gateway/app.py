@@ -120,7 +120,7 @@ class Gateway:
             mo=self.mo, guards=self.guards, clock=self.clock, ids=self.ids, amendments=self.amendments, spawn=self.spawn,
         )  # fmt: skip
         self.connections: set[SmppConnection] = set()
-        self.connections_allowed = open_files.connections_allowed()  # (set again at start: see serve_forever)
+        self.connections_allowed = open_files.connections_allowed()  # (serve_forever raised the limit before this)
         self._crowded_logged_at = -math.inf  # `connection_opened`
         self.ready = False
         self._servers: list[asyncio.Server] = []
@@ -184,7 +184,6 @@ class Gateway:
 
     # -------------------------------------------------------- lifecycle
     async def start(self) -> None:
-        self.connections_allowed = open_files.connections_allowed()
         tls = self.config.tls
         # Before the store opens and the SMPP port listens: a certificate or key that will not load fails the
         # start with nothing listening meanwhile.

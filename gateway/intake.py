@@ -263,7 +263,7 @@ class Intake:
         read after it must not be stored or handled first); answer once they are committed."""
         account = conn.account
         admitted: list[Message] = []
-        copies: list[bool] = []  # of admitted: a copy of a destination this submit_multi had stored when first sent
+        copies: list[bool] = []  # resent: whether each of admitted is a copy of a destination stored when first sent
         refused: list[UnsuccessSme] = []
         listed: set[str] = set()
         resent = conn.note_submission(pdu)  # its sequence number is in its destinations' dedup keys
@@ -287,12 +287,10 @@ class Intake:
                 refused.append(_unsuccess(dest, rejected.status))
                 continue
             admitted.append(message)
-            if not resent:
-                copies.append(False)
         # The destinations stored now are numbered from the first of them, and the answer names it: a resend's
         # copies keep the id they were answered with; numbered from a copy, the new ones went under an id the
         # client was never given, and their receipts named it.
-        stored = [message for message, copy in zip(admitted, copies) if not copy]
+        stored = [message for message, copy in zip(admitted, copies) if not copy] if resent else admitted
         for n, message in enumerate(stored[1:], 2):
             message.id = multi_part_id(stored[0].id, n)
             message.extra = {**message.extra, "submit_multi": stored[0].id}

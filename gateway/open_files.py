@@ -8,18 +8,15 @@ import resource
 RESERVE = 64  # descriptors kept for the store, the writer process's pipes, the HTTP port and the logs
 
 
-def raise_limit() -> int:
-    """The soft limit raised to the hard one (the usual soft limit, 1024, is some nine hundred connections); the
-    limit now in force."""
+def raise_limit() -> None:
+    """The soft limit raised to the hard one (the usual soft limit, 1024, is some nine hundred connections)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
     if wanted > soft:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-            soft = wanted
         except (ValueError, OSError):  # (a container may refuse)
             pass
-    return soft
 
 
 def connections_allowed() -> int:

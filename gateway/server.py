@@ -60,6 +60,13 @@ _GENERIC_NACK = int(C.GENERIC_NACK)
 _NACKED = int(S.ESME_RSYSERR)  # what a generic_nack with status 0 to a deliver_sm counts as (a temporary failure)
 
 
+def _delivery_status(answer: Pdu) -> int:
+    """The outcome of a deliver_sm its answer says: a generic_nack is no delivery (SMPP 3.4 4.3.1: not processed),
+    whatever its status says: tried again."""
+    status = answer.command_status
+    return _NACKED if not status and answer.command_id == _GENERIC_NACK else status
+
+
 class SmppConnection(asyncio.Protocol):
     def __init__(self, gateway: Gateway) -> None:
         settings = gateway.config.gateway
@@ -392,9 +399,7 @@ class SmppConnection(asyncio.Protocol):
                             status=S.name_of(pdu.command_status))  # fmt: skip
             return
         self.load -= 1
-        status = pdu.command_status
-        if not status and pdu.command_id == _GENERIC_NACK:
-            status = _NACKED  # not processed (SMPP 3.4 4.3.1), whatever its status says: tried again
+        status = _delivery_status(pdu)
         if not status:  # ESME_ROK
             self.gateway.delivery.delivered(message)
         else:
@@ -406,8 +411,7 @@ class SmppConnection(asyncio.Protocol):
         if message is not None:
             log.info("deliver_sm answered late", message_id=message.id, account=account_of(message), msisdn=subscriber_of(message),
                      bind_account=self.system_id, status=S.name_of(pdu.command_status))  # fmt: skip
-            nacked = pdu.command_id == _GENERIC_NACK and not pdu.command_status
-            self.gateway.delivery.answered_late(message, _NACKED if nacked else pdu.command_status)
+            self.gateway.delivery.answered_late(message, _delivery_status(pdu))
 
     def _pump(self) -> None:
         if not self.pending or not self.can_receive or self.session.state is _UNBOUND or self.session.halted:

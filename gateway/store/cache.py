@@ -267,12 +267,9 @@ class RecordCache:
             return self._with_in_flight(key, _rows(record_type, first))
         # Those in flight as the read begins go on top too: one may commit, and leave _in_flight, before the read
         # is done, without being in what it read (the next report about a number read without the one before it).
-        before = [effects for effects, touched in self._in_flight.values() if key in touched]
+        before = self._in_flight_on(key)
         records = await self.store.scan(record_type, order_by="rowid", **{column: value})
-        rows = await asyncio.to_thread(_rows, record_type, records)
-        for effects in before:
-            self._apply(effects, lambda k: rows if k == key else None)
-        return self._with_in_flight(key, rows)
+        return self._with_in_flight(key, await asyncio.to_thread(_rows, record_type, records), before)
 
     async def _read_now(self, key: _Key) -> _Rows:
         """`_read` on the loop: SqliteStore's reads do not yield, so nothing commits between the read and the
@@ -281,15 +278,17 @@ class RecordCache:
         record_type = _TYPES[name]
         return self._with_in_flight(key, _rows(record_type, await self.store.find(record_type, order_by="rowid", **{column: value})))
 
-    def _with_in_flight(self, key: _Key, rows: _Rows) -> _Rows:
+    def _with_in_flight(self, key: _Key, rows: _Rows, earlier: Iterable[list[Effect]] = ()) -> _Rows:
         """Partition `key` as read from the store (`rows`, changed in place), with the effects in flight on top
-        (issue order): those not committed yet, and any committed already (applying one again changes nothing). Only
-        those touching `key`: a first contact reads several partitions while a burst of reports may have a hundred
-        commits in flight."""
-        for effects, touched in self._in_flight.values():
-            if key in touched:
-                self._apply(effects, lambda k: rows if k == key else None)
+        (issue order), after `earlier` ones (in flight when a read that yields began): those not committed yet, and
+        any committed already (applying one again changes nothing). Only those touching `key`: a first contact reads
+        several partitions while a burst of reports may have a hundred commits in flight."""
+        for effects in (*earlier, *self._in_flight_on(key)):
+            self._apply(effects, lambda k: rows if k == key else None)
         return rows
+
+    def _in_flight_on(self, key: _Key) -> list[list[Effect]]:
+        return [effects for effects, touched in self._in_flight.values() if key in touched]
 
     def _forget(self, key: _Key) -> None:
         rows = self._partitions.pop(key, None)
