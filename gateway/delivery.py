@@ -477,8 +477,7 @@ class Delivery:
         tick); release the scheduled MTs that are due."""
         await self._refuse_parked()
         now = self.clock.now()
-        for message_id in [i for i, (_, message) in self._retry_timers.items() if message.expires_at <= now]:
-            handle, message = self._retry_timers.pop(message_id)  # type: ignore[misc]  # (one of those just listed)
+        for handle, message in self._retry_timers.expired(now):
             handle.cancel()
             self._expire(message)
         for behind in self._behind.values():
