@@ -292,7 +292,9 @@ class Reassembler(Generic[Body]):
     total number of parts; a reused reference with a different total starts
     a separate set rather than mixing parts of two messages. Room is kept
     per owner too (`max_per_owner` sets), so that one sender starting sets
-    it never ends pushes out only its own, not everyone's.
+    it never ends pushes out only its own, not everyone's; and when all
+    `max_sets` are taken, a new set ends the oldest of the owner with the most
+    (a sender starting sets from many numbers ends theirs, not the others').
     """
 
     def __init__(
@@ -305,6 +307,8 @@ class Reassembler(Generic[Body]):
         self.max_sets = max_sets
         self.max_per_owner = max_per_owner
         self._owned: dict[Hashable, list[tuple[Hashable, int, int]]] = {}  # owner -> its sets, oldest first
+        self._owners_with: dict[int, dict[Hashable, None]] = {}  # n -> the owners with n sets, first to reach n first
+        self._most = 0  # the most sets an owner has
         self.on_evict = on_evict
         self.evicted = 0  # incomplete sets dropped because max_sets was reached
         # Ordered by the arrival of each set's first part, so expire() and
@@ -330,11 +334,14 @@ class Reassembler(Generic[Body]):
             owned = self._owned.get(owner, ())
             if len(owned) >= self.max_per_owner:
                 self._evict(owned[0])  # the owner's oldest
-            elif len(self._sets) >= self.max_sets:
-                self._evict(next(iter(self._sets)))
+            elif len(self._sets) >= self.max_sets:  # the oldest of the owner with the most (of all, if none has)
+                greedy = next(iter(self._owners_with[self._most])) if self._most else None
+                self._evict(self._owned[greedy][0] if greedy is not None else next(iter(self._sets)))
             partial = self._sets[set_id] = _PartialSet(now, concat.total, {}, owner)
             if owner is not None:
-                self._owned.setdefault(owner, []).append(set_id)
+                owned = self._owned.setdefault(owner, [])
+                owned.append(set_id)
+                self._recount(owner, len(owned) - 1, len(owned))
         partial.bodies[concat.seqnum] = body
         if len(partial.bodies) < partial.total:
             return None
@@ -366,9 +373,23 @@ class Reassembler(Generic[Body]):
         if partial.owner is not None:
             owned = self._owned[partial.owner]
             owned.remove(set_id)  # at most max_per_owner long
+            self._recount(partial.owner, len(owned) + 1, len(owned))
             if not owned:
                 del self._owned[partial.owner]
         return partial
+
+    def _recount(self, owner: Hashable, before: int, after: int) -> None:
+        """`owner` has `after` sets instead of `before` (one more or one fewer)."""
+        if before:
+            owners = self._owners_with[before]
+            del owners[owner]
+            if not owners:
+                del self._owners_with[before]
+                if self._most == before:
+                    self._most = after  # (one fewer: this owner has that many now, or nobody has any)
+        if after:
+            self._owners_with.setdefault(after, {})[owner] = None
+            self._most = max(self._most, after)
 
     def expire(self, now: float) -> list[tuple[Hashable, int, dict[int, Body]]]:
         """Drop the incomplete sets whose first part came more than timeout ago.

@@ -402,6 +402,43 @@ def test_an_owner_starting_sets_it_never_ends_pushes_out_only_its_own() -> None:
     assert r.add("victim", Concat(9, 2, 2), b"w", now=0, owner="v") == [b"v", b"w"]
 
 
+def test_when_every_set_is_taken_a_new_one_ends_the_oldest_of_the_owner_with_the_most() -> None:
+    """All 10000 sets taken by first parts from many numbers (8 each) ended the oldest of anyone's: another
+    subscriber's one long text waiting for its last part."""
+    evicted = []
+    r = Reassembler(max_sets=6, max_per_owner=3, on_evict=lambda key, reference, bodies: evicted.append((key, reference)))
+    assert r.add("victim", Concat(9, 2, 1), b"v", now=0, owner="v") is None
+    for owner in ("a", "b"):
+        for reference in range(2):
+            assert r.add(owner, Concat(reference, 2, 1), b"s", now=0, owner=owner) is None
+    assert r.add("c", Concat(0, 2, 1), b"s", now=0, owner="c") is None  # all 6 taken
+    assert r.add("d", Concat(0, 2, 1), b"s", now=0, owner="d") is None
+    assert r.add("e", Concat(0, 2, 1), b"s", now=0, owner="e") is None
+    assert evicted == [("a", 0), ("b", 0)] and len(r) == 6  # a and b had two each; then b had two, a one
+    assert r.add("victim", Concat(9, 2, 2), b"w", now=0, owner="v") == [b"v", b"w"]
+    assert r.add("a", Concat(1, 2, 2), b"t", now=0, owner="a") == [b"s", b"t"]  # a's other one still waited
+    unowned = Reassembler(max_sets=1)  # (no owners: the oldest of all)
+    assert unowned.add("k", Concat(1, 2, 1), b"x", now=0) is None and unowned.add("k", Concat(2, 2, 1), b"y", now=0) is None
+    assert unowned.evicted == 1
+
+
+@given(st.lists(st.tuples(st.sampled_from("abcd"), st.integers(0, 3), st.integers(1, 2), st.integers(0, 9)), max_size=60))
+def test_room_is_taken_from_an_owner_with_the_most_whatever_the_order(parts) -> None:
+    counts_at_eviction: list[tuple[int, int]] = []
+    r: Reassembler = Reassembler(timeout=5, max_sets=5, max_per_owner=3)
+
+    def owned() -> dict:
+        return {owner: len(sets) for owner, sets in r._owned.items()}
+
+    r.on_evict = lambda key, reference, bodies: counts_at_eviction.append((before[key], max(before.values())))
+    for owner, reference, seqnum, now in sorted(parts, key=lambda part: part[3]):
+        r.expire(now)
+        before = owned()
+        r.add(owner, Concat(reference, 2, seqnum), b"x", now=now, owner=owner)
+        assert r._most == max(owned().values(), default=0) and len(r) <= 5
+    assert all(count in (most, 3) for count, most in counts_at_eviction)  # its own oldest at 3, else the most's
+
+
 # --- sar_* and port TLVs into a UDH, for a receiver of SMPP 3.3 ----------------------------------------------
 
 SAR_300_OF_2_1 = {Tag.SAR_MSG_REF_NUM: 300, Tag.SAR_TOTAL_SEGMENTS: 2, Tag.SAR_SEGMENT_SEQNUM: 1}
