@@ -75,7 +75,7 @@ _QOS_TIME_TO_LIVE = int(Tag.QOS_TIME_TO_LIVE)
 _MO, _MT = Direction.MO, Direction.MT  # read from the class, an enum member costs ~150 ns (CPython 3.11)
 
 _QUERY_STATE = {
-    MessageStatus.ACCEPTED: MessageState.ACCEPTED,
+    MessageStatus.ACCEPTED: MessageState.ENROUTE,  # not handled yet (ACCEPTED is "read by customer service", final)
     MessageStatus.PROCESSED: MessageState.DELIVERED,
     MessageStatus.FAILED: MessageState.UNDELIVERABLE,
     MessageStatus.SCHEDULED: MessageState.ENROUTE,  # SMPP 3.4 has no SCHEDULED message_state

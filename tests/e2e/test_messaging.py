@@ -40,7 +40,7 @@ B = "8613700000001"  # account handset2
 ECHO = "10086000"  # replies with the text it received
 SUBMIT_SM_RESP = 0x80000004
 LONG_CHINESE = "移动梦网统一查询退订服务：发送0000查询您已定制的全部业务，发送TD加业务代码退订。" * 3  # 123 characters
-MESSAGE_STATE_ACCEPTED, MESSAGE_STATE_UNDELIVERABLE, MESSAGE_STATE_EXPIRED, MESSAGE_STATE_REJECTED = 6, 5, 3, 8
+MESSAGE_STATE_ENROUTE, MESSAGE_STATE_UNDELIVERABLE, MESSAGE_STATE_EXPIRED, MESSAGE_STATE_REJECTED = 1, 5, 3, 8
 ESME_RX_T_APPN = 0x64  # a handset's temporary refusal (SMPP 3.4 5.1.3)
 
 
@@ -423,7 +423,7 @@ def test_a_long_mo_whose_other_parts_never_come_is_given_up_with_an_undeliv_rece
                     registered_delivery=registered_delivery)  # part 1 of 2  # fmt: skip
     assert part.status == ESME_ROK
     message_id = part.message_id.decode()
-    assert a.query(message_id).message_state == MESSAGE_STATE_ACCEPTED  # waits for part 2
+    assert a.query(message_id).message_state == MESSAGE_STATE_ENROUTE  # waits for part 2: not final (6 ACCEPTED is)
     with structlog.testing.capture_logs() as logs:
         clock.advance(120)  # the next tick gives it up: never answered, and a failure
         receipt = receipt_fields(a.expect(timeout=10))
@@ -490,7 +490,7 @@ def test_a_reference_reused_with_another_total_is_another_long_mo(make_gateway, 
     assert text(a.expect(predicate=lambda pdu: not is_receipt(pdu))) == "x one, x two"  # the echo of X alone
     delivered = [receipt_fields(pdu) for pdu in a.expect_many(2, predicate=is_receipt)]
     assert {fields["id"]: fields["stat"] for fields in delivered} == {x1: "DELIVRD", x2: "DELIVRD"}
-    assert a.query(y1).message_state == MESSAGE_STATE_ACCEPTED  # Y waits for its parts 2 and 3
+    assert a.query(y1).message_state == MESSAGE_STATE_ENROUTE  # Y waits for its parts 2 and 3
     clock.advance(120)  # they never come: the next tick gives Y's part up
     receipt = receipt_fields(a.expect(timeout=10, predicate=is_receipt))
     assert (receipt["id"], receipt["stat"]) == (y1, "UNDELIV")
