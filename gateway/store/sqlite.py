@@ -55,7 +55,7 @@ from .lock import DatabaseInUse, DatabaseLock
 from .migrations import SchemaVersionError
 from .records import FINAL_STATUSES, Direction, Message, MessageStatus
 from .rows import effect_sql, from_row, select_sql
-from .writer import WriterDied, WriterProcess
+from .writer import WriterCannotStart, WriterDied, WriterProcess
 from .writer_child import SKIP_DUPLICATE_KEY, Step
 
 R = TypeVar("R")
@@ -341,7 +341,7 @@ class SqliteStore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._lock = DatabaseLock(path)  # one gateway per database file (see lock.py)
-        self._writer = WriterProcess(path)
+        self._writer = WriterProcess(path, on_exit=self._writer_exited)
         # Reads run on the event loop thread itself: an indexed lookup takes ~16 µs
         # there, against ~67 µs of CPU for a round trip to another thread or process,
         # and a handler makes several per MO. WAL keeps them off the writer's way.
@@ -690,7 +690,7 @@ class SqliteStore:
                 if isinstance(op.waiter, asyncio.Future):
                     self._handling_dropped.add(op.waiter)  # what was decided on its handling must not stand
                 await self._write_batch(batch)
-            elif len(batch) == 1 or locked:
+            elif len(batch) == 1 or locked or isinstance(exc, WriterCannotStart):  # (no write of it at fault)
                 self._fail_ops(batch, exc)
             else:
                 # One bad write must not fail the others that shared its
@@ -719,9 +719,20 @@ class SqliteStore:
     def _send_probe(self) -> None:
         self._probe = None
         if not self.can_commit and not self._closed:
-            op = self._new_op(then=lambda result, error: None)  # its outcome is can_commit's
-            op.steps.append((_PROBE, (), ()))
-            self._enqueue(op)
+            self._write_nothing()
+
+    def _writer_exited(self) -> None:
+        """The writer process died between batches (killed from outside): its successor starts now, not with the
+        next write, which may be a while coming."""
+        if not self._closed:
+            self._write_nothing()
+
+    def _write_nothing(self) -> None:
+        """A transaction that changes nothing: its outcome is can_commit's (and a writer process gone is replaced
+        for it)."""
+        op = self._new_op(then=lambda result, error: None)
+        op.steps.append((_PROBE, (), ()))
+        self._enqueue(op)
 
     def _answer_copies(self, batch: list[_Op], skipped: set[str]) -> None:
         """Accepts whose message the writer skipped as a copy of a stored one: they answer with the holder's id."""

@@ -42,6 +42,7 @@ import marshal
 import os
 import sqlite3
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,16 +59,25 @@ class WriterDied(sqlite3.OperationalError):
     tell, may have)."""
 
 
+class WriterCannotStart(WriterDied):
+    """The writer process is gone and no successor can start: no batch can commit until one does."""
+
+
 # --- the parent's side -------------------------------------------------------------
 
 
 class WriterProcess:
     """Starts the writer child and hands it batches. Use from one task at a time."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, on_exit: Callable[[], None] | None = None) -> None:
+        """`on_exit()`: the child exited of itself (killed from outside, out of memory), not by close() or a
+        restart: the caller's next commit() starts its successor."""
         self.path = path
+        self.on_exit = on_exit
         self._proc: asyncio.subprocess.Process | None = None
         self._next_batch = 1
+        self._restart_failing = False
+        self._watch: asyncio.Task[None] | None = None  # the child's exit, told to on_exit
 
     async def start(self) -> None:
         """Start the child; return once it has opened and migrated the database (else raise its error)."""
@@ -82,6 +92,8 @@ class WriterProcess:
         if reply[0] != "ready":
             await self.close()
             raise _error(reply[1], reply[2])
+        if self.on_exit is not None:
+            self._watch = asyncio.get_running_loop().create_task(self._watch_exit(self._proc))
         # A batch's number is above every number committed (the child tells the last one at its start) and never
         # given out twice: the last one committed is this batch's only if this batch committed.
         self._next_batch = max(self._next_batch, reply[1] + 1)
@@ -129,8 +141,8 @@ class WriterProcess:
             last = None
         try:
             await self._restart()
-        except (sqlite3.Error, OSError, SchemaVersionError) as exc:  # (WriterDied too: its successor died as well)
-            log.error("SQLite writer process cannot be restarted", db=self.path, error=repr(exc))
+        except WriterDied:
+            pass  # (logged: the next batch tries again)
         if last is not None:
             self._next_batch = max(self._next_batch, last + 1)
         return last == number
@@ -183,10 +195,24 @@ class WriterProcess:
             return False
         return True
 
+    async def _watch_exit(self, proc: asyncio.subprocess.Process) -> None:
+        await proc.wait()
+        if self._proc is proc and self.on_exit is not None:  # (not closed, nor replaced already)
+            self.on_exit()
+
     async def _restart(self) -> None:
+        """A successor for a child that is gone; WriterCannotStart if none can (the database's directory gone, no
+        memory for a process): then the store cannot commit (not ready) and tries again with its next batch."""
         proc, self._proc = self._proc, None
         status = await proc.wait() if proc is not None else None
-        await self.start()
+        try:
+            await self.start()
+        except (sqlite3.Error, OSError, SchemaVersionError) as exc:
+            if not self._restart_failing:  # (once until one starts: the store tries every second meanwhile)
+                self._restart_failing = True
+                log.error("SQLite writer process cannot be restarted", db=self.path, error=repr(exc))
+            raise WriterCannotStart(f"SQLite writer process cannot be restarted: {exc}") from exc
+        self._restart_failing = False
         log.warning("SQLite writer process restarted", db=self.path, exit_status=status, pid=self.pid)
 
     async def _receive(self) -> tuple:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import socket
 import sqlite3
@@ -496,6 +497,31 @@ def test_an_mt_acknowledged_while_the_store_cannot_commit_is_marked_delivered_on
     assert rows_with_text(db, "acknowledged while locked")[0][2] == "delivered"
     b.close()
     handset(B, gw=gw).expect_none(0.5)
+
+
+def test_a_writer_process_killed_is_replaced_at_once_and_ready_says_so_while_none_can_start(make_gateway, handset, tmp_path: Path) -> None:
+    """A killed writer process was replaced only at the next write, and if none could start (the database's
+    directory gone), every submission failed ESME_RSYSERR while /ready said 200 "ok"."""
+    home = tmp_path / "data"
+    home.mkdir()
+    gw = make_gateway(db_path=home / "gw.db")
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    assert eventually(lambda: job_runs(home / "gw.db") > 0)  # the jobs' first writes are done: nothing writes now
+    writer = gw.gateway.store.writer
+    first = writer.pid
+    os.kill(first, signal.SIGKILL)
+    assert eventually(lambda: writer.pid not in (None, first))  # nothing written meanwhile
+    assert a.submit(B, "writer replaced").status == ESME_ROK  # (written once the successor is ready)
+    assert text(b.expect()) == "writer replaced"
+    assert readiness(gw)[0] == 200
+    home.rename(tmp_path / "moved")  # no new writer process can open the database now
+    os.kill(writer.pid, signal.SIGKILL)
+    assert eventually(lambda: readiness(gw) == (503, {"ready": False, "store": "cannot commit", "binds": 2, "mt_waiting": 0}))
+    assert a.request(a.make("submit_sm", B, "no writer"), timeout=30).status == ESME_RSYSERR
+    (tmp_path / "moved").rename(home)
+    assert eventually(lambda: readiness(gw)[0] == 200, timeout=15)  # found by the store's own probes
+    assert a.submit(B, "writer back").status == ESME_ROK
+    assert text(b.expect()) == "writer back"
 
 
 def test_ready_is_503_while_the_store_cannot_commit_and_200_again_once_it_can(make_gateway, handset, tmp_path: Path) -> None:
