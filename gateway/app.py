@@ -240,13 +240,15 @@ class Gateway:
             except socket.gaierror as exc:
                 raise OSError(f"cannot listen on {host!r}: {exc.strerror}") from None
 
-    async def stop(self) -> None:
+    async def stop(self) -> bool:
         """Stop listening; on every bind refuse new submissions and send no new deliver_sm; give what is in flight
         up to drain_timeout (the answers to deliver_sm and to submissions, the handling of acknowledged MOs); then
         unbind every bind, reading what comes until its unbind_resp (up to response_timeout); commit everything.
 
         Nothing acknowledged is lost: an MT not delivered, an MO not handled stays in the store for the next
-        start. Nothing answered is sent again: every answer that arrives before the link closes is taken."""
+        start. Nothing answered is sent again: every answer that arrives before the link closes is taken, and its
+        MT's final status committed, up to drain_timeout while the store cannot commit. False if one was not:
+        that MT goes out again at the next start (an error line says how many)."""
         started, self.ready = self.ready, False
         for server in self._servers:
             server.close()
@@ -274,14 +276,20 @@ class Gateway:
             connection.close()
         if self._tick_task is not None:
             self._tick_task.cancel()
+        await self._until(lambda: not self.delivery.finals_not_committed, drain_until)  # (written again meanwhile)
         self.delivery.stop()
         for task in list(self._tasks):
             task.cancel()
         if self._http is not None:
             await self._http.cleanup()
         await self.store.close()
-        if started:
+        lost = self.delivery.finals_not_committed
+        if lost:
+            log.error("smsgw stopped with final statuses not committed: those MTs go out again at the next start",
+                      count=len(lost), message_ids=sorted(lost)[:20])  # fmt: skip
+        elif started:
             log.info("smsgw stopped")
+        return not lost
 
     @staticmethod
     async def _until(condition: Callable[[], bool], deadline: float) -> None:

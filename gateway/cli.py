@@ -93,5 +93,4 @@ async def serve_forever(config, args: argparse.Namespace) -> int:
         return 1
     tune_for_serving()  # see gctune: the collector is a third of a busy gateway's CPU otherwise
     await stop.wait()
-    await gateway.stop()
-    return 0
+    return 0 if await gateway.stop() else 1  # (1: MTs answered whose final status could not be committed)

@@ -99,6 +99,7 @@ class Delivery:
         self._room_waiters: dict[str, asyncio.Future[None]] = {}  # pulls waiting for their account's binds to drain
         # MT id -> its final status's next write (_write_final): the timer, then the task that writes
         self._rewrites: dict[str, asyncio.TimerHandle | asyncio.Task] = {}
+        self.finals_not_committed: set[str] = set()  # MTs whose final status failed to commit, until it does
         # Lines about final statuses that keep failing while the store commits (their own fault, not the store's).
         self.rewrite_log = LogBudget()
         self._stopped = False
@@ -585,6 +586,7 @@ class Delivery:
         def committed(_result: None, error: BaseException | None) -> None:
             if error is not None and settled is None:
                 self._log_not_committed(message, error)
+                self.finals_not_committed.add(message_id)
                 if not self._stopped:  # (else the MT goes out again after the restart: see stop)
                     # Written again through _write_final: `committed` naming itself would make every MT's callback,
                     # Message and row a reference cycle, freed only by the cyclic collector (its pauses, under load).
@@ -604,6 +606,8 @@ class Delivery:
     def _final_committed(self, message_id: str, receipt: Message | None) -> None:
         """The MT's final status is committed: it is no longer in hand, and its receipt (if any) goes out."""
         self._rewrites.pop(message_id, None)
+        if self.finals_not_committed:
+            self.finals_not_committed.discard(message_id)
         if self._reading:
             self._release_after_reading.append(message_id)
         else:
@@ -637,7 +641,9 @@ class Delivery:
         """The first failure of a final status, and (within `rewrite_log`) those that go on while the store commits:
         while it cannot, the store says so itself (`store cannot commit`, /ready)."""
         about = {"message_id": message.id, "account": account_of(message), "msisdn": subscriber_of(message), "error": str(error)}
-        if message.id not in self._rewrites:
+        if self._stopped:
+            log.warning("final status not committed at the stop; the MT goes out again at the next start", **about)
+        elif message.id not in self._rewrites:
             log.warning("final status not committed; writing it again until it is", **about)
         elif self.store.can_commit and self.rewrite_log.allow("final status still not committed"):
             log.warning("final status still not committed", **about)

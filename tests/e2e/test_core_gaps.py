@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 from smpplib import exceptions as smpp_exceptions
 
-from tests.gateway_process import GatewayProcess
+from tests.gateway_process import GatewayProcess, config_file
 from tests.polling import eventually
 from tests.smpp_handset import (
     ESME_ROK,
@@ -522,6 +522,54 @@ def test_a_writer_process_killed_is_replaced_at_once_and_ready_says_so_while_non
     assert eventually(lambda: readiness(gw)[0] == 200, timeout=15)  # found by the store's own probes
     assert a.submit(B, "writer back").status == ESME_ROK
     assert text(b.expect()) == "writer back"
+
+
+def logged(gw: GatewayProcess, event: str) -> list[dict]:
+    return [record for record in map(json.loads, list(gw.log)) if record.get("event") == event]
+
+
+@pytest.mark.parametrize("lock_ends_during_the_stop", [True, False])
+def test_sigterm_while_the_store_cannot_commit_waits_for_a_delivery_answered_meanwhile(
+    handset, tmp_path: Path, lock_ends_during_the_stop: bool
+) -> None:
+    """The stop gave up a delivered MT's final status that the store could not commit yet, said "smsgw stopped"
+    and exited 0; the next start sent the MT again. Now the stop writes it again up to drain_timeout; if it still
+    cannot, an error line says so and the exit status is 1 (the MT does go out again)."""
+    db = tmp_path / "gw.db"
+    gw = GatewayProcess(db, config=config_file(tmp_path, drain_timeout=12 if lock_ends_during_the_stop else 1))
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    assert eventually(lambda: job_runs(db) > 0)  # the jobs' first writes are done (they would wait on the lock too)
+    b.answering = False
+    assert a.submit(B, "answered while locked").status == ESME_ROK
+    assert text(b.expect()) == "answered while locked"
+    holder = sqlite3.connect(db, isolation_level=None, timeout=10)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        b.answer_held()  # ESME_ROK, while `delivered` cannot be committed
+        assert eventually(lambda: logged(gw, "final status not committed; writing it again until it is"), timeout=30)
+        gw.proc.send_signal(signal.SIGTERM)
+        assert eventually(lambda: logged(gw, "smsgw stopping: new submissions refused, draining"))
+        if lock_ends_during_the_stop:
+            holder.rollback()
+        status = gw.terminate()
+    finally:
+        holder.rollback()
+        holder.close()
+    a.close()
+    b.close()
+    again = GatewayProcess(db)
+    try:
+        b = handset(B, gw=again)
+        if lock_ends_during_the_stop:
+            assert status == 0 and logged(gw, "smsgw stopped")
+            assert rows_with_text(db, "answered while locked")[0][2] == "delivered"
+            b.expect_none(0.5)  # not sent again
+        else:
+            [error] = logged(gw, "smsgw stopped with final statuses not committed: those MTs go out again at the next start")
+            assert status == 1 and error["count"] == 1 and error["level"] == "error"
+            assert text(b.expect()) == "answered while locked"  # as that line says
+    finally:
+        again.terminate()
 
 
 def test_ready_is_503_while_the_store_cannot_commit_and_200_again_once_it_can(make_gateway, handset, tmp_path: Path) -> None:
