@@ -523,6 +523,7 @@ class Fleet:
                 timer.cancel()
             self.stop("load done")
             self.recorder.load_finished()
+            self.headroom.load_finished()
 
     def check_load(self, load: Load) -> None:
         """Raises FleetError when the fleet cannot run `load` as asked (call it before connect() to refuse at once;
