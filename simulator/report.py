@@ -236,6 +236,10 @@ class _Series:
     aggregate: str = "mean"  # how a downsampled point sums up its seconds: mean or max
     dashed: bool = False
     on_top: bool = False  # drawn last
+    # The legend's mean when the report has the series' own rate (`mean_over` says over what, `mean` None: none was
+    # measured): the mean of the seconds drawn would count the drain and the last, partial second.
+    mean: float | None = None
+    mean_over: str = ""
 
 
 _W, _H = 1000, 300
@@ -381,7 +385,10 @@ def _legend_figures(series: _Series, fmt: Callable[[float], str]) -> str:
     values = [v for v in series.values if v is not None]
     if not values:
         return ""
-    return f" mean {fmt(sum(values) / len(values))} · peak {fmt(max(values))}"
+    if not series.mean_over:
+        return f" mean {fmt(sum(values) / len(values))} · peak {fmt(max(values))}"
+    mean = f" mean {fmt(series.mean)} {series.mean_over} ·" if series.mean is not None else ""
+    return f"{mean} peak {fmt(max(values))}"
 
 
 # ---------------------------------------------------------------- tables
@@ -699,10 +706,13 @@ def render_html(report: Mapping[str, Any], *, max_failures: int = MAX_FAILURES_S
     rate_chart = _chart(
         "chart-rate", "Rate over time", "per second", t,
         [
-            _Series("completed", "completed", "#1f6feb", [s.get("completed", 0) for s in timeline]),
+            _Series("completed", "completed", "#1f6feb", [s.get("completed", 0) for s in timeline],
+                    mean=throughput.get("ok_per_s"), mean_over="ok in the steady state"),
             _Series("failed", "failed", "#d1242f", [s.get("failed", 0) for s in timeline], aggregate="max", on_top=True),
-            _Series("mo", "MO", "#2da44e", [s.get("mo", 0) for s in timeline]),
-            _Series("started", "started", "#8c959f", [s.get("started", 0) for s in timeline], dashed=True),
+            _Series("mo", "MO", "#2da44e", [s.get("mo", 0) for s in timeline],
+                    mean=throughput.get("mo_per_s"), mean_over="over the load"),
+            _Series("started", "started", "#8c959f", [s.get("started", 0) for s in timeline], dashed=True,
+                    mean=throughput.get("started_per_s"), mean_over="in the steady state"),
         ],
         lambda v: f"{v:,.1f}/s" if v % 1 else f"{v:,.0f}/s",
     )  # fmt: skip

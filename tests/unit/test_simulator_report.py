@@ -218,6 +218,32 @@ def test_html_shows_figures_tables_and_escaped_transcripts(tmp_path: Path, summa
     assert "secret-pw" not in html
 
 
+def test_the_rate_charts_means_are_the_reports_rates_over_the_load(tmp_path: Path) -> None:
+    """20 dialogues a second through a 2 s load, then a drain of 1.5 s where the last 4 end. The legend gave the
+    mean of every second, drain and the last, partial second included (completed 10/s, MO 11/s, started 10/s), where
+    the JSON and stdout say 20/s ok, 22/s MO, 20/s started."""
+    recorder = Recorder(started=100.0)
+    for i in range(40):
+        recorder.dialogue_started(at=100.0 + i / 20)
+        recorder.mo_accepted(at=100.0 + i / 20)
+        if i < 36:
+            recorder.record(dialogue("query_unsubscribe", 100.05 + i / 20, [10.0]))
+    recorder.mo_accepted(4, at=101.99)
+    recorder.load_finished(at=102.0)
+    for i in range(36, 40):
+        late = dialogue("query_unsubscribe", 102.5 + i / 40, [10.0])
+        late.started_at = 100.0 + i / 20
+        recorder.record(late)
+    recorder.finish(at=103.5)
+    _, html_path = write_reports(recorder.summary(), tmp_path)
+    throughput = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))["throughput"]
+    assert (throughput["ok_per_s"], throughput["mo_per_s"], throughput["started_per_s"]) == (20.0, 22.0, 20.0)
+    legend = parse(html_path)[1].text("legend")
+    for shown in ("completed mean 20/s ok in the steady state · peak", "MO mean 22/s over the load · peak",
+                  "started mean 20/s in the steady state · peak"):
+        assert shown in legend, legend
+
+
 def test_empty_run(tmp_path: Path) -> None:
     recorder = Recorder(started=0.0)
     recorder.finish(at=0.5)
