@@ -675,12 +675,15 @@ def render_html(report: Mapping[str, Any], *, max_failures: int = MAX_FAILURES_S
         badge = '<span class="badge bad">INTERRUPTED: the figures cover the run up to the signal; no verdict</span>'
     elif verdict.get("result") == "FAIL":
         badge = '<span class="badge bad">FAIL</span>' + "".join(f'<span class="badge bad">{_e(m)}</span>' for m in misses)
-    elif failed:
-        badge = f'<span class="badge bad">{_num(failed)} failed</span>'
-    elif completed:
-        badge = f'<span class="badge ok">all {_num(completed)} dialogues ok</span>'
-    else:
-        badge = '<span class="badge">no dialogues</span>'
+    else:  # PASS (failures within --max-failures told beside it), or a report without a verdict
+        badge = '<span class="badge ok">PASS</span>' if verdict.get("result") == "PASS" else ""
+        if failed:
+            badge += (f'<span class="badge">{_num(failed)} failed, within --max-failures</span>' if badge
+                      else f'<span class="badge bad">{_num(failed)} failed</span>')  # fmt: skip
+        elif completed:
+            badge += f'<span class="badge ok">all {_num(completed)} dialogues ok</span>'
+        else:
+            badge += '<span class="badge">no dialogues</span>'
     meta = "".join(
         f"<span>{_e(item)}</span>"
         for item in (

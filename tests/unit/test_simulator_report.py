@@ -331,7 +331,17 @@ def test_a_missed_threshold_fails_the_page_and_the_fleet_is_shown(tmp_path: Path
     for shown in ("count reached", "no_idle_subscriber", "7", "ORDER sina-news", "cancelled_at_drain"):
         assert shown in text, shown
     _, passed = parse(write_reports(passing_run(), tmp_path / "pass", misses=[])[1])
-    assert "all 20 dialogues ok" in passed.text("badge")
+    assert passed.text("badge") == "PASSall 20 dialogues ok"
+
+
+def test_a_run_passing_with_failures_within_max_failures_says_pass(tmp_path: Path, summary: dict) -> None:
+    """One dialogue failed, tolerated by --max-failures: the verdict is PASS (report.json, exit 0), and the page
+    showed only a red '1 failed' badge, never the verdict."""
+    json_path, html_path = write_reports(summary, tmp_path, misses=[])
+    assert json.loads(json_path.read_text(encoding="utf-8"))["verdict"] == {"result": "PASS", "misses": []}
+    html, page = parse(html_path)
+    assert page.text("badge") == "PASS1 failed, within --max-failures"
+    assert '<span class="badge ok">PASS</span><span class="badge">1 failed' in html  # the count as information, not red
 
 
 def test_the_page_shows_how_the_simulator_itself_kept_up(tmp_path: Path) -> None:
