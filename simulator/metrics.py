@@ -35,6 +35,9 @@ LOWEST_US, HIGHEST_US, DIGITS = 1, 120_000_000, 3  # 1 µs .. 120 s
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 MAX_FAILURES_KEPT = 200  # with transcripts; beyond that only counted
 OPEN_SECONDS = 3  # seconds behind the newest that may still receive results (a dialogue ends after its reply)
+# A live display's timer firing this much before a whole second of the run is at it: asyncio's timers fire up to a
+# millisecond early, and the display's starts before the load resets `Recorder.started`.
+EARLY = 0.05
 
 
 def histogram() -> HdrHistogram:
@@ -98,7 +101,7 @@ class _Second:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """For the live display: totals so far and the last whole second."""
+    """For the live display: totals so far and the last whole second, the one ending at `whole_seconds`."""
 
     elapsed: float
     started: int
@@ -110,6 +113,15 @@ class Snapshot:
     p50_ms: float | None  # None: nothing timed yet
     p99_ms: float | None
     in_flight: int
+
+    @property
+    def whole_seconds(self) -> int:
+        return _whole_seconds(self.elapsed)
+
+
+def _whole_seconds(elapsed: float) -> int:
+    """The run's whole seconds at `elapsed`, one EARLY before its end counted in."""
+    return int(elapsed + EARLY)
 
 
 class Recorder:
@@ -218,9 +230,10 @@ class Recorder:
         return (self.ended if self.ended is not None else time.monotonic()) - self.started
 
     def snapshot(self) -> Snapshot:
-        last = self.seconds.get(int(self.elapsed) - 1) or _Second(latency=None)
+        elapsed = self.elapsed
+        last = self.seconds.get(_whole_seconds(elapsed) - 1) or _Second(latency=None)
         return Snapshot(
-            elapsed=self.elapsed, started=self.started_count, completed=self.completed, failed=self.failed,
+            elapsed=elapsed, started=self.started_count, completed=self.completed, failed=self.failed,
             mo=self.mo, rate=float(last.completed + last.failed), mo_rate=float(last.mo),
             p50_ms=self.latency.get_value_at_percentile(50) / 1000 if self.latency.get_total_count() else None,
             p99_ms=self.latency.get_value_at_percentile(99) / 1000 if self.latency.get_total_count() else None,

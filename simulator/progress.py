@@ -52,7 +52,8 @@ def _ms(value: float | None) -> str:
 def format_line(snap: Snapshot, *, final: bool = False, decimals: int = 0) -> str:
     """One plain progress line; `final` shows the run's average rates instead of the last second's.
 
-    `decimals`: of the elapsed time (1 when the interval is under a second).
+    `decimals`: of the elapsed time (1 when the interval is under a second); with none, the time is the run's whole
+    seconds, the end of the second whose rates the line shows.
     """
     ended = snap.completed + snap.failed
     if final:
@@ -61,7 +62,7 @@ def format_line(snap: Snapshot, *, final: bool = False, decimals: int = 0) -> st
         head = f"done t={snap.elapsed:.1f}s"
     else:
         rate, mo_rate = snap.rate, snap.mo_rate
-        head = f"t={snap.elapsed:.{decimals}f}s"
+        head = f"t={snap.elapsed:.{decimals}f}s" if decimals else f"t={snap.whole_seconds}s"
     return (
         f"{head} dialogues={ended} ok={snap.completed} failed={snap.failed} in_flight={snap.in_flight} "
         f"rate={_rate(rate)}/s mo={_rate(mo_rate)}/s p50={_ms(snap.p50_ms)}ms p99={_ms(snap.p99_ms)}ms"
@@ -235,7 +236,7 @@ class Progress:
             table.add_column(name, justify="right", no_wrap=True)
         failed_style = "bold white on red" if snap.failed else "green"
         table.add_row(
-            _clock(snap.elapsed), f"{snap.started:,}", f"[green]{snap.completed:,}[/]",
+            _clock(snap.elapsed if final else snap.whole_seconds), f"{snap.started:,}", f"[green]{snap.completed:,}[/]",
             Text(f"{snap.failed:,}", style=failed_style), f"{snap.in_flight:,}",
             f"{_rate(rate)}", f"{_rate(mo_rate)}", _ms(snap.p50_ms), _ms(snap.p99_ms),
         )  # fmt: skip

@@ -60,6 +60,27 @@ def test_format_line() -> None:
     assert format_line(slow, final=True).endswith("rate=1.5/s mo=1.5/s p50=150ms p99=1200ms")
 
 
+def test_a_line_shows_the_rates_of_the_second_its_time_names() -> None:
+    """The display's timer fires a little early (asyncio's timers, and it starts before the load resets the run's
+    clock): at 2.999 s the line said t=3s with the rates of second 1, the second before last, and one second's
+    rate showed twice in a row."""
+    recorder = Recorder(started=100.0)
+    for second, count in ((1, 5), (2, 7)):
+        for _ in range(count):
+            recorder.dialogue_started(at=100.5 + second)
+            recorder.mo_accepted(2, at=100.5 + second)
+            recorder.record(DialogueResult("rating", "8613800000009", True, "rated", steps=[("s", 0.004)], mo=2,
+                                           started_at=100.5 + second, ended_at=100.6 + second))  # fmt: skip
+    for at, shown in ((102.999, "t=3s"), (103.0, "t=3s"), (103.6, "t=3s"), (103.96, "t=4s")):
+        recorder.finish(at=at)
+        snap = recorder.snapshot()
+        rates = (7.0, 14.0) if shown == "t=3s" else (0.0, 0.0)  # second 2; then second 3, when nothing ended
+        assert (snap.rate, snap.mo_rate) == rates and format_line(snap).startswith(f"{shown} dialogues=12 "), at
+        out = io.StringIO()
+        Console(file=out, width=200).print(Progress(recorder, console=Console(file=out)).renderable(snap))
+        assert f" 0:0{shown[2]} " in out.getvalue(), out.getvalue()  # the live table's elapsed time too
+
+
 def test_a_latency_nothing_has_timed_yet_shows_as_absent_not_0_ms() -> None:
     """Before the first reply (or against a target that never answers) the line said p50=0.0ms p99=0.0ms."""
     snap = Recorder().snapshot()
