@@ -237,9 +237,10 @@ def run_args(args: argparse.Namespace) -> int:
 
 
 # The scenario keys a fleet error can name that flags set (the rest come from the scenario file only).
-# A refused bind is reported under target.system_id, whether the account or its password was wrong; a certificate
-# refused under target.ca, also when --tls alone turned TLS on (the system's CAs refused it); a handshake that failed
-# otherwise under target.tls/target.port (the server did not answer TLS).
+# A refused bind is reported under target.system_id, whether the account or its password was wrong, and one not
+# answered at all under target.host/target.port (no SMPP server there); a certificate refused under target.ca, also
+# when --tls alone turned TLS on (the system's CAs refused it); a handshake that failed otherwise under
+# target.tls/target.port (the server did not answer TLS).
 _FLAGS = {"target.host": ("host",), "target.port": ("port",), "target.tls": ("tls",),
           "target.system_id": ("system_id", "password"), "target.ca": ("ca", "tls"), "fleet.start": ("start",),
           "fleet.count": ("subscribers",), "fleet.binds": ("binds",),

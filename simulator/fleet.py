@@ -404,10 +404,13 @@ class Fleet:
             esme.close()
             raise
         except (OSError, TimeoutError, EsmeError) as exc:  # TimeoutError (3.11+) and ResponseTimeout say nothing themselves
+            # No answer at all: the address is to blame (a port that is no SMPP server's), not the account.
             esme.close()
             timed_out = isinstance(exc, (TimeoutError, ResponseTimeout))
             reason = f" within {timeout:g} s" if timed_out else f": {exc}" if str(exc) else ": the connection closed"
-            raise FleetError(key, f"bind {mode} as {system_id!r} not answered{reason}") from None
+            t = self.scenario.target
+            raise FleetError("target.host/target.port", f"bind {mode} as {system_id!r} not answered{reason}: the other "
+                                                        f"end, {t.host}:{t.port}, did not answer as an SMPP server") from None
 
     async def connect(self) -> None:
         """Bind the subscribers, the spammers and the SP receivers, all at once. Raises FleetError when the target

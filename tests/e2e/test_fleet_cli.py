@@ -412,9 +412,24 @@ def test_a_target_that_never_answers_the_bind_says_what_timed_out_and_after_how_
         assert cli.main(argv) == 2
     err = capsys.readouterr().err
     # The subscribers' bind is named (not an SP receiver's, bound at the same time), with the response timeout:
-    # max(2 x --timeout, 5 s).
-    assert "target.system_id: bind trx as 'handset' not answered within 5 s" in err, err
+    # max(2 x --timeout, 5 s); the port is to blame, not the account.
+    assert err == (f"smsgw simulate: command line: target.host/target.port: bind trx as 'handset' not answered within "
+                   f"5 s: the other end, 127.0.0.1:{argv[1]}, did not answer as an SMPP server\n"), err
     assert 5 <= time.monotonic() - started < 15
+
+
+def test_a_port_that_is_no_smpp_servers_is_blamed_not_the_system_id(gateway, tmp_path: Path, capsys) -> None:
+    """The gateway's HTTP port answers a bind with an HTTP error and closes: the message blamed the scenario file's
+    target.system_id ('bind trx as 'handset' not answered: session closed'), a key neither set nor wrong."""
+    base = ["--subscribers", "4", "--binds", "1", "--count", "1", "--quiet"]
+    assert cli.main([*base, "--port", str(gateway.http_port)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("smsgw simulate: command line: target.host/target.port: bind trx as 'handset' not answered: "), err
+    assert err.endswith(f": the other end, 127.0.0.1:{gateway.http_port}, did not answer as an SMPP server\n"), err
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(f"[target]\nport = {gateway.http_port}\n")
+    assert cli.main([*base, "--scenario", str(scenario)]) == 2
+    assert capsys.readouterr().err.startswith(f"smsgw simulate: {scenario}: target.host/target.port: bind trx as ")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
