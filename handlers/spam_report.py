@@ -186,12 +186,13 @@ class SpamReportHandler:
             outcome = Outcome(completed=pending is None)
             return outcome.reply(inbound.subscriber, reply, inbound.short_code, until=pending and pending.expires_at)
         text = parsed.text
-        if not text and pending is not None:  # the second step: the number for the text forwarded before
+        answer = not text and pending is not None  # the second step: the number for the text forwarded before
+        if answer:
             text = str(pending.data.get("text", ""))
         outcome = Outcome(completed=True)
-        if await ctx.store.find(Dialogue, msisdn=reporter, kind=DIALOGUE):
-            # answered, superseded by a complete report, or expired: the prompt is closed either way
-            outcome.effects.append(Delete(Dialogue, (reporter, DIALOGUE)))
+        # A complete report of another text leaves an open prompt open: the forwarded text still waits for its number.
+        if answer or (pending is None and await ctx.store.find(Dialogue, msisdn=reporter, kind=DIALOGUE)):
+            outcome.effects.append(Delete(Dialogue, (reporter, DIALOGUE)))  # answered, or expired
         return outcome.extend(await _file(ctx, inbound, plan.normalise(parsed.number), text, language))
 
 

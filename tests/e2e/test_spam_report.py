@@ -117,6 +117,17 @@ def test_bare_text_then_the_number_completes_the_report(gateway, handset) -> Non
     assert (stored.reported, stored.text) == (SPAMMER, SPAM)
 
 
+def test_a_complete_report_of_another_text_leaves_the_forwarded_text_waiting_for_its_number(gateway, handset) -> None:
+    """The complete report closed the prompt without a word: the number sent in time, as asked, was filed with no
+    text, the forwarded spam lost."""
+    a = phone(handset, A)
+    assert "请在30分钟内回复发送该垃圾短信的手机号码" in ask(a, SPAM)
+    other = report(a, "13700000002*另一条垃圾短信", gateway)
+    assert (other.reported, other.text) == ("8613700000002", "另一条垃圾短信")
+    stored = report(a, "13700000001", gateway)
+    assert (stored.reported, stored.text) == (SPAMMER, SPAM)
+
+
 def test_the_number_with_the_full_stop_a_chinese_keyboard_adds_completes_the_report(gateway, handset) -> None:
     a = phone(handset, A)
     assert "请在30分钟内回复发送该垃圾短信的手机号码" in ask(a, SPAM)
