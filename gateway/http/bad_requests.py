@@ -8,16 +8,21 @@ aiohttp logs most of these at error level, but a bad method (TLS or an SMPP PDU 
 commonest kind) at debug, and a logger drops a record below its level before its filters run. So aiohttp's
 server logger passes everything to the filter, and the filter checks the gateway's level (the root logger's,
 set by --log-level) itself, once the record is relabelled: one info line per malformed request at info or
-debug, none at warning or above.
+debug, none at warning or above. Its reason is aiohttp's without the request's bytes, which aiohttp quotes: an
+SMPP client pointed at this port sends its bind's password, a URL carries a token.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_exceptions import HttpProcessingError, InvalidURLError
 
 _AIOHTTP_SERVER = logging.getLogger("aiohttp.server")
+# What aiohttp's message ends with when it quotes the request: llhttp's "<what was wrong>:\n\n  b'<the line>'\n  ^",
+# or a repr of the line or header at its end ("Invalid HTTP header: b'...'", "Bad status line '...'").
+_QUOTED_REQUEST = re.compile(r"""(:\n\n.*|:?\s*b?('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")\W*)$""", re.DOTALL)
 
 
 class MalformedRequests(logging.Filter):
@@ -30,8 +35,16 @@ class MalformedRequests(logging.Filter):
             record.msg, record.args = "malformed HTTP request refused", ()
             record.exc_info = record.exc_text = None
             record.status = exc.code
-            record.reason = " ".join(exc.message.split()) if isinstance(exc.message, str) else repr(exc.message)
+            record.reason = _reason(exc)
         return record.levelno >= logging.getLogger().getEffectiveLevel()
+
+
+def _reason(exc: HttpProcessingError) -> str:
+    """What was wrong with the request, without its bytes."""
+    message = exc.message if isinstance(exc.message, str) else ""
+    if isinstance(exc, InvalidURLError) and ":\n\n" not in message:  # (its message is the URL itself)
+        return "Invalid URL"
+    return " ".join(_QUOTED_REQUEST.sub("", message).split()) or type(exc).__name__
 
 
 def _peer(record: logging.LogRecord) -> str | None:

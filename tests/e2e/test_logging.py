@@ -281,6 +281,22 @@ def test_a_malformed_http_request_is_one_json_line_without_a_traceback(tmp_path:
     assert not [r for r in records if "exception" in r or r["level"] == "error"]
 
 
+def test_a_malformed_http_request_is_logged_without_its_bytes(tmp_path: Path, start_gateway) -> None:
+    """The reason quoted aiohttp's message, which quotes the request: an SMPP client pointed at the HTTP port had its
+    bind's system_id and password written to the log, a header's secret likewise. Now only what was wrong."""
+    gateway = start_gateway(tmp_path / "gw.db")
+    bind = b"carrier\0S3cr3tPw\0\0\x34\x01\x01\0"
+    try:
+        for request in (frame(0x00000009, 1, bind), b"GET /health HTTP/1.1\r\nX-Api-Key: T0pS3cr3t\x01\r\n\r\n"):
+            assert answer_to(gateway.http_port, request).startswith(b"HTTP/1.0 400 Bad Request")
+    finally:
+        assert gateway.terminate() == 0
+    refused = [json.loads(line) for line in gateway.log if "malformed HTTP request refused" in line]
+    assert [r["reason"] for r in refused] == ["Invalid method encountered", "Invalid header value char"]
+    for secret in ("S3cr3tPw", "carrier", "T0pS3cr3t"):
+        assert not [line for line in gateway.log if secret in line], secret
+
+
 MALFORMED = {  # what the HTTP port gets that aiohttp refuses with a 400 before any handler of ours
     "bad HTTP version": b"GET /health HTTP/9.9\r\nHost: x\r\n\r\n",
     # aiohttp logs a bad method at debug level, the others at error level
