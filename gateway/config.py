@@ -463,7 +463,7 @@ def _check_ranges(settings: Any, where: str, ranges: dict[str, _Range], path: Pa
     for key, (ok, expected) in ranges.items():
         value = getattr(settings, key)
         if not ok(value):
-            raise ConfigError(path, f"{where}.{key}", f"expected {expected}; got {value!r}")
+            raise ConfigError(path, f"{where}.{key}", f"expected {expected}; {_got(value, key)}")
 
 
 def _account(table: dict[str, Any], where: str, path: Path | str) -> AccountConfig:
@@ -563,6 +563,16 @@ def _check_notice_value(value: str, key: str, field: str, path: Path | str) -> N
 
 _TYPES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
 _PLURALS = {float: "numbers", str: "strings"}  # what a list holds
+# Keys whose value a refusal names by its kind only: the refusal's line goes to the log (journald, docker logs).
+_SECRETS = frozenset({"password"})
+_KINDS = {**_TYPES, bool: "a boolean", list: "a list", dict: "a table"}
+
+
+def _got(value: Any, key: str) -> str:
+    """What a refusal says the file has at `key`: the value, or for a secret what kind of value it is."""
+    if key.rsplit(".", 1)[-1] in _SECRETS:
+        return f"got {_KINDS.get(type(value), type(value).__name__)}"
+    return f"got {value!r}"
 
 
 def _check_known_keys(cls: type, table: Any, where: str, path: Path | str) -> None:
@@ -592,16 +602,16 @@ def _coerce(value: Any, annotation: str, key: str, path: Path | str) -> Any:
         if base is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
         if not ok:
-            raise ConfigError(path, key, f"expected {_TYPES[base]}; got {value!r}")
+            raise ConfigError(path, key, f"expected {_TYPES[base]}; {_got(value, key)}")
         return value
     if annotation == "dict[str, int]":
         if not isinstance(value, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value.values()):
-            raise ConfigError(path, key, f"expected a table of words = integers; got {value!r}")
+            raise ConfigError(path, key, f"expected a table of words = integers; {_got(value, key)}")
         return dict(value)
     if annotation.startswith("tuple["):
         item = float if "float" in annotation else str
         if not isinstance(value, list):
-            raise ConfigError(path, key, f"expected a list of {_PLURALS[item]}; got {value!r}")
+            raise ConfigError(path, key, f"expected a list of {_PLURALS[item]}; {_got(value, key)}")
         out = []
         for v in value:
             if item is float and isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -609,6 +619,6 @@ def _coerce(value: Any, annotation: str, key: str, path: Path | str) -> Any:
             elif item is str and isinstance(v, str):
                 out.append(v)
             else:
-                raise ConfigError(path, key, f"expected a list of {_PLURALS[item]}; got {v!r} in it")
+                raise ConfigError(path, key, f"expected a list of {_PLURALS[item]}; {_got(v, key)} in it")
         return tuple(out)
     return value

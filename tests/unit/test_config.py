@@ -238,6 +238,15 @@ def test_smsgw_serve_refuses_a_bad_config_file_naming_it_and_the_key(tmp_path: P
     assert "Traceback" not in result.stderr
 
 
+def test_smsgw_serve_refuses_a_password_of_the_wrong_type_without_printing_it(tmp_path: Path) -> None:
+    """`password = 73915824` (unquoted: an integer) was refused with "got 73915824": the password in the log."""
+    bad = tmp_path / "site.toml"
+    bad.write_text(DEFAULT_CONFIG.read_text().replace('password = "carrier"', "password = 73915824", 1))
+    result = serve("--config", str(bad), "--db", str(tmp_path / "gw.db"))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"smsgw: bad config: {bad}: accounts[2].password: expected a string; got an integer"
+
+
 def test_smsgw_serve_refuses_a_file_that_is_not_a_database_without_a_traceback(tmp_path: Path) -> None:
     db = tmp_path / "notes.db"
     db.write_bytes(b"these are my notes, not a database" * 100)
