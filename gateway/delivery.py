@@ -304,12 +304,12 @@ class Delivery:
             self._next_notice(message)
 
     def failed(self, message: Message, status: int, bind: Receiver | None = None) -> None:
-        """The deliver_sm to `bind` was refused with `status` (None: the bind is not known, an answer that came late)."""
+        """The deliver_sm to `bind` was refused with `status` (at once, or in an answer that came late)."""
         if self._room_waiters:
             self._wake_pulls()
         if status in PERMANENT_FAILURES:
             log.warning("mt undeliverable", message_id=message.id, account=account_of(message), msisdn=subscriber_of(message),
-                        status=S.name_of(status))  # fmt: skip
+                        bind_account=_account_of(bind), status=S.name_of(status))  # fmt: skip
             if status == S.ESME_RX_R_APPN:
                 self._finish(message, MessageStatus.REJECTED, MessageState.REJECTED, status & 0xFF)
             else:
@@ -340,12 +340,12 @@ class Delivery:
         message.next_attempt_at = now + delay
         self.store.mark_retry(message.id, message.attempts, message.next_attempt_at, error)
         log.info("mt retry", message_id=message.id, account=account_of(message), msisdn=subscriber_of(message), attempt=message.attempts,
-                 delay=delay, status=S.name_of(error) if error else "no answer")  # 0: it timed out
+                 bind_account=_account_of(bind), delay=delay, status=S.name_of(error) if error else "no answer")  # 0: it timed out
         loop = asyncio.get_running_loop()
         self._retry_timers.add(message, loop.call_later(delay, self._retry_now, message, bind))
 
-    def answered_late(self, message: Message, status: int) -> None:
-        """The answer to a deliver_sm given up on (timed out) came after all. While the MT still waits for its
+    def answered_late(self, message: Message, status: int, bind: Receiver) -> None:
+        """The answer to a deliver_sm to `bind` given up on (timed out) came after all. While the MT still waits for its
         retry, a delivery or a permanent refusal stands (no second copy); a temporary refusal leaves the retry."""
         waiting = self._retry_timers.get(message.id)
         if waiting is None or waiting[1] is not message or (status and status not in PERMANENT_FAILURES):
@@ -353,7 +353,7 @@ class Delivery:
         self._retry_timers.pop(message.id)
         waiting[0].cancel()
         if status:
-            self.failed(message, status)
+            self.failed(message, status, bind)
         else:
             self.delivered(message)
 
@@ -672,6 +672,12 @@ class Delivery:
 
 
 _ABOVE_ALL = "\U0010ffff"  # sorts after every address
+
+
+def _account_of(bind: Receiver | None) -> str | None:
+    """The account of the bind an attempt to deliver an MT went to, as a line about that attempt names it
+    (`bind_account`); None: not known."""
+    return bind.account.system_id if bind is not None else None
 
 
 def _acceptance_order(message: Message) -> str:

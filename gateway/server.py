@@ -411,7 +411,7 @@ class SmppConnection(asyncio.Protocol):
         if message is not None:
             log.info("deliver_sm answered late", message_id=message.id, account=account_of(message), msisdn=subscriber_of(message),
                      bind_account=self.system_id, status=S.name_of(pdu.command_status))  # fmt: skip
-            self.gateway.delivery.answered_late(message, _delivery_status(pdu))
+            self.gateway.delivery.answered_late(message, _delivery_status(pdu), self)
 
     def _pump(self) -> None:
         if not self.pending or not self.can_receive or self.session.state is _UNBOUND or self.session.halted:

@@ -74,6 +74,7 @@ def test_lines_about_a_message_name_it_its_account_and_msisdn(tmp_path: Path, st
     for event in ("mt undeliverable", "mt final"):
         [line] = by_event[event]
         assert (line["message_id"], line["account"], line["msisdn"]) == (message_id, "handset", B), event
+    assert by_event["mt undeliverable"][0]["bind_account"] == "handset2"
     [rejected] = by_event["submission rejected"]
     assert (rejected["account"], rejected["msisdn"], rejected["status"]) == ("handset", A, "ESME_RINVDSTADR")
     assert rejected["reason"]
@@ -134,9 +135,37 @@ def test_account_is_the_submitter_on_every_line_about_an_mt_and_bind_account_the
     for event in ("deliver_sm timed out", "mt retry", "deliver_sm answered late"):
         [line] = logged(gateway, event)
         assert (line["message_id"], line["account"], line["msisdn"]) == (message_id, "handset", B), event
-    for event in ("deliver_sm timed out", "deliver_sm answered late"):
+    for event in ("deliver_sm timed out", "mt retry", "deliver_sm answered late"):
         [line] = logged(gateway, event)
         assert line["bind_account"] == "handset2", event
+
+
+def test_a_refused_deliver_sm_names_the_bind_it_went_to(tmp_path: Path, start_gateway) -> None:
+    """'mt retry' after a deliver_sm refused for now (ESME_RX_T_APPN), and 'mt undeliverable' after one refused for
+    good in an answer that came late (ESME_RX_P_APPN), named no bind_account: nothing said which bind refused it."""
+    gateway = start_gateway(tmp_path / "gw.db", config=config_file(tmp_path, response_timeout=1, retry_backoff=[0.5, 30]))
+    a, b = Handset(gateway.smpp_port, A), Handset(gateway.smpp_port, B)
+    try:
+        a.bind("trx", "handset")
+        b.bind("trx", "handset2")
+        b.answers.append(0x64)  # ESME_RX_T_APPN: refused for now, delivered at its retry
+        delivered_id = a.submit(B, "refused for now").message_id.decode()
+        b.expect()
+        b.expect()
+        b.answering = False
+        undeliverable_id = a.submit(B, "refused for good, late").message_id.decode()
+        b.expect()
+        assert eventually(lambda: len(logged(gateway, "mt retry")) == 2, 10)  # it timed out
+        b.answer_held(0x65)  # ESME_RX_P_APPN, before its retry: that answer counts
+        assert eventually(lambda: logged(gateway, "mt undeliverable"), 10)
+    finally:
+        a.close()
+        b.close()
+    assert gateway.terminate() == 0
+    assert [(line["message_id"], line["bind_account"]) for line in logged(gateway, "mt retry")] == [
+        (delivered_id, "handset2"), (undeliverable_id, "handset2")]
+    [line] = logged(gateway, "mt undeliverable")
+    assert (line["message_id"], line["bind_account"], line["status"]) == (undeliverable_id, "handset2", "ESME_RX_P_APPN")
 
 
 def test_lines_about_an_sp_notice_name_the_subscriber_it_is_about_and_the_gateway_as_its_account(tmp_path: Path, start_gateway) -> None:
@@ -163,6 +192,7 @@ def test_lines_about_an_sp_notice_name_the_subscriber_it_is_about_and_the_gatewa
         assert lines and {line["msisdn"] for line in lines} == {A}, (event, lines)
         # made by the gateway, not submitted by an account: named so (it was account="")
         assert {line["account"] for line in lines} == {"(gateway)"}, (event, lines)
+        assert None not in {line.get("bind_account") for line in lines} and "sina" in {line["bind_account"] for line in lines}
 
 
 def test_a_refused_destination_is_logged_with_the_reason_that_applies(tmp_path: Path, start_gateway) -> None:
