@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .accounts import Account
 from .log_budget import LogBudget
@@ -52,6 +52,7 @@ S = CommandStatus
 _RECEIVING_BINDS = frozenset({C.BIND_RECEIVER, C.BIND_TRANSCEIVER})
 # Refused while the gateway stops (`drain`): whatever would store or change a message.
 _REFUSED_WHILE_DRAINING = frozenset({C.SUBMIT_SM, C.DATA_SM, C.SUBMIT_MULTI, C.CANCEL_SM, C.REPLACE_SM})
+_STOPPING = "the gateway is stopping"  # why they are refused
 _DELIVERY_ANSWERS = frozenset({C.DELIVER_SM_RESP, C.DATA_SM_RESP, C.GENERIC_NACK})
 # Read for every PDU: bound once (an enum member read from its class costs ~150 ns in CPython 3.11).
 _SUBMIT_SM, _DATA_SM = int(C.SUBMIT_SM), int(C.DATA_SM)
@@ -290,9 +291,30 @@ class SmppConnection(asyncio.Protocol):
         # later, which is right (nothing was stored, and it goes through once this gateway or another takes
         # traffic again); some (older Kannel releases) take ESME_RSYSERR as a final rejection and drop it.
         status = S.ESME_RBINDFAIL if pdu.command_id in BIND_REQUESTS else S.ESME_RTHROTTLED
-        log.info("refused: the gateway is stopping", peer=self.peer, account=self.system_id, command=pdu.name,
-                 status=S.name_of(status), sequence=pdu.sequence_number)  # fmt: skip
+        self._log_refused_while_draining(pdu, S.name_of(status))
         self.session.send(response_to(pdu, status))
+
+    def _log_refused_while_draining(self, pdu: Any, status: str) -> None:
+        """As other refusals are: the first few of each kind on this connection, the rest counted; a submission as
+        every refused one (`submission rejected`, with its source and dest), each destination of a submit_multi."""
+        command_id = pdu.command_id
+        if command_id == _SUBMIT_SM or command_id == _DATA_SM:
+            self.log_refused_submission(status, _STOPPING, pdu.source_addr, pdu.destination_addr)
+        elif command_id == C.SUBMIT_MULTI:
+            for dest in pdu.dest_addresses:
+                if dest.dest_flag == 1:
+                    self.log_refused_submission(status, _STOPPING, pdu.source_addr, dest.destination_addr)
+                else:
+                    self.log_refused_submission(status, _STOPPING, pdu.source_addr, None, dl_name=dest.dl_name)
+        elif self.may_log(f"refused: {_STOPPING} ({pdu.name})"):
+            fields = {}
+            if command_id not in BIND_REQUESTS:  # cancel_sm, replace_sm: about a message, on a bind
+                assert self.account is not None
+                dest = getattr(pdu, "destination_addr", "")  # (replace_sm has none)
+                fields = {"msisdn": subscriber_submitting(self.account.role, pdu.source_addr, dest, self.gateway.plan),
+                          "source": pdu.source_addr, "dest": dest or None}  # fmt: skip
+            log.info(f"refused: {_STOPPING}", peer=self.peer, account=self.system_id, command=pdu.name, status=status,
+                     sequence=pdu.sequence_number, **fields)  # fmt: skip
 
     @property
     def busy(self) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import socket
 import sqlite3
 import struct
@@ -30,6 +31,7 @@ from tests.smpp_handset import (
     ESME_ROK,
     ESME_RQUERYFAIL,
     ESME_RREPLACEFAIL,
+    ESME_RTHROTTLED,
     SMSGW_RNOSUBSCRIPTION,
     Handset,
     RawLink,
@@ -353,6 +355,36 @@ def test_each_malformed_http_request_is_one_info_line_if_the_log_level_allows_in
     if lines:
         assert "HTTPS" in refused[2]["reason"]
     assert not [r for r in records if r["level"] in ("error", "critical") or "exception" in r]
+
+
+def test_submissions_refused_while_the_gateway_stops_are_logged_as_refused_submissions_are(
+    tmp_path: Path, start_gateway) -> None:
+    """During SIGTERM's drain every refused submit_sm was one 'refused: the gateway is stopping' line (200 pipelined, 200
+    lines), without msisdn, source or dest. Now as any refused submission: the first few logged, the rest counted."""
+    gateway = start_gateway(tmp_path / "gw.db")
+    a, b = Handset(gateway.smpp_port, A), Handset(gateway.smpp_port, B)
+    try:
+        a.bind("trx", "handset")
+        b.bind("trx", "handset2")
+        b.answering = False  # its deliver_sm in flight keeps the drain waiting
+        assert a.submit(B, "in flight").status == ESME_ROK
+        b.expect()
+        gateway.proc.send_signal(signal.SIGTERM)
+        assert eventually(lambda: logged(gateway, "smsgw stopping: new submissions refused, draining"), 10)
+        assert [a.submit(B, f"while stopping {n}").status for n in range(12)] == [ESME_RTHROTTLED] * 12
+        b.answer_held()
+        a.expect_request("unbind", timeout=10)
+        b.expect_request("unbind", timeout=10)
+        assert gateway.proc.wait(30) == 0
+    finally:
+        a.close()
+        b.close()
+    refused = logged(gateway, "submission rejected")
+    assert [(r["account"], r["msisdn"], r["source"], r["dest"], r["status"], r["reason"]) for r in refused] == [
+        ("handset", A, A, B, "ESME_RTHROTTLED", "the gateway is stopping")] * 5
+    [summary] = logged(gateway, "submission rejected (ESME_RTHROTTLED): more not logged")
+    assert summary["count"] == 7
+    assert not logged(gateway, "refused: the gateway is stopping")
 
 
 def test_a_client_flooding_unanswerable_pdus_gets_a_few_lines_and_a_count(tmp_path: Path, start_gateway) -> None:
