@@ -14,6 +14,7 @@ import asyncio
 import math
 import socket
 import sqlite3
+import ssl
 import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
@@ -125,6 +126,7 @@ class Gateway:
         self.ready = False
         self._servers: list[asyncio.Server] = []
         self._http: web.AppRunner | None = None
+        self._http_server: asyncio.Server | None = None  # the HTTP port: open until the gateway has stopped
         self._tick_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
 
@@ -178,9 +180,7 @@ class Gateway:
 
     @property
     def http_port(self) -> int:
-        if self._http is not None and self._http.addresses:
-            return self._http.addresses[0][1]
-        return self._http_port
+        return self._http_server.sockets[0].getsockname()[1] if self._http_server is not None else self._http_port
 
     # -------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -198,20 +198,12 @@ class Gateway:
             unprocessed = await self.store.unprocessed_mos()
         except sqlite3.DatabaseError as exc:  # a damaged file: its header opened, its pages do not read
             raise StoreOpenError(f"cannot read SQLite store at {self.db_path!r}: {exc}") from exc
+        await self._take_ports(tls_context)
         await self.mo.replay(unprocessed)
         self.spawn(self._resume_sampled_surveys())
-        loop = asyncio.get_running_loop()
-        self._servers.append(
-            await loop.create_server(lambda: SmppConnection(self), self.host, self._smpp_port, reuse_address=True)
-        )
-        if tls_context is not None:
-            self._servers.append(
-                await loop.create_server(lambda: SmppConnection(self), self.host, tls.port, ssl=tls_context, reuse_address=True)
-            )
-        self._http = web.AppRunner(make_app(self), access_log=None)
-        await self._http.setup()
-        await web.TCPSite(self._http, self.http_host, self._http_port, reuse_address=True).start()
-        self._tick_task = loop.create_task(self._tick())
+        for server in (*self._servers, self._http_server):  # the HTTP port last: /ready once the SMPP ports listen
+            await server.start_serving()
+        self._tick_task = asyncio.get_running_loop().create_task(self._tick())
         self.ready = True
         log.info("reply texts", **{language: str(path) for language, path in self.reply_texts.items()})
         for account, prefix, other, other_prefix in self.accounts.overlapping_numbers():
@@ -227,6 +219,22 @@ class Gateway:
             mo_replayed=len(unprocessed),
             connections_allowed=self.connections_allowed,
         )
+
+    async def _take_ports(self, tls_context: ssl.SSLContext | None) -> None:
+        """Bind the SMPP (and TLS) and HTTP ports, not listening yet (`start` opens them once the gateway is ready):
+        a port in use fails the start before the gateway has handled anything (replayed an MO, logged a line)."""
+        loop = asyncio.get_running_loop()
+        self._servers.append(await loop.create_server(
+            lambda: SmppConnection(self), self.host, self._smpp_port, reuse_address=True, start_serving=False))
+        if tls_context is not None:
+            self._servers.append(await loop.create_server(
+                lambda: SmppConnection(self), self.host, self.config.tls.port, ssl=tls_context, reuse_address=True,
+                start_serving=False))  # fmt: skip
+        self._http = web.AppRunner(make_app(self), access_log=None)
+        await self._http.setup()
+        assert self._http.server is not None  # (made by setup)
+        self._http_server = await loop.create_server(
+            self._http.server, self.http_host, self._http_port, reuse_address=True, start_serving=False)
 
     async def _check_hosts_resolve(self) -> None:
         """The addresses to listen on, looked up before anything opens: a name that does not resolve failed the
@@ -280,6 +288,8 @@ class Gateway:
         self.delivery.stop()
         for task in list(self._tasks):
             task.cancel()
+        if self._http_server is not None:
+            self._http_server.close()
         if self._http is not None:
             await self._http.cleanup()
         await self.store.close()

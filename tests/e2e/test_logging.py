@@ -13,6 +13,8 @@ import signal
 import socket
 import sqlite3
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -283,6 +285,37 @@ def test_lines_about_an_sps_submissions_name_the_subscriber_it_sends_to(tmp_path
         "retransmission recognised": [("sina", A)], "query_sm refused": [("sina", A)], "replace_sm refused": [("sina", A)]}
     [stopping] = logged(gateway, "smsgw stopping: new submissions refused, draining")
     assert stopping["binds"] == 0
+
+
+def test_a_port_in_use_refuses_the_start_before_anything_is_handled(tmp_path: Path, start_gateway) -> None:
+    """README: a refusal to start is "the one plain line, written before any JSON one". With an MO left to handle, the
+    start replayed it (its JSON lines written) and only then found the SMPP port in use: 'smsgw: cannot start' came
+    after them, from a gateway that had worked. Now the ports are taken first; the MO waits for the next start."""
+    db, config = tmp_path / "gw.db", config_file(tmp_path, mo_retry_backoff=[3600])
+    gateway = start_gateway(db, config=config)
+    a = Handset(gateway.smpp_port, A)
+    try:
+        a.bind("trx", "handset")
+        assert a.data_sm("10086000", "x" * 60000).status == ESME_ROK  # an echo too long to build: tried again later
+        assert eventually(lambda: logged(gateway, "MO to be tried again"), 10)
+    finally:
+        a.close()
+    assert gateway.terminate() == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        refused = subprocess.run(
+            [sys.executable, "-m", "gateway", "serve", "--db", str(db), "--config", str(config), "--host", "127.0.0.1",
+             "--smpp-port", str(taken.getsockname()[1]), "--http-port", "0", "--log-json"],
+            cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert refused.returncode == 1
+    [line] = refused.stderr.splitlines()
+    assert line.startswith("smsgw: cannot start: ") and "address already in use" in line
+    again = start_gateway(db, config=config)
+    [ready] = logged(again, "smsgw ready")
+    assert ready["mo_replayed"] == 1
+    assert again.terminate() == 0
 
 
 def answer_to(port: int, request: bytes) -> bytes:
