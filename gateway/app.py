@@ -180,7 +180,8 @@ class Gateway:
 
     @property
     def http_port(self) -> int:
-        return self._http_server.sockets[0].getsockname()[1] if self._http_server is not None else self._http_port
+        sockets = self._http_server.sockets if self._http_server is not None else ()  # (none once closed)
+        return sockets[0].getsockname()[1] if sockets else self._http_port
 
     # -------------------------------------------------------- lifecycle
     async def start(self) -> None:
