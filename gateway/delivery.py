@@ -99,7 +99,7 @@ class Delivery:
         self._room_waiters: dict[str, asyncio.Future[None]] = {}  # pulls waiting for their account's binds to drain
         # MT id -> its final status's next write (_write_final): the timer, then the task that writes
         self._rewrites: dict[str, asyncio.TimerHandle | asyncio.Task] = {}
-        self.finals_not_committed: set[str] = set()  # MTs whose final status failed to commit, until it does
+        self.finals_not_committed: set[str] = set()  # MTs answered whose final status failed to commit, until it does
         # Lines about final statuses that keep failing while the store commits (their own fault, not the store's).
         self.rewrite_log = LogBudget()
         self._stopped = False
@@ -297,7 +297,8 @@ class Delivery:
         now = self.clock.now()
         self._forget(message)
         receipt = receipt_for(message, _DELIVERED, now, 0, self.ids)
-        self._write_final(message, MessageStatus.DELIVERED, receipt, self.store.mark_delivered, (message.id, now, receipt))
+        self._write_final(message, MessageStatus.DELIVERED, receipt, self.store.mark_delivered, (message.id, now, receipt),
+                          answered=True)  # fmt: skip
         if self._room_waiters:
             self._wake_pulls()
         if message.extra:
@@ -311,9 +312,9 @@ class Delivery:
             log.warning("mt undeliverable", message_id=message.id, account=account_of(message), msisdn=subscriber_of(message),
                         bind_account=_account_of(bind), status=S.name_of(status))  # fmt: skip
             if status == S.ESME_RX_R_APPN:
-                self._finish(message, MessageStatus.REJECTED, MessageState.REJECTED, status & 0xFF)
+                self._finish(message, MessageStatus.REJECTED, MessageState.REJECTED, status & 0xFF, answered=True)
             else:
-                self._finish(message, MessageStatus.UNDELIVERABLE, MessageState.UNDELIVERABLE, status & 0xFF)
+                self._finish(message, MessageStatus.UNDELIVERABLE, MessageState.UNDELIVERABLE, status & 0xFF, answered=True)
         else:
             self.retry_later(message, status, bind)
 
@@ -550,16 +551,17 @@ class Delivery:
 
     def _finish(
         self, message: Message, status: MessageStatus, state: MessageState, error: int, counted: bool = True,
-        settled: asyncio.Future[None] | None = None,
+        settled: asyncio.Future[None] | None = None, answered: bool = False,
     ) -> None:  # fmt: skip
-        """`counted`: the MT is in `queued` (it is, unless it was still scheduled); `settled`: told the commit's outcome."""
+        """`counted`: the MT is in `queued` (it is, unless it was still scheduled); `settled`: told the commit's outcome;
+        `answered`: the status is the answer to its deliver_sm."""
         now = self.clock.now()
         self._held.add(message.id)  # until its final status is committed
         if counted:
             self._forget(message)
         receipt = receipt_for(message, state, now, error, self.ids)
         self._write_final(message, status, receipt, self.store.mark_final, (message.id, status.value, now, error, receipt),
-                          settled)  # fmt: skip
+                          settled, answered)  # fmt: skip
         log.info("mt final", message_id=message.id, msisdn=subscriber_of(message), account=account_of(message), status=status.value)
         if message.extra:
             self._next_notice(message)
@@ -572,10 +574,11 @@ class Delivery:
 
     def _write_final(
         self, message: Message, status: MessageStatus, receipt: Message | None, write: Callable[..., Any], args: tuple,
-        settled: asyncio.Future[None] | None = None,
+        settled: asyncio.Future[None] | None = None, answered: bool = False,
     ) -> None:  # fmt: skip
         """Write an MT's final status (`write(*args, then=...)`): once committed, the MT is no longer in hand; then its
-        receipt goes out. (A callback, not a future: no loop callback per delivered MT.)
+        receipt goes out. (A callback, not a future: no loop callback per delivered MT.) `answered`: the status is
+        the answer to its deliver_sm (one not committed at the stop has the MT sent again at the next start).
 
         One that fails to commit (the disk full, the database locked by another process) is written again
         every REWRITE_DELAY seconds until it commits, the MT in hand meanwhile: a deliver_sm the subscriber
@@ -585,13 +588,14 @@ class Delivery:
 
         def committed(_result: None, error: BaseException | None) -> None:
             if error is not None and settled is None:
-                self._log_not_committed(message, error)
-                self.finals_not_committed.add(message_id)
+                self._log_not_committed(message, error, answered)
+                if answered:
+                    self.finals_not_committed.add(message_id)
                 if not self._stopped:  # (else the MT goes out again after the restart: see stop)
                     # Written again through _write_final: `committed` naming itself would make every MT's callback,
                     # Message and row a reference cycle, freed only by the cyclic collector (its pauses, under load).
-                    again = partial(self._rewrite_final, message, status, receipt,
-                                    partial(self._write_final, message, status, receipt, write, args))  # fmt: skip
+                    rewrite = partial(self._write_final, message, status, receipt, write, args, answered=answered)
+                    again = partial(self._rewrite_final, message, status, receipt, rewrite)
                     self._rewrites[message_id] = asyncio.get_running_loop().call_later(self.REWRITE_DELAY, again)
                 return
             self._final_committed(message_id, receipt if error is None else None)
@@ -637,12 +641,14 @@ class Delivery:
                 receipt = None  # gone out already: a bind's backlog read found it in the store
         self._final_committed(message.id, receipt)
 
-    def _log_not_committed(self, message: Message, error: BaseException) -> None:
+    def _log_not_committed(self, message: Message, error: BaseException, answered: bool) -> None:
         """The first failure of a final status, and (within `rewrite_log`) those that go on while the store commits:
         while it cannot, the store says so itself (`store cannot commit`, /ready)."""
         about = {"message_id": message.id, "account": account_of(message), "msisdn": subscriber_of(message), "error": str(error)}
-        if self._stopped:
+        if self._stopped and answered:
             log.warning("final status not committed at the stop; the MT goes out again at the next start", **about)
+        elif self._stopped:
+            log.warning("final status not committed at the stop; the next start decides it again", **about)
         elif message.id not in self._rewrites:
             log.warning("final status not committed; writing it again until it is", **about)
         elif self.store.can_commit and self.rewrite_log.allow("final status still not committed"):

@@ -572,6 +572,27 @@ def test_sigterm_while_the_store_cannot_commit_waits_for_a_delivery_answered_mea
         again.terminate()
 
 
+def test_sigterm_while_an_expiry_cannot_be_committed_is_no_error(handset, tmp_path: Path) -> None:
+    """Only a delivery answered goes out again when its final status is not committed by the stop's end; an MT
+    that expired meanwhile is simply expired again at the next start (the stop had said it went out again, exit 1)."""
+    db = tmp_path / "gw.db"
+    gw = GatewayProcess(db, config=config_file(tmp_path, drain_timeout=1))
+    a = handset(A, gw=gw)
+    assert eventually(lambda: job_runs(db) > 0)
+    assert a.submit(B, "expires while locked", validity_period="000000000002000R").status == ESME_ROK  # B not bound
+    holder = sqlite3.connect(db, isolation_level=None, timeout=10)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        assert eventually(lambda: logged(gw, "final status not committed; writing it again until it is"), timeout=30)
+        a.close()
+        status = gw.terminate()
+    finally:
+        holder.rollback()
+        holder.close()
+    assert status == 0 and logged(gw, "smsgw stopped")
+    assert not logged(gw, "smsgw stopped with final statuses not committed: those MTs go out again at the next start")
+
+
 def test_ready_is_503_while_the_store_cannot_commit_and_200_again_once_it_can(make_gateway, handset, tmp_path: Path) -> None:
     db = tmp_path / "gw.db"
     gw = make_gateway(db_path=db)
