@@ -293,8 +293,9 @@ class Reassembler(Generic[Body]):
     a separate set rather than mixing parts of two messages. Room is kept
     per owner too (`max_per_owner` sets), so that one sender starting sets
     it never ends pushes out only its own, not everyone's; and when all
-    `max_sets` are taken, a new set ends the oldest of the owner with the most
-    (a sender starting sets from many numbers ends theirs, not the others').
+    `max_sets` are taken, a new set ends the oldest of an owner with the most
+    (a sender starting sets from many numbers ends theirs, not the others'),
+    the oldest of all when none has more than one.
     """
 
     def __init__(
@@ -334,8 +335,8 @@ class Reassembler(Generic[Body]):
             owned = self._owned.get(owner, ())
             if len(owned) >= self.max_per_owner:
                 self._evict(owned[0])  # the owner's oldest
-            elif len(self._sets) >= self.max_sets:  # the oldest of the owner with the most (of all, if none has)
-                greedy = next(iter(self._owners_with[self._most])) if self._most else None
+            elif len(self._sets) >= self.max_sets:  # the oldest of an owner with the most; of all, if none has more than one
+                greedy = next(iter(self._owners_with[self._most])) if self._most > 1 else None
                 self._evict(self._owned[greedy][0] if greedy is not None else next(iter(self._sets)))
             partial = self._sets[set_id] = _PartialSet(now, concat.total, {}, owner)
             if owner is not None:
