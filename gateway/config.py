@@ -260,8 +260,7 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>", *, tls_file
             raise ConfigError(path, key, f"unknown section; expected one of {sorted(known)}")
     _check_finite(raw, "", path)
     gateway = _section(GatewaySettings, raw.get("gateway", {}), "gateway", path)
-    if not 1 <= len(gateway.system_id) <= 15:
-        raise ConfigError(path, "gateway.system_id", "1 to 15 characters (SMPP limit)")
+    _check_c_octet_string(gateway.system_id, 15, "gateway.system_id", path)  # (the bind_resp's: SMPP 3.4 4.1.2)
     _check_ranges(gateway, "gateway", _GATEWAY_RANGES, path)
     if not gateway.country_code.isdigit():
         raise ConfigError(path, "gateway.country_code", f"expected digits; got {gateway.country_code!r}")
@@ -457,6 +456,25 @@ def _check_keywords(services: ServiceSettings, path: Path | str) -> None:
     for word, score in services.rating_words.items():
         if not word.strip() or not 1 <= score <= 5:
             raise ConfigError(path, f"services.rating_words.{word}", f"expected a word and a rating 1 to 5; got {score!r}")
+
+
+def _check_c_octet_string(value: str, most: int, key: str, path: Path | str, *, secret: bool = False) -> None:
+    """A value SMPP carries as a C-Octet String (a bind's system_id and password, a bind_resp's system_id) is 1 to
+    `most` octets (its NUL excluded) as the codec writes it: Latin-1, an octet a character (gateway/smpp/codec.py).
+    Counted in characters, a gateway system_id 网关网关 started, then every bind_resp failed to encode and its
+    connection was dropped. A secret's value is not shown."""
+    try:
+        octets = len(value.encode("latin-1"))
+    except UnicodeEncodeError:
+        octets = None
+    least = 0 if secret else 1  # (a password may be empty)
+    if octets is not None and least <= octets <= most and "\0" not in value:
+        return
+    shown = "it" if secret else repr(value)
+    why = (f"{shown} has characters Latin-1 has not" if octets is None
+           else f"{shown} has a NUL, which ends a C-Octet String" if "\0" in value else f"{shown} is {octets} octets")  # fmt: skip
+    span = f"{least} to {most}" if least else f"at most {most}"
+    raise ConfigError(path, key, f"expected {span} octets of Latin-1 text, as SMPP carries it (SMPP 3.4 C-Octet String); {why}")
 
 
 def _check_ranges(settings: Any, where: str, ranges: dict[str, _Range], path: Path | str) -> None:

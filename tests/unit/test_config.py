@@ -133,7 +133,10 @@ CASES = [  # (what is wrong, the edit, the key named, a phrase of what was expec
      "accounts[0].numbers", "at most 13 digits in all"),
     ("empty operator", lambda r: r["services"].update(operator=""), "services.operator", "expected a short code (digits)"),
     ("letters for the rating code", lambda r: r["services"].update(rating="CS"), "services.rating", "digits"),
-    ("empty gateway system_id", lambda r: r["gateway"].update(system_id=""), "gateway.system_id", "1 to 15 characters"),
+    ("empty gateway system_id", lambda r: r["gateway"].update(system_id=""), "gateway.system_id",
+     "expected 1 to 15 octets of Latin-1 text, as SMPP carries it (SMPP 3.4 C-Octet String); '' is 0 octets"),
+    ("a gateway system_id of 16 octets", lambda r: r["gateway"].update(system_id="smsgw-beijing-01"), "gateway.system_id",
+     "'smsgw-beijing-01' is 16 octets"),
     ("empty catalogue keyword", lambda r: r["catalogue"][0].update(keyword=" "), "catalogue[0].keyword", "not empty"),
     # SP notices are space-separated key=value pairs: `keyword=TQ BJ` was read back as keyword TQ.
     ("a keyword of two words", lambda r: r["catalogue"][1].update(keyword="TQ BJ"), "catalogue[1].keyword",
@@ -227,7 +230,11 @@ def serve(*args: str) -> subprocess.CompletedProcess:
     ("line", "wrong", "error"),
     [("window = 100", "window = 0", "gateway.window: expected at least 1; got 0"),
      ("message_retention = 604800", "message_retention = -86400",
-      "gateway.message_retention: expected 0 (keep every message for ever) or more seconds; got -86400.0")],
+      "gateway.message_retention: expected 0 (keep every message for ever) or more seconds; got -86400.0"),
+     # 8 characters: it started, then dropped every bind's connection, its bind_resp failing to encode.
+     ('system_id = "smsgw"', 'system_id = "网关网关网关网关"',
+      ("gateway.system_id: expected 1 to 15 octets of Latin-1 text, as SMPP carries it (SMPP 3.4 C-Octet String); "
+       "'网关网关网关网关' has characters Latin-1 has not"))],
 )  # fmt: skip
 def test_smsgw_serve_refuses_a_bad_config_file_naming_it_and_the_key(tmp_path: Path, line: str, wrong: str, error: str) -> None:
     bad = tmp_path / "site.toml"
