@@ -492,10 +492,8 @@ def _account(table: dict[str, Any], where: str, path: Path | str) -> AccountConf
     account = _section(AccountConfig, table, where, path)
     if account.role not in ROLES:
         raise ConfigError(path, f"{where}.role", f"expected one of {', '.join(ROLES)}; got {account.role!r}")
-    if not 1 <= len(account.system_id) <= 15:
-        raise ConfigError(path, f"{where}.system_id", "1 to 15 characters (SMPP limit)")
-    if len(account.password) > 8:
-        raise ConfigError(path, f"{where}.password", "at most 8 characters (SMPP limit)")
+    _check_c_octet_string(account.system_id, 15, f"{where}.system_id", path)  # a bind's (SMPP 3.4 4.1.1)
+    _check_c_octet_string(account.password, 8, f"{where}.password", path, secret=True)
     # The gateway does not ignore the other role's key: an sp account's numbers made subscribers' texts to those
     # numbers go to the SP, and a handset's service codes became service numbers refusing MO it could not send from.
     if account.role == "sp" and account.numbers:

@@ -72,6 +72,17 @@ CASES = [  # (what is wrong, the edit, the key named, a phrase of what was expec
     ("threshold 0", lambda r: r["services"].update(spam_block_threshold=0), "services.spam_block_threshold", "at least 2"),
     ("SP notices never kept", lambda r: r["services"].update(sp_notice_validity=0), "services.sp_notice_validity",
      "above 0"),
+    # Counted in characters, they passed, and no bind could carry them: the account could never be bound to.
+    ("an account system_id beyond Latin-1", lambda r: account(r, "handset2").update(system_id="系统系统系统"),
+     "accounts[1].system_id", ("expected 1 to 15 octets of Latin-1 text, as SMPP carries it (SMPP 3.4 C-Octet String); "
+     "'系统系统系统' has characters Latin-1 has not")),
+    ("a password beyond Latin-1", lambda r: account(r, "handset2").update(password="密码密码"), "accounts[1].password",
+     ("expected at most 8 octets of Latin-1 text, as SMPP carries it (SMPP 3.4 C-Octet String); it has characters "
+     "Latin-1 has not")),
+    ("a password of 9 octets", lambda r: account(r, "handset2").update(password="handset22"), "accounts[1].password",
+     "it is 9 octets"),
+    ("a NUL in a password", lambda r: account(r, "handset2").update(password="hand\0set"), "accounts[1].password",
+     "it has a NUL, which ends a C-Octet String"),
     ("bad role", lambda r: account(r, "carrier").update(role="bank"), "accounts[2].role", "handset, smsc, sp"),
     ("empty keyword", lambda r: r["services"].update(query_keyword=" "), "services.query_keyword", "not empty"),
     ("one keyword for two commands", lambda r: r["services"].update(unsubscribe_all_keyword="0000"),
@@ -214,6 +225,14 @@ def test_a_config_file_the_gateway_would_misbehave_with_is_refused_naming_it_and
     assert expected.format(directory=tmp_path) in raised.value.problem
 
 
+@pytest.mark.parametrize("password", ["密码密码", "handset22", "hand\0set"])
+def test_a_password_refused_is_not_shown(password: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config(changed(lambda r: account(r, "handset2").update(password=password)), "/etc/smsgw/site.toml")
+    assert raised.value.key == "accounts[1].password"
+    assert password not in str(raised.value) and repr(password) not in str(raised.value)
+
+
 def test_the_default_config_is_valid() -> None:
     config = parse_config(copy.deepcopy(DEFAULT), DEFAULT_CONFIG)
     assert {a.system_id for a in config.accounts} >= {"handset", "handset2", "carrier", "sina", "tencent"}
@@ -231,6 +250,9 @@ def serve(*args: str) -> subprocess.CompletedProcess:
     [("window = 100", "window = 0", "gateway.window: expected at least 1; got 0"),
      ("message_retention = 604800", "message_retention = -86400",
       "gateway.message_retention: expected 0 (keep every message for ever) or more seconds; got -86400.0"),
+     ('password = "handset2"', 'password = "密码密码"',
+      ("accounts[1].password: expected at most 8 octets of Latin-1 text, as SMPP carries it (SMPP 3.4 C-Octet "
+       "String); it has characters Latin-1 has not")),
      # 8 characters: it started, then dropped every bind's connection, its bind_resp failing to encode.
      ('system_id = "smsgw"', 'system_id = "网关网关网关网关"',
       ("gateway.system_id: expected 1 to 15 octets of Latin-1 text, as SMPP carries it (SMPP 3.4 C-Octet String); "
