@@ -262,7 +262,7 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>", *, tls_file
     gateway = _section(GatewaySettings, raw.get("gateway", {}), "gateway", path)
     _check_c_octet_string(gateway.system_id, 15, "gateway.system_id", path)  # (the bind_resp's: SMPP 3.4 4.1.2)
     _check_ranges(gateway, "gateway", _GATEWAY_RANGES, path)
-    if not gateway.country_code.isdigit():
+    if not ascii_digits(gateway.country_code):
         raise ConfigError(path, "gateway.country_code", f"expected digits; got {gateway.country_code!r}")
     _check_mobile_prefixes(gateway, path)
     if not gateway.retry_backoff or min(gateway.retry_backoff) <= 0:
@@ -293,7 +293,7 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>", *, tls_file
     if services.reminder_first_day > services.reminder_last_day:
         raise ConfigError(path, "services.reminder_first_day", "expected a day not after reminder_last_day")
     for key in ("operator", "spam_report", "rating"):
-        if not getattr(services, key).isdigit():
+        if not ascii_digits(getattr(services, key)):
             raise ConfigError(path, f"services.{key}", f"expected a short code (digits); got {getattr(services, key)!r}")
     _check_keywords(services, path)
     if services.language not in ("zh", "en"):
@@ -511,7 +511,7 @@ def _account(table: dict[str, Any], where: str, path: Path | str) -> AccountConf
         raise ConfigError(path, f"{where}.numbers", f"a {account.role} account needs MSISDN prefixes")
     for key, values in (("numbers", account.numbers), ("service_codes", account.service_codes)):
         for value in values:
-            if not value.isdigit():
+            if not ascii_digits(value):
                 raise ConfigError(path, f"{where}.{key}", f"expected digits only; got {value!r}")
     if account.max_binds < 1:
         raise ConfigError(path, f"{where}.max_binds", "expected at least 1")
@@ -533,7 +533,7 @@ def _short_code(table: dict[str, Any], where: str, path: Path | str) -> ShortCod
             raise ConfigError(path, f"{where}.{required}", "missing (required)")
     options = {k: v for k, v in table.items() if k not in ("code", "handler")}
     code, handler = table["code"], table["handler"]
-    if not isinstance(code, str) or not code.isdigit():
+    if not isinstance(code, str) or not ascii_digits(code):
         raise ConfigError(path, f"{where}.code", f"expected a string of digits; got {code!r}")
     if not isinstance(handler, str):
         raise ConfigError(path, f"{where}.handler", "expected a handler name (string)")

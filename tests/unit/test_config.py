@@ -142,6 +142,19 @@ CASES = [  # (what is wrong, the edit, the key named, a phrase of what was expec
      "'10086' can match no subscriber (carrier)"),
     ("a prefix longer than a number", lambda r: account(r, "handset").update(numbers=["86138001380001"]),
      "accounts[0].numbers", "at most 13 digits in all"),
+    # str.isdigit takes full-width and superscript digits, which no number written in SMPP is: the number was dead.
+    ("a full-width digit in a prefix", lambda r: account(r, "handset2").update(numbers=["86１37"]), "accounts[1].numbers",
+     "expected digits only; got '86１37'"),
+    ("a superscript in a service code", lambda r: account(r, "sina").update(service_codes=["1066916²"]),
+     "accounts[3].service_codes", "expected digits only; got '1066916²'"),
+    ("a full-width short code", lambda r: r["short_codes"][0].update(code="１００８６０００"), "short_codes[0].code",
+     "expected a string of digits; got '１００８６０００'"),
+    ("a full-width operator", lambda r: r["services"].update(operator="１００８６"), "services.operator",
+     "expected a short code (digits); got '１００８６'"),
+    ("a full-width spam report code", lambda r: r["services"].update(spam_report="10086９99"), "services.spam_report",
+     "digits"),
+    ("a full-width rating code", lambda r: r["services"].update(rating="10086７00"), "services.rating", "digits"),
+    ("a full-width country code", lambda r: r["gateway"].update(country_code="８６"), "gateway.country_code", "digits"),
     ("empty operator", lambda r: r["services"].update(operator=""), "services.operator", "expected a short code (digits)"),
     ("letters for the rating code", lambda r: r["services"].update(rating="CS"), "services.rating", "digits"),
     ("empty gateway system_id", lambda r: r["gateway"].update(system_id=""), "gateway.system_id",
@@ -253,6 +266,7 @@ def serve(*args: str) -> subprocess.CompletedProcess:
      ('password = "handset2"', 'password = "密码密码"',
       ("accounts[1].password: expected at most 8 octets of Latin-1 text, as SMPP carries it (SMPP 3.4 C-Octet "
        "String); it has characters Latin-1 has not")),
+     ('operator = "10086"', 'operator = "１００８６"', "services.operator: expected a short code (digits); got '１００８６'"),
      # 8 characters: it started, then dropped every bind's connection, its bind_resp failing to encode.
      ('system_id = "smsgw"', 'system_id = "网关网关网关网关"',
       ("gateway.system_id: expected 1 to 15 octets of Latin-1 text, as SMPP carries it (SMPP 3.4 C-Octet String); "
