@@ -39,6 +39,8 @@ def _default_config() -> Path:
 
 DEFAULT_CONFIG = _default_config()
 ROLES = ("handset", "smsc", "sp")
+# SMPP 3.4 5.2: source_addr and destination_addr are C-Octet Strings of 21 octets with their NUL.
+ADDRESS_DIGITS = 20
 
 
 class ConfigError(ValueError):
@@ -264,6 +266,10 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>", *, tls_file
     _check_ranges(gateway, "gateway", _GATEWAY_RANGES, path)
     if not ascii_digits(gateway.country_code):
         raise ConfigError(path, "gateway.country_code", f"expected digits; got {gateway.country_code!r}")
+    if len(gateway.country_code) + gateway.national_number_length > ADDRESS_DIGITS:
+        raise ConfigError(path, "gateway.national_number_length", f"expected at most {ADDRESS_DIGITS - len(gateway.country_code)} "
+                          f"digits: after country code {gateway.country_code}, a number fits no SMPP address beyond "
+                          f"{ADDRESS_DIGITS} digits (SMPP 3.4 5.2); got {gateway.national_number_length}")  # fmt: skip
     _check_mobile_prefixes(gateway, path)
     if not gateway.retry_backoff or min(gateway.retry_backoff) <= 0:
         raise ConfigError(path, "gateway.retry_backoff", "expected at least one delay, each above 0 seconds")
@@ -311,10 +317,22 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>", *, tls_file
             raise ConfigError(path, f"catalogue[{i}].keyword", f"{entry.keyword!r} is already used on {entry.service_code}")
         seen_services.add(entry.id)
         seen_keywords.add((entry.service_code, fold(entry.keyword)))
+    _check_codes_fit_an_address(services, accounts, short_codes, path)
     _check_numbers_claimed_once(services, accounts, short_codes, path)
     _check_prefixes_match_subscribers(NumberPlan(gateway.country_code, gateway.national_number_length), accounts, path)
     _check_codes_leave_subscribers(gateway.country_code, services, accounts, short_codes, path)
     return Config(gateway, tls, accounts, short_codes, services, catalogue, str(path))
+
+
+def _check_codes_fit_an_address(
+    services: ServiceSettings, accounts: tuple[AccountConfig, ...], short_codes: tuple[ShortCodeConfig, ...],
+    path: Path | str,
+) -> None:  # fmt: skip
+    """A code longer than an SMPP address could be neither texted nor sent from: no submission carries it."""
+    for number, key, _may_replace in _claims(services, accounts, short_codes):
+        if len(number) > ADDRESS_DIGITS:
+            raise ConfigError(path, key, f"{number} is {len(number)} digits; an SMPP address has at most {ADDRESS_DIGITS} "
+                                         "(SMPP 3.4 5.2)")  # fmt: skip
 
 
 def _check_numbers_claimed_once(

@@ -155,6 +155,16 @@ CASES = [  # (what is wrong, the edit, the key named, a phrase of what was expec
      "digits"),
     ("a full-width rating code", lambda r: r["services"].update(rating="10086７00"), "services.rating", "digits"),
     ("a full-width country code", lambda r: r["gateway"].update(country_code="８６"), "gateway.country_code", "digits"),
+    # No SMPP address carries more than 20 digits: these started, and could never be texted or sent from.
+    ("a short code of 22 digits", lambda r: r["short_codes"][0].update(code="1008600012345678901234"),
+     "short_codes[0].code", "1008600012345678901234 is 22 digits; an SMPP address has at most 20 (SMPP 3.4 5.2)"),
+    ("a service code of 21 digits", lambda r: account(r, "tencent")["service_codes"].append("106688812345678901234"),
+     "accounts[4].service_codes (tencent)", "is 21 digits; an SMPP address has at most 20"),
+    ("an operator code of 21 digits", lambda r: r["services"].update(operator="100861234567890123456"),
+     "services.operator", "is 21 digits"),
+    ("numbers of 42 digits", lambda r: r["gateway"].update(national_number_length=40),
+     "gateway.national_number_length", ("expected at most 18 digits: after country code 86, a number fits no SMPP "
+                                        "address beyond 20 digits (SMPP 3.4 5.2); got 40")),
     ("empty operator", lambda r: r["services"].update(operator=""), "services.operator", "expected a short code (digits)"),
     ("letters for the rating code", lambda r: r["services"].update(rating="CS"), "services.rating", "digits"),
     ("empty gateway system_id", lambda r: r["gateway"].update(system_id=""), "gateway.system_id",
@@ -246,6 +256,17 @@ def test_a_password_refused_is_not_shown(password: str) -> None:
     assert password not in str(raised.value) and repr(password) not in str(raised.value)
 
 
+def test_codes_and_numbers_of_20_digits_fit() -> None:
+    def longest(raw: dict[str, Any]) -> None:
+        raw["gateway"].update(national_number_length=18)
+        raw["short_codes"][0].update(code="10086000123456789012")
+        for entry in raw["accounts"]:
+            entry["numbers"] = [prefix + "0" * (20 - len(prefix)) for prefix in entry.get("numbers", ())]
+
+    config = parse_config(changed(longest))
+    assert (config.number_plan().msisdn_length, len(config.short_codes[0].code)) == (20, 20)
+
+
 def test_the_default_config_is_valid() -> None:
     config = parse_config(copy.deepcopy(DEFAULT), DEFAULT_CONFIG)
     assert {a.system_id for a in config.accounts} >= {"handset", "handset2", "carrier", "sina", "tencent"}
@@ -267,6 +288,8 @@ def serve(*args: str) -> subprocess.CompletedProcess:
       ("accounts[1].password: expected at most 8 octets of Latin-1 text, as SMPP carries it (SMPP 3.4 C-Octet "
        "String); it has characters Latin-1 has not")),
      ('operator = "10086"', 'operator = "１００８６"', "services.operator: expected a short code (digits); got '１００８６'"),
+     ("national_number_length = 11", "national_number_length = 40",
+      "gateway.national_number_length: expected at most 18 digits"),
      # 8 characters: it started, then dropped every bind's connection, its bind_resp failing to encode.
      ('system_id = "smsgw"', 'system_id = "网关网关网关网关"',
       ("gateway.system_id: expected 1 to 15 octets of Latin-1 text, as SMPP carries it (SMPP 3.4 C-Octet String); "
