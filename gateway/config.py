@@ -271,6 +271,7 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>", *, tls_file
                           f"digits: after country code {gateway.country_code}, a number fits no SMPP address beyond "
                           f"{ADDRESS_DIGITS} digits (SMPP 3.4 5.2); got {gateway.national_number_length}")  # fmt: skip
     _check_mobile_prefixes(gateway, path)
+    _check_idle_timeout(gateway, path)
     if not gateway.retry_backoff or min(gateway.retry_backoff) <= 0:
         raise ConfigError(path, "gateway.retry_backoff", "expected at least one delay, each above 0 seconds")
     if any(delay <= 0 for delay in gateway.mo_retry_backoff):
@@ -349,6 +350,17 @@ def _check_numbers_claimed_once(
         if earlier is not None and not (may_replace_service and earlier.startswith("services.")):
             raise ConfigError(path, key, f"{number} is already {earlier}; a number can belong to one service only")
         claims[number] = key
+
+
+def _check_idle_timeout(gateway: GatewaySettings, path: Path | str) -> None:
+    """A bind is asked with an enquire_link after enquire_link_interval of silence and given response_timeout to
+    answer: an idle_timeout within that unbound peers that answer every PDU, before they were asked anything.
+    (enquire_link_interval = 0 asks nothing: a client keeps its bind with enquire_links of its own.)"""
+    idle, asked, answer = gateway.idle_timeout, gateway.enquire_link_interval, gateway.response_timeout
+    if idle and asked and idle <= asked + answer:
+        raise ConfigError(path, "gateway.idle_timeout", f"expected 0 (never) or more than enquire_link_interval + "
+                          f"response_timeout ({asked:g} + {answer:g} s): a bind that answers the gateway's "
+                          f"enquire_link is alive, only quiet (enquire_link_interval = 0: none is sent); got {idle:g}")  # fmt: skip
 
 
 def _check_mobile_prefixes(gateway: GatewaySettings, path: Path | str) -> None:

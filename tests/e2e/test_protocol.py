@@ -46,7 +46,7 @@ def test_gateway_checks_a_quiet_link_with_enquire_link(make_gateway, handset):
 
 
 def test_idle_bind_is_unbound_by_the_gateway(make_gateway, handset):
-    gw = make_gateway(gateway={"idle_timeout": 0.5})
+    gw = make_gateway(gateway={"idle_timeout": 0.5, "enquire_link_interval": 0})
     phone = handset(A, gw=gw)
     phone.expect_request("unbind", timeout=5)  # answered with unbind_resp by the handset
     phone.expect_closed(timeout=5)

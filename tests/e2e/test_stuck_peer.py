@@ -50,7 +50,7 @@ def test_a_bind_that_stops_reading_is_dropped_and_frees_its_slot(tmp_path: Path,
     client reads again), its bind slot free and /ready no longer counts it; it is logged once, then no more."""
     idle_timeout, response_timeout = 2, 1
     config = config_file(tmp_path, idle_timeout=idle_timeout, response_timeout=response_timeout,
-                         enquire_link_interval=30)  # fmt: skip
+                         enquire_link_interval=0)  # fmt: skip
     settings = config.read_text(encoding="utf-8")
     assert settings.count("max_binds = 20\n") == 1  # carrier's
     config.write_text(settings.replace("max_binds = 20\n", "max_binds = 1\n"), encoding="utf-8")

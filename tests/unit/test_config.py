@@ -66,6 +66,12 @@ CASES = [  # (what is wrong, the edit, the key named, a phrase of what was expec
      "expected 0 (keep every message for ever) or more seconds; got -1.0"),
     ("a retention as text", lambda r: r["gateway"].update(message_retention="7d"), "gateway.message_retention",
      "expected a number; got '7d'"),
+    # Unbound as idle before the gateway asked: a peer that answers every PDU, only quiet, lost its bind.
+    ("idle before the gateway asks", lambda r: r["gateway"].update(idle_timeout=5), "gateway.idle_timeout",
+     ("expected 0 (never) or more than enquire_link_interval + response_timeout (30 + 10 s): a bind that answers the "
+      "gateway's enquire_link is alive, only quiet (enquire_link_interval = 0: none is sent); got 5")),
+    ("idle before the answer is due", lambda r: r["gateway"].update(idle_timeout=40), "gateway.idle_timeout",
+     "(30 + 10 s)"),
     ("day 31", lambda r: r["services"].update(billing_day=31), "services.billing_day", "1 to 28"),
     ("reminders end first", lambda r: r["services"].update(reminder_first_day=25, reminder_last_day=21),
      "services.reminder_first_day", "not after reminder_last_day"),
@@ -267,6 +273,13 @@ def test_codes_and_numbers_of_20_digits_fit() -> None:
     assert (config.number_plan().msisdn_length, len(config.short_codes[0].code)) == (20, 20)
 
 
+@pytest.mark.parametrize(("enquire_link_interval", "idle_timeout"), [(30, 40.5), (0, 5), (5, 0)])
+def test_an_idle_timeout_after_the_answer_to_an_enquire_link_or_with_none_sent(enquire_link_interval, idle_timeout) -> None:
+    settings = {"enquire_link_interval": enquire_link_interval, "idle_timeout": idle_timeout}
+    config = parse_config(changed(lambda r: r["gateway"].update(settings)))
+    assert (config.gateway.enquire_link_interval, config.gateway.idle_timeout) == (enquire_link_interval, idle_timeout)
+
+
 def test_the_default_config_is_valid() -> None:
     config = parse_config(copy.deepcopy(DEFAULT), DEFAULT_CONFIG)
     assert {a.system_id for a in config.accounts} >= {"handset", "handset2", "carrier", "sina", "tencent"}
@@ -290,6 +303,8 @@ def serve(*args: str) -> subprocess.CompletedProcess:
      ('operator = "10086"', 'operator = "１００８６"', "services.operator: expected a short code (digits); got '１００８６'"),
      ("national_number_length = 11", "national_number_length = 40",
       "gateway.national_number_length: expected at most 18 digits"),
+     ("idle_timeout = 300", "idle_timeout = 5",
+      "gateway.idle_timeout: expected 0 (never) or more than enquire_link_interval + response_timeout (30 + 10 s)"),
      # 8 characters: it started, then dropped every bind's connection, its bind_resp failing to encode.
      ('system_id = "smsgw"', 'system_id = "网关网关网关网关"',
       ("gateway.system_id: expected 1 to 15 octets of Latin-1 text, as SMPP carries it (SMPP 3.4 C-Octet String); "
