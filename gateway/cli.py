@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gateway (SMPP server + HTTP)")
     serve.add_argument("--config", help="TOML config file (default: config/default.toml)")
-    serve.add_argument("--db", help="SQLite database file (default: gateway.database from the config)")
+    serve.add_argument("--db", type=file_name, help="SQLite database file (default: gateway.database from the config)")
     # The config decides the defaults: a site's config with other ports must not be contradicted by --help.
     serve.add_argument("--smpp-port", type=port, help="SMPP port (default: the config's gateway.smpp_port, 2775 in the "
                                                       "default config)")  # fmt: skip
@@ -55,6 +55,13 @@ def port(text: str) -> int:
     if value not in PORTS:
         raise argparse.ArgumentTypeError(f"expected {PORTS_EXPECTED}; got {text!r}")
     return value
+
+
+def file_name(text: str) -> str:
+    """A file's name; an empty one was ignored, and the config's database used instead."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a file name; got ''")
+    return text
 
 
 def _run(coro) -> int:

@@ -242,7 +242,9 @@ def read_toml(path: Path) -> dict[str, Any]:
     """A TOML file as a table; what keeps it from being one is a ConfigError naming the file."""
     try:
         with open(path, "rb") as f:
-            return tomllib.load(f)
+            # utf-8-sig: a byte order mark before it (Notepad's, many Chinese editors') is still UTF-8; tomllib took it
+            # for an "Invalid statement (at line 1, column 1)"
+            return tomllib.loads(f.read().decode("utf-8-sig"))
     except FileNotFoundError:
         raise ConfigError(path, "-", "file not found") from None
     except IsADirectoryError:
@@ -264,6 +266,8 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>", *, tls_file
     gateway = _section(GatewaySettings, raw.get("gateway", {}), "gateway", path)
     _check_c_octet_string(gateway.system_id, 15, "gateway.system_id", path)  # (the bind_resp's: SMPP 3.4 4.1.2)
     _check_ranges(gateway, "gateway", _GATEWAY_RANGES, path)
+    if not gateway.database:
+        raise ConfigError(path, "gateway.database", "expected the SQLite file's name (not empty)")
     if not ascii_digits(gateway.country_code):
         raise ConfigError(path, "gateway.country_code", f"expected digits; got {gateway.country_code!r}")
     if len(gateway.country_code) + gateway.national_number_length > ADDRESS_DIGITS:

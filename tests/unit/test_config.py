@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tomllib
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -305,6 +306,8 @@ def serve(*args: str) -> subprocess.CompletedProcess:
       "gateway.national_number_length: expected at most 18 digits"),
      ("idle_timeout = 300", "idle_timeout = 5",
       "gateway.idle_timeout: expected 0 (never) or more than enquire_link_interval + response_timeout (30 + 10 s)"),
+     # It failed later, as "cannot start: cannot open SQLite store at ''", naming neither the file nor the key.
+     ('database = "var/smsgw.db"', 'database = ""', "gateway.database: expected the SQLite file's name (not empty)"),
      # 8 characters: it started, then dropped every bind's connection, its bind_resp failing to encode.
      ('system_id = "smsgw"', 'system_id = "网关网关网关网关"',
       ("gateway.system_id: expected 1 to 15 octets of Latin-1 text, as SMPP carries it (SMPP 3.4 C-Octet String); "
@@ -476,6 +479,23 @@ def test_smsgw_serve_refuses_a_config_file_saved_as_gbk(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert f"smsgw: bad config: {config}: -: not UTF-8 text (byte " in result.stderr
     assert "save it as UTF-8" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_config_file_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """UTF-8 all the same (Notepad's, many Chinese editors'): it was "not valid TOML: Invalid statement (at line 1,
+    column 1)"."""
+    site = tmp_path / "site.toml"
+    site.write_bytes(b"\xef\xbb\xbf" + DEFAULT_CONFIG.read_bytes())
+    assert replace(load_config(site), source="") == replace(load_config(DEFAULT_CONFIG), source="")
+
+
+def test_smsgw_serve_refuses_an_empty_db_flag(tmp_path: Path) -> None:
+    """It was ignored: the config's database was used, var/smsgw.db under the working directory."""
+    result = subprocess.run([sys.executable, "-m", "gateway", "serve", "--db", "", "--smpp-port", "0", "--http-port", "0"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 2
+    assert "argument --db: expected a file name; got ''" in result.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_smsgw_serve_refuses_reply_texts_saved_as_gbk(tmp_path: Path) -> None:
