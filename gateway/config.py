@@ -561,11 +561,12 @@ def _short_code(table: dict[str, Any], where: str, path: Path | str) -> ShortCod
     # An unknown handler name is the gateway's to name (app.py); meanwhile an option any handler takes may be its.
     handler = table.get("handler") if isinstance(table, dict) else None
     known = [handler] if isinstance(handler, str) and handler in HANDLERS else list(HANDLERS)
-    _check_key_names(sorted({"code", "handler"}.union(*map(options_of, known))), table, where, path)
+    types = {option: kind for name in known for option, kind in options_of(name).items()}
+    _check_key_names(sorted({"code", "handler", *types}), table, where, path)
     for required in ("code", "handler"):
         if required not in table:
             raise ConfigError(path, f"{where}.{required}", "missing (required)")
-    options = {k: v for k, v in table.items() if k not in ("code", "handler")}
+    options = {k: _coerce(v, types[k], f"{where}.{k}", path) for k, v in table.items() if k not in ("code", "handler")}
     code, handler = table["code"], table["handler"]
     if not isinstance(code, str) or not ascii_digits(code):
         raise ConfigError(path, f"{where}.code", f"expected a string of digits; got {code!r}")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from .base import Inbound, Outcome, ServiceContext
 
 
 class EchoHandler:
-    OPTIONS = ("prefix",)  # [[short_codes]] prefix = "...": put before the text it sends back
+    OPTIONS: ClassVar[dict[str, str]] = {"prefix": "str"}  # [[short_codes]] prefix = "...": put before the text it sends back
 
     async def handle(self, inbound: Inbound, ctx: ServiceContext) -> Outcome:
         prefix = ctx.options.get("prefix", "")

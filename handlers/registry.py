@@ -24,10 +24,11 @@ HANDLERS: dict[str, type] = {
 OPERATOR_SERVICES = frozenset({"customer_service", "spam_report", "rating"})
 
 
-def options_of(name: str) -> tuple[str, ...]:
-    """The [[short_codes]] keys besides code and handler that the handler reads (its ctx.options); none unless it
-    declares OPTIONS, so a misspelt or misplaced key is refused at start instead of ignored."""
-    return getattr(HANDLERS[name], "OPTIONS", ())
+def options_of(name: str) -> dict[str, str]:
+    """The [[short_codes]] keys besides code and handler that the handler reads (its ctx.options), each with its type
+    as the config's settings write theirs ("str", "float"...); none unless it declares OPTIONS, so a misspelt or
+    misplaced key is refused at start instead of ignored, and one of another type instead of used as it is."""
+    return getattr(HANDLERS[name], "OPTIONS", {})
 
 
 def make_handler(name: str) -> Handler:

@@ -119,6 +119,11 @@ CASES = [  # (what is wrong, the edit, the key named, a phrase of what was expec
      "short_codes[0].cde", "unknown key; did you mean code?"),
     ("a misspelt handler option", lambda r: r["short_codes"][0].update(prefx="> "), "short_codes[0].prefx",
      "unknown key; did you mean prefix? expected one of ['code', 'handler', 'prefix']"),
+    # Taken as it was: replies began with "['Re: ']" or "True".
+    ("a list for echo's prefix", lambda r: r["short_codes"][0].update(prefix=["Re: "]), "short_codes[0].prefix",
+     "expected a string; got ['Re: ']"),
+    ("true for echo's prefix", lambda r: r["short_codes"][0].update(prefix=True), "short_codes[0].prefix",
+     "expected a string; got True"),
     ("an option the handler does not take",
      lambda r: r["short_codes"].append({"code": "10086999", "handler": "silent", "prefix": "> "}),
      "short_codes[1].prefix", "unknown key; expected one of ['code', 'handler']"),
@@ -308,6 +313,7 @@ def serve(*args: str) -> subprocess.CompletedProcess:
       "gateway.idle_timeout: expected 0 (never) or more than enquire_link_interval + response_timeout (30 + 10 s)"),
      # It failed later, as "cannot start: cannot open SQLite store at ''", naming neither the file nor the key.
      ('database = "var/smsgw.db"', 'database = ""', "gateway.database: expected the SQLite file's name (not empty)"),
+     ('handler = "echo" ', 'handler = "echo"\nprefix = true ', "short_codes[0].prefix: expected a string; got True"),
      # 8 characters: it started, then dropped every bind's connection, its bind_resp failing to encode.
      ('system_id = "smsgw"', 'system_id = "网关网关网关网关"',
       ("gateway.system_id: expected 1 to 15 octets of Latin-1 text, as SMPP carries it (SMPP 3.4 C-Octet String); "
