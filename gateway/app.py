@@ -228,9 +228,12 @@ class Gateway:
         self._servers.append(await loop.create_server(
             lambda: SmppConnection(self), self.host, self._smpp_port, reuse_address=True, start_serving=False))
         if tls_context is not None:
+            # bind_timeout counts from the connection's opening, the handshake included: one that never sent a
+            # ClientHello was held for asyncio's 60 s (None: that default, for bind_timeout 0)
+            handshake_timeout = self.config.gateway.bind_timeout or None
             self._servers.append(await loop.create_server(
-                lambda: SmppConnection(self), self.host, self.config.tls.port, ssl=tls_context, reuse_address=True,
-                start_serving=False))  # fmt: skip
+                lambda: SmppConnection(self), self.host, self.config.tls.port, ssl=tls_context,
+                ssl_handshake_timeout=handshake_timeout, reuse_address=True, start_serving=False))  # fmt: skip
         self._http = web.AppRunner(make_app(self), access_log=None)
         await self._http.setup()
         assert self._http.server is not None  # (made by setup)

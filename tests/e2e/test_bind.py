@@ -158,6 +158,15 @@ def test_bind_and_message_over_tls(make_gateway, handset, tls_files):
     assert text(phone.expect()) == "over TLS"
 
 
+def test_a_connection_to_the_tls_port_that_never_starts_tls_is_closed_after_bind_timeout(make_gateway, tls_files):
+    """bind_timeout began once the TLS handshake was done: a connection that never sent its ClientHello was held for
+    asyncio's handshake timeout, 60 s, however short bind_timeout was."""
+    cert, key = tls_files
+    gw = make_gateway(gateway={"bind_timeout": 1}, tls={"enabled": True, "port": 0, "certfile": str(cert), "keyfile": str(key)})
+    with RawLink(gw.gateway.tls_port) as silent:
+        assert silent.is_closed(timeout=5)
+
+
 def test_tls_files_named_relative_to_the_config_are_found_beside_it_from_any_working_directory(
     start_gateway, tls_files, tmp_path
 ) -> None:
