@@ -118,8 +118,10 @@ class WriterProcess:
                 raise WriterDied("SQLite writer process exited as soon as it was restarted")
         try:
             ok, error_class, message, statements, skipped = await self._receive()
-        except WriterDied:
+        except WriterDied as died:
             if not await self._committed_after_all(number):
+                if self._restart_failing:  # and no successor could start: no batch commits until one can
+                    raise WriterCannotStart(f"{died}; no writer process could start again") from None
                 raise
             log.warning("SQLite writer process died after committing its batch; the batch stands", db=self.path, batch=number)
             return 0, self._not_stored_after_all(steps)

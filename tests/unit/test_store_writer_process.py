@@ -12,7 +12,7 @@ import pytest
 
 from gateway.store.records import Direction, Message, MessageStatus
 from gateway.store.sqlite import SqliteStore
-from gateway.store.writer import WriterProcess
+from gateway.store.writer import WriterCannotStart, WriterProcess
 
 
 def mo(id: str, text: bytes = b"0000") -> Message:
@@ -95,3 +95,27 @@ async def test_the_wal_is_checkpointed_in_the_background_not_by_the_commits(stor
         await asyncio.sleep(0.05)
     assert db_bytes_after_commits < 100 * 1024, "no commit copied the WAL into the database file itself"
     assert len(stored_ids(db)) == 12000
+
+
+async def test_a_writer_killed_during_a_batch_with_no_successor_able_to_start_fails_it_as_such(tmp_path: Path) -> None:
+    """Plain WriterDied: the store wrote that batch's writes again one by one, each trying to start a writer."""
+    home = tmp_path / "data"
+    home.mkdir()
+    writer = WriterProcess(str(home / "gw.db"))
+    await writer.start()
+    insert = "INSERT INTO job_runs (job, period, ran_at) VALUES (?, ?, ?)"
+    holder = sqlite3.connect(home / "gw.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the batch waits for the lock in the writer process
+    try:
+        batch = asyncio.create_task(writer.commit([(insert, ("billing", "2026-11", 1.0), ())]))
+        for _ in range(5):
+            await asyncio.sleep(0)  # handed to the writer process, its answer awaited
+        assert not batch.done()
+        home.rename(tmp_path / "moved")  # no successor can open the database
+        os.kill(writer.pid, signal.SIGKILL)
+        with pytest.raises(WriterCannotStart, match="no writer process could start again"):
+            await batch
+    finally:
+        holder.rollback()
+        holder.close()
+        await writer.close()
