@@ -220,7 +220,7 @@ _PYTHON_ONLY = ((re.compile(r"(?<!\\)((?:\\\\)*)\\Z"), r"\1\\z"), (re.compile(r"
 log = get_logger("router")
 
 
-def compile_address_range(address_range: str, plan: NumberPlan) -> AddressRange | None:
+def compile_address_range(address_range: str, plan: NumberPlan, **about: str) -> AddressRange | None:
     """A bind's address_range as a pattern over canonical numbers, to `search` them with (None = serves any).
 
     SMPP 3.4 (5.2.7) calls it a UNIX regular expression: it serves a number
@@ -229,7 +229,7 @@ def compile_address_range(address_range: str, plan: NumberPlan) -> AddressRange 
     a client binding for one subscriber means), in any form the number plan
     reads (`+86 138…`, `0086-138…`, national: NumberPlan.normalise); text
     that is not a regular expression RE2 accepts (RE2 has no backreferences
-    or lookaround), as that literal number.
+    or lookaround), as that literal number (a warning says so, with `about`: the bind's peer and account).
     """
     text = address_range.strip()
     if not text:
@@ -243,7 +243,7 @@ def compile_address_range(address_range: str, plan: NumberPlan) -> AddressRange 
         return _compile(text)
     except re2.error as exc:
         log.warning("address_range is no regular expression RE2 takes; it serves the one number written so",
-                    address_range=address_range, reason=str(exc))  # fmt: skip
+                    address_range=address_range, reason=str(exc), **about)  # fmt: skip
         return _compile(f"^{re2.escape(text)}$")
 
 

@@ -269,7 +269,8 @@ class SmppConnection(asyncio.Protocol):
             account.binds += 1
         self.account = account
         self.can_receive = pdu.command_id in _RECEIVING_BINDS
-        self.address_range = compile_address_range(pdu.address_range, gateway.plan)  # type: ignore[attr-defined]
+        self.address_range = compile_address_range(pdu.address_range, gateway.plan, peer=self.peer,  # type: ignore[attr-defined]
+                                                   account=account.system_id)  # fmt: skip
         # An ESME of SMPP 3.3 has no optional parameters: none in its bind response (where SMPP 3.4 5.3.2.25
         # states the SMSC's version) nor in the deliver_sm it is sent.
         self.optional_parameters = pdu.interface_version >= 0x34  # type: ignore[attr-defined]

@@ -172,6 +172,20 @@ def test_a_refused_deliver_sm_names_the_bind_it_went_to(tmp_path: Path, start_ga
     assert (line["message_id"], line["bind_account"], line["status"]) == (undeliverable_id, "handset2", "ESME_RX_P_APPN")
 
 
+def test_an_address_range_re2_refuses_is_logged_with_the_bind_it_came_with(tmp_path: Path, start_gateway) -> None:
+    """The warning named neither the account nor the peer: an operator could not tell whose bind it was."""
+    gateway = start_gateway(tmp_path / "gw.db")
+    phone = Handset(gateway.smpp_port, A)
+    try:
+        phone.bind("trx", "handset", address_range="^86138(?=0)")  # lookahead: RE2 has none
+        port = phone.client._socket.getsockname()[1]
+    finally:
+        phone.close()
+    assert gateway.terminate() == 0
+    [line] = logged(gateway, "address_range is no regular expression RE2 takes; it serves the one number written so")
+    assert (line["account"], line["peer"], line["address_range"]) == ("handset", f"127.0.0.1:{port}", "^86138(?=0)")
+
+
 def test_lines_about_an_sp_notice_name_the_subscriber_it_is_about_and_the_gateway_as_its_account(tmp_path: Path, start_gateway) -> None:
     """An ORDER notice goes from the subscriber's number to the SP's service code: its 'deliver_sm timed out' and
     'mt retry' named 1066916 as msisdn, and a search of the log for the subscriber found nothing about it. Lines
