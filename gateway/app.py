@@ -56,6 +56,9 @@ TICK_SECONDS = 0.5
 CROWDED_LOG_INTERVAL = 10.0  # seconds between lines about connections near the open-file limit
 
 
+_ANY_HOST = frozenset({"0.0.0.0", "::"})  # a listener on every address: it shares its port with none
+
+
 class Gateway:
     def __init__(
         self,
@@ -202,8 +205,11 @@ class Gateway:
         await self._take_ports(tls_context)
         await self.mo.replay(unprocessed)
         self.spawn(self._resume_sampled_surveys())
-        for server in (*self._servers, self._http_server):  # the HTTP port last: /ready once the SMPP ports listen
+        for name, server in self._listeners():  # the HTTP port last: /ready once the SMPP ports listen
             await server.start_serving()
+            for sock in server.sockets:  # (uvloop's start_serving does not say when listen() failed)
+                if sock is None or not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                    raise OSError(f"cannot listen on the {name} port")
         self._tick_task = asyncio.get_running_loop().create_task(self._tick())
         self.ready = True
         log.info("reply texts", **{language: str(path) for language, path in self.reply_texts.items()})
@@ -239,6 +245,25 @@ class Gateway:
         assert self._http.server is not None  # (made by setup)
         self._http_server = await loop.create_server(
             self._http.server, self.http_host, self._http_port, reuse_address=True, start_serving=False)
+        self._refuse_shared_ports()
+
+    def _listeners(self) -> list[tuple[str, asyncio.Server]]:
+        named = [("SMPP", self._servers[0]), *(("TLS", server) for server in self._servers[1:2])]
+        return named + ([("HTTP", self._http_server)] if self._http_server is not None else [])
+
+    def _refuse_shared_ports(self) -> None:
+        """Two of the listeners given one port (--smpp-port 2776 with TLS on its default 2776): bound but not
+        listening (start_serving=False, SO_REUSEADDR), their sockets do not clash until the second listens, and
+        uvloop's start_serving says nothing then: the start went on to a gateway without that port."""
+        taken: dict[int, list[tuple[str, str]]] = {}
+        for name, server in self._listeners():
+            for sock in server.sockets:
+                host, port = sock.getsockname()[:2]
+                for other, other_host in taken.get(port, ()):
+                    if host == other_host or _ANY_HOST.intersection((host, other_host)):
+                        raise OSError(f"the {other} and {name} listeners were both given port {port} "
+                                      f"({other_host} and {host})")  # fmt: skip
+                taken.setdefault(port, []).append((name, host))
 
     async def _check_hosts_resolve(self) -> None:
         """The addresses to listen on, looked up before anything opens: a name that does not resolve failed the

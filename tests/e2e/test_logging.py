@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_amend import submit_multi
-from tests.gateway_process import GatewayProcess, config_file
+from tests.gateway_process import GatewayProcess, config_file, free_port
 from tests.polling import eventually
 from tests.smpp_handset import (
     ESME_RCANCELFAIL,
@@ -330,6 +330,20 @@ def test_a_port_in_use_refuses_the_start_before_anything_is_handled(tmp_path: Pa
     [ready] = logged(again, "smsgw ready")
     assert ready["mo_replayed"] == 1
     assert again.terminate() == 0
+
+
+def test_two_listeners_given_one_port_refuse_the_start(tmp_path: Path) -> None:
+    """Bound before listening, the SMPP and HTTP sockets did not clash: the start went on, uvloop's start_serving
+    said nothing of the HTTP port it could not open, and 'smsgw ready' failed with a traceback."""
+    port = free_port()
+    refused = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--db", str(tmp_path / "gw.db"), "--host", "127.0.0.1",
+         "--smpp-port", str(port), "--http-port", str(port), "--log-json"],
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 1
+    [line] = refused.stderr.splitlines()
+    assert line == f"smsgw: cannot start: the SMPP and HTTP listeners were both given port {port} (127.0.0.1 and 127.0.0.1)"
 
 
 def answer_to(port: int, request: bytes) -> bytes:
