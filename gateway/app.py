@@ -11,6 +11,7 @@ suite (ours, or a QA team's) can use a real gateway in three lines:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import socket
 import sqlite3
@@ -414,27 +415,35 @@ class GatewayController:
         return self.gateway.http_port
 
     def start(self) -> GatewayController:
+        if self._thread is not None:
+            raise RuntimeError("this GatewayController's gateway is running: stop() it before starting it again")
         started = threading.Event()
         failure: list[BaseException] = []
 
         def run() -> None:
-            self._loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(self._loop)
+            loop = self._loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
             try:
                 self.gateway = Gateway(self._config, **self._options)
-                self._loop.run_until_complete(self.gateway.start())
-            except BaseException as exc:  # reported to the starting thread
+                loop.run_until_complete(self.gateway.start())
+            except BaseException as exc:  # reported to the starting thread, once what the start took is given back
                 failure.append(exc)
+                if self.gateway is not None:  # (as `smsgw serve` does: its writer process, the database, its ports)
+                    with contextlib.suppress(Exception):
+                        loop.run_until_complete(self.gateway.stop())
+                loop.close()
                 started.set()
                 return
             started.set()
-            self._loop.run_forever()
-            self._loop.close()
+            loop.run_forever()
+            loop.close()
 
         self._thread = threading.Thread(target=run, name="smsgw", daemon=True)
         self._thread.start()
         started.wait()
         if failure:
+            self._thread.join()
+            self._thread = None
             raise failure[0]
         # See gctune: the collector is a third of a busy gateway's CPU otherwise. No
         # collect first: in a test run that would cost a full collection per gateway.
@@ -450,7 +459,8 @@ class GatewayController:
     def stop(self) -> None:
         if self._loop is None or self.gateway is None or self._thread is None or self._loop.is_closed():
             return
-        self.call(self.gateway.stop())
+        settings = self._config.gateway  # (its drain, then the unbinds' answers; the rest takes seconds at most)
+        self.call(self.gateway.stop(), timeout=settings.drain_timeout + settings.response_timeout + 60)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._thread = None

@@ -191,6 +191,8 @@ class Config:
     services: ServiceSettings = ServiceSettings()
     catalogue: tuple[CatalogueEntry, ...] = ()
     source: str = ""
+    # The tables it was read from (simulator.testing.gateway_config builds on them); not kept up by `replace`.
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def account(self, system_id: str) -> AccountConfig | None:
         return next((a for a in self.accounts if a.system_id == system_id), None)
@@ -326,7 +328,7 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>", *, tls_file
     _check_numbers_claimed_once(services, accounts, short_codes, path)
     _check_prefixes_match_subscribers(NumberPlan(gateway.country_code, gateway.national_number_length), accounts, path)
     _check_codes_leave_subscribers(gateway.country_code, services, accounts, short_codes, path)
-    return Config(gateway, tls, accounts, short_codes, services, catalogue, str(path))
+    return Config(gateway, tls, accounts, short_codes, services, catalogue, str(path), raw)
 
 
 def _check_codes_fit_an_address(

@@ -125,9 +125,12 @@ def gateway_config(base: Config | Path | str | None = None, **overrides: Any) ->
     A table (`services={...}`, `gateway={...}`) is updated key by key; `accounts` and `short_codes`
     entries update the entry with the same system_id / code or are added; other lists replace.
     """
-    path = DEFAULT_CONFIG if base is None else Path(base) if not isinstance(base, Config) else Path(base.source)
-    with open(path, "rb") as f:
-        raw = tomllib.load(f)
+    if isinstance(base, Config):  # (its own overrides kept: it was read from its file with them)
+        path, raw = Path(base.source), copy.deepcopy(base.raw)
+    else:
+        path = DEFAULT_CONFIG if base is None else Path(base)
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
     keys = {"accounts": "system_id", "short_codes": "code"}
     for section, value in overrides.items():
         if section in keys:

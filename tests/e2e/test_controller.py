@@ -1,0 +1,60 @@
+"""GatewayController, the gateway inside a user's own tests (README "Use it inside your own tests"): what a start
+that fails, a second start and nested configs leave behind."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from gateway.app import GatewayController
+from gateway.config import load_config
+from simulator.testing import gateway_config
+from tests.gateway_process import children_of
+from tests.smpp_handset import Handset
+
+A = "8613800000001"  # account handset
+
+
+def test_a_start_that_fails_gives_back_the_database_its_writer_process_and_ports(tmp_path: Path) -> None:
+    """It kept them all: the same database could not be opened again ("in use by another smsgw", this process),
+    its writer process lived on, and stop() waited 30 s and raised TimeoutError."""
+    db = tmp_path / "gw.db"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        failed = GatewayController(load_config(), db_path=db, http_port=taken.getsockname()[1])
+        with pytest.raises(OSError, match="address already in use"):
+            failed.start()
+    assert children_of(os.getpid()) == []  # its writer process is gone
+    failed.stop()  # nothing to stop
+    with GatewayController(load_config(), db_path=db) as again:  # the database is free
+        phone = Handset(again.smpp_port, A)
+        phone.bind("trx", "handset")
+        phone.close()
+
+
+def test_a_second_start_of_a_running_gateway_is_refused_and_leaves_it_running(tmp_path: Path) -> None:
+    """The second start took the controller over (another gateway, which failed on the database lock): the first
+    one ran on, out of reach of stop()."""
+    controller = GatewayController(load_config(), db_path=tmp_path / "gw.db")
+    with controller:
+        port = controller.smpp_port
+        with pytest.raises(RuntimeError, match="running: stop"):
+            controller.start()
+        phone = Handset(controller.smpp_port, A)
+        phone.bind("trx", "handset")
+        phone.close()
+        assert controller.smpp_port == port
+    assert children_of(os.getpid()) == []
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+def test_gateway_config_built_on_another_keeps_its_overrides() -> None:
+    base = gateway_config(services={"survey_sample_rate": 1.0})
+    config = gateway_config(base, gateway={"job_check_interval": 1})
+    assert (config.services.survey_sample_rate, config.gateway.job_check_interval) == (1.0, 1)
+    assert config.source == base.source  # (its messages.<lang>.toml still apply)
