@@ -347,10 +347,17 @@ class Delivery:
 
     def answered_late(self, message: Message, status: int, bind: Receiver) -> None:
         """The answer to a deliver_sm to `bind` given up on (timed out) came after all. While the MT still waits for its
-        retry, a delivery or a permanent refusal stands (no second copy); a temporary refusal leaves the retry."""
+        retry, a delivery or a permanent refusal stands (no second copy); a temporary refusal leaves the retry. Once
+        the retry has gone out, a delivery still stands: the copy queued or on its way on a bind is taken back (its
+        answer, when it comes, is not awaited), where the MT went out again, or a refusal of that copy ended it
+        UNDELIV, acknowledged all the same; a refusal leaves that attempt to decide."""
         waiting = self._retry_timers.get(message.id)
-        if waiting is None or waiting[1] is not message or (status and status not in PERMANENT_FAILURES):
-            return  # sent again already (that attempt's answer decides), ended, or still to be retried
+        if waiting is None:
+            if not status and any(receiver.abandon(message) for receiver in self.router.all_receivers()):
+                self.delivered(message)
+            return  # (ended, or parked with no bind for it: nothing in hand to take back)
+        if waiting[1] is not message or (status and status not in PERMANENT_FAILURES):
+            return  # a replacement's retry, or still to be retried
         self._retry_timers.pop(message.id)
         waiting[0].cancel()
         if status:

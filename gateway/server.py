@@ -374,6 +374,20 @@ class SmppConnection(asyncio.Protocol):
                 return message
         return None
 
+    def abandon(self, message: Message) -> bool:
+        for sequence, sent in self.inflight.items():
+            if sent is message:
+                del self.inflight[sequence]
+                break
+        else:
+            queued = next((i for i, waiting in enumerate(self.pending) if waiting is message), None)
+            if queued is None or message.id in self.frozen:
+                return False
+            del self.pending[queued]
+        self.load -= 1
+        self._pump()
+        return True
+
     def freeze(self, message_id: str) -> bool:
         """replace_sm: keep an MT queued here, not yet sent, in its place while its replacement commits; neither it
         nor the MTs queued after it to its subscriber go out until `thaw` (the others do). Taken off the queue

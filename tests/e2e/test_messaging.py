@@ -575,6 +575,27 @@ def test_a_delivery_answered_after_its_timeout_but_before_its_retry_is_not_sent_
     b.expect_none(3.0)  # the retry was called off: no second copy
 
 
+def test_a_delivery_acknowledged_late_after_its_retry_went_out_is_delivered_once(make_gateway, handset):
+    """The acknowledgement of the first copy came after the retry had gone out on the subscriber's other bind: it
+    was dropped, and the MT went out a third time (or a refusal of the second copy ended it UNDELIV)."""
+    gw = make_gateway(gateway={"response_timeout": 0.5, "retry_backoff": [0.2, 30]})
+    a, first = handset(A, gw=gw), handset(B, gw=gw)
+    first.answering = False
+    resp = a.submit(B, "acknowledged late", registered_delivery=1)
+    assert text(first.expect()) == "acknowledged late"
+    other = handset(B, gw=gw)
+    other.answering = False
+    assert text(other.expect(timeout=10)) == "acknowledged late"  # the retry, on the subscriber's other bind
+    first.answer_held()  # ESME_ROK, after its timeout and after the retry went out
+    fields = receipt_fields(a.expect(timeout=5))
+    assert (fields["id"].encode(), fields["stat"]) == (resp.message_id, "DELIVRD")
+    other.answer_held(0x65)  # the second copy refused for good: the MT was delivered all the same
+    assert a.query(resp.message_id).message_state == 2  # DELIVERED
+    a.expect_none(1.0)  # no UNDELIV receipt
+    first.expect_none(1.0)
+    other.expect_none(0.5)  # nor a third copy
+
+
 def test_a_delivery_answered_with_the_wrong_response_is_sent_again(make_gateway, handset):
     """A submit_sm_resp does not answer a deliver_sm (SMPP 3.4 section 3.2), even with its sequence number."""
     gw = make_gateway(gateway={"response_timeout": 0.5, "retry_backoff": [0.2]})
