@@ -314,7 +314,8 @@ class Gateway:
             connection.close()
         if self._tick_task is not None:
             self._tick_task.cancel()
-        await self._until(lambda: not self.delivery.finals_not_committed, drain_until)  # (written again meanwhile)
+        # What failed to commit is written again meanwhile; a delivery acknowledged late, read back, is written now.
+        await self._until(lambda: self.delivery.settled, max(drain_until, loop.time() + 1.0))
         self.delivery.stop()
         for task in list(self._tasks):
             task.cancel()

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from typing import Any
 
@@ -99,6 +99,7 @@ class Delivery:
         self._room_waiters: dict[str, asyncio.Future[None]] = {}  # pulls waiting for their account's binds to drain
         # MT id -> its final status's next write (_write_final): the timer, then the task that writes
         self._rewrites: dict[str, asyncio.TimerHandle | asyncio.Task] = {}
+        self._late: set[asyncio.Task] = set()  # deliveries acknowledged late, their MT read back from the store
         self.finals_not_committed: set[str] = set()  # MTs answered whose final status failed to commit, until it does
         # Lines about final statuses that keep failing while the store commits (their own fault, not the store's).
         self.rewrite_log = LogBudget()
@@ -345,17 +346,24 @@ class Delivery:
         loop = asyncio.get_running_loop()
         self._retry_timers.add(message, loop.call_later(delay, self._retry_now, message, bind))
 
-    def answered_late(self, message: Message, status: int, bind: Receiver) -> None:
+    def answered_late(self, message: Message, status: int, bind: Receiver, binds: Iterable[Receiver]) -> None:
         """The answer to a deliver_sm to `bind` given up on (timed out) came after all. While the MT still waits for its
         retry, a delivery or a permanent refusal stands (no second copy); a temporary refusal leaves the retry. Once
-        the retry has gone out, a delivery still stands: the copy queued or on its way on a bind is taken back (its
-        answer, when it comes, is not awaited), where the MT went out again, or a refusal of that copy ended it
-        UNDELIV, acknowledged all the same; a refusal leaves that attempt to decide."""
+        the retry has gone out, a delivery still stands: the copy queued or on its way on one of `binds` (every bind,
+        unbinding ones too) is taken back (its answer, when it comes, is not awaited), where the MT went out again,
+        or a refusal of that copy ended it UNDELIV, acknowledged all the same; a refusal leaves that attempt to
+        decide."""
         waiting = self._retry_timers.get(message.id)
         if waiting is None:
-            if not status and any(receiver.abandon(message) for receiver in self.router.all_receivers()):
+            if status:
+                return
+            if any(receiver.abandon(message.id) for receiver in binds):
                 self.delivered(message)
-            return  # (ended, or parked with no bind for it: nothing in hand to take back)
+            else:  # parked (its retry found no bind), handed out again as read back from the store, or ended
+                task = asyncio.get_running_loop().create_task(self._delivered_late(message.id, binds))
+                self._late.add(task)
+                task.add_done_callback(self._late.discard)
+            return
         if waiting[1] is not message or (status and status not in PERMANENT_FAILURES):
             return  # a replacement's retry, or still to be retried
         self._retry_timers.pop(message.id)
@@ -364,6 +372,20 @@ class Delivery:
             self.failed(message, status, bind)
         else:
             self.delivered(message)
+
+    @property
+    def settled(self) -> bool:
+        """Every delivery acknowledged is written: none acknowledged late still read back from the store
+        (`answered_late`), no final status that failed to commit (`finals_not_committed`)."""
+        return not self._late and not self.finals_not_committed
+
+    async def _delivered_late(self, message_id: str, binds: Iterable[Receiver]) -> None:
+        """A delivery acknowledged late, its MT no longer in hand as it was then: delivered if it is still to go out."""
+        stored = await self.store.get(message_id)
+        if self._stopped or stored is None or stored.status is not _ENROUTE or stored.direction is not Direction.MT:
+            return  # ended meanwhile (its final status committed), scheduled again by a replace_sm, or too late
+        if self._take_back(stored) or any(receiver.abandon(message_id) for receiver in binds):
+            self.delivered(stored)
 
     def _retry_now(self, message: Message, failed_on: Receiver | None) -> None:
         self._retry_timers.pop(message.id)

@@ -48,7 +48,7 @@ class Receiver(Protocol):
     def withdraw(self, message_id: str) -> Message | None:
         """The MT if it is queued on this bind and not yet sent (taken off the queue), else None."""
 
-    def abandon(self, message: Message) -> bool:
+    def abandon(self, message_id: str) -> bool:
         """This MT was acknowledged through another bind after all: off this bind's queue, or its deliver_sm in flight
         here no longer awaited (its answer and its timeout go unheeded); False if this bind has it in neither."""
 

@@ -374,17 +374,15 @@ class SmppConnection(asyncio.Protocol):
                 return message
         return None
 
-    def abandon(self, message: Message) -> bool:
+    def abandon(self, message_id: str) -> bool:
         for sequence, sent in self.inflight.items():
-            if sent is message:
+            if sent.id == message_id:
                 del self.inflight[sequence]
+                self.load -= 1
                 break
         else:
-            queued = next((i for i, waiting in enumerate(self.pending) if waiting is message), None)
-            if queued is None or message.id in self.frozen:
+            if self.withdraw(message_id) is None:  # (taken off the queue, withdraw counts it off)
                 return False
-            del self.pending[queued]
-        self.load -= 1
         self._pump()
         return True
 
@@ -430,6 +428,7 @@ class SmppConnection(asyncio.Protocol):
     def _on_delivery_answer(self, pdu: Pdu, request: Pdu | None) -> None:
         message = self.inflight.pop(pdu.sequence_number, None)
         if message is None:
+            self._pump()  # (the answer to a copy taken back, `abandon`: its window slot is free now)
             if request is not None and request.command_id == C.UNBIND:  # a generic_nack to our unbind: the session
                 # is unbound all the same, and flush() closes once the requests that crossed it are answered
                 log.warning("unbind refused (generic_nack); closing", peer=self.peer, account=self.system_id,
@@ -448,7 +447,7 @@ class SmppConnection(asyncio.Protocol):
         if message is not None:
             log.info("deliver_sm answered late", message_id=message.id, account=account_of(message), msisdn=subscriber_of(message),
                      bind_account=self.system_id, status=S.name_of(pdu.command_status))  # fmt: skip
-            self.gateway.delivery.answered_late(message, _delivery_status(pdu), self)
+            self.gateway.delivery.answered_late(message, _delivery_status(pdu), self, self.gateway.connections)
 
     def _pump(self) -> None:
         if not self.pending or not self.can_receive or self.session.state is _UNBOUND or self.session.halted:

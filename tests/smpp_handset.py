@@ -250,11 +250,15 @@ class Handset:
 
     def answer_held(self, status: int = ESME_ROK) -> None:
         """Send the deliver_sm_resp for every deliver_sm held back while `answering` was False."""
-        for pdu in self.unanswered:
-            resp = smpp.make_pdu("deliver_sm_resp", client=self.client, status=status)
-            resp.sequence = pdu.sequence
-            self.send(resp)
-        self.unanswered.clear()
+        for pdu in list(self.unanswered):
+            self.answer(pdu, status)
+
+    def answer(self, pdu, status: int = ESME_ROK) -> None:
+        """Send the deliver_sm_resp for one deliver_sm held back while `answering` was False."""
+        resp = smpp.make_pdu("deliver_sm_resp", client=self.client, status=status)
+        resp.sequence = pdu.sequence
+        self.send(resp)
+        self.unanswered.remove(pdu)
 
     def _on_deliver(self, pdu) -> int:
         self.inbox.append(pdu)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import structlog
+import smpplib.smpp as smpp
 from smpplib import gsm
 
 from gateway.clock import SimulatedClock
@@ -594,6 +596,49 @@ def test_a_delivery_acknowledged_late_after_its_retry_went_out_is_delivered_once
     a.expect_none(1.0)  # no UNDELIV receipt
     first.expect_none(1.0)
     other.expect_none(0.5)  # nor a third copy
+
+
+def test_a_delivery_acknowledged_late_counts_while_its_client_unbinds(make_gateway, handset):
+    """The retry's copy was on a bind whose client had sent unbind (no longer a receiver): it was not looked at, and
+    the refusal of that copy ended the MT UNDELIV though the first copy had been acknowledged."""
+    gw = make_gateway(gateway={"response_timeout": 0.5, "retry_backoff": [0.2, 30]})
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    b.answering = False
+    resp = a.submit(B, "acknowledged while unbinding", registered_delivery=1)
+    first, again = b.expect(), b.expect(timeout=10)  # the retry, on the same bind
+    b.send(smpp.make_pdu("unbind", client=b.client))
+    b.answer(first)  # ESME_ROK, late: it counts while the client waits for its unbind_resp
+    b.answer(again, 0x65)
+    fields = receipt_fields(a.expect(timeout=5))
+    assert (fields["id"].encode(), fields["stat"]) == (resp.message_id, "DELIVRD")
+    assert a.query(resp.message_id).message_state == 2  # DELIVERED
+
+
+def test_a_delivery_acknowledged_late_at_the_stop_after_its_retry_found_no_bind_is_not_sent_again(
+    make_gateway, handset, tmp_path
+):
+    """Its retry had found no bind (the gateway stopping) and left it in the store: the acknowledgement, sent before
+    the unbind_resp, was dropped and the next start sent the MT again."""
+    db = tmp_path / "gw.db"
+    settings = {"response_timeout": 1, "retry_backoff": [0.2, 30], "drain_timeout": 5}
+    gw = make_gateway(db_path=db, gateway=settings)
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    b.answering = False
+    message_id = a.submit(B, "acknowledged at the stop", registered_delivery=1).message_id.decode()
+    first = b.expect()
+    a.close()
+    stopping = threading.Thread(target=gw.stop)
+    stopping.start()
+    delivery = gw.gateway.delivery
+    assert eventually(lambda: message_id in delivery._retry_timers, 10)  # timed out during the drain
+    assert eventually(lambda: message_id not in delivery._retry_timers, 10)  # its retry found no bind
+    b.answer(first)  # ESME_ROK, before the unbind_resp
+    b.expect_request("unbind")
+    stopping.join(30)
+    b.close()
+    again = make_gateway(db_path=db, gateway=settings)
+    handset(B, gw=again).expect_none(1.0)
+    assert again.call(again.gateway.store.get(message_id)).status is MessageStatus.DELIVERED
 
 
 def test_a_delivery_answered_with_the_wrong_response_is_sent_again(make_gateway, handset):
