@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 import structlog
-import smpplib.smpp as smpp
-from smpplib import gsm
+from smpplib import gsm, smpp
 
 from gateway.clock import SimulatedClock
 from gateway.store.records import Direction, Message, MessageStatus
