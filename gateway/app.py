@@ -57,7 +57,9 @@ TICK_SECONDS = 0.5
 CROWDED_LOG_INTERVAL = 10.0  # seconds between lines about connections near the open-file limit
 
 
-_ANY_HOST = frozenset({"0.0.0.0", "::"})  # a listener on every address: it shares its port with none
+# A listener on every address of its family shares its port with none of that family (asyncio's IPv6 listeners are
+# IPV6_V6ONLY: "::" and "0.0.0.0" on one port do not clash).
+_ANY_HOST = frozenset({"0.0.0.0", "::"})
 
 
 class Gateway:
@@ -256,15 +258,15 @@ class Gateway:
         """Two of the listeners given one port (--smpp-port 2776 with TLS on its default 2776): bound but not
         listening (start_serving=False, SO_REUSEADDR), their sockets do not clash until the second listens, and
         uvloop's start_serving says nothing then: the start went on to a gateway without that port."""
-        taken: dict[int, list[tuple[str, str]]] = {}
+        taken: dict[tuple[int, int], list[tuple[str, str]]] = {}  # (address family, port) -> (listener, host)
         for name, server in self._listeners():
             for sock in server.sockets:
                 host, port = sock.getsockname()[:2]
-                for other, other_host in taken.get(port, ()):
+                for other, other_host in taken.get((sock.family, port), ()):
                     if host == other_host or _ANY_HOST.intersection((host, other_host)):
                         raise OSError(f"the {other} and {name} listeners were both given port {port} "
                                       f"({other_host} and {host})")  # fmt: skip
-                taken.setdefault(port, []).append((name, host))
+                taken.setdefault((sock.family, port), []).append((name, host))
 
     async def _check_hosts_resolve(self) -> None:
         """The addresses to listen on, looked up before anything opens: a name that does not resolve failed the

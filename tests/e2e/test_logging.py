@@ -15,10 +15,12 @@ import sqlite3
 import struct
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+from gateway.config import DEFAULT_CONFIG
 from tests.e2e.test_amend import submit_multi
 from tests.gateway_process import GatewayProcess, config_file, free_port
 from tests.polling import eventually
@@ -344,6 +346,31 @@ def test_two_listeners_given_one_port_refuse_the_start(tmp_path: Path) -> None:
     assert refused.returncode == 1
     [line] = refused.stderr.splitlines()
     assert line == f"smsgw: cannot start: the SMPP and HTTP listeners were both given port {port} (127.0.0.1 and 127.0.0.1)"
+
+
+def test_listeners_of_two_address_families_may_share_a_port(tmp_path: Path) -> None:
+    """'::' and '0.0.0.0' on one port do not clash (asyncio's IPv6 listeners are IPv6-only): the start was refused."""
+    port = free_port()
+    config = tmp_path / "site.toml"
+    config.write_text(DEFAULT_CONFIG.read_text(encoding="utf-8").replace('http_host = "0.0.0.0"', 'http_host = "::"'),
+                      encoding="utf-8")  # fmt: skip
+    serving = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--db", str(tmp_path / "gw.db"), "--config", str(config),
+         "--smpp-port", str(port), "--http-port", str(port), "--log-json"],
+        cwd=Path(__file__).resolve().parents[2], stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert serving.stderr is not None
+        for line in serving.stderr:  # until it is ready, or refuses to start (a plain line)
+            assert line.startswith("{"), line
+            if json.loads(line)["event"] == "smsgw ready":
+                assert (json.loads(line)["smpp_port"], json.loads(line)["http_port"]) == (port, port)
+                break
+        with urllib.request.urlopen(f"http://[::1]:{port}/health", timeout=10) as health:
+            assert health.status == 200
+    finally:
+        serving.terminate()
+        assert serving.wait(30) == 0
 
 
 def answer_to(port: int, request: bytes) -> bytes:
