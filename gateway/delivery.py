@@ -99,6 +99,7 @@ class Delivery:
         self._room_waiters: dict[str, asyncio.Future[None]] = {}  # pulls waiting for their account's binds to drain
         # MT id -> its final status's next write (_write_final): the timer, then the task that writes
         self._rewrites: dict[str, asyncio.TimerHandle | asyncio.Task] = {}
+        self._replaced: dict[str, Message] = {}  # id -> the replacement (replace_sm) of an MT not yet ended
         self._late: set[asyncio.Task] = set()  # deliveries acknowledged late, their MT read back from the store
         self.finals_not_committed: set[str] = set()  # MTs answered whose final status failed to commit, until it does
         # Lines about final statuses that keep failing while the store commits (their own fault, not the store's).
@@ -355,12 +356,12 @@ class Delivery:
         decide."""
         waiting = self._retry_timers.get(message.id)
         if waiting is None:
-            if status:
-                return
+            if status or self._replaced.get(message.id, message) is not message:
+                return  # (a copy of what it was before a replace_sm: the replacement is still to be delivered)
             if any(receiver.abandon(message.id) for receiver in binds):
                 self.delivered(message)
             else:  # parked (its retry found no bind), handed out again as read back from the store, or ended
-                task = asyncio.get_running_loop().create_task(self._delivered_late(message.id, binds))
+                task = asyncio.get_running_loop().create_task(self._delivered_late(message, binds))
                 self._late.add(task)
                 task.add_done_callback(self._late.discard)
             return
@@ -379,11 +380,14 @@ class Delivery:
         (`answered_late`), no final status that failed to commit (`finals_not_committed`)."""
         return not self._late and not self.finals_not_committed
 
-    async def _delivered_late(self, message_id: str, binds: Iterable[Receiver]) -> None:
+    async def _delivered_late(self, message: Message, binds: Iterable[Receiver]) -> None:
         """A delivery acknowledged late, its MT no longer in hand as it was then: delivered if it is still to go out."""
+        message_id = message.id
         stored = await self.store.get(message_id)
         if self._stopped or stored is None or stored.status is not _ENROUTE or stored.direction is not Direction.MT:
             return  # ended meanwhile (its final status committed), scheduled again by a replace_sm, or too late
+        if self._replaced.get(message_id, message) is not message:
+            return  # replaced meanwhile
         if self._take_back(stored) or any(receiver.abandon(message_id) for receiver in binds):
             self.delivered(stored)
 
@@ -414,6 +418,7 @@ class Delivery:
         current = replacement
         try:
             await self.store.replace_mt(replacement)
+            self._replaced[replacement.id] = replacement  # a late answer to a copy sent before settles nothing
         except BaseException:
             current = stored  # the write failed: as it was
             raise
@@ -641,6 +646,8 @@ class Delivery:
         self._rewrites.pop(message_id, None)
         if self.finals_not_committed:
             self.finals_not_committed.discard(message_id)
+        if self._replaced:
+            self._replaced.pop(message_id, None)
         if self._reading:
             self._release_after_reading.append(message_id)
         else:

@@ -26,11 +26,14 @@ from tests.smpp_handset import (
     ESME_RTHROTTLED,
     SMSGW_RNOSUBSCRIPTION,
     Handset,
+    RawLink,
+    answer,
     encode,
     frame,
     is_receipt,
     reassemble,
     receipt_fields,
+    replace_sm,
     split_udh,
     text,
     udh16_parts,
@@ -611,6 +614,28 @@ def test_a_delivery_acknowledged_late_counts_while_its_client_unbinds(make_gatew
     fields = receipt_fields(a.expect(timeout=5))
     assert (fields["id"].encode(), fields["stat"]) == (resp.message_id, "DELIVRD")
     assert a.query(resp.message_id).message_state == 2  # DELIVERED
+
+
+def test_a_late_acknowledgement_of_a_copy_sent_before_a_replace_sm_settles_nothing(make_gateway, handset):
+    """It ended the replaced MT delivered, with a receipt built from the old content and registered_delivery, while
+    the replacement's own copy was still on its way (or, read back from the store, never went out)."""
+    gw = make_gateway(gateway={"response_timeout": 0.5, "retry_backoff": [1.5, 30]})
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    b.answering = False
+    message_id = a.submit(B, "the first text", registered_delivery=1).message_id.decode()
+    first = b.expect()
+    assert eventually(lambda: message_id in gw.gateway.delivery._retry_timers, 5)  # timed out: waits for its retry
+    with RawLink(gw.smpp_port) as esme:
+        esme.bind("handset", command="bind_transmitter")
+        esme.send(replace_sm(2, A, message_id, b"the replacement", registered_delivery=0))
+        assert answer(esme, 2)[0] == ESME_ROK
+    second = b.expect(timeout=5)
+    assert text(second) == "the replacement"
+    b.answer(first)  # ESME_ROK for the first text, late: the replacement is still on its way
+    b.answer(second)  # which this answer decides
+    assert eventually(lambda: gw.call(gw.gateway.store.get(message_id)).status is MessageStatus.DELIVERED, 5)
+    a.expect_none(1.0, is_receipt)  # the replacement asked for none
+    b.expect_none(0.5)
 
 
 def test_a_delivery_acknowledged_late_at_the_stop_after_its_retry_found_no_bind_is_not_sent_again(
