@@ -66,11 +66,8 @@ class RetryTimers:
         while by_expiry and by_expiry[0][0] <= now:
             message_id = heapq.heappop(by_expiry)[1]
             waiting = self._by_id.get(message_id)
-            if waiting is None:
-                continue  # left by an MT that waits no longer
-            if waiting[1].expires_at > now:  # left by an earlier wait of this id, its validity since replaced
-                heapq.heappush(by_expiry, (waiting[1].expires_at, message_id))
-                continue
+            if waiting is None or waiting[1].expires_at > now:
+                continue  # left by an MT that waits no longer, or by an earlier wait of one (its own is in the heap)
             ended.append(waiting)
             self.pop(message_id)
         return ended
