@@ -517,7 +517,7 @@ def _check_ranges(settings: Any, where: str, ranges: dict[str, _Range], path: Pa
     for key, (ok, expected) in ranges.items():
         value = getattr(settings, key)
         if not ok(value):
-            raise ConfigError(path, f"{where}.{key}", f"expected {expected}; {_got(value, key)}")
+            raise ConfigError(path, f"{where}.{key}", f"expected {expected}; {got(value, key)}")
 
 
 def _account(table: dict[str, Any], where: str, path: Path | str) -> AccountConfig:
@@ -621,7 +621,7 @@ _SECRETS = frozenset({"password"})
 _KINDS = {**_TYPES, bool: "a boolean", list: "a list", dict: "a table"}
 
 
-def _got(value: Any, key: str) -> str:
+def got(value: Any, key: str) -> str:
     """What a refusal says the file has at `key`: the value, or for a secret what kind of value it is."""
     if key.rsplit(".", 1)[-1] in _SECRETS:
         return f"got {_KINDS.get(type(value), type(value).__name__)}"
@@ -655,16 +655,16 @@ def _coerce(value: Any, annotation: str, key: str, path: Path | str) -> Any:
         if base is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
         if not ok:
-            raise ConfigError(path, key, f"expected {_TYPES[base]}; {_got(value, key)}")
+            raise ConfigError(path, key, f"expected {_TYPES[base]}; {got(value, key)}")
         return value
     if annotation == "dict[str, int]":
         if not isinstance(value, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value.values()):
-            raise ConfigError(path, key, f"expected a table of words = integers; {_got(value, key)}")
+            raise ConfigError(path, key, f"expected a table of words = integers; {got(value, key)}")
         return dict(value)
     if annotation.startswith("tuple["):
         item = float if "float" in annotation else str
         if not isinstance(value, list):
-            raise ConfigError(path, key, f"expected a list of {_PLURALS[item]}; {_got(value, key)}")
+            raise ConfigError(path, key, f"expected a list of {_PLURALS[item]}; {got(value, key)}")
         out = []
         for v in value:
             if item is float and isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -672,6 +672,6 @@ def _coerce(value: Any, annotation: str, key: str, path: Path | str) -> Any:
             elif item is str and isinstance(v, str):
                 out.append(v)
             else:
-                raise ConfigError(path, key, f"expected a list of {_PLURALS[item]}; {_got(v, key)} in it")
+                raise ConfigError(path, key, f"expected a list of {_PLURALS[item]}; {got(v, key)} in it")
         return tuple(out)
     return value

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from gateway.config import got
 from gateway.numbers import ascii_digits
 from gateway.smpp.pdu import BindTransceiver
 
@@ -329,7 +330,7 @@ def _value(value: Any, hint: Any, name: str, path: Path | str) -> Any:
             return value
     elif isinstance(value, hint):
         return value
-    raise ScenarioError(path, name, f"expected {_NAMES.get(hint, hint)}; got {value!r}")
+    raise ScenarioError(path, name, f"expected {_NAMES.get(hint, hint)}; {got(value, name)}")
 
 
 # ------------------------------------------------------------------- checking
@@ -458,16 +459,19 @@ def _bind_account(account: Any, where: str, fail) -> None:
 
 
 def _bind_octets(value: str, bind_field: str, key: str, fail) -> None:
-    """A bind's C-octet string as the codec encodes it: Latin-1, no NUL (it ends the string), within SMPP's octets."""
+    """A bind's C-octet string as the codec encodes it: Latin-1, no NUL (it ends the string), within SMPP's octets.
+    A password is not shown."""
+    shown = "it" if bind_field == "password" else repr(value)
     try:
         octets = value.encode("latin-1")
     except UnicodeEncodeError as exc:
-        fail(key, f"{value!r} cannot be sent: a bind carries it in Latin-1, which has no {value[exc.start]!r}")
+        lacks = "some of its characters" if bind_field == "password" else repr(value[exc.start])
+        fail(key, f"{shown} cannot be sent: a bind carries it in Latin-1, which lacks {lacks}")
     if b"\0" in octets:
-        fail(key, f"{value!r}: a NUL ends an SMPP C-octet string")
+        fail(key, f"{shown} has a NUL, which ends an SMPP C-octet string")
     limit = BIND_OCTETS[bind_field]
     if len(octets) > limit:
-        fail(key, f"{value!r} is {len(octets)} octets; SMPP allows at most {limit} in a bind's {bind_field}")
+        fail(key, f"{shown} is {len(octets)} octets; SMPP allows at most {limit} in a bind's {bind_field}")
 
 
 def _msisdn(value: str, key: str, fail) -> None:

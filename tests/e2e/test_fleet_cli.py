@@ -298,14 +298,15 @@ def test_non_finite_scenario_values_are_usage_errors(tmp_path: Path, capsys) -> 
 
 BIND_VALUES_REFUSED = [
     ('[spammers]\npassword = "carrier12"\n',
-     "spammers.password: 'carrier12' is 9 octets; SMPP allows at most 8 in a bind's password"),
+     "spammers.password: it is 9 octets; SMPP allows at most 8 in a bind's password"),
     ('[fleet]\nsp_receivers = [{system_id = "sina", password = "sinasina1"}]\n',
-     "fleet.sp_receivers[0].password: 'sinasina1' is 9 octets; SMPP allows at most 8 in a bind's password"),
+     "fleet.sp_receivers[0].password: it is 9 octets; SMPP allows at most 8 in a bind's password"),
     ('[target]\nsystem_type = "LOADTEST-SYSTEM"\n',
      "target.system_type: 'LOADTEST-SYSTEM' is 15 octets; SMPP allows at most 12 in a bind's system_type"),
     ('[target]\npassword = "密码"\n',
-     "target.password: '密码' cannot be sent: a bind carries it in Latin-1, which has no '密'"),
-    ('[target]\npassword = "pass\\u0000word"\n', "target.password: 'pass\\x00word': a NUL ends an SMPP C-octet string"),
+     "target.password: it cannot be sent: a bind carries it in Latin-1, which lacks some of its characters"),
+    ('[target]\npassword = "pass\\u0000word"\n', "target.password: it has a NUL, which ends an SMPP C-octet string"),
+    ('[target]\npassword = 12345678\n', "target.password: expected a string; got an integer"),
     ('[fleet]\nsp_receivers = [{password = "sina"}]\n', "fleet.sp_receivers[0].system_id: missing: it has no default"),
     ('[fleet]\nstart = "8613800000²"\n',
      "fleet.start: expected an MSISDN in international form (digits, e.g. 8613800000000); got '8613800000²'"),
@@ -315,7 +316,8 @@ BIND_VALUES_REFUSED = [
 @pytest.mark.parametrize(("toml", "problem"), BIND_VALUES_REFUSED)
 def test_scenario_values_a_bind_cannot_carry_are_usage_errors(toml: str, problem: str, tmp_path: Path, capsys) -> None:
     """Each passed the checks (characters counted, not octets; '²'.isdigit()), then ended in a traceback and exit 1:
-    the codec refused the bind, or int() the number; a missing system_id was a TypeError."""
+    the codec refused the bind, or int() the number; a missing system_id was a TypeError. A password is never shown
+    (it was, quoted)."""
     scenario = tmp_path / "s.toml"
     scenario.write_text(toml, encoding="utf-8")
     assert cli.main(["--scenario", str(scenario), "--quiet"]) == 2
@@ -325,7 +327,7 @@ def test_scenario_values_a_bind_cannot_carry_are_usage_errors(toml: str, problem
 def test_a_system_id_flag_a_bind_cannot_carry_is_a_usage_error(capsys) -> None:
     assert cli.main(["--system-id", "手机", "--quiet"]) == 2
     assert capsys.readouterr().err == ("smsgw simulate: command line: target.system_id: '手机' cannot be sent: a bind "
-                                       "carries it in Latin-1, which has no '手'\n")  # fmt: skip
+                                       "carries it in Latin-1, which lacks '手'\n")  # fmt: skip
 
 
 def test_a_start_number_in_national_form_is_a_usage_error(gateway, capsys) -> None:
