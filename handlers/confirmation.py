@@ -124,10 +124,12 @@ async def last_prompt(inbound: Inbound, ctx: ServiceContext) -> float | None:
     return found[0].created_at if found else None
 
 
-async def answer(inbound: Inbound, ctx: ServiceContext, language: str) -> Outcome | None:
+async def answer(inbound: Inbound, ctx: ServiceContext, language: str, since: float | None = None) -> Outcome | None:
     """An answer on 10086 to the confirmations waiting: a confirm word or Y<code> confirms; anything
     else declines (SPEC 3.2: "anything else or silence to decline"). None when nothing waits and the
-    text is no confirmation word, so help can answer it."""
+    text is no confirmation word, so help can answer it. `since`: a bare confirm word confirms no order
+    whose confirmation came before then (a later prompt, a listing, outranks it): it is told what became
+    of the last one, or what waits."""
     folded = fold(inbound.text)
     coded = _CODED.fullmatch(folded)
     confirm = matches(folded, ctx.settings.confirm_words)
@@ -149,10 +151,12 @@ async def answer(inbound: Inbound, ctx: ServiceContext, language: str) -> Outcom
         if not waiting:
             return _nothing_pending(inbound, ctx, language, outcome)
         return _decline(inbound, ctx, language, outcome, waiting)
-    if len(waiting) == 1:
-        return await _confirm(inbound, ctx, language, outcome, waiting[0])
-    if len(waiting) > 1:
-        return outcome.reply(inbound.subscriber, _choose(ctx, language, waiting), ctx.settings.operator, until=_last_end(waiting))
+    answerable = waiting if since is None else [o for o in waiting if o.created_at > since]
+    if len(answerable) == 1:
+        return await _confirm(inbound, ctx, language, outcome, answerable[0])
+    if len(answerable) > 1:
+        return outcome.reply(inbound.subscriber, _choose(ctx, language, answerable), ctx.settings.operator,
+                             until=_last_end(answerable))  # fmt: skip
     return await _not_waiting(inbound, ctx, language, outcome, waiting, None)
 
 
@@ -224,9 +228,9 @@ async def _not_waiting(
             outcome.completed = True
             text = ctx.text("confirmation.already_subscribed", language, operator=operator, **_names(entry, language))
             return outcome.reply(msisdn, text, operator)
-    if code is not None and waiting:
-        text = ctx.text("confirmation.unknown_code", language, reply_code=code) + _choose(ctx, language, waiting)
-        return outcome.reply(msisdn, text, operator, until=_last_end(waiting))
+    if waiting:
+        unknown = ctx.text("confirmation.unknown_code", language, reply_code=code) if code is not None else ""
+        return outcome.reply(msisdn, unknown + _choose(ctx, language, waiting), operator, until=_last_end(waiting))
     return _nothing_pending(inbound, ctx, language, outcome)
 
 

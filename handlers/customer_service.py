@@ -6,9 +6,11 @@ subscriber has open, most recent prompt first: a `1` answers a 0000 listing
 if that came last, a two-step confirmation if that did, and also a
 confirmation answered since, within its validity, that came after an open
 listing (a `1` sent again after confirming an order is told the order went
-through, not taken as serial 1 of a listing received before the order); but
-not an open `00000` question, which only a confirmation still waiting
-outranks (its `是`, as the question asks, is the yes it waits for). An
+through, not taken as serial 1 of a listing received before the order, nor
+as the yes of a confirmation waiting from before that listing); but not an
+open `00000` question, which only a confirmation still waiting outranks (its
+`是`, as the question asks, is the yes it waits for; a `1` though, with a
+listing received after the question, is read as above). An
 expired listing never outranks an open prompt. With none open, the prompt
 sent last, expired or answered, reads the text first (a `1` after an expired
 listing is about the listing, not an order confirmed before it). Serial numbers that
@@ -19,6 +21,8 @@ confirmation would take them as "no". Anything else gets the help text.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 from . import billing, confirmation, unsubscribe
 from .base import Inbound, Outcome, ServiceContext, help_reply
@@ -55,8 +59,8 @@ class CustomerService:
                 .reply(inbound.subscriber, ctx.text("common.language_set", chosen), inbound.short_code)
             )
         if text not in folded(settings.help_words):
-            for module in await _in_order(inbound, ctx, text):
-                outcome = await module.answer(inbound, ctx, language)
+            for answer in await _in_order(inbound, ctx, text):
+                outcome = await answer(inbound, ctx, language)
                 if outcome is not None:
                     return outcome
         return help_reply(inbound, ctx, language)
@@ -65,20 +69,32 @@ class CustomerService:
 async def question_waiting(inbound: Inbound, ctx: ServiceContext) -> bool:
     """A question of 10086 still waits for the subscriber's answer: a confirmation, or the unsubscribe-all
     question (a survey then would ask them for "1" in the middle of it)."""
-    return await confirmation.latest_prompt(inbound, ctx) is not None or await unsubscribe.question_open(inbound, ctx)
+    return await confirmation.latest_prompt(inbound, ctx) is not None or await unsubscribe.open_question_at(inbound, ctx) is not None
 
 
 async def _in_order(inbound: Inbound, ctx: ServiceContext, text: str) -> list:
-    """The modules to ask, the one whose prompt the subscriber received last first (see the module docstring)."""
+    """The modules' answer() to try, the one whose prompt the subscriber received last first (see the module
+    docstring)."""
     listing = await unsubscribe.latest_prompt(inbound, ctx)
-    serials = serial_numbers(text) is not None and not matches(text, ctx.settings.confirm_words)
+    numbers = serial_numbers(text) is not None  # `2`, `1,3`; and `1`, a serial or a yes
+    serials = numbers and not matches(text, ctx.settings.confirm_words)
     if serials and listing is not None:  # serials that are no confirm word name subscriptions
-        return [unsubscribe, confirmation]
+        return [unsubscribe.answer, confirmation.answer]
     order = await confirmation.latest_prompt(inbound, ctx)
     if listing is None and order is None:  # none open: the prompt sent last, expired or answered
         listing, order = await unsubscribe.last_prompt(inbound, ctx), await confirmation.last_prompt(inbound, ctx)
-    elif listing is not None and not await unsubscribe.question_open(inbound, ctx):
+    elif listing is not None and _listing_read(await unsubscribe.open_question_at(inbound, ctx), listing, numbers):
         order = await confirmation.last_prompt(inbound, ctx)  # answered since, it was still received after the listing
+        if numbers and (order or 0.0) > listing:  # a `1`: about that order, not one waiting from before the listing
+            return [partial(confirmation.answer, since=listing), unsubscribe.answer]
     elif serials:  # a listing received after the order waiting, expired since, reads them (says so, once), not "no"
         listing = await unsubscribe.last_prompt(inbound, ctx)
-    return [confirmation, unsubscribe] if (order or 0.0) > (listing or 0.0) else [unsubscribe, confirmation]
+    if (order or 0.0) > (listing or 0.0):
+        return [confirmation.answer, unsubscribe.answer]
+    return [unsubscribe.answer, confirmation.answer]
+
+
+def _listing_read(question: float | None, latest: float, numbers: bool) -> bool:
+    """The open listing, not the 00000 question, is what the text would answer on unsubscribe's side: no question
+    is open, or the text is a `1` and the listing came after the question."""
+    return question is None or (numbers and question < latest)

@@ -87,10 +87,11 @@ async def latest_prompt(inbound: Inbound, ctx: ServiceContext) -> float | None:
     return max((d.created_at for d in live), default=None)
 
 
-async def question_open(inbound: Inbound, ctx: ServiceContext) -> bool:
-    """The unsubscribe-all question waits for its yes or no (a listing answered once stays open for more
-    serials, but has done what it was for)."""
-    return any(d.kind == ALL and _live(d, inbound.received_at) for d in await _dialogues(ctx, inbound.subscriber))
+async def open_question_at(inbound: Inbound, ctx: ServiceContext) -> float | None:
+    """When the unsubscribe-all question waiting for its yes or no was sent (None: none waits; a listing
+    answered once stays open for more serials, but has done what it was for)."""
+    live = [d for d in await _dialogues(ctx, inbound.subscriber) if d.kind == ALL and _live(d, inbound.received_at)]
+    return max((d.created_at for d in live), default=None)
 
 
 async def last_prompt(inbound: Inbound, ctx: ServiceContext) -> float | None:

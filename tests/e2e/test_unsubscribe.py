@@ -241,3 +241,20 @@ def test_yes_to_00000_cancels_exactly_the_counted_ones_still_active_and_names_th
     assert [(n["event"], n["service"], n["channel"]) for n in notices(sina_rx, 2)] == [
         ("CANCEL", "sina-news", "web"), ("CANCEL", "sina-weather", "sms")]
     assert ITEM.findall(ask(a, "0000")[0]) == [("1", "腾讯公司", "精品图铃", "10", TENCENT)]
+
+
+def test_1_after_an_order_answered_since_the_listing_confirms_no_order_waiting_from_before_it(gateway, handset):
+    """Ringtones' confirmation (Y1), a listing, weather's (Y2) answered: the `1` confirmed ringtones, 10 yuan a
+    month, from a prompt older than the listing. The last prompt was weather's: it is told that went through."""
+    subscribe(gateway, A, "sina-news")
+    a = handset(A, address_range=A)
+    assert a.submit(TENCENT, "TL").status == ESME_ROK
+    assert "腾讯公司的精品图铃" in replies(a, 1)[0]  # its confirmation, from 10086
+    assert "\n1.新浪提供的头条新闻" in ask(a, "0000")[0]
+    assert a.submit(SINA, "TQ").status == ESME_ROK
+    assert "Y2" in replies(a, 1)[0]
+    assert ask(a, "Y2")[0].startswith("您已定制试用新浪的天气预报业务")
+    [reply] = ask(a, "1")
+    assert reply.startswith("您已定制新浪的天气预报业务") and "无需再次定制" in reply, reply
+    active = gateway.call(gateway.gateway.store.find(Subscription, msisdn=A, status="active"))
+    assert sorted(s.service_id for s in active) == ["sina-news", "sina-weather"]

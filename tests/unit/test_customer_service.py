@@ -138,3 +138,52 @@ async def test_1_after_an_order_newer_than_an_expired_listing_answers_the_order(
     [reply] = await text(bench, CustomerService(), "1", OPERATOR)
     assert reply.startswith("您已定制新浪的头条新闻业务") and "无需再次定制" in reply, reply
     assert await text(bench, CustomerService(), "2", OPERATOR) == [LISTING_EXPIRED]  # a serial only the listing reads
+
+
+TENCENT = "1066888"
+
+
+async def test_1_after_an_order_answered_since_a_listing_confirms_no_order_waiting_from_before_the_listing(bench: ServiceBench) -> None:
+    """Ringtones' confirmation, then a listing, then weather's confirmation, answered (Y2): the last prompt is
+    weather's, so a `1` is told weather went through. It confirmed ringtones (10 yuan a month), whose
+    confirmation came before the listing: a prompt the subscriber's last two had outranked."""
+    await subscribed_to_weather(bench)
+    await text(bench, CustomerService(), "Y", OPERATOR)
+    await text(bench, OrderHandler(), "TL", TENCENT)  # Y1 waits...
+    await text(bench, CustomerService(), "0000", OPERATOR)  # ...a listing after it...
+    await text(bench, OrderHandler(), "TT", SINA)  # ...then Y2, answered
+    [ordered] = await text(bench, CustomerService(), "Y2", OPERATOR)
+    assert ordered.startswith("您已定制试用新浪的头条新闻业务"), ordered
+    [reply] = await text(bench, CustomerService(), "1", OPERATOR)
+    assert reply.startswith("您已定制新浪的头条新闻业务") and "无需再次定制" in reply, reply
+    assert await state(bench) == (["sina-news", "sina-weather"], ["tencent-ringtones"])
+    [confirmed] = await text(bench, CustomerService(), "Y", OPERATOR)  # a `Y` is no serial: the one waiting
+    assert confirmed.startswith("您已定制试用腾讯公司的精品图铃业务"), confirmed
+
+
+async def test_1_after_an_order_declined_since_a_listing_is_told_what_still_waits(bench: ServiceBench) -> None:
+    await subscribed_to_weather(bench)
+    await text(bench, OrderHandler(), "TL", TENCENT)
+    await text(bench, CustomerService(), "0000", OPERATOR)
+    await text(bench, OrderHandler(), "TT", SINA)
+    await text(bench, CustomerService(), "N2", OPERATOR)
+    [reply] = await text(bench, CustomerService(), "1", OPERATOR)
+    assert reply.startswith("您有1笔业务定制待确认：回复Y1定制腾讯公司的精品图铃（信息费10元/月）"), reply
+    assert await state(bench) == (["sina-weather"], ["tencent-ringtones"])
+
+
+async def test_1_after_confirming_an_order_with_00000_open_and_a_listing_after_it_is_about_the_order(bench: ServiceBench) -> None:
+    """00000's question, a listing after it, then an order confirmed: a `1` again was serial 1 of the listing
+    (weather unsubscribed), while a `Y` answers the question, as the README says."""
+    await subscribed_to_weather(bench)
+    await text(bench, CustomerService(), "00000", OPERATOR)
+    await text(bench, CustomerService(), "0000", OPERATOR)
+    await text(bench, OrderHandler(), "TT", SINA)
+    [ordered] = await text(bench, CustomerService(), "1", OPERATOR)
+    assert ordered.startswith("您已定制试用新浪的头条新闻业务"), ordered
+    [reply] = await text(bench, CustomerService(), "1", OPERATOR)
+    assert reply.startswith("您已定制新浪的头条新闻业务") and "无需再次定制" in reply, reply
+    assert await state(bench) == (["sina-news", "sina-weather"], [])
+    answered = "".join(await text(bench, CustomerService(), "是", OPERATOR))
+    assert answered.startswith("您已成功退订新浪公司提供的天气预报业务") and "未退订" in answered, answered  # news kept
+    assert await state(bench) == (["sina-news"], [])
