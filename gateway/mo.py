@@ -320,12 +320,14 @@ class MoProcessor:
             self._arrived(message.source_addr)
         self._start(message, inbound, keys, attempt=attempt)
 
-    def _retry_later(self, message: Message, inbound: Inbound, parts: tuple[Message, ...], attempt: int) -> None:
+    def _retry_later(
+        self, message: Message, inbound: Inbound, parts: tuple[Message, ...], attempt: int, delay: float | None = None,
+    ) -> None:  # fmt: skip
         """Handling try `attempt` failed: the next one after its delay (the MO stays `accepted` meanwhile)."""
         if self._stopping:
             return
         self._whole[message.id] = parts
-        delay = self.retry_backoff[attempt - 1]
+        delay = self.retry_backoff[attempt - 1] if delay is None else delay
         self._retries[message.id] = asyncio.get_running_loop().call_later(
             delay, self._retry_now, message, inbound, attempt + 1
         )
@@ -551,9 +553,10 @@ class MoProcessor:
         mts = self._receipts(parts, now, _UNDELIVERABLE) + self.outbox.messages_for([sorry], now, origin_id=message.id)
         try:
             await self.store.complete_mo(inbound.message_ids, mts, now, failed=True, error=_SYSTEM_ERROR)
-        except Exception:  # still `accepted`: tried again at the next start
+        except Exception:  # still `accepted`: a last try again after the last delay, then given up if it fails
             log.exception("MO not given up", message_id=message.id, account=message.account, msisdn=message.source_addr,
                           short_code=message.dest_addr)  # fmt: skip
+            self._retry_later(message, inbound, parts, attempt - 1, self.retry_backoff[-1] if self.retry_backoff else 1.0)
             return
         log.error("MO given up", message_id=message.id, account=message.account, msisdn=message.source_addr,
                   short_code=message.dest_addr, attempts=attempt)  # fmt: skip

@@ -7,11 +7,13 @@ again, not even after a restart. A restart before that tries it again from the s
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 
 from gateway.store.effects import Put
 from gateway.store.records import MessageStatus, Subscriber
 from handlers.base import Outcome
+from tests.polling import eventually
 from tests.smpp_handset import ESME_ROK, is_receipt, receipt_fields, text
 
 A = "8613800000001"
@@ -153,3 +155,28 @@ def test_an_mo_left_for_a_short_code_the_next_config_no_longer_has_is_given_up_a
     receipt, sorry = (first, second) if is_receipt(first) else (second, first)
     assert (receipt_fields(receipt)["stat"], text(sorry)) == ("UNDELIV", SORRY_ZH.replace(ECHO, "95555"))
     assert status_of(again, kept.message_id) == MessageStatus.FAILED
+
+
+def test_an_mo_whose_giving_up_cannot_be_committed_is_given_up_once_the_store_commits_again(make_gateway, handset, tmp_path):
+    """The transaction giving the MO up failed (another process held the write lock past the writer's busy timeout,
+    as a full disk fails it): the MO stayed `accepted` for good, its subscriber never told, until a restart. It is
+    tried once more after the last delay, and given up then."""
+    db = tmp_path / "gw.db"
+    gw = make_gateway(db_path=db, gateway={"mo_retry_backoff": [0.3]})
+    handler = failing(gw, times=1000)
+    a = handset(A, gw=gw)
+    holder = sqlite3.connect(db, isolation_level=None, timeout=10)
+    try:
+        resp = a.submit(ECHO, "poison", registered_delivery=1)
+        assert resp.status == ESME_ROK
+        assert handler.called.wait(5)
+        holder.execute("BEGIN IMMEDIATE")  # taken after the first try, before the last one gives the MO up
+        assert eventually(lambda: not gw.gateway.store.can_commit, timeout=30), "the giving up never waited for the lock"
+    finally:
+        holder.rollback()
+        holder.close()
+    receipt, sorry = a.expect_many(2, timeout=10)
+    assert is_receipt(receipt) and receipt.receipted_message_id == resp.message_id
+    assert text(sorry) == SORRY_ZH
+    assert status_of(gw, resp.message_id) == MessageStatus.FAILED
+    assert handler.calls == 3  # the first try, the one after the delay, and the one after the give-up failed
