@@ -241,7 +241,7 @@ class Intake:
             conn.respond_encoded(encode_message_id_resp(resp_id, sequence, "", error.status))
             return False
         if error is not None:
-            _write_failed(message, role, error)
+            _write_failed(conn, message, role, error)
             conn.respond_encoded(encode_message_id_resp(resp_id, sequence, "", S.ESME_RSYSERR))
             return False
         message_id, duplicate = result
@@ -312,7 +312,7 @@ class Intake:
         role = conn.account.role
         for message, outcome in zip(admitted, outcomes):
             if isinstance(outcome, BaseException):
-                _write_failed(message, role, outcome)
+                _write_failed(conn, message, role, outcome)
                 refused.append(UnsuccessSme(destination_addr=message.dest_addr, error_status_code=S.ESME_RSYSERR))
             else:
                 committed.append((message, *outcome))
@@ -377,9 +377,12 @@ def _submitter(message: Message, role: str) -> str:
     return subscriber_submitting(role, message.source_addr, message.dest_addr)
 
 
-def _write_failed(message: Message, role: str, error: BaseException) -> None:
-    log.error("store write failed", message_id=message.id, account=message.account, msisdn=_submitter(message, role),
-              error="cancelled" if isinstance(error, asyncio.CancelledError) else repr(error))  # fmt: skip
+def _write_failed(conn: SmppConnection, message: Message, role: str, error: BaseException) -> None:
+    """A submission answered ESME_RSYSERR: logged for the first few on this bind, the rest counted, as refused PDUs
+    are (while the store cannot commit, every one fails, and the store says why itself: `store cannot commit`)."""
+    if conn.may_log("store write failed"):
+        log.error("store write failed", message_id=message.id, account=message.account, msisdn=_submitter(message, role),
+                  error="cancelled" if isinstance(error, asyncio.CancelledError) else repr(error))  # fmt: skip
 
 
 def _is_new(message: Message, role: str, message_id: str, duplicate: bool) -> bool:

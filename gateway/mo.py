@@ -44,6 +44,7 @@ from functools import partial
 from handlers.base import Handler, Inbound, Outcome, Reply, ServiceContext
 
 from .clock import Clock
+from .log_budget import LogBudget
 from .logs import get_logger
 from .outbox import Outbox
 from .receipts import receipt_for
@@ -169,6 +170,7 @@ class MoProcessor:
         self._unstored: dict[str, list[tuple[Message, Answer]]] = {}
         self._idle: asyncio.Future[None] | None = None  # drain() waits on it
         self.retry_backoff = retry_backoff  # delays before each new try of an MO whose handling failed
+        self.outage_log = LogBudget()  # lines about handlings not stored while the store cannot commit
         self._retries: dict[str, asyncio.TimerHandle] = {}  # MO id -> its next try
         self._stopping = False
 
@@ -484,8 +486,7 @@ class MoProcessor:
                 # its outcome is not known here. A held MO gets no answer rather than a failure it may not be
                 # (its client sends it again, or finds it done); a stored one is handled or not at the next start.
                 raise
-            log.exception("MO handling not stored", message_id=message.id, account=message.account,
-                          msisdn=message.source_addr, short_code=message.dest_addr, attempt=attempt)  # fmt: skip
+            self._not_stored(message, attempt, held is None)
             if held is None:
                 await self._failed(message, inbound, parts, attempt)
             else:  # the MO alone, answered once committed, then handled again in its turn
@@ -498,6 +499,18 @@ class MoProcessor:
         if held is not None:
             held[1](result, None)
         return stored
+
+    def _not_stored(self, message: Message, attempt: int, stored: bool) -> None:
+        """An MO's handling failed to commit: with its traceback when that is a fault of its own; while the store
+        cannot commit at all (it says so itself: `store cannot commit`), the first few lines, the rest counted."""
+        about = {"message_id": message.id, "account": message.account, "msisdn": message.source_addr,
+                 "short_code": message.dest_addr, "attempt": attempt}  # fmt: skip
+        if self.store.can_commit:
+            log.exception("MO handling not stored", **about)
+        elif self.outage_log.allow("MO handling not stored"):  # a held MO is answered ESME_RSYSERR if it fails alone
+            log.warning("MO handling not stored", **about, reason="store cannot commit", mo_stored=stored)
+        for kind, count in self.outage_log.due():
+            log.warning(f"{kind}: more not logged", count=count)
 
     def _hand_on(self, holding: _Holding, commit: Awaitable, effects: list[Effect]) -> int:
         """The MO's commit is issued: its effects to the record cache, its keys to the next MO waiting."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import socket
 import sqlite3
@@ -22,7 +23,7 @@ import pytest
 
 from gateway.config import DEFAULT_CONFIG
 from tests.e2e.test_amend import submit_multi
-from tests.gateway_process import GatewayProcess, config_file, free_port
+from tests.gateway_process import GatewayProcess, children_of, config_file, free_port
 from tests.polling import eventually
 from tests.smpp_handset import (
     ESME_RCANCELFAIL,
@@ -35,6 +36,7 @@ from tests.smpp_handset import (
     ESME_ROK,
     ESME_RQUERYFAIL,
     ESME_RREPLACEFAIL,
+    ESME_RSYSERR,
     ESME_RTHROTTLED,
     SMSGW_RNOSUBSCRIPTION,
     Handset,
@@ -621,3 +623,35 @@ def test_the_start_raises_the_limit_on_open_files_to_the_hard_one(tmp_path: Path
     [ready] = logged(gateway, "smsgw ready")
     assert ready["connections_allowed"] == 4096 - 64
     assert gateway.terminate() == 0
+
+
+def test_submissions_failing_while_the_store_cannot_commit_are_logged_for_the_first_few_and_then_counted(
+    tmp_path: Path, start_gateway
+) -> None:
+    """A disk full: every submission failed with two error lines, one of them ("MO handling not stored") with a
+    traceback, also for MOs never stored; the store says why once itself ("store cannot commit"). (Here no writer
+    process can start: the database's directory is gone.)"""
+    home = tmp_path / "data"
+    home.mkdir()
+    gateway = start_gateway(home / "gw.db")
+    a = Handset(gateway.smpp_port, A)
+    try:
+        a.bind("trx", "handset")
+        assert a.submit(B, "before").status == ESME_ROK
+        home.rename(tmp_path / "moved")
+        [writer] = children_of(gateway.proc.pid)
+        os.kill(writer, signal.SIGKILL)
+        sent = [a.send(a.make("submit_sm", "10086000" if n % 2 else B, f"no writer {n}")) for n in range(16)]
+        assert {a.response(seq, timeout=30).status for seq in sent} == {ESME_RSYSERR}
+        (tmp_path / "moved").rename(home)
+    finally:
+        a.close()
+    assert gateway.terminate() == 0
+    records = [json.loads(line) for line in gateway.log if line.startswith("{")]
+    assert len([r for r in records if r["event"] == "store cannot commit"]) == 1
+    assert len([r for r in records if r["event"] == "store write failed"]) == 5
+    counted = [r for r in records if r["event"] == "store write failed: more not logged"]
+    assert sum(r["count"] for r in counted) == 11 and {r["account"] for r in counted} == {"handset"}
+    not_stored = [r for r in records if r["event"] == "MO handling not stored"]
+    assert 1 <= len(not_stored) <= 5 and not any("exception" in r for r in not_stored), not_stored
+    assert {(r["reason"], r["mo_stored"]) for r in not_stored} == {("store cannot commit", False)}
