@@ -28,7 +28,10 @@ the subscriber has unsubscribed meanwhile. Its receipt says err:400 (blocked
 network-wide), err:401 (reported by that recipient) or err:402 (unsubscribed),
 the gateway's submit_sm refusal for the same case. The block or unsubscription
 itself ends those waiting for a retry, and the next sweep the parked ones
-(`refuse_waiting`): they no longer count against their recipient's queue.
+(`refuse_waiting`): they no longer count against their recipient's queue. One
+accepted in the instant before it, its commit still on its way then, is asked
+about when it joins delivery (`dispatch`), not sent to its subscriber after
+they were told.
 
 An MT with a schedule_delivery_time still ahead is stored as scheduled and
 joins delivery only when the sweep finds it due (`_release_due`), so a
@@ -107,6 +110,9 @@ class Delivery:
         self._stopped = False
         self._notices = NoticeOrder()  # SP notices waiting for the one before them to end
         self._stopped_senders: deque[tuple[str, str | None]] = deque()  # `refuse_waiting`, for the sweep
+        # An id made at the last block or unsubscription (`refuse_waiting`): a new MT with a lower one was accepted
+        # before it (ids sort in the order they were made), its intake checks blind to it.
+        self._tightened_at = ""
 
     async def restore(self, stops: Callable[[str, str, str], bool] = lambda account, source, dest: False) -> None:
         """At start: count the MTs waiting in the store (they go out when their binds appear). Those `stops`
@@ -160,7 +166,9 @@ class Delivery:
         if message.expires_at <= self.clock.now():
             self._expire(message)  # rejected rather, if its sender was blocked meanwhile (as the sweep does)
             return
-        if not new and self._refused(message):  # a new MT passed the same checks at intake a moment ago
+        # A new MT passed the same checks at intake a moment ago: asked again only if accepted before the last block
+        # or unsubscription (`_tightened_at`), committed while its own commit was on its way.
+        if (not new or message.id < self._tightened_at) and self._refused(message):
             return
         receiver = self.router.route(message, avoid)
         if receiver is None:
@@ -489,7 +497,8 @@ class Delivery:
         stops that wait for a retry end REJECTED now, the parked ones at the next sweep (a read of the store): they
         counted against their recipient's queue (max_queued_per_subscriber), and a spammer's backlog toward an off
         line victim kept everyone else's MTs to them out until the victim bound. (Those on a bind: its queue asks
-        again, `rejected_now`.)"""
+        again, `rejected_now`. Those accepted before it whose commit is still on its way: `dispatch`.)"""
+        self._tightened_at = self.ids.next()
         for handle, message in self._retry_timers.from_sender(source):
             if recipient in (None, message.dest_addr) and self._refused(message):
                 self._retry_timers.pop(message.id)

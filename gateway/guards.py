@@ -9,8 +9,10 @@
   subscription to one of its services on that service code (SPEC 2, 3.2).
 
 Delivery asks again (`undeliverable`) when it takes up an MT that waited (off
-line subscriber, retry, schedule): a block or an unsubscription committed
-since it was accepted stops it too (SPEC 3.1: unsubscribing takes effect at once).
+line subscriber, retry, schedule), or one accepted before the last change that
+tightened these (its commit still on its way then): a block or an unsubscription
+committed since it was accepted stops it too (SPEC 3.1: unsubscribing takes
+effect at once).
 So does a network-wide block lifted meanwhile: what its sender had waiting when
 it was blocked (accepted before the block began) ends as it would have during
 the block, wherever it waited (an MT queued on a bind ends at the block itself),

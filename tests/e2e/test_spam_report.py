@@ -227,6 +227,32 @@ def test_spam_waiting_for_a_bystander_is_not_delivered_once_the_number_is_blocke
     assert_rejected(s, spam, "400", 40)  # one octet: 40 for err:400
 
 
+NEIGHBOUR = "8613900000077"  # a spammer of account handset, as the reporters are: one bind sends for both
+
+
+@pytest.mark.parametrize(("network_wide", "err", "error_code"), [(False, "401", 41), (True, "400", 40)])
+def test_spam_accepted_in_the_instant_before_the_report_committed_is_not_delivered(
+    gateway, handset, network_wide: bool, err: str, error_code: int
+) -> None:
+    """The report (the fifth, blocking network-wide) and the spam in one write: the spam passed its intake checks
+    before the report's block was committed, and its own commit came after it. Taken as having passed them, it went
+    out to a bound victim after the reporter was told the number could no longer reach them."""
+    reporters = REPORTERS if network_wide else [A]
+    for reporter in reporters[:-1]:
+        report(phone(handset, reporter), NEIGHBOUR[2:] + "*" + SPAM, gateway)
+    victim = phone(handset, B if network_wide else A)
+    spammer = phone(handset, NEIGHBOUR)  # for the spam's receipt
+    both = handset(reporters[-1], bind="tx")
+    sequences = both.send_together(
+        both.make("submit_sm", SPAM_CODE, NEIGHBOUR[2:] + "*" + SPAM, source_addr=reporters[-1]),
+        both.make("submit_sm", victim.number, SPAM, source_addr=NEIGHBOUR, registered_delivery=1),
+    )  # fmt: skip
+    reported, spam = (both.response(sequence) for sequence in sequences)
+    assert (reported.status, spam.status) == (ESME_ROK, ESME_ROK)
+    assert_rejected(spammer, spam, err, error_code)
+    victim.expect_none(0.3, lambda p: p.source_addr == NEIGHBOUR.encode())
+
+
 def test_a_receipt_naming_a_reported_number_still_reaches_its_reporter(gateway, handset) -> None:
     """A receipt comes from the number its MT went to: the gateway made it, the spammer did not send it."""
     s = phone(handset, SPAMMER)
