@@ -8,8 +8,9 @@ A message of a submit_multi answers for every destination it was sent to.
 
 - cancel_sm with a message_id ends that MT as DELETED (`stat:DELETED`
   receipt when one was asked for); with an empty message_id, every
-  undelivered MT from source_addr to destination_addr (and of service_type,
-  if given). ESME_ROK if at least one was cancelled, else ESME_RCANCELFAIL.
+  undelivered MT submitted before it from source_addr to destination_addr
+  (and of service_type, if given). ESME_ROK if at least one was cancelled,
+  else ESME_RCANCELFAIL.
 - replace_sm sets the MT's short_message (or message_payload),
   registered_delivery and, if given, validity_period and
   schedule_delivery_time (a time ahead makes it wait, as for submit_sm; one
@@ -25,12 +26,15 @@ A message of a submit_multi answers for every destination it was sent to.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from .clock import Clock
 from .delivery import Delivery
 from .field_rules import check_replacement
+from .ids import MessageIds
 from .logs import get_logger
 from .messages import schedule, subscriber_of, subscriber_submitting
 from .numbers import NumberPlan
@@ -53,13 +57,21 @@ def multi_part_id(first_id: str, n: int) -> str:
 
 
 class Amendments:
-    def __init__(self, *, store: Store, delivery: Delivery, plan: NumberPlan, clock: Clock) -> None:
+    def __init__(self, *, store: Store, delivery: Delivery, plan: NumberPlan, clock: Clock, ids: MessageIds) -> None:
         self.store = store
         self.delivery = delivery
         self.plan = plan
         self.clock = clock
+        self.ids = ids
 
-    async def cancel(self, conn: SmppConnection, pdu: CancelSm) -> None:
+    def cancel(self, conn: SmppConnection, pdu: CancelSm) -> Coroutine[Any, Any, None]:
+        """The cancel_sm's work, to run as a task. Without a message_id, it cancels what was submitted before it (ids
+        sort in the order they were given out: `arrived`, given out now), the submissions before it on the bind whose
+        commit is still on its way included (a pipelining client's submit_sm just before it): it reads the store once
+        they are committed, as a submit_sm with replace_if_present_flag 1 does once it is."""
+        return self._cancel(conn, pdu, "" if pdu.message_id else self.ids.next())
+
+    async def _cancel(self, conn: SmppConnection, pdu: CancelSm, arrived: str) -> None:
         account = conn.account.system_id
         source = self.plan.normalise(pdu.source_addr)
         if pdu.message_id:
@@ -68,8 +80,10 @@ class Amendments:
                 dest = self.plan.normalise(pdu.destination_addr)
                 candidates = [m for m in candidates if m.dest_addr == dest]
         else:
+            with contextlib.suppress(Exception):  # committed after the writes issued before it (in issue order), or failed
+                await self.store.apply([])
             dest = self.plan.normalise(pdu.destination_addr)
-            candidates = await self.store.undelivered_from(account, source, dest)
+            candidates = [m for m in await self.store.undelivered_from(account, source, dest) if m.id < arrived]
             if pdu.service_type:
                 candidates = [m for m in candidates if m.service_type == pdu.service_type]
         cancelled = await self._cancel_all(candidates)  # answered once committed: a query_sm right after sees it

@@ -122,6 +122,27 @@ def test_cancel_sm_without_a_message_id_cancels_what_waits_from_that_sender_for_
     b.expect_none(0.3)
 
 
+def test_cancel_sm_without_a_message_id_pipelined_behind_the_submit_sm_cancels_it(handset, esme) -> None:
+    """In one write with the submit_sm before it (and one after it): it read only what was committed, was answered
+    ESME_RCANCELFAIL before the submit_sm was even acknowledged, and the MT went out. A submit_sm with
+    replace_if_present_flag 1 in its place did replace it. The submit_sm after it is not cancelled."""
+    esme.send(
+        encoded("submit_sm", 2, source_addr=A, destination_addr=B, short_message=b"to cancel")
+        + cancel_sm(3, A, dest=B)
+        + encoded("submit_sm", 4, source_addr=A, destination_addr=B, short_message=b"after the cancel")
+    )  # fmt: skip
+    answers = {}
+    for _ in range(3):
+        data = esme.read_frame()
+        _length, _command, status, sequence = struct.unpack(">LLLL", data[:16])
+        answers[sequence] = (status, data[16:].rstrip(b"\0").decode())
+    assert [answers[sequence][0] for sequence in (2, 3, 4)] == [ESME_ROK, ESME_ROK, ESME_ROK]
+    assert handset(A).query(answers[2][1]).message_state == DELETED
+    b = handset(B)
+    assert text(b.expect()) == "after the cancel"
+    b.expect_none(0.3)
+
+
 def test_only_the_sender_may_cancel_and_only_before_the_deliver_sm_goes_out(gateway, handset, esme) -> None:
     a = handset(A)
     waiting = a.submit(B, "waiting").message_id.decode()
