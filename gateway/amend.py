@@ -36,9 +36,15 @@ from .delivery import Delivery
 from .field_rules import check_replacement
 from .ids import MessageIds
 from .logs import get_logger
-from .messages import schedule, subscriber_of, subscriber_submitting
+from .messages import (
+    deliver_sm_length_over,
+    schedule,
+    subscriber_of,
+    subscriber_submitting,
+)
 from .numbers import NumberPlan
 from .refusal import Rejection, time_field, validity_end
+from .smpp.codec import MAX_PDU_LENGTH
 from .smpp.constants import CommandStatus, Tag
 from .smpp.pdu import CancelSm, ReplaceSm, response_to
 from .store.base import Store
@@ -126,6 +132,8 @@ class Amendments:
                 schedule(replacement, scheduled_at, now)
             if replacement.status is MessageStatus.SCHEDULED and replacement.next_attempt_at >= replacement.expires_at:
                 status = S.ESME_RINVSCHED  # it would expire before its time
+            elif deliver_sm_length_over(replacement, self.plan) is not None:
+                status = S.ESME_RINVMSGLEN  # with the TLVs it keeps, no deliver_sm could carry the new text
             elif await self.delivery.replace(stored, replacement):
                 replaced.append(stored.id)
         if replaced:
@@ -137,6 +145,8 @@ class Amendments:
                 log.info("replace_sm", replaced=replaced, **fields)
             elif status == S.ESME_RINVSCHED:
                 log.warning("replace_sm refused", reason="it would expire before its new schedule_delivery_time", **fields)
+            elif status == S.ESME_RINVMSGLEN:
+                log.warning("replace_sm refused", reason=f"its deliver_sm would be over {MAX_PDU_LENGTH} octets", **fields)
             else:
                 log.warning("replace_sm refused", reason=_not_amended(candidates, "replace"), **fields)
         conn.respond(response_to(pdu, status))

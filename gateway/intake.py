@@ -35,6 +35,7 @@ from .logs import get_logger
 from .messages import (
     body_of,
     dedup_key,
+    deliver_sm_length_over,
     message_from_submission,
     schedule,
     segments_of,
@@ -46,7 +47,7 @@ from .numbers import NumberPlan
 from .receipts import query_error_code
 from .refusal import Rejection, time_field, validity_end
 from .router import Router
-from .smpp.codec import encode_message_id_resp
+from .smpp.codec import MAX_PDU_LENGTH, encode_message_id_resp
 from .smpp.constants import CommandId, CommandStatus, MessageState, Tag
 from .smpp.pdu import (
     DataSm,
@@ -195,6 +196,11 @@ class Intake:
             now=now,
             expires_at=expires_at,
         )
+        if message.direction is _MT:
+            over = deliver_sm_length_over(message, plan)
+            if over is not None:
+                raise Rejection(S.ESME_RINVMSGLEN, f"its deliver_sm would be {over} octets, over the {MAX_PDU_LENGTH} "
+                                                   "this gateway sends (and reads)")  # fmt: skip
         if scheduled_at is not None:
             schedule(message, scheduled_at, now)
         if copies is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import zlib
 
 from .numbers import NumberPlan
+from .smpp.codec import MAX_PDU_LENGTH, encode_pdu
 from .smpp.constants import EsmClass, RegisteredDelivery, Tag
 from .smpp.pdu import DataSm, DeliverSm, SubmitMulti, SubmitSm
 from .smpp.segment import parts_needed, sms_filled, with_tlvs_in_udh
@@ -203,6 +204,22 @@ def deliver_sm_for(message: Message, plan: NumberPlan, *, optional_parameters: b
         short_message=body,
         tlvs=tlvs,
     )
+
+
+# Octets of a deliver_sm besides its text and TLVs, at most: the header, service_type (6) and two addresses (21
+# each) with their NULs, TON and NPI, the ten one-octet fields, and a message_payload TLV's tag and length.
+_MOST_DELIVER_SM_FIELDS = 16 + 6 + 1 + 2 + 21 + 1 + 2 + 21 + 1 + 10 + 4
+
+
+def deliver_sm_length_over(message: Message, plan: NumberPlan) -> int | None:
+    """The length of the MT's deliver_sm if it is over MAX_PDU_LENGTH, the most a peer is told this gateway sends
+    (and reads), else None. It can be a few octets over a submission within it: a national number gains its
+    country code, and a data_sm lacks seven one-octet fields a deliver_sm has. (Encoded only for a text and TLVs
+    within ~80 octets of the limit.)"""
+    if len(message.short_message) + len(message.tlvs) + _MOST_DELIVER_SM_FIELDS <= MAX_PDU_LENGTH:
+        return None
+    length = len(encode_pdu(deliver_sm_for(message, plan)))
+    return length if length > MAX_PDU_LENGTH else None
 
 
 _MOST_UDH_ADDED = 1 + 6 + 6  # octets: a UDH's length, a 16-bit concatenation element, a 16-bit ports element

@@ -12,10 +12,23 @@
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 
 from gateway.store.records import MessageStatus
-from tests.smpp_handset import ESME_ROK, is_receipt, reassemble, receipt_fields, text
+from tests.smpp_handset import (
+    ESME_ROK,
+    RawLink,
+    answer,
+    encoded,
+    frame,
+    is_receipt,
+    reassemble,
+    receipt_fields,
+    replace_sm,
+    text,
+)
 
 A, B = "8613800000001", "8613900000002"
 ECHO = "10086000"  # replies with the text it received
@@ -123,3 +136,54 @@ def test_an_8_bit_and_a_16_bit_reference_with_one_number_are_two_texts(gateway, 
     for part in (udh_part(5, 1, b"Hello "), udh16_part(5, 1, b"Good "), udh_part(5, 2, b"world"), udh16_part(5, 2, b"bye")):
         assert a.submit(ECHO, part, data_coding=0, esm_class=0x40).status == ESME_ROK
     assert sorted(text(pdu) for pdu in a.expect_many(2)) == ["Good bye", "Hello world"]
+
+
+ESME_RINVMSGLEN = 0x01
+DATA_SM, DELIVER_SM = 0x00000103, 0x00000005
+VENDOR_TLV = struct.pack(">HH", 0x1400, 5000) + b"V" * 5000  # passed on byte for byte
+
+
+def national_data_sm(sequence: int, payload: int) -> bytes:
+    """A data_sm between the national forms of A and B (13800000001 -> 13900000002) with a vendor TLV: a TLV's
+    value holds at most 65,535 octets, so a PDU near 70,000 needs two."""
+    pdu = encoded("data_sm", sequence, source_addr=A[2:], source_addr_ton=2, destination_addr=B[2:], dest_addr_ton=2,
+                  data_coding=0, message_payload=b"x" * payload)  # fmt: skip
+    return frame(DATA_SM, sequence, pdu[16:] + VENDOR_TLV)
+
+
+def test_a_submission_whose_deliver_sm_would_pass_the_pdu_limit_is_refused(gateway):
+    """A data_sm of the 70,000 octets this gateway reads, whose deliver_sm would be 70,011 (the numbers gain their
+    country code, and a deliver_sm has seven one-octet fields a data_sm lacks): it was accepted and sent, and a peer
+    told the limit (README, node-smpp's maxLength) or the gateway's own codec (the simulator's) dropped the link for
+    it, again at every retry. One whose deliver_sm is just 70,000 octets goes."""
+    with RawLink(gateway.smpp_port) as a, RawLink(gateway.smpp_port) as b:
+        a.bind(command="bind_transmitter")
+        resp = b.exchange(encoded("bind_receiver", 1, system_id="handset", password="handset", address_range=f"^{B}$"))[0]
+        assert resp.status == ESME_ROK
+        largest = national_data_sm(2, 1)
+        largest = national_data_sm(2, 1 + 70_000 - len(largest))
+        assert len(largest) == 70_000
+        [refused] = a.exchange(largest)
+        assert (refused.command, refused.status) == ("data_sm_resp", ESME_RINVMSGLEN)
+        [accepted] = a.exchange(national_data_sm(3, 1 + 70_000 - len(national_data_sm(3, 1)) - 11))
+        assert accepted.status == ESME_ROK
+        delivered = b.read_frame(timeout=10)
+        assert struct.unpack(">LL", delivered[:8]) == (70_000, DELIVER_SM)
+        assert VENDOR_TLV in delivered
+
+
+def test_a_replace_sm_whose_deliver_sm_would_pass_the_pdu_limit_is_refused(gateway):
+    """The vendor TLV of the MT stays; a new text of 65,000 octets with it makes no deliver_sm this gateway may send."""
+    with RawLink(gateway.smpp_port) as a:
+        a.bind(command="bind_transmitter")
+        [resp] = a.exchange(national_data_sm(2, 100))  # to B, not bound: it waits
+        assert resp.status == ESME_ROK
+        message_id = resp.message_id.decode()
+        a.send(replace_sm(3, A, message_id, b"", tlvs=message_payload(65_000)))
+        assert answer(a, 3)[0] == ESME_RINVMSGLEN
+        a.send(replace_sm(4, A, message_id, b"", tlvs=message_payload(60_000)))
+        assert answer(a, 4)[0] == ESME_ROK  # 60,000 octets fit
+
+
+def message_payload(octets: int) -> bytes:
+    return struct.pack(">HH", 0x0424, octets) + b"z" * octets
