@@ -47,9 +47,19 @@ def checked_channel(channel: object) -> str:
 
 
 def checked_agent(agent: object) -> str | None:
-    if agent is not None and not (isinstance(agent, str) and agent.isprintable() and len(agent) <= AGENT_LIMIT):
+    if agent is not None and not (
+        isinstance(agent, str) and agent.isprintable() and agent.strip() and len(agent) <= AGENT_LIMIT
+    ):
         raise ValueError(f"agent {agent!r}: expected None or a name of up to {AGENT_LIMIT} printable characters")
     return agent
+
+
+def _number(number: object) -> str:
+    """A telephone number passed to a Services call: a string (in any written form). ValueError, not TypeError: the
+    one error the Services calls raise for bad input (README), as checked_channel's."""
+    if not isinstance(number, str):
+        raise ValueError(f"{number!r}: expected a telephone number as a string, such as '13800138000'")  # noqa: TRY004
+    return number
 
 
 log = get_logger("services")
@@ -95,9 +105,11 @@ class Services:
 
     # ------------------------------------------------------- operations
     def subscriber(self, msisdn: str) -> str:
-        """`msisdn` in the one form the store and the subscriber's own MOs use; ValueError when it is no subscriber's."""
-        number = self.ctx.plan.normalise(msisdn)
-        if not self.ctx.plan.is_msisdn(number):
+        """`msisdn` in the one form the store and the subscriber's own MOs use; ValueError when it is no subscriber's:
+        no phone has a landline's number (010-12345678) or a foreign one written without its + (85291234567),
+        which have a national number's 11 digits (NumberPlan.is_mobile)."""
+        number = self.ctx.plan.normalise(_number(msisdn))
+        if not self.ctx.plan.is_mobile(number):
             raise ValueError(f"{msisdn!r} is not a subscriber number")
         return number
 
@@ -112,8 +124,12 @@ class Services:
         return await self._for(msisdn, lambda now: rating.request_survey(self.ctx, msisdn, channel, agent, now))
 
     async def unsubscribe(self, msisdn: str, subscription_ids: list[str], channel: str = "api") -> Outcome:
-        """Cancel those of the subscriber's active subscriptions (the API's and USSD's path); other ids are ignored."""
+        """Cancel those of the subscriber's active subscriptions (the API's and USSD's path); other ids are ignored
+        (the outcome names what was cancelled). ValueError for ids not given as a list of strings: one id passed as
+        a string was taken for a list of its characters, and nothing was cancelled."""
         msisdn, channel = self.subscriber(msisdn), checked_channel(channel)
+        if not isinstance(subscription_ids, (list, tuple)) or not all(isinstance(i, str) for i in subscription_ids):
+            raise ValueError(f"subscription_ids {subscription_ids!r}: expected a list of subscription ids (strings)")
         return await self._for(
             msisdn, lambda now: unsubscribe.unsubscribe_ids(self.ctx, msisdn, subscription_ids, channel, now)
         )
@@ -121,9 +137,13 @@ class Services:
     async def dispute(self, charge_id: str) -> Outcome:
         return await self._for(BILLING, lambda now: billing.dispute(self.ctx, charge_id, now))
 
-    async def lift_block(self, reported: str) -> Outcome:
-        key = spam_report.reported_key(self.ctx.plan.normalise(reported))
-        return await self._for(key, lambda now: spam_report.lift_block(self.ctx, reported, now))
+    async def lift_block(self, reported: str, reporter: str | None = None) -> Outcome:
+        """Lift the network-wide block of `reported`; with `reporter`, that subscriber's own block of it instead (a
+        number they reported by mistake). ValueError when there is no such block."""
+        key = spam_report.reported_key(self.ctx.plan.normalise(_number(reported)))
+        if reporter is not None:
+            reporter = self.subscriber(reporter)
+        return await self._for(key, lambda now: spam_report.lift_block(self.ctx, reported, now, reporter))
 
     async def run_due_jobs(self) -> Outcome:
         """Confirmations and surveys lapsed unanswered closed; billing on the billing day (once per month), reminders

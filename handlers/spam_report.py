@@ -296,15 +296,21 @@ def _say(inbound: Inbound, ctx: ServiceContext, key: str, language: str, *, comp
 
 
 # ----------------------------------------------------------------- operators
-async def lift_block(ctx: ServiceContext, reported: str, now: float) -> Outcome:
-    """Lift the network-wide block of `reported` (any written form); personal blocks stay.
+async def lift_block(ctx: ServiceContext, reported: str, now: float, reporter: str | None = None) -> Outcome:
+    """Lift the network-wide block of `reported` (any written form); personal blocks stay. With `reporter` (in the
+    store's form), that subscriber's own block of it instead: it can reach them again.
 
-    Raises ValueError when the number is not blocked network-wide.
+    Raises ValueError when there is no such block.
     """
     number = ctx.plan.normalise(reported)
-    blocks = await _network_blocks(ctx, number)
-    if not blocks:
-        raise ValueError(f"{reported} ({number}) is not blocked network-wide; nothing to lift")
+    if reporter is not None:
+        blocks = await ctx.store.find(Block, reported=number, reporter=reporter, lifted_at=None)
+        if not blocks:
+            raise ValueError(f"{reported} ({number}) is not blocked by {reporter}; nothing to lift")
+    else:
+        blocks = await _network_blocks(ctx, number)
+        if not blocks:
+            raise ValueError(f"{reported} ({number}) is not blocked network-wide; nothing to lift")
     return Outcome().put(*(dataclasses.replace(b, lifted_at=now) for b in blocks))
 
 

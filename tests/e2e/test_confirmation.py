@@ -334,12 +334,31 @@ def test_the_api_takes_a_subscriber_number_in_any_form_and_refuses_what_is_none(
     gw.call(gw.gateway.services.unsubscribe("13900000002", [subscription.id]))  # national form: the same subscriber
     assert replies(phone)[0].startswith("您已成功退订新浪公司提供的天气预报业务")
     assert [s.status for s in subscriptions(gw, B)] == ["cancelled"]
-    for junk in ("10086", "abc", ""):
+    # Also numbers of a national number's 11 digits that no phone has: they were taken, and an order confirmation
+    # and its MTs waited for ever for a landline, a foreign mobile written without its + and a made-up number.
+    for junk in ("10086", "abc", "", "010-12345678", "85291234567", "12345678901"):
         for call in (gw.gateway.services.request_order(junk, "sina-news", "web"),
                      gw.gateway.services.unsubscribe(junk, [subscription.id])):  # fmt: skip
             with pytest.raises(ValueError, match="is not a subscriber number"):
                 gw.call(call)
+    for not_text in (8613900000002, None):  # an AttributeError before
+        with pytest.raises(ValueError, match="expected a telephone number as a string"):
+            gw.call(gw.gateway.services.request_order(not_text, "sina-news", "web"))
     assert orders(gw, B)[-1].status == "confirmed" and len(orders(gw, B)) == 1
+    assert gw.call(gw.gateway.store.find(PendingOrder, msisdn__in=["8601012345678", "8685291234567"])) == []
+
+
+def test_an_api_unsubscription_given_ids_not_as_a_list_is_refused_and_cancels_nothing(gw, handset):
+    """One id passed as a string was taken for a list of its characters: nothing cancelled, nothing said."""
+    phone = handset(B, gw=gw, address_range=B)
+    gw.call(gw.gateway.services.request_order(B, "sina-weather", "web"))
+    replies(phone)
+    ask(phone, "Y")
+    [subscription] = subscriptions(gw, B)
+    for wrong in (subscription.id, None, [7]):
+        with pytest.raises(ValueError, match="expected a list of subscription ids"):
+            gw.call(gw.gateway.services.unsubscribe(B, wrong))
+    assert [s.status for s in subscriptions(gw, B)] == ["active"]
 
 
 def test_an_order_whose_channel_is_no_name_is_refused(gw, handset):

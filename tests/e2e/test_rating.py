@@ -91,9 +91,11 @@ def test_a_survey_requested_for_another_form_of_the_number_reaches_the_subscribe
 
 
 def test_a_survey_for_what_is_no_subscriber_number_is_refused(gw) -> None:
-    for junk in ("10086", "abc", ""):
+    for junk in ("10086", "abc", "", "010-12345678", "85291234567"):
         with pytest.raises(ValueError, match="is not a subscriber number"):
             gw.call(gw.gateway.services.request_survey(junk, "hotline"))
+    with pytest.raises(ValueError, match="expected None or a name"):
+        gw.call(gw.gateway.services.request_survey(A, "hotline", " "))  # the survey read "（服务工号 ）"
     assert gw.call(gw.gateway.store.find(Survey)) == []
 
 

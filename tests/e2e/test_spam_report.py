@@ -297,6 +297,24 @@ def test_lifting_the_block_lets_the_number_send_again(gateway, handset) -> None:
         gateway.call(gateway.gateway.services.lift_block(SPAMMER))
 
 
+def test_a_reporters_own_block_can_be_lifted_for_a_number_reported_by_mistake(gateway, handset) -> None:
+    """Customer service had no way to let a friend reported by mistake reach the reporter again."""
+    friend, a = phone(handset, SPAMMER), phone(handset, A)
+    report(a, "13700000001*hello", gateway)
+    assert friend.submit(A, "it's me").status == SMSGW_RBLOCKEDBYRECIPIENT
+    with pytest.raises(ValueError, match="not blocked network-wide"):  # without the reporter: the network's block
+        gateway.call(gateway.gateway.services.lift_block(SPAMMER))
+    with pytest.raises(ValueError, match=f"not blocked by {B}"):
+        gateway.call(gateway.gateway.services.lift_block(SPAMMER, reporter=B))
+    gateway.call(gateway.gateway.services.lift_block("137-0000-0001", reporter="+86 13800000001"))
+    assert reaches(friend, a)
+    with pytest.raises(ValueError, match=f"not blocked by {A}"):
+        gateway.call(gateway.gateway.services.lift_block(SPAMMER, reporter=A))
+    for not_text in (8613700000001, None):
+        with pytest.raises(ValueError, match="expected a telephone number as a string"):
+            gateway.call(gateway.gateway.services.lift_block(not_text))
+
+
 def test_spam_that_waited_through_a_block_is_not_delivered_after_its_lift(gateway, handset) -> None:
     """What the spammer had waiting for an off-line subscriber when the block came ends rejected as it would
     during the block, also when the block is lifted before the subscriber comes on line: an MT queued on a
