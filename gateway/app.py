@@ -378,7 +378,7 @@ class Gateway:
             if loop.time() >= next_job_check:
                 next_job_check = loop.time() + self.config.gateway.job_check_interval
                 self.spawn(self.run_due_jobs())
-                self.spawn(self.prune_messages())  # (a no-op while the previous one still works off a backlog)
+                self.spawn(self.prune())  # (each part a no-op while the previous one still works off a backlog)
 
     async def run_due_jobs(self) -> None:
         try:
@@ -386,11 +386,16 @@ class Gateway:
         except Exception:
             log.exception("scheduled job failed")
 
-    async def prune_messages(self) -> None:
+    async def prune(self) -> None:
+        """Messages past retention, then the services' prompts past use (Services.prune_prompts)."""
         try:
             await self.retention.prune()
         except Exception:  # logged; the next job check tries again
             log.exception("deleting messages past retention failed")
+        try:
+            await self.services.prune_prompts()
+        except Exception:
+            log.exception("deleting prompts past use failed")
 
 
 class GatewayController:

@@ -89,6 +89,7 @@ class Services:
         self.clock = clock
         self.locks = locks
         self._sampler = random.Random()
+        self._pruning = False  # prune_prompts runs
 
     async def commit(self, outcome: Outcome, keys: tuple[str, ...] = ()) -> Outcome:
         """Commit what an operation decided under `keys` (it stands only if the commits it was decided on do)."""
@@ -167,8 +168,23 @@ class Services:
         awaited, so that none stays sent or reason in the store for ever; how many."""
         return await self._expire_lapsed(rating.lapsed_surveys, rating.expire_lapsed)
 
+    async def prune_prompts(self) -> int:
+        """Delete the orders nothing answers about any more (handlers/confirmation.delete_past_use); how many. Run
+        with the message retention, whatever it is (they are no record of anything: a subscription keeps its own
+        evidence). A no-op while another pass works off a backlog (the first start after an upgrade)."""
+        if self._pruning:
+            return 0
+        self._pruning = True
+        try:
+            pruned = await self._expire_lapsed(confirmation.orders_past_use, confirmation.delete_past_use)
+        finally:
+            self._pruning = False
+        if pruned:
+            log.info("prompts past use deleted", orders=pruned)
+        return pruned
+
     async def _expire_lapsed(self, lapsed_records: LapsedReader, expire: Expiry) -> int:
-        """Close what `lapsed_records` finds, a batch at a time, longest lapsed first, each committed under its
+        """Close (or delete: prune_prompts) what `lapsed_records` finds, a batch at a time, longest lapsed first, each committed under its
         subscribers' keys: an answer handled at the same time is read, not overwritten (`expire` reads again)."""
         expired = 0
         while True:

@@ -30,6 +30,12 @@ hands them to `answer`):
 - other texts are not answers (None). The 0000 dialogue or the help text
   answers them, and the order waits and lapses if it is never confirmed.
 
+An order is deleted once nothing answers about it any more: answered or marked
+expired, its validity over for one more validity period (`delete_past_use`, run
+with the gateway's retention pass, gateway/app.py). A subscriber texting a
+keyword every day without answering kept a row a day for ever, each read at
+every answer to 10086.
+
 Ordering a service again while its confirmation is waiting resends the same
 confirmation (same code) with a fresh validity. No second order is created.
 """
@@ -41,6 +47,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 
 from gateway.config import CatalogueEntry
+from gateway.store.effects import Delete
 from gateway.store.records import PendingOrder, Subscription
 
 from .base import Inbound, Outcome, ServiceContext
@@ -294,6 +301,26 @@ async def expire_lapsed(ctx: ServiceContext, msisdns: Iterable[str], now: float)
 
 def _expire(lapsed: list[PendingOrder]) -> Outcome:
     return Outcome().put(*(replace(o, status="expired") for o in lapsed))
+
+
+# --------------------------------------------------------------- retention
+async def orders_past_use(ctx: ServiceContext, now: float, limit: int) -> list[PendingOrder]:
+    """Up to `limit` orders nothing reads any more, the earliest ended first: answered or marked expired, their
+    validity over for longer than a validity period by `now` (`_recent_orders` answers about none of them; read by the
+    partial index pending_orders_ended). One still marked pending is `expire_lapsed`'s first."""
+    return await ctx.store.find(PendingOrder, order_by="expires_at", limit=limit, status__ne="pending",
+                                expires_at__lte=now - ctx.settings.confirmation_validity)  # fmt: skip
+
+
+async def delete_past_use(ctx: ServiceContext, msisdns: Iterable[str], now: float) -> Outcome:
+    """Delete these subscribers' orders past use (`orders_past_use`), as read under their serial keys. What a dispute
+    reads stays: the subscription an order made keeps its confirming MO's id (billing.dispute)."""
+    outcome = Outcome()
+    ended_by = now - ctx.settings.confirmation_validity
+    for msisdn in msisdns:
+        ended = await ctx.store.find(PendingOrder, msisdn=msisdn, status__ne="pending", expires_at__lte=ended_by)
+        outcome.effects.extend(Delete(PendingOrder, (o.id,)) for o in ended)
+    return outcome
 
 
 def _names(entry: CatalogueEntry, language: str) -> dict[str, str]:

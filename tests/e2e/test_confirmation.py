@@ -225,9 +225,11 @@ def test_a_confirmation_nobody_answers_is_marked_expired_by_the_gateway_and_nobo
     phone.expect_none(0.3)  # silence declined them: no text, and no notice to an SP that never had the order
     sina_rx.expect_none(0.1)
     assert ask(phone, "Y").startswith("您已定制试用新浪的天气预报业务")  # the one still waiting is the only one
+    clock.advance(3600)  # its validity over too: answered, it is not marked expired (a day later it is deleted)
+    gw.call(gw.gateway.services.expire_orders())
+    assert order_statuses(gw, A)["sina-weather"] == "confirmed"
     clock.advance(3 * 86400)
     assert [s.service_id for s in subscriptions(gw, A)] == ["sina-weather"]
-    assert order_statuses(gw, A)["sina-weather"] == "confirmed"
 
 
 def ordered_then_restarted(make_gateway, handset, clock, db, down: float):

@@ -11,7 +11,15 @@ import pytest
 from gateway.clock import SimulatedClock
 from gateway.store.records import Charge
 from tests.e2e.test_amend import multi_resp, submit_multi
-from tests.e2e.test_confirmation import OPERATOR, order, replies, send, subscriptions
+from tests.e2e.test_confirmation import (
+    OPERATOR,
+    ask,
+    order,
+    orders,
+    replies,
+    send,
+    subscriptions,
+)
 from tests.polling import eventually
 from tests.services_support import at
 from tests.smpp_handset import (
@@ -123,6 +131,34 @@ def test_a_charge_is_refunded_once_after_the_mo_that_confirmed_its_subscription_
     [charge] = gw.call(gw.gateway.store.find(Charge, msisdn=A))
     gw.call(gw.gateway.services.dispute(charge.id))
     assert replies(a) == ["中国移动:您2026年12月新浪的头条新闻业务信息费30元,经核实已为您退还30元。"]
+
+
+def test_orders_nothing_answers_about_any_more_are_deleted_whatever_the_message_retention(make_gateway, handset):
+    """One subscriber texting TT every day without answering kept a pending_orders row a day for ever, each read at
+    every answer to 10086: an order answered or expired goes once its validity has been over for one more validity
+    period (24 h), the time a late `Y` is still told what became of it; its subscription keeps the confirming MO."""
+    clock = SimulatedClock(at(2026, 11, 10))
+    gw = make_gateway(clock=clock, gateway={"message_retention": 0, "job_check_interval": 3600})
+    a = handset(A, gw=gw, address_range=A)
+    order(a, "TT")
+    confirmed_by = send(a, OPERATOR, "Y")
+    replies(a)  # the success notice
+    for _day in range(3):  # TQ every day, never answered: each request lapses, the next is a new order
+        clock.advance(60)
+        order(a, "TQ")
+        clock.advance(DAY)
+        gw.call(gw.gateway.services.expire_orders())
+    gw.call(gw.gateway.prune())
+    # TT (confirmed) and the first two TQ ended 24 h or more ago; the last TQ's validity has just ended
+    assert [(o.service_id, o.status) for o in orders(gw, A)] == [("sina-weather", "expired")]
+    assert "已超过有效期" in ask(a, "Y")  # a late answer is still told the last order expired
+    clock.advance(DAY - 1)
+    gw.call(gw.gateway.prune())
+    assert len(orders(gw, A)) == 1  # not yet: its validity has been over for a second less than a validity period
+    clock.advance(1)
+    gw.call(gw.gateway.prune())
+    assert orders(gw, A) == []
+    assert [(s.service_id, s.status, s.confirmation) for s in subscriptions(gw, A)] == [("sina-news", "active", confirmed_by)]
 
 
 def test_cancel_sm_of_a_submit_multi_reaches_the_destinations_still_waiting_after_the_first_was_deleted(
