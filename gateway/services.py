@@ -169,19 +169,21 @@ class Services:
         return await self._expire_lapsed(rating.lapsed_surveys, rating.expire_lapsed)
 
     async def prune_prompts(self) -> int:
-        """Delete the orders nothing answers about any more (handlers/confirmation.delete_past_use); how many. Run
-        with the message retention, whatever it is (they are no record of anything: a subscription keeps its own
-        evidence). A no-op while another pass works off a backlog (the first start after an upgrade)."""
+        """Delete the orders nothing answers about any more (handlers/confirmation.delete_past_use) and the dialogues
+        expired long enough (handlers/unsubscribe.delete_dialogues_past_use); how many. Run with the message
+        retention, whatever it is (they are no record of anything: a subscription keeps its own evidence). A no-op
+        while another pass works off a backlog (the first start after an upgrade)."""
         if self._pruning:
             return 0
         self._pruning = True
         try:
-            pruned = await self._expire_lapsed(confirmation.orders_past_use, confirmation.delete_past_use)
+            orders = await self._expire_lapsed(confirmation.orders_past_use, confirmation.delete_past_use)
+            dialogues = await self._expire_lapsed(unsubscribe.dialogues_past_use, unsubscribe.delete_dialogues_past_use)
         finally:
             self._pruning = False
-        if pruned:
-            log.info("prompts past use deleted", orders=pruned)
-        return pruned
+        if orders or dialogues:
+            log.info("prompts past use deleted", orders=orders, dialogues=dialogues)
+        return orders + dialogues
 
     async def _expire_lapsed(self, lapsed_records: LapsedReader, expire: Expiry) -> int:
         """Close (or delete: prune_prompts) what `lapsed_records` finds, a batch at a time, longest lapsed first, each committed under its

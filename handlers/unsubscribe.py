@@ -22,10 +22,14 @@
   Either ends the question.
 - When both prompts are open, the newer one reads the text first (a `1`
   after `00000` is "yes", a `1` after `0000` is serial 1).
+- An expired listing or question is deleted `kept_expired` after it expired
+  (with every other dialogue: `dialogues_past_use`): until then it is 10086's
+  last prompt for any order made before it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 
 from gateway.store.effects import Delete
@@ -188,6 +192,32 @@ def _stale(inbound: Inbound, ctx: ServiceContext, language: str, dialogue: Dialo
         return help_reply(inbound, ctx, language)
     outcome = Outcome(completed=True).reply(inbound.subscriber, ctx.text(key, language), inbound.short_code)
     return outcome.put(replace(dialogue, data={**dialogue.data, "told": True}))
+
+
+# --------------------------------------------------------------- retention
+def kept_expired(ctx: ServiceContext) -> float:
+    """How long a dialogue is kept once expired: two confirmation validities. An expired listing or question is still
+    10086's last prompt (`last_prompt`) while an order made before it is answered about (handlers/confirmation
+    `last_prompt`: up to a validity after its own validity ended): deleted sooner, a `1` after an expired listing was
+    taken as about an order confirmed before it. The other dialogues (a spam report's question for the number, a
+    sampled survey's mark) are read only while they are open."""
+    return 2 * ctx.settings.confirmation_validity
+
+
+async def dialogues_past_use(ctx: ServiceContext, now: float, limit: int) -> list[Dialogue]:
+    """Up to `limit` dialogues of any kind expired `kept_expired` ago by `now`, the earliest expired first (read by
+    the index dialogues_ending)."""
+    return await ctx.store.find(Dialogue, order_by="expires_at", limit=limit, expires_at__lte=now - kept_expired(ctx))
+
+
+async def delete_dialogues_past_use(ctx: ServiceContext, msisdns: Iterable[str], now: float) -> Outcome:
+    """Delete these subscribers' dialogues past use (`dialogues_past_use`), as read under their serial keys."""
+    outcome = Outcome()
+    ended_by = now - kept_expired(ctx)
+    for msisdn in msisdns:
+        ended = await ctx.store.find(Dialogue, msisdn=msisdn, expires_at__lte=ended_by)
+        outcome.effects.extend(Delete(Dialogue, (msisdn, d.kind)) for d in ended)
+    return outcome
 
 
 # ------------------------------------------------------------------ helpers

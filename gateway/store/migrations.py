@@ -183,6 +183,9 @@ MIGRATIONS: list[Migration] = [
     # scanning every order ever made. Partial, for the reasons of step 6: the orders a subscriber's reads want are
     # never `status != 'pending'` alone, so pending_orders_by_msisdn stays the planner's pick for them.
     ("CREATE INDEX pending_orders_ended ON pending_orders (expires_at) WHERE status != 'pending'",),
+    # 11: as step 10, for dialogues expired long enough (handlers/unsubscribe.dialogues_past_use). No query of a
+    # subscriber's dialogues names expires_at: the primary key stays the planner's pick for them.
+    ("CREATE INDEX dialogues_ending ON dialogues (expires_at)",),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

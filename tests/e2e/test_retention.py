@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.clock import SimulatedClock
-from gateway.store.records import Charge
+from gateway.store.records import Charge, Dialogue
 from tests.e2e.test_amend import multi_resp, submit_multi
 from tests.e2e.test_confirmation import (
     OPERATOR,
@@ -37,6 +37,7 @@ B = "8613700000001"  # account handset2
 B2 = "8613700000002"  # account handset2
 C = "8613900000009"  # account handset, never bound: an MT to it waits
 ECHO = "10086000"  # replies with the text it received
+SPAM_REPORT = "10086999"
 DAY = 86400.0
 DELIVERED, ENROUTE = 2, 1  # query_sm message_state
 
@@ -159,6 +160,34 @@ def test_orders_nothing_answers_about_any_more_are_deleted_whatever_the_message_
     gw.call(gw.gateway.prune())
     assert orders(gw, A) == []
     assert [(s.service_id, s.status, s.confirmation) for s in subscriptions(gw, A)] == [("sina-news", "active", confirmed_by)]
+
+
+def test_dialogues_are_deleted_two_confirmation_validities_after_they_expired(make_gateway, handset):
+    """Prompts nobody answered (a spam report's question for the number, a 0000 listing) stayed in the dialogues table
+    for ever. One goes 48 h after it expired: until then an expired listing is 10086's last prompt for a `1`, where an
+    order confirmed before it would otherwise answer (one a validity after its own validity ended)."""
+    clock = SimulatedClock(at(2026, 11, 10))
+    gw = make_gateway(clock=clock, gateway={"message_retention": 0, "job_check_interval": 3600})
+    a = handset(A, gw=gw, address_range=A)
+    order(a, "TT")
+    send(a, OPERATOR, "Y")
+    replies(a)  # the success notice
+    clock.advance(60)
+    assert "1.新浪" in ask(a, "0000")  # a listing, for 2 h
+    send(a, SPAM_REPORT, "【中奖通知】恭喜您获得iPhone一部")
+    replies(a, source=SPAM_REPORT)  # asked for the number, for 30 min
+
+    def kinds() -> set[str]:
+        gw.call(gw.gateway.prune())
+        return {d.kind for d in gw.call(gw.gateway.store.find(Dialogue, msisdn=A))}
+
+    clock.advance(47 * 3600)  # TT's order is still answered about (its validity ended 23 h ago)
+    assert kinds() == {"unsubscribe.listing", "spam.number"}
+    assert ask(a, "1").startswith("您的业务列表已过期")  # about the listing, the prompt sent last
+    clock.advance(3 * 3600 - 1)  # the spam question expired 48.5 h ago, the listing 48 h less a second
+    assert kinds() == {"unsubscribe.listing"}
+    clock.advance(1)
+    assert kinds() == set()
 
 
 def test_cancel_sm_of_a_submit_multi_reaches_the_destinations_still_waiting_after_the_first_was_deleted(
