@@ -1,7 +1,7 @@
 """Who gets an MT (SPEC section 2).
 
 For subscriber X: the bind that last carried MO from X, if it is still bound
-and can receive; else a receiver-capable bind of an account whose number
+and can receive (remembered for the AFFINITY_LIMIT subscribers noted last); else a receiver-capable bind of an account whose number
 ranges cover X, preferring binds whose SMPP `address_range` matches X and
 skipping those whose range excludes it, and for a text longer than an SMPP 3.3 deliver_sm carries, binds of
 SMPP 3.4 only; else nobody (the message waits in the store). Messages
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -60,11 +61,19 @@ class Receiver(Protocol):
         """End `freeze`: `replacement` takes the MT's place (None: it leaves); False if the bind no longer has it."""
 
 
+# Subscribers whose bind of their last MO is remembered (~0.18 KB each with the bind's mo_numbers: ~45 MB); beyond it
+# the one noted longest ago is forgotten, and MTs to them go to a bind of their account's numbers, as to a subscriber
+# who never sent an MO, until their next MO. A carrier bind up for months carried MO from millions of subscribers and
+# kept an entry for each for as long as it stayed bound.
+AFFINITY_LIMIT = 250_000
+
+
 class Router:
-    def __init__(self, accounts: Accounts) -> None:
+    def __init__(self, accounts: Accounts, affinity_limit: int = AFFINITY_LIMIT) -> None:
         self._accounts = accounts
         self._receivers: dict[str, list[Receiver]] = {a.system_id: [] for a in accounts}
-        self._affinity: dict[str, Receiver] = {}
+        self._affinity: OrderedDict[str, Receiver] = OrderedDict()  # subscriber -> bind, the longest noted first
+        self.affinity_limit = affinity_limit
         self._turn = itertools.count()
         self._ranged = 0  # receiving binds that gave an address_range: while 0, every bind serves every number
         # Accounts that receive for MSISDN ranges (an SP account has none), in config order.
@@ -100,16 +109,19 @@ class Router:
             yield from binds
 
     def note_mo(self, msisdn: str, carrier: Receiver) -> None:
-        previous = self._affinity.get(msisdn)
+        affinity = self._affinity
+        previous = affinity.get(msisdn)
         if previous is carrier:  # the common case: the subscriber's bind again
             return
         if previous is not None:
             previous.mo_numbers.discard(msisdn)
+            del affinity[msisdn]  # (noted again below: now the last noted)
         if carrier.can_receive:
-            self._affinity[msisdn] = carrier
+            affinity[msisdn] = carrier
             carrier.mo_numbers.add(msisdn)
-        elif previous is not None:  # from a transmitter: MTs follow the account's binds again
-            del self._affinity[msisdn]
+            if len(affinity) > self.affinity_limit:  # the one noted longest ago is forgotten (AFFINITY_LIMIT)
+                forgotten, bind = affinity.popitem(last=False)
+                bind.mo_numbers.discard(forgotten)
 
     def note_failure(self, msisdn: str, receiver: Receiver) -> None:
         """A deliver_sm to `msisdn` timed out or was refused for now on `receiver`: the bind of its MO is no longer

@@ -320,6 +320,23 @@ def test_the_last_mo_bind_comes_before_a_bind_whose_address_range_matches(gatewa
     mts_arrive_on(carrier, [ranged], sender, A, "after the MO")
 
 
+def test_the_bind_of_the_last_mo_is_remembered_for_the_subscribers_noted_last(gateway, handset) -> None:
+    """A carrier bind up for months kept the bind of every subscriber's last MO for as long as it stayed bound
+    (millions of entries): beyond the limit the one noted longest ago is forgotten, and MTs to it go to the bind
+    serving it by its account's numbers, as before any MO."""
+    gateway.gateway.router.affinity_limit = 3  # (AFFINITY_LIMIT in service)
+    a2, a3 = "8613800000002", "8613800000003"  # account handset, as A
+    ranged, ranged2 = handset(A, address_range=A), handset(a2, address_range=a2)  # each preferred without an MO
+    carrier = handset(A)
+    sender = handset(B)
+    for source in (A, a2, a3):
+        assert carrier.submit(B, f"MO from {source}", source_addr=source).status == ESME_ROK
+        assert text(sender.expect()) == f"MO from {source}"
+    # B's own MTs are MOs from B: the fourth subscriber noted, and A, noted longest ago, is forgotten
+    mts_arrive_on(ranged, [carrier], sender, A, "to A, whose MO was noted longest ago")
+    mts_arrive_on(carrier, [ranged2], sender, a2, "to a2, one of the last three noted")
+
+
 def test_the_last_mo_bind_does_not_take_mts_its_address_range_leaves_out(gateway, handset) -> None:
     """It never read the subscriber's waiting MTs (its range left them out): newer ones would overtake them."""
     y, other = "8613700000142", "8613700000141"  # account handset2
