@@ -38,13 +38,14 @@ from .guards import Guards
 from .http.app import make_app
 from .ids import MessageIds
 from .intake import Intake
+from .log_budget import LogBudgets
 from .logs import get_logger
 from .mo import MoProcessor, ShortCode
 from .outbox import Outbox
 from .retention import Retention
 from .router import Router
 from .serial import SerialLocks
-from .server import SmppConnection
+from .server import SmppConnection, log_complaints
 from .services import Services
 from .store.cache import RecordCache
 from .store.effects import Effect
@@ -127,6 +128,7 @@ class Gateway:
             mo=self.mo, guards=self.guards, clock=self.clock, ids=self.ids, amendments=self.amendments, spawn=self.spawn,
         )  # fmt: skip
         self.connections: set[SmppConnection] = set()
+        self.complaints = LogBudgets()  # lines about refused PDUs, by peer host and account (SmppConnection.may_log)
         self.connections_allowed = open_files.connections_allowed()  # (serve_forever raised the limit before this)
         self._crowded_logged_at = -math.inf  # `connection_opened`
         self.ready = False
@@ -316,6 +318,7 @@ class Gateway:
             connection.close()
         if self._tick_task is not None:
             self._tick_task.cancel()
+        log_complaints(self.complaints, final=True)
         # What failed to commit is written again meanwhile; a delivery acknowledged late, read back, is written now.
         await self._until(lambda: self.delivery.settled, max(drain_until, loop.time() + 1.0))
         self.delivery.stop()
@@ -367,6 +370,7 @@ class Gateway:
                     connection.tick()
                 except Exception:
                     log.exception("bind tick failed", peer=connection.peer, account=connection.system_id)
+            log_complaints(self.complaints)
             try:
                 await self.delivery.sweep()
             except Exception:

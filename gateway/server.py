@@ -12,7 +12,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from .accounts import Account
-from .log_budget import LogBudget
+from .log_budget import LogBudgets
 from .logs import get_logger
 from .messages import (
     account_of,
@@ -68,6 +68,13 @@ def _delivery_status(answer: Pdu) -> int:
     return _NACKED if not status and answer.command_id == _GENERIC_NACK else status
 
 
+def log_complaints(complaints: LogBudgets, final: bool = False) -> None:
+    """The `<kind>: more not logged` lines due about refused and ignored PDUs (SmppConnection.may_log): at most one per
+    kind, host and account every interval, and all that is left when `final` (the gateway stops)."""
+    for (host, account), kind, count in complaints.due(final):
+        log.warning(f"{kind}: more not logged", peer=host, account=account, count=count)
+
+
 class SmppConnection(asyncio.Protocol):
     def __init__(self, gateway: Gateway) -> None:
         settings = gateway.config.gateway
@@ -102,7 +109,6 @@ class SmppConnection(asyncio.Protocol):
         self._now = gateway.clock.now
         self._guards = gateway.guards
         self._guards_seen = gateway.guards.tightened  # see _pump
-        self._complaints = LogBudget()  # lines about this peer's refused and ignored PDUs
         self._bind_by = self.session.clock() + settings.bind_timeout if settings.bind_timeout else math.inf
 
     # --------------------------------------------------------- transport
@@ -110,6 +116,7 @@ class SmppConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.host = peer[0] if peer else "?"  # whose complaints are counted together (may_log)
         self.gateway.connection_opened(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -127,7 +134,6 @@ class SmppConnection(asyncio.Protocol):
             return
         self._released = True
         self.session.close()
-        self._log_suppressed(final=True)
         self.gateway.connections.discard(self)
         if self.account is not None:
             self.account.binds -= 1
@@ -172,15 +178,16 @@ class SmppConnection(asyncio.Protocol):
                 if self.may_log(f"pdu rejected ({S.name_of(event.status)})"):
                     log.warning("pdu rejected", peer=self.peer, account=self.system_id, status=S.name_of(event.status),
                                 reason=event.reason, sequence=event.sequence_number)
-            elif self._complaints.allow("pdu ignored"):  # a response that answers nothing outstanding
+            elif self.may_log("pdu ignored"):  # a response that answers nothing outstanding
                 log.warning("pdu ignored", peer=self.peer, account=self.system_id, reason=event.reason,
                             sequence=event.sequence_number)
         self.flush()
 
     def may_log(self, kind: str) -> bool:
         """Whether a line about a refused PDU of `kind` (its event and status) is to be written: the first few of
-        each kind on this connection are, the rest are counted (`<kind>: more not logged`), as for refused PDUs."""
-        return self._complaints.allow(kind)
+        each kind from this peer's host and account are, the rest are counted (`<kind>: more not logged`,
+        `log_complaints`). Not per connection: a peer in a reconnect loop had a fresh budget each time."""
+        return self.gateway.complaints.allow((self.host, self.system_id), kind)
 
     def log_refused_submission(self, status: str, reason: str, source: str, dest: str | None, **fields: str) -> None:
         """A submission from `source` to `dest` (None: a distribution list, in `fields`) refused with `status`: logged
@@ -196,10 +203,6 @@ class SmppConnection(asyncio.Protocol):
             fields["dest"] = dest
         log.warning("submission rejected", account=self.system_id, msisdn=msisdn, source=source, status=status,
                     reason=reason, **fields)  # fmt: skip
-
-    def _log_suppressed(self, final: bool = False) -> None:
-        for kind, count in self._complaints.due(final):
-            log.warning(f"{kind}: more not logged", peer=self.peer, account=self.system_id, count=count)
 
     def flush(self) -> None:
         self._flush_scheduled = False
@@ -500,7 +503,6 @@ class SmppConnection(asyncio.Protocol):
     def tick(self) -> None:
         """Called about once a second: response timeouts, keep-alive, idle bind."""
         session = self.session
-        self._log_suppressed()
         for request in session.expired_requests():
             message = self.inflight.pop(request.sequence_number, None)
             if message is not None:

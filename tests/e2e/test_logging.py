@@ -557,6 +557,22 @@ def test_refused_binds_queries_cancels_and_replaces_are_logged_for_the_first_few
         assert counted["count"] == 15, event
 
 
+def test_refused_binds_of_a_peer_in_a_reconnect_loop_are_logged_for_the_first_few_and_then_counted(
+    tmp_path: Path, start_gateway
+) -> None:
+    """The budget was per connection: a peer binding with a wrong password, closing and binding again on a new
+    connection wrote a line each time (1,000 refused binds in 0.3 s, 1,000 lines), and a summary at each close."""
+    gateway = start_gateway(tmp_path / "gw.db")
+    for n in range(1, 21):
+        with RawLink(gateway.smpp_port) as guesser:
+            guesser.send(encoded("bind_transceiver", n, system_id="handset", password=f"guess{n}"))
+            assert answer(guesser, n)[0] == ESME_RINVPASWD
+    assert gateway.terminate() == 0
+    assert len(logged(gateway, "bind refused")) == 5
+    [counted] = logged(gateway, "bind refused (ESME_RINVPASWD): more not logged")
+    assert (counted["peer"], counted["count"]) == ("127.0.0.1", 15)
+
+
 def _status(link: RawLink) -> int:
     data = link.read_frame()
     assert data is not None
