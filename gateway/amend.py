@@ -26,7 +26,6 @@ A message of a submit_multi answers for every destination it was sent to.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
@@ -86,8 +85,15 @@ class Amendments:
                 dest = self.plan.normalise(pdu.destination_addr)
                 candidates = [m for m in candidates if m.dest_addr == dest]
         else:
-            with contextlib.suppress(Exception):  # committed after the writes issued before it (in issue order), or failed
+            try:  # committed after the writes issued before it (in issue order)
                 await self.store.apply([])
+            except Exception as error:  # noqa: BLE001  (the store cannot commit: nor could the cancellation; logged)
+                if conn.may_log("cancel_sm refused (ESME_RSYSERR)"):
+                    log.warning("cancel_sm refused", account=account, source=pdu.source_addr, dest=pdu.destination_addr,
+                                status="ESME_RSYSERR", reason=f"the store cannot commit: {error!r}",
+                                msisdn=self._subscriber(conn, pdu.source_addr, pdu.destination_addr, []))  # fmt: skip
+                conn.respond(response_to(pdu, S.ESME_RSYSERR))
+                return
             dest = self.plan.normalise(pdu.destination_addr)
             candidates = [m for m in await self.store.undelivered_from(account, source, dest) if m.id < arrived]
             if pdu.service_type:

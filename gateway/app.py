@@ -376,6 +376,7 @@ class Gateway:
             except Exception:
                 log.exception("store-and-forward sweep failed")
             try:
+                self.mo.outage_counts()
                 self.mo.expire_partial()
             except Exception:
                 log.exception("expiring incomplete long MOs failed")

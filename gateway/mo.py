@@ -171,6 +171,7 @@ class MoProcessor:
         self._idle: asyncio.Future[None] | None = None  # drain() waits on it
         self.retry_backoff = retry_backoff  # delays before each new try of an MO whose handling failed
         self.outage_log = LogBudget()  # lines about handlings not stored while the store cannot commit
+        self._outage = False  # a line was logged or counted in outage_log since the store last committed
         self._retries: dict[str, asyncio.TimerHandle] = {}  # MO id -> its next try
         self._stopping = False
 
@@ -275,7 +276,8 @@ class MoProcessor:
 
     def _in_turn(self, message: Message, inbound: Inbound, attempt: int = 1) -> bool:
         """Handle the MO once its serial keys are free: True if they are now, False if it queues for them."""
-        keys = in_order(serial_keys(self.short_codes[message.dest_addr], inbound))
+        short_code = self.short_codes.get(message.dest_addr)  # (None: replayed for a code no longer configured)
+        keys = in_order(serial_keys(short_code, inbound) if short_code is not None else [inbound.subscriber])
         if not self.locks.take(keys, partial(self._turn, message, inbound, keys, attempt)):
             self._queued += 1
             return False
@@ -486,7 +488,7 @@ class MoProcessor:
                 # its outcome is not known here. A held MO gets no answer rather than a failure it may not be
                 # (its client sends it again, or finds it done); a stored one is handled or not at the next start.
                 raise
-            self._not_stored(message, attempt, held is None)
+            self._store_failed("MO handling not stored", message, attempt, stored=held is None)
             if held is None:
                 await self._failed(message, inbound, parts, attempt)
             else:  # the MO alone, answered once committed, then handled again in its turn
@@ -500,17 +502,28 @@ class MoProcessor:
             held[1](result, None)
         return stored
 
-    def _not_stored(self, message: Message, attempt: int, stored: bool) -> None:
-        """An MO's handling failed to commit: with its traceback when that is a fault of its own; while the store
-        cannot commit at all (it says so itself: `store cannot commit`), the first few lines, the rest counted."""
+    def _store_failed(self, event: str, message: Message, attempt: int, stored: bool) -> None:
+        """What an MO's handling (or its giving up) decided failed to commit: logged with its traceback when that is
+        a fault of its own; while the store cannot commit at all (it says so itself: `store cannot commit`), the first
+        few lines of each outage, the rest counted (`outage_counts`)."""
         about = {"message_id": message.id, "account": message.account, "msisdn": message.source_addr,
                  "short_code": message.dest_addr, "attempt": attempt}  # fmt: skip
         if self.store.can_commit:
-            log.exception("MO handling not stored", **about)
-        elif self.outage_log.allow("MO handling not stored"):  # a held MO is answered ESME_RSYSERR if it fails alone
-            log.warning("MO handling not stored", **about, reason="store cannot commit", mo_stored=stored)
-        for kind, count in self.outage_log.due():
+            log.exception(event, **about)
+            return
+        self._outage = True
+        if self.outage_log.allow(event):  # a held MO is answered ESME_RSYSERR if it fails alone
+            log.warning(event, **about, reason="store cannot commit", mo_stored=stored)
+        self.outage_counts()
+
+    def outage_counts(self) -> None:
+        """The `<event>: more not logged` lines of `_store_failed`: every 10 s at most while the store cannot commit,
+        and the rest once it commits again (the gateway's tick); the next outage gets its own first lines."""
+        final = self._outage and self.store.can_commit
+        for kind, count in self.outage_log.due(final):
             log.warning(f"{kind}: more not logged", count=count)
+        if final:
+            self._outage, self.outage_log = False, LogBudget()
 
     def _hand_on(self, holding: _Holding, commit: Awaitable, effects: list[Effect]) -> int:
         """The MO's commit is issued: its effects to the record cache, its keys to the next MO waiting."""
@@ -566,9 +579,8 @@ class MoProcessor:
         mts = self._receipts(parts, now, _UNDELIVERABLE) + self.outbox.messages_for([sorry], now, origin_id=message.id)
         try:
             await self.store.complete_mo(inbound.message_ids, mts, now, failed=True, error=_SYSTEM_ERROR)
-        except Exception:  # still `accepted`: a last try again after the last delay, then given up if it fails
-            log.exception("MO not given up", message_id=message.id, account=message.account, msisdn=message.source_addr,
-                          short_code=message.dest_addr)  # fmt: skip
+        except Exception:  # noqa: BLE001  (logged by _store_failed) still `accepted`: one more try after the last delay
+            self._store_failed("MO not given up", message, attempt, stored=True)
             self._retry_later(message, inbound, parts, attempt - 1, self.retry_backoff[-1] if self.retry_backoff else 1.0)
             return
         log.error("MO given up", message_id=message.id, account=message.account, msisdn=message.source_addr,

@@ -84,9 +84,9 @@ async def _in_order(inbound: Inbound, ctx: ServiceContext, text: str) -> list:
     if listing is None and order is None:  # none open: the prompt sent last, expired or answered
         listing, order = await unsubscribe.last_prompt(inbound, ctx), await confirmation.last_prompt(inbound, ctx)
     elif listing is not None and _listing_read(await unsubscribe.open_question_at(inbound, ctx), listing, numbers):
-        order = await confirmation.last_prompt(inbound, ctx)  # answered since, it was still received after the listing
-        if numbers and (order or 0.0) > listing:  # a `1`: about that order, not one waiting from before the listing
-            return [partial(confirmation.answer, since=listing), unsubscribe.answer]
+        waiting, order = order, await confirmation.last_prompt(inbound, ctx)  # answered since, still after the listing
+        if numbers and (order or 0.0) > listing >= (waiting or 0.0):  # a `1`: about that order, not one waiting from
+            return [partial(confirmation.answer, since=listing), unsubscribe.answer]  # before the listing
     elif serials:  # a listing received after the order waiting, expired since, reads them (says so, once), not "no"
         listing = await unsubscribe.last_prompt(inbound, ctx)
     if (order or 0.0) > (listing or 0.0):

@@ -7,6 +7,8 @@ sent on a raw connection; what the subscribers receive is read with smpplib.
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 import struct
 import time
@@ -23,6 +25,7 @@ from tests.smpp_handset import (
     ESME_RINVEXPIRY,
     ESME_RMSGQFUL,
     ESME_ROK,
+    ESME_RSYSERR,
     RawLink,
     answer,
     cancel_sm,
@@ -141,6 +144,25 @@ def test_cancel_sm_without_a_message_id_pipelined_behind_the_submit_sm_cancels_i
     b = handset(B)
     assert text(b.expect()) == "after the cancel"
     b.expect_none(0.3)
+
+
+def test_cancel_sm_without_a_message_id_while_the_store_cannot_commit_is_answered_esme_rsyserr(make_gateway, tmp_path) -> None:
+    """Its wait for the writes before it failed, was ignored, and the cancellation then waited for a transaction of its
+    own (30 s with the database locked) to be answered ESME_RCANCELFAIL. (No writer process can start here: the
+    database's directory is gone.)"""
+    home = tmp_path / "data"
+    home.mkdir()
+    gw = make_gateway(db_path=home / "gw.db")
+    with RawLink(gw.smpp_port) as link:
+        link.bind("handset", command="bind_transmitter")
+        link.send(encoded("submit_sm", 2, source_addr=A, destination_addr=B, short_message=b"waits"))
+        assert answer(link, 2)[0] == ESME_ROK
+        home.rename(tmp_path / "moved")
+        os.kill(gw.gateway.store.writer.pid, signal.SIGKILL)
+        assert eventually(lambda: not gw.gateway.store.can_commit)
+        link.send(cancel_sm(3, A, dest=B))
+        assert answer(link, 3)[0] == ESME_RSYSERR
+        (tmp_path / "moved").rename(home)
 
 
 def test_only_the_sender_may_cancel_and_only_before_the_deliver_sm_goes_out(gateway, handset, esme) -> None:

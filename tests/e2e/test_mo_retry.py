@@ -180,3 +180,32 @@ def test_an_mo_whose_giving_up_cannot_be_committed_is_given_up_once_the_store_co
     assert text(sorry) == SORRY_ZH
     assert status_of(gw, resp.message_id) == MessageStatus.FAILED
     assert handler.calls == 3  # the first try, the one after the delay, and the one after the give-up failed
+
+
+def test_an_mo_for_a_code_no_longer_configured_whose_giving_up_fails_at_start_is_given_up_later(
+    make_gateway, handset, tmp_path
+):
+    """Its one more try raised (KeyError: the short code's serial keys looked up), and it stayed `accepted`."""
+    db = tmp_path / "gw.db"
+    gw = make_gateway(db_path=db, gateway={"mo_retry_backoff": [3600]}, short_codes=[{"code": "95555", "handler": "echo"}])
+    failing(gw, times=1, code="95555")
+    a = handset(A, gw=gw)
+    kept = a.submit("95555", "kept", registered_delivery=1)
+    assert kept.status == ESME_ROK
+    gw.call(gw.gateway.mo.drain())
+    a.close()
+    gw.stop()
+
+    holder = sqlite3.connect(db, isolation_level=None, timeout=10)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # the giving up at start waits it out, and fails
+        again = make_gateway(db_path=db, gateway={"mo_retry_backoff": [0.5]})  # 95555 taken out of the config
+        assert eventually(lambda: not again.gateway.store.can_commit, timeout=30)
+    finally:
+        holder.rollback()
+        holder.close()
+    a = handset(A, gw=again)
+    first, second = a.expect_many(2, timeout=30)
+    receipt, sorry = (first, second) if is_receipt(first) else (second, first)
+    assert (receipt_fields(receipt)["stat"], text(sorry)) == ("UNDELIV", SORRY_ZH.replace(ECHO, "95555"))
+    assert status_of(again, kept.message_id) == MessageStatus.FAILED

@@ -187,3 +187,15 @@ async def test_1_after_confirming_an_order_with_00000_open_and_a_listing_after_i
     answered = "".join(await text(bench, CustomerService(), "是", OPERATOR))
     assert answered.startswith("您已成功退订新浪公司提供的天气预报业务") and "未退订" in answered, answered  # news kept
     assert await state(bench) == (["sina-news"], [])
+
+
+async def test_1_with_two_confirmations_waiting_either_side_of_a_listing_confirms_neither_and_lists_them(bench: ServiceBench) -> None:
+    """A question is no consent to a charge: with two waiting a `1` lists them, as `Y` does, also with a listing
+    received between them (it confirmed the newer one)."""
+    await subscribed_to_weather(bench)
+    await text(bench, OrderHandler(), "TL", TENCENT)  # Y1
+    await text(bench, CustomerService(), "0000", OPERATOR)
+    await text(bench, OrderHandler(), "TT", SINA)  # Y2
+    [reply] = await text(bench, CustomerService(), "1", OPERATOR)
+    assert reply.startswith("您有2笔业务定制待确认：回复Y1定制腾讯公司的精品图铃"), reply
+    assert await state(bench) == (["sina-weather"], ["sina-news", "tencent-ringtones"])
