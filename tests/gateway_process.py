@@ -10,12 +10,15 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 from pathlib import Path
+
+import pytest
 
 from gateway.config import DEFAULT_CONFIG
 from tests.polling import eventually
@@ -51,6 +54,17 @@ def config_file(directory: Path, **gateway: object) -> Path:
     return path
 
 
+def modes_apply() -> list[str]:
+    """A command prefix under which file modes bind the command as they bind any user: root's CAP_DAC_OVERRIDE and
+    CAP_DAC_READ_SEARCH dropped (util-linux's setpriv; the test is skipped without it). Nothing for a user but root."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is needed to run the gateway as root without CAP_DAC_OVERRIDE")
+    drop = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--inh-caps={drop}", f"--bounding-set={drop}"]
+
+
 def children_of(pid: int) -> list[int]:
     with open(f"/proc/{pid}/task/{pid}/children") as f:
         return [int(child) for child in f.read().split()]
@@ -59,16 +73,17 @@ def children_of(pid: int) -> list[int]:
 class GatewayProcess:
     def __init__(
         self, db: Path, config: Path | None = None, host: str | None = "127.0.0.1", log_level: str = "info",
-        open_files: tuple[int, int] | None = None,
+        open_files: tuple[int, int] | None = None, file_modes_apply: bool = False,
     ) -> None:  # fmt: skip
         """host None: no --host, the config's smpp_host and http_host count. Above info the gateway does not log
         'smsgw ready' with its ports: they are picked here, and it is ready once its HTTP port listens.
-        open_files: its (soft, hard) limit on open files, as a service manager would set it."""
+        open_files: its (soft, hard) limit on open files, as a service manager would set it. file_modes_apply: a
+        file's mode binds it even when the tests run as root (`modes_apply`)."""
         announces_ports = log_level in ("debug", "info")
         ports = (0, 0) if announces_ports else (free_port(), free_port())
         limits = [] if open_files is None else ["prlimit", f"--nofile={open_files[0]}:{open_files[1]}"]  # (util-linux)
         self.proc = subprocess.Popen(
-            [*limits, sys.executable, "-m", "gateway", "serve", "--db", str(db), *(["--host", host] if host is not None else []),
+            [*limits, *(modes_apply() if file_modes_apply else []), sys.executable, "-m", "gateway", "serve", "--db", str(db), *(["--host", host] if host is not None else []),
              "--smpp-port", str(ports[0]), "--http-port", str(ports[1]), "--log-json", "--log-level", log_level,
              *(["--config", str(config)] if config is not None else [])],
             cwd=ROOT, stderr=subprocess.PIPE, text=True,

@@ -56,7 +56,7 @@ from .migrations import SchemaVersionError
 from .records import FINAL_STATUSES, Direction, Message, MessageStatus
 from .rows import effect_sql, from_row, select_sql
 from .writer import WriterCannotStart, WriterDied, WriterProcess
-from .writer_child import SKIP_DUPLICATE_KEY, Step
+from .writer_child import PROBE, READ_ONLY, SKIP_DUPLICATE_KEY, Step
 
 R = TypeVar("R")
 log = get_logger("store")
@@ -276,18 +276,24 @@ def _database_locked(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and ("database is locked" in str(exc) or "busy" in str(exc))
 
 
+def _no_write_commits(exc: BaseException) -> bool:
+    """No write of the batch would commit alone either: the database locked by another process or not writable (read
+    only to this process), no writer process able to start."""
+    if isinstance(exc, WriterCannotStart) or _database_locked(exc):
+        return True
+    return isinstance(exc, sqlite3.OperationalError) and READ_ONLY in str(exc)
+
+
 def _cannot_commit(exc: BaseException) -> bool:
-    """A failure that is no write's fault: the database locked by another process, the disk full or failing,
-    the writer process gone. Until a commit goes through again, none will."""
-    if isinstance(exc, WriterDied) or _database_locked(exc):
+    """A failure that is no write's fault: the database locked by another process or not writable, the disk full or
+    failing, the writer process gone. Until a commit goes through again, none will."""
+    if isinstance(exc, WriterDied) or _no_write_commits(exc):
         return True
     return isinstance(exc, sqlite3.OperationalError) and ("disk is full" in str(exc) or "disk I/O error" in str(exc))
 
 
-# A transaction that takes the write lock (sqlite3 opens it with BEGIN IMMEDIATE before an UPDATE) and changes
-# nothing: while the store cannot commit, one goes every PROBE_INTERVAL seconds (after its own busy waits), so
+# While the store cannot commit, a PROBE goes every PROBE_INTERVAL seconds (after its own busy waits), so
 # `can_commit` turns true again when the cause is gone even if nothing else writes meanwhile.
-_PROBE = "UPDATE messages SET status = status WHERE 0"
 PROBE_INTERVAL = 1.0
 
 
@@ -690,7 +696,7 @@ class SqliteStore:
                 if isinstance(op.waiter, asyncio.Future):
                     self._handling_dropped.add(op.waiter)  # what was decided on its handling must not stand
                 await self._write_batch(batch)
-            elif len(batch) == 1 or locked or isinstance(exc, WriterCannotStart):  # (no write of it at fault)
+            elif len(batch) == 1 or _no_write_commits(exc):
                 self._fail_ops(batch, exc)
             else:
                 # One bad write must not fail the others that shared its
@@ -731,7 +737,7 @@ class SqliteStore:
         """A transaction that changes nothing: its outcome is can_commit's (and a writer process gone is replaced
         for it)."""
         op = self._new_op(then=lambda result, error: None)
-        op.steps.append((_PROBE, (), ()))
+        op.steps.append((PROBE, (), ()))
         self._enqueue(op)
 
     def _answer_copies(self, batch: list[_Op], skipped: set[str]) -> None:

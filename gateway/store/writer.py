@@ -49,7 +49,14 @@ from typing import Any
 from ..logs import get_logger
 from .migrations import SchemaVersionError
 from .writer_child import FRAME_LENGTH as _LENGTH
-from .writer_child import LAST_COMMITTED, SKIP_DUPLICATE_KEY, Step, frame, not_stored
+from .writer_child import (
+    LAST_COMMITTED,
+    READ_ONLY,
+    SKIP_DUPLICATE_KEY,
+    Step,
+    frame,
+    not_stored,
+)
 
 log = get_logger("store")
 
@@ -126,6 +133,8 @@ class WriterProcess:
             log.warning("SQLite writer process died after committing its batch; the batch stands", db=self.path, batch=number)
             return 0, self._not_stored_after_all(steps)
         if not ok:
+            if READ_ONLY in message:  # its connection may have opened the file read-only, for good: the next batch's
+                await self.close()  # writer process opens it anew (or cannot start while it stays so)
             raise _error(error_class, message)
         return statements, skipped
 

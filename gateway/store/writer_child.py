@@ -232,6 +232,15 @@ SKIP_DUPLICATE_KEY = " ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL DO NO
 _ID_CHUNK = 500  # ids per lookup (SQLite's bound-parameter limit is higher; this keeps statements cacheable)
 
 
+# A transaction that takes the write lock (sqlite3 opens it with BEGIN IMMEDIATE before an UPDATE) and changes
+# nothing: whether a write would go through now. The store sends one every second while it cannot commit (sqlite.py);
+# the child runs one at its start (`_check_writable`).
+PROBE = "UPDATE messages SET status = status WHERE 0"
+# SQLite's message for SQLITE_READONLY, whatever its extended code: the file, its -wal or -shm, or their directory not
+# writable by this process, or the file opened while it was not (SQLite then opens it read-only, saying nothing).
+READ_ONLY = "attempt to write a readonly database"
+
+
 # Written in every batch's transaction: after a death, the successor knows whether the batch in flight committed.
 _PROGRESS = "UPDATE writer_progress SET batch = ?"
 LAST_COMMITTED = "SELECT batch FROM writer_progress"
@@ -258,6 +267,24 @@ def _run_batch(conn: sqlite3.Connection, number: int, steps: list[Step]) -> tupl
                 pass  # SQLite already rolled back (e.g. after a failed COMMIT)
         return False, type(exc).__name__, str(exc), 0, []
     return True, "", "", len(runs) + 1, skipped  # the runs and the COMMIT
+
+
+def _check_writable(conn: sqlite3.Connection) -> None:
+    """Refuse a connection that cannot write: SQLite opens a file it may not write read-only without a word, and
+    every commit would fail. A lock another process holds is not waited for here (the store waits it out at its
+    commits): a probe that finds the database locked says nothing."""
+    busy_timeout = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        conn.execute(PROBE)
+        conn.commit()
+    except sqlite3.OperationalError as exc:
+        conn.rollback()
+        if READ_ONLY in str(exc):
+            raise sqlite3.OperationalError(f"{exc} (the database file, its -wal or -shm file, or their directory, "
+                                           "cannot be written by this process)") from None  # fmt: skip
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {busy_timeout:d}")
 
 
 def not_stored(conn: sqlite3.Connection, ids: list[str]) -> list[str]:
@@ -308,6 +335,7 @@ def main(path: str) -> int:
     try:
         conn = _connect(path)
         migrate(conn)
+        _check_writable(conn)
     except (sqlite3.Error, OSError, SchemaVersionError) as exc:
         _send(out, (type(exc).__name__, type(exc).__name__, str(exc)))
         return 1

@@ -9,8 +9,9 @@
   twice and lose nothing that was acknowledged.
 - Routing of MT: "the bind that last carried MO from X if it is still bound and can receive".
 - "the store failed to commit: ESME_RSYSERR (nothing was acknowledged)", caused for real:
-  an SQLite trigger that aborts the INSERT, and another process holding the database's
-  write lock for longer than the writer's busy timeout.
+  an SQLite trigger that aborts the INSERT, another process holding the database's
+  write lock for longer than the writer's busy timeout, and a database the gateway may not
+  write (run as root without CAP_DAC_OVERRIDE, so that file modes bind it).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -31,7 +33,13 @@ from pathlib import Path
 import pytest
 from smpplib import exceptions as smpp_exceptions
 
-from tests.gateway_process import GatewayProcess, config_file
+from tests.gateway_process import (
+    ROOT,
+    GatewayProcess,
+    children_of,
+    config_file,
+    modes_apply,
+)
 from tests.polling import eventually
 from tests.smpp_handset import (
     ESME_ROK,
@@ -630,3 +638,47 @@ def test_ready_is_503_while_the_store_cannot_commit_and_200_again_once_it_can(ma
     # Nothing is sent meanwhile: the gateway finds out by itself that it can commit again.
     assert eventually(lambda: readiness(gw)[0] == 200, timeout=15)
     assert readiness(gw)[1]["store"] == "ok"
+
+
+def test_a_database_that_cannot_be_written_is_not_ready_until_it_can_be_again(start_gateway, handset, tmp_path: Path) -> None:
+    """SQLite opens a file its process may not write read-only, saying nothing: a writer process started after the
+    database was made read-only (chmod 444, the one before killed) failed every write as "attempt to write a readonly
+    database", each taken as its own write's fault: every submission ESME_RSYSERR while /ready said 200 "ok", and
+    chmod 644 changed nothing, the writer's connection staying read-only. Now a writer process that cannot write
+    refuses to run, and one starts once the file can be written again."""
+    db = tmp_path / "gw.db"
+    gw = start_gateway(db, file_modes_apply=True)
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    assert eventually(lambda: job_runs(db) > 0)  # the jobs' first writes are done: nothing writes now
+    db.chmod(0o444)
+    [writer] = children_of(gw.proc.pid)
+    os.kill(writer, signal.SIGKILL)  # (the OOM killer, an operator): its successor would open the file read-only
+    assert eventually(lambda: readiness(gw) == (503, {"ready": False, "store": "cannot commit", "binds": 2, "mt_waiting": 0}))
+    assert a.request(a.make("submit_sm", B, "read-only"), timeout=30).status == ESME_RSYSERR
+    db.chmod(0o644)
+    assert eventually(lambda: readiness(gw)[0] == 200)  # found by the store's own probes
+    assert a.submit(B, "writable again").status == ESME_ROK
+    assert text(b.expect()) == "writable again"
+    assert len(logged(gw, "store cannot commit")) == 1
+    assert len(logged(gw, "SQLite writer process cannot be restarted")) == 1
+
+
+def test_a_database_whose_wal_cannot_be_written_refuses_the_start(start_gateway, tmp_path: Path) -> None:
+    """It started ('smsgw ready', /ready 200) and answered every submission ESME_RSYSERR."""
+    db = tmp_path / "gw.db"
+    assert start_gateway(db).terminate() == 0
+    # A process that read the database and died leaves its -wal and -shm behind.
+    read_and_die = "import os, sqlite3, sys; sqlite3.connect(sys.argv[1]).execute('SELECT 1 FROM messages'); os._exit(0)"
+    subprocess.run([sys.executable, "-c", read_and_die, str(db)], check=True)
+    for left in (tmp_path / "gw.db-wal", tmp_path / "gw.db-shm"):
+        left.chmod(0o444)
+    refused = subprocess.run(
+        [*modes_apply(), sys.executable, "-m", "gateway", "serve", "--db", str(db), "--host", "127.0.0.1",
+         "--smpp-port", "0", "--http-port", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=15, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        f"smsgw: cannot start: cannot open SQLite store at {str(db)!r}: attempt to write a readonly database"
+        " (the database file, its -wal or -shm file, or their directory, cannot be written by this process)"
+    )
