@@ -34,7 +34,7 @@ async def ready(request: web.Request) -> web.Response:
     ready = gateway.ready and can_commit
     body = {
         "ready": ready,
-        "store": "ok" if can_commit else "cannot commit",
+        "store": "ok" if can_commit else "database file gone" if gateway.store.database_gone else "cannot commit",
         "binds": sum(1 for c in gateway.connections if c.account is not None),
         "mt_waiting": sum(gateway.delivery.queued.values()),
     }

@@ -36,6 +36,9 @@ class Store(Protocol):
     # False from a transaction that failed for no fault of its writes (the database locked by another process, the
     # disk full or failing, the writer process gone) until one commits: the gateway is not ready meanwhile.
     can_commit: bool
+    # The database's path does not name the file the store opened (deleted, moved away, replaced): it cannot commit
+    # (can_commit False) meanwhile; a file deleted or replaced never comes back, a restart is needed.
+    database_gone: bool
 
     async def open(self) -> None:
         """Create or migrate the schema and start the writer."""

@@ -112,6 +112,15 @@ class DatabaseLock:
             how = f"the file itself is locked: its lock file {self.path} was removed, or it uses a hard link to the file"
         return DatabaseInUse(f"{self.database} is in use by another smsgw ({by}); {how}")
 
+    def moved(self) -> bool:
+        """Whether the database's path no longer names the file locked: deleted, moved away, or another file put in
+        its place (a restore, a `mv`) while the gateway ran. (A stat: call it per batch, not per message.)"""
+        try:
+            now = os.stat(self.database)
+        except (FileNotFoundError, NotADirectoryError):
+            return True
+        return (now.st_dev, now.st_ino) != self._identity
+
     def release(self) -> None:
         """Only once this process's connections to the database are closed (see the module docstring)."""
         database_fd, self._database_fd = self._database_fd, None

@@ -56,7 +56,7 @@ from .migrations import SchemaVersionError
 from .records import FINAL_STATUSES, Direction, Message, MessageStatus
 from .rows import effect_sql, from_row, select_sql
 from .writer import WriterCannotStart, WriterDied, WriterProcess
-from .writer_child import PROBE, READ_ONLY, SKIP_DUPLICATE_KEY, Step
+from .writer_child import PROBE, READ_ONLY, SKIP_DUPLICATE_KEY, Step, connect
 
 R = TypeVar("R")
 log = get_logger("store")
@@ -64,6 +64,11 @@ log = get_logger("store")
 
 class StoreOpenError(RuntimeError):
     """The database file could not be opened, configured, migrated or (at start) read."""
+
+
+class DatabaseGone(sqlite3.OperationalError):
+    """The database's path does not name the file the store opened: what it commits would be lost, or go into another
+    file, and no connection may open the path. A file moved back ends it; one deleted or replaced, only a restart."""
 
 
 @dataclass(slots=True)
@@ -278,15 +283,15 @@ def _database_locked(exc: BaseException) -> bool:
 
 def _no_write_commits(exc: BaseException) -> bool:
     """No write of the batch would commit alone either: the database locked by another process or not writable (read
-    only to this process), no writer process able to start."""
-    if isinstance(exc, WriterCannotStart) or _database_locked(exc):
+    only to this process) or gone from its path, no writer process able to start."""
+    if isinstance(exc, (WriterCannotStart, DatabaseGone)) or _database_locked(exc):
         return True
     return isinstance(exc, sqlite3.OperationalError) and READ_ONLY in str(exc)
 
 
 def _cannot_commit(exc: BaseException) -> bool:
-    """A failure that is no write's fault: the database locked by another process or not writable, the disk full or
-    failing, the writer process gone. Until a commit goes through again, none will."""
+    """A failure that is no write's fault: the database locked by another process, not writable or gone, the disk
+    full or failing, the writer process gone. Until a commit goes through again, none will."""
     if isinstance(exc, WriterDied) or _no_write_commits(exc):
         return True
     return isinstance(exc, sqlite3.OperationalError) and ("disk is full" in str(exc) or "disk I/O error" in str(exc))
@@ -364,6 +369,9 @@ class SqliteStore:
         # commit: the gateway is not ready (GET /ready) meanwhile.
         self.can_commit = True
         self._probe: asyncio.TimerHandle | None = None
+        # The path does not name the file opened (`_check_database`): the store cannot commit meanwhile.
+        self.database_gone = False
+        self._watch: asyncio.TimerHandle | None = None  # `_look_at_database`, once a second
         # dedup_key -> (the op that inserts it, when), until that op is committed:
         # a copy arriving meanwhile must wait for the commit (see the module docstring).
         self._uncommitted: dict[str, tuple[_Op, float]] = {}
@@ -395,14 +403,16 @@ class SqliteStore:
             await self._close_connections()
             raise StoreOpenError(f"cannot open SQLite store at {self.path!r}: {exc}") from exc
         self._writer_task = asyncio.create_task(self._run_writer(), name=f"sqlite-writer:{self.path}")
+        self._watch = self._loop.call_later(PROBE_INTERVAL, self._look_at_database)
 
     async def close(self) -> None:
         """Commit everything issued before this call, then close both connections."""
         if self._closed:
             return
         self._closed = True  # from here on write methods raise
-        if self._probe is not None:
-            self._probe.cancel()
+        for timer in (self._probe, self._watch):
+            if timer is not None:
+                timer.cancel()
         try:
             if self._writer_task is not None:
                 self._stopping = True  # the writer stops once every op already issued is written
@@ -727,6 +737,24 @@ class SqliteStore:
         if not self.can_commit and not self._closed:
             self._write_nothing()
 
+    def _check_database(self) -> None:
+        """Raise DatabaseGone while the path does not name the file this store opened (deleted, moved away, replaced)."""
+        self.database_gone = self._lock.moved()
+        if self.database_gone:
+            raise DatabaseGone(f"the database file {self.path} was deleted, moved or replaced while smsgw ran: nothing is "
+                               "committed until that file is back at that name, which a deleted or replaced one never "
+                               "is; restart smsgw")  # fmt: skip
+
+    def _look_at_database(self) -> None:
+        """Once a second, whether the path still names the database: each batch asks too, this tells with none coming
+        (and /ready with it)."""
+        try:
+            self._check_database()
+        except DatabaseGone as exc:
+            self._commits_failing(exc)  # (and its probes find out when it is back)
+        assert self._loop is not None
+        self._watch = self._loop.call_later(PROBE_INTERVAL, self._look_at_database)
+
     def _writer_exited(self) -> None:
         """The writer process died between batches (killed from outside): its successor starts now, not with the
         next write, which may be a while coming."""
@@ -795,9 +823,13 @@ class SqliteStore:
         steps = [step for op in batch for step in op.steps]
         if any(op.dedup_keys for op in batch):
             steps.insert(0, (_RELEASE_EXPIRED_KEYS, (self._clock() - self._dedup_window,), ()))
+        # Not into a file gone from the path (nor into another one put there, by a writer process started anew), and
+        # acknowledged only if the path still named the database once committed.
+        self._check_database()
         # The writer groups the steps into executemany runs (writer_child.plan):
         # that is CPU the event loop's core does not spend.
         statements, skipped = await self._writer.commit(steps)  # rolled back by the writer if it raises
+        self._check_database()
         self.stats.executes += statements
         return skipped
 
@@ -861,6 +893,7 @@ class SqliteStore:
         if self._reader is None:
             raise RuntimeError("store is not open")
         sql, params = select_sql(record_type, filters, order_by, None)
+        self._check_database()  # a connection opened on another file at the path could wreck it (its WAL is ours)
 
         def read() -> list[R]:  # (100,000 subscriptions: ~1.5 s of the loop's time if read on it)
             reader = _connect_reader(self.path)
@@ -883,7 +916,7 @@ class SqliteStore:
 
 def _connect_reader(path: str) -> sqlite3.Connection:
     """The read connection: autocommit (each SELECT sees the latest commit), read-only, WAL."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, cached_statements=256)
+    conn = connect(path, isolation_level=None, check_same_thread=False, cached_statements=256)
     try:
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":  # e.g. ":memory:" — this connection would not see the writer's data

@@ -54,6 +54,7 @@ from .writer_child import (
     READ_ONLY,
     SKIP_DUPLICATE_KEY,
     Step,
+    connect,
     frame,
     not_stored,
 )
@@ -86,13 +87,14 @@ class WriterProcess:
         self._restart_failing = False
         self._watch: asyncio.Task[None] | None = None  # the child's exit, told to on_exit
 
-    async def start(self) -> None:
-        """Start the child; return once it has opened and migrated the database (else raise its error)."""
+    async def start(self, create: bool = True) -> None:
+        """Start the child; return once it has opened and migrated the database (else raise its error). `create`: it
+        may create the database (a successor must not: a file gone from the path is an error, not a new database)."""
         package_root = str(Path(__file__).resolve().parents[2])  # the directory holding gateway/
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (package_root, env.get("PYTHONPATH"))))
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway.store.writer_child", self.path,
+            sys.executable, "-m", "gateway.store.writer_child", self.path, "rwc" if create else "rw",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
         )  # fmt: skip
         reply = await self._receive()
@@ -159,7 +161,7 @@ class WriterProcess:
         return last == number
 
     def _read_last_committed(self) -> int:
-        conn = sqlite3.connect(self.path, timeout=10.0)
+        conn = connect(self.path, timeout=10.0)
         try:
             return conn.execute(LAST_COMMITTED).fetchone()[0]
         finally:
@@ -171,7 +173,7 @@ class WriterProcess:
         ids = [params[0] for sql, params, _tokens in steps if sql.endswith(SKIP_DUPLICATE_KEY)]
         if not ids:
             return []
-        conn = sqlite3.connect(self.path)
+        conn = connect(self.path)
         try:
             return not_stored(conn, ids)
         finally:
@@ -217,7 +219,7 @@ class WriterProcess:
         proc, self._proc = self._proc, None
         status = await proc.wait() if proc is not None else None
         try:
-            await self.start()
+            await self.start(create=False)
         except (sqlite3.Error, OSError, SchemaVersionError) as exc:
             if not self._restart_failing:  # (once until one starts: the store tries every second meanwhile)
                 self._restart_failing = True

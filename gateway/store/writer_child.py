@@ -1,6 +1,6 @@
 """The SQLite writer process itself (see writer.py for why and for the protocol).
 
-Started by `WriterProcess` as `python -m gateway.store.writer_child DB`. It
+Started by `WriterProcess` as `python -m gateway.store.writer_child DB OPEN_MODE` (see `main`). It
 imports nothing beyond the standard library and the migrations, so it is up in
 a few tens of milliseconds.
 """
@@ -16,6 +16,7 @@ import sys
 import threading
 from collections.abc import Iterable
 from typing import Any, BinaryIO
+from urllib.parse import quote
 
 from .migrations import SchemaVersionError, check_ours, migrate
 
@@ -45,10 +46,18 @@ sqlite3.register_adapter(bytes, _as_is)
 
 
 
-def _connect(path: str) -> sqlite3.Connection:
+def connect(path: str, open_mode: str = "rw", **options: Any) -> sqlite3.Connection:
+    """A connection to the database at `path`, opened in SQLite's URI mode `open_mode`. "rw": no file there is an
+    error, where a plain sqlite3.connect creates an empty database in its place (the file deleted or moved while the
+    gateway ran); "rwc" creates one."""
+    where = quote(os.fsencode(path))  # ("//" before an absolute path: the URI's authority is empty)
+    return sqlite3.connect(f"file:{'//' if where.startswith('/') else ''}{where}?mode={open_mode}", uri=True, **options)
+
+
+def _connect(path: str, open_mode: str) -> sqlite3.Connection:
     # isolation_level IMMEDIATE: sqlite3 issues BEGIN IMMEDIATE before a batch's
     # first statement, so a transaction holds the write lock from its start.
-    conn = sqlite3.connect(path, isolation_level="IMMEDIATE")
+    conn = connect(path, open_mode, isolation_level="IMMEDIATE")
     try:
         check_ours(conn)  # before WAL changes the file
     except BaseException:
@@ -110,7 +119,7 @@ class Checkpointer:
     def __init__(
         self, path: str, *, interval: float = INTERVAL, wal_limit: int = WAL_LIMIT, chase_left: int = CHASE_LEFT
     ) -> None:
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._conn = connect(path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA busy_timeout = 5000")
         page_size = self._conn.execute("PRAGMA page_size").fetchone()[0]
         self._interval = interval
@@ -326,14 +335,16 @@ def _kill_at_start_if_armed(switch: str) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def main(path: str) -> int:
+def main(path: str, open_mode: str) -> int:
+    """`open_mode`: "rwc" for the store's first writer process, which may create the database; "rw" for its
+    successors."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     inp = sys.stdin.buffer
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print must not corrupt the protocol
     try:
-        conn = _connect(path)
+        conn = _connect(path, open_mode)
         migrate(conn)
         _check_writable(conn)
     except (sqlite3.Error, OSError, SchemaVersionError) as exc:
@@ -357,4 +368,4 @@ def main(path: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(sys.argv[1], sys.argv[2]))

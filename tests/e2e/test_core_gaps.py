@@ -539,9 +539,9 @@ def test_a_writer_process_killed_is_replaced_at_once_and_ready_says_so_while_non
     assert a.submit(B, "writer replaced").status == ESME_ROK  # (written once the successor is ready)
     assert text(b.expect()) == "writer replaced"
     assert readiness(gw)[0] == 200
-    home.rename(tmp_path / "moved")  # no new writer process can open the database now
+    home.rename(tmp_path / "moved")  # no new writer process can open the database now (nor is one started: it is gone)
     os.kill(writer.pid, signal.SIGKILL)
-    assert eventually(lambda: readiness(gw) == (503, {"ready": False, "store": "cannot commit", "binds": 2, "mt_waiting": 0}))
+    assert eventually(lambda: readiness(gw) == (503, {"ready": False, "store": "database file gone", "binds": 2, "mt_waiting": 0}))
     assert a.request(a.make("submit_sm", B, "no writer"), timeout=30).status == ESME_RSYSERR
     (tmp_path / "moved").rename(home)
     assert eventually(lambda: readiness(gw)[0] == 200, timeout=15)  # found by the store's own probes
@@ -682,3 +682,41 @@ def test_a_database_whose_wal_cannot_be_written_refuses_the_start(start_gateway,
         f"smsgw: cannot start: cannot open SQLite store at {str(db)!r}: attempt to write a readonly database"
         " (the database file, its -wal or -shm file, or their directory, cannot be written by this process)"
     )
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_database_deleted_or_replaced_while_the_gateway_runs_is_not_written_to(
+    start_gateway, handset, tmp_path: Path, how: str
+) -> None:
+    """The writer went on committing into the file it had open: submissions after an `rm` got ESME_ROK, /ready said
+    200 and the stop exited 0, and all of it was lost with the deleted file (a copy moved over it the same: the
+    gateway wrote into the file that was no longer there). Now the store cannot commit, for good: the gateway must be
+    restarted, and an answered delivery it could not commit makes the stop's exit status 1."""
+    db = tmp_path / "gw.db"
+    gw = start_gateway(db, config_file(tmp_path, drain_timeout=1))
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    b.answering = False
+    assert a.submit(B, "before").status == ESME_ROK
+    assert text(b.expect()) == "before"
+    if how == "deleted":
+        db.unlink()
+    else:
+        replacement = db.read_bytes()  # a copy of it (what was checkpointed), moved over it
+        (tmp_path / "copy.db").write_bytes(replacement)
+        (tmp_path / "copy.db").replace(db)
+    expected = (503, {"ready": False, "store": "database file gone", "binds": 2, "mt_waiting": 1})  # ("before")
+    assert eventually(lambda: readiness(gw) == expected)  # nothing written meanwhile: found by the store itself
+    assert eventually(lambda: logged(gw, "store cannot commit"))  # (the line may be read after /ready answers)
+    [error] = logged(gw, "store cannot commit")
+    assert str(db) in error["error"] and "restart smsgw" in error["error"]
+    assert a.request(a.make("submit_sm", B, "after"), timeout=30).status == ESME_RSYSERR
+    b.answer_held()  # "before" delivered: that cannot be committed
+    assert eventually(lambda: logged(gw, "final status not committed; writing it again until it is"))
+    a.close()
+    b.close()
+    assert gw.terminate() == 1
+    assert logged(gw, "smsgw stopped with final statuses not committed: those MTs go out again at the next start")
+    if how == "deleted":
+        assert not db.exists(), "a connection of the gateway created a database in its place"
+    else:
+        assert db.read_bytes() == replacement, "the file put in its place was written to"

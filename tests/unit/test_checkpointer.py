@@ -21,7 +21,7 @@ CHASE_LEFT_FRAMES = 32
 
 def writer_on_new_db(path: Path) -> sqlite3.Connection:
     """The writer process's connection (WAL, autocheckpoint off) on a new database with one table."""
-    writer = _connect(str(path))
+    writer = _connect(str(path), "rwc")
     writer.execute("CREATE TABLE t (x BLOB)")
     writer.commit()
     return writer

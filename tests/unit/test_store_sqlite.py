@@ -575,6 +575,29 @@ async def test_open_error_names_the_path(tmp_path: Path) -> None:
         await SqliteStore(str(garbage)).open()
 
 
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+async def test_a_write_after_the_database_file_was_deleted_or_replaced_fails_and_the_store_cannot_commit(
+    store: SqliteStore, db: Path, how: str
+) -> None:
+    """It was committed into the file the writer had open, gone from the path, and acknowledged."""
+    if how == "deleted":
+        db.unlink()
+    else:
+        (db.parent / "copy.db").write_bytes(db.read_bytes())
+        (db.parent / "copy.db").replace(db)
+    with pytest.raises(sqlite3.OperationalError, match=f"the database file {db} was deleted, moved or replaced"):
+        await store.accept(mo("after"))  # (before the once-a-second look at the path: the batch's own)
+    assert not store.can_commit and store.database_gone
+
+
+async def test_no_read_creates_a_database_where_the_file_was_deleted(store: SqliteStore, db: Path) -> None:
+    """A scan (a connection of its own per call) created an empty database at the path: 'no such table'."""
+    db.unlink()
+    with pytest.raises(sqlite3.OperationalError, match="was deleted, moved or replaced"):
+        await store.scan(Subscriber)
+    assert not db.exists()
+
+
 async def test_newer_schema_is_refused(db: Path) -> None:
     with sqlite3.connect(db) as conn:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")

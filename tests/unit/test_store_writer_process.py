@@ -13,6 +13,7 @@ import pytest
 from gateway.store.records import Direction, Message, MessageStatus
 from gateway.store.sqlite import SqliteStore
 from gateway.store.writer import WriterCannotStart, WriterProcess
+from gateway.store.writer_child import PROBE
 
 
 def mo(id: str, text: bytes = b"0000") -> Message:
@@ -119,3 +120,21 @@ async def test_a_writer_killed_during_a_batch_with_no_successor_able_to_start_fa
         holder.rollback()
         holder.close()
         await writer.close()
+
+
+async def test_a_writer_process_started_after_its_database_was_deleted_creates_none(tmp_path: Path) -> None:
+    """The successor of a killed writer process created an empty database at the path, migrated it and committed into
+    it, the gateway's reads still on the deleted file."""
+    db = tmp_path / "gw.db"
+    writer = WriterProcess(str(db))
+    await writer.start()
+    try:
+        db.unlink()
+        os.kill(writer.pid, signal.SIGKILL)
+        assert await writer.wait() == -signal.SIGKILL
+        with pytest.raises(WriterCannotStart, match="unable to open database file"):
+            await writer.commit([(PROBE, (), ())])
+    finally:
+        await writer.close()
+    assert not db.exists()
+
