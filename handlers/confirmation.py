@@ -27,6 +27,10 @@ hands them to `answer`):
   Whether an answer came in time is decided by when it was received: one
   received in time and handled after the gateway marked its order expired (a
   retry, a replay at start) still confirms it;
+- a service that left the catalogue while its confirmation waited (a restart
+  with another config): no answer can make that order, so it waits nowhere (not
+  counted, listed or found by its code, no prompt on 10086), and is marked
+  expired when met;
 - other texts are not answers (None). The 0000 dialogue or the help text
   answers them, and the order waits and lapses if it is never confirmed.
 
@@ -100,8 +104,8 @@ async def _order(
         return Outcome(completed=True).reply(msisdn, text, operator)
     # Those from a later time too (a clock set back): a code they hold is taken, and the same order asked again now
     # is that one, sent again.
-    waiting, lapsed = await _open_orders(ctx, msisdn, now, later_too=True)
-    outcome = _expire(lapsed)
+    waiting, ending = await _open_orders(ctx, msisdn, now, later_too=True)
+    outcome = _expire(ending, now)
     expires_at = now + ctx.settings.confirmation_validity
     same = next((o for o in waiting if o.service_id == entry.id), None)
     if same is not None:  # asked again: the same confirmation (and code) again, valid from now
@@ -118,16 +122,14 @@ async def _order(
 # ----------------------------------------------------------------- answers
 async def latest_prompt(inbound: Inbound, ctx: ServiceContext) -> float | None:
     """When the newest confirmation still waiting was sent (None: nothing waits)."""
-    found = await ctx.store.find(PendingOrder, order_by="-created_at", limit=1, msisdn=inbound.subscriber,
-                                 status__in=UNANSWERED, expires_at__gt=inbound.received_at,
-                                 created_at__lte=ctx.clock.now())  # fmt: skip
-    return found[0].created_at if found else None
+    waiting, _ = await _open_orders(ctx, inbound.subscriber, inbound.received_at)
+    return waiting[-1].created_at if waiting else None
 
 
 async def last_prompt(inbound: Inbound, ctx: ServiceContext) -> float | None:
     """When the newest confirmation was sent that a confirm word may still be about: waiting, or
     ended within the last validity period (what `_not_waiting` answers about)."""
-    found = await _recent_orders(ctx, inbound.subscriber, inbound.received_at, limit=1)
+    found = await _recent_orders(ctx, inbound.subscriber, inbound.received_at)
     return found[0].created_at if found else None
 
 
@@ -142,8 +144,8 @@ async def answer(inbound: Inbound, ctx: ServiceContext, language: str, since: fl
     confirm = matches(folded, ctx.settings.confirm_words)
     decline = matches(folded, ctx.settings.decline_words)
     now = inbound.received_at
-    waiting, lapsed = await _open_orders(ctx, inbound.subscriber, now)
-    outcome = _expire(lapsed)
+    waiting, ending = await _open_orders(ctx, inbound.subscriber, now)
+    outcome = _expire(ending, now)
     if not (coded or confirm or decline):
         return _decline(inbound, ctx, language, outcome, waiting) if waiting else None
     if coded:
@@ -170,10 +172,7 @@ async def answer(inbound: Inbound, ctx: ServiceContext, language: str, since: fl
 async def _confirm(inbound: Inbound, ctx: ServiceContext, language: str, outcome: Outcome, order: PendingOrder) -> Outcome:
     msisdn, now, operator = inbound.subscriber, inbound.received_at, ctx.settings.operator
     outcome.completed = True
-    entry = ctx.catalogue.get(order.service_id)
-    if entry is None:  # the service left the catalogue while the confirmation waited: it ends now (see UNANSWERED)
-        outcome.put(replace(order, status="expired", expires_at=min(order.expires_at, now)))
-        return _nothing_pending(inbound, ctx, language, outcome)
+    entry = ctx.catalogue.get(order.service_id)  # (waiting: still in the catalogue, see _open_orders)
     outcome.put(replace(order, status="confirmed"))
     if await _active(ctx, msisdn, entry.id):
         text = ctx.text("confirmation.already_subscribed", language, operator=operator, **_names(entry, language))
@@ -226,8 +225,8 @@ async def _not_waiting(
     msisdn, now, operator = inbound.subscriber, inbound.received_at, ctx.settings.operator
     ended = [o for o in await _recent_orders(ctx, msisdn, now) if o.status not in UNANSWERED or o.expires_at <= now]
     last = next((o for o in ended if code is None or o.reply_code == code), None)
-    entry = ctx.catalogue.get(last.service_id) if last else None
-    if last is not None and entry is not None:
+    if last is not None:
+        entry = ctx.catalogue.get(last.service_id)  # (still in the catalogue: _recent_orders)
         if last.status in ("pending", "expired"):
             outcome.completed = True
             return outcome.reply(msisdn, ctx.text("confirmation.expired", language, **_names(entry, language)), operator)
@@ -253,12 +252,10 @@ def _nothing_pending(inbound: Inbound, ctx: ServiceContext, language: str, outco
 
 
 def _choose(ctx: ServiceContext, language: str, waiting: list[PendingOrder]) -> str:
-    items = []
-    for order in waiting:
-        entry = ctx.catalogue.get(order.service_id)
-        if entry is not None:
-            items.append(ctx.text("confirmation.choose_item", language, reply_code=order.reply_code, **_names(entry, language)))
-    return ctx.text("confirmation.choose", language, count=len(waiting), items="".join(items), example=waiting[0].reply_code)
+    """The waiting orders (all still in the catalogue: `_open_orders`), each with its reply code."""
+    items = "".join(ctx.text("confirmation.choose_item", language, reply_code=o.reply_code,
+                             **_names(ctx.catalogue.get(o.service_id), language)) for o in waiting)  # fmt: skip
+    return ctx.text("confirmation.choose", language, count=len(waiting), items=items, example=waiting[0].reply_code)
 
 
 # ----------------------------------------------------------------- helpers
@@ -266,21 +263,37 @@ async def _active(ctx: ServiceContext, msisdn: str, service_id: str) -> bool:
     return bool(await ctx.store.find(Subscription, limit=1, msisdn=msisdn, service_id=service_id, status="active"))
 
 
-async def _recent_orders(ctx: ServiceContext, msisdn: str, now: float, limit: int | None = None) -> list[PendingOrder]:
+async def _recent_orders(ctx: ServiceContext, msisdn: str, now: float) -> list[PendingOrder]:
     """Orders still waiting, or ended (or lapsed) within the last validity period, newest first (none from a later
-    time: handlers/base.py)."""
-    return await ctx.store.find(PendingOrder, order_by="-created_at", limit=limit, msisdn=msisdn,
-                                expires_at__gt=now - ctx.settings.confirmation_validity, created_at__lte=ctx.clock.now())  # fmt: skip
+    time: handlers/base.py; none for a service withdrawn since, which is nobody's prompt any more: `_open_orders`)."""
+    found = await ctx.store.find(PendingOrder, order_by="-created_at", msisdn=msisdn,
+                                 expires_at__gt=now - ctx.settings.confirmation_validity, created_at__lte=ctx.clock.now())  # fmt: skip
+    return [o for o in found if _offered(ctx, o)]
 
 
 async def _open_orders(
     ctx: ServiceContext, msisdn: str, now: float, later_too: bool = False
 ) -> tuple[list[PendingOrder], list[PendingOrder]]:
-    """(waiting, lapsed): unanswered orders still within their validity at `now` (oldest first), and those past it
-    still marked pending; none from a later time (handlers/base.py) unless `later_too`."""
+    """(waiting, ending): unanswered orders still within their validity at `now` (oldest first), and those to mark
+    expired: past it and still marked pending, or for a service that left the catalogue while they waited (no answer
+    can make them, so none counts as waiting: not in a bare confirm word's "exactly one", a list, a reply code's
+    lookup or 10086's order of prompts); none from a later time (handlers/base.py) unless `later_too`."""
     later = {} if later_too else {"created_at__lte": ctx.clock.now()}
     found = await ctx.store.find(PendingOrder, order_by="created_at", msisdn=msisdn, status__in=UNANSWERED, **later)
-    return [o for o in found if o.expires_at > now], [o for o in found if o.expires_at <= now and o.status == "pending"]
+    waiting: list[PendingOrder] = []
+    ending: list[PendingOrder] = []
+    for order in found:
+        if order.expires_at <= now:
+            if order.status == "pending":
+                ending.append(order)
+        else:
+            (waiting if _offered(ctx, order) else ending).append(order)
+    return waiting, ending
+
+
+def _offered(ctx: ServiceContext, order: PendingOrder) -> bool:
+    """The order's service is still in the catalogue."""
+    return ctx.catalogue.get(order.service_id) is not None
 
 
 # ------------------------------------------------------------------ expiry
@@ -295,12 +308,13 @@ async def expire_lapsed(ctx: ServiceContext, msisdns: Iterable[str], now: float)
     answer handled meanwhile stands). No text to anyone: silence declines (SPEC 3.2)."""
     outcome = Outcome()
     for msisdn in msisdns:
-        outcome.extend(_expire((await _open_orders(ctx, msisdn, now))[1]))
+        outcome.extend(_expire((await _open_orders(ctx, msisdn, now))[1], now))
     return outcome
 
 
-def _expire(lapsed: list[PendingOrder]) -> Outcome:
-    return Outcome().put(*(replace(o, status="expired") for o in lapsed))
+def _expire(ending: list[PendingOrder], now: float) -> Outcome:
+    """Mark these orders expired, each ended by `now` at the latest (one for a withdrawn service ends at once)."""
+    return Outcome().put(*(replace(o, status="expired", expires_at=min(o.expires_at, now)) for o in ending))
 
 
 # --------------------------------------------------------------- retention

@@ -11,7 +11,7 @@ from gateway.store.records import PendingOrder, Subscription
 from handlers.sp_notice import parse_sp_notice
 from tests.e2e.test_mo_retry import Failing
 from tests.polling import eventually
-from tests.services_support import at
+from tests.services_support import at, catalogue_without
 from tests.smpp_handset import ESME_ROK, is_receipt, receipt_fields, text, texts_from
 
 A, B = "8613800000001", "8613900000002"
@@ -271,6 +271,46 @@ def test_a_confirmation_sent_in_time_and_handled_after_its_order_was_marked_expi
     assert replies(phone) == [SEED_NOTICE]
     assert [s.status for s in subscriptions(gw, A)] == ["active"]
     assert order_statuses(gw, A) == {"sina-news": "confirmed"}
+
+
+def restarted_without(make_gateway, clock, first, db, *service_ids: str):
+    """`first` (on `db`) stops; a gateway starts on the same database with these services withdrawn from its catalogue."""
+    first.stop()
+    return make_gateway(clock=clock, db_path=db, catalogue=catalogue_without(*service_ids))
+
+
+def test_a_confirmation_for_a_service_withdrawn_while_it_waited_counts_as_waiting_nowhere(make_gateway, handset, clock, tmp_path):
+    """TT's (Y1) and TL's (Y2) confirmations wait; TL leaves the catalogue. A bare Y was answered "您有2笔业务定制待确认"
+    listing only TT, and confirmed nothing: TT is the only order still waiting."""
+    db = tmp_path / "withdrawn.db"
+    first = make_gateway(clock=clock, db_path=db)
+    phone = handset(A, gw=first, address_range=A)
+    assert [order(phone, kw)["code"] for kw in ("TT", "TL")] == ["Y1", "Y2"]
+    phone.close()
+    second = restarted_without(make_gateway, clock, first, db, "tencent-ringtones")
+    phone = handset(A, gw=second, address_range=A)
+    assert ask(phone, "Y") == SEED_NOTICE
+    assert [s.service_id for s in subscriptions(second, A)] == ["sina-news"]
+    assert order_statuses(second, A) == {"sina-news": "confirmed", "tencent-ringtones": "expired"}
+    assert ask(phone, "Y2").startswith("您目前没有待确认的业务定制。")  # its code names nothing waiting either
+    assert [s.service_id for s in subscriptions(second, A)] == ["sina-news"]
+
+
+def test_a_confirmation_for_a_withdrawn_service_does_not_outrank_the_00000_question_before_it(make_gateway, handset, clock, tmp_path):
+    """00000's question, then TL's confirmation; TL leaves the catalogue. The `是` the question asks for was taken as
+    the yes to TL's confirmation ("您目前没有待确认的业务定制"), nothing unsubscribed."""
+    db = tmp_path / "withdrawn.db"
+    first = make_gateway(clock=clock, db_path=db)
+    phone = handset(A, gw=first, address_range=A)
+    order(phone, "TT")
+    assert ask(phone, "Y") == SEED_NOTICE
+    assert ask(phone, "00000").startswith("您共定制了1项业务")
+    order(phone, "TL")
+    phone.close()
+    second = restarted_without(make_gateway, clock, first, db, "tencent-ringtones")
+    phone = handset(A, gw=second, address_range=A)
+    assert ask(phone, "是") == "您已成功退订新浪公司提供的头条新闻业务，下月起不再收取信息费。"
+    assert [s.status for s in subscriptions(second, A)] == ["cancelled"]
 
 
 def test_retransmitted_confirmation_confirms_once_and_already_subscribed(gw, handset):
