@@ -27,6 +27,13 @@ hands them to `answer`):
   Whether an answer came in time is decided by when it was received: one
   received in time and handled after the gateway marked its order expired (a
   retry, a replay at start) still confirms it;
+- a confirm for an order whose confirmation stated a fee the catalogue no
+  longer has (changed by a restart with another config) subscribes nobody: the
+  subscriber agreed to the fee they were shown. The order ends (as below) and a
+  new confirmation, same code, says the fee changed and asks again at the
+  catalogue's. (An order stored before orders kept their fee is taken at the
+  catalogue's.) Subscriptions already active are billed at the catalogue's fee
+  of the day of each charge: a fee change applies from the next bill;
 - a service that left the catalogue while its confirmation waited (a restart
   with another config): no answer can make that order, so it waits nowhere (not
   counted, listed or found by its code, no prompt on 10086), and is marked
@@ -58,6 +65,7 @@ from .base import Inbound, Outcome, ServiceContext
 from .billing import (
     billed_since,
     charges_missed,
+    fen,
     repeat_trial_until,
     runs_voided_by_an_order,
     trial_until,
@@ -108,15 +116,22 @@ async def _order(
     outcome = _expire(ending, now)
     expires_at = now + ctx.settings.confirmation_validity
     same = next((o for o in waiting if o.service_id == entry.id), None)
-    if same is not None:  # asked again: the same confirmation (and code) again, valid from now
-        order = replace(same, created_at=now, expires_at=expires_at)
+    if same is not None:  # asked again: the same confirmation (and code) again, valid from now, at today's fee
+        order = replace(same, created_at=now, expires_at=expires_at, fee=fen(entry.fee))
     else:
         used = {o.reply_code for o in waiting}
         code = next(f"Y{n}" for n in range(1, len(used) + 2) if f"Y{n}" not in used)
-        order = PendingOrder(ctx.new_id(), msisdn, entry.id, channel, code, now, expires_at, "pending")
-    text = ctx.text("confirmation.request", language, reply_code=order.reply_code, validity=_validity(ctx, language),
-                    **_names(entry, language))  # fmt: skip
-    return outcome.put(order).reply(msisdn, text, operator, until=expires_at)
+        order = PendingOrder(ctx.new_id(), msisdn, entry.id, channel, code, now, expires_at, "pending", fen(entry.fee))
+    return _request(ctx, language, outcome, order, entry, "confirmation.request")
+
+
+def _request(
+    ctx: ServiceContext, language: str, outcome: Outcome, order: PendingOrder, entry: CatalogueEntry, key: str, **values: str
+) -> Outcome:
+    """Store `order` and send its confirmation (the text `key`), which states the fee the order keeps."""
+    text = ctx.text(key, language, reply_code=order.reply_code, validity=_validity(ctx, language),
+                    **_names(entry, language), **values)  # fmt: skip
+    return outcome.put(order).reply(order.msisdn, text, ctx.settings.operator, until=order.expires_at)
 
 
 # ----------------------------------------------------------------- answers
@@ -173,6 +188,8 @@ async def _confirm(inbound: Inbound, ctx: ServiceContext, language: str, outcome
     msisdn, now, operator = inbound.subscriber, inbound.received_at, ctx.settings.operator
     outcome.completed = True
     entry = ctx.catalogue.get(order.service_id)  # (waiting: still in the catalogue, see _open_orders)
+    if order.fee not in (None, fen(entry.fee)):  # the fee changed while it waited: not the one the subscriber agreed to
+        return _ask_again(ctx, language, outcome, order, entry, now)
     outcome.put(replace(order, status="confirmed"))
     if await _active(ctx, msisdn, entry.id):
         text = ctx.text("confirmation.already_subscribed", language, operator=operator, **_names(entry, language))
@@ -204,6 +221,18 @@ async def _confirm(inbound: Inbound, ctx: ServiceContext, language: str, outcome
     outcome.effects.extend(await runs_voided_by_an_order(ctx, ctx.clock.now()))
     outcome.replies.append(sp_notice(ctx, entry, msisdn, "ORDER", order.channel, now))
     return outcome
+
+
+def _ask_again(
+    ctx: ServiceContext, language: str, outcome: Outcome, order: PendingOrder, entry: CatalogueEntry, now: float
+) -> Outcome:
+    """A confirmation stating a fee the catalogue no longer has subscribes nobody (SPEC 3.2: the subscriber confirms
+    what they were told): it ends as one for a withdrawn service does, and a new confirmation (same reply code, a new
+    validity) tells the subscriber the fee changed and asks them again at the catalogue's."""
+    again = replace(order, id=ctx.new_id(), created_at=now, expires_at=now + ctx.settings.confirmation_validity,
+                    fee=fen(entry.fee))  # fmt: skip
+    outcome.extend(_expire([order], now))
+    return _request(ctx, language, outcome, again, entry, "confirmation.fee_changed", old_fee=yuan(order.fee / 100))
 
 
 def _decline(inbound: Inbound, ctx: ServiceContext, language: str, outcome: Outcome, orders: list[PendingOrder]) -> Outcome:

@@ -186,6 +186,10 @@ MIGRATIONS: list[Migration] = [
     # 11: as step 10, for dialogues expired long enough (handlers/unsubscribe.dialogues_past_use). No query of a
     # subscriber's dialogues names expires_at: the primary key stays the planner's pick for them.
     ("CREATE INDEX dialogues_ending ON dialogues (expires_at)",),
+    # 12: the fee an order's confirmation stated (fen a month, handlers/confirmation._confirm: a confirmation quoting
+    # a fee the catalogue no longer has subscribes nobody, it is asked again). NULL in the orders written before: their
+    # fee is unknown, taken as the catalogue's.
+    ("ALTER TABLE pending_orders ADD COLUMN fee INTEGER",),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -125,6 +125,7 @@ class PendingOrder:
     created_at: float
     expires_at: float
     status: str  # pending | confirmed | declined | expired
+    fee: int | None = None  # fen a month, as its confirmation stated it; None: sent before orders kept it (the catalogue's)
 
 
 @dataclass(slots=True)

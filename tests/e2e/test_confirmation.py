@@ -8,6 +8,7 @@ import pytest
 
 from gateway.clock import SimulatedClock
 from gateway.store.records import PendingOrder, Subscription
+from handlers.base import Outcome
 from handlers.sp_notice import parse_sp_notice
 from tests.e2e.test_mo_retry import Failing
 from tests.polling import eventually
@@ -311,6 +312,39 @@ def test_a_confirmation_for_a_withdrawn_service_does_not_outrank_the_00000_quest
     phone = handset(A, gw=second, address_range=A)
     assert ask(phone, "是") == "您已成功退订新浪公司提供的头条新闻业务，下月起不再收取信息费。"
     assert [s.status for s in subscriptions(second, A)] == ["cancelled"]
+
+
+def catalogue_with_fee(service_id: str, fee: float) -> list[dict]:
+    """The built-in [[catalogue]] with this service's fee changed (yuan a month)."""
+    return [dict(entry, fee=fee) if entry["id"] == service_id else entry for entry in catalogue_without()]
+
+
+def test_a_confirmation_stating_a_fee_changed_since_subscribes_nobody_and_is_asked_again(make_gateway, handset, clock, tmp_path):
+    """TT's confirmation said 30 yuan a month; the gateway starts again with its fee at 50. The Y subscribed at 50
+    ("您已定制试用新浪的头条新闻业务,信息费50元/月"), which the subscriber was never shown, and the 1st charged 5000 fen."""
+    db = tmp_path / "fee.db"
+    first = make_gateway(clock=clock, db_path=db)
+    phone = handset(A, gw=first, address_range=A)
+    assert order(phone, "TT")["fee"] == "30"
+    phone.close()
+    first.stop()
+    second = make_gateway(clock=clock, db_path=db, catalogue=catalogue_with_fee("sina-news", 50))
+    phone = handset(A, gw=second, address_range=A)
+    again = ask(phone, "Y")
+    assert again.startswith("中国移动提醒您：新浪的头条新闻业务的信息费已由30元/月调整为50元/月（由中国移动代收，客服电话9510567），"
+                            "业务未按原资费定制。按新资费定制请回复"), again
+    assert "回复“Y1”确认本笔" in again and again.endswith("24小时内有效。")
+    assert subscriptions(second, A) == []
+    assert [(o.status, o.fee, o.reply_code) for o in orders(second, A)] == [("expired", 3000, "Y1"), ("pending", 5000, "Y1")]
+    assert ask(phone, "Y") == SEED_NOTICE.replace("信息费30元", "信息费50元")  # agreed to what it was told
+    assert [s.status for s in subscriptions(second, A)] == ["active"]
+
+
+def test_an_order_kept_before_orders_kept_their_fee_is_confirmed_at_the_catalogues(gw, handset, clock):
+    now = clock.now()
+    legacy = PendingOrder("order-legacy", A, "sina-news", "sms", "Y1", now, now + 3600, "pending")  # fee: None
+    gw.call(gw.gateway.services.commit(Outcome().put(legacy)))
+    assert ask(handset(A, gw=gw, address_range=A), "Y") == SEED_NOTICE
 
 
 def test_retransmitted_confirmation_confirms_once_and_already_subscribed(gw, handset):
