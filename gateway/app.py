@@ -93,6 +93,7 @@ class Gateway:
         self.guards = Guards(
             self.catalogue, (a.system_id for a in self.accounts if a.role == "sp"),
             operator_codes=(code for code, (name, _options, _key) in handlers.items() if name in OPERATOR_SERVICES),
+            accounts=(a.system_id for a in self.accounts), plan=self.plan,
         )  # fmt: skip
         self.delivery = Delivery(self.router, self.store, self.clock, self.ids, settings, undeliverable=self.guards.undeliverable)
         self.outbox = Outbox(self.delivery, self.ids, settings.default_validity)

@@ -7,6 +7,9 @@
 - a number a subscriber reported can no longer reach that subscriber;
 - an SP's content reaches only subscribers with an active, confirmed
   subscription to one of its services on that service code (SPEC 2, 3.2).
+  What waited from an account no longer configured (removed or renamed since
+  it was accepted) is an SP's content when it was sent from a code rather than
+  a subscriber's number: it was no handset's or carrier's.
 
 Delivery asks again (`undeliverable`) when it takes up an MT that waited (off
 line subscriber, retry, schedule), or one accepted before the last change that
@@ -36,6 +39,7 @@ from collections.abc import Callable, Iterable
 from handlers.base import Catalogue
 
 from .accounts import Account
+from .numbers import NumberPlan
 from .smpp.constants import CommandStatus
 from .store.base import Store
 from .store.effects import Effect, Put
@@ -45,8 +49,13 @@ S = CommandStatus
 
 
 class Guards:
-    def __init__(self, catalogue: Catalogue, sp_accounts: Iterable[str] = (), operator_codes: Iterable[str] = ()) -> None:
+    def __init__(
+        self, catalogue: Catalogue, sp_accounts: Iterable[str] = (), operator_codes: Iterable[str] = (),
+        accounts: Iterable[str] = (), plan: NumberPlan | None = None,
+    ) -> None:  # fmt: skip
         self._sp_accounts = frozenset(sp_accounts)  # system_ids of the accounts with role "sp"
+        self._not_sp = frozenset(accounts).difference(self._sp_accounts)  # those of the other accounts configured
+        self._plan = plan or NumberPlan()
         self._operator_codes = frozenset(operator_codes)  # the operator's own services: reached even when blocked
         self._code_of = {entry.id: entry.service_code for entry in catalogue}
         # Active blocks: how many for each number blocked network-wide, and for each
@@ -93,7 +102,7 @@ class Guards:
             return False
         if self._lifted and source in self._lifted and dest not in self._operator_codes:
             return True
-        return self._refusal(source, dest, account in self._sp_accounts) is not None
+        return self._refusal(source, dest, self._from_sp(account, source)) is not None
 
     def undeliverable(self, message: Message) -> tuple[int, str] | None:
         """(command_status, reason) when an MT accepted earlier may no longer go out, else None. Only what an
@@ -102,12 +111,17 @@ class Guards:
         if not message.account:
             return None
         source, dest = message.source_addr, message.dest_addr
-        refusal = self._refusal(source, dest, message.account in self._sp_accounts)
+        refusal = self._refusal(source, dest, self._from_sp(message.account, source))
         if refusal is None and self._lifted:
             lifted = self._lifted.get(source)
             if lifted is not None and message.id < lifted and dest not in self._operator_codes:
                 return S.SMSGW_RSENDERBLOCKED, f"{source} was blocked network-wide after spam reports while this waited (lifted since)"
         return refusal
+
+    def _from_sp(self, account: str, source: str) -> bool:
+        """Whether what `account` sent from `source` is an SP's content: an sp account's, or one no longer configured
+        that sent it from a code, not a subscriber's number (one set lookup for a handset's or a carrier's MT)."""
+        return account not in self._not_sp and (account in self._sp_accounts or not self._plan.is_msisdn(source))
 
     def _refusal(self, source: str, dest: str, from_sp: bool) -> tuple[int, str] | None:
         if source in self._network and dest not in self._operator_codes:

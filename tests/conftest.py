@@ -49,14 +49,17 @@ def tls_files(tmp_path: Path) -> tuple[Path, Path]:
 
 @pytest.fixture
 def make_gateway(tmp_path: Path) -> Iterator[Callable[..., GatewayController]]:
-    """Start a gateway: make_gateway(clock=None, db_path=None, **config_overrides). Stopped at teardown."""
+    """Start a gateway: make_gateway(clock=None, db_path=None, base=None, **config_overrides), `base` a Config the
+    overrides apply to (default: the built-in one). Stopped at teardown."""
     started: list[GatewayController] = []
 
-    def make(*, clock: Clock | None = None, db_path: Path | str | None = None, **overrides: Any) -> GatewayController:
+    def make(
+        *, clock: Clock | None = None, db_path: Path | str | None = None, base: Config | None = None, **overrides: Any
+    ) -> GatewayController:
         options: dict[str, Any] = {"db_path": db_path or tmp_path / f"gw{len(started)}.db"}
         if clock is not None:
             options["clock"] = clock
-        controller = GatewayController(config_with(**overrides), **options)
+        controller = GatewayController(gateway_config(base, **overrides), **options)
         started.append(controller)
         return controller.start()
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from gateway.clock import SimulatedClock
-from gateway.config import DEFAULT_CONFIG, Config, load_config
+from gateway.config import DEFAULT_CONFIG, Config, load_config, parse_config
 from gateway.ids import MessageIds
 from gateway.store.sqlite import SqliteStore
 from gateway.templates import Templates
@@ -31,6 +31,20 @@ def catalogue_without(*service_ids: str) -> list[dict]:
     """The built-in [[catalogue]] less these services (a config override: services withdrawn since they were ordered)."""
     with open(DEFAULT_CONFIG, "rb") as f:
         return [entry for entry in tomllib.load(f)["catalogue"] if entry["id"] not in service_ids]
+
+
+def sp_account_changed(system_id: str, renamed: str | None = None) -> Config:
+    """The built-in config with the SP account `system_id` renamed `renamed` (its services naming the new name), or
+    without it and its services (None): an account changed since the MTs to or from it were made."""
+    with open(DEFAULT_CONFIG, "rb") as f:
+        raw = tomllib.load(f)
+    raw["accounts"] = [a for a in raw["accounts"] if a["system_id"] != system_id or renamed is not None]
+    raw["catalogue"] = [e for e in raw["catalogue"] if e["sp"] != system_id or renamed is not None]
+    for entry in (*raw["accounts"], *raw["catalogue"]):
+        for key in ("system_id", "sp"):
+            if entry.get(key) == system_id:
+                entry[key] = renamed
+    return parse_config(raw, DEFAULT_CONFIG)
 
 
 @dataclass

@@ -7,12 +7,12 @@ import re
 import pytest
 
 from gateway.clock import SimulatedClock
-from gateway.store.records import PendingOrder, Subscription
+from gateway.store.records import MessageStatus, PendingOrder, Subscription
 from handlers.base import Outcome
 from handlers.sp_notice import parse_sp_notice
 from tests.e2e.test_mo_retry import Failing
 from tests.polling import eventually
-from tests.services_support import at, catalogue_without
+from tests.services_support import at, catalogue_without, sp_account_changed
 from tests.smpp_handset import ESME_ROK, is_receipt, receipt_fields, text, texts_from
 
 A, B = "8613800000001", "8613900000002"
@@ -184,6 +184,32 @@ def test_sp_content_to_a_subscriber_off_line_until_its_validity_ends_after_unsub
     clock.advance(61)
     receipt = receipt_fields(sina.expect(predicate=is_receipt))
     assert (receipt["id"], receipt["stat"], receipt["err"]) == (waiting.message_id.decode(), "REJECTD", "402")
+
+
+def test_sp_content_waiting_when_its_account_is_removed_is_not_delivered_after_the_unsubscription(make_gateway, handset, clock, tmp_path):
+    """The SP account tencent was taken out of the config (with its service) while its content waited for an off line
+    subscriber, who then unsubscribed: it went out all the same, the guards taking an account no longer configured
+    for no SP's. Sent from a service code, it is an SP's content: it ends REJECTED err:402 as before the change."""
+    db = tmp_path / "gw.db"
+    gw = make_gateway(clock=clock, db_path=db)
+    phone = handset(B, gw=gw, address_range=B)
+    order(phone, "TL")
+    assert ask(phone, "Y").startswith("您已定制")
+    phone.close()
+    tencent = handset(TENCENT, system_id="tencent", bind="tx", gw=gw)
+    waiting = tencent.submit(B, "图铃：waiting", registered_delivery=1)
+    assert waiting.status == ESME_ROK
+    tencent.close()
+    gw.stop()
+    gw = make_gateway(clock=clock, db_path=db, base=sp_account_changed("tencent"))
+    [subscription] = subscriptions(gw, B)
+    gw.call(gw.gateway.services.unsubscribe(B, [subscription.id], "web"))
+    phone = handset(B, gw=gw, address_range=B)
+    assert replies(phone)[0].startswith("您已成功退订")
+    message_id = waiting.message_id.decode()
+    assert eventually(lambda: gw.call(gw.gateway.store.get(message_id)).status is MessageStatus.REJECTED)
+    assert gw.call(gw.gateway.store.get(message_id)).error == 402
+    phone.expect_none(0.3, lambda p: p.source_addr == TENCENT.encode())
 
 
 def test_unknown_keyword_then_decline(gw, handset):
