@@ -205,6 +205,7 @@ class Gateway:
             await self.guards.load(self.store)
             self.guards.on_tightened = self.delivery.refuse_waiting  # from now (replayed MOs too), not for those loaded
             await self.delivery.restore(self.guards.stops)  # undelivered MTs stay in the store until their binds appear
+            await self._readdress_waiting()
             unprocessed = await self.store.unprocessed_mos()
         except sqlite3.DatabaseError as exc:  # a damaged file: its header opened, its pages do not read
             raise StoreOpenError(f"cannot read SQLite store at {self.db_path!r}: {exc}") from exc
@@ -232,6 +233,26 @@ class Gateway:
             mo_replayed=len(unprocessed),
             connections_allowed=self.connections_allowed,
         )
+
+    async def _readdress_waiting(self) -> None:
+        """MTs addressed to an account by name that is no longer configured (renamed or removed since): its SP notices
+        go to the SP the catalogue names for their service code now, behind them those made from now on (SP notices
+        of a line in the order they were made); what is left (receipts, notices on a code no service has now) waits
+        for that account to be configured again, until its validity ends: a warning names each, with the count."""
+        left: dict[str, int] = {}
+        for (account, code), count in (await self.store.addressed_counts()).items():
+            if self.accounts.get(account) is not None:
+                continue
+            services = self.catalogue.on_code(code) if code is not None else []
+            if services:
+                await self.store.readdress_notices(account, code, services[0].sp)
+                log.warning("SP notices to an account no longer configured go to the SP of their service code now",
+                            account=account, service_code=code, sp=services[0].sp, count=count)  # fmt: skip
+            else:
+                left[account] = left.get(account, 0) + count
+        for account, count in left.items():
+            log.warning("MTs wait for an account no longer configured: they go out only if it is configured again",
+                        account=account, count=count)  # fmt: skip
 
     async def _take_ports(self, tls_context: ssl.SSLContext | None) -> None:
         """Bind the SMPP (and TLS) and HTTP ports, not listening yet (`start` opens them once the gateway is ready):

@@ -33,8 +33,8 @@ def catalogue_without(*service_ids: str) -> list[dict]:
         return [entry for entry in tomllib.load(f)["catalogue"] if entry["id"] not in service_ids]
 
 
-def sp_account_changed(system_id: str, renamed: str | None = None) -> Config:
-    """The built-in config with the SP account `system_id` renamed `renamed` (its services naming the new name), or
+def account_changed(system_id: str, renamed: str | None = None) -> Config:
+    """The built-in config with the account `system_id` renamed `renamed` (an SP's services naming the new name), or
     without it and its services (None): an account changed since the MTs to or from it were made."""
     with open(DEFAULT_CONFIG, "rb") as f:
         raw = tomllib.load(f)

@@ -123,6 +123,9 @@ class Store(Protocol):
         """The MT will not be delivered (expired / undeliverable / deleted); insert its receipt if one is due.
         `then` as for mark_delivered."""
 
+    def readdress_notices(self, to_account: str, service_code: str, sp: str) -> Awaitable[None]:
+        """Address the undelivered SP notices to `to_account` on `service_code` to the SP account `sp` instead."""
+
     def prune(self, seqs: Sequence[int], ended_by: float) -> Awaitable[None]:
         """Delete these messages (seqs from `prunable`) in one transaction: each only if it is still final, ended by
         `ended_by`, and holds no dedup key inside the dedup window. Gone for good: `get` finds none of them."""
@@ -172,6 +175,10 @@ class Store(Protocol):
     async def waiting_counts(self) -> dict[tuple[str, str, str], int]:
         """How many undelivered MTs wait, by (account that sent them, source_addr, dest_addr): the per-subscriber
         queue limit counts them, and those a block or an unsubscription stops are ended at start."""
+
+    async def addressed_counts(self) -> dict[tuple[str, str | None], int]:
+        """How many undelivered MTs wait for an account by name (receipts, SP notices), by (that account, the
+        service code of an SP notice or None for a receipt)."""
 
     async def find(self, record_type: type[R], *, order_by: str | None = None, limit: int | None = None, **filters: Any) -> list[R]:
         """Service records (records.TABLES) matching `field=value`, `field__gte=…` (gt, lte, lt, ne) and `field__in=[…]`."""

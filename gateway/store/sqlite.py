@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, Union
 
 from ..logs import get_logger
+from ..smpp.constants import EsmClass
 from .base import WriteSkipped
 from .effects import Effect
 from .lock import DatabaseInUse, DatabaseLock
@@ -141,6 +142,18 @@ def _with_cursors(rows: list[tuple]) -> list[tuple[tuple[float, int], Message]]:
 _WAITING_COUNTS = (
     f"SELECT account, source_addr, dest_addr, count(*) FROM messages WHERE {_ENROUTE_MT} GROUP BY account, source_addr, dest_addr"
 )
+# Undelivered MTs addressed to an account (receipts, SP notices), by that account and an SP notice's service code
+# (NULL: a receipt), through the index of SqliteStore.waiting_mts: what waits for accounts no longer configured.
+_ADDRESSED_COUNTS = (
+    "SELECT json_extract(extra, '$.to_account'), CASE WHEN esm_class & ? THEN NULL ELSE dest_addr END, count(*)"
+    f" FROM messages INDEXED BY messages_waiting WHERE {_ENROUTE_MT} AND json_extract(extra, '$.to_account') IS NOT NULL"
+    " GROUP BY 1, 2"
+)
+_READDRESS_NOTICES = (
+    "UPDATE messages INDEXED BY messages_waiting SET extra = json_set(extra, '$.to_account', ?)"
+    f" WHERE {_ENROUTE_MT} AND json_extract(extra, '$.to_account') = ? AND dest_addr = ? AND NOT esm_class & ?"
+)
+_DELIVERY_RECEIPT = int(EsmClass.DELIVERY_RECEIPT)
 _INSERT = (
     f"INSERT INTO messages ({', '.join(_FIELDS)}, accepted_at) "
     f"VALUES ({', '.join('?' * (len(_FIELDS) + 1))})"
@@ -575,6 +588,13 @@ class SqliteStore:
         op.steps.extend((_PRUNE, (seq, ended_by, now - self._dedup_window), ()) for seq in seqs)
         return self._enqueue(op)
 
+    def readdress_notices(self, to_account: str, service_code: str, sp: str) -> asyncio.Future[None]:
+        """Address the undelivered SP notices to `to_account` on `service_code` to the SP account `sp` instead."""
+        self._begin_write()
+        op = self._new_op()
+        op.steps.append((_READDRESS_NOTICES, (sp, to_account, service_code, _DELIVERY_RECEIPT), ()))
+        return self._enqueue(op)
+
     def _begin_write(self) -> float:
         """Check a write may be issued now; return the store clock."""
         if self._closed:
@@ -884,6 +904,10 @@ class SqliteStore:
 
     async def waiting_counts(self) -> dict[tuple[str, str, str], int]:
         return {(account, source, dest): count for account, source, dest, count in await self._read(_WAITING_COUNTS, ())}
+
+    async def addressed_counts(self) -> dict[tuple[str, str | None], int]:
+        rows = await self._read(_ADDRESSED_COUNTS, (_DELIVERY_RECEIPT,))
+        return {(account, code): count for account, code, count in rows}
 
     async def find(self, record_type: type[R], *, order_by: str | None = None, limit: int | None = None, **filters: Any) -> list[R]:
         sql, params = select_sql(record_type, filters, order_by, limit)

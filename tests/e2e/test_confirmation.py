@@ -12,7 +12,7 @@ from handlers.base import Outcome
 from handlers.sp_notice import parse_sp_notice
 from tests.e2e.test_mo_retry import Failing
 from tests.polling import eventually
-from tests.services_support import at, catalogue_without, sp_account_changed
+from tests.services_support import account_changed, at, catalogue_without
 from tests.smpp_handset import ESME_ROK, is_receipt, receipt_fields, text, texts_from
 
 A, B = "8613800000001", "8613900000002"
@@ -201,7 +201,7 @@ def test_sp_content_waiting_when_its_account_is_removed_is_not_delivered_after_t
     assert waiting.status == ESME_ROK
     tencent.close()
     gw.stop()
-    gw = make_gateway(clock=clock, db_path=db, base=sp_account_changed("tencent"))
+    gw = make_gateway(clock=clock, db_path=db, base=account_changed("tencent"))
     [subscription] = subscriptions(gw, B)
     gw.call(gw.gateway.services.unsubscribe(B, [subscription.id], "web"))
     phone = handset(B, gw=gw, address_range=B)

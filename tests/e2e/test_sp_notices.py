@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
+import structlog
 
 from gateway.clock import SimulatedClock
 from handlers.sp_notice import parse_sp_notice
-from tests.services_support import at
+from tests.services_support import account_changed, at
 from tests.smpp_handset import ESME_ROK, ESME_RTHROTTLED, texts_from
 
-A = "8613800000001"
+A, FRIEND = "8613800000001", "8613700000002"
 OPERATOR, SINA = "10086", "1066916"
 ESME_RX_P_APPN = 0x65  # permanent: the SP will never take this one
 
@@ -103,3 +104,44 @@ def test_notices_behind_one_unanswered_when_the_sp_went_away_go_out_once_in_orde
     again = handset(SINA, system_id="sina", bind="rx", gw=gw)
     assert events(again, 2) == ["ORDER", "CANCEL"]
     again.expect_none(3.0, lambda p: p.source_addr == A.encode())  # each once
+
+
+MOVED = "SP notices to an account no longer configured go to the SP of their service code now"
+LEFT = "MTs wait for an account no longer configured: they go out only if it is configured again"
+
+
+def test_notices_waiting_for_an_sp_account_renamed_reach_it_under_its_new_name_in_order(make_gateway, handset, tmp_path):
+    """sina renamed sinacorp (its services with it) while A's ORDER notice waited: the ORDER stayed addressed to sina
+    until it expired, and the CANCEL made after the restart reached sinacorp on its own."""
+    clock, db = SimulatedClock(at(2026, 11, 10)), tmp_path / "gw.db"
+    gw = make_gateway(clock=clock, db_path=db)
+    phone = handset(A, gw=gw, address_range=A)
+    order_and_confirm(phone)  # sina has no bind: its ORDER notice waits in the store
+    phone.close()
+    gw.stop()
+    with structlog.testing.capture_logs() as logs:
+        gw = make_gateway(clock=clock, db_path=db, base=account_changed("sina", "sinacorp"))
+    unsubscribe(handset(A, gw=gw, address_range=A))
+    sinacorp = handset(SINA, system_id="sinacorp", password="sina", bind="rx", gw=gw)
+    assert events(sinacorp, 2) == ["ORDER", "CANCEL"]
+    [moved] = [line for line in logs if line["event"] == MOVED]
+    assert (moved["account"], moved["service_code"], moved["sp"], moved["count"]) == ("sina", SINA, "sinacorp", 1)
+    assert not [line for line in logs if line["event"] == LEFT]
+
+
+def test_a_start_names_each_account_no_longer_configured_that_receipts_wait_for(make_gateway, handset, tmp_path):
+    """The handset account renamed phones while receipts waited for it: they waited for ever (until their validity),
+    and nothing said so."""
+    clock, db = SimulatedClock(at(2026, 11, 10)), tmp_path / "gw.db"
+    gw = make_gateway(clock=clock, db_path=db)
+    sender = handset(A, bind="tx", gw=gw)  # no receiving bind: the receipts wait for one of the account
+    friend = handset(FRIEND, gw=gw, address_range=FRIEND)
+    for n in range(2):
+        assert sender.submit(FRIEND, f"hello {n}", registered_delivery=1).status == ESME_ROK
+    friend.expect_many(2)
+    sender.close()
+    friend.close()
+    gw.stop()
+    with structlog.testing.capture_logs() as logs:
+        make_gateway(clock=clock, db_path=db, base=account_changed("handset", "phones"))
+    assert [(line["account"], line["count"]) for line in logs if line["event"] == LEFT] == [("handset", 2)]  # one line
