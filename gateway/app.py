@@ -206,6 +206,7 @@ class Gateway:
             self.guards.on_tightened = self.delivery.refuse_waiting  # from now (replayed MOs too), not for those loaded
             await self.delivery.restore(self.guards.stops)  # undelivered MTs stay in the store until their binds appear
             await self._readdress_waiting()
+            blocked = await self.services.block_reported_over_threshold()  # before a number over it can send again
             unprocessed = await self.store.unprocessed_mos()
         except sqlite3.DatabaseError as exc:  # a damaged file: its header opened, its pages do not read
             raise StoreOpenError(f"cannot read SQLite store at {self.db_path!r}: {exc}") from exc
@@ -220,6 +221,9 @@ class Gateway:
         self._tick_task = asyncio.get_running_loop().create_task(self._tick())
         self.ready = True
         log.info("reply texts", **{language: str(path) for language, path in self.reply_texts.items()})
+        if blocked:
+            log.warning("numbers already over the spam block threshold (changed since their reports) blocked "
+                        "network-wide at start", count=len(blocked), numbers=blocked[:20])  # fmt: skip
         for account, prefix, other, other_prefix in self.accounts.overlapping_numbers():
             log.warning("accounts share subscribers: each may send from, and is sent the MTs of, the other's",
                         account=account, numbers=prefix, other_account=other, other_numbers=other_prefix)  # fmt: skip

@@ -31,7 +31,7 @@ from .outbox import Outbox
 from .serial import SerialLocks, in_order
 from .store.base import Store
 from .store.effects import Delete, Effect, Put
-from .store.records import Dialogue
+from .store.records import Dialogue, SpamReport
 
 # A channel is a name (`web`, `hotline`, `sms:10086`, `store:1`): it is written into the SP's one-line
 # `key=value` notice and grouped by in the rating aggregates, so no space, `=` or control character.
@@ -239,6 +239,25 @@ class Services:
         mark = Dialogue(inbound.subscriber, SAMPLED, {"short_code": inbound.short_code}, now,
                         now + self.ctx.settings.survey_validity)  # fmt: skip
         return FollowUp(Put(mark), partial(self._sampled_survey, mark))
+
+    async def block_reported_over_threshold(self) -> list[str]:
+        """At start: the numbers not blocked network-wide whose open reports within spam_block_window already come from
+        spam_block_threshold distinct reporters (a threshold lowered since) blocked as a report reaching it blocks
+        them (handlers/spam_report.block_over_threshold); those blocked. One read of the open reports in the window."""
+        settings = self.ctx.settings
+        reports = await self.store.scan(SpamReport, status=spam_report.RECEIVED,
+                                        created_at__gt=self.clock.now() - settings.spam_block_window)  # fmt: skip
+        reporters: dict[str, set[str]] = {}
+        for report in reports:
+            reporters.setdefault(report.reported, set()).add(report.reporter)
+        blocked = []
+        for reported, distinct in reporters.items():
+            if len(distinct) >= settings.spam_block_threshold:  # (read again under its key, as a report counts them)
+                key = spam_report.reported_key(reported)
+                outcome = await self._for(key, partial(spam_report.block_over_threshold, self.ctx, reported))
+                if outcome.effects:
+                    blocked.append(reported)
+        return blocked
 
     async def resume_sampled_surveys(self) -> int:
         """At start: the surveys of dialogues whose last MO was committed before a crash cut their decision short

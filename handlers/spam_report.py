@@ -201,18 +201,7 @@ async def _file(ctx: ServiceContext, inbound: Inbound, reported: str, text: str,
     reporter, now, settings = inbound.subscriber, inbound.received_at, ctx.settings
     shown = _display(ctx, reported)
     already_blocked = bool(await _network_blocks(ctx, reported))
-    recent = {reporter}
-    if not already_blocked:  # counted without building a record per open report: a number may have thousands
-        since = now - settings.spam_block_window
-        recent |= await ctx.store.distinct(SpamReport, "reporter", reported=reported, status=RECEIVED, created_at__gt=since)
-        if len(recent) >= settings.spam_block_threshold:  # (below it, leaving some out changes nothing: not looked up)
-            # Not those from a later time (handlers/base.py): read again, as a scan of a much-reported number's
-            # reports with one more test each costs every report, and the threshold is reached once.
-            recent = {reporter} | await ctx.store.distinct(SpamReport, "reporter", reported=reported, status=RECEIVED,
-                                                           created_at__gt=since, created_at__lte=ctx.clock.now())  # fmt: skip
-            # A reporter itself blocked network-wide may still text this code (gateway/guards.py), but is not counted:
-            # five spammers' SIMs must not get an innocent number blocked. Its report counts once its block is lifted.
-            recent = {r for r in recent if not await _network_blocks(ctx, r)}
+    recent = set() if already_blocked else await _counted_reporters(ctx, reported, now, reporter)
     blocking = not already_blocked and len(recent) >= settings.spam_block_threshold
 
     report = SpamReport(ctx.new_id(), reporter, reported, text, now, HANDLED if already_blocked or blocking else RECEIVED)
@@ -226,17 +215,59 @@ async def _file(ctx: ServiceContext, inbound: Inbound, reported: str, text: str,
         return outcome.reply(reporter, ctx.text("spam.handled", language, number=shown), inbound.short_code)
     if not blocking:
         return outcome
+    return await _block(ctx, outcome, reported, len(recent), now, report, inbound.short_code)
 
-    reason = f"{len(recent)} distinct reporters within {settings.spam_block_window:g}s"
+
+async def block_over_threshold(ctx: ServiceContext, reported: str, now: float) -> Outcome:
+    """Block `reported` network-wide if its open reports already come from spam_block_threshold distinct reporters
+    (counted as a report counts them) and it is not blocked: a threshold lowered since they were filed, which the
+    next report would otherwise have had to reach. As a report reaching it: its open reports handled, their
+    reporters told. Nothing to do: an empty Outcome."""
+    if await _network_blocks(ctx, reported):
+        return Outcome()
+    recent = await _counted_reporters(ctx, reported, now)
+    if len(recent) < ctx.settings.spam_block_threshold:
+        return Outcome()
+    return await _block(ctx, Outcome(), reported, len(recent), now, None, ctx.settings.spam_report)
+
+
+async def _counted_reporters(ctx: ServiceContext, reported: str, now: float, reporter: str | None = None) -> set[str]:
+    """The distinct reporters of `reported` (`reporter`, filing a report now, among them) with open reports within
+    spam_block_window: those that count towards its block, once they may reach spam_block_threshold."""
+    settings = ctx.settings
+    filing = {reporter} if reporter is not None else set()
+    # counted without building a record per open report: a number may have thousands
+    since = now - settings.spam_block_window
+    recent = filing | await ctx.store.distinct(SpamReport, "reporter", reported=reported, status=RECEIVED, created_at__gt=since)
+    if len(recent) >= settings.spam_block_threshold:  # (below it, leaving some out changes nothing: not looked up)
+        # Not those from a later time (handlers/base.py): read again, as a scan of a much-reported number's
+        # reports with one more test each costs every report, and the threshold is reached once.
+        recent = filing | await ctx.store.distinct(SpamReport, "reporter", reported=reported, status=RECEIVED,
+                                                   created_at__gt=since, created_at__lte=ctx.clock.now())  # fmt: skip
+        # A reporter itself blocked network-wide may still text this code (gateway/guards.py), but is not counted:
+        # five spammers' SIMs must not get an innocent number blocked. Its report counts once its block is lifted.
+        recent = {r for r in recent if not await _network_blocks(ctx, r)}
+    return recent
+
+
+async def _block(
+    ctx: ServiceContext, outcome: Outcome, reported: str, reporters: int, now: float, report: SpamReport | None,
+    short_code: str,
+) -> Outcome:  # fmt: skip
+    """Block `reported` network-wide: its open reports handled, and each of their reporters told once (the one
+    filing `report` on `short_code`, the others from [services] spam_report)."""
+    settings = ctx.settings
+    shown = _display(ctx, reported)
+    reason = f"{reporters} distinct reporters within {settings.spam_block_window:g}s"
     outcome.put(Block(ctx.new_id(), reported, "", now, reason=reason))
     open_reports = await ctx.store.find(SpamReport, reported=reported, status=RECEIVED, created_at__lte=ctx.clock.now())
     outcome.put(*(dataclasses.replace(r, status=HANDLED) for r in open_reports))
     told: list[str] = []
-    for r in [report, *sorted(open_reports, key=lambda r: r.created_at)]:
+    for r in [*([report] if report is not None else []), *sorted(open_reports, key=lambda r: r.created_at)]:
         if r.reporter not in told:
             told.append(r.reporter)
             notice = ctx.text("spam.handled", await ctx.language_of(r.reporter), number=shown)
-            outcome.reply(r.reporter, notice, inbound.short_code if r is report else settings.spam_report)
+            outcome.reply(r.reporter, notice, short_code if r is report else settings.spam_report)
     return outcome
 
 

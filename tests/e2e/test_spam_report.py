@@ -628,3 +628,22 @@ def test_reports_by_numbers_blocked_network_wide_do_not_count_towards_a_block(ma
     assert v.submit(friend.number, "still here").status == ESME_ROK
     report(reporters[3], f"{victim}*spam", gw)  # a second one that counts: the threshold
     assert victim in [b.reported for b in controller_blocks(gw) if b.reporter == ""]
+
+
+def test_a_number_already_over_a_threshold_lowered_since_is_blocked_at_the_start(make_gateway, handset, tmp_path) -> None:
+    """4 distinct reporters under the threshold of 5, restarted with 3: the spammer still reached anyone until one
+    more report came. Blocked at the start as the report reaching the threshold blocks it: its reporters told."""
+    db = tmp_path / "gw.db"
+    first = make_gateway(db_path=db)
+    reporters = [phone(handset, n, first) for n in REPORTERS[:4]]
+    for ph in reporters:
+        report(ph, f"{SPAMMER}*{SPAM}", first)
+        ph.close()
+    first.stop()
+    second = make_gateway(db_path=db, services={"spam_block_threshold": 3})
+    s = phone(handset, SPAMMER, second)
+    assert s.submit(B, "spam to a bystander").status == SMSGW_RSENDERBLOCKED
+    assert [b.reason for b in controller_blocks(second) if b.reporter == ""] == ["4 distinct reporters within 86400s"]
+    assert {r.status for r in reports(second, reported=SPAMMER)} == {"handled"}
+    for number in REPORTERS[:4]:
+        assert HANDLED.match(replies(phone(handset, number, second))[0])
