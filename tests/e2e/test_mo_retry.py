@@ -135,10 +135,9 @@ def test_an_mo_still_failing_at_a_stop_is_tried_again_at_the_next_start(make_gat
     assert status_of(again, kept.message_id) == MessageStatus.PROCESSED
 
 
-def test_an_mo_left_for_a_short_code_the_next_config_no_longer_has_is_given_up_at_start(make_gateway, handset, tmp_path):
-    """It raised in the replay at every start (KeyError), stayed `accepted` for good, and its subscriber was never
-    told; it is now given up at the first start without the code, as after its last try."""
-    db = tmp_path / "gw.db"
+def left_for_a_short_code_taken_out(make_gateway, handset, db):
+    """An MO to short code 95555 left `accepted` (its first try failed, the next an hour away) by a gateway stopped
+    since; the next gateway on `db`, without 95555, has it to replay. Its submit_sm_resp."""
     gw = make_gateway(db_path=db, gateway={"mo_retry_backoff": [3600]}, short_codes=[{"code": "95555", "handler": "echo"}])
     failing(gw, times=1, code="95555")
     a = handset(A, gw=gw)
@@ -148,7 +147,14 @@ def test_an_mo_left_for_a_short_code_the_next_config_no_longer_has_is_given_up_a
     assert status_of(gw, kept.message_id) == MessageStatus.ACCEPTED  # its next try an hour away
     a.close()
     gw.stop()
+    return kept
 
+
+def test_an_mo_left_for_a_short_code_the_next_config_no_longer_has_is_given_up_at_start(make_gateway, handset, tmp_path):
+    """It raised in the replay at every start (KeyError), stayed `accepted` for good, and its subscriber was never
+    told; it is now given up at the first start without the code, as after its last try."""
+    db = tmp_path / "gw.db"
+    kept = left_for_a_short_code_taken_out(make_gateway, handset, db)
     again = make_gateway(db_path=db)  # 95555 taken out of the config
     a = handset(A, gw=again)
     first, second = a.expect(), a.expect()
@@ -187,15 +193,7 @@ def test_an_mo_for_a_code_no_longer_configured_whose_giving_up_fails_at_start_is
 ):
     """Its one more try raised (KeyError: the short code's serial keys looked up), and it stayed `accepted`."""
     db = tmp_path / "gw.db"
-    gw = make_gateway(db_path=db, gateway={"mo_retry_backoff": [3600]}, short_codes=[{"code": "95555", "handler": "echo"}])
-    failing(gw, times=1, code="95555")
-    a = handset(A, gw=gw)
-    kept = a.submit("95555", "kept", registered_delivery=1)
-    assert kept.status == ESME_ROK
-    gw.call(gw.gateway.mo.drain())
-    a.close()
-    gw.stop()
-
+    kept = left_for_a_short_code_taken_out(make_gateway, handset, db)
     holder = sqlite3.connect(db, isolation_level=None, timeout=10)
     try:
         holder.execute("BEGIN IMMEDIATE")  # the giving up at start waits it out, and fails
