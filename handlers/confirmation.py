@@ -281,9 +281,10 @@ def _nothing_pending(inbound: Inbound, ctx: ServiceContext, language: str, outco
 
 
 def _choose(ctx: ServiceContext, language: str, waiting: list[PendingOrder]) -> str:
-    """The waiting orders (all still in the catalogue: `_open_orders`), each with its reply code."""
+    """The waiting orders (all still in the catalogue: `_open_orders`), each with its reply code and the fee its
+    confirmation stated, which its code confirms (the catalogue's may have changed since: `_ask_again`)."""
     items = "".join(ctx.text("confirmation.choose_item", language, reply_code=o.reply_code,
-                             **_names(ctx.catalogue.get(o.service_id), language)) for o in waiting)  # fmt: skip
+                             **_names(ctx.catalogue.get(o.service_id), language, o)) for o in waiting)  # fmt: skip
     return ctx.text("confirmation.choose", language, count=len(waiting), items=items, example=waiting[0].reply_code)
 
 
@@ -366,11 +367,12 @@ async def delete_past_use(ctx: ServiceContext, msisdns: Iterable[str], now: floa
     return outcome
 
 
-def _names(entry: CatalogueEntry, language: str) -> dict[str, str]:
+def _names(entry: CatalogueEntry, language: str, order: PendingOrder | None = None) -> dict[str, str]:
+    """The service's names and terms for a text; with `order`, the fee that order's confirmation stated."""
     return {
         "sp_name": entry.sp_name_in(language),
         "service": entry.name_in(language),
-        "fee": yuan(entry.fee),
+        "fee": yuan(entry.fee if order is None or order.fee is None else order.fee / 100),
         "phone": entry.phone,
         "keyword": entry.keyword,
         "service_code": entry.service_code,

@@ -366,6 +366,23 @@ def test_a_confirmation_stating_a_fee_changed_since_subscribes_nobody_and_is_ask
     assert [s.status for s in subscriptions(second, A)] == ["active"]
 
 
+def test_the_list_of_waiting_orders_states_the_fee_each_code_confirms(make_gateway, handset, clock, tmp_path):
+    """The list quoted the catalogue's new fee (50) for Y1, whose order keeps its confirmation's (30): the Y1 it asked
+    for was then told the fee had changed and nothing was ordered."""
+    db = tmp_path / "fee.db"
+    first = make_gateway(clock=clock, db_path=db)
+    phone = handset(A, gw=first, address_range=A)
+    order(phone, "TT")
+    order(phone, "TQ")
+    phone.close()
+    first.stop()
+    second = make_gateway(clock=clock, db_path=db, catalogue=catalogue_with_fee("sina-news", 50))
+    phone = handset(A, gw=second, address_range=A)
+    listed = ask(phone, "Y")
+    assert "回复Y1定制新浪的头条新闻（信息费30元/月）" in listed, listed
+    assert ask(phone, "Y1").startswith("中国移动提醒您：新浪的头条新闻业务的信息费已由30元/月调整为50元/月")  # as the list said
+
+
 def test_an_order_kept_before_orders_kept_their_fee_is_confirmed_at_the_catalogues(gw, handset, clock):
     now = clock.now()
     legacy = PendingOrder("order-legacy", A, "sina-news", "sms", "Y1", now, now + 3600, "pending")  # fee: None
