@@ -412,21 +412,35 @@ class Gateway:
                 self.spawn(self.prune())  # (each part a no-op while the previous one still works off a backlog)
 
     async def run_due_jobs(self) -> None:
+        """The services' jobs due (the next job check runs them again if they fail or are skipped): not while the
+        store cannot commit, which says so itself, once (`store cannot commit`): a traceback every job_check_interval
+        told nothing more."""
+        if not self.store.can_commit:
+            return
         try:
             await self.services.run_due_jobs()
-        except Exception:
-            log.exception("scheduled job failed")
+        except Exception:  # noqa: BLE001  (logged: _job_failed)
+            self._job_failed("scheduled job failed")
 
     async def prune(self) -> None:
-        """Messages past retention, then the services' prompts past use (Services.prune_prompts)."""
+        """Messages past retention, then the services' prompts past use (Services.prune_prompts); as run_due_jobs."""
+        if not self.store.can_commit:
+            return
         try:
             await self.retention.prune()
-        except Exception:  # logged; the next job check tries again
-            log.exception("deleting messages past retention failed")
+        except Exception:  # noqa: BLE001  (logged: _job_failed; the next job check tries again)
+            self._job_failed("deleting messages past retention failed")
         try:
             await self.services.prune_prompts()
-        except Exception:
-            log.exception("deleting prompts past use failed")
+        except Exception:  # noqa: BLE001  (logged: _job_failed)
+            self._job_failed("deleting prompts past use failed")
+
+    def _job_failed(self, event: str) -> None:
+        """A job's failure: with its traceback, unless the store could not commit (it failed because of that)."""
+        if self.store.can_commit:
+            log.exception(event)
+        else:
+            log.warning(event, reason="the store cannot commit")
 
 
 class GatewayController:

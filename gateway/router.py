@@ -111,7 +111,8 @@ class Router:
     def note_mo(self, msisdn: str, carrier: Receiver) -> None:
         affinity = self._affinity
         previous = affinity.get(msisdn)
-        if previous is carrier:  # the common case: the subscriber's bind again
+        if previous is carrier:  # the common case: the subscriber's bind again, now the last noted
+            affinity.move_to_end(msisdn)
             return
         if previous is not None:
             previous.mo_numbers.discard(msisdn)

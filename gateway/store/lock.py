@@ -34,6 +34,7 @@ from __future__ import annotations
 import fcntl
 import os
 
+_COMPANIONS = ("-wal", "-shm")  # SQLite's files beside a database in WAL mode, named after its path
 # (device, inode) of the database files this process's gateways hold.
 _HELD: set[tuple[int, int]] = set()
 
@@ -50,6 +51,7 @@ class DatabaseLock:
         self._fd: int | None = None
         self._database_fd: int | None = None
         self._identity: tuple[int, int] | None = None
+        self._companions: dict[str, tuple[int, int]] = {}  # "-wal"/"-shm" -> (device, inode) seen beside it (`moved`)
 
     def acquire(self) -> None:
         """Take the locks, or raise DatabaseInUse (OSError if a file cannot be opened at all)."""
@@ -120,6 +122,32 @@ class DatabaseLock:
         except (FileNotFoundError, NotADirectoryError):
             return True
         return (now.st_dev, now.st_ino) != self._identity
+
+    def note_companions(self) -> None:
+        """While the path names the database: which -wal and -shm files beside it are its own (`set_aside_companions`).
+        (Two stats: call it once a second, not per batch.)"""
+        for suffix in _COMPANIONS:
+            try:
+                stat = os.stat(self.database + suffix)
+            except OSError:
+                continue
+            self._companions[suffix] = (stat.st_dev, stat.st_ino)
+
+    def set_aside_companions(self) -> list[str]:
+        """The database gone from its path (`moved`), at the stop: its own -wal and -shm, which SQLite cannot fold
+        into a file gone and leaves at the path, are renamed aside, so that a file restored there opens as it is
+        (paired with them it served the old file's pages, or was corrupted). Their new names."""
+        aside = []
+        for suffix, identity in self._companions.items():
+            path = self.database + suffix
+            try:
+                stat = os.stat(path)
+                if (stat.st_dev, stat.st_ino) == identity:
+                    os.rename(path, f"{path}.of-the-file-gone-{os.getpid()}")
+                    aside.append(f"{path}.of-the-file-gone-{os.getpid()}")
+            except OSError:
+                continue
+        return aside
 
     def release(self) -> None:
         """Only once this process's connections to the database are closed (see the module docstring)."""

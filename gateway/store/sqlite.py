@@ -415,6 +415,7 @@ class SqliteStore:
         except (sqlite3.Error, OSError, SchemaVersionError) as exc:
             await self._close_connections()
             raise StoreOpenError(f"cannot open SQLite store at {self.path!r}: {exc}") from exc
+        self._lock.note_companions()  # (its -wal and -shm exist once the writer has opened it)
         self._writer_task = asyncio.create_task(self._run_writer(), name=f"sqlite-writer:{self.path}")
         self._watch = self._loop.call_later(PROBE_INTERVAL, self._look_at_database)
 
@@ -439,6 +440,11 @@ class SqliteStore:
             self._reader.close()
             self._reader = None
         await self._writer.close()
+        if self._lock.moved():
+            aside = self._lock.set_aside_companions()
+            if aside:
+                log.error("the database file was gone at the stop: its -wal and -shm files were renamed aside, so that a "
+                          "file put at its path opens as it is", db=self.path, renamed=aside)  # fmt: skip
         self._lock.release()  # only once the writer process has exited: it has nothing left to write
 
     # --- writes -------------------------------------------------------------
@@ -761,15 +767,18 @@ class SqliteStore:
         """Raise DatabaseGone while the path does not name the file this store opened (deleted, moved away, replaced)."""
         self.database_gone = self._lock.moved()
         if self.database_gone:
-            raise DatabaseGone(f"the database file {self.path} was deleted, moved or replaced while smsgw ran: nothing is "
-                               "committed until that file is back at that name, which a deleted or replaced one never "
-                               "is; restart smsgw")  # fmt: skip
+            gone = DatabaseGone(f"the database file {self.path} was deleted, moved or replaced while smsgw ran: nothing "
+                                "is committed until that file is back at that name, which a deleted or replaced one "
+                                "never is; restart smsgw")  # fmt: skip
+            self._commits_failing(gone)  # (at once, whoever found it: a scan's job then fails as the store cannot commit)
+            raise gone
 
     def _look_at_database(self) -> None:
         """Once a second, whether the path still names the database: each batch asks too, this tells with none coming
         (and /ready with it)."""
         try:
             self._check_database()
+            self._lock.note_companions()
         except DatabaseGone as exc:
             self._commits_failing(exc)  # (and its probes find out when it is back)
         assert self._loop is not None
@@ -843,13 +852,15 @@ class SqliteStore:
         steps = [step for op in batch for step in op.steps]
         if any(op.dedup_keys for op in batch):
             steps.insert(0, (_RELEASE_EXPIRED_KEYS, (self._clock() - self._dedup_window,), ()))
-        # Not into a file gone from the path (nor into another one put there, by a writer process started anew), and
-        # acknowledged only if the path still named the database once committed.
+        # Not into a file gone from the path (nor into another one put there, by a writer process started anew).
         self._check_database()
         # The writer groups the steps into executemany runs (writer_child.plan):
         # that is CPU the event loop's core does not spend.
         statements, skipped = await self._writer.commit(steps)  # rolled back by the writer if it raises
-        self._check_database()
+        try:  # committed into the file opened: it stands (answered RSYSERR, it was served again once moved back)
+            self._check_database()
+        except DatabaseGone as exc:  # gone meanwhile: the next batches fail (a file deleted loses them all anyway)
+            self._commits_failing(exc)
         self.stats.executes += statements
         return skipped
 

@@ -345,6 +345,20 @@ def test_the_bind_of_the_last_mo_is_remembered_for_the_subscribers_noted_last(ga
     mts_arrive_on(carrier, [ranged2], sender, a2, "to a2, one of the last three noted")
 
 
+def test_a_subscriber_texting_again_on_the_same_bind_is_noted_last_again(gateway, handset) -> None:
+    """A, texting again on the bind of its last MO, was still forgotten first: by its first MO, not its last."""
+    gateway.gateway.router.affinity_limit = 3
+    a2, a3 = "8613800000002", "8613800000003"
+    ranged, ranged2 = handset(A, address_range=A), handset(a2, address_range=a2)
+    carrier = handset(A)
+    sender = handset(B)
+    for source in (A, a2, A, a3):  # A noted again after a2: a2 is the one noted longest ago
+        assert carrier.submit(B, f"MO from {source}", source_addr=source).status == ESME_ROK
+        assert text(sender.expect()) == f"MO from {source}"
+    mts_arrive_on(ranged2, [carrier], sender, a2, "to a2, whose MO was noted longest ago")
+    mts_arrive_on(carrier, [ranged], sender, A, "to A, whose last MO came after a2's")
+
+
 def test_the_last_mo_bind_does_not_take_mts_its_address_range_leaves_out(gateway, handset) -> None:
     """It never read the subscriber's waiting MTs (its range left them out): newer ones would overtake them."""
     y, other = "8613700000142", "8613700000141"  # account handset2
@@ -720,3 +734,10 @@ def test_a_database_deleted_or_replaced_while_the_gateway_runs_is_not_written_to
         assert not db.exists(), "a connection of the gateway created a database in its place"
     else:
         assert db.read_bytes() == replacement, "the file put in its place was written to"
+    # The gone file's -wal and -shm (SQLite cannot fold them into a file gone) are set aside, not left at the path: a
+    # restart paired them with the file put there, and served the gone file's messages instead of the restored ones.
+    [aside] = logged(gw, "the database file was gone at the stop: its -wal and -shm files were renamed aside, so that a "
+                         "file put at its path opens as it is")  # fmt: skip
+    assert not Path(f"{db}-wal").exists() and not Path(f"{db}-shm").exists()
+    assert not [r for r in logged(gw, "scheduled job failed") if "exception" in r]  # the store said why, once
+    assert sorted(Path(name).name.split(".of-")[0] for name in aside["renamed"]) == ["gw.db-shm", "gw.db-wal"]
