@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 
 _COMPANIONS = ("-wal", "-shm")  # SQLite's files beside a database in WAL mode, named after its path
 # (device, inode) of the database files this process's gateways hold.
@@ -124,29 +125,31 @@ class DatabaseLock:
         return (now.st_dev, now.st_ino) != self._identity
 
     def note_companions(self) -> None:
-        """While the path names the database: which -wal and -shm files beside it are its own (`set_aside_companions`).
-        (Two stats: call it once a second, not per batch.)"""
+        """While the path names the database, at its start and after each commit: its -wal as it is (which file, its
+        size, when last written) and its -shm (which file), for `set_aside_companions`. (Two stats: per batch, not per
+        message.)"""
         for suffix in _COMPANIONS:
             try:
-                stat = os.stat(self.database + suffix)
+                self._companions[suffix] = _fingerprint(suffix, os.stat(self.database + suffix))
             except OSError:
                 continue
-            self._companions[suffix] = (stat.st_dev, stat.st_ino)
 
     def set_aside_companions(self) -> list[str]:
         """The database gone from its path (`moved`), at the stop: its own -wal and -shm, which SQLite cannot fold
         into a file gone and leaves at the path, are renamed aside, so that a file restored there opens as it is
-        (paired with them it served the old file's pages, or was corrupted). Their new names."""
+        (paired with them it served the old file's pages, or was corrupted). Its -wal only as the gateway last left
+        it: one a restore copied onto it (`cp` keeps the file) is the restored file's. Their new names."""
         aside = []
-        for suffix, identity in self._companions.items():
+        for suffix, fingerprint in self._companions.items():
             path = self.database + suffix
             try:
-                stat = os.stat(path)
-                if (stat.st_dev, stat.st_ino) == identity:
-                    os.rename(path, f"{path}.of-the-file-gone-{os.getpid()}")
-                    aside.append(f"{path}.of-the-file-gone-{os.getpid()}")
+                if _fingerprint(suffix, os.stat(path)) != fingerprint:
+                    continue
+                name = _unused(f"{path}.of-the-file-gone-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+                os.rename(path, name)
             except OSError:
                 continue
+            aside.append(name)
         return aside
 
     def release(self) -> None:
@@ -158,6 +161,23 @@ class DatabaseLock:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)  # closing the only descriptor drops the flock
+
+
+def _fingerprint(suffix: str, stat: os.stat_result) -> tuple[int, ...]:
+    """Which file, and for a -wal what is in it as far as a stat tells: nothing of the gateway writes it once its
+    database is gone, while a restore copied onto it changes its size or its time."""
+    if suffix == "-wal":
+        return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
+    return stat.st_dev, stat.st_ino
+
+
+def _unused(name: str) -> str:
+    """`name`, or with a number after it if a file has it (an earlier stop's, the same pid in another container)."""
+    candidate, n = name, 1
+    while os.path.lexists(candidate):
+        n += 1
+        candidate = f"{name}-{n}"
+    return candidate
 
 
 def _flock_holder(held: os.stat_result) -> int | None:

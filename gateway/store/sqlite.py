@@ -741,7 +741,7 @@ class SqliteStore:
                 for op in batch:
                     await self._write_batch([op])
         else:
-            if not self.can_commit:
+            if not self.can_commit and not self.database_gone:  # (a batch committed as the file went: it has not)
                 self.can_commit = True
                 log.warning("store commits again", db=self.path)
             if skipped:
@@ -859,8 +859,10 @@ class SqliteStore:
         statements, skipped = await self._writer.commit(steps)  # rolled back by the writer if it raises
         try:  # committed into the file opened: it stands (answered RSYSERR, it was served again once moved back)
             self._check_database()
-        except DatabaseGone as exc:  # gone meanwhile: the next batches fail (a file deleted loses them all anyway)
-            self._commits_failing(exc)
+        except DatabaseGone:  # gone meanwhile (the store cannot commit now): the next batches fail
+            pass
+        else:
+            self._lock.note_companions()  # its -wal as this commit left it (set aside at the stop if the file goes)
         self.stats.executes += statements
         return skipped
 

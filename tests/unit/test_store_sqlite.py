@@ -590,6 +590,24 @@ async def test_a_write_after_the_database_file_was_deleted_or_replaced_fails_and
     assert not store.can_commit and store.database_gone
 
 
+async def test_a_batch_committed_as_the_file_goes_stands_and_the_store_stays_unable_to_commit(
+    store: SqliteStore, db: Path
+) -> None:
+    """The file moved away while the writer committed (the only window, hence the writer's commit wrapped): the batch
+    is in that file, so it is acknowledged; and the store said "commits again" right after "cannot commit", /ready
+    200 for up to a second, though the file was still gone."""
+    commit = store._writer.commit
+
+    async def as_the_file_goes(steps):
+        db.rename(db.parent / "moved.db")
+        return await commit(steps)
+
+    store._writer.commit = as_the_file_goes
+    assert await store.accept(mo("as the file goes"))  # committed: answered as such
+    store._writer.commit = commit
+    assert not store.can_commit and store.database_gone
+
+
 async def test_no_read_creates_a_database_where_the_file_was_deleted(store: SqliteStore, db: Path) -> None:
     """A scan (a connection of its own per call) created an empty database at the path: 'no such table'."""
     db.unlink()
