@@ -98,14 +98,16 @@ class Amendments:
             candidates = [m for m in await self.store.undelivered_from(account, source, dest) if m.id < arrived]
             if pdu.service_type:
                 candidates = [m for m in candidates if m.service_type == pdu.service_type]
-        cancelled = await self._cancel_all(candidates)  # answered once committed: a query_sm right after sees it
-        status = S.ESME_ROK if cancelled else S.ESME_RCANCELFAIL
+        cancelled, failed = await self._cancel_all(candidates)  # answered once committed: a query_sm right after sees it
+        status = S.ESME_ROK if cancelled else S.ESME_RSYSERR if failed else S.ESME_RCANCELFAIL
         if cancelled or conn.may_log(f"cancel_sm refused ({S.name_of(status)})"):
             fields = {"account": account, "message_id": pdu.message_id or None, "source": pdu.source_addr,
                       "dest": pdu.destination_addr or None, "status": S.name_of(status),
                       "msisdn": self._subscriber(conn, pdu.source_addr, pdu.destination_addr, candidates)}  # fmt: skip
             if cancelled:
                 log.info("cancel_sm", cancelled=cancelled, found=len(candidates), **fields)
+            elif failed:
+                log.warning("cancel_sm refused", reason="the store could not commit it", **fields)
             else:
                 log.warning("cancel_sm refused", reason=_not_amended(candidates, "cancel"), **fields)
         conn.respond(response_to(pdu, status))
@@ -129,7 +131,7 @@ class Amendments:
         payload = pdu.tlvs.get(Tag.MESSAGE_PAYLOAD) if pdu.tlvs else None
         body = pdu.short_message or (payload if isinstance(payload, bytes) else b"")
         replaced = []
-        status = S.ESME_RREPLACEFAIL
+        status, failure = S.ESME_RREPLACEFAIL, None
         for stored in candidates:
             replacement = dataclasses.replace(stored, short_message=body, registered_delivery=pdu.registered_delivery)
             if expires_at is not None:
@@ -140,8 +142,12 @@ class Amendments:
                 status = S.ESME_RINVSCHED  # it would expire before its time
             elif deliver_sm_length_over(replacement, self.plan) is not None:
                 status = S.ESME_RINVMSGLEN  # with the TLVs it keeps, no deliver_sm could carry the new text
-            elif await self.delivery.replace(stored, replacement):
-                replaced.append(stored.id)
+            else:
+                try:
+                    if await self.delivery.replace(stored, replacement):
+                        replaced.append(stored.id)
+                except Exception as error:  # noqa: BLE001  (logged below) the store could not commit: as it was
+                    status, failure = S.ESME_RSYSERR, error
         if replaced:
             status = S.ESME_ROK
         if replaced or conn.may_log(f"replace_sm refused ({S.name_of(status)})"):
@@ -153,6 +159,8 @@ class Amendments:
                 log.warning("replace_sm refused", reason="it would expire before its new schedule_delivery_time", **fields)
             elif status == S.ESME_RINVMSGLEN:
                 log.warning("replace_sm refused", reason=f"its deliver_sm would be over {MAX_PDU_LENGTH} octets", **fields)
+            elif failure is not None:
+                log.warning("replace_sm refused", reason=f"the store could not commit it: {failure!r}", **fields)
             else:
                 log.warning("replace_sm refused", reason=_not_amended(candidates, "replace"), **fields)
         conn.respond(response_to(pdu, status))
@@ -162,7 +170,7 @@ class Amendments:
         account sent before it from the same source_addr to the same subscriber with the same
         service_type are cancelled (SMPP 3.4 section 5.2.18)."""
         older = await self.store.undelivered_from(message.account, message.source_addr, message.dest_addr)
-        replaced = await self._cancel_all([
+        replaced, _failed = await self._cancel_all([
             m for m in older
             if m.id != message.id and m.service_type == message.service_type and m.submitted_at <= message.submitted_at
         ])  # fmt: skip
@@ -176,11 +184,13 @@ class Amendments:
             return subscriber_of(found[0])
         return subscriber_submitting(conn.account.role, source, dest, self.plan)
 
-    async def _cancel_all(self, messages: list[Message]) -> list[str]:
-        """Cancel those of `messages` still undelivered; the ids of those whose cancellation is committed."""
+    async def _cancel_all(self, messages: list[Message]) -> tuple[list[str], bool]:
+        """Cancel those of `messages` still undelivered: the ids of those whose cancellation is committed, and whether
+        one failed to commit (the store could not: that MT is still undelivered, and goes out)."""
         settling = {m.id: settled for m in messages if (settled := self.delivery.cancel(m)) is not None}
         outcomes = await asyncio.gather(*settling.values(), return_exceptions=True)
-        return [message_id for message_id, outcome in zip(settling, outcomes, strict=True) if outcome is None]
+        cancelled = [message_id for message_id, outcome in zip(settling, outcomes, strict=True) if outcome is None]
+        return cancelled, len(cancelled) < len(outcomes)
 
     async def _submitted(self, account: str, source: str, message_id: str) -> list[Message]:
         """What `account` submitted from `source` as message_id: one message, or one per destination of a submit_multi."""

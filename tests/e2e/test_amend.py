@@ -165,6 +165,30 @@ def test_cancel_sm_without_a_message_id_while_the_store_cannot_commit_is_answere
         (tmp_path / "moved").rename(home)
 
 
+def test_replace_sm_and_cancel_sm_of_an_mt_while_the_store_cannot_commit_are_answered_esme_rsyserr(
+    make_gateway, tmp_path
+) -> None:
+    """A replace_sm got no answer at all (the store's error ended its task), and a cancel_sm ESME_RCANCELFAIL ("too
+    late to cancel"), the MT still waiting. (No writer process can start here: the database's directory is gone.)"""
+    home = tmp_path / "data"
+    home.mkdir()
+    gw = make_gateway(db_path=home / "gw.db")
+    with RawLink(gw.smpp_port) as link:
+        link.bind("handset", command="bind_transmitter")
+        link.send(encoded("submit_sm", 2, source_addr=A, destination_addr=B, short_message=b"waits"))
+        status, body = answer(link, 2)
+        assert status == ESME_ROK
+        message_id = body.rstrip(b"\0").decode()
+        home.rename(tmp_path / "moved")
+        os.kill(gw.gateway.store.writer.pid, signal.SIGKILL)
+        assert eventually(lambda: not gw.gateway.store.can_commit)
+        link.send(replace_sm(3, A, message_id, b"new text"))
+        assert answer(link, 3)[0] == ESME_RSYSERR
+        link.send(cancel_sm(4, A, message_id))
+        assert answer(link, 4)[0] == ESME_RSYSERR
+        (tmp_path / "moved").rename(home)
+
+
 def test_only_the_sender_may_cancel_and_only_before_the_deliver_sm_goes_out(gateway, handset, esme) -> None:
     a = handset(A)
     waiting = a.submit(B, "waiting").message_id.decode()
