@@ -99,15 +99,17 @@ class Amendments:
             if pdu.service_type:
                 candidates = [m for m in candidates if m.service_type == pdu.service_type]
         cancelled, failed = await self._cancel_all(candidates)  # answered once committed: a query_sm right after sees it
-        status = S.ESME_ROK if cancelled else S.ESME_RSYSERR if failed else S.ESME_RCANCELFAIL
-        if cancelled or conn.may_log(f"cancel_sm refused ({S.name_of(status)})"):
+        # One whose cancellation failed to commit (a submit_multi's destination) is as it was: the client is told, and
+        # cancels it by sending the cancel_sm again (the others are no longer undelivered).
+        status = S.ESME_RSYSERR if failed else S.ESME_ROK if cancelled else S.ESME_RCANCELFAIL
+        if status == S.ESME_ROK or conn.may_log(f"cancel_sm refused ({S.name_of(status)})"):
             fields = {"account": account, "message_id": pdu.message_id or None, "source": pdu.source_addr,
                       "dest": pdu.destination_addr or None, "status": S.name_of(status),
                       "msisdn": self._subscriber(conn, pdu.source_addr, pdu.destination_addr, candidates)}  # fmt: skip
-            if cancelled:
+            if status == S.ESME_ROK:
                 log.info("cancel_sm", cancelled=cancelled, found=len(candidates), **fields)
             elif failed:
-                log.warning("cancel_sm refused", reason="the store could not commit it", **fields)
+                log.warning("cancel_sm refused", reason="the store could not commit it", cancelled=cancelled, **fields)
             else:
                 log.warning("cancel_sm refused", reason=_not_amended(candidates, "cancel"), **fields)
         conn.respond(response_to(pdu, status))
@@ -148,19 +150,20 @@ class Amendments:
                         replaced.append(stored.id)
                 except Exception as error:  # noqa: BLE001  (logged below) the store could not commit: as it was
                     status, failure = S.ESME_RSYSERR, error
-        if replaced:
+        if replaced and failure is None:  # (one failed, a submit_multi's destination: told, the client sends it again)
             status = S.ESME_ROK
-        if replaced or conn.may_log(f"replace_sm refused ({S.name_of(status)})"):
+        if status == S.ESME_ROK or conn.may_log(f"replace_sm refused ({S.name_of(status)})"):
             fields = {"account": account, "message_id": pdu.message_id, "source": pdu.source_addr, "status": S.name_of(status),
                       "msisdn": self._subscriber(conn, pdu.source_addr, "", candidates)}  # fmt: skip
-            if replaced:
+            if status == S.ESME_ROK:
                 log.info("replace_sm", replaced=replaced, **fields)
             elif status == S.ESME_RINVSCHED:
                 log.warning("replace_sm refused", reason="it would expire before its new schedule_delivery_time", **fields)
             elif status == S.ESME_RINVMSGLEN:
                 log.warning("replace_sm refused", reason=f"its deliver_sm would be over {MAX_PDU_LENGTH} octets", **fields)
             elif failure is not None:
-                log.warning("replace_sm refused", reason=f"the store could not commit it: {failure!r}", **fields)
+                log.warning("replace_sm refused", reason=f"the store could not commit it: {failure!r}", replaced=replaced,
+                            **fields)  # fmt: skip
             else:
                 log.warning("replace_sm refused", reason=_not_amended(candidates, "replace"), **fields)
         conn.respond(response_to(pdu, status))

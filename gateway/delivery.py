@@ -626,10 +626,16 @@ class Delivery:
         One that fails to commit (the disk full, the database locked by another process) is written again
         every REWRITE_DELAY seconds until it commits, the MT in hand meanwhile: a deliver_sm the subscriber
         acknowledged is not sent again when a backlog read finds the MT still enroute. Only with `settled`
-        (a cancel_sm waiting for its answer) is a failure final: the client is told, and the MT stays enroute."""
+        (a cancel_sm waiting for its answer) is a failure final: the client is told, and the MT stays enroute,
+        offered to a bind again (`_cancel_undone`)."""
         message_id = message.id
 
         def committed(_result: None, error: BaseException | None) -> None:
+            if error is not None and settled is not None:  # a cancellation not committed: the MT as it was
+                if not settled.done():
+                    settled.set_exception(error)
+                self._cancel_undone(message)
+                return
             if error is not None and settled is None:
                 self._log_not_committed(message, error, answered)
                 if answered:
@@ -641,14 +647,22 @@ class Delivery:
                     again = partial(self._rewrite_final, message, status, receipt, rewrite)
                     self._rewrites[message_id] = asyncio.get_running_loop().call_later(self.REWRITE_DELAY, again)
                 return
-            self._final_committed(message_id, receipt if error is None else None)
+            self._final_committed(message_id, receipt)
             if settled is not None and not settled.done():
-                if error is None:
-                    settled.set_result(None)
-                else:
-                    settled.set_exception(error)
+                settled.set_result(None)
 
         write(*args, then=committed)
+
+    def _cancel_undone(self, message: Message) -> None:
+        """A cancel_sm whose DELETED status failed to commit (the store cannot commit): the MT is as it was, counted
+        in its subscriber's queue again and offered to a bind again (it had been taken back from one, and a bound
+        subscriber's MTs are read from the store only at a bind); a scheduled one waits for the sweep again."""
+        self._held.discard(message.id)
+        if message.status is not _ENROUTE:
+            return
+        self._count(message.dest_addr)
+        if not self._stopped:
+            self.dispatch(message, again=True)
 
     def _final_committed(self, message_id: str, receipt: Message | None) -> None:
         """The MT's final status is committed: it is no longer in hand, and its receipt (if any) goes out."""

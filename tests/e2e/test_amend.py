@@ -189,6 +189,38 @@ def test_replace_sm_and_cancel_sm_of_an_mt_while_the_store_cannot_commit_are_ans
         (tmp_path / "moved").rename(home)
 
 
+def test_an_mt_whose_cancel_sm_could_not_be_committed_still_goes_out_and_still_counts(make_gateway, handset, tmp_path) -> None:
+    """Queued on its subscriber's bind, it was taken back for the cancellation and, that failing, left in the store
+    for the next bind of the subscriber, out of order; and it no longer counted in its subscriber's queue, so
+    max_queued_per_subscriber let more in (each failed cancel_sm, sent again, once more)."""
+    home = tmp_path / "data"
+    home.mkdir()
+    gw = make_gateway(db_path=home / "gw.db", gateway={"window": 1})
+    b = handset(B, gw=gw, address_range=B)
+    b.answering = False  # the first deliver_sm held: the others wait queued on B's bind
+    with RawLink(gw.smpp_port) as link:
+        link.bind("handset", command="bind_transmitter")
+        ids = []
+        for n in range(3):
+            link.send(encoded("submit_sm", 2 + n, source_addr=A, destination_addr=B, short_message=f"text {n}".encode()))
+            status, body = answer(link, 2 + n)
+            assert status == ESME_ROK
+            ids.append(body.rstrip(b"\0").decode())
+        assert text(b.expect()) == "text 0"
+        home.rename(tmp_path / "moved")
+        os.kill(gw.gateway.store.writer.pid, signal.SIGKILL)
+        assert eventually(lambda: not gw.gateway.store.can_commit)
+        for sequence in (10, 11):  # sent again after ESME_RSYSERR
+            link.send(cancel_sm(sequence, A, ids[1]))
+            assert answer(link, sequence)[0] == ESME_RSYSERR
+        assert gw.gateway.delivery.queued[gw.gateway.plan.normalise(B)] == 3
+        (tmp_path / "moved").rename(home)
+        assert eventually(lambda: gw.gateway.store.can_commit, timeout=10)
+    b.answering = True
+    b.answer_held()
+    assert [text(p) for p in b.expect_many(2)] == ["text 1", "text 2"]  # in order, on the bind it is on
+
+
 def test_only_the_sender_may_cancel_and_only_before_the_deliver_sm_goes_out(gateway, handset, esme) -> None:
     a = handset(A)
     waiting = a.submit(B, "waiting").message_id.decode()
