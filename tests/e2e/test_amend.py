@@ -7,11 +7,13 @@ sent on a raw connection; what the subscribers receive is read with smpplib.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
 import struct
 import time
+from pathlib import Path
 
 import pytest
 from smpplib import consts
@@ -146,30 +148,27 @@ def test_cancel_sm_without_a_message_id_pipelined_behind_the_submit_sm_cancels_i
     b.expect_none(0.3)
 
 
-def test_cancel_sm_without_a_message_id_while_the_store_cannot_commit_is_answered_esme_rsyserr(make_gateway, tmp_path) -> None:
-    """Its wait for the writes before it failed, was ignored, and the cancellation then waited for a transaction of its
-    own (30 s with the database locked) to be answered ESME_RCANCELFAIL. (No writer process can start here: the
-    database's directory is gone.)"""
-    home = tmp_path / "data"
-    home.mkdir()
-    gw = make_gateway(db_path=home / "gw.db")
-    with RawLink(gw.smpp_port) as link:
-        link.bind("handset", command="bind_transmitter")
-        link.send(encoded("submit_sm", 2, source_addr=A, destination_addr=B, short_message=b"waits"))
-        assert answer(link, 2)[0] == ESME_ROK
-        home.rename(tmp_path / "moved")
-        os.kill(gw.gateway.store.writer.pid, signal.SIGKILL)
-        assert eventually(lambda: not gw.gateway.store.can_commit)
-        link.send(cancel_sm(3, A, dest=B))
-        assert answer(link, 3)[0] == ESME_RSYSERR
-        (tmp_path / "moved").rename(home)
+@contextlib.contextmanager
+def store_cannot_commit(gw, home: Path):
+    """Inside: no writer process can start (the database's directory renamed away, the writer killed), so the store
+    cannot commit; the directory is back after."""
+    moved = home.with_name("moved")
+    home.rename(moved)
+    os.kill(gw.gateway.store.writer.pid, signal.SIGKILL)
+    assert eventually(lambda: not gw.gateway.store.can_commit)
+    try:
+        yield
+    finally:
+        moved.rename(home)
 
 
 def test_replace_sm_and_cancel_sm_of_an_mt_while_the_store_cannot_commit_are_answered_esme_rsyserr(
     make_gateway, tmp_path
 ) -> None:
     """A replace_sm got no answer at all (the store's error ended its task), and a cancel_sm ESME_RCANCELFAIL ("too
-    late to cancel"), the MT still waiting. (No writer process can start here: the database's directory is gone.)"""
+    late to cancel"), the MT still waiting; one without a message_id too, after waiting for a transaction of its own
+    (30 s with the database locked) once its wait for the writes before it had failed. (No writer process can start
+    here: the database's directory is gone.)"""
     home = tmp_path / "data"
     home.mkdir()
     gw = make_gateway(db_path=home / "gw.db")
@@ -179,14 +178,13 @@ def test_replace_sm_and_cancel_sm_of_an_mt_while_the_store_cannot_commit_are_ans
         status, body = answer(link, 2)
         assert status == ESME_ROK
         message_id = body.rstrip(b"\0").decode()
-        home.rename(tmp_path / "moved")
-        os.kill(gw.gateway.store.writer.pid, signal.SIGKILL)
-        assert eventually(lambda: not gw.gateway.store.can_commit)
-        link.send(replace_sm(3, A, message_id, b"new text"))
-        assert answer(link, 3)[0] == ESME_RSYSERR
-        link.send(cancel_sm(4, A, message_id))
-        assert answer(link, 4)[0] == ESME_RSYSERR
-        (tmp_path / "moved").rename(home)
+        with store_cannot_commit(gw, home):
+            link.send(replace_sm(3, A, message_id, b"new text"))
+            assert answer(link, 3)[0] == ESME_RSYSERR
+            link.send(cancel_sm(4, A, message_id))
+            assert answer(link, 4)[0] == ESME_RSYSERR
+            link.send(cancel_sm(5, A, dest=B))
+            assert answer(link, 5)[0] == ESME_RSYSERR
 
 
 def test_an_mt_whose_cancel_sm_could_not_be_committed_still_goes_out_and_still_counts(make_gateway, handset, tmp_path) -> None:
@@ -207,14 +205,11 @@ def test_an_mt_whose_cancel_sm_could_not_be_committed_still_goes_out_and_still_c
             assert status == ESME_ROK
             ids.append(body.rstrip(b"\0").decode())
         assert text(b.expect()) == "text 0"
-        home.rename(tmp_path / "moved")
-        os.kill(gw.gateway.store.writer.pid, signal.SIGKILL)
-        assert eventually(lambda: not gw.gateway.store.can_commit)
-        for sequence in (10, 11):  # sent again after ESME_RSYSERR
-            link.send(cancel_sm(sequence, A, ids[1]))
-            assert answer(link, sequence)[0] == ESME_RSYSERR
-        assert gw.gateway.delivery.queued[gw.gateway.plan.normalise(B)] == 3
-        (tmp_path / "moved").rename(home)
+        with store_cannot_commit(gw, home):
+            for sequence in (10, 11):  # sent again after ESME_RSYSERR
+                link.send(cancel_sm(sequence, A, ids[1]))
+                assert answer(link, sequence)[0] == ESME_RSYSERR
+            assert gw.gateway.delivery.queued[gw.gateway.plan.normalise(B)] == 3
         assert eventually(lambda: gw.gateway.store.can_commit, timeout=10)
     b.answering = True
     b.answer_held()
