@@ -39,6 +39,7 @@ last few commits, but never corrupts the file).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import threading
@@ -776,11 +777,8 @@ class SqliteStore:
     def _look_at_database(self) -> None:
         """Once a second, whether the path still names the database: each batch asks too, this tells with none coming
         (and /ready with it)."""
-        try:
+        with contextlib.suppress(DatabaseGone):  # (it made the store unable to commit: its probes find out when it is back)
             self._check_database()
-            self._lock.note_companions()
-        except DatabaseGone as exc:
-            self._commits_failing(exc)  # (and its probes find out when it is back)
         assert self._loop is not None
         self._watch = self._loop.call_later(PROBE_INTERVAL, self._look_at_database)
 
