@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 
 from gateway.store.effects import Put
 from gateway.store.records import MessageStatus, Subscriber
@@ -35,10 +36,13 @@ class Failing:
         self.bad_effect = bad_effect
         self.calls = 0
         self.called = threading.Event()
+        self.on_call: dict[int, Callable[[], object]] = {}  # call number -> run first, on the gateway's loop
 
     async def handle(self, inbound, ctx):
         self.calls += 1
         self.called.set()
+        if self.calls in self.on_call:
+            self.on_call[self.calls]()
         if self.calls <= self.times:
             if self.bad_effect:  # NOT NULL constraint failed: subscribers.language
                 return Outcome(effects=[Put(Subscriber(inbound.subscriber, None))])
@@ -171,17 +175,18 @@ def test_an_mo_whose_giving_up_cannot_be_committed_is_given_up_once_the_store_co
     gw = make_gateway(db_path=db, gateway={"mo_retry_backoff": [0.3]})
     handler = failing(gw, times=1000)
     a = handset(A, gw=gw)
-    holder = sqlite3.connect(db, isolation_level=None, timeout=10)
+    holder = sqlite3.connect(db, isolation_level=None, timeout=10, check_same_thread=False)
+    # Taken as the last try starts, so the transaction waiting for it is the giving up (not some other write the
+    # writer happens to have in flight); a third try is what comes after a giving up that failed.
+    handler.on_call[2] = lambda: holder.execute("BEGIN IMMEDIATE")
     try:
         resp = a.submit(ECHO, "poison", registered_delivery=1)
         assert resp.status == ESME_ROK
-        assert handler.called.wait(5)
-        holder.execute("BEGIN IMMEDIATE")  # taken after the first try, before the last one gives the MO up
-        assert eventually(lambda: not gw.gateway.store.can_commit, timeout=30), "the giving up never waited for the lock"
+        assert eventually(lambda: handler.calls >= 3, timeout=30), "the giving up never failed, or was not tried again"
     finally:
         holder.rollback()
         holder.close()
-    receipt, sorry = a.expect_many(2, timeout=10)
+    receipt, sorry = a.expect_many(2, timeout=30)
     assert is_receipt(receipt) and receipt.receipted_message_id == resp.message_id
     assert text(sorry) == SORRY_ZH
     assert status_of(gw, resp.message_id) == MessageStatus.FAILED
