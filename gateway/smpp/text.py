@@ -120,6 +120,9 @@ _OCTET_CODECS = {
     DataCoding.JIS: "shift_jis",  # JIS X 0208, in the Shift_JIS form Japanese networks use
     0x0A: "iso2022_jp",  # ISO-2022-JP
     0x0E: "euc_kr",  # KS C 5601
+    # Reserved in SMPP 3.4; CMPP's Msg_Fmt 15 ("含GB汉字"), which China's SMS gateways (ISMG) carry into SMPP as is:
+    # GBK, the superset of GB2312 handsets and SPs use (是 came out as Latin-1 ÊÇ, and declined an order).
+    0x0F: "gbk",
 }
 
 
@@ -128,15 +131,16 @@ def alphabet(data_coding: int) -> Alphabet:
 
     Besides the plain SMPP values this understands the GSM 03.38 coding
     groups SMSCs pass through (0x10-0x1F general data coding with a message
-    class, 0xC0-0xEF message waiting, 0xF0-0xFF message class, e.g. 0xF0 for
-    flash SMS).  Anything else is treated as octets (0x20-0x3F: compressed).
+    class, 0x40-0x5F the same marked for automatic deletion, 0xC0-0xEF
+    message waiting, 0xF0-0xFF message class, e.g. 0xF0 for flash SMS).
+    Anything else is treated as octets (0x20-0x3F, 0x60-0x7F: compressed).
     """
     if data_coding == DataCoding.DEFAULT:
         return Alphabet.GSM7
     if data_coding == DataCoding.UCS2:
         return Alphabet.UCS2
     group = data_coding & 0xF0
-    if group == 0x10:  # GSM 03.38 4: bits 3-2 the alphabet (reserved 11: the default alphabet)
+    if group in (0x10, 0x40, 0x50):  # GSM 03.38 4: bits 3-2 the alphabet (reserved 11: the default alphabet)
         return (Alphabet.GSM7, Alphabet.OCTET, Alphabet.UCS2, Alphabet.GSM7)[(data_coding >> 2) & 0x03]
     if group in (0xC0, 0xD0):
         return Alphabet.GSM7

@@ -97,10 +97,17 @@ def test_nothing_readable_is_taken_for_nothing(gw, phone) -> None:
 
 @pytest.mark.parametrize(("data_coding", "text", "encoding"),
                          [(0x18, "你好", "utf-16-be"), (0x19, "你好", "utf-16-be"), (0x0E, "안녕하세요", "euc_kr"),
-                          (0x05, "こんにちは", "shift_jis"), (0x0A, "こんにちは", "iso2022_jp")])  # fmt: skip
+                          (0x05, "こんにちは", "shift_jis"), (0x0A, "こんにちは", "iso2022_jp"),
+                          (0x48, "你好", "utf-16-be"), (0x59, "你好", "utf-16-be"), (0x40, "@home £5", "gsm"),
+                          (0x0F, "是，你好", "gbk")])  # fmt: skip
 def test_the_services_read_every_alphabet_a_handset_may_send(phone, data_coding, text, encoding) -> None:
-    """GSM 03.38's general coding group with a message class (0x18: UCS2, class 0) and SMPP's East Asian codings
+    """GSM 03.38's general coding group with a message class (0x18: UCS2, class 0), the same marked for automatic
+    deletion (0x40-0x5F), SMPP's East Asian codings and CMPP's GB (0x0F, as China's gateways carry it into SMPP)
     were read as Latin-1: the echo sent back '\\x4f\\x60\\x59\\x7d' for 你好."""
-    assert phone.submit(ECHO, text.encode(encoding), data_coding=data_coding).status == ESME_ROK
+    if encoding == "gsm":  # GSM 03.38, one character per octet: @ is 0x00, £ 0x01
+        octets = text.replace("@", "\x00").replace("£", "\x01").encode("ascii")
+    else:
+        octets = text.encode(encoding)
+    assert phone.submit(ECHO, octets, data_coding=data_coding).status == ESME_ROK
     [echoed] = texts_from(phone, ECHO, 1)
     assert echoed == text
