@@ -22,6 +22,12 @@ _RECEIPT_ON_FAILURE = int(RegisteredDelivery.RECEIPT_ON_FAILURE)
 # err:400/401/402 (its submit_sm statuses 0x400-0x402, gateway/delivery.py), are 40/41/42 there: SMPP 3.4 reserves
 # 0x16-0x32 as command_status values, so no handset's refusal reads as one of them.
 _REFUSAL_ERROR_CODES = {400: 40, 401: 41, 402: 42}
+# What a receipt's `text:` keeps of the original: the characters that are the same octet in GSM 03.38 (its
+# data_coding 0) and in ASCII, as clients parse receipts; `@`, `$` and `_` went out as GSM's 0x00, 0x02 and 0x11
+# (a NUL inside the text), `[` `~` and the like as two-octet escapes.
+_RECEIPT_TEXT = frozenset(
+    c for c in map(chr, range(0x20, 0x7F)) if smpp_text.is_gsm(c) and smpp_text.encode(c, 0) == c.encode("ascii")
+)
 
 # How long a receipt waits for a receiver bind of its submitter, from when it was made: its own validity, not
 # what was left of the original's (a 10 s MT delivered at once would leave its receipt 10 s).
@@ -53,8 +59,7 @@ def receipt_text(message: Message, state: MessageState, done_at: float, error: i
     delivered = 1 if state is MessageState.DELIVERED else 0
     _concat, body = parse_udh(message.esm_class, message.short_message)
     original = smpp_text.decode(body, message.data_coding)[:20]
-    # The receipt goes out with data_coding 0 (GSM 03.38): keep what that alphabet can carry.
-    printable = "".join(c if " " <= c <= "~" and smpp_text.is_gsm(c) else "?" for c in original)
+    printable = "".join(c if c in _RECEIPT_TEXT else "?" for c in original)
     return (
         f"id:{submitted_id(message)} sub:001 dlvrd:{delivered:03d} "
         f"submit date:{format_receipt_date(message.submitted_at)} done date:{format_receipt_date(done_at)} "

@@ -112,7 +112,7 @@ def test_an_address_range_that_makes_a_backtracking_engine_run_for_hours_still_r
 
 def test_registered_delivery_brings_a_receipt_for_the_submitted_id(handset):
     a, b = handset(A), handset(B)
-    message = "Dinner @ 8? Bring $5 [cash]"
+    message = "Dinner at 8? Bring 5 (cash)"
     resp = a.submit(B, message, registered_delivery=1)
     assert text(b.expect()) == message
     receipt = a.expect()
@@ -125,6 +125,25 @@ def test_registered_delivery_brings_a_receipt_for_the_submitted_id(handset):
     assert fields["text"] == message[:20]
     submitted, done = (datetime.strptime(fields[k], "%y%m%d%H%M").replace(tzinfo=UTC) for k in ("submit", "done"))
     assert submitted <= done <= datetime.now(UTC) <= done + timedelta(minutes=2)
+
+
+@pytest.mark.parametrize(("message", "data_coding", "shown"), [
+    ("Dinner @ 8? $5 cash_ or not", 0, "Dinner ? 8? ?5 cash?"),
+    ("Café [crème] £5", 3, "Caf? ?cr?me? ?5"),
+    ("你好 ok", 8, "?? ok"),
+])  # fmt: skip
+def test_a_receipts_text_is_what_reads_the_same_in_ascii_and_gsm(handset, message, data_coding, shown):
+    """The receipt goes out with data_coding 0: its `text:` kept `@`, `$` and `_` as GSM 03.38's 0x00, 0x02 and 0x11
+    (a NUL in the middle of a receipt a client parses as ASCII) and `[` as a two-octet escape. Those are `?` now, as
+    every character is that is not the same octet in both."""
+    a, b = handset(A), handset(B)
+    octets = message.encode("utf-16-be" if data_coding == 8 else "latin-1")
+    octets = octets.replace(b"@", b"\x00").replace(b"$", b"\x02").replace(b"_", b"\x11") if data_coding == 0 else octets
+    assert a.submit(B, octets, registered_delivery=1, data_coding=data_coding).status == ESME_ROK
+    assert text(b.expect()) == message
+    receipt = a.expect()
+    assert receipt.data_coding == 0
+    assert receipt.short_message.endswith(b" text:" + shown.encode("ascii"))
 
 
 def test_a_text_to_a_short_code_brings_a_receipt_when_asked(handset):
