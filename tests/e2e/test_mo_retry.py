@@ -83,6 +83,8 @@ def test_an_mo_whose_handling_cannot_be_committed_is_tried_again(make_gateway, h
 
 
 def test_an_mo_that_keeps_failing_is_given_up_and_its_subscriber_told(make_gateway, handset, tmp_path):
+    """Given up, it is UNDELIVERABLE with the system error the README promises: its receipt `stat:UNDELIV err:008`
+    and query_sm's error_code 8 (an err:000 or 0 would tell the client nothing went wrong but the delivery)."""
     db = tmp_path / "gw.db"
     gw = make_gateway(db_path=db, gateway={"mo_retry_backoff": [0.1, 0.2]})
     handler = failing(gw, times=3)  # every try of the first text
@@ -91,12 +93,12 @@ def test_an_mo_that_keeps_failing_is_given_up_and_its_subscriber_told(make_gatew
     assert resp.status == ESME_ROK
     receipt, sorry = a.expect_many(2)
     assert is_receipt(receipt) and receipt.receipted_message_id == resp.message_id
-    assert (receipt_fields(receipt)["stat"], receipt.message_state) == ("UNDELIV", 5)
+    assert (receipt_fields(receipt)["stat"], receipt_fields(receipt)["err"], receipt.message_state) == ("UNDELIV", "008", 5)
     assert text(sorry) == SORRY_ZH and sorry.source_addr == ECHO.encode()
     assert handler.calls == 3  # the first try and one after each delay
     assert status_of(gw, resp.message_id) == MessageStatus.FAILED
     answer = a.query(resp.message_id)
-    assert (answer.status, answer.message_state) == (ESME_ROK, 5)  # UNDELIVERABLE
+    assert (answer.status, answer.message_state, answer.error_code) == (ESME_ROK, 5, 8)  # UNDELIVERABLE, system error
     assert a.submit(ECHO, "after it").status == ESME_ROK
     assert text(a.expect()) == "after it"  # the short code goes on with other texts
     a.close()
