@@ -416,6 +416,18 @@ def test_two_pending_confirmations_each_answered_by_its_code(gw, handset):
     assert [s.service_id for s in subscriptions(gw, A)] == ["tencent-ringtones", "sina-news"]
 
 
+def test_a_new_order_takes_the_lowest_reply_code_free_not_one_still_waiting(gw, handset):
+    """TT (Y1) confirmed, TQ (Y2) still waiting: TL's confirmation asked for Y2 as well, and the subscriber's Y2 then
+    named two orders (TQ's, which they had not meant to confirm, or TL's)."""
+    phone = handset(A, gw=gw, address_range=A)
+    assert [order(phone, kw)["code"] for kw in ("TT", "TQ")] == ["Y1", "Y2"]
+    assert ask(phone, "Y1") == SEED_NOTICE
+    assert order(phone, "TL")["code"] == "Y1"  # freed by TT's confirmation; Y2 is still TQ's
+    assert ask(phone, "Y1").startswith("您已定制试用腾讯公司的精品图铃业务")
+    assert [s.service_id for s in subscriptions(gw, A)] == ["sina-news", "tencent-ringtones"]
+    assert order_statuses(gw, A) == {"sina-news": "confirmed", "sina-weather": "pending", "tencent-ringtones": "confirmed"}
+
+
 def test_order_requested_over_the_api(gw, handset):
     phone = handset(B, gw=gw, address_range=B)
     gw.call(gw.gateway.services.request_order(B, "sina-weather", "web"))
