@@ -127,6 +127,20 @@ def test_cancel_sm_without_a_message_id_cancels_what_waits_from_that_sender_for_
     b.expect_none(0.3)
 
 
+def test_cancel_sm_without_a_message_id_but_with_a_service_type_cancels_only_the_mts_of_that_service_type(handset, esme) -> None:
+    """A client withdrawing its WAP push to a subscriber (service_type WAP, no message_id) took back everything it had
+    waiting for them: the personal text (CMT) never arrived either."""
+    a = handset(A)
+    assert a.submit(B, "promo", service_type="WAP").status == ESME_ROK
+    assert a.submit(B, "personal", service_type="CMT").status == ESME_ROK
+    esme.send(cancel_sm(2, A, dest=B, service_type="WAP"))
+    assert answer(esme, 2)[0] == ESME_ROK
+
+    b = handset(B)
+    assert text(b.expect()) == "personal"
+    b.expect_none(0.3)
+
+
 def test_cancel_sm_without_a_message_id_pipelined_behind_the_submit_sm_cancels_it(handset, esme) -> None:
     """In one write with the submit_sm before it (and one after it): it read only what was committed, was answered
     ESME_RCANCELFAIL before the submit_sm was even acknowledged, and the MT went out. A submit_sm with
