@@ -286,6 +286,18 @@ def test_rate_limit_per_reporter(make_gateway, handset) -> None:
     assert sorted(r.text for r in reports(gw, reporter=A)) == ["one", "two"]
 
 
+def test_an_invalid_report_over_the_daily_limit_is_refused_for_what_is_wrong_with_it(make_gateway, handset) -> None:
+    """Past the limit, a report naming the reporter's own number or 10086 was answered "您今天的举报已达2条上限…请明天再举报":
+    the reporter was told to send it again tomorrow, when it would be refused all the same."""
+    gw = make_gateway(services={"spam_reports_per_day": 2})
+    a = phone(handset, A, gw)
+    report(a, "13700000001*one", gw)
+    report(a, "13700000002*two", gw)
+    assert ask(a, "13800000001*my own number") == TEMPLATES.render("spam.own_number", "zh", number="13800000001")
+    assert ask(a, "10086*a short code") == TEMPLATES.render("spam.short_code", "zh", number="10086", query_keyword="0000", operator="10086")
+    assert sorted(r.text for r in reports(gw, reporter=A)) == ["one", "two"]
+
+
 def test_lifting_the_block_lets_the_number_send_again(gateway, handset) -> None:
     s, b = phone(handset, SPAMMER), phone(handset, B)
     block_by_five(gateway, handset)
