@@ -258,3 +258,17 @@ def test_1_after_an_order_answered_since_the_listing_confirms_no_order_waiting_f
     assert reply.startswith("您已定制新浪的天气预报业务") and "无需再次定制" in reply, reply
     active = gateway.call(gateway.gateway.store.find(Subscription, msisdn=A, status="active"))
     assert sorted(s.service_id for s in active) == ["sina-news", "sina-weather"]
+
+
+def test_a_0000_answered_no_subscriptions_ends_the_listing_before_it(gateway, handset):
+    """The one subscription listed, then cancelled on the web; 0000 again says there are none. The `1` after it was
+    still taken as serial 1 of the earlier listing ("序号1：新浪提供的头条新闻业务已经退订，无需再次退订"), a listing the
+    subscriber had just been told no longer named anything."""
+    [news] = subscribe(gateway, A, "sina-news")
+    a = handset(A, address_range=A)
+    assert ITEM.findall(ask(a, "0000")[0]) == [("1", "新浪", "头条新闻", "30", SINA)]
+    gateway.call(gateway.gateway.services.unsubscribe(A, [news.id], "web"))
+    assert replies(a, 1) == [done("新浪公司", "头条新闻")]
+    assert ask(a, "0000") == [NONE]
+    assert ask(a, "1") == ["您目前没有待确认的业务定制。查询已定制的业务请发送0000到10086。"]
+    assert statuses(gateway, [news]) == ["cancelled"]
