@@ -345,11 +345,13 @@ def test_an_mt_whose_validity_runs_out_while_it_waits_for_a_retry_expires_then(m
 
 @pytest.mark.parametrize(
     ("refusal", "stat", "state"),
-    [(0x65, "UNDELIV", MESSAGE_STATE_UNDELIVERABLE), (0x66, "REJECTD", MESSAGE_STATE_REJECTED)],  # ESME_RX_P/R_APPN
+    [(0x65, "UNDELIV", MESSAGE_STATE_UNDELIVERABLE), (0x66, "REJECTD", MESSAGE_STATE_REJECTED),  # ESME_RX_P/R_APPN
+     (ESME_RINVDSTADR, "UNDELIV", MESSAGE_STATE_UNDELIVERABLE)],
 )
 def test_an_mt_the_receiver_refuses_for_good_is_not_offered_again(make_gateway, handset, refusal, stat, state):
     """SMPP 3.4 5.1.3: ESME_RX_R_APPN is the receiver rejecting the message. It was retried like a temporary
-    refusal: the same deliver_sm at every back-off step until its validity ran out, then stat:EXPIRED."""
+    refusal: the same deliver_sm at every back-off step until its validity ran out, then stat:EXPIRED. So would
+    be an MT the handset answers ESME_RINVDSTADR (the number is none of its own), were it not a permanent refusal."""
     gw = make_gateway(gateway={"retry_backoff": [0.1]})
     a, b = handset(A, gw=gw), handset(B, gw=gw)
     b.answers.append(refusal)
