@@ -44,6 +44,9 @@ def clock() -> SimulatedClock:
 
 
 def test_trial_months_at_the_boundaries(make_gateway, handset, clock):
+    """README "Free trial": ordered on the 1st-20th, free that month; from the 21st, that month and the next. A day
+    off either way, an order on the 20th went a month unbilled, or one on the 21st was charged the next month though
+    its notice said "下月底前免信息费"."""
     # No reminder days: the gateway's own job check must not send a reminder into these dialogues.
     gw = make_gateway(clock=clock, services={"reminder_first_day": 28, "reminder_last_day": 28})
     cases = [  # (subscriber, when the order is confirmed, free until, notice wording)
@@ -58,6 +61,12 @@ def test_trial_months_at_the_boundaries(make_gateway, handset, clock):
         assert f",客服电话9510567,{wording},退订请发送0000到10086。" in notice, msisdn
         [subscription] = subscriptions(gw, msisdn)
         assert subscription.trial_until == free_until, msisdn
+    # What each pays: an order on the 20th from the 1st after it, one on the 21st a month later.
+    clock.set(at(2027, 1, 1, 0, 5))
+    gw.call(gw.gateway.services.run_billing())  # January, and December unless the gateway's own check billed it
+    charged = gw.call(gw.gateway.store.find(Charge, order_by="period"))
+    assert sorted((c.period, c.msisdn) for c in charged) == [
+        ("2026-12", "8613800000011"), ("2027-01", "8613800000011"), ("2027-01", "8613800000012"), ("2027-01", "8613800000013")]
 
 
 def unsubscribe(phone) -> None:
