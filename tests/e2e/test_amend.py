@@ -12,6 +12,7 @@ import os
 import signal
 import sqlite3
 import struct
+import threading
 import time
 from pathlib import Path
 
@@ -301,14 +302,23 @@ def test_replace_sm_of_a_queued_mt_keeps_its_place_when_the_window_opens_while_i
     b.answering = False
     ids = [a.submit(B, f"m{i}").message_id.decode() for i in range(1, 5)]
     assert text(b.expect()) == "m1"  # unanswered: m2-m4 wait on the bind
+    # The replacement's write issued is what the window waits for: not any batch of the writer's (the scheduled
+    # jobs' first write, due about now, counted as well and let the window open before the replace_sm was handled).
+    store, issued = gw.gateway.store, threading.Event()
+    replace_mt = store.replace_mt
+
+    def replacing(message):
+        issued.set()
+        return replace_mt(message)
+
+    store.replace_mt = replacing
     lock = sqlite3.connect(db, isolation_level=None)
     try:
         with RawLink(gw.smpp_port) as esme:
             esme.bind("handset", command="bind_transmitter")
             lock.execute("BEGIN IMMEDIATE")  # the replacement's commit waits for this lock
-            batches = gw.gateway.store.stats.batches
             esme.send(replace_sm(2, A, ids[1], b"m2 replaced"))
-            assert eventually(lambda: gw.gateway.store.stats.batches > batches)
+            assert issued.wait(10), "the replacement was never written"
             b.answering = True
             b.answer_held()  # the window opens while the replacement commits
             b.expect_none(0.3)
