@@ -131,6 +131,11 @@ class GatewayProcess:
 
     def terminate(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
-        status = self.proc.wait(30)
+        return self.wait(30)
+
+    def wait(self, timeout: float) -> int:
+        """Its exit status once it exited (subprocess.TimeoutExpired if not within `timeout`), with every line it wrote
+        in self.log: the process can be gone before the thread reading its log has read its last lines."""
+        status = self.proc.wait(timeout)
         self._drain.join(10)  # the last lines it wrote are in self.log once the pipe's end is read
         return status

@@ -193,7 +193,7 @@ def test_sigterm_waits_for_in_flight_deliveries_then_unbinds_and_commits_them(tm
     # not sent: no new deliver_sm once the gateway stops (they wait in the store for the restart).
     a.expect_request("unbind", timeout=DRAIN_TIMEOUT)
     b.expect_request("unbind", timeout=DRAIN_TIMEOUT)
-    assert gateway.proc.wait(30) == 0
+    assert gateway.wait(30) == 0
     assert any('"smsgw stopped"' in line for line in gateway.log)
     assert not a.inbox, "deliver_sm started after SIGTERM"
 
@@ -231,7 +231,7 @@ def test_sigterm_exits_only_once_the_answers_it_drained_are_committed(tmp_path: 
     finally:
         holder.rollback()
         holder.close()
-    assert gateway.proc.wait(30) == 0
+    assert gateway.wait(30) == 0
     assert stored_mts(db) == {message_id: (body, "delivered") for message_id, body in acked.items()}
     restart_and_check_nothing_comes_twice(db, start_gateway, phones, for_b=[])
 
@@ -249,7 +249,7 @@ def test_sigterm_gives_up_on_unanswered_deliveries_after_drain_timeout_and_they_
     # deliveries by itself): every bind is unbound and the gateway exits once they answered.
     a.expect_request("unbind", timeout=DRAIN_TIMEOUT + 3)
     b.expect_request("unbind", timeout=1)  # answered, its deliver_sm still not
-    assert gateway.proc.wait(30) == 0
+    assert gateway.wait(30) == 0
     waited = time.monotonic() - sent_at
     assert DRAIN_TIMEOUT - 0.5 <= waited <= DRAIN_TIMEOUT + 3, f"exited {waited:.1f}s after SIGTERM"
 
@@ -278,7 +278,7 @@ def test_sigterm_takes_the_answers_that_come_after_its_unbind(tmp_path: Path, st
         b.send(encoded("unbind_resp", unbind.sequence))
         assert b.is_closed(timeout=5)
     a.expect_request("unbind", timeout=1)
-    assert gateway.proc.wait(30) == 0
+    assert gateway.wait(30) == 0
 
     assert stored_mts(db) == {message_id: (body, "delivered") for message_id, body in acked.items()}
     restart_and_check_nothing_comes_twice(db, start_gateway, phones, for_b=[])

@@ -467,7 +467,7 @@ def test_submissions_refused_while_the_gateway_stops_are_logged_as_refused_submi
         b.answer_held()
         a.expect_request("unbind", timeout=10)
         b.expect_request("unbind", timeout=10)
-        assert gateway.proc.wait(30) == 0
+        assert gateway.wait(30) == 0
     finally:
         a.close()
         b.close()
