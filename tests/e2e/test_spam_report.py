@@ -661,3 +661,18 @@ def test_a_number_already_over_a_threshold_lowered_since_is_blocked_at_the_start
     assert {r.status for r in reports(second, reported=SPAMMER)} == {"handled"}
     for number in REPORTERS[:4]:
         assert HANDLED.match(replies(phone(handset, number, second))[0])
+
+
+def test_a_number_exactly_at_a_threshold_lowered_since_is_blocked_at_the_start(make_gateway, handset, tmp_path) -> None:
+    """3 distinct reporters, restarted with a threshold of 3: the threshold is reached as a third report reaching it
+    blocks, so the spammer is refused at once; otherwise they reached anyone until a fourth report came."""
+    db = tmp_path / "gw.db"
+    first = make_gateway(db_path=db)
+    for number in REPORTERS[:3]:
+        ph = phone(handset, number, first)
+        report(ph, f"{SPAMMER}*{SPAM}", first)
+        ph.close()
+    first.stop()
+    second = make_gateway(db_path=db, services={"spam_block_threshold": 3})
+    assert phone(handset, SPAMMER, second).submit(B, "spam to a bystander").status == SMSGW_RSENDERBLOCKED
+    assert [b.reason for b in controller_blocks(second) if b.reporter == ""] == ["3 distinct reporters within 86400s"]
