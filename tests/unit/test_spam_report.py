@@ -87,10 +87,11 @@ class _Any:
 ANY_ID = _Any()
 
 
-@pytest.mark.parametrize(("window", "zh", "en"), [(90, "1分钟", "1 min"), (7200, "2小时", "2 h")])
+@pytest.mark.parametrize(("window", "zh", "en"), [(30, "1分钟", "1 min"), (90, "1分钟", "1 min"), (7200, "2小时", "2 h")])
 async def test_the_prompt_for_the_number_words_its_window_as_the_other_prompts_do(tmp_path: Path, window, zh, en) -> None:
     """It said 2 minutes of a 90 s window (a number sent at 100 s filed a report without its text) and 120 minutes
-    of 2 hours, where the 0000 listing and the confirmation say 1 minute and 2 hours."""
+    of 2 hours, where the 0000 listing and the confirmation say 1 minute and 2 hours; a window under a minute is
+    1 minute, not 0 (a subscriber told to reply within 0 minutes would not try)."""
     config = load_config()
     config = replace(config, services=replace(config.services, spam_follow_up_window=window))
     bench = await service_bench(tmp_path, config, start=at(2026, 11, 21, 10))
