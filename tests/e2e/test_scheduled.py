@@ -7,6 +7,8 @@ moves the clock on.
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 from gateway.clock import SimulatedClock
 from tests.e2e.test_amend import DELETED
 from tests.smpp_handset import (
@@ -41,6 +43,21 @@ def test_a_scheduled_mt_goes_out_at_its_time_not_before(make_gateway, handset) -
     assert text(b.expect()) == "good morning"
     receipt = receipt_fields(a.expect())
     assert (receipt["id"].encode(), receipt["stat"]) == (resp.message_id, "DELIVRD")
+
+
+def test_an_absolute_schedule_is_read_in_the_time_zone_its_offset_names(make_gateway, handset) -> None:
+    """'032+' is Beijing time (32 quarter hours ahead of UTC): an MT scheduled for an hour ahead, Beijing time,
+    goes out in an hour. Had the offset been read the wrong way round it would have waited 16 hours more."""
+    clock = SimulatedClock()
+    gw = make_gateway(clock=clock)
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    due = datetime.fromtimestamp(clock.now() + 3600, timezone(timedelta(hours=8)))
+    beijing = due.strftime("%y%m%d%H%M%S") + f"{due.microsecond // 100_000}32+"
+    assert a.submit(B, "in an hour", schedule_delivery_time=beijing).status == ESME_ROK
+    clock.advance(3590)  # 10 s to spare, as above
+    b.expect_none(1.0)
+    clock.advance(10)
+    assert text(b.expect()) == "in an hour"
 
 
 def test_a_schedule_that_cannot_be_kept_is_refused(make_gateway, handset) -> None:
