@@ -654,6 +654,16 @@ def test_ready_is_503_while_the_store_cannot_commit_and_200_again_once_it_can(ma
     assert readiness(gw)[1]["store"] == "ok"
 
 
+def test_ready_counts_the_binds_not_the_connections_that_never_bound(make_gateway, handset) -> None:
+    """/ready's "binds" is what a load balancer or operator reads as the clients served: a connection that never
+    sent a bind (a port probe, a client stuck before its bind) counted as one."""
+    gw = make_gateway()
+    handset(A, gw=gw)
+    with RawLink(gw.smpp_port):  # connected, never bound
+        assert eventually(lambda: len(gw.gateway.connections) == 2)
+        assert readiness(gw) == (200, {"ready": True, "store": "ok", "binds": 1, "mt_waiting": 0})
+
+
 def test_a_database_that_cannot_be_written_is_not_ready_until_it_can_be_again(start_gateway, handset, tmp_path: Path) -> None:
     """SQLite opens a file its process may not write read-only, saying nothing: a writer process started after the
     database was made read-only (chmod 444, the one before killed) failed every write as "attempt to write a readonly
