@@ -79,6 +79,11 @@ CASES = [  # (what is wrong, the edit, the key named, a phrase of what was expec
     ("threshold 0", lambda r: r["services"].update(spam_block_threshold=0), "services.spam_block_threshold", "at least 2"),
     ("SP notices never kept", lambda r: r["services"].update(sp_notice_validity=0), "services.sp_notice_validity",
      "above 0"),
+    # A share of the dialogues surveyed: above 1 it was taken as "every one", saying nothing of the typo.
+    ("survey sample rate above 1", lambda r: r["services"].update(survey_sample_rate=1.5), "services.survey_sample_rate",
+     "between 0 and 1"),
+    ("negative survey sample rate", lambda r: r["services"].update(survey_sample_rate=-0.1),
+     "services.survey_sample_rate", "between 0 and 1"),
     # Counted in characters, they passed, and no bind could carry them: the account could never be bound to.
     ("an account system_id beyond Latin-1", lambda r: account(r, "handset2").update(system_id="系统系统系统"),
      "accounts[1].system_id", ("expected 1 to 15 octets of Latin-1 text, as SMPP carries it (SMPP 3.4 C-Octet String); "
