@@ -27,6 +27,7 @@ from tests.smpp_handset import (
     reassemble,
     receipt_fields,
     replace_sm,
+    split_udh,
     text,
 )
 
@@ -100,6 +101,19 @@ def test_two_sar_parts_with_the_same_octets_make_one_long_mo(gateway, handset):
     a = handset(A, address_range=A)
     sar_parts(a, ECHO, SAME_HALF)
     assert reassemble(a.expect_many(2)) == "哈" * 134  # before: part 1 alone, given up after reassembly_timeout
+
+
+def test_two_long_replies_with_one_text_have_concatenation_references_of_their_own(gateway, handset):
+    """A handset tells the parts of two long messages apart by their reference: two echoes of one text sharing
+    one (the second made from the first's cached parts) would be put together as one text of parts repeated."""
+    a = handset(A, address_range=A)
+    references = []
+    for _ in range(2):
+        assert a.submit(ECHO, "甲" * 100).status == ESME_ROK  # its echo: 2 UCS2 parts
+        parts = a.expect_many(2)
+        assert reassemble(parts) == "甲" * 100
+        references.append(split_udh(parts[0])[0].reference)
+    assert references[0] != references[1], references
 
 
 def udh_part(reference: int, seqnum: int, body: bytes) -> bytes:
