@@ -284,14 +284,22 @@ def test_unknown_command_id_gets_generic_nack(gateway):
         assert (resp.command, resp.status, resp.sequence) == ("enquire_link_resp", ESME_ROK, 43)
 
 
-def test_source_addr_without_terminator_is_refused(gateway):
-    body = (
+@pytest.mark.parametrize(
+    "body",
+    [
         b"\x00"  # service_type
         + b"\x01\x01" + b"8" * 30 + b"\x00"  # source_addr: no NUL within its 21 octets
         + b"\x01\x01" + ECHO.encode() + b"\x00"
         + b"\x00\x00\x00" + b"\x00" + b"\x00" + b"\x00\x00\x00\x00"
-        + b"\x02hi"
-    )  # fmt: skip
+        + b"\x02hi",
+        b"\x00" + b"\x01\x01" + b"8" * 21,  # its 21 octets, no NUL, and the PDU ends there
+    ],
+    ids=["longer", "21 octets ending the PDU"],
+)  # fmt: skip
+def test_source_addr_without_terminator_is_refused(gateway, body: bytes):
+    """A source_addr that fills its 21 octets without a NUL is too long whether or not the PDU goes on: one that
+    ended the PDU was answered ESME_RINVCMDLEN, as a PDU cut short inside it, which sends its client looking for a
+    framing fault instead of at the address."""
     with RawLink(gateway.smpp_port) as link:
         link.bind()
         [resp] = link.exchange(frame(SUBMIT_SM, 9, body))
