@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from gateway.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
-from gateway.store.migrations import migrate
+from gateway.store.migrations import SCHEMA_VERSION, migrate
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = tomllib.loads(DEFAULT_CONFIG.read_text())
@@ -397,6 +397,22 @@ def test_smsgw_serve_refuses_another_applications_database_whatever_its_version_
                                      f"application's database ({why}); smsgw needs a file of its own")  # fmt: skip
     assert db.read_bytes() == before  # journal mode, user_version, tables and rows: every byte
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "app.db.lock") == ["app.db"]  # no -wal, no -shm
+
+
+def test_smsgw_serve_refuses_the_database_of_a_newer_gateway_naming_both_versions(tmp_path: Path) -> None:
+    """After a downgrade the operator must be told which schema the file has and which this gateway knows (to pick
+    the release to go back to or restore a backup), in one line without a traceback, the file left as it was."""
+    db = tmp_path / "gw.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        migrate(conn)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        conn.commit()
+    before = db.read_bytes()
+    result = serve("--db", str(db))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == (f"smsgw: cannot start: cannot open SQLite store at {str(db)!r}: schema version "
+                                     f"{SCHEMA_VERSION + 1} is newer than this gateway's {SCHEMA_VERSION}")  # fmt: skip
+    assert db.read_bytes() == before
 
 
 def test_smsgw_serve_refuses_a_database_with_damaged_pages_without_a_traceback(tmp_path: Path) -> None:
