@@ -166,6 +166,7 @@ def test_verdicts() -> None:
                "latency_ms": {"p99": 40.0}}  # fmt: skip
     assert verdicts(summary) == ["2 dialogues failed (tolerated: 0)"]
     assert verdicts(summary, max_failures=2) == []
+    assert verdicts(summary, max_failures=1) == ["2 dialogues failed (tolerated: 1)"]  # one beyond it fails the run
     assert verdicts(summary, max_failures=5, min_rate=200, max_p99_ms=30) == [
         "150.0 dialogues/s ended ok in the steady state, below --min-rate 200", "p99 latency 40.0 ms, above --max-p99-ms 30",
     ]  # fmt: skip
