@@ -170,6 +170,10 @@ def test_verdicts() -> None:
     assert verdicts(summary, max_failures=5, min_rate=200, max_p99_ms=30) == [
         "150.0 dialogues/s ended ok in the steady state, below --min-rate 200", "p99 latency 40.0 ms, above --max-p99-ms 30",
     ]  # fmt: skip
+    # A rate just below --min-rate fails (rounded, 199.5 passed as 200); one exactly at it passes.
+    assert verdicts(summary | {"throughput": {"ok_per_s": 199.5}}, max_failures=2, min_rate=200) == [
+        "199.5 dialogues/s ended ok in the steady state, below --min-rate 200"]
+    assert verdicts(summary | {"throughput": {"ok_per_s": 200.0}}, max_failures=2, min_rate=200) == []
     # A run that checked nothing (FleetRun.ok, assert_ok and the exit status all ask this) is no pass.
     nothing = {"dialogues": {"started": 3, "completed": 0, "failed": 0}, "throughput": {"ok_per_s": None},
                "latency_ms": {"p99": None}}  # fmt: skip
