@@ -121,6 +121,14 @@ def test_a_server_that_never_blocks_spammers_fails_the_check(smsgw_fleet) -> Non
         run.assert_ok()
 
 
+def test_the_fleet_expects_a_reporter_at_the_days_limit_to_be_told_so(smsgw_fleet) -> None:  # noqa: F811
+    """With spam_reports_per_day = 1 a victim's second report is refused (spam.rate_limited): the fleet expects
+    that from the report that reaches the limit, not one later; else a correct server failed the run."""
+    run = smsgw_fleet(spammer_scenario(), config={"services": {"spam_reports_per_day": 1}})
+    run.assert_ok()
+    assert run.outcomes["spam"].get("rate_limited", 0) > 0, run.outcomes
+
+
 async def test_fleet_over_tls_and_the_async_api(make_gateway, tls_files) -> None:
     cert, key = tls_files
     gw = make_gateway(tls={"enabled": True, "port": 0, "certfile": str(cert), "keyfile": str(key)})
