@@ -297,9 +297,10 @@ def test_a_sampled_10086_dialogue_is_followed_by_a_survey(make_gateway, handset)
     assert reply(a, "1") == zh("thanks")
 
 
-def restart_with_a_mark_left(make_gateway, handset, db: Path, others: int = 0) -> GatewayController:
+def restart_with_a_mark_left(make_gateway, handset, db: Path, others: int = 0, clock=None) -> GatewayController:
     """A's 10086 dialogue answered, its survey's commit refused (a kill -9 before it, as the gateway sees it: the mark
-    that it is due stays), then a start on that store; `others`: marks left for as many other subscribers first."""
+    that it is due stays), then a start on that store (on `clock`, if given); `others`: marks left for as many other
+    subscribers first."""
     gw = make_gateway(db_path=db, services={"survey_sample_rate": 1.0})
     store = sqlite3.connect(db, isolation_level=None)
     store.execute("CREATE TRIGGER refuse BEFORE INSERT ON surveys BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
@@ -314,7 +315,7 @@ def restart_with_a_mark_left(make_gateway, handset, db: Path, others: int = 0) -
     gw.stop()
     store.execute("DROP TRIGGER refuse")
     store.close()
-    return make_gateway(db_path=db, services={"survey_sample_rate": 1.0})
+    return make_gateway(db_path=db, services={"survey_sample_rate": 1.0}, clock=clock)
 
 
 def test_a_sampled_survey_whose_decision_a_stop_cut_short_is_sent_at_the_next_start(make_gateway, handset, tmp_path) -> None:
@@ -326,6 +327,17 @@ def test_a_sampled_survey_whose_decision_a_stop_cut_short_is_sent_at_the_next_st
     assert "10086短信服务" in receive(a, RATING)
     assert [(s.channel, s.status) for s in surveys(again)] == [("sms:10086", "sent")]
     a.expect_none(0.3, from_code(RATING))  # once
+
+
+def test_a_survey_mark_left_by_a_stop_sends_nothing_at_a_start_after_the_surveys_validity(make_gateway, handset, tmp_path) -> None:
+    """A start a day and a minute after the dialogue (survey_validity, 24 h): the survey due then would have lapsed
+    by now, so none goes out and the mark is removed; A was asked to rate a 10086 dialogue of the day before."""
+    later = SimulatedClock(time.time() + 86400 + 60)
+    again = restart_with_a_mark_left(make_gateway, handset, tmp_path / "gw.db", clock=later)
+    a = phone(handset, again)
+    assert eventually(lambda: not again.call(again.gateway.store.find(Dialogue, kind="survey.sampled")))
+    assert surveys(again) == []
+    a.expect_none(0.3, from_code(RATING))
 
 
 def test_a_survey_mark_left_by_a_stop_does_not_survey_again_a_subscriber_whose_newer_dialogue_was_surveyed(make_gateway, handset, tmp_path) -> None:
