@@ -367,6 +367,16 @@ def test_smsgw_serve_refuses_another_applications_database_and_leaves_it_as_it_w
         assert (tables, conn.execute("PRAGMA journal_mode").fetchone()[0]) == (["customers"], "delete")
 
 
+def refused_as_it_is(db: Path, reason: str) -> None:
+    """`smsgw serve --db db` exits 1 with one line naming `reason`, no traceback, the file left as it was: journal
+    mode, user_version, tables and rows, every byte."""
+    before = db.read_bytes()
+    result = serve("--db", str(db))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == f"smsgw: cannot start: cannot open SQLite store at {str(db)!r}: {reason}"
+    assert db.read_bytes() == before
+
+
 @pytest.mark.parametrize(
     ("statements", "why"),
     [
@@ -390,12 +400,7 @@ def test_smsgw_serve_refuses_another_applications_database_whatever_its_version_
         for statement in statements:
             conn.execute(statement)
         conn.commit()
-    before = db.read_bytes()
-    result = serve("--db", str(db))
-    assert result.returncode == 1, result.stderr
-    assert result.stderr.strip() == (f"smsgw: cannot start: cannot open SQLite store at {str(db)!r}: another "
-                                     f"application's database ({why}); smsgw needs a file of its own")  # fmt: skip
-    assert db.read_bytes() == before  # journal mode, user_version, tables and rows: every byte
+    refused_as_it_is(db, f"another application's database ({why}); smsgw needs a file of its own")
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "app.db.lock") == ["app.db"]  # no -wal, no -shm
 
 
@@ -407,12 +412,7 @@ def test_smsgw_serve_refuses_the_database_of_a_newer_gateway_naming_both_version
         migrate(conn)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
         conn.commit()
-    before = db.read_bytes()
-    result = serve("--db", str(db))
-    assert result.returncode == 1, result.stderr
-    assert result.stderr.strip() == (f"smsgw: cannot start: cannot open SQLite store at {str(db)!r}: schema version "
-                                     f"{SCHEMA_VERSION + 1} is newer than this gateway's {SCHEMA_VERSION}")  # fmt: skip
-    assert db.read_bytes() == before
+    refused_as_it_is(db, f"schema version {SCHEMA_VERSION + 1} is newer than this gateway's {SCHEMA_VERSION}")
 
 
 def test_smsgw_serve_refuses_a_database_with_damaged_pages_without_a_traceback(tmp_path: Path) -> None:
