@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -338,6 +339,14 @@ def test_an_unsubscription_sent_before_midnight_is_not_charged_though_its_commit
     gw = make_gateway(clock=clock, db_path=db, gateway={"job_check_interval": 3600})  # billing when the test says
     a = unsubscribing_at_2359_59(gw, clock, handset)
     clock.set(at(2026, 12, 1, 0, 0) - 1)
+    billing_waits = threading.Event()
+    wait_for_others = gw.gateway.locks.wait_for_others
+
+    async def noted(own):
+        billing_waits.set()
+        await wait_for_others(own)
+
+    gw.gateway.locks.wait_for_others = noted
     holder = sqlite3.connect(db, isolation_level=None)
     try:
         holder.execute("BEGIN IMMEDIATE")  # the gateway's writer waits for it (busy timeout 5 s)
@@ -345,7 +354,9 @@ def test_an_unsubscription_sent_before_midnight_is_not_charged_though_its_commit
         handling = eventually(lambda: len(gw.gateway.locks) == 1)  # its subscriber's serial key: being handled
         clock.set(at(2026, 12, 1, 0, 0) + 1)
         billing = asyncio.run_coroutine_threadsafe(gw.gateway.services.run_due_jobs(), gw._loop)
-        eventually(lambda: bool(gw.gateway.store._pending), timeout=1.0)  # time to decide before the unsubscription
+        # Held until billing waits for the unsubscription's commit; a billing that does not wait has decided (and
+        # charged) by the time this gives up.
+        billing_waits.wait(3)
         holder.execute("ROLLBACK")
     finally:
         holder.close()
