@@ -79,6 +79,8 @@ class Amendments:
     async def _cancel(self, conn: SmppConnection, pdu: CancelSm, arrived: str) -> None:
         account = conn.account.system_id
         source = self.plan.normalise(pdu.source_addr)
+        cancelled: list[str] = []
+        failure: BaseException | None = None  # the store could not commit (the cancellation, or what was issued before it)
         if pdu.message_id:
             candidates = await self._submitted(account, source, pdu.message_id)
             if pdu.destination_addr:  # 4.9.1: "used for verification purposes, and must match" the submission's
@@ -87,29 +89,27 @@ class Amendments:
         else:
             try:  # committed after the writes issued before it (in issue order)
                 await self.store.apply([])
-            except Exception as error:  # noqa: BLE001  (the store cannot commit: nor could the cancellation; logged)
-                if conn.may_log("cancel_sm refused (ESME_RSYSERR)"):
-                    log.warning("cancel_sm refused", account=account, source=pdu.source_addr, dest=pdu.destination_addr,
-                                status="ESME_RSYSERR", reason=f"the store cannot commit: {error!r}",
-                                msisdn=self._subscriber(conn, pdu.source_addr, pdu.destination_addr, []))  # fmt: skip
-                conn.respond(response_to(pdu, S.ESME_RSYSERR))
-                return
-            dest = self.plan.normalise(pdu.destination_addr)
-            candidates = [m for m in await self.store.undelivered_from(account, source, dest) if m.id < arrived]
-            if pdu.service_type:
-                candidates = [m for m in candidates if m.service_type == pdu.service_type]
-        cancelled, failed = await self._cancel_all(candidates)  # answered once committed: a query_sm right after sees it
+            except Exception as error:  # noqa: BLE001  (logged below) the store cannot commit: nor could the cancellation
+                candidates, failure = [], error
+            else:
+                dest = self.plan.normalise(pdu.destination_addr)
+                candidates = [m for m in await self.store.undelivered_from(account, source, dest) if m.id < arrived]
+                if pdu.service_type:
+                    candidates = [m for m in candidates if m.service_type == pdu.service_type]
+        if failure is None:  # answered once committed: a query_sm right after sees it
+            cancelled, failure = await self._cancel_all(candidates)
         # One whose cancellation failed to commit (a submit_multi's destination) is as it was: the client is told, and
         # cancels it by sending the cancel_sm again (the others are no longer undelivered).
-        status = S.ESME_RSYSERR if failed else S.ESME_ROK if cancelled else S.ESME_RCANCELFAIL
+        status = S.ESME_RSYSERR if failure is not None else S.ESME_ROK if cancelled else S.ESME_RCANCELFAIL
         if status == S.ESME_ROK or conn.may_log(f"cancel_sm refused ({S.name_of(status)})"):
             fields = {"account": account, "message_id": pdu.message_id or None, "source": pdu.source_addr,
                       "dest": pdu.destination_addr or None, "status": S.name_of(status),
                       "msisdn": self._subscriber(conn, pdu.source_addr, pdu.destination_addr, candidates)}  # fmt: skip
             if status == S.ESME_ROK:
                 log.info("cancel_sm", cancelled=cancelled, found=len(candidates), **fields)
-            elif failed:
-                log.warning("cancel_sm refused", reason="the store could not commit it", cancelled=cancelled, **fields)
+            elif failure is not None:
+                log.warning("cancel_sm refused", reason=f"the store could not commit it: {failure!r}", cancelled=cancelled,
+                            **fields)  # fmt: skip
             else:
                 log.warning("cancel_sm refused", reason=_not_amended(candidates, "cancel"), **fields)
         conn.respond(response_to(pdu, status))
@@ -173,7 +173,7 @@ class Amendments:
         account sent before it from the same source_addr to the same subscriber with the same
         service_type are cancelled (SMPP 3.4 section 5.2.18)."""
         older = await self.store.undelivered_from(message.account, message.source_addr, message.dest_addr)
-        replaced, _failed = await self._cancel_all([
+        replaced, _failure = await self._cancel_all([
             m for m in older
             if m.id != message.id and m.service_type == message.service_type and m.submitted_at <= message.submitted_at
         ])  # fmt: skip
@@ -187,13 +187,13 @@ class Amendments:
             return subscriber_of(found[0])
         return subscriber_submitting(conn.account.role, source, dest, self.plan)
 
-    async def _cancel_all(self, messages: list[Message]) -> tuple[list[str], bool]:
-        """Cancel those of `messages` still undelivered: the ids of those whose cancellation is committed, and whether
-        one failed to commit (the store could not: that MT is still undelivered, and goes out)."""
+    async def _cancel_all(self, messages: list[Message]) -> tuple[list[str], BaseException | None]:
+        """Cancel those of `messages` still undelivered: the ids of those whose cancellation is committed, and the
+        store's error if one failed to commit (that MT is still undelivered, and goes out)."""
         settling = {m.id: settled for m in messages if (settled := self.delivery.cancel(m)) is not None}
         outcomes = await asyncio.gather(*settling.values(), return_exceptions=True)
         cancelled = [message_id for message_id, outcome in zip(settling, outcomes, strict=True) if outcome is None]
-        return cancelled, len(cancelled) < len(outcomes)
+        return cancelled, next((outcome for outcome in outcomes if isinstance(outcome, BaseException)), None)
 
     async def _submitted(self, account: str, source: str, message_id: str) -> list[Message]:
         """What `account` submitted from `source` as message_id: one message, or one per destination of a submit_multi."""
