@@ -101,10 +101,14 @@ def test_a_survey_for_what_is_no_subscriber_number_is_refused(gw) -> None:
 
 def test_a_survey_with_a_channel_or_agent_that_is_no_name_is_refused(gw) -> None:
     """None reached the store as an AttributeError; "" was sent as "thank you for using China Mobile's service"."""
-    for channel, agent in ((None, None), ("", None), ("store 1", None), ("hotline", 7), ("hotline", "007\n")):
+    for channel, agent in (
+        (None, None), ("", None), ("store 1", None), ("hotline", 7), ("hotline", "007\n"), ("hotline", "7" * 33)
+    ):
         with pytest.raises(ValueError, match="channel|agent"):
             gw.call(gw.gateway.services.request_survey(A, channel, agent))
     assert gw.call(gw.gateway.store.find(Survey)) == []
+    gw.call(gw.gateway.services.request_survey(A, "hotline", "7" * 32))  # the README's limit, 32 characters
+    assert [survey.agent for survey in gw.call(gw.gateway.store.find(Survey))] == ["7" * 32]
 
 
 @pytest.mark.parametrize("words, score, answer, status", [("非常满意", 1, "thanks", "rated"), ("５", 5, "ask_reason", "reason")])
