@@ -223,6 +223,25 @@ def test_unknown_keyword_then_decline(gw, handset):
     assert content_status(handset(SINA, system_id="sina", bind="tx", gw=gw)) == SMSGW_RNOSUBSCRIPTION
 
 
+@pytest.mark.parametrize("command, answer", [("帮助", "发送0000查询并退订"), ("0000", "您目前没有定制任何梦网业务"),
+                                             ("00000", "您目前没有定制任何梦网业务")])  # fmt: skip
+def test_a_10086_command_while_an_order_waits_is_answered_as_such_and_the_order_still_waits(gw, handset, command, answer):
+    """README: any other text declines, but 10086's own commands are answered and the order keeps waiting."""
+    phone = handset(A, gw=gw, address_range=A)
+    order(phone, "TT")
+    assert answer in ask(phone, command)
+    assert [o.status for o in orders(gw, A)] == ["pending"]
+    assert ask(phone, "Y") == SEED_NOTICE
+    assert [s.service_id for s in subscriptions(gw, A)] == ["sina-news"]
+
+
+def test_any_other_text_while_an_order_waits_declines_it(gw, handset):
+    phone = handset(A, gw=gw, address_range=A)
+    order(phone, "TT")
+    assert ask(phone, "hello") == "您未定制新浪的头条新闻业务，不会收取信息费。"
+    assert [o.status for o in orders(gw, A)] == ["declined"]
+
+
 def test_confirmation_expires_on_the_simulated_clock(gw, handset, clock):
     phone = handset(A, gw=gw, address_range=A)
     order(phone, "TT")
