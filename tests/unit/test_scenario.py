@@ -62,6 +62,7 @@ def test_the_default_file_holds_the_built_in_defaults_and_documents_every_key() 
         ('[fleet]\nstart = "8613000000005"\n', "spammers.start", "overlap the fleet"),
         ('[fleet]\nmode = "rx"\n', "fleet.mode", '"trx" or "tx+rx"'),
         ('[load]\nmode = "open"\nrate = inf\n', "load.rate", "expected a finite number; got inf"),
+        ('[load]\nmode = "open"\nrate = 0\n', "load.rate", "expected dialogues per second > 0"),
         ("[load]\nduration = nan\n", "load.duration", "expected a finite number; got nan"),
         ("[behaviours.query]\nweight = nan\n", "behaviours.query.weight", "expected a finite number; got nan"),
         ("[reactions.survey]\nlate_max_wait = -inf\n", "reactions.survey.late_max_wait", "expected a finite number"),
