@@ -116,3 +116,19 @@ def test_percentiles_are_absent_when_nothing_was_timed() -> None:
     summary = recorder.summary()
     assert set(summary["latency_ms"].values()) == {None}
     assert set(summary["latency_ms_by_kind"]["chatter"].values()) == {None}
+
+
+def test_the_latency_max_is_in_ms_like_the_percentiles() -> None:
+    """The report's max read 10x the slowest step (2500 ms for a 250 ms reply) beside percentiles in ms."""
+    recorder = Recorder(started=0.0)
+    for i in range(100):
+        recorder.record(result("query", True, [float(i + 1)], at=i / 100))  # 1 .. 100 ms
+    recorder.record(result("order", True, [20.0, 250.0], at=1.5))  # the slowest step: 250 ms
+    recorder.finish(at=2.0)
+    summary = recorder.summary()
+    every, by_kind = summary["latency_ms"], summary["latency_ms_by_kind"]
+    query, order = by_kind["query"], by_kind["order"]
+    assert 49.9 <= every["p50"] <= 51.1 and 99.9 <= every["p99"] <= 100.1
+    assert 249.9 <= every["max"] <= 250.3 and every["max"] >= every["p99.9"] >= every["p99"]
+    assert 99.9 <= query["max"] <= 100.1 and query["max"] >= query["p99"]
+    assert 249.9 <= order["max"] <= 250.3 and 19.9 <= order["p50"] <= 20.1
