@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import re
+
 import pytest
 import structlog
 
 from gateway.clock import SimulatedClock
 from handlers.sp_notice import parse_sp_notice
-from tests.services_support import account_changed, at
+from tests.services_support import CHINA, account_changed, at
 from tests.smpp_handset import ESME_ROK, ESME_RTHROTTLED, texts_from
 
 A, FRIEND = "8613800000001", "8613700000002"
@@ -39,6 +42,25 @@ def events(sp, count: int, timeout: float = 10.0) -> list[str]:
 @pytest.fixture
 def gw(make_gateway):
     return make_gateway(clock=SimulatedClock(at(2026, 11, 10)), gateway={"retry_backoff": [2]})
+
+
+def test_the_sp_reads_each_notice_as_one_line_of_key_value_pairs_in_the_documented_order(make_gateway, handset):
+    """README "SP notices": event, service, keyword, msisdn, channel, time (YYYYMMDDhhmmss, China time), in this
+    order; SPs parse it so. The tests parsed it into a dict, which read any order and any time alike."""
+    clock = SimulatedClock(at(2026, 11, 10, 15, 40, 27))
+    gw = make_gateway(clock=clock)
+    phone = handset(A, gw=gw, address_range=A)
+    sina_rx = handset(SINA, system_id="sina", bind="rx", gw=gw)
+    made_from = clock.now()
+    order_and_confirm(phone)
+    unsubscribe(phone)
+    pdus = sina_rx.expect_many(2, 10.0, predicate=lambda p: p.source_addr == A.encode())
+    made_by = clock.now()
+    for text, event in zip([p.short_message.decode() for p in pdus], ["ORDER", "CANCEL"], strict=True):
+        form = re.fullmatch(rf"event={event} service=sina-news keyword=TT msisdn={A} channel=sms time=(\d{{14}})", text)
+        assert form, text
+        when = dt.datetime.strptime(form[1], "%Y%m%d%H%M%S").replace(tzinfo=CHINA).timestamp()
+        assert int(made_from) <= when <= made_by, (text, made_from, made_by)  # the clock's China time, to the second
 
 
 def order_throttled(gw, handset):
