@@ -97,6 +97,22 @@ async def test_reminder_between_21st_and_25th_once_a_month(bench: ServiceBench) 
     assert list(texts_to(await job(bench, billing.run_due_jobs, at(2026, 12, 21)))) == [C]
 
 
+async def test_a_first_check_on_the_25th_the_last_reminder_day_sends_the_reminder_that_day(bench: ServiceBench) -> None:
+    """No check ran on the 21st-24th (the gateway down): the 25th is still a reminder day, and its first check
+    reminds, not the catch-up on the 26th."""
+    await subscribe(bench, A, "TT", at(2026, 11, 5))  # free in November, charged from December
+    sent = pages_to(await job(bench, billing.run_due_jobs, at(2026, 11, 25, 9, 0)))
+    assert sent == {
+        A: [
+            "(1/2)中国移动温馨提示:您已定制以下梦网业务:1.新浪提供的头条新闻短信业务,信息费30元/月;",
+            "(2/2)本月内退订下月不再收费,退订请发送0000到10086。",
+        ]
+    }
+    reminded = await bench.store.find(SubscriptionEvent, event="reminded")
+    assert [(e.msisdn, e.at) for e in reminded] == [(A, at(2026, 11, 25, 9, 0))]
+    assert (await job(bench, billing.run_due_jobs, at(2026, 11, 26, 9))).replies == []
+
+
 async def test_an_english_reminder_names_the_type_of_each_service_as_the_chinese_one_does(bench: ServiceBench) -> None:
     """The Chinese reminder says 短信业务 / WAP业务 per service (the catalogue's kind); the English one said nothing of it."""
     await bench.store.apply([Put(Subscriber(A, "en"))])
