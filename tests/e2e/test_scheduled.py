@@ -45,6 +45,19 @@ def test_a_scheduled_mt_goes_out_at_its_time_not_before(make_gateway, handset) -
     assert (receipt["id"].encode(), receipt["stat"]) == (resp.message_id, "DELIVRD")
 
 
+def test_a_scheduled_mt_goes_out_within_about_a_second_of_its_time(make_gateway, handset) -> None:
+    """README: it "goes out within about a second of its time". On a frozen clock set half a second past its time
+    it goes out (however long the machine takes); half a second before it, it waits."""
+    clock = SimulatedClock(freeze=True)
+    gw = make_gateway(clock=clock)
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    assert a.submit(B, "on time", schedule_delivery_time="000000000010000R").status == ESME_ROK  # in 10 s
+    clock.advance(9.5)
+    b.expect_none(1.0)  # two sweeps: not yet
+    clock.advance(1.0)
+    assert text(b.expect(timeout=10.0)) == "on time"
+
+
 def test_an_absolute_schedule_is_read_in_the_time_zone_its_offset_names(make_gateway, handset) -> None:
     """'032+' is Beijing time (32 quarter hours ahead of UTC): an MT scheduled for an hour ahead, Beijing time,
     goes out in an hour. Had the offset been read the wrong way round it would have waited 16 hours more."""
