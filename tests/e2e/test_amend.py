@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from smpplib import consts
 
+from gateway.clock import SimulatedClock
 from gateway.store.records import Subscription
 from handlers.base import Outcome
 from tests.polling import eventually
@@ -45,7 +46,8 @@ A = "8613800000001"  # account handset
 B, B2 = "8613700000001", "8613700000002"  # account handset2
 SINA = "1066916"  # account sina
 SUBMIT_MULTI = 0x00000021
-DELETED = 4  # message_state (5.2.28)
+ENROUTE, DELETED = 1, 4  # message_state (5.2.28)
+ESME_RX_T_APPN = 0x64  # a handset's temporary refusal (SMPP 3.4 5.1.3)
 
 
 def submit_multi(
@@ -353,6 +355,31 @@ def test_replace_sm_keeps_an_mts_place_behind_a_retry_of_another_subscribers(mak
     receiver.answer_held()
     got = [text(receiver.expect()) for _ in range(3)]
     assert [t for t in got if t.startswith("m")] == ["m1 replaced", "m2"]
+
+
+def test_replace_sm_giving_an_mt_waiting_for_its_retry_a_longer_validity_holds_it_to_the_new_one(make_gateway, handset) -> None:
+    """Refused for now (ESME_RX_T_APPN) before and after a replace_sm that moved its validity from 10 minutes to 2
+    hours: past the 10 minutes it still waits for its retry, and it expires at the end of the 2 hours."""
+    clock = SimulatedClock(freeze=True)
+    gw = make_gateway(clock=clock, gateway={"retry_backoff": [3600]})
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    b.answers.extend([ESME_RX_T_APPN, ESME_RX_T_APPN])
+    resp = a.submit(B, "for 10 minutes", registered_delivery=1, validity_period="000000001000000R")
+    message_id = resp.message_id.decode()
+    assert text(b.expect()) == "for 10 minutes"  # refused: its retry is due in an hour
+    assert eventually(lambda: message_id in gw.gateway.delivery._retry_timers)
+    with RawLink(gw.smpp_port) as esme:
+        esme.bind("handset", command="bind_transmitter")
+        esme.send(replace_sm(2, A, message_id, b"for 2 hours", registered_delivery=1, validity="000000020000000R"))
+        assert answer(esme, 2) == (ESME_ROK, b"")
+    assert text(b.expect()) == "for 2 hours"  # sent at once, refused again: it waits for its retry
+    assert eventually(lambda: message_id in gw.gateway.delivery._retry_timers)
+    clock.advance(700)  # past the old validity
+    a.expect_none(1.5, predicate=is_receipt)  # three sweeps
+    assert a.query(message_id).message_state == ENROUTE
+    clock.advance(7200)  # past the new one
+    receipt = receipt_fields(a.expect(timeout=10, predicate=is_receipt))
+    assert (receipt["id"], receipt["stat"]) == (message_id, "EXPIRED")
 
 
 def tlv(tag: int, value: bytes) -> bytes:
