@@ -14,7 +14,8 @@ from gateway.store.records import Charge, JobRun, Subscriber, Subscription, Subs
 from handlers import billing
 from handlers.sp_notice import parse_sp_notice
 from handlers.base import Outcome
-from tests.services_support import ServiceBench, at, service_bench
+from simulator.testing import gateway_config
+from tests.services_support import ServiceBench, at, catalogue_without, service_bench
 from tests.unit.test_confirmation import A, B, SINA, TENCENT, say, texts
 
 C, D = "8613800000003", "8613800000004"
@@ -342,3 +343,24 @@ async def test_dispute_refunds_double_without_a_confirmation_record(bench: Servi
         await billing.dispute(bench.ctx, charge_a.id, bench.clock.now())
     with pytest.raises(ValueError, match="no charge"):
         await billing.dispute(bench.ctx, "no-such-charge", bench.clock.now())
+
+
+async def test_a_charge_of_a_free_service_is_refunded_once_when_disputed_twice(tmp_path: Path) -> None:
+    """A fee of 0 is valid config, and its month is charged 0 fen: disputed again, it was refunded again (a second
+    退还0元 SMS and SP REFUND notice) instead of being refused as already refunded."""
+    catalogue = [entry | {"fee": 0} if entry["id"] == "sina-news" else entry for entry in catalogue_without()]
+    bench = await service_bench(tmp_path, gateway_config(catalogue=catalogue))
+    try:
+        await subscribe(bench, A, "TT", at(2026, 10, 5))
+        await job(bench, billing.run_billing, at(2026, 11, 1, 0, 1))
+        [charge] = await bench.store.find(Charge, msisdn=A)
+        assert (charge.period, charge.amount) == ("2026-11", 0)
+        first = await job(bench, lambda ctx, now: billing.dispute(ctx, charge.id, now), at(2026, 11, 9))
+        assert texts_to(first) == {A: "中国移动:您2026年11月新浪的头条新闻业务信息费0元,经核实已为您退还0元。"}
+        assert [parse_sp_notice(r.text)["event"] for r in first.replies if r.to_account] == ["REFUND"]
+        bench.clock.set(at(2026, 11, 10))
+        with pytest.raises(ValueError, match="already refunded"):
+            await billing.dispute(bench.ctx, charge.id, bench.clock.now())
+        assert len(await bench.store.find(SubscriptionEvent, event="refunded")) == 1
+    finally:
+        await bench.close()
