@@ -310,6 +310,26 @@ async def test_a_cancellation_after_billing_voids_only_a_charge_for_a_month_begu
     assert not await bench.store.find(SubscriptionEvent, event="voided")
 
 
+async def test_a_late_cancellation_leaves_a_disputed_charge_of_a_free_service_as_it_does_a_refunded_one(tmp_path: Path) -> None:
+    """A free service's charge (0 fen) disputed has a refund of 0: the dispute, not the amount, is what keeps it
+    from being voided by an unsubscription sent before the 1st and handled after the dispute."""
+    catalogue = [entry | {"fee": 0} if entry["id"] == "sina-news" else entry for entry in catalogue_without()]
+    bench = await service_bench(tmp_path, gateway_config(catalogue=catalogue))
+    try:
+        await subscribe(bench, A, "TT", at(2026, 11, 5))
+        await job(bench, billing.run_due_jobs, at(2026, 12, 1, 0, 5))
+        [charge] = await bench.store.find(Charge, msisdn=A)
+        await job(bench, lambda ctx, now: billing.dispute(ctx, charge.id, now), at(2026, 12, 1, 9))
+        bench.clock.set(at(2026, 11, 30, 23, 58))  # sent before December began, handled only now
+        await say(bench, A, "0000")
+        assert "成功退订" in texts(await say(bench, A, "1"), A)[0]
+        kept = [(c.id, c.period, c.amount, c.disputed_at) for c in await bench.store.find(Charge)]
+        assert kept == [(charge.id, "2026-12", 0, at(2026, 12, 1, 9))]
+        assert not await bench.store.find(SubscriptionEvent, event="voided")
+    finally:
+        await bench.close()
+
+
 async def test_dispute_refunds_double_without_a_confirmation_record(bench: ServiceBench) -> None:
     confirmed = await subscribe(bench, A, "TT", at(2026, 10, 5))
     unconfirmed = Subscription("sub-legacy", B, "tencent-ringtones", "active", at(2026, 9, 1), "sp", "", at(2026, 10, 1))
