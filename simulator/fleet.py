@@ -46,7 +46,7 @@ from .metrics import Recorder
 from .scenario import Load, Scenario
 from .texts import UNPROMPTED
 
-__all__ = ["Fleet", "FleetError", "address_range", "blocks", "exact_range", "first_outside"]
+__all__ = ["Fleet", "FleetError", "FleetValueError", "address_range", "blocks", "exact_range", "first_outside"]
 
 MAX_ADDRESS_RANGE = 40  # SMPP 3.4: address_range is a C-octet string of at most 41 octets
 CONNECT_TIMEOUT = 10.0  # seconds for a TCP connection (and TLS handshake) to the target
@@ -68,6 +68,12 @@ class FleetError(Exception):
     def __init__(self, key: str, problem: str, hint: str = "") -> None:
         super().__init__(f"{key}: {problem}" + (f" ({hint})" if hint else ""))
         self.key, self.problem, self.hint = key, problem, hint
+
+
+class FleetValueError(FleetError, ValueError):
+    """A scenario value the target's config refuses (numbers not the bind account's, more binds than its max_binds,
+    keywords not in its catalogue, more dialogues in flight than subscribers): a ValueError from the Python API, as the
+    values the scenario itself refuses are (README)."""
 
 
 # ------------------------------------------------------------------ numbering
@@ -257,7 +263,7 @@ class Fleet:
         self._check_numbers()
         self._check_binds()
         if scenario.behaviours.order.weight > 0 and not self.env.order_services:
-            raise FleetError("behaviours.order.keywords", f"none of {list(scenario.behaviours.order.keywords)} is in the "
+            raise FleetValueError("behaviours.order.keywords", f"none of {list(scenario.behaviours.order.keywords)} is in the "
                              f"target's catalogue ({', '.join(s.keyword for s in self.plan.services.values()) or 'empty'})")  # fmt: skip
 
     def _check_numbers(self) -> None:
@@ -270,12 +276,12 @@ class Fleet:
             numbers["spammers.start"] = s.spammers.start
         for key, number in numbers.items():
             if plan.extends_code(number):
-                raise FleetError(key, f"{number!r} is a service's number (a short code or service code of the target's "
+                raise FleetValueError(key, f"{number!r} is a service's number (a short code or service code of the target's "
                                       "config, with an extension), not a subscriber's: the gateway refuses MO from it")  # fmt: skip
             if not plan.is_msisdn(number):
                 canonical = plan.normalise(number)
                 hint = f" (national form of {canonical}?)" if plan.is_msisdn(canonical) else ""
-                raise FleetError(key, f"expected an MSISDN in international form, as the target's gateway.country_code and "
+                raise FleetValueError(key, f"expected an MSISDN in international form, as the target's gateway.country_code and "
                                       f"gateway.national_number_length have it: country code {plan.country_code}, then "
                                       f"{plan.national_length} digits; got {number!r}{hint}")  # fmt: skip
         # What the fleet reports as spam must be mobile numbers, or the target refuses the reports ("not a valid
@@ -286,7 +292,7 @@ class Fleet:
         for key, start, count in reported:
             outside = first_outside(int(start), int(start) + count - 1, plan.mobile_starts)
             if outside is not None:
-                raise FleetError(key, f"{start}..{int(start) + count - 1} ({count} numbers) are reported as spam but not all "
+                raise FleetValueError(key, f"{start}..{int(start) + count - 1} ({count} numbers) are reported as spam but not all "
                                       f"mobile numbers of the target's plan: {outside} is not (gateway.mobile_prefixes "
                                       f"{list(plan.mobile_prefixes)} after country code {plan.country_code}); the gateway "
                                       "refuses reports of it")  # fmt: skip
@@ -299,7 +305,7 @@ class Fleet:
                 continue
             outside = first_outside(int(start), int(start) + count - 1, account.numbers)
             if outside is not None:
-                raise FleetError(key, f"{start}..{int(start) + count - 1} ({count} numbers) are not all numbers of the bind "
+                raise FleetValueError(key, f"{start}..{int(start) + count - 1} ({count} numbers) are not all numbers of the bind "
                                       f"account {system_id!r}: {outside} is under none of its numbers {list(account.numbers)} "
                                       f"in {self.config.source}; the gateway would refuse its MO (ESME_RINVSRCADR)")  # fmt: skip
 
@@ -317,7 +323,7 @@ class Fleet:
             account = self.config.account(system_id)
             if account is not None and binds[system_id] > account.max_binds:
                 pairs = " (tx+rx pairs: 2 binds each)" if key == "fleet.binds" and s.fleet.mode == "tx+rx" else ""
-                raise FleetError(key, f"{binds[system_id]} binds as {system_id!r}{pairs}, more than the bind account's "
+                raise FleetValueError(key, f"{binds[system_id]} binds as {system_id!r}{pairs}, more than the bind account's "
                                       f"max_binds {account.max_binds} in {self.config.source}: the gateway would refuse "
                                       "the rest (ESME_RBINDFAIL)")  # fmt: skip
 
@@ -539,7 +545,7 @@ class Fleet:
         in_flight = min(load.concurrency, load.count) if load.count else load.concurrency  # --count 1: one at most
         if in_flight > s.fleet.count + spammers:
             also = f" and {spammers} spammers" if spammers else ""
-            raise FleetError("load.concurrency", f"{load.concurrency} dialogues in flight (--concurrency) need as many "
+            raise FleetValueError("load.concurrency", f"{load.concurrency} dialogues in flight (--concurrency) need as many "
                              f"subscribers, each in one dialogue at a time; the fleet has {s.fleet.count} (--subscribers, "
                              f"fleet.count){also}")  # fmt: skip
 
