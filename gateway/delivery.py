@@ -55,7 +55,7 @@ from .logs import get_logger
 from .messages import account_of, subscriber_of
 from .notice_order import NoticeOrder
 from .receipts import receipt_for
-from .retry_timers import RetryTimers
+from .retry_timers import RetryTimers, Waiting
 from .router import Receiver, Router, carries
 from .smpp.constants import CommandStatus, MessageState
 from .store.base import Store
@@ -95,6 +95,7 @@ class Delivery:
         self._reading = 0  # pages being read and handed out (`_take_waiting`)
         self._release_after_reading: list[str] = []
         self._retry_timers = RetryTimers()
+        self._retries_taken: dict[str, Waiting] = {}  # by id: MTs a cancel_sm took from their wait for a retry, until it commits
         self._pulls: dict[str, asyncio.Task] = {}  # account -> its backlog being read (receiver_ready)
         self._pull_again: set[str] = set()  # accounts a bind appeared for while their backlog was being read
         self._behind: dict[str, list[Message]] = {}  # account -> new MTs for it, held until its backlog is read
@@ -353,7 +354,7 @@ class Delivery:
         log.info("mt retry", message_id=message.id, account=account_of(message), msisdn=subscriber_of(message), attempt=message.attempts,
                  bind_account=_account_of(bind), delay=delay, status=S.name_of(error) if error else "no answer")  # 0: it timed out
         loop = asyncio.get_running_loop()
-        self._retry_timers.add(message, loop.call_later(delay, self._retry_now, message, bind))
+        self._retry_timers.add(message, loop.call_later(delay, self._retry_now, message, bind), bind)
 
     def answered_late(self, message: Message, status: int, bind: Receiver, binds: Iterable[Receiver]) -> None:
         """The answer to a deliver_sm to `bind` given up on (timed out) came after all. While the MT still waits for its
@@ -408,8 +409,11 @@ class Delivery:
         """End an undelivered MT as DELETED (its receipt if one is due): a future that settles when that is
         committed (with the store's error if it fails: then the MT is still undelivered, and goes out). None if
         it is already on its way (a deliver_sm awaiting its answer) or ended. `message` as the store has it."""
+        waiting = self._retry_timers.get(message.id)
         if not self._take_back(message):
             return None
+        if waiting is not None:  # waits for it again if the cancellation fails to commit (`_cancel_undone`)
+            self._retries_taken[message.id] = waiting
         settled = asyncio.get_running_loop().create_future()
         self._finish(message, MessageStatus.DELETED, MessageState.DELETED, 0, counted=message.status is _ENROUTE,
                      settled=settled)  # fmt: skip
@@ -421,6 +425,7 @@ class Delivery:
         `stored` is the MT as the store has it; `replacement` the same MT with its new short_message,
         registered_delivery, expires_at, and schedule (status scheduled or enroute, next_attempt_at)."""
         bind = self._freeze(stored)  # queued on a bind: it keeps its place there meanwhile
+        waiting = self._retry_timers.get(stored.id)
         if bind is None and not self._take_back(stored):
             return False
         current = replacement
@@ -439,6 +444,8 @@ class Delivery:
                     self._forget(stored)
             elif stored.status is _SCHEDULED:
                 self._rejoin(current)  # taken back from its schedule, as when that comes due
+            elif current is stored and waiting is not None:
+                self._wait_again(waiting)
             else:  # not ahead of older MTs to its subscriber that a backlog read has yet to hand out
                 self.dispatch(current, behind_read=True)
         return True
@@ -499,7 +506,7 @@ class Delivery:
         line victim kept everyone else's MTs to them out until the victim bound. (Those on a bind: its queue asks
         again, `rejected_now`. Those accepted before it whose commit is still on its way: `dispatch`.)"""
         self._tightened_at = self.ids.next()
-        for handle, message in self._retry_timers.from_sender(source):
+        for handle, message, _bind in self._retry_timers.from_sender(source):
             if recipient in (None, message.dest_addr) and self._refused(message):
                 self._retry_timers.pop(message.id)
                 handle.cancel()
@@ -522,7 +529,7 @@ class Delivery:
         tick); release the scheduled MTs that are due."""
         await self._refuse_parked()
         now = self.clock.now()
-        for handle, message in self._retry_timers.expired(now):
+        for handle, message, _bind in self._retry_timers.expired(now):
             handle.cancel()
             self._expire(message)
         for behind in self._behind.values():
@@ -605,7 +612,8 @@ class Delivery:
         receipt = receipt_for(message, state, now, error, self.ids)
         self._write_final(message, status, receipt, self.store.mark_final, (message.id, status.value, now, error, receipt),
                           settled, answered)  # fmt: skip
-        log.info("mt final", message_id=message.id, msisdn=subscriber_of(message), account=account_of(message), status=status.value)
+        if settled is None:  # (a cancellation's once it commits: it may not, and then the MT is as it was)
+            _log_final(message, status)
         if message.extra:
             self._next_notice(message)
 
@@ -648,21 +656,38 @@ class Delivery:
                     self._rewrites[message_id] = asyncio.get_running_loop().call_later(self.REWRITE_DELAY, again)
                 return
             self._final_committed(message_id, receipt)
-            if settled is not None and not settled.done():
-                settled.set_result(None)
+            if settled is not None:
+                _log_final(message, status)
+                self._retries_taken.pop(message_id, None)
+                if not settled.done():
+                    settled.set_result(None)
 
         write(*args, then=committed)
 
     def _cancel_undone(self, message: Message) -> None:
         """A cancel_sm whose DELETED status failed to commit (the store cannot commit): the MT is as it was, counted
         in its subscriber's queue again and offered to a bind again (it had been taken back from one, and a bound
-        subscriber's MTs are read from the store only at a bind); a scheduled one waits for the sweep again."""
+        subscriber's MTs are read from the store only at a bind), or one taken from its wait for a retry waits for
+        it again; a scheduled one waits for the sweep again."""
+        waiting = self._retries_taken.pop(message.id, None)
         self._held.discard(message.id)
         if message.status is not _ENROUTE:
             return
         self._count(message.dest_addr)
-        if not self._stopped:
+        if self._stopped:
+            return
+        if waiting is None:
             self.dispatch(message, again=True)
+        else:
+            self._wait_again(waiting)
+
+    def _wait_again(self, waiting: Waiting) -> None:
+        """An MT a cancel_sm or replace_sm took from its wait for a retry, its change not committed: it waits again,
+        as it was, for the same time and avoiding the same bind (not at once: its back-off stands)."""
+        timer, message, failed_on = waiting
+        self._held.add(message.id)
+        retry = asyncio.get_running_loop().call_at(timer.when(), self._retry_now, message, failed_on)
+        self._retry_timers.add(message, retry, failed_on)
 
     def _final_committed(self, message_id: str, receipt: Message | None) -> None:
         """The MT's final status is committed: it is no longer in hand, and its receipt (if any) goes out."""
@@ -726,7 +751,7 @@ class Delivery:
         """Shutting down: no more retries, reads or rewrites (what is undelivered stays in the store; an MT whose
         final status never committed goes out again after the restart)."""
         self._stopped = True
-        for handle, _message in self._retry_timers.values():
+        for handle, _message, _bind in self._retry_timers.values():
             handle.cancel()
         self._retry_timers.clear()
         for rewrite in self._rewrites.values():
@@ -752,3 +777,7 @@ def _acceptance_order(message: Message) -> str:
 def _after_prefix(prefix: str) -> str:
     """The least string above every string starting with `prefix` (digits, so never the top character)."""
     return prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else _ABOVE_ALL
+
+
+def _log_final(message: Message, status: MessageStatus) -> None:
+    log.info("mt final", message_id=message.id, msisdn=subscriber_of(message), account=account_of(message), status=status.value)

@@ -12,31 +12,39 @@ from __future__ import annotations
 import asyncio
 import heapq
 from collections.abc import ValuesView
+from typing import TYPE_CHECKING
 
 from .store.records import Message
+
+if TYPE_CHECKING:
+    from .router import Receiver
+
+# An MT waiting for its retry: its timer, the MT, and the bind its last attempt failed on (None: it timed out on a bind
+# gone since, or none is known), which the retry avoids if another bind serves the subscriber.
+Waiting = tuple[asyncio.TimerHandle, Message, "Receiver | None"]
 
 
 class RetryTimers:
     def __init__(self) -> None:
-        self._by_id: dict[str, tuple[asyncio.TimerHandle, Message]] = {}
+        self._by_id: dict[str, Waiting] = {}
         self._by_sender: dict[str, set[str]] = {}  # source_addr -> ids (a waiting MT's source does not change)
         # (expires_at, id) of each MT that waited here since the last compaction: one left by an MT no longer
         # waiting (or by its earlier wait) is skipped when it comes up, or dropped when the heap is rebuilt.
         self._by_expiry: list[tuple[float, str]] = []
 
-    def add(self, message: Message, timer: asyncio.TimerHandle) -> None:
+    def add(self, message: Message, timer: asyncio.TimerHandle, failed_on: Receiver | None = None) -> None:
         replaced = self.pop(message.id)
         if replaced is not None:  # (one timer per MT)
             replaced[0].cancel()
-        self._by_id[message.id] = (timer, message)
+        self._by_id[message.id] = (timer, message, failed_on)
         self._by_sender.setdefault(message.source_addr, set()).add(message.id)
         if len(self._by_expiry) > 2 * len(self._by_id) + 64:  # mostly left behind: a retry adds one per attempt
-            self._by_expiry = [(waiting.expires_at, message_id) for message_id, (_, waiting) in self._by_id.items()]
+            self._by_expiry = [(waiting.expires_at, message_id) for message_id, (_, waiting, _) in self._by_id.items()]
             heapq.heapify(self._by_expiry)
         else:
             heapq.heappush(self._by_expiry, (message.expires_at, message.id))
 
-    def get(self, message_id: str) -> tuple[asyncio.TimerHandle, Message] | None:
+    def get(self, message_id: str) -> Waiting | None:
         return self._by_id.get(message_id)
 
     def __contains__(self, message_id: str) -> bool:
@@ -45,8 +53,8 @@ class RetryTimers:
     def __len__(self) -> int:
         return len(self._by_id)
 
-    def pop(self, message_id: str) -> tuple[asyncio.TimerHandle, Message] | None:
-        """The MT's timer and the MT, no longer waiting here (None if it was not)."""
+    def pop(self, message_id: str) -> Waiting | None:
+        """The MT's timer, the MT and the bind it failed on, no longer waiting here (None if it was not)."""
         waiting = self._by_id.pop(message_id, None)
         if waiting is not None:
             source = waiting[1].source_addr
@@ -56,11 +64,11 @@ class RetryTimers:
                 del self._by_sender[source]
         return waiting
 
-    def from_sender(self, source: str) -> list[tuple[asyncio.TimerHandle, Message]]:
+    def from_sender(self, source: str) -> list[Waiting]:
         return [self._by_id[message_id] for message_id in self._by_sender.get(source, ())]
 
-    def expired(self, now: float) -> list[tuple[asyncio.TimerHandle, Message]]:
-        """The timers and MTs whose validity has run out by `now`, no longer waiting here."""
+    def expired(self, now: float) -> list[Waiting]:
+        """Those whose validity has run out by `now`, no longer waiting here."""
         ended = []
         by_expiry = self._by_expiry
         while by_expiry and by_expiry[0][0] <= now:
@@ -72,7 +80,7 @@ class RetryTimers:
             self.pop(message_id)
         return ended
 
-    def values(self) -> ValuesView[tuple[asyncio.TimerHandle, Message]]:
+    def values(self) -> ValuesView[Waiting]:
         return self._by_id.values()
 
     def clear(self) -> None:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+import structlog
 from smpplib import consts
 
 from gateway.clock import SimulatedClock
@@ -231,6 +232,42 @@ def test_an_mt_whose_cancel_sm_could_not_be_committed_still_goes_out_and_still_c
     b.answering = True
     b.answer_held()
     assert [text(p) for p in b.expect_many(2)] == ["text 1", "text 2"]  # in order, on the bind it is on
+
+
+def test_an_mt_waiting_for_its_retry_whose_cancel_sm_or_replace_sm_could_not_be_committed_waits_for_it_still(
+    make_gateway, handset, tmp_path
+) -> None:
+    """Refused for now by B (its retry due in an hour): a cancel_sm and a replace_sm that the store cannot commit are
+    answered ESME_RSYSERR, and the MT is as it was. It went out again at once instead (its back-off lost, and the
+    bind that refused it not avoided), and the log said "mt final deleted" of an MT that was then delivered."""
+    home = tmp_path / "data"
+    home.mkdir()
+    gw = make_gateway(db_path=home / "gw.db", gateway={"retry_backoff": [3600]})
+    b = handset(B, gw=gw, address_range=B)
+    b.answers.append(ESME_RX_T_APPN)
+    message_id = handset(A, gw=gw).submit(B, "retry me").message_id.decode()
+    assert text(b.expect()) == "retry me"
+    assert eventually(lambda: message_id in gw.gateway.delivery._retry_timers)
+    home.rename(tmp_path / "moved")
+    os.kill(gw.gateway.store.writer.pid, signal.SIGKILL)
+    assert eventually(lambda: not gw.gateway.store.can_commit)
+    with structlog.testing.capture_logs() as logs, RawLink(gw.smpp_port) as link:
+        link.bind("handset", command="bind_transmitter")
+        link.send(cancel_sm(2, A, message_id))
+        assert answer(link, 2)[0] == ESME_RSYSERR
+        link.send(replace_sm(3, A, message_id, b"replaced"))
+        assert answer(link, 3)[0] == ESME_RSYSERR
+        b.expect_none(1.0)  # it waits for its retry, an hour away
+    assert message_id in gw.gateway.delivery._retry_timers
+    assert [line for line in logs if line["event"] == "mt final"] == []
+    (tmp_path / "moved").rename(home)
+    assert eventually(lambda: gw.gateway.store.can_commit, timeout=10)
+    assert handset(A, gw=gw).query(message_id).message_state == ENROUTE
+    with structlog.testing.capture_logs() as logs, RawLink(gw.smpp_port) as link:
+        link.bind("handset", command="bind_transmitter")
+        link.send(cancel_sm(2, A, message_id))
+        assert answer(link, 2)[0] == ESME_ROK
+    assert [(line["message_id"], line["status"]) for line in logs if line["event"] == "mt final"] == [(message_id, "deleted")]
 
 
 def test_only_the_sender_may_cancel_and_only_before_the_deliver_sm_goes_out(gateway, handset, esme) -> None:
