@@ -112,7 +112,7 @@ def test_spammers_are_blocked_once_enough_victims_reported_and_refused_after(sms
 
 def test_a_server_that_never_blocks_spammers_fails_the_check(smsgw_fleet) -> None:
     # The gateway needs 1000 reporters; the fleet expects the default 5.
-    run = smsgw_fleet(spammer_scenario(), config={"services": {"spam_block_threshold": 1000}}, expect=gateway_config())
+    run = smsgw_fleet(spammer_scenario(duration=3, count=0), config={"services": {"spam_block_threshold": 1000}}, expect=gateway_config())
     assert run.failed > 0 and run.exit_code() == 1
     failure = next(f for f in run.failures if f["kind"] == "spammer")
     assert failure["step"] == "spam" and "expected SMSGW_RSENDERBLOCKED" in failure["error"]
