@@ -349,6 +349,8 @@ def verdicts(summary: dict[str, Any], *, max_failures: int = 0, min_rate: float 
     """What the run missed: failed dialogues beyond max_failures, and the thresholds given. The rate judged is the
     steady state's, of dialogues that ended ok; a threshold nothing was measured for is missed, not passed, and
     so is a run that checked nothing (no dialogue ended)."""
+    from .fleet import ENDED_EARLY
+
     misses = []
     dialogues = summary["dialogues"]
     failed = dialogues["failed"]
@@ -376,7 +378,7 @@ def verdicts(summary: dict[str, Any], *, max_failures: int = 0, min_rate: float 
     if max_lag_ms is not None:
         misses += _saturated(summary.get("simulator") or {}, max_lag_ms)
     fleet = summary.get("fleet") or {}
-    if fleet.get("stopped") in ("every subscriber retired after failures", "stalled: no subscriber could run any behaviour"):
+    if fleet.get("stopped") in ENDED_EARLY:
         misses.append(f"the run ended early: {fleet['stopped']}")
     return misses
 

@@ -61,6 +61,13 @@ DELIVERY_FAULTS = {
 }
 
 
+# Why a load stopped before its duration or count (summary["fleet"]["stopped"]): the run failed
+ALL_RETIRED = "every subscriber retired after failures"
+SPAMMERS_RETIRED = "every spammer retired after failures (the scenario runs spammers only)"
+STALLED = "stalled: no subscriber could run any behaviour"
+ENDED_EARLY = (ALL_RETIRED, SPAMMERS_RETIRED, STALLED)
+
+
 class FleetError(Exception):
     """The fleet cannot run: the target refused the binds or cannot be reached; names the scenario key, and what to
     change as `hint` in scenario keys (the command line words it in flags when a flag set the value)."""
@@ -634,11 +641,14 @@ class Fleet:
     def _unusable(self) -> bool:
         """Every subscriber retired, or no dialogue could start for a long while: the run cannot go on."""
         if self.stats["retired"] >= len(self.phones):
-            self.stop("every subscriber retired after failures")
+            self.stop(ALL_RETIRED)
+            return True
+        if self._names == ["spammer"] and all(spammer.state == RETIRED for spammer in self.spammers):
+            self.stop(SPAMMERS_RETIRED)  # (it waited to be called stalled)
             return True
         load = self._load
         if time.monotonic() - self._last_start > max(30.0, 4 * load.timeout + self.scenario.reactions.survey.late_max_wait):
-            self.stop("stalled: no subscriber could run any behaviour")
+            self.stop(STALLED)
             return True
         return False
 
