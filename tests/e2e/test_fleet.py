@@ -121,7 +121,7 @@ def test_a_server_that_never_blocks_spammers_fails_the_check(smsgw_fleet) -> Non
         run.assert_ok()
 
 
-def test_a_spammer_only_run_whose_spammers_all_retired_ends_at_once(smsgw_fleet) -> None:
+def test_a_spammer_only_run_whose_spammers_all_retired_ends_at_once(smsgw_fleet) -> None:  # noqa: F811
     """Its count (12) could never be reached: it waited 30 s for the load to be called stalled."""
     run = smsgw_fleet(spammer_scenario(), config={"services": {"spam_block_threshold": 1000}}, expect=gateway_config())
     assert run.summary["fleet"]["stopped"] == "every spammer retired after failures (the scenario runs spammers only)"
