@@ -377,6 +377,30 @@ def test_listeners_of_two_address_families_may_share_a_port(tmp_path: Path) -> N
         assert serving.wait(30) == 0
 
 
+def test_a_gateway_whose_log_reader_went_away_keeps_serving(tmp_path: Path) -> None:
+    """stderr a broken pipe (a `| tee` or log shipper gone): every line written raised BrokenPipeError into the code
+    that logged it. A new bind (it logs `bound`) was dropped without a bind_resp, a refused submit_sm closed its
+    connection, and /ready still said ready. Now the lines are lost and nothing else: README, /ready."""
+    serving = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--db", str(tmp_path / "gw.db"), "--host", "127.0.0.1",
+         "--smpp-port", "0", "--http-port", "0", "--log-json"],
+        cwd=Path(__file__).resolve().parents[2], stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert serving.stderr is not None
+        ready = next(record for line in serving.stderr if (record := json.loads(line))["event"] == "smsgw ready")
+        serving.stderr.close()  # the reader goes away: every write to stderr now fails with EPIPE
+        with Handset(ready["smpp_port"], A) as a:
+            assert a.bind_status("trx", "handset") == ESME_ROK
+            assert a.submit("abc", "to nobody").status == ESME_RINVDSTADR  # a refusal, logged
+            assert a.submit(B, "the connection is kept").status == ESME_ROK
+        with urllib.request.urlopen(f"http://127.0.0.1:{ready['http_port']}/ready", timeout=10) as answer:
+            assert (answer.status, json.loads(answer.read())["ready"]) == (200, True)
+    finally:
+        serving.send_signal(signal.SIGTERM)
+        assert serving.wait(30) == 0  # its last lines lost too, and the stop as it is otherwise
+
+
 def answer_to(port: int, request: bytes) -> bytes:
     """What the HTTP port answers to raw bytes (it closes the connection after an error)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
