@@ -6,12 +6,14 @@ exception is a refusal to start (cli.py: `smsgw: bad config: ...`, `smsgw: canno
 the only one, as the README words it for people and scripts to read.
 
 Lines go to stderr through `Stderr`, which drops a line stderr cannot take (its reader gone) rather than raise.
+On a terminal no value writes a control character raw (`escape_control_characters`): JSON escapes them itself.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import threading
 
@@ -48,13 +50,48 @@ class Stderr:
     debug = info = warning = error = critical = exception = msg
 
 
+# C0 (ESC, BEL, CR...), DEL and C1 (CSI...): a terminal acts on them. Printable text, Chinese included, is not one.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+
+
+class _Escaped:
+    """A value with control characters in a console line: shown as its repr (quoted, ESC as `\\x1b`), as the
+    console renderer shows a value with a space or a newline, never raw."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return repr(self.text)
+
+    __str__ = __repr__  # (the event's column shows str(value))
+
+
+def escape_control_characters(_logger: object, _method: str, event_dict: dict) -> dict:
+    """Console lines only, before the renderer: a peer's bytes (a bind's system_id, a submit_sm's destination_addr,
+    even from a connection never bound) would otherwise reach the operator's terminal raw, to set its title or clear
+    its screen. A traceback keeps its lines; its other control characters are escaped."""
+    for key, value in event_dict.items():
+        if not isinstance(value, str) or not _CONTROL.search(value):
+            continue  # (any other value is shown as its repr, which escapes them)
+        if key == "exception":
+            event_dict[key] = _CONTROL_BUT_NEWLINE.sub(lambda control: repr(control[0])[1:-1], value)
+        else:
+            event_dict[key] = _Escaped(value)
+    return event_dict
+
+
 def configure_logging(level: str = "info", json: bool | None = None) -> None:
     json = not sys.stderr.isatty() if json is None else json
     stderr = Stderr()
-    renderer = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    if json:
+        rendering = [structlog.processors.JSONRenderer()]
+    else:
+        rendering = [escape_control_characters, structlog.dev.ConsoleRenderer(colors=False)]
     stamped = [structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True)]
     structlog.configure(
-        processors=[*stamped, structlog.processors.format_exc_info, renderer],
+        processors=[*stamped, structlog.processors.format_exc_info, *rendering],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper(), logging.INFO)),
         logger_factory=lambda *_name: stderr,
         cache_logger_on_first_use=True,
@@ -63,7 +100,7 @@ def configure_logging(level: str = "info", json: bool | None = None) -> None:
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         # ExtraAdder: the fields a filter or a caller added to the record (logging's `extra=`) become keys.
         foreign_pre_chain=[*stamped, structlog.stdlib.add_logger_name, structlog.stdlib.ExtraAdder()],
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, structlog.processors.format_exc_info, renderer],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, structlog.processors.format_exc_info, *rendering],
     ))  # fmt: skip
     root = logging.getLogger()
     root.handlers[:] = [handler]  # (replaces logging's last-resort handler, which writes plain text)

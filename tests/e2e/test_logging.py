@@ -10,12 +10,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pty
+import re
 import signal
 import socket
 import sqlite3
 import struct
 import subprocess
 import sys
+import threading
+import tty
 import urllib.request
 from pathlib import Path
 
@@ -33,6 +37,7 @@ from tests.smpp_handset import (
     ESME_RINVDSTADR,
     ESME_RINVPASWD,
     ESME_RINVSRCADR,
+    ESME_RINVSYSID,
     ESME_ROK,
     ESME_RQUERYFAIL,
     ESME_RREPLACEFAIL,
@@ -399,6 +404,46 @@ def test_a_gateway_whose_log_reader_went_away_keeps_serving(tmp_path: Path) -> N
     finally:
         serving.send_signal(signal.SIGTERM)
         assert serving.wait(30) == 0  # its last lines lost too, and the stop as it is otherwise
+
+
+def test_a_terminal_is_written_no_control_character_a_peer_sent(tmp_path: Path) -> None:
+    """Console lines (stderr a terminal) wrote a bind's system_id and a submit_sm's destination_addr raw: a peer, bound
+    or not, set the operator's terminal title and cleared its screen. Now they are escaped, as JSON lines had them."""
+    terminal, gateway_side = pty.openpty()
+    tty.setraw(gateway_side)  # what the gateway writes, byte for byte (no \r before each \n)
+    db, smpp_port = tmp_path / "短信网关.db", free_port()  # printable text, which stays as it is
+    serving = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--db", str(db), "--host", "127.0.0.1",
+         "--smpp-port", str(smpp_port), "--http-port", str(free_port())],
+        cwd=Path(__file__).resolve().parents[2], stderr=gateway_side,
+    )  # fmt: skip
+    os.close(gateway_side)
+    written = bytearray()
+
+    def read() -> None:
+        with contextlib.suppress(OSError):  # EIO: every process that had the terminal has exited
+            while chunk := os.read(terminal, 4096):
+                written.extend(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    system_id, dest = "\x1b]0;pwned\x07\x1b[2J\x9b", "\x1b[2J\x1b[31mRED\x7f"  # C0, C1 (CSI) and DEL
+    try:
+        assert eventually(lambda: b"smsgw ready" in written or serving.poll() is not None, 30)
+        with Handset(smpp_port, A) as stranger:
+            assert stranger.bind_status("trx", system_id) == ESME_RINVSYSID
+        with Handset(smpp_port, A) as a:
+            a.bind("trx", "handset")
+            assert a.submit(dest, "to a terminal").status == ESME_RINVDSTADR
+    finally:
+        serving.send_signal(signal.SIGTERM)
+        assert serving.wait(30) == 0
+        reader.join(10)
+        os.close(terminal)
+    text = written.decode()
+    assert not re.search(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]", text), text
+    assert f"system_id={system_id!r}" in text and f"dest={dest!r}" in text  # escaped, as \x1b
+    assert f"database={db}" in text
 
 
 def answer_to(port: int, request: bytes) -> bytes:
