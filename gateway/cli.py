@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 
@@ -13,6 +14,7 @@ from .logs import configure_logging
 
 
 def main(argv: list[str] | None = None) -> int:
+    standard_streams_open()
     parser = argparse.ArgumentParser(prog="smsgw", description="SMS/USSD short-code gateway and handset simulator")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gateway (SMPP server + HTTP)")
@@ -44,6 +46,18 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return _run(serve_forever(config, args))
     return 2
+
+
+def standard_streams_open() -> None:
+    """A standard stream started closed (`2>&-`): Python leaves sys.stderr None (logging failed on it, exit 1 and not a
+    word), and the next file opened takes its descriptor, the database's or a socket's, where a line or the writer
+    process's traceback would then go. /dev/null takes its place: what is written there is lost, as with a reader gone."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # the lowest descriptor free: this one (the ones before it are open)
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))  # noqa: SIM115 (for the process's life)
 
 
 def port(text: str) -> int:

@@ -406,6 +406,38 @@ def test_a_gateway_whose_log_reader_went_away_keeps_serving(tmp_path: Path) -> N
         assert serving.wait(30) == 0  # its last lines lost too, and the stop as it is otherwise
 
 
+def test_a_gateway_started_with_stderr_closed_serves_and_writes_no_line_into_its_files(tmp_path: Path) -> None:
+    """`smsgw serve 2>&-`: it exited 1 without a word (sys.stderr None); and the descriptor, taken by the next file
+    opened, would have had log lines written into the database. Now its lines are lost, as with a reader gone."""
+    db, smpp_port, http_port = tmp_path / "gw.db", free_port(), free_port()
+    serving = subprocess.Popen(
+        ["sh", "-c", 'exec "$0" "$@" 2>&-', sys.executable, "-m", "gateway", "serve", "--db", str(db),
+         "--host", "127.0.0.1", "--smpp-port", str(smpp_port), "--http-port", str(http_port)],
+        cwd=Path(__file__).resolve().parents[2], stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert eventually(lambda: serving.poll() is not None or readiness(http_port) == 200, 30), serving.returncode
+        with Handset(smpp_port, A) as a:
+            assert a.bind_status("trx", "handset") == ESME_ROK  # `bound` logged (lost)
+            assert a.submit("abc", "to nobody").status == ESME_RINVDSTADR
+            assert a.submit(B, "kept").status == ESME_ROK
+    finally:
+        serving.send_signal(signal.SIGTERM)
+        assert serving.wait(30) == 0
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert conn.execute("SELECT count(*) FROM messages").fetchone() == (1,)
+
+
+def readiness(http_port: int) -> int | None:
+    """GET /ready's HTTP status; None while nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/ready", timeout=2) as answer:
+            return answer.status
+    except OSError:
+        return None
+
+
 def test_a_terminal_is_written_no_control_character_a_peer_sent(tmp_path: Path) -> None:
     """Console lines (stderr a terminal) wrote a bind's system_id and a submit_sm's destination_addr raw: a peer, bound
     or not, set the operator's terminal title and cleared its screen. Now they are escaped, as JSON lines had them."""
