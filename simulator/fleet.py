@@ -63,7 +63,7 @@ DELIVERY_FAULTS = {
 
 # Why a load stopped before its duration or count (summary["fleet"]["stopped"]): the run failed
 ALL_RETIRED = "every subscriber retired after failures"
-SPAMMERS_RETIRED = "every spammer retired after failures (the scenario runs spammers only)"
+SPAMMERS_RETIRED = "every spammer retired after failures"  # (in a scenario of spammers only)
 STALLED = "stalled: no subscriber could run any behaviour"
 ENDED_EARLY = (ALL_RETIRED, SPAMMERS_RETIRED, STALLED)
 
