@@ -307,7 +307,7 @@ class Delivery:
     def delivered(self, message: Message) -> None:
         now = self.clock.now()
         self._forget(message)
-        receipt = receipt_for(message, _DELIVERED, now, 0, self.ids)
+        receipt = receipt_for(message, _DELIVERED, now, 0, self.ids, self.router.sp_accounts)
         self._write_final(message, MessageStatus.DELIVERED, receipt, self.store.mark_delivered, (message.id, now, receipt),
                           answered=True)  # fmt: skip
         if self._room_waiters:
@@ -609,7 +609,7 @@ class Delivery:
         self._held.add(message.id)  # until its final status is committed
         if counted:
             self._forget(message)
-        receipt = receipt_for(message, state, now, error, self.ids)
+        receipt = receipt_for(message, state, now, error, self.ids, self.router.sp_accounts)
         self._write_final(message, status, receipt, self.store.mark_final, (message.id, status.value, now, error, receipt),
                           settled, answered)  # fmt: skip
         if settled is None:  # (a cancellation's once it commits: it may not, and then the MT is as it was)

@@ -56,8 +56,11 @@ def account_of(message: Message) -> str:
 
 
 def subscriber_of(message: Message) -> str:
-    """The subscriber a log line about an MT names (its `msisdn`): the destination, an SP notice's source."""
-    return message.source_addr if notice_account(message) else message.dest_addr
+    """The subscriber a log line about an MT names (its `msisdn`): the destination; an SP notice's source, and for a
+    receipt to an SP (at its service code) the subscriber the SP's MT went to (receipts.make_receipt)."""
+    if not message.extra:
+        return message.dest_addr
+    return message.extra.get("subscriber") or (message.source_addr if notice_account(message) else message.dest_addr)
 
 
 def subscriber_submitting(role: str, source: str, dest: str, plan: NumberPlan | None = None) -> str:

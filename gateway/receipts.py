@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Container
+
 from .ids import MessageIds
 from .smpp import text as smpp_text
 from .smpp.constants import EsmClass, MessageState, RegisteredDelivery, Tag
@@ -67,8 +69,15 @@ def receipt_text(message: Message, state: MessageState, done_at: float, error: i
     )
 
 
-def make_receipt(message: Message, state: MessageState, done_at: float, error: int, receipt_id: str) -> Message:
-    """The receipt MT for `message`, addressed back to whoever submitted it."""
+def make_receipt(
+    message: Message, state: MessageState, done_at: float, error: int, receipt_id: str, sp_accounts: Container[str] = ()
+) -> Message:
+    """The receipt MT for `message`, addressed back to whoever submitted it. One to an SP (its account in
+    `sp_accounts`) goes to the SP's service code: it names the subscriber the SP's MT went to, whom its log lines
+    name as `msisdn` (messages.subscriber_of)."""
+    extra = {"to_account": message.account}
+    if message.account in sp_accounts:
+        extra["subscriber"] = message.dest_addr
     return Message(
         id=receipt_id,
         direction=Direction.MT,
@@ -84,12 +93,14 @@ def make_receipt(message: Message, state: MessageState, done_at: float, error: i
         expires_at=done_at + RECEIPT_VALIDITY,
         next_attempt_at=done_at,
         origin_id=message.id,
-        extra={"to_account": message.account},
+        extra=extra,
     )
 
 
-def receipt_for(message: Message, state: MessageState, done_at: float, error: int, ids: MessageIds) -> Message | None:
-    """The receipt `message` reached `state` with, if its registered_delivery asks for one."""
+def receipt_for(
+    message: Message, state: MessageState, done_at: float, error: int, ids: MessageIds, sp_accounts: Container[str] = ()
+) -> Message | None:
+    """The receipt `message` reached `state` with, if its registered_delivery asks for one (`make_receipt`)."""
     if not receipt_due(message, state):
         return None
-    return make_receipt(message, state, done_at, error, ids.next())
+    return make_receipt(message, state, done_at, error, ids.next(), sp_accounts)

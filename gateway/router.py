@@ -78,6 +78,7 @@ class Router:
         self._ranged = 0  # receiving binds that gave an address_range: while 0, every bind serves every number
         # Accounts that receive for MSISDN ranges (an SP account has none), in config order.
         self._by_number = [a for a in accounts if a.numbers]
+        self.sp_accounts = frozenset(a.system_id for a in accounts if a.role == "sp")  # their receipts: receipts.make_receipt
 
     def bound(self, receiver: Receiver) -> None:
         binds = self._receivers[receiver.account.system_id]

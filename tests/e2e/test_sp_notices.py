@@ -11,7 +11,13 @@ import structlog
 from gateway.clock import SimulatedClock
 from handlers.sp_notice import parse_sp_notice
 from tests.services_support import CHINA, account_changed, at
-from tests.smpp_handset import ESME_ROK, ESME_RTHROTTLED, texts_from
+from tests.smpp_handset import (
+    ESME_ROK,
+    ESME_RTHROTTLED,
+    is_receipt,
+    receipt_fields,
+    texts_from,
+)
 
 A, FRIEND = "8613800000001", "8613700000002"
 OPERATOR, SINA = "10086", "1066916"
@@ -167,3 +173,28 @@ def test_a_start_names_each_account_no_longer_configured_that_receipts_wait_for(
     with structlog.testing.capture_logs() as logs:
         make_gateway(clock=clock, db_path=db, base=account_changed("handset", "phones"))
     assert [(line["account"], line["count"]) for line in logs if line["event"] == LEFT] == [("handset", 2)]  # one line
+
+
+def test_lines_about_a_receipt_name_the_subscriber_the_sps_mt_went_to_and_a_handsets_own(make_gateway, handset):
+    """README "Logs are structlog": `msisdn` is an SP's addressee. The receipt of sina's MT to A, which goes to sina's
+    service code, was logged with msisdn 1066916 ('mt retry', 'deliver_sm timed out', ...): a search for A
+    missed it. A handset's receipt goes to its own subscriber, who stays the one named."""
+    gw = make_gateway(clock=SimulatedClock(at(2026, 11, 10)), gateway={"retry_backoff": [0.1]})
+    phone = handset(A, gw=gw, address_range=A)
+    sina = handset(SINA, system_id="sina", gw=gw)
+    order_and_confirm(phone)
+    assert events(sina, 1) == ["ORDER"]
+    friend = handset(FRIEND, gw=gw)
+    with structlog.testing.capture_logs() as logs:
+        content = sina.submit(A, "news", registered_delivery=1)
+        assert phone.expect().source_addr == SINA.encode()
+        sina.answers.append(ESME_RTHROTTLED)  # its receipt's first deliver_sm: retried
+        _refused, again = sina.expect_many(2, predicate=is_receipt)  # (each copy reaches the inbox)
+        assert receipt_fields(again)["id"] == content.message_id.decode()
+        friendly = phone.submit(FRIEND, "hello", registered_delivery=1)
+        friend.expect()
+        phone.answers.append(ESME_RTHROTTLED)
+        _refused, again = phone.expect_many(2, predicate=is_receipt)
+        assert receipt_fields(again)["id"] == friendly.message_id.decode()
+    retried = [(line["account"], line["msisdn"]) for line in logs if line["event"] == "mt retry"]
+    assert retried == [("(gateway)", A), ("(gateway)", A)]  # sina's receipt; A's own
