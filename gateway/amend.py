@@ -102,9 +102,7 @@ class Amendments:
         # cancels it by sending the cancel_sm again (the others are no longer undelivered).
         status = S.ESME_RSYSERR if failure is not None else S.ESME_ROK if cancelled else S.ESME_RCANCELFAIL
         if status == S.ESME_ROK or conn.may_log(f"cancel_sm refused ({S.name_of(status)})"):
-            fields = {"account": account, "message_id": pdu.message_id or None, "source": pdu.source_addr,
-                      "dest": pdu.destination_addr or None, "status": S.name_of(status),
-                      "msisdn": self._subscriber(conn, pdu.source_addr, pdu.destination_addr, candidates)}  # fmt: skip
+            fields = self._fields(conn, pdu, status, candidates)
             if status == S.ESME_ROK:
                 log.info("cancel_sm", cancelled=cancelled, found=len(candidates), **fields)
             elif failure is not None:
@@ -125,9 +123,7 @@ class Amendments:
             scheduled_at = time_field(pdu.schedule_delivery_time, now, S.ESME_RINVSCHED)
         except Rejection as refused:
             if conn.may_log(f"replace_sm refused ({S.name_of(refused.status)})"):
-                log.warning("replace_sm refused", account=account, msisdn=self._subscriber(conn, pdu.source_addr, "", candidates),
-                            source=pdu.source_addr, message_id=pdu.message_id, status=S.name_of(refused.status),
-                            reason=refused.reason)  # fmt: skip
+                log.warning("replace_sm refused", reason=refused.reason, **self._fields(conn, pdu, refused.status, candidates))
             conn.respond(response_to(pdu, refused.status))
             return
         payload = pdu.tlvs.get(Tag.MESSAGE_PAYLOAD) if pdu.tlvs else None
@@ -153,8 +149,7 @@ class Amendments:
         if replaced and failure is None:  # (one failed, a submit_multi's destination: told, the client sends it again)
             status = S.ESME_ROK
         if status == S.ESME_ROK or conn.may_log(f"replace_sm refused ({S.name_of(status)})"):
-            fields = {"account": account, "message_id": pdu.message_id, "source": pdu.source_addr, "status": S.name_of(status),
-                      "msisdn": self._subscriber(conn, pdu.source_addr, "", candidates)}  # fmt: skip
+            fields = self._fields(conn, pdu, status, candidates)
             if status == S.ESME_ROK:
                 log.info("replace_sm", replaced=replaced, **fields)
             elif status == S.ESME_RINVSCHED:
@@ -180,6 +175,26 @@ class Amendments:
         if replaced:
             log.info("replaced if present", message_id=message.id, account=message.account, msisdn=subscriber_of(message),
                      replaced=replaced)  # fmt: skip
+
+    async def refuse(self, conn: SmppConnection, pdu: CancelSm | ReplaceSm, status: int, reason: str) -> None:
+        """A cancel_sm or replace_sm refused before it is looked at (the gateway is stopping): logged and counted as
+        the other refusals of its kind, naming the MT's subscriber if it is found (read only for a line written)."""
+        event = f"{pdu.name} refused"
+        if conn.may_log(f"{event} ({S.name_of(status)})"):
+            source = self.plan.normalise(pdu.source_addr)
+            candidates = await self._submitted(conn.account.system_id, source, pdu.message_id) if pdu.message_id else []
+            log.warning(event, reason=reason, **self._fields(conn, pdu, status, candidates))
+        conn.respond(response_to(pdu, status))
+
+    def _fields(self, conn: SmppConnection, pdu: CancelSm | ReplaceSm, status: int, found: list[Message]) -> dict[str, Any]:
+        """The fields of the line about a cancel_sm or replace_sm (which has no destination_addr) answered `status`."""
+        dest = getattr(pdu, "destination_addr", None)
+        fields = {"account": conn.account.system_id, "message_id": pdu.message_id or None, "source": pdu.source_addr}
+        if dest is not None:
+            fields["dest"] = dest or None
+        fields["status"] = S.name_of(status)
+        fields["msisdn"] = self._subscriber(conn, pdu.source_addr, dest or "", found)
+        return fields
 
     def _subscriber(self, conn: SmppConnection, source: str, dest: str, found: list[Message]) -> str:
         """The msisdn the log line about a cancel_sm or replace_sm names: as the lines about the MT did, if found."""

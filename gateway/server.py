@@ -295,6 +295,9 @@ class SmppConnection(asyncio.Protocol):
         # later, which is right (nothing was stored, and it goes through once this gateway or another takes
         # traffic again); some (older Kannel releases) take ESME_RSYSERR as a final rejection and drop it.
         status = S.ESME_RBINDFAIL if pdu.command_id in BIND_REQUESTS else S.ESME_RTHROTTLED
+        if pdu.command_id == C.CANCEL_SM or pdu.command_id == C.REPLACE_SM:  # its line names the MT's subscriber
+            self.gateway.spawn(self.gateway.amendments.refuse(self, pdu, status, _STOPPING))  # type: ignore[arg-type]
+            return
         self._log_refused_while_draining(pdu, S.name_of(status))
         self.session.send(response_to(pdu, status))
 
@@ -310,15 +313,9 @@ class SmppConnection(asyncio.Protocol):
                     self.log_refused_submission(status, _STOPPING, pdu.source_addr, dest.destination_addr)
                 else:
                     self.log_refused_submission(status, _STOPPING, pdu.source_addr, None, dl_name=dest.dl_name)
-        elif self.may_log(f"refused: {_STOPPING} ({pdu.name})"):
-            fields = {}
-            if command_id not in BIND_REQUESTS:  # cancel_sm, replace_sm: about a message, on a bind
-                assert self.account is not None
-                dest = getattr(pdu, "destination_addr", "")  # (replace_sm has none)
-                fields = {"msisdn": subscriber_submitting(self.account.role, pdu.source_addr, dest, self.gateway.plan),
-                          "source": pdu.source_addr, "dest": dest or None}  # fmt: skip
+        elif self.may_log(f"refused: {_STOPPING} ({pdu.name})"):  # a bind
             log.info(f"refused: {_STOPPING}", peer=self.peer, account=self.system_id, command=pdu.name, status=status,
-                     sequence=pdu.sequence_number, **fields)  # fmt: skip
+                     sequence=pdu.sequence_number)  # fmt: skip
 
     @property
     def busy(self) -> bool:

@@ -11,11 +11,24 @@ import sqlite3
 import threading
 import time
 
+import structlog
+
 from gateway.store.records import MessageStatus
 from tests.polling import eventually
-from tests.smpp_handset import ESME_ROK, RawLink, encode, encoded, frame, texts_from
+from tests.smpp_handset import (
+    ESME_ROK,
+    RawLink,
+    answer,
+    cancel_sm,
+    encode,
+    encoded,
+    frame,
+    replace_sm,
+    texts_from,
+)
 
 A = "8613800000001"
+B, OFFLINE = "8613700000001", "8613700000009"  # account handset2; no bind serves OFFLINE
 ECHO = "10086000"  # replies with the text it received
 ESME_RSYSERR, ESME_RTHROTTLED = 0x08, 0x58
 UNBIND_RESP = 0x80000006
@@ -141,3 +154,36 @@ def test_an_mo_held_back_behind_one_whose_handling_never_ends_is_refused_at_stop
     again = make_gateway(db_path=db)
     b = handset(A, gw=again)
     b.expect_none(0.5)  # neither was stored: nothing is handled at this start
+
+
+def test_a_cancel_sm_or_replace_sm_refused_at_stop_is_logged_as_their_other_refusals_are(make_gateway, handset):
+    """Refused while the gateway stops (ESME_RTHROTTLED), a cancel_sm or replace_sm was one info line 'refused: the
+    gateway is stopping' without the message_id sent, naming the sender as msisdn (not logged at all at --log-level
+    warning, where a submit_sm refused then is). Now 'cancel_sm refused' and 'replace_sm refused' as at other times."""
+    gw = make_gateway(gateway={"drain_timeout": 5.0, "response_timeout": 1.0})
+    busy = handset(B, gw=gw, address_range=B)  # its deliver_sm left unanswered keeps the drain going
+    busy.answering = False
+    with RawLink(gw.smpp_port) as link:
+        link.bind()
+        link.send(encoded("submit_sm", 2, source_addr=A, destination_addr=B, short_message=b"in flight"))
+        link.send(encoded("submit_sm", 3, source_addr=A, destination_addr=OFFLINE, short_message=b"waits"))
+        assert answer(link, 2)[0] == ESME_ROK
+        status, body = answer(link, 3)
+        assert status == ESME_ROK
+        message_id = body.rstrip(b"\0").decode()
+        busy.expect()
+        with structlog.testing.capture_logs() as logs:
+            stopping = threading.Thread(target=gw.stop)
+            stopping.start()
+            assert eventually(lambda: all(c._draining for c in gw.gateway.connections))
+            link.send(cancel_sm(4, A, message_id, OFFLINE) + replace_sm(5, A, message_id, b"changed"))
+            assert [answer(link, 4)[0], answer(link, 5)[0]] == [ESME_RTHROTTLED, ESME_RTHROTTLED]
+            busy.answer_held()
+            stopping.join(30)
+    lines = [line for line in logs if line["event"] in ("cancel_sm refused", "replace_sm refused")]
+    assert [(line["event"], line["log_level"], line["message_id"], line["account"], line["msisdn"], line["source"],
+             line["status"], line["reason"]) for line in lines] == [
+        (f"{command} refused", "warning", message_id, "handset", OFFLINE, A, "ESME_RTHROTTLED", "the gateway is stopping")
+        for command in ("cancel_sm", "replace_sm")
+    ]  # fmt: skip
+    assert lines[0]["dest"] == OFFLINE
