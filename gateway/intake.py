@@ -271,12 +271,13 @@ class Intake:
         admitted: list[Message] = []
         copies: list[bool] = []  # resent: whether each of admitted is a copy of a destination stored when first sent
         refused: list[UnsuccessSme] = []
+        refusals: list[Callable[..., None]] = []  # their lines, written once the answer's message_id is known
         listed: set[str] = set()
         resent = conn.note_submission(pdu)  # its sequence number is in its destinations' dedup keys
         for dest in pdu.dest_addresses:
             if dest.dest_flag != 1:
-                conn.log_refused_submission(S.name_of(S.ESME_RINVDLNAME), "distribution lists are not kept here: name "
-                                            "each number", pdu.source_addr, None, dl_name=dest.dl_name)  # fmt: skip
+                refusals.append(partial(conn.log_refused_submission, S.name_of(S.ESME_RINVDLNAME), "distribution lists "
+                                        "are not kept here: name each number", pdu.source_addr, None, dl_name=dest.dl_name))  # fmt: skip
                 refused.append(UnsuccessSme(destination_addr=dest.dl_name, error_status_code=S.ESME_RINVDLNAME))
                 continue
             number = self.plan.normalise(dest.destination_addr)
@@ -288,8 +289,8 @@ class Intake:
                 # they took what the destinations refused ESME_RTHROTTLED the first time needed, at every resend.
                 message = self._admit(account, conn.session_id, _submit_sm_to(pdu, dest), copies if resent else None)
             except Rejection as rejected:
-                conn.log_refused_submission(S.name_of(rejected.status), rejected.reason, pdu.source_addr,
-                                            dest.destination_addr)  # fmt: skip
+                refusals.append(partial(conn.log_refused_submission, S.name_of(rejected.status), rejected.reason,
+                                        pdu.source_addr, dest.destination_addr))  # fmt: skip
                 refused.append(_unsuccess(dest, rejected.status))
                 continue
             admitted.append(message)
@@ -307,12 +308,14 @@ class Intake:
             if message.direction is _MT:
                 self.delivery.count(message)
         accepts = [self.mo.accept(m) if m.direction is _MO else self.store.accept(m) for m in admitted]
-        self.spawn(self._answer_multi(conn, pdu, admitted, accepts, refused))
+        self.spawn(self._answer_multi(conn, pdu, admitted, accepts, refused, refusals))
 
     async def _answer_multi(
         self, conn: SmppConnection, pdu: SubmitMulti, admitted: list[Message], accepts: list[Awaitable[tuple[str, bool]]],
-        refused: list[UnsuccessSme],
+        refused: list[UnsuccessSme], refusals: list[Callable[..., None]],
     ) -> None:  # fmt: skip
+        """Answer once the destinations admitted are committed; the lines about those refused name the message_id
+        answered (none if every destination was refused)."""
         outcomes = await asyncio.gather(*accepts, return_exceptions=True)
         committed: list[tuple[Message, str, bool]] = []
         role = conn.account.role
@@ -328,6 +331,8 @@ class Intake:
         else:  # refused everywhere: for their one reason if they share it (ESME_RTHROTTLED: slow down)
             statuses = {sme.error_status_code for sme in refused}
             status, message_id = statuses.pop() if len(statuses) == 1 else S.ESME_RSUBMITFAIL, ""
+        for line in refusals:
+            line(**({"message_id": message_id} if message_id else {}))
         conn.respond(SubmitMultiResp(sequence_number=pdu.sequence_number, command_status=status,
                                      message_id=message_id, unsuccess_smes=refused))  # fmt: skip
         replacing = pdu.replace_if_present_flag == 1

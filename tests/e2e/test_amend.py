@@ -530,6 +530,25 @@ def test_submit_multi_reaches_each_destination_and_lists_the_refused_ones(handse
     b.expect_none(0.3)  # not delivered twice
 
 
+def test_the_lines_about_the_refused_destinations_of_a_submit_multi_name_the_id_it_was_answered_with(handset, esme) -> None:
+    """A destination refused while others were accepted was logged 'submission rejected' without the id the
+    submit_multi_resp gave: nothing tied the line to the message. Refused everywhere, it was given no id: none."""
+    b = handset(B)
+    with structlog.testing.capture_logs() as logs:
+        esme.send(submit_multi(2, A, ["dl:friends", B, "abc"], b"to some"))
+        status, body = answer(esme, 2)
+        assert status == ESME_ROK
+        message_id, refused = multi_resp(body)
+        assert [dest for dest, _status in refused] == ["friends", "abc"]
+        esme.send(submit_multi(3, A, ["abc", "dl:friends"], b"to none"))
+        status, body = answer(esme, 3)
+        assert status != ESME_ROK and multi_resp(body)[0] == ""  # no id given
+    assert text(b.expect()) == "to some"
+    lines = [line for line in logs if line["event"] == "submission rejected"]
+    assert [(line.get("dest"), line.get("dl_name"), line.get("message_id")) for line in lines] == [
+        (None, "friends", message_id), ("abc", None, message_id), ("abc", None, None), (None, "friends", None)]
+
+
 def test_a_submit_multi_resent_after_a_temporary_refusal_answers_the_id_its_new_destination_is_stored_and_receipted_under(
     make_gateway, handset
 ) -> None:
