@@ -52,7 +52,7 @@ from .refusal import Rejection
 from .serial import SerialLocks, in_order
 from .smpp import text as smpp_text
 from .smpp.constants import CommandStatus, MessageState
-from .smpp.segment import Concat, Reassembler, concat_info
+from .smpp.segment import Concat, Reassembler, TextTooLong, concat_info
 from .smpp.tlv import decode_tlvs
 from .store.base import Store
 from .store.cache import RecordCache
@@ -432,10 +432,14 @@ class MoProcessor:
         now = self.clock.now()
         try:
             mts = self._receipts(parts, now) + self.outbox.messages_for(outcome.replies, now, origin_id=message.id)
+        except TextTooLong as error:
+            # A reply no SMS can carry (one needing more than 255 parts: an echo of a long message_payload): no try
+            # builds it, so nothing of it is committed and the MO is given up at once, its subscriber told.
+            await self._not_handled(message, inbound, parts, attempt, held, f"its reply cannot be built: {error}")
+            return
         except Exception:
-            # A reply no SMS can carry (one needing more than 255 parts: an echo of a long message_payload) fails
-            # the handling as a raising handler does: nothing of it is committed, the MO is tried again, then
-            # given up with its subscriber told; an MO left to raise here would never be answered nor given up.
+            # Any other fault fails the handling as a raising handler does: the MO is tried again, then given up;
+            # an MO left to raise here would never be answered nor given up.
             log.exception("MO reply cannot be built", message_id=message.id, account=message.account,
                           msisdn=message.source_addr, short_code=message.dest_addr, attempt=attempt)  # fmt: skip
             await self._not_handled(message, inbound, parts, attempt, held)
@@ -537,12 +541,12 @@ class MoProcessor:
 
     async def _not_handled(
         self, message: Message, inbound: Inbound, parts: tuple[Message, ...], attempt: int,
-        held: tuple[object, Answer] | None,
+        held: tuple[object, Answer] | None, hopeless: str | None = None,
     ) -> None:  # fmt: skip
         """This try failed before anything of it was committed: the MO stays (or is stored) `accepted`, and is
-        tried again later."""
+        tried again later (`hopeless`: why no try can succeed, given up now)."""
         if held is None or await self._store_held(held, message):
-            await self._failed(message, inbound, parts, attempt)
+            await self._failed(message, inbound, parts, attempt, hopeless)
 
     async def _store_held(self, held: tuple[object, Answer], message: Message) -> bool:
         """Store a held MO `accepted` (its handling failed: to be tried again) and answer its submission: True
@@ -560,9 +564,12 @@ class MoProcessor:
         answer(result, None)
         return not result[1]
 
-    async def _failed(self, message: Message, inbound: Inbound, parts: tuple[Message, ...], attempt: int) -> None:
-        """Handling try `attempt` of a stored MO failed: try again later, or give it up after the last try."""
-        if attempt <= len(self.retry_backoff):
+    async def _failed(
+        self, message: Message, inbound: Inbound, parts: tuple[Message, ...], attempt: int, hopeless: str | None = None
+    ) -> None:
+        """Handling try `attempt` of a stored MO failed: try again later, or give it up after the last try, or at once
+        if `hopeless` says why no try can succeed (its content: one warning line, no more tracebacks)."""
+        if hopeless is None and attempt <= len(self.retry_backoff):
             self._retry_later(message, inbound, parts, attempt)
             return
         # Given up: stored `failed` with a receipt if asked for, and the subscriber is told (in their language
@@ -583,8 +590,12 @@ class MoProcessor:
             self._store_failed("MO not given up", message, attempt, stored=True)
             self._retry_later(message, inbound, parts, attempt - 1, self.retry_backoff[-1] if self.retry_backoff else 1.0)
             return
-        log.error("MO given up", message_id=message.id, account=message.account, msisdn=message.source_addr,
-                  short_code=message.dest_addr, attempts=attempt)  # fmt: skip
+        if hopeless is None:
+            log.error("MO given up", message_id=message.id, account=message.account, msisdn=message.source_addr,
+                      short_code=message.dest_addr, attempts=attempt)  # fmt: skip
+        else:
+            log.warning("MO given up", message_id=message.id, account=message.account, msisdn=message.source_addr,
+                        short_code=message.dest_addr, attempts=attempt, reason=hopeless)  # fmt: skip
         self.outbox.send(mts)
 
     def _receipts(self, parts: tuple[Message, ...], done_at: float, state: MessageState = _DELIVERED) -> list[Message]:

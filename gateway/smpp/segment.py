@@ -22,6 +22,7 @@ __all__ = [
     "ConcatScheme",
     "Part",
     "Reassembler",
+    "TextTooLong",
     "concat_info",
     "parse_udh",
     "segment_text",
@@ -31,6 +32,12 @@ __all__ = [
 SMS_OCTETS = 140  # user data of one SMS
 MAX_PARTS = 255  # the total-parts field is one octet in both UDH and SAR
 MAX_PAYLOAD = 0xFFFF  # message_payload length is a 16-bit TLV length
+
+
+
+class TextTooLong(ValueError):
+    """A text no SMS can carry: more than MAX_PARTS parts (or MAX_PAYLOAD octets in one message_payload)."""
+
 
 IEI_CONCAT_8 = 0x00
 IEI_CONCAT_16 = 0x08
@@ -86,7 +93,7 @@ def segment_text(
     is always a single plain part, whatever the scheme.  reference is
     reduced modulo 256 for UDH8 and 65536 for UDH16 / SAR, so callers can
     pass a running counter.  Raises UnencodableText if data_coding can't
-    carry the text, ValueError if it needs more than 255 parts (or more
+    carry the text, TextTooLong if it needs more than 255 parts (or more
     than 65535 octets for PAYLOAD).
     """
     if data_coding is None:
@@ -99,13 +106,13 @@ def segment_text(
 
     if scheme is ConcatScheme.PAYLOAD:
         if len(data) > MAX_PAYLOAD:
-            raise ValueError(f"{len(data)} octets do not fit a message_payload TLV")
+            raise TextTooLong(f"{len(data)} octets do not fit a message_payload TLV")
         return [Part(b"", 0, data_coding, {Tag.MESSAGE_PAYLOAD: data})]
 
     chunks = _split(data, kind, _capacity(kind, _UDH_LENGTH[scheme]))
     total = len(chunks)
     if total > MAX_PARTS:
-        raise ValueError(f"text needs {total} parts, at most {MAX_PARTS} are possible")
+        raise TextTooLong(f"text needs {total} parts, at most {MAX_PARTS} are possible")
 
     if scheme is ConcatScheme.SAR:
         ref = reference & 0xFFFF

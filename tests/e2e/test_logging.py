@@ -321,7 +321,10 @@ def test_a_port_in_use_refuses_the_start_before_anything_is_handled(tmp_path: Pa
     a = Handset(gateway.smpp_port, A)
     try:
         a.bind("trx", "handset")
-        assert a.data_sm("10086000", "x" * 60000).status == ESME_ROK  # an echo too long to build: tried again later
+        with contextlib.closing(sqlite3.connect(db)) as conn:  # its echo cannot be stored: the MO is tried again later
+            conn.execute("CREATE TRIGGER test_refuse BEFORE INSERT ON messages WHEN NEW.direction = 'mt'"
+                         " BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END")  # fmt: skip
+        assert a.submit("10086000", "echo me").status == ESME_ROK
         assert eventually(lambda: logged(gateway, "MO to be tried again"), 10)
     finally:
         a.close()

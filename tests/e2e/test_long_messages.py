@@ -1,8 +1,8 @@
 """Long messages in parts, from smpplib handsets over TCP against a real gateway.
 
-- A reply no SMS can carry (an echo needing more than 255 parts) is a failure of the MO's handling like any other
-  (gateway/mo.py): before, the MO was never answered nor given up, and the gateway could not start again on its
-  database.
+- A reply no SMS can carry (an echo needing more than 255 parts) fails the MO's handling for good (gateway/mo.py):
+  before, the MO was never answered nor given up, and the gateway could not start again on its database; then it
+  was tried again per mo_retry_backoff, a traceback each time.
 - Two sar_* parts of one message with the same octets and one user_message_reference are two parts, not a
   retransmission (gateway/messages.py dedup_key): before, the second was answered with the first's message_id
   and dropped.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import struct
 
 import pytest
+import structlog
 
 from gateway.store.records import MessageStatus
 from tests.smpp_handset import (
@@ -37,6 +38,13 @@ SORRY_ZH = "抱歉，10086000暂时无法处理您发送的短信，请稍后重
 OVER_255_PARTS = 255 * 153 + 1  # GSM septets: an echo of this needs 256 parts of 153
 
 
+class Failing:
+    """A short code's handler that raises: the MO is tried again after mo_retry_backoff."""
+
+    async def handle(self, inbound, ctx):
+        raise RuntimeError("handler down")
+
+
 def status_of(gw, message_id) -> MessageStatus:
     return gw.call(gw.gateway.store.get(message_id.decode())).status
 
@@ -52,9 +60,29 @@ def test_an_mo_whose_echo_needs_more_than_255_parts_is_answered_and_given_up(mak
     assert text(a.expect()) == "after it"
 
 
+def test_an_mo_whose_reply_cannot_be_built_is_given_up_at_once_in_one_warning_line(make_gateway, handset):
+    """No try can build its reply: it was tried again after each mo_retry_backoff delay (~156 s), each try an error
+    line with a traceback, any client's such MOs unbudgeted. Now given up at once, as a given-up MO ends."""
+    gw = make_gateway(gateway={"mo_retry_backoff": [3600]})
+    a = handset(A, gw=gw)
+    with structlog.testing.capture_logs() as logs:
+        resp = a.data_sm(ECHO, b"a" * OVER_255_PARTS, data_coding=0, registered_delivery=1)
+        assert resp.status == ESME_ROK
+        receipt, sorry = a.expect_many(2)  # not an hour later
+    assert (receipt_fields(receipt)["stat"], receipt_fields(receipt)["err"]) == ("UNDELIV", "008")
+    assert text(sorry) == SORRY_ZH
+    assert status_of(gw, resp.message_id) == MessageStatus.FAILED
+    [line] = [line for line in logs if line["log_level"] in ("warning", "error")]
+    assert (line["event"], line["log_level"], line["message_id"], line["account"], line["msisdn"], line["attempts"]) == (
+        "MO given up", "warning", resp.message_id.decode(), "handset", A, 1)
+    assert line["reason"] == "its reply cannot be built: text needs 256 parts, at most 255 are possible"
+    assert "exc_info" not in line
+
+
 def test_a_gateway_starts_again_on_a_database_holding_such_an_mo(make_gateway, handset, tmp_path):
     db = tmp_path / "gw.db"
     gw = make_gateway(db_path=db, gateway={"mo_retry_backoff": [3600]})
+    gw.gateway.mo.short_codes[ECHO].handler = Failing()  # it stays `accepted` for the next start
     a = handset(A, gw=gw)
     ids = []
     for seq in (1, 2):  # two parts, stored `accepted` before they are handled
