@@ -157,13 +157,14 @@ class Delivery:
 
     def dispatch(
         self, message: Message, new: bool = False, behind_read: bool = False, again: bool = False,
-        avoid: Receiver | None = None,
+        avoid: Receiver | None = None, read_back: bool = False,
     ) -> None:  # fmt: skip
         """Offer the MT to a bind, or park it; it is in hand (`_held`) exactly while it is on a bind or ending.
 
         A `new` MT (not read back from the store, not a retry), or one `behind_read` (replaced), for an
         account whose backlog is being read waits for the end of that read (`_behind`), behind the older
-        MTs to its subscriber. `avoid`: a bind its last attempt failed on, taken only if no other serves it."""
+        MTs to its subscriber. `avoid`: a bind its last attempt failed on, taken only if no other serves it.
+        `read_back`: by a bind's backlog read; parked again, it is not logged again (Router.route's `tell`)."""
         if message.expires_at <= self.clock.now():
             self._expire(message)  # rejected rather, if its sender was blocked meanwhile (as the sweep does)
             return
@@ -171,7 +172,7 @@ class Delivery:
         # or unsubscription (`_tightened_at`), committed while its own commit was on its way.
         if (not new or message.id < self._tightened_at) and self._refused(message):
             return
-        receiver = self.router.route(message, avoid)
+        receiver = self.router.route(message, avoid, tell=not read_back)
         if receiver is None:
             self._held.discard(message.id)  # parked: the store has it, `_pull` reads it back
             return
@@ -224,7 +225,7 @@ class Delivery:
                 self._held.add(message.id)  # in hand: its admit only counts it
                 behind.append(message)
             else:
-                self.dispatch(message)
+                self.dispatch(message, read_back=True)
 
         stopped = False
         try:

@@ -144,8 +144,9 @@ class Router:
                     return True
         return False
 
-    def route(self, message: Message, avoid: Receiver | None = None) -> Receiver | None:
-        """The bind to offer `message` to (None: it waits in the store); `avoid` only if no other bind can take it."""
+    def route(self, message: Message, avoid: Receiver | None = None, tell: bool = True) -> Receiver | None:
+        """The bind to offer `message` to (None: it waits in the store); `avoid` only if no other bind can take it.
+        `tell`: log that it waits for a bind of SMPP 3.4 (once, when it begins to: not at each backlog read)."""
         # (the affinity holds bound receivers only: unbound() drops the entries of one that goes)
         recent = self._affinity.get(message.dest_addr)
         if avoid is not None:
@@ -154,7 +155,7 @@ class Router:
                 return chosen
         chosen = self._route(message, recent, self._receivers)
         if chosen is not None and not chosen.optional_parameters and not carried_without_tlvs(message):  # carries(),
-            chosen = self._of_smpp34(message, self._receivers)  # inlined: every MT comes this way
+            chosen = self._of_smpp34(message, self._receivers, tell)  # inlined: every MT comes this way
         return chosen
 
     def _route_around(self, message: Message, recent: Receiver | None, avoid: Receiver) -> Receiver | None:

@@ -178,6 +178,25 @@ def test_a_text_longer_than_an_smpp_3_3_deliver_sm_waits_for_a_bind_of_smpp_3_4(
     assert delivered(a, long)
 
 
+def test_a_long_text_waiting_for_a_bind_of_smpp_3_4_is_logged_so_once_not_at_each_bind_of_its_account(handset, link33):
+    """'mt waits for a bind of SMPP 3.4' came again at every bind of the account, each reading its backlog (those
+    whose address_range leaves the subscriber out too): 200 lines per waiting MT for a fleet of 200 binds."""
+    link33("handset2")
+    a = handset(A)
+    with structlog.testing.capture_logs() as logs:
+        long = a.data_sm(B, b"x" * 300, data_coding=0, registered_delivery=1)
+        assert long.status == ESME_ROK
+        for n in range(2, 5):  # binds of the account for other subscribers, each reading its backlog
+            other = f"861370000000{n}"
+            bind = handset(other, address_range=other)
+            assert a.submit(other, "after the backlog read").status == ESME_ROK
+            assert bind.expect().short_message == b"after the backlog read"  # (held behind the read until its end)
+    waits = [line for line in logs if line["event"].startswith("mt waits for a bind of SMPP 3.4")]
+    assert [line["message_id"] for line in waits] == [long.message_id.decode()]
+    b34 = handset(B)
+    assert b34.expect().message_payload == b"x" * 300
+
+
 def test_a_long_text_whose_smpp_3_4_bind_drops_before_answering_waits_for_the_next_one(handset, link33):
     """Handed back when the link dropped, it went to the 3.3 bind, the only one left, and ended undeliverable."""
     link33("handset2")  # the account's 3.3 bind, there all along
