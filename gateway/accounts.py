@@ -84,13 +84,14 @@ class Accounts:
                           if p.startswith(q) or q.startswith(p)]  # fmt: skip
         return found
 
-    def authenticate(self, system_id: str, password: str) -> tuple[Account | None, int]:
-        """The account and ESME_ROK, or None and the bind_resp status that says why not."""
+    def authenticate(self, system_id: str, password: str) -> tuple[Account | None, int, str]:
+        """The account, ESME_ROK and ""; or None, the bind_resp status that says why not and the reason its log line
+        gives (never the password sent)."""
         account = self._by_id.get(system_id)
         if account is None:
-            return None, CommandStatus.ESME_RINVSYSID
+            return None, CommandStatus.ESME_RINVSYSID, "no such system_id"
         if password != account.config.password:
-            return None, CommandStatus.ESME_RINVPASWD
+            return None, CommandStatus.ESME_RINVPASWD, "wrong password"
         if account.binds >= account.config.max_binds:
-            return None, CommandStatus.ESME_RBINDFAIL
-        return account, CommandStatus.ESME_ROK
+            return None, CommandStatus.ESME_RBINDFAIL, f"max_binds {account.config.max_binds} reached"
+        return account, CommandStatus.ESME_ROK, ""

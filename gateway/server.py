@@ -262,10 +262,11 @@ class SmppConnection(asyncio.Protocol):
 
     def _on_bind(self, pdu: Pdu) -> None:
         gateway = self.gateway
-        account, status = gateway.accounts.authenticate(pdu.system_id, pdu.password)  # type: ignore[attr-defined]
+        account, status, reason = gateway.accounts.authenticate(pdu.system_id, pdu.password)  # type: ignore[attr-defined]
         if account is None:
             if self.may_log(f"bind refused ({S.name_of(status)})"):  # a password guesser sends ~15,000 a second
-                log.warning("bind refused", peer=self.peer, system_id=pdu.system_id, status=S.name_of(status))  # type: ignore[attr-defined]
+                log.warning("bind refused", peer=self.peer, system_id=pdu.system_id, status=S.name_of(status),  # type: ignore[attr-defined]
+                            reason=reason)  # fmt: skip
             self.session.send(response_to(pdu, status))
             return
         if self.account is None:  # once per connection (the session lets one bind through): uncounted once

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 
 import pytest
+import structlog
 from smpplib import smpp
 from smpplib.client import SimpleSequenceGenerator
 
@@ -63,6 +64,24 @@ def test_binds_beyond_max_binds_are_refused(make_gateway, handset):
     statuses = [handset(bind=None, gw=gw).bind_status("trx", "handset2") for _ in range(3)]
     assert statuses == [ESME_ROK, ESME_ROK, ESME_RBINDFAIL]
     assert handset(bind=None, gw=gw).bind_status("trx", "handset") == ESME_ROK  # other accounts are not affected
+
+
+def test_a_bind_refused_is_logged_with_its_reason_and_never_the_password(make_gateway, handset):
+    """'bind refused' gave only its status (ESME_RBINDFAIL for max_binds reached), where every other refusal line has
+    a reason."""
+    gw = make_gateway(accounts=[{"system_id": "handset2", "max_binds": 1}])
+    handset(B, gw=gw)
+    with structlog.testing.capture_logs() as logs:
+        assert handset(bind=None, gw=gw).bind_status("trx", "handset2") == ESME_RBINDFAIL
+        assert handset(bind=None, gw=gw).bind_status("trx", "handset", "s3cret-guess") == ESME_RINVPASWD
+        assert handset(bind=None, gw=gw).bind_status("trx", "nobody", "nobody") == ESME_RINVSYSID
+    refused = [line for line in logs if line["event"] == "bind refused"]
+    assert [(line["system_id"], line["status"], line["reason"]) for line in refused] == [
+        ("handset2", "ESME_RBINDFAIL", "max_binds 1 reached"),
+        ("handset", "ESME_RINVPASWD", "wrong password"),
+        ("nobody", "ESME_RINVSYSID", "no such system_id"),
+    ]
+    assert "s3cret-guess" not in repr(refused)
 
 
 def test_a_second_bind_in_the_same_write_is_refused_and_the_connection_counts_once(make_gateway, handset):
