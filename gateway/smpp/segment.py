@@ -34,7 +34,6 @@ MAX_PARTS = 255  # the total-parts field is one octet in both UDH and SAR
 MAX_PAYLOAD = 0xFFFF  # message_payload length is a 16-bit TLV length
 
 
-
 class TextTooLong(ValueError):
     """A text no SMS can carry: more than MAX_PARTS parts (or MAX_PAYLOAD octets in one message_payload)."""
 
