@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .clock import Clock
@@ -47,7 +47,7 @@ from .smpp.codec import MAX_PDU_LENGTH
 from .smpp.constants import CommandStatus, Tag
 from .smpp.pdu import CancelSm, ReplaceSm, response_to
 from .store.base import Store
-from .store.records import Message, MessageStatus
+from .store.records import Direction, Message, MessageStatus
 
 if TYPE_CHECKING:
     from .server import SmppConnection
@@ -80,9 +80,9 @@ class Amendments:
         account = conn.account.system_id
         source = self.plan.normalise(pdu.source_addr)
         cancelled: list[str] = []
-        failure: BaseException | None = None  # the store could not commit (the cancellation, or what was issued before it)
+        failure: BaseException | None = None  # the store could not read or commit (the cancellation, or what came before it)
         if pdu.message_id:
-            candidates = await self._submitted(account, source, pdu.message_id)
+            candidates, failure = await _read(self._submitted(account, source, pdu.message_id))
             if pdu.destination_addr:  # 4.9.1: "used for verification purposes, and must match" the submission's
                 dest = self.plan.normalise(pdu.destination_addr)
                 candidates = [m for m in candidates if m.dest_addr == dest]
@@ -93,7 +93,8 @@ class Amendments:
                 candidates, failure = [], error
             else:
                 dest = self.plan.normalise(pdu.destination_addr)
-                candidates = [m for m in await self.store.undelivered_from(account, source, dest) if m.id < arrived]
+                candidates, failure = await _read(self.store.undelivered_from(account, source, dest))
+                candidates = [m for m in candidates if m.id < arrived]
                 if pdu.service_type:
                     candidates = [m for m in candidates if m.service_type == pdu.service_type]
         if failure is None:  # answered once committed: a query_sm right after sees it
@@ -106,8 +107,7 @@ class Amendments:
             if status == S.ESME_ROK:
                 log.info("cancel_sm", cancelled=cancelled, found=len(candidates), **fields)
             elif failure is not None:
-                log.warning("cancel_sm refused", reason=f"the store could not commit it: {failure!r}", cancelled=cancelled,
-                            **fields)  # fmt: skip
+                log.warning("cancel_sm refused", reason=f"the store failed: {failure!r}", cancelled=cancelled, **fields)
             else:
                 log.warning("cancel_sm refused", reason=_not_amended(candidates, "cancel"), **fields)
         conn.respond(response_to(pdu, status))
@@ -116,7 +116,7 @@ class Amendments:
         account = conn.account.system_id
         source = self.plan.normalise(pdu.source_addr)
         now = self.clock.now()
-        candidates = await self._submitted(account, source, pdu.message_id)
+        candidates, failure = await _read(self._submitted(account, source, pdu.message_id))
         try:
             check_replacement(pdu)
             expires_at = validity_end(pdu.validity_period, now)
@@ -129,7 +129,7 @@ class Amendments:
         payload = pdu.tlvs.get(Tag.MESSAGE_PAYLOAD) if pdu.tlvs else None
         body = pdu.short_message or (payload if isinstance(payload, bytes) else b"")
         replaced = []
-        status, failure = S.ESME_RREPLACEFAIL, None
+        status = S.ESME_RSYSERR if failure is not None else S.ESME_RREPLACEFAIL
         for stored in candidates:
             replacement = dataclasses.replace(stored, short_message=body, registered_delivery=pdu.registered_delivery)
             if expires_at is not None:
@@ -157,8 +157,7 @@ class Amendments:
             elif status == S.ESME_RINVMSGLEN:
                 log.warning("replace_sm refused", reason=f"its deliver_sm would be over {MAX_PDU_LENGTH} octets", **fields)
             elif failure is not None:
-                log.warning("replace_sm refused", reason=f"the store could not commit it: {failure!r}", replaced=replaced,
-                            **fields)  # fmt: skip
+                log.warning("replace_sm refused", reason=f"the store failed: {failure!r}", replaced=replaced, **fields)
             else:
                 log.warning("replace_sm refused", reason=_not_amended(candidates, "replace"), **fields)
         conn.respond(response_to(pdu, status))
@@ -182,8 +181,8 @@ class Amendments:
         event = f"{pdu.name} refused"
         if conn.may_log(f"{event} ({S.name_of(status)})"):
             source = self.plan.normalise(pdu.source_addr)
-            candidates = await self._submitted(conn.account.system_id, source, pdu.message_id) if pdu.message_id else []
-            log.warning(event, reason=reason, **self._fields(conn, pdu, status, candidates))
+            found, _error = await _read(self._submitted(conn.account.system_id, source, pdu.message_id)) if pdu.message_id else ([], None)
+            log.warning(event, reason=reason, **self._fields(conn, pdu, status, found))  # (answered whatever the read did)
         conn.respond(response_to(pdu, status))
 
     def _fields(self, conn: SmppConnection, pdu: CancelSm | ReplaceSm, status: int, found: list[Message]) -> dict[str, Any]:
@@ -197,9 +196,10 @@ class Amendments:
         return fields
 
     def _subscriber(self, conn: SmppConnection, source: str, dest: str, found: list[Message]) -> str:
-        """The msisdn the log line about a cancel_sm or replace_sm names: as the lines about the MT did, if found."""
+        """The msisdn the log line about a cancel_sm or replace_sm names: as the lines about the MT did, if found (an
+        MO's: its sender, not the short code it went to)."""
         if found:
-            return subscriber_of(found[0])
+            return found[0].source_addr if found[0].direction is Direction.MO else subscriber_of(found[0])
         return subscriber_submitting(conn.account.role, source, dest, self.plan)
 
     async def _cancel_all(self, messages: list[Message]) -> tuple[list[str], BaseException | None]:
@@ -216,6 +216,15 @@ class Amendments:
         # another still waiting, which reading X, X/2, ... up to the first gap missed (cancel_sm then failed, or
         # left the later ones to go out).
         return [m for m in await self.store.submitted_as(message_id) if m.account == account and m.source_addr == source]
+
+
+async def _read(reading: Awaitable[list[Message]]) -> tuple[list[Message], BaseException | None]:
+    """What a read of the store found, or its error: a cancel_sm or replace_sm whose read fails is answered
+    ESME_RSYSERR (it went unanswered: the error ended its task)."""
+    try:
+        return await reading, None
+    except Exception as error:  # noqa: BLE001  (the caller logs it and answers)
+        return [], error
 
 
 def _not_amended(found: list[Message], what: str) -> str:

@@ -25,6 +25,7 @@ from gateway.store.records import Subscription
 from handlers.base import Outcome
 from tests.polling import eventually
 from tests.smpp_handset import (
+    ESME_RCANCELFAIL,
     ESME_RINVDSTADR,
     ESME_RINVESMCLASS,
     ESME_RINVEXPIRY,
@@ -268,6 +269,39 @@ def test_an_mt_waiting_for_its_retry_whose_cancel_sm_or_replace_sm_could_not_be_
         link.send(cancel_sm(2, A, message_id))
         assert answer(link, 2)[0] == ESME_ROK
     assert [(line["message_id"], line["status"]) for line in logs if line["event"] == "mt final"] == [(message_id, "deleted")]
+
+
+def test_a_cancel_sm_or_replace_sm_whose_store_read_fails_is_answered_esme_rsyserr(make_gateway, handset) -> None:
+    """A read of the store that failed (an I/O error) ended the task before the answer: never answered."""
+    gw = make_gateway()
+    message_id = handset(A, gw=gw).submit(B, "waiting").message_id.decode()  # B not bound: it waits
+
+    async def unreadable(*_args: object) -> list:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    gw.gateway.store.submitted_as = gw.gateway.store.undelivered_from = unreadable
+    with structlog.testing.capture_logs() as logs, RawLink(gw.smpp_port) as link:
+        link.bind("handset", command="bind_transmitter")
+        link.send(cancel_sm(2, A, message_id) + replace_sm(3, A, message_id, b"new") + cancel_sm(4, A, "", B))
+        assert [answer(link, n)[0] for n in (2, 3, 4)] == [ESME_RSYSERR] * 3
+    assert [(line["event"], line["reason"]) for line in logs if line["log_level"] == "warning"] == [
+        (event, "the store failed: OperationalError('disk I/O error')")
+        for event in ("cancel_sm refused", "replace_sm refused", "cancel_sm refused")
+    ]
+
+
+def test_a_cancel_sm_of_ones_own_mo_is_logged_naming_its_sender_not_the_short_code(make_gateway, handset) -> None:
+    """The line named the MO's destination (10086000, a short code) as msisdn, as for an MT's subscriber."""
+    gw = make_gateway()
+    a = handset(A, gw=gw)
+    message_id = a.submit("10086000", "echo me").message_id.decode()
+    a.expect()  # the echo: the MO is handled
+    with structlog.testing.capture_logs() as logs, RawLink(gw.smpp_port) as link:
+        link.bind("handset", command="bind_transmitter")
+        link.send(cancel_sm(2, A, message_id))
+        assert answer(link, 2)[0] == ESME_RCANCELFAIL
+    [line] = [line for line in logs if line["event"] == "cancel_sm refused"]
+    assert (line["message_id"], line["msisdn"]) == (message_id, A)
 
 
 def test_only_the_sender_may_cancel_and_only_before_the_deliver_sm_goes_out(gateway, handset, esme) -> None:

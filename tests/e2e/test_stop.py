@@ -187,3 +187,28 @@ def test_a_cancel_sm_or_replace_sm_refused_at_stop_is_logged_as_their_other_refu
         for command in ("cancel_sm", "replace_sm")
     ]  # fmt: skip
     assert lines[0]["dest"] == OFFLINE
+
+
+def test_a_cancel_sm_or_replace_sm_refused_at_stop_is_answered_when_the_store_cannot_be_read(make_gateway, handset):
+    """The line about the refusal reads the store (the MT's subscriber): a read that failed ended the task before the
+    answer, and the client's cancel_sm and replace_sm were never answered."""
+    gw = make_gateway(gateway={"drain_timeout": 5.0, "response_timeout": 1.0})
+    busy = handset(B, gw=gw, address_range=B)
+    busy.answering = False
+
+    async def unreadable(_message_id: str) -> list:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    with RawLink(gw.smpp_port) as link:
+        link.bind()
+        link.send(encoded("submit_sm", 2, source_addr=A, destination_addr=B, short_message=b"in flight"))
+        assert answer(link, 2)[0] == ESME_ROK
+        busy.expect()
+        gw.gateway.store.submitted_as = unreadable
+        stopping = threading.Thread(target=gw.stop)
+        stopping.start()
+        assert eventually(lambda: all(c._draining for c in gw.gateway.connections))
+        link.send(cancel_sm(4, A, "1a2b3c", OFFLINE) + replace_sm(5, A, "1a2b3c", b"changed"))
+        assert [answer(link, 4)[0], answer(link, 5)[0]] == [ESME_RTHROTTLED, ESME_RTHROTTLED]
+        busy.answer_held()
+        stopping.join(30)
