@@ -47,7 +47,7 @@ from .smpp.codec import MAX_PDU_LENGTH
 from .smpp.constants import CommandStatus, Tag
 from .smpp.pdu import CancelSm, ReplaceSm, response_to
 from .store.base import Store
-from .store.records import Direction, Message, MessageStatus
+from .store.records import Message, MessageStatus
 
 if TYPE_CHECKING:
     from .server import SmppConnection
@@ -196,10 +196,9 @@ class Amendments:
         return fields
 
     def _subscriber(self, conn: SmppConnection, source: str, dest: str, found: list[Message]) -> str:
-        """The msisdn the log line about a cancel_sm or replace_sm names: as the lines about the MT did, if found (an
-        MO's: its sender, not the short code it went to)."""
+        """The msisdn the log line about a cancel_sm or replace_sm names: as the lines about the message did, if found."""
         if found:
-            return found[0].source_addr if found[0].direction is Direction.MO else subscriber_of(found[0])
+            return subscriber_of(found[0])
         return subscriber_submitting(conn.account.role, source, dest, self.plan)
 
     async def _cancel_all(self, messages: list[Message]) -> tuple[list[str], BaseException | None]:

@@ -56,8 +56,11 @@ def account_of(message: Message) -> str:
 
 
 def subscriber_of(message: Message) -> str:
-    """The subscriber a log line about an MT names (its `msisdn`): the destination; an SP notice's source, and for a
-    receipt to an SP (at its service code) the subscriber the SP's MT went to (receipts.make_receipt)."""
+    """The subscriber a log line about a message names (its `msisdn`): an MO's sender (not the short code it went
+    to); an MT's destination; an SP notice's source, and for a receipt to an SP (at its service code) the subscriber
+    the SP's MT went to (receipts.make_receipt)."""
+    if message.direction is Direction.MO:
+        return message.source_addr
     if not message.extra:
         return message.dest_addr
     return message.extra.get("subscriber") or (message.source_addr if notice_account(message) else message.dest_addr)

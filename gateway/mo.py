@@ -590,12 +590,9 @@ class MoProcessor:
             self._store_failed("MO not given up", message, attempt, stored=True)
             self._retry_later(message, inbound, parts, attempt - 1, self.retry_backoff[-1] if self.retry_backoff else 1.0)
             return
-        if hopeless is None:
-            log.error("MO given up", message_id=message.id, account=message.account, msisdn=message.source_addr,
-                      short_code=message.dest_addr, attempts=attempt)  # fmt: skip
-        else:
-            log.warning("MO given up", message_id=message.id, account=message.account, msisdn=message.source_addr,
-                        short_code=message.dest_addr, attempts=attempt, reason=hopeless)  # fmt: skip
+        line, why = (log.error, {}) if hopeless is None else (log.warning, {"reason": hopeless})  # (its content: no fault)
+        line("MO given up", message_id=message.id, account=message.account, msisdn=message.source_addr,
+             short_code=message.dest_addr, attempts=attempt, **why)  # fmt: skip
         self.outbox.send(mts)
 
     def _receipts(self, parts: tuple[Message, ...], done_at: float, state: MessageState = _DELIVERED) -> list[Message]:
