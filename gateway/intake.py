@@ -162,7 +162,6 @@ class Intake:
             raise Rejection(S.ESME_RINVDSTADR, f"destination_addr {pdu.destination_addr!r} is not a number")
         now = self.clock.now()
         validity = validity_end(pdu.validity_period, now) if pdu.command_id == _SUBMIT_SM else _time_to_live_end(pdu, now)
-        expires_at = validity if validity is not None else now + self.settings.default_validity
         to_short_code = account.role != "sp" and self.mo.is_short_code(dest)
         wanted_at = getattr(pdu, "schedule_delivery_time", "")  # data_sm has none
         scheduled_at = None
@@ -170,7 +169,10 @@ class Intake:
             if to_short_code:  # it answers at once; a malformed time is refused all the same (as validity_period is)
                 time_field(wanted_at, now, S.ESME_RINVSCHED)
             else:
-                scheduled_at = self._scheduled_at(wanted_at, now, expires_at)
+                scheduled_at = self._scheduled_at(wanted_at, now, validity)
+        # Without a validity_period, the default counts from when the MT may go out: a newsletter scheduled for
+        # Monday on Friday is not refused for ending before it starts.
+        expires_at = validity if validity is not None else (scheduled_at or now) + self.settings.default_validity
         if not to_short_code and not plan.is_msisdn(dest):
             raise Rejection(S.ESME_RINVDSTADR, self._no_recipient(account, dest))
         copy = copies is not None and self.store.is_copy(dedup_key(account.system_id, session, pdu, source, dest, body_of(pdu)))
@@ -216,11 +218,11 @@ class Intake:
         return f"destination_addr {dest} is {what}; an SP may send only to subscribers"
 
     @staticmethod
-    def _scheduled_at(schedule_delivery_time: str, now: float, expires_at: float) -> float | None:
+    def _scheduled_at(schedule_delivery_time: str, now: float, validity: float | None) -> float | None:
         """When an MT with this schedule_delivery_time may go out: None if now (the time has passed)."""
         at = time_field(schedule_delivery_time, now, S.ESME_RINVSCHED)
         assert at is not None  # the field is not empty
-        if at >= expires_at:
+        if validity is not None and at >= validity:
             raise Rejection(S.ESME_RINVSCHED, f"schedule_delivery_time {schedule_delivery_time!r} is not before the validity ends")
         return at if at > now else None
 

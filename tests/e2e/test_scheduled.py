@@ -16,6 +16,7 @@ from tests.smpp_handset import (
     RawLink,
     answer,
     cancel_sm,
+    is_receipt,
     receipt_fields,
     replace_sm,
     text,
@@ -80,6 +81,23 @@ def test_a_schedule_that_cannot_be_kept_is_refused(make_gateway, handset) -> Non
     # after its validity ends
     assert a.submit(B, "x", schedule_delivery_time=IN_TWO_HOURS, validity_period=IN_AN_HOUR).status == ESME_RINVSCHED
     assert a.submit(B, "x", schedule_delivery_time="000000000001000R").status == ESME_ROK
+
+
+def test_without_a_validity_period_the_default_validity_counts_from_the_schedule(make_gateway, handset) -> None:
+    """An SP scheduling Monday's newsletter on Friday sends no validity_period: the default validity (10 minutes
+    here) runs from the time the MT may go out, not from its submission, so a schedule beyond it is not refused
+    and the MT expires only that long after its time."""
+    clock = SimulatedClock()
+    gw = make_gateway(clock=clock, gateway={"default_validity": 600})
+    a = handset(A, gw=gw)  # B never binds
+    resp = a.submit(B, "newsletter", schedule_delivery_time=IN_AN_HOUR, registered_delivery=2)
+    assert resp.status == ESME_ROK
+    clock.advance(3600 + 300)
+    a.expect_none(1.0, predicate=is_receipt)  # two sweeps: still valid, 5 minutes after its time
+    assert a.query(resp.message_id).message_state == ENROUTE
+    clock.advance(600)
+    receipt = receipt_fields(a.expect(predicate=is_receipt))
+    assert (receipt["id"].encode(), receipt["stat"]) == (resp.message_id, "EXPIRED")
 
 
 def test_a_schedule_to_a_short_code_is_not_kept_but_a_malformed_one_is_refused(gateway, handset) -> None:
