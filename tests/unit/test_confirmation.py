@@ -94,6 +94,7 @@ async def test_unknown_keyword_lists_what_the_code_offers(bench: ServiceBench) -
     assert (reply.to, reply.source) == (A, SINA)
     offered = dict(re.findall(r"(\w+)：新浪的(\w+)（", reply.text))
     assert offered == {"TT": "头条新闻", "TQ": "天气预报"}
+    assert reply.text.endswith("查询或退订已定制的业务，请发送0000到10086。")  # a subscriber texting TD here learns how
     assert await orders(bench, A) == []
 
 
