@@ -405,9 +405,10 @@ def describe(summary: dict[str, Any]) -> str:
     load_s = summary.get("load_s", summary["duration_s"])
     steady = (f"steady state ({t['steady_s']:.1f} s from {t['steady_from_s']:.1f} s): {_shown(t['ok_per_s'])} "
               f"dialogues/s ended ok, {_shown(t['started_per_s'])}/s started")  # fmt: skip
+    reactions = f" ({d['reactions']} of them reactions, not in the steady state's rates)" if d["reactions"] else ""
     lines = [
         f"{d['completed'] + d['failed']} dialogues in {summary['duration_s']:.1f} s (load {load_s:.1f} s):"
-        f" {d['completed']} ok, {d['failed']} failed; {steady}",
+        f" {d['completed']} ok, {d['failed']} failed{reactions}; {steady}",
         (f"over the whole load (ramp-up included): {t['ended_per_s_whole_load']} dialogues/s ended (ok or failed),"
          f" {t['mo_per_s']} MO/s accepted"),
         f"latency ms (MO -> reply, every step): p50 {_shown(lat['p50'])}  p90 {_shown(lat['p90'])}  p99 {_shown(lat['p99'])}"

@@ -760,9 +760,9 @@ class Fleet:
             victims = self.rng.sample(usable, min(count, len(usable)))
         return victims
 
-    async def _conclude(self, phone: Phone, result: DialogueResult) -> DialogueResult:
+    async def _conclude(self, phone: Phone, result: DialogueResult, *, reaction: bool = False) -> DialogueResult:
         """A phone's dialogue ended: record it; run the phone's next reaction, or make it idle (retired on failure)."""
-        self.recorder.record(result)
+        self.recorder.record(result, reaction=reaction)
         if not result.ok:
             phone.state = RETIRED
             self.stats["retired"] += 1
@@ -787,8 +787,8 @@ class Fleet:
         make = phone.reactions.popleft()
 
         async def reaction() -> None:
-            self.recorder.dialogue_started()
-            await self._conclude(phone, await make())
+            self.recorder.dialogue_started(reaction=True)
+            await self._conclude(phone, await make(), reaction=True)
 
         task = asyncio.get_running_loop().create_task(reaction())
         self.tasks.add(task)

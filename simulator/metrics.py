@@ -18,6 +18,9 @@ started in that window that ended ok, per second of it. Counting by start
 rather than by end leaves out both the ramp and the first latency period,
 when dialogues have started but none could have ended yet; a dialogue
 started in the window is counted when it ends, during the drain too.
+Reactions (a survey answered, a spam text reported) are dialogues too, but
+not the load's: they come on top of the rate offered, so the steady state's
+figures leave them out.
 """
 
 from __future__ import annotations
@@ -134,6 +137,7 @@ class Recorder:
         self.failures: list[Failure] = []
         self.failed = 0
         self.started_count = 0
+        self.reactions = 0  # of the dialogues started, those reacting to what arrived unasked
         self.completed = 0
         self.mo = 0
         self.mo_refused: Counter[str] = Counter()  # command_status name -> count (outside dialogues' own checks)
@@ -150,11 +154,13 @@ class Recorder:
         self.steady_ok = 0  # ... of which ended ok (so far)
 
     # ------------------------------------------------------------ feeding
-    def dialogue_started(self, at: float | None = None) -> None:
+    def dialogue_started(self, at: float | None = None, *, reaction: bool = False) -> None:
         at = time.monotonic() if at is None else at
         self.started_count += 1
         self._second(at).started += 1
-        if self._steady(at):
+        if reaction:
+            self.reactions += 1
+        elif self._steady(at):
             self.steady_started += 1
 
     def _steady(self, at: float) -> bool:
@@ -162,7 +168,7 @@ class Recorder:
         start = self.started if self.steady_from is None else self.steady_from
         return start <= at and (self.load_ended is None or at < self.load_ended)
 
-    def record(self, result: DialogueResult) -> None:
+    def record(self, result: DialogueResult, *, reaction: bool = False) -> None:
         """A dialogue ended (ok or not); its steps' latencies join the histograms. Its MOs were counted as the
         target accepted them (`mo_accepted`)."""
         second = self._second(result.ended_at or None)
@@ -178,7 +184,7 @@ class Recorder:
         if result.ok:
             self.completed += 1
             second.completed += 1
-            if self._steady(result.started_at):
+            if not reaction and self._steady(result.started_at):
                 self.steady_ok += 1
             return
         self.failed += 1
@@ -243,9 +249,10 @@ class Recorder:
     def summary(self) -> dict[str, Any]:
         """The report's data (JSON-able):
 
-        - `duration_s` (load and drain), `load_s`; `dialogues`: {started, completed, failed}
-        - `throughput`: the steady state's {`ok_per_s`: dialogues started in it that ended ok, `started_per_s`}
-          per second of it (`steady_from_s` after the start, `steady_s` long; both rates None when the load ended
+        - `duration_s` (load and drain), `load_s`; `dialogues`: {started, completed, failed, reactions: how many
+          of those started reacted to what arrived unasked}
+        - `throughput`: the steady state's {`ok_per_s`: dialogues the load started in it that ended ok,
+          `started_per_s`} per second of it (reactions left out) (`steady_from_s` after the start, `steady_s` long; both rates None when the load ended
           before it began); over the whole load (`load_finished`, else the whole run), ramp-up included:
           `ended_per_s_whole_load` (every dialogue that ended then, ok or failed) and `mo_per_s` (MO accepted)
         - `latency_ms`: {p50, p90, p99, p99.9, max, mean} over every step (each None when nothing was timed), and
@@ -286,7 +293,8 @@ class Recorder:
         return {
             "duration_s": round(duration, 3),
             "load_s": round(load_s, 3),
-            "dialogues": {"started": self.started_count, "completed": self.completed, "failed": self.failed},
+            "dialogues": {"started": self.started_count, "completed": self.completed, "failed": self.failed,
+                          "reactions": self.reactions},
             "throughput": {
                 "ok_per_s": round(self.steady_ok / steady_s, 2) if steady_s > 0 else None,
                 "started_per_s": round(self.steady_started / steady_s, 2) if steady_s > 0 else None,

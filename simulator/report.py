@@ -476,6 +476,7 @@ def _simulator_section(report: Mapping[str, Any]) -> str:
         ("steady state", f"{_num(throughput.get('steady_s'), 1)} s from {_num(throughput.get('steady_from_s'), 1)} s"),
         ("started / s in it", _num(throughput.get("started_per_s"), 1) + (f" (--rate {_num(fleet['rate'], 1)})" if fleet.get("rate") else "")),
         ("ended ok / s in it", _num(throughput.get("ok_per_s"), 1)),
+        ("reactions started (not in these rates)", _num((report.get("dialogues") or {}).get("reactions"))),
         ("ended / s over the whole load", _num(throughput.get("ended_per_s_whole_load"), 1)),
         ("event-loop lag p50 / p99 / max", " / ".join(_ms(loop_lag.get(k)) for k in ("p50", "p99", "max")) + " ms"),
         ("starts behind schedule p99 / max", " / ".join(_ms(schedule_lag.get(k)) for k in ("p99", "max")) + " ms"),

@@ -234,6 +234,30 @@ def test_thresholds_and_usage_errors(gateway, tmp_path: Path, capsys) -> None:
     assert usage.value.code == 2
 
 
+def test_reactions_come_on_top_of_the_rate_offered_and_judged(make_gateway, tmp_path: Path, capsys) -> None:
+    """Every 10086 dialogue followed by a survey (and spam texts reported): the answers and reports were counted
+    as dialogues the load offered, so --rate 200 showed 286/s started and passed --min-rate 250."""
+    gw = make_gateway(services={"survey_sample_rate": 1.0})
+    target = tmp_path / "surveys.toml"
+    shipped = DEFAULT_CONFIG.read_text(encoding="utf-8")
+    assert shipped.count("survey_sample_rate = 0.0 ") == 1
+    target.write_text(shipped.replace("survey_sample_rate = 0.0 ", "survey_sample_rate = 1.0 "), encoding="utf-8")
+    report = tmp_path / "report"
+    argv = ["--port", str(gw.smpp_port), "--target-config", str(target), "--subscribers", "200", "--binds", "2",
+            "--rate", "40", "--duration", "3", "--min-rate", "41", "--report", str(report), "--quiet"]  # fmt: skip
+    assert cli.main(argv) == 1
+    out = capsys.readouterr().out
+    data = json.loads((report / "report.json").read_text(encoding="utf-8"))
+    dialogues, throughput = data["dialogues"], data["throughput"]
+    assert data["outcomes"]["rating"] and dialogues["failed"] == 0, out
+    assert dialogues["reactions"] > 10 and dialogues["started"] >= 120 + dialogues["reactions"], dialogues
+    assert throughput["ok_per_s"] <= throughput["started_per_s"] <= 40, throughput
+    miss = f"{throughput['ok_per_s']} dialogues/s ended ok in the steady state, below --min-rate 41"
+    assert data["verdict"]["misses"] == [miss], out
+    assert f"{dialogues['reactions']} of them reactions, not in the steady state's rates" in out
+    assert "reactions started (not in these rates)" in (report / "report.html").read_text(encoding="utf-8")
+
+
 def test_reply_text_files_the_gateway_refuses_beside_the_target_config_are_a_usage_error(tmp_path: Path, capsys) -> None:
     """They were read as the fleet was made, after the config itself was checked: a traceback and exit 1, where
     `smsgw serve` with the same files names the file and key, exit 2."""

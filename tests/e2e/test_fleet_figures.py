@@ -222,7 +222,7 @@ async def test_a_run_that_checked_nothing_is_no_pass(smsc, tmp_path: Path) -> No
     server = await smsc(delay=None)
     status, output, report = await simulate(tmp_path, server.port, "--rate", "5", "--duration", "1", "--timeout", "60",
                                             also="[load]\ndrain = 0\n")  # fmt: skip
-    assert report is not None and report["dialogues"] == {"started": 5, "completed": 0, "failed": 0}, output
+    assert report is not None and report["dialogues"] == {"started": 5, "completed": 0, "failed": 0, "reactions": 0}, output
     miss = "no dialogue ended (5 started), so nothing was checked"
     cut = "5 dialogues still waited for a reply when the drain after the load ended (load.drain), so they were never checked"
     assert status == 1 and report["verdict"] == {"result": "FAIL", "misses": [miss, cut]}, output
@@ -237,7 +237,7 @@ async def test_the_open_loop_starts_its_first_dialogue_at_once_and_rate_times_du
         status, output, report = await simulate(tmp_path, server.port, "--rate", rate, "--duration", duration)
         expected = int(rate) * int(duration)
         assert status == 0 and report is not None, output
-        assert report["dialogues"] == {"started": expected, "completed": expected, "failed": 0}, output
+        assert report["dialogues"] == {"started": expected, "completed": expected, "failed": 0, "reactions": 0}, output
         assert abs(report["throughput"]["started_per_s"] - int(rate)) < 0.1, report["throughput"]
 
 

@@ -24,7 +24,7 @@ def test_summary_counts_percentiles_timeline_and_failures() -> None:
     recorder.record(result("rating", False, [3.0], at=101.5, step="1->thanks"))
     recorder.finish(at=102.0)
     summary = recorder.summary()
-    assert summary["dialogues"] == {"started": 101, "completed": 100, "failed": 1}
+    assert summary["dialogues"] == {"started": 101, "completed": 100, "failed": 1, "reactions": 0}
     assert summary["throughput"] == {"ok_per_s": 50.0, "started_per_s": 50.5, "steady_from_s": 0.0, "steady_s": 2.0,
                                      "ended_per_s_whole_load": 50.5, "mo_per_s": 101.0}  # fmt: skip
     assert 49.9 <= summary["latency_ms_by_kind"]["query"]["p50"] <= 50.1

@@ -132,7 +132,7 @@ def test_json_report_is_the_summary_with_run_metadata_and_scenario(tmp_path: Pat
     report = json.loads(raw)
     for key, value in summary.items():
         assert report[key] == value, key
-    assert report["dialogues"] == {"started": 26, "completed": 25, "failed": 1}
+    assert report["dialogues"] == {"started": 26, "completed": 25, "failed": 1, "reactions": 0}
     # 26 dialogues ended in 3.9 s, 25 of them ok; the first started before the run's start, outside the steady
     # window (no ramp-up: the whole run), so 24 ok of 25 started in it; 54 MO accepted
     assert report["throughput"] == {"ok_per_s": 6.15, "started_per_s": 6.41, "steady_from_s": 0.0, "steady_s": 3.9,
@@ -249,7 +249,7 @@ def test_empty_run(tmp_path: Path) -> None:
     recorder.finish(at=0.5)
     json_path, html_path = write_reports(recorder.summary(), tmp_path)
     report = json.loads(json_path.read_text(encoding="utf-8"))
-    assert report["dialogues"] == {"started": 0, "completed": 0, "failed": 0} and report["timeline"] == []
+    assert report["dialogues"] == {"started": 0, "completed": 0, "failed": 0, "reactions": 0} and report["timeline"] == []
     assert report["scenario"] is None
     html, page = parse(html_path)
     assert json.loads(page.svg("chart-rate")["data-series"]) == {"t": [], "completed": [], "failed": [], "mo": [], "started": []}
