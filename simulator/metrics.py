@@ -8,9 +8,10 @@ Latencies are MO -> reply times of every dialogue step, kept in HDR
 histograms (microsecond resolution, 3 significant digits) so percentiles
 stay exact to 0.1 % at any volume with constant memory.
 
-An MO counts when the target accepts it (`mo_accepted`, as its
-submit_sm_resp arrives), not when its dialogue ends: a target that answers
-late still took its MO at the rate it took them.
+An MO (a subscriber's text, one however many parts carry it) counts when
+the target accepts it (`mo_accepted`, as its submit_sm_resp arrives, every
+part's), not when its dialogue ends: a target that answers late still took
+its MO at the rate it took them.
 
 The rate a load test is judged by is the steady state's (`steady_from`, the
 end of the open loop's ramp-up, to the end of the load): the dialogues
