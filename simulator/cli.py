@@ -106,7 +106,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     fleet.add_argument("--subscribers", type=_positive(int), metavar="N", help="simulated subscribers")
     fleet.add_argument("--start", metavar="MSISDN", help="first subscriber's number")
     fleet.add_argument("--timeout", type=_positive(float), metavar="S", help="seconds each step waits for its reply")
-    fleet.add_argument("--seed", type=int)
+    fleet.add_argument("--seed", type=int, metavar="N",
+                       help="of the random choices: the same seed repeats them at --concurrency 1")
     out = p.add_argument_group("output and verdict")
     out.add_argument("--report", metavar="DIR", help="write report.json and report.html here")
     out.add_argument("--max-failures", type=THRESHOLDS["max_failures"], default=0, metavar="N",

@@ -109,7 +109,7 @@ class Load:
     count: int = 0  # dialogues to start; 0 = run for `duration`
     timeout: float = 5.0  # seconds each step waits for its reply
     drain: float = 30.0  # after the load: seconds given to dialogues and reactions still running
-    seed: int = 1  # the random choices (behaviours, handsets, variants) repeat with the same seed
+    seed: int = 1  # the random choices (behaviours, handsets, variants) repeat with it, one dialogue at a time
 
 
 @dataclass(frozen=True)
