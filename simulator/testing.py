@@ -43,7 +43,13 @@ from pathlib import Path
 from typing import Any
 
 from gateway.app import GatewayController
-from gateway.config import DEFAULT_CONFIG, Config, load_config, parse_config
+from gateway.config import (
+    DEFAULT_CONFIG,
+    Config,
+    ConfigError,
+    load_config,
+    parse_config,
+)
 
 from .cli import (
     THRESHOLDS,
@@ -123,7 +129,8 @@ def gateway_config(base: Config | Path | str | None = None, **overrides: Any) ->
     """A gateway config: `base` (default: the built-in config/default.toml) with overrides merged in.
 
     A table (`services={...}`, `gateway={...}`) is updated key by key; `accounts` and `short_codes`
-    entries update the entry with the same system_id / code or are added; other lists replace.
+    entries update the entry with the same system_id / code or are added; other lists replace. A
+    mistake the overrides make is a ConfigError naming them, not the file they apply to.
     """
     if isinstance(base, Config):  # (its own overrides kept: it was read from its file with them)
         path, raw = Path(base.source), copy.deepcopy(base.raw)
@@ -145,7 +152,12 @@ def gateway_config(base: Config | Path | str | None = None, **overrides: Any) ->
             raw.setdefault(section, {}).update(copy.deepcopy(value))
         else:
             raw[section] = copy.deepcopy(value)
-    return parse_config(raw, path)  # the source stays the file: its messages.<lang>.toml apply
+    try:
+        return parse_config(raw, path)  # the source stays the file: its messages.<lang>.toml apply
+    except ConfigError as exc:
+        if not overrides:
+            raise
+        raise ConfigError(f"the overrides of {path}", exc.key, exc.problem) from None
 
 
 def make_scenario(base: Path | str | None = None, **tables: Any) -> Scenario:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from gateway.app import GatewayController
-from gateway.config import load_config
-from simulator.testing import gateway_config
+from gateway.config import DEFAULT_CONFIG, ConfigError, load_config
+from simulator.testing import FleetController, gateway_config
 from tests.gateway_process import children_of
 from tests.smpp_handset import Handset
 
@@ -58,3 +58,16 @@ def test_gateway_config_built_on_another_keeps_its_overrides() -> None:
     config = gateway_config(base, gateway={"job_check_interval": 1})
     assert (config.services.survey_sample_rate, config.gateway.job_check_interval) == (1.0, 1)
     assert config.source == base.source  # (its messages.<lang>.toml still apply)
+
+
+def test_a_mistake_in_the_overrides_names_them_not_the_file_they_apply_to(tmp_path: Path) -> None:
+    """FleetController(config={"gateway": {"idle_timeout": 3}}) was refused as ".../config/default.toml:
+    gateway.idle_timeout: ...", a file the user never edited; so was a config built for a GatewayController."""
+    with pytest.raises(ConfigError) as refused:
+        FleetController(config={"gateway": {"enquire_link_interval": 1, "idle_timeout": 3}}, db_path=tmp_path / "gw.db")
+    assert str(refused.value).startswith(f"the overrides of {DEFAULT_CONFIG}: gateway.idle_timeout: expected "), refused.value
+    site = tmp_path / "site.toml"
+    site.write_text(DEFAULT_CONFIG.read_text(encoding="utf-8"), encoding="utf-8")
+    with pytest.raises(ConfigError) as refused:
+        gateway_config(load_config(site), services={"survey_sample_rate": 2.0})
+    assert str(refused.value) == f"the overrides of {site}: services.survey_sample_rate: expected a share between 0 and 1"
