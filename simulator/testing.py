@@ -49,6 +49,7 @@ from gateway.config import (
     ConfigError,
     load_config,
     parse_config,
+    read_toml,
 )
 
 from .cli import (
@@ -136,8 +137,7 @@ def gateway_config(base: Config | Path | str | None = None, **overrides: Any) ->
         path, raw = Path(base.source), copy.deepcopy(base.raw)
     else:
         path = DEFAULT_CONFIG if base is None else Path(base)
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
+        raw = read_toml(path)
     keys = {"accounts": "system_id", "short_codes": "code"}
     for section, value in overrides.items():
         if section in keys:
@@ -155,9 +155,18 @@ def gateway_config(base: Config | Path | str | None = None, **overrides: Any) ->
     try:
         return parse_config(raw, path)  # the source stays the file: its messages.<lang>.toml apply
     except ConfigError as exc:
-        if not overrides:
-            raise
-        raise ConfigError(f"the overrides of {path}", exc.key, exc.problem) from None
+        if overrides and (isinstance(base, Config) or _file_is_sound(path)):
+            raise ConfigError(f"the overrides of {path}", exc.key, exc.problem) from None
+        raise
+
+
+def _file_is_sound(path: Path) -> bool:
+    """Whether the config file alone passes (a mistake found with overrides merged in may be the file's own)."""
+    try:
+        load_config(path)
+    except ConfigError:
+        return False
+    return True
 
 
 def make_scenario(base: Path | str | None = None, **tables: Any) -> Scenario:

@@ -71,3 +71,8 @@ def test_a_mistake_in_the_overrides_names_them_not_the_file_they_apply_to(tmp_pa
     with pytest.raises(ConfigError) as refused:
         gateway_config(load_config(site), services={"survey_sample_rate": 2.0})
     assert str(refused.value) == f"the overrides of {site}: services.survey_sample_rate: expected a share between 0 and 1"
+    broken = tmp_path / "broken.toml"
+    broken.write_text(site.read_text(encoding="utf-8").replace("window = 100", "window = 0"), encoding="utf-8")
+    with pytest.raises(ConfigError) as refused:  # a mistake of the file's own is the file's, overrides or not
+        gateway_config(broken, services={"survey_sample_rate": 0.5})
+    assert str(refused.value).startswith(f"{broken}: gateway.window: "), refused.value
