@@ -56,6 +56,9 @@ class GatewaySettings:
     smpp_port: int = 2775
     http_host: str = "0.0.0.0"
     http_port: int = 8775
+    # An HTTP connection without a whole request's line and headers this long after it opened, or after its last
+    # answer, is closed: one sending its headers slowly, or nothing, held them and a file descriptor for ever.
+    http_idle_timeout: float = 15.0
     database: str = "var/smsgw.db"
     country_code: str = "86"
     national_number_length: int = 11
@@ -444,7 +447,7 @@ _TWO_REPORTERS: _Range = (lambda v: v >= 2, ("at least 2 distinct reporters (one
                                              "number network-wide: SPEC 3.3)"))
 _DAY: _Range = (lambda v: 1 <= v <= 28, "a day of the month from 1 to 28 (every month has it)")
 _GATEWAY_RANGES: dict[str, _Range] = {
-    "smpp_port": _PORT, "http_port": _PORT, "national_number_length": _AT_LEAST_ONE,
+    "smpp_port": _PORT, "http_port": _PORT, "http_idle_timeout": _POSITIVE, "national_number_length": _AT_LEAST_ONE,
     "default_validity": _POSITIVE, "window": _AT_LEAST_ONE, "response_timeout": _POSITIVE,
     "enquire_link_interval": (_NOT_NEGATIVE[0], "0 (never) or more seconds"),
     "idle_timeout": (_NOT_NEGATIVE[0], "0 (never) or more seconds"),
