@@ -139,14 +139,30 @@ class Gateway:
         self._tick_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
 
+    @property
+    def connections_open(self) -> int:
+        """SMPP and HTTP ones: each holds a file descriptor."""
+        http = self._http.server if self._http is not None else None
+        return len(self.connections) + (len(http.connections) if http is not None else 0)
+
     def connection_opened(self, connection: SmppConnection) -> None:
         self.connections.add(connection)
-        if len(self.connections) >= self.connections_allowed:
+        self._count_open(self.connections_open)
+
+    def _http_connection(self) -> asyncio.Protocol:
+        """aiohttp's handler for a connection to the HTTP port (the protocol factory its listener calls), counted
+        with the connections open (it is not yet among aiohttp's own)."""
+        self._count_open(self.connections_open + 1)
+        assert self._http is not None and self._http.server is not None  # (made before the port is taken)
+        return self._http.server()
+
+    def _count_open(self, count: int) -> None:
+        if count >= self.connections_allowed:
             now = asyncio.get_running_loop().time()
             if now - self._crowded_logged_at >= CROWDED_LOG_INTERVAL:
                 self._crowded_logged_at = now
                 log.warning("connections near the open-file limit: new ones are refused at it, without a word (raise "
-                            "`ulimit -n`)", connections=len(self.connections), allowed=self.connections_allowed)  # fmt: skip
+                            "`ulimit -n`)", connections=count, allowed=self.connections_allowed)  # fmt: skip
 
     def observe(self, effects: list[Effect]) -> None:
         """Committed effects: the record cache and the submission guards follow them."""
@@ -273,9 +289,8 @@ class Gateway:
                 ssl_handshake_timeout=handshake_timeout, reuse_address=True, start_serving=False))  # fmt: skip
         self._http = web.AppRunner(make_app(self), access_log=None)
         await self._http.setup()
-        assert self._http.server is not None  # (made by setup)
         self._http_server = await loop.create_server(
-            self._http.server, self.http_host, self._http_port, reuse_address=True, start_serving=False)
+            self._http_connection, self.http_host, self._http_port, reuse_address=True, start_serving=False)
         self._refuse_shared_ports()
 
     def _listeners(self) -> list[tuple[str, asyncio.Server]]:

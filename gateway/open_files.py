@@ -1,5 +1,5 @@
-"""The limit on open files: every SMPP connection holds a file descriptor, and at the limit new connections are
-refused without a word (uvloop does not log an accept that fails), every account's binds and /ready with them."""
+"""The limit on open files: every connection (SMPP or HTTP) holds a file descriptor, and at the limit new connections
+are refused without a word (uvloop does not log an accept that fails), every account's binds and /ready with them."""
 
 from __future__ import annotations
 

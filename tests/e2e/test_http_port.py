@@ -5,9 +5,12 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+from tests.e2e.test_logging import logged
 from tests.gateway_process import config_file
+from tests.polling import eventually
 
 REQUEST = b"GET /health HTTP/1.1\r\nHost: x\r\n"
+CROWDED = "connections near the open-file limit: new ones are refused at it, without a word (raise `ulimit -n`)"
 
 
 def closed_by_gateway(link: socket.socket, within: float = 10) -> bool:
@@ -58,3 +61,18 @@ def test_a_request_over_the_header_limits_is_refused(tmp_path: Path, start_gatew
         assert answer_to(gateway.http_port, REQUEST + within + b"\r\n").startswith(b"HTTP/1.1 200 OK")
     finally:
         assert gateway.terminate() == 0
+
+
+def test_http_connections_count_toward_the_open_file_limit(tmp_path: Path, start_gateway) -> None:
+    """Only SMPP connections were counted: with room for 1,036 connections, 1,100 idle HTTP ones made every bind fail
+    (the accept of its connection did), and 'connections near the open-file limit' was never logged."""
+    gateway = start_gateway(tmp_path / "gw.db", open_files=(100, 100))  # room for 36 connections
+    links = [socket.create_connection(("127.0.0.1", gateway.http_port)) for _ in range(40)]
+    try:
+        assert eventually(lambda: logged(gateway, CROWDED), 10)
+        [line] = logged(gateway, CROWDED)
+        assert line["allowed"] == 36 and line["connections"] >= 36
+    finally:
+        for link in links:
+            link.close()
+    assert gateway.terminate() == 0
