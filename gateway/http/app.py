@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from .bad_requests import quiet_malformed_requests
+from .bad_requests import request_logger
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -18,10 +18,10 @@ HEADER_LIMITS = {"max_line_size": 8190, "max_headers": 32, "max_field_size": 409
 
 
 def make_app(gateway: Gateway) -> web.Application:
-    quiet_malformed_requests()
     # aiohttp's keep-alive timer runs from the connection's opening and from each answer until a request's headers
     # are whole (not while a request is handled): it bounds both the idle connection and the slow headers.
-    handler_args = {"keepalive_timeout": gateway.config.gateway.http_idle_timeout, **HEADER_LIMITS}
+    handler_args = {"keepalive_timeout": gateway.config.gateway.http_idle_timeout, **HEADER_LIMITS,
+                    "logger": request_logger(gateway.complaints)}  # fmt: skip
     app = web.Application(middlewares=[json_errors], handler_args=handler_args)
     app[GATEWAY] = gateway
     app.router.add_get("/health", health)

@@ -8,7 +8,8 @@ aiohttp logs most of these at error level, but a bad method (TLS or an SMPP PDU 
 commonest kind) at debug, and a logger drops a record below its level before its filters run. So aiohttp's
 server logger passes everything to the filter, and the filter checks the gateway's level (the root logger's,
 set by --log-level) itself, once the record is relabelled: one info line per malformed request at info or
-debug, none at warning or above. Its reason is aiohttp's without the request's bytes, which aiohttp quotes: an
+debug, none at warning or above, and from one host only the first few, the rest counted as refused PDUs are (the
+gateway's `complaints`, which each gateway's handlers pass along with their records: `request_logger`). Its reason is aiohttp's without the request's bytes, which aiohttp quotes: an
 SMPP client pointed at this port sends its bind's password, a URL carries a token.
 """
 
@@ -19,7 +20,11 @@ import re
 
 from aiohttp.http_exceptions import HttpProcessingError, InvalidURLError
 
+from gateway.log_budget import LogBudgets
+
 _AIOHTTP_SERVER = logging.getLogger("aiohttp.server")
+_BUDGETS = "complaints"  # the record's attribute with its gateway's log budgets (request_logger)
+_MALFORMED = "malformed HTTP request refused"
 # What aiohttp's message ends with when it quotes the request: llhttp's "<what was wrong>:\n\n  b'<the line>'\n  ^",
 # or a repr of the line or header at its end ("Invalid HTTP header: b'...'", "Bad status line '...'").
 _QUOTED_REQUEST = re.compile(r"""(:\n\n.*|:?\s*b?('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")\W*)$""", re.DOTALL)
@@ -27,16 +32,21 @@ _QUOTED_REQUEST = re.compile(r"""(:\n\n.*|:?\s*b?('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\
 
 class MalformedRequests(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
+        complaints: LogBudgets | None = record.__dict__.pop(_BUDGETS, None)  # (not a field of the line)
         exc = record.exc_info[1] if record.exc_info else None
         # (code 500: aiohttp's own fault, whatever the class; that keeps its traceback)
-        if isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500:
+        malformed = isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500
+        if malformed:
             record.peer = _peer(record)
             record.levelno, record.levelname = logging.INFO, "INFO"
-            record.msg, record.args = "malformed HTTP request refused", ()
+            record.msg, record.args = _MALFORMED, ()
             record.exc_info = record.exc_text = None
             record.status = exc.code
             record.reason = _reason(exc)
-        return record.levelno >= logging.getLogger().getEffectiveLevel()
+        if record.levelno < logging.getLogger().getEffectiveLevel():
+            return False
+        # ("-": no account, as on an SMPP connection before its bind; the counts: server.log_complaints)
+        return not malformed or complaints is None or complaints.allow((record.peer, "-"), _MALFORMED)
 
 
 def _reason(exc: HttpProcessingError) -> str:
@@ -50,6 +60,13 @@ def _reason(exc: HttpProcessingError) -> str:
 def _peer(record: logging.LogRecord) -> str | None:
     """aiohttp's message is "Error handling request from %s" with the client's address as its argument."""
     return str(record.args[0]) if isinstance(record.args, tuple) and record.args else None
+
+
+def request_logger(complaints: LogBudgets) -> logging.LoggerAdapter:
+    """aiohttp's server logger for the handlers of one gateway's HTTP port: its records carry that gateway's log
+    budgets, which the filter applies to the lines about malformed requests."""
+    quiet_malformed_requests()
+    return logging.LoggerAdapter(_AIOHTTP_SERVER, {_BUDGETS: complaints})
 
 
 def quiet_malformed_requests() -> None:
