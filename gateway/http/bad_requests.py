@@ -15,8 +15,11 @@ SMPP client pointed at this port sends its bind's password, a URL carries a toke
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
 import re
+import weakref
 
 from aiohttp.http_exceptions import HttpProcessingError, InvalidURLError
 
@@ -43,6 +46,7 @@ class MalformedRequests(logging.Filter):
             record.exc_info = record.exc_text = None
             record.status = exc.code
             record.reason = _reason(exc)
+            _collect_soon()
         if record.levelno < logging.getLogger().getEffectiveLevel():
             return False
         # ("-": no account, as on an SMPP connection before its bind; the counts: server.log_complaints)
@@ -74,3 +78,25 @@ def quiet_malformed_requests() -> None:
     if not any(isinstance(f, MalformedRequests) for f in _AIOHTTP_SERVER.filters):
         _AIOHTTP_SERVER.addFilter(MalformedRequests())
     _AIOHTTP_SERVER.setLevel(logging.DEBUG)  # every record reaches the filter, which applies the gateway's level
+
+
+def _collect_soon() -> None:
+    """Collect the young generations a second after a malformed request (once for any number of them). Its handler,
+    parser, exception and the frames of its traceback hold each other, with the request's bytes, in cycles only the
+    collector frees, and gctune's thresholds make a collection rare: 400 connections each sending 960 KB of headers
+    left the gateway at 715 MB after they closed, 1,050 MB after the next 400 (one collection a second: 124-151 MB)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # (logged outside an event loop: no connection of ours)
+        return
+    if loop not in _COLLECTING:
+        _COLLECTING.add(loop)
+        loop.call_later(1.0, _collect, loop)
+
+
+_COLLECTING: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()  # loops with a collection to come
+
+
+def _collect(loop: asyncio.AbstractEventLoop) -> None:
+    _COLLECTING.discard(loop)
+    gc.collect(1)

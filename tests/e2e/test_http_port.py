@@ -76,3 +76,27 @@ def test_http_connections_count_toward_the_open_file_limit(tmp_path: Path, start
         for link in links:
             link.close()
     assert gateway.terminate() == 0
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+
+
+def test_what_malformed_requests_held_is_freed_once_they_are_answered(tmp_path: Path, start_gateway) -> None:
+    """A malformed request's handler, parser, exception and the request's bytes hold each other in cycles only the
+    collector frees, which the gateway's collector thresholds make rare: each request of 120 headers of 8,000 octets
+    (refused 400 at its 33rd) left ~0.9 MB behind for good. Those of 150 such requests are freed in seconds."""
+    gateway = start_gateway(tmp_path / "gw.db")
+    try:
+        before = rss_mb(gateway.proc.pid)
+        headers = b"".join(b"X-%d: %s\r\n" % (n, b"v" * 8000) for n in range(120))
+        links = [socket.create_connection(("127.0.0.1", gateway.http_port), timeout=10) for _ in range(150)]
+        for link in links:
+            link.sendall(REQUEST + headers)
+        for link in links:
+            assert link.recv(65536).startswith(b"HTTP/1.0 400 Bad Request")
+            link.close()
+        assert eventually(lambda: rss_mb(gateway.proc.pid) < before + 40, 10), (before, rss_mb(gateway.proc.pid))
+    finally:
+        assert gateway.terminate() == 0
