@@ -33,7 +33,10 @@ Everything follows the operator's calendar (`ctx.local_date`, UTC+8 by default):
   handlers/subscriptions.py; an order confirmed before it that commits after
   the run gets the charges the run would have made: `charges_missed`). Never
   twice for the same (subscription, month):
-  existing charges are skipped.
+  existing charges are skipped. A subscription whose service is no longer in
+  the catalogue (`0000` lists it as "不再收取信息费") is not charged, and the
+  run ends it (cancelled, channel "billing", event detail "withdrawn"): the
+  service back in the catalogue later charges it no more without a new order.
 - Jobs: `run_due_jobs` (every 30 s from the gateway, and on demand) runs billing
   for the current month once it is the billing day or later and it has not run
   yet, and for every month since the first run that has none (a gateway that was
@@ -63,12 +66,13 @@ from .base import Outcome, ServiceContext
 from .billing_calendar import billing_moment, month_of, month_start, period_of
 from .pages import paginate
 from .sp_notice import sp_notice
-from .subscriptions import naming_text, subscription_event, yuan
+from .subscriptions import ended, naming_text, subscription_event, yuan
 
 log = get_logger("billing")
 
 SERIAL_KEY = "*billing"  # the serial key of billing, reminders and disputes (no subscriber's number starts with *)
 REMINDED = "reminded"  # the SubscriptionEvent of a subscription's reminder
+WITHDRAWN = "withdrawn"  # the detail of the "cancelled" event of a subscription billing found withdrawn from the catalogue
 # A reminder run looks again at orders from this long before the last run of the month (JobRun "reminders"):
 # an order decided before that run whose commit landed after it. Overlap costs nothing (REMINDED events).
 REMINDER_OVERLAP = 600.0
@@ -190,8 +194,9 @@ async def bill_on_demand(ctx: ServiceContext, now: float) -> AsyncIterator[Outco
 
 async def run_billing(ctx: ServiceContext, now: float, month: dt.date | None = None) -> AsyncIterator[Outcome]:
     """Charge a month's fee (this month's unless `month` says) for every subscription out of its trial that was
-    active at the month's billing moment (idempotent). In parts of COMMIT_CHUNK charges, the month's run
-    (JobRun) in the last: a run cut short (a crash) is done again, and charges only those it had not charged."""
+    active at the month's billing moment (idempotent), and end every one to a service withdrawn from the catalogue.
+    In parts of COMMIT_CHUNK charges or endings, the month's run (JobRun) in the last: a run cut short (a crash)
+    is done again, and charges or ends only those it had not."""
     month = month or month_start(ctx.local_date(now))
     period = period_of(month)
     # Who pays is decided at the billing moment (midnight starting the billing day, "每月1日0时"), whenever this
@@ -199,7 +204,7 @@ async def run_billing(ctx: ServiceContext, now: float, month: dt.date | None = N
     # sent after it is ("下月起不再收取信息费"), and a month billed late is billed as it stood then.
     billed_at = billing_moment(ctx, month)
     out_of_trial = ctx.local_midnight(month)
-    active = await ctx.store.scan(Subscription, status="active", trial_until__lte=out_of_trial)
+    active = await ctx.store.scan(Subscription, status="active")  # (also those in their trial: to end the withdrawn)
     cancelled_since = await ctx.store.scan(
         Subscription, status="cancelled", trial_until__lte=out_of_trial, cancelled_at__gte=billed_at
     )
@@ -213,9 +218,11 @@ async def run_billing(ctx: ServiceContext, now: float, month: dt.date | None = N
         if entry is None:
             log.warning("not charged: service no longer in the catalogue", subscription=subscription.id,
                         service_id=subscription.service_id, period=period)  # fmt: skip
-            continue
-        outcome.put(*_charge(ctx, subscription, entry.fee, period, now))
-        if len(outcome.effects) >= 2 * COMMIT_CHUNK:  # a Charge and its SubscriptionEvent each
+            if subscription.status == "active":  # `0000` told the subscriber it is no longer charged: never again
+                outcome.put(*ended(ctx, subscription, "billing", now, WITHDRAWN))
+        elif subscription.trial_until <= out_of_trial:
+            outcome.put(*_charge(ctx, subscription, entry.fee, period, now))
+        if len(outcome.effects) >= 2 * COMMIT_CHUNK:  # a Charge, or an ending, and its SubscriptionEvent each
             yield outcome
             outcome = Outcome()
     yield outcome.put(JobRun("billing", period, now))

@@ -68,6 +68,15 @@ def naming_text(
     return ctx.text(key, language, **names(entry, language), **values)
 
 
+def ended(
+    ctx: ServiceContext, subscription: Subscription, channel: str, now: float, detail: str = ""
+) -> tuple[Subscription, SubscriptionEvent]:
+    """The subscription cancelled at `now` and its "cancelled" event: what the listing, the SP content guard and
+    billing read as ended (an unsubscription, or billing finding its service withdrawn)."""
+    cancelled = replace(subscription, status="cancelled", cancelled_at=now, cancel_channel=channel)
+    return cancelled, subscription_event(ctx, subscription.id, subscription.msisdn, "cancelled", channel, now, detail)
+
+
 async def cancel(
     ctx: ServiceContext,
     subscription: Subscription,
@@ -82,9 +91,7 @@ async def cancel(
     `entry` is the subscription's catalogue service (ctx.catalogue.get(subscription.service_id));
     with None (a service since removed from the catalogue) there is no SP to notify.
     """
-    cancelled = replace(subscription, status="cancelled", cancelled_at=now, cancel_channel=channel)
-    event = subscription_event(ctx, subscription.id, subscription.msisdn, "cancelled", channel, now)
-    outcome = Outcome().put(cancelled, event).extend(await _charges_voided(ctx, subscription, channel, now))
+    outcome = Outcome().put(*ended(ctx, subscription, channel, now)).extend(await _charges_voided(ctx, subscription, channel, now))
     text = naming_text(ctx, "unsubscribe.done", language, entry, subscription.service_id)
     outcome.reply(subscription.msisdn, text, ctx.settings.operator)
     if entry is not None:

@@ -19,7 +19,9 @@ from handlers.sp_notice import parse_sp_notice
 from tests.e2e.test_confirmation import (
     OPERATOR,
     SINA,
+    SMSGW_RNOSUBSCRIPTION,
     ask,
+    content_status,
     order,
     replies,
     subscriptions,
@@ -243,6 +245,42 @@ def test_a_charge_for_a_service_withdrawn_since_is_refunded_naming_it_by_its_id(
     tencent_rx.expect_none(0.2)  # no SP is known to bear it
 
 
+
+def test_a_service_withdrawn_at_a_billing_run_ends_its_subscriptions_and_is_not_charged_when_it_comes_back(
+    make_gateway, handset, clock, tmp_path
+):
+    """`0000` told the subscriber a withdrawn service is "不再收取信息费", and December's billing did not charge it;
+    the gateway restarted with it back in the catalogue charged January with no new confirmation (SPEC 3.2)."""
+    db = tmp_path / "gw.db"
+    first = make_gateway(clock=clock, db_path=db, gateway={"job_check_interval": 3600})
+    phone = handset(B, gw=first, address_range=B)
+    subscribe(phone, "TT")  # 10 November: charged from December
+    clock.set(at(2026, 11, 25, 9))
+    in_trial = handset(C, gw=first, address_range=C)
+    subscribe(in_trial, "TT")  # free through December: not charged when withdrawn, but ended too
+    phone.close()
+    in_trial.close()
+    first.stop()
+    withdrawn = make_gateway(clock=clock, db_path=db, gateway={"job_check_interval": 3600},
+                             catalogue=catalogue_without("sina-news"))  # fmt: skip
+    phone = handset(B, gw=withdrawn, address_range=B)
+    assert "1.sina-news（该业务已下线，不再收取信息费）；" in ask(phone, "0000")
+    clock.set(at(2026, 12, 1, 0, 5))
+    withdrawn.call(withdrawn.gateway.services.run_billing())
+    phone.close()
+    withdrawn.stop()
+    clock.set(at(2027, 1, 1, 0, 5))
+    back = make_gateway(clock=clock, db_path=db, gateway={"job_check_interval": 3600})
+    back.call(back.gateway.services.run_billing())
+    assert back.call(back.gateway.store.find(Charge)) == []
+    for msisdn in (B, C):
+        [ended] = subscriptions(back, msisdn)
+        assert (ended.status, ended.cancel_channel) == ("cancelled", "billing")
+        assert ended.cancelled_at == pytest.approx(at(2026, 12, 1, 0, 5), abs=60)  # by December's run
+        [event] = back.call(back.gateway.store.find(SubscriptionEvent, subscription_id=ended.id, event="cancelled"))
+        assert event.detail == "withdrawn"
+    assert ask(handset(B, gw=back, address_range=B), "0000") == "您目前没有定制任何梦网业务。"
+    assert content_status(handset(SINA, system_id="sina", bind="tx", gw=back), B) == SMSGW_RNOSUBSCRIPTION
 
 def test_sp_notices_wait_for_an_sp_off_line_over_a_weekend(make_gateway, handset):
     """Order-relation notices are stored until the SP binds: not the 48 h of an ordinary MT (SPEC 3.1, 3.2)."""
