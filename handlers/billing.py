@@ -20,7 +20,9 @@ Everything follows the operator's calendar (`ctx.local_date`, UTC+8 by default):
   reminded once (a "reminded" SubscriptionEvent), on the first check that finds
   it: one text for all of them on the 21st, another for an order of the 22nd.
   A JobRun "reminders" per month marks the last run, so the checks every 30 s
-  of the reminder days read only the orders since (not the month's all). A
+  of the reminder days read only the orders since (not the month's all); an
+  order whose confirmation was received before that run and committed after it
+  (a retry) deletes it, and the next check reads the month's orders again. A
   gateway down over every reminder day sends them at its first check after
   (the seed: reminded twice before any charge, "在正式收费前,都进行两次提醒确认").
   As in the seed, a reminder longer than one SMS goes out as separate SMS cut
@@ -228,14 +230,17 @@ async def run_billing(ctx: ServiceContext, now: float, month: dt.date | None = N
     yield outcome.put(JobRun("billing", period, now))
 
 
-async def runs_voided_by_an_order(ctx: ServiceContext, now: float) -> list[Delete]:
-    """A subscription ordered at `now` before billing or reminder runs recorded later (a simulated clock set back
+async def runs_voided_by_an_order(ctx: ServiceContext, ordered_at: float, now: float) -> list[Delete]:
+    """A subscription confirmed at `now` before billing or reminder runs recorded later (a simulated clock set back
     before them: QA ordering in a month already billed or reminded) would be missed by them even once the clock is
     past them again (they count once `ran_at <= now`: `_months_unbilled`, and `send_reminders` reads only the orders
     since the month's last run): they are deleted with the order, and those jobs run again when due (each
-    subscription charged once, reminded once). None with a clock that only goes forward."""
-    runs = await ctx.store.find(JobRun, ran_at__gt=now)
-    return [Delete(JobRun, (run.job, run.period)) for run in runs]
+    subscription charged once, reminded once). So is a reminder run made since the confirmation was received
+    (`ordered_at`, the subscription's time), which could not see it: its handling retried, or replayed at a start,
+    for longer than REMINDER_OVERLAP (the reminders read the month's orders again at the next check; billing
+    runs missed have `charges_missed`)."""
+    runs = await ctx.store.find(JobRun, ran_at__gt=min(ordered_at, now))
+    return [Delete(JobRun, (run.job, run.period)) for run in runs if run.ran_at > now or run.job == "reminders"]
 
 
 async def charges_missed(ctx: ServiceContext, subscription: Subscription, now: float) -> list[Charge | SubscriptionEvent]:

@@ -218,7 +218,7 @@ async def _confirm(inbound: Inbound, ctx: ServiceContext, language: str, outcome
     outcome.put(subscription, event).reply(msisdn, notice, operator)
     if billed_since(ctx, now, ctx.clock.now()):  # confirmed before a billing run, committed after it (a retry)
         outcome.put(*await charges_missed(ctx, subscription, ctx.clock.now()))
-    outcome.effects.extend(await runs_voided_by_an_order(ctx, ctx.clock.now()))
+    outcome.effects.extend(await runs_voided_by_an_order(ctx, now, ctx.clock.now()))
     outcome.replies.append(sp_notice(ctx, entry, msisdn, "ORDER", order.channel, now))
     return outcome
 

@@ -355,6 +355,28 @@ def test_an_operators_run_before_the_reminder_days_does_not_stand_for_them(make_
     assert first.startswith("(1/2)中国移动温馨提示") and second.startswith("(2/2)")
 
 
+def test_a_confirmation_retried_after_a_reminder_run_is_reminded_at_the_next_check(make_gateway, handset, clock):
+    """A Y received at 23:55 on the 20th whose handling failed and was retried after the 21st's reminder run, more
+    than REMINDER_OVERLAP (600 s) after it was received (a long mo_retry_backoff, a store outage): the later checks
+    read only orders from 600 s before that run, and the subscription was charged on 1 December unreminded."""
+    gw = make_gateway(clock=clock, gateway={"job_check_interval": 3600, "mo_retry_backoff": [2.0]})
+    phone = handset(A, gw=gw, address_range=A)
+    clock.set(at(2026, 11, 20, 23, 50))
+    order(phone, "TT")
+    operator = gw.gateway.mo.short_codes[OPERATOR]
+    operator.handler = failing = FailingFirst(operator.handler)
+    clock.set(at(2026, 11, 20, 23, 55))
+    assert phone.submit(OPERATOR, "Y").status == ESME_ROK  # free in November, charged from December
+    assert failing.called.wait(5)
+    clock.set(at(2026, 11, 21, 0, 10))
+    gw.call(gw.gateway.services.run_due_jobs())  # the 21st's reminders, before the retry
+    assert failing.calls == 1, "the retry came before the reminder run"
+    assert "当月免信息费" in replies(phone)[0]  # the retry
+    clock.set(at(2026, 11, 22, 9))
+    gw.call(gw.gateway.services.run_due_jobs())
+    first, second = replies(phone, 2)
+    assert first.startswith("(1/2)中国移动温馨提示") and "头条新闻" in first and second.startswith("(2/2)")
+
 def test_billing_on_demand_after_missed_1sts_bills_every_month_missed(make_gateway, handset, clock):
     """An operator runs billing as soon as a gateway that was down over two 1sts is back, before its job check."""
     gw = make_gateway(clock=clock, gateway={"job_check_interval": 3600})  # billing when the test says
