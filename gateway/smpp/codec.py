@@ -58,12 +58,13 @@ class FramingError(PduError):
     frames: list[bytes] = []
 
 
-def split_frames(buffer: bytearray) -> list[bytes]:
+def split_frames(buffer: bytearray, max_length: int = MAX_PDU_LENGTH) -> list[bytes]:
     """Remove every complete PDU from the front of `buffer` and return them.
 
-    Raises FramingError when a command_length is impossible; the stream cannot
-    be resynchronised after that. A header is judged only once all 16 octets
-    are there, so the generic_nack can carry its sequence number however the
+    Raises FramingError when a command_length is impossible (below 16 or above
+    `max_length`); the stream cannot be resynchronised after that, and the bad
+    header stays in `buffer`. A header is judged only once all 16 octets are
+    there, so the generic_nack can carry its sequence number however the
     stream was cut.
     """
     frames: list[bytes] = []
@@ -76,7 +77,7 @@ def split_frames(buffer: bytearray) -> list[bytes]:
     with memoryview(buffer) as view:
         while size - pos >= HEADER_LENGTH:
             (length,) = COMMAND_LENGTH.unpack_from(buffer, pos)
-            if length < HEADER_LENGTH or length > MAX_PDU_LENGTH:
+            if length < HEADER_LENGTH or length > max_length:
                 _length, command_id, _status, sequence = HEADER.unpack_from(buffer, pos)
                 error = FramingError(S.ESME_RINVCMDLEN, f"command_length {length} out of range", command_id, sequence)
                 error.frames = frames

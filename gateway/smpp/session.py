@@ -24,7 +24,14 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from .codec import FramingError, PduError, decode_pdu, encode_pdu, split_frames
+from .codec import (
+    MAX_PDU_LENGTH,
+    FramingError,
+    PduError,
+    decode_pdu,
+    encode_pdu,
+    split_frames,
+)
 from .constants import RESPONSE_BIT, CommandId, CommandStatus
 from .pdu import RESPONSE_OF, EnquireLinkResp, GenericNack, Pdu, UnbindResp
 
@@ -98,6 +105,11 @@ _ENQUIRE_LINK, _UNBIND, _UNBIND_RESP = int(C.ENQUIRE_LINK), int(C.UNBIND), int(C
 # Our own requests a peer's unbind_resp does not wait for: an unbind of ours that crossed the peer's would
 # otherwise wait for the peer, which waits for us, until response_timeout; an enquire_link carries nothing.
 _LINK_REQUESTS = frozenset({_ENQUIRE_LINK, _UNBIND})
+# The longest PDU the gateway reads from a peer not bound yet, where MAX_PDU_LENGTH let any connection, without
+# credentials, have it buffer 70,000 octets. The longest bind is 98 octets (system_id 16, password 9, system_type 13,
+# address_range 41, three of one octet); nothing else a peer may send then is longer (an unknown command is nacked
+# from its header). 1 KiB leaves a bind whose field overruns its size the field's own status, not a closed link.
+MAX_PDU_LENGTH_BEFORE_BIND = 1024
 
 
 @dataclass(slots=True)
@@ -175,8 +187,7 @@ class Session:
         self.last_received_at = self.last_sent_at = clock()
         self._enquired_at = -math.inf  # when our last enquire_link went out (enquire_link_due)
         self._buffer = bytearray()
-        # (frames, framing error) read behind a bind whose answer the application has yet to send: `resume`
-        self.held: tuple[list[bytes], FramingError | None] | None = None
+        self.held: list[bytes] | None = None  # frames read behind a bind whose answer the application has yet to send: `resume`
         self._outbox: list[bytes] = []
         self._sequence = 0
         self._owed = 0  # requests received that the application has yet to answer
@@ -185,6 +196,8 @@ class Session:
         self.halted = False  # no more requests go out: closed, or a framing error (its answers could not be read)
         self._receivable = RECEIVABLE[side]
         self._sendable = RECEIVABLE[_PEER[side]]
+        # (A client keeps MAX_PDU_LENGTH: the SMSC it chose to connect to is no stranger.)
+        self._max_length_before_bind = MAX_PDU_LENGTH_BEFORE_BIND if side is Side.SMSC else MAX_PDU_LENGTH
 
     # ------------------------------------------------------------ input
     def receive_data(self, data: bytes) -> list[Event]:
@@ -193,22 +206,24 @@ class Session:
         self.last_received_at = self.clock()
         self._buffer += data
         framing_error: FramingError | None = None
-        frames: list[bytes] = []
-        if self.held is not None:
-            frames, framing_error = self.held
-            self.held = None
-        if framing_error is None:  # (after one, the stream cannot be read on)
-            try:
-                frames += split_frames(self._buffer)
-            except FramingError as exc:
-                framing_error = exc
-                frames += exc.frames
+        frames: list[bytes] = self.held or []
+        self.held = None
+        state = self.state
+        max_length = self._max_length_before_bind if state is _OPEN or state is _BINDING else MAX_PDU_LENGTH
+        try:
+            frames += split_frames(self._buffer, max_length)
+        except FramingError as exc:
+            # Without its traceback: that holds this frame, which holds it (a cycle only the collector frees, and
+            # seldom: gctune), and `data` and the session's buffer with it, long after the connection closed.
+            framing_error = exc.with_traceback(None)
+            frames += exc.frames
         events: list[Event] = []
         for i, frame in enumerate(frames):
             if self.state is _BINDING:
                 # What follows a bind is read once the application has answered it (`resume`): else a submit_sm
-                # in the same read as its bind was refused ESME_RINVBNDSTS, one read a moment later taken.
-                self.held = (frames[i:], framing_error)
+                # in the same read as its bind was refused ESME_RINVBNDSTS, one read a moment later taken. Its
+                # command_length is judged then too (a bad header stays in the buffer): bound, a long one is fine.
+                self.held = frames[i:]
                 return events
             try:
                 pdu = decode_pdu(frame)
@@ -219,7 +234,7 @@ class Session:
             if event is not None:
                 events.append(event)
         if framing_error is not None and self.state is _BINDING:
-            self.held = ([], framing_error)
+            self.held = []
             return events
         if framing_error is not None:
             # A length we cannot trust: answer once and give up on the stream. The requests before it are

@@ -16,18 +16,21 @@ from tests.smpp_handset import (
     ESME_RALYBND,
     ESME_RBINDFAIL,
     ESME_RINVBNDSTS,
+    ESME_RINVCMDLEN,
     ESME_RINVPASWD,
     ESME_RINVSYSID,
     ESME_ROK,
     Handset,
     RawLink,
     encoded,
+    frame,
     text,
 )
 
 A = "8613800000001"  # account handset
 B = "8613700000001"  # account handset2
 ECHO = "10086000"
+SUBMIT_SM = 0x00000004
 
 
 @pytest.mark.parametrize("mode", ["tx", "rx", "trx"])
@@ -110,6 +113,33 @@ def test_submissions_written_with_their_bind_are_taken_as_bound(gateway, handset
         assert [(r.command, r.sequence, r.status) for r in (link.read() for _ in range(4))] == [
             ("bind_transceiver_resp", 1, ESME_ROK), *(("submit_sm_resp", n, ESME_ROK) for n in range(2, 5))]  # fmt: skip
     assert sorted(text(pdu) for pdu in b.expect_many(3)) == [f"pipelined {n}" for n in range(2, 5)]
+
+
+@pytest.mark.parametrize("before", [b"", encoded("bind_transceiver", 1, system_id="handset", password="guess")],
+                         ids=["no bind", "a bind refused"])
+def test_a_peer_not_bound_gets_no_pdu_longer_than_a_bind_buffered(gateway, before):
+    """Any connection, without credentials, had the gateway buffer a PDU up to 70,000 octets long: 4000 of them
+    sending all but the end of one took 280 MB, for bind_timeout, again and again. Before a bind is accepted a
+    command_length over 1024 (the longest bind is 98) is answered as one over 70,000 is, at once."""
+    with RawLink(gateway.smpp_port) as link:
+        link.send(before + frame(SUBMIT_SM, 7, length=70_000) + b"x" * 2000)
+        if before:
+            assert link.read().status == ESME_RINVPASWD
+        nack = link.read()
+        assert (nack.command, nack.status, nack.sequence) == ("generic_nack", ESME_RINVCMDLEN, 7)
+        assert link.is_closed()
+
+
+def test_a_long_submission_written_with_its_bind_is_taken(gateway, handset):
+    """What follows a bind in the same write is read once the bind is answered, its length too: bound, a PDU up to
+    70,000 octets is taken."""
+    b = handset(B)
+    long_text = encoded("data_sm", 2, source_addr=A, destination_addr=B, data_coding=0, message_payload=b"y" * 5000)
+    with RawLink(gateway.smpp_port) as link:
+        link.send(encoded("bind_transceiver", 1, system_id="handset", password="handset") + long_text)
+        assert [(r.command, r.sequence, r.status) for r in (link.read(), link.read())] == [
+            ("bind_transceiver_resp", 1, ESME_ROK), ("data_sm_resp", 2, ESME_ROK)]  # fmt: skip
+    assert text(b.expect()) == "y" * 5000
 
 
 def test_an_enquire_link_written_with_its_bind_is_answered_at_once(gateway):

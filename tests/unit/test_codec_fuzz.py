@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from gateway.smpp.codec import MAX_PDU_LENGTH, PduError, decode_pdu, encode_pdu, split_frames
 from gateway.smpp.constants import CommandId, CommandStatus
 from gateway.smpp.pdu import PDU_CLASSES, RESPONSE_OF, BindTransmitter, EnquireLink, Pdu, SubmitSm, response_to
-from gateway.smpp.session import Received, Rejected, Session, Side, State
+from gateway.smpp.session import MAX_PDU_LENGTH_BEFORE_BIND, Received, Rejected, Session, Side, State
 
 from .test_codec_roundtrip import COMMAND_IDS, SM, SPEC_FIELDS, Case, cases
 
@@ -116,7 +116,7 @@ def model(stream: bytes) -> tuple[list[tuple], list[tuple], bool]:
     pos = 0
     while len(stream) - pos >= 16:
         length, command_id, _status, sequence = HEADER.unpack_from(stream, pos)
-        if length < 16 or length > MAX_PDU_LENGTH:
+        if length < 16 or length > MAX_PDU_LENGTH_BEFORE_BIND:  # (feed's session never binds)
             # The stream cannot be resynchronised: one generic_nack, nothing more is read, and the session
             # closes once the requests before it are answered (at once when none waits for the application).
             answers.append((C.GENERIC_NACK, S.ESME_RINVCMDLEN, sequence))

@@ -6,6 +6,9 @@ data_to_send()/receive_data(); the "applications" on top are the test code.
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -530,6 +533,22 @@ def test_after_a_framing_error_the_requests_before_it_are_answered_then_the_sess
     assert [(p.command_id, p.sequence_number) for p in answers(smsc)] == [
         (C.GENERIC_NACK, 99), (C.SUBMIT_SM_RESP, first.sequence_number)
     ]  # fmt: skip
+
+
+def test_a_session_closed_by_a_framing_error_is_freed_at_once_with_what_it_read():
+    """The error, kept with its traceback, made a cycle with the frame that read it: the session and what it read (a
+    70,000-octet PDU's start, from a client never bound) stayed until the collector ran, seldom in the gateway (gctune):
+    4000 such connections, each closed at once, still held 220 MB."""
+    session = Session(Side.SMSC)
+    session.receive_data((70_000).to_bytes(4, "big") + int(C.SUBMIT_SM).to_bytes(4, "big") + bytes(8) + bytes(60_000))
+    assert session.state is CLOSED
+    gone = weakref.ref(session)
+    gc.disable()  # (freed by reference counting alone, not by a collection that happened to run)
+    try:
+        del session
+        assert gone() is None
+    finally:
+        gc.enable()
 
 
 def test_requests_the_session_answers_itself_do_not_hold_the_unbind():
