@@ -155,7 +155,8 @@ class MoProcessor:
         self.observe = observe  # sees every committed effect (the submission guards)
         self.after_dialogue = after_dialogue  # a dialogue ended (survey sampling): what follows it, if anything
         self.reassembler: Reassembler[tuple[bytes, int]] = Reassembler(
-            timeout=reassembly_timeout, on_evict=self._dropped, max_per_owner=max_incomplete_per_subscriber
+            timeout=reassembly_timeout, on_evict=self._dropped, max_per_owner=max_incomplete_per_subscriber,
+            octets=lambda part: len(part[0]),  # a part is (its octets, its data_coding)
         )
         self._parts: dict[tuple, dict[int, Message]] = {}  # the parts of long MOs received so far, by seqnum
         self._whole: dict[str, tuple[Message, ...]] = {}  # last part's id -> all parts of a long MO being handled

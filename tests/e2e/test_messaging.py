@@ -476,6 +476,24 @@ def test_a_subscriber_starting_long_mos_it_never_ends_pushes_out_only_its_own(ma
     assert text(b.expect()) == "HELLO WORLD"
 
 
+def test_long_mos_never_ended_are_held_to_a_number_of_octets_too(make_gateway, handset):
+    """Incomplete long MOs were limited in number only: a bind sending parts of 60,000 octets it never ended (8 texts
+    a subscriber, over many subscribers) grew the gateway by 12 MB a second. When the octets held pass the limit
+    (64 MiB; 100,000 here), the oldest text of the subscriber with the most waiting ends, as for the count."""
+    gw = make_gateway()
+    gw.gateway.mo.reassembler.max_octets = 100_000  # (64 MiB in service)
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    assert b.submit(ECHO, b"\x05\x00\x03\x07\x02\x01HELLO ", esm_class=ESM_UDHI).status == ESME_ROK
+    ids = [a.data_sm(ECHO, bytes([5, 0, 3, n, 2, 1]) + b"x" * 40_000, esm_class=ESM_UDHI, registered_delivery=1)
+           for n in range(3)]  # fmt: skip
+    receipt = receipt_fields(a.expect(predicate=is_receipt))
+    assert (receipt["id"], receipt["stat"]) == (ids[0].message_id.decode(), "UNDELIV")  # A's oldest, for A's third
+    assert b.submit(ECHO, b"\x05\x00\x03\x07\x02\x02WORLD", esm_class=ESM_UDHI).status == ESME_ROK
+    assert text(b.expect()) == "HELLO WORLD"
+    a.expect_none(0.3, predicate=is_receipt)  # A's other two wait
+    assert gw.gateway.mo.reassembler.octets == 80_000
+
+
 def test_a_part_sent_again_takes_the_place_of_the_copy_held(make_gateway, handset):
     """Each copy of a part was kept in memory until the text was whole (60 KB each, as often as a client sent
     it) and all were answered delivered. The last copy stands for the part now; the one it replaced ends."""

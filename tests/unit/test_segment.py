@@ -334,6 +334,25 @@ def test_reassembler_max_sets_evicts_oldest() -> None:
     assert r.add("k", Concat(3, 2, 2), b"c2", now=3) == [b"c", b"c2"]
 
 
+def test_the_octets_held_are_bounded_as_the_sets_are() -> None:
+    """Parts that take the octets held over max_octets end the oldest set of the owner with the most, as a set too
+    many does; a copy sent again counts once, and a set that ends, whole or not, counts no more."""
+    evicted = []
+    r = Reassembler(max_octets=10, on_evict=lambda key, reference, bodies: evicted.append((key, reference)))
+    assert r.add("victim", Concat(9, 2, 1), b"vv", now=0, owner="v") is None
+    assert r.add("g", Concat(1, 2, 1), b"gggg", now=0, owner="g") is None
+    assert r.add("g", Concat(1, 2, 1), b"ggg", now=0, owner="g") is None  # (in place of the first copy)
+    assert r.octets == 5 and not evicted
+    assert r.add("g", Concat(2, 3, 1), b"hhh", now=0, owner="g") is None
+    assert r.add("g", Concat(2, 3, 2), b"hhh", now=0, owner="g") is None  # 11: g's oldest goes
+    assert evicted == [("g", 1)] and r.octets == 8
+    assert r.add("victim", Concat(9, 2, 2), b"w", now=0, owner="v") == [b"vv", b"w"]
+    assert r.octets == 6
+    assert r.add("g", Concat(2, 3, 3), b"x" * 20, now=0, owner="g") == [b"hhh", b"hhh", b"x" * 20]  # whole: none held
+    assert r.add("g", Concat(3, 2, 1), b"x" * 20, now=0, owner="g") is None  # more than all: itself goes
+    assert evicted == [("g", 1), ("g", 3)] and r.octets == 0 and len(r) == 0
+
+
 def test_reassembler_rejects_impossible_concat() -> None:
     with pytest.raises(ValueError):
         Reassembler().add("k", Concat(1, 2, 3), b"", now=0)
