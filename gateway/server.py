@@ -516,7 +516,9 @@ class SmppConnection(asyncio.Protocol):
         self._pump()
         self._expire_queued()
         if self.account is None and session.clock() >= self._bind_by:
-            log.warning("not bound within bind_timeout; closing", peer=self.peer, seconds=self.gateway.config.gateway.bind_timeout)
+            if self.may_log("not bound within bind_timeout; closing"):  # (one host can open thousands a second)
+                log.warning("not bound within bind_timeout; closing", peer=self.peer,
+                            seconds=self.gateway.config.gateway.bind_timeout)  # fmt: skip
             self.close()
             return
         if session.answers_overdue():

@@ -694,6 +694,25 @@ def test_refused_binds_of_a_peer_in_a_reconnect_loop_are_logged_for_the_first_fe
     assert (counted["peer"], counted["count"]) == ("127.0.0.1", 15)
 
 
+def test_connections_closed_for_never_binding_are_logged_for_the_first_few_and_then_counted(
+    tmp_path: Path, start_gateway
+) -> None:
+    """A line each: 4000 connections from one host, without credentials, never binding wrote 4000 lines (660 a
+    second possible) when bind_timeout closed them. Now as a refused PDU's: the first few logged, the rest counted."""
+    gateway = start_gateway(tmp_path / "gw.db", config_file(tmp_path, bind_timeout=1))
+    links = [RawLink(gateway.smpp_port) for _ in range(8)]
+    try:
+        assert all(link.is_closed(timeout=5) for link in links)
+    finally:
+        for link in links:
+            link.close()
+    assert gateway.terminate() == 0
+    closed = logged(gateway, "not bound within bind_timeout; closing")
+    assert [(r["level"], r["seconds"]) for r in closed] == [("warning", 1)] * 5
+    [counted] = logged(gateway, "not bound within bind_timeout; closing: more not logged")
+    assert (counted["peer"], counted["account"], counted["count"]) == ("127.0.0.1", "-", 3)
+
+
 def _status(link: RawLink) -> int:
     data = link.read_frame()
     assert data is not None
