@@ -183,11 +183,12 @@ class SmppConnection(asyncio.Protocol):
                             sequence=event.sequence_number)
         self.flush()
 
-    def may_log(self, kind: str) -> bool:
+    def may_log(self, kind: str, account: str | None = None) -> bool:
         """Whether a line about a refused PDU of `kind` (its event and status) is to be written: the first few of
-        each kind from this peer's host and account are, the rest are counted (`<kind>: more not logged`,
-        `log_complaints`). Not per connection: a peer in a reconnect loop had a fresh budget each time."""
-        return self.gateway.complaints.allow((self.host, self.system_id), kind)
+        each kind from this peer's host and account (`account`, else the bound one's) are, the rest are counted
+        (`<kind>: more not logged`, `log_complaints`). Not per connection: a peer in a reconnect loop had a fresh
+        budget each time."""
+        return self.gateway.complaints.allow((self.host, account or self.system_id), kind)
 
     def log_refused_submission(self, status: str, reason: str, source: str, dest: str | None, **fields: str) -> None:
         """A submission from `source` to `dest` (None: a distribution list, in `fields`) refused with `status`: logged
@@ -264,7 +265,10 @@ class SmppConnection(asyncio.Protocol):
         gateway = self.gateway
         account, status, reason = gateway.accounts.authenticate(pdu.system_id, pdu.password)  # type: ignore[attr-defined]
         if account is None:
-            if self.may_log(f"bind refused ({S.name_of(status)})"):  # a password guesser sends ~15,000 a second
+            # Counted under the account it names, if there is one: the count line says whose password is guessed.
+            # (Not a system_id of none: a client trying made-up ones would get first lines for each.)
+            tried = pdu.system_id if gateway.accounts.get(pdu.system_id) is not None else None  # type: ignore[attr-defined]
+            if self.may_log(f"bind refused ({S.name_of(status)})", tried):  # a password guesser sends ~15,000 a second
                 log.warning("bind refused", peer=self.peer, system_id=pdu.system_id, status=S.name_of(status),  # type: ignore[attr-defined]
                             reason=reason)  # fmt: skip
             self.session.send(response_to(pdu, status))

@@ -694,6 +694,23 @@ def test_refused_binds_of_a_peer_in_a_reconnect_loop_are_logged_for_the_first_fe
     assert (counted["peer"], counted["count"]) == ("127.0.0.1", 15)
 
 
+def test_the_count_of_refused_binds_names_the_account_whose_password_is_guessed(tmp_path: Path, start_gateway) -> None:
+    """'bind refused (ESME_RINVPASWD): more not logged' with count 50925 said account "-" (the connection is not
+    bound): which account was being guessed went unsaid. A system_id of no account stays "-": a client making them
+    up gets no first lines for each."""
+    gateway = start_gateway(tmp_path / "gw.db")
+    with RawLink(gateway.smpp_port) as guesser:
+        guesser.send(b"".join(encoded("bind_transceiver", n, system_id="handset2", password=f"guess{n}") for n in range(1, 21))
+                     + b"".join(encoded("bind_transceiver", n, system_id=f"nobody{n}", password="x") for n in range(21, 41)))
+        assert [answer(guesser, n)[0] for n in range(1, 41)] == [ESME_RINVPASWD] * 20 + [ESME_RINVSYSID] * 20
+    assert gateway.terminate() == 0
+    assert len(logged(gateway, "bind refused")) == 10
+    [guessed] = logged(gateway, "bind refused (ESME_RINVPASWD): more not logged")
+    assert (guessed["peer"], guessed["account"], guessed["count"]) == ("127.0.0.1", "handset2", 15)
+    [made_up] = logged(gateway, "bind refused (ESME_RINVSYSID): more not logged")
+    assert (made_up["account"], made_up["count"]) == ("-", 15)
+
+
 def test_connections_closed_for_never_binding_are_logged_for_the_first_few_and_then_counted(
     tmp_path: Path, start_gateway
 ) -> None:
