@@ -287,9 +287,11 @@ class Delivery:
             await asyncio.sleep(0)  # the store's reads do not yield: let the binds be served between pages
 
     def _has_room(self, system_id: str) -> bool:
-        """A bind of the account has fewer than ROOM MTs queued or in flight (or none is left: stop waiting)."""
-        binds = self.router.receivers_of(system_id)
-        return not binds or any(r.load < self.ROOM for r in binds)
+        """A bind of the account that MTs go to first has fewer than ROOM MTs queued or in flight (or none is left:
+        stop waiting). Not a `stalled` one while another is bound: the page would go to the others, beyond ROOM."""
+        if not self.router.receivers_of(system_id):
+            return True
+        return any(r.load < self.ROOM for r in self.router.answering_of(system_id))
 
     def _room(self, system_id: str) -> asyncio.Future[None]:
         waiter = self._room_waiters.get(system_id)
@@ -343,7 +345,8 @@ class Delivery:
         """Its deliver_sm to `bind` timed out, or was refused for now (`error`): it goes out again after the back-off,
         on another bind that serves its subscriber if there is one, and that bind is no longer the subscriber's
         (Router.note_failure). A bind that answers enquire_link but never deliver_sm otherwise held a subscriber's
-        MTs and every retry of them until their validity ended, a healthy bind of the same account idle."""
+        MTs and every retry of them until their validity ended, a healthy bind of the same account idle. (After a
+        timeout the bind comes last for every MT, and those queued on it move: Router.stalled.)"""
         if bind is not None:
             self.router.note_failure(message.dest_addr, bind)
         message.attempts += 1

@@ -6,7 +6,8 @@ ranges cover X, preferring binds whose SMPP `address_range` matches X and
 skipping those whose range excludes it, and for a text longer than an SMPP 3.3 deliver_sm carries, binds of
 SMPP 3.4 only; else nobody (the message waits in the store). Messages
 addressed to an account (receipts for an SP, notices to an SP) go to that
-account's binds.
+account's binds. A bind that left a deliver_sm unanswered (`stalled`) is
+chosen only when no other bind would take the MT.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Receiver(Protocol):
     address_range: AddressRange | None  # from bind_*: the addresses this bind serves
     optional_parameters: bool  # False for a bind of SMPP 3.3: no TLVs, so no message_payload
     mo_numbers: set[str]  # the subscribers whose MO it carried last (kept by the Router: affinity)
+    stalled: bool  # a deliver_sm timed out here and none was answered since (kept by the Router: Router.stalled)
 
     def offer(self, message: Message, again: bool = False) -> None:
         """Queue or send an MT; `again`: one queued before (replaced, retried, handed back by another bind), which goes
@@ -76,6 +78,8 @@ class Router:
         self.affinity_limit = affinity_limit
         self._turn = itertools.count()
         self._ranged = 0  # receiving binds that gave an address_range: while 0, every bind serves every number
+        self._stalled = 0  # bound binds that are `stalled`: while 0, route() asks nothing more about them
+        self._answering: dict[str, list[Receiver]] = {a.system_id: [] for a in accounts}  # the binds not stalled
         # Accounts that receive for MSISDN ranges (an SP account has none), in config order.
         self._by_number = [a for a in accounts if a.numbers]
         self.sp_accounts = frozenset(a.system_id for a in accounts if a.role == "sp")  # their receipts: receipts.make_receipt
@@ -87,6 +91,7 @@ class Router:
             binds.append(receiver)
             if receiver.address_range is not None:
                 self._ranged += 1
+            self._sort_out(receiver.account.system_id)
 
     def unbound(self, receiver: Receiver) -> None:
         binds = self._receivers.get(receiver.account.system_id, [])
@@ -94,6 +99,10 @@ class Router:
             binds.remove(receiver)
             if receiver.address_range is not None:
                 self._ranged -= 1
+            if receiver.stalled:
+                receiver.stalled = False
+                self._stalled -= 1
+            self._sort_out(receiver.account.system_id)
         # Now, not when an MT to each of them comes: a subscriber who texts once kept the closed bind alive.
         affinity = self._affinity
         for msisdn in receiver.mo_numbers:
@@ -104,6 +113,10 @@ class Router:
     def receivers_of(self, system_id: str) -> Sequence[Receiver]:
         """The account's binds that can take MTs now."""
         return self._receivers.get(system_id, ())
+
+    def answering_of(self, system_id: str) -> Sequence[Receiver]:
+        """The account's binds that MTs go to first: those not `stalled`, or all of them if every one is."""
+        return self._answering.get(system_id) or self.receivers_of(system_id)
 
     def all_receivers(self) -> Iterator[Receiver]:
         for binds in self._receivers.values():
@@ -132,6 +145,25 @@ class Router:
             del self._affinity[msisdn]
             receiver.mo_numbers.discard(msisdn)
 
+    def stalled(self, receiver: Receiver) -> None:
+        """A deliver_sm timed out on `receiver`: until it answers one (`answered`), MTs go to any other bind that
+        serves their subscriber, and to it only if none does (route). A bind may answer enquire_link and never
+        deliver_sm: its subscribers' MTs waited there, one window per response_timeout, a healthy bind idle."""
+        if not receiver.stalled and receiver in self._receivers.get(receiver.account.system_id, ()):
+            receiver.stalled = True
+            self._stalled += 1
+            self._sort_out(receiver.account.system_id)
+
+    def answered(self, receiver: Receiver) -> None:
+        """`receiver` answered a deliver_sm (late or not): a bind like any other again."""
+        if receiver.stalled:  # (bound: unbound() clears it)
+            receiver.stalled = False
+            self._stalled -= 1
+            self._sort_out(receiver.account.system_id)
+
+    def _sort_out(self, system_id: str) -> None:
+        self._answering[system_id] = [r for r in self._receivers[system_id] if not r.stalled]
+
     def serves(self, msisdn: str) -> bool:
         """Whether a bind that can receive serves the subscriber now (so nothing to them waits parked in the store,
         but for a backlog being read, which hands each MT to delivery's checks)."""
@@ -145,11 +177,12 @@ class Router:
         return False
 
     def route(self, message: Message, avoid: Receiver | None = None, tell: bool = True) -> Receiver | None:
-        """The bind to offer `message` to (None: it waits in the store); `avoid` only if no other bind can take it.
-        `tell`: log that it waits for a bind of SMPP 3.4 (once, when it begins to: not at each backlog read)."""
+        """The bind to offer `message` to (None: it waits in the store); `avoid`, or a `stalled` bind, only if no other
+        bind can take it. `tell`: log that it waits for a bind of SMPP 3.4 (once, when it begins to: not at each
+        backlog read)."""
         # (the affinity holds bound receivers only: unbound() drops the entries of one that goes)
         recent = self._affinity.get(message.dest_addr)
-        if avoid is not None:
+        if avoid is not None or self._stalled:
             chosen = self._route_around(message, recent, avoid)
             if chosen is not None:
                 return chosen
@@ -158,10 +191,15 @@ class Router:
             chosen = self._of_smpp34(message, self._receivers, tell)  # inlined: every MT comes this way
         return chosen
 
-    def _route_around(self, message: Message, recent: Receiver | None, avoid: Receiver) -> Receiver | None:
-        """The bind route() would choose if `avoid` were not bound (None if none could take the message)."""
-        others = {system_id: [r for r in binds if r is not avoid] for system_id, binds in self._receivers.items()}
-        chosen = self._route(message, None if recent is avoid else recent, others)
+    def _route_around(self, message: Message, recent: Receiver | None, avoid: Receiver | None) -> Receiver | None:
+        """The bind route() would choose if `avoid` and the `stalled` binds were not bound (None if none could take
+        the message)."""
+        others = self._answering
+        if avoid is not None:
+            others = {system_id: [r for r in binds if r is not avoid] for system_id, binds in others.items()}
+        if recent is not None and (recent is avoid or recent.stalled):
+            recent = None
+        chosen = self._route(message, recent, others)
         if chosen is not None and not carries(chosen, message):
             chosen = self._of_smpp34(message, others, tell=False)
         return chosen

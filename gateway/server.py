@@ -92,6 +92,7 @@ class SmppConnection(asyncio.Protocol):
         self.address_range: AddressRange | None = None
         self.optional_parameters = True  # False for a bind of SMPP 3.3 (_on_bind)
         self.mo_numbers: set[str] = set()  # see Router.note_mo
+        self.stalled = False  # see Router.stalled
         self.inflight: dict[int, Message] = {}
         self.timed_out: dict[int, Message] = {}  # deliver_sm given up on, by sequence (the last `window`)
         self.pending: deque[Message] = deque()
@@ -431,6 +432,8 @@ class SmppConnection(asyncio.Protocol):
         self._schedule_flush()
 
     def _on_delivery_answer(self, pdu: Pdu, request: Pdu | None) -> None:
+        if self.stalled and request is not None and request.command_id == C.DELIVER_SM:
+            self.gateway.router.answered(self)
         message = self.inflight.pop(pdu.sequence_number, None)
         if message is None:
             self._pump()  # (the answer to a copy taken back, `abandon`: its window slot is free now)
@@ -448,6 +451,8 @@ class SmppConnection(asyncio.Protocol):
         self._pump()
 
     def _on_late_answer(self, pdu: Pdu) -> None:
+        if self.stalled:  # (only a deliver_sm is answered late: an unanswered enquire_link or unbind closes the bind)
+            self.gateway.router.answered(self)
         message = self.timed_out.pop(pdu.sequence_number, None)
         if message is not None:
             log.info("deliver_sm answered late", message_id=message.id, account=account_of(message), msisdn=subscriber_of(message),
@@ -473,6 +478,30 @@ class SmppConnection(asyncio.Protocol):
                 self.gateway.delivery.dispatch(message)
         if skipped:
             self.pending.extendleft(reversed(skipped))
+
+    def _hand_over(self) -> None:
+        """This bind is `stalled`: the MTs queued here that a bind still answering would take go back to delivery, which
+        offers them there (Router.route), rather than out here one window per response_timeout. In order per
+        subscriber: once one of a subscriber's MTs stays (only this bind serves it, or it is frozen), the ones after
+        it stay too."""
+        if not self.pending:
+            return
+        route = self.gateway.router.route
+        staying = set(self.frozen.values())  # subscribers some of whose MTs stay here
+        kept: deque[Message] = deque()
+        leaving: list[Message] = []
+        for message in self.pending:
+            if message.dest_addr not in staying:
+                chosen = route(message, tell=False)
+                if chosen is not None and not chosen.stalled:
+                    leaving.append(message)
+                    continue
+                staying.add(message.dest_addr)
+            kept.append(message)
+        if leaving:
+            self.pending = kept
+            self.load -= len(leaving)
+            self.gateway.delivery.requeue(leaving)
 
     def _expire_queued(self) -> None:
         """An MT whose validity ends while it waits here (the window full) expires then, not when the window would
@@ -505,6 +534,7 @@ class SmppConnection(asyncio.Protocol):
     def tick(self) -> None:
         """Called about once a second: response timeouts, keep-alive, idle bind."""
         session = self.session
+        timed_out = False
         for request in session.expired_requests():
             message = self.inflight.pop(request.sequence_number, None)
             if message is not None:
@@ -513,10 +543,14 @@ class SmppConnection(asyncio.Protocol):
                             bind_account=self.system_id)  # fmt: skip
                 remember(self.timed_out, request.sequence_number, message, session.window)
                 self.gateway.delivery.retry_later(message, bind=self)
+                timed_out = True
             elif request.command_id == C.ENQUIRE_LINK or request.command_id == C.UNBIND:
                 log.warning(f"{request.name} unanswered; closing", peer=self.peer, account=self.system_id)
                 self.close(unanswered=True)
                 return
+        if timed_out:
+            self.gateway.router.stalled(self)
+            self._hand_over()
         self._pump()
         self._expire_queued()
         if self.account is None and session.clock() >= self._bind_by:

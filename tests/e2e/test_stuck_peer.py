@@ -17,6 +17,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from smpplib import smpp
+
 from tests.gateway_process import config_file
 from tests.polling import eventually
 from tests.smpp_handset import ESME_ROK, Handset, RawLink, encoded, frame, text
@@ -155,3 +157,81 @@ def pdus_waiting(link: RawLink) -> list:
         if pdu is None:  # closed
             return pdus
         pdus.append(pdu)
+
+
+def test_the_mts_queued_on_a_bind_that_leaves_a_deliver_sm_unanswered_go_to_a_healthy_bind(make_gateway, handset):
+    """X's MO came through a carrier bind that then answers no deliver_sm, with more MTs to X queued there than its
+    window: once the first deliver_sm times out, the queued ones go out on the healthy bind, in order, within about
+    one response_timeout. They used to go out there a window at a time, one window per response_timeout, each
+    reaching the healthy bind only as a retry."""
+    response_timeout = 1
+    gw = make_gateway(gateway={"response_timeout": response_timeout, "window": 2, "enquire_link_interval": 30,
+                               "idle_timeout": 60, "retry_backoff": [3]})  # fmt: skip
+    healthy = handset(X, system_id="carrier", bind="rx", gw=gw)
+    silent = handset(X, system_id="carrier", gw=gw)
+    silent.answering = False
+    assert silent.submit(B, "from X").status == ESME_ROK  # MTs to X go to `silent` first from now on
+    a = handset(A, bind="tx", gw=gw)
+    submitted = time.monotonic()
+    for n in range(6):
+        assert a.submit(X, f"mt {n}").status == ESME_ROK
+    # mt 0 and 1 fill `silent`'s window and time out there; the other four wait in its queue until they do.
+    assert [text(pdu) for pdu in healthy.expect_many(4, timeout=2 * response_timeout + 1.5)] == [f"mt {n}" for n in range(2, 6)]
+    assert time.monotonic() - submitted < 2 * response_timeout + 1.5  # (a tick is about a second)
+    assert [text(pdu) for pdu in healthy.expect_many(2, timeout=5)] == ["mt 0", "mt 1"]  # their retries
+    assert deliver_sm_unread(silent) == ["mt 0", "mt 1"]
+
+
+def test_a_backlog_handed_to_a_silent_bind_goes_to_the_healthy_bind_that_came_after_it(make_gateway, handset):
+    """MTs waiting in the store are read when the carrier's first bind appears, one that answers no deliver_sm, and
+    all handed to it; a healthy bind comes a moment later. After the first timeout on the silent bind, what is still
+    queued there goes to the healthy one: it used to go out on the silent bind a window per response_timeout (a
+    backlog read hands the first bind up to 1,000 MTs: 1,500 MTs took 152 s where they take 1 s on healthy binds)."""
+    response_timeout = 1
+    gw = make_gateway(gateway={"response_timeout": response_timeout, "window": 2, "enquire_link_interval": 30,
+                               "idle_timeout": 60, "retry_backoff": [5]})  # fmt: skip
+    a = handset(A, bind="tx", gw=gw)
+    for n in range(6):
+        assert a.submit(X, f"mt {n}").status == ESME_ROK  # no carrier bind: they wait in the store
+    silent = handset(X, system_id="carrier", gw=gw)
+    silent.answering = False
+    assert [text(pdu) for pdu in silent.expect_many(2)] == ["mt 0", "mt 1"]  # the backlog was read: all six are its
+    healthy = handset(X, system_id="carrier", bind="rx", gw=gw)
+    bound = time.monotonic()
+    assert [text(pdu) for pdu in healthy.expect_many(4, timeout=response_timeout + 2)] == [f"mt {n}" for n in range(2, 6)]
+    assert time.monotonic() - bound < response_timeout + 2
+    assert deliver_sm_unread(silent) == []  # nothing after mt 0 and 1 went there
+
+
+def test_a_silent_bind_gets_mts_again_once_it_answers_a_deliver_sm(make_gateway, handset):
+    """A carrier bind whose address_range covers the subscribers, so every MT to them goes there first, leaves a
+    deliver_sm unanswered: the next MTs go to the account's other bind at once (each used to wait response_timeout
+    and the back-off there first). Its answer, late, makes it a bind like any other again: it gets their MTs again."""
+    gw = make_gateway(gateway={"response_timeout": 1, "window": 2, "enquire_link_interval": 30, "idle_timeout": 60,
+                               "retry_backoff": [0.5]})  # fmt: skip
+    healthy = handset(X, system_id="carrier", bind="rx", gw=gw)
+    ranged = handset(X, system_id="carrier", address_range="^86130", gw=gw)
+    ranged.answering = False
+    a = handset(A, bind="tx", gw=gw)
+    assert a.submit(X, "first").status == ESME_ROK
+    assert text(ranged.expect()) == "first"
+    assert text(healthy.expect(timeout=5)) == "first"  # timed out on `ranged`, retried here
+    assert a.submit(X, "second").status == ESME_ROK
+    assert text(healthy.expect(timeout=0.9)) == "second"  # not via a timeout on `ranged` (1 s)
+    ranged.answer_held()  # late
+    assert ranged.request(smpp.make_pdu("enquire_link", client=ranged.client)).status == ESME_ROK  # (after the answer)
+    ranged.answering = True
+    assert a.submit(X, "third").status == ESME_ROK
+    assert text(ranged.expect()) == "third"
+    healthy.expect_none(within=0.5)
+
+
+def deliver_sm_unread(phone: Handset) -> list[str]:
+    """The texts of the deliver_sm sent to `phone` (which does not answer them) that it has not taken yet: those in its
+    inbox, then every one that comes within 0.5 s of the one before."""
+    texts = []
+    while True:
+        try:
+            texts.append(text(phone.expect(timeout=0.5)))
+        except AssertionError:  # none within 0.5 s
+            return texts

@@ -36,6 +36,7 @@ class Receiver:
         self.address_range = None
         self.optional_parameters = True
         self.mo_numbers: set[str] = set()
+        self.stalled = False
         self.offered: list[Message] = []
         self.offered_event = asyncio.Event()
         self.sent: set[str] = set()  # ids offered and sent as deliver_sm (the rest are queued on the bind)
@@ -216,6 +217,21 @@ async def test_a_pull_hands_out_the_next_page_only_when_the_bind_has_room(store,
     answer(delivery, receiver, receiver.offered[:2])  # two answered: room again
     await receiver.wait_for(8)
     assert [m.id for m in receiver.offered] == [f"m{i:02d}" for i in range(8)]
+
+
+async def test_a_pull_waits_for_room_on_the_binds_mts_go_to_not_on_a_stalled_one(store, delivery, router, accounts) -> None:
+    """A bind that left a deliver_sm unanswered gets MTs only when no other takes them (Router.stalled): its room let a
+    backlog read hand every page to the other binds at once, beyond ROOM, the whole backlog in memory."""
+    delivery.PAGE = 4
+    receiver = await reading_backlog(store, delivery, router, accounts, 10)
+    stalled = Receiver(accounts.get("handset"))
+    router.bound(stalled)
+    router.stalled(stalled)
+    delivery.receiver_ready(stalled)
+    answer(delivery, receiver, receiver.offered[:1])  # room for one more page
+    await receiver.wait_for(8)
+    await asyncio.sleep(0)  # the pull has had its turn: with `receiver` full it waits
+    assert len(receiver.offered) == 8 and "handset" in delivery._room_waiters and not stalled.offered
 
 
 async def test_an_mt_admitted_while_the_backlog_is_read_goes_out_after_it(store, delivery, router, accounts) -> None:

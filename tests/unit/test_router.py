@@ -18,6 +18,7 @@ class Bind:
         self.address_range = None
         self.optional_parameters = True
         self.mo_numbers: set[str] = set()
+        self.stalled = False
 
     def offer(self, message: Message, again: bool = False) -> None:  # pragma: no cover - the router only chooses
         raise AssertionError("not called by route()")
@@ -104,3 +105,30 @@ def test_a_retry_too_long_for_smpp_3_3_goes_back_to_the_only_bind_of_3_4_it_fail
     long_mt = Message("m", Direction.MT, MessageStatus.ENROUTE, "", "10086", "8613700000001", b"x" * 300)
     assert router.route(long_mt, avoid=smpp34) is smpp34
     assert router.route(MT, avoid=smpp34) is smpp33  # a text 3.3 carries goes to the other
+
+
+def test_a_stalled_bind_gets_mts_only_when_no_other_serves_them_until_it_answers() -> None:
+    """A bind that left a deliver_sm unanswered (Router.stalled): the other binds first, whatever its address_range
+    or the subscriber's last MO say; alone, it still gets them; an answer makes it a bind like any other again."""
+    from gateway.router import compile_address_range
+
+    router, [ranged, other] = router_with([0, 5])
+    router.unbound(ranged)
+    ranged.address_range = compile_address_range("^86137", NumberPlan())
+    router.bound(ranged)
+    router.note_mo(MT.dest_addr, ranged)
+    assert router.route(MT) is ranged
+    router.stalled(ranged)
+    assert {router.route(MT).name for _ in range(4)} == {"b1"}
+    assert list(router.answering_of("handset")) == [other]
+    router.unbound(other)
+    assert router.route(MT) is ranged  # none other serves it
+    assert list(router.answering_of("handset")) == [ranged]
+    router.bound(other)
+    router.answered(ranged)
+    assert router.route(MT) is ranged
+    router.stalled(ranged)
+    router.unbound(ranged)  # gone: no longer stalled
+    assert not ranged.stalled
+    router.bound(ranged)
+    assert router.route(MT) is ranged
