@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import re2
@@ -43,6 +43,7 @@ class Receiver(Protocol):
     optional_parameters: bool  # False for a bind of SMPP 3.3: no TLVs, so no message_payload
     mo_numbers: set[str]  # the subscribers whose MO it carried last (kept by the Router: affinity)
     stalled: bool  # a deliver_sm timed out here and none was answered since (kept by the Router: Router.stalled)
+    holding: bool  # it holds MTs handed to it from a stalled bind (kept by the Router: Router.handed)
 
     def offer(self, message: Message, again: bool = False) -> None:
         """Queue or send an MT; `again`: one queued before (replaced, retried, handed back by another bind), which goes
@@ -80,6 +81,10 @@ class Router:
         self._ranged = 0  # receiving binds that gave an address_range: while 0, every bind serves every number
         self._stalled = 0  # bound binds that are `stalled`: while 0, route() asks nothing more about them
         self._answering: dict[str, list[Receiver]] = {a.system_id: [] for a in accounts}  # the binds not stalled
+        # Subscriber -> the bind that was handed their MTs queued on a stalled one (`handed`), while it holds some:
+        # their next MTs go there too, not ahead of them to a bind routing would otherwise choose.
+        self._handed: dict[str, Receiver] = {}
+        self._holders: dict[Receiver, list[str]] = {}  # the same, by bind
         # Accounts that receive for MSISDN ranges (an SP account has none), in config order.
         self._by_number = [a for a in accounts if a.numbers]
         self.sp_accounts = frozenset(a.system_id for a in accounts if a.role == "sp")  # their receipts: receipts.make_receipt
@@ -103,6 +108,7 @@ class Router:
                 receiver.stalled = False
                 self._stalled -= 1
             self._sort_out(receiver.account.system_id)
+        self.released(receiver)
         # Now, not when an MT to each of them comes: a subscriber who texts once kept the closed bind alive.
         affinity = self._affinity
         for msisdn in receiver.mo_numbers:
@@ -161,6 +167,24 @@ class Router:
             self._stalled -= 1
             self._sort_out(receiver.account.system_id)
 
+    def handed(self, receiver: Receiver, msisdns: Iterable[str]) -> None:
+        """`receiver` was handed MTs to these subscribers from a stalled bind: until it holds none (`released`), their
+        next MTs go to it too. Else the stalled bind, answering again, or one preferred by its address_range, took
+        the next one ahead of those still queued here."""
+        receiver.holding = True
+        held = self._holders.setdefault(receiver, [])
+        for msisdn in msisdns:
+            self._handed[msisdn] = receiver
+            held.append(msisdn)
+
+    def released(self, receiver: Receiver) -> None:
+        """`receiver` holds no more MTs handed to it (its queue ran empty), or went away."""
+        receiver.holding = False
+        handed = self._handed
+        for msisdn in self._holders.pop(receiver, ()):
+            if handed.get(msisdn) is receiver:
+                del handed[msisdn]
+
     def _sort_out(self, system_id: str) -> None:
         self._answering[system_id] = [r for r in self._receivers[system_id] if not r.stalled]
 
@@ -180,6 +204,10 @@ class Router:
         """The bind to offer `message` to (None: it waits in the store); `avoid`, or a `stalled` bind, only if no other
         bind can take it. `tell`: log that it waits for a bind of SMPP 3.4 (once, when it begins to: not at each
         backlog read)."""
+        if self._handed:
+            holder = self._handed.get(message.dest_addr)
+            if holder is not None and holder is not avoid and not holder.stalled and carries(holder, message):
+                return holder
         # (the affinity holds bound receivers only: unbound() drops the entries of one that goes)
         recent = self._affinity.get(message.dest_addr)
         if avoid is not None or self._stalled:

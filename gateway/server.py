@@ -21,7 +21,7 @@ from .messages import (
     subscriber_of,
     subscriber_submitting,
 )
-from .router import AddressRange, compile_address_range
+from .router import AddressRange, Receiver, compile_address_range
 from .smpp.constants import CommandId, CommandStatus, Tag
 from .smpp.pdu import (
     DataSm,
@@ -93,6 +93,7 @@ class SmppConnection(asyncio.Protocol):
         self.optional_parameters = True  # False for a bind of SMPP 3.3 (_on_bind)
         self.mo_numbers: set[str] = set()  # see Router.note_mo
         self.stalled = False  # see Router.stalled
+        self.holding = False  # see Router.handed
         self.inflight: dict[int, Message] = {}
         self.timed_out: dict[int, Message] = {}  # deliver_sm given up on, by sequence (the last `window`)
         self.pending: deque[Message] = deque()
@@ -288,6 +289,9 @@ class SmppConnection(asyncio.Protocol):
         log.info("bound", account=account.system_id, role=account.role, peer=self.peer, mode=self.session.state.value)
         gateway.router.bound(self)
         if self.can_receive:
+            # MTs waiting on a stalled bind that this one may take come here first, ahead of any newer to them
+            for other in [c for c in gateway.connections if c.stalled]:
+                other.hand_over()
             gateway.delivery.receiver_ready(self)
 
     def drain(self) -> None:
@@ -461,6 +465,8 @@ class SmppConnection(asyncio.Protocol):
 
     def _pump(self) -> None:
         if not self.pending or not self.can_receive or self.session.state is _UNBOUND or self.session.halted:
+            if self.holding and not self.pending:  # the MTs handed here from a stalled bind have gone out
+                self.gateway.router.released(self)
             return  # they wait for connection_lost
         if self._guards.tightened != self._guards_seen:  # a block or an unsubscription since they were queued
             self._ask_guards_again()
@@ -479,28 +485,33 @@ class SmppConnection(asyncio.Protocol):
         if skipped:
             self.pending.extendleft(reversed(skipped))
 
-    def _hand_over(self) -> None:
+    def hand_over(self) -> None:
         """This bind is `stalled`: the MTs queued here that a bind still answering would take go back to delivery, which
         offers them there (Router.route), rather than out here one window per response_timeout. In order per
         subscriber: once one of a subscriber's MTs stays (only this bind serves it, or it is frozen), the ones after
         it stay too."""
         if not self.pending:
             return
-        route = self.gateway.router.route
+        router = self.gateway.router
         staying = set(self.frozen.values())  # subscribers some of whose MTs stay here
         kept: deque[Message] = deque()
         leaving: list[Message] = []
+        takers: dict[str, Receiver] = {}  # subscriber -> the bind their MTs go to (the first one's: all of them)
         for message in self.pending:
-            if message.dest_addr not in staying:
-                chosen = route(message, tell=False)
+            dest = message.dest_addr
+            if dest not in staying:
+                chosen = takers.get(dest) or router.route(message, tell=False)
                 if chosen is not None and not chosen.stalled:
                     leaving.append(message)
+                    takers[dest] = chosen
                     continue
-                staying.add(message.dest_addr)
+                staying.add(dest)
             kept.append(message)
         if leaving:
             self.pending = kept
             self.load -= len(leaving)
+            for taker in set(takers.values()):
+                router.handed(taker, [dest for dest, chosen in takers.items() if chosen is taker])
             self.gateway.delivery.requeue(leaving)
 
     def _expire_queued(self) -> None:
@@ -550,7 +561,7 @@ class SmppConnection(asyncio.Protocol):
                 return
         if timed_out:
             self.gateway.router.stalled(self)
-            self._hand_over()
+            self.hand_over()
         self._pump()
         self._expire_queued()
         if self.account is None and session.clock() >= self._bind_by:

@@ -235,3 +235,48 @@ def deliver_sm_unread(phone: Handset) -> list[str]:
             texts.append(text(phone.expect(timeout=0.5)))
         except AssertionError:  # none within 0.5 s
             return texts
+
+
+def test_mts_handed_over_from_a_stalled_bind_are_not_overtaken_once_it_answers_again(make_gateway, handset):
+    """X's MTs went to the bind whose address_range covers X; it left a deliver_sm unanswered, and those queued
+    behind it were handed to the other bind, slow to answer. The ranged bind then answered, late: routing preferred
+    it again, and X's next MT went out there at once, ahead of the handed-over ones still queued on the other bind.
+    Until they have gone out, X's MTs follow them."""
+    gw = make_gateway(gateway={"response_timeout": 3, "window": 2, "enquire_link_interval": 30, "idle_timeout": 60,
+                               "retry_backoff": [60]})  # fmt: skip
+    ranged = handset(X, system_id="carrier", address_range="^86130", gw=gw)
+    ranged.answering = False
+    slow = handset(X, system_id="carrier", bind="rx", gw=gw)
+    slow.answering = False
+    a = handset(A, bind="tx", gw=gw)
+    for n in range(6):
+        assert a.submit(X, f"mt {n}").status == ESME_ROK
+    assert [text(pdu) for pdu in ranged.expect_many(2)] == ["mt 0", "mt 1"]
+    assert [text(pdu) for pdu in slow.expect_many(2, timeout=6)] == ["mt 2", "mt 3"]  # handed over at the timeout
+    ranged.answer_held()  # late: a bind like any other again
+    assert ranged.request(smpp.make_pdu("enquire_link", client=ranged.client)).status == ESME_ROK  # (after the answer)
+    ranged.answering = True
+    assert a.submit(X, "next").status == ESME_ROK
+    ranged.expect_none(within=0.5)
+    slow.answer_held()
+    slow.answering = True
+    assert [text(pdu) for pdu in slow.expect_many(3)] == ["mt 4", "mt 5", "next"]
+
+
+def test_mts_waiting_on_a_stalled_bind_go_to_a_bind_that_appears_before_newer_ones(make_gateway, handset):
+    """The only carrier bind left a deliver_sm unanswered, with X's MTs queued behind it and nowhere to hand them.
+    A healthy bind then appeared: X's next MT went out there at once, while the older ones waited on the stalled
+    bind for its next timeout. They now move to the new bind when it binds, ahead of anything newer."""
+    gw = make_gateway(gateway={"response_timeout": 1, "window": 2, "enquire_link_interval": 30, "idle_timeout": 60,
+                               "retry_backoff": [60]})  # fmt: skip
+    silent = handset(X, system_id="carrier", gw=gw)
+    silent.answering = False
+    a = handset(A, bind="tx", gw=gw)
+    for n in range(6):
+        assert a.submit(X, f"mt {n}").status == ESME_ROK
+    # mt 0 and 1 time out; with no other bind, mt 2 and 3 go out on it next (and time out a second later).
+    assert [text(pdu) for pdu in silent.expect_many(4, timeout=5)] == ["mt 0", "mt 1", "mt 2", "mt 3"]
+    assert any(c.stalled for c in gw.gateway.connections)
+    healthy = handset(X, system_id="carrier", bind="rx", gw=gw)
+    assert a.submit(X, "next").status == ESME_ROK
+    assert [text(pdu) for pdu in healthy.expect_many(3)] == ["mt 4", "mt 5", "next"]

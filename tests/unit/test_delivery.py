@@ -37,6 +37,7 @@ class Receiver:
         self.optional_parameters = True
         self.mo_numbers: set[str] = set()
         self.stalled = False
+        self.holding = False
         self.offered: list[Message] = []
         self.offered_event = asyncio.Event()
         self.sent: set[str] = set()  # ids offered and sent as deliver_sm (the rest are queued on the bind)

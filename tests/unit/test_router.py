@@ -19,6 +19,7 @@ class Bind:
         self.optional_parameters = True
         self.mo_numbers: set[str] = set()
         self.stalled = False
+        self.holding = False
 
     def offer(self, message: Message, again: bool = False) -> None:  # pragma: no cover - the router only chooses
         raise AssertionError("not called by route()")
