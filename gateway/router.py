@@ -63,6 +63,9 @@ class Receiver(Protocol):
     def thaw(self, message_id: str, replacement: Message | None) -> bool:
         """End `freeze`: `replacement` takes the MT's place (None: it leaves); False if the bind no longer has it."""
 
+    def hand_over(self) -> None:
+        """Stalled: the MTs queued here that another bind would take go to it (Router.route), in order per subscriber."""
+
 
 # Subscribers whose bind of their last MO is remembered (~0.18 KB each with the bind's mo_numbers: ~45 MB); beyond it
 # the one noted longest ago is forgotten, and MTs to them go to a bind of their account's numbers, as to a subscriber
@@ -84,7 +87,7 @@ class Router:
         # Subscriber -> the bind that was handed their MTs queued on a stalled one (`handed`), while it holds some:
         # their next MTs go there too, not ahead of them to a bind routing would otherwise choose.
         self._handed: dict[str, Receiver] = {}
-        self._holders: dict[Receiver, list[str]] = {}  # the same, by bind
+        self._holders: dict[Receiver, set[str]] = {}  # the same, by bind
         # Accounts that receive for MSISDN ranges (an SP account has none), in config order.
         self._by_number = [a for a in accounts if a.numbers]
         self.sp_accounts = frozenset(a.system_id for a in accounts if a.role == "sp")  # their receipts: receipts.make_receipt
@@ -172,10 +175,10 @@ class Router:
         next MTs go to it too. Else the stalled bind, answering again, or one preferred by its address_range, took
         the next one ahead of those still queued here."""
         receiver.holding = True
-        held = self._holders.setdefault(receiver, [])
+        held = self._holders.setdefault(receiver, set())
         for msisdn in msisdns:
             self._handed[msisdn] = receiver
-            held.append(msisdn)
+            held.add(msisdn)
 
     def released(self, receiver: Receiver) -> None:
         """`receiver` holds no more MTs handed to it (its queue ran empty), or went away."""
@@ -184,6 +187,12 @@ class Router:
         for msisdn in self._holders.pop(receiver, ()):
             if handed.get(msisdn) is receiver:
                 del handed[msisdn]
+
+    def stalled_binds(self) -> list[Receiver]:
+        """The binds `stalled` now (none to look for while the count says none)."""
+        if not self._stalled:
+            return []
+        return [r for binds in self._receivers.values() for r in binds if r.stalled]
 
     def _sort_out(self, system_id: str) -> None:
         self._answering[system_id] = [r for r in self._receivers[system_id] if not r.stalled]

@@ -290,7 +290,7 @@ class SmppConnection(asyncio.Protocol):
         gateway.router.bound(self)
         if self.can_receive:
             # MTs waiting on a stalled bind that this one may take come here first, ahead of any newer to them
-            for other in [c for c in gateway.connections if c.stalled]:
+            for other in gateway.router.stalled_binds():
                 other.hand_over()
             gateway.delivery.receiver_ready(self)
 
