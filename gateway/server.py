@@ -269,10 +269,12 @@ class SmppConnection(asyncio.Protocol):
         if account is None:
             # Counted under the account it names, if there is one: the count line says whose password is guessed.
             # (Not a system_id of none: a client trying made-up ones would get first lines for each.)
+            # Each line names it as `account` too, as the count line does: staff count a guessed account's refusals
+            # by one key (`system_id` is what was sent, also a made-up one).
             tried = pdu.system_id if gateway.accounts.get(pdu.system_id) is not None else None  # type: ignore[attr-defined]
             if self.may_log(f"bind refused ({S.name_of(status)})", tried):  # a password guesser sends ~15,000 a second
-                log.warning("bind refused", peer=self.peer, system_id=pdu.system_id, status=S.name_of(status),  # type: ignore[attr-defined]
-                            reason=reason)  # fmt: skip
+                log.warning("bind refused", peer=self.peer, account=tried or self.system_id, system_id=pdu.system_id,  # type: ignore[attr-defined]
+                            status=S.name_of(status), reason=reason)  # fmt: skip
             self.session.send(response_to(pdu, status))
             return
         if self.account is None:  # once per connection (the session lets one bind through): uncounted once
