@@ -20,7 +20,7 @@ import pytest
 
 from gateway.store import migrations
 from gateway.store import sqlite as sqlite_store
-from gateway.store.migrations import MIGRATIONS, SCHEMA_VERSION
+from gateway.store.migrations import MIGRATIONS, SCHEMA_VERSION, TABLES_AT_VERSION
 from gateway.store.records import (
     Charge,
     Direction,
@@ -301,3 +301,12 @@ def by_destination(counts: dict[tuple[str, str, str], int]) -> dict[str, int]:
     for (_account, _source, dest), count in counts.items():
         total[dest] = total.get(dest, 0) + count
     return total
+
+
+def test_the_readme_names_the_schema_version_and_every_table_staff_read() -> None:
+    """'What the database holds' is what staff answer questions from: a migration that adds a table or moves the
+    version leaves it to be brought up to date."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## What the database holds", 1)[1].split("\n## ", 1)[0]
+    assert f"`PRAGMA user_version`, {SCHEMA_VERSION} now" in section.replace("\n", " ").replace("  ", " ")
+    assert [t for t in sorted(TABLES_AT_VERSION[SCHEMA_VERSION]) if f"`{t}`" not in section] == []
