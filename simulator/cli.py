@@ -347,7 +347,7 @@ def write_report(summary: dict[str, Any], directory: str | Path, scenario: dict[
 
 def verdicts(summary: dict[str, Any], *, max_failures: int = 0, min_rate: float | None = None,
              max_p99_ms: float | None = None, max_lag_ms: float | None = None) -> list[str]:  # fmt: skip
-    """What the run missed: failed dialogues beyond max_failures, and the thresholds given. The rate judged is the
+    """What the run missed: failed dialogues and faults found outside them beyond max_failures, and the thresholds given. The rate judged is the
     steady state's, of dialogues that ended ok; a threshold nothing was measured for is missed, not passed, and
     so is a run that checked nothing (no dialogue ended)."""
     from .fleet import ENDED_EARLY
@@ -357,8 +357,11 @@ def verdicts(summary: dict[str, Any], *, max_failures: int = 0, min_rate: float 
     failed = dialogues["failed"]
     if not dialogues["completed"] + failed:
         misses.append(f"no dialogue ended ({dialogues['started']} started), so nothing was checked")
-    if failed > max_failures:
-        misses.append(f"{failed} dialogues failed (tolerated: {max_failures})")
+    faults = summary.get("faults", 0)
+    if failed + faults > max_failures:
+        found = [f"{failed} dialogues failed"] if failed or not faults else []
+        found += [f"{faults} faults found outside dialogues"] if faults else []
+        misses.append(f"{' and '.join(found)} (tolerated: {max_failures})")
     fleet = summary.get("fleet") or {}
     cut = (fleet.get("stats") or {}).get("cancelled_at_drain", 0)
     if cut and not fleet.get("interrupted"):  # (an interrupted run is not judged: INTERRUPTED, no verdict)
@@ -410,6 +413,8 @@ def describe(summary: dict[str, Any]) -> str:
     lines = [
         f"{d['completed'] + d['failed']} dialogues in {summary['duration_s']:.1f} s (load {load_s:.1f} s):"
         f" {d['completed']} ok, {d['failed']} failed{reactions}; {steady}",
+        *([f"faults found outside dialogues: {summary['faults']} (not in the dialogues or their rates; FAILED below)"]
+          if summary.get("faults") else []),
         (f"over the whole load (ramp-up included): {t['ended_per_s_whole_load']} dialogues/s ended (ok or failed),"
          f" {t['mo_per_s']} MO/s accepted"),
         f"latency ms (MO -> reply, every step): p50 {_shown(lat['p50'])}  p90 {_shown(lat['p90'])}  p99 {_shown(lat['p99'])}"

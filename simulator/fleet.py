@@ -974,13 +974,12 @@ class Fleet:
 
     def check_failed(self, kind: str, msisdn: str, step: str, error: str,
                      transcript: list[tuple[float, str, str, str]] | None = None) -> None:
-        """A check outside any dialogue failed (an unrecognised text, the SP notices): counted as a dialogue
-        started and failed, so the totals add up and the run fails."""
+        """A check outside any dialogue failed (an unrecognised text, a receipt, a copy, the SP notices): a fault, which
+        fails the run as a failed dialogue does, but no dialogue (a receipt per MO is not twice the dialogues offered)."""
         now = time.monotonic()
         result = DialogueResult(kind, msisdn, False, "failed", started_at=now, ended_at=now, step=step, error=error,
                                 transcript=transcript or [])  # fmt: skip
-        self.recorder.dialogue_started(now)
-        self.recorder.record(result)
+        self.recorder.fault(result)
 
     def _react_survey(self, phone: Phone, message: ShortMessage, fields: dict[str, str]) -> None:
         if phone.state == RETIRED or self._stopping:

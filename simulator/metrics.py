@@ -21,7 +21,10 @@ when dialogues have started but none could have ended yet; a dialogue
 started in the window is counted when it ends, during the drain too.
 Reactions (a survey answered, a spam text reported) are dialogues too, but
 not the load's: they come on top of the rate offered, so the steady state's
-figures leave them out.
+figures leave them out. A fault found outside any dialogue (a receipt never
+requested, a text delivered twice or in part, SP notices that do not match)
+is no dialogue at all (`fault`): a failure, with its transcript, counted
+apart from the dialogues and their rates.
 """
 
 from __future__ import annotations
@@ -117,6 +120,7 @@ class Snapshot:
     p50_ms: float | None  # None: nothing timed yet
     p99_ms: float | None
     in_flight: int
+    faults: int = 0  # failed checks outside any dialogue (in none of started, failed, in_flight)
 
     @property
     def whole_seconds(self) -> int:
@@ -137,6 +141,7 @@ class Recorder:
         self.failures_by_step: Counter[tuple[str, str]] = Counter()  # (kind, step)
         self.failures: list[Failure] = []
         self.failed = 0
+        self.faults = 0  # failed checks outside any dialogue: failures, yet no dialogue started or ended
         self.started_count = 0
         self.reactions = 0  # of the dialogues started, those reacting to what arrived unasked
         self.completed = 0
@@ -190,6 +195,16 @@ class Recorder:
             return
         self.failed += 1
         second.failed += 1
+        self._keep(result)
+
+    def fault(self, result: DialogueResult) -> None:
+        """A check outside any dialogue failed (what arrived unasked, the end checks): a failure like a dialogue's,
+        kept with its transcript, but no dialogue: neither started nor ended, in no rate, no outcome, no timeline."""
+        self.faults += 1
+        self._keep(result)
+
+    def _keep(self, result: DialogueResult) -> None:
+        """A failure by its step, and the first MAX_FAILURES_KEPT with their transcripts."""
         self.failures_by_step[(result.kind, result.step)] += 1
         if len(self.failures) < MAX_FAILURES_KEPT:
             self.failures.append(
@@ -241,7 +256,7 @@ class Recorder:
         last = self.seconds.get(_whole_seconds(elapsed) - 1) or _Second(latency=None)
         return Snapshot(
             elapsed=elapsed, started=self.started_count, completed=self.completed, failed=self.failed,
-            mo=self.mo, rate=float(last.completed + last.failed), mo_rate=float(last.mo),
+            faults=self.faults, mo=self.mo, rate=float(last.completed + last.failed), mo_rate=float(last.mo),
             p50_ms=self.latency.get_value_at_percentile(50) / 1000 if self.latency.get_total_count() else None,
             p99_ms=self.latency.get_value_at_percentile(99) / 1000 if self.latency.get_total_count() else None,
             in_flight=self.started_count - self.completed - self.failed,
@@ -258,8 +273,11 @@ class Recorder:
           `ended_per_s_whole_load` (every dialogue that ended then, ok or failed) and `mo_per_s` (MO accepted)
         - `latency_ms`: {p50, p90, p99, p99.9, max, mean} over every step (each None when nothing was timed), and
           `latency_ms_by_kind`
-        - `outcomes`: {kind: {outcome: count}}; `failures_by_step`: {kind: {step: count}}
-        - `failures`: up to 200, each {kind, msisdn, step, error, at, transcript: [{t, dir, peer, text}]}
+        - `faults`: checks outside any dialogue that failed (a receipt never requested, a text delivered twice...),
+          no dialogues: in none of the above
+        - `outcomes`: {kind: {outcome: count}} of the dialogues; `failures_by_step`: {kind: {step: count}}, the
+          faults' too
+        - `failures`: dialogues' and faults' together, up to 200, each {kind, msisdn, step, error, at, transcript: [{t, dir, peer, text}]}
         - `mo_refused`: {status: count}; `unsolicited`: {what: count}
         - `timeline`: one entry per second {t, started, completed, failed, mo, p50_ms, p99_ms}
         """
@@ -296,6 +314,7 @@ class Recorder:
             "load_s": round(load_s, 3),
             "dialogues": {"started": self.started_count, "completed": self.completed, "failed": self.failed,
                           "reactions": self.reactions},
+            "faults": self.faults,
             "throughput": {
                 "ok_per_s": round(self.steady_ok / steady_s, 2) if steady_s > 0 else None,
                 "started_per_s": round(self.steady_started / steady_s, 2) if steady_s > 0 else None,

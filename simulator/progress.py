@@ -64,7 +64,8 @@ def format_line(snap: Snapshot, *, final: bool = False, decimals: int = 0) -> st
         rate, mo_rate = snap.rate, snap.mo_rate
         head = f"t={snap.elapsed:.{decimals}f}s" if decimals else f"t={snap.whole_seconds}s"
     return (
-        f"{head} dialogues={ended} ok={snap.completed} failed={snap.failed} in_flight={snap.in_flight} "
+        f"{head} dialogues={ended} ok={snap.completed} failed={snap.failed}{f' faults={snap.faults}' if snap.faults else ''} "
+        f"in_flight={snap.in_flight} "
         f"rate={_rate(rate)}/s mo={_rate(mo_rate)}/s p50={_ms(snap.p50_ms)}ms p99={_ms(snap.p99_ms)}ms"
     )
 
@@ -114,7 +115,7 @@ class Progress:
         self._live: Live | None = None
         self._task: asyncio.Task[None] | None = None
         self._failures_seen = 0  # of recorder.failures already listed (plain mode)
-        self._failed_seen = 0  # of recorder.failed already counted (plain mode)
+        self._failed_seen = 0  # of the failures (recorder.failed + faults) already counted (plain mode)
         self._broken = False  # the stream went away (a closed pipe): the run goes on without a display
 
     # ------------------------------------------------------------ lifecycle
@@ -213,11 +214,11 @@ class Progress:
         listed = new[:FAILURES_PER_TICK]
         for f in listed:
             self._write(f"  FAILED {f.kind} {f.msisdn} at {f.step} after {f.at:.1f}s: {f.error}")
-        unlisted = snap.failed - self._failed_seen - len(listed)
+        unlisted = snap.failed + snap.faults - self._failed_seen - len(listed)
         if unlisted > 0:
             self._write(f"  ... and {unlisted} more failed (transcripts in the report)")
         self._failures_seen = len(failures)
-        self._failed_seen = snap.failed
+        self._failed_seen = snap.failed + snap.faults
 
     def renderable(self, snap: Snapshot, *, final: bool = False) -> Group:
         """The rich display for one snapshot: the figures' table and the latest failures."""
@@ -234,14 +235,16 @@ class Progress:
         )  # fmt: skip
         for name in ("elapsed", "started", "ok", "failed", "in flight", "rate/s", "MO/s", "p50 ms", "p99 ms"):
             table.add_column(name, justify="right", no_wrap=True)
-        failed_style = "bold white on red" if snap.failed else "green"
+        failures = snap.failed + snap.faults
+        failed_style = "bold white on red" if failures else "green"
+        failed = f"{snap.failed:,}" + (f" +{snap.faults:,} faults" if snap.faults else "")  # faults: outside dialogues
         table.add_row(
             _clock(snap.elapsed if final else snap.whole_seconds), f"{snap.started:,}", f"[green]{snap.completed:,}[/]",
-            Text(f"{snap.failed:,}", style=failed_style), f"{snap.in_flight:,}",
+            Text(failed, style=failed_style), f"{snap.in_flight:,}",
             f"{_rate(rate)}", f"{_rate(mo_rate)}", _ms(snap.p50_ms), _ms(snap.p99_ms),
         )  # fmt: skip
         parts: list[Any] = [table]
-        if snap.failed:
+        if failures:
             latest = self.recorder.failures[-FAILURES_SHOWN:]
             for f in latest:
                 line = Text()
@@ -251,8 +254,8 @@ class Progress:
                 line.append(f.error, style="red")
                 line.no_wrap, line.overflow = True, "ellipsis"
                 parts.append(line)
-            if snap.failed > len(latest):
-                parts.append(Text(f"  {snap.failed - len(latest):,} more failed; transcripts in the report", style="dim"))
+            if failures > len(latest):
+                parts.append(Text(f"  {failures - len(latest):,} more failed; transcripts in the report", style="dim"))
         return Group(*parts)
 
 

@@ -516,11 +516,12 @@ _DIRECTION = {">": ("sent", "→ sent"), "<": ("received", "← received")}
 
 def _failures_section(report: Mapping[str, Any], limit: int) -> str:
     failures: list[Mapping[str, Any]] = report.get("failures") or []
-    failed = (report.get("dialogues") or {}).get("failed", len(failures))
+    failed = (report.get("dialogues") or {}).get("failed", len(failures)) + report.get("faults", 0)
     if not failures:
         return '<p class="muted">No dialogue failed.</p>' if not failed else f'<p class="muted">{_num(failed)} failed; no transcript was kept.</p>'
     shown = failures[:limit]
-    intro = f"Showing {len(shown):,} of {_num(failed)} failed dialogues"
+    what = "failed dialogues" + (" and faults found outside them" if report.get("faults") else "")
+    intro = f"Showing {len(shown):,} of {_num(failed)} {what}"
     if len(failures) > len(shown):
         intro += f" (report.json keeps {len(failures):,})"
     elif failed > len(failures):
@@ -666,6 +667,7 @@ def render_html(report: Mapping[str, Any], *, max_failures: int = MAX_FAILURES_S
     timeline: list[Mapping[str, Any]] = report.get("timeline") or []
     failed, completed = dialogues.get("failed", 0), dialogues.get("completed", 0)
     started = dialogues.get("started", completed + failed)
+    faults = report.get("faults", 0)  # failed checks outside any dialogue
     title = report.get("title") or "smsgw fleet run"
     if not completed + failed:  # no latency was measured: show none rather than 0 ms
         latency = {}
@@ -678,9 +680,10 @@ def render_html(report: Mapping[str, Any], *, max_failures: int = MAX_FAILURES_S
         badge = '<span class="badge bad">FAIL</span>' + "".join(f'<span class="badge bad">{_e(m)}</span>' for m in misses)
     else:  # PASS (failures within --max-failures told beside it), or a report without a verdict
         badge = '<span class="badge ok">PASS</span>' if verdict.get("result") == "PASS" else ""
-        if failed:
-            badge += (f'<span class="badge">{_num(failed)} failed, within --max-failures</span>' if badge
-                      else f'<span class="badge bad">{_num(failed)} failed</span>')  # fmt: skip
+        if failed or faults:
+            told = ", ".join([f"{_num(failed)} failed"] * bool(failed) + [f"{_num(faults)} faults outside dialogues"] * bool(faults))
+            badge += (f'<span class="badge">{told}, within --max-failures</span>' if badge
+                      else f'<span class="badge bad">{told}</span>')  # fmt: skip
         elif completed:
             badge += f'<span class="badge ok">all {_num(completed)} dialogues ok</span>'
         else:
@@ -698,6 +701,7 @@ def render_html(report: Mapping[str, Any], *, max_failures: int = MAX_FAILURES_S
         _card("MO accepted / s", _num(throughput.get("mo_per_s"), 1)),
         _card("completed", _num(completed)),
         _card("failed", _num(failed), bad=bool(failed)),
+        *([_card("faults outside dialogues", _num(faults), bad=True)] if faults else []),
         _card("started", _num(started)),
         _card("latency p50", _ms(latency.get("p50")), "ms"),
         _card("latency p90", _ms(latency.get("p90")), "ms"),

@@ -90,6 +90,11 @@ class FleetRun:
         return self.summary["dialogues"]["failed"]
 
     @property
+    def faults(self) -> int:
+        """Checks outside any dialogue that failed (a receipt never requested, a copy...): no dialogues."""
+        return self.summary["faults"]
+
+    @property
     def completed(self) -> int:
         return self.summary["dialogues"]["completed"]
 
@@ -100,7 +105,7 @@ class FleetRun:
 
     @property
     def failures(self) -> list[dict[str, Any]]:
-        """Failed dialogues with their transcripts (the first 200)."""
+        """Failed dialogues and faults with their transcripts (the first 200)."""
         return self.summary["failures"]
 
     @property

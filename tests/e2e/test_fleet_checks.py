@@ -235,6 +235,33 @@ async def test_replies_flagged_as_delivery_receipts_fail(make_gateway) -> None:
     assert "from 10086 (esm_class 0x44: not a text but a delivery receipt" in error, error
 
 
+async def test_a_receipt_besides_each_reply_is_a_fault_not_a_dialogue(make_gateway) -> None:
+    """A proxy sends a delivery receipt besides every reply (a foreign SMSC sending one per MO). Before, each receipt
+    was counted as a dialogue started and failed: 10 help dialogues read "20 dialogues ... 10 ok, 10 failed", twice the
+    rate started. Now they are faults of their own, which fail the run and count toward max_failures."""
+    gw = make_gateway()
+
+    def with_receipt(frame: bytes) -> list[bytes]:  # one per text, after its first part
+        pdu = decode_pdu(frame)
+        concat, _body = parse_udh(pdu.esm_class, pdu.short_message)  # type: ignore[attr-defined]
+        if concat is not None and concat.seqnum > 1:
+            return [frame]
+        pdu.esm_class, pdu.data_coding = EsmClass.DELIVERY_RECEIPT, 0  # type: ignore[attr-defined]
+        pdu.short_message = b"id:1 sub:001 dlvrd:001 stat:DELIVRD err:000 text:"  # type: ignore[attr-defined]
+        return [frame, encode_pdu(pdu)]
+
+    scenario = make_scenario(fleet={"count": 20, "binds": 1, **NO_SP}, behaviours=only(help=1),
+                             load={"duration": 0, "count": 10, "concurrency": 2, "timeout": 1})  # fmt: skip
+    async with Proxy(gw.smpp_port, with_receipt) as proxy:
+        run = await run_fleet_async(scenario, target=("127.0.0.1", proxy.port))
+    assert run.summary["dialogues"] == {"started": 10, "completed": 10, "failed": 0, "reactions": 0}
+    assert run.faults == 10 and run.summary["failures_by_step"] == {"delivery": {"receipt never requested": 10}}
+    assert "delivery" not in run.outcomes and sum(second["started"] for second in run.summary["timeline"]) == 10
+    assert run.misses() == ["10 faults found outside dialogues (tolerated: 0)"]
+    assert run.misses(max_failures=10) == [] and run.exit_code(max_failures=9) == 1
+    assert "faults found outside dialogues: 10" in str(run)
+
+
 async def test_udhi_without_a_user_data_header_fails(make_gateway) -> None:
     """A proxy sets UDHI on every reply, and the single-part ones have no UDH (a handset takes their first octet for
     the UDH's length). Before, the fleet read them as the gateway's lenient parse_udh does (the octets whole, a UDH

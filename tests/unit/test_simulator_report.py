@@ -344,6 +344,24 @@ def test_a_run_passing_with_failures_within_max_failures_says_pass(tmp_path: Pat
     assert '<span class="badge ok">PASS</span><span class="badge">1 failed' in html  # the count as information, not red
 
 
+def test_faults_outside_dialogues_are_shown_apart_from_the_dialogues(tmp_path: Path, summary: dict) -> None:
+    """A receipt never requested is a fault, no dialogue: the page counts it apart (a card, the badge, the
+    failures' list) and leaves the dialogues' figures as they were."""
+    recorder = Recorder(started=100.0)
+    recorder.dialogue_started(at=100.0)
+    recorder.record(dialogue("help", 100.1, [2.0]))
+    receipt = DialogueResult("delivery", "8613800000001", False, "failed", started_at=100.2, ended_at=100.2,
+                             step="receipt never requested", error="a report from 10086")  # fmt: skip
+    recorder.fault(receipt)
+    recorder.finish(at=101.0)
+    report = recorder.summary()
+    assert report["faults"] == 1 and report["dialogues"] == {"started": 1, "completed": 1, "failed": 0, "reactions": 0}
+    assert report["outcomes"] == {"help": {"done": 1}} and [s["failed"] for s in report["timeline"]] == [0]
+    _, page = parse(write_reports(report, tmp_path, misses=[])[1])
+    assert page.text("badge") == "PASS1 faults outside dialogues, within --max-failures"
+    assert "faults outside dialogues1" in page.text() and "Showing 1 of 1 failed dialogues and faults found outside them" in page.text()
+
+
 def test_the_page_shows_how_the_simulator_itself_kept_up(tmp_path: Path) -> None:
     """A saturated simulator's figures are its own queueing: its lag and what it held are on the page."""
     summary = passing_run(concurrency=300) | {"simulator": {
