@@ -442,6 +442,9 @@ def describe(summary: dict[str, Any]) -> str:
     if stats.get("redelivered_after_late_answer"):  # copies the fleet brought on itself: not the target's fault
         lines.append(f"delivered again after the fleet answered late: {stats['redelivered_after_late_answer']} (the target's "
                      "retries of deliver_sm the fleet answered after its response_timeout; see unasked_samples)")  # fmt: skip
+    if stats.get("in_part_after_refusal"):  # the fleet's own MO refused in part: its dialogue failed for it already
+        lines.append(f"long texts arrived in part after a part of their MO was refused or unanswered: "
+                     f"{stats['in_part_after_refusal']} (the refusal failed the dialogue, not the delivery)")  # fmt: skip
     for kind, steps in summary["failures_by_step"].items():
         for step, n in steps.items():
             lines.append(f"FAILED {kind} at {step}: {n}")

@@ -136,12 +136,21 @@ class SharedParts:
     reference: one per connection, or one for several."""
 
     def __init__(self, reassembly_timeout: float = 60.0,
-                 on_given_up: Callable[[str, str, list[int]], None] | None = None) -> None:  # fmt: skip
-        """on_given_up(source, destination, seqnums held): told of each text given up with parts missing (its
-        first part came reassembly_timeout ago): only part of it arrived."""
+                 on_given_up: Callable[[str, str, list[int], bool], None] | None = None) -> None:  # fmt: skip
+        """on_given_up(source, destination, seqnums held, unsent): told of each text given up with parts missing (its
+        first part came reassembly_timeout ago): only part of it arrived. `unsent`: a text these connections sent
+        with a part refused or unanswered (`sent_in_part`): the sender knew it incomplete, the receiver was right."""
         self.reassembler: Reassembler = Reassembler(timeout=reassembly_timeout)
         self.pdus: dict[tuple[tuple[str, str, ConcatScheme], int], list[Pdu]] = {}  # by reassembler key, reference
         self.on_given_up = on_given_up
+        self.unsent: set[tuple[str, str, int]] = set()  # (source, destination, reference): see sent_in_part
+
+    def sent_in_part(self, source: str, destination: str, short_message: bytes, esm_class: int, tlvs: dict[int, bytes]) -> None:
+        """A long text sent here had a part refused or unanswered: the parts accepted may arrive, and their set
+        never completes. Its first part (short_message, esm_class, TLVs) names it by its reference."""
+        concat, _body = concat_info(esm_class, short_message, tlvs)
+        if concat is not None:
+            self.unsent.add((source, destination, concat.reference))
 
     def expire(self, now: float) -> int:
         """Give up the texts whose first part came more than reassembly_timeout before `now` (math.inf: every
@@ -150,8 +159,11 @@ class SharedParts:
         for key, reference, bodies in expired:
             self.pdus.pop((key, reference), None)
             source, destination, _scheme = key  # type: ignore[misc]
+            unsent = (source, destination, reference) in self.unsent
+            if unsent:
+                self.unsent.discard((source, destination, reference))
             if self.on_given_up is not None:
-                self.on_given_up(source, destination, sorted(bodies))
+                self.on_given_up(source, destination, sorted(bodies), unsent)
         return len(expired)
 
 
@@ -302,7 +314,14 @@ class Esme(asyncio.Protocol):
             ))  # fmt: skip
             for body, esm, coding, part_tlvs in parts
         ]
-        return list(await asyncio.gather(*futures))
+        responses: list[Pdu] = []
+        try:
+            responses = list(await asyncio.gather(*futures))
+        finally:  # none: a part unanswered (ResponseTimeout, the connection closed)
+            if len(parts) > 1 and (not responses or any(r.command_status for r in responses)):
+                body, esm, _coding, part_tlvs = parts[0]
+                self.parts.sent_in_part(source, destination, body, esm, part_tlvs)
+        return responses
 
     async def enquire_link(self, timeout: float = 10.0) -> Pdu:
         return await asyncio.wait_for(self.request(EnquireLink()), timeout)

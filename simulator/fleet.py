@@ -961,9 +961,13 @@ class Fleet:
         self._delivery_fault("twice", phone.msisdn, message.source, message.text, message.received_at)
         return True
 
-    def _arrived_in_part(self, source: str, destination: str, seqnums: list[int]) -> None:
+    def _arrived_in_part(self, source: str, destination: str, seqnums: list[int], unsent: bool) -> None:
         """A long text given up with parts missing (SharedParts): a part lost, or a copy of a part of a text
-        that was whole already (it begins a set nothing completes)."""
+        that was whole already (it begins a set nothing completes). One the fleet sent with a part refused or
+        unanswered (`unsent`) is only counted: its refusal failed its dialogue already, and the target was right."""
+        if unsent:
+            self.stats["in_part_after_refusal"] += 1
+            return
         self._delivery_fault("in part", destination, source, f"<part(s) {', '.join(map(str, seqnums))} only>", time.monotonic())
 
     def _delivery_fault(self, kind: str, msisdn: str, source: str, text: str, at: float) -> None:

@@ -20,7 +20,8 @@ import pytest
 
 from gateway.config import DEFAULT_CONFIG
 from gateway.smpp.codec import decode_pdu, encode_pdu
-from gateway.smpp.constants import EsmClass
+from gateway.smpp.constants import CommandId, CommandStatus, EsmClass
+from gateway.smpp.pdu import SubmitSmResp
 from gateway.smpp.segment import parse_udh
 from gateway.smpp.text import decode
 from simulator import testing
@@ -65,12 +66,13 @@ def shipped(prefix: str) -> str:
 
 # ------------------------------------------------------------------ a proxy
 class Proxy:
-    """An SMPP proxy in front of the gateway: what the client sends goes through; each deliver_sm to the client
-    goes through `change(pdu) -> [pdus]`. A PDU added (a copy) gets a sequence number of the proxy's, and the
-    client's answer to it stays here."""
+    """An SMPP proxy in front of the gateway: what the client sends goes through, unless `answer(pdu)` gives the
+    response to send it back instead; each deliver_sm to the client goes through `change(pdu) -> [pdus]`. A PDU
+    added (a copy) gets a sequence number of the proxy's, and the client's answer to it stays here."""
 
-    def __init__(self, upstream: int, change: Callable[[bytes], list[bytes]]) -> None:
-        self.upstream, self.change = upstream, change
+    def __init__(self, upstream: int, change: Callable[[bytes], list[bytes]] = lambda pdu: [pdu],
+                 answer: Callable[[bytes], bytes | None] = lambda pdu: None) -> None:  # fmt: skip
+        self.upstream, self.change, self.answer = upstream, change, answer
         self.port = 0
         self._server: asyncio.Server | None = None
 
@@ -105,6 +107,10 @@ class Proxy:
                 number = struct.unpack(">I", pdu[12:16])[0]
                 if _command(pdu) == DELIVER_SM_RESP and number in ours:
                     ours.discard(number)
+                    continue
+                response = self.answer(pdu)
+                if response is not None:
+                    client_w.write(response)
                     continue
                 up_w.write(pdu)
 
@@ -409,3 +415,29 @@ def test_refusals_that_failed_a_spammer_round_are_not_listed_as_expected(smsgw_f
     assert run.summary["failures_by_step"]["spammer"] == {"spam": run.outcomes["spammer"]["failed"]}
     assert "ESME_RTHROTTLED, expected ESME_ROK" in next(f for f in run.failures if f["kind"] == "spammer")["error"]
     assert "ESME_RTHROTTLED" not in run.summary["mo_refused"]
+
+
+async def test_a_long_mo_refused_in_part_fails_its_dialogue_only(make_gateway) -> None:
+    """The SMSC (a proxy here) refuses the second part of every long MO with ESME_RMSGQFUL and delivers the first.
+    Before, each refusal failed twice: the dialogue (MO refused), then the delivery ("long text arrived in part:
+    part(s) 1 only"), blaming the target for a text the fleet knew it had sent in part."""
+    gw = make_gateway()
+
+    def refuse_second_part(frame: bytes) -> bytes | None:
+        pdu = decode_pdu(frame)
+        if pdu.command_id != CommandId.SUBMIT_SM:
+            return None
+        concat, _body = parse_udh(pdu.esm_class, pdu.short_message)  # type: ignore[attr-defined]
+        if concat is None or concat.seqnum != 2:
+            return None
+        return encode_pdu(SubmitSmResp(sequence_number=pdu.sequence_number, command_status=CommandStatus.ESME_RMSGQFUL))
+
+    scenario = make_scenario(fleet={"count": 20, "binds": 1, **NO_SP}, behaviours=only(chatter=1) | {
+        "chatter": {"weight": 1, "long": 1.0}}, load={"duration": 0, "count": 10, "concurrency": 2, "timeout": 1})  # fmt: skip
+    async with Proxy(gw.smpp_port, answer=refuse_second_part) as proxy:
+        run = await run_fleet_async(scenario, target=("127.0.0.1", proxy.port))
+    assert run.summary["failures_by_step"] == {"chatter": {"chat->subscriber": 10}}, run.summary["failures_by_step"]
+    assert all(f["error"] == "MO refused with ESME_RMSGQFUL" for f in run.failures)
+    stats = run.summary["fleet"]["stats"]
+    assert run.faults == 0 and stats["in_part_after_refusal"] == 10 and "arrived_in_part" not in stats
+    assert "long texts arrived in part after a part of their MO was refused or unanswered: 10" in str(run)
