@@ -31,6 +31,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from ssl import SSLError
 from typing import Any, TypeVar
 
 from gateway.smpp.constants import CommandId, CommandStatus, EsmClass, Tag
@@ -87,6 +88,11 @@ class BindError(EsmeError):
 
 class ConnectionClosed(EsmeError):
     """The connection ended before the request was answered."""
+
+
+class HandshakeFailed(EsmeError):
+    """The TCP connection was made, but the TLS handshake over it did not complete: the peer waited, closed or
+    reset it (an ssl.SSLError, the peer's answer refused, is raised as it is)."""
 
 
 class ResponseTimeout(EsmeError):
@@ -214,9 +220,23 @@ class Esme(asyncio.Protocol):
     async def connect(
         cls, host: str, port: int, *, ssl: Any = None, timeout: float = 10.0, **options: Any
     ) -> Esme:
-        """Open the TCP connection (not bound yet); options go to __init__."""
+        """Open the TCP connection (not bound yet); options go to __init__. With `ssl`, a handshake that does not
+        complete over a TCP connection made (no answer within `timeout`, the connection closed or reset) raises
+        HandshakeFailed."""
         loop = asyncio.get_running_loop()
-        _, esme = await asyncio.wait_for(loop.create_connection(lambda: cls(**options), host, port, ssl=ssl), timeout)
+        made: list[Esme] = []
+
+        def protocol() -> Esme:  # (asyncio makes it once the TCP connection is made, before the TLS handshake)
+            made.append(cls(**options))
+            return made[0]
+
+        try:
+            _, esme = await asyncio.wait_for(loop.create_connection(protocol, host, port, ssl=ssl), timeout)
+        except (OSError, TimeoutError) as exc:
+            if ssl is None or not made or isinstance(exc, SSLError):
+                raise
+            reason = f"no answer to the handshake within {timeout:g} s" if isinstance(exc, TimeoutError) else exc
+            raise HandshakeFailed(str(reason) or type(exc).__name__) from exc  # (EOF: an empty ConnectionResetError)
         return esme
 
     async def bind(

@@ -40,7 +40,15 @@ from gateway.gctune import restore_defaults, tune_for_serving
 from . import behaviours as b
 from .behaviours import BUSY, IDLE, RETIRED, Env, Phone, PostOffice, Rules, Spammer
 from .dialogues import DialogueResult, Plan
-from .esme import BindError, Esme, EsmeError, ResponseTimeout, SharedParts, ShortMessage
+from .esme import (
+    BindError,
+    Esme,
+    EsmeError,
+    HandshakeFailed,
+    ResponseTimeout,
+    SharedParts,
+    ShortMessage,
+)
 from .headroom import Headroom
 from .metrics import Recorder
 from .scenario import Load, Scenario
@@ -398,11 +406,11 @@ class Fleet:
         except ssl.SSLCertVerificationError as exc:
             raise FleetError("target.ca", f"TLS to {t.host}:{t.port} failed: {exc}", "target.ca names the CA that signed "
                                           "the server's certificate; target.verify = false accepts any") from None
-        except ssl.SSLError as exc:  # no certificate to blame: the handshake itself failed
+        except (ssl.SSLError, HandshakeFailed) as exc:  # no certificate to blame: the handshake itself failed
             raise FleetError("target.tls/target.port", f"TLS to {t.host}:{t.port} failed: {exc}: the server did not "
                                                        "answer TLS (a plain SMPP port?)") from None
         except (OSError, TimeoutError) as exc:
-            reason = f"no connection within {CONNECT_TIMEOUT:g} s" if isinstance(exc, TimeoutError) else exc
+            reason = f"no connection within {CONNECT_TIMEOUT:g} s" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
             raise FleetError("target.host/target.port", f"cannot connect to {t.host}:{t.port}{' (TLS)' if t.tls else ''}: {reason}") from None
 
     async def _bind(self, esme: Esme, mode: str, system_id: str, password: str, key: str, address: str = "") -> None:

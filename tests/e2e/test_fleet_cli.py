@@ -3,12 +3,16 @@ exit; thresholds; usage and config mistakes exit 2 naming the file and key."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
 import socket
+import ssl
+import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +21,7 @@ import pytest
 from gateway.app import GatewayController
 from gateway.config import DEFAULT_CONFIG, load_config
 from simulator import cli
+from simulator.esme import Esme, HandshakeFailed
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD_DONE = "您已成功退订{sp_company}提供的{service}业务，下月起不再收取信息费。"
@@ -536,3 +541,61 @@ def test_tls_to_a_plain_smpp_port_says_the_server_did_not_answer_tls(gateway, ca
         err = capsys.readouterr().err
         assert err.startswith(f"smsgw simulate: command line: target.tls/target.port: TLS to 127.0.0.1:{port} failed: "), err
         assert err.endswith(": the server did not answer TLS (a plain SMPP port?)\n") and "--ca" not in err, err
+
+
+@contextlib.contextmanager
+def plain_peer(ends: str):
+    """A TCP server that reads what comes on each connection (a TLS ClientHello) and then `ends` it: "reset" (RST),
+    "eof" (a close) or "waits" (holds it, answering nothing, until the test is over). Yields its port."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:  # the test is over
+                return
+            connection.recv(4096)
+            if ends == "reset":
+                connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            if ends == "waits":
+                held.append(connection)
+            else:
+                connection.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        server.shutdown(socket.SHUT_RDWR)  # (accept() returns)
+        server.close()
+        thread.join(5)
+        for connection in held:
+            connection.close()
+
+
+@pytest.mark.parametrize("ends", ["reset", "eof"])
+def test_tls_to_a_peer_that_closes_the_handshake_says_the_server_did_not_answer_tls(ends: str, capsys) -> None:
+    """A plain SMPP server (node-smpp) that resets or closes on a ClientHello: the message was `target.host/target.port:
+    cannot connect to 127.0.0.1:PORT (TLS): ` with nothing after the colon (an empty ConnectionResetError)."""
+    with plain_peer(ends) as port:
+        assert cli.main(["--port", str(port), "--tls", "--insecure", "--count", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    reason = "[Errno 104] Connection reset by peer" if ends == "reset" else "ConnectionResetError"
+    assert err == (f"smsgw simulate: command line: target.tls/target.port: TLS to 127.0.0.1:{port} failed: {reason}: "
+                   "the server did not answer TLS (a plain SMPP port?)\n"), err
+
+
+async def test_a_tls_handshake_not_answered_is_told_from_no_connection() -> None:
+    """A plain server that waits for a bind gives a ClientHello no answer: that was `cannot connect ...: no connection
+    within 10 s`, as for a host that is not there. The TCP connection was made: the handshake failed."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with plain_peer("waits") as port, pytest.raises(HandshakeFailed, match=r"^no answer to the handshake within 0.5 s$"):
+        await Esme.connect("127.0.0.1", port, ssl=context, timeout=0.5)
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]
+    with pytest.raises(ConnectionRefusedError):  # no TCP connection: no handshake to blame
+        await Esme.connect("127.0.0.1", port, ssl=context, timeout=0.5)
