@@ -442,20 +442,23 @@ class Fleet:
         self._freed = asyncio.Event()
 
         async def subscriber_block(lo: int, hi: int) -> tuple[Esme, list[Phone]]:
+            """A block's binds. Its phones are known by their numbers before its binds are answered: an SMSC may
+            send a text right after the answer (a welcome), before the fleet's other binds are up."""
             pattern = address_range(lo, hi)
             if f.mode == "trx":
-                esme = await self._open(self._on_message, f.window)
+                esme = sender = await self._open(self._on_message, f.window)
+                phones = self._numbered(lo, hi, sender)
                 await self._bind(esme, "trx", t.system_id, t.password, "target.system_id", pattern)
                 self.binds.append(esme)
-                sender = esme
             else:
                 sender = await self._open(None, f.window)
+                phones = self._numbered(lo, hi, sender)
                 await self._bind(sender, "tx", t.system_id, t.password, "target.system_id", pattern)
                 self.binds.append(sender)
                 receiver = await self._open(self._on_message, f.window)
                 await self._bind(receiver, "rx", t.system_id, t.password, "target.system_id", pattern)
                 self.binds.append(receiver)
-            return sender, [Phone(str(n), sender, self) for n in range(lo, hi + 1)]
+            return sender, phones
 
         async def spammer_block(lo: int, hi: int) -> tuple[Esme, list[Spammer]]:
             sp = s.spammers
@@ -491,9 +494,8 @@ class Fleet:
             if not isinstance(result, tuple):
                 continue
             for member in result[1]:
-                if isinstance(member, Phone):
+                if isinstance(member, Phone):  # (by_number has it already: _numbered)
                     self.phones.append(member)
-                    self.by_number[member.msisdn] = member
                     self.idle.add(member)
                 else:
                     self.spammers.append(member)
@@ -504,6 +506,15 @@ class Fleet:
         # and a reply that arrives during one is timed as the target's latency (bench/perf-log.md, session 11).
         tune_for_serving()
         self._collector_tuned = True
+
+    def _numbered(self, lo: int, hi: int, sender: Esme) -> list[Phone]:
+        """The phones of numbers lo..hi, sending on `sender`, each known by its number from now on (what arrives
+        for it reaches it); they join the fleet's idle ones once every bind is up, in the blocks' order."""
+        phones = [Phone(str(n), sender, self) for n in range(lo, hi + 1)]
+        by_number = self.by_number
+        for phone in phones:
+            by_number[phone.msisdn] = phone
+        return phones
 
     async def close(self) -> None:
         if self.headroom is not None:

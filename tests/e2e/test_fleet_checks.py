@@ -21,7 +21,7 @@ import pytest
 from gateway.config import DEFAULT_CONFIG
 from gateway.smpp.codec import decode_pdu, encode_pdu
 from gateway.smpp.constants import CommandId, CommandStatus, EsmClass
-from gateway.smpp.pdu import SubmitSmResp
+from gateway.smpp.pdu import DeliverSm, SubmitSmResp
 from gateway.smpp.segment import parse_udh
 from gateway.smpp.text import decode
 from simulator import testing
@@ -30,6 +30,7 @@ from simulator.testing import FleetRun, gateway_config, make_scenario, run_fleet
 smsgw_fleet = testing.smsgw_fleet  # the fixture
 
 DELIVER_SM, DELIVER_SM_RESP = 0x00000005, 0x80000005
+BIND_RESPS = (CommandId.BIND_RECEIVER_RESP, CommandId.BIND_TRANSMITTER_RESP, CommandId.BIND_TRANSCEIVER_RESP)
 KINDS = ("query", "order", "spam", "chatter", "spammer", "help")
 NO_SP = {"sp_receivers": []}
 
@@ -67,12 +68,14 @@ def shipped(prefix: str) -> str:
 # ------------------------------------------------------------------ a proxy
 class Proxy:
     """An SMPP proxy in front of the gateway: what the client sends goes through, unless `answer(pdu)` gives the
-    response to send it back instead; each deliver_sm to the client goes through `change(pdu) -> [pdus]`. A PDU
-    added (a copy) gets a sequence number of the proxy's, and the client's answer to it stays here."""
+    response to send it back instead; each deliver_sm to the client goes through `change(pdu) -> [pdus]`, and
+    `after_bind(bind_resp) -> [pdus]` follow a bind's answer. A PDU added (a copy) gets a sequence number of the
+    proxy's, and the client's answer to it stays here."""
 
     def __init__(self, upstream: int, change: Callable[[bytes], list[bytes]] = lambda pdu: [pdu],
-                 answer: Callable[[bytes], bytes | None] = lambda pdu: None) -> None:  # fmt: skip
-        self.upstream, self.change, self.answer = upstream, change, answer
+                 answer: Callable[[bytes], bytes | None] = lambda pdu: None,
+                 after_bind: Callable[[bytes], list[bytes]] = lambda pdu: []) -> None:  # fmt: skip
+        self.upstream, self.change, self.answer, self.after_bind = upstream, change, answer, after_bind
         self.port = 0
         self._server: asyncio.Server | None = None
 
@@ -90,17 +93,24 @@ class Proxy:
         ours: set[int] = set()
         sequence = [0x70000000]
 
+        def add(out: bytes) -> None:
+            sequence[0] += 1
+            ours.add(sequence[0])
+            client_w.write(out[:12] + struct.pack(">I", sequence[0]) + out[16:])
+
         async def to_client() -> None:
             async for pdu in _pdus(up_r):
                 if _command(pdu) != DELIVER_SM:
                     client_w.write(pdu)
+                    if _command(pdu) in BIND_RESPS:
+                        for out in self.after_bind(pdu):
+                            add(out)
                     continue
                 for i, out in enumerate(self.change(pdu)):
                     if i:  # an added one
-                        sequence[0] += 1
-                        ours.add(sequence[0])
-                        out = out[:12] + struct.pack(">I", sequence[0]) + out[16:]
-                    client_w.write(out)
+                        add(out)
+                    else:
+                        client_w.write(out)
 
         async def to_gateway() -> None:
             async for pdu in _pdus(client_r):
@@ -314,6 +324,29 @@ async def test_sp_notices_about_another_subscriber_fail(make_gateway) -> None:
     error = run.failures[0]["error"]
     assert "owed by the fleet's dialogues not received" in error and "received that no dialogue of the run owed" in error
     assert f"about {first}" in error
+
+
+# ---------------------------------------------------------- before the load
+async def test_a_text_right_after_a_bind_is_answered_reaches_its_subscriber(make_gateway) -> None:
+    """The SMSC (a proxy here) sends each bind's first subscriber a welcome text right after answering the bind.
+    Before, the fleet knew its subscribers by number only once every bind was up: the welcomes were "(no such
+    subscriber here)", counted unrouted."""
+    gw = make_gateway()
+    first, count = 8613800200000, 20
+    welcomed: list[str] = []
+
+    def welcome(_bind_resp: bytes) -> list[bytes]:
+        number = str(first + 10 * len(welcomed))  # the first of each of the 2 blocks, in the order of the answers
+        welcomed.append(number)
+        return [encode_pdu(DeliverSm(source_addr="ForeignNet", destination_addr=number, short_message=b"Welcome"))]
+
+    scenario = make_scenario(fleet={"count": count, "binds": 2, "start": str(first), **NO_SP}, behaviours=only(help=1),
+                             load={"duration": 0, "count": 2, "concurrency": 1})  # fmt: skip
+    async with Proxy(gw.smpp_port, after_bind=welcome) as proxy:
+        run = await run_fleet_async(scenario, target=("127.0.0.1", proxy.port))
+    run.assert_ok()
+    assert len(welcomed) == 2 and run.summary["unsolicited"] == {"other": 2}, run.summary["unsolicited"]
+    assert sorted(run.summary["fleet"]["unasked_samples"]) == [f"to {n} (idle) from ForeignNet: Welcome" for n in sorted(welcomed)]
 
 
 # ------------------------------------------------------------ misdelivered
