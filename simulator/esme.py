@@ -149,14 +149,17 @@ class SharedParts:
         self.reassembler: Reassembler = Reassembler(timeout=reassembly_timeout)
         self.pdus: dict[tuple[tuple[str, str, ConcatScheme], int], list[Pdu]] = {}  # by reassembler key, reference
         self.on_given_up = on_given_up
-        self.unsent: set[tuple[str, str, int]] = set()  # (source, destination, reference): see sent_in_part
+        # (source, destination, reference) -> when sent: see sent_in_part. Kept two reassembly timeouts at most: a
+        # text refused in every part never arrives, and a reference comes round again.
+        self.unsent: dict[tuple[str, str, int], float] = {}
+        self.timeout = reassembly_timeout
 
     def sent_in_part(self, source: str, destination: str, short_message: bytes, esm_class: int, tlvs: dict[int, bytes]) -> None:
         """A long text sent here had a part refused or unanswered: the parts accepted may arrive, and their set
         never completes. Its first part (short_message, esm_class, TLVs) names it by its reference."""
         concat, _body = concat_info(esm_class, short_message, tlvs)
         if concat is not None:
-            self.unsent.add((source, destination, concat.reference))
+            self.unsent[(source, destination, concat.reference)] = time.monotonic()
 
     def expire(self, now: float) -> int:
         """Give up the texts whose first part came more than reassembly_timeout before `now` (math.inf: every
@@ -165,11 +168,13 @@ class SharedParts:
         for key, reference, bodies in expired:
             self.pdus.pop((key, reference), None)
             source, destination, _scheme = key  # type: ignore[misc]
-            unsent = (source, destination, reference) in self.unsent
-            if unsent:
-                self.unsent.discard((source, destination, reference))
+            unsent = self.unsent.pop((source, destination, reference), None) is not None
             if self.on_given_up is not None:
                 self.on_given_up(source, destination, sorted(bodies), unsent)
+        if self.unsent:
+            stale = now - 2 * self.timeout
+            for text in [text for text, sent_at in self.unsent.items() if sent_at < stale]:
+                del self.unsent[text]
         return len(expired)
 
 
