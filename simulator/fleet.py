@@ -51,12 +51,13 @@ from .esme import (
 )
 from .headroom import Headroom
 from .metrics import Recorder
+from .numbering import address_range, blocks, first_outside
+from .pool import Pool
 from .scenario import Load, Scenario
 from .texts import UNPROMPTED
 
-__all__ = ["Fleet", "FleetError", "FleetValueError", "address_range", "blocks", "exact_range", "first_outside"]
+__all__ = ["Fleet", "FleetError", "FleetValueError"]
 
-MAX_ADDRESS_RANGE = 40  # SMPP 3.4: address_range is a C-octet string of at most 41 octets
 CONNECT_TIMEOUT = 10.0  # seconds for a TCP connection (and TLS handshake) to the target
 SP_NOTICE = re.compile(r"event=(\w+) service=(\S+)(?:.* msisdn=\+?(\d+))?")
 DRAIN_POLL = 0.1  # seconds between the drain's looks at an interruption
@@ -89,120 +90,6 @@ class FleetValueError(FleetError, ValueError):
     """A scenario value the target's config refuses (numbers not the bind account's, more binds than its max_binds,
     keywords not in its catalogue, more dialogues in flight than subscribers): a ValueError from the Python API, as the
     values the scenario itself refuses are (README)."""
-
-
-# ------------------------------------------------------------------ numbering
-def blocks(start: str, count: int, parts: int) -> list[tuple[int, int]]:
-    """`count` numbers from `start` in `parts` consecutive blocks, as (first, last) inclusive."""
-    first = int(start)
-    size, extra = divmod(count, parts)
-    out = []
-    for k in range(parts):
-        n = size + (1 if k < extra else 0)
-        out.append((first, first + n - 1))
-        first += n
-    return out
-
-
-def address_range(lo: int, hi: int) -> str:
-    """A bind's address_range for the numbers lo..hi (same length), at most 40 characters: the exact pattern
-    when it fits, else their common prefix and any digits (a superset; the gateway only prefers the bind)."""
-    exact = exact_range(lo, hi)
-    if len(exact) <= MAX_ADDRESS_RANGE:
-        return exact
-    a, z = str(lo), str(hi)
-    common = next((i for i, (x, y) in enumerate(zip(a, z, strict=True)) if x != y), len(a))
-    return f"{a[:common]}\\d{{{len(a) - common}}}"
-
-
-def exact_range(lo: int, hi: int) -> str:
-    """A regular expression matching exactly the numbers lo..hi (same length)."""
-    a, z = str(lo), str(hi)
-    common = next((i for i, (x, y) in enumerate(zip(a, z, strict=True)) if x != y), len(a))
-    if common == len(a):
-        return a
-    parts = [_pattern(run, len(a))[common:] for run in _aligned(lo, hi)]
-    return a[:common] + (parts[0] if len(parts) == 1 else "(?:" + "|".join(parts) + ")")
-
-
-def _aligned(lo: int, hi: int) -> list[tuple[int, int, int]]:
-    """lo..hi as runs (first, last, k): numbers sharing all but their last k+1 digits, the (k+1)-th from the end
-    running over a digit range and the last k digits over everything."""
-    out = []
-    start = lo
-    while start <= hi:
-        k = 0
-        while start % 10 ** (k + 1) == 0 and start + 10 ** (k + 1) - 1 <= hi:
-            k += 1
-        step = 10**k
-        end = start + step - 1
-        while (end + 1) // step % 10 != 0 and end + step <= hi:
-            end += step
-        out.append((start, end, k))
-        start = end + 1
-    return out
-
-
-def _pattern(run: tuple[int, int, int], width: int) -> str:
-    start, end, k = run
-    s, e = str(start).zfill(width), str(end).zfill(width)
-    head = s[: width - k - 1]
-    d1, d2 = s[width - k - 1], e[width - k - 1]
-    digit = d1 if d1 == d2 else f"[{d1}-{d2}]"
-    tail = "" if k == 0 else ("\\d" if k == 1 else f"\\d{{{k}}}")
-    return head + digit + tail
-
-
-def first_outside(lo: int, hi: int, prefixes: tuple[str, ...]) -> int | None:
-    """The first of the numbers lo..hi (same length) that starts with none of `prefixes`, or None. Steps a prefix's
-    whole block at a time, so a range of millions costs a few steps."""
-    n = lo
-    while n <= hi:
-        digits = str(n)
-        prefix = max((p for p in prefixes if digits.startswith(p)), key=len, default=None)
-        if prefix is None:
-            return n
-        n = int(prefix + "9" * (len(digits) - len(prefix))) + 1
-    return None
-
-
-# ----------------------------------------------------------------------- pool
-class Pool:
-    """Idle members, picked at random in O(1)."""
-
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-        self.where: dict[int, int] = {}
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def add(self, item: Any) -> None:
-        if id(item) not in self.where:
-            self.where[id(item)] = len(self.items)
-            self.items.append(item)
-
-    def remove(self, item: Any) -> bool:
-        i = self.where.pop(id(item), None)
-        if i is None:
-            return False
-        last = self.items.pop()
-        if last is not item:
-            self.items[i] = last
-            self.where[id(last)] = i
-        return True
-
-    def take(self, rng: random.Random, accept: Callable[[Any], bool] | None = None, tries: int = 16) -> Any:
-        items = self.items
-        n = len(items)
-        if not n:
-            return None
-        for _ in range(tries if accept is not None else 1):
-            item = items[int(rng.random() * n)]
-            if accept is None or accept(item):
-                self.remove(item)
-                return item
-        return None
 
 
 # ---------------------------------------------------------------------- fleet

@@ -13,8 +13,15 @@ from pathlib import Path
 import pytest
 
 from simulator.cli import verdicts
-from simulator.fleet import MAX_ADDRESS_RANGE, Pool, address_range, blocks, exact_range
-from simulator.scenario import DEFAULT_SCENARIO, Scenario, ScenarioError, load_scenario, parse_scenario
+from simulator.numbering import MAX_ADDRESS_RANGE, address_range, blocks, exact_range
+from simulator.pool import Pool
+from simulator.scenario import (
+    DEFAULT_SCENARIO,
+    Scenario,
+    ScenarioError,
+    load_scenario,
+    parse_scenario,
+)
 
 
 def write(tmp_path: Path, text: str) -> Path:
