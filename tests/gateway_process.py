@@ -73,20 +73,24 @@ def children_of(pid: int) -> list[int]:
 class GatewayProcess:
     def __init__(
         self, db: Path, config: Path | None = None, host: str | None = "127.0.0.1", log_level: str = "info",
-        open_files: tuple[int, int] | None = None, file_modes_apply: bool = False,
+        open_files: tuple[int, int] | None = None, file_modes_apply: bool = False, cwd: Path | None = None,
     ) -> None:  # fmt: skip
         """host None: no --host, the config's smpp_host and http_host count. Above info the gateway does not log
         'smsgw ready' with its ports: they are picked here, and it is ready once its HTTP port listens.
         open_files: its (soft, hard) limit on open files, as a service manager would set it. file_modes_apply: a
-        file's mode binds it even when the tests run as root (`modes_apply`)."""
+        file's mode binds it even when the tests run as root (`modes_apply`). cwd: started from that directory as
+        an installed `smsgw` is, its code found on sys.path (ROOT on PYTHONPATH), never in the directory (-P)."""
         announces_ports = log_level in ("debug", "info")
         ports = (0, 0) if announces_ports else (free_port(), free_port())
         limits = [] if open_files is None else ["prlimit", f"--nofile={open_files[0]}:{open_files[1]}"]  # (util-linux)
+        env = None
+        if cwd is not None:
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH")))))
         self.proc = subprocess.Popen(
-            [*limits, *(modes_apply() if file_modes_apply else []), sys.executable, "-m", "gateway", "serve", "--db", str(db), *(["--host", host] if host is not None else []),
+            [*limits, *(modes_apply() if file_modes_apply else []), sys.executable, *(["-P"] if cwd is not None else []), "-m", "gateway", "serve", "--db", str(db), *(["--host", host] if host is not None else []),
              "--smpp-port", str(ports[0]), "--http-port", str(ports[1]), "--log-json", "--log-level", log_level,
              *(["--config", str(config)] if config is not None else [])],
-            cwd=ROOT, stderr=subprocess.PIPE, text=True,
+            cwd=ROOT if cwd is None else cwd, env=env, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         self.log: list[str] = []
         if announces_ports:

@@ -93,8 +93,10 @@ class WriterProcess:
         package_root = str(Path(__file__).resolve().parents[2])  # the directory holding gateway/
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (package_root, env.get("PYTHONPATH"))))
+        # -P: `-m` would put the working directory first on sys.path, and a `gateway` package there (an operator's
+        # project, another checkout of smsgw) would stand in for this one: the child must run this process's code.
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway.store.writer_child", self.path, "rwc" if create else "rw",
+            sys.executable, "-P", "-m", "gateway.store.writer_child", self.path, "rwc" if create else "rw",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env,
         )  # fmt: skip
         reply = await self._receive()
