@@ -151,6 +151,19 @@ class SmppConnection(asyncio.Protocol):
         if stranded:
             self.gateway.delivery.requeue(stranded)
 
+    def eof_received(self) -> bool:
+        """The peer half-closed the link (shutdown(SHUT_WR) after its last PDUs) and may still read: it gets the answer
+        to every request it sent, as before an unbind_resp (a submit_sm's once its message is committed), and then the
+        link closes (Session.receive_eof). asyncio closed it at once: the answers still to come were lost, though
+        their messages were committed. Over TLS asyncio closes it whatever this returns (a close_notify ends both
+        ways), as before."""
+        if self.transport is None or self.transport.get_extra_info("ssl_object") is not None:
+            return False
+        self._stop_receiving()
+        self.session.receive_eof()
+        self.flush()
+        return True
+
     def pause_writing(self) -> None:
         # The peer has stopped reading our answers. Stop reading its requests until it reads again:
         # TCP then holds it back, where reading on would pile up its answers here without bound.
@@ -573,7 +586,8 @@ class SmppConnection(asyncio.Protocol):
             self.close()
             return
         if session.answers_overdue():
-            log.warning("requests before a framing error unanswered; closing", peer=self.peer, account=self.system_id)
+            log.warning("requests before a framing error or the end of input unanswered; closing", peer=self.peer,
+                        account=self.system_id)  # fmt: skip
             self.close()
             return
         if session.unbind_overdue():

@@ -396,6 +396,22 @@ class Session:
         self.state = State.CLOSED
         self.halted = True
 
+    def receive_eof(self) -> None:
+        """The peer half-closed the link (shutdown(SHUT_WR) after its last PDU): it sends nothing more, and may still
+        read. As after a framing error, the requests it sent are answered (its unbind last, if it sent one), then the
+        link closes (`answers_overdue` bounds the wait); no request of ours goes out, and none outstanding is waited
+        for: its answer cannot come."""
+        if self.state is _CLOSED or self._broken_at is not None:
+            return
+        self.halted = True
+        self.outstanding.clear()
+        if self._held_unbind is not None:
+            self._answer_unbind_when_nothing_is_pending()
+        if self._owed:
+            self._broken_at = self.clock()
+        else:
+            self.state = State.CLOSED
+
     # ------------------------------------------------------------ timers
     def expired_requests(self, now: float | None = None) -> list[Pdu]:
         """Remove and return requests whose response did not come within response_timeout. A response that
@@ -411,7 +427,8 @@ class Session:
         return requests
 
     def answers_overdue(self, now: float | None = None) -> bool:
-        """After a framing error, the answers to the requests before it have waited response_timeout."""
+        """After a framing error or the peer's end of input (`receive_eof`), the answers to the requests before it
+        have waited response_timeout."""
         return self._broken_at is not None and self._waited_out(self._broken_at, now)
 
     def unbind_overdue(self, now: float | None = None) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import ssl
 
 import pytest
@@ -205,6 +206,20 @@ def test_bind_and_message_over_tls(make_gateway, handset, tls_files):
     phone = handset(A, gw=gw, tls=context)
     assert phone.submit(ECHO, "over TLS").status == ESME_ROK
     assert text(phone.expect()) == "over TLS"
+
+
+def test_a_tls_client_that_half_closes_is_let_go_without_a_warning(make_gateway, handset, tls_files, caplog):
+    """A plain TCP client that half-closes gets its answers (test_protocol); over TLS asyncio ends the session at the
+    FIN whatever the gateway asks, and logs a warning each time it is asked to keep the link open."""
+    cert, key = tls_files
+    gw = make_gateway(tls={"enabled": True, "port": 0, "certfile": str(cert), "keyfile": str(key)})
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    phone = handset(A, gw=gw, tls=context)
+    assert eventually(lambda: len(gw.gateway.connections) == 1)
+    phone.client._socket.shutdown(socket.SHUT_WR)
+    assert eventually(lambda: not gw.gateway.connections)
+    assert not [record for record in caplog.records if record.name == "asyncio"]
 
 
 def test_a_connection_to_the_tls_port_that_never_starts_tls_is_closed_after_bind_timeout(make_gateway, tls_files):

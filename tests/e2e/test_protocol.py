@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import select
+import socket
 import struct
 
 import pytest
@@ -152,6 +153,23 @@ def test_requests_sent_just_before_unbind_are_answered_before_the_unbind_resp(ha
     assert answers[2:] == [("unbind_resp", 4, ESME_ROK)]
     b = handset(B)
     assert sorted(text(b.expect()) for _ in to_b) == ["before unbind 2", "before unbind 3"]
+
+
+@pytest.mark.parametrize("unbinds", [False, True], ids=["submit_sm", "submit_sm and unbind"])
+def test_a_client_that_half_closes_after_its_requests_still_gets_their_answers(handset, unbinds):
+    """A client that shuts down its sending side (shutdown(SHUT_WR)) once its PDUs are written reads on. The gateway
+    closed the link at its FIN: the submit_sm_resp, which waits for the commit, never came, though the message was
+    committed and delivered (the client, unanswered, sends it again)."""
+    a = handset(A)
+    requests = [a.make("submit_sm", B, "before the FIN")] + ([smpp.make_pdu("unbind", client=a.client)] if unbinds else [])
+    a.send_together(*requests)
+    a.client._socket.shutdown(socket.SHUT_WR)
+    answers = [a.response(pdu.sequence) for pdu in requests]
+    assert [(pdu.command, pdu.status) for pdu in answers] == [("submit_sm_resp", ESME_ROK), ("unbind_resp", ESME_ROK)][
+        : len(requests)
+    ]
+    a.expect_closed(timeout=5)
+    assert text(handset(B).expect()) == "before the FIN"
 
 
 def test_a_deliver_sm_answered_after_the_peers_unbind_counts_and_is_not_sent_again(handset, gateway):

@@ -535,6 +535,31 @@ def test_after_a_framing_error_the_requests_before_it_are_answered_then_the_sess
     ]  # fmt: skip
 
 
+def test_after_the_peers_end_of_input_its_requests_are_answered_its_unbind_last_then_the_session_closes():
+    """A client that half-closes (shutdown(SHUT_WR)) after its PDUs reads on: its unbind is answered once its own
+    requests are, without waiting for a deliver_sm it can no longer answer; no request of ours goes out meanwhile."""
+    clock = FakeClock()
+    esme, smsc = bind_pair(TRX, clock, response_timeout=5.0)
+    smsc.send(DeliverSm())
+    transfer(smsc, esme)  # unanswered: the client sends its FIN after its unbind
+    submit = esme.send(SubmitSm())
+    esme.send(Unbind())
+    transfer(esme, smsc)
+    smsc.receive_eof()
+    assert not smsc.finished and not smsc.enquire_link_due(clock.now + 3600)
+    clock.now += 5.0
+    assert smsc.answers_overdue()  # the application closes the link then
+    smsc.send(response_to(submit, message_id="1"))
+    assert smsc.finished
+    assert [p.command_id for p in answers(smsc)] == [C.SUBMIT_SM_RESP, C.UNBIND_RESP]
+
+
+def test_a_session_whose_peer_ends_its_input_with_nothing_to_answer_closes_at_once():
+    _esme, smsc = bind_pair(TRX)
+    smsc.receive_eof()
+    assert smsc.state is CLOSED and smsc.finished
+
+
 def test_a_session_closed_by_a_framing_error_is_freed_at_once_with_what_it_read():
     """The error, kept with its traceback, made a cycle with the frame that read it: the session and what it read (a
     70,000-octet PDU's start, from a client never bound) stayed until the collector ran, seldom in the gateway (gctune):
