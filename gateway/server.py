@@ -22,6 +22,7 @@ from .messages import (
     subscriber_submitting,
 )
 from .router import AddressRange, Receiver, compile_address_range
+from .smpp.codec import fields_before_fault
 from .smpp.constants import CommandId, CommandStatus, Tag
 from .smpp.pdu import (
     DataSm,
@@ -36,6 +37,7 @@ from .smpp.session import (
     BIND_REQUESTS,
     LateResponse,
     Received,
+    Rejected,
     Session,
     Side,
     State,
@@ -52,6 +54,7 @@ S = CommandStatus
 _RECEIVING_BINDS = frozenset({C.BIND_RECEIVER, C.BIND_TRANSCEIVER})
 # Refused while the gateway stops (`drain`): whatever would store or change a message.
 _REFUSED_WHILE_DRAINING = frozenset({C.SUBMIT_SM, C.DATA_SM, C.SUBMIT_MULTI, C.CANCEL_SM, C.REPLACE_SM})
+_SUBMISSIONS = frozenset({C.SUBMIT_SM, C.DATA_SM, C.SUBMIT_MULTI})
 _STOPPING = "the gateway is stopping"  # why they are refused
 _DELIVERY_ANSWERS = frozenset({C.DELIVER_SM_RESP, C.DATA_SM_RESP, C.GENERIC_NACK})
 # Read for every PDU: bound once (an enum member read from its class costs ~150 ns in CPython 3.11).
@@ -190,7 +193,9 @@ class SmppConnection(asyncio.Protocol):
             elif type(event) is LateResponse:
                 self._on_late_answer(event.pdu)
             elif event.status:  # answered by the session already: only the log line is limited
-                if self.may_log(f"pdu rejected ({S.name_of(event.status)})"):
+                if event.frame and event.command_id in _SUBMISSIONS and self.account is not None:
+                    self._log_undecodable_submission(event)
+                elif self.may_log(f"pdu rejected ({S.name_of(event.status)})"):
                     log.warning("pdu rejected", peer=self.peer, account=self.system_id, status=S.name_of(event.status),
                                 reason=event.reason, sequence=event.sequence_number)
             elif self.may_log("pdu ignored"):  # a response that answers nothing outstanding
@@ -211,14 +216,39 @@ class SmppConnection(asyncio.Protocol):
         (<status>): more not logged`), as refused PDUs are: a client throttled or blocked sends tens of thousands a
         minute, and a line each filled the disk (~1.7 GB a day in a soak). Nothing is worked out for a line not
         written."""
-        if not self.may_log(f"submission rejected ({status})"):
-            return
+        if self.may_log(f"submission rejected ({status})"):
+            self._log_submission_rejected(status, reason, source, dest, **fields)
+
+    def _log_submission_rejected(self, status: str, reason: str, source: str, dest: str | None, **fields: Any) -> None:
+        """The `submission rejected` line itself (log_refused_submission)."""
         assert self.account is not None  # (a submission comes on a bind)
         msisdn = subscriber_submitting(self.account.role, source, dest or "", self.gateway.plan)
         if dest is not None:
             fields["dest"] = dest
         log.warning("submission rejected", account=self.system_id, msisdn=msisdn, source=source, status=status,
                     reason=reason, **fields)  # fmt: skip
+
+    def _log_undecodable_submission(self, event: Rejected) -> None:
+        """A submission the codec refused (a TLV given twice, a destination_addr longer than its field) was a `pdu rejected`
+        line naming no subscriber: it is a `submission rejected` line as every other, with its command and the
+        addresses read before the fault (codec.fields_before_fault: read again only for a line written). A
+        submit_multi's destinations, one line each, count as one line against the budget."""
+        status = S.name_of(event.status)
+        if not self.may_log(f"submission rejected ({status})"):
+            return
+        pdu = fields_before_fault(event.frame)
+        assert isinstance(pdu, (SubmitSm, DataSm, SubmitMulti))  # (event.command_id says so)
+        reason, source, sent = event.reason, pdu.source_addr, {"command": pdu.name, "sequence": event.sequence_number}
+        if not isinstance(pdu, SubmitMulti):
+            self._log_submission_rejected(status, reason, source, pdu.destination_addr or None, **sent)
+            return
+        if not pdu.dest_addresses:  # (the fault came before them)
+            self._log_submission_rejected(status, reason, source, None, **sent)
+        for dest in pdu.dest_addresses:
+            if dest.dest_flag == 1:
+                self._log_submission_rejected(status, reason, source, dest.destination_addr, **sent)
+            else:
+                self._log_submission_rejected(status, reason, source, None, dl_name=dest.dl_name, **sent)
 
     def flush(self) -> None:
         self._flush_scheduled = False

@@ -113,10 +113,30 @@ def decode_pdu(frame: bytes) -> Pdu:
     return pdu
 
 
-def _decode_fields(cls: type[Pdu], body: bytes, command_id: int, status: int) -> dict:
+def fields_before_fault(frame: bytes) -> Pdu | None:
+    """A request `decode_pdu` refused, as far as it could be read: the fields before the fault, defaults for the rest
+    (None if its command is unknown). For the line logged about it (a submit_sm's addresses): only on that path, as
+    it reads the PDU again."""
+    if len(frame) < HEADER_LENGTH:
+        return None
+    _length, command_id, status, sequence = HEADER.unpack_from(frame)
+    cls = PDU_CLASSES.get(command_id)
+    if cls is None:
+        return None
+    values: dict = {}
+    try:
+        _decode_fields(cls, frame, command_id, status, values)
+    except PduError:
+        pass  # what was read before the fault is in `values`
+    return cls(sequence_number=sequence, command_status=status, **values)
+
+
+def _decode_fields(cls: type[Pdu], body: bytes, command_id: int, status: int, values: dict | None = None) -> dict:
+    """The fields of `body` as a dict, into `values` if given: what was read before a PduError is there then."""
     end = len(body)
     pos = HEADER_LENGTH
-    values: dict = {}
+    if values is None:
+        values = {}
     is_response = command_id & 0x80000000
     for name, kind, size, err in cls.FIELDS:
         if pos >= end and is_response:

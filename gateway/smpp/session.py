@@ -129,6 +129,7 @@ class Rejected:
     reason: str
     command_id: int
     sequence_number: int
+    frame: bytes = b""  # the PDU, when it could not be decoded (codec.fields_before_fault reads what it can)
 
 
 @dataclass(slots=True)
@@ -228,7 +229,7 @@ class Session:
             try:
                 pdu = decode_pdu(frame)
             except PduError as exc:
-                events.append(self._reject_malformed(exc))
+                events.append(self._reject_malformed(exc, frame))
                 continue
             event = self._receive_pdu(pdu)
             if event is not None:
@@ -300,9 +301,9 @@ class Session:
                 self.state = _BINDING
         return Received(pdu)
 
-    def _reject_malformed(self, exc: PduError) -> Rejected:
+    def _reject_malformed(self, exc: PduError, frame: bytes) -> Rejected:
         self._outbox.append(encode_pdu(_error_response(exc.command_id, exc.sequence_number, exc.status)))
-        return Rejected(exc.status, str(exc), exc.command_id, exc.sequence_number)
+        return Rejected(exc.status, str(exc), exc.command_id, exc.sequence_number, frame)
 
     def _respond_error(self, request: Pdu, status: int) -> None:
         self._outbox.append(encode_pdu(_error_response(request.command_id, request.sequence_number, status)))

@@ -35,6 +35,7 @@ from tests.smpp_handset import (
     ESME_RINVCMDID,
     ESME_RINVDLNAME,
     ESME_RINVDSTADR,
+    ESME_RINVOPTPARSTREAM,
     ESME_RINVPASWD,
     ESME_RINVSRCADR,
     ESME_RINVSYSID,
@@ -48,6 +49,7 @@ from tests.smpp_handset import (
     RawLink,
     answer,
     cancel_sm,
+    cstr,
     encoded,
     frame,
     is_receipt,
@@ -277,6 +279,43 @@ def test_refusals_name_the_subscriber_as_every_line_does_and_cancel_and_replace_
     assert refused == [("cancel_sm refused", "warning", A, "no-such-id", "ESME_RCANCELFAIL"),
                        ("replace_sm refused", "warning", A, "no-such-id", "ESME_RREPLACEFAIL")]  # fmt: skip
     assert all("no such message" in r["reason"] for r in records if "_sm refused" in r["event"])
+
+
+DATA_SM = 0x00000103
+
+
+def with_tlvs(pdu: bytes, tlvs: bytes) -> bytes:
+    """`pdu` with `tlvs` appended, its command_length made good."""
+    return struct.pack(">L", len(pdu) + len(tlvs)) + pdu[4:] + tlvs
+
+
+def test_submissions_refused_before_they_are_read_whole_name_their_command_and_addresses(tmp_path: Path, start_gateway) -> None:
+    """A submission with a TLV given twice (ESME_RINVOPTPARSTREAM) or a destination_addr longer than its field
+    (ESME_RINVDSTADR) is refused as it is decoded: it was a `pdu rejected` line without msisdn, source, dest or
+    command, where every other refused submission names them. It names what was read before the fault."""
+    gateway = start_gateway(tmp_path / "gw.db", log_level="warning")
+    reference_twice = struct.pack(">HHH", 0x0204, 2, 1) * 2  # user_message_reference
+    with RawLink(gateway.smpp_port) as a, RawLink(gateway.smpp_port) as sina:
+        a.bind("handset")
+        sina.bind("sina", command="bind_transmitter")
+        a.send(with_tlvs(encoded("submit_sm", 2, source_addr="13800000001", destination_addr=B, short_message=b"x"), reference_twice)
+               + frame(DATA_SM, 3, cstr("") + b"\x01\x01" + cstr(A) + b"\x01\x01" + cstr("8" * 65) + bytes(3))
+               + with_tlvs(submit_multi(4, A, [B, "dl:friends"], b"x"), reference_twice))  # fmt: skip
+        sina.send(with_tlvs(encoded("submit_sm", 2, source_addr="1066916", destination_addr="13700000001", short_message=b"x"),
+                            reference_twice))  # fmt: skip
+        assert [answer(a, 2)[0], answer(a, 3)[0], answer(a, 4)[0], answer(sina, 2)[0]] == [
+            ESME_RINVOPTPARSTREAM, ESME_RINVDSTADR, ESME_RINVOPTPARSTREAM, ESME_RINVOPTPARSTREAM]  # fmt: skip
+    assert gateway.terminate() == 0
+    lines = [(r["account"], r["msisdn"], r["source"], r.get("dest"), r.get("dl_name"), r["command"], r["status"])
+             for r in logged(gateway, "submission rejected")]  # fmt: skip
+    assert sorted(lines, key=str) == sorted([
+        ("handset", A, "13800000001", B, None, "submit_sm", "ESME_RINVOPTPARSTREAM"),
+        ("handset", A, A, None, None, "data_sm", "ESME_RINVDSTADR"),  # the fault is in destination_addr
+        ("handset", A, A, B, None, "submit_multi", "ESME_RINVOPTPARSTREAM"),
+        ("handset", A, A, None, "friends", "submit_multi", "ESME_RINVOPTPARSTREAM"),
+        ("sina", B, "1066916", "13700000001", None, "submit_sm", "ESME_RINVOPTPARSTREAM"),  # an SP's: its addressee
+    ], key=str)  # fmt: skip
+    assert not logged(gateway, "pdu rejected")
 
 
 def test_lines_about_an_sps_submissions_name_the_subscriber_it_sends_to(tmp_path: Path, start_gateway) -> None:

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.smpp.codec import MAX_PDU_LENGTH, PduError, decode_pdu, encode_pdu, split_frames
+from gateway.smpp.codec import MAX_PDU_LENGTH, PduError, decode_pdu, encode_pdu, fields_before_fault, split_frames
 from gateway.smpp.constants import CommandId, CommandStatus
 from gateway.smpp.pdu import PDU_CLASSES, RESPONSE_OF, BindTransmitter, EnquireLink, Pdu, SubmitSm, response_to
 from gateway.smpp.session import MAX_PDU_LENGTH_BEFORE_BIND, Received, Rejected, Session, Side, State
@@ -286,6 +286,16 @@ def test_decode_raises_only_pdu_error(data):
         decode_pdu(frame)
     except PduError as exc:
         assert exc.status in set(CommandStatus) - {S.ESME_ROK}
+        fields_before_fault(frame)  # what its log line names (server.py) is read without raising
+
+
+def test_the_fields_before_a_fault_are_read_and_the_rest_left_at_their_defaults():
+    too_long = raw_pdu(C.SUBMIT_SM, submit_body(source=b"8613800000001", dest=b"8" * 22), sequence=7)
+    with pytest.raises(PduError):
+        decode_pdu(too_long)
+    pdu = fields_before_fault(too_long)
+    assert isinstance(pdu, SubmitSm)
+    assert (pdu.sequence_number, pdu.source_addr, pdu.destination_addr, pdu.short_message) == (7, "8613800000001", "", b"")
 
 
 # --------------------------------------------------------------------------
