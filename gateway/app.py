@@ -51,7 +51,7 @@ from .store.cache import RecordCache
 from .store.effects import Effect
 from .store.sqlite import SqliteStore, StoreOpenError
 from .templates import Templates
-from .tls import server_context
+from .tls import TlsHandshake, server_context
 
 log = get_logger("gateway")
 TICK_SECONDS = 0.5
@@ -155,6 +155,13 @@ class Gateway:
         self._count_open(self.connections_open + 1)
         assert self._http is not None and self._http.server is not None  # (made before the port is taken)
         return self._http.server()
+
+    def _tls_connection(self, context: ssl.SSLContext) -> asyncio.Protocol:
+        """What takes a connection to the TLS port (the protocol factory its listener calls): its handshake, then
+        its SmppConnection (TlsHandshake); counted with the connections open (it is among them once its handshake
+        is done)."""
+        self._count_open(self.connections_open + 1)
+        return TlsHandshake(self, context)
 
     def _count_open(self, count: int) -> None:
         if count >= self.connections_allowed:
@@ -280,13 +287,10 @@ class Gateway:
         loop = asyncio.get_running_loop()
         self._servers.append(await loop.create_server(
             lambda: SmppConnection(self), self.host, self._smpp_port, reuse_address=True, start_serving=False))
-        if tls_context is not None:
-            # bind_timeout counts from the connection's opening, the handshake included: one that never sent a
-            # ClientHello was held for asyncio's 60 s (None: that default, for bind_timeout 0)
-            handshake_timeout = self.config.gateway.bind_timeout or None
+        if tls_context is not None:  # (plain TCP: TlsHandshake does the handshake, and logs one that fails)
             self._servers.append(await loop.create_server(
-                lambda: SmppConnection(self), self.host, self.config.tls.port, ssl=tls_context,
-                ssl_handshake_timeout=handshake_timeout, reuse_address=True, start_serving=False))  # fmt: skip
+                lambda: self._tls_connection(tls_context), self.host, self.config.tls.port, reuse_address=True,
+                start_serving=False))  # fmt: skip
         self._http = web.AppRunner(make_app(self), access_log=None)
         await self._http.setup()
         self._http_server = await loop.create_server(

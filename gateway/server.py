@@ -62,6 +62,7 @@ _SUBMIT_SM, _DATA_SM = int(C.SUBMIT_SM), int(C.DATA_SM)
 _CLOSED, _UNBOUND, _BINDING = State.CLOSED, State.UNBOUND, State.BINDING
 _GENERIC_NACK = int(C.GENERIC_NACK)
 _NACKED = int(S.ESME_RSYSERR)  # what a generic_nack with status 0 to a deliver_sm counts as (a temporary failure)
+NOT_BOUND = "not bound within bind_timeout; closing"  # (also a TLS handshake not done by then: tls.TlsHandshake)
 
 
 def _delivery_status(answer: Pdu) -> int:
@@ -610,8 +611,8 @@ class SmppConnection(asyncio.Protocol):
         self._pump()
         self._expire_queued()
         if self.account is None and session.clock() >= self._bind_by:
-            if self.may_log("not bound within bind_timeout; closing"):  # (one host can open thousands a second)
-                log.warning("not bound within bind_timeout; closing", peer=self.peer,
+            if self.may_log(NOT_BOUND):  # (one host can open thousands a second)
+                log.warning(NOT_BOUND, peer=self.peer,
                             seconds=self.gateway.config.gateway.bind_timeout)  # fmt: skip
             self.close()
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 
@@ -11,7 +12,7 @@ from smpplib import smpp
 from smpplib.client import SimpleSequenceGenerator
 
 from gateway.config import DEFAULT_CONFIG
-from tests.gateway_process import ROOT
+from tests.gateway_process import ROOT, config_file
 from tests.polling import eventually
 from tests.smpp_handset import (
     ESME_RALYBND,
@@ -229,6 +230,38 @@ def test_a_connection_to_the_tls_port_that_never_starts_tls_is_closed_after_bind
     gw = make_gateway(gateway={"bind_timeout": 1}, tls={"enabled": True, "port": 0, "certfile": str(cert), "keyfile": str(key)})
     with RawLink(gw.gateway.tls_port) as silent:
         assert silent.is_closed(timeout=5)
+
+
+def test_a_connection_to_the_tls_port_whose_handshake_fails_or_never_comes_is_logged(start_gateway, tls_files, tmp_path):
+    """A plain SMPP client given the TLS port, or a connection that never began TLS, was closed without a line at any
+    log level (asyncio did the TLS port's handshakes itself and dropped those that failed or were not done within
+    bind_timeout), where the plain port logs a connection that never binds. As production runs it: `smsgw serve`, on
+    uvloop when it is installed."""
+    cert, key = tls_files
+    config = config_file(tmp_path, bind_timeout=1)
+    config.write_text(config.read_text(encoding="utf-8").replace(
+        '[tls]\nenabled = false\nport = 2776\ncertfile = ""\nkeyfile = ""\n',
+        f'[tls]\nenabled = true\nport = 0\ncertfile = "{cert}"\nkeyfile = "{key}"\n',
+    ), encoding="utf-8")  # fmt: skip
+    gateway = start_gateway(tmp_path / "gw.db", config)
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False  # smpplib does not pass a server name; the chain is still verified
+    try:
+        with RawLink(gateway.tls_port) as plain, RawLink(gateway.tls_port) as silent:
+            plain.send(encoded("bind_transceiver", 1, system_id="handset", password="handset"))
+            assert plain.is_closed() and silent.is_closed()
+            peers = [f"127.0.0.1:{link.sock.getsockname()[1]}" for link in (plain, silent)]
+        with Handset(gateway.tls_port, A, ssl_context=context) as phone:  # a TLS client binds as before
+            phone.bind("trx", address_range=A)
+    finally:
+        assert gateway.terminate() == 0
+    records = [json.loads(line) for line in gateway.log]
+    failed = [r for r in records if r["event"] == "TLS handshake failed"]
+    assert [(r["peer"], r["level"], r["reason"]) for r in failed] == [
+        (peers[0], "warning", "not TLS: a plain SMPP client on the TLS port?")]  # fmt: skip
+    unbound = [r for r in records if r["event"] == "not bound within bind_timeout; closing"]
+    assert [(r["peer"], r["level"], r["reason"], r["seconds"]) for r in unbound] == [
+        (peers[1], "warning", "TLS handshake not done", 1)]  # fmt: skip
 
 
 def test_tls_files_named_relative_to_the_config_are_found_beside_it_from_any_working_directory(
