@@ -292,9 +292,11 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>", *, tls_file
     if tls.enabled:
         _check_ranges(tls, "tls", {"port": _PORT}, path)
         for key in ("certfile", "keyfile") if tls_files else ():
-            if not Path(getattr(tls, key)).is_file():
+            file = Path(getattr(tls, key))
+            if not file.is_file():
                 relative = "" if Path(getattr(given, key)).is_absolute() else " (a relative name is read from the config file's directory)"
-                raise ConfigError(path, f"tls.{key}", f"no such file: {getattr(tls, key)!r}{relative}")
+                problem = "a directory, not a file" if file.is_dir() else "no such file"
+                raise ConfigError(path, f"tls.{key}", f"{problem}: {getattr(tls, key)!r}{relative}")
     accounts = tuple(_account(a, f"accounts[{i}]", path) for i, a in enumerate(_list(raw, "accounts", path)))
     if not accounts:
         raise ConfigError(path, "accounts", "at least one [[accounts]] table is required")

@@ -31,6 +31,10 @@ _NOT_TLS = {
     "HTTPS_PROXY_REQUEST": "not TLS: an HTTP proxy request",
 }
 
+# What OpenSSL says of a key read that is not the certificate's: another key of its type, or one of another type
+# (an EC key for an RSA certificate goes to the EC certificate's slot, and there is none).
+_ANOTHER_CERTIFICATES = frozenset({"KEY_VALUES_MISMATCH", "NO_CERTIFICATE_ASSIGNED"})
+
 
 class _EncryptedKey(Exception):
     """OpenSSL asked for the key's passphrase."""
@@ -49,9 +53,27 @@ def server_context(tls: TlsSettings, source: str) -> ssl.SSLContext:
         raise ConfigError(source, "tls.keyfile", f"the key is encrypted (passphrase-protected): {tls.keyfile}; the "
                           "gateway cannot ask for a passphrase, so give it the key without one "
                           "(openssl pkey -in encrypted.pem -out key.pem), readable by the gateway only") from None  # fmt: skip
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(source, "tls.certfile", f"cannot load {tls.certfile} with {tls.keyfile}: {exc}") from None
+    except OSError as exc:  # (ssl.SSLError is one)
+        raise _which_file(tls, source, exc) from None
     return context
+
+
+def _which_file(tls: TlsSettings, source: str, exc: OSError) -> ConfigError:
+    """Which file would not load, and what it should hold. OpenSSL says "PEM lib" whichever it was (garbage, an
+    empty file, the key given as the certificate or the certificate as the key): the certificate is loaded alone
+    to tell. (Only once the start has failed: a start that succeeds loads each file once.)"""
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_verify_locations(cafile=tls.certfile)
+    except ssl.SSLError:
+        return ConfigError(source, "tls.certfile", f"expected a PEM certificate (-----BEGIN CERTIFICATE-----): none "
+                           f"in {tls.certfile}")  # fmt: skip
+    except OSError as cert_exc:
+        return ConfigError(source, "tls.certfile", f"cannot read {tls.certfile}: {cert_exc.strerror or cert_exc}")
+    if not isinstance(exc, ssl.SSLError):
+        return ConfigError(source, "tls.keyfile", f"cannot read {tls.keyfile}: {exc.strerror or exc}")
+    found = "the key of another certificate" if exc.reason in _ANOTHER_CERTIFICATES else "no private key"
+    return ConfigError(source, "tls.keyfile", f"expected a PEM private key without passphrase, matching the "
+                       f"certificate in {tls.certfile}: {tls.keyfile} holds {found}")  # fmt: skip
 
 
 class TlsHandshake(asyncio.Protocol):

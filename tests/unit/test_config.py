@@ -248,6 +248,10 @@ REFUSED_IN_A_FILE = [
      ('enabled = false\nport = 2776\ncertfile = ""\nkeyfile = ""',
       'enabled = true\nport = 2776\ncertfile = "cert.pem"\nkeyfile = "key.pem"'),
      "tls.certfile", "no such file: '{directory}/cert.pem' (a relative name is read from the config file's directory)"),
+    # (It said "no such file" of a directory that is there.)
+    ("a directory for the TLS key",
+     ('enabled = false\nport = 2776\ncertfile = ""\nkeyfile = ""', f'enabled = true\nport = 2776\ncertfile = "{DEFAULT_CONFIG}"\nkeyfile = "."'),
+     "tls.keyfile", "a directory, not a file: '{directory}' (a relative name is read from the config file's directory)"),
 ]  # fmt: skip
 
 
