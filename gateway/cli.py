@@ -86,6 +86,16 @@ def _run(coro) -> int:
     return uvloop.run(coro)
 
 
+def stop_signals() -> list[signal.Signals]:
+    """The signals that stop the gateway (drained, logged): SIGTERM, SIGINT (Ctrl-C) and SIGHUP (the terminal it runs
+    on closed, or kill -HUP), which killed it at once: no drain, no line, the deliver_sm in flight sent again at the
+    next start. Not SIGHUP if it is ignored already: started under nohup, the terminal's closing is not for it."""
+    signals = [signal.SIGTERM, signal.SIGINT]
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signals.append(signal.SIGHUP)
+    return signals
+
+
 async def serve_forever(config, args: argparse.Namespace) -> int:
     from .app import Gateway
     from .open_files import raise_limit
@@ -100,7 +110,7 @@ async def serve_forever(config, args: argparse.Namespace) -> int:
         return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in stop_signals():
         loop.add_signal_handler(sig, stop.set)
     try:
         await gateway.start()

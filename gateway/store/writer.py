@@ -28,10 +28,10 @@ was delivered all the same (the client's resend making a second copy), and a
 delivered MT's final status was written again and again, its receipt held back.
 
 The child answers a ("ready", last batch committed) frame once its connection
-is open and migrated, or an error frame and exits. It ignores SIGINT and
-SIGTERM (a Ctrl-C reaches the whole process group, and the gateway must still
-drain through it) and exits when its stdin closes: after the parent's close(),
-or when the parent dies. A transaction it had not committed by then was never
+is open and migrated, or an error frame and exits. It ignores SIGINT, SIGTERM
+and SIGHUP (a Ctrl-C, or the closing of the terminal, reaches the whole process
+group, and the gateway must still drain through it) and exits when its stdin
+closes: after the parent's close(), or when the parent dies. A transaction it had not committed by then was never
 acknowledged to anyone.
 """
 

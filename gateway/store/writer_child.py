@@ -338,8 +338,8 @@ def _kill_at_start_if_armed(switch: str) -> None:
 def main(path: str, open_mode: str) -> int:
     """`open_mode`: "rwc" for the store's first writer process, which may create the database; "rw" for its
     successors."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # (the gateway stops on each: see writer.py)
+        signal.signal(sig, signal.SIG_IGN)
     inp = sys.stdin.buffer
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print must not corrupt the protocol

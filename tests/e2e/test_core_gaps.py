@@ -205,6 +205,25 @@ def test_sigterm_waits_for_in_flight_deliveries_then_unbinds_and_commits_them(tm
     assert stored_receipts(db) == [(message_id, "delivered") for message_id in sorted(acked)]
 
 
+def test_sighup_stops_the_gateway_as_sigterm_does(tmp_path: Path, start_gateway, phones) -> None:
+    """SIGHUP (the terminal the gateway runs on closed, or kill -HUP) killed it at once: no drain, no line, exit status
+    129, and the deliver_sm in flight went out again at the next start. A terminal's hangup reaches the whole process
+    group: the writer process too."""
+    db = tmp_path / "gw.db"
+    gateway, a, b, acked, _held = in_flight(db, start_gateway, phones, ["in flight"])
+    for pid in (gateway.proc.pid, *children_of(gateway.proc.pid)):
+        os.kill(pid, signal.SIGHUP)
+    no_unbind_within(b, 1.0)  # it waits for the answer in flight, as for SIGTERM
+    assert gateway.proc.poll() is None, "the gateway exited with a deliver_sm still in flight"
+    b.answer_held()
+    a.expect_request("unbind", timeout=DRAIN_TIMEOUT)  # then both binds are unbound (Handset answers the unbind)
+    b.expect_request("unbind", timeout=DRAIN_TIMEOUT)
+    assert gateway.wait(30) == 0
+    events = [json.loads(line)["event"] for line in gateway.log]
+    assert "smsgw stopping: new submissions refused, draining" in events and events[-1] == "smsgw stopped"
+    assert stored_mts(db) == {message_id: (body, "delivered") for message_id, body in acked.items()}
+
+
 def test_sigterm_exits_only_once_the_answers_it_drained_are_committed(tmp_path: Path, start_gateway, phones) -> None:
     """SIGTERM "... commits everything": here the commits are held up by another process holding the
     database's write lock (for less than the writer's 5 s busy timeout) while the binds drain."""

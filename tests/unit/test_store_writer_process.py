@@ -43,10 +43,11 @@ async def test_writes_go_on_after_the_writer_process_is_killed_between_batches(s
 
 
 async def test_the_writer_process_ignores_ctrl_c_so_the_gateway_can_drain(store: SqliteStore) -> None:
-    # A Ctrl-C in a terminal signals the whole process group, the writer included.
+    # A Ctrl-C in a terminal, or the terminal's closing (SIGHUP), signals the whole process group, the writer included.
     pid = store.writer.pid
     os.kill(pid, signal.SIGINT)
     os.kill(pid, signal.SIGTERM)
+    os.kill(pid, signal.SIGHUP)
     futures = [store.accept(mo(f"m{i}")) for i in range(200)]
     await asyncio.gather(*futures)
     assert store.writer.pid == pid
