@@ -16,13 +16,13 @@ SMPP client pointed at this port sends its bind's password, a URL carries a toke
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import re
 import weakref
 
 from aiohttp.http_exceptions import HttpProcessingError, InvalidURLError
 
+from gateway.gctune import collect_and_give_back
 from gateway.log_budget import LogBudgets
 
 _AIOHTTP_SERVER = logging.getLogger("aiohttp.server")
@@ -81,10 +81,12 @@ def quiet_malformed_requests() -> None:
 
 
 def _collect_soon() -> None:
-    """Collect the young generations a second after a malformed request (once for any number of them). Its handler,
-    parser, exception and the frames of its traceback hold each other, with the request's bytes, in cycles only the
-    collector frees, and gctune's thresholds make a collection rare: 400 connections each sending 960 KB of headers
-    left the gateway at 715 MB after they closed, 1,050 MB after the next 400 (one collection a second: 124-151 MB)."""
+    """Collect every generation a second after a malformed request (once for any number of them), giving back to the
+    system what that frees (gctune.collect_and_give_back). Its handler, parser, exception and the frames of its
+    traceback hold each other, with the request's bytes, in cycles only the collector frees, and gctune's thresholds
+    make a collection rare: 400 connections each sending 960 KB of headers left the gateway at 715 MB after they
+    closed, 1,050 MB after the next 400 (one collection a second: 124-151 MB). Every generation: requests still being
+    read when an automatic collection runs during a flood survive into the older ones."""
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # (logged outside an event loop: no connection of ours)
@@ -99,4 +101,4 @@ _COLLECTING: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()  # l
 
 def _collect(loop: asyncio.AbstractEventLoop) -> None:
     _COLLECTING.discard(loop)
-    gc.collect(1)
+    collect_and_give_back()
