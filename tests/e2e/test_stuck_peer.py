@@ -19,6 +19,7 @@ from pathlib import Path
 
 from smpplib import smpp
 
+from tests.e2e.test_smpp33 import Smpp33Link
 from tests.gateway_process import config_file
 from tests.polling import eventually
 from tests.smpp_handset import ESME_ROK, Handset, RawLink, encoded, frame, text
@@ -280,3 +281,103 @@ def test_mts_waiting_on_a_stalled_bind_go_to_a_bind_that_appears_before_newer_on
     healthy = handset(X, system_id="carrier", bind="rx", gw=gw)
     assert a.submit(X, "next").status == ESME_ROK
     assert [text(pdu) for pdu in healthy.expect_many(3)] == ["mt 4", "mt 5", "next"]
+
+
+def stall_with_mts_handed_to_slow(gw, handset) -> tuple[Handset, Handset, Handset]:
+    """The carrier's bind whose address_range covers X (`ranged`) and its other bind (`slow`), neither answering;
+    X's six MTs: mt 0 and 1 fill `ranged`'s window and time out, mt 2 to 5 are handed to `slow`, which has mt 2 and 3
+    out (its window full) and mt 4 and 5 queued."""
+    ranged = handset(X, system_id="carrier", address_range="^86130", gw=gw)
+    ranged.answering = False
+    slow = handset(X, system_id="carrier", bind="rx", gw=gw)
+    slow.answering = False
+    a = handset(A, bind="tx", gw=gw)
+    for n in range(6):
+        assert a.submit(X, f"mt {n}").status == ESME_ROK
+    assert [text(pdu) for pdu in ranged.expect_many(2)] == ["mt 0", "mt 1"]
+    assert [text(pdu) for pdu in slow.expect_many(2, timeout=6)] == ["mt 2", "mt 3"]  # handed over at the timeout
+    return a, ranged, slow
+
+
+def test_mts_handed_to_a_bind_that_then_leaves_go_to_the_bind_that_appears(make_gateway, handset):
+    """The bind X's MTs were handed to goes away: X's MTs no longer follow it (to a closed connection), the next one
+    reaches the bind that appears."""
+    gw = make_gateway(gateway={"response_timeout": 2, "window": 2, "enquire_link_interval": 30, "idle_timeout": 60,
+                               "retry_backoff": [60]})  # fmt: skip
+    a, _, slow = stall_with_mts_handed_to_slow(gw, handset)
+    slow.close()
+    fresh = handset(X, system_id="carrier", bind="rx", gw=gw)
+    assert a.submit(X, "next").status == ESME_ROK
+    assert text(fresh.expect(predicate=lambda pdu: text(pdu) == "next")) == "next"
+
+
+def test_the_ranged_bind_gets_a_subscribers_mts_again_once_those_handed_over_have_gone_out(make_gateway, handset):
+    """X's MTs follow the ones handed over from the stalled bind only until those have gone out: with `slow`'s queue
+    empty and `ranged` answering again, X's next MT goes to `ranged`, the bind its address_range prefers."""
+    gw = make_gateway(gateway={"response_timeout": 3, "window": 2, "enquire_link_interval": 30, "idle_timeout": 60,
+                               "retry_backoff": [60]})  # fmt: skip
+    a, ranged, slow = stall_with_mts_handed_to_slow(gw, handset)
+    ranged.answer_held()  # late: a bind like any other again
+    ranged.answering = True
+    slow.answer_held()
+    slow.answering = True
+    assert [text(pdu) for pdu in slow.expect_many(2)] == ["mt 4", "mt 5"]  # (answered as they are read)
+    assert slow.request(smpp.make_pdu("enquire_link", client=slow.client)).status == ESME_ROK  # (after the answers)
+    assert a.submit(X, "after").status == ESME_ROK
+    assert text(ranged.expect()) == "after"
+
+
+def test_mts_handed_to_a_bind_that_stalls_too_go_on_to_a_bind_that_answers(make_gateway, handset):
+    """The bind X's MTs were handed to leaves a deliver_sm unanswered too: what is queued there goes to a healthy
+    bind that appears, not out on it a window per response_timeout."""
+    gw = make_gateway(gateway={"response_timeout": 2, "window": 2, "enquire_link_interval": 30, "idle_timeout": 60,
+                               "retry_backoff": [60]})  # fmt: skip
+    stall_with_mts_handed_to_slow(gw, handset)
+    fresh = handset(X, system_id="carrier", bind="rx", gw=gw)
+    assert [text(pdu) for pdu in fresh.expect_many(2, timeout=5)] == ["mt 4", "mt 5"]  # once mt 2 and 3 time out
+
+
+def test_a_stalled_bind_that_answers_a_deliver_sm_on_time_is_a_bind_like_any_other_again(make_gateway, handset):
+    """The only carrier bind left a deliver_sm unanswered (never to be answered), then answers the next one on time:
+    not only a late answer ends the stall. X's MTs go to it again, the bind its address_range prefers, once another
+    bind of the account is up."""
+    gw = make_gateway(gateway={"response_timeout": 1, "window": 2, "enquire_link_interval": 30, "idle_timeout": 60,
+                               "retry_backoff": [60]})  # fmt: skip
+    ranged = handset(X, system_id="carrier", address_range="^86130", gw=gw)
+    ranged.answering = False
+    a = handset(A, bind="tx", gw=gw)
+    assert a.submit(X, "lost").status == ESME_ROK
+    assert text(ranged.expect()) == "lost"
+    bind = next(c for c in gw.gateway.connections if c.address_range is not None)
+    assert eventually(lambda: bind.stalled, 3)
+    ranged.answering = True
+    assert a.submit(X, "on time").status == ESME_ROK  # (the only bind: a stalled one too takes MTs then)
+    assert text(ranged.expect()) == "on time"  # answered as it is read
+    assert ranged.request(smpp.make_pdu("enquire_link", client=ranged.client)).status == ESME_ROK  # (after the answer)
+    other = handset(X, system_id="carrier", bind="rx", gw=gw)
+    assert a.submit(X, "next").status == ESME_ROK
+    assert text(ranged.expect()) == "next"
+    other.expect_none(within=0.5)
+
+
+def test_an_mt_only_the_stalled_bind_can_carry_keeps_the_later_ones_to_its_subscriber_behind_it(make_gateway, handset):
+    """At the stall, X's long MT can go only to a bind of SMPP 3.4, the stalled one: it stays, and X's short MTs
+    queued after it stay with it, rather than leave ahead of it for the account's SMPP 3.3 bind."""
+    gw = make_gateway(gateway={"response_timeout": 2, "window": 2, "enquire_link_interval": 30, "idle_timeout": 60,
+                               "retry_backoff": [60]})  # fmt: skip
+    ranged = handset(X, system_id="carrier", address_range="^86130", gw=gw)
+    ranged.answering = False
+    old = Smpp33Link(gw.smpp_port, "carrier")
+    a = handset(A, bind="tx", gw=gw)
+    for n in range(2):
+        assert a.submit(X, f"mt {n}").status == ESME_ROK
+    assert [text(pdu) for pdu in ranged.expect_many(2)] == ["mt 0", "mt 1"]  # its window full
+    assert a.data_sm(X, "L" * 300).status == ESME_ROK  # longer than an SMPP 3.3 deliver_sm carries
+    for n in range(2, 4):
+        assert a.submit(X, f"mt {n}").status == ESME_ROK
+    bind = next(c for c in gw.gateway.connections if c.address_range is not None)
+    assert eventually(lambda: bind.stalled, 5)  # mt 0 and 1 timed out: the stall (and the hand-over)
+    ranged.answer_held()  # late: the stall ends
+    ranged.answering = True
+    assert [text(pdu) for pdu in ranged.expect_many(3)] == ["L" * 300, "mt 2", "mt 3"]
+    old.link.close()

@@ -353,6 +353,18 @@ def test_the_octets_held_are_bounded_as_the_sets_are() -> None:
     assert evicted == [("g", 1), ("g", 3)] and r.octets == 0 and len(r) == 0
 
 
+
+def test_as_many_sets_end_as_it_takes_to_hold_max_octets_again() -> None:
+    """A part larger than what the set ended first held ends the next one too, until the octets held are within
+    max_octets: three small incomplete texts and a part of 9 octets (12 held, 10 allowed) end two of them."""
+    evicted = []
+    r = Reassembler(max_octets=10, on_evict=lambda key, reference, bodies: evicted.append((key, reference)))
+    for reference, owner in enumerate("abc", 1):
+        assert r.add(owner, Concat(reference, 2, 1), b"x", now=0, owner=owner) is None
+    assert r.add("d", Concat(9, 2, 1), b"y" * 9, now=0, owner="d") is None
+    assert evicted == [("a", 1), ("b", 2)]  # (the oldest first: none has more than one)
+    assert r.octets == 10 and len(r) == 2
+
 def test_reassembler_rejects_impossible_concat() -> None:
     with pytest.raises(ValueError):
         Reassembler().add("k", Concat(1, 2, 3), b"", now=0)
