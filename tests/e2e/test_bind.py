@@ -132,6 +132,21 @@ def test_a_peer_not_bound_gets_no_pdu_longer_than_a_bind_buffered(gateway, befor
         assert link.is_closed()
 
 
+
+def test_the_longest_bind_smpp_allows_is_taken_before_a_bind(make_gateway):
+    """Every field of a bind at its SMPP 3.4 maximum (system_id 16 octets with its NUL, password 9, system_type 13,
+    address_range 41, then the header and three of one octet: 98) is within what is read before a bind."""
+    system_id, password = "s" * 15, "p" * 8
+    gw = make_gateway(accounts=[{"system_id": system_id, "password": password, "role": "smsc", "numbers": ["86136"],
+                                 "max_binds": 1, "throughput": 100}])  # fmt: skip
+    address_range = "^861360[0-9]{7}$|^861361[0-9]{7}$|^86136"  # 40 characters
+    bind = encoded("bind_transceiver", 1, system_id=system_id, password=password, system_type="t" * 12,
+                   address_range=address_range)  # fmt: skip
+    assert len(bind) == 98 and bind.endswith(address_range.encode() + b"\0")  # (smpplib cuts a longer field short)
+    with RawLink(gw.smpp_port) as link:
+        [resp] = link.exchange(bind)
+        assert (resp.command, resp.status) == ("bind_transceiver_resp", ESME_ROK)
+
 def test_a_long_submission_written_with_its_bind_is_taken(gateway, handset):
     """What follows a bind in the same write is read once the bind is answered, its length too: bound, a PDU up to
     70,000 octets is taken."""

@@ -76,3 +76,7 @@ def test_a_mistake_in_the_overrides_names_them_not_the_file_they_apply_to(tmp_pa
     with pytest.raises(ConfigError) as refused:  # a mistake of the file's own is the file's, overrides or not
         gateway_config(broken, services={"survey_sample_rate": 0.5})
     assert str(refused.value).startswith(f"{broken}: gateway.window: "), refused.value
+    broken.write_text("[gateway\nwindow = 100\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as refused:  # read with read_toml: no TOMLDecodeError
+        gateway_config(broken, services={"survey_sample_rate": 0.5})
+    assert str(refused.value).startswith(f"{broken}: -: not valid TOML: "), refused.value

@@ -80,6 +80,8 @@ def test_a_schedule_that_cannot_be_kept_is_refused(make_gateway, handset) -> Non
     assert a.submit(B, "x", schedule_delivery_time="tomorrow").status == ESME_RINVSCHED
     # after its validity ends
     assert a.submit(B, "x", schedule_delivery_time=IN_TWO_HOURS, validity_period=IN_AN_HOUR).status == ESME_RINVSCHED
+    # at the moment it ends (SMPP 3.4: the validity is the time after which it is discarded; README: before it ends)
+    assert a.submit(B, "x", schedule_delivery_time=IN_AN_HOUR, validity_period=IN_AN_HOUR).status == ESME_RINVSCHED
     assert a.submit(B, "x", schedule_delivery_time="000000000001000R").status == ESME_ROK
 
 

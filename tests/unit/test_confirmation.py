@@ -243,3 +243,5 @@ async def test_english_subscriber(bench: ServiceBench) -> None:
     assert "Headline News from Sina, information fee 30 yuan/month" in request
     assert "reply Y1 to confirm this one" in request and request.endswith("Valid for 24 h.")
     assert "Free for the rest of this month." in only_text(await say(bench, A, "Y"), A)
+    [unknown] = (await say(bench, A, "TX", SINA)).replies  # (from the SP's code)
+    assert unknown.text.endswith("To list or cancel the services you have, text 0000 to 10086.")  # as in Chinese
