@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -245,3 +246,10 @@ async def test_english_subscriber(bench: ServiceBench) -> None:
     assert "Free for the rest of this month." in only_text(await say(bench, A, "Y"), A)
     [unknown] = (await say(bench, A, "TX", SINA)).replies  # (from the SP's code)
     assert unknown.text.endswith("To list or cancel the services you have, text 0000 to 10086.")  # as in Chinese
+    # Cancelled and ordered again the same month: what is left of the first order's trial is this month, and the
+    # notice says what the Chinese one says (下月起收费), not that nothing is left.
+    [first] = await bench.store.find(Subscription, msisdn=A)
+    await bench.store.apply(Outcome().put(replace(first, status="cancelled", cancelled_at=bench.clock.now())).effects)
+    await say(bench, A, "TT", SINA)
+    again = only_text(await say(bench, A, "Y"), A)
+    assert "it is charged from next month" in again and "none is left" not in again, again
