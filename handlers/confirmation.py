@@ -363,7 +363,7 @@ async def delete_past_use(ctx: ServiceContext, msisdns: Iterable[str], now: floa
     ended_by = now - ctx.settings.confirmation_validity
     for msisdn in msisdns:
         ended = await ctx.store.find(PendingOrder, msisdn=msisdn, status__ne="pending", expires_at__lte=ended_by)
-        outcome.effects.extend(Delete(PendingOrder, (o.id,)) for o in ended)
+        outcome.effects.extend(Delete(PendingOrder, (o.id,), o) for o in ended)
     return outcome
 
 

@@ -20,10 +20,15 @@ class Put:
 
 @dataclass(frozen=True, slots=True)
 class Delete:
-    """Remove the record of this type with this key (values in the table's key order)."""
+    """Remove the record of this type with this key (values in the table's key order).
+
+    `record`: the record as its handler read it, when its key does not say which subscriber it is about (a
+    PendingOrder's id): the record cache then changes that subscriber's records only, rather than forget every
+    subscriber's (gateway/store/cache.py). The store deletes by the key alone."""
 
     record_type: type
     key: tuple
+    record: Any = None
 
 
 Effect = Put | Delete

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.clock import SimulatedClock
-from gateway.store.records import Charge, Dialogue
+from gateway.store.records import Charge, Dialogue, PendingOrder
 from tests.e2e.test_amend import multi_resp, submit_multi
 from tests.e2e.test_confirmation import (
     OPERATOR,
@@ -50,6 +50,11 @@ def clock() -> SimulatedClock:
 def stored_ids(db: Path) -> set[str]:
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
         return {row[0] for row in conn.execute("SELECT id FROM messages")}
+
+
+def cached_orders(controller, msisdn: str) -> list[PendingOrder]:
+    """A subscriber's orders as the handlers read them (the record cache), as `orders` reads the store."""
+    return controller.call(controller.gateway.records.find(PendingOrder, order_by="created_at", msisdn=msisdn))
 
 
 def test_messages_ended_before_the_retention_are_deleted_after_a_restart_and_query_sm_of_them_fails(
@@ -152,13 +157,14 @@ def test_orders_nothing_answers_about_any_more_are_deleted_whatever_the_message_
     gw.call(gw.gateway.prune())
     # TT (confirmed) and the first two TQ ended 24 h or more ago; the last TQ's validity has just ended
     assert [(o.service_id, o.status) for o in orders(gw, A)] == [("sina-weather", "expired")]
+    assert cached_orders(gw, A) == orders(gw, A)  # what the handlers read: the deleted ones gone there too
     assert "已超过有效期" in ask(a, "Y")  # a late answer is still told the last order expired
     clock.advance(DAY - 1)
     gw.call(gw.gateway.prune())
     assert len(orders(gw, A)) == 1  # not yet: its validity has been over for a second less than a validity period
     clock.advance(1)
     gw.call(gw.gateway.prune())
-    assert orders(gw, A) == []
+    assert orders(gw, A) == [] == cached_orders(gw, A)
     assert [(s.service_id, s.status, s.confirmation) for s in subscriptions(gw, A)] == [("sina-news", "active", confirmed_by)]
 
 

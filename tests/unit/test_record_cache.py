@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
+from dataclasses import replace
 
 import pytest
 
@@ -13,6 +14,8 @@ from gateway.store.cache import RecordCache, _Narrowed
 from gateway.store.effects import Delete, Put
 from gateway.store.records import Block, Dialogue, JobRun, PendingOrder, SpamReport, Subscriber, Subscription, Survey
 from gateway.store.sqlite import SqliteStore
+from handlers import confirmation
+from tests.services_support import service_bench
 
 PEOPLE = ("8613800000001", "8613800000002", "8613800000003")
 NUMBERS = ("8613100000001", "8613100000002")
@@ -31,7 +34,7 @@ def random_effect(rng: random.Random, n: int):
     k = rng.randint(0, 8)
     who, number = PEOPLE[k % len(PEOPLE)], NUMBERS[k % len(NUMBERS)]
     at = float(rng.randint(0, 5))
-    kind = rng.randrange(10)
+    kind = rng.randrange(11)
     if kind == 0:
         return Put(Subscriber(rng.choice(PEOPLE), rng.choice(("zh", "en"))))
     if kind == 1:
@@ -51,6 +54,9 @@ def random_effect(rng: random.Random, n: int):
         return Put(JobRun(rng.choice(("billing", "reminders")), f"2026-{rng.randint(10, 12)}", at))
     if kind == 9:
         return Delete(JobRun, (rng.choice(("billing", "reminders")), f"2026-{rng.randint(10, 12)}"))
+    if kind == 10:  # as the order prune deletes them: with the order as read (its key does not name its msisdn)
+        order = PendingOrder(f"o{k}", who, "a", "sms", "Y1", at, at, "expired")
+        return Delete(PendingOrder, (order.id,), order)
     if kind == 6:
         return Put(Block(f"b{k % 5}", NUMBERS[k % 5 % len(NUMBERS)], rng.choice(("", who)), at, rng.choice((None, at + 1))))
     return Put(Survey(f"v{k}", who, "sms:10086", "", at, at + rng.randint(1, 4),
@@ -244,6 +250,38 @@ async def test_the_rows_held_stay_counted_when_a_delete_forgets_whole_partitions
     await store.apply([Delete(Survey, ("v0",))])
     cache.committed([Delete(Survey, ("v0",))])
     assert cache.rows_held == sum(map(len, cache._partitions.values())) == 0
+
+
+async def test_the_orders_pruned_leave_their_subscribers_partitions_and_no_one_elses(tmp_path) -> None:
+    """The order prune (confirmation.delete_past_use) deletes orders by id, which does not name the subscriber whose
+    partition holds them: each Delete forgot every subscriber's orders, looking through every partition loaded, and
+    each prune held the loop for 3-5 s once 26,000 subscribers had been seen. Only the pruned orders' subscribers'
+    partitions change; every other one stays loaded (a hit, not read again)."""
+    bench = await service_bench(tmp_path)
+    try:
+        now = bench.clock.now()
+        people = [f"86138{i:08d}" for i in range(50)]
+        ended, live = now - 2 * bench.ctx.settings.confirmation_validity, now + 60
+        orders = [PendingOrder(f"o{i}-{n}", who, "sina-news", "sms", f"Y{n}", ended - 60, expires_at, status)
+                  for i, who in enumerate(people)
+                  for n, (expires_at, status) in enumerate(((ended, "expired"), (ended, "confirmed"), (live, "pending")))]  # fmt: skip
+        await bench.store.apply([Put(o) for o in orders])
+        cache = RecordCache(bench.store)
+        for who in people:
+            await cache.find(Subscriber, msisdn=who)
+            assert len(await cache.find(PendingOrder, msisdn=who)) == 3
+        loads = cache.loads
+        pruned = await confirmation.delete_past_use(replace(bench.ctx, store=cache), people[:2], now)
+        await bench.store.apply(pruned.effects)
+        cache.committed(pruned.effects)
+        for who in people:
+            assert [o.id for o in await cache.find(PendingOrder, msisdn=who)] == [o.id for o in await bench.store.find(PendingOrder, msisdn=who)]
+            assert await cache.find(Subscriber, msisdn=who) == []
+        assert [o.status for o in await cache.find(PendingOrder, msisdn=people[0])] == ["pending"]
+        assert cache.loads == loads  # none forgotten: every partition answered from memory
+        assert cache.rows_held == sum(map(len, cache._partitions.values()))
+    finally:
+        await bench.close()
 
 
 @pytest.mark.parametrize("record_type", [SpamReport, Block])
