@@ -16,10 +16,14 @@ this process has in hand (in memory, or with their final status not yet
 committed), so a page read meanwhile does not hand the same MT out twice.
 
 Per subscriber, MTs go out in the order they were accepted: one accepted while
-its account's backlog is being read waits (`_behind`) until that read is over,
-or it would overtake the older MTs still in the store. A retry does not hold
-the MTs behind it, except for SP notices: they go out one at a time per
-subscriber, each after the one before it ended (gateway/notice_order.py).
+its account's backlog is being read, for a bind that appeared since, waits
+behind the read (`BacklogRead`) until the read has passed its subscriber, or
+it would overtake the older MTs still in the store. The rest of the account's
+traffic does not wait: a bind that was bound when the read passed a
+subscriber was handed all of their waiting MTs then, and nothing to them
+waits in the store while it stays bound. A retry does not hold the MTs
+behind it, except for SP notices: they go out one at a time per subscriber,
+each after the one before it ended (gateway/notice_order.py).
 
 An MT that may no longer go out when delivery takes it up again (off line
 subscriber, retry, schedule) ends REJECTED (gateway/guards.py): its sender
@@ -98,8 +102,8 @@ class Delivery:
         self._retries_taken: dict[str, Waiting] = {}  # by id: MTs a cancel_sm took from their wait for a retry, until it commits
         self._pulls: dict[str, asyncio.Task] = {}  # account -> its backlog being read (receiver_ready)
         self._pull_again: set[str] = set()  # accounts a bind appeared for while their backlog was being read
-        self._behind: dict[str, list[Message]] = {}  # account -> new MTs for it, held until its backlog is read
-        self._behind_from: dict[str, dict[str, str]] = {}  # account -> subscriber -> id of its first MT in _behind
+        self._reads: dict[str, BacklogRead] = {}  # account -> how far its backlog read got, and the MTs held behind it
+        self._unread: set[str] = set()  # accounts whose last backlog read failed: their binds may not have had it all
         self._room_waiters: dict[str, asyncio.Future[None]] = {}  # pulls waiting for their account's binds to drain
         # MT id -> its final status's next write (_write_final): the timer, then the task that writes
         self._rewrites: dict[str, asyncio.TimerHandle | asyncio.Task] = {}
@@ -162,8 +166,9 @@ class Delivery:
         """Offer the MT to a bind, or park it; it is in hand (`_held`) exactly while it is on a bind or ending.
 
         A `new` MT (not read back from the store, not a retry), or one `behind_read` (replaced), for an
-        account whose backlog is being read waits for the end of that read (`_behind`), behind the older
-        MTs to its subscriber. `avoid`: a bind its last attempt failed on, taken only if no other serves it.
+        account whose backlog is being read waits behind the read (BacklogRead.holds) until it has passed
+        its subscriber, if older MTs to them may still be in the store. `avoid`: a bind its last attempt
+        failed on, taken only if no other serves it.
         `read_back`: by a bind's backlog read; parked again, it is not logged again (Router.route's `tell`)."""
         if message.expires_at <= self.clock.now():
             self._expire(message)  # rejected rather, if its sender was blocked meanwhile (as the sweep does)
@@ -177,14 +182,10 @@ class Delivery:
             self._held.discard(message.id)  # parked: the store has it, `_pull` reads it back
             return
         self._held.add(message.id)
-        if (new or behind_read) and self._behind:
-            system_id = receiver.account.system_id
-            behind = self._behind.get(system_id)
-            if behind is not None:
-                behind.append(message)
-                first = self._behind_from[system_id]
-                if message.dest_addr not in first or message.id < first[message.dest_addr]:  # a replaced one is older
-                    first[message.dest_addr] = message.id
+        if (new or behind_read) and self._reads:
+            read = self._reads.get(receiver.account.system_id)
+            if read is not None and read.holds(message, receiver):
+                read.hold(message)
                 return
         if message.extra and self._notices.wait_turn(message):  # `extra`: not for a plain MT, the most common
             return
@@ -195,14 +196,16 @@ class Delivery:
 
         One read of the backlog per account at a time: binds appearing meanwhile (an ESME opening
         its 200 binds) share it, and it starts over once at its end in case one of them can take
-        what the binds before it could not (address ranges).
+        what the binds before it could not (address ranges). The account's other binds were bound
+        through a read that ended: nothing to their subscribers waits in the store (unless it failed).
         """
         account = receiver.account
         if account.system_id in self._pulls:
             self._pull_again.add(account.system_id)
             return
-        self._behind[account.system_id] = []
-        self._behind_from[account.system_id] = {}
+        bound = () if account.system_id in self._unread else self.router.receivers_of(account.system_id)
+        others = (r for r in bound if r is not receiver)
+        self._reads[account.system_id] = BacklogRead(account, others)
         self._pulls[account.system_id] = asyncio.get_running_loop().create_task(self._pull(account))
 
     async def _pull(self, account: Account) -> None:
@@ -210,34 +213,38 @@ class Delivery:
         # What is addressed to the account itself, then each of its number ranges.
         ranges = [(system_id, "", _ABOVE_ALL), *((None, prefix, _after_prefix(prefix)) for prefix in account.numbers)]
 
-        async def room_left() -> bool:
+        read = self._reads[system_id]
+
+        async def room_left(after: tuple[str, int]) -> bool:
+            self._release_passed(read, read.range, after[0])  # a page handed out: what is below its last subscriber
             if not self._has_room(system_id):
                 await self._room(system_id)
             return bool(self.router.receivers_of(system_id))
 
-        behind, behind_from = self._behind[system_id], self._behind_from[system_id]
-
         def take(message: Message) -> None:
             # Committed during the read, its admit still to come, and newer than an MT to its subscriber
             # already waiting behind the read: it waits there too, or it would overtake that one.
-            first = behind_from.get(message.dest_addr)
+            first = read.first.get(message.dest_addr)
             if first is not None and message.id > first:  # ids sort in the order MTs were accepted
                 self._held.add(message.id)  # in hand: its admit only counts it
-                behind.append(message)
+                read.hold(message)
             else:
                 self.dispatch(message, read_back=True)
 
-        stopped = False
+        stopped = failed = False
         try:
             while True:
                 self._pull_again.discard(system_id)
-                for to_account, low, below in ranges:
+                read.begin_pass(self.router.receivers_of(system_id))
+                for index, (to_account, low, below) in enumerate(ranges):
                     if not self.router.receivers_of(system_id):
                         return
+                    self._release_passed(read, index, low)
                     await self._take_waiting(
                         lambda after, to=to_account, below=below: self.store.waiting_mts(to, after, below, self.PAGE),
                         (low, 0), take, room_left,
                     )  # fmt: skip
+                self._release_passed(read, len(ranges), "")  # the pass is over: every subscriber passed
                 if system_id not in self._pull_again:
                     return
         except asyncio.CancelledError:
@@ -245,11 +252,16 @@ class Delivery:
             raise
         except Exception:
             # Nothing is lost (the MTs stay in the store); the next bind reads them again.
+            failed = True
             log.exception("reading waiting MTs failed", account=system_id)
         finally:
             del self._pulls[system_id]  # no await since the last look at _pull_again: no bind slips between
-            del self._behind[system_id], self._behind_from[system_id]
-            behind.sort(key=_acceptance_order)
+            del self._reads[system_id]
+            if failed:
+                self._unread.add(system_id)
+            else:
+                self._unread.discard(system_id)
+            behind = sorted(read.behind, key=_acceptance_order)
             if stopped:  # shutting down: what waited behind stays in the store, like the rest
                 self._held.difference_update(message.id for message in behind)
             else:
@@ -261,13 +273,13 @@ class Delivery:
         read_page: Callable[[Any], Awaitable[list[tuple[Any, Message]]]],
         after: Any,
         take: Callable[[Message], None],
-        go_on: Callable[[], Awaitable[bool]] | None = None,
+        go_on: Callable[[Any], Awaitable[bool]] | None = None,
     ) -> None:
         """Page through undelivered MTs the store has (`read_page(cursor)`), handing each not in hand to `take`.
 
         While a page is read and handed out, an MT whose final status commits stays held (see
         `_write_final`): the page may have been read before that commit and still show it undelivered.
-        After each full page, `go_on()` may wait (for room on the binds) or say to stop.
+        After each full page, `go_on(cursor)` (its last MT's) may wait (for room on the binds) or say to stop.
         """
         while True:
             self._reading += 1
@@ -281,10 +293,20 @@ class Delivery:
                 if not self._reading and self._release_after_reading:
                     self._held.difference_update(self._release_after_reading)
                     self._release_after_reading.clear()
-            if len(page) < self.PAGE or (go_on is not None and not await go_on()):
+            if len(page) < self.PAGE:
                 return
             after = page[-1][0]
+            if go_on is not None and not await go_on(after):
+                return
             await asyncio.sleep(0)  # the store's reads do not yield: let the binds be served between pages
+
+    def _release_passed(self, read: BacklogRead, range_index: int, past: str) -> None:
+        """The read has handed out every MT in the ranges before `range_index`, and in that range every MT to a
+        subscriber below `past`: the MTs held behind it for those subscribers go on, in the order they were accepted
+        (`new`: checked as one just accepted; behind the read again if a bind that appeared during this pass takes
+        one)."""
+        for message in read.reached(range_index, past):
+            self.dispatch(message, new=True)
 
     def _has_room(self, system_id: str) -> bool:
         """A bind of the account that MTs go to first has fewer than ROOM MTs queued or in flight (or none is left:
@@ -489,7 +511,8 @@ class Delivery:
         if message_id not in self._held:  # parked: from now on no page read hands it out
             self._held.add(message_id)
             return True
-        for behind in self._behind.values():
+        for read in self._reads.values():
+            behind = read.behind
             for i, waiting in enumerate(behind):
                 if waiting.id == message_id:
                     del behind[i]
@@ -536,7 +559,8 @@ class Delivery:
         for handle, message, _bind in self._retry_timers.expired(now):
             handle.cancel()
             self._expire(message)
-        for behind in self._behind.values():
+        for read in self._reads.values():
+            behind = read.behind
             expired = [message for message in behind if message.expires_at <= now]
             if expired:
                 behind[:] = [message for message in behind if message.expires_at > now]
@@ -561,7 +585,7 @@ class Delivery:
             self._held.add(message.id)  # being released: no cancel_sm or replace_sm now
             due.append(message)
 
-        async def release() -> bool:
+        async def release(_after: object = None) -> bool:
             page = due[:]
             due.clear()
             try:
@@ -763,6 +787,77 @@ class Delivery:
         self._rewrites.clear()
         for task in self._pulls.values():
             task.cancel()
+
+
+class BacklogRead:
+    """An account's backlog being read (Delivery._pull): how far the read got, and the new MTs held behind it.
+
+    The read goes over the account's ranges (the MTs addressed to the account, then each of its number prefixes),
+    each in (dest_addr, seq) order, and over them all again when a bind appeared meanwhile. When a pass went past a
+    subscriber, a bind that was bound as that pass began had their waiting MTs handed out (to it, or to another bind
+    that serves them); none is parked again while it stays bound. So an MT to that subscriber for that bind has
+    nothing to overtake; for a bind that appeared later, it waits until a pass that began with it bound goes past.
+    """
+
+    def __init__(self, account: Account, bound: Iterable[Receiver]) -> None:
+        self.numbers = account.numbers
+        self.behind: list[Message] = []  # new MTs held until the read has passed their subscriber
+        self.first: dict[str, str] = {}  # subscriber -> id of their first MT in `behind`
+        self.passes = 0  # passes begun
+        self.range = 0  # the range the current pass reads: 0 the account's own MTs, 1... its number prefixes
+        self.past = ""  # in that range, every MT to a subscriber below this one was handed out
+        # bind -> the first pass that began with it bound; 0: bound through an earlier read of the account, now over
+        self._since: dict[Receiver, int] = dict.fromkeys(bound, 0)
+
+    def begin_pass(self, binds: Iterable[Receiver]) -> None:
+        self.passes += 1
+        self.range, self.past = 0, ""
+        since = self._since
+        self._since = {r: since.get(r, self.passes) for r in binds}  # (binds gone since: forgotten)
+
+    def holds(self, message: Message, receiver: Receiver) -> bool:
+        """Whether an MT offered to `receiver` waits behind the read: older MTs to its subscriber wait here, or may
+        still be in the store (the pass that began with `receiver` bound has not passed them yet)."""
+        if message.dest_addr in self.first:
+            return True
+        since = self._since.get(receiver)
+        if since is None:  # it appeared during this pass
+            return True
+        return since == self.passes and not self._passed(message)
+
+    def hold(self, message: Message) -> None:
+        self.behind.append(message)
+        first = self.first.get(message.dest_addr)
+        if first is None or message.id < first:  # a replaced one is older
+            self.first[message.dest_addr] = message.id
+
+    def reached(self, range_index: int, past: str) -> list[Message]:
+        """The current pass got to `past` in range `range_index`: the MTs held behind it whose subscriber it passed,
+        taken out in the order they were accepted."""
+        self.range, self.past = range_index, past
+        passed, kept, first = [], [], {}
+        for message in self.behind:
+            if self._passed(message):
+                passed.append(message)
+            else:
+                kept.append(message)
+                if first.get(message.dest_addr, message.id) >= message.id:
+                    first[message.dest_addr] = message.id
+        self.behind[:] = kept
+        self.first = first  # (anew: one taken back by cancel_sm or replace_sm left its subscriber's entry)
+        passed.sort(key=_acceptance_order)
+        return passed
+
+    def _passed(self, message: Message) -> bool:
+        index = self._range_of(message)
+        return index < self.range or (index == self.range and message.dest_addr < self.past)
+
+    def _range_of(self, message: Message) -> int:
+        """The first of the read's ranges that holds MTs like this one; -1 if none (the read never hands them out)."""
+        if message.extra and message.extra.get("to_account") is not None:
+            return 0  # (addressed to this account: the only one whose binds it goes to)
+        dest = message.dest_addr
+        return next((i for i, prefix in enumerate(self.numbers, 1) if dest.startswith(prefix)), -1)
 
 
 _ABOVE_ALL = "\U0010ffff"  # sorts after every address

@@ -190,7 +190,7 @@ def test_a_long_text_waiting_for_a_bind_of_smpp_3_4_is_logged_so_once_not_at_eac
             other = f"861370000000{n}"
             bind = handset(other, address_range=other)
             assert a.submit(other, "after the backlog read").status == ESME_ROK
-            assert bind.expect().short_message == b"after the backlog read"  # (held behind the read until its end)
+            assert bind.expect().short_message == b"after the backlog read"  # (held until the read passed it)
     waits = [line for line in logs if line["event"].startswith("mt waits for a bind of SMPP 3.4")]
     assert [line["message_id"] for line in waits] == [long.message_id.decode()]
     b34 = handset(B)

@@ -246,7 +246,7 @@ async def test_an_mt_admitted_while_the_backlog_is_read_goes_out_after_it(store,
         answered = len(receiver.offered)
         await receiver.wait_for(answered + 1)
     assert [m.id for m in receiver.offered] == [f"m{i:02d}" for i in range(10)] + ["new"]
-    assert not delivery._pulls and not delivery._behind
+    assert not delivery._pulls and not delivery._reads
 
 
 async def test_an_mt_a_page_read_hands_out_before_its_admission_does_not_overtake_one_waiting_behind_the_read(
@@ -269,7 +269,7 @@ async def test_an_mt_a_page_read_hands_out_before_its_admission_does_not_overtak
     assert [m.id for m in receiver.offered] == [f"m{i:02d}" for i in range(10)] + ["n1", "n2"]
     answer(delivery, receiver, receiver.offered[answered:])
     await settled(store)
-    assert not delivery.queued and not delivery._held and not delivery._behind
+    assert not delivery.queued and not delivery._held and not delivery._reads
 
 
 async def test_a_replaced_mt_waiting_behind_the_read_still_goes_out_after_it(store, delivery, router, accounts) -> None:
@@ -334,7 +334,7 @@ async def test_an_mt_waiting_behind_a_backlog_stays_in_the_store_when_delivery_s
     with contextlib.suppress(asyncio.CancelledError):
         await pull
     assert "new" not in [m.id for m in receiver.offered]
-    assert "new" not in delivery._held and not delivery._behind  # parked: a later read may hand it out
+    assert "new" not in delivery._held and not delivery._reads  # parked: a later read may hand it out
     assert await status_of(store, "new") is MessageStatus.ENROUTE
 
 
@@ -463,6 +463,90 @@ async def test_a_bind_that_appears_during_the_read_gets_what_the_earlier_binds_c
         assert [m.id for m in ranged.offered] == ["for-ranged"]
         assert [m.id for m in anyone.offered] == ["for-anyone"]  # ...which went over the backlog once more for it
 
+
+
+async def test_an_mt_held_behind_the_read_goes_out_once_the_read_has_passed_its_subscriber(
+    store, delivery, router, accounts
+) -> None:
+    """Not at the end of the read: a bind appearing every few seconds kept an account's new MTs from going out."""
+    delivery.PAGE = delivery.ROOM = 2
+    await admit(store, delivery, mt("m1-0", "8613700000001"), mt("m1-1", "8613700000001"),
+                *(mt(f"m5-{i}", "8613700000005") for i in range(4)))  # fmt: skip
+    receiver = Receiver(accounts.get("handset"))
+    router.bound(receiver)
+    delivery.receiver_ready(receiver)
+    await receiver.wait_for(2)  # ...01's, and the read waits for room
+    await admit(store, delivery, mt("new", "8613700000001"))
+    answer(delivery, receiver, receiver.offered[:2])
+    await receiver.wait_for(4)  # the next page ("new", in hand, and m5-0) got to ...05: nothing older to ...01 is left
+    assert [m.id for m in receiver.offered] == ["m1-0", "m1-1", "m5-0", "new"] and delivery._pulls
+    answered = 2
+    while len(receiver.offered) < 7:  # the subscribers answer what they have, the read goes on
+        answer(delivery, receiver, receiver.offered[answered:])
+        answered = len(receiver.offered)
+        await receiver.wait_for(answered + 1)
+    assert [m.id for m in receiver.offered[4:]] == ["m5-1", "m5-2", "m5-3"]
+
+
+async def test_a_bind_that_appears_after_the_read_passed_its_subscriber_gets_their_older_mts_first(
+    tmp_path: Path, router, accounts, clock
+) -> None:
+    """The read parked ...02's MTs again (no bind served ...02), went on, and then a bind for ...02 appeared: a new MT
+    to ...02 waits for the next pass over the backlog, which hands it the older ones."""
+    store = PauseBefore(str(tmp_path / "pause.db"), clock.now, held_back="m9-2")
+    async with delivery_on(store, router, clock) as delivery:
+        delivery.PAGE = 2
+        await admit(store, delivery, mt("m2-0", "8613700000002"), mt("m2-1", "8613700000002"),
+                    *(mt(f"m9-{i}", "8613700000009") for i in range(4)))  # fmt: skip
+        nine = Receiver(accounts.get("handset"))
+        nine.address_range = re.compile("8613700000009")
+        router.bound(nine)
+        delivery.receiver_ready(nine)
+        await store.reached.wait()  # past ...02 (parked again) and ...09's first page
+        two = Receiver(accounts.get("handset"))
+        two.address_range = re.compile("8613700000002")
+        router.bound(two)
+        delivery.receiver_ready(two)
+        await admit(store, delivery, mt("new", "8613700000002"))
+        assert two.offered == []
+        store.go_on.set()
+        await asyncio.gather(*delivery._pulls.values())
+        assert [m.id for m in two.offered] == ["m2-0", "m2-1", "new"]
+        assert [m.id for m in nine.offered] == [f"m9-{i}" for i in range(4)]
+
+
+class FailingFirst(PauseBefore):
+    """PauseBefore whose first page read fails (the database could not be read for a moment)."""
+
+    async def waiting_mts(self, *args):
+        if not hasattr(self, "failed"):
+            self.failed = True
+            raise OSError("disk I/O error")
+        return await super().waiting_mts(*args)
+
+
+async def test_after_a_backlog_read_failed_the_binds_it_was_for_do_not_overtake_what_it_left(
+    tmp_path: Path, router, accounts, clock
+) -> None:
+    """A bind bound through a read that ended had its subscribers' MTs handed out, so theirs go out at once during
+    the next read; not if that read failed: they are still in the store."""
+    store = FailingFirst(str(tmp_path / "failing.db"), clock.now, held_back="m1-0")
+    async with delivery_on(store, router, clock) as delivery:
+        await admit(store, delivery, mt("m1-0", "8613700000001"))
+        one = Receiver(accounts.get("handset"))
+        one.address_range = re.compile("8613700000001")
+        router.bound(one)
+        delivery.receiver_ready(one)
+        await asyncio.gather(*delivery._pulls.values())  # failed: m1-0 is still in the store
+        assert one.offered == []
+        other = Receiver(accounts.get("handset"))
+        router.bound(other)
+        delivery.receiver_ready(other)  # reads the backlog again
+        await store.reached.wait()
+        await admit(store, delivery, mt("new", "8613700000001"))
+        store.go_on.set()
+        await asyncio.gather(*delivery._pulls.values())
+        assert [m.id for m in one.offered] == ["m1-0", "new"]
 
 # --------------------------------------------------------- cancel_sm / replace_sm
 async def test_cancel_ends_an_mt_as_deleted_wherever_it_waits(store, delivery, router, accounts) -> None:
