@@ -36,7 +36,7 @@ from .delivery import Delivery
 from .gctune import restore_defaults, tune_for_serving
 from .guards import Guards
 from .http.app import make_app
-from .ids import MessageIds
+from .ids import MessageIds, ShortIds
 from .intake import Intake
 from .log_budget import LogBudgets
 from .logs import get_logger
@@ -85,6 +85,7 @@ class Gateway:
         self.plan = config.number_plan()
         self.accounts = Accounts(config.accounts)
         self.ids = MessageIds()
+        self.short_ids = ShortIds()  # for the binds of SMPP 3.3; goes on from the store's last once it opens
         self.store = SqliteStore(self.db_path, dedup_window=settings.dedup_window, clock=self.clock.now)
         self.retention = Retention(self.store, self.clock, settings.message_retention, settings.dedup_window)
         self.router = Router(self.accounts)
@@ -126,7 +127,8 @@ class Gateway:
         self.amendments = Amendments(store=self.store, delivery=self.delivery, plan=self.plan, clock=self.clock, ids=self.ids)
         self.intake = Intake(
             settings=settings, plan=self.plan, store=self.store, router=self.router, delivery=self.delivery,
-            mo=self.mo, guards=self.guards, clock=self.clock, ids=self.ids, amendments=self.amendments, spawn=self.spawn,
+            mo=self.mo, guards=self.guards, clock=self.clock, ids=self.ids, short_ids=self.short_ids, amendments=self.amendments,
+            spawn=self.spawn,
         )  # fmt: skip
         self.connections: set[SmppConnection] = set()
         self.complaints = LogBudgets()  # lines about refused PDUs, by peer host and account (SmppConnection.may_log)
@@ -225,6 +227,7 @@ class Gateway:
         Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
         await self.store.open()
         try:
+            self.short_ids.continue_after(await self.store.last_short_id())
             await self.guards.load(self.store)
             self.guards.on_tightened = self.delivery.refuse_waiting  # from now (replayed MOs too), not for those loaded
             await self.delivery.restore(self.guards.stops)  # undelivered MTs stay in the store until their binds appear

@@ -1,16 +1,22 @@
-"""Message ids: unique across restarts of one node, short enough for any SMPP peer."""
+"""Message ids: unique across restarts of one node; and the short ones an ESME of SMPP 3.3 is given."""
 
 from __future__ import annotations
 
 import itertools
 import time
 
+# SMPP 3.3's message_id is 9 octets with its NUL, and a gateway of SMPP 3.4 or later "must not generate message IDs
+# greater than 8 octets when communicating with an ESME that supports SMPP V3.3 or earlier" (SMPP 5.0 2.11.2).
+SHORT_ID_LENGTH = 8
+_LAST_SHORT_ID = 16**SHORT_ID_LENGTH - 1
+
 
 class MessageIds:
     """`<start time in ms, hex><counter, 8 hex digits>`: 19 characters, sortable within a node.
 
     A restart takes a new start time, so ids never repeat even though the
-    counter starts again.
+    counter starts again. Too long for an ESME of SMPP 3.3: it is given a
+    `ShortIds` alias of each message instead.
     """
 
     def __init__(self, node_prefix: str = "") -> None:
@@ -19,3 +25,24 @@ class MessageIds:
 
     def next(self) -> str:
         return f"{self._prefix}{next(self._counter):08x}"
+
+
+class ShortIds:
+    """The ids an ESME bound with SMPP 3.3 is given (its submissions' alias, `Message.short_id`): 8 hex digits,
+    counting on from the last the database holds (`continue_after`, at start), so a restart gives none out again;
+    after ffffffff, 00000001. Never as long as a `MessageIds` id (which a message keeps as its key)."""
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def continue_after(self, last: str | None) -> None:
+        self._last = int(last, 16) if last else 0
+
+    def next(self) -> str:
+        self._last = self._last % _LAST_SHORT_ID + 1
+        return f"{self._last:08x}"
+
+
+def is_short_id(message_id: str) -> bool:
+    """Does this message_id name a message by its SMPP 3.3 alias (`ShortIds`), not by its own id?"""
+    return len(message_id) <= SHORT_ID_LENGTH

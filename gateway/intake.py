@@ -13,6 +13,11 @@ committed before the answer (which lists the refused ones also when it is an
 error: none was accepted). Its message_id is the first destination's id;
 the n-th accepted destination's is `<that id>/<n>` (`amend.multi_part_id`),
 and the receipts of all of them carry the message_id the ESME was given.
+
+An ESME bound with SMPP 3.3 takes message ids of 8 characters at most: it is
+given each submission's alias (`ids.ShortIds`, `Message.short_id`; one for
+all the destinations of a submit_multi), which its receipts, query_sm,
+cancel_sm and replace_sm name too. The message keeps its own id as its key.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from .config import GatewaySettings
 from .delivery import Delivery
 from .field_rules import check_submission
 from .guards import Guards
-from .ids import MessageIds
+from .ids import MessageIds, ShortIds
 from .logs import get_logger
 from .messages import (
     body_of,
@@ -106,6 +111,7 @@ class Intake:
         guards: Guards,
         clock: Clock,
         ids: MessageIds,
+        short_ids: ShortIds,
         amendments: Amendments,
         spawn: Callable[[Coroutine[Any, Any, Any]], None],
     ) -> None:
@@ -118,6 +124,7 @@ class Intake:
         self.guards = guards
         self.clock = clock
         self.ids = ids
+        self.short_ids = short_ids
         self.amendments = amendments
         self.spawn = spawn
 
@@ -131,6 +138,8 @@ class Intake:
             conn.log_refused_submission(S.name_of(rejected.status), rejected.reason, pdu.source_addr, pdu.destination_addr)
             conn.respond_encoded(encode_message_id_resp(resp_id, pdu.sequence_number, "", rejected.status))
             return
+        if not conn.optional_parameters:  # a bind of SMPP 3.3: its ids are 8 characters at most
+            message.short_id = self.short_ids.next()
         if account.role != "sp":
             self.router.note_mo(message.source_addr, conn)
         stored_before = conn.note_submission(pdu)
@@ -236,9 +245,8 @@ class Intake:
         else:
             self.delivery.uncount(message)
 
-    @staticmethod
     def _answer(
-        conn: SmppConnection, sequence: int, resp_id: int, message: Message,
+        self, conn: SmppConnection, sequence: int, resp_id: int, message: Message,
         result: tuple[str, bool] | None, error: BaseException | None,
     ) -> bool:  # fmt: skip
         """Answer a submission whose commit settled. True: a new message is stored (not a copy, not failed)."""
@@ -253,8 +261,14 @@ class Intake:
             conn.respond_encoded(encode_message_id_resp(resp_id, sequence, "", S.ESME_RSYSERR))
             return False
         message_id, duplicate = result
-        conn.respond_encoded(encode_message_id_resp(resp_id, sequence, message_id))
+        given = message_id if message.short_id is None else self._copy_short_id(message_id) if duplicate else message.short_id
+        conn.respond_encoded(encode_message_id_resp(resp_id, sequence, given))
         return _is_new(message, role, message_id, duplicate)
+
+    def _copy_short_id(self, stored_id: str) -> str:
+        """What a copy submitted on a bind of SMPP 3.3 is answered: the SMPP 3.3 alias of the message it copies
+        (stored from the same bind: it has one)."""
+        return self.store.short_id_of(stored_id) or stored_id
 
     def _replacing(
         self, committed: Callable[[tuple[str, bool] | None, BaseException | None], None], message: Message,
@@ -303,6 +317,10 @@ class Intake:
         for n, message in enumerate(stored[1:], 2):
             message.id = multi_part_id(stored[0].id, n)
             message.extra = {**message.extra, "submit_multi": stored[0].id}
+        if stored and not conn.optional_parameters:  # a bind of SMPP 3.3: one alias names them all, as stored[0].id does
+            short_id = self.short_ids.next()
+            for message in stored:
+                message.short_id = short_id
         if admitted and account.role != "sp":
             self.router.note_mo(admitted[0].source_addr, conn)
         # An MO goes to its short code's handler once committed (its handling may answer before this does).
@@ -335,8 +353,12 @@ class Intake:
             status, message_id = statuses.pop() if len(statuses) == 1 else S.ESME_RSUBMITFAIL, ""
         for line in refusals:
             line(**({"message_id": message_id} if message_id else {}))
+        given = message_id
+        if message_id and not conn.optional_parameters:  # a bind of SMPP 3.3: the alias of the destinations stored
+            first = next((m for m, _i, copy in committed if not copy), None)
+            given = self._copy_short_id(message_id) if first is None else first.short_id
         conn.respond(SubmitMultiResp(sequence_number=pdu.sequence_number, command_status=status,
-                                     message_id=message_id, unsuccess_smes=refused))  # fmt: skip
+                                     message_id=given, unsuccess_smes=refused))  # fmt: skip
         replacing = pdu.replace_if_present_flag == 1
         for message in admitted:
             if message.direction is not _MT:
@@ -350,7 +372,7 @@ class Intake:
 
     # ------------------------------------------------------------- query
     async def query(self, conn: SmppConnection, pdu: QuerySm) -> None:
-        message = await self.store.get(pdu.message_id)
+        message = await self.store.get(pdu.message_id)  # (an SMPP 3.3 alias names the first message given it)
         if message is None or message.source_addr != self.plan.normalise(pdu.source_addr) or message.account != conn.account.system_id:
             if conn.may_log(f"query_sm refused ({S.name_of(S.ESME_RQUERYFAIL)})"):
                 # Another account's message is as good as none: the line names nothing of it (its subscriber, or
@@ -365,7 +387,7 @@ class Intake:
         conn.respond(
             QuerySmResp(
                 sequence_number=pdu.sequence_number,
-                message_id=message.id,
+                message_id=pdu.message_id,  # the message's id, or the SMPP 3.3 alias it was named by
                 final_date=format_smpp_time(message.done_at) if message.done_at and message.is_final else "",
                 message_state=_QUERY_STATE[message.status],
                 error_code=query_error_code(message.error),

@@ -10,7 +10,7 @@ from .smpp.constants import EsmClass, MessageState, RegisteredDelivery, Tag
 from .smpp.segment import parse_udh
 from .smpp.times import format_receipt_date
 from .smpp.tlv import encode_tlvs
-from .store.records import Direction, Message, MessageStatus
+from .store.records import Direction, Message, MessageStatus, submission_of
 
 # Plain ints: `&` on an IntFlag runs Python code and builds a new flag, and
 # receipt_due runs for every delivered message.
@@ -37,8 +37,9 @@ RECEIPT_VALIDITY = 86400.0
 
 
 def submitted_id(message: Message) -> str:
-    """The id the submitter was given: the message's own, or for a destination of a submit_multi, the submit_multi's."""
-    return message.extra.get("submit_multi", message.id) if message.extra else message.id
+    """The id the submitter was given: the message's own, or for a destination of a submit_multi, the submit_multi's;
+    on a bind of SMPP 3.3, their alias."""
+    return submission_of(message) if message.short_id is None else message.short_id
 
 
 def receipt_due(message: Message, state: MessageState) -> bool:

@@ -131,11 +131,21 @@ class Store(Protocol):
         `ended_by`, and holds no dedup key inside the dedup window. Gone for good: `get` finds none of them."""
 
     # --- reads -----------------------------------------------------------
-    async def get(self, message_id: str) -> Message | None: ...
+    async def get(self, message_id: str) -> Message | None:
+        """The message of this id; none of it, one of 8 characters at most (`ids.is_short_id`) is an SMPP 3.3 alias:
+        the first message given it."""
 
     async def submitted_as(self, message_id: str) -> list[Message]:
         """What was submitted as `message_id`: that message, and for a submit_multi its other destinations
-        (`<id>/2`, `<id>/3`, ...), in order of arrival; each found on its own (retention may have deleted some)."""
+        (`<id>/2`, `<id>/3`, ...), in order of arrival; each found on its own (retention may have deleted some).
+        None of that id, one of 8 characters at most is an SMPP 3.3 alias: the messages of the newest submission
+        given it."""
+
+    async def last_short_id(self) -> str | None:
+        """The SMPP 3.3 alias given last of those the store holds (read at start: `ids.ShortIds` goes on from it)."""
+
+    def short_id_of(self, message_id: str) -> str | None:
+        """The SMPP 3.3 alias of a stored message (None: it has none): what a copy of it is answered on a 3.3 bind."""
 
     async def undelivered_from(self, account: str, source_addr: str, dest_addr: str) -> list[Message]:
         """cancel_sm by addresses: the undelivered MTs (scheduled ones too) `account` sent from source_addr

@@ -34,7 +34,7 @@ class MessageStatus(str, Enum):
 
 @dataclass(slots=True)
 class Message:
-    id: str  # exactly as sent in submit_sm_resp (or in our own deliver_sm)
+    id: str  # exactly as sent in submit_sm_resp (on a bind of SMPP 3.3: short_id), or in our own deliver_sm
     direction: Direction
     status: MessageStatus
     account: str  # system_id that submitted it; "" for gateway-generated text
@@ -63,10 +63,18 @@ class Message:
     origin_id: str | None = None  # the MO an MT answers; the message a receipt reports on
     dedup_key: str | None = None  # recognises a client's retransmission of the same MO
     extra: dict = field(default_factory=dict)  # small JSON-able annotations (e.g. receipt target account)
+    # Submitted on a bind of SMPP 3.3: the id its submitter was given instead (ids.ShortIds), every destination of a
+    # submit_multi the same. None for every other message.
+    short_id: str | None = None
 
     @property
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
+
+
+def submission_of(message: Message) -> str:
+    """The id of the submission `message` is part of: its own, or for a destination of a submit_multi, the first's."""
+    return message.extra.get("submit_multi", message.id) if message.extra else message.id
 
 
 FINAL_STATUSES = frozenset(

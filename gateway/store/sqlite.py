@@ -49,13 +49,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, Union
 
+from ..ids import is_short_id
 from ..logs import get_logger
 from ..smpp.constants import EsmClass
 from .base import WriteSkipped
 from .effects import Effect
 from .lock import DatabaseInUse, DatabaseLock
 from .migrations import SchemaVersionError
-from .records import FINAL_STATUSES, Direction, Message, MessageStatus
+from .records import FINAL_STATUSES, Direction, Message, MessageStatus, submission_of
 from .rows import effect_sql, from_row, select_sql
 from .writer import WriterCannotStart, WriterDied, WriterProcess
 from .writer_child import PROBE, READ_ONLY, SKIP_DUPLICATE_KEY, Step, connect
@@ -90,7 +91,7 @@ _FIELDS = (
     "data_coding", "esm_class", "protocol_id", "priority_flag", "registered_delivery", "service_type",
     "source_addr_ton", "source_addr_npi", "dest_addr_ton", "dest_addr_npi", "tlvs",
     "submitted_at", "expires_at", "attempts", "next_attempt_at", "done_at", "error",
-    "origin_id", "dedup_key", "extra",
+    "origin_id", "dedup_key", "extra", "short_id",
 )  # fmt: skip
 _SELECT = f"SELECT {', '.join(_FIELDS)} FROM messages"
 # Undelivered MTs, through the partial indexes of migration 3 (INDEXED BY: the
@@ -172,7 +173,7 @@ def _row(m: Message, accepted_at: float) -> tuple:
         m.short_message, m.data_coding, m.esm_class, m.protocol_id, m.priority_flag, m.registered_delivery, m.service_type,
         m.source_addr_ton, m.source_addr_npi, m.dest_addr_ton, m.dest_addr_npi, m.tlvs,
         m.submitted_at, m.expires_at, m.attempts, m.next_attempt_at, m.done_at, m.error,
-        m.origin_id, m.dedup_key, json.dumps(m.extra, separators=(",", ":")) if m.extra else "{}",
+        m.origin_id, m.dedup_key, json.dumps(m.extra, separators=(",", ":")) if m.extra else "{}", m.short_id,
         accepted_at,
     )  # fmt: skip
 
@@ -868,13 +869,36 @@ class SqliteStore:
 
     async def get(self, message_id: str) -> Message | None:
         rows = await self._read(f"{_SELECT} WHERE id = ?", (message_id,))
-        return _message(rows[0]) if rows else None
+        if rows:
+            return _message(rows[0])
+        named = await self._short_named(message_id) if is_short_id(message_id) else None
+        return named[0] if named else None
 
     async def submitted_as(self, message_id: str) -> list[Message]:
         # '/' then '0' in ASCII: `id > 'X/' AND id < 'X0'` is every `X/<n>`, read from the id index.
         rows = await self._read(f"{_SELECT} WHERE id = ? OR (id > ? AND id < ?) ORDER BY seq",
                                 (message_id, message_id + "/", message_id + "0"))  # fmt: skip
+        if not rows and is_short_id(message_id):
+            return await self._short_named(message_id)
         return [_message(r) for r in rows]
+
+    async def _short_named(self, short_id: str) -> list[Message]:
+        """The messages of the newest submission given this SMPP 3.3 alias (a submit_multi's destinations share it;
+        after the aliases came round again, an older one the store still keeps may hold it too)."""
+        rows = await self._read(f"{_SELECT} INDEXED BY messages_short_id WHERE short_id = ? ORDER BY seq", (short_id,))
+        named = [_message(r) for r in rows]
+        newest = submission_of(named[-1]) if named else None
+        return [m for m in named if submission_of(m) == newest]
+
+    async def last_short_id(self) -> str | None:
+        # Once, at start; every alias in the index is read (by seq, not by value: after a wrap the largest is not the last).
+        rows = await self._read("SELECT short_id FROM messages INDEXED BY messages_short_id WHERE short_id IS NOT NULL"
+                                " ORDER BY seq DESC LIMIT 1", ())  # fmt: skip
+        return rows[0][0] if rows else None
+
+    def short_id_of(self, message_id: str) -> str | None:
+        row = self._reader.execute("SELECT short_id FROM messages WHERE id = ?", (message_id,)).fetchone()  # type: ignore[union-attr]
+        return row[0] if row is not None else None
 
     async def unprocessed_mos(self) -> list[Message]:
         rows = await self._read(

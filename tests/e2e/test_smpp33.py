@@ -19,12 +19,16 @@ import structlog
 from smpplib import consts, smpp
 from smpplib.client import SimpleSequenceGenerator
 
+from gateway.smpp.constants import MessageState
+from tests.e2e.test_amend import multi_resp, submit_multi
 from tests.smpp_handset import (
     ESM_RECEIPT,
     ESM_UDHI,
     ESME_ROK,
+    ESME_RQUERYFAIL,
     RawLink,
     answer,
+    cancel_sm,
     is_receipt,
     reassemble,
     receipt_fields,
@@ -32,7 +36,7 @@ from tests.smpp_handset import (
 )
 
 A = "8613800000001"  # account handset
-B = "8613700000001"  # account handset2
+B, B2 = "8613700000001", "8613700000002"  # account handset2
 
 
 class Smpp33Link:
@@ -50,6 +54,11 @@ class Smpp33Link:
         pdu = smpp.make_pdu("submit_sm", client=self.sequence, source_addr=source, destination_addr=to,
                             short_message=body, **fields)  # fmt: skip
         [resp] = self.link.exchange(pdu.generate())
+        return resp
+
+    def request(self, command: str, **fields):
+        """A query_sm, cancel_sm or the like, as smpplib builds it: its response."""
+        [resp] = self.link.exchange(smpp.make_pdu(command, client=self.sequence, **fields).generate())
         return resp
 
     def deliver_sm(self, timeout: float = 5.0):
@@ -100,6 +109,77 @@ def test_an_smpp_3_3_sender_gets_its_receipt_without_optional_parameters(handset
     assert receipt.esm_class & ESM_RECEIPT and is_receipt(receipt)
     fields = receipt_fields(receipt)
     assert (fields["id"], fields["stat"]) == (resp.message_id.decode(), "DELIVRD")
+
+
+def short_id(message_id: bytes) -> str:
+    """A message id an ESME of SMPP 3.3 can hold: 8 characters at most (9 octets with the NUL), here hex digits."""
+    given = message_id.decode()
+    assert 0 < len(given) <= 8 and int(given, 16) > 0, given
+    return given
+
+
+def test_an_smpp_3_3_esme_is_given_ids_of_8_characters_that_its_receipts_and_query_and_cancel_sm_name(handset, link33):
+    """It was given the 19-character ids of SMPP 3.4 (`1a24a2e901600000079`), which its 9-octet message_id field
+    cannot hold (SMPP 5.0 2.11.2: none longer than 8 octets to an ESME of SMPP 3.3 or earlier)."""
+    b = handset(B)
+    a = link33("handset")
+    resp = a.submit(B, b"hello from 3.3", registered_delivery=1)
+    assert resp.status == ESME_ROK
+    given = short_id(resp.message_id)
+    assert b.expect().short_message == b"hello from 3.3"
+    assert receipt_fields(a.deliver_sm())["id"] == given
+    query = a.request("query_sm", message_id=given, source_addr=A)
+    assert (query.status, query.message_id.decode(), query.message_state) == (ESME_ROK, given, MessageState.DELIVERED)
+
+    later = a.submit(B, b"tomorrow", schedule_delivery_time="000001000000000R")  # waits a day: still to cancel
+    assert later.status == ESME_ROK
+    waiting = short_id(later.message_id)
+    assert waiting != given
+    a.link.send(cancel_sm(9, A, waiting))
+    assert answer(a.link, 9) == (ESME_ROK, b"")
+    assert a.request("query_sm", message_id=waiting, source_addr=A).message_state == MessageState.DELETED
+    assert a.request("query_sm", message_id=waiting, source_addr=B).status == ESME_RQUERYFAIL  # not from there
+
+    resp34 = b.submit(A, "from 3.4")  # a bind of SMPP 3.4 still gets the message's own id
+    assert resp34.status == ESME_ROK and len(resp34.message_id) == 19
+    assert a.deliver_sm().short_message == b"from 3.4"
+
+
+def test_an_smpp_3_3_esme_is_given_one_short_id_for_a_submit_multi_its_copy_the_same(handset, link33):
+    b = handset(B)
+    a = link33("handset")
+    a.link.send(submit_multi(9, A, [B, B2], b"to both", registered_delivery=1))
+    status, body = answer(a.link, 9)
+    assert status == ESME_ROK
+    given = short_id(multi_resp(body)[0].encode())
+    assert sorted(p.destination_addr.decode() for p in b.expect_many(2)) == [B, B2]
+    assert [receipt_fields(a.deliver_sm())["id"] for _ in range(2)] == [given, given]
+    a.link.send(submit_multi(9, A, [B, B2], b"to both", registered_delivery=1))  # retransmitted
+    status, body = answer(a.link, 9)
+    assert (status, multi_resp(body)[0]) == (ESME_ROK, given)
+    once = smpp.make_pdu("submit_sm", client=a.sequence, source_addr=A, destination_addr=B, short_message=b"once")
+    [resp] = a.link.exchange(once.generate())
+    [copy] = a.link.exchange(once.generate())  # retransmitted: a copy, answered the id its original was given
+    assert (copy.status, copy.message_id) == (ESME_ROK, short_id(resp.message_id).encode())
+    assert b.expect().short_message == b"once"
+    b.expect_none(0.3)
+
+
+def test_the_short_ids_go_on_after_a_restart(make_gateway, tmp_path):
+    db = tmp_path / "short.db"
+    gw = make_gateway(db_path=db)
+    a = Smpp33Link(gw.smpp_port, "handset")
+    first = short_id(a.submit(B, b"before", schedule_delivery_time="000001000000000R").message_id)
+    a.close()
+    gw.stop()
+    gw = make_gateway(db_path=db)
+    a = Smpp33Link(gw.smpp_port, "handset")
+    try:
+        after = short_id(a.submit(B, b"after").message_id)
+        assert int(after, 16) == int(first, 16) + 1  # none given again
+        assert a.request("query_sm", message_id=first, source_addr=A).message_state == MessageState.ENROUTE
+    finally:
+        a.close()
 
 
 def test_parts_sent_with_sar_and_port_tlvs_reach_an_smpp_3_3_receiver_with_a_udh(handset, link33):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.ids import ShortIds
 from gateway.store.base import WriteSkipped
 from gateway.store.effects import Put
 from gateway.store.migrations import SCHEMA_VERSION
@@ -104,6 +105,29 @@ async def test_accept_and_get_round_trip_every_field(store: SqliteStore) -> None
 
 async def test_get_unknown_id_returns_none(store: SqliteStore) -> None:
     assert await store.get("nope") is None
+
+
+async def test_an_smpp_3_3_short_id_names_the_newest_submission_given_it_and_the_ids_go_on_from_the_last_given(
+    store: SqliteStore,
+) -> None:
+    """After ffffffff the short ids start again at 00000001 (ids.ShortIds): a message kept that long still holds
+    its own; the newer submission is the one it names, and the next start goes on from the last given, not from
+    the largest (ffffffff: it gave 00000001 out again)."""
+    old, last, new = "1a24a2e9016000000001", "1a24a2e9016000000002", "1a24a362a95000000001"
+    await store.accept(mt(old, short_id="00000001"))
+    await store.accept(mt(last, short_id="ffffffff"))
+    await store.accept(mt(new, short_id="00000001"))
+    await store.accept(mt(f"{new}/2", short_id="00000001", extra={"submit_multi": new}))  # a submit_multi's
+    assert [m.id for m in await store.submitted_as("00000001")] == [new, f"{new}/2"]
+    assert (await store.get("00000001")).id == new
+    assert (await store.get(last)).short_id == "ffffffff"  # (its own id still names it)
+    assert await store.get("00000002") is None
+    assert (store.short_id_of(old), store.short_id_of("1a24a2e9016000000009")) == ("00000001", None)
+    ids = ShortIds()
+    ids.continue_after(await store.last_short_id())
+    assert ids.next() == "00000002"
+    ids.continue_after("fffffffe")
+    assert [ids.next(), ids.next()] == ["ffffffff", "00000001"]
 
 
 # --- dedup --------------------------------------------------------------------------
