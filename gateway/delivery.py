@@ -178,7 +178,7 @@ class Delivery:
         if (not new or message.id < self._tightened_at) and self._refused(message):
             return
         receiver = self.router.route(message, avoid, tell=not read_back)
-        if receiver is None:
+        if receiver is None or (read_back and self._appeared_during_pass(receiver)):
             self._held.discard(message.id)  # parked: the store has it, `_pull` reads it back
             return
         self._held.add(message.id)
@@ -190,6 +190,14 @@ class Delivery:
         if message.extra and self._notices.wait_turn(message):  # `extra`: not for a plain MT, the most common
             return
         receiver.offer(message, again or behind_read)
+
+    def _appeared_during_pass(self, receiver: Receiver) -> bool:
+        """A page of a backlog read routes an MT to a bind that appeared during the current pass: it stays parked. The
+        pages before may have parked its subscriber's older MTs (no bind served them then), which only the next pass
+        (it begins with that bind) hands out: given now, it went out ahead of them. That pass hands out all of them,
+        in order (a bind appearing during a pass makes the read go over the backlog again: _pull_again)."""
+        read = self._reads.get(receiver.account.system_id) if self._reads else None
+        return read is not None and read.appeared_during_pass(receiver)
 
     def receiver_ready(self, receiver: Receiver) -> None:
         """A bind that can receive appeared: give its account, from the store, what was waiting for it.
@@ -824,6 +832,9 @@ class BacklogRead:
         if since is None:  # it appeared during this pass
             return True
         return since == self.passes and not self._passed(message)
+
+    def appeared_during_pass(self, receiver: Receiver) -> bool:
+        return receiver not in self._since
 
     def hold(self, message: Message) -> None:
         self.behind.append(message)

@@ -515,6 +515,30 @@ async def test_a_bind_that_appears_after_the_read_passed_its_subscriber_gets_the
         assert [m.id for m in nine.offered] == [f"m9-{i}" for i in range(4)]
 
 
+async def test_a_bind_that_appears_between_two_pages_of_its_subscribers_backlog_gets_all_of_it_in_order(
+    tmp_path: Path, router, accounts, clock
+) -> None:
+    """A page ended in the middle of ...03's backlog, parked again (no bind served ...03); ...03's bind appeared before
+    the next page, which handed it the newer half at once: the older half came only with the next pass, after it."""
+    store = PauseBefore(str(tmp_path / "split.db"), clock.now, held_back="m3-2")
+    async with delivery_on(store, router, clock) as delivery:
+        delivery.PAGE = 2
+        await admit(store, delivery, *(mt(f"m3-{i}", "8613700000003") for i in range(4)), mt("m9-0", "8613700000009"))
+        nine = Receiver(accounts.get("handset"))
+        nine.address_range = re.compile("8613700000009")
+        router.bound(nine)
+        delivery.receiver_ready(nine)
+        await store.reached.wait()  # m3-0 and m3-1 parked again; the page of m3-2 and m3-3 read, not handed out yet
+        three = Receiver(accounts.get("handset"))
+        three.address_range = re.compile("8613700000003")
+        router.bound(three)
+        delivery.receiver_ready(three)
+        store.go_on.set()
+        await asyncio.gather(*delivery._pulls.values())
+        assert [m.id for m in three.offered] == [f"m3-{i}" for i in range(4)]
+        assert [m.id for m in nine.offered] == ["m9-0"]
+
+
 class FailingFirst(PauseBefore):
     """PauseBefore whose first page read fails (the database could not be read for a moment)."""
 
