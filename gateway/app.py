@@ -51,7 +51,7 @@ from .store.cache import RecordCache
 from .store.effects import Effect
 from .store.sqlite import SqliteStore, StoreOpenError
 from .templates import Templates
-from .tls import TlsHandshake, server_context
+from .tls import TlsListener, server_context
 
 log = get_logger("gateway")
 TICK_SECONDS = 0.5
@@ -135,7 +135,8 @@ class Gateway:
         self.connections_allowed = open_files.connections_allowed()  # (serve_forever raised the limit before this)
         self._crowded_logged_at = -math.inf  # `connection_opened`
         self.ready = False
-        self._servers: list[asyncio.Server] = []
+        self._servers: list[asyncio.Server | TlsListener] = []  # SMPP, then TLS if enabled
+        self._tls: TlsListener | None = None
         self._http: web.AppRunner | None = None
         self._http_server: asyncio.Server | None = None  # the HTTP port: open until the gateway has stopped
         self._tick_task: asyncio.Task | None = None
@@ -143,29 +144,24 @@ class Gateway:
 
     @property
     def connections_open(self) -> int:
-        """SMPP and HTTP ones: each holds a file descriptor."""
+        """SMPP and HTTP ones, and those to the TLS port in their handshake: each holds a file descriptor."""
         http = self._http.server if self._http is not None else None
-        return len(self.connections) + (len(http.connections) if http is not None else 0)
+        handshakes = len(self._tls.handshakes) if self._tls is not None else 0
+        return len(self.connections) + handshakes + (len(http.connections) if http is not None else 0)
 
     def connection_opened(self, connection: SmppConnection) -> None:
         self.connections.add(connection)
-        self._count_open(self.connections_open)
+        self.count_open(self.connections_open)
 
     def _http_connection(self) -> asyncio.Protocol:
         """aiohttp's handler for a connection to the HTTP port (the protocol factory its listener calls), counted
         with the connections open (it is not yet among aiohttp's own)."""
-        self._count_open(self.connections_open + 1)
+        self.count_open(self.connections_open + 1)
         assert self._http is not None and self._http.server is not None  # (made before the port is taken)
         return self._http.server()
 
-    def _tls_connection(self, context: ssl.SSLContext) -> asyncio.Protocol:
-        """What takes a connection to the TLS port (the protocol factory its listener calls): its handshake, then
-        its SmppConnection (TlsHandshake); counted with the connections open (it is among them once its handshake
-        is done)."""
-        self._count_open(self.connections_open + 1)
-        return TlsHandshake(self, context)
-
-    def _count_open(self, count: int) -> None:
+    def count_open(self, count: int) -> None:
+        """`count` connections are open: near the limit on open files, a line (at most every 10 s)."""
         if count >= self.connections_allowed:
             now = asyncio.get_running_loop().time()
             if now - self._crowded_logged_at >= CROWDED_LOG_INTERVAL:
@@ -290,17 +286,16 @@ class Gateway:
         loop = asyncio.get_running_loop()
         self._servers.append(await loop.create_server(
             lambda: SmppConnection(self), self.host, self._smpp_port, reuse_address=True, start_serving=False))
-        if tls_context is not None:  # (plain TCP: TlsHandshake does the handshake, and logs one that fails)
-            self._servers.append(await loop.create_server(
-                lambda: self._tls_connection(tls_context), self.host, self.config.tls.port, reuse_address=True,
-                start_serving=False))  # fmt: skip
+        if tls_context is not None:  # (its own accept loop: TlsListener)
+            self._tls = await TlsListener.bind(self, tls_context, self.host, self.config.tls.port)
+            self._servers.append(self._tls)
         self._http = web.AppRunner(make_app(self), access_log=None)
         await self._http.setup()
         self._http_server = await loop.create_server(
             self._http_connection, self.http_host, self._http_port, reuse_address=True, start_serving=False)
         self._refuse_shared_ports()
 
-    def _listeners(self) -> list[tuple[str, asyncio.Server]]:
+    def _listeners(self) -> list[tuple[str, asyncio.Server | TlsListener]]:
         named = [("SMPP", self._servers[0]), *(("TLS", server) for server in self._servers[1:2])]
         return named + ([("HTTP", self._http_server)] if self._http_server is not None else [])
 

@@ -10,7 +10,6 @@ no cause. (A passphrase in the config file, next to the key it protects, would p
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import ssl
 from typing import TYPE_CHECKING
@@ -76,44 +75,119 @@ def _which_file(tls: TlsSettings, source: str, exc: OSError) -> ConfigError:
                        f"certificate in {tls.certfile}: {tls.keyfile} holds {found}")  # fmt: skip
 
 
-class TlsHandshake(asyncio.Protocol):
-    """A connection to the TLS port, until its TLS handshake is done: then its SmppConnection's (whose bind_timeout
-    began when the connection opened: the handshake counts in it).
+ACCEPT_BACKLOG = 100  # as asyncio's create_server
+ACCEPT_RETRY_DELAY = 1.0  # seconds: no descriptor left for a connection (EMFILE), as the event loops wait
+
+
+class TlsListener:
+    """The TLS port: its sockets, bound when it is made and listening from `start_serving`, as an asyncio.Server's
+    (the gateway takes its ports before it is ready, and serves once it is); each connection accepted goes to its
+    handshake (`TlsHandshake`) as the socket accepted, no transport made for it before.
 
     Not create_server(ssl=...): asyncio did that handshake itself and dropped a connection whose handshake failed
     or was not done within bind_timeout without a line, at any log level (a plain SMPP client given the TLS port,
-    one that never sent its ClientHello), where the plain port logs one that never binds. Here each is a line
-    (`TLS handshake failed` with its reason, or `not bound within bind_timeout; closing`), under the per-host
-    budget of the lines about refused PDUs (SmppConnection.may_log). Nor start_tls on this connection's transport:
-    uvloop starts reading once connection_made has returned, paused or not, and a ClientHello already there came
-    here, not to the handshake, which waited for it until bind_timeout. So the accepted socket is taken (a
-    duplicate of its descriptor) before anything is read, this transport dropped, and connect_accepted_socket does
-    the handshake, whose failure it raises."""
+    one that never sent its ClientHello), where the plain port logs one that never binds. Nor create_server with
+    a protocol that hands its connection to the handshake: uvloop starts reading once connection_made has returned
+    (start_tls there missed a ClientHello already come), and taking the socket from that transport took a duplicate
+    of its descriptor: two for each connection until asyncio closed the first, a burst of connections refused at
+    half the limit on open files."""
 
-    def __init__(self, gateway: Gateway, context: ssl.SSLContext) -> None:
+    def __init__(self, gateway: Gateway, context: ssl.SSLContext, sockets: list[socket.socket]) -> None:
         self.gateway = gateway
         self.context = context
-        self.peer = self.host = "?"
+        self.sockets = sockets
+        self.handshakes: set[asyncio.Task] = set()  # connections accepted, their handshake not done yet
+        self._accepting: list[asyncio.Task] = []
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        peer = transport.get_extra_info("peername")
+    @classmethod
+    async def bind(cls, gateway: Gateway, context: ssl.SSLContext, host: str | None, port: int) -> TlsListener:
+        """Bound to every address `host` resolves to ("" or None: every interface), as create_server binds: with
+        SO_REUSEADDR, an IPv6 socket IPv6 only."""
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)  # fmt: skip
+        sockets: list[socket.socket] = []
+        try:
+            for family, kind, proto, _name, address in dict.fromkeys(infos):
+                sock = socket.socket(family, kind, proto)
+                sockets.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                try:
+                    sock.bind(address)
+                except OSError as exc:  # (create_server's words)
+                    raise OSError(exc.errno, f"error while attempting to bind on address {address!r}: "
+                                  f"{(exc.strerror or str(exc)).lower()}") from None  # fmt: skip
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            raise
+        return cls(gateway, context, sockets)
+
+    async def start_serving(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sock in self.sockets:
+            sock.listen(ACCEPT_BACKLOG)
+            sock.setblocking(False)
+            self._accepting.append(loop.create_task(self._accept(sock)))
+
+    async def _accept(self, listening: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                try:
+                    sock, _address = await loop.sock_accept(listening)
+                except ConnectionAbortedError:  # (reset before it was accepted)
+                    continue
+                except OSError:  # no descriptor left (the limit on open files): the backlog waits, as the loops do
+                    await asyncio.sleep(ACCEPT_RETRY_DELAY)
+                    continue
+                task = loop.create_task(TlsHandshake(self.gateway, self.context, sock).run())
+                self.handshakes.add(task)
+                task.add_done_callback(self.handshakes.discard)
+                self.gateway.count_open(self.gateway.connections_open)
+        finally:  # (`close`: once the loop no longer watches it, not under its watch)
+            listening.close()
+
+    def close(self) -> None:
+        """Stop listening (the connections accepted go on with their handshakes: `cancel_handshakes`)."""
+        for task in self._accepting:
+            task.cancel()
+        if not self._accepting:  # (never listening: a start that failed)
+            for sock in self.sockets:
+                sock.close()
+        self.sockets = []  # (as an asyncio.Server's once closed)
+
+    def cancel_handshakes(self) -> None:
+        """Close the connections whose handshake is not done (the gateway stops: it is unbinding its binds)."""
+        for task in self.handshakes:
+            task.cancel()
+
+
+class TlsHandshake:
+    """A connection to the TLS port, until its TLS handshake is done: then its SmppConnection's (whose bind_timeout
+    began when the connection opened: the handshake counts in it). connect_accepted_socket does the handshake and
+    raises its failure: each is a line (`TLS handshake failed` with its reason, or `not bound within bind_timeout;
+    closing`), under the per-host budget of the lines about refused PDUs (SmppConnection.may_log)."""
+
+    def __init__(self, gateway: Gateway, context: ssl.SSLContext, sock: socket.socket) -> None:
+        self.gateway = gateway
+        self.context = context
+        self.sock = sock
+        try:
+            peer = sock.getpeername()
+        except OSError:  # (already reset)
+            peer = None
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.host = peer[0] if peer else "?"  # (whose lines are counted together, as SmppConnection's are)
-        try:
-            sock: socket.socket | None = socket.socket(fileno=os.dup(transport.get_extra_info("socket").fileno()))
-        except OSError as exc:  # (no descriptor left for the duplicate: at the open-file limit)
-            sock = None
-            self._failed(str(exc))
-        transport.abort()  # (it closes its own descriptor, without a shutdown: the connection stays open on ours)
-        if sock is not None:
-            self.gateway.spawn(self._handshake(sock))
 
-    async def _handshake(self, sock: socket.socket) -> None:
+    async def run(self) -> None:
         gateway = self.gateway
         bind_timeout = gateway.config.gateway.bind_timeout
-        try:  # (on success the SmppConnection has the connection: nothing more to do here)
+        try:  # (on success the SmppConnection has the connection: nothing more to do here; else it is closed)
             await asyncio.get_running_loop().connect_accepted_socket(
-                lambda: SmppConnection(gateway), sock, ssl=self.context, ssl_handshake_timeout=bind_timeout or None)
+                lambda: SmppConnection(gateway), self.sock, ssl=self.context,
+                ssl_handshake_timeout=bind_timeout or None)  # fmt: skip
         except ConnectionAbortedError as exc:  # the handshake's timeout (asyncio's 60 s for bind_timeout 0)
             if not bind_timeout:
                 self._failed(str(exc))

@@ -24,6 +24,9 @@ from gateway.config import DEFAULT_CONFIG
 from tests.polling import eventually
 
 ROOT = Path(__file__).resolve().parents[1]
+# `python -m gateway` on the default asyncio event loop: as where uvloop is not installed (`smsgw serve` runs on it
+# when it is)
+WITHOUT_UVLOOP = "import runpy, sys; sys.modules['uvloop'] = None; runpy.run_module('gateway', run_name='__main__', alter_sys=True)"
 
 
 def free_port() -> int:
@@ -54,6 +57,16 @@ def config_file(directory: Path, **gateway: object) -> Path:
     return path
 
 
+def tls_config_file(directory: Path, cert: Path, key: Path, **gateway: object) -> Path:
+    """config_file with the TLS port on (a port of the kernel's pick: the `smsgw ready` line gives it)."""
+    path = config_file(directory, **gateway)
+    path.write_text(path.read_text(encoding="utf-8").replace(
+        '[tls]\nenabled = false\nport = 2776\ncertfile = ""\nkeyfile = ""\n',
+        f'[tls]\nenabled = true\nport = 0\ncertfile = "{cert}"\nkeyfile = "{key}"\n',
+    ), encoding="utf-8")  # fmt: skip
+    return path
+
+
 def modes_apply() -> list[str]:
     """A command prefix under which file modes bind the command as they bind any user: root's CAP_DAC_OVERRIDE and
     CAP_DAC_READ_SEARCH dropped (util-linux's setpriv; the test is skipped without it). Nothing for a user but root."""
@@ -74,12 +87,14 @@ class GatewayProcess:
     def __init__(
         self, db: Path, config: Path | None = None, host: str | None = "127.0.0.1", log_level: str = "info",
         open_files: tuple[int, int] | None = None, file_modes_apply: bool = False, cwd: Path | None = None,
+        uvloop: bool = True,
     ) -> None:  # fmt: skip
         """host None: no --host, the config's smpp_host and http_host count. Above info the gateway does not log
         'smsgw ready' with its ports: they are picked here, and it is ready once its HTTP port listens.
         open_files: its (soft, hard) limit on open files, as a service manager would set it. file_modes_apply: a
         file's mode binds it even when the tests run as root (`modes_apply`). cwd: started from that directory as
-        an installed `smsgw` is, its code found on sys.path (ROOT on PYTHONPATH), never in the directory (-P)."""
+        an installed `smsgw` is, its code found on sys.path (ROOT on PYTHONPATH), never in the directory (-P).
+        uvloop False: on the default asyncio event loop."""
         announces_ports = log_level in ("debug", "info")
         ports = (0, 0) if announces_ports else (free_port(), free_port())
         limits = [] if open_files is None else ["prlimit", f"--nofile={open_files[0]}:{open_files[1]}"]  # (util-linux)
@@ -87,7 +102,7 @@ class GatewayProcess:
         if cwd is not None:
             env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH")))))
         self.proc = subprocess.Popen(
-            [*limits, *(modes_apply() if file_modes_apply else []), sys.executable, *(["-P"] if cwd is not None else []), "-m", "gateway", "serve", "--db", str(db), *(["--host", host] if host is not None else []),
+            [*limits, *(modes_apply() if file_modes_apply else []), sys.executable, *(["-P"] if cwd is not None else []), *(["-m", "gateway"] if uvloop else ["-c", WITHOUT_UVLOOP]), "serve", "--db", str(db), *(["--host", host] if host is not None else []),
              "--smpp-port", str(ports[0]), "--http-port", str(ports[1]), "--log-json", "--log-level", log_level,
              *(["--config", str(config)] if config is not None else [])],
             cwd=ROOT if cwd is None else cwd, env=env, stderr=subprocess.PIPE, text=True,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import ssl
 
@@ -12,7 +13,7 @@ from smpplib import smpp
 from smpplib.client import SimpleSequenceGenerator
 
 from gateway.config import DEFAULT_CONFIG
-from tests.gateway_process import ROOT, config_file
+from tests.gateway_process import ROOT, tls_config_file
 from tests.polling import eventually
 from tests.smpp_handset import (
     ESME_RALYBND,
@@ -253,12 +254,7 @@ def test_a_connection_to_the_tls_port_whose_handshake_fails_or_never_comes_is_lo
     bind_timeout), where the plain port logs a connection that never binds. As production runs it: `smsgw serve`, on
     uvloop when it is installed."""
     cert, key = tls_files
-    config = config_file(tmp_path, bind_timeout=1)
-    config.write_text(config.read_text(encoding="utf-8").replace(
-        '[tls]\nenabled = false\nport = 2776\ncertfile = ""\nkeyfile = ""\n',
-        f'[tls]\nenabled = true\nport = 0\ncertfile = "{cert}"\nkeyfile = "{key}"\n',
-    ), encoding="utf-8")  # fmt: skip
-    gateway = start_gateway(tmp_path / "gw.db", config)
+    gateway = start_gateway(tmp_path / "gw.db", tls_config_file(tmp_path, cert, key, bind_timeout=1))
     context = ssl.create_default_context(cafile=str(cert))
     context.check_hostname = False  # smpplib does not pass a server name; the chain is still verified
     try:
@@ -277,6 +273,34 @@ def test_a_connection_to_the_tls_port_whose_handshake_fails_or_never_comes_is_lo
     unbound = [r for r in records if r["event"] == "not bound within bind_timeout; closing"]
     assert [(r["peer"], r["level"], r["reason"], r["seconds"]) for r in unbound] == [
         (peers[1], "warning", "TLS handshake not done", 1)]  # fmt: skip
+
+
+@pytest.mark.parametrize("uvloop", [True, False], ids=["uvloop", "asyncio"])
+def test_connections_to_the_tls_port_in_their_handshake_hold_one_descriptor_each_and_are_counted(
+    start_gateway, tls_files, tmp_path, uvloop
+):
+    """Each connection to the TLS port was taken from a transport of its own (a duplicate of its descriptor): on the
+    default event loop two descriptors each, until the first was closed, so a burst of connections was refused at
+    half the limit on open files (`TLS handshake failed` `[Errno 24] Too many open files`); and connections in their
+    handshake were not counted toward `connections near the open-file limit`."""
+    cert, key = tls_files
+    gateway = start_gateway(tmp_path / "gw.db", tls_config_file(tmp_path, cert, key), open_files=(100, 100), uvloop=uvloop)
+    held = lambda: len(os.listdir(f"/proc/{gateway.proc.pid}/fd"))
+    before = held()
+    links = [socket.create_connection(("127.0.0.1", gateway.tls_port)) for _ in range(70)]  # 70 + before < 100 < 140
+    try:
+        assert eventually(lambda: held() == before + 70, 10), f"{held() - before} of 70 held"
+        for link in links:  # none closed (nothing to read either: the gateway waits for the ClientHello)
+            with pytest.raises(BlockingIOError):
+                link.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        warning = "connections near the open-file limit: new ones are refused at it, without a word (raise `ulimit -n`)"
+        [line] = [r for r in map(json.loads, list(gateway.log)) if r["event"] == warning]
+        assert line["allowed"] == 36 and line["connections"] == 36
+    finally:
+        for link in links:
+            link.close()
+    assert gateway.terminate() == 0
+    assert not [line for line in gateway.log if "Too many open files" in line]
 
 
 def test_tls_files_named_relative_to_the_config_are_found_beside_it_from_any_working_directory(
