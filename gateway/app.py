@@ -135,6 +135,7 @@ class Gateway:
         self.connections_allowed = open_files.connections_allowed()  # (serve_forever raised the limit before this)
         self._crowded_logged_at = -math.inf  # `connection_opened`
         self.ready = False
+        self._stopping = False  # from the start of `stop`: a connection opened then is drained at once
         self._servers: list[asyncio.Server | TlsListener] = []  # SMPP, then TLS if enabled
         self._tls: TlsListener | None = None
         self._http: web.AppRunner | None = None
@@ -152,6 +153,8 @@ class Gateway:
     def connection_opened(self, connection: SmppConnection) -> None:
         self.connections.add(connection)
         self.count_open(self.connections_open)
+        if self._stopping:  # (one to the TLS port accepted before the stop, its handshake done since)
+            connection.drain()
 
     def _http_connection(self) -> asyncio.Protocol:
         """aiohttp's handler for a connection to the HTTP port (the protocol factory its listener calls), counted
@@ -326,15 +329,18 @@ class Gateway:
                 raise OSError(f"cannot listen on {host!r}: {exc.strerror}") from None
 
     async def stop(self) -> bool:
-        """Stop listening; on every bind refuse new submissions and send no new deliver_sm; give what is in flight
-        up to drain_timeout (the answers to deliver_sm and to submissions, the handling of acknowledged MOs); then
-        unbind every bind, reading what comes until its unbind_resp (up to response_timeout); commit everything.
+        """Stop listening; on every bind refuse new submissions and binds and send no new deliver_sm (so on a
+        connection to the TLS port whose handshake is done meanwhile); give what is in flight up to drain_timeout
+        (the answers to deliver_sm and to submissions, the handling of acknowledged MOs); then close the connections
+        still in their handshake and unbind every bind, reading what comes until its unbind_resp (up to
+        response_timeout); commit everything.
 
         Nothing acknowledged is lost: an MT not delivered, an MO not handled stays in the store for the next
         start. Nothing answered is sent again: every answer that arrives before the link closes is taken, and its
         MT's final status committed, up to drain_timeout while the store cannot commit. False if one was not:
         that MT goes out again at the next start (an error line says how many)."""
         started, self.ready = self.ready, False
+        self._stopping = True
         for server in self._servers:
             server.close()
         settings = self.config.gateway
@@ -353,6 +359,8 @@ class Gateway:
                 log.warning("MOs still being handled at the end of drain_timeout; the next start handles them")
         self.mo.stop()
         await self._until(lambda: not any(c.busy for c in self.connections), drain_until)
+        if self._tls is not None:  # (no bind to unbind: closed, as the connections not bound are)
+            self._tls.cancel_handshakes()
         for connection in list(self.connections):
             connection.unbind()
         # A deadline of its own: the peer answers the unbind after what it sent before it, which is read meanwhile.

@@ -7,16 +7,24 @@ not waited for: it is stored `accepted`, and the next start handles it.
 from __future__ import annotations
 
 import asyncio
+import signal
+import socket
 import sqlite3
+import ssl
+import struct
 import threading
 import time
 
+import pytest
 import structlog
 
 from gateway.store.records import MessageStatus
+from tests.gateway_process import tls_config_file
 from tests.polling import eventually
 from tests.smpp_handset import (
+    ESME_RBINDFAIL,
     ESME_ROK,
+    Handset,
     RawLink,
     answer,
     cancel_sm,
@@ -24,6 +32,7 @@ from tests.smpp_handset import (
     encoded,
     frame,
     replace_sm,
+    text,
     texts_from,
 )
 
@@ -32,6 +41,7 @@ B, OFFLINE = "8613700000001", "8613700000009"  # account handset2; no bind serve
 ECHO = "10086000"  # replies with the text it received
 ESME_RSYSERR, ESME_RTHROTTLED = 0x08, 0x58
 UNBIND_RESP = 0x80000006
+BIND_TRANSCEIVER_RESP = 0x80000009
 LONG = "stuck " + "in two parts " * 16  # a long MO: its parts are stored and acknowledged, then it is handled
 
 
@@ -212,3 +222,112 @@ def test_a_cancel_sm_or_replace_sm_refused_at_stop_is_answered_when_the_store_ca
         assert [answer(link, 4)[0], answer(link, 5)[0]] == [ESME_RTHROTTLED, ESME_RTHROTTLED]
         busy.answer_held()
         stopping.join(30)
+
+
+class TlsByHand:
+    """A TLS 1.3 client whose handshake goes step by step (ssl.MemoryBIO): `hello` sends its ClientHello and takes the
+    gateway's answer, its own Finished held back until `finish`."""
+
+    def __init__(self, port: int) -> None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        context.minimum_version = ssl.TLSVersion.TLSv1_3  # (the client's Finished is its handshake's last message)
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = context.wrap_bio(self.incoming, self.outgoing)
+
+    def hello(self) -> None:
+        while not self._handshake_done():
+            self.sock.sendall(self.outgoing.read())
+            self._receive()
+
+    def finish(self) -> None:
+        self.sock.sendall(self.outgoing.read())
+
+    def exchange(self, pdu: bytes) -> tuple[int, int]:
+        """Send a PDU and read the answer: (command_id, command_status)."""
+        self.tls.write(pdu)
+        self.sock.sendall(self.outgoing.read())
+        data = b""
+        while len(data) < 16:
+            try:
+                data += self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                self._receive()
+        return struct.unpack(">LLLL", data[:16])[1:3]
+
+    def is_closed(self) -> bool:
+        """True once the gateway ends the TLS session (close_notify) or the connection (within the socket's timeout)."""
+        try:
+            while data := self.sock.recv(65536):
+                self.incoming.write(data)
+                try:
+                    if not self.tls.read(65536):  # (the gateway's close_notify)
+                        return True
+                except ssl.SSLWantReadError:
+                    pass
+        except TimeoutError:
+            return False
+        except ConnectionResetError:
+            pass
+        return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _handshake_done(self) -> bool:
+        try:
+            self.tls.do_handshake()
+        except ssl.SSLWantReadError:
+            return False
+        return True
+
+    def _receive(self) -> None:
+        data = self.sock.recv(65536)
+        assert data, "the gateway closed the connection"
+        self.incoming.write(data)
+
+
+@pytest.mark.parametrize("uvloop", [True, False], ids=["uvloop", "asyncio"])
+def test_a_tls_connection_whose_handshake_is_done_during_the_stop_is_refused_as_a_plain_one_is(
+    start_gateway, tls_files, tmp_path, uvloop
+):
+    """A connection to the TLS port accepted before SIGTERM, its handshake done during the drain, was not drained:
+    its bind and its submit_sm got ESME_ROK, where a bind on a plain link already open gets ESME_RBINDFAIL (README:
+    on SIGTERM ...). As production runs it: `smsgw serve`, on either event loop."""
+    cert, key = tls_files
+    gateway = start_gateway(tmp_path / "gw.db", tls_config_file(tmp_path, cert, key, drain_timeout=10), uvloop=uvloop)
+    a, b = Handset(gateway.smpp_port, A), Handset(gateway.smpp_port, B)
+    late = TlsByHand(gateway.tls_port)
+    try:
+        a.bind("trx", "handset")
+        b.bind("trx", "handset2")
+        a.answering = False
+        assert b.submit(A, "held").status == ESME_ROK
+        assert text(a.expect()) == "held"  # unanswered: the drain waits for its answer
+        late.hello()  # accepted: the gateway answered the ClientHello, and waits for the client's Finished
+        gateway.proc.send_signal(signal.SIGTERM)
+        assert eventually(lambda: any("smsgw stopping" in line for line in gateway.log), 10)
+        late.finish()
+        bind = encoded("bind_transceiver", 1, system_id="handset2", password="handset2")
+        assert late.exchange(bind) == (BIND_TRANSCEIVER_RESP, ESME_RBINDFAIL)
+        a.answer_held()  # the drain ends: the late connection, never bound, is closed
+        assert late.is_closed()
+    finally:
+        late.close()
+        a.close()
+        b.close()
+    assert gateway.wait(30) == 0
+
+
+def test_a_tls_handshake_still_going_when_the_binds_are_unbound_is_closed(make_gateway, tls_files):
+    """The stop left it open: nothing closed a connection whose handshake had not come to an end."""
+    cert, key = tls_files
+    gw = make_gateway(tls={"enabled": True, "port": 0, "certfile": str(cert), "keyfile": str(key)})
+    late = TlsByHand(gw.gateway.tls_port)
+    try:
+        late.hello()  # its Finished never sent
+        gw.stop()
+        assert late.is_closed()
+    finally:
+        late.close()
