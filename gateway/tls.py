@@ -168,7 +168,9 @@ class TlsHandshake:
     """A connection to the TLS port, until its TLS handshake is done: then its SmppConnection's (whose bind_timeout
     began when the connection opened: the handshake counts in it). connect_accepted_socket does the handshake and
     raises its failure: each is a line (`TLS handshake failed` with its reason, or `not bound within bind_timeout;
-    closing`), under the per-host budget of the lines about refused PDUs (SmppConnection.may_log)."""
+    closing`), under the per-host budget of the lines about refused PDUs (SmppConnection.may_log). Not a connection
+    closed before it sent anything (a port check: the plain port logs nothing of it either, and 5 info lines then a
+    warning every 10 s told of each check a load balancer made)."""
 
     def __init__(self, gateway: Gateway, context: ssl.SSLContext, sock: socket.socket) -> None:
         self.gateway = gateway
@@ -185,22 +187,44 @@ class TlsHandshake:
         gateway = self.gateway
         bind_timeout = gateway.config.gateway.bind_timeout
         try:  # (on success the SmppConnection has the connection: nothing more to do here; else it is closed)
-            await asyncio.get_running_loop().connect_accepted_socket(
-                lambda: SmppConnection(gateway), self.sock, ssl=self.context,
-                ssl_handshake_timeout=bind_timeout or None)  # fmt: skip
-        except ConnectionAbortedError as exc:  # the handshake's timeout (asyncio's 60 s for bind_timeout 0)
+            async with asyncio.timeout(bind_timeout or None):
+                if not await self._sends_anything():  # a port check: not logged, as on the plain port
+                    self.sock.close()
+                    return
+                await asyncio.get_running_loop().connect_accepted_socket(
+                    lambda: SmppConnection(gateway), self.sock, ssl=self.context,
+                    ssl_handshake_timeout=bind_timeout or None)  # fmt: skip
+        except (TimeoutError, ConnectionAbortedError) as exc:  # bind_timeout (or asyncio's 60 s for bind_timeout 0)
             if not bind_timeout:
                 self._failed(str(exc))
             elif gateway.complaints.allow((self.host, "-"), NOT_BOUND):
                 log.warning(NOT_BOUND, peer=self.peer, seconds=bind_timeout, reason="TLS handshake not done")
         except ssl.SSLError as exc:
             self._failed(_NOT_TLS.get(exc.reason or "") or (exc.reason or str(exc)).lower().replace("_", " "))
-        except ConnectionResetError:  # (a port check: connected, then closed)
-            self._failed("closed by the peer", info=True)
+        except ConnectionResetError:  # (without an alert: an asyncio client that does not trust the certificate)
+            self._failed("closed by the peer during the handshake")
         except OSError as exc:
             self._failed(str(exc) or type(exc).__name__)
 
-    def _failed(self, reason: str, info: bool = False) -> None:
+    async def _sends_anything(self) -> bool:
+        """Whether the peer sends anything before it closes: a TCP port check (a load balancer's: connect, close or
+        reset) sends nothing, and is no handshake that failed. Its first octets are left for the handshake."""
+        loop = asyncio.get_running_loop()
+        readable = loop.create_future()
+        try:
+            loop.add_reader(self.sock, lambda: readable.done() or readable.set_result(None))
+            try:
+                await readable
+            finally:
+                loop.remove_reader(self.sock)
+            return bool(self.sock.recv(1, socket.MSG_PEEK))
+        except OSError:  # (reset)
+            return False
+        except BaseException:  # (bind_timeout, or the gateway stops: cancelled)
+            self.sock.close()
+            raise
+
+    def _failed(self, reason: str) -> None:
         """The handshake failed (the connection is closed): a line, as the budget allows."""
         if self.gateway.complaints.allow((self.host, "-"), "TLS handshake failed"):
-            (log.info if info else log.warning)("TLS handshake failed", peer=self.peer, reason=reason)
+            log.warning("TLS handshake failed", peer=self.peer, reason=reason)
