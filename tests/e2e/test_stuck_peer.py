@@ -245,15 +245,7 @@ def test_mts_handed_over_from_a_stalled_bind_are_not_overtaken_once_it_answers_a
     Until they have gone out, X's MTs follow them."""
     gw = make_gateway(gateway={"response_timeout": 3, "window": 2, "enquire_link_interval": 30, "idle_timeout": 60,
                                "retry_backoff": [60]})  # fmt: skip
-    ranged = handset(X, system_id="carrier", address_range="^86130", gw=gw)
-    ranged.answering = False
-    slow = handset(X, system_id="carrier", bind="rx", gw=gw)
-    slow.answering = False
-    a = handset(A, bind="tx", gw=gw)
-    for n in range(6):
-        assert a.submit(X, f"mt {n}").status == ESME_ROK
-    assert [text(pdu) for pdu in ranged.expect_many(2)] == ["mt 0", "mt 1"]
-    assert [text(pdu) for pdu in slow.expect_many(2, timeout=6)] == ["mt 2", "mt 3"]  # handed over at the timeout
+    a, ranged, slow = stall_with_mts_handed_to_slow(gw, handset)
     ranged.answer_held()  # late: a bind like any other again
     assert ranged.request(smpp.make_pdu("enquire_link", client=ranged.client)).status == ESME_ROK  # (after the answer)
     ranged.answering = True
