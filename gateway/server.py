@@ -80,7 +80,9 @@ def log_complaints(complaints: LogBudgets, final: bool = False) -> None:
 
 
 class SmppConnection(asyncio.Protocol):
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, opened_at: float | None = None) -> None:
+        """`opened_at`: when the connection was accepted (time.monotonic(), as the session's clock), if before now: the
+        TLS port's, accepted before its handshake; bind_timeout counts from then."""
         settings = gateway.config.gateway
         self.gateway = gateway
         self.session = Session(
@@ -115,7 +117,8 @@ class SmppConnection(asyncio.Protocol):
         self._now = gateway.clock.now
         self._guards = gateway.guards
         self._guards_seen = gateway.guards.tightened  # see _pump
-        self._bind_by = self.session.clock() + settings.bind_timeout if settings.bind_timeout else math.inf
+        opened = self.session.clock() if opened_at is None else opened_at
+        self._bind_by = opened + settings.bind_timeout if settings.bind_timeout else math.inf
 
     # --------------------------------------------------------- transport
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import time
 from typing import TYPE_CHECKING
 
 from .config import ConfigError, TlsSettings
@@ -176,6 +177,7 @@ class TlsHandshake:
         self.gateway = gateway
         self.context = context
         self.sock = sock
+        self.accepted_at = time.monotonic()  # (the SmppConnection's clock: its bind_timeout counts from here)
         try:
             peer = sock.getpeername()
         except OSError:  # (already reset)
@@ -192,7 +194,7 @@ class TlsHandshake:
                     self.sock.close()
                     return
                 await asyncio.get_running_loop().connect_accepted_socket(
-                    lambda: SmppConnection(gateway), self.sock, ssl=self.context,
+                    lambda: SmppConnection(gateway, self.accepted_at), self.sock, ssl=self.context,
                     ssl_handshake_timeout=bind_timeout or None)  # fmt: skip
         except (TimeoutError, ConnectionAbortedError) as exc:  # bind_timeout (or asyncio's 60 s for bind_timeout 0)
             if not bind_timeout:

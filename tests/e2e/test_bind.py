@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import ssl
 import struct
+import time
 
 import pytest
 import structlog
@@ -247,6 +249,23 @@ def test_a_connection_to_the_tls_port_that_never_starts_tls_is_closed_after_bind
     gw = make_gateway(gateway={"bind_timeout": 1}, tls={"enabled": True, "port": 0, "certfile": str(cert), "keyfile": str(key)})
     with RawLink(gw.gateway.tls_port) as silent:
         assert silent.is_closed(timeout=5)
+
+
+def test_bind_timeout_on_the_tls_port_counts_from_the_connection_not_from_its_first_octets(make_gateway, tls_files):
+    """The handshake began its own bind_timeout once the client's first octets came: a client that waited 1.9 s, then
+    did its handshake and never bound, was held 3.9 s under a bind_timeout of 2 (60 s for 30 by default)."""
+    cert, key = tls_files
+    gw = make_gateway(gateway={"bind_timeout": 2}, tls={"enabled": True, "port": 0, "certfile": str(cert), "keyfile": str(key)})
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    opened = time.monotonic()
+    with socket.create_connection(("127.0.0.1", gw.gateway.tls_port)) as raw:
+        time.sleep(1.9)  # (the slow client itself: nothing to await)
+        with context.wrap_socket(raw) as tls:
+            tls.settimeout(5)
+            with contextlib.suppress(ConnectionResetError, ssl.SSLError):
+                assert tls.recv(1) == b""  # closed by the gateway, no bind having come
+    assert time.monotonic() - opened < 3.2
 
 
 @pytest.mark.parametrize("uvloop", [True, False], ids=["uvloop", "asyncio"])
