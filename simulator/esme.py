@@ -152,7 +152,6 @@ class SharedParts:
         # (source, destination, reference) -> when sent: see sent_in_part. Kept two reassembly timeouts at most: a
         # text refused in every part never arrives, and a reference comes round again.
         self.unsent: dict[tuple[str, str, int], float] = {}
-        self.timeout = reassembly_timeout
 
     def sent_in_part(self, source: str, destination: str, short_message: bytes, esm_class: int, tlvs: dict[int, bytes]) -> None:
         """A long text sent here had a part refused or unanswered: the parts accepted may arrive, and their set
@@ -172,7 +171,7 @@ class SharedParts:
             if self.on_given_up is not None:
                 self.on_given_up(source, destination, sorted(bodies), unsent)
         if self.unsent:
-            stale = now - 2 * self.timeout
+            stale = now - 2 * self.reassembler.timeout
             for text in [text for text, sent_at in self.unsent.items() if sent_at < stale]:
                 del self.unsent[text]
         return len(expired)
