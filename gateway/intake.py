@@ -132,8 +132,11 @@ class Intake:
     def submit(self, conn: SmppConnection, pdu: SubmitSm | DataSm) -> None:
         resp_id = _SUBMIT_SM_RESP if pdu.command_id == _SUBMIT_SM else _DATA_SM_RESP
         account = conn.account
+        # A resend (on any bind, by its user_message_reference) is answered its original's id whatever the
+        # subscriber's queue or the throughput hold now, as submit_multi's copies are: its original fills them.
+        stored_before = conn.note_submission(pdu)
         try:
-            message = self._admit(account, conn.session_id, pdu)
+            message = self._admit(account, conn.session_id, pdu, [] if stored_before else None)
         except Rejection as rejected:
             conn.log_refused_submission(S.name_of(rejected.status), rejected.reason, pdu.source_addr, pdu.destination_addr)
             conn.respond_encoded(encode_message_id_resp(resp_id, pdu.sequence_number, "", rejected.status))
@@ -142,7 +145,6 @@ class Intake:
             message.short_id = self.short_ids.next()
         if account.role != "sp":
             self.router.note_mo(message.source_addr, conn)
-        stored_before = conn.note_submission(pdu)
         if message.direction is _MO:
             self.mo.submit(message, partial(self._answer, conn, pdu.sequence_number, resp_id, message), stored_before)
             return

@@ -32,6 +32,7 @@ from tests.smpp_handset import (
     ESME_RMSGQFUL,
     ESME_ROK,
     ESME_RSYSERR,
+    ESME_RTHROTTLED,
     RawLink,
     answer,
     cancel_sm,
@@ -625,6 +626,39 @@ def test_a_resent_submit_multi_gets_its_throttled_destinations_through(make_gate
     b = handset(dests[4], gw=gw, address_range=dests[4])
     assert [text(p) for p in b.expect_many(1)] == ["five"]
     b.expect_none(0.3)
+
+
+@pytest.mark.parametrize("new_bind", [False, True], ids=["same bind", "after a reconnect"])
+def test_a_resent_submit_sm_is_answered_its_id_though_the_queue_it_fills_is_full(make_gateway, handset, new_bind) -> None:
+    """The resend was refused ESME_RMSGQFUL (no id) while its original waited for B under an id the client never
+    got; as a submit_multi's copies, it is checked as a copy before the subscriber's queue."""
+    gw = make_gateway(gateway={"max_queued_per_subscriber": 1})
+    a = handset(A, gw=gw)
+    pdu = a.make("submit_sm", B, "news 1", user_message_reference=4711)
+    first = a.request(pdu)
+    assert first.status == ESME_ROK
+    if new_bind:
+        a.close()
+        a = handset(A, gw=gw)
+        pdu = a.make("submit_sm", B, "news 1", user_message_reference=4711)
+    again = a.request(pdu)
+    assert (again.status, again.message_id) == (ESME_ROK, first.message_id)
+    b = handset(B, gw=gw, address_range=B)
+    assert [text(p) for p in b.expect_many(1)] == ["news 1"]
+    b.expect_none(0.3)
+
+
+def test_a_resent_submit_sm_is_not_charged_to_the_throughput_again(make_gateway, handset) -> None:
+    """With the account's throughput taken, the resend of an accepted submit_sm was ESME_RTHROTTLED, not its id."""
+    gw = make_gateway(accounts=[{"system_id": "handset", "throughput": 1}])
+    a = handset(A, gw=gw)
+    # 6 segments: a full bucket lets it through and owes 5 s (accounts.TokenBucket), ample for what follows
+    pdu = a.make("submit_sm", B, b"", message_payload=b"x" * 800, user_message_reference=4711)
+    first = a.request(pdu)
+    assert first.status == ESME_ROK
+    assert a.submit(B, "one too many").status == ESME_RTHROTTLED
+    again = a.request(pdu)
+    assert (again.status, again.message_id) == (ESME_ROK, first.message_id)
 
 
 def _none_refused(esme: RawLink, pdu: bytes) -> bool:
