@@ -63,6 +63,10 @@ CROWDED_LOG_INTERVAL = 10.0  # seconds between lines about connections near the 
 _ANY_HOST = frozenset({"0.0.0.0", "::"})
 
 
+def _bound_port(listener: asyncio.Server | TlsListener) -> int:
+    return listener.sockets[0].getsockname()[1]
+
+
 class Gateway:
     def __init__(
         self,
@@ -82,6 +86,7 @@ class Gateway:
         self.http_host = host or settings.http_host
         self._smpp_port = settings.smpp_port if smpp_port is None else smpp_port
         self._http_port = settings.http_port if http_port is None else http_port
+        self._tls_port: int | None = None  # (bound by the start when [tls] is enabled)
         self.plan = config.number_plan()
         self.accounts = Accounts(config.accounts)
         self.ids = MessageIds()
@@ -203,18 +208,19 @@ class Gateway:
         return codes
 
     # ------------------------------------------------------------ ports
+    # Each the port asked for until the start binds it, then the one bound (port 0: the one the system chose), also
+    # once the gateway has stopped and its listeners' sockets are gone.
     @property
     def smpp_port(self) -> int:
-        return self._servers[0].sockets[0].getsockname()[1] if self._servers else self._smpp_port
+        return self._smpp_port
 
     @property
     def tls_port(self) -> int | None:
-        return self._servers[1].sockets[0].getsockname()[1] if len(self._servers) > 1 else None
+        return self._tls_port
 
     @property
     def http_port(self) -> int:
-        sockets = self._http_server.sockets if self._http_server is not None else ()  # (none once closed)
-        return sockets[0].getsockname()[1] if sockets else self._http_port
+        return self._http_port
 
     # -------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -297,6 +303,8 @@ class Gateway:
         self._http_server = await loop.create_server(
             self._http_connection, self.http_host, self._http_port, reuse_address=True, start_serving=False)
         self._refuse_shared_ports()
+        self._smpp_port, self._http_port = _bound_port(self._servers[0]), _bound_port(self._http_server)
+        self._tls_port = _bound_port(self._tls) if self._tls is not None else None
 
     def _listeners(self) -> list[tuple[str, asyncio.Server | TlsListener]]:
         named = [("SMPP", self._servers[0]), *(("TLS", server) for server in self._servers[1:2])]
@@ -484,13 +492,18 @@ class GatewayController:
 
     @property
     def smpp_port(self) -> int:
-        assert self.gateway is not None
-        return self.gateway.smpp_port
+        return self._running().smpp_port
 
     @property
     def http_port(self) -> int:
-        assert self.gateway is not None
-        return self.gateway.http_port
+        return self._running().http_port
+
+    def _running(self) -> Gateway:
+        """The gateway between start() and stop(): before, or after, an assert said nothing (or its port was a
+        listener's that was gone, an IndexError, or 0), and call() found the loop closed."""
+        if self._thread is None or self.gateway is None:
+            raise RuntimeError("this GatewayController's gateway is not running: start() it first")
+        return self.gateway
 
     def start(self) -> GatewayController:
         if self._thread is not None:
@@ -531,6 +544,11 @@ class GatewayController:
 
     def call(self, coro: Coroutine[Any, Any, Any], timeout: float = 30.0) -> Any:
         """Run a coroutine on the gateway's loop and return its result."""
+        try:
+            self._running()
+        except RuntimeError:
+            coro.close()  # (it never runs: no "never awaited" warning on top of the error)
+            raise
         assert self._loop is not None
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 

@@ -3,6 +3,8 @@ that fails, a second start and nested configs leave behind."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import socket
 from pathlib import Path
@@ -51,6 +53,25 @@ def test_a_second_start_of_a_running_gateway_is_refused_and_leaves_it_running(tm
     assert children_of(os.getpid()) == []
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+def test_ports_and_call_before_the_start_and_after_the_stop_say_the_gateway_is_not_running(tmp_path: Path) -> None:
+    """Before the start they raised AssertionError(''), and call() left its coroutine never awaited; after the stop
+    smpp_port raised IndexError, http_port was 0 and call() said "Event loop is closed"."""
+    controller = GatewayController(load_config(), db_path=tmp_path / "gw.db")
+    for when in ("before the start", "after the stop"):
+        for port in ("smpp_port", "http_port"):
+            with pytest.raises(RuntimeError, match="not running: start"):
+                getattr(controller, port)
+        never_run = asyncio.sleep(0)
+        with pytest.raises(RuntimeError, match="not running: start"):
+            controller.call(never_run)
+        assert inspect.getcoroutinestate(never_run) == "CORO_CLOSED", when
+        if when == "before the start":
+            with controller:
+                smpp_port, http_port = controller.smpp_port, controller.http_port
+    # The gateway's own ports stay the ones it listened on (its listeners' sockets are gone).
+    assert (controller.gateway.smpp_port, controller.gateway.http_port) == (smpp_port, http_port)
 
 
 def test_gateway_config_built_on_another_keeps_its_overrides() -> None:
