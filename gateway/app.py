@@ -545,12 +545,21 @@ class GatewayController:
     def call(self, coro: Coroutine[Any, Any, Any], timeout: float = 30.0) -> Any:
         """Run a coroutine on the gateway's loop and return its result."""
         try:
-            self._running()
+            loop = self._loop_to_call()
         except RuntimeError:
             coro.close()  # (it never runs: no "never awaited" warning on top of the error)
             raise
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+
+    def _loop_to_call(self) -> asyncio.AbstractEventLoop:
+        """The gateway's loop, for a thread other than its own: from a coroutine or callback on it, call() blocked
+        the loop it waited for until its timeout."""
+        self._running()
+        assert self._loop is not None and self._thread is not None
+        if threading.get_ident() == self._thread.ident:
+            raise RuntimeError("GatewayController.call() on the gateway's own event loop would block it: "
+                               "await the coroutine instead")  # fmt: skip
+        return self._loop
 
     def stop(self) -> None:
         if self._loop is None or self.gateway is None or self._thread is None or self._loop.is_closed():

@@ -74,6 +74,18 @@ def test_ports_and_call_before_the_start_and_after_the_stop_say_the_gateway_is_n
     assert (controller.gateway.smpp_port, controller.gateway.http_port) == (smpp_port, http_port)
 
 
+def test_call_from_the_gateways_own_loop_says_to_await_instead(gateway: GatewayController) -> None:
+    """It blocked the loop it waited for until its timeout, then raised TimeoutError('')."""
+    inner = asyncio.sleep(0)
+
+    async def calling_back() -> None:
+        gateway.call(inner, timeout=3)
+
+    with pytest.raises(RuntimeError, match="own event loop would block it: await the coroutine instead"):
+        gateway.call(calling_back(), timeout=5)
+    assert inspect.getcoroutinestate(inner) == "CORO_CLOSED"
+
+
 def test_gateway_config_built_on_another_keeps_its_overrides() -> None:
     base = gateway_config(services={"survey_sample_rate": 1.0})
     config = gateway_config(base, gateway={"job_check_interval": 1})
