@@ -549,7 +549,16 @@ class GatewayController:
         except RuntimeError:
             coro.close()  # (it never runs: no "never awaited" warning on top of the error)
             raise
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            # Cancelled, not left running: a Services call that "timed out" still committed and sent its SMS, and
+            # a test that tried it again sent them twice.
+            if not future.cancel():  # (it finished meanwhile)
+                return future.result()
+            raise TimeoutError(f"{coro.__qualname__}() did not finish within {timeout} s on the gateway's loop: "
+                               "cancelled") from None  # fmt: skip
 
     def _loop_to_call(self) -> asyncio.AbstractEventLoop:
         """The gateway's loop, for a thread other than its own: from a coroutine or callback on it, call() blocked

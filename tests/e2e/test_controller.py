@@ -7,6 +7,7 @@ import asyncio
 import inspect
 import os
 import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,24 @@ def test_call_from_the_gateways_own_loop_says_to_await_instead(gateway: GatewayC
     with pytest.raises(RuntimeError, match="own event loop would block it: await the coroutine instead"):
         gateway.call(calling_back(), timeout=5)
     assert inspect.getcoroutinestate(inner) == "CORO_CLOSED"
+
+
+def test_a_call_that_times_out_is_cancelled_and_named(gateway: GatewayController) -> None:
+    """It raised TimeoutError('') and the coroutine ran on to its end: a Services call that timed out still committed
+    and sent, and a test that tried it again sent twice."""
+    cancelled = threading.Event()
+
+    async def slow_service() -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    with pytest.raises(TimeoutError, match=r"slow_service\(\) did not finish within 0.2 s on the gateway's loop: cancelled"):
+        gateway.call(slow_service(), timeout=0.2)
+    assert cancelled.wait(5)
+    assert gateway.call(asyncio.sleep(0, "after"), timeout=5) == "after"  # (the loop serves on)
 
 
 def test_gateway_config_built_on_another_keeps_its_overrides() -> None:
