@@ -570,17 +570,23 @@ class GatewayController:
                                "await the coroutine instead")  # fmt: skip
         return self._loop
 
-    def stop(self) -> None:
+    def stop(self) -> bool:
+        """Stop the gateway (Gateway.stop: its drain, then the unbinds) and its loop; nothing to do if not running.
+
+        False if it stopped with final statuses not committed (its error line names the MTs: they go out again at
+        the next start on this database), as `smsgw serve` exits 1 then; True otherwise. (A `with` block drops it:
+        call stop() yourself to check it.)"""
         if self._loop is None or self.gateway is None or self._thread is None or self._loop.is_closed():
-            return
+            return True
         settings = self._config.gateway  # (its drain, then the unbinds' answers; the rest takes seconds at most)
-        self.call(self.gateway.stop(), timeout=settings.drain_timeout + settings.response_timeout + 60)
+        committed = self.call(self.gateway.stop(), timeout=settings.drain_timeout + settings.response_timeout + 60)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._thread = None
         if self._tuned_gc:
             self._tuned_gc = False
             restore_defaults()
+        return committed
 
     def __enter__(self) -> GatewayController:
         return self.start()

@@ -16,9 +16,11 @@ from gateway.app import GatewayController
 from gateway.config import DEFAULT_CONFIG, ConfigError, load_config
 from simulator.testing import FleetController, gateway_config
 from tests.gateway_process import children_of
-from tests.smpp_handset import Handset
+from tests.polling import eventually
+from tests.smpp_handset import ESME_ROK, Handset, text
 
 A = "8613800000001"  # account handset
+B = "8613700000001"  # account handset2
 
 
 def test_a_start_that_fails_gives_back_the_database_its_writer_process_and_ports(tmp_path: Path) -> None:
@@ -103,6 +105,25 @@ def test_a_call_that_times_out_is_cancelled_and_named(gateway: GatewayController
         gateway.call(slow_service(), timeout=0.2)
     assert cancelled.wait(5)
     assert gateway.call(asyncio.sleep(0, "after"), timeout=5) == "after"  # (the loop serves on)
+
+
+def test_stop_says_whether_every_final_status_was_committed(make_gateway, handset, tmp_path: Path) -> None:
+    """It returned None either way: a test could not tell that a delivered MT goes out again at the next start (as
+    `smsgw serve` tells by its exit status 1)."""
+    db = tmp_path / "gw.db"
+    gw = make_gateway(db_path=db, gateway={"drain_timeout": 1})
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    b.answering = False
+    assert a.submit(B, "delivered, not committed").status == ESME_ROK
+    assert text(b.expect()) == "delivered, not committed"
+    db.unlink()  # the store cannot commit from now on, for good
+    b.answer_held()
+    assert eventually(lambda: gw.gateway.delivery.finals_not_committed)
+    a.close()
+    b.close()
+    assert gw.stop() is False
+    assert gw.stop() is True  # (nothing to stop)
+    assert make_gateway(db_path=tmp_path / "other.db").stop() is True
 
 
 def test_gateway_config_built_on_another_keeps_its_overrides() -> None:
