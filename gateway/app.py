@@ -477,7 +477,18 @@ class Gateway:
 
 
 class GatewayController:
-    """A real gateway on its own event loop in a background thread."""
+    """A real gateway on its own event loop in a background thread, for a test suite (README "Use it inside your
+    own tests"); a context manager (start() ... stop()).
+
+    config: a Config (gateway.config.load_config, or simulator.testing.gateway_config for overrides);
+    gateway_options: Gateway's: db_path, clock (a gateway.clock.SimulatedClock to set and advance), and
+    smpp_port, http_port and host (default 0, 0 and 127.0.0.1: ports the system chooses, read from smpp_port and
+    http_port once started).
+
+    `gateway` is the Gateway (None until the first start), for what the properties do not give
+    (`gateway.service_context`, the `ctx` of handlers.rating.aggregates; `gateway.tls_port`). Its coroutines,
+    the Services calls among them, run on its loop: call() them from the test's thread.
+    """
 
     def __init__(self, config: Config, **gateway_options: Any) -> None:
         gateway_options.setdefault("smpp_port", 0)
@@ -492,11 +503,24 @@ class GatewayController:
 
     @property
     def smpp_port(self) -> int:
+        """The port SMPP clients connect to (on 127.0.0.1 unless `host` was given)."""
         return self._running().smpp_port
 
     @property
     def http_port(self) -> int:
+        """The port of /health and /ready."""
         return self._running().http_port
+
+    @property
+    def services(self) -> Services:
+        """The operator's calls (orders, surveys, unsubscriptions, blocks, disputes, billing and reminders, the jobs
+        due): coroutines, run with call(): `gw.call(gw.services.run_due_jobs())`."""
+        return self._running().services
+
+    @property
+    def clock(self) -> Clock:
+        """The clock the gateway reads: the `clock` it was given (a SimulatedClock to set), else the system's."""
+        return self._running().clock
 
     def _running(self) -> Gateway:
         """The gateway between start() and stop(): before, or after, an assert said nothing (or its port was a
@@ -506,6 +530,9 @@ class GatewayController:
         return self.gateway
 
     def start(self) -> GatewayController:
+        """Start a gateway (a new one, on the same options, after a stop) and return once it takes traffic; a start
+        that fails raises its error once it has given back the database, its writer process and the ports.
+        RuntimeError while its gateway runs."""
         if self._thread is not None:
             raise RuntimeError("this GatewayController's gateway is running: stop() it before starting it again")
         started = threading.Event()
@@ -543,7 +570,11 @@ class GatewayController:
         return self
 
     def call(self, coro: Coroutine[Any, Any, Any], timeout: float = 30.0) -> Any:
-        """Run a coroutine on the gateway's loop and return its result."""
+        """Run a coroutine on the gateway's loop, from another thread, and return its result (or raise its error).
+
+        One not done within `timeout` seconds is cancelled (what it committed by then stays) and TimeoutError names
+        it. RuntimeError when the gateway is not running, and on the gateway's own loop (a coroutine it runs
+        awaits the other instead); the coroutine is closed then, never run."""
         try:
             loop = self._loop_to_call()
         except RuntimeError:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway.app import GatewayController
+from gateway.clock import SimulatedClock
 from gateway.config import DEFAULT_CONFIG, ConfigError, load_config
 from simulator.testing import FleetController, gateway_config
 from tests.gateway_process import children_of
@@ -124,6 +125,16 @@ def test_stop_says_whether_every_final_status_was_committed(make_gateway, handse
     assert gw.stop() is False
     assert gw.stop() is True  # (nothing to stop)
     assert make_gateway(db_path=tmp_path / "other.db").stop() is True
+
+
+def test_services_and_clock_are_the_running_gateways(make_gateway) -> None:
+    clock = SimulatedClock(1_800_000_000)
+    gw = make_gateway(clock=clock)
+    assert gw.clock is clock and gw.services is gw.gateway.services
+    gw.stop()
+    for reached in ("services", "clock"):
+        with pytest.raises(RuntimeError, match="not running: start"):
+            getattr(gw, reached)
 
 
 def test_gateway_config_built_on_another_keeps_its_overrides() -> None:
