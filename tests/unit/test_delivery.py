@@ -272,20 +272,23 @@ async def test_an_mt_a_page_read_hands_out_before_its_admission_does_not_overtak
     assert not delivery.queued and not delivery._held and not delivery._reads
 
 
-async def test_a_replaced_mt_waiting_behind_the_read_still_goes_out_after_it(store, delivery, router, accounts) -> None:
-    """replace_sm took it from behind the read and offered it at once, ahead of m04..m09 still in the store."""
+async def test_a_replaced_mt_waiting_behind_the_read_still_goes_out_after_it_and_before_a_newer_one(
+    store, delivery, router, accounts
+) -> None:
+    """replace_sm took it from behind the read and offered it at once, ahead of m04..m09 still in the store; and held
+    again behind n2, it went out after n2 if the read released them in the order held, not the order accepted."""
     delivery.PAGE = 4
     receiver = await reading_backlog(store, delivery, router, accounts, 10)
-    await admit(store, delivery, mt("n1", "8613700000001"))
+    await admit(store, delivery, mt("n1", "8613700000001"), mt("n2", "8613700000001"))
     stored = await store.get("n1")
     assert await delivery.replace(stored, dataclasses.replace(stored, short_message=b"replaced"))
     answered = 0
-    while len(receiver.offered) < 11:
+    while len(receiver.offered) < 12:
         answer(delivery, receiver, receiver.offered[answered:])
         answered = len(receiver.offered)
         await receiver.wait_for(answered + 1)
-    assert [m.id for m in receiver.offered] == [f"m{i:02d}" for i in range(10)] + ["n1"]
-    assert receiver.offered[-1].short_message == b"replaced"
+    assert [m.id for m in receiver.offered] == [f"m{i:02d}" for i in range(10)] + ["n1", "n2"]
+    assert receiver.offered[-2].short_message == b"replaced"
 
 
 async def test_an_mt_that_expired_waiting_ends_rejected_when_taken_up_if_its_sender_was_blocked_meanwhile(
@@ -486,6 +489,62 @@ async def test_an_mt_held_behind_the_read_goes_out_once_the_read_has_passed_its_
         answered = len(receiver.offered)
         await receiver.wait_for(answered + 1)
     assert [m.id for m in receiver.offered[4:]] == ["m5-1", "m5-2", "m5-3"]
+
+
+async def test_an_mt_held_for_the_last_subscriber_read_goes_out_at_the_end_of_the_pass_not_after_the_next(
+    store, delivery, router, accounts
+) -> None:
+    """A bind that appeared during the pass makes the read go over the backlog again: an MT held for a subscriber past
+    the last page waited for that next pass to get to them too (all of it, while binds kept appearing)."""
+    delivery.PAGE = delivery.ROOM = 2
+    await admit(store, delivery, *(mt(f"m3-{i}", "8613700000003") for i in range(4)),
+                mt("m9-0", "8613700000009"), mt("m9-1", "8613700000009"))  # fmt: skip
+    nine = Receiver(accounts.get("handset"))
+    nine.address_range = re.compile("8613700000009")
+    router.bound(nine)
+    delivery.receiver_ready(nine)
+    await nine.wait_for(2)  # ...03's parked again (no bind serves them); the read waits for room after ...09's
+    await admit(store, delivery, mt("new", "8613700000009"))  # held: the read has not passed ...09
+    three = Receiver(accounts.get("handset"))
+    three.address_range = re.compile("8613700000003")
+    router.bound(three)
+    delivery.receiver_ready(three)  # the read goes over the backlog again for it
+    answer(delivery, nine, nine.offered[:])
+    await three.wait_for(2)  # the next pass's first page
+    assert [m.id for m in nine.offered] == ["m9-0", "m9-1", "new"]
+
+
+async def test_a_newer_mt_does_not_overtake_one_held_behind_the_read_by_going_to_another_bind(
+    store, delivery, router, accounts
+) -> None:
+    """x1 went to the bind that appeared (the less loaded) and waits behind the read; x2, to the same subscriber, went
+    to their other bind, bound before the read and now the less loaded, at once: ahead of x1."""
+    delivery.PAGE = delivery.ROOM = 4
+    await admit(store, delivery, *(mt(f"m5-{i}", "8613700000005") for i in range(8)))  # parked: no bind serves ...05
+    nine = Receiver(accounts.get("handset"))
+    nine.address_range = re.compile("8613700000009")
+    router.bound(nine)
+    delivery.receiver_ready(nine)
+    await asyncio.gather(*delivery._pulls.values())
+    await admit(store, delivery, *(mt(f"o{i}", "8613700000009") for i in range(6)))
+    assert len(nine.offered) == 6
+    many = Receiver(accounts.get("handset"))
+    many.address_range = re.compile("86137000000(03|05|09)")
+    router.bound(many)
+    delivery.receiver_ready(many)
+    await many.wait_for(4)  # a page of ...05's; the read waits for room
+    await admit(store, delivery, mt("x1", "8613700000009"))  # to `many` (load 4 < 6), behind the read
+    await admit(store, delivery, *(mt(f"t{i}", "8613700000003") for i in range(3)))  # ...03 passed: out at once
+    assert many.load == 7 and "x1" not in [m.id for m in many.offered]
+    await admit(store, delivery, mt("x2", "8613700000009"))  # `nine` is now the less loaded
+    assert "x2" not in [m.id for m in nine.offered + many.offered]
+    answered = 0
+    while len(many.offered) < 13:  # `many` answers what it has, the read goes on past ...05 and ...09
+        answer(delivery, many, many.offered[answered:])
+        answered = len(many.offered)
+        await many.wait_for(answered + 1)
+    assert [m.id for m in many.offered[-2:]] == ["x1", "x2"]  # to `many`, now the less loaded, in order
+    assert [m.id for m in nine.offered] == [f"o{i}" for i in range(6)]
 
 
 async def test_a_bind_that_appears_after_the_read_passed_its_subscriber_gets_their_older_mts_first(
