@@ -172,6 +172,19 @@ def test_a_client_that_half_closes_after_its_requests_still_gets_their_answers(h
     assert text(handset(B).expect()) == "before the FIN"
 
 
+def test_an_unbind_held_behind_an_unanswered_deliver_sm_is_answered_when_the_client_half_closes(handset, gateway):
+    """The carrier unbinds while a deliver_sm waits for its answer, then half-closes: it can no longer answer the
+    deliver_sm, so nothing holds its unbind: it must get its unbind_resp, not a link closed without one."""
+    a = handset(A)
+    with RawLink(gateway.smpp_port) as carrier:
+        carrier.bind("carrier", command="bind_receiver")
+        a.submit(SUBSCRIBER, "never answered", registered_delivery=1)
+        assert carrier.read().command == "deliver_sm"
+        carrier.send(encoded("unbind", 2))  # held: the deliver_sm is unanswered
+        carrier.sock.shutdown(socket.SHUT_WR)
+        assert (carrier.read(timeout=2).command, carrier.is_closed()) == ("unbind_resp", True)
+
+
 def test_a_deliver_sm_answered_after_the_peers_unbind_counts_and_is_not_sent_again(handset, gateway):
     """The carrier unbinds while a deliver_sm is on its way to it, and answers that deliver_sm while it waits
     for its unbind_resp. The gateway answered the unbind at once and closed: the answer was lost and the MT,

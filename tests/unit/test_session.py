@@ -554,6 +554,19 @@ def test_after_the_peers_end_of_input_its_requests_are_answered_its_unbind_last_
     assert [p.command_id for p in answers(smsc)] == [C.SUBMIT_SM_RESP, C.UNBIND_RESP]
 
 
+def test_no_request_goes_to_a_peer_that_ended_its_input_while_answers_are_owed_to_it():
+    """Without an unbind of its own to answer, the session stayed open to requests at the peer's EOF: an enquire_link
+    fell due and a deliver_sm could be sent, whose answer cannot come."""
+    clock = FakeClock()
+    esme, smsc = bind_pair(TRX, clock, response_timeout=5.0)
+    esme.send(SubmitSm())
+    transfer(esme, smsc)
+    smsc.receive_eof()
+    assert not smsc.enquire_link_due(clock.now + 3600)
+    with pytest.raises(LocalProtocolError):
+        smsc.send(DeliverSm())
+
+
 def test_a_session_whose_peer_ends_its_input_with_nothing_to_answer_closes_at_once():
     _esme, smsc = bind_pair(TRX)
     smsc.receive_eof()
