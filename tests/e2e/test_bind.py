@@ -16,7 +16,7 @@ from smpplib import smpp
 from smpplib.client import SimpleSequenceGenerator
 
 from gateway.config import DEFAULT_CONFIG
-from tests.gateway_process import ROOT, tls_config_file
+from tests.gateway_process import ROOT, free_port, tls_config_file
 from tests.polling import eventually
 from tests.smpp_handset import (
     ESME_RALYBND,
@@ -242,6 +242,20 @@ def test_a_tls_client_that_half_closes_is_let_go_without_a_warning(make_gateway,
     assert not [record for record in caplog.records if record.name == "asyncio"]
 
 
+def test_a_restart_takes_the_tls_port_again_while_connections_the_gateway_closed_are_in_time_wait(make_gateway, tls_files):
+    """Bound without SO_REUSEADDR, the TLS port could not be taken again within a minute of the gateway closing a
+    connection on it (its end in TIME_WAIT): the restart failed, address already in use."""
+    cert, key = tls_files
+    tls = {"enabled": True, "port": free_port(), "certfile": str(cert), "keyfile": str(key)}
+    gw = make_gateway(tls=tls)
+    with socket.create_connection(("127.0.0.1", tls["port"]), timeout=5) as plain:
+        plain.sendall(bytes(16))  # not TLS: the gateway closes the connection first
+        while plain.recv(4096):
+            pass
+    gw.stop()
+    assert make_gateway(tls=tls).gateway.tls_port == tls["port"]
+
+
 def test_a_connection_to_the_tls_port_that_never_starts_tls_is_closed_after_bind_timeout(make_gateway, tls_files):
     """bind_timeout began once the TLS handshake was done: a connection that never sent its ClientHello was held for
     asyncio's handshake timeout, 60 s, however short bind_timeout was."""
@@ -339,6 +353,29 @@ def test_connections_to_the_tls_port_in_their_handshake_hold_one_descriptor_each
             link.close()
     assert gateway.terminate() == 0
     assert not [line for line in gateway.log if "TLS handshake failed" in line]  # (EMFILE; nor closed unused)
+
+
+@pytest.mark.parametrize("uvloop", [True, False], ids=["uvloop", "asyncio"])
+def test_the_tls_port_accepts_again_once_a_burst_past_the_open_file_limit_has_gone(
+    start_gateway, tls_files, tmp_path, uvloop
+):
+    """An accept that failed for want of a descriptor (EMFILE) must wait and try again, as the event loops do for the
+    plain port: ended, it left the TLS port listening, every connection to it queued and never answered."""
+    cert, key = tls_files
+    gateway = start_gateway(tmp_path / "gw.db", tls_config_file(tmp_path, cert, key), open_files=(60, 60), uvloop=uvloop)
+    held = lambda: len(os.listdir(f"/proc/{gateway.proc.pid}/fd"))
+    links = [socket.create_connection(("127.0.0.1", gateway.tls_port)) for _ in range(90)]  # 30 left in the backlog
+    try:
+        assert eventually(lambda: held() >= 60, 10), f"{held()} of 60 descriptors held"  # the next accept fails
+    finally:
+        for link in links:
+            link.close()
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    raw = socket.create_connection(("127.0.0.1", gateway.tls_port), timeout=5)
+    with context.wrap_socket(raw) as tls:  # answered once the accepts go on (the closed ones let go)
+        assert tls.version()
+    assert gateway.terminate() == 0
 
 
 def test_tls_files_named_relative_to_the_config_are_found_beside_it_from_any_working_directory(
