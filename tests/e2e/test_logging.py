@@ -292,19 +292,22 @@ def with_tlvs(pdu: bytes, tlvs: bytes) -> bytes:
 def test_submissions_refused_before_they_are_read_whole_name_their_command_and_addresses(tmp_path: Path, start_gateway) -> None:
     """A submission with a TLV given twice (ESME_RINVOPTPARSTREAM) or a destination_addr longer than its field
     (ESME_RINVDSTADR) is refused as it is decoded: it was a `pdu rejected` line without msisdn, source, dest or
-    command, where every other refused submission names them. It names what was read before the fault."""
+    command, where every other refused submission names them. It names what was read before the fault. One from a
+    client not bound names no subscriber: it is a `pdu rejected` line (it must not end the connection unanswered)."""
     gateway = start_gateway(tmp_path / "gw.db", log_level="warning")
     reference_twice = struct.pack(">HHH", 0x0204, 2, 1) * 2  # user_message_reference
-    with RawLink(gateway.smpp_port) as a, RawLink(gateway.smpp_port) as sina:
+    malformed = with_tlvs(encoded("submit_sm", 2, source_addr="13800000001", destination_addr=B, short_message=b"x"), reference_twice)
+    with RawLink(gateway.smpp_port) as a, RawLink(gateway.smpp_port) as sina, RawLink(gateway.smpp_port) as unbound:
         a.bind("handset")
         sina.bind("sina", command="bind_transmitter")
-        a.send(with_tlvs(encoded("submit_sm", 2, source_addr="13800000001", destination_addr=B, short_message=b"x"), reference_twice)
+        a.send(malformed
                + frame(DATA_SM, 3, cstr("") + b"\x01\x01" + cstr(A) + b"\x01\x01" + cstr("8" * 65) + bytes(3))
                + with_tlvs(submit_multi(4, A, [B, "dl:friends"], b"x"), reference_twice))  # fmt: skip
         sina.send(with_tlvs(encoded("submit_sm", 2, source_addr="1066916", destination_addr="13700000001", short_message=b"x"),
                             reference_twice))  # fmt: skip
-        assert [answer(a, 2)[0], answer(a, 3)[0], answer(a, 4)[0], answer(sina, 2)[0]] == [
-            ESME_RINVOPTPARSTREAM, ESME_RINVDSTADR, ESME_RINVOPTPARSTREAM, ESME_RINVOPTPARSTREAM]  # fmt: skip
+        unbound.send(malformed)
+        assert [answer(a, 2)[0], answer(a, 3)[0], answer(a, 4)[0], answer(sina, 2)[0], answer(unbound, 2)[0]] == [
+            ESME_RINVOPTPARSTREAM, ESME_RINVDSTADR, ESME_RINVOPTPARSTREAM, ESME_RINVOPTPARSTREAM, ESME_RINVOPTPARSTREAM]  # fmt: skip
     assert gateway.terminate() == 0
     lines = [(r["account"], r["msisdn"], r["source"], r.get("dest"), r.get("dl_name"), r["command"], r["status"])
              for r in logged(gateway, "submission rejected")]  # fmt: skip
@@ -315,7 +318,8 @@ def test_submissions_refused_before_they_are_read_whole_name_their_command_and_a
         ("handset", A, A, None, "friends", "submit_multi", "ESME_RINVOPTPARSTREAM"),
         ("sina", B, "1066916", "13700000001", None, "submit_sm", "ESME_RINVOPTPARSTREAM"),  # an SP's: its addressee
     ], key=str)  # fmt: skip
-    assert not logged(gateway, "pdu rejected")
+    [before_bind] = logged(gateway, "pdu rejected")
+    assert (before_bind["account"], before_bind["status"]) == ("-", "ESME_RINVOPTPARSTREAM")
 
 
 def test_lines_about_an_sps_submissions_name_the_subscriber_it_sends_to(tmp_path: Path, start_gateway) -> None:
@@ -676,7 +680,8 @@ def test_refused_pdus_of_another_status_get_their_own_first_lines(tmp_path: Path
 
 
 def test_refused_submissions_are_logged_for_the_first_few_of_each_status_on_a_bind_and_then_counted(tmp_path: Path, start_gateway) -> None:
-    """A line each: a client throttled or blocked, sending tens of thousands a minute, filled the disk."""
+    """A line each: a client throttled or blocked, sending tens of thousands a minute, filled the disk. Those refused
+    as they are decoded (a TLV given twice) too: each was logged, whatever the budget."""
     gateway = start_gateway(tmp_path / "gw.db")
     a = Handset(gateway.smpp_port, A)
     try:
@@ -685,11 +690,19 @@ def test_refused_submissions_are_logged_for_the_first_few_of_each_status_on_a_bi
         assert a.submit(B, "from a number not ours", source_addr="8613700000009").status == ESME_RINVSRCADR
     finally:
         a.close()
+    twice = struct.pack(">HHH", 0x0204, 2, 1) * 2  # user_message_reference
+    with RawLink(gateway.smpp_port) as raw:
+        raw.bind("handset")
+        raw.send(b"".join(with_tlvs(encoded("submit_sm", n, source_addr=A, destination_addr=B, short_message=b"x"), twice)
+                          for n in range(2, 22)))  # fmt: skip
+        assert {answer(raw, n)[0] for n in range(2, 22)} == {ESME_RINVOPTPARSTREAM}
     assert gateway.terminate() == 0
     records = [json.loads(line) for line in gateway.log if line.startswith("{")]
-    assert [r["status"] for r in records if r["event"] == "submission rejected"] == ["ESME_RINVDSTADR"] * 5 + ["ESME_RINVSRCADR"]
-    [counted] = [r for r in records if r["event"] == "submission rejected (ESME_RINVDSTADR): more not logged"]
-    assert (counted["account"], counted["count"]) == ("handset", 15)
+    assert [r["status"] for r in records if r["event"] == "submission rejected"] == (
+        ["ESME_RINVDSTADR"] * 5 + ["ESME_RINVSRCADR"] + ["ESME_RINVOPTPARSTREAM"] * 5)  # fmt: skip
+    for status in ("ESME_RINVDSTADR", "ESME_RINVOPTPARSTREAM"):
+        [counted] = [r for r in records if r["event"] == f"submission rejected ({status}): more not logged"]
+        assert (counted["account"], counted["count"]) == ("handset", 15)
 
 
 def test_refused_binds_queries_cancels_and_replaces_are_logged_for_the_first_few_and_then_counted(
