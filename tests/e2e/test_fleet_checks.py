@@ -450,27 +450,32 @@ def test_refusals_that_failed_a_spammer_round_are_not_listed_as_expected(smsgw_f
     assert "ESME_RTHROTTLED" not in run.summary["mo_refused"]
 
 
-async def test_a_long_mo_refused_in_part_fails_its_dialogue_only(make_gateway) -> None:
-    """The SMSC (a proxy here) refuses the second part of every long MO with ESME_RMSGQFUL and delivers the first.
-    Before, each refusal failed twice: the dialogue (MO refused), then the delivery ("long text arrived in part:
-    part(s) 1 only"), blaming the target for a text the fleet knew it had sent in part."""
+@pytest.mark.parametrize("lost", ["refused", "unanswered"])
+async def test_a_long_mo_refused_or_unanswered_in_part_fails_its_dialogue_only(make_gateway, lost) -> None:
+    """The SMSC (a proxy here) refuses the second part of every long MO with ESME_RMSGQFUL, or never answers it, and
+    delivers the first. Before, each refusal failed twice: the dialogue (MO refused), then the delivery ("long text
+    arrived in part: part(s) 1 only"), blaming the target for a text the fleet knew it had sent in part."""
     gw = make_gateway()
 
-    def refuse_second_part(frame: bytes) -> bytes | None:
+    def lose_second_part(frame: bytes) -> bytes | None:
         pdu = decode_pdu(frame)
         if pdu.command_id != CommandId.SUBMIT_SM:
             return None
         concat, _body = parse_udh(pdu.esm_class, pdu.short_message)  # type: ignore[attr-defined]
         if concat is None or concat.seqnum != 2:
             return None
+        if lost == "unanswered":
+            return b""  # (nothing sent back)
         return encode_pdu(SubmitSmResp(sequence_number=pdu.sequence_number, command_status=CommandStatus.ESME_RMSGQFUL))
 
+    count = 10 if lost == "refused" else 2  # (each unanswered part waits for the fleet's response timeout, 5 s)
     scenario = make_scenario(fleet={"count": 20, "binds": 1, **NO_SP}, behaviours=only(chatter=1) | {
-        "chatter": {"weight": 1, "long": 1.0}}, load={"duration": 0, "count": 10, "concurrency": 2, "timeout": 1})  # fmt: skip
-    async with Proxy(gw.smpp_port, answer=refuse_second_part) as proxy:
+        "chatter": {"weight": 1, "long": 1.0}}, load={"duration": 0, "count": count, "concurrency": 2, "timeout": 1})  # fmt: skip
+    async with Proxy(gw.smpp_port, answer=lose_second_part) as proxy:
         run = await run_fleet_async(scenario, target=("127.0.0.1", proxy.port))
-    assert run.summary["failures_by_step"] == {"chatter": {"chat->subscriber": 10}}, run.summary["failures_by_step"]
-    assert all(f["error"] == "MO refused with ESME_RMSGQFUL" for f in run.failures)
+    assert run.summary["failures_by_step"] == {"chatter": {"chat->subscriber": count}}, run.summary["failures_by_step"]
+    error = {"refused": "MO refused with ESME_RMSGQFUL", "unanswered": "MO not answered: no response to submit_sm #"}[lost]
+    assert all(f["error"].startswith(error) for f in run.failures)
     stats = run.summary["fleet"]["stats"]
-    assert run.faults == 0 and stats["in_part_after_refusal"] == 10 and "arrived_in_part" not in stats
-    assert "long texts arrived in part after a part of their MO was refused or unanswered: 10" in str(run)
+    assert run.faults == 0 and stats["in_part_after_refusal"] == count and "arrived_in_part" not in stats
+    assert f"long texts arrived in part after a part of their MO was refused or unanswered: {count}" in str(run)

@@ -34,8 +34,15 @@ def test_a_text_sent_with_a_part_refused_is_told_apart_until_two_timeouts_have_p
     parts.expire(now + 1.5)
     assert told == [True]  # the sender knew it incomplete
 
+    _sent_in_part(parts, long_text, reference=9)
+    sent = time.monotonic()
+    parts.expire(sent + 1.9)  # not two timeouts since it was sent: still known as sent in part
+    _given_up_after_first_part(parts, long_text, 9, sent + 0.5)
+    parts.expire(sent + 1.9)
+    assert told == [True, True]
+
     _sent_in_part(parts, long_text, reference=8)  # refused in every part: nothing of it arrives
     parts.expire(time.monotonic() + 2.5)  # two timeouts later it is forgotten
     _given_up_after_first_part(parts, long_text, 8, now + 3)  # the reference comes round again, for a text whole when sent
     parts.expire(now + 10)
-    assert told == [True, False]
+    assert told == [True, True, False]
