@@ -61,6 +61,11 @@ def multi_part_id(first_id: str, n: int) -> str:
     return f"{first_id}/{n}"
 
 
+def submission_id(message_id: str) -> str:
+    """The id of the submission the message of this id is part of: its own, or for `<first id>/<n>`, the first's."""
+    return message_id.partition("/")[0]
+
+
 class Amendments:
     def __init__(self, *, store: Store, delivery: Delivery, plan: NumberPlan, clock: Clock, ids: MessageIds) -> None:
         self.store = store

@@ -29,7 +29,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .accounts import Account
-from .amend import Amendments, multi_part_id
+from .amend import Amendments, multi_part_id, submission_id
 from .clock import Clock
 from .config import GatewaySettings
 from .delivery import Delivery
@@ -263,14 +263,39 @@ class Intake:
             conn.respond_encoded(encode_message_id_resp(resp_id, sequence, "", S.ESME_RSYSERR))
             return False
         message_id, duplicate = result
-        given = message_id if message.short_id is None else self._copy_short_id(message_id) if duplicate else message.short_id
-        conn.respond_encoded(encode_message_id_resp(resp_id, sequence, given))
+        if message.short_id is not None and duplicate:  # a copy on a bind of SMPP 3.3
+            self._copy_short_id(message_id, message.short_id, partial(self._answer_copy, conn, sequence, resp_id, message))
+        else:
+            given = message_id if message.short_id is None else message.short_id
+            conn.respond_encoded(encode_message_id_resp(resp_id, sequence, given))
         return _is_new(message, role, message_id, duplicate)
 
-    def _copy_short_id(self, stored_id: str) -> str:
-        """What a copy submitted on a bind of SMPP 3.3 is answered: the SMPP 3.3 alias of the message it copies
-        (stored from the same bind: it has one)."""
-        return self.store.short_id_of(stored_id) or stored_id
+    def _answer_copy(
+        self, conn: SmppConnection, sequence: int, resp_id: int, message: Message, alias: str | None, error: BaseException | None,
+    ) -> None:  # fmt: skip
+        if error is not None:
+            _write_failed(conn, message, conn.account.role, error)
+            conn.respond_encoded(encode_message_id_resp(resp_id, sequence, "", S.ESME_RSYSERR))
+        else:
+            conn.respond_encoded(encode_message_id_resp(resp_id, sequence, alias))
+
+    def _copy_short_id(
+        self, stored_id: str, short_id: str | None, then: Callable[[str | None, BaseException | None], None]
+    ) -> None:  # fmt: skip
+        """What a copy submitted on a bind of SMPP 3.3 is answered, told `then`: the SMPP 3.3 alias of the submission
+        it copies. One first sent on a bind of SMPP 3.4 has none: it is given `short_id` (a new one if None), and
+        `then` told once that is committed (or the error): from then on query_sm, cancel_sm, replace_sm and its
+        receipts name it by that alias. (A copy on another bind of SMPP 3.3 may have given it one meanwhile: then
+        that one.)"""
+        alias = self.store.short_id_of(stored_id)
+        if alias is not None:
+            then(alias, None)
+            return
+
+        def given(_result: None, error: BaseException | None) -> None:
+            then(None if error is not None else self.store.short_id_of(stored_id), error)
+
+        self.store.give_short_id(submission_id(stored_id), short_id or self.short_ids.next(), given)
 
     def _replacing(
         self, committed: Callable[[tuple[str, bool] | None, BaseException | None], None], message: Message,
@@ -358,7 +383,10 @@ class Intake:
         given = message_id
         if message_id and not conn.optional_parameters:  # a bind of SMPP 3.3: the alias of the destinations stored
             first = next((m for m, _i, copy in committed if not copy), None)
-            given = self._copy_short_id(message_id) if first is None else first.short_id
+            given, error = await self._copy_alias(message_id) if first is None else (first.short_id, None)
+            if error is not None:  # the alias given to the copies' submission not committed
+                _write_failed(conn, committed[0][0], role, error)
+                status, given = S.ESME_RSYSERR, ""
         conn.respond(SubmitMultiResp(sequence_number=pdu.sequence_number, command_status=status,
                                      message_id=given, unsuccess_smes=refused))  # fmt: skip
         replacing = pdu.replace_if_present_flag == 1
@@ -371,6 +399,13 @@ class Intake:
                     self.spawn(self.amendments.replace_present(message))
             else:  # a copy, or its commit failed
                 self.delivery.uncount(message)
+
+    async def _copy_alias(self, stored_id: str) -> tuple[str | None, BaseException | None]:
+        """`_copy_short_id` for a submit_multi all of whose destinations are copies: (the alias, None) or (None, the
+        error its write failed with)."""
+        alias: asyncio.Future[tuple[str | None, BaseException | None]] = asyncio.get_running_loop().create_future()
+        self._copy_short_id(stored_id, None, lambda given, error: alias.set_result((given, error)))
+        return await alias
 
     # ------------------------------------------------------------- query
     async def query(self, conn: SmppConnection, pdu: QuerySm) -> None:

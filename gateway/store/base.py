@@ -113,6 +113,12 @@ class Store(Protocol):
         """replace_sm: store the MT's new short_message, registered_delivery, expires_at, and its schedule
         (next_attempt_at, status scheduled or enroute)."""
 
+    def give_short_id(self, submission_id: str, short_id: str, then: WriteCallback) -> None:
+        """The submission `submission_id` (a message, or every destination of a submit_multi: `submitted_as`) holds no
+        SMPP 3.3 alias (it came on a bind of SMPP 3.4) and a copy of it came on a bind of SMPP 3.3: give it
+        `short_id`, unless a copy gave it one meanwhile. Reports as `accept_then` does (then(None, None) once
+        committed); `short_id_of` reads the alias it holds from then on."""
+
     def release_scheduled(self, message_ids: Sequence[str]) -> Awaitable[None]:
         """These scheduled MTs are due: enroute from now on (unless they were deleted meanwhile)."""
 

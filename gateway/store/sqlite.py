@@ -207,6 +207,9 @@ _REPLACE = (
     "UPDATE messages SET short_message = ?, registered_delivery = ?, expires_at = ?, next_attempt_at = ?, status = ?"
     " WHERE id = ?"
 )
+# A submission (its destinations `<id>/<n>` too, as `submitted_as` reads them) given an SMPP 3.3 alias after it was
+# stored: not over one a copy gave it meanwhile.
+_GIVE_SHORT_ID = "UPDATE messages SET short_id = ? WHERE (id = ? OR (id > ? AND id < ?)) AND short_id IS NULL"
 _RELEASE_SCHEDULED = (
     f"UPDATE messages SET status = '{MessageStatus.ENROUTE.value}' WHERE id = ? AND status = '{MessageStatus.SCHEDULED.value}'"
 )
@@ -567,6 +570,13 @@ class SqliteStore:
                   _DB_VALUE[message.status], message.id)  # fmt: skip
         op.steps.append((_REPLACE, values, (message.id,)))
         return self._enqueue(op)
+
+    def give_short_id(self, submission_id: str, short_id: str, then: Callback) -> None:
+        self._begin_write()
+        op = self._new_op(then=then)
+        values = (short_id, submission_id, submission_id + "/", submission_id + "0")  # ('/' then '0' in ASCII)
+        op.steps.append((_GIVE_SHORT_ID, values, (submission_id,)))
+        self._enqueue(op)
 
     def release_scheduled(self, message_ids: Sequence[str]) -> asyncio.Future[None]:
         self._begin_write()

@@ -165,6 +165,28 @@ def test_an_smpp_3_3_esme_is_given_one_short_id_for_a_submit_multi_its_copy_the_
     b.expect_none(0.3)
 
 
+def test_a_submit_sm_first_sent_on_smpp_3_4_sent_again_on_3_3_is_given_a_short_id_that_names_it(handset, link33):
+    """The copy on the 3.3 bind (same user_message_reference: recognised on any bind) was answered the 19-character
+    id of SMPP 3.4 (`1a24ab2a12c00000007`), which its 9-octet message_id cannot hold: its original had no alias."""
+    a = handset(A)
+    pdu = a.make("submit_sm", B, b"sent twice", registered_delivery=1, user_message_reference=4242)
+    first = a.request(pdu)
+    assert first.status == ESME_ROK and len(first.message_id) == 19
+    a.close()  # (its answer lost, say): the receipt goes to the bind of 3.3
+    a33 = link33("handset")
+    copy = a33.submit(B, b"sent twice", registered_delivery=1, user_message_reference=4242)
+    assert copy.status == ESME_ROK
+    given = short_id(copy.message_id)
+    assert a33.submit(B, b"sent twice", registered_delivery=1, user_message_reference=4242).message_id.decode() == given
+    query = a33.request("query_sm", message_id=given, source_addr=A)
+    assert (query.status, query.message_id.decode(), query.message_state) == (ESME_ROK, given, MessageState.ENROUTE)
+    b = handset(B)
+    assert b.expect().short_message == b"sent twice"
+    assert receipt_fields(a33.deliver_sm())["id"] == given
+    assert a33.request("query_sm", message_id=given, source_addr=A).message_state == MessageState.DELIVERED
+    b.expect_none(0.3)  # delivered once
+
+
 def test_the_short_ids_go_on_after_a_restart(make_gateway, tmp_path):
     db = tmp_path / "short.db"
     gw = make_gateway(db_path=db)
