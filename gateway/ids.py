@@ -43,6 +43,11 @@ class ShortIds:
         return f"{self._last:08x}"
 
 
+def short_id_after(short_id: str) -> str:
+    """The alias `ShortIds` gives after this one."""
+    return f"{int(short_id, 16) % _LAST_SHORT_ID + 1:08x}"
+
+
 def is_short_id(message_id: str) -> bool:
     """Does this message_id name a message by its SMPP 3.3 alias (`ShortIds`), not by its own id?"""
     return len(message_id) <= SHORT_ID_LENGTH

@@ -49,7 +49,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, Union
 
-from ..ids import is_short_id
+from ..ids import is_short_id, short_id_after
 from ..logs import get_logger
 from ..smpp.constants import EsmClass
 from .base import WriteSkipped
@@ -209,6 +209,7 @@ _REPLACE = (
 )
 # A submission (its destinations `<id>/<n>` too, as `submitted_as` reads them) given an SMPP 3.3 alias after it was
 # stored: not over one a copy gave it meanwhile.
+_SHORT_ID_HELD = "SELECT 1 FROM messages INDEXED BY messages_short_id WHERE short_id = ? LIMIT 1"
 _GIVE_SHORT_ID = "UPDATE messages SET short_id = ? WHERE (id = ? OR (id > ? AND id < ?)) AND short_id IS NULL"
 _RELEASE_SCHEDULED = (
     f"UPDATE messages SET status = '{MessageStatus.ENROUTE.value}' WHERE id = ? AND status = '{MessageStatus.SCHEDULED.value}'"
@@ -904,7 +905,14 @@ class SqliteStore:
         # Once, at start; every alias in the index is read (by seq, not by value: after a wrap the largest is not the last).
         rows = await self._read("SELECT short_id FROM messages INDEXED BY messages_short_id WHERE short_id IS NOT NULL"
                                 " ORDER BY seq DESC LIMIT 1", ())  # fmt: skip
-        return rows[0][0] if rows else None
+        if not rows:
+            return None
+        last = rows[0][0]
+        # An alias given after it to an older row (a copy on a bind of SMPP 3.3 of a submission first sent on 3.4,
+        # give_short_id) is not on the newest row: those held right after it are skipped, not given out again.
+        while await self._read(_SHORT_ID_HELD, (short_id_after(last),)):
+            last = short_id_after(last)
+        return last
 
     def short_id_of(self, message_id: str) -> str | None:
         row = self._reader.execute("SELECT short_id FROM messages WHERE id = ?", (message_id,)).fetchone()  # type: ignore[union-attr]

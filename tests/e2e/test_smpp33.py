@@ -12,6 +12,7 @@ each deliver_sm frame is checked to end with its short_message: nothing after it
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -202,6 +203,48 @@ def test_the_short_ids_go_on_after_a_restart(make_gateway, tmp_path):
         assert a.request("query_sm", message_id=first, source_addr=A).message_state == MessageState.ENROUTE
     finally:
         a.close()
+
+
+def test_a_submit_multi_first_sent_on_smpp_3_4_sent_again_on_3_3_is_given_a_short_id_that_names_it(gateway, link33):
+    """As a submit_sm: every destination a copy, the 3.3 bind was answered the 19-character id."""
+    tlv = struct.pack(">HHH", 0x0204, 2, 4243)  # user_message_reference: recognised on any bind
+    multi = submit_multi(7, A, [B, B2], b"to both")
+    multi = struct.pack(">I", len(multi) + len(tlv)) + multi[4:] + tlv
+    with RawLink(gateway.smpp_port) as esme:
+        esme.bind("handset", command="bind_transmitter")
+        esme.send(multi)
+        status, body = answer(esme, 7)
+        assert status == ESME_ROK and len(multi_resp(body)[0]) == 19
+    a33 = link33("handset")
+    a33.link.send(multi)
+    status, body = answer(a33.link, 7)
+    given = multi_resp(body)[0]
+    assert status == ESME_ROK and len(given) == 8
+    query = a33.request("query_sm", message_id=given, source_addr=A)
+    assert (query.status, query.message_state) == (ESME_ROK, MessageState.ENROUTE)
+
+
+def test_an_alias_given_to_an_older_submission_is_not_given_again_after_a_restart(make_gateway, handset, tmp_path):
+    """The aliases went on from the newest row holding one: the alias a 3.3 copy gave later to an older submission
+    (first sent on 3.4) was handed out again after a restart, and then named the newer submission."""
+    db = tmp_path / "short.db"
+    gw = make_gateway(db_path=db)
+    a = handset(A, gw=gw)
+    assert a.submit(B, b"on 3.4", user_message_reference=77).status == ESME_ROK
+    a33 = Smpp33Link(gw.smpp_port, "handset")
+    newer = short_id(a33.submit(B, b"on 3.3").message_id)
+    older = short_id(a33.submit(B, b"on 3.4", user_message_reference=77).message_id)  # the copy: an alias for it
+    assert int(older, 16) == int(newer, 16) + 1
+    a33.close()
+    a.close()
+    gw.stop()
+    gw = make_gateway(db_path=db)
+    a33 = Smpp33Link(gw.smpp_port, "handset")
+    try:
+        assert int(short_id(a33.submit(B, b"after").message_id), 16) == int(older, 16) + 1
+        assert a33.request("query_sm", message_id=older, source_addr=A).message_state == MessageState.ENROUTE
+    finally:
+        a33.close()
 
 
 def test_parts_sent_with_sar_and_port_tlvs_reach_an_smpp_3_3_receiver_with_a_udh(handset, link33):
