@@ -116,12 +116,16 @@ class Gateway:
             plan=self.plan,
         )
         self.services = Services(self.service_context, self.store, self.outbox, self.observe, self.clock, self.locks)
+        # Lines about a peer's misbehaviour (refused PDUs, deliver_sm unanswered, long MOs never completed), by peer
+        # host and account (SmppConnection.may_log, MoProcessor._give_up)
+        self.complaints = LogBudgets()
         self.mo = MoProcessor(
             self._short_codes(config, handlers),
             self.store,
             self.outbox,
             self.clock,
             reassembly_timeout=settings.reassembly_timeout,
+            complaints=self.complaints,
             max_incomplete_per_subscriber=settings.max_incomplete_per_subscriber,
             retry_backoff=settings.mo_retry_backoff,
             records=self.records,
@@ -136,7 +140,6 @@ class Gateway:
             spawn=self.spawn,
         )  # fmt: skip
         self.connections: set[SmppConnection] = set()
-        self.complaints = LogBudgets()  # lines about refused PDUs, by peer host and account (SmppConnection.may_log)
         self.connections_allowed = open_files.connections_allowed()  # (serve_forever raised the limit before this)
         self._crowded_logged_at = -math.inf  # `connection_opened`
         self.ready = False

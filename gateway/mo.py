@@ -44,7 +44,7 @@ from functools import partial
 from handlers.base import Handler, Inbound, Outcome, Reply, ServiceContext
 
 from .clock import Clock
-from .log_budget import LogBudget
+from .log_budget import LogBudget, LogBudgets
 from .logs import get_logger
 from .outbox import Outbox
 from .receipts import receipt_for
@@ -63,6 +63,7 @@ log = get_logger("mo")
 _DELIVERED = MessageState.DELIVERED  # an MO handled by its short code is delivered
 _UNDELIVERABLE = MessageState.UNDELIVERABLE  # ... and one given up is not
 _SYSTEM_ERROR = int(CommandStatus.ESME_RSYSERR)  # the `err:` of a given-up MO's receipt: the fault is ours
+_DROPPED = "incomplete long MO dropped"  # its line's event, and its kind in the gateway's log budgets (_give_up)
 # Told how the submission of an MO ended, once it is: answer(result, None) with result (id, duplicate), or
 # answer(None, error); returns True when it is a new message stored (not a copy, not failed).
 Answer = Callable[[tuple[str, bool] | None, BaseException | None], bool]
@@ -140,6 +141,7 @@ class MoProcessor:
         clock: Clock,
         *,
         reassembly_timeout: float,
+        complaints: LogBudgets,
         max_incomplete_per_subscriber: int = 8,
         retry_backoff: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0),
         records: RecordCache | None = None,
@@ -172,6 +174,7 @@ class MoProcessor:
         self._idle: asyncio.Future[None] | None = None  # drain() waits on it
         self.retry_backoff = retry_backoff  # delays before each new try of an MO whose handling failed
         self.outage_log = LogBudget()  # lines about handlings not stored while the store cannot commit
+        self.complaints = complaints  # the gateway's budgets of lines about a peer's misbehaviour (_give_up)
         self._outage = False  # a line was logged or counted in outage_log since the store last committed
         self._retries: dict[str, asyncio.TimerHandle] = {}  # MO id -> its next try
         self._stopping = False
@@ -613,12 +616,16 @@ class MoProcessor:
         self._give_up(tuple(self._parts.pop((key, reference), {}).values()), why, key)
 
     def _give_up(self, parts: tuple[Message, ...], why: str, key: tuple) -> None:
-        """Parts of a long MO that will never be handled: failed, with their stat:UNDELIV receipts."""
-        for part in parts:  # a line for each, under its own message_id: the id its submit_sm_resp gave the sender
-            log.warning("incomplete long MO dropped", message_id=part.id, account=key[2], msisdn=key[0], short_code=key[1],
-                        why=why, parts_held=len(parts))  # fmt: skip
+        """Parts of a long MO that will never be handled: failed, with their stat:UNDELIV receipts. Logged for the
+        first few such MOs of its account, the rest counted (`incomplete long MO dropped: more not logged`, under
+        the gateway's budgets with peer `-`: its parts may have come on several binds, or before a restart): a
+        client sending only the first part of each long text wrote ~15,000 lines in a soak."""
         if not parts:
             return
+        if self.complaints.allow(("-", key[2]), _DROPPED):
+            for part in parts:  # a line for each, under its own message_id: the id its submit_sm_resp gave the sender
+                log.warning(_DROPPED, message_id=part.id, account=key[2], msisdn=key[0], short_code=key[1], why=why,
+                            parts_held=len(parts))  # fmt: skip
         now = self.clock.now()
         receipts = self._receipts(parts, now, _UNDELIVERABLE)
         done = self.store.complete_mo([m.id for m in parts], receipts, now, failed=True, error=_SYSTEM_ERROR)

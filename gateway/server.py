@@ -73,8 +73,9 @@ def _delivery_status(answer: Pdu) -> int:
 
 
 def log_complaints(complaints: LogBudgets, final: bool = False) -> None:
-    """The `<kind>: more not logged` lines due about refused and ignored PDUs (SmppConnection.may_log): at most one per
-    kind, host and account every interval, and all that is left when `final` (the gateway stops)."""
+    """The `<kind>: more not logged` lines due about refused and ignored PDUs (SmppConnection.may_log) and long MOs never
+    completed (MoProcessor._give_up): at most one per kind, host and account every interval, and all that is left
+    when `final` (the gateway stops)."""
     for (host, account), kind, count in complaints.due(final):
         log.warning(f"{kind}: more not logged", peer=host, account=account, count=count)
 

@@ -30,6 +30,7 @@ from tests.e2e.test_amend import submit_multi
 from tests.gateway_process import GatewayProcess, children_of, config_file, free_port
 from tests.polling import eventually
 from tests.smpp_handset import (
+    ESM_UDHI,
     ESME_RCANCELFAIL,
     ESME_RINVBNDSTS,
     ESME_RINVCMDID,
@@ -883,3 +884,27 @@ def test_submissions_failing_while_the_store_cannot_commit_are_logged_for_the_fi
     not_stored = [r for r in records if r["event"] == "MO handling not stored"]
     assert 1 <= len(not_stored) <= 5 and not any("exception" in r for r in not_stored), not_stored
     assert {(r["reason"], r["mo_stored"]) for r in not_stored} == {("store cannot commit", False)}
+
+
+def test_long_mos_never_completed_are_logged_for_the_first_few_of_an_account_and_then_counted(
+    tmp_path: Path, start_gateway
+) -> None:
+    """'incomplete long MO dropped' was a line for each: a client sending only part 1 of 3 of its long MOs wrote
+    14,882 of them (most of an 8.4 MB log) in a soak. Each is still given up with its UNDELIV receipt."""
+    gateway = start_gateway(tmp_path / "gw.db", config_file(tmp_path, reassembly_timeout=1))
+    a = Handset(gateway.smpp_port, A)
+    try:
+        a.bind("trx", "handset")
+        for reference in range(8):  # part 1 of 3 of 8 texts
+            udh = bytes((5, 0, 3, reference, 3, 1))
+            assert a.submit("10086", udh + b"part one", esm_class=ESM_UDHI, registered_delivery=1).status == ESME_ROK
+        receipts = [receipt_fields(pdu) for pdu in a.expect_many(8, 15, is_receipt)]  # given up: reassembly_timeout
+        assert {r["stat"] for r in receipts} == {"UNDELIV"}
+    finally:
+        a.close()
+    assert gateway.terminate() == 0
+    dropped = logged(gateway, "incomplete long MO dropped")
+    assert [(r["account"], r["msisdn"], r["short_code"], r["why"]) for r in dropped] == [("handset", A, "10086", "timed out")] * 5
+    assert {r["message_id"] for r in dropped} < {r["id"] for r in receipts}
+    [counted] = logged(gateway, "incomplete long MO dropped: more not logged")
+    assert (counted["peer"], counted["account"], counted["count"]) == ("-", "handset", 3)
