@@ -385,8 +385,10 @@ class Delivery:
         now = self.clock.now()
         message.next_attempt_at = now + delay
         self.store.mark_retry(message.id, message.attempts, message.next_attempt_at, error)
-        log.info("mt retry", message_id=message.id, account=account_of(message), msisdn=subscriber_of(message), attempt=message.attempts,
-                 bind_account=_account_of(bind), delay=delay, status=S.name_of(error) if error else "no answer")  # 0: it timed out
+        status = S.name_of(error) if error else "no answer"  # 0: it timed out
+        if bind is None or bind.may_log(f"mt retry ({status})"):  # (a bind that answers none: every MT sent to it)
+            log.info("mt retry", message_id=message.id, account=account_of(message), msisdn=subscriber_of(message),
+                     attempt=message.attempts, bind_account=_account_of(bind), delay=delay, status=status)  # fmt: skip
         loop = asyncio.get_running_loop()
         self._retry_timers.add(message, loop.call_later(delay, self._retry_now, message, bind), bind)
 

@@ -66,6 +66,10 @@ class Receiver(Protocol):
     def hand_over(self) -> None:
         """Stalled: the MTs queued here that another bind would take go to it (Router.route), in order per subscriber."""
 
+    def may_log(self, kind: str) -> bool:
+        """Whether a line of `kind` about this bind's misbehaviour is to be written (the first few from its peer's host
+        and account), or only counted."""
+
 
 # Subscribers whose bind of their last MO is remembered (~0.18 KB each with the bind's mo_numbers: ~45 MB); beyond it
 # the one noted longest ago is forgotten, and MTs to them go to a bind of their account's numbers, as to a subscriber

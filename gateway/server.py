@@ -73,9 +73,9 @@ def _delivery_status(answer: Pdu) -> int:
 
 
 def log_complaints(complaints: LogBudgets, final: bool = False) -> None:
-    """The `<kind>: more not logged` lines due about refused and ignored PDUs (SmppConnection.may_log) and long MOs never
-    completed (MoProcessor._give_up): at most one per kind, host and account every interval, and all that is left
-    when `final` (the gateway stops)."""
+    """The `<kind>: more not logged` lines due about refused and ignored PDUs and deliver_sm not answered in time
+    (SmppConnection.may_log) and long MOs never completed (MoProcessor._give_up): at most one per kind, host and
+    account every interval, and all that is left when `final` (the gateway stops)."""
     for (host, account), kind, count in complaints.due(final):
         log.warning(f"{kind}: more not logged", peer=host, account=account, count=count)
 
@@ -209,10 +209,10 @@ class SmppConnection(asyncio.Protocol):
         self.flush()
 
     def may_log(self, kind: str, account: str | None = None) -> bool:
-        """Whether a line about a refused PDU of `kind` (its event and status) is to be written: the first few of
-        each kind from this peer's host and account (`account`, else the bound one's) are, the rest are counted
-        (`<kind>: more not logged`, `log_complaints`). Not per connection: a peer in a reconnect loop had a fresh
-        budget each time."""
+        """Whether a line about a refused PDU of `kind` (its event and status), or another misbehaviour of this peer
+        (a deliver_sm it did not answer in time), is to be written: the first few of each kind from this peer's host
+        and account (`account`, else the bound one's) are, the rest are counted (`<kind>: more not logged`,
+        `log_complaints`). Not per connection: a peer in a reconnect loop had a fresh budget each time."""
         return self.gateway.complaints.allow((self.host, account or self.system_id), kind)
 
     def log_refused_submission(self, status: str, reason: str, source: str, dest: str | None, **fields: str) -> None:
@@ -509,8 +509,10 @@ class SmppConnection(asyncio.Protocol):
             self.gateway.router.answered(self)
         message = self.timed_out.pop(pdu.sequence_number, None)
         if message is not None:
-            log.info("deliver_sm answered late", message_id=message.id, account=account_of(message), msisdn=subscriber_of(message),
-                     bind_account=self.system_id, status=S.name_of(pdu.command_status))  # fmt: skip
+            if self.may_log("deliver_sm answered late"):
+                log.info("deliver_sm answered late", message_id=message.id, account=account_of(message),
+                         msisdn=subscriber_of(message), bind_account=self.system_id,
+                         status=S.name_of(pdu.command_status))  # fmt: skip
             self.gateway.delivery.answered_late(message, _delivery_status(pdu), self, self.gateway.connections)
 
     def _pump(self) -> None:
@@ -600,8 +602,9 @@ class SmppConnection(asyncio.Protocol):
             message = self.inflight.pop(request.sequence_number, None)
             if message is not None:
                 self.load -= 1
-                log.warning("deliver_sm timed out", message_id=message.id, account=account_of(message), msisdn=subscriber_of(message),
-                            bind_account=self.system_id)  # fmt: skip
+                if self.may_log("deliver_sm timed out"):  # (a bind that answers none: every MT sent to it, ~10 a second)
+                    log.warning("deliver_sm timed out", message_id=message.id, account=account_of(message),
+                                msisdn=subscriber_of(message), bind_account=self.system_id)  # fmt: skip
                 remember(self.timed_out, request.sequence_number, message, session.window)
                 self.gateway.delivery.retry_later(message, bind=self)
                 timed_out = True

@@ -908,3 +908,40 @@ def test_long_mos_never_completed_are_logged_for_the_first_few_of_an_account_and
     assert {r["message_id"] for r in dropped} < {r["id"] for r in receipts}
     [counted] = logged(gateway, "incomplete long MO dropped: more not logged")
     assert (counted["peer"], counted["account"], counted["count"]) == ("-", "handset", 3)
+
+
+def test_a_bind_that_never_answers_deliver_sm_gets_a_few_lines_of_each_kind_and_then_counts(
+    tmp_path: Path, start_gateway
+) -> None:
+    """'deliver_sm timed out', 'mt retry' and 'deliver_sm answered late' were a line for each MT: a bind answering no
+    deliver_sm wrote ~10 lines a second for as long as it stayed bound. They are counted by the bind's host and
+    account, as refused PDUs are; each MT is still retried, and delivered by its late answer."""
+    db = tmp_path / "gw.db"
+    gateway = start_gateway(db, config_file(tmp_path, response_timeout=1, retry_backoff=[60]))
+    a, b = Handset(gateway.smpp_port, A), Handset(gateway.smpp_port, B)
+    try:
+        a.bind("trx", "handset")
+        b.bind("trx", "handset2")
+        b.answering = False
+        ids = [a.submit(B, f"unanswered {n}", registered_delivery=1).message_id.decode() for n in range(8)]
+        b.expect_many(8)
+
+        def retried() -> int:
+            with contextlib.closing(sqlite3.connect(db)) as conn:
+                marks = ",".join("?" * len(ids))
+                return conn.execute(f"SELECT count(*) FROM messages WHERE attempts = 1 AND id IN ({marks})", ids).fetchone()[0]
+
+        assert eventually(lambda: retried() == 8, 15)  # each timed out, its retry 60 s away
+        b.answer_held()
+        assert {receipt_fields(pdu)["stat"] for pdu in a.expect_many(8, 10, is_receipt)} == {"DELIVRD"}
+    finally:
+        a.close()
+        b.close()
+    assert gateway.terminate() == 0
+    for event, kind in (("deliver_sm timed out", "deliver_sm timed out"), ("mt retry", "mt retry (no answer)"),
+                        ("deliver_sm answered late", "deliver_sm answered late")):  # fmt: skip
+        lines = logged(gateway, event)
+        assert [(r["account"], r["msisdn"], r["bind_account"]) for r in lines] == [("handset", B, "handset2")] * 5, event
+        assert {r["message_id"] for r in lines} < set(ids), event
+        [counted] = logged(gateway, f"{kind}: more not logged")
+        assert (counted["peer"], counted["account"], counted["count"]) == ("127.0.0.1", "handset2", 3), event

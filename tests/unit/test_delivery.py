@@ -61,6 +61,9 @@ class Receiver:
     def thaw(self, message_id: str, replacement: Message | None) -> bool:  # pragma: no cover - never frozen
         return False
 
+    def may_log(self, kind: str) -> bool:
+        return True
+
     async def wait_for(self, count: int) -> None:
         while len(self.offered) < count:
             self.offered_event.clear()
