@@ -34,7 +34,8 @@ class WriteSkipped(Exception):
 
 class Store(Protocol):
     # False from a transaction that failed for no fault of its writes (the database locked by another process, the
-    # disk full or failing, the writer process gone) until one commits: the gateway is not ready meanwhile.
+    # disk full or failing, the writer process gone) until one commits (after a disk full, one with room left on the
+    # filesystem): the gateway is not ready meanwhile.
     can_commit: bool
     # The database's path does not name the file the store opened (deleted, moved away, replaced): it cannot commit
     # (can_commit False) meanwhile; a file deleted or replaced never comes back, a restart is needed.

@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -308,17 +309,39 @@ def _no_write_commits(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and READ_ONLY in str(exc)
 
 
+def _disk_full(exc: BaseException) -> bool:
+    """SQLITE_FULL: the filesystem the database is on had no room for the transaction's pages."""
+    return isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc)
+
+
 def _cannot_commit(exc: BaseException) -> bool:
     """A failure that is no write's fault: the database locked by another process, not writable or gone, the disk
     full or failing, the writer process gone. Until a commit goes through again, none will."""
-    if isinstance(exc, WriterDied) or _no_write_commits(exc):
+    if isinstance(exc, WriterDied) or _no_write_commits(exc) or _disk_full(exc):
         return True
-    return isinstance(exc, sqlite3.OperationalError) and ("disk is full" in str(exc) or "disk I/O error" in str(exc))
+    return isinstance(exc, sqlite3.OperationalError) and "disk I/O error" in str(exc)
 
 
 # While the store cannot commit, a PROBE goes every PROBE_INTERVAL seconds (after its own busy waits), so
 # `can_commit` turns true again when the cause is gone even if nothing else writes meanwhile.
 PROBE_INTERVAL = 1.0
+
+# After the disk was full, a commit counts as the store committing again only once the database's filesystem has this
+# much room (`_has_room`). A transaction that needs few pages, the probe or a small batch, commits on a disk still full:
+# its WAL frames go into space a failed transaction left in the -wal file, and the next batch needing new space fails
+# again (/ready and the log flapped once a second). 4 MiB, a thousand pages, holds a full batch's frames several times
+# over, yet a test filesystem of a few tens of MB recovers once freed.
+ROOM_TO_COMMIT = 4 * 1024 * 1024
+
+
+def _has_room(directory: str) -> bool:
+    """Has the filesystem holding `directory` ROOM_TO_COMMIT bytes this process may use? (Root may use the blocks a
+    filesystem reserves; anyone else only the rest.) A directory that cannot be looked at is no reason to wait."""
+    try:
+        fs = os.statvfs(directory)
+    except OSError:
+        return True
+    return (fs.f_bfree if os.geteuid() == 0 else fs.f_bavail) * fs.f_frsize >= ROOM_TO_COMMIT
 
 
 def _run_callbacks(loop: asyncio.AbstractEventLoop, callbacks: list[tuple[Callback, Any, BaseException | None]]) -> None:
@@ -385,8 +408,11 @@ class SqliteStore:
         self._writer_task: asyncio.Task[None] | None = None
         self._closed = False
         # False from a transaction that failed for no fault of its writes (`_cannot_commit`) until the next
-        # commit: the gateway is not ready (GET /ready) meanwhile.
+        # commit (`_commits_again`): the gateway is not ready (GET /ready) meanwhile.
         self.can_commit = True
+        # Since can_commit turned false, a commit failed as the disk was full: only with room again (`_has_room`)
+        # does a commit make it true.
+        self._disk_was_full = False
         self._probe: asyncio.TimerHandle | None = None
         # The path does not name the file opened (`_check_database`): the store cannot commit meanwhile.
         self.database_gone = False
@@ -755,8 +781,7 @@ class SqliteStore:
                     await self._write_batch([op])
         else:
             if not self.can_commit and not self.database_gone:  # (a batch committed as the file went: it has not)
-                self.can_commit = True
-                log.warning("store commits again", db=self.path)
+                self._commits_again()
             if skipped:
                 self._answer_copies(batch, set(skipped))
             self._settled_keys(batch)
@@ -767,6 +792,20 @@ class SqliteStore:
         if self.can_commit:
             self.can_commit = False
             log.error("store cannot commit", db=self.path, error=repr(exc))
+        self._disk_was_full = self._disk_was_full or _disk_full(exc)
+        self._probe_later()
+
+    def _commits_again(self) -> None:
+        """A transaction committed while the store could not: ready again, unless the disk was full and still is
+        (then the probes go on)."""
+        if self._disk_was_full and not _has_room(os.path.dirname(os.path.abspath(self.path))):
+            self._probe_later()
+            return
+        self.can_commit = True
+        self._disk_was_full = False
+        log.warning("store commits again", db=self.path)
+
+    def _probe_later(self) -> None:
         if self._probe is None and not self._closed:
             assert self._loop is not None
             self._probe = self._loop.call_later(PROBE_INTERVAL, self._send_probe)

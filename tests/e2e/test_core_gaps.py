@@ -706,6 +706,65 @@ def test_a_database_that_cannot_be_written_is_not_ready_until_it_can_be_again(st
     assert len(logged(gw, "SQLite writer process cannot be restarted")) == 1
 
 
+@contextlib.contextmanager
+def small_filesystem(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `path`, unmounted at the end (skips the test where mounting is not permitted)."""
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                             capture_output=True, text=True, check=False)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip(f"needs a small filesystem of its own, and mount is not permitted here: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "--lazy", str(path)], check=True)
+
+
+def fill(filler: Path) -> None:
+    """Write zeros into `filler` until its filesystem has no room left."""
+    with filler.open("wb") as out, contextlib.suppress(OSError):  # ENOSPC
+        while True:
+            out.write(bytes(1 << 20))
+            out.flush()
+
+
+def test_a_full_disk_is_not_ready_until_there_is_room_again(start_gateway, handset, tmp_path: Path) -> None:
+    """A transaction that needs few pages (the store's probe, a small batch) commits on a full disk, into -wal space
+    a failed one left: /ready said 200 "ok" on a disk still full, the next submission got ESME_RSYSERR, and under
+    traffic the log flapped between "store cannot commit" and "store commits again" once a second. Now, once the
+    disk was full, the store commits again only once its filesystem has room."""
+    with small_filesystem(tmp_path / "small", "16m") as small:
+        gw = start_gateway(small / "gw.db")
+        try:
+            a = handset(A, gw=gw)
+            assert eventually(lambda: job_runs(small / "gw.db") > 0)  # the jobs' first writes are done
+            fill(small / "filler")
+            with (small / "filler").open("r+b") as filler:  # a little room: the batches that fill it leave -wal space
+                filler.truncate(filler.seek(0, os.SEEK_END) - 256 * 1024)
+            statuses: set[int] = set()
+            for burst in range(200):
+                sent = a.send_together(*(a.make("submit_sm", f"86137{burst:04d}{n:04d}", "x" * 140) for n in range(20)))
+                statuses |= {a.response(seq, timeout=30).status for seq in sent}
+                if ESME_RSYSERR in statuses:
+                    break
+            assert ESME_RSYSERR in statuses
+            assert readiness(gw)[1]["store"] == "cannot commit"
+            # Probes go every second meanwhile, and commit: still not ready.
+            assert not eventually(lambda: readiness(gw)[0] != 503, timeout=3.0, interval=0.1)
+            (small / "filler").unlink()
+            assert eventually(lambda: readiness(gw)[0] == 200)
+            assert readiness(gw)[1]["store"] == "ok"
+            assert a.submit(B, "room again").status == ESME_ROK
+            a.close()
+            assert gw.terminate() == 0
+        finally:
+            if gw.proc.poll() is None:
+                gw.proc.kill()  # (before the unmount)
+                gw.proc.wait(10)
+    assert len(logged(gw, "store cannot commit")) == 1
+    assert len(logged(gw, "store commits again")) == 1
+
+
 def test_a_database_whose_wal_cannot_be_written_refuses_the_start(start_gateway, tmp_path: Path) -> None:
     """It started ('smsgw ready', /ready 200) and answered every submission ESME_RSYSERR."""
     db = tmp_path / "gw.db"
