@@ -450,6 +450,8 @@ class SqliteStore:
         self._lock.note_companions()  # (its -wal and -shm exist once the writer has opened it)
         self._writer_task = asyncio.create_task(self._run_writer(), name=f"sqlite-writer:{self.path}")
         self._watch = self._loop.call_later(PROBE_INTERVAL, self._look_at_database)
+        if self._writer.cannot_write_at_start is not None:  # locked by another process: not ready until a probe commits
+            self._commits_failing(sqlite3.OperationalError(self._writer.cannot_write_at_start))
 
     async def close(self) -> None:
         """Commit everything issued before this call, then close both connections."""

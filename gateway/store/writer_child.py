@@ -278,10 +278,11 @@ def _run_batch(conn: sqlite3.Connection, number: int, steps: list[Step]) -> tupl
     return True, "", "", len(runs) + 1, skipped  # the runs and the COMMIT
 
 
-def _check_writable(conn: sqlite3.Connection) -> None:
+def _check_writable(conn: sqlite3.Connection) -> str | None:
     """Refuse a connection that cannot write: SQLite opens a file it may not write read-only without a word, and
     every commit would fail. A lock another process holds is not waited for here (the store waits it out at its
-    commits): a probe that finds the database locked says nothing."""
+    commits): the probe's error is returned, and the store starts unable to commit (not ready) until a probe of its
+    own commits. (Said nothing, /ready was 200 until the first batch had waited the lock out twice, 10 s.)"""
     busy_timeout = conn.execute("PRAGMA busy_timeout").fetchone()[0]
     conn.execute("PRAGMA busy_timeout = 0")
     try:
@@ -292,8 +293,10 @@ def _check_writable(conn: sqlite3.Connection) -> None:
         if READ_ONLY in str(exc):
             raise sqlite3.OperationalError(f"{exc} (the database file, its -wal or -shm file, or their directory, "
                                            "cannot be written by this process)") from None  # fmt: skip
+        return str(exc)
     finally:
         conn.execute(f"PRAGMA busy_timeout = {busy_timeout:d}")
+    return None
 
 
 def not_stored(conn: sqlite3.Connection, ids: list[str]) -> list[str]:
@@ -346,7 +349,7 @@ def main(path: str, open_mode: str) -> int:
     try:
         conn = _connect(path, open_mode)
         migrate(conn)
-        _check_writable(conn)
+        cannot_write = _check_writable(conn)
     except (sqlite3.Error, OSError, SchemaVersionError) as exc:
         _send(out, (type(exc).__name__, type(exc).__name__, str(exc)))
         return 1
@@ -354,7 +357,7 @@ def main(path: str, open_mode: str) -> int:
     kill_switch = os.environ.get(KILL_SWITCH)  # tests only (see _kill_if_armed); unset, it costs one test per batch
     if kill_switch is not None:
         _kill_at_start_if_armed(kill_switch)
-    _send(out, ("ready", conn.execute(LAST_COMMITTED).fetchone()[0]))
+    _send(out, ("ready", conn.execute(LAST_COMMITTED).fetchone()[0], cannot_write))
     while (request := _read_frame(inp)) is not None:
         number, steps = request
         reply = _run_batch(conn, number, steps)

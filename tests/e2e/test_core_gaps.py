@@ -673,6 +673,29 @@ def test_ready_is_503_while_the_store_cannot_commit_and_200_again_once_it_can(ma
     assert readiness(gw)[1]["store"] == "ok"
 
 
+def test_a_gateway_started_on_a_database_another_process_keeps_locked_is_not_ready_until_the_lock_ends(
+    start_gateway, handset, tmp_path: Path
+) -> None:
+    """The writer process's start check found the database locked and said nothing: /ready was 200 "ok" and the
+    first submission got ESME_RSYSERR 10 s later (two 5 s waits for the lock)."""
+    db = tmp_path / "gw.db"
+    assert start_gateway(db).terminate() == 0
+    holder = sqlite3.connect(db, isolation_level=None, timeout=10)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # (an operator's sqlite3 shell, a backup tool)
+        gw = start_gateway(db)
+        assert readiness(gw) == (503, {"ready": False, "store": "cannot commit", "binds": 0, "mt_waiting": 0})
+    finally:
+        holder.rollback()
+        holder.close()
+    assert eventually(lambda: readiness(gw)[0] == 200, timeout=15)  # found by the store's own probes
+    a = handset(A, gw=gw)
+    assert a.submit(B, "lock gone").status == ESME_ROK
+    [error] = logged(gw, "store cannot commit")
+    assert "database is locked" in error["error"]
+    assert len(logged(gw, "store commits again")) == 1
+
+
 def test_ready_counts_the_binds_not_the_connections_that_never_bound(make_gateway, handset) -> None:
     """/ready's "binds" is what a load balancer or operator reads as the clients served: a connection that never
     sent a bind (a port probe, a client stuck before its bind) counted as one."""
