@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from functools import partial
 from typing import Any
 
@@ -60,7 +60,7 @@ from .messages import account_of, subscriber_of
 from .notice_order import NoticeOrder
 from .receipts import receipt_for
 from .retry_timers import RetryTimers, Waiting
-from .router import Receiver, Router, carries
+from .router import Receiver, Router, carries, range_prefixes
 from .smpp.constants import CommandStatus, MessageState
 from .store.base import Store
 from .store.records import Direction, Message, MessageStatus
@@ -210,6 +210,7 @@ class Delivery:
         account = receiver.account
         if account.system_id in self._pulls:
             self._pull_again.add(account.system_id)
+            self._reads[account.system_id].arrived(receiver)
             return
         bound = () if account.system_id in self._unread else self.router.receivers_of(account.system_id)
         others = (r for r in bound if r is not receiver)
@@ -218,9 +219,6 @@ class Delivery:
 
     async def _pull(self, account: Account) -> None:
         system_id = account.system_id
-        # What is addressed to the account itself, then each of its number ranges.
-        ranges = [(system_id, "", _ABOVE_ALL), *((None, prefix, _after_prefix(prefix)) for prefix in account.numbers)]
-
         read = self._reads[system_id]
 
         async def room_left(after: tuple[str, int]) -> bool:
@@ -243,8 +241,9 @@ class Delivery:
         try:
             while True:
                 self._pull_again.discard(system_id)
-                read.begin_pass(self.router.receivers_of(system_id))
-                for index, (to_account, low, below) in enumerate(ranges):
+                # Only what the binds this pass is for can take (after a failed read, every bind: BacklogRead's `bound`).
+                newcomers = read.begin_pass(self.router.receivers_of(system_id))
+                for index, to_account, low, below in _backlog_ranges(account, _served_prefixes(newcomers)):
                     if not self.router.receivers_of(system_id):
                         return
                     self._release_passed(read, index, low)
@@ -252,7 +251,7 @@ class Delivery:
                         lambda after, to=to_account, below=below: self.store.waiting_mts(to, after, below, self.PAGE),
                         (low, 0), take, room_left,
                     )  # fmt: skip
-                self._release_passed(read, len(ranges), "")  # the pass is over: every subscriber passed
+                self._release_passed(read, len(account.numbers) + 1, "")  # the pass is over: every subscriber passed
                 if system_id not in self._pull_again:
                     return
         except asyncio.CancelledError:
@@ -803,7 +802,8 @@ class BacklogRead:
     """An account's backlog being read (Delivery._pull): how far the read got, and the new MTs held behind it.
 
     The read goes over the account's ranges (the MTs addressed to the account, then each of its number prefixes),
-    each in (dest_addr, seq) order, and over them all again when a bind appeared meanwhile. When a pass went past a
+    each in (dest_addr, seq) order, and over them again when a bind appeared meanwhile; a pass only over the numbers
+    the binds it is for can serve, when their address_ranges say (_backlog_ranges). When a pass went past a
     subscriber, a bind that was bound as that pass began had their waiting MTs handed out (to it, or to another bind
     that serves them); none is parked again while it stays bound. So an MT to that subscriber for that bind has
     nothing to overtake; for a bind that appeared later, it waits until a pass that began with it bound goes past.
@@ -818,12 +818,23 @@ class BacklogRead:
         self.past = ""  # in that range, every MT to a subscriber below this one was handed out
         # bind -> the first pass that began with it bound; 0: bound through an earlier read of the account, now over
         self._since: dict[Receiver, int] = dict.fromkeys(bound, 0)
+        self._arrivals: list[Receiver] = []  # binds that appeared during the current pass, gone since or not
 
-    def begin_pass(self, binds: Iterable[Receiver]) -> None:
+    def begin_pass(self, binds: Iterable[Receiver]) -> list[Receiver]:
+        """A pass begins with `binds` bound. Returned: the binds it is for, those the passes before could not
+        serve (the bind the read began for, those that appeared during the last pass). One of these that is gone
+        already counts too: the last pass parked MTs it would have taken (`appeared_during_pass`), which another
+        bind, bound all along, may serve."""
         self.passes += 1
         self.range, self.past = 0, ""
         since = self._since
         self._since = {r: since.get(r, self.passes) for r in binds}  # (binds gone since: forgotten)
+        arrivals, self._arrivals = self._arrivals, []
+        return [*(r for r, first in self._since.items() if first == self.passes), *arrivals]
+
+    def arrived(self, receiver: Receiver) -> None:
+        """A bind appeared during the pass (the read goes over the backlog again for it)."""
+        self._arrivals.append(receiver)
 
     def holds(self, message: Message, receiver: Receiver) -> bool:
         """Whether an MT offered to `receiver` waits behind the read: older MTs to its subscriber wait here, or may
@@ -874,6 +885,42 @@ class BacklogRead:
 
 
 _ABOVE_ALL = "\U0010ffff"  # sorts after every address
+
+
+def _served_prefixes(binds: Iterable[Receiver]) -> list[str] | None:
+    """What every number these binds serve starts with (one of these, none starting with another), or None when one
+    serves numbers no prefix bounds (no address_range, a range with no literal start) or there is none."""
+    prefixes: set[str] = set()
+    for bind in binds:
+        own = range_prefixes(bind.address_range)
+        if own is None:
+            return None
+        prefixes.update(own)
+    if not prefixes:
+        return None
+    return [p for p in sorted(prefixes) if not p.startswith(tuple(q for q in prefixes if q != p))]
+
+
+def _backlog_ranges(account: Account, prefixes: list[str] | None) -> Iterator[tuple[int, str | None, str, str]]:
+    """The parts of the account's backlog a pass reads, as (BacklogRead range index, to_account, low, below), by
+    (index, low): what is addressed to the account itself (index 0), then each of its number prefixes. With
+    `prefixes` (_served_prefixes of the binds the pass is for), only the numbers starting with one of them: a bind
+    whose address_range leaves a number out is given none of its MTs (Router._pick), so only those can have become
+    deliverable, and a bind that appears for one number does not read, decode and route the whole backlog."""
+    system_id = account.system_id
+    if prefixes is None:
+        yield 0, system_id, "", _ABOVE_ALL
+        for index, number in enumerate(account.numbers, 1):
+            yield index, None, number, _after_prefix(number)
+        return
+    for prefix in prefixes:
+        yield 0, system_id, prefix, _after_prefix(prefix)
+    for index, number in enumerate(account.numbers, 1):
+        for prefix in prefixes:
+            if prefix.startswith(number):
+                yield index, None, prefix, _after_prefix(prefix)
+            elif number.startswith(prefix):
+                yield index, None, number, _after_prefix(number)
 
 
 def _account_of(bind: Receiver | None) -> str | None:

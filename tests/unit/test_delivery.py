@@ -15,10 +15,11 @@ import structlog.testing
 from gateway.accounts import Accounts
 from gateway.clock import SimulatedClock
 from gateway.config import AccountConfig, GatewaySettings
-from gateway.delivery import Delivery
+from gateway.delivery import Delivery, _backlog_ranges, _served_prefixes
 from gateway.ids import MessageIds
 from gateway.log_budget import LogBudget
-from gateway.router import Router
+from gateway.numbers import NumberPlan
+from gateway.router import Router, compile_address_range
 from gateway.store.records import Direction, Message, MessageStatus
 from gateway.store.sqlite import SqliteStore
 from gateway.store.writer import WriterDied
@@ -423,11 +424,13 @@ class CountedReads(SqliteStore):
 
     def __init__(self, path: str, clock) -> None:
         super().__init__(path, clock=clock)
-        self.page_reads = self.by_sender_reads = 0
+        self.page_reads = self.by_sender_reads = self.rows_read = 0
 
     async def waiting_mts(self, *args):
         self.page_reads += 1
-        return await super().waiting_mts(*args)
+        page = await super().waiting_mts(*args)
+        self.rows_read += len(page)
+        return page
 
     async def enroute_mts_from(self, *args, **kwargs):
         self.by_sender_reads += 1
@@ -633,6 +636,130 @@ async def test_after_a_backlog_read_failed_the_binds_it_was_for_do_not_overtake_
         store.go_on.set()
         await asyncio.gather(*delivery._pulls.values())
         assert [m.id for m in one.offered] == ["m1-0", "new"]
+
+
+def ranged(accounts: Accounts, address_range: str) -> Receiver:
+    """A bind of `handset` that gave this address_range, compiled as the gateway compiles it."""
+    receiver = Receiver(accounts.get("handset"))
+    receiver.address_range = compile_address_range(address_range, NumberPlan())
+    return receiver
+
+
+async def test_a_bind_for_one_number_reads_only_that_numbers_backlog_and_one_without_a_range_all_of_it(
+    tmp_path: Path, router, accounts, clock
+) -> None:
+    """A bind whose address_range serves only ...42 can be handed none of the others' MTs: its read reads (decodes,
+    routes) ...42's alone, not the account's whole backlog (250,000 MTs to others cost 2.95 s of the event loop per
+    such bind). Binds appearing together, one of them without a range, read all of it."""
+    store = CountedReads(str(tmp_path / "counted.db"), clock.now)
+    async with delivery_on(store, router, clock) as delivery:
+        delivery.PAGE = 10
+        others = [mt(f"o{i:02d}", f"86137000001{i % 5:02d}") for i in range(40)]
+        receipts = [mt(f"r{i}", f"86137000001{i:02d}", to_account="handset") for i in range(5)]
+        await admit(store, delivery, *others, *receipts,
+                    mt("x0", "8613700000042"), mt("rx", "8613700000042", to_account="handset"), mt("x1", "8613700000042"))  # fmt: skip
+        one = ranged(accounts, "^8613700000042$")
+        router.bound(one)
+        delivery.receiver_ready(one)
+        await asyncio.gather(*delivery._pulls.values())
+        assert [m.id for m in one.offered] == ["rx", "x0", "x1"]  # what is addressed to the account first, as ever
+        assert store.rows_read == 3
+        two, anyone = ranged(accounts, "13700000100"), Receiver(accounts.get("handset"))
+        for receiver in (two, anyone):
+            router.bound(receiver)
+            delivery.receiver_ready(receiver)
+        await asyncio.gather(*delivery._pulls.values())
+        assert [m.id for m in two.offered] == ["r0", *(f"o{i:02d}" for i in range(0, 40, 5))]
+        assert sorted(m.id for m in anyone.offered) == sorted(
+            m.id for m in others + receipts if m.dest_addr != "8613700000100"
+        )
+        assert store.rows_read == 3 + 48  # the whole backlog (...42's, in hand, too)
+
+
+async def test_a_bind_for_one_number_appearing_during_a_read_for_another_gets_its_older_mts_first(
+    tmp_path: Path, router, accounts, clock
+) -> None:
+    """The read for ...09's bind reads ...09's MTs alone; ...02's bind, appearing meanwhile, has the read go over
+    ...02's for it next (not ...09's again), and a new MT to ...02 waits behind them."""
+    store = PauseBefore(str(tmp_path / "pause.db"), clock.now, held_back="m9-2")
+    async with delivery_on(store, router, clock) as delivery:
+        delivery.PAGE = 2
+        await admit(store, delivery, mt("m2-0", "8613700000002"), mt("m2-1", "8613700000002"),
+                    *(mt(f"m9-{i}", "8613700000009") for i in range(4)))  # fmt: skip
+        nine = ranged(accounts, "^8613700000009$")
+        router.bound(nine)
+        delivery.receiver_ready(nine)
+        await store.reached.wait()  # ...09's second page
+        two = ranged(accounts, "^8613700000002$")
+        router.bound(two)
+        delivery.receiver_ready(two)
+        await admit(store, delivery, mt("new", "8613700000002"))
+        assert two.offered == []
+        store.go_on.set()
+        await asyncio.gather(*delivery._pulls.values())
+        assert [m.id for m in two.offered] == ["m2-0", "m2-1", "new"]
+        assert [m.id for m in nine.offered] == [f"m9-{i}" for i in range(4)]
+
+
+class PausesAt(SqliteStore):
+    """Hands back the page holding each of these MTs, the first time, only when the test says so (`go_on[id]`)."""
+
+    def __init__(self, path: str, clock, *held_back: str) -> None:
+        super().__init__(path, clock=clock)
+        self.reached = {i: asyncio.Event() for i in held_back}
+        self.go_on = {i: asyncio.Event() for i in held_back}
+
+    async def waiting_mts(self, *args):
+        page = await super().waiting_mts(*args)
+        for _, message in page:
+            if message.id in self.reached and not self.reached[message.id].is_set():
+                self.reached[message.id].set()
+                await self.go_on[message.id].wait()
+        return page
+
+
+async def test_mts_parked_for_a_bind_that_left_before_the_next_pass_go_to_the_bind_that_serves_them(
+    tmp_path: Path, router, accounts, clock
+) -> None:
+    """...02's bind appeared during the read and left before its next pass: ...02's MTs, parked for it, are read in
+    that pass (which is for ...09's bind, appeared with it) all the same, and go to the bind without a range."""
+    store = PausesAt(str(tmp_path / "left.db"), clock.now, "m1-0", "m9-0")
+    async with delivery_on(store, router, clock) as delivery:
+        delivery.PAGE = 1
+        await admit(store, delivery, mt("m1-0", "8613700000001"), mt("m2-0", "8613700000002"),
+                    mt("m2-1", "8613700000002"), mt("m9-0", "8613700000009"))  # fmt: skip
+        anyone = Receiver(accounts.get("handset"))
+        router.bound(anyone)
+        delivery.receiver_ready(anyone)
+        await store.reached["m1-0"].wait()
+        two, nine = ranged(accounts, "^8613700000002$"), ranged(accounts, "^8613700000009$")
+        for receiver in (two, nine):
+            router.bound(receiver)
+            delivery.receiver_ready(receiver)
+        store.go_on["m1-0"].set()
+        await store.reached["m9-0"].wait()  # ...02's parked again: they were for `two`, which appeared during the pass
+        router.unbound(two)
+        store.go_on["m9-0"].set()
+        await asyncio.gather(*delivery._pulls.values())
+        assert [m.id for m in anyone.offered] == ["m1-0", "m2-0", "m2-1"]
+        assert [m.id for m in nine.offered] == ["m9-0"] and two.offered == []
+
+
+def test_a_pass_for_ranged_binds_reads_where_their_prefixes_meet_the_account_s_numbers(accounts) -> None:
+    """The parts of the backlog a pass reads, as (BacklogRead range, to_account, low, below): each number once."""
+    binds = [ranged(accounts, r"^8613700000042$"), ranged(accounts, r"^86137\d+"), ranged(accounts, "^8615")]
+    assert _served_prefixes(binds) == ["86137", "8615"]  # ...42 is among 86137's
+    assert _served_prefixes([*binds, Receiver(accounts.get("handset"))]) is None
+    account = Accounts((AccountConfig("handset", "pw", "handset", numbers=("86137", "86150")),)).get("handset")
+    assert list(_backlog_ranges(account, None)) == [
+        (0, "handset", "", "\U0010ffff"), (1, None, "86137", "86138"), (2, None, "86150", "86151")]  # fmt: skip
+    assert list(_backlog_ranges(account, ["861"])) == [
+        (0, "handset", "861", "862"), (1, None, "86137", "86138"), (2, None, "86150", "86151")]  # fmt: skip
+    assert list(_backlog_ranges(account, ["8613700000042", "8615"])) == [
+        (0, "handset", "8613700000042", "8613700000043"), (0, "handset", "8615", "8616"),
+        (1, None, "8613700000042", "8613700000043"), (2, None, "86150", "86151")]  # fmt: skip
+    assert list(_backlog_ranges(account, ["86139"])) == [(0, "handset", "86139", "8613:")]
+
 
 # --------------------------------------------------------- cancel_sm / replace_sm
 async def test_cancel_ends_an_mt_as_deleted_wherever_it_waits(store, delivery, router, accounts) -> None:

@@ -133,3 +133,34 @@ def test_a_stalled_bind_gets_mts_only_when_no_other_serves_them_until_it_answers
     assert not ranged.stalled
     router.bound(ranged)
     assert router.route(MT) is ranged
+
+
+def test_an_address_range_knows_what_every_number_it_serves_starts_with() -> None:
+    """A bind's backlog read reads only the numbers its range can serve (Delivery._pull): the prefix must hold for
+    every number the range matches, and be None where no literal start bounds them."""
+    from gateway.router import compile_address_range, range_prefixes
+
+    plan = NumberPlan()
+    for written, prefixes in (
+        ("^8613899999998$", ("8613899999998",)),
+        ("+86 138 9999 9998", ("8613899999998", "868613899999998")),  # one number: as written with 86 before it too
+        ("13899999998", ("8613899999998", "868613899999998")),
+        (r"^86138\d{8}$", ("86138",)),
+        ("^861380?1", ("86138",)),  # a digit a quantifier follows may be absent
+        ("^86138*", ("8613",)),
+        ("^86{2}", ("8",)),
+        ("^8613+", ("861",)),
+        ("^86[13]8", ("86",)),
+        (r"^86138\Z", ("86138",)),
+        ("^86137|^86138", None),  # an alternation, anywhere
+        ("^(86137|86138)", None),
+        ("86138", ("8686138", "86138")),  # plain digits: one number
+        (r"86138\d{8}", None),  # unanchored
+        (r"^\d+", None),
+        ("(?s)^86138", None),
+        ("^86138(?=1)", ("^86138(?=1)",)),  # lookaround: no RE2 pattern, so that one literal text
+    ):
+        found = range_prefixes(compile_address_range(written, plan))
+        assert (found if found is None else set(found)) == (prefixes if prefixes is None else set(prefixes)), written
+    assert range_prefixes(compile_address_range("", plan)) is None
+    assert range_prefixes(None) is None
