@@ -354,19 +354,20 @@ def range_prefixes(address_range: AddressRange | None) -> tuple[str, ...] | None
 
 
 def _literal_start(pattern: str) -> tuple[str, ...] | None:
-    """The digits every match of a regular expression starts with, as written after its `^` (`^86138\\d{8}$`: 86138),
-    or None when they bound nothing: unanchored, an alternation (anywhere: read no further), no digit first. A digit a
-    quantifier follows (`^8613?8`) may be absent, so the prefix ends before it, as at any other metacharacter."""
+    """The digits every match of a regular expression starts with, as written after its `^` (`^86138\\d{8}$`: 8613),
+    or None when they bound nothing: unanchored, an alternation (anywhere: read no further), no digit first. Each digit
+    of the run but its last is followed by a digit, so it must be there; the last must only where the run ends the
+    pattern (or a `$` does): whatever follows may make it optional or repeat it (`^8613?`, and `^8613(?i)?` or
+    `^8613\\Q\\E?`, whose quantifier follows something that matches nothing, so applies to the 3)."""
     if not pattern.startswith("^") or "|" in pattern:
         return None
-    digits = []
-    for index, char in enumerate(pattern[1:], 1):
-        if char not in "0123456789":
-            break
-        if pattern[index + 1 : index + 2] in ("?", "*", "+", "{"):
-            break
-        digits.append(char)
-    return ("".join(digits),) if digits else None
+    digits = _LEADING_DIGITS.match(pattern, 1).group()  # type: ignore[union-attr]  (it matches the empty string)
+    if pattern[1 + len(digits) :] not in ("", "$"):
+        digits = digits[:-1]
+    return (digits,) if digits else None
+
+
+_LEADING_DIGITS = re.compile("[0-9]*")
 
 
 def _compile(pattern: str, prefixes: tuple[str, ...] | None) -> AddressRange:
