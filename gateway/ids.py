@@ -43,9 +43,14 @@ class ShortIds:
         return f"{self._last:08x}"
 
 
-def short_id_after(short_id: str) -> str:
-    """The alias `ShortIds` gives after this one."""
-    return f"{int(short_id, 16) % _LAST_SHORT_ID + 1:08x}"
+def short_ids_after(short_id: str) -> list[tuple[str, str]]:
+    """The aliases `ShortIds` gives in the half of their round after this one, as ranges (above, up to) of their
+    text, the later first: after ffffffff comes 00000001."""
+    last = int(short_id, 16)
+    end = (last - 1 + 2**31) % _LAST_SHORT_ID + 1
+    if end > last:
+        return [(short_id, f"{end:08x}")]
+    return [("00000000", f"{end:08x}"), (short_id, f"{_LAST_SHORT_ID:08x}")]
 
 
 def is_short_id(message_id: str) -> bool:

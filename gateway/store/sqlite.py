@@ -50,7 +50,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, Union
 
-from ..ids import is_short_id, short_id_after
+from ..ids import is_short_id, short_ids_after
 from ..logs import get_logger
 from ..smpp.constants import EsmClass
 from .base import WriteSkipped
@@ -210,7 +210,7 @@ _REPLACE = (
 )
 # A submission (its destinations `<id>/<n>` too, as `submitted_as` reads them) given an SMPP 3.3 alias after it was
 # stored: not over one a copy gave it meanwhile.
-_SHORT_ID_HELD = "SELECT 1 FROM messages INDEXED BY messages_short_id WHERE short_id = ? LIMIT 1"
+_LAST_SHORT_ID_BETWEEN = "SELECT max(short_id) FROM messages INDEXED BY messages_short_id WHERE short_id > ? AND short_id <= ?"
 _GIVE_SHORT_ID = "UPDATE messages SET short_id = ? WHERE (id = ? OR (id > ? AND id < ?)) AND short_id IS NULL"
 _RELEASE_SCHEDULED = (
     f"UPDATE messages SET status = '{MessageStatus.ENROUTE.value}' WHERE id = ? AND status = '{MessageStatus.SCHEDULED.value}'"
@@ -948,12 +948,14 @@ class SqliteStore:
                                 " ORDER BY seq DESC LIMIT 1", ())  # fmt: skip
         if not rows:
             return None
-        last = rows[0][0]
         # An alias given after it to an older row (a copy on a bind of SMPP 3.3 of a submission first sent on 3.4,
-        # give_short_id) is not on the newest row: those held right after it are skipped, not given out again.
-        while await self._read(_SHORT_ID_HELD, (short_id_after(last),)):
-            last = short_id_after(last)
-        return last
+        # give_short_id) is not on the newest row, and aliases taken but never held (a copy's, a failed commit's)
+        # leave gaps: the last one given is the one held furthest on in the half of their round after it.
+        for above, up_to in short_ids_after(rows[0][0]):
+            [(furthest,)] = await self._read(_LAST_SHORT_ID_BETWEEN, (above, up_to))
+            if furthest is not None:
+                return furthest
+        return rows[0][0]
 
     def short_id_of(self, message_id: str) -> str | None:
         row = self._reader.execute("SELECT short_id FROM messages WHERE id = ?", (message_id,)).fetchone()  # type: ignore[union-attr]

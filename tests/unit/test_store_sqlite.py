@@ -130,6 +130,16 @@ async def test_an_smpp_3_3_short_id_names_the_newest_submission_given_it_and_the
     assert [ids.next(), ids.next()] == ["ffffffff", "00000001"]
 
 
+async def test_the_short_ids_go_on_from_one_a_copy_gave_to_an_older_row_beyond_a_gap_and_the_wrap(
+    store: SqliteStore,
+) -> None:
+    """A 3.3 copy of a submission first sent on 3.4 gives that older row an alias after the newest row's, and an
+    alias a copy took is never held: the next start skipped only those held right after the newest row's."""
+    await store.accept(mt("1a24a2e9016000000001", short_id="00000002"))  # older row, its alias given last (wrapped)
+    await store.accept(mt("1a24a2e9016000000002", short_id="fffffffe"))  # newest row; ffffffff, 00000001 never held
+    assert await store.last_short_id() == "00000002"
+
+
 # --- dedup --------------------------------------------------------------------------
 
 
