@@ -11,6 +11,7 @@ suite (ours, or a QA team's) can use a real gateway in three lines:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import math
 import socket
@@ -479,6 +480,16 @@ class Gateway:
             log.warning(event, reason="the store cannot commit")
 
 
+async def _end_calls() -> None:
+    """Cancel what still runs on the loop once the gateway has stopped (as asyncio.run does at its end), and wait for
+    it to end: a call() of another thread then raises at once; it waited out its timeout, then said it had cancelled
+    a coroutine left pending in a closed loop ("Task was destroyed but it is pending!")."""
+    left = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in left:
+        task.cancel()
+    await asyncio.gather(*left, return_exceptions=True)
+
+
 class GatewayController:
     """A real gateway on its own event loop in a background thread, for a test suite (README "Use it inside your
     own tests"); a context manager (start() ... stop()).
@@ -576,8 +587,9 @@ class GatewayController:
         """Run a coroutine on the gateway's loop, from another thread, and return its result (or raise its error).
 
         One not done within `timeout` seconds is cancelled (what it committed by then stays) and TimeoutError names
-        it. RuntimeError when the gateway is not running, and on the gateway's own loop (a coroutine it runs
-        awaits the other instead); the coroutine is closed then, never run."""
+        it; one still running when stop() has stopped the gateway is cancelled then, RuntimeError. RuntimeError when
+        the gateway is not running, and on the gateway's own loop (a coroutine it runs awaits the other instead);
+        the coroutine is closed then, never run."""
         try:
             loop = self._loop_to_call()
         except RuntimeError:
@@ -586,6 +598,8 @@ class GatewayController:
         future = asyncio.run_coroutine_threadsafe(coro, loop)
         try:
             return future.result(timeout)
+        except concurrent.futures.CancelledError:  # (stop() ends what is still running: _end_calls)
+            raise RuntimeError(f"the gateway stopped before {coro.__qualname__}() finished: cancelled") from None
         except TimeoutError:
             # Cancelled, not left running: a Services call that "timed out" still committed and sent its SMS, and
             # a test that tried it again sent them twice.
@@ -614,6 +628,7 @@ class GatewayController:
             return True
         settings = self._config.gateway  # (its drain, then the unbinds' answers; the rest takes seconds at most)
         committed = self.call(self.gateway.stop(), timeout=settings.drain_timeout + settings.response_timeout + 60)
+        self.call(_end_calls(), timeout=60)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
         self._thread = None

@@ -108,6 +108,31 @@ def test_a_call_that_times_out_is_cancelled_and_named(gateway: GatewayController
     assert gateway.call(asyncio.sleep(0, "after"), timeout=5) == "after"  # (the loop serves on)
 
 
+def test_a_call_still_running_when_the_gateway_stops_ends_with_it(make_gateway) -> None:
+    """Its caller waited out the whole timeout after the stop, then was told the coroutine had been cancelled while it
+    was left pending in a closed loop ("Task was destroyed but it is pending!")."""
+    gw = make_gateway()
+    started, outcome = threading.Event(), []
+
+    async def slow_service() -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    def caller() -> None:
+        try:
+            gw.call(slow_service(), timeout=60)
+        except RuntimeError as exc:
+            outcome.append(str(exc))
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    assert started.wait(5)
+    assert gw.stop() is True
+    thread.join(5)
+    [said] = outcome
+    assert said.startswith("the gateway stopped before ") and said.endswith("slow_service() finished: cancelled")
+
+
 def test_stop_says_whether_every_final_status_was_committed(make_gateway, handset, tmp_path: Path) -> None:
     """It returned None either way: a test could not tell that a delivered MT goes out again at the next start (as
     `smsgw serve` tells by its exit status 1)."""
