@@ -484,10 +484,25 @@ async def _end_calls() -> None:
     """Cancel what still runs on the loop once the gateway has stopped (as asyncio.run does at its end), and wait for
     it to end: a call() of another thread then raises at once; it waited out its timeout, then said it had cancelled
     a coroutine left pending in a closed loop ("Task was destroyed but it is pending!")."""
-    left = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-    for task in left:
-        task.cancel()
-    await asyncio.gather(*left, return_exceptions=True)
+    while left := [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]:
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)  # (one may have begun another as it ended)
+
+
+def _result(future: concurrent.futures.Future[Any], coro: Coroutine[Any, Any, Any], timeout: float) -> Any:
+    """GatewayController.call's: the coroutine's result, once the loop has run it."""
+    try:
+        return future.result(timeout)
+    except concurrent.futures.CancelledError:  # (stop() ends what is still running: _end_calls)
+        raise RuntimeError(f"the gateway stopped before {coro.__qualname__}() finished: cancelled") from None
+    except TimeoutError:
+        # Cancelled, not left running: a Services call that "timed out" still committed and sent its SMS, and
+        # a test that tried it again sent them twice.
+        if not future.cancel():  # (it finished meanwhile)
+            return future.result()
+        raise TimeoutError(f"{coro.__qualname__}() did not finish within {timeout} s on the gateway's loop: "
+                           "cancelled") from None  # fmt: skip
 
 
 class GatewayController:
@@ -514,6 +529,9 @@ class GatewayController:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._tuned_gc = False
+        # Held by stop() throughout, and by call() to hand its coroutine to the loop: no call is begun while the
+        # gateway stops, so every one begun before is one stop() ends (a call begun meanwhile waited its timeout).
+        self._stopping = threading.Lock()
 
     @property
     def smpp_port(self) -> int:
@@ -587,35 +605,29 @@ class GatewayController:
         """Run a coroutine on the gateway's loop, from another thread, and return its result (or raise its error).
 
         One not done within `timeout` seconds is cancelled (what it committed by then stays) and TimeoutError names
-        it; one still running when stop() has stopped the gateway is cancelled then, RuntimeError. RuntimeError when
-        the gateway is not running, and on the gateway's own loop (a coroutine it runs awaits the other instead);
-        the coroutine is closed then, never run."""
+        it; one still running once stop() has stopped the gateway is cancelled then, RuntimeError. RuntimeError when
+        the gateway is not running (one called while stop() runs waits for it: not running then), and on the
+        gateway's own loop (a coroutine it runs awaits the other instead); the coroutine is closed then, never run."""
         try:
-            loop = self._loop_to_call()
+            self._not_on_its_loop()  # (before the lock: stop() holding it waits for that loop)
+            with self._stopping:
+                future = asyncio.run_coroutine_threadsafe(coro, self._loop_to_call())
         except RuntimeError:
             coro.close()  # (it never runs: no "never awaited" warning on top of the error)
             raise
-        future = asyncio.run_coroutine_threadsafe(coro, loop)
-        try:
-            return future.result(timeout)
-        except concurrent.futures.CancelledError:  # (stop() ends what is still running: _end_calls)
-            raise RuntimeError(f"the gateway stopped before {coro.__qualname__}() finished: cancelled") from None
-        except TimeoutError:
-            # Cancelled, not left running: a Services call that "timed out" still committed and sent its SMS, and
-            # a test that tried it again sent them twice.
-            if not future.cancel():  # (it finished meanwhile)
-                return future.result()
-            raise TimeoutError(f"{coro.__qualname__}() did not finish within {timeout} s on the gateway's loop: "
-                               "cancelled") from None  # fmt: skip
+        return _result(future, coro, timeout)
+
+    def _not_on_its_loop(self) -> None:
+        """From a coroutine or callback on the gateway's loop, call() blocked the loop it waited for until its
+        timeout."""
+        thread = self._thread
+        if thread is not None and threading.get_ident() == thread.ident:
+            raise RuntimeError("GatewayController.call() or stop() on the gateway's own event loop would block it: "
+                               "await the coroutine instead")  # fmt: skip
 
     def _loop_to_call(self) -> asyncio.AbstractEventLoop:
-        """The gateway's loop, for a thread other than its own: from a coroutine or callback on it, call() blocked
-        the loop it waited for until its timeout."""
         self._running()
-        assert self._loop is not None and self._thread is not None
-        if threading.get_ident() == self._thread.ident:
-            raise RuntimeError("GatewayController.call() on the gateway's own event loop would block it: "
-                               "await the coroutine instead")  # fmt: skip
+        assert self._loop is not None
         return self._loop
 
     def stop(self) -> bool:
@@ -624,18 +636,23 @@ class GatewayController:
         False if it stopped with final statuses not committed (its error line names the MTs: they go out again at
         the next start on this database), as `smsgw serve` exits 1 then; True otherwise. (A `with` block drops it:
         call stop() yourself to check it.)"""
-        if self._loop is None or self.gateway is None or self._thread is None or self._loop.is_closed():
-            return True
-        settings = self._config.gateway  # (its drain, then the unbinds' answers; the rest takes seconds at most)
-        committed = self.call(self.gateway.stop(), timeout=settings.drain_timeout + settings.response_timeout + 60)
-        self.call(_end_calls(), timeout=60)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._thread = None
-        if self._tuned_gc:
-            self._tuned_gc = False
-            restore_defaults()
-        return committed
+        self._not_on_its_loop()
+        with self._stopping:
+            if self._loop is None or self.gateway is None or self._thread is None or self._loop.is_closed():
+                return True
+            loop, stopping = self._loop, self.gateway.stop()
+            settings = self._config.gateway  # (its drain, then the unbinds' answers; the rest takes seconds at most)
+            timeout = settings.drain_timeout + settings.response_timeout + 60
+            committed = _result(asyncio.run_coroutine_threadsafe(stopping, loop), stopping, timeout)
+            ending = _end_calls()
+            _result(asyncio.run_coroutine_threadsafe(ending, loop), ending, 60)
+            loop.call_soon_threadsafe(loop.stop)
+            self._thread.join(10)
+            self._thread = None
+            if self._tuned_gc:
+                self._tuned_gc = False
+                restore_defaults()
+            return committed
 
     def __enter__(self) -> GatewayController:
         return self.start()

@@ -8,6 +8,7 @@ import inspect
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,34 @@ def test_a_call_still_running_when_the_gateway_stops_ends_with_it(make_gateway) 
     thread.join(5)
     [said] = outcome
     assert said.startswith("the gateway stopped before ") and said.endswith("slow_service() finished: cancelled")
+
+
+def test_calls_made_while_the_gateway_stops_end_at_once(make_gateway) -> None:
+    """A call() handed to the loop after stop() had cancelled what was left there waited out its whole timeout, then
+    said TimeoutError (or 'Event loop is closed', its coroutine never awaited)."""
+    gw = make_gateway()
+    outcomes: list[str] = []
+    stopping = threading.Event()
+
+    def caller() -> None:
+        while True:
+            began = time.monotonic()
+            try:
+                gw.call(asyncio.sleep(0), timeout=30)
+            except RuntimeError as exc:
+                outcomes.append(f"{exc} after {time.monotonic() - began:.0f} s")
+                return
+            if stopping.is_set():
+                outcomes.append("ok")
+
+    callers = [threading.Thread(target=caller) for _ in range(4)]
+    for thread in callers:
+        thread.start()
+    stopping.set()
+    assert gw.stop() is True
+    for thread in callers:
+        thread.join(10)
+    assert {o for o in outcomes if o != "ok"} == {"this GatewayController's gateway is not running: start() it first after 0 s"}
 
 
 def test_stop_says_whether_every_final_status_was_committed(make_gateway, handset, tmp_path: Path) -> None:
