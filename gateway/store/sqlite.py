@@ -208,9 +208,10 @@ _REPLACE = (
     "UPDATE messages SET short_message = ?, registered_delivery = ?, expires_at = ?, next_attempt_at = ?, status = ?"
     " WHERE id = ?"
 )
+# The furthest on of the SMPP 3.3 aliases held in a range of them (last_short_id).
+_LAST_SHORT_ID_BETWEEN = "SELECT max(short_id) FROM messages INDEXED BY messages_short_id WHERE short_id > ? AND short_id <= ?"
 # A submission (its destinations `<id>/<n>` too, as `submitted_as` reads them) given an SMPP 3.3 alias after it was
 # stored: not over one a copy gave it meanwhile.
-_LAST_SHORT_ID_BETWEEN = "SELECT max(short_id) FROM messages INDEXED BY messages_short_id WHERE short_id > ? AND short_id <= ?"
 _GIVE_SHORT_ID = "UPDATE messages SET short_id = ? WHERE (id = ? OR (id > ? AND id < ?)) AND short_id IS NULL"
 _RELEASE_SCHEDULED = (
     f"UPDATE messages SET status = '{MessageStatus.ENROUTE.value}' WHERE id = ? AND status = '{MessageStatus.SCHEDULED.value}'"
