@@ -23,6 +23,7 @@ from smpplib import consts
 from gateway.clock import SimulatedClock
 from gateway.store.records import Subscription
 from handlers.base import Outcome
+from tests.e2e.test_spam_report import SMSGW_RBLOCKEDBYRECIPIENT, SPAM, phone, report
 from tests.polling import eventually
 from tests.smpp_handset import (
     ESME_RCANCELFAIL,
@@ -659,6 +660,33 @@ def test_a_resent_submit_sm_is_not_charged_to_the_throughput_again(make_gateway,
     assert a.submit(B, "one too many").status == ESME_RTHROTTLED
     again = a.request(pdu)
     assert (again.status, again.message_id) == (ESME_ROK, first.message_id)
+
+
+def test_a_resent_submit_sm_is_answered_its_id_though_its_recipient_reported_the_sender_since(gateway, handset) -> None:
+    """A block begun since the original (A reported B as a spammer) refused its resend, which was answered no id
+    for a message A had; B's new submissions, one with its own user_message_reference too, are refused."""
+    a, b = phone(handset, A), handset(B)
+    pdu = b.make("submit_sm", A, "offer", user_message_reference=4711)
+    first = b.request(pdu)
+    assert first.status == ESME_ROK
+    report(a, "13700000001*" + SPAM, gateway)
+    assert b.submit(A, "another offer", user_message_reference=4712).status == SMSGW_RBLOCKEDBYRECIPIENT
+    again = b.request(pdu)
+    assert (again.status, again.message_id) == (ESME_ROK, first.message_id)
+
+
+def test_a_new_submit_sm_with_its_own_user_message_reference_is_refused_on_a_full_queue_and_throttled(
+    make_gateway, handset
+) -> None:
+    """Only a copy of a submission accepted before skips its subscriber's queue and the throughput: a new one that
+    carries a user_message_reference (most of an SP's do) is refused as one without it is."""
+    gw = make_gateway(gateway={"max_queued_per_subscriber": 1}, accounts=[{"system_id": "handset", "throughput": 1}])
+    a = handset(A, gw=gw)
+    # 6 segments: a full bucket lets it through and owes 5 s (accounts.TokenBucket), ample for what follows
+    first = a.request(a.make("submit_sm", B, b"", message_payload=b"x" * 800, user_message_reference=1))
+    assert first.status == ESME_ROK
+    assert a.submit(B, "news", user_message_reference=2).status == ESME_RMSGQFUL  # (B is off line)
+    assert a.submit(B2, "news", user_message_reference=3).status == ESME_RTHROTTLED
 
 
 def _none_refused(esme: RawLink, pdu: bytes) -> bool:
