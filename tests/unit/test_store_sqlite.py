@@ -140,6 +140,31 @@ async def test_the_short_ids_go_on_from_one_a_copy_gave_to_an_older_row_beyond_a
     assert await store.last_short_id() == "00000002"
 
 
+async def test_the_short_ids_go_on_from_the_round_begun_again_not_from_the_end_of_the_one_before(
+    store: SqliteStore,
+) -> None:
+    """The round came round again after the newest row's alias: older rows hold both ffffffff and 00000002 (copies
+    gave them later). The last given is 00000002: going on from ffffffff (read first) gave 00000002 out again."""
+    await store.accept(mt("1a24a2e9016000000001", short_id="ffffffff"))
+    await store.accept(mt("1a24a2e9016000000002", short_id="00000002"))
+    await store.accept(mt("1a24a2e9016000000003", short_id="fffffffd"))  # newest row
+    assert await store.last_short_id() == "00000002"
+
+
+async def test_a_second_alias_given_to_a_submission_leaves_it_the_first(store: SqliteStore) -> None:
+    """Two copies on binds of SMPP 3.3 (each found it had no alias) give it one each: the first committed stays,
+    the alias its ESME was answered, and the second copy is answered that one (read after its write commits)."""
+    submission = "1a24a2e9016000000001"
+    await store.accept(mt(submission))
+    loop = asyncio.get_running_loop()
+    written = [loop.create_future(), loop.create_future()]
+    store.give_short_id(submission, "00000005", lambda _, error: written[0].set_result(error))
+    store.give_short_id(submission, "00000006", lambda _, error: written[1].set_result(error))
+    assert await asyncio.gather(*written) == [None, None]
+    assert store.short_id_of(submission) == "00000005"
+    assert (await store.get("00000005")).id == submission and await store.get("00000006") is None
+
+
 # --- dedup --------------------------------------------------------------------------
 
 
