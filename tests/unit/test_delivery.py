@@ -684,6 +684,29 @@ async def test_a_bind_for_one_number_reads_only_that_numbers_backlog_and_one_wit
         assert store.rows_read == 3 + 48  # the whole backlog (...42's, in hand, too)
 
 
+async def test_a_bind_for_one_number_appearing_beside_one_without_a_range_reads_only_that_numbers_backlog(
+    tmp_path: Path, router, accounts, clock
+) -> None:
+    """The bind without a range was bound through a read that ended: the new bind's read is for it alone, and reads
+    ...42's MTs, not the account's whole backlog (here the 40 queued on the other bind) as a read for both would."""
+    store = CountedReads(str(tmp_path / "counted.db"), clock.now)
+    async with delivery_on(store, router, clock) as delivery:
+        delivery.PAGE = 10
+        anyone = Receiver(accounts.get("handset"))
+        router.bound(anyone)
+        delivery.receiver_ready(anyone)
+        await asyncio.gather(*delivery._pulls.values())
+        await admit(store, delivery, *(mt(f"o{i:02d}", f"86137000001{i % 5:02d}") for i in range(40)),
+                    mt("x0", "8613700000042"))  # fmt: skip
+        store.rows_read = 0
+        one = ranged(accounts, "^8613700000042$")
+        router.bound(one)
+        delivery.receiver_ready(one)
+        await asyncio.gather(*delivery._pulls.values())
+        assert store.rows_read == 1  # x0's (in hand: queued on `anyone` as it was admitted)
+        assert len(anyone.offered) == 41 and one.offered == []
+
+
 class PausesAt(SqliteStore):
     """Hands back the page holding each of these MTs, the first time, only when the test says so (`go_on[id]`)."""
 
