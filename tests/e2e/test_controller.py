@@ -4,6 +4,7 @@ that fails, a second start and nested configs leave behind."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import socket
@@ -91,6 +92,17 @@ def test_call_from_the_gateways_own_loop_says_to_await_instead(gateway: GatewayC
     assert inspect.getcoroutinestate(inner) == "CORO_CLOSED"
 
 
+def test_stop_from_the_gateways_own_loop_is_refused_at_once_and_the_gateway_serves_on(gateway: GatewayController) -> None:
+    """As call(): a stop() there would wait on the loop it blocks, for its drain and answers (a minute and more)."""
+
+    async def stopping() -> None:
+        gateway.stop()
+
+    with pytest.raises(RuntimeError, match="own event loop would block it"):
+        gateway.call(stopping(), timeout=5)
+    assert gateway.call(asyncio.sleep(0, "after"), timeout=5) == "after"
+
+
 def test_a_call_that_times_out_is_cancelled_and_named(gateway: GatewayController) -> None:
     """It raised TimeoutError('') and the coroutine ran on to its end: a Services call that timed out still committed
     and sent, and a test that tried it again sent twice."""
@@ -132,6 +144,38 @@ def test_a_call_still_running_when_the_gateway_stops_ends_with_it(make_gateway) 
     thread.join(5)
     [said] = outcome
     assert said.startswith("the gateway stopped before ") and said.endswith("slow_service() finished: cancelled")
+
+
+def test_a_task_a_call_starts_as_the_stop_cancels_it_is_cancelled_too(make_gateway) -> None:
+    """A coroutine cancelled at the stop may begin another task as it ends (in a `finally`): that task is cancelled
+    too, not left pending in the closed loop ("Task was destroyed but it is pending!"), its own cleanup never run."""
+    gw = make_gateway()
+    started, cleaned_up = threading.Event(), threading.Event()
+
+    async def cleanup() -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cleaned_up.set()
+            raise
+
+    async def slow_service() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        finally:
+            asyncio.ensure_future(cleanup())  # not awaited: begun as it ends
+
+    def caller() -> None:
+        with contextlib.suppress(RuntimeError):  # (the gateway stopped before slow_service() finished)
+            gw.call(slow_service(), timeout=60)
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    assert started.wait(5)
+    assert gw.stop() is True
+    thread.join(5)
+    assert cleaned_up.is_set()
 
 
 def test_calls_made_while_the_gateway_stops_end_at_once(make_gateway) -> None:
