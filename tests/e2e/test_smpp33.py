@@ -224,6 +224,30 @@ def test_a_submit_multi_first_sent_on_smpp_3_4_sent_again_on_3_3_is_given_a_shor
     assert (query.status, query.message_state) == (ESME_ROK, MessageState.ENROUTE)
 
 
+def test_a_submit_sm_on_3_3_copying_one_destination_of_a_submit_multi_sent_on_3_4_gives_every_destination_its_alias(
+    gateway, handset, link33
+):
+    """A submit_multi's destinations share one short id: the copy of B2's (same user_message_reference) is answered
+    one, query_sm by it answers, and the receipts of both B2 and B (not copied) name it."""
+    tlv = struct.pack(">HHH", 0x0204, 2, 4244)  # user_message_reference: recognised on any bind
+    multi = submit_multi(7, A, [B, B2], b"to both", registered_delivery=1)
+    multi = struct.pack(">I", len(multi) + len(tlv)) + multi[4:] + tlv
+    with RawLink(gateway.smpp_port) as esme:
+        esme.bind("handset", command="bind_transmitter")
+        esme.send(multi)
+        assert answer(esme, 7)[0] == ESME_ROK
+    a33 = link33("handset")
+    copy = a33.submit(B2, b"to both", registered_delivery=1, user_message_reference=4244)
+    assert copy.status == ESME_ROK
+    given = short_id(copy.message_id)
+    query = a33.request("query_sm", message_id=given, source_addr=A)
+    assert (query.status, query.message_state) == (ESME_ROK, MessageState.ENROUTE)
+    b = handset(B)  # (both B and B2: account handset2)
+    assert sorted(p.destination_addr.decode() for p in b.expect_many(2)) == [B, B2]
+    assert [receipt_fields(a33.deliver_sm())["id"] for _ in range(2)] == [given, given]
+    b.expect_none(0.3)  # (B2's once)
+
+
 def test_an_alias_given_to_an_older_submission_is_not_given_again_after_a_restart(make_gateway, handset, tmp_path):
     """The aliases went on from the newest row holding one: the alias a 3.3 copy gave later to an older submission
     (first sent on 3.4) was handed out again after a restart, and then named the newer submission; skipping those
