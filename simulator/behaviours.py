@@ -52,7 +52,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.config import Config
+from gateway.config import DEFAULT_RATING_WORDS, Config
 from gateway.smpp.constants import CommandStatus
 from gateway.smpp.pdu import Pdu
 
@@ -108,15 +108,24 @@ LONG_CHAT = (
     "周末的安排：上午九点在公司楼下集合，先去超市买东西，然后开车去郊外的农家乐吃午饭，下午爬山，"
     "晚上回城一起看电影。记得带上身份证和充电宝，天气预报说下午可能有小雨，别忘了带伞。"
 )
-SURVEY_WORDS = {1: "非常满意", 2: "满意", 3: "一般", 4: "不满意", 5: "非常不满意"}
 REASONS = ("排队太久", "营业员态度不好", "问题没有解决", "回复太慢")
 NONSENSE = ("什么调查", "不知道", "你好", "好的谢谢")
 
 
 # ---------------------------------------------------------------- the target
+def _survey_words(rating_words: dict[str, int]) -> dict[int, str]:
+    """The word a subscriber rates each score with: the first the target's [services] rating_words has for it (a
+    score it has none for is rated in digits). The words of another config, the built-in Chinese ones in an English
+    target's survey, would be re-prompted."""
+    words: dict[int, str] = {}
+    for word, score in rating_words.items():
+        words.setdefault(score, word)
+    return words
+
+
 @dataclass(frozen=True)
 class Rules:
-    """The numbers behaviours check against, from the target's config (its [services] table)."""
+    """The numbers behaviours check against and the words they send, from the target's config (its [services] table)."""
 
     confirmation_validity: float = 86400.0
     confirm_words: tuple[str, ...] = ("是", "Y", "YES", "1")
@@ -126,6 +135,7 @@ class Rules:
     spam_reports_per_day: int = 20
     short_codes: frozenset[str] = frozenset()
     notified_sps: dict[str, str] = field(default_factory=dict)  # service id -> SP account notified
+    survey_words: dict[int, str] = field(default_factory=lambda: _survey_words(DEFAULT_RATING_WORDS))  # score -> word
 
     @classmethod
     def from_config(cls, config: Config) -> Rules:
@@ -136,7 +146,7 @@ class Rules:
             confirmation_validity=s.confirmation_validity, confirm_words=s.confirm_words, decline_words=s.decline_words,
             query_keyword=s.query_keyword, spam_block_threshold=s.spam_block_threshold, spam_reports_per_day=s.spam_reports_per_day,
             short_codes=frozenset(codes),
-            notified_sps={e.id: e.sp for e in config.catalogue},
+            notified_sps={e.id: e.sp for e in config.catalogue}, survey_words=_survey_words(s.rating_words),
         )  # fmt: skip
 
 
@@ -466,7 +476,7 @@ async def answer_survey(phone: Phone, env: Env, survey: ShortMessage, fields: di
     step), "invalid" (nonsense -> re-prompt -> a rating, or nonsense again -> "invalid"), "late" (after the
     validity the survey states -> "late"). A valid answer too close to the end of the validity to tell waits
     it out and must get "late" instead."""
-    plan, rng = env.plan, env.rng
+    plan, rng, rules = env.plan, env.rng, env.rules
     code = plan.rating
     validity = _survey_validity(fields, plan)
     deadline = survey.received_at + validity
@@ -489,7 +499,7 @@ async def answer_survey(phone: Phone, env: Env, survey: ShortMessage, fields: di
         elif form < 0.8:
             text = chr(ord("０") + score)
         else:
-            text = SURVEY_WORDS[score]
+            text = rules.survey_words.get(score, str(score))
         await run.send(code, text, label=label)
         if with_reason:
             await run.reply(f"{label}->thanks", code, "rating.thanks_reason")

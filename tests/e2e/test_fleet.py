@@ -7,16 +7,20 @@ import dataclasses
 import json
 import gc
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from gateway.config import DEFAULT_CONFIG
 from gateway.gctune import GEN0_THRESHOLD, GEN1_THRESHOLD, GEN2_THRESHOLD
+from gateway.smpp.text import decode
 from gateway.store.records import Block, Subscription
+from simulator.behaviours import REASONS
 from simulator.fleet import Fleet, FleetError
 from simulator.metrics import Recorder
 from simulator.testing import FleetController, gateway_config, make_scenario, run_fleet_async, smsgw_fleet  # noqa: F401
@@ -224,6 +228,31 @@ def test_a_help_text_naming_another_keyword_than_the_configured_one_fails(smsgw_
     # The same texts with the keyword the config names pass.
     assert smsgw_fleet(help_scenario(), config=gateway_config(config, services={"query_keyword": "9999"}),
                        expect=gateway_config(services={"query_keyword": "9999"})).exit_code() == 0  # fmt: skip
+
+
+def test_surveys_are_answered_with_the_rating_words_of_the_targets_config(tmp_path: Path) -> None:
+    """An English target with rating words of its own, none for 2 and 4: the fleet rated with the built-in Chinese
+    words (不满意), which the target rightly re-prompted, and a fifth of its valid answers failed 'expected
+    rating.thanks'. Each score's word is now the first the target's config has for it, digits where it has none."""
+    words = {"EXCELLENT": 1, "TOP": 1, "MEH": 3, "AWFUL": 5}
+    config = {"services": {"language": "en", "survey_sample_rate": 1.0, "rating_words": words}}
+    scenario = make_scenario(fleet={"count": 40, "binds": 1, "sp_receivers": []}, behaviours=HELP_ONLY,
+                             reactions={"survey": {"valid": 1, "invalid": 0, "late": 0, "ignore": 0}},
+                             load={"duration": 0, "count": 150, "concurrency": 8})  # fmt: skip
+    with FleetController(config=config, db_path=tmp_path / "gw.db") as controller:
+        run = controller.run(scenario)
+    run.assert_ok()
+    dialogues = run.summary["dialogues"]
+    assert dialogues["started"] == dialogues["completed"] + dialogues["failed"] and dialogues["reactions"] > 100, dialogues
+    # A rating is a word a fifth of the time (a digit or a full-width digit otherwise, a reason after a 4-5): 150
+    # surveys rate with the target's words, never with a second word for a score nor one of another config.
+    with closing(sqlite3.connect(tmp_path / "gw.db")) as db:
+        mo = db.execute("SELECT short_message, data_coding FROM messages WHERE direction = 'mo' AND dest_addr = ?",
+                        (controller.config.services.rating,)).fetchall()  # fmt: skip
+    sent = {decode(text, coding) for text, coding in mo}
+    reasons = {*REASONS, *(f"{score} {reason}" for score in (4, 5) for reason in REASONS)}
+    assert {"EXCELLENT", "MEH", "AWFUL"} & sent, sent
+    assert sent - reasons <= {"EXCELLENT", "MEH", "AWFUL", *"12345", *"１２３４５"}, sent
 
 
 def test_a_failed_sp_notice_check_is_a_fault_within_the_run(smsgw_fleet, tmp_path: Path) -> None:
