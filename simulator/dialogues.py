@@ -90,7 +90,7 @@ class Plan:
     spam_report: str = "10086999"
     rating: str = "10086700"
     country_code: str = "86"
-    confirm_word: str = "Y"
+    confirm_word: str = "Y"  # what order_confirm confirms with, as a subscriber would (a word the target takes)
     help_word: str = "帮助"
     help_words: tuple[str, ...] = ("0", "HELP", "帮助", "?", "？")  # every word the target takes for help
     query_keyword: str = "0000"
@@ -117,7 +117,8 @@ class Plan:
         return cls(
             texts=texts, services=services, operator=settings.operator, spam_report=settings.spam_report,
             rating=settings.rating, country_code=config.gateway.country_code,
-            help_word=_help_word(settings.help_words, language), help_words=settings.help_words,
+            confirm_word=_preferred(settings.confirm_words, "Y"),
+            help_word=_preferred(settings.help_words, "帮助" if language == "zh" else "HELP"), help_words=settings.help_words,
             query_keyword=settings.query_keyword,
             confirmation_validity=period(texts.render, settings.confirmation_validity),
             survey_validity=period(texts.render, settings.survey_validity), survey_seconds=settings.survey_validity,
@@ -304,7 +305,8 @@ def _listing(run: _Run, text: str) -> list[dict[str, str]]:
 
 async def order_confirm(handset: Handset, plan: Plan, keyword: str = "TT", *, timeout: float = 5.0) -> DialogueResult:
     """Order by keyword: the confirmation from the operator names the service, fee, phone, reply code Y1 and
-    validity; confirming with `Y` brings the success notice. The handset must not hold the service yet."""
+    validity; confirming with `Y` (or the first confirm word of a target that takes no Y) brings the success notice.
+    The handset must not hold the service yet."""
     service = plan.by_keyword(keyword)
 
     async def body(run: _Run) -> str:
@@ -356,10 +358,10 @@ async def rating(handset: Handset, plan: Plan, score: str = "1", *, timeout: flo
 KINDS = ("query", "order", "spam", "rating")
 
 
-def _help_word(words: tuple[str, ...], language: str) -> str:
-    """The help word a subscriber of this language would send, if the target knows it (else its first)."""
-    preferred = "帮助" if language == "zh" else "HELP"
-    return preferred if preferred in words else words[0]
+def _preferred(words: tuple[str, ...], word: str) -> str:
+    """The word a subscriber would send (帮助 or HELP for help, by language; Y to confirm), if the target's config
+    takes it, else the first word it takes: a word of the built-in config may mean "anything else" to another."""
+    return word if word in words else words[0]
 
 
 def _yuan(fee: float) -> str:

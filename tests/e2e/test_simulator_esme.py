@@ -106,6 +106,22 @@ async def test_one_dialogue_of_each_kind(make_gateway) -> None:
     await esme.unbind()
 
 
+async def test_an_order_is_confirmed_with_a_confirm_word_the_target_takes(make_gateway) -> None:
+    """A target whose confirm words are OK and YES: order_confirm answered with the built-in Y, which that target
+    takes for "anything else" and so declines the order, and the dialogue failed 'expected
+    confirmation.ordered_this_month ...'. The plan's confirm word is the target's (Y where it takes Y)."""
+    gw = make_gateway(services={"confirm_words": ["OK", "YES"]})
+    plan = Plan.from_config(gw.gateway.config)
+    board = Switchboard()
+    esme = await Esme.connect("127.0.0.1", gw.smpp_port, on_message=board)
+    await esme.bind("trx", "handset", "handset", address_range=A)
+    result = await order_confirm(board.add(Handset(A, esme)), plan, "TT")
+    assert result.ok, f"{result.step}: {result.error}"
+    assert [name for name, _ in result.steps] == ["TT->confirmation", "OK->ordered"]
+    assert Plan.from_config().confirm_word == "Y"  # the built-in config's
+    await esme.unbind()
+
+
 async def test_a_wrong_reply_fails_the_dialogue_with_its_transcript(gateway) -> None:
     plan = Plan.from_config(gateway.gateway.config)
     board = Switchboard()
