@@ -255,6 +255,7 @@ class Gateway:
                     raise OSError(f"cannot listen on the {name} port")
         self._tick_task = asyncio.get_running_loop().create_task(self._tick())
         self.ready = True
+        self.store.log_schema()
         log.info("reply texts", **{language: str(path) for language, path in self.reply_texts.items()})
         if blocked:
             log.warning("numbers already over the spam block threshold (changed since their reports) blocked "

@@ -245,16 +245,21 @@ def check_ours(conn: sqlite3.Connection) -> int:
 
 
 def migrate(conn: sqlite3.Connection) -> int:
-    """Apply the missing migration steps; return the resulting version.
+    """Apply the missing migration steps; return the resulting version."""
+    return upgrade(conn)[1]
+
+
+def upgrade(conn: sqlite3.Connection) -> tuple[int, int]:
+    """Apply the missing migration steps; return the file's version before (0: a new file) and after.
 
     Each step runs in its own explicit BEGIN IMMEDIATE ... COMMIT, which works
     whatever the connection's isolation_level.
     """
-    version = check_ours(conn)
+    found = version = check_ours(conn)
     while version < SCHEMA_VERSION:
         _apply_step(conn, version)
         version = _user_version(conn)
-    return version
+    return found, version
 
 
 def _apply_step(conn: sqlite3.Connection, version: int) -> None:

@@ -454,6 +454,17 @@ class SqliteStore:
         if self._writer.cannot_write_at_start is not None:  # locked by another process: not ready until a probe commits
             self._commits_failing(sqlite3.OperationalError(self._writer.cannot_write_at_start))
 
+    def log_schema(self) -> None:
+        """A new database, or one whose schema its opening moved forward (one way: an older release refuses it from
+        now on), is said once (by the gateway once it is ready: a refused start writes its one line alone); else
+        nothing in the log told when an upgrade happened, or that a mistyped --db made an empty database."""
+        found, version, seconds = self._writer.schema
+        if found == 0:
+            log.info("database created", database=self.path, schema_version=version)
+        elif found < version:
+            log.info("database schema upgraded", database=self.path, from_version=found, to_version=version,
+                     seconds=round(seconds, 3))  # fmt: skip
+
     async def close(self) -> None:
         """Commit everything issued before this call, then close both connections."""
         if self._closed:

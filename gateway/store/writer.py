@@ -28,8 +28,9 @@ was delivered all the same (the client's resend making a second copy), and a
 delivered MT's final status was written again and again, its receipt held back.
 
 The child answers a ("ready", last batch committed, why it cannot write now
-or None) frame once its connection is open and migrated (the database locked
-by another process: `cannot_write_at_start`), or an error frame and exits. It ignores SIGINT, SIGTERM
+or None, (schema version found, version now, seconds the migration took)) frame
+once its connection is open and migrated (the database locked by another process:
+`cannot_write_at_start`; the versions: `schema`), or an error frame and exits. It ignores SIGINT, SIGTERM
 and SIGHUP (a Ctrl-C, or the closing of the terminal, reaches the whole process
 group, and the gateway must still drain through it) and exits when its stdin
 closes: after the parent's close(), or when the parent dies. A transaction it had not committed by then was never
@@ -89,6 +90,8 @@ class WriterProcess:
         self._watch: asyncio.Task[None] | None = None  # the child's exit, told to on_exit
         # The child's probe at its start failed (the database locked by another process): its error, else None.
         self.cannot_write_at_start: str | None = None
+        # The schema version the child found the file at (0: a new file), the version now and the seconds taken.
+        self.schema: tuple[int, int, float] = (0, 0, 0.0)
 
     async def start(self, create: bool = True) -> None:
         """Start the child; return once it has opened and migrated the database (else raise its error). `create`: it
@@ -112,6 +115,7 @@ class WriterProcess:
         # given out twice: the last one committed is this batch's only if this batch committed.
         self._next_batch = max(self._next_batch, reply[1] + 1)
         self.cannot_write_at_start = reply[2]
+        self.schema = reply[3]
 
     async def commit(self, steps: list[Step]) -> tuple[int, list[str]]:
         """Run the steps in one transaction and commit, or raise the sqlite3 error.

@@ -14,11 +14,12 @@ import sqlite3
 import struct
 import sys
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
-from .migrations import SchemaVersionError, check_ours, migrate
+from .migrations import SchemaVersionError, check_ours, upgrade
 
 FRAME_LENGTH = struct.Struct(">I")
 # One row of one statement: (sql, parameters, tokens). The tokens name the
@@ -348,7 +349,9 @@ def main(path: str, open_mode: str) -> int:
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print must not corrupt the protocol
     try:
         conn = _connect(path, open_mode)
-        migrate(conn)
+        began = time.monotonic()
+        found, version = upgrade(conn)
+        schema = (found, version, time.monotonic() - began)
         cannot_write = _check_writable(conn)
     except (sqlite3.Error, OSError, SchemaVersionError) as exc:
         _send(out, (type(exc).__name__, type(exc).__name__, str(exc)))
@@ -357,7 +360,7 @@ def main(path: str, open_mode: str) -> int:
     kill_switch = os.environ.get(KILL_SWITCH)  # tests only (see _kill_if_armed); unset, it costs one test per batch
     if kill_switch is not None:
         _kill_at_start_if_armed(kill_switch)
-    _send(out, ("ready", conn.execute(LAST_COMMITTED).fetchone()[0], cannot_write))
+    _send(out, ("ready", conn.execute(LAST_COMMITTED).fetchone()[0], cannot_write, schema))
     while (request := _read_frame(inp)) is not None:
         number, steps = request
         reply = _run_batch(conn, number, steps)

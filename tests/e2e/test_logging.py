@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import DEFAULT_CONFIG
+from gateway.store.migrations import SCHEMA_VERSION
 from tests.e2e.test_amend import submit_multi
 from tests.gateway_process import GatewayProcess, children_of, config_file, free_port
 from tests.polling import eventually
@@ -57,6 +58,7 @@ from tests.smpp_handset import (
     receipt_fields,
     replace_sm,
 )
+from tests.unit.test_store_migrations import build_old_database
 
 A = "8613800000001"  # account handset
 B = "8613700000001"  # account handset2
@@ -945,3 +947,19 @@ def test_a_bind_that_never_answers_deliver_sm_gets_a_few_lines_of_each_kind_and_
         assert {r["message_id"] for r in lines} < set(ids), event
         [counted] = logged(gateway, f"{kind}: more not logged")
         assert (counted["peer"], counted["account"], counted["count"]) == ("127.0.0.1", "handset2", 3), event
+
+
+def test_a_new_database_and_a_schema_upgrade_are_each_logged_once(tmp_path: Path, start_gateway) -> None:
+    """Nothing in the log said when a start moved a database's schema forward (one way: an older release refuses it
+    from then on), nor that a mistyped --db had made a new, empty database."""
+    old, new = tmp_path / "old.db", tmp_path / "new.db"
+    build_old_database(old, 5)
+    for db, expected in ((old, ("database schema upgraded", 5)), (new, ("database created", 0))):
+        gateway = start_gateway(db)
+        assert gateway.terminate() == 0
+        [line] = [r for r in map(json.loads, gateway.log) if r["event"].startswith("database ")]
+        assert (line["event"], line.get("from_version", 0), line["database"]) == (*expected, str(db))
+        assert line.get("to_version", line.get("schema_version")) == SCHEMA_VERSION
+        again = start_gateway(db)  # at the version now: neither
+        assert again.terminate() == 0
+        assert not [r for r in map(json.loads, again.log) if r["event"].startswith("database ")]
