@@ -226,7 +226,7 @@ class Phone(Handset):
         self.fleet = fleet  # .notice_kind(message) and .unasked(phone, message)
         self.state = IDLE
         self.expecting: Expectation | None = None
-        self.reactions: deque[Callable[[], Awaitable[DialogueResult]]] = deque()
+        self.reactions: deque[tuple[str, Callable[[], Awaitable[DialogueResult]]]] = deque()  # (kind, reaction)
         self.pending_orders: dict[str, Waiting] = {}
         self.reports_today = 0
         self.reported: set[str] = set()  # numbers it reported (or is reporting)

@@ -361,7 +361,9 @@ def verdicts(summary: dict[str, Any], *, max_failures: int = 0, min_rate: float 
     if failed + faults > max_failures:
         found = [f"{failed} dialogues failed"] if failed or not faults else []
         found += [f"{faults} faults found outside dialogues"] if faults else []
-        misses.append(f"{' and '.join(found)} (tolerated: {max_failures})")
+        internal = (summary.get("internal_errors") or {}).get("count", 0)
+        ours = f"; {internal} of them the simulator's own internal errors, not the target's" if internal else ""
+        misses.append(f"{' and '.join(found)} (tolerated: {max_failures}){ours}")
     fleet = summary.get("fleet") or {}
     cut = (fleet.get("stats") or {}).get("cancelled_at_drain", 0)
     if cut and not fleet.get("interrupted"):  # (an interrupted run is not judged: INTERRUPTED, no verdict)
@@ -415,6 +417,7 @@ def describe(summary: dict[str, Any]) -> str:
         f" {d['completed']} ok, {d['failed']} failed{reactions}; {steady}",
         *([f"faults found outside dialogues: {summary['faults']} (not in the dialogues or their rates; FAILED below)"]
           if summary.get("faults") else []),
+        *_describe_internal(summary.get("internal_errors") or {}),
         (f"over the whole load (ramp-up included): {t['ended_per_s_whole_load']} dialogues/s ended (ok or failed),"
          f" {t['mo_per_s']} MO/s accepted"),
         f"latency ms (MO -> reply, every step): p50 {_shown(lat['p50'])}  p90 {_shown(lat['p90'])}  p99 {_shown(lat['p99'])}"
@@ -454,6 +457,15 @@ def describe(summary: dict[str, Any]) -> str:
             text = entry["text"].replace("\n", " / ")
             lines.append(f"       {entry['t']:8.3f}s {entry['dir']} {entry['peer']}: {text[:200]}")
     return "\n".join(lines)
+
+
+def _describe_internal(internal: dict[str, Any]) -> list[str]:
+    """The simulator's own errors among the failures: the simulator broke there, the target is not to blame."""
+    if not internal.get("count"):
+        return []
+    head = (f"INTERNAL ERRORS of the simulator itself: {internal['count']} of the failures below (a bug of the simulator, "
+            "not the target's doing; tracebacks on stderr)")  # fmt: skip
+    return [head, *(f"  {message}" for message in internal.get("first", []))]
 
 
 def _shown(value: float | None) -> str:

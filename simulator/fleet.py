@@ -18,19 +18,27 @@ Results go to a `Recorder` (simulator/metrics.py): every dialogue and
 reaction, every text that arrived unasked, refused spam. `summary()` is the
 recorder's summary plus a "fleet" entry (binds, subscribers, retired ones,
 dialogues not started, spammers, SP notices).
+
+An exception the simulator's own code raises in a dialogue or a reaction
+(`_guarded`) fails that dialogue at the step INTERNAL_ERROR, with the
+exception and the transcript so far, and retires its subscriber as any
+failure does; its traceback is logged once per place it was raised.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import random
 import re
 import ssl
 import time
+import traceback
 from bisect import bisect
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from functools import partial
 from itertools import accumulate
 from typing import Any
 
@@ -49,14 +57,17 @@ from .esme import (
     SharedParts,
     ShortMessage,
 )
+from .handset import Handset
 from .headroom import Headroom
-from .metrics import Recorder
+from .metrics import INTERNAL_ERROR, Recorder
 from .numbering import address_range, blocks, first_outside
 from .pool import Pool
 from .scenario import Load, Scenario
 from .texts import UNPROMPTED
 
 __all__ = ["Fleet", "FleetError", "FleetValueError"]
+
+log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0  # seconds for a TCP connection (and TLS handshake) to the target
 SP_NOTICE = re.compile(r"event=(\w+) service=(\S+)(?:.* msisdn=\+?(\d+))?")
@@ -137,6 +148,7 @@ class Fleet:
         # text, time.monotonic()), judged at the end (settle) when the fleet knows whether it answered the target late
         self._delivery_faults: list[tuple[str, str, str, str, float]] = []
         self.unasked_samples: list[str] = []
+        self._errors_logged: set[tuple[str, int]] = set()  # (file, line) of the internal errors whose traceback was logged
         self.stop_reason = ""
         self._stopping = False
         self.interrupted = False
@@ -540,9 +552,14 @@ class Fleet:
 
     def _dialogue_done(self, task: asyncio.Task) -> None:
         self._in_flight -= 1
+        self._task_done(task)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        """A dialogue's or reaction's task ended. An exception that escaped it came from the fleet's own bookkeeping
+        after the dialogue (its behaviour is _guarded): a fault, so the run fails all the same."""
         self.tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            self.stats["internal_errors"] += 1
+            self.check_failed("internal", "", INTERNAL_ERROR, self._internal_error(task.exception()))
 
     def _unusable(self) -> bool:
         """Every subscriber retired, or no dialogue could start for a long while: the run cannot go on."""
@@ -569,15 +586,42 @@ class Fleet:
                 return dialogue
         return None
 
-    def _taking(self, phone: Phone | None, make: Callable[[Phone], Awaitable[DialogueResult]]) -> Callable[[], Awaitable[DialogueResult]] | None:
+    def _taking(self, phone: Phone | None, kind: str,
+                make: Callable[[Phone], Awaitable[DialogueResult]]) -> Callable[[], Awaitable[DialogueResult]] | None:  # fmt: skip
         if phone is None:
             return None
         phone.state = BUSY
 
         async def dialogue() -> DialogueResult:
-            return await self._conclude(phone, await make(phone))
+            return await self._conclude(phone, await self._guarded(kind, phone, lambda: make(phone)))
 
         return dialogue
+
+    async def _guarded(self, kind: str, handset: Handset, behaviour: Callable[[], Awaitable[DialogueResult]]) -> DialogueResult:
+        """The behaviour's result; when the simulator's own code raised in it (a bug of the simulator, not the
+        target's doing), a failed dialogue of its kind at the step INTERNAL_ERROR, naming the exception, with the
+        transcript so far: recorded and judged as any failure, and its subscriber retired (what it holds is unknown)."""
+        before = handset.transcript
+        try:
+            return await behaviour()
+        except Exception as exc:  # noqa: BLE001 - whatever the simulator raised (not CancelledError: the drain's)
+            # A dialogue begins a transcript of its own: one that has not begun yet left the last one's, not shown.
+            transcript = handset.transcript if handset.transcript is not before else []
+            now = time.monotonic()
+            return DialogueResult(kind, handset.msisdn, False, "failed", started_at=now, ended_at=now, step=INTERNAL_ERROR,
+                                  error=self._internal_error(exc), transcript=transcript)  # fmt: skip
+
+    def _internal_error(self, exc: BaseException) -> str:
+        """What a failure says of an exception of the simulator's own code; its traceback is logged the first time
+        that place raises (one line of the code may fail thousands of dialogues)."""
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        where = f"{'/'.join(frame.filename.split('/')[-2:])}:{frame.lineno} in {frame.name}"
+        if (frame.filename, frame.lineno) not in self._errors_logged:
+            self._errors_logged.add((frame.filename, frame.lineno))
+            log.error("the simulator's own code raised at %s (further ones there are counted, not logged)", where,
+                      exc_info=exc)  # fmt: skip
+        name = type(exc).__name__
+        return (f"{name}: {exc}" if str(exc) else name) + f" at {where}: the simulator's own error, not the target's"
 
     def _pick_query(self) -> Any:
         rng = self.rng
@@ -586,14 +630,14 @@ class Fleet:
             phone = self.idle.take(rng, lambda p: bool(p.subscriptions))
         if phone is None:
             phone = self.idle.take(rng)
-        return self._taking(phone, lambda p: b.query(p, self.env))
+        return self._taking(phone, "query", lambda p: b.query(p, self.env))
 
     def _pick_order(self) -> Any:
         services, now = self.env.order_services, time.monotonic()
         phone = self.idle.take(self.rng, lambda p: p.can_order(services, now))
         o = self.scenario.behaviours.order
         variant = _weighted(self.rng, (("confirm", o.confirm), ("decline", o.decline), ("ignore", o.ignore)))
-        return self._taking(phone, lambda p: b.order(p, self.env, variant))
+        return self._taking(phone, "order", lambda p: b.order(p, self.env, variant))
 
     def _pick_spam(self) -> Any:
         limit = self.rules.spam_reports_per_day
@@ -603,7 +647,7 @@ class Fleet:
         first, count = self._reported_numbers
         reported = str(first + self.rng.randrange(count))
         text = self.rng.choice(b.SPAM_TEXTS)
-        return self._taking(phone, lambda p: b.spam_report(p, self.env, variant, reported, text))
+        return self._taking(phone, "spam", lambda p: b.spam_report(p, self.env, variant, reported, text))
 
     def _pick_chatter(self) -> Any:
         phones, rng = self.phones, self.rng
@@ -613,12 +657,12 @@ class Fleet:
         for _ in range(8):
             peer = phones[int(rng.random() * len(phones))]
             if peer is not phone and peer.state != RETIRED:
-                return self._taking(phone, lambda p, peer=peer: b.chatter(p, self.env, peer))
+                return self._taking(phone, "chatter", lambda p, peer=peer: b.chatter(p, self.env, peer))
         self.idle.add(phone)
         return None
 
     def _pick_help(self) -> Any:
-        return self._taking(self.idle.take(self.rng), lambda p: b.help_text(p, self.env))
+        return self._taking(self.idle.take(self.rng), "help", lambda p: b.help_text(p, self.env))
 
     def _pick_spammer(self) -> Any:
         threshold = self.rules.spam_block_threshold
@@ -643,7 +687,7 @@ class Fleet:
         spammer.state = BUSY
 
         async def dialogue() -> DialogueResult:
-            result = await b.spammer_round(spammer, self.env, victims)
+            result = await self._guarded("spammer", spammer, lambda: b.spammer_round(spammer, self.env, victims))
             self.recorder.record(result)
             if result.ok:
                 spammer.state = IDLE
@@ -690,18 +734,19 @@ class Fleet:
         """Run the phone's next queued reaction (the phone is taken out of the idle pool)."""
         self.idle.remove(phone)
         phone.state = BUSY
-        make = phone.reactions.popleft()
+        kind, make = phone.reactions.popleft()
 
         async def reaction() -> None:
             self.recorder.dialogue_started(reaction=True)
-            await self._conclude(phone, await make(), reaction=True)
+            await self._conclude(phone, await self._guarded(kind, phone, make), reaction=True)
 
         task = asyncio.get_running_loop().create_task(reaction())
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self._task_done)
 
-    def _queue(self, phone: Phone, make: Callable[[], Awaitable[DialogueResult]]) -> None:
-        phone.reactions.append(make)
+    def _queue(self, phone: Phone, kind: str, make: Callable[[], Awaitable[DialogueResult]]) -> None:
+        """A reaction of `kind` (the kind of dialogue it is) queued on the phone; run at once when it is idle."""
+        phone.reactions.append((kind, make))
         if phone.state == IDLE:
             self._react(phone)
 
@@ -902,7 +947,7 @@ class Fleet:
         if variant == "ignore":
             self.stats["survey_ignored"] += 1
             return
-        self._queue(phone, lambda: b.answer_survey(phone, self.env, message, fields, variant))
+        self._queue(phone, "rating", lambda: b.answer_survey(phone, self.env, message, fields, variant))
 
     def _react_spam(self, phone: Phone, message: ShortMessage) -> None:
         sender = message.source
@@ -917,7 +962,7 @@ class Fleet:
         spammer = self.spammer_by_number.get(sender)
         if spammer is not None:
             spammer.report_sent(phone.msisdn)  # from now on its texts to this victim may be refused
-        self._queue(phone, lambda: b.spam_report(phone, self.env, variant, sender, message.text, spammer=spammer))
+        self._queue(phone, "spam", lambda: b.spam_report(phone, self.env, variant, sender, message.text, spammer=spammer))
 
     def _mo_accepted(self) -> None:
         self.recorder.mo_accepted()  # the recorder of the phase running now (load() may swap it)
@@ -1042,7 +1087,7 @@ class Fleet:
             if not victims:
                 return
             self.recorder.dialogue_started()
-            self.recorder.record(await b.spammer_round(spammer, self.env, victims))
+            self.recorder.record(await self._guarded("spammer", spammer, partial(b.spammer_round, spammer, self.env, victims)))
         self.stats["spammer_final_checks"] += len(due)
 
     def _notices_short(self) -> bool:

@@ -24,7 +24,10 @@ not the load's: they come on top of the rate offered, so the steady state's
 figures leave them out. A fault found outside any dialogue (a receipt never
 requested, a text delivered twice or in part, SP notices that do not match)
 is no dialogue at all (`fault`): a failure, with its transcript, counted
-apart from the dialogues and their rates.
+apart from the dialogues and their rates. A failure at the step
+INTERNAL_ERROR is the simulator's own code that raised, not the target's
+doing: counted as such too (`internal_errors`), so that a report tells "the
+SMSC misbehaved" from "the simulator broke".
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ from .dialogues import DialogueResult
 LOWEST_US, HIGHEST_US, DIGITS = 1, 120_000_000, 3  # 1 µs .. 120 s
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 MAX_FAILURES_KEPT = 200  # with transcripts; beyond that only counted
+# The step of a dialogue (or fault) that failed because the simulator's own code raised (simulator/fleet.py
+# Fleet._guarded): a bug of the simulator, reported apart from the target's failures.
+INTERNAL_ERROR = "internal error"
+INTERNAL_ERRORS_KEPT = 5  # distinct messages kept (the first ones); beyond that only counted
 OPEN_SECONDS = 3  # seconds behind the newest that may still receive results (a dialogue ends after its reply)
 # A live display's timer firing this much before a whole second of the run is at it: asyncio's timers fire up to a
 # millisecond early, and the display's starts before the load resets `Recorder.started`.
@@ -142,6 +149,8 @@ class Recorder:
         self.failures: list[Failure] = []
         self.failed = 0
         self.faults = 0  # failed checks outside any dialogue: failures, yet no dialogue started or ended
+        self.internal_errors = 0  # of the failures (dialogues' and faults'), those of the simulator's own code
+        self.internal_messages: list[str] = []  # the first INTERNAL_ERRORS_KEPT distinct ones
         self.started_count = 0
         self.reactions = 0  # of the dialogues started, those reacting to what arrived unasked
         self.completed = 0
@@ -204,8 +213,14 @@ class Recorder:
         self._keep(result)
 
     def _keep(self, result: DialogueResult) -> None:
-        """A failure by its step, and the first MAX_FAILURES_KEPT with their transcripts."""
+        """A failure by its step, and the first MAX_FAILURES_KEPT with their transcripts; the simulator's own errors
+        counted apart too, with their first few messages (the target's failures may crowd them out of `failures`)."""
         self.failures_by_step[(result.kind, result.step)] += 1
+        if result.step == INTERNAL_ERROR:
+            self.internal_errors += 1
+            message = f"{result.kind}: {result.error}"
+            if len(self.internal_messages) < INTERNAL_ERRORS_KEPT and message not in self.internal_messages:
+                self.internal_messages.append(message)
         if len(self.failures) < MAX_FAILURES_KEPT:
             self.failures.append(
                 Failure(result.kind, result.msisdn, result.step, result.error, result.ended_at - self.started,
@@ -275,6 +290,8 @@ class Recorder:
           `latency_ms_by_kind`
         - `faults`: checks outside any dialogue that failed (a receipt never requested, a text delivered twice...),
           no dialogues: in none of the above
+        - `internal_errors`: {count, first}: of the failed dialogues and faults, those failed because the
+          simulator's own code raised (step INTERNAL_ERROR), and the first few distinct messages ("kind: error")
         - `outcomes`: {kind: {outcome: count}} of the dialogues; `failures_by_step`: {kind: {step: count}}, the
           faults' too
         - `failures`: dialogues' and faults' together, up to 200, each {kind, msisdn, step, error, at, transcript: [{t, dir, peer, text}]}
@@ -315,6 +332,7 @@ class Recorder:
             "dialogues": {"started": self.started_count, "completed": self.completed, "failed": self.failed,
                           "reactions": self.reactions},
             "faults": self.faults,
+            "internal_errors": {"count": self.internal_errors, "first": list(self.internal_messages)},
             "throughput": {
                 "ok_per_s": round(self.steady_ok / steady_s, 2) if steady_s > 0 else None,
                 "started_per_s": round(self.steady_started / steady_s, 2) if steady_s > 0 else None,

@@ -550,6 +550,17 @@ def _failures_section(report: Mapping[str, Any], limit: int) -> str:
     return f'<p class="muted">{intro}.</p>' + "".join(items)
 
 
+def _internal_errors_section(report: Mapping[str, Any]) -> str:
+    """The simulator's own errors among the failures, apart: there the simulator broke, not the target."""
+    internal = report.get("internal_errors") or {}
+    if not internal.get("count"):
+        return ""
+    items = "".join(f'<li><code>{_e(message)}</code></li>' for message in internal.get("first", []))
+    return (f'<p class="bad">{_num(internal["count"])} of these failures are internal errors of the simulator itself '
+            f'(step <code>internal error</code>): a bug of the simulator, not the target\'s doing; the tracebacks '
+            f'went to stderr. The first distinct ones:</p><ul>{items}</ul>')  # fmt: skip
+
+
 def _toml(table: Mapping[str, Any]) -> str:
     """The scenario as a TOML file would say it (how people write scenarios); JSON-ish for odd values."""
     lines: list[str] = []
@@ -668,6 +679,7 @@ def render_html(report: Mapping[str, Any], *, max_failures: int = MAX_FAILURES_S
     failed, completed = dialogues.get("failed", 0), dialogues.get("completed", 0)
     started = dialogues.get("started", completed + failed)
     faults = report.get("faults", 0)  # failed checks outside any dialogue
+    internal = (report.get("internal_errors") or {}).get("count", 0)  # of the failures, the simulator's own errors
     title = report.get("title") or "smsgw fleet run"
     if not completed + failed:  # no latency was measured: show none rather than 0 ms
         latency = {}
@@ -702,6 +714,7 @@ def render_html(report: Mapping[str, Any], *, max_failures: int = MAX_FAILURES_S
         _card("completed", _num(completed)),
         _card("failed", _num(failed), bad=bool(failed)),
         *([_card("faults outside dialogues", _num(faults), bad=True)] if faults else []),
+        *([_card("internal errors (the simulator's)", _num(internal), bad=True)] if internal else []),
         _card("started", _num(started)),
         _card("latency p50", _ms(latency.get("p50")), "ms"),
         _card("latency p90", _ms(latency.get("p90")), "ms"),
@@ -767,6 +780,7 @@ def render_html(report: Mapping[str, Any], *, max_failures: int = MAX_FAILURES_S
 <h3 style="margin-top:22px">By kind and outcome</h3>{_outcome_table(report)}
 
 <h2>Failures</h2>
+{_internal_errors_section(report)}
 <div class="grid2">
 <div><h3>By kind and step</h3>{_failures_by_step_table(report)}</div>
 <div><h3>MO refused by the server</h3>{_counts_table("status", report.get("mo_refused"), "none refused")}

@@ -274,6 +274,10 @@ def run_fleet(
     try:
         asyncio.get_running_loop()
     except RuntimeError:
+        running = False  # (run outside the handler: a traceback the fleet logs would show this error as its context)
+    else:
+        running = True
+    if not running:
         return run_loop(coro)
     outcome: list[Any] = []
 

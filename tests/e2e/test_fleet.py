@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import gc
+import logging
 import shutil
 import sqlite3
 import subprocess
@@ -20,6 +21,7 @@ from gateway.config import DEFAULT_CONFIG
 from gateway.gctune import GEN0_THRESHOLD, GEN1_THRESHOLD, GEN2_THRESHOLD
 from gateway.smpp.text import decode
 from gateway.store.records import Block, Subscription
+from simulator import behaviours
 from simulator.behaviours import REASONS
 from simulator.fleet import Fleet, FleetError
 from simulator.metrics import Recorder
@@ -271,6 +273,72 @@ def test_a_failed_sp_notice_check_is_a_fault_within_the_run(smsgw_fleet, tmp_pat
     dialogues = run.summary["dialogues"]
     assert dialogues["started"] == dialogues["completed"] + dialogues["failed"] and dialogues["failed"] == 0
     assert run.faults == 1 and run.exit_code() == 1 and run.failures[0]["at"] <= run.summary["duration_s"]
+
+
+def test_the_simulators_own_errors_fail_the_run_as_internal_errors(smsgw_fleet, tmp_path: Path, monkeypatch, caplog) -> None:  # noqa: F811
+    """The simulator's own code raises: after the help dialogue of every subscriber whose number ends in 3 or 7, and
+    after every survey answer (a reaction). Before, such a dialogue or reaction just ended: nothing was recorded, the
+    subscriber stayed busy, and the run passed (started 108, completed 56, failed 0). Each is now a failed dialogue of
+    its kind at the step 'internal error', naming the exception, with its transcript; the subscriber retires; the
+    run fails; the report counts them apart; each place's traceback is logged once."""
+    real_help, real_survey = behaviours.help_text, behaviours.answer_survey
+
+    async def help_then_raise(phone, env):
+        result = await real_help(phone, env)
+        if phone.msisdn[-1] in "37":
+            raise RuntimeError("help broke")
+        return result
+
+    async def survey_then_raise(phone, env, survey, fields, variant):
+        await real_survey(phone, env, survey, fields, variant)
+        raise KeyError(2)
+
+    monkeypatch.setattr(behaviours, "help_text", help_then_raise)
+    monkeypatch.setattr(behaviours, "answer_survey", survey_then_raise)
+    scenario = make_scenario(fleet={"count": 100, "binds": 1, "sp_receivers": []}, behaviours=HELP_ONLY,
+                             reactions={"survey": {"valid": 1, "invalid": 0, "late": 0, "ignore": 0}},
+                             load={"duration": 0, "count": 60, "concurrency": 5})  # fmt: skip
+    with caplog.at_level(logging.ERROR, logger="simulator.fleet"):
+        run = smsgw_fleet(scenario, config=SURVEYS, report=str(tmp_path / "report"))
+    summary, dialogues = run.summary, run.summary["dialogues"]
+    helps, ratings = run.outcomes["help"]["failed"], run.outcomes["rating"]["failed"]
+    assert helps > 0 and ratings > 0 and run.outcomes["rating"] == {"failed": ratings} == {"failed": dialogues["reactions"]}
+    assert summary["failures_by_step"] == {"help": {"internal error": helps}, "rating": {"internal error": ratings}}
+    # Every dialogue started ended, and every subscriber with a failure retired.
+    assert dialogues["started"] == dialogues["completed"] + dialogues["failed"] and dialogues["failed"] == helps + ratings
+    assert summary["fleet"]["retired_subscribers"] == run.failed and "cancelled_at_drain" not in summary["fleet"]["stats"]
+    help_failure = next(f for f in run.failures if f["kind"] == "help")
+    assert help_failure["msisdn"][-1] in "37" and help_failure["error"].startswith("RuntimeError: help broke at ")
+    assert [line["peer"] for line in help_failure["transcript"]] == ["10086", "10086"]  # the help dialogue so far
+    rating_failure = next(f for f in run.failures if f["kind"] == "rating")
+    assert rating_failure["error"].startswith("KeyError: 2 at ") and rating_failure["transcript"][0]["peer"] == "10086700"
+    misses = run.misses()
+    assert run.exit_code() == 1 and misses == [(f"{run.failed} dialogues failed (tolerated: 0); {run.failed} of them the "
+                                                "simulator's own internal errors, not the target's")]  # fmt: skip
+    assert summary["internal_errors"]["count"] == run.failed
+    assert [m.split(" at ")[0] for m in summary["internal_errors"]["first"]] in (
+        ["help: RuntimeError: help broke", "rating: KeyError: 2"], ["rating: KeyError: 2", "help: RuntimeError: help broke"])
+    report = json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8"))
+    assert report["verdict"] == {"result": "FAIL", "misses": misses}
+    assert report["internal_errors"] == summary["internal_errors"]
+    assert "internal errors of the simulator itself" in (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
+    assert f"INTERNAL ERRORS of the simulator itself: {run.failed}" in str(run)
+    logged = [r for r in caplog.records if r.name == "simulator.fleet"]
+    assert len(logged) == 2 and all(r.exc_info for r in logged), [r.getMessage() for r in logged]
+
+
+def test_an_error_of_the_fleets_own_bookkeeping_after_a_dialogue_is_a_fault(smsgw_fleet, monkeypatch) -> None:  # noqa: F811
+    """Past the behaviour, the fleet's own bookkeeping raises as each dialogue ends (Fleet._conclude). Before, that
+    was counted in a statistic nobody judged. Each is a fault of the kind 'internal', and the run fails."""
+
+    async def conclude_raises(self, phone, result, *, reaction=False):
+        raise ValueError("bookkeeping broke")
+
+    monkeypatch.setattr(Fleet, "_conclude", conclude_raises)
+    run = smsgw_fleet(help_scenario(count=5, concurrency=5))
+    assert run.faults == 5 and run.summary["failures_by_step"] == {"internal": {"internal error": 5}}
+    assert run.failures[0]["error"].startswith("ValueError: bookkeeping broke at e2e/test_fleet.py:")
+    assert run.summary["internal_errors"]["count"] == 5 and run.exit_code() == 1
 
 
 def test_chatter_failures_are_grouped_by_step_not_by_peer(smsgw_fleet) -> None:
