@@ -42,6 +42,9 @@ class NumberPlan:
 
         Anything that is not a full national or international number (short
         codes such as 10086 or 1066916) is returned as written, digits only.
+        A number of the national length is national even where it starts with
+        the country code's digits (9123456789 under 91 is 919123456789): its
+        length says which it is, an international one has the country code's more.
         """
         # Digits only is how nearly every address arrives, and strip/translate would change nothing.
         digits = address if address.isdigit() else address.strip().translate(_STRIP)
@@ -49,7 +52,7 @@ class NumberPlan:
             return digits[1:]
         if digits.startswith("00"):
             return digits[2:]
-        if len(digits) == self.national_length and not digits.startswith(self.country_code):
+        if len(digits) == self.national_length:
             return self.country_code + digits
         return digits
 
@@ -63,8 +66,9 @@ class NumberPlan:
 
     def is_mobile(self, number: str) -> bool:
         """A canonical subscriber number in the plan's mobile range: what a spam report may name. A landline with its
-        trunk 0 (010-12345678) or a foreign mobile without its + (85291234567) has a national number's 11 digits,
-        so is_msisdn takes it (routing asks no more), but no phone has that number here."""
+        trunk 0 (010-12345678), a foreign mobile without its + (85291234567) or an international number a digit short
+        (86138001380) has a national number's 11 digits, so is_msisdn takes it (routing asks no more), but no phone
+        has that number here."""
         return self.is_msisdn(number) and number.startswith(self.mobile_starts)
 
     def extends_code(self, number: str) -> bool:

@@ -485,8 +485,9 @@ def test_the_api_takes_a_subscriber_number_in_any_form_and_refuses_what_is_none(
     assert replies(phone)[0].startswith("您已成功退订新浪公司提供的天气预报业务")
     assert [s.status for s in subscriptions(gw, B)] == ["cancelled"]
     # Also numbers of a national number's 11 digits that no phone has: they were taken, and an order confirmation
-    # and its MTs waited for ever for a landline, a foreign mobile written without its + and a made-up number.
-    for junk in ("10086", "abc", "", "010-12345678", "85291234567", "12345678901"):
+    # and its MTs waited for ever for a landline, a foreign mobile written without its + and a made-up number (and an
+    # international one a digit short).
+    for junk in ("10086", "abc", "", "010-12345678", "85291234567", "12345678901", "86139000000"):
         for call in (gw.gateway.services.request_order(junk, "sina-news", "web"),
                      gw.gateway.services.unsubscribe(junk, [subscription.id])):  # fmt: skip
             with pytest.raises(ValueError, match="is not a subscriber number"):

@@ -192,6 +192,24 @@ def test_every_way_of_writing_a_number_reaches_the_same_handset(handset, written
     assert (got.source_addr, got.destination_addr, text(got)) == (A.encode(), B.encode(), f"to {written}")
 
 
+def test_a_national_number_that_begins_with_the_country_codes_digits_is_that_subscriber(make_gateway, handset):
+    """Under country code 91, 9123456789 (10 digits, national) was kept as written, not taken for 919123456789: the
+    handset writing its own number so had every submission refused (ESME_RINVSRCADR), 9876543210 none."""
+    india = {"country_code": "91", "national_number_length": 10}
+    gw = make_gateway(gateway=india, accounts=[{"system_id": name, "numbers": [prefix]} for name, prefix in
+                                               (("handset", "919"), ("handset2", "918"), ("carrier", "917"))])  # fmt: skip
+    a = handset("9123456789", gw=gw, system_id="handset", address_range="9123456789")  # its own number, nationally
+    b = handset("918123456789", gw=gw, system_id="handset2")
+    assert a.submit(ECHO, "ping").status == ESME_ROK
+    got = a.expect()
+    assert (got.source_addr, got.destination_addr, text(got)) == (ECHO.encode(), b"919123456789", "ping")
+    assert a.submit("8123456789", "hi").status == ESME_ROK
+    got = b.expect()
+    assert (got.source_addr, got.destination_addr, text(got)) == (b"919123456789", b"918123456789", "hi")
+    assert b.submit("9123456789", "hello").status == ESME_ROK  # to it, written nationally too
+    assert text(a.expect()) == "hello"
+
+
 @pytest.mark.parametrize(
     ("message", "data_coding"),
     [("GSM {braces} [brackets] ~ | € ^ \\", 0), ("Latin-1: café, naïve, ¿qué?", 3), ("UCS2: 你好，世界！", 8)],

@@ -1,0 +1,46 @@
+"""NumberPlan: every way a subscriber number is written comes to one canonical form, and what is no subscriber's
+is told apart (gateway/numbers.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.numbers import MOBILE_PREFIXES, NumberPlan
+
+CHINA = NumberPlan("86", 11, ("10086", "1066916"), MOBILE_PREFIXES["86"])
+INDIA = NumberPlan("91", 10, ("150",), ("6", "7", "8", "9"))
+RUSSIA = NumberPlan("7", 10)
+
+
+@pytest.mark.parametrize(
+    ("plan", "written", "canonical"),
+    [
+        (CHINA, "13800138000", "8613800138000"), (CHINA, "+86 138-0013-8000", "8613800138000"),
+        (CHINA, "008613800138000", "8613800138000"), (CHINA, "8613800138000", "8613800138000"),
+        (CHINA, "10086", "10086"), (CHINA, "10669161234", "8610669161234"),
+        # A national number that begins with the country code's digits is still national: its length says so.
+        (INDIA, "9123456789", "919123456789"), (INDIA, "9876543210", "919876543210"),
+        (INDIA, "919123456789", "919123456789"), (INDIA, "+919123456789", "919123456789"),
+        (RUSSIA, "7012345678", "77012345678"), (RUSSIA, "9161234567", "79161234567"),
+        (RUSSIA, "77012345678", "77012345678"), (RUSSIA, "+7 701 234-56-78", "77012345678"),
+    ],
+)  # fmt: skip
+def test_every_way_of_writing_a_number_comes_to_its_international_form(plan, written, canonical) -> None:
+    assert plan.normalise(written) == canonical
+    assert plan.normalise(canonical) == canonical  # once canonical, it stays so
+
+
+@pytest.mark.parametrize(("plan", "national"), [(INDIA, "9123456789"), (RUSSIA, "7012345678"), (CHINA, "13800138000")])
+def test_a_national_number_is_a_subscribers_mobile_however_it_begins(plan, national) -> None:
+    number = plan.normalise(national)
+    assert plan.is_msisdn(number) and plan.is_mobile(number)
+
+
+def test_an_eleven_digit_number_beginning_86_is_no_mobile_in_china() -> None:
+    """86 and 9 digits (an international number a digit short) is no national number either: it is no mobile's
+    (what a spam report or an order may name), like a landline with its trunk 0, while routing asks only for the
+    length (is_msisdn)."""
+    for written in ("86138001380", "01012345678"):
+        number = CHINA.normalise(written)
+        assert number == "86" + written and CHINA.is_msisdn(number) and not CHINA.is_mobile(number)
+    assert not CHINA.is_msisdn(CHINA.normalise("10669161234"))  # a code with an extension: no subscriber's
