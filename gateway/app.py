@@ -110,7 +110,7 @@ class Gateway:
         self.service_context = ServiceContext(
             store=self.records,
             clock=self.clock,
-            templates=Templates.load(self.reply_texts, config.services.language, settings=config.services),
+            templates=Templates.load(self.reply_texts, config.services.language, settings=config.services, plan=self.plan),
             settings=config.services,
             catalogue=self.catalogue,
             ids=self.ids,

@@ -10,6 +10,8 @@ _STRIP = str.maketrans("", "", " -()")
 # [gateway] mobile_prefixes: China's mobile numbers are 13x to 19x (01x landlines, 12x... no number at all).
 MOBILE_PREFIXES: dict[str, tuple[str, ...]] = {"86": ("13", "14", "15", "16", "17", "18", "19")}
 
+_EXAMPLE_DIGITS = "9123456789"  # after a mobile prefix, the example number's (NumberPlan.example): 139 1234 5678
+
 
 def ascii_digits(text: str) -> bool:
     """Only the digits 0-9: str.isdigit alone also takes `፩`, `²` or `①`, which no number plan (or int()) reads."""
@@ -55,6 +57,13 @@ class NumberPlan:
         if len(digits) == self.national_length:
             return self.country_code + digits
         return digits
+
+    def example(self) -> str:
+        """A mobile number as people write it at home, for reply texts to show ({example_number}): the first mobile
+        prefix (the plan's, else the one known for its country code), then 9123456789... to the national length:
+        13912345678 in China, 7912345678 under country code 44 with prefix 7, 9123456789 where any number may be one."""
+        prefixes = self.mobile_prefixes or MOBILE_PREFIXES.get(self.country_code, ("",))
+        return (prefixes[0] + _EXAMPLE_DIGITS * self.national_length)[: self.national_length]
 
     def is_msisdn(self, number: str) -> bool:
         """A canonical subscriber number (as opposed to a short code, with or without an extension: 10669161234 has a

@@ -10,10 +10,13 @@ key, instead of a KeyError at the first subscriber's MO.
 Every text may also name the configured numbers and keywords ([services]):
 `{operator}`, `{query_keyword}`, `{confirm_words}`… (`common_values`), so a
 text never tells a subscriber to send a keyword the gateway was configured
-not to know. A text whose own wording GSM 03.38 can carry (the English ones)
-names only the words it can carry too (`Y`, `YES` or `1`; `ZH`): one `是` or
-`中文` would send it as UCS2, in 2-3 times the SMS parts. Every configured word
-is still accepted; only what a text shows differs.
+not to know, or to call a number it does not have; and `{example_number}`, a
+mobile number of the configured number plan ([gateway]) as written at home
+(NumberPlan.example), so that an example is one the gateway takes. A text
+whose own wording GSM 03.38 can carry (the English ones) names only the
+words it can carry too (`Y`, `YES` or `1`; `ZH`): one `是` or `中文` would
+send it as UCS2, in 2-3 times the SMS parts. Every configured word is still
+accepted; only what a text shows differs.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import BUILT_IN, LANGUAGES, ConfigError, ServiceSettings, read_toml
+from .numbers import NumberPlan
 from .smpp.text import is_gsm
 
 _FORMATTER = string.Formatter()
@@ -33,7 +37,7 @@ _FORMATTER = string.Formatter()
 class Templates:
     def __init__(
         self, texts: dict[str, dict[str, str]], default_language: str, sources: dict[str, str] | None = None,
-        settings: ServiceSettings | None = None,
+        settings: ServiceSettings | None = None, plan: NumberPlan | None = None,
     ) -> None:  # fmt: skip
         if default_language not in texts:
             raise ConfigError((sources or {}).get(default_language, "messages"), "-", f"no texts for default language {default_language!r}")
@@ -41,9 +45,9 @@ class Templates:
         self.default_language = default_language
         self._sources = sources or {}
         self._validate()
-        settings = settings or ServiceSettings()
-        every_word = {language: common_values(settings, self._joiner(language)) for language in texts}
-        gsm_words = {language: common_values(settings, self._joiner(language), gsm_only) for language in texts}
+        settings, plan = settings or ServiceSettings(), plan or NumberPlan()
+        every_word = {language: common_values(settings, plan, self._joiner(language)) for language in texts}
+        gsm_words = {language: common_values(settings, plan, self._joiner(language), gsm_only) for language in texts}
         # The common values each text naming them is formatted with, decided per text and not per language: a
         # text already UCS2 by its own wording (the Chinese ones) loses nothing by naming every word. Most texts
         # name none of them, and those are formatted with the caller's values alone.
@@ -55,10 +59,11 @@ class Templates:
     @classmethod
     def load(
         cls, directory: Path | str | Mapping[str, Path], default_language: str, languages: tuple[str, ...] = LANGUAGES,
-        settings: ServiceSettings | None = None,
+        settings: ServiceSettings | None = None, plan: NumberPlan | None = None,
     ) -> Templates:  # fmt: skip
         """The texts of a directory's messages.<language>.toml, or of the files given language by language
-        (config.messages_files)."""
+        (config.messages_files), naming the configured numbers and keywords of `settings` and `plan` (Config.services,
+        Config.number_plan(); default: the built-in config's)."""
         if isinstance(directory, Mapping):
             files = dict(directory)
         else:
@@ -67,7 +72,7 @@ class Templates:
         for language, path in files.items():
             texts[language] = _flatten(read_toml(path), "", path)
             sources[language] = str(path)
-        return cls(texts, default_language, sources, settings)
+        return cls(texts, default_language, sources, settings, plan)
 
     @property
     def languages(self) -> tuple[str, ...]:
@@ -155,17 +160,18 @@ def _reference(path: Path) -> dict[str, str]:
 
 COMMON = frozenset({
     "operator", "spam_report", "rating", "query_keyword", "all_keyword", "english_word", "chinese_word",
-    "confirm_words", "decline_words",
+    "confirm_words", "decline_words", "example_number",
 })  # fmt: skip
 
 
-def common_values(settings: ServiceSettings, join, shown=lambda words: words) -> dict[str, str]:
+def common_values(settings: ServiceSettings, plan: NumberPlan, join, shown=lambda words: words) -> dict[str, str]:
     """The configured numbers and keywords every text may name; of each word list, the `shown(words)` ones."""
     return {
         "operator": settings.operator, "spam_report": settings.spam_report, "rating": settings.rating,
         "query_keyword": settings.query_keyword, "all_keyword": settings.unsubscribe_all_keyword,
         "english_word": shown(settings.english_words)[0], "chinese_word": shown(settings.chinese_words)[0],
         "confirm_words": join(shown(settings.confirm_words)), "decline_words": join(shown(settings.decline_words)),
+        "example_number": plan.example(),
     }  # fmt: skip
 
 

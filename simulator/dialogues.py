@@ -108,7 +108,7 @@ class Plan:
             config = load_config(config, tls_files=False)
         settings = config.services
         language = language or settings.language
-        texts = ReplyTexts.load(messages_files(config), language, settings)
+        texts = ReplyTexts.load(messages_files(config), language, settings, config.number_plan())
         services = {
             e.id: Service(e.id, e.keyword, e.service_code, e.sp_name_in(language), e.company_in(language),
                           e.name_in(language), _yuan(e.fee), e.phone)  # fmt: skip

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from gateway.config import ServiceSettings
+from gateway.numbers import NumberPlan
 from gateway.templates import Templates
 
 _FORMATTER = string.Formatter()
@@ -63,13 +64,15 @@ class ReplyTexts:
 
     @classmethod
     def load(
-        cls, directory: Path | str | Mapping[str, Path], language: str = "zh", settings: ServiceSettings | None = None
+        cls, directory: Path | str | Mapping[str, Path], language: str = "zh", settings: ServiceSettings | None = None,
+        plan: NumberPlan | None = None,
     ) -> ReplyTexts:  # fmt: skip
         """The templates of `language` from messages.<language>.toml in `directory`, or from the files given by language
         (gateway.config.messages_files), validated as the gateway does. With the target's `settings`, a text naming a
         configured keyword or number ({query_keyword}, {confirm_words}, {spam_report}...) must show it as the target
-        renders it: a help text telling the subscriber to send 9999 where the target takes 0000 is not its help text."""
-        templates = Templates.load(directory, language, settings=settings)
+        renders it: a help text telling the subscriber to send 9999 where the target takes 0000 is not its help text.
+        With its number `plan` too (Config.number_plan()), a text naming {example_number} shows the target's."""
+        templates = Templates.load(directory, language, settings=settings, plan=plan)
         texts = templates.texts[language]
         fixed = {key: templates.common_values_of(key, language) for key in texts} if settings is not None else None
         return cls(texts, fixed)

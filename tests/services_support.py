@@ -80,7 +80,7 @@ async def service_bench(tmp_path: Path, config: Config | None = None, start: flo
         store=store,
         clock=clock,
         templates=Templates.load(Path(__file__).resolve().parents[1] / "config", config.services.language,
-                                 settings=config.services),
+                                 settings=config.services, plan=config.number_plan()),
         settings=config.services,
         catalogue=Catalogue(config.catalogue),
         ids=MessageIds(),

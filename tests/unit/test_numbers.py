@@ -44,3 +44,14 @@ def test_an_eleven_digit_number_beginning_86_is_no_mobile_in_china() -> None:
         number = CHINA.normalise(written)
         assert number == "86" + written and CHINA.is_msisdn(number) and not CHINA.is_mobile(number)
     assert not CHINA.is_msisdn(CHINA.normalise("10669161234"))  # a code with an extension: no subscriber's
+
+
+@pytest.mark.parametrize(
+    ("plan", "example"),
+    [(CHINA, "13912345678"), (NumberPlan(), "13912345678"), (NumberPlan("44", 10, mobile_prefixes=("7",)), "7912345678"),
+     (INDIA, "6912345678"), (RUSSIA, "9123456789"), (NumberPlan("33", 9), "912345678")],
+)  # fmt: skip
+def test_the_example_number_the_texts_show_is_a_mobile_number_of_the_plan(plan, example) -> None:
+    """{example_number}: the first mobile prefix (China's where the plan names none under 86), then 9123456789..."""
+    assert plan.example() == example
+    assert plan.is_mobile(plan.normalise(example))
