@@ -65,6 +65,8 @@ class GatewaySettings:
     # National prefixes of mobile numbers (the numbers a spam report may name); None: numbers.MOBILE_PREFIXES's for the
     # country code (China's 13-19), or any national number for a country code it does not know.
     mobile_prefixes: tuple[str, ...] | None = None
+    # What a number written nationally may start with before its national number (the UK's 0); "": none (China).
+    trunk_prefix: str = ""
     default_validity: float = 172800.0
     window: int = 100
     response_timeout: float = 10.0
@@ -206,7 +208,7 @@ class Config:
         codes = tuple(sorted({number for number, _key, _may_replace in _claims(self.services, self.accounts, self.short_codes)}))
         gateway = self.gateway
         mobile = gateway.mobile_prefixes if gateway.mobile_prefixes is not None else MOBILE_PREFIXES.get(gateway.country_code, ())
-        return NumberPlan(gateway.country_code, gateway.national_number_length, codes, mobile)
+        return NumberPlan(gateway.country_code, gateway.national_number_length, codes, mobile, gateway.trunk_prefix)
 
 
 LANGUAGES = ("zh", "en")  # the languages replies are written in: a messages.<language>.toml each
@@ -280,6 +282,8 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>", *, tls_file
                           f"digits: after country code {gateway.country_code}, a number fits no SMPP address beyond "
                           f"{ADDRESS_DIGITS} digits (SMPP 3.4 5.2); got {gateway.national_number_length}")  # fmt: skip
     _check_mobile_prefixes(gateway, path)
+    if gateway.trunk_prefix and not ascii_digits(gateway.trunk_prefix):
+        raise ConfigError(path, "gateway.trunk_prefix", f"expected digits (\"\": none); got {gateway.trunk_prefix!r}")
     _check_idle_timeout(gateway, path)
     if not gateway.retry_backoff or min(gateway.retry_backoff) <= 0:
         raise ConfigError(path, "gateway.retry_backoff", "expected at least one delay, each above 0 seconds")

@@ -27,15 +27,27 @@ class NumberPlan:
     codes: tuple[str, ...] = ()
     # How mobile numbers start, after the country code (13..19 in China); none: any national number may be one.
     mobile_prefixes: tuple[str, ...] = ()
-    # Derived once (is_msisdn runs for every submission): a subscriber number's length, each code after
-    # the country code, and how a mobile number starts in international form.
+    # What a number written nationally may have before its national number (the UK's 0 of 07700 900001); China's
+    # mobile numbers have none.
+    trunk_prefix: str = ""
+    # Derived once (is_msisdn and normalise run for every submission): a subscriber number's length, the length of a
+    # national number written with the trunk prefix (-1: none) and the longer of the two national forms, each code
+    # after the country code, and how a mobile number starts in international form.
     msisdn_length: int = field(init=False, repr=False, compare=False)
+    _trunk_length: int = field(init=False, repr=False, compare=False)
+    _longest_national: int = field(init=False, repr=False, compare=False)
     _national_codes: tuple[str, ...] = field(init=False, repr=False, compare=False)
     mobile_starts: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "msisdn_length", len(self.country_code) + self.national_length)
-        object.__setattr__(self, "_national_codes", tuple(self.country_code + code for code in self.codes))
+        trunk = self.trunk_prefix
+        object.__setattr__(self, "_trunk_length", len(trunk) + self.national_length if trunk else -1)
+        object.__setattr__(self, "_longest_national", max(self.national_length, self._trunk_length))
+        # A code written with the trunk prefix (0800 in the UK) is 44800... with an extension in international form.
+        written_so = [code for code in self.codes if trunk and code.startswith(trunk) and len(code) > len(trunk)]
+        codes = self.codes + tuple(code[len(trunk):] for code in written_so)
+        object.__setattr__(self, "_national_codes", tuple(self.country_code + code for code in codes))
         starts = tuple(self.country_code + prefix for prefix in self.mobile_prefixes) or (self.country_code,)
         object.__setattr__(self, "mobile_starts", starts)
 
@@ -47,6 +59,8 @@ class NumberPlan:
         A number of the national length is national even where it starts with
         the country code's digits (9123456789 under 91 is 919123456789): its
         length says which it is, an international one has the country code's more.
+        So is one of the trunk prefix's more that starts with it (07700900001
+        under 44 with trunk prefix 0 is 447700900001).
         """
         # Digits only is how nearly every address arrives, and strip/translate would change nothing.
         digits = address if address.isdigit() else address.strip().translate(_STRIP)
@@ -54,8 +68,13 @@ class NumberPlan:
             return digits[1:]
         if digits.startswith("00"):
             return digits[2:]
-        if len(digits) == self.national_length:
+        length = len(digits)
+        if length > self._longest_national:  # international, as nearly every address arrives: one test, as before
+            return digits
+        if length == self.national_length:
             return self.country_code + digits
+        if length == self._trunk_length and digits.startswith(self.trunk_prefix):
+            return self.country_code + digits[len(self.trunk_prefix):]
         return digits
 
     def example(self) -> str:

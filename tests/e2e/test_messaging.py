@@ -210,6 +210,23 @@ def test_a_national_number_that_begins_with_the_country_codes_digits_is_that_sub
     assert text(a.expect()) == "hello"
 
 
+def test_a_national_number_written_with_the_configured_trunk_prefix_is_that_subscriber(make_gateway, handset):
+    """07700900001, as the UK writes mobile numbers (trunk 0, then the 10 digits), was refused everywhere: its 11
+    digits are neither the national 10 nor the international 12."""
+    uk = {"country_code": "44", "national_number_length": 10, "mobile_prefixes": ["7"], "trunk_prefix": "0"}
+    gw = make_gateway(gateway=uk, accounts=[{"system_id": name, "numbers": [prefix]} for name, prefix in
+                                            (("handset", "4477"), ("handset2", "4478"), ("carrier", "4479"))])  # fmt: skip
+    a = handset("07700900001", gw=gw, system_id="handset", address_range="07700900001")
+    b = handset("447800900002", gw=gw, system_id="handset2")
+    assert a.submit("07800 900002", "hi").status == ESME_ROK
+    got = b.expect()
+    assert (got.source_addr, got.destination_addr, text(got)) == (b"447700900001", b"447800900002", "hi")
+    assert b.submit("07700900001", "hello").status == ESME_ROK
+    assert text(a.expect()) == "hello"
+    assert a.submit(ECHO, "ping").status == ESME_ROK
+    assert text(a.expect()) == "ping"
+
+
 @pytest.mark.parametrize(
     ("message", "data_coding"),
     [("GSM {braces} [brackets] ~ | € ^ \\", 0), ("Latin-1: café, naïve, ¿qué?", 3), ("UCS2: 你好，世界！", 8)],

@@ -55,3 +55,23 @@ def test_the_example_number_the_texts_show_is_a_mobile_number_of_the_plan(plan, 
     """{example_number}: the first mobile prefix (China's where the plan names none under 86), then 9123456789..."""
     assert plan.example() == example
     assert plan.is_mobile(plan.normalise(example))
+
+
+UK = NumberPlan("44", 10, ("150", "0800"), ("7",), trunk_prefix="0")
+
+
+@pytest.mark.parametrize(
+    ("written", "canonical"),
+    [("07700900001", "447700900001"), ("07700 900001", "447700900001"), ("7700900001", "447700900001"),
+     ("+447700900001", "447700900001"), ("00447700900001", "447700900001"), ("447700900001", "447700900001"),
+     ("077009000012", "077009000012"), ("150", "150")],
+)  # fmt: skip
+def test_a_national_number_written_with_the_trunk_prefix_is_that_national_number(written, canonical) -> None:
+    assert UK.normalise(written) == canonical
+    assert CHINA.normalise("0" + "13800138000") == "013800138000"  # no trunk prefix in China: as written
+
+
+def test_a_code_written_with_the_trunk_prefix_is_a_code_in_any_form() -> None:
+    """0800 and 1234 after it has a national number's 11 digits with the trunk 0: 448001234 is no subscriber's."""
+    assert UK.is_code_number(UK.normalise("08001234567")) and not UK.is_msisdn(UK.normalise("08001234567"))
+    assert UK.is_mobile(UK.normalise("07912345678"))
