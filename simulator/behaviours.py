@@ -164,6 +164,15 @@ class PostOffice:
     def forget(self, source: str, destination: str) -> None:
         self._waiting.pop((source, destination), None)
 
+    def cut_off(self, destinations: set[str], error: Exception) -> None:
+        """The bind these numbers receive on is gone: the dialogues waiting for a text to them fail with `error`."""
+        for (source, destination), future in list(self._waiting.items()):
+            if destination in destinations:
+                del self._waiting[(source, destination)]
+                if not future.done():
+                    future.set_exception(error)
+                    future.exception()  # seen: its dialogue may fail before it awaits it (an MO unanswered)
+
     def arrived(self, message: ShortMessage) -> bool:
         """A text between fleet numbers arrived: True when a dialogue was waiting for it."""
         future = self._waiting.pop((message.source, message.destination), None)
@@ -649,6 +658,8 @@ async def spammer_round(spammer: Spammer, env: Env, victims: list[Phone]) -> Dia
             raise DialogueFailed(step, f"{len(lost)} victims received nothing within {env.timeout:g} s: {lost[:5]}")
         result.data["withheld"] = str(len(missing))
         for future in done:
+            if future.exception() is not None:  # the victim's bind was lost (PostOffice.cut_off)
+                raise DialogueFailed(step, f"to {pending[future]}: {future.exception()}")
             message = future.result()
             if message.text != text:
                 raise DialogueFailed(step, f"{message.destination} received {message.text!r}, sent {text!r}")

@@ -440,6 +440,8 @@ def describe(summary: dict[str, Any]) -> str:
     not_started = {k: v for k, v in stats.items() if k.startswith("not_started")}
     if not_started:
         lines.append("dialogues not started: " + ", ".join(f"{k[12:]} {v}" for k, v in not_started.items()))
+    if fleet.get("lost_binds"):
+        lines.append(_describe_lost_binds(fleet["lost_binds"]))
     if stats.get("cancelled_at_drain"):  # neither ok nor failed: the drain was cut short (a second Ctrl-C, its deadline)
         lines.append(f"dialogues cut short at the drain, not counted above: {stats['cancelled_at_drain']}")
     if stats.get("redelivered_after_late_answer"):  # copies the fleet brought on itself: not the target's fault
@@ -466,6 +468,11 @@ def _describe_internal(internal: dict[str, Any]) -> list[str]:
     head = (f"INTERNAL ERRORS of the simulator itself: {internal['count']} of the failures below (a bug of the simulator, "
             "not the target's doing; tracebacks on stderr)")  # fmt: skip
     return [head, *(f"  {message}" for message in internal.get("first", []))]
+
+
+def _describe_lost_binds(lost: list[dict[str, Any]]) -> str:
+    """The binds the target dropped during the run (Fleet._bind_lost): which, when, why."""
+    return f"binds lost: {len(lost)}: " + "; ".join(f"{b['bind']} at {b['at_s']:.1f} s ({b['reason']})" for b in lost)
 
 
 def _shown(value: float | None) -> str:

@@ -53,11 +53,13 @@ from gateway.smpp.session import (
     Rejected,
     Session,
     Side,
+    State,
 )
 from gateway.smpp.text import decode, decode_parts
 
 __all__ = [
     "BindError",
+    "BindLost",
     "ConnectionClosed",
     "Esme",
     "EsmeError",
@@ -88,6 +90,10 @@ class BindError(EsmeError):
 
 class ConnectionClosed(EsmeError):
     """The connection ended before the request was answered."""
+
+
+class BindLost(EsmeError):
+    """The bind a text was to arrive on is gone (the target dropped it): what was awaited on it never comes."""
 
 
 class HandshakeFailed(EsmeError):
@@ -409,7 +415,9 @@ class Esme(asyncio.Protocol):
             self._release()
         self._flush()
         if self.session.finished and self._transport is not None:
-            self.close_reason = self.close_reason or f"session {self.session.state.value}"
+            # UNBOUND with no unbind of ours (unbind() names itself first): the server's unbind, answered
+            state = self.session.state
+            self.close_reason = self.close_reason or ("unbound by the server" if state is State.UNBOUND else f"session {state.value}")
             self._transport.close()
 
     def _on_response(self, pdu: Pdu) -> None:

@@ -50,6 +50,7 @@ from .behaviours import BUSY, IDLE, RETIRED, Env, Phone, PostOffice, Rules, Spam
 from .dialogues import DialogueResult, Plan
 from .esme import (
     BindError,
+    BindLost,
     Esme,
     EsmeError,
     HandshakeFailed,
@@ -85,7 +86,8 @@ DELIVERY_FAULTS = {
 ALL_RETIRED = "every subscriber retired after failures"
 SPAMMERS_RETIRED = "every spammer retired after failures"  # (in a scenario of spammers only)
 STALLED = "stalled: no subscriber could run any behaviour"
-ENDED_EARLY = (ALL_RETIRED, SPAMMERS_RETIRED, STALLED)
+BINDS_LOST = "the target dropped the binds: no subscriber's bind left to send or receive on"
+ENDED_EARLY = (ALL_RETIRED, SPAMMERS_RETIRED, STALLED, BINDS_LOST)
 
 
 class FleetError(Exception):
@@ -134,6 +136,13 @@ class Fleet:
         self._parts = SharedParts(on_given_up=self._arrived_in_part)
         self.spammer_binds: list[Esme] = []
         self.sp_binds: list[Esme] = []
+        # Every bind once all are up: (bind, its name, the subscribers or spammers it serves, whether texts arrive on
+        # it); one the target drops while the run goes on is told at once (_bind_lost)
+        self._watched: list[tuple[Esme, str, list[Any], bool]] = []
+        self.lost_binds: list[dict[str, Any]] = []  # the binds the target dropped: name, seconds into the run, why
+        self._blocks_left: set[int] = set()  # subscriber blocks (the ids of their phones) with no bind lost
+        self._bound_at = 0.0  # time.monotonic() when every bind was up
+        self._closing = False  # the fleet's own unbinds (close()): no bind of it is lost then
         self.idle = Pool()
         self.idle_spammers = Pool()
         self.tasks: set[asyncio.Task] = set()
@@ -340,7 +349,7 @@ class Fleet:
         t, f = s.target, s.fleet
         self._freed = asyncio.Event()
 
-        async def subscriber_block(lo: int, hi: int) -> tuple[Esme, list[Phone]]:
+        async def subscriber_block(i: int, lo: int, hi: int) -> tuple[Esme, list[Phone]]:
             """A block's binds. Its phones are known by their numbers before its binds are answered: an SMSC may
             send a text right after the answer (a welcome), before the fleet's other binds are up."""
             pattern = address_range(lo, hi)
@@ -349,33 +358,39 @@ class Fleet:
                 phones = self._numbered(lo, hi, sender)
                 await self._bind(esme, "trx", t.system_id, t.password, "target.system_id", pattern)
                 self.binds.append(esme)
+                self._watched.append((esme, f"trx #{i} as {t.system_id!r}", phones, True))
             else:
                 sender = await self._open(None, f.window)
                 phones = self._numbered(lo, hi, sender)
                 await self._bind(sender, "tx", t.system_id, t.password, "target.system_id", pattern)
                 self.binds.append(sender)
+                self._watched.append((sender, f"tx #{i} as {t.system_id!r}", phones, False))
                 receiver = await self._open(self._on_message, f.window)
                 await self._bind(receiver, "rx", t.system_id, t.password, "target.system_id", pattern)
                 self.binds.append(receiver)
+                self._watched.append((receiver, f"rx #{i} as {t.system_id!r}", phones, True))
             return sender, phones
 
-        async def spammer_block(lo: int, hi: int) -> tuple[Esme, list[Spammer]]:
+        async def spammer_block(i: int, lo: int, hi: int) -> tuple[Esme, list[Spammer]]:
             sp = s.spammers
             esme = await self._open(self._on_spammer_message, f.window)
             await self._bind(esme, "trx", sp.system_id, sp.password, "spammers.system_id", address_range(lo, hi))
             self.spammer_binds.append(esme)
-            return esme, [Spammer(str(n), esme) for n in range(lo, hi + 1)]
+            spammers = [Spammer(str(n), esme) for n in range(lo, hi + 1)]
+            self._watched.append((esme, f"trx #{i} as {sp.system_id!r} (spammers)", spammers, False))
+            return esme, spammers
 
         async def sp_receiver(i: int) -> None:
             account = f.sp_receivers[i]
             esme = await self._open(lambda message: self._on_sp_notice(message, account.system_id), f.window)
             await self._bind(esme, "rx", account.system_id, account.password, f"fleet.sp_receivers[{i}]")
             self.sp_binds.append(esme)
+            self._watched.append((esme, f"rx as {account.system_id!r} (fleet.sp_receivers[{i}])", [], True))
 
         # All bind at once; a failure is reported in this order: the subscribers' binds, the spammers', the SP receivers'.
-        jobs: list[Awaitable[Any]] = [subscriber_block(lo, hi) for lo, hi in blocks(f.start, f.count, f.binds)]
+        jobs: list[Awaitable[Any]] = [subscriber_block(i, lo, hi) for i, (lo, hi) in enumerate(blocks(f.start, f.count, f.binds), 1)]
         if s.behaviours.spammer.weight > 0:
-            jobs += [spammer_block(lo, hi) for lo, hi in blocks(s.spammers.start, s.spammers.count, s.spammers.binds)]
+            jobs += [spammer_block(i, lo, hi) for i, (lo, hi) in enumerate(blocks(s.spammers.start, s.spammers.count, s.spammers.binds), 1)]
         jobs += [sp_receiver(i) for i in range(len(f.sp_receivers))]
         self._binding = asyncio.gather(*jobs, return_exceptions=True)
         try:
@@ -400,6 +415,7 @@ class Fleet:
                     self.spammers.append(member)
                     self.spammer_by_number[member.msisdn] = member
                     self.idle_spammers.add(member)
+        self._watch_binds()
         # The collector as a gateway has it (gateway/gctune.py), until close(): with CPython's defaults the
         # fleet's thousands of live phones and dialogues made full collections of 25-65 ms every few seconds,
         # and a reply that arrives during one is timed as the target's latency (bench/perf-log.md, session 11).
@@ -415,7 +431,59 @@ class Fleet:
             by_number[phone.msisdn] = phone
         return phones
 
+    def _watch_binds(self) -> None:
+        """From now on a bind the target drops is told at once (_bind_lost), not left to the dialogues that fail on it."""
+        self._bound_at = time.monotonic()
+        self._blocks_left = {id(members) for _esme, _name, members, _receives in self._watched if members and isinstance(members[0], Phone)}
+        for esme, name, members, receives in self._watched:
+            esme.closed.add_done_callback(lambda _closed, esme=esme, name=name, members=members, receives=receives:
+                                          self._bind_lost(esme, name, members, receives))  # fmt: skip
+
+    def _bind_lost(self, esme: Esme, name: str, members: list[Any], receives: bool) -> None:
+        """The target dropped a bind of the fleet while the run went on (its unbind, a reset, an enquire_link
+        unanswered; not the fleet's own unbind at the end): a fault naming the bind, when and why. What it served
+        retires (nothing more can be sent, or arrive, on it); where texts arrived on it, the dialogues waiting for
+        one fail saying the bind was lost, not that the target delivered nothing. With no subscriber's bind left,
+        the run ends early (BINDS_LOST)."""
+        if self._closing:
+            return
+        at = time.monotonic() - self._bound_at
+        reason = esme.close_reason or "connection closed"
+        self.lost_binds.append({"bind": name, "at_s": round(at, 3), "reason": reason})
+        numbers = f"{members[0].msisdn}..{members[-1].msisdn}" if members else ""
+        self.check_failed("bind", numbers, "bind lost", f"the target dropped the bind {name} {at:.1f} s into the run: {reason}")
+        error = BindLost(f"the bind {name} was lost {at:.1f} s into the run ({reason})")
+        for member in members:
+            self._cut_off(member, error if receives else None)
+        if not members or not isinstance(members[0], Phone):
+            return
+        if receives:
+            self.post.cut_off({phone.msisdn for phone in members}, error)
+        self._blocks_left.discard(id(members))
+        if not self._blocks_left:
+            self.stop(BINDS_LOST)
+
+    def _cut_off(self, member: Phone | Spammer, error: BindLost | None) -> None:
+        """A subscriber or spammer whose bind was lost retires at once (counted as retired_bind_lost): it starts nothing
+        more, and is no one's peer or victim; a busy one's dialogue ends as it will. `error`: its texts arrived on
+        that bind, so what it waits for fails with it."""
+        if isinstance(member, Phone):
+            if error is not None:
+                member.cut_off(error)
+            if member.state == RETIRED:
+                return
+            self.idle.remove(member)
+            member.reactions.clear()
+            self.stats["retired"] += 1
+        elif member.state == IDLE:
+            self.idle_spammers.remove(member)
+        else:  # a busy spammer's round fails on the lost bind, which retires it
+            return
+        member.state = RETIRED
+        self.stats["retired_bind_lost"] += 1
+
     async def close(self) -> None:
+        self._closing = True
         if self.headroom is not None:
             self.headroom.stop()
         esmes = [*self.binds, *self.spammer_binds, *self.sp_binds]
@@ -713,6 +781,8 @@ class Fleet:
     async def _conclude(self, phone: Phone, result: DialogueResult, *, reaction: bool = False) -> DialogueResult:
         """A phone's dialogue ended: record it; run the phone's next reaction, or make it idle (retired on failure)."""
         self.recorder.record(result, reaction=reaction)
+        if phone.state == RETIRED:  # retired meanwhile: its bind was lost (_cut_off)
+            return result
         if not result.ok:
             phone.state = RETIRED
             self.stats["retired"] += 1
@@ -1006,7 +1076,7 @@ class Fleet:
             return
         receivers = ",".join(a.system_id for a in self.scenario.fleet.sp_receivers)
         failed = {k for (k, outcome) in self.recorder.outcomes if outcome == "failed"}
-        if failed & {"order", "query"}:
+        if failed & {"order", "query"} or any(esme.is_closed for esme in self.sp_binds):  # (a receiver lost: _bind_lost)
             self.stats["sp_notices_unchecked"] = 1
             self._check_misrouted(receivers)  # wrong whatever went through
             return
@@ -1109,6 +1179,7 @@ class Fleet:
             "stopped": self.stop_reason,
             "interrupted": self.interrupted,
             "retired_subscribers": sum(1 for p in self.phones if p.state == RETIRED),
+            "lost_binds": self.lost_binds,
             "stats": dict(sorted(self.stats.items())),
             "spammers": {
                 s.msisdn: {"rounds": s.rounds, "victims_reported": len(s.acked), "blocked_expected": s.must_be_blocked(threshold),

@@ -42,6 +42,7 @@ class Handset:
         self.subscriptions: list[str] = []  # service ids this subscriber believes it holds (dialogues keep it)
         self.transcript: list[tuple[float, str, str, str]] = []  # (time.monotonic(), ">" sent / "<" received, peer, text)
         self._waiter: tuple[frozenset[str], asyncio.Future[ShortMessage]] | None = None
+        self.lost: Exception | None = None  # the bind its texts arrive on is gone: see cut_off()
 
     def __repr__(self) -> str:
         return f"Handset({self.msisdn})"
@@ -62,6 +63,8 @@ class Handset:
         for i, message in enumerate(self.inbox):
             if not wanted or message.source in wanted:
                 return self.inbox.pop(i)
+        if self.lost is not None:
+            raise self.lost
         if self._waiter is not None:
             raise RuntimeError(f"{self}: expect() is already waiting")
         loop = asyncio.get_running_loop()
@@ -73,6 +76,14 @@ class Handset:
         finally:
             timer.cancel()
             self._waiter = None
+
+    def cut_off(self, error: Exception) -> None:
+        """The bind its texts arrive on is gone: what expect() waits for now, and every later expect() that finds
+        nothing in the inbox, fails with `error` at once (not as nothing within its timeout)."""
+        self.lost = error
+        waiter = self._waiter
+        if waiter is not None and not waiter[1].done():
+            waiter[1].set_exception(error)
 
     def take_inbox(self) -> list[ShortMessage]:
         """Everything that arrived and no expect() took (texts nobody was waiting for)."""

@@ -505,10 +505,17 @@ def _fleet_section(report: Mapping[str, Any]) -> str:
 <div><h3>Dialogues not started</h3>{_counts_table("why", not_started, "none: every dialogue due started")}
 <h3 style="margin-top:18px">SP notices received</h3>{_counts_table("notice", fleet.get("sp_notices"), "none")}</div>
 </div>
+<h3 style="margin-top:22px">Binds lost</h3>{_lost_binds_table(fleet)}
 <h3 style="margin-top:22px">Other counts</h3>{_counts_table("what", others, "none")}
 <h3 style="margin-top:22px">Spammers</h3>{_table(["spammer", "rounds", "victims reported", "blocked expected", "refused seen", "retired"],
     ([f"<code>{_e(n)}</code>", _num(v.get("rounds")), _num(v.get("victims_reported")), _e(v.get("blocked_expected")),
       _e(v.get("refused_seen")), _e(v.get("retired"))] for n, v in spammers.items()), empty="none ran")}"""  # fmt: skip
+
+
+def _lost_binds_table(fleet: Mapping[str, Any]) -> str:
+    """The binds the target dropped while the run went on: which, when (seconds into the run), why."""
+    return _table(["bind", "why", "at (s)"], ([f"<code>{_e(b.get('bind'))}</code>", _e(b.get("reason")), _num(b.get("at_s"), 1)]
+                                             for b in fleet.get("lost_binds") or ()), numeric_from=2, empty="none: every bind held")  # fmt: skip
 
 
 _DIRECTION = {">": ("sent", "→ sent"), "<": ("received", "← received")}

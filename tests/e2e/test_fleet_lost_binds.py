@@ -1,0 +1,123 @@
+"""A bind the target drops while the fleet runs (its unbind, here sent by a proxy in front of the gateway as an SMSC
+would): the fleet names it, fails what depended on it saying so, retires its subscribers, and ends early once no
+subscriber's bind is left (README "Handset simulator")."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import struct
+from html import escape
+from typing import Self
+
+import pytest
+
+from gateway.smpp.codec import encode_pdu
+from gateway.smpp.constants import CommandId
+from gateway.smpp.pdu import Unbind
+from simulator.fleet import BINDS_LOST
+from simulator.report import render_html
+from simulator.testing import make_scenario, run_fleet_async
+
+KINDS = ("query", "order", "spam", "chatter", "spammer", "help")
+RECEIVING = (CommandId.BIND_RECEIVER, CommandId.BIND_TRANSCEIVER)
+
+
+class Unbinder:
+    """An SMPP proxy in front of the gateway that, instead of the `after`-th deliver_sm to the fleet, sends an unbind
+    of its own on the bind it was for (`every`: on every bind that receives), as an SMSC dropping its binds does;
+    the client's answer stays here, and its close closes the gateway's side."""
+
+    def __init__(self, upstream: int, after: int, every: bool) -> None:
+        self.upstream, self.after, self.every = upstream, after, every
+        self.delivered = 0
+        self.receivers: list[asyncio.StreamWriter] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Self:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream)
+
+        async def to_client() -> None:
+            async for pdu in _pdus(up_r):
+                if _command(pdu) == CommandId.DELIVER_SM and client_w in self.receivers:
+                    self.delivered += 1
+                    if self.delivered == self.after:  # this text never comes: its bind is dropped instead
+                        for receiver in self.receivers if self.every else [client_w]:
+                            receiver.write(encode_pdu(Unbind(sequence_number=0x7FFFFFF0)))
+                        continue
+                client_w.write(pdu)
+
+        async def to_gateway() -> None:
+            async for pdu in _pdus(client_r):
+                if _command(pdu) in RECEIVING:
+                    self.receivers.append(client_w)
+                if _command(pdu) != CommandId.UNBIND_RESP:
+                    up_w.write(pdu)
+
+        try:
+            await asyncio.gather(to_client(), to_gateway())
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            client_w.close()
+            up_w.close()
+
+
+async def _pdus(reader: asyncio.StreamReader):
+    while True:
+        head = await reader.readexactly(16)
+        yield head + await reader.readexactly(struct.unpack(">I", head[:4])[0] - 16)
+
+
+def _command(pdu: bytes) -> int:
+    return struct.unpack(">I", pdu[4:8])[0]
+
+
+@pytest.mark.parametrize(("mode", "every", "kind"), [("tx+rx", False, "chatter"), ("tx+rx", True, "chatter"),
+                                                     ("tx+rx", False, "help"), ("trx", True, "help")])  # fmt: skip
+async def test_a_bind_the_target_drops_is_named_and_fails_what_waited_on_it(make_gateway, mode: str, every: bool, kind: str) -> None:
+    """Chats between 40 subscribers on two binds (tx+rx pairs or transceivers), or help texts from 10086; after 10
+    texts delivered, the SMSC unbinds the bind the next was for, or every bind that receives. Before, the fleet did not
+    notice: the dialogue whose text never came failed as "received nothing within 3 s" (blaming the delivery), the
+    subscribers of the lost bind went on starting dialogues, and a fleet left with no receiver ran until its count or
+    duration ("count reached"); no report said a bind was lost."""
+    gw = make_gateway()
+    scenario = make_scenario(fleet={"count": 40, "binds": 2, "mode": mode, "sp_receivers": []},
+                             behaviours={k: {"weight": int(k == kind)} for k in KINDS} | {"chatter": {"weight": int(kind == "chatter"), "long": 0}},
+                             load={"duration": 0, "count": 60, "concurrency": 2, "timeout": 3})  # fmt: skip
+    async with Unbinder(gw.smpp_port, after=11, every=every) as proxy:
+        run = await run_fleet_async(scenario, target=("127.0.0.1", proxy.port))
+    fleet = run.summary["fleet"]
+    lost = fleet["lost_binds"]
+    receiver = "trx" if mode == "trx" else "rx"
+    assert len(lost) == (2 if every else 1), lost
+    assert all(re.fullmatch(rf"{receiver} #[12] as 'handset'", b["bind"]) and b["reason"] == "unbound by the server"
+               for b in lost), lost  # fmt: skip
+    faults = [f for f in run.failures if f["kind"] == "bind"]
+    assert [f["step"] for f in faults] == ["bind lost"] * len(lost)
+    assert re.fullmatch(r"the target dropped the bind \S+ #\d as 'handset' \d+\.\d s into the run: unbound by the server", faults[0]["error"])
+    # The dialogue whose text was dropped fails at once, saying why; no failure blames the delivery.
+    chats = [f for f in run.failures if f["kind"] == kind]
+    assert chats and all(f["error"].startswith(f"BindLost: the bind {receiver} #") for f in chats), chats
+    assert not any("nothing" in f["error"] for f in run.failures)
+    assert fleet["stats"]["retired_bind_lost"] > 0 and fleet["retired_subscribers"] >= (40 if every else 20)
+    if every:  # nothing can arrive any more: the run ends at once, saying why
+        assert fleet["stopped"] == BINDS_LOST
+        assert f"the run ended early: {BINDS_LOST}" in run.misses()
+        assert run.completed + run.failed < 60
+    else:  # the other block's subscribers chat on among themselves
+        assert fleet["stopped"] == "count reached" and run.completed + run.failed == 60
+        assert all(f["msisdn"] != "" for f in chats)
+    assert f"binds lost: {len(lost)}: {lost[0]['bind']} at " in str(run)
+    page = render_html(run.summary)
+    assert "<h3" in page and f"<td><code>{escape(lost[0]['bind'])}</code></td><td>unbound by the server</td>" in page
