@@ -632,6 +632,8 @@ async def spammer_round(spammer: Spammer, env: Env, victims: list[Phone]) -> Dia
                 refusals.append(status)
                 if status in allowed[number]:  # a wrong refusal fails the round: it is no "refused (as expected)"
                     env.on_event("refused", _status(status))
+                else:
+                    result.refused.append(_status(status))
             else:
                 accepted.append(number)
                 result.mo += 1

@@ -433,8 +433,11 @@ def describe(summary: dict[str, Any]) -> str:
         lines.append(f"  {kind:<9} {counts}" + (f"   (p50 {by_kind['p50']} p99 {by_kind['p99']} ms)" if timed else ""))
     if summary.get("unsolicited"):
         lines.append("arrived unasked: " + ", ".join(f"{k} {v}" for k, v in sorted(summary["unsolicited"].items())))
-    if summary.get("mo_refused"):
-        lines.append("refused (as expected): " + ", ".join(f"{k} {v}" for k, v in sorted(summary["mo_refused"].items())))
+    expected, unexpected = _refusals(summary)
+    if expected:
+        lines.append("refused (as expected): " + ", ".join(f"{k} {v}" for k, v in expected))
+    if unexpected:
+        lines.append("MO refused, failing their dialogues: " + ", ".join(f"{k} {v}" for k, v in unexpected))
     fleet = summary.get("fleet") or {}
     stats = fleet.get("stats") or {}
     not_started = {k: v for k, v in stats.items() if k.startswith("not_started")}
@@ -473,6 +476,15 @@ def _describe_internal(internal: dict[str, Any]) -> list[str]:
 def _describe_lost_binds(lost: list[dict[str, Any]]) -> str:
     """The binds the target dropped during the run (Fleet._bind_lost): which, when, why."""
     return f"binds lost: {len(lost)}: " + "; ".join(f"{b['bind']} at {b['at_s']:.1f} s ({b['reason']})" for b in lost)
+
+
+def _refusals(summary: dict[str, Any]) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """The MOs the target refused, by status: those a check called for (a spammer's, as the reports require), and the
+    rest, each of which failed its dialogue (ESME_RTHROTTLED from an SMSC the load outran, say)."""
+    expected = summary.get("mo_refused_expected") or {}
+    refused = summary.get("mo_refused") or {}
+    unexpected = [(k, v - expected.get(k, 0)) for k, v in sorted(refused.items()) if v > expected.get(k, 0)]
+    return sorted(expected.items()), unexpected
 
 
 def _shown(value: float | None) -> str:

@@ -153,6 +153,7 @@ class DialogueResult:
     transcript: list[tuple[float, str, str, str]] = field(default_factory=list)  # kept when it failed
     unexpected: list[str] = field(default_factory=list)  # texts waiting before the dialogue began: nobody asked
     data: dict[str, str] = field(default_factory=dict)  # e.g. report_id, reply_code
+    refused: list[str] = field(default_factory=list)  # statuses the target refused MOs with that no check allowed
 
 
 class DialogueFailed(Exception):
@@ -184,7 +185,9 @@ class _Run:
         except EsmeError as exc:
             raise DialogueFailed(self.step, f"MO not answered: {exc}") from None
         if resp.command_status:
-            raise DialogueFailed(self.step, f"MO refused with {CommandStatus.name_of(resp.command_status)}")
+            status = CommandStatus.name_of(resp.command_status)
+            self.result.refused.append(status)  # counted by the recorder (mo_refused), as the failure is
+            raise DialogueFailed(self.step, f"MO refused with {status}")
         self.result.mo += 1
         if self.on_mo is not None:
             self.on_mo()

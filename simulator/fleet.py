@@ -1039,7 +1039,7 @@ class Fleet:
 
     def _event(self, event: str, detail: str, msisdn: str = "") -> None:
         if event == "refused":
-            self.recorder.refused(detail)
+            self.recorder.refused(detail, expected=True)
         elif detail in self._sp_services:
             self.notices_expected[(event, detail)] += 1
             self._owe((event, detail, msisdn), 1)

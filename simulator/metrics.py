@@ -155,7 +155,8 @@ class Recorder:
         self.reactions = 0  # of the dialogues started, those reacting to what arrived unasked
         self.completed = 0
         self.mo = 0
-        self.mo_refused: Counter[str] = Counter()  # command_status name -> count (outside dialogues' own checks)
+        self.mo_refused: Counter[str] = Counter()  # command_status name -> MOs the target refused with it, every one
+        self.mo_refused_expected: Counter[str] = Counter()  # ... of them those a check called for (`refused`)
         self.unsolicited: Counter[str] = Counter()  # what arrived unasked: survey, reminder, notice, spam, other
         self.seconds: dict[int, _Second] = {}
         self._first_open = 0  # seconds before this one are closed (percentiles kept, histogram dropped)
@@ -187,6 +188,8 @@ class Recorder:
         """A dialogue ended (ok or not); its steps' latencies join the histograms. Its MOs were counted as the
         target accepted them (`mo_accepted`)."""
         second = self._second(result.ended_at or None)
+        for status_name in result.refused:
+            self.refused(status_name)
         by_kind = self.latency_by_kind.get(result.kind)
         if by_kind is None:
             by_kind = self.latency_by_kind[result.kind] = histogram()
@@ -232,8 +235,12 @@ class Recorder:
         self.mo += count
         self._second(at).mo += count
 
-    def refused(self, status_name: str) -> None:
+    def refused(self, status_name: str, *, expected: bool = False) -> None:
+        """The target refused an MO (a text in parts once): `expected` when a check called for it (a spammer's text
+        refused as its victims' reports require); else it failed its dialogue (`record` counts those)."""
         self.mo_refused[status_name] += 1
+        if expected:
+            self.mo_refused_expected[status_name] += 1
 
     def arrived_unasked(self, what: str) -> None:
         self.unsolicited[what] += 1
@@ -295,7 +302,8 @@ class Recorder:
         - `outcomes`: {kind: {outcome: count}} of the dialogues; `failures_by_step`: {kind: {step: count}}, the
           faults' too
         - `failures`: dialogues' and faults' together, up to 200, each {kind, msisdn, step, error, at, transcript: [{t, dir, peer, text}]}
-        - `mo_refused`: {status: count}; `unsolicited`: {what: count}
+        - `mo_refused`: {status: count} of every MO the target refused; `mo_refused_expected`: those of them a check
+          called for (the rest failed their dialogues); `unsolicited`: {what: count}
         - `timeline`: one entry per second {t, started, completed, failed, mo, p50_ms, p99_ms}
         """
         duration = max(self.elapsed, 1e-9)
@@ -347,6 +355,7 @@ class Recorder:
             "failures_by_step": by_step,
             "failures": [f.as_dict() for f in self.failures],
             "mo_refused": dict(self.mo_refused),
+            "mo_refused_expected": dict(self.mo_refused_expected),
             "unsolicited": dict(self.unsolicited),
             "timeline": timeline,
         }

@@ -40,11 +40,12 @@ MAX_FAILURES_SHOWN = 50
 # The summary's keys in the order the JSON lists them; keys the recorder adds later follow, sorted.
 _ORDER = (
     "duration_s", "load_s", "dialogues", "throughput", "latency_ms", "latency_ms_by_kind", "simulator", "outcomes",
-    "failures_by_step", "mo_refused", "unsolicited",
+    "failures_by_step", "mo_refused", "mo_refused_expected", "unsolicited",
 )  # fmt: skip
 _LAST = ("timeline", "failures")
 # maps keyed by data (kind, outcome, step, status) -> how many levels to sort
-_KEYED_BY_DATA = {"latency_ms_by_kind": 1, "outcomes": 2, "failures_by_step": 2, "mo_refused": 1, "unsolicited": 1}
+_KEYED_BY_DATA = {"latency_ms_by_kind": 1, "outcomes": 2, "failures_by_step": 2, "mo_refused": 1, "mo_refused_expected": 1,
+                   "unsolicited": 1}
 _SECRET = re.compile(r"pass(word|wd)?|secret|token|api_?key", re.IGNORECASE)
 
 
@@ -463,6 +464,15 @@ def _counts_table(title: str, counts: Mapping[str, int] | None, empty: str) -> s
     return _table([title, "count"], ([f"<code>{_e(k)}</code>", _num(v)] for k, v in rows), empty=empty)
 
 
+def _refused_table(report: Mapping[str, Any]) -> str:
+    """Every MO the target refused, by status: those that failed their dialogue, and those a check called for."""
+    expected: Mapping[str, int] = report.get("mo_refused_expected") or {}
+    rows = sorted((report.get("mo_refused") or {}).items(), key=lambda kv: (-kv[1], kv[0]))
+    return _table(["status", "failed their dialogue", "as expected"],
+                  ([f"<code>{_e(k)}</code>", _fail_cell(v - expected.get(k, 0)), _num(expected.get(k, 0))] for k, v in rows),
+                  empty="none refused")  # fmt: skip
+
+
 def _simulator_section(report: Mapping[str, Any]) -> str:
     """How the simulator itself kept up (summary["simulator"], simulator/headroom.py) and the rates beside the
     steady state's: a saturated simulator's latencies are its own queueing (the verdict says so)."""
@@ -790,7 +800,7 @@ def render_html(report: Mapping[str, Any], *, max_failures: int = MAX_FAILURES_S
 {_internal_errors_section(report)}
 <div class="grid2">
 <div><h3>By kind and step</h3>{_failures_by_step_table(report)}</div>
-<div><h3>MO refused by the server</h3>{_counts_table("status", report.get("mo_refused"), "none refused")}
+<div><h3>MO refused by the server</h3>{_refused_table(report)}
 <h3 style="margin-top:18px">Arrived unasked</h3>{_counts_table("what", report.get("unsolicited"), "nothing arrived unasked")}</div>
 </div>
 <h3 style="margin-top:22px">Transcripts</h3>

@@ -447,7 +447,25 @@ def test_refusals_that_failed_a_spammer_round_are_not_listed_as_expected(smsgw_f
     run = smsgw_fleet(scenario, config={"accounts": [{"system_id": "carrier", "throughput": 1}]})
     assert run.summary["failures_by_step"]["spammer"] == {"spam": run.outcomes["spammer"]["failed"]}
     assert "ESME_RTHROTTLED, expected ESME_ROK" in next(f for f in run.failures if f["kind"] == "spammer")["error"]
-    assert "ESME_RTHROTTLED" not in run.summary["mo_refused"]
+    assert "ESME_RTHROTTLED" not in run.summary["mo_refused_expected"]
+    assert run.summary["mo_refused"]["ESME_RTHROTTLED"] >= run.outcomes["spammer"]["failed"]
+
+
+def test_mo_refused_by_a_throttled_target_are_counted_by_status(smsgw_fleet, tmp_path: Path) -> None:
+    """The subscribers' account is throttled: their MOs are refused with ESME_RTHROTTLED and the dialogues fail.
+    Before, the refusals showed only in the failures' texts (the first 200 kept): `mo_refused` was empty and the
+    report said "none refused"."""
+    scenario = make_scenario(fleet={"count": 30, "binds": 1, **NO_SP}, behaviours=only(help=1),
+                             load={"duration": 0, "count": 30, "concurrency": 6})  # fmt: skip
+    run = smsgw_fleet(scenario, config={"accounts": [{"system_id": "handset", "throughput": 2}]}, report=tmp_path / "report")
+    failed = run.outcomes["help"]["failed"]
+    assert failed > 0 and run.summary["failures_by_step"] == {"help": {"help->10086": failed}}
+    assert run.summary["mo_refused"] == {"ESME_RTHROTTLED": failed} and run.summary["mo_refused_expected"] == {}
+    assert f"MO refused, failing their dialogues: ESME_RTHROTTLED {failed}" in str(run)
+    assert "refused (as expected)" not in str(run)
+    html = (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
+    refused = html.split("MO refused by the server", 1)[1].split("Arrived unasked", 1)[0]
+    assert "none refused" not in refused and "ESME_RTHROTTLED" in refused, refused
 
 
 @pytest.mark.parametrize("lost", ["refused", "unanswered"])
