@@ -194,7 +194,11 @@ class Fleet:
         a national number of its length), and no short code or service code's (with an extension): the gateway sends MT
         to that form, never to a national one, and takes no MO from a service's number."""
         s, plan = self.scenario, self.numbers
-        numbers = {"fleet.start": s.fleet.start, "behaviours.spam.reported_start": s.behaviours.spam.reported_start}
+        # Each range only when it is used: the reported numbers by spam reports (not the reactions: those report the
+        # sender), the spammers' when they run. A chatter-only run against another number plan needs neither.
+        numbers = {"fleet.start": s.fleet.start}
+        if s.behaviours.spam.weight > 0:
+            numbers["behaviours.spam.reported_start"] = s.behaviours.spam.reported_start
         if s.behaviours.spammer.weight > 0:
             numbers["spammers.start"] = s.spammers.start
         for key, number in numbers.items():
@@ -209,7 +213,9 @@ class Fleet:
                                       f"{plan.national_length} digits; got {number!r}{hint}")  # fmt: skip
         # What the fleet reports as spam must be mobile numbers, or the target refuses the reports ("not a valid
         # mobile number") and the spam and spammer dialogues fail.
-        reported = [("behaviours.spam.reported_start", s.behaviours.spam.reported_start, s.behaviours.spam.reported_count)]
+        reported = []
+        if s.behaviours.spam.weight > 0:
+            reported.append(("behaviours.spam.reported_start", s.behaviours.spam.reported_start, s.behaviours.spam.reported_count))
         if s.behaviours.spammer.weight > 0:
             reported.append(("spammers.start", s.spammers.start, s.spammers.count))
         for key, start, count in reported:

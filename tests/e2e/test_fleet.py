@@ -404,6 +404,26 @@ def test_values_the_command_line_refuses_are_refused_before_the_run() -> None:
                 controller.run(help_scenario(), **flags)
 
 
+def test_a_chatter_run_on_another_number_plan_needs_no_reported_numbers_of_it(smsgw_fleet) -> None:  # noqa: F811
+    """README's recipe against another SMSC (chatter only: spam reports, spammers and spam reactions off), on a UK
+    number plan from 447700900000. Before, it exited 2 naming behaviours.spam.reported_start, numbers of the built-in
+    plan (8613100000000) that such a run never reports; a run that reports spam still has them checked."""
+    uk = {"gateway": {"country_code": "44", "national_number_length": 10},
+          "accounts": [{"system_id": a, "numbers": [n]} for a, n in (("handset", "447700"), ("handset2", "447701"),
+                                                                       ("carrier", "447702"))]}  # fmt: skip
+    off = {kind: {"weight": 0} for kind in ("query", "order", "spam", "spammer", "help")}
+    chatter = make_scenario(fleet={"count": 20, "binds": 1, "start": "447700900000", "sp_receivers": []},
+                            behaviours=off | {"chatter": {"weight": 1}}, reactions={"spam": {"report": 0, "two_step": 0}},
+                            load={"duration": 0, "count": 20, "concurrency": 4})  # fmt: skip
+    run = smsgw_fleet(chatter, config=uk)
+    run.assert_ok()
+    assert run.outcomes == {"chatter": {"delivered": 20}}
+    reporting = dataclasses.replace(chatter, behaviours=dataclasses.replace(
+        chatter.behaviours, spam=dataclasses.replace(chatter.behaviours.spam, weight=1)))
+    with pytest.raises(ValueError, match=r"behaviours.spam.reported_start: expected an MSISDN .* country code 44"):
+        smsgw_fleet(reporting, config=uk)
+
+
 CA = str(Path(__file__))  # a file that exists: only TLS being off is wrong with it
 
 
