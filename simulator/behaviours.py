@@ -588,7 +588,7 @@ async def chatter(phone: Phone, env: Env, peer: Phone) -> DialogueResult:
             env.post.forget(phone.msisdn, peer.msisdn)
         if message.text != text:
             run.fail(f"{peer.msisdn} received {message.text!r}, sent {text!r}")
-        run.result.steps.append(("chat->peer", message.received_at - run.sent_at))
+        run.result.steps.append(("chat->peer", run.latency(message)))
         run.result.data["peer"] = peer.msisdn
         return "delivered"
 
@@ -612,17 +612,24 @@ async def spammer_round(spammer: Spammer, env: Env, victims: list[Phone]) -> Dia
         at = time.monotonic()
         for v in victims:
             spammer.transcript.append((at, ">", v.msisdn, text))
-        responses = await asyncio.gather(*(spammer.esme.submit(spammer.msisdn, v.msisdn, text) for v in victims),
-                                         return_exceptions=True)  # fmt: skip
+
+        async def submit(victim: Phone) -> tuple[Pdu, float]:
+            """The text to `victim`: its submit_sm_resp, and when it came (a text delivered before it is timed to it)."""
+            resp = await spammer.esme.submit(spammer.msisdn, victim.msisdn, text)
+            return resp, time.monotonic()
+
+        responses = await asyncio.gather(*(submit(v) for v in victims), return_exceptions=True)
         accepted: list[str] = []
         refusals: list[int] = []
         wrong: list[str] = []
-        for victim, resp in zip(victims, responses, strict=True):
+        answered: dict[str, float] = {}
+        for victim, response in zip(victims, responses, strict=True):
             number = victim.msisdn
-            if isinstance(resp, BaseException):
-                if isinstance(resp, (EsmeError, OSError)):
-                    raise DialogueFailed(step, f"spam to {number} not answered: {resp}")
-                raise resp
+            if isinstance(response, BaseException):
+                if isinstance(response, (EsmeError, OSError)):
+                    raise DialogueFailed(step, f"spam to {number} not answered: {response}")
+                raise response
+            resp, answered[number] = response
             status = resp.command_status
             if status not in allowed[number]:
                 names = " or ".join(sorted(_status(s) for s in allowed[number]))
@@ -665,7 +672,7 @@ async def spammer_round(spammer: Spammer, env: Env, victims: list[Phone]) -> Dia
             message = future.result()
             if message.text != text:
                 raise DialogueFailed(step, f"{message.destination} received {message.text!r}, sent {text!r}")
-            result.steps.append((step, message.received_at - at))
+            result.steps.append((step, max(message.received_at, answered[pending[future]]) - at))  # as Run.latency
         spammer.rounds += 1
         blocked = bool(refusals) and not accepted and all(s == SENDER_BLOCKED for s in refusals)
         if blocked:

@@ -30,7 +30,7 @@ from gateway.config import Config, load_config, messages_files
 from gateway.smpp.constants import CommandStatus
 from gateway.templates import period
 
-from .esme import EsmeError
+from .esme import EsmeError, ShortMessage
 from .handset import Handset, NoReply
 from .texts import ReplyTexts
 
@@ -172,7 +172,8 @@ class _Run:
         self.plan = plan
         self.timeout = timeout
         self.on_mo = on_mo  # told as each MO is accepted, not when the dialogue ends (a fleet's MO/s)
-        self.sent_at = 0.0
+        self.sent_at = 0.0  # the last MO's submit_sm
+        self.answered_at = 0.0  # ... and its submit_sm_resp, as the dialogue read it
         self.step = "start"
         self.result = DialogueResult(kind, handset.msisdn, False, "failed")
 
@@ -188,10 +189,11 @@ class _Run:
             status = CommandStatus.name_of(resp.command_status)
             self.result.refused.append(status)  # counted by the recorder (mo_refused), as the failure is
             raise DialogueFailed(self.step, f"MO refused with {status}")
+        answered_at = time.monotonic()
         self.result.mo += 1
         if self.on_mo is not None:
             self.on_mo()
-        self.sent_at = at
+        self.sent_at, self.answered_at = at, answered_at
 
     async def receive(self, step: str, source: str) -> str:
         """The next text from `source`; its latency from the last MO is recorded as `step`."""
@@ -200,8 +202,13 @@ class _Run:
             message = await self.handset.expect(source, timeout=self.timeout)
         except NoReply as exc:
             raise DialogueFailed(step, str(exc)) from None
-        self.result.steps.append((step, message.received_at - self.sent_at))
+        self.result.steps.append((step, self.latency(message)))
         return message.text
+
+    def latency(self, message: ShortMessage) -> float:
+        """From the last MO's submit_sm to `message`, or to the MO's submit_sm_resp when that came later: an SMSC
+        that delivers the reply before it answers the MO is no quicker for it (the subscriber waited for both)."""
+        return max(message.received_at, self.answered_at) - self.sent_at
 
     async def reply(self, step: str, source: str, *keys: str) -> tuple[str, dict[str, str]]:
         """The next text from `source`: it must be one of the reply texts `keys`; its latency is recorded as `step`."""
