@@ -583,6 +583,9 @@ async def chatter(phone: Phone, env: Env, peer: Phone) -> DialogueResult:
             try:
                 message = await asyncio.wait_for(arrival, env.timeout)
             except asyncio.TimeoutError:
+                in_part = peer.arrived_in_part(phone.msisdn)
+                if in_part:
+                    run.fail(f"{peer.msisdn} received the text from {phone.msisdn} in part within {env.timeout:g} s: {in_part}")
                 run.fail(f"{peer.msisdn} received nothing from {phone.msisdn} within {env.timeout:g} s")
         finally:
             env.post.forget(phone.msisdn, peer.msisdn)

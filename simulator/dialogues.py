@@ -201,7 +201,9 @@ class _Run:
         try:
             message = await self.handset.expect(source, timeout=self.timeout)
         except NoReply as exc:
-            raise DialogueFailed(step, str(exc)) from None
+            in_part = self.handset.arrived_in_part(source)
+            reason = f"a long text from {source} arrived in part within {self.timeout:g} s: {in_part}" if in_part else str(exc)
+            raise DialogueFailed(step, reason) from None
         self.result.steps.append((step, self.latency(message)))
         return message.text
 

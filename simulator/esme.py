@@ -151,13 +151,15 @@ class SharedParts:
                  on_given_up: Callable[[str, str, list[int], bool], None] | None = None) -> None:  # fmt: skip
         """on_given_up(source, destination, seqnums held, unsent): told of each text given up with parts missing (its
         first part came reassembly_timeout ago): only part of it arrived. `unsent`: a text these connections sent
-        with a part refused or unanswered (`sent_in_part`): the sender knew it incomplete, the receiver was right."""
+        with a part refused or unanswered (`sent_in_part`): the sender knew it incomplete, the receiver was right. A
+        text its receiver was told of already (`arrived_in_part`: a dialogue failed for it) is not given up again."""
         self.reassembler: Reassembler = Reassembler(timeout=reassembly_timeout)
         self.pdus: dict[tuple[tuple[str, str, ConcatScheme], int], list[Pdu]] = {}  # by reassembler key, reference
         self.on_given_up = on_given_up
         # (source, destination, reference) -> when sent: see sent_in_part. Kept two reassembly timeouts at most: a
         # text refused in every part never arrives, and a reference comes round again.
         self.unsent: dict[tuple[str, str, int], float] = {}
+        self.told: dict[tuple[str, str, int], float] = {}  # (source, destination, reference) -> when: arrived_in_part
 
     def sent_in_part(self, source: str, destination: str, short_message: bytes, esm_class: int, tlvs: dict[int, bytes]) -> None:
         """A long text sent here had a part refused or unanswered: the parts accepted may arrive, and their set
@@ -165,6 +167,18 @@ class SharedParts:
         concat, _body = concat_info(esm_class, short_message, tlvs)
         if concat is not None:
             self.unsent[(source, destination, concat.reference)] = time.monotonic()
+
+    def arrived_in_part(self, source: str, destination: str) -> str:
+        """For a receiver that gave up waiting for a text from `source` (its dialogue fails): the parts of the newest
+        one still incomplete that arrived and those missing ("part(s) 1 of 2 arrived, part(s) 2 missing"), or "" when
+        none did. Told once: given up later, that text is no second failure (on_given_up is not told of it)."""
+        for scheme in ConcatScheme:
+            for reference, total, held in reversed(self.reassembler.incomplete((source, destination, scheme))):
+                if (source, destination, reference) not in self.told:
+                    self.told[(source, destination, reference)] = time.monotonic()
+                    missing = sorted(set(range(1, total + 1)) - set(held))
+                    return f"part(s) {', '.join(map(str, held))} of {total} arrived, part(s) {', '.join(map(str, missing))} missing"
+        return ""
 
     def expire(self, now: float) -> int:
         """Give up the texts whose first part came more than reassembly_timeout before `now` (math.inf: every
@@ -174,12 +188,13 @@ class SharedParts:
             self.pdus.pop((key, reference), None)
             source, destination, _scheme = key  # type: ignore[misc]
             unsent = self.unsent.pop((source, destination, reference), None) is not None
-            if self.on_given_up is not None:
+            told = self.told.pop((source, destination, reference), None) is not None
+            if self.on_given_up is not None and not told:
                 self.on_given_up(source, destination, sorted(bodies), unsent)
-        if self.unsent:
-            stale = now - 2 * self.reassembler.timeout
-            for text in [text for text, sent_at in self.unsent.items() if sent_at < stale]:
-                del self.unsent[text]
+        stale = now - 2 * self.reassembler.timeout
+        for texts in (self.unsent, self.told):
+            for text in [text for text, at in texts.items() if at < stale]:
+                del texts[text]
         return len(expired)
 
 

@@ -85,6 +85,11 @@ class Handset:
         if waiter is not None and not waiter[1].done():
             waiter[1].set_exception(error)
 
+    def arrived_in_part(self, source: str) -> str:
+        """For a dialogue that gave up waiting for a text from `source`: the parts of a long one that arrived and those
+        missing, or "" (simulator.esme.SharedParts.arrived_in_part)."""
+        return self.esme.parts.arrived_in_part(source, self.msisdn)
+
     def take_inbox(self) -> list[ShortMessage]:
         """Everything that arrived and no expect() took (texts nobody was waiting for)."""
         taken, self.inbox = self.inbox, []

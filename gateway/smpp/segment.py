@@ -368,6 +368,12 @@ class Reassembler(Generic[Body]):
         self._remove(set_id)
         return [partial.bodies[seq] for seq in range(1, partial.total + 1)]
 
+    def incomplete(self, key: Hashable) -> list[tuple[int, int, list[int]]]:
+        """(reference, total, seqnums held) of each incomplete set of `key`, oldest first. It looks at every set: for a
+        receiver that gave up waiting for a message, not for each part."""
+        return [(reference, partial.total, sorted(partial.bodies))
+                for (k, reference, _total), partial in self._sets.items() if k == key]  # fmt: skip
+
     def take_timed_out(self, key: Hashable, concat: Concat, now: float) -> dict[int, Body] | None:
         """The parts held of the set this part belongs to, removed, if that set timed out by `now`; else None.
 

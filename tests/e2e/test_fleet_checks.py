@@ -490,6 +490,33 @@ async def test_a_reply_that_comes_before_the_mo_is_answered_is_timed_to_the_answ
     assert all(500 <= latency["p50"] < 1500 for latency in by_kind.values()), by_kind
 
 
+@pytest.mark.parametrize(("kind", "step", "error"), [
+    ("chatter", "chat->peer", r"\d+ received the text from \d+ in part within 1 s: "),
+    ("help", "help->help", "a long text from 10086 arrived in part within 1 s: "),
+])  # fmt: skip
+async def test_a_long_text_a_dialogue_waits_for_arriving_in_part_fails_it_once_naming_the_parts(
+        make_gateway, kind: str, step: str, error: str) -> None:  # fmt: skip
+    """The SMSC (a proxy here) drops part 2 of every long text it delivers: the chat, the two-part help text. Before,
+    each failed twice, using --max-failures twice: the dialogue ("received nothing within 5 s", though part 1 had
+    arrived), then the delivery ("long text arrived in part")."""
+    gw = make_gateway()
+
+    def drop_second_part(frame: bytes) -> list[bytes]:
+        pdu = decode_pdu(frame)
+        concat, _body = parse_udh(pdu.esm_class, pdu.short_message)  # type: ignore[attr-defined]
+        return [] if concat is not None and concat.seqnum == 2 else [frame]
+
+    behaviours = only(**{kind: 1}) | {"chatter": {"weight": float(kind == "chatter"), "long": 1.0}}
+    scenario = make_scenario(fleet={"count": 20, "binds": 1, **NO_SP}, behaviours=behaviours,
+                             load={"duration": 0, "count": 4, "concurrency": 2, "timeout": 1})  # fmt: skip
+    async with Proxy(gw.smpp_port, change=drop_second_part) as proxy:
+        run = await run_fleet_async(scenario, target=("127.0.0.1", proxy.port))
+    assert run.summary["failures_by_step"] == {kind: {step: 4}} and run.faults == 0, run.summary["failures_by_step"]
+    parts = r"part\(s\) 1 of 2 arrived, part\(s\) 2 missing"
+    assert all(re.fullmatch(error + parts, f["error"]) for f in run.failures), run.failures[0]
+    assert "arrived_in_part" not in run.summary["fleet"]["stats"]
+
+
 @pytest.mark.parametrize("lost", ["refused", "unanswered"])
 async def test_a_long_mo_refused_or_unanswered_in_part_fails_its_dialogue_only(make_gateway, lost) -> None:
     """The SMSC (a proxy here) refuses the second part of every long MO with ESME_RMSGQFUL, or never answers it, and

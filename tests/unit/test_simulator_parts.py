@@ -46,3 +46,18 @@ def test_a_text_sent_with_a_part_refused_is_told_apart_until_two_timeouts_have_p
     _given_up_after_first_part(parts, long_text, 8, now + 3)  # the reference comes round again, for a text whole when sent
     parts.expire(now + 10)
     assert told == [True, True, False]
+
+
+def test_a_text_in_part_a_dialogue_was_told_of_is_not_given_up_again() -> None:
+    """A receiver that gave up waiting is told which parts of the newest incomplete text came, once; that text, given
+    up later, is no second failure (on_given_up not told of it), while another one still is."""
+    given_up: list[list[int]] = []
+    parts = SharedParts(reassembly_timeout=1.0, on_given_up=lambda _s, _d, seqnums, _unsent: given_up.append(seqnums))
+    now = time.monotonic()
+    _given_up_after_first_part(parts, "x" * 400, reference=3, now=now)
+    _given_up_after_first_part(parts, "y" * 400, reference=4, now=now + 0.1)
+    assert parts.arrived_in_part(B, A) == ""  # (from B to A: none)
+    assert parts.arrived_in_part(A, B) == "part(s) 1 of 3 arrived, part(s) 2, 3 missing"  # reference 4, the newest
+    parts.expire(now + 2)
+    assert given_up == [[1]]  # reference 3's alone
+
