@@ -494,7 +494,7 @@ class Esme(asyncio.Protocol):
         try:
             self.session.send(pdu)
         except LocalProtocolError as exc:
-            future.set_exception(exc)
+            future.set_exception(self._refused_locally(exc))
             return
         self.stats.requests += 1
         if pdu.command_id == C.SUBMIT_SM:
@@ -503,6 +503,15 @@ class Esme(asyncio.Protocol):
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
+
+    def _refused_locally(self, exc: LocalProtocolError) -> Exception:
+        """What a request the session would not send fails with: ConnectionClosed once the session ended (the target's
+        unbind answered, the connection not closed yet: a dialogue woken by a text in the same read as the unbind
+        sends its next MO then), as if it came a moment later; else the LocalProtocolError (a request out of place)."""
+        state = self.session.state
+        if state is State.UNBOUND or state is State.CLOSED:
+            return ConnectionClosed(self.close_reason or f"session {state.value}")
+        return exc
 
     def _release(self) -> None:
         """Move queued requests into the window as far as it has room."""

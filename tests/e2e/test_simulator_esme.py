@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import struct
 
 import pytest
 
 from gateway.app import GatewayController
 from simulator.dialogues import Plan, order_confirm, query_unsubscribe, rating, spam_report
-from simulator.esme import BindError, Esme, ShortMessage
+from simulator.esme import BindError, ConnectionClosed, Esme, ShortMessage
 from simulator.handset import Handset, Switchboard
 
 A, B, C = "8613800000001", "8613800000002", "8613900000003"
@@ -169,3 +170,32 @@ async def test_parts_with_an_8_bit_and_a_16_bit_reference_of_one_number_read_as_
     assert sorted(texts) == ["Good bye", "Hello world"]
     await sender.unbind()
     await esme.unbind()
+
+
+def _frame(command_id: int, sequence: int, body: bytes = b"") -> bytes:
+    return struct.pack(">IIII", 16 + len(body), command_id, 0, sequence) + body
+
+
+async def test_a_request_made_as_the_target_unbinds_fails_as_a_closed_connection() -> None:
+    """An SMSC that delivers a text and unbinds in one write: the dialogue the text woke sent its next MO before the
+    connection was gone, and the session's LocalProtocolError ('cannot send submit_sm in state unbound') made it
+    the simulator's own internal error, not the target's unbind."""
+    accepted: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.get_running_loop().create_future()
+    server = await asyncio.start_server(lambda r, w: accepted.set_result((r, w)), "127.0.0.1", 0)
+    tried: asyncio.Future[asyncio.Future] = asyncio.get_running_loop().create_future()
+
+    def on_message(message: ShortMessage) -> None:  # (in the read that carries the unbind too)
+        tried.set_result(asyncio.ensure_future(esme.submit(A, ECHO, "next")))
+
+    async with server:
+        esme = await Esme.connect("127.0.0.1", server.sockets[0].getsockname()[1], on_message=on_message)
+        binding = asyncio.ensure_future(esme.bind("trx", "handset", "handset"))
+        reader, writer = await accepted
+        bind = await reader.readexactly(struct.unpack(">I", await reader.readexactly(4))[0] - 4)
+        writer.write(_frame(0x80000009, struct.unpack(">I", bind[8:12])[0], b"smsc\0"))
+        await binding
+        deliver = b"\0" + b"\1\1" + ECHO.encode() + b"\0" + b"\1\1" + A.encode() + b"\0" + bytes(3) + b"\0\0" + bytes(4) + b"\x02hi"
+        writer.write(_frame(0x00000005, 1, deliver) + _frame(0x00000006, 2))
+        with pytest.raises(ConnectionClosed, match="unbound by the server"):
+            await asyncio.wait_for(await tried, 5)
+        writer.close()
