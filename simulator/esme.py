@@ -430,9 +430,7 @@ class Esme(asyncio.Protocol):
             self._release()
         self._flush()
         if self.session.finished and self._transport is not None:
-            # UNBOUND with no unbind of ours (unbind() names itself first): the server's unbind, answered
-            state = self.session.state
-            self.close_reason = self.close_reason or ("unbound by the server" if state is State.UNBOUND else f"session {state.value}")
+            self.close_reason = self._ended_reason()
             self._transport.close()
 
     def _on_response(self, pdu: Pdu) -> None:
@@ -510,8 +508,14 @@ class Esme(asyncio.Protocol):
         sends its next MO then), as if it came a moment later; else the LocalProtocolError (a request out of place)."""
         state = self.session.state
         if state is State.UNBOUND or state is State.CLOSED:
-            return ConnectionClosed(self.close_reason or f"session {state.value}")
+            return ConnectionClosed(self._ended_reason())
         return exc
+
+    def _ended_reason(self) -> str:
+        """Why the session ended: the close reason, else (UNBOUND with no unbind of ours: unbind() names itself
+        first) the server's unbind."""
+        state = self.session.state
+        return self.close_reason or ("unbound by the server" if state is State.UNBOUND else f"session {state.value}")
 
     def _release(self) -> None:
         """Move queued requests into the window as far as it has room."""
