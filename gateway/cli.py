@@ -119,7 +119,8 @@ async def serve_forever(config, args: argparse.Namespace) -> int:
         await gateway.stop()
         return 2
     except (OSError, StoreOpenError) as exc:  # a port in use, a database that is not one
-        print(f"smsgw: cannot start: {exc}", file=sys.stderr)
+        change = gateway.store.schema_change()  # (a port in use: after the store opened, and maybe upgraded it)
+        print(f"smsgw: cannot start: {exc}" + (f" ({change} first)" if change else ""), file=sys.stderr)
         await gateway.stop()
         return 1
     tune_for_serving()  # see gctune: the collector is a third of a busy gateway's CPU otherwise

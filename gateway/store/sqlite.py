@@ -456,14 +456,22 @@ class SqliteStore:
 
     def log_schema(self) -> None:
         """A new database, or one whose schema its opening moved forward (one way: an older release refuses it from
-        now on), is said once (by the gateway once it is ready: a refused start writes its one line alone); else
-        nothing in the log told when an upgrade happened, or that a mistyped --db made an empty database."""
+        now on), is said once (by the gateway once it is ready; a start refused after the store opened says it in
+        its one line: `schema_change`); else nothing in the log told when an upgrade happened, or that a mistyped
+        --db made an empty database."""
         found, version, seconds = self._writer.schema
-        if found == 0:
+        if found == 0 and version:
             log.info("database created", database=self.path, schema_version=version)
         elif found < version:
             log.info("database schema upgraded", database=self.path, from_version=found, to_version=version,
                      seconds=round(seconds, 3))  # fmt: skip
+
+    def schema_change(self) -> str:
+        """What opening the database did to it, for a start refused after it ("" if nothing, or it did not open)."""
+        found, version, _seconds = self._writer.schema
+        if not version or found == version:
+            return ""
+        return f"{self.path} was created" if found == 0 else f"{self.path} was upgraded from schema {found} to {version}"
 
     async def close(self) -> None:
         """Commit everything issued before this call, then close both connections."""

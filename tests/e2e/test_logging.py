@@ -392,18 +392,36 @@ def test_a_port_in_use_refuses_the_start_before_anything_is_handled(tmp_path: Pa
     assert again.terminate() == 0
 
 
-def test_two_listeners_given_one_port_refuse_the_start(tmp_path: Path) -> None:
-    """Bound before listening, the SMPP and HTTP sockets did not clash: the start went on, uvloop's start_serving
-    said nothing of the HTTP port it could not open, and 'smsgw ready' failed with a traceback."""
+def _refused_on_one_port(db: Path) -> tuple[int, str]:
+    """`serve` given one port for SMPP and HTTP: its exit status and its one line (a start refused after the store
+    opened)."""
     port = free_port()
     refused = subprocess.run(
-        [sys.executable, "-m", "gateway", "serve", "--db", str(tmp_path / "gw.db"), "--host", "127.0.0.1",
+        [sys.executable, "-m", "gateway", "serve", "--db", str(db), "--host", "127.0.0.1",
          "--smpp-port", str(port), "--http-port", str(port), "--log-json"],
         cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert refused.returncode == 1
     [line] = refused.stderr.splitlines()
-    assert line == f"smsgw: cannot start: the SMPP and HTTP listeners were both given port {port} (127.0.0.1 and 127.0.0.1)"
+    return port, line
+
+
+def test_two_listeners_given_one_port_refuse_the_start(tmp_path: Path) -> None:
+    """Bound before listening, the SMPP and HTTP sockets did not clash: the start went on, uvloop's start_serving
+    said nothing of the HTTP port it could not open, and 'smsgw ready' failed with a traceback."""
+    db = tmp_path / "gw.db"
+    port, line = _refused_on_one_port(db)
+    assert line == (f"smsgw: cannot start: the SMPP and HTTP listeners were both given port {port} (127.0.0.1 and "
+                    f"127.0.0.1) ({db} was created first)")  # fmt: skip
+
+
+def test_a_start_refused_after_it_upgraded_the_database_says_so_in_its_line(tmp_path: Path) -> None:
+    """The upgrade is logged once the gateway is ready: a start refused after the store opened (a port in use) had
+    moved the schema forward, one way, and nothing ever said so (the next start found it at the version already)."""
+    db = tmp_path / "old.db"
+    build_old_database(db, 5)
+    _port, line = _refused_on_one_port(db)
+    assert line.endswith(f"(127.0.0.1 and 127.0.0.1) ({db} was upgraded from schema 5 to {SCHEMA_VERSION} first)")
 
 
 def test_listeners_of_two_address_families_may_share_a_port(tmp_path: Path) -> None:
