@@ -14,7 +14,6 @@ import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Self
 
 import pytest
 
@@ -26,6 +25,7 @@ from gateway.smpp.segment import parse_udh
 from gateway.smpp.text import decode
 from simulator import testing
 from simulator.testing import FleetRun, gateway_config, make_scenario, run_fleet_async
+from tests.smpp_proxy import ProxyServer, command_of, pdus
 
 smsgw_fleet = testing.smsgw_fleet  # the fixture
 
@@ -66,7 +66,7 @@ def shipped(prefix: str) -> str:
 
 
 # ------------------------------------------------------------------ a proxy
-class Proxy:
+class Proxy(ProxyServer):
     """An SMPP proxy in front of the gateway: what the client sends goes through, unless `answer(pdu)` gives the
     response to send it back instead; each deliver_sm to the client goes through `change(pdu) -> [pdus]`, and
     `after_bind(bind_resp) -> [pdus]` follow a bind's answer; any other PDU to the client is held `hold(pdu)` seconds.
@@ -76,19 +76,8 @@ class Proxy:
                  answer: Callable[[bytes], bytes | None] = lambda pdu: None,
                  after_bind: Callable[[bytes], list[bytes]] = lambda pdu: [],
                  hold: Callable[[bytes], float] = lambda pdu: 0.0) -> None:  # fmt: skip
-        self.upstream, self.change, self.answer, self.after_bind = upstream, change, answer, after_bind
-        self.hold = hold
-        self.port = 0
-        self._server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> Self:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
+        super().__init__(upstream)
+        self.change, self.answer, self.after_bind, self.hold = change, answer, after_bind, hold
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream)
@@ -101,14 +90,14 @@ class Proxy:
             client_w.write(out[:12] + struct.pack(">I", sequence[0]) + out[16:])
 
         async def to_client() -> None:
-            async for pdu in _pdus(up_r):
-                if _command(pdu) != DELIVER_SM:
+            async for pdu in pdus(up_r):
+                if command_of(pdu) != DELIVER_SM:
                     held = self.hold(pdu)
                     if held:
                         asyncio.get_running_loop().call_later(held, client_w.write, pdu)
                     else:
                         client_w.write(pdu)
-                    if _command(pdu) in BIND_RESPS:
+                    if command_of(pdu) in BIND_RESPS:
                         for out in self.after_bind(pdu):
                             add(out)
                     continue
@@ -119,9 +108,9 @@ class Proxy:
                         client_w.write(out)
 
         async def to_gateway() -> None:
-            async for pdu in _pdus(client_r):
+            async for pdu in pdus(client_r):
                 number = struct.unpack(">I", pdu[12:16])[0]
-                if _command(pdu) == DELIVER_SM_RESP and number in ours:
+                if command_of(pdu) == DELIVER_SM_RESP and number in ours:
                     ours.discard(number)
                     continue
                 response = self.answer(pdu)
@@ -161,16 +150,6 @@ def leak_first(*passages: str) -> Callable[[bytes], list[bytes]]:
         return [frame, encode_pdu(pdu)]
 
     return leak
-
-
-async def _pdus(reader: asyncio.StreamReader):
-    while True:
-        head = await reader.readexactly(16)
-        yield head + await reader.readexactly(struct.unpack(">I", head[:4])[0] - 16)
-
-
-def _command(pdu: bytes) -> int:
-    return struct.unpack(">I", pdu[4:8])[0]
 
 
 # ----------------------------------------------------------- delivered twice
@@ -482,7 +461,7 @@ async def test_a_reply_that_comes_before_the_mo_is_answered_is_timed_to_the_answ
     scenario = make_scenario(fleet={"count": 30, "binds": 1, **NO_SP}, spammers={"count": 2},
                              behaviours=only(help=1, chatter=1) | {"spammer": {"weight": 1, "victims": 3}},
                              load={"duration": 0, "count": 12, "concurrency": 6})  # fmt: skip
-    async with Proxy(gw.smpp_port, hold=lambda pdu: 0.5 if _command(pdu) == CommandId.SUBMIT_SM_RESP else 0.0) as proxy:
+    async with Proxy(gw.smpp_port, hold=lambda pdu: 0.5 if command_of(pdu) == CommandId.SUBMIT_SM_RESP else 0.0) as proxy:
         run = await run_fleet_async(scenario, target=("127.0.0.1", proxy.port))
     assert run.failed == 0 and run.faults == 0, str(run)
     by_kind = run.summary["latency_ms_by_kind"]

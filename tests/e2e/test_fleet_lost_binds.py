@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-import struct
 from html import escape
-from typing import Self
 
 import pytest
 
@@ -18,38 +16,29 @@ from gateway.smpp.pdu import Unbind
 from simulator.fleet import BINDS_LOST
 from simulator.report import render_html
 from simulator.testing import make_scenario, run_fleet_async
+from tests.smpp_proxy import ProxyServer, command_of, pdus
 
 KINDS = ("query", "order", "spam", "chatter", "spammer", "help")
 RECEIVING = (CommandId.BIND_RECEIVER, CommandId.BIND_TRANSCEIVER)
 
 
-class Unbinder:
+class Unbinder(ProxyServer):
     """An SMPP proxy in front of the gateway that, instead of the `after`-th deliver_sm to the fleet, sends an unbind
     of its own on the bind it was for (`every`: on every bind that receives), as an SMSC dropping its binds does;
     the client's answer stays here, and its close closes the gateway's side."""
 
     def __init__(self, upstream: int, after: int, every: bool) -> None:
-        self.upstream, self.after, self.every = upstream, after, every
+        super().__init__(upstream)
+        self.after, self.every = after, every
         self.delivered = 0
         self.receivers: list[asyncio.StreamWriter] = []
-        self.port = 0
-        self._server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> Self:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream)
 
         async def to_client() -> None:
-            async for pdu in _pdus(up_r):
-                if _command(pdu) == CommandId.DELIVER_SM and client_w in self.receivers:
+            async for pdu in pdus(up_r):
+                if command_of(pdu) == CommandId.DELIVER_SM and client_w in self.receivers:
                     self.delivered += 1
                     if self.delivered == self.after:  # this text never comes: its bind is dropped instead
                         for receiver in self.receivers if self.every else [client_w]:
@@ -58,10 +47,10 @@ class Unbinder:
                 client_w.write(pdu)
 
         async def to_gateway() -> None:
-            async for pdu in _pdus(client_r):
-                if _command(pdu) in RECEIVING:
+            async for pdu in pdus(client_r):
+                if command_of(pdu) in RECEIVING:
                     self.receivers.append(client_w)
-                if _command(pdu) != CommandId.UNBIND_RESP:
+                if command_of(pdu) != CommandId.UNBIND_RESP:
                     up_w.write(pdu)
 
         try:
@@ -71,16 +60,6 @@ class Unbinder:
         finally:
             client_w.close()
             up_w.close()
-
-
-async def _pdus(reader: asyncio.StreamReader):
-    while True:
-        head = await reader.readexactly(16)
-        yield head + await reader.readexactly(struct.unpack(">I", head[:4])[0] - 16)
-
-
-def _command(pdu: bytes) -> int:
-    return struct.unpack(">I", pdu[4:8])[0]
 
 
 @pytest.mark.parametrize(("mode", "every", "kind"), [("tx+rx", False, "chatter"), ("tx+rx", True, "chatter"),
