@@ -1,6 +1,6 @@
 """A listening SMPP proxy for tests that put themselves between the simulator (or any client) and the gateway, as a
-misbehaving SMSC would: the server's lifecycle and PDU framing; what it does to the PDUs is each subclass's
-`_handle(client_reader, client_writer)`."""
+misbehaving SMSC would: the server's lifecycle, a connection to the gateway for each client, and PDU framing; what
+it does to the PDUs is each subclass's `_relay`."""
 
 from __future__ import annotations
 
@@ -26,6 +26,18 @@ class ProxyServer:
         self._server.close()
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream)
+        try:
+            await self._relay(client_r, client_w, up_r, up_w)
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            client_w.close()
+            up_w.close()
+
+    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter,
+                     up_r: asyncio.StreamReader, up_w: asyncio.StreamWriter) -> None:  # fmt: skip
+        """Pass one client's PDUs to the gateway and back, as the subclass changes them, until either side closes."""
         raise NotImplementedError
 
 

@@ -79,8 +79,8 @@ class Proxy(ProxyServer):
         super().__init__(upstream)
         self.change, self.answer, self.after_bind, self.hold = change, answer, after_bind, hold
 
-    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream)
+    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter,
+                     up_r: asyncio.StreamReader, up_w: asyncio.StreamWriter) -> None:  # fmt: skip
         ours: set[int] = set()
         sequence = [0x70000000]
 
@@ -119,13 +119,7 @@ class Proxy(ProxyServer):
                     continue
                 up_w.write(pdu)
 
-        try:
-            await asyncio.gather(to_client(), to_gateway())
-        except (OSError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            client_w.close()
-            up_w.close()
+        await asyncio.gather(to_client(), to_gateway())
 
 
 def leak_first(*passages: str) -> Callable[[bytes], list[bytes]]:

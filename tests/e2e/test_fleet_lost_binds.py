@@ -33,8 +33,8 @@ class Unbinder(ProxyServer):
         self.delivered = 0
         self.receivers: list[asyncio.StreamWriter] = []
 
-    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.upstream)
+    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter,
+                     up_r: asyncio.StreamReader, up_w: asyncio.StreamWriter) -> None:  # fmt: skip
 
         async def to_client() -> None:
             async for pdu in pdus(up_r):
@@ -53,13 +53,7 @@ class Unbinder(ProxyServer):
                 if command_of(pdu) != CommandId.UNBIND_RESP:
                     up_w.write(pdu)
 
-        try:
-            await asyncio.gather(to_client(), to_gateway())
-        except (OSError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            client_w.close()
-            up_w.close()
+        await asyncio.gather(to_client(), to_gateway())
 
 
 @pytest.mark.parametrize(("mode", "every", "kind"), [("tx+rx", False, "chatter"), ("tx+rx", True, "chatter"),
