@@ -36,14 +36,18 @@ def test_a_national_number_is_a_subscribers_mobile_however_it_begins(plan, natio
     assert plan.is_msisdn(number) and plan.is_mobile(number)
 
 
-def test_an_eleven_digit_number_beginning_86_is_no_mobile_in_china() -> None:
-    """86 and 9 digits (an international number a digit short) is no national number either: it is no mobile's
-    (what a spam report or an order may name), like a landline with its trunk 0, while routing asks only for the
-    length (is_msisdn)."""
-    for written in ("86138001380", "01012345678"):
-        number = CHINA.normalise(written)
-        assert number == "86" + written and CHINA.is_msisdn(number) and not CHINA.is_mobile(number)
+def test_an_eleven_digit_number_beginning_86_stays_as_written_in_china() -> None:
+    """86 and 9 digits is no national number: no Chinese mobile number starts with 86. It is an international number
+    a digit short, or a code with its extension written with the country code (86 10086 1234): made 8686..., it
+    passed as a subscriber (is_msisdn), an MT to it accepted and kept to its validity, not refused ESME_RINVDSTADR.
+    A landline with its trunk 0 (010...) has the length and is national, no mobile's."""
+    for written in ("86138001380", "86100861234", "86106691612"):
+        assert CHINA.normalise(written) == written and not CHINA.is_msisdn(written)
+    assert CHINA.is_code_number("86100861234") and CHINA.is_code_number("86106691612")
+    landline = CHINA.normalise("01012345678")
+    assert landline == "8601012345678" and CHINA.is_msisdn(landline) and not CHINA.is_mobile(landline)
     assert not CHINA.is_msisdn(CHINA.normalise("10669161234"))  # a code with an extension: no subscriber's
+    assert NumberPlan().normalise("86138001380") == "86138001380"  # (a plan without prefixes: China's known ones)
 
 
 @pytest.mark.parametrize(
