@@ -48,9 +48,10 @@ from .router import Router
 from .serial import SerialLocks
 from .server import SmppConnection, log_complaints
 from .services import Services
+from .store.base import StoreOpenError
 from .store.cache import RecordCache
 from .store.effects import Effect
-from .store.sqlite import SqliteStore, StoreOpenError
+from .store.sqlite import SqliteStore
 from .templates import Templates
 from .tls import TlsListener, server_context
 

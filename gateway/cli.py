@@ -99,7 +99,7 @@ def stop_signals() -> list[signal.Signals]:
 async def serve_forever(config, args: argparse.Namespace) -> int:
     from .app import Gateway
     from .open_files import raise_limit
-    from .store.sqlite import StoreOpenError
+    from .store.base import StoreOpenError
 
     raise_limit()  # a connection each: the usual soft limit of 1024 is some nine hundred binds
 

@@ -32,6 +32,10 @@ class WriteSkipped(Exception):
     """Not written: an earlier write it was decided on (`after`) failed."""
 
 
+class StoreOpenError(RuntimeError):
+    """The database could not be opened, configured, migrated or (at start) read: the start is refused with it."""
+
+
 class Store(Protocol):
     # False from a transaction that failed for no fault of its writes (the database locked by another process, the
     # disk full or failing, the writer process gone) until one commits (after a disk full, one with room left on the
@@ -46,6 +50,13 @@ class Store(Protocol):
 
     async def close(self) -> None:
         """Commit everything still queued, then stop."""
+
+    def log_schema(self) -> None:
+        """Log what `open` did to the schema (the database created, or its schema moved forward, one way): once, by
+        the gateway once it is ready."""
+
+    def schema_change(self) -> str:
+        """The same, for the one line of a start refused after `open` ("" when it changed nothing)."""
 
     # --- writes (each resolves after its commit) ------------------------
     def accept(self, message: Message) -> Awaitable[tuple[str, bool]]:

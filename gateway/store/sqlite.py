@@ -53,7 +53,7 @@ from typing import Any, TypeVar, Union
 from ..ids import is_short_id, short_ids_after
 from ..logs import get_logger
 from ..smpp.constants import EsmClass
-from .base import WriteSkipped
+from .base import StoreOpenError, WriteSkipped
 from .effects import Effect
 from .lock import DatabaseInUse, DatabaseLock
 from .migrations import SchemaVersionError
@@ -64,10 +64,6 @@ from .writer_child import PROBE, READ_ONLY, SKIP_DUPLICATE_KEY, Step, connect
 
 R = TypeVar("R")
 log = get_logger("store")
-
-
-class StoreOpenError(RuntimeError):
-    """The database file could not be opened, configured, migrated or (at start) read."""
 
 
 class DatabaseGone(sqlite3.OperationalError):
