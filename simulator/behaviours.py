@@ -244,7 +244,7 @@ class Phone(Handset):
         # that is one of them is a copy (simulator/fleet.py Fleet.unasked). Hashes, not texts: 100k phones.
         self.recent: tuple[int, ...] = ()
 
-    def send(self, to: str, text: str, **fields: object) -> Awaitable[tuple[Pdu, float]]:
+    def send(self, to: str, text: str, **fields: object) -> Awaitable[tuple[Pdu, float, float]]:
         # After an MO a text may legitimately repeat an earlier one word for word (a second survey, the same
         # help text): only what arrives with no MO of the phone between counts as a copy.
         self.recent = ()
@@ -615,13 +615,9 @@ async def spammer_round(spammer: Spammer, env: Env, victims: list[Phone]) -> Dia
         at = time.monotonic()
         for v in victims:
             spammer.transcript.append((at, ">", v.msisdn, text))
-
-        async def submit(victim: Phone) -> tuple[Pdu, float]:
-            """The text to `victim`: its submit_sm_resp, and when it came (a text delivered before it is timed to it)."""
-            resp = await spammer.esme.submit(spammer.msisdn, victim.msisdn, text)
-            return resp, time.monotonic()
-
-        responses = await asyncio.gather(*(submit(v) for v in victims), return_exceptions=True)
+        # each with when its submit_sm_resp arrived: a text delivered before it is timed to it
+        responses = await asyncio.gather(*(spammer.esme.submit_answered(spammer.msisdn, v.msisdn, text) for v in victims),
+                                         return_exceptions=True)  # fmt: skip
         accepted: list[str] = []
         refusals: list[int] = []
         wrong: list[str] = []

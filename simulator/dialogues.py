@@ -173,7 +173,7 @@ class _Run:
         self.timeout = timeout
         self.on_mo = on_mo  # told as each MO is accepted, not when the dialogue ends (a fleet's MO/s)
         self.sent_at = 0.0  # the last MO's submit_sm
-        self.answered_at = 0.0  # ... and its submit_sm_resp, as the dialogue read it
+        self.answered_at = 0.0  # ... and its submit_sm_resp's arrival
         self.step = "start"
         self.result = DialogueResult(kind, handset.msisdn, False, "failed")
 
@@ -182,14 +182,13 @@ class _Run:
         number; a subscriber's kind, not its number, so that failures group by step and not by peer)."""
         self.step = f"{label or text}->{to_name or to}"
         try:
-            resp, at = await self.handset.send(to, text)
+            resp, at, answered_at = await self.handset.send(to, text)
         except EsmeError as exc:
             raise DialogueFailed(self.step, f"MO not answered: {exc}") from None
         if resp.command_status:
             status = CommandStatus.name_of(resp.command_status)
             self.result.refused.append(status)  # counted by the recorder (mo_refused), as the failure is
             raise DialogueFailed(self.step, f"MO refused with {status}")
-        answered_at = time.monotonic()
         self.result.mo += 1
         if self.on_mo is not None:
             self.on_mo()

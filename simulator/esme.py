@@ -76,6 +76,7 @@ _INBOUND_MESSAGES = frozenset({C.DELIVER_SM, C.DATA_SM})
 _MESSAGE_TYPE = int(EsmClass.MESSAGE_TYPE_MASK)
 _UDHI = int(EsmClass.UDHI)
 T = TypeVar("T")
+_Part = tuple[bytes, int, int, dict[int, Any]]  # a submit_sm's short_message, esm_class, data_coding, TLVs
 
 
 class EsmeError(Exception):
@@ -233,6 +234,7 @@ class Esme(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._futures: dict[int, asyncio.Future[Pdu]] = {}
+        self._answered: dict[asyncio.Future[Pdu], float] = {}  # submit_answered's futures -> when their answer came
         self._queue: deque[tuple[Pdu, asyncio.Future[Pdu]]] = deque()
         self._flush_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
@@ -329,7 +331,30 @@ class Esme(asyncio.Protocol):
         submit_sm field can be passed (`registered_delivery=1`, `tlvs={...}`, ...).
         """
         responses = await self.submit_parts(source, destination, text, data_coding=data_coding, scheme=scheme, **fields)
-        return next((r for r in responses if r.command_status), responses[-1])
+        return _answer(responses)
+
+    async def submit_answered(
+        self,
+        source: str,
+        destination: str,
+        text: str | bytes,
+        *,
+        data_coding: int | None = None,
+        scheme: ConcatScheme = ConcatScheme.UDH8,
+        **fields: Any,
+    ) -> tuple[Pdu, float]:
+        """Like `submit`, with when its answer arrived (time.monotonic() as it was read; of a long text's parts, the
+        latest): a step timed to it is not timed to when its caller resumed, later on a busy loop (a fleet's), as a
+        text's ShortMessage.received_at is its arrival."""
+        parts, futures = self._send_parts(source, destination, text, data_coding, scheme, fields)
+        answered = self._answered
+        for future in futures:
+            answered[future] = 0.0
+        try:
+            responses = await self._responses(source, destination, parts, futures)
+        finally:  # each submission takes its own stamps, answered or not: none is left behind
+            answered_at = max([answered.pop(future) for future in futures])
+        return _answer(responses), answered_at
 
     async def submit_parts(
         self,
@@ -342,6 +367,12 @@ class Esme(asyncio.Protocol):
         **fields: Any,
     ) -> list[Pdu]:
         """Like `submit`, returning the response of every part in order."""
+        parts, futures = self._send_parts(source, destination, text, data_coding, scheme, fields)
+        return await self._responses(source, destination, parts, futures)
+
+    def _send_parts(self, source: str, destination: str, text: str | bytes, data_coding: int | None,
+                    scheme: ConcatScheme, fields: dict[str, Any]) -> tuple[list[_Part], list[asyncio.Future[Pdu]]]:  # fmt: skip
+        """The submit_sm of each part of `text` (see `submit`), requested: the parts and their responses' futures."""
         tlvs = dict(fields.pop("tlvs", {}))
         esm_class = fields.pop("esm_class", 0)
         if isinstance(text, bytes):
@@ -359,6 +390,12 @@ class Esme(asyncio.Protocol):
             ))  # fmt: skip
             for body, esm, coding, part_tlvs in parts
         ]
+        return parts, futures
+
+    async def _responses(self, source: str, destination: str, parts: list[_Part],
+                         futures: list[asyncio.Future[Pdu]]) -> list[Pdu]:  # fmt: skip
+        """The responses to the parts of a text sent (`_send_parts`), in order; a long text with a part refused or
+        unanswered is noted as sent in part (SharedParts.sent_in_part)."""
         responses: list[Pdu] = []
         try:
             responses = list(await asyncio.gather(*futures))
@@ -435,6 +472,7 @@ class Esme(asyncio.Protocol):
 
     def _on_response(self, pdu: Pdu) -> None:
         command_id = pdu.command_id
+        future = self._futures.pop(pdu.sequence_number, None)
         if command_id == C.SUBMIT_SM_RESP or command_id == C.GENERIC_NACK:
             if pdu.command_status:
                 name = CommandStatus.name_of(pdu.command_status)
@@ -444,7 +482,8 @@ class Esme(asyncio.Protocol):
                 failed[name] = failed.get(name, 0) + 1
             elif command_id == C.SUBMIT_SM_RESP:
                 self.stats.submit_ok += 1
-        future = self._futures.pop(pdu.sequence_number, None)
+            if future in self._answered:
+                self._answered[future] = time.monotonic()
         if future is not None and not future.done():
             future.set_result(pdu)
 
@@ -553,6 +592,11 @@ class Esme(asyncio.Protocol):
         self._flush()
         if self._transport is not None:
             self._timer = self._loop.call_later(1.0, self._tick)
+
+
+def _answer(responses: list[Pdu]) -> Pdu:
+    """A text's answer from those of its parts: the first refusal, else the last."""
+    return next((r for r in responses if r.command_status), responses[-1])
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

@@ -47,12 +47,13 @@ class Handset:
     def __repr__(self) -> str:
         return f"Handset({self.msisdn})"
 
-    async def send(self, to: str, text: str, **fields: object) -> tuple[Pdu, float]:
-        """Text `to`; returns the submit_sm_resp and the time (time.monotonic()) just before the submission."""
+    async def send(self, to: str, text: str, **fields: object) -> tuple[Pdu, float, float]:
+        """Text `to`; returns the submit_sm_resp, the time (time.monotonic()) just before the submission and the time
+        the submit_sm_resp arrived (Esme.submit_answered)."""
         at = time.monotonic()
         self.transcript.append((at, ">", to, text))
-        resp = await self.esme.submit(self.msisdn, to, text, **fields)
-        return resp, at
+        resp, answered_at = await self.esme.submit_answered(self.msisdn, to, text, **fields)
+        return resp, at, answered_at
 
     async def expect(self, *sources: str, timeout: float = 5.0) -> ShortMessage:
         """The next text from one of `sources` (any number when none given), waiting up to `timeout` seconds.

@@ -23,13 +23,13 @@ class Target:
         self.post, self.withheld = post, withheld
         self.meanwhile = lambda: None
 
-    async def submit(self, source: str, destination: str, text: str) -> SimpleNamespace:
+    async def submit_answered(self, source: str, destination: str, text: str) -> tuple[SimpleNamespace, float]:
         if destination == self.withheld:
             asyncio.get_running_loop().call_soon(self.meanwhile)
         else:
             self.post.arrived(ShortMessage(source, destination, text, data_coding=8, esm_class=0, parts=1,
                                            received_at=time.monotonic()))  # fmt: skip
-        return SimpleNamespace(command_status=0)
+        return SimpleNamespace(command_status=0), time.monotonic()
 
 
 async def round_withholding(withheld: str, *, reporting: set[str], acked_meanwhile: set[str]) -> object:
