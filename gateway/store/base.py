@@ -12,6 +12,34 @@ A write decided on the uncommitted effects of earlier writes names them in
 `after` (gateway/mo.py hands a serial key on before its holder's commit is
 done): it is committed only if they are, and fails with `WriteSkipped`
 otherwise.
+
+What the gateway relies on beyond the signatures, as SqliteStore does it (a
+second implementation must do the same, or the caller named must change):
+- Committed means it survives the process's `kill -9` (not a power cut: WAL
+  with synchronous=NORMAL); on PostgreSQL, synchronous_commit on.
+- A failed write fails alone: a batch whose transaction fails is retried op
+  by op, so only the culprit's future fails (its error), and a failed future
+  means nothing of that write stands, unless the writer died with the commit
+  in flight (WriterDied: told apart by `writer_progress`). Writes of one
+  process are committed in issue order: one writer, not a pool.
+- A `Put` is an upsert by the record's key (effects.TABLES), SQLite's INSERT
+  OR REPLACE: a row clashing on another unique constraint (charges:
+  subscription_id, period) is replaced too. Inserting a message id that
+  exists fails.
+- `find` orders ties (and `order_by` absent) in insertion order, a Put moving
+  its row last (REPLACE gives it a new rowid); NULLs sort first. RecordCache
+  answers the same way from memory, and handlers sort on columns that tie.
+- Times are float epoch seconds from the gateway's clock (a SimulatedClock in
+  tests), never the database's own now(): kept exact (float8, not a
+  timestamp type), as cursors compare (expires_at, seq) for equality.
+- Ids are the caller's (gateway/ids.py) and compare as byte strings (C
+  collation): MessageIds sort in the order they were given out, and a
+  submit_multi's destinations are `<id>/<n>` (ranges `'<id>/' < x < '<id>0'`).
+- `is_copy`, `hold` and `short_id_of` answer synchronously on the event loop
+  (an SQLite read is ~16 us); a store across a network must answer them from
+  memory or the intake must await them.
+- RecordCache reads a partition while no effect of it can commit (SQLite reads
+  do not yield); an awaiting read must take the in-flight effects first.
 """
 
 from __future__ import annotations
