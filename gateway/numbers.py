@@ -38,9 +38,6 @@ class NumberPlan:
     _longest_national: int = field(init=False, repr=False, compare=False)
     _national_codes: tuple[str, ...] = field(init=False, repr=False, compare=False)
     mobile_starts: tuple[str, ...] = field(init=False, repr=False, compare=False)
-    # How a national mobile number starts (the plan's mobile prefixes, else the ones known for its country code; "":
-    # any number): a number of the national length that starts with the country code is national only so.
-    _national_mobile: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "msisdn_length", len(self.country_code) + self.national_length)
@@ -53,7 +50,6 @@ class NumberPlan:
         object.__setattr__(self, "_national_codes", tuple(self.country_code + code for code in codes))
         starts = tuple(self.country_code + prefix for prefix in self.mobile_prefixes) or (self.country_code,)
         object.__setattr__(self, "mobile_starts", starts)
-        object.__setattr__(self, "_national_mobile", self.mobile_prefixes or MOBILE_PREFIXES.get(self.country_code, ("",)))
 
     def normalise(self, address: str) -> str:
         """`+8613800138000`, `008613800138000`, `8613800138000` and `13800138000` are one subscriber.
@@ -61,13 +57,12 @@ class NumberPlan:
         Anything that is not a full national or international number (short
         codes such as 10086 or 1066916) is returned as written, digits only.
         A number of the national length is national, also where it starts with
-        the country code's digits if a mobile number may start so (9123456789
-        under 91 is 919123456789): an international one has the country code's
-        more. One that starts with them and no mobile prefix (86100861234, 10086
-        with an extension; 86138001380, an international number a digit short)
-        stays as written: no subscriber's. So is one of the trunk prefix's more
-        that starts with it (07700900001 under 44 with trunk prefix 0 is
-        447700900001).
+        the country code's digits (9123456789 under 91 is 919123456789): an
+        international one has the country code's more; but one that is a code
+        of the config with an extension, written with the country code
+        (86100861234: 10086 and 1234), stays as written: that code's, no
+        subscriber's. So is one of the trunk prefix's more that starts with it
+        (07700900001 under 44 with trunk prefix 0 is 447700900001).
         """
         # Digits only is how nearly every address arrives, and strip/translate would change nothing.
         digits = address if address.isdigit() else address.strip().translate(_STRIP)
@@ -79,8 +74,8 @@ class NumberPlan:
         if length > self._longest_national:  # international, as nearly every address arrives: one test, as before
             return digits
         if length == self.national_length:
-            if digits.startswith(self.country_code) and not digits.startswith(self._national_mobile):
-                return digits  # no mobile's: an international number a digit short, a code with an extension (86100861234)
+            if digits.startswith(self._national_codes):  # (empty: no code configured, no number matches)
+                return digits  # a code with an extension written with the country code (86 10086 1234): that code's
             return self.country_code + digits
         if length == self._trunk_length and digits.startswith(self.trunk_prefix):
             return self.country_code + digits[len(self.trunk_prefix):]

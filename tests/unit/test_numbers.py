@@ -36,18 +36,18 @@ def test_a_national_number_is_a_subscribers_mobile_however_it_begins(plan, natio
     assert plan.is_msisdn(number) and plan.is_mobile(number)
 
 
-def test_an_eleven_digit_number_beginning_86_stays_as_written_in_china() -> None:
-    """86 and 9 digits is no national number: no Chinese mobile number starts with 86. It is an international number
-    a digit short, or a code with its extension written with the country code (86 10086 1234): made 8686..., it
-    passed as a subscriber (is_msisdn), an MT to it accepted and kept to its validity, not refused ESME_RINVDSTADR.
-    A landline with its trunk 0 (010...) has the length and is national, no mobile's."""
-    for written in ("86138001380", "86100861234", "86106691612"):
-        assert CHINA.normalise(written) == written and not CHINA.is_msisdn(written)
-    assert CHINA.is_code_number("86100861234") and CHINA.is_code_number("86106691612")
-    landline = CHINA.normalise("01012345678")
-    assert landline == "8601012345678" and CHINA.is_msisdn(landline) and not CHINA.is_mobile(landline)
+def test_a_code_with_its_extension_written_with_the_country_code_stays_that_codes() -> None:
+    """86 10086 1234 has a national number's 11 digits: made 8686100861234 it passed as a subscriber (is_msisdn), an MT
+    to it accepted and kept to its validity, not refused ESME_RINVDSTADR. Any other 11 digits are a national number,
+    whatever they begin with (no mobile's if no mobile prefix fits: is_mobile; routing asks only the length)."""
+    for written in ("86100861234", "86106691612"):
+        assert CHINA.normalise(written) == written and not CHINA.is_msisdn(written) and CHINA.is_code_number(written)
+    for written in ("86138001380", "01012345678"):
+        number = CHINA.normalise(written)
+        assert number == "86" + written and CHINA.is_msisdn(number) and not CHINA.is_mobile(number)
     assert not CHINA.is_msisdn(CHINA.normalise("10669161234"))  # a code with an extension: no subscriber's
-    assert NumberPlan().normalise("86138001380") == "86138001380"  # (a plan without prefixes: China's known ones)
+    assert INDIA.normalise("9150123456") == "919150123456"  # (150 is a code there, but 9150... is no 91 150...)
+    assert INDIA.normalise("9115012345") == "9115012345" and not INDIA.is_msisdn("9115012345")
 
 
 @pytest.mark.parametrize(
