@@ -29,7 +29,8 @@ Everything follows the operator's calendar (`ctx.local_date`, UTC+8 by default):
   between items, each marked "(1/2)", "(2/2)" (handlers/pages.py).
 - Billing: on the billing day (the 1st) a Charge per subscription whose trial
   has ended and that was active at midnight starting the billing day, for that
-  month ("YYYY-MM"), in fen: an unsubscription before then is not charged for
+  month ("YYYY-MM"), in fen, never above the fee the subscription's confirmation
+  stated (`monthly_fee`, the fee its reminder states): an unsubscription before then is not charged for
   the month, one after it is, whenever billing runs (a cancellation sent before
   it that commits after billing charged the subscription voids that charge:
   handlers/subscriptions.py; an order confirmed before it that commits after
@@ -47,9 +48,10 @@ Everything follows the operator's calendar (`ctx.local_date`, UTC+8 by default):
   the reminders due on the reminder days. Billing on demand (`bill_on_demand`)
   bills those missed months too, then the current one. gateway/services.py runs them once the
   subscription changes decided so far are committed (SerialLocks.wait_for_others).
-- Disputes: a charge on a subscription without a record of the subscriber's own
-  confirmation is refunded double ("信息费误差,双倍返还"); with one, it is
-  refunded once at the operator's discretion. The subscriber is told by SMS.
+- Disputes: a charge above the fee the subscription's confirmation stated ("多收",
+  made before subscriptions kept their fee) or on a subscription without a record
+  of the subscriber's own confirmation is refunded double ("信息费误差,双倍返还");
+  the rest once, at the operator's discretion. The subscriber is told by SMS.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
+from gateway.config import CatalogueEntry
 from gateway.logs import get_logger
 from gateway.store.effects import Delete
 from gateway.store.records import Charge, JobRun, Subscription, SubscriptionEvent
@@ -84,6 +87,7 @@ LOOKUP_CHUNK = 500  # ids per `__in` lookup (SQLite caps the parameters of one s
 # with no bind served (the jobs yield their Outcomes a part at a time; each part is committed before the next).
 COMMIT_CHUNK = 1000
 DOUBLE_REFUND_REASON = "no confirmation record: double refund"
+OVERCHARGE_REFUND_REASON = "charged above the confirmed fee: double refund"
 SINGLE_REFUND_REASON = "refund at operator's discretion"
 
 
@@ -123,6 +127,15 @@ def billed_since(ctx: ServiceContext, sent_at: float, now: float) -> bool:
 # -------------------------------------------------------------------- money
 def fen(yuan_per_month: float) -> int:
     return round(yuan_per_month * 100)
+
+
+def monthly_fee(subscription: Subscription, entry: CatalogueEntry) -> int:
+    """What a month of the subscription costs, in fen: the catalogue's fee of the day, but never more than the fee its
+    confirmation stated (SPEC 3.2: the subscriber pays what they confirmed). A decrease benefits the subscriber at once;
+    an increase is not charged to one who confirmed the old fee (they would have to order again at the new one). One
+    made before subscriptions kept their fee (schema 13 and older) pays the catalogue's."""
+    fee = fen(entry.fee)
+    return fee if subscription.fee is None else min(fee, subscription.fee)
 
 
 # --------------------------------------------------------------------- jobs
@@ -223,7 +236,7 @@ async def run_billing(ctx: ServiceContext, now: float, month: dt.date | None = N
             if subscription.status == "active":  # `0000` told the subscriber it is no longer charged: never again
                 outcome.put(*ended(ctx, subscription, "billing", now, WITHDRAWN))
         elif subscription.trial_until <= out_of_trial:
-            outcome.put(*_charge(ctx, subscription, entry.fee, period, now))
+            outcome.put(*_charge(ctx, subscription, monthly_fee(subscription, entry), period, now))
         if len(outcome.effects) >= 2 * COMMIT_CHUNK:  # a Charge, or an ending, and its SubscriptionEvent each
             yield outcome
             outcome = Outcome()
@@ -255,18 +268,18 @@ async def charges_missed(ctx: ServiceContext, subscription: Subscription, now: f
     for run in await ctx.store.find(JobRun, order_by="period", job="billing", period__gte=first):
         month = month_of(run.period)
         if subscription.trial_until <= ctx.local_midnight(month) and subscription.ordered_at < billing_moment(ctx, month):
-            records.extend(_charge(ctx, subscription, entry.fee, run.period, now))
+            records.extend(_charge(ctx, subscription, monthly_fee(subscription, entry), run.period, now))
     return records
 
 
-def _charge(ctx: ServiceContext, subscription: Subscription, fee: float, period: str, now: float) -> tuple[Charge, SubscriptionEvent]:
+def _charge(ctx: ServiceContext, subscription: Subscription, amount: int, period: str, now: float) -> tuple[Charge, SubscriptionEvent]:
     charge = Charge(
         id=ctx.new_id(),
         subscription_id=subscription.id,
         msisdn=subscription.msisdn,
         service_id=subscription.service_id,
         period=period,
-        amount=fen(fee),
+        amount=amount,
         created_at=now,
     )
     event = subscription_event(ctx, subscription.id, subscription.msisdn, "charged", "billing", now,
@@ -316,7 +329,7 @@ async def send_reminders(ctx: ServiceContext, now: float, ordered_before: float 
             assert entry is not None
             pieces.append(ctx.text("billing.reminder_item", language, serial=serial, sp_name=entry.sp_name_in(language),
                                    service=entry.name_in(language), kind=ctx.text(f"billing.kind.{entry.kind}", language),
-                                   fee=yuan(entry.fee)))  # fmt: skip
+                                   fee=yuan(monthly_fee(subscription, entry) / 100)))  # fmt: skip
             outcome.put(subscription_event(ctx, subscription.id, msisdn, REMINDED, "billing", now,
                                            f"first charge {period_of(month_start(today, 1))}"))  # fmt: skip
         pieces.append(ctx.text("billing.reminder_foot", language, operator=operator))
@@ -341,7 +354,8 @@ async def _reminded(ctx: ServiceContext, subscription_ids: list[str]) -> set[str
 
 # ----------------------------------------------------------------- disputes
 async def dispute(ctx: ServiceContext, charge_id: str, now: float) -> Outcome:
-    """Refund a disputed charge: double without a record of the subscriber's own confirmation, else once."""
+    """Refund a disputed charge: double when above the fee the subscription's confirmation stated, or without a record
+    of the subscriber's own confirmation; else once."""
     found = await ctx.store.find(Charge, id=charge_id)
     if not found:
         raise ValueError(f"no charge with id {charge_id!r}")
@@ -349,12 +363,8 @@ async def dispute(ctx: ServiceContext, charge_id: str, now: float) -> Outcome:
     if charge.refund or charge.disputed_at is not None:
         raise ValueError(f"charge {charge_id!r} was already refunded ({yuan(charge.refund / 100)} yuan: {charge.refund_reason})")
     subscriptions = await ctx.store.find(Subscription, id=charge.subscription_id)
-    confirmed = bool(subscriptions and subscriptions[0].confirmation)
-    refund, reason, key = (
-        (charge.amount, SINGLE_REFUND_REASON, "billing.refund_single")
-        if confirmed
-        else (2 * charge.amount, DOUBLE_REFUND_REASON, "billing.refund_double")
-    )
+    subscription = subscriptions[0] if subscriptions else None
+    refund, reason, key, stated = _refund(charge, subscription)
     refunded = replace(charge, refund=refund, refund_reason=reason, disputed_at=now)
     event = subscription_event(ctx, charge.subscription_id, charge.msisdn, "refunded", "dispute", now,
                                f"charge={charge.id} period={charge.period} refund={refund} reason={reason}")  # fmt: skip
@@ -370,6 +380,7 @@ async def dispute(ctx: ServiceContext, charge_id: str, now: float) -> Outcome:
         month=ctx.text("billing.month", language, year=year, month=int(month)),
         amount=yuan(charge.amount / 100),
         refund=yuan(refund / 100),
+        **stated,
     )
     outcome = Outcome().put(refunded, event).reply(charge.msisdn, text, ctx.settings.operator)
     if entry is not None:  # the SP bears the refund: it hears of it like any order change
@@ -378,3 +389,16 @@ async def dispute(ctx: ServiceContext, charge_id: str, now: float) -> Outcome:
                       charge=charge.id, period=charge.period, refund=yuan(refund / 100))  # fmt: skip
         )
     return outcome
+
+
+def _refund(charge: Charge, subscription: Subscription | None) -> tuple[int, str, str, dict[str, str]]:
+    """A disputed charge's refund (fen), its reason, the text telling the subscriber and that text's own values. The
+    seed's "计费出错,多收、错收客户信息费(实施双倍返还)": a charge above the fee the subscriber confirmed (one billed
+    before subscriptions kept their fee, or a fee written by hand) is refunded double whatever the confirmation record,
+    and so is one with no record of the subscriber's own confirmation ("信息费误差,双倍返还"); the rest once."""
+    if subscription is not None and subscription.fee is not None and charge.amount > subscription.fee:
+        confirmed_fee = {"confirmed_fee": yuan(subscription.fee / 100)}
+        return 2 * charge.amount, OVERCHARGE_REFUND_REASON, "billing.refund_overcharged", confirmed_fee
+    if subscription is not None and subscription.confirmation:
+        return charge.amount, SINGLE_REFUND_REASON, "billing.refund_single", {}
+    return 2 * charge.amount, DOUBLE_REFUND_REASON, "billing.refund_double", {}

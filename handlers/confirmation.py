@@ -204,6 +204,7 @@ async def _confirm(inbound: Inbound, ctx: ServiceContext, language: str, outcome
         channel=order.channel,
         confirmation=inbound.evidence,
         trial_until=repeat_trial_until(ctx, now, earlier) if earlier else trial_until(ctx, now),
+        fee=fen(entry.fee),  # what the confirmation stated (checked above): billing charges no more than it
     )
     event = subscription_event(ctx, subscription.id, msisdn, "ordered", order.channel, now,
                                f"order={order.id} confirmed_by={inbound.evidence}")  # fmt: skip

@@ -918,7 +918,9 @@ class Fleet:
             if texts.templates.get("billing.reminder_head", "\0") in text:
                 return "reminder"
             if text.startswith(texts.templates["billing.refund_double"][:4]) and (
-                texts.match("billing.refund_double", text) or texts.match("billing.refund_single", text)
+                texts.match("billing.refund_double", text)
+                or texts.match("billing.refund_single", text)
+                or texts.match("billing.refund_overcharged", text)
             ):
                 return "refund"
         return None

@@ -198,6 +198,10 @@ MIGRATIONS: list[Migration] = [
         "ALTER TABLE messages ADD COLUMN short_id TEXT",
         "CREATE INDEX messages_short_id ON messages (short_id) WHERE short_id IS NOT NULL",
     ),
+    # 14: the fee a subscription's confirmation stated (fen a month, handlers/confirmation._confirm): billing charges no
+    # more than it (handlers/billing.monthly_fee), and a dispute of a charge above it is refunded double. NULL in the
+    # subscriptions made before: their fee is unknown, taken as the catalogue's of the day.
+    ("ALTER TABLE subscriptions ADD COLUMN fee INTEGER",),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -108,6 +108,7 @@ class Subscription:
     trial_until: float  # no charge before this (free trial, SPEC 3.2)
     cancelled_at: float | None = None
     cancel_channel: str | None = None
+    fee: int | None = None  # fen a month, as its confirmation stated it; None: made before subscriptions kept it (the catalogue's)
 
 
 @dataclass(slots=True)

@@ -21,6 +21,7 @@ from tests.e2e.test_confirmation import (
     SINA,
     SMSGW_RNOSUBSCRIPTION,
     ask,
+    catalogue_with_fee,
     content_status,
     order,
     replies,
@@ -522,3 +523,47 @@ def test_a_repeat_order_confirmed_before_midnight_and_handled_after_billing_is_c
     [active] = [s for s in subscriptions(gw, A) if s.status == "active"]
     assert eventually(lambda: [(c.subscription_id, c.period) for c in gw.call(gw.gateway.store.find(Charge, msisdn=A))]
                       == [(active.id, "2026-12")])  # fmt: skip
+
+
+def test_a_subscription_is_charged_no_more_than_the_fee_its_confirmation_stated(make_gateway, handset, clock, tmp_path):
+    """A confirmed at 30 yuan a month; the gateway started again with TT at 50. The 1st charged A 5000 fen, with no
+    text, though A never agreed to it (the seed: only what the subscriber confirmed is charged), and its dispute was
+    refunded once. Now A pays 30 (B, who confirmed at 50, pays 50), both 20 once the fee falls to 20; a charge above
+    the confirmed fee (billed before subscriptions kept it) is refunded double ("多收、错收…实施双倍返还")."""
+    db = tmp_path / "gw.db"
+    first = make_gateway(clock=clock, db_path=db)
+    subscribe(handset(A, gw=first, address_range=A), "TT")  # 10 November, at 30: charged from December
+    first.stop()
+    clock.set(at(2026, 11, 15))
+    second = make_gateway(clock=clock, db_path=db, catalogue=catalogue_with_fee("sina-news", 50))
+    a, b, c = (handset(n, gw=second, address_range=n) for n in (A, B, C))
+    assert "信息费50元/月" in subscribe(b, "TT")
+    clock.set(at(2026, 11, 21, 9))
+    second.call(second.gateway.services.run_due_jobs())
+    assert REMINDER_ITEM.findall("".join(replies(a, 2))) == [("1", "新浪", "头条新闻", "短信", "30")]  # what it will pay
+    assert REMINDER_ITEM.findall("".join(replies(b, 2))) == [("1", "新浪", "头条新闻", "短信", "50")]
+    clock.set(at(2026, 12, 1, 0, 5))
+    second.call(second.gateway.services.run_billing())
+    december = second.call(second.gateway.store.find(Charge, period="2026-12"))
+    assert {charge.msisdn: charge.amount for charge in december} == {A: 3000, B: 5000}
+
+    # Confirmed at 30 and charged 50 by a gateway before subscriptions kept their fee: refunded double.
+    legacy = Subscription("sub-legacy", C, "sina-news", "active", at(2026, 9, 1), "sms", "mo-1", at(2026, 10, 1), fee=3000)
+    charge = Charge("chg-legacy", legacy.id, C, "sina-news", "2026-11", 5000, at(2026, 11, 1, 0, 5))
+    second.call(second.gateway.services.commit(Outcome().put(legacy, charge)))
+    second.call(second.gateway.services.dispute(charge.id))
+    overcharged = "中国移动:您2026年11月新浪的头条新闻业务信息费50元,高于您确认定制时的30元/月,按“多收信息费,双倍返还”为您返还100元。"
+    assert replies(c) == [overcharged]
+    [refunded] = second.call(second.gateway.store.find(Charge, id=charge.id))
+    assert (refunded.refund, refunded.refund_reason) == (10000, "charged above the confirmed fee: double refund")
+    second.call(second.gateway.services.dispute(december[0].id))
+    assert "经核实已为您退还" in replies(a if december[0].msisdn == A else b)[0]  # charged what was confirmed: once
+    for phone in (a, b, c):
+        phone.close()
+    second.stop()
+
+    clock.set(at(2027, 1, 1, 0, 5))
+    third = make_gateway(clock=clock, db_path=db, catalogue=catalogue_with_fee("sina-news", 20))
+    third.call(third.gateway.services.run_billing())
+    january = third.call(third.gateway.store.find(Charge, period="2027-01"))
+    assert {charge.msisdn: charge.amount for charge in january} == {A: 2000, B: 2000, C: 2000}  # a decrease at once

@@ -13,7 +13,7 @@ from gateway.store.effects import Put
 from gateway.store.records import Charge, JobRun, Subscriber, Subscription, SubscriptionEvent
 from handlers import billing
 from handlers.sp_notice import parse_sp_notice
-from handlers.base import Outcome
+from handlers.base import Catalogue, Outcome
 from simulator.testing import gateway_config
 from tests.services_support import ServiceBench, at, catalogue_without, service_bench
 from tests.unit.test_confirmation import A, B, SINA, TENCENT, say, texts
@@ -385,3 +385,52 @@ async def test_a_charge_of_a_free_service_is_refunded_once_when_disputed_twice(f
     with pytest.raises(ValueError, match="already refunded"):
         await billing.dispute(bench.ctx, charge.id, bench.clock.now())
     assert len(await bench.store.find(SubscriptionEvent, event="refunded")) == 1
+
+
+def fee_changed(bench: ServiceBench, service_id: str, fee: float) -> None:
+    """The catalogue as a restart with this service's fee changed (yuan a month) gives it."""
+    catalogue = [entry | {"fee": fee} if entry["id"] == service_id else entry for entry in catalogue_without()]
+    bench.ctx = replace(bench.ctx, catalogue=Catalogue(gateway_config(catalogue=catalogue).catalogue))
+
+
+async def test_a_subscription_pays_the_lower_of_its_confirmed_fee_and_the_catalogues(bench: ServiceBench) -> None:
+    """Confirmed at 30, TT's fee raised to 50: the 1st charged 50 with no text; the subscriber pays what they confirmed
+    (the reminder says so), one who confirmed at 50 pays 50, and a fall to 20 is charged to both at once."""
+    at_30 = await subscribe(bench, A, "TT", at(2026, 11, 5))
+    fee_changed(bench, "sina-news", 50)
+    at_50 = await subscribe(bench, B, "TT", at(2026, 11, 6))
+    assert (at_30.fee, at_50.fee) == (3000, 5000)
+    sent = pages_to(await job(bench, billing.run_due_jobs, at(2026, 11, 21)))
+    assert "信息费30元/月" in sent[A][0] and "信息费50元/月" in sent[B][0]
+    await job(bench, billing.run_due_jobs, at(2026, 12, 1, 0, 1))
+    assert {c.msisdn: c.amount for c in await bench.store.find(Charge, period="2026-12")} == {A: 3000, B: 5000}
+    fee_changed(bench, "sina-news", 20)
+    await job(bench, billing.run_due_jobs, at(2027, 1, 1, 0, 1))
+    assert {c.msisdn: c.amount for c in await bench.store.find(Charge, period="2027-01")} == {A: 2000, B: 2000}
+
+
+async def test_a_charge_above_the_confirmed_fee_is_refunded_double_whatever_the_confirmation_record(bench) -> None:
+    """"计费出错,多收、错收客户信息费(实施双倍返还)": a charge above the fee the subscriber confirmed (billed before
+    subscriptions kept it, or a fee written by hand) was refunded once, the subscriber's confirmation being on record."""
+    confirmed = Subscription("sub-1", A, "sina-news", "active", at(2026, 9, 1), "sms", "mo-1", at(2026, 10, 1), fee=3000)
+    over = Charge("chg-over", confirmed.id, A, "sina-news", "2026-10", 5000, at(2026, 10, 1, 0, 1))
+    agreed = Charge("chg-agreed", confirmed.id, A, "sina-news", "2026-11", 3000, at(2026, 11, 1, 0, 1))
+    await bench.store.apply(Outcome().put(confirmed, over, agreed).effects)
+    double = await job(bench, lambda ctx, now: billing.dispute(ctx, over.id, now), at(2026, 11, 9))
+    assert texts_to(double) == {
+        A: "中国移动:您2026年10月新浪的头条新闻业务信息费50元,高于您确认定制时的30元/月,按“多收信息费,双倍返还”为您返还100元。"
+    }
+    single = await job(bench, lambda ctx, now: billing.dispute(ctx, agreed.id, now), at(2026, 11, 9))
+    assert texts_to(single) == {A: "中国移动:您2026年11月新浪的头条新闻业务信息费30元,经核实已为您退还30元。"}
+    refunds = {c.id: (c.refund, c.refund_reason) for c in await bench.store.find(Charge)}
+    assert refunds == {over.id: (10000, billing.OVERCHARGE_REFUND_REASON), agreed.id: (3000, billing.SINGLE_REFUND_REASON)}
+
+
+async def test_a_charge_made_for_a_confirmation_committed_after_billing_is_no_more_than_its_confirmed_fee(bench) -> None:
+    """A Y sent at 23:59 whose commit lands after December's run gets the charge the run would have made: at 30."""
+    fee_changed(bench, "sina-news", 50)
+    await job(bench, billing.run_billing, at(2026, 12, 1, 0, 1))
+    late = Subscription("sub-late", A, "sina-news", "active", at(2026, 11, 30, 23, 59), "sms", "mo-1", at(2026, 12, 1, 0, 0),
+                        fee=3000)  # fmt: skip
+    missed = await billing.charges_missed(bench.ctx, late, at(2026, 12, 1, 0, 2))
+    assert [(r.period, r.amount) for r in missed if isinstance(r, Charge)] == [("2026-12", 3000)]

@@ -14,12 +14,14 @@ import inspect
 import json
 import re
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from gateway.store import migrations
 from gateway.store import sqlite as sqlite_store
+from gateway.store.effects import Put
 from gateway.store.migrations import MIGRATIONS, SCHEMA_VERSION, TABLES_AT_VERSION
 from gateway.store.records import (
     Charge,
@@ -249,6 +251,10 @@ async def test_an_old_database_is_upgraded_and_keeps_every_message_readable(old_
             assert await store.find(Subscription, msisdn=SUBSCRIBER, order_by="id") == [SUBSCRIPTION, CANCELLED]
             assert await store.find(Subscription, status="active") == [SUBSCRIPTION]
             assert await store.find(Charge, subscription_id="sub-1") == [CHARGE]
+            assert SUBSCRIPTION.fee is None  # made before subscriptions kept their fee: billed at the catalogue's
+            priced = replace(SUBSCRIPTION, id="sub-3", fee=3000)  # in the column migration 14 added
+            await store.apply([Put(priced)])
+            assert await store.find(Subscription, id="sub-3") == [priced]
         else:
             assert await store.find(Subscription, msisdn=SUBSCRIBER) == []
 
