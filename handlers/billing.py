@@ -62,7 +62,6 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
-from gateway.config import CatalogueEntry
 from gateway.logs import get_logger
 from gateway.store.effects import Delete
 from gateway.store.records import Charge, JobRun, Subscription, SubscriptionEvent
@@ -71,7 +70,7 @@ from .base import Outcome, ServiceContext
 from .billing_calendar import billing_moment, month_of, month_start, period_of
 from .pages import paginate
 from .sp_notice import sp_notice
-from .subscriptions import ended, naming_text, subscription_event, yuan
+from .subscriptions import ended, monthly_fee, naming_text, subscription_event, yuan
 
 log = get_logger("billing")
 
@@ -122,20 +121,6 @@ def billed_since(ctx: ServiceContext, sent_at: float, now: float) -> bool:
     if moment > now:  # this month's is still to come: the last one was last month's
         moment = billing_moment(ctx, month_start(month, -1))
     return sent_at < moment
-
-
-# -------------------------------------------------------------------- money
-def fen(yuan_per_month: float) -> int:
-    return round(yuan_per_month * 100)
-
-
-def monthly_fee(subscription: Subscription, entry: CatalogueEntry) -> int:
-    """What a month of the subscription costs, in fen: the catalogue's fee of the day, but never more than the fee its
-    confirmation stated (SPEC 3.2: the subscriber pays what they confirmed). A decrease benefits the subscriber at once;
-    an increase is not charged to one who confirmed the old fee (they would have to order again at the new one). One
-    made before subscriptions kept their fee (schema 13 and older) pays the catalogue's."""
-    fee = fen(entry.fee)
-    return fee if subscription.fee is None else min(fee, subscription.fee)
 
 
 # --------------------------------------------------------------------- jobs

@@ -65,7 +65,6 @@ from .base import Inbound, Outcome, ServiceContext
 from .billing import (
     billed_since,
     charges_missed,
-    fen,
     repeat_trial_until,
     runs_voided_by_an_order,
     trial_until,
@@ -73,7 +72,7 @@ from .billing import (
 from .billing_calendar import month_start
 from .keywords import fold, matches
 from .sp_notice import sp_notice
-from .subscriptions import subscription_event, yuan
+from .subscriptions import fen, subscription_event, yuan
 
 _CODED = re.compile(r"([YN])0*(\d{1,4})")  # Y2 confirms / N2 declines the order with reply code Y2
 # Orders nobody answered: "expired" ones too, marked so once their validity ended (never before it), which an answer

@@ -45,19 +45,34 @@ def yuan(fee: float) -> str:
     return f"{fee:.2f}".rstrip("0").rstrip(".")
 
 
-def names(entry: CatalogueEntry, language: str) -> dict[str, str]:
-    """Placeholders naming a catalogue service in texts: sp_name, sp_company, service, fee, service_code."""
+def fen(yuan_per_month: float) -> int:
+    return round(yuan_per_month * 100)
+
+
+def monthly_fee(subscription: Subscription, entry: CatalogueEntry) -> int:
+    """What a month of the subscription costs, in fen: the catalogue's fee of the day, but never more than the fee its
+    confirmation stated (SPEC 3.2: the subscriber pays what they confirmed). A decrease benefits the subscriber at once;
+    an increase is not charged to one who confirmed the old fee (they would have to order again at the new one). One
+    made before subscriptions kept their fee (schema 13 and older) pays the catalogue's."""
+    fee = fen(entry.fee)
+    return fee if subscription.fee is None else min(fee, subscription.fee)
+
+
+def names(entry: CatalogueEntry, language: str, subscription: Subscription | None = None) -> dict[str, str]:
+    """Placeholders naming a catalogue service in texts: sp_name, sp_company, service, fee, service_code. The fee is
+    the catalogue's, or what `subscription` pays a month (`monthly_fee`: what its listing and reminders state)."""
     return {
         "sp_name": entry.sp_name_in(language),
         "sp_company": entry.company_in(language),
         "service": entry.name_in(language),
-        "fee": yuan(entry.fee),
+        "fee": yuan(entry.fee if subscription is None else monthly_fee(subscription, entry) / 100),
         "service_code": entry.service_code,
     }
 
 
 def naming_text(
-    ctx: ServiceContext, key: str, language: str, entry: CatalogueEntry | None, service_id: str, **values: object
+    ctx: ServiceContext, key: str, language: str, entry: CatalogueEntry | None, service_id: str,
+    subscription: Subscription | None = None, **values: object,
 ) -> str:
     """The text `key` about one subscription (or its charge), to the service `service_id`, `entry` in the catalogue.
     A service since removed from the catalogue has no SP name, fee or service code left to show (the records keep
@@ -65,7 +80,7 @@ def naming_text(
     "提供的tencent-ringtones，元/月，服务代码"."""
     if entry is None:
         return ctx.text(f"{key}_removed", language, service=service_id, **values)
-    return ctx.text(key, language, **names(entry, language), **values)
+    return ctx.text(key, language, **names(entry, language, subscription), **values)
 
 
 def ended(
@@ -92,7 +107,7 @@ async def cancel(
     with None (a service since removed from the catalogue) there is no SP to notify.
     """
     outcome = Outcome().put(*ended(ctx, subscription, channel, now)).extend(await _charges_voided(ctx, subscription, channel, now))
-    text = naming_text(ctx, "unsubscribe.done", language, entry, subscription.service_id)
+    text = naming_text(ctx, "unsubscribe.done", language, entry, subscription.service_id, subscription)
     outcome.reply(subscription.msisdn, text, ctx.settings.operator)
     if entry is not None:
         outcome.replies.append(sp_notice(ctx, entry, subscription.msisdn, "CANCEL", channel, now))

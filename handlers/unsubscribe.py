@@ -54,7 +54,8 @@ async def query(inbound: Inbound, ctx: ServiceContext, language: str) -> Outcome
     lines = [ctx.text("unsubscribe.listing_head", language, count=len(active))]
     for serial, subscription in enumerate(active, 1):
         entry = ctx.catalogue.get(subscription.service_id)
-        lines.append(naming_text(ctx, "unsubscribe.listing_item", language, entry, subscription.service_id, serial=serial))
+        lines.append(naming_text(ctx, "unsubscribe.listing_item", language, entry, subscription.service_id, subscription,
+                                 serial=serial))
     lines.append(ctx.text("unsubscribe.listing_foot", language, window=_duration(ctx, language)))
     dialogue = Dialogue(msisdn, LISTING, {"ids": [s.id for s in active]}, now, now + ctx.settings.listing_window)
     return Outcome().put(dialogue).reply(msisdn, "\n".join(lines), inbound.short_code, until=dialogue.expires_at)
@@ -141,7 +142,8 @@ async def _serials(inbound: Inbound, ctx: ServiceContext, language: str, listing
         if subscription.status == "active":
             outcome.extend(await cancel(ctx, subscription, entry, inbound.channel, inbound.received_at, language))
         else:
-            text = naming_text(ctx, "unsubscribe.already", language, entry, subscription.service_id, serial=serial)
+            text = naming_text(ctx, "unsubscribe.already", language, entry, subscription.service_id, subscription,
+                               serial=serial)
             outcome.reply(msisdn, text, inbound.short_code)
     if invalid:
         # At most the first few named (thousands made a reply longer than a text may be, and the valid ones were lost).
