@@ -339,6 +339,22 @@ def _kill_at_start_if_armed(switch: str) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _schema_version(conn: sqlite3.Connection) -> int:
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def _moved(conn: sqlite3.Connection | None, found: int | None) -> str:
+    """For the error of a start that failed in the middle of a migration: the steps it had committed (one way: an
+    older release refuses the file from then on), else ""."""
+    if conn is None or found is None:
+        return ""
+    try:
+        now = _schema_version(conn)
+    except sqlite3.Error:
+        return ""
+    return f" (its schema had moved from version {found} to {now} first)" if now != found else ""
+
+
 def main(path: str, open_mode: str) -> int:
     """`open_mode`: "rwc" for the store's first writer process, which may create the database; "rw" for its
     successors."""
@@ -347,14 +363,15 @@ def main(path: str, open_mode: str) -> int:
     inp = sys.stdin.buffer
     out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print must not corrupt the protocol
+    conn, found = None, None
     try:
         conn = _connect(path, open_mode)
-        began = time.monotonic()
+        began, found = time.monotonic(), _schema_version(conn)
         found, version = upgrade(conn)
         schema = (found, version, time.monotonic() - began)
         cannot_write = _check_writable(conn)
     except (sqlite3.Error, OSError, SchemaVersionError) as exc:
-        _send(out, (type(exc).__name__, type(exc).__name__, str(exc)))
+        _send(out, (type(exc).__name__, type(exc).__name__, str(exc) + _moved(conn, found)))
         return 1
     checkpointer = Checkpointer(path)
     kill_switch = os.environ.get(KILL_SWITCH)  # tests only (see _kill_if_armed); unset, it costs one test per batch

@@ -415,6 +415,23 @@ def test_two_listeners_given_one_port_refuse_the_start(tmp_path: Path) -> None:
                     f"127.0.0.1) ({db} was created first)")  # fmt: skip
 
 
+def test_a_migration_that_fails_half_way_says_how_far_it_moved_the_schema(tmp_path: Path) -> None:
+    """Steps that committed before one failed had moved the file forward, one way (an older release refuses it from
+    then on), and the refusal said only the failure: here an operator's own table named as a later step's."""
+    db = tmp_path / "old.db"
+    build_old_database(db, 5)
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("CREATE TABLE writer_progress (x)")  # what step 7 creates
+    refused = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--db", str(db), "--smpp-port", "0", "--http-port", "0"],
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 1
+    [line] = refused.stderr.splitlines()
+    assert line == (f"smsgw: cannot start: cannot open SQLite store at {str(db)!r}: table writer_progress already "
+                    "exists (its schema had moved from version 5 to 6 first)")  # fmt: skip
+
+
 def test_a_start_refused_after_it_upgraded_the_database_says_so_in_its_line(tmp_path: Path) -> None:
     """The upgrade is logged once the gateway is ready: a start refused after the store opened (a port in use) had
     moved the schema forward, one way, and nothing ever said so (the next start found it at the version already)."""
