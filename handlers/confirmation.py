@@ -72,7 +72,7 @@ from .billing import (
 from .billing_calendar import month_start
 from .keywords import fold, matches
 from .sp_notice import sp_notice
-from .subscriptions import fen, subscription_event, yuan
+from .subscriptions import fen, monthly_fee, subscription_event, yuan
 
 _CODED = re.compile(r"([YN])0*(\d{1,4})")  # Y2 confirms / N2 declines the order with reply code Y2
 # Orders nobody answered: "expired" ones too, marked so once their validity ended (never before it), which an answer
@@ -106,9 +106,8 @@ async def _order(
     ctx: ServiceContext, msisdn: str, entry: CatalogueEntry, channel: str, now: float, language: str
 ) -> Outcome:
     operator = ctx.settings.operator
-    if await _active(ctx, msisdn, entry.id):
-        text = ctx.text("confirmation.already_subscribed", language, operator=operator, **_names(entry, language))
-        return Outcome(completed=True).reply(msisdn, text, operator)
+    if (active := await _active(ctx, msisdn, entry.id)) is not None:
+        return Outcome(completed=True).reply(msisdn, _already_subscribed(ctx, language, entry, active), operator)
     # Those from a later time too (a clock set back): a code they hold is taken, and the same order asked again now
     # is that one, sent again.
     waiting, ending = await _open_orders(ctx, msisdn, now, later_too=True)
@@ -190,9 +189,8 @@ async def _confirm(inbound: Inbound, ctx: ServiceContext, language: str, outcome
     if order.fee not in (None, fen(entry.fee)):  # the fee changed while it waited: not the one the subscriber agreed to
         return _ask_again(ctx, language, outcome, order, entry, now)
     outcome.put(replace(order, status="confirmed"))
-    if await _active(ctx, msisdn, entry.id):
-        text = ctx.text("confirmation.already_subscribed", language, operator=operator, **_names(entry, language))
-        return outcome.reply(msisdn, text, operator)
+    if (active := await _active(ctx, msisdn, entry.id)) is not None:
+        return outcome.reply(msisdn, _already_subscribed(ctx, language, entry, active), operator)
     earlier = await ctx.store.find(Subscription, msisdn=msisdn, service_id=entry.id)
     subscription = Subscription(
         id=ctx.new_id(),
@@ -259,10 +257,9 @@ async def _not_waiting(
         if last.status in ("pending", "expired"):
             outcome.completed = True
             return outcome.reply(msisdn, ctx.text("confirmation.expired", language, **_names(entry, language)), operator)
-        if last.status == "confirmed" and await _active(ctx, msisdn, entry.id):
+        if last.status == "confirmed" and (active := await _active(ctx, msisdn, entry.id)) is not None:
             outcome.completed = True
-            text = ctx.text("confirmation.already_subscribed", language, operator=operator, **_names(entry, language))
-            return outcome.reply(msisdn, text, operator)
+            return outcome.reply(msisdn, _already_subscribed(ctx, language, entry, active), operator)
     if waiting:
         unknown = ctx.text("confirmation.unknown_code", language, reply_code=code) if code is not None else ""
         return outcome.reply(msisdn, unknown + _choose(ctx, language, waiting), operator, until=_last_end(waiting))
@@ -289,8 +286,16 @@ def _choose(ctx: ServiceContext, language: str, waiting: list[PendingOrder]) -> 
 
 
 # ----------------------------------------------------------------- helpers
-async def _active(ctx: ServiceContext, msisdn: str, service_id: str) -> bool:
-    return bool(await ctx.store.find(Subscription, limit=1, msisdn=msisdn, service_id=service_id, status="active"))
+async def _active(ctx: ServiceContext, msisdn: str, service_id: str) -> Subscription | None:
+    found = await ctx.store.find(Subscription, limit=1, msisdn=msisdn, service_id=service_id, status="active")
+    return found[0] if found else None
+
+
+def _already_subscribed(ctx: ServiceContext, language: str, entry: CatalogueEntry, subscription: Subscription) -> str:
+    """The answer to an order of a service the subscriber holds: it states the fee the subscription pays
+    (monthly_fee: its confirmed one, when the catalogue's went up since), as its listing does."""
+    names = _names(entry, language) | {"fee": yuan(monthly_fee(subscription, entry) / 100)}
+    return ctx.text("confirmation.already_subscribed", language, operator=ctx.settings.operator, **names)
 
 
 async def _recent_orders(ctx: ServiceContext, msisdn: str, now: float) -> list[PendingOrder]:
