@@ -38,6 +38,9 @@ class NumberPlan:
     _longest_national: int = field(init=False, repr=False, compare=False)
     _national_codes: tuple[str, ...] = field(init=False, repr=False, compare=False)
     mobile_starts: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    # How a national mobile number starts (the plan's prefixes, else those known for its country code; "": any): a
+    # national number that also reads as a code with an extension written with the country code is the mobile's.
+    _national_mobile: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "msisdn_length", len(self.country_code) + self.national_length)
@@ -50,6 +53,7 @@ class NumberPlan:
         object.__setattr__(self, "_national_codes", tuple(self.country_code + code for code in codes))
         starts = tuple(self.country_code + prefix for prefix in self.mobile_prefixes) or (self.country_code,)
         object.__setattr__(self, "mobile_starts", starts)
+        object.__setattr__(self, "_national_mobile", self.mobile_prefixes or MOBILE_PREFIXES.get(self.country_code, ("",)))
 
     def normalise(self, address: str) -> str:
         """`+8613800138000`, `008613800138000`, `8613800138000` and `13800138000` are one subscriber.
@@ -60,8 +64,9 @@ class NumberPlan:
         the country code's digits (9123456789 under 91 is 919123456789): an
         international one has the country code's more; but one that is a code
         of the config with an extension, written with the country code
-        (86100861234: 10086 and 1234), stays as written: that code's, no
-        subscriber's. So is one of the trunk prefix's more that starts with it
+        (86100861234: 10086 and 1234), and cannot be a mobile number (no mobile
+        prefix starts it), stays as written: that code's, no subscriber's
+        (under 91 with prefixes 6-9 and a code 150, 9115012345 is a mobile's). So is one of the trunk prefix's more that starts with it
         (07700900001 under 44 with trunk prefix 0 is 447700900001).
         """
         # Digits only is how nearly every address arrives, and strip/translate would change nothing.
@@ -74,7 +79,7 @@ class NumberPlan:
         if length > self._longest_national:  # international, as nearly every address arrives: one test, as before
             return digits
         if length == self.national_length:
-            if digits.startswith(self._national_codes):  # (empty: no code configured, no number matches)
+            if digits.startswith(self._national_codes) and not digits.startswith(self._national_mobile):
                 return digits  # a code with an extension written with the country code (86 10086 1234): that code's
             return self.country_code + digits
         if length == self._trunk_length and digits.startswith(self.trunk_prefix):

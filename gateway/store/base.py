@@ -26,9 +26,11 @@ second implementation must do the same, or the caller named must change):
   OR REPLACE: a row clashing on another unique constraint (charges:
   subscription_id, period) is replaced too. Inserting a message id that
   exists fails.
-- `find` orders ties (and `order_by` absent) in insertion order, a Put moving
-  its row last (REPLACE gives it a new rowid); NULLs sort first. RecordCache
-  answers the same way from memory, and handlers sort on columns that tie.
+- `find` leaves ties (and every row, `order_by` absent) in the order SQLite's
+  plan reads them: by the index it uses, then insertion order, a Put moving
+  its row last (REPLACE gives it a new rowid); NULLs first ascending, last
+  descending. RecordCache answers in the same order, and handlers sort on
+  columns that tie: another store must match it, or they must break ties.
 - Times are float epoch seconds from the gateway's clock (a SimulatedClock in
   tests), never the database's own now(): kept exact (float8, not a
   timestamp type), as cursors compare (expires_at, seq) for equality.

@@ -47,7 +47,9 @@ def test_a_code_with_its_extension_written_with_the_country_code_stays_that_code
         assert number == "86" + written and CHINA.is_msisdn(number) and not CHINA.is_mobile(number)
     assert not CHINA.is_msisdn(CHINA.normalise("10669161234"))  # a code with an extension: no subscriber's
     assert INDIA.normalise("9150123456") == "919150123456"  # (150 is a code there, but 9150... is no 91 150...)
-    assert INDIA.normalise("9115012345") == "9115012345" and not INDIA.is_msisdn("9115012345")
+    # 91 150 12345 or a national mobile number 9115012345? A mobile prefix (9) starts it: a subscriber's.
+    assert INDIA.normalise("9115012345") == "919115012345" and INDIA.is_mobile("919115012345")
+    assert NumberPlan("91", 10, ("150",)).normalise("9115012345") == "919115012345"  # (no prefixes: any may be)
 
 
 @pytest.mark.parametrize(
