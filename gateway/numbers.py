@@ -66,8 +66,9 @@ class NumberPlan:
         of the config with an extension, written with the country code
         (86100861234: 10086 and 1234), and cannot be a mobile number (no mobile
         prefix starts it), stays as written: that code's, no subscriber's
-        (under 91 with prefixes 6-9 and a code 150, 9115012345 is a mobile's). So is one of the trunk prefix's more that starts with it
-        (07700900001 under 44 with trunk prefix 0 is 447700900001).
+        (under 91 with prefixes 6-9 and a code 150, 9115012345 is a mobile's).
+        So is one of the trunk prefix's more that starts with it (07700900001
+        under 44 with trunk prefix 0 is 447700900001).
         """
         # Digits only is how nearly every address arrives, and strip/translate would change nothing.
         digits = address if address.isdigit() else address.strip().translate(_STRIP)
