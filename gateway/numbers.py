@@ -91,8 +91,7 @@ class NumberPlan:
         """A mobile number as people write it at home, for reply texts to show ({example_number}): the first mobile
         prefix (the plan's, else the one known for its country code), then 9123456789... to the national length:
         13912345678 in China, 7912345678 under country code 44 with prefix 7, 9123456789 where any number may be one."""
-        prefixes = self.mobile_prefixes or MOBILE_PREFIXES.get(self.country_code, ("",))
-        return (prefixes[0] + _EXAMPLE_DIGITS * self.national_length)[: self.national_length]
+        return (self._national_mobile[0] + _EXAMPLE_DIGITS * self.national_length)[: self.national_length]
 
     def is_msisdn(self, number: str) -> bool:
         """A canonical subscriber number (as opposed to a short code, with or without an extension: 10669161234 has a

@@ -70,7 +70,14 @@ from .base import Outcome, ServiceContext
 from .billing_calendar import billing_moment, month_of, month_start, period_of
 from .pages import paginate
 from .sp_notice import sp_notice
-from .subscriptions import ended, monthly_fee, naming_text, subscription_event, yuan
+from .subscriptions import (
+    ended,
+    fee_shown,
+    monthly_fee,
+    naming_text,
+    subscription_event,
+    yuan,
+)
 
 log = get_logger("billing")
 
@@ -314,7 +321,7 @@ async def send_reminders(ctx: ServiceContext, now: float, ordered_before: float 
             assert entry is not None
             pieces.append(ctx.text("billing.reminder_item", language, serial=serial, sp_name=entry.sp_name_in(language),
                                    service=entry.name_in(language), kind=ctx.text(f"billing.kind.{entry.kind}", language),
-                                   fee=yuan(monthly_fee(subscription, entry) / 100)))  # fmt: skip
+                                   fee=fee_shown(subscription, entry)))  # fmt: skip
             outcome.put(subscription_event(ctx, subscription.id, msisdn, REMINDED, "billing", now,
                                            f"first charge {period_of(month_start(today, 1))}"))  # fmt: skip
         pieces.append(ctx.text("billing.reminder_foot", language, operator=operator))

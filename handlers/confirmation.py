@@ -72,7 +72,7 @@ from .billing import (
 from .billing_calendar import month_start
 from .keywords import fold, matches
 from .sp_notice import sp_notice
-from .subscriptions import fen, monthly_fee, subscription_event, yuan
+from .subscriptions import fee_shown, fen, subscription_event, yuan
 
 _CODED = re.compile(r"([YN])0*(\d{1,4})")  # Y2 confirms / N2 declines the order with reply code Y2
 # Orders nobody answered: "expired" ones too, marked so once their validity ended (never before it), which an answer
@@ -294,7 +294,7 @@ async def _active(ctx: ServiceContext, msisdn: str, service_id: str) -> Subscrip
 def _already_subscribed(ctx: ServiceContext, language: str, entry: CatalogueEntry, subscription: Subscription) -> str:
     """The answer to an order of a service the subscriber holds: it states the fee the subscription pays
     (monthly_fee: its confirmed one, when the catalogue's went up since), as its listing does."""
-    names = _names(entry, language) | {"fee": yuan(monthly_fee(subscription, entry) / 100)}
+    names = _names(entry, language) | {"fee": fee_shown(subscription, entry)}
     return ctx.text("confirmation.already_subscribed", language, operator=ctx.settings.operator, **names)
 
 

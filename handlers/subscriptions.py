@@ -58,6 +58,11 @@ def monthly_fee(subscription: Subscription, entry: CatalogueEntry) -> int:
     return fee if subscription.fee is None else min(fee, subscription.fee)
 
 
+def fee_shown(subscription: Subscription, entry: CatalogueEntry) -> str:
+    """What the subscription pays a month (`monthly_fee`), as the texts about it state it: its listing, reminders."""
+    return yuan(monthly_fee(subscription, entry) / 100)
+
+
 def names(entry: CatalogueEntry, language: str, subscription: Subscription | None = None) -> dict[str, str]:
     """Placeholders naming a catalogue service in texts: sp_name, sp_company, service, fee, service_code. The fee is
     the catalogue's, or what `subscription` pays a month (`monthly_fee`: what its listing and reminders state)."""
@@ -65,7 +70,7 @@ def names(entry: CatalogueEntry, language: str, subscription: Subscription | Non
         "sp_name": entry.sp_name_in(language),
         "sp_company": entry.company_in(language),
         "service": entry.name_in(language),
-        "fee": yuan(entry.fee if subscription is None else monthly_fee(subscription, entry) / 100),
+        "fee": yuan(entry.fee) if subscription is None else fee_shown(subscription, entry),
         "service_code": entry.service_code,
     }
 

@@ -228,7 +228,7 @@ def check_ours(conn: sqlite3.Connection) -> int:
     name) is someone else's. user_version is a generic SQLite header field other applications set too (Android's
     SQLiteOpenHelper, ORMs), so a version of ours counts only with the tables that version has; tables of the
     operator's own beside them are left alone."""
-    version = _user_version(conn)
+    version = user_version(conn)
     if version > SCHEMA_VERSION:
         raise SchemaVersionError(f"schema version {version} is newer than this gateway's {SCHEMA_VERSION}")
     tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
@@ -249,21 +249,16 @@ def check_ours(conn: sqlite3.Connection) -> int:
 
 
 def migrate(conn: sqlite3.Connection) -> int:
-    """Apply the missing migration steps; return the resulting version."""
-    return upgrade(conn)[1]
-
-
-def upgrade(conn: sqlite3.Connection) -> tuple[int, int]:
-    """Apply the missing migration steps; return the file's version before (0: a new file) and after.
+    """Apply the missing migration steps; return the resulting version.
 
     Each step runs in its own explicit BEGIN IMMEDIATE ... COMMIT, which works
     whatever the connection's isolation_level.
     """
-    found = version = check_ours(conn)
+    version = check_ours(conn)
     while version < SCHEMA_VERSION:
         _apply_step(conn, version)
-        version = _user_version(conn)
-    return found, version
+        version = user_version(conn)
+    return version
 
 
 def _apply_step(conn: sqlite3.Connection, version: int) -> None:
@@ -271,7 +266,7 @@ def _apply_step(conn: sqlite3.Connection, version: int) -> None:
     # processes opening the same new file cannot both run the same step.
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if _user_version(conn) == version:
+        if user_version(conn) == version:
             for statement in MIGRATIONS[version]:
                 conn.execute(statement)
             # PRAGMA takes no bound parameters; version is our own int.
@@ -283,5 +278,5 @@ def _apply_step(conn: sqlite3.Connection, version: int) -> None:
         raise
 
 
-def _user_version(conn: sqlite3.Connection) -> int:
+def user_version(conn: sqlite3.Connection) -> int:
     return int(conn.execute("PRAGMA user_version").fetchone()[0])

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
-from .migrations import SchemaVersionError, check_ours, upgrade
+from .migrations import SchemaVersionError, check_ours, migrate, user_version
 
 FRAME_LENGTH = struct.Struct(">I")
 # One row of one statement: (sql, parameters, tokens). The tokens name the
@@ -339,17 +339,13 @@ def _kill_at_start_if_armed(switch: str) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _schema_version(conn: sqlite3.Connection) -> int:
-    return conn.execute("PRAGMA user_version").fetchone()[0]
-
-
 def _moved(conn: sqlite3.Connection | None, found: int | None) -> str:
     """For the error of a start that failed in the middle of a migration: the steps it had committed (one way: an
     older release refuses the file from then on), else ""."""
     if conn is None or found is None:
         return ""
     try:
-        now = _schema_version(conn)
+        now = user_version(conn)
     except sqlite3.Error:
         return ""
     return f" (its schema had moved from version {found} to {now} first)" if now != found else ""
@@ -366,8 +362,8 @@ def main(path: str, open_mode: str) -> int:
     conn, found = None, None
     try:
         conn = _connect(path, open_mode)
-        began, found = time.monotonic(), _schema_version(conn)
-        found, version = upgrade(conn)
+        began, found = time.monotonic(), user_version(conn)
+        version = migrate(conn)
         schema = (found, version, time.monotonic() - began)
         cannot_write = _check_writable(conn)
     except (sqlite3.Error, OSError, SchemaVersionError) as exc:
