@@ -333,20 +333,11 @@ class Esme(asyncio.Protocol):
         responses = await self.submit_parts(source, destination, text, data_coding=data_coding, scheme=scheme, **fields)
         return _answer(responses)
 
-    async def submit_answered(
-        self,
-        source: str,
-        destination: str,
-        text: str | bytes,
-        *,
-        data_coding: int | None = None,
-        scheme: ConcatScheme = ConcatScheme.UDH8,
-        **fields: Any,
-    ) -> tuple[Pdu, float]:
-        """Like `submit`, with when its answer arrived (time.monotonic() as it was read; of a long text's parts, the
+    async def submit_answered(self, source: str, destination: str, text: str | bytes, **options: Any) -> tuple[Pdu, float]:
+        """Like `submit` (the same options), with when its answer arrived (time.monotonic() as it was read; of a long text's parts, the
         latest): a step timed to it is not timed to when its caller resumed, later on a busy loop (a fleet's), as a
         text's ShortMessage.received_at is its arrival."""
-        parts, futures = self._send_parts(source, destination, text, data_coding, scheme, fields)
+        parts, futures = self._send_parts(source, destination, text, **options)
         answered = self._answered
         for future in futures:
             answered[future] = 0.0
@@ -356,22 +347,15 @@ class Esme(asyncio.Protocol):
             answered_at = max([answered.pop(future) for future in futures])
         return _answer(responses), answered_at
 
-    async def submit_parts(
-        self,
-        source: str,
-        destination: str,
-        text: str | bytes,
-        *,
-        data_coding: int | None = None,
-        scheme: ConcatScheme = ConcatScheme.UDH8,
-        **fields: Any,
-    ) -> list[Pdu]:
-        """Like `submit`, returning the response of every part in order."""
-        parts, futures = self._send_parts(source, destination, text, data_coding, scheme, fields)
+    async def submit_parts(self, source: str, destination: str, text: str | bytes, **options: Any) -> list[Pdu]:
+        """Like `submit` (the same options), returning the response of every part in order."""
+        parts, futures = self._send_parts(source, destination, text, **options)
         return await self._responses(source, destination, parts, futures)
 
-    def _send_parts(self, source: str, destination: str, text: str | bytes, data_coding: int | None,
-                    scheme: ConcatScheme, fields: dict[str, Any]) -> tuple[list[_Part], list[asyncio.Future[Pdu]]]:  # fmt: skip
+    def _send_parts(
+        self, source: str, destination: str, text: str | bytes, data_coding: int | None = None,
+        scheme: ConcatScheme = ConcatScheme.UDH8, **fields: Any,
+    ) -> tuple[list[_Part], list[asyncio.Future[Pdu]]]:  # fmt: skip
         """The submit_sm of each part of `text` (see `submit`), requested: the parts and their responses' futures."""
         tlvs = dict(fields.pop("tlvs", {}))
         esm_class = fields.pop("esm_class", 0)
