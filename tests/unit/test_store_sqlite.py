@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import sqlite3
-import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -14,14 +11,12 @@ from pathlib import Path
 import pytest
 
 from gateway.ids import ShortIds
-from gateway.store.base import WriteSkipped
 from gateway.store.effects import Put
 from gateway.store.migrations import SCHEMA_VERSION
 from gateway.store.records import Direction, Message, MessageStatus, Subscriber
 from gateway.store.sqlite import SqliteStore, StoreOpenError
 from gateway.store.writer_child import plan
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 WINDOW = 3600.0
 
 
@@ -406,40 +401,12 @@ def test_commit_spacing_cannot_be_negative(db: Path) -> None:
         SqliteStore(str(db), commit_spacing=-0.001)
 
 
-async def test_writes_in_one_batch_apply_in_issue_order(store: SqliteStore) -> None:
-    # Grouping by statement would run both INSERTs before the UPDATE, so "x"
-    # would end with attempts=7; issue order has the UPDATE find nothing.
-    store.accept(mo("z"))
-    store.mark_retry("x", attempts=7, next_attempt_at=5.0, error=8)
-    store.accept(mt("x"))
-    store.mark_retry("z", attempts=1, next_attempt_at=9.0, error=0)
-    await store.mark_delivered("x", done_at=10.0, receipt=None)
-    assert store.stats.batches == 1
-    x = await store.get("x")
-    assert (x.status, x.attempts, x.error, x.done_at) == (MessageStatus.DELIVERED, 0, 0, 10.0)
-    assert (await store.get("z")).attempts == 1
-
-
 def test_plan_groups_independent_rows_into_one_run_per_statement() -> None:
     steps = [("INS", (i,), (f"m{i}",)) for i in range(100)]
     steps += [("UPD", (i,), (f"old{i}",)) for i in range(100)]
     steps += [("INS", (i,), (f"n{i}",)) for i in range(100)]
     runs = plan(steps)
     assert [(sql, len(rows)) for sql, rows in runs] == [("INS", 200), ("UPD", 100)]
-
-
-async def test_a_failing_write_fails_alone_not_its_whole_batch(store: SqliteStore, db: Path) -> None:
-    good = store.accept(mo("a", dedup_key="k1"))
-    copy = store.accept(mo("b", dedup_key="k1"))  # waits on "a"
-    clash = store.accept(mo("a"))  # same id as "a": this write cannot succeed
-    results = await asyncio.gather(good, copy, clash, return_exceptions=True)
-    assert results[0] == ("a", False)
-    assert results[1] == ("a", True)
-    assert isinstance(results[2], sqlite3.IntegrityError)
-    assert store.stats.failed_batches == 2  # the shared transaction, then the culprit alone
-    assert count_rows(db) == 1
-    # The store keeps working, and the committed message still holds its key.
-    assert await store.accept(mo("c", dedup_key="k1")) == ("a", True)
 
 
 # --- MO / MT life cycle ----------------------------------------------------------------
@@ -455,16 +422,6 @@ async def test_complete_mo_marks_processed_and_inserts_replies(store: SqliteStor
         assert (m.status, m.done_at) == (MessageStatus.PROCESSED, 50.0)
     assert await waiting_ids(store) == ["r1", "r2"]
     assert await store.unprocessed_mos() == []
-
-
-async def test_complete_mo_is_atomic(store: SqliteStore) -> None:
-    await store.accept(mo("mo1"))
-    await store.accept(mt("taken"))
-    bad_replies = [mt("r1"), mt("taken")]  # second reply clashes with an existing id
-    with pytest.raises(sqlite3.IntegrityError):
-        await store.complete_mo(["mo1"], bad_replies, done_at=50.0)
-    assert (await store.get("mo1")).status is MessageStatus.ACCEPTED
-    assert await store.get("r1") is None
 
 
 async def test_mark_delivered_with_receipt(store: SqliteStore) -> None:
@@ -572,13 +529,11 @@ async def test_expired_mts_by_expiry_paged_by_cursor(store: SqliteStore) -> None
 # --- lifecycle -----------------------------------------------------------------------------
 
 
-async def test_close_commits_everything_issued_before_it(db: Path) -> None:
+async def test_writes_after_close_raise(db: Path) -> None:
+    """(That close commits what was issued before it: tests/store_contract/test_lifecycle.py.)"""
     s = SqliteStore(str(db))
     await s.open()
-    futures = [s.accept(mo(f"m{i}")) for i in range(500)]
     await s.close()
-    assert all(f.done() and f.result() == (f"m{i}", False) for i, f in enumerate(futures))
-    assert count_rows(db) == 500
     with pytest.raises(RuntimeError):
         s.accept(mo("late"))
     with pytest.raises(RuntimeError):
@@ -682,73 +637,6 @@ async def test_newer_schema_is_refused(db: Path) -> None:
         await SqliteStore(str(db)).open()
 
 
-# --- durability ----------------------------------------------------------------------------
-
-# Accepts MOs forever, keeping up to 2000 in flight, and prints each id only
-# once its future has resolved (i.e. the gateway would have acked it).
-_WRITER_SCRIPT = r"""
-import asyncio, sys
-from gateway.store.records import Direction, Message, MessageStatus
-from gateway.store.sqlite import SqliteStore
-
-def report(fut):
-    if not fut.cancelled() and fut.exception() is None:
-        sys.stdout.write(fut.result()[0] + "\n")
-        sys.stdout.flush()
-
-async def main(path):
-    store = SqliteStore(path)
-    await store.open()
-    pending = set()
-    n = 0
-    while True:
-        for _ in range(100):
-            n += 1
-            fut = store.accept(Message(f"m{n}", Direction.MO, MessageStatus.ACCEPTED, "a", "1", "2", b"x" * 100))
-            fut.add_done_callback(report)
-            fut.add_done_callback(pending.discard)
-            pending.add(fut)
-        await asyncio.sleep(0)
-        while len(pending) > 2000:
-            await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-
-asyncio.run(main(sys.argv[1]))
-"""
-
-
-async def test_acknowledged_writes_survive_process_kill(db: Path) -> None:
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _WRITER_SCRIPT, str(db),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO_ROOT, env=env,
-    )  # fmt: skip
-    printed: list[str] = []
-    try:
-        async with asyncio.timeout(60):
-            while len(printed) < 5000:
-                line = await proc.stdout.readline()
-                if not line:
-                    pytest.fail(f"writer exited early: {(await proc.stderr.read()).decode()}")
-                printed.append(line.decode().rstrip("\n"))
-    finally:
-        proc.send_signal(signal.SIGKILL)  # mid-stream: writes are still in flight
-        await proc.wait()
-    rest = await proc.stdout.read()
-    # Only whole lines count: a torn last line was never fully "acknowledged".
-    printed += [line.decode() for line in rest.split(b"\n")[:-1]]
-    assert proc.returncode == -signal.SIGKILL
-
-    store = SqliteStore(str(db))
-    await store.open()
-    try:
-        stored = {m.id for m in await store.unprocessed_mos()}
-    finally:
-        await store.close()
-    missing = [i for i in printed if i not in stored]
-    assert not missing, f"{len(missing)} acknowledged ids lost, e.g. {missing[:5]}"
-    assert len(printed) >= 5000
-
-
 async def test_stored_copy_does_not_alias_the_callers_message(store: SqliteStore) -> None:
     # Storing a copy does not alias the caller's object (extra is serialised).
     m = mo("a", extra={"k": 1})
@@ -756,38 +644,6 @@ async def test_stored_copy_does_not_alias_the_callers_message(store: SqliteStore
     m.extra["k"] = 2
     assert (await store.get("a")).extra == {"k": 1}
     assert await store.get("a") == replace(m, extra={"k": 1})
-
-
-async def test_a_write_decided_on_one_that_failed_is_not_written(store: SqliteStore, db: Path) -> None:
-    """`after` (gateway/mo.py hands serial keys on before a commit is done): a write decided on the uncommitted
-    effects of one that fails fails too, unwritten, whether it shared the failing one's batch or came later."""
-    bad = store.complete_mo([], [mt("r0")], 5.0, [Put(Subscriber("8613800000001", None))])  # NOT NULL: fails
-    same_batch = store.complete_mo([], [mt("r1")], 5.0, after=[bad])
-    unrelated = store.complete_mo([], [mt("r2")], 5.0)
-    with pytest.raises(sqlite3.IntegrityError):
-        await bad
-    with pytest.raises(WriteSkipped):
-        await same_batch
-    await unrelated
-    later = store.complete_mo([], [mt("r3")], 5.0, after=[bad, unrelated])
-    with pytest.raises(WriteSkipped):
-        await later
-    on_good = store.complete_mo([], [mt("r4")], 5.0, after=[unrelated])
-    await on_good
-    assert [m is not None for m in [await store.get(f"r{i}") for i in range(5)]] == [False, False, True, False, True]
-
-
-async def test_a_write_decided_on_a_held_copy_is_not_written(store: SqliteStore) -> None:
-    """A held message that proves a copy of a stored one is answered as a copy, its handling dropped: what was
-    decided on that handling must not stand either."""
-    assert await store.accept(mo("a", dedup_key="k1")) == ("a", False)
-    held = store.hold(mo("b", dedup_key="k1"), may_be_stored=False)
-    copy = store.accept_held(held, mo("b", dedup_key="k1"), 5.0, [mt("r1")])
-    decided_on_it = store.complete_mo([], [mt("r2")], 5.0, after=[copy])
-    assert await copy == ("a", True)
-    with pytest.raises(WriteSkipped):
-        await decided_on_it
-    assert await store.get("r1") is None and await store.get("r2") is None
 
 
 def by_destination(counts: dict[tuple[str, str, str], int]) -> dict[str, int]:

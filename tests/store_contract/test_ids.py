@@ -1,0 +1,30 @@
+"""Ids are the caller's and compare as byte strings."""
+
+from __future__ import annotations
+
+from gateway.store.base import Store
+from gateway.store.effects import Put
+from gateway.store.records import Subscriber
+
+from .stores import mt
+
+# In byte order; a linguistic collation would put "_" first, "a" before "B", and "é" beside "e".
+BYTE_ORDER = ["8613800000001", "B", "Z", "_", "a", "b", "é"]
+
+
+async def test_ids_compare_as_byte_strings(store: Store) -> None:
+    """base.py: "Ids are the caller's (gateway/ids.py) and compare as byte strings (C collation)"."""
+    await store.apply([Put(Subscriber(msisdn, "en")) for msisdn in ("é", "b", "_", "a", "Z", "8613800000001", "B")])
+    assert [s.msisdn for s in await store.find(Subscriber, order_by="msisdn")] == BYTE_ORDER
+    assert [s.msisdn for s in await store.find(Subscriber, msisdn__gt="Z", msisdn__lt="b")] == ["_", "a"]
+
+
+async def test_a_submit_multis_destinations_are_the_ids_between_id_slash_and_id_zero(store: Store) -> None:
+    """base.py: "a submit_multi's destinations are `<id>/<n>` (ranges `'<id>/' < x < '<id>0'`)": submitted_as finds
+    them in order of arrival, and no other id that begins alike."""
+    submission = "1a24a2e9016000000001"
+    for id in (f"{submission}.", submission, f"{submission}-2", f"{submission}/2", f"{submission}/10", f"{submission}0",
+               f"{submission}/3", f"{submission}a", f"{submission}_/2"):  # fmt: skip
+        await store.accept(mt(id))
+    found = [m.id for m in await store.submitted_as(submission)]
+    assert found == [submission, f"{submission}/2", f"{submission}/10", f"{submission}/3"]  # ("/10" < "/2" as bytes)
