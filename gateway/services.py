@@ -141,10 +141,17 @@ class Services:
     async def lift_block(self, reported: str, reporter: str | None = None) -> Outcome:
         """Lift the network-wide block of `reported`; with `reporter`, that subscriber's own block of it instead (a
         number they reported by mistake). ValueError when there is no such block."""
-        key = spam_report.reported_key(self.ctx.plan.normalise(_number(reported)))
+        number = self.ctx.plan.normalise(_number(reported))
         if reporter is not None:
             reporter = self.subscriber(reporter)
-        return await self._for(key, lambda now: spam_report.lift_block(self.ctx, reported, now, reporter))
+        outcome = await self._for(spam_report.reported_key(number),
+                                  lambda now: spam_report.lift_block(self.ctx, reported, now, reporter))  # fmt: skip
+        if reporter is None:  # its open reports count again: those that now reach a threshold block their numbers
+            since = self.clock.now() - self.ctx.settings.spam_block_window
+            reported_by_it = await self.store.distinct(SpamReport, "reported", reporter=number,
+                                                       status=spam_report.RECEIVED, created_at__gt=since)  # fmt: skip
+            await self._block_over_threshold(sorted(reported_by_it))
+        return outcome
 
     async def run_due_jobs(self) -> Outcome:
         """Confirmations and surveys lapsed unanswered closed; billing on the billing day (once per month), reminders
@@ -250,13 +257,18 @@ class Services:
         reporters: dict[str, set[str]] = {}
         for report in reports:
             reporters.setdefault(report.reported, set()).add(report.reporter)
+        return await self._block_over_threshold(
+            reported for reported, distinct in reporters.items() if len(distinct) >= settings.spam_block_threshold)
+
+    async def _block_over_threshold(self, numbers: Iterable[str]) -> list[str]:
+        """Those of `numbers` whose open reports reach the threshold, counted again under each one's key as a report
+        counts them (handlers/spam_report.block_over_threshold), blocked network-wide; those blocked."""
         blocked = []
-        for reported, distinct in reporters.items():
-            if len(distinct) >= settings.spam_block_threshold:  # (read again under its key, as a report counts them)
-                key = spam_report.reported_key(reported)
-                outcome = await self._for(key, partial(spam_report.block_over_threshold, self.ctx, reported))
-                if outcome.effects:
-                    blocked.append(reported)
+        for reported in numbers:
+            key = spam_report.reported_key(reported)
+            outcome = await self._for(key, partial(spam_report.block_over_threshold, self.ctx, reported))
+            if outcome.effects:
+                blocked.append(reported)
         return blocked
 
     async def resume_sampled_surveys(self) -> int:

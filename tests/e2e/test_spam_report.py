@@ -644,6 +644,25 @@ def test_reports_by_numbers_blocked_network_wide_do_not_count_towards_a_block(ma
     assert victim in [b.reported for b in controller_blocks(gw) if b.reporter == ""]
 
 
+def test_reports_by_a_number_count_once_its_network_block_is_lifted(make_gateway, handset) -> None:
+    """A report by a blocked number is acknowledged, not counted; lifted, the block no longer keeps it out ("Its own
+    spam reports … do not count … while its block lasts"). It counted only at the next report of the number it named,
+    or a restart: a number with enough reporters stayed unblocked meanwhile. Now counted at the lift."""
+    gw = make_gateway(services={"spam_block_threshold": 2})
+    spammer, victim = "8613700000011", "8613900000099"
+    for ph in [phone(handset, n, gw) for n in REPORTERS[:2]]:
+        ask(ph, f"{spammer}*{SPAM}")
+    s, third = phone(handset, spammer, gw), phone(handset, REPORTERS[2], gw)
+    report(s, f"{victim}*spam", gw)  # acknowledged, not counted
+    report(third, f"{victim}*spam", gw)
+    assert victim not in [b.reported for b in controller_blocks(gw) if b.reporter == ""]
+    gw.call(gw.gateway.services.lift_block(spammer))
+    assert [b.reported for b in controller_blocks(gw) if b.reporter == "" and b.lifted_at is None] == [victim]
+    assert {r.status for r in reports(gw, reported=victim)} == {"handled"}
+    for ph in (s, third):
+        assert HANDLED.match(replies(ph)[0])
+
+
 def test_a_number_already_over_a_threshold_lowered_since_is_blocked_at_the_start(make_gateway, handset, tmp_path) -> None:
     """4 distinct reporters under the threshold of 5, restarted with 3: the spammer still reached anyone until one
     more report came. Blocked at the start as the report reaching the threshold blocks it: its reporters told."""
