@@ -10,9 +10,9 @@ import re
 import pytest
 
 from gateway.clock import SimulatedClock
-from gateway.store.records import Subscription
+from gateway.store.records import SpamReport, Subscription
 from tests.services_support import at
-from tests.smpp_handset import ESME_ROK, reassemble, split_udh, text
+from tests.smpp_handset import ESME_ROK, reassemble, split_udh, text, texts_from
 
 A, B = "8613800000001", "8613900000002"
 OPERATOR, SINA, SPAM_REPORT = "10086", "1066916", "10086999"
@@ -103,3 +103,21 @@ def test_an_english_reply_quoting_a_forwarded_text_goes_as_gsm(gw, handset) -> N
     parts = a.expect_many(2, 5.0, lambda pdu: pdu.source_addr == SPAM_REPORT.encode())
     assert {part.data_coding for part in parts} == {GSM}
     assert '("Win a free priz...") still waits for its sender\'s number' in reassemble(parts)
+
+
+def report(phone, message: str) -> str:
+    """Text `message` to 10086999; its reply."""
+    assert phone.submit(SPAM_REPORT, message).status == ESME_ROK
+    return texts_from(phone, SPAM_REPORT, 1)[0]
+
+
+def test_the_spammers_number_answered_with_an_english_label_completes_the_report(gw, handset) -> None:
+    """`Number: 13700000001` or `Mobile number: 13700000001.` got "That is not a mobile number", where
+    `号码：13700000001。` completed the report."""
+    a = phone(handset, gw, A)
+    in_english(a)
+    assert "reply within 30 min with the mobile number that sent it" in report(a, "You have won a prize, call us")
+    ack = report(a, "Mobile number: 13700000001.")
+    assert ack.startswith("Your report has been accepted") and "13700000001 can no longer send you messages" in ack
+    [stored] = gw.call(gw.gateway.store.find(SpamReport, reporter=A))
+    assert (stored.reported, stored.text) == ("8613700000001", "You have won a prize, call us")
