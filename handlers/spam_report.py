@@ -137,8 +137,12 @@ def _as_written(number: str) -> str:
 
 
 def _attempted_number(before_star: str) -> bool:
-    """`x*…` is a report when x looks like an attempt at a number (`+86 137-0000-0001`, `12345`, `abc`, ``);
-    with a longer or non-ASCII x (`恭喜您中奖*…`) it is spam text that happens to hold a star."""
+    """`x*…` is a report when x (folded) looks like an attempt at a number: it holds a digit and is written as one
+    (`+86 137-0000-0001`, `12345`) or is short ASCII without spaces (`1380013800O`, `+86-abc1`), refused then as
+    no number. Otherwise it is spam text that happens to hold a star: with no digit (`WINNER*…`, `FreeMsg: *…`,
+    `*FREE*…`, as English spam marks words) or longer or not ASCII (`恭喜您中奖*…`)."""
+    if not re.search("[0-9]", before_star):
+        return False
     if _NUMBERISH.match(before_star):
         return True
     return len(before_star) <= MAX_NUMBER_CHARS and before_star.isascii() and not re.search(r"\s", before_star)

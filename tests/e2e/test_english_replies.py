@@ -121,3 +121,16 @@ def test_the_spammers_number_answered_with_an_english_label_completes_the_report
     assert ack.startswith("Your report has been accepted") and "13700000001 can no longer send you messages" in ack
     [stored] = gw.call(gw.gateway.store.find(SpamReport, reporter=A))
     assert (stored.reported, stored.text) == ("8613700000001", "You have won a prize, call us")
+
+
+def test_english_spam_marking_words_with_stars_is_a_forwarded_text(gw, handset) -> None:
+    """`WINNER*Claim…` got '"WINNER" is not a valid mobile number' and `*FREE*…` '"" is not…': the part before the
+    first star was taken for a number however little it looked like one."""
+    a = phone(handset, gw, A)
+    in_english(a)
+    for n, forwarded in enumerate(("WINNER*Claim your 1000 prize now at example.com", "*FREE* ringtones, text GO"), 1):
+        assert report(a, forwarded).startswith("We received the text you forwarded.")
+        assert report(a, f"1370000000{n}").startswith("Your report has been accepted")
+        [stored] = gw.call(gw.gateway.store.find(SpamReport, reported=f"861370000000{n}"))
+        assert stored.text == forwarded
+    assert report(a, "1380013800O*WIN").startswith('Report not accepted: "1380013800O" is not a valid mobile number.')

@@ -171,9 +171,9 @@ async def test_while_a_forwarded_text_waits_for_its_number_another_text_does_not
         ("+8610086123456*x", "服务号码"),
         ("008610086*x", "服务号码"),  # the 00 form is the same number as the + form
         ("008610669161234*x", "服务号码"),
-        ("hello*spam", "不是有效的手机号码"),
+        ("hello1*spam", "不是有效的手机号码"),  # an attempt at a number: it holds a digit
         ("12345*spam", "不是有效的手机号码"),
-        ("*spam", "不是有效的手机号码"),
+        ("1380013800O*spam", "不是有效的手机号码"),
         ("12345", "不是有效的手机号码"),
     ],
 )
@@ -194,6 +194,17 @@ async def test_leading_digits_with_a_space_but_no_number_are_a_forwarded_text(be
     outcome = await send(bench, A, "2026 新年大促，全场五折")
     assert "回复发送该垃圾短信的手机号码" in outcome.replies[0].text
     assert (await bench.store.find(Dialogue))[0].data == {"text": "2026 新年大促，全场五折"}
+
+
+@pytest.mark.parametrize("forwarded", ["WINNER*Claim your 1000 prize now", "FreeMsg: *Reply STOP", "*FREE* ringtones, text GO",
+                                       "abc*spam", "恭喜您获得一等奖*iPhone*"])  # fmt: skip
+async def test_a_star_with_no_digit_before_it_is_in_a_forwarded_text(bench, forwarded: str) -> None:
+    """English spam marks words with stars: `WINNER*Claim…` was refused as '"WINNER" is not a valid mobile
+    number', `*FREE*…` as '"" is not…', where the Chinese `恭喜您中奖*…` was taken as the forwarded text it is."""
+    outcome = await send(bench, A, forwarded)
+    assert "回复发送该垃圾短信的手机号码" in outcome.replies[0].text and await reports(bench) == []
+    report = await report_ok(bench, A, SPAMMER_NATIONAL)
+    assert (report.reported, report.text) == (SPAMMER, forwarded)
 
 
 async def test_help_explains_the_format(bench) -> None:
@@ -325,7 +336,8 @@ def test_parse() -> None:
     assert parse("号码：137 0000 0001。") == spam_report.Parsed("report", "137 0000 0001")
     assert parse("2026。").kind == "report"  # a number alone, refused as not a mobile number
     assert parse("号码是多少？").kind == "text"
-    assert parse("abc*spam").kind == "report"  # an attempt at a number: refused as not a number
+    assert parse("abc1*spam").kind == "report"  # an attempt at a number: refused as not a number
+    assert parse("abc*spam").kind == "text"  # no digit before the star: spam text that holds one
     assert parse("恭喜您获得一等奖*iPhone*").kind == "text"  # spam text that holds a star: forwarded
     assert parse("HELP").kind == "help"
 
