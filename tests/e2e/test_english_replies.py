@@ -68,7 +68,7 @@ def test_english_which_one_list_names_only_gsm_decline_words(gw, handset) -> Non
     ask(a, "TQ", SINA)
     choose, codings = ask(a, "Y")
     assert codings == {GSM} and not CJK.search(choose)
-    assert "reply N or NO to order none of them." in choose
+    assert "; reply with the code of what you want to order (e.g. " in choose and "reply N or NO to order nothing." in choose
 
 
 def test_chinese_replies_still_name_every_word(gw, handset) -> None:
@@ -134,3 +134,24 @@ def test_english_spam_marking_words_with_stars_is_a_forwarded_text(gw, handset) 
         [stored] = gw.call(gw.gateway.store.find(SpamReport, reported=f"861370000000{n}"))
         assert stored.text == forwarded
     assert report(a, "1380013800O*WIN").startswith('Report not accepted: "1380013800O" is not a valid mobile number.')
+
+
+def test_a_wrong_code_for_the_one_order_waiting_reads_as_english(gw, handset) -> None:
+    """With one order waiting, a wrong code got "1 orders are waiting for your confirmation: …; Reply with the code
+    of the one you want (e.g. Y1); reply N or NO to order none of them."."""
+    a = phone(handset, gw, A)
+    in_english(a)
+    ask(a, "TT", SINA)
+    listed, _ = ask(a, "Y7")
+    assert listed == ("No order waiting for confirmation has the code Y7. Waiting for your confirmation: Y1 for Headline "
+                      "News from Sina (30 yuan/month); reply with the code of what you want to order (e.g. Y1); reply N "
+                      "or NO to order nothing.")
+
+
+def test_what_follows_a_list_of_services_goes_on_in_lower_case(gw, handset) -> None:
+    """The list's items end with "; ": "…(5 yuan/month); Text the keyword to 1066916…" read as a new sentence."""
+    a = phone(handset, gw, A)
+    in_english(a)
+    assert a.submit(SINA, "TX").status == ESME_ROK
+    [offered] = texts_from(a, SINA, 1)
+    assert re.search(r"\(\d+ yuan/month\); text the keyword to 1066916, then confirm", offered), offered

@@ -165,6 +165,14 @@ def test_unknown_reply_code_is_named_and_the_waiting_orders_listed(gw, phone) ->
     assert subscription_states(gw) == {}
 
 
+def test_an_unknown_reply_code_with_one_order_waiting_lists_it_as_the_one(gw, phone) -> None:
+    """With one order waiting the list said to confirm "其中一笔" (one of them) or "全部不定制" (order none of them)."""
+    order(phone, "TT", SINA)
+    [reply] = ask(phone, OPERATOR, "Y7")
+    assert reply == ("没有代码为Y7的待确认定制。您有1笔业务定制待确认：回复Y1定制新浪的头条新闻（信息费30元/月）；"
+                     "请回复对应代码确认定制（如回复Y1），回复“否”、“N”或“NO”则不定制。")
+
+
 def test_ordering_again_while_waiting_resends_the_same_code_with_a_fresh_validity(gw, phone, clock) -> None:
     [first] = ask(phone, SINA, "TT", source=OPERATOR)
     assert order(phone, "TL", TENCENT) == "Y2"
