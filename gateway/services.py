@@ -150,7 +150,8 @@ class Services:
             since = self.clock.now() - self.ctx.settings.spam_block_window
             reported_by_it = await self.store.distinct(SpamReport, "reported", reporter=number,
                                                        status=spam_report.RECEIVED, created_at__gt=since)  # fmt: skip
-            await self._block_over_threshold(sorted(reported_by_it))
+            for recount in (await self._block_over_threshold(sorted(reported_by_it))).values():
+                outcome.extend(recount)
         return outcome
 
     async def run_due_jobs(self) -> Outcome:
@@ -257,18 +258,18 @@ class Services:
         reporters: dict[str, set[str]] = {}
         for report in reports:
             reporters.setdefault(report.reported, set()).add(report.reporter)
-        return await self._block_over_threshold(
-            reported for reported, distinct in reporters.items() if len(distinct) >= settings.spam_block_threshold)
+        return list(await self._block_over_threshold(
+            reported for reported, distinct in reporters.items() if len(distinct) >= settings.spam_block_threshold))
 
-    async def _block_over_threshold(self, numbers: Iterable[str]) -> list[str]:
+    async def _block_over_threshold(self, numbers: Iterable[str]) -> dict[str, Outcome]:
         """Those of `numbers` whose open reports reach the threshold, counted again under each one's key as a report
-        counts them (handlers/spam_report.block_over_threshold), blocked network-wide; those blocked."""
-        blocked = []
+        counts them (handlers/spam_report.block_over_threshold), blocked network-wide: each with its Outcome."""
+        blocked = {}
         for reported in numbers:
             key = spam_report.reported_key(reported)
             outcome = await self._for(key, partial(spam_report.block_over_threshold, self.ctx, reported))
             if outcome.effects:
-                blocked.append(reported)
+                blocked[reported] = outcome
         return blocked
 
     async def resume_sampled_surveys(self) -> int:

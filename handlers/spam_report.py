@@ -67,9 +67,9 @@ _DIGIT = "0-9０-９"
 _NUMBER = rf"(?:[(（][+＋]?[{_DIGIT}]{{1,4}}[)）]\s*)?[+＋]?[{_DIGIT}][{_DIGIT}\-－]*"  # `(+86)` may open it
 _SPACE = re.compile(rf"^\s*(?P<number>{_NUMBER})\s+(?P<text>.*)$", re.S)
 # A number alone, as a subscriber answers the prompt for one: perhaps labelled, in either language whatever the
-# subscriber's (`号码：…`, `Number: …`, `mobile number is …`), and ended with the full stop a Chinese input method
+# subscriber's (`号码：…`, `Number: …`, `MY MOBILE NUMBER IS …`), and ended with the full stop a Chinese input method
 # adds (`13912345678。`).
-_ENGLISH_LABEL = r"(?i:(?:mobile|phone|tel\.?)(?:\s*+(?:number|no\.?))?|number|no\.?)(?:\s++is)?"
+_ENGLISH_LABEL = r"(?i:(?:(?:my|the)\s++)?(?:(?:mobile|phone|tel\.?)(?:\s*+(?:number|no\.?))?|number|no\.?)(?:\s++is)?)"
 _LABEL = rf"(?:(?:号码|手机号码?|电话)?(?:是|为)?|{_ENGLISH_LABEL})(?:\s*+[:：])?"
 # The country code may stand in brackets, the plus inside them: `(+86)139…`, `（+86） 139…`.
 _OPENING = r"[(（]?[+＋]?"

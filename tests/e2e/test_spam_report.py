@@ -656,7 +656,8 @@ def test_reports_by_a_number_count_once_its_network_block_is_lifted(make_gateway
     report(s, f"{victim}*spam", gw)  # acknowledged, not counted
     report(third, f"{victim}*spam", gw)
     assert victim not in [b.reported for b in controller_blocks(gw) if b.reporter == ""]
-    gw.call(gw.gateway.services.lift_block(spammer))
+    lifted = gw.call(gw.gateway.services.lift_block(spammer))
+    assert sorted(r.to for r in lifted.replies) == sorted([spammer, REPORTERS[2]])  # the re-count's, as it sent them
     assert [b.reported for b in controller_blocks(gw) if b.reporter == "" and b.lifted_at is None] == [victim]
     assert {r.status for r in reports(gw, reported=victim)} == {"handled"}
     for ph in (s, third):
