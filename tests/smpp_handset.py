@@ -195,6 +195,11 @@ class Handset:
             except TimeoutError:
                 return
 
+    def read(self, timeout: float = 5.0) -> None:
+        """Read the next PDU from the gateway (one has come, select() on `client._socket` says): a deliver_sm goes to
+        the inbox (answered if `answering`), a response to `response()`, a request is answered and kept."""
+        self._read_one(time.monotonic() + timeout)
+
     def expect_request(self, command: str, timeout: float = 5.0):
         """The next request of this kind from the gateway (e.g. enquire_link, unbind), already answered."""
         deadline = time.monotonic() + timeout
