@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,7 @@ MAX_LAG_MS = 50.0  # the simulator's own lag (p99) beyond which its figures are 
 # how long or how many; open loop or closed.
 EXCLUSIVE = (("ca", "insecure"), ("duration", "count"), ("rate", "concurrency"))
 TLS_ONLY = ("ca", "insecure")  # flags that adjust TLS: with TLS off, a usage mistake (tls_only)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C and a service manager's stop: the run treats them alike
 
 
 def flag_name(name: str) -> str:
@@ -170,7 +173,6 @@ def run_args(args: argparse.Namespace) -> int:
     """Run `smsgw simulate` with parsed arguments; returns the exit status."""
     from gateway.config import ConfigError, load_config
 
-    from .esme import run
     from .scenario import ScenarioError, load_scenario
 
     both = conflict(vars(args))  # argparse's groups refuse them; a Namespace made otherwise is checked here
@@ -199,9 +201,18 @@ def run_args(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"smsgw simulate: --report {args.report}: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    started_at = time.time()
+    with _stop_handlers_restored():  # _drive holds the stops from the drain's end until the verdict is out
+        return _run(args, scenario, config, started_at)
+
+
+def _run(args: argparse.Namespace, scenario: Any, config: Any, started_at: float) -> int:
+    """The run, its result and its report; the exit status."""
+    from gateway.config import ConfigError
+
+    from .esme import run
     from .fleet import FleetError
 
-    started_at = time.time()
     try:
         summary = run(_drive(scenario, config, quiet=args.quiet))
     except ConfigError as exc:  # the target config's reply texts, read as the fleet is made: nothing ran yet
@@ -220,13 +231,8 @@ def run_args(args: argparse.Namespace) -> int:
     misses = verdicts(summary, max_failures=args.max_failures, min_rate=args.min_rate, max_p99_ms=args.max_p99_ms,
                       max_lag_ms=args.max_lag_ms)  # fmt: skip
     if args.report:
-        # The run is over: a press while its figures are written waits for them, rather than losing them.
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            for path in write_report(summary, args.report, scenario.to_dict(), started_at, misses):
-                print(f"report: {path}")
-        finally:
-            signal.signal(signal.SIGINT, previous)
+        for path in write_report(summary, args.report, scenario.to_dict(), started_at, misses):
+            print(f"report: {path}")
     if (summary.get("fleet") or {}).get("interrupted"):
         print("INTERRUPTED: the figures cover the run up to the signal; no verdict")
         return EXIT_INTERRUPTED
@@ -275,7 +281,7 @@ async def _drive(scenario: Any, config: Any, *, quiet: bool) -> dict[str, Any]:
             task.cancel()
         fleet.interrupt()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         try:
             loop.add_signal_handler(sig, interrupted)
         except (NotImplementedError, RuntimeError):  # not the main thread / not supported
@@ -298,12 +304,34 @@ async def _drive(scenario: Any, config: Any, *, quiet: bool) -> dict[str, Any]:
         await fleet.close()
         # Still under our handlers: a press now (the drain over, the figures being summed up) must not lose them.
         summary = fleet.summary()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             try:
-                loop.remove_signal_handler(sig)
+                loop.remove_signal_handler(sig)  # (which puts back Python's defaults: the next would lose them)
             except (NotImplementedError, RuntimeError):
                 pass
+        _hold_stops()
     return summary
+
+
+def _hold_stops() -> None:
+    """Ignore Ctrl-C and SIGTERM from here on: the run is over, and what is left (the figures printed, the report
+    written) takes a moment that a stop would lose; SIGTERM's default ended the process mid-write, leaving
+    report.html cut off and no verdict. run_args puts the handlers back once the report is written."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def _stop_handlers_restored() -> Iterator[None]:
+    """Ctrl-C's and SIGTERM's handlers as they were before, whatever the run made of them (_drive's own during the
+    run, then _hold_stops): `smsgw simulate` called in a process that goes on (a test) leaves them as it found them."""
+    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:  # (None: a handler not installed from Python, which cannot be put back)
+                signal.signal(sig, handler)
 
 
 def _progress(recorder: Any) -> Any:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import re
 import socket
@@ -77,9 +78,21 @@ def save_reports(report: Mapping[str, Any], directory: Path | str, *, max_failur
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     json_path, html_path = directory / "report.json", directory / "report.html"
-    json_path.write_text(_dumps(report, indent=2) + "\n", encoding="utf-8")
-    html_path.write_text(render_html(report, max_failures=max_failures), encoding="utf-8")
+    _write_whole(json_path, _dumps(report, indent=2) + "\n")
+    _write_whole(html_path, render_html(report, max_failures=max_failures))
     return json_path, html_path
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """`text` into `path` by way of a file beside it renamed over it: a kill or a failed write (a full disk) leaves
+    the previous file or none, never part of one, which a reader or a CI job would take for the report."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def build_report(

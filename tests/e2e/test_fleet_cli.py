@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import signal
 import socket
@@ -156,6 +157,37 @@ def test_a_second_ctrl_c_as_the_figures_are_summed_up_keeps_them_and_the_report(
     out, err = run.communicate(timeout=60)
     assert run.returncode == 130 and "INTERRUPTED" in out, (out, err)
     assert json.loads((report / "report.json").read_text(encoding="utf-8"))["fleet"]["interrupted"]
+
+
+# A stop arriving as the report is written: report.json is out, report.html not yet (where a reviewer's SIGTERM,
+# sent as report.json appeared, landed). Made at that very moment by wrapping report.render_html.
+STOPPED_AS_THE_REPORT_IS_WRITTEN = """
+import os, signal, sys
+from simulator import cli, report
+render_html = report.render_html
+def stopped(*args, **kwargs):
+    assert os.path.exists(sys.argv[sys.argv.index("--report") + 1] + "/report.json")
+    os.kill(os.getpid(), int(os.environ["STOP_SIGNAL"]))
+    return render_html(*args, **kwargs)
+report.render_html = stopped
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_as_the_report_is_written_waits_for_it_and_the_verdict(sig, gateway, tmp_path: Path) -> None:
+    """SIGTERM there ended the process (exit 143): report.html missing or cut off mid-JSON, no verdict printed."""
+    report = tmp_path / "report"
+    argv = [sys.executable, "-c", STOPPED_AS_THE_REPORT_IS_WRITTEN, "--port", str(gateway.smpp_port), "--subscribers",
+            "20", "--binds", "1", "--count", "20", "--quiet", "--report", str(report)]  # fmt: skip
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "STOP_SIGNAL": str(int(sig))})  # fmt: skip
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert done.stdout.endswith(f"report: {report / 'report.html'}\nPASS\n"), done.stdout
+    assert sorted(path.name for path in report.iterdir()) == ["report.html", "report.json"]  # nothing partial left
+    html = (report / "report.html").read_text(encoding="utf-8")
+    assert html.rstrip().endswith("</html>")
+    assert json.loads((report / "report.json").read_text(encoding="utf-8"))["verdict"]["result"] == "PASS"
 
 
 def test_a_second_ctrl_c_cuts_the_drain_short_in_the_closed_loop_too(silent_operator, tmp_path: Path) -> None:

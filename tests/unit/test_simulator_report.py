@@ -258,6 +258,18 @@ def test_empty_run(tmp_path: Path) -> None:
     assert cards(html)["latency p99"] == "–ms"
 
 
+def test_a_write_that_fails_leaves_the_previous_report_whole(tmp_path: Path) -> None:
+    """Each file was written in place: a kill or a failed write (a full disk; here a text UTF-8 cannot carry) left it
+    cut off (report.html ended mid-JSON at 20,480 bytes) or empty. Now the previous report stays, nothing beside it."""
+    recorder = Recorder(started=0.0)
+    recorder.finish(at=0.5)
+    before = [path.read_text(encoding="utf-8") for path in write_reports(recorder.summary(), tmp_path)]
+    with pytest.raises(UnicodeEncodeError):
+        write_reports(recorder.summary(), tmp_path, title="a lone surrogate \ud800")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["report.html", "report.json"]
+    assert [(tmp_path / name).read_text(encoding="utf-8") for name in ("report.json", "report.html")] == before
+
+
 def test_long_run_is_downsampled_for_drawing_only(tmp_path: Path) -> None:
     seconds = 5000
     timeline = [
