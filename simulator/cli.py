@@ -473,6 +473,8 @@ def describe(summary: dict[str, Any]) -> str:
         lines.append("dialogues not started: " + ", ".join(f"{k[12:]} {v}" for k, v in not_started.items()))
     if fleet.get("lost_binds"):
         lines.append(_describe_lost_binds(fleet["lost_binds"]))
+    if fleet.get("sp_notices_unchecked"):
+        lines.append("SP notices not checked: " + "; ".join(f"{sp}'s ({why})" for sp, why in fleet["sp_notices_unchecked"].items()))
     if stats.get("cancelled_at_drain"):  # neither ok nor failed: the drain was cut short (a second Ctrl-C, its deadline)
         lines.append(f"dialogues cut short at the drain, not counted above: {stats['cancelled_at_drain']}")
     if stats.get("redelivered_after_late_answer"):  # copies the fleet brought on itself: not the target's fault

@@ -180,11 +180,16 @@ class Fleet:
             "query": self._pick_query, "order": self._pick_order, "spam": self._pick_spam,
             "chatter": self._pick_chatter, "spammer": self._pick_spammer, "help": self._pick_help,
         }  # fmt: skip
-        self._sp_services = {sid for sid, sp in self.rules.notified_sps.items()
-                             if sp in {a.system_id for a in scenario.fleet.sp_receivers}}  # fmt: skip
+        receivers = {a.system_id for a in scenario.fleet.sp_receivers}
+        self._sp_services = {sid for sid, sp in self.rules.notified_sps.items() if sp in receivers}
+        # The catalogue's SPs whose notices the run does not check, and why (summary: fleet.sp_notices_unchecked); with
+        # no receiver at all (sp_receivers = [], a run against another SMSC) none is checked, as asked.
+        unbound = sorted(set(self.rules.notified_sps.values()) - receivers) if receivers else []
+        self.sp_notices_unchecked = dict.fromkeys(unbound, "not among fleet.sp_receivers")
         self._reported_numbers = self._reported_range()
         self._check_numbers()
         self._check_binds()
+        self._check_sp_receivers()
         if scenario.behaviours.order.weight > 0 and not self.env.order_services:
             raise FleetValueError("behaviours.order.keywords", f"none of {list(scenario.behaviours.order.keywords)} is in the "
                              f"target's catalogue ({', '.join(s.keyword for s in self.plan.services.values()) or 'empty'})")  # fmt: skip
@@ -255,6 +260,25 @@ class Fleet:
                 raise FleetValueError(key, f"{binds[system_id]} binds as {system_id!r}{pairs}, more than the bind account's "
                                       f"max_binds {account.max_binds} in {self.config.source}: the gateway would refuse "
                                       "the rest (ESME_RBINDFAIL)")  # fmt: skip
+
+    def _check_sp_receivers(self) -> None:
+        """Each SP receiver is an SP the target config's catalogue notifies for a service: the notices checked are
+        those of the receivers' services, so a receiver of none (a handset account, say) had nothing checked, and the
+        run passed saying nothing of it."""
+        sps = sorted(set(self.rules.notified_sps.values()))
+        for i, receiver in enumerate(self.scenario.fleet.sp_receivers):
+            if receiver.system_id in sps:
+                continue
+            account = self.config.account(receiver.system_id)
+            if account is None:
+                what = f"no account in {self.config.source}"
+            elif account.role != "sp":
+                what = f"a {account.role} account in {self.config.source}, not an SP's"
+            else:
+                what = f"the SP of no service in the catalogue of {self.config.source}"
+            raise FleetValueError(f"fleet.sp_receivers[{i}]", f"{receiver.system_id!r} is {what}: no ORDER/CANCEL notice "
+                                  f"comes to it, so none would be checked; expected an SP the catalogue notifies "
+                                  f"({', '.join(sps) or 'none: sp_receivers = []'})")  # fmt: skip
 
     # ------------------------------------------------------------- running
     async def run(self) -> dict[str, Any]:
@@ -1084,8 +1108,10 @@ class Fleet:
             return
         receivers = ",".join(a.system_id for a in self.scenario.fleet.sp_receivers)
         failed = {k for (k, outcome) in self.recorder.outcomes if outcome == "failed"}
-        if failed & {"order", "query"} or any(esme.is_closed for esme in self.sp_binds):  # (a receiver lost: _bind_lost)
-            self.stats["sp_notices_unchecked"] = 1
+        lost = any(esme.is_closed for esme in self.sp_binds)  # (a receiver lost: _bind_lost)
+        if failed & {"order", "query"} or lost:
+            why = "an SP receiver's bind was lost" if lost else "an order or query dialogue failed: its notice may or may not come"
+            self.sp_notices_unchecked.update((a.system_id, why) for a in self.scenario.fleet.sp_receivers)
             self._check_misrouted(receivers)  # wrong whatever went through
             return
         until = time.monotonic() + timeout
@@ -1195,6 +1221,7 @@ class Fleet:
                 for s in self.spammers if s.rounds or s.acked or s.state == RETIRED
             },  # fmt: skip
             "sp_notices": {f"{e} {s}": n for (e, s), n in sorted(self.notices_received.items())},
+            "sp_notices_unchecked": dict(sorted(self.sp_notices_unchecked.items())),
             "unasked_samples": self.unasked_samples,
         }
         return summary

@@ -519,6 +519,7 @@ def _fleet_section(report: Mapping[str, Any]) -> str:
         ("subscribers", _num(fleet.get("subscribers"))), ("binds", _num(fleet.get("binds"))),
         ("mode / load", f"{fleet.get('mode', '?')} / {fleet.get('load', '?')}"),
         ("retired subscribers", _num(fleet.get("retired_subscribers"))),
+        *((f"SP notices of {sp}", f"not checked: {why}") for sp, why in (fleet.get("sp_notices_unchecked") or {}).items()),
     ]  # fmt: skip
     not_started = {k.removeprefix("not_started_"): v for k, v in stats.items() if k.startswith("not_started")}
     others = {k: v for k, v in stats.items() if not k.startswith("not_started")}

@@ -435,6 +435,29 @@ def test_more_binds_than_the_bind_account_allows_is_a_usage_error(gateway, tmp_p
                                               "pairs: 2 binds each), more than the bind account's max_binds 200 in ")
 
 
+def test_an_sp_receiver_no_catalogue_service_notifies_is_a_usage_error(gateway, tmp_path: Path, capsys) -> None:
+    """A receiver that is no SP of the catalogue (here the handsets' second account) got no notice to check: the run
+    passed with fleet.sp_notices {} and nothing said. An SP left out of the receivers is named as not checked."""
+    base = ["--port", str(gateway.smpp_port), "--subscribers", "20", "--binds", "1", "--count", "20", "--quiet"]
+    scenario = tmp_path / "receivers.toml"
+    for receiver, what in [("handset2", "a handset account in {config}, not an SP's"), ("nobody", "no account in {config}")]:
+        scenario.write_text(f'[fleet]\nsp_receivers = [{{ system_id = "sina", password = "sina" }}, '
+                            f'{{ system_id = "{receiver}", password = "{receiver}" }}]\n')  # fmt: skip
+        assert cli.main([*base, "--scenario", str(scenario)]) == 2
+        out, err = capsys.readouterr()
+        assert err == (f"smsgw simulate: {scenario}: fleet.sp_receivers[1]: '{receiver}' is {what.format(config=DEFAULT_CONFIG)}: "
+                       "no ORDER/CANCEL notice comes to it, so none would be checked; expected an SP the catalogue "
+                       "notifies (sina, tencent)\n"), err  # fmt: skip
+        assert out == "" and gateway.gateway.accounts.get("sina").binds == 0  # refused before binding
+    scenario.write_text('[fleet]\nsp_receivers = [{ system_id = "sina", password = "sina" }]\n[behaviours.spammer]\nweight = 0\n')
+    report = tmp_path / "report"
+    assert cli.main([*base, "--scenario", str(scenario), "--report", str(report)]) == 0
+    assert "SP notices not checked: tencent's (not among fleet.sp_receivers)" in capsys.readouterr().out
+    fleet = json.loads((report / "report.json").read_text(encoding="utf-8"))["fleet"]
+    assert fleet["sp_notices_unchecked"] == {"tencent": "not among fleet.sp_receivers"}
+    assert "<b>SP notices of tencent</b>" in (report / "report.html").read_text(encoding="utf-8")
+
+
 def test_a_report_path_that_cannot_be_a_directory_is_refused_before_the_run(gateway, tmp_path: Path, capsys) -> None:
     a_file = tmp_path / "afile"
     a_file.write_text("kept\n")
