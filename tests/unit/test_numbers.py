@@ -55,11 +55,13 @@ def test_a_code_with_its_extension_written_with_the_country_code_stays_that_code
 @pytest.mark.parametrize(
     ("plan", "example"),
     [(CHINA, "13912345678"), (NumberPlan(), "13912345678"), (NumberPlan("44", 10, mobile_prefixes=("7",)), "7912345678"),
-     (INDIA, "6912345678"), (RUSSIA, "9123456789"), (NumberPlan("33", 9), "912345678")],
+     (INDIA, "6912345678"), (RUSSIA, "9123456789"), (NumberPlan("33", 9), "912345678"),
+     (NumberPlan("49", 12), "912345678991"), (NumberPlan("1", 13, (), ("15",)), "1591234567899")],
 )  # fmt: skip
 def test_the_example_number_the_texts_show_is_a_mobile_number_of_the_plan(plan, example) -> None:
-    """{example_number}: the first mobile prefix (China's where the plan names none under 86), then 9123456789..."""
-    assert plan.example() == example
+    """{example_number}: the first mobile prefix (China's where the plan names none under 86), then 9123456789...,
+    again as far as the national length goes (12 digits under 49: 9123456789 and 91)."""
+    assert plan.example() == example and len(example) == plan.national_length
     assert plan.is_mobile(plan.normalise(example))
 
 
@@ -70,7 +72,8 @@ UK = NumberPlan("44", 10, ("150", "0800"), ("7",), trunk_prefix="0")
     ("written", "canonical"),
     [("07700900001", "447700900001"), ("07700 900001", "447700900001"), ("7700900001", "447700900001"),
      ("+447700900001", "447700900001"), ("00447700900001", "447700900001"), ("447700900001", "447700900001"),
-     ("077009000012", "077009000012"), ("150", "150")],
+     ("077009000012", "077009000012"), ("150", "150"),
+     ("44770090000", "44770090000")],  # the trunk form's 11 digits, no trunk 0: an international number a digit short
 )  # fmt: skip
 def test_a_national_number_written_with_the_trunk_prefix_is_that_national_number(written, canonical) -> None:
     assert UK.normalise(written) == canonical
@@ -81,3 +84,11 @@ def test_a_code_written_with_the_trunk_prefix_is_a_code_in_any_form() -> None:
     """0800 and 1234 after it has a national number's 11 digits with the trunk 0: 448001234 is no subscriber's."""
     assert UK.is_code_number(UK.normalise("08001234567")) and not UK.is_msisdn(UK.normalise("08001234567"))
     assert UK.is_mobile(UK.normalise("07912345678"))
+    # 150 is not written with the trunk 0: 0 50 12345678 is a subscriber's number (44 50...), nobody's code
+    assert UK.normalise("05012345678") == "445012345678" and UK.is_msisdn("445012345678")
+
+
+def test_a_trunk_prefix_of_two_digits_is_taken_off_whole() -> None:
+    """Hungary writes its national numbers after 06: 06 30 123 4567 is 36 30 123 4567, not 36 6301234567."""
+    hungary = NumberPlan("36", 9, (), ("20", "30", "70"), trunk_prefix="06")
+    assert hungary.normalise("06 30 123 4567") == "36301234567" and hungary.is_mobile("36301234567")
