@@ -409,6 +409,24 @@ def test_an_order_kept_before_orders_kept_their_fee_is_confirmed_at_the_catalogu
     assert ask(handset(A, gw=gw, address_range=A), "Y") == SEED_NOTICE
 
 
+def test_a_confirmation_for_a_service_held_states_the_fee_the_subscription_pays(make_gateway, handset, clock):
+    """Confirmed at 30, TT's fee now 50: a Y again (its order confirmed) and a Y to an order of TT made meanwhile (here
+    one kept before orders kept their fee) are answered "您已定制…无需再次定制" with the 30 it pays, as an order of TT
+    by keyword is, not the catalogue's 50."""
+    gw = make_gateway(clock=clock, catalogue=catalogue_with_fee("sina-news", 50))
+    now = clock.now()
+    held = Subscription("sub-held", A, "sina-news", "active", now - 3600, "sms", "mo-1", at(2026, 12, 1), fee=3000)
+    confirmed = PendingOrder("order-held", A, "sina-news", "sms", "Y1", now - 7200, now + 79200, "confirmed", fee=3000)
+    gw.call(gw.gateway.services.commit(Outcome().put(held, confirmed)))
+    phone = handset(A, gw=gw, address_range=A)
+    held_at_30 = "您已定制新浪的头条新闻业务（信息费30元/月），无需再次定制"
+    assert ask(phone, "Y").startswith(held_at_30)
+    meanwhile = PendingOrder("order-web", A, "sina-news", "web", "Y1", now, now + 86400, "pending")  # fee: None
+    gw.call(gw.gateway.services.commit(Outcome().put(meanwhile)))
+    assert ask(phone, "Y").startswith(held_at_30)
+    assert [o.status for o in orders(gw, A)] == ["confirmed", "confirmed"] and len(subscriptions(gw, A)) == 1
+
+
 def test_retransmitted_confirmation_confirms_once_and_already_subscribed(gw, handset):
     phone = handset(A, gw=gw, address_range=A)
     order(phone, "TT")
