@@ -9,7 +9,7 @@ import pytest
 
 from gateway.app import GatewayController
 from simulator.dialogues import Plan, order_confirm, query_unsubscribe, rating, spam_report
-from simulator.esme import BindError, ConnectionClosed, Esme, ShortMessage
+from simulator.esme import BindError, BindLost, ConnectionClosed, Esme, ShortMessage
 from simulator.handset import Handset, Switchboard
 
 A, B, C = "8613800000001", "8613800000002", "8613900000003"
@@ -170,6 +170,18 @@ async def test_parts_with_an_8_bit_and_a_16_bit_reference_of_one_number_read_as_
     assert sorted(texts) == ["Good bye", "Hello world"]
     await sender.unbind()
     await esme.unbind()
+
+
+async def test_a_handset_whose_bind_was_lost_fails_each_later_wait_at_once_with_the_loss() -> None:
+    """The wait under way when the bind went fails with its loss (Handset.cut_off); the next one (the dialogue's next
+    step, or its next dialogue) must too, not end at its timeout as nothing having arrived."""
+    handset = Handset(A, esme=None)
+    waiting = asyncio.ensure_future(handset.expect(ECHO, timeout=5))
+    await asyncio.sleep(0)  # (it waits)
+    handset.cut_off(BindLost("the bind rx #1 as 'handset' was lost"))
+    for wait in (waiting, handset.expect(ECHO, timeout=5)):
+        with pytest.raises(BindLost, match="rx #1"):
+            await asyncio.wait_for(wait, 1)
 
 
 def _frame(command_id: int, sequence: int, body: bytes = b"") -> bytes:

@@ -55,9 +55,9 @@ def test_a_text_in_part_a_dialogue_was_told_of_is_not_given_up_again() -> None:
     parts = SharedParts(reassembly_timeout=1.0, on_given_up=lambda _s, _d, seqnums, _unsent: given_up.append(seqnums))
     now = time.monotonic()
     _given_up_after_first_part(parts, "x" * 400, reference=3, now=now)
-    _given_up_after_first_part(parts, "y" * 400, reference=4, now=now + 0.1)
+    _given_up_after_first_part(parts, "y" * 700, reference=4, now=now + 0.1)  # 5 parts
     assert parts.arrived_in_part(B, A) == ""  # (from B to A: none)
-    assert parts.arrived_in_part(A, B) == "part(s) 1 of 3 arrived, part(s) 2, 3 missing"  # reference 4, the newest
+    assert parts.arrived_in_part(A, B) == "part(s) 1 of 5 arrived, part(s) 2, 3, 4, 5 missing"  # reference 4, the newest
     parts.expire(now + 2)
     assert given_up == [[1]]  # reference 3's alone
 

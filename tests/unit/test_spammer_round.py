@@ -10,7 +10,7 @@ import time
 from types import SimpleNamespace
 
 from simulator.behaviours import Phone, PostOffice, Spammer, spammer_round
-from simulator.esme import ShortMessage
+from simulator.esme import BindLost, ShortMessage
 
 SPAMMER, REPORTER, BYSTANDER = "8613000000001", "8613800000001", "8613800000002"
 TEXT = "【中奖通知】恭喜您获得iPhone一部"
@@ -32,16 +32,24 @@ class Target:
         return SimpleNamespace(command_status=0), time.monotonic()
 
 
-async def round_withholding(withheld: str, *, reporting: set[str], acked_meanwhile: set[str]) -> object:
+async def round_withholding(withheld: str, *, reporting: set[str], acked_meanwhile: set[str],
+                            bind_lost: BindLost | None = None) -> object:  # fmt: skip
     """A round to REPORTER and BYSTANDER, `reporting` having reported the spammer (no ack yet) when it starts; the
-    acks of `acked_meanwhile` arrive while the texts are on their way."""
+    acks of `acked_meanwhile` arrive while the texts are on their way, and `bind_lost` of the withheld victim's bind."""
     post = PostOffice()
     env = SimpleNamespace(rng=random.Random(1), post=post, rules=SimpleNamespace(spam_block_threshold=5), timeout=0.2,
                           on_event=lambda event, detail: None, on_mo=lambda: None)  # fmt: skip
     target = Target(post, withheld)
     spammer = Spammer(SPAMMER, target)
     spammer.reporting |= reporting
-    target.meanwhile = lambda: [spammer.report_acked(v) for v in acked_meanwhile]
+
+    def meanwhile() -> None:
+        for victim in acked_meanwhile:
+            spammer.report_acked(victim)
+        if bind_lost is not None:
+            post.cut_off({withheld}, bind_lost)
+
+    target.meanwhile = meanwhile
     victims = [Phone(n, target, fleet=None) for n in (REPORTER, BYSTANDER)]
     return await spammer_round(spammer, env, victims)
 
@@ -70,3 +78,11 @@ async def test_texts_accepted_before_the_spammer_was_blocked_network_wide_may_be
     reporters = {f"86138000001{i:02d}" for i in range(5)}  # the threshold (5)
     result = await round_withholding(BYSTANDER, reporting=reporters, acked_meanwhile=reporters)
     assert (result.ok, result.data["withheld"]) == (True, "1"), result.error
+
+
+async def test_a_text_to_a_victim_whose_bind_was_lost_fails_the_round_naming_the_loss() -> None:
+    """The victim's receiver went while the text was on its way (the fleet cuts off the numbers it served): the round
+    fails at that text, saying so, not as an internal error (BindLost escaping) nor as a text that never came."""
+    result = await round_withholding(REPORTER, reporting=set(), acked_meanwhile=set(),
+                                     bind_lost=BindLost("the bind rx #2 as 'handset' was lost"))  # fmt: skip
+    assert (result.ok, result.step, result.error) == (False, "spam->victim", f"to {REPORTER}: the bind rx #2 as 'handset' was lost")
