@@ -415,21 +415,27 @@ def test_two_listeners_given_one_port_refuse_the_start(tmp_path: Path) -> None:
                     f"127.0.0.1) ({db} was created first)")  # fmt: skip
 
 
-def test_a_migration_that_fails_half_way_says_how_far_it_moved_the_schema(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("version", "in_the_way", "failure"),
+    [(5, "CREATE TABLE writer_progress (x)",  # what step 7 creates
+      "table writer_progress already exists (its schema had moved from version 5 to 6 first)"),
+     (13, "ALTER TABLE subscriptions ADD COLUMN fee INTEGER", "duplicate column name: fee")],  # step 14's: moved nothing
+)  # fmt: skip
+def test_a_migration_that_fails_half_way_says_how_far_it_moved_the_schema(tmp_path: Path, version, in_the_way, failure) -> None:
     """Steps that committed before one failed had moved the file forward, one way (an older release refuses it from
-    then on), and the refusal said only the failure: here an operator's own table named as a later step's."""
+    then on), and the refusal said only the failure: here an operator's own table or column named as a later step's.
+    One failing at its first step moved nothing, and says nothing of a move."""
     db = tmp_path / "old.db"
-    build_old_database(db, 5)
+    build_old_database(db, version)
     with contextlib.closing(sqlite3.connect(db)) as conn:
-        conn.execute("CREATE TABLE writer_progress (x)")  # what step 7 creates
+        conn.execute(in_the_way)
     refused = subprocess.run(
         [sys.executable, "-m", "gateway", "serve", "--db", str(db), "--smpp-port", "0", "--http-port", "0"],
         cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert refused.returncode == 1
     [line] = refused.stderr.splitlines()
-    assert line == (f"smsgw: cannot start: cannot open SQLite store at {str(db)!r}: table writer_progress already "
-                    "exists (its schema had moved from version 5 to 6 first)")  # fmt: skip
+    assert line == f"smsgw: cannot start: cannot open SQLite store at {str(db)!r}: {failure}"
 
 
 def test_a_start_refused_after_it_upgraded_the_database_says_so_in_its_line(tmp_path: Path) -> None:
@@ -995,6 +1001,7 @@ def test_a_new_database_and_a_schema_upgrade_are_each_logged_once(tmp_path: Path
         [line] = [r for r in map(json.loads, gateway.log) if r["event"].startswith("database ")]
         assert (line["event"], line.get("from_version", 0), line["database"]) == (*expected, str(db))
         assert line.get("to_version", line.get("schema_version")) == SCHEMA_VERSION
+        assert ("seconds" in line) == (db == old) and 0 <= line.get("seconds", 0) < 60  # how long the upgrade took
         again = start_gateway(db)  # at the version now: neither
         assert again.terminate() == 0
         assert not [r for r in map(json.loads, again.log) if r["event"].startswith("database ")]
