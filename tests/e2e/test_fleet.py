@@ -114,6 +114,9 @@ def test_spammers_are_blocked_once_enough_victims_reported_and_refused_after(sms
         assert seen["victims_reported"] >= 5 and seen["blocked_expected"] and seen["refused_seen"], (number, seen)
     assert run.outcomes["spammer"]["blocked"] >= 2 and run.outcomes["spam"]["reported"] > 0
     assert run.summary["mo_refused"]["SMSGW_RSENDERBLOCKED"] >= 12
+    # each of them called for by the victims' reports: none failing a dialogue, as the report says
+    assert run.summary["mo_refused_expected"] == run.summary["mo_refused"], run.summary["mo_refused_expected"]
+    assert "MO refused, failing their dialogues" not in str(run)
 
 
 def test_a_server_that_never_blocks_spammers_fails_the_check(smsgw_fleet) -> None:

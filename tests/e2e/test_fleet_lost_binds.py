@@ -25,11 +25,11 @@ RECEIVING = (CommandId.BIND_RECEIVER, CommandId.BIND_TRANSCEIVER)
 class Unbinder(ProxyServer):
     """An SMPP proxy in front of the gateway that, instead of the `after`-th deliver_sm to the fleet, sends an unbind
     of its own on the bind it was for (`every`: on every bind that receives), as an SMSC dropping its binds does;
-    the client's answer stays here, and its close closes the gateway's side."""
+    the client's answer stays here, and its close closes the gateway's side. `account`: only its binds (an SP's)."""
 
-    def __init__(self, upstream: int, after: int, every: bool) -> None:
+    def __init__(self, upstream: int, after: int, every: bool, account: str | None = None) -> None:
         super().__init__(upstream)
-        self.after, self.every = after, every
+        self.after, self.every, self.account = after, every, account
         self.delivered = 0
         self.receivers: list[asyncio.StreamWriter] = []
 
@@ -48,9 +48,50 @@ class Unbinder(ProxyServer):
 
         async def to_gateway() -> None:
             async for pdu in pdus(client_r):
-                if command_of(pdu) in RECEIVING:
+                if command_of(pdu) in RECEIVING and self.account in (None, system_id(pdu)):
                     self.receivers.append(client_w)
                 if command_of(pdu) != CommandId.UNBIND_RESP:
+                    up_w.write(pdu)
+
+        await asyncio.gather(to_client(), to_gateway())
+
+
+def system_id(bind: bytes) -> str:
+    return bind[16:].split(b"\0", 1)[0].decode()
+
+
+class TransmitterUnbinder(ProxyServer):
+    """An SMPP proxy in front of the gateway that holds the `after`-th deliver_sm to the fleet (a reply a dialogue
+    waits for) while it unbinds every transmitter, and passes it on once the fleet answered those unbinds (their loss
+    seen): the receivers stay bound."""
+
+    def __init__(self, upstream: int, after: int) -> None:
+        super().__init__(upstream)
+        self.after, self.delivered = after, 0
+        self.transmitters: list[asyncio.StreamWriter] = []
+        self.unbinds_answered = asyncio.Semaphore(0)
+
+    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter,
+                     up_r: asyncio.StreamReader, up_w: asyncio.StreamWriter) -> None:  # fmt: skip
+
+        async def to_client() -> None:
+            async for pdu in pdus(up_r):
+                if command_of(pdu) == CommandId.DELIVER_SM:
+                    self.delivered += 1
+                    if self.delivered == self.after:
+                        for transmitter in self.transmitters:
+                            transmitter.write(encode_pdu(Unbind(sequence_number=0x7FFFFFF0)))
+                        for _ in self.transmitters:
+                            await self.unbinds_answered.acquire()
+                client_w.write(pdu)
+
+        async def to_gateway() -> None:
+            async for pdu in pdus(client_r):
+                if command_of(pdu) == CommandId.BIND_TRANSMITTER:
+                    self.transmitters.append(client_w)
+                if command_of(pdu) == CommandId.UNBIND_RESP:
+                    self.unbinds_answered.release()
+                else:
                     up_w.write(pdu)
 
         await asyncio.gather(to_client(), to_gateway())
@@ -96,3 +137,47 @@ async def test_a_bind_the_target_drops_is_named_and_fails_what_waited_on_it(make
     assert f"binds lost: {len(lost)}: {lost[0]['bind']} at " in str(run)
     page = render_html(run.summary)
     assert "<h3" in page and f"<td><code>{escape(lost[0]['bind'])}</code></td><td>unbound by the server</td>" in page
+
+
+ONLY = {kind: {"weight": 0} for kind in KINDS}
+
+
+async def test_a_lost_sp_receiver_leaves_the_sp_notices_unchecked_not_missing(make_gateway) -> None:
+    """Sina's receiver dropped after its 2nd notice: the notices the fleet then waited for never came, and the end
+    check blamed each on the gateway (sp_notice faults) instead of saying it could not check them."""
+    gw = make_gateway()
+    scenario = make_scenario(fleet={"count": 40, "binds": 2}, behaviours=ONLY | {"order": {"weight": 1}},
+                             load={"duration": 0, "count": 40, "concurrency": 4, "timeout": 3})  # fmt: skip
+    async with Unbinder(gw.smpp_port, after=2, every=False, account="sina") as proxy:
+        run = await run_fleet_async(scenario, target=("127.0.0.1", proxy.port))
+    fleet = run.summary["fleet"]
+    assert [b["bind"] for b in fleet["lost_binds"]] == ["rx as 'sina' (fleet.sp_receivers[0])"], fleet["lost_binds"]
+    assert fleet["stats"].get("sp_notices_unchecked") == 1
+    assert not [f for f in run.failures if f["kind"] == "sp_notice"], [f["error"] for f in run.failures]
+
+
+async def test_with_spammers_running_a_fleet_left_with_no_subscriber_bind_ends_saying_so(make_gateway) -> None:
+    """Spammers have binds of their own: every subscriber's receiver dropped, the run went on and ended as "every
+    subscriber retired" (its spammers' binds counted as blocks of subscribers still served), not BINDS_LOST."""
+    gw = make_gateway()
+    scenario = make_scenario(fleet={"count": 40, "binds": 2, "mode": "tx+rx", "sp_receivers": []},
+                             behaviours=ONLY | {"chatter": {"weight": 3, "long": 0}, "spammer": {"weight": 1, "victims": 3}},
+                             spammers={"count": 2}, load={"duration": 20, "count": 0, "concurrency": 2, "timeout": 3})  # fmt: skip
+    async with Unbinder(gw.smpp_port, after=11, every=True) as proxy:
+        run = await run_fleet_async(scenario, target=("127.0.0.1", proxy.port))
+    assert run.summary["fleet"]["stopped"] == BINDS_LOST, run.summary["fleet"]["stopped"]
+
+
+async def test_lost_transmitters_leave_the_replies_on_the_live_receivers_to_arrive(make_gateway) -> None:
+    """The subscribers' transmitters dropped while a reply to an MO was on its way to a receiver still bound: the
+    dialogue waiting for it failed at once as if its receiver had gone (BindLost), and the reply came to nobody."""
+    gw = make_gateway()
+    scenario = make_scenario(fleet={"count": 40, "binds": 2, "mode": "tx+rx", "sp_receivers": []},
+                             behaviours=ONLY | {"help": {"weight": 1}},
+                             load={"duration": 0, "count": 40, "concurrency": 4, "timeout": 3})  # fmt: skip
+    async with TransmitterUnbinder(gw.smpp_port, after=5) as proxy:
+        run = await run_fleet_async(scenario, target=("127.0.0.1", proxy.port))
+    assert sorted(b["bind"] for b in run.summary["fleet"]["lost_binds"]) == ["tx #1 as 'handset'", "tx #2 as 'handset'"]
+    assert run.summary["fleet"]["stopped"] == BINDS_LOST, run.outcomes
+    # (an MO sent on a transmitter as it went fails unanswered: MO not answered)
+    assert not [f for f in run.failures if f["kind"] == "help" and "BindLost" in f["error"]], run.failures
