@@ -280,10 +280,11 @@ def test_a_failed_sp_notice_check_is_a_fault_within_the_run(smsgw_fleet, tmp_pat
 
 def test_the_simulators_own_errors_fail_the_run_as_internal_errors(smsgw_fleet, tmp_path: Path, monkeypatch, caplog) -> None:  # noqa: F811
     """The simulator's own code raises: after the help dialogue of every subscriber whose number ends in 3 or 7, and
-    after every survey answer (a reaction). Before, such a dialogue or reaction just ended: nothing was recorded, the
+    after every survey answer (a reaction), or before it began for numbers ending in 0 or 5. Before, such a dialogue or reaction just ended: nothing was recorded, the
     subscriber stayed busy, and the run passed (started 108, completed 56, failed 0). Each is now a failed dialogue of
     its kind at the step 'internal error', naming the exception, with its transcript; the subscriber retires; the
-    run fails; the report counts them apart; each place's traceback is logged once."""
+    run fails; the report counts them apart; each place's traceback is logged once. One raised before its dialogue
+    began shows no transcript, not the subscriber's previous dialogue's (here the help that the survey followed)."""
     real_help, real_survey = behaviours.help_text, behaviours.answer_survey
 
     async def help_then_raise(phone, env):
@@ -293,6 +294,8 @@ def test_the_simulators_own_errors_fail_the_run_as_internal_errors(smsgw_fleet, 
         return result
 
     async def survey_then_raise(phone, env, survey, fields, variant):
+        if phone.msisdn[-1] in "05":
+            raise KeyError(2)
         await real_survey(phone, env, survey, fields, variant)
         raise KeyError(2)
 
@@ -313,21 +316,23 @@ def test_the_simulators_own_errors_fail_the_run_as_internal_errors(smsgw_fleet, 
     help_failure = next(f for f in run.failures if f["kind"] == "help")
     assert help_failure["msisdn"][-1] in "37" and help_failure["error"].startswith("RuntimeError: help broke at ")
     assert [line["peer"] for line in help_failure["transcript"]] == ["10086", "10086"]  # the help dialogue so far
-    rating_failure = next(f for f in run.failures if f["kind"] == "rating")
-    assert rating_failure["error"].startswith("KeyError: 2 at ") and rating_failure["transcript"][0]["peer"] == "10086700"
+    rating_failures = [f for f in run.failures if f["kind"] == "rating"]
+    assert all(f["error"].startswith("KeyError: 2 at ") for f in rating_failures)
+    before, after = ([f["transcript"] for f in rating_failures if (f["msisdn"][-1] in "05") == began] for began in (True, False))
+    assert before and after and before == [[]] * len(before) and {t[0]["peer"] for t in after} == {"10086700"}
     misses = run.misses()
     assert run.exit_code() == 1 and misses == [(f"{run.failed} dialogues failed (tolerated: 0); {run.failed} of them the "
                                                 "simulator's own internal errors, not the target's")]  # fmt: skip
     assert summary["internal_errors"]["count"] == run.failed
-    assert [m.split(" at ")[0] for m in summary["internal_errors"]["first"]] in (
-        ["help: RuntimeError: help broke", "rating: KeyError: 2"], ["rating: KeyError: 2", "help: RuntimeError: help broke"])
+    assert sorted(m.split(" at ")[0] for m in summary["internal_errors"]["first"]) == [
+        "help: RuntimeError: help broke", "rating: KeyError: 2", "rating: KeyError: 2"]  # (each place's first)
     report = json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8"))
     assert report["verdict"] == {"result": "FAIL", "misses": misses}
     assert report["internal_errors"] == summary["internal_errors"]
     assert "internal errors of the simulator itself" in (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
     assert f"INTERNAL ERRORS of the simulator itself: {run.failed}" in str(run)
     logged = [r for r in caplog.records if r.name == "simulator.fleet"]
-    assert len(logged) == 2 and all(r.exc_info for r in logged), [r.getMessage() for r in logged]
+    assert len(logged) == 3 and all(r.exc_info for r in logged), [r.getMessage() for r in logged]
 
 
 def test_an_error_of_the_fleets_own_bookkeeping_after_a_dialogue_is_a_fault(smsgw_fleet, monkeypatch) -> None:  # noqa: F811
