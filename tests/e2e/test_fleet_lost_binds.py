@@ -152,7 +152,7 @@ async def test_a_lost_sp_receiver_leaves_the_sp_notices_unchecked_not_missing(ma
         run = await run_fleet_async(scenario, target=("127.0.0.1", proxy.port))
     fleet = run.summary["fleet"]
     assert [b["bind"] for b in fleet["lost_binds"]] == ["rx as 'sina' (fleet.sp_receivers[0])"], fleet["lost_binds"]
-    assert fleet["stats"].get("sp_notices_unchecked") == 1
+    assert fleet["sp_notices_unchecked"]["sina"] == "an SP receiver's bind was lost", fleet["sp_notices_unchecked"]
     assert not [f for f in run.failures if f["kind"] == "sp_notice"], [f["error"] for f in run.failures]
 
 
