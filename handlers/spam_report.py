@@ -70,7 +70,7 @@ _SPACE = re.compile(rf"^\s*(?P<number>{_NUMBER})\s+(?P<text>.*)$", re.S)
 # subscriber's (`号码：…`, `Number: …`, `MY MOBILE NUMBER IS …`), and ended with the full stop a Chinese input method
 # adds (`13912345678。`).
 _ENGLISH_LABEL = r"(?i:(?:(?:my|the)\s++)?(?:(?:mobile|phone|tel\.?)(?:\s*+(?:number|no\.?))?|number|no\.?)(?:\s++is)?)"
-_LABEL = rf"(?:(?:号码|手机号码?|电话)?(?:是|为)?|{_ENGLISH_LABEL})(?:\s*+[:：])?"
+_LABEL = rf"(?:(?:我的)?(?:号码|手机号码?|电话)?(?:是|为)?|{_ENGLISH_LABEL})(?:\s*+[:：])?"
 # The country code may stand in brackets, the plus inside them: `(+86)139…`, `（+86） 139…`.
 _OPENING = r"[(（]?[+＋]?"
 # Every run is possessive (`*+`): with runs of spaces that two neighbours could share, a digit and 2,000 spaces

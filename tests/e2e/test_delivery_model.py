@@ -13,7 +13,7 @@ Each rule ends once the gateway has done what the rule set off (`settle`: every 
 receipt due has come), and every deliver_sm is answered as soon as it is read, so the model never races the
 gateway. Retries and response timeouts run in real seconds (short ones, below); validity on the simulated clock.
 
-In CI the examples are derandomized: the same ones every run (about 35 s here). To explore, with random seeds:
+In CI the examples are derandomized: the same ones every run (about 50 s here). To explore, with random seeds:
 
     SMSGW_MODEL_EXAMPLES=200 SMSGW_MODEL_STEPS=40 pytest -p no:cacheprovider tests/e2e/test_delivery_model.py
 """
@@ -28,6 +28,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -56,7 +57,9 @@ SHORT_VALIDITY = "000000000500000R"  # 5 minutes; without one, default_validity 
 SETTINGS = {"response_timeout": 1.0, "retry_backoff": [0.2, 0.4], "drain_timeout": 0.5, "message_retention": 0,
             "enquire_link_interval": 600, "idle_timeout": 0}  # (a bind not read between two rules keeps its bind)
 SETTLE_TIMEOUT = 10.0  # what a rule set off is done by then (an MT withheld twice: ~4 s), or it never will be
-QUIET = 0.3  # at an example's end: listening this long for a copy nothing should send
+# At an example's end: listening this long for a copy nothing should send, past the time a wrong retry would take
+# (response_timeout and the longest back-off).
+QUIET = SETTINGS["response_timeout"] + max(SETTINGS["retry_backoff"]) + 0.1
 
 EXPLORE = int(os.environ.get("SMSGW_MODEL_EXAMPLES", "0"))
 RUNS = settings(
@@ -283,6 +286,7 @@ class DeliveryModel(RuleBasedStateMachine):
         return sender
 
 
+@pytest.mark.timeout(0 if EXPLORE else 120)  # (exploring runs ~4 s an example: pyproject's 120 s would cut it short)
 def test_delivery_keeps_to_the_model(make_gateway):
     """One gateway for every example (a start takes a second); each example has subscribers of its own."""
     DeliveryModel.clock = SimulatedClock(datetime(2026, 11, 10, 1, 0, tzinfo=UTC).timestamp())

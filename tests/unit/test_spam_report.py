@@ -129,7 +129,8 @@ async def test_bare_text_asks_for_the_number_and_the_number_completes_the_report
                                     "Number: 13700000001", "number is 13700000001", "Tel: 13700000001", "TEL. 13700000001",
                                     "Mobile number: 13700000001.", "mobile no.137 0000 0001", "Phone number is: +8613700000001",
                                     "phone 13700000001", "No. 13700000001", "NUMBER IS 13700000001",
-                                    "Number Is: 13700000001", "My number is 13700000001", "THE MOBILE NUMBER IS 13700000001"])  # fmt: skip
+                                    "Number Is: 13700000001", "My number is 13700000001", "THE MOBILE NUMBER IS 13700000001", "我的号码是13700000001",
+                                    "我的手机号：137 0000 0001。"])  # fmt: skip
 async def test_the_number_answered_with_a_label_or_a_full_stop_completes_the_report(bench, answer: str) -> None:
     await send(bench, A, "【发票】代开各类发票，量大从优")
     report = await report_ok(bench, A, answer)
