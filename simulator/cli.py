@@ -273,9 +273,12 @@ async def _drive(scenario: Any, config: Any, *, quiet: bool) -> dict[str, Any]:
     task = asyncio.current_task()
 
     signals = 0
+    drained = False
 
     def interrupted() -> None:  # the first stops the load, the next cuts the drain; a third gives up on the results
         nonlocal signals
+        if drained:  # the results are in: the end checks and the unbinds left, then the figures (nothing to cut)
+            return
         signals += 1
         if signals > 2 and task is not None:
             task.cancel()
@@ -295,6 +298,7 @@ async def _drive(scenario: Any, config: Any, *, quiet: bool) -> dict[str, Any]:
             progress.start()
         await fleet.load()
         await fleet.drain()
+        drained = True
         await fleet.settle()
     except asyncio.CancelledError:
         raise KeyboardInterrupt from None

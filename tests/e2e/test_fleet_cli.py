@@ -190,6 +190,35 @@ def test_a_stop_as_the_report_is_written_waits_for_it_and_the_verdict(sig, gatew
     assert json.loads((report / "report.json").read_text(encoding="utf-8"))["verdict"]["result"] == "PASS"
 
 
+# Stops arriving as the fleet unbinds, the drain over (where a reviewer's signals, sent while a slow SMSC had not yet
+# answered the unbinds, landed). Made at that very moment by wrapping Fleet.close.
+STOPPED_AS_THE_FLEET_UNBINDS = """
+import os, signal, sys
+from simulator import cli, fleet
+close = fleet.Fleet.close
+async def stopped(self, *args, **kwargs):
+    for _ in range(3):
+        os.kill(os.getpid(), int(os.environ["STOP_SIGNAL"]))
+    return await close(self, *args, **kwargs)
+fleet.Fleet.close = stopped
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_stops_as_the_fleet_unbinds_after_the_drain_lose_nothing(sig, gateway, tmp_path: Path) -> None:
+    """One stop there turned the PASS into INTERRUPTED (exit 130); a third Ctrl-C cancelled the unbinds, and the run
+    ended in a CancelledError traceback, exit 1, no figures and no report."""
+    report = tmp_path / "report"
+    argv = [sys.executable, "-c", STOPPED_AS_THE_FLEET_UNBINDS, "--port", str(gateway.smpp_port), "--subscribers",
+            "20", "--binds", "1", "--count", "20", "--quiet", "--report", str(report)]  # fmt: skip
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "STOP_SIGNAL": str(int(sig))})  # fmt: skip
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    assert done.stdout.endswith("PASS\n"), done.stdout
+    assert json.loads((report / "report.json").read_text(encoding="utf-8"))["verdict"]["result"] == "PASS"
+
+
 def test_a_second_ctrl_c_cuts_the_drain_short_in_the_closed_loop_too(silent_operator, tmp_path: Path) -> None:
     """Before, the closed loop's workers waited for their own dialogues (here 60 s), so the second Ctrl-C did not
     cut anything short and the load's time ran on until the last of them ended."""
