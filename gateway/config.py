@@ -313,7 +313,14 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>", *, tls_file
     services = _section(ServiceSettings, raw.get("services", {}), "services", path)
     _check_ranges(services, "services", _SERVICE_RANGES, path)
     if services.reminder_first_day > services.reminder_last_day:
-        raise ConfigError(path, "services.reminder_first_day", "expected a day not after reminder_last_day")
+        raise ConfigError(path, "services.reminder_first_day",
+                          f"expected a day not after reminder_last_day ({services.reminder_last_day}); "
+                          f"got {services.reminder_first_day}")  # fmt: skip
+    if services.trial_last_order_day > services.reminder_last_day:  # (SPEC 3.2: reminded before any charge)
+        raise ConfigError(path, "services.trial_last_order_day",
+                          f"expected a day not after reminder_last_day ({services.reminder_last_day}): an order "
+                          "after the reminder days, free that month only, would be charged on the billing day "
+                          f"without a reminder; got {services.trial_last_order_day}")  # fmt: skip
     for key in ("operator", "spam_report", "rating"):
         if not ascii_digits(getattr(services, key)):
             raise ConfigError(path, f"services.{key}", f"expected a short code (digits); got {getattr(services, key)!r}")
