@@ -82,8 +82,8 @@ CASES = [  # (what is wrong, the edit, the key named, a phrase of what was expec
      "services.reminder_first_day", "expected a day not after reminder_last_day (21); got 25"),
     # An order on the 26th-28th, free that month only, was charged on the 1st with no reminder before it.
     ("trial orders after the reminder days", lambda r: r["services"].update(trial_last_order_day=28),
-     "services.trial_last_order_day", "expected a day not after reminder_last_day (25): an order after the reminder "
-     "days, free that month only, would be charged on the billing day without a reminder; got 28"),
+     "services.trial_last_order_day", ("expected a day not after reminder_last_day (25): an order after the reminder "
+     "days, free that month only, would be charged on the billing day without a reminder; got 28")),
     ("threshold 0", lambda r: r["services"].update(spam_block_threshold=0), "services.spam_block_threshold", "at least 2"),
     ("SP notices never kept", lambda r: r["services"].update(sp_notice_validity=0), "services.sp_notice_validity",
      "above 0"),
