@@ -21,6 +21,7 @@ answered, though asked again (re-stamped) or filed by others meanwhile.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Protocol
@@ -146,6 +147,21 @@ class ServiceContext:
         return dt.datetime(day.year, day.month, day.day, tzinfo=operator_zone(self.settings.utc_offset_hours)).timestamp()
 
 
+
+
+def epoch_seconds(argument: str, value: object) -> float | None:
+    """An operator lookup's time bound (`since`, `until`) as the store compares it: epoch seconds given as a number,
+    or an aware datetime's instant; None stays None (no bound). ValueError naming `argument` for anything else: a
+    datetime or a text ("yesterday") was compared with the stored epoch seconds as text, which SQLite orders after
+    every number, and the lookup silently answered nothing. A naive datetime is refused rather than guessed at (the
+    machine's zone, or the operator's)."""
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime) and value.tzinfo is not None and value.utcoffset() is not None:
+        return value.timestamp()
+    if (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and math.isfinite(value)):
+        return value
+    raise ValueError(f"{argument} {value!r}: expected epoch seconds (a number) or a datetime with its tzinfo")
 
 
 def help_reply(inbound: Inbound, ctx: ServiceContext, language: str) -> Outcome:

@@ -59,7 +59,7 @@ from typing import Any
 from gateway.config import DEFAULT_RATING_WORDS
 from gateway.store.records import Survey
 
-from .base import Inbound, Outcome, ServiceContext
+from .base import Inbound, Outcome, ServiceContext, epoch_seconds
 from .keywords import fold, fold_each
 
 OPEN = ("sent", "reason")
@@ -354,7 +354,17 @@ async def aggregates(
     Each group: count (ratings), mean (1 = very satisfied ... 5), satisfied
     (ratings 1-2) and satisfied_share, distribution {"1".."5": count}.
     `surveys` counts every survey sent under the same filters, rated or not.
+
+    `channel` and `agent` are names as request_survey takes them (`agent=""`: the surveys sent with none), `since`
+    and `until` epoch seconds or aware datetimes (`epoch_seconds`); ValueError for anything else, which matched
+    nothing and answered zero surveys as if there had been none.
     """
+    # Imported here, not at the top: gateway.services imports this module.
+    from gateway.services import checked_agent, checked_channel
+
+    channel = None if channel is None else checked_channel(channel)
+    agent = agent if agent in (None, "") else checked_agent(agent)
+    since, until = epoch_seconds("since", since), epoch_seconds("until", until)
     if bucket not in (None, "day", "month"):
         raise ValueError(f"bucket must be 'day' or 'month'; got {bucket!r}")
     filters: dict[str, Any] = {}

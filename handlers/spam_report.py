@@ -52,12 +52,13 @@ from gateway.numbers import NumberPlan, ascii_digits
 from gateway.store.effects import Delete
 from gateway.store.records import Block, Dialogue, SpamReport
 
-from .base import Inbound, Outcome, ServiceContext
+from .base import Inbound, Outcome, ServiceContext, epoch_seconds
 from .keywords import fold, folded
 
 DIALOGUE = "spam.number"
 RECEIVED = "received"
 HANDLED = "handled"
+STATUSES = (RECEIVED, HANDLED)
 MAX_NUMBER_CHARS = 20
 QUOTED_CHARS = 15  # of a forwarded text, quoted to remind its reporter which one waits
 
@@ -364,26 +365,50 @@ async def list_reports(
     until: float | None = None,
     limit: int = 100,
 ) -> list[SpamReport]:
-    """Reports, newest first, filtered by reporter / reported number (any written form), status, time."""
-    plan = ctx.plan
+    """Reports, newest first, filtered by reporter / reported number (any written form, `_filter_number`), status
+    (received or handled), time (`epoch_seconds`). ValueError for a filter no report can match: it answered an empty
+    list, as if there were no such reports."""
     filters: dict = {}
-    if reporter:
-        filters["reporter"] = plan.normalise(reporter)
-    if reported:
-        filters["reported"] = plan.normalise(reported)
-    if status:
+    if reporter is not None:
+        filters["reporter"] = _filter_number(ctx.plan, "reporter", reporter)
+    if reported is not None:
+        filters["reported"] = _filter_number(ctx.plan, "reported", reported)
+    if status is not None:
+        if status not in STATUSES:
+            raise ValueError(f"status {status!r}: expected one of {', '.join(STATUSES)}")
         filters["status"] = status
-    if since is not None:
+    if (since := epoch_seconds("since", since)) is not None:
         filters["created_at__gte"] = since
-    if until is not None:
+    if (until := epoch_seconds("until", until)) is not None:
         filters["created_at__lt"] = until
-    return await ctx.store.find(SpamReport, order_by="-created_at", limit=limit, **filters)
+    return await ctx.store.find(SpamReport, order_by="-created_at", limit=_limit(limit), **filters)
 
 
-async def top_reported(ctx: ServiceContext, since: float, limit: int = 10) -> list[ReportedNumber]:
-    """The most reported numbers since `since`: by distinct reporters, then reports, then most recent."""
+def _filter_number(plan: NumberPlan, argument: str, written: object) -> str:
+    """A number an operator looks reports up by, in the store's form: written as a report may name it (full-width
+    too, folded as the SMS path folds it: `_as_written`), and a subscriber's (the rule a report's number meets:
+    `_refusal`). ValueError naming `argument` otherwise: a full-width number matched nothing, an int raised from
+    deep inside the number plan."""
+    if not isinstance(written, str):
+        raise ValueError(f"{argument} {written!r}: expected a telephone number as a string, such as '13800138000'")  # noqa: TRY004
+    number = _as_written(written)
+    if _refusal(plan, number, reporter="") is not None:
+        raise ValueError(f"{argument} {written!r} is not a subscriber number")
+    return plan.normalise(number)
+
+
+def _limit(limit: object) -> int:
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise ValueError(f"limit {limit!r}: expected a whole number of rows, 1 or more")
+    return limit
+
+
+async def top_reported(ctx: ServiceContext, since: float | None, limit: int = 10) -> list[ReportedNumber]:
+    """The most reported numbers since `since` (`epoch_seconds`; None: ever): by distinct reporters, then reports,
+    then most recent."""
+    since, limit = epoch_seconds("since", since), _limit(limit)
     counts: dict[str, list] = {}
-    for r in await ctx.store.find(SpamReport, created_at__gte=since):
+    for r in await ctx.store.find(SpamReport, **({} if since is None else {"created_at__gte": since})):
         entry = counts.setdefault(r.reported, [0, set(), 0.0])
         entry[0] += 1
         entry[1].add(r.reporter)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from gateway.templates import Templates
 from handlers import rating
 from tests.e2e.test_mo_retry import Failing
 from tests.polling import eventually
-from tests.services_support import at
+from tests.services_support import CHINA, at
 from tests.smpp_handset import ESME_ROK, Handset, texts_from
 
 A = "8613800000001"
@@ -287,6 +288,18 @@ def test_aggregates_of_ratings_texted_by_two_subscribers(gw, handset) -> None:
                                                "distribution": dist(0, 1, 1, 0, 1)}  # fmt: skip
     assert {agent: (s["count"], s["mean"]) for agent, s in result["by_agent"].items()} == {
         "S1": (2, 2.5), "H1": (2, 2.5), "H2": (1, 5.0)}
+
+
+def test_aggregates_since_a_datetime_count_the_texted_ratings(gw, handset) -> None:
+    """A supervisor's datetime was compared as text with the epoch seconds stored: zero surveys, silently."""
+    a = phone(handset, gw)
+    send_survey(gw, a, "hotline", "H1")
+    reply(a, "2")
+    ctx = gw.gateway.service_context
+    result = gw.call(rating.aggregates(ctx, since=dt.datetime(2026, 11, 21, tzinfo=CHINA), until=dt.datetime(2026, 11, 22, tzinfo=CHINA)))
+    assert (result["surveys"], result["overall"]["count"], result["by_agent"]["H1"]["mean"]) == (1, 1, 2.0)
+    with pytest.raises(ValueError, match="^since "):
+        gw.call(rating.aggregates(ctx, since="yesterday"))
 
 
 def test_a_sampled_10086_dialogue_is_followed_by_a_survey(make_gateway, handset) -> None:

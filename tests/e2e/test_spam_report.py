@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import re
 import sqlite3
 from pathlib import Path
@@ -14,10 +15,10 @@ from gateway.clock import SimulatedClock
 from gateway.store.base import WriteSkipped
 from gateway.store.records import Block, SpamReport
 from gateway.templates import Templates
-from handlers.spam_report import reported_key
+from handlers.spam_report import list_reports, reported_key, top_reported
 from tests.e2e.test_unsubscribe import statuses, subscribe
 from tests.polling import eventually
-from tests.services_support import at
+from tests.services_support import CHINA, at
 from tests.smpp_handset import ESME_RMSGQFUL, ESME_ROK, is_receipt, receipt_fields, text, texts_from
 
 SPAM_CODE = "10086999"
@@ -198,6 +199,20 @@ def test_five_distinct_reporters_block_the_number_network_wide(gateway, handset)
     assert s.submit(REPORTERS[0], "spam").status == SMSGW_RSENDERBLOCKED
     b.expect_none(0.3)
     assert {r.status for r in reports(gateway, reported=SPAMMER)} == {"handled"}
+
+
+def test_the_operators_look_reports_up_by_a_number_as_written_and_a_datetime(gateway, handset) -> None:
+    """A supervisor's natural input answered nothing: a full-width number, a datetime (compared as text)."""
+    block_by_five(gateway, handset)
+    ctx = gateway.gateway.service_context
+    hour_ago = dt.datetime.fromtimestamp(gateway.clock.now() - 3600, CHINA)
+    listed = gateway.call(list_reports(ctx, reporter="１３８ ００００ ０００１", since=hour_ago))  # REPORTERS[0]
+    assert [(r.reporter, r.reported, r.status) for r in listed] == [(REPORTERS[0], SPAMMER, "handled")]
+    top = gateway.call(top_reported(ctx, since=hour_ago))
+    assert [(t.number, t.reports, t.reporters, t.blocked) for t in top] == [(SPAMMER, 5, 5, True)]
+    for bad in ({"status": "open"}, {"since": "yesterday"}, {"reporter": 8613800000001}):
+        with pytest.raises(ValueError, match=f"^{next(iter(bad))} "):
+            gateway.call(list_reports(ctx, **bad))
 
 
 MESSAGE_STATE_REJECTED = 8

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from gateway.templates import Templates
 from handlers import rating
 from handlers.base import Inbound
 from handlers.rating import RatingHandler, parse_rating
-from tests.services_support import ServiceBench, at, service_bench
+from tests.services_support import CHINA, ServiceBench, at, service_bench
 
 A = "8613800000001"
 B = "8613800000002"
@@ -329,6 +330,37 @@ async def test_aggregates_filters_and_days(bench: ServiceBench) -> None:
                                 "distribution": dist(0, 0, 0, 0, 0)}  # fmt: skip
     with pytest.raises(ValueError):
         await rating.aggregates(bench.ctx, bucket="hour")
+
+
+async def test_aggregates_take_a_datetime_and_agent_empty_for_surveys_sent_with_none(bench: ServiceBench) -> None:
+    await put_known(bench)
+    since, until = dt.datetime(2026, 11, 22, tzinfo=CHINA), dt.datetime(2026, 11, 23, tzinfo=dt.UTC) - dt.timedelta(hours=8)
+    one_day = await rating.aggregates(bench.ctx, since=since, until=until)
+    assert (one_day["surveys"], one_day["overall"]["count"]) == (4, 3)  # as with epoch seconds
+    assert one_day["filters"]["since"] == at(2026, 11, 22, 0)
+    no_agent = await rating.aggregates(bench.ctx, agent="")
+    assert (no_agent["surveys"], list(no_agent["by_channel"])) == (2, ["online"])
+
+
+@pytest.mark.parametrize(
+    ("filters", "named"),
+    [
+        ({"since": dt.datetime(2026, 11, 22)}, "since"),  # naive: whose midnight?
+        ({"since": "yesterday"}, "since"),
+        ({"until": "2026-11-23"}, "until"),
+        ({"until": float("nan")}, "until"),
+        ({"since": True}, "since"),
+        ({"channel": "hot line"}, "channel"),  # a name request_survey refuses: no survey has it
+        ({"channel": 123}, "channel"),
+        ({"agent": 123}, "agent"),
+        ({"agent": " "}, "agent"),
+    ],
+)
+async def test_aggregates_refuse_a_filter_no_survey_can_match(bench: ServiceBench, filters: dict, named: str) -> None:
+    """Each answered zero surveys (or raised a TypeError from inside), as if there had been none."""
+    await put_known(bench)
+    with pytest.raises(ValueError, match=f"^{named} "):
+        await rating.aggregates(bench.ctx, **filters)
 
 
 async def test_aggregates_of_ratings_given_by_text(bench: ServiceBench) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import time
 from dataclasses import replace
@@ -14,7 +15,7 @@ from gateway.store.effects import Put
 from gateway.store.records import Block, Dialogue, SpamReport, Subscriber
 from handlers import spam_report
 from handlers.spam_report import SpamReportHandler, active_blocks, lift_block, list_reports, parse, top_reported
-from tests.services_support import at, service_bench
+from tests.services_support import CHINA, at, service_bench
 
 CODE = "10086999"
 A = "8613800000001"  # reporters: account handset
@@ -323,6 +324,41 @@ async def test_operator_views(bench) -> None:
     assert await top_reported(bench.ctx, since=bench.clock.now() + 1) == []
     (network,) = await active_blocks(bench.ctx, network_only=True)
     assert network.reported == SPAMMER
+
+
+async def test_operator_views_take_numbers_as_written_and_datetimes(bench) -> None:
+    for reporter in REPORTERS[:2]:
+        await send(bench, reporter, "13700000001*spam")
+    full_width = "１３８ ０００００ ００２"  # REPORTERS[1], as a phone's input method may type it
+    assert [r.reporter for r in await list_reports(bench.ctx, reporter=full_width)] == [REPORTERS[1]]
+    assert len(await list_reports(bench.ctx, reported="＋８６ １３７－００００－０００１")) == 2
+    hour_ago = dt.datetime.fromtimestamp(bench.clock.now() - 3600, CHINA)
+    assert len(await list_reports(bench.ctx, since=hour_ago, until=hour_ago + dt.timedelta(hours=2))) == 2
+    assert [(t.number, t.reporters) for t in await top_reported(bench.ctx, since=hour_ago)] == [(SPAMMER, 2)]
+    assert [t.number for t in await top_reported(bench.ctx, since=None)] == [SPAMMER]
+
+
+@pytest.mark.parametrize(
+    ("lookup", "filters", "named"),
+    [
+        (list_reports, {"reporter": 8613800000001}, "reporter"),  # an AttributeError from inside the number plan
+        (list_reports, {"reporter": "010-12345678"}, "reporter"),  # a landline: no subscriber reports from it
+        (list_reports, {"reported": "10086"}, "reported"),  # a report cannot name a short code
+        (list_reports, {"reported": "abc"}, "reported"),
+        (list_reports, {"status": "open"}, "status"),  # received or handled
+        (list_reports, {"since": "yesterday"}, "since"),
+        (list_reports, {"until": dt.datetime(2026, 11, 22)}, "until"),  # naive: whose midnight?
+        (list_reports, {"limit": "10"}, "limit"),
+        (top_reported, {"since": "yesterday"}, "since"),
+        (top_reported, {"since": dt.datetime(2026, 11, 21)}, "since"),
+        (top_reported, {"since": 0, "limit": 0}, "limit"),
+    ],
+)
+async def test_operator_views_refuse_a_filter_no_report_can_match(bench, lookup, filters: dict, named: str) -> None:
+    """Each answered an empty list (or raised from inside), as if there were no such reports."""
+    await send(bench, REPORTERS[0], "13700000001*spam")
+    with pytest.raises(ValueError, match=f"^{named} "):
+        await lookup(bench.ctx, **filters)
 
 
 async def test_english_subscribers_get_english(bench) -> None:
