@@ -335,6 +335,13 @@ def _stats(scores: list[int]) -> dict[str, Any]:
     }
 
 
+def _response(surveys: list[Survey]) -> dict[str, Any]:
+    """A group's ratings (`_stats`) and the surveys sent in it, rated or not, with the share rated (response_rate): an
+    agent or a channel whose surveys all went unanswered (expired, invalid, superseded) is one with count 0."""
+    scores = [s.rating for s in surveys if s.rating is not None]
+    return {**_stats(scores), "surveys": len(surveys), "response_rate": round(len(scores) / len(surveys), 4)}
+
+
 def _channel_matches(channel: str, wanted: str) -> bool:
     """`store:12` matches itself; `store` matches `store` and every `store:<id>`."""
     return channel == wanted or channel.startswith(wanted + ":")
@@ -353,7 +360,9 @@ async def aggregates(
 
     Each group: count (ratings), mean (1 = very satisfied ... 5), satisfied
     (ratings 1-2) and satisfied_share, distribution {"1".."5": count}.
-    `surveys` counts every survey sent under the same filters, rated or not.
+    `surveys` counts every survey sent under the same filters, rated or not,
+    `response_rate` the share rated; each channel, agent and period has its own
+    two (`_response`), so one whose surveys all went unanswered is listed.
 
     `channel` and `agent` are names as request_survey takes them (`agent=""`: the surveys sent with none), `since`
     and `until` epoch seconds or aware datetimes (`epoch_seconds`); ValueError for anything else, which matched
@@ -378,24 +387,24 @@ async def aggregates(
                if channel is None or _channel_matches(s.channel, channel)]  # fmt: skip
     rated = [s for s in surveys if s.rating is not None]
 
-    by_channel: dict[str, list[int]] = defaultdict(list)
-    by_agent: dict[str, list[int]] = defaultdict(list)
-    by_period: dict[str, list[int]] = defaultdict(list)
-    for s in rated:
-        by_channel[s.channel].append(s.rating)
+    by_channel: dict[str, list[Survey]] = defaultdict(list)
+    by_agent: dict[str, list[Survey]] = defaultdict(list)
+    by_period: dict[str, list[Survey]] = defaultdict(list)
+    for s in surveys:
+        by_channel[s.channel].append(s)
         if s.agent:
-            by_agent[s.agent].append(s.rating)
+            by_agent[s.agent].append(s)
         if bucket is not None:
             day = ctx.local_date(s.created_at)
-            by_period[day.isoformat() if bucket == "day" else f"{day:%Y-%m}"].append(s.rating)
+            by_period[day.isoformat() if bucket == "day" else f"{day:%Y-%m}"].append(s)
     result: dict[str, Any] = {
         "filters": {"channel": channel, "agent": agent, "since": since, "until": until, "bucket": bucket},
         "surveys": len(surveys),
         "response_rate": round(len(rated) / len(surveys), 4) if surveys else None,
         "overall": _stats([s.rating for s in rated]),
-        "by_channel": {name: _stats(scores) for name, scores in sorted(by_channel.items())},
-        "by_agent": {name: _stats(scores) for name, scores in sorted(by_agent.items())},
+        "by_channel": {name: _response(sent) for name, sent in sorted(by_channel.items())},
+        "by_agent": {name: _response(sent) for name, sent in sorted(by_agent.items())},
     }
     if bucket is not None:
-        result["over_time"] = [{"period": period, **_stats(scores)} for period, scores in sorted(by_period.items())]
+        result["over_time"] = [{"period": period, **_response(sent)} for period, sent in sorted(by_period.items())]
     return result

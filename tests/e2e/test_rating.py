@@ -275,6 +275,7 @@ def test_second_rating_is_refused(gw, handset) -> None:
 
 def test_aggregates_of_ratings_texted_by_two_subscribers(gw, handset) -> None:
     a, b = phone(handset, gw), phone(handset, gw, B)
+    send_survey(gw, a, "hotline", "Q1")  # never answered: superseded by the next
     for who, channel, agent, words in [(a, "store:1", "S1", "1"), (b, "store:1", "S1", "不满意"), (a, "hotline", "H1", "3"),
                                        (b, "hotline", "H1", "满意"), (a, "hotline", "H2", "5 等太久")]:  # fmt: skip
         send_survey(gw, who, channel, agent)
@@ -282,12 +283,13 @@ def test_aggregates_of_ratings_texted_by_two_subscribers(gw, handset) -> None:
     result = gw.call(rating.aggregates(gw.gateway.service_context))
     dist = lambda *counts: dict(zip("12345", counts))  # noqa: E731
     assert result["overall"]["count"] == 5 and result["overall"]["mean"] == 3.0
+    assert (result["surveys"], result["response_rate"]) == (6, 0.8333)
     assert result["by_channel"]["store:1"] == {"count": 2, "mean": 2.5, "satisfied": 1, "satisfied_share": 0.5,
-                                               "distribution": dist(1, 0, 0, 1, 0)}  # fmt: skip
+                                               "distribution": dist(1, 0, 0, 1, 0), "surveys": 2, "response_rate": 1.0}  # fmt: skip
     assert result["by_channel"]["hotline"] == {"count": 3, "mean": 3.3333, "satisfied": 1, "satisfied_share": 0.3333,
-                                               "distribution": dist(0, 1, 1, 0, 1)}  # fmt: skip
-    assert {agent: (s["count"], s["mean"]) for agent, s in result["by_agent"].items()} == {
-        "S1": (2, 2.5), "H1": (2, 2.5), "H2": (1, 5.0)}
+                                               "distribution": dist(0, 1, 1, 0, 1), "surveys": 4, "response_rate": 0.75}  # fmt: skip
+    assert {agent: (s["surveys"], s["count"], s["mean"]) for agent, s in result["by_agent"].items()} == {
+        "S1": (2, 2, 2.5), "H1": (2, 2, 2.5), "H2": (1, 1, 5.0), "Q1": (1, 0, None)}
 
 
 def test_aggregates_since_a_datetime_count_the_texted_ratings(gw, handset) -> None:

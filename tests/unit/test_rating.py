@@ -303,14 +303,17 @@ async def test_aggregates_per_channel_and_agent(bench: ServiceBench) -> None:
     channels = result["by_channel"]
     assert list(channels) == ["hotline", "online", "store:BJ001", "store:BJ002"]
     assert channels["store:BJ001"] == {"count": 3, "mean": 2.6667, "satisfied": 2, "satisfied_share": 0.6667,
-                                       "distribution": dist(1, 1, 0, 0, 1)}  # fmt: skip
+                                       "distribution": dist(1, 1, 0, 0, 1), "surveys": 3, "response_rate": 1.0}  # fmt: skip
     assert channels["hotline"] == {"count": 3, "mean": 2.6667, "satisfied": 1, "satisfied_share": 0.3333,
-                                   "distribution": dist(1, 0, 1, 1, 0)}  # fmt: skip
+                                   "distribution": dist(1, 0, 1, 1, 0), "surveys": 4, "response_rate": 0.75}  # fmt: skip
     assert channels["online"]["count"] == 1 and channels["online"]["mean"] == 2
+    assert (channels["online"]["surveys"], channels["online"]["response_rate"]) == (2, 0.5)
     agents = result["by_agent"]
     assert list(agents) == ["A1", "A2", "H7", "H8"]  # ratings without an agent are in no agent's figures
-    assert agents["H7"] == {"count": 2, "mean": 3.5, "satisfied": 0, "satisfied_share": 0.0, "distribution": dist(0, 0, 1, 1, 0)}
-    assert agents["H8"] == {"count": 1, "mean": 1.0, "satisfied": 1, "satisfied_share": 1.0, "distribution": dist(1, 0, 0, 0, 0)}
+    assert agents["H7"] == {"count": 2, "mean": 3.5, "satisfied": 0, "satisfied_share": 0.0, "distribution": dist(0, 0, 1, 1, 0),
+                            "surveys": 2, "response_rate": 1.0}  # fmt: skip
+    assert agents["H8"] == {"count": 1, "mean": 1.0, "satisfied": 1, "satisfied_share": 1.0, "distribution": dist(1, 0, 0, 0, 0),
+                            "surveys": 2, "response_rate": 0.5}  # fmt: skip
     assert "over_time" not in result
 
 
@@ -369,5 +372,33 @@ async def test_aggregates_of_ratings_given_by_text(bench: ServiceBench) -> None:
         await answer(bench, reply)
     result = await rating.aggregates(bench.ctx)
     assert result["surveys"] == 4 and result["by_agent"]["A"]["distribution"] == dist(1, 1, 0, 0, 0)
-    assert result["by_channel"] == {"store:9": {"count": 3, "mean": 2.6667, "satisfied": 2, "satisfied_share": 0.6667,
-                                                "distribution": dist(1, 1, 0, 0, 1)}}  # fmt: skip
+    assert result["by_channel"]["store:9"] == {"count": 3, "mean": 2.6667, "satisfied": 2, "satisfied_share": 0.6667,
+                                               "distribution": dist(1, 1, 0, 0, 1), "surveys": 3, "response_rate": 1.0}  # fmt: skip
+    assert result["by_channel"]["hotline"]["count"] == 0  # asked again ("?"): sent, not rated
+
+
+async def test_aggregates_list_the_agents_whose_surveys_went_unanswered(bench: ServiceBench) -> None:
+    """SPEC 3.4 asks for figures per agent: one whose surveys expired, went invalid or were superseded is there, with
+    the surveys sent and count 0, not missing."""
+    await survey(bench, "hotline", "RATED")
+    await answer(bench, "2")
+    await survey(bench, "hotline", "INVALID", B)
+    await answer(bench, "?", B)
+    await answer(bench, "??", B)
+    await survey(bench, "store:1", "SUPERSEDED")
+    await survey(bench, "store:1", "EXPIRED")
+    bench.clock.advance(DAY)
+    await bench.commit(await rating.expire_lapsed(bench.ctx, [A], bench.clock.now()))
+    assert sorted((s.agent, s.status) for s in await surveys(bench)) == [("EXPIRED", "expired"), ("RATED", "rated"),
+                                                                         ("SUPERSEDED", "superseded")]  # fmt: skip
+    result = await rating.aggregates(bench.ctx)
+
+    def figures(groups: dict) -> dict:
+        return {name: (g["surveys"], g["count"], g["response_rate"], g["mean"]) for name, g in groups.items()}
+
+    assert figures(result["by_agent"]) == {"EXPIRED": (1, 0, 0.0, None), "INVALID": (1, 0, 0.0, None),
+                                           "RATED": (1, 1, 1.0, 2.0), "SUPERSEDED": (1, 0, 0.0, None)}  # fmt: skip
+    assert figures(result["by_channel"]) == {"hotline": (2, 1, 0.5, 2.0), "store:1": (2, 0, 0.0, None)}
+    assert (result["surveys"], result["response_rate"]) == (4, 0.25)  # as before
+    days = await rating.aggregates(bench.ctx, bucket="day")
+    assert [(p["period"], p["surveys"], p["count"]) for p in days["over_time"]] == [("2026-11-21", 4, 1)]
