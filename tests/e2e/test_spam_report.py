@@ -15,7 +15,7 @@ from gateway.clock import SimulatedClock
 from gateway.store.base import WriteSkipped
 from gateway.store.records import Block, SpamReport
 from gateway.templates import Templates
-from handlers.spam_report import list_reports, reported_key, top_reported
+from handlers.spam_report import active_blocks, list_reports, reported_key, top_reported
 from tests.e2e.test_unsubscribe import statuses, subscribe
 from tests.polling import eventually
 from tests.services_support import CHINA, at
@@ -213,6 +213,26 @@ def test_the_operators_look_reports_up_by_a_number_as_written_and_a_datetime(gat
     for bad in ({"status": "open"}, {"since": "yesterday"}, {"reporter": 8613800000001}):
         with pytest.raises(ValueError, match=f"^{next(iter(bad))} "):
             gateway.call(list_reports(ctx, **bad))
+
+
+def test_the_operators_lookups_as_the_readme_documents_them(gateway, handset) -> None:
+    """SPEC 3.3: operators list reports, top reported numbers and blocks (README: "Operators look reports up")."""
+    report(phone(handset, B), "13700000002*loan offer", gateway)
+    block_by_five(gateway, handset)
+    ctx = gateway.gateway.service_context
+    newest = gateway.call(list_reports(ctx, status="handled", limit=2))
+    assert [(r.reported, r.status) for r in newest] == [(SPAMMER, "handled")] * 2
+    assert newest[0].created_at >= newest[1].created_at and newest[0].text == SPAM
+    (loan,) = gateway.call(list_reports(ctx, reported="13700000002"))
+    assert (loan.reporter, loan.text, loan.status) == (B, "loan offer", "received")
+    top = gateway.call(top_reported(ctx, None, limit=1))
+    assert [(t.number, t.reports, t.reporters, t.blocked) for t in top] == [(SPAMMER, 5, 5, True)]
+    blocks = gateway.call(active_blocks(ctx))
+    assert [(b.reported, b.reporter) for b in blocks] == [("8613700000002", B)] + [(SPAMMER, r) for r in REPORTERS] + [
+        (SPAMMER, "")]  # oldest first: each reporter's own block, then the network-wide one
+    (network,) = gateway.call(active_blocks(ctx, network_only=True))
+    assert (network.reported, network.reporter, network.lifted_at) == (SPAMMER, "", None)
+    assert network.reason.startswith("5 distinct reporters")
 
 
 MESSAGE_STATE_REJECTED = 8
