@@ -125,12 +125,14 @@ class Services:
         return await self._for(msisdn, lambda now: rating.request_survey(self.ctx, msisdn, channel, agent, now))
 
     async def unsubscribe(self, msisdn: str, subscription_ids: list[str], channel: str = "api") -> Outcome:
-        """Cancel those of the subscriber's active subscriptions (the API's and USSD's path); other ids are ignored
-        (the outcome names what was cancelled). ValueError for ids not given as a list of strings: one id passed as
-        a string was taken for a list of its characters, and nothing was cancelled."""
+        """Cancel those of the subscriber's subscriptions still active (the API's and USSD's path; the outcome names
+        what was cancelled; one cancelled already is done). ValueError for ids not given as a non-empty list of
+        strings (one id passed as a string was taken for a list of its characters) and for an id that is none of the
+        subscriber's subscriptions (handlers/unsubscribe.unsubscribe_ids): nothing is cancelled."""
         msisdn, channel = self.subscriber(msisdn), checked_channel(channel)
-        if not isinstance(subscription_ids, (list, tuple)) or not all(isinstance(i, str) for i in subscription_ids):
-            raise ValueError(f"subscription_ids {subscription_ids!r}: expected a list of subscription ids (strings)")
+        if (not isinstance(subscription_ids, (list, tuple)) or not subscription_ids
+                or not all(isinstance(i, str) for i in subscription_ids)):  # fmt: skip
+            raise ValueError(f"subscription_ids {subscription_ids!r}: expected a non-empty list of subscription ids (strings)")
         return await self._for(
             msisdn, lambda now: unsubscribe.unsubscribe_ids(self.ctx, msisdn, subscription_ids, channel, now)
         )

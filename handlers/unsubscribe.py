@@ -73,15 +73,19 @@ async def ask_all(inbound: Inbound, ctx: ServiceContext, language: str) -> Outco
 
 
 async def unsubscribe_ids(ctx: ServiceContext, msisdn: str, subscription_ids: list[str], channel: str, now: float) -> Outcome:
-    """The API/USSD path: cancel those of the subscriber's active subscriptions; other ids are ignored."""
-    language = await ctx.language_of(msisdn)
+    """The API/USSD path: cancel those of the subscriber's subscriptions still active, each confirmed (the Outcome
+    names them); one already cancelled is done (a call retried does not fail). ValueError, and nothing cancelled,
+    for ids that are none of the subscriber's subscriptions (another's, mistyped): an agent told nothing said "done"
+    while the billing went on (SPEC 3.1: unsubscribing takes effect at once)."""
     wanted = list(dict.fromkeys(subscription_ids))
-    found = {s.id: s for s in await ctx.store.find(Subscription, msisdn=msisdn, status="active", id__in=wanted)}
+    found = {s.id: s for s in await ctx.store.find(Subscription, msisdn=msisdn, id__in=wanted)}
+    unknown = [i for i in wanted if i not in found]
+    if unknown:
+        raise ValueError(f"{msisdn} has no subscription {', '.join(map(repr, unknown))}; nothing cancelled")
+    language = await ctx.language_of(msisdn)
     outcome = Outcome()
-    for subscription_id in wanted:
-        if subscription_id in found:
-            subscription = found[subscription_id]
-            outcome.extend(await cancel(ctx, subscription, ctx.catalogue.get(subscription.service_id), channel, now, language))
+    for subscription in (found[i] for i in wanted if found[i].status == "active"):
+        outcome.extend(await cancel(ctx, subscription, ctx.catalogue.get(subscription.service_id), channel, now, language))
     return outcome
 
 

@@ -524,8 +524,8 @@ def test_an_api_unsubscription_given_ids_not_as_a_list_is_refused_and_cancels_no
     replies(phone)
     ask(phone, "Y")
     [subscription] = subscriptions(gw, B)
-    for wrong in (subscription.id, None, [7]):
-        with pytest.raises(ValueError, match="expected a list of subscription ids"):
+    for wrong in (subscription.id, None, [7], []):
+        with pytest.raises(ValueError, match="expected a non-empty list of subscription ids"):
             gw.call(gw.gateway.services.unsubscribe(B, wrong))
     assert [s.status for s in subscriptions(gw, B)] == ["active"]
 

@@ -272,3 +272,34 @@ def test_a_0000_answered_no_subscriptions_ends_the_listing_before_it(gateway, ha
     assert ask(a, "0000") == [NONE]
     assert ask(a, "1") == ["您目前没有待确认的业务定制。查询已定制的业务请发送0000到10086。"]
     assert statuses(gateway, [news]) == ["cancelled"]
+
+
+def test_an_api_unsubscription_naming_none_of_the_subscribers_subscriptions_is_refused_and_cancels_nothing(gateway, handset):
+    """An id that is none of the subscriber's (unknown, another subscriber's, upper-cased, padded), or no id, was
+    skipped without a word: no text, no CANCEL, an empty Outcome the agent took for "done", and the billing went on.
+    One cancelled already is taken (a call retried does not fail) and does nothing."""
+    news, weather = subscribe(gateway, A, "sina-news", "sina-weather")
+    theirs = Subscription("sub-b", "8613800000002", "sina-news", "active", news.ordered_at, "sms", "mo-2", news.trial_until)
+    gateway.call(gateway.gateway.services.commit(Outcome().put(theirs)))
+    a = handset(A, address_range=A)
+    sina_rx = handset(SINA, system_id="sina", bind="rx")
+
+    def unsubscribe(ids: list[str]) -> Outcome:
+        return gateway.call(gateway.gateway.services.unsubscribe("138 0000 0001", ids, "hotline"))
+
+    for wrong, named in ((["nope"], "'nope'"), ([theirs.id], "'sub-b'"), ([news.id.upper()], "'SUB-0'"),
+                         ([f" {news.id}"], "' sub-0'"), ([news.id, "nope", weather.id], "'nope'")):  # fmt: skip
+        with pytest.raises(ValueError, match=f"^{A} has no subscription {named}; nothing cancelled$"):
+            unsubscribe(wrong)
+    with pytest.raises(ValueError, match="expected a non-empty list of subscription ids"):
+        unsubscribe([])
+    assert statuses(gateway, [news, weather, theirs]) == ["active", "active", "active"]
+
+    assert [r.text for r in unsubscribe([news.id]).replies if r.to == A] == [done("新浪公司", "头条新闻")]
+    assert replies(a, 1) == [done("新浪公司", "头条新闻")]  # the first text since: none for the refused calls
+    assert [r.text for r in unsubscribe([news.id, weather.id]).replies if r.to == A] == [done("新浪公司", "天气预报")]
+    assert replies(a, 1) == [done("新浪公司", "天气预报")]
+    assert unsubscribe([news.id]).replies == []  # a retry: done already
+    assert [(n["event"], n["service"], n["channel"]) for n in notices(sina_rx, 2)] == [
+        ("CANCEL", "sina-news", "hotline"), ("CANCEL", "sina-weather", "hotline")]
+    assert statuses(gateway, [news, weather, theirs]) == ["cancelled", "cancelled", "active"]

@@ -217,11 +217,14 @@ async def test_english_texts_use_the_english_names(bench) -> None:
     assert done == ["You have unsubscribed from Headline News provided by Sina. No information fee will be charged from next month."]
 
 
-async def test_api_unsubscribe_ignores_ids_not_theirs_or_not_active(bench) -> None:
+async def test_api_unsubscribe_refuses_ids_not_theirs_and_takes_one_cancelled_already(bench) -> None:
+    """Ids not the subscriber's were skipped: an empty Outcome, which the agent took for "done"."""
     mine = await subscribe(bench, A, "sina-news", "sina-weather")
     theirs = await subscribe(bench, B, "sina-news")
+    with pytest.raises(ValueError, match=rf"^{A} has no subscription '{theirs[0].id}', 'no-such-id'; nothing cancelled$"):
+        await unsubscribe.unsubscribe_ids(bench.ctx, A, [mine[1].id, theirs[0].id, "no-such-id"], "web", bench.clock.now())
     outcome = await bench.commit(await unsubscribe.unsubscribe_ids(
-        bench.ctx, A, [mine[1].id, theirs[0].id, "no-such-id", mine[1].id], "web", bench.clock.now()))
+        bench.ctx, A, [mine[1].id, mine[1].id], "web", bench.clock.now()))
     assert texts(outcome) == ["您已成功退订新浪公司提供的天气预报业务，下月起不再收取信息费。"] and texts(outcome, B) == []
     assert [await status(bench, s.id) for s in (*mine, *theirs)] == ["active", "cancelled", "active"]
     [cancelled] = await bench.store.find(Subscription, id=mine[1].id)
