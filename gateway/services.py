@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import re
+import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from functools import partial
 from typing import Any
@@ -27,6 +28,7 @@ from handlers.base import Inbound, Outcome, ServiceContext
 from .clock import Clock
 from .logs import get_logger
 from .mo import FollowUp
+from .numbers import ascii_digits
 from .outbox import Outbox
 from .serial import SerialLocks, in_order
 from .store.base import Store
@@ -55,11 +57,13 @@ def checked_agent(agent: object) -> str | None:
 
 
 def _number(number: object) -> str:
-    """A telephone number passed to a Services call: a string (in any written form). ValueError, not TypeError: the
-    one error the Services calls raise for bad input (README), as checked_channel's."""
+    """A telephone number passed to a Services call: a string (in any written form), full-width characters folded
+    (NFKC: `１３８…`, `＋８６…`) as the SMS path folds a text's number (handlers/spam_report); NumberPlan.normalise does
+    not, run for every MO the binds submit. ValueError, not TypeError: the one error the Services calls raise for bad
+    input (README), as checked_channel's."""
     if not isinstance(number, str):
         raise ValueError(f"{number!r}: expected a telephone number as a string, such as '13800138000'")  # noqa: TRY004
-    return number
+    return unicodedata.normalize("NFKC", number)
 
 
 log = get_logger("services")
@@ -142,12 +146,16 @@ class Services:
 
     async def lift_block(self, reported: str, reporter: str | None = None) -> Outcome:
         """Lift the network-wide block of `reported`; with `reporter`, that subscriber's own block of it instead (a
-        number they reported by mistake). ValueError when there is no such block."""
-        number = self.ctx.plan.normalise(_number(reported))
+        number they reported by mistake). ValueError when there is no such block, or `reported` is no number at all
+        (told "not blocked", the agent would look for the block under another number)."""
+        written = _number(reported)
+        number = self.ctx.plan.normalise(written)
+        if not ascii_digits(number):
+            raise ValueError(f"{reported!r} is not a telephone number")
         if reporter is not None:
             reporter = self.subscriber(reporter)
         outcome = await self._for(spam_report.reported_key(number),
-                                  lambda now: spam_report.lift_block(self.ctx, reported, now, reporter))  # fmt: skip
+                                  lambda now: spam_report.lift_block(self.ctx, written, now, reporter))  # fmt: skip
         if reporter is None:  # its open reports count again: those that now reach a threshold block their numbers
             since = self.clock.now() - self.ctx.settings.spam_block_window
             reported_by_it = await self.store.distinct(SpamReport, "reported", reporter=number,

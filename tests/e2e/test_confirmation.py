@@ -517,6 +517,23 @@ def test_the_api_takes_a_subscriber_number_in_any_form_and_refuses_what_is_none(
     assert gw.call(gw.gateway.store.find(PendingOrder, msisdn__in=["8601012345678", "8685291234567"])) == []
 
 
+def test_the_api_takes_a_subscriber_number_written_in_full_width(gw, handset):
+    """`１３９０００００００２` (a Chinese input method's digits) was "is not a subscriber number" for every call that takes
+    a subscriber, while the SMS path reads it."""
+    phone = handset(B, gw=gw, address_range=B)
+    gw.call(gw.gateway.services.request_order("１３９０００００００２", "sina-weather", "hotline"))
+    assert REQUEST.search(replies(phone)[0])
+    assert ask(phone, "1").startswith("您已定制试用新浪的天气预报业务")
+    [subscription] = subscriptions(gw, B)
+    gw.call(gw.gateway.services.request_survey("＋８６ １３９－００００－０００２", "hotline"))
+    assert "请您对本次服务作出评价" in replies(phone, source="10086700")[0]
+    gw.call(gw.gateway.services.unsubscribe("（＋８６）１３９０００００００２", [subscription.id], "hotline"))
+    assert replies(phone)[0].startswith("您已成功退订新浪公司提供的天气预报业务")
+    assert [s.status for s in subscriptions(gw, B)] == ["cancelled"]
+    with pytest.raises(ValueError, match="is not a subscriber number"):  # folded, a full-width landline is none
+        gw.call(gw.gateway.services.request_order("０１０－１２３４５６７８", "sina-news", "web"))
+
+
 def test_an_api_unsubscription_given_ids_not_as_a_list_is_refused_and_cancels_nothing(gw, handset):
     """One id passed as a string was taken for a list of its characters: nothing cancelled, nothing said."""
     phone = handset(B, gw=gw, address_range=B)

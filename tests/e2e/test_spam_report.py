@@ -362,6 +362,21 @@ def test_a_reporters_own_block_can_be_lifted_for_a_number_reported_by_mistake(ga
             gateway.call(gateway.gateway.services.lift_block(not_text))
 
 
+def test_a_block_reported_in_full_width_digits_is_lifted_by_its_number_in_full_width(gateway, handset) -> None:
+    """The SMS path folds `１３７…` (a Chinese input method's digits), lift_block did not: told "not blocked … nothing to
+    lift" of a block that was there; a text that is no number at all was "not blocked" either, not refused."""
+    friend, a = phone(handset, SPAMMER), phone(handset, A)
+    assert ACK.match(ask(a, "１３７０００００００１＊中奖了"))
+    assert friend.submit(A, "it's me").status == SMSGW_RBLOCKEDBYRECIPIENT
+    for not_a_number in ("abc", "１３７ＯＯＯＯ", "", "+"):
+        with pytest.raises(ValueError, match="is not a telephone number"):
+            gateway.call(gateway.gateway.services.lift_block(not_a_number, reporter=A))
+    gateway.call(gateway.gateway.services.lift_block("１３７０００００００１", reporter="＋８６１３８０００００００１"))
+    assert reaches(friend, a)
+    with pytest.raises(ValueError, match=f"not blocked by {A}"):
+        gateway.call(gateway.gateway.services.lift_block("１３７０００００００１", reporter=A))
+
+
 def test_spam_that_waited_through_a_block_is_not_delivered_after_its_lift(gateway, handset) -> None:
     """What the spammer had waiting for an off-line subscriber when the block came ends rejected as it would
     during the block, also when the block is lifted before the subscriber comes on line: an MT queued on a
