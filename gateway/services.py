@@ -56,14 +56,21 @@ def checked_agent(agent: object) -> str | None:
     return agent
 
 
+def _string(value: object, name: str, expected: str) -> str:
+    """A string argument of a Services call (a number, an id). ValueError, not TypeError: the one error the Services
+    calls raise for bad input (README), as checked_channel's; and raised here, naming the argument, not from deep
+    inside (a list as a charge id failed in the store's SQL, one as a service id as an unhashable dict key)."""
+    if not isinstance(value, str):
+        raise ValueError(f"{name} {value!r}: expected {expected}")  # noqa: TRY004
+    return value
+
+
 def _number(number: object) -> str:
     """A telephone number passed to a Services call: a string (in any written form), full-width characters folded
     (NFKC: `１３８…`, `＋８６…`) as the SMS path folds a text's number (handlers/spam_report); NumberPlan.normalise does
-    not, run for every MO the binds submit. ValueError, not TypeError: the one error the Services calls raise for bad
-    input (README), as checked_channel's."""
-    if not isinstance(number, str):
-        raise ValueError(f"{number!r}: expected a telephone number as a string, such as '13800138000'")  # noqa: TRY004
-    return unicodedata.normalize("NFKC", number)
+    not, run for every MO the binds submit."""
+    written = _string(number, "number", "a telephone number as a string, such as '13800138000'")
+    return unicodedata.normalize("NFKC", written)
 
 
 log = get_logger("services")
@@ -121,6 +128,7 @@ class Services:
     async def request_order(self, msisdn: str, service_id: str, channel: str = "api") -> Outcome:
         """An order from an SP or the web: the subscriber gets the two-step confirmation (SPEC 3.2)."""
         msisdn, channel = self.subscriber(msisdn), checked_channel(channel)
+        service_id = _string(service_id, "service_id", "a catalogue service id as a string, such as 'sina-news'")
         return await self._for(msisdn, lambda now: confirmation.request_order(self.ctx, msisdn, service_id, channel, now))
 
     async def request_survey(self, msisdn: str, channel: str, agent: str | None = None) -> Outcome:
@@ -142,6 +150,7 @@ class Services:
         )
 
     async def dispute(self, charge_id: str) -> Outcome:
+        charge_id = _string(charge_id, "charge_id", "a charge id as a string")
         return await self._for(BILLING, lambda now: billing.dispute(self.ctx, charge_id, now))
 
     async def lift_block(self, reported: str, reporter: str | None = None) -> Outcome:

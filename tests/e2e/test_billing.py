@@ -230,6 +230,22 @@ def test_billing_on_the_first_then_disputes(make_gateway, handset, clock):
         gw.call(gw.gateway.services.dispute(charges[C].id))
 
 
+def test_a_dispute_given_no_charge_id_string_is_refused_naming_the_argument(make_gateway, handset, clock):
+    """A charge id passed in a list (or None, a number) raised sqlite3.ProgrammingError from the store's query, or
+    was "no charge with id None": the one error the Services calls raise for bad input is a ValueError naming it."""
+    gw = make_gateway(clock=clock)
+    c = handset(C, gw=gw, address_range=C)
+    legacy = Subscription("sub-legacy", C, "tencent-ringtones", "active", at(2026, 9, 1), "sp", "", at(2026, 10, 1))
+    charge = Charge("chg-legacy", legacy.id, C, "tencent-ringtones", "2026-12", 1000, at(2026, 12, 1, 0, 5))
+    gw.call(gw.gateway.services.commit(Outcome().put(legacy, charge)))
+    for wrong in ([charge.id], None, 12345, b"chg-legacy"):
+        with pytest.raises(ValueError, match=r"^charge_id .*: expected a charge id as a string$"):
+            gw.call(gw.gateway.services.dispute(wrong))
+    assert [stored.refund for stored in gw.call(gw.gateway.store.find(Charge, id=charge.id))] == [0]
+    gw.call(gw.gateway.services.dispute(charge.id))
+    assert "双倍返还" in replies(c)[0]  # the first text since: none for the refused calls
+
+
 def test_a_charge_for_a_service_withdrawn_since_is_refunded_naming_it_by_its_id(make_gateway, handset, clock):
     gw = make_gateway(clock=clock, catalogue=catalogue_without("tencent-ringtones"))
     c = handset(C, gw=gw, address_range=C)

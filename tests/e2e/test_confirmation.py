@@ -475,6 +475,10 @@ def test_order_requested_over_the_api(gw, handset):
     assert subscription.channel == "web"
     with pytest.raises(ValueError, match="unknown service 'sina-sports'"):
         gw.call(gw.gateway.services.request_order(B, "sina-sports", "web"))
+    for not_text in (["sina-news"], None, 1):  # a list was a TypeError (unhashable) from the catalogue's lookup
+        with pytest.raises(ValueError, match=r"^service_id .*: expected a catalogue service id as a string"):
+            gw.call(gw.gateway.services.request_order(B, not_text, "web"))
+    assert [o.service_id for o in orders(gw, B)] == ["sina-weather"]
 
 
 def test_a_confirmation_or_survey_is_not_delivered_once_it_can_no_longer_be_answered(gw, handset, clock):
