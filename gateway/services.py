@@ -9,7 +9,6 @@ same serial lock as that subscriber's MOs.
 from __future__ import annotations
 
 import random
-import re
 import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from functools import partial
@@ -23,7 +22,13 @@ from handlers import (
     spam_report,
     unsubscribe,
 )
-from handlers.base import Inbound, Outcome, ServiceContext
+from handlers.base import (
+    Inbound,
+    Outcome,
+    ServiceContext,
+    checked_agent,
+    checked_channel,
+)
 
 from .clock import Clock
 from .logs import get_logger
@@ -34,26 +39,6 @@ from .serial import SerialLocks, in_order
 from .store.base import Store
 from .store.effects import Delete, Effect, Put
 from .store.records import Dialogue, SpamReport
-
-# A channel is a name (`web`, `hotline`, `sms:10086`, `store:1`): it is written into the SP's one-line
-# `key=value` notice and grouped by in the rating aggregates, so no space, `=` or control character.
-_CHANNEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._@/-]{0,63}")
-AGENT_LIMIT = 32
-
-
-def checked_channel(channel: object) -> str:
-    if not isinstance(channel, str) or not _CHANNEL.fullmatch(channel):
-        raise ValueError(f"channel {channel!r}: expected a name of up to 64 letters, digits and : . _ - @ / "
-                         "(no space or '='), such as 'web', 'hotline' or 'sms:10086'")  # fmt: skip
-    return channel
-
-
-def checked_agent(agent: object) -> str | None:
-    if agent is not None and not (
-        isinstance(agent, str) and agent.isprintable() and agent.strip() and len(agent) <= AGENT_LIMIT
-    ):
-        raise ValueError(f"agent {agent!r}: expected None or a name of up to {AGENT_LIMIT} printable characters")
-    return agent
 
 
 def _string(value: object, name: str, expected: str) -> str:

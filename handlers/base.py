@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Protocol
@@ -147,6 +148,27 @@ class ServiceContext:
         return dt.datetime(day.year, day.month, day.day, tzinfo=operator_zone(self.settings.utc_offset_hours)).timestamp()
 
 
+
+
+# A channel is a name (`web`, `hotline`, `sms:10086`, `store:1`): it is written into the SP's one-line
+# `key=value` notice and grouped by in the rating aggregates, so no space, `=` or control character.
+_CHANNEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9:._@/-]{0,63}")
+AGENT_LIMIT = 32
+
+
+def checked_channel(channel: object) -> str:
+    if not isinstance(channel, str) or not _CHANNEL.fullmatch(channel):
+        raise ValueError(f"channel {channel!r}: expected a name of up to 64 letters, digits and : . _ - @ / "
+                         "(no space or '='), such as 'web', 'hotline' or 'sms:10086'")  # fmt: skip
+    return channel
+
+
+def checked_agent(agent: object) -> str | None:
+    if agent is not None and not (
+        isinstance(agent, str) and agent.isprintable() and agent.strip() and len(agent) <= AGENT_LIMIT
+    ):
+        raise ValueError(f"agent {agent!r}: expected None or a name of up to {AGENT_LIMIT} printable characters")
+    return agent
 
 
 def epoch_seconds(argument: str, value: object) -> float | None:

@@ -59,7 +59,14 @@ from typing import Any
 from gateway.config import DEFAULT_RATING_WORDS
 from gateway.store.records import Survey
 
-from .base import Inbound, Outcome, ServiceContext, epoch_seconds
+from .base import (
+    Inbound,
+    Outcome,
+    ServiceContext,
+    checked_agent,
+    checked_channel,
+    epoch_seconds,
+)
 from .keywords import fold, fold_each
 
 OPEN = ("sent", "reason")
@@ -368,9 +375,6 @@ async def aggregates(
     and `until` epoch seconds or aware datetimes (`epoch_seconds`); ValueError for anything else, which matched
     nothing and answered zero surveys as if there had been none.
     """
-    # Imported here, not at the top: gateway.services imports this module.
-    from gateway.services import checked_agent, checked_channel
-
     channel = None if channel is None else checked_channel(channel)
     agent = agent if agent in (None, "") else checked_agent(agent)
     since, until = epoch_seconds("since", since), epoch_seconds("until", until)
