@@ -174,15 +174,22 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
+def run_stopped(script: str, sig: int, gateway, report: Path) -> subprocess.CompletedProcess:
+    """A 20-dialogue run of `script` (cli.main with a stop planted at some moment; STOP_SIGNAL: which), ended with
+    exit 0."""
+    argv = [sys.executable, "-c", script, "--port", str(gateway.smpp_port), "--subscribers", "20", "--binds", "1",
+            "--count", "20", "--quiet", "--report", str(report)]  # fmt: skip
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "STOP_SIGNAL": str(int(sig))})  # fmt: skip
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    return done
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_stop_as_the_report_is_written_waits_for_it_and_the_verdict(sig, gateway, tmp_path: Path) -> None:
     """SIGTERM there ended the process (exit 143): report.html missing or cut off mid-JSON, no verdict printed."""
     report = tmp_path / "report"
-    argv = [sys.executable, "-c", STOPPED_AS_THE_REPORT_IS_WRITTEN, "--port", str(gateway.smpp_port), "--subscribers",
-            "20", "--binds", "1", "--count", "20", "--quiet", "--report", str(report)]  # fmt: skip
-    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
-                          env={**os.environ, "STOP_SIGNAL": str(int(sig))})  # fmt: skip
-    assert done.returncode == 0, (done.stdout, done.stderr)
+    done = run_stopped(STOPPED_AS_THE_REPORT_IS_WRITTEN, sig, gateway, report)
     assert done.stdout.endswith(f"report: {report / 'report.html'}\nPASS\n"), done.stdout
     assert sorted(path.name for path in report.iterdir()) == ["report.html", "report.json"]  # nothing partial left
     html = (report / "report.html").read_text(encoding="utf-8")
@@ -210,11 +217,7 @@ def test_stops_as_the_fleet_unbinds_after_the_drain_lose_nothing(sig, gateway, t
     """One stop there turned the PASS into INTERRUPTED (exit 130); a third Ctrl-C cancelled the unbinds, and the run
     ended in a CancelledError traceback, exit 1, no figures and no report."""
     report = tmp_path / "report"
-    argv = [sys.executable, "-c", STOPPED_AS_THE_FLEET_UNBINDS, "--port", str(gateway.smpp_port), "--subscribers",
-            "20", "--binds", "1", "--count", "20", "--quiet", "--report", str(report)]  # fmt: skip
-    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
-                          env={**os.environ, "STOP_SIGNAL": str(int(sig))})  # fmt: skip
-    assert done.returncode == 0, (done.stdout, done.stderr)
+    done = run_stopped(STOPPED_AS_THE_FLEET_UNBINDS, sig, gateway, report)
     assert done.stdout.endswith("PASS\n"), done.stdout
     assert json.loads((report / "report.json").read_text(encoding="utf-8"))["verdict"]["result"] == "PASS"
 
