@@ -36,7 +36,7 @@ class NumberPlan:
     msisdn_length: int = field(init=False, repr=False, compare=False)
     _trunk_length: int = field(init=False, repr=False, compare=False)
     _longest_national: int = field(init=False, repr=False, compare=False)
-    _national_codes: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    code_starts: tuple[str, ...] = field(init=False, repr=False, compare=False)
     mobile_starts: tuple[str, ...] = field(init=False, repr=False, compare=False)
     # How a national mobile number starts (the plan's prefixes, else those known for its country code; "": any): a
     # national number that also reads as a code with an extension written with the country code is the mobile's.
@@ -50,7 +50,7 @@ class NumberPlan:
         # A code written with the trunk prefix (0800 in the UK) is 44800... with an extension in international form.
         written_so = [code for code in self.codes if trunk and code.startswith(trunk) and len(code) > len(trunk)]
         codes = self.codes + tuple(code[len(trunk):] for code in written_so)
-        object.__setattr__(self, "_national_codes", tuple(self.country_code + code for code in codes))
+        object.__setattr__(self, "code_starts", tuple(self.country_code + code for code in codes))
         starts = tuple(self.country_code + prefix for prefix in self.mobile_prefixes) or (self.country_code,)
         object.__setattr__(self, "mobile_starts", starts)
         object.__setattr__(self, "_national_mobile", self.mobile_prefixes or MOBILE_PREFIXES.get(self.country_code, ("",)))
@@ -80,7 +80,7 @@ class NumberPlan:
         if length > self._longest_national:  # international, as nearly every address arrives: one test, as before
             return digits
         if length == self.national_length:
-            if digits.startswith(self._national_codes) and not digits.startswith(self._national_mobile):
+            if digits.startswith(self.code_starts) and not digits.startswith(self._national_mobile):
                 return digits  # a code with an extension written with the country code (86 10086 1234): that code's
             return self.country_code + digits
         if length == self._trunk_length and digits.startswith(self.trunk_prefix):
@@ -98,7 +98,7 @@ class NumberPlan:
         national number's length, and normalise makes it 8610669161234)."""
         return (
             len(number) == self.msisdn_length and number.startswith(self.country_code) and number.isascii()
-            and number.isdigit() and not number.startswith(self._national_codes)
+            and number.isdigit() and not number.startswith(self.code_starts)
         )  # fmt: skip
 
     def is_mobile(self, number: str) -> bool:
@@ -111,11 +111,11 @@ class NumberPlan:
     def extends_code(self, number: str) -> bool:
         """A number in international form that is a code of the config with an extension (8610669161234): what
         is_msisdn refuses as no subscriber's."""
-        return number.startswith(self._national_codes)
+        return number.startswith(self.code_starts)
 
     def is_code_number(self, digits: str) -> bool:
         """A short code or service code, perhaps with an extension, written with the country code or without."""
-        return digits.startswith(self.codes + self._national_codes)
+        return digits.startswith(self.codes + self.code_starts)
 
 
 def covered(number: str, prefixes: tuple[str, ...]) -> bool:

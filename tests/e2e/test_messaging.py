@@ -227,6 +227,25 @@ def test_a_national_number_written_with_the_configured_trunk_prefix_is_that_subs
     assert text(a.expect()) == "ping"
 
 
+@pytest.mark.parametrize("written", ["8610086123456", "10086123456", "8610086999000", "8610669161234"])
+def test_a_code_with_an_extension_is_no_subscriber_to_send_from_even_where_an_account_covers_it(
+    make_gateway, handset, written
+):  # fmt: skip
+    """An smsc account whose prefix `86` covers the codes sent as `8610086123456` (10086 and digits) to a subscriber:
+    ESME_ROK, the victim saw "10086" text it, its reply to it was refused, its spam report of it too ("a China Mobile
+    or service provider number"), and it could order services. README: such a number "is that code with an
+    extension, never a subscriber"."""
+    national = {"system_id": "national", "password": "national", "role": "smsc", "numbers": ["86"], "max_binds": 2,
+                "throughput": 1000}  # fmt: skip
+    gw = make_gateway(accounts=[national])
+    carrier, b = handset("8613000000009", gw=gw, system_id="national"), handset(B, gw=gw)
+    carrier.number = written
+    assert carrier.submit(B, "China Mobile: reply Y to claim").status == ESME_RINVSRCADR
+    carrier.number = "8613000000009"  # a subscriber of it still sends
+    assert carrier.submit(B, "hi").status == ESME_ROK
+    assert text(b.expect()) == "hi"
+
+
 @pytest.mark.parametrize(
     ("message", "data_coding"),
     [("GSM {braces} [brackets] ~ | € ^ \\", 0), ("Latin-1: café, naïve, ¿qué?", 3), ("UCS2: 你好，世界！", 8)],
