@@ -615,11 +615,25 @@ def _catalogue_entry(table: dict[str, Any], where: str, path: Path | str, accoun
         raise ConfigError(path, f"{where}.keyword", "expected the keyword subscribers order with (not empty)")
     _check_notice_value(entry.id, f"{where}.id", "service", path)
     _check_notice_value(entry.keyword, f"{where}.keyword", "keyword", path)
+    for key in ("sp_name", "name", "sp_name_en", "name_en", "sp_company"):
+        _check_shown_name(getattr(entry, key), f"{where}.{key}", required=key in ("sp_name", "name"), path=path)
     if entry.fee < 0:
         raise ConfigError(path, f"{where}.fee", "expected a fee of 0 or more (yuan per month)")
     if entry.kind not in SERVICE_KINDS:
         raise ConfigError(path, f"{where}.kind", f"expected one of {list(SERVICE_KINDS)}, got {entry.kind!r}")
     return entry
+
+
+# A name the subscriber's texts show (the 0000 listing, the order notice, the reminder): 6,000 characters each made
+# a listing of three services need more than SMPP's 255 parts, so 0000 failed for good; invisible or control
+# characters (a zero-width space, a right-to-left override, a newline) reached the handset as they were.
+SHOWN_NAME_CHARS = 40
+
+
+def _check_shown_name(value: str, key: str, *, required: bool, path: Path | str) -> None:
+    if (value or required) and not (value.strip() == value and 0 < len(value) <= SHOWN_NAME_CHARS and value.isprintable()):
+        raise ConfigError(path, key, f"expected a name of 1 to {SHOWN_NAME_CHARS} printable characters, without "
+                                     f"spaces around it (subscribers' texts show it); got {value!r}")  # fmt: skip
 
 
 def _check_notice_value(value: str, key: str, field: str, path: Path | str) -> None:
