@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import tomllib
 from datetime import UTC, datetime
@@ -258,16 +259,27 @@ def test_empty_run(tmp_path: Path) -> None:
     assert cards(html)["latency p99"] == "–ms"
 
 
-def test_a_write_that_fails_leaves_the_previous_report_whole(tmp_path: Path) -> None:
+def test_a_write_that_fails_leaves_the_previous_report_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each file was written in place: a kill or a failed write (a full disk; here a text UTF-8 cannot carry) left it
-    cut off (report.html ended mid-JSON at 20,480 bytes) or empty. Now the previous report stays, nothing beside it."""
+    cut off (report.html ended mid-JSON at 20,480 bytes) or empty. Now the previous report stays, nothing beside it,
+    after a Ctrl-C too (a program calling write_reports), and one being read is never rewritten under its reader."""
     recorder = Recorder(started=0.0)
     recorder.finish(at=0.5)
     before = [path.read_text(encoding="utf-8") for path in write_reports(recorder.summary(), tmp_path)]
+
+    def interrupted(*args: object) -> None:  # as the file written beside the report is renamed over it
+        raise KeyboardInterrupt
+
     with pytest.raises(UnicodeEncodeError):
         write_reports(recorder.summary(), tmp_path, title="a lone surrogate \ud800")
+    with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
+        patched.setattr(os, "replace", interrupted)
+        write_reports(recorder.summary(), tmp_path, title="the next run")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["report.html", "report.json"]
     assert [(tmp_path / name).read_text(encoding="utf-8") for name in ("report.json", "report.html")] == before
+    with (tmp_path / "report.json").open(encoding="utf-8") as reader:
+        write_reports(recorder.summary(), tmp_path, title="the next run")
+        assert reader.read() == before[0]
 
 
 def test_long_run_is_downsampled_for_drawing_only(tmp_path: Path) -> None:
