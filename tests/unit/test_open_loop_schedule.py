@@ -41,6 +41,7 @@ def test_the_schedule_is_over_at_its_end_not_before() -> None:
     (2.2, 60.0, 0.0, 132),  # 2.2 x 60 is 132.00000000000003 in floats: the 133rd is due at the end, not before
     (0.1, 30.0, 0.0, 3), (150.0, 10.0, 3.0, 1275),  # R x (D - ramp_up / 2) with a ramp-up
     (100.0, 2.0, 4.0, 50),  # ended within its ramp-up: R x D^2 / (2 ramp_up), the first at once
+    (3000.0, 1.0, 0.0, 3000),  # the last due 0.33 ms before the end: a dialogue is due at the end only within 1 ns of it
 ])  # fmt: skip
 def test_a_load_starts_what_falls_due_within_its_duration(rate: float, duration: float, ramp_up: float, total: int) -> None:
     load = Load(mode="open", rate=rate, duration=duration, ramp_up=ramp_up)
