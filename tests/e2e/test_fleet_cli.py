@@ -222,6 +222,23 @@ def test_stops_as_the_fleet_unbinds_after_the_drain_lose_nothing(sig, gateway, t
     assert json.loads((report / "report.json").read_text(encoding="utf-8"))["verdict"]["result"] == "PASS"
 
 
+def test_simulate_called_in_a_process_that_goes_on_leaves_its_stop_handlers_as_it_found_them(gateway) -> None:
+    """The run ignores Ctrl-C and SIGTERM from the drain's end until its report is out: left so, a program calling
+    cli.main (this test session) could no longer be stopped by either, and its own SIGTERM handler was lost."""
+
+    def own(signum: int, frame: object) -> None:  # the calling program's
+        pass
+
+    found = {signal.SIGINT: signal.getsignal(signal.SIGINT), signal.SIGTERM: signal.signal(signal.SIGTERM, own)}
+    try:
+        argv = ["--port", str(gateway.smpp_port), "--subscribers", "20", "--binds", "1", "--count", "20", "--quiet"]
+        assert cli.main(argv) == 0
+        assert {sig: signal.getsignal(sig) for sig in found} == {signal.SIGINT: found[signal.SIGINT], signal.SIGTERM: own}
+    finally:
+        for sig, handler in found.items():
+            signal.signal(sig, handler)
+
+
 def test_a_second_ctrl_c_cuts_the_drain_short_in_the_closed_loop_too(silent_operator, tmp_path: Path) -> None:
     """Before, the closed loop's workers waited for their own dialogues (here 60 s), so the second Ctrl-C did not
     cut anything short and the load's time ran on until the last of them ended."""
@@ -251,13 +268,15 @@ def test_dialogues_the_drain_deadline_cut_short_fail_the_run(silent_operator, tm
 
 
 def test_a_second_run_is_not_failed_by_the_sp_notices_of_the_first(gateway, tmp_path: Path, capsys) -> None:
-    """Run 1 binds no SP: the gateway keeps its ORDER/CANCEL notices until the SPs bind, which run 2 does."""
+    """Run 1 binds no SP: the gateway keeps its ORDER/CANCEL notices until the SPs bind, which run 2 does. Run 1 asks
+    for no SP notice to be checked, so it names none as not checked."""
     first, second = tmp_path / "first.toml", tmp_path / "second.toml"
     first.write_text("[fleet]\nsp_receivers = []\n[behaviours.spammer]\nweight = 0\n")
     second.write_text("[behaviours.spammer]\nweight = 0\n")
     base = ["--port", str(gateway.smpp_port), "--subscribers", "40", "--binds", "1", "--count", "80", "--quiet"]
     assert cli.main([*base, "--scenario", str(first), "--start", "8613800500000"]) == 0
-    assert "PASS" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "PASS" in out and "SP notices not checked" not in out
     report = tmp_path / "report"
     assert cli.main([*base, "--scenario", str(second), "--start", "8613800600000", "--report", str(report)]) == 0
     assert "PASS" in capsys.readouterr().out
@@ -472,7 +491,8 @@ def test_an_sp_receiver_no_catalogue_service_notifies_is_a_usage_error(gateway, 
     passed with fleet.sp_notices {} and nothing said. An SP left out of the receivers is named as not checked."""
     base = ["--port", str(gateway.smpp_port), "--subscribers", "20", "--binds", "1", "--count", "20", "--quiet"]
     scenario = tmp_path / "receivers.toml"
-    for receiver, what in [("handset2", "a handset account in {config}, not an SP's"), ("nobody", "no account in {config}")]:
+    for receiver, what in [("handset2", "a handset account in {config}, not an SP's"), ("nobody", "no account in {config}"),
+                           ("carrier", "a smsc account in {config}, not an SP's")]:  # fmt: skip
         scenario.write_text(f'[fleet]\nsp_receivers = [{{ system_id = "sina", password = "sina" }}, '
                             f'{{ system_id = "{receiver}", password = "{receiver}" }}]\n')  # fmt: skip
         assert cli.main([*base, "--scenario", str(scenario)]) == 2
