@@ -175,7 +175,7 @@ class Intake:
         # smsc account's prefix `86` covers): plan.is_msisdn inlined but for the country code, which the account's
         # prefixes hold (the call was 2% of this path's cost in bench/inproc.py b1).
         if account.role != "sp" and not (len(source) == plan.msisdn_length and source.isascii() and source.isdigit()
-                                         and not source.startswith(plan.code_starts)):  # fmt: skip
+                                         and not (source.startswith(plan.code_starts) and plan.extends_code(source))):  # fmt: skip
             raise Rejection(S.ESME_RINVSRCADR, f"source_addr {pdu.source_addr!r} is not a subscriber number")
         if not dest.isdigit():
             raise Rejection(S.ESME_RINVDSTADR, f"destination_addr {pdu.destination_addr!r} is not a number")

@@ -41,6 +41,7 @@ class NumberPlan:
     # How a national mobile number starts (the plan's prefixes, else those known for its country code; "": any): a
     # national number that also reads as a code with an extension written with the country code is the mobile's.
     _national_mobile: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _mobile_intl: tuple[str, ...] = field(init=False, repr=False, compare=False)  # the same after the country code
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "msisdn_length", len(self.country_code) + self.national_length)
@@ -54,6 +55,7 @@ class NumberPlan:
         starts = tuple(self.country_code + prefix for prefix in self.mobile_prefixes) or (self.country_code,)
         object.__setattr__(self, "mobile_starts", starts)
         object.__setattr__(self, "_national_mobile", self.mobile_prefixes or MOBILE_PREFIXES.get(self.country_code, ("",)))
+        object.__setattr__(self, "_mobile_intl", tuple(self.country_code + prefix for prefix in self._national_mobile))
 
     def normalise(self, address: str) -> str:
         """`+8613800138000`, `008613800138000`, `8613800138000` and `13800138000` are one subscriber.
@@ -98,7 +100,7 @@ class NumberPlan:
         national number's length, and normalise makes it 8610669161234)."""
         return (
             len(number) == self.msisdn_length and number.startswith(self.country_code) and number.isascii()
-            and number.isdigit() and not number.startswith(self.code_starts)
+            and number.isdigit() and not (number.startswith(self.code_starts) and self.extends_code(number))
         )  # fmt: skip
 
     def is_mobile(self, number: str) -> bool:
@@ -110,12 +112,14 @@ class NumberPlan:
 
     def extends_code(self, number: str) -> bool:
         """A number in international form that is a code of the config with an extension (8610669161234): what
-        is_msisdn refuses as no subscriber's."""
-        return number.startswith(self.code_starts)
+        is_msisdn refuses as no subscriber's. Not where a mobile prefix starts it, as normalise reads a national
+        one: under country code 1 with a short code 21212, 12121234567 is a New York mobile's (with no mobile prefix
+        known, as for 1, every number of a subscriber's length may be a mobile's)."""
+        return number.startswith(self.code_starts) and not number.startswith(self._mobile_intl)
 
     def is_code_number(self, digits: str) -> bool:
         """A short code or service code, perhaps with an extension, written with the country code or without."""
-        return digits.startswith(self.codes + self.code_starts)
+        return digits.startswith(self.codes) or self.extends_code(digits)
 
 
 def covered(number: str, prefixes: tuple[str, ...]) -> bool:

@@ -227,6 +227,24 @@ def test_a_national_number_written_with_the_configured_trunk_prefix_is_that_subs
     assert text(a.expect()) == "ping"
 
 
+def test_a_number_a_code_with_an_extension_would_read_as_is_a_subscribers_where_it_may_be_a_mobile(make_gateway, handset):
+    """Under country code 1 with a short code 21212, New York's 1 212 12x xxxx (100,000 numbers) read as 21212 with an
+    extension: refused as a destination (ESME_RINVDSTADR) and as a source (ESME_RINVSRCADR). With no mobile prefix
+    known for the country code, a number of a subscriber's length is a subscriber's, as normalise reads a national
+    one; China's 8610086123456 stays 10086's (the codes no mobile prefix 13-19 starts)."""
+    us = {"country_code": "1", "national_number_length": 10}
+    gw = make_gateway(gateway=us, accounts=[{"system_id": name, "numbers": [prefix]} for name, prefix in
+                                            (("handset", "1212"), ("handset2", "1646"), ("carrier", "1718"))],
+                      short_codes=[{"code": "21212", "handler": "echo"}])  # fmt: skip
+    a = handset("12121234567", gw=gw, system_id="handset")
+    b = handset("16465550100", gw=gw, system_id="handset2")
+    assert a.submit("21212", "ping").status == ESME_ROK
+    assert text(a.expect()) == "ping"
+    assert b.submit("2121234567", "hi").status == ESME_ROK  # to it, written nationally
+    got = a.expect()
+    assert (got.source_addr, got.destination_addr, text(got)) == (b"16465550100", b"12121234567", "hi")
+
+
 @pytest.mark.parametrize("written", ["8610086123456", "10086123456", "8610086999000", "8610669161234"])
 def test_a_code_with_an_extension_is_no_subscriber_to_send_from_even_where_an_account_covers_it(
     make_gateway, handset, written
