@@ -141,19 +141,12 @@ async def run_due_jobs(ctx: ServiceContext, now: float) -> AsyncIterator[Outcome
         async for part in send_reminders(ctx, now):
             yield part
     elif today.day > settings.reminder_last_day:
-        # Once after the reminder days, for the orders of those days no check on them found: made after the last
-        # one (on the 25th at 23:59:58), or all of them (the gateway down over the 21st-25th).
-        days_end = ctx.local_midnight(today.replace(day=settings.reminder_last_day) + dt.timedelta(days=1))
-        if not await _reminded_since(ctx, today, days_end, now):
-            async for part in send_reminders(ctx, now, ordered_before=days_end):
-                yield part
-
-
-async def _reminded_since(ctx: ServiceContext, today: dt.date, since: float, now: float) -> bool:
-    """The reminders of `today`'s month last ran at `since` or after, and not later than `now` (a simulated clock
-    set back since)."""
-    runs = await ctx.store.find(JobRun, job="reminders", period=period_of(today))
-    return any(since <= run.ran_at <= now for run in runs)
+        # After the reminder days too, at every check, each order charged from next month that no check reminded
+        # yet: made after the last one of those days (on the 25th at 23:59:58), all of them (the gateway down over
+        # the 21st-25th), or later (a repeat order with no trial left on the 27th): the seed reminds before any
+        # charge ("在正式收费前,都进行两次提醒确认"). Each run reads only the orders since the last.
+        async for part in send_reminders(ctx, now):
+            yield part
 
 
 async def billing_due(ctx: ServiceContext, now: float) -> bool:
@@ -279,14 +272,13 @@ def _charge(ctx: ServiceContext, subscription: Subscription, amount: int, period
     return charge, event
 
 
-async def send_reminders(ctx: ServiceContext, now: float, ordered_before: float | None = None) -> AsyncIterator[Outcome]:
-    """The reminder to each subscriber with subscriptions first charged next month that were not reminded yet
-    (of those ordered before `ordered_before`, if given).
+async def send_reminders(ctx: ServiceContext, now: float) -> AsyncIterator[Outcome]:
+    """The reminder to each subscriber with subscriptions first charged next month that were not reminded yet.
 
     Each subscription is reminded once, whenever this runs (`run_due_jobs` on the reminder days, or an
     operator on demand), and marked by a "reminded" event: so a run on the 12th does not keep a subscriber
     who orders on the 15th from the reminder of the 21st, and an order from the 22nd that is charged next
-    month (a repeat order with no trial left) is reminded at the next check on the reminder days."""
+    month (a repeat order with no trial left) is reminded at the next check, also after the reminder days."""
     today = ctx.local_date(now)
     period = period_of(today)
     # Only orders whose trial can end next month (an index range, not every active subscription at every job
@@ -296,13 +288,11 @@ async def send_reminders(ctx: ServiceContext, now: float, ordered_before: float 
     last_run = await ctx.store.find(JobRun, job="reminders", period=period)
     if last_run and last_run[0].ran_at <= now:  # (a simulated clock set back before it: read them all again)
         since = max(since, last_run[0].ran_at - REMINDER_OVERLAP)
-    window = {"ordered_at__lt": ordered_before} if ordered_before is not None else {}
     ending = await ctx.store.scan(
         Subscription,
         order_by="ordered_at",
         status="active",
         ordered_at__gte=since,
-        **window,
         trial_until__gt=ctx.local_midnight(month_start(today)),
         trial_until__lte=ctx.local_midnight(month_start(today, 1)),
     )

@@ -187,9 +187,10 @@ async def test_an_order_after_the_last_check_of_the_last_reminder_day_is_reminde
     await subscribe(bench, C, "TT", at(2026, 11, 26, 0, 0, 5))  # a first order from the 21st: not due
     await cancel(bench, await subscribe(bench, D, "TT", at(2026, 11, 2)))
     assert list(texts_to(await job(bench, billing.run_due_jobs, at(2026, 11, 26, 0, 0, 20)))) == [B]
-    await subscribe(bench, D, "TT", at(2026, 11, 26, 9))  # a repeat order after the reminder days: none
     assert (await job(bench, billing.run_due_jobs, at(2026, 11, 26, 10))).replies == []
-    assert (await job(bench, billing.run_due_jobs, at(2026, 11, 30, 10))).replies == []
+    await subscribe(bench, D, "TT", at(2026, 11, 27, 9))  # a repeat order after the reminder days: charged on the 1st
+    assert list(texts_to(await job(bench, billing.run_due_jobs, at(2026, 11, 27, 9, 1)))) == [D]  # (it was charged
+    assert (await job(bench, billing.run_due_jobs, at(2026, 11, 30, 10))).replies == []  # unreminded: review 4)
 
 
 async def test_billing_charges_subscriptions_out_of_trial_once(bench: ServiceBench) -> None:
