@@ -21,7 +21,6 @@ answered, though asked again (re-stamped) or filed by others meanwhile.
 from __future__ import annotations
 
 import datetime as dt
-import math
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -171,6 +170,9 @@ def checked_agent(agent: object) -> str | None:
     return agent
 
 
+LAST_EPOCH_SECOND = 253_402_300_799  # 9999-12-31 23:59:59 UTC, datetime's last
+
+
 def epoch_seconds(argument: str, value: object) -> float | None:
     """An operator lookup's time bound (`since`, `until`) as the store compares it: epoch seconds given as a number,
     or an aware datetime's instant; None stays None (no bound). ValueError naming `argument` for anything else: a
@@ -181,9 +183,12 @@ def epoch_seconds(argument: str, value: object) -> float | None:
         return None
     if isinstance(value, dt.datetime) and value.tzinfo is not None and value.utcoffset() is not None:
         return value.timestamp()
-    if (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, float) and math.isfinite(value)):
+    if ((isinstance(value, int) and not isinstance(value, bool)) or isinstance(value, float)) and (
+        0 <= value <= LAST_EPOCH_SECOND
+    ):  # (a float's NaN compares False; 10**30 overflowed SQLite's integers; milliseconds matched nothing)
         return value
-    raise ValueError(f"{argument} {value!r}: expected epoch seconds (a number) or a datetime with its tzinfo")
+    raise ValueError(f"{argument} {value!r}: expected epoch seconds (a number from 0 to {LAST_EPOCH_SECOND}, not "
+                     "milliseconds) or a datetime with its tzinfo")  # fmt: skip
 
 
 def help_reply(inbound: Inbound, ctx: ServiceContext, language: str) -> Outcome:

@@ -398,8 +398,8 @@ def _filter_number(plan: NumberPlan, argument: str, written: object) -> str:
 
 
 def _limit(limit: object) -> int:
-    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-        raise ValueError(f"limit {limit!r}: expected a whole number of rows, 1 or more")
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit < 2**63:  # (SQLite's integers)
+        raise ValueError(f"limit {limit!r}: expected a whole number of rows, from 1 to 2**63 - 1")
     return limit
 
 

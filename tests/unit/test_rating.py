@@ -352,6 +352,8 @@ async def test_aggregates_take_a_datetime_and_agent_empty_for_surveys_sent_with_
         ({"since": "yesterday"}, "since"),
         ({"until": "2026-11-23"}, "until"),
         ({"until": float("nan")}, "until"),
+        ({"until": 2**63}, "until"),  # an OverflowError from the store's query
+        ({"since": 1_764_000_000_000}, "since"),  # milliseconds: it matched nothing
         ({"since": True}, "since"),
         ({"channel": "hot line"}, "channel"),  # a name request_survey refuses: no survey has it
         ({"channel": 123}, "channel"),

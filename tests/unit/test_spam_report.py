@@ -356,6 +356,11 @@ async def test_operator_views_take_numbers_as_written_and_datetimes(bench) -> No
         (top_reported, {"since": "yesterday"}, "since"),
         (top_reported, {"since": dt.datetime(2026, 11, 21)}, "since"),
         (top_reported, {"since": 0, "limit": 0}, "limit"),
+        # Beyond SQLite's integers they raised OverflowError / IntegrityError from the store; milliseconds matched none
+        (list_reports, {"since": 10**30}, "since"),
+        (list_reports, {"until": 1_764_000_000_000}, "until"),
+        (list_reports, {"limit": 2**63}, "limit"),
+        (top_reported, {"since": float("nan")}, "since"),
     ],
 )
 async def test_operator_views_refuse_a_filter_no_report_can_match(bench, lookup, filters: dict, named: str) -> None:
