@@ -290,8 +290,9 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>", *, tls_file
     if any(delay <= 0 for delay in gateway.mo_retry_backoff):
         raise ConfigError(path, "gateway.mo_retry_backoff", "expected delays above 0 seconds (none: give up at the first failure)")
     tls = _section(TlsSettings, raw.get("tls", {}), "tls", path)
-    if tls.enabled and not (tls.certfile and tls.keyfile):
-        raise ConfigError(path, "tls.certfile", "TLS is enabled: certfile and keyfile are required")
+    for key in ("certfile", "keyfile") if tls.enabled else ():
+        if not getattr(tls, key):  # (the one left out named, not certfile whichever it was)
+            raise ConfigError(path, f"tls.{key}", "TLS is enabled: certfile and keyfile are required")
     given, tls = tls, replace(tls, certfile=beside_config(path, tls.certfile), keyfile=beside_config(path, tls.keyfile))
     if tls.enabled:
         _check_ranges(tls, "tls", {"port": _PORT}, path)

@@ -114,6 +114,11 @@ CASES = [  # (what is wrong, the edit, the key named, a phrase of what was expec
     ("tls without files", lambda r: r.setdefault("tls", {}).update(enabled=True, certfile="/nonexistent/cert.pem",
                                                                    keyfile="/nonexistent/key.pem"),
      "tls.certfile", "no such file"),
+    # It named tls.certfile whichever file was left out.
+    ("tls without a keyfile", lambda r: r["tls"].update(enabled=True, certfile="/etc/smsgw/cert.pem", keyfile=""),
+     "tls.keyfile", "TLS is enabled: certfile and keyfile are required"),
+    ("tls without a certfile", lambda r: r["tls"].update(enabled=True, keyfile="/etc/smsgw/key.pem"),
+     "tls.certfile", "TLS is enabled: certfile and keyfile are required"),
     # nan compares false with every bound and inf passes the lower ones: neither may pass for a number.
     ("nan retry delay", lambda r: r["gateway"].update(retry_backoff=[2.0, float("nan")]), "gateway.retry_backoff[1]",
      "expected a finite number; got nan"),
