@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import sqlite3
+import ssl
 import subprocess
 import sys
 import tomllib
@@ -20,6 +21,7 @@ import pytest
 
 from gateway.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
 from gateway.store.migrations import SCHEMA_VERSION, migrate
+from tests.gateway_process import free_port, tls_config_file
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = tomllib.loads(DEFAULT_CONFIG.read_text())
@@ -119,6 +121,8 @@ CASES = [  # (what is wrong, the edit, the key named, a phrase of what was expec
      "tls.keyfile", "TLS is enabled: certfile and keyfile are required"),
     ("tls without a certfile", lambda r: r["tls"].update(enabled=True, keyfile="/etc/smsgw/key.pem"),
      "tls.certfile", "TLS is enabled: certfile and keyfile are required"),
+    ("tls port out of range", lambda r: r["tls"].update(enabled=True, port=70000, certfile="/nonexistent/cert.pem",
+                                                        keyfile="/nonexistent/key.pem"), "tls.port", "0 to 65535"),
     # nan compares false with every bound and inf passes the lower ones: neither may pass for a number.
     ("nan retry delay", lambda r: r["gateway"].update(retry_backoff=[2.0, float("nan")]), "gateway.retry_backoff[1]",
      "expected a finite number; got nan"),
@@ -503,18 +507,27 @@ def test_smsgw_serve_names_a_host_that_does_not_resolve(tmp_path: Path) -> None:
     assert not (tmp_path / "gw.db").exists()
 
 
-def test_smsgw_serve_listens_on_every_interface_for_an_empty_host(tmp_path: Path, start_gateway) -> None:
+def test_smsgw_serve_listens_on_every_interface_for_an_empty_host(tmp_path: Path, start_gateway, tls_files) -> None:
     """smpp_host = "" and http_host = "" (every interface, as asyncio and aiohttp take it) failed the start with
-    "cannot listen on '': Name or service not known" once the hosts were looked up before opening."""
-    config = tmp_path / "site.toml"
-    text = DEFAULT_CONFIG.read_text(encoding="utf-8")
-    assert 'smpp_host = "0.0.0.0"' in text and 'http_host = "0.0.0.0"' in text
-    config.write_text(text.replace('smpp_host = "0.0.0.0"', 'smpp_host = ""').replace('http_host = "0.0.0.0"', 'http_host = ""'))
+    "cannot listen on '': Name or service not known" once the hosts were looked up before opening. The TLS port takes
+    IPv4 and IPv6 on one port number (its IPv6 socket IPv6 only, else it would take IPv4's too: the two collide)."""
+    cert, key = tls_files
+    tls_port = free_port()
+    config = tls_config_file(tmp_path, cert, key)
+    text = config.read_text(encoding="utf-8")
+    assert 'smpp_host = "0.0.0.0"' in text and 'http_host = "0.0.0.0"' in text and "[tls]\nenabled = true\nport = 0\n" in text
+    config.write_text(text.replace('smpp_host = "0.0.0.0"', 'smpp_host = ""').replace('http_host = "0.0.0.0"', 'http_host = ""')
+                      .replace("[tls]\nenabled = true\nport = 0\n", f"[tls]\nenabled = true\nport = {tls_port}\n"))
     gateway = start_gateway(tmp_path / "gw.db", config=config, host=None)
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{gateway.http_port}/health", timeout=10) as response:
             assert response.status == 200
         socket.create_connection(("127.0.0.1", gateway.smpp_port), timeout=10).close()
+        for host in ("127.0.0.1", "::1") if socket.has_ipv6 else ("127.0.0.1",):
+            with context.wrap_socket(socket.create_connection((host, tls_port), timeout=10)) as tls:
+                assert tls.version()
     finally:
         assert gateway.terminate() == 0
 

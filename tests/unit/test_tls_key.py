@@ -28,13 +28,18 @@ NO_CERT = "tls.certfile", "expected a PEM certificate (-----BEGIN CERTIFICATE---
     ("garbage", "key", *NO_CERT),
     ("empty", "key", *NO_CERT),
     ("key", "key", *NO_CERT),
+    # (A file that cannot be read: a directory here, EISDIR, as EACCES for a gateway that is not root.)
+    ("cert", "directory", "tls.keyfile", "cannot read {keyfile}: Is a directory"),
+    ("directory", "key", "tls.certfile", "cannot read {certfile}: Is a directory"),
 ], ids=["garbage key", "empty key", "the certificate as the key", "an EC key not the certificate's",
-        "an RSA key not the certificate's", "garbage certificate", "empty certificate", "the key as the certificate"])  # fmt: skip
+        "an RSA key not the certificate's", "garbage certificate", "empty certificate", "the key as the certificate",
+        "an unreadable key", "an unreadable certificate"])  # fmt: skip
 def test_a_tls_file_that_will_not_load_is_named_with_what_it_should_hold(
     tmp_path: Path, tls_files, certfile: str, keyfile: str, key: str, problem: str
 ) -> None:
     cert, private_key = tls_files
-    files = {"cert": cert, "key": private_key, "garbage": tmp_path / "garbage.pem", "empty": tmp_path / "empty.pem"}
+    files = {"cert": cert, "key": private_key, "garbage": tmp_path / "garbage.pem", "empty": tmp_path / "empty.pem",
+             "directory": tmp_path}
     files["garbage"].write_text("garbage\n")
     files["empty"].write_text("")
     algorithm = {"other_key": ["EC", "-pkeyopt", "ec_paramgen_curve:P-256"], "other_rsa_key": ["RSA"]}.get(keyfile)
