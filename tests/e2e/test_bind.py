@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -16,6 +17,8 @@ from smpplib import smpp
 from smpplib.client import SimpleSequenceGenerator
 
 from gateway.config import DEFAULT_CONFIG
+from gateway.server import NOT_BOUND
+from tests.e2e.test_stop import TlsByHand
 from tests.gateway_process import ROOT, free_port, tls_config_file
 from tests.polling import eventually
 from tests.smpp_handset import (
@@ -282,16 +285,45 @@ def test_bind_timeout_on_the_tls_port_counts_from_the_connection_not_from_its_fi
     assert time.monotonic() - opened < 3.2
 
 
+def test_with_bind_timeout_0_a_tls_handshake_cut_by_asyncios_own_timeout_is_logged_as_failed(
+    make_gateway, tls_files, monkeypatch
+):
+    """bind_timeout = 0 (never) leaves a handshake asyncio's own timeout (60 s): a handshake not done by then failed,
+    and is logged so, not as `not bound within bind_timeout` with seconds 0. (The in-process gateway runs asyncio's
+    event loop, which reads its timeout at each connection: 1 s here.)"""
+    monkeypatch.setattr(asyncio.constants, "SSL_HANDSHAKE_TIMEOUT", 1.0)
+    cert, key = tls_files
+    gw = make_gateway(gateway={"bind_timeout": 0}, tls={"enabled": True, "port": 0, "certfile": str(cert), "keyfile": str(key)})
+    with structlog.testing.capture_logs() as logs:
+        late = TlsByHand(gw.gateway.tls_port)
+        try:
+            late.hello()  # its Finished never sent
+            assert late.is_closed()
+        finally:
+            late.close()
+        ended = lambda: [(e["event"], e.get("reason")) for e in logs if e["event"] in ("TLS handshake failed", NOT_BOUND)]
+        assert eventually(ended)
+    assert ended() == [("TLS handshake failed", "SSL handshake is taking longer than 1.0 seconds: aborting the connection")]
+
+
+def client_hello(version: int) -> bytes:
+    """A ClientHello of TLS `version` (0x0301: TLS 1.0) and nothing later, built by hand: a client of this machine's
+    OpenSSL may have no TLS 1.0 to offer (its security level), and the gateway's answer is what is tested."""
+    hello = struct.pack(">H32sBH4sBB", version, bytes(32), 0, 4, b"\x00\x2f\xc0\x13", 1, 0)  # (AES128-SHA; no extensions)
+    handshake = struct.pack(">B", 1) + len(hello).to_bytes(3, "big") + hello
+    return struct.pack(">BHH", 0x16, version, len(handshake)) + handshake
+
+
 @pytest.mark.parametrize("uvloop", [True, False], ids=["uvloop", "asyncio"])
 def test_a_connection_to_the_tls_port_whose_handshake_fails_or_never_comes_is_logged(
     start_gateway, tls_files, tmp_path, uvloop
 ):
-    """A plain SMPP client given the TLS port, or a connection that never began TLS, was closed without a line at any
-    log level (asyncio did the TLS port's handshakes itself and dropped those that failed or were not done within
-    bind_timeout), where the plain port logs a connection that never binds. A client that sent its ClientHello and
-    closed without an alert (an asyncio client that does not trust the certificate) gets a line too; a port check
-    (connect, then close or reset) none, as on the plain port (it got 5 info lines, then a warning every 10 s). As
-    production runs it: `smsgw serve`, on either event loop."""
+    """A plain SMPP client (or an HTTP one) given the TLS port, or a connection that never began TLS, was closed without
+    a line at any log level (asyncio did the TLS port's handshakes itself and dropped those that failed or were not
+    done within bind_timeout), where the plain port logs a connection that never binds. A client that sent its
+    ClientHello and closed without an alert (an asyncio client that does not trust the certificate) gets a line too,
+    as does a TLS 1.0 one (`unsupported protocol`); a port check (connect, then close or reset) none, as on the plain
+    port (it got 5 info lines, then a warning every 10 s). As production runs it: `smsgw serve`, on either event loop."""
     cert, key = tls_files
     gateway = start_gateway(tmp_path / "gw.db", tls_config_file(tmp_path, cert, key, bind_timeout=1), uvloop=uvloop)
     context = ssl.create_default_context(cafile=str(cert))
@@ -307,10 +339,14 @@ def test_a_connection_to_the_tls_port_whose_handshake_fails_or_never_comes_is_lo
                 context.wrap_bio(ssl.MemoryBIO(), outgoing).do_handshake()
             hello.send(outgoing.read())
             peers = [f"127.0.0.1:{hello.sock.getsockname()[1]}"]
-        with RawLink(gateway.tls_port) as plain, RawLink(gateway.tls_port) as silent:
+        with contextlib.ExitStack() as opened:
+            links = [opened.enter_context(RawLink(gateway.tls_port)) for _ in range(4)]
+            plain, _silent, http, tls_1_0 = links
             plain.send(encoded("bind_transceiver", 1, system_id="handset", password="handset"))
-            assert plain.is_closed() and silent.is_closed()
-            peers += [f"127.0.0.1:{link.sock.getsockname()[1]}" for link in (plain, silent)]
+            http.send(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            tls_1_0.send(client_hello(0x0301))
+            assert all(link.is_closed() for link in links)
+            peers += [f"127.0.0.1:{link.sock.getsockname()[1]}" for link in links]
         with Handset(gateway.tls_port, A, ssl_context=context) as phone:  # a TLS client binds as before
             phone.bind("trx", address_range=A)
     finally:
@@ -319,7 +355,9 @@ def test_a_connection_to_the_tls_port_whose_handshake_fails_or_never_comes_is_lo
     failed = [r for r in records if r["event"].startswith("TLS handshake failed")]
     assert sorted((r["peer"], r["level"], r["reason"]) for r in failed) == sorted([
         (peers[0], "warning", "closed by the peer during the handshake"),
-        (peers[1], "warning", "not TLS: a plain SMPP client on the TLS port?")])  # fmt: skip
+        (peers[1], "warning", "not TLS: a plain SMPP client on the TLS port?"),
+        (peers[3], "warning", "not TLS: an HTTP request"),
+        (peers[4], "warning", "unsupported protocol")])  # fmt: skip
     unbound = [r for r in records if r["event"] == "not bound within bind_timeout; closing"]
     assert [(r["peer"], r["level"], r["reason"], r["seconds"]) for r in unbound] == [
         (peers[2], "warning", "TLS handshake not done", 1)]  # fmt: skip

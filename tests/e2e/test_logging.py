@@ -28,7 +28,13 @@ import pytest
 from gateway.config import DEFAULT_CONFIG
 from gateway.store.migrations import SCHEMA_VERSION
 from tests.e2e.test_amend import submit_multi
-from tests.gateway_process import GatewayProcess, children_of, config_file, free_port
+from tests.gateway_process import (
+    GatewayProcess,
+    children_of,
+    config_file,
+    free_port,
+    tls_config_file,
+)
 from tests.polling import eventually
 from tests.smpp_handset import (
     ESM_UDHI,
@@ -826,6 +832,28 @@ def test_connections_closed_for_never_binding_are_logged_for_the_first_few_and_t
     closed = logged(gateway, "not bound within bind_timeout; closing")
     assert [(r["level"], r["seconds"]) for r in closed] == [("warning", 1)] * 5
     [counted] = logged(gateway, "not bound within bind_timeout; closing: more not logged")
+    assert (counted["peer"], counted["account"], counted["count"]) == ("127.0.0.1", "-", 3)
+
+
+def test_failed_tls_handshakes_from_one_host_are_logged_for_the_first_few_and_then_counted(
+    tmp_path: Path, start_gateway, tls_files
+) -> None:
+    """As connections closed for never binding are: a plain SMPP client in a reconnect loop on the TLS port would
+    write a line for each connection."""
+    cert, key = tls_files
+    gateway = start_gateway(tmp_path / "gw.db", tls_config_file(tmp_path, cert, key))
+    links = [RawLink(gateway.tls_port) for _ in range(8)]
+    try:
+        for link in links:
+            link.send(encoded("bind_transceiver", 1, system_id="handset", password="handset"))
+        assert all(link.is_closed() for link in links)
+    finally:
+        for link in links:
+            link.close()
+    assert gateway.terminate() == 0
+    failed = logged(gateway, "TLS handshake failed")
+    assert [r["reason"] for r in failed] == ["not TLS: a plain SMPP client on the TLS port?"] * 5
+    [counted] = logged(gateway, "TLS handshake failed: more not logged")
     assert (counted["peer"], counted["account"], counted["count"]) == ("127.0.0.1", "-", 3)
 
 
