@@ -640,6 +640,13 @@ def test_a_certificate_refused_after_tls_from_a_flag_names_the_flags(tls_gateway
     assert "default.toml" not in done.stderr and "target.verify" not in done.stderr
 
 
+def test_insecure_accepts_the_gateways_self_signed_certificate(tls_gateway) -> None:
+    """As that refusal advises (README: "--insecure accepts any"): the test certificate is signed by no CA given."""
+    done = run_simulate("--port", str(tls_gateway.gateway.tls_port), "--tls", "--insecure")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "PASS" in done.stdout
+
+
 def test_tls_to_a_plain_smpp_port_says_the_server_did_not_answer_tls(gateway, capsys) -> None:
     """It blamed target.ca and advised '--insecure accepts any', also to a run given --insecure."""
     port = gateway.smpp_port

@@ -321,13 +321,24 @@ def test_a_tls_connection_whose_handshake_is_done_during_the_stop_is_refused_as_
 
 
 def test_a_tls_handshake_still_going_when_the_binds_are_unbound_is_closed(make_gateway, tls_files):
-    """The stop left it open: nothing closed a connection whose handshake had not come to an end."""
+    """The stop left it open: nothing closed a connection whose handshake had not come to an end. It is closed as the
+    binds are unbound, not only when the event loop ends (a bind slow to answer its unbind holds the stop for
+    response_timeout meanwhile)."""
     cert, key = tls_files
-    gw = make_gateway(tls={"enabled": True, "port": 0, "certfile": str(cert), "keyfile": str(key)})
+    gw = make_gateway(gateway={"response_timeout": 8},
+                      tls={"enabled": True, "port": 0, "certfile": str(cert), "keyfile": str(key)})  # fmt: skip
+    slow = RawLink(gw.smpp_port)
     late = TlsByHand(gw.gateway.tls_port)
+    stopping = threading.Thread(target=gw.stop)
     try:
+        slow.bind()
         late.hello()  # its Finished never sent
-        gw.stop()
-        assert late.is_closed()
+        stopping.start()
+        unbind = slow.read()
+        assert unbind.command == "unbind"
+        assert late.is_closed()  # (within 5 s: the stop waits up to 8 for the unbind_resp)
+        slow.send(encoded("unbind_resp", unbind.sequence))
     finally:
+        stopping.join(30)
         late.close()
+        slow.close()
