@@ -118,8 +118,9 @@ class NumberPlan:
         return number.startswith(self.code_starts) and not number.startswith(self._mobile_intl)
 
     def is_code_number(self, digits: str) -> bool:
-        """A short code or service code, perhaps with an extension, written with the country code or without."""
-        return digits.startswith(self.codes) or self.extends_code(digits)
+        """A short code or service code, perhaps with an extension, written with the country code or without; not a
+        subscriber's number that starts with a code's digits (under country code 1, a code 1234 and 12345678901)."""
+        return self.extends_code(digits) or (digits.startswith(self.codes) and not self.is_msisdn(digits))
 
 
 def covered(number: str, prefixes: tuple[str, ...]) -> bool:

@@ -92,3 +92,15 @@ def test_a_trunk_prefix_of_two_digits_is_taken_off_whole() -> None:
     """Hungary writes its national numbers after 06: 06 30 123 4567 is 36 30 123 4567, not 36 6301234567."""
     hungary = NumberPlan("36", 9, (), ("20", "30", "70"), trunk_prefix="06")
     assert hungary.normalise("06 30 123 4567") == "36301234567" and hungary.is_mobile("36301234567")
+
+
+def test_a_subscriber_whose_number_starts_with_a_codes_digits_is_no_code() -> None:
+    """Under country code 1 with a code 1234, 12345678901 (area code 234) sends and receives, but a spam report of
+    it was refused as "a service provider number", and the operators' lookups refused it as no subscriber's."""
+    plan = NumberPlan("1", 10, ("21212", "1234"))
+    assert plan.is_msisdn("12345678901") and not plan.is_code_number("12345678901")
+    assert plan.is_msisdn("12121234567") and not plan.is_code_number("12121234567")
+    assert plan.is_code_number("1234") and plan.is_code_number("123456") and plan.is_code_number("21212")
+    china = NumberPlan("86", 11, ("10086", "1066916"), ("13", "15"))
+    assert china.is_code_number("8610086123456") and china.is_code_number("10086") and china.is_code_number("8610669161234")
+    assert not china.is_code_number("8613800138000")
