@@ -61,7 +61,8 @@ class NumberPlan:
         """`+8613800138000`, `008613800138000`, `8613800138000` and `13800138000` are one subscriber.
 
         Anything that is not a full national or international number (short
-        codes such as 10086 or 1066916) is returned as written, digits only.
+        codes such as 10086 or 1066916, and a code of the config as long as a
+        national number, 10657120000) is returned as written, digits only.
         A number of the national length is national, also where it starts with
         the country code's digits (9123456789 under 91 is 919123456789): an
         international one has the country code's more; but one that is a code
@@ -80,6 +81,8 @@ class NumberPlan:
             return digits[2:]
         length = len(digits)
         if length > self._longest_national:  # international, as nearly every address arrives: one test, as before
+            return digits
+        if digits in self.codes:  # a code as long as a national number (SP code 10657120000) is that code
             return digits
         if length == self.national_length:
             if digits.startswith(self.code_starts) and not digits.startswith(self._national_mobile):

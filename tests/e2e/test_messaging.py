@@ -245,6 +245,15 @@ def test_a_number_a_code_with_an_extension_would_read_as_is_a_subscribers_where_
     assert (got.source_addr, got.destination_addr, text(got)) == (b"16465550100", b"12121234567", "hi")
 
 
+def test_a_code_as_long_as_a_national_number_takes_its_texts(make_gateway, handset):
+    """An 11-digit code (10657120000) was read as the national number 8610657120000: ESME_RINVDSTADR."""
+    gw = make_gateway(short_codes=[{"code": "10657120000", "handler": "echo"}])
+    a = handset(A, gw=gw)
+    assert a.submit("10657120000", "ping").status == ESME_ROK
+    got = a.expect()
+    assert (got.source_addr, text(got)) == (b"10657120000", "ping")
+
+
 @pytest.mark.parametrize("written", ["8610086123456", "10086123456", "8610086999000", "8610669161234"])
 def test_a_code_with_an_extension_is_no_subscriber_to_send_from_even_where_an_account_covers_it(
     make_gateway, handset, written

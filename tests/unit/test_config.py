@@ -79,6 +79,10 @@ CASES = [  # (what is wrong, the edit, the key named, a phrase of what was expec
       "gateway's enquire_link is alive, only quiet (enquire_link_interval = 0: none is sent); got 5")),
     ("idle before the answer is due", lambda r: r["gateway"].update(idle_timeout=40), "gateway.idle_timeout",
      "(30 + 10 s)"),
+    # Texts to it went to the subscriber 12345678901, and a spam report of it was taken (country code 1).
+    ("a code that reads as a subscriber's number", lambda r: (r["gateway"].update(country_code="1", national_number_length=10),
+     r["short_codes"].append({"code": "12345678901", "handler": "echo"})), "short_codes[1].code",
+     "12345678901 reads as a subscriber's number (1 and 10 digits)"),
     ("day 31", lambda r: r["services"].update(billing_day=31), "services.billing_day", "1 to 28"),
     ("reminders end first", lambda r: r["services"].update(reminder_first_day=25, reminder_last_day=21),
      "services.reminder_first_day", "expected a day not after reminder_last_day (21); got 25"),

@@ -104,3 +104,13 @@ def test_a_subscriber_whose_number_starts_with_a_codes_digits_is_no_code() -> No
     china = NumberPlan("86", 11, ("10086", "1066916"), ("13", "15"))
     assert china.is_code_number("8610086123456") and china.is_code_number("10086") and china.is_code_number("8610669161234")
     assert not china.is_code_number("8613800138000")
+
+
+def test_a_code_as_long_as_a_national_number_is_that_code_however_written() -> None:
+    """SP code 10657120000 (11 digits, as China's 106 codes may be) was read as the national number 8610657120000:
+    MO to it refused ESME_RINVDSTADR, and the SP sending from it ESME_RINVSRCADR ("'10657120000' is not one of
+    ['10657120000']")."""
+    plan = NumberPlan("86", 11, ("10086", "10657120000"))
+    assert plan.normalise("10657120000") == "10657120000" and plan.is_code_number("10657120000")
+    assert not plan.is_msisdn(plan.normalise("10657120000"))
+    assert plan.normalise("13800138000") == "8613800138000"
