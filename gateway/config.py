@@ -341,7 +341,7 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>", *, tls_file
             raise ConfigError(path, f"catalogue[{i}].keyword", f"{entry.keyword!r} is already used on {entry.service_code}")
         seen_services.add(entry.id)
         seen_keywords.add((entry.service_code, fold(entry.keyword)))
-    _check_codes_fit_an_address(services, accounts, short_codes, path, gateway.country_code, gateway.national_number_length)
+    _check_codes_fit_an_address(services, accounts, short_codes, path, gateway)
     _check_numbers_claimed_once(services, accounts, short_codes, path)
     _check_prefixes_match_subscribers(NumberPlan(gateway.country_code, gateway.national_number_length), accounts, path)
     _check_codes_leave_subscribers(gateway.country_code, services, accounts, short_codes, path)
@@ -350,18 +350,23 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>", *, tls_file
 
 def _check_codes_fit_an_address(
     services: ServiceSettings, accounts: tuple[AccountConfig, ...], short_codes: tuple[ShortCodeConfig, ...],
-    path: Path | str, country_code: str, national_length: int,
+    path: Path | str, gateway: GatewaySettings,
 ) -> None:  # fmt: skip
     """A code longer than an SMPP address could be neither texted nor sent from: no submission carries it; one that
-    reads as a subscriber's number in international form (12345678901 under country code 1) could not be told
-    from that subscriber's: texts to it went to the subscriber, and a spam report of it was taken."""
+    reads as a subscriber's number could not be told from that subscriber's: in international form (12345678901
+    under country code 1) texts to it went to the subscriber and a spam report of it was taken; in national form
+    (13800138001 in China) texts to the subscriber went to the code, which then had it for its own."""
+    mobile = gateway.mobile_prefixes if gateway.mobile_prefixes is not None else MOBILE_PREFIXES.get(gateway.country_code, ())
+    plan = NumberPlan(gateway.country_code, gateway.national_number_length, (), mobile, gateway.trunk_prefix)
     for number, key, _may_replace in _claims(services, accounts, short_codes):
         if len(number) > ADDRESS_DIGITS:
             raise ConfigError(path, key, f"{number} is {len(number)} digits; an SMPP address has at most {ADDRESS_DIGITS} "
                                          "(SMPP 3.4 5.2)")  # fmt: skip
-        if len(number) == len(country_code) + national_length and number.startswith(country_code):
-            raise ConfigError(path, key, f"{number} reads as a subscriber's number ({country_code} and {national_length} "
-                                         "digits): a code must not (shorter, longer, or not starting with the country code)")  # fmt: skip
+        subscriber = plan.normalise(number)
+        if plan.is_msisdn(subscriber) and subscriber.startswith(plan.mobile_intl):
+            raise ConfigError(path, key, f"{number} is also how subscriber {subscriber}'s number is written (a mobile "
+                                         "prefix of the number plan starts it): expected a code no subscriber's "
+                                         "number reads as")  # fmt: skip
 
 
 def _check_numbers_claimed_once(

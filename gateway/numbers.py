@@ -41,7 +41,7 @@ class NumberPlan:
     # How a national mobile number starts (the plan's prefixes, else those known for its country code; "": any): a
     # national number that also reads as a code with an extension written with the country code is the mobile's.
     _national_mobile: tuple[str, ...] = field(init=False, repr=False, compare=False)
-    _mobile_intl: tuple[str, ...] = field(init=False, repr=False, compare=False)  # the same after the country code
+    mobile_intl: tuple[str, ...] = field(init=False, repr=False, compare=False)  # the same after the country code
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "msisdn_length", len(self.country_code) + self.national_length)
@@ -55,7 +55,7 @@ class NumberPlan:
         starts = tuple(self.country_code + prefix for prefix in self.mobile_prefixes) or (self.country_code,)
         object.__setattr__(self, "mobile_starts", starts)
         object.__setattr__(self, "_national_mobile", self.mobile_prefixes or MOBILE_PREFIXES.get(self.country_code, ("",)))
-        object.__setattr__(self, "_mobile_intl", tuple(self.country_code + prefix for prefix in self._national_mobile))
+        object.__setattr__(self, "mobile_intl", tuple(self.country_code + prefix for prefix in self._national_mobile))
 
     def normalise(self, address: str) -> str:
         """`+8613800138000`, `008613800138000`, `8613800138000` and `13800138000` are one subscriber.
@@ -118,7 +118,7 @@ class NumberPlan:
         is_msisdn refuses as no subscriber's. Not where a mobile prefix starts it, as normalise reads a national
         one: under country code 1 with a short code 21212, 12121234567 is a New York mobile's (with no mobile prefix
         known, as for 1, every number of a subscriber's length may be a mobile's)."""
-        return number.startswith(self.code_starts) and not number.startswith(self._mobile_intl)
+        return number.startswith(self.code_starts) and not number.startswith(self.mobile_intl)
 
     def is_code_number(self, digits: str) -> bool:
         """A short code or service code, perhaps with an extension, written with the country code or without; not a

@@ -82,7 +82,11 @@ CASES = [  # (what is wrong, the edit, the key named, a phrase of what was expec
     # Texts to it went to the subscriber 12345678901, and a spam report of it was taken (country code 1).
     ("a code that reads as a subscriber's number", lambda r: (r["gateway"].update(country_code="1", national_number_length=10),
      r["short_codes"].append({"code": "12345678901", "handler": "echo"})), "short_codes[1].code",
-     "12345678901 reads as a subscriber's number (1 and 10 digits)"),
+     ("12345678901 is also how subscriber 12345678901's number is written (a mobile prefix of the number plan starts "
+      "it): expected a code no subscriber's number reads as")),
+    # Texts to the subscriber 8613800138001 written nationally went to the code, which had them for its own.
+    ("a code that is a subscriber's national number", lambda r: r["short_codes"].append({"code": "13800138001",
+     "handler": "echo"}), "short_codes[1].code", "13800138001 is also how subscriber 8613800138001's number is written"),
     ("day 31", lambda r: r["services"].update(billing_day=31), "services.billing_day", "1 to 28"),
     ("reminders end first", lambda r: r["services"].update(reminder_first_day=25, reminder_last_day=21),
      "services.reminder_first_day", "expected a day not after reminder_last_day (21); got 25"),
