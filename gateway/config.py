@@ -362,11 +362,16 @@ def _check_codes_fit_an_address(
         if len(number) > ADDRESS_DIGITS:
             raise ConfigError(path, key, f"{number} is {len(number)} digits; an SMPP address has at most {ADDRESS_DIGITS} "
                                          "(SMPP 3.4 5.2)")  # fmt: skip
+        # Written nationally, a number no mobile prefix starts is the code's (normalise: 10657120000); written
+        # internationally, any subscriber's (8601012345678, a Beijing landline) would be taken by the code.
         subscriber = plan.normalise(number)
-        if plan.is_msisdn(subscriber) and subscriber.startswith(plan.mobile_intl):
-            raise ConfigError(path, key, f"{number} is also how subscriber {subscriber}'s number is written (a mobile "
-                                         "prefix of the number plan starts it): expected a code no subscriber's "
-                                         "number reads as")  # fmt: skip
+        national = len(number) <= len(gateway.trunk_prefix) + gateway.national_number_length
+        if plan.is_msisdn(subscriber) and (subscriber.startswith(plan.mobile_intl) or not national):
+            why = ("written with the country code" if not national else "a mobile prefix of the number plan starts it"
+                   if gateway.mobile_prefixes or gateway.country_code in MOBILE_PREFIXES
+                   else "[gateway] mobile_prefixes unset: any national number may be a mobile's")  # fmt: skip
+            raise ConfigError(path, key, f"{number} is also how subscriber {subscriber}'s number is written ({why}): "
+                                         "expected a code no subscriber's number reads as")  # fmt: skip
 
 
 def _check_numbers_claimed_once(

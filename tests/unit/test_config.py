@@ -82,8 +82,15 @@ CASES = [  # (what is wrong, the edit, the key named, a phrase of what was expec
     # Texts to it went to the subscriber 12345678901, and a spam report of it was taken (country code 1).
     ("a code that reads as a subscriber's number", lambda r: (r["gateway"].update(country_code="1", national_number_length=10),
      r["short_codes"].append({"code": "12345678901", "handler": "echo"})), "short_codes[1].code",
-     ("12345678901 is also how subscriber 12345678901's number is written (a mobile prefix of the number plan starts "
-      "it): expected a code no subscriber's number reads as")),
+     ("12345678901 is also how subscriber 12345678901's number is written (written with the country code): expected "
+      "a code no subscriber's number reads as")),
+    # A Beijing landline written internationally: texts to it went to the code (it loaded once mobiles alone counted).
+    ("a code that is a landline's international number", lambda r: r["short_codes"].append({"code": "8601012345678",
+     "handler": "echo"}), "short_codes[1].code", "8601012345678 is also how subscriber 8601012345678's number is written"),
+    ("a national code where no mobile prefix is known", lambda r: (r["gateway"].update(country_code="44",
+     national_number_length=10), r["short_codes"].append({"code": "8001234567", "handler": "echo"})),
+     "short_codes[1].code", ("8001234567 is also how subscriber 448001234567's number is written ([gateway] "
+     "mobile_prefixes unset: any national number may be a mobile's)")),
     # Texts to the subscriber 8613800138001 written nationally went to the code, which had them for its own.
     ("a code that is a subscriber's national number", lambda r: r["short_codes"].append({"code": "13800138001",
      "handler": "echo"}), "short_codes[1].code", "13800138001 is also how subscriber 8613800138001's number is written"),
