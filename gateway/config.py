@@ -357,15 +357,18 @@ def _check_codes_fit_an_address(
     under country code 1) texts to it went to the subscriber and a spam report of it was taken; in national form
     (13800138001 in China) texts to the subscriber went to the code, which then had it for its own."""
     mobile = gateway.mobile_prefixes if gateway.mobile_prefixes is not None else MOBILE_PREFIXES.get(gateway.country_code, ())
-    plan = NumberPlan(gateway.country_code, gateway.national_number_length, (), mobile, gateway.trunk_prefix)
-    for number, key, _may_replace in _claims(services, accounts, short_codes):
+    claims = list(_claims(services, accounts, short_codes))
+    for number, key, _may_replace in claims:
         if len(number) > ADDRESS_DIGITS:
             raise ConfigError(path, key, f"{number} is {len(number)} digits; an SMPP address has at most {ADDRESS_DIGITS} "
                                          "(SMPP 3.4 5.2)")  # fmt: skip
+        # Read as the plan reads it without this code (8610086123456 is 10086's with an extension, no subscriber's).
         # Written nationally, a number no mobile prefix starts is the code's (normalise: 10657120000); written
-        # internationally, any subscriber's (8601012345678, a Beijing landline) would be taken by the code.
+        # internationally (normalise keeps it), any subscriber's (8601012345678, a Beijing landline) would be taken.
+        others = tuple(code for code, _key, _may in claims if code != number)
+        plan = NumberPlan(gateway.country_code, gateway.national_number_length, others, mobile, gateway.trunk_prefix)
         subscriber = plan.normalise(number)
-        national = len(number) <= len(gateway.trunk_prefix) + gateway.national_number_length
+        national = subscriber != number.removeprefix("00")
         if plan.is_msisdn(subscriber) and (subscriber.startswith(plan.mobile_intl) or not national):
             why = ("written with the country code" if not national else "a mobile prefix of the number plan starts it"
                    if gateway.mobile_prefixes or gateway.country_code in MOBILE_PREFIXES

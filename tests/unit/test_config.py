@@ -87,6 +87,12 @@ CASES = [  # (what is wrong, the edit, the key named, a phrase of what was expec
     # A Beijing landline written internationally: texts to it went to the code (it loaded once mobiles alone counted).
     ("a code that is a landline's international number", lambda r: r["short_codes"].append({"code": "8601012345678",
      "handler": "echo"}), "short_codes[1].code", "8601012345678 is also how subscriber 8601012345678's number is written"),
+    # Russia: country code 7 and trunk prefix 8 have one digit each, and 74951234567 (a Moscow landline written
+    # internationally) was taken for a national number written with its trunk prefix, and loaded.
+    ("a code that is a landline's international number, trunk as long as country code", lambda r: (
+     r["gateway"].update(country_code="7", national_number_length=10, trunk_prefix="8", mobile_prefixes=["9"]),
+     r["short_codes"].append({"code": "74951234567", "handler": "echo"})), "short_codes[1].code",
+     "74951234567 is also how subscriber 74951234567's number is written (written with the country code)"),
     ("a national code where no mobile prefix is known", lambda r: (r["gateway"].update(country_code="44",
      national_number_length=10), r["short_codes"].append({"code": "8001234567", "handler": "echo"})),
      "short_codes[1].code", ("8001234567 is also how subscriber 448001234567's number is written ([gateway] "
