@@ -206,9 +206,7 @@ class Config:
         """How numbers are written here, and which are no subscriber's: every number a service claims, with anything
         after it (an extension)."""
         codes = tuple(sorted({number for number, _key, _may_replace in _claims(self.services, self.accounts, self.short_codes)}))
-        gateway = self.gateway
-        mobile = gateway.mobile_prefixes if gateway.mobile_prefixes is not None else MOBILE_PREFIXES.get(gateway.country_code, ())
-        return NumberPlan(gateway.country_code, gateway.national_number_length, codes, mobile, gateway.trunk_prefix)
+        return _number_plan(self.gateway, codes)
 
 
 LANGUAGES = ("zh", "en")  # the languages replies are written in: a messages.<language>.toml each
@@ -348,6 +346,12 @@ def parse_config(raw: dict[str, Any], path: Path | str = "<config>", *, tls_file
     return Config(gateway, tls, accounts, short_codes, services, catalogue, str(path), raw)
 
 
+def _number_plan(gateway: GatewaySettings, codes: tuple[str, ...]) -> NumberPlan:
+    """The number plan of `gateway` with these codes; mobile prefixes left out: those known for its country code."""
+    mobile = gateway.mobile_prefixes if gateway.mobile_prefixes is not None else MOBILE_PREFIXES.get(gateway.country_code, ())
+    return NumberPlan(gateway.country_code, gateway.national_number_length, codes, mobile, gateway.trunk_prefix)
+
+
 def _check_codes_fit_an_address(
     services: ServiceSettings, accounts: tuple[AccountConfig, ...], short_codes: tuple[ShortCodeConfig, ...],
     path: Path | str, gateway: GatewaySettings,
@@ -356,7 +360,6 @@ def _check_codes_fit_an_address(
     reads as a subscriber's number could not be told from that subscriber's: in international form (12345678901
     under country code 1) texts to it went to the subscriber and a spam report of it was taken; in national form
     (13800138001 in China) texts to the subscriber went to the code, which then had it for its own."""
-    mobile = gateway.mobile_prefixes if gateway.mobile_prefixes is not None else MOBILE_PREFIXES.get(gateway.country_code, ())
     claims = list(_claims(services, accounts, short_codes))
     for number, key, _may_replace in claims:
         if len(number) > ADDRESS_DIGITS:
@@ -366,12 +369,12 @@ def _check_codes_fit_an_address(
         # Written nationally, a number no mobile prefix starts is the code's (normalise: 10657120000); written
         # internationally (normalise keeps it), any subscriber's (8601012345678, a Beijing landline) would be taken.
         others = tuple(code for code, _key, _may in claims if code != number)
-        plan = NumberPlan(gateway.country_code, gateway.national_number_length, others, mobile, gateway.trunk_prefix)
+        plan = _number_plan(gateway, others)
         subscriber = plan.normalise(number)
         national = subscriber != number.removeprefix("00")
         if plan.is_msisdn(subscriber) and (subscriber.startswith(plan.mobile_intl) or not national):
             why = ("written with the country code" if not national else "a mobile prefix of the number plan starts it"
-                   if gateway.mobile_prefixes or gateway.country_code in MOBILE_PREFIXES
+                   if plan.mobile_prefixes
                    else "[gateway] mobile_prefixes unset: any national number may be a mobile's")  # fmt: skip
             raise ConfigError(path, key, f"{number} is also how subscriber {subscriber}'s number is written ({why}): "
                                          "expected a code no subscriber's number reads as")  # fmt: skip

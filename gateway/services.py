@@ -9,7 +9,6 @@ same serial lock as that subscriber's MOs.
 from __future__ import annotations
 
 import random
-import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from functools import partial
 from typing import Any
@@ -28,6 +27,8 @@ from handlers.base import (
     ServiceContext,
     checked_agent,
     checked_channel,
+    checked_string,
+    written_number,
 )
 
 from .clock import Clock
@@ -39,24 +40,6 @@ from .serial import SerialLocks, in_order
 from .store.base import Store
 from .store.effects import Delete, Effect, Put
 from .store.records import Dialogue, SpamReport
-
-
-def _string(value: object, name: str, expected: str) -> str:
-    """A string argument of a Services call (a number, an id). ValueError, not TypeError: the one error the Services
-    calls raise for bad input (README), as checked_channel's; and raised here, naming the argument, not from deep
-    inside (a list as a charge id failed in the store's SQL, one as a service id as an unhashable dict key)."""
-    if not isinstance(value, str):
-        raise ValueError(f"{name} {value!r}: expected {expected}")  # noqa: TRY004
-    return value
-
-
-def _number(number: object) -> str:
-    """A telephone number passed to a Services call: a string (in any written form), full-width characters folded
-    (NFKC: `１３８…`, `＋８６…`) as the SMS path folds a text's number (handlers/spam_report); NumberPlan.normalise does
-    not, run for every MO the binds submit."""
-    written = _string(number, "number", "a telephone number as a string, such as '13800138000'")
-    return unicodedata.normalize("NFKC", written)
-
 
 log = get_logger("services")
 SAMPLED = "survey.sampled"  # Dialogue kind: a completed dialogue sampled for a survey not yet decided (after_dialogue)
@@ -105,7 +88,7 @@ class Services:
         """`msisdn` in the one form the store and the subscriber's own MOs use; ValueError when it is no subscriber's:
         no phone has a landline's number (010-12345678) or a foreign one written without its + (85291234567),
         which have a national number's 11 digits (NumberPlan.is_mobile)."""
-        number = self.ctx.plan.normalise(_number(msisdn))
+        number = self.ctx.plan.normalise(written_number("number", msisdn))
         if not self.ctx.plan.is_mobile(number):
             raise ValueError(f"{msisdn!r} is not a subscriber number")
         return number
@@ -113,7 +96,7 @@ class Services:
     async def request_order(self, msisdn: str, service_id: str, channel: str = "api") -> Outcome:
         """An order from an SP or the web: the subscriber gets the two-step confirmation (SPEC 3.2)."""
         msisdn, channel = self.subscriber(msisdn), checked_channel(channel)
-        service_id = _string(service_id, "service_id", "a catalogue service id as a string, such as 'sina-news'")
+        service_id = checked_string("service_id", service_id, "a catalogue service id as a string, such as 'sina-news'")
         return await self._for(msisdn, lambda now: confirmation.request_order(self.ctx, msisdn, service_id, channel, now))
 
     async def request_survey(self, msisdn: str, channel: str, agent: str | None = None) -> Outcome:
@@ -135,14 +118,14 @@ class Services:
         )
 
     async def dispute(self, charge_id: str) -> Outcome:
-        charge_id = _string(charge_id, "charge_id", "a charge id as a string")
+        charge_id = checked_string("charge_id", charge_id, "a charge id as a string")
         return await self._for(BILLING, lambda now: billing.dispute(self.ctx, charge_id, now))
 
     async def lift_block(self, reported: str, reporter: str | None = None) -> Outcome:
         """Lift the network-wide block of `reported`; with `reporter`, that subscriber's own block of it instead (a
         number they reported by mistake). ValueError when there is no such block, or `reported` is no number at all
         (told "not blocked", the agent would look for the block under another number)."""
-        written = _number(reported)
+        written = written_number("number", reported)
         number = self.ctx.plan.normalise(written)
         if not ascii_digits(number):
             raise ValueError(f"{reported!r} is not a telephone number")

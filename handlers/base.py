@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Protocol
@@ -168,6 +169,27 @@ def checked_agent(agent: object) -> str | None:
     ):
         raise ValueError(f"agent {agent!r}: expected None or a name of up to {AGENT_LIMIT} printable characters")
     return agent
+
+
+def folded_number(written: str) -> str:
+    """A number as a subscriber or an agent wrote it, full-width characters folded (`＋８６１３…` -> `+8613…`, as
+    NFKC folds them) and trimmed; case kept for replies."""
+    return unicodedata.normalize("NFKC", written).strip()
+
+
+def checked_string(argument: str, value: object, expected: str) -> str:
+    """A string argument of an operator's call (Services, the lookups: a number, an id). ValueError naming
+    `argument`, not TypeError: the one error those calls raise for bad input (README); and raised here, not from deep
+    inside (a list as a charge id failed in the store's SQL, one as a service id as an unhashable dict key)."""
+    if not isinstance(value, str):
+        raise ValueError(f"{argument} {value!r}: expected {expected}")  # noqa: TRY004
+    return value
+
+
+def written_number(argument: str, value: object) -> str:
+    """A telephone number passed to an operator's call: a string in any written form, folded (`folded_number`:
+    NumberPlan.normalise does not, run for every MO the binds submit)."""
+    return folded_number(checked_string(argument, value, "a telephone number as a string, such as '13800138000'"))
 
 
 LAST_EPOCH_SECOND = 253_402_300_799  # 9999-12-31 23:59:59 UTC, datetime's last

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import unicodedata
 from dataclasses import dataclass
 
 from gateway.config import DEFAULT_HELP_WORDS
@@ -52,7 +51,14 @@ from gateway.numbers import NumberPlan, ascii_digits
 from gateway.store.effects import Delete
 from gateway.store.records import Block, Dialogue, SpamReport
 
-from .base import Inbound, Outcome, ServiceContext, epoch_seconds
+from .base import (
+    Inbound,
+    Outcome,
+    ServiceContext,
+    epoch_seconds,
+    folded_number,
+    written_number,
+)
 from .keywords import fold, folded
 
 DIALOGUE = "spam.number"
@@ -112,13 +118,13 @@ def parse(text: str, help_words: tuple[str, ...] = DEFAULT_HELP_WORDS) -> Parsed
         return Parsed("help")
     only = _ONLY_NUMBER.match(text) if len(text) <= ONLY_NUMBER_CHARS else None
     if only:
-        return Parsed("report", _as_written(only["number"]))
+        return Parsed("report", folded_number(only["number"]))
     star = _split_at_star(text)
     if star is not None and _attempted_number(fold(star[0])):
-        return Parsed("report", _as_written(star[0]), star[1].strip())
+        return Parsed("report", folded_number(star[0]), star[1].strip())
     spaced = _SPACE.match(text)
     if spaced:
-        return Parsed("report", _as_written(spaced["number"]), spaced["text"].strip(), strict=False)
+        return Parsed("report", folded_number(spaced["number"]), spaced["text"].strip(), strict=False)
     return Parsed("text", text=text.strip())
 
 
@@ -130,11 +136,6 @@ def _split_at_star(text: str) -> tuple[str, str] | None:
         return None
     rest = text[at:].lstrip(_STARS)
     return text[:at].strip(), rest.lstrip()
-
-
-def _as_written(number: str) -> str:
-    """The number part with full-width characters folded (`＋８６１３…` -> `+8613…`), case kept for replies."""
-    return unicodedata.normalize("NFKC", number).strip()
 
 
 def _attempted_number(before_star: str) -> bool:
@@ -386,12 +387,10 @@ async def list_reports(
 
 def _filter_number(plan: NumberPlan, argument: str, written: object) -> str:
     """A number an operator looks reports up by, in the store's form: written as a report may name it (full-width
-    too, folded as the SMS path folds it: `_as_written`), and a subscriber's (the rule a report's number meets:
+    too, folded as the SMS path folds it: `written_number`), and a subscriber's (the rule a report's number meets:
     `_refusal`). ValueError naming `argument` otherwise: a full-width number matched nothing, an int raised from
     deep inside the number plan."""
-    if not isinstance(written, str):
-        raise ValueError(f"{argument} {written!r}: expected a telephone number as a string, such as '13800138000'")  # noqa: TRY004
-    number = _as_written(written)
+    number = written_number(argument, written)
     if _refusal(plan, number, reporter="") is not None:
         raise ValueError(f"{argument} {written!r} is not a subscriber number")
     return plan.normalise(number)
