@@ -136,6 +136,7 @@ class Fleet:
         self._parts = SharedParts(on_given_up=self._arrived_in_part)
         self.spammer_binds: list[Esme] = []
         self.sp_binds: list[Esme] = []
+        self._sp_receiver_binds: dict[str, Esme] = {}  # SP account -> its receiver bind (fleet.sp_receivers)
         # Every bind once all are up: (bind, its name, the subscribers or spammers it serves, whether texts arrive on
         # it); one the target drops while the run goes on is told at once (_bind_lost)
         self._watched: list[tuple[Esme, str, list[Any], bool]] = []
@@ -415,6 +416,7 @@ class Fleet:
             esme = await self._open(lambda message: self._on_sp_notice(message, account.system_id), f.window)
             await self._bind(esme, "rx", account.system_id, account.password, f"fleet.sp_receivers[{i}]")
             self.sp_binds.append(esme)
+            self._sp_receiver_binds[account.system_id] = esme
             self._watched.append((esme, f"rx as {account.system_id!r} (fleet.sp_receivers[{i}])", [], True))
 
         # All bind at once; a failure is reported in this order: the subscribers' binds, the spammers', the SP receivers'.
@@ -1116,18 +1118,21 @@ class Fleet:
             return
         receivers = ",".join(a.system_id for a in self.scenario.fleet.sp_receivers)
         failed = {k for (k, outcome) in self.recorder.outcomes if outcome == "failed"}
-        lost = any(esme.is_closed for esme in self.sp_binds)  # (a receiver lost: _bind_lost)
-        if failed & {"order", "query"} or lost:
-            why = "an SP receiver's bind was lost" if lost else "an order or query dialogue failed: its notice may or may not come"
+        if failed & {"order", "query"}:  # about which SP's service is not known: none is checked
+            why = "an order or query dialogue failed: its notice may or may not come"
             self.sp_notices_unchecked.update((a.system_id, why) for a in self.scenario.fleet.sp_receivers)
             self._check_misrouted(receivers)  # wrong whatever went through
             return
+        # A receiver lost (_bind_lost): its SP's notices may have been on their way; the other SPs' are checked.
+        lost = {sp for sp, esme in self._sp_receiver_binds.items() if esme.is_closed}
+        self.sp_notices_unchecked.update(dict.fromkeys(lost, "its receiver's bind was lost"))
+        checked = {service for service, sp in self.rules.notified_sps.items() if sp not in lost}
         until = time.monotonic() + timeout
-        while time.monotonic() < until and self._notices_short():
+        while time.monotonic() < until and self._notices_short(checked):
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.1)  # a surplus notice would land now
         self._check_misrouted(receivers)
-        owed = {k: v for k, v in self._notices_owed.items() if v}
+        owed = {k: v for k, v in self._notices_owed.items() if v and k[1] in checked}
         if owed:
             missing: Counter[tuple[str, str]] = Counter()
             surplus: Counter[tuple[str, str]] = Counter()
@@ -1202,8 +1207,9 @@ class Fleet:
             self.recorder.record(await self._guarded("spammer", spammer, partial(b.spammer_round, spammer, self.env, victims)))
         self.stats["spammer_final_checks"] += len(due)
 
-    def _notices_short(self) -> bool:
-        return any(n > 0 for n in self._notices_owed.values())
+    def _notices_short(self, services: set[str]) -> bool:
+        """Whether a notice about one of `services` is still owed."""
+        return any(n > 0 for (_event, service, _msisdn), n in self._notices_owed.items() if service in services)
 
     def summary(self) -> dict[str, Any]:
         """The recorder's summary with a "fleet" entry about the run itself."""

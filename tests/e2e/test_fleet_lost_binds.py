@@ -12,7 +12,7 @@ import pytest
 
 from gateway.smpp.codec import encode_pdu
 from gateway.smpp.constants import CommandId
-from gateway.smpp.pdu import Unbind
+from gateway.smpp.pdu import DeliverSmResp, Unbind
 from simulator.fleet import BINDS_LOST
 from simulator.report import render_html
 from simulator.testing import make_scenario, run_fleet_async
@@ -25,19 +25,25 @@ RECEIVING = (CommandId.BIND_RECEIVER, CommandId.BIND_TRANSCEIVER)
 class Unbinder(ProxyServer):
     """An SMPP proxy in front of the gateway that, instead of the `after`-th deliver_sm to the fleet, sends an unbind
     of its own on the bind it was for (`every`: on every bind that receives), as an SMSC dropping its binds does;
-    the client's answer stays here, and its close closes the gateway's side. `account`: only its binds (an SP's)."""
+    the client's answer stays here, and its close closes the gateway's side. `account`: only its binds (an SP's).
+    `swallow`: an account whose first text the proxy acknowledges to the gateway itself, so it never arrives."""
 
-    def __init__(self, upstream: int, after: int, every: bool, account: str | None = None) -> None:
+    def __init__(self, upstream: int, after: int, every: bool, account: str | None = None, swallow: str | None = None) -> None:
         super().__init__(upstream)
-        self.after, self.every, self.account = after, every, account
+        self.after, self.every, self.account, self.swallow = after, every, account, swallow
         self.delivered = 0
         self.receivers: list[asyncio.StreamWriter] = []
+        self.swallowing: list[asyncio.StreamWriter] = []
 
     async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter,
                      up_r: asyncio.StreamReader, up_w: asyncio.StreamWriter) -> None:  # fmt: skip
 
         async def to_client() -> None:
             async for pdu in pdus(up_r):
+                if command_of(pdu) == CommandId.DELIVER_SM and client_w in self.swallowing:
+                    self.swallowing.remove(client_w)
+                    up_w.write(encode_pdu(DeliverSmResp(sequence_number=int.from_bytes(pdu[12:16]), message_id="")))
+                    continue
                 if command_of(pdu) == CommandId.DELIVER_SM and client_w in self.receivers:
                     self.delivered += 1
                     if self.delivered == self.after:  # this text never comes: its bind is dropped instead
@@ -50,6 +56,8 @@ class Unbinder(ProxyServer):
             async for pdu in pdus(client_r):
                 if command_of(pdu) in RECEIVING and self.account in (None, system_id(pdu)):
                     self.receivers.append(client_w)
+                if command_of(pdu) in RECEIVING and system_id(pdu) == self.swallow:
+                    self.swallowing.append(client_w)
                 if command_of(pdu) != CommandId.UNBIND_RESP:
                     up_w.write(pdu)
 
@@ -142,18 +150,35 @@ async def test_a_bind_the_target_drops_is_named_and_fails_what_waited_on_it(make
 ONLY = {kind: {"weight": 0} for kind in KINDS}
 
 
-async def test_a_lost_sp_receiver_leaves_the_sp_notices_unchecked_not_missing(make_gateway) -> None:
+async def test_a_lost_sp_receiver_leaves_its_sp_notices_unchecked_not_missing(make_gateway) -> None:
     """Sina's receiver dropped after its 2nd notice: the notices the fleet then waited for never came, and the end
-    check blamed each on the gateway (sp_notice faults) instead of saying it could not check them."""
+    check blamed each on the gateway (sp_notice faults) instead of saying it could not check them. Tencent's receiver
+    stayed bound: its notices are checked (they all came), where the loss of Sina's left every SP's unchecked."""
+    fleet, failures = await _sp_receiver_lost(make_gateway)
+    assert [b["bind"] for b in fleet["lost_binds"]] == ["rx as 'sina' (fleet.sp_receivers[0])"], fleet["lost_binds"]
+    assert fleet["sp_notices_unchecked"] == {"sina": "its receiver's bind was lost"}, fleet["sp_notices_unchecked"]
+    assert fleet["sp_notices"].get("ORDER tencent-ringtones", 0) > 0, fleet["sp_notices"]
+    assert not [f for f in failures if f["kind"] == "sp_notice"], [f["error"] for f in failures]
+
+
+async def test_a_notice_missing_on_a_bound_sp_receiver_fails_the_run_though_another_receiver_was_lost(make_gateway) -> None:
+    """Sina's receiver dropped, and one of Tencent's notices never reached Tencent's (the proxy took it): that one is
+    the gateway's to answer for, and the run says so."""
+    fleet, failures = await _sp_receiver_lost(make_gateway, swallow="tencent")
+    assert fleet["sp_notices_unchecked"] == {"sina": "its receiver's bind was lost"}, fleet["sp_notices_unchecked"]
+    errors = [f["error"] for f in failures if f["kind"] == "sp_notice"]
+    assert len(errors) == 1 and "ORDER tencent-ringtones: 1 owed" in errors[0] and "sina" not in errors[0], errors
+
+
+async def _sp_receiver_lost(make_gateway, swallow: str | None = None) -> tuple[dict, list[dict]]:
+    """A fleet of 40 ordering each catalogue service once, behind a proxy that drops Sina's receiver after its 2nd
+    notice (and takes `swallow`'s first)."""
     gw = make_gateway()
     scenario = make_scenario(fleet={"count": 40, "binds": 2}, behaviours=ONLY | {"order": {"weight": 1}},
                              load={"duration": 0, "count": 40, "concurrency": 4, "timeout": 3})  # fmt: skip
-    async with Unbinder(gw.smpp_port, after=2, every=False, account="sina") as proxy:
+    async with Unbinder(gw.smpp_port, after=2, every=False, account="sina", swallow=swallow) as proxy:
         run = await run_fleet_async(scenario, target=("127.0.0.1", proxy.port))
-    fleet = run.summary["fleet"]
-    assert [b["bind"] for b in fleet["lost_binds"]] == ["rx as 'sina' (fleet.sp_receivers[0])"], fleet["lost_binds"]
-    assert fleet["sp_notices_unchecked"]["sina"] == "an SP receiver's bind was lost", fleet["sp_notices_unchecked"]
-    assert not [f for f in run.failures if f["kind"] == "sp_notice"], [f["error"] for f in run.failures]
+    return run.summary["fleet"], run.failures
 
 
 async def test_with_spammers_running_a_fleet_left_with_no_subscriber_bind_ends_saying_so(make_gateway) -> None:
