@@ -31,6 +31,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -284,10 +285,10 @@ async def _drive(scenario: Any, config: Any, *, quiet: bool) -> dict[str, Any]:
             task.cancel()
         fleet.interrupt()
 
-    for sig in STOP_SIGNALS:
+    for sig in _stop_signals():
         try:
             loop.add_signal_handler(sig, interrupted)
-        except (NotImplementedError, RuntimeError):  # not the main thread / not supported
+        except NotImplementedError:  # (an event loop without signal handling)
             pass
     fleet.check_load(scenario.load)  # before binding: a load the fleet cannot run is refused at once
     progress = None
@@ -308,10 +309,10 @@ async def _drive(scenario: Any, config: Any, *, quiet: bool) -> dict[str, Any]:
         await fleet.close()
         # Still under our handlers: a press now (the drain over, the figures being summed up) must not lose them.
         summary = fleet.summary()
-        for sig in STOP_SIGNALS:
+        for sig in _stop_signals():
             try:
                 loop.remove_signal_handler(sig)  # (which puts back Python's defaults: the next would lose them)
-            except (NotImplementedError, RuntimeError):
+            except NotImplementedError:
                 pass
         _hold_stops()
     return summary
@@ -321,15 +322,21 @@ def _hold_stops() -> None:
     """Ignore Ctrl-C and SIGTERM from here on: the run is over, and what is left (the figures printed, the report
     written) takes a moment that a stop would lose; SIGTERM's default ended the process mid-write, leaving
     report.html cut off and no verdict. run_args puts the handlers back once the report is written."""
-    for sig in STOP_SIGNALS:
+    for sig in _stop_signals():
         signal.signal(sig, signal.SIG_IGN)
+
+
+def _stop_signals() -> tuple[signal.Signals, ...]:
+    """STOP_SIGNALS, when this is the main thread: only its handlers see signals, and Python lets no other thread set
+    one (ValueError). A run in a worker thread (a QA harness's) leaves signals to the main thread's handlers."""
+    return STOP_SIGNALS if threading.current_thread() is threading.main_thread() else ()
 
 
 @contextlib.contextmanager
 def _stop_handlers_restored() -> Iterator[None]:
     """Ctrl-C's and SIGTERM's handlers as they were before, whatever the run made of them (_drive's own during the
     run, then _hold_stops): `smsgw simulate` called in a process that goes on (a test) leaves them as it found them."""
-    previous = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    previous = {sig: signal.getsignal(sig) for sig in _stop_signals()}
     try:
         yield
     finally:

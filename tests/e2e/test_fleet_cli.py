@@ -3,6 +3,7 @@ exit; thresholds; usage and config mistakes exit 2 naming the file and key."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -237,6 +238,17 @@ def test_simulate_called_in_a_process_that_goes_on_leaves_its_stop_handlers_as_i
     finally:
         for sig, handler in found.items():
             signal.signal(sig, handler)
+
+
+def test_simulate_called_from_another_thread_runs_and_reports(gateway, tmp_path: Path) -> None:
+    """A QA harness running cli.main in a worker thread (signals are the main thread's): the run went through, then
+    failed with ValueError ('signal only works in main thread') as it held the stops, before any verdict or report."""
+    report = tmp_path / "report"
+    argv = ["--port", str(gateway.smpp_port), "--subscribers", "20", "--binds", "1", "--count", "20", "--quiet",
+            "--start", "8613800700000", "--report", str(report)]  # fmt: skip
+    with concurrent.futures.ThreadPoolExecutor(1) as worker:
+        assert worker.submit(cli.main, argv).result(timeout=120) == 0
+    assert json.loads((report / "report.json").read_text(encoding="utf-8"))["verdict"]["result"] == "PASS"
 
 
 def test_a_second_ctrl_c_cuts_the_drain_short_in_the_closed_loop_too(silent_operator, tmp_path: Path) -> None:
