@@ -339,7 +339,6 @@ class Intake:
             number = self.plan.normalise(dest.destination_addr)
             if number in listed:  # named again (perhaps written another way): one copy, as to a single submit_sm
                 continue
-            listed.add(number)
             try:
                 # A resend's copies are not charged to the throughput, nor refused for a queue their originals fill:
                 # they took what the destinations refused ESME_RTHROTTLED the first time needed, at every resend.
@@ -349,6 +348,7 @@ class Intake:
                                         pdu.source_addr, dest.destination_addr))  # fmt: skip
                 refused.append(_unsuccess(dest, rejected.status))
                 continue
+            listed.add(number)  # (only now: a refused form, a bad TON, must not cost the number its copy)
             admitted.append(message)
         # The destinations stored now are numbered from the first of them, and the answer names it: a resend's
         # copies keep the id they were answered with; numbered from a copy, the new ones went under an id the

@@ -55,13 +55,16 @@ ESME_RX_T_APPN = 0x64  # a handset's temporary refusal (SMPP 3.4 5.1.3)
 
 
 def submit_multi(
-    sequence: int, source: str, destinations: list[str], body: bytes, registered_delivery: int = 0, protocol_id: int = 0,
-    priority_flag: int = 0, service_type: str = "", replace_if_present_flag: int = 0, esm_class: int = 0,
+    sequence: int, source: str, destinations: list[str | tuple[int, int, str]], body: bytes, registered_delivery: int = 0,
+    protocol_id: int = 0, priority_flag: int = 0, service_type: str = "", replace_if_present_flag: int = 0, esm_class: int = 0,
 ) -> bytes:
-    """4.5.1; a destination "dl:<name>" is a distribution list (dest_flag 2), any other an SME address (flag 1)."""
+    """4.5.1; a destination "dl:<name>" is a distribution list (dest_flag 2), any other an SME address (flag 1),
+    international (TON 1, NPI 1) unless given as (ton, npi, address)."""
     dests = b"".join(
-        b"\x02" + cstr(d[3:]) if d.startswith("dl:") else b"\x01\x01\x01" + cstr(d) for d in destinations
-    )
+        b"\x02" + cstr(d[3:]) if isinstance(d, str) and d.startswith("dl:")
+        else b"\x01" + bytes((d[0], d[1])) + cstr(d[2]) if isinstance(d, tuple) else b"\x01\x01\x01" + cstr(d)
+        for d in destinations
+    )  # fmt: skip
     fields = (
         cstr(service_type) + b"\x01\x01" + cstr(source) + bytes([len(destinations)]) + dests
         + bytes([esm_class, protocol_id, priority_flag]) + cstr("") + cstr("")  # schedule, validity
@@ -72,12 +75,20 @@ def submit_multi(
 
 def multi_resp(body: bytes) -> tuple[str, list[tuple[str, int]]]:
     """4.5.2: message_id and the unsuccess_sme list as (destination_addr, error_status_code)."""
+    message_id, refused = unsuccess_smes(body)
+    return message_id, [(address, status) for _ton, _npi, address, status in refused]
+
+
+def unsuccess_smes(body: bytes) -> tuple[str, list[tuple[int, int, str, int]]]:
+    """4.5.2: message_id and the unsuccess_sme list as (dest_addr_ton, dest_addr_npi, destination_addr,
+    error_status_code)."""
     end = body.index(0)
     message_id, count, pos = body[:end].decode(), body[end + 1], end + 2
     refused = []
-    for _ in range(count):  # dest_addr_ton, dest_addr_npi, destination_addr, error_status_code
+    for _ in range(count):
         end = body.index(0, pos + 2)
-        refused.append((body[pos + 2 : end].decode(), struct.unpack(">L", body[end + 1 : end + 5])[0]))
+        status = struct.unpack(">L", body[end + 1 : end + 5])[0]
+        refused.append((body[pos], body[pos + 1], body[pos + 2 : end].decode(), status))
         pos = end + 5
     assert pos == len(body)
     return message_id, refused
@@ -731,6 +742,18 @@ def test_submit_multi_naming_a_subscriber_twice_sends_one_copy_and_numbers_the_o
     second = gateway.call(gateway.gateway.store.get(f"{message_id}/2"))
     assert second is not None and second.dest_addr == B2  # the n-th destination it stored is <id>/<n>
     assert gateway.call(gateway.gateway.store.get(f"{message_id}/3")) is None
+
+
+def test_submit_multi_naming_a_subscriber_in_a_refused_form_then_a_good_one_sends_the_good_ones_copy(handset, esme) -> None:
+    """B first with TON 9 (refused: ESME_RINVDSTTON), then as it should be: the refused entry marked B as named, and
+    the good one was skipped as its repeat, so B got nothing while the answer listed only the refused entry."""
+    b = handset(B)
+    esme.send(submit_multi(2, A, [(9, 0, B), B, (1, 19, B2), B2], b"despite the typo"))
+    status, body = answer(esme, 2)
+    assert (status, unsuccess_smes(body)[1]) == (ESME_ROK, [(9, 0, B, consts.SMPP_ESME_RINVDSTTON),
+                                                            (1, 19, B2, consts.SMPP_ESME_RINVDSTNPI)])  # fmt: skip
+    assert sorted(p.destination_addr.decode() for p in b.expect_many(2)) == [B, B2]
+    b.expect_none(0.3)
 
 
 def test_submit_multi_carries_protocol_id_and_priority_flag_to_each_destination(handset, esme) -> None:
