@@ -325,6 +325,7 @@ class Intake:
         read after it must not be stored or handled first); answer once they are committed."""
         account = conn.account
         admitted: list[Message] = []
+        named: list[MultiDest] = []  # the destination each of admitted was, as the client wrote it
         copies: list[bool] = []  # resent: whether each of admitted is a copy of a destination stored when first sent
         refused: list[UnsuccessSme] = []
         refusals: list[Callable[..., None]] = []  # their lines, written once the answer's message_id is known
@@ -350,6 +351,7 @@ class Intake:
                 continue
             listed.add(number)  # (only now: a refused form, a bad TON, must not cost the number its copy)
             admitted.append(message)
+            named.append(dest)
         # The destinations stored now are numbered from the first of them, and the answer names it: a resend's
         # copies keep the id they were answered with; numbered from a copy, the new ones went under an id the
         # client was never given, and their receipts named it.
@@ -368,21 +370,21 @@ class Intake:
             if message.direction is _MT:
                 self.delivery.count(message)
         accepts = [self.mo.accept(m) if m.direction is _MO else self.store.accept(m) for m in admitted]
-        self.spawn(self._answer_multi(conn, pdu, admitted, accepts, refused, refusals))
+        self.spawn(self._answer_multi(conn, pdu, admitted, named, accepts, refused, refusals))
 
     async def _answer_multi(
-        self, conn: SmppConnection, pdu: SubmitMulti, admitted: list[Message], accepts: list[Awaitable[tuple[str, bool]]],
-        refused: list[UnsuccessSme], refusals: list[Callable[..., None]],
+        self, conn: SmppConnection, pdu: SubmitMulti, admitted: list[Message], named: list[MultiDest],
+        accepts: list[Awaitable[tuple[str, bool]]], refused: list[UnsuccessSme], refusals: list[Callable[..., None]],
     ) -> None:  # fmt: skip
         """Answer once the destinations admitted are committed; the lines about those refused name the message_id
         answered (none if every destination was refused)."""
         outcomes = await asyncio.gather(*accepts, return_exceptions=True)
         committed: list[tuple[Message, str, bool]] = []
         role = conn.account.role
-        for message, outcome in zip(admitted, outcomes):
+        for message, dest, outcome in zip(admitted, named, outcomes):
             if isinstance(outcome, BaseException):
                 _write_failed(conn, message, role, outcome)
-                refused.append(UnsuccessSme(destination_addr=message.dest_addr, error_status_code=S.ESME_RSYSERR))
+                refused.append(_unsuccess(dest, S.ESME_RSYSERR))  # as written, as every other refusal
             else:
                 committed.append((message, *outcome))
         new = {message.id for message, message_id, duplicate in committed if _is_new(message, role, message_id, duplicate)}

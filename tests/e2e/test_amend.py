@@ -756,6 +756,19 @@ def test_submit_multi_naming_a_subscriber_in_a_refused_form_then_a_good_one_send
     b.expect_none(0.3)
 
 
+def test_submit_multi_destinations_the_store_could_not_take_are_listed_as_written(make_gateway, tmp_path) -> None:
+    """Every other refusal lists a destination as the client wrote it (SMPP 3.4 4.5.2: its TON, NPI and address), so
+    it can resend just those; those the store could not commit were listed normalised, TON and NPI 0."""
+    home = tmp_path / "data"
+    home.mkdir()
+    gw = make_gateway(db_path=home / "gw.db")
+    with RawLink(gw.smpp_port) as link, store_cannot_commit(gw, home):
+        link.bind("handset", command="bind_transmitter")
+        link.send(submit_multi(2, A, [(0, 1, B[2:]), (1, 1, "+" + B2)], b"not now"))
+        status, body = answer(link, 2)
+    assert (status, unsuccess_smes(body)) == (ESME_RSYSERR, ("", [(0, 1, B[2:], ESME_RSYSERR), (1, 1, "+" + B2, ESME_RSYSERR)]))
+
+
 def test_submit_multi_carries_protocol_id_and_priority_flag_to_each_destination(handset, esme) -> None:
     esme.send(submit_multi(2, A, [B, B2], b"silent", protocol_id=0x40, priority_flag=1))  # a Type 0 (silent) SMS
     assert answer(esme, 2)[0] == ESME_ROK
