@@ -164,11 +164,14 @@ def checked_channel(channel: object) -> str:
 
 
 def checked_agent(agent: object) -> str | None:
-    if agent is not None and not (
-        isinstance(agent, str) and agent.isprintable() and agent.strip() and len(agent) <= AGENT_LIMIT
-    ):
+    """A staff member's id (服务工号) as the survey names it and the aggregates group by: folded and trimmed as a
+    number is (`folded_number`), so `Ａ１`, ` A1` and `A1` are one agent's figures, not three."""
+    if agent is None:
+        return None
+    folded = folded_number(agent) if isinstance(agent, str) else ""
+    if not (folded and folded.isprintable() and len(folded) <= AGENT_LIMIT):
         raise ValueError(f"agent {agent!r}: expected None or a name of up to {AGENT_LIMIT} printable characters")
-    return agent
+    return folded
 
 
 def folded_number(written: str) -> str:

@@ -103,13 +103,24 @@ def test_a_survey_for_what_is_no_subscriber_number_is_refused(gw) -> None:
 def test_a_survey_with_a_channel_or_agent_that_is_no_name_is_refused(gw) -> None:
     """None reached the store as an AttributeError; "" was sent as "thank you for using China Mobile's service"."""
     for channel, agent in (
-        (None, None), ("", None), ("store 1", None), ("hotline", 7), ("hotline", "007\n"), ("hotline", "7" * 33)
+        (None, None), ("", None), ("store 1", None), ("hotline", 7), ("hotline", "0\n07"), ("hotline", "7" * 33)
     ):
         with pytest.raises(ValueError, match="channel|agent"):
             gw.call(gw.gateway.services.request_survey(A, channel, agent))
     assert gw.call(gw.gateway.store.find(Survey)) == []
     gw.call(gw.gateway.services.request_survey(A, "hotline", "7" * 32))  # the README's limit, 32 characters
     assert [survey.agent for survey in gw.call(gw.gateway.store.find(Survey))] == ["7" * 32]
+
+
+def test_an_agent_id_written_with_full_width_characters_or_spaces_is_one_agent(gw, handset) -> None:
+    """`Ａ１`, ` A1` and `A1` were three agents in the aggregates (one agent's bonus figures split three ways), and the
+    survey named the agent as written, spaces and all."""
+    for i, agent in enumerate(["Ａ１", " A1", "A1\n"]):
+        subscriber = phone(handset, gw, f"86138000071{i:02d}")
+        assert "（服务工号A1）" in send_survey(gw, subscriber, agent=agent)
+        reply(subscriber, "1")
+    result = gw.call(rating.aggregates(gw.gateway.service_context, agent=" Ａ1 "))
+    assert (list(result["by_agent"]), result["by_agent"]["A1"]["count"]) == (["A1"], 3)
 
 
 @pytest.mark.parametrize("words, score, answer, status", [("非常满意", 1, "thanks", "rated"), ("５", 5, "ask_reason", "reason")])
