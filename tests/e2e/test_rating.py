@@ -103,13 +103,15 @@ def test_a_survey_for_what_is_no_subscriber_number_is_refused(gw) -> None:
 def test_a_survey_with_a_channel_or_agent_that_is_no_name_is_refused(gw) -> None:
     """None reached the store as an AttributeError; "" was sent as "thank you for using China Mobile's service"."""
     for channel, agent in (
-        (None, None), ("", None), ("store 1", None), ("hotline", 7), ("hotline", "0\n07"), ("hotline", "7" * 33)
-    ):
+        (None, None), ("", None), ("store 1", None), ("store:" + "1" * 59, None), ("hotline", 7), ("hotline", "0\n07"),
+        ("hotline", "7" * 33),
+    ):  # fmt: skip
         with pytest.raises(ValueError, match="channel|agent"):
             gw.call(gw.gateway.services.request_survey(A, channel, agent))
     assert gw.call(gw.gateway.store.find(Survey)) == []
-    gw.call(gw.gateway.services.request_survey(A, "hotline", "7" * 32))  # the README's limit, 32 characters
-    assert [survey.agent for survey in gw.call(gw.gateway.store.find(Survey))] == ["7" * 32]
+    store = "store:" + "1" * 58
+    gw.call(gw.gateway.services.request_survey(A, store, "7" * 32))  # the limits, 64 and 32 characters
+    assert [(s.channel, s.agent) for s in gw.call(gw.gateway.store.find(Survey))] == [(store, "7" * 32)]
 
 
 def test_an_agent_id_written_with_full_width_characters_or_spaces_is_one_agent(gw, handset) -> None:

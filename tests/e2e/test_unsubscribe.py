@@ -291,8 +291,10 @@ def test_an_api_unsubscription_naming_none_of_the_subscribers_subscriptions_is_r
                          ([f" {news.id}"], "' sub-0'"), ([news.id, "nope", weather.id], "'nope'")):  # fmt: skip
         with pytest.raises(ValueError, match=f"^{A} has no subscription {named}; nothing cancelled$"):
             unsubscribe(wrong)
-    with pytest.raises(ValueError, match="expected a non-empty list of subscription ids"):
-        unsubscribe([])
+    # An id in a list or a dict raised TypeError from inside (unhashable); 123 was "no subscription 123", as if mistyped.
+    for ids in ([], [[news.id]], [{"id": news.id}], [123]):
+        with pytest.raises(ValueError, match=r"^subscription_ids .*: expected a non-empty list of subscription ids"):
+            unsubscribe(ids)
     assert statuses(gateway, [news, weather, theirs]) == ["active", "active", "active"]
 
     assert [r.text for r in unsubscribe([news.id]).replies if r.to == A] == [done("新浪公司", "头条新闻")]

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from gateway.cli import port
 from gateway.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
 from gateway.store.migrations import SCHEMA_VERSION, migrate
 from tests.gateway_process import free_port, tls_config_file
@@ -87,6 +88,8 @@ CASES = [  # (what is wrong, the edit, the key named, a phrase of what was expec
     # A Beijing landline written internationally: texts to it went to the code (it loaded once mobiles alone counted).
     ("a code that is a landline's international number", lambda r: r["short_codes"].append({"code": "8601012345678",
      "handler": "echo"}), "short_codes[1].code", "8601012345678 is also how subscriber 8601012345678's number is written"),
+    ("the same written with 00", lambda r: r["short_codes"].append({"code": "008601012345678", "handler": "echo"}),
+     "short_codes[1].code", "008601012345678 is also how subscriber 8601012345678's number is written"),
     # Russia: country code 7 and trunk prefix 8 have one digit each, and 74951234567 (a Moscow landline written
     # internationally) was taken for a national number written with its trunk prefix, and loaded.
     ("a code that is a landline's international number, trunk as long as country code", lambda r: (
@@ -239,6 +242,11 @@ CASES = [  # (what is wrong, the edit, the key named, a phrase of what was expec
     ("an empty SP name", lambda r: r["catalogue"][1].update(sp_name=""), "catalogue[1].sp_name", "1 to 40 printable"),
     ("a zero-width space in a name", lambda r: r["catalogue"][1].update(name_en="Weather\u200b"),
      "catalogue[1].name_en", "got 'Weather\\u200b'"),
+    # Spaces around a name doubled the texts' own ("You have unsubscribed from  Weather provided by ...").
+    ("a space before a name", lambda r: r["catalogue"][1].update(name_en=" Weather"), "catalogue[1].name_en",
+     "without spaces around it"),
+    ("a full-width space after a name", lambda r: r["catalogue"][1].update(name_en="Weather\u3000"),
+     "catalogue[1].name_en", "without spaces around it"),
     ("a right-to-left override in a company", lambda r: r["catalogue"][2].update(sp_company="\u202eevil"),
      "catalogue[2].sp_company", "printable"),
     ("a newline in an English SP name", lambda r: r["catalogue"][0].update(sp_name_en="Sina\nNews"),
@@ -334,6 +342,20 @@ def test_codes_and_numbers_of_20_digits_fit() -> None:
 
     config = parse_config(changed(longest))
     assert (config.number_plan().msisdn_length, len(config.short_codes[0].code)) == (20, 20)
+
+
+@pytest.mark.parametrize(
+    ("edit", "loaded", "value"),
+    [(lambda r: r["catalogue"][0].update(name="新" * 40), lambda c: c.catalogue[0].name, "新" * 40),
+     (lambda r: r["services"].update(trial_last_order_day=25, reminder_last_day=25),
+      lambda c: c.services.trial_last_order_day, 25),
+     (lambda r: r["gateway"].update(smpp_port=65535), lambda c: c.gateway.smpp_port, 65535)],
+    ids=["a service name of 40 characters", "trial orders up to the last reminder day", "port 65535"],
+)  # fmt: skip
+def test_a_value_at_the_limit_a_refusal_names_loads(edit, loaded, value) -> None:
+    """The refusals above name their limits ("1 to 40 printable characters", "a day not after reminder_last_day",
+    "a port from 0 to 65535"): a site's config at the limit must start, not be refused with that very text."""
+    assert loaded(parse_config(changed(edit))) == value
 
 
 @pytest.mark.parametrize(("enquire_link_interval", "idle_timeout"), [(30, 40.5), (0, 5), (5, 0)])
@@ -509,6 +531,11 @@ def test_smsgw_serve_refuses_a_port_flag_out_of_range(flag: str, value: str, tmp
     assert result.returncode == 2
     assert f"argument {flag}: expected a port from 0 to 65535 (0: any free port); got '{value}'" in result.stderr
     assert not (tmp_path / "gw.db").exists()
+
+
+def test_a_port_flag_takes_every_port_the_config_takes() -> None:
+    """`--smpp-port 65535` is a port, as `smpp_port = 65535` is (the flag's check is the config's)."""
+    assert [port(value) for value in ("0", "2775", "65535")] == [0, 2775, 65535]
 
 
 def test_smsgw_serve_help_gives_the_config_as_the_ports_default() -> None:

@@ -53,6 +53,21 @@ def test_a_code_with_its_extension_written_with_the_country_code_stays_that_code
 
 
 @pytest.mark.parametrize(
+    ("plan", "number", "codes"),
+    [(INDIA, "911501234567", True),  # 91 150 1234567: 150 with an extension, though 91 begins with 9, a mobile prefix
+     (INDIA, "919150123456", False),  # 91 9150123456: a mobile's
+     (NumberPlan("7", 10, ("900",), ("9",)), "79001234567", False)],  # 7 9001234567: a mobile's, not 900's
+)  # fmt: skip
+def test_a_number_in_international_form_is_a_codes_only_where_no_mobile_prefix_follows_the_country_code(
+    plan, number, codes
+) -> None:
+    """The mobile prefix is looked for after the country code: before it, 91 (India, prefixes 6-9) read as starting
+    with 9, so every 91 150... passed for a mobile's (an MT to the code 150 with an extension taken for a subscriber,
+    not refused), and under 7 with a code 900 and prefix 9 the mobile 79001234567 was 900's, no subscriber's."""
+    assert (plan.extends_code(number), plan.is_msisdn(number), plan.is_mobile(number)) == (codes, not codes, not codes)
+
+
+@pytest.mark.parametrize(
     ("plan", "example"),
     [(CHINA, "13912345678"), (NumberPlan(), "13912345678"), (NumberPlan("44", 10, mobile_prefixes=("7",)), "7912345678"),
      (INDIA, "6912345678"), (RUSSIA, "9123456789"), (NumberPlan("33", 9), "912345678"),

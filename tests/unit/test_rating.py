@@ -281,11 +281,11 @@ KNOWN = [  # (day of November 2026, channel, agent, rating or None)
 ]  # fmt: skip
 
 
-async def put_known(bench: ServiceBench) -> None:
+async def put_known(bench: ServiceBench, known: list[tuple[int, str, str, int | None]] = KNOWN) -> None:
     records = [
         Survey(f"s{i:02d}", f"86138000000{i:02d}", channel, agent, at(2026, 11, day), at(2026, 11, day) + DAY,
                "sent" if score is None else "rated", score, rated_at=None if score is None else at(2026, 11, day, 11))
-        for i, (day, channel, agent, score) in enumerate(KNOWN)
+        for i, (day, channel, agent, score) in enumerate(known)
     ]  # fmt: skip
     await bench.commit(rating.Outcome().put(*records))
 
@@ -315,6 +315,15 @@ async def test_aggregates_per_channel_and_agent(bench: ServiceBench) -> None:
     assert agents["H8"] == {"count": 1, "mean": 1.0, "satisfied": 1, "satisfied_share": 1.0, "distribution": dist(1, 0, 0, 0, 0),
                             "surveys": 2, "response_rate": 0.5}  # fmt: skip
     assert "over_time" not in result
+
+
+async def test_a_groups_response_rate_has_the_overall_ones_four_decimals(bench: ServiceBench) -> None:
+    """1 survey of 3 answered at a store: the operator must read 0.3333 for the store and its agent as for the whole,
+    not 0.33 beside 0.3333 for one and the same share."""
+    await put_known(bench, [(21, "store:BJ001", "A1", 2), (21, "store:BJ001", "A1", None), (22, "store:BJ001", "A1", None)])
+    result = await rating.aggregates(bench.ctx)
+    store, agent = result["by_channel"]["store:BJ001"], result["by_agent"]["A1"]
+    assert (result["response_rate"], store["response_rate"], agent["response_rate"]) == (0.3333, 0.3333, 0.3333)
 
 
 async def test_aggregates_filters_and_days(bench: ServiceBench) -> None:
@@ -355,6 +364,7 @@ async def test_aggregates_take_a_datetime_and_agent_empty_for_surveys_sent_with_
         ({"until": 2**63}, "until"),  # an OverflowError from the store's query
         ({"since": 1_764_000_000_000}, "since"),  # milliseconds: it matched nothing
         ({"since": True}, "since"),
+        ({"since": -1}, "since"),  # before 1970: no survey, ever
         ({"channel": "hot line"}, "channel"),  # a name request_survey refuses: no survey has it
         ({"channel": 123}, "channel"),
         ({"agent": 123}, "agent"),

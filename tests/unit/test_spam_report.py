@@ -334,7 +334,8 @@ async def test_operator_views_take_numbers_as_written_and_datetimes(bench) -> No
     for reporter in REPORTERS[:2]:
         await send(bench, reporter, "13700000001*spam")
     full_width = "１３８ ０００００ ００２"  # REPORTERS[1], as a phone's input method may type it
-    assert [r.reporter for r in await list_reports(bench.ctx, reporter=full_width)] == [REPORTERS[1]]
+    for written in (full_width, "13800000002\n", "\t+86 138 0000 0002"):  # pasted with the line's end, or a tab
+        assert [r.reporter for r in await list_reports(bench.ctx, reporter=written)] == [REPORTERS[1]]
     assert len(await list_reports(bench.ctx, reported="＋８６ １３７－００００－０００１")) == 2
     hour_ago = dt.datetime.fromtimestamp(bench.clock.now() - 3600, CHINA)
     assert len(await list_reports(bench.ctx, since=hour_ago, until=hour_ago + dt.timedelta(hours=2))) == 2
@@ -359,6 +360,10 @@ async def test_operator_views_take_numbers_as_written_and_datetimes(bench) -> No
         # Beyond SQLite's integers they raised OverflowError / IntegrityError from the store; milliseconds matched none
         (list_reports, {"since": 10**30}, "since"),
         (list_reports, {"until": 1_764_000_000_000}, "until"),
+        (list_reports, {"until": 253_402_300_800}, "until"),  # a second after datetime's last
+        # Before 1970: no report, ever (-10**30 also overflowed SQLite's integers)
+        (list_reports, {"until": -1}, "until"),
+        (list_reports, {"until": -(10**30)}, "until"),
         (list_reports, {"limit": 2**63}, "limit"),
         (top_reported, {"since": float("nan")}, "since"),
     ],
