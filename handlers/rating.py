@@ -201,7 +201,8 @@ async def request_survey(ctx: ServiceContext, msisdn: str, channel: str, agent: 
     """A service event: a Survey (status "sent") and the survey SMS from the rating short code."""
     language = await ctx.language_of(msisdn)
     outcome = Outcome()
-    for older in await ctx.store.find(Survey, msisdn=msisdn, status__in=list(OPEN)):
+    # (none from a later time, handlers/base.py: a clock set back must not close one not sent yet)
+    for older in await ctx.store.find(Survey, msisdn=msisdn, status__in=list(OPEN), created_at__lte=now):
         if older.status == "sent" and older.expires_at > now:
             outcome.put(replace(older, status="superseded"))
         else:  # a rating waiting for its reason stands; the reason is no longer awaited

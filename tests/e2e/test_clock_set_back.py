@@ -124,6 +124,23 @@ def test_a_rating_sent_before_a_survey_on_a_clock_set_back_does_not_rate_it(make
     assert survey.status == "sent"
 
 
+def test_a_survey_on_a_clock_set_back_leaves_the_one_sent_later_open(make_gateway, handset, clock):
+    """A survey sent at 10:00, the clock set back to 09:00, another requested: the 10:00 one, not there yet at 09:00,
+    was marked superseded then, so once the clock passed 10:00 again the subscriber's 1 rated the 09:00 one and agent
+    007's figures lost the rating (the clock-step review)."""
+    gw = make_gateway(clock=clock)
+    a = handset(A, address_range=A, gw=gw)
+    gw.call(gw.gateway.services.request_survey(A, "hotline", "007"))  # at 10:00
+    clock.set(at(2026, 12, 10, 9))
+    gw.call(gw.gateway.services.request_survey(A, "online", "008"))
+    assert [t[:7] for t in texts_from(a, RATING, 2)] == ["【满意100】"] * 2
+    clock.set(at(2026, 12, 10, 10, 1))
+    assert a.submit(RATING, "1").status == ESME_ROK
+    texts_from(a, RATING)
+    found = gw.call(gw.gateway.store.find(Survey, msisdn=A, order_by="created_at"))
+    assert [(s.agent, s.status, s.rating) for s in found] == [("008", "sent", None), ("007", "rated", 1)]
+
+
 # ----------------------------------------------- forward time: a text handled after a retry (review of 2c3492a)
 # The first version judged "later" by the text's received_at: a text retried after its prompt was sent again
 # (re-stamped) or after others filed theirs no longer saw them.
