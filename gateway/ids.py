@@ -20,8 +20,25 @@ class MessageIds:
     """
 
     def __init__(self, node_prefix: str = "") -> None:
-        self._prefix = f"{node_prefix}{int(time.time() * 1000):011x}"
+        self._node = node_prefix
+        self._begin(int(time.time() * 1000))
+
+    def _begin(self, start_ms: int) -> None:
+        self._prefix = f"{self._node}{start_ms:011x}"
         self._counter = itertools.count(1)
+
+    def continue_after(self, last: str | None) -> None:
+        """At start, with the largest id the store holds (`Store.last_message_id`): after the clock was stepped back
+        (NTP, a VM resumed, an admin correcting the date), this start's ids sorted before the last run's, which
+        the guards' lifted blocks compare against, and a start in the same millisecond as an earlier one made its
+        very ids again (every submission refused, the id taken). The start time is then taken after that run's."""
+        digits = last[len(self._node) : len(self._node) + 11] if last and last.startswith(self._node) else ""
+        try:
+            last_start = int(digits, 16)
+        except ValueError:  # none, or not one of ours
+            return
+        if last_start >= int(self._prefix[len(self._node) :], 16):
+            self._begin(last_start + 1)
 
     def next(self) -> str:
         return f"{self._prefix}{next(self._counter):08x}"

@@ -189,6 +189,10 @@ class Store(Protocol):
         None of that id, one of 8 characters at most is an SMPP 3.3 alias: the messages of the newest submission
         given it."""
 
+    async def last_message_id(self) -> str | None:
+        """The largest message id the store holds, as byte strings compare (read at start: `ids.MessageIds` starts
+        its ids after it)."""
+
     async def last_short_id(self) -> str | None:
         """The SMPP 3.3 alias given last of those the store holds (read at start: `ids.ShortIds` goes on from it)."""
 

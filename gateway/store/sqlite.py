@@ -958,6 +958,10 @@ class SqliteStore:
         newest = submission_of(named[-1]) if named else None
         return [m for m in named if submission_of(m) == newest]
 
+    async def last_message_id(self) -> str | None:
+        [(last,)] = await self._read("SELECT max(id) FROM messages", ())  # (from its UNIQUE index's end)
+        return last
+
     async def last_short_id(self) -> str | None:
         # Once, at start; every alias in the index is read (by seq, not by value: after a wrap the largest is not the last).
         rows = await self._read("SELECT short_id FROM messages INDEXED BY messages_short_id WHERE short_id IS NOT NULL"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -997,3 +998,19 @@ def test_undelivered_message_survives_a_restart(make_gateway, handset, tmp_path)
     a = handset(A, gw=second)
     assert receipt_fields(a.expect())["id"].encode() == resp.message_id
     b.expect_none(0.3)  # once, not once per start
+
+
+def test_after_the_clock_was_stepped_back_a_restart_gives_ids_after_the_last_runs(make_gateway, handset, tmp_path):
+    """An id begins with its run's start time: a host clock stepped back (NTP, a VM resumed, a date fixed) made the
+    next run's ids sort before the last run's (which lifted blocks are compared with), and a start in the very
+    millisecond of an earlier one made its ids again, every submission ESME_RSYSERR (the id taken). Here the last
+    run's id is moved an hour ahead, as if it had started then."""
+    db = tmp_path / "stepped.db"
+    first = make_gateway(db_path=db)
+    waiting = handset(A, gw=first).submit(B, "waits").message_id.decode()
+    first.stop()
+    later = f"{int(waiting[:11], 16) + 3_600_000:011x}{waiting[11:]}"
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE messages SET id = ? WHERE id = ?", (later, waiting))
+    second = make_gateway(db_path=db)
+    assert handset(A, gw=second).submit(B, "after").message_id.decode() > later

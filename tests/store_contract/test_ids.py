@@ -28,3 +28,11 @@ async def test_a_submit_multis_destinations_are_the_ids_between_id_slash_and_id_
         await store.accept(mt(id))
     found = [m.id for m in await store.submitted_as(submission)]
     assert found == [submission, f"{submission}/2", f"{submission}/10", f"{submission}/3"]  # ("/10" < "/2" as bytes)
+
+
+async def test_the_last_message_id_is_the_largest_held_as_byte_strings_compare(store: Store) -> None:
+    """base.py: last_message_id is "the largest message id the store holds" (MessageIds starts after it)."""
+    assert await store.last_message_id() is None
+    for id in ("1a24a2e9016000000002", "1a24a2e9016000000002/2", "1a24a2e9015ffffffff9", "1a24a2e9016000000001"):
+        await store.accept(mt(id))
+    assert await store.last_message_id() == "1a24a2e9016000000002/2"
