@@ -212,14 +212,15 @@ async def run_billing(ctx: ServiceContext, now: float, month: dt.date | None = N
     due = {s.id: s for s in (*active, *cancelled_since)}  # (one cancelled between the two reads is in both)
     outcome = Outcome()
     for subscription in sorted(due.values(), key=lambda s: (s.ordered_at, s.id)):
-        if subscription.id in charged:
-            continue
         entry = ctx.catalogue.get(subscription.service_id)
-        if entry is None:
-            log.warning("not charged: service no longer in the catalogue", subscription=subscription.id,
-                        service_id=subscription.service_id, period=period)  # fmt: skip
+        if entry is None:  # every subscription to it, also one charged this month by an earlier run (one on demand)
+            if subscription.id not in charged:
+                log.warning("not charged: service no longer in the catalogue", subscription=subscription.id,
+                            service_id=subscription.service_id, period=period)  # fmt: skip
             if subscription.status == "active":  # `0000` told the subscriber it is no longer charged: never again
                 outcome.put(*ended(ctx, subscription, "billing", now, WITHDRAWN))
+        elif subscription.id in charged:
+            continue
         elif subscription.trial_until <= out_of_trial:
             outcome.put(*_charge(ctx, subscription, monthly_fee(subscription, entry), period, now))
         if len(outcome.effects) >= 2 * COMMIT_CHUNK:  # a Charge, or an ending, and its SubscriptionEvent each

@@ -299,6 +299,39 @@ def test_a_service_withdrawn_at_a_billing_run_ends_its_subscriptions_and_is_not_
     assert ask(handset(B, gw=back, address_range=B), "0000") == "您目前没有定制任何梦网业务。"
     assert content_status(handset(SINA, system_id="sina", bind="tx", gw=back), B) == SMSGW_RNOSUBSCRIPTION
 
+
+def test_a_service_withdrawn_mid_month_is_ended_by_a_billing_run_for_those_charged_that_month_too(
+    make_gateway, handset, clock, tmp_path
+):
+    """A run on demand on 15 December, sina-news withdrawn since the 1st's run: it ended C's subscription (in its
+    trial) but skipped B's, charged for December already, before looking at the catalogue; B stayed active and was
+    charged again from January once the service was back (the billing reconciliation review)."""
+    db = tmp_path / "gw.db"
+    first = make_gateway(clock=clock, db_path=db, gateway={"job_check_interval": 3600})
+    phone, in_trial = handset(B, gw=first, address_range=B), handset(C, gw=first, address_range=C)
+    subscribe(phone, "TT")  # 10 November: charged from December
+    clock.set(at(2026, 11, 25, 9))
+    subscribe(in_trial, "TT")  # free through December
+    clock.set(at(2026, 12, 1, 0, 5))
+    first.call(first.gateway.services.run_billing())
+    assert [c.msisdn for c in first.call(first.gateway.store.find(Charge))] == [B]
+    phone.close()
+    in_trial.close()
+    first.stop()
+    clock.set(at(2026, 12, 15, 10))
+    withdrawn = make_gateway(clock=clock, db_path=db, gateway={"job_check_interval": 3600},
+                             catalogue=catalogue_without("sina-news"))  # fmt: skip
+    withdrawn.call(withdrawn.gateway.services.run_billing())
+    withdrawn.stop()
+    clock.set(at(2027, 1, 1, 0, 5))
+    back = make_gateway(clock=clock, db_path=db, gateway={"job_check_interval": 3600})
+    back.call(back.gateway.services.run_billing())
+    assert [(c.msisdn, c.period) for c in back.call(back.gateway.store.find(Charge))] == [(B, "2026-12")]
+    for msisdn in (B, C):
+        [ended] = subscriptions(back, msisdn)
+        assert (ended.status, ended.cancel_channel) == ("cancelled", "billing")
+
+
 def test_sp_notices_wait_for_an_sp_off_line_over_a_weekend(make_gateway, handset):
     """Order-relation notices are stored until the SP binds: not the 48 h of an ordinary MT (SPEC 3.1, 3.2)."""
     clock = SimulatedClock(at(2026, 11, 6, 18))  # Friday evening; the SP has no bind all weekend
