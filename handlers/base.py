@@ -163,15 +163,24 @@ def checked_channel(channel: object) -> str:
     return channel
 
 
+# Full-width ASCII (U+FF01-FF5E) and the ideographic space, as a Chinese input method types them, to ASCII.
+_HALF_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
+
+
+def agent_name(written: str) -> str:
+    """A staff member's id (服务工号) as surveys name it and the aggregates group and filter by, stored ones too: full
+    width folded and spaces around trimmed, so `Ａ１`, ` A1` and `A1` are one agent's figures, not three. Only that:
+    NFKC would also make `①` `1` and `ﬃ` `ffi`, merging ids and lengthening them past the limit."""
+    return written.translate(_HALF_WIDTH).strip()
+
+
 def checked_agent(agent: object) -> str | None:
-    """A staff member's id (服务工号) as the survey names it and the aggregates group by: folded and trimmed as a
-    number is (`folded_number`), so `Ａ１`, ` A1` and `A1` are one agent's figures, not three."""
     if agent is None:
         return None
-    folded = folded_number(agent) if isinstance(agent, str) else ""
-    if not (folded and folded.isprintable() and len(folded) <= AGENT_LIMIT):
+    name = agent_name(agent) if isinstance(agent, str) else ""
+    if not (name and name.isprintable() and len(name) <= AGENT_LIMIT):
         raise ValueError(f"agent {agent!r}: expected None or a name of up to {AGENT_LIMIT} printable characters")
-    return folded
+    return name
 
 
 def folded_number(written: str) -> str:
