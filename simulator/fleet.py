@@ -1126,13 +1126,13 @@ class Fleet:
         # A receiver lost (_bind_lost): its SP's notices may have been on their way; the other SPs' are checked.
         lost = {sp for sp, esme in self._sp_receiver_binds.items() if esme.is_closed}
         self.sp_notices_unchecked.update(dict.fromkeys(lost, "its receiver's bind was lost"))
-        checked = {service for service, sp in self.rules.notified_sps.items() if sp not in lost}
+        unchecked = {service for service, sp in self.rules.notified_sps.items() if sp in lost}
         until = time.monotonic() + timeout
-        while time.monotonic() < until and self._notices_short(checked):
+        while time.monotonic() < until and self._notices_short(unchecked):
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.1)  # a surplus notice would land now
         self._check_misrouted(receivers)
-        owed = {k: v for k, v in self._notices_owed.items() if v and k[1] in checked}
+        owed = {k: v for k, v in self._notices_owed.items() if v and k[1] not in unchecked}  # (a service no SP has: checked)
         if owed:
             missing: Counter[tuple[str, str]] = Counter()
             surplus: Counter[tuple[str, str]] = Counter()
@@ -1207,9 +1207,9 @@ class Fleet:
             self.recorder.record(await self._guarded("spammer", spammer, partial(b.spammer_round, spammer, self.env, victims)))
         self.stats["spammer_final_checks"] += len(due)
 
-    def _notices_short(self, services: set[str]) -> bool:
-        """Whether a notice about one of `services` is still owed."""
-        return any(n > 0 for (_event, service, _msisdn), n in self._notices_owed.items() if service in services)
+    def _notices_short(self, unchecked: set[str]) -> bool:
+        """Whether a notice about a service not among `unchecked` is still owed."""
+        return any(n > 0 for (_event, service, _msisdn), n in self._notices_owed.items() if service not in unchecked)
 
     def summary(self) -> dict[str, Any]:
         """The recorder's summary with a "fleet" entry about the run itself."""

@@ -26,11 +26,13 @@ class Unbinder(ProxyServer):
     """An SMPP proxy in front of the gateway that, instead of the `after`-th deliver_sm to the fleet, sends an unbind
     of its own on the bind it was for (`every`: on every bind that receives), as an SMSC dropping its binds does;
     the client's answer stays here, and its close closes the gateway's side. `account`: only its binds (an SP's).
-    `swallow`: an account whose first text the proxy acknowledges to the gateway itself, so it never arrives."""
+    `swallow`: an account whose first text the proxy acknowledges to the gateway itself, so it never arrives, or,
+    with `rewrite` (old, new: bytes of one length), passes on with `old` replaced, as a gateway writing it wrong."""
 
-    def __init__(self, upstream: int, after: int, every: bool, account: str | None = None, swallow: str | None = None) -> None:
+    def __init__(self, upstream: int, after: int, every: bool, account: str | None = None, swallow: str | None = None,
+                 rewrite: tuple[bytes, bytes] | None = None) -> None:  # fmt: skip
         super().__init__(upstream)
-        self.after, self.every, self.account, self.swallow = after, every, account, swallow
+        self.after, self.every, self.account, self.swallow, self.rewrite = after, every, account, swallow, rewrite
         self.delivered = 0
         self.receivers: list[asyncio.StreamWriter] = []
         self.swallowing: list[asyncio.StreamWriter] = []
@@ -42,8 +44,10 @@ class Unbinder(ProxyServer):
             async for pdu in pdus(up_r):
                 if command_of(pdu) == CommandId.DELIVER_SM and client_w in self.swallowing:
                     self.swallowing.remove(client_w)
-                    up_w.write(encode_pdu(DeliverSmResp(sequence_number=int.from_bytes(pdu[12:16]), message_id="")))
-                    continue
+                    if self.rewrite is None:
+                        up_w.write(encode_pdu(DeliverSmResp(sequence_number=int.from_bytes(pdu[12:16]), message_id="")))
+                        continue
+                    pdu = pdu.replace(*self.rewrite)
                 if command_of(pdu) == CommandId.DELIVER_SM and client_w in self.receivers:
                     self.delivered += 1
                     if self.delivered == self.after:  # this text never comes: its bind is dropped instead
@@ -170,13 +174,23 @@ async def test_a_notice_missing_on_a_bound_sp_receiver_fails_the_run_though_anot
     assert len(errors) == 1 and "ORDER tencent-ringtones: 1 owed" in errors[0] and "sina" not in errors[0], errors
 
 
-async def _sp_receiver_lost(make_gateway, swallow: str | None = None) -> tuple[dict, list[dict]]:
+async def test_a_notice_about_no_service_of_the_catalogue_fails_the_run_though_an_sp_receiver_was_lost(make_gateway) -> None:
+    """Sina's receiver dropped, and a notice to Tencent's named a service no SP has (the gateway writing its id wrong):
+    the run passed, only the services of the SPs still bound being checked."""
+    rewrite = (b"service=tencent-ringtones", b"service=tencent-ringtoneZ")
+    fleet, failures = await _sp_receiver_lost(make_gateway, swallow="tencent", rewrite=rewrite)
+    errors = [f["error"] for f in failures if f["kind"] == "sp_notice"]
+    assert len(errors) == 1 and "tencent-ringtoneZ: 1 received that no dialogue of the run owed" in errors[0], errors
+
+
+async def _sp_receiver_lost(make_gateway, swallow: str | None = None, rewrite: tuple[bytes, bytes] | None = None,
+                            ) -> tuple[dict, list[dict]]:  # fmt: skip
     """A fleet of 40 ordering each catalogue service once, behind a proxy that drops Sina's receiver after its 2nd
-    notice (and takes `swallow`'s first)."""
+    notice (and takes `swallow`'s first, or rewrites it)."""
     gw = make_gateway()
     scenario = make_scenario(fleet={"count": 40, "binds": 2}, behaviours=ONLY | {"order": {"weight": 1}},
                              load={"duration": 0, "count": 40, "concurrency": 4, "timeout": 3})  # fmt: skip
-    async with Unbinder(gw.smpp_port, after=2, every=False, account="sina", swallow=swallow) as proxy:
+    async with Unbinder(gw.smpp_port, after=2, every=False, account="sina", swallow=swallow, rewrite=rewrite) as proxy:
         run = await run_fleet_async(scenario, target=("127.0.0.1", proxy.port))
     return run.summary["fleet"], run.failures
 
