@@ -9,6 +9,7 @@ import time
 # greater than 8 octets when communicating with an ESME that supports SMPP V3.3 or earlier" (SMPP 5.0 2.11.2).
 SHORT_ID_LENGTH = 8
 _LAST_SHORT_ID = 16**SHORT_ID_LENGTH - 1
+_LAST_START = 16**11 - 1  # a MessageIds start time (ms) in its 11 hex digits: the year 2527
 
 
 class MessageIds:
@@ -37,8 +38,8 @@ class MessageIds:
             last_start = int(digits, 16)
         except ValueError:  # none, or not one of ours
             return
-        if last_start >= int(self._prefix[len(self._node) :], 16):
-            self._begin(last_start + 1)
+        if int(self._prefix[len(self._node) :], 16) <= last_start < _LAST_START:
+            self._begin(last_start + 1)  # (never past 11 hex digits: a longer id would sort before the last)
 
     def next(self) -> str:
         return f"{self._prefix}{next(self._counter):08x}"
