@@ -265,14 +265,13 @@ class Intake:
         result: tuple[str, bool] | None, error: BaseException | None,
     ) -> bool:  # fmt: skip
         """Answer a submission whose commit settled. True: a new message is stored (not a copy, not failed)."""
-        role = conn.account.role
         if isinstance(error, Rejection):  # not written at all (the gateway stops): the client sends it again
-            log.info("submission refused", account=message.account, msisdn=_submitter(message, role),
+            log.info("submission refused", account=message.account, msisdn=_submitter(message, conn.account.role),
                      status=S.name_of(error.status), reason=error.reason)  # fmt: skip
             conn.respond_encoded(encode_message_id_resp(resp_id, sequence, "", error.status))
             return False
         if error is not None:
-            _write_failed(conn, message, role, error)
+            _write_failed(conn, message, error)
             conn.respond_encoded(encode_message_id_resp(resp_id, sequence, "", S.ESME_RSYSERR))
             return False
         message_id, duplicate = result
@@ -281,13 +280,13 @@ class Intake:
         else:
             given = message_id if message.short_id is None else message.short_id
             conn.respond_encoded(encode_message_id_resp(resp_id, sequence, given))
-        return _is_new(message, role, message_id, duplicate)
+        return _is_new(message, message_id, duplicate)
 
     def _answer_copy(
         self, conn: SmppConnection, sequence: int, resp_id: int, message: Message, alias: str | None, error: BaseException | None,
     ) -> None:  # fmt: skip
         if error is not None:
-            _write_failed(conn, message, conn.account.role, error)
+            _write_failed(conn, message, error)
             conn.respond_encoded(encode_message_id_resp(resp_id, sequence, "", S.ESME_RSYSERR))
         else:
             conn.respond_encoded(encode_message_id_resp(resp_id, sequence, alias))
@@ -380,14 +379,13 @@ class Intake:
         answered (none if every destination was refused)."""
         outcomes = await asyncio.gather(*accepts, return_exceptions=True)
         committed: list[tuple[Message, str, bool]] = []
-        role = conn.account.role
         for message, dest, outcome in zip(admitted, named, outcomes):
             if isinstance(outcome, BaseException):
-                _write_failed(conn, message, role, outcome)
+                _write_failed(conn, message, outcome)
                 refused.append(_unsuccess(dest, S.ESME_RSYSERR))  # as written, as every other refusal
             else:
                 committed.append((message, *outcome))
-        new = {message.id for message, message_id, duplicate in committed if _is_new(message, role, message_id, duplicate)}
+        new = {message.id for message, message_id, duplicate in committed if _is_new(message, message_id, duplicate)}
         if committed:  # the id of the first destination stored now, else of the first stored before (all copies)
             status, message_id = S.ESME_ROK, next((i for _m, i, copy in committed if not copy), committed[0][1])
         else:  # refused everywhere: for their one reason if they share it (ESME_RTHROTTLED: slow down)
@@ -400,7 +398,7 @@ class Intake:
             first = next((m for m, _i, copy in committed if not copy), None)
             given, error = await self._copy_alias(message_id) if first is None else (first.short_id, None)
             if error is not None:  # the alias given to the copies' submission not committed
-                _write_failed(conn, committed[0][0], role, error)
+                _write_failed(conn, committed[0][0], error)
                 status, given = S.ESME_RSYSERR, ""
         conn.respond(SubmitMultiResp(sequence_number=pdu.sequence_number, command_status=status,
                                      message_id=given, unsuccess_smes=refused))  # fmt: skip
@@ -464,18 +462,21 @@ def _submitter(message: Message, role: str) -> str:
     return subscriber_submitting(role, message.source_addr, message.dest_addr)
 
 
-def _write_failed(conn: SmppConnection, message: Message, role: str, error: BaseException) -> None:
+def _write_failed(conn: SmppConnection, message: Message, error: BaseException) -> None:
     """A submission answered ESME_RSYSERR: logged for the first few on this bind, the rest counted, as refused PDUs
-    are (while the store cannot commit, every one fails, and the store says why itself: `store cannot commit`)."""
+    are (while the store cannot commit, every one fails, and the store says why itself: `store cannot commit`). Its
+    msisdn is the one every line about the message names (subscriber_of): a handset's MT's addressee, not its sender."""
     if conn.may_log("store write failed"):
-        log.error("store write failed", message_id=message.id, account=message.account, msisdn=_submitter(message, role),
+        log.error("store write failed", message_id=message.id, account=message.account, msisdn=subscriber_of(message),
                   error="cancelled" if isinstance(error, asyncio.CancelledError) else repr(error))  # fmt: skip
 
 
-def _is_new(message: Message, role: str, message_id: str, duplicate: bool) -> bool:
+def _is_new(message: Message, message_id: str, duplicate: bool) -> bool:
+    """Whether a committed submission is a new message; a copy is logged under the msisdn the lines about the message
+    it copies name (subscriber_of), as its cancel_sm and `mt final` lines do."""
     if duplicate:
         log.info("retransmission recognised", message_id=message_id, account=message.account,
-                 msisdn=_submitter(message, role))  # fmt: skip
+                 msisdn=subscriber_of(message))  # fmt: skip
     return not duplicate
 
 

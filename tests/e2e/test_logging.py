@@ -110,6 +110,28 @@ def logged(gateway: GatewayProcess, event: str) -> list[dict]:
     return [record for line in list(gateway.log) if (record := json.loads(line))["event"] == event]
 
 
+def test_a_retransmission_is_logged_under_the_msisdn_of_every_other_line_about_its_message(tmp_path: Path, start_gateway) -> None:
+    """A handset's MT sent twice (same user_message_reference) was `retransmission recognised` under its sender's
+    msisdn, while its cancel_sm and `mt final` lines named its addressee: a grep for one number missed half of them."""
+    gateway = start_gateway(tmp_path / "gw.db")
+    a = Handset(gateway.smpp_port, A)
+    try:
+        a.bind("trx", "handset")
+        sent = [a.submit(B, "sent twice", user_message_reference=7) for _ in range(2)]  # B is not bound: it waits
+        assert [r.status for r in sent] == [ESME_ROK, ESME_ROK] and sent[0].message_id == sent[1].message_id
+        message_id = sent[0].message_id.decode()
+        with RawLink(gateway.smpp_port) as link:
+            link.bind("handset", command="bind_transmitter")
+            link.send(cancel_sm(2, A, message_id, B))
+            assert answer(link, 2)[0] == ESME_ROK
+    finally:
+        a.close()
+    assert gateway.terminate() == 0
+    about = [r for line in gateway.log if (r := json.loads(line)).get("message_id") == message_id]
+    assert {"retransmission recognised", "cancel_sm", "mt final"} <= {r["event"] for r in about}
+    assert {(r["account"], r["msisdn"]) for r in about} == {("handset", B)}
+
+
 def test_a_final_status_written_again_names_the_message_its_account_and_msisdn(tmp_path: Path, start_gateway) -> None:
     """The store refused an acknowledged deliver_sm's final status (another process held the database's lock): the
     warning 'final status not committed; writing it again until it is' named the message id only."""
@@ -949,7 +971,8 @@ def test_submissions_failing_while_the_store_cannot_commit_are_logged_for_the_fi
     assert gateway.terminate() == 0
     records = [json.loads(line) for line in gateway.log if line.startswith("{")]
     assert len([r for r in records if r["event"] == "store cannot commit"]) == 1
-    assert len([r for r in records if r["event"] == "store write failed"]) == 5
+    failed = [r for r in records if r["event"] == "store write failed"]
+    assert len(failed) == 5 and B in {r["msisdn"] for r in failed} <= {A, B}  # an MT's addressee, an MO's sender
     counted = [r for r in records if r["event"] == "store write failed: more not logged"]
     assert sum(r["count"] for r in counted) == 11 and {r["account"] for r in counted} == {"handset"}
     not_stored = [r for r in records if r["event"] == "MO handling not stored"]
