@@ -56,7 +56,7 @@ from .config import GatewaySettings
 from .ids import MessageIds
 from .log_budget import LogBudget
 from .logs import get_logger
-from .messages import account_of, subscriber_of
+from .messages import NO_FIELDS, RECEIPT, account_of, receipted, subscriber_of
 from .notice_order import NoticeOrder
 from .receipts import receipt_for
 from .retry_timers import RetryTimers, Waiting
@@ -353,7 +353,8 @@ class Delivery:
             self._wake_pulls()
         if status in PERMANENT_FAILURES:
             log.warning("mt undeliverable", message_id=message.id, account=account_of(message), msisdn=subscriber_of(message),
-                        bind_account=_account_of(bind), status=S.name_of(status))  # fmt: skip
+                        bind_account=_account_of(bind), status=S.name_of(status),
+                        **(receipted(message) if message.esm_class & RECEIPT else NO_FIELDS))  # fmt: skip
             if status == S.ESME_RX_R_APPN:
                 self._finish(message, MessageStatus.REJECTED, MessageState.REJECTED, status & 0xFF, answered=True)
             else:
@@ -387,7 +388,8 @@ class Delivery:
         status = S.name_of(error) if error else "no answer"  # 0: it timed out
         if bind is None or bind.may_log(f"mt retry ({status})"):  # (a bind that answers none: every MT sent to it)
             log.info("mt retry", message_id=message.id, account=account_of(message), msisdn=subscriber_of(message),
-                     attempt=message.attempts, bind_account=_account_of(bind), delay=delay, status=status)  # fmt: skip
+                     attempt=message.attempts, bind_account=_account_of(bind), delay=delay, status=status,
+                     **(receipted(message) if message.esm_class & RECEIPT else NO_FIELDS))  # fmt: skip
         loop = asyncio.get_running_loop()
         self._retry_timers.add(message, loop.call_later(delay, self._retry_now, message, bind), bind)
 
@@ -939,4 +941,5 @@ def _after_prefix(prefix: str) -> str:
 
 
 def _log_final(message: Message, status: MessageStatus) -> None:
-    log.info("mt final", message_id=message.id, msisdn=subscriber_of(message), account=account_of(message), status=status.value)
+    log.info("mt final", message_id=message.id, msisdn=subscriber_of(message), account=account_of(message), status=status.value,
+             **(receipted(message) if message.esm_class & RECEIPT else NO_FIELDS))  # fmt: skip

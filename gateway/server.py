@@ -15,9 +15,12 @@ from .accounts import Account
 from .log_budget import LogBudgets
 from .logs import get_logger
 from .messages import (
+    NO_FIELDS,
+    RECEIPT,
     account_of,
     deliver_sm_for,
     may_be_stored,
+    receipted,
     subscriber_of,
     subscriber_submitting,
 )
@@ -512,7 +515,8 @@ class SmppConnection(asyncio.Protocol):
             if self.may_log("deliver_sm answered late"):
                 log.info("deliver_sm answered late", message_id=message.id, account=account_of(message),
                          msisdn=subscriber_of(message), bind_account=self.system_id,
-                         status=S.name_of(pdu.command_status))  # fmt: skip
+                         status=S.name_of(pdu.command_status),
+                         **(receipted(message) if message.esm_class & RECEIPT else NO_FIELDS))  # fmt: skip
             self.gateway.delivery.answered_late(message, _delivery_status(pdu), self, self.gateway.connections)
 
     def _pump(self) -> None:
@@ -604,7 +608,8 @@ class SmppConnection(asyncio.Protocol):
                 self.load -= 1
                 if self.may_log("deliver_sm timed out"):  # (a bind that answers none: every MT sent to it, ~10 a second)
                     log.warning("deliver_sm timed out", message_id=message.id, account=account_of(message),
-                                msisdn=subscriber_of(message), bind_account=self.system_id)  # fmt: skip
+                                msisdn=subscriber_of(message), bind_account=self.system_id,
+                                **(receipted(message) if message.esm_class & RECEIPT else NO_FIELDS))  # fmt: skip
                 remember(self.timed_out, request.sequence_number, message, session.window)
                 self.gateway.delivery.retry_later(message, bind=self)
                 timed_out = True

@@ -186,6 +186,37 @@ def test_account_is_the_submitter_on_every_line_about_an_mt_and_bind_account_the
         assert line["bind_account"] == "handset2", event
 
 
+def test_lines_about_delivering_a_receipt_name_the_message_it_reports_on(tmp_path: Path, start_gateway) -> None:
+    """A receipt its client did not answer in time was logged under the receipt's own id only: grepping the id the
+    client held (its submit_sm_resp's, the receipt's `id:`) found nothing of the trouble delivering it."""
+    gateway = start_gateway(tmp_path / "gw.db", config=config_file(tmp_path, response_timeout=1, retry_backoff=[5]))
+    a, b = Handset(gateway.smpp_port, A), Handset(gateway.smpp_port, B)
+    try:
+        a.bind("trx", "handset")
+        b.bind("trx", "handset2")
+        a.answering = False
+        message_id = a.submit(B, "receipt please", registered_delivery=1).message_id.decode()
+        b.expect()
+        a.expect(5, is_receipt)  # held unanswered
+        assert eventually(lambda: logged(gateway, "mt retry"), 10)  # it timed out
+        a.answer_held(ESME_RINVDSTADR)  # before its retry: that answer counts, and ends it
+        assert eventually(lambda: logged(gateway, "mt final"), 10)
+        assert a.submit(B, "no receipt").status == ESME_ROK
+        b.answers.append(ESME_RINVDSTADR)
+        b.expect()
+        assert eventually(lambda: len(logged(gateway, "mt final")) == 2, 10)
+    finally:
+        a.close()
+        b.close()
+    assert gateway.terminate() == 0
+    events = ("deliver_sm timed out", "mt retry", "deliver_sm answered late", "mt undeliverable", "mt final")
+    about_receipt = [logged(gateway, event)[0] for event in events]
+    assert {(line["account"], line["msisdn"]) for line in about_receipt} == {("(gateway)", A)}
+    assert [line["receipted_message_id"] for line in about_receipt] == [message_id] * len(events)
+    other = logged(gateway, "mt undeliverable")[1:] + logged(gateway, "mt final")[1:]  # the MT without a receipt
+    assert len(other) == 2 and not any("receipted_message_id" in line for line in other)  # as it was
+
+
 def test_a_refused_deliver_sm_names_the_bind_it_went_to(tmp_path: Path, start_gateway) -> None:
     """'mt retry' after a deliver_sm refused for now (ESME_RX_T_APPN), and 'mt undeliverable' after one refused for
     good in an answer that came late (ESME_RX_P_APPN), named no bind_account: nothing said which bind refused it."""
