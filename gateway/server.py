@@ -201,8 +201,8 @@ class SmppConnection(asyncio.Protocol):
             elif type(event) is LateResponse:
                 self._on_late_answer(event.pdu)
             elif event.status:  # answered by the session already: only the log line is limited
-                if event.frame and event.command_id in _SUBMISSIONS and self.account is not None:
-                    self._log_undecodable_submission(event)
+                if (event.frame or event.pdu) and event.command_id in _SUBMISSIONS and self.account is not None:
+                    self._log_refused_submission_pdu(event)
                 elif self.may_log(f"pdu rejected ({S.name_of(event.status)})"):
                     log.warning("pdu rejected", peer=self.peer, account=self.system_id, status=S.name_of(event.status),
                                 reason=event.reason, sequence=event.sequence_number)
@@ -236,15 +236,16 @@ class SmppConnection(asyncio.Protocol):
         log.warning("submission rejected", account=self.system_id, msisdn=msisdn, source=source, status=status,
                     reason=reason, **fields)  # fmt: skip
 
-    def _log_undecodable_submission(self, event: Rejected) -> None:
-        """A submission the codec refused (a TLV given twice, a destination_addr longer than its field) was a `pdu rejected`
-        line naming no subscriber: it is a `submission rejected` line as every other, with its command and the
-        addresses read before the fault (codec.fields_before_fault: read again only for a line written). A
-        submit_multi's destinations, one line each, count as one line against the budget."""
+    def _log_refused_submission_pdu(self, event: Rejected) -> None:
+        """A submission the session refused by itself, the codec (a TLV given twice, a destination_addr longer than its
+        field) or the bind's state (a submit_sm on a bind_receiver, ESME_RINVBNDSTS), was a `pdu rejected` line naming
+        no subscriber: it is a `submission rejected` line as every other, with its command and its addresses (for
+        one not decoded, those read before the fault: codec.fields_before_fault, read again only for a line written).
+        A submit_multi's destinations, one line each, count as one line against the budget."""
         status = S.name_of(event.status)
         if not self.may_log(f"submission rejected ({status})"):
             return
-        pdu = fields_before_fault(event.frame)
+        pdu = event.pdu if event.pdu is not None else fields_before_fault(event.frame)
         assert isinstance(pdu, (SubmitSm, DataSm, SubmitMulti))  # (event.command_id says so)
         reason, source, sent = event.reason, pdu.source_addr, {"command": pdu.name, "sequence": event.sequence_number}
         if not isinstance(pdu, SubmitMulti):

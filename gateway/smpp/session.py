@@ -130,6 +130,7 @@ class Rejected:
     command_id: int
     sequence_number: int
     frame: bytes = b""  # the PDU, when it could not be decoded (codec.fields_before_fault reads what it can)
+    pdu: Pdu | None = None  # the PDU, decoded but not allowed in the session's state (a submit_sm on a bind_receiver)
 
 
 @dataclass(slots=True)
@@ -285,7 +286,7 @@ class Session:
             else:
                 status = S.ESME_RINVBNDSTS
             self._respond_error(pdu, status)
-            return Rejected(status, f"{pdu.name} not allowed in state {self.state.value}", command_id, pdu.sequence_number)
+            return Rejected(status, f"{pdu.name} not allowed in state {self.state.value}", command_id, pdu.sequence_number, pdu=pdu)
         if command_id == _ENQUIRE_LINK:
             self._outbox.append(encode_pdu(EnquireLinkResp(sequence_number=pdu.sequence_number)))
             return None

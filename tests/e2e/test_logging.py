@@ -384,6 +384,29 @@ def test_submissions_refused_before_they_are_read_whole_name_their_command_and_a
     assert (before_bind["account"], before_bind["status"]) == ("-", "ESME_RINVOPTPARSTREAM")
 
 
+def test_submissions_refused_on_a_receiver_name_their_command_and_addresses(tmp_path: Path, start_gateway) -> None:
+    """A submit_sm, data_sm or submit_multi on a bind_receiver (ESME_RINVBNDSTS) was a `pdu rejected` line without
+    msisdn, source or dest, where the same submission refused for any other reason names them."""
+    gateway = start_gateway(tmp_path / "gw.db", log_level="warning")
+    data_sm = encoded("data_sm", 3, source_addr=A, destination_addr="13700000001", message_payload=b"x")
+    with RawLink(gateway.smpp_port) as receiver:
+        receiver.bind("handset", command="bind_receiver")
+        receiver.send(encoded("submit_sm", 2, source_addr="13800000001", destination_addr=B, short_message=b"x")
+                      + data_sm + submit_multi(4, A, [B, "dl:friends"], b"x"))  # fmt: skip
+        assert [answer(receiver, n)[0] for n in (2, 3, 4)] == [ESME_RINVBNDSTS] * 3
+    assert gateway.terminate() == 0
+    lines = [(r["account"], r["msisdn"], r["source"], r.get("dest"), r.get("dl_name"), r["command"], r["status"])
+             for r in logged(gateway, "submission rejected")]  # fmt: skip
+    assert lines == [
+        ("handset", A, "13800000001", B, None, "submit_sm", "ESME_RINVBNDSTS"),
+        ("handset", A, A, "13700000001", None, "data_sm", "ESME_RINVBNDSTS"),
+        ("handset", A, A, B, None, "submit_multi", "ESME_RINVBNDSTS"),
+        ("handset", A, A, None, "friends", "submit_multi", "ESME_RINVBNDSTS"),
+    ]
+    assert all("not allowed in state bound_rx" in r["reason"] for r in logged(gateway, "submission rejected"))
+    assert logged(gateway, "pdu rejected") == []
+
+
 def test_lines_about_an_sps_submissions_name_the_subscriber_it_sends_to(tmp_path: Path, start_gateway) -> None:
     """'retransmission recognised', 'query_sm refused' and 'replace_sm refused' named an SP's service code (or
     nothing) as msisdn: a search for the subscriber missed them. And the drain's line counted connections that
