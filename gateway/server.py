@@ -319,15 +319,7 @@ class SmppConnection(asyncio.Protocol):
         gateway = self.gateway
         account, status, reason = gateway.accounts.authenticate(pdu.system_id, pdu.password)  # type: ignore[attr-defined]
         if account is None:
-            # Counted under the account it names, if there is one: the count line says whose password is guessed.
-            # (Not a system_id of none: a client trying made-up ones would get first lines for each.)
-            # Each line names it as `account` too, as the count line does: staff count a guessed account's refusals
-            # by one key (`system_id` is what was sent, also a made-up one).
-            tried = pdu.system_id if gateway.accounts.get(pdu.system_id) is not None else None  # type: ignore[attr-defined]
-            if self.may_log(f"bind refused ({S.name_of(status)})", tried):  # a password guesser sends ~15,000 a second
-                log.warning("bind refused", peer=self.peer, account=tried or self.system_id, system_id=pdu.system_id,  # type: ignore[attr-defined]
-                            status=S.name_of(status), reason=reason)  # fmt: skip
-            self.session.send(response_to(pdu, status))
+            self._refuse_bind(pdu, status, reason)
             return
         if self.account is None:  # once per connection (the session lets one bind through): uncounted once
             account.binds += 1
@@ -348,6 +340,18 @@ class SmppConnection(asyncio.Protocol):
                 other.hand_over()
             gateway.delivery.receiver_ready(self)
 
+    def _refuse_bind(self, pdu: Pdu, status: int, reason: str) -> None:
+        """Answer a bind with `status`, logged as a `bind refused` line with its `reason` (the first few, the rest
+        counted). Counted under the account it names, if there is one: the count line says whose password is guessed.
+        (Not a system_id of none: a client trying made-up ones would get first lines for each.) Each line names it as
+        `account` too, as the count line does: staff count a guessed account's refusals by one key (`system_id` is
+        what was sent, also a made-up one)."""
+        tried = pdu.system_id if self.gateway.accounts.get(pdu.system_id) is not None else None  # type: ignore[attr-defined]
+        if self.may_log(f"bind refused ({S.name_of(status)})", tried):  # a password guesser sends ~15,000 a second
+            log.warning("bind refused", peer=self.peer, account=tried or self.system_id, system_id=pdu.system_id,  # type: ignore[attr-defined]
+                        status=S.name_of(status), reason=reason)  # fmt: skip
+        self.session.send(response_to(pdu, status))
+
     def drain(self) -> None:
         """The gateway stops: refuse new submissions and binds, and send no new deliver_sm. What is queued here
         stays queued (the store keeps it for the next start); answers to what is in flight are still taken."""
@@ -355,10 +359,13 @@ class SmppConnection(asyncio.Protocol):
         self.can_receive = False  # (offer and _pump: what is offered now waits here for connection_lost)
 
     def _refuse_while_draining(self, pdu: Pdu) -> None:
+        if pdu.command_id in BIND_REQUESTS:  # a `bind refused` line as any other, naming the account and why
+            self._refuse_bind(pdu, S.ESME_RBINDFAIL, _STOPPING)
+            return
         # ESME_RTHROTTLED, not ESME_RSYSERR: SMPP clients treat it as temporary and send the message again
         # later, which is right (nothing was stored, and it goes through once this gateway or another takes
         # traffic again); some (older Kannel releases) take ESME_RSYSERR as a final rejection and drop it.
-        status = S.ESME_RBINDFAIL if pdu.command_id in BIND_REQUESTS else S.ESME_RTHROTTLED
+        status = S.ESME_RTHROTTLED
         if pdu.command_id == C.CANCEL_SM or pdu.command_id == C.REPLACE_SM:  # its line names the MT's subscriber
             self.gateway.spawn(self.gateway.amendments.refuse(self, pdu, status, _STOPPING))  # type: ignore[arg-type]
             return
@@ -368,18 +375,14 @@ class SmppConnection(asyncio.Protocol):
     def _log_refused_while_draining(self, pdu: Any, status: str) -> None:
         """As other refusals are: the first few of each kind on this connection, the rest counted; a submission as
         every refused one (`submission rejected`, with its source and dest), each destination of a submit_multi."""
-        command_id = pdu.command_id
-        if command_id == _SUBMIT_SM or command_id == _DATA_SM:
+        if pdu.command_id != C.SUBMIT_MULTI:
             self.log_refused_submission(status, _STOPPING, pdu.source_addr, pdu.destination_addr)
-        elif command_id == C.SUBMIT_MULTI:
-            for dest in pdu.dest_addresses:
-                if dest.dest_flag == 1:
-                    self.log_refused_submission(status, _STOPPING, pdu.source_addr, dest.destination_addr)
-                else:
-                    self.log_refused_submission(status, _STOPPING, pdu.source_addr, None, dl_name=dest.dl_name)
-        elif self.may_log(f"refused: {_STOPPING} ({pdu.name})"):  # a bind
-            log.info(f"refused: {_STOPPING}", peer=self.peer, account=self.system_id, command=pdu.name, status=status,
-                     sequence=pdu.sequence_number)  # fmt: skip
+            return
+        for dest in pdu.dest_addresses:
+            if dest.dest_flag == 1:
+                self.log_refused_submission(status, _STOPPING, pdu.source_addr, dest.destination_addr)
+            else:
+                self.log_refused_submission(status, _STOPPING, pdu.source_addr, None, dl_name=dest.dl_name)
 
     @property
     def busy(self) -> bool:

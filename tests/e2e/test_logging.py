@@ -38,6 +38,7 @@ from tests.gateway_process import (
 from tests.polling import eventually
 from tests.smpp_handset import (
     ESM_UDHI,
+    ESME_RBINDFAIL,
     ESME_RCANCELFAIL,
     ESME_RINVBNDSTS,
     ESME_RINVCMDID,
@@ -740,9 +741,11 @@ def test_malformed_http_requests_from_one_host_are_logged_for_the_first_few_and_
 def test_submissions_refused_while_the_gateway_stops_are_logged_as_refused_submissions_are(
     tmp_path: Path, start_gateway) -> None:
     """During SIGTERM's drain every refused submit_sm was one 'refused: the gateway is stopping' line (200 pipelined, 200
-    lines), without msisdn, source or dest. Now as any refused submission: the first few logged, the rest counted."""
+    lines), without msisdn, source or dest. Now as any refused submission: the first few logged, the rest counted.
+    A bind refused then was that line too, without the account it names or a reason: now a `bind refused` line."""
     gateway = start_gateway(tmp_path / "gw.db")
     a, b = Handset(gateway.smpp_port, A), Handset(gateway.smpp_port, B)
+    late = RawLink(gateway.smpp_port)  # open before the stop, bound during it
     try:
         a.bind("trx", "handset")
         b.bind("trx", "handset2")
@@ -752,6 +755,9 @@ def test_submissions_refused_while_the_gateway_stops_are_logged_as_refused_submi
         gateway.proc.send_signal(signal.SIGTERM)
         assert eventually(lambda: logged(gateway, "smsgw stopping: new submissions refused, draining"), 10)
         assert [a.submit(B, f"while stopping {n}").status for n in range(12)] == [ESME_RTHROTTLED] * 12
+        [bind_resp] = late.exchange(encoded("bind_transceiver", 1, system_id="handset", password="handset"))
+        assert bind_resp.status == ESME_RBINDFAIL
+        late.close()
         b.answer_held()
         a.expect_request("unbind", timeout=10)
         b.expect_request("unbind", timeout=10)
@@ -764,6 +770,9 @@ def test_submissions_refused_while_the_gateway_stops_are_logged_as_refused_submi
         ("handset", A, A, B, "ESME_RTHROTTLED", "the gateway is stopping")] * 5
     [summary] = logged(gateway, "submission rejected (ESME_RTHROTTLED): more not logged")
     assert summary["count"] == 7
+    [bind] = logged(gateway, "bind refused")
+    assert (bind["account"], bind["system_id"], bind["status"], bind["reason"]) == (
+        "handset", "handset", "ESME_RBINDFAIL", "the gateway is stopping")  # fmt: skip
     assert not logged(gateway, "refused: the gateway is stopping")
 
 
