@@ -41,6 +41,7 @@ from .ids import MessageIds, ShortIds
 from .intake import Intake
 from .log_budget import LogBudgets
 from .logs import get_logger
+from .messages import subscriber_of
 from .mo import MoProcessor, ShortCode
 from .outbox import Outbox
 from .retention import Retention
@@ -51,6 +52,7 @@ from .services import Services
 from .store.base import StoreOpenError
 from .store.cache import RecordCache
 from .store.effects import Effect
+from .store.records import Message
 from .store.sqlite import SqliteStore
 from .templates import Templates
 from .tls import TlsListener, server_context
@@ -67,6 +69,18 @@ _ANY_HOST = frozenset({"0.0.0.0", "::"})
 
 def _bound_port(listener: asyncio.Server | TlsListener) -> int:
     return listener.sockets[0].getsockname()[1]
+
+
+NAMED_AT_MOST = 20  # the messages a line about those left at the stop names by id (its `count` says how many)
+
+
+def _log_mos_left(mos: list[Message]) -> None:
+    """The MOs still in hand at the end of drain_timeout, handled at the next start: counted, and the first
+    NAMED_AT_MOST named, with their msisdns (in the same order) and accounts, so late replies can be explained."""
+    named = mos[:NAMED_AT_MOST]
+    log.warning("MOs still being handled at the end of drain_timeout; the next start handles them", count=len(mos),
+                message_ids=[m.id for m in named], msisdns=[subscriber_of(m) for m in named],
+                accounts=sorted({m.account for m in mos}))  # fmt: skip
 
 
 class Gateway:
@@ -371,7 +385,7 @@ class Gateway:
             try:
                 await asyncio.wait_for(self.mo.drain(), settings.drain_timeout)
             except TimeoutError:
-                log.warning("MOs still being handled at the end of drain_timeout; the next start handles them")
+                _log_mos_left(self.mo.in_hand())
         self.mo.stop()
         await self._until(lambda: not any(c.busy for c in self.connections), drain_until)
         if self._tls is not None:  # (no bind to unbind: closed, as the connections not bound are)
@@ -398,7 +412,7 @@ class Gateway:
         lost = self.delivery.finals_not_committed
         if lost:
             log.error("smsgw stopped with final statuses not committed: those MTs go out again at the next start",
-                      count=len(lost), message_ids=sorted(lost)[:20])  # fmt: skip
+                      count=len(lost), message_ids=sorted(lost)[:NAMED_AT_MOST])  # fmt: skip
         elif started:
             log.info("smsgw stopped")
         return not lost

@@ -163,8 +163,8 @@ class MoProcessor:
         self._parts: dict[tuple, dict[int, Message]] = {}  # the parts of long MOs received so far, by seqnum
         self._whole: dict[str, tuple[Message, ...]] = {}  # last part's id -> all parts of a long MO being handled
         self.locks = locks if locks is not None else SerialLocks()  # (an empty SerialLocks is falsy: len 0)
-        self._tasks: set[asyncio.Task] = set()
-        self._queued = 0  # MOs waiting for a serial key another holder has
+        self._tasks: dict[asyncio.Task, Message] = {}  # the handlings running, and their MOs (in_hand)
+        self._queued: dict[str, Message] = {}  # by id: MOs waiting for a serial key another holder has
         # subscriber -> their MOs submitted but not yet being handled (committing, reassembling, queued):
         # while there are any, a newer MO of theirs must not be handled at once, ahead of them.
         self._on_the_way: dict[str, int] = {}
@@ -249,12 +249,12 @@ class MoProcessor:
         if free or self.locks.take(keys, partial(self._held_turn, message, inbound, keys, (held, answer))):
             self._start(message, inbound, keys, (held, answer))
         else:
-            self._queued += 1
+            self._queued[message.id] = message
         return True
 
     def _held_turn(self, message: Message, inbound: Inbound, keys: tuple[str, ...], held: tuple[object, Answer]) -> None:
         """The keys an unstored MO waited for are its own now (`_handle_at_once`)."""
-        self._queued -= 1
+        del self._queued[message.id]
         self._start(message, inbound, keys, held)
 
     def _accepted(self, message: Message, answer: Answer, result: tuple[str, bool] | None, error: BaseException | None) -> None:
@@ -283,7 +283,7 @@ class MoProcessor:
         short_code = self.short_codes.get(message.dest_addr)  # (None: replayed for a code no longer configured)
         keys = in_order(serial_keys(short_code, inbound) if short_code is not None else [inbound.subscriber])
         if not self.locks.take(keys, partial(self._turn, message, inbound, keys, attempt)):
-            self._queued += 1
+            self._queued[message.id] = message
             return False
         self._start(message, inbound, keys, attempt=attempt)
         return True
@@ -309,6 +309,11 @@ class MoProcessor:
             self._idle = asyncio.get_running_loop().create_future()
             await self._idle
 
+    def in_hand(self) -> list[Message]:
+        """The MOs drain() waits for: being handled, or queued for their turn (at the end of drain_timeout, those
+        the next start handles: the line saying so names them)."""
+        return [*self._tasks.values(), *self._queued.values()]
+
     def stop(self) -> None:
         """The gateway stops: no more tries of failed MOs, and a handling still running after the drain is called
         off (an acknowledged MO stays `accepted`, handled at the next start; one held until its handling commits
@@ -323,7 +328,7 @@ class MoProcessor:
 
     def _turn(self, message: Message, inbound: Inbound, keys: tuple[str, ...], attempt: int = 1) -> None:
         """The keys of a queued MO are ours now."""
-        self._queued -= 1
+        del self._queued[message.id]
         if attempt == 1:
             self._arrived(message.source_addr)
         self._start(message, inbound, keys, attempt=attempt)
@@ -354,11 +359,11 @@ class MoProcessor:
             self.locks.release(keys)
             return
         task = asyncio.get_running_loop().create_task(self._serialized(message, inbound, keys, held, attempt))
-        self._tasks.add(task)
+        self._tasks[task] = message
         task.add_done_callback(self._finished)
 
     def _finished(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
+        del self._tasks[task]
         if self._idle is not None and not self._tasks and not self._queued and not self._idle.done():
             self._idle.set_result(None)
 
