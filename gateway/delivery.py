@@ -384,7 +384,8 @@ class Delivery:
         delay = self.backoff[min(message.attempts - 1, len(self.backoff) - 1)] if self.backoff else 1.0
         now = self.clock.now()
         message.next_attempt_at = now + delay
-        self.store.mark_retry(message.id, message.attempts, message.next_attempt_at, error)
+        self.store.mark_retry(message.id, message.attempts, message.next_attempt_at, error,
+                              then=partial(self._retry_written, message))  # fmt: skip
         status = S.name_of(error) if error else "no answer"  # 0: it timed out
         if bind is None or bind.may_log(f"mt retry ({status})"):  # (a bind that answers none: every MT sent to it)
             log.info("mt retry", message_id=message.id, account=account_of(message), msisdn=subscriber_of(message),
@@ -764,10 +765,20 @@ class Delivery:
                 receipt = None  # gone out already: a bind's backlog read found it in the store
         self._final_committed(message.id, receipt)
 
+    def _retry_written(self, message: Message, _result: None, error: BaseException | None) -> None:
+        """mark_retry's outcome. One not committed (the store cannot commit, and says so itself: `store cannot
+        commit`) is logged naming the MT, the first few and then counted (`rewrite_log`); the MT is tried again all
+        the same, and a restart before another commit takes its attempt count and time from the row as it was."""
+        if error is not None:
+            if self.rewrite_log.allow("retry not committed"):
+                log.warning("retry not committed", **_about(message, error))
+            for kind, count in self.rewrite_log.due():
+                log.warning(f"{kind}: more not logged", count=count)
+
     def _log_not_committed(self, message: Message, error: BaseException, answered: bool) -> None:
         """The first failure of a final status, and (within `rewrite_log`) those that go on while the store commits:
         while it cannot, the store says so itself (`store cannot commit`, /ready)."""
-        about = {"message_id": message.id, "account": account_of(message), "msisdn": subscriber_of(message), "error": str(error)}
+        about = _about(message, error)
         if self._stopped and answered:
             log.warning("final status not committed at the stop; the MT goes out again at the next start", **about)
         elif self._stopped:
@@ -938,6 +949,11 @@ def _acceptance_order(message: Message) -> str:
 def _after_prefix(prefix: str) -> str:
     """The least string above every string starting with `prefix` (digits, so never the top character)."""
     return prefix[:-1] + chr(ord(prefix[-1]) + 1) if prefix else _ABOVE_ALL
+
+
+def _about(message: Message, error: BaseException) -> dict[str, str]:
+    """The fields of a line about an MT whose write failed with `error`."""
+    return {"message_id": message.id, "account": account_of(message), "msisdn": subscriber_of(message), "error": str(error)}
 
 
 def _log_final(message: Message, status: MessageStatus) -> None:

@@ -148,8 +148,12 @@ class Store(Protocol):
         With `then`, reports to it as `accept_then` does (then(None, None) once committed, or then(None, error))
         and returns None: no future per delivered MT."""
 
-    def mark_retry(self, message_id: str, attempts: int, next_attempt_at: float, error: int) -> Awaitable[None]:
-        """A delivery attempt failed or timed out: try again at next_attempt_at."""
+    def mark_retry(
+        self, message_id: str, attempts: int, next_attempt_at: float, error: int, *, then: WriteCallback | None = None
+    ) -> Awaitable[None] | None:
+        """A delivery attempt failed or timed out: try again at next_attempt_at. With `then`, reports to it as
+        `mark_delivered` does and returns None (a future nobody awaits fails unseen: asyncio's "Future exception was
+        never retrieved", naming no message)."""
 
     def replace_mt(self, message: Message) -> Awaitable[None]:
         """replace_sm: store the MT's new short_message, registered_delivery, expires_at, and its schedule

@@ -602,11 +602,14 @@ class SqliteStore:
         waiter = self._enqueue(op)
         return waiter if then is None else None
 
-    def mark_retry(self, message_id: str, attempts: int, next_attempt_at: float, error: int) -> asyncio.Future[None]:
+    def mark_retry(
+        self, message_id: str, attempts: int, next_attempt_at: float, error: int, *, then: Callback | None = None
+    ) -> asyncio.Future[None] | None:
         self._begin_write()
-        op = self._new_op()
+        op = self._new_op(then=then)
         op.steps.append((_RETRY, (attempts, next_attempt_at, error, message_id), (message_id,)))
-        return self._enqueue(op)
+        waiter = self._enqueue(op)
+        return waiter if then is None else None
 
     def replace_mt(self, message: Message) -> asyncio.Future[None]:
         self._begin_write()

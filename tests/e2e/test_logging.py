@@ -1043,6 +1043,34 @@ def test_submissions_failing_while_the_store_cannot_commit_are_logged_for_the_fi
     assert {(r["reason"], r["mo_stored"]) for r in not_stored} == {("store cannot commit", False)}
 
 
+def test_a_retry_not_committed_names_its_mt(tmp_path: Path, start_gateway) -> None:
+    """While the store could not commit, each `mt retry` left an asyncio 'Future exception was never retrieved' error
+    line, a traceback naming no message, account or msisdn (the future of the retry's write was dropped)."""
+    home = tmp_path / "data"
+    home.mkdir()
+    gateway = start_gateway(home / "gw.db", config=config_file(tmp_path, response_timeout=1, retry_backoff=[1]))
+    a, b = Handset(gateway.smpp_port, A), Handset(gateway.smpp_port, B)
+    try:
+        a.bind("trx", "handset")
+        b.bind("rx", "handset2")
+        b.answering = False  # it times out, and is tried again
+        message_id = a.submit(B, "never answered").message_id.decode()
+        home.rename(tmp_path / "moved")
+        [writer] = children_of(gateway.proc.pid)
+        os.kill(writer, signal.SIGKILL)
+        b.expect()
+        assert eventually(lambda: logged(gateway, "retry not committed"), 10)
+        (tmp_path / "moved").rename(home)
+    finally:
+        a.close()
+        b.close()
+    gateway.terminate()
+    lines = logged(gateway, "retry not committed")
+    assert {(line["message_id"], line["account"], line["msisdn"]) for line in lines} == {(message_id, "handset", B)}
+    assert all(line["error"] for line in lines)
+    assert not [r for r in map(json.loads, gateway.log) if "never retrieved" in r["event"]]
+
+
 def test_long_mos_never_completed_are_logged_for_the_first_few_of_an_account_and_then_counted(
     tmp_path: Path, start_gateway
 ) -> None:
