@@ -628,7 +628,7 @@ class SmppConnection(asyncio.Protocol):
         self._expire_queued()
         if self.account is None and session.clock() >= self._bind_by:
             if self.may_log(NOT_BOUND):  # (one host can open thousands a second)
-                log.warning(NOT_BOUND, peer=self.peer,
+                log.warning(NOT_BOUND, peer=self.peer, account=self.system_id,  # ("-", as other lines before a bind)
                             seconds=self.gateway.config.gateway.bind_timeout)  # fmt: skip
             self.close()
             return

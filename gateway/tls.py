@@ -200,7 +200,7 @@ class TlsHandshake:
             if not bind_timeout:
                 self._failed(str(exc))
             elif gateway.complaints.allow((self.host, "-"), NOT_BOUND):
-                log.warning(NOT_BOUND, peer=self.peer, seconds=bind_timeout, reason="TLS handshake not done")
+                log.warning(NOT_BOUND, peer=self.peer, account="-", seconds=bind_timeout, reason="TLS handshake not done")
         except ssl.SSLError as exc:
             self._failed(_NOT_TLS.get(exc.reason or "") or (exc.reason or str(exc)).lower().replace("_", " "))
         except ConnectionResetError:  # (without an alert: an asyncio client that does not trust the certificate)
@@ -229,4 +229,4 @@ class TlsHandshake:
     def _failed(self, reason: str) -> None:
         """The handshake failed (the connection is closed): a line, as the budget allows."""
         if self.gateway.complaints.allow((self.host, "-"), "TLS handshake failed"):
-            log.warning("TLS handshake failed", peer=self.peer, reason=reason)
+            log.warning("TLS handshake failed", peer=self.peer, account="-", reason=reason)

@@ -494,7 +494,7 @@ class SqliteStore:
             aside = self._lock.set_aside_companions()
             if aside:
                 log.error("the database file was gone at the stop: its -wal and -shm files were renamed aside, so that a "
-                          "file put at its path opens as it is", db=self.path, renamed=aside)  # fmt: skip
+                          "file put at its path opens as it is", database=self.path, renamed=aside)  # fmt: skip
         self._lock.release()  # only once the writer process has exited: it has nothing left to write
 
     # --- writes -------------------------------------------------------------
@@ -812,7 +812,7 @@ class SqliteStore:
         """No commit can go through now: not ready until one does; probe until then."""
         if self.can_commit:
             self.can_commit = False
-            log.error("store cannot commit", db=self.path, error=repr(exc))
+            log.error("store cannot commit", database=self.path, error=repr(exc))
         self._disk_was_full = self._disk_was_full or _disk_full(exc)
         self._probe_later()
 
@@ -824,7 +824,7 @@ class SqliteStore:
             return
         self.can_commit = True
         self._disk_was_full = False
-        log.warning("store commits again", db=self.path)
+        log.warning("store commits again", database=self.path)
 
     def _probe_later(self) -> None:
         if self._probe is None and not self._closed:

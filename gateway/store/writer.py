@@ -142,7 +142,7 @@ class WriterProcess:
                 if self._restart_failing:  # and no successor could start: no batch commits until one can
                     raise WriterCannotStart(f"{died}; no writer process could start again") from None
                 raise
-            log.warning("SQLite writer process died after committing its batch; the batch stands", db=self.path, batch=number)
+            log.warning("SQLite writer process died after committing its batch; the batch stands", database=self.path, batch=number)
             return 0, self._not_stored_after_all(steps)
         if not ok:
             if READ_ONLY in message:  # its connection may have opened the file read-only, for good: the next batch's
@@ -160,7 +160,7 @@ class WriterProcess:
         try:
             last: int | None = self._read_last_committed()
         except sqlite3.Error as exc:
-            log.error("cannot read the SQLite writer's last committed batch", db=self.path, error=repr(exc))
+            log.error("cannot read the SQLite writer's last committed batch", database=self.path, error=repr(exc))
             last = None
         try:
             await self._restart()
@@ -233,10 +233,10 @@ class WriterProcess:
         except (sqlite3.Error, OSError, SchemaVersionError) as exc:
             if not self._restart_failing:  # (once until one starts: the store tries every second meanwhile)
                 self._restart_failing = True
-                log.error("SQLite writer process cannot be restarted", db=self.path, error=repr(exc))
+                log.error("SQLite writer process cannot be restarted", database=self.path, error=repr(exc))
             raise WriterCannotStart(f"SQLite writer process cannot be restarted: {exc}") from exc
         self._restart_failing = False
-        log.warning("SQLite writer process restarted", db=self.path, exit_status=status, pid=self.pid)
+        log.warning("SQLite writer process restarted", database=self.path, exit_status=status, pid=self.pid)
 
     async def _receive(self) -> tuple:
         assert self._proc is not None and self._proc.stdout is not None

@@ -915,7 +915,7 @@ def test_connections_closed_for_never_binding_are_logged_for_the_first_few_and_t
             link.close()
     assert gateway.terminate() == 0
     closed = logged(gateway, "not bound within bind_timeout; closing")
-    assert [(r["level"], r["seconds"]) for r in closed] == [("warning", 1)] * 5
+    assert [(r["level"], r["account"], r["seconds"]) for r in closed] == [("warning", "-", 1)] * 5  # "-": before a bind
     [counted] = logged(gateway, "not bound within bind_timeout; closing: more not logged")
     assert (counted["peer"], counted["account"], counted["count"]) == ("127.0.0.1", "-", 3)
 
@@ -937,7 +937,7 @@ def test_failed_tls_handshakes_from_one_host_are_logged_for_the_first_few_and_th
             link.close()
     assert gateway.terminate() == 0
     failed = logged(gateway, "TLS handshake failed")
-    assert [r["reason"] for r in failed] == ["not TLS: a plain SMPP client on the TLS port?"] * 5
+    assert [(r["account"], r["reason"]) for r in failed] == [("-", "not TLS: a plain SMPP client on the TLS port?")] * 5
     [counted] = logged(gateway, "TLS handshake failed: more not logged")
     assert (counted["peer"], counted["account"], counted["count"]) == ("127.0.0.1", "-", 3)
 
@@ -1033,7 +1033,8 @@ def test_submissions_failing_while_the_store_cannot_commit_are_logged_for_the_fi
         a.close()
     assert gateway.terminate() == 0
     records = [json.loads(line) for line in gateway.log if line.startswith("{")]
-    assert len([r for r in records if r["event"] == "store cannot commit"]) == 1
+    [cannot] = [r for r in records if r["event"] == "store cannot commit"]
+    assert cannot["database"] == str(home / "gw.db")  # as `database created` and `smsgw ready` name it
     failed = [r for r in records if r["event"] == "store write failed"]
     assert len(failed) == 5 and B in {r["msisdn"] for r in failed} <= {A, B}  # an MT's addressee, an MO's sender
     counted = [r for r in records if r["event"] == "store write failed: more not logged"]
