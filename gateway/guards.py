@@ -15,7 +15,10 @@ Delivery asks again (`undeliverable`) when it takes up an MT that waited (off
 line subscriber, retry, schedule), or one accepted before the last change that
 tightened these (its commit still on its way then): a block or an unsubscription
 committed since it was accepted stops it too (SPEC 3.1: unsubscribing takes
-effect at once).
+effect at once), even if the subscriber ordered again meanwhile: an SP's content
+goes out only if the subscriber's subscription on its code was active, without a
+break, since before it was accepted (its active period began with a subscription
+whose id is older than the MT's).
 So does a network-wide block lifted meanwhile: what its sender had waiting when
 it was blocked (accepted before the block began) ends as it would have during
 the block, wherever it waited (an MT queued on a bind ends at the block itself),
@@ -39,6 +42,7 @@ from collections.abc import Callable, Iterable
 from handlers.base import Catalogue
 
 from .accounts import Account
+from .ids import made_by_message_ids
 from .numbers import NumberPlan
 from .smpp.constants import CommandStatus
 from .store.base import Store
@@ -64,7 +68,12 @@ class Guards:
         self._personal: Counter[tuple[str, str]] = Counter()
         self._blocks: dict[str, tuple[str, str]] = {}  # active block id -> (reported, reporter)
         self._subscriptions: dict[str, tuple[str, str]] = {}  # active id -> (msisdn, service code)
-        self._active: Counter[tuple[str, str]] = Counter()
+        # (msisdn, service code) with an active subscription -> the id of the subscription its active period began
+        # with (made at its confirmation, from the sequence MT ids come from: an MT with a lower one was accepted
+        # before the subscriber ordered again; "" for one whose id is not of that sequence: it stops nothing); the
+        # active subscriptions on that code beyond the first (two services sharing it).
+        self._active: dict[tuple[str, str], str] = {}
+        self._also_active: Counter[tuple[str, str]] = Counter()
         self._lifted: dict[str, str] = {}  # number -> the id of the last of its lifted network-wide blocks
         # Changes that may stop MTs accepted before them (a block, an unsubscription): binds ask their queues
         # again, about the MTs to the recipients these concern (`recipients_since`).
@@ -111,7 +120,10 @@ class Guards:
         if not message.account:
             return None
         source, dest = message.source_addr, message.dest_addr
-        refusal = self._refusal(source, dest, self._from_sp(message.account, source))
+        from_sp = self._from_sp(message.account, source)
+        refusal = self._refusal(source, dest, from_sp)
+        if refusal is None and from_sp and message.id < self._active[(dest, source)]:
+            return S.SMSGW_RNOSUBSCRIPTION, f"{dest} unsubscribed from {source} while this waited (ordered again since)"
         if refusal is None and self._lifted:
             lifted = self._lifted.get(source)
             if lifted is not None and message.id < lifted and dest not in self._operator_codes:
@@ -128,7 +140,7 @@ class Guards:
             return S.SMSGW_RSENDERBLOCKED, f"{source} is blocked network-wide after spam reports"
         if (source, dest) in self._personal:
             return S.SMSGW_RBLOCKEDBYRECIPIENT, f"{dest} reported {source} as spam"
-        if from_sp and not self._active[(dest, source)]:
+        if from_sp and (dest, source) not in self._active:
             return S.SMSGW_RNOSUBSCRIPTION, f"{dest} has no active confirmed subscription on {source}"
         return None
 
@@ -170,8 +182,11 @@ class Guards:
     def _subscription(self, subscription: Subscription) -> None:
         previous = self._subscriptions.pop(subscription.id, None)
         if previous is not None:
-            self._active[previous] -= 1
-            if self._active[previous] <= 0:
+            if self._also_active[previous]:  # another stays active on the code: its active period goes on
+                self._also_active[previous] -= 1
+                if not self._also_active[previous]:
+                    del self._also_active[previous]
+            else:
                 del self._active[previous]
                 msisdn, code = previous
                 self._tighten(code, msisdn)
@@ -179,4 +194,10 @@ class Guards:
         if subscription.status == "active" and code is not None:
             key = (subscription.msisdn, code)
             self._subscriptions[subscription.id] = key
-            self._active[key] += 1
+            began, since = self._active.get(key), subscription.id if made_by_message_ids(subscription.id) else ""
+            if began is None:
+                self._active[key] = since
+            else:
+                self._also_active[key] += 1
+                if since < began:  # (loaded at start in no particular order)
+                    self._active[key] = since

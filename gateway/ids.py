@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import time
 
 # SMPP 3.3's message_id is 9 octets with its NUL, and a gateway of SMPP 3.4 or later "must not generate message IDs
@@ -69,6 +70,15 @@ def short_ids_after(short_id: str) -> list[tuple[str, str]]:
     if end > last:
         return [(short_id, f"{end:08x}")]
     return [("00000000", f"{end:08x}"), (short_id, f"{_LAST_SHORT_ID:08x}")]
+
+
+_MADE_HERE = re.compile(r"[0-9a-f]{19}").fullmatch
+
+
+def made_by_message_ids(record_id: str) -> bool:
+    """Is this id one `MessageIds` made (a record's, as handlers make them: `ServiceContext.new_id`), so that it sorts
+    among the message ids in the order they were made? Not one written by other means (an import, a test's "sub-1")."""
+    return _MADE_HERE(record_id) is not None
 
 
 def is_short_id(message_id: str) -> bool:

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from gateway import app as gateway_app
 from gateway.clock import SimulatedClock
 from gateway.store.records import MessageStatus, PendingOrder, Subscription
 from handlers.base import Outcome
@@ -124,6 +125,40 @@ def test_sp_content_waiting_when_the_subscriber_unsubscribes_is_not_delivered(gw
     for resp in (waiting, scheduled):
         answer = sina.query(resp.message_id)
         assert (answer.message_state, answer.error_code) == (MESSAGE_STATE_REJECTED, 42)
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["running", "restarted"])
+def test_sp_content_waiting_when_the_subscriber_unsubscribes_and_orders_again_at_once_is_not_delivered(
+    make_gateway, handset, clock, tmp_path, monkeypatch, restart
+):
+    """Accepted while B was subscribed and off line, it went out once B bound if B unsubscribed and ordered the same
+    service again before the next sweep: the guards asked only whether a subscription was active now. Ordering again
+    does not bring back what the unsubscription stopped, also after a restart in between. (The sweep, which ends
+    it first when it runs between the two, is kept out of the race.)"""
+    monkeypatch.setattr(gateway_app, "TICK_SECONDS", 3600.0)
+    db = tmp_path / "gw.db"
+    gw = make_gateway(clock=clock, db_path=db)
+    phone = handset(B, gw=gw, address_range=B)
+    order(phone, "TT")
+    assert ask(phone, "Y").startswith("您已定制试用新浪的头条新闻业务")
+    phone.close()  # off line: the SP's content waits in the store
+    sina = handset(SINA, system_id="sina", gw=gw)
+    waiting = sina.submit(B, "今日头条：waiting", registered_delivery=1)
+    assert waiting.status == ESME_ROK
+    [subscription] = subscriptions(gw, B)
+    gw.call(gw.gateway.services.unsubscribe(B, [subscription.id], "web"))
+    gw.call(gw.gateway.services.request_order(B, "sina-news", "web"))
+    send(handset(B, bind="tx", gw=gw), OPERATOR, "Y")  # B's MOs only: what goes to B keeps waiting
+    assert eventually(lambda: sorted(s.status for s in subscriptions(gw, B)) == ["active", "cancelled"])
+    if restart:
+        gw.stop()
+        gw = make_gateway(clock=clock, db_path=db)
+        sina = handset(SINA, system_id="sina", gw=gw)
+    phone = handset(B, gw=gw, address_range=B)
+    assert content_status(sina, B) == ESME_ROK  # subscribed again: what the SP sends now goes out, and only that
+    assert text(phone.expect(predicate=lambda p: p.source_addr == SINA.encode())) == "今日头条：SP content"
+    receipt = receipt_fields(sina.expect(predicate=is_receipt))
+    assert (receipt["id"], receipt["stat"], receipt["err"]) == (waiting.message_id.decode(), "REJECTD", "402")
 
 
 def test_sp_content_waiting_for_an_off_line_subscriber_ends_at_the_unsubscription_and_frees_their_queue(make_gateway, handset, clock):

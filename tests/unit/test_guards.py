@@ -1,4 +1,4 @@
-"""Submission guards: blocks after spam reports, as committed effects add and lift them."""
+"""Submission guards: blocks after spam reports and subscriptions, as committed effects add and lift them."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from gateway.guards import Guards
 from gateway.ids import MessageIds
 from gateway.smpp.constants import CommandStatus as S
 from gateway.store.effects import Put
-from gateway.store.records import Block, Direction, Message, MessageStatus
+from gateway.store.records import Block, Direction, Message, MessageStatus, Subscription
 from handlers.base import Catalogue
+from simulator.testing import gateway_config
 
 SPAMMER, VICTIM, OTHER = "8613900000009", "8613800000001", "8613800000002"
 
@@ -87,3 +88,41 @@ def test_binds_ask_again_only_about_the_recipients_a_tightening_concerns() -> No
         guards.observe([Put(Block(f"p{n}", SPAMMER, OTHER, 4.0))])
     assert guards.recipients_since(guards.tightened - 300) is None
     assert guards.recipients_since(guards.tightened - 2) == {OTHER}
+
+
+def test_sp_content_goes_out_only_while_its_code_stayed_subscribed_since_it_was_accepted() -> None:
+    """Per service code, by ids: an MT accepted while the subscriber had sina-news waited through an unsubscription
+    and an order again of the same service (it went out); a second service on the code keeps the first's period."""
+    guards = Guards(Catalogue(gateway_config().catalogue), sp_accounts=("sina",))
+    ids = MessageIds()
+
+    def subscription(service: str) -> Subscription:
+        return Subscription(ids.next(), VICTIM, service, "active", 1.0, "sms", "mo-1", 1.0)
+
+    def mt() -> Message:
+        return Message(id=ids.next(), direction=Direction.MT, status=MessageStatus.ENROUTE, account="sina",
+                       source_addr="1066916", dest_addr=VICTIM, short_message=b"x")  # fmt: skip
+
+    def cancel(s: Subscription) -> None:
+        guards.observe([Put(replace(s, status="cancelled"))])
+
+    news = subscription("sina-news")
+    guards.observe([Put(news)])
+    waited = mt()
+    cancel(news)
+    again = subscription("sina-news")
+    guards.observe([Put(again)])
+    assert guards.undeliverable(waited)[0] == S.SMSGW_RNOSUBSCRIPTION
+    assert guards.undeliverable(mt()) is None
+
+    weather = subscription("sina-weather")  # the same code
+    guards.observe([Put(weather)])
+    through = mt()
+    cancel(again)  # weather still active on 1066916: its active period goes on
+    assert guards.undeliverable(through) is None
+
+    restarted = Guards(Catalogue(gateway_config().catalogue), sp_accounts=("sina",))
+    restarted.observe([Put(weather), Put(news)])  # loaded from the store in no particular order
+    assert restarted.undeliverable(waited) is None  # news's period began before it
+    restarted.observe([Put(replace(news, status="cancelled"))])
+    assert restarted.undeliverable(waited) is None and restarted.undeliverable(through) is None  # weather's goes on
