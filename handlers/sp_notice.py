@@ -10,11 +10,14 @@ on one service code go out one at a time, in order (gateway/notice_order.py).
 The text is one line
 of key=value pairs, in this order:
 
-    event=ORDER service=sina-news keyword=TT msisdn=8613800000001 channel=sms time=20261123154000
+    event=ORDER service=sina-news keyword=TT msisdn=8613800000001 channel=sms time=20261123154000 notice=<id>
 
 event is ORDER, CANCEL or REFUND; time is the operator's local time,
 YYYYMMDDhhmmss. A REFUND (a disputed charge refunded, SPEC 3.2) adds
-`charge=<id> period=YYYY-MM refund=<yuan>`.
+`charge=<id> period=YYYY-MM refund=<yuan>` before the notice id. The notice id,
+made with the notice and stored in its text, names it: a retry (an SP that
+acknowledged late) or a copy after a restart carries the same, so an SP dedupes
+by it, while two notices of the same second with the same fields differ in it.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ def sp_notice(
     when = dt.datetime.fromtimestamp(now, operator_zone(ctx.settings.utc_offset_hours)).strftime("%Y%m%d%H%M%S")
     text = f"event={event} service={entry.id} keyword={entry.keyword} msisdn={msisdn} channel={channel} time={when}"
     text += "".join(f" {key}={value}" for key, value in details.items())
+    text += f" notice={ctx.new_id()}"
     return Reply(to=entry.service_code, text=text, source=msisdn, to_account=entry.sp,
                  validity=ctx.settings.sp_notice_validity)
 

@@ -51,8 +51,8 @@ def gw(make_gateway):
 
 
 def test_the_sp_reads_each_notice_as_one_line_of_key_value_pairs_in_the_documented_order(make_gateway, handset):
-    """README "SP notices": event, service, keyword, msisdn, channel, time (YYYYMMDDhhmmss, China time), in this
-    order; SPs parse it so. The tests parsed it into a dict, which read any order and any time alike."""
+    """README "SP notices": event, service, keyword, msisdn, channel, time (YYYYMMDDhhmmss, China time), notice, in
+    this order; SPs parse it so. The tests parsed it into a dict, which read any order and any time alike."""
     clock = SimulatedClock(at(2026, 11, 10, 15, 40, 27))
     gw = make_gateway(clock=clock)
     phone = handset(A, gw=gw, address_range=A)
@@ -63,10 +63,31 @@ def test_the_sp_reads_each_notice_as_one_line_of_key_value_pairs_in_the_document
     pdus = sina_rx.expect_many(2, 10.0, predicate=lambda p: p.source_addr == A.encode())
     made_by = clock.now()
     for text, event in zip([p.short_message.decode() for p in pdus], ["ORDER", "CANCEL"], strict=True):
-        form = re.fullmatch(rf"event={event} service=sina-news keyword=TT msisdn={A} channel=sms time=(\d{{14}})", text)
+        form = re.fullmatch(rf"event={event} service=sina-news keyword=TT msisdn={A} channel=sms time=(\d{{14}}) notice=[0-9a-f]+", text)
         assert form, text
         when = dt.datetime.strptime(form[1], "%Y%m%d%H%M%S").replace(tzinfo=CHINA).timestamp()
         assert int(made_from) <= when <= made_by, (text, made_from, made_by)  # the clock's China time, to the second
+
+
+def test_a_notice_sent_again_after_a_late_acknowledgement_carries_the_same_notice_id_and_each_notice_its_own(make_gateway, handset):
+    """An SP that acknowledged late got the retry, a byte-identical second copy, and one counting events could not
+    tell it from a second order in the same second (the same fields, the same time=): notice= names each notice."""
+    gw = make_gateway(clock=SimulatedClock(at(2026, 11, 10)), gateway={"response_timeout": 1, "retry_backoff": [1]})
+    phone = handset(A, gw=gw, address_range=A)
+    sina_rx = handset(SINA, system_id="sina", bind="rx", gw=gw)
+    sina_rx.answering = False
+    order_and_confirm(phone)
+    first, retry = sina_rx.expect_many(2, 10.0, predicate=lambda p: p.source_addr == A.encode())  # unanswered: sent again
+    sina_rx.answer_held()  # late: both acknowledged
+    sina_rx.answering = True
+    assert retry.short_message == first.short_message
+    unsubscribe(phone)
+    assert events(sina_rx, 1) == ["CANCEL"]
+    order_and_confirm(phone)  # ordered again: the same fields as the first ORDER (the same time= within a second)
+    [again] = sina_rx.expect_many(1, 10.0, predicate=lambda p: p.source_addr == A.encode())
+    ordered, ordered_again = (parse_sp_notice(p.short_message.decode()) for p in (first, again))
+    assert {**ordered, "time": "", "notice": ""} == {**ordered_again, "time": "", "notice": ""}
+    assert ordered["notice"] != ordered_again["notice"]
 
 
 def order_throttled(gw, handset):

@@ -363,10 +363,11 @@ async def test_dispute_refunds_double_without_a_confirmation_record(bench: Servi
     # Each SP hears of the refund it bears, on its own binds.
     [notice_b] = [r for r in double.replies if r.to_account]
     assert notice_b.to_account == "tencent"
-    assert parse_sp_notice(notice_b.text) | {"time": ""} == {
+    assert parse_sp_notice(notice_b.text) | {"time": "", "notice": ""} == {
         "event": "REFUND", "service": "tencent-ringtones", "keyword": "TL", "msisdn": B, "channel": "dispute",
-        "time": "", "charge": charge_b.id, "period": "2026-11", "refund": "20",
+        "time": "", "charge": charge_b.id, "period": "2026-11", "refund": "20", "notice": "",
     }  # fmt: skip
+    assert notice_b.text.endswith(f" refund=20 notice={parse_sp_notice(notice_b.text)['notice']}")
     with pytest.raises(ValueError, match="already refunded"):
         await billing.dispute(bench.ctx, charge_a.id, bench.clock.now())
     with pytest.raises(ValueError, match="no charge"):
