@@ -14,7 +14,14 @@ from handlers.sp_notice import parse_sp_notice
 from tests.e2e.test_mo_retry import Failing
 from tests.polling import eventually
 from tests.services_support import account_changed, at, catalogue_without
-from tests.smpp_handset import ESME_ROK, is_receipt, receipt_fields, text, texts_from
+from tests.smpp_handset import (
+    ESME_ROK,
+    Handset,
+    is_receipt,
+    receipt_fields,
+    text,
+    texts_from,
+)
 
 A, B = "8613800000001", "8613900000002"
 OPERATOR, SINA, TENCENT = "10086", "1066916", "1066888"
@@ -103,12 +110,17 @@ def test_keyword_order_confirmed_then_sp_content_flows(gw, handset, word):
     )  # fmt: skip
 
 
-def test_sp_content_waiting_when_the_subscriber_unsubscribes_is_not_delivered(gw, handset, clock):
+def subscribed_off_line(gw, handset) -> Handset:
+    """B subscribed to sina-news, then off line (what the SP sends B waits in the store); Sina's bind."""
     phone = handset(B, gw=gw, address_range=B)
     order(phone, "TT")
     assert ask(phone, "Y").startswith("您已定制试用新浪的头条新闻业务")
-    phone.close()  # off line: the SP's content waits in the store
-    sina = handset(SINA, system_id="sina", gw=gw)
+    phone.close()
+    return handset(SINA, system_id="sina", gw=gw)
+
+
+def test_sp_content_waiting_when_the_subscriber_unsubscribes_is_not_delivered(gw, handset, clock):
+    sina = subscribed_off_line(gw, handset)
     waiting = sina.submit(B, "今日头条：waiting", registered_delivery=1)
     scheduled = sina.submit(B, "明日头条：scheduled", registered_delivery=1, schedule_delivery_time="000000010000000R")
     assert (waiting.status, scheduled.status) == (ESME_ROK, ESME_ROK)
@@ -138,11 +150,7 @@ def test_sp_content_waiting_when_the_subscriber_unsubscribes_and_orders_again_at
     monkeypatch.setattr(gateway_app, "TICK_SECONDS", 3600.0)
     db = tmp_path / "gw.db"
     gw = make_gateway(clock=clock, db_path=db)
-    phone = handset(B, gw=gw, address_range=B)
-    order(phone, "TT")
-    assert ask(phone, "Y").startswith("您已定制试用新浪的头条新闻业务")
-    phone.close()  # off line: the SP's content waits in the store
-    sina = handset(SINA, system_id="sina", gw=gw)
+    sina = subscribed_off_line(gw, handset)
     waiting = sina.submit(B, "今日头条：waiting", registered_delivery=1)
     assert waiting.status == ESME_ROK
     [subscription] = subscriptions(gw, B)
@@ -165,11 +173,7 @@ def test_sp_content_waiting_for_an_off_line_subscriber_ends_at_the_unsubscriptio
     """It counted against the subscriber's queue until they bound again: with max_queued_per_subscriber of it
     waiting, everyone else's texts to them were refused ESME_RMSGQFUL though none of it could ever go out."""
     gw = make_gateway(clock=clock, gateway={"max_queued_per_subscriber": 3})
-    phone = handset(B, gw=gw, address_range=B)
-    order(phone, "TT")
-    assert ask(phone, "Y").startswith("您已定制试用新浪的头条新闻业务")
-    phone.close()
-    sina, friend = handset(SINA, system_id="sina", gw=gw), handset(A, gw=gw, address_range=A)
+    sina, friend = subscribed_off_line(gw, handset), handset(A, gw=gw, address_range=A)
     waiting = [sina.submit(B, f"今日头条 {n}", registered_delivery=1) for n in range(3)]
     assert {resp.status for resp in waiting} == {ESME_ROK}
     assert friend.submit(B, "hello").status != ESME_ROK  # ESME_RMSGQFUL

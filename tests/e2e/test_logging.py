@@ -161,14 +161,20 @@ def test_a_final_status_written_again_names_the_message_its_account_and_msisdn(t
     assert "refused by test trigger" in line["error"]
 
 
+def answering_late(tmp_path: Path, start_gateway):
+    """A gateway that waits 1 s for a deliver_sm_resp and retries 5 s later, and A and B bound (trx), to hold answers."""
+    gateway = start_gateway(tmp_path / "gw.db", config=config_file(tmp_path, response_timeout=1, retry_backoff=[5]))
+    a, b = Handset(gateway.smpp_port, A), Handset(gateway.smpp_port, B)
+    a.bind("trx", "handset")
+    b.bind("trx", "handset2")
+    return gateway, a, b
+
+
 def test_account_is_the_submitter_on_every_line_about_an_mt_and_bind_account_the_bind_it_went_to(tmp_path: Path, start_gateway) -> None:
     """'deliver_sm timed out' named the bind's account (handset2) as `account`, 'mt retry' right after it the
     submitter's (handset): one line read as if the other account had sent the message."""
-    gateway = start_gateway(tmp_path / "gw.db", config=config_file(tmp_path, response_timeout=1, retry_backoff=[5]))
-    a, b = Handset(gateway.smpp_port, A), Handset(gateway.smpp_port, B)
+    gateway, a, b = answering_late(tmp_path, start_gateway)
     try:
-        a.bind("trx", "handset")
-        b.bind("trx", "handset2")
         b.answering = False
         message_id = a.submit(B, "answered late", registered_delivery=1).message_id.decode()
         b.expect()
@@ -190,11 +196,8 @@ def test_account_is_the_submitter_on_every_line_about_an_mt_and_bind_account_the
 def test_lines_about_delivering_a_receipt_name_the_message_it_reports_on(tmp_path: Path, start_gateway) -> None:
     """A receipt its client did not answer in time was logged under the receipt's own id only: grepping the id the
     client held (its submit_sm_resp's, the receipt's `id:`) found nothing of the trouble delivering it."""
-    gateway = start_gateway(tmp_path / "gw.db", config=config_file(tmp_path, response_timeout=1, retry_backoff=[5]))
-    a, b = Handset(gateway.smpp_port, A), Handset(gateway.smpp_port, B)
+    gateway, a, b = answering_late(tmp_path, start_gateway)
     try:
-        a.bind("trx", "handset")
-        b.bind("trx", "handset2")
         a.answering = False
         message_id = a.submit(B, "receipt please", registered_delivery=1).message_id.decode()
         b.expect()
