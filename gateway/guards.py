@@ -18,7 +18,7 @@ committed since it was accepted stops it too (SPEC 3.1: unsubscribing takes
 effect at once), even if the subscriber ordered again meanwhile: an SP's content
 goes out only if the subscriber's subscription on its code was active, without a
 break, since before it was accepted (its active period began with a subscription
-whose id is older than the MT's).
+whose id is older than the MT's; one loaded at start began before anything waiting).
 So does a network-wide block lifted meanwhile: what its sender had waiting when
 it was blocked (accepted before the block began) ends as it would have during
 the block, wherever it waited (an MT queued on a bind ends at the block itself),
@@ -85,7 +85,11 @@ class Guards:
     async def load(self, store: Store) -> None:
         self.observe(Put(b) for b in await store.find(Block, lifted_at=None))
         self.observe(Put(b) for b in await store.find(Block, reporter="", lifted_at__gt=0))  # few: lifts are rare
-        self.observe(Put(s) for s in await store.find(Subscription, status="active"))
+        # Loaded, an active period's beginning is not known (a subscription cancelled meanwhile on a code two services
+        # share may have begun it, and is not read): it stops nothing accepted before (a break the sweep had not
+        # acted on when the gateway stopped is the sweep's at the start, as before such beginnings were kept).
+        for subscription in await store.find(Subscription, status="active"):
+            self._subscription(subscription, loaded=True)
 
     def observe(self, effects: Iterable[Effect]) -> None:
         for effect in effects:
@@ -179,7 +183,7 @@ class Guards:
         if counts[key] <= 0:
             del counts[key]  # membership is what `check` asks
 
-    def _subscription(self, subscription: Subscription) -> None:
+    def _subscription(self, subscription: Subscription, loaded: bool = False) -> None:
         previous = self._subscriptions.pop(subscription.id, None)
         if previous is not None:
             if self._also_active[previous]:  # another stays active on the code: its active period goes on
@@ -194,10 +198,7 @@ class Guards:
         if subscription.status == "active" and code is not None:
             key = (subscription.msisdn, code)
             self._subscriptions[subscription.id] = key
-            began, since = self._active.get(key), subscription.id if made_by_message_ids(subscription.id) else ""
-            if began is None:
-                self._active[key] = since
-            else:
+            if key in self._active:
                 self._also_active[key] += 1
-                if since < began:  # (loaded at start in no particular order)
-                    self._active[key] = since
+            else:
+                self._active[key] = subscription.id if not loaded and made_by_message_ids(subscription.id) else ""

@@ -145,28 +145,52 @@ def test_sp_content_waiting_when_the_subscriber_unsubscribes_and_orders_again_at
 ):
     """Accepted while B was subscribed and off line, it went out once B bound if B unsubscribed and ordered the same
     service again before the next sweep: the guards asked only whether a subscription was active now. Ordering again
-    does not bring back what the unsubscription stopped, also after a restart in between. (The sweep, which ends
-    it first when it runs between the two, is kept out of the race.)"""
+    does not bring back what the unsubscription stopped, also when it waited through a restart before both. (The
+    sweep, which ends it first when it runs between the two, is kept out of the race.)"""
     monkeypatch.setattr(gateway_app, "TICK_SECONDS", 3600.0)
     db = tmp_path / "gw.db"
     gw = make_gateway(clock=clock, db_path=db)
     sina = subscribed_off_line(gw, handset)
     waiting = sina.submit(B, "今日头条：waiting", registered_delivery=1)
     assert waiting.status == ESME_ROK
+    if restart:
+        gw.stop()
+        gw = make_gateway(clock=clock, db_path=db)
+        sina = handset(SINA, system_id="sina", gw=gw)
     [subscription] = subscriptions(gw, B)
     gw.call(gw.gateway.services.unsubscribe(B, [subscription.id], "web"))
     gw.call(gw.gateway.services.request_order(B, "sina-news", "web"))
     send(handset(B, bind="tx", gw=gw), OPERATOR, "Y")  # B's MOs only: what goes to B keeps waiting
     assert eventually(lambda: sorted(s.status for s in subscriptions(gw, B)) == ["active", "cancelled"])
-    if restart:
-        gw.stop()
-        gw = make_gateway(clock=clock, db_path=db)
-        sina = handset(SINA, system_id="sina", gw=gw)
     phone = handset(B, gw=gw, address_range=B)
     assert content_status(sina, B) == ESME_ROK  # subscribed again: what the SP sends now goes out, and only that
     assert text(phone.expect(predicate=lambda p: p.source_addr == SINA.encode())) == "今日头条：SP content"
     receipt = receipt_fields(sina.expect(predicate=is_receipt))
     assert (receipt["id"], receipt["stat"], receipt["err"]) == (waiting.message_id.decode(), "REJECTD", "402")
+
+
+def test_sp_content_waiting_through_a_restart_goes_out_while_another_service_on_its_code_stayed_active(
+    make_gateway, handset, clock, tmp_path, monkeypatch
+):
+    """B ordered sina-news, Sina's content waited, B ordered sina-weather (the same code) and cancelled sina-news:
+    still subscribed on 1066916 throughout. After a restart the content was refused REJECTD err:402 ("unsubscribed
+    ... ordered again since"): the guards took the period on the code to begin with weather, the oldest subscription
+    still active (regression review 2)."""
+    monkeypatch.setattr(gateway_app, "TICK_SECONDS", 3600.0)
+    db = tmp_path / "gw.db"
+    gw = make_gateway(clock=clock, db_path=db)
+    sina = subscribed_off_line(gw, handset)
+    waiting = sina.submit(B, "今日头条：waiting", registered_delivery=1)
+    gw.call(gw.gateway.services.request_order(B, "sina-weather", "web"))
+    send(handset(B, bind="tx", gw=gw), OPERATOR, "Y")
+    news = next(s for s in subscriptions(gw, B) if s.service_id == "sina-news")
+    gw.call(gw.gateway.services.unsubscribe(B, [news.id], "web"))
+    gw.stop()
+    gw = make_gateway(clock=clock, db_path=db)
+    sina, phone = handset(SINA, system_id="sina", gw=gw), handset(B, gw=gw, address_range=B)
+    assert text(phone.expect(predicate=lambda p: p.source_addr == SINA.encode())) == "今日头条：waiting"
+    receipt = receipt_fields(sina.expect(predicate=is_receipt))
+    assert (receipt["id"], receipt["stat"]) == (waiting.message_id.decode(), "DELIVRD")
 
 
 def test_sp_content_waiting_for_an_off_line_subscriber_ends_at_the_unsubscription_and_frees_their_queue(make_gateway, handset, clock):

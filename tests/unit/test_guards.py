@@ -120,9 +120,3 @@ def test_sp_content_goes_out_only_while_its_code_stayed_subscribed_since_it_was_
     through = mt()
     cancel(again)  # weather still active on 1066916: its active period goes on
     assert guards.undeliverable(through) is None
-
-    restarted = Guards(Catalogue(gateway_config().catalogue), sp_accounts=("sina",))
-    restarted.observe([Put(weather), Put(news)])  # loaded from the store in no particular order
-    assert restarted.undeliverable(waited) is None  # news's period began before it
-    restarted.observe([Put(replace(news, status="cancelled"))])
-    assert restarted.undeliverable(waited) is None and restarted.undeliverable(through) is None  # weather's goes on
