@@ -251,7 +251,7 @@ class Gateway:
         Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
         await self.store.open()
         try:
-            self.ids.continue_after(await self.store.last_message_id())
+            self.ids.continue_after(await self.store.last_id_made())
             self.short_ids.continue_after(await self.store.last_short_id())
             await self.guards.load(self.store)
             self.guards.on_tightened = self.delivery.refuse_waiting  # from now (replayed MOs too), not for those loaded

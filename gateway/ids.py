@@ -30,7 +30,7 @@ class MessageIds:
         self._counter = itertools.count(1)
 
     def continue_after(self, last: str | None) -> None:
-        """At start, with the largest id the store holds (`Store.last_message_id`): after the clock was stepped back
+        """At start, with the largest id the store holds (`Store.last_id_made`): after the clock was stepped back
         (NTP, a VM resumed, an admin correcting the date), this start's ids sorted before the last run's, which
         the guards' lifted blocks compare against, and a start in the same millisecond as an earlier one made its
         very ids again (every submission refused, the id taken). The start time is then taken after that run's."""

@@ -193,9 +193,10 @@ class Store(Protocol):
         None of that id, one of 8 characters at most is an SMPP 3.3 alias: the messages of the newest submission
         given it."""
 
-    async def last_message_id(self) -> str | None:
-        """The largest message id the store holds, as byte strings compare (read at start: `ids.MessageIds` starts
-        its ids after it)."""
+    async def last_id_made(self) -> str | None:
+        """The largest id of those `ids.MessageIds` makes (lower-case hex: below "g") that the store holds, as byte
+        strings compare: of a message or a service record (a subscription, a block...: kept for ever, while retention
+        deletes messages). Read at start: MessageIds starts its ids after it."""
 
     async def last_short_id(self) -> str | None:
         """The SMPP 3.3 alias given last of those the store holds (read at start: `ids.ShortIds` goes on from it)."""

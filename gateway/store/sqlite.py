@@ -204,6 +204,14 @@ _REPLACE = (
     "UPDATE messages SET short_message = ?, registered_delivery = ?, expires_at = ?, next_attempt_at = ?, status = ?"
     " WHERE id = ?"
 )
+# The largest id MessageIds made of each table that holds them, each read from its index's end (last_id_made); "g"
+# keeps out ids of other shapes ("sub-1", written by tests or an import), which sort after every hex id.
+_LAST_ID_MADE = "SELECT max(last) FROM (" + " UNION ALL ".join(
+    f"SELECT max(id) AS last FROM {table} WHERE id < 'g'"
+    for table in ("messages", "subscriptions", "subscription_events", "pending_orders", "spam_reports", "blocks", "surveys",
+                  "charges")
+) + ")"  # fmt: skip
+
 # The furthest on of the SMPP 3.3 aliases held in a range of them (last_short_id).
 _LAST_SHORT_ID_BETWEEN = "SELECT max(short_id) FROM messages INDEXED BY messages_short_id WHERE short_id > ? AND short_id <= ?"
 # A submission (its destinations `<id>/<n>` too, as `submitted_as` reads them) given an SMPP 3.3 alias after it was
@@ -961,8 +969,8 @@ class SqliteStore:
         newest = submission_of(named[-1]) if named else None
         return [m for m in named if submission_of(m) == newest]
 
-    async def last_message_id(self) -> str | None:
-        [(last,)] = await self._read("SELECT max(id) FROM messages", ())  # (from its UNIQUE index's end)
+    async def last_id_made(self) -> str | None:
+        [(last,)] = await self._read(_LAST_ID_MADE, ())
         return last
 
     async def last_short_id(self) -> str | None:

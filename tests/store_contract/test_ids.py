@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from gateway.store.base import Store
 from gateway.store.effects import Put
-from gateway.store.records import Subscriber
+from gateway.store.records import Subscriber, Subscription
 
 from .stores import mt
 
@@ -30,9 +30,14 @@ async def test_a_submit_multis_destinations_are_the_ids_between_id_slash_and_id_
     assert found == [submission, f"{submission}/2", f"{submission}/10", f"{submission}/3"]  # ("/10" < "/2" as bytes)
 
 
-async def test_the_last_message_id_is_the_largest_held_as_byte_strings_compare(store: Store) -> None:
-    """base.py: last_message_id is "the largest message id the store holds" (MessageIds starts after it)."""
-    assert await store.last_message_id() is None
+async def test_the_last_id_made_is_the_largest_hex_id_of_a_message_or_a_service_record(store: Store) -> None:
+    """base.py: last_id_made is "the largest id of those ids.MessageIds makes (lower-case hex: below "g") that the
+    store holds": a subscription's counts too (retention deletes the messages made with it), ids of other shapes
+    do not."""
+    assert await store.last_id_made() is None
     for id in ("1a24a2e9016000000002", "1a24a2e9016000000002/2", "1a24a2e9015ffffffff9", "1a24a2e9016000000001"):
         await store.accept(mt(id))
-    assert await store.last_message_id() == "1a24a2e9016000000002/2"
+    assert await store.last_id_made() == "1a24a2e9016000000002/2"
+    await store.apply([Put(Subscription(id, "8613800000001", "sina-news", "active", 0.0, "sms", "", 0.0))
+                       for id in ("1a24a2e9017000000001", "sub-1")])
+    assert await store.last_id_made() == "1a24a2e9017000000001"
