@@ -56,7 +56,7 @@ from .config import GatewaySettings
 from .ids import MessageIds
 from .log_budget import LogBudget
 from .logs import get_logger
-from .messages import NO_FIELDS, RECEIPT, account_of, receipted, subscriber_of
+from .messages import account_of, receipted, subscriber_of
 from .notice_order import NoticeOrder
 from .receipts import receipt_for
 from .retry_timers import RetryTimers, Waiting
@@ -354,7 +354,7 @@ class Delivery:
         if status in PERMANENT_FAILURES:
             log.warning("mt undeliverable", message_id=message.id, account=account_of(message), msisdn=subscriber_of(message),
                         bind_account=_account_of(bind), status=S.name_of(status),
-                        **(receipted(message) if message.esm_class & RECEIPT else NO_FIELDS))  # fmt: skip
+                        **receipted(message))  # fmt: skip
             if status == S.ESME_RX_R_APPN:
                 self._finish(message, MessageStatus.REJECTED, MessageState.REJECTED, status & 0xFF, answered=True)
             else:
@@ -366,7 +366,7 @@ class Delivery:
         """An MT no deliver_sm can carry (intake refuses such fields now; an earlier version stored some):
         it ends undeliverable, with its receipt, instead of stopping the delivery of the MTs after it."""
         log.error("mt cannot be sent", message_id=message.id, account=account_of(message), msisdn=subscriber_of(message),
-                  reason=reason)  # fmt: skip
+                  reason=reason, **receipted(message))  # fmt: skip
         if self._room_waiters:
             self._wake_pulls()
         self._finish(message, MessageStatus.UNDELIVERABLE, MessageState.UNDELIVERABLE, S.ESME_RSYSERR & 0xFF)
@@ -390,7 +390,7 @@ class Delivery:
         if bind is None or bind.may_log(f"mt retry ({status})"):  # (a bind that answers none: every MT sent to it)
             log.info("mt retry", message_id=message.id, account=account_of(message), msisdn=subscriber_of(message),
                      attempt=message.attempts, bind_account=_account_of(bind), delay=delay, status=status,
-                     **(receipted(message) if message.esm_class & RECEIPT else NO_FIELDS))  # fmt: skip
+                     **receipted(message))  # fmt: skip
         loop = asyncio.get_running_loop()
         self._retry_timers.add(message, loop.call_later(delay, self._retry_now, message, bind), bind)
 
@@ -953,9 +953,10 @@ def _after_prefix(prefix: str) -> str:
 
 def _about(message: Message, error: BaseException) -> dict[str, str]:
     """The fields of a line about an MT whose write failed with `error`."""
-    return {"message_id": message.id, "account": account_of(message), "msisdn": subscriber_of(message), "error": str(error)}
+    return {"message_id": message.id, "account": account_of(message), "msisdn": subscriber_of(message), "error": str(error),
+            **receipted(message)}
 
 
 def _log_final(message: Message, status: MessageStatus) -> None:
     log.info("mt final", message_id=message.id, msisdn=subscriber_of(message), account=account_of(message), status=status.value,
-             **(receipted(message) if message.esm_class & RECEIPT else NO_FIELDS))  # fmt: skip
+             **receipted(message))  # fmt: skip

@@ -66,19 +66,21 @@ def subscriber_of(message: Message) -> str:
     return message.extra.get("subscriber") or (message.source_addr if notice_account(message) else message.dest_addr)
 
 
-RECEIPT = int(EsmClass.DELIVERY_RECEIPT)  # esm_class bit of a receipt: a log line tests it before receipted() is called
-NO_FIELDS: dict[str, str] = {}
+_RECEIPT = int(EsmClass.DELIVERY_RECEIPT)
+_NO_FIELDS: dict[str, str] = {}
 _RECEIPTED_MESSAGE_ID = int(Tag.RECEIPTED_MESSAGE_ID)
 
 
 def receipted(message: Message) -> dict[str, str]:
-    """What a log line about a receipt adds: `receipted_message_id`, the id of the message it reports on as its
-    submitter was given it (its receipted_message_id TLV: an SMPP 3.3 bind's alias, a submit_multi's id). The client
-    greps the log for that id; the receipt's own is news to it. Read back only for a line written about a receipt:
-    `**(receipted(m) if m.esm_class & RECEIPT else NO_FIELDS)` keeps a line about any other message as cheap."""
-    value = decode_tlvs(message.tlvs, 0, len(message.tlvs), refuse_repeats=False).get(_RECEIPTED_MESSAGE_ID) if message.tlvs else None
+    """What a log line about a message adds when it is a receipt: `receipted_message_id`, the id of the message it
+    reports on as its submitter was given it (its receipted_message_id TLV: an SMPP 3.3 bind's alias, a submit_multi's
+    id). The client greps the log for that id; the receipt's own is news to it. For any other message nothing, after
+    one bit test (`**receipted(message)` in the line's fields)."""
+    if not message.esm_class & _RECEIPT or not message.tlvs:
+        return _NO_FIELDS
+    value = decode_tlvs(message.tlvs, 0, len(message.tlvs), refuse_repeats=False).get(_RECEIPTED_MESSAGE_ID)
     if value is None:
-        return NO_FIELDS
+        return _NO_FIELDS
     return {"receipted_message_id": value.decode("latin-1").rstrip("\0") if isinstance(value, bytes) else str(value)}
 
 

@@ -15,8 +15,6 @@ from .accounts import Account
 from .log_budget import LogBudgets
 from .logs import get_logger
 from .messages import (
-    NO_FIELDS,
-    RECEIPT,
     account_of,
     deliver_sm_for,
     may_be_stored,
@@ -520,7 +518,7 @@ class SmppConnection(asyncio.Protocol):
                 log.info("deliver_sm answered late", message_id=message.id, account=account_of(message),
                          msisdn=subscriber_of(message), bind_account=self.system_id,
                          status=S.name_of(pdu.command_status),
-                         **(receipted(message) if message.esm_class & RECEIPT else NO_FIELDS))  # fmt: skip
+                         **receipted(message))  # fmt: skip
             self.gateway.delivery.answered_late(message, _delivery_status(pdu), self, self.gateway.connections)
 
     def _pump(self) -> None:
@@ -613,7 +611,7 @@ class SmppConnection(asyncio.Protocol):
                 if self.may_log("deliver_sm timed out"):  # (a bind that answers none: every MT sent to it, ~10 a second)
                     log.warning("deliver_sm timed out", message_id=message.id, account=account_of(message),
                                 msisdn=subscriber_of(message), bind_account=self.system_id,
-                                **(receipted(message) if message.esm_class & RECEIPT else NO_FIELDS))  # fmt: skip
+                                **receipted(message))  # fmt: skip
                 remember(self.timed_out, request.sequence_number, message, session.window)
                 self.gateway.delivery.retry_later(message, bind=self)
                 timed_out = True
