@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from ..logs import get_logger
+from ..open_files import near_limit
 from .migrations import SchemaVersionError
 from .writer_child import FRAME_LENGTH as _LENGTH
 from .writer_child import (
@@ -233,7 +234,8 @@ class WriterProcess:
         except (sqlite3.Error, OSError, SchemaVersionError) as exc:
             if not self._restart_failing:  # (once until one starts: the store tries every second meanwhile)
                 self._restart_failing = True
-                log.error("SQLite writer process cannot be restarted", database=self.path, error=repr(exc))
+                hint = {"hint": "the open-file limit is reached: raise `ulimit -n`"} if near_limit() else {}
+                log.error("SQLite writer process cannot be restarted", database=self.path, error=repr(exc), **hint)
             raise WriterCannotStart(f"SQLite writer process cannot be restarted: {exc}") from exc
         self._restart_failing = False
         log.warning("SQLite writer process restarted", database=self.path, exit_status=status, pid=self.pid)

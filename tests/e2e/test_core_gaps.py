@@ -730,6 +730,30 @@ def test_a_database_that_cannot_be_written_is_not_ready_until_it_can_be_again(st
     assert len(logged(gw, "SQLite writer process cannot be restarted")) == 1
 
 
+def test_a_writer_process_that_cannot_start_at_the_open_file_limit_says_so(start_gateway, handset, tmp_path: Path) -> None:
+    """The writer process killed while the connections held every descriptor: its successor could not start, and the
+    line said `OSError(-1, 'Unknown error -1')` (uvloop's spawn), nothing of the limit; the operator's one clue a
+    warning about connections logged seconds before, if at all (the connection-limits review)."""
+    gw = start_gateway(tmp_path / "gw.db", open_files=(100, 100))
+    a = handset(A, gw=gw)
+    held = lambda: len(os.listdir(f"/proc/{gw.proc.pid}/fd"))
+    links = []
+    try:
+        while held() < 100 - 2 and len(links) < 100:  # the limit, but for a descriptor or two
+            links.append(socket.create_connection(("127.0.0.1", gw.smpp_port)))
+            eventually(lambda n=len(links): held() >= n, 2)
+        [writer] = children_of(gw.proc.pid)
+        os.kill(writer, signal.SIGKILL)
+        assert a.request(a.make("submit_sm", B, "at the limit"), timeout=30).status == ESME_RSYSERR
+        assert eventually(lambda: logged(gw, "SQLite writer process cannot be restarted"), 10)
+    finally:
+        for link in links:
+            link.close()
+    [line] = logged(gw, "SQLite writer process cannot be restarted")
+    assert line["hint"] == "the open-file limit is reached: raise `ulimit -n`", line
+    assert eventually(lambda: a.submit(B, "below it again").status == ESME_ROK, 15)
+
+
 @contextlib.contextmanager
 def small_filesystem(path: Path, size: str) -> Iterator[Path]:
     """A tmpfs of `size` mounted at `path`, unmounted at the end (skips the test where mounting is not permitted)."""
