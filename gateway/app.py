@@ -55,7 +55,7 @@ from .store.effects import Effect
 from .store.records import Message
 from .store.sqlite import SqliteStore
 from .templates import Templates
-from .tls import TlsListener, server_context
+from .tls import ACCEPT_BACKLOG, TlsListener, server_context
 
 log = get_logger("gateway")
 TICK_SECONDS = 0.5
@@ -315,14 +315,16 @@ class Gateway:
         a port in use fails the start before the gateway has handled anything (replayed an MO, logged a line)."""
         loop = asyncio.get_running_loop()
         self._servers.append(await loop.create_server(
-            lambda: SmppConnection(self), self.host, self._smpp_port, reuse_address=True, start_serving=False))
+            lambda: SmppConnection(self), self.host, self._smpp_port, reuse_address=True, backlog=ACCEPT_BACKLOG,
+            start_serving=False))
         if tls_context is not None:  # (its own accept loop: TlsListener)
             self._tls = await TlsListener.bind(self, tls_context, self.host, self.config.tls.port)
             self._servers.append(self._tls)
         self._http = web.AppRunner(make_app(self), access_log=None)
         await self._http.setup()
         self._http_server = await loop.create_server(
-            self._http_connection, self.http_host, self._http_port, reuse_address=True, start_serving=False)
+            self._http_connection, self.http_host, self._http_port, reuse_address=True, backlog=ACCEPT_BACKLOG,
+            start_serving=False)
         self._refuse_shared_ports()
         self._smpp_port, self._http_port = _bound_port(self._servers[0]), _bound_port(self._http_server)
         self._tls_port = _bound_port(self._tls) if self._tls is not None else None

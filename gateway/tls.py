@@ -76,7 +76,10 @@ def _which_file(tls: TlsSettings, source: str, exc: OSError) -> ConfigError:
                        f"certificate in {tls.certfile}: {tls.keyfile} holds {found}")  # fmt: skip
 
 
-ACCEPT_BACKLOG = 100  # as asyncio's create_server
+# Connections the kernel queues before the gateway accepts them (capped by net.core.somaxconn). asyncio's default, 100,
+# overflowed under a reconnect storm (binds coming back after a restart): each connection past it waits for its
+# SYN to be sent again, 1 s and more.
+ACCEPT_BACKLOG = 1024
 ACCEPT_RETRY_DELAY = 1.0  # seconds: no descriptor left for a connection (EMFILE), as the event loops wait
 
 

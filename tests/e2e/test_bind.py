@@ -9,6 +9,7 @@ import os
 import socket
 import ssl
 import struct
+import subprocess
 import time
 
 import pytest
@@ -219,6 +220,17 @@ def test_second_bind_on_bound_link_is_refused(handset):
     resp = phone.request(again)
     assert (resp.command, resp.status) == ("bind_transmitter_resp", ESME_RALYBND)
     assert phone.submit(ECHO, "still bound").status == ESME_ROK
+
+
+def test_every_port_queues_1024_connections_before_they_are_accepted(make_gateway, tls_files) -> None:
+    """The listen backlog was asyncio's 100: a reconnect storm (a carrier's binds coming back after a restart)
+    overflowed it, each connection past it waiting 1 s or more for its SYN to be sent again (the connection-limits
+    review: 14 overflows in 2,000 connects made one after the other)."""
+    cert, key = tls_files
+    gw = make_gateway(tls={"enabled": True, "port": 0, "certfile": str(cert), "keyfile": str(key)})
+    for port in (gw.smpp_port, gw.gateway.tls_port, gw.http_port):
+        listening = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True)
+        assert listening.stdout.split()[2] == "1024", listening.stdout  # Send-Q of a listening socket: its backlog
 
 
 def test_bind_and_message_over_tls(make_gateway, handset, tls_files):
