@@ -78,7 +78,10 @@ def receipted(message: Message) -> dict[str, str]:
     one bit test (`**receipted(message)` in the line's fields)."""
     if not message.esm_class & _RECEIPT or not message.tlvs:
         return _NO_FIELDS
-    value = decode_tlvs(message.tlvs, 0, len(message.tlvs), refuse_repeats=False).get(_RECEIPTED_MESSAGE_ID)
+    try:
+        value = decode_tlvs(message.tlvs, 0, len(message.tlvs), refuse_repeats=False).get(_RECEIPTED_MESSAGE_ID)
+    except ValueError:  # a row an earlier version or damage left malformed: the line is written all the same
+        return _NO_FIELDS
     if value is None:
         return _NO_FIELDS
     return {"receipted_message_id": value.decode("latin-1").rstrip("\0") if isinstance(value, bytes) else str(value)}

@@ -7,7 +7,7 @@ import zlib
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.messages import message_from_submission, segments_of
+from gateway.messages import message_from_submission, receipted, segments_of
 from gateway.smpp.constants import Tag
 from gateway.smpp.pdu import DataSm, SubmitSm
 from gateway.smpp.tlv import decode_tlvs
@@ -89,3 +89,18 @@ def test_a_udh_of_its_own_never_makes_a_text_cost_fewer_segments(text: int, codi
     with_udh = DataSm(esm_class=0x40, data_coding=coding, tlvs={Tag.MESSAGE_PAYLOAD: udh + b"a" * text})
     without = DataSm(data_coding=coding, tlvs={Tag.MESSAGE_PAYLOAD: b"a" * text})
     assert segments_of(with_udh) >= segments_of(without)
+
+
+def test_a_line_about_a_receipt_names_what_it_reports_on_and_one_with_malformed_tlvs_is_written_all_the_same() -> None:
+    """A receipt row with a TLV whose length runs past its end (an earlier version's, or damage) raised TlvError from
+    the line about it ('mt cannot be sent'): the MT never ended, and every later read of its account's backlog failed
+    on it (regression review 3)."""
+
+    def receipt(tlvs: bytes, esm_class: int = 0x04) -> Message:
+        return Message(id="r1", direction=Direction.MT, status=MessageStatus.ENROUTE, account="", source_addr="8613800000002",
+                       dest_addr="8613800000001", short_message=b"", esm_class=esm_class, tlvs=tlvs)  # fmt: skip
+
+    named = bytes.fromhex("001e") + (10).to_bytes(2) + b"1a24a2e90\0"  # receipted_message_id
+    assert receipted(receipt(named)) == {"receipted_message_id": "1a24a2e90"}
+    assert receipted(receipt(named, esm_class=0)) == {}  # not a receipt: nothing, whatever it carries
+    assert receipted(receipt(bytes.fromhex("001e0040616263"))) == {}
