@@ -204,10 +204,12 @@ _REPLACE = (
     "UPDATE messages SET short_message = ?, registered_delivery = ?, expires_at = ?, next_attempt_at = ?, status = ?"
     " WHERE id = ?"
 )
-# The largest id MessageIds made of each table that holds them, each read from its index's end (last_id_made); "g"
-# keeps out ids of other shapes ("sub-1", written by tests or an import), which sort after every hex id.
+# The largest id MessageIds made of each table that holds them, each read from its index's end (last_id_made): ids
+# beginning with a digit or a-f, so that ids of other shapes ("sub-1", "SUB-1", written by tests or an import) do not
+# come first (two ranges: upper case and punctuation sort between them).
 _LAST_ID_MADE = "SELECT max(last) FROM (" + " UNION ALL ".join(
-    f"SELECT max(id) AS last FROM {table} WHERE id < 'g'"
+    f"SELECT max(id) AS last FROM {table} WHERE id >= '0' AND id < ':' UNION ALL "
+    f"SELECT max(id) FROM {table} WHERE id >= 'a' AND id < 'g'"
     for table in ("messages", "subscriptions", "subscription_events", "pending_orders", "spam_reports", "blocks", "surveys",
                   "charges")
 ) + ")"  # fmt: skip
