@@ -168,9 +168,9 @@ _HALF_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000:
 
 
 def agent_name(written: str) -> str:
-    """A staff member's id (服务工号) as surveys name it and the aggregates group and filter by, stored ones too: full
-    width folded and spaces around trimmed, so `Ａ１`, ` A1` and `A1` are one agent's figures, not three. Only that:
-    NFKC would also make `①` `1` and `ﬃ` `ffi`, merging ids and lengthening them past the limit."""
+    """A staff member's id (服务工号) as a survey stores it and the aggregates filter by: full width folded and white
+    space around trimmed, so `Ａ１`, ` A1` and `A1` are one agent's figures, not three. Only that: NFKC would also
+    make `①` `1` and `ﬃ` `ffi`, merging ids and lengthening them past the limit."""
     return written.translate(_HALF_WIDTH).strip()
 
 

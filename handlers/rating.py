@@ -63,7 +63,6 @@ from .base import (
     Inbound,
     Outcome,
     ServiceContext,
-    agent_name,
     checked_agent,
     checked_channel,
     epoch_seconds,
@@ -383,15 +382,14 @@ async def aggregates(
     if bucket not in (None, "day", "month"):
         raise ValueError(f"bucket must be 'day' or 'month'; got {bucket!r}")
     filters: dict[str, Any] = {}
+    if agent is not None:
+        filters["agent"] = agent
     if since is not None:
         filters["created_at__gte"] = since
     if until is not None:
         filters["created_at__lt"] = until
-    # Agents as agent_name has them, also those stored before it folded them (no index on agent: the store would
-    # scan them all as well).
     surveys = [s for s in await ctx.store.find(Survey, order_by="created_at", **filters)
-               if (channel is None or _channel_matches(s.channel, channel))
-               and (agent is None or agent_name(s.agent) == agent)]  # fmt: skip
+               if channel is None or _channel_matches(s.channel, channel)]  # fmt: skip
     rated = [s for s in surveys if s.rating is not None]
 
     by_channel: dict[str, list[Survey]] = defaultdict(list)
@@ -400,7 +398,7 @@ async def aggregates(
     for s in surveys:
         by_channel[s.channel].append(s)
         if s.agent:
-            by_agent[agent_name(s.agent)].append(s)
+            by_agent[s.agent].append(s)
         if bucket is not None:
             day = ctx.local_date(s.created_at)
             by_period[day.isoformat() if bucket == "day" else f"{day:%Y-%m}"].append(s)
