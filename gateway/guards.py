@@ -18,8 +18,7 @@ committed since it was accepted stops it too (SPEC 3.1: unsubscribing takes
 effect at once), even if the subscriber ordered again meanwhile: an SP's content
 goes out only if the subscriber's subscription on its code was active, without a
 break, since before it was accepted (its active period began with a subscription
-whose id is older than the MT's; one loaded at start on a code services share is
-taken to have begun before anything waiting).
+whose id is older than the MT's; one loaded at start began before anything waiting).
 So does a network-wide block lifted meanwhile: what its sender had waiting when
 it was blocked (accepted before the block began) ends as it would have during
 the block, wherever it waited (an MT queued on a bind ends at the block itself),
@@ -63,8 +62,6 @@ class Guards:
         self._plan = plan or NumberPlan()
         self._operator_codes = frozenset(operator_codes)  # the operator's own services: reached even when blocked
         self._code_of = {entry.id: entry.service_code for entry in catalogue}
-        codes = Counter(self._code_of.values())
-        self._shared_codes = frozenset(code for code, services in codes.items() if services > 1)  # 1066916: two
         # Active blocks: how many for each number blocked network-wide, and for each
         # (reported, reporter) pair (a number reported twice by one subscriber has two).
         self._network: Counter[str] = Counter()
@@ -88,10 +85,9 @@ class Guards:
     async def load(self, store: Store) -> None:
         self.observe(Put(b) for b in await store.find(Block, lifted_at=None))
         self.observe(Put(b) for b in await store.find(Block, reporter="", lifted_at__gt=0))  # few: lifts are rare
-        # Loaded, an active period on a code of one service began with its one active subscription (a service is
-        # not ordered again while active). On a code services share, a subscription to another, cancelled since (not
-        # read), may have begun it: it is taken to stop nothing accepted before (a cancel and re-order there before
-        # a stop, which the sweep had not acted on, let what waited go out, as before periods were kept).
+        # Loaded, an active period's beginning is not known (a subscription cancelled meanwhile on a code two services
+        # share may have begun it, and is not read): it stops nothing accepted before (a break the sweep had not
+        # acted on when the gateway stopped is the sweep's at the start, as before such beginnings were kept).
         for subscription in await store.find(Subscription, status="active"):
             self._subscription(subscription, loaded=True)
 
@@ -205,5 +201,4 @@ class Guards:
             if key in self._active:
                 self._also_active[key] += 1
             else:
-                known = made_by_message_ids(subscription.id) and not (loaded and code in self._shared_codes)
-                self._active[key] = subscription.id if known else ""
+                self._active[key] = subscription.id if not loaded and made_by_message_ids(subscription.id) else ""

@@ -169,33 +169,6 @@ def test_sp_content_waiting_when_the_subscriber_unsubscribes_and_orders_again_at
     assert (receipt["id"], receipt["stat"], receipt["err"]) == (waiting.message_id.decode(), "REJECTD", "402")
 
 
-def test_scheduled_sp_content_stays_stopped_by_a_cancel_and_re_order_across_a_restart(make_gateway, handset, clock, tmp_path):
-    """Tencent's content scheduled for an hour on, B unsubscribed and ordered again at once, the gateway restarted:
-    the schedule came and it went out (DELIVRD), the active period loaded at start taken to have begun before it.
-    On a code of one service the period began with its one active subscription (regression review 3)."""
-    db = tmp_path / "gw.db"
-    gw = make_gateway(clock=clock, db_path=db)
-    phone = handset(B, gw=gw, address_range=B)
-    order(phone, "TL")
-    assert ask(phone, "Y").startswith("您已定制")
-    phone.close()
-    tencent = handset(TENCENT, system_id="tencent", gw=gw)
-    scheduled = tencent.submit(B, "铃声：scheduled", registered_delivery=1, schedule_delivery_time="000000010000000R")
-    assert scheduled.status == ESME_ROK
-    [subscription] = subscriptions(gw, B)
-    gw.call(gw.gateway.services.unsubscribe(B, [subscription.id], "web"))
-    gw.call(gw.gateway.services.request_order(B, "tencent-ringtones", "web"))
-    send(handset(B, bind="tx", gw=gw), OPERATOR, "Y")
-    assert eventually(lambda: sorted(s.status for s in subscriptions(gw, B)) == ["active", "cancelled"])
-    gw.stop()
-    gw = make_gateway(clock=clock, db_path=db)
-    tencent, phone = handset(TENCENT, system_id="tencent", gw=gw), handset(B, gw=gw, address_range=B)
-    clock.advance(3601)  # its schedule comes
-    receipt = receipt_fields(tencent.expect(predicate=is_receipt))
-    assert (receipt["id"], receipt["stat"], receipt["err"]) == (scheduled.message_id.decode(), "REJECTD", "402")
-    phone.expect_none(0.3, lambda p: p.source_addr == TENCENT.encode())
-
-
 def test_sp_content_waiting_through_a_restart_goes_out_while_another_service_on_its_code_stayed_active(
     make_gateway, handset, clock, tmp_path, monkeypatch
 ):
