@@ -194,7 +194,7 @@ class Store(Protocol):
         given it."""
 
     async def last_id_made(self) -> str | None:
-        """The largest id of those `ids.MessageIds` makes (beginning with a digit or a-f) that the store holds, as byte
+        """The largest id of those `ids.MessageIds` makes (19 hex digits, or a submit_multi destination's) that the store holds, as byte
         strings compare: of a message or a service record (a subscription, a block...: kept for ever, while retention
         deletes messages). Read at start: MessageIds starts its ids after it."""
 

@@ -204,12 +204,13 @@ _REPLACE = (
     "UPDATE messages SET short_message = ?, registered_delivery = ?, expires_at = ?, next_attempt_at = ?, status = ?"
     " WHERE id = ?"
 )
-# The largest id MessageIds made of each table that holds them, each read from its index's end (last_id_made): ids
-# beginning with a digit or a-f, so that ids of other shapes ("sub-1", "SUB-1", written by tests or an import) do not
-# come first (two ranges: upper case and punctuation sort between them).
+# The largest id MessageIds made of each table that holds them (last_id_made): 19 hex digits (then a submit_multi
+# destination's "/n"), read down from the end of the id index below "g"; ids of other shapes ("sub-1", "SUB-1", a
+# UUID an import wrote) are passed over, not taken for the last.
+_MADE_BY_MESSAGE_IDS = "[0-9a-f]" * 19 + "*"
 _LAST_ID_MADE = "SELECT max(last) FROM (" + " UNION ALL ".join(
-    f"SELECT max(id) AS last FROM {table} WHERE id >= '0' AND id < ':' UNION ALL "
-    f"SELECT max(id) FROM {table} WHERE id >= 'a' AND id < 'g'"
+    f"SELECT * FROM (SELECT id AS last FROM {table} WHERE id < 'g' AND id GLOB '{_MADE_BY_MESSAGE_IDS}' "
+    "ORDER BY id DESC LIMIT 1)"
     for table in ("messages", "subscriptions", "subscription_events", "pending_orders", "spam_reports", "blocks", "surveys",
                   "charges")
 ) + ")"  # fmt: skip

@@ -31,7 +31,7 @@ async def test_a_submit_multis_destinations_are_the_ids_between_id_slash_and_id_
 
 
 async def test_the_last_id_made_is_the_largest_hex_id_of_a_message_or_a_service_record(store: Store) -> None:
-    """base.py: last_id_made is "the largest id of those ids.MessageIds makes (beginning with a digit or a-f) that the
+    """base.py: last_id_made is "the largest id of those ids.MessageIds makes (19 hex digits, or a submit_multi destination's) that the
     store holds": a subscription's counts too (retention deletes the messages made with it), ids of other shapes
     do not."""
     assert await store.last_id_made() is None
@@ -39,5 +39,5 @@ async def test_the_last_id_made_is_the_largest_hex_id_of_a_message_or_a_service_
         await store.accept(mt(id))
     assert await store.last_id_made() == "1a24a2e9016000000002/2"
     await store.apply([Put(Subscription(id, "8613800000001", "sina-news", "active", 0.0, "sms", "", 0.0))
-                       for id in ("1a24a2e9017000000001", "sub-1", "SUB-1", "Import-1", "_x")])
+                       for id in ("1a24a2e9017000000001", "sub-1", "SUB-1", "charge-1", "f47ac10b-58cc-4372-a567", "86138000001")])
     assert await store.last_id_made() == "1a24a2e9017000000001"
