@@ -42,7 +42,7 @@ class Receiver(Protocol):
     address_range: AddressRange | None  # from bind_*: the addresses this bind serves
     optional_parameters: bool  # False for a bind of SMPP 3.3: no TLVs, so no message_payload
     mo_numbers: set[str]  # the subscribers whose MO it carried last (kept by the Router: affinity)
-    stalled: bool  # a deliver_sm timed out here and none was answered since (kept by the Router: Router.stalled)
+    stalled: bool  # a deliver_sm timed out here and none was answered since, or its peer is not reading (Router.stalled)
     holding: bool  # it holds MTs handed to it from a stalled bind (kept by the Router: Router.handed)
 
     def offer(self, message: Message, again: bool = False) -> None:
@@ -159,9 +159,10 @@ class Router:
             receiver.mo_numbers.discard(msisdn)
 
     def stalled(self, receiver: Receiver) -> None:
-        """A deliver_sm timed out on `receiver`: until it answers one (`answered`), MTs go to any other bind that
-        serves their subscriber, and to it only if none does (route). A bind may answer enquire_link and never
-        deliver_sm: its subscribers' MTs waited there, one window per response_timeout, a healthy bind idle."""
+        """A deliver_sm timed out on `receiver`, or its peer stopped reading: until it answers one (`answered`; or
+        reads again), MTs go to any other bind that serves their subscriber, and to it only if none does (route). A
+        bind may answer enquire_link and never deliver_sm: its subscribers' MTs waited there, one window per
+        response_timeout, a healthy bind idle."""
         if not receiver.stalled and receiver in self._receivers.get(receiver.account.system_id, ()):
             receiver.stalled = True
             self._stalled += 1

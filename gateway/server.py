@@ -115,6 +115,7 @@ class SmppConnection(asyncio.Protocol):
         self._draining = False  # the gateway stops: see drain()
         self._released = False  # the gateway is done with it: see _release()
         self._peer_reading = True  # False between pause_writing and resume_writing
+        self._stalled_unread = False  # stalled by pause_writing (not by a timeout): resume_writing ends it
         self._abort_handle: asyncio.TimerHandle | None = None  # see close()
         self._now = gateway.clock.now
         self._guards = gateway.guards
@@ -174,18 +175,34 @@ class SmppConnection(asyncio.Protocol):
         return True
 
     def pause_writing(self) -> None:
-        # The peer has stopped reading our answers. Stop reading its requests until it reads again:
+        # The peer has stopped reading what we send. Stop reading its requests until it reads again:
         # TCP then holds it back, where reading on would pile up its answers here without bound.
+        # No deliver_sm goes out meanwhile (_pump), and those it has not read do not time out (tick): sent on, and
+        # at response_timeout sent again behind the copies still unread, they reached it two or three times each and
+        # piled up here (a peer that stopped for 25 s: 305 copies of 150 MTs). The bind is stalled for routing while
+        # it does not read, its queued MTs handed to a bind that reads (Router.stalled), as at a timeout; reading again
+        # ends that stall (resume_writing): a client that reads its answers in bursts would otherwise get no more MTs
+        # for as long as another bind takes them.
         self._peer_reading = False
         if self.transport is not None:
             self.transport.pause_reading()
             log.warning("peer not reading: stopped reading from it until it does", peer=self.peer,
                         account=self.system_id, buffered=self.transport.get_write_buffer_size())
+        if self.can_receive:
+            if not self.stalled:
+                self._stalled_unread = True
+                self.gateway.router.stalled(self)
+            self.hand_over()
 
     def resume_writing(self) -> None:
         self._peer_reading = True
         if self.transport is not None:
             self.transport.resume_reading()
+        if self._stalled_unread:  # (a stall that pause_writing began)
+            self._stalled_unread = False
+            self.gateway.router.answered(self)
+        self.session.restart_timers()  # what waited unread reaches it only now
+        self._pump()
 
     def data_received(self, data: bytes) -> None:
         self._on_events(self.session.receive_data(data))
@@ -408,7 +425,7 @@ class SmppConnection(asyncio.Protocol):
         self.load += 1
         # can_receive: False once the gateway stops (drain) or either side unbinds (_stop_receiving)
         pending = self.pending
-        if self.can_receive and not pending and self.session.can_send_request and not self.session.halted:
+        if self.can_receive and not pending and self._peer_reading and self.session.can_send_request and not self.session.halted:
             self._send_deliver(message)
         elif again and pending:  # replaced, retried, handed back: not behind the newer ones to its subscriber
             self._queue_in_order(message)
@@ -522,7 +539,7 @@ class SmppConnection(asyncio.Protocol):
             self.gateway.delivery.answered_late(message, _delivery_status(pdu), self, self.gateway.connections)
 
     def _pump(self) -> None:
-        if not self.pending or not self.can_receive or self.session.state is _UNBOUND or self.session.halted:
+        if not self.pending or not self._peer_reading or not self.can_receive or self.session.state is _UNBOUND or self.session.halted:
             if self.holding and not self.pending:  # the MTs handed here from a stalled bind have gone out
                 self.gateway.router.released(self)
             return  # they wait for connection_lost
@@ -604,7 +621,7 @@ class SmppConnection(asyncio.Protocol):
         """Called about once a second: response timeouts, keep-alive, idle bind."""
         session = self.session
         timed_out = False
-        for request in session.expired_requests():
+        for request in session.expired_requests(link_only=not self._peer_reading):
             message = self.inflight.pop(request.sequence_number, None)
             if message is not None:
                 self.load -= 1

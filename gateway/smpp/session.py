@@ -415,18 +415,31 @@ class Session:
             self.state = State.CLOSED
 
     # ------------------------------------------------------------ timers
-    def expired_requests(self, now: float | None = None) -> list[Pdu]:
+    def expired_requests(self, now: float | None = None, link_only: bool = False) -> list[Pdu]:
         """Remove and return requests whose response did not come within response_timeout. A response that
-        comes later all the same is a LateResponse (for the last `window` of them)."""
+        comes later all the same is a LateResponse (for the last `window` of them). `link_only`: only enquire_link
+        and unbind expire, for a peer that has stopped reading (the others wait for it, `restart_timers`): it cannot
+        answer what it has not read (given up on, each went out again behind its copy still unread)."""
         now = self.clock() if now is None else now
         limit = now - self.response_timeout
-        late = [seq for seq, item in self.outstanding.items() if item.sent_at <= limit]
+        if link_only:
+            late = [seq for seq, item in self.outstanding.items()
+                    if item.sent_at <= limit and item.request.command_id in _LINK_REQUESTS]  # fmt: skip
+        else:
+            late = [seq for seq, item in self.outstanding.items() if item.sent_at <= limit]
         requests = [self.outstanding.pop(seq).request for seq in late]
         for request in requests:
             remember(self._timed_out, request.sequence_number, request, self.window)
         if requests and self._held_unbind is not None:
             self._answer_unbind_when_nothing_is_pending()
         return requests
+
+    def restart_timers(self, now: float | None = None) -> None:
+        """The response_timeout of every request outstanding counts from `now`: the peer reads again, and what
+        waited unread for it (our requests behind its unread answers) reaches it only now."""
+        now = self.clock() if now is None else now
+        for item in self.outstanding.values():
+            item.sent_at = now
 
     def answers_overdue(self, now: float | None = None) -> bool:
         """After a framing error or the peer's end of input (`receive_eof`), the answers to the requests before it

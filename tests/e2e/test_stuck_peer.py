@@ -15,6 +15,7 @@ import select
 import socket
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 from smpplib import smpp
@@ -80,9 +81,10 @@ def test_a_bind_that_stops_reading_is_dropped_and_frees_its_slot(tmp_path: Path,
 
 
 def test_an_mt_queued_on_a_bind_that_stops_reading_goes_out_on_a_healthy_bind_once(make_gateway, handset):
-    """X's MO came through the stuck bind, so the gateway routes MTs to X there. Once it closes that bind (its
-    enquire_link unanswered), the MT waiting there goes out on the account's other bind at once, and only there:
-    it used to time out there and be retried onto it again, 16 s late with response_timeout 2."""
+    """X's MO came through the stuck bind, so the gateway routes MTs to X there. It stopped reading: the MT waiting
+    there goes out on the account's other bind as soon as that binds, and only there (it used to time out there and
+    be retried onto it again, 16 s late with response_timeout 2); the stuck bind is closed, its enquire_link
+    unanswered."""
     response_timeout, idle_timeout = 1, 3
     gw = make_gateway(gateway={"response_timeout": response_timeout, "enquire_link_interval": 1,
                                "idle_timeout": idle_timeout, "retry_backoff": [0.5]})  # fmt: skip
@@ -95,9 +97,9 @@ def test_an_mt_queued_on_a_bind_that_stops_reading_goes_out_on_a_healthy_bind_on
         resp = a.submit(X, "to X, through whichever bind reads")
         assert resp.status == ESME_ROK
         healthy = handset(X, bind="rx", gw=gw)  # reads from now on: answers the gateway's enquire_link
-        assert text(healthy.expect(timeout=idle_timeout + response_timeout + 3)) == "to X, through whichever bind reads"
+        assert text(healthy.expect(timeout=1)) == "to X, through whichever bind reads"  # (stalled: handed over)
+        assert eventually(lambda: closed_by_the_gateway(stuck), timeout=idle_timeout + response_timeout + 3)
         assert time.monotonic() - submitted <= idle_timeout + response_timeout + 3
-        assert eventually(lambda: closed_by_the_gateway(stuck), timeout=1)
         healthy.expect_none(within=response_timeout + 1.5)  # a timed-out copy would be retried by now
     a = handset(A, gw=gw)  # the first one, not reading meanwhile, was closed for its unanswered enquire_link
     assert a.query(resp.message_id).message_state == 2  # DELIVERED
@@ -373,3 +375,57 @@ def test_an_mt_only_the_stalled_bind_can_carry_keeps_the_later_ones_to_its_subsc
     ranged.answering = True
     assert [text(pdu) for pdu in ranged.expect_many(3)] == ["L" * 300, "mt 2", "mt 3"]
     old.link.close()
+
+
+def test_a_bind_that_stops_reading_for_a_while_gets_each_mt_once_when_it_reads_again(make_gateway, handset):
+    """The carrier's bind stops reading for three response_timeouts, the gateway's buffers full of its long MTs,
+    then reads everything and answers each deliver_sm as it reads it. The deliver_sm still unread timed out and went
+    out again behind the copies waiting for it, and more were sent while it read none: it got them two or three times
+    each, and they piled up in the gateway's memory. None goes out now while it is not reading, and one it has not
+    read does not time out: each MT reaches it once, none is lost."""
+    response_timeout, count = 1, 100
+    gw = make_gateway(gateway={"response_timeout": response_timeout, "window": 80, "enquire_link_interval": 30,
+                               "idle_timeout": 60, "retry_backoff": [0.5]})  # fmt: skip
+    a = handset(A, bind="tx", gw=gw)
+    with RawLink(gw.smpp_port, receive_buffer=4096) as slow:
+        slow.bind("carrier")
+        for n in range(count):  # (message_payload, 60 KB each: the kernel's socket buffers take a few MB first)
+            assert a.data_sm(X, f"mt {n:02d} " + "x" * 60_000).status == ESME_ROK
+        bind = next(c for c in gw.gateway.connections if c.account is not None and c.account.system_id == "carrier")
+        assert eventually(lambda: not bind._peer_reading, 5)  # its socket full: the gateway holds the rest
+        time.sleep(3 * response_timeout)  # the client reads nothing meanwhile (what the test is about: no event)
+        assert bind.transport.get_write_buffer_size() < 200_000  # (64 KiB and the deliver_sm that went past it)
+        copies: Counter[str] = Counter()
+        while True:  # every PDU that comes within response_timeout + retry_backoff + 1 s of the one before
+            try:
+                pdu = slow.read(timeout=response_timeout + 1.5)
+            except AssertionError:
+                break
+            assert pdu is not None, "the gateway closed the link"
+            if pdu.command == "deliver_sm":
+                copies[text(pdu)[:5]] += 1
+                slow.send(encoded("deliver_sm_resp", pdu.sequence))
+            elif pdu.command == "enquire_link":
+                slow.send(encoded("enquire_link_resp", pdu.sequence))
+    assert copies == Counter({f"mt {n:02d}": 1 for n in range(count)})
+
+
+def test_a_bind_that_stopped_reading_gets_mts_again_once_it_reads(make_gateway, handset):
+    """The carrier bind whose address_range covers X stops reading for a moment (its enquire_link answers pile up):
+    stalled meanwhile, X's MTs go to the account's other bind. Once it has read everything it is a bind like any
+    other again: X's next MT goes to it, not on to the other bind for as long as that one takes them."""
+    gw = make_gateway(gateway={"response_timeout": 2, "enquire_link_interval": 30, "idle_timeout": 60})
+    other = handset(X, system_id="carrier", bind="rx", gw=gw)
+    a = handset(A, bind="tx", gw=gw)
+    with RawLink(gw.smpp_port, receive_buffer=4096) as ranged:
+        [bound] = ranged.exchange(encoded("bind_transceiver", 1, system_id="carrier", password="carrier",
+                                          address_range="^86130"))  # fmt: skip
+        assert bound.status == ESME_ROK
+        stop_reading(ranged)
+        assert a.submit(X, "meanwhile").status == ESME_ROK
+        assert text(other.expect()) == "meanwhile"
+        assert all(pdu.command == "enquire_link_resp" for pdu in pdus_waiting(ranged))  # read again, all of it
+        assert a.submit(X, "after").status == ESME_ROK
+        deliver = ranged.read()
+        assert deliver.command == "deliver_sm" and text(deliver) == "after"
+        other.expect_none(within=0.5)

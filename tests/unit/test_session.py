@@ -753,6 +753,26 @@ def test_expired_requests():
     assert isinstance(event, Rejected) and event.status == 0
 
 
+def test_a_deliver_sm_the_peer_has_not_read_does_not_time_out_until_it_reads_again():
+    """While the peer is not reading, only enquire_link and unbind expire (link_only): it cannot answer a deliver_sm
+    still unread behind them. Once it reads, the deliver_sm's response_timeout counts from then (restart_timers), and
+    its answer is one in time, not a late one after a second copy."""
+    clock = FakeClock(100.0)
+    esme, smsc = bind_pair(TRX, clock=clock, response_timeout=10.0)
+    mt = smsc.send(DeliverSm(destination_addr="1"))
+    probe = smsc.send(EnquireLink())
+    clock.now = 130.0
+    assert smsc.expired_requests(link_only=True) == [probe]
+    assert list(smsc.outstanding) == [mt.sequence_number]
+    smsc.restart_timers()  # it reads again at 130
+    clock.now = 139.9
+    assert smsc.expired_requests() == []
+    [delivered] = transfer(smsc, esme)
+    esme.send(response_to(delivered.pdu))
+    assert Received(response_to(mt), mt) in transfer(esme, smsc)  # (after the enquire_link_resp, late)
+    assert smsc.expired_requests(now=1e9) == [] and smsc.outstanding == {}
+
+
 def test_only_the_last_window_of_timed_out_requests_are_remembered():
     clock = FakeClock(100.0)
     esme, _smsc = bind_pair(TRX, clock=clock, response_timeout=1.0, window=2)
