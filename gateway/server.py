@@ -116,6 +116,7 @@ class SmppConnection(asyncio.Protocol):
         self._released = False  # the gateway is done with it: see _release()
         self._peer_reading = True  # False between pause_writing and resume_writing
         self._stalled_unread = False  # stalled by pause_writing (not by a timeout): resume_writing ends it
+        self._unread_since = 0.0  # session.clock() at pause_writing
         self._abort_handle: asyncio.TimerHandle | None = None  # see close()
         self._now = gateway.clock.now
         self._guards = gateway.guards
@@ -184,6 +185,7 @@ class SmppConnection(asyncio.Protocol):
         # ends that stall (resume_writing): a client that reads its answers in bursts would otherwise get no more MTs
         # for as long as another bind takes them.
         self._peer_reading = False
+        self._unread_since = self.session.clock()
         if self.transport is not None:
             self.transport.pause_reading()
             log.warning("peer not reading: stopped reading from it until it does", peer=self.peer,
@@ -639,6 +641,11 @@ class SmppConnection(asyncio.Protocol):
         if timed_out:
             self.gateway.router.stalled(self)
             self.hand_over()
+        if not self._peer_reading and self._unread_too_long():
+            log.warning("peer not reading; closing", peer=self.peer, account=self.system_id,
+                        seconds=round(session.clock() - self._unread_since, 1))  # fmt: skip
+            self.close(unanswered=True)  # (its deliver_sm in flight go back to delivery: connection_lost)
+            return
         self._pump()
         self._expire_queued()
         if self.account is None and session.clock() >= self._bind_by:
@@ -684,6 +691,16 @@ class SmppConnection(asyncio.Protocol):
             self.pending.clear()
             self.load -= len(waiting)
             self.gateway.delivery.requeue(waiting)
+
+    def _unread_too_long(self) -> bool:
+        """The peer has read nothing for as long as the gateway's enquire_link, or else its unbind at idle_timeout, would
+        take to go unanswered (the interval, then response_timeout), or for response_timeout where it asks neither:
+        its deliver_sm in flight do not time out meanwhile (tick), so with the gateway asking nothing
+        (enquire_link_interval = 0, idle_timeout = 0) a client that never read again kept them for good, its
+        subscribers' MTs held there while the account's other binds sat idle."""
+        session = self.session
+        asks_after = session.enquire_link_interval or session.idle_timeout
+        return session.clock() - self._unread_since >= asks_after + session.response_timeout
 
     def close(self, unanswered: bool = False) -> None:
         """Done with the peer: released at once (_release), the socket closed once what is left to send is sent.

@@ -410,6 +410,27 @@ def test_a_bind_that_stops_reading_for_a_while_gets_each_mt_once_when_it_reads_a
     assert copies == Counter({f"mt {n:02d}": 1 for n in range(count)})
 
 
+def test_a_bind_that_never_reads_again_is_closed_though_the_gateway_asks_nothing(make_gateway, handset):
+    """With enquire_link_interval = 0 and idle_timeout = 0 (valid: the gateway asks nothing), the deliver_sm in flight
+    on a bind that stopped reading never timed out (none does while the client is not reading) and nothing closed it:
+    48 of 100 MTs stayed there for as long as its TCP connection did, the account's other bind idle (regression
+    review 5). It is closed once it has read nothing for response_timeout, and they go to the bind that reads."""
+    response_timeout, count = 1, 60
+    gw = make_gateway(gateway={"response_timeout": response_timeout, "enquire_link_interval": 0, "idle_timeout": 0,
+                               "retry_backoff": [0.5]})  # fmt: skip
+    a = handset(A, bind="tx", gw=gw)
+    with RawLink(gw.smpp_port, receive_buffer=4096) as stuck:
+        stuck.bind("carrier")
+        for n in range(count):  # (message_payload, 60 KB each: the kernel's socket buffers take a few MB first)
+            assert a.data_sm(X, f"mt {n:02d} " + "x" * 60_000).status == ESME_ROK
+        bind = next(c for c in gw.gateway.connections if c.account is not None and c.account.system_id == "carrier")
+        assert eventually(lambda: not bind._peer_reading, 5)
+        healthy = handset(X, system_id="carrier", bind="rx", gw=gw)
+        got = sorted(text(pdu)[:5] for pdu in healthy.expect_many(count, timeout=response_timeout + 10))
+        assert got == [f"mt {n:02d}" for n in range(count)]
+        assert eventually(lambda: bind not in gw.gateway.connections, 5)  # (its FIN waits behind MBs it never reads)
+
+
 def test_a_bind_that_stopped_reading_gets_mts_again_once_it_reads(make_gateway, handset):
     """The carrier bind whose address_range covers X stops reading for a moment (its enquire_link answers pile up):
     stalled meanwhile, X's MTs go to the account's other bind. Once it has read everything it is a bind like any
