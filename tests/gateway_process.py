@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -87,14 +88,16 @@ class GatewayProcess:
     def __init__(
         self, db: Path, config: Path | None = None, host: str | None = "127.0.0.1", log_level: str = "info",
         open_files: tuple[int, int] | None = None, file_modes_apply: bool = False, cwd: Path | None = None,
-        uvloop: bool = True,
+        uvloop: bool = True, hangup_ignored: bool = False,
     ) -> None:  # fmt: skip
         """host None: no --host, the config's smpp_host and http_host count. Above info the gateway does not log
         'smsgw ready' with its ports: they are picked here, and it is ready once its HTTP port listens.
         open_files: its (soft, hard) limit on open files, as a service manager would set it. file_modes_apply: a
         file's mode binds it even when the tests run as root (`modes_apply`). cwd: started from that directory as
         an installed `smsgw` is, its code found on sys.path (ROOT on PYTHONPATH), never in the directory (-P).
-        uvloop False: on the default asyncio event loop."""
+        uvloop False: on the default asyncio event loop. hangup_ignored: started as under nohup (SIGHUP ignored);
+        else with SIGHUP at its default whatever the tests run under (a suite run under nohup passed its SIG_IGN on,
+        and the gateway, rightly, kept ignoring it)."""
         announces_ports = log_level in ("debug", "info")
         ports = (0, 0) if announces_ports else (free_port(), free_port())
         limits = [] if open_files is None else ["prlimit", f"--nofile={open_files[0]}:{open_files[1]}"]  # (util-linux)
@@ -106,6 +109,8 @@ class GatewayProcess:
              "--smpp-port", str(ports[0]), "--http-port", str(ports[1]), "--log-json", "--log-level", log_level,
              *(["--config", str(config)] if config is not None else [])],
             cwd=ROOT if cwd is None else cwd, env=env, stderr=subprocess.PIPE, text=True,
+            # (one C call between fork and exec: no lock another thread could hold)
+            preexec_fn=partial(signal.signal, signal.SIGHUP, signal.SIG_IGN if hangup_ignored else signal.SIG_DFL),  # noqa: PLW1509
         )  # fmt: skip
         self.log: list[str] = []
         if announces_ports:

@@ -224,6 +224,15 @@ def test_sighup_stops_the_gateway_as_sigterm_does(tmp_path: Path, start_gateway,
     assert stored_mts(db) == {message_id: (body, "delivered") for message_id, body in acked.items()}
 
 
+def test_sighup_is_left_ignored_for_a_gateway_started_under_nohup(tmp_path: Path, start_gateway, phones) -> None:
+    """Started under nohup (SIGHUP ignored), the terminal's closing is not for the gateway: it keeps serving."""
+    gateway = start_gateway(tmp_path / "gw.db", hangup_ignored=True)
+    a = phones(gateway.smpp_port, A, "handset")
+    os.kill(gateway.proc.pid, signal.SIGHUP)
+    assert a.submit(B, "still here").status == ESME_ROK  # (a stop would refuse it: ESME_RTHROTTLED)
+    assert gateway.proc.poll() is None and "smsgw stopping" not in "".join(gateway.log)
+
+
 def test_sigterm_exits_only_once_the_answers_it_drained_are_committed(tmp_path: Path, start_gateway, phones) -> None:
     """SIGTERM "... commits everything": here the commits are held up by another process holding the
     database's write lock (for less than the writer's 5 s busy timeout) while the binds drain."""
@@ -741,7 +750,7 @@ def test_a_writer_process_that_cannot_start_at_the_open_file_limit_says_so(start
     try:
         while held() < 100 - 2 and len(links) < 100:  # the limit, but for a descriptor or two
             links.append(socket.create_connection(("127.0.0.1", gw.smpp_port)))
-            eventually(lambda n=len(links): held() >= n, 2)
+        assert eventually(lambda: held() >= 100 - 2, 5)
         [writer] = children_of(gw.proc.pid)
         os.kill(writer, signal.SIGKILL)
         assert a.request(a.make("submit_sm", B, "at the limit"), timeout=30).status == ESME_RSYSERR
