@@ -377,6 +377,18 @@ def test_an_mt_only_the_stalled_bind_can_carry_keeps_the_later_ones_to_its_subsc
     old.link.close()
 
 
+def not_read(gw, handset, link: RawLink, count: int):
+    """`link` bound as the carrier, and `count` MTs of 60 KB sent to X through it (message_payload: the kernel's
+    socket buffers take a few MB first) until the gateway sees it not reading; its SmppConnection."""
+    link.bind("carrier")
+    a = handset(A, bind="tx", gw=gw)
+    for n in range(count):
+        assert a.data_sm(X, f"mt {n:02d} " + "x" * 60_000).status == ESME_ROK
+    bind = next(c for c in gw.gateway.connections if c.account is not None and c.account.system_id == "carrier")
+    assert eventually(lambda: not bind._peer_reading, 5)  # its socket full: the gateway holds the rest
+    return bind
+
+
 def test_a_bind_that_stops_reading_for_a_while_gets_each_mt_once_when_it_reads_again(make_gateway, handset):
     """The carrier's bind stops reading for three response_timeouts, the gateway's buffers full of its long MTs,
     then reads everything and answers each deliver_sm as it reads it. The deliver_sm still unread timed out and went
@@ -386,13 +398,8 @@ def test_a_bind_that_stops_reading_for_a_while_gets_each_mt_once_when_it_reads_a
     response_timeout, count = 1, 100
     gw = make_gateway(gateway={"response_timeout": response_timeout, "window": 80, "enquire_link_interval": 30,
                                "idle_timeout": 60, "retry_backoff": [0.5]})  # fmt: skip
-    a = handset(A, bind="tx", gw=gw)
     with RawLink(gw.smpp_port, receive_buffer=4096) as slow:
-        slow.bind("carrier")
-        for n in range(count):  # (message_payload, 60 KB each: the kernel's socket buffers take a few MB first)
-            assert a.data_sm(X, f"mt {n:02d} " + "x" * 60_000).status == ESME_ROK
-        bind = next(c for c in gw.gateway.connections if c.account is not None and c.account.system_id == "carrier")
-        assert eventually(lambda: not bind._peer_reading, 5)  # its socket full: the gateway holds the rest
+        bind = not_read(gw, handset, slow, count)
         time.sleep(3 * response_timeout)  # the client reads nothing meanwhile (what the test is about: no event)
         assert bind.transport.get_write_buffer_size() < 200_000  # (64 KiB and the deliver_sm that went past it)
         copies: Counter[str] = Counter()
@@ -418,13 +425,8 @@ def test_a_bind_that_never_reads_again_is_closed_though_the_gateway_asks_nothing
     response_timeout, count = 1, 60
     gw = make_gateway(gateway={"response_timeout": response_timeout, "enquire_link_interval": 0, "idle_timeout": 0,
                                "retry_backoff": [0.5]})  # fmt: skip
-    a = handset(A, bind="tx", gw=gw)
     with RawLink(gw.smpp_port, receive_buffer=4096) as stuck:
-        stuck.bind("carrier")
-        for n in range(count):  # (message_payload, 60 KB each: the kernel's socket buffers take a few MB first)
-            assert a.data_sm(X, f"mt {n:02d} " + "x" * 60_000).status == ESME_ROK
-        bind = next(c for c in gw.gateway.connections if c.account is not None and c.account.system_id == "carrier")
-        assert eventually(lambda: not bind._peer_reading, 5)
+        bind = not_read(gw, handset, stuck, count)
         healthy = handset(X, system_id="carrier", bind="rx", gw=gw)
         got = sorted(text(pdu)[:5] for pdu in healthy.expect_many(count, timeout=response_timeout + 10))
         assert got == [f"mt {n:02d}" for n in range(count)]
