@@ -178,7 +178,7 @@ async def test_a_notice_about_no_service_of_the_catalogue_fails_the_run_though_a
     """Sina's receiver dropped, and a notice to Tencent's named a service no SP has (the gateway writing its id wrong):
     the run passed, only the services of the SPs still bound being checked."""
     rewrite = (b"service=tencent-ringtones", b"service=tencent-ringtoneZ")
-    fleet, failures = await _sp_receiver_lost(make_gateway, swallow="tencent", rewrite=rewrite)
+    _fleet, failures = await _sp_receiver_lost(make_gateway, swallow="tencent", rewrite=rewrite)
     errors = [f["error"] for f in failures if f["kind"] == "sp_notice"]
     assert len(errors) == 1 and "tencent-ringtoneZ: 1 received that no dialogue of the run owed" in errors[0], errors
 
