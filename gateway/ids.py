@@ -10,7 +10,9 @@ import time
 # greater than 8 octets when communicating with an ESME that supports SMPP V3.3 or earlier" (SMPP 5.0 2.11.2).
 SHORT_ID_LENGTH = 8
 _LAST_SHORT_ID = 16**SHORT_ID_LENGTH - 1
-_LAST_START = 16**11 - 1  # a MessageIds start time (ms) in its 11 hex digits: the year 2527
+START_DIGITS = 11  # a MessageIds id: its run's start time in ms, in hex (until the year 2527) ...
+ID_DIGITS = START_DIGITS + 8  # ... then its counter: 19 hex digits (a submit_multi destination's adds "/<n>")
+_LAST_START = 16**START_DIGITS - 1
 
 
 class MessageIds:
@@ -26,7 +28,7 @@ class MessageIds:
         self._begin(int(time.time() * 1000))
 
     def _begin(self, start_ms: int) -> None:
-        self._prefix = f"{self._node}{start_ms:011x}"
+        self._prefix = f"{self._node}{start_ms:0{START_DIGITS}x}"
         self._counter = itertools.count(1)
 
     def continue_after(self, last: str | None) -> None:
@@ -34,13 +36,13 @@ class MessageIds:
         (NTP, a VM resumed, an admin correcting the date), this start's ids sorted before the last run's, which
         the guards' lifted blocks compare against, and a start in the same millisecond as an earlier one made its
         very ids again (every submission refused, the id taken). The start time is then taken after that run's."""
-        digits = last[len(self._node) : len(self._node) + 11] if last and last.startswith(self._node) else ""
+        digits = last[len(self._node) : len(self._node) + START_DIGITS] if last and last.startswith(self._node) else ""
         try:
             last_start = int(digits, 16)
         except ValueError:  # none, or not one of ours
             return
         if int(self._prefix[len(self._node) :], 16) <= last_start < _LAST_START:
-            self._begin(last_start + 1)  # (never past 11 hex digits: a longer id would sort before the last)
+            self._begin(last_start + 1)  # (never past START_DIGITS: a longer id would sort before the last)
 
     def next(self) -> str:
         return f"{self._prefix}{next(self._counter):08x}"
@@ -72,7 +74,7 @@ def short_ids_after(short_id: str) -> list[tuple[str, str]]:
     return [("00000000", f"{end:08x}"), (short_id, f"{_LAST_SHORT_ID:08x}")]
 
 
-_MADE_HERE = re.compile(r"[0-9a-f]{19}").fullmatch
+_MADE_HERE = re.compile(f"[0-9a-f]{{{ID_DIGITS}}}").fullmatch
 
 
 def made_by_message_ids(record_id: str) -> bool:

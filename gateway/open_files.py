@@ -33,4 +33,4 @@ def near_limit() -> bool:
         held = len(os.listdir("/proc/self/fd"))
     except OSError as exc:  # no descriptor left to read them with; or no /proc (not Linux): not known
         return exc.errno in (errno.EMFILE, errno.ENFILE)
-    return held >= resource.getrlimit(resource.RLIMIT_NOFILE)[0] - RESERVE
+    return held >= connections_allowed()

@@ -184,8 +184,8 @@ def checked_agent(agent: object) -> str | None:
 
 
 def folded_number(written: str) -> str:
-    """A number as a subscriber or an agent wrote it, full-width characters folded (`＋８６１３…` -> `+8613…`, as
-    NFKC folds them) and trimmed; case kept for replies."""
+    """A number as a subscriber or an operator's staff wrote it, full-width characters folded (`＋８６１３…` ->
+    `+8613…`, as NFKC folds them) and trimmed; case kept for replies."""
     return unicodedata.normalize("NFKC", written).strip()
 
 

@@ -135,8 +135,7 @@ class Fleet:
         # A long text's parts may come on several of the fleet's binds; one given up incomplete arrived in part.
         self._parts = SharedParts(on_given_up=self._arrived_in_part)
         self.spammer_binds: list[Esme] = []
-        self.sp_binds: list[Esme] = []
-        self._sp_receiver_binds: dict[str, Esme] = {}  # SP account -> its receiver bind (fleet.sp_receivers)
+        self.sp_binds: list[tuple[str, Esme]] = []  # (SP account, its receiver bind): fleet.sp_receivers
         # Every bind once all are up: (bind, its name, the subscribers or spammers it serves, whether texts arrive on
         # it); one the target drops while the run goes on is told at once (_bind_lost)
         self._watched: list[tuple[Esme, str, list[Any], bool]] = []
@@ -415,8 +414,7 @@ class Fleet:
             account = f.sp_receivers[i]
             esme = await self._open(lambda message: self._on_sp_notice(message, account.system_id), f.window)
             await self._bind(esme, "rx", account.system_id, account.password, f"fleet.sp_receivers[{i}]")
-            self.sp_binds.append(esme)
-            self._sp_receiver_binds[account.system_id] = esme
+            self.sp_binds.append((account.system_id, esme))
             self._watched.append((esme, f"rx as {account.system_id!r} (fleet.sp_receivers[{i}])", [], True))
 
         # All bind at once; a failure is reported in this order: the subscribers' binds, the spammers', the SP receivers'.
@@ -518,7 +516,7 @@ class Fleet:
         self._closing = True
         if self.headroom is not None:
             self.headroom.stop()
-        esmes = [*self.binds, *self.spammer_binds, *self.sp_binds]
+        esmes = [*self.binds, *self.spammer_binds, *(esme for _sp, esme in self.sp_binds)]
         await asyncio.gather(*(e.unbind() for e in esmes), return_exceptions=True)
         if self._collector_tuned:
             self._collector_tuned = False
@@ -1124,7 +1122,7 @@ class Fleet:
             self._check_misrouted(receivers)  # wrong whatever went through
             return
         # A receiver lost (_bind_lost): its SP's notices may have been on their way; the other SPs' are checked.
-        lost = {sp for sp, esme in self._sp_receiver_binds.items() if esme.is_closed}
+        lost = {sp for sp, esme in self.sp_binds if esme.is_closed}
         self.sp_notices_unchecked.update(dict.fromkeys(lost, "its receiver's bind was lost"))
         unchecked = {service for service, sp in self.rules.notified_sps.items() if sp in lost}
         until = time.monotonic() + timeout

@@ -422,11 +422,8 @@ class Session:
         answer what it has not read (given up on, each went out again behind its copy still unread)."""
         now = self.clock() if now is None else now
         limit = now - self.response_timeout
-        if link_only:
-            late = [seq for seq, item in self.outstanding.items()
-                    if item.sent_at <= limit and item.request.command_id in _LINK_REQUESTS]  # fmt: skip
-        else:
-            late = [seq for seq, item in self.outstanding.items() if item.sent_at <= limit]
+        late = [seq for seq, item in self.outstanding.items()
+                if item.sent_at <= limit and (not link_only or item.request.command_id in _LINK_REQUESTS)]  # fmt: skip
         requests = [self.outstanding.pop(seq).request for seq in late]
         for request in requests:
             remember(self._timed_out, request.sequence_number, request, self.window)

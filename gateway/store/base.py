@@ -194,9 +194,9 @@ class Store(Protocol):
         given it."""
 
     async def last_id_made(self) -> str | None:
-        """The largest id of those `ids.MessageIds` makes (19 hex digits, or a submit_multi destination's) that the store holds, as byte
-        strings compare: of a message or a service record (a subscription, a block...: kept for ever, while retention
-        deletes messages). Read at start: MessageIds starts its ids after it."""
+        """The largest id of those `ids.MessageIds` makes (19 hex digits, or a submit_multi destination's) that the
+        store holds, as byte strings compare: of a message or a service record (a subscription, a block...: kept for
+        ever, while retention deletes messages). Read at start: MessageIds starts its ids after it."""
 
     async def last_short_id(self) -> str | None:
         """The SMPP 3.3 alias given last of those the store holds (read at start: `ids.ShortIds` goes on from it)."""

@@ -50,7 +50,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, Union
 
-from ..ids import is_short_id, short_ids_after
+from ..ids import ID_DIGITS, is_short_id, short_ids_after
 from ..logs import get_logger
 from ..smpp.constants import EsmClass
 from .base import StoreOpenError, WriteSkipped
@@ -207,7 +207,7 @@ _REPLACE = (
 # The largest id MessageIds made of each table that holds them (last_id_made): 19 hex digits (then a submit_multi
 # destination's "/n"), read down from the end of the id index below "g"; ids of other shapes ("sub-1", "SUB-1", a
 # UUID an import wrote) are passed over, not taken for the last.
-_MADE_BY_MESSAGE_IDS = "[0-9a-f]" * 19 + "*"
+_MADE_BY_MESSAGE_IDS = "[0-9a-f]" * ID_DIGITS + "*"
 _LAST_ID_MADE = "SELECT max(last) FROM (" + " UNION ALL ".join(
     f"SELECT * FROM (SELECT id AS last FROM {table} WHERE id < 'g' AND id GLOB '{_MADE_BY_MESSAGE_IDS}' "
     "ORDER BY id DESC LIMIT 1)"
