@@ -114,7 +114,7 @@ class Gateway:
         handlers = self._handler_names(config)
         self.guards = Guards(
             self.catalogue, (a.system_id for a in self.accounts if a.role == "sp"),
-            operator_codes=(code for code, (name, _options, _key) in handlers.items() if name in OPERATOR_SERVICES),
+            operator_codes=self._operator_codes(config, handlers),
             accounts=(a.system_id for a in self.accounts), plan=self.plan,
         )  # fmt: skip
         self.delivery = Delivery(self.router, self.store, self.clock, self.ids, settings, undeliverable=self.guards.undeliverable)
@@ -215,6 +215,15 @@ class Gateway:
         for i, entry in enumerate(config.short_codes):
             names[entry.code] = (entry.handler, dict(entry.options), f"short_codes[{i}].handler")
         return names
+
+    @staticmethod
+    def _operator_codes(config: Config, names: dict[str, tuple[str, dict, str]]) -> set[str]:
+        """The codes a number blocked network-wide may still text: the [services] codes, whatever handler a
+        [[short_codes]] entry runs on them (an operator's own extension of customer service on 10086 is still
+        10086), and every code running one of the operator's services."""
+        services = config.services
+        running = {code for code, (name, _options, _key) in names.items() if name in OPERATOR_SERVICES}
+        return running | {services.operator, services.spam_report, services.rating}
 
     def _short_codes(self, config: Config, names: dict[str, tuple[str, dict, str]]) -> dict[str, ShortCode]:
         codes = {}

@@ -67,7 +67,7 @@ class Reply:
 class Outcome:
     replies: list[Reply] = field(default_factory=list)
     effects: list[Effect] = field(default_factory=list)
-    completed: bool = False  # a dialogue ended: the gateway may follow it with a survey
+    completed: bool = False  # a dialogue ended: on the [services] operator code, the gateway may follow it with a survey
 
     def reply(self, to: str, text: str, source: str, until: float | None = None) -> Outcome:
         """`until`: a prompt's end, when its answer is no longer taken: it is not delivered after it (however late
@@ -226,7 +226,8 @@ def epoch_seconds(argument: str, value: object) -> float | None:
 
 
 def help_reply(inbound: Inbound, ctx: ServiceContext, language: str) -> Outcome:
-    """The short code's help text: the answer to a text it does not understand."""
+    """Customer service's help text (`common.help`, which names 10086's commands): its answer, and the listing's,
+    to a text they do not understand."""
     return Outcome(completed=True).reply(inbound.subscriber, ctx.text("common.help", language), inbound.short_code)
 
 
