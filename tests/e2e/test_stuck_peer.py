@@ -417,6 +417,38 @@ def test_a_bind_that_stops_reading_for_a_while_gets_each_mt_once_when_it_reads_a
     assert copies == Counter({f"mt {n:02d}": 1 for n in range(count)})
 
 
+def test_the_deliver_sm_unread_while_paused_get_response_timeout_from_when_the_peer_reads_again(make_gateway, handset):
+    """The deliver_sm the gateway had sent long before the client stopped reading are answered within response_timeout
+    of its reading them again, each a second after it reads it: their response_timeout counts from then (README), not
+    from when they were sent, else they timed out at the first tick after it read again and went out again behind
+    the copies it was answering."""
+    response_timeout, count = 2, 60
+    gw = make_gateway(gateway={"response_timeout": response_timeout, "window": 80, "enquire_link_interval": 30,
+                               "idle_timeout": 60, "retry_backoff": [0.5]})  # fmt: skip
+    with RawLink(gw.smpp_port, receive_buffer=4096) as slow:
+        not_read(gw, handset, slow, count)
+        time.sleep(2 * response_timeout)  # the client reads nothing meanwhile (what the test is about: no event)
+        copies: Counter[str] = Counter()
+        unanswered: list[tuple[float, int]] = []  # (read at, sequence) of each deliver_sm read and not answered yet
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                pdu = slow.read(timeout=0.2)
+            except AssertionError:  # none within 0.2 s
+                if not unanswered and sum(copies.values()) >= count:
+                    break
+            else:
+                assert pdu is not None, "the gateway closed the link"
+                if pdu.command == "deliver_sm":
+                    copies[text(pdu)[:5]] += 1
+                    unanswered.append((time.monotonic(), pdu.sequence))
+                elif pdu.command == "enquire_link":
+                    slow.send(encoded("enquire_link_resp", pdu.sequence))
+            while unanswered and time.monotonic() - unanswered[0][0] >= response_timeout / 2:  # in time, since read
+                slow.send(encoded("deliver_sm_resp", unanswered.pop(0)[1]))
+    assert copies == Counter({f"mt {n:02d}": 1 for n in range(count)})
+
+
 def test_a_bind_that_never_reads_again_is_closed_though_the_gateway_asks_nothing(make_gateway, handset):
     """With enquire_link_interval = 0 and idle_timeout = 0 (valid: the gateway asks nothing), the deliver_sm in flight
     on a bind that stopped reading never timed out (none does while the client is not reading) and nothing closed it:

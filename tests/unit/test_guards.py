@@ -90,33 +90,64 @@ def test_binds_ask_again_only_about_the_recipients_a_tightening_concerns() -> No
     assert guards.recipients_since(guards.tightened - 2) == {OTHER}
 
 
+def sp_guards() -> Guards:
+    """Guards of the example catalogue, `sina` an SP account (sina-news and sina-weather both on 1066916)."""
+    return Guards(Catalogue(gateway_config().catalogue), sp_accounts=("sina",))
+
+
+def sp_content(ids: MessageIds) -> Message:
+    """An MT of sina's content on 1066916 to VICTIM, accepted now (its id made next)."""
+    return Message(id=ids.next(), direction=Direction.MT, status=MessageStatus.ENROUTE, account="sina",
+                   source_addr="1066916", dest_addr=VICTIM, short_message=b"x")  # fmt: skip
+
+
+def active(id: str, service: str) -> Subscription:
+    """VICTIM's active subscription `id` to `service`."""
+    return Subscription(id, VICTIM, service, "active", 1.0, "sms", "mo-1", 1.0)
+
+
 def test_sp_content_goes_out_only_while_its_code_stayed_subscribed_since_it_was_accepted() -> None:
     """Per service code, by ids: an MT accepted while the subscriber had sina-news waited through an unsubscription
     and an order again of the same service (it went out); a second service on the code keeps the first's period."""
-    guards = Guards(Catalogue(gateway_config().catalogue), sp_accounts=("sina",))
+    guards = sp_guards()
     ids = MessageIds()
-
-    def subscription(service: str) -> Subscription:
-        return Subscription(ids.next(), VICTIM, service, "active", 1.0, "sms", "mo-1", 1.0)
-
-    def mt() -> Message:
-        return Message(id=ids.next(), direction=Direction.MT, status=MessageStatus.ENROUTE, account="sina",
-                       source_addr="1066916", dest_addr=VICTIM, short_message=b"x")  # fmt: skip
 
     def cancel(s: Subscription) -> None:
         guards.observe([Put(replace(s, status="cancelled"))])
 
-    news = subscription("sina-news")
+    news = active(ids.next(), "sina-news")
     guards.observe([Put(news)])
-    waited = mt()
+    waited = sp_content(ids)
     cancel(news)
-    again = subscription("sina-news")
+    again = active(ids.next(), "sina-news")
     guards.observe([Put(again)])
     assert guards.undeliverable(waited)[0] == S.SMSGW_RNOSUBSCRIPTION
-    assert guards.undeliverable(mt()) is None
+    assert guards.undeliverable(sp_content(ids)) is None
 
-    weather = subscription("sina-weather")  # the same code
+    weather = active(ids.next(), "sina-weather")  # the same code
     guards.observe([Put(weather)])
-    through = mt()
+    through = sp_content(ids)
     cancel(again)  # weather still active on 1066916: its active period goes on
     assert guards.undeliverable(through) is None
+
+
+def test_a_second_service_ordered_on_the_code_does_not_restart_its_active_period() -> None:
+    """Content accepted while sina-news was active goes out after sina-weather (the same code, 1066916) is ordered
+    too: the subscriber never lost the code. Its order must not begin the code's active period again, after which
+    what waited counted as accepted before the subscription."""
+    guards = sp_guards()
+    ids = MessageIds()
+    guards.observe([Put(active(ids.next(), "sina-news"))])
+    waiting = sp_content(ids)
+    guards.observe([Put(active(ids.next(), "sina-weather"))])
+    assert guards.undeliverable(waiting) is None
+
+
+def test_a_subscription_id_not_made_by_message_ids_stops_no_sp_content() -> None:
+    """An active period is told by ids MessageIds made; a subscription id of another form (a test's `sub-1`, an
+    import's) does not sort among them (`sub-1` after every hex id): taken for the period's start, every MT of the
+    code's content counted as accepted before it and was refused ESME_RNOSUBSCRIPTION (Guards._active: such a one
+    "stops nothing")."""
+    guards = sp_guards()
+    guards.observe([Put(active("sub-1", "sina-news"))])
+    assert guards.undeliverable(sp_content(MessageIds())) is None

@@ -29,3 +29,14 @@ def test_a_start_keeps_its_own_time_unless_a_later_run_of_ours_is_held(last: str
     ids.continue_after(last)
     following = ids.next()
     assert (len(following), following[:11], following > own) == (19, own[:11], True)
+
+
+def test_a_start_in_the_same_millisecond_as_the_last_run_moves_on_past_it() -> None:
+    """continue_after: a start in the very millisecond of the run whose ids the store holds (a restart that quick, a
+    clock stepped back onto it) made that run's ids again, every submission ESME_RSYSERR (the id taken); it starts
+    after that run's."""
+    ids = MessageIds()
+    last_run = ids.next()  # the store holds an id of a run that began in this very millisecond
+    ids.continue_after(last_run)
+    following = ids.next()
+    assert following > last_run and following[:11] != last_run[:11]

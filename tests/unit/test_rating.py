@@ -299,6 +299,13 @@ async def test_an_agent_is_named_as_written_but_for_its_width_and_the_spaces_aro
     assert list((await rating.aggregates(bench.ctx))["by_agent"]) == ["1", "A1", "①"]
 
 
+def test_every_full_width_ascii_character_and_the_ideographic_space_inside_an_id_are_folded() -> None:
+    """All of U+FF01-FF5E, the last (`～`) too, and U+3000 between two characters, not only around them: `Ａ　１` is
+    agent `A 1`, not refused as unprintable."""
+    assert rating.checked_agent("\uff01\uff5e\uff21") == "!~A"  # the first, the last and `Ａ`
+    assert rating.checked_agent("Ａ\u3000１") == "A 1"
+
+
 def dist(*counts: int) -> dict[str, int]:
     return dict(zip("12345", counts))
 
