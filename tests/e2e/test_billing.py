@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+import structlog
 
 from gateway.clock import SimulatedClock
 from gateway.store.records import Charge, JobRun, Subscription, SubscriptionEvent
@@ -305,7 +306,8 @@ def test_a_service_withdrawn_mid_month_is_ended_by_a_billing_run_for_those_charg
 ):
     """A run on demand on 15 December, sina-news withdrawn since the 1st's run: it ended C's subscription (in its
     trial) but skipped B's, charged for December already, before looking at the catalogue; B stayed active and was
-    charged again from January once the service was back (the billing reconciliation review)."""
+    charged again from January once the service was back (the billing reconciliation review). It ends both, and
+    its warning of a subscription `not charged` for a withdrawn service names C's only: B's was charged."""
     db = tmp_path / "gw.db"
     first = make_gateway(clock=clock, db_path=db, gateway={"job_check_interval": 3600})
     phone, in_trial = handset(B, gw=first, address_range=B), handset(C, gw=first, address_range=C)
@@ -314,14 +316,19 @@ def test_a_service_withdrawn_mid_month_is_ended_by_a_billing_run_for_those_charg
     subscribe(in_trial, "TT")  # free through December
     clock.set(at(2026, 12, 1, 0, 5))
     first.call(first.gateway.services.run_billing())
-    assert [c.msisdn for c in first.call(first.gateway.store.find(Charge))] == [B]
+    [charged] = first.call(first.gateway.store.find(Charge))
+    assert charged.msisdn == B
+    [trial] = subscriptions(first, C)
     phone.close()
     in_trial.close()
     first.stop()
     clock.set(at(2026, 12, 15, 10))
     withdrawn = make_gateway(clock=clock, db_path=db, gateway={"job_check_interval": 3600},
                              catalogue=catalogue_without("sina-news"))  # fmt: skip
-    withdrawn.call(withdrawn.gateway.services.run_billing())
+    with structlog.testing.capture_logs() as logs:
+        withdrawn.call(withdrawn.gateway.services.run_billing())
+    not_charged = [line["subscription"] for line in logs if line["event"] == "not charged: service no longer in the catalogue"]
+    assert not_charged == [trial.id]  # not B's, charged for December
     withdrawn.stop()
     clock.set(at(2027, 1, 1, 0, 5))
     back = make_gateway(clock=clock, db_path=db, gateway={"job_check_interval": 3600})

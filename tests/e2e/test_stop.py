@@ -105,6 +105,26 @@ def test_the_mos_left_at_the_end_of_the_drain_are_named_in_its_line(make_gateway
     assert len(set(line["message_ids"])) == 20
 
 
+def test_the_line_about_mos_left_at_the_end_of_the_drain_counts_those_queued_behind_a_subscribers_mo(make_gateway, handset):
+    """A's long MO is being handled (stuck) when A's next MO is committed: it waits for A's turn, not handled yet,
+    and the next start handles it too. The line counts and names both, not only the one being handled."""
+    gw = make_gateway(gateway={"drain_timeout": 0.5, "response_timeout": 1.0})
+    short_code = gw.gateway.mo.short_codes[ECHO]
+    stuck = short_code.handler = Stuck(short_code.handler)
+    a = handset(A, gw=gw)
+    data = encode(LONG, 0)
+    for n, chunk in enumerate((data[:134], data[134:]), 1):
+        assert a.submit(ECHO, chunk, sar_msg_ref_num=7, sar_total_segments=2, sar_segment_seqnum=n).status == ESME_ROK
+    assert stuck.started.wait(5)
+    queued = a.submit(ECHO, "after it")  # answered once committed, queued for A's turn (in the same step)
+    assert queued.status == ESME_ROK
+    with structlog.testing.capture_logs() as logs:
+        gw.stop()
+    [line] = [line for line in logs if line["event"].startswith("MOs still being handled")]
+    assert (line["count"], line["msisdns"]) == (2, [A, A])
+    assert queued.message_id.decode() in line["message_ids"]
+
+
 def test_stop_closes_a_link_broken_by_a_framing_error_while_an_answer_is_owed(make_gateway):
     """The gateway's unbind at stop was refused on such a link (no request goes out on it): stop raised
     half-way, with the store left open."""

@@ -495,9 +495,7 @@ def test_a_bind_that_stopped_reading_gets_mts_again_once_it_reads(make_gateway, 
     other = handset(X, system_id="carrier", bind="rx", gw=gw)
     a = handset(A, bind="tx", gw=gw)
     with RawLink(gw.smpp_port, receive_buffer=4096) as ranged:
-        [bound] = ranged.exchange(encoded("bind_transceiver", 1, system_id="carrier", password="carrier",
-                                          address_range="^86130"))  # fmt: skip
-        assert bound.status == ESME_ROK
+        ranged_bind(gw, ranged)
         stop_reading(ranged)
         assert a.submit(X, "meanwhile").status == ESME_ROK
         assert text(other.expect()) == "meanwhile"
@@ -506,3 +504,51 @@ def test_a_bind_that_stopped_reading_gets_mts_again_once_it_reads(make_gateway, 
         deliver = ranged.read()
         assert deliver.command == "deliver_sm" and text(deliver) == "after"
         other.expect_none(within=0.5)
+
+
+def test_the_mts_queued_on_a_bind_that_stops_reading_go_to_a_bind_that_reads_at_once(make_gateway, handset):
+    """X's MTs go to the carrier bind whose address_range covers X; its window full (it answers nothing), more wait
+    in its queue when it stops reading. They go to the account's bind that reads at once (README), not once the bind
+    not reading is closed (enquire_link_interval and a response_timeout later): no deliver_sm goes out on it, and
+    none of those in flight times out there, meanwhile."""
+    gw = make_gateway(gateway={"response_timeout": 10, "window": 2, "enquire_link_interval": 30, "idle_timeout": 60,
+                               "retry_backoff": [60]})  # fmt: skip
+    other = handset(X, system_id="carrier", bind="rx", gw=gw)
+    a = handset(A, bind="tx", gw=gw)
+    with RawLink(gw.smpp_port, receive_buffer=4096) as ranged:
+        bind = ranged_bind(gw, ranged)
+        for n in range(6):
+            assert a.submit(X, f"mt {n}").status == ESME_ROK
+        assert [text(ranged.read()) for _ in range(2)] == ["mt 0", "mt 1"]  # its window
+        assert eventually(lambda: len(bind.pending) == 4)
+        stop_reading(ranged)
+        assert [text(pdu) for pdu in other.expect_many(4, timeout=2)] == [f"mt {n}" for n in range(2, 6)]
+
+
+def test_a_stalled_bind_that_stops_reading_and_reads_again_stays_stalled_until_it_answers_a_deliver_sm(make_gateway, handset):
+    """The carrier bind whose address_range covers X left a deliver_sm unanswered (stalled), then stopped reading
+    for a while and read everything again, answering no deliver_sm: reading again ends only a stall that not
+    reading began, so X's next MT goes to the account's other bind, not to one that still answers none."""
+    gw = make_gateway(gateway={"response_timeout": 1, "window": 2, "enquire_link_interval": 30, "idle_timeout": 60,
+                               "retry_backoff": [60]})  # fmt: skip
+    other = handset(X, system_id="carrier", bind="rx", gw=gw)
+    a = handset(A, bind="tx", gw=gw)
+    with RawLink(gw.smpp_port, receive_buffer=4096) as ranged:
+        bind = ranged_bind(gw, ranged)
+        assert a.submit(X, "lost").status == ESME_ROK
+        assert text(ranged.read()) == "lost"  # never answered
+        assert eventually(lambda: bind.stalled, 3)
+        stop_reading(ranged)
+        assert all(pdu.command == "enquire_link_resp" for pdu in pdus_waiting(ranged))  # read again, all of it
+        assert eventually(lambda: bind._peer_reading)
+        assert a.submit(X, "next").status == ESME_ROK
+        assert text(other.expect(timeout=0.9)) == "next"  # not via a timeout on `ranged` (1 s)
+        assert pdus_waiting(ranged) == []
+
+
+def ranged_bind(gw, link: RawLink):
+    """`link` bound as the carrier with an address_range covering X (X's MTs go there first); its SmppConnection."""
+    [bound] = link.exchange(encoded("bind_transceiver", 1, system_id="carrier", password="carrier",
+                                    address_range="^86130"))  # fmt: skip
+    assert bound.status == ESME_ROK
+    return next(c for c in gw.gateway.connections if c.address_range is not None)

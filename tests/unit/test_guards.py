@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from gateway.accounts import Accounts
 from gateway.config import AccountConfig
 from gateway.guards import Guards
@@ -143,11 +145,12 @@ def test_a_second_service_ordered_on_the_code_does_not_restart_its_active_period
     assert guards.undeliverable(waiting) is None
 
 
-def test_a_subscription_id_not_made_by_message_ids_stops_no_sp_content() -> None:
-    """An active period is told by ids MessageIds made; a subscription id of another form (a test's `sub-1`, an
-    import's) does not sort among them (`sub-1` after every hex id): taken for the period's start, every MT of the
-    code's content counted as accepted before it and was refused ESME_RNOSUBSCRIPTION (Guards._active: such a one
-    "stops nothing")."""
+@pytest.mark.parametrize("id", ["sub-1", "f" * 32], ids=["a test's", "an import's of 32 hex digits"])
+def test_a_subscription_id_not_made_by_message_ids_stops_no_sp_content(id: str) -> None:
+    """An active period is told by ids MessageIds made (19 hex digits); a subscription id of another form does not
+    sort among them (`sub-1` and 32 `f` after every one, though the latter begins like one): taken for the period's
+    start, every MT of the code's content counted as accepted before it and was refused ESME_RNOSUBSCRIPTION
+    (Guards._active: such a one "stops nothing")."""
     guards = sp_guards()
-    guards.observe([Put(active("sub-1", "sina-news"))])
+    guards.observe([Put(active(id, "sina-news"))])
     assert guards.undeliverable(sp_content(MessageIds())) is None
