@@ -17,12 +17,13 @@ _INT = struct.Struct("i")
 
 
 def unread(transport: asyncio.BaseTransport) -> int:
-    """Bytes sent to the peer that it has not taken yet: asyncio's buffer (TLS's included) and the kernel's queue."""
+    """Bytes sent to the peer that it has not taken yet: the transport's buffer (over TLS, the TLS layer's, not the
+    one under it) and the kernel's queue."""
     queued = transport.get_write_buffer_size()  # type: ignore[attr-defined]
     sock = transport.get_extra_info("socket")
     if _TIOCOUTQ is None or sock is None:
         return queued
     try:
         return queued + _INT.unpack(fcntl.ioctl(sock.fileno(), _TIOCOUTQ, b"\0\0\0\0"))[0]
-    except OSError:  # (closed meanwhile)
+    except (OSError, ValueError):  # (closed meanwhile: its descriptor -1)
         return queued

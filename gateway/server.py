@@ -190,7 +190,8 @@ class SmppConnection(asyncio.Protocol):
         self._unread_since = self.session.clock()
         self._unread_buffered = unread(self.transport) if self.transport is not None else 0
         if self.transport is not None:
-            self.transport.pause_reading()
+            if not self._draining:  # (the stop reads its answers: drain)
+                self.transport.pause_reading()
             log.warning("peer not reading: stopped reading from it until it does", peer=self.peer,
                         account=self.system_id, buffered=self.transport.get_write_buffer_size())
         if self.can_receive:
@@ -377,6 +378,11 @@ class SmppConnection(asyncio.Protocol):
         stays queued (the store keeps it for the next start); answers to what is in flight are still taken."""
         self._draining = True
         self.can_receive = False  # (offer and _pump: what is offered now waits here for connection_lost)
+        if not self._peer_reading and self.transport is not None:
+            # Held back (pause_writing): its answers to the deliver_sm it has read wait unread here; left there,
+            # they were lost with the connection, and those MTs went out again at the next start. What else it sends
+            # meanwhile is refused, bounded by the stop's deadlines.
+            self.transport.resume_reading()
 
     def _refuse_while_draining(self, pdu: Pdu) -> None:
         if pdu.command_id in BIND_REQUESTS:  # a `bind refused` line as any other, naming the account and why
