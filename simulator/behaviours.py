@@ -91,6 +91,7 @@ __all__ = [
 ]
 
 IDLE, BUSY, RETIRED = "idle", "busy", "retired"
+AWAY = "away"  # idle, its bind lost and being bound again (--rebind): picked for nothing until it is back
 SENDER_BLOCKED = CommandStatus.SMSGW_RSENDERBLOCKED  # 0x400: blocked network-wide
 BLOCKED_BY_RECIPIENT = CommandStatus.SMSGW_RBLOCKEDBYRECIPIENT  # 0x401: the recipient reported the sender
 LATE_MARGIN = 0.5  # seconds past a survey's validity (as the fleet saw it arrive) before a late answer

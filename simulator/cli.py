@@ -2,7 +2,7 @@
 
     smsgw simulate [--host H] [--port P] [--system-id ID --password PW] [--tls [--ca FILE | --insecure]]
                    [--scenario FILE] [--duration S | --count N] [--rate R | --concurrency C] [--ramp-up S]
-                   [--binds N] [--subscribers N] [--report DIR]
+                   [--binds N] [--subscribers N] [--rebind] [--report DIR]
                    [--max-failures N] [--min-rate R] [--max-p99-ms MS] [--max-lag-ms MS]
 
 The scenario (default simulator/scenarios/default.toml) says everything;
@@ -109,6 +109,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     fleet.add_argument("--binds", type=_positive(int), metavar="N", help="binds (or tx+rx pairs) the subscribers share")
     fleet.add_argument("--subscribers", type=_positive(int), metavar="N", help="simulated subscribers")
     fleet.add_argument("--start", metavar="MSISDN", help="first subscriber's number")
+    fleet.add_argument("--rebind", action="store_true", default=None,
+                       help="bind again (with back-off) a bind the target drops, as across its restart; else its subscribers retire")
     fleet.add_argument("--timeout", type=_positive(float), metavar="S", help="seconds each step waits for its reply")
     fleet.add_argument("--seed", type=int, metavar="N",
                        help="of the random choices: the same seed repeats them at --concurrency 1")
@@ -187,7 +189,7 @@ def run_args(args: argparse.Namespace) -> int:
             ca=args.ca, verify=False if args.insecure else None, target_config=args.target_config,
             duration=args.duration, count=args.count, rate=args.rate, concurrency=args.concurrency,
             ramp_up=args.ramp_up, binds=args.binds, subscribers=args.subscribers, start=args.start,
-            timeout=args.timeout, seed=args.seed,
+            rebind=args.rebind, timeout=args.timeout, seed=args.seed,
         )  # fmt: skip
         config = load_config(scenario.target.config or None, tls_files=False)  # a target: its TLS files are its own
     except (ScenarioError, ConfigError) as exc:
@@ -515,8 +517,14 @@ def _describe_internal(internal: dict[str, Any]) -> list[str]:
 
 
 def _describe_lost_binds(lost: list[dict[str, Any]]) -> str:
-    """The binds the target dropped during the run (Fleet._bind_lost): which, when, why."""
-    return f"binds lost: {len(lost)}: " + "; ".join(f"{b['bind']} at {b['at_s']:.1f} s ({b['reason']})" for b in lost)
+    """The binds the target dropped during the run (Fleet._bind_lost): which, when, why, and when bound again."""
+    return f"binds lost: {len(lost)}: " + "; ".join(f"{b['bind']} at {b['at_s']:.1f} s ({b['reason']})" + _rebound(b) for b in lost)
+
+
+def _rebound(lost: dict[str, Any]) -> str:
+    """When a bind lost was bound again (--rebind), or "" (an earlier report's entries have no rebound_at_s)."""
+    at = lost.get("rebound_at_s")
+    return f", rebound at {at:.1f} s" if at is not None else ""
 
 
 def _refusals(summary: dict[str, Any]) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:

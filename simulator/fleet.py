@@ -6,7 +6,8 @@
 `Fleet.run()` binds (the subscribers' binds, each with an `address_range`
 covering its block of MSISDNs so MT comes back on it, or tx+rx pairs; the
 spammers' binds on their own account; SP receivers), runs the load, lets
-what is in flight end, checks the SP notices, unbinds. Closed loop: C
+what is in flight end, checks the SP notices, unbinds. A bind the target drops
+retires what it served, or with `fleet.rebind` is bound again (_rebind). Closed loop: C
 workers, each starting a dialogue when its last one ended. Open loop:
 dialogues start at the target rate (linear ramp-up), never more than
 `max_in_flight` at once. Each dialogue picks its behaviour by weight and an
@@ -38,6 +39,7 @@ import traceback
 from bisect import bisect
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial
 from itertools import accumulate
 from typing import Any
@@ -46,7 +48,17 @@ from gateway.config import Config, load_config
 from gateway.gctune import restore_defaults, tune_for_serving
 
 from . import behaviours as b
-from .behaviours import BUSY, IDLE, RETIRED, Env, Phone, PostOffice, Rules, Spammer
+from .behaviours import (
+    AWAY,
+    BUSY,
+    IDLE,
+    RETIRED,
+    Env,
+    Phone,
+    PostOffice,
+    Rules,
+    Spammer,
+)
 from .dialogues import DialogueResult, Plan
 from .esme import (
     BindError,
@@ -71,6 +83,7 @@ __all__ = ["Fleet", "FleetError", "FleetValueError"]
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0  # seconds for a TCP connection (and TLS handshake) to the target
+REBIND_BACKOFF = (0.5, 5.0)  # --rebind: seconds before the second try to bind again, doubling up to the most
 SP_NOTICE = re.compile(r"event=(\w+) service=(\S+)(?:.* msisdn=\+?(\d+))?")
 DRAIN_POLL = 0.1  # seconds between the drain's looks at an interruption
 DELIVERY_FAULTS_KEPT = 200  # delivery faults kept with their details (beyond: counted)
@@ -105,6 +118,19 @@ class FleetValueError(FleetError, ValueError):
     values the scenario itself refuses are (README)."""
 
 
+@dataclass(eq=False, slots=True)
+class _Bind:
+    """A bind of the fleet, watched once all are up (_watch): the connection now, its name, the subscribers or
+    spammers it serves (one list per block, shared by its binds), whether texts arrive on it, and how to open and bind
+    it again as it was (--rebind)."""
+
+    esme: Esme
+    name: str
+    members: list[Any]
+    receives: bool
+    again: Callable[[], Awaitable[Esme]]
+
+
 # ---------------------------------------------------------------------- fleet
 class Fleet:
     def __init__(
@@ -136,11 +162,16 @@ class Fleet:
         self._parts = SharedParts(on_given_up=self._arrived_in_part)
         self.spammer_binds: list[Esme] = []
         self.sp_binds: list[tuple[str, Esme]] = []  # (SP account, its receiver bind): fleet.sp_receivers
-        # Every bind once all are up: (bind, its name, the subscribers or spammers it serves, whether texts arrive on
-        # it); one the target drops while the run goes on is told at once (_bind_lost)
-        self._watched: list[tuple[Esme, str, list[Any], bool]] = []
-        self.lost_binds: list[dict[str, Any]] = []  # the binds the target dropped: name, seconds into the run, why
+        # Every bind once all are up; one the target drops while the run goes on is told at once (_bind_lost)
+        self._watched: list[_Bind] = []
+        # the binds the target dropped: name, seconds into the run, why, when bound again (--rebind; None: not)
+        self.lost_binds: list[dict[str, Any]] = []
         self._blocks_left: set[int] = set()  # subscriber blocks (the ids of their phones) with no bind lost
+        # --rebind: the blocks (ids of their member lists) with binds lost and not bound again, how many each; their
+        # members not retired, away meanwhile (picked for nothing new, no one's peer or victim); the rebinds running
+        self._down: Counter[int] = Counter()
+        self._away: set[Phone | Spammer] = set()
+        self._rebinds: set[asyncio.Task] = set()
         self._bound_at = 0.0  # time.monotonic() when every bind was up
         self._closing = False  # the fleet's own unbinds (close()): no bind of it is lost then
         self.idle = Pool()
@@ -371,6 +402,13 @@ class Fleet:
             raise FleetError("target.host/target.port", f"bind {mode} as {system_id!r} not answered{reason}: the other "
                                                         f"end, {t.host}:{t.port}, did not answer as an SMPP server") from None
 
+    async def _bound(self, on_message: Callable[[ShortMessage], None] | None, mode: str, system_id: str, password: str,
+                     key: str, address: str = "") -> Esme:  # fmt: skip
+        """A connection opened and bound (a rebind's: with the settings of the bind it replaces)."""
+        esme = await self._open(on_message, self.scenario.fleet.window)
+        await self._bind(esme, mode, system_id, password, key, address)
+        return esme
+
     async def connect(self) -> None:
         """Bind the subscribers, the spammers and the SP receivers, all at once. Raises FleetError when the target
         refuses or cannot be reached, CancelledError when interrupted (interrupt()); either way what was open is
@@ -383,39 +421,46 @@ class Fleet:
             """A block's binds. Its phones are known by their numbers before its binds are answered: an SMSC may
             send a text right after the answer (a welcome), before the fleet's other binds are up."""
             pattern = address_range(lo, hi)
+            account = (t.system_id, t.password, "target.system_id", pattern)
             if f.mode == "trx":
                 esme = sender = await self._open(self._on_message, f.window)
                 phones = self._numbered(lo, hi, sender)
-                await self._bind(esme, "trx", t.system_id, t.password, "target.system_id", pattern)
+                await self._bind(esme, "trx", *account)
                 self.binds.append(esme)
-                self._watched.append((esme, f"trx #{i} as {t.system_id!r}", phones, True))
+                self._watched.append(_Bind(esme, f"trx #{i} as {t.system_id!r}", phones, True,
+                                           partial(self._bound, self._on_message, "trx", *account)))  # fmt: skip
             else:
                 sender = await self._open(None, f.window)
                 phones = self._numbered(lo, hi, sender)
-                await self._bind(sender, "tx", t.system_id, t.password, "target.system_id", pattern)
+                await self._bind(sender, "tx", *account)
                 self.binds.append(sender)
-                self._watched.append((sender, f"tx #{i} as {t.system_id!r}", phones, False))
+                self._watched.append(_Bind(sender, f"tx #{i} as {t.system_id!r}", phones, False,
+                                           partial(self._bound, None, "tx", *account)))  # fmt: skip
                 receiver = await self._open(self._on_message, f.window)
-                await self._bind(receiver, "rx", t.system_id, t.password, "target.system_id", pattern)
+                await self._bind(receiver, "rx", *account)
                 self.binds.append(receiver)
-                self._watched.append((receiver, f"rx #{i} as {t.system_id!r}", phones, True))
+                self._watched.append(_Bind(receiver, f"rx #{i} as {t.system_id!r}", phones, True,
+                                           partial(self._bound, self._on_message, "rx", *account)))  # fmt: skip
             return sender, phones
 
         async def spammer_block(i: int, lo: int, hi: int) -> tuple[Esme, list[Spammer]]:
             sp = s.spammers
+            account = (sp.system_id, sp.password, "spammers.system_id", address_range(lo, hi))
             esme = await self._open(self._on_spammer_message, f.window)
-            await self._bind(esme, "trx", sp.system_id, sp.password, "spammers.system_id", address_range(lo, hi))
+            await self._bind(esme, "trx", *account)
             self.spammer_binds.append(esme)
             spammers = [Spammer(str(n), esme) for n in range(lo, hi + 1)]
-            self._watched.append((esme, f"trx #{i} as {sp.system_id!r} (spammers)", spammers, False))
+            self._watched.append(_Bind(esme, f"trx #{i} as {sp.system_id!r} (spammers)", spammers, False,
+                                       partial(self._bound, self._on_spammer_message, "trx", *account)))  # fmt: skip
             return esme, spammers
 
         async def sp_receiver(i: int) -> None:
             account = f.sp_receivers[i]
-            esme = await self._open(lambda message: self._on_sp_notice(message, account.system_id), f.window)
-            await self._bind(esme, "rx", account.system_id, account.password, f"fleet.sp_receivers[{i}]")
+            on_notice = partial(self._on_sp_notice, account=account.system_id)
+            bound = partial(self._bound, on_notice, "rx", account.system_id, account.password, f"fleet.sp_receivers[{i}]")
+            esme = await bound()
             self.sp_binds.append((account.system_id, esme))
-            self._watched.append((esme, f"rx as {account.system_id!r} (fleet.sp_receivers[{i}])", [], True))
+            self._watched.append(_Bind(esme, f"rx as {account.system_id!r} (fleet.sp_receivers[{i}])", [], True, bound))
 
         # All bind at once; a failure is reported in this order: the subscribers' binds, the spammers', the SP receivers'.
         jobs: list[Awaitable[Any]] = [subscriber_block(i, lo, hi) for i, (lo, hi) in enumerate(blocks(f.start, f.count, f.binds), 1)]
@@ -464,25 +509,36 @@ class Fleet:
     def _watch_binds(self) -> None:
         """From now on a bind the target drops is told at once (_bind_lost), not left to the dialogues that fail on it."""
         self._bound_at = time.monotonic()
-        self._blocks_left = {id(members) for _esme, _name, members, _receives in self._watched if members and isinstance(members[0], Phone)}
-        for esme, name, members, receives in self._watched:
-            esme.closed.add_done_callback(lambda _closed, esme=esme, name=name, members=members, receives=receives:
-                                          self._bind_lost(esme, name, members, receives))  # fmt: skip
+        self._blocks_left = {id(bind.members) for bind in self._watched if bind.members and isinstance(bind.members[0], Phone)}
+        for bind in self._watched:
+            self._watch(bind)
 
-    def _bind_lost(self, esme: Esme, name: str, members: list[Any], receives: bool) -> None:
+    def _watch(self, bind: _Bind) -> None:
+        esme = bind.esme
+        esme.closed.add_done_callback(lambda _closed: self._bind_lost(bind, esme))
+
+    def _bind_lost(self, bind: _Bind, esme: Esme) -> None:
         """The target dropped a bind of the fleet while the run went on (its unbind, a reset, an enquire_link
-        unanswered; not the fleet's own unbind at the end): a fault naming the bind, when and why. What it served
-        retires (nothing more can be sent, or arrive, on it); where texts arrived on it, the dialogues waiting for
-        one fail saying the bind was lost, not that the target delivered nothing. With no subscriber's bind left,
-        the run ends early (BINDS_LOST)."""
+        unanswered; not the fleet's own unbind at the end), listed in lost_binds. With --rebind it is bound again
+        (_rebind), its members away meanwhile: not a fault unless it is not back by the end (_check_rebinds).
+        Else a fault naming the bind, when and why, and what it served retires (nothing more can be sent, or arrive,
+        on it); where texts arrived on it, the dialogues waiting for one fail saying the bind was lost, not that the
+        target delivered nothing. With no subscriber's bind left, the run ends early (BINDS_LOST)."""
         if self._closing:
             return
         at = time.monotonic() - self._bound_at
         reason = esme.close_reason or "connection closed"
-        self.lost_binds.append({"bind": name, "at_s": round(at, 3), "reason": reason})
-        numbers = f"{members[0].msisdn}..{members[-1].msisdn}" if members else ""
-        self.check_failed("bind", numbers, "bind lost", f"the target dropped the bind {name} {at:.1f} s into the run: {reason}")
-        error = BindLost(f"the bind {name} was lost {at:.1f} s into the run ({reason})")
+        lost = {"bind": bind.name, "at_s": round(at, 3), "reason": reason, "rebound_at_s": None}
+        self.lost_binds.append(lost)
+        members, receives = bind.members, bind.receives
+        if self.scenario.fleet.rebind:
+            self._send_away(members)
+            task = asyncio.get_running_loop().create_task(self._rebind(bind, lost))
+            self._rebinds.add(task)
+            task.add_done_callback(self._rebinds.discard)
+            return
+        self._bind_fault(bind, lost)
+        error = BindLost(f"the bind {bind.name} was lost {at:.1f} s into the run ({reason})")
         for member in members:
             self._cut_off(member, error if receives else None)
         if not members or not isinstance(members[0], Phone):
@@ -512,10 +568,97 @@ class Fleet:
         member.state = RETIRED
         self.stats["retired_bind_lost"] += 1
 
+    def _send_away(self, members: list[Any]) -> None:
+        """--rebind: a bind of this block is lost, its members not retired are away until every bind of the block is
+        back (_back): an idle one leaves its pool (AWAY), a busy one's dialogue goes on (what it waits for may come on
+        the new bind within its timeout; what it sent unanswered fails it, as ever) and it parks when it ends."""
+        self._down[id(members)] += 1
+        away = self._away
+        for member in members:
+            if member.state == RETIRED or member in away:
+                continue
+            away.add(member)
+            if member.state == IDLE:
+                (self.idle if isinstance(member, Phone) else self.idle_spammers).remove(member)
+                member.state = AWAY
+
+    async def _rebind(self, bind: _Bind, lost: dict[str, Any]) -> None:
+        """Open and bind `bind` again as it was, trying at once, then after REBIND_BACKOFF's first delay, doubling up to
+        its most, until it binds or the run ends (close() cancels this); then it serves as before and is watched again."""
+        delay, most = REBIND_BACKOFF
+        while True:
+            try:
+                esme = await bind.again()
+                break
+            except FleetError as exc:  # (the target down, restarting or refusing binds meanwhile)
+                self.stats["rebind_tries_failed"] += 1
+                log.debug("rebinding %s: %s; again in %g s", bind.name, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, most)
+        lost["rebound_at_s"] = round(time.monotonic() - self._bound_at, 3)
+        self._replace(bind, esme)
+        self._watch(bind)
+        self._back(bind.members)
+
+    def _replace(self, bind: _Bind, esme: Esme) -> None:
+        """The new connection in the old one's place: in the fleet's lists (close() unbinds them, the end checks read
+        the SP receivers') and, when the block's members send on it, as theirs (each holds its sender; a rebind is
+        rare, so the block's list is walked once rather than every MO going through a holder)."""
+        old, bind.esme = bind.esme, esme
+        for binds in (self.binds, self.spammer_binds):
+            if old in binds:
+                binds[binds.index(old)] = esme
+        self.sp_binds = [(sp, esme if e is old else e) for sp, e in self.sp_binds]
+        for member in bind.members:
+            if member.esme is old:
+                member.esme = esme
+
+    def _back(self, members: list[Any]) -> None:
+        """A bind of this block is bound again: once none is down, its members not retired are no longer away; those
+        parked are idle again."""
+        key = id(members)
+        self._down[key] -= 1
+        if self._down[key]:
+            return
+        del self._down[key]
+        for member in members:
+            self._away.discard(member)
+            if member.state != AWAY:
+                continue
+            if isinstance(member, Phone):
+                self._idle_again(member)
+            else:
+                member.state = IDLE
+                self.idle_spammers.add(member)
+        if self._freed is not None:
+            self._freed.set()
+
+    def _bind_fault(self, bind: _Bind, lost: dict[str, Any], after: str = "") -> None:
+        members = bind.members
+        numbers = f"{members[0].msisdn}..{members[-1].msisdn}" if members else ""
+        self.check_failed("bind", numbers, "bind lost", f"the target dropped the bind {bind.name} {lost['at_s']:.1f} s into "
+                                                        f"the run: {lost['reason']}{after}")  # fmt: skip
+
+    async def _stop_rebinds(self) -> None:
+        for task in self._rebinds:
+            task.cancel()
+        await asyncio.gather(*self._rebinds, return_exceptions=True)
+
+    async def _check_rebinds(self) -> None:
+        """The run is over: no more rebinds; with --rebind, a bind not bound again by now is the fault it is without."""
+        await self._stop_rebinds()
+        if not self.scenario.fleet.rebind:
+            return
+        for bind in self._watched:
+            if bind.esme.is_closed:
+                lost = next(b for b in reversed(self.lost_binds) if b["bind"] == bind.name)
+                self._bind_fault(bind, lost, "; not bound again by the end of the run")
+
     async def close(self) -> None:
         self._closing = True
         if self.headroom is not None:
             self.headroom.stop()
+        await self._stop_rebinds()
         esmes = [*self.binds, *self.spammer_binds, *(esme for _sp, esme in self.sp_binds)]
         await asyncio.gather(*(e.unbind() for e in esmes), return_exceptions=True)
         if self._collector_tuned:
@@ -762,7 +905,7 @@ class Fleet:
             return None
         for _ in range(8):
             peer = phones[int(rng.random() * len(phones))]
-            if peer is not phone and peer.state != RETIRED:
+            if peer is not phone and peer.state != RETIRED and peer not in self._away:
                 return self._taking(phone, "chatter", lambda p, peer=peer: b.chatter(p, self.env, peer))
         self.idle.add(phone)
         return None
@@ -795,7 +938,9 @@ class Fleet:
         async def dialogue() -> DialogueResult:
             result = await self._guarded("spammer", spammer, lambda: b.spammer_round(spammer, self.env, victims))
             self.recorder.record(result)
-            if result.ok:
+            if result.ok and spammer in self._away:  # its bind lost, not back yet (--rebind): _back makes it idle
+                spammer.state = AWAY
+            elif result.ok:
                 spammer.state = IDLE
                 self.idle_spammers.add(spammer)
                 if self._freed is not None:
@@ -810,9 +955,10 @@ class Fleet:
         """Distinct subscribers for a spam round (retired ones left out: what they hold is unknown)."""
         phones = self.phones
         count = min(self.scenario.behaviours.spammer.victims, len(phones))
-        victims = [p for p in self.rng.sample(phones, count) if p.state != RETIRED]
-        if len(victims) < count and len(victims) < len(phones) // 2:  # many retired: pick among the others
-            usable = [p for p in phones if p.state != RETIRED]
+        away = self._away
+        victims = [p for p in self.rng.sample(phones, count) if p.state != RETIRED and p not in away]
+        if len(victims) < count and len(victims) < len(phones) // 2:  # many retired (or away): pick among the others
+            usable = [p for p in phones if p.state != RETIRED and p not in away]
             victims = self.rng.sample(usable, min(count, len(usable)))
         return victims
 
@@ -826,16 +972,24 @@ class Fleet:
             self.stats["retired"] += 1
             phone.reactions.clear()
             return result
+        if phone in self._away:  # its bind lost, not back yet (--rebind): it waits for it (_back)
+            phone.state = AWAY
+            phone.reactions.clear()
+            return result
+        self._idle_again(phone)
+        return result
+
+    def _idle_again(self, phone: Phone) -> None:
+        """The phone is free: its next queued reaction runs, else it is idle."""
         if phone.reactions and not self._stopping:
             self._react(phone)
-            return result
+            return
         phone.reactions.clear()
         phone.state = IDLE
         self.idle.add(phone)
         freed = self._freed
         if freed is not None:
             freed.set()
-        return result
 
     # ------------------------------------------------------------ reactions
     def _react(self, phone: Phone) -> None:
@@ -1047,7 +1201,7 @@ class Fleet:
         self.recorder.fault(result)
 
     def _react_survey(self, phone: Phone, message: ShortMessage, fields: dict[str, str]) -> None:
-        if phone.state == RETIRED or self._stopping:
+        if phone.state == RETIRED or self._stopping or phone in self._away:
             return
         r = self.scenario.reactions.survey
         variant = _weighted(self.rng, (("valid", r.valid), ("invalid", r.invalid), ("late", r.late), ("ignore", r.ignore)))
@@ -1061,7 +1215,7 @@ class Fleet:
 
     def _react_spam(self, phone: Phone, message: ShortMessage) -> None:
         sender = message.source
-        if phone.state == RETIRED or self._stopping or sender in phone.reported:
+        if phone.state == RETIRED or self._stopping or sender in phone.reported or phone in self._away:
             return
         r = self.scenario.reactions.spam
         variant = _weighted(self.rng, (("with_number", r.report), ("two_step", r.two_step), ("ignore", r.ignore)))
@@ -1105,6 +1259,7 @@ class Fleet:
         (its texts must be refused now); the SP notices must match the orders and unsubscriptions the fleet made
         (when no such dialogue failed: a failed one may or may not have gone through)."""
         try:
+            await self._check_rebinds()
             await self._check_blocks_and_notices(timeout)
             await self._check_deliveries()
         finally:

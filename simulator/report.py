@@ -537,9 +537,12 @@ def _fleet_section(report: Mapping[str, Any]) -> str:
 
 
 def _lost_binds_table(fleet: Mapping[str, Any]) -> str:
-    """The binds the target dropped while the run went on: which, when (seconds into the run), why."""
-    return _table(["bind", "why", "at (s)"], ([f"<code>{_e(b.get('bind'))}</code>", _e(b.get("reason")), _num(b.get("at_s"), 1)]
-                                             for b in fleet.get("lost_binds") or ()), numeric_from=2, empty="none: every bind held")  # fmt: skip
+    """The binds the target dropped while the run went on: which, when (seconds into the run), why, and when bound
+    again (--rebind; "never" without it, or when no rebind succeeded by the end)."""
+    return _table(["bind", "why", "at (s)", "rebound at (s)"],
+                  ([f"<code>{_e(b.get('bind'))}</code>", _e(b.get("reason")), _num(b.get("at_s"), 1),
+                    "never" if b.get("rebound_at_s") is None else _num(b.get("rebound_at_s"), 1)]
+                   for b in fleet.get("lost_binds") or ()), numeric_from=2, empty="none: every bind held")  # fmt: skip
 
 
 _DIRECTION = {">": ("sent", "→ sent"), "<": ("received", "← received")}

@@ -51,7 +51,7 @@ BIND_OCTETS = {name: size - 1 for name, _kind, size, _status in BindTransceiver.
                if name in ("system_id", "password", "system_type")}  # fmt: skip
 # What Scenario.override takes: the command line's flags that set the scenario, and a few keys no flag sets.
 FLAGS = ("host", "port", "system_id", "password", "tls", "ca", "verify", "target_config", "duration", "count", "rate",
-         "concurrency", "ramp_up", "binds", "subscribers", "start", "mode", "window", "timeout", "seed", "drain")  # fmt: skip
+         "concurrency", "ramp_up", "binds", "subscribers", "start", "mode", "window", "rebind", "timeout", "seed", "drain")  # fmt: skip
 
 
 _WHOLE_NUMBERS = frozenset({"port", "count", "concurrency", "binds", "subscribers", "seed", "window"})  # of FLAGS
@@ -94,6 +94,7 @@ class FleetSpec:
     binds: int = 4  # transceiver binds, or tx+rx pairs
     mode: str = "trx"  # "trx" | "tx+rx"
     window: int = 100  # outstanding requests per bind
+    rebind: bool = False  # a bind the target drops is bound again (with back-off); false: its subscribers retire
     # SP accounts bound as receivers: their order-relation notices are counted against the fleet's orders
     sp_receivers: tuple[Account, ...] = (Account("sina", "sina"), Account("tencent", "tencent"))
 
@@ -220,7 +221,7 @@ class Scenario:
     def override(self, **flags: Any) -> Scenario:
         """The scenario with command-line values: host, port, system_id, password, tls, ca, verify, target_config,
         duration, count, rate (-> open loop), concurrency (-> closed loop), ramp_up, binds, subscribers, start,
-        timeout, seed, mode (bind mode), window, drain. None means "keep the scenario's". Checked like the file; a
+        timeout, seed, mode (bind mode), window, rebind, drain. None means "keep the scenario's". Checked like the file; a
         flag it does not take is a TypeError."""
         check_flags(flags, FLAGS)
         flags = {k: v for k, v in flags.items() if v is not None}
@@ -232,7 +233,8 @@ class Scenario:
         target_keys = {"host": "host", "port": "port", "system_id": "system_id", "password": "password", "tls": "tls",
                        "ca": "ca", "verify": "verify", "target_config": "config"}  # fmt: skip
         target = dataclasses.replace(target, **{target_keys[k]: v for k, v in flags.items() if k in target_keys})
-        fleet_keys = {"binds": "binds", "subscribers": "count", "start": "start", "mode": "mode", "window": "window"}
+        fleet_keys = {"binds": "binds", "subscribers": "count", "start": "start", "mode": "mode", "window": "window",
+                      "rebind": "rebind"}  # fmt: skip
         fleet = dataclasses.replace(fleet, **{fleet_keys[k]: v for k, v in flags.items() if k in fleet_keys})
         changes: dict[str, Any] = {k: flags[k] for k in ("ramp_up", "timeout", "seed", "drain") if k in flags}
         if "duration" in flags:
@@ -362,6 +364,8 @@ def _check(s: Scenario, path: Path | str) -> None:
         fail("fleet.mode", f'expected "trx" or "tx+rx"; got {f.mode!r}')
     if not 1 <= f.window <= 10000:
         fail("fleet.window", f"expected 1..10000; got {f.window}")
+    if not isinstance(f.rebind, bool):  # (the file's value is read as one: a flag's from Python is checked here)
+        fail("fleet.rebind", f"expected true or false; got {f.rebind!r}")
     if len(str(int(f.start) + f.count - 1)) != len(f.start):
         fail("fleet.count", f"{f.count} subscribers from {f.start} run past the number length")
     for i, account in enumerate(f.sp_receivers):

@@ -88,7 +88,7 @@ class GatewayProcess:
     def __init__(
         self, db: Path, config: Path | None = None, host: str | None = "127.0.0.1", log_level: str = "info",
         open_files: tuple[int, int] | None = None, file_modes_apply: bool = False, cwd: Path | None = None,
-        uvloop: bool = True, hangup_ignored: bool = False,
+        uvloop: bool = True, hangup_ignored: bool = False, smpp_port: int = 0,
     ) -> None:  # fmt: skip
         """host None: no --host, the config's smpp_host and http_host count. Above info the gateway does not log
         'smsgw ready' with its ports: they are picked here, and it is ready once its HTTP port listens.
@@ -97,9 +97,10 @@ class GatewayProcess:
         an installed `smsgw` is, its code found on sys.path (ROOT on PYTHONPATH), never in the directory (-P).
         uvloop False: on the default asyncio event loop. hangup_ignored: started as under nohup (SIGHUP ignored);
         else with SIGHUP at its default whatever the tests run under (a suite run under nohup passed its SIG_IGN on,
-        and the gateway, rightly, kept ignoring it)."""
+        and the gateway, rightly, kept ignoring it). smpp_port: the SMPP port to listen on (a restart's: the one its
+        clients reconnect to), else one of the kernel's pick."""
         announces_ports = log_level in ("debug", "info")
-        ports = (0, 0) if announces_ports else (free_port(), free_port())
+        ports = (smpp_port, 0) if announces_ports else (smpp_port or free_port(), free_port())
         limits = [] if open_files is None else ["prlimit", f"--nofile={open_files[0]}:{open_files[1]}"]  # (util-linux)
         env = None
         if cwd is not None:

@@ -62,6 +62,7 @@ def test_the_default_file_holds_the_built_in_defaults_and_documents_every_key() 
         ("colour = 1\n", "colour", "unknown key"),
         ('[fleet]\ncount = "many"\n', "fleet.count", "expected an integer"),
         ("[target]\ntls = 1\n", "target.tls", "expected true or false"),
+        ('[fleet]\nrebind = "yes"\n', "fleet.rebind", "expected true or false"),
         ("[load]\ncount = 10\n", "load.duration", "exactly one of load.duration"),
         ("[load]\nduration = 0\n", "load.duration", "exactly one of load.duration"),
         ("[behaviours.order]\nconfirm = 0\ndecline = 0\nignore = 0\n", "behaviours.order", "every weight"),
@@ -133,6 +134,9 @@ def test_command_line_overrides() -> None:
     for name in ("duration", "rate", "ramp_up", "timeout", "drain"):
         with pytest.raises(ScenarioError, match=rf"command line: {name}: expected a number; got True"):
             base.override(**{name: True})  # duration=True ran 1 s, ramp_up=True was kept as True
+    with pytest.raises(ScenarioError, match=r"command line: fleet.rebind: expected true or false; got 'yes'"):
+        base.override(rebind="yes")
+    assert base.override(rebind=True).fleet.rebind and not base.override(rebind=None).fleet.rebind
 
 
 def test_subscribers_split_into_blocks_with_an_exact_address_range_each() -> None:

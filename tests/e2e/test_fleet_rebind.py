@@ -1,0 +1,131 @@
+"""The fleet across the gateway's restart (README "Handset simulator"): with --rebind (fleet.rebind) every bind the
+gateway's SIGTERM drain unbinds is bound again once it is back on the same port and database, the subscribers carry
+on, and the loss is no fault; without it, the run ends early as it always did (BINDS_LOST)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from simulator.cli import verdicts
+from simulator.esme import run as run_loop
+from simulator.fleet import BINDS_LOST, Fleet
+from simulator.metrics import Recorder
+from simulator.report import build_report, render_html
+from simulator.testing import FleetRun, make_scenario
+from tests.polling import eventually
+
+ONLY = {kind: {"weight": 0} for kind in ("query", "order", "spam", "chatter", "spammer", "help")}
+# An open loop at 25 dialogues/s, run until the test stops it: the stopping gateway refuses new MO (ESME_RTHROTTLED)
+# until it unbinds, and a closed loop running flat out retired every subscriber in that moment (ALL_RETIRED).
+GENTLE = {"mode": "open", "rate": 25, "duration": 0, "count": 100_000, "timeout": 10}
+
+
+class FleetThread(threading.Thread):
+    """A fleet run on its own event loop in a thread, so that the test can stop and restart the gateway meanwhile."""
+
+    def __init__(self, scenario) -> None:
+        super().__init__(daemon=True)
+        self.scenario, self.recorder = scenario, Recorder()
+        self.fleet: Fleet | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.summary: dict | None = None
+        self.bound = threading.Event()
+
+    def run(self) -> None:
+        async def main() -> dict:
+            self.loop = asyncio.get_running_loop()
+            self.fleet = Fleet(self.scenario, recorder=self.recorder)
+            await self.fleet.connect()
+            self.bound.set()
+            try:
+                await self.fleet.load()
+                await self.fleet.drain()
+                await self.fleet.settle()
+            finally:
+                await self.fleet.close()
+            return self.fleet.summary()
+
+        self.summary = run_loop(main())
+
+    def stop_load(self) -> None:
+        assert self.loop is not None and self.fleet is not None
+        self.loop.call_soon_threadsafe(self.fleet.stop)
+
+    def result(self) -> FleetRun:
+        self.join(60)
+        assert self.summary is not None, "the fleet run did not end"
+        data = build_report(self.summary, self.scenario.to_dict(), started_at=time.time(), misses=verdicts(self.summary))
+        return FleetRun(data, self.scenario)
+
+
+@pytest.mark.parametrize("mode", ["trx", "tx+rx"])
+def test_with_rebind_the_fleet_binds_again_after_the_gateways_restart_and_its_dialogues_go_on(
+    tmp_path: Path, start_gateway, mode: str
+) -> None:
+    """Help texts and chats between 40 subscribers on two binds (and the two SP receivers); the gateway stopped with
+    SIGTERM mid-run and started again on its port and database. Before, every bind it unbound was a fault and retired
+    its subscribers, and the run ended early (BINDS_LOST): a soak test across a restart could not be run."""
+    db = tmp_path / "gw.db"
+    gateway = start_gateway(db)
+    port = gateway.smpp_port
+    scenario = make_scenario(target={"port": port}, fleet={"count": 40, "binds": 2, "mode": mode, "rebind": True},
+                             behaviours=ONLY | {"help": {"weight": 1}, "chatter": {"weight": 1, "long": 0}}, load=GENTLE)  # fmt: skip
+    fleet_run = FleetThread(scenario)
+    fleet_run.start()
+    recorder = fleet_run.recorder
+    assert eventually(lambda: recorder.completed >= 20, timeout=30), "no dialogues before the restart"
+    fleet = fleet_run.fleet
+    assert fleet is not None
+    binds = 4 + (2 if mode == "tx+rx" else 0)  # the subscribers' and the 2 SP receivers
+    gateway.terminate()
+    assert eventually(lambda: len(fleet.lost_binds) == binds, timeout=10), fleet.lost_binds
+    start_gateway(db, smpp_port=port)
+    assert eventually(lambda: all(b["rebound_at_s"] is not None for b in fleet.lost_binds), timeout=30), fleet.lost_binds
+    after = recorder.completed
+    assert eventually(lambda: recorder.completed >= after + 40, timeout=30), "no dialogues passed after the rebind"
+    fleet_run.stop_load()
+    run = fleet_run.result()
+
+    summary = run.summary["fleet"]
+    lost = summary["lost_binds"]
+    assert len(lost) == binds and all(b["reason"] == "unbound by the server" and b["rebound_at_s"] > b["at_s"] for b in lost), lost
+    assert summary["stopped"] == "stopped" and summary["retired_subscribers"] <= run.failed, summary  # (stop_load)
+    # The subscribers away while their binds were down are back, each idle at the end unless a failure retired it
+    assert [p.state for p in fleet.phones if p.state != "retired"] == ["idle"] * (40 - summary["retired_subscribers"])
+    # The SP receivers are bound again: their notices are checked (not "its receiver's bind was lost")
+    assert summary["sp_notices_unchecked"] == {}, summary["sp_notices_unchecked"]
+    assert not [f for f in run.failures if f["kind"] == "bind"], run.failures
+    # What was in flight as the gateway stopped may fail (an MO unanswered, sent as its bind went, or refused by the
+    # stopping gateway); nothing else.
+    assert all(f["error"].startswith(("MO not answered", "MO not sent", "MO refused with ESME_RTHROTTLED"))
+               for f in run.failures), run.failures  # fmt: skip
+    assert run.misses(max_failures=len(run.failures)) == [], run.misses()
+    assert f"binds lost: {binds}: " in str(run) and ", rebound at " in str(run)
+    assert "<th class=num>rebound at (s)</th>" in render_html(run.summary)
+
+
+@pytest.mark.parametrize("rebind", [False, True])
+def test_a_gateway_stopped_for_good_ends_the_run_early_unless_rebind_waits_for_it(tmp_path: Path, start_gateway, rebind: bool) -> None:
+    """Without --rebind the old behaviour is kept: each bind the stopping gateway unbinds is a fault, never rebound,
+    and the run ends early (BINDS_LOST). With it, the run goes on to its end waiting for the gateway, and each bind
+    not bound again by then is that fault, once."""
+    gateway = start_gateway(tmp_path / "gw.db")
+    load = GENTLE | ({"duration": 3, "count": 0, "timeout": 2} if rebind else {})
+    scenario = make_scenario(target={"port": gateway.smpp_port}, fleet={"count": 40, "binds": 2, "rebind": rebind},
+                             behaviours=ONLY | {"help": {"weight": 1}}, load=load)  # fmt: skip
+    fleet_run = FleetThread(scenario)
+    fleet_run.start()
+    assert eventually(lambda: fleet_run.recorder.completed >= 20, timeout=30), "no dialogues before the stop"
+    gateway.terminate()
+    run = fleet_run.result()
+    summary = run.summary["fleet"]
+    assert summary["stopped"] == ("duration reached" if rebind else BINDS_LOST), summary["stopped"]
+    assert len(summary["lost_binds"]) == 4 and all(b["rebound_at_s"] is None for b in summary["lost_binds"])
+    faults = [f["error"] for f in run.failures if f["kind"] == "bind"]
+    assert len(faults) == 4 and all(f.endswith("; not bound again by the end of the run") == rebind for f in faults), faults
+    assert ", rebound at " not in str(run)
