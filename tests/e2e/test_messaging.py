@@ -12,6 +12,7 @@ import structlog
 from smpplib import gsm, smpp
 
 from gateway.clock import SimulatedClock
+from gateway.mo import _PART_HELD
 from gateway.store.records import Direction, Message, MessageStatus
 from tests.polling import eventually
 from tests.smpp_handset import (
@@ -573,7 +574,38 @@ def test_long_mos_never_ended_are_held_to_a_number_of_octets_too(make_gateway, h
     assert b.submit(ECHO, b"\x05\x00\x03\x07\x02\x02WORLD", esm_class=ESM_UDHI).status == ESME_ROK
     assert text(b.expect()) == "HELLO WORLD"
     a.expect_none(0.3, predicate=is_receipt)  # A's other two wait
-    assert gw.gateway.mo.reassembler.octets == 80_000
+    assert gw.gateway.mo.reassembler.octets == 2 * (40_000 + _PART_HELD)
+
+
+def test_what_parts_of_long_mos_hold_while_they_wait_is_counted_against_the_octets_held(make_gateway, handset):
+    """The limit counted a waiting part's text only, where the gateway held the whole part: first parts of 2 octets
+    of text and 60,000 of a vendor TLV (8,000 of them, each from another number) grew it by 490 MB, counted as
+    16,000 octets. What it holds of a waiting part is within what that part counts; the TLVs stay stored."""
+    gw = make_gateway()
+    mo = gw.gateway.mo
+    a = handset(A, gw=gw)
+    padding = (0x1401).to_bytes(2, "big") + (30_000).to_bytes(2, "big") + b"p" * 30_000  # vendor TLV
+
+    def first_part(reference: int, body: bytes) -> str:
+        pdu = a.make("submit_sm", ECHO, body, registered_delivery=1,
+                     sar_msg_ref_num=reference, sar_total_segments=2, sar_segment_seqnum=1)  # fmt: skip
+        wire = pdu.generate() + padding
+        a.client._socket.sendall(len(wire).to_bytes(4, "big") + wire[4:])
+        resp = a.response(pdu.sequence)
+        assert resp.status == ESME_ROK
+        return resp.message_id.decode()
+
+    first = [first_part(reference, b"part one, ") for reference in (1, 2, 3)]
+    waiting = [m for parts in mo._parts.values() for m in parts.values()]
+    assert len(waiting) == 3
+    assert sum(len(m.short_message) + len(m.tlvs) for m in waiting) <= mo.reassembler.octets
+    assert mo.reassembler.octets == 3 * (len(b"part one, ") + _PART_HELD)
+    stored = gw.call(gw.gateway.store.get(first[0]))
+    assert stored.tlvs.endswith(padding)  # as it came, for the recipient
+    assert a.submit(ECHO, b"two", sar_msg_ref_num=2, sar_total_segments=2, sar_segment_seqnum=2).status == ESME_ROK
+    assert text(a.expect(predicate=lambda pdu: not is_receipt(pdu))) == "part one, two"
+    receipt = receipt_fields(a.expect(predicate=is_receipt))  # for the part held without its TLVs
+    assert (receipt["id"], receipt["stat"]) == (first[1], "DELIVRD")
 
 
 def test_a_part_sent_again_takes_the_place_of_the_copy_held(make_gateway, handset):
