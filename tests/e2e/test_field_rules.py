@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.smpp.tlv import decode_tlvs
+from gateway.smpp.tlv import MAX_TLVS, decode_tlvs
 from tests.smpp_handset import (
     ESM_RECEIPT,
     ESME_ROK,
@@ -150,6 +150,20 @@ def test_a_vendor_tag_sent_twice_reaches_the_recipient_twice_byte_for_byte(hands
         b.bind("handset2")
         assert raw_status(a, submit_sm(106, b"vendor", tlvs=vendor), 106) == ESME_ROK
         assert deliver_sm_tlvs(b.read_frame()) == vendor
+
+
+def test_a_submission_with_more_tlvs_than_the_most_read_is_refused_and_nothing_is_delivered(handset, gateway):
+    """One bind sending 100 submit_sm a second, each with 16,000 empty vendor TLVs, held the event loop ~18 ms per
+    PDU: every other bind's enquire_link waited 150 ms. The most a PDU may carry goes on; one more is refused."""
+    a = handset(A)
+    most = (tlv(0x1401, b"") + tlv(0x1400, b"")) * (MAX_TLVS // 2)
+    with RawLink(gateway.smpp_port) as b:  # smpplib skips TLVs it does not know: B reads the bytes
+        b.bind("handset2")
+        assert raw_status(a, submit_sm(108, b"too many", tlvs=most + tlv(0x1401, b"")), 108) == ESME_RINVOPTPARSTREAM
+        assert raw_status(a, submit_sm(109, b"as many as read", tlvs=most), 109) == ESME_ROK
+        delivered = b.read_frame()
+        assert b"as many as read" in delivered  # the refused one never came before it
+        assert deliver_sm_tlvs(delivered) == tlv(0x1401, b"") * (MAX_TLVS // 2) + tlv(0x1400, b"") * (MAX_TLVS // 2)
 
 
 def test_a_standard_tag_sent_twice_is_refused_and_nothing_is_delivered(handset):

@@ -816,6 +816,26 @@ def test_a_standard_tag_twice_is_refused(name):
     assert f"0x{tag:04X}" in str(info.value)
 
 
+@pytest.mark.parametrize("tags", [[0x1401], [0x1401, 0x1400], list(range(0x1400, 0x1400 + 200))], ids=["one", "two", "distinct"])
+def test_a_request_with_more_tlvs_than_the_most_read_is_refused(tags):
+    """16,000 empty TLVs in a 64 KB submit_sm took ~18 ms of the event loop each (every other bind waited): the
+    most a PDU carries is read, one more is refused, whether a tag repeats or each is another."""
+    most = tlv_module.MAX_TLVS
+    sent = [(tags[n % len(tags)], b"") for n in range(most)]
+    read = decode_pdu(submit_sm_with(sent)).tlvs
+    assert sum(len(values) if isinstance(values, list) else 1 for values in read.values()) == most
+    with pytest.raises(PduError) as info:
+        decode_pdu(submit_sm_with([*sent, (tags[most % len(tags)], b"")]))
+    assert info.value.status == CommandStatus.ESME_RINVOPTPARSTREAM
+
+
+def test_a_response_with_more_tlvs_than_the_most_read_is_taken_without_them():
+    """As with a tag twice: refusing it (generic_nack) would leave its deliver_sm unanswered, to be sent again."""
+    body = b"\x00" + ref_tlvs([(0x1401, b"")] * (tlv_module.MAX_TLVS + 1))
+    decoded = decode_pdu(struct.pack(">IIII", 16 + len(body), CommandId.DELIVER_SM_RESP, 0, 7) + body)
+    assert (decoded.sequence_number, decoded.tlvs) == (7, {})
+
+
 @pytest.mark.parametrize("command_id", [CommandId.DELIVER_SM_RESP, CommandId.SUBMIT_SM_RESP, CommandId.DATA_SM_RESP])
 def test_a_response_with_a_standard_tag_twice_is_taken_with_its_last_value(command_id):
     """Refusing an answer (generic_nack) leaves its request unanswered: the gateway sent the deliver_sm again
