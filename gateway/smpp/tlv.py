@@ -74,6 +74,9 @@ REPEATABLE = frozenset({Tag.CALLBACK_NUM, Tag.CALLBACK_NUM_PRES_IND, Tag.CALLBAC
 # are read (intake, its MO's handling, its deliver_sm): 16,000 empty ones in a 64 KB submit_sm held the event loop
 # ~18 ms, and one bind sending 100 a second made every other bind's enquire_link wait 150 ms.
 MAX_TLVS = 128
+# `most` for the TLVs of a stored message, read back: they were checked when it came, and a row stored before the
+# cap (a stuffed PDU an earlier version took) must still go out, or end, rather than fail where it is read.
+STORED = 1 << 62
 
 TlvValue = int | str | bytes | list  # list: the values of a tag that came more than once, in order
 
@@ -84,12 +87,12 @@ class TlvError(ValueError):
         self.status = status
 
 
-def decode_tlvs(body: bytes, pos: int, end: int, refuse_repeats: bool = True) -> dict[int, TlvValue]:
+def decode_tlvs(body: bytes, pos: int, end: int, refuse_repeats: bool = True, most: int = MAX_TLVS) -> dict[int, TlvValue]:
     """Read TLVs from body[pos:end]. `refuse_repeats` False (a response): a standard tag that may not repeat
-    keeps its last value, where a request with it is refused."""
+    keeps its last value, where a request with it is refused. More than `most` are refused (TlvError)."""
     tlvs: dict[int, TlvValue] = {}
     spec = SPEC
-    left = MAX_TLVS
+    left = most
     while pos < end:
         if not left:
             raise TlvError(CommandStatus.ESME_RINVOPTPARSTREAM, f"more than {MAX_TLVS} TLVs")

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import struct
 import zlib
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.messages import message_from_submission, receipted, segments_of
+from gateway.messages import (
+    deliver_sm_for,
+    message_from_submission,
+    receipted,
+    segments_of,
+)
+from gateway.numbers import NumberPlan
 from gateway.smpp.constants import Tag
 from gateway.smpp.pdu import DataSm, SubmitSm
-from gateway.smpp.tlv import decode_tlvs
+from gateway.smpp.tlv import MAX_TLVS, decode_tlvs
 from gateway.store.records import Direction, Message, MessageStatus
 
 
@@ -48,6 +55,16 @@ def test_data_sm_mt_without_optional_parameters() -> None:
     assert (message.status, message.short_message, message.tlvs) == (MessageStatus.ENROUTE, b"long text", b"")
     assert (message.source_addr_ton, message.source_addr_npi, message.dest_addr_ton, message.dest_addr_npi) == (0, 0, 0, 0)
     assert (message.protocol_id, message.priority_flag) == (0, 0)  # data_sm has neither field
+
+
+def test_an_mt_stored_with_more_tlvs_than_a_pdu_may_now_carry_still_goes_out_with_them() -> None:
+    """A PDU with more than MAX_TLVS optional parameters is refused since the cap came; a row an earlier version
+    stored with more must still become its deliver_sm (or it failed wherever it was read, at every delivery)."""
+    stuffed = b"".join(struct.pack(">HH", 0x1401, 0) for _ in range(MAX_TLVS + 1))
+    message = Message(id="m3", direction=Direction.MT, status=MessageStatus.ENROUTE, account="carrier",
+                      source_addr="8613000000001", dest_addr="8613800138000", short_message=b"hi", tlvs=stuffed)  # fmt: skip
+    deliver = deliver_sm_for(message, NumberPlan())
+    assert deliver.short_message == b"hi" and len(deliver.tlvs[0x1401]) == MAX_TLVS + 1
 
 
 def test_a_submission_costs_one_segment_per_sms_it_becomes() -> None:
