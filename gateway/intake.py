@@ -463,9 +463,10 @@ def _submitter(message: Message, role: str) -> str:
 
 
 def _write_failed(conn: SmppConnection, message: Message, error: BaseException) -> None:
-    """A submission answered ESME_RSYSERR: logged for the first few on this bind, the rest counted, as refused PDUs
-    are (while the store cannot commit, every one fails, and the store says why itself: `store cannot commit`). Its
-    msisdn is the one every line about the message names (subscriber_of): a handset's MT's addressee, not its sender."""
+    """A submission answered ESME_RSYSERR: logged for the first few from this peer's host and account
+    (SmppConnection.may_log), the rest counted, as refused PDUs are (while the store cannot commit, every one fails,
+    and the store says why itself: `store cannot commit`). Its msisdn is the one every line about the message names
+    (subscriber_of): a handset's MT's addressee, not its sender."""
     if conn.may_log("store write failed"):
         log.error("store write failed", message_id=message.id, account=message.account, msisdn=subscriber_of(message),
                   error="cancelled" if isinstance(error, asyncio.CancelledError) else repr(error))  # fmt: skip

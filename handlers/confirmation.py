@@ -38,8 +38,10 @@ hands them to `answer`):
   with another config): no answer can make that order, so it waits nowhere (not
   counted, listed or found by its code, no prompt on 10086), and is marked
   expired when met;
-- other texts are not answers (None). The 0000 dialogue or the help text
-  answers them, and the order waits and lapses if it is never confirmed.
+- any other text declines every waiting order (SPEC 3.2: "anything else or
+  silence to decline"). With nothing waiting it is not an answer (None), and
+  the help text answers it. 10086's own commands (`0000`, `00000`, the help
+  and language words) never reach `answer`: the order keeps waiting.
 
 An order is deleted once nothing answers about it any more: answered or marked
 expired, its validity over for one more validity period (`delete_past_use`, run

@@ -17,7 +17,9 @@ listing is about the listing, not an order confirmed before it). Serial numbers 
 are not a confirm word (`2`, `1,3`) answer a listing still open even when a
 confirmation came after it, and a listing expired since when it came after
 the confirmation waiting (told so once): they name subscriptions, and a
-confirmation would take them as "no". Anything else gets the help text.
+confirmation would take them as "no". Any other text declines the
+confirmations waiting (confirmation.py); with none waiting and no prompt that
+it answers, it gets the help text.
 """
 
 from __future__ import annotations
