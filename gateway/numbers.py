@@ -125,6 +125,3 @@ class NumberPlan:
         subscriber's number that starts with a code's digits (under country code 1, a code 1234 and 12345678901)."""
         return self.extends_code(digits) or (digits.startswith(self.codes) and not self.is_msisdn(digits))
 
-
-def covered(number: str, prefixes: tuple[str, ...]) -> bool:
-    return number.startswith(prefixes) if prefixes else False

@@ -21,11 +21,7 @@ def fits_one_sms(text: str) -> bool:
     return len(text.encode("utf-16-be")) // 2 <= SMS_UCS2_CHARACTERS
 
 
-def paginate(
-    pieces: Sequence[str],
-    marker: Callable[[int, int], str],
-    fits: Callable[[str], bool] = fits_one_sms,
-) -> list[str]:
+def paginate(pieces: Sequence[str], marker: Callable[[int, int], str]) -> list[str]:
     """Join pieces into as few pages as fit, never cutting a piece; mark them when there are several.
 
     A piece too long for a page alone gets a page of its own (the gateway then
@@ -35,7 +31,7 @@ def paginate(
     pages: list[str] = []
     current = ""
     for piece in pieces:
-        if current and not fits(widest + current + piece):
+        if current and not fits_one_sms(widest + current + piece):
             pages.append(current)
             current = piece
         else:

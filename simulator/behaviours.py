@@ -95,6 +95,7 @@ AWAY = "away"  # idle, its bind lost and being bound again (--rebind): picked fo
 SENDER_BLOCKED = CommandStatus.SMSGW_RSENDERBLOCKED  # 0x400: blocked network-wide
 BLOCKED_BY_RECIPIENT = CommandStatus.SMSGW_RBLOCKEDBYRECIPIENT  # 0x401: the recipient reported the sender
 LATE_MARGIN = 0.5  # seconds past a survey's validity (as the fleet saw it arrive) before a late answer
+LAPSE_SLACK = 2.0  # seconds before a confirmation lapses in which the fleet cannot tell whether the server counts it
 RECENT = 4  # arrivals a phone remembers (since its last MO) to tell a copy of one
 
 SPAM_TEXTS = (
@@ -277,10 +278,10 @@ class Phone(Handset):
             del self.pending_orders[service_id]
         return self.pending_orders
 
-    def orders_settled(self, now: float, slack: float = 2.0) -> bool:
+    def orders_settled(self, now: float) -> bool:
         """No confirmation about to lapse: around that moment the fleet cannot tell whether the server still
         counts it (reply codes and a bare Y depend on it)."""
-        return all(not (w.expires - slack <= now <= w.expires) for w in self.pending_orders.values())
+        return all(not (w.expires - LAPSE_SLACK <= now <= w.expires) for w in self.pending_orders.values())
 
     def can_order(self, services: Iterable[Service], now: float) -> bool:
         return self.orders_settled(now) and any(s.id not in self.subscriptions for s in services)

@@ -127,9 +127,9 @@ class Plan:
             survey_service=texts.render("rating.channel.sms", code=settings.operator),
         )  # fmt: skip
 
-    def by_keyword(self, keyword: str, service_code: str | None = None) -> Service:
+    def by_keyword(self, keyword: str) -> Service:
         for service in self.services.values():
-            if service.keyword.upper() == keyword.upper() and service_code in (None, service.service_code):
+            if service.keyword.upper() == keyword.upper():
                 return service
         raise KeyError(f"no catalogue service with keyword {keyword!r}")
 

@@ -330,10 +330,6 @@ class FleetController:
         """A fleet run against this gateway; by default it expects what the gateway's config says."""
         return run_fleet(scenario, target=self.target, expect=self._expect(expect, flags), **flags)
 
-    async def run_async(self, scenario: Scenario | Path | str | None = None, *,
-                        expect: Config | Path | str | None = None, **flags: Any) -> FleetRun:  # fmt: skip
-        return await run_fleet_async(scenario, target=self.target, expect=self._expect(expect, flags), **flags)
-
     def _expect(self, expect: Config | Path | str | None, flags: dict[str, Any]) -> Config | Path | str | None:
         """What the fleet expects: `expect`, else the config target_config names (as --target-config does), else
         this gateway's."""

@@ -325,7 +325,6 @@ class Reassembler(Generic[Body]):
         self._owners_with: dict[int, dict[Hashable, None]] = {}  # n -> the owners with n sets, first to reach n first
         self._most = 0  # the most sets an owner has
         self.on_evict = on_evict
-        self.evicted = 0  # incomplete sets dropped because max_sets was reached
         # Ordered by the arrival of each set's first part, so expire() and
         # eviction only ever look at the oldest end.  OrderedDict rather than
         # dict: taking its first item stays O(1) after many deletions.
@@ -394,7 +393,6 @@ class Reassembler(Generic[Body]):
 
     def _evict(self, set_id: tuple[Hashable, int, int]) -> None:
         dropped = self._remove(set_id)
-        self.evicted += 1
         if self.on_evict is not None:
             key, reference, _total = set_id
             self.on_evict(key, reference, dropped.bodies)

@@ -186,7 +186,7 @@ class Session:
         self.clock = clock
         self.outstanding: dict[int, Outstanding] = {}
         self._timed_out: dict[int, Pdu] = {}  # the last `window` requests expired_requests gave up on
-        self.last_received_at = self.last_sent_at = clock()
+        self.last_received_at = clock()
         self._enquired_at = -math.inf  # when our last enquire_link went out (enquire_link_due)
         self._buffer = bytearray()
         self.held: list[bytes] | None = None  # frames read behind a bind whose answer the application has yet to send: `resume`
@@ -372,7 +372,6 @@ class Session:
             return b""
         data = b"".join(self._outbox)
         self._outbox.clear()
-        self.last_sent_at = self.clock()
         return data
 
     @property

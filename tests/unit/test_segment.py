@@ -327,7 +327,6 @@ def test_reassembler_max_sets_evicts_oldest() -> None:
     r.add("k", Concat(2, 2, 1), b"b", now=1)
     r.add("k", Concat(3, 2, 1), b"c", now=2)
     assert len(r) == 2
-    assert r.evicted == 1
     assert dropped == [("k", 1, {1: b"a"})]  # the caller hears of it, as of an expired set
     assert r.add("k", Concat(1, 2, 2), b"a2", now=3) is None  # set 1 was dropped
     assert dropped[-1] == ("k", 2, {1: b"b"})  # ... and the new set 1 took set 2's place
@@ -448,16 +447,18 @@ def test_when_every_set_is_taken_a_new_one_ends_the_oldest_of_the_owner_with_the
     assert evicted == [("a", 0), ("b", 0)] and len(r) == 6  # a and b had two each; then b had two, a one
     assert r.add("victim", Concat(9, 2, 2), b"w", now=0, owner="v") == [b"v", b"w"]
     assert r.add("a", Concat(1, 2, 2), b"t", now=0, owner="a") == [b"s", b"t"]  # a's other one still waited
-    ties = Reassembler(max_sets=3, max_per_owner=3)  # one each: the oldest of all, whoever had more before
+    evicted.clear()
+    ties = Reassembler(max_sets=3, max_per_owner=3, on_evict=r.on_evict)  # one each: the oldest of all, whoever had more before
     for owner, reference, now in (("y", 1, 0), ("y", 2, 1), ("x", 1, 2)):
         ties.add(owner, Concat(reference, 2, 1), b"s", now=now, owner=owner)
     assert ties.add("y", Concat(2, 2, 2), b"t", now=3, owner="y") == [b"s", b"t"]  # y back to one: its is the oldest
     for owner, now in (("z", 4), ("w", 5)):
         ties.add(owner, Concat(1, 2, 1), b"s", now=now, owner=owner)
-    assert ties.evicted == 1 and ties.add("x", Concat(1, 2, 2), b"t", now=6, owner="x") == [b"s", b"t"]  # y's ended
-    unowned = Reassembler(max_sets=1)  # (no owners: the oldest of all)
+    assert evicted == [("y", 1)] and ties.add("x", Concat(1, 2, 2), b"t", now=6, owner="x") == [b"s", b"t"]  # y's ended
+    evicted.clear()
+    unowned = Reassembler(max_sets=1, on_evict=r.on_evict)  # (no owners: the oldest of all)
     assert unowned.add("k", Concat(1, 2, 1), b"x", now=0) is None and unowned.add("k", Concat(2, 2, 1), b"y", now=0) is None
-    assert unowned.evicted == 1
+    assert evicted == [("k", 1)]
 
 
 @given(st.lists(st.tuples(st.sampled_from("abcd"), st.integers(0, 3), st.integers(1, 2), st.integers(0, 9)), max_size=60))
