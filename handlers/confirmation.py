@@ -74,7 +74,7 @@ from .billing import (
 from .billing_calendar import month_start
 from .keywords import fold, matches
 from .sp_notice import sp_notice
-from .subscriptions import fee_shown, fen, subscription_event, yuan
+from .subscriptions import fen, monthly_fee, service_names, subscription_event, yuan
 
 _CODED = re.compile(r"([YN])0*(\d{1,4})")  # Y2 confirms / N2 declines the order with reply code Y2
 # Orders nobody answered: "expired" ones too, marked so once their validity ended (never before it), which an answer
@@ -88,7 +88,7 @@ async def order_by_keyword(inbound: Inbound, ctx: ServiceContext, language: str)
     offered = ctx.catalogue.on_code(inbound.short_code)
     entry = next((e for e in offered if matches(inbound.text, [e.keyword])), None)
     if entry is None:
-        items = "".join(ctx.text("confirmation.keyword_item", language, **_names(e, language)) for e in offered)
+        items = "".join(ctx.text("confirmation.keyword_item", language, **service_names(e, language)) for e in offered)
         text = ctx.text("confirmation.unknown_keyword", language, service_code=inbound.short_code, items=items,
                         operator=ctx.settings.operator)  # fmt: skip
         return Outcome(completed=True).reply(inbound.subscriber, text, inbound.short_code)
@@ -130,7 +130,7 @@ def _request(
 ) -> Outcome:
     """Store `order` and send its confirmation (the text `key`), which states the fee the order keeps."""
     text = ctx.text(key, language, reply_code=order.reply_code, validity=_validity(ctx, language),
-                    **_names(entry, language), **values)  # fmt: skip
+                    **service_names(entry, language), **values)  # fmt: skip
     return outcome.put(order).reply(order.msisdn, text, ctx.settings.operator, until=order.expires_at)
 
 
@@ -214,7 +214,7 @@ async def _confirm(inbound: Inbound, ctx: ServiceContext, language: str, outcome
         key = "confirmation.ordered_again"  # charged from next month
     else:
         key = "confirmation.ordered_this_month"
-    notice = ctx.text(key, language, operator=operator, **_names(entry, language))
+    notice = ctx.text(key, language, operator=operator, **service_names(entry, language))
     outcome.put(subscription, event).reply(msisdn, notice, operator)
     if billed_since(ctx, now, ctx.clock.now()):  # confirmed before a billing run, committed after it (a retry)
         outcome.put(*await charges_missed(ctx, subscription, ctx.clock.now()))
@@ -241,7 +241,7 @@ def _decline(inbound: Inbound, ctx: ServiceContext, language: str, outcome: Outc
     for order in orders:
         outcome.put(replace(order, status="declined"))
         entry = ctx.catalogue.get(order.service_id)
-        names.append(ctx.text("confirmation.service_name", language, **_names(entry, language)) if entry else order.service_id)
+        names.append(ctx.text("confirmation.service_name", language, **service_names(entry, language)) if entry else order.service_id)
     services = ctx.text("confirmation.separator", language).join(names)
     text = ctx.text("confirmation.declined", language, services=services)
     return outcome.reply(inbound.subscriber, text, ctx.settings.operator)
@@ -258,7 +258,7 @@ async def _not_waiting(
         entry = ctx.catalogue.get(last.service_id)  # (still in the catalogue: _recent_orders)
         if last.status in ("pending", "expired"):
             outcome.completed = True
-            return outcome.reply(msisdn, ctx.text("confirmation.expired", language, **_names(entry, language)), operator)
+            return outcome.reply(msisdn, ctx.text("confirmation.expired", language, **service_names(entry, language)), operator)
         if last.status == "confirmed" and (active := await _active(ctx, msisdn, entry.id)) is not None:
             outcome.completed = True
             return outcome.reply(msisdn, _already_subscribed(ctx, language, entry, active), operator)
@@ -283,7 +283,7 @@ def _choose(ctx: ServiceContext, language: str, waiting: list[PendingOrder]) -> 
     """The waiting orders (all still in the catalogue: `_open_orders`), each with its reply code and the fee its
     confirmation stated, which its code confirms (the catalogue's may have changed since: `_ask_again`)."""
     items = "".join(ctx.text("confirmation.choose_item", language, reply_code=o.reply_code,
-                             **_names(ctx.catalogue.get(o.service_id), language, o)) for o in waiting)  # fmt: skip
+                             **service_names(ctx.catalogue.get(o.service_id), language, o.fee)) for o in waiting)  # fmt: skip
     return ctx.text("confirmation.choose", language, count=len(waiting), items=items, example=waiting[0].reply_code)
 
 
@@ -296,7 +296,7 @@ async def _active(ctx: ServiceContext, msisdn: str, service_id: str) -> Subscrip
 def _already_subscribed(ctx: ServiceContext, language: str, entry: CatalogueEntry, subscription: Subscription) -> str:
     """The answer to an order of a service the subscriber holds: it states the fee the subscription pays
     (monthly_fee: its confirmed one, when the catalogue's went up since), as its listing does."""
-    names = _names(entry, language) | {"fee": fee_shown(subscription, entry)}
+    names = service_names(entry, language, monthly_fee(subscription, entry))
     return ctx.text("confirmation.already_subscribed", language, operator=ctx.settings.operator, **names)
 
 
@@ -372,18 +372,6 @@ async def delete_past_use(ctx: ServiceContext, msisdns: Iterable[str], now: floa
         ended = await ctx.store.find(PendingOrder, msisdn=msisdn, status__ne="pending", expires_at__lte=ended_by)
         outcome.effects.extend(Delete(PendingOrder, (o.id,), o) for o in ended)
     return outcome
-
-
-def _names(entry: CatalogueEntry, language: str, order: PendingOrder | None = None) -> dict[str, str]:
-    """The service's names and terms for a text; with `order`, the fee that order's confirmation stated."""
-    return {
-        "sp_name": entry.sp_name_in(language),
-        "service": entry.name_in(language),
-        "fee": yuan(entry.fee if order is None or order.fee is None else order.fee / 100),
-        "phone": entry.phone,
-        "keyword": entry.keyword,
-        "service_code": entry.service_code,
-    }
 
 
 def _validity(ctx: ServiceContext, language: str) -> str:

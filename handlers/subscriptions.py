@@ -63,14 +63,17 @@ def fee_shown(subscription: Subscription, entry: CatalogueEntry) -> str:
     return yuan(monthly_fee(subscription, entry) / 100)
 
 
-def names(entry: CatalogueEntry, language: str, subscription: Subscription | None = None) -> dict[str, str]:
-    """Placeholders naming a catalogue service in texts: sp_name, sp_company, service, fee, service_code. The fee is
-    the catalogue's, or what `subscription` pays a month (`monthly_fee`: what its listing and reminders state)."""
+def service_names(entry: CatalogueEntry, language: str, fee: int | None = None) -> dict[str, str]:
+    """Placeholders naming a catalogue service in texts: sp_name, sp_company, service, fee, phone, keyword,
+    service_code. The fee is the catalogue's, or `fee` (fen a month) where a record says which one its texts state:
+    the one an order's confirmation stated, what a subscription pays (`monthly_fee`: its listing, reminders)."""
     return {
         "sp_name": entry.sp_name_in(language),
         "sp_company": entry.company_in(language),
         "service": entry.name_in(language),
-        "fee": yuan(entry.fee) if subscription is None else fee_shown(subscription, entry),
+        "fee": yuan(entry.fee if fee is None else fee / 100),
+        "phone": entry.phone,
+        "keyword": entry.keyword,
         "service_code": entry.service_code,
     }
 
@@ -85,7 +88,8 @@ def naming_text(
     "提供的tencent-ringtones，元/月，服务代码"."""
     if entry is None:
         return ctx.text(f"{key}_removed", language, service=service_id, **values)
-    return ctx.text(key, language, **names(entry, language, subscription), **values)
+    fee = None if subscription is None else monthly_fee(subscription, entry)
+    return ctx.text(key, language, **service_names(entry, language, fee), **values)
 
 
 def ended(
