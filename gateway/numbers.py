@@ -18,6 +18,12 @@ def ascii_digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+def without_separators(written: str) -> str:
+    """A number as written, trimmed and without the separators people write in one (`+86 (138) 0013-8000` ->
+    `+8613800138000`): what `NumberPlan.normalise` reads, and what a spam report's number must be digits after."""
+    return written.strip().translate(_STRIP)
+
+
 @dataclass(frozen=True, slots=True)
 class NumberPlan:
     country_code: str = "86"
@@ -74,7 +80,7 @@ class NumberPlan:
         under 44 with trunk prefix 0 is 447700900001).
         """
         # Digits only is how nearly every address arrives, and strip/translate would change nothing.
-        digits = address if address.isdigit() else address.strip().translate(_STRIP)
+        digits = address if address.isdigit() else without_separators(address)
         if digits.startswith("+"):
             return digits[1:]
         if digits.startswith("00"):

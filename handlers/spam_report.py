@@ -47,7 +47,7 @@ import re
 from dataclasses import dataclass
 
 from gateway.config import DEFAULT_HELP_WORDS
-from gateway.numbers import NumberPlan, ascii_digits
+from gateway.numbers import NumberPlan, ascii_digits, without_separators
 from gateway.store.effects import Delete
 from gateway.store.records import Block, Dialogue, SpamReport
 
@@ -284,7 +284,7 @@ async def _block(
 
 def _refusal(plan: NumberPlan, written: str, reporter: str) -> str | None:
     """The reply key when `written` cannot be reported by `reporter`, else None."""
-    digits = written.replace("-", "").replace(" ", "").replace("(", "").replace(")", "")
+    digits = without_separators(written)
     bare = digits.lstrip("+")
     if not ascii_digits(bare):
         return "spam.not_a_number"
