@@ -313,8 +313,10 @@ async def _over_limit(ctx: ServiceContext, reporter: str, now: float) -> bool:
     return len(today) >= ctx.settings.spam_reports_per_day
 
 
-async def _network_blocks(ctx: ServiceContext, reported: str) -> list[Block]:
-    return await ctx.store.find(Block, reported=reported, reporter="", lifted_at=None)
+async def _network_blocks(ctx: ServiceContext, reported: str | None = None) -> list[Block]:
+    """The network-wide blocks in force (reporter "", not lifted), oldest first: of `reported`, else of every number."""
+    of = {} if reported is None else {"reported": reported}
+    return await ctx.store.find(Block, order_by="created_at", reporter="", lifted_at=None, **of)
 
 
 def _display(ctx: ServiceContext, number: str) -> str:
@@ -412,7 +414,7 @@ async def top_reported(ctx: ServiceContext, since: float | None, limit: int = 10
         entry[0] += 1
         entry[1].add(r.reporter)
         entry[2] = max(entry[2], r.created_at)
-    blocked = {b.reported for b in await ctx.store.find(Block, reporter="", lifted_at=None)}
+    blocked = {b.reported for b in await _network_blocks(ctx)}
     rows = [ReportedNumber(n, c, len(who), last, n in blocked) for n, (c, who, last) in counts.items()]
     rows.sort(key=lambda row: (-row.reporters, -row.reports, -row.last_reported_at, row.number))
     return rows[:limit]
@@ -420,7 +422,6 @@ async def top_reported(ctx: ServiceContext, since: float | None, limit: int = 10
 
 async def active_blocks(ctx: ServiceContext, *, network_only: bool = False) -> list[Block]:
     """Blocks in force, oldest first: network-wide ones (reporter "") and, unless network_only, personal ones."""
-    filters: dict = {"lifted_at": None}
     if network_only:
-        filters["reporter"] = ""
-    return await ctx.store.find(Block, order_by="created_at", **filters)
+        return await _network_blocks(ctx)
+    return await ctx.store.find(Block, order_by="created_at", lifted_at=None)
