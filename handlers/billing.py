@@ -353,14 +353,14 @@ async def dispute(ctx: ServiceContext, charge_id: str, now: float) -> Outcome:
                                f"charge={charge.id} period={charge.period} refund={refund} reason={reason}")  # fmt: skip
     language = await ctx.language_of(charge.msisdn)
     entry = ctx.catalogue.get(charge.service_id)
-    year, month = charge.period.split("-")
+    month = month_of(charge.period)
     text = naming_text(
         ctx,
         key,
         language,
         entry,
         charge.service_id,
-        month=ctx.text("billing.month", language, year=year, month=int(month)),
+        month=ctx.text("billing.month", language, year=month.year, month=month.month),
         amount=yuan(charge.amount / 100),
         refund=yuan(refund / 100),
         **stated,

@@ -67,6 +67,7 @@ from .base import (
     checked_channel,
     epoch_seconds,
 )
+from .billing_calendar import period_of
 from .keywords import fold, fold_each
 
 OPEN = ("sent", "reason")
@@ -401,7 +402,7 @@ async def aggregates(
             by_agent[s.agent].append(s)
         if bucket is not None:
             day = ctx.local_date(s.created_at)
-            by_period[day.isoformat() if bucket == "day" else f"{day:%Y-%m}"].append(s)
+            by_period[day.isoformat() if bucket == "day" else period_of(day)].append(s)
     result: dict[str, Any] = {
         "filters": {"channel": channel, "agent": agent, "since": since, "until": until, "bucket": bucket},
         "surveys": len(surveys),
