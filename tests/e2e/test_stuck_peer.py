@@ -576,3 +576,86 @@ def ranged_bind(gw, link: RawLink):
                                     address_range="^86130"))  # fmt: skip
     assert bound.status == ESME_ROK
     return next(c for c in gw.gateway.connections if c.address_range is not None)
+
+
+SUBSCRIBERS = [f"86130000000{n:02d}" for n in range(1, 5)]  # carrier's
+
+
+def fill_a_silent_bind(gw, handset) -> tuple[Handset, Handset, object, list[str]]:
+    """The carrier's only bind (`silent`) answers no deliver_sm (nor does it time out here: response_timeout 60);
+    A sends three MTs to each of four subscribers in turn, the last first, then a fourth to the first: more than the
+    bind holds (Delivery.FULL, made 3). `silent` has the first two (its window); its SmppConnection; the texts, in
+    order. (The first subscriber's MTs come first in the store's order: the read that the bind begins when full
+    finds a parked one in its first page.)"""
+    delivery = gw.gateway.delivery
+    delivery.PAGE, delivery.ROOM, delivery.FULL = 2, 2, 3
+    silent = handset(X, system_id="carrier", bind="rx", gw=gw)
+    silent.answering = False
+    bind = next(c for c in gw.gateway.connections if c.account is not None and c.account.system_id == "carrier")
+    a = handset(A, bind="tx", gw=gw)
+    texts = [f"{n} to {subscriber}" for n in range(3) for subscriber in reversed(SUBSCRIBERS)] + [f"late to {SUBSCRIBERS[0]}"]
+    for mt in texts:
+        assert a.submit(mt.split(" to ")[1], mt).status == ESME_ROK  # (admitted by the time it is answered)
+        assert bind.load <= delivery.FULL  # the rest wait in the store, not in the gateway's memory
+    assert len(bind.pending) + len(bind.inflight) == bind.load == delivery.FULL
+    assert [text(pdu) for pdu in silent.expect_many(2)] == texts[:2]
+    return a, silent, bind, texts
+
+
+def in_order_per_subscriber(got: list[str], texts: list[str]) -> bool:
+    return all([t for t in got if t.endswith(s)] == [t for t in texts if t in got and t.endswith(s)] for s in SUBSCRIBERS)
+
+
+def test_mts_beyond_what_a_silent_bind_holds_wait_in_the_store_and_go_out_in_order_once_it_answers(make_gateway, handset):
+    """A bind that answers enquire_link but never deliver_sm was queued every MT routed to it, in memory for as long
+    as it stayed bound (a stuck handset's bind, 15,000 MTs of 10 KB: the gateway grew by 160 MB, 2.8 GB an hour at
+    1,000 MT/s). Beyond Delivery.FULL they wait in the store; once it answers, every MT reaches it once, in order per
+    subscriber (the late one too, parked behind its subscriber's older MTs), never more than FULL on it at a time."""
+    gw = make_gateway(gateway={"window": 2, "response_timeout": 60, "enquire_link_interval": 30, "idle_timeout": 120})
+    _, silent, bind, texts = fill_a_silent_bind(gw, handset)
+    silent.answer_held()
+    silent.answering = True  # (answered as they are read)
+    got = texts[:2]
+    for _ in texts[2:]:
+        got.append(text(silent.expect()))
+        assert bind.load <= gw.gateway.delivery.FULL
+    assert sorted(got) == sorted(texts)
+    assert in_order_per_subscriber(got, texts), got
+    silent.expect_none(within=0.5)
+
+
+def test_mts_a_silent_bind_had_no_room_for_go_to_a_bind_that_appears_once_each(make_gateway, handset):
+    """The carrier's second bind appears while the first, silent, is full: the MTs waiting in the store for room go
+    to it, in order per subscriber; what the silent bind holds stays there (it is not stalled: nothing timed out),
+    and goes out once it answers. Each MT reaches one of them, once."""
+    gw = make_gateway(gateway={"window": 2, "response_timeout": 60, "enquire_link_interval": 30, "idle_timeout": 120})
+    _, silent, bind, texts = fill_a_silent_bind(gw, handset)
+    full, queued = bind.load, len(bind.pending)
+    healthy = handset(X, system_id="carrier", bind="rx", gw=gw)
+    parked = [text(pdu) for pdu in healthy.expect_many(len(texts) - full)]
+    assert sorted(parked) == sorted(texts[full:])
+    assert in_order_per_subscriber(parked, texts), parked
+    assert bind.load == full
+    silent.answer_held()
+    silent.answering = True
+    held = texts[:2] + [text(pdu) for pdu in silent.expect_many(queued)]
+    assert sorted(held + parked) == sorted(texts)
+    healthy.expect_none(within=0.5)
+    silent.expect_none(within=0.1)
+
+
+def test_the_mts_waiting_for_room_on_a_silent_bind_go_to_it_as_its_deliver_sm_time_out(make_gateway, handset):
+    """The only carrier bind answers no deliver_sm: what waits in the store for room on it goes out there as its
+    deliver_sm time out (a window per response_timeout, as what is queued on it does), not only once one is
+    answered; held for that, the MTs accepted for it meanwhile would wait in memory."""
+    gw = make_gateway(gateway={"window": 2, "response_timeout": 1, "enquire_link_interval": 30, "idle_timeout": 120,
+                               "retry_backoff": [60]})  # fmt: skip
+    delivery = gw.gateway.delivery
+    delivery.PAGE, delivery.ROOM, delivery.FULL = 2, 2, 3
+    silent = handset(X, system_id="carrier", bind="rx", gw=gw)
+    silent.answering = False
+    a = handset(A, bind="tx", gw=gw)
+    for n in range(5):
+        assert a.submit(X, f"mt {n}").status == ESME_ROK  # mt 3 and 4 wait in the store
+    assert [text(pdu) for pdu in silent.expect_many(2)] == ["mt 0", "mt 1"]
+    assert [text(pdu) for pdu in silent.expect_many(2, timeout=3)] == ["mt 2", "mt 3"]  # once mt 0 and 1 time out
