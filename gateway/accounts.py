@@ -59,9 +59,6 @@ class Account:
             return address in self.service_codes
         return address.startswith(self.numbers)
 
-    def receives_for(self, address: str) -> bool:
-        return bool(self.numbers) and address.startswith(self.numbers)
-
 
 class Accounts:
     def __init__(self, configs: tuple[AccountConfig, ...]) -> None:

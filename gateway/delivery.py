@@ -415,7 +415,7 @@ class Delivery:
             self.router.note_failure(message.dest_addr, bind)
         message.attempts += 1
         message.error = error  # as the store has it: an expiry while it waits reports it (_expire)
-        delay = self.backoff[min(message.attempts - 1, len(self.backoff) - 1)] if self.backoff else 1.0
+        delay = self.backoff[min(message.attempts - 1, len(self.backoff) - 1)]  # (config: at least one)
         now = self.clock.now()
         message.next_attempt_at = now + delay
         self.store.mark_retry(message.id, message.attempts, message.next_attempt_at, error,

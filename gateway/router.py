@@ -80,7 +80,6 @@ AFFINITY_LIMIT = 250_000
 
 class Router:
     def __init__(self, accounts: Accounts, affinity_limit: int = AFFINITY_LIMIT) -> None:
-        self._accounts = accounts
         self._receivers: dict[str, list[Receiver]] = {a.system_id: [] for a in accounts}
         self._affinity: OrderedDict[str, Receiver] = OrderedDict()  # subscriber -> bind, the longest noted first
         self.affinity_limit = affinity_limit
@@ -270,7 +269,7 @@ class Router:
         if to_account is not None:
             return self._pick(receivers.get(to_account, ()), dest)
         for account in self._by_number:
-            if dest.startswith(account.numbers):  # receives_for, inlined: this runs for every MT
+            if dest.startswith(account.numbers):  # the account serves the number
                 chosen = self._pick(receivers[account.system_id], dest)
                 if chosen is not None:
                     return chosen

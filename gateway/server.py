@@ -241,7 +241,7 @@ class SmppConnection(asyncio.Protocol):
 
     def log_refused_submission(self, status: str, reason: str, source: str, dest: str | None, **fields: str) -> None:
         """A submission from `source` to `dest` (None: a distribution list, in `fields`) refused with `status`: logged
-        with its reason for the first few of each status on this bind, the rest counted (`submission rejected
+        with its reason for the first few of each status from this peer's host and account (may_log), the rest counted (`submission rejected
         (<status>): more not logged`), as refused PDUs are: a client throttled or blocked sends tens of thousands a
         minute, and a line each filled the disk (~1.7 GB a day in a soak). Nothing is worked out for a line not
         written."""
@@ -399,7 +399,7 @@ class SmppConnection(asyncio.Protocol):
         self.session.send(response_to(pdu, status))
 
     def _log_refused_while_draining(self, pdu: Any, status: str) -> None:
-        """As other refusals are: the first few of each kind on this connection, the rest counted; a submission as
+        """As other refusals are: the first few of each kind from this peer's host and account, the rest counted; a submission as
         every refused one (`submission rejected`, with its source and dest), each destination of a submit_multi."""
         if pdu.command_id != C.SUBMIT_MULTI:
             self.log_refused_submission(status, _STOPPING, pdu.source_addr, pdu.destination_addr)
@@ -553,7 +553,7 @@ class SmppConnection(asyncio.Protocol):
         if not self.pending or not self._peer_reading or not self.can_receive or self.session.state is _UNBOUND or self.session.halted:
             if self.holding and not self.pending:  # the MTs handed here from a stalled bind have gone out
                 self.gateway.router.released(self)
-            return  # they wait for connection_lost
+            return  # they wait for the peer to read again (resume_writing), hand_over, or connection_lost
         if self._guards.tightened != self._guards_seen:  # a block or an unsubscription since they were queued
             self._ask_guards_again()
         now = self._now()
