@@ -68,7 +68,7 @@ from .dialogues import (
     run_dialogue,
 )
 from .esme import Esme, EsmeError, ShortMessage
-from .handset import Handset
+from .handset import Handset, Resend
 from .scenario import Scenario
 
 __all__ = [
@@ -197,6 +197,7 @@ class Env:
     # ("ORDER" | "CANCEL", service id, the subscriber's MSISDN), or ("refused", status name) for an expected refusal
     on_event: Callable[..., None] = lambda event, detail, msisdn="": None
     on_mo: Callable[[], None] = lambda: None  # an MO the target accepted, as its submit_sm_resp arrives
+    resend: Resend | None = None  # --rebind: MOs answered ESME_RTHROTTLED are sent again (Handset.send)
     report_ids: set[str] = field(default_factory=set)  # the spam reports' ids acknowledged in the run (each its own)
 
     @property
@@ -246,11 +247,11 @@ class Phone(Handset):
         # that is one of them is a copy (simulator/fleet.py Fleet.unasked). Hashes, not texts: 100k phones.
         self.recent: tuple[int, ...] = ()
 
-    def send(self, to: str, text: str, **fields: object) -> Awaitable[tuple[Pdu, float, float]]:
+    def send(self, to: str, text: str, resend: Resend | None = None, **fields: object) -> Awaitable[tuple[Pdu, float, float]]:
         # After an MO a text may legitimately repeat an earlier one word for word (a second survey, the same
         # help text): only what arrives with no MO of the phone between counts as a copy.
         self.recent = ()
-        return super().send(to, text, **fields)
+        return super().send(to, text, resend, **fields)
 
     def deliver(self, message: ShortMessage) -> None:
         recent = self.recent
@@ -334,7 +335,7 @@ async def _dialogue(kind: str, phone: Handset, env: Env, sources: Iterable[str],
         phone.begin(Expectation(frozenset(sources)))
     result = None
     try:
-        result = await run_dialogue(kind, phone, env.plan, env.timeout, body, env.on_mo)
+        result = await run_dialogue(kind, phone, env.plan, env.timeout, body, env.on_mo, env.resend)
         return result
     finally:
         if is_phone:
@@ -614,15 +615,12 @@ async def spammer_round(spammer: Spammer, env: Env, victims: list[Phone]) -> Dia
     try:
         allowed = {v.msisdn: spammer.allowed(v.msisdn, threshold) for v in victims}
         arrivals = {v.msisdn: post.expect(spammer.msisdn, v.msisdn) for v in victims}
-        at = time.monotonic()
-        for v in victims:
-            spammer.transcript.append((at, ">", v.msisdn, text))
-        # each with when its submit_sm_resp arrived: a text delivered before it is timed to it
-        responses = await asyncio.gather(*(spammer.esme.submit_answered(spammer.msisdn, v.msisdn, text) for v in victims),
-                                         return_exceptions=True)  # fmt: skip
+        # each with when it went and its submit_sm_resp arrived: a text delivered before that is timed to it
+        responses = await asyncio.gather(*(spammer.send(v.msisdn, text, env.resend) for v in victims), return_exceptions=True)
         accepted: list[str] = []
         refusals: list[int] = []
         wrong: list[str] = []
+        sent: dict[str, float] = {}
         answered: dict[str, float] = {}
         for victim, response in zip(victims, responses, strict=True):
             number = victim.msisdn
@@ -630,7 +628,7 @@ async def spammer_round(spammer: Spammer, env: Env, victims: list[Phone]) -> Dia
                 if isinstance(response, (EsmeError, OSError)):
                     raise DialogueFailed(step, f"spam to {number} not answered: {response}")
                 raise response
-            resp, answered[number] = response
+            resp, sent[number], answered[number] = response
             status = resp.command_status
             if status not in allowed[number]:
                 names = " or ".join(sorted(_status(s) for s in allowed[number]))
@@ -673,7 +671,8 @@ async def spammer_round(spammer: Spammer, env: Env, victims: list[Phone]) -> Dia
             message = future.result()
             if message.text != text:
                 raise DialogueFailed(step, f"{message.destination} received {message.text!r}, sent {text!r}")
-            result.steps.append((step, max(message.received_at, answered[pending[future]]) - at))  # as Run.latency
+            number = pending[future]
+            result.steps.append((step, max(message.received_at, answered[number]) - sent[number]))  # as Run.latency
         spammer.rounds += 1
         blocked = bool(refusals) and not accepted and all(s == SENDER_BLOCKED for s in refusals)
         if blocked:

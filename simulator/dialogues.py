@@ -31,7 +31,7 @@ from gateway.smpp.constants import CommandStatus
 from gateway.templates import period
 
 from .esme import EsmeError, ShortMessage
-from .handset import Handset, NoReply
+from .handset import THROTTLED, Handset, NoReply, Resend
 from .texts import ReplyTexts
 
 __all__ = [
@@ -167,11 +167,12 @@ class _Run:
     """One dialogue in progress: sends, expects, checks, times every step."""
 
     def __init__(self, kind: str, handset: Handset, plan: Plan, timeout: float,
-                 on_mo: Callable[[], None] | None = None) -> None:  # fmt: skip
+                 on_mo: Callable[[], None] | None = None, resend: Resend | None = None) -> None:  # fmt: skip
         self.handset = handset
         self.plan = plan
         self.timeout = timeout
         self.on_mo = on_mo  # told as each MO is accepted, not when the dialogue ends (a fleet's MO/s)
+        self.resend = resend  # MOs answered ESME_RTHROTTLED are sent again (Handset.send), else they fail the dialogue
         self.sent_at = 0.0  # the last MO's submit_sm
         self.answered_at = 0.0  # ... and its submit_sm_resp's arrival
         self.step = "start"
@@ -182,13 +183,14 @@ class _Run:
         number; a subscriber's kind, not its number, so that failures group by step and not by peer)."""
         self.step = f"{label or text}->{to_name or to}"
         try:
-            resp, at, answered_at = await self.handset.send(to, text)
+            resp, at, answered_at = await self.handset.send(to, text, self.resend)
         except EsmeError as exc:
             raise DialogueFailed(self.step, f"MO not answered: {exc}") from None
         if resp.command_status:
             status = CommandStatus.name_of(resp.command_status)
             self.result.refused.append(status)  # counted by the recorder (mo_refused), as the failure is
-            raise DialogueFailed(self.step, f"MO refused with {status}")
+            still = f", still after sending it again for {self.timeout:g} s" if self.resend and resp.command_status == THROTTLED else ""
+            raise DialogueFailed(self.step, f"MO refused with {status}{still}")
         self.result.mo += 1
         if self.on_mo is not None:
             self.on_mo()
@@ -242,8 +244,8 @@ class _Run:
 
 
 async def _run(kind: str, handset: Handset, plan: Plan, timeout: float, body: Callable[[_Run], Awaitable[str]],
-               on_mo: Callable[[], None] | None = None) -> DialogueResult:  # fmt: skip
-    run = _Run(kind, handset, plan, timeout, on_mo)
+               on_mo: Callable[[], None] | None = None, resend: Resend | None = None) -> DialogueResult:  # fmt: skip
+    run = _Run(kind, handset, plan, timeout, on_mo, resend)
     result = run.result
     result.unexpected = [f"{m.source}: {m.text}" for m in handset.take_inbox()]
     handset.transcript = []

@@ -66,6 +66,7 @@ __all__ = [
     "EsmeStats",
     "ResponseTimeout",
     "ShortMessage",
+    "answer_of",
     "run",
 ]
 
@@ -76,7 +77,6 @@ _INBOUND_MESSAGES = frozenset({C.DELIVER_SM, C.DATA_SM})
 _MESSAGE_TYPE = int(EsmClass.MESSAGE_TYPE_MASK)
 _UDHI = int(EsmClass.UDHI)
 T = TypeVar("T")
-_Part = tuple[bytes, int, int, dict[int, Any]]  # a submit_sm's short_message, esm_class, data_coding, TLVs
 
 
 class EsmeError(Exception):
@@ -331,32 +331,25 @@ class Esme(asyncio.Protocol):
         submit_sm field can be passed (`registered_delivery=1`, `tlvs={...}`, ...).
         """
         responses = await self.submit_parts(source, destination, text, data_coding=data_coding, scheme=scheme, **fields)
-        return _answer(responses)
+        return answer_of(responses)
 
     async def submit_answered(self, source: str, destination: str, text: str | bytes, **options: Any) -> tuple[Pdu, float]:
         """Like `submit` (the same options), with when its answer arrived (time.monotonic() as it was read; of a long text's parts, the
         latest): a step timed to it is not timed to when its caller resumed, later on a busy loop (a fleet's), as a
         text's ShortMessage.received_at is its arrival."""
-        parts, futures = self._send_parts(source, destination, text, **options)
-        answered = self._answered
-        for future in futures:
-            answered[future] = 0.0
-        try:
-            responses = await self._responses(source, destination, parts, futures)
-        finally:  # each submission takes its own stamps, answered or not: none is left behind
-            answered_at = max([answered.pop(future) for future in futures])
-        return _answer(responses), answered_at
+        responses, answered_at = await self.submit_pdus(self.submissions(source, destination, text, **options))
+        return answer_of(responses), answered_at
 
     async def submit_parts(self, source: str, destination: str, text: str | bytes, **options: Any) -> list[Pdu]:
         """Like `submit` (the same options), returning the response of every part in order."""
-        parts, futures = self._send_parts(source, destination, text, **options)
-        return await self._responses(source, destination, parts, futures)
+        responses, _answered_at = await self.submit_pdus(self.submissions(source, destination, text, **options))
+        return responses
 
-    def _send_parts(
+    def submissions(
         self, source: str, destination: str, text: str | bytes, data_coding: int | None = None,
         scheme: ConcatScheme = ConcatScheme.UDH8, **fields: Any,
-    ) -> tuple[list[_Part], list[asyncio.Future[Pdu]]]:  # fmt: skip
-        """The submit_sm of each part of `text` (see `submit`), requested: the parts and their responses' futures."""
+    ) -> list[SubmitSm]:  # fmt: skip
+        """The submit_sm of each part of `text` (see `submit`), not sent yet (`submit_pdus`)."""
         tlvs = dict(fields.pop("tlvs", {}))
         esm_class = fields.pop("esm_class", 0)
         if isinstance(text, bytes):
@@ -367,27 +360,35 @@ class Esme(asyncio.Protocol):
                 (p.short_message, esm_class | p.esm_class, p.data_coding, {**tlvs, **p.tlvs})
                 for p in segment_text(text, data_coding=data_coding, reference=self._reference, scheme=scheme)
             ]
-        futures = [
-            self.request(SubmitSm(
+        return [
+            SubmitSm(
                 source_addr=source, destination_addr=destination, short_message=body,
                 esm_class=esm, data_coding=coding, tlvs=part_tlvs, **fields,
-            ))  # fmt: skip
+            )  # fmt: skip
             for body, esm, coding, part_tlvs in parts
         ]
-        return parts, futures
 
-    async def _responses(self, source: str, destination: str, parts: list[_Part],
-                         futures: list[asyncio.Future[Pdu]]) -> list[Pdu]:  # fmt: skip
-        """The responses to the parts of a text sent (`_send_parts`), in order; a long text with a part refused or
+    async def submit_pdus(self, pdus: list[SubmitSm]) -> tuple[list[Pdu], float]:
+        """Send the parts of a text (`submissions`; or some of them again, on this bind or another), pipelined: the
+        response of each in order, and when the last arrived (`submit_answered`). A long text with a part refused or
         unanswered is noted as sent in part (SharedParts.sent_in_part)."""
+        answered = self._answered
+        futures = []
+        for pdu in pdus:
+            pdu.sequence_number = 0  # (a part sent again takes a number of its bind's)
+            futures.append(self.request(pdu))
+            answered[futures[-1]] = 0.0
         responses: list[Pdu] = []
         try:
             responses = list(await asyncio.gather(*futures))
         finally:  # none: a part unanswered (ResponseTimeout, the connection closed)
-            if len(parts) > 1 and (not responses or any(r.command_status for r in responses)):
-                body, esm, _coding, part_tlvs = parts[0]
-                self.parts.sent_in_part(source, destination, body, esm, part_tlvs)
-        return responses
+            if len(pdus) > 1 and (not responses or any(r.command_status for r in responses)):
+                first = pdus[0]
+                self.parts.sent_in_part(first.source_addr, first.destination_addr, first.short_message, first.esm_class,
+                                        first.tlvs)  # fmt: skip
+            # each submission takes its own stamps, answered or not: none is left behind
+            answered_at = max([answered.pop(future) for future in futures])
+        return responses, answered_at
 
     async def enquire_link(self, timeout: float = 10.0) -> Pdu:
         return await asyncio.wait_for(self.request(EnquireLink()), timeout)
@@ -578,7 +579,7 @@ class Esme(asyncio.Protocol):
             self._timer = self._loop.call_later(1.0, self._tick)
 
 
-def _answer(responses: list[Pdu]) -> Pdu:
+def answer_of(responses: list[Pdu]) -> Pdu:
     """A text's answer from those of its parts: the first refusal, else the last."""
     return next((r for r in responses if r.command_status), responses[-1])
 

@@ -70,7 +70,7 @@ from .esme import (
     SharedParts,
     ShortMessage,
 )
-from .handset import Handset
+from .handset import Handset, Resend
 from .headroom import Headroom
 from .metrics import INTERNAL_ERROR, Recorder
 from .numbering import address_range, blocks, first_outside
@@ -151,8 +151,10 @@ class Fleet:
         self.recorder = recorder if recorder is not None else Recorder()
         self.rng = random.Random(scenario.load.seed)
         self.post = PostOffice()
+        # --rebind: an MO the target answers ESME_RTHROTTLED (as it stops) is sent again within the step's timeout
+        resend = Resend(scenario.load.timeout) if scenario.fleet.rebind else None
         self.env = Env(self.plan, self.rules, scenario, self.rng, self.post, scenario.load.timeout, self._event,
-                       self._mo_accepted)  # fmt: skip
+                       self._mo_accepted, resend)  # fmt: skip
         self.phones: list[Phone] = []
         self.by_number: dict[str, Phone] = {}
         self.spammers: list[Spammer] = []
@@ -1370,6 +1372,7 @@ class Fleet:
         if self.headroom is not None:
             summary["simulator"] = self.headroom.summary()
         threshold = self.rules.spam_block_threshold
+        resend = self.env.resend
         summary["fleet"] = {
             "subscribers": len(self.phones),
             "binds": len(self.binds),
@@ -1381,7 +1384,7 @@ class Fleet:
             "interrupted": self.interrupted,
             "retired_subscribers": sum(1 for p in self.phones if p.state == RETIRED),
             "lost_binds": self.lost_binds,
-            "stats": dict(sorted(self.stats.items())),
+            "stats": dict(sorted((self.stats + Counter(mo_resent_after_throttled=resend.resent if resend else 0)).items())),
             "spammers": {
                 s.msisdn: {"rounds": s.rounds, "victims_reported": len(s.acked), "blocked_expected": s.must_be_blocked(threshold),
                            "refused_seen": s.refused_seen, "retired": s.state == RETIRED}

@@ -19,12 +19,28 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 
-from gateway.smpp.pdu import Pdu
+from gateway.smpp.constants import CommandStatus
+from gateway.smpp.pdu import Pdu, SubmitSm
 
-from .esme import Esme, ShortMessage
+from .esme import Esme, ShortMessage, answer_of
 
-__all__ = ["Handset", "NoReply", "Switchboard"]
+__all__ = ["Handset", "NoReply", "Resend", "Switchboard"]
+
+THROTTLED = CommandStatus.ESME_RTHROTTLED
+THROTTLED_BACKOFF = (0.2, 2.0)  # seconds before an MO answered ESME_RTHROTTLED is sent again, doubling up to the most
+
+
+@dataclass(slots=True)
+class Resend:
+    """Whether an MO answered ESME_RTHROTTLED is sent again (a fleet's with --rebind: the stopping target refuses MO so
+    until it unbinds), as SMPP clients do since nothing of it was stored: after THROTTLED_BACKOFF's first delay,
+    doubling, while `within` seconds (a step's timeout) from its first submission allow; then it stays refused.
+    `resent`: submissions sent again, over the handsets sharing it."""
+
+    within: float
+    resent: int = 0
 
 
 class NoReply(Exception):
@@ -47,13 +63,45 @@ class Handset:
     def __repr__(self) -> str:
         return f"Handset({self.msisdn})"
 
-    async def send(self, to: str, text: str, **fields: object) -> tuple[Pdu, float, float]:
+    async def send(self, to: str, text: str, resend: Resend | None = None, **fields: object) -> tuple[Pdu, float, float]:
         """Text `to`; returns the submit_sm_resp, the time (time.monotonic()) just before the submission and the time
-        the submit_sm_resp arrived (Esme.submit_answered)."""
+        the submit_sm_resp arrived (Esme.submit_answered). With `resend`, parts answered ESME_RTHROTTLED are sent
+        again (_resend_throttled): the times are then those of the last submission."""
         at = time.monotonic()
         self.transcript.append((at, ">", to, text))
-        resp, answered_at = await self.esme.submit_answered(self.msisdn, to, text, **fields)
-        return resp, at, answered_at
+        esme = self.esme
+        pdus = esme.submissions(self.msisdn, to, text, **fields)
+        responses, answered_at = await esme.submit_pdus(pdus)
+        if resend is not None and _held_back(responses):
+            at, answered_at = await self._resend_throttled(pdus, responses, (at, answered_at), resend)
+        return answer_of(responses), at, answered_at
+
+    async def _resend_throttled(self, pdus: list[SubmitSm], responses: list[Pdu], times: tuple[float, float],
+                                resend: Resend) -> tuple[float, float]:  # fmt: skip
+        """Send the parts answered ESME_RTHROTTLED again (`responses` updated in place), each alone and in order
+        (those before it were accepted), after a back-off doubling from THROTTLED_BACKOFF's first delay, until none
+        is, one is refused otherwise, or the next try would come `resend.within` after the first submission. On the
+        handset's bind of the moment: one lost meanwhile is waited for (a fleet binds it again, --rebind, and gives
+        the handset the new one); a part sent on a bind lost before it is answered fails as any MO unanswered
+        (EsmeError). `times`: when the first submission went and its answer came; returns those of the last."""
+        delay, most = THROTTLED_BACKOFF
+        at, answered_at = times
+        deadline = at + resend.within
+        while _held_back(responses) and time.monotonic() + delay <= deadline:
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, most)
+            esme = self.esme
+            if not esme.is_bound:  # lost (or being unbound): wait for the rebind
+                continue
+            for i, resp in enumerate(responses):
+                if resp.command_status != THROTTLED:
+                    continue
+                at = time.monotonic()
+                resend.resent += 1
+                (responses[i],), answered_at = await esme.submit_pdus([pdus[i]])
+                if responses[i].command_status:  # throttled again (or refused): the parts after it wait
+                    break
+        return at, answered_at
 
     async def expect(self, *sources: str, timeout: float = 5.0) -> ShortMessage:
         """The next text from one of `sources` (any number when none given), waiting up to `timeout` seconds.
@@ -107,6 +155,12 @@ class Handset:
             waiter[1].set_result(message)
         else:
             self.inbox.append(message)
+
+
+def _held_back(responses: list[Pdu]) -> bool:
+    """Some part of a text was answered ESME_RTHROTTLED, and none refused otherwise: it may go if sent again."""
+    statuses = {r.command_status for r in responses}
+    return THROTTLED in statuses and statuses <= {0, THROTTLED}
 
 
 def _time_out(future: asyncio.Future[ShortMessage], sources: tuple[str, ...], timeout: float) -> None:
