@@ -535,10 +535,7 @@ def test_the_mts_queued_on_a_bind_that_stops_reading_go_to_a_bind_that_reads_at_
     in its queue when it stops reading. They go to the account's bind that reads at once (README), not once the bind
     not reading is closed (enquire_link_interval and a response_timeout later): no deliver_sm goes out on it, and
     none of those in flight times out there, meanwhile."""
-    gw = make_gateway(gateway={"response_timeout": 10, "window": 2, "enquire_link_interval": 30, "idle_timeout": 60,
-                               "retry_backoff": [60]})  # fmt: skip
-    other = handset(X, system_id="carrier", bind="rx", gw=gw)
-    a = handset(A, bind="tx", gw=gw)
+    gw, other, a = window_of_two(make_gateway, handset, response_timeout=10)
     with RawLink(gw.smpp_port, receive_buffer=4096) as ranged:
         bind = ranged_bind(gw, ranged)
         for n in range(6):
@@ -553,10 +550,7 @@ def test_a_stalled_bind_that_stops_reading_and_reads_again_stays_stalled_until_i
     """The carrier bind whose address_range covers X left a deliver_sm unanswered (stalled), then stopped reading
     for a while and read everything again, answering no deliver_sm: reading again ends only a stall that not
     reading began, so X's next MT goes to the account's other bind, not to one that still answers none."""
-    gw = make_gateway(gateway={"response_timeout": 1, "window": 2, "enquire_link_interval": 30, "idle_timeout": 60,
-                               "retry_backoff": [60]})  # fmt: skip
-    other = handset(X, system_id="carrier", bind="rx", gw=gw)
-    a = handset(A, bind="tx", gw=gw)
+    gw, other, a = window_of_two(make_gateway, handset, response_timeout=1)
     with RawLink(gw.smpp_port, receive_buffer=4096) as ranged:
         bind = ranged_bind(gw, ranged)
         assert a.submit(X, "lost").status == ESME_ROK
@@ -568,6 +562,14 @@ def test_a_stalled_bind_that_stops_reading_and_reads_again_stays_stalled_until_i
         assert a.submit(X, "next").status == ESME_ROK
         assert text(other.expect(timeout=0.9)) == "next"  # not via a timeout on `ranged` (1 s)
         assert pdus_waiting(ranged) == []
+
+
+def window_of_two(make_gateway, handset, response_timeout: float):
+    """A gateway with a window of 2 and retries a minute apart, the carrier's plain receiver (the account's bind that
+    reads) and A's transmitter."""
+    gw = make_gateway(gateway={"response_timeout": response_timeout, "window": 2, "enquire_link_interval": 30,
+                               "idle_timeout": 60, "retry_backoff": [60]})  # fmt: skip
+    return gw, handset(X, system_id="carrier", bind="rx", gw=gw), handset(A, bind="tx", gw=gw)
 
 
 def ranged_bind(gw, link: RawLink):
