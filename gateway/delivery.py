@@ -8,27 +8,22 @@ waiting for its next attempt, or parked: no bind can take it.
 A parked MT is kept only in the store, not in memory: a backlog for
 subscribers who are off line can be millions of messages (held in memory, a
 load test toward unbound numbers grew the gateway by ~1 GB a minute), and
-after a restart it must all go out, not just what fits in memory. So is one
-whose bind already has FULL MTs queued or in flight (`_parked_for_room`): a
-bind that answers enquire_link but never deliver_sm held every MT routed to
-it. When a bind that can receive appears, or one that was full has room, its
-MTs are read back from the store a page at a time (`_pull`), each page when
-the bind has room for it; expired ones are found by the sweep through the
-store's expiry index. `_held` names the MTs this process has in hand (in
-memory, or with their final status not yet committed), so a page read
-meanwhile does not hand the same MT out twice.
+after a restart it must all go out, not just what fits in memory. When a bind
+that can receive appears, its MTs are read back from the store a page at a
+time (`_pull`), each page when the bind has room for it; expired ones are
+found by the sweep through the store's expiry index. `_held` names the MTs
+this process has in hand (in memory, or with their final status not yet
+committed), so a page read meanwhile does not hand the same MT out twice.
 
 Per subscriber, MTs go out in the order they were accepted: one accepted while
 its account's backlog is being read, for a bind that appeared since, waits
-behind the read (`BacklogRead`; beyond ROOM of them, in the store) until
-the read has passed its subscriber, or it would overtake the older MTs
-still in the store. So does one for a bind that was full when an older one
-was parked: the read goes over the backlog again for it. The rest of the
-account's traffic does not wait: a bind that was bound when the read passed a
+behind the read (`BacklogRead`) until the read has passed its subscriber, or
+it would overtake the older MTs still in the store. The rest of the account's
+traffic does not wait: a bind that was bound when the read passed a
 subscriber was handed all of their waiting MTs then, and nothing to them
-waits in the store while it stays bound and has room. A retry does not hold
-the MTs behind it, except for SP notices: they go out one at a time per
-subscriber, each after the one before it ended (gateway/notice_order.py).
+waits in the store while it stays bound. A retry does not hold the MTs
+behind it, except for SP notices: they go out one at a time per subscriber,
+each after the one before it ended (gateway/notice_order.py).
 
 An MT that may no longer go out when delivery takes it up again (off line
 subscriber, retry, schedule) ends REJECTED (gateway/guards.py): its sender
@@ -86,7 +81,6 @@ PERMANENT_FAILURES = frozenset(
 class Delivery:
     PAGE = 500  # MTs read from the store at a time
     ROOM = 1000  # a pull hands a bind its next page once fewer than this are queued or in flight on it
-    FULL = 1500  # a bind with this many queued or in flight gets no more but from a pull (ROOM and a page: what it may bring)
     ONE_READ_ABOVE = 32  # recipients of one sender whose MTs a restart ends: above this, one read by sender (restore)
     REWRITE_DELAY = 1.0  # seconds between writes of a final status the store failed to commit
 
@@ -187,36 +181,15 @@ class Delivery:
         if receiver is None or (read_back and self._appeared_during_pass(receiver)):
             self._held.discard(message.id)  # parked: the store has it, `_pull` reads it back
             return
-        if receiver.load >= self.FULL and not read_back and self._parked_for_room(message, receiver):
-            return
         self._held.add(message.id)
         if (new or behind_read) and self._reads:
             read = self._reads.get(receiver.account.system_id)
             if read is not None and read.holds(message, receiver):
-                if len(read.behind) < self.ROOM or not _read_finds(receiver, message):
-                    read.hold(message)
-                else:  # in the store rather, beyond ROOM: the read has it to come (a read waiting for room on full binds)
-                    self._held.discard(message.id)
+                read.hold(message)
                 return
         if message.extra and self._notices.wait_turn(message):  # `extra`: not for a plain MT, the most common
             return
         receiver.offer(message, again or behind_read)
-
-    def _parked_for_room(self, message: Message, receiver: Receiver) -> bool:
-        """`receiver` has FULL MTs queued or in flight: the MT is parked, not queued there too. A bind that answers
-        enquire_link but never deliver_sm held every MT routed to it in memory for as long as it stayed bound (15,000
-        MTs of 10 KB: +160 MB). A backlog read for it hands it over once it has room, or to a bind that appears
-        meanwhile: the read that has it to come (BacklogRead.holds), else one that begins for it as for a bind that
-        appears (`receiver_ready`); until that read has passed its subscriber, their newer MTs for this bind wait
-        behind it (or in the store too), so none overtakes it. False: no read for this bind would find the MT
-        (`_read_finds`); it is queued there all the same."""
-        if not _read_finds(receiver, message):
-            return False
-        self._held.discard(message.id)
-        read = self._reads.get(receiver.account.system_id) if self._reads else None
-        if (read is None or not read.holds(message, receiver)) and not self._stopped:
-            self.receiver_ready(receiver)
-        return True
 
     def _appeared_during_pass(self, receiver: Receiver) -> bool:
         """A page of a backlog read routes an MT to a bind that appeared during the current pass: it stays parked. The
@@ -227,8 +200,7 @@ class Delivery:
         return read is not None and read.appeared_during_pass(receiver)
 
     def receiver_ready(self, receiver: Receiver) -> None:
-        """A bind that can receive appeared, or one that was full parked an MT (`_parked_for_room`): give its account,
-        from the store, what was waiting for it.
+        """A bind that can receive appeared: give its account, from the store, what was waiting for it.
 
         One read of the backlog per account at a time: binds appearing meanwhile (an ESME opening
         its 200 binds) share it, and it starts over once at its end in case one of them can take
@@ -239,8 +211,6 @@ class Delivery:
         if account.system_id in self._pulls:
             self._pull_again.add(account.system_id)
             self._reads[account.system_id].arrived(receiver)
-            if self._room_waiters:  # a read waiting for room on full binds goes on with this one
-                self._wake_pulls()
             return
         bound = () if account.system_id in self._unread else self.router.receivers_of(account.system_id)
         others = (r for r in bound if r is not receiver)
@@ -253,7 +223,9 @@ class Delivery:
 
         async def room_left(after: tuple[str, int]) -> bool:
             self._release_passed(read, read.range, after[0])  # a page handed out: what is below its last subscriber
-            return await self._room_on_binds(system_id)
+            if not self._has_room(system_id):
+                await self._room(system_id)
+            return bool(self.router.receivers_of(system_id))
 
         def take(message: Message) -> None:
             # Committed during the read, its admit still to come, and newer than an MT to its subscriber
@@ -272,9 +244,9 @@ class Delivery:
                 # Only what the binds this pass is for can take (after a failed read, every bind: BacklogRead's `bound`).
                 newcomers = read.begin_pass(self.router.receivers_of(system_id))
                 for index, to_account, low, below in _backlog_ranges(account, _served_prefixes(newcomers)):
-                    self._release_passed(read, index, low)
-                    if not await self._room_on_binds(system_id):  # (a bind that was full begins a read too)
+                    if not self.router.receivers_of(system_id):
                         return
+                    self._release_passed(read, index, low)
                     await self._take_waiting(
                         lambda after, to=to_account, below=below: self.store.waiting_mts(to, after, below, self.PAGE),
                         (low, 0), take, room_left,
@@ -350,12 +322,6 @@ class Delivery:
             return True
         return any(r.load < self.ROOM for r in self.router.answering_of(system_id))
 
-    async def _room_on_binds(self, system_id: str) -> bool:
-        """Wait until a bind of the account has room for a page (`_has_room`); False: none is left."""
-        if not self._has_room(system_id):
-            await self._room(system_id)
-        return bool(self.router.receivers_of(system_id))
-
     def _room(self, system_id: str) -> asyncio.Future[None]:
         waiter = self._room_waiters.get(system_id)
         if waiter is None:
@@ -427,8 +393,6 @@ class Delivery:
                      **receipted(message))  # fmt: skip
         loop = asyncio.get_running_loop()
         self._retry_timers.add(message, loop.call_later(delay, self._retry_now, message, bind), bind)
-        if self._room_waiters:  # (timed out: off its bind, which may have room now)
-            self._wake_pulls()
 
     def answered_late(self, message: Message, status: int, bind: Receiver, binds: Iterable[Receiver]) -> None:
         """The answer to a deliver_sm to `bind` given up on (timed out) came after all. While the MT still waits for its
@@ -882,9 +846,7 @@ class BacklogRead:
         return [*(r for r, first in self._since.items() if first == self.passes), *arrivals]
 
     def arrived(self, receiver: Receiver) -> None:
-        """A bind appeared during the pass, or parked an MT it was too full for: the read goes over the backlog again
-        for it, and until then its MTs wait as for a bind that appeared."""
-        self._since.pop(receiver, None)
+        """A bind appeared during the pass (the read goes over the backlog again for it)."""
         self._arrivals.append(receiver)
 
     def holds(self, message: Message, receiver: Receiver) -> bool:
@@ -972,20 +934,6 @@ def _backlog_ranges(account: Account, prefixes: list[str] | None) -> Iterator[tu
                 yield index, None, prefix, _after_prefix(prefix)
             elif number.startswith(prefix):
                 yield index, None, number, _after_prefix(number)
-
-
-def _read_finds(bind: Receiver, message: Message) -> bool:
-    """Whether a backlog read for `bind` finds the MT in the store (_backlog_ranges): addressed to the bind's account,
-    or to one of its numbers, and where the bind's address_range says how its numbers start, starting so. (Routing
-    may give a bind others: the bind of the subscriber's last MO, or the one handed their MTs from a stalled bind.)"""
-    account = bind.account
-    to_account = message.extra.get("to_account") if message.extra else None
-    dest = message.dest_addr
-    ours = to_account == account.system_id if to_account is not None else dest.startswith(account.numbers)
-    if not ours:
-        return False
-    prefixes = range_prefixes(bind.address_range)
-    return prefixes is None or dest.startswith(prefixes)
 
 
 def _account_of(bind: Receiver | None) -> str | None:

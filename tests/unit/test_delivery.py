@@ -239,39 +239,6 @@ async def test_a_pull_waits_for_room_on_the_binds_mts_go_to_not_on_a_stalled_one
     assert len(receiver.offered) == 8 and "handset" in delivery._room_waiters and not stalled.offered
 
 
-async def test_an_mt_parked_by_a_full_bind_the_read_had_passed_is_not_overtaken_by_a_newer_one(
-    store, delivery, router, accounts
-) -> None:
-    """The read of the account's backlog (for `other`) has passed ...01 when `full`, ...01's bind, has no room for m3:
-    m3 is parked, and the read goes over the backlog again for `full`. m4, accepted once `full` has room, waits until
-    that pass has handed m3 out: sent at once (`full` was bound before the read began), it went out ahead of m3."""
-    delivery.PAGE, delivery.ROOM, delivery.FULL = 2, 2, 3
-    full = ranged(accounts, "8613700000001")
-    router.bound(full)
-    delivery.receiver_ready(full)
-    await asyncio.gather(*delivery._pulls.values())  # nothing waiting for it
-    await admit(store, delivery, *(mt(f"m{i}", "8613700000001") for i in range(3)))
-    await admit(store, delivery, *(mt(f"b{i}", f"861370000000{i}") for i in range(2, 6)))  # no bind serves them
-    other = Receiver(accounts.get("handset"))
-    router.bound(other)
-    delivery.receiver_ready(other)
-    await other.wait_for(delivery.ROOM)
-    await asyncio.sleep(0)  # the pull has had its turn: `other` is full too, and the read is past ...01
-    assert delivery._room_waiters and delivery._reads["handset"].past > "8613700000001"
-    await admit(store, delivery, mt("m3", "8613700000001"))
-    assert full.load == delivery.FULL and "m3" not in delivery._held  # parked
-    m4 = mt("m4", "8613700000001")
-    await store.accept(m4)
-    answer(delivery, full, full.offered[:2])  # room on `full`
-    delivery.admit(m4)  # before the read has gone on
-    for _ in range(100):  # `other` answers what it has until the read is over
-        answer(delivery, other, other.offered[len(other.offered) - other.load :])
-        await settled(store)
-    assert not delivery._pulls
-    assert [m.id for m in full.offered] == ["m0", "m1", "m2", "m3", "m4"]
-    assert sorted(m.id for m in other.offered) == ["b2", "b3", "b4", "b5"]
-
-
 async def test_an_mt_admitted_while_the_backlog_is_read_goes_out_after_it(store, delivery, router, accounts) -> None:
     delivery.PAGE = 4
     receiver = await reading_backlog(store, delivery, router, accounts, 10)  # 6 still in the store
@@ -284,23 +251,6 @@ async def test_an_mt_admitted_while_the_backlog_is_read_goes_out_after_it(store,
         await receiver.wait_for(answered + 1)
     assert [m.id for m in receiver.offered] == [f"m{i:02d}" for i in range(10)] + ["new"]
     assert not delivery._pulls and not delivery._reads
-
-
-async def test_beyond_room_mts_waiting_behind_the_read_wait_in_the_store_and_go_out_after_it_in_order(
-    store, delivery, router, accounts
-) -> None:
-    """A read waiting for room on a bind that answers nothing held every new MT to its subscribers in memory."""
-    delivery.PAGE = 2
-    receiver = await reading_backlog(store, delivery, router, accounts, 6)
-    await admit(store, delivery, *(mt(f"n{i}", "8613700000001") for i in range(4)))
-    [read] = delivery._reads.values()
-    assert [m.id for m in read.behind] == ["n0", "n1"] and "n2" not in delivery._held  # ROOM held, then the store
-    answered = 0
-    while len(receiver.offered) < 10:
-        answer(delivery, receiver, receiver.offered[answered:])
-        answered = len(receiver.offered)
-        await receiver.wait_for(answered + 1)
-    assert [m.id for m in receiver.offered] == [f"m{i:02d}" for i in range(6)] + ["n0", "n1", "n2", "n3"]
 
 
 async def test_an_mt_a_page_read_hands_out_before_its_admission_does_not_overtake_one_waiting_behind_the_read(
