@@ -14,6 +14,7 @@ import json
 import select
 import socket
 import sqlite3
+import threading
 import time
 import urllib.request
 from collections import Counter
@@ -509,6 +510,30 @@ def test_the_answers_of_a_client_held_back_when_the_gateway_stops_count(make_gat
     with sqlite3.connect(db) as conn:  # ("mt NN" is the NN-th sent: ids sort in the order they were made)
         statuses = [status for (status,) in conn.execute("SELECT status FROM messages WHERE dest_addr = ? ORDER BY id", (X,))]
     assert [statuses[int(mt[3:])] for mt in answered] == ["delivered"] * 3
+
+
+def test_a_client_held_back_that_floods_requests_at_the_stop_is_not_read_on(make_gateway, handset):
+    """The stop reads a client it held back again, for its answers; one that sent requests instead, flat out, had
+    each refused into a buffer it never read: the gateway grew ~2 MB a second until the stop ended (regression
+    review 8b: 2,156,000 refused). Past a few thousand refusals it is not read again."""
+    gw = make_gateway(gateway={"response_timeout": 2, "enquire_link_interval": 0, "idle_timeout": 0, "drain_timeout": 2})
+    with RawLink(gw.smpp_port, receive_buffer=4096) as flood:
+        bind = not_read(gw, handset, flood, 60)
+        stopping = threading.Thread(target=gw.stop)
+        stopping.start()
+        assert eventually(lambda: bind._draining, 5)
+        burst = b"".join(encoded("submit_sm", n, source_addr=X, destination_addr=A, short_message=b"x")
+                         for n in range(2, 1002))  # fmt: skip
+        flood.sock.setblocking(False)
+        sent = 0
+        try:
+            while sent < 20_000_000 and select.select([], [flood.sock], [], 1.0)[1]:  # until it is not read for 1 s
+                sent += flood.sock.send(burst)
+        except OSError:  # (closed at the end of the stop)
+            pass
+        stopping.join()
+    assert sent > 1_000_000  # (~30,000 requests: the gateway read far more than it refused before it stopped)
+    assert bind._refused_unread < 20_000
 
 
 def test_a_bind_that_stopped_reading_gets_mts_again_once_it_reads(make_gateway, handset):
