@@ -57,7 +57,7 @@ _RECEIVING_BINDS = frozenset({C.BIND_RECEIVER, C.BIND_TRANSCEIVER})
 # Refused while the gateway stops (`drain`): whatever would store or change a message.
 _REFUSED_WHILE_DRAINING = frozenset({C.SUBMIT_SM, C.DATA_SM, C.SUBMIT_MULTI, C.CANCEL_SM, C.REPLACE_SM})
 _SUBMISSIONS = frozenset({C.SUBMIT_SM, C.DATA_SM, C.SUBMIT_MULTI})
-_REFUSED_UNREAD = 4096  # refusals at the stop that wait for a client reading nothing (~64 KB): then it is not read
+_FLOOD_MOST = 65536  # octets of answers at the stop that may wait for a client reading nothing: then it is not read
 _STOPPING = "the gateway is stopping"  # why they are refused
 _DELIVERY_ANSWERS = frozenset({C.DELIVER_SM_RESP, C.DATA_SM_RESP, C.GENERIC_NACK})
 # Read for every PDU: bound once (an enum member read from its class costs ~150 ns in CPython 3.11).
@@ -115,7 +115,7 @@ class SmppConnection(asyncio.Protocol):
         self._flush_scheduled = False
         self._unbinding = False
         self._draining = False  # the gateway stops: see drain()
-        self._refused_unread = 0  # requests refused during the stop while the peer reads nothing (_refuse_while_draining)
+        self._drain_buffered = 0  # what waited for a peer held back when the stop read it again (_hold_back_flood)
         self._released = False  # the gateway is done with it: see _release()
         self._peer_reading = True  # False between pause_writing and resume_writing
         self._stalled_unread = False  # stalled by pause_writing (not by a timeout): resume_writing ends it
@@ -289,6 +289,8 @@ class SmppConnection(asyncio.Protocol):
         data = self.session.data_to_send()
         if data:
             self.transport.write(data)
+            if self._draining and not self._peer_reading:
+                self._hold_back_flood(self.transport)
         state = self.session.state
         if (state is _CLOSED or state is _UNBOUND) and self.session.finished:
             self.close()
@@ -384,11 +386,10 @@ class SmppConnection(asyncio.Protocol):
             # Held back (pause_writing): its answers to the deliver_sm it has read wait unread here; left there,
             # they were lost with the connection, and those MTs went out again at the next start. What else it sends
             # meanwhile is refused, bounded by the stop's deadlines.
+            self._drain_buffered = self.transport.get_write_buffer_size()
             self.transport.resume_reading()
 
     def _refuse_while_draining(self, pdu: Pdu) -> None:
-        if not self._peer_reading:
-            self._hold_back_flood()
         if pdu.command_id in BIND_REQUESTS:  # a `bind refused` line as any other, naming the account and why
             self._refuse_bind(pdu, S.ESME_RBINDFAIL, _STOPPING)
             return
@@ -402,14 +403,13 @@ class SmppConnection(asyncio.Protocol):
         self._log_refused_while_draining(pdu, S.name_of(status))
         self.session.send(response_to(pdu, status))
 
-    def _hold_back_flood(self) -> None:
+    def _hold_back_flood(self, transport: asyncio.WriteTransport) -> None:
         """A client read again at the stop though it reads nothing (drain: for its answers) sends requests instead:
-        each refusal waits for it here, unread. Past _REFUSED_UNREAD of them it is not read again: one sending
-        submit_sm flat out grew the gateway ~2 MB a second until the stop ended (regression review 8b: 55 -> 89 MB,
-        2,156,000 refused). Its answers to what it read came before these in what it sent."""
-        self._refused_unread += 1
-        if self._refused_unread == _REFUSED_UNREAD and self.transport is not None:
-            self.transport.pause_reading()
+        each answer (a refusal, an enquire_link_resp) waits for it here, unread. Once _FLOOD_MOST more wait than did
+        then, it is not read again: one sending submit_sm flat out grew the gateway ~2 MB a second until the stop
+        ended (regression review 8b: 55 -> 89 MB, 2,156,000 refused). Its answers to what it read came first."""
+        if transport.get_write_buffer_size() > self._drain_buffered + _FLOOD_MOST:
+            transport.pause_reading()
 
     def _log_refused_while_draining(self, pdu: Any, status: str) -> None:
         """As other refusals are: the first few of each kind from this peer's host and account, the rest counted; a submission as
