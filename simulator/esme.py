@@ -64,6 +64,7 @@ __all__ = [
     "Esme",
     "EsmeError",
     "EsmeStats",
+    "NotSent",
     "ResponseTimeout",
     "ShortMessage",
     "answer_of",
@@ -91,6 +92,11 @@ class BindError(EsmeError):
 
 class ConnectionClosed(EsmeError):
     """The connection ended before the request was answered."""
+
+
+class NotSent(ConnectionClosed):
+    """The request never left: its bind had ended (the target's unbind received, the connection closed) before it
+    could be sent, so nothing of it reached the target and it may go on another bind (Handset.send with a Resend)."""
 
 
 class BindLost(EsmeError):
@@ -240,6 +246,9 @@ class Esme(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._reference = 0
         self.closed: asyncio.Future[None] = self._loop.create_future()
+        # done once nothing more can be sent here: the target's unbind arrived (the connection closes once what we
+        # sent before it is answered) or the connection closed
+        self.ended: asyncio.Future[None] = self._loop.create_future()
         self.close_reason = ""
 
     # ------------------------------------------------------------ connecting
@@ -305,7 +314,7 @@ class Esme(asyncio.Protocol):
         """
         future: asyncio.Future[Pdu] = self._loop.create_future()
         if self._transport is None:
-            future.set_exception(ConnectionClosed(self.close_reason or "not connected"))
+            future.set_exception(NotSent(self.close_reason or "not connected"))
         elif (self._queue or not self.session.can_send_request) and pdu.command_id not in _UNWINDOWED:
             self._queue.append((pdu, future))
         else:
@@ -371,7 +380,8 @@ class Esme(asyncio.Protocol):
     async def submit_pdus(self, pdus: list[SubmitSm]) -> tuple[list[Pdu], float]:
         """Send the parts of a text (`submissions`; or some of them again, on this bind or another), pipelined: the
         response of each in order, and when the last arrived (`submit_answered`). A long text with a part refused or
-        unanswered is noted as sent in part (SharedParts.sent_in_part)."""
+        unanswered is noted as sent in part (SharedParts.sent_in_part). Raises NotSent when no part left (the bind
+        had ended)."""
         answered = self._answered
         futures = []
         for pdu in pdus:
@@ -381,6 +391,10 @@ class Esme(asyncio.Protocol):
         responses: list[Pdu] = []
         try:
             responses = list(await asyncio.gather(*futures))
+        except NotSent as exc:  # NotSent says no part left; a part after one that did: sent in part, unanswered
+            if not (futures[0].done() and isinstance(futures[0].exception(), NotSent)):
+                raise ConnectionClosed(str(exc)) from exc
+            raise
         finally:  # none: a part unanswered (ResponseTimeout, the connection closed)
             if len(pdus) > 1 and (not responses or any(r.command_status for r in responses)):
                 first = pdus[0]
@@ -429,11 +443,13 @@ class Esme(asyncio.Protocol):
         for future in self._futures.values():
             if not future.done():
                 future.set_exception(error)
+        unsent = NotSent(self.close_reason)  # (those queued never left)
         for _, future in self._queue:
             if not future.done():
-                future.set_exception(error)
+                future.set_exception(unsent)
         self._futures.clear()
         self._queue.clear()
+        self._end()
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -452,7 +468,7 @@ class Esme(asyncio.Protocol):
             self._release()
         self._flush()
         if self.session.finished and self._transport is not None:
-            self.close_reason = self._ended_reason()
+            self.close_reason = self.ended_reason()
             self._transport.close()
 
     def _on_response(self, pdu: Pdu) -> None:
@@ -479,7 +495,13 @@ class Esme(asyncio.Protocol):
             self.session.send(response_to(pdu, status))
             if not status:
                 self._on_message_pdu(pdu)
-        # enquire_link and unbind were answered by the Session; outbind/alert_notification need nothing.
+        elif pdu.command_id == C.UNBIND:  # (answered by the Session once what we sent before it is)
+            self._end()
+        # enquire_link was answered by the Session; outbind/alert_notification need nothing.
+
+    def _end(self) -> None:
+        if not self.ended.done():
+            self.ended.set_result(None)
 
     def _on_rejected(self, event: Rejected | LateResponse) -> None:
         self.stats.rejected += 1
@@ -527,15 +549,16 @@ class Esme(asyncio.Protocol):
             self._loop.call_soon(self._flush)
 
     def _refused_locally(self, exc: LocalProtocolError) -> Exception:
-        """What a request the session would not send fails with: ConnectionClosed once the session ended (the target's
-        unbind answered, the connection not closed yet: a dialogue woken by a text in the same read as the unbind
-        sends its next MO then), as if it came a moment later; else the LocalProtocolError (a request out of place)."""
+        """What a request the session would not send fails with: NotSent (a ConnectionClosed) once the session ended
+        (the target's unbind received, the connection not closed yet: a dialogue woken by a text in the same read as
+        the unbind sends its next MO then), as if it came a moment later; else the LocalProtocolError (a request out
+        of place)."""
         state = self.session.state
         if state is State.UNBOUND or state is State.CLOSED:
-            return ConnectionClosed(self._ended_reason())
+            return NotSent(self.ended_reason())
         return exc
 
-    def _ended_reason(self) -> str:
+    def ended_reason(self) -> str:
         """Why the session ended: the close reason, else (UNBOUND with no unbind of ours: unbind() names itself
         first) the server's unbind."""
         state = self.session.state

@@ -516,8 +516,11 @@ class Fleet:
             self._watch(bind)
 
     def _watch(self, bind: _Bind) -> None:
+        """With --rebind from the target's unbind (Esme.ended), not the close after it (once what was sent before it is
+        answered): a dialogue started on the bind meanwhile could send nothing, so its block is away at once."""
         esme = bind.esme
-        esme.closed.add_done_callback(lambda _closed: self._bind_lost(bind, esme))
+        end = esme.ended if self.scenario.fleet.rebind else esme.closed
+        end.add_done_callback(lambda _end: self._bind_lost(bind, esme))
 
     def _bind_lost(self, bind: _Bind, esme: Esme) -> None:
         """The target dropped a bind of the fleet while the run went on (its unbind, a reset, an enquire_link
@@ -529,7 +532,7 @@ class Fleet:
         if self._closing:
             return
         at = time.monotonic() - self._bound_at
-        reason = esme.close_reason or "connection closed"
+        reason = esme.ended_reason()
         lost = {"bind": bind.name, "at_s": round(at, 3), "reason": reason, "rebound_at_s": None}
         self.lost_binds.append(lost)
         members, receives = bind.members, bind.receives
@@ -652,7 +655,7 @@ class Fleet:
         if not self.scenario.fleet.rebind:
             return
         for bind in self._watched:
-            if bind.esme.is_closed:
+            if bind.esme.ended.done():
                 lost = next(b for b in reversed(self.lost_binds) if b["bind"] == bind.name)
                 self._bind_fault(bind, lost, "; not bound again by the end of the run")
 
@@ -1384,7 +1387,8 @@ class Fleet:
             "interrupted": self.interrupted,
             "retired_subscribers": sum(1 for p in self.phones if p.state == RETIRED),
             "lost_binds": self.lost_binds,
-            "stats": dict(sorted((self.stats + Counter(mo_resent_after_throttled=resend.resent if resend else 0)).items())),
+            "stats": dict(sorted((self.stats + Counter(mo_resent_after_throttled=resend.resent if resend else 0,
+                                                       mo_sent_after_rebind=resend.unsent if resend else 0)).items())),
             "spammers": {
                 s.msisdn: {"rounds": s.rounds, "victims_reported": len(s.acked), "blocked_expected": s.must_be_blocked(threshold),
                            "refused_seen": s.refused_seen, "retired": s.state == RETIRED}

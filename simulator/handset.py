@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from gateway.smpp.constants import CommandStatus
 from gateway.smpp.pdu import Pdu, SubmitSm
 
-from .esme import Esme, ShortMessage, answer_of
+from .esme import Esme, NotSent, ShortMessage, answer_of
 
 __all__ = ["Handset", "NoReply", "Resend", "Switchboard"]
 
@@ -36,11 +36,13 @@ THROTTLED_BACKOFF = (0.2, 2.0)  # seconds before an MO answered ESME_RTHROTTLED 
 class Resend:
     """Whether an MO answered ESME_RTHROTTLED is sent again (a fleet's with --rebind: the stopping target refuses MO so
     until it unbinds), as SMPP clients do since nothing of it was stored: after THROTTLED_BACKOFF's first delay,
-    doubling, while `within` seconds (a step's timeout) from its first submission allow; then it stays refused.
-    `resent`: submissions sent again, over the handsets sharing it."""
+    doubling, while `within` seconds (a step's timeout) from its first submission allow; then it stays refused. So is
+    one that never left (NotSent: the target had unbound its bind), once the handset's bind is bound again.
+    `resent`: submissions sent again; `unsent`: those sent on a bind bound again; over the handsets sharing it."""
 
     within: float
     resent: int = 0
+    unsent: int = 0
 
 
 class NoReply(Exception):
@@ -65,25 +67,36 @@ class Handset:
 
     async def send(self, to: str, text: str, resend: Resend | None = None, **fields: object) -> tuple[Pdu, float, float]:
         """Text `to`; returns the submit_sm_resp, the time (time.monotonic()) just before the submission and the time
-        the submit_sm_resp arrived (Esme.submit_answered). With `resend`, parts answered ESME_RTHROTTLED are sent
-        again (_resend_throttled): the times are then those of the last submission."""
+        the submit_sm_resp arrived (Esme.submit_answered). With `resend`, parts answered ESME_RTHROTTLED, and a text
+        that never left (NotSent: its bind unbound by the target), are sent again (_resend_throttled): the times are
+        then those of the last submission; never sent by then, it raises NotSent."""
         at = time.monotonic()
         self.transcript.append((at, ">", to, text))
         esme = self.esme
         pdus = esme.submissions(self.msisdn, to, text, **fields)
-        responses, answered_at = await esme.submit_pdus(pdus)
+        responses: list[Pdu | None]
+        unsent: NotSent | None = None
+        try:
+            responses, answered_at = await esme.submit_pdus(pdus)  # type: ignore[assignment]
+        except NotSent as exc:
+            if resend is None:
+                raise
+            responses, answered_at, unsent = [None] * len(pdus), at, exc
         if resend is not None and _held_back(responses):
             at, answered_at = await self._resend_throttled(pdus, responses, (at, answered_at), resend)
-        return answer_of(responses), at, answered_at
+            if _never_left(responses):
+                raise NotSent(f"{unsent}; its bind not bound again within {resend.within:g} s")
+        return answer_of(responses), at, answered_at  # type: ignore[arg-type]
 
-    async def _resend_throttled(self, pdus: list[SubmitSm], responses: list[Pdu], times: tuple[float, float],
+    async def _resend_throttled(self, pdus: list[SubmitSm], responses: list[Pdu | None], times: tuple[float, float],
                                 resend: Resend) -> tuple[float, float]:  # fmt: skip
-        """Send the parts answered ESME_RTHROTTLED again (`responses` updated in place), each alone and in order
-        (those before it were accepted), after a back-off doubling from THROTTLED_BACKOFF's first delay, until none
-        is, one is refused otherwise, or the next try would come `resend.within` after the first submission. On the
-        handset's bind of the moment: one lost meanwhile is waited for (a fleet binds it again, --rebind, and gives
-        the handset the new one); a part sent on a bind lost before it is answered fails as any MO unanswered
-        (EsmeError). `times`: when the first submission went and its answer came; returns those of the last."""
+        """Send the parts answered ESME_RTHROTTLED, or never sent (None), again (`responses` updated in place), each
+        alone and in order (those before it were accepted), after a back-off doubling from THROTTLED_BACKOFF's first
+        delay, until none is, one is refused otherwise, or the next try would come `resend.within` after the first
+        submission. On the handset's bind of the moment: one lost or unbound meanwhile is waited for (a fleet binds
+        it again, --rebind, and gives the handset the new one); a part sent on a bind lost before it is answered
+        fails as any MO unanswered (EsmeError). `times`: when the first submission went and its answer came; returns
+        those of the last."""
         delay, most = THROTTLED_BACKOFF
         at, answered_at = times
         deadline = at + resend.within
@@ -94,11 +107,17 @@ class Handset:
             if not esme.is_bound:  # lost (or being unbound): wait for the rebind
                 continue
             for i, resp in enumerate(responses):
-                if resp.command_status != THROTTLED:
+                if resp is not None and resp.command_status != THROTTLED:
                     continue
                 at = time.monotonic()
-                resend.resent += 1
-                (responses[i],), answered_at = await esme.submit_pdus([pdus[i]])
+                try:
+                    (responses[i],), answered_at = await esme.submit_pdus([pdus[i]])
+                except NotSent:  # unbound meanwhile: it and the parts after it wait for the bind again
+                    break
+                if resp is None:
+                    resend.unsent += 1
+                else:
+                    resend.resent += 1
                 if responses[i].command_status:  # throttled again (or refused): the parts after it wait
                     break
         return at, answered_at
@@ -157,10 +176,19 @@ class Handset:
             self.inbox.append(message)
 
 
-def _held_back(responses: list[Pdu]) -> bool:
-    """Some part of a text was answered ESME_RTHROTTLED, and none refused otherwise: it may go if sent again."""
-    statuses = {r.command_status for r in responses}
-    return THROTTLED in statuses and statuses <= {0, THROTTLED}
+def _held_back(responses: list[Pdu | None]) -> bool:
+    """Some part of a text was answered ESME_RTHROTTLED or never left (None), and none refused otherwise: it may go
+    if sent again."""
+    statuses = {r.command_status if r is not None else None for r in responses}
+    return (THROTTLED in statuses or None in statuses) and statuses <= {0, THROTTLED, None}
+
+
+def _never_left(responses: list[Pdu | None]) -> bool:
+    """A part of the text still never sent, and none before it refused: the text fails as not sent (NotSent)."""
+    for resp in responses:
+        if resp is None or resp.command_status:
+            return resp is None
+    return False
 
 
 def _time_out(future: asyncio.Future[ShortMessage], sources: tuple[str, ...], timeout: float) -> None:

@@ -6,20 +6,28 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import socket
+import struct
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from gateway.smpp.codec import encode_pdu
+from gateway.smpp.constants import CommandId
+from gateway.smpp.pdu import BindTransceiver, SubmitSm, Unbind
 from simulator import testing
 from simulator.cli import verdicts
 from simulator.esme import run as run_loop
 from simulator.fleet import BINDS_LOST, Fleet
 from simulator.metrics import Recorder
 from simulator.report import build_report, render_html
-from simulator.testing import FleetRun, make_scenario
+from simulator.testing import FleetRun, make_scenario, run_fleet_async
+from tests.gateway_process import config_file
 from tests.polling import eventually
+from tests.smpp_proxy import ProxyServer, command_of, pdus
 
 smsgw_fleet = testing.smsgw_fleet  # the fixture
 ONLY = {kind: {"weight": 0} for kind in ("query", "order", "spam", "chatter", "spammer", "help")}
@@ -149,3 +157,120 @@ def test_with_rebind_an_mo_the_target_throttles_is_sent_again_not_failed(smsgw_f
     assert f"MO sent again after ESME_RTHROTTLED (--rebind): {resent}" in str(run)
     report = json.loads((tmp_path / "report" / "report.json").read_text(encoding="utf-8"))
     assert report["fleet"]["stats"]["mo_resent_after_throttled"] == resent
+
+
+class SlowUnbinder(ProxyServer):
+    """An SMPP proxy in front of the gateway that, as the first bind's `after`-th submit_sm passes, sends that client
+    an unbind and holds what the gateway answers it for `hold` seconds: the client answers the unbind only after that
+    submit_sm, so its bind stays open, unbound, that long (a busy bind of a stopping SMSC, drawn out). Its answer
+    stays here; its close closes the gateway's side. The rebind (a new connection) is passed through."""
+
+    def __init__(self, upstream: int, after: int, hold: float) -> None:
+        super().__init__(upstream)
+        self.after, self.hold = after, hold
+        self.first: asyncio.StreamWriter | None = None
+        self.submitted = 0
+        self.holding = False
+
+    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter,
+                     up_r: asyncio.StreamReader, up_w: asyncio.StreamWriter) -> None:  # fmt: skip
+
+        async def to_client() -> None:
+            async for pdu in pdus(up_r):
+                if self.holding and client_w is self.first:
+                    self.holding = False
+                    await asyncio.sleep(self.hold)
+                client_w.write(pdu)
+
+        async def to_gateway() -> None:
+            async for pdu in pdus(client_r):
+                if self.first is None and command_of(pdu) == CommandId.BIND_TRANSCEIVER:
+                    self.first = client_w
+                if command_of(pdu) == CommandId.UNBIND_RESP:
+                    continue
+                up_w.write(pdu)
+                if command_of(pdu) == CommandId.SUBMIT_SM and client_w is self.first:
+                    self.submitted += 1
+                    if self.submitted == self.after:
+                        client_w.write(encode_pdu(Unbind(sequence_number=0x7FFFFFF0)))
+                        self.holding = True
+
+        await asyncio.gather(to_client(), to_gateway())
+
+
+async def test_with_rebind_no_dialogue_starts_on_a_bind_the_target_unbound_before_it_closes(make_gateway) -> None:
+    """Help texts from 40 subscribers on two transceivers, 25 a second; the target unbinds the first one while an MO on
+    it is unanswered, for 1 s (SlowUnbinder). Before, its block was away only once the connection closed: the fleet
+    went on starting dialogues on it, each MO refused at once ('MO not answered: unbound by the server') and its
+    subscriber retired (a gateway's stop at 1,750 dialogues/s retired all 200). Now the block is away from the unbind
+    (so no MO finds the bind unbound: none is sent after the rebind for it), bound again through the proxy at once."""
+    gw = make_gateway()
+    scenario = make_scenario(fleet={"count": 40, "binds": 2, "rebind": True, "sp_receivers": []},
+                             behaviours=ONLY | {"help": {"weight": 1}},
+                             load={"mode": "open", "rate": 25, "duration": 0, "count": 100, "timeout": 5})  # fmt: skip
+    async with SlowUnbinder(gw.smpp_port, after=20, hold=1.0) as proxy:
+        run = await run_fleet_async(scenario, target=("127.0.0.1", proxy.port))
+    summary = run.summary["fleet"]
+    lost = summary["lost_binds"]
+    assert len(lost) == 1 and lost[0]["reason"] == "unbound by the server" and lost[0]["rebound_at_s"] is not None, lost
+    assert run.failed == 0 and summary["retired_subscribers"] == 0, run.failures[:3]
+    assert run.outcomes["help"]["help"] == 100, run.outcomes
+    assert "mo_sent_after_rebind" not in summary["stats"], summary["stats"]
+
+
+def _hold_the_drain(port: int) -> socket.socket:
+    """A transceiver of an account the fleet does not use (handset2) with a deliver_sm to it (10086000's echo)
+    read and left unanswered: a stopping gateway's drain waits for its answer, refusing MOs ESME_RTHROTTLED meanwhile,
+    until drain_timeout; then it unbinds every bind."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+
+    def read() -> int:
+        head = raw.recv(16, socket.MSG_WAITALL)
+        length, command_id = struct.unpack(">II", head[:8])
+        if length > 16:
+            raw.recv(length - 16, socket.MSG_WAITALL)
+        return command_id
+
+    raw.sendall(encode_pdu(BindTransceiver(sequence_number=1, system_id="handset2", password="handset2")))
+    assert read() == CommandId.BIND_TRANSCEIVER_RESP
+    raw.sendall(encode_pdu(SubmitSm(sequence_number=2, source_addr="8613700000001", destination_addr="10086000",
+                                    short_message=b"hold")))  # fmt: skip
+    while read() != CommandId.DELIVER_SM:
+        pass
+    return raw
+
+
+def test_with_rebind_a_run_flat_out_goes_on_across_the_gateways_restart_without_a_failure(tmp_path: Path, start_gateway) -> None:
+    """200 subscribers on 4 transceivers, 40 dialogues at once flat out (help texts and chats); the gateway stopped with
+    SIGTERM, its drain held open 2 s (drain_timeout) by a deliver_sm unanswered on another account's bind, so that it
+    refuses MOs ESME_RTHROTTLED meanwhile and then unbinds the fleet's busy binds; started again on its port and
+    database. Before, each refusal and each MO that found its bind unbound failed its dialogue and retired its
+    subscriber (one run in four: all 200, the run cut short). Now they are sent again once the binds are back."""
+    db, config = tmp_path / "gw.db", config_file(tmp_path, drain_timeout=2)
+    gateway = start_gateway(db, config)
+    port = gateway.smpp_port
+    scenario = make_scenario(target={"port": port}, fleet={"count": 200, "binds": 4, "rebind": True, "sp_receivers": []},
+                             behaviours=ONLY | {"help": {"weight": 1}, "chatter": {"weight": 1, "long": 0}},
+                             load={"duration": 0, "count": 1_000_000, "concurrency": 40, "timeout": 10})  # fmt: skip
+    fleet_run = FleetThread(scenario)
+    fleet_run.start()
+    recorder = fleet_run.recorder
+    assert eventually(lambda: recorder.completed >= 500, timeout=30), "no dialogues before the restart"
+    fleet = fleet_run.fleet
+    assert fleet is not None
+    with _hold_the_drain(port):
+        gateway.proc.send_signal(signal.SIGTERM)
+        assert eventually(lambda: len(fleet.lost_binds) == 4, timeout=10), fleet.lost_binds
+    assert gateway.wait(30) == 0
+    start_gateway(db, config, smpp_port=port)
+    assert eventually(lambda: all(b["rebound_at_s"] is not None for b in fleet.lost_binds), timeout=30), fleet.lost_binds
+    after = recorder.completed
+    assert eventually(lambda: recorder.completed >= after + 500, timeout=30), "no dialogues passed after the rebind"
+    fleet_run.stop_load()
+    run = fleet_run.result()
+
+    summary = run.summary["fleet"]
+    assert all(b["reason"] == "unbound by the server" for b in summary["lost_binds"]), summary["lost_binds"]
+    assert summary["stopped"] == "stopped" and summary["retired_subscribers"] == 0, summary
+    assert run.failed == 0, run.failures[:3]
+    assert summary["stats"].get("mo_resent_after_throttled", 0) > 0, summary["stats"]

@@ -10,7 +10,7 @@ import pytest
 from gateway.app import GatewayController
 from simulator.dialogues import Plan, order_confirm, query_unsubscribe, rating, spam_report
 from simulator.esme import BindError, BindLost, ConnectionClosed, Esme, ShortMessage
-from simulator.handset import Handset, Switchboard
+from simulator.handset import Handset, Resend, Switchboard
 
 A, B, C = "8613800000001", "8613800000002", "8613900000003"
 ECHO = "10086000"
@@ -211,3 +211,57 @@ async def test_a_request_made_as_the_target_unbinds_fails_as_a_closed_connection
         with pytest.raises(ConnectionClosed, match="unbound by the server"):
             await asyncio.wait_for(await tried, 5)
         writer.close()
+
+
+async def test_with_resend_an_mo_that_found_its_bind_unbound_goes_on_the_bind_the_handset_is_given_again() -> None:
+    """An SMSC unbinds the handset's bind with an MO of it unanswered (the client answers the unbind after it: the
+    connection stays open meanwhile, unbound): an MO sent then never left. With a Resend (a fleet's --rebind) it waits
+    and goes on the bind the handset is given once bound again, within the step's timeout, counted in `unsent`.
+    Before, it failed at once as not answered ('unbound by the server') and its subscriber retired: at 1,750
+    dialogues/s a fleet's every subscriber did so in the moment between a stopping gateway's unbind and the close."""
+    connections: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    server = await asyncio.start_server(lambda r, w: connections.put_nowait((r, w)), "127.0.0.1", 0)
+
+    async def bound(esme_connecting: asyncio.Future[Esme]) -> tuple[Esme, asyncio.StreamReader, asyncio.StreamWriter]:
+        binding = asyncio.ensure_future(esme_connecting)
+        reader, writer = await connections.get()
+        bind = await reader.readexactly(struct.unpack(">I", await reader.readexactly(4))[0] - 4)
+        writer.write(_frame(0x80000009, struct.unpack(">I", bind[8:12])[0], b"smsc\0"))
+        return await binding, reader, writer
+
+    async def connect_and_bind() -> Esme:
+        esme = await Esme.connect("127.0.0.1", server.sockets[0].getsockname()[1])
+        await esme.bind("trx", "handset", "handset")
+        return esme
+
+    async def submit_sm(reader: asyncio.StreamReader) -> int:
+        body = await reader.readexactly(struct.unpack(">I", await reader.readexactly(4))[0] - 4)
+        assert struct.unpack(">I", body[:4])[0] == 0x00000004, body
+        return struct.unpack(">I", body[8:12])[0]
+
+    async with server:
+        old, old_r, old_w = await bound(connect_and_bind())
+        handset = Handset(A, old)
+        in_flight = asyncio.ensure_future(old.submit(A, ECHO, "in flight"))
+        held = await submit_sm(old_r)  # (left unanswered: the unbind is answered after it)
+        old_w.write(_frame(0x00000006, 7))
+        await asyncio.wait_for(old.ended, 5)
+        assert old.is_bound is False and old.is_closed is False
+        with pytest.raises(ConnectionClosed, match="unbound by the server"):  # without a Resend, as ever
+            await handset.send(ECHO, "no resend")
+        resend = Resend(within=5)
+        sending = asyncio.ensure_future(handset.send(ECHO, "after the rebind", resend))
+        await asyncio.sleep(0.3)  # (a resend's first back-off: it waits for a bind)
+        assert not sending.done() and resend.unsent == 0
+        new, new_r, new_w = await bound(connect_and_bind())
+        handset.esme = new  # (as the fleet gives its handsets the bind bound again)
+        sequence = await asyncio.wait_for(submit_sm(new_r), 5)
+        new_w.write(_frame(0x80000004, sequence, b"id1\0"))
+        resp, _at, _answered_at = await asyncio.wait_for(sending, 5)
+        assert resp.command_status == 0 and resend.unsent == 1 and resend.resent == 0
+        old_w.write(_frame(0x80000004, held, b"id0\0"))
+        assert (await in_flight).command_status == 0
+        await asyncio.wait_for(old.closed, 5)  # (its unbind answered once nothing it sent was owed: closed)
+        new.close()
+        old_w.close()
+        new_w.close()
