@@ -444,10 +444,11 @@ class Gateway:
         if resumed:
             log.info("surveys sampled before the last stop decided", count=resumed)
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _tick(self) -> None:
         loop = asyncio.get_running_loop()

@@ -10,6 +10,7 @@ small receive buffer that stops reading once it has filled the gateway's write b
 
 from __future__ import annotations
 
+import asyncio
 import json
 import select
 import socket
@@ -539,6 +540,33 @@ def test_a_client_held_back_that_floods_requests_at_the_stop_is_not_read_on(make
         stopping.join()
     assert sent > 1_000_000  # (~30,000 requests: the gateway read far more than it answered before it stopped)
     assert held and held < bind._drain_buffered + 500_000, "not held back during the stop"
+
+
+def test_a_client_sending_query_sm_faster_than_they_are_answered_is_not_read_meanwhile(make_gateway):
+    """Each query_sm (cancel_sm, replace_sm) is answered from the store by a task of its own, and a client could send
+    them far faster than they are answered: one sending query_sm flat out grew the gateway to 374 MB with as many
+    tasks (regression review 9). Past 256 in hand, it is not read until one is answered."""
+    gw = make_gateway()
+    with RawLink(gw.smpp_port, receive_buffer=4096) as asker:
+        asker.bind("carrier")
+        bind = next(c for c in gw.gateway.connections if c.account is not None and c.account.system_id == "carrier")
+        most, done = [0], asyncio.Event()
+
+        async def watch() -> None:  # on the gateway's loop: how many it has in hand after each read of the client
+            while not done.is_set():
+                most[0] = max(most[0], bind._asking)
+                await asyncio.sleep(0)
+
+        watching = asyncio.run_coroutine_threadsafe(watch(), gw._loop_to_call())
+        burst = b"".join(encoded("query_sm", n, message_id="1a2b", source_addr=X) for n in range(2, 2002))
+        asker.sock.setblocking(False)
+        sent = 0
+        while sent < 6_000_000 and select.select([], [asker.sock], [], 1.0)[1]:  # until it is not read for 1 s
+            sent += asker.sock.send(burst)
+        gw._loop_to_call().call_soon_threadsafe(done.set)
+        watching.result(5)
+    # (one read of the client, up to 256 KiB, is handled whole: ~7,000 query_sm beyond the 256)
+    assert sent > 1_000_000 and most[0] < 10_000, (sent, most)
 
 
 def test_a_bind_that_stopped_reading_gets_mts_again_once_it_reads(make_gateway, handset):
