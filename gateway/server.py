@@ -119,6 +119,7 @@ class SmppConnection(asyncio.Protocol):
         self._draining = False  # the gateway stops: see drain()
         self._drain_buffered = 0  # what waited for a peer held back when the stop read it again (_hold_back_flood)
         self._asking = 0  # its query_sm, cancel_sm and replace_sm in hand (_ask)
+        self._flood_held = False  # not read again at the stop: it sent requests, not answers (_hold_back_flood)
         self._released = False  # the gateway is done with it: see _release()
         self._peer_reading = True  # False between pause_writing and resume_writing
         self._stalled_unread = False  # stalled by pause_writing (not by a timeout): resume_writing ends it
@@ -207,8 +208,7 @@ class SmppConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._peer_reading = True
-        if self.transport is not None and self._asking < _ASKING_MOST:  # (else when one is answered: _answered)
-            self.transport.resume_reading()
+        self._read_again()
         if self._stalled_unread:  # (a stall that pause_writing began)
             self._stalled_unread = False
             self.gateway.router.answered(self)
@@ -390,8 +390,7 @@ class SmppConnection(asyncio.Protocol):
             # they were lost with the connection, and those MTs went out again at the next start. What else it sends
             # meanwhile is refused, bounded by the stop's deadlines.
             self._drain_buffered = self.transport.get_write_buffer_size()
-            if self._asking < _ASKING_MOST:
-                self.transport.resume_reading()
+            self._read_again()
 
     def _refuse_while_draining(self, pdu: Pdu) -> None:
         if pdu.command_id in BIND_REQUESTS:  # a `bind refused` line as any other, naming the account and why
@@ -418,7 +417,18 @@ class SmppConnection(asyncio.Protocol):
 
     def _answered(self, _task: asyncio.Task) -> None:
         self._asking -= 1
-        if self._asking == _ASKING_MOST - 1 and self._peer_reading and self.transport is not None:
+        if self._asking == _ASKING_MOST - 1:
+            self._read_again()
+
+    def _read_again(self) -> None:
+        """Read the peer again, unless something still holds it back: 256 requests in hand (_ask); its not reading
+        what is sent to it (pause_writing), except at the stop, which reads it for its answers (drain) unless it
+        sent requests instead (_hold_back_flood). Each place that pauses reading has one reason; this asks them all
+        (one resume_reading undoes every pause: a client held back at the stop that sent 300 query_sm was not read
+        again when they were answered, and its answers sent behind them were lost: regression review 10)."""
+        if self.transport is None or self._asking >= _ASKING_MOST:
+            return
+        if self._peer_reading or (self._draining and not self._flood_held):
             self.transport.resume_reading()
 
     def _hold_back_flood(self, transport: asyncio.WriteTransport) -> None:
@@ -427,6 +437,7 @@ class SmppConnection(asyncio.Protocol):
         then, it is not read again: one sending submit_sm flat out grew the gateway ~2 MB a second until the stop
         ended (regression review 8b: 55 -> 89 MB, 2,156,000 refused). Its answers to what it read came first."""
         if transport.get_write_buffer_size() > self._drain_buffered + _FLOOD_MOST:
+            self._flood_held = True
             transport.pause_reading()
 
     def _log_refused_while_draining(self, pdu: Any, status: str) -> None:

@@ -491,27 +491,39 @@ def test_a_slow_reader_is_not_closed_as_one_that_reads_nothing(make_gateway, han
     assert copies == Counter({f"mt {n:02d}": 1 for n in range(count)})
 
 
-def test_the_answers_of_a_client_held_back_when_the_gateway_stops_count(make_gateway, handset, tmp_path: Path):
+@pytest.mark.parametrize("queries", [0, 300])
+def test_the_answers_of_a_client_held_back_when_the_gateway_stops_count(make_gateway, handset, tmp_path: Path, queries: int):
     """A client the gateway held back (not reading) read and answered some deliver_sm just before a stop: its answers
     waited unread in the gateway's socket, were lost with the connection, and those MTs went out again at the next
-    start (regression review 7: 3-5 second copies per stop). The stop reads them: those MTs are delivered."""
+    start (regression review 7: 3-5 second copies per stop). The stop reads them: those MTs are delivered. Also when
+    it sends them during the stop after 300 query_sm: past 256 in hand it is not read until one is answered, and then
+    it was not read again, being held back (regression review 10)."""
     db = tmp_path / "gw.db"
     gw = make_gateway(db_path=db, gateway={"response_timeout": 2, "enquire_link_interval": 0, "idle_timeout": 0,
-                                           "drain_timeout": 1})  # fmt: skip
+                                           "drain_timeout": 3})  # fmt: skip
     with RawLink(gw.smpp_port, receive_buffer=4096) as slow:
         bind = not_read(gw, handset, slow, 60)
-        answered = []
-        while len(answered) < 3:
+        read: list = []
+        while len(read) < 3:
             pdu = slow.read()
             assert pdu is not None, "the gateway closed the link"
             if pdu.command == "deliver_sm":
-                answered.append(text(pdu)[:5])
-                slow.send(encoded("deliver_sm_resp", pdu.sequence))
+                read.append(pdu)
         assert not bind._peer_reading  # (still held back: what it read was not enough to let it go)
-        gw.stop()
+        stopping = threading.Thread(target=gw.stop)
+        if queries:  # during the stop, before its answers
+            stopping.start()
+            assert eventually(lambda: bind._draining, 5)
+            waiting = bind.transport.get_write_buffer_size()
+            slow.send(b"".join(encoded("query_sm", n, message_id="1a2b", source_addr=X) for n in range(2, 2 + queries)))
+            assert eventually(lambda: bind.transport.get_write_buffer_size() >= waiting + 16 * queries, 5)  # answered
+        slow.send(b"".join(encoded("deliver_sm_resp", pdu.sequence) for pdu in read))
+        if not queries:
+            stopping.start()
+        stopping.join()
     with sqlite3.connect(db) as conn:  # ("mt NN" is the NN-th sent: ids sort in the order they were made)
         statuses = [status for (status,) in conn.execute("SELECT status FROM messages WHERE dest_addr = ? ORDER BY id", (X,))]
-    assert [statuses[int(mt[3:])] for mt in answered] == ["delivered"] * 3
+    assert [statuses[int(text(pdu)[3:5])] for pdu in read] == ["delivered"] * 3
 
 
 @pytest.mark.parametrize("request_", ["submit_sm", "enquire_link"])
