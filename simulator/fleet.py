@@ -616,7 +616,7 @@ class Fleet:
         self.sp_binds = [(sp, esme if e is old else e) for sp, e in self.sp_binds]
         for member in bind.members:
             if member.esme is old:
-                member.esme = esme
+                member.rebound(esme)
 
     def _back(self, members: list[Any]) -> None:
         """A bind of this block is bound again: once none is down, its members not retired are no longer away; those

@@ -61,6 +61,7 @@ class Handset:
         self.transcript: list[tuple[float, str, str, str]] = []  # (time.monotonic(), ">" sent / "<" received, peer, text)
         self._waiter: tuple[frozenset[str], asyncio.Future[ShortMessage]] | None = None
         self.lost: Exception | None = None  # the bind its texts arrive on is gone: see cut_off()
+        self._rebound: asyncio.Future[None] | None = None  # set when its bind is bound again: see rebound()
 
     def __repr__(self) -> str:
         return f"Handset({self.msisdn})"
@@ -93,19 +94,23 @@ class Handset:
         """Send the parts answered ESME_RTHROTTLED, or never sent (None), again (`responses` updated in place), each
         alone and in order (those before it were accepted), after a back-off doubling from THROTTLED_BACKOFF's first
         delay, until none is, one is refused otherwise, or the next try would come `resend.within` after the first
-        submission. On the handset's bind of the moment: one lost or unbound meanwhile is waited for (a fleet binds
-        it again, --rebind, and gives the handset the new one); a part sent on a bind lost before it is answered
-        fails as any MO unanswered (EsmeError). `times`: when the first submission went and its answer came; returns
+        submission (the last delay cut to what is left). On the handset's bind of the moment: one lost or unbound
+        meanwhile is waited for, up to then (a fleet binds it again, --rebind, and gives the handset the new one:
+        rebound), and what waits goes as soon as it is back, not at the back-off's next turn; a part sent on a bind
+        lost before it is answered fails as any MO unanswered (EsmeError). `times`: when the first submission went and its answer came; returns
         those of the last."""
         delay, most = THROTTLED_BACKOFF
         at, answered_at = times
         deadline = at + resend.within
-        while _held_back(responses) and time.monotonic() + delay <= deadline:
-            await asyncio.sleep(delay)
-            delay = min(2 * delay, most)
+        while _held_back(responses) and time.monotonic() < deadline:
+            if self.esme.is_bound:
+                await asyncio.sleep(min(delay, deadline - time.monotonic()))
+                delay = min(2 * delay, most)
             esme = self.esme
-            if not esme.is_bound:  # lost (or being unbound): wait for the rebind
-                continue
+            if not esme.is_bound:  # lost (or being unbound): sent once the fleet binds it again (rebound)
+                if not await self._bound_again(deadline):
+                    break
+                esme = self.esme
             for i, resp in enumerate(responses):
                 if resp is not None and resp.command_status != THROTTLED:
                     continue
@@ -121,6 +126,22 @@ class Handset:
                 if responses[i].command_status:  # throttled again (or refused): the parts after it wait
                     break
         return at, answered_at
+
+    async def _bound_again(self, deadline: float) -> bool:
+        """Wait for the handset's bind to be bound again (rebound()), until `deadline` (time.monotonic()); whether it is.
+        One future for every MO of the handset waiting (a spammer sends to its victims at once), made only then."""
+        if self._rebound is None:
+            self._rebound = asyncio.get_running_loop().create_future()
+        await asyncio.wait([self._rebound], timeout=max(0.0, deadline - time.monotonic()))
+        return self.esme.is_bound
+
+    def rebound(self, esme: Esme) -> None:
+        """Its bind was bound again (a fleet's --rebind): it sends on `esme` from now on, and what waits to be sent
+        again (_resend_throttled) goes at once."""
+        self.esme = esme
+        waiting, self._rebound = self._rebound, None
+        if waiting is not None:
+            waiting.set_result(None)
 
     async def expect(self, *sources: str, timeout: float = 5.0) -> ShortMessage:
         """The next text from one of `sources` (any number when none given), waiting up to `timeout` seconds.

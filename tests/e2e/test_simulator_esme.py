@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from typing import Self
 
 import pytest
 
@@ -213,37 +214,48 @@ async def test_a_request_made_as_the_target_unbinds_fails_as_a_closed_connection
         writer.close()
 
 
+class RawSmsc:
+    """An SMSC on a loopback port, driven by the test: it answers each bind (bound()) and reads each submit_sm
+    (submit_sm()); what else it sends is written by the test."""
+
+    async def __aenter__(self) -> Self:
+        self.connections: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+        self.server = await asyncio.start_server(lambda r, w: self.connections.put_nowait((r, w)), "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def bound(self) -> tuple[Esme, asyncio.StreamReader, asyncio.StreamWriter]:
+        """A transceiver of the simulator connected and bound here, and this end of its connection."""
+        esme = await Esme.connect("127.0.0.1", self.server.sockets[0].getsockname()[1])
+        binding = asyncio.ensure_future(esme.bind("trx", "handset", "handset"))
+        reader, writer = await self.connections.get()
+        bind = await reader.readexactly(struct.unpack(">I", await reader.readexactly(4))[0] - 4)
+        writer.write(_frame(0x80000009, struct.unpack(">I", bind[8:12])[0], b"smsc\0"))
+        await binding
+        return esme, reader, writer
+
+    @staticmethod
+    async def submit_sm(reader: asyncio.StreamReader) -> int:
+        """The next PDU read, a submit_sm: its sequence number."""
+        body = await reader.readexactly(struct.unpack(">I", await reader.readexactly(4))[0] - 4)
+        assert struct.unpack(">I", body[:4])[0] == 0x00000004, body
+        return struct.unpack(">I", body[8:12])[0]
+
+
 async def test_with_resend_an_mo_that_found_its_bind_unbound_goes_on_the_bind_the_handset_is_given_again() -> None:
     """An SMSC unbinds the handset's bind with an MO of it unanswered (the client answers the unbind after it: the
     connection stays open meanwhile, unbound): an MO sent then never left. With a Resend (a fleet's --rebind) it waits
     and goes on the bind the handset is given once bound again, within the step's timeout, counted in `unsent`.
     Before, it failed at once as not answered ('unbound by the server') and its subscriber retired: at 1,750
     dialogues/s a fleet's every subscriber did so in the moment between a stopping gateway's unbind and the close."""
-    connections: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
-    server = await asyncio.start_server(lambda r, w: connections.put_nowait((r, w)), "127.0.0.1", 0)
-
-    async def bound(esme_connecting: asyncio.Future[Esme]) -> tuple[Esme, asyncio.StreamReader, asyncio.StreamWriter]:
-        binding = asyncio.ensure_future(esme_connecting)
-        reader, writer = await connections.get()
-        bind = await reader.readexactly(struct.unpack(">I", await reader.readexactly(4))[0] - 4)
-        writer.write(_frame(0x80000009, struct.unpack(">I", bind[8:12])[0], b"smsc\0"))
-        return await binding, reader, writer
-
-    async def connect_and_bind() -> Esme:
-        esme = await Esme.connect("127.0.0.1", server.sockets[0].getsockname()[1])
-        await esme.bind("trx", "handset", "handset")
-        return esme
-
-    async def submit_sm(reader: asyncio.StreamReader) -> int:
-        body = await reader.readexactly(struct.unpack(">I", await reader.readexactly(4))[0] - 4)
-        assert struct.unpack(">I", body[:4])[0] == 0x00000004, body
-        return struct.unpack(">I", body[8:12])[0]
-
-    async with server:
-        old, old_r, old_w = await bound(connect_and_bind())
+    async with RawSmsc() as smsc:
+        old, old_r, old_w = await smsc.bound()
         handset = Handset(A, old)
         in_flight = asyncio.ensure_future(old.submit(A, ECHO, "in flight"))
-        held = await submit_sm(old_r)  # (left unanswered: the unbind is answered after it)
+        held = await smsc.submit_sm(old_r)  # (left unanswered: the unbind is answered after it)
         old_w.write(_frame(0x00000006, 7))
         await asyncio.wait_for(old.ended, 5)
         assert old.is_bound is False and old.is_closed is False
@@ -253,9 +265,9 @@ async def test_with_resend_an_mo_that_found_its_bind_unbound_goes_on_the_bind_th
         sending = asyncio.ensure_future(handset.send(ECHO, "after the rebind", resend))
         await asyncio.sleep(0.3)  # (a resend's first back-off: it waits for a bind)
         assert not sending.done() and resend.unsent == 0
-        new, new_r, new_w = await bound(connect_and_bind())
-        handset.esme = new  # (as the fleet gives its handsets the bind bound again)
-        sequence = await asyncio.wait_for(submit_sm(new_r), 5)
+        new, new_r, new_w = await smsc.bound()
+        handset.rebound(new)  # (as the fleet gives its handsets the bind bound again)
+        sequence = await asyncio.wait_for(smsc.submit_sm(new_r), 5)
         new_w.write(_frame(0x80000004, sequence, b"id1\0"))
         resp, _at, _answered_at = await asyncio.wait_for(sending, 5)
         assert resp.command_status == 0 and resend.unsent == 1 and resend.resent == 0
@@ -263,5 +275,31 @@ async def test_with_resend_an_mo_that_found_its_bind_unbound_goes_on_the_bind_th
         assert (await in_flight).command_status == 0
         await asyncio.wait_for(old.closed, 5)  # (its unbind answered once nothing it sent was owed: closed)
         new.close()
+        old_w.close()
+        new_w.close()
+
+
+async def test_with_resend_an_mo_waits_for_its_bind_as_long_as_the_step_timeout_and_goes_as_soon_as_it_is_back() -> None:
+    """The handset's bind unbound by the SMSC (a restart) and bound again 3.5 s later (a fleet's second rebind try, the
+    target down 2 s), the step's timeout 5 s: the MO that found it unbound goes on the new bind at once. Before, the
+    resend's back-off doubled while the bind was down (0.2 + 0.4 + 0.8 + 1.6 s) and gave up at 3.0 s, as the next 2 s
+    wait would have passed the timeout ('its bind not bound again within 5 s'): a soak run's every MO held back by a
+    restart slower than 1.5 s failed (29 dialogues in one run)."""
+    async with RawSmsc() as smsc:
+        old, _old_r, old_w = await smsc.bound()
+        old_w.write(_frame(0x00000006, 7))  # unbind
+        await asyncio.wait_for(old.ended, 5)
+        handset, resend = Handset(A, old), Resend(within=5)
+        sending = asyncio.ensure_future(handset.send(ECHO, "after the restart", resend))
+        await asyncio.sleep(3.5)  # (the target down, the fleet's rebind tries refused)
+        assert not sending.done(), sending
+        new, new_r, new_w = await smsc.bound()
+        handset.rebound(new)
+        sequence = await asyncio.wait_for(smsc.submit_sm(new_r), 1)  # (not at the back-off's next turn, 5 s in)
+        new_w.write(_frame(0x80000004, sequence, b"id1\0"))
+        resp, _at, _answered_at = await asyncio.wait_for(sending, 5)
+        assert resp.command_status == 0 and resend.unsent == 1
+        new.close()
+        old.close()
         old_w.close()
         new_w.close()
