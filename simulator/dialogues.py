@@ -189,12 +189,20 @@ class _Run:
         if resp.command_status:
             status = CommandStatus.name_of(resp.command_status)
             self.result.refused.append(status)  # counted by the recorder (mo_refused), as the failure is
-            still = f", still after sending it again for {self.timeout:g} s" if self.resend and resp.command_status == THROTTLED else ""
-            raise DialogueFailed(self.step, f"MO refused with {status}{still}")
+            raise DialogueFailed(self.step, f"MO refused with {status}{self._held_back(resp.command_status)}")
         self.result.mo += 1
         if self.on_mo is not None:
             self.on_mo()
         self.sent_at, self.answered_at = at, answered_at
+
+    def _held_back(self, command_status: int) -> str:
+        """What became of an MO refused ESME_RTHROTTLED that was to be sent again (Handset.send): given up as its bind
+        was lost and not bound again within the timeout (nothing more could be sent), or still refused so."""
+        if not self.resend or command_status != THROTTLED:
+            return ""
+        if not self.handset.esme.is_bound:
+            return f", then its bind lost and not bound again within {self.timeout:g} s"
+        return f", still after sending it again for {self.timeout:g} s"
 
     async def receive(self, step: str, source: str) -> str:
         """The next text from `source`; its latency from the last MO is recorded as `step`."""

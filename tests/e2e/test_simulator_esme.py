@@ -9,7 +9,7 @@ from typing import Self
 import pytest
 
 from gateway.app import GatewayController
-from simulator.dialogues import Plan, order_confirm, query_unsubscribe, rating, spam_report
+from simulator.dialogues import Plan, order_confirm, query_unsubscribe, rating, run_dialogue, spam_report
 from simulator.esme import BindError, BindLost, ConnectionClosed, Esme, ShortMessage
 from simulator.handset import Handset, Resend, Switchboard
 
@@ -303,3 +303,21 @@ async def test_with_resend_an_mo_waits_for_its_bind_as_long_as_the_step_timeout_
         old.close()
         old_w.close()
         new_w.close()
+
+
+async def test_with_resend_an_mo_throttled_and_then_its_bind_lost_fails_saying_so_not_as_still_throttled() -> None:
+    """An MO answered ESME_RTHROTTLED by a stopping SMSC, which then unbinds and is not back within the step's timeout:
+    the dialogue fails saying its bind was lost and not bound again. Before, it said 'still after sending it again for
+    1 s', when nothing had been sent again."""
+    async with RawSmsc() as smsc:
+        esme, reader, writer = await smsc.bound()
+        handset = Handset(A, esme)
+        dialogue = asyncio.ensure_future(
+            run_dialogue("help", handset, Plan.from_config(), 1.0, lambda run: run.send(ECHO, "help"), resend=Resend(within=1))
+        )
+        sequence = await smsc.submit_sm(reader)
+        writer.write(struct.pack(">IIII", 17, 0x80000004, 0x58, sequence) + b"\0" + _frame(0x00000006, 7))  # (throttled; unbind)
+        result = await asyncio.wait_for(dialogue, 5)
+        assert result.error == "MO refused with ESME_RTHROTTLED, then its bind lost and not bound again within 1 s", result
+        esme.close()
+        writer.close()
