@@ -497,6 +497,8 @@ def describe(summary: dict[str, Any]) -> str:
         lines.append(f"MO sent again after ESME_RTHROTTLED (--rebind): {stats['mo_resent_after_throttled']}")
     if stats.get("mo_sent_after_rebind"):  # --rebind: MOs that found their bind unbound went once it was back
         lines.append(f"MO sent once its bind was bound again (--rebind): {stats['mo_sent_after_rebind']}")
+    if stats.get("rebind_tries_failed"):  # --rebind: tries to bind again the target refused or did not answer
+        lines.append(f"tries to bind again that failed (--rebind): {stats['rebind_tries_failed']}")
     if stats.get("in_part_after_refusal"):  # the fleet's own MO refused in part: its dialogue failed for it already
         lines.append(f"long texts arrived in part after a part of their MO was refused or unanswered: "
                      f"{stats['in_part_after_refusal']} (the refusal failed the dialogue, not the delivery)")  # fmt: skip

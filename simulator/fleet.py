@@ -537,6 +537,7 @@ class Fleet:
         self.lost_binds.append(lost)
         members, receives = bind.members, bind.receives
         if self.scenario.fleet.rebind:
+            lost["last_rebind_error"] = None  # why the last try to bind it again failed (a refusal: the fault names it)
             self._send_away(members)
             task = asyncio.get_running_loop().create_task(self._rebind(bind, lost))
             self._rebinds.add(task)
@@ -597,6 +598,7 @@ class Fleet:
                 break
             except FleetError as exc:  # (the target down, restarting or refusing binds meanwhile)
                 self.stats["rebind_tries_failed"] += 1
+                lost["last_rebind_error"] = exc.problem
                 log.debug("rebinding %s: %s; again in %g s", bind.name, exc, delay)
             await asyncio.sleep(delay)
             delay = min(2 * delay, most)
@@ -650,14 +652,16 @@ class Fleet:
         await asyncio.gather(*self._rebinds, return_exceptions=True)
 
     async def _check_rebinds(self) -> None:
-        """The run is over: no more rebinds; with --rebind, a bind not bound again by now is the fault it is without."""
+        """The run is over: no more rebinds; with --rebind, a bind not bound again by now is the fault it is without,
+        naming why its last try failed (the target down, or refusing the bind: a password changed by the restart)."""
         await self._stop_rebinds()
         if not self.scenario.fleet.rebind:
             return
         for bind in self._watched:
             if bind.esme.ended.done():
                 lost = next(b for b in reversed(self.lost_binds) if b["bind"] == bind.name)
-                self._bind_fault(bind, lost, "; not bound again by the end of the run")
+                error = lost["last_rebind_error"]
+                self._bind_fault(bind, lost, "; not bound again by the end of the run" + (f" (its last try: {error})" if error else ""))
 
     async def close(self) -> None:
         self._closing = True

@@ -137,8 +137,42 @@ def test_a_gateway_stopped_for_good_ends_the_run_early_unless_rebind_waits_for_i
     assert summary["stopped"] == ("duration reached" if rebind else BINDS_LOST), summary["stopped"]
     assert len(summary["lost_binds"]) == 4 and all(b["rebound_at_s"] is None for b in summary["lost_binds"])
     faults = [f["error"] for f in run.failures if f["kind"] == "bind"]
-    assert len(faults) == 4 and all(f.endswith("; not bound again by the end of the run") == rebind for f in faults), faults
+    # (with --rebind, naming why its last try failed: the gateway still down)
+    again = f"; not bound again by the end of the run (its last try: cannot connect to 127.0.0.1:{gateway.smpp_port}: "
+    assert len(faults) == 4 and all((again in f) == rebind for f in faults), faults
     assert ", rebound at " not in str(run)
+
+
+def test_with_rebind_a_bind_the_restarted_gateway_refuses_is_a_fault_naming_the_refusal(tmp_path: Path, start_gateway) -> None:
+    """The gateway restarted with the subscribers' account's password changed: each try to bind again is refused
+    ESME_RINVPASWD. Before, the run ended with faults that only said 'not bound again by the end of the run', and
+    stdout did not say that any try had failed: the refusal was in the debug log alone."""
+    db = tmp_path / "gw.db"
+    gateway = start_gateway(db, config_file(tmp_path))
+    (tmp_path / "changed").mkdir()
+    changed = config_file(tmp_path / "changed")
+    changed.write_text(changed.read_text(encoding="utf-8").replace('password = "handset"\n', 'password = "changed"\n', 1),
+                       encoding="utf-8")  # fmt: skip
+    port = gateway.smpp_port
+    scenario = make_scenario(target={"port": port}, fleet={"count": 40, "binds": 2, "rebind": True, "sp_receivers": []},
+                             behaviours=ONLY | {"help": {"weight": 1}}, load=GENTLE | {"timeout": 2})  # fmt: skip
+    fleet_run = FleetThread(scenario)
+    fleet_run.start()
+    assert eventually(lambda: fleet_run.recorder.completed >= 20, timeout=30), "no dialogues before the restart"
+    fleet = fleet_run.fleet
+    assert fleet is not None
+    gateway.terminate()
+    assert eventually(lambda: len(fleet.lost_binds) == 2, timeout=10), fleet.lost_binds
+    start_gateway(db, changed, smpp_port=port)
+    refused = "bind trx as 'handset' refused: ESME_RINVPASWD"
+    assert eventually(lambda: all(refused in (b["last_rebind_error"] or "") for b in fleet.lost_binds), timeout=20), fleet.lost_binds
+    fleet_run.stop_load()
+    run = fleet_run.result()
+
+    faults = [f["error"] for f in run.failures if f["kind"] == "bind"]
+    assert len(faults) == 2 and all(f.endswith(f"; not bound again by the end of the run (its last try: {refused})") for f in faults), faults
+    tries = run.summary["fleet"]["stats"]["rebind_tries_failed"]
+    assert tries >= 2 and f"tries to bind again that failed (--rebind): {tries}" in str(run)
 
 
 def test_with_rebind_an_mo_the_target_throttles_is_sent_again_not_failed(smsgw_fleet, tmp_path: Path) -> None:
