@@ -97,6 +97,7 @@ BLOCKED_BY_RECIPIENT = CommandStatus.SMSGW_RBLOCKEDBYRECIPIENT  # 0x401: the rec
 LATE_MARGIN = 0.5  # seconds past a survey's validity (as the fleet saw it arrive) before a late answer
 LAPSE_SLACK = 2.0  # seconds before a confirmation lapses in which the fleet cannot tell whether the server counts it
 RECENT = 4  # arrivals a phone remembers (since its last MO) to tell a copy of one
+BIND_LOST = -1  # in Phone.recent: a bind its texts arrive on was lost there (no hash() is -1)
 
 SPAM_TEXTS = (
     "【中奖通知】恭喜您获得iPhone一部，请点击 http://x.cn 领取",
@@ -244,7 +245,8 @@ class Phone(Handset):
         self.reported: set[str] = set()  # numbers it reported (or is reporting)
         self.held: tuple[str, ...] = ()  # services it held at some time in this run (a repeat order has no free trial)
         # Hashes of (source, text) of what arrived since its last MO, the last RECENT: a text no dialogue waits for
-        # that is one of them is a copy (simulator/fleet.py Fleet.unasked). Hashes, not texts: 100k phones.
+        # that is one of them is a copy (simulator/fleet.py Fleet.unasked). Hashes, not texts: 100k phones. BIND_LOST
+        # among them: a bind lost (bind_lost).
         self.recent: tuple[int, ...] = ()
 
     def send(self, to: str, text: str, resend: Resend | None = None, **fields: object) -> Awaitable[tuple[Pdu, float, float]]:
@@ -254,15 +256,22 @@ class Phone(Handset):
         return super().send(to, text, resend, **fields)
 
     def deliver(self, message: ShortMessage) -> None:
-        recent = self.recent
-        arrival = hash((message.source, message.text))
-        self.recent = (*recent[1:], arrival) if len(recent) >= RECENT else (*recent, arrival)
+        self._remember(hash((message.source, message.text)))
         fleet = self.fleet
         expecting = self.expecting
         if expecting is not None and expecting.wants(message) and fleet.notice_kind(message) is None:
             super().deliver(message)
         else:
             fleet.unasked(self, message)
+
+    def bind_lost(self) -> None:
+        """A bind its texts arrive on was lost (--rebind binds it again): a text that arrived before may come again, the
+        target's redelivery of one whose answer it had not committed (Fleet._copy tells it apart)."""
+        self._remember(BIND_LOST)
+
+    def _remember(self, arrival: int) -> None:
+        recent = self.recent
+        self.recent = (*recent[1:], arrival) if len(recent) >= RECENT else (*recent, arrival)
 
     def begin(self, expectation: Expectation) -> None:
         self.expecting = expectation

@@ -493,6 +493,9 @@ def describe(summary: dict[str, Any]) -> str:
     if stats.get("redelivered_after_late_answer"):  # copies the fleet brought on itself: not the target's fault
         lines.append(f"delivered again after the fleet answered late: {stats['redelivered_after_late_answer']} (the target's "
                      "retries of deliver_sm the fleet answered after its response_timeout; see unasked_samples)")  # fmt: skip
+    if stats.get("redelivered_after_rebind"):  # --rebind: the target's redelivery across the loss, documented
+        lines.append(f"delivered again after their bind was lost and bound again (--rebind): {stats['redelivered_after_rebind']} "
+                     "(the target's redelivery of texts whose answer it had not committed; see unasked_samples)")  # fmt: skip
     if stats.get("mo_resent_after_throttled"):  # --rebind: the target's ESME_RTHROTTLED (as it stopped) was no failure
         lines.append(f"MO sent again after ESME_RTHROTTLED (--rebind): {stats['mo_resent_after_throttled']}")
     if stats.get("mo_sent_after_rebind"):  # --rebind: MOs that found their bind unbound went once it was back

@@ -50,6 +50,7 @@ from gateway.gctune import restore_defaults, tune_for_serving
 from . import behaviours as b
 from .behaviours import (
     AWAY,
+    BIND_LOST,
     BUSY,
     IDLE,
     RETIRED,
@@ -538,6 +539,9 @@ class Fleet:
         members, receives = bind.members, bind.receives
         if self.scenario.fleet.rebind:
             lost["last_rebind_error"] = None  # why the last try to bind it again failed (a refusal: the fault names it)
+            if receives and members and isinstance(members[0], Phone):
+                for phone in members:
+                    phone.bind_lost()
             self._send_away(members)
             task = asyncio.get_running_loop().create_task(self._rebind(bind, lost))
             self._rebinds.add(task)
@@ -1175,13 +1179,19 @@ class Fleet:
 
     def _copy(self, phone: Phone, message: ShortMessage) -> bool:
         """A text no dialogue waits for that is one the phone received since its last MO (Phone.recent): a copy.
-        Kept to be judged at the end (settle); the one it copies stays as it was (a reply, a chat, a survey)."""
+        Kept to be judged at the end (settle); the one it copies stays as it was (a reply, a chat, a survey). One
+        whose bind was lost since the first came (--rebind) is the target's redelivery of a text whose answer it had
+        not committed (a kill -9: README), counted as redelivered_after_rebind, not a fault."""
         arrival = hash((message.source, message.text))
         recent = phone.recent
         if recent.count(arrival) < 2:  # Phone.deliver counted this one in
             return False
         at = recent.index(arrival)
         phone.recent = recent[:at] + recent[at + 1:]  # the pair is told once, even when both come here
+        if BIND_LOST in recent[at:]:
+            self.stats["redelivered_after_rebind"] += 1
+            self._sample(f"to {phone.msisdn} from {message.source} again, its bind lost and bound again since: {message.text}")
+            return True
         self._delivery_fault("twice", phone.msisdn, message.source, message.text, message.received_at)
         return True
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.smpp.codec import encode_pdu
+from gateway.smpp.codec import decode_pdu, encode_pdu
 from gateway.smpp.constants import CommandId
 from gateway.smpp.pdu import BindTransceiver, SubmitSm, Unbind
 from simulator import testing
@@ -250,6 +250,74 @@ async def test_with_rebind_no_dialogue_starts_on_a_bind_the_target_unbound_befor
     assert run.failed == 0 and summary["retired_subscribers"] == 0, run.failures[:3]
     assert run.outcomes["help"]["help"] == 100, run.outcomes
     assert "mo_sent_after_rebind" not in summary["stats"], summary["stats"]
+
+
+class Redeliverer(ProxyServer):
+    """An SMPP proxy in front of the gateway that, once the first client has answered the `after`-th reply from 10086
+    delivered to it, closes both sides of its connection (as a gateway killed with -9 would) and delivers that reply
+    again to the next client as it binds (the fleet's rebind): the gateway's redelivery of a text whose answer it had
+    not committed (README). The copy's answer stays here."""
+
+    COPY = 0x7FFFFF00  # the copy's sequence number
+
+    def __init__(self, upstream: int, after: int) -> None:
+        super().__init__(upstream)
+        self.after, self.replies = after, 0
+        self.first: asyncio.StreamWriter | None = None
+        self.copy: bytes | None = None
+
+    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter,
+                     up_r: asyncio.StreamReader, up_w: asyncio.StreamWriter) -> None:  # fmt: skip
+        if self.first is None:
+            self.first = client_w
+        first, held = client_w is self.first, None
+
+        async def to_client() -> None:
+            nonlocal held
+            async for pdu in pdus(up_r):
+                client_w.write(pdu)
+                if not first and command_of(pdu) == CommandId.BIND_TRANSCEIVER_RESP and self.copy is not None:
+                    client_w.write(self.copy)
+                elif first and held is None and command_of(pdu) == CommandId.DELIVER_SM:
+                    message = decode_pdu(pdu)
+                    if message.source_addr == "10086" and not message.esm_class & 0x04:  # (a reply, not a receipt)
+                        self.replies += 1
+                        if self.replies == self.after:
+                            held = message.sequence_number
+                            self.copy = pdu[:12] + struct.pack(">I", self.COPY) + pdu[16:]
+
+        async def to_gateway() -> None:
+            async for pdu in pdus(client_r):
+                sequence = struct.unpack(">I", pdu[12:16])[0]
+                if command_of(pdu) == CommandId.DELIVER_SM_RESP and sequence == self.COPY:
+                    continue
+                up_w.write(pdu)
+                if first and command_of(pdu) == CommandId.DELIVER_SM_RESP and sequence == held:
+                    await up_w.drain()
+                    client_w.close()
+                    up_w.close()
+
+        await asyncio.gather(to_client(), to_gateway())
+
+
+async def test_with_rebind_a_text_the_target_delivers_again_after_the_bind_was_lost_is_its_redelivery_not_a_fault(
+    make_gateway,
+) -> None:
+    """Help texts from 20 subscribers on a transceiver; the target's connection is gone right after a reply was
+    delivered and answered, and that reply comes again on the bind bound again (Redeliverer), as smsgw redelivers a
+    text whose answer it had not committed when killed with -9 (README). Before, it failed the run ('FAILED delivery
+    at text delivered twice'); now it is counted as redelivered_after_rebind."""
+    gw = make_gateway()
+    scenario = make_scenario(fleet={"count": 20, "binds": 1, "rebind": True, "sp_receivers": []},
+                             behaviours=ONLY | {"help": {"weight": 1}},
+                             load={"mode": "open", "rate": 20, "duration": 0, "count": 40, "timeout": 3})  # fmt: skip
+    async with Redeliverer(gw.smpp_port, after=5) as proxy:
+        run = await run_fleet_async(scenario, target=("127.0.0.1", proxy.port))
+    summary = run.summary["fleet"]
+    assert proxy.copy is not None and len(summary["lost_binds"]) == 1 and summary["lost_binds"][0]["rebound_at_s"], summary
+    assert [f for f in run.failures if f["kind"] == "delivery"] == [], run.failures
+    assert summary["stats"]["redelivered_after_rebind"] == 1, summary["stats"]
+    assert "delivered again after their bind was lost and bound again (--rebind): 1 " in str(run)
 
 
 def _hold_the_drain(port: int) -> socket.socket:
