@@ -23,13 +23,17 @@ class Target:
         self.post, self.withheld = post, withheld
         self.meanwhile = lambda: None
 
-    async def submit_answered(self, source: str, destination: str, text: str) -> tuple[SimpleNamespace, float]:
+    def submissions(self, source: str, destination: str, text: str) -> list[tuple[str, str, str]]:
+        return [(source, destination, text)]
+
+    async def submit_pdus(self, pdus: list[tuple[str, str, str]]) -> tuple[list[SimpleNamespace], float]:
+        [(source, destination, text)] = pdus
         if destination == self.withheld:
             asyncio.get_running_loop().call_soon(self.meanwhile)
         else:
             self.post.arrived(ShortMessage(source, destination, text, data_coding=8, esm_class=0, parts=1,
                                            received_at=time.monotonic()))  # fmt: skip
-        return SimpleNamespace(command_status=0), time.monotonic()
+        return [SimpleNamespace(command_status=0)], time.monotonic()
 
 
 async def round_withholding(withheld: str, *, reporting: set[str], acked_meanwhile: set[str],
@@ -38,7 +42,7 @@ async def round_withholding(withheld: str, *, reporting: set[str], acked_meanwhi
     acks of `acked_meanwhile` arrive while the texts are on their way, and `bind_lost` of the withheld victim's bind."""
     post = PostOffice()
     env = SimpleNamespace(rng=random.Random(1), post=post, rules=SimpleNamespace(spam_block_threshold=5), timeout=0.2,
-                          on_event=lambda event, detail: None, on_mo=lambda: None)  # fmt: skip
+                          on_event=lambda event, detail: None, on_mo=lambda: None, resend=None)  # fmt: skip
     target = Target(post, withheld)
     spammer = Spammer(SPAMMER, target)
     spammer.reporting |= reporting
