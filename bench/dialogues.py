@@ -272,7 +272,7 @@ def checked(run: Run) -> dict[str, Any]:
 
 
 def esme_stats(fleet: Fleet) -> dict[str, Any]:
-    binds = [*fleet.binds, *fleet.spammer_binds, *fleet.sp_binds]
+    binds = [*fleet.binds, *fleet.spammer_binds, *(esme for _sp, esme in fleet.sp_binds)]
     failed: Counter = Counter()
     for e in binds:
         failed.update(e.stats.submit_failed)
