@@ -246,10 +246,10 @@ class SmppConnection(asyncio.Protocol):
 
     def log_refused_submission(self, status: str, reason: str, source: str, dest: str | None, **fields: str) -> None:
         """A submission from `source` to `dest` (None: a distribution list, in `fields`) refused with `status`: logged
-        with its reason for the first few of each status from this peer's host and account (may_log), the rest counted (`submission rejected
-        (<status>): more not logged`), as refused PDUs are: a client throttled or blocked sends tens of thousands a
-        minute, and a line each filled the disk (~1.7 GB a day in a soak). Nothing is worked out for a line not
-        written."""
+        with its reason for the first few of each status from this peer's host and account (may_log), the rest
+        counted (`submission rejected (<status>): more not logged`), as refused PDUs are: a client throttled or
+        blocked sends tens of thousands a minute, and a line each filled the disk (~1.7 GB a day in a soak). Nothing
+        is worked out for a line not written."""
         if self.may_log(f"submission rejected ({status})"):
             self._log_submission_rejected(status, reason, source, dest, **fields)
 
@@ -441,8 +441,9 @@ class SmppConnection(asyncio.Protocol):
             transport.pause_reading()
 
     def _log_refused_while_draining(self, pdu: Any, status: str) -> None:
-        """As other refusals are: the first few of each kind from this peer's host and account, the rest counted; a submission as
-        every refused one (`submission rejected`, with its source and dest), each destination of a submit_multi."""
+        """As other refusals are: the first few of each kind from this peer's host and account, the rest counted; a
+        submission as every refused one (`submission rejected`, with its source and dest), each destination of a
+        submit_multi."""
         if pdu.command_id != C.SUBMIT_MULTI:
             self.log_refused_submission(status, _STOPPING, pdu.source_addr, pdu.destination_addr)
             return

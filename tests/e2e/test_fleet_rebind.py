@@ -86,21 +86,12 @@ def test_with_rebind_the_fleet_binds_again_after_the_gateways_restart_and_its_di
     port = gateway.smpp_port
     scenario = make_scenario(target={"port": port}, fleet={"count": 40, "binds": 2, "mode": mode, "rebind": True},
                              behaviours=ONLY | {"help": {"weight": 1}, "chatter": {"weight": 1, "long": 0}}, load=GENTLE)  # fmt: skip
-    fleet_run = FleetThread(scenario)
-    fleet_run.start()
-    recorder = fleet_run.recorder
-    assert eventually(lambda: recorder.completed >= 20, timeout=30), "no dialogues before the restart"
-    fleet = fleet_run.fleet
-    assert fleet is not None
+    fleet_run, fleet = _running(scenario, 20)
     binds = 4 + (2 if mode == "tx+rx" else 0)  # the subscribers' and the 2 SP receivers
     gateway.terminate()
     assert eventually(lambda: len(fleet.lost_binds) == binds, timeout=10), fleet.lost_binds
     start_gateway(db, smpp_port=port)
-    assert eventually(lambda: all(b["rebound_at_s"] is not None for b in fleet.lost_binds), timeout=30), fleet.lost_binds
-    after = recorder.completed
-    assert eventually(lambda: recorder.completed >= after + 40, timeout=30), "no dialogues passed after the rebind"
-    fleet_run.stop_load()
-    run = fleet_run.result()
+    run = _after_the_rebind(fleet_run, 40)
 
     summary = run.summary["fleet"]
     lost = summary["lost_binds"]
@@ -320,6 +311,26 @@ async def test_with_rebind_a_text_the_target_delivers_again_after_the_bind_was_l
     assert "delivered again after their bind was lost and bound again (--rebind): 1 " in str(run)
 
 
+def _running(scenario, dialogues: int) -> tuple[FleetThread, Fleet]:
+    """A fleet run of `scenario` begun in a thread, once `dialogues` have ended; and its Fleet."""
+    fleet_run = FleetThread(scenario)
+    fleet_run.start()
+    recorder = fleet_run.recorder
+    assert eventually(lambda: recorder.completed >= dialogues, timeout=30), "no dialogues before the restart"
+    assert fleet_run.fleet is not None
+    return fleet_run, fleet_run.fleet
+
+
+def _after_the_rebind(fleet_run: FleetThread, dialogues: int) -> FleetRun:
+    """Once every bind lost is bound again and `dialogues` more have ended, the load stopped: the run's result."""
+    fleet, recorder = fleet_run.fleet, fleet_run.recorder
+    assert eventually(lambda: all(b["rebound_at_s"] is not None for b in fleet.lost_binds), timeout=30), fleet.lost_binds
+    after = recorder.completed
+    assert eventually(lambda: recorder.completed >= after + dialogues, timeout=30), "no dialogues passed after the rebind"
+    fleet_run.stop_load()
+    return fleet_run.result()
+
+
 def _hold_the_drain(port: int) -> socket.socket:
     """A transceiver of an account the fleet does not use (handset2) with a deliver_sm to it (10086000's echo)
     read and left unanswered: a stopping gateway's drain waits for its answer, refusing MOs ESME_RTHROTTLED meanwhile,
@@ -354,22 +365,13 @@ def test_with_rebind_a_run_flat_out_goes_on_across_the_gateways_restart_without_
     scenario = make_scenario(target={"port": port}, fleet={"count": 200, "binds": 4, "rebind": True, "sp_receivers": []},
                              behaviours=ONLY | {"help": {"weight": 1}, "chatter": {"weight": 1, "long": 0}},
                              load={"duration": 0, "count": 1_000_000, "concurrency": 40, "timeout": 10})  # fmt: skip
-    fleet_run = FleetThread(scenario)
-    fleet_run.start()
-    recorder = fleet_run.recorder
-    assert eventually(lambda: recorder.completed >= 500, timeout=30), "no dialogues before the restart"
-    fleet = fleet_run.fleet
-    assert fleet is not None
+    fleet_run, fleet = _running(scenario, 500)
     with _hold_the_drain(port):
         gateway.proc.send_signal(signal.SIGTERM)
         assert eventually(lambda: len(fleet.lost_binds) == 4, timeout=10), fleet.lost_binds
     assert gateway.wait(30) == 0
     start_gateway(db, config, smpp_port=port)
-    assert eventually(lambda: all(b["rebound_at_s"] is not None for b in fleet.lost_binds), timeout=30), fleet.lost_binds
-    after = recorder.completed
-    assert eventually(lambda: recorder.completed >= after + 500, timeout=30), "no dialogues passed after the rebind"
-    fleet_run.stop_load()
-    run = fleet_run.result()
+    run = _after_the_rebind(fleet_run, 500)
 
     summary = run.summary["fleet"]
     assert all(b["reason"] == "unbound by the server" for b in summary["lost_binds"]), summary["lost_binds"]
