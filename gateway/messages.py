@@ -9,7 +9,7 @@ from .smpp.codec import MAX_PDU_LENGTH, encode_pdu
 from .smpp.constants import EsmClass, RegisteredDelivery, Tag
 from .smpp.pdu import DataSm, DeliverSm, SubmitMulti, SubmitSm
 from .smpp.segment import parts_needed, sms_filled, with_tlvs_in_udh
-from .smpp.tlv import STORED, decode_tlvs, encode_tlvs
+from .smpp.tlv import STORED, TlvValue, decode_tlvs, encode_tlvs
 from .store.records import Direction, Message, MessageStatus
 
 MAX_SHORT_MESSAGE = 254
@@ -71,6 +71,11 @@ _NO_FIELDS: dict[str, str] = {}
 _RECEIPTED_MESSAGE_ID = int(Tag.RECEIPTED_MESSAGE_ID)
 
 
+def stored_tlvs(message: Message, refuse_repeats: bool = True) -> dict[int, TlvValue]:
+    """The TLVs a stored message carries, read whole (tlv.STORED: the cap on a PDU's was checked when it came)."""
+    return decode_tlvs(message.tlvs, 0, len(message.tlvs), refuse_repeats, most=STORED) if message.tlvs else {}
+
+
 def receipted(message: Message) -> dict[str, str]:
     """What a log line about a message adds when it is a receipt: `receipted_message_id`, the id of the message it
     reports on as its submitter was given it (its receipted_message_id TLV: an SMPP 3.3 bind's alias, a submit_multi's
@@ -79,7 +84,7 @@ def receipted(message: Message) -> dict[str, str]:
     if not message.esm_class & _RECEIPT or not message.tlvs:
         return _NO_FIELDS
     try:
-        value = decode_tlvs(message.tlvs, 0, len(message.tlvs), refuse_repeats=False, most=STORED).get(_RECEIPTED_MESSAGE_ID)
+        value = stored_tlvs(message, refuse_repeats=False).get(_RECEIPTED_MESSAGE_ID)
     except ValueError:  # a row an earlier version or damage left malformed: the line is written all the same
         return _NO_FIELDS
     if value is None:
@@ -203,7 +208,7 @@ def message_from_submission(
 def deliver_sm_for(message: Message, plan: NumberPlan, *, optional_parameters: bool = True) -> DeliverSm:
     """The deliver_sm of an MT; `optional_parameters` False for a bind of SMPP 3.3 (interface_version below 0x34),
     which has none: see `_without_tlvs`. ValueError for an MT it cannot carry."""
-    tlvs = decode_tlvs(message.tlvs, 0, len(message.tlvs), most=STORED) if message.tlvs else {}
+    tlvs = stored_tlvs(message)
     body = message.short_message
     esm_class = message.esm_class & _NOT_MESSAGING_MODE  # 5.2.12: deliver_sm has no messaging mode
     if not optional_parameters:
@@ -257,7 +262,7 @@ def carried_without_tlvs(message: Message) -> bool:
     fits short_message."""
     if len(message.short_message) <= MAX_SHORT_MESSAGE - _MOST_UDH_ADDED:  # (every MT but the longest: no decoding)
         return True
-    tlvs = decode_tlvs(message.tlvs, 0, len(message.tlvs), most=STORED) if message.tlvs else {}
+    tlvs = stored_tlvs(message)
     try:
         _without_tlvs(message.short_message, message.esm_class, tlvs)
     except ValueError:

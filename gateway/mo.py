@@ -46,6 +46,7 @@ from handlers.base import Handler, Inbound, Outcome, Reply, ServiceContext
 from .clock import Clock
 from .log_budget import LogBudget, LogBudgets
 from .logs import get_logger
+from .messages import stored_tlvs
 from .outbox import Outbox
 from .receipts import receipt_for
 from .refusal import Rejection
@@ -53,7 +54,6 @@ from .serial import SerialLocks, in_order
 from .smpp import text as smpp_text
 from .smpp.constants import CommandStatus, MessageState
 from .smpp.segment import Concat, Reassembler, TextTooLong, concat_info
-from .smpp.tlv import STORED, decode_tlvs
 from .store.base import Store
 from .store.cache import RecordCache
 from .store.effects import Effect
@@ -127,7 +127,7 @@ def _inbound(message: Message, text: str, mo_ids: tuple[str, ...]) -> Inbound:
 
 def _concat_info(message: Message) -> tuple[Concat | None, bytes]:
     """Which part of a long message this MO is (None: a whole one), and its text's bytes."""
-    tlvs = decode_tlvs(message.tlvs, 0, len(message.tlvs), most=STORED) if message.tlvs else {}
+    tlvs = stored_tlvs(message)
     return concat_info(message.esm_class, message.short_message, tlvs)
 
 

@@ -97,8 +97,8 @@ class Handset:
         submission (the last delay cut to what is left). On the handset's bind of the moment: one lost or unbound
         meanwhile is waited for, up to then (a fleet binds it again, --rebind, and gives the handset the new one:
         rebound), and what waits goes as soon as it is back, not at the back-off's next turn; a part sent on a bind
-        lost before it is answered fails as any MO unanswered (EsmeError). `times`: when the first submission went and its answer came; returns
-        those of the last."""
+        lost before it is answered fails as any MO unanswered (EsmeError). `times`: when the first submission went
+        and its answer came; returns those of the last."""
         delay, most = THROTTLED_BACKOFF
         at, answered_at = times
         deadline = at + resend.within
