@@ -117,7 +117,7 @@ class SmppConnection(asyncio.Protocol):
         self._flush_scheduled = False
         self._unbinding = False
         self._draining = False  # the gateway stops: see drain()
-        self._drain_buffered = 0  # what waited for a peer held back when the stop read it again (_hold_back_flood)
+        self._drain_buffered = 0  # what waited for a peer not reading when the stop read it (_read_for_answers)
         self._asking = 0  # its query_sm, cancel_sm and replace_sm in hand (_ask)
         self._flood_held = False  # not read again at the stop: it sent requests, not answers (_hold_back_flood)
         self._released = False  # the gateway is done with it: see _release()
@@ -196,7 +196,9 @@ class SmppConnection(asyncio.Protocol):
         self._unread_since = self.session.clock()
         self._unread_buffered = unread(self.transport) if self.transport is not None else 0
         if self.transport is not None:
-            if not self._draining:  # (the stop reads its answers: drain)
+            if self._draining:  # (the stop reads its answers)
+                self._read_for_answers()
+            else:
                 self.transport.pause_reading()
             log.warning("peer not reading: stopped reading from it until it does", peer=self.peer,
                         account=self.system_id, buffered=self.transport.get_write_buffer_size())
@@ -389,8 +391,7 @@ class SmppConnection(asyncio.Protocol):
             # Held back (pause_writing): its answers to the deliver_sm it has read wait unread here; left there,
             # they were lost with the connection, and those MTs went out again at the next start. What else it sends
             # meanwhile is refused, bounded by the stop's deadlines.
-            self._drain_buffered = self.transport.get_write_buffer_size()
-            self._read_again()
+            self._read_for_answers()
 
     def _refuse_while_draining(self, pdu: Pdu) -> None:
         if pdu.command_id in BIND_REQUESTS:  # a `bind refused` line as any other, naming the account and why
@@ -431,8 +432,19 @@ class SmppConnection(asyncio.Protocol):
         if self._peer_reading or (self._draining and not self._flood_held):
             self.transport.resume_reading()
 
+    def _read_for_answers(self) -> None:
+        """The stop reads a client that reads nothing (held back when it began: drain; or since: pause_writing) for its
+        answers to the deliver_sm it has read. What waits for it now is what _hold_back_flood counts from: one that
+        stopped reading only during the stop had 64 KiB waiting then (asyncio's high-water mark), counted from
+        nothing, and its next enquire_link_resp held it back, its answers lost (regression review 11). A client
+        that read again meanwhile (resume_writing) starts afresh."""
+        assert self.transport is not None
+        self._drain_buffered = self.transport.get_write_buffer_size()
+        self._flood_held = False
+        self._read_again()
+
     def _hold_back_flood(self, transport: asyncio.WriteTransport) -> None:
-        """A client read again at the stop though it reads nothing (drain: for its answers) sends requests instead:
+        """A client read at the stop though it reads nothing (_read_for_answers) sends requests instead:
         each answer (a refusal, an enquire_link_resp) waits for it here, unread. Once _FLOOD_MOST more wait than did
         then, it is not read again: one sending submit_sm flat out grew the gateway ~2 MB a second until the stop
         ended (regression review 8b: 55 -> 89 MB, 2,156,000 refused). Its answers to what it read came first."""

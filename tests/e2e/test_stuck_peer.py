@@ -11,10 +11,12 @@ small receive buffer that stops reading once it has filled the gateway's write b
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import select
 import socket
 import sqlite3
+import termios
 import threading
 import time
 import urllib.request
@@ -553,6 +555,64 @@ def test_a_client_held_back_that_floods_requests_at_the_stop_is_not_read_on(make
     assert sent > 1_000_000  # (~30,000 requests: the gateway read far more than it answered before it stopped)
     assert held and held < bind._drain_buffered + 500_000, "not held back during the stop"
 
+
+@pytest.mark.parametrize("again", [False, True])
+def test_a_client_that_stops_reading_during_the_stop_has_its_answers_taken(make_gateway, handset, tmp_path: Path,
+                                                                            again: bool):  # fmt: skip
+    """A client had read three deliver_sm, not yet answered, when the gateway began to stop, and read nothing from
+    then on: the gateway saw it not reading only during the stop (64 KiB of its enquire_link answers waiting), and took
+    them for 64 KiB more than had waited at the stop (none): it was not read again, its deliver_sm_resp were lost, and
+    those MTs went out again at the next start (regression review 11). What waited when it stopped reading counts:
+    its answers are taken, those MTs delivered. `again`: it flooded enquire_link (not read on), then read everything
+    and stopped again, and sent 300 query_sm before its answers (past 256 in hand it is not read until one is
+    answered): not read again then, as one still flooding."""
+    db = tmp_path / "gw.db"
+    gw = make_gateway(db_path=db, gateway={"response_timeout": 5, "enquire_link_interval": 0, "idle_timeout": 0,
+                                           "drain_timeout": 5})  # fmt: skip
+    a = handset(A, bind="tx", gw=gw)
+    with RawLink(gw.smpp_port, receive_buffer=4096) as late:
+        late.bind("carrier")
+        bind = next(c for c in gw.gateway.connections if c.account is not None and c.account.system_id == "carrier")
+        for n in range(3):
+            assert a.submit(X, f"mt {n}").status == ESME_ROK
+        read = [late.read() for _ in range(3)]
+        assert [pdu.command for pdu in read] == ["deliver_sm"] * 3
+        a.close()
+        stopping = threading.Thread(target=gw.stop)
+        stopping.start()
+        assert eventually(lambda: bind._draining, 5)
+        assert bind._peer_reading  # (reading when the stop began)
+        enquire_links_until(late, bind, lambda: not bind._peer_reading)
+        if again:
+            enquire_links_until(late, bind, lambda: bind._flood_held)
+            late.sock.settimeout(1)
+            while not bind._peer_reading:  # reads everything waiting (what the gateway sent is of no further use)
+                late.sock.recv(1 << 20)
+            enquire_links_until(late, bind, lambda: not bind._peer_reading)
+            waiting = bind.transport.get_write_buffer_size()
+            late.send(b"".join(encoded("query_sm", n, message_id="1a2b", source_addr=X) for n in range(2, 302)))
+            assert eventually(lambda: bind.transport.get_write_buffer_size() >= waiting + 16 * 300, 5)  # answered
+        late.send(b"".join(encoded("deliver_sm_resp", pdu.sequence) for pdu in read))
+        stopping.join()
+    with sqlite3.connect(db) as conn:
+        statuses = [status for (status,) in conn.execute("SELECT status FROM messages WHERE dest_addr = ?", (X,))]
+    assert statuses == ["delivered"] * 3
+
+
+def enquire_links_until(link: RawLink, bind, condition) -> None:
+    """Send enquire_link, 2,048 at a time (32 KiB of answers), each lot read by the gateway before the next, and
+    read none of the answers, until `condition()` holds."""
+    burst = b"".join(frame(ENQUIRE_LINK, n) for n in range(2, 2050))
+    while not condition():
+        link.send(burst)
+        assert eventually(lambda: read_by_the_gateway(link, bind) or condition(), 5)
+
+
+def read_by_the_gateway(link: RawLink, bind) -> bool:
+    """Everything `link` sent has been read by the gateway: none left in the client's socket nor in the gateway's."""
+    left = [fcntl.ioctl(sock.fileno(), command, b"\0\0\0\0") for sock, command in
+            ((link.sock, termios.TIOCOUTQ), (bind.transport.get_extra_info("socket"), termios.FIONREAD))]  # fmt: skip
+    return all(count == b"\0\0\0\0" for count in left)
 
 def test_a_client_sending_query_sm_faster_than_they_are_answered_is_not_read_meanwhile(make_gateway):
     """Each query_sm (cancel_sm, replace_sm) is answered from the store by a task of its own, and a client could send
