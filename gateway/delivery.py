@@ -58,7 +58,7 @@ from .log_budget import LogBudget
 from .logs import get_logger
 from .messages import account_of, receipted, subscriber_of
 from .notice_order import NoticeOrder
-from .receipts import receipt_for
+from .receipts import receipt_for, refusal_error
 from .retry_timers import RetryTimers, Waiting
 from .router import Receiver, Router, carries, range_prefixes
 from .smpp.constants import CommandStatus, MessageState
@@ -636,7 +636,7 @@ class Delivery:
             return False
         status, reason = refusal
         log.warning("mt rejected", message_id=message.id, account=account_of(message), msisdn=subscriber_of(message), reason=reason)
-        self._finish(message, MessageStatus.REJECTED, MessageState.REJECTED, 400 + (status & 0xFF), counted)  # err:40x
+        self._finish(message, MessageStatus.REJECTED, MessageState.REJECTED, refusal_error(status), counted)
         return True
 
     def _finish(

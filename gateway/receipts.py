@@ -21,7 +21,7 @@ _RECEIPT_ON_FAILURE = int(RegisteredDelivery.RECEIPT_ON_FAILURE)
 
 # query_sm_resp's error_code is one octet, a receipt's err: three digits: they are the same number wherever it fits
 # (000-255, every deliver_sm_resp status a receipt reports). The gateway's own refusals of an MT it had accepted,
-# err:400/401/402 (its submit_sm statuses 0x400-0x402, gateway/delivery.py), are 40/41/42 there: SMPP 3.4 reserves
+# err:400/401/402 (its submit_sm statuses 0x400-0x402: refusal_error), are 40/41/42 there: SMPP 3.4 reserves
 # 0x16-0x32 as command_status values, so no handset's refusal reads as one of them.
 _REFUSAL_ERROR_CODES = {400: 40, 401: 41, 402: 42}
 # What a receipt's `text:` keeps of the original: the characters that are the same octet in GSM 03.38 (its
@@ -50,6 +50,12 @@ def receipt_due(message: Message, state: MessageState) -> bool:
     if wanted == _RECEIPT_ALWAYS:
         return True
     return wanted == _RECEIPT_ON_FAILURE and state is not MessageState.DELIVERED
+
+
+def refusal_error(status: int) -> int:
+    """A receipt's err for an MT the gateway ended with its own refusal `status` (0x400-0x402, what its submit_sm
+    would be answered now): err:400-402 (query_error_code makes them 40-42)."""
+    return 400 + (status & 0xFF)
 
 
 def query_error_code(err: int) -> int:
