@@ -614,6 +614,7 @@ def read_by_the_gateway(link: RawLink, bind) -> bool:
             ((link.sock, termios.TIOCOUTQ), (bind.transport.get_extra_info("socket"), termios.FIONREAD))]  # fmt: skip
     return all(count == b"\0\0\0\0" for count in left)
 
+
 def test_a_client_sending_query_sm_faster_than_they_are_answered_is_not_read_meanwhile(make_gateway):
     """Each query_sm (cancel_sm, replace_sm) is answered from the store by a task of its own, and a client could send
     them far faster than they are answered: one sending query_sm flat out grew the gateway to 374 MB with as many
