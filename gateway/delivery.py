@@ -8,22 +8,29 @@ waiting for its next attempt, or parked: no bind can take it.
 A parked MT is kept only in the store, not in memory: a backlog for
 subscribers who are off line can be millions of messages (held in memory, a
 load test toward unbound numbers grew the gateway by ~1 GB a minute), and
-after a restart it must all go out, not just what fits in memory. When a bind
-that can receive appears, its MTs are read back from the store a page at a
-time (`_pull`), each page when the bind has room for it; expired ones are
-found by the sweep through the store's expiry index. `_held` names the MTs
-this process has in hand (in memory, or with their final status not yet
-committed), so a page read meanwhile does not hand the same MT out twice.
+after a restart it must all go out, not just what fits in memory. One routed
+to a stalled bind (Router.stalled) that already has FULL MTs queued or in
+flight, or has parked one since it stalled, is parked too (`_full`): a bind
+that answers enquire_link but never deliver_sm was queued every MT routed to
+it for as long as it stayed bound. When a bind that can receive appears, or a stalled one
+that parked MTs answers again or goes (`answering`, `unbound`), its MTs are
+read back from the store a page at a time (`_pull`), each page when the bind
+has room for it; expired ones are found by the sweep through the store's
+expiry index. `_held` names the MTs this process has in hand (in memory, or
+with their final status not yet committed), so a page read meanwhile does not
+hand the same MT out twice.
 
 Per subscriber, MTs go out in the order they were accepted: one accepted while
-its account's backlog is being read, for a bind that appeared since, waits
-behind the read (`BacklogRead`) until the read has passed its subscriber, or
-it would overtake the older MTs still in the store. The rest of the account's
-traffic does not wait: a bind that was bound when the read passed a
-subscriber was handed all of their waiting MTs then, and nothing to them
-waits in the store while it stays bound. A retry does not hold the MTs
-behind it, except for SP notices: they go out one at a time per subscriber,
-each after the one before it ended (gateway/notice_order.py).
+its account's backlog is being read, for a bind that appeared since (or that
+answers again after MTs were parked for it), waits behind the read
+(`BacklogRead`) until the read has passed its subscriber, or it would
+overtake the older MTs still in the store. The rest of the account's traffic
+does not wait: a bind that was bound when the read passed a subscriber was
+handed all of their waiting MTs then, and nothing to them waits in the store
+while it stays bound (and parks none: then it is read for again). A retry
+does not hold the MTs behind it, except for SP notices: they go out one at a
+time per subscriber, each after the one before it ended
+(gateway/notice_order.py).
 
 An MT that may no longer go out when delivery takes it up again (off line
 subscriber, retry, schedule) ends REJECTED (gateway/guards.py): its sender
@@ -81,6 +88,9 @@ PERMANENT_FAILURES = frozenset(
 class Delivery:
     PAGE = 500  # MTs read from the store at a time
     ROOM = 1000  # a pull hands a bind its next page once fewer than this are queued or in flight on it
+    # A stalled bind holds at most this many (`_full`): what a pull may bring it (fewer than ROOM, then a page), so a
+    # page read for it is not parked again at once; ~16 MB of MTs of 10 KB.
+    FULL = ROOM + PAGE
     ONE_READ_ABOVE = 32  # recipients of one sender whose MTs a restart ends: above this, one read by sender (restore)
     REWRITE_DELAY = 1.0  # seconds between writes of a final status the store failed to commit
 
@@ -103,7 +113,10 @@ class Delivery:
         self._pulls: dict[str, asyncio.Task] = {}  # account -> its backlog being read (receiver_ready)
         self._pull_again: set[str] = set()  # accounts a bind appeared for while their backlog was being read
         self._reads: dict[str, BacklogRead] = {}  # account -> how far its backlog read got, and the MTs held behind it
-        self._unread: set[str] = set()  # accounts whose last backlog read failed: their binds may not have had it all
+        # Accounts whose binds may not have had all their backlog: their last read failed, or a bind that parked MTs
+        # went (`unbound`). The next read is for every bind of the account.
+        self._unread: set[str] = set()
+        self._parked_on: set[Receiver] = set()  # stalled binds that MTs were parked for (`_full`), until read back
         self._room_waiters: dict[str, asyncio.Future[None]] = {}  # pulls waiting for their account's binds to drain
         # MT id -> its final status's next write (_write_final): the timer, then the task that writes
         self._rewrites: dict[str, asyncio.TimerHandle | asyncio.Task] = {}
@@ -178,7 +191,10 @@ class Delivery:
         if (not new or message.id < self._tightened_at) and self._refused(message):
             return
         receiver = self.router.route(message, avoid, tell=not read_back)
-        if receiver is None or (read_back and self._appeared_during_pass(receiver)):
+        if (
+            receiver is None or (read_back and self._appeared_during_pass(receiver))
+            or (receiver.stalled and self._full(receiver))  # (one attribute read for an MT to a healthy bind)
+        ):  # fmt: skip
             self._held.discard(message.id)  # parked: the store has it, `_pull` reads it back
             return
         self._held.add(message.id)
@@ -190,6 +206,44 @@ class Delivery:
         if message.extra and self._notices.wait_turn(message):  # `extra`: not for a plain MT, the most common
             return
         receiver.offer(message, again or behind_read)
+
+    def _full(self, receiver: Receiver) -> bool:
+        """Whether an MT routed to a `stalled` bind is parked: it has FULL MTs queued or in flight, or has parked one
+        since it stalled (a newer MT to that subscriber queued there would go out ahead of it). A bind that answers
+        enquire_link but never deliver_sm, the only one for its subscribers, was queued every MT routed to it, in
+        memory, for as long as it stayed bound (15,000 MTs of 10 KB: +165 MB). No read meanwhile: what it parked
+        is read back when it answers again or goes (`answering`, `unbound`). A healthy bind has no such limit."""
+        if receiver in self._parked_on:
+            return True
+        if receiver.load < self.FULL:
+            return False
+        self._parked_on.add(receiver)
+        return True
+
+    def answering(self, receiver: Receiver) -> None:
+        """A stalled bind answers again (Router.answered): what was parked for it is read back for it, as for a bind
+        that appears (`receiver_ready`); its new MTs wait behind that read, not ahead of the parked ones."""
+        if receiver in self._parked_on:
+            self._parked_on.discard(receiver)
+            if not self._stopped:
+                self.receiver_ready(receiver)
+
+    def unbound(self, receiver: Receiver) -> None:
+        """A bind went (Router.unbound): what was parked for it is read back for the account's binds left, every one
+        of them new to that read (their new MTs wait behind it); with none left, it waits in the store for the next."""
+        if receiver not in self._parked_on:
+            return
+        self._parked_on.discard(receiver)
+        system_id = receiver.account.system_id
+        binds = self.router.receivers_of(system_id)
+        if self._stopped or not binds:
+            return
+        if system_id in self._pulls:  # each arrives: the read goes over the backlog again for all of them
+            for bind in binds:
+                self.receiver_ready(bind)
+        else:
+            self._unread.add(system_id)
+            self.receiver_ready(binds[0])
 
     def _appeared_during_pass(self, receiver: Receiver) -> bool:
         """A page of a backlog read routes an MT to a bind that appeared during the current pass: it stays parked. The
@@ -407,8 +461,13 @@ class Delivery:
                 return  # (a copy of what it was before a replace_sm: the replacement is still to be delivered)
             if any(receiver.abandon(message.id) for receiver in binds):
                 self.delivered(message)
-            else:  # parked (its retry found no bind), handed out again as read back from the store, or ended
-                task = asyncio.get_running_loop().create_task(self._delivered_late(message, binds))
+            else:  # parked (its retry found no bind, or a full stalled one), handed out again as read back, or ended
+                # Parked: in hand from now on, or a backlog read starting as the bind answers again (Delivery.answering)
+                # could hand it out, and send it again, before the store is asked.
+                parked = message.id not in self._held
+                if parked:
+                    self._held.add(message.id)
+                task = asyncio.get_running_loop().create_task(self._delivered_late(message, binds, parked))
                 self._late.add(task)
                 task.add_done_callback(self._late.discard)
             return
@@ -427,15 +486,19 @@ class Delivery:
         (`answered_late`), no final status that failed to commit (`finals_not_committed`)."""
         return not self._late and not self.finals_not_committed
 
-    async def _delivered_late(self, message: Message, binds: Iterable[Receiver]) -> None:
-        """A delivery acknowledged late, its MT no longer in hand as it was then: delivered if it is still to go out."""
+    async def _delivered_late(self, message: Message, binds: Iterable[Receiver], taken: bool) -> None:
+        """A delivery acknowledged late, its MT no longer in hand as it was then: delivered if it is still to go out.
+        `taken`: it was not in hand, and is now (answered_late)."""
         message_id = message.id
         stored = await self.store.get(message_id)
-        if self._stopped or stored is None or stored.status is not _ENROUTE or stored.direction is not Direction.MT:
-            return  # ended meanwhile (its final status committed), scheduled again by a replace_sm, or too late
-        if self._replaced.get(message_id, message) is not message:
-            return  # replaced meanwhile
-        if self._take_back(stored) or any(receiver.abandon(message_id) for receiver in binds):
+        if (
+            self._stopped or stored is None or stored.status is not _ENROUTE or stored.direction is not Direction.MT
+            or self._replaced.get(message_id, message) is not message
+        ):  # fmt: skip
+            if taken:
+                self._held.discard(message_id)
+            return  # ended meanwhile (its final status committed), scheduled again by a replace_sm, replaced, or too late
+        if taken or self._take_back(stored) or any(receiver.abandon(message_id) for receiver in binds):
             self.delivered(stored)
 
     def _retry_now(self, message: Message, failed_on: Receiver | None) -> None:
@@ -549,9 +612,10 @@ class Delivery:
             if recipient in (None, message.dest_addr) and self._refused(message):
                 self._retry_timers.pop(message.id)
                 handle.cancel()
-        # A personal block or an unsubscription: only a recipient off line has MTs parked (the common report comes
-        # from a subscriber on line, and the read would cost the loop for nothing).
-        if recipient is None or (self.queued.get(recipient) and not self.router.serves(recipient)):
+        # A personal block or an unsubscription: only a recipient off line, or served by a stalled bind that parked
+        # MTs (`_full`), has MTs parked (the common report comes from a subscriber on line, and the read would cost
+        # the loop for nothing).
+        if recipient is None or (self.queued.get(recipient) and (not self.router.serves(recipient) or self._parked_on)):
             self._stopped_senders.append((source, recipient))
 
     async def _refuse_parked(self) -> None:
@@ -846,7 +910,10 @@ class BacklogRead:
         return [*(r for r, first in self._since.items() if first == self.passes), *arrivals]
 
     def arrived(self, receiver: Receiver) -> None:
-        """A bind appeared during the pass (the read goes over the backlog again for it)."""
+        """A bind appeared during the pass, or one that parked MTs answers again or another of the account went
+        (Delivery.answering, unbound): the read goes over the backlog again for it, and until then its MTs wait as for
+        a bind that appeared."""
+        self._since.pop(receiver, None)
         self._arrivals.append(receiver)
 
     def holds(self, message: Message, receiver: Receiver) -> bool:

@@ -159,6 +159,7 @@ class SmppConnection(asyncio.Protocol):
         if self.account is not None:
             self.account.binds -= 1
             self.gateway.router.unbound(self)
+            self.gateway.delivery.unbound(self)
             log.info("unbound", account=self.account.system_id, peer=self.peer)
         # (Not the frozen ones: Delivery.replace has them in hand, and routes them again once their replacement
         # is committed: routed now, they went out elsewhere with their old text.)
@@ -213,7 +214,7 @@ class SmppConnection(asyncio.Protocol):
         self._read_again()
         if self._stalled_unread:  # (a stall that pause_writing began)
             self._stalled_unread = False
-            self.gateway.router.answered(self)
+            self._answers_again()
         self.session.restart_timers()  # what waited unread reaches it only now
         self._pump()
 
@@ -575,7 +576,7 @@ class SmppConnection(asyncio.Protocol):
 
     def _on_delivery_answer(self, pdu: Pdu, request: Pdu | None) -> None:
         if self.stalled and request is not None and request.command_id == C.DELIVER_SM:
-            self.gateway.router.answered(self)
+            self._answers_again()
         message = self.inflight.pop(pdu.sequence_number, None)
         if message is None:
             self._pump()  # (the answer to a copy taken back, `abandon`: its window slot is free now)
@@ -594,7 +595,7 @@ class SmppConnection(asyncio.Protocol):
 
     def _on_late_answer(self, pdu: Pdu) -> None:
         if self.stalled:  # (only a deliver_sm is answered late: an unanswered enquire_link or unbind closes the bind)
-            self.gateway.router.answered(self)
+            self._answers_again()
         message = self.timed_out.pop(pdu.sequence_number, None)
         if message is not None:
             if self.may_log("deliver_sm answered late"):
@@ -603,6 +604,12 @@ class SmppConnection(asyncio.Protocol):
                          status=S.name_of(pdu.command_status),
                          **receipted(message))  # fmt: skip
             self.gateway.delivery.answered_late(message, _delivery_status(pdu), self, self.gateway.connections)
+
+    def _answers_again(self) -> None:
+        """Stalled, it answered a deliver_sm (or its peer reads again): a bind like any other (Router.answered), and
+        the MTs parked for it meanwhile are read back for it (Delivery.answering)."""
+        self.gateway.router.answered(self)
+        self.gateway.delivery.answering(self)
 
     def _pump(self) -> None:
         if not self.pending or not self._peer_reading or not self.can_receive or self.session.state is _UNBOUND or self.session.halted:
@@ -630,11 +637,15 @@ class SmppConnection(asyncio.Protocol):
         """This bind is `stalled`: the MTs queued here that a bind still answering would take go back to delivery, which
         offers them there (Router.route), rather than out here one window per response_timeout. In order per
         subscriber: once one of a subscriber's MTs stays (only this bind serves it, or it is frozen), the ones after
-        it stay too."""
+        it stay too. Of those, no more than Delivery.FULL (with those in flight) stay queued: the rest go back too, and
+        are parked (Delivery._full), as those routed here from now on will be; until it stalled, every MT routed here
+        was queued (at 1,000 a second, 10,000 in a response_timeout of 10 s)."""
         if not self.pending:
             return
         router = self.gateway.router
-        staying = set(self.frozen.values())  # subscribers some of whose MTs stay here
+        frozen = set(self.frozen.values())
+        staying = set(frozen)  # subscribers some of whose MTs stay here
+        room = self.gateway.delivery.FULL - len(self.inflight)
         kept: deque[Message] = deque()
         leaving: list[Message] = []
         takers: dict[str, Receiver] = {}  # subscriber -> the bind their MTs go to (the first one's: all of them)
@@ -647,6 +658,9 @@ class SmppConnection(asyncio.Protocol):
                     takers[dest] = chosen
                     continue
                 staying.add(dest)
+            if len(kept) >= room and dest not in frozen:  # (once one of a subscriber's leaves, the ones after it do)
+                leaving.append(message)
+                continue
             kept.append(message)
         if leaving:
             self.pending = kept
@@ -750,6 +764,7 @@ class SmppConnection(asyncio.Protocol):
         unbind_resp that closed the link, and delivered again at the next bind.)"""
         if self.account is not None:
             self.gateway.router.unbound(self)
+            self.gateway.delivery.unbound(self)
         self._unbinding = True
         self.can_receive = False  # nor does an MO crossing the unbind make it its subscriber's way back (note_mo)
         if self.pending:

@@ -715,3 +715,69 @@ def ranged_bind(gw, link: RawLink):
                                     address_range="^86130"))  # fmt: skip
     assert bound.status == ESME_ROK
     return next(c for c in gw.gateway.connections if c.address_range is not None)
+
+
+SUBSCRIBERS = ["8613000000001", "8613000000002", "8613000000003"]  # carrier's (X first)
+
+
+def silent_bind_with_mts_parked(gw, handset) -> tuple[Handset, Handset, object, list[str]]:
+    """The carrier's only bind (`silent`) answers enquire_link but no deliver_sm (response_timeout 1, window 2,
+    Delivery.FULL made 3). A sends six MTs to three of its subscribers in turn, and once the first two have timed out
+    (the bind is stalled) ten more: the bind never holds more than FULL, nor the gateway more than those and the two
+    waiting for their retry; the rest wait in the store. A, `silent`, its SmppConnection, the texts in order."""
+    delivery = gw.gateway.delivery
+    delivery.FULL = 3
+    silent = handset(X, system_id="carrier", bind="rx", gw=gw)
+    silent.answering = False
+    bind = next(c for c in gw.gateway.connections if c.account is not None and c.account.system_id == "carrier")
+    a = handset(A, bind="tx", gw=gw)
+    texts = [f"mt {n} to {SUBSCRIBERS[n % 3]}" for n in range(16)]
+    for mt in texts[:6]:
+        assert a.submit(mt.split(" to ")[1], mt).status == ESME_ROK
+    assert eventually(lambda: bind.stalled)
+    for mt in texts[6:]:
+        assert a.submit(mt.split(" to ")[1], mt).status == ESME_ROK  # (admitted by the time it is answered)
+        assert bind.load <= delivery.FULL
+    assert len(delivery._held) <= delivery.FULL + 2  # in the gateway's memory; the other 11 or more in the store
+    return a, silent, bind, texts
+
+
+def in_order_per_subscriber(got: list[str], texts: list[str]) -> bool:
+    return all([t for t in got if t.endswith(s)] == [t for t in texts if t.endswith(s)] for s in SUBSCRIBERS)
+
+
+def test_a_silent_bind_holds_no_more_than_full_and_once_it_answers_gets_every_mt_once_in_order(make_gateway, handset):
+    """A bind that answers enquire_link but never deliver_sm, the only one for its subscribers, was queued every MT
+    routed to it, in memory, for as long as it stayed bound (a stuck handset's bind, 15,000 MTs of 10 KB: the
+    gateway grew by 165 MB). Once it answers, every MT reaches it once, in order per subscriber: those it held, those
+    parked in the store, and one accepted as it answered, behind them."""
+    gw = make_gateway(gateway={"window": 2, "response_timeout": 1, "enquire_link_interval": 30, "idle_timeout": 120,
+                               "retry_backoff": [60]})  # fmt: skip
+    a, silent, bind, texts = silent_bind_with_mts_parked(gw, handset)
+    got = [text(silent.expect())]
+    silent.answer_held()  # late (it timed out): delivered all the same, not sent again
+    silent.answering = True  # (the rest answered as they are read)
+    assert eventually(lambda: not bind.stalled)
+    texts.append(f"last to {X}")
+    assert a.submit(X, texts[-1]).status == ESME_ROK
+    got += [text(pdu) for pdu in silent.expect_many(len(texts) - 1, timeout=10)]
+    assert sorted(got) == sorted(texts)
+    assert in_order_per_subscriber(got, texts), got
+    silent.expect_none(within=1.5)
+
+
+def test_what_a_silent_bind_parked_goes_once_in_order_to_the_bind_after_it(make_gateway, handset):
+    """The silent bind's MTs time out, their retries are parked too (it is stalled, with MTs parked), and it goes:
+    the next carrier bind gets every MT once, in order per subscriber."""
+    gw = make_gateway(gateway={"window": 2, "response_timeout": 1, "enquire_link_interval": 30, "idle_timeout": 120,
+                               "retry_backoff": [0.5]})  # fmt: skip
+    _, silent, bind, texts = silent_bind_with_mts_parked(gw, handset)
+    delivery = gw.gateway.delivery
+    assert eventually(lambda: bind.load == 0 and not delivery._retry_timers, timeout=10)  # all in the store
+    assert not delivery._held
+    silent.close()
+    healthy = handset(X, system_id="carrier", bind="rx", gw=gw)
+    got = [text(pdu) for pdu in healthy.expect_many(len(texts))]
+    assert sorted(got) == sorted(texts)
+    assert in_order_per_subscriber(got, texts), got
+    healthy.expect_none(within=1.5)

@@ -239,6 +239,131 @@ async def test_a_pull_waits_for_room_on_the_binds_mts_go_to_not_on_a_stalled_one
     assert len(receiver.offered) == 8 and "handset" in delivery._room_waiters and not stalled.offered
 
 
+async def test_a_stalled_bind_is_given_no_more_than_full_the_rest_parked_and_read_back_in_order_when_it_answers(
+    store, delivery, router, accounts
+) -> None:
+    """A bind that answers enquire_link but no deliver_sm, the only one for its subscribers, was queued every MT routed
+    to it. Stalled (Router.stalled), it holds FULL: the next MTs, its retries among them, are parked in the store,
+    and no more are queued there once one is parked (it would go out ahead of it) while it stays stalled; none is
+    read back meanwhile. Once it answers, they are read back for it, in order per subscriber, an MT accepted
+    meanwhile behind them. A bind that answers has no such limit."""
+    delivery.FULL = 3
+    delivery.backoff = [0.01]
+    one, two = "8613700000001", "8613700000002"
+    healthy = Receiver(accounts.get("handset"))
+    router.bound(healthy)
+    await admit(store, delivery, *(mt(f"h{i}", one) for i in range(5)))
+    assert len(healthy.offered) == 5  # (no limit)
+    router.unbound(healthy)
+    bind = Receiver(accounts.get("handset"))
+    router.bound(bind)
+    router.stalled(bind)
+    await admit(store, delivery, mt("m0", one), mt("m1", two), mt("m2", one), mt("m3", two), mt("m4", one))
+    assert [m.id for m in bind.offered] == ["m0", "m1", "m2"]
+    assert not {"m3", "m4"} & delivery._held  # parked: in the store only
+    bind.load -= 1
+    delivery.retry_later(bind.offered[1], bind=bind)  # m1 timed out: its retry is routed to the bind again, and parked
+    await asyncio.sleep(0.05)
+    bind.load -= 1  # m0 timed out too (its retry a while away): room on the bind, but m4 is parked
+    await admit(store, delivery, mt("m5", one))
+    assert [m.id for m in bind.offered] == ["m0", "m1", "m2"] and not {"m1", "m5"} & delivery._held
+    assert not delivery._pulls
+    router.answered(bind)
+    delivery.answering(bind)
+    await admit(store, delivery, mt("m6", one))  # behind the read
+    await asyncio.gather(*delivery._pulls.values())
+    assert [m.id for m in bind.offered if m.dest_addr == one] == ["m0", "m2", "m4", "m5", "m6"]
+    assert [m.id for m in bind.offered if m.dest_addr == two] == ["m1", "m1", "m3"]  # its retry, read back
+
+
+async def test_what_a_stalled_bind_parked_is_read_back_for_the_binds_left_when_it_goes(store, delivery, router, accounts) -> None:
+    """The bind whose address_range covers ...01 stalled with MTs parked; the account's other bind, stalled too, took
+    none of them (a bind with a range that covers a number comes first). When the first goes, the other is given
+    them, ahead of a newer one: with no read, they waited in the store until a bind appeared, the newer ones going
+    out ahead of them."""
+    delivery.FULL = 3
+    one = "8613700000001"
+    ranged_bind, other = ranged(accounts, "^8613700000001$"), Receiver(accounts.get("handset"))
+    for bind in (ranged_bind, other):
+        router.bound(bind)
+        router.stalled(bind)
+    await admit(store, delivery, *(mt(f"m{i}", one) for i in range(5)))
+    assert [m.id for m in ranged_bind.offered] == ["m0", "m1", "m2"] and not other.offered  # m3, m4 parked
+    router.unbound(ranged_bind)
+    delivery.unbound(ranged_bind)
+    await admit(store, delivery, mt("m5", one))  # behind the read
+    await asyncio.gather(*delivery._pulls.values())
+    assert [m.id for m in other.offered] == ["m3", "m4", "m5"]
+
+
+async def test_an_mt_to_a_stalled_bind_that_answers_during_a_read_for_another_waits_for_the_mts_it_parked(
+    store, delivery, router, accounts
+) -> None:
+    """`stalled`, the bind for ...01, has m3 and m4 parked when it answers again, while the account's backlog is read
+    for a bind for ...02 (waiting for room there): ...01's next MT waits until the read has gone over the backlog
+    again for `stalled` (BacklogRead.arrived), not out at once ahead of m3 and m4."""
+    delivery.PAGE = delivery.ROOM = 2
+    delivery.FULL = 3
+    one = "8613700000001"
+    await admit(store, delivery, *(mt(f"b{i}", "8613700000002") for i in range(4)))  # no bind for them yet
+    stalled = ranged(accounts, "^8613700000001$")
+    router.bound(stalled)
+    router.stalled(stalled)
+    await admit(store, delivery, *(mt(f"m{i}", one) for i in range(5)))
+    assert [m.id for m in stalled.offered] == ["m0", "m1", "m2"]  # m3, m4 parked
+    two = ranged(accounts, "^8613700000002$")
+    router.bound(two)
+    delivery.receiver_ready(two)
+    await two.wait_for(2)
+    await asyncio.sleep(0)
+    assert "handset" in delivery._room_waiters  # the read waits for room on `two`
+    router.answered(stalled)
+    delivery.answering(stalled)
+    await admit(store, delivery, mt("m5", one))
+    for _ in range(100):  # both answer what they have until the read is over
+        for bind in (two, stalled):
+            answer(delivery, bind, bind.offered[len(bind.offered) - bind.load :])
+        await settled(store)
+    assert not delivery._pulls
+    assert [m.id for m in stalled.offered] == [f"m{i}" for i in range(6)]
+    assert [m.id for m in two.offered] == [f"b{i}" for i in range(4)]
+
+
+class Sending(Receiver):
+    """A bind with room in its window: what it is offered goes out at once (no cancel_sm takes it back)."""
+
+    def offer(self, message: Message, again: bool = False) -> None:
+        super().offer(message, again)
+        self.sent.add(message.id)
+
+
+async def test_an_mt_parked_on_a_stalled_bind_answered_late_there_is_not_sent_again_by_the_read_its_answer_starts(
+    store, delivery, router, accounts
+) -> None:
+    """m0 timed out on the stalled bind and its retry was parked; the bind then answers m0's deliver_sm, late. That
+    answer makes it a bind like any other again (the read of what was parked for it begins: `answering`) before it is
+    taken as m0's delivery (SmppConnection._on_late_answer): the read handed m0 out again, a second copy on the air."""
+    delivery.FULL = 1
+    delivery.backoff = [0.01]
+    one = "8613700000001"
+    bind = Sending(accounts.get("handset"))
+    router.bound(bind)
+    router.stalled(bind)
+    await admit(store, delivery, mt("m0", one), mt("m1", one))
+    [m0] = bind.offered  # m1 parked
+    bind.load -= 1
+    delivery.retry_later(m0, bind=bind)  # timed out
+    await asyncio.sleep(0.05)
+    assert "m0" not in delivery._held  # its retry: parked
+    router.answered(bind)
+    delivery.answering(bind)
+    delivery.answered_late(m0, 0, bind, [])
+    await asyncio.gather(*delivery._pulls.values(), *delivery._late)
+    await settled(store)
+    assert [m.id for m in bind.offered] == ["m0", "m1"]
+    assert await status_of(store, "m0") is MessageStatus.DELIVERED and "m0" not in delivery._held
+
+
 async def test_an_mt_admitted_while_the_backlog_is_read_goes_out_after_it(store, delivery, router, accounts) -> None:
     delivery.PAGE = 4
     receiver = await reading_backlog(store, delivery, router, accounts, 10)  # 6 still in the store
