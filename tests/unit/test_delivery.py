@@ -263,7 +263,7 @@ async def test_a_stalled_bind_is_given_no_more_than_full_the_rest_parked_and_rea
     assert not {"m3", "m4"} & delivery._held  # parked: in the store only
     bind.load -= 1
     delivery.retry_later(bind.offered[1], bind=bind)  # m1 timed out: its retry is routed to the bind again, and parked
-    await asyncio.sleep(0.05)
+    await until(lambda: "m1" not in delivery._retry_timers)
     bind.load -= 1  # m0 timed out too (its retry a while away): room on the bind, but m4 is parked
     await admit(store, delivery, mt("m5", one))
     assert [m.id for m in bind.offered] == ["m0", "m1", "m2"] and not {"m1", "m5"} & delivery._held
@@ -353,7 +353,7 @@ async def test_an_mt_parked_on_a_stalled_bind_answered_late_there_is_not_sent_ag
     [m0] = bind.offered  # m1 parked
     bind.load -= 1
     delivery.retry_later(m0, bind=bind)  # timed out
-    await asyncio.sleep(0.05)
+    await until(lambda: "m0" not in delivery._retry_timers)
     assert "m0" not in delivery._held  # its retry: parked
     router.answered(bind)
     delivery.answering(bind)
