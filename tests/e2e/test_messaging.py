@@ -608,6 +608,33 @@ def test_what_parts_of_long_mos_hold_while_they_wait_is_counted_against_the_octe
     assert (receipt["id"], receipt["stat"]) == (first[1], "DELIVRD")
 
 
+def test_first_parts_of_a_few_octets_each_count_what_they_hold_besides_their_text(make_gateway, handset):
+    """A waiting part holds ~1 KiB besides its text (its Message, its entries: _PART_HELD): counted by its text alone,
+    parts of 2 octets each, from many numbers, were unbounded. With room for 3,000 octets here, the third such part
+    (from a third number) ends the oldest text, as 6 octets of text alone never would."""
+    gw = make_gateway()
+    gw.gateway.mo.reassembler.max_octets = 3_000  # (64 MiB in service)
+    senders = [handset(number, gw=gw) for number in (A, B, "8613800000002")]
+    ids = [h.submit(ECHO, bytes([5, 0, 3, 9, 2, 1]) + b"hi", esm_class=ESM_UDHI, registered_delivery=1)
+           for h in senders]  # fmt: skip
+    assert all(resp.status == ESME_ROK for resp in ids)
+    receipt = receipt_fields(senders[0].expect(predicate=is_receipt))
+    assert (receipt["id"], receipt["stat"]) == (ids[0].message_id.decode(), "UNDELIV")
+    senders[1].expect_none(0.3, predicate=is_receipt)  # the other two wait
+
+
+def test_a_waiting_parts_text_is_a_view_of_its_message_not_a_second_copy(make_gateway, handset):
+    """What a part after a UDH holds of its text until the others come is a view of its Message's octets (mo._held):
+    a copy doubled what long MOs in parts hold (up to 64 MiB more). White-box: memory is not seen over SMPP."""
+    gw = make_gateway()
+    mo = gw.gateway.mo
+    a = handset(A, gw=gw)
+    assert a.submit(ECHO, bytes([5, 0, 3, 9, 2, 1]) + b"x" * 100, esm_class=ESM_UDHI).status == ESME_ROK
+    [(message,)] = [tuple(parts.values()) for parts in mo._parts.values()]
+    [(held, _coding)] = [part for waiting in mo.reassembler._sets.values() for part in waiting.bodies.values()]
+    assert isinstance(held, memoryview) and held.obj is message.short_message and bytes(held) == b"x" * 100
+
+
 def test_a_part_sent_again_takes_the_place_of_the_copy_held(make_gateway, handset):
     """Each copy of a part was kept in memory until the text was whole (60 KB each, as often as a client sent
     it) and all were answered delivered. The last copy stands for the part now; the one it replaced ends."""

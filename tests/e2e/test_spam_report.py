@@ -656,16 +656,17 @@ def test_a_number_blocked_network_wide_still_reaches_the_operators_own_services(
     assert texts_from(s, "10086700") == [TEMPLATES.render("rating.thanks", "zh")]
 
 
-def test_a_blocked_number_still_reaches_the_operators_code_taken_over_by_another_handler(make_gateway, handset) -> None:
+@pytest.mark.parametrize("code", ["10086", "10086700"])
+def test_a_blocked_number_still_reaches_the_operators_code_taken_over_by_another_handler(make_gateway, handset, code: str) -> None:
     """A [[short_codes]] entry running a handler of its own on 10086 (an operator's extension of customer service)
     lost the exemption: the blocked number's texts to 10086 were refused 0x400. The [services] codes stay the
-    operator's own whatever handler runs them."""
-    gw = make_gateway(short_codes=[{"code": "10086", "handler": "echo", "prefix": "CS:"}])
+    operator's own whatever handler runs them: the rating code (10086700) too, not only customer service's."""
+    gw = make_gateway(short_codes=[{"code": code, "handler": "echo", "prefix": "CS:"}])
     s = phone(handset, SPAMMER, gw)
     block_by_five(gw, handset)
     assert s.submit(B, "TT").status == SMSGW_RSENDERBLOCKED
-    assert s.submit("10086", "0000").status == ESME_ROK
-    assert texts_from(s, "10086") == ["CS:0000"]
+    assert s.submit(code, "0000").status == ESME_ROK
+    assert texts_from(s, code) == ["CS:0000"]
 
 
 @pytest.mark.parametrize("number", ["010-12345678", "01012345678", "85291234567", "12345678901", "8612345678901"])

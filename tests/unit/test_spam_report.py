@@ -14,6 +14,7 @@ from gateway.config import load_config
 from gateway.store.effects import Put
 from gateway.store.records import Block, Dialogue, SpamReport, Subscriber
 from handlers import spam_report
+from handlers.base import Outcome
 from handlers.spam_report import SpamReportHandler, active_blocks, lift_block, list_reports, parse, top_reported
 from tests.services_support import CHINA, at, service_bench
 
@@ -328,6 +329,17 @@ async def test_operator_views(bench) -> None:
     assert await top_reported(bench.ctx, since=bench.clock.now() + 1) == []
     (network,) = await active_blocks(bench.ctx, network_only=True)
     assert network.reported == SPAMMER
+
+
+async def test_network_blocks_are_listed_oldest_first_whatever_order_their_rows_are_in(bench) -> None:
+    """active_blocks lists blocks oldest first (README), network-wide ones too: without its order the operator's list
+    came in the store's row order, a block made later but stored first (an import, a restore) ahead of older ones."""
+    now = bench.clock.now()
+    newer = Block(id="a-newer", reported="8613700000009", reporter="", created_at=now)
+    older = Block(id="z-older", reported="8613700000008", reporter="", created_at=now - 100)
+    await bench.commit(Outcome().put(newer, older))
+    assert [b.id for b in await active_blocks(bench.ctx, network_only=True)] == ["z-older", "a-newer"]
+    assert [b.id for b in await active_blocks(bench.ctx)] == ["z-older", "a-newer"]
 
 
 async def test_operator_views_take_numbers_as_written_and_datetimes(bench) -> None:
