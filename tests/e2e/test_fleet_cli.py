@@ -296,6 +296,17 @@ def test_a_second_run_is_not_failed_by_the_sp_notices_of_the_first(gateway, tmp_
     assert stats["sp_notices_for_others"] > 0
 
 
+def test_the_rebind_flag_reaches_the_run(gateway, tmp_path: Path, capsys) -> None:
+    """`smsgw simulate --rebind` binds lost binds again: the flag must reach the scenario the fleet runs (report.json
+    records it). Dropped on its way, a run given it retired a lost bind's subscribers as without it, saying nothing."""
+    base = ["--port", str(gateway.smpp_port), "--subscribers", "40", "--binds", "1", "--count", "20", "--quiet"]
+    for flags, rebind in (([], False), (["--rebind"], True)):
+        report = tmp_path / f"report-{rebind}"
+        assert cli.main([*base, *flags, "--start", f"86138007{int(rebind)}0000", "--report", str(report)]) == 0
+        assert json.loads((report / "report.json").read_text(encoding="utf-8"))["scenario"]["fleet"]["rebind"] is rebind
+    capsys.readouterr()
+
+
 def test_a_spammer_blocked_before_the_run_is_named_as_such(gateway, handset, tmp_path: Path, capsys) -> None:
     spammer = "8613000000000"
     for reporter in [f"86138007000{i:02d}" for i in range(5)]:  # five distinct reporters block it network-wide

@@ -11,17 +11,22 @@ import socket
 import struct
 import threading
 import time
+from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from gateway.smpp.codec import decode_pdu, encode_pdu
 from gateway.smpp.constants import CommandId
 from gateway.smpp.pdu import BindTransceiver, SubmitSm, Unbind
+from simulator import fleet as fleet_module
 from simulator import testing
+from simulator.behaviours import AWAY, IDLE
 from simulator.cli import verdicts
 from simulator.esme import run as run_loop
-from simulator.fleet import BINDS_LOST, Fleet
+from simulator.fleet import BINDS_LOST, Fleet, FleetError
+from simulator.handset import Handset
 from simulator.metrics import Recorder
 from simulator.report import build_report, render_html
 from simulator.testing import FleetRun, make_scenario, run_fleet_async
@@ -379,3 +384,60 @@ def test_with_rebind_a_run_flat_out_goes_on_across_the_gateways_restart_without_
     assert run.failed == 0, run.failures[:3]
     # (How many MOs the stop refused depends on when it came: the dialogues in flight wait for replies the drain does
     # not send, so there may be none; the resend itself is proven with a throttled account, above.)
+
+
+# White-box, the fleet's own bookkeeping of a rebind: what the runs above cannot time (a back-off of seconds, a wake-up
+# that otherwise comes at the step's deadline, a block with two binds lost) without runs of minutes.
+async def test_a_lost_bind_is_tried_again_after_a_back_off_doubling_from_half_a_second_to_5_s(monkeypatch) -> None:
+    """Tries refused five times wait 0.5, 1, 2, 4 and 5 s: without the doubling (or from 5 s) a target back after a
+    second's restart got its binds back seconds later, every MO waiting on them meanwhile."""
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def sleep(delay: float, *args: object) -> None:
+        slept.append(delay)
+        await real_sleep(0)
+
+    monkeypatch.setattr(fleet_module.asyncio, "sleep", sleep)
+    tries = iter([FleetError("target", "refused")] * 5 + [None])
+
+    async def again() -> str:
+        error = next(tries)
+        if error is not None:
+            raise error
+        return "bound"
+
+    fleet = SimpleNamespace(stats=Counter(), _bound_at=time.monotonic(), _replace=lambda bind, esme: None,
+                            _watch=lambda bind: None, _back=lambda members: None)  # fmt: skip
+    await Fleet._rebind(fleet, SimpleNamespace(again=again, members=[], name="trx-0"), {})
+    assert slept == [0.5, 1.0, 2.0, 4.0, 5.0] and fleet.stats["rebind_tries_failed"] == 5
+
+
+async def test_a_bind_bound_again_wakes_the_mos_waiting_for_it_at_once() -> None:
+    """Its handsets are given the new bind through Handset.rebound: set as a plain attribute, the MOs waiting for it
+    went only at their step's deadline (failed as not bound again)."""
+    old, new = SimpleNamespace(is_bound=False), SimpleNamespace(is_bound=True)
+    handset = Handset("8613800000001", old)
+    waiting = asyncio.get_running_loop().create_future()
+    handset._rebound = waiting  # (as _bound_again leaves it)
+    fleet = SimpleNamespace(binds=[old], spammer_binds=[], sp_binds=[])
+    Fleet._replace(fleet, SimpleNamespace(esme=old, members=[handset]), new)
+    assert handset.esme is new and fleet.binds == [new] and waiting.done()
+
+
+def test_a_block_with_two_binds_lost_is_back_only_once_both_are() -> None:
+    """A spammer's numbers on two binds, both lost: bound again one, it is still away (its texts on the other would
+    fail); back once both are."""
+
+    class Spammer:  # (hashable, as the fleet's spammers)
+        state = IDLE
+
+    spammer = Spammer()
+    fleet = SimpleNamespace(_down=Counter(), _away=set(), idle=set(), idle_spammers={spammer}, _freed=None)
+    members = [spammer]
+    Fleet._send_away(fleet, members)  # its first bind lost
+    Fleet._send_away(fleet, members)  # and its second
+    Fleet._back(fleet, members)  # the first bound again
+    assert spammer.state == AWAY and spammer in fleet._away
+    Fleet._back(fleet, members)  # the second too
+    assert spammer.state == IDLE and spammer in fleet.idle_spammers and not fleet._away

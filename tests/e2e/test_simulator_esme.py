@@ -9,9 +9,23 @@ from typing import Self
 import pytest
 
 from gateway.app import GatewayController
-from simulator.dialogues import Plan, order_confirm, query_unsubscribe, rating, run_dialogue, spam_report
-from simulator.esme import BindError, BindLost, ConnectionClosed, Esme, ShortMessage
-from simulator.handset import Handset, Resend, Switchboard
+from simulator.dialogues import (
+    Plan,
+    order_confirm,
+    query_unsubscribe,
+    rating,
+    run_dialogue,
+    spam_report,
+)
+from simulator.esme import (
+    BindError,
+    BindLost,
+    ConnectionClosed,
+    Esme,
+    NotSent,
+    ShortMessage,
+)
+from simulator.handset import THROTTLED, Handset, Resend, Switchboard
 
 A, B, C = "8613800000001", "8613800000002", "8613900000003"
 ECHO = "10086000"
@@ -319,5 +333,77 @@ async def test_with_resend_an_mo_throttled_and_then_its_bind_lost_fails_saying_s
         writer.write(struct.pack(">IIII", 17, 0x80000004, 0x58, sequence) + b"\0" + _frame(0x00000006, 7))  # (throttled; unbind)
         result = await asyncio.wait_for(dialogue, 5)
         assert result.error == "MO refused with ESME_RTHROTTLED, then its bind lost and not bound again within 1 s", result
+        esme.close()
+        writer.close()
+
+
+def answering(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, statuses: list[int]) -> tuple[list[int], asyncio.Task]:
+    """Answer each submit_sm read with the next of `statuses` (ESME_RTHROTTLED once they run out), until cancelled:
+    the part each was, as they come (its UDH's sequence number; 1 for a short text), and the task answering."""
+    parts: list[int] = []
+
+    async def answer() -> None:
+        while True:
+            body = await reader.readexactly(struct.unpack(">I", await reader.readexactly(4))[0] - 4)
+            udh = body.find(b"\x05\x00\x03")
+            parts.append(body[udh + 5] if udh >= 0 else 1)
+            status = statuses.pop(0) if statuses else THROTTLED
+            writer.write(struct.pack(">IIII", 17, 0x80000004, status, struct.unpack(">I", body[8:12])[0]) + b"\0")
+
+    return parts, asyncio.ensure_future(answer())
+
+
+async def test_with_resend_the_last_back_off_is_cut_to_the_step_timeout() -> None:
+    """An MO the target keeps answering ESME_RTHROTTLED: sent again after 0.2 and 0.4 s, and once more at the step's
+    timeout (0.7 s), the last wait cut to the 0.1 s left: it fails then, not a whole back-off (0.8 s) after it."""
+    async with RawSmsc() as smsc:
+        esme, reader, writer = await smsc.bound()
+        parts, answers = answering(reader, writer, [])
+        start = asyncio.get_running_loop().time()
+        resp, _at, _answered_at = await Handset(A, esme).send(ECHO, "throttled", Resend(within=0.7))
+        assert resp.command_status == THROTTLED and asyncio.get_running_loop().time() - start < 1.0
+        assert len(parts) == 4
+        answers.cancel()
+        esme.close()
+        writer.close()
+
+
+async def test_with_resend_a_long_text_with_a_part_refused_otherwise_is_not_sent_again() -> None:
+    """A part throttled and another refused for good (ESME_RINVDSTADR): sending it again changes nothing, and would
+    send the accepted ones twice; the text fails with the refusal at once."""
+    async with RawSmsc() as smsc:
+        esme, reader, writer = await smsc.bound()
+        parts, answers = answering(reader, writer, [THROTTLED, 0x0B])
+        resp, _at, _answered_at = await Handset(A, esme).send(ECHO, LONG, Resend(within=2))
+        assert resp.command_status == THROTTLED  # (a long text's answer: its first part's)
+        await asyncio.sleep(0.4)  # (the first back-off, and more: nothing is sent again)
+        assert parts == [1, 2]
+        answers.cancel()
+        esme.close()
+        writer.close()
+
+
+async def test_with_resend_the_parts_after_one_throttled_again_wait_for_it() -> None:
+    """Both parts of a long text throttled; sent again, the first is throttled again: the second waits until the first
+    is accepted, or the target gets the parts out of order (the second before the first)."""
+    async with RawSmsc() as smsc:
+        esme, reader, writer = await smsc.bound()
+        parts, answers = answering(reader, writer, [THROTTLED, THROTTLED, THROTTLED, 0, 0])
+        resp, _at, _answered_at = await Handset(A, esme).send(ECHO, LONG, Resend(within=5))
+        assert resp.command_status == 0 and parts == [1, 2, 1, 1, 2]
+        answers.cancel()
+        esme.close()
+        writer.close()
+
+
+async def test_with_resend_an_mo_whose_bind_is_not_bound_again_fails_as_not_sent() -> None:
+    """An MO that found its bind unbound and no bind given back within the step's timeout fails as not sent, saying
+    so (a fleet's dialogue then says its bind was lost), not with an error of the simulator's own."""
+    async with RawSmsc() as smsc:
+        esme, _reader, writer = await smsc.bound()
+        writer.write(_frame(0x00000006, 7))  # unbind
+        await asyncio.wait_for(esme.ended, 5)
+        with pytest.raises(NotSent, match="not bound again within 0.3 s"):
+            await Handset(A, esme).send(ECHO, "after the unbind", Resend(within=0.3))
         esme.close()
         writer.close()
