@@ -25,5 +25,5 @@ def unread(transport: asyncio.BaseTransport) -> int:
         return queued
     try:
         return queued + _INT.unpack(fcntl.ioctl(sock.fileno(), _TIOCOUTQ, b"\0\0\0\0"))[0]
-    except (OSError, ValueError):  # (closed meanwhile: its descriptor -1)
+    except (OSError, ValueError):  # (a closed socket's descriptor is -1: no caller meets one today, ticks come first)
         return queued
