@@ -769,6 +769,29 @@ def test_submit_multi_destinations_the_store_could_not_take_are_listed_as_writte
     assert (status, unsuccess_smes(body)) == (ESME_RSYSERR, ("", [(0, 1, B[2:], ESME_RSYSERR), (1, 1, "+" + B2, ESME_RSYSERR)]))
 
 
+def test_a_submission_the_store_cannot_commit_is_answered_esme_rsyserr_logged_and_never_sent(
+    make_gateway, handset, tmp_path
+) -> None:
+    """A submit_sm, and each destination of a submit_multi, that the store cannot commit: answered ESME_RSYSERR with
+    no message_id (nothing taken: the client sends it again), a `store write failed` line for each naming its
+    account and subscriber, and nothing sent once the store commits again (coverage review: no test ran it)."""
+    home = tmp_path / "data"
+    home.mkdir()
+    gw = make_gateway(db_path=home / "gw.db")
+    with structlog.testing.capture_logs() as logs, RawLink(gw.smpp_port) as link, store_cannot_commit(gw, home):
+        link.bind("handset", command="bind_transmitter")
+        link.send(encoded("submit_sm", 2, source_addr=A, destination_addr=B, short_message=b"not now"))
+        assert answer(link, 2) == (ESME_RSYSERR, b"")  # no body: SMPP 3.4 4.4.2
+        link.send(submit_multi(3, A, [B, B2], b"nor now"))
+        status, body = answer(link, 3)
+        assert (status, multi_resp(body)) == (ESME_RSYSERR, ("", [(B, ESME_RSYSERR), (B2, ESME_RSYSERR)]))
+    failed = [line for line in logs if line["event"] == "store write failed"]
+    assert [(line["log_level"], line["account"], line["msisdn"]) for line in failed] == [
+        ("error", "handset", B), ("error", "handset", B), ("error", "handset", B2)]  # fmt: skip
+    assert eventually(lambda: gw.gateway.store.can_commit, timeout=10)
+    handset(B, gw=gw).expect_none(0.5)  # (B and B2: account handset2)
+
+
 def test_submit_multi_carries_protocol_id_and_priority_flag_to_each_destination(handset, esme) -> None:
     esme.send(submit_multi(2, A, [B, B2], b"silent", protocol_id=0x40, priority_flag=1))  # a Type 0 (silent) SMS
     assert answer(esme, 2)[0] == ESME_ROK

@@ -12,8 +12,11 @@ each deliver_sm frame is checked to end with its short_message: nothing after it
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import struct
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import structlog
@@ -27,6 +30,7 @@ from tests.smpp_handset import (
     ESM_UDHI,
     ESME_ROK,
     ESME_RQUERYFAIL,
+    ESME_RSYSERR,
     RawLink,
     answer,
     cancel_sm,
@@ -34,6 +38,7 @@ from tests.smpp_handset import (
     reassemble,
     receipt_fields,
     replace_sm,
+    text,
 )
 
 A = "8613800000001"  # account handset
@@ -246,6 +251,54 @@ def test_a_submit_sm_on_3_3_copying_one_destination_of_a_submit_multi_sent_on_3_
     assert sorted(p.destination_addr.decode() for p in b.expect_many(2)) == [B, B2]
     assert [receipt_fields(a33.deliver_sm())["id"] for _ in range(2)] == [given, given]
     b.expect_none(0.3)  # (B2's once)
+
+
+def test_a_copy_on_3_3_whose_alias_the_store_cannot_commit_is_answered_esme_rsyserr(make_gateway, handset, tmp_path):
+    """A submit_sm and a submit_multi first sent on SMPP 3.4, sent again on 3.3: each is recognised as a copy, but
+    the alias naming it on 3.3 cannot be stored (its write fails); answered ESME_RSYSERR with a `store write failed`
+    line and no id (one not stored could name another submission after a restart). Once the alias can be stored,
+    the copy sent again is given it, and each subscriber is sent the text once (coverage review: no test ran it)."""
+    db = tmp_path / "gw.db"
+    gw = make_gateway(db_path=db)
+    tlv = struct.pack(">HHH", 0x0204, 2, 4245)  # user_message_reference: recognised on any bind
+    multi = submit_multi(7, A, [B, B2], b"to both")
+    multi = struct.pack(">I", len(multi) + len(tlv)) + multi[4:] + tlv
+    assert handset(A, gw=gw).submit(B, b"sent twice", user_message_reference=4246).status == ESME_ROK
+    with RawLink(gw.smpp_port) as esme:
+        esme.bind("handset", command="bind_transmitter")
+        esme.send(multi)
+        assert answer(esme, 7)[0] == ESME_ROK
+    a33 = Smpp33Link(gw.smpp_port, "handset")
+    try:
+        with structlog.testing.capture_logs() as logs, aliases_cannot_be_stored(db):
+            copy = a33.submit(B, b"sent twice", user_message_reference=4246)
+            assert (copy.status, copy.message_id) == (ESME_RSYSERR, None)  # no body: SMPP 3.4 4.4.2
+            a33.link.send(multi)
+            assert answer(a33.link, 7) == (ESME_RSYSERR, b"\0\0")  # no message_id, no destination refused
+        failed = [(line["log_level"], line["account"], line["msisdn"]) for line in logs if line["event"] == "store write failed"]
+        assert failed == [("error", "handset", B), ("error", "handset", B)]
+        assert short_id(a33.submit(B, b"sent twice", user_message_reference=4246).message_id)
+        a33.link.send(multi)
+        status, body = answer(a33.link, 7)
+        assert status == ESME_ROK and short_id(multi_resp(body)[0].encode())
+    finally:
+        a33.close()
+    b = handset(B, gw=gw)  # (B and B2: account handset2)
+    assert sorted(text(p) for p in b.expect_many(3)) == ["sent twice", "to both", "to both"]
+    b.expect_none(0.3)
+
+
+@contextlib.contextmanager
+def aliases_cannot_be_stored(db: Path) -> Iterator[None]:
+    """Inside: a write giving a message its SMPP 3.3 alias fails (a trigger refuses it, as a full disk would the
+    write); other writes commit."""
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as outside:
+        outside.execute("CREATE TRIGGER no_alias BEFORE UPDATE OF short_id ON messages BEGIN "
+                        "SELECT RAISE(ABORT, 'database or disk is full'); END")  # fmt: skip
+        try:
+            yield
+        finally:
+            outside.execute("DROP TRIGGER no_alias")
 
 
 def test_an_alias_given_to_an_older_submission_is_not_given_again_after_a_restart(make_gateway, handset, tmp_path):
