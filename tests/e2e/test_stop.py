@@ -19,6 +19,7 @@ import pytest
 import structlog
 
 from gateway.store.records import MessageStatus
+from tests.e2e.test_amend import submit_multi
 from tests.gateway_process import tls_config_file
 from tests.polling import eventually
 from tests.smpp_handset import (
@@ -238,6 +239,39 @@ def test_a_cancel_sm_or_replace_sm_refused_at_stop_is_logged_as_their_other_refu
         for command in ("cancel_sm", "replace_sm")
     ]  # fmt: skip
     assert lines[0]["dest"] == OFFLINE
+
+
+def test_a_submit_multi_refused_at_stop_is_answered_esme_rthrottled_and_logged_for_each_destination(
+    make_gateway, handset, tmp_path
+):
+    """README: a submission while the gateway stops is refused ESME_RTHROTTLED, nothing stored (send it again later);
+    a submit_multi's are a `submission rejected` line for each destination, its distribution list named by dl_name,
+    as every refused submission's are (coverage review: no test ran it)."""
+    db = tmp_path / "gw.db"
+    gw = make_gateway(db_path=db, gateway={"drain_timeout": 5.0, "response_timeout": 1.0})
+    busy = handset(B, gw=gw, address_range=B)  # its deliver_sm left unanswered keeps the drain going
+    busy.answering = False
+    with RawLink(gw.smpp_port) as link:
+        link.bind()
+        link.send(encoded("submit_sm", 2, source_addr=A, destination_addr=B, short_message=b"in flight"))
+        assert answer(link, 2)[0] == ESME_ROK
+        busy.expect()
+        with structlog.testing.capture_logs() as logs:
+            stopping = threading.Thread(target=gw.stop)
+            stopping.start()
+            assert eventually(lambda: all(c._draining for c in gw.gateway.connections))
+            link.send(submit_multi(3, A, [B, OFFLINE, "dl:friends"], b"not now"))
+            assert answer(link, 3)[0] == ESME_RTHROTTLED
+            busy.answer_held()
+            stopping.join(30)
+    lines = [line for line in logs if line["event"] == "submission rejected"]
+    assert [(line["log_level"], line["account"], line["source"], line.get("dest"), line.get("dl_name"), line["status"],
+             line["reason"]) for line in lines] == [
+        ("warning", "handset", A, B, None, "ESME_RTHROTTLED", "the gateway is stopping"),
+        ("warning", "handset", A, OFFLINE, None, "ESME_RTHROTTLED", "the gateway is stopping"),
+        ("warning", "handset", A, None, "friends", "ESME_RTHROTTLED", "the gateway is stopping"),
+    ]  # fmt: skip
+    handset(B, gw=make_gateway(db_path=db)).expect_none(0.5)  # nothing stored: B and OFFLINE (handset2) get nothing
 
 
 def test_a_cancel_sm_or_replace_sm_refused_at_stop_is_answered_when_the_store_cannot_be_read(make_gateway, handset):
