@@ -4,6 +4,7 @@ over real TCP."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import sqlite3
 import threading
@@ -133,6 +134,29 @@ def test_the_gateway_runs_billing_and_reminders_on_schedule_by_itself(make_gatew
     while not (charges := gw.call(gw.gateway.store.find(Charge, msisdn=A))):  # the next job check bills
         assert time.monotonic() < deadline, "no billing run on the 1st"
         phone.expect_none(0.2)  # (and no text meanwhile)
+    assert [(c.subscription_id, c.period, c.amount) for c in charges] == [(subscription.id, "2026-12", 3000)]
+
+
+def test_a_billing_run_that_fails_is_logged_and_run_again_by_the_next_job_check(make_gateway, handset, clock, tmp_path):
+    """A scheduled job that fails (billing here: the store refuses its charges, as a full disk would) is an error line
+    with its traceback, and the gateway's next job check runs it again: the month is billed, once. A failure must not
+    stop the jobs for good (coverage review: no test ran it)."""
+    db = tmp_path / "gw.db"
+    gw = make_gateway(clock=clock, db_path=db, gateway={"job_check_interval": 0.2},
+                      services={"reminder_first_day": 28, "reminder_last_day": 28})  # fmt: skip
+    subscribe(handset(A, gw=gw, address_range=A), "TT")  # 10 November: charged from December
+    [subscription] = subscriptions(gw, A)
+    with structlog.testing.capture_logs() as logs:
+        with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as outside:
+            outside.execute("CREATE TRIGGER no_charge BEFORE INSERT ON charges BEGIN "
+                            "SELECT RAISE(ABORT, 'database or disk is full'); END")  # fmt: skip
+            clock.set(at(2026, 12, 1, 0, 5))
+            assert eventually(lambda: any(line["event"] == "scheduled job failed" for line in logs), 10)
+            outside.execute("DROP TRIGGER no_charge")
+        assert eventually(lambda: gw.call(gw.gateway.store.find(Charge, msisdn=A)), 10), "not billed at the next check"
+    failed = next(line for line in logs if line["event"] == "scheduled job failed")
+    assert failed["log_level"] == "error" and "exc_info" in failed
+    charges = gw.call(gw.gateway.store.find(Charge, msisdn=A))
     assert [(c.subscription_id, c.period, c.amount) for c in charges] == [(subscription.id, "2026-12", 3000)]
 
 

@@ -11,9 +11,11 @@ import sqlite3
 import threading
 from collections.abc import Callable
 
+import structlog
+
 from gateway.store.effects import Put
 from gateway.store.records import MessageStatus, Subscriber
-from handlers.base import Outcome
+from handlers.base import Outcome, Reply
 from tests.polling import eventually
 from tests.smpp_handset import ESME_ROK, is_receipt, receipt_fields, text
 
@@ -27,13 +29,15 @@ def status_of(gw, message_id) -> MessageStatus:
 
 
 class Failing:
-    """Wraps a short code's handler: its first `times` calls for a text fail (raising, or with `bad_effect` an
-    effect the store cannot commit); then it is the handler it wraps. Counts every call."""
+    """Wraps a short code's handler: its first `times` calls for a text fail (raising, with `bad_effect` an effect
+    the store cannot commit, or with `bad_reply` a reply no SMS can be built from); then it is the handler it wraps.
+    Counts every call."""
 
-    def __init__(self, handler, times: int, bad_effect: bool = False) -> None:
+    def __init__(self, handler, times: int, bad_effect: bool = False, bad_reply: bool = False) -> None:
         self.handler = handler
         self.times = times
         self.bad_effect = bad_effect
+        self.bad_reply = bad_reply
         self.calls = 0
         self.called = threading.Event()
         self.on_call: dict[int, Callable[[], object]] = {}  # call number -> run first, on the gateway's loop
@@ -46,6 +50,8 @@ class Failing:
         if self.calls <= self.times:
             if self.bad_effect:  # NOT NULL constraint failed: subscribers.language
                 return Outcome(effects=[Put(Subscriber(inbound.subscriber, None))])
+            if self.bad_reply:  # a handler's bug: no text to segment (TypeError); its effect must not be committed
+                return Outcome([Reply(inbound.subscriber, None, inbound.short_code)], [Put(Subscriber(inbound.subscriber, "en"))])
             raise RuntimeError("handler bug")
         return await self.handler.handle(inbound, ctx)
 
@@ -80,6 +86,27 @@ def test_an_mo_whose_handling_cannot_be_committed_is_tried_again(make_gateway, h
     assert text(a.expect()) == "once the store takes it"
     assert handler.calls == 3
     assert status_of(gw, resp.message_id) == MessageStatus.PROCESSED
+
+
+def test_an_mo_whose_reply_cannot_be_built_is_tried_again_and_handled_once(make_gateway, handset):
+    """A handler's reply that cannot be built into SMS (a fault other than too long a text) fails that try as a raising
+    handler does: an error line with its traceback, nothing of the try committed (not the handler's effect either), the
+    MO tried again and answered once; an MO left to raise there would never be answered nor given up (coverage
+    review: no test ran it)."""
+    gw = make_gateway(gateway={"mo_retry_backoff": [0.3]})
+    handler = failing(gw, times=1, bad_reply=True)
+    a = handset(A, gw=gw)
+    with structlog.testing.capture_logs() as logs:
+        kept = a.submit(ECHO, "kept")
+        assert kept.status == ESME_ROK
+        assert text(a.expect()) == "kept"
+    a.expect_none(0.5)  # once
+    assert handler.calls == 2
+    assert status_of(gw, kept.message_id) == MessageStatus.PROCESSED
+    assert gw.call(gw.gateway.store.find(Subscriber, msisdn=A)) == []  # the failed try's effect not committed
+    [failed] = [line for line in logs if line["event"] == "MO reply cannot be built"]
+    assert (failed["log_level"], failed["msisdn"], failed["short_code"], failed["attempt"]) == ("error", A, ECHO, 1)
+    assert "exc_info" in failed
 
 
 def test_an_mo_that_keeps_failing_is_given_up_and_its_subscriber_told(make_gateway, handset, tmp_path):
