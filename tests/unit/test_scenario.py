@@ -84,6 +84,36 @@ def test_the_default_file_holds_the_built_in_defaults_and_documents_every_key() 
         ('[behaviours.query]\nweight = 0\n[behaviours.order]\nweight = 0\n[behaviours.spam]\nweight = 0\n'
          '[behaviours.chatter]\nweight = 0\n[behaviours.spammer]\nweight = 0\n[behaviours.help]\nweight = 0\n',
          "behaviours", "nothing to do"),
+        # Refusals no test ran (coverage review): each a run that could not have done what the file says.
+        ("fleet = 3\n", "fleet", "expected a table"),
+        ("[fleet]\nsp_receivers = 3\n", "fleet.sp_receivers", "expected a list; got 3"),
+        ('[target]\nhost = ""\n', "target.host", "empty"),
+        ('[target]\nsystem_id = ""\n', "target.system_id", "empty"),
+        ('[target]\nconfig = "no-such-config.toml"\n', "target.config", "no such file"),
+        ("[fleet]\ncount = 0\n", "fleet.count", "at least 1 subscriber"),
+        ("[fleet]\nbinds = 0\n", "fleet.binds", "expected 1..1000; got 0"),
+        ("[fleet]\nwindow = 0\n", "fleet.window", "expected 1..10000; got 0"),
+        ("[load]\nconcurrency = 0\n", "load.concurrency", "at least 1"),
+        ("[load]\nramp_up = -1\n", "load.ramp_up", "expected seconds >= 0"),
+        ("[load]\nmax_in_flight = 0\n", "load.max_in_flight", "at least 1"),
+        ("[load]\nduration = -1\n", "load.duration", "expected seconds >= 0"),
+        ("[load]\ncount = -1\n", "load.count", "expected a count >= 0"),
+        ("[load]\ntimeout = 0\n", "load.timeout", "expected seconds > 0"),
+        ("[load]\ndrain = -1\n", "load.drain", "expected seconds >= 0"),
+        ("[behaviours.order]\ndecline = -1\n", "behaviours.order.decline", "expected a weight >= 0"),
+        ("[behaviours.query]\nunsubscribe = 1.5\n", "behaviours.query.unsubscribe", "a share between 0 and 1"),
+        ("[behaviours.query]\nmax_serials = 0\n", "behaviours.query.max_serials", "at least 1"),
+        ("[behaviours.chatter]\nlong = 2\n", "behaviours.chatter.long", "a share between 0 and 1"),
+        ("[fleet]\ncount = 1\nbinds = 1\n", "behaviours.chatter.weight", "chatter needs at least 2 subscribers"),
+        ("[behaviours.spam]\nreported_count = 0\n", "behaviours.spam.reported_count", "at least 1"),
+        ('[behaviours.spam]\nreported_start = "8613800000100"\n', "behaviours.spam.reported_start",
+         "the reported numbers overlap the fleet's subscribers"),
+        ("[spammers]\ncount = 0\n", "spammers.count", "behaviours.spammer needs at least 1 spammer"),
+        ("[spammers]\nbinds = 11\n", "spammers.binds", "expected 1..10 (spammers.count)"),
+        ('[spammers]\nstart = "8613100000005"\n', "spammers.start",
+         "the spammers' numbers overlap behaviours.spam's reported numbers"),
+        ("[behaviours.spammer]\nvictims = 0\n", "behaviours.spammer.victims", "at least 1"),
+        ("[reactions.survey]\nlate_max_wait = -1\n", "reactions.survey.late_max_wait", "expected seconds >= 0"),
     ],
 )  # fmt: skip
 def test_mistakes_name_the_file_and_the_key(tmp_path: Path, text: str, key: str, problem: str) -> None:
@@ -98,6 +128,8 @@ def test_mistakes_name_the_file_and_the_key(tmp_path: Path, text: str, key: str,
 def test_unreadable_files(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError, match="file not found"):
         load_scenario(tmp_path / "missing.toml")
+    with pytest.raises(ScenarioError, match="is a directory, not a scenario file"):
+        load_scenario(tmp_path)
     with pytest.raises(ScenarioError, match=r"s\.toml: -: not valid TOML"):
         load_scenario(write(tmp_path, "[load\n"))
 
