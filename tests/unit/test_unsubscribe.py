@@ -118,6 +118,23 @@ async def test_stale_listing_after_the_window(bench) -> None:
     assert texts(again)[0].startswith("中国移动10086")
 
 
+@pytest.mark.parametrize(("keyword", "answer", "expired"), [
+    ("0000", "2", EXPIRED), ("00000", "N", "您的全部退订请求已过期，未退订任何业务。如需退订请重新发送00000到10086。")])  # fmt: skip
+async def test_other_text_after_a_listing_or_00000_question_lapsed_is_not_taken_for_its_answer(
+    bench, keyword: str, answer: str, expired: str
+) -> None:
+    """A text that answers no listing (not serial numbers) or no 00000 question (not yes or no) after it lapsed is
+    a text as any other, not told "expired"; the subscriber who then answers it late is still told, once (coverage
+    review: no test ran it)."""
+    subs = await subscribe(bench, A, "sina-news")
+    await send(bench, keyword)
+    bench.clock.advance(7200)
+    other = texts(await send(bench, "天气"))
+    assert other[0].startswith("中国移动10086") and expired not in other
+    assert texts(await send(bench, answer)) == [expired]
+    assert await status(bench, subs[0].id) == "active"
+
+
 async def test_within_the_window_a_listing_still_answers(bench) -> None:
     [sub] = await subscribe(bench, A, "sina-news")
     await send(bench, "0000")
