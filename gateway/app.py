@@ -421,7 +421,11 @@ class Gateway:
             await self._http.cleanup()
         await self.store.close()
         lost = self.delivery.finals_not_committed
-        if lost:
+        if lost and self.store.database_gone:
+            log.error("smsgw stopped with final statuses not committed: those MTs go out again at the next start on "
+                      "the database file gone, once it is moved back to its path", database=self.db_path,
+                      count=len(lost), message_ids=sorted(lost)[:NAMED_AT_MOST])  # fmt: skip
+        elif lost:
             log.error("smsgw stopped with final statuses not committed: those MTs go out again at the next start",
                       count=len(lost), message_ids=sorted(lost)[:NAMED_AT_MOST])  # fmt: skip
         elif started:

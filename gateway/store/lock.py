@@ -32,16 +32,27 @@ outlive its parent by a moment, never holds them.
 from __future__ import annotations
 
 import fcntl
+import glob
 import os
+import re
 import time
 
 _COMPANIONS = ("-wal", "-shm")  # SQLite's files beside a database in WAL mode, named after its path
+# `set_aside_companions`' names: "<database>-wal.of-the-file-gone-<time>-<pid>.file-<device>-<inode>-<mtime ns>" (the
+# file gone), "-<n>" after it if that name was taken (`_unused`).
+_SET_ASIDE = ".of-the-file-gone-"
+_SET_ASIDE_FROM = re.compile(r"\.file-(\d+)-(\d+)-(\d+)(?:-\d+)?$")
+_WAL_HEADER = 32  # bytes before a -wal's first frame (sqlite.org/fileformat2.html#walformat)
 # (device, inode) of the database files this process's gateways hold.
 _HELD: set[tuple[int, int]] = set()
 
 
 class DatabaseInUse(RuntimeError):
     """Another gateway holds the database's lock file, or the database file itself."""
+
+
+class CompanionsSetAside(RuntimeError):
+    """A stop set the database's -wal and -shm aside (the file was gone), and the file at its path is not that one."""
 
 
 class DatabaseLock:
@@ -53,9 +64,11 @@ class DatabaseLock:
         self._database_fd: int | None = None
         self._identity: tuple[int, int] | None = None
         self._companions: dict[str, tuple[int, int]] = {}  # "-wal"/"-shm" -> (device, inode) seen beside it (`moved`)
+        self.taken_back: list[str] = []  # the companions a stop set aside that `acquire` put back (their names then)
 
     def acquire(self) -> None:
-        """Take the locks, or raise DatabaseInUse (OSError if a file cannot be opened at all)."""
+        """Take the locks, or raise DatabaseInUse (OSError if a file cannot be opened at all); then put back the -wal
+        and -shm a stop set aside from this file (`_take_back_companions`), or raise CompanionsSetAside."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -69,7 +82,12 @@ class DatabaseLock:
             raise
         self._fd = fd
         try:
+            aside = _set_aside_beside(self.database)
+            if aside and not os.path.lexists(self.database):  # (refused before the lock creates an empty file there)
+                raise _not_taken_back(self.database, aside, "no file is there")
             self._lock_database()
+            if aside:
+                self._take_back_companions(aside)
         except BaseException:
             self.release()
             raise
@@ -100,6 +118,26 @@ class DatabaseLock:
         self._database_fd, self._identity = fd, (stat.st_dev, stat.st_ino)
         _HELD.add(self._identity)
 
+    def _take_back_companions(self, aside: list[str]) -> None:
+        """The -wal and -shm a stop set aside (`set_aside_companions`) hold the file's commits since its last
+        checkpoint: the file locked is the one they were set aside from (moved back, `mv` keeps its inode and its
+        time), so they go back beside it before SQLite opens it, else it would open without them. Any other file
+        there (a copy, a restore, a new database: another inode, or the same inode reused by a file since) is
+        refused: which it is, only the operator knows. Under the database's lock: no other gateway has it open."""
+        stat = os.fstat(self._database_fd)
+        locked = (stat.st_dev, stat.st_ino, stat.st_mtime_ns)
+        back: dict[str, str] = {}
+        for name in aside:
+            suffix = _COMPANIONS[0] if name.startswith(self.database + _COMPANIONS[0]) else _COMPANIONS[1]
+            if _set_aside_from(name) != locked:
+                raise _not_taken_back(self.database, aside, "the file there now is another one")
+            if suffix in back or _holds_commits(self.database + suffix):
+                raise _not_taken_back(self.database, aside, f"{self.database}{suffix} is there too")
+            back[suffix] = name
+        for suffix, name in back.items():
+            os.rename(name, self.database + suffix)
+            self.taken_back.append(name)
+
     def _in_use(self, held: os.stat_result) -> DatabaseInUse:
         """The file is locked but its lock file here was free: another gateway opened it under another name (a hard
         link), or under this one and its lock file was removed (a cleanup script). Which one, and its pid, the
@@ -117,7 +155,10 @@ class DatabaseLock:
 
     def moved(self) -> bool:
         """Whether the database's path no longer names the file locked: deleted, moved away, or another file put in
-        its place (a restore, a `mv`) while the gateway ran. (A stat: call it per batch, not per message.)"""
+        its place (a restore, a `mv`) while the gateway ran; not before it is locked (a start refused). (A stat: call
+        it per batch, not per message.)"""
+        if self._identity is None:
+            return False
         try:
             now = os.stat(self.database)
         except (FileNotFoundError, NotADirectoryError):
@@ -138,14 +179,18 @@ class DatabaseLock:
         """The database gone from its path (`moved`), at the stop: its own -wal and -shm, which SQLite cannot fold
         into a file gone and leaves at the path, are renamed aside, so that a file restored there opens as it is
         (paired with them it served the old file's pages, or was corrupted). Its -wal only as the gateway last left
-        it: one a restore copied onto it (`cp` keeps the file) is the restored file's. Their new names."""
+        it: one a restore copied onto it (`cp` keeps the file) is the restored file's. Their names say which file
+        they are of (device, inode, time last written): the next start puts them back if it is that file (moved back)
+        and refuses another (`_take_back_companions`). Their new names."""
+        gone = os.fstat(self._database_fd)
+        of = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.file-{gone.st_dev}-{gone.st_ino}-{gone.st_mtime_ns}"
         aside = []
         for suffix, fingerprint in self._companions.items():
             path = self.database + suffix
             try:
                 if _fingerprint(suffix, os.stat(path)) != fingerprint:
                     continue
-                name = _unused(f"{path}.of-the-file-gone-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+                name = _unused(f"{path}{_SET_ASIDE}{of}")
                 os.rename(path, name)
             except OSError:
                 continue
@@ -169,6 +214,39 @@ def _fingerprint(suffix: str, stat: os.stat_result) -> tuple[int, ...]:
     if suffix == "-wal":
         return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
     return stat.st_dev, stat.st_ino
+
+
+def _set_aside_beside(database: str) -> list[str]:
+    """The -wal and -shm files stops set aside from `database` (`set_aside_companions`), sorted."""
+    return sorted(name for suffix in _COMPANIONS for name in glob.glob(glob.escape(database + suffix + _SET_ASIDE) + "*"))
+
+
+def _set_aside_from(name: str) -> tuple[int, ...] | None:
+    """The file a companion was set aside from, as its name says: (device, inode, time last written in ns)."""
+    found = _SET_ASIDE_FROM.search(name)
+    return tuple(map(int, found.groups())) if found else None
+
+
+def _holds_commits(companion: str) -> bool:
+    """Whether a -wal or -shm at the path would be lost if one set aside replaced it: a -wal with frames in it. Not
+    one without (a reader that found none, `sqlite3 -readonly`, leaves it empty; 32 bytes: its header alone), nor an
+    -shm (an index of the -wal, rebuilt from it)."""
+    try:
+        return companion.endswith(_COMPANIONS[0]) and os.stat(companion).st_size > _WAL_HEADER
+    except FileNotFoundError:
+        return False
+
+
+def _not_taken_back(database: str, aside: list[str], why: str) -> CompanionsSetAside:
+    """What the operator must decide: the files set aside are the gone file's last commits, wanted with it only."""
+    if not os.path.lexists(database):
+        what = (f"move that file back to {database} (they are put back beside it at the start), or, to start on a new "
+                "database, move them elsewhere")  # fmt: skip
+    else:
+        what = (f"if the file at {database} is the one gone copied back, rename them to {database}-wal and "
+                f"{database}-shm; if it is any other (a backup restored, another database), move them elsewhere")  # fmt: skip
+    return CompanionsSetAside(f"{', '.join(aside)}: set aside at a stop while the database file was gone from "
+                              f"{database}, they hold that file's last commits, and {why}: {what}")  # fmt: skip
 
 
 def _unused(name: str) -> str:

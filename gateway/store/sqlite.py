@@ -55,7 +55,7 @@ from ..logs import get_logger
 from ..smpp.constants import EsmClass
 from .base import StoreOpenError, WriteSkipped
 from .effects import Effect
-from .lock import DatabaseInUse, DatabaseLock
+from .lock import CompanionsSetAside, DatabaseInUse, DatabaseLock
 from .migrations import SchemaVersionError
 from .records import FINAL_STATUSES, Direction, Message, MessageStatus, submission_of
 from .rows import effect_sql, from_row, select_sql
@@ -445,10 +445,13 @@ class SqliteStore:
         self._loop_thread = threading.get_ident()
         try:
             self._lock.acquire()
-        except DatabaseInUse as exc:
+        except (DatabaseInUse, CompanionsSetAside) as exc:
             raise StoreOpenError(str(exc)) from None
         except OSError as exc:
             raise StoreOpenError(f"cannot open SQLite store at {self.path!r}: {exc}") from exc
+        if self._lock.taken_back:
+            log.warning("the database file is back at its path: the -wal and -shm set aside from it at a stop are put "
+                        "back beside it", database=self.path, renamed=self._lock.taken_back)  # fmt: skip
         try:
             await self._writer.start()  # opens the file in WAL mode and migrates it
             self._reader = _connect_reader(self.path)
@@ -502,10 +505,13 @@ class SqliteStore:
             self._reader = None
         await self._writer.close()
         if self._lock.moved():
+            self.database_gone = True  # (for the stop's last line: what was not committed is in the file gone)
             aside = self._lock.set_aside_companions()
             if aside:
-                log.error("the database file was gone at the stop: its -wal and -shm files were renamed aside, so that a "
-                          "file put at its path opens as it is", database=self.path, renamed=aside)  # fmt: skip
+                log.error("the database file was gone at the stop: its -wal and -shm files, which hold its last "
+                          "commits, were renamed aside; moved back to its path (mv), the file gets them back at the "
+                          "next start, which refuses to start while another file or none is there",
+                          database=self.path, renamed=aside)  # fmt: skip
         self._lock.release()  # only once the writer process has exited: it has nothing left to write
 
     # --- writes -------------------------------------------------------------

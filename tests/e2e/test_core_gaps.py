@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import sqlite3
@@ -843,6 +844,13 @@ def test_a_database_whose_wal_cannot_be_written_refuses_the_start(start_gateway,
     )
 
 
+STOPPED_WITH_THE_FILE_GONE = ("smsgw stopped with final statuses not committed: those MTs go out again at the next "
+                              "start on the database file gone, once it is moved back to its path")  # fmt: skip
+SET_ASIDE = ("the database file was gone at the stop: its -wal and -shm files, which hold its last commits, were renamed "
+             "aside; moved back to its path (mv), the file gets them back at the next start, which refuses to start "
+             "while another file or none is there")  # fmt: skip
+
+
 @pytest.mark.parametrize("how", ["deleted", "replaced"])
 def test_a_database_deleted_or_replaced_while_the_gateway_runs_is_not_written_to(
     start_gateway, handset, tmp_path: Path, how: str
@@ -874,15 +882,62 @@ def test_a_database_deleted_or_replaced_while_the_gateway_runs_is_not_written_to
     a.close()
     b.close()
     assert gw.terminate() == 1
-    assert logged(gw, "smsgw stopped with final statuses not committed: those MTs go out again at the next start")
+    assert logged(gw, STOPPED_WITH_THE_FILE_GONE)
     if how == "deleted":
         assert not db.exists(), "a connection of the gateway created a database in its place"
     else:
         assert db.read_bytes() == replacement, "the file put in its place was written to"
     # The gone file's -wal and -shm (SQLite cannot fold them into a file gone) are set aside, not left at the path: a
     # restart paired them with the file put there, and served the gone file's messages instead of the restored ones.
-    [aside] = logged(gw, "the database file was gone at the stop: its -wal and -shm files were renamed aside, so that a "
-                         "file put at its path opens as it is")  # fmt: skip
+    [aside] = logged(gw, SET_ASIDE)
     assert not Path(f"{db}-wal").exists() and not Path(f"{db}-shm").exists()
     assert not [r for r in logged(gw, "scheduled job failed") if "exception" in r]  # the store said why, once
     assert sorted(Path(name).name.split(".of-")[0] for name in aside["renamed"]) == ["gw.db-shm", "gw.db-wal"]
+
+
+@pytest.mark.parametrize("back", ["moved", "copied"])
+def test_a_database_moved_away_while_the_gateway_ran_gets_its_last_commits_back_once_moved_back(
+    start_gateway, handset, tmp_path: Path, back: str
+) -> None:
+    """The stop set the file's -wal and -shm aside, and they held every commit since its last checkpoint (the file
+    itself had no tables yet): moved back, the restart opened it without them, logged `database created`, and the MT
+    acknowledged before, its delivery answered, was gone (its stop's line said it would go out again). Now the start
+    puts them back beside the file moved back, and the MT goes out; a copy of it at its path (a file it cannot tell
+    from another database) is refused, naming them, and they are left as they were."""
+    db, moved = tmp_path / "gw.db", tmp_path / "moved.db"
+    config = config_file(tmp_path, drain_timeout=1)
+    gw = start_gateway(db, config)
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    b.answering = False
+    assert a.submit(B, "acknowledged").status == ESME_ROK
+    assert text(b.expect()) == "acknowledged"
+    db.rename(moved)
+    assert eventually(lambda: readiness(gw)[1]["store"] == "database file gone")
+    b.answer_held()  # (cannot be committed: the MT goes out again at the next start)
+    assert eventually(lambda: logged(gw, "final status not committed; writing it again until it is"))
+    a.close()
+    b.close()
+    assert gw.terminate() == 1
+    assert logged(gw, STOPPED_WITH_THE_FILE_GONE)
+    [aside] = logged(gw, SET_ASIDE)
+    if back == "moved":
+        moved.rename(db)
+        gw = start_gateway(db, config)
+        [put_back] = logged(gw, "the database file is back at its path: the -wal and -shm set aside from it at a stop "
+                                "are put back beside it")  # fmt: skip
+        assert sorted(put_back["renamed"]) == sorted(aside["renamed"])
+        assert not logged(gw, "database created")
+        assert text(handset(B, gw=gw).expect()) == "acknowledged"
+        assert gw.terminate() == 0
+        return
+    shutil.copyfile(moved, db)
+    refused = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--db", str(db), "--host", "127.0.0.1",
+         "--smpp-port", "0", "--http-port", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=15, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("smsgw: cannot start: ")
+    assert all(name in refused.stderr for name in aside["renamed"])
+    assert f"if the file at {db} is the one gone copied back, rename them to {db}-wal and {db}-shm" in refused.stderr
+    assert all(Path(name).exists() for name in aside["renamed"]) and not Path(f"{db}-wal").exists()

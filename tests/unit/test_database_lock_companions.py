@@ -1,12 +1,17 @@
 """A database gone from its path while the gateway ran (deleted, moved away, a restore moved over it): at the stop its
-own -wal and -shm are renamed aside (gateway/store/lock.py), so that a file put there opens as it is; nothing else is."""
+own -wal and -shm are renamed aside (gateway/store/lock.py), so that a file put there opens as it is; nothing else is.
+The next start puts them back beside that file moved back, and refuses any other file, or none."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import time
 from pathlib import Path
 
-from gateway.store.lock import DatabaseLock
+import pytest
+
+from gateway.store.lock import CompanionsSetAside, DatabaseLock
 
 
 def database(path: Path) -> sqlite3.Connection:
@@ -50,16 +55,97 @@ def test_a_wal_a_restore_copied_onto_the_gateways_is_left_to_the_restored_file(t
 
 
 def test_a_name_set_aside_before_is_not_overwritten(tmp_path: Path) -> None:
-    """The same pid (1, in a container) at another stop: the rename replaced the first stop's -wal without a word."""
+    """The same pid (1, in a container) at another stop, the same file, within the same second: the rename replaced the
+    first stop's -wal without a word."""
     db = tmp_path / "gw.db"
-    names = []
-    for _ in range(2):
-        conn = database(db)
-        lock = DatabaseLock(str(db))
-        lock.acquire()
-        lock.note_companions()
-        db.unlink()
-        names += lock.set_aside_companions()
-        lock.release()
+    conn = database(db)
+    lock = DatabaseLock(str(db))
+    lock.acquire()
+    lock.note_companions()
+    db.rename(tmp_path / "moved.db")
+    gone = (tmp_path / "moved.db").stat()
+    now = time.time()
+    taken = [  # (this second's name and the next's: the stop may fall in either)
+        Path(f"{db}{suffix}.of-the-file-gone-{time.strftime('%Y%m%dT%H%M%S', time.localtime(second))}-{os.getpid()}"
+             f".file-{gone.st_dev}-{gone.st_ino}-{gone.st_mtime_ns}")
+        for suffix in ("-wal", "-shm") for second in (now, now + 1)
+    ]  # fmt: skip
+    for name in taken:
+        name.write_bytes(b"an earlier stop's")
+    aside = lock.set_aside_companions()
+    lock.release()
+    conn.close()
+    assert len(aside) == 2 and not set(map(Path, aside)) & set(taken)
+    assert all(name.read_bytes() == b"an earlier stop's" for name in taken)
+
+
+def stopped_with_the_file_gone(db: Path) -> list[str]:
+    """A database whose row is in its -wal only, moved away while a gateway held it: the names set aside at its stop."""
+    conn = database(db)
+    lock = DatabaseLock(str(db))
+    lock.acquire()
+    lock.note_companions()
+    db.rename(db.with_name("moved.db"))
+    aside = lock.set_aside_companions()
+    lock.release()
+    conn.close()
+    assert len(aside) == 2
+    return aside
+
+
+def rows(db: Path) -> list[tuple]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT a FROM t").fetchall()
+    finally:
         conn.close()
-    assert len(set(names)) == 4 and all(Path(name).exists() for name in names)
+
+
+def test_the_file_moved_back_gets_its_wal_and_shm_back_at_the_start(tmp_path: Path) -> None:
+    """Its row is only in the -wal set aside: without it the file opened empty (no table)."""
+    db = tmp_path / "gw.db"
+    aside = stopped_with_the_file_gone(db)
+    db.with_name("moved.db").rename(db)
+    lock = DatabaseLock(str(db))
+    lock.acquire()
+    assert sorted(lock.taken_back) == sorted(aside) and not any(Path(name).exists() for name in aside)
+    assert rows(db) == [(1,)]
+    lock.release()
+
+
+def test_an_empty_wal_a_reader_left_beside_the_file_moved_back_is_replaced(tmp_path: Path) -> None:
+    """`sqlite3 -readonly gw.db` to look at the file moved back leaves an empty -wal and an -shm: nothing in them."""
+    db = tmp_path / "gw.db"
+    stopped_with_the_file_gone(db)
+    db.with_name("moved.db").rename(db)
+    reader = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    reader.execute("PRAGMA user_version").fetchone()
+    reader.close()
+    assert Path(f"{db}-wal").stat().st_size == 0 and Path(f"{db}-shm").exists()
+    lock = DatabaseLock(str(db))
+    lock.acquire()
+    assert len(lock.taken_back) == 2 and rows(db) == [(1,)]
+    lock.release()
+
+
+def test_with_no_file_at_its_path_the_start_is_refused_and_creates_none(tmp_path: Path) -> None:
+    """The file moved away and not back: the start created a new database there, empty (`database created`)."""
+    db = tmp_path / "gw.db"
+    aside = stopped_with_the_file_gone(db)
+    lock = DatabaseLock(str(db))
+    with pytest.raises(CompanionsSetAside, match=f"and no file is there: move that file back to {db}"):
+        lock.acquire()
+    assert not db.exists() and all(Path(name).exists() for name in aside)
+
+
+def test_beside_a_wal_with_commits_of_its_own_the_start_is_refused(tmp_path: Path) -> None:
+    """Moved back beside a -wal that holds frames (of whatever wrote there since): which is right, only the operator
+    knows."""
+    db = tmp_path / "gw.db"
+    aside = stopped_with_the_file_gone(db)
+    db.with_name("moved.db").rename(db)
+    Path(f"{db}-wal").write_bytes(b"\0" * 4096)
+    lock = DatabaseLock(str(db))
+    with pytest.raises(CompanionsSetAside, match=f"and {db}-wal is there too"):
+        lock.acquire()
+    assert all(Path(name).exists() for name in aside) and Path(f"{db}-wal").stat().st_size == 4096
