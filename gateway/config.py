@@ -596,7 +596,7 @@ def _account(table: dict[str, Any], where: str, path: Path | str) -> AccountConf
 
 def _short_code(table: dict[str, Any], where: str, path: Path | str) -> ShortCodeConfig:
     # (imported here: the handlers import this module for the settings they read)
-    from handlers.registry import HANDLERS, options_of
+    from handlers.registry import HANDLERS, SHORT_CODE_HANDLERS, options_of
 
     # An unknown handler name is the gateway's to name (app.py); meanwhile an option any handler takes may be its.
     handler = table.get("handler") if isinstance(table, dict) else None
@@ -615,10 +615,9 @@ def _short_code(table: dict[str, Any], where: str, path: Path | str) -> ShortCod
     if handler == "order":
         # It orders the catalogue entries of the code it answers, and a catalogue service code cannot be listed here
         # (one number, one service): on any [[short_codes]] code it answered every text with an empty service list.
-        others = ", ".join(sorted(name for name in HANDLERS if name != "order"))
         raise ConfigError(path, f"{where}.handler", f"order serves the catalogue's service codes ([[catalogue]] "
                           f"service_code), which have it without a [[short_codes]] entry; {code} has no service to "
-                          f"order (expected one of {others})")  # fmt: skip
+                          f"order (expected one of {', '.join(SHORT_CODE_HANDLERS)})")  # fmt: skip
     return ShortCodeConfig(code, handler, options)
 
 

@@ -19,6 +19,10 @@ HANDLERS: dict[str, type] = {
     "silent": SilentHandler,  # never answers (tests of a server that drops replies)
 }
 
+# The names a [[short_codes]] entry may give: not `order`, which serves the catalogue's service codes (they have it
+# without an entry) and has nothing to order on any other code (gateway/config.py refuses it there).
+SHORT_CODE_HANDLERS = tuple(sorted(name for name in HANDLERS if name != "order"))
+
 # The operator's own services: a number blocked network-wide for spam may still text the codes that run them, to
 # unsubscribe, rate or reach customer service (gateway/guards.py).
 OPERATOR_SERVICES = frozenset({"customer_service", "spam_report", "rating"})
@@ -32,7 +36,8 @@ def options_of(name: str) -> dict[str, str]:
 
 
 def make_handler(name: str) -> Handler:
+    """KeyError for a name it does not know: only a [[short_codes]] entry's can be one, so that is what it lists."""
     try:
         return HANDLERS[name]()
     except KeyError:
-        raise KeyError(f"unknown handler {name!r}; known: {', '.join(sorted(HANDLERS))}") from None
+        raise KeyError(f"unknown handler {name!r}; known: {', '.join(SHORT_CODE_HANDLERS)}") from None

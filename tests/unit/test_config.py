@@ -442,6 +442,9 @@ def serve(*args: str) -> subprocess.CompletedProcess:
      # It failed later, as "cannot start: cannot open SQLite store at ''", naming neither the file nor the key.
      ('database = "var/smsgw.db"', 'database = ""', "gateway.database: expected the SQLite file's name (not empty)"),
      ('handler = "echo" ', 'handler = "echo"\nprefix = true ', "short_codes[0].prefix: expected a string; got True"),
+     # It listed `order` among the names known, which is refused there (below).
+     ('handler = "echo" ', 'handler = "ecko" ',
+      "short_codes[0].handler: unknown handler 'ecko'; known: customer_service, echo, rating, silent, spam_report"),
      # 8 characters: it started, then dropped every bind's connection, its bind_resp failing to encode.
      ('system_id = "smsgw"', 'system_id = "网关网关网关网关"',
       ("gateway.system_id: expected 1 to 15 octets of Latin-1 text, as SMPP carries it (SMPP 3.4 C-Octet String); "
