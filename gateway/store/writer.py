@@ -88,6 +88,8 @@ class WriterProcess:
         self._proc: asyncio.subprocess.Process | None = None
         self._next_batch = 1
         self._restart_failing = False
+        # The exit status of the child a restart replaces, kept while no successor can start (for the line saying one did).
+        self._replaced_status: int | None = None
         self._watch: asyncio.Task[None] | None = None  # the child's exit, told to on_exit
         # The child's probe at its start failed (the database locked by another process): its error, else None.
         self.cannot_write_at_start: str | None = None
@@ -228,7 +230,10 @@ class WriterProcess:
         """A successor for a child that is gone; WriterCannotStart if none can (the database's directory gone, no
         memory for a process): then the store cannot commit (not ready) and tries again with its next batch."""
         proc, self._proc = self._proc, None
-        status = await proc.wait() if proc is not None else None
+        if proc is not None:
+            status = await proc.wait()
+            if self._replaced_status is None:  # (not a successor's that failed: the child that died is the news)
+                self._replaced_status = status
         try:
             await self.start(create=False)
         except (sqlite3.Error, OSError, SchemaVersionError) as exc:
@@ -238,6 +243,7 @@ class WriterProcess:
                 log.error("SQLite writer process cannot be restarted", database=self.path, error=repr(exc), **hint)
             raise WriterCannotStart(f"SQLite writer process cannot be restarted: {exc}") from exc
         self._restart_failing = False
+        status, self._replaced_status = self._replaced_status, None
         log.warning("SQLite writer process restarted", database=self.path, exit_status=status, pid=self.pid)
 
     async def _receive(self) -> tuple:

@@ -738,6 +738,9 @@ def test_a_database_that_cannot_be_written_is_not_ready_until_it_can_be_again(st
     assert text(b.expect()) == "writable again"
     assert len(logged(gw, "store cannot commit")) == 1
     assert len(logged(gw, "SQLite writer process cannot be restarted")) == 1
+    # The status of the writer killed, not of the successors that could not start meanwhile: it said None.
+    [restarted] = logged(gw, "SQLite writer process restarted")
+    assert restarted["exit_status"] == -signal.SIGKILL
 
 
 def test_a_writer_process_that_cannot_start_at_the_open_file_limit_says_so(start_gateway, handset, tmp_path: Path) -> None:
@@ -762,6 +765,8 @@ def test_a_writer_process_that_cannot_start_at_the_open_file_limit_says_so(start
     [line] = logged(gw, "SQLite writer process cannot be restarted")
     assert line["hint"] == "the open-file limit is reached: raise `ulimit -n`", line
     assert eventually(lambda: a.submit(B, "below it again").status == ESME_ROK, 15)
+    [restarted] = logged(gw, "SQLite writer process restarted")
+    assert restarted["exit_status"] == -signal.SIGKILL  # (the writer killed: it said None, the spawn having failed)
 
 
 @contextlib.contextmanager
