@@ -488,18 +488,23 @@ class Delivery:
 
     async def _delivered_late(self, message: Message, binds: Iterable[Receiver], taken: bool) -> None:
         """A delivery acknowledged late, its MT no longer in hand as it was then: delivered if it is still to go out.
-        `taken`: it was not in hand, and is now (answered_late)."""
+        `taken`: it was not in hand, and is now (answered_late); out of hand again unless delivered here, the store's
+        read failing too (else it stayed ENROUTE for good, no backlog read handing it out nor the sweep expiring it)."""
         message_id = message.id
-        stored = await self.store.get(message_id)
-        if (
-            self._stopped or stored is None or stored.status is not _ENROUTE or stored.direction is not Direction.MT
-            or self._replaced.get(message_id, message) is not message
-        ):  # fmt: skip
-            if taken:
+        delivered = False
+        try:
+            stored = await self.store.get(message_id)
+            if (
+                self._stopped or stored is None or stored.status is not _ENROUTE or stored.direction is not Direction.MT
+                or self._replaced.get(message_id, message) is not message
+            ):  # fmt: skip
+                return  # ended meanwhile (its final status committed), scheduled again by a replace_sm, replaced, or too late
+            if taken or self._take_back(stored) or any(receiver.abandon(message_id) for receiver in binds):
+                delivered = True
+                self.delivered(stored)
+        finally:
+            if taken and not delivered:
                 self._held.discard(message_id)
-            return  # ended meanwhile (its final status committed), scheduled again by a replace_sm, replaced, or too late
-        if taken or self._take_back(stored) or any(receiver.abandon(message_id) for receiver in binds):
-            self.delivered(stored)
 
     def _retry_now(self, message: Message, failed_on: Receiver | None) -> None:
         self._retry_timers.pop(message.id)

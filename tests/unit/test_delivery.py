@@ -364,6 +364,48 @@ async def test_an_mt_parked_on_a_stalled_bind_answered_late_there_is_not_sent_ag
     assert await status_of(store, "m0") is MessageStatus.DELIVERED and "m0" not in delivery._held
 
 
+class GetFails(SqliteStore):
+    """Its reads of one MT fail while `failing` (the database could not be read for a moment)."""
+
+    failing = False
+
+    async def get(self, message_id):
+        if self.failing:
+            raise OSError("disk I/O error")
+        return await super().get(message_id)
+
+
+async def test_an_mt_parked_on_a_stalled_bind_answered_late_while_the_store_cannot_be_read_still_goes_out(
+    tmp_path: Path, router, accounts, clock
+) -> None:
+    """m0's retry was parked on the stalled bind, which then answers m0's deliver_sm, late, as the store fails to read
+    m0 back: m0 stayed in hand for good, ENROUTE in the store, no read handing it out, the sweep not expiring it."""
+    store = GetFails(str(tmp_path / "gw.db"), clock=clock.now)
+    async with delivery_on(store, router, clock) as delivery:
+        delivery.FULL = 1
+        delivery.backoff = [0.01]
+        bind = Sending(accounts.get("handset"))
+        router.bound(bind)
+        router.stalled(bind)
+        await admit(store, delivery, mt("m0", "8613700000001"), mt("m1", "8613700000001"))
+        [m0] = bind.offered  # m1 parked
+        bind.load -= 1
+        delivery.retry_later(m0, bind=bind)  # timed out
+        await until(lambda: "m0" not in delivery._retry_timers)  # its retry: parked
+        store.failing = True
+        delivery.answered_late(m0, 0, bind, [])
+        await asyncio.gather(*delivery._late, return_exceptions=True)
+        store.failing = False
+        assert "m0" not in delivery._held
+        router.unbound(bind)
+        delivery.unbound(bind)
+        fresh = Receiver(accounts.get("handset"))
+        router.bound(fresh)
+        delivery.receiver_ready(fresh)
+        await asyncio.gather(*delivery._pulls.values())
+        assert [m.id for m in fresh.offered] == ["m0", "m1"]  # (the late answer lost: m0 sent again)
+
+
 async def test_an_mt_admitted_while_the_backlog_is_read_goes_out_after_it(store, delivery, router, accounts) -> None:
     delivery.PAGE = 4
     receiver = await reading_backlog(store, delivery, router, accounts, 10)  # 6 still in the store
