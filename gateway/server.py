@@ -639,7 +639,9 @@ class SmppConnection(asyncio.Protocol):
         subscriber: once one of a subscriber's MTs stays (only this bind serves it, or it is frozen), the ones after
         it stay too. Of those, no more than Delivery.FULL (with those in flight) stay queued: the rest go back too, and
         are parked (Delivery._full), as those routed here from now on will be; until it stalled, every MT routed here
-        was queued (at 1,000 a second, 10,000 in a response_timeout of 10 s)."""
+        was queued (at 1,000 a second, 10,000 in a response_timeout of 10 s); so are those held for it behind its
+        account's backlog read (Delivery.stalled)."""
+        self.gateway.delivery.stalled(self)
         if not self.pending:
             return
         router = self.gateway.router

@@ -819,3 +819,37 @@ def test_what_a_silent_bind_parked_goes_once_in_order_to_the_bind_after_it(make_
     assert sorted(got) == sorted(texts)
     assert in_order_per_subscriber(got, texts), got
     healthy.expect_none(within=1.5)
+
+
+def test_a_silent_bind_that_appears_while_mts_wait_for_it_holds_no_more_than_full_and_once_it_answers_gets_every_mt_once_in_order(
+    make_gateway, handset
+):
+    """MTs wait in the store for the carrier (parked at its last bind, which was as silent, or before a restart) when a
+    bind appears that answers no deliver_sm: the read of them hands it two pages and waits for room, and it stalls.
+    Each MT routed to it, to a subscriber the read had not reached, was held behind the read in memory, not in its
+    load, so none was parked (30,000 MTs of 10 KB: +325 MB). Once it answers, every MT reaches it once, in order per
+    subscriber."""
+    gw = make_gateway(gateway={"window": 2, "response_timeout": 1, "enquire_link_interval": 30, "idle_timeout": 120,
+                               "retry_backoff": [60]})  # fmt: skip
+    delivery = gw.gateway.delivery
+    delivery.PAGE, delivery.ROOM, delivery.FULL = 2, 3, 5
+    a = handset(A, bind="tx", gw=gw)
+    texts = [f"mt {n} to {SUBSCRIBERS[n % 3]}" for n in range(36)]
+    for mt in texts[:12]:  # no carrier bind yet
+        assert a.submit(mt.split(" to ")[1], mt).status == ESME_ROK
+    silent = handset(X, system_id="carrier", bind="rx", gw=gw)
+    silent.answering = False
+    bind = next(c for c in gw.gateway.connections if c.account is not None and c.account.system_id == "carrier")
+    for mt in texts[12:18]:  # before its first deliver_sm times out: behind the read, in memory until then
+        assert a.submit(mt.split(" to ")[1], mt).status == ESME_ROK
+    assert eventually(lambda: bind.stalled)
+    for mt in texts[18:]:
+        assert a.submit(mt.split(" to ")[1], mt).status == ESME_ROK  # (admitted by the time it is answered)
+    assert len(delivery._held) <= 2 * delivery.PAGE  # the two pages the read handed it; the other 32 in the store
+    got = [text(silent.expect())]
+    silent.answer_held()  # late (it timed out): delivered all the same, not sent again
+    silent.answering = True
+    got += [text(pdu) for pdu in silent.expect_many(len(texts) - 1, timeout=10)]
+    assert sorted(got) == sorted(texts)
+    assert in_order_per_subscriber(got, texts), got
+    silent.expect_none(within=1.5)

@@ -329,6 +329,122 @@ async def test_an_mt_to_a_stalled_bind_that_answers_during_a_read_for_another_wa
     assert [m.id for m in two.offered] == [f"b{i}" for i in range(4)]
 
 
+async def stalled_with_its_backlog_read_waiting(store, delivery, router, accounts) -> Receiver:
+    """b0..b3 wait for ...01 when a bind of `handset` appears: the read hands it a page and waits for room, n00..n04 to
+    ...02 accepted meanwhile wait behind it; the bind stalls (b0 and b1 time out, their retries parked), and n05..n09
+    are accepted. The bind."""
+    delivery.PAGE = delivery.ROOM = 2
+    delivery.FULL = 3
+    delivery.backoff = [0.01]
+    await admit(store, delivery, *(mt(f"b{i}", ONE) for i in range(4)))  # no bind for them yet
+    bind = Receiver(accounts.get("handset"))
+    router.bound(bind)
+    delivery.receiver_ready(bind)
+    await bind.wait_for(2)
+    await asyncio.sleep(0)
+    assert "handset" in delivery._room_waiters  # the read waits for room
+    await admit(store, delivery, *(mt(f"n{i:02d}", TWO) for i in range(5)))
+    assert len(delivery._reads["handset"].behind) == 5
+    router.stalled(bind)
+    delivery.stalled(bind)  # (SmppConnection.hand_over)
+    for message in bind.offered:  # timed out (no room freed for the read)
+        bind.load -= 1
+        delivery.retry_later(message, bind=bind)
+    await admit(store, delivery, *(mt(f"n{i:02d}", TWO) for i in range(5, 10)))
+    await until(lambda: not delivery._retry_timers)
+    return bind
+
+
+ONE, TWO = "8613700000001", "8613700000002"
+
+
+async def test_new_mts_to_a_stalled_bind_its_backlog_read_waits_for_are_parked_and_read_back_once_in_order_when_it_answers(
+    store, delivery, router, accounts
+) -> None:
+    """A stuck client binds again while MTs wait for it (parked at its last bind, or accepted while it was away): the
+    read of them hands it a page and waits for room, the bind stalls, and each MT accepted next to a subscriber the
+    read has not reached was held behind the read, in memory, none of them in the bind's load (`_full`): every MT
+    routed to it. They are parked, those held before it stalled too, and the read waits until it answers again: then
+    every MT goes out once, in order per subscriber."""
+    bind = await stalled_with_its_backlog_read_waiting(store, delivery, router, accounts)
+    assert not delivery._held  # n00..n09 and the retries parked: in the store only
+    sp_bind = Receiver(accounts.get("sp"))
+    router.bound(sp_bind)
+    router.unbound(sp_bind)
+    delivery.unbound(sp_bind)  # another account's bind goes: a read waiting for room looks again
+    await settled(store)
+    # No read meanwhile: each page would be parked again.
+    assert not delivery._held and len(bind.offered) == 2 and "handset" in delivery._room_waiters
+    router.answered(bind)
+    delivery.answering(bind)  # (the read goes on, as no answer says: the deliver_sm timed out)
+    await admit(store, delivery, mt("n10", TWO))  # behind the read (ids sort in the order MTs were accepted)
+    for _ in range(100):  # it answers what it has until the read is over
+        answer(delivery, bind, bind.offered[len(bind.offered) - bind.load :])
+        await settled(store)
+    assert not delivery._pulls
+    assert [m.id for m in bind.offered if m.dest_addr == ONE] == ["b0", "b1", "b0", "b1", "b2", "b3"]  # (retries read back)
+    assert [m.id for m in bind.offered if m.dest_addr == TWO] == [f"n{i:02d}" for i in range(11)]
+
+
+async def test_a_bind_that_appears_beside_a_stalled_one_its_backlog_read_waits_for_is_given_it(
+    store, delivery, router, accounts
+) -> None:
+    """The read waits for room on a stalled bind that parked MTs: another bind of the account appears, and the read
+    goes on for it at once (nothing it was given would wake the read: its MTs waited behind it)."""
+    await stalled_with_its_backlog_read_waiting(store, delivery, router, accounts)
+    other = Receiver(accounts.get("handset"))
+    router.bound(other)
+    delivery.receiver_ready(other)
+    await admit(store, delivery, mt("n10", TWO))  # behind the read
+    for _ in range(100):
+        answer(delivery, other, other.offered[len(other.offered) - other.load :])
+        await settled(store)
+    assert not delivery._pulls
+    assert [m.id for m in other.offered] == ["b0", "b1", "b2", "b3", *(f"n{i:02d}" for i in range(11))]
+
+
+async def test_a_backlog_read_waiting_for_room_on_a_stalled_bind_ends_when_it_goes_and_the_next_bind_gets_it_all(
+    store, delivery, router, accounts
+) -> None:
+    """The stalled bind the read waits for goes, nothing queued on it: the read ends (it waited for room for good),
+    and the next bind is given every MT once, in order."""
+    bind = await stalled_with_its_backlog_read_waiting(store, delivery, router, accounts)
+    router.unbound(bind)
+    delivery.unbound(bind)
+    await until(lambda: not delivery._pulls)
+    fresh = Receiver(accounts.get("handset"))
+    router.bound(fresh)
+    delivery.receiver_ready(fresh)
+    for _ in range(100):
+        answer(delivery, fresh, fresh.offered[len(fresh.offered) - fresh.load :])
+        await settled(store)
+    assert not delivery._pulls
+    assert [m.id for m in fresh.offered] == ["b0", "b1", "b2", "b3", *(f"n{i:02d}" for i in range(10))]
+
+
+async def test_a_backlog_read_waiting_for_room_on_a_bind_whose_deliver_sm_timed_out_goes_on_when_it_answers_again(
+    store, delivery, router, accounts
+) -> None:
+    """The read waits for room on the bind; its deliver_sm time out (a timeout wakes no read) and it stalls, no MT
+    parked for it. It answers again with no delivery to wake the read (its peer reads again, or a late answer
+    refuses for now): the read goes on, rather than wait for a delivery that may never come."""
+    delivery.PAGE = delivery.ROOM = 2
+    delivery.backoff = [60]
+    await admit(store, delivery, *(mt(f"b{i}", ONE) for i in range(4)))
+    bind = Receiver(accounts.get("handset"))
+    router.bound(bind)
+    delivery.receiver_ready(bind)
+    await bind.wait_for(2)
+    router.stalled(bind)
+    for message in bind.offered:
+        bind.load -= 1
+        delivery.retry_later(message, bind=bind)
+    router.answered(bind)
+    delivery.answering(bind)
+    await until(lambda: len(bind.offered) == 4)  # (not after b0's retry, a minute away)
+    assert [m.id for m in bind.offered] == ["b0", "b1", "b2", "b3"]
+
+
 class Sending(Receiver):
     """A bind with room in its window: what it is offered goes out at once (no cancel_sm takes it back)."""
 
