@@ -320,10 +320,7 @@ async def test_an_mt_to_a_stalled_bind_that_answers_during_a_read_for_another_wa
     router.answered(stalled)
     delivery.answering(stalled)
     await admit(store, delivery, mt("m5", one))
-    for _ in range(100):  # both answer what they have until the read is over
-        for bind in (two, stalled):
-            answer(delivery, bind, bind.offered[len(bind.offered) - bind.load :])
-        await settled(store)
+    await answer_until_read(store, delivery, two, stalled)
     assert not delivery._pulls
     assert [m.id for m in stalled.offered] == [f"m{i}" for i in range(6)]
     assert [m.id for m in two.offered] == [f"b{i}" for i in range(4)]
@@ -378,9 +375,7 @@ async def test_new_mts_to_a_stalled_bind_its_backlog_read_waits_for_are_parked_a
     router.answered(bind)
     delivery.answering(bind)  # (the read goes on, as no answer says: the deliver_sm timed out)
     await admit(store, delivery, mt("n10", TWO))  # behind the read (ids sort in the order MTs were accepted)
-    for _ in range(100):  # it answers what it has until the read is over
-        answer(delivery, bind, bind.offered[len(bind.offered) - bind.load :])
-        await settled(store)
+    await answer_until_read(store, delivery, bind)
     assert not delivery._pulls
     assert [m.id for m in bind.offered if m.dest_addr == ONE] == ["b0", "b1", "b0", "b1", "b2", "b3"]  # (retries read back)
     assert [m.id for m in bind.offered if m.dest_addr == TWO] == [f"n{i:02d}" for i in range(11)]
@@ -396,9 +391,7 @@ async def test_a_bind_that_appears_beside_a_stalled_one_its_backlog_read_waits_f
     router.bound(other)
     delivery.receiver_ready(other)
     await admit(store, delivery, mt("n10", TWO))  # behind the read
-    for _ in range(100):
-        answer(delivery, other, other.offered[len(other.offered) - other.load :])
-        await settled(store)
+    await answer_until_read(store, delivery, other)
     assert not delivery._pulls
     assert [m.id for m in other.offered] == ["b0", "b1", "b2", "b3", *(f"n{i:02d}" for i in range(11))]
 
@@ -415,9 +408,7 @@ async def test_a_backlog_read_waiting_for_room_on_a_stalled_bind_ends_when_it_go
     fresh = Receiver(accounts.get("handset"))
     router.bound(fresh)
     delivery.receiver_ready(fresh)
-    for _ in range(100):
-        answer(delivery, fresh, fresh.offered[len(fresh.offered) - fresh.load :])
-        await settled(store)
+    await answer_until_read(store, delivery, fresh)
     assert not delivery._pulls
     assert [m.id for m in fresh.offered] == ["b0", "b1", "b2", "b3", *(f"n{i:02d}" for i in range(10))]
 
@@ -1185,6 +1176,14 @@ async def until(condition, timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.005)
+
+
+async def answer_until_read(store, delivery, *binds: Receiver) -> None:
+    """Each bind answers what it has in flight, again and again (100 rounds), until the backlog read is over."""
+    for _ in range(100):
+        for bind in binds:
+            answer(delivery, bind, bind.offered[len(bind.offered) - bind.load :])
+        await settled(store)
 
 
 async def test_a_final_status_committed_though_its_write_was_reported_failed_is_not_written_again_for_ever(
