@@ -65,6 +65,7 @@ class DatabaseLock:
         self._identity: tuple[int, int] | None = None
         self._companions: dict[str, tuple[int, int]] = {}  # "-wal"/"-shm" -> (device, inode) seen beside it (`moved`)
         self.taken_back: list[str] = []  # the companions a stop set aside that `acquire` put back (their names then)
+        self.not_used: list[str] = []  # those `acquire` found set aside and left there (`_to_put_back`)
 
     def acquire(self) -> None:
         """Take the locks, or raise DatabaseInUse (OSError if a file cannot be opened at all); then put back the -wal
@@ -82,7 +83,7 @@ class DatabaseLock:
             raise
         self._fd = fd
         try:
-            aside = _set_aside_beside(self.database)
+            aside, self.not_used = _to_put_back(_set_aside_beside(self.database))
             if aside and not os.path.lexists(self.database):  # (refused before the lock creates an empty file there)
                 raise _not_taken_back(self.database, aside, "no file is there")
             self._lock_database()
@@ -219,6 +220,14 @@ def _fingerprint(suffix: str, stat: os.stat_result) -> tuple[int, ...]:
 def _set_aside_beside(database: str) -> list[str]:
     """The -wal and -shm files stops set aside from `database` (`set_aside_companions`), sorted."""
     return sorted(name for suffix in _COMPANIONS for name in glob.glob(glob.escape(database + suffix + _SET_ASIDE) + "*"))
+
+
+def _to_put_back(aside: list[str]) -> tuple[list[str], list[str]]:
+    """Of the companions set aside, those a start puts back (or refuses to start without: they hold the gone file's
+    last commits), and those it leaves there unused: named by an earlier smsgw, without the file they are of (its start
+    went on without them; the file may have been moved back and written since, and they would replay old frames)."""
+    used = [name for name in aside if _set_aside_from(name) is not None]
+    return used, [name for name in aside if name not in used]
 
 
 def _set_aside_from(name: str) -> tuple[int, ...] | None:

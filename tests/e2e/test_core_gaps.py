@@ -946,3 +946,25 @@ def test_a_database_moved_away_while_the_gateway_ran_gets_its_last_commits_back_
     assert all(name in refused.stderr for name in aside["renamed"])
     assert f"if the file at {db} is the one gone copied back, rename them to {db}-wal and {db}-shm" in refused.stderr
     assert all(Path(name).exists() for name in aside["renamed"]) and not Path(f"{db}-wal").exists()
+
+
+def test_files_an_earlier_smsgw_set_aside_beside_a_database_moved_back_do_not_stop_the_start(
+    start_gateway, handset, tmp_path: Path
+) -> None:
+    """Set aside by the version before the names said which file they are of, its start went on without them; after
+    the upgrade every start was refused ("the file there now is another one"), on the file moved back and used since
+    too. They are left where they are, named in a warning line."""
+    db = tmp_path / "gw.db"
+    sqlite3.connect(db).close()  # (a file at its path, which their names cannot be checked against)
+    earlier = [f"{db}{suffix}.of-the-file-gone-20261206T120000-4242" for suffix in ("-wal", "-shm")]
+    for name in earlier:
+        Path(name).write_bytes(b"an earlier smsgw's")
+    gw = start_gateway(db, config_file(tmp_path))
+    [not_used] = logged(gw, "files set aside beside the database at a stop are not used: set aside by an earlier smsgw "
+                            "(their names do not say which file they are of); move them elsewhere")  # fmt: skip
+    assert sorted(not_used["not_used"]) == sorted(earlier)
+    b = handset(B, gw=gw)
+    assert handset(A, gw=gw).submit(B, "served").status == ESME_ROK
+    assert text(b.expect()) == "served"
+    assert gw.terminate() == 0
+    assert all(Path(name).read_bytes() == b"an earlier smsgw's" for name in earlier)

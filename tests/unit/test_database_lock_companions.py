@@ -149,3 +149,20 @@ def test_beside_a_wal_with_commits_of_its_own_the_start_is_refused(tmp_path: Pat
     with pytest.raises(CompanionsSetAside, match=f"and {db}-wal is there too"):
         lock.acquire()
     assert all(Path(name).exists() for name in aside) and Path(f"{db}-wal").stat().st_size == 4096
+
+
+def test_files_an_earlier_smsgw_set_aside_are_not_used(tmp_path: Path) -> None:
+    """Its names do not say which file they are of, and its start went on without them: the file may have been moved
+    back and written since (they would replay old frames). Every start after the upgrade was refused."""
+    db = tmp_path / "gw.db"
+    aside = stopped_with_the_file_gone(db)
+    earlier = [Path(name.split(".file-")[0]) for name in aside]  # (its names: "<database>-wal.of-the-file-gone-<time>-<pid>")
+    for name, named_before in zip(aside, earlier):
+        Path(name).rename(named_before)
+    db.with_name("moved.db").rename(db)
+    lock = DatabaseLock(str(db))
+    lock.acquire()
+    assert lock.taken_back == [] and sorted(lock.not_used) == sorted(map(str, earlier))
+    assert all(name.exists() for name in earlier) and not Path(f"{db}-wal").exists()
+    lock.release()
+
