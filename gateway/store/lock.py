@@ -83,7 +83,7 @@ class DatabaseLock:
             raise
         self._fd = fd
         try:
-            aside, self.not_used = _to_put_back(_set_aside_beside(self.database))
+            aside, self.not_used = _to_put_back(self.database, _set_aside_beside(self.database))
             if aside and not os.path.lexists(self.database):  # (refused before the lock creates an empty file there)
                 raise _not_taken_back(self.database, aside, "no file is there")
             self._lock_database()
@@ -222,11 +222,14 @@ def _set_aside_beside(database: str) -> list[str]:
     return sorted(name for suffix in _COMPANIONS for name in glob.glob(glob.escape(database + suffix + _SET_ASIDE) + "*"))
 
 
-def _to_put_back(aside: list[str]) -> tuple[list[str], list[str]]:
-    """Of the companions set aside, those a start puts back (or refuses to start without: they hold the gone file's
-    last commits), and those it leaves there unused: named by an earlier smsgw, without the file they are of (its start
-    went on without them; the file may have been moved back and written since, and they would replay old frames)."""
-    used = [name for name in aside if _set_aside_from(name) is not None]
+def _to_put_back(database: str, aside: list[str]) -> tuple[list[str], list[str]]:
+    """Of the companions set aside, those a start puts back (or refuses to start without: a -wal holds the gone file's
+    last commits, its -shm goes with it), and those it leaves there unused: named by an earlier smsgw, without the file
+    they are of (its start went on without them; the file may have been moved back and written since, and they would
+    replay old frames), and an -shm set aside without a -wal of its file (a -wal a restore copied onto the gateway's
+    stayed at the path): an -shm is only an index of a -wal, which SQLite rebuilds at the first open."""
+    walled = {_set_aside_from(name) for name in aside if name.startswith(database + _COMPANIONS[0])}
+    used = [name for name in aside if _set_aside_from(name) is not None and _set_aside_from(name) in walled]
     return used, [name for name in aside if name not in used]
 
 

@@ -454,7 +454,8 @@ class SqliteStore:
                         "back beside it", database=self.path, renamed=self._lock.taken_back)  # fmt: skip
         if self._lock.not_used:
             log.warning("files set aside beside the database at a stop are not used: set aside by an earlier smsgw "
-                        "(their names do not say which file they are of); move them elsewhere", database=self.path, not_used=self._lock.not_used)  # fmt: skip
+                        "(their names do not say which file they are of), or an -shm without its -wal (an index "
+                        "SQLite rebuilds); move them elsewhere", database=self.path, not_used=self._lock.not_used)  # fmt: skip
         try:
             await self._writer.start()  # opens the file in WAL mode and migrates it
             self._reader = _connect_reader(self.path)

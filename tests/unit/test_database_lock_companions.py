@@ -166,3 +166,30 @@ def test_files_an_earlier_smsgw_set_aside_are_not_used(tmp_path: Path) -> None:
     assert all(name.exists() for name in earlier) and not Path(f"{db}-wal").exists()
     lock.release()
 
+
+def test_an_shm_set_aside_without_its_wal_is_not_used(tmp_path: Path) -> None:
+    """A restore copied a database and its -wal onto the gateway's while it ran: the -wal stayed (the restored file's),
+    the -shm alone was set aside. It is only an index of a -wal, rebuilt at the first open: the start on the restored
+    file was refused over it."""
+    db = tmp_path / "gw.db"
+    conn = database(db)
+    lock = DatabaseLock(str(db))
+    lock.acquire()
+    lock.note_companions()
+    db.rename(tmp_path / "moved.db")
+    restored = database(tmp_path / "backup.db")
+    restored.close()
+    (tmp_path / "backup.db").rename(db)  # (another file, without a -wal of its own: the gone file's is left there)
+    with open(f"{db}-wal", "ab") as wal:  # (the restore's content, in the same file)
+        wal.write(b"\0" * 4096)
+    aside = lock.set_aside_companions()
+    lock.release()
+    conn.close()
+    assert [Path(name).name.split(".of-")[0] for name in aside] == ["gw.db-shm"]
+    Path(f"{db}-wal").unlink()  # (not SQLite's: a restore's of its own would be)
+    lock = DatabaseLock(str(db))
+    lock.acquire()
+    assert lock.taken_back == [] and lock.not_used == aside and Path(aside[0]).exists()
+    lock.release()
+    assert rows(db) == [(1,)]
+
