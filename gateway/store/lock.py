@@ -35,6 +35,7 @@ import fcntl
 import glob
 import os
 import re
+import struct
 import time
 
 _COMPANIONS = ("-wal", "-shm")  # SQLite's files beside a database in WAL mode, named after its path
@@ -43,6 +44,9 @@ _COMPANIONS = ("-wal", "-shm")  # SQLite's files beside a database in WAL mode, 
 _SET_ASIDE = ".of-the-file-gone-"
 _SET_ASIDE_FROM = re.compile(r"\.file-(\d+)-(\d+)-(\d+)(?:-\d+)?$")
 _WAL_HEADER = 32  # bytes before a -wal's first frame (sqlite.org/fileformat2.html#walformat)
+# SQLite's unix VFS holds a read lock on this byte of the -shm for each connection that has it open (UNIX_SHM_DMS).
+_SHM_DMS = 128
+_FLOCK = struct.Struct("hhqqi4x")  # Linux's struct flock: l_type, l_whence, l_start, l_len, l_pid (64-bit off_t)
 # (device, inode) of the database files this process's gateways hold.
 _HELD: set[tuple[int, int]] = set()
 
@@ -135,6 +139,11 @@ class DatabaseLock:
             if suffix in back or _holds_commits(self.database + suffix):
                 raise _not_taken_back(self.database, aside, f"{self.database}{suffix} is there too")
             back[suffix] = name
+        reader = _shm_reader(self.database + _COMPANIONS[1])
+        if reader is not None:
+            raise CompanionsSetAside(f"{self.database} is open in another process{reader} (its -shm is locked): close "
+                                     f"it, then start (renamed over its -wal and -shm, {', '.join(aside)} would be "
+                                     "lost when it closes)")  # fmt: skip
         for suffix, name in back.items():
             os.rename(name, self.database + suffix)
             self.taken_back.append(name)
@@ -231,6 +240,25 @@ def _to_put_back(database: str, aside: list[str]) -> tuple[list[str], list[str]]
     walled = {_set_aside_from(name) for name in aside if name.startswith(database + _COMPANIONS[0])}
     used = [name for name in aside if _set_aside_from(name) is not None and _set_aside_from(name) in walled]
     return used, [name for name in aside if name not in used]
+
+
+def _shm_reader(shm: str) -> str | None:
+    """Whether another process has the database open, as " (pid N)" (or "" where its pid is not visible), else None:
+    each SQLite connection with the -shm open holds a read lock on its DMS byte, which F_GETLK reports (not this
+    process's own: it has no connection open before the start). The descriptor opened to ask closes at once, which
+    drops this process's fcntl locks on the -shm: none, for the same reason."""
+    try:
+        fd = os.open(shm, os.O_RDONLY)
+    except FileNotFoundError:
+        return None  # (no connection has the database open in WAL mode: the first creates it)
+    try:
+        held = fcntl.fcntl(fd, fcntl.F_GETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, _SHM_DMS, 1, 0))
+    finally:
+        os.close(fd)
+    kind, _, _, _, pid = _FLOCK.unpack(held)
+    if kind == fcntl.F_UNLCK:
+        return None
+    return f" (pid {pid})" if pid > 0 else ""
 
 
 def _set_aside_from(name: str) -> tuple[int, ...] | None:

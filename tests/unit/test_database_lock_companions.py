@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -193,3 +195,36 @@ def test_an_shm_set_aside_without_its_wal_is_not_used(tmp_path: Path) -> None:
     lock.release()
     assert rows(db) == [(1,)]
 
+
+READER = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1])
+conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+print("open", flush=True)
+sys.stdin.read()
+conn.close()
+"""
+
+
+def test_the_file_moved_back_open_in_another_process_is_refused_and_nothing_renamed(tmp_path: Path) -> None:
+    """An operator's sqlite3 session on the file moved back has the -wal and -shm it created open: renamed over, its
+    view split, and its close (the last connection, it thought) unlinked the gateway's -wal with its commits."""
+    db = tmp_path / "gw.db"
+    aside = stopped_with_the_file_gone(db)
+    db.with_name("moved.db").rename(db)
+    reader = subprocess.Popen([sys.executable, "-c", READER, str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    try:
+        assert reader.stdout.readline() == "open\n"  # (POSIX locks are per process: another one must hold it)
+        wal = Path(f"{db}-wal").stat()
+        lock = DatabaseLock(str(db))
+        with pytest.raises(CompanionsSetAside, match=rf"{db} is open in another process \(pid {reader.pid}\)"):
+            lock.acquire()
+        assert all(Path(name).exists() for name in aside)
+        assert (Path(f"{db}-wal").stat().st_ino, Path(f"{db}-wal").stat().st_size) == (wal.st_ino, wal.st_size)
+    finally:
+        reader.communicate("", timeout=30)
+    lock = DatabaseLock(str(db))
+    lock.acquire()  # closed: they go back
+    assert len(lock.taken_back) == 2 and rows(db) == [(1,)]
+    lock.release()
