@@ -44,8 +44,9 @@ _COMPANIONS = ("-wal", "-shm")  # SQLite's files beside a database in WAL mode, 
 _SET_ASIDE = ".of-the-file-gone-"
 _SET_ASIDE_FROM = re.compile(r"\.file-(\d+)-(\d+)-(\d+)(?:-\d+)?$")
 _WAL_HEADER = 32  # bytes before a -wal's first frame (sqlite.org/fileformat2.html#walformat)
-# SQLite's unix VFS holds a read lock on this byte of the -shm for each connection that has it open (UNIX_SHM_DMS).
-_SHM_DMS = 128
+# SQLite's unix VFS: each connection with a database open in WAL mode holds a read lock on this range of the database
+# file (SHARED_FIRST, SHARED_SIZE), idle ones too, whatever path it opened it by.
+_SHARED_RANGE = (0x40000002, 510)
 _FLOCK = struct.Struct("hhqqi4x")  # Linux's struct flock: l_type, l_whence, l_start, l_len, l_pid (64-bit off_t)
 # (device, inode) of the database files this process's gateways hold.
 _HELD: set[tuple[int, int]] = set()
@@ -139,9 +140,9 @@ class DatabaseLock:
             if suffix in back or _holds_commits(self.database + suffix):
                 raise _not_taken_back(self.database, aside, f"{self.database}{suffix} is there too")
             back[suffix] = name
-        reader = _shm_reader(self.database + _COMPANIONS[1])
+        reader = _reader(self._database_fd)
         if reader is not None:
-            raise CompanionsSetAside(f"{self.database} is open in another process{reader} (its -shm is locked): close "
+            raise CompanionsSetAside(f"{self.database} is open in another process{reader} (SQLite's lock on it): close "
                                      f"it, then start (renamed over its -wal and -shm, {', '.join(aside)} would be "
                                      "lost when it closes)")  # fmt: skip
         for suffix, name in back.items():
@@ -242,19 +243,14 @@ def _to_put_back(database: str, aside: list[str]) -> tuple[list[str], list[str]]
     return used, [name for name in aside if name not in used]
 
 
-def _shm_reader(shm: str) -> str | None:
+def _reader(database_fd: int) -> str | None:
     """Whether another process has the database open, as " (pid N)" (or "" where its pid is not visible), else None:
-    each SQLite connection with the -shm open holds a read lock on its DMS byte, which F_GETLK reports (not this
-    process's own: it has no connection open before the start). The descriptor opened to ask closes at once, which
-    drops this process's fcntl locks on the -shm: none, for the same reason."""
-    try:
-        fd = os.open(shm, os.O_RDONLY)
-    except FileNotFoundError:
-        return None  # (no connection has the database open in WAL mode: the first creates it)
-    try:
-        held = fcntl.fcntl(fd, fcntl.F_GETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, _SHM_DMS, 1, 0))
-    finally:
-        os.close(fd)
+    each SQLite connection to it holds a read lock on its SHARED range, which F_GETLK on the file locked reports (not
+    this process's own: it has no connection open before the start). Asked of the database file, not of its -shm:
+    that one may be at another path (a session opened while the file was moved away), not readable by the
+    gateway's user, or not a file at all (a FIFO there held the start for good: regression review 5)."""
+    start, length = _SHARED_RANGE
+    held = fcntl.fcntl(database_fd, fcntl.F_GETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, start, length, 0))
     kind, _, _, _, pid = _FLOCK.unpack(held)
     if kind == fcntl.F_UNLCK:
         return None
