@@ -430,12 +430,14 @@ class Session:
             self._answer_unbind_when_nothing_is_pending()
         return requests
 
-    def restart_timers(self, now: float | None = None) -> None:
-        """The response_timeout of every request outstanding counts from `now`: the peer reads again, and what
-        waited unread for it (our requests behind its unread answers) reaches it only now."""
+    def restart_timers(self, now: float | None = None, since: float = -math.inf) -> None:
+        """The response_timeout of every request outstanding (sent after `since`: the peer has read those before)
+        counts from `now`: the peer reads again, and what waited unread for it (our requests behind its unread answers,
+        or behind what it is still reading) reaches it only now."""
         now = self.clock() if now is None else now
         for item in self.outstanding.values():
-            item.sent_at = now
+            if item.sent_at > since:
+                item.sent_at = now
 
     def answers_overdue(self, now: float | None = None) -> bool:
         """After a framing error or the peer's end of input (`receive_eof`), the answers to the requests before it
