@@ -163,7 +163,8 @@ class WindowFull(LocalProtocolError):
 @dataclass(slots=True)
 class Outstanding:
     request: Pdu
-    sent_at: float
+    sent_at: float  # when its response_timeout counts from (restart_timers)
+    first_sent_at: float  # when it was sent
 
 
 class Session:
@@ -335,9 +336,10 @@ class Session:
             pdu.sequence_number = self.next_sequence()
         frame = encode_pdu(pdu)  # first: one that cannot be encoded (a field too long) takes no room in the window
         if command_id in RESPONSE_OF:  # outbind and alert_notification get no response
-            self.outstanding[pdu.sequence_number] = Outstanding(pdu, self.clock())
+            now = self.clock()
+            self.outstanding[pdu.sequence_number] = Outstanding(pdu, now, now)
             if command_id == _ENQUIRE_LINK:
-                self._enquired_at = self.clock()
+                self._enquired_at = now
         self._outbox.append(frame)
         return pdu
 
@@ -436,7 +438,7 @@ class Session:
         or behind what it is still reading) reaches it only now."""
         now = self.clock() if now is None else now
         for item in self.outstanding.values():
-            if item.sent_at > since:
+            if item.first_sent_at > since:  # (not sent_at: restarted once, a request it has read since would be again)
                 item.sent_at = now
 
     def answers_overdue(self, now: float | None = None) -> bool:

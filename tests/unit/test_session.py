@@ -889,3 +889,20 @@ def test_sequence_numbers_stay_in_range(start, count):
     for _ in range(count):
         seq = session.next_sequence()
         assert 1 <= seq <= 0x7FFFFFFF
+
+
+def test_a_request_restarted_once_is_not_restarted_again_once_the_peer_has_read_past_it():
+    """Restarted while the peer had not reached it, a deliver_sm counts from then; once the peer has read past it, a
+    later restart leaves it: its timer had become the restart's time, later than what the peer has read through, and
+    it was restarted again at every tick the peer read on (the stuck bind on a busy link never timed out)."""
+    clock = FakeClock(100.0)
+    _esme, smsc = bind_pair(TRX, clock=clock, response_timeout=10.0)
+    request = smsc.send(DeliverSm(destination_addr="1"))
+    clock.now = 102.0
+    smsc.restart_timers()  # not reached yet (read through nothing)
+    clock.now = 103.0
+    smsc.restart_timers(since=101.0)  # read past it now
+    clock.now = 111.9
+    assert smsc.expired_requests() == []
+    clock.now = 112.0
+    assert smsc.expired_requests() == [request]
