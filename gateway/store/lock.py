@@ -35,7 +35,6 @@ import fcntl
 import glob
 import os
 import re
-import stat as stat_kinds
 import struct
 import time
 
@@ -48,7 +47,6 @@ _WAL_HEADER = 32  # bytes before a -wal's first frame (sqlite.org/fileformat2.ht
 # SQLite's unix VFS: each connection with a database open in WAL mode holds a read lock on this range of the database
 # file (SHARED_FIRST, SHARED_SIZE), idle ones too, whatever path it opened it by.
 _SHARED_RANGE = (0x40000002, 510)
-_SHM_DMS = (128, 1)  # and on this byte of the -shm it has open (UNIX_SHM_DMS)
 _FLOCK = struct.Struct("hhqqi4x")  # Linux's struct flock: l_type, l_whence, l_start, l_len, l_pid (64-bit off_t)
 # (device, inode) of the database files this process's gateways hold.
 _HELD: set[tuple[int, int]] = set()
@@ -142,8 +140,8 @@ class DatabaseLock:
             if suffix in back or _holds_commits(self.database + suffix):
                 raise _not_taken_back(self.database, aside, f"{self.database}{suffix} is there too")
             back[suffix] = name
-        reader = _holder(self._database_fd, _SHARED_RANGE)
-        if reader is not None and not _opened_before_it_went(back.get(_COMPANIONS[1]), self.database + _COMPANIONS[1]):
+        reader = _reader(self._database_fd)
+        if reader is not None:
             raise CompanionsSetAside(f"{self.database} is open in another process{reader} (SQLite's lock on it): close "
                                      f"it, then start (renamed over its -wal and -shm, {', '.join(aside)} would be "
                                      "lost when it closes)")  # fmt: skip
@@ -245,43 +243,18 @@ def _to_put_back(database: str, aside: list[str]) -> tuple[list[str], list[str]]
     return used, [name for name in aside if name not in used]
 
 
-def _holder(fd: int, locked: tuple[int, int]) -> str | None:
-    """Whether another process holds a lock on that range of the file, as " (pid N)" (or "" where its pid is not
-    visible), else None (F_GETLK: not this process's own; it has no SQLite connection open before the start). Asked
-    first of the database file: each connection to it read-locks its SHARED range, whatever path it opened it by;
-    an -shm at the path may be another's, not readable by the gateway's user, or not a file at all (a FIFO there
-    held the start for good: regression review 5)."""
-    start, length = locked
-    held = fcntl.fcntl(fd, fcntl.F_GETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, start, length, 0))
+def _reader(database_fd: int) -> str | None:
+    """Whether another process has the database open, as " (pid N)" (or "" where its pid is not visible), else None:
+    each SQLite connection to it holds a read lock on its SHARED range, which F_GETLK on the file locked reports (not
+    this process's own: it has no connection open before the start). Asked of the database file, not of its -shm:
+    that one may be at another path (a session opened while the file was moved away), not readable by the
+    gateway's user, or not a file at all (a FIFO there held the start for good: regression review 5)."""
+    start, length = _SHARED_RANGE
+    held = fcntl.fcntl(database_fd, fcntl.F_GETLK, _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, start, length, 0))
     kind, _, _, _, pid = _FLOCK.unpack(held)
     if kind == fcntl.F_UNLCK:
         return None
     return f" (pid {pid})" if pid > 0 else ""
-
-
-def _opened_before_it_went(set_aside_shm: str | None, shm: str) -> bool:
-    """Whether the process that has the database open opened it before the file went: it has the -shm set aside open
-    (the stop renamed its files under it), and none has one at the path. Put back, its files have their names again;
-    refused, it checkpointed them into the file as it closed, the file's time changed, and the next start refused
-    the file as another one (regression review 6)."""
-    return _shm_in_use(set_aside_shm) and not _shm_in_use(shm, unknown=True)
-
-
-def _shm_in_use(shm: str | None, unknown: bool = False) -> bool:
-    """Whether another process has this -shm open (a read lock on its DMS byte); `unknown` where it cannot be asked (not
-    a regular file, not readable); False where there is none."""
-    if shm is None or not os.path.lexists(shm):
-        return False
-    try:
-        fd = os.open(shm, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError:
-        return unknown
-    try:
-        if not stat_kinds.S_ISREG(os.fstat(fd).st_mode):
-            return unknown
-        return _holder(fd, _SHM_DMS) is not None
-    finally:
-        os.close(fd)
 
 
 def _set_aside_from(name: str) -> tuple[int, ...] | None:

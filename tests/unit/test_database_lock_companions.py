@@ -228,31 +228,3 @@ def test_the_file_moved_back_open_in_another_process_is_refused_and_nothing_rena
     lock.acquire()  # closed: they go back
     assert len(lock.taken_back) == 2 and rows(db) == [(1,)]
     lock.release()
-
-
-def test_a_session_opened_before_the_file_went_does_not_stop_its_files_going_back(tmp_path: Path) -> None:
-    """An operator's sqlite3 session opened the file before it was moved away: the stop renamed its -wal and -shm aside
-    under it. Refused at the start (it has the file open), it checkpointed them into the file as it closed, as told,
-    the file's time changed, and every next start refused the file as another one (regression review 6). Its files
-    are the ones set aside: put back, they have their names again, and it loses nothing."""
-    db = tmp_path / "gw.db"
-    conn = database(db)
-    lock = DatabaseLock(str(db))
-    lock.acquire()
-    lock.note_companions()
-    reader = subprocess.Popen([sys.executable, "-c", READER, str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True)  # fmt: skip
-    try:
-        assert reader.stdout.readline() == "open\n"
-        db.rename(db.with_name("moved.db"))
-        aside = lock.set_aside_companions()
-        lock.release()
-        conn.close()
-        db.with_name("moved.db").rename(db)
-        lock = DatabaseLock(str(db))
-        lock.acquire()
-        assert sorted(lock.taken_back) == sorted(aside) and len(aside) == 2
-        lock.release()
-    finally:
-        reader.communicate("", timeout=30)
-    assert rows(db) == [(1,)]
