@@ -245,15 +245,22 @@ class Delivery:
             self._park_for(receiver, message)
 
     def answering(self, receiver: Receiver) -> None:
-        """A stalled bind answers again (Router.answered): what was parked for it is read back for it, as for a bind
-        that appears (`receiver_ready`); its new MTs wait behind that read, not ahead of the parked ones. A read that
-        waits for room on it goes on (`_has_room`: a timeout frees none for it)."""
-        if receiver in self._parked_on:
+        """A stalled bind answers again (Router.answered): what was parked for it, or for another bind of its account
+        still stalled, is read back for it, as for a bind that appears (`receiver_ready`); its new MTs wait behind that
+        read, not ahead of the parked ones. (Those parked for another bind: it goes first for their subscribers now,
+        and they waited in the store until that one answered or went, the newer MTs to them going out ahead.) A read
+        that waits for room on it goes on (`_has_room`: a timeout frees none for it)."""
+        if self._parked_on and self._parked_for(receiver):  # (almost always none parked: one test)
             self._parked_on.discard(receiver)
             if not self._stopped:
                 self.receiver_ready(receiver)
         if self._room_waiters:
             self._wake_pulls()
+
+    def _parked_for(self, receiver: Receiver) -> bool:
+        """Whether MTs were parked for this bind or another of its account (`_parked_on`)."""
+        account = receiver.account
+        return any(bind.account is account for bind in self._parked_on)
 
     def unbound(self, receiver: Receiver) -> None:
         """A bind went (Router.unbound): what was parked for it is read back for the account's binds left, every one

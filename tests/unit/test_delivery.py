@@ -296,6 +296,35 @@ async def test_what_a_stalled_bind_parked_is_read_back_for_the_binds_left_when_i
     assert [m.id for m in other.offered] == ["m3", "m4", "m5"]
 
 
+async def test_what_a_stalled_bind_parked_is_read_back_for_another_of_its_account_that_answers_again(
+    store, delivery, router, accounts
+) -> None:
+    """Two binds of the account serve every number, both stalled: `silent` parked m3 and m4 (it holds FULL), `other`
+    parked none (it was the busier). `other` answers again, `silent` does not: m3 and m4 are read back for `other`
+    (MTs to their subscriber go there now), ahead of m5 accepted meanwhile. They waited in the store until `silent`
+    answered or went, m5 going out ahead of them."""
+    delivery.FULL = 3
+    other = Receiver(accounts.get("handset"))
+    router.bound(other)
+    await admit(store, delivery, *(mt(f"t{i}", TWO) for i in range(4)))  # (unanswered: busier than `silent` will be)
+    router.stalled(other)
+    silent = Receiver(accounts.get("handset"))
+    router.bound(silent)
+    delivery.receiver_ready(silent)
+    await until(lambda: not delivery._pulls)
+    router.stalled(silent)
+    await admit(store, delivery, *(mt(f"m{i}", ONE) for i in range(5)))
+    assert [m.id for m in silent.offered] == ["m0", "m1", "m2"]  # m3, m4 parked
+    assert silent in delivery._parked_on and other not in delivery._parked_on
+    router.answered(other)
+    delivery.answering(other)
+    await admit(store, delivery, mt("m5", ONE))  # behind the read
+    await answer_until_read(store, delivery, other)
+    assert not delivery._pulls
+    assert [m.id for m in other.offered] == ["t0", "t1", "t2", "t3", "m3", "m4", "m5"]
+    assert [m.id for m in silent.offered] == ["m0", "m1", "m2"]
+
+
 async def test_an_mt_to_a_stalled_bind_that_answers_during_a_read_for_another_waits_for_the_mts_it_parked(
     store, delivery, router, accounts
 ) -> None:
