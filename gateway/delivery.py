@@ -233,16 +233,22 @@ class Delivery:
         self._parked_on.add(receiver)
 
     def stalled(self, receiver: Receiver) -> None:
-        """`receiver` is `stalled` (SmppConnection.hand_over): the MTs held behind its account's backlog read that go to
-        it are parked (`_park_for`), as the next ones will be, not kept in memory until it answers again (the read
-        waits for that): what was routed to it until its first deliver_sm timed out (1,000 a second: 10,000)."""
+        """`receiver` is now `stalled` (SmppConnection._stall, as the stall begins): the MTs held behind its account's
+        backlog read that go to it, or to another stalled bind (no bind that answers takes them), are parked
+        (`_park_for`), as the next ones will be (`dispatch` holds none for a stalled bind), not kept in memory until it
+        answers again (the read waits for that): what was routed to it until its first deliver_sm timed out (1,000 a
+        second: 10,000). Those of another: held for this bind as that one stalled, they go to it now."""
         read = self._reads.get(receiver.account.system_id) if self._reads else None
         if read is None or not read.behind:
             return
         route = self.router.route
-        subscribers = {message.dest_addr for message in read.behind if route(message, tell=False) is receiver}
-        for message in read.let_go(subscribers):
-            self._park_for(receiver, message)
+        stalled_for: dict[str, Receiver] = {}  # subscriber -> the stalled bind their MTs go to
+        for message in read.behind:
+            bind = route(message, tell=False)
+            if bind is not None and bind.stalled:
+                stalled_for.setdefault(message.dest_addr, bind)
+        for message in read.let_go(set(stalled_for)):
+            self._park_for(stalled_for[message.dest_addr], message)
 
     def answering(self, receiver: Receiver) -> None:
         """A stalled bind answers again (Router.answered): what was parked for it, or for another bind of its account

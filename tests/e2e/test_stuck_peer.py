@@ -933,3 +933,26 @@ def test_a_silent_bind_that_appears_while_mts_wait_for_it_holds_no_more_than_ful
     assert sorted(got) == sorted(texts)
     assert in_order_per_subscriber(got, texts), got
     silent.expect_none(within=1.5)
+
+
+def test_the_mts_held_behind_a_backlog_read_are_looked_over_as_a_bind_stalls_not_at_each_timeout_after(
+    make_gateway, handset
+):
+    """As a bind stalls, the MTs held for it behind its account's backlog read are parked (Delivery.stalled, which
+    routes every MT held there); from then on none is held for it. Run at every timeout of a silent bind (and for
+    every stalled bind whenever a bind appeared), it routed them all again each time: 10,000 held, ~10 ms a call."""
+    gw = make_gateway(gateway={"window": 2, "response_timeout": 1, "enquire_link_interval": 30, "idle_timeout": 120,
+                               "retry_backoff": [60]})  # fmt: skip
+    delivery = gw.gateway.delivery
+    looked_over = []
+    stalled = delivery.stalled
+    delivery.stalled = lambda receiver: (looked_over.append(receiver), stalled(receiver))
+    silent = handset(X, system_id="carrier", bind="rx", gw=gw)
+    silent.answering = False
+    bind = next(c for c in gw.gateway.connections if c.account is not None and c.account.system_id == "carrier")
+    a = handset(A, bind="tx", gw=gw)
+    for n in range(6):
+        assert a.submit(X, f"mt {n}").status == ESME_ROK
+    assert eventually(lambda: len(delivery._retry_timers) == 6, timeout=10)  # three windows timed out, one at a time
+    handset(X, system_id="carrier", bind="rx", gw=gw).answering = False  # (a bind appears: the stalled one hands over)
+    assert looked_over == [bind]

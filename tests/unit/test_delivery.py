@@ -15,7 +15,7 @@ import structlog.testing
 from gateway.accounts import Accounts
 from gateway.clock import SimulatedClock
 from gateway.config import AccountConfig, GatewaySettings
-from gateway.delivery import Delivery, _backlog_ranges, _served_prefixes
+from gateway.delivery import BacklogRead, Delivery, _backlog_ranges, _served_prefixes
 from gateway.ids import MessageIds
 from gateway.log_budget import LogBudget
 from gateway.numbers import NumberPlan
@@ -408,6 +408,35 @@ async def test_new_mts_to_a_stalled_bind_its_backlog_read_waits_for_are_parked_a
     assert not delivery._pulls
     assert [m.id for m in bind.offered if m.dest_addr == ONE] == ["b0", "b1", "b0", "b1", "b2", "b3"]  # (retries read back)
     assert [m.id for m in bind.offered if m.dest_addr == TWO] == [f"n{i:02d}" for i in range(11)]
+
+
+async def test_mts_held_behind_the_read_for_a_bind_that_stalls_after_another_are_parked_for_that_one(
+    store, delivery, router, accounts
+) -> None:
+    """n0..n2 wait behind the account's backlog read (held for a bind new to it). `first` stalls: they stay, `second`
+    takes them. `second` stalls too (Delivery.stalled runs as a stall begins, not at each timeout): they go to
+    `first` now, the less busy, and are parked, not kept in memory until the read goes on; read back in order when
+    `first` answers again."""
+    first, second = Receiver(accounts.get("handset")), Receiver(accounts.get("handset"))
+    for bind in (first, second):
+        router.bound(bind)
+    held = [mt(f"n{i}", TWO) for i in range(3)]
+    read = delivery._reads["handset"] = BacklogRead(accounts.get("handset"), [])
+    for message in held:  # (as dispatch holds them: committed, in hand, behind the read)
+        await store.accept(message)
+        delivery._held.add(message.id)
+        read.hold(message)
+    router.stalled(first)
+    delivery.stalled(first)
+    assert len(read.behind) == 3  # (for `second`)
+    second.load = 1
+    router.stalled(second)
+    delivery.stalled(second)
+    assert not read.behind and not delivery._held and delivery._parked_on == {first}
+    router.answered(first)
+    delivery.answering(first)
+    await answer_until_read(store, delivery, first)
+    assert [m.id for m in first.offered] == ["n0", "n1", "n2"] and not second.offered
 
 
 async def test_a_bind_that_appears_beside_a_stalled_one_its_backlog_read_waits_for_is_given_it(
