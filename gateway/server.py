@@ -823,9 +823,7 @@ class SmppConnection(asyncio.Protocol):
         deliver_sm ends it, as for any stalled bind. Only its window in flight waits for it. (TCP shows what a client
         reads only as its receive window opens, kilobytes at a time: one reading a byte a second reads nothing here,
         and its deliver_sm time out: 20 of 20 in flight, and 40 of 40 MTs went to the other bind, at 10 B/s.)"""
-        if not self.stalled:
-            self.gateway.router.stalled(self)
-        self.hand_over()
+        self._stall()
 
     def _mark_sent(self) -> None:
         """At the end of a tick: what was sent by now ends by _written (_note_reading)."""
