@@ -423,19 +423,27 @@ def test_a_bind_that_stops_reading_for_a_while_gets_each_mt_once_when_it_reads_a
             assert a.data_sm(X, f"mt {n:02d} " + "x" * 60_000).status == ESME_ROK
         time.sleep(3 * response_timeout)  # the client reads nothing meanwhile (what the test is about: no event)
         assert bind.transport.get_write_buffer_size() <= buffered  # nothing more sent to it meanwhile
-        copies: Counter[str] = Counter()
-        while True:  # every PDU that comes within response_timeout + retry_backoff + 1 s of the one before
-            try:
-                pdu = slow.read(timeout=response_timeout + 1.5)
-            except AssertionError:
-                break
-            assert pdu is not None, "the gateway closed the link"
-            if pdu.command == "deliver_sm":
-                copies[text(pdu)[:5]] += 1
-                slow.send(encoded("deliver_sm_resp", pdu.sequence))
-            elif pdu.command == "enquire_link":
-                slow.send(encoded("enquire_link_resp", pdu.sequence))
+        copies = answer_each(slow, silence=response_timeout + 1.5)  # (response_timeout + retry_backoff + 1 s)
     assert copies == Counter({f"mt {n:02d}": 1 for n in range(count)})
+
+
+def answer_each(link: RawLink, silence: float, pace: float = 0.0, most: int | None = None) -> Counter[str]:
+    """Answer every deliver_sm (and enquire_link) that comes within `silence` seconds of the one before, until none
+    does or `most` have come, sleeping `pace` after each deliver_sm (a slow reader): how many copies of each MT."""
+    copies: Counter[str] = Counter()
+    while most is None or sum(copies.values()) < most:
+        try:
+            pdu = link.read(timeout=silence)
+        except AssertionError:
+            break
+        assert pdu is not None, "the gateway closed the link"
+        if pdu.command == "deliver_sm":
+            copies[text(pdu)[:5]] += 1
+            link.send(encoded("deliver_sm_resp", pdu.sequence))
+            time.sleep(pace)  # (no event to await: the slow reading a test is about)
+        elif pdu.command == "enquire_link":
+            link.send(encoded("enquire_link_resp", pdu.sequence))
+    return copies
 
 
 def test_the_deliver_sm_unread_while_paused_get_response_timeout_from_when_the_peer_reads_again(make_gateway, handset):
@@ -527,19 +535,9 @@ def test_a_client_reading_a_window_slower_than_response_timeout_gets_each_mt_onc
     a = handset(A, bind="tx", gw=gw)
     for n in range(count):
         assert a.data_sm(X, f"mt {n:02d} " + "x" * 60_000).status == ESME_ROK
-    copies: Counter[str] = Counter()
     with RawLink(gw.smpp_port, receive_buffer=4096) as slow:
         slow.bind("carrier")
-        while sum(copies.values()) < 2 * count:  # every PDU within response_timeout + retry_backoff + 1 s of the last
-            try:
-                pdu = slow.read(timeout=response_timeout + 1.5)
-            except AssertionError:
-                break
-            assert pdu is not None, "the gateway closed the link"
-            if pdu.command == "deliver_sm":
-                copies[text(pdu)[:5]] += 1
-                slow.send(encoded("deliver_sm_resp", pdu.sequence))
-                time.sleep(0.2)  # 60 KB per 0.2 s: the slow reading the test is about (no event to await)
+        copies = answer_each(slow, silence=response_timeout + 1.5, pace=0.2, most=2 * count)  # (60 KB per 0.2 s)
     assert copies == Counter({f"mt {n:02d}": 1 for n in range(count)})
 
 

@@ -25,12 +25,18 @@ def database(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def test_the_gone_files_own_wal_and_shm_are_renamed_aside(tmp_path: Path) -> None:
-    db = tmp_path / "gw.db"
+def held(db: Path) -> tuple[sqlite3.Connection, DatabaseLock]:
+    """A database with its row in its -wal, held by a gateway's lock that has seen its -wal and -shm."""
     conn = database(db)
     lock = DatabaseLock(str(db))
     lock.acquire()
     lock.note_companions()
+    return conn, lock
+
+
+def test_the_gone_files_own_wal_and_shm_are_renamed_aside(tmp_path: Path) -> None:
+    db = tmp_path / "gw.db"
+    conn, lock = held(db)
     db.rename(tmp_path / "moved.db")
     aside = lock.set_aside_companions()
     assert sorted(Path(name).name.split(".of-")[0] for name in aside) == ["gw.db-shm", "gw.db-wal"]
@@ -43,10 +49,7 @@ def test_a_wal_a_restore_copied_onto_the_gateways_is_left_to_the_restored_file(t
     """`cp backup/gw.db backup/gw.db-wal live/` writes into the files there (their inodes stay): the -wal is the
     restored file's now, and renamed aside the restore lost its last transactions."""
     db = tmp_path / "gw.db"
-    conn = database(db)
-    lock = DatabaseLock(str(db))
-    lock.acquire()
-    lock.note_companions()
+    conn, lock = held(db)
     db.unlink()
     with open(f"{db}-wal", "ab") as wal:  # (the restore's content, in the same file)
         wal.write(b"\0" * 4096)
@@ -60,10 +63,7 @@ def test_a_name_set_aside_before_is_not_overwritten(tmp_path: Path) -> None:
     """The same pid (1, in a container) at another stop, the same file, within the same second: the rename replaced the
     first stop's -wal without a word."""
     db = tmp_path / "gw.db"
-    conn = database(db)
-    lock = DatabaseLock(str(db))
-    lock.acquire()
-    lock.note_companions()
+    conn, lock = held(db)
     db.rename(tmp_path / "moved.db")
     gone = (tmp_path / "moved.db").stat()
     now = time.time()
@@ -83,10 +83,7 @@ def test_a_name_set_aside_before_is_not_overwritten(tmp_path: Path) -> None:
 
 def stopped_with_the_file_gone(db: Path) -> list[str]:
     """A database whose row is in its -wal only, moved away while a gateway held it: the names set aside at its stop."""
-    conn = database(db)
-    lock = DatabaseLock(str(db))
-    lock.acquire()
-    lock.note_companions()
+    conn, lock = held(db)
     db.rename(db.with_name("moved.db"))
     aside = lock.set_aside_companions()
     lock.release()
@@ -174,10 +171,7 @@ def test_an_shm_set_aside_without_its_wal_is_not_used(tmp_path: Path) -> None:
     the -shm alone was set aside. It is only an index of a -wal, rebuilt at the first open: the start on the restored
     file was refused over it."""
     db = tmp_path / "gw.db"
-    conn = database(db)
-    lock = DatabaseLock(str(db))
-    lock.acquire()
-    lock.note_companions()
+    conn, lock = held(db)
     db.rename(tmp_path / "moved.db")
     restored = database(tmp_path / "backup.db")
     restored.close()
