@@ -124,10 +124,7 @@ class SmppConnection(asyncio.Protocol):
         self._peer_reading = True  # False between pause_writing and resume_writing
         self._stalled_unread = False  # stalled by pause_writing (not by a timeout): resume_writing ends it
         self._unread_since = 0.0  # session.clock() at pause_writing, or when the peer was last seen reading since
-        self._written = 0  # bytes handed to the transport so far: less what is still unread, how far the peer has read
-        self._read_upto = 0  # how far it had read at the last tick (_note_reading)
-        self._marks: deque[tuple[float, int]] = deque()  # (clock, _written) at each tick end it has not read past
-        self._read_through = 0.0  # the clock of the last mark it has read past: what was sent by then has reached it
+        self._unread_buffered = 0  # what waited for the peer then, in the transport and the kernel (_note_reading)
         self._abort_handle: asyncio.TimerHandle | None = None  # see close()
         self._now = gateway.clock.now
         self._guards = gateway.guards
@@ -198,7 +195,7 @@ class SmppConnection(asyncio.Protocol):
         # for as long as another bind takes them.
         self._peer_reading = False
         self._unread_since = self.session.clock()
-        self._read_upto = self._written - (unread(self.transport) if self.transport is not None else 0)
+        self._unread_buffered = unread(self.transport) if self.transport is not None else 0
         if self.transport is not None:
             if self._draining:  # (the stop reads its answers)
                 self._read_for_answers()
@@ -297,7 +294,6 @@ class SmppConnection(asyncio.Protocol):
         data = self.session.data_to_send()
         if data:
             self.transport.write(data)
-            self._written += len(data)
             if self._draining and not self._peer_reading:
                 self._hold_back_flood(self.transport)
         state = self.session.state
@@ -714,7 +710,8 @@ class SmppConnection(asyncio.Protocol):
         """Called about once a second: response timeouts, keep-alive, idle bind."""
         session = self.session
         timed_out = False
-        self._note_reading()
+        if not self._peer_reading:
+            self._note_reading()
         for request in session.expired_requests(link_only=not self._peer_reading):
             message = self.inflight.pop(request.sequence_number, None)
             if message is not None:
@@ -759,7 +756,6 @@ class SmppConnection(asyncio.Protocol):
         elif session.enquire_link_due():
             session.send(EnquireLink())
         self.flush()
-        self._mark_sent()
 
     def unbind(self) -> None:
         if self.session.is_bound and not self.session.halted:  # halted: no request goes out (a framing error)
@@ -786,49 +782,17 @@ class SmppConnection(asyncio.Protocol):
             self.gateway.delivery.requeue(waiting)
 
     def _note_reading(self) -> None:
-        """The peer has read some of what waited for it since the last tick (how far it has read, _written less what
-        is still unread, send_queue.unread, has gone on): a slow reader, not a stuck one, nor a dead one (which reads
-        nothing). The timers of our requests it has not reached yet count from now: those sent after the last mark it
-        has read past (_mark_sent); held back (pause_writing), all of them, its enquire_link's too (its answers to those
-        it has read wait unread here, pause_reading). A client reading a window of long MTs for longer than
-        response_timeout was closed as 'not reading' again and again, the same first MTs sent on every new bind (8 of
-        100 MTs, each ~37 times, in regression review 6's run at 300 KB/s); and, no longer held back once asyncio's
-        buffer had gone into the kernel's (megabytes), closed as 'enquire_link unanswered' while it read at 300 KB/s,
-        its enquire_link behind them, or sent second copies of the MTs it had not reached. Those it has read time out
-        as anyone's: one it leaves unanswered still goes to another bind, and a bind that answers none still stalls
-        (Router.stalled) once it has read them. (What the client's own socket buffer holds counts as read; over TLS,
-        the kernel's bytes carry the records' overhead: a little less looks read than is.)"""
+        """The peer, still behind (pause_writing), has read some of what waited for it since the last tick (less of
+        it waits, send_queue.unread): a slow reader, not a stuck one. Its timers then count from now, its
+        enquire_link's too (its answer waits unread here, pause_reading): a client reading a window of long MTs for
+        longer than response_timeout was closed as 'not reading' again and again, the same first MTs sent on
+        every new bind (8 of 100 MTs, each ~37 times, in regression review 6's run at 300 KB/s)."""
         buffered = unread(self.transport) if self.transport is not None else 0
-        read_upto = self._written - buffered
-        if read_upto <= self._read_upto:
-            return
-        self._read_upto = read_upto
-        marks = self._marks
-        while marks and marks[0][1] <= read_upto:
-            self._read_through = marks.popleft()[0]
-        now = self.session.clock()
-        if not self._peer_reading:
-            self._unread_since = now
-            self.session.restart_timers(now)
-        elif buffered:
-            self.session.restart_timers(now, since=self._read_through)
-            if marks and now - marks[0][0] >= self.session.response_timeout and self.inflight:
-                self._fallen_behind()
-
-    def _fallen_behind(self) -> None:
-        """What it has not read yet was sent response_timeout ago or more (a mark it has not read past), deliver_sm in
-        flight: it reads slower than a window per response_timeout, and those it has not reached would have timed out.
-        Stalled for routing, as one held back is (pause_writing): the MTs queued here go to a bind that keeps up, as
-        at a timeout, rather than out here one by one as it answers (at a few KB a second, for minutes); answering a
-        deliver_sm ends it, as for any stalled bind. Only its window in flight waits for it. (TCP shows what a client
-        reads only as its receive window opens, kilobytes at a time: one reading a byte a second reads nothing here,
-        and its deliver_sm time out: 20 of 20 in flight, and 40 of 40 MTs went to the other bind, at 10 B/s.)"""
-        self._stall()
-
-    def _mark_sent(self) -> None:
-        """At the end of a tick: what was sent by now ends by _written (_note_reading)."""
-        if self._written > (self._marks[-1][1] if self._marks else self._read_upto):
-            self._marks.append((self.session.clock(), self._written))
+        read = buffered < self._unread_buffered
+        self._unread_buffered = buffered
+        if read:
+            self._unread_since = self.session.clock()
+            self.session.restart_timers(self._unread_since)
 
     def _unread_too_long(self) -> bool:
         """The peer has read nothing for as long as the gateway's enquire_link, or else its unbind at idle_timeout, would

@@ -163,8 +163,7 @@ class WindowFull(LocalProtocolError):
 @dataclass(slots=True)
 class Outstanding:
     request: Pdu
-    sent_at: float  # when its response_timeout counts from (restart_timers)
-    first_sent_at: float  # when it was sent
+    sent_at: float
 
 
 class Session:
@@ -336,10 +335,9 @@ class Session:
             pdu.sequence_number = self.next_sequence()
         frame = encode_pdu(pdu)  # first: one that cannot be encoded (a field too long) takes no room in the window
         if command_id in RESPONSE_OF:  # outbind and alert_notification get no response
-            now = self.clock()
-            self.outstanding[pdu.sequence_number] = Outstanding(pdu, now, now)
+            self.outstanding[pdu.sequence_number] = Outstanding(pdu, self.clock())
             if command_id == _ENQUIRE_LINK:
-                self._enquired_at = now
+                self._enquired_at = self.clock()
         self._outbox.append(frame)
         return pdu
 
@@ -432,14 +430,12 @@ class Session:
             self._answer_unbind_when_nothing_is_pending()
         return requests
 
-    def restart_timers(self, now: float | None = None, since: float = -math.inf) -> None:
-        """The response_timeout of every request outstanding (sent after `since`: the peer has read those before)
-        counts from `now`: the peer reads again, and what waited unread for it (our requests behind its unread answers,
-        or behind what it is still reading) reaches it only now."""
+    def restart_timers(self, now: float | None = None) -> None:
+        """The response_timeout of every request outstanding counts from `now`: the peer reads again, and what
+        waited unread for it (our requests behind its unread answers) reaches it only now."""
         now = self.clock() if now is None else now
         for item in self.outstanding.values():
-            if item.first_sent_at > since:  # (not sent_at: restarted once, a request it has read since would be again)
-                item.sent_at = now
+            item.sent_at = now
 
     def answers_overdue(self, now: float | None = None) -> bool:
         """After a framing error or the peer's end of input (`receive_eof`), the answers to the requests before it

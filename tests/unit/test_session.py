@@ -773,25 +773,6 @@ def test_a_deliver_sm_the_peer_has_not_read_does_not_time_out_until_it_reads_aga
     assert smsc.expired_requests(now=1e9) == [] and smsc.outstanding == {}
 
 
-def test_only_the_requests_the_peer_has_not_reached_yet_count_from_when_it_reads_on():
-    """A slow reader has read what was sent by 101 (since), not the deliver_sm sent after: that one's timer counts
-    from now, and the one it has read, left unanswered, times out as anyone's (on a busy bind, restarting them all
-    kept it in flight for as long as anything at all waited for the peer)."""
-    clock = FakeClock(100.0)
-    _esme, smsc = bind_pair(TRX, clock=clock, response_timeout=10.0)
-    read = smsc.send(DeliverSm(destination_addr="1"))
-    clock.now = 102.0
-    unread = smsc.send(DeliverSm(destination_addr="1"))
-    clock.now = 105.0
-    smsc.restart_timers(since=101.0)
-    clock.now = 110.0
-    assert smsc.expired_requests() == [read]
-    clock.now = 114.9
-    assert smsc.expired_requests() == []
-    clock.now = 115.0
-    assert smsc.expired_requests() == [unread]
-
-
 def test_only_the_last_window_of_timed_out_requests_are_remembered():
     clock = FakeClock(100.0)
     esme, _smsc = bind_pair(TRX, clock=clock, response_timeout=1.0, window=2)
@@ -889,20 +870,3 @@ def test_sequence_numbers_stay_in_range(start, count):
     for _ in range(count):
         seq = session.next_sequence()
         assert 1 <= seq <= 0x7FFFFFFF
-
-
-def test_a_request_restarted_once_is_not_restarted_again_once_the_peer_has_read_past_it():
-    """Restarted while the peer had not reached it, a deliver_sm counts from then; once the peer has read past it, a
-    later restart leaves it: its timer had become the restart's time, later than what the peer has read through, and
-    it was restarted again at every tick the peer read on (the stuck bind on a busy link never timed out)."""
-    clock = FakeClock(100.0)
-    _esme, smsc = bind_pair(TRX, clock=clock, response_timeout=10.0)
-    request = smsc.send(DeliverSm(destination_addr="1"))
-    clock.now = 102.0
-    smsc.restart_timers()  # not reached yet (read through nothing)
-    clock.now = 103.0
-    smsc.restart_timers(since=101.0)  # read past it now
-    clock.now = 111.9
-    assert smsc.expired_requests() == []
-    clock.now = 112.0
-    assert smsc.expired_requests() == [request]
