@@ -217,12 +217,10 @@ class Delivery:
         since it stalled (a newer MT to that subscriber queued there would go out ahead of it). A bind that answers
         enquire_link but never deliver_sm, the only one for its subscribers, was queued every MT routed to it, in
         memory, for as long as it stayed bound (15,000 MTs of 10 KB: +165 MB). No read meanwhile: what it parked
-        is read back when it answers again or goes (`answering`, `unbound`). A healthy bind has no such limit. So is
-        one while MTs are parked for another bind of its account, stalled too: an MT to their subscriber queued here,
-        the least busy, went out ahead of them (regression review 9)."""
+        is read back when it answers again or goes (`answering`, `unbound`). A healthy bind has no such limit."""
         if receiver in self._parked_on:
             return True
-        if receiver.load < self.FULL and not (self._parked_on and self._parked_for(receiver)):
+        if receiver.load < self.FULL:
             return False
         self._parked_on.add(receiver)
         return True
