@@ -238,8 +238,8 @@ def _to_put_back(database: str, aside: list[str]) -> tuple[list[str], list[str]]
     they are of (its start went on without them; the file may have been moved back and written since, and they would
     replay old frames), and an -shm set aside without a -wal of its file (a -wal a restore copied onto the gateway's
     stayed at the path): an -shm is only an index of a -wal, which SQLite rebuilds at the first open."""
-    walled = {_set_aside_from(name) for name in aside if name.startswith(database + _COMPANIONS[0])}
-    used = [name for name in aside if _set_aside_from(name) is not None and _set_aside_from(name) in walled]
+    walled = {_set_aside_from(name) for name in aside if name.startswith(database + _COMPANIONS[0])} - {None}
+    used = [name for name in aside if _set_aside_from(name) in walled]
     return used, [name for name in aside if name not in used]
 
 
