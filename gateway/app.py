@@ -166,6 +166,7 @@ class Gateway:
         self._http_server: asyncio.Server | None = None  # the HTTP port: open until the gateway has stopped
         self._tick_task: asyncio.Task | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._sweep_failed_in_outage = False  # a sweep failed since the store last committed, and was logged (`_sweep`)
 
     @property
     def connections_open(self) -> int:
@@ -467,10 +468,7 @@ class Gateway:
                 except Exception:
                     log.exception("bind tick failed", peer=connection.peer, account=connection.system_id)
             log_complaints(self.complaints)
-            try:
-                await self.delivery.sweep()
-            except Exception:
-                log.exception("store-and-forward sweep failed")
+            await self._sweep()
             try:
                 self.mo.outage_counts()
                 self.mo.expire_partial()
@@ -480,6 +478,22 @@ class Gateway:
                 next_job_check = loop.time() + self.config.gateway.job_check_interval
                 self.spawn(self.run_due_jobs())
                 self.spawn(self.prune())  # (each part a no-op while the previous one still works off a backlog)
+
+    async def _sweep(self) -> None:
+        """The store-and-forward sweep (Delivery.sweep), tried again at every tick whatever failed. A failure is an
+        error line with its traceback; while the store cannot commit (it says so itself, once: `store cannot commit`)
+        only the first of that outage is logged, a warning without one: a scheduled MT due meanwhile failed its
+        release at every tick, a traceback twice a second for as long as the outage lasted."""
+        if self.store.can_commit:
+            self._sweep_failed_in_outage = False
+        try:
+            await self.delivery.sweep()
+        except Exception:
+            if self.store.can_commit:
+                log.exception("store-and-forward sweep failed")
+            elif not self._sweep_failed_in_outage:
+                self._sweep_failed_in_outage = True
+                log.warning("store-and-forward sweep failed", reason="the store cannot commit")
 
     async def run_due_jobs(self) -> None:
         """The services' jobs due (the next job check runs them again if they fail or are skipped): not while the

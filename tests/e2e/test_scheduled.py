@@ -7,10 +7,15 @@ moves the clock on.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from datetime import datetime, timedelta, timezone
 
+import structlog
+
 from gateway.clock import SimulatedClock
-from tests.e2e.test_amend import DELETED
+from tests.e2e.test_amend import DELETED, store_cannot_commit
+from tests.polling import eventually
 from tests.smpp_handset import (
     ESME_ROK,
     RawLink,
@@ -147,3 +152,47 @@ def test_a_scheduled_mt_can_be_cancelled_or_moved_until_it_goes_out(make_gateway
     clock.advance(3600)
     assert text(b.expect()) == "two hours later"
     b.expect_none(0.5)
+
+
+def test_a_scheduled_mt_whose_release_fails_goes_out_at_a_later_sweep(make_gateway, handset, tmp_path) -> None:
+    """The release of a scheduled MT due fails (the store refuses it, as a damaged page would): an error line with its
+    traceback, and the next sweep releases it; nothing is lost (coverage review: no test ran a failing sweep)."""
+    clock = SimulatedClock()
+    db = tmp_path / "gw.db"
+    gw = make_gateway(clock=clock, db_path=db)
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    assert a.submit(B, "good morning", schedule_delivery_time=IN_AN_HOUR).status == ESME_ROK
+    with structlog.testing.capture_logs() as logs:
+        with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as outside:
+            outside.execute("CREATE TRIGGER no_release BEFORE UPDATE OF status ON messages BEGIN "
+                            "SELECT RAISE(ABORT, 'no release'); END")  # fmt: skip
+            clock.advance(3600)
+            assert eventually(lambda: any(line["event"] == "store-and-forward sweep failed" for line in logs), 10)
+            outside.execute("DROP TRIGGER no_release")
+        assert text(b.expect()) == "good morning"
+    failed = next(line for line in logs if line["event"] == "store-and-forward sweep failed")
+    assert failed["log_level"] == "error" and "exc_info" in failed
+    b.expect_none(0.5)  # once
+
+
+def test_a_scheduled_mt_due_while_the_store_cannot_commit_goes_out_once_it_commits_with_one_line_logged(
+    make_gateway, handset, tmp_path
+) -> None:
+    """Its release failed at every sweep of the outage, each an error line with a traceback: two a second for as long
+    as the outage lasted (the store says why itself, once: `store cannot commit`). Now the first is a warning with the
+    reason, the rest not logged; the MT stays scheduled and goes out at the first sweep once the store commits."""
+    clock = SimulatedClock()
+    home = tmp_path / "data"
+    home.mkdir()
+    gw = make_gateway(clock=clock, db_path=home / "gw.db")
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    assert a.submit(B, "good morning", schedule_delivery_time=IN_AN_HOUR).status == ESME_ROK
+    with structlog.testing.capture_logs() as logs:
+        with store_cannot_commit(gw, home):
+            clock.advance(3600)
+            b.expect_none(2.0)  # four sweeps, each failing its release
+        assert text(b.expect(timeout=10.0)) == "good morning"
+    failed = [line for line in logs if line["event"] == "store-and-forward sweep failed"]
+    assert [(line["log_level"], line["reason"], "exc_info" in line) for line in failed] == [
+        ("warning", "the store cannot commit", False)]
+    b.expect_none(0.5)  # once
