@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sqlite3
 
 import pytest
+import structlog
 
 from gateway import app as gateway_app
 from gateway.clock import SimulatedClock
@@ -12,6 +15,7 @@ from gateway.store.records import MessageStatus, PendingOrder, Subscription
 from handlers.base import Outcome
 from handlers.sp_notice import parse_sp_notice
 from tests.e2e.test_mo_retry import Failing
+from tests.e2e.test_rating import send_survey, statuses
 from tests.polling import eventually
 from tests.services_support import account_changed, at, catalogue_without
 from tests.smpp_handset import (
@@ -359,6 +363,32 @@ def test_a_confirmation_that_lapsed_while_the_gateway_was_down_is_marked_expired
     phone = handset(A, gw=second, address_range=A)
     assert ask(phone, "Y").startswith("您定制新浪的头条新闻业务的确认已超过有效期")
     assert subscriptions(second, A) == []
+
+
+def test_a_failure_marking_lapsed_confirmations_expired_is_logged_and_a_later_check_marks_them(
+    make_gateway, handset, clock, tmp_path
+):
+    """The job check's write marking lapsed confirmations expired fails (the store refuses the orders' writes, as a
+    damaged page would): an error line with its traceback, the lapsed surveys closed all the same by that check, and
+    the confirmations marked expired by the first check once the store takes them (coverage review: no test ran it)."""
+    db = tmp_path / "gw.db"
+    gw = make_gateway(clock=clock, db_path=db, gateway={"job_check_interval": 0.2})
+    order(handset(A, gw=gw, address_range=A), "TT")
+    send_survey(gw, handset(B, gw=gw, address_range=B))
+    with structlog.testing.capture_logs() as logs:
+        with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as outside:
+            for write in ("INSERT", "UPDATE"):
+                outside.execute(f"CREATE TRIGGER refused_{write} BEFORE {write} ON pending_orders BEGIN "
+                                "SELECT RAISE(ABORT, 'refused'); END")  # fmt: skip
+            clock.advance(24 * 3600 + 1)  # both lapsed
+            assert eventually(lambda: any(line["event"] == "expiring lapsed confirmations failed" for line in logs))
+            assert eventually(lambda: statuses(gw, B) == {B: ("expired", None, "")})  # the surveys do not wait for it
+            assert order_statuses(gw, A) == {"sina-news": "pending"}
+            for write in ("INSERT", "UPDATE"):
+                outside.execute(f"DROP TRIGGER refused_{write}")
+        assert eventually(lambda: order_statuses(gw, A) == {"sina-news": "expired"})
+    failed = next(line for line in logs if line["event"] == "expiring lapsed confirmations failed")
+    assert failed["log_level"] == "error" and "exc_info" in failed
 
 
 def test_a_confirmation_sent_in_time_and_handled_after_its_order_was_marked_expired_still_confirms(
