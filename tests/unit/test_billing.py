@@ -438,3 +438,56 @@ async def test_a_charge_made_for_a_confirmation_committed_after_billing_is_no_mo
                         fee=3000)  # fmt: skip
     missed = await billing.charges_missed(bench.ctx, late, at(2026, 12, 1, 0, 2))
     assert [(r.period, r.amount) for r in missed if isinstance(r, Charge)] == [("2026-12", 3000)]
+
+
+@pytest.fixture
+async def mid_month(tmp_path: Path) -> AsyncIterator[ServiceBench]:
+    """A bench whose billing day is the 15th (`[services] billing_day`)."""
+    bench = await service_bench(tmp_path, gateway_config(services={"billing_day": 15}))
+    yield bench
+    await bench.close()
+
+
+async def charged(bench: ServiceBench) -> list[tuple[str, str]]:
+    return sorted((c.subscription_id, c.period) for c in await bench.store.find(Charge))
+
+
+async def test_a_billing_day_of_the_15th_bills_each_month_from_its_15th_as_it_stood_at_midnight_starting_it(
+    mid_month: ServiceBench,
+) -> None:
+    """Not on the 1st nor the 14th: from the 15th. The free months are the same (ordered on the 1st-20th, free that
+    month; from the 21st, the next one too), and who pays for a month is who was subscribed at midnight starting its
+    15th: a cancellation on the 14th pays nothing for that month, one on the 15th pays it (no test ran billing on
+    another day than the 1st)."""
+    bench = mid_month
+    tt = await subscribe(bench, A, "TT", at(2026, 11, 5))  # charged from December
+    tl = await subscribe(bench, A, "TL", at(2026, 11, 21))  # free through December
+    leaves_on_the_14th = await subscribe(bench, B, "TT", at(2026, 11, 5))
+    leaves_on_the_15th = await subscribe(bench, C, "TT", at(2026, 11, 5))
+    await job(bench, billing.run_due_jobs, at(2026, 12, 1, 0, 5))
+    assert await charged(bench) == []  # November's run (all of it free), no December one yet
+    bench.clock.set(at(2026, 12, 14, 23, 59))
+    await cancel(bench, leaves_on_the_14th)
+    await job(bench, billing.run_due_jobs, at(2026, 12, 14, 23, 59, 30))
+    assert await charged(bench) == []
+    bench.clock.set(at(2026, 12, 15, 0, 0))
+    await cancel(bench, leaves_on_the_15th)
+    await job(bench, billing.run_due_jobs, at(2026, 12, 15, 0, 5))
+    assert await charged(bench) == sorted([(tt.id, "2026-12"), (leaves_on_the_15th.id, "2026-12")])
+    await job(bench, billing.run_due_jobs, at(2027, 1, 14, 9))
+    assert len(await charged(bench)) == 2
+    await job(bench, billing.run_due_jobs, at(2027, 1, 15, 0, 5))
+    assert [s for s, period in await charged(bench) if period == "2027-01"] == sorted([tt.id, tl.id])
+    runs = await bench.store.find(JobRun, order_by="period", job="billing")
+    assert [r.period for r in runs] == ["2026-11", "2026-12", "2027-01"]
+
+
+def test_with_a_billing_day_of_the_15th_an_mo_is_billed_since_only_if_sent_before_the_last_15th(
+    mid_month: ServiceBench,
+) -> None:
+    """An MO handled on 3 January (retried, or replayed at a start) was sent before the last billing moment if it was
+    sent before 15 December's, not January's, still to come: only then is it decided after billing (a cancellation
+    waits for billing's key, a confirmation gets the charges missed)."""
+    handled = at(2027, 1, 3, 9)
+    assert billing.billed_since(mid_month.ctx, at(2026, 12, 14, 23, 59), handled)
+    assert not billing.billed_since(mid_month.ctx, at(2026, 12, 15, 0, 1), handled)
