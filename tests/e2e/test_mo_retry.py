@@ -7,6 +7,7 @@ again, not even after a restart. A restart before that tries it again from the s
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -16,6 +17,7 @@ import structlog
 from gateway.store.effects import Put
 from gateway.store.records import MessageStatus, Subscriber
 from handlers.base import Outcome, Reply
+from handlers.echo import EchoHandler
 from tests.polling import eventually
 from tests.smpp_handset import ESME_ROK, is_receipt, receipt_fields, text
 
@@ -241,3 +243,71 @@ def test_an_mo_for_a_code_no_longer_configured_whose_giving_up_fails_at_start_is
     receipt, sorry = (first, second) if is_receipt(first) else (second, first)
     assert (receipt_fields(receipt)["stat"], text(sorry)) == ("UNDELIV", SORRY_ZH.replace(ECHO, "95555"))
     assert status_of(again, kept.message_id) == MessageStatus.FAILED
+
+
+def test_an_mo_whose_handling_fails_again_when_replayed_at_a_start_is_tried_again_and_the_start_goes_on(
+    make_gateway, handset, tmp_path, monkeypatch
+):
+    """The replay at the start of an MO left `accepted` fails (its handler raises again): the start goes on (binds
+    taken, the subscriber's new texts answered), a `handler failed` error line names the MO, and it is tried again
+    after the first delay of the schedule and handled once (coverage review: no test ran a replay that failed)."""
+    db = tmp_path / "gw.db"
+    gw = make_gateway(db_path=db, gateway={"mo_retry_backoff": [3600]})
+    failing(gw, times=1)
+    a = handset(A, gw=gw)
+    kept = a.submit(ECHO, "kept")
+    assert kept.status == ESME_ROK
+    gw.call(gw.gateway.mo.drain())
+    a.close()
+    gw.stop()  # its next try was an hour away
+
+    calls = []
+    handle = EchoHandler.handle
+
+    async def failing_first(self, inbound, ctx):
+        calls.append(inbound.text)
+        if len(calls) == 1:
+            raise RuntimeError("handler bug")
+        return await handle(self, inbound, ctx)
+
+    monkeypatch.setattr(EchoHandler, "handle", failing_first)
+    with structlog.testing.capture_logs() as logs:
+        again = make_gateway(db_path=db, gateway={"mo_retry_backoff": [0.5]})
+        a = handset(A, gw=again)
+        assert a.submit(ECHO, "new").status == ESME_ROK
+        assert sorted(text(sms) for sms in a.expect_many(2)) == ["kept", "new"]
+    a.expect_none(0.7)  # once
+    assert sorted(calls) == ["kept", "kept", "new"]
+    assert status_of(again, kept.message_id) == MessageStatus.PROCESSED
+    [failed] = [line for line in logs if line["event"] == "handler failed"]
+    assert (failed["log_level"], failed["message_id"], failed["attempt"]) == ("error", kept.message_id.decode(), 1)
+
+
+def test_an_mo_whose_stored_row_cannot_be_read_does_not_keep_the_start_from_replaying_the_others(
+    make_gateway, handset, tmp_path
+):
+    """Two MOs left `accepted`; one's row damaged while the gateway was down (its TLVs no longer parse). The start goes
+    on: the other is replayed and answered, and an error line with its traceback names the one not replayed, which
+    stays `accepted` (gateway/mo.py) (coverage review: no test ran a replay that raised)."""
+    db = tmp_path / "gw.db"
+    gw = make_gateway(db_path=db, gateway={"mo_retry_backoff": [3600]})
+    failing(gw, times=2)
+    a = handset(A, gw=gw)
+    damaged, kept = a.submit(ECHO, "damaged"), a.submit(ECHO, "kept")
+    assert damaged.status == kept.status == ESME_ROK
+    gw.call(gw.gateway.mo.drain())
+    a.close()
+    gw.stop()
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as outside:
+        outside.execute("UPDATE messages SET tlvs = x'0424' WHERE id = ?", (damaged.message_id.decode(),))  # cut short
+
+    with structlog.testing.capture_logs() as logs:
+        again = make_gateway(db_path=db)
+        a = handset(A, gw=again)
+        assert text(a.expect()) == "kept"
+    a.expect_none(0.5)
+    assert status_of(again, kept.message_id) == MessageStatus.PROCESSED
+    assert status_of(again, damaged.message_id) == MessageStatus.ACCEPTED
+    [not_replayed] = [line for line in logs if line["event"] == "MO not replayed"]
+    assert (not_replayed["log_level"], not_replayed["message_id"]) == ("error", damaged.message_id.decode())
+    assert "exc_info" in not_replayed
