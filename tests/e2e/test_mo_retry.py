@@ -245,6 +245,21 @@ def test_an_mo_for_a_code_no_longer_configured_whose_giving_up_fails_at_start_is
     assert status_of(again, kept.message_id) == MessageStatus.FAILED
 
 
+def left_accepted(make_gateway, handset, db, *texts: str) -> list:
+    """MOs from A to ECHO left `accepted` (each one's first try failed, the next an hour away) by a gateway on `db`
+    stopped since: their submit_sm_resps."""
+    gw = make_gateway(db_path=db, gateway={"mo_retry_backoff": [3600]})
+    failing(gw, times=len(texts))
+    a = handset(A, gw=gw)
+    sent = [a.submit(ECHO, words) for words in texts]
+    assert {resp.status for resp in sent} == {ESME_ROK}
+    gw.call(gw.gateway.mo.drain())
+    assert {status_of(gw, resp.message_id) for resp in sent} == {MessageStatus.ACCEPTED}
+    a.close()
+    gw.stop()
+    return sent
+
+
 def test_an_mo_whose_handling_fails_again_when_replayed_at_a_start_is_tried_again_and_the_start_goes_on(
     make_gateway, handset, tmp_path, monkeypatch
 ):
@@ -252,15 +267,7 @@ def test_an_mo_whose_handling_fails_again_when_replayed_at_a_start_is_tried_agai
     taken, the subscriber's new texts answered), a `handler failed` error line names the MO, and it is tried again
     after the first delay of the schedule and handled once (coverage review: no test ran a replay that failed)."""
     db = tmp_path / "gw.db"
-    gw = make_gateway(db_path=db, gateway={"mo_retry_backoff": [3600]})
-    failing(gw, times=1)
-    a = handset(A, gw=gw)
-    kept = a.submit(ECHO, "kept")
-    assert kept.status == ESME_ROK
-    gw.call(gw.gateway.mo.drain())
-    a.close()
-    gw.stop()  # its next try was an hour away
-
+    [kept] = left_accepted(make_gateway, handset, db, "kept")
     calls = []
     handle = EchoHandler.handle
 
@@ -290,14 +297,7 @@ def test_an_mo_whose_stored_row_cannot_be_read_does_not_keep_the_start_from_repl
     on: the other is replayed and answered, and an error line with its traceback names the one not replayed, which
     stays `accepted` (gateway/mo.py) (coverage review: no test ran a replay that raised)."""
     db = tmp_path / "gw.db"
-    gw = make_gateway(db_path=db, gateway={"mo_retry_backoff": [3600]})
-    failing(gw, times=2)
-    a = handset(A, gw=gw)
-    damaged, kept = a.submit(ECHO, "damaged"), a.submit(ECHO, "kept")
-    assert damaged.status == kept.status == ESME_ROK
-    gw.call(gw.gateway.mo.drain())
-    a.close()
-    gw.stop()
+    damaged, kept = left_accepted(make_gateway, handset, db, "damaged", "kept")
     with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as outside:
         outside.execute("UPDATE messages SET tlvs = x'0424' WHERE id = ?", (damaged.message_id.decode(),))  # cut short
 
