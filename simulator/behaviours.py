@@ -307,9 +307,23 @@ class Spammer(Handset):
         self.acked: set[str] = set()  # victims whose report was acknowledged
         self.refused_seen = False  # a round was refused with 0x400
         self.rounds = 0
+        self._news: asyncio.Future[None] | None = None  # done at the next report acknowledged (news())
 
     def must_be_blocked(self, threshold: int) -> bool:
         return len(self.acked) >= threshold
+
+    def excused(self, victim: str, threshold: int) -> bool:
+        """Whether a text to `victim` the target accepted may never arrive: the victim's report of the spammer was
+        acknowledged, or enough victims' were to block it network-wide. The target refuses such a text when it takes it
+        up (from the victim's queue, or for a retry) once the report is committed, and the ack follows the commit."""
+        return victim in self.acked or self.must_be_blocked(threshold)
+
+    def news(self) -> asyncio.Future[None]:
+        """A future done when the next report of the spammer is acknowledged (a round waiting for its texts to arrive
+        stops waiting for those that are excused then)."""
+        if self._news is None or self._news.done():
+            self._news = asyncio.get_running_loop().create_future()
+        return self._news
 
     def allowed(self, victim: str, threshold: int) -> frozenset[int]:
         """The submit_sm statuses a text to `victim` may get now, from what the fleet knows of the reports."""
@@ -331,6 +345,8 @@ class Spammer(Handset):
 
     def report_acked(self, victim: str) -> None:
         self.acked.add(victim)
+        if self._news is not None and not self._news.done():
+            self._news.set_result(None)
 
     def report_refused(self, victim: str) -> None:
         if victim not in self.acked:
@@ -662,15 +678,12 @@ async def spammer_round(spammer: Spammer, env: Env, victims: list[Phone]) -> Dia
                                        f"reports acknowledged, threshold {threshold}): " + "; ".join(wrong[:5]))  # fmt: skip
         step = "spam->victim"
         pending = {arrivals[n]: n for n in accepted}
-        done, missing = await asyncio.wait(list(pending), timeout=env.timeout) if pending else (set(), set())
+        missing = await _arrivals(spammer, pending, env.timeout, threshold)
+        done = pending.keys() - missing
         for future in missing:
             post.forget(spammer.msisdn, pending[future])
-        # A victim whose report of the spammer was acknowledged meanwhile may not get a text accepted while the
-        # report was on its way: one that waited for the victim's bind is refused when it is taken up, once the
-        # report is committed (and its ack follows the commit); and no victim does once the threshold's acks came
-        # meanwhile (the sender is blocked network-wide then). A report that failed or never came excuses nothing.
-        blocked_meanwhile = spammer.must_be_blocked(threshold)
-        lost = sorted(pending[f] for f in missing if pending[f] not in spammer.acked and not blocked_meanwhile)
+        # A report that failed or never came excuses nothing.
+        lost = sorted(pending[f] for f in missing if not spammer.excused(pending[f], threshold))
         if lost:
             raise DialogueFailed(step, f"{len(lost)} victims received nothing within {env.timeout:g} s: {lost[:5]}")
         result.data["withheld"] = str(len(missing))
@@ -698,6 +711,20 @@ async def spammer_round(spammer: Spammer, env: Env, victims: list[Phone]) -> Dia
     if not result.ok:
         result.transcript = spammer.transcript
     return result
+
+
+async def _arrivals(spammer: Spammer, pending: dict[asyncio.Future[ShortMessage], str], timeout: float,
+                    threshold: int) -> set[asyncio.Future[ShortMessage]]:  # fmt: skip
+    """Wait for the round's accepted texts (`pending`: each arrival and its victim), within `timeout`: each until it
+    arrives or its victim is excused (Spammer.excused: a report acknowledged meanwhile lets the target withhold it,
+    and then the round stops waiting for it at once). Returns the arrivals that did not come."""
+    deadline = time.monotonic() + timeout
+    while True:
+        waiting = [f for f, victim in pending.items() if not f.done() and not spammer.excused(victim, threshold)]
+        left = deadline - time.monotonic()
+        if not waiting or left <= 0:
+            return {f for f in pending if not f.done()}
+        await asyncio.wait([*waiting, spammer.news()], timeout=left, return_when=asyncio.FIRST_COMPLETED)
 
 
 def _status(status: int) -> str:
