@@ -256,10 +256,14 @@ class Phone(Handset):
         return super().send(to, text, resend, **fields)
 
     def deliver(self, message: ShortMessage) -> None:
-        self._remember(hash((message.source, message.text)))
+        arrival = hash((message.source, message.text))
+        # One of the texts that came since its last MO, come again: a copy (Fleet._copy judges it), no dialogue's
+        # reply, even from the number the dialogue waits for (the target's retry of a text the fleet answered late).
+        again = arrival in self.recent
+        self._remember(arrival)
         fleet = self.fleet
         expecting = self.expecting
-        if expecting is not None and expecting.wants(message) and fleet.notice_kind(message) is None:
+        if not again and expecting is not None and expecting.wants(message) and fleet.notice_kind(message) is None:
             super().deliver(message)
         else:
             fleet.unasked(self, message)

@@ -211,6 +211,23 @@ async def test_texts_delivered_twice_and_long_texts_in_part_fail_the_run(make_ga
     assert run.summary["failures_by_step"].keys() == {"delivery"}
 
 
+async def test_a_copy_is_no_dialogues_reply_even_from_the_number_it_waits_for(make_gateway) -> None:
+    """A proxy delivers every deliver_sm twice; each help dialogue brings a survey, answered with nonsense. The copy
+    of the re-prompt comes from 10086700, whose next reply the rating dialogue waits for after its next answer: it took
+    the copy for that reply and failed ("expected rating.invalid from 10086700, got '抱歉，未能识别您的回复...'"), as a
+    fleet stopped past the gateway's response_timeout failed its dialogues on the retries it had brought on itself. A
+    copy is told before a dialogue takes a text now: only the copies fail the run."""
+    gw = make_gateway(services={"survey_sample_rate": 1.0})
+    scenario = make_scenario(fleet={"count": 20, "binds": 1, **NO_SP}, behaviours=only(help=1),
+                             reactions={"survey": {"valid": 0, "invalid": 1, "late": 0, "ignore": 0}},
+                             load={"duration": 0, "count": 10, "concurrency": 2})  # fmt: skip
+    async with Proxy(gw.smpp_port, lambda pdu: [pdu, pdu]) as proxy:
+        run = await run_fleet_async(scenario, target=("127.0.0.1", proxy.port))
+    assert run.summary["failures_by_step"].keys() == {"delivery"}, run.summary["failures_by_step"]
+    assert "failed" not in run.outcomes["rating"] and {"invalid", "reprompted"} & set(run.outcomes["rating"]), run.outcomes
+    assert run.summary["failures_by_step"]["delivery"]["text delivered twice"] > sum(run.outcomes["rating"].values())
+
+
 async def stall_until_the_gateway_gives_a_delivery_up(gw) -> None:
     """The fleet's machine stalls (1.5 s: the gateway looks at its deliver_sm twice a second) whenever the gateway
     has a deliver_sm on its way to the fleet, until one goes unanswered past its response_timeout. (A stall at a set
