@@ -86,6 +86,8 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 10.0  # seconds for a TCP connection (and TLS handshake) to the target
 REBIND_BACKOFF = (0.5, 5.0)  # --rebind: seconds before the second try to bind again, doubling up to the most
 SP_NOTICE = re.compile(r"event=(\w+) service=(\S+)(?:.* msisdn=\+?(\d+))?")
+NOTICE_ID = re.compile(r" notice=(\S+)")  # the same in every copy of a notice (a retry), no other notice's (README)
+SP_NOTICES_KEPT = 4096  # SP notices' ids remembered to tell a copy (a retry comes response_timeout + retry_backoff later)
 DRAIN_POLL = 0.1  # seconds between the drain's looks at an interruption
 DELIVERY_FAULTS_KEPT = 200  # delivery faults kept with their details (beyond: counted)
 # Delivery faults, judged at the end (Fleet._check_deliveries): by kind, the stat that counts them and the step they fail
@@ -187,6 +189,8 @@ class Fleet:
         # (negative: received, never owed); entries at 0 are dropped, so it holds what is in flight
         self._notices_owed: Counter[tuple[str, str, str]] = Counter()
         self.notices_misrouted: Counter[tuple[str, str, str]] = Counter()  # (service id, account it came to, its SP's)
+        # The last SP_NOTICES_KEPT notices' ids (hashed), each with how many binds were lost when it came (_sp_notice_copy)
+        self._notice_ids: dict[int, int] = {}
         # Texts delivered twice, in part, or answering no MO of their subscriber (DELIVERY_FAULTS): (kind, msisdn, source,
         # text, time.monotonic()), judged at the end (settle) when the fleet knows whether it answered the target late
         self._delivery_faults: list[tuple[str, str, str, str, float]] = []
@@ -1064,6 +1068,8 @@ class Fleet:
             self.recorder.arrived_unasked("sp_other")
             self._sample(f"to SP {message.destination} from {message.source}: {message.text}")
             return
+        if self._sp_notice_copy(message, account):
+            return
         event, service, msisdn = m.groups()
         if msisdn is not None and msisdn not in self.by_number:
             # About a number outside the fleet: stored for the SP before it bound (an earlier run's), or another
@@ -1075,6 +1081,27 @@ class Fleet:
             self.notices_misrouted[(service, account, owner)] += 1
         self.notices_received[(event, service)] += 1
         self._owe((event, service, msisdn or ""), -1)
+
+    def _sp_notice_copy(self, message: ShortMessage, account: str) -> bool:
+        """Whether the notice is a copy of one that came already (its notice id again: the target's retry, which an SP
+        dedupes), owed nothing. Judged as a subscriber's copy is (Fleet._copy): one that comes after a bind was lost and
+        bound again since the first (--rebind) is counted as redelivered_after_rebind, any other kept to be judged at
+        the end (settle), when the fleet knows whether it answered the target late."""
+        found = NOTICE_ID.search(message.text)
+        if found is None:
+            return False
+        seen, key, lost = self._notice_ids, hash(found[1]), len(self.lost_binds)
+        if key not in seen:
+            seen[key] = lost
+            if len(seen) > SP_NOTICES_KEPT:
+                del seen[next(iter(seen))]
+            return False
+        if self.scenario.fleet.rebind and seen[key] < lost:
+            self.stats["redelivered_after_rebind"] += 1
+            self._sample(f"to SP {account} again, a bind lost and bound again since: {message.text}")
+        else:
+            self._delivery_fault("twice", account, message.source, message.text, message.received_at)
+        return True
 
     def _owe(self, key: tuple[str, str, str], n: int) -> None:
         owed = self._notices_owed

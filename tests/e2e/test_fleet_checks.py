@@ -365,6 +365,26 @@ async def test_sp_notices_about_another_subscriber_fail(make_gateway) -> None:
     assert f"about {first}" in error
 
 
+async def test_an_sp_notice_delivered_again_is_a_copy_not_a_notice_nobody_owed(make_gateway) -> None:
+    """A proxy delivers every SP notice twice, its notice id the same (as the gateway's retry of a notice the SP
+    answered late). Before, the copies were counted as notices no dialogue owed ("ORDER sina-news: 3 received that no
+    dialogue of the run owed"), as with a fleet stopped past the gateway's response_timeout, whose copies README
+    excuses. A notice's id is read now: a second one is a copy, judged as copies are (here, with the fleet answering
+    in time, the gateway's fault: "text delivered twice")."""
+    gw = make_gateway()
+
+    def notices_twice(pdu: bytes) -> list[bytes]:
+        return [pdu, pdu] if b"event=" in pdu else [pdu]
+
+    scenario = make_scenario(fleet={"count": 40, "binds": 1}, behaviours=ORDER_AND_QUERY,
+                             load={"duration": 0, "count": 60, "concurrency": 4})  # fmt: skip
+    async with Proxy(gw.smpp_port, notices_twice) as proxy:
+        run = await run_fleet_async(scenario, target=("127.0.0.1", proxy.port))
+    notices = sum(run.summary["fleet"]["sp_notices"].values())
+    assert notices > 0 and run.summary["failures_by_step"] == {"delivery": {"text delivered twice": notices}}, run.summary["failures_by_step"]
+    assert all(re.match(r"'event=\w+ service=\S+ .* notice=\w+' from \d+ arrived again", f["error"]) for f in run.failures), run.failures[0]
+
+
 # ---------------------------------------------------------- before the load
 async def test_a_text_right_after_a_bind_is_answered_reaches_its_subscriber(make_gateway) -> None:
     """The SMSC (a proxy here) sends each bind's first subscriber a welcome text right after answering the bind.
