@@ -21,14 +21,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import tomllib
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from gateway.config import got
+from gateway.config import ConfigError, got, read_toml
 from gateway.numbers import ascii_digits
 from gateway.smpp.pdu import BindTransceiver
 
@@ -266,14 +265,9 @@ def load_scenario(path: Path | str | None = None) -> Scenario:
     """The scenario in `path` (default: simulator/scenarios/default.toml); raises ScenarioError."""
     path = Path(path) if path is not None else DEFAULT_SCENARIO
     try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
-    except FileNotFoundError:
-        raise ScenarioError(path, "-", "file not found") from None
-    except IsADirectoryError:
-        raise ScenarioError(path, "-", "is a directory, not a scenario file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(path, "-", f"not valid TOML: {exc}") from None
+        raw = read_toml(path)  # as a gateway config is read: not found, a directory, not UTF-8, not TOML...
+    except ConfigError as exc:
+        raise ScenarioError(path, "-", exc.problem) from None
     return parse_scenario(raw, path)
 
 

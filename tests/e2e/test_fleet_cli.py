@@ -445,6 +445,18 @@ def test_non_finite_scenario_values_are_usage_errors(tmp_path: Path, capsys) -> 
     assert f"{scenario}: behaviours.query.weight: expected a finite number; got nan" in capsys.readouterr().err
 
 
+def test_a_scenario_file_not_in_utf8_is_a_usage_error_naming_it(tmp_path: Path, capsys) -> None:
+    """A Latin-1 comment (an editor's default): a UnicodeDecodeError traceback and exit 1, where the same file as
+    --target-config was refused naming it. Read as a config is now; with a byte order mark (Notepad's) it runs on."""
+    scenario = tmp_path / "s.toml"
+    scenario.write_bytes(b"# r\xe9sum\xe9 of the load\n[load]\nconcurrency = 4\n")
+    assert cli.main(["--scenario", str(scenario), "--quiet"]) == 2
+    assert capsys.readouterr() == ("", f"smsgw simulate: {scenario}: -: not UTF-8 text (byte 3 is not); save it as UTF-8\n")
+    scenario.write_bytes(b"\xef\xbb\xbf[load]\nrate = inf\n")  # (refused for the rate, after it was read)
+    assert cli.main(["--scenario", str(scenario), "--quiet"]) == 2
+    assert f"{scenario}: load.rate: expected a finite number; got inf" in capsys.readouterr().err
+
+
 BIND_VALUES_REFUSED = [
     ('[spammers]\npassword = "carrier12"\n',
      "spammers.password: it is 9 octets; SMPP allows at most 8 in a bind's password"),

@@ -128,7 +128,7 @@ def test_mistakes_name_the_file_and_the_key(tmp_path: Path, text: str, key: str,
 def test_unreadable_files(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError, match="file not found"):
         load_scenario(tmp_path / "missing.toml")
-    with pytest.raises(ScenarioError, match="is a directory, not a scenario file"):
+    with pytest.raises(ScenarioError, match="is a directory; expected a TOML file"):
         load_scenario(tmp_path)
     with pytest.raises(ScenarioError, match=r"s\.toml: -: not valid TOML"):
         load_scenario(write(tmp_path, "[load\n"))
