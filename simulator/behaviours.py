@@ -307,11 +307,13 @@ class Spammer(Handset):
     def __init__(self, msisdn: str, esme: Esme) -> None:
         super().__init__(msisdn, esme)
         self.state = IDLE
-        self.reporting: set[str] = set()  # victims whose report is on its way (or done: a superset of `acked`)
+        self.reporting: set[str] = set()  # victims whose report is queued, on its way or done (a superset of `sent`)
+        self.sent: set[str] = set()  # victims whose report began (its MO may have gone), not refused: a superset of `acked`
+        self.under_way: set[str] = set()  # victims whose report began and has not ended
         self.acked: set[str] = set()  # victims whose report was acknowledged
         self.refused_seen = False  # a round was refused with 0x400
         self.rounds = 0
-        self._news: asyncio.Future[None] | None = None  # done at the next report acknowledged (news())
+        self._news: asyncio.Future[None] | None = None  # done at the next report acknowledged, refused or ended (news())
 
     def must_be_blocked(self, threshold: int) -> bool:
         return len(self.acked) >= threshold
@@ -323,38 +325,56 @@ class Spammer(Handset):
         return victim in self.acked or self.must_be_blocked(threshold)
 
     def news(self) -> asyncio.Future[None]:
-        """A future done when the next report of the spammer is acknowledged (a round waiting for its texts to arrive
-        stops waiting for those that are excused then)."""
+        """A future done at the next change in the reports of the spammer: one acknowledged, refused or ended (a round
+        waiting for its texts, or for the acks its refusals call for, looks again then)."""
         if self._news is None or self._news.done():
             self._news = asyncio.get_running_loop().create_future()
         return self._news
 
-    def allowed(self, victim: str, threshold: int) -> frozenset[int]:
-        """The submit_sm statuses a text to `victim` may get now, from what the fleet knows of the reports."""
-        if len(self.acked) >= threshold:
+    @staticmethod
+    def allowed(victim: str, threshold: int, acked: set[str], sent: set[str]) -> frozenset[int]:
+        """The submit_sm statuses a text to `victim` may get, from what the fleet knew of the reports: `acked` before the
+        text went (the target had filed them: only the refusals they call for), `sent` when its answer came (a report
+        begun later cannot have been filed before it). A refusal the acks did not account for yet must be confirmed by
+        the acks that follow (_unconfirmed)."""
+        if len(acked) >= threshold:
             return frozenset({SENDER_BLOCKED})
-        if victim in self.acked:
+        if victim in acked:
             allowed = {BLOCKED_BY_RECIPIENT}
-        elif victim in self.reporting:
+        elif victim in sent:
             allowed = {0, BLOCKED_BY_RECIPIENT}
         else:
             allowed = {0}
-        if len(self.reporting) >= threshold:  # enough reports may have been filed already
+        if len(sent) >= threshold:  # enough reports may have been filed already
             allowed.add(SENDER_BLOCKED)
         return frozenset(allowed)
 
-    # reporting hooks (spam_report calls them for a victim's report of this spammer)
+    # reporting hooks (the fleet calls report_queued as a victim's report reaction is queued, spam_report the others)
+    def report_queued(self, victim: str) -> None:
+        self.reporting.add(victim)
+
     def report_sent(self, victim: str) -> None:
         self.reporting.add(victim)
+        self.sent.add(victim)
+        self.under_way.add(victim)
 
     def report_acked(self, victim: str) -> None:
         self.acked.add(victim)
-        if self._news is not None and not self._news.done():
-            self._news.set_result(None)
+        self._tell()
 
     def report_refused(self, victim: str) -> None:
         if victim not in self.acked:
             self.reporting.discard(victim)
+            self.sent.discard(victim)
+        self._tell()
+
+    def report_ended(self, victim: str) -> None:
+        self.under_way.discard(victim)
+        self._tell()
+
+    def _tell(self) -> None:
+        if self._news is not None and not self._news.done():
+            self._news.set_result(None)
 
 
 # ----------------------------------------------------------------- dialogues
@@ -482,8 +502,15 @@ async def spam_report(
     phone.reported.add(reported)
 
     async def body(run: Run) -> str:
-        if spammer is not None:
-            spammer.report_sent(phone.msisdn)
+        if spammer is None:
+            return await report(run)
+        spammer.report_sent(phone.msisdn)
+        try:
+            return await report(run)
+        finally:
+            spammer.report_ended(phone.msisdn)
+
+    async def report(run: Run) -> str:
         if variant == "with_number":
             label = "report"
             await run.send(code, f"{number}{rng.choice(('*', '＊'))}{spam_text}", label=label)
@@ -642,12 +669,15 @@ async def spammer_round(spammer: Spammer, env: Env, victims: list[Phone]) -> Dia
     result.started_at = time.monotonic()
     step = "spam"
     try:
-        allowed = {v.msisdn: spammer.allowed(v.msisdn, threshold) for v in victims}
+        acked = set(spammer.acked)
         arrivals = {v.msisdn: post.expect(spammer.msisdn, v.msisdn) for v in victims}
         # each with when it went and its submit_sm_resp arrived: a text delivered before that is timed to it
         responses = await asyncio.gather(*(spammer.send(v.msisdn, text, env.resend) for v in victims), return_exceptions=True)
+        sent_reports = set(spammer.sent)
+        allowed = {v.msisdn: spammer.allowed(v.msisdn, threshold, acked, sent_reports) for v in victims}
         accepted: list[str] = []
         refusals: list[int] = []
+        expected: dict[str, int] = {}  # victim -> the refusal the reports allowed, confirmed by their acks (_unconfirmed)
         wrong: list[str] = []
         sent: dict[str, float] = {}
         answered: dict[str, float] = {}
@@ -666,7 +696,7 @@ async def spammer_round(spammer: Spammer, env: Env, victims: list[Phone]) -> Dia
                 post.forget(spammer.msisdn, number)
                 refusals.append(status)
                 if status in allowed[number]:  # a wrong refusal fails the round: it is no "refused (as expected)"
-                    env.on_event("refused", _status(status))
+                    expected[number] = status
                 else:
                     result.refused.append(_status(status))
             else:
@@ -680,6 +710,14 @@ async def spammer_round(spammer: Spammer, env: Env, victims: list[Phone]) -> Dia
         if wrong:
             raise DialogueFailed(step, f"{len(wrong)} of {len(victims)} answered wrongly ({len(spammer.acked)} victims' "
                                        f"reports acknowledged, threshold {threshold}): " + "; ".join(wrong[:5]))  # fmt: skip
+        unconfirmed = await _unconfirmed(spammer, expected, acked, sent_reports, threshold, env.timeout)
+        if unconfirmed:
+            result.refused += [_status(s) for s in expected.values()]
+            raise DialogueFailed(step, unconfirmed)
+        for status in expected.values():
+            env.on_event("refused", _status(status))
+        if SENDER_BLOCKED in expected.values():
+            spammer.refused_seen = True
         step = "spam->victim"
         pending = {arrivals[n]: n for n in accepted}
         missing = await _arrivals(spammer, pending, env.timeout, threshold)
@@ -701,8 +739,6 @@ async def spammer_round(spammer: Spammer, env: Env, victims: list[Phone]) -> Dia
             result.steps.append((step, max(message.received_at, answered[number]) - sent[number]))  # as Run.latency
         spammer.rounds += 1
         blocked = bool(refusals) and not accepted and all(s == SENDER_BLOCKED for s in refusals)
-        if blocked:
-            spammer.refused_seen = True
         result.outcome = "blocked" if blocked else "sent"
         result.ok = True
         result.data["accepted"] = str(len(accepted))
@@ -715,6 +751,33 @@ async def spammer_round(spammer: Spammer, env: Env, victims: list[Phone]) -> Dia
     if not result.ok:
         result.transcript = spammer.transcript
     return result
+
+
+async def _unconfirmed(spammer: Spammer, refused: dict[str, int], acked: set[str], sent: set[str], threshold: int,
+                       timeout: float) -> str:  # fmt: skip
+    """Why the round's refusals (`refused`: victim -> status) are wrong, or "": each 0x401 must be followed by its
+    victim's ack, and a 0x400 by the acks of `threshold` victims among those whose report had begun when the answers
+    came (`sent`: one begun later was not filed before them), unless the acks known before the texts went (`acked`)
+    accounted for it already. Waits for the reports under way, at most `timeout`; one still under way then may yet be
+    acknowledged, so nothing is judged wrong."""
+    owed = {victim for victim, status in refused.items() if status == BLOCKED_BY_RECIPIENT} - acked
+    block = SENDER_BLOCKED in refused.values() and len(acked) < threshold
+    deadline = time.monotonic() + timeout
+    while True:
+        unacked = owed - spammer.acked
+        filed = len(spammer.acked & sent)
+        if not unacked and (not block or filed >= threshold):
+            return ""
+        left = deadline - time.monotonic()
+        if not spammer.under_way & sent:
+            break
+        if left <= 0:
+            return ""
+        await asyncio.wait([spammer.news()], timeout=left)
+    if unacked:
+        return f"refused SMSGW_RBLOCKEDBYRECIPIENT (0x401) to {sorted(unacked)[:5]}, whose report of the spammer was never acknowledged"
+    return (f"refused SMSGW_RSENDERBLOCKED (0x400) too early: of the {len(sent)} victims whose report had begun when the "
+            f"answers came, {filed} had it acknowledged, threshold {threshold}")  # fmt: skip
 
 
 async def _arrivals(spammer: Spammer, pending: dict[asyncio.Future[ShortMessage], str], timeout: float,

@@ -189,6 +189,8 @@ class Fleet:
         # (negative: received, never owed); entries at 0 are dropped, so it holds what is in flight
         self._notices_owed: Counter[tuple[str, str, str]] = Counter()
         self.notices_misrouted: Counter[tuple[str, str, str]] = Counter()  # (service id, account it came to, its SP's)
+        # The reporters told a number's reports were handled (spam.handled), by the number as the notices name it
+        self._told_handled: dict[str, set[str]] = {}
         # The last SP_NOTICES_KEPT notices' ids (hashed), each with how many binds were lost when it came (_sp_notice_copy)
         self._notice_ids: dict[int, int] = {}
         # Texts delivered twice, in part, or answering no MO of their subscriber (DELIVERY_FAULTS): (kind, msisdn, source,
@@ -1171,6 +1173,8 @@ class Fleet:
         kind = self.notice_kind(message)
         if kind is not None:
             recorder.arrived_unasked(kind)
+            if kind == "spam_handled":
+                self._told(phone, message)
             return
         if source == plan.rating:
             fields = plan.texts.match("rating.survey", message.text)
@@ -1199,6 +1203,11 @@ class Fleet:
                 return
         recorder.arrived_unasked("other")
         self._sample(f"to {phone.msisdn} ({phone.state}) from {source}: {message.text}")
+
+    def _told(self, phone: Phone, message: ShortMessage) -> None:
+        """A "report handled" notice: the reporter is told the number it names is blocked (_check_handled)."""
+        fields = self.plan.texts.match("spam.handled", message.text) or {}
+        self._told_handled.setdefault(fields.get("number", ""), set()).add(phone.msisdn)
 
     def _from_outside(self, source: str) -> bool:
         """A text from a number outside the fleet, not a service's: a spammer (one of the fleet's, or anyone's)."""
@@ -1271,7 +1280,7 @@ class Fleet:
         phone.reported.add(sender)
         spammer = self.spammer_by_number.get(sender)
         if spammer is not None:
-            spammer.report_sent(phone.msisdn)  # from now on its texts to this victim may be refused
+            spammer.report_queued(phone.msisdn)
         self._queue(phone, "spam", lambda: b.spam_report(phone, self.env, variant, sender, message.text, spammer=spammer))
 
     def _mo_accepted(self) -> None:
@@ -1307,6 +1316,7 @@ class Fleet:
         try:
             await self._check_rebinds()
             await self._check_blocks_and_notices(timeout)
+            await self._check_handled(timeout)
             await self._check_deliveries()
         finally:
             self.recorder.finish()  # the run ends after its end checks: their results lie within it
@@ -1405,6 +1415,32 @@ class Fleet:
             self.recorder.dialogue_started()
             self.recorder.record(await self._guarded("spammer", spammer, partial(b.spammer_round, spammer, self.env, victims)))
         self.stats["spammer_final_checks"] += len(due)
+
+    async def _check_handled(self, timeout: float) -> None:
+        """Every reporter of a spammer the run saw refused 0x400 is told its report was handled (SPEC 3.3): each victim
+        whose report was acknowledged gets spam.handled naming the number, `timeout` allowed for the last ones to come.
+        Not judged in an interrupted run, nor for a victim whose bind is lost or away (--rebind)."""
+        if self.interrupted:
+            return
+        until = time.monotonic() + timeout
+        while (untold := self._untold()) and time.monotonic() < until:
+            await asyncio.sleep(0.05)
+        for spammer, victims in untold.items():
+            self.check_failed("spammer", spammer.msisdn, "report handled",
+                              f"blocked network-wide (0x400), yet {len(victims)} of the {len(spammer.acked)} victims whose report of "
+                              f"it was acknowledged were never told it was handled (spam.handled): {sorted(victims)[:5]}")  # fmt: skip
+
+    def _untold(self) -> dict[Spammer, set[str]]:
+        """By spammer seen refused 0x400: the victims whose report was acknowledged and who were not told it was handled."""
+        untold = {}
+        for spammer in self.spammers:
+            if not spammer.refused_seen:
+                continue
+            told = self._told_handled.get(self.plan.national(spammer.msisdn), set())
+            victims = {v for v in spammer.acked - told if self.by_number[v].lost is None and self.by_number[v] not in self._away}
+            if victims:
+                untold[spammer] = victims
+        return untold
 
     def _notices_short(self, unchecked: set[str]) -> bool:
         """Whether a notice about a service not among `unchecked` is still owed."""

@@ -548,6 +548,23 @@ async def test_spam_withheld_once_the_spammer_is_blocked_is_excused_at_once(make
     assert run.summary["load_s"] < 4, run.summary["load_s"]
 
 
+async def test_reporters_never_told_their_report_was_handled_fail_the_run(make_gateway) -> None:
+    """A proxy drops every "report handled" notice: the spammer is blocked, but none of its reporters hears of it
+    (SPEC 3.3: every reporter is told). Before, the notices were only counted, and the run passed."""
+    gw = make_gateway()
+    handled = "已被处理".encode("utf-16-be")
+
+    def untold(pdu: bytes) -> list[bytes]:
+        return [] if handled in pdu else [pdu]
+
+    async with Proxy(gw.smpp_port, change=untold) as proxy:
+        run = await run_fleet_async(spammer_rounds(1), target=("127.0.0.1", proxy.port))
+    assert run.failed == 0 and run.summary["failures_by_step"] == {"spammer": {"report handled": 1}}, run.summary["failures_by_step"]
+    assert re.match(r"blocked network-wide \(0x400\), yet 6 of the 6 victims whose report of it was acknowledged were never "
+                    r"told it was handled \(spam.handled\): \['86138", run.failures[0]["error"]), run.failures[0]["error"]
+    assert run.failures[0]["msisdn"] == SPAMMER and "spam_handled" not in run.summary["unsolicited"]
+
+
 def test_mo_refused_by_a_throttled_target_are_counted_by_status(smsgw_fleet, tmp_path: Path) -> None:
     """The subscribers' account is throttled: their MOs are refused with ESME_RTHROTTLED and the dialogues fail.
     Before, the refusals showed only in the failures' texts (the first 200 kept): `mo_refused` was empty and the

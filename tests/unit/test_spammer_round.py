@@ -1,6 +1,7 @@
 """The fleet's check of a spammer's round (simulator.behaviours.spammer_round): each text the target accepts must
 arrive, except at a victim whose report of the spammer was acknowledged meanwhile (the gateway may refuse such a text
-when it is taken up from the victim's queue, once the report is committed)."""
+when it is taken up from the victim's queue, once the report is committed); and a refusal as blocked network-wide must
+be confirmed by the acks of the threshold's reports begun before it was answered."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ import random
 import time
 from types import SimpleNamespace
 
-from simulator.behaviours import Phone, PostOffice, Spammer, spammer_round
+from simulator.behaviours import (
+    SENDER_BLOCKED,
+    Phone,
+    PostOffice,
+    Spammer,
+    spammer_round,
+)
 from simulator.esme import BindLost, ShortMessage
 
 SPAMMER, REPORTER, BYSTANDER = "8613000000001", "8613800000001", "8613800000002"
@@ -90,3 +97,60 @@ async def test_a_text_to_a_victim_whose_bind_was_lost_fails_the_round_naming_the
     result = await round_withholding(REPORTER, reporting=set(), acked_meanwhile=set(),
                                      bind_lost=BindLost("the bind rx #2 as 'handset' was lost"))  # fmt: skip
     assert (result.ok, result.step, result.error) == (False, "spam->victim", f"to {REPORTER}: the bind rx #2 as 'handset' was lost")
+
+
+class Blocking:
+    """Refuses every text as from a sender blocked network-wide (0x400); then `after()` (reports ending) runs."""
+
+    def __init__(self) -> None:
+        self.after = lambda: None
+
+    def submissions(self, source: str, destination: str, text: str) -> list[tuple[str, str, str]]:
+        return [(source, destination, text)]
+
+    async def submit_pdus(self, pdus: list[tuple[str, str, str]]) -> tuple[list[SimpleNamespace], float]:
+        asyncio.get_running_loop().call_soon(self.after)
+        self.after = lambda: None
+        return [SimpleNamespace(command_status=SENDER_BLOCKED)], time.monotonic()
+
+
+async def round_refused_while_reports_under_way(acked_then: int, ended_then: int) -> tuple[object, Spammer]:
+    """A round refused 0x400 while the threshold's 5 reports are under way (begun, none acknowledged); then the first
+    `acked_then` are acknowledged and the first `ended_then` end."""
+    reporters = [f"86138000001{i:02d}" for i in range(5)]
+    env = SimpleNamespace(rng=random.Random(1), post=PostOffice(), rules=SimpleNamespace(spam_block_threshold=5),
+                          timeout=0.5, on_event=lambda event, detail: None, on_mo=lambda: None, resend=None)  # fmt: skip
+    target = Blocking()
+    spammer = Spammer(SPAMMER, target)
+    for reporter in reporters:
+        spammer.report_sent(reporter)
+
+    def after() -> None:
+        for reporter in reporters[:acked_then]:
+            spammer.report_acked(reporter)
+        for reporter in reporters[:ended_then]:
+            spammer.report_ended(reporter)
+
+    target.after = after
+    victims = [Phone(n, target, fleet=None) for n in (REPORTER, BYSTANDER)]
+    return await spammer_round(spammer, env, victims), spammer
+
+
+async def test_a_block_is_allowed_once_the_reports_begun_before_it_are_acknowledged() -> None:
+    result, spammer = await round_refused_while_reports_under_way(acked_then=5, ended_then=5)
+    assert (result.ok, result.outcome, spammer.refused_seen) == (True, "blocked", True), result.error
+
+
+async def test_a_block_the_reports_begun_before_it_never_account_for_fails_the_round() -> None:
+    """5 reports had begun when the texts were refused 0x400, as the threshold allows, but only 2 were acknowledged:
+    the target blocked the spammer on fewer reports than the threshold. Before, 5 reports on their way were enough."""
+    result, spammer = await round_refused_while_reports_under_way(acked_then=2, ended_then=5)
+    assert (result.ok, result.step) == (False, "spam") and not spammer.refused_seen
+    assert result.error == ("refused SMSGW_RSENDERBLOCKED (0x400) too early: of the 5 victims whose report had begun "
+                            "when the answers came, 2 had it acknowledged, threshold 5")  # fmt: skip
+
+
+async def test_a_block_is_not_judged_while_the_reports_it_may_rest_on_are_still_under_way() -> None:
+    """Their acks may come after the round's timeout (a two-step report takes two replies): no correct target fails."""
+    result, _spammer = await round_refused_while_reports_under_way(acked_then=2, ended_then=2)
+    assert result.ok, result.error
