@@ -17,10 +17,12 @@ of its backlog (`_park_for`), and the read waits (`_has_room`). When a bind
 that can receive appears, or a stalled one
 that parked MTs answers again or goes (`answering`, `unbound`), its MTs are
 read back from the store a page at a time (`_pull`), each page when the bind
-has room for it; expired ones are found by the sweep through the store's
-expiry index. `_held` names the MTs this process has in hand (in memory, or
-with their final status not yet committed), so a page read meanwhile does not
-hand the same MT out twice.
+has room for it; a stalled one that holds nothing is handed the oldest of
+them meanwhile, so that it has a deliver_sm to answer again (`probe`);
+expired ones are found by the sweep through the store's expiry index.
+`_held` names the MTs this process has in hand (in memory, or with their
+final status not yet committed), so a page read meanwhile does not hand the
+same MT out twice.
 
 Per subscriber, MTs go out in the order they were accepted: one accepted while
 its account's backlog is being read, for a bind that appeared since (or that
@@ -69,7 +71,7 @@ from .messages import account_of, receipted, subscriber_of
 from .notice_order import NoticeOrder
 from .receipts import receipt_for, refusal_error
 from .retry_timers import RetryTimers, Waiting
-from .router import Receiver, Router, carries, range_prefixes
+from .router import Receiver, Router, carries, range_prefixes, serves
 from .smpp.constants import CommandStatus, MessageState
 from .store.base import Store
 from .store.records import Direction, Message, MessageStatus
@@ -120,6 +122,7 @@ class Delivery:
         self._unread: set[str] = set()
         self._parked_on: set[Receiver] = set()  # stalled binds that MTs were parked for (`_full`), until read back
         self._room_waiters: dict[str, asyncio.Future[None]] = {}  # pulls waiting for their account's binds to drain
+        self._probes: dict[Receiver, asyncio.Task] = {}  # stalled binds whose parked MTs are being read for them (`probe`)
         # MT id -> its final status's next write (_write_final): the timer, then the task that writes
         self._rewrites: dict[str, asyncio.TimerHandle | asyncio.Task] = {}
         self._replaced: dict[str, Message] = {}  # id -> the replacement (replace_sm) of an MT not yet ended
@@ -216,8 +219,9 @@ class Delivery:
         """Whether an MT routed to a `stalled` bind is parked: it has FULL MTs queued or in flight, or has parked one
         since it stalled (a newer MT to that subscriber queued there would go out ahead of it). A bind that answers
         enquire_link but never deliver_sm, the only one for its subscribers, was queued every MT routed to it, in
-        memory, for as long as it stayed bound (15,000 MTs of 10 KB: +165 MB). No read meanwhile: what it parked
-        is read back when it answers again or goes (`answering`, `unbound`). A healthy bind has no such limit."""
+        memory, for as long as it stayed bound (15,000 MTs of 10 KB: +165 MB). What it parked is read back when it
+        answers again or goes (`answering`, `unbound`); meanwhile only a window's worth once it holds nothing
+        (`probe`). A healthy bind has no such limit."""
         if receiver in self._parked_on:
             return True
         if receiver.load < self.FULL:
@@ -249,6 +253,78 @@ class Delivery:
                 stalled_for.setdefault(message.dest_addr, bind)
         for message in read.let_go(set(stalled_for)):
             self._park_for(stalled_for[message.dest_addr], message)
+
+    def probe(self, receiver: Receiver, count: int) -> bool:
+        """`receiver` is `stalled` and holds nothing (SmppConnection.tick): if MTs were parked for it (`_full`), and none
+        whose attempt failed on it waits for its retry (their back-off stands: they go back to the store, and to it
+        first), its oldest are read back from the store for it, up to `count` (at most FULL). If it answers one, what
+        is parked is read back for it (`answering`). (Before, a bind whose deliver_sm in flight all went unanswered,
+        even late, had nothing left to answer: what was parked for it waited until another bind of its account
+        answered or appeared, or it went, its client healthy again or not.) True: a read began."""
+        if receiver not in self._parked_on or receiver in self._probes or self._stopped or self._retry_timers.failed_on(receiver):
+            return False
+        self._probes[receiver] = asyncio.get_running_loop().create_task(self._probe(receiver, min(count, self.FULL)))
+        return True
+
+    async def _probe(self, receiver: Receiver, count: int) -> None:
+        """Read the first page of each range of its account's backlog that `receiver` serves (_backlog_ranges, as a bind
+        that appears), handing it each MT it would take until it holds `count`, in order per subscriber: a
+        subscriber's MTs from their first in the store, and none while one of theirs is in hand (queued on another
+        bind, waiting for a retry) or one another bind would take (`_probe_offer`) comes first. A read that fails is
+        tried again at the next probe (the MTs stay in the store)."""
+        passed_over: set[str] = set()  # subscribers none of whose MTs this probe hands out from here on
+
+        async def read_page(to_account: str | None, below: str, after: tuple[str, int]) -> list[tuple[Any, Message]]:
+            page = await self.store.waiting_mts(to_account, after, below, self.PAGE)
+            held = self._held
+            passed_over.update(message.dest_addr for _cursor, message in page if message.id in held)
+            return page
+
+        def take(message: Message) -> None:
+            dest = message.dest_addr
+            if (
+                receiver.load < count and dest not in passed_over and self._probing(receiver)
+                and not self._probe_offer(receiver, message)
+            ):  # fmt: skip
+                passed_over.add(dest)
+
+        async def one_page(_after: tuple[str, int]) -> bool:
+            return False
+
+        try:
+            for _index, to_account, low, below in _backlog_ranges(receiver.account, _served_prefixes((receiver,))):
+                if receiver.load >= count or not self._probing(receiver):
+                    break
+                await self._take_waiting(partial(read_page, to_account, below), (low, 0), take, one_page)
+        except Exception:
+            if receiver.may_log("reading MTs parked for a stalled bind failed"):  # (at each probe while it fails)
+                log.exception("reading MTs parked for a stalled bind failed", account=receiver.account.system_id)
+        finally:
+            del self._probes[receiver]
+
+    def _probing(self, receiver: Receiver) -> bool:
+        """A probe's read goes on for `receiver`: still stalled with MTs parked for it (not answering again, nor gone)."""
+        return receiver.stalled and receiver in self._parked_on and not self._stopped
+
+    def _probe_offer(self, receiver: Receiver, message: Message) -> bool:
+        """Offer an MT read back for a probed bind to it if it takes it: routed to it, or to another stalled bind of its
+        account when it serves the subscriber too (any that answers, the account's parked MTs are read back for it).
+        True: it went to `receiver`, or ended now (expired, or refused); False: another bind would take it, or
+        none."""
+        if message.expires_at <= self.clock.now():
+            self._expire(message)
+            return True
+        if self._refused(message):
+            return True
+        chosen = self.router.route(message, tell=False)
+        if chosen is not receiver and (
+            chosen is None or not chosen.stalled or chosen.account is not receiver.account or not serves(receiver, message)
+        ):  # fmt: skip
+            return False
+        self._held.add(message.id)
+        if not (message.extra and self._notices.wait_turn(message)):
+            receiver.offer(message)
+        return True
 
     def answering(self, receiver: Receiver) -> None:
         """A stalled bind answers again (Router.answered): what was parked for it, or for another bind of its account
@@ -925,6 +1001,8 @@ class Delivery:
             rewrite.cancel()
         self._rewrites.clear()
         for task in self._pulls.values():
+            task.cancel()
+        for task in self._probes.values():
             task.cancel()
 
 

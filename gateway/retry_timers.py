@@ -1,4 +1,5 @@
-"""MTs waiting for their next delivery attempt, each with its timer: by id, by sender, and by end of validity.
+"""MTs waiting for their next delivery attempt, each with its timer: by id, by sender, and by end of validity (and
+how many failed on each bind).
 
 A block or an unsubscription ends what its sender has waiting for a retry (Delivery.refuse_waiting). Found by
 walking every timer, that cost ~63 ms of the event loop per spam report or unsubscription with 100,000 MTs waiting
@@ -31,6 +32,7 @@ class RetryTimers:
         # (expires_at, id) of each MT that waited here since the last compaction: one left by an MT no longer
         # waiting (or by its earlier wait) is skipped when it comes up, or dropped when the heap is rebuilt.
         self._by_expiry: list[tuple[float, str]] = []
+        self._by_bind: dict[Receiver, int] = {}  # bind -> how many of the MTs here failed on it (Delivery.probe)
 
     def add(self, message: Message, timer: asyncio.TimerHandle, failed_on: Receiver | None = None) -> None:
         replaced = self.pop(message.id)
@@ -38,6 +40,8 @@ class RetryTimers:
             replaced[0].cancel()
         self._by_id[message.id] = (timer, message, failed_on)
         self._by_sender.setdefault(message.source_addr, set()).add(message.id)
+        if failed_on is not None:
+            self._by_bind[failed_on] = self._by_bind.get(failed_on, 0) + 1
         if len(self._by_expiry) > 2 * len(self._by_id) + 64:  # mostly left behind: a retry adds one per attempt
             self._by_expiry = [(waiting.expires_at, message_id) for message_id, (_, waiting, _) in self._by_id.items()]
             heapq.heapify(self._by_expiry)
@@ -62,7 +66,18 @@ class RetryTimers:
             ids.discard(message_id)
             if not ids:
                 del self._by_sender[source]
+            failed_on = waiting[2]
+            if failed_on is not None:
+                left = self._by_bind[failed_on] - 1
+                if left:
+                    self._by_bind[failed_on] = left
+                else:
+                    del self._by_bind[failed_on]
         return waiting
+
+    def failed_on(self, bind: Receiver) -> int:
+        """How many MTs wait here whose last attempt failed on `bind`."""
+        return self._by_bind.get(bind, 0)
 
     def from_sender(self, source: str) -> list[Waiting]:
         return [self._by_id[message_id] for message_id in self._by_sender.get(source, ())]
@@ -87,3 +102,4 @@ class RetryTimers:
         self._by_id.clear()
         self._by_sender.clear()
         self._by_expiry.clear()
+        self._by_bind.clear()

@@ -301,6 +301,13 @@ class Router:
         return best
 
 
+def serves(receiver: Receiver, message: Message) -> bool:
+    """Whether `receiver` may be chosen for an MT to its account (not for its load, nor the subscriber's last MO): its
+    address_range does not leave the subscriber out, and a deliver_sm on it carries the MT."""
+    address_range = receiver.address_range
+    return (address_range is None or bool(address_range.search(message.dest_addr))) and carries(receiver, message)
+
+
 def carries(receiver: Receiver, message: Message) -> bool:
     """Whether a deliver_sm on `receiver` can carry the MT: any on a bind of SMPP 3.4; on one of 3.3 (no TLVs, so no
     message_payload), only what fits its short_message."""

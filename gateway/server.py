@@ -123,6 +123,7 @@ class SmppConnection(asyncio.Protocol):
         self._released = False  # the gateway is done with it: see _release()
         self._peer_reading = True  # False between pause_writing and resume_writing
         self._stalled_unread = False  # stalled by pause_writing (not by a timeout): resume_writing ends it
+        self._probe_due = 0.0  # session.clock() from which it may be probed again (_probe)
         self._unread_since = 0.0  # session.clock() at pause_writing, or when the peer was last seen reading since
         self._unread_buffered = 0  # what waited for the peer then, in the transport and the kernel (_note_reading)
         self._abort_handle: asyncio.TimerHandle | None = None  # see close()
@@ -736,6 +737,8 @@ class SmppConnection(asyncio.Protocol):
             return
         self._pump()
         self._expire_queued()
+        if self.stalled and not self.load:
+            self._probe()
         if self.account is None and session.clock() >= self._bind_by:
             if self.may_log(NOT_BOUND):  # (one host can open thousands a second)
                 log.warning(NOT_BOUND, peer=self.peer, account=self.system_id,  # ("-", as other lines before a bind)
@@ -756,6 +759,18 @@ class SmppConnection(asyncio.Protocol):
         elif session.enquire_link_due():
             session.send(EnquireLink())
         self.flush()
+
+    def _probe(self) -> None:
+        """Stalled, it holds nothing: the MTs parked for it are read back for it (Delivery.probe), as many as its window
+        takes, so that it has a deliver_sm to answer again; not again for response_timeout when it answers none of
+        them, nor while its peer does not read (reading again ends a stall that began so)."""
+        session = self.session
+        now = session.clock()
+        if (
+            now >= self._probe_due and self._peer_reading and self.can_receive and session.can_send_request
+            and self.gateway.delivery.probe(self, session.window)
+        ):  # fmt: skip
+            self._probe_due = now + session.response_timeout
 
     def unbind(self) -> None:
         if self.session.is_bound and not self.session.halted:  # halted: no request goes out (a framing error)

@@ -16,6 +16,7 @@ import json
 import select
 import socket
 import sqlite3
+import struct
 import termios
 import threading
 import time
@@ -813,20 +814,82 @@ def test_a_silent_bind_holds_no_more_than_full_and_once_it_answers_gets_every_mt
 
 
 def test_what_a_silent_bind_parked_goes_once_in_order_to_the_bind_after_it(make_gateway, handset):
-    """The silent bind's MTs time out, their retries are parked too (it is stalled, with MTs parked), and it goes:
-    the next carrier bind gets every MT once, in order per subscriber."""
+    """The silent bind's MTs time out, their retries are parked too (it is stalled, with MTs parked), and it goes
+    (abruptly, with the oldest of them handed back to it in flight: Delivery.probe): the next carrier bind gets every MT
+    once, in order per subscriber."""
     gw = make_gateway(gateway={"window": 2, "response_timeout": 1, "enquire_link_interval": 30, "idle_timeout": 120,
                                "retry_backoff": [0.5]})  # fmt: skip
     _, silent, bind, texts = silent_bind_with_mts_parked(gw, handset)
     delivery = gw.gateway.delivery
-    assert eventually(lambda: bind.load == 0 and not delivery._retry_timers, timeout=10)  # all in the store
-    assert not delivery._held
-    silent.close()
+    assert eventually(lambda: bind.load == 0, timeout=10)  # every deliver_sm timed out
+    assert len(delivery._held) <= 2  # a window waiting for its retry
+    assert eventually(lambda: not delivery._retry_timers)  # parked: the rest in the store, a window in flight at most
+    assert len(delivery._held) <= 2
+    silent.client._socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    silent.client._socket.close()  # reset: what it has in flight goes back to delivery at once
+    silent.client._socket = None
     healthy = handset(X, system_id="carrier", bind="rx", gw=gw)
     got = [text(pdu) for pdu in healthy.expect_many(len(texts))]
     assert sorted(got) == sorted(texts)
     assert in_order_per_subscriber(got, texts), got
     healthy.expect_none(within=1.5)
+
+
+def lost_unanswered(phone: Handset) -> None:
+    """Every deliver_sm the gateway has sent `phone` so far is read and left unanswered for good: its client lost them."""
+    while select.select([phone.client._socket], [], [], 0)[0]:
+        phone.read()
+    phone.inbox.clear()
+    phone.unanswered.clear()
+
+
+def test_a_silent_bind_with_nothing_left_to_answer_is_handed_what_it_parked_and_answering_again_gets_it_all(
+    make_gateway, handset
+):
+    """The silent bind's MTs all time out, none answered even late, and their retries are parked too: it held
+    nothing, so no deliver_sm came to it that it could answer, and its subscribers got nothing until it went, its
+    client healthy again or not. It is handed its oldest parked MTs from the store (Delivery.probe): its client,
+    answering again, gets every MT once, in order per subscriber."""
+    gw = make_gateway(gateway={"window": 2, "response_timeout": 1, "enquire_link_interval": 30, "idle_timeout": 120,
+                               "retry_backoff": [0.5]})  # fmt: skip
+    _, silent, bind, texts = silent_bind_with_mts_parked(gw, handset)
+    assert eventually(lambda: bind.load == 0, timeout=10)  # every deliver_sm timed out, their retries parked (or soon)
+    lost_unanswered(silent)
+    silent.answering = True
+    got = [text(pdu) for pdu in silent.expect_many(len(texts), timeout=10)]
+    assert sorted(got) == sorted(texts)
+    assert in_order_per_subscriber(got, texts), got
+    silent.expect_none(within=1.5)
+
+
+def test_of_two_silent_binds_with_nothing_left_to_answer_the_one_that_answers_again_gets_every_mt_once(
+    make_gateway, handset
+):
+    """Both carrier binds answer no deliver_sm and park MTs (Delivery.FULL made 3). Once one of them (`a`) has nothing
+    left in flight, none answered even late, its client answers again, the other's never: it is handed its oldest
+    parked MTs (those the other has in hand to a subscriber are not), answers them, and every MT reaches it once."""
+    gw = make_gateway(gateway={"window": 2, "response_timeout": 1, "enquire_link_interval": 30, "idle_timeout": 120,
+                               "retry_backoff": [0.5]})  # fmt: skip
+    delivery = gw.gateway.delivery
+    delivery.FULL = 3
+    phones, binds = [], []
+    for _ in range(2):
+        phones.append(handset(X, system_id="carrier", bind="rx", gw=gw))
+        phones[-1].answering = False
+        binds += [c for c in gw.gateway.connections if c.account is not None and c.account.system_id == "carrier"
+                  and c not in binds]  # fmt: skip
+    a, bind = phones[0], binds[0]
+    sender = handset(A, bind="tx", gw=gw)
+    texts = [f"mt {n} to {SUBSCRIBERS[n % 3]}" for n in range(16)]
+    for mt in texts:
+        assert sender.submit(mt.split(" to ")[1], mt).status == ESME_ROK
+    assert eventually(lambda: all(bind in delivery._parked_on for bind in binds), timeout=10)
+    assert eventually(lambda: bind.load == 0, timeout=10)  # every deliver_sm timed out, their retries parked (or soon)
+    lost_unanswered(a)
+    a.answering = True
+    got = [text(pdu) for pdu in a.expect_many(len(texts), timeout=15)]
+    assert sorted(got) == sorted(texts)
+    a.expect_none(within=1.5)
 
 
 def test_a_silent_bind_that_appears_while_mts_wait_for_it_holds_no_more_than_full_and_once_it_answers_gets_every_mt_once_in_order(

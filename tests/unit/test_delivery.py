@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import re
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -382,6 +383,135 @@ async def stalled_with_its_backlog_read_waiting(store, delivery, router, account
 
 
 ONE, TWO = "8613700000001", "8613700000002"
+
+
+THREE = "8613700000003"
+
+
+async def stalled_with_nothing_left(store, delivery, router, accounts, m0_waits: bool = True) -> Receiver:
+    """The only bind of `handset`, stalled (FULL made 3), was offered m0 (ONE), m1 (TWO), m2 (ONE) and parked m3 (TWO),
+    m4 (ONE), m5 (TWO), m6 (THREE); m1 and m2 timed out, their retries parked too; m0 timed out too and, if
+    `m0_waits`, waits for its retry (as one whose bind went since), else it is parked too. It holds nothing."""
+    delivery.FULL = 3
+    bind = Receiver(accounts.get("handset"))
+    router.bound(bind)
+    router.stalled(bind)
+    dests = [ONE, TWO, ONE, TWO, ONE, TWO, THREE]
+    await admit(store, delivery, *(mt(f"m{i}", dest) for i, dest in enumerate(dests)))
+    assert [m.id for m in bind.offered] == ["m0", "m1", "m2"] and bind in delivery._parked_on
+    bind.load = 0
+    delivery.backoff = [60 if m0_waits else 0.01]
+    delivery.retry_later(bind.offered[0])
+    delivery.backoff = [0.01]
+    for message in bind.offered[1:]:
+        delivery.retry_later(message, bind=bind)
+    await until(lambda: len(delivery._retry_timers) == int(m0_waits))  # (the others parked)
+    del bind.offered[:]
+    return bind
+
+
+async def probed(delivery: Delivery, bind: Receiver, count: int) -> list[str]:
+    """Probe `bind` (Delivery.probe), wait for its read: the ids it was offered."""
+    assert delivery.probe(bind, count)
+    await asyncio.gather(*delivery._probes.values())
+    assert not delivery._probes
+    return [m.id for m in bind.offered]
+
+
+async def test_a_stalled_bind_holding_nothing_is_handed_its_oldest_parked_mts_in_order_per_subscriber(
+    store, delivery, router, accounts
+) -> None:
+    """A stalled bind that parked MTs and holds nothing had no deliver_sm to answer: nothing parked for it went out
+    until another bind answered or appeared, or it went, its client healthy again or not. Probed, it is handed the
+    oldest of them from the store, up to the count asked (FULL at most), in order per subscriber: none of ONE's while
+    m0, theirs, waits for its retry (they would overtake it). Not while a retry of one that failed on it waits: its
+    back-off stands. Nor a bind that parked none."""
+    bind = await stalled_with_nothing_left(store, delivery, router, accounts)
+    assert await probed(delivery, bind, 2) == ["m1", "m3"]
+    bind.load = 0
+    for message in bind.offered:  # timed out
+        delivery.retry_later(message, bind=bind)
+    assert not delivery.probe(bind, 100)
+    await until(lambda: len(delivery._retry_timers) == 1)  # (m1, m3 parked again)
+    del bind.offered[:]
+    assert await probed(delivery, bind, 100) == ["m1", "m3", "m5"]  # FULL
+    other = Receiver(accounts.get("handset"))
+    router.bound(other)
+    router.stalled(other)
+    assert not delivery.probe(other, 100)  # it parked none
+
+
+async def test_a_probe_hands_a_stalled_bind_what_another_stalled_bind_would_take_not_what_a_bind_that_answers_would(
+    store, delivery, router, accounts
+) -> None:
+    """Every bind of the account that serves ONE, TWO and FOUR is stalled: their MTs routed to another of them (ONE's:
+    their last MO came through it; TWO's: the least busy) are handed to the one probed all the same (whichever
+    answers again, what the account parked is read back for it). THREE's, which a bind that answers would take (its
+    address_range), are not; nor is FOUR's first, too long for the probed bind (of SMPP 3.3), nor the next one to
+    FOUR, which it could carry (it would overtake the first)."""
+    bind = await stalled_with_nothing_left(store, delivery, router, accounts, m0_waits=False)
+    four = "8613700000004"
+    too_long_for_smpp33 = dataclasses.replace(mt("m8", four), short_message=b"x" * 300)
+    await admit(store, delivery, mt("m7", THREE), too_long_for_smpp33, mt("m9", four))  # (parked)
+    delivery.FULL = 10
+    bind.optional_parameters = False
+    other = Receiver(accounts.get("handset"))
+    router.bound(other)
+    router.stalled(other)
+    router.note_mo(ONE, other)
+    healthy = ranged(accounts, f"^{THREE}$")
+    router.bound(healthy)
+    assert router.route(mt("x", ONE)) is other
+    assert await probed(delivery, bind, 10) == ["m0", "m2", "m4", "m1", "m3", "m5"]
+    assert not other.offered and not healthy.offered
+
+
+async def test_a_probe_whose_bind_answers_again_while_it_reads_hands_it_nothing(
+    store, delivery, router, accounts, monkeypatch
+) -> None:
+    """The bind answers a deliver_sm again (late) while its probe reads: what it parked is read back for it
+    (Delivery.answering), in order, and the probe hands it nothing."""
+    bind = await stalled_with_nothing_left(store, delivery, router, accounts)
+    waiting_mts = store.waiting_mts
+    reading = asyncio.Event()
+    gates = [asyncio.Event(), asyncio.Event()]  # the probe's read of the numbers, then the backlog read's
+
+    async def held_back(to_account, *args):
+        if to_account is None:  # (not those addressed to the account: there are none)
+            gate = gates[reading.is_set()]
+            reading.set()
+            await gate.wait()
+        return await waiting_mts(to_account, *args)
+
+    monkeypatch.setattr(store, "waiting_mts", held_back)
+    assert delivery.probe(bind, 100)
+    await reading.wait()
+    router.answered(bind)
+    delivery.answering(bind)
+    gates[0].set()
+    await asyncio.gather(*delivery._probes.values())
+    gates[1].set()
+    await asyncio.gather(*delivery._pulls.values())
+    assert [m.id for m in bind.offered] == ["m2", "m4", "m1", "m3", "m5", "m6"]  # by the read (m0 waits for its retry)
+
+
+async def test_a_probe_whose_read_fails_is_logged_and_the_next_one_hands_the_mts(
+    store, delivery, router, accounts, monkeypatch
+) -> None:
+    """The store's read fails: logged, nothing handed out nor lost (the MTs stay in the store); the next probe hands
+    them."""
+    bind = await stalled_with_nothing_left(store, delivery, router, accounts)
+    waiting_mts = store.waiting_mts
+
+    async def failing(*args):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store, "waiting_mts", failing)
+    with structlog.testing.capture_logs() as logs:
+        assert await probed(delivery, bind, 2) == []
+    assert [line["event"] for line in logs] == ["reading MTs parked for a stalled bind failed"]
+    monkeypatch.setattr(store, "waiting_mts", waiting_mts)
+    assert await probed(delivery, bind, 2) == ["m1", "m3"]
 
 
 async def test_new_mts_to_a_stalled_bind_its_backlog_read_waits_for_are_parked_and_read_back_once_in_order_when_it_answers(
