@@ -892,6 +892,38 @@ def test_of_two_silent_binds_with_nothing_left_to_answer_the_one_that_answers_ag
     a.expect_none(within=1.5)
 
 
+def test_a_bind_that_loses_one_answer_while_another_of_its_account_parked_mts_gets_its_mts_again(make_gateway, handset):
+    """The carrier's bind for X answers no deliver_sm and parks X's MTs (Delivery.FULL made 3). The account's bind for
+    Y loses one answer, the only deliver_sm it had in flight: stalled too, it parks its MTs as well, its retry and the
+    next MT to Y (with MTs parked for another stalled bind of the account, a newer one queued on it went out ahead of
+    them), and had nothing left to answer: Y got nothing more until a bind went. It is handed them back (Delivery.probe),
+    answers, and Y gets both, in order."""
+    gw = make_gateway(gateway={"window": 2, "response_timeout": 1, "enquire_link_interval": 30, "idle_timeout": 120,
+                               "retry_backoff": [0.5]})  # fmt: skip
+    delivery = gw.gateway.delivery
+    delivery.FULL = 3
+    x, y = SUBSCRIBERS[:2]
+    silent = handset(x, system_id="carrier", bind="rx", address_range=f"^{x}$", gw=gw)
+    silent.answering = False
+    silent_bind = next(c for c in gw.gateway.connections if c.account is not None and c.account.system_id == "carrier")
+    flaky = handset(y, system_id="carrier", bind="rx", address_range=f"^{y}$", gw=gw)
+    flaky_bind = next(c for c in gw.gateway.connections if c.account is not None and c.account.system_id == "carrier"
+                      and c is not silent_bind)  # fmt: skip
+    a = handset(A, bind="tx", gw=gw)
+    for n in range(6):
+        assert a.submit(x, f"mt {n} to {x}").status == ESME_ROK
+    assert eventually(lambda: silent_bind in delivery._parked_on, timeout=5)
+    flaky.answering = False
+    assert a.submit(y, "lost").status == ESME_ROK
+    assert text(flaky.expect()) == "lost"
+    lost_unanswered(flaky)
+    flaky.answering = True
+    assert eventually(lambda: flaky_bind.stalled, timeout=3)
+    assert a.submit(y, "after").status == ESME_ROK
+    assert [text(pdu) for pdu in flaky.expect_many(2, timeout=10)] == ["lost", "after"]
+    flaky.expect_none(within=1.5)
+
+
 def test_a_silent_bind_that_appears_while_mts_wait_for_it_holds_no_more_than_full_and_once_it_answers_gets_every_mt_once_in_order(
     make_gateway, handset
 ):
