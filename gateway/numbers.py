@@ -79,14 +79,18 @@ class NumberPlan:
         So is one of the trunk prefix's more that starts with it (07700900001
         under 44 with trunk prefix 0 is 447700900001).
         """
-        # Digits only is how nearly every address arrives, and strip/translate would change nothing.
-        digits = address if address.isdigit() else without_separators(address)
-        if digits.startswith("+"):
-            return digits[1:]
+        if address.isdigit():  # how nearly every address arrives: strip/translate would change nothing, and no "+"
+            digits = address
+            if len(digits) > self._longest_national and digits[0] != "0":
+                return digits  # international: the common case, without the two startswith calls below
+        else:
+            digits = without_separators(address)
+            if digits.startswith("+"):
+                return digits[1:]
         if digits.startswith("00"):
             return digits[2:]
         length = len(digits)
-        if length > self._longest_national:  # international, as nearly every address arrives: one test, as before
+        if length > self._longest_national:  # international (written with separators or a 0 first, as above)
             return digits
         if digits in self.codes:  # a code as long as a national number (SP code 10657120000) is that code
             return digits
