@@ -77,12 +77,17 @@ def decoder_source(cls: type[Pdu]) -> str:
         elif kind == CSTR and is_response:  # read however long, even unterminated: see _response_cstr
             out.append(f"    f_{name}, pos = _response_cstr(body, pos, end)")
         elif kind == CSTR:
+            # An empty one (most service_type and time fields) is its NUL alone: read without a call to find.
             out += [
-                f'    nul = body.find(b"\\0", pos, pos + {size})',
-                "    if nul < 0:",
-                f'        raise _unterminated(body, pos, {size}, {_status(err)}, "{name}")',
-                f'    f_{name} = body[pos:nul].decode("latin-1")',
-                "    pos = nul + 1",
+                "    if pos < end and not body[pos]:",
+                f'        f_{name} = ""',
+                "        pos += 1",
+                "    else:",
+                f'        nul = body.find(b"\\0", pos, pos + {size})',
+                "        if nul < 0:",
+                f'            raise _unterminated(body, pos, {size}, {_status(err)}, "{name}")',
+                f'        f_{name} = body[pos:nul].decode("latin-1")',
+                "        pos = nul + 1",
             ]
         elif kind == SM:
             out += [
