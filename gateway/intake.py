@@ -180,7 +180,10 @@ class Intake:
         if not dest.isdigit():
             raise Rejection(S.ESME_RINVDSTADR, f"destination_addr {pdu.destination_addr!r} is not a number")
         now = self.clock.now()
-        validity = validity_end(pdu.validity_period, now) if pdu.command_id == _SUBMIT_SM else _time_to_live_end(pdu, now)
+        if pdu.command_id != _SUBMIT_SM:
+            validity = _time_to_live_end(pdu, now)
+        else:  # (most have no validity_period: no call, validity_end("") being None)
+            validity = validity_end(pdu.validity_period, now) if pdu.validity_period else None
         to_short_code = account.role != "sp" and self.mo.is_short_code(dest)
         wanted_at = getattr(pdu, "schedule_delivery_time", "")  # data_sm has none
         scheduled_at = None
