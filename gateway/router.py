@@ -270,7 +270,8 @@ class Router:
             return self._pick(receivers.get(to_account, ()), dest)
         for account in self._by_number:
             if dest.startswith(account.numbers):  # the account serves the number
-                chosen = self._pick(receivers[account.system_id], dest)
+                binds = receivers[account.system_id]
+                chosen = self._pick(binds, dest) if binds else None  # (none bound: no call)
                 if chosen is not None:
                     return chosen
         return None
