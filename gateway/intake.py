@@ -202,7 +202,7 @@ class Intake:
             # Before the queue's room: a blocked sender told ESME_RMSGQFUL would only try again later.
             refusal = self.guards.check(account, source, dest)
             if refusal is None and not to_short_code:
-                queued = self.delivery.queued.get(dest, 0)  # not [dest]: Counter.__missing__ is Python code
+                queued = self.delivery.queued.get(dest, 0)
                 if queued >= self.settings.max_queued_per_subscriber:
                     refusal = S.ESME_RMSGQFUL, f"{queued} messages already wait for {dest}"
             if refusal is None and not account.bucket.take(segments_of(pdu)):
