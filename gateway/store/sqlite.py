@@ -538,7 +538,7 @@ class SqliteStore:
     def _accept(self, message: Message, waiter: _Waiter, now: float) -> None:
         if message.dedup_key is not None and self._duplicate_of(message.dedup_key, now, waiter):
             return
-        op = _Op(steps=[], waiter=waiter, result=(message.id, False))
+        op = _Op([], waiter, (message.id, False))  # steps, waiter, result: positional (keywords cost a dict each call)
         self._add_insert(op, message, now)
         self._enqueue(op)
 
@@ -711,8 +711,9 @@ class SqliteStore:
         op.steps.append(_insert_step(message, now))
         self._uncommitted[key] = (op, now)
         if op.dedup_keys is None:
-            op.dedup_keys = []
-        op.dedup_keys.append(key)
+            op.dedup_keys = [key]
+        else:
+            op.dedup_keys.append(key)
 
     def _enqueue(self, op: _Op) -> asyncio.Future:
         self._pending.append(op)
