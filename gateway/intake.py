@@ -150,7 +150,7 @@ class Intake:
             self.mo.submit(message, partial(self._answer, conn, pdu.sequence_number, resp_id, message), stored_before)
             return
         committed = partial(self._committed, conn, pdu.sequence_number, resp_id, message)
-        if getattr(pdu, "replace_if_present_flag", 0) == 1:  # data_sm has no such flag
+        if resp_id == _SUBMIT_SM_RESP and pdu.replace_if_present_flag == 1:  # (a data_sm has no such flag)
             committed = partial(self._replacing, committed, message)
         self.delivery.count(message)  # now: a pipelining client's next PDU is read before the commit settles
         self.store.accept_then(message, committed)
@@ -180,12 +180,13 @@ class Intake:
         if not dest.isdigit():
             raise Rejection(S.ESME_RINVDSTADR, f"destination_addr {pdu.destination_addr!r} is not a number")
         now = self.clock.now()
+        # (Read by command, not by getattr with a default: a data_sm has neither field; getattr costs ~5 plain reads.)
         if pdu.command_id != _SUBMIT_SM:
-            validity = _time_to_live_end(pdu, now)
+            validity, wanted_at = _time_to_live_end(pdu, now), ""
         else:  # (most have no validity_period: no call, validity_end("") being None)
             validity = validity_end(pdu.validity_period, now) if pdu.validity_period else None
+            wanted_at = pdu.schedule_delivery_time
         to_short_code = account.role != "sp" and self.mo.is_short_code(dest)
-        wanted_at = getattr(pdu, "schedule_delivery_time", "")  # data_sm has none
         scheduled_at = None
         if wanted_at:
             if to_short_code:  # it answers at once; a malformed time is refused all the same (as validity_period is)

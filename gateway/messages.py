@@ -174,6 +174,7 @@ def message_from_submission(
     expires_at: float,
 ) -> Message:
     body = body_of(pdu)
+    data_sm = type(pdu) is DataSm  # it has no protocol_id nor priority_flag (read without getattr: every submission)
     tlvs = pdu.tlvs
     carried = {tag: value for tag, value in tlvs.items() if tag not in _NOT_FORWARDED} if tlvs else None
     # Positional, in Message's field order: this runs for every submission, and
@@ -188,8 +189,8 @@ def message_from_submission(
         body,  # short_message
         pdu.data_coding,
         pdu.esm_class,
-        getattr(pdu, "protocol_id", 0),  # data_sm has no protocol_id
-        getattr(pdu, "priority_flag", 0),  # nor priority_flag
+        0 if data_sm else pdu.protocol_id,
+        0 if data_sm else pdu.priority_flag,
         pdu.registered_delivery,
         pdu.service_type,
         0, 0, 0, 0,  # source_addr_ton, source_addr_npi, dest_addr_ton, dest_addr_npi
