@@ -269,7 +269,7 @@ class Intake:
         result: tuple[str, bool] | None, error: BaseException | None,
     ) -> bool:  # fmt: skip
         """Answer a submission whose commit settled. True: a new message is stored (not a copy, not failed)."""
-        if isinstance(error, Rejection):  # not written at all (the gateway stops): the client sends it again
+        if error is not None and isinstance(error, Rejection):  # not written (the gateway stops): the client sends it again
             log.info("submission refused", account=message.account, msisdn=_submitter(message, conn.account.role),
                      status=S.name_of(error.status), reason=error.reason)  # fmt: skip
             conn.respond_encoded(encode_message_id_resp(resp_id, sequence, "", error.status))
@@ -284,7 +284,7 @@ class Intake:
         else:
             given = message_id if message.short_id is None else message.short_id
             conn.respond_encoded(encode_message_id_resp(resp_id, sequence, given))
-        return _is_new(message, message_id, duplicate)
+        return not duplicate or _is_new(message, message_id, duplicate)  # (a new one, as nearly all: no call)
 
     def _answer_copy(
         self, conn: SmppConnection, sequence: int, resp_id: int, message: Message, alias: str | None, error: BaseException | None,
