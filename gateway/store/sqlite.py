@@ -536,7 +536,8 @@ class SqliteStore:
         self._accept(message, then, self._begin_write())
 
     def _accept(self, message: Message, waiter: _Waiter, now: float) -> None:
-        if message.dedup_key is not None and self._duplicate_of(message.dedup_key, now, waiter):
+        key = message.dedup_key
+        if key is not None and key in self._uncommitted and self._duplicate_of(key, now, waiter):  # (seldom in flight)
             return
         op = _Op([], waiter, (message.id, False))  # steps, waiter, result: positional (keywords cost a dict each call)
         self._add_insert(op, message, now)
