@@ -223,12 +223,10 @@ class Delivery:
         enquire_link but never deliver_sm, the only one for its subscribers, was queued every MT routed to it, in
         memory, for as long as it stayed bound (15,000 MTs of 10 KB: +165 MB). What it parked is read back when it
         answers again or goes (`answering`, `unbound`); meanwhile only a window's worth once it holds nothing
-        (`probe`). A healthy bind has no such limit. So is one while MTs are parked for another bind of its account,
-        stalled too: an MT to their subscriber queued here, the least busy, went out ahead of them (regression review
-        9); once it holds nothing, it is probed as they are (`probe`): it has a deliver_sm to answer again."""
+        (`probe`). A healthy bind has no such limit."""
         if receiver in self._parked_on:
             return True
-        if receiver.load < self.FULL and not (self._parked_on and self._parked_for(receiver)):
+        if receiver.load < self.FULL:
             return False
         self._parked_on.add(receiver)
         return True

@@ -894,10 +894,11 @@ def test_of_two_silent_binds_with_nothing_left_to_answer_the_one_that_answers_ag
 
 def test_a_bind_that_loses_one_answer_while_another_of_its_account_parked_mts_gets_its_mts_again(make_gateway, handset):
     """The carrier's bind for X answers no deliver_sm and parks X's MTs (Delivery.FULL made 3). The account's bind for
-    Y loses one answer, the only deliver_sm it had in flight: stalled too, it parks its MTs as well, its retry and the
-    next MT to Y (with MTs parked for another stalled bind of the account, a newer one queued on it went out ahead of
-    them), and had nothing left to answer: Y got nothing more until a bind went. It is handed them back (Delivery.probe),
-    answers, and Y gets both, in order."""
+    Y loses one answer, the only deliver_sm it had in flight, and stalls too: Y still gets its retry and the next MT,
+    each once. (Parking them as well, as 6398168 and 29bc468 did to keep a newer MT from going out ahead of X's parked
+    ones, left that bind nothing to answer: Y got nothing more until a bind went, or, with the probe, while the first
+    page of its read was X's MTs: regression reviews of sessions 35 and 36. The retry may come after the newer MT, as
+    any retry may.)"""
     gw = make_gateway(gateway={"window": 2, "response_timeout": 1, "enquire_link_interval": 30, "idle_timeout": 120,
                                "retry_backoff": [0.5]})  # fmt: skip
     delivery = gw.gateway.delivery
@@ -920,7 +921,7 @@ def test_a_bind_that_loses_one_answer_while_another_of_its_account_parked_mts_ge
     flaky.answering = True
     assert eventually(lambda: flaky_bind.stalled, timeout=3)
     assert a.submit(y, "after").status == ESME_ROK
-    assert [text(pdu) for pdu in flaky.expect_many(2, timeout=10)] == ["lost", "after"]
+    assert sorted(text(pdu) for pdu in flaky.expect_many(2, timeout=10)) == ["after", "lost"]
     flaky.expect_none(within=1.5)
 
 
