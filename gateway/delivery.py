@@ -284,10 +284,11 @@ class Delivery:
 
         def take(message: Message) -> None:
             dest = message.dest_addr
-            if (
-                receiver.load < count and dest not in passed_over and self._probing(receiver)
-                and not self._probe_offer(receiver, message)
-            ):  # fmt: skip
+            if receiver.load >= count or dest in passed_over or not self._probing(receiver):
+                return
+            if not carries(receiver, message) and self.router.route(message, tell=False) is None:
+                return  # too long for it (SMPP 3.3), and no bind of 3.4 takes it: it waits, the next ones go (as a read's)
+            if not self._probe_offer(receiver, message):
                 passed_over.add(dest)
 
         async def one_page(_after: tuple[str, int]) -> bool:

@@ -466,6 +466,22 @@ async def test_a_probe_hands_a_stalled_bind_what_another_stalled_bind_would_take
     assert not other.offered and not healthy.offered
 
 
+async def test_a_probe_passes_over_an_mt_too_long_for_its_bind_of_smpp33_that_no_bind_takes_not_its_subscriber(
+    store, delivery, router, accounts
+) -> None:
+    """The probed bind is of SMPP 3.3 and FOUR's first MT is too long for it, with no bind of 3.4 to take it: it waits
+    (as any read leaves it), and FOUR's next one is handed to the bind all the same (regression review probe3: a
+    subscriber's first MT too long passed over all its others, and a first page of such subscribers left the bind
+    with nothing to answer for good)."""
+    bind = await stalled_with_nothing_left(store, delivery, router, accounts, m0_waits=False)
+    four = "8613700000004"
+    too_long_for_smpp33 = dataclasses.replace(mt("m8", four), short_message=b"x" * 300)
+    await admit(store, delivery, too_long_for_smpp33, mt("m9", four))  # (parked)
+    delivery.FULL = 10
+    bind.optional_parameters = False
+    assert await probed(delivery, bind, 10) == ["m0", "m2", "m4", "m1", "m3", "m5", "m6", "m9"]
+
+
 async def test_a_probe_whose_bind_answers_again_while_it_reads_hands_it_nothing(
     store, delivery, router, accounts, monkeypatch
 ) -> None:
