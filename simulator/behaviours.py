@@ -248,11 +248,14 @@ class Phone(Handset):
         # that is one of them is a copy (simulator/fleet.py Fleet.unasked). Hashes, not texts: 100k phones. BIND_LOST
         # among them: a bind lost (bind_lost).
         self.recent: tuple[int, ...] = ()
+        # Hashes of (source, text) of spam the target accepted for it whose round stopped waiting once it was excused
+        # (Spammer.excused), the last RECENT since its last MO: each may yet come, late, and is then that text (came_late).
+        self.withheld: tuple[int, ...] = ()
 
     def send(self, to: str, text: str, resend: Resend | None = None, **fields: object) -> Awaitable[tuple[Pdu, float, float]]:
         # After an MO a text may legitimately repeat an earlier one word for word (a second survey, the same
         # help text): only what arrives with no MO of the phone between counts as a copy.
-        self.recent = ()
+        self.recent = self.withheld = ()
         return super().send(to, text, resend, **fields)
 
     def deliver(self, message: ShortMessage) -> None:
@@ -273,9 +276,22 @@ class Phone(Handset):
         target's redelivery of one whose answer it had not committed (Fleet._copy tells it apart)."""
         self._remember(BIND_LOST)
 
+    def withhold(self, source: str, text: str) -> None:
+        """A text from `source` accepted for it that the round waiting for it gave up on, its victim excused: the target
+        may withhold it, or deliver it late (taken up before the report was committed)."""
+        self.withheld = _kept(self.withheld, hash((source, text)))
+
+    def came_late(self, message: ShortMessage) -> bool:
+        """Whether `message` is a text withheld (withhold) come after all: True once for each, so a second is a copy."""
+        arrival = hash((message.source, message.text))
+        if arrival not in self.withheld:
+            return False
+        at = self.withheld.index(arrival)
+        self.withheld = self.withheld[:at] + self.withheld[at + 1:]
+        return True
+
     def _remember(self, arrival: int) -> None:
-        recent = self.recent
-        self.recent = (*recent[1:], arrival) if len(recent) >= RECENT else (*recent, arrival)
+        self.recent = _kept(self.recent, arrival)
 
     def begin(self, expectation: Expectation) -> None:
         self.expecting = expectation
@@ -299,6 +315,11 @@ class Phone(Handset):
 
     def can_order(self, services: Iterable[Service], now: float) -> bool:
         return self.orders_settled(now) and any(s.id not in self.subscriptions for s in services)
+
+
+def _kept(kept: tuple[int, ...], arrival: int) -> tuple[int, ...]:
+    """`kept` with `arrival` added, the last RECENT."""
+    return (*kept[1:], arrival) if len(kept) >= RECENT else (*kept, arrival)
 
 
 class Spammer(Handset):
@@ -724,8 +745,12 @@ async def spammer_round(spammer: Spammer, env: Env, victims: list[Phone]) -> Dia
         done = pending.keys() - missing
         for future in missing:
             post.forget(spammer.msisdn, pending[future])
-        # A report that failed or never came excuses nothing.
-        lost = sorted(pending[f] for f in missing if not spammer.excused(pending[f], threshold))
+        # A report that failed or never came excuses nothing. An excused text may yet come, late: it is that text.
+        withheld = {pending[f] for f in missing if spammer.excused(pending[f], threshold)}
+        for victim in victims:
+            if victim.msisdn in withheld:
+                victim.withhold(spammer.msisdn, text)
+        lost = sorted({pending[f] for f in missing} - withheld)
         if lost:
             raise DialogueFailed(step, f"{len(lost)} victims received nothing within {env.timeout:g} s: {lost[:5]}")
         result.data["withheld"] = str(len(missing))

@@ -1164,7 +1164,7 @@ class Fleet:
             # unasked, never spam (the subscriber would report its fellow subscriber to the target).
             if self.post.arrived(message):
                 return
-        elif spam and self.post.arrived(message):  # a spammer's round waited for it
+        elif spam and (self.post.arrived(message) or phone.came_late(message)):  # a spammer's round waited for it, or gave up on it
             recorder.arrived_unasked("spam")
             self._react_spam(phone, message)
             return
