@@ -5,9 +5,10 @@ and can receive (remembered for the AFFINITY_LIMIT subscribers noted last); else
 ranges cover X, preferring binds whose SMPP `address_range` matches X and
 skipping those whose range excludes it, and for a text longer than an SMPP 3.3 deliver_sm carries, binds of
 SMPP 3.4 only; else nobody (the message waits in the store). Messages
-addressed to an account (receipts for an SP, notices to an SP) go to that
-account's binds. A bind that left a deliver_sm unanswered (`stalled`) is
-chosen only when no other bind would take the MT.
+addressed to an account (receipts, notices to an SP) go to that account's
+binds, the same way; if none's `address_range` serves their number, to the
+bind that last sent from it, whatever its range. A bind that left a
+deliver_sm unanswered (`stalled`) is chosen only when no other bind would take the MT.
 """
 
 from __future__ import annotations
@@ -267,7 +268,12 @@ class Router:
         ):
             return recent
         if to_account is not None:
-            return self._pick(receivers.get(to_account, ()), dest)
+            chosen = self._pick(receivers.get(to_account, ()), dest)
+            if chosen is None and recent is not None and recent.account.system_id == to_account:
+                # No bind's range serves `dest`: the bind that last sent from it (its account vouches for its numbers,
+                # whatever that bind's range), usually the one that submitted the MT this receipt reports on.
+                return recent
+            return chosen
         for account in self._by_number:
             binds = receivers[account.system_id]
             # A bind of the account, which serves the number (one with no bind is passed over before the prefix test:

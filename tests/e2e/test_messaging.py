@@ -96,6 +96,24 @@ def test_an_address_range_anchored_with_a_caret_serves_every_number_starting_so(
     assert text(on_131.expect()) == "for 8613100000007"
 
 
+def test_a_receipt_no_binds_address_range_serves_goes_to_the_bind_that_sent_from_its_number(handset):
+    """The account vouches for its numbers: a bind may send from one its address_range leaves out. The receipt, to
+    that number, skipped every bind of the account by their ranges, the submitting one too, and waited a day."""
+    sender = "8613000000001"
+    carrier = handset(sender, system_id="carrier", address_range="^86131")
+    b = handset(B)
+    resp = carrier.submit(B, "receipt please", registered_delivery=1)
+    assert text(b.expect()) == "receipt please"
+    receipt = carrier.expect(predicate=is_receipt)
+    assert (receipt.destination_addr, receipt_fields(receipt)["id"].encode()) == (sender.encode(), resp.message_id)
+    # A bind whose range serves the number is preferred.
+    on_130 = handset(bind="rx", system_id="carrier", address_range="^86130")
+    resp = carrier.submit(B, "and again", registered_delivery=1)
+    assert text(b.expect()) == "and again"
+    assert receipt_fields(on_130.expect(predicate=is_receipt))["id"].encode() == resp.message_id
+    carrier.expect_none(0.3, predicate=is_receipt)
+
+
 def test_an_address_range_that_makes_a_backtracking_engine_run_for_hours_still_routes_at_once(
     tmp_path: Path, start_gateway
 ) -> None:
