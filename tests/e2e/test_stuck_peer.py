@@ -748,6 +748,27 @@ def test_a_stalled_bind_that_stops_reading_and_reads_again_stays_stalled_until_i
         assert pdus_waiting(ranged) == []
 
 
+def test_mts_parked_while_the_only_bind_does_not_read_reach_it_once_it_reads_again(make_gateway, handset):
+    """The carrier's only bind stops reading (stalled) while X's MTs keep coming: beyond Delivery.FULL (made 3) they are
+    parked, in the store. Reading again ends the stall, and what was parked for it is read back for it then, not only
+    once it answers a deliver_sm as a stalled bind (it is not one by then): every MT reaches it once, none left in the
+    store."""
+    gw = make_gateway(gateway={"response_timeout": 30, "window": 2, "enquire_link_interval": 30, "idle_timeout": 120,
+                               "retry_backoff": [60]})  # fmt: skip
+    delivery = gw.gateway.delivery
+    delivery.FULL = 3
+    a = handset(A, bind="tx", gw=gw)
+    with RawLink(gw.smpp_port, receive_buffer=4096) as ranged:
+        bind = ranged_bind(gw, ranged)  # the carrier's only bind
+        stop_reading(ranged)
+        assert eventually(lambda: not bind._peer_reading and bind.stalled)
+        for n in range(6):
+            assert a.submit(X, f"mt {n}").status == ESME_ROK
+        assert eventually(lambda: bind in delivery._parked_on)  # mt 3 to 5 in the store
+        copies = answer_each(ranged, silence=3)
+    assert copies == Counter({f"mt {n}": 1 for n in range(6)})
+
+
 def window_of_two(make_gateway, handset, response_timeout: float):
     """A gateway with a window of 2 and retries a minute apart, the carrier's plain receiver (the account's bind that
     reads) and A's transmitter."""
