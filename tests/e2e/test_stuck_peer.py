@@ -946,14 +946,16 @@ def test_a_bind_that_loses_one_answer_while_another_of_its_account_parked_mts_ge
     flaky.expect_none(within=1.5)
 
 
+@pytest.mark.parametrize("before_stall", [6, 0], ids=["mts-held-as-it-stalls", "none-held-as-it-stalls"])
 def test_a_silent_bind_that_appears_while_mts_wait_for_it_holds_no_more_than_full_and_once_it_answers_gets_every_mt_once_in_order(
-    make_gateway, handset
+    make_gateway, handset, before_stall: int
 ):
     """MTs wait in the store for the carrier (parked at its last bind, which was as silent, or before a restart) when a
     bind appears that answers no deliver_sm: the read of them hands it two pages and waits for room, and it stalls.
     Each MT routed to it, to a subscriber the read had not reached, was held behind the read in memory, not in its
     load, so none was parked (30,000 MTs of 10 KB: +325 MB). Once it answers, every MT reaches it once, in order per
-    subscriber."""
+    subscriber. The same when no MT was accepted between its bind and its stall: none was held behind the read as it
+    stalled (so none parked then, Delivery.stalled), and the first one routed to it after is parked all the same."""
     gw = make_gateway(gateway={"window": 2, "response_timeout": 1, "enquire_link_interval": 30, "idle_timeout": 120,
                                "retry_backoff": [60]})  # fmt: skip
     delivery = gw.gateway.delivery
@@ -965,10 +967,10 @@ def test_a_silent_bind_that_appears_while_mts_wait_for_it_holds_no_more_than_ful
     silent = handset(X, system_id="carrier", bind="rx", gw=gw)
     silent.answering = False
     bind = next(c for c in gw.gateway.connections if c.account is not None and c.account.system_id == "carrier")
-    for mt in texts[12:18]:  # before its first deliver_sm times out: behind the read, in memory until then
+    for mt in texts[12:12 + before_stall]:  # before its first deliver_sm times out: behind the read, in memory until then
         assert a.submit(mt.split(" to ")[1], mt).status == ESME_ROK
     assert eventually(lambda: bind.stalled)
-    for mt in texts[18:]:
+    for mt in texts[12 + before_stall:]:
         assert a.submit(mt.split(" to ")[1], mt).status == ESME_ROK  # (admitted by the time it is answered)
     assert len(delivery._held) <= 2 * delivery.PAGE  # the two pages the read handed it; the other 32 in the store
     got = [text(silent.expect())]
