@@ -856,6 +856,46 @@ def test_what_a_silent_bind_parked_goes_once_in_order_to_the_bind_after_it(make_
     healthy.expect_none(within=1.5)
 
 
+def test_what_a_silent_bind_parked_goes_on_its_leaving_to_the_bind_serving_them_not_the_first_listed(make_gateway, handset):
+    """The carrier's bind for X (`silent`) answers no deliver_sm and parks X's MTs (Delivery.FULL made 3); of the
+    account's binds left when it goes, the first listed serves only Y, the other (`reader`) serves everyone but stopped
+    reading (stalled, so X's MTs never went to it). What was parked is read back, as it goes, for every bind left, not
+    only for the first (a read for that one reads Y's numbers only): once `reader` reads again, every MT to X reaches
+    it once, in order, none left in the store."""
+    gw = make_gateway(gateway={"window": 2, "response_timeout": 1, "enquire_link_interval": 30, "idle_timeout": 120,
+                               "retry_backoff": [0.5]})  # fmt: skip
+    delivery = gw.gateway.delivery
+    delivery.FULL = 3
+    x, y = SUBSCRIBERS[:2]
+    handset(y, system_id="carrier", bind="rx", address_range=f"^{y}$", gw=gw)  # receivers_of("carrier")[0]
+    a = handset(A, bind="tx", gw=gw)
+    with RawLink(gw.smpp_port, receive_buffer=4096) as reader:
+        reader.bind("carrier")
+        reader_bind = next(c for c in gw.gateway.connections if c.account is not None and c.account.system_id == "carrier"
+                           and c.address_range is None)  # fmt: skip
+        stop_reading(reader)
+        assert eventually(lambda: reader_bind.stalled)
+        silent = handset(x, system_id="carrier", bind="rx", address_range=f"^{x}$", gw=gw)
+        silent.answering = False
+        silent_bind = next(c for c in gw.gateway.connections if c.address_range is not None and c.peer != reader_bind.peer
+                           and c.address_range.search(x))  # fmt: skip
+        texts = [f"mt {n:02d}" for n in range(12)]
+        for mt in texts[:6]:
+            assert a.submit(x, mt).status == ESME_ROK
+        assert eventually(lambda: silent_bind.stalled)
+        for mt in texts[6:]:
+            assert a.submit(x, mt).status == ESME_ROK
+        assert eventually(lambda: silent_bind in delivery._parked_on)
+        assert eventually(lambda: silent_bind.load == 0, timeout=10)  # every deliver_sm timed out
+        assert eventually(lambda: not delivery._retry_timers)  # parked: in the store, a probe's window in flight at most
+        assert reader_bind.load == 0  # none went to it
+        silent.client._socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        silent.client._socket.close()  # reset: what it has in flight (a probe's) goes back to delivery at once
+        silent.client._socket = None
+        copies = answer_each(reader, silence=3)
+    assert copies == Counter(dict.fromkeys(texts, 1))
+
+
 def lost_unanswered(phone: Handset) -> None:
     """Every deliver_sm the gateway has sent `phone` so far is read and left unanswered for good: its client lost them."""
     while select.select([phone.client._socket], [], [], 0)[0]:
