@@ -892,6 +892,7 @@ def test_what_a_silent_bind_parked_goes_on_its_leaving_to_the_bind_serving_them_
         silent.client._socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         silent.client._socket.close()  # reset: what it has in flight (a probe's) goes back to delivery at once
         silent.client._socket = None
+        assert eventually(lambda: silent_bind not in delivery._parked_on)  # gone: not read for again at each answer
         copies = answer_each(reader, silence=3)
     assert copies == Counter(dict.fromkeys(texts, 1))
 
