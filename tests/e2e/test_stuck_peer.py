@@ -29,6 +29,14 @@ from smpplib import smpp
 
 from gateway.server import _ASKING_MOST
 from tests.e2e.test_smpp33 import Smpp33Link
+from tests.e2e.test_spam_report import (
+    MESSAGE_STATE_REJECTED,
+    REPORTERS,
+    SPAM,
+    SPAM_CODE,
+    SPAMMER,
+    phone,
+)
 from tests.gateway_process import config_file
 from tests.polling import eventually
 from tests.smpp_handset import (
@@ -767,6 +775,29 @@ def test_mts_parked_while_the_only_bind_does_not_read_reach_it_once_it_reads_aga
         assert eventually(lambda: bind in delivery._parked_on)  # mt 3 to 5 in the store
         copies = answer_each(ranged, silence=3)
     assert copies == Counter({f"mt {n}": 1 for n in range(6)})
+
+
+def test_spam_parked_for_an_on_line_reporter_whose_bind_stopped_reading_ends_at_the_report(make_gateway, handset) -> None:
+    """The reporter is on line, but their only bind stopped reading (stalled): the spam beyond Delivery.FULL (made 3) is
+    parked in the store. The report ends those at the next sweep (query_sm says REJECTED), as for a reporter off line,
+    not only once the bind reads again or goes."""
+    gw = make_gateway()
+    gw.gateway.delivery.FULL = 3
+    spammer, reporter = phone(handset, SPAMMER, gw), REPORTERS[1]
+    with RawLink(gw.smpp_port, receive_buffer=4096) as on_line:
+        [bound] = on_line.exchange(encoded("bind_transceiver", 1, system_id="handset", password="handset",
+                                           address_range=reporter))  # fmt: skip
+        assert bound.status == ESME_ROK
+        bind = next(c for c in gw.gateway.connections if c.address_range is not None and c.address_range.search(reporter))
+        stop_reading(on_line)
+        assert eventually(lambda: bind.stalled)
+        spam = [spammer.submit(reporter, f"{SPAM} {n}") for n in range(6)]
+        assert {resp.status for resp in spam} == {ESME_ROK}
+        assert eventually(lambda: bind in gw.gateway.delivery._parked_on)  # spam 3 to 5 in the store
+        reporting = handset(reporter, gw=gw, bind="tx", address_range=reporter)  # (its ack waits with the spam)
+        assert reporting.submit(SPAM_CODE, "13700000001*" + SPAM).status == ESME_ROK
+        parked = spam[3:]
+        assert eventually(lambda: {spammer.query(resp.message_id).message_state for resp in parked} == {MESSAGE_STATE_REJECTED})
 
 
 def window_of_two(make_gateway, handset, response_timeout: float):
