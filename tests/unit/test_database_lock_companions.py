@@ -127,6 +127,21 @@ def test_an_empty_wal_a_reader_left_beside_the_file_moved_back_is_replaced(tmp_p
     lock.release()
 
 
+def test_the_file_moved_back_after_it_was_written_elsewhere_is_refused(tmp_path: Path) -> None:
+    """The same inode, but written since it was set aside from (its time moved on): its -wal set aside would replay
+    frames over pages written since. Only the operator knows which is right; nothing is renamed."""
+    db = tmp_path / "gw.db"
+    aside = stopped_with_the_file_gone(db)
+    moved = db.with_name("moved.db")
+    written = moved.stat().st_mtime_ns + 1_000_000_000
+    os.utime(moved, ns=(written, written))
+    moved.rename(db)
+    lock = DatabaseLock(str(db))
+    with pytest.raises(CompanionsSetAside, match="and the file there now is another one"):
+        lock.acquire()
+    assert all(Path(name).exists() for name in aside) and not Path(f"{db}-wal").exists()
+
+
 def test_with_no_file_at_its_path_the_start_is_refused_and_creates_none(tmp_path: Path) -> None:
     """The file moved away and not back: the start created a new database there, empty (`database created`)."""
     db = tmp_path / "gw.db"
