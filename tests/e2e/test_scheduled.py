@@ -29,7 +29,7 @@ from tests.smpp_handset import (
 
 A = "8613800000001"  # account handset
 B = "8613700000001"  # account handset2
-IN_AN_HOUR, IN_TWO_HOURS = "000000010000000R", "000000020000000R"
+IN_AN_HOUR, IN_TWO_HOURS, IN_THREE_HOURS = "000000010000000R", "000000020000000R", "000000030000000R"
 ESME_RINVSCHED = 0x61
 ENROUTE = 1
 
@@ -175,24 +175,32 @@ def test_a_scheduled_mt_whose_release_fails_goes_out_at_a_later_sweep(make_gatew
     b.expect_none(0.5)  # once
 
 
-def test_a_scheduled_mt_due_while_the_store_cannot_commit_goes_out_once_it_commits_with_one_line_logged(
+def test_a_scheduled_mt_due_while_the_store_cannot_commit_goes_out_once_it_commits_with_one_line_logged_per_outage(
     make_gateway, handset, tmp_path
 ) -> None:
     """Its release failed at every sweep of the outage, each an error line with a traceback: two a second for as long
     as the outage lasted (the store says why itself, once: `store cannot commit`). Now the first is a warning with the
-    reason, the rest not logged; the MT stays scheduled and goes out at the first sweep once the store commits."""
+    reason, the rest not logged; the MT stays scheduled and goes out at the first sweep once the store commits. The
+    next outage is logged again, once."""
     clock = SimulatedClock()
     home = tmp_path / "data"
     home.mkdir()
     gw = make_gateway(clock=clock, db_path=home / "gw.db")
     a, b = handset(A, gw=gw), handset(B, gw=gw)
-    assert a.submit(B, "good morning", schedule_delivery_time=IN_AN_HOUR).status == ESME_ROK
+    for greeting, due in [("good morning", IN_AN_HOUR), ("good day", IN_TWO_HOURS), ("good evening", IN_THREE_HOURS)]:
+        assert a.submit(B, greeting, schedule_delivery_time=due).status == ESME_ROK
     with structlog.testing.capture_logs() as logs:
         with store_cannot_commit(gw, home):
             clock.advance(3600)
             b.expect_none(2.0)  # four sweeps, each failing its release
         assert text(b.expect(timeout=10.0)) == "good morning"
+        clock.advance(3600)
+        assert text(b.expect()) == "good day"  # (a sweep with the store committing, between the outages)
+        with store_cannot_commit(gw, home):
+            clock.advance(3600)
+            b.expect_none(2.0)
+        assert text(b.expect(timeout=10.0)) == "good evening"
     failed = [line for line in logs if line["event"] == "store-and-forward sweep failed"]
     assert [(line["log_level"], line["reason"], "exc_info" in line) for line in failed] == [
-        ("warning", "the store cannot commit", False)]
+        ("warning", "the store cannot commit", False)] * 2
     b.expect_none(0.5)  # once
