@@ -355,6 +355,36 @@ def test_mts_handed_to_a_bind_that_stalls_too_go_on_to_a_bind_that_answers(make_
     assert [text(pdu) for pdu in fresh.expect_many(2, timeout=5)] == ["mt 4", "mt 5"]  # once mt 2 and 3 time out
 
 
+def test_mts_queued_on_a_stalled_bind_move_at_its_next_timeout_to_a_bind_that_answers_again(make_gateway, handset):
+    """Both carrier binds are stalled: X's MTs queued on `late` stay there at its first timeout (no bind that answers
+    would take them). Then `early` answers again (late): at `late`'s next timeout what is still queued there moves to
+    `early`, in order, not out on `late` one window per response_timeout."""
+    gw = make_gateway(gateway={"response_timeout": 1, "window": 2, "enquire_link_interval": 30, "idle_timeout": 60,
+                               "retry_backoff": [60]})  # fmt: skip
+    early = handset(X, system_id="carrier", bind="rx", gw=gw)
+    early.answering = False
+    a = handset(A, bind="tx", gw=gw)
+    assert a.submit(X, "lost").status == ESME_ROK
+    assert text(early.expect()) == "lost"
+    early_bind = next(c for c in gw.gateway.connections if c.account is not None and c.account.system_id == "carrier")
+    assert eventually(lambda: early_bind.stalled, 3)
+    late = handset(X, system_id="carrier", bind="rx", gw=gw)
+    late.answering = False
+    late_bind = next(c for c in gw.gateway.connections if c.account is not None and c.account.system_id == "carrier"
+                     and c is not early_bind)  # fmt: skip
+    texts = [f"mt {n:02d}" for n in range(16)]
+    for mt in texts:
+        assert a.submit(X, mt).status == ESME_ROK
+    assert [text(pdu) for pdu in late.expect_many(2)] == ["mt 00", "mt 01"]
+    assert eventually(lambda: late_bind.stalled, 3)  # its first timeout: the rest stayed (the other bind stalled too)
+    early.answer_held()
+    early.answering = True
+    moved = [text(early.expect(timeout=3))]  # at late's next timeout, a second at most
+    while moved[-1] != texts[-1]:
+        moved.append(text(early.expect()))
+    assert moved == texts[-len(moved):] and len(moved) >= 2, moved
+
+
 def test_a_stalled_bind_that_answers_a_deliver_sm_on_time_is_a_bind_like_any_other_again(make_gateway, handset):
     """The only carrier bind left a deliver_sm unanswered (never to be answered), then answers the next one on time:
     not only a late answer ends the stall. X's MTs go to it again, the bind its address_range prefers, once another
