@@ -958,6 +958,28 @@ def test_what_a_silent_bind_parked_goes_on_its_leaving_to_the_bind_serving_them_
     assert copies == Counter(dict.fromkeys(texts, 1))
 
 
+def test_a_silent_bind_that_parked_mts_and_unbinds_is_not_counted_as_one_that_parked_them_from_its_unbind(make_gateway, handset):
+    """The carrier's only bind answers no deliver_sm and parked X's MTs (Delivery.FULL made 3); it unbinds with two
+    deliver_sm in flight, so its unbind_resp waits until they time out. No more MTs go to it from its unbind (SMPP 3.4
+    4.1.1.8): from then, not only once its link closes, it no longer counts as a bind that parked MTs
+    (Delivery.unbound, which reads them back for the account's binds left)."""
+    gw = make_gateway(gateway={"window": 2, "response_timeout": 2, "enquire_link_interval": 30, "idle_timeout": 120,
+                               "retry_backoff": [60]})  # fmt: skip
+    delivery = gw.gateway.delivery
+    delivery.FULL = 3
+    a = handset(A, bind="tx", gw=gw)
+    with RawLink(gw.smpp_port) as silent:
+        silent.bind("carrier", command="bind_receiver")  # reads, answers nothing
+        bind = next(c for c in gw.gateway.connections if c.account is not None and c.account.system_id == "carrier")
+        for n in range(6):
+            assert a.submit(X, f"mt {n}").status == ESME_ROK
+        assert eventually(lambda: bind in delivery._parked_on, timeout=5)  # at the first timeout: mt 5
+        assert eventually(lambda: len(bind.inflight) == 2)  # mt 2 and 3, a timeout away
+        silent.send(encoded("unbind", 2))
+        assert eventually(lambda: bind not in delivery._parked_on)
+        assert bind in gw.gateway.connections  # its unbind not answered yet: the link still open
+
+
 def lost_unanswered(phone: Handset) -> None:
     """Every deliver_sm the gateway has sent `phone` so far is read and left unanswered for good: its client lost them."""
     while select.select([phone.client._socket], [], [], 0)[0]:
