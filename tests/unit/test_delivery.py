@@ -1090,6 +1090,37 @@ async def test_a_bind_that_appears_between_two_pages_of_its_subscribers_backlog_
         assert [m.id for m in nine.offered] == ["m9-0"]
 
 
+@pytest.mark.parametrize("reading", [False, True], ids=["between-reads", "during-a-read"])
+async def test_what_a_stalled_bind_parked_is_read_back_for_every_bind_left_not_only_the_first_listed(
+    tmp_path: Path, router, accounts, clock, reading: bool
+) -> None:
+    """As when a stalled bind with MTs parked goes (above), but the bind listed first, bound all along, serves only
+    ...02: a read for it alone goes over ...02's numbers only, so m3 and m4 waited in the store though `other` serves
+    ...01. They reach `other`, whether the bind goes between reads of the account's backlog or during one (for a bind
+    of ...02 that appears, its page holding t0 read when the bind goes)."""
+    store = PauseBefore(str(tmp_path / "slow.db"), clock.now, held_back="t0")
+    async with delivery_on(store, router, clock) as delivery:
+        delivery.FULL = 3
+        first, ranged_bind, other = ranged(accounts, f"^{TWO}$"), ranged(accounts, f"^{ONE}$"), Receiver(accounts.get("handset"))
+        for bind in (first, ranged_bind, other):
+            router.bound(bind)
+        for bind in (ranged_bind, other):
+            router.stalled(bind)
+        await admit(store, delivery, *(mt(f"m{i}", ONE) for i in range(5)))
+        assert [m.id for m in ranged_bind.offered] == ["m0", "m1", "m2"] and not other.offered  # m3, m4 parked
+        if reading:
+            await admit(store, delivery, mt("t0", TWO))
+            newcomer = ranged(accounts, f"^{TWO}$")
+            router.bound(newcomer)
+            delivery.receiver_ready(newcomer)
+            await store.reached.wait()
+        router.unbound(ranged_bind)
+        delivery.unbound(ranged_bind)
+        store.go_on.set()
+        await asyncio.gather(*delivery._pulls.values())
+        assert [m.id for m in other.offered] == ["m3", "m4"]
+
+
 class FailingFirst(PauseBefore):
     """PauseBefore whose first page read fails (the database could not be read for a moment)."""
 
