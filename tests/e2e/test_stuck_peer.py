@@ -355,19 +355,26 @@ def test_mts_handed_to_a_bind_that_stalls_too_go_on_to_a_bind_that_answers(make_
     assert [text(pdu) for pdu in fresh.expect_many(2, timeout=5)] == ["mt 4", "mt 5"]  # once mt 2 and 3 time out
 
 
+def stalled_by_one_lost(gw, handset, **bind) -> tuple[Handset, Handset, object]:
+    """The carrier's only bind (`bind`: its handset's arguments), answering nothing, left A's MT to X ("lost")
+    unanswered and stalled at its timeout. Its handset, A's transmitter, its SmppConnection."""
+    phone = handset(X, system_id="carrier", gw=gw, **bind)
+    phone.answering = False
+    a = handset(A, bind="tx", gw=gw)
+    assert a.submit(X, "lost").status == ESME_ROK
+    assert text(phone.expect()) == "lost"
+    connection = next(c for c in gw.gateway.connections if c.account is not None and c.account.system_id == "carrier")
+    assert eventually(lambda: connection.stalled, 3)
+    return phone, a, connection
+
+
 def test_mts_queued_on_a_stalled_bind_move_at_its_next_timeout_to_a_bind_that_answers_again(make_gateway, handset):
     """Both carrier binds are stalled: X's MTs queued on `late` stay there at its first timeout (no bind that answers
     would take them). Then `early` answers again (late): at `late`'s next timeout what is still queued there moves to
     `early`, in order, not out on `late` one window per response_timeout."""
     gw = make_gateway(gateway={"response_timeout": 1, "window": 2, "enquire_link_interval": 30, "idle_timeout": 60,
                                "retry_backoff": [60]})  # fmt: skip
-    early = handset(X, system_id="carrier", bind="rx", gw=gw)
-    early.answering = False
-    a = handset(A, bind="tx", gw=gw)
-    assert a.submit(X, "lost").status == ESME_ROK
-    assert text(early.expect()) == "lost"
-    early_bind = next(c for c in gw.gateway.connections if c.account is not None and c.account.system_id == "carrier")
-    assert eventually(lambda: early_bind.stalled, 3)
+    early, a, early_bind = stalled_by_one_lost(gw, handset, bind="rx")
     late = handset(X, system_id="carrier", bind="rx", gw=gw)
     late.answering = False
     late_bind = next(c for c in gw.gateway.connections if c.account is not None and c.account.system_id == "carrier"
@@ -391,13 +398,7 @@ def test_a_stalled_bind_that_answers_a_deliver_sm_on_time_is_a_bind_like_any_oth
     bind of the account is up."""
     gw = make_gateway(gateway={"response_timeout": 1, "window": 2, "enquire_link_interval": 30, "idle_timeout": 60,
                                "retry_backoff": [60]})  # fmt: skip
-    ranged = handset(X, system_id="carrier", address_range="^86130", gw=gw)
-    ranged.answering = False
-    a = handset(A, bind="tx", gw=gw)
-    assert a.submit(X, "lost").status == ESME_ROK
-    assert text(ranged.expect()) == "lost"
-    bind = next(c for c in gw.gateway.connections if c.address_range is not None)
-    assert eventually(lambda: bind.stalled, 3)
+    ranged, a, _ = stalled_by_one_lost(gw, handset, address_range="^86130")
     ranged.answering = True
     assert a.submit(X, "on time").status == ESME_ROK  # (the only bind: a stalled one too takes MTs then)
     assert text(ranged.expect()) == "on time"  # answered as it is read
