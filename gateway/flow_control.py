@@ -11,10 +11,7 @@ After a refusal the bind pauses, FIRST_PAUSE and twice as long at each refusal a
 (an accepted deliver_sm starts it at FIRST_PAUSE again), then sends one deliver_sm and one more for each accepted:
 its window doubles each round of answers until it is whole again (not a whole window refused at each pause). Until
 then the subscribers an MT was refused to wait, while another's MT can go: a receiver that refuses one subscriber's
-MTs (its queue full) holds up the others for one pause each time, not for good. The bind is `stalled` meanwhile, as
-after a timeout (Router.stalled), until it accepts one: what is queued on it goes to another bind of the account that
-takes it, and so do new MTs (taken as failures, they were retried on another bind; held on it, they waited there while
-the other sat idle); with none to stand in, it holds at most Delivery.FULL, the rest parked in the store.
+MTs (its queue full) holds up the others for one pause each time, not for good.
 """
 
 from __future__ import annotations

@@ -159,8 +159,8 @@ class Router:
             receiver.mo_numbers.discard(msisdn)
 
     def stalled(self, receiver: Receiver) -> None:
-        """A deliver_sm timed out on `receiver`, its peer stopped reading, or it refused one for flow control
-        (ESME_RTHROTTLED): until it answers one (`answered`: accepts one, after flow control; or reads again), MTs go to any other bind that serves their subscriber, and to it only if none does (route). A
+        """A deliver_sm timed out on `receiver`, or its peer stopped reading: until it answers one (`answered`; or
+        reads again), MTs go to any other bind that serves their subscriber, and to it only if none does (route). A
         bind may answer enquire_link and never deliver_sm: its subscribers' MTs waited there, one window per
         response_timeout, a healthy bind idle."""
         if not receiver.stalled and receiver in self._receivers.get(receiver.account.system_id, ()):

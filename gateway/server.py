@@ -585,9 +585,7 @@ class SmppConnection(asyncio.Protocol):
         self._schedule_flush()
 
     def _on_delivery_answer(self, pdu: Pdu, request: Pdu | None) -> None:
-        status = _delivery_status(pdu)
-        # (Refused for flow control, it still comes last: _give_back.)
-        if self.stalled and request is not None and request.command_id == C.DELIVER_SM and status not in FLOW_CONTROL:
+        if self.stalled and request is not None and request.command_id == C.DELIVER_SM:
             self._answers_again()
         message = self.inflight.pop(pdu.sequence_number, None)
         if message is None:
@@ -598,6 +596,7 @@ class SmppConnection(asyncio.Protocol):
                             status=S.name_of(pdu.command_status))  # fmt: skip
             return
         self.load -= 1
+        status = _delivery_status(pdu)
         if not status:  # ESME_ROK
             if self._flow.held:
                 self._flow.accepted()
@@ -611,10 +610,8 @@ class SmppConnection(asyncio.Protocol):
     def _give_back(self, message: Message, status: int) -> None:
         """The receiver refused the MT's deliver_sm for flow control (ESME_RTHROTTLED, ESME_RMSGQFUL: FlowControl): no
         failed attempt, it goes back to the head of the queue, behind the MTs given back before it that are older
-        (in order per subscriber: none queued to its subscriber overtakes it), and the bind pauses. It is `stalled`
-        until it accepts one, as after a timeout: what is queued here goes to another bind of the account that takes
-        it, new MTs too, and it holds at most Delivery.FULL (_stall). After our unbind the MT goes back to delivery,
-        as the queue did (_stop_receiving)."""
+        (in order per subscriber: none queued to its subscriber overtakes it), and the bind pauses. After our unbind
+        it goes back to delivery, as the queue did (_stop_receiving)."""
         message.error = status  # (not stored: what its receipt says if its validity ends while it waits)
         if self._unbinding:
             self.gateway.delivery.requeue([message])
@@ -633,12 +630,6 @@ class SmppConnection(asyncio.Protocol):
             log.info("deliver_sm refused for flow control; pausing the bind", message_id=message.id,
                      account=account_of(message), msisdn=subscriber_of(message), bind_account=self.system_id,
                      status=S.name_of(status), seconds=pause, **receipted(message))  # fmt: skip
-        if pause is not None or (self.stalled and self._another_answers()):
-            self._stall()
-
-    def _another_answers(self) -> bool:
-        """Whether another bind of the account is not `stalled` (one that may take what is queued here)."""
-        return any(bind is not self and not bind.stalled for bind in self.gateway.router.receivers_of(self.system_id))
 
     def _on_late_answer(self, pdu: Pdu) -> None:
         if self.stalled:  # (only a deliver_sm is answered late: an unanswered enquire_link or unbind closes the bind)
@@ -707,8 +698,7 @@ class SmppConnection(asyncio.Protocol):
         self._pump()
 
     def _stall(self) -> None:
-        """A deliver_sm timed out here, the peer stopped reading, or it refused one for flow control (_give_back): MTs go
-        to another bind first (Router.stalled).
+        """A deliver_sm timed out here, or the peer stopped reading: MTs go to another bind first (Router.stalled).
         As the stall begins, those held for it behind its account's backlog read are parked (Delivery.stalled: none
         is held for it after that); at each timeout, what is queued here moves or is parked (hand_over). (Run at
         each timeout, Delivery.stalled routed every MT held behind the read again: 10,000 held, ~10 ms a call.)"""

@@ -111,27 +111,3 @@ def test_after_a_throttled_answer_the_bind_sends_one_deliver_sm_and_opens_its_wi
     b.answering = True
     b.answer(sent_again)
     assert [text(pdu) for pdu in b.expect_many(3)] == ["m2", "m3", "m4"]
-
-
-def test_mts_a_bind_throttles_go_to_another_bind_of_the_account_and_so_do_the_next(make_gateway, handset):
-    """Flow control holds the bind, not its MTs: they waited on it, another bind of the account idle (taken as
-    failures, they were retried on another bind). It comes last, as a bind that timed out, until it accepts one."""
-    gw = make_gateway()
-    busy = handset(bind=None, gw=gw)
-
-    def throttled(pdu) -> int:
-        busy.inbox.append(pdu)
-        return ESME_RTHROTTLED
-
-    busy.client.set_message_received_handler(throttled)
-    busy.bind("rx", "carrier")
-    a = handset(A, gw=gw)
-    subscribers = [f"86130000000{n:02d}" for n in range(4)]
-    for to in subscribers[:3]:
-        assert a.submit(to, f"for {to}").status == ESME_ROK
-    busy.expect_many(3)  # each refused
-    free = handset(bind="rx", system_id="carrier", gw=gw)
-    assert a.submit(subscribers[3], f"for {subscribers[3]}").status == ESME_ROK
-    got = free.expect_many(4)
-    assert sorted(text(pdu) for pdu in got) == [f"for {to}" for to in subscribers]
-    busy.expect_none(0.3)
