@@ -529,8 +529,7 @@ class Delivery:
             self._next_notice(message)
 
     def failed(self, message: Message, status: int, bind: Receiver | None = None) -> None:
-        """The deliver_sm to `bind` was refused with `status` (at once, or in an answer that came late). (The receiver's
-        flow control, ESME_RTHROTTLED or ESME_RMSGQFUL answered in time, is no failure: gateway/flow_control.py.)"""
+        """The deliver_sm to `bind` was refused with `status` (at once, or in an answer that came late)."""
         if self._room_waiters:
             self._wake_pulls()
         if status in PERMANENT_FAILURES:

@@ -13,7 +13,6 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .accounts import Account
-from .flow_control import FLOW_CONTROL, FlowControl
 from .log_budget import LogBudgets
 from .logs import get_logger
 from .messages import (
@@ -110,9 +109,6 @@ class SmppConnection(asyncio.Protocol):
         self.inflight: dict[int, Message] = {}
         self.timed_out: dict[int, Message] = {}  # deliver_sm given up on, by sequence (the last `window`)
         self.pending: deque[Message] = deque()
-        self._flow = FlowControl(settings.window)  # the receiver's ESME_RTHROTTLED / ESME_RMSGQFUL (_give_back)
-        self._given_back: set[str] = set()  # ids of the MTs given back to the head of `pending` not sent since
-        self._resume: asyncio.TimerHandle | None = None  # the end of the flow control's pause (_paused)
         self.frozen: dict[str, str] = {}  # id -> subscriber of each MT queued here whose replacement commits (freeze)
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
@@ -149,8 +145,6 @@ class SmppConnection(asyncio.Protocol):
         if self._abort_handle is not None:
             self._abort_handle.cancel()
         self._release()
-        if self._resume is not None:
-            self._resume.cancel()
 
     def _release(self) -> None:
         """The gateway is done with this connection (it closes it, or the peer went): off the router and out of
@@ -174,7 +168,6 @@ class SmppConnection(asyncio.Protocol):
         stranded = list(self.inflight.values()) + [message for message in self.pending if message.id not in frozen]
         self.inflight.clear()
         self.pending.clear()
-        self._given_back.clear()
         self.load = 0
         if stranded:
             self.gateway.delivery.requeue(stranded)
@@ -499,16 +492,13 @@ class SmppConnection(asyncio.Protocol):
         self.load += 1
         # can_receive: False once the gateway stops (drain) or either side unbinds (_stop_receiving)
         pending = self.pending
-        if (
-            self.can_receive and not pending and self._peer_reading and self.session.can_send_request
-            and not self.session.halted and not self._flow.held
-        ):  # fmt: skip
+        if self.can_receive and not pending and self._peer_reading and self.session.can_send_request and not self.session.halted:
             self._send_deliver(message)
         elif again and pending:  # replaced, retried, handed back: not behind the newer ones to its subscriber
             self._queue_in_order(message)
         else:
             pending.append(message)
-        if self.frozen or self._flow.held:  # the window may have room that only some subscribers' MTs are kept from
+        if self.frozen:  # the window may have room that only the frozen subscribers' MTs are kept from
             self._pump()
 
     def _queue_in_order(self, message: Message) -> None:
@@ -598,38 +588,10 @@ class SmppConnection(asyncio.Protocol):
         self.load -= 1
         status = _delivery_status(pdu)
         if not status:  # ESME_ROK
-            if self._flow.held:
-                self._flow.accepted()
             self.gateway.delivery.delivered(message)
-        elif status in FLOW_CONTROL:
-            self._give_back(message, status)
         else:
             self.gateway.delivery.failed(message, status, self)
         self._pump()
-
-    def _give_back(self, message: Message, status: int) -> None:
-        """The receiver refused the MT's deliver_sm for flow control (ESME_RTHROTTLED, ESME_RMSGQFUL: FlowControl): no
-        failed attempt, it goes back to the head of the queue, behind the MTs given back before it that are older
-        (in order per subscriber: none queued to its subscriber overtakes it), and the bind pauses. After our unbind
-        it goes back to delivery, as the queue did (_stop_receiving)."""
-        message.error = status  # (not stored: what its receipt says if its validity ends while it waits)
-        if self._unbinding:
-            self.gateway.delivery.requeue([message])
-            return
-        self.load += 1
-        returned = self._given_back
-        at = 0
-        for queued in self.pending:
-            if queued.id not in returned or queued.id > message.id:
-                break
-            at += 1
-        self.pending.insert(at, message)
-        returned.add(message.id)
-        pause = self._flow.refused_to(message.dest_addr, self.session.clock())
-        if pause is not None and self.may_log("deliver_sm refused for flow control"):
-            log.info("deliver_sm refused for flow control; pausing the bind", message_id=message.id,
-                     account=account_of(message), msisdn=subscriber_of(message), bind_account=self.system_id,
-                     status=S.name_of(status), seconds=pause, **receipted(message))  # fmt: skip
 
     def _on_late_answer(self, pdu: Pdu) -> None:
         if self.stalled:  # (only a deliver_sm is answered late: an unanswered enquire_link or unbind closes the bind)
@@ -653,49 +615,23 @@ class SmppConnection(asyncio.Protocol):
         if not self.pending or not self._peer_reading or not self.can_receive or self.session.state is _UNBOUND or self.session.halted:
             if self.holding and not self.pending:  # the MTs handed here from a stalled bind have gone out
                 self.gateway.router.released(self)
-            if self._given_back and not self.pending:
-                self._given_back.clear()
             return  # they wait for the peer to read again (resume_writing), hand_over, or connection_lost
-        flow = self._flow
-        if flow.held and self._paused():
-            return
         if self._guards.tightened != self._guards_seen:  # a block or an unsubscription since they were queued
             self._ask_guards_again()
         now = self._now()
         kept = set(self.frozen.values()) if self.frozen else None  # subscribers whose MTs wait for a thaw
-        if flow.held and flow.refused:  # ... or for the window to be whole again (FlowControl)
-            kept = flow.refused if kept is None else kept | flow.refused
-        returned = self._given_back
         skipped: list[Message] = []
-        while self.pending and self.session.can_send_request and (not flow.held or flow.room(len(self.inflight))):
+        while self.pending and self.session.can_send_request:
             message = self.pending.popleft()
             if kept is not None and message.dest_addr in kept:
                 skipped.append(message)
             elif message.expires_at > now:
-                if returned:
-                    returned.discard(message.id)
                 self._send_deliver(message)
             else:  # its validity ran out while it waited here: dispatching it again ends it (EXPIRED)
                 self.load -= 1
                 self.gateway.delivery.dispatch(message)
         if skipped:
             self.pending.extendleft(reversed(skipped))
-            if flow.held and flow.refused and not self.inflight:  # only refused subscribers' MTs: one of them goes
-                flow.refused.clear()
-                self._pump()
-
-    def _paused(self) -> bool:
-        """Whether the receiver's flow control pauses the bind now (FlowControl); the pump goes on when it ends."""
-        now = self.session.clock()
-        if not self._flow.paused(now):
-            return False
-        if self._resume is None:
-            self._resume = asyncio.get_running_loop().call_later(self._flow.until - now, self._pause_over)
-        return True
-
-    def _pause_over(self) -> None:
-        self._resume = None
-        self._pump()
 
     def _stall(self) -> None:
         """A deliver_sm timed out here, or the peer stopped reading: MTs go to another bind first (Router.stalled).
