@@ -71,7 +71,7 @@ from .messages import account_of, receipted, subscriber_of
 from .notice_order import NoticeOrder
 from .receipts import receipt_for, refusal_error
 from .retry_timers import RetryTimers, Waiting
-from .router import Receiver, Router, carries, range_prefixes, serves
+from .router import Receiver, Router, carries, could_take, range_prefixes
 from .smpp.constants import CommandStatus, MessageState
 from .store.base import Store
 from .store.records import Direction, Message, MessageStatus
@@ -286,9 +286,10 @@ class Delivery:
             dest = message.dest_addr
             if receiver.load >= count or dest in passed_over or not self._probing(receiver):
                 return
-            if not carries(receiver, message) and self.router.route(message, tell=False) is None:
+            chosen = self.router.route(message, tell=False)
+            if chosen is None and not carries(receiver, message):
                 return  # too long for it (SMPP 3.3), and no bind of 3.4 takes it: it waits, the next ones go (as a read's)
-            if not self._probe_offer(receiver, message):
+            if not self._probe_offer(receiver, message, chosen):
                 passed_over.add(dest)
 
         async def one_page(_after: tuple[str, int]) -> bool:
@@ -309,19 +310,18 @@ class Delivery:
         """A probe's read goes on for `receiver`: still stalled with MTs parked for it (not answering again, nor gone)."""
         return receiver.stalled and receiver in self._parked_on and not self._stopped
 
-    def _probe_offer(self, receiver: Receiver, message: Message) -> bool:
-        """Offer an MT read back for a probed bind to it if it takes it: routed to it, or to another stalled bind of its
-        account when it serves the subscriber too (any that answers, the account's parked MTs are read back for it).
-        True: it went to `receiver`, or ended now (expired, or refused); False: another bind would take it, or
+    def _probe_offer(self, receiver: Receiver, message: Message, chosen: Receiver | None) -> bool:
+        """Offer an MT read back for a probed bind to it if it takes it: routed (`chosen`) to it, or to another stalled
+        bind of its account when it could take it too (any that answers, the account's parked MTs are read back for
+        it). True: it went to `receiver`, or ended now (expired, or refused); False: another bind would take it, or
         none."""
         if message.expires_at <= self.clock.now():
             self._expire(message)
             return True
         if self._refused(message):
             return True
-        chosen = self.router.route(message, tell=False)
         if chosen is not receiver and (
-            chosen is None or not chosen.stalled or chosen.account is not receiver.account or not serves(receiver, message)
+            chosen is None or not chosen.stalled or chosen.account is not receiver.account or not could_take(receiver, message)
         ):  # fmt: skip
             return False
         self._held.add(message.id)
