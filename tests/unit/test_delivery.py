@@ -530,6 +530,33 @@ async def test_a_probe_whose_read_fails_is_logged_and_the_next_one_hands_the_mts
     assert await probed(delivery, bind, 2) == ["m1", "m3"]
 
 
+async def test_a_probe_ends_an_mt_whose_validity_ran_out_while_parked_and_hands_the_rest(
+    store, delivery, router, accounts, clock
+) -> None:
+    """m7, parked for the stalled bind, has run out of validity when its probe reads it (before the sweep found it): it
+    ends EXPIRED, not handed to the bind to go out late; the others are handed as before."""
+    bind = await stalled_with_nothing_left(store, delivery, router, accounts, m0_waits=False)
+    await admit(store, delivery, mt("m7", THREE, expires_at=START + 60))  # (parked)
+    delivery.FULL = 10
+    clock.advance(120)
+    assert await probed(delivery, bind, 10) == ["m0", "m2", "m4", "m1", "m3", "m5", "m6"]
+    await settled(store)
+    assert await status_of(store, "m7") == MessageStatus.EXPIRED
+
+
+async def test_a_probe_ends_rejected_the_mts_whose_sender_was_blocked_while_parked_and_hands_the_rest(
+    store, delivery, router, accounts
+) -> None:
+    """TWO reported the sender while its MTs were parked for the stalled bind: its probe ends them REJECTED (README: a
+    blocked sender's MTs waiting for a recipient end when taken up), not handed to the bind; the others are handed."""
+    bind = await stalled_with_nothing_left(store, delivery, router, accounts, m0_waits=False)
+    delivery.FULL = 10
+    delivery.undeliverable = lambda m: (0x401, "blocked by the recipient") if m.dest_addr == TWO else None
+    assert await probed(delivery, bind, 10) == ["m0", "m2", "m4", "m6"]
+    await settled(store)
+    assert [await status_of(store, i) for i in ("m1", "m3", "m5")] == [MessageStatus.REJECTED] * 3
+
+
 async def test_new_mts_to_a_stalled_bind_its_backlog_read_waits_for_are_parked_and_read_back_once_in_order_when_it_answers(
     store, delivery, router, accounts
 ) -> None:
