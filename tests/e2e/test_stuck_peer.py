@@ -1008,6 +1008,20 @@ def test_a_silent_bind_with_nothing_left_to_answer_is_handed_what_it_parked_and_
     silent.expect_none(within=1.5)
 
 
+def test_a_silent_bind_with_nothing_left_to_answer_is_handed_a_window_of_what_it_parked_at_once(make_gateway, handset):
+    """README: the probe reads back for a stalled bind that holds nothing as many of its parked MTs as its `window`
+    (3 here), at once, so that a client answering again has that many deliver_sm to answer, not one per
+    response_timeout (3 s)."""
+    gw = make_gateway(gateway={"window": 3, "response_timeout": 3, "enquire_link_interval": 30, "idle_timeout": 120,
+                               "retry_backoff": [0.5]})  # fmt: skip
+    _, silent, bind, texts = silent_bind_with_mts_parked(gw, handset)
+    assert eventually(lambda: bind.load == 0, timeout=15)  # every deliver_sm timed out, their retries parked (or soon)
+    lost_unanswered(silent)
+    first = silent.expect(timeout=10)
+    then = [text(pdu) for pdu in silent.expect_many(2, timeout=1.5)]  # the same window: none has timed out yet
+    assert [text(first), *then] == texts[0:9:3]  # the oldest three (in subscriber order: X's)
+
+
 def test_of_two_silent_binds_with_nothing_left_to_answer_the_one_that_answers_again_gets_every_mt_once(
     make_gateway, handset
 ):
