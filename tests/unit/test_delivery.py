@@ -466,6 +466,29 @@ async def test_a_probe_hands_a_stalled_bind_what_another_stalled_bind_would_take
     assert not other.offered and not healthy.offered
 
 
+async def test_a_probe_hands_a_stalled_bind_none_of_the_mts_its_address_range_leaves_out(
+    store, delivery, router, accounts
+) -> None:
+    """The probed bind's address_range serves ONE, not TWO (and names no prefix: its probe reads every number); the
+    account's other bind, stalled too, serves TWO. Its probe hands it ONE's MTs, not TWO's (routed to that other
+    stalled bind: it could take those, whichever of them answered again, were its range not to leave TWO out)."""
+    delivery.FULL = 1
+    probed_bind, other = ranged(accounts, "[13]$"), Receiver(accounts.get("handset"))
+    for bind in (probed_bind, other):
+        router.bound(bind)
+        router.stalled(bind)
+    await admit(store, delivery, mt("m0", ONE), mt("m1", TWO), mt("m2", ONE), mt("m3", TWO))
+    assert ([m.id for m in probed_bind.offered], [m.id for m in other.offered]) == (["m0"], ["m1"])  # m2, m3 parked
+    delivery.backoff = [0.01]
+    for bind in (probed_bind, other):  # timed out: their retries parked too
+        bind.load = 0
+        delivery.retry_later(bind.offered.pop(), bind=bind)
+    await until(lambda: not delivery._retry_timers)
+    delivery.FULL = 10
+    assert await probed(delivery, probed_bind, 10) == ["m0", "m2"]
+    assert not other.offered
+
+
 async def test_a_probe_passes_over_an_mt_too_long_for_its_bind_of_smpp33_that_no_bind_takes_not_its_subscriber(
     store, delivery, router, accounts
 ) -> None:
