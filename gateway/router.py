@@ -204,8 +204,10 @@ class Router:
 
     def serves(self, msisdn: str) -> bool:
         """Whether a bind that can receive serves the subscriber now (so nothing to them waits parked in the store,
-        but for a backlog being read, which hands each MT to delivery's checks)."""
-        if msisdn in self._affinity:
+        but for a backlog being read, which hands each MT to delivery's checks). The bind they last sent from serves
+        them only if its address_range does (`_route`): one may send from a number its range leaves out."""
+        recent = self._affinity.get(msisdn)
+        if recent is not None and in_range(recent, msisdn):
             return True
         for account in self._by_number:
             if msisdn.startswith(account.numbers):
