@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable, Iterable
 from types import SimpleNamespace
 
 from simulator.behaviours import (
+    BLOCKED_BY_RECIPIENT,
     SENDER_BLOCKED,
     Phone,
     PostOffice,
@@ -184,3 +186,137 @@ async def test_a_block_is_not_judged_while_the_reports_it_may_rest_on_are_still_
     """Their acks may come after the round's timeout (a two-step report takes two replies): no correct target fails."""
     result, _spammer = await round_refused_while_reports_under_way(acked_then=2, ended_then=2)
     assert result.ok, result.error
+
+
+async def test_news_of_the_reports_comes_once_per_change_so_a_waiting_round_sleeps_until_the_next() -> None:
+    """A round waiting for its texts or for acks waits on Spammer.news until the reports change (one acknowledged,
+    refused or ended). The future is new after each change: one left done would have the round's wait return at once,
+    again and again, spinning the fleet's event loop until its step timeout."""
+    spammer = Spammer(SPAMMER, Blocking())
+    first = spammer.news()
+    spammer.report_sent(REPORTER)
+    assert not first.done()  # (a report begun is no news)
+    spammer.report_acked(REPORTER)
+    assert first.done()
+    second = spammer.news()
+    assert not second.done()
+    spammer.report_ended(REPORTER)
+    assert second.done() and not spammer.news().done()
+
+
+class Answering:
+    """Answers each text with the status `statuses` gives its victim (none: accepted, and delivered)."""
+
+    def __init__(self, post: PostOffice, statuses: dict[str, int]) -> None:
+        self.post, self.statuses = post, statuses
+
+    def submissions(self, source: str, destination: str, text: str) -> list[tuple[str, str, str]]:
+        return [(source, destination, text)]
+
+    async def submit_pdus(self, pdus: list[tuple[str, str, str]]) -> tuple[list[SimpleNamespace], float]:
+        [(source, destination, text)] = pdus
+        status = self.statuses.get(destination, 0)
+        if not status:
+            self.post.arrived(ShortMessage(source, destination, text, data_coding=8, esm_class=0, parts=1,
+                                           received_at=time.monotonic()))  # fmt: skip
+        return [SimpleNamespace(command_status=status)], time.monotonic()
+
+
+async def round_answered(statuses: dict[str, int], *, acked_before: Iterable[str] = (), begun_before: Iterable[str] = (),
+                         queued_before: Iterable[str] = (), then: Callable[[Spammer], None] = lambda spammer: None) -> object:  # fmt: skip
+    """A round to REPORTER and BYSTANDER answered as `statuses` say, the reports of `acked_before` acknowledged, those
+    of `begun_before` under way and those of `queued_before` queued when it starts; `then(spammer)` once the round,
+    its answers judged against them, first waits for news of the reports (Spammer.news)."""
+    post = PostOffice()
+    env = SimpleNamespace(rng=random.Random(1), post=post, rules=SimpleNamespace(spam_block_threshold=5), timeout=0.5,
+                          on_event=lambda event, detail: None, on_mo=lambda: None, resend=None)  # fmt: skip
+    target = Answering(post, statuses)
+    spammer = Spammer(SPAMMER, target)
+    for victim in (*acked_before, *begun_before):
+        spammer.report_sent(victim)
+    for victim in acked_before:
+        spammer.report_acked(victim)
+        spammer.report_ended(victim)
+    for victim in queued_before:
+        spammer.report_queued(victim)
+    news = spammer.news
+
+    def first_wait() -> asyncio.Future[None]:
+        spammer.news = news  # type: ignore[method-assign]
+        asyncio.get_running_loop().call_soon(then, spammer)
+        return news()
+
+    spammer.news = first_wait  # type: ignore[method-assign]
+    return await spammer_round(spammer, env, [Phone(n, target, fleet=None) for n in (REPORTER, BYSTANDER)])
+
+
+async def test_texts_accepted_after_the_thresholds_reports_were_acknowledged_fail_the_round() -> None:
+    """The threshold's 5 reports were acknowledged before the texts went: the spammer is blocked network-wide, so a
+    target that still accepts its texts (to victims who reported nothing) is wrong."""
+    result = await round_answered({}, acked_before=[f"86138000001{i:02d}" for i in range(5)])
+    assert (result.ok, result.step) == (False, "spam")
+    assert result.error.startswith("2 of 2 answered wrongly (5 victims' reports acknowledged, threshold 5)"), result.error
+
+
+async def test_a_refusal_as_blocked_by_the_recipient_whose_report_was_under_way_is_right_once_acknowledged() -> None:
+    """REPORTER's report was under way when the text to it went: the target may have filed it first and refuse the text
+    0x401, which the report's ack then confirms; no correct target fails."""
+
+    def acknowledged(spammer: Spammer) -> None:
+        spammer.report_acked(REPORTER)
+        spammer.report_ended(REPORTER)
+
+    result = await round_answered({REPORTER: BLOCKED_BY_RECIPIENT}, begun_before=[REPORTER], then=acknowledged)
+    assert (result.ok, result.outcome, result.data["accepted"]) == (True, "sent", "1"), result.error
+
+
+async def test_a_refusal_as_blocked_by_the_recipient_whose_report_had_not_begun_fails_the_round() -> None:
+    """REPORTER's report was only queued (the fleet's reaction waiting its turn) when its text was answered: the target
+    cannot have filed it, so a refusal 0x401 is wrong, even if the report is acknowledged later."""
+
+    def acknowledged(spammer: Spammer) -> None:
+        spammer.report_sent(REPORTER)
+        spammer.report_acked(REPORTER)
+        spammer.report_ended(REPORTER)
+
+    result = await round_answered({REPORTER: BLOCKED_BY_RECIPIENT}, queued_before=[REPORTER], then=acknowledged)
+    assert (result.ok, result.step) == (False, "spam")
+    assert result.error.startswith("1 of 2 answered wrongly"), result.error
+
+
+async def test_a_block_is_not_confirmed_by_the_acks_of_reports_begun_after_it() -> None:
+    """5 reports had begun when the texts were refused 0x400; 3 of them are acknowledged, and 2 reports begun after
+    the answers: those cannot have been filed before them, so the target blocked the spammer on 3 reports."""
+    begun = [f"86138000001{i:02d}" for i in range(5)]
+    later = [f"86138000002{i:02d}" for i in range(2)]
+
+    def three_then_two_later(spammer: Spammer) -> None:
+        for victim in later:
+            spammer.report_sent(victim)
+        for victim in (*begun[:3], *later):
+            spammer.report_acked(victim)
+        for victim in (*begun, *later):
+            spammer.report_ended(victim)
+
+    result = await round_answered({REPORTER: SENDER_BLOCKED, BYSTANDER: SENDER_BLOCKED}, begun_before=begun,
+                                  then=three_then_two_later)  # fmt: skip
+    assert (result.ok, result.step) == (False, "spam")
+    assert result.error == ("refused SMSGW_RSENDERBLOCKED (0x400) too early: of the 5 victims whose report had begun "
+                            "when the answers came, 3 had it acknowledged, threshold 5")  # fmt: skip
+
+
+async def test_a_block_is_judged_once_the_reports_begun_before_it_end_whatever_report_begun_after_is_under_way() -> None:
+    """The 5 reports begun before the 0x400 answers end, 2 acknowledged; another victim's report, begun after, is still
+    under way: it cannot confirm the block, so the round is judged now, not left unjudged at its step timeout."""
+    begun = [f"86138000001{i:02d}" for i in range(5)]
+
+    def two_and_one_under_way(spammer: Spammer) -> None:
+        spammer.report_sent("8613800000200")
+        for victim in begun[:2]:
+            spammer.report_acked(victim)
+        for victim in begun:
+            spammer.report_ended(victim)
+
+    result = await round_answered({REPORTER: SENDER_BLOCKED, BYSTANDER: SENDER_BLOCKED}, begun_before=begun,
+                                  then=two_and_one_under_way)  # fmt: skip
+    assert (result.ok, result.step) == (False, "spam") and "2 had it acknowledged" in result.error, result.error
