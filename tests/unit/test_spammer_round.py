@@ -20,6 +20,7 @@ from simulator.behaviours import (
     spammer_round,
 )
 from simulator.esme import BindLost, ShortMessage
+from simulator.scenario import DEFAULT_SCENARIO, parse_scenario
 
 SPAMMER, REPORTER, BYSTANDER = "8613000000001", "8613800000001", "8613800000002"
 TEXT = "【中奖通知】恭喜您获得iPhone一部"
@@ -320,3 +321,22 @@ async def test_a_block_is_judged_once_the_reports_begun_before_it_end_whatever_r
     result = await round_answered({REPORTER: SENDER_BLOCKED, BYSTANDER: SENDER_BLOCKED}, begun_before=begun,
                                   then=two_and_one_under_way)  # fmt: skip
     assert (result.ok, result.step) == (False, "spam") and "2 had it acknowledged" in result.error, result.error
+
+
+async def test_the_fleet_takes_a_withheld_text_come_late_for_that_spam_not_for_a_copy_of_the_same_text_before() -> None:
+    """Spam texts repeat word for word: the victim ignored one, and a later round gave up on the same text once the
+    victim was excused (Phone.withhold). Come late after all, it is that text, spam (Fleet.unasked asks
+    Phone.came_late before its copy check), not 'text delivered twice' (regression review qa2: on a correct
+    gateway); a second arrival of it is a copy."""
+    from simulator.fleet import Fleet
+
+    fleet = Fleet(parse_scenario({"reactions": {"spam": {"report": 0, "two_step": 0, "ignore": 1}}}, DEFAULT_SCENARIO))
+    victim = Phone(REPORTER, Blocking(), fleet)
+    fleet.by_number[REPORTER] = victim
+    spam = ShortMessage(SPAMMER, REPORTER, TEXT, data_coding=8, esm_class=0, parts=1, received_at=time.monotonic())
+    victim.deliver(spam)  # an earlier round's, ignored
+    victim.withhold(SPAMMER, TEXT)
+    victim.deliver(spam)  # the later round's, late
+    assert (fleet.stats["spam_ignored"], fleet.stats["delivered_twice"]) == (2, 0)
+    victim.deliver(spam)
+    assert fleet.stats["delivered_twice"] == 1
