@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 from simulator.behaviours import (
     BLOCKED_BY_RECIPIENT,
+    BUSY,
     SENDER_BLOCKED,
     Phone,
     PostOffice,
@@ -340,3 +341,20 @@ async def test_the_fleet_takes_a_withheld_text_come_late_for_that_spam_not_for_a
     assert (fleet.stats["spam_ignored"], fleet.stats["delivered_twice"]) == (2, 0)
     victim.deliver(spam)
     assert fleet.stats["delivered_twice"] == 1
+
+
+async def test_a_report_queued_behind_a_dialogue_of_its_victim_counts_as_reporting_not_as_begun() -> None:
+    """The victim is busy with a dialogue when the spam comes: its report reaction waits its turn. The target cannot have
+    filed it, so the rounds judge their answers as if it had not begun (Spammer.sent): the fleet tells the spammer it is
+    queued (report_queued), not begun."""
+    from simulator.fleet import Fleet
+
+    fleet = Fleet(parse_scenario({"reactions": {"spam": {"report": 1, "two_step": 0, "ignore": 0}}}, DEFAULT_SCENARIO))
+    spammer = Spammer(SPAMMER, Blocking())
+    fleet.spammer_by_number[SPAMMER] = spammer
+    victim = Phone(REPORTER, Blocking(), fleet)
+    fleet.by_number[REPORTER] = victim
+    victim.state = BUSY
+    victim.deliver(ShortMessage(SPAMMER, REPORTER, TEXT, data_coding=8, esm_class=0, parts=1, received_at=time.monotonic()))
+    assert [kind for kind, _make in victim.reactions] == ["spam"]
+    assert (spammer.reporting, spammer.sent, spammer.under_way) == ({REPORTER}, set(), set())
