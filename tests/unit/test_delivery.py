@@ -901,12 +901,15 @@ async def test_a_delivered_message_is_not_handed_out_again_before_its_status_is_
 
 
 async def test_after_a_restart_the_queue_counts_come_from_the_store(store, router, clock) -> None:
+    """Each subscriber's count is the sum over the senders of the MTs waiting for them (the store counts them by
+    account, sender and recipient)."""
     await store.accept(mt("a", "8613700000001"))
     await store.accept(mt("b", "8613700000001"))
     await store.accept(mt("c", "8613700000002"))
+    await store.accept(dataclasses.replace(mt("d", "8613700000001"), source_addr="10658"))
     restarted = Delivery(router, store, clock, MessageIds(), GatewaySettings())
     await restarted.restore()
-    assert restarted.queued == {"8613700000001": 2, "8613700000002": 1}
+    assert restarted.queued == {"8613700000001": 3, "8613700000002": 1}
 
 
 class PauseBefore(SqliteStore):
