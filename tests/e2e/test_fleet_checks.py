@@ -681,3 +681,38 @@ async def test_a_long_mo_refused_or_unanswered_in_part_fails_its_dialogue_only(m
     stats = run.summary["fleet"]["stats"]
     assert run.faults == 0 and stats["in_part_after_refusal"] == count and "arrived_in_part" not in stats
     assert f"long texts arrived in part after a part of their MO was refused or unanswered: {count}" in str(run)
+
+
+async def test_a_refusal_as_blocked_by_the_recipient_whose_report_then_fails_fails_the_round(make_gateway) -> None:
+    """Round 1's 6 victims report the spammer (threshold 10: no block); a proxy drops the acks to one of them, whose
+    report dialogue fails, and answers round 2's text to them 0x401 itself. Allowed then (that report had begun), the
+    refusal must be confirmed by the report's ack, which never comes: the round fails once the report has ended
+    unacknowledged (spam_report tells the spammer it ended: Spammer.report_ended), not left unjudged."""
+    gw = make_gateway(services={"spam_block_threshold": 10})
+    ack = "您的举报已受理".encode("utf-16-be")
+    victim = "8613800000000"  # the fleet's first subscriber: one of every round's 6 victims
+    texts_to_victim: list[int] = []
+
+    def drop_the_acks_to_the_victim(frame: bytes) -> list[bytes]:
+        return [] if ack in frame and decode_pdu(frame).destination_addr == victim else [frame]  # type: ignore[attr-defined]
+
+    def refuse_round_2s_text_to_the_victim(frame: bytes) -> bytes | None:
+        if command_of(frame) != CommandId.SUBMIT_SM:
+            return None
+        pdu = decode_pdu(frame)
+        if (pdu.source_addr, pdu.destination_addr) != (SPAMMER, victim):  # type: ignore[attr-defined]
+            return None
+        texts_to_victim.append(pdu.sequence_number)
+        if len(texts_to_victim) == 1:
+            return None  # round 1's: delivered, and reported
+        return encode_pdu(SubmitSmResp(sequence_number=pdu.sequence_number, command_status=CommandStatus.SMSGW_RBLOCKEDBYRECIPIENT))
+
+    scenario = make_scenario(fleet={"count": 6, "binds": 1, **NO_SP}, behaviours=only(spammer=1) | {"spammer": {"weight": 1, "victims": 6}},
+                             spammers={"count": 1}, reactions={"spam": {"report": 1, "two_step": 0, "ignore": 0}},
+                             load={"duration": 0, "count": 2, "concurrency": 1, "timeout": 3})  # fmt: skip
+    async with Proxy(gw.smpp_port, change=drop_the_acks_to_the_victim, answer=refuse_round_2s_text_to_the_victim) as proxy:
+        run = await run_fleet_async(scenario, target=("127.0.0.1", proxy.port), expect=gw.gateway.config)
+    assert run.summary["failures_by_step"].get("spammer") == {"spam": 1}, run.summary["failures_by_step"]
+    failure = next(f for f in run.failures if f["kind"] == "spammer")
+    assert (f"refused SMSGW_RBLOCKEDBYRECIPIENT (0x401) to ['{victim}'], whose report of the spammer was never "
+            "acknowledged") in failure["error"], failure["error"]  # fmt: skip
