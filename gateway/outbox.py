@@ -45,23 +45,31 @@ class Outbox:
             expires_at = reply.expires_at
         else:
             expires_at = now + (reply.validity if reply.validity is not None else self.validity)
+        # Positional, in Message's field order (as messages.message_from_submission): every reply part is one, and
+        # matching keywords against Message's 27 parameters cost more than building it.
         return [
             Message(
-                id=self.ids.next(),
-                direction=Direction.MT,
-                status=MessageStatus.ENROUTE,
-                account="",
-                source_addr=reply.source,
-                dest_addr=reply.to,
-                short_message=part.short_message,
-                data_coding=part.data_coding,
-                esm_class=part.esm_class,
-                tlvs=encode_tlvs(part.tlvs) if part.tlvs else b"",
-                submitted_at=now,
-                expires_at=expires_at,
-                next_attempt_at=now,
-                origin_id=origin_id,
-                extra=dict(extra),
+                self.ids.next(),  # id
+                Direction.MT,
+                MessageStatus.ENROUTE,
+                "",  # account
+                reply.source,  # source_addr
+                reply.to,  # dest_addr
+                part.short_message,
+                part.data_coding,
+                part.esm_class,
+                0, 0, 0, "",  # protocol_id, priority_flag, registered_delivery, service_type
+                0, 0, 0, 0,  # source_addr_ton, source_addr_npi, dest_addr_ton, dest_addr_npi
+                encode_tlvs(part.tlvs) if part.tlvs else b"",  # tlvs
+                now,  # submitted_at
+                expires_at,
+                0,  # attempts
+                now,  # next_attempt_at
+                None,  # done_at
+                0,  # error
+                origin_id,
+                None,  # dedup_key
+                dict(extra),
             )
             for part in self._segment(reply.text, reference)
         ]
