@@ -197,7 +197,9 @@ class RecordCache:
         if column is None:
             return await self.store.find(record_type, order_by=order_by, limit=limit, **filters)
         key = (record_type.__name__, column, filters[column])
-        rows = await self._partition(key)
+        rows = self._in_memory(key)
+        if rows is None:
+            rows = await self._load(key)
         if not rows:
             return []
         layout = _LAYOUTS[record_type]
@@ -222,7 +224,10 @@ class RecordCache:
         partition = _partition_column(record_type, filters)
         if partition is None:
             return await self.store.distinct(record_type, column, **filters)
-        rows = await self._partition((record_type.__name__, partition, filters[partition]))
+        key = (record_type.__name__, partition, filters[partition])
+        rows = self._in_memory(key)
+        if rows is None:
+            rows = await self._load(key)
         i = _LAYOUTS[record_type].index[column]
         return {row[i] for row in _select(rows.values(), _tests(record_type, tuple(filters), partition), filters)}
 
@@ -330,12 +335,13 @@ class RecordCache:
         return added
 
     # ------------------------------------------------------------ helpers
-    async def _partition(self, key: _Key) -> _Rows:
+    def _in_memory(self, key: _Key) -> _Rows | None:
+        """Partition `key` if it is loaded (a hit: now the most recently used), else None (`_load` it). Not a coroutine
+        that loads it: most finds are hits, and each would create and run one (~5 finds per dialogue MO)."""
         rows = self._partitions.get(key)
-        if rows is None:
-            return await self._load(key)
-        self.hits += 1
-        self._partitions.move_to_end(key)
+        if rows is not None:
+            self.hits += 1
+            self._partitions.move_to_end(key)
         return rows
 
     def _narrowed(self, key: _Key, rows: _Rows) -> _Narrowed:
