@@ -78,9 +78,10 @@ def _row_reader(record_type: type) -> Callable[[Sequence[Any]], Any]:
     return read
 
 
-# Columns stored in another form than the field's: dict as JSON text, bool as 0/1.
+# Columns stored in another form than the field's: dict as JSON text, bool as 0/1. The text is json.dumps's with
+# these options, from one encoder: json.dumps with any option makes a JSONEncoder per call, its cost most of a dump.
 _TO_COLUMN: dict[str, Callable[[Any], Any]] = {
-    "dict": lambda value: json.dumps(value, ensure_ascii=False, separators=(",", ":")),
+    "dict": json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode,
     "bool": int,
 }
 _FROM_COLUMN: dict[str, Callable[[Any], Any]] = {"dict": json.loads, "bool": bool}
