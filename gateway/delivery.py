@@ -80,6 +80,7 @@ log = get_logger("delivery")
 S = CommandStatus
 _DELIVERED = MessageState.DELIVERED  # read per delivered MT; from the class it costs ~150 ns (CPython 3.11)
 _SCHEDULED, _ENROUTE = MessageStatus.SCHEDULED, MessageStatus.ENROUTE  # read per admitted MT
+_DELIVERED_STATUS = MessageStatus.DELIVERED  # per delivered MT, as _DELIVERED
 
 # deliver_sm_resp statuses after which another attempt cannot help: the MT ends undeliverable, or rejected when the
 # receiver rejected this very message (ESME_RX_R_APPN, SMPP 3.4 5.1.3: "ESME Receiver Reject Message Error").
@@ -521,7 +522,7 @@ class Delivery:
         now = self.clock.now()
         self._forget(message)
         receipt = receipt_for(message, _DELIVERED, now, 0, self.ids, self.router.sp_accounts)
-        self._write_final(message, MessageStatus.DELIVERED, receipt, self.store.mark_delivered, (message.id, now, receipt),
+        self._write_final(message, _DELIVERED_STATUS, receipt, self.store.mark_delivered, (message.id, now, receipt),
                           answered=True)  # fmt: skip
         if self._room_waiters:
             self._wake_pulls()

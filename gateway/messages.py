@@ -41,7 +41,7 @@ _FIRST_STATUS = {Direction.MO: MessageStatus.ACCEPTED, Direction.MT: MessageStat
 def notice_account(message: Message) -> str | None:
     """The SP account an SP notice goes to (an MT to an SP's service code, from the subscriber it is about:
     handlers/sp_notice.py); None for any other MT (a receipt names its account too, but is no notice)."""
-    if not message.extra or message.esm_class & EsmClass.DELIVERY_RECEIPT:
+    if not message.extra or message.esm_class & _RECEIPT:
         return None
     return message.extra.get("to_account") or None
 

@@ -17,6 +17,7 @@ from .smpp.segment import IEI_CONCAT_8, Part, segment_text
 from .smpp.tlv import encode_tlvs
 from .store.records import Direction, Message, MessageStatus
 
+_MT, _ENROUTE = Direction.MT, MessageStatus.ENROUTE  # per reply part (an Enum class's read: EnumType.__getattr__)
 SEGMENT_CACHE_SIZE = 4096  # distinct reply texts whose parts are kept (most replies are a few fixed texts)
 
 
@@ -50,8 +51,8 @@ class Outbox:
         return [
             Message(
                 self.ids.next(),  # id
-                Direction.MT,
-                MessageStatus.ENROUTE,
+                _MT,
+                _ENROUTE,
                 "",  # account
                 reply.source,  # source_addr
                 reply.to,  # dest_addr

@@ -212,6 +212,11 @@ def _split(data: bytes, kind: Alphabet, size: int) -> list[bytes]:
 
 
 _UDHI = int(EsmClass.UDHI)  # a plain int: IntFlag `&` runs Python code, and every MO is looked at
+# Read from the module, not the Enum classes: each class attribute read goes through EnumType.__getattr__ (CPython 3.11).
+_UDH8, _UDH16, _SAR = ConcatScheme.UDH8, ConcatScheme.UDH16, ConcatScheme.SAR
+_MESSAGE_PAYLOAD = int(Tag.MESSAGE_PAYLOAD)
+_SAR_REF, _SAR_TOTAL, _SAR_SEQNUM = int(Tag.SAR_MSG_REF_NUM), int(Tag.SAR_TOTAL_SEGMENTS), int(Tag.SAR_SEGMENT_SEQNUM)
+_SAR_TAGS = frozenset((_SAR_REF, _SAR_TOTAL, _SAR_SEQNUM))
 
 
 def parse_udh(esm_class: int, short_message: bytes) -> tuple[Concat | None, bytes]:
@@ -239,9 +244,9 @@ def parse_udh(esm_class: int, short_message: bytes) -> tuple[Concat | None, byte
             return None, short_message
         # A repeated IE: the last one counts (TS 23.040 9.2.3.24).
         if iei == IEI_CONCAT_8 and length == 3:
-            concat = _valid(value[0], value[1], value[2], ConcatScheme.UDH8) or concat
+            concat = _valid(value[0], value[1], value[2], _UDH8) or concat
         elif iei == IEI_CONCAT_16 and length == 4:
-            concat = _valid((value[0] << 8) | value[1], value[2], value[3], ConcatScheme.UDH16) or concat
+            concat = _valid((value[0] << 8) | value[1], value[2], value[3], _UDH16) or concat
     return concat, short_message[udh_end:]
 
 
@@ -252,19 +257,15 @@ def concat_info(esm_class: int, short_message: bytes, tlvs: dict[int, int | byte
     payload is the message (SMPP 3.4 5.2.22) and is what gets parsed.
     TLV values may be ints or the raw big-endian octets.
     """
-    payload = tlvs.get(Tag.MESSAGE_PAYLOAD)
+    payload = tlvs.get(_MESSAGE_PAYLOAD)
     if not short_message and isinstance(payload, bytes):
         short_message = payload
     concat, body = parse_udh(esm_class, short_message)
     if concat is not None:
         return concat, body
-    try:
-        ref = _as_int(tlvs[Tag.SAR_MSG_REF_NUM])
-        total = _as_int(tlvs[Tag.SAR_TOTAL_SEGMENTS])
-        seq = _as_int(tlvs[Tag.SAR_SEGMENT_SEQNUM])
-    except KeyError:
+    if not tlvs.keys() >= _SAR_TAGS:  # all three (asked: a KeyError caught cost more, and most MOs have no TLV at all)
         return None, body
-    return _valid(ref, total, seq, ConcatScheme.SAR), body
+    return _valid(_as_int(tlvs[_SAR_REF]), _as_int(tlvs[_SAR_TOTAL]), _as_int(tlvs[_SAR_SEQNUM]), _SAR), body
 
 
 def _as_int(value: int | bytes) -> int:

@@ -127,6 +127,12 @@ _OCTET_CODECS = {
 
 
 def alphabet(data_coding: int) -> Alphabet:
+    """The alphabet a data_coding value selects (`_alphabet`, looked up for an octet: it runs for every text)."""
+    known = _ALPHABETS.get(data_coding)
+    return known if known is not None else _alphabet(data_coding)
+
+
+def _alphabet(data_coding: int) -> Alphabet:
     """The alphabet a data_coding value selects.
 
     Besides the plain SMPP values this understands the GSM 03.38 coding
@@ -151,12 +157,17 @@ def alphabet(data_coding: int) -> Alphabet:
     return Alphabet.OCTET
 
 
+# An Enum class's attribute read goes through EnumType.__getattr__ (CPython 3.11): each costs more than the dict read.
+_ALPHABETS = {data_coding: _alphabet(data_coding) for data_coding in range(256)}
+_GSM7_ALPHABET, _UCS2_ALPHABET = Alphabet.GSM7, Alphabet.UCS2
+
+
 def encode(text: str, data_coding: int) -> bytes:
     """Encode text as short_message octets; raise UnencodableText if it can't be carried."""
     kind = alphabet(data_coding)
-    if kind is Alphabet.GSM7:
+    if kind is _GSM7_ALPHABET:
         return _encode_gsm(text)
-    if kind is Alphabet.UCS2:
+    if kind is _UCS2_ALPHABET:
         codec = "utf-16-be"
     else:
         codec = _OCTET_CODECS.get(data_coding, "latin-1")
@@ -169,9 +180,9 @@ def encode(text: str, data_coding: int) -> bytes:
 def decode(data: bytes, data_coding: int) -> str:
     """Decode short_message octets; never raises (bad input becomes U+FFFD)."""
     kind = alphabet(data_coding)
-    if kind is Alphabet.GSM7:
+    if kind is _GSM7_ALPHABET:
         return _decode_gsm(data)
-    if kind is Alphabet.UCS2:
+    if kind is _UCS2_ALPHABET:
         # "replace" also covers an odd trailing octet and lone surrogates.
         return data.decode("utf-16-be", "replace")
     return data.decode(_OCTET_CODECS.get(data_coding, "latin-1"), "replace")

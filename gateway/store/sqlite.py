@@ -161,6 +161,7 @@ _INSERT = (
 
 # Enum .value is a Python-level property (3.11); _row runs for every stored message.
 _DB_VALUE: dict[Direction | MessageStatus, str] = {member: member.value for member in (*Direction, *MessageStatus)}
+_PROCESSED_STATUS = MessageStatus.PROCESSED  # per MO handled at once (EnumType.__getattr__ reads the class's members)
 
 
 # json.dumps(extra, separators=(",", ":")) from one encoder (json.dumps with an option makes one per call).
@@ -573,7 +574,7 @@ class SqliteStore:
         (stored id, True) for a copy of a stored message (`hold` was told none could exist): then only that."""
         now = self._begin_write()
         if done_at is not None:
-            message.status = MessageStatus.PROCESSED
+            message.status = _PROCESSED_STATUS
             message.done_at = done_at
         step = _insert_step(message, now)  # its key is held already (`hold`)
         if step[0] == _INSERT_KEYED:
