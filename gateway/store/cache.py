@@ -454,6 +454,8 @@ def _tests(record_type: type, specs: tuple[str, ...], partition: str) -> tuple[t
 
 def _select(rows: Iterable[tuple], tests: tuple[tuple[int, Callable[[Any, Any], bool], str], ...], filters: dict[str, Any]) -> list[tuple]:
     """The rows matching `filters` as SQLite's WHERE would (NULL matches only `name=None`)."""
+    if not tests:  # the partition's own filter alone: every row
+        return list(rows)
     checks = [(i, test, filters[spec]) for i, test, spec in tests]
     selected = []
     for row in rows:
