@@ -46,6 +46,8 @@ class Outbox:
             expires_at = reply.expires_at
         else:
             expires_at = now + (reply.validity if reply.validity is not None else self.validity)
+        parts = self._segment(reply.text)
+        several = len(parts) > 1
         # Positional, in Message's field order (as messages.message_from_submission): every reply part is one, and
         # matching keywords against Message's 27 parameters cost more than building it.
         return [
@@ -56,7 +58,7 @@ class Outbox:
                 "",  # account
                 reply.source,  # source_addr
                 reply.to,  # dest_addr
-                part.short_message,
+                _with_reference(part.short_message, reference) if several else part.short_message,
                 part.data_coding,
                 part.esm_class,
                 0, 0, 0, "",  # protocol_id, priority_flag, registered_delivery, service_type
@@ -72,11 +74,12 @@ class Outbox:
                 None,  # dedup_key
                 dict(extra),
             )
-            for part in self._segment(reply.text, reference)
+            for part in parts
         ]
 
-    def _segment(self, text: str, reference: int) -> list[Part]:
-        """segment_text(text, reference=reference), from the parts of an earlier reply with the same text."""
+    def _segment(self, text: str) -> list[Part]:
+        """segment_text(text, reference=0), kept per text: a reply of several parts takes its own reference
+        (`_with_reference`), written into its short_message, not into a Part made again per reply."""
         parts = self._segments.get(text)
         if parts is None:
             if len(self._segments) >= SEGMENT_CACHE_SIZE:
@@ -84,6 +87,9 @@ class Outbox:
             parts = self._segments[text] = segment_text(text, reference=0)
             # several parts: each begins with the UDH length, IEI_CONCAT_8, 3, reference, total, seqnum
             assert len(parts) == 1 or all(p.short_message[1] == IEI_CONCAT_8 and not p.tlvs for p in parts)
-        if len(parts) == 1:
-            return parts
-        return [Part(p.short_message[:3] + bytes((reference,)) + p.short_message[4:], p.esm_class, p.data_coding) for p in parts]
+        return parts
+
+
+def _with_reference(short_message: bytes, reference: int) -> bytes:
+    """A part of a reply of several parts with its concatenation reference (its UDH's fourth octet) set."""
+    return short_message[:3] + bytes((reference,)) + short_message[4:]
