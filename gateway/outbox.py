@@ -32,7 +32,10 @@ class Outbox:
         self._segments: dict[str, list[Part]] = {}
 
     def messages_for(self, replies: Sequence[Reply], now: float, origin_id: str | None = None) -> list[Message]:
-        return [m for reply in replies for m in self._parts(reply, now, origin_id)]
+        messages: list[Message] = []
+        for reply in replies:
+            messages += self._parts(reply, now, origin_id)
+        return messages
 
     def send(self, messages: Sequence[Message]) -> None:
         """Hand committed messages to delivery."""
@@ -49,9 +52,11 @@ class Outbox:
         parts = self._segment(reply.text)
         several = len(parts) > 1
         # Positional, in Message's field order (as messages.message_from_submission): every reply part is one, and
-        # matching keywords against Message's 27 parameters cost more than building it.
-        return [
-            Message(
+        # matching keywords against Message's 27 parameters cost more than building it. A loop, not a comprehension:
+        # one would make closure cells of the eight locals it reads.
+        messages = []
+        for part in parts:
+            messages.append(Message(
                 self.ids.next(),  # id
                 _MT,
                 _ENROUTE,
@@ -73,9 +78,8 @@ class Outbox:
                 origin_id,
                 None,  # dedup_key
                 dict(extra),
-            )
-            for part in parts
-        ]
+            ))
+        return messages
 
     def _segment(self, text: str) -> list[Part]:
         """segment_text(text, reference=0), kept per text: a reply of several parts takes its own reference
