@@ -623,8 +623,12 @@ class MoProcessor:
     def _receipts(self, parts: tuple[Message, ...], done_at: float, state: MessageState = _DELIVERED) -> list[Message]:
         """Delivery receipts for the MO's submissions that asked for one: handled is delivered, to a short code."""
         error = 0 if state is _DELIVERED else _SYSTEM_ERROR
-        receipts = (receipt_for(m, state, done_at, error, self.outbox.ids) for m in parts)
-        return [receipt for receipt in receipts if receipt is not None]
+        receipts = []
+        for m in parts:  # (a loop: a generator reading four locals made closure cells of them, for every MO)
+            receipt = receipt_for(m, state, done_at, error, self.outbox.ids)
+            if receipt is not None:
+                receipts.append(receipt)
+        return receipts
 
     def expire_partial(self) -> None:
         """Parts of long MOs whose other parts never came: log them; they are not answered."""

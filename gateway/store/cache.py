@@ -218,7 +218,10 @@ class RecordCache:
             selected.sort(key=lambda row: (row[i] is not None, row[i]), reverse=order_by.startswith("-"))
         if limit is not None:
             selected = selected[: max(0, int(limit))]
-        return [from_row(record_type, row) for row in selected]
+        records = []
+        for row in selected:  # (a loop: a comprehension made record_type a closure cell, read all through find)
+            records.append(from_row(record_type, row))
+        return records
 
     async def distinct(self, record_type: type, column: str, **filters: Any) -> set[Any]:
         partition = _partition_column(record_type, filters)
@@ -293,7 +296,11 @@ class RecordCache:
         return rows
 
     def _in_flight_on(self, key: _Key) -> list[list[Effect]]:
-        return [effects for effects, touched in self._in_flight.values() if key in touched]
+        on_key = []
+        for effects, touched in self._in_flight.values():  # (a loop: a comprehension made `key` a closure cell)
+            if key in touched:
+                on_key.append(effects)
+        return on_key
 
     def _forget(self, key: _Key) -> None:
         rows = self._partitions.pop(key, None)
