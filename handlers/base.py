@@ -76,7 +76,8 @@ class Outcome:
         return self
 
     def put(self, *records: Any) -> Outcome:
-        self.effects.extend(Put(r) for r in records)
+        for record in records:  # (a loop: a generator per call, for every record a handler decides)
+            self.effects.append(Put(record))
         return self
 
     def extend(self, other: Outcome) -> Outcome:

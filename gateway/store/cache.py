@@ -158,12 +158,9 @@ class _Layout:
         }
         # partition column -> the column after it in that index (an equality on it narrows the rows: _Narrowed.holding)
         self.next_column = {column: after[0] for column, after in PARTITIONS[record_type].items() if after}
-
-    def primary_key(self, row: tuple) -> Any:
-        """A row's key in its partition: the value of a one-column primary key itself, not a 1-tuple (one tuple
-        less per record for the collector to scan: most records have an id), else the tuple of the values."""
-        key = self.key
-        return row[key[0]] if len(key) == 1 else tuple(row[i] for i in key)
+        # row -> its key in its partition: the value of a one-column primary key itself, not a 1-tuple (one tuple
+        # less per record for the collector to scan: most records have an id), else the tuple of the values.
+        self.primary_key: Callable[[tuple], Any] = itemgetter(*self.key)
 
     def key_of(self, values: tuple) -> Any:
         """The key `primary_key` gives the row whose primary key columns hold `values`."""
@@ -431,8 +428,11 @@ for _name in sorted({*Store.__annotations__, *(name for name, value in vars(Stor
 
 
 def _rows(record_type: type, records: Iterable[Any]) -> _Rows:
-    layout = _LAYOUTS[record_type]
-    return {layout.primary_key(row): row for row in map(to_row, records)}
+    primary_key = _LAYOUTS[record_type].primary_key
+    rows = {}
+    for row in map(to_row, records):  # (a loop: a comprehension made `layout` a closure cell)
+        rows[primary_key(row)] = row
+    return rows
 
 
 def _partition_column(record_type: type, filters: dict[str, Any]) -> str | None:

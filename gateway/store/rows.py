@@ -93,10 +93,16 @@ def effect_sql(effect: Effect, placeholder: str = "?") -> tuple[str, tuple, tupl
         sql, table, key_of = _put_sql(type(effect.record), placeholder)
         return sql, to_row(effect.record), (f"{table}:{key_of(effect.record)!r}",)
     if isinstance(effect, Delete):
-        table, key = table_of(effect.record_type)
-        sql = f"DELETE FROM {table} WHERE {' AND '.join(f'{k} = {placeholder}' for k in key)}"
+        sql, table = _delete_sql(effect.record_type, placeholder)
         return sql, tuple(effect.key), (f"{table}:{tuple(effect.key)!r}",)
     raise TypeError(f"unknown effect {effect!r}")
+
+
+@cache
+def _delete_sql(record_type: type, placeholder: str) -> tuple[str, str]:
+    """(DELETE text, table) for a type: built once, as _put_sql."""
+    table, key = table_of(record_type)
+    return f"DELETE FROM {table} WHERE {' AND '.join(f'{k} = {placeholder}' for k in key)}", table
 
 
 @cache
