@@ -584,7 +584,7 @@ class SqliteStore:
             held.if_copy = step
         else:
             held.steps.append(step)
-        held.steps.extend(effect_sql(effect) for effect in effects)
+        held.steps.extend(map(effect_sql, effects))
         for reply in replies:
             self._add_insert(held, reply, now)
         held.after = after
@@ -601,7 +601,7 @@ class SqliteStore:
             op.steps.extend((_GIVEN_UP, (done_at, error, mo_id), (mo_id,)) for mo_id in mo_ids)
         else:
             op.steps.extend((_PROCESSED, (done_at, mo_id), (mo_id,)) for mo_id in mo_ids)
-        op.steps.extend(effect_sql(effect) for effect in effects)
+        op.steps.extend(map(effect_sql, effects))
         for reply in replies:
             self._add_insert(op, reply, now)
         return self._enqueue(op)
@@ -613,7 +613,7 @@ class SqliteStore:
         now = self._begin_write()
         op = self._new_op()
         op.after = after
-        op.steps.extend(effect_sql(effect) for effect in effects)
+        op.steps.extend(map(effect_sql, effects))
         for message in messages:
             self._add_insert(op, message, now)
         return self._enqueue(op)
