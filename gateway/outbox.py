@@ -69,14 +69,8 @@ class Outbox:
                 0, 0, 0, "",  # protocol_id, priority_flag, registered_delivery, service_type
                 0, 0, 0, 0,  # source_addr_ton, source_addr_npi, dest_addr_ton, dest_addr_npi
                 encode_tlvs(part.tlvs) if part.tlvs else b"",  # tlvs
-                now,  # submitted_at
-                expires_at,
-                0,  # attempts
-                now,  # next_attempt_at
-                None,  # done_at
-                0,  # error
-                origin_id,
-                None,  # dedup_key
+                now, expires_at, 0, now,  # submitted_at, expires_at, attempts, next_attempt_at
+                None, 0, origin_id, None,  # done_at, error, origin_id, dedup_key
                 dict(extra),
             ))
         return messages
