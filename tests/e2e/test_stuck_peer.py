@@ -851,10 +851,10 @@ SUBSCRIBERS = ["8613000000001", "8613000000002", "8613000000003"]  # carrier's (
 
 
 def silent_bind_with_mts_parked(gw, handset) -> tuple[Handset, Handset, object, list[str]]:
-    """The carrier's only bind (`silent`) answers enquire_link but no deliver_sm (response_timeout 1, window 2,
-    Delivery.FULL made 3). A sends six MTs to three of its subscribers in turn, and once the first two have timed out
-    (the bind is stalled) ten more: the bind never holds more than FULL, nor the gateway more than those and the two
-    waiting for their retry; the rest wait in the store. A, `silent`, its SmppConnection, the texts in order."""
+    """The carrier's only bind (`silent`) answers enquire_link but no deliver_sm (Delivery.FULL made 3). A sends six
+    MTs to three of its subscribers in turn, and once the first `window` of them have timed out (the bind is stalled)
+    ten more: the bind never holds more than FULL, nor the gateway more than those and the `window` waiting for their
+    retry (until it fires); the rest wait in the store. A, `silent`, its SmppConnection, the texts in order."""
     delivery = gw.gateway.delivery
     delivery.FULL = 3
     silent = handset(X, system_id="carrier", bind="rx", gw=gw)
@@ -868,7 +868,7 @@ def silent_bind_with_mts_parked(gw, handset) -> tuple[Handset, Handset, object, 
     for mt in texts[6:]:
         assert a.submit(mt.split(" to ")[1], mt).status == ESME_ROK  # (admitted by the time it is answered)
         assert bind.load <= delivery.FULL
-    assert len(delivery._held) <= delivery.FULL + 2  # in the gateway's memory; the other 11 or more in the store
+    assert len(delivery._held) <= delivery.FULL + bind.session.window  # in memory; the other 10 or more in the store
     return a, silent, bind, texts
 
 
