@@ -100,7 +100,7 @@ async def test_a_withheld_text_is_no_longer_expected_after_the_victims_next_mo()
     _result, (reporter, _bystander), target = await round_and_victims(REPORTER, reporting={REPORTER},
                                                                       acked_meanwhile={REPORTER})  # fmt: skip
     [late] = [m for m in target.sent if m.destination == REPORTER]
-    reporter.send("10086", "0000")
+    await reporter.send("10086", "0000")
     assert not reporter.came_late(late)
 
 
