@@ -153,6 +153,11 @@ class FailingOnce(Failing):
         return getattr(self.handler, name)
 
 
+# The retry must come after the prompt is sent again, a whole exchange of the test's (submission, reply): 0.3 s was
+# too short on a loaded machine (a pause of 0.5 s there, and the retried text was handled first, failing the test).
+RETRY_AFTER_THE_PROMPT_AGAIN = [2.0]
+
+
 def fail_once(gw, code: str) -> FailingOnce:
     short_code = gw.gateway.mo.short_codes[code]
     short_code.handler = FailingOnce(short_code.handler, times=1)
@@ -160,7 +165,7 @@ def fail_once(gw, code: str) -> FailingOnce:
 
 
 def test_a_confirmation_retried_after_its_order_was_asked_again_confirms_it(make_gateway, handset, clock):
-    gw = make_gateway(clock=clock, gateway={"mo_retry_backoff": [0.3]})
+    gw = make_gateway(clock=clock, gateway={"mo_retry_backoff": RETRY_AFTER_THE_PROMPT_AGAIN})
     a = handset(A, address_range=A, gw=gw)
     assert REQUEST.search(ask_from_sp_code(a, "TT", to=SINA))
     failing = fail_once(gw, OPERATOR)
@@ -174,7 +179,7 @@ def test_a_confirmation_retried_after_its_order_was_asked_again_confirms_it(make
 
 
 def test_a_serial_retried_after_the_listing_was_sent_again_unsubscribes(make_gateway, handset, clock):
-    gw = make_gateway(clock=clock, gateway={"mo_retry_backoff": [0.3]})
+    gw = make_gateway(clock=clock, gateway={"mo_retry_backoff": RETRY_AFTER_THE_PROMPT_AGAIN})
     subs = subscribe(gw, A, "sina-news")
     a = handset(A, address_range=A, gw=gw)
     ask(a, "0000")
