@@ -34,7 +34,9 @@ handed all of their waiting MTs then, and nothing to them waits in the store
 while it stays bound (and parks none: then it is read for again). A retry
 does not hold the MTs behind it, except for SP notices: they go out one at a
 time per subscriber, each after the one before it ended
-(gateway/notice_order.py).
+(gateway/notice_order.py). A receiver's ESME_RTHROTTLED does, being no
+failed attempt: its subscriber's next MTs are held with the MT it refused
+(gateway/throttles.py).
 
 An MT that may no longer go out when delivery takes it up again (off line
 subscriber, retry, schedule) ends REJECTED (gateway/guards.py): its sender
@@ -75,6 +77,7 @@ from .router import Receiver, Router, carries, could_take, range_prefixes
 from .smpp.constants import CommandStatus, MessageState
 from .store.base import Store
 from .store.records import Direction, Message, MessageStatus
+from .throttles import LONGEST_PAUSE, Throttle
 
 log = get_logger("delivery")
 S = CommandStatus
@@ -115,7 +118,11 @@ class Delivery:
         self._held: set[str] = set()  # ids of the MTs in hand (see the module docstring)
         self._reading = 0  # pages being read and handed out (`_take_waiting`)
         self._release_after_reading: list[str] = []
-        self._retry_timers = RetryTimers()
+        self._retry_timers = RetryTimers()  # (MTs waiting for a retry, and those a receiver throttles: `_throttles`)
+        # Subscribers whose receiver refused an MT for flow control, and their MTs held out of the binds meanwhile
+        # (`throttled`; gateway/throttles.py). Those MTs wait in `_retry_timers`, each with `_holding` for a timer.
+        self._throttles: dict[str, Throttle] = {}
+        self._holding: asyncio.TimerHandle | None = None
         self._retries_taken: dict[str, Waiting] = {}  # by id: MTs a cancel_sm took from their wait for a retry, until it commits
         self._pulls: dict[str, asyncio.Task] = {}  # account -> its backlog being read (receiver_ready)
         self._pull_again: set[str] = set()  # accounts a bind appeared for while their backlog was being read
@@ -214,6 +221,8 @@ class Delivery:
                     return
                 read.hold(message)
                 return
+        if self._throttles and message.dest_addr in self._throttles and self._hold_throttled(message):
+            return
         if message.extra and self._notices.wait_turn(message):  # `extra`: not for a plain MT, the most common
             return
         receiver.offer(message, again or behind_read)
@@ -526,6 +535,8 @@ class Delivery:
                           answered=True)  # fmt: skip
         if self._room_waiters:
             self._wake_pulls()
+        if self._throttles:
+            self._throttle_lifted(message.dest_addr)
         if message.extra:
             self._next_notice(message)
 
@@ -633,6 +644,88 @@ class Delivery:
         finally:
             if taken and not delivered:
                 self._held.discard(message_id)
+
+    # ------------------------------------------------- a receiver's flow control
+    def throttled(self, message: Message, status: int, bind: Receiver) -> None:
+        """The deliver_sm to `bind` was refused for flow control (ESME_RTHROTTLED, ESME_RMSGQFUL): no failed attempt;
+        the MT, and its subscriber's MTs queued on the bind, wait out of it for a pause (gateway/throttles.py)."""
+        if self._room_waiters:
+            self._wake_pulls()
+        message.error = status  # (not stored: what its receipt says if its validity ends while it waits)
+        subscriber = message.dest_addr
+        throttle = self._throttles.get(subscriber)
+        if throttle is None:
+            throttle = self._throttles[subscriber] = Throttle()
+        self._hold(throttle, message)
+        pause = throttle.refused(message.id)
+        if pause is None:  # one sent beside the one that began the pause under way
+            return
+        for queued in bind.take_queued(subscriber):
+            self._hold(throttle, queued)
+        throttle.cancel()
+        throttle.timer = asyncio.get_running_loop().call_later(pause, self._try_again, subscriber, bind)
+        if bind.may_log("mt throttled"):
+            log.info("mt throttled", message_id=message.id, account=account_of(message), msisdn=subscriber,
+                     bind_account=_account_of(bind), status=S.name_of(status), pause=pause, held=len(throttle.held),
+                     **receipted(message))  # fmt: skip
+
+    def _hold(self, throttle: Throttle, message: Message) -> None:
+        """Hold the MT out of the binds for its subscriber's `throttle`: in hand, and waiting in `_retry_timers` (a
+        cancel_sm, a block, its validity, a stop find it there) with `_holding`, no timer of its own."""
+        if self._holding is None:
+            self._holding = asyncio.TimerHandle(0.0, _never, (), asyncio.get_running_loop())  # (never scheduled)
+        self._held.add(message.id)
+        self._retry_timers.add(message, self._holding)
+        throttle.held.append(message.id)
+
+    def _hold_throttled(self, message: Message) -> bool:
+        """An MT offered to a subscriber whose receiver throttles: held with the one refused, not to overtake it
+        (False: it is the one sent to try again)."""
+        throttle = self._throttles[message.dest_addr]
+        if throttle.trying == message.id:
+            return False
+        self._hold(throttle, message)
+        return True
+
+    def _still_held(self, throttle: Throttle) -> list[str]:
+        """The ids of the MTs the throttle still holds (not cancelled, expired, rejected, or waiting for a retry now),
+        kept as its `held`."""
+        get, holding = self._retry_timers.get, self._holding
+        throttle.held = [i for i in throttle.held if (waiting := get(i)) is not None and waiting[0] is holding]
+        return throttle.held
+
+    def _try_again(self, subscriber: str, bind: Receiver) -> None:
+        """The pause is over: the oldest MT held goes out alone (to another bind of the subscriber's first if one serves
+        it); the rest wait for its answer, looked for every LONGEST_PAUSE (a timeout makes it a retry: they wait for
+        that). One that leaves hand unanswered (its validity ended; no bind serves the subscriber now, so it waits
+        in the store) lifts the throttle: the rest go as it did (parked: read back in order when a bind appears)."""
+        throttle = self._throttles[subscriber]
+        throttle.timer = asyncio.get_running_loop().call_later(LONGEST_PAUSE, self._try_again, subscriber, bind)
+        if throttle.trying is not None:
+            if throttle.trying not in self._held:
+                self._throttle_lifted(subscriber)
+            return
+        held = self._still_held(throttle)
+        if not held:
+            self._throttle_lifted(subscriber)
+            return
+        oldest = min(held)  # ids sort in the order MTs were accepted
+        held.remove(oldest)
+        throttle.trying = oldest
+        self.dispatch(self._retry_timers.pop(oldest)[1], again=True, avoid=bind)
+        if oldest not in self._held:
+            self._throttle_lifted(subscriber)
+
+    def _throttle_lifted(self, subscriber: str) -> None:
+        """An MT to `subscriber` was accepted (or the one tried again left hand unanswered: `_try_again`): the MTs held
+        for its throttle go out, in the order they were accepted."""
+        throttle = self._throttles.pop(subscriber, None)
+        if throttle is None:
+            return
+        throttle.cancel()
+        pop = self._retry_timers.pop
+        for message_id in sorted(self._still_held(throttle)):
+            self.dispatch(pop(message_id)[1])
 
     def _retry_now(self, message: Message, failed_on: Receiver | None) -> None:
         self._retry_timers.pop(message.id)
@@ -1001,6 +1094,9 @@ class Delivery:
         for handle, _message, _bind in self._retry_timers.values():
             handle.cancel()
         self._retry_timers.clear()
+        for throttle in self._throttles.values():
+            throttle.cancel()
+        self._throttles.clear()
         for rewrite in self._rewrites.values():
             rewrite.cancel()
         self._rewrites.clear()
@@ -1147,6 +1243,10 @@ def _backlog_ranges(account: Account, prefixes: list[str] | None) -> Iterator[tu
                 yield index, None, prefix, _after_prefix(prefix)
             elif number.startswith(prefix):
                 yield index, None, number, _after_prefix(number)
+
+
+def _never() -> None:
+    """The callback of `Delivery._holding`, a timer never scheduled."""
 
 
 def _account_of(bind: Receiver | None) -> str | None:

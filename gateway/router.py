@@ -53,6 +53,9 @@ class Receiver(Protocol):
     def withdraw(self, message_id: str) -> Message | None:
         """The MT if it is queued on this bind and not yet sent (taken off the queue), else None."""
 
+    def take_queued(self, subscriber: str) -> list[Message]:
+        """The MTs queued on this bind to `subscriber`, not yet sent nor frozen, taken off the queue."""
+
     def abandon(self, message_id: str) -> bool:
         """This MT was acknowledged through another bind after all: off this bind's queue, or its deliver_sm in flight
         here no longer awaited (its answer and its timeout go unheeded); False if this bind has it in neither."""

@@ -47,6 +47,7 @@ from .smpp.session import (
     remember,
 )
 from .store.records import Message
+from .throttles import FLOW_CONTROL
 
 if TYPE_CHECKING:
     from .app import Gateway
@@ -109,6 +110,9 @@ class SmppConnection(asyncio.Protocol):
         self.inflight: dict[int, Message] = {}
         self.timed_out: dict[int, Message] = {}  # deliver_sm given up on, by sequence (the last `window`)
         self.pending: deque[Message] = deque()
+        # deliver_sm in flight here at most now: the session's window, halved at each the receiver throttles and one
+        # wider again at each accepted, never below 1 (_on_delivery_answer; gateway/throttles.py)
+        self._window = settings.window
         self.frozen: dict[str, str] = {}  # id -> subscriber of each MT queued here whose replacement commits (freeze)
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
@@ -492,7 +496,7 @@ class SmppConnection(asyncio.Protocol):
         self.load += 1
         # can_receive: False once the gateway stops (drain) or either side unbinds (_stop_receiving)
         pending = self.pending
-        if self.can_receive and not pending and self._peer_reading and self.session.can_send_request and not self.session.halted:
+        if self.can_receive and not pending and self._peer_reading and self._can_send and not self.session.halted:
             self._send_deliver(message)
         elif again and pending:  # replaced, retried, handed back: not behind the newer ones to its subscriber
             self._queue_in_order(message)
@@ -522,6 +526,18 @@ class SmppConnection(asyncio.Protocol):
                 self.load -= 1
                 return message
         return None
+
+    def take_queued(self, subscriber: str) -> list[Message]:
+        """The MTs queued here to `subscriber`, not yet sent nor frozen, taken off the queue (their receiver throttles
+        them: Delivery.throttled)."""
+        pending, frozen = self.pending, self.frozen
+        taken = [message for message in pending if message.dest_addr == subscriber and message.id not in frozen]
+        if taken:
+            staying = [message for message in pending if message.dest_addr != subscriber or message.id in frozen]
+            pending.clear()
+            pending.extend(staying)
+            self.load -= len(taken)
+        return taken
 
     def abandon(self, message_id: str) -> bool:
         for sequence, sent in self.inflight.items():
@@ -563,6 +579,12 @@ class SmppConnection(asyncio.Protocol):
         self._pump()
         return True
 
+    @property
+    def _can_send(self) -> bool:
+        """A deliver_sm may go out now: fewer than `_window` requests await their answer (the session's window, or
+        fewer while the receiver throttles: gateway/throttles.py)."""
+        return len(self.session.outstanding) < self._window
+
     def _send_deliver(self, message: Message) -> None:
         try:
             pdu = self.session.send(deliver_sm_for(message, self.gateway.plan, optional_parameters=self.optional_parameters))
@@ -588,7 +610,12 @@ class SmppConnection(asyncio.Protocol):
         self.load -= 1
         status = _delivery_status(pdu)
         if not status:  # ESME_ROK
+            if self._window < self.session.window:
+                self._window += 1
             self.gateway.delivery.delivered(message)
+        elif status in FLOW_CONTROL:
+            self._window = max(self._window // 2, 1)
+            self.gateway.delivery.throttled(message, status, self)
         else:
             self.gateway.delivery.failed(message, status, self)
         self._pump()
@@ -621,7 +648,7 @@ class SmppConnection(asyncio.Protocol):
         now = self._now()
         kept = set(self.frozen.values()) if self.frozen else None  # subscribers whose MTs wait for a thaw
         skipped: list[Message] = []
-        while self.pending and self.session.can_send_request:
+        while self.pending and self._can_send:
             message = self.pending.popleft()
             if kept is not None and message.dest_addr in kept:
                 skipped.append(message)

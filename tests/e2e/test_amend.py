@@ -421,7 +421,7 @@ def test_replace_sm_keeps_an_mts_place_behind_a_retry_of_another_subscribers(mak
     gw = make_gateway(gateway={"window": 2, "response_timeout": 60, "retry_backoff": [0.2]})
     a = handset(A, gw=gw)
     receiver = handset("", system_id="handset2", gw=gw)  # one bind for the account's every subscriber
-    receiver.answers.append(0x58)  # ESME_RTHROTTLED: the first is retried
+    receiver.answers.append(ESME_RX_T_APPN)  # the first is retried
     assert a.submit(B2, "retried").status == ESME_ROK
     assert text(receiver.expect()) == "retried"
     receiver.answering = False

@@ -22,6 +22,7 @@ from tests.smpp_handset import (
 A, FRIEND = "8613800000001", "8613700000002"
 OPERATOR, SINA = "10086", "1066916"
 ESME_RX_P_APPN = 0x65  # permanent: the SP will never take this one
+ESME_RX_T_APPN = 0x64  # temporary: tried again after retry_backoff
 
 
 def ask(phone, to: str, message: str) -> str:
@@ -91,7 +92,7 @@ def test_a_notice_sent_again_after_a_late_acknowledgement_carries_the_same_notic
 
 
 def order_throttled(gw, handset):
-    """A's order, whose ORDER notice the SP's receiver refuses for now (retried in 2 s): (A's phone, the SP's bind)."""
+    """A's order, whose ORDER notice the SP's receiver throttles (sent again after a pause): (A's phone, the SP's bind)."""
     phone = handset(A, gw=gw, address_range=A)
     sina_rx = handset(SINA, system_id="sina", bind="rx", gw=gw)
     sina_rx.answers.append(ESME_RTHROTTLED)
@@ -209,12 +210,12 @@ def test_lines_about_a_receipt_name_the_subscriber_the_sps_mt_went_to_and_a_hand
     with structlog.testing.capture_logs() as logs:
         content = sina.submit(A, "news", registered_delivery=1)
         assert phone.expect().source_addr == SINA.encode()
-        sina.answers.append(ESME_RTHROTTLED)  # its receipt's first deliver_sm: retried
+        sina.answers.append(ESME_RX_T_APPN)  # its receipt's first deliver_sm: retried
         _refused, again = sina.expect_many(2, predicate=is_receipt)  # (each copy reaches the inbox)
         assert receipt_fields(again)["id"] == content.message_id.decode()
         friendly = phone.submit(FRIEND, "hello", registered_delivery=1)
         friend.expect()
-        phone.answers.append(ESME_RTHROTTLED)
+        phone.answers.append(ESME_RX_T_APPN)
         _refused, again = phone.expect_many(2, predicate=is_receipt)
         assert receipt_fields(again)["id"] == friendly.message_id.decode()
     retried = [(line["account"], line["msisdn"]) for line in logs if line["event"] == "mt retry"]

@@ -1,0 +1,57 @@
+"""A receiver's flow control of the deliver_sm sent to it: ESME_RTHROTTLED and ESME_RMSGQFUL, per subscriber.
+
+A carrier's SMSC bound as a receiver commonly takes so many deliver_sm a second and answers the rest ESME_RTHROTTLED
+(or ESME_RMSGQFUL: its queue, or the subscriber's, is full). Taken as a failed attempt, each refused MT waited out its
+own growing retry_backoff (2, 10, 30, 120, 600 s) while the bind went on sending the MTs behind it: a carrier taking
+100 a second got 400 of 1,000 MTs in 160 s, 3,000 deliver_sm refused.
+
+Such a refusal is no attempt (its count, back-off and stored row untouched: a restart sends it as it was). The MT
+waits out of its bind (Delivery.throttled): not in the bind's queue nor its load, which the backlog read's room and a
+stalled bind's limit count (held there, a receiver refusing one subscriber for good froze its account's whole
+backlog). Its subscriber's other MTs wait with it, taken off the bind's queue and held as they come, so that none
+overtakes it (only one already sent beside it may be taken first). After FIRST_PAUSE the oldest of them goes out
+alone; refused again, they wait twice as long as the last time, at most LONGEST_PAUSE: a subscriber refused for good
+costs one deliver_sm per LONGEST_PAUSE, and its MTs end as their validity does (stat:EXPIRED). Once one to that
+subscriber is accepted, all of them go; so they do if the one tried again leaves hand unanswered (its validity ended,
+or no bind serves the subscriber now: parked, they are read back in order when one binds). The bind's other
+subscribers' MTs go on meanwhile, its window halved at each refusal and one wider at each acceptance, never below 1
+(SmppConnection._on_delivery_answer): a whole window sent at each pause was refused again, and with the bind's queue
+longer, the account's other binds (least loaded first) take more of its MTs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from .smpp.constants import CommandStatus as S
+
+# deliver_sm_resp statuses that are the receiver's flow control, not a failure of the MT.
+FLOW_CONTROL = frozenset({S.ESME_RTHROTTLED, S.ESME_RMSGQFUL})
+
+FIRST_PAUSE = 0.1  # seconds
+LONGEST_PAUSE = 1.0
+
+
+@dataclass(eq=False)
+class Throttle:
+    """One subscriber's MTs held after a refusal: their ids, the pause, the one sent out to try again."""
+
+    held: list[str] = field(default_factory=list)  # ids, in no order (the oldest goes first)
+    pause: float = 0.0  # the last pause's length (seconds)
+    trying: str | None = None  # the id of the MT sent to try again, until it is answered or ends
+    timer: asyncio.TimerHandle | None = None  # the end of the pause (or, while one is tried, a look whether it ended)
+
+    def refused(self, message_id: str) -> float | None:
+        """A deliver_sm of `message_id` was refused: the pause that begins now, or None if one is already under way
+        (another MT of the subscriber sent beside the one that began it)."""
+        if self.pause and message_id != self.trying:
+            return None
+        self.trying = None
+        self.pause = min(self.pause * 2, LONGEST_PAUSE) if self.pause else FIRST_PAUSE
+        return self.pause
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None

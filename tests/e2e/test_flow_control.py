@@ -1,0 +1,144 @@
+"""A receiver's flow control: a deliver_sm answered ESME_RTHROTTLED or ESME_RMSGQFUL (README "Delivery")."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from gateway.clock import SimulatedClock
+from gateway.throttles import FIRST_PAUSE, LONGEST_PAUSE
+from tests.smpp_handset import (
+    ESME_RMSGQFUL,
+    ESME_ROK,
+    ESME_RTHROTTLED,
+    is_receipt,
+    receipt_fields,
+    text,
+)
+
+A = "8613800000001"  # account handset
+B = "8613700000001"  # account handset2
+C1, C2, C3, C4 = (f"861300000000{n}" for n in range(1, 5))  # account carrier
+MESSAGE_STATE_EXPIRED = 3
+
+
+@pytest.mark.parametrize("refusal", [ESME_RTHROTTLED, ESME_RMSGQFUL])
+def test_an_mt_the_receiver_throttles_goes_again_after_a_pause_not_after_its_retry(make_gateway, handset, refusal):
+    """Taken as a failed attempt, it waited out retry_backoff (here an hour; 2 s, 10 s, ... by default) while the bind
+    went on sending the MTs behind it: a carrier taking 100 a second got 400 of 1,000 MTs in 160 s, 3,000 refused."""
+    gw = make_gateway(gateway={"retry_backoff": [3600]})
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    b.answers.append(refusal)
+    submitted_at = time.monotonic()
+    resp = a.submit(B, "not now", registered_delivery=1)
+    assert [text(b.expect()) for _ in range(2)] == ["not now"] * 2  # refused, then acknowledged
+    assert time.monotonic() - submitted_at >= FIRST_PAUSE
+    receipt = receipt_fields(a.expect(predicate=is_receipt))
+    assert (receipt["id"].encode(), receipt["stat"], receipt["err"]) == (resp.message_id, "DELIVRD", "000")
+    assert gw.call(gw.gateway.store.get(resp.message_id.decode())).attempts == 0  # no failed attempt counted
+    b.expect_none(0.3)
+
+
+def test_a_subscribers_mts_queued_behind_one_the_receiver_throttles_do_not_overtake_it(make_gateway, handset):
+    """As a failed attempt it waited for its retry while the MTs queued behind it to the same subscriber went out."""
+    gw = make_gateway(gateway={"window": 1, "retry_backoff": [0.2]})
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    b.answering = False
+    for n in range(1, 4):
+        assert a.submit(B, f"m{n}").status == ESME_ROK
+    b.answer(b.expect(), ESME_RTHROTTLED)  # m1; m2 and m3 wait in the bind's queue (window 1)
+    b.answering = True
+    assert [text(pdu) for pdu in b.expect_many(3)] == ["m1", "m2", "m3"]
+    b.expect_none(0.3)
+
+
+def test_the_mts_of_a_subscriber_refused_for_good_stay_out_of_the_way_and_go_out_once_a_pause(make_gateway, handset):
+    """The others go at once; the refused subscriber's MTs cost one deliver_sm per pause (0.1 s doubling to
+    LONGEST_PAUSE), not each its own retry (here every 0.2 s), nor a bind's whole queue held behind them."""
+    gw = make_gateway(gateway={"window": 2, "retry_backoff": [0.2]})
+    a = handset(A, gw=gw)
+    for n in range(1, 21):
+        assert a.submit(C1, f"1.{n}").status == ESME_ROK
+    for n in range(1, 4):
+        assert a.submit(C2, f"2.{n}").status == ESME_ROK
+    carrier = handset(bind=None, gw=gw)
+
+    def queue_full_for_c1(pdu) -> int:
+        carrier.inbox.append(pdu)
+        return ESME_RMSGQFUL if pdu.destination_addr == C1.encode() else ESME_ROK
+
+    carrier.client.set_message_received_handler(queue_full_for_c1)
+    carrier.bind("rx", "carrier")
+    bound_at = time.monotonic()
+    others = carrier.expect_many(3, timeout=5, predicate=lambda pdu: pdu.destination_addr == C2.encode())
+    assert [text(pdu) for pdu in others] == ["2.1", "2.2", "2.3"]
+    carrier.expect_none(3.0 - (time.monotonic() - bound_at), predicate=lambda pdu: pdu.destination_addr != C1.encode())
+    refused = [text(pdu) for pdu in carrier.inbox if pdu.destination_addr == C1.encode()]
+    # Sent at once, the window's first two; then, alone, the oldest after each pause: 0.1, 0.2, 0.4, 0.8, 1.0 s...
+    assert len(refused) <= 2 + 7, refused
+    assert set(refused[2:]) == {"1.1"}, refused
+
+
+def test_an_mt_the_receiver_throttles_until_its_validity_ends_expires_with_that_refusal(make_gateway, handset):
+    clock = SimulatedClock()
+    gw = make_gateway(clock=clock)
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    b.answering = False
+    resp = a.submit(B, "for 10 s", registered_delivery=1, validity_period="000000000010000R")
+    b.answer(b.expect(), ESME_RTHROTTLED)  # held out of the bind for a pause
+    clock.advance(60)
+    receipt = receipt_fields(a.expect(timeout=10, predicate=is_receipt))
+    assert (receipt["id"].encode(), receipt["stat"], receipt["err"]) == (resp.message_id, "EXPIRED", "088")
+    queried = a.query(resp.message_id)
+    assert (queried.message_state, queried.error_code) == (MESSAGE_STATE_EXPIRED, ESME_RTHROTTLED)
+    b.expect_none(LONGEST_PAUSE + 0.5)
+
+
+def test_after_a_throttled_answer_the_bind_has_fewer_deliver_sm_in_flight_until_some_are_accepted(make_gateway, handset):
+    """Its window halves at each refusal and widens by one at each acceptance: the receiver sent a window's worth
+    each time one was refused, and refused it (3,000 deliver_sm refused for 400 MTs delivered)."""
+    gw = make_gateway(gateway={"window": 4})
+    a = handset(A, gw=gw)
+    carrier = handset(bind=None, gw=gw)
+    carrier.bind("rx", "carrier")
+    carrier.answering = False
+    for n, to in enumerate((C1, C2, C3, C4, C1, C2), start=1):
+        assert a.submit(to, f"m{n}").status == ESME_ROK
+    in_flight = {text(pdu): pdu for pdu in carrier.expect_many(4)}  # m5, m6 wait in the bind's queue
+    carrier.answer(in_flight["m1"], ESME_RTHROTTLED)  # window 2, three in flight: C1's m5 held with m1
+    carrier.expect_none(0.3)
+    carrier.answer(in_flight["m2"])  # window 3, two in flight: m6 goes
+    assert text(carrier.expect()) == "m6"
+    carrier.expect_none(0.3)  # m1, sent again after its pause, waits in the bind's queue; m5 waits for m1's answer
+
+
+def test_an_mt_accepted_while_its_subscriber_is_throttled_waits_for_the_one_refused(make_gateway, handset):
+    gw = make_gateway()
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    b.answering = False
+    assert a.submit(B, "m1").status == ESME_ROK
+    b.answer(b.expect(), ESME_RTHROTTLED)
+    assert a.submit(B, "m2").status == ESME_ROK  # held with m1, not sent ahead of it
+    tried_again = b.expect()
+    assert text(tried_again) == "m1"
+    b.expect_none(0.3)  # m2 waits for m1's answer
+    b.answer(tried_again)
+    assert text(b.expect()) == "m2"
+
+
+def test_mts_held_for_a_receiver_that_goes_meanwhile_reach_the_next_bind_in_order(make_gateway, handset):
+    """The one tried again after the pause found no bind and waited in the store; the next held went in its place, and
+    so on one a LONGEST_PAUSE: a bind that came meanwhile got the one tried then first, the older ones read back from
+    the store after it (one MT out of order per subscriber: 100 of 1,000)."""
+    gw = make_gateway()
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    b.answering = False
+    for n in range(1, 6):
+        assert a.submit(B, f"m{n}").status == ESME_ROK
+    b.expect_many(5)
+    b.answer_held(ESME_RTHROTTLED)
+    b.unbind()
+    time.sleep(LONGEST_PAUSE * 1.5)  # (the pauses run on the gateway's timers: nothing to await from here)
+    again = handset(B, gw=gw)
+    assert [text(pdu) for pdu in again.expect_many(5)] == ["m1", "m2", "m3", "m4", "m5"]
