@@ -77,7 +77,7 @@ from .router import Receiver, Router, carries, could_take, range_prefixes
 from .smpp.constants import CommandStatus, MessageState
 from .store.base import Store
 from .store.records import Direction, Message, MessageStatus
-from .throttles import LONGEST_PAUSE, Throttle
+from .throttles import HOLDING, LONGEST_PAUSE, Holding, Throttle
 
 log = get_logger("delivery")
 S = CommandStatus
@@ -120,9 +120,8 @@ class Delivery:
         self._release_after_reading: list[str] = []
         self._retry_timers = RetryTimers()  # (MTs waiting for a retry, and those a receiver throttles: `_throttles`)
         # Subscribers whose receiver refused an MT for flow control, and their MTs held out of the binds meanwhile
-        # (`throttled`; gateway/throttles.py). Those MTs wait in `_retry_timers`, each with `_holding` for a timer.
+        # (`throttled`; gateway/throttles.py). Those MTs wait in `_retry_timers`, each with HOLDING for a timer.
         self._throttles: dict[str, Throttle] = {}
-        self._holding: asyncio.TimerHandle | None = None
         self._retries_taken: dict[str, Waiting] = {}  # by id: MTs a cancel_sm took from their wait for a retry, until it commits
         self._pulls: dict[str, asyncio.Task] = {}  # account -> its backlog being read (receiver_ready)
         self._pull_again: set[str] = set()  # accounts a bind appeared for while their backlog was being read
@@ -671,11 +670,9 @@ class Delivery:
 
     def _hold(self, throttle: Throttle, message: Message) -> None:
         """Hold the MT out of the binds for its subscriber's `throttle`: in hand, and waiting in `_retry_timers` (a
-        cancel_sm, a block, its validity, a stop find it there) with `_holding`, no timer of its own."""
-        if self._holding is None:
-            self._holding = asyncio.TimerHandle(0.0, _never, (), asyncio.get_running_loop())  # (never scheduled)
+        cancel_sm, a block, its validity, a stop find it there) with HOLDING, no timer of its own."""
         self._held.add(message.id)
-        self._retry_timers.add(message, self._holding)
+        self._retry_timers.add(message, HOLDING)
         throttle.held.append(message.id)
 
     def _hold_throttled(self, message: Message) -> bool:
@@ -690,8 +687,8 @@ class Delivery:
     def _still_held(self, throttle: Throttle) -> list[str]:
         """The ids of the MTs the throttle still holds (not cancelled, expired, rejected, or waiting for a retry now),
         kept as its `held`."""
-        get, holding = self._retry_timers.get, self._holding
-        throttle.held = [i for i in throttle.held if (waiting := get(i)) is not None and waiting[0] is holding]
+        get = self._retry_timers.get
+        throttle.held = [i for i in throttle.held if (waiting := get(i)) is not None and waiting[0] is HOLDING]
         return throttle.held
 
     def _try_again(self, subscriber: str, bind: Receiver) -> None:
@@ -1016,6 +1013,9 @@ class Delivery:
         as it was, for the same time and avoiding the same bind (not at once: its back-off stands)."""
         timer, message, failed_on = waiting
         self._held.add(message.id)
+        if isinstance(timer, Holding):  # held for its receiver's flow control: held again while that lasts, else it goes
+            self.dispatch(message, again=True)
+            return
         retry = asyncio.get_running_loop().call_at(timer.when(), self._retry_now, message, failed_on)
         self._retry_timers.add(message, retry, failed_on)
 
@@ -1243,10 +1243,6 @@ def _backlog_ranges(account: Account, prefixes: list[str] | None) -> Iterator[tu
                 yield index, None, prefix, _after_prefix(prefix)
             elif number.startswith(prefix):
                 yield index, None, number, _after_prefix(number)
-
-
-def _never() -> None:
-    """The callback of `Delivery._holding`, a timer never scheduled."""
 
 
 def _account_of(bind: Receiver | None) -> str | None:

@@ -19,10 +19,12 @@ from .store.records import Message
 
 if TYPE_CHECKING:
     from .router import Receiver
+    from .throttles import Holding
 
 # An MT waiting for its retry: its timer, the MT, and the bind its last attempt failed on (None: it timed out on a bind
-# gone since, or none is known), which the retry avoids if another bind serves the subscriber.
-Waiting = tuple[asyncio.TimerHandle, Message, "Receiver | None"]
+# gone since, or none is known), which the retry avoids if another bind serves the subscriber. (An MT a receiver
+# throttles waits here with HOLDING for a timer, gateway/throttles.py: it goes when its throttle lets it.)
+Waiting = tuple["asyncio.TimerHandle | Holding", Message, "Receiver | None"]
 
 
 class RetryTimers:
@@ -34,7 +36,7 @@ class RetryTimers:
         self._by_expiry: list[tuple[float, str]] = []
         self._by_bind: dict[Receiver, int] = {}  # bind -> how many of the MTs here failed on it (Delivery.probe)
 
-    def add(self, message: Message, timer: asyncio.TimerHandle, failed_on: Receiver | None = None) -> None:
+    def add(self, message: Message, timer: asyncio.TimerHandle | Holding, failed_on: Receiver | None = None) -> None:
         replaced = self.pop(message.id)
         if replaced is not None:  # (one timer per MT)
             replaced[0].cancel()

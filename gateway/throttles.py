@@ -33,6 +33,20 @@ FIRST_PAUSE = 0.1  # seconds
 LONGEST_PAUSE = 1.0
 
 
+class Holding:
+    """The handle in RetryTimers of an MT a throttle holds (Delivery._hold): it has no timer of its own, it goes when
+    its throttle lets it, so a cancel_sm, a block, its expiry or a stop cancels nothing. (Not a never scheduled
+    asyncio.TimerHandle: uvloop, which `gateway serve` runs on, raises NotImplementedError when one is cancelled.)"""
+
+    __slots__ = ()
+
+    def cancel(self) -> None:
+        """Nothing is scheduled."""
+
+
+HOLDING = Holding()
+
+
 @dataclass(eq=False)
 class Throttle:
     """One subscriber's MTs held after a refusal: their ids, the pause, the one sent out to try again."""
