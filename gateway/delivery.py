@@ -673,7 +673,7 @@ class Delivery:
         cancel_sm, a block, its validity, a stop find it there) with HOLDING, no timer of its own."""
         self._held.add(message.id)
         self._retry_timers.add(message, HOLDING)
-        throttle.held.append(message.id)
+        throttle.held.add(message.id)
 
     def _hold_throttled(self, message: Message) -> bool:
         """An MT offered to a subscriber whose receiver throttles: held with the one refused, not to overtake it
@@ -684,11 +684,11 @@ class Delivery:
         self._hold(throttle, message)
         return True
 
-    def _still_held(self, throttle: Throttle) -> list[str]:
-        """The ids of the MTs the throttle still holds (not cancelled, expired, rejected, or waiting for a retry now),
-        kept as its `held`."""
+    def _still_held(self, throttle: Throttle) -> set[str]:
+        """The ids of the MTs the throttle still holds (not cancelled, expired, rejected, taken back by a replace_sm,
+        or waiting for a retry now), kept as its `held`."""
         get = self._retry_timers.get
-        throttle.held = [i for i in throttle.held if (waiting := get(i)) is not None and waiting[0] is HOLDING]
+        throttle.held = {i for i in throttle.held if (waiting := get(i)) is not None and waiting[0] is HOLDING}
         return throttle.held
 
     def _try_again(self, subscriber: str, bind: Receiver) -> None:
@@ -722,7 +722,9 @@ class Delivery:
         throttle.cancel()
         pop = self._retry_timers.pop
         for message_id in sorted(self._still_held(throttle)):
-            self.dispatch(pop(message_id)[1])
+            waiting = pop(message_id)
+            if waiting is not None:  # (none that one dispatched before it took out of its wait)
+                self.dispatch(waiting[1])
 
     def _retry_now(self, message: Message, failed_on: Receiver | None) -> None:
         self._retry_timers.pop(message.id)

@@ -51,7 +51,7 @@ HOLDING = Holding()
 class Throttle:
     """One subscriber's MTs held after a refusal: their ids, the pause, the one sent out to try again."""
 
-    held: list[str] = field(default_factory=list)  # ids, in no order (the oldest goes first)
+    held: set[str] = field(default_factory=set)  # ids, each once (one replaced while held is held again): the oldest goes first
     pause: float = 0.0  # the last pause's length (seconds)
     trying: str | None = None  # the id of the MT sent to try again, until it is answered or ends
     timer: asyncio.TimerHandle | None = None  # the end of the pause (or, while one is tried, a look whether it ended)

@@ -19,6 +19,7 @@ from tests.smpp_handset import (
     cancel_sm,
     is_receipt,
     receipt_fields,
+    replace_sm,
     text,
 )
 
@@ -147,6 +148,30 @@ def test_mts_held_for_a_receiver_that_goes_meanwhile_reach_the_next_bind_in_orde
     time.sleep(LONGEST_PAUSE * 1.5)  # (the pauses run on the gateway's timers: nothing to await from here)
     again = handset(B, gw=gw)
     assert [text(pdu) for pdu in again.expect_many(5)] == ["m1", "m2", "m3", "m4", "m5"]
+
+
+def test_an_mt_replaced_while_held_goes_out_once_with_its_new_text_and_the_others_after_it_in_order(
+    make_gateway, handset
+):  # fmt: skip
+    """Taken out of its wait by the replace_sm, its id stayed in the throttle's; held again, it was there twice, and the
+    acceptance that lifted the throttle failed on it (TypeError): the bind's connection closed, the other MTs stuck."""
+    gw = make_gateway()
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    b.answering = False
+    assert a.submit(B, "m1").status == ESME_ROK
+    b.answer(b.expect(), ESME_RTHROTTLED)
+    replaced = a.submit(B, "m2").message_id.decode()  # held with m1
+    assert a.submit(B, "m3").status == ESME_ROK
+    tried_again = b.expect()
+    assert text(tried_again) == "m1"
+    with RawLink(gw.smpp_port) as esme:
+        esme.bind("handset", command="bind_transmitter")
+        esme.send(replace_sm(2, A, replaced, b"m2 replaced"))
+        assert answer(esme, 2) == (ESME_ROK, b"")
+    b.answering = True
+    b.answer(tried_again)
+    assert [text(pdu) for pdu in b.expect_many(2)] == ["m2 replaced", "m3"]
+    b.expect_none(0.5)
 
 
 # `gateway serve` runs on uvloop (make_gateway's gateway on asyncio's own loop), whose TimerHandle.cancel() raises
