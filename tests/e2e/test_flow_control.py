@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -9,9 +10,11 @@ import pytest
 
 from gateway.clock import SimulatedClock
 from gateway.throttles import FIRST_PAUSE, LONGEST_PAUSE
+from tests.polling import eventually
 from tests.smpp_handset import (
     ESME_RMSGQFUL,
     ESME_ROK,
+    ESME_RSYSERR,
     ESME_RTHROTTLED,
     Handset,
     RawLink,
@@ -173,6 +176,35 @@ def test_an_mt_replaced_while_held_goes_out_once_with_its_new_text_and_the_other
     assert [text(pdu) for pdu in b.expect_many(2)] == ["m2 replaced", "m3"]
     b.expect_none(0.5)
 
+
+def test_a_held_mt_whose_cancel_sm_could_not_be_committed_is_held_again_and_goes_after_the_one_refused(
+    make_gateway, handset, tmp_path
+):  # fmt: skip
+    """Taken out of its wait, it waits again as it was (Delivery._wait_again): held with its subscriber's MTs, no timer
+    of its own to wait out."""
+    home = tmp_path / "data"
+    home.mkdir()
+    gw = make_gateway(db_path=home / "gw.db")
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    b.answering = False
+    assert a.submit(B, "m1").status == ESME_ROK
+    b.answer(b.expect(), ESME_RTHROTTLED)
+    kept = a.submit(B, "m2").message_id.decode()  # held with m1
+    tried_again = b.expect()
+    home.rename(tmp_path / "moved")
+    os.kill(gw.gateway.store.writer.pid, signal.SIGKILL)
+    assert eventually(lambda: not gw.gateway.store.can_commit)
+    with RawLink(gw.smpp_port) as esme:
+        esme.bind("handset", command="bind_transmitter")
+        esme.send(cancel_sm(2, A, kept))
+        assert answer(esme, 2)[0] == ESME_RSYSERR
+    b.expect_none(0.5)  # held still: m1 is not answered
+    (tmp_path / "moved").rename(home)
+    assert eventually(lambda: gw.gateway.store.can_commit, timeout=10)
+    b.answering = True
+    b.answer(tried_again)
+    assert text(b.expect()) == "m2"
+    b.expect_none(0.3)
 
 # `gateway serve` runs on uvloop (make_gateway's gateway on asyncio's own loop), whose TimerHandle.cancel() raises
 # NotImplementedError for a handle it never scheduled: the held MTs' handle was one (gateway/throttles.py, HOLDING).
