@@ -99,6 +99,10 @@ class Delivery:
     # A stalled bind holds at most this many (`_full`): what a pull may bring it (fewer than ROOM, then a page), so a
     # page read for it is not parked again at once; ~16 MB of MTs of 10 KB.
     FULL = ROOM + PAGE
+    # MTs a receiver's flow control holds in memory (gateway/throttles.py): per subscriber, and for all of them; the
+    # rest are parked, read back from the store when their throttle lifts.
+    HELD_PER_THROTTLE = 100
+    HELD_FOR_THROTTLES = FULL
     ONE_READ_ABOVE = 32  # recipients of one sender whose MTs a restart ends: above this, one read by sender (restore)
     REWRITE_DELAY = 1.0  # seconds between writes of a final status the store failed to commit
 
@@ -323,7 +327,7 @@ class Delivery:
         """Offer an MT read back for a probed bind to it if it takes it: routed (`chosen`) to it, or to another stalled
         bind of its account when it could take it too (any that answers, the account's parked MTs are read back for
         it). True: it went to `receiver`, or ended now (expired, or refused); False: another bind would take it, or
-        none."""
+        none, or its subscriber's receiver throttles (its held MTs go first, its parked ones when it lifts)."""
         if message.expires_at <= self.clock.now():
             self._expire(message)
             return True
@@ -332,6 +336,8 @@ class Delivery:
         if chosen is not receiver and (
             chosen is None or not chosen.stalled or chosen.account is not receiver.account or not could_take(receiver, message)
         ):  # fmt: skip
+            return False
+        if self._throttles and message.dest_addr in self._throttles:
             return False
         self._held.add(message.id)
         if not (message.extra and self._notices.wait_turn(message)):
@@ -660,7 +666,7 @@ class Delivery:
         if pause is None:  # one sent beside the one that began the pause under way
             return
         for queued in bind.take_queued(subscriber):
-            self._hold(throttle, queued)
+            self._hold_or_park(throttle, queued)
         throttle.cancel()
         throttle.timer = asyncio.get_running_loop().call_later(pause, self._try_again, subscriber, bind)
         if bind.may_log("mt throttled"):
@@ -676,13 +682,29 @@ class Delivery:
         throttle.held.add(message.id)
 
     def _hold_throttled(self, message: Message) -> bool:
-        """An MT offered to a subscriber whose receiver throttles: held with the one refused, not to overtake it
-        (False: it is the one sent to try again)."""
+        """An MT offered to a subscriber whose receiver throttles: held with the one refused, or parked (`_hold_or_park`),
+        not to overtake it (False: it is the one let through, or one addressed to an account while the throttle's
+        parked MTs are read back)."""
         throttle = self._throttles[message.dest_addr]
-        if throttle.trying == message.id:
+        if throttle.trying == message.id or (throttle.reading and _to_account(message)):
             return False
-        self._hold(throttle, message)
+        self._hold_or_park(throttle, message)
         return True
+
+    def _hold_or_park(self, throttle: Throttle, message: Message) -> None:
+        """Hold the MT for its subscriber's throttle, or park it: the throttle holds HELD_PER_THROTTLE, all of them
+        HELD_FOR_THROTTLES, or it has parked one already (a newer one held would go out ahead of it), or its parked
+        ones are being read back. Parked, it waits in the store, out of hand (the backlog read reads on past it), and
+        is read back when the throttle lifts (`_read_back`). (One addressed to an account is held: that read does not
+        cover those.)"""
+        if (
+            throttle.parked or throttle.reading or len(throttle.held) >= self.HELD_PER_THROTTLE
+            or self._retry_timers.holding >= self.HELD_FOR_THROTTLES
+        ) and not _to_account(message):  # fmt: skip
+            throttle.parked = True
+            self._held.discard(message.id)
+        else:
+            self._hold(throttle, message)
 
     def _still_held(self, throttle: Throttle) -> set[str]:
         """The ids of the MTs the throttle still holds (not cancelled, expired, rejected, taken back by a replace_sm,
@@ -691,7 +713,7 @@ class Delivery:
         throttle.held = {i for i in throttle.held if (waiting := get(i)) is not None and waiting[0] is HOLDING}
         return throttle.held
 
-    def _try_again(self, subscriber: str, bind: Receiver) -> None:
+    def _try_again(self, subscriber: str, bind: Receiver | None) -> None:
         """The pause is over: the oldest MT held goes out alone (to another bind of the subscriber's first if one serves
         it); the rest wait for its answer, looked for every LONGEST_PAUSE (a timeout makes it a retry: they wait for
         that). One that leaves hand unanswered (its validity ended; no bind serves the subscriber now, so it waits
@@ -715,16 +737,68 @@ class Delivery:
 
     def _throttle_lifted(self, subscriber: str) -> None:
         """An MT to `subscriber` was accepted (or the one tried again left hand unanswered: `_try_again`): the MTs held
-        for its throttle go out, in the order they were accepted."""
-        throttle = self._throttles.pop(subscriber, None)
-        if throttle is None:
+        for its throttle go out, in the order they were accepted; then those it parked are read back (`_read_back`)."""
+        throttle = self._throttles.get(subscriber)
+        if throttle is None or throttle.reading:
             return
-        throttle.cancel()
+        held = sorted(self._still_held(throttle))
+        throttle.lifted()
         pop = self._retry_timers.pop
-        for message_id in sorted(self._still_held(throttle)):
+        for message_id in held:
             waiting = pop(message_id)
             if waiting is not None:  # (none that one dispatched before it took out of its wait)
-                self.dispatch(waiting[1])
+                self._let_through(throttle, waiting[1])
+        if not throttle.parked:
+            del self._throttles[subscriber]
+        elif throttle.read_back is None:  # (else the read under way when it was refused again reads on)
+            throttle.read_back = asyncio.get_running_loop().create_task(self._read_back(subscriber, throttle))
+
+    def _let_through(self, throttle: Throttle, message: Message, read_back: bool = False) -> None:
+        """Dispatch an MT its subscriber's throttle lets go (held until it lifted, or `read_back`), not held nor parked
+        for it again."""
+        throttle.trying = message.id
+        try:
+            self.dispatch(message, read_back=read_back)
+        finally:
+            throttle.trying = None
+
+    async def _read_back(self, subscriber: str, throttle: Throttle) -> None:
+        """Read the MTs a lifted throttle parked back from the store, in the order they were accepted, each page when
+        the subscriber's binds have room for it (as the backlog read's), and again from the first while any was parked
+        meanwhile; then (no await between the last page and this) the throttle is gone: the subscriber's new MTs go as
+        they come. Refused again meanwhile, the throttle is no longer `reading`: the read stops, and its next lift
+        reads them (this read, if it has not seen that yet, reads on)."""
+        last: list[Message] = []  # the last MT read back
+
+        def take(message: Message) -> None:
+            if throttle.reading and message.dest_addr == subscriber:  # (the range has the longer numbers it begins too)
+                last[:] = [message]
+                self._let_through(throttle, message, read_back=True)
+
+        async def room_left(_after: tuple[str, int]) -> bool:
+            bind = self.router.route(last[0], tell=False) if last else None
+            if bind is not None and not self._has_room(bind.account.system_id):
+                await self._room(bind.account.system_id)
+            return throttle.reading
+
+        def read_page(after: tuple[str, int]) -> Awaitable[list[tuple[tuple[str, int], Message]]]:
+            return self.store.waiting_mts(None, after, _after_prefix(subscriber), self.PAGE)
+
+        try:
+            while throttle.reading and throttle.parked:
+                throttle.parked = False
+                await self._take_waiting(read_page, (subscriber, 0), take, room_left)
+            if throttle.reading:
+                del self._throttles[subscriber]
+        except Exception:
+            # Nothing is lost (they stay in the store): the throttle stays, its new MTs parked, and lifts again (read
+            # again) once a pause is over, as after a refusal.
+            log.exception("reading MTs parked for a throttle failed", msisdn=subscriber)
+            if throttle.reading:
+                throttle.reading, throttle.parked = False, True
+                throttle.timer = asyncio.get_running_loop().call_later(LONGEST_PAUSE, self._try_again, subscriber, None)
+        finally:
+            throttle.read_back = None
 
     def _retry_now(self, message: Message, failed_on: Receiver | None) -> None:
         self._retry_timers.pop(message.id)
@@ -1098,6 +1172,8 @@ class Delivery:
         self._retry_timers.clear()
         for throttle in self._throttles.values():
             throttle.cancel()
+            if throttle.read_back is not None:
+                throttle.read_back.cancel()
         self._throttles.clear()
         for rewrite in self._rewrites.values():
             rewrite.cancel()
@@ -1202,7 +1278,7 @@ class BacklogRead:
 
     def _range_of(self, message: Message) -> int:
         """The first of the read's ranges that holds MTs like this one; -1 if none (the read never hands them out)."""
-        if message.extra and message.extra.get("to_account") is not None:
+        if _to_account(message):
             return 0  # (addressed to this account: the only one whose binds it goes to)
         dest = message.dest_addr
         return next((i for i, prefix in enumerate(self.numbers, 1) if dest.startswith(prefix)), -1)
@@ -1245,6 +1321,11 @@ def _backlog_ranges(account: Account, prefixes: list[str] | None) -> Iterator[tu
                 yield index, None, prefix, _after_prefix(prefix)
             elif number.startswith(prefix):
                 yield index, None, number, _after_prefix(number)
+
+
+def _to_account(message: Message) -> bool:
+    """Whether the MT is addressed to an account (`to_account` in its extra: an SP's notice), not to a number."""
+    return bool(message.extra) and message.extra.get("to_account") is not None
 
 
 def _account_of(bind: Receiver | None) -> str | None:

@@ -16,6 +16,7 @@ from collections.abc import ValuesView
 from typing import TYPE_CHECKING
 
 from .store.records import Message
+from .throttles import HOLDING
 
 if TYPE_CHECKING:
     from .router import Receiver
@@ -35,12 +36,15 @@ class RetryTimers:
         # waiting (or by its earlier wait) is skipped when it comes up, or dropped when the heap is rebuilt.
         self._by_expiry: list[tuple[float, str]] = []
         self._by_bind: dict[Receiver, int] = {}  # bind -> how many of the MTs here failed on it (Delivery.probe)
+        self.holding = 0  # how many of the MTs here a throttle holds (HOLDING)
 
     def add(self, message: Message, timer: asyncio.TimerHandle | Holding, failed_on: Receiver | None = None) -> None:
         replaced = self.pop(message.id)
         if replaced is not None:  # (one timer per MT)
             replaced[0].cancel()
         self._by_id[message.id] = (timer, message, failed_on)
+        if timer is HOLDING:
+            self.holding += 1
         self._by_sender.setdefault(message.source_addr, set()).add(message.id)
         if failed_on is not None:
             self._by_bind[failed_on] = self._by_bind.get(failed_on, 0) + 1
@@ -63,6 +67,8 @@ class RetryTimers:
         """The MT's timer, the MT and the bind it failed on, no longer waiting here (None if it was not)."""
         waiting = self._by_id.pop(message_id, None)
         if waiting is not None:
+            if waiting[0] is HOLDING:
+                self.holding -= 1
             source = waiting[1].source_addr
             ids = self._by_sender[source]
             ids.discard(message_id)
@@ -105,3 +111,4 @@ class RetryTimers:
         self._by_sender.clear()
         self._by_expiry.clear()
         self._by_bind.clear()
+        self.holding = 0

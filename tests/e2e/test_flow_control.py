@@ -256,3 +256,78 @@ def test_under_uvloop_a_gateway_stopped_with_mts_held_exits_cleanly_and_sends_th
     with bound(gateway.smpp_port, B, "handset2") as b:
         assert [text(pdu) for pdu in b.expect_many(3)] == ["m1", "m2", "m3"]
         b.expect_none(0.5)
+
+
+def test_a_throttle_holds_few_mts_in_memory_and_the_rest_go_from_the_store_in_order_once_it_lifts(make_gateway, handset):
+    """Every MT offered to a throttled subscriber was held in memory: a receiver refusing everything with 200,000 MTs
+    waiting grew the gateway from 55 to 284 MB in seconds. Past Delivery.HELD_PER_THROTTLE (made 3) they wait in the
+    store, and are read back (a page of 2 at a time) once one to the subscriber is accepted."""
+    gw = make_gateway(gateway={"window": 1})
+    delivery = gw.gateway.delivery
+    delivery.HELD_PER_THROTTLE, delivery.PAGE = 3, 2
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    b.answering = False
+    for n in range(1, 11):
+        assert a.submit(B, f"m{n}").status == ESME_ROK
+    b.answer(b.expect(), ESME_RTHROTTLED)  # m1; m2..m10 wait in the bind's queue (window 1): m2, m3 held, the rest parked
+    for n in range(11, 14):
+        assert a.submit(B, f"m{n}").status == ESME_ROK  # parked behind them
+    assert len(delivery._held) <= 3
+    tried_again = b.expect()
+    assert text(tried_again) == "m1"
+    assert len(delivery._held) <= 3
+    b.answering = True
+    b.answer(tried_again)
+    assert [text(pdu) for pdu in b.expect_many(12)] == [f"m{n}" for n in range(2, 14)]
+    b.expect_none(0.5)
+    assert not delivery._throttles
+
+
+def test_the_mts_of_a_subscriber_refused_for_good_beyond_what_a_throttle_holds_keep_out_of_the_others_way(
+    make_gateway, handset
+):  # fmt: skip
+    """Parked, they cost the backlog read no room: it reads on, and the account's other subscribers' MTs go. When the
+    receiver takes that subscriber's again, every one goes once, in order."""
+    gw = make_gateway(gateway={"window": 2})
+    delivery = gw.gateway.delivery
+    delivery.HELD_PER_THROTTLE, delivery.PAGE, delivery.ROOM = 3, 2, 2
+    a = handset(A, gw=gw)
+    for n in range(1, 21):
+        assert a.submit(C1, f"1.{n}").status == ESME_ROK
+        assert a.submit(C2, f"2.{n}").status == ESME_ROK
+    carrier = handset(bind=None, gw=gw)
+    refusing = [True]
+
+    def refuse_c1(pdu) -> int:
+        carrier.inbox.append(pdu)
+        return ESME_RTHROTTLED if refusing[0] and pdu.destination_addr == C1.encode() else ESME_ROK
+
+    carrier.client.set_message_received_handler(refuse_c1)
+    carrier.bind("rx", "carrier")
+    to_c2 = carrier.expect_many(20, predicate=lambda pdu: pdu.destination_addr == C2.encode())
+    assert [text(pdu) for pdu in to_c2] == [f"2.{n}" for n in range(1, 21)]
+    assert eventually(lambda: not delivery._pulls)  # the backlog read is over
+    assert len(delivery._held) <= 3 + 2  # (and the bind's window, in flight)
+    refusing[0] = False
+    carrier.inbox.clear()  # (the refused ones)
+    assert [text(pdu) for pdu in carrier.expect_many(20, timeout=LONGEST_PAUSE + 5)] == [f"1.{n}" for n in range(1, 21)]
+    carrier.expect_none(0.5)
+
+
+def test_an_mt_accepted_while_a_throttle_s_parked_mts_are_read_back_goes_after_them(make_gateway, handset):
+    """While the read waits for room on the bind, the subscriber's new MT is parked too, behind the ones it reads."""
+    gw = make_gateway(gateway={"window": 1})
+    delivery = gw.gateway.delivery
+    delivery.HELD_PER_THROTTLE, delivery.PAGE, delivery.ROOM = 2, 2, 1
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    b.answering = False
+    for n in range(1, 7):
+        assert a.submit(B, f"m{n}").status == ESME_ROK
+    b.answer(b.expect(), ESME_RTHROTTLED)  # m1 and m2 held, m3..m6 parked
+    b.answer(b.expect())  # m1 tried again, accepted: m2 goes, the read hands out m3 and waits for room
+    assert eventually(lambda: B in delivery._throttles and delivery._throttles[B].reading and delivery._room_waiters)
+    assert a.submit(B, "m7").status == ESME_ROK
+    b.answering = True
+    b.answer_held()
+    assert [text(pdu) for pdu in b.expect_many(6)] == ["m2", "m3", "m4", "m5", "m6", "m7"]
+    b.expect_none(0.5)
