@@ -35,7 +35,8 @@ while it stays bound (and parks none: then it is read for again). A retry
 does not hold the MTs behind it, except for SP notices: they go out one at a
 time per subscriber, each after the one before it ended
 (gateway/notice_order.py). A receiver's ESME_RTHROTTLED does, being no
-failed attempt: its subscriber's next MTs are held with the MT it refused
+failed attempt: its subscriber's next MTs are held with the MT it refused, or,
+past a few, parked behind it and read back in order once it goes
 (gateway/throttles.py).
 
 An MT that may no longer go out when delivery takes it up again (off line
@@ -126,6 +127,9 @@ class Delivery:
         # Subscribers whose receiver refused an MT for flow control, and their MTs held out of the binds meanwhile
         # (`throttled`; gateway/throttles.py). Those MTs wait in `_retry_timers`, each with HOLDING for a timer.
         self._throttles: dict[str, Throttle] = {}
+        # account -> its turn to read back what a lifted throttle parked (`_read_back`): one at a time, each page when
+        # the account's binds have room, as its backlog read's (all at once: gateway/throttles.py)
+        self._read_back_turns: dict[str, asyncio.Lock] = {}
         self._retries_taken: dict[str, Waiting] = {}  # by id: MTs a cancel_sm took from their wait for a retry, until it commits
         self._pulls: dict[str, asyncio.Task] = {}  # account -> its backlog being read (receiver_ready)
         self._pull_again: set[str] = set()  # accounts a bind appeared for while their backlog was being read
@@ -660,13 +664,15 @@ class Delivery:
         subscriber = message.dest_addr
         throttle = self._throttles.get(subscriber)
         if throttle is None:
-            throttle = self._throttles[subscriber] = Throttle()
+            throttle = self._throttles[subscriber] = Throttle(bind.account.system_id)
         self._hold(throttle, message)
         pause = throttle.refused(message.id)
         if pause is None:  # one sent beside the one that began the pause under way
             return
         for queued in bind.take_queued(subscriber):
             self._hold_or_park(throttle, queued)
+        if self._room_waiters:  # (the bind's queue is shorter)
+            self._wake_pulls()
         throttle.cancel()
         throttle.timer = asyncio.get_running_loop().call_later(pause, self._try_again, subscriber, bind)
         if bind.may_log("mt throttled"):
@@ -683,10 +689,9 @@ class Delivery:
 
     def _hold_throttled(self, message: Message) -> bool:
         """An MT offered to a subscriber whose receiver throttles: held with the one refused, or parked (`_hold_or_park`),
-        not to overtake it (False: it is the one let through, or one addressed to an account while the throttle's
-        parked MTs are read back)."""
+        not to overtake it (False: it is the one let through)."""
         throttle = self._throttles[message.dest_addr]
-        if throttle.trying == message.id or (throttle.reading and _to_account(message)):
+        if throttle.trying == message.id:
             return False
         self._hold_or_park(throttle, message)
         return True
@@ -695,13 +700,13 @@ class Delivery:
         """Hold the MT for its subscriber's throttle, or park it: the throttle holds HELD_PER_THROTTLE, all of them
         HELD_FOR_THROTTLES, or it has parked one already (a newer one held would go out ahead of it), or its parked
         ones are being read back. Parked, it waits in the store, out of hand (the backlog read reads on past it), and
-        is read back when the throttle lifts (`_read_back`). (One addressed to an account is held: that read does not
-        cover those.)"""
+        is read back when the throttle lifts (`_read_back`)."""
         if (
             throttle.parked or throttle.reading or len(throttle.held) >= self.HELD_PER_THROTTLE
             or self._retry_timers.holding >= self.HELD_FOR_THROTTLES
-        ) and not _to_account(message):  # fmt: skip
-            throttle.parked = True
+        ):  # fmt: skip
+            throttle.parked.add(_to_account(message))
+            throttle.parkings += 1
             self._held.discard(message.id)
         else:
             self._hold(throttle, message)
@@ -748,10 +753,12 @@ class Delivery:
             waiting = pop(message_id)
             if waiting is not None:  # (none that one dispatched before it took out of its wait)
                 self._let_through(throttle, waiting[1])
-        if not throttle.parked:
-            del self._throttles[subscriber]
-        elif throttle.read_back is None:  # (else the read under way when it was refused again reads on)
+        if throttle.read_back is not None:  # refused again during it: it reads on (or again, from the first)
+            return
+        if throttle.parked:
             throttle.read_back = asyncio.get_running_loop().create_task(self._read_back(subscriber, throttle))
+        else:
+            del self._throttles[subscriber]
 
     def _let_through(self, throttle: Throttle, message: Message, read_back: bool = False) -> None:
         """Dispatch an MT its subscriber's throttle lets go (held until it lifted, or `read_back`), not held nor parked
@@ -763,39 +770,50 @@ class Delivery:
             throttle.trying = None
 
     async def _read_back(self, subscriber: str, throttle: Throttle) -> None:
-        """Read the MTs a lifted throttle parked back from the store, in the order they were accepted, each page when
-        the subscriber's binds have room for it (as the backlog read's), and again from the first while any was parked
-        meanwhile; then (no await between the last page and this) the throttle is gone: the subscriber's new MTs go as
-        they come. Refused again meanwhile, the throttle is no longer `reading`: the read stops, and its next lift
-        reads them (this read, if it has not seen that yet, reads on)."""
-        last: list[Message] = []  # the last MT read back
+        """Read the MTs a lifted throttle parked back from the store, in the order they were accepted, from each part
+        of the store it parked them in (`Throttle.parked`); one such read at a time for the account of the bind that
+        refused them, each page when its binds have room for it (as the backlog read's); again from the first while any
+        was parked meanwhile; then (no await between the last page and this) the throttle is gone: the subscriber's new
+        MTs go as they come. Refused again meanwhile, the throttle is no longer `reading`: the read stops, its parked
+        MTs wait for the next lift; if that comes before the read saw the refusal, it reads again from the first (what
+        it handed out before may be parked again)."""
+        account = throttle.account
+        cut: list[bool] = []  # refused (and lifted again, perhaps) since this pass began: it stops
+        lifts = throttle.lifts
+
+        def cut_short() -> bool:
+            if not throttle.reading or throttle.lifts != lifts:
+                cut[:] = [True]
+            return bool(cut)
 
         def take(message: Message) -> None:
-            if throttle.reading and message.dest_addr == subscriber:  # (the range has the longer numbers it begins too)
-                last[:] = [message]
+            if not cut_short() and message.dest_addr == subscriber:  # (the range has the longer numbers it begins too)
                 self._let_through(throttle, message, read_back=True)
 
-        async def room_left(_after: tuple[str, int]) -> bool:
-            bind = self.router.route(last[0], tell=False) if last else None
-            if bind is not None and not self._has_room(bind.account.system_id):
-                await self._room(bind.account.system_id)
-            return throttle.reading
+        async def go_on(_after: tuple[str, int]) -> bool:
+            return not cut_short()
 
-        def read_page(after: tuple[str, int]) -> Awaitable[list[tuple[tuple[str, int], Message]]]:
-            return self.store.waiting_mts(None, after, _after_prefix(subscriber), self.PAGE)
+        async def read_page(to_account: str | None, after: tuple[str, int]) -> list[tuple[tuple[str, int], Message]]:
+            if not self._has_room(account):
+                await self._room(account)
+            return await self.store.waiting_mts(to_account, after, _after_prefix(subscriber), self.PAGE)
 
         try:
-            while throttle.reading and throttle.parked:
-                throttle.parked = False
-                await self._take_waiting(read_page, (subscriber, 0), take, room_left)
-            if throttle.reading:
-                del self._throttles[subscriber]
+            async with self._read_back_turns.setdefault(account, asyncio.Lock()):
+                while throttle.reading:
+                    parkings, lifts, cut[:] = throttle.parkings, throttle.lifts, []
+                    for to_account in sorted(throttle.parked, key=lambda part: part or ""):
+                        if not cut_short():
+                            await self._take_waiting(partial(read_page, to_account), (subscriber, 0), take, go_on)
+                    if not cut_short() and throttle.parkings == parkings:
+                        del self._throttles[subscriber]
+                        return
         except Exception:
             # Nothing is lost (they stay in the store): the throttle stays, its new MTs parked, and lifts again (read
             # again) once a pause is over, as after a refusal.
             log.exception("reading MTs parked for a throttle failed", msisdn=subscriber)
             if throttle.reading:
-                throttle.reading, throttle.parked = False, True
+                throttle.reading = False
                 throttle.timer = asyncio.get_running_loop().call_later(LONGEST_PAUSE, self._try_again, subscriber, None)
         finally:
             throttle.read_back = None
@@ -1278,7 +1296,7 @@ class BacklogRead:
 
     def _range_of(self, message: Message) -> int:
         """The first of the read's ranges that holds MTs like this one; -1 if none (the read never hands them out)."""
-        if _to_account(message):
+        if _to_account(message) is not None:
             return 0  # (addressed to this account: the only one whose binds it goes to)
         dest = message.dest_addr
         return next((i for i, prefix in enumerate(self.numbers, 1) if dest.startswith(prefix)), -1)
@@ -1323,9 +1341,9 @@ def _backlog_ranges(account: Account, prefixes: list[str] | None) -> Iterator[tu
                 yield index, None, number, _after_prefix(number)
 
 
-def _to_account(message: Message) -> bool:
-    """Whether the MT is addressed to an account (`to_account` in its extra: an SP's notice), not to a number."""
-    return bool(message.extra) and message.extra.get("to_account") is not None
+def _to_account(message: Message) -> str | None:
+    """The account an MT is addressed to (`to_account` in its extra: a receipt, an SP's notice); None: to a number."""
+    return message.extra.get("to_account") if message.extra else None
 
 
 def _account_of(bind: Receiver | None) -> str | None:

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from gateway.clock import SimulatedClock
+from gateway.delivery import Delivery
 from gateway.throttles import FIRST_PAUSE, LONGEST_PAUSE
 from tests.polling import eventually
 from tests.smpp_handset import (
@@ -316,6 +317,53 @@ def test_the_mts_of_a_subscriber_refused_for_good_beyond_what_a_throttle_holds_k
 
 def test_an_mt_accepted_while_a_throttle_s_parked_mts_are_read_back_goes_after_them(make_gateway, handset):
     """While the read waits for room on the bind, the subscriber's new MT is parked too, behind the ones it reads."""
+    _delivery, a, b = reading_back(make_gateway, handset)
+    assert a.submit(B, "m7").status == ESME_ROK
+    b.answering = True
+    b.answer_held()
+    assert [text(pdu) for pdu in b.expect_many(6)] == ["m2", "m3", "m4", "m5", "m6", "m7"]
+    b.expect_none(0.5)
+
+
+def test_receipts_a_receiver_throttles_are_parked_beyond_what_it_holds_and_go_in_order_once_it_lifts(make_gateway, handset):
+    """Receipts are addressed to their account (`to_account`), a part of the store of their own: all were held in
+    memory (an SP whose bind throttles the receipts of its 200,000 MTs). Past Delivery.HELD_PER_THROTTLE (made 2)
+    they wait in the store too, and are read back from it."""
+    gw = make_gateway(gateway={"window": 1})
+    delivery = gw.gateway.delivery
+    delivery.HELD_PER_THROTTLE, delivery.PAGE = 2, 2
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    a.answering = False
+    ids = [a.submit(B, f"m{n}", registered_delivery=1).message_id for n in range(1, 7)]
+    b.expect_many(6)  # (acknowledged: a receipt each for A, one in flight at a time)
+    a.answer(a.expect(predicate=is_receipt), ESME_RTHROTTLED)  # the first: it and the second held, the rest parked
+    tried_again = a.expect(timeout=LONGEST_PAUSE + 1, predicate=is_receipt)
+    assert len(delivery._held) <= 2
+    a.answering = True
+    a.answer(tried_again)
+    receipts = [tried_again, *a.expect_many(5, predicate=is_receipt)]
+    assert [receipt_fields(pdu)["id"].encode() for pdu in receipts] == ids
+    a.expect_none(0.5)
+
+
+def test_an_mt_accepted_after_a_refusal_during_the_read_back_goes_after_the_ones_still_in_the_store(make_gateway, handset):
+    """Refused again while its parked MTs are read back, the throttle pauses again with some of them still in the store:
+    the subscriber's next MT is parked behind them, not held (held, it would go ahead of them at the next lift)."""
+    delivery, a, b = reading_back(make_gateway, handset)
+    second = b.expect()
+    assert text(second) == "m2"
+    b.answer(second, ESME_RTHROTTLED)  # a pause again: m3 taken off the bind's queue, m4..m6 still in the store
+    assert eventually(lambda: not delivery._throttles[B].reading and delivery._throttles[B].read_back is None)
+    assert a.submit(B, "m7").status == ESME_ROK
+    b.answering = True
+    assert [text(pdu) for pdu in b.expect_many(6, timeout=LONGEST_PAUSE + 5)] == ["m2", "m3", "m4", "m5", "m6", "m7"]
+    b.expect_none(0.5)
+
+
+def reading_back(make_gateway, handset) -> tuple[Delivery, Handset, Handset]:
+    """B's throttle lifted with MTs parked (Delivery.HELD_PER_THROTTLE made 2): m1 refused, m2 held with it, m3..m6
+    parked; m1 tried again and accepted, m2 goes, and the read back hands out m3 and waits for room on B's bind (window
+    1, PAGE 2, ROOM 1). B answers nothing (`answering` False). Returned: the gateway's Delivery, A, B."""
     gw = make_gateway(gateway={"window": 1})
     delivery = gw.gateway.delivery
     delivery.HELD_PER_THROTTLE, delivery.PAGE, delivery.ROOM = 2, 2, 1
@@ -323,11 +371,7 @@ def test_an_mt_accepted_while_a_throttle_s_parked_mts_are_read_back_goes_after_t
     b.answering = False
     for n in range(1, 7):
         assert a.submit(B, f"m{n}").status == ESME_ROK
-    b.answer(b.expect(), ESME_RTHROTTLED)  # m1 and m2 held, m3..m6 parked
-    b.answer(b.expect())  # m1 tried again, accepted: m2 goes, the read hands out m3 and waits for room
+    b.answer(b.expect(), ESME_RTHROTTLED)
+    b.answer(b.expect())
     assert eventually(lambda: B in delivery._throttles and delivery._throttles[B].reading and delivery._room_waiters)
-    assert a.submit(B, "m7").status == ESME_ROK
-    b.answering = True
-    b.answer_held()
-    assert [text(pdu) for pdu in b.expect_many(6)] == ["m2", "m3", "m4", "m5", "m6", "m7"]
-    b.expect_none(0.5)
+    return delivery, a, b
