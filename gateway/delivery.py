@@ -669,6 +669,7 @@ class Delivery:
         pause = throttle.refused(message.id)
         if pause is None:  # one sent beside the one that began the pause under way
             return
+        throttle.refused_on = bind
         for queued in bind.take_queued(subscriber):
             self._hold_or_park(throttle, queued)
         if self._room_waiters:  # (the bind's queue is shorter)
@@ -762,10 +763,10 @@ class Delivery:
 
     def _let_through(self, throttle: Throttle, message: Message, read_back: bool = False) -> None:
         """Dispatch an MT its subscriber's throttle lets go (held until it lifted, or `read_back`), not held nor parked
-        for it again."""
+        for it again, nor sent to the bind that refused last if another serves the subscriber."""
         throttle.trying = message.id
         try:
-            self.dispatch(message, read_back=read_back)
+            self.dispatch(message, avoid=throttle.refused_on, read_back=read_back)
         finally:
             throttle.trying = None
 

@@ -34,8 +34,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .smpp.constants import CommandStatus as S
+
+if TYPE_CHECKING:
+    from .router import Receiver
 
 # deliver_sm_resp statuses that are the receiver's flow control, not a failure of the MT.
 FLOW_CONTROL = frozenset({S.ESME_RTHROTTLED, S.ESME_RMSGQFUL})
@@ -64,6 +68,9 @@ class Throttle:
     the subscriber were parked meanwhile, and their read back once it lifted."""
 
     account: str  # of the bind that refused (whose room its parked MTs are read back into: Delivery._read_back)
+    # The bind that refused last: the MTs it lets go avoid it if another bind serves the subscriber (that one took the
+    # MT tried again, `Delivery._try_again`; some of them sent back here by load were refused again, overtaken)
+    refused_on: Receiver | None = None
     held: set[str] = field(default_factory=set)  # ids, each once (one replaced while held is held again): the oldest goes first
     pause: float = 0.0  # the last pause's length (seconds)
     trying: str | None = None  # the id of the MT let through: sent to try again (until it is answered or ends), or read back
