@@ -655,9 +655,11 @@ class Delivery:
                 self._held.discard(message_id)
 
     # ------------------------------------------------- a receiver's flow control
-    def throttled(self, message: Message, status: int, bind: Receiver) -> None:
+    def throttled(self, message: Message, status: int, bind: Receiver) -> bool:
         """The deliver_sm to `bind` was refused for flow control (ESME_RTHROTTLED, ESME_RMSGQFUL): no failed attempt;
-        the MT, and its subscriber's MTs queued on the bind, wait out of it for a pause (gateway/throttles.py)."""
+        the MT, and its subscriber's MTs queued on the bind, wait out of it for a pause (gateway/throttles.py).
+        True if that pause is the subscriber's first: not one of an MT tried again, nor sent beside one refused (they
+        probe the subscriber, not the bind's rate: SmppConnection._on_delivery_answer)."""
         if self._room_waiters:
             self._wake_pulls()
         message.error = status  # (not stored: what its receipt says if its validity ends while it waits)
@@ -666,9 +668,10 @@ class Delivery:
         if throttle is None:
             throttle = self._throttles[subscriber] = Throttle(bind.account.system_id)
         self._hold(throttle, message)
+        first = not throttle.pause
         pause = throttle.refused(message.id)
         if pause is None:  # one sent beside the one that began the pause under way
-            return
+            return False
         throttle.refused_on = bind
         for queued in bind.take_queued(subscriber):
             self._hold_or_park(throttle, queued)
@@ -680,6 +683,7 @@ class Delivery:
             log.info("mt throttled", message_id=message.id, account=account_of(message), msisdn=subscriber,
                      bind_account=_account_of(bind), status=S.name_of(status), pause=pause, held=len(throttle.held),
                      **receipted(message))  # fmt: skip
+        return first
 
     def _hold(self, throttle: Throttle, message: Message) -> None:
         """Hold the MT out of the binds for its subscriber's `throttle`: in hand, and waiting in `_retry_timers` (a

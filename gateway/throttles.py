@@ -14,9 +14,11 @@ alone; refused again, they wait twice as long as the last time, at most LONGEST_
 costs one deliver_sm per LONGEST_PAUSE, and its MTs end as their validity does (stat:EXPIRED). Once one to that
 subscriber is accepted, all of them go; so they do if the one tried again leaves hand unanswered (its validity ended,
 or no bind serves the subscriber now: parked, they are read back in order when one binds). The bind's other
-subscribers' MTs go on meanwhile, its window halved at each refusal and one wider at each acceptance, never below 1
-(SmppConnection._on_delivery_answer): a whole window sent at each pause was refused again, and with the bind's queue
-longer, the account's other binds (least loaded first) take more of its MTs.
+subscribers' MTs go on meanwhile, its window halved at an ESME_RTHROTTLED and one wider at each acceptance, never
+below 1 (SmppConnection._narrow_window): a whole window sent at each pause was refused again, and with the bind's queue
+longer, the account's other binds (least loaded first) take more of its MTs. It halves once a round trip at most, and
+not for ESME_RMSGQFUL (often one subscriber's queue) nor for an MT tried again: a few subscribers refused for good kept
+it low, and the others' MTs waited behind them.
 
 A throttle holds few MTs in memory: at most Delivery.HELD_PER_THROTTLE of its subscriber's, none once
 Delivery.HELD_FOR_THROTTLES are held for all throttles. One offered past that, or once its throttle has parked one, is

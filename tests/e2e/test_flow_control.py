@@ -123,6 +123,70 @@ def test_after_a_throttled_answer_the_bind_has_fewer_deliver_sm_in_flight_until_
     carrier.expect_none(0.3)  # m1, sent again after its pause, waits in the bind's queue; m5 waits for m1's answer
 
 
+S = [f"86130000001{n:02}" for n in range(8)]  # account carrier
+
+
+def bind_carrier_unanswering(handset, gw) -> Handset:
+    carrier = handset(bind=None, gw=gw)
+    carrier.bind("rx", "carrier")
+    carrier.answering = False
+    return carrier
+
+
+def submit_to(a: Handset, subscribers: list[str]) -> None:
+    for to in subscribers:
+        assert a.submit(to, f"to {to}").status == ESME_ROK
+
+
+def expect_in_flight(carrier: Handset, count: int) -> None:
+    """Exactly `count` more deliver_sm come, and no more: the bind's window is full."""
+    carrier.expect_many(count)
+    carrier.expect_none(0.3)
+
+
+@pytest.mark.parametrize(("refusal", "window_after"), [(ESME_RTHROTTLED, 2), (ESME_RMSGQFUL, 4)])
+def test_a_subscribers_queue_full_leaves_the_bind_its_window_and_a_throttled_answer_halves_it(
+    make_gateway, handset, refusal, window_after
+):
+    """ESME_RMSGQFUL, commonly the subscriber's queue full, halved it too: a carrier refusing 10% of its subscribers
+    for good, at a 200 ms round trip, kept it at 9-18 of 100, the others' MTs seconds late."""
+    gw = make_gateway(gateway={"window": 4})
+    a = handset(A, gw=gw)
+    carrier = bind_carrier_unanswering(handset, gw)
+    submit_to(a, S[:1])
+    carrier.answer(carrier.expect(), refusal)
+    carrier.expect(predicate=lambda pdu: pdu.destination_addr == S[0].encode())  # tried again after the pause, unanswered
+    submit_to(a, S[1:])
+    expect_in_flight(carrier, window_after - 1)
+
+
+def test_an_mt_tried_again_and_throttled_again_does_not_narrow_the_bind_s_window(make_gateway, handset):
+    """It probes its subscriber, held out of the bind: each trial of a subscriber refused for good halved it again."""
+    gw = make_gateway(gateway={"window": 4})
+    a = handset(A, gw=gw)
+    carrier = bind_carrier_unanswering(handset, gw)
+    submit_to(a, S[:1])
+    carrier.answer(carrier.expect(), ESME_RTHROTTLED)  # window 2
+    carrier.answer(carrier.expect(), ESME_RTHROTTLED)  # tried again after the pause: still 2
+    carrier.expect()  # tried again after a longer pause, unanswered: one of 2 in flight
+    submit_to(a, S[1:])
+    expect_in_flight(carrier, 1)
+
+
+def test_throttled_answers_to_deliver_sm_sent_together_halve_the_bind_s_window_once(make_gateway, handset):
+    """Once a round trip, as TCP's window at a loss: each refusal of a window sent at the rate it had halved it again."""
+    gw = make_gateway(gateway={"window": 4})
+    a = handset(A, gw=gw)
+    carrier = bind_carrier_unanswering(handset, gw)
+    submit_to(a, S)
+    in_flight = carrier.expect_many(4)  # the other four wait in the bind's queue
+    carrier.answer(in_flight[0], ESME_RTHROTTLED)  # window 2: three in flight
+    carrier.answer(in_flight[1], ESME_RTHROTTLED)  # sent before it narrowed: still 2
+    carrier.expect_none(0.3)
+    carrier.answer(in_flight[2])  # window 3, one in flight
+    expect_in_flight(carrier, 2)
+
+
 def test_an_mt_accepted_while_its_subscriber_is_throttled_waits_for_the_one_refused(make_gateway, handset):
     gw = make_gateway()
     a, b = handset(A, gw=gw), handset(B, gw=gw)
