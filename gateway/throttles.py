@@ -9,7 +9,7 @@ Such a refusal is no attempt (its count, back-off and stored row untouched: a re
 waits out of its bind (Delivery.throttled): not in the bind's queue nor its load, which the backlog read's room and a
 stalled bind's limit count (held there, a receiver refusing one subscriber for good froze its account's whole
 backlog). Its subscriber's other MTs wait with it, taken off the bind's queue and held as they come, so that none
-overtakes it (only one already sent beside it may be taken first). After FIRST_PAUSE the oldest of them goes out
+overtakes it (only those already sent beside it may be taken first). After FIRST_PAUSE the oldest of them goes out
 alone; refused again, they wait twice as long as the last time, at most LONGEST_PAUSE: a subscriber refused for good
 costs one deliver_sm per LONGEST_PAUSE, and its MTs end as their validity does (stat:EXPIRED). Once one to that
 subscriber is accepted, all of them go; so they do if the one tried again leaves hand unanswered (its validity ended,
