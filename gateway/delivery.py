@@ -70,7 +70,7 @@ from .config import GatewaySettings
 from .ids import MessageIds
 from .log_budget import LogBudget
 from .logs import get_logger
-from .messages import account_of, receipted, subscriber_of
+from .messages import account_of, addressed_account, receipted, subscriber_of
 from .notice_order import NoticeOrder
 from .receipts import receipt_for, refusal_error
 from .retry_timers import RetryTimers, Waiting
@@ -710,7 +710,7 @@ class Delivery:
             throttle.parked or throttle.reading or len(throttle.held) >= self.HELD_PER_THROTTLE
             or self._retry_timers.holding >= self.HELD_FOR_THROTTLES
         ):  # fmt: skip
-            throttle.parked.add(_to_account(message))
+            throttle.parked.add(addressed_account(message))
             throttle.parkings += 1
             self._held.discard(message.id)
         else:
@@ -783,13 +783,11 @@ class Delivery:
         MTs wait for the next lift; if that comes before the read saw the refusal, it reads again from the first (what
         it handed out before may be parked again)."""
         account = throttle.account
-        cut: list[bool] = []  # refused (and lifted again, perhaps) since this pass began: it stops
-        lifts = throttle.lifts
+        lifts = throttle.lifts  # at this pass's start
 
         def cut_short() -> bool:
-            if not throttle.reading or throttle.lifts != lifts:
-                cut[:] = [True]
-            return bool(cut)
+            """Refused since this pass began (and lifted again, perhaps: a lift counts): it stops."""
+            return not throttle.reading or throttle.lifts != lifts
 
         def take(message: Message) -> None:
             if not cut_short() and message.dest_addr == subscriber:  # (the range has the longer numbers it begins too)
@@ -806,7 +804,7 @@ class Delivery:
         try:
             async with self._read_back_turns.setdefault(account, asyncio.Lock()):
                 while throttle.reading:
-                    parkings, lifts, cut[:] = throttle.parkings, throttle.lifts, []
+                    parkings, lifts = throttle.parkings, throttle.lifts
                     for to_account in sorted(throttle.parked, key=lambda part: part or ""):
                         if not cut_short():
                             await self._take_waiting(partial(read_page, to_account), (subscriber, 0), take, go_on)
@@ -1301,7 +1299,7 @@ class BacklogRead:
 
     def _range_of(self, message: Message) -> int:
         """The first of the read's ranges that holds MTs like this one; -1 if none (the read never hands them out)."""
-        if _to_account(message) is not None:
+        if addressed_account(message) is not None:
             return 0  # (addressed to this account: the only one whose binds it goes to)
         dest = message.dest_addr
         return next((i for i, prefix in enumerate(self.numbers, 1) if dest.startswith(prefix)), -1)
@@ -1344,11 +1342,6 @@ def _backlog_ranges(account: Account, prefixes: list[str] | None) -> Iterator[tu
                 yield index, None, prefix, _after_prefix(prefix)
             elif number.startswith(prefix):
                 yield index, None, number, _after_prefix(number)
-
-
-def _to_account(message: Message) -> str | None:
-    """The account an MT is addressed to (`to_account` in its extra: a receipt, an SP's notice); None: to a number."""
-    return message.extra.get("to_account") if message.extra else None
 
 
 def _account_of(bind: Receiver | None) -> str | None:

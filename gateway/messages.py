@@ -38,6 +38,12 @@ _FITS_ANY_SMS = 140  # octets: one SMS in every alphabet (160 GSM septets, 140 o
 _FIRST_STATUS = {Direction.MO: MessageStatus.ACCEPTED, Direction.MT: MessageStatus.ENROUTE}
 
 
+def addressed_account(message: Message) -> str | None:
+    """The account an MT is addressed to (`to_account` in its extra: a receipt, an SP's notice); None: to a number.
+    (Router._route reads it inline: once per MT routed.)"""
+    return message.extra.get("to_account") if message.extra else None
+
+
 def notice_account(message: Message) -> str | None:
     """The SP account an SP notice goes to (an MT to an SP's service code, from the subscriber it is about:
     handlers/sp_notice.py); None for any other MT (a receipt names its account too, but is no notice)."""

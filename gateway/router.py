@@ -264,7 +264,7 @@ class Router:
         return chosen
 
     def _route(self, message: Message, recent: Receiver | None, receivers: dict[str, list[Receiver]]) -> Receiver | None:
-        to_account = message.extra.get("to_account") if message.extra else None
+        to_account = message.extra.get("to_account") if message.extra else None  # (messages.addressed_account, inline)
         dest = message.dest_addr
         # Not to a bind whose address_range leaves `dest` out: it never read dest's waiting MTs, which the new
         # ones would overtake there.
