@@ -1327,15 +1327,18 @@ def _backlog_ranges(account: Account, prefixes: list[str] | None) -> Iterator[tu
     (index, low): what is addressed to the account itself (index 0), then each of its number prefixes. With
     `prefixes` (_served_prefixes of the binds the pass is for), only the numbers starting with one of them: a bind
     whose address_range leaves a number out is given none of its MTs (Router._pick), so only those can have become
-    deliverable, and a bind that appears for one number does not read, decode and route the whole backlog."""
+    deliverable, and a bind that appears for one number does not read, decode and route the whole backlog. An SP
+    account's binds take all that is addressed to it, whatever their ranges (Router._route): it is read whole."""
     system_id = account.system_id
-    if prefixes is None:
+    if prefixes is None or account.role == "sp":
         yield 0, system_id, "", _ABOVE_ALL
+    else:
+        for prefix in prefixes:
+            yield 0, system_id, prefix, _after_prefix(prefix)
+    if prefixes is None:
         for index, number in enumerate(account.numbers, 1):
             yield index, None, number, _after_prefix(number)
         return
-    for prefix in prefixes:
-        yield 0, system_id, prefix, _after_prefix(prefix)
     for index, number in enumerate(account.numbers, 1):
         for prefix in prefixes:
             if prefix.startswith(number):

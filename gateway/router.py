@@ -7,7 +7,7 @@ skipping those whose range excludes it, and for a text longer than an SMPP 3.3 d
 SMPP 3.4 only; else nobody (the message waits in the store). Messages
 addressed to an account (receipts, notices to an SP) go to that account's
 binds, the same way; if none's `address_range` serves their number, to the
-bind that last sent from it, whatever its range. A bind that left a
+bind that last sent from it, else (an SP account's) to any of them, whatever its range. A bind that left a
 deliver_sm unanswered (`stalled`) is chosen only when no other bind would take the MT.
 """
 
@@ -273,11 +273,17 @@ class Router:
         ):
             return recent
         if to_account is not None:
-            chosen = self._pick(receivers.get(to_account, ()), dest)
+            binds = receivers.get(to_account, ())
+            chosen = self._pick(binds, dest)
             if chosen is None and recent is not None and recent.account.system_id == to_account:
                 # No bind's range serves `dest`: the bind that last sent from it (its account vouches for its numbers,
                 # whatever that bind's range), usually the one that submitted the MT this receipt reports on.
                 return recent
+            if chosen is None and binds and to_account in self.sp_accounts:
+                # Else an SP's least busy bind: it asked for what is addressed to it (receipts, notices), whatever its
+                # binds' ranges (SMPP 3.4 5.2.7: the addresses a bind serves, for MO). A handset's receipt goes to its
+                # subscriber's own bind, never to another subscriber's.
+                return self._least_loaded(binds)
             return chosen
         for account in self._by_number:
             binds = receivers[account.system_id]

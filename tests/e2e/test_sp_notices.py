@@ -220,3 +220,32 @@ def test_lines_about_a_receipt_name_the_subscriber_the_sps_mt_went_to_and_a_hand
         assert receipt_fields(again)["id"] == friendly.message_id.decode()
     retried = [(line["account"], line["msisdn"]) for line in logs if line["event"] == "mt retry"]
     assert retried == [("(gateway)", A), ("(gateway)", A)]  # sina's receipt; A's own
+
+
+def test_an_sp_receiver_whose_address_range_leaves_its_service_code_out_gets_its_notices_and_receipts(gw, handset):
+    """README "Receipts": they belong to the account that asked for them, whatever its binds' address_range (SMPP 3.4
+    5.2.7: the addresses a bind serves, for MO). sina's receiver bound with `^1065` (not its 1066916), its content
+    sent on a transmitter: its ORDER notice and its receipt waited in the store for a bind whose range served 1066916."""
+    sina_rx = handset(SINA, system_id="sina", bind="rx", gw=gw, address_range="^1065")
+    sina_tx = handset(SINA, system_id="sina", bind="tx", gw=gw)
+    phone = handset(A, gw=gw, address_range=A)
+    order_and_confirm(phone)
+    assert events(sina_rx, 1) == ["ORDER"]
+    content = sina_tx.submit(A, "news", registered_delivery=1)
+    assert phone.expect().source_addr == SINA.encode()
+    receipt = receipt_fields(sina_rx.expect(predicate=is_receipt))
+    assert (receipt["id"], receipt["stat"]) == (content.message_id.decode(), "DELIVRD")
+
+
+def test_a_receipt_waiting_for_an_sp_goes_to_its_receiver_whose_address_range_leaves_the_service_code_out(gw, handset):
+    """The same receipt, made while sina had no receiving bind: the bind that comes reads it back from the store
+    (before, such a bind's read covered only the numbers its range starts with, 1065)."""
+    phone = handset(A, gw=gw, address_range=A)
+    sina_tx = handset(SINA, system_id="sina", bind="tx", gw=gw)
+    order_and_confirm(phone)  # its ORDER notice waits in the store too
+    content = sina_tx.submit(A, "news", registered_delivery=1)
+    assert phone.expect().source_addr == SINA.encode()
+    sina_rx = handset(SINA, system_id="sina", bind="rx", gw=gw, address_range="^1065")
+    assert events(sina_rx, 1) == ["ORDER"]
+    receipt = receipt_fields(sina_rx.expect(predicate=is_receipt))
+    assert (receipt["id"], receipt["stat"]) == (content.message_id.decode(), "DELIVRD")
