@@ -30,8 +30,10 @@ made into SMS, or the commit of what it decided fails) stays `accepted` and is t
 do not wait for it. After the last delay it is given up: stored `failed`, its
 subscriber told the short code could not handle it (`common.unavailable`),
 never handled again. A restart in between tries every `accepted` MO again from
-the start of the schedule (`replay`); one failing there in any way stays
-`accepted` and the start goes on.
+the start of the schedule (`replay`); one whose stored row cannot be handled
+there (damaged while the gateway was down: it does not read back, or its parts
+or TLVs do not parse) is given up, stored `failed` with no reply, and the
+start goes on.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ from .smpp.segment import Concat, Reassembler, TextTooLong, concat_info
 from .store.base import Store
 from .store.cache import RecordCache
 from .store.effects import Effect
-from .store.records import Message, MessageStatus
+from .store.records import Message, MessageStatus, UnreadableMo
 
 log = get_logger("mo")
 _DELIVERED = MessageState.DELIVERED  # an MO handled by its short code is delivered
@@ -123,6 +125,12 @@ def _inbound(message: Message, text: str, mo_ids: tuple[str, ...]) -> Inbound:
         received_at=message.submitted_at,
         message_ids=mo_ids,
     )
+
+
+def _about_row(message: Message | UnreadableMo) -> dict[str, str]:
+    """The fields a line about a stored MO names it by."""
+    return {"message_id": message.id, "account": message.account, "msisdn": message.source_addr,
+            "short_code": message.dest_addr}  # fmt: skip
 
 
 def _concat_info(message: Message) -> tuple[Concat | None, bytes]:
@@ -304,20 +312,34 @@ class MoProcessor:
         self._start(message, inbound, keys, attempt=attempt)
         return True
 
-    async def replay(self, messages: list[Message]) -> None:
+    async def replay(self, messages: list[Message | UnreadableMo]) -> None:
         """At start: MOs acknowledged before a crash but never handled (or whose handling failed), in arrival order.
         Parts of long MOs are timed from their arrival: those whose siblings did not come in time, the gateway
-        down or not, are given up now (a new text reusing the reference would be joined to them)."""
+        down or not, are given up now (a new text reusing the reference would be joined to them). One whose row
+        cannot be handled is given up (`_give_up_unreadable`): it stayed `accepted`, an error line at every start."""
         for message in messages:
+            if isinstance(message, UnreadableMo):
+                log.error("MO not replayed", **_about_row(message), reason=message.reason)
+                await self._give_up_unreadable(message)
+                continue
             try:
                 ready = self._assemble(message)
                 if ready is not None:
                     text, mo_ids = ready
                     await self._handle(message, _inbound(message, text, mo_ids))
-            except Exception:  # one MO must not keep the gateway from starting: it stays `accepted`
-                log.exception("MO not replayed", message_id=message.id, account=message.account,
-                              msisdn=message.source_addr, short_code=message.dest_addr)  # fmt: skip
+            except Exception:  # its row, damaged, does not make an MO to handle: given up, the start goes on
+                log.exception("MO not replayed", **_about_row(message))
+                await self._give_up_unreadable(message)
         self.expire_partial()
+
+    async def _give_up_unreadable(self, message: Message | UnreadableMo) -> None:
+        """An MO whose stored row cannot be handled (`replay`) is given up: stored `failed`, with no reply nor receipt
+        (what its row says cannot be trusted), so that no start tries it again. If that cannot be committed it stays
+        `accepted`, for the next start."""
+        try:
+            await self.store.complete_mo([message.id], [], self.clock.now(), failed=True, error=_SYSTEM_ERROR)
+        except Exception:  # (logged with its traceback)
+            log.exception("MO not given up", **_about_row(message))
 
     async def drain(self) -> None:
         """Wait until every MO received so far (and any queued behind another holder of its keys) is handled."""

@@ -50,7 +50,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from .effects import Effect
-from .records import Message
+from .records import Message, UnreadableMo
 
 R = TypeVar("R")
 # How a write reports to a callback instead of a future: callback(result, None) once committed, or
@@ -217,8 +217,9 @@ class Store(Protocol):
     async def due_scheduled(self, now: float, after: tuple[float, int], limit: int) -> list[tuple[tuple[float, int], Message]]:
         """Scheduled MTs whose time has come (next_attempt_at <= now), oldest first, paged like expired_mts."""
 
-    async def unprocessed_mos(self) -> list[Message]:
-        """MOs acknowledged but not yet handled (after a crash), oldest first."""
+    async def unprocessed_mos(self) -> list[Message | UnreadableMo]:
+        """MOs acknowledged but not yet handled (after a crash), oldest first; a row that does not read back as a
+        Message, as an UnreadableMo in its place."""
 
     async def waiting_mts(
         self, to_account: str | None, after: tuple[str, int], below: str, limit: int

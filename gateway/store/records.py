@@ -83,6 +83,18 @@ FINAL_STATUSES = frozenset(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class UnreadableMo:
+    """An MO stored `accepted` whose row does not read back as a Message (damaged outside the gateway: its `extra` no
+    JSON, say): what of it could be read, and why the rest could not. The start gives it up (MoHandling.replay)."""
+
+    id: str
+    account: str
+    source_addr: str
+    dest_addr: str
+    reason: str
+
+
 # --------------------------------------------------------------------------
 # Service records (SPEC section 3). Each is one table with the same column
 # names; `TABLES` below names it and its key. Handlers never write them

@@ -57,7 +57,14 @@ from .base import StoreOpenError, WriteSkipped
 from .effects import Effect
 from .lock import CompanionsSetAside, DatabaseInUse, DatabaseLock
 from .migrations import SchemaVersionError
-from .records import FINAL_STATUSES, Direction, Message, MessageStatus, submission_of
+from .records import (
+    FINAL_STATUSES,
+    Direction,
+    Message,
+    MessageStatus,
+    UnreadableMo,
+    submission_of,
+)
 from .rows import effect_sql, from_row, select_sql
 from .writer import WriterCannotStart, WriterDied, WriterProcess
 from .writer_child import PROBE, READ_ONLY, SKIP_DUPLICATE_KEY, Step, connect
@@ -192,6 +199,17 @@ def _message(row: Sequence[Any]) -> Message:
     values["status"] = MessageStatus(values["status"])
     values["extra"] = json.loads(values["extra"])
     return Message(**values)
+
+
+def _message_or_unreadable(row: Sequence[Any]) -> Message | UnreadableMo:
+    """An MO's row as a Message, or, damaged so that it does not read as one, what of it can be read and why not (one
+    row so kept every start from reading the others: the gateway did not start)."""
+    try:
+        return _message(row)
+    except Exception as error:  # noqa: BLE001  (whatever a damaged value raises: it is named in `reason`)
+        values = dict(zip(_FIELDS, row))
+        about = {key: str(values[key]) for key in ("id", "account", "source_addr", "dest_addr")}
+        return UnreadableMo(**about, reason=f"{type(error).__name__}: {error}")
 
 
 # --- write statements -----------------------------------------------------------
@@ -1017,7 +1035,7 @@ class SqliteStore:
             f"{_SELECT} WHERE status = ? AND direction = ? ORDER BY submitted_at, seq",
             (MessageStatus.ACCEPTED.value, Direction.MO.value),
         )
-        return [_message(r) for r in rows]
+        return [_message_or_unreadable(r) for r in rows]
 
     async def waiting_mts(
         self, to_account: str | None, after: tuple[str, int], below: str, limit: int

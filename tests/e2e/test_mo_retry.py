@@ -2,7 +2,8 @@
 
 It stays stored `accepted` and is tried again after each delay of the schedule while the subscriber's
 later MOs go on; after the last try it is given up: stored `failed`, the subscriber told, never tried
-again, not even after a restart. A restart before that tries it again from the start.
+again, not even after a restart. A restart before that tries it again from the start (one whose row was
+damaged meanwhile is given up there).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 
+import pytest
 import structlog
 
 from gateway.store.effects import Put
@@ -28,6 +30,13 @@ SORRY_ZH = "抱歉，10086000暂时无法处理您发送的短信，请稍后重
 
 def status_of(gw, message_id) -> MessageStatus:
     return gw.call(gw.gateway.store.get(message_id.decode() if isinstance(message_id, bytes) else message_id)).status
+
+
+def stored_status(db, message_id: bytes) -> str:
+    """A message's status as its row in the SQLite file says, read from outside the gateway."""
+    with contextlib.closing(sqlite3.connect(db)) as outside:
+        [(status,)] = outside.execute("SELECT status FROM messages WHERE id = ?", (message_id.decode(),))
+    return status
 
 
 class Failing:
@@ -293,16 +302,21 @@ def test_an_mo_whose_handling_fails_again_when_replayed_at_a_start_is_tried_agai
     assert (failed["log_level"], failed["message_id"], failed["attempt"]) == ("error", kept.message_id.decode(), 1)
 
 
-def test_an_mo_whose_stored_row_cannot_be_read_does_not_keep_the_start_from_replaying_the_others(
-    make_gateway, handset, tmp_path
+@pytest.mark.parametrize(
+    ("column", "damage"),
+    [("tlvs", b"\x04\x24"), ("extra", "{oops")], ids=["tlvs", "extra"],  # TLVs cut short; extra no JSON: no Message reads
+)
+def test_an_mo_whose_stored_row_cannot_be_handled_is_given_up_and_the_start_replays_the_others(
+    make_gateway, handset, tmp_path, column, damage
 ):
-    """Two MOs left `accepted`; one's row damaged while the gateway was down (its TLVs no longer parse). The start goes
-    on: the other is replayed and answered, and an error line with its traceback names the one not replayed, which
-    stays `accepted` (gateway/mo.py) (coverage review: no test ran a replay that raised)."""
+    """Two MOs left `accepted`; one's row damaged while the gateway was down. The start goes on: the other is replayed
+    and answered, and an error line names the one not replayed, which is given up (`failed`, no reply), so that the
+    next start does not try it again (gateway/mo.py). Before, it stayed `accepted`, an error at every start, and one
+    whose `extra` was no JSON kept the gateway from starting at all (README: no MO can)."""
     db = tmp_path / "gw.db"
     damaged, kept = left_accepted(make_gateway, handset, db, "damaged", "kept")
     with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as outside:
-        outside.execute("UPDATE messages SET tlvs = x'0424' WHERE id = ?", (damaged.message_id.decode(),))  # cut short
+        outside.execute(f"UPDATE messages SET {column} = ? WHERE id = ?", (damage, damaged.message_id.decode()))
 
     with structlog.testing.capture_logs() as logs:
         again = make_gateway(db_path=db)
@@ -310,7 +324,12 @@ def test_an_mo_whose_stored_row_cannot_be_read_does_not_keep_the_start_from_repl
         assert text(a.expect()) == "kept"
     a.expect_none(0.5)
     assert status_of(again, kept.message_id) == MessageStatus.PROCESSED
-    assert status_of(again, damaged.message_id) == MessageStatus.ACCEPTED
+    assert stored_status(db, damaged.message_id) == MessageStatus.FAILED.value  # (its row does not read as a Message)
     [not_replayed] = [line for line in logs if line["event"] == "MO not replayed"]
     assert (not_replayed["log_level"], not_replayed["message_id"]) == ("error", damaged.message_id.decode())
-    assert "exc_info" in not_replayed
+    a.close()
+    again.stop()
+    with structlog.testing.capture_logs() as logs:
+        make_gateway(db_path=db)
+    assert [line for line in logs if line["event"] == "MO not replayed"] == []  # given up: not tried again
+    assert [line["mo_replayed"] for line in logs if line["event"] == "smsgw ready"] == [0]
