@@ -801,13 +801,14 @@ class SmppConnection(asyncio.Protocol):
 
     def _probe(self) -> None:
         """Stalled, it holds nothing: the MTs parked for it are read back for it (Delivery.probe), as many as its window
-        takes, so that it has a deliver_sm to answer again; not again for response_timeout when it answers none of
-        them, nor while its peer does not read (reading again ends a stall that began so)."""
+        takes now (`_window`: narrowed while its receiver throttles; the rest would queue on it, stalled), so that it
+        has a deliver_sm to answer again; not again for response_timeout when it answers none of them, nor while its
+        peer does not read (reading again ends a stall that began so)."""
         session = self.session
         now = session.clock()
         if (
             now >= self._probe_due and self._peer_reading and self.can_receive and session.can_send_request
-            and self.gateway.delivery.probe(self, session.window)
+            and self.gateway.delivery.probe(self, self._window)
         ):  # fmt: skip
             self._probe_due = now + session.response_timeout
 

@@ -41,6 +41,7 @@ from tests.gateway_process import config_file
 from tests.polling import eventually
 from tests.smpp_handset import (
     ESME_ROK,
+    ESME_RTHROTTLED,
     Handset,
     RawLink,
     cancel_sm,
@@ -1027,6 +1028,33 @@ def test_a_silent_bind_with_nothing_left_to_answer_is_handed_a_window_of_what_it
     first = silent.expect(timeout=10)
     then = [text(pdu) for pdu in silent.expect_many(2, timeout=1.5)]  # the same window: none has timed out yet
     assert [text(first), *then] == texts[0:9:3]  # the oldest three (in subscriber order: X's)
+
+
+def test_a_silent_bind_whose_receiver_narrowed_its_window_is_handed_no_more_of_what_it_parked_than_that_window(
+    make_gateway, handset
+):
+    """The probe reads back for a stalled bind that holds nothing as many of its parked MTs as its window takes: the
+    window it has now, narrowed while its receiver throttled (gateway/throttles.py: halved at ESME_RTHROTTLED, one
+    wider at each acceptance), not the `window` it bound with. It was handed `window` (4), one more than it could
+    have in flight (3): that one queued on the stalled bind (Delivery.FULL made 4, above that window)."""
+    gw = make_gateway(gateway={"window": 4, "response_timeout": 2, "enquire_link_interval": 30, "idle_timeout": 120,
+                               "retry_backoff": [0.5]})  # fmt: skip
+    delivery = gw.gateway.delivery
+    delivery.FULL = 4
+    silent = handset(X, system_id="carrier", bind="rx", gw=gw)
+    bind = next(c for c in gw.gateway.connections if c.account is not None and c.account.system_id == "carrier")
+    a = handset(A, bind="tx", gw=gw)
+    silent.answers.append(ESME_RTHROTTLED)  # its window halves: 2
+    assert a.submit(X, "throttled").status == ESME_ROK
+    refused, accepted = silent.expect_many(2)  # tried again after a pause, and accepted: one wider, 3
+    assert text(refused) == text(accepted) == "throttled"
+    silent.answering = False
+    for n in range(12):
+        assert a.submit(SUBSCRIBERS[n % 3], f"mt {n}").status == ESME_ROK
+    assert eventually(lambda: bind in delivery._parked_on)  # stalled: parked beyond FULL
+    assert eventually(lambda: bind.load == 0, timeout=15)  # every deliver_sm timed out, their retries parked (or soon)
+    assert eventually(lambda: bind.load and bind not in delivery._probes, timeout=10)  # a probe handed it some
+    assert (bind.load, len(bind.pending)) == (3, 0)  # its window's worth, all in flight
 
 
 def test_of_two_silent_binds_with_nothing_left_to_answer_the_one_that_answers_again_gets_every_mt_once(
