@@ -33,7 +33,7 @@ never handled again. A restart in between tries every `accepted` MO again from
 the start of the schedule (`replay`); one whose stored row cannot be handled
 there (damaged while the gateway was down: it does not read back, or its parts
 or TLVs do not parse) is given up, stored `failed` with no reply, and the
-start goes on.
+start goes on (as it does past one whose replay fails otherwise, left `accepted`).
 """
 
 from __future__ import annotations
@@ -324,12 +324,17 @@ class MoProcessor:
                 continue
             try:
                 ready = self._assemble(message)
-                if ready is not None:
-                    text, mo_ids = ready
-                    await self._handle(message, _inbound(message, text, mo_ids))
-            except Exception:  # its row, damaged, does not make an MO to handle: given up, the start goes on
+                inbound = _inbound(message, *ready) if ready is not None else None
+            except Exception:  # its row, damaged, does not make an MO to handle (its UDH, TLVs, text): given up
                 log.exception("MO not replayed", **_about_row(message))
                 await self._give_up_unreadable(message)
+                continue
+            if inbound is None:
+                continue  # a part of a long MO: handled once its text is whole
+            try:
+                await self._handle(message, inbound)
+            except Exception:  # a fault of ours, not of its row: it stays `accepted` and the start goes on
+                log.exception("MO replay failed", **_about_row(message))
         self.expire_partial()
 
     async def _give_up_unreadable(self, message: Message | UnreadableMo) -> None:
