@@ -114,6 +114,20 @@ def test_a_receipt_no_binds_address_range_serves_goes_to_the_bind_that_sent_from
     carrier.expect_none(0.3, predicate=is_receipt)
 
 
+def test_a_subscribers_receipt_never_goes_to_a_bind_of_another_subscriber_of_its_account(handset):
+    """Only an SP's receipts go to any bind of its account when no bind's range serves their number (README
+    "Receipts"): a handset account's binds are its subscribers' phones, and A's receipt, A sending on a transmitter,
+    waits for a bind serving A rather than reach C's phone."""
+    c = "8613900000002"  # also account handset
+    on_c = handset(c, address_range=c)
+    sender, b = handset(A, bind="tx"), handset(B)
+    resp = sender.submit(B, "receipt please", registered_delivery=1)
+    assert text(b.expect()) == "receipt please"
+    on_c.expect_none(0.5)  # its receipt waits in the store
+    on_a = handset(A, bind="rx", address_range=A)
+    assert receipt_fields(on_a.expect(predicate=is_receipt))["id"].encode() == resp.message_id
+
+
 def test_an_address_range_that_makes_a_backtracking_engine_run_for_hours_still_routes_at_once(
     tmp_path: Path, start_gateway
 ) -> None:
