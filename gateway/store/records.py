@@ -86,7 +86,7 @@ FINAL_STATUSES = frozenset(
 @dataclass(frozen=True, slots=True)
 class UnreadableMo:
     """An MO stored `accepted` whose row does not read back as a Message (damaged outside the gateway: its `extra` no
-    JSON, say): what of it could be read, and why the rest could not. The start gives it up (MoHandling.replay)."""
+    JSON, say): what of it could be read, and why the rest could not. The start gives it up (MoProcessor.replay)."""
 
     id: str
     account: str
