@@ -45,6 +45,7 @@ Behaviours (each returns a `DialogueResult`; outcomes in brackets):
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections import deque
@@ -135,6 +136,7 @@ class Rules:
     decline_words: tuple[str, ...] = ("否", "N", "NO")
     query_keyword: str = "0000"
     spam_block_threshold: int = 5
+    spam_block_window: float = 86400.0
     spam_reports_per_day: int = 20
     short_codes: frozenset[str] = frozenset()
     notified_sps: dict[str, str] = field(default_factory=dict)  # service id -> SP account notified
@@ -147,7 +149,8 @@ class Rules:
         codes |= {c.code for c in config.short_codes}
         return cls(
             confirmation_validity=s.confirmation_validity, confirm_words=s.confirm_words, decline_words=s.decline_words,
-            query_keyword=s.query_keyword, spam_block_threshold=s.spam_block_threshold, spam_reports_per_day=s.spam_reports_per_day,
+            query_keyword=s.query_keyword, spam_block_threshold=s.spam_block_threshold, spam_block_window=s.spam_block_window,
+            spam_reports_per_day=s.spam_reports_per_day,
             short_codes=frozenset(codes),
             notified_sps={e.id: e.sp for e in config.catalogue}, survey_words=_survey_words(s.rating_words),
         )  # fmt: skip
@@ -325,25 +328,35 @@ def _kept(kept: tuple[int, ...], arrival: int) -> tuple[int, ...]:
 class Spammer(Handset):
     """A number of another account that texts fleet subscribers; tracks who reported it."""
 
-    def __init__(self, msisdn: str, esme: Esme) -> None:
+    def __init__(self, msisdn: str, esme: Esme, block_window: float = math.inf) -> None:
         super().__init__(msisdn, esme)
         self.state = IDLE
+        self.block_window = block_window  # the target's spam_block_window: only reports within it count towards a block
         self.reporting: set[str] = set()  # victims whose report is queued, on its way or done (a superset of `sent`)
         self.sent: set[str] = set()  # victims whose report began (its MO may have gone), not refused: a superset of `acked`
         self.under_way: set[str] = set()  # victims whose report began and has not ended
         self.acked: set[str] = set()  # victims whose report was acknowledged
+        self._began: dict[str, float] = {}  # victim -> when its report began (time.monotonic()), for those in `sent`
+        self._acked_together = 0  # the most acks known to have been filed within one block_window (_filed_together)
         self.refused_seen = False  # a round was refused with 0x400
         self.rounds = 0
         self._news: asyncio.Future[None] | None = None  # done at the next report acknowledged, refused or ended (news())
 
     def must_be_blocked(self, threshold: int) -> bool:
+        """Whether the target must have blocked the spammer network-wide: `threshold` victims' reports were acknowledged
+        that it certainly filed within one spam_block_window (each filed between its beginning and its ack)."""
+        return self._acked_together >= threshold
+
+    def may_be_blocked(self, threshold: int) -> bool:
+        """Whether the target may have blocked the spammer: `threshold` victims' reports were acknowledged (whether it
+        filed them within one spam_block_window the fleet may not know)."""
         return len(self.acked) >= threshold
 
     def excused(self, victim: str, threshold: int) -> bool:
         """Whether a text to `victim` the target accepted may never arrive: the victim's report of the spammer was
         acknowledged, or enough victims' were to block it network-wide. The target refuses such a text when it takes it
         up (from the victim's queue, or for a retry) once the report is committed, and the ack follows the commit."""
-        return victim in self.acked or self.must_be_blocked(threshold)
+        return victim in self.acked or self.may_be_blocked(threshold)
 
     def news(self) -> asyncio.Future[None]:
         """A future done at the next change in the reports of the spammer: one acknowledged, refused or ended (a round
@@ -353,12 +366,12 @@ class Spammer(Handset):
         return self._news
 
     @staticmethod
-    def allowed(victim: str, threshold: int, acked: set[str], sent: set[str]) -> frozenset[int]:
+    def allowed(victim: str, threshold: int, acked: set[str], sent: set[str], blocked: bool) -> frozenset[int]:
         """The submit_sm statuses a text to `victim` may get, from what the fleet knew of the reports: `acked` before the
-        text went (the target had filed them: only the refusals they call for), `sent` when its answer came (a report
-        begun later cannot have been filed before it). A refusal the acks did not account for yet must be confirmed by
-        the acks that follow (_unconfirmed)."""
-        if len(acked) >= threshold:
+        text went (the target had filed them: only the refusals they call for; `blocked`: must_be_blocked then), `sent`
+        when its answer came (a report begun later cannot have been filed before it). A refusal the acks did not account
+        for yet must be confirmed by the acks that follow (_unconfirmed)."""
+        if blocked:
             return frozenset({SENDER_BLOCKED})
         if victim in acked:
             allowed = {BLOCKED_BY_RECIPIENT}
@@ -378,10 +391,20 @@ class Spammer(Handset):
         self.reporting.add(victim)
         self.sent.add(victim)
         self.under_way.add(victim)
+        self._began[victim] = time.monotonic()
 
     def report_acked(self, victim: str) -> None:
         self.acked.add(victim)
+        self._acked_together = max(self._acked_together, self._filed_together(time.monotonic()))
         self._tell()
+
+    def _filed_together(self, now: float) -> int:
+        """The acknowledged reports the target filed within one block_window of the one acknowledged `now`: those begun
+        less than the window before it (as it files a report, the target counts the distinct reporters with open reports
+        filed within spam_block_window). Each ack is the latest so far: every set within one window is counted at its
+        last ack."""
+        since = now - self.block_window
+        return sum(1 for victim in self.acked if self._began.get(victim, now) > since)
 
     def report_refused(self, victim: str) -> None:
         if victim not in self.acked:
@@ -690,12 +713,12 @@ async def spammer_round(spammer: Spammer, env: Env, victims: list[Phone]) -> Dia
     result.started_at = time.monotonic()
     step = "spam"
     try:
-        acked = set(spammer.acked)
+        acked, blocked = set(spammer.acked), spammer.must_be_blocked(threshold)
         arrivals = {v.msisdn: post.expect(spammer.msisdn, v.msisdn) for v in victims}
         # each with when it went and its submit_sm_resp arrived: a text delivered before that is timed to it
         responses = await asyncio.gather(*(spammer.send(v.msisdn, text, env.resend) for v in victims), return_exceptions=True)
         sent_reports = set(spammer.sent)
-        allowed = {v.msisdn: spammer.allowed(v.msisdn, threshold, acked, sent_reports) for v in victims}
+        allowed = {v.msisdn: spammer.allowed(v.msisdn, threshold, acked, sent_reports, blocked) for v in victims}
         accepted: list[str] = []
         refusals: list[int] = []
         expected: dict[str, int] = {}  # victim -> the refusal the reports allowed, confirmed by their acks (_unconfirmed)
