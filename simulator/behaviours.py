@@ -99,6 +99,7 @@ LATE_MARGIN = 0.5  # seconds past a survey's validity (as the fleet saw it arriv
 LAPSE_SLACK = 2.0  # seconds before a confirmation lapses in which the fleet cannot tell whether the server counts it
 RECENT = 4  # arrivals a phone remembers (since its last MO) to tell a copy of one
 BIND_LOST = -1  # in Phone.recent: a bind its texts arrive on was lost there (no hash() is -1)
+DAY = 86400.0
 
 SPAM_TEXTS = (
     "【中奖通知】恭喜您获得iPhone一部，请点击 http://x.cn 领取",
@@ -138,9 +139,16 @@ class Rules:
     spam_block_threshold: int = 5
     spam_block_window: float = 86400.0
     spam_reports_per_day: int = 20
+    utc_offset_hours: float = 8.0  # the operator's calendar, on which a reporter's reports per day are counted
     short_codes: frozenset[str] = frozenset()
     notified_sps: dict[str, str] = field(default_factory=dict)  # service id -> SP account notified
     survey_words: dict[int, str] = field(default_factory=lambda: _survey_words(DEFAULT_RATING_WORDS))  # score -> word
+
+    def day_start(self, at: float) -> float:
+        """The midnight that begins the operator's calendar day `at` (seconds since the epoch) falls on: from it the
+        target counts a reporter's reports towards spam_reports_per_day (handlers/spam_report.py)."""
+        offset = self.utc_offset_hours * 3600
+        return (at + offset) // DAY * DAY - offset
 
     @classmethod
     def from_config(cls, config: Config) -> Rules:
@@ -150,8 +158,7 @@ class Rules:
         return cls(
             confirmation_validity=s.confirmation_validity, confirm_words=s.confirm_words, decline_words=s.decline_words,
             query_keyword=s.query_keyword, spam_block_threshold=s.spam_block_threshold, spam_block_window=s.spam_block_window,
-            spam_reports_per_day=s.spam_reports_per_day,
-            short_codes=frozenset(codes),
+            spam_reports_per_day=s.spam_reports_per_day, utc_offset_hours=s.utc_offset_hours, short_codes=frozenset(codes),
             notified_sps={e.id: e.sp for e in config.catalogue}, survey_words=_survey_words(s.rating_words),
         )  # fmt: skip
 
@@ -203,6 +210,7 @@ class Env:
     on_mo: Callable[[], None] = lambda: None  # an MO the target accepted, as its submit_sm_resp arrives
     resend: Resend | None = None  # --rebind: MOs answered ESME_RTHROTTLED are sent again (Handset.send)
     report_ids: set[str] = field(default_factory=set)  # the spam reports' ids acknowledged in the run (each its own)
+    clock: Callable[[], float] = time.time  # the target's clock (seconds since the epoch): the days reports count on
 
     @property
     def order_services(self) -> list[Service]:
@@ -244,7 +252,8 @@ class Phone(Handset):
         self.expecting: Expectation | None = None
         self.reactions: deque[tuple[str, Callable[[], Awaitable[DialogueResult]]]] = deque()  # (kind, reaction)
         self.pending_orders: dict[str, Waiting] = {}
-        self.reports_today = 0
+        # (began, acknowledged) on the target's clock (Env.clock), of its spam reports the target may count today
+        self.reports: list[tuple[float, float]] = []
         self.reported: set[str] = set()  # numbers it reported (or is reporting)
         self.held: tuple[str, ...] = ()  # services it held at some time in this run (a repeat order has no free trial)
         # Hashes of (source, text) of what arrived since its last MO, the last RECENT: a text no dialogue waits for
@@ -318,6 +327,18 @@ class Phone(Handset):
 
     def can_order(self, services: Iterable[Service], now: float) -> bool:
         return self.orders_settled(now) and any(s.id not in self.subscriptions for s in services)
+
+    # -------------------------------------------------------- spam reports
+    def reports_since(self, midnight: float) -> tuple[int, int]:
+        """Of its spam reports, how many the target counts from `midnight` (the start of its day) on: at least those
+        begun since, at most those acknowledged since (one begun before and acknowledged after may count either day).
+        The earlier ones are forgotten."""
+        self.reports = [r for r in self.reports if r[1] >= midnight]
+        return sum(1 for began, _ in self.reports if began >= midnight), len(self.reports)
+
+    def may_report(self, midnight: float, limit: int) -> bool:
+        """Whether the target certainly takes a report of it today (the day beginning at `midnight`)."""
+        return self.reports_since(midnight)[1] < limit
 
 
 def _kept(kept: tuple[int, ...], arrival: int) -> tuple[int, ...]:
@@ -540,9 +561,14 @@ async def spam_report(
     """Report `reported` to the spam code: `<number>*<text>` ("with_number") or the forwarded text, then the
     number when asked ("two_step"). The ack must carry the number and a report id of its own (one no other report
     of the run was given: Run.check_report_id); a subscriber who used up the day's reports must be told so instead."""
-    plan, rng, rules = env.plan, env.rng, env.rules
+    plan, rng, limit = env.plan, env.rng, env.rules.spam_reports_per_day
     code, number = plan.spam_report, plan.national(reported)
-    limited = phone.reports_today >= rules.spam_reports_per_day
+    began = env.clock()
+    midnight = env.rules.day_start(began)
+    surely, maybe = phone.reports_since(midnight)
+    # Told the day's limit is used up: the target may say so when it may count `limit` reports today; it must unless it
+    # may count fewer, or the text reached it on the next day (a reply after the next midnight may show it did).
+    refusable, acceptable = maybe >= limit, surely < limit
     phone.reported.add(reported)
 
     async def body(run: Run) -> str:
@@ -556,26 +582,27 @@ async def spam_report(
 
     async def report(run: Run) -> str:
         if variant == "with_number":
-            label = "report"
+            label, taken = "report", "spam.ack"
             await run.send(code, f"{number}{rng.choice(('*', '＊'))}{spam_text}", label=label)
         else:
-            label = "forward"
+            label, taken = "forward", "spam.ask_number"
             await run.send(code, spam_text, label=label)
-            if not limited:
-                _, ask = await run.reply("forward->ask_number", code, "spam.ask_number")
-                run.check(ask, {"window": plan.spam_follow_up_window})
-                label = "number"
-                await run.send(code, number, label=label)
-        if limited:
-            _, told = await run.reply(f"{label}->rate_limited", code, "spam.rate_limited")
-            run.check(told, {"limit": str(rules.spam_reports_per_day)})
+        step = f"{label}->{(taken if acceptable else 'spam.rate_limited').removeprefix('spam.')}"
+        key, fields = await run.reply(step, code, taken, *(("spam.rate_limited",) if refusable else ()))
+        if key == "spam.rate_limited":
+            run.check(fields, {"limit": str(limit)})
             if spammer is not None:
                 spammer.report_refused(phone.msisdn)
             return "rate_limited"
-        _, ack = await run.reply(f"{label}->ack", code, "spam.ack")
-        run.check(ack, {"number": number})
-        run.check_report_id(ack["report_id"], env.report_ids)
-        phone.reports_today += 1
+        if not acceptable and env.clock() < midnight + DAY:
+            run.fail(f"{key}, expected spam.rate_limited: {surely} reports of the subscriber today, the limit {limit}")
+        if variant != "with_number":
+            run.check(fields, {"window": plan.spam_follow_up_window})
+            await run.send(code, number, label="number")
+            _, fields = await run.reply("number->ack", code, "spam.ack")
+        run.check(fields, {"number": number})
+        run.check_report_id(fields["report_id"], env.report_ids)
+        phone.reports.append((began, env.clock()))
         if spammer is not None:
             spammer.report_acked(phone.msisdn)
         return "reported" if variant == "with_number" else "reported_two_step"

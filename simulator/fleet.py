@@ -143,9 +143,11 @@ class Fleet:
         recorder: Recorder | None = None,
         config: Config | None = None,
         plan: Plan | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """config: the target's gateway config (default: scenario.target.config, else the built-in one);
-        plan: what the target's replies look like (default: from config)."""
+        plan: what the target's replies look like (default: from config); clock: the target's clock, seconds since the
+        epoch (default: this machine's), which tells the operator's day a subscriber's spam reports count on."""
         self.scenario = scenario
         self.config = config if config is not None else load_config(scenario.target.config or None, tls_files=False)
         self.plan = plan if plan is not None else Plan.from_config(self.config)
@@ -157,7 +159,7 @@ class Fleet:
         # --rebind: an MO the target answers ESME_RTHROTTLED (as it stops) is sent again within the step's timeout
         resend = Resend(scenario.load.timeout) if scenario.fleet.rebind else None
         self.env = Env(self.plan, self.rules, scenario, self.rng, self.post, scenario.load.timeout, self._event,
-                       self._mo_accepted, resend)  # fmt: skip
+                       self._mo_accepted, resend, clock=clock)  # fmt: skip
         self.phones: list[Phone] = []
         self.by_number: dict[str, Phone] = {}
         self.spammers: list[Spammer] = []
@@ -908,8 +910,8 @@ class Fleet:
         return self._taking(phone, "order", lambda p: b.order(p, self.env, variant))
 
     def _pick_spam(self) -> Any:
-        limit = self.rules.spam_reports_per_day
-        phone = self.idle.take(self.rng, lambda p: p.reports_today < limit)
+        limit, midnight = self.rules.spam_reports_per_day, self.rules.day_start(self.env.clock())
+        phone = self.idle.take(self.rng, lambda p: p.may_report(midnight, limit))
         s = self.scenario.behaviours.spam
         variant = _weighted(self.rng, (("with_number", s.with_number), ("two_step", s.two_step)))
         first, count = self._reported_numbers

@@ -237,12 +237,14 @@ async def run_fleet_async(
     target: tuple[str, int] | None = None,
     expect: Config | Path | str | None = None,
     recorder: Recorder | None = None,
+    clock: Callable[[], float] = time.time,
     **flags: Any,
 ) -> FleetRun:
     """Run a fleet on the running event loop: `scenario` (default: the default scenario) with `flags` as on the
     command line (duration=5, count=100, rate=..., concurrency=..., subscribers=..., ...) against `target`
     (host, port); it expects what the `expect` config (a Config or file; default: the scenario's
-    target.config) says the server does."""
+    target.config) says the server does, on the target's `clock` (seconds since the epoch; default: this machine's,
+    time.time; a gateway's SimulatedClock's `now`), which tells the day a subscriber's spam reports count on."""
     scenario_flags, thresholds, report = _flags(flags)
     scenario = _scenario(scenario, target, scenario_flags)
     needs_tls = tls_only(flags, scenario.target.tls)
@@ -252,7 +254,7 @@ async def run_fleet_async(
     problem = report_directory(report) if report is not None else None
     if problem is not None:  # before the run, as on the command line: a typo must not lose the run at its end
         raise ValueError(f"report={report!r}: {problem}")
-    fleet = Fleet(scenario, recorder=recorder, config=_config(expect, scenario))
+    fleet = Fleet(scenario, recorder=recorder, config=_config(expect, scenario), clock=clock)
     started_at = time.time()
     summary = await fleet.run()
     data = build_report(summary, scenario.to_dict(), started_at=started_at, misses=verdicts(summary, **thresholds))
@@ -266,11 +268,12 @@ def run_fleet(
     *,
     target: tuple[str, int] | None = None,
     expect: Config | Path | str | None = None,
+    clock: Callable[[], float] = time.time,
     **flags: Any,
 ) -> FleetRun:
     """`run_fleet_async` on its own event loop (uvloop when installed); blocks until the run ends. Called
     where an event loop is already running (an async test), it runs the fleet in a thread of its own."""
-    coro = run_fleet_async(scenario, target=target, expect=expect, **flags)
+    coro = run_fleet_async(scenario, target=target, expect=expect, clock=clock, **flags)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -327,8 +330,9 @@ class FleetController:
 
     def run(self, scenario: Scenario | Path | str | None = None, *, expect: Config | Path | str | None = None,
             **flags: Any) -> FleetRun:  # fmt: skip
-        """A fleet run against this gateway; by default it expects what the gateway's config says."""
-        return run_fleet(scenario, target=self.target, expect=self._expect(expect, flags), **flags)
+        """A fleet run against this gateway, on its clock (a SimulatedClock it was given: the fleet's days are its); by
+        default it expects what the gateway's config says."""
+        return run_fleet(scenario, target=self.target, expect=self._expect(expect, flags), clock=self.gateway.clock.now, **flags)
 
     def _expect(self, expect: Config | Path | str | None, flags: dict[str, Any]) -> Config | Path | str | None:
         """What the fleet expects: `expect`, else the config target_config names (as --target-config does), else
