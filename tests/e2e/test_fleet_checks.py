@@ -628,14 +628,16 @@ async def test_reports_further_apart_than_the_block_window_are_not_expected_to_b
 
 
 MIDNIGHT = datetime(2026, 12, 10, tzinfo=timezone(timedelta(hours=8))).timestamp()  # the operator's (UTC+8)
+BEFORE_MIDNIGHT = 4.0
 
 
 def run_across_midnight(tmp_path: Path, scenario: object) -> FleetRun:
-    """`scenario` against a gateway allowing one spam report a day (spam_reports_per_day 1), its clock set 2 s before
-    the operator's midnight as the run begins (a SimulatedClock: it moves on with real time)."""
+    """`scenario` against a gateway allowing one spam report a day (spam_reports_per_day 1), its clock set BEFORE_MIDNIGHT
+    seconds before the operator's midnight as the run begins (a SimulatedClock: it moves on with real time). The first
+    day's reports take a fraction of it on an idle machine: the rest is a loaded one's margin."""
     clock = SimulatedClock()
     with FleetController({"services": {"spam_reports_per_day": 1}}, db_path=tmp_path / "gateway.db", clock=clock) as controller:
-        clock.set(MIDNIGHT - 2)
+        clock.set(MIDNIGHT - BEFORE_MIDNIGHT)
         return controller.run(scenario)
 
 
@@ -644,19 +646,19 @@ def test_subscribers_report_spam_again_once_the_operators_day_turns(tmp_path: Pa
     it. Before, the fleet counted their reports for the whole run: after the first 3 none of them was picked to report
     again, and the spam behaviour silently stopped."""
     run = run_across_midnight(tmp_path, make_scenario(fleet={"count": 3, "binds": 1, **NO_SP}, behaviours=only(spam=1),
-                                                      load={"duration": 5, "concurrency": 1, "timeout": 2}))  # fmt: skip
+                                                      load={"duration": 7, "concurrency": 1, "timeout": 2}))  # fmt: skip
     run.assert_ok()
     spam = run.outcomes["spam"]
     assert spam.get("reported", 0) + spam.get("reported_two_step", 0) == 6 and "rate_limited" not in spam, spam
 
 
 def test_spam_after_midnight_is_reported_by_subscribers_who_used_up_the_day_before(tmp_path: Path) -> None:
-    """3 subscribers, one report a day each, 2 spammers, a round every 4 s to all 3, each reporting the spam: round 1
+    """3 subscribers, one report a day each, 2 spammers, a round every 6 s to all 3, each reporting the spam: round 1
     (before midnight) uses up their day; after midnight they report the other spammer, and the gateway takes it.
     Before, the fleet expected those reports refused as over the limit: the run failed, a correct gateway."""
     scenario = make_scenario(fleet={"count": 3, "binds": 1, **NO_SP}, behaviours=only(spammer=1) | {"spammer": {"weight": 1, "victims": 3}},
                              spammers={"count": 2}, reactions={"spam": {"report": 1, "two_step": 0, "ignore": 0}},
-                             load={"mode": "open", "rate": 0.25, "duration": 0, "count": 3, "timeout": 2})  # fmt: skip
+                             load={"mode": "open", "rate": 1 / 6, "duration": 0, "count": 3, "timeout": 2})  # fmt: skip
     run = run_across_midnight(tmp_path, scenario)
     run.assert_ok()
     assert run.outcomes["spam"] == {"reported": 6}, run.outcomes
