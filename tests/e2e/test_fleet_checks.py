@@ -613,14 +613,14 @@ def test_reporters_of_a_spammer_never_blocked_are_not_expected_to_be_told_it_was
 
 
 async def test_reports_further_apart_than_the_block_window_are_not_expected_to_block_the_spammer(make_gateway) -> None:
-    """Threshold 2 within a spam_block_window of 1 s: a round every 2 s to one victim, who reports the spammer, so no two
+    """Threshold 2 within a spam_block_window of 1 s: a round every 3 s to one victim, who reports the spammer, so no two
     reports are ever filed within the window and a correct gateway never blocks it. Before, the fleet expected a block
     once 2 victims' reports were acknowledged, whenever they were filed: the next round (and the last check) failed,
     "answered wrongly", ESME_ROK where only 0x400 was expected."""
     gw = make_gateway(services={"spam_block_threshold": 2, "spam_block_window": 1.0})
     scenario = make_scenario(fleet={"count": 30, "binds": 1, **NO_SP}, behaviours=only(spammer=1) | {"spammer": {"weight": 1, "victims": 1}},
                              spammers={"count": 1}, reactions={"spam": {"report": 1, "two_step": 0, "ignore": 0}},
-                             load={"mode": "open", "rate": 0.5, "duration": 0, "count": 4, "timeout": 3})  # fmt: skip
+                             load={"mode": "open", "rate": 1 / 3, "duration": 0, "count": 4, "timeout": 3})  # fmt: skip
     run = await run_fleet_async(scenario, target=("127.0.0.1", gw.smpp_port), expect=gw.gateway.config)
     run.assert_ok()
     assert run.outcomes["spammer"] == {"sent": 4} and run.outcomes["spam"]["reported"] >= 3, run.outcomes
