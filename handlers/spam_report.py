@@ -45,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from gateway.config import DEFAULT_HELP_WORDS
 from gateway.numbers import NumberPlan, ascii_digits, without_separators
@@ -110,9 +111,11 @@ class ReportedNumber:
     blocked: bool  # blocked network-wide now
 
 
+@lru_cache(maxsize=64)
 def parse(text: str, help_words: tuple[str, ...] = DEFAULT_HELP_WORDS) -> Parsed:
     """What a text to 10086999 is: a report (number and text), a forwarded text, or a help request
-    (an empty text, or one of [services] help_words)."""
+    (an empty text, or one of [services] help_words). Kept for the last texts parsed: an MO's text is parsed for its
+    serial keys and again when it is handled (a Parsed is frozen, so one may be handed out twice)."""
     folded_text = fold(text)
     if not folded_text or folded_text in folded(help_words):
         return Parsed("help")
