@@ -326,8 +326,8 @@ class RecordCache:
                 for column in partitioned_by:
                     rows = partition((type(record).__name__, column, getattr(record, column)))
                     if rows is not None:
-                        if row is None:
-                            row = to_row(record)
+                        if row is None:  # as the store wrote it, if it did (a Put keeps that: effect_sql)
+                            row = effect.row if effect.row is not None else to_row(record)
                             pk = _LAYOUTS[type(record)].primary_key(row)
                         if rows.pop(pk, None) is None:  # else to the end: a new rowid
                             added += 1

@@ -7,15 +7,19 @@ or none (and the MO is handled again at start).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Put:
-    """Insert or replace one record (a dataclass from records.TABLES)."""
+    """Insert or replace one record (a dataclass from records.TABLES).
+
+    `row`: the record as the store wrote it (rows.effect_sql sets it), which the record cache keeps then rather
+    than make the row again; None until then. (Not frozen, for that: records are not hashable, nor was a Put.)"""
 
     record: Any
+    row: tuple | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,10 +88,12 @@ _FROM_COLUMN: dict[str, Callable[[Any], Any]] = {"dict": json.loads, "bool": boo
 
 
 def effect_sql(effect: Effect, placeholder: str = "?") -> tuple[str, tuple, tuple[str, ...]]:
-    """(sql, parameters, tokens) for one effect; tokens name the row it touches (issue order)."""
+    """(sql, parameters, tokens) for one effect; tokens name the row it touches (issue order). A Put keeps the row
+    written (`Put.row`, for the record cache)."""
     if isinstance(effect, Put):
         sql, table, key_of = _put_sql(type(effect.record), placeholder)
-        return sql, to_row(effect.record), (f"{table}:{key_of(effect.record)!r}",)
+        effect.row = row = to_row(effect.record)
+        return sql, row, (f"{table}:{key_of(effect.record)!r}",)
     if isinstance(effect, Delete):
         sql, table = _delete_sql(effect.record_type, placeholder)
         return sql, tuple(effect.key), (f"{table}:{tuple(effect.key)!r}",)
