@@ -23,7 +23,7 @@ import re2
 
 from .accounts import Account, Accounts
 from .logs import get_logger
-from .messages import account_of, carried_without_tlvs, subscriber_of
+from .messages import account_of, addressed_account, carried_without_tlvs, subscriber_of
 
 if TYPE_CHECKING:
     from .numbers import NumberPlan
@@ -323,8 +323,15 @@ class Router:
 
 def could_take(receiver: Receiver, message: Message) -> bool:
     """Whether `receiver` may be chosen for an MT to its account (not for its load, nor the subscriber's last MO): its
-    address_range does not leave the subscriber out, and a deliver_sm on it carries the MT."""
-    return in_range(receiver, message.dest_addr) and carries(receiver, message)
+    address_range does not leave the subscriber out, or the MT is addressed to its account, an SP's (Router._route:
+    any of an SP's binds, whatever its range); and a deliver_sm on it carries the MT."""
+    return (in_range(receiver, message.dest_addr) or _to_its_sp(receiver, message)) and carries(receiver, message)
+
+
+def _to_its_sp(receiver: Receiver, message: Message) -> bool:
+    """Whether the MT is addressed to `receiver`'s account, an SP's (its receipts, its notices)."""
+    account = receiver.account
+    return account.role == "sp" and addressed_account(message) == account.system_id
 
 
 def in_range(receiver: Receiver, number: str) -> bool:
