@@ -271,10 +271,11 @@ class Redeliverer(ProxyServer):
         async def to_client() -> None:
             nonlocal held
             async for pdu in pdus(up_r):
-                client_w.write(pdu)
                 if not first and command_of(pdu) == CommandId.BIND_TRANSCEIVER_RESP and self.copy is not None:
-                    client_w.write(self.copy)
-                elif first and held is None and command_of(pdu) == CommandId.DELIVER_SM:
+                    client_w.write(pdu + self.copy)  # in one write: read at once (two may be read apart, acted on between)
+                    continue
+                client_w.write(pdu)
+                if first and held is None and command_of(pdu) == CommandId.DELIVER_SM:
                     message = decode_pdu(pdu)
                     if message.source_addr == "10086" and not message.esm_class & 0x04:  # (a reply, not a receipt)
                         self.replies += 1
