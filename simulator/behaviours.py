@@ -349,15 +349,16 @@ def _kept(kept: tuple[int, ...], arrival: int) -> tuple[int, ...]:
 class Spammer(Handset):
     """A number of another account that texts fleet subscribers; tracks who reported it."""
 
-    def __init__(self, msisdn: str, esme: Esme, block_window: float = math.inf) -> None:
+    def __init__(self, msisdn: str, esme: Esme, block_window: float = math.inf, clock: Callable[[], float] = time.time) -> None:
         super().__init__(msisdn, esme)
         self.state = IDLE
         self.block_window = block_window  # the target's spam_block_window: only reports within it count towards a block
+        self.clock = clock  # the target's (Env.clock): the one its reports are filed on, and block_window measured on
         self.reporting: set[str] = set()  # victims whose report is queued, on its way or done (a superset of `sent`)
         self.sent: set[str] = set()  # victims whose report began (its MO may have gone), not refused: a superset of `acked`
         self.under_way: set[str] = set()  # victims whose report began and has not ended
         self.acked: set[str] = set()  # victims whose report was acknowledged
-        self._began: dict[str, float] = {}  # victim -> when its report began (time.monotonic()), for those in `sent`
+        self._began: dict[str, float] = {}  # victim -> when its report began (on `clock`), for those in `sent`
         self._acked_together = 0  # the most acks known to have been filed within one block_window (_filed_together)
         self.refused_seen = False  # a round was refused with 0x400
         self.rounds = 0
@@ -412,11 +413,11 @@ class Spammer(Handset):
         self.reporting.add(victim)
         self.sent.add(victim)
         self.under_way.add(victim)
-        self._began[victim] = time.monotonic()
+        self._began[victim] = self.clock()
 
     def report_acked(self, victim: str) -> None:
         self.acked.add(victim)
-        self._acked_together = max(self._acked_together, self._filed_together(time.monotonic()))
+        self._acked_together = max(self._acked_together, self._filed_together(self.clock()))
         self._tell()
 
     def _filed_together(self, now: float) -> int:

@@ -460,7 +460,7 @@ class Fleet:
             esme = await self._open(self._on_spammer_message, f.window)
             await self._bind(esme, "trx", *account)
             self.spammer_binds.append(esme)
-            spammers = [Spammer(str(n), esme, self.rules.spam_block_window) for n in range(lo, hi + 1)]
+            spammers = [Spammer(str(n), esme, self.rules.spam_block_window, self.env.clock) for n in range(lo, hi + 1)]
             self._watched.append(_Bind(esme, f"trx #{i} as {sp.system_id!r} (spammers)", spammers, False,
                                        partial(self._bound, self._on_spammer_message, "trx", *account)))  # fmt: skip
             return esme, spammers

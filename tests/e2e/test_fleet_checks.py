@@ -12,6 +12,7 @@ import asyncio
 import re
 import shutil
 import struct
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -638,6 +639,35 @@ async def test_reports_further_apart_than_the_block_window_are_not_expected_to_b
     run.assert_ok()
     assert run.outcomes["spammer"] == {"sent": 4} and run.outcomes["spam"]["reported"] >= 3, run.outcomes
     assert not run.summary["fleet"]["spammers"][SPAMMER]["blocked_expected"]
+
+
+def test_the_block_window_is_measured_on_the_targets_clock(tmp_path: Path) -> None:
+    """Threshold 2 within a spam_block_window of 10 s on the gateway's clock, which runs far faster than this machine's
+    (a SimulatedClock advanced 11 s every 20 ms): a round every 2 s to one victim, each reporting the spammer, so on the
+    gateway's clock no two reports are within 10 s and it never blocks the spammer, rightly. Before, the fleet timed the
+    reports on its own clock (2 s apart): it expected a block and failed the next round, "ESME_ROK, expected
+    SMSGW_RSENDERBLOCKED" (found by this session's regression review)."""
+    clock = SimulatedClock()
+    stop = threading.Event()
+
+    def run_fast() -> None:
+        while not stop.wait(0.02):
+            clock.advance(11)
+
+    scenario = make_scenario(fleet={"count": 30, "binds": 1, **NO_SP}, behaviours=only(spammer=1) | {"spammer": {"weight": 1, "victims": 1}},
+                             spammers={"count": 1}, reactions={"spam": {"report": 1, "two_step": 0, "ignore": 0}},
+                             load={"mode": "open", "rate": 0.5, "duration": 0, "count": 4, "timeout": 3})  # fmt: skip
+    settings = {"services": {"spam_block_threshold": 2, "spam_block_window": 10.0}}
+    with FleetController(settings, db_path=tmp_path / "gateway.db", clock=clock) as controller:
+        fast = threading.Thread(target=run_fast)
+        fast.start()
+        try:
+            run = controller.run(scenario)
+        finally:
+            stop.set()
+            fast.join()
+    run.assert_ok()
+    assert run.outcomes["spammer"] == {"sent": 4} and run.outcomes["spam"]["reported"] >= 3, run.outcomes
 
 
 MIDNIGHT = datetime(2026, 12, 10, tzinfo=timezone(timedelta(hours=8))).timestamp()  # the operator's (UTC+8)
