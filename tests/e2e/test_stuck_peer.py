@@ -28,9 +28,7 @@ import pytest
 from smpplib import smpp
 
 from gateway.server import _ASKING_MOST
-from handlers.sp_notice import parse_sp_notice
 from tests.e2e.test_smpp33 import Smpp33Link
-from tests.e2e.test_sp_notices import SINA, order_and_confirm
 from tests.e2e.test_spam_report import (
     MESSAGE_STATE_REJECTED,
     REPORTERS,
@@ -49,8 +47,6 @@ from tests.smpp_handset import (
     cancel_sm,
     encoded,
     frame,
-    is_receipt,
-    receipt_fields,
     text,
 )
 
@@ -1089,40 +1085,6 @@ def test_of_two_silent_binds_with_nothing_left_to_answer_the_one_that_answers_ag
     got = [text(pdu) for pdu in a.expect_many(len(texts), timeout=15)]
     assert sorted(got) == sorted(texts)
     a.expect_none(within=1.5)
-
-
-def test_an_sp_bind_whose_range_leaves_out_its_code_is_handed_its_receipts_parked_for_another_of_its_binds(
-    make_gateway, handset
-):
-    """An SP's receipts and notices reach any of its binds, whatever its address_range (README "Receipts"). sina sends
-    its content on a trx bind that then answers no deliver_sm (its receipts go to it: the bind that sent from 1066916,
-    no bind's range serving that code) and receives on an rx bound with `^1065`, which answers none either for a
-    while. What is addressed to sina is parked; once the rx has nothing left in flight, its client answering again,
-    it is handed what is parked: every receipt and the ORDER notice reach it, once. Before, its probe turned each one
-    down (routed to the trx, and outside the rx's own range: could_take knew ranges only): it got nothing while the
-    trx stayed bound."""
-    gw = make_gateway(gateway={"window": 2, "response_timeout": 1, "enquire_link_interval": 30, "idle_timeout": 120,
-                               "retry_backoff": [0.5]})  # fmt: skip
-    delivery = gw.gateway.delivery
-    delivery.FULL = 3
-    phone = handset(A, gw=gw)
-    order_and_confirm(phone)  # its ORDER notice waits for a receiver of sina
-    receiver = handset(SINA, system_id="sina", bind="rx", gw=gw, address_range="^1065")
-    receiver.answering = False
-    sender = handset(SINA, system_id="sina", bind="trx", gw=gw, address_range="^1065")
-    sender.answering = False
-    binds = [c for c in gw.gateway.connections if c.account is not None and c.account.system_id == "sina"]
-    sent = [sender.submit(A, f"news {n}", registered_delivery=1).message_id.decode() for n in range(10)]
-    assert len(phone.expect_many(10)) == 10
-    assert eventually(lambda: all(bind in delivery._parked_on for bind in binds), timeout=10)
-    rx = next(bind for bind in binds if bind.session.state.value == "bound_rx")
-    assert eventually(lambda: rx.load == 0, timeout=10)  # every deliver_sm timed out, their retries parked (or soon)
-    lost_unanswered(receiver)
-    receiver.answering = True
-    got = receiver.expect_many(len(sent) + 1, timeout=15)
-    assert sorted(receipt_fields(pdu)["id"] for pdu in got if is_receipt(pdu)) == sorted(sent)
-    assert [parse_sp_notice(text(pdu))["event"] for pdu in got if not is_receipt(pdu)] == ["ORDER"]
-    receiver.expect_none(within=1.5)
 
 
 def test_a_bind_that_loses_one_answer_while_another_of_its_account_parked_mts_gets_its_mts_again(make_gateway, handset):

@@ -489,6 +489,35 @@ async def test_a_probe_hands_a_stalled_bind_none_of_the_mts_its_address_range_le
     assert not other.offered
 
 
+async def test_a_probe_hands_a_stalled_sp_bind_what_is_addressed_to_its_account_whatever_its_address_range(
+    store, delivery, router, accounts
+) -> None:
+    """README "Receipts": what is addressed to an SP account (its receipts, its notices) goes to any of its binds,
+    whatever their address_range. Both of sp's binds, stalled, gave `^1065`, which leaves its codes 1066x out; what is
+    addressed to it, routed to the bind that last sent from each code (`other`), is handed to the one probed all the
+    same. Before, could_take knew ranges only: the probe turned each down (regression review review1: two such binds
+    of an SP, silent, then answering again, got nothing until they bound again)."""
+    delivery.FULL = 1
+    probed_bind, other = sp_ranged(accounts, "^1065"), sp_ranged(accounts, "^1065")
+    for bind in (probed_bind, other):
+        router.bound(bind)
+        router.stalled(bind)
+    codes = [f"1066{n}" for n in range(1, 5)]
+    await admit(store, delivery, *(mt(f"r{i}", code, to_account="sp") for i, code in enumerate(codes)))
+    assert len(probed_bind.offered) == len(other.offered) == 1  # (the least busy each time) r2, r3 parked
+    delivery.backoff = [0.01]
+    for bind in (probed_bind, other):  # timed out: their retries parked too
+        bind.load = 0
+        delivery.retry_later(bind.offered.pop(), bind=bind)
+    await until(lambda: not delivery._retry_timers)
+    for code in codes:
+        router.note_mo(code, other)
+    assert {router.route(mt("x", code, to_account="sp")) for code in codes} == {other}
+    delivery.FULL = 10
+    assert sorted(await probed(delivery, probed_bind, 10)) == ["r0", "r1", "r2", "r3"]
+    assert not other.offered
+
+
 async def test_a_probe_passes_over_an_mt_too_long_for_its_bind_of_smpp33_that_no_bind_takes_not_its_subscriber(
     store, delivery, router, accounts
 ) -> None:
@@ -1206,6 +1235,13 @@ async def test_after_a_backlog_read_failed_the_binds_it_was_for_do_not_overtake_
         store.go_on.set()
         await asyncio.gather(*delivery._pulls.values())
         assert [m.id for m in one.offered] == ["m1-0", "new"]
+
+
+def sp_ranged(accounts: Accounts, address_range: str) -> Receiver:
+    """A bind of `sp` that gave this address_range, compiled as the gateway compiles it."""
+    receiver = Receiver(accounts.get("sp"))
+    receiver.address_range = compile_address_range(address_range, NumberPlan())
+    return receiver
 
 
 def ranged(accounts: Accounts, address_range: str) -> Receiver:
