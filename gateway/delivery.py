@@ -70,7 +70,13 @@ from .config import GatewaySettings
 from .ids import MessageIds
 from .log_budget import LogBudget
 from .logs import get_logger
-from .messages import account_of, addressed_account, receipted, subscriber_of
+from .messages import (
+    UNSENDABLE,
+    account_of,
+    addressed_account,
+    receipted,
+    subscriber_of,
+)
 from .notice_order import NoticeOrder
 from .receipts import receipt_for, refusal_error
 from .retry_timers import RetryTimers, Waiting
@@ -1033,13 +1039,23 @@ class Delivery:
         self._held.add(message.id)  # until its final status is committed
         if counted:
             self._forget(message)
-        receipt = receipt_for(message, state, now, error, self.ids, self.router.sp_accounts)
+        receipt = self._receipt_for_end(message, state, now, error)
         self._write_final(message, status, receipt, self.store.mark_final, (message.id, status.value, now, error, receipt),
                           settled, answered)  # fmt: skip
         if settled is None:  # (a cancellation's once it commits: it may not, and then the MT is as it was)
             _log_final(message, status)
         if message.extra:
             self._next_notice(message)
+
+    def _receipt_for_end(self, message: Message, state: MessageState, now: float, error: int) -> Message | None:
+        """The receipt of an MT that ends otherwise than delivered, if one is due; None if its row, damaged outside the
+        gateway (text where its data_coding goes, say), makes none: it ends all the same, the reason logged."""
+        try:
+            return receipt_for(message, state, now, error, self.ids, self.router.sp_accounts)
+        except UNSENDABLE as exc:
+            log.error("receipt cannot be made", message_id=message.id, account=account_of(message),
+                      msisdn=subscriber_of(message), reason=f"{type(exc).__name__}: {exc}")  # fmt: skip
+            return None
 
     def _next_notice(self, message: Message) -> None:
         """An MT ended: if it was an SP notice, the next one of its subscriber goes out now."""

@@ -212,9 +212,16 @@ def message_from_submission(
     )  # fmt: skip
 
 
+# What making a stored MT into a deliver_sm (or its receipt) raises for a row no deliver_sm can carry: a value too long
+# or out of range (ValueError: a row an earlier version let in), or one of the wrong type (a row damaged outside the
+# gateway, SQLite keeping whatever a column is given: text where a number goes, TypeError; a number or bytes where
+# text goes, AttributeError).
+UNSENDABLE = (ValueError, TypeError, AttributeError)
+
+
 def deliver_sm_for(message: Message, plan: NumberPlan, *, optional_parameters: bool = True) -> DeliverSm:
     """The deliver_sm of an MT; `optional_parameters` False for a bind of SMPP 3.3 (interface_version below 0x34),
-    which has none: see `_without_tlvs`. ValueError for an MT it cannot carry."""
+    which has none: see `_without_tlvs`. One of UNSENDABLE, here or as it is encoded, for an MT it cannot carry."""
     tlvs = stored_tlvs(message)
     body = message.short_message
     esm_class = message.esm_class & _NOT_MESSAGING_MODE  # 5.2.12: deliver_sm has no messaging mode

@@ -16,6 +16,7 @@ from .accounts import Account
 from .log_budget import LogBudgets
 from .logs import get_logger
 from .messages import (
+    UNSENDABLE,
     account_of,
     deliver_sm_for,
     may_be_stored,
@@ -589,10 +590,10 @@ class SmppConnection(asyncio.Protocol):
     def _send_deliver(self, message: Message) -> None:
         try:
             pdu = self.session.send(deliver_sm_for(message, self.gateway.plan, optional_parameters=self.optional_parameters))
-        except ValueError as exc:  # a field deliver_sm cannot carry: a row an earlier version let in (or, to SMPP 3.3,
-            # a text too long, which the router gives it none of: router.route)
+        except UNSENDABLE as exc:  # a field deliver_sm cannot carry: a row an earlier version let in, or one damaged
+            # outside the gateway (or, to SMPP 3.3, a text too long, which the router gives it none of: router.route)
             self.load -= 1
-            self.gateway.delivery.cannot_send(message, str(exc))
+            self.gateway.delivery.cannot_send(message, f"{type(exc).__name__}: {exc}")
             return
         self.inflight[pdu.sequence_number] = message
         self._schedule_flush()

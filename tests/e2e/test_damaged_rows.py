@@ -1,0 +1,86 @@
+"""A stored MT whose row was damaged outside the gateway (SQLite keeps whatever a column is given: text where a number
+goes) costs only itself: it ends on its own, with an error line naming it, and the bind it was meant for and every
+other MT go on (README: Delivery).
+
+Each test stores MTs with one gateway, damages one row with sqlite3 while it is stopped, and starts another on the
+same file, as an operator's hand or a broken migration would leave it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from pathlib import Path
+
+import pytest
+import structlog
+
+from tests.polling import eventually
+from tests.smpp_handset import ESME_ROK, is_receipt, receipt_fields, text
+
+A = "8613800000001"  # account handset
+B = "8613700000001"  # account handset2
+
+
+def stored_status(db: Path, message_id: bytes) -> str:
+    """A message's status as its row in the SQLite file says, read from outside the gateway."""
+    with contextlib.closing(sqlite3.connect(db)) as outside:
+        [(status,)] = outside.execute("SELECT status FROM messages WHERE id = ?", (message_id.decode(),))
+    return status
+
+
+def waiting_for_b(make_gateway, handset, db: Path, *texts: str) -> list:
+    """MTs from A to B, receipts asked for, left enroute (B not bound) by a gateway on `db` stopped since: their
+    submit_sm_resps."""
+    first = make_gateway(db_path=db)
+    a = handset(A, gw=first)
+    sent = [a.submit(B, words, registered_delivery=1) for words in texts]
+    assert {resp.status for resp in sent} == {ESME_ROK}
+    a.close()
+    first.stop()
+    return sent
+
+
+def damage(db: Path, message_id: bytes, column: str, value: object) -> None:
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as outside:
+        outside.execute(f"UPDATE messages SET {column} = ? WHERE id = ?", (value, message_id.decode()))
+
+
+@pytest.mark.parametrize("window", [10, 1], ids=["sent-by-the-backlog-read", "sent-as-the-window-opens"])
+@pytest.mark.parametrize(
+    ("column", "value", "receipted"),
+    [("data_coding", "x", False), ("service_type", b"WAP", True)],  # text for a number; bytes for text
+    ids=["data_coding", "service_type"],
+)
+def test_an_mt_whose_stored_row_makes_no_deliver_sm_ends_undeliverable_alone_and_the_bind_goes_on(
+    make_gateway, handset, tmp_path, window, column, value, receipted
+):
+    """Its deliver_sm raised TypeError or AttributeError as it was made: sent by the bind's backlog read, the read
+    stopped there (the MTs after it waited for the next bind); sent as an answer opened the window, the exception
+    came up through the bind's read of that answer and the connection was dropped. Now it ends undeliverable (an
+    error line `mt cannot be sent` with its reason), with its receipt if its row makes one (text where its data_coding
+    goes does not: `receipt cannot be made`), and the MTs after it go out on the same bind."""
+    db = tmp_path / "gw.db"
+    kept_1, damaged, kept_2 = waiting_for_b(make_gateway, handset, db, "kept 1", "damaged", "kept 2")
+    damage(db, damaged.message_id, column, value)
+
+    with structlog.testing.capture_logs() as logs:
+        again = make_gateway(db_path=db, gateway={"window": window})
+        b = handset(B, gw=again)
+        assert [text(pdu) for pdu in b.expect_many(2)] == ["kept 1", "kept 2"]
+        a = handset(A, gw=again)
+        assert a.submit(B, "after it").status == ESME_ROK
+        assert text(b.expect()) == "after it"  # the same bind
+        assert eventually(lambda: stored_status(db, damaged.message_id) == "undeliverable")
+        receipts = {receipt_fields(pdu)["id"]: receipt_fields(pdu)["stat"] for pdu in a.expect_many(2 + receipted, predicate=is_receipt)}
+        a.expect_none(0.3, predicate=is_receipt)
+    expected = {kept_1.message_id.decode(): "DELIVRD", kept_2.message_id.decode(): "DELIVRD"}
+    if receipted:
+        expected[damaged.message_id.decode()] = "UNDELIV"
+    assert receipts == expected
+    [cannot] = [line for line in logs if line["event"] == "mt cannot be sent"]
+    assert (cannot["log_level"], cannot["message_id"], cannot["msisdn"]) == ("error", damaged.message_id.decode(), B)
+    assert [line["message_id"] for line in logs if line["event"] == "receipt cannot be made"] == (
+        [] if receipted else [damaged.message_id.decode()]
+    )
+    assert [line for line in logs if line["event"] in ("unbound", "reading waiting MTs failed")] == []
