@@ -111,6 +111,7 @@ _EXPIRED = (
     f" WHERE {_ENROUTE_MT} AND expires_at <= ? AND (expires_at, seq) > (?, ?) ORDER BY expires_at, seq LIMIT ?"
 )
 _DEST_AT = 1 + _FIELDS.index("dest_addr")  # in a _WAITING row, after seq
+_SYSTEM_ERROR = 0x08  # ESME_RSYSERR: the err an MT given up for its row (_mt_or_given_up) is stored with
 _SCHEDULED = f"status = '{MessageStatus.SCHEDULED.value}'"
 _UNDELIVERED_FROM = (  # cancel_sm by addresses: a subscriber's MTs (not the account's own notices) from one sender
     f"SELECT seq, {', '.join(_FIELDS)} FROM messages INDEXED BY messages_waiting WHERE {_ENROUTE_MT}"
@@ -143,6 +144,25 @@ def _with_cursors(rows: list[tuple]) -> list[tuple[tuple[float, int], Message]]:
     """Rows of a read paged by (a time, seq), read as `seq, the time, the message's fields`: each message with its
     cursor, the last one's asking for the next page."""
     return [((row[1], row[0]), _message(row[2:])) for row in rows]
+
+
+def _with_addresses(rows: list[tuple]) -> list[tuple[tuple[str, int], Message]]:
+    """Rows of a read paged by (dest_addr, seq) (`_WAITING`), read as `seq, the message's fields`: as `_with_cursors`."""
+    return [((row[_DEST_AT], row[0]), _message(row[1:])) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class _Paging:
+    """How a paged read of MTs is laid out: its rows as a page (`_with_cursors`), and, for the rows one at a time (a
+    page some row of which does not read back), where a row's message fields start and its cursor."""
+
+    page: Callable[[list[tuple]], list[tuple[Any, Message]]]
+    fields_at: int
+    cursor: Callable[[tuple], Any]
+
+
+_TIMED = _Paging(_with_cursors, 2, lambda row: (row[1], row[0]))
+_ADDRESSED = _Paging(_with_addresses, 1, lambda row: (row[_DEST_AT], row[0]))
 
 
 _WAITING_COUNTS = (
@@ -197,8 +217,43 @@ def _message(row: Sequence[Any]) -> Message:
     values = dict(zip(_FIELDS, row))
     values["direction"] = Direction(values["direction"])
     values["status"] = MessageStatus(values["status"])
-    values["extra"] = json.loads(values["extra"])
+    extra = values["extra"] = json.loads(values["extra"])
+    if extra.__class__ is not dict:  # JSON, but no object (`"x"`, `[1]`: damage SQLite's JSON index lets in); ~40 ns
+        raise TypeError(f"extra is a JSON {type(extra).__name__}, not an object")
     return Message(**values)
+
+
+def _about_row(row: Sequence[Any]) -> dict[str, str]:
+    """What a line about a stored message that does not read back names it by (`msisdn`: its subscriber's number,
+    the destination of an MT, the source of an MO)."""
+    values = dict(zip(_FIELDS, row))
+    subscriber = values["source_addr"] if values["direction"] == Direction.MO.value else values["dest_addr"]
+    return {"message_id": str(values["id"]), "account": str(values["account"]), "msisdn": str(subscriber)}
+
+
+def _readable(rows: list[tuple]) -> list[Message]:
+    """Rows of messages (whole: the fields alone) as Messages, but for any that does not read back (damaged outside
+    the gateway: logged, `_unreadable`), read one at a time only then."""
+    try:
+        return [_message(row) for row in rows]
+    except Exception:  # noqa: BLE001  (whatever a damaged value raises: _unreadable names it)
+        return _each_readable(rows)
+
+
+def _each_readable(rows: list[tuple]) -> list[Message]:
+    """`_readable`, one row at a time."""
+    readable = []
+    for row in rows:
+        try:
+            readable.append(_message(row))
+        except Exception as error:  # noqa: BLE001
+            _unreadable(row, error)
+    return readable
+
+
+def _unreadable(row: Sequence[Any], error: Exception) -> None:
+    """Log that a stored message's row does not read back (damaged outside the gateway), and why."""
+    log.error("stored message unreadable", **_about_row(row), reason=f"{type(error).__name__}: {error}")
 
 
 def _message_or_unreadable(row: Sequence[Any]) -> Message | UnreadableMo:
@@ -987,7 +1042,8 @@ class SqliteStore:
     async def get(self, message_id: str) -> Message | None:
         rows = await self._read(f"{_SELECT} WHERE id = ?", (message_id,))
         if rows:
-            return _message(rows[0])
+            readable = _readable(rows)
+            return readable[0] if readable else None  # (one that does not read back: as if it were not stored)
         named = await self._short_named(message_id) if is_short_id(message_id) else None
         return named[0] if named else None
 
@@ -997,13 +1053,13 @@ class SqliteStore:
                                 (message_id, message_id + "/", message_id + "0"))  # fmt: skip
         if not rows and is_short_id(message_id):
             return await self._short_named(message_id)
-        return [_message(r) for r in rows]
+        return _readable(rows)
 
     async def _short_named(self, short_id: str) -> list[Message]:
         """The messages of the newest submission given this SMPP 3.3 alias (a submit_multi's destinations share it;
         after the aliases came round again, an older one the store still keeps may hold it too)."""
         rows = await self._read(f"{_SELECT} INDEXED BY messages_short_id WHERE short_id = ? ORDER BY seq", (short_id,))
-        named = [_message(r) for r in rows]
+        named = _readable(rows)
         newest = submission_of(named[-1]) if named else None
         return [m for m in named if submission_of(m) == newest]
 
@@ -1040,29 +1096,71 @@ class SqliteStore:
     async def waiting_mts(
         self, to_account: str | None, after: tuple[str, int], below: str, limit: int
     ) -> list[tuple[tuple[str, int], Message]]:
-        rows = await self._read(_WAITING, (to_account, *after, below, limit))
-        return [((row[_DEST_AT], row[0]), _message(row[1:])) for row in rows]
+        return await self._mt_page(_WAITING, lambda after, n: (to_account, *after, below, n), after, limit, _ADDRESSED)
 
     async def expired_mts(self, now: float, after: tuple[float, int], limit: int) -> list[tuple[tuple[float, int], Message]]:
-        rows = await self._read(_EXPIRED, (now, *after, limit))
-        return _with_cursors(rows)
+        return await self._mt_page(_EXPIRED, lambda after, n: (now, *after, n), after, limit, _TIMED)
 
     async def undelivered_from(self, account: str, source_addr: str, dest_addr: str) -> list[Message]:
         rows = await self._read(_UNDELIVERED_FROM, (dest_addr, account, source_addr))
-        return [_message(row[1:]) for row in rows]
+        try:
+            return [_message(row[1:]) for row in rows]
+        except Exception:  # noqa: BLE001  (a row damaged outside the gateway: the others are read one at a time)
+            return [message for row in rows if (message := self._mt_or_given_up(row[1:])) is not None]
 
     async def enroute_mts_from(
         self, source_addr: str, dest_addr: str | None, after: tuple[float, int], limit: int
     ) -> list[tuple[tuple[float, int], Message]]:
         if dest_addr is None:
-            rows = await self._read(_ENROUTE_FROM, (source_addr, *after, limit))
-        else:
-            rows = await self._read(_ENROUTE_FROM_TO, (dest_addr, source_addr, *after, limit))
-        return _with_cursors(rows)
+            return await self._mt_page(_ENROUTE_FROM, lambda after, n: (source_addr, *after, n), after, limit, _TIMED)
+        return await self._mt_page(_ENROUTE_FROM_TO, lambda after, n: (dest_addr, source_addr, *after, n), after, limit, _TIMED)
 
     async def due_scheduled(self, now: float, after: tuple[float, int], limit: int) -> list[tuple[tuple[float, int], Message]]:
-        rows = await self._read(_DUE_SCHEDULED, (now, *after, limit))
-        return _with_cursors(rows)
+        return await self._mt_page(_DUE_SCHEDULED, lambda after, n: (now, *after, n), after, limit, _TIMED)
+
+    async def _mt_page(
+        self, sql: str, params: Callable[[Any, int], tuple], after: Any, limit: int, paging: _Paging
+    ) -> list[tuple[Any, Message]]:
+        """A page of a paged read of undelivered MTs (`sql` with `params(cursor, limit)`): up to `limit` MTs after
+        `after`, each with its cursor; fewer only at the end. A row that does not read back (damaged outside the
+        gateway) is given up (`_mt_or_given_up`), and rows after the page are read in its place: it stopped the
+        read of every row after it (a bind's backlog, the sweep, each time). The rows are read one at a time only
+        then: a page that reads back costs no more than before."""
+        rows = await self._read(sql, params(after, limit))
+        try:
+            return paging.page(rows)
+        except Exception:  # noqa: BLE001  (whatever a damaged value raises: _mt_or_given_up names it)
+            return await self._mt_page_without_unreadable(sql, params, rows, limit, paging)
+
+    async def _mt_page_without_unreadable(
+        self, sql: str, params: Callable[[Any, int], tuple], rows: list[tuple], limit: int, paging: _Paging
+    ) -> list[tuple[Any, Message]]:
+        """`_mt_page` for `rows` some of which do not read back: one at a time, read on to fill the page."""
+        page: list[tuple[Any, Message]] = []
+        while True:
+            for row in rows:
+                message = self._mt_or_given_up(row[paging.fields_at:])
+                if message is not None:
+                    page.append((paging.cursor(row), message))
+            wanted = limit - len(page)
+            if len(rows) < limit or wanted <= 0:  # (limit: what the read that gave `rows` asked for at most)
+                return page
+            limit = wanted
+            rows = await self._read(sql, params(paging.cursor(rows[-1]), limit))
+
+    def _mt_or_given_up(self, row: Sequence[Any]) -> Message | None:
+        """An undelivered MT's row as a Message; or, damaged outside the gateway so that it does not read back, None,
+        the MT given up: stored undeliverable (err 8, ESME_RSYSERR's, as one no deliver_sm can carry), with no
+        receipt (what its row says cannot be trusted), so that no read meets it again."""
+        try:
+            return _message(row)
+        except Exception as error:  # noqa: BLE001  (whatever a damaged value raises: it is named in `reason`)
+            _unreadable(row, error)
+        message_id = str(row[0])
+        with contextlib.suppress(Exception):  # (the store closed or failing: the next read gives it up)
+            self.mark_final(message_id, MessageStatus.UNDELIVERABLE.value, self._clock(), _SYSTEM_ERROR, None,
+                            then=lambda _result, _error: None)  # fmt: skip
+        return None
 
     async def prunable(self, ended_by: float, after: tuple[float, int], limit: int) -> list[tuple[float, int]]:
         return await self._read(_ENDED, (ended_by, *after, limit))  # rows are (done_at, seq) tuples already

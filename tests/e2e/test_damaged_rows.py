@@ -1,6 +1,7 @@
-"""A stored MT whose row was damaged outside the gateway (SQLite keeps whatever a column is given: text where a number
-goes) costs only itself: it ends on its own, with an error line naming it, and the bind it was meant for and every
-other MT go on (README: Delivery).
+"""A stored message whose row was damaged outside the gateway (SQLite keeps whatever a column is given: text where a
+number goes, no JSON where JSON goes) costs only itself: an MT ends on its own, with an error line naming it, and the
+bind it was meant for, the reads of the others (a bind's backlog, the sweep) and every other MT go on (README:
+Delivery).
 
 Each test stores MTs with one gateway, damages one row with sqlite3 while it is stopped, and starts another on the
 same file, as an operator's hand or a broken migration would leave it.
@@ -15,11 +16,19 @@ from pathlib import Path
 import pytest
 import structlog
 
+from gateway.clock import SimulatedClock
 from tests.polling import eventually
-from tests.smpp_handset import ESME_ROK, is_receipt, receipt_fields, text
+from tests.smpp_handset import (
+    ESME_ROK,
+    ESME_RQUERYFAIL,
+    is_receipt,
+    receipt_fields,
+    text,
+)
 
 A = "8613800000001"  # account handset
 B = "8613700000001"  # account handset2
+IN_AN_HOUR = "000000010000000R"
 
 
 def stored_status(db: Path, message_id: bytes) -> str:
@@ -84,3 +93,74 @@ def test_an_mt_whose_stored_row_makes_no_deliver_sm_ends_undeliverable_alone_and
         [] if receipted else [damaged.message_id.decode()]
     )
     assert [line for line in logs if line["event"] in ("unbound", "reading waiting MTs failed")] == []
+
+
+def test_a_scheduled_mt_whose_stored_row_does_not_read_back_is_given_up_and_the_sweep_releases_the_others(
+    make_gateway, handset, tmp_path
+):
+    """A scheduled MT's `extra` damaged into no JSON (SQLite's JSON index refuses that only to an enroute MT): the
+    sweep's read of due MTs raised JSONDecodeError at every sweep ('store-and-forward sweep failed'), and no MT due
+    after it went out, nor did any expire. Now it is given up (stored undeliverable, an error line `stored message
+    unreadable` naming it, once) and the sweep releases the others."""
+    db = tmp_path / "gw.db"
+    first = make_gateway(db_path=db)
+    a = handset(A, gw=first)
+    damaged, kept = (a.submit(B, words, schedule_delivery_time=IN_AN_HOUR) for words in ("damaged", "kept"))
+    assert damaged.status == kept.status == ESME_ROK
+    a.close()
+    first.stop()
+    damage(db, damaged.message_id, "extra", "{oops")
+
+    clock = SimulatedClock()
+    with structlog.testing.capture_logs() as logs:
+        again = make_gateway(db_path=db, clock=clock)
+        b = handset(B, gw=again)
+        clock.advance(3600)
+        assert text(b.expect(timeout=10.0)) == "kept"
+        b.expect_none(1.0)  # two sweeps more
+    assert stored_status(db, damaged.message_id) == "undeliverable"
+    [unreadable] = [line for line in logs if line["event"] == "stored message unreadable"]
+    assert (unreadable["log_level"], unreadable["message_id"], unreadable["msisdn"]) == ("error", damaged.message_id.decode(), B)
+    assert unreadable["reason"].startswith("JSONDecodeError")
+    assert [line for line in logs if line["event"] == "store-and-forward sweep failed"] == []
+
+
+def test_an_mt_whose_stored_extra_is_no_json_object_is_given_up_and_the_backlog_read_goes_on(make_gateway, handset, tmp_path):
+    """JSON but no object in an enroute MT's `extra` (`"x"`: SQLite's JSON index takes it): the bind's backlog read
+    failed on it ('reading waiting MTs failed'), the MTs after it left until the next bind. Now it is given up and
+    the others go out on the bind; read two at a time here, the page it was in is filled from the rows after it (a
+    page short of the read's size is its end)."""
+    db = tmp_path / "gw.db"
+    _kept_1, damaged, *_kept = waiting_for_b(make_gateway, handset, db, "kept 1", "damaged", "kept 2", "kept 3")
+    damage(db, damaged.message_id, "extra", '"x"')
+
+    with structlog.testing.capture_logs() as logs:
+        again = make_gateway(db_path=db)
+        again.gateway.delivery.PAGE = 2
+        b = handset(B, gw=again)
+        assert [text(pdu) for pdu in b.expect_many(3)] == ["kept 1", "kept 2", "kept 3"]
+        assert eventually(lambda: stored_status(db, damaged.message_id) == "undeliverable")
+    assert [line["message_id"] for line in logs if line["event"] == "stored message unreadable"] == [damaged.message_id.decode()]
+    assert [line for line in logs if line["event"] == "reading waiting MTs failed"] == []
+
+
+def test_a_query_of_a_message_whose_stored_row_does_not_read_back_is_answered(make_gateway, handset, tmp_path):
+    """A delivered MT's `extra` damaged into no JSON: its query_sm raised JSONDecodeError and was never answered (the
+    client waited for ever). Now it is answered ESME_RQUERYFAIL, as for no such message, with an error line naming
+    it, and the bind goes on."""
+    db = tmp_path / "gw.db"
+    first = make_gateway(db_path=db)
+    a, b = handset(A, gw=first), handset(B, gw=first)
+    delivered = a.submit(B, "hello")
+    assert text(b.expect()) == "hello"
+    a.close()
+    b.close()
+    first.stop()
+    damage(db, delivered.message_id, "extra", "{oops")
+
+    with structlog.testing.capture_logs() as logs:
+        again = make_gateway(db_path=db)
+        a = handset(A, gw=again)
+        assert a.query(delivered.message_id).status == ESME_RQUERYFAIL
+        assert a.submit(A, "still bound").status == ESME_ROK
+    assert [line["message_id"] for line in logs if line["event"] == "stored message unreadable"] == [delivered.message_id.decode()]
