@@ -164,3 +164,27 @@ def test_a_query_of_a_message_whose_stored_row_does_not_read_back_is_answered(ma
         assert a.query(delivered.message_id).status == ESME_RQUERYFAIL
         assert a.submit(A, "still bound").status == ESME_ROK
     assert [line["message_id"] for line in logs if line["event"] == "stored message unreadable"] == [delivered.message_id.decode()]
+
+
+def test_an_mt_whose_stored_row_makes_no_receipt_expires_alone_and_the_sweep_expires_the_others(
+    make_gateway, handset, tmp_path
+):
+    """Its receipt could not be made (text where its data_coding goes: TypeError as the receipt's text was decoded),
+    and the exception came up through the sweep that expired it ('store-and-forward sweep failed' at every sweep):
+    neither it nor any MT expiring after it ended. Now it expires without its receipt (`receipt cannot be made`), and
+    the others expire with theirs."""
+    db = tmp_path / "gw.db"
+    damaged, kept = waiting_for_b(make_gateway, handset, db, "damaged", "kept")  # (validity: default_validity)
+    damage(db, damaged.message_id, "data_coding", "x")
+
+    clock = SimulatedClock()
+    with structlog.testing.capture_logs() as logs:
+        again = make_gateway(db_path=db, clock=clock)
+        a = handset(A, gw=again)
+        clock.advance(3 * 86400)
+        receipt = receipt_fields(a.expect(timeout=10.0, predicate=is_receipt))
+        assert (receipt["id"], receipt["stat"]) == (kept.message_id.decode(), "EXPIRED")
+        assert eventually(lambda: stored_status(db, damaged.message_id) == "expired")
+        a.expect_none(1.0, predicate=is_receipt)
+    assert [line["message_id"] for line in logs if line["event"] == "receipt cannot be made"] == [damaged.message_id.decode()]
+    assert [line for line in logs if line["event"] == "store-and-forward sweep failed"] == []
