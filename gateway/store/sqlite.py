@@ -1137,16 +1137,16 @@ class SqliteStore:
     ) -> list[tuple[Any, Message]]:
         """`_mt_page` for `rows` some of which do not read back: one at a time, read on to fill the page."""
         page: list[tuple[Any, Message]] = []
+        asked = limit  # of the read that gave `rows`
         while True:
             for row in rows:
                 message = self._mt_or_given_up(row[paging.fields_at:])
                 if message is not None:
                     page.append((paging.cursor(row), message))
-            wanted = limit - len(page)
-            if len(rows) < limit or wanted <= 0:  # (limit: what the read that gave `rows` asked for at most)
+            if len(rows) < asked or len(page) >= limit:  # the end, or the page full
                 return page
-            limit = wanted
-            rows = await self._read(sql, params(paging.cursor(rows[-1]), limit))
+            asked = limit - len(page)
+            rows = await self._read(sql, params(paging.cursor(rows[-1]), asked))
 
     def _mt_or_given_up(self, row: Sequence[Any]) -> Message | None:
         """An undelivered MT's row as a Message; or, damaged outside the gateway so that it does not read back, None,

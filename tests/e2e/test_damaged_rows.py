@@ -125,22 +125,28 @@ def test_a_scheduled_mt_whose_stored_row_does_not_read_back_is_given_up_and_the_
     assert [line for line in logs if line["event"] == "store-and-forward sweep failed"] == []
 
 
-def test_an_mt_whose_stored_extra_is_no_json_object_is_given_up_and_the_backlog_read_goes_on(make_gateway, handset, tmp_path):
+@pytest.mark.parametrize("damaged_rows", [1, 2])
+def test_an_mt_whose_stored_extra_is_no_json_object_is_given_up_and_the_backlog_read_goes_on(
+    make_gateway, handset, tmp_path, damaged_rows: int
+):
     """JSON but no object in an enroute MT's `extra` (`"x"`: SQLite's JSON index takes it): the bind's backlog read
     failed on it ('reading waiting MTs failed'), the MTs after it left until the next bind. Now it is given up and
     the others go out on the bind; read two at a time here, the page it was in is filled from the rows after it (a
-    page short of the read's size is its end)."""
+    page short of the read's size is its end), also when the first row read to fill it is damaged too."""
     db = tmp_path / "gw.db"
-    _kept_1, damaged, *_kept = waiting_for_b(make_gateway, handset, db, "kept 1", "damaged", "kept 2", "kept 3")
-    damage(db, damaged.message_id, "extra", '"x"')
+    damaged_texts = [f"damaged {n}" for n in range(damaged_rows)]
+    _kept_1, *damaged, _kept_2, _kept_3 = waiting_for_b(make_gateway, handset, db, "kept 1", *damaged_texts, "kept 2", "kept 3")
+    for resp in damaged:
+        damage(db, resp.message_id, "extra", '"x"')
 
     with structlog.testing.capture_logs() as logs:
         again = make_gateway(db_path=db)
         again.gateway.delivery.PAGE = 2
         b = handset(B, gw=again)
         assert [text(pdu) for pdu in b.expect_many(3)] == ["kept 1", "kept 2", "kept 3"]
-        assert eventually(lambda: stored_status(db, damaged.message_id) == "undeliverable")
-    assert [line["message_id"] for line in logs if line["event"] == "stored message unreadable"] == [damaged.message_id.decode()]
+        assert eventually(lambda: {stored_status(db, resp.message_id) for resp in damaged} == {"undeliverable"})
+    unreadable = [line["message_id"] for line in logs if line["event"] == "stored message unreadable"]
+    assert unreadable == [resp.message_id.decode() for resp in damaged]
     assert [line for line in logs if line["event"] == "reading waiting MTs failed"] == []
 
 
