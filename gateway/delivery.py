@@ -126,6 +126,7 @@ class Delivery:
         # MTs not yet final, per destination (parked ones too). A plain dict, not a Counter: Counter defines __delitem__
         # in Python, so storing a count went through a Python-level slot (~1,000 instructions an MT, bench/inproc.py b1).
         self.queued: dict[str, int] = {}
+        store.mt_given_up = self.not_waiting
         self._held: set[str] = set()  # ids of the MTs in hand (see the module docstring)
         self._reading = 0  # pages being read and handed out (`_take_waiting`)
         self._release_after_reading: list[str] = []
@@ -1194,11 +1195,16 @@ class Delivery:
             log.warning(f"{kind}: more not logged", count=count)
 
     def _forget(self, message: Message) -> None:
-        remaining = self.queued.get(message.dest_addr, 0) - 1
+        self.not_waiting(message.dest_addr)
+
+    def not_waiting(self, dest_addr: str) -> None:
+        """An MT to `dest_addr` no longer waits: the store gave it up, its row unreadable (SqliteStore.mt_given_up),
+        or (`_forget`) it ended or was not stored."""
+        remaining = self.queued.get(dest_addr, 0) - 1
         if remaining > 0:
-            self.queued[message.dest_addr] = remaining
+            self.queued[dest_addr] = remaining
         else:
-            self.queued.pop(message.dest_addr, None)
+            self.queued.pop(dest_addr, None)
 
     def stop(self) -> None:
         """Shutting down: no more retries, reads or rewrites (what is undelivered stays in the store; an MT whose

@@ -48,6 +48,7 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar, Union
 
 from ..ids import ID_DIGITS, is_short_id, short_ids_after
@@ -111,6 +112,8 @@ _EXPIRED = (
     f" WHERE {_ENROUTE_MT} AND expires_at <= ? AND (expires_at, seq) > (?, ?) ORDER BY expires_at, seq LIMIT ?"
 )
 _DEST_AT = 1 + _FIELDS.index("dest_addr")  # in a _WAITING row, after seq
+_STATUS_AT, _DEST_ADDR_AT = _FIELDS.index("status"), _FIELDS.index("dest_addr")  # in a message's fields
+_ENROUTE_VALUE = MessageStatus.ENROUTE.value
 _SYSTEM_ERROR = 0x08  # ESME_RSYSERR: the err an MT given up for its row (_mt_or_given_up) is stored with
 _SCHEDULED = f"status = '{MessageStatus.SCHEDULED.value}'"
 _UNDELIVERED_FROM = (  # cancel_sm by addresses: a subscriber's MTs (not the account's own notices) from one sender
@@ -508,6 +511,10 @@ class SqliteStore:
         self._uncommitted: dict[str, tuple[_Op, float]] = {}
         # Futures of held messages stored as copies after all, their handling dropped (`after` must not stand on them).
         self._handling_dropped: weakref.WeakSet[asyncio.Future] = weakref.WeakSet()
+        # Told the destination (as its row has it) of an enroute MT given up for its row (`_mt_or_given_up`) once that
+        # commits: it no longer waits (Delivery.not_waiting). Ids of those whose give-up is on its way, to give up once.
+        self.mt_given_up: Callable[[Any], None] = lambda dest_addr: None
+        self._giving_up: set[str] = set()
 
     @property
     def writer(self) -> WriterProcess:
@@ -1155,12 +1162,23 @@ class SqliteStore:
         try:
             return _message(row)
         except Exception as error:  # noqa: BLE001  (whatever a damaged value raises: it is named in `reason`)
+            message_id = str(row[0])
+            if message_id in self._giving_up:  # another read met it before its give-up committed
+                return None
             _unreadable(row, error)
-        message_id = str(row[0])
+        given_up = partial(self._given_up, message_id, row[_STATUS_AT] == _ENROUTE_VALUE, row[_DEST_ADDR_AT])
         with contextlib.suppress(Exception):  # (the store closed or failing: the next read gives it up)
             self.mark_final(message_id, MessageStatus.UNDELIVERABLE.value, self._clock(), _SYSTEM_ERROR, None,
-                            then=lambda _result, _error: None)  # fmt: skip
+                            then=given_up)  # fmt: skip
+            self._giving_up.add(message_id)
         return None
+
+    def _given_up(self, message_id: str, enroute: bool, dest_addr: Any, _result: None, error: BaseException | None) -> None:
+        """An MT's give-up (`_mt_or_given_up`) committed, or failed (then the next read that meets it gives it up):
+        if it was enroute, it counted against its subscriber's queue (Delivery.restore) and counts no longer."""
+        self._giving_up.discard(message_id)
+        if error is None and enroute:
+            self.mt_given_up(dest_addr)
 
     async def prunable(self, ended_by: float, after: tuple[float, int], limit: int) -> list[tuple[float, int]]:
         return await self._read(_ENDED, (ended_by, *after, limit))  # rows are (done_at, seq) tuples already

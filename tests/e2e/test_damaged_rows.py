@@ -19,6 +19,7 @@ import structlog
 from gateway.clock import SimulatedClock
 from tests.polling import eventually
 from tests.smpp_handset import (
+    ESME_RMSGQFUL,
     ESME_ROK,
     ESME_RQUERYFAIL,
     is_receipt,
@@ -148,6 +149,25 @@ def test_an_mt_whose_stored_extra_is_no_json_object_is_given_up_and_the_backlog_
     unreadable = [line["message_id"] for line in logs if line["event"] == "stored message unreadable"]
     assert unreadable == [resp.message_id.decode() for resp in damaged]
     assert [line for line in logs if line["event"] == "reading waiting MTs failed"] == []
+
+
+def test_mts_given_up_for_their_rows_no_longer_count_against_their_subscribers_queue(make_gateway, handset, tmp_path):
+    """Two MTs to B waiting at the start count against B's max_queued_per_subscriber; given up as B's backlog read
+    met their rows, they went on counting until a restart, every new MT to B refused ESME_RMSGQFUL meanwhile. Now
+    they count no longer once given up: as many as the limit are accepted again."""
+    db = tmp_path / "gw.db"
+    *damaged, kept = waiting_for_b(make_gateway, handset, db, "damaged 1", "damaged 2", "kept")
+    for resp in damaged:
+        damage(db, resp.message_id, "extra", '"x"')
+
+    again = make_gateway(db_path=db, gateway={"max_queued_per_subscriber": 3})
+    a = handset(A, gw=again)
+    b = handset(B, gw=again)
+    assert text(b.expect()) == "kept"
+    # Its receipt is made as its delivery commits, after the give-ups issued before it (writes commit in order).
+    assert receipt_fields(a.expect(predicate=is_receipt))["id"] == kept.message_id.decode()
+    b.close()
+    assert [a.submit(B, f"after them {n}").status for n in range(4)] == [ESME_ROK] * 3 + [ESME_RMSGQFUL]
 
 
 def test_a_query_of_a_message_whose_stored_row_does_not_read_back_is_answered(make_gateway, handset, tmp_path):
