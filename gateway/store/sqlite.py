@@ -216,14 +216,33 @@ def _insert_step(m: Message, accepted_at: float) -> Step:
     return _INSERT_KEYED, _row(m, accepted_at), (m.id, m.dedup_key)  # a copy of a stored message is skipped
 
 
+# What routing, the sweep and the count of a subscriber's queue read of a message before any deliver_sm is made of it
+# (Router, Delivery), with the type each must have. Damaged outside the gateway into another (SQLite keeps text in a
+# REAL column, bytes in a TEXT one), the row failed there, not where a deliver_sm is made (Server._send_deliver):
+# a bind's backlog read stopped at it, the sweep failed at every turn, and it never ended.
+_ROUTED = {"account": str, "source_addr": str, "dest_addr": str, "expires_at": float, "attempts": int, "error": int}
+_ROUTED_TYPES = tuple(_ROUTED.values())
+
+
 def _message(row: Sequence[Any]) -> Message:
     values = dict(zip(_FIELDS, row))
+    if (
+        values["account"].__class__, values["source_addr"].__class__, values["dest_addr"].__class__,
+        values["expires_at"].__class__, values["attempts"].__class__, values["error"].__class__,
+    ) != _ROUTED_TYPES:  # (~100 ns)
+        raise TypeError(_mistyped(values))
     values["direction"] = Direction(values["direction"])
     values["status"] = MessageStatus(values["status"])
     extra = values["extra"] = json.loads(values["extra"])
     if extra.__class__ is not dict:  # JSON, but no object (`"x"`, `[1]`: damage SQLite's JSON index lets in); ~40 ns
         raise TypeError(f"extra is a JSON {type(extra).__name__}, not an object")
     return Message(**values)
+
+
+def _mistyped(values: dict[str, Any]) -> str:
+    """What of a message's `_ROUTED` fields has the wrong type."""
+    return ", ".join(f"{name} is {type(values[name]).__name__}, not {kind.__name__}" for name, kind in _ROUTED.items()
+                     if values[name].__class__ is not kind)  # fmt: skip
 
 
 def _about_row(row: Sequence[Any]) -> dict[str, str]:

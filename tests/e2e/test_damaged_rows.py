@@ -151,6 +151,32 @@ def test_an_mt_whose_stored_extra_is_no_json_object_is_given_up_and_the_backlog_
     assert [line for line in logs if line["event"] == "reading waiting MTs failed"] == []
 
 
+@pytest.mark.parametrize(("column", "value"), [("expires_at", "x"), ("account", b"handset")], ids=["expires_at", "account"])
+def test_an_mt_whose_stored_routing_fields_are_damaged_is_given_up_and_the_backlog_read_goes_on(
+    make_gateway, handset, tmp_path, column, value
+):
+    """Text where its validity's end goes, or bytes where its account does (SQLite keeps either): the bind's backlog
+    read failed on it as it was routed ('reading waiting MTs failed'), before any deliver_sm was made, and none of the
+    MTs read with it went out; or it went out, and its receipt, made as it was acknowledged, dropped the bind. Now its
+    row does not read back: it is given up (`stored message unreadable`, naming the field), and the others go out."""
+    db = tmp_path / "gw.db"
+    _kept_1, damaged, _kept_2 = waiting_for_b(make_gateway, handset, db, "kept 1", "damaged", "kept 2")
+    damage(db, damaged.message_id, column, value)
+
+    with structlog.testing.capture_logs() as logs:
+        again = make_gateway(db_path=db)
+        b = handset(B, gw=again)
+        assert [text(pdu) for pdu in b.expect_many(2)] == ["kept 1", "kept 2"]
+        assert eventually(lambda: stored_status(db, damaged.message_id) == "undeliverable")
+        assert handset(A, gw=again).submit(B, "after it").status == ESME_ROK
+        assert text(b.expect()) == "after it"  # the same bind
+    [unreadable] = [line for line in logs if line["event"] == "stored message unreadable"]
+    assert (unreadable["message_id"], unreadable["reason"]) == (
+        damaged.message_id.decode(), f"TypeError: {column} is {type(value).__name__}, not {'float' if column == 'expires_at' else 'str'}"
+    )
+    assert [line for line in logs if line["event"] in ("unbound", "reading waiting MTs failed")] == []
+
+
 def test_mts_given_up_for_their_rows_no_longer_count_against_their_subscribers_queue(make_gateway, handset, tmp_path):
     """Two MTs to B waiting at the start count against B's max_queued_per_subscriber; given up as B's backlog read
     met their rows, they went on counting until a restart, every new MT to B refused ESME_RMSGQFUL meanwhile. Now
@@ -192,16 +218,27 @@ def test_a_query_of_a_message_whose_stored_row_does_not_read_back_is_answered(ma
     assert [line["message_id"] for line in logs if line["event"] == "stored message unreadable"] == [delivered.message_id.decode()]
 
 
-def test_an_mt_whose_stored_row_makes_no_receipt_expires_alone_and_the_sweep_expires_the_others(
-    make_gateway, handset, tmp_path
+@pytest.mark.parametrize(
+    ("column", "value", "ends", "logged"),
+    [
+        ("data_coding", "x", "expired", "receipt cannot be made"),
+        ("error", "x", "undeliverable", "stored message unreadable"),
+        ("account", b"handset", "undeliverable", "stored message unreadable"),
+    ],
+    ids=["data_coding", "error", "account"],
+)
+def test_an_mt_whose_stored_row_is_damaged_ends_alone_and_the_sweep_expires_the_others(
+    make_gateway, handset, tmp_path, column, value, ends, logged
 ):
-    """Its receipt could not be made (text where its data_coding goes: TypeError as the receipt's text was decoded),
-    and the exception came up through the sweep that expired it ('store-and-forward sweep failed' at every sweep):
-    neither it nor any MT expiring after it ended. Now it expires without its receipt (`receipt cannot be made`), and
-    the others expire with theirs."""
+    """The exception came up through the sweep that expired it ('store-and-forward sweep failed' at every sweep), and
+    neither it nor any MT expiring after it ended: its receipt could not be made (text where its data_coding goes:
+    TypeError as the receipt's text was decoded), or the sweep's own reading of it failed (text where its last
+    attempt's error goes, bytes where its account does). Now it expires without its receipt (`receipt cannot be
+    made`), or is given up as a row that does not read back (`stored message unreadable`), and the others expire
+    with theirs."""
     db = tmp_path / "gw.db"
     damaged, kept = waiting_for_b(make_gateway, handset, db, "damaged", "kept")  # (validity: default_validity)
-    damage(db, damaged.message_id, "data_coding", "x")
+    damage(db, damaged.message_id, column, value)
 
     clock = SimulatedClock()
     with structlog.testing.capture_logs() as logs:
@@ -210,7 +247,7 @@ def test_an_mt_whose_stored_row_makes_no_receipt_expires_alone_and_the_sweep_exp
         clock.advance(3 * 86400)
         receipt = receipt_fields(a.expect(timeout=10.0, predicate=is_receipt))
         assert (receipt["id"], receipt["stat"]) == (kept.message_id.decode(), "EXPIRED")
-        assert eventually(lambda: stored_status(db, damaged.message_id) == "expired")
+        assert eventually(lambda: stored_status(db, damaged.message_id) == ends)
         a.expect_none(1.0, predicate=is_receipt)
-    assert [line["message_id"] for line in logs if line["event"] == "receipt cannot be made"] == [damaged.message_id.decode()]
+    assert [line["message_id"] for line in logs if line["event"] == logged] == [damaged.message_id.decode()]
     assert [line for line in logs if line["event"] == "store-and-forward sweep failed"] == []
