@@ -273,14 +273,17 @@ _MOST_UDH_ADDED = 1 + 6 + 6  # octets: a UDH's length, a 16-bit concatenation el
 
 def carried_without_tlvs(message: Message) -> bool:
     """Whether a bind of SMPP 3.3 can take the MT: its text, with what its TLVs say in a UDH (`_without_tlvs`),
-    fits short_message."""
-    if len(message.short_message) <= MAX_SHORT_MESSAGE - _MOST_UDH_ADDED:  # (every MT but the longest: no decoding)
-        return True
-    tlvs = stored_tlvs(message)
+    fits short_message. One whose row was damaged outside the gateway into values of the wrong type (TypeError,
+    AttributeError: see UNSENDABLE), which no deliver_sm carries, is taken: the bind's send ends it, as on any bind
+    (Server._send_deliver); raised here, it stopped the routing of every MT after it (a bind's backlog read)."""
     try:
-        _without_tlvs(message.short_message, message.esm_class, tlvs)
-    except ValueError:
+        if len(message.short_message) <= MAX_SHORT_MESSAGE - _MOST_UDH_ADDED:  # (every MT but the longest: no decoding)
+            return True
+        _without_tlvs(message.short_message, message.esm_class, stored_tlvs(message))
+    except ValueError:  # too long for it (or TLVs that do not decode: a bind of SMPP 3.4 ends it as it is sent)
         return False
+    except (TypeError, AttributeError):
+        return True
     return True
 
 

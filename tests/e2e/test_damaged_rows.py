@@ -17,6 +17,7 @@ import pytest
 import structlog
 
 from gateway.clock import SimulatedClock
+from tests.e2e.test_smpp33 import Smpp33Link
 from tests.polling import eventually
 from tests.smpp_handset import (
     ESME_RMSGQFUL,
@@ -175,6 +176,29 @@ def test_an_mt_whose_stored_routing_fields_are_damaged_is_given_up_and_the_backl
         damaged.message_id.decode(), f"TypeError: {column} is {type(value).__name__}, not {'float' if column == 'expires_at' else 'str'}"
     )
     assert [line for line in logs if line["event"] in ("unbound", "reading waiting MTs failed")] == []
+
+
+def test_an_mt_whose_stored_text_is_damaged_ends_alone_on_a_bind_of_smpp_3_3_and_the_backlog_read_goes_on(
+    make_gateway, handset, tmp_path
+):
+    """A number where its text goes (SQLite keeps it in a BLOB column): routed to a bind of SMPP 3.3, whether its text
+    fits that bind's short_message raised TypeError (messages.carried_without_tlvs caught ValueError only), and the
+    bind's backlog read stopped there ('reading waiting MTs failed'), the MTs after it left until the next bind. Now
+    the bind is given it, and its send ends it, as on a bind of SMPP 3.4."""
+    db = tmp_path / "gw.db"
+    _kept_1, damaged, _kept_2 = waiting_for_b(make_gateway, handset, db, "kept 1", "damaged", "kept 2")
+    damage(db, damaged.message_id, "short_message", 5)
+
+    with structlog.testing.capture_logs() as logs:
+        again = make_gateway(db_path=db)
+        b = Smpp33Link(again.smpp_port, "handset2")
+        try:
+            assert [b.deliver_sm().short_message for _ in range(2)] == [b"kept 1", b"kept 2"]
+            assert eventually(lambda: stored_status(db, damaged.message_id) == "undeliverable")
+        finally:
+            b.close()
+    assert [line["message_id"] for line in logs if line["event"] == "mt cannot be sent"] == [damaged.message_id.decode()]
+    assert [line for line in logs if line["event"] == "reading waiting MTs failed"] == []
 
 
 def test_mts_given_up_for_their_rows_no_longer_count_against_their_subscribers_queue(make_gateway, handset, tmp_path):
