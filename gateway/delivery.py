@@ -546,7 +546,7 @@ class Delivery:
     def delivered(self, message: Message) -> None:
         now = self.clock.now()
         self._forget(message)
-        receipt = receipt_for(message, _DELIVERED, now, 0, self.ids, self.router.sp_accounts)
+        receipt = self._receipt_for_end(message, _DELIVERED, now, 0)
         self._write_final(message, _DELIVERED_STATUS, receipt, self.store.mark_delivered, (message.id, now, receipt),
                           answered=True)  # fmt: skip
         if self._room_waiters:
@@ -1049,8 +1049,8 @@ class Delivery:
             self._next_notice(message)
 
     def _receipt_for_end(self, message: Message, state: MessageState, now: float, error: int) -> Message | None:
-        """The receipt of an MT that ends otherwise than delivered, if one is due; None if its row, damaged outside the
-        gateway (text where its data_coding goes, say), makes none: it ends all the same, the reason logged."""
+        """The receipt of an MT that ends, if one is due; None if its row, damaged outside the gateway (text where its
+        data_coding or submission time goes, say), makes none: it ends all the same, the reason logged."""
         try:
             return receipt_for(message, state, now, error, self.ids, self.router.sp_accounts)
         except UNSENDABLE as exc:

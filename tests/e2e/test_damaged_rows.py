@@ -178,6 +178,28 @@ def test_an_mt_whose_stored_routing_fields_are_damaged_is_given_up_and_the_backl
     assert [line for line in logs if line["event"] in ("unbound", "reading waiting MTs failed")] == []
 
 
+def test_an_mt_delivered_whose_stored_row_makes_no_receipt_leaves_the_bind_bound(make_gateway, handset, tmp_path):
+    """Text where its submission time goes (SQLite keeps it in a REAL column): it went out, and its receipt, made as
+    its deliver_sm_resp was read, raised TypeError up through the bind's read of that answer, and the bind was dropped
+    ('Fatal error: protocol.data_received() call failed'). Now it is stored delivered without its receipt (`receipt cannot be made`), and the
+    bind goes on."""
+    db = tmp_path / "gw.db"
+    damaged, kept = waiting_for_b(make_gateway, handset, db, "damaged", "kept")
+    damage(db, damaged.message_id, "submitted_at", "x")
+
+    with structlog.testing.capture_logs() as logs:
+        again = make_gateway(db_path=db)
+        a = handset(A, gw=again)
+        b = handset(B, gw=again)
+        assert [text(pdu) for pdu in b.expect_many(2)] == ["damaged", "kept"]
+        assert receipt_fields(a.expect(predicate=is_receipt))["id"] == kept.message_id.decode()
+        assert stored_status(db, damaged.message_id) == "delivered"  # (committed before the receipt that followed it)
+        assert a.submit(B, "after it").status == ESME_ROK
+        assert text(b.expect()) == "after it"  # the same bind
+    assert [line["message_id"] for line in logs if line["event"] == "receipt cannot be made"] == [damaged.message_id.decode()]
+    assert [line for line in logs if line["event"] == "unbound"] == []
+
+
 def test_an_mt_whose_stored_text_is_damaged_ends_alone_on_a_bind_of_smpp_3_3_and_the_backlog_read_goes_on(
     make_gateway, handset, tmp_path
 ):
