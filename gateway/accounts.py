@@ -49,13 +49,14 @@ class Account:
         self.config = config
         self.system_id = config.system_id
         self.role = config.role
+        self.is_sp = config.role == "sp"  # a service provider's: sends from its service codes, not numbers
         self.numbers = config.numbers
         self.service_codes = config.service_codes
         self.bucket = TokenBucket(config.throughput)
         self.binds = 0
 
     def may_send_from(self, address: str) -> bool:
-        if self.role == "sp":
+        if self.is_sp:
             return address in self.service_codes
         return address.startswith(self.numbers)
 

@@ -204,7 +204,7 @@ class Amendments:
         """The msisdn the log line about a cancel_sm or replace_sm names: as the lines about the message did, if found."""
         if found:
             return subscriber_of(found[0])
-        return subscriber_submitting(conn.account.role, source, dest, self.plan)
+        return subscriber_submitting(conn.account.is_sp, source, dest, self.plan)
 
     async def _cancel_all(self, messages: list[Message]) -> tuple[list[str], BaseException | None]:
         """Cancel those of `messages` still undelivered: the ids of those whose cancellation is committed, and the

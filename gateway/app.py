@@ -113,7 +113,7 @@ class Gateway:
         self.catalogue = Catalogue(config.catalogue)
         handlers = self._handler_names(config)
         self.guards = Guards(
-            self.catalogue, (a.system_id for a in self.accounts if a.role == "sp"),
+            self.catalogue, self.router.sp_accounts,
             operator_codes=self._operator_codes(config, handlers),
             accounts=(a.system_id for a in self.accounts), plan=self.plan,
         )  # fmt: skip

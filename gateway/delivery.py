@@ -1352,7 +1352,7 @@ def _backlog_ranges(account: Account, prefixes: list[str] | None) -> Iterator[tu
     deliverable, and a bind that appears for one number does not read, decode and route the whole backlog. An SP
     account's binds take all that is addressed to it, whatever their ranges (Router._route): it is read whole."""
     system_id = account.system_id
-    if prefixes is None or account.role == "sp":
+    if prefixes is None or account.is_sp:
         yield 0, system_id, "", _ABOVE_ALL
     else:
         for prefix in prefixes:

@@ -57,7 +57,7 @@ class Guards:
         self, catalogue: Catalogue, sp_accounts: Iterable[str] = (), operator_codes: Iterable[str] = (),
         accounts: Iterable[str] = (), plan: NumberPlan | None = None,
     ) -> None:  # fmt: skip
-        self._sp_accounts = frozenset(sp_accounts)  # system_ids of the accounts with role "sp"
+        self._sp_accounts = frozenset(sp_accounts)  # system_ids of the SP accounts (Account.is_sp)
         self._not_sp = frozenset(accounts).difference(self._sp_accounts)  # those of the other accounts configured
         self._plan = plan or NumberPlan()
         self._operator_codes = frozenset(operator_codes)  # the operator's own services: reached even when blocked
@@ -103,7 +103,7 @@ class Guards:
 
     def check(self, account: Account, source: str, dest: str) -> tuple[int, str] | None:
         """(command_status, reason) when the submission must be refused, else None."""
-        from_sp = account.role == "sp"
+        from_sp = account.is_sp
         if from_sp or source in self._network or (source, dest) in self._personal:  # else no call: every submit_sm asks
             return self._refusal(source, dest, from_sp)
         return None

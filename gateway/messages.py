@@ -98,11 +98,11 @@ def receipted(message: Message) -> dict[str, str]:
     return {"receipted_message_id": value.decode("latin-1").rstrip("\0") if isinstance(value, bytes) else str(value)}
 
 
-def subscriber_submitting(role: str, source: str, dest: str, plan: NumberPlan | None = None) -> str:
+def subscriber_submitting(from_sp: bool, source: str, dest: str, plan: NumberPlan | None = None) -> str:
     """The subscriber a log line about a submission (recognised again, refused, cancelled, replaced, queried) names
     as its msisdn: the sender; for an SP, which sends from its service code, its addressee. With `plan`, the
     addresses are as sent, and the one named is written as every other line writes it (normalised)."""
-    number = dest if role == "sp" else source
+    number = dest if from_sp else source
     return number if plan is None else plan.normalise(number)
 
 

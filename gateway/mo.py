@@ -127,7 +127,7 @@ def _inbound(message: Message, text: str, mo_ids: tuple[str, ...]) -> Inbound:
     )
 
 
-def _about_row(message: Message | UnreadableMo) -> dict[str, str]:
+def _about_stored_mo(message: Message | UnreadableMo) -> dict[str, str]:
     """The fields a line about a stored MO names it by."""
     return {"message_id": message.id, "account": message.account, "msisdn": message.source_addr,
             "short_code": message.dest_addr}  # fmt: skip
@@ -319,14 +319,14 @@ class MoProcessor:
         cannot be handled is given up (`_give_up_unreadable`): it stayed `accepted`, an error line at every start."""
         for message in messages:
             if isinstance(message, UnreadableMo):
-                log.error("MO not replayed", **_about_row(message), reason=message.reason)
+                log.error("MO not replayed", **_about_stored_mo(message), reason=message.reason)
                 await self._give_up_unreadable(message)
                 continue
             try:
                 ready = self._assemble(message)
                 inbound = _inbound(message, *ready) if ready is not None else None
             except Exception:  # its row, damaged, does not make an MO to handle (its UDH, TLVs, text): given up
-                log.exception("MO not replayed", **_about_row(message))
+                log.exception("MO not replayed", **_about_stored_mo(message))
                 await self._give_up_unreadable(message)
                 continue
             if inbound is None:
@@ -334,7 +334,7 @@ class MoProcessor:
             try:
                 await self._handle(message, inbound)
             except Exception:  # a fault of ours, not of its row: it stays `accepted` and the start goes on
-                log.exception("MO replay failed", **_about_row(message))
+                log.exception("MO replay failed", **_about_stored_mo(message))
         self.expire_partial()
 
     async def _give_up_unreadable(self, message: Message | UnreadableMo) -> None:
@@ -344,7 +344,7 @@ class MoProcessor:
         try:
             await self.store.complete_mo([message.id], [], self.clock.now(), failed=True, error=_SYSTEM_ERROR)
         except Exception:  # (logged with its traceback)
-            log.exception("MO not given up", **_about_row(message))
+            log.exception("MO not given up", **_about_stored_mo(message))
 
     async def drain(self) -> None:
         """Wait until every MO received so far (and any queued behind another holder of its keys) is handled."""

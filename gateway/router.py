@@ -97,7 +97,7 @@ class Router:
         self._holders: dict[Receiver, set[str]] = {}  # the same, by bind
         # Accounts that receive for MSISDN ranges (an SP account has none), in config order.
         self._by_number = [a for a in accounts if a.numbers]
-        self.sp_accounts = frozenset(a.system_id for a in accounts if a.role == "sp")  # their receipts: receipts.make_receipt
+        self.sp_accounts = frozenset(a.system_id for a in accounts if a.is_sp)  # by name, for receipts.make_receipt
 
     def bound(self, receiver: Receiver) -> None:
         binds = self._receivers[receiver.account.system_id]
@@ -279,7 +279,7 @@ class Router:
                 # No bind's range serves `dest`: the bind that last sent from it (its account vouches for its numbers,
                 # whatever that bind's range), usually the one that submitted the MT this receipt reports on.
                 return recent
-            if chosen is None and binds and to_account in self.sp_accounts:
+            if chosen is None and binds and binds[0].account.is_sp:
                 # Else an SP's least busy bind: it asked for what is addressed to it (receipts, notices), whatever its
                 # binds' ranges (SMPP 3.4 5.2.7: the addresses a bind serves, for MO). A handset's receipt goes to its
                 # subscriber's own bind, never to another subscriber's.
@@ -331,7 +331,7 @@ def could_take(receiver: Receiver, message: Message) -> bool:
 def _to_its_sp(receiver: Receiver, message: Message) -> bool:
     """Whether the MT is addressed to `receiver`'s account, an SP's (its receipts, its notices)."""
     account = receiver.account
-    return account.role == "sp" and addressed_account(message) == account.system_id
+    return account.is_sp and addressed_account(message) == account.system_id
 
 
 def in_range(receiver: Receiver, number: str) -> bool:

@@ -265,7 +265,7 @@ class SmppConnection(asyncio.Protocol):
     def _log_submission_rejected(self, status: str, reason: str, source: str, dest: str | None, **fields: Any) -> None:
         """The `submission rejected` line itself (log_refused_submission)."""
         assert self.account is not None  # (a submission comes on a bind)
-        msisdn = subscriber_submitting(self.account.role, source, dest or "", self.gateway.plan)
+        msisdn = subscriber_submitting(self.account.is_sp, source, dest or "", self.gateway.plan)
         if dest is not None:
             fields["dest"] = dest
         log.warning("submission rejected", account=self.system_id, msisdn=msisdn, source=source, status=status,
