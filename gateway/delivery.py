@@ -296,25 +296,47 @@ class Delivery:
         """Read the first page of each range of its account's backlog that `receiver` serves (_backlog_ranges, as a bind
         that appears), handing it each MT it would take until it holds `count`, in order per subscriber: a
         subscriber's MTs from their first in the store, and none while one of theirs is in hand (queued on another
-        bind, waiting for a retry) or one another bind would take (`_probe_offer`) comes first. A read that fails is
-        tried again at the next probe (the MTs stay in the store)."""
+        bind, waiting for a retry) or one another bind would take (`_probe_offer`) comes first. Those of a
+        subscriber whose MTs in hand all wait for their retry after failing on another stalled bind of its account
+        (`_retry_failed_on_stalled`) are handed out in their turn, taken off their wait (left there if not handed):
+        a bind that never answers again, probed too, held an SP's receipts (all to its service code) most of the
+        time, and the probe of one that answers again handed it none while that one stayed bound. A read that fails
+        is tried again at the next probe (the MTs stay in the store)."""
         passed_over: set[str] = set()  # subscribers none of whose MTs this probe hands out from here on
+        off_retry: dict[str, Waiting] = {}  # MTs read_page took off their wait for a retry, until `take` comes to them
 
         async def read_page(to_account: str | None, below: str, after: tuple[str, int]) -> list[tuple[Any, Message]]:
             page = await self.store.waiting_mts(to_account, after, below, self.PAGE)
             held = self._held
-            passed_over.update(message.dest_addr for _cursor, message in page if message.id in held)
-            return page
+            in_hand = [message for _cursor, message in page if message.id in held]
+            if not in_hand:
+                return page
+            passed_over.update(m.dest_addr for m in in_hand if not self._retry_failed_on_stalled(receiver, m.id))
+            for message in in_hand:
+                if message.dest_addr not in passed_over:  # (out of hand for `take`, the MT it waits with in its place)
+                    off_retry[message.id] = self._off_retry(message.id)
+            return [(cursor, off_retry[message.id][1] if message.id in off_retry else message) for cursor, message in page]
 
         def take(message: Message) -> None:
+            waiting = off_retry.pop(message.id, None)
+            if hand(message):
+                if waiting is not None:
+                    waiting[0].cancel()
+            elif waiting is not None:  # back to its wait, which the MTs after it to its subscriber do not overtake
+                self._back_to_retry(waiting)
+                passed_over.add(message.dest_addr)
+
+        def hand(message: Message) -> bool:
             dest = message.dest_addr
             if receiver.load >= count or dest in passed_over or not self._probing(receiver):
-                return
+                return False
             chosen = self.router.route(message, tell=False)
             if chosen is None and not carries(receiver, message):
-                return  # too long for it (SMPP 3.3), and no bind of 3.4 takes it: it waits, the next ones go (as a read's)
-            if not self._probe_offer(receiver, message, chosen):
-                passed_over.add(dest)
+                return False  # too long for it (SMPP 3.3), and no bind of 3.4 takes it: it waits, the next ones go (as a read's)
+            if self._probe_offer(receiver, message, chosen):
+                return True
+            passed_over.add(dest)
+            return False
 
         async def one_page(_after: tuple[str, int]) -> bool:
             return False
@@ -329,6 +351,33 @@ class Delivery:
                 log.exception("reading MTs parked for a stalled bind failed", account=receiver.account.system_id)
         finally:
             del self._probes[receiver]
+
+    def _retry_failed_on_stalled(self, receiver: Receiver, message_id: str) -> bool:
+        """Whether the MT (in hand) waits for its retry after failing on another bind of `receiver`'s account that is
+        still stalled (its deliver_sm went unanswered): no attempt of it is on its way, and a probe of `receiver`
+        may hand it out in its turn (`_probe`)."""
+        waiting = self._retry_timers.get(message_id)
+        if waiting is None:
+            return False
+        timer, _message, failed_on = waiting
+        return (
+            timer is not HOLDING and failed_on is not None and failed_on is not receiver and failed_on.stalled
+            and failed_on.account is receiver.account
+        )  # fmt: skip
+
+    def _off_retry(self, message_id: str) -> Waiting:
+        """Take an MT off its wait for a retry (`_retry_failed_on_stalled`), out of hand as if parked, its timer kept for
+        `_back_to_retry`."""
+        waiting = self._retry_timers.pop(message_id)
+        assert waiting is not None
+        self._held.discard(message_id)
+        return waiting
+
+    def _back_to_retry(self, waiting: Waiting) -> None:
+        """An MT taken off its wait for a retry (`_off_retry`), and not handed out, waits again as it did."""
+        timer, message, failed_on = waiting
+        self._retry_timers.add(message, timer, failed_on)
+        self._held.add(message.id)
 
     def _probing(self, receiver: Receiver) -> bool:
         """A probe's read goes on for `receiver`: still stalled with MTs parked for it (not answering again, nor gone)."""

@@ -28,7 +28,9 @@ import pytest
 from smpplib import smpp
 
 from gateway.server import _ASKING_MOST
+from handlers.sp_notice import parse_sp_notice
 from tests.e2e.test_smpp33 import Smpp33Link
+from tests.e2e.test_sp_notices import SINA, order_and_confirm
 from tests.e2e.test_spam_report import (
     MESSAGE_STATE_REJECTED,
     REPORTERS,
@@ -47,6 +49,8 @@ from tests.smpp_handset import (
     cancel_sm,
     encoded,
     frame,
+    is_receipt,
+    receipt_fields,
     text,
 )
 
@@ -1085,6 +1089,47 @@ def test_of_two_silent_binds_with_nothing_left_to_answer_the_one_that_answers_ag
     got = [text(pdu) for pdu in a.expect_many(len(texts), timeout=15)]
     assert sorted(got) == sorted(texts)
     a.expect_none(within=1.5)
+
+
+def test_of_an_sps_two_silent_binds_the_one_that_answers_again_gets_its_receipts_while_the_other_stays_dead(
+    make_gateway, handset
+):
+    """What is addressed to an SP goes to one destination, its service code. Both of sina's rx binds answer no
+    deliver_sm and park what comes for it (Delivery.FULL made 3); one (`dead`) never answers again, the other
+    (`back`) does. `dead` is probed too: its probe's MTs are in flight, then wait for their retry (2.5 s), then are
+    parked until its next probe, at the next tick, where it comes first: `dead` is the one the gateway's tick visits
+    first (it walks a set of connections; the test picks it so). Before, `back`'s probe passed over the service code
+    all that time (an MT to it in hand elsewhere): it was handed nothing while `dead` stayed bound (picked at random,
+    the order failed such a test 1 run in 6, session 39). Now its probe takes the MTs waiting for their retry after
+    failing on `dead`, in their turn, and `back`, answering them, gets every receipt and the ORDER notice, once, in
+    order."""
+    gw = make_gateway(gateway={"window": 2, "response_timeout": 1, "enquire_link_interval": 30, "idle_timeout": 120,
+                               "retry_backoff": [2.5]})  # fmt: skip
+    delivery = gw.gateway.delivery
+    delivery.FULL = 3
+    phone = handset(A, gw=gw)
+    order_and_confirm(phone)  # its ORDER notice waits for a receiver of sina
+    receivers = [handset(SINA, system_id="sina", bind="rx", gw=gw) for _ in range(2)]
+    for receiver in receivers:
+        receiver.answering = False
+    sender = handset(SINA, system_id="sina", bind="tx", gw=gw)
+    ticked = [c for c in list(gw.gateway.connections) if c.account is not None and c.account.system_id == "sina"
+              and c.can_receive]  # fmt: skip  (in the order the tick visits them: no connection comes after)
+    by_port = {receiver.client._socket.getsockname()[1]: receiver for receiver in receivers}
+    dead_bind, back_bind = ticked
+    back = by_port[int(back_bind.peer.rsplit(":", 1)[1])]
+    # (30: enough that both binds park some; one that parked none takes their retries, and answers)
+    sent = [sender.submit(A, f"news {n}", registered_delivery=1).message_id.decode() for n in range(30)]
+    assert len(phone.expect_many(30)) == 30
+    assert eventually(lambda: dead_bind in delivery._parked_on and back_bind in delivery._parked_on, timeout=10)
+    assert eventually(lambda: back_bind.load == 0, timeout=10)  # every deliver_sm timed out, their retries parked (or soon)
+    lost_unanswered(back)
+    back.answering = True
+    got = back.expect_many(len(sent) + 1, timeout=15)
+    assert [receipt_fields(pdu)["id"] for pdu in got if is_receipt(pdu)] == sent
+    assert [parse_sp_notice(text(pdu))["event"] for pdu in got if not is_receipt(pdu)] == ["ORDER"]
+    back.expect_none(within=1.5)
+    assert dead_bind.stalled
 
 
 def test_a_bind_that_loses_one_answer_while_another_of_its_account_parked_mts_gets_its_mts_again(make_gateway, handset):

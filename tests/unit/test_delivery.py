@@ -21,6 +21,7 @@ from gateway.ids import MessageIds
 from gateway.log_budget import LogBudget
 from gateway.numbers import NumberPlan
 from gateway.router import Router, compile_address_range
+from gateway.smpp.constants import EsmClass
 from gateway.store.records import Direction, Message, MessageStatus
 from gateway.store.sqlite import SqliteStore
 from gateway.store.writer import WriterDied
@@ -516,6 +517,45 @@ async def test_a_probe_hands_a_stalled_sp_bind_what_is_addressed_to_its_account_
     delivery.FULL = 10
     assert sorted(await probed(delivery, probed_bind, 10)) == ["r0", "r1", "r2", "r3"]
     assert not other.offered
+
+
+@pytest.mark.parametrize(("count", "handed"), [(10, ["r0", "r1", "r2", "r3"]), (1, ["r0"])], ids=["all", "one"])
+async def test_a_probe_hands_a_stalled_bind_first_the_mts_whose_attempt_another_stalled_bind_left_unanswered(
+    store, delivery, router, accounts, count, handed
+) -> None:
+    """Both of sp's binds stalled; what is addressed to sp (its receipts: one destination, its service code) parked.
+    `dead`, probed, left r0 and r1 unanswered: they wait for their retry. The probe of `back` takes them off their
+    wait and hands them to it first, then r2 and r3, in order, as many as it takes (`count`): r1, not handed, waits
+    for its retry as before. `dead`'s next probe hands it none: those in hand on `back` (otherwise than waiting for a
+    retry) still make a probe pass over their destination. Before, `back`'s probe passed over it at once: while
+    `dead` stayed bound, its probes holding some of them most of the time, `back`, answering again, got nothing."""
+    delivery.FULL = 1
+    dead, back = Receiver(accounts.get("sp")), Receiver(accounts.get("sp"))
+    for bind in (dead, back):
+        router.bound(bind)
+        router.stalled(bind)
+    receipts = [dataclasses.replace(mt(f"r{i}", "10661", to_account="sp"), esm_class=EsmClass.DELIVERY_RECEIPT)
+                for i in range(4)]  # fmt: skip
+    await admit(store, delivery, *receipts)
+    for bind in (dead, back):  # timed out: their retries parked
+        bind.load = 0
+        delivery.retry_later(bind.offered.pop(), bind=bind)
+    delivery.backoff = [0.01]
+    await until(lambda: not delivery._retry_timers)
+    delivery.FULL = 10
+    assert await probed(delivery, dead, 2) == ["r0", "r1"]
+    delivery.backoff = [60]
+    dead.load = 0
+    for message in dead.offered:  # unanswered
+        delivery.retry_later(message, bind=dead)
+    assert await probed(delivery, back, count) == handed
+    waiting = [(message.id, failed_on) for _timer, message, failed_on in delivery._retry_timers.values()]
+    assert waiting == ([] if count > 1 else [("r1", dead)])
+    assert all(message_id in delivery._held for message_id in ("r0", "r1"))
+    del dead.offered[:]
+    assert delivery.probe(dead, 10) is (count > 1)  # (not while r1, which failed on it, waits: its back-off stands)
+    await asyncio.gather(*delivery._probes.values())
+    assert not dead.offered  # those in hand on `back`
 
 
 async def test_a_probe_passes_over_an_mt_too_long_for_its_bind_of_smpp33_that_no_bind_takes_not_its_subscriber(
