@@ -51,6 +51,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import combinations
 from typing import Any
 
 from gateway.config import DEFAULT_RATING_WORDS, Config
@@ -236,10 +237,13 @@ class Expectation:
 
 @dataclass(slots=True)
 class Waiting:
-    """A confirmation the subscriber left unanswered: its reply code, and when it lapses (time.monotonic())."""
+    """A confirmation the subscriber left unanswered: its reply code, and when it lapses on the target's clock (Env.clock,
+    the one its validity runs on): not before `lapses_from` (its order went, plus the validity), by `lapses_by` (its
+    confirmation came, plus the validity)."""
 
     code: str
-    expires: float
+    lapses_from: float
+    lapses_by: float
 
 
 class Phone(Handset):
@@ -315,15 +319,15 @@ class Phone(Handset):
 
     # -------------------------------------------------------- confirmations
     def waiting_orders(self, now: float) -> dict[str, Waiting]:
-        """Unanswered confirmations the server still holds open (lapsed ones dropped)."""
-        for service_id in [s for s, w in self.pending_orders.items() if w.expires < now]:
+        """Unanswered confirmations the server may still hold open at `now`, on its clock (surely lapsed ones dropped)."""
+        for service_id in [s for s, w in self.pending_orders.items() if w.lapses_by < now]:
             del self.pending_orders[service_id]
         return self.pending_orders
 
     def orders_settled(self, now: float) -> bool:
-        """No confirmation about to lapse: around that moment the fleet cannot tell whether the server still
-        counts it (reply codes and a bare Y depend on it)."""
-        return all(not (w.expires - LAPSE_SLACK <= now <= w.expires) for w in self.pending_orders.values())
+        """No confirmation about to lapse at `now`, on the server's clock: around that moment the fleet cannot tell
+        whether the server still counts it (reply codes and a bare Y depend on it)."""
+        return all(not (w.lapses_from - LAPSE_SLACK <= now <= w.lapses_by) for w in self.pending_orders.values())
 
     def can_order(self, services: Iterable[Service], now: float) -> bool:
         return self.orders_settled(now) and any(s.id not in self.subscriptions for s in services)
@@ -516,20 +520,23 @@ async def order(phone: Phone, env: Env, variant: str) -> DialogueResult:
     operator = plan.operator
     candidates = [s for s in env.order_services if s.id not in phone.subscriptions]
     service = rng.choice(candidates)
-    waiting = phone.waiting_orders(time.monotonic())
-    same = waiting.get(service.id)
+    sent = env.clock()
+    waiting = dict(phone.waiting_orders(sent))
     others = {sid: w for sid, w in waiting.items() if sid != service.id}
-    used = {w.code for w in others.values()}
-    code = same.code if same is not None else next(f"Y{n}" for n in range(1, len(used) + 2) if f"Y{n}" not in used)
 
     async def body(run: Run) -> str:
         await run.send(service.service_code, service.keyword, label="order")
         _, request = await run.reply("order->confirmation", operator, "confirmation.request")
-        run.check(request, {**service.fields(operator), "reply_code": code, "validity": plan.confirmation_validity})
-        received = time.monotonic()
+        received = env.clock()
+        run.check(request, {**service.fields(operator), "validity": plan.confirmation_validity})
+        owed = _codes_owed(service.id, waiting, received)
+        code = request.get("reply_code", min(owed))  # a config's text may not show it
+        if code not in owed:
+            run.fail(f"reply_code={code!r}, expected {' or '.join(map(repr, sorted(owed)))}")
         run.result.data["reply_code"] = code
         if variant == "ignore":
-            phone.pending_orders[service.id] = Waiting(code, received + rules.confirmation_validity)
+            validity = rules.confirmation_validity
+            phone.pending_orders[service.id] = Waiting(code, sent + validity, received + validity)
             return "ignored"
         phone.pending_orders.pop(service.id, None)  # answered now, either way
         if variant == "confirm":
@@ -554,6 +561,25 @@ async def order(phone: Phone, env: Env, variant: str) -> DialogueResult:
         return "declined"
 
     return await _dialogue("order", phone, env, (operator, service.service_code), body)
+
+
+def _codes_owed(service_id: str, waiting: dict[str, Waiting], answered_at: float) -> set[str]:
+    """The reply codes the target may give a confirmation of `service_id`, ordered when `waiting` were open and
+    answered at `answered_at` (on its clock): each of them that may have lapsed before the target read the order (by
+    `answered_at`) either held or not."""
+    unsure = [sid for sid, w in waiting.items() if w.lapses_from <= answered_at]
+    return {_code_owed(service_id, {sid: w for sid, w in waiting.items() if sid not in lapsed})
+            for n in range(len(unsure) + 1) for lapsed in combinations(unsure, n)}  # fmt: skip
+
+
+def _code_owed(service_id: str, waiting: dict[str, Waiting]) -> str:
+    """The reply code the target owes a confirmation of `service_id` while `waiting` are open: the same one again for
+    it still waiting, else the lowest the others leave free."""
+    same = waiting.get(service_id)
+    if same is not None:
+        return same.code
+    used = {w.code for w in waiting.values()}
+    return next(f"Y{n}" for n in range(1, len(used) + 2) if f"Y{n}" not in used)
 
 
 async def spam_report(

@@ -903,7 +903,7 @@ class Fleet:
         return self._taking(phone, "query", lambda p: b.query(p, self.env))
 
     def _pick_order(self) -> Any:
-        services, now = self.env.order_services, time.monotonic()
+        services, now = self.env.order_services, self.env.clock()
         phone = self.idle.take(self.rng, lambda p: p.can_order(services, now))
         o = self.scenario.behaviours.order
         variant = _weighted(self.rng, (("confirm", o.confirm), ("decline", o.decline), ("ignore", o.ignore)))

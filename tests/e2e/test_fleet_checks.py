@@ -647,27 +647,46 @@ def test_the_block_window_is_measured_on_the_targets_clock(tmp_path: Path) -> No
     gateway's clock no two reports are within 10 s and it never blocks the spammer, rightly. Before, the fleet timed the
     reports on its own clock (2 s apart): it expected a block and failed the next round, "ESME_ROK, expected
     SMSGW_RSENDERBLOCKED" (found by this session's regression review)."""
-    clock = SimulatedClock()
-    stop = threading.Event()
-
-    def run_fast() -> None:
-        while not stop.wait(0.02):
-            clock.advance(11)
-
     scenario = make_scenario(fleet={"count": 30, "binds": 1, **NO_SP}, behaviours=only(spammer=1) | {"spammer": {"weight": 1, "victims": 1}},
                              spammers={"count": 1}, reactions={"spam": {"report": 1, "two_step": 0, "ignore": 0}},
                              load={"mode": "open", "rate": 0.5, "duration": 0, "count": 4, "timeout": 3})  # fmt: skip
     settings = {"services": {"spam_block_threshold": 2, "spam_block_window": 10.0}}
+    run = run_on_a_fast_clock(tmp_path, settings, scenario, advance=11, every=0.02)
+    run.assert_ok()
+    assert run.outcomes["spammer"] == {"sent": 4} and run.outcomes["spam"]["reported"] >= 3, run.outcomes
+
+
+def run_on_a_fast_clock(tmp_path: Path, settings: dict, scenario: object, advance: float, every: float) -> FleetRun:
+    """`scenario` against a gateway (the built-in config with `settings`) whose SimulatedClock is advanced `advance`
+    seconds `every` seconds while the fleet runs (as a QA script moving the target's time on would)."""
+    clock = SimulatedClock()
+    stop = threading.Event()
+
+    def run_fast() -> None:
+        while not stop.wait(every):
+            clock.advance(advance)
+
     with FleetController(settings, db_path=tmp_path / "gateway.db", clock=clock) as controller:
         fast = threading.Thread(target=run_fast)
         fast.start()
         try:
-            run = controller.run(scenario)
+            return controller.run(scenario)
         finally:
             stop.set()
             fast.join()
+
+
+def test_confirmations_lapse_on_the_targets_clock(tmp_path: Path) -> None:
+    """Two subscribers order and never answer, 12 orders in 3 s; the confirmation_validity is 30 s on the gateway's
+    clock, advanced 40 s every 0.5 s, so an order left waiting lapses there within the next order or two and the
+    gateway gives the lowest reply code, Y1, again. Before, the fleet timed the lapse on its own clock (30 s away): it
+    expected Y2 and failed the order, "reply_code='Y1', expected 'Y2'"."""
+    scenario = make_scenario(fleet={"count": 2, "binds": 1, **NO_SP},
+                             behaviours=only(order=1) | {"order": {"weight": 1, "confirm": 0, "decline": 0, "ignore": 1}},
+                             load={"mode": "open", "rate": 4, "duration": 0, "count": 12, "timeout": 3})  # fmt: skip
+    run = run_on_a_fast_clock(tmp_path, {"services": {"confirmation_validity": 30.0}}, scenario, advance=40, every=0.5)
     run.assert_ok()
-    assert run.outcomes["spammer"] == {"sent": 4} and run.outcomes["spam"]["reported"] >= 3, run.outcomes
+    assert run.outcomes["order"] == {"ignored": 12}, run.outcomes
 
 
 MIDNIGHT = datetime(2026, 12, 10, tzinfo=timezone(timedelta(hours=8))).timestamp()  # the operator's (UTC+8)
