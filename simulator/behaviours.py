@@ -96,7 +96,7 @@ IDLE, BUSY, RETIRED = "idle", "busy", "retired"
 AWAY = "away"  # idle, its bind lost and being bound again (--rebind): picked for nothing until it is back
 SENDER_BLOCKED = CommandStatus.SMSGW_RSENDERBLOCKED  # 0x400: blocked network-wide
 BLOCKED_BY_RECIPIENT = CommandStatus.SMSGW_RBLOCKEDBYRECIPIENT  # 0x401: the recipient reported the sender
-LATE_MARGIN = 0.5  # seconds past a survey's validity (as the fleet saw it arrive) before a late answer
+LATE_MARGIN = 0.5  # seconds past a survey's validity (from its arrival, on the target's clock) before a late answer
 LAPSE_SLACK = 2.0  # seconds before a confirmation lapses in which the fleet cannot tell whether the server counts it
 RECENT = 4  # arrivals a phone remembers (since its last MO) to tell a copy of one
 BIND_LOST = -1  # in Phone.recent: a bind its texts arrive on was lost there (no hash() is -1)
@@ -637,21 +637,42 @@ async def spam_report(
     return await _dialogue("spam", phone, env, (code,), body)
 
 
-async def answer_survey(phone: Phone, env: Env, survey: ShortMessage, fields: dict[str, str], variant: str) -> DialogueResult:
-    """A survey that arrived unasked, answered: "valid" (a rating in one of its forms; 4-5 bring the reason
-    step), "invalid" (nonsense -> re-prompt -> a rating, or nonsense again -> "invalid"), "late" (after the
-    validity the survey states -> "late"). A valid answer too close to the end of the validity to tell waits
-    it out and must get "late" instead."""
+async def answer_survey(
+    phone: Phone, env: Env, survey: ShortMessage, fields: dict[str, str], variant: str, arrived: float
+) -> DialogueResult:
+    """A survey that arrived unasked (at `arrived` on the target's clock, Env.clock), answered: "valid" (a rating in one
+    of its forms; 4-5 bring the reason step), "invalid" (nonsense -> re-prompt -> a rating, or nonsense again ->
+    "invalid"), "late" (after the validity the survey states -> "late"). A valid answer too close to the end of the
+    validity to tell waits it out and must get "late" instead. The validity runs on the target's clock: a text the
+    target may have read after it ended (its clock moved on while the text went) may be told it is late instead, or
+    past one more validity period that nothing waits for a rating (SurveyTimes.reply)."""
     plan, rng, rules = env.plan, env.rng, env.rules
     code = plan.rating
-    validity = _survey_validity(fields, plan)
-    deadline = survey.received_at + validity
+    times = SurveyTimes(env.clock, arrived, _survey_validity(fields, plan))
+
+    async def exchange(run: Run, label: str, text: str, step: str, *keys: str, lapsed: str = "rating.late",
+                       asks: bool = False) -> str:  # fmt: skip
+        """Send `text`; the reply's key: one of `keys`, or `lapsed` or rating.unsolicited where the target's clock allows;
+        "" for none where it asks a question (`asks`): the target does not send one once the survey may have ended."""
+        sent = env.clock()
+        await run.send(code, text, label=label)
+        keys_taken = (*keys, lapsed, "rating.unsolicited")
+        if asks:
+            answer = await run.reply_unless_withheld(step, code, *keys_taken, withheld=lambda: env.clock() >= times.unsure_from)
+            if answer is None:
+                return ""
+            key, told = answer
+        else:
+            key, told = await run.reply(step, code, *keys_taken)
+        times.judge(run, key, keys, lapsed, sent)
+        if key == lapsed:
+            run.check(told, {"validity": fields["validity"]})
+        return key
 
     async def late(run: Run, label: str) -> str:
-        await asyncio.sleep(max(0.0, deadline + LATE_MARGIN - time.monotonic()))
-        await run.send(code, str(rng.randint(1, 5)), label=label)
-        _, told = await run.reply(f"{label}->late", code, "rating.late")
-        run.check(told, {"validity": fields["validity"]})
+        while (left := times.surely_late - env.clock()) > 0:
+            await asyncio.sleep(left)
+        await exchange(run, label, str(rng.randint(1, 5)), f"{label}->late")
         return "late"
 
     async def rate(run: Run, label: str) -> str:
@@ -666,17 +687,17 @@ async def answer_survey(phone: Phone, env: Env, survey: ShortMessage, fields: di
             text = chr(ord("０") + score)
         else:
             text = rules.survey_words.get(score, str(score))
-        await run.send(code, text, label=label)
         if with_reason:
-            await run.reply(f"{label}->thanks", code, "rating.thanks_reason")
-            return "rated_with_reason"
+            key = await exchange(run, label, text, f"{label}->thanks", "rating.thanks_reason")
+            return "rated_with_reason" if key == "rating.thanks_reason" else "late"
         if score < 4:
-            await run.reply(f"{label}->thanks", code, "rating.thanks")
-            return "rated"
-        await run.reply(f"{label}->ask_reason", code, "rating.ask_reason")
-        await run.send(code, rng.choice(REASONS), label="reason")
-        await run.reply("reason->thanks", code, "rating.thanks_reason")
-        return "rated_with_reason"
+            key = await exchange(run, label, text, f"{label}->thanks", "rating.thanks")
+            return "rated" if key == "rating.thanks" else "late"
+        key = await exchange(run, label, text, f"{label}->ask_reason", "rating.ask_reason", asks=True)
+        if key != "rating.ask_reason":
+            return "rated" if key == "" else "late"  # not asked (the survey ended): the rating stands
+        key = await exchange(run, "reason", rng.choice(REASONS), "reason->thanks", "rating.thanks_reason", lapsed="rating.reason_late")
+        return "rated_with_reason" if key == "rating.thanks_reason" else "rated"  # the rating stands, the reason came late
 
     async def body(run: Run) -> str:
         phone.transcript.append((survey.received_at, "<", survey.source, survey.text))
@@ -684,21 +705,58 @@ async def answer_survey(phone: Phone, env: Env, survey: ShortMessage, fields: di
         run.check(fields, {"validity": plan.survey_validity, "service": plan.survey_service})
         if variant == "late":
             return await late(run, "late")
-        margin = min(validity / 2, 2.0)
-        if time.monotonic() > deadline - margin:  # too close to the end to know which answer is due
+        if env.clock() > times.unsure_from:  # too close to the end to know which answer is due
             return await late(run, "rating")
         if variant == "valid":
             return await rate(run, "rating")
-        await run.send(code, rng.choice(NONSENSE), label="nonsense")
-        await run.reply("nonsense->reprompt", code, "rating.reprompt")
+        if await exchange(run, "nonsense", rng.choice(NONSENSE), "nonsense->reprompt", "rating.reprompt", asks=True) != "rating.reprompt":
+            return "late"
         if rng.random() < 0.5:
             outcome = await rate(run, "rating")
             return "reprompted" if outcome == "rated" else outcome
-        await run.send(code, rng.choice(NONSENSE), label="nonsense")
-        await run.reply("nonsense->invalid", code, "rating.invalid")
-        return "invalid"
+        key = await exchange(run, "nonsense", rng.choice(NONSENSE), "nonsense->invalid", "rating.invalid")
+        return "invalid" if key == "rating.invalid" else "late"
 
     return await _dialogue("rating", phone, env, (code,), body)
+
+
+@dataclass(slots=True)
+class SurveyTimes:
+    """When a survey the fleet answers ends on the target's clock (`clock`, Env.clock): `validity` after the target sent
+    it, which the fleet knows to within `margin` before it arrived (`arrived`): between unsure_from and `ends_by`."""
+
+    clock: Callable[[], float]
+    arrived: float
+    validity: float
+
+    @property
+    def ends_by(self) -> float:
+        return self.arrived + self.validity
+
+    @property
+    def unsure_from(self) -> float:
+        """The earliest the survey may end (the target sends it at most `margin` before the fleet sees it arrive)."""
+        return self.ends_by - min(self.validity / 2, 2.0)
+
+    @property
+    def surely_late(self) -> float:
+        """When a reply is surely past the survey's end (LATE_MARGIN after it at the latest)."""
+        return self.ends_by + LATE_MARGIN
+
+    def judge(self, run: Run, key: str, keys: tuple[str, ...], lapsed: str, sent: float) -> None:
+        """Fail the dialogue unless the reply `key` to a text sent at `sent` (on the target's clock) fits when the
+        target may have read the text, from `sent` to now: one of `keys` (the answer within the validity) if that was
+        before the end, `lapsed` if within one validity period after it, rating.unsolicited if after that."""
+        answered = self.clock()
+        if key in keys:
+            due = sent < self.ends_by
+        elif key == lapsed:
+            due = answered >= self.unsure_from and sent < self.ends_by + self.validity
+        else:
+            due = answered >= self.unsure_from + self.validity
+        if not due:
+            run.fail(f"{key}, yet the target read the text {sent - self.arrived:.3f} to {answered - self.arrived:.3f} s "
+                     f"after the survey arrived, on its clock: valid for {self.validity:g} s")  # fmt: skip
 
 
 def _survey_validity(fields: dict[str, str], plan: Plan) -> float:

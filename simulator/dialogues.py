@@ -223,7 +223,19 @@ class _Run:
 
     async def reply(self, step: str, source: str, *keys: str) -> tuple[str, dict[str, str]]:
         """The next text from `source`: it must be one of the reply texts `keys`; its latency is recorded as `step`."""
-        text = await self.receive(step, source)
+        return self._which(step, source, await self.receive(step, source), keys)
+
+    async def reply_unless_withheld(self, step: str, source: str, *keys: str, withheld: Callable[[], bool]) -> tuple[str, dict[str, str]] | None:
+        """As reply; None when nothing came in time and `withheld()` says the target may rightly have sent nothing."""
+        try:
+            text = await self.receive(step, source)
+        except DialogueFailed:  # nothing came in time
+            if withheld() and not self.handset.arrived_in_part(source):
+                return None
+            raise
+        return self._which(step, source, text, keys)
+
+    def _which(self, step: str, source: str, text: str, keys: tuple[str, ...]) -> tuple[str, dict[str, str]]:
         found = self.plan.texts.which(text, keys)
         if found is None:
             raise DialogueFailed(step, f"expected {' or '.join(keys)} from {source}, got {text!r}")

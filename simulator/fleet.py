@@ -1268,7 +1268,8 @@ class Fleet:
         if variant == "ignore":
             self.stats["survey_ignored"] += 1
             return
-        self._queue(phone, "rating", lambda: b.answer_survey(phone, self.env, message, fields, variant))
+        arrived = self.env.clock()  # the survey's validity runs on the target's clock
+        self._queue(phone, "rating", lambda: b.answer_survey(phone, self.env, message, fields, variant, arrived))
 
     def _react_spam(self, phone: Phone, message: ShortMessage) -> None:
         sender = message.source

@@ -293,10 +293,10 @@ def test_the_simulators_own_errors_fail_the_run_as_internal_errors(smsgw_fleet, 
             raise RuntimeError("help broke")
         return result
 
-    async def survey_then_raise(phone, env, survey, fields, variant):
+    async def survey_then_raise(phone, env, survey, fields, variant, arrived):
         if phone.msisdn[-1] in "05":
             raise KeyError(2)
-        await real_survey(phone, env, survey, fields, variant)
+        await real_survey(phone, env, survey, fields, variant, arrived)
         raise KeyError(2)
 
     monkeypatch.setattr(behaviours, "help_text", help_then_raise)

@@ -689,6 +689,21 @@ def test_confirmations_lapse_on_the_targets_clock(tmp_path: Path) -> None:
     assert run.outcomes["order"] == {"ignored": 12}, run.outcomes
 
 
+def test_surveys_are_timed_on_the_targets_clock(tmp_path: Path) -> None:
+    """Each help dialogue brings a survey valid 5 s on the gateway's clock, advanced 40 s every 20 ms; the subscribers
+    answer it at once (valid or nonsense), or late. On the gateway's clock a survey often ends while a text of its
+    dialogue goes (told late, or a re-prompt or reason question not sent), and a late answer comes past one more
+    validity period ("unsolicited"). Before, the fleet timed the validity on its own clock: it waited 5.5 s to answer
+    late and failed a correct gateway, "late->late expected rating.late from 10086700, got '您好，您目前没有待评价的服务。…'"."""
+    scenario = make_scenario(fleet={"count": 4, "binds": 1, **NO_SP}, behaviours=only(help=1),
+                             reactions={"survey": {"valid": 1, "invalid": 1, "late": 1, "ignore": 0, "late_max_wait": 10}},
+                             load={"mode": "open", "rate": 4, "duration": 0, "count": 12, "timeout": 3})  # fmt: skip
+    settings = {"services": {"survey_validity": 5.0, "survey_sample_rate": 1.0}}
+    run = run_on_a_fast_clock(tmp_path, settings, scenario, advance=40, every=0.02)
+    run.assert_ok()
+    assert run.outcomes["help"] == {"help": 12} and sum(run.outcomes["rating"].values()) >= 6, run.outcomes
+
+
 MIDNIGHT = datetime(2026, 12, 10, tzinfo=timezone(timedelta(hours=8))).timestamp()  # the operator's (UTC+8)
 BEFORE_MIDNIGHT = 4.0
 
