@@ -260,9 +260,9 @@ class Phone(Handset):
         self.reports: list[tuple[float, float]] = []
         self.reported: set[str] = set()  # numbers it reported (or is reporting)
         self.held: tuple[str, ...] = ()  # services it held at some time in this run (a repeat order has no free trial)
-        # Hashes of (source, text) of what arrived since its last MO, the last RECENT: a text no dialogue waits for
-        # that is one of them is a copy (simulator/fleet.py Fleet.unasked). Hashes, not texts: 100k phones. BIND_LOST
-        # among them: a bind lost (bind_lost).
+        # Hashes of (source, text) of what arrived since its last MO, the last RECENT and the arrival being judged: one
+        # that is one of the RECENT before it is a copy (arrived_again; simulator/fleet.py Fleet._copy). Hashes, not
+        # texts: 100k phones. BIND_LOST among them: a bind lost (bind_lost).
         self.recent: tuple[int, ...] = ()
         # Hashes of (source, text) of spam the target accepted for it whose round stopped waiting once it was excused
         # (Spammer.excused), the last RECENT since its last MO: each may yet come, late, and is then that text (came_late).
@@ -278,8 +278,8 @@ class Phone(Handset):
         arrival = hash((message.source, message.text))
         # One of the texts that came since its last MO, come again: a copy (Fleet._copy judges it), no dialogue's
         # reply, even from the number the dialogue waits for (the target's retry of a text the fleet answered late).
-        again = arrival in self.recent
         self._remember(arrival)
+        again = self.arrived_again(arrival)
         fleet = self.fleet
         expecting = self.expecting
         if not again and expecting is not None and expecting.wants(message) and fleet.notice_kind(message) is None:
@@ -306,8 +306,12 @@ class Phone(Handset):
         self.withheld = self.withheld[:at] + self.withheld[at + 1:]
         return True
 
+    def arrived_again(self, arrival: int) -> bool:
+        """Whether `arrival`, the last remembered, is one of the RECENT arrivals before it: a copy."""
+        return self.recent.count(arrival) > 1
+
     def _remember(self, arrival: int) -> None:
-        self.recent = _kept(self.recent, arrival)
+        self.recent = _kept(self.recent, arrival, RECENT + 1)
 
     def begin(self, expectation: Expectation) -> None:
         self.expecting = expectation
@@ -345,9 +349,9 @@ class Phone(Handset):
         return self.reports_since(midnight)[1] < limit
 
 
-def _kept(kept: tuple[int, ...], arrival: int) -> tuple[int, ...]:
-    """`kept` with `arrival` added, the last RECENT."""
-    return (*kept[1:], arrival) if len(kept) >= RECENT else (*kept, arrival)
+def _kept(kept: tuple[int, ...], arrival: int, size: int = RECENT) -> tuple[int, ...]:
+    """`kept` with `arrival` added, the last `size`."""
+    return (*kept[1:], arrival) if len(kept) >= size else (*kept, arrival)
 
 
 class Spammer(Handset):

@@ -1221,9 +1221,9 @@ class Fleet:
         whose bind was lost since the first came (--rebind) is the target's redelivery of a text whose answer it had
         not committed (a kill -9: README), counted as redelivered_after_rebind, not a fault."""
         arrival = hash((message.source, message.text))
-        recent = phone.recent
-        if recent.count(arrival) < 2:  # Phone.deliver counted this one in
+        if not phone.arrived_again(arrival):
             return False
+        recent = phone.recent
         at = recent.index(arrival)
         phone.recent = recent[:at] + recent[at + 1:]  # the pair is told once, even when both come here
         if BIND_LOST in recent[at:]:
