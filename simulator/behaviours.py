@@ -97,6 +97,7 @@ AWAY = "away"  # idle, its bind lost and being bound again (--rebind): picked fo
 SENDER_BLOCKED = CommandStatus.SMSGW_RSENDERBLOCKED  # 0x400: blocked network-wide
 BLOCKED_BY_RECIPIENT = CommandStatus.SMSGW_RBLOCKEDBYRECIPIENT  # 0x401: the recipient reported the sender
 LATE_MARGIN = 0.5  # seconds past a survey's validity (from its arrival, on the target's clock) before a late answer
+REPORT_MOS = 2  # the MOs of a spam report at most: the forwarded text, then the number (two-step)
 LAPSE_SLACK = 2.0  # seconds before a confirmation lapses in which the fleet cannot tell whether the server counts it
 RECENT = 4  # arrivals a phone remembers (since its last MO) to tell a copy of one
 BIND_LOST = -1  # in Phone.recent: a bind its texts arrive on was lost there (no hash() is -1)
@@ -212,6 +213,13 @@ class Env:
     resend: Resend | None = None  # --rebind: MOs answered ESME_RTHROTTLED are sent again (Handset.send)
     report_ids: set[str] = field(default_factory=set)  # the spam reports' ids acknowledged in the run (each its own)
     clock: Callable[[], float] = time.time  # the target's clock (seconds since the epoch): the days reports count on
+    response_timeout: float = 10.0  # seconds the fleet's binds wait for the answer to a PDU (Esme response_timeout)
+
+    @property
+    def report_lasts(self) -> float:
+        """The longest a spam report's dialogue takes: each of its MOs (REPORT_MOS) answered within response_timeout,
+        sent again within `timeout` while refused ESME_RTHROTTLED (--rebind), and replied to within `timeout`."""
+        return REPORT_MOS * (self.response_timeout + 2 * self.timeout)
 
     @property
     def order_services(self) -> list[Service]:
@@ -870,7 +878,7 @@ async def spammer_round(spammer: Spammer, env: Env, victims: list[Phone]) -> Dia
         if wrong:
             raise DialogueFailed(step, f"{len(wrong)} of {len(victims)} answered wrongly ({len(spammer.acked)} victims' "
                                        f"reports acknowledged, threshold {threshold}): " + "; ".join(wrong[:5]))  # fmt: skip
-        unconfirmed = await _unconfirmed(spammer, expected, acked, sent_reports, threshold, env.timeout)
+        unconfirmed = await _unconfirmed(spammer, expected, acked, sent_reports, threshold, env.report_lasts)
         if unconfirmed:
             result.refused += [_status(s) for s in expected.values()]
             raise DialogueFailed(step, unconfirmed)
@@ -918,15 +926,16 @@ async def spammer_round(spammer: Spammer, env: Env, victims: list[Phone]) -> Dia
 
 
 async def _unconfirmed(spammer: Spammer, refused: dict[str, int], acked: set[str], sent: set[str], threshold: int,
-                       timeout: float) -> str:  # fmt: skip
+                       within: float) -> str:  # fmt: skip
     """Why the round's refusals (`refused`: victim -> status) are wrong, or "": each 0x401 must be followed by its
     victim's ack, and a 0x400 by the acks of `threshold` victims among those whose report had begun when the answers
     came (`sent`: one begun later was not filed before them), unless the acks known before the texts went (`acked`)
-    accounted for it already. Waits for the reports under way, at most `timeout`; one still under way then may yet be
+    accounted for it already. Waits for those reports to end, at most `within` (the longest a report takes: each ends
+    by its steps' timeouts, so the verdict does not hang on which ends first); one still under way then may yet be
     acknowledged, so nothing is judged wrong."""
     owed = {victim for victim, status in refused.items() if status == BLOCKED_BY_RECIPIENT} - acked
     block = SENDER_BLOCKED in refused.values() and len(acked) < threshold
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         unacked = owed - spammer.acked
         filed = len(spammer.acked & sent)

@@ -158,8 +158,9 @@ class Fleet:
         self.post = PostOffice()
         # --rebind: an MO the target answers ESME_RTHROTTLED (as it stops) is sent again within the step's timeout
         resend = Resend(scenario.load.timeout) if scenario.fleet.rebind else None
+        self._response_timeout = max(2 * scenario.load.timeout, 5.0)  # for the binds too
         self.env = Env(self.plan, self.rules, scenario, self.rng, self.post, scenario.load.timeout, self._event,
-                       self._mo_accepted, resend, clock=clock)  # fmt: skip
+                       self._mo_accepted, resend, clock=clock, response_timeout=self._response_timeout)  # fmt: skip
         self.phones: list[Phone] = []
         self.by_number: dict[str, Phone] = {}
         self.spammers: list[Spammer] = []
@@ -211,7 +212,6 @@ class Fleet:
         self._binding: asyncio.Future[list[Any]] | None = None  # connect()'s binds while they are awaited
         self._until = 0.0
         self._load = scenario.load
-        self._response_timeout = max(2 * scenario.load.timeout, 5.0)  # for the binds too
         self._collector_tuned = False
         self._last_start = 0.0
         self.headroom: Headroom | None = None  # whether the fleet itself kept up (simulator/headroom.py)

@@ -850,15 +850,68 @@ async def test_a_long_mo_refused_or_unanswered_in_part_fails_its_dialogue_only(m
     assert f"long texts arrived in part after a part of their MO was refused or unanswered: {count}" in str(run)
 
 
+async def test_a_round_waits_for_the_reports_begun_before_its_answers_to_end(make_gateway) -> None:
+    """As above, with two-step reports: a proxy lets the victim's forwarded text through, then answers round 2's text
+    to them 0x401 (allowed: that report had begun), and accepts the report's number itself, 0.5 s later, never to be
+    acknowledged. The report then waits its step timeout from after the round's answer came: it ends unacknowledged
+    0.5 s after the round's own step timeout. Before, the round stopped waiting then and passed (a report still under
+    way left it unjudged); it now waits for the reports begun before its answers to end (each ends by its steps'
+    timeouts), and fails."""
+    gw = make_gateway(services={"spam_block_threshold": 10})
+    victim = "8613800000000"  # the fleet's first subscriber: one of every round's 6 victims
+    forwarded: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    reports: list[int] = []
+    texts_to_victim: list[int] = []
+
+    async def answer_later(sequence_number: int, after: asyncio.Future[None] | None, **fields: object) -> bytes:
+        await (after if after is not None else asyncio.sleep(0.5))
+        return encode_pdu(SubmitSmResp(sequence_number=sequence_number, **fields))
+
+    def target(frame: bytes) -> asyncio.Future[bytes] | None:
+        pdu = decode_pdu(frame)
+        if pdu.command_id != CommandId.SUBMIT_SM:
+            return None
+        if pdu.source_addr == victim:  # type: ignore[attr-defined]  # its report: the text forwarded, the number kept
+            reports.append(pdu.sequence_number)
+            if len(reports) == 1:
+                forwarded.set_result(None)
+                return None
+            return asyncio.ensure_future(answer_later(pdu.sequence_number, None, message_id="report"))
+        if (pdu.source_addr, pdu.destination_addr) != (SPAMMER, victim):  # type: ignore[attr-defined]
+            return None
+        texts_to_victim.append(pdu.sequence_number)
+        if len(texts_to_victim) == 1:
+            return None  # round 1's: delivered, and reported
+        return asyncio.ensure_future(answer_later(pdu.sequence_number, forwarded,
+                                                  command_status=CommandStatus.SMSGW_RBLOCKEDBYRECIPIENT))  # fmt: skip
+
+    await assert_round_2_fails_unconfirmed(gw, target, victim, "two_step", "number->ack")
+
+
+async def assert_round_2_fails_unconfirmed(gw, target: Callable[[bytes], object], victim: str, variant: str, step: str) -> None:
+    """Two rounds of the spammer to the fleet's 6 subscribers, who report it (`variant` of [reactions.spam]), through a
+    proxy answering as `target` does: `victim`'s report must fail at `step`, and round 2, its 0x401 to `victim` never
+    confirmed by that report's ack."""
+    scenario = make_scenario(fleet={"count": 6, "binds": 1, **NO_SP}, behaviours=only(spammer=1) | {"spammer": {"weight": 1, "victims": 6}},
+                             spammers={"count": 1}, reactions={"spam": {"report": 0, "two_step": 0, "ignore": 0, variant: 1}},
+                             load={"duration": 0, "count": 2, "concurrency": 1, "timeout": 3})  # fmt: skip
+    async with Proxy(gw.smpp_port, answer=target) as proxy:
+        run = await run_fleet_async(scenario, target=("127.0.0.1", proxy.port), expect=gw.gateway.config)
+    failures = run.summary["failures_by_step"]
+    assert failures == {"spam": {step: 1}, "spammer": {"spam": 1}}, failures
+    failure = next(f for f in run.failures if f["kind"] == "spammer")
+    assert (f"refused SMSGW_RBLOCKEDBYRECIPIENT (0x401) to ['{victim}'], whose report of the spammer was never "
+            "acknowledged") in failure["error"], failure["error"]  # fmt: skip
+
+
 async def test_a_refusal_as_blocked_by_the_recipient_whose_report_then_fails_fails_the_round(make_gateway) -> None:
     """Round 1's 6 victims report the spammer (threshold 10: no block); a proxy accepts one victim's report itself (no
     ack ever comes: that report dialogue fails at its timeout) and answers round 2's text to them 0x401. Allowed then
     (that report had begun), the refusal must be confirmed by the report's ack, which never comes: the round fails
     once the report has ended unacknowledged (spam_report tells the spammer it ended: Spammer.report_ended), not left
-    unjudged. The round and the report each wait the step timeout, and a report still under way when the round's
-    ends leaves it unjudged (README): so the refusal goes only once the fleet has answered an enquire_link sent right
-    behind the report's answer, the report waiting for its ack by then (else, the gateway answering the report after
-    round 2's texts on a loaded machine, the round stopped waiting first and passed)."""
+    unjudged. The refusal goes only once the fleet has answered an enquire_link sent right behind the report's answer,
+    the report waiting for its ack by then (before the round waited for the reports begun before it to end, the
+    round's step timeout could otherwise end first and leave it unjudged: the test before)."""
     gw = make_gateway(services={"spam_block_threshold": 10})
     victim = "8613800000000"  # the fleet's first subscriber: one of every round's 6 victims
     probe = 0x7FFFFFF0  # the sequence number of the enquire_link behind the report's answer
@@ -886,13 +939,4 @@ async def test_a_refusal_as_blocked_by_the_recipient_whose_report_then_fails_fai
             return None  # round 1's: delivered, and reported
         return asyncio.ensure_future(refusal(pdu.sequence_number))
 
-    scenario = make_scenario(fleet={"count": 6, "binds": 1, **NO_SP}, behaviours=only(spammer=1) | {"spammer": {"weight": 1, "victims": 6}},
-                             spammers={"count": 1}, reactions={"spam": {"report": 1, "two_step": 0, "ignore": 0}},
-                             load={"duration": 0, "count": 2, "concurrency": 1, "timeout": 3})  # fmt: skip
-    async with Proxy(gw.smpp_port, answer=target) as proxy:
-        run = await run_fleet_async(scenario, target=("127.0.0.1", proxy.port), expect=gw.gateway.config)
-    failures = run.summary["failures_by_step"]
-    assert failures == {"spam": {"report->ack": 1}, "spammer": {"spam": 1}}, failures
-    failure = next(f for f in run.failures if f["kind"] == "spammer")
-    assert (f"refused SMSGW_RBLOCKEDBYRECIPIENT (0x401) to ['{victim}'], whose report of the spammer was never "
-            "acknowledged") in failure["error"], failure["error"]  # fmt: skip
+    await assert_round_2_fails_unconfirmed(gw, target, victim, "report", "report->ack")

@@ -60,7 +60,7 @@ async def round_and_victims(withheld: str, *, reporting: set[str], acked_meanwhi
                             bind_lost: BindLost | None = None) -> tuple[object, list[Phone], Target]:  # fmt: skip
     """round_withholding, with the victims and the target."""
     post = PostOffice()
-    env = SimpleNamespace(rng=random.Random(1), post=post, rules=SimpleNamespace(spam_block_threshold=5), timeout=0.2,
+    env = SimpleNamespace(rng=random.Random(1), post=post, rules=SimpleNamespace(spam_block_threshold=5), timeout=0.2, report_lasts=0.2,
                           on_event=lambda event, detail: None, on_mo=lambda: None, resend=None)  # fmt: skip
     target = Target(post, withheld)
     spammer = Spammer(SPAMMER, target)
@@ -153,7 +153,7 @@ async def round_refused_while_reports_under_way(acked_then: int, ended_then: int
     `acked_then` are acknowledged and the first `ended_then` end."""
     reporters = [f"86138000001{i:02d}" for i in range(5)]
     env = SimpleNamespace(rng=random.Random(1), post=PostOffice(), rules=SimpleNamespace(spam_block_threshold=5),
-                          timeout=0.5, on_event=lambda event, detail: None, on_mo=lambda: None, resend=None)  # fmt: skip
+                          timeout=0.5, report_lasts=0.5, on_event=lambda event, detail: None, on_mo=lambda: None, resend=None)  # fmt: skip
     target = Blocking()
     spammer = Spammer(SPAMMER, target)
     for reporter in reporters:
@@ -230,7 +230,7 @@ async def round_answered(statuses: dict[str, int], *, acked_before: Iterable[str
     of `begun_before` under way and those of `queued_before` queued when it starts; `then(spammer)` once the round,
     its answers judged against them, first waits for news of the reports (Spammer.news)."""
     post = PostOffice()
-    env = SimpleNamespace(rng=random.Random(1), post=post, rules=SimpleNamespace(spam_block_threshold=5), timeout=0.5,
+    env = SimpleNamespace(rng=random.Random(1), post=post, rules=SimpleNamespace(spam_block_threshold=5), timeout=0.5, report_lasts=0.5,
                           on_event=lambda event, detail: None, on_mo=lambda: None, resend=None)  # fmt: skip
     target = Answering(post, statuses)
     spammer = Spammer(SPAMMER, target)
