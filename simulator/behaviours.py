@@ -31,7 +31,7 @@ Behaviours (each returns a `DialogueResult`; outcomes in brackets):
 - `query`: 0000 -> the listing, checked against `subscriptions` -> some serials -> one confirmation
   each [unsubscribed | listed | none]
 - `order`: keyword -> confirmation (service, fee, phone, reply code, validity) -> confirm / decline /
-  ignore [ordered | declined | ignored]
+  ignore [ordered | declined | ignored | lapsed]
 - `spam_report`: `<number>*<text>`, or the bare text -> asked for the number -> the number; -> ack with
   a report id of its own [reported | reported_two_step | rate_limited]
 - `answer_survey`: a survey that arrived -> valid rating (4-5: the reason asked for and given), nonsense
@@ -97,6 +97,7 @@ AWAY = "away"  # idle, its bind lost and being bound again (--rebind): picked fo
 SENDER_BLOCKED = CommandStatus.SMSGW_RSENDERBLOCKED  # 0x400: blocked network-wide
 BLOCKED_BY_RECIPIENT = CommandStatus.SMSGW_RBLOCKEDBYRECIPIENT  # 0x401: the recipient reported the sender
 LATE_MARGIN = 0.5  # seconds past a survey's validity (from its arrival, on the target's clock) before a late answer
+LAPSED = ("confirmation.expired", "confirmation.nothing_pending")  # an answer to a confirmation that lapsed
 REPORT_MOS = 2  # the MOs of a spam report at most: the forwarded text, then the number (two-step)
 LAPSE_SLACK = 2.0  # seconds before a confirmation lapses in which the fleet cannot tell whether the server counts it
 RECENT = 4  # arrivals a phone remembers (since its last MO) to tell a copy of one
@@ -527,7 +528,9 @@ def _same(fields: dict[str, str], expected: dict[str, str]) -> bool:
 async def order(phone: Phone, env: Env, variant: str) -> DialogueResult:
     """Order a service the phone does not hold: the confirmation must name it (fee, phone, validity) with the
     reply code the server owes (the same one again for a service still waiting, else the lowest free); then
-    confirm (-> success notice), decline (-> "not ordered" naming it) or ignore (nothing: it lapses)."""
+    confirm (-> success notice), decline (-> "not ordered" naming it) or ignore (nothing: it lapses). Where the
+    confirmation's validity may have ended on the target's clock (Env.clock) before the target read a text, it may
+    have lapsed instead: its confirmation not sent, an answer told it expired or that nothing waits [lapsed]."""
     plan, rng, rules = env.plan, env.rng, env.rules
     operator = plan.operator
     candidates = [s for s in env.order_services if s.id not in phone.subscriptions]
@@ -536,9 +539,24 @@ async def order(phone: Phone, env: Env, variant: str) -> DialogueResult:
     waiting = dict(phone.waiting_orders(sent))
     others = {sid: w for sid, w in waiting.items() if sid != service.id}
 
+    def may_have_lapsed() -> bool:
+        return env.clock() >= sent + rules.confirmation_validity
+
+    def lapsed(run: Run, key: str, told: dict[str, str]) -> str:
+        """The answer to the confirmation told lapsed (`key`, one of LAPSED): right only once it may have been."""
+        if not may_have_lapsed():
+            run.fail(f"{key}, yet the confirmation's validity ({rules.confirmation_validity:g} s) had not ended on the "
+                     "target's clock")  # fmt: skip
+        run.check(told, service.fields(operator))
+        return "lapsed"
+
     async def body(run: Run) -> str:
         await run.send(service.service_code, service.keyword, label="order")
-        _, request = await run.reply("order->confirmation", operator, "confirmation.request")
+        # A confirmation goes only while its order waits: none once the target's clock passed its end.
+        answer = await run.reply_unless_withheld("order->confirmation", operator, "confirmation.request", withheld=may_have_lapsed)
+        if answer is None:
+            return "lapsed"
+        _, request = answer
         received = env.clock()
         run.check(request, {**service.fields(operator), "validity": plan.confirmation_validity})
         owed = _codes_owed(service.id, waiting, received)
@@ -558,7 +576,9 @@ async def order(phone: Phone, env: Env, variant: str) -> DialogueResult:
             # ordered, and its order brings the free trial; the repeat-order wording (charged from next month) is
             # wrong then. Which trial wording (this month / next) is left open: the target's clock may be simulated.
             first = service.id not in phone.held
-            _, notice = await run.reply("confirm->ordered", operator, *(FIRST_ORDERED if first else ORDERED))
+            key, notice = await run.reply("confirm->ordered", operator, *(FIRST_ORDERED if first else ORDERED), *LAPSED)
+            if key in LAPSED:
+                return lapsed(run, key, notice)
             run.check(notice, service.fields(operator))
             phone.subscriptions.append(service.id)
             if first:
@@ -567,7 +587,9 @@ async def order(phone: Phone, env: Env, variant: str) -> DialogueResult:
             return "ordered"
         word = "N" + code[1:] if others else rng.choice(rules.decline_words)
         await run.send(operator, word, label="decline")
-        _, declined = await run.reply("decline->declined", operator, "confirmation.declined")
+        key, declined = await run.reply("decline->declined", operator, "confirmation.declined", *LAPSED)
+        if key in LAPSED:
+            return lapsed(run, key, declined)
         name = plan.texts.render("confirmation.service_name", sp_name=service.sp_name, service=service.name)
         run.check(declined, {"services": name})
         return "declined"

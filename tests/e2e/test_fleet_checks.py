@@ -481,7 +481,8 @@ def test_a_first_order_confirmed_without_the_free_trial_fails(smsgw_fleet, tmp_p
                              load={"duration": 0, "count": 20, "concurrency": 4})  # fmt: skip
     run = smsgw_fleet(scenario, config=gateway_config(config), expect=gateway_config())
     assert run.summary["failures_by_step"] == {"order": {"confirm->ordered": 20}}
-    assert "expected confirmation.ordered_this_month or confirmation.ordered_next_month from 10086" in run.failures[0]["error"]
+    assert ("expected confirmation.ordered_this_month or confirmation.ordered_next_month or confirmation.expired or "
+            "confirmation.nothing_pending from 10086") in run.failures[0]["error"]  # (the last two: had it lapsed)
 
 
 # ----------------------------------------------------------- listing, survey
@@ -690,6 +691,31 @@ def test_confirmations_lapse_on_the_targets_clock(tmp_path: Path) -> None:
     run = run_on_a_fast_clock(tmp_path, {"services": {"confirmation_validity": 30.0}}, scenario, advance=40, every=0.5)
     run.assert_ok()
     assert run.outcomes["order"] == {"ignored": 12}, run.outcomes
+
+
+async def test_an_answer_after_the_confirmation_lapsed_on_the_targets_clock_may_be_told_so(make_gateway) -> None:
+    """The gateway's clock is set on 31 s (its confirmation_validity is 30 s) as each part of a confirmation goes to
+    the subscriber (a proxy): every confirm or decline comes after the confirmation's end on the gateway's clock, which
+    rightly answers that it expired, or past one more validity that nothing waits. Before, the fleet expected the
+    order made or declined and failed the run, "expected confirmation.declined from 10086, got '您目前没有待确认的…'"."""
+    clock = SimulatedClock()
+    gw = make_gateway(clock=clock, services={"confirmation_validity": 30.0})
+
+    def lapse_each_confirmation(frame: bytes) -> list[bytes]:
+        pdu = decode_pdu(frame)
+        if pdu.command_id == DELIVER_SM:
+            _concat, body = parse_udh(pdu.esm_class, pdu.short_message)  # type: ignore[attr-defined]
+            if "您正在定制" in decode(body, pdu.data_coding):  # type: ignore[attr-defined]  # a confirmation's first part
+                clock.advance(31)
+        return [frame]
+
+    scenario = make_scenario(fleet={"count": 2, "binds": 1, **NO_SP},
+                             behaviours=only(order=1) | {"order": {"weight": 1, "confirm": 1, "decline": 1, "ignore": 0}},
+                             load={"duration": 0, "count": 6, "concurrency": 1, "timeout": 3})  # fmt: skip
+    async with Proxy(gw.smpp_port, change=lapse_each_confirmation) as proxy:
+        run = await run_fleet_async(scenario, target=("127.0.0.1", proxy.port), expect=gw.gateway.config, clock=clock.now)
+    run.assert_ok()
+    assert run.outcomes["order"] == {"lapsed": 6}, run.outcomes
 
 
 def test_surveys_are_timed_on_the_targets_clock(tmp_path: Path) -> None:
