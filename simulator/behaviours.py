@@ -679,7 +679,7 @@ async def answer_survey(
     "invalid"), "late" (after the validity the survey states -> "late"). A valid answer too close to the end of the
     validity to tell waits it out and must get "late" instead. The validity runs on the target's clock: a text the
     target may have read after it ended (its clock moved on while the text went) may be told it is late instead, or
-    past one more validity period that nothing waits for a rating (SurveyTimes.reply)."""
+    past one more validity period that nothing waits for a rating (SurveyTimes.judge)."""
     plan, rng, rules = env.plan, env.rng, env.rules
     code = plan.rating
     times = SurveyTimes(env.clock, arrived, _survey_validity(fields, plan))
@@ -704,7 +704,9 @@ async def answer_survey(
         return key
 
     async def late(run: Run, label: str) -> str:
-        while (left := times.surely_late - env.clock()) > 0:
+        # At most as long as on this machine's clock: a target's clock set back or frozen may never get there.
+        give_up = survey.received_at + times.validity + LATE_MARGIN
+        while (left := min(times.surely_late - env.clock(), give_up - time.monotonic())) > 0:
             await asyncio.sleep(left)
         await exchange(run, label, str(rng.randint(1, 5)), f"{label}->late")
         return "late"
@@ -757,7 +759,7 @@ async def answer_survey(
 @dataclass(slots=True)
 class SurveyTimes:
     """When a survey the fleet answers ends on the target's clock (`clock`, Env.clock): `validity` after the target sent
-    it, which the fleet knows to within `margin` before it arrived (`arrived`): between unsure_from and `ends_by`."""
+    it, at most a little before it arrived (`arrived`): between unsure_from and ends_by."""
 
     clock: Callable[[], float]
     arrived: float
@@ -769,7 +771,7 @@ class SurveyTimes:
 
     @property
     def unsure_from(self) -> float:
-        """The earliest the survey may end (the target sends it at most `margin` before the fleet sees it arrive)."""
+        """The earliest the survey may end: the target sent it at most half its validity, 2 s at most, before it arrived."""
         return self.ends_by - min(self.validity / 2, 2.0)
 
     @property
