@@ -31,6 +31,7 @@ _SAR_MSG_REF_NUM, _SAR_TOTAL_SEGMENTS, _SAR_SEGMENT_SEQNUM = (
     int(Tag.SAR_MSG_REF_NUM), int(Tag.SAR_TOTAL_SEGMENTS), int(Tag.SAR_SEGMENT_SEQNUM)
 )
 _UDHI = int(EsmClass.UDHI)
+_ACKNOWLEDGEMENT = int(EsmClass.SME_DELIVERY_ACK | EsmClass.MANUAL_USER_ACK)
 _SME_ACK_REQUESTED = int(RegisteredDelivery.SME_ACK_MASK)
 _NOT_MESSAGING_MODE = 0xFC  # esm_class without bits 1-0 (datagram, forward, store and forward)
 _FITS_ANY_SMS = 140  # octets: one SMS in every alphabet (160 GSM septets, 140 octets, 70 UCS2 characters)
@@ -50,6 +51,13 @@ def notice_account(message: Message) -> str | None:
     if not message.extra or message.esm_class & _RECEIPT:
         return None
     return message.extra.get("to_account") or None
+
+
+def is_acknowledgement(esm_class: int) -> bool:
+    """An SME delivery or manual/user acknowledgement (esm_class message type 0x08 or 0x10, SMPP 3.4 5.2.12): a
+    report on a message its sender received (which asked for it: registered_delivery bits 3-2), not a text to act on.
+    (Of the message types, only these and the default may be submitted: field_rules.)"""
+    return bool(esm_class & _ACKNOWLEDGEMENT)
 
 
 GATEWAY_MADE = "(gateway)"  # the `account` a log line names for an MT the gateway made (stored with account "")

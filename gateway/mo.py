@@ -44,11 +44,12 @@ from dataclasses import dataclass, replace
 from functools import partial
 
 from handlers.base import Handler, Inbound, Outcome, Reply, ServiceContext
+from handlers.silent import SilentHandler
 
 from .clock import Clock
 from .log_budget import LogBudget, LogBudgets
 from .logs import get_logger
-from .messages import stored_tlvs
+from .messages import is_acknowledgement, stored_tlvs
 from .outbox import Outbox
 from .receipts import receipt_for
 from .refusal import Rejection
@@ -70,6 +71,8 @@ _SYSTEM_ERROR = int(CommandStatus.ESME_RSYSERR)  # the `err:` of a given-up MO's
 # reassembler's max_octets: parts of a few octets each, up to 255 to a text, hold this much each all the same.
 _PART_HELD = 1024
 _DROPPED = "incomplete long MO dropped"  # its line's event, and its kind in the gateway's log budgets (_give_up)
+# What handles an SME acknowledgement to a short code (`MoProcessor._serving`): nothing, no reply and no effect.
+_ACKNOWLEDGED = SilentHandler()
 # Told how the submission of an MO ended, once it is: answer(result, None) with result (id, duplicate), or
 # answer(None, error); returns True when it is a new message stored (not a copy, not failed).
 Answer = Callable[[tuple[str, bool] | None, BaseException | None], bool]
@@ -206,6 +209,17 @@ class MoProcessor:
     def is_short_code(self, address: str) -> bool:
         return address in self.short_codes
 
+    def _serving(self, message: Message) -> ShortCode | None:
+        """The short code an MO is handled as sent to (None: the config no longer has it). An SME acknowledgement
+        (esm_class 0x08, 0x10: messages.is_acknowledgement) reports on a message the code sent; it is no text for its
+        handler to answer or act on (a handset acknowledging an SP's content got the SP code's "instruction not
+        recognised" reply, 10086's help text): handled by none, it is stored processed, with its receipt if asked
+        for, and nothing else happens. Under its subscriber's serial key alone."""
+        short_code = self.short_codes.get(message.dest_addr)
+        if short_code is None or not is_acknowledgement(message.esm_class):
+            return short_code
+        return ShortCode(short_code.code, _ACKNOWLEDGED, short_code.context)
+
     def submit(self, message: Message, answer: Answer, may_be_stored: bool = True) -> None:
         """A new MO (submit_sm, data_sm): handled at once if nothing holds it up, else committed first and
         handled in its turn; `answer` is told once it is committed (see the module docstring).
@@ -256,7 +270,7 @@ class MoProcessor:
         text = self._single_part(message)
         if text is None:
             return False
-        short_code = self.short_codes[message.dest_addr]
+        short_code = self._serving(message)
         inbound = _inbound(message, text, (message.id,))
         keys = in_order(serial_keys(short_code, inbound))
         free = self.locks.take_free(keys)
@@ -304,7 +318,7 @@ class MoProcessor:
 
     def _in_turn(self, message: Message, inbound: Inbound, attempt: int = 1) -> bool:
         """Handle the MO once its serial keys are free: True if they are now, False if it queues for them."""
-        short_code = self.short_codes.get(message.dest_addr)  # (None: replayed for a code no longer configured)
+        short_code = self._serving(message)  # (None: replayed for a code no longer configured)
         keys = in_order(serial_keys(short_code, inbound) if short_code is not None else [inbound.subscriber])
         if not self.locks.take(keys, partial(self._turn, message, inbound, keys, attempt)):
             self._queued[message.id] = message
@@ -467,7 +481,7 @@ class MoProcessor:
     ) -> None:  # fmt: skip
         """Run the MO's handler and commit what it decided (`held`: the MO itself is not stored yet; it goes
         in the same transaction, and its submission is answered after it). `attempt`: the how-manieth try."""
-        short_code = self.short_codes.get(message.dest_addr)
+        short_code = self._serving(message)
         parts = self._whole.pop(message.id, None) or (message,)
         if short_code is None:  # stored for a code the config no longer has (replayed at start): never handled
             log.warning("MO to a short code no longer configured", message_id=message.id, account=message.account,

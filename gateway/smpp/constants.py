@@ -167,6 +167,8 @@ class DataCoding(IntEnum):
 class EsmClass(IntFlag):
     DEFAULT = 0x00
     DELIVERY_RECEIPT = 0x04
+    SME_DELIVERY_ACK = 0x08  # message types 0x08 and 0x10: acknowledgements an SME sends of a message it received
+    MANUAL_USER_ACK = 0x10
     INTERMEDIATE_NOTIFICATION = 0x20
     UDHI = 0x40
     REPLY_PATH = 0x80

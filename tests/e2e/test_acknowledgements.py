@@ -1,0 +1,105 @@
+"""SME acknowledgements sent to a short code (SMPP 3.4 5.2.12: esm_class message type 0x08, an SME delivery
+acknowledgement, and 0x10, a manual/user acknowledgement): a report on a message the handset received, not a text.
+
+An SP may ask for one (registered_delivery bits 3-2, passed on to the handset: 5.2.17); the handset sends it to the
+SP's service code. The code's handler took it for the subscriber's text: the SP code answered the "instruction not
+recognised" reply (2 SMS), 10086 its help text, and an acknowledgement reading `TT` would have started an order.
+A delivery receipt (0x04) or an intermediate notification (0x20) is the SMSC's to send: refused, to a code too.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.clock import SimulatedClock
+from gateway.store.records import SpamReport
+from tests.services_support import at
+from tests.smpp_handset import (
+    ESM_RECEIPT,
+    ESME_RINVESMCLASS,
+    ESME_ROK,
+    Handset,
+    is_receipt,
+    receipt_fields,
+    texts_from,
+)
+
+A = "8613800000001"
+OPERATOR, SPAM_CODE, ECHO, SINA = "10086", "10086999", "10086000", "1066916"
+SME_DELIVERY_ACK, MANUAL_USER_ACK = 0x08, 0x10
+INTERMEDIATE_NOTIFICATION = 0x20
+ACKNOWLEDGEMENTS = pytest.mark.parametrize("esm_class", [SME_DELIVERY_ACK, MANUAL_USER_ACK], ids=["sme_ack", "user_ack"])
+
+
+@pytest.fixture
+def gw(make_gateway):
+    return make_gateway(clock=SimulatedClock(at(2026, 11, 10)))
+
+
+@pytest.fixture
+def phone(gw, handset) -> Handset:
+    return handset(A, gw=gw, address_range=A)
+
+
+def acknowledge(phone: Handset, code: str, text: str, esm_class: int) -> None:
+    """An acknowledgement to `code` that asks for its receipt: the receipt says it was taken, and comes after what its
+    handling sent (a reply to it would come before)."""
+    assert phone.submit(code, text, esm_class=esm_class, registered_delivery=1).status == ESME_ROK
+    assert receipt_fields(phone.expect(predicate=is_receipt))["stat"] == "DELIVRD"
+
+
+def ask(phone: Handset, to: str, text: str, source: str | None = None) -> str:
+    """A plain text to `to`: the next whole text from `source` (default: `to`). An acknowledgement sent before it
+    and answered would be answered first."""
+    assert phone.submit(to, text).status == ESME_ROK
+    return texts_from(phone, source or to)[0]
+
+
+def nothing_else_from(phone: Handset, code: str) -> None:
+    """No other text from `code` came before the last one taken (every MT to the subscriber comes on its bind, in the
+    order made: an answer to an acknowledgement, made before, came before)."""
+    assert [p for p in phone.inbox if p.source_addr == code.encode() and not is_receipt(p)] == []
+
+
+@ACKNOWLEDGEMENTS
+def test_an_acknowledgement_to_10086_is_no_command(phone, esm_class):
+    """`EN` would switch the subscriber to English, `0000` list their subscriptions; `0` gets the help text."""
+    acknowledge(phone, OPERATOR, "EN", esm_class)
+    acknowledge(phone, OPERATOR, "0000", esm_class)
+    assert ask(phone, OPERATOR, "0").startswith("中国移动10086：")  # still Chinese, and the first answer since
+    nothing_else_from(phone, OPERATOR)
+
+
+@ACKNOWLEDGEMENTS
+def test_an_acknowledgement_to_the_spam_code_files_no_report(gw, phone, esm_class):
+    acknowledge(phone, SPAM_CODE, "13700000001*恭喜您中奖了", esm_class)
+    assert ask(phone, SPAM_CODE, "0").startswith("垃圾短信举报：")  # its usage, not "您的举报已受理"
+    nothing_else_from(phone, SPAM_CODE)
+    assert gw.call(gw.gateway.store.find(SpamReport, reporter=A)) == []
+
+
+@ACKNOWLEDGEMENTS
+def test_an_acknowledgement_to_a_handler_is_not_echoed(phone, esm_class):
+    acknowledge(phone, ECHO, "ack", esm_class)
+    assert ask(phone, ECHO, "hello") == "hello"
+    nothing_else_from(phone, ECHO)
+
+
+@ACKNOWLEDGEMENTS
+def test_an_acknowledgement_to_an_sp_service_code_orders_nothing_and_is_not_answered(phone, esm_class):
+    """Empty, as handsets send them: it got the "instruction not recognised" reply; reading `TT` it would have been
+    an order of the SP's news (10086 asking to confirm it)."""
+    acknowledge(phone, SINA, "", esm_class)
+    acknowledge(phone, SINA, "TT", esm_class)
+    assert "天气预报" in ask(phone, SINA, "TQ", source=OPERATOR)  # the first confirmation asked for: the weather's
+    assert ask(phone, SINA, "hello").startswith(f"您发送到{SINA}的指令无法识别")
+    nothing_else_from(phone, OPERATOR)
+    nothing_else_from(phone, SINA)
+
+
+@pytest.mark.parametrize("esm_class", [ESM_RECEIPT, INTERMEDIATE_NOTIFICATION], ids=["receipt", "intermediate"])
+@pytest.mark.parametrize("code", [OPERATOR, SINA])
+def test_a_report_only_the_smsc_sends_is_refused_to_a_short_code(phone, code, esm_class):
+    assert phone.submit(code, "0", esm_class=esm_class).status == ESME_RINVESMCLASS
+    assert ask(phone, OPERATOR, "0").startswith("中国移动10086：")
+    nothing_else_from(phone, code)
