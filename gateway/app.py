@@ -153,7 +153,7 @@ class Gateway:
         self.intake = Intake(
             settings=settings, plan=self.plan, store=self.store, router=self.router, delivery=self.delivery,
             mo=self.mo, guards=self.guards, clock=self.clock, ids=self.ids, short_ids=self.short_ids, amendments=self.amendments,
-            spawn=self.spawn,
+            spawn=self.spawn, catalogue=self.catalogue,
         )  # fmt: skip
         self.connections: set[SmppConnection] = set()
         self.connections_allowed = open_files.connections_allowed()  # (serve_forever raised the limit before this)

@@ -2,7 +2,10 @@
 
 From a handset or smsc account: MO from the subscriber in source_addr. To
 a short code it goes to that code's handler; to another subscriber it is
-delivered like any MT (the gateway is a small SMSC). From an SP account: MT
+delivered like any MT (the gateway is a small SMSC). An SME acknowledgement
+(esm_class 0x08, 0x10) to an SP's service code answers the SP's content: it
+is an MT to the SP account's binds, as the SP's notices are; to any other
+code it is an MO its handler never sees (mo.py `_serving`). From an SP account: MT
 from one of its service codes to a subscriber. Nothing is acknowledged
 before it is committed.
 
@@ -41,6 +44,7 @@ from .messages import (
     body_of,
     dedup_key,
     deliver_sm_length_over,
+    is_acknowledgement,
     message_from_submission,
     schedule,
     segments_of,
@@ -71,6 +75,8 @@ from .store.base import Store
 from .store.records import Direction, Message, MessageStatus
 
 if TYPE_CHECKING:
+    from handlers.base import Catalogue
+
     from .server import SmppConnection
 
 log = get_logger("intake")
@@ -114,6 +120,7 @@ class Intake:
         short_ids: ShortIds,
         amendments: Amendments,
         spawn: Callable[[Coroutine[Any, Any, Any]], None],
+        catalogue: Catalogue,
     ) -> None:
         self.settings = settings
         self.plan = plan
@@ -127,6 +134,7 @@ class Intake:
         self.short_ids = short_ids
         self.amendments = amendments
         self.spawn = spawn
+        self.catalogue = catalogue
 
     # ------------------------------------------------------------ submit
     def submit(self, conn: SmppConnection, pdu: SubmitSm | DataSm) -> None:
@@ -187,6 +195,7 @@ class Intake:
             validity = validity_end(pdu.validity_period, now) if pdu.validity_period else None
             wanted_at = pdu.schedule_delivery_time
         to_short_code = not account.is_sp and self.mo.is_short_code(dest)
+        to_sp = self._acknowledged_sp(pdu.esm_class, dest) if to_short_code else None
         scheduled_at = None
         if wanted_at:
             if to_short_code:  # it answers at once; a malformed time is refused all the same (as validity_period is)
@@ -215,7 +224,7 @@ class Intake:
         message = message_from_submission(
             pdu,
             message_id=self.ids.next(),
-            direction=_MO if to_short_code else _MT,
+            direction=_MO if to_short_code and to_sp is None else _MT,
             account=account.system_id,
             session=session,
             source=source,
@@ -223,6 +232,8 @@ class Intake:
             now=now,
             expires_at=expires_at,
         )
+        if to_sp is not None:
+            message.extra = {"to_account": to_sp}
         if message.direction is _MT:
             over = deliver_sm_length_over(message, plan)
             if over is not None:
@@ -233,6 +244,12 @@ class Intake:
         if copies is not None:
             copies.append(copy)
         return message
+
+    def _acknowledged_sp(self, esm_class: int, dest: str) -> str | None:
+        """The SP account an MO to short code `dest` goes to: an SME acknowledgement to an SP's service code, which
+        acknowledges the SP's content (that asked for it: registered_delivery bits 3-2, SMPP 3.4 5.2.17). None for
+        any other: its handler's (an acknowledgement to any other code is handled by none: mo.py `_serving`)."""
+        return self.catalogue.sp_of(dest) if is_acknowledgement(esm_class) else None
 
     def _is_copy(self, account: Account, session: str, pdu: SubmitSm | DataSm, source: str, dest: str) -> bool:
         return self.store.is_copy(dedup_key(account.system_id, session, pdu, source, dest, body_of(pdu)))

@@ -212,9 +212,9 @@ class MoProcessor:
     def _serving(self, message: Message) -> ShortCode | None:
         """The short code an MO is handled as sent to (None: the config no longer has it). An SME acknowledgement
         (esm_class 0x08, 0x10: messages.is_acknowledgement) reports on a message the code sent; it is no text for its
-        handler to answer or act on (a handset acknowledging an SP's content got the SP code's "instruction not
-        recognised" reply, 10086's help text): handled by none, it is stored processed, with its receipt if asked
-        for, and nothing else happens. Under its subscriber's serial key alone."""
+        handler to answer or act on (one to 10086 got its help text, one reading EN switched the language): handled
+        by none, it is stored processed, with its receipt if asked for, and nothing else happens. Under its
+        subscriber's serial key alone. (One to an SP's service code is the SP's: intake makes it an MT to it.)"""
         short_code = self.short_codes.get(message.dest_addr)
         if short_code is None or not is_acknowledgement(message.esm_class):
             return short_code

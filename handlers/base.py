@@ -109,6 +109,11 @@ class Catalogue:
     def on_code(self, service_code: str) -> list[CatalogueEntry]:
         return [e for e in self.entries if e.service_code == service_code]
 
+    def sp_of(self, service_code: str) -> str | None:
+        """The SP account whose services are on this code (one: config gives each code to one account); None: no
+        service is."""
+        return next((e.sp for e in self.entries if e.service_code == service_code), None)
+
 
 @dataclass(slots=True)
 class ServiceContext:

@@ -14,20 +14,12 @@ import pytest
 from gateway.clock import SimulatedClock
 from gateway.store.records import SpamReport
 from tests.services_support import at
-from tests.smpp_handset import (
-    ESM_RECEIPT,
-    ESME_RINVESMCLASS,
-    ESME_ROK,
-    Handset,
-    is_receipt,
-    receipt_fields,
-    texts_from,
-)
+from tests.smpp_handset import ESME_ROK, is_receipt, receipt_fields, text, texts_from
 
 A = "8613800000001"
+ESME_RINVESMCLASS = 0x43
 OPERATOR, SPAM_CODE, ECHO, SINA = "10086", "10086999", "10086000", "1066916"
-SME_DELIVERY_ACK, MANUAL_USER_ACK = 0x08, 0x10
-INTERMEDIATE_NOTIFICATION = 0x20
+RECEIPT, SME_DELIVERY_ACK, MANUAL_USER_ACK, INTERMEDIATE_NOTIFICATION = 0x04, 0x08, 0x10, 0x20  # esm_class message types
 ACKNOWLEDGEMENTS = pytest.mark.parametrize("esm_class", [SME_DELIVERY_ACK, MANUAL_USER_ACK], ids=["sme_ack", "user_ack"])
 
 
@@ -37,25 +29,33 @@ def gw(make_gateway):
 
 
 @pytest.fixture
-def phone(gw, handset) -> Handset:
+def phone(gw, handset):
     return handset(A, gw=gw, address_range=A)
 
 
-def acknowledge(phone: Handset, code: str, text: str, esm_class: int) -> None:
+def acknowledge(phone, code: str, words: str, esm_class: int, sp=None):
     """An acknowledgement to `code` that asks for its receipt: the receipt says it was taken, and comes after what its
-    handling sent (a reply to it would come before)."""
-    assert phone.submit(code, text, esm_class=esm_class, registered_delivery=1).status == ESME_ROK
+    handling sent (a reply to it would come before). To an SP's code, once `sp`'s bind took it: what it got."""
+    assert phone.submit(code, words, esm_class=esm_class, registered_delivery=1).status == ESME_ROK
+    got = None if sp is None else sp.expect(predicate=lambda p: p.source_addr == phone.number.encode())
     assert receipt_fields(phone.expect(predicate=is_receipt))["stat"] == "DELIVRD"
+    return got
 
 
-def ask(phone: Handset, to: str, text: str, source: str | None = None) -> str:
+def ask(phone, to: str, words: str, source: str | None = None) -> str:
     """A plain text to `to`: the next whole text from `source` (default: `to`). An acknowledgement sent before it
     and answered would be answered first."""
-    assert phone.submit(to, text).status == ESME_ROK
+    assert phone.submit(to, words).status == ESME_ROK
     return texts_from(phone, source or to)[0]
 
 
-def nothing_else_from(phone: Handset, code: str) -> None:
+def subscribe(phone) -> None:
+    """To the SP's news, as a subscriber does: TT to its code, then Y to 10086."""
+    assert "头条新闻" in ask(phone, SINA, "TT", source=OPERATOR)
+    assert ask(phone, OPERATOR, "Y").startswith("您已定制")
+
+
+def nothing_else_from(phone, code: str) -> None:
     """No other text from `code` came before the last one taken (every MT to the subscriber comes on its bind, in the
     order made: an answer to an acknowledgement, made before, came before)."""
     assert [p for p in phone.inbox if p.source_addr == code.encode() and not is_receipt(p)] == []
@@ -86,18 +86,47 @@ def test_an_acknowledgement_to_a_handler_is_not_echoed(phone, esm_class):
 
 
 @ACKNOWLEDGEMENTS
-def test_an_acknowledgement_to_an_sp_service_code_orders_nothing_and_is_not_answered(phone, esm_class):
+def test_an_acknowledgement_to_an_sp_service_code_orders_nothing_and_is_not_answered(gw, handset, phone, esm_class):
     """Empty, as handsets send them: it got the "instruction not recognised" reply; reading `TT` it would have been
     an order of the SP's news (10086 asking to confirm it)."""
-    acknowledge(phone, SINA, "", esm_class)
-    acknowledge(phone, SINA, "TT", esm_class)
+    sina_rx = handset(SINA, system_id="sina", bind="rx", gw=gw)
+    assert text(acknowledge(phone, SINA, "", esm_class, sp=sina_rx)) == ""
+    assert text(acknowledge(phone, SINA, "TT", esm_class, sp=sina_rx)) == "TT"  # the SP's to read, no order
     assert "天气预报" in ask(phone, SINA, "TQ", source=OPERATOR)  # the first confirmation asked for: the weather's
     assert ask(phone, SINA, "hello").startswith(f"您发送到{SINA}的指令无法识别")
     nothing_else_from(phone, OPERATOR)
     nothing_else_from(phone, SINA)
 
 
-@pytest.mark.parametrize("esm_class", [ESM_RECEIPT, INTERMEDIATE_NOTIFICATION], ids=["receipt", "intermediate"])
+@ACKNOWLEDGEMENTS
+def test_a_handsets_acknowledgement_of_an_sps_content_reaches_the_sp_as_one(gw, handset, phone, esm_class):
+    """The SP asks for it (registered_delivery bits 3-2, passed on to the handset); the handset sends it back to the
+    service code. It reached the code's handler, never the SP, and earned the subscriber 2 SMS of junk."""
+    sina = handset(SINA, system_id="sina", gw=gw)
+    subscribe(phone)
+    assert text(sina.expect(predicate=lambda p: p.source_addr == A.encode())).startswith("event=ORDER ")  # its notice
+    assert sina.submit(A, "今日头条：…", source_addr=SINA, registered_delivery=0x0C).status == ESME_ROK
+    content = phone.expect(predicate=lambda p: p.source_addr == SINA.encode())
+    assert content.registered_delivery & 0x0C == 0x0C  # both acknowledgements asked for
+    ack = acknowledge(phone, SINA, "已阅", esm_class, sp=sina)  # its receipt: DELIVRD once the SP took it
+    assert (ack.destination_addr.decode(), ack.esm_class, text(ack)) == (SINA, esm_class, "已阅")
+    assert ask(phone, SINA, "hello").startswith(f"您发送到{SINA}的指令无法识别")  # the next text to the code: answered
+    nothing_else_from(phone, SINA)
+
+
+def test_an_acknowledgement_waits_for_the_sp_to_bind(gw, handset, phone):
+    """As the SP's notices do: stored, and delivered to its bind once there is one (its receipt then)."""
+    assert phone.submit(SINA, "", esm_class=SME_DELIVERY_ACK, registered_delivery=1).status == ESME_ROK
+    assert phone.submit(ECHO, "after it").status == ESME_ROK
+    assert texts_from(phone, ECHO) == ["after it"]
+    nothing_else_from(phone, SINA)  # no reply to it meanwhile
+    sina_rx = handset(SINA, system_id="sina", bind="rx", gw=gw)
+    ack = sina_rx.expect(predicate=lambda p: p.source_addr == A.encode())
+    assert (ack.esm_class, text(ack)) == (SME_DELIVERY_ACK, "")
+    assert receipt_fields(phone.expect(predicate=is_receipt))["stat"] == "DELIVRD"
+
+
+@pytest.mark.parametrize("esm_class", [RECEIPT, INTERMEDIATE_NOTIFICATION], ids=["receipt", "intermediate"])
 @pytest.mark.parametrize("code", [OPERATOR, SINA])
 def test_a_report_only_the_smsc_sends_is_refused_to_a_short_code(phone, code, esm_class):
     assert phone.submit(code, "0", esm_class=esm_class).status == ESME_RINVESMCLASS
