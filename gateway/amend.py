@@ -16,8 +16,10 @@ A message of a submit_multi answers for every destination it was sent to.
   schedule_delivery_time (a time ahead makes it wait, as for submit_sm; one
   past lets it go now). sm_default_msg_id is ignored, as for submit_sm (there
   are no canned messages). Its fields are refused as submit_sm's are
-  (field_rules.py): the MT stays one that could have been submitted.
-  ESME_RREPLACEFAIL if it cannot.
+  (field_rules.py): the MT stays one that could have been submitted. A
+  submit_multi's destinations are replaced in one commit, each taken back
+  as read (Delivery.replace). ESME_ROK if at least one was replaced, else
+  ESME_RREPLACEFAIL.
 - submit_sm with replace_if_present_flag 1 cancels, once it is committed,
   the MTs it replaces: undelivered, from the same account and source_addr to
   the same subscriber, with the same service_type.
@@ -133,8 +135,9 @@ class Amendments:
             return
         payload = pdu.tlvs.get(Tag.MESSAGE_PAYLOAD) if pdu.tlvs else None
         body = pdu.short_message or (payload if isinstance(payload, bytes) else b"")
-        replaced = []
+        replaced: list[str] = []
         status = S.ESME_RSYSERR if failure is not None else S.ESME_RREPLACEFAIL
+        changes = []
         for stored in candidates:
             replacement = dataclasses.replace(stored, short_message=body, registered_delivery=pdu.registered_delivery)
             if expires_at is not None:
@@ -146,12 +149,12 @@ class Amendments:
             elif deliver_sm_length_over(replacement, self.plan) is not None:
                 status = S.ESME_RINVMSGLEN  # with the TLVs it keeps, no deliver_sm could carry the new text
             else:
-                try:
-                    if await self.delivery.replace(stored, replacement):
-                        replaced.append(stored.id)
-                except Exception as error:  # noqa: BLE001  (logged below) the store could not commit: as it was
-                    status, failure = S.ESME_RSYSERR, error
-        if replaced and failure is None:  # (one failed, a submit_multi's destination: told, the client sends it again)
+                changes.append((stored, replacement))
+        try:  # every destination of a submit_multi in one commit, taken back as read (Delivery.replace)
+            replaced = await self.delivery.replace(changes)
+        except Exception as error:  # noqa: BLE001  (logged below) the store could not commit: as they were
+            status, failure = S.ESME_RSYSERR, error
+        if replaced and failure is None:
             status = S.ESME_ROK
         if status == S.ESME_ROK or conn.may_log(f"replace_sm refused ({S.name_of(status)})"):
             fields = self._fields(conn, pdu, status, candidates)

@@ -896,36 +896,52 @@ class Delivery:
                      settled=settled)  # fmt: skip
         return settled
 
-    async def replace(self, stored: Message, replacement: Message) -> bool:
-        """Store an undelivered MT's new content and schedule, then let it go on; False as for cancel.
+    async def replace(self, changes: list[tuple[Message, Message]]) -> list[str]:
+        """Store undelivered MTs' new content and schedule in one commit, then let them go on: the ids of those
+        replaced (not of those gone out or ended, as for cancel).
 
-        `stored` is the MT as the store has it; `replacement` the same MT with its new short_message,
-        registered_delivery, expires_at, and schedule (status scheduled or enroute, next_attempt_at)."""
+        Each change is (stored, replacement): the MT as the store has it, and the same MT with its new short_message,
+        registered_delivery, expires_at, and schedule (status scheduled or enroute, next_attempt_at). Every one is
+        taken out of delivery before anything is awaited, as `stored` was read: a submit_multi's destination taken back
+        after a wait for the commit of another's had been delivered meanwhile, its `stored` stale, and went out twice
+        (or, cancelled meanwhile, went out after all)."""
+        taken = [(stored, replacement, *hold) for stored, replacement in changes
+                 if (hold := self._take_for_replacement(stored)) is not None]  # fmt: skip
+        committed = False
+        try:
+            if taken:
+                await self.store.replace_mts([replacement for _stored, replacement, _bind, _waiting in taken])
+            committed = True
+        finally:
+            for stored, replacement, bind, waiting in taken:
+                if committed:
+                    self._replaced[replacement.id] = replacement  # a late answer to a copy sent before settles nothing
+                self._go_on(stored, replacement if committed else stored, bind, waiting)  # (failed: as it was)
+        return [stored.id for stored, _replacement, _bind, _waiting in taken]
+
+    def _take_for_replacement(self, stored: Message) -> tuple[Receiver | None, Waiting | None] | None:
+        """Hold an MT while its replacement commits: the bind it stays frozen on (None if it is not queued on one) and
+        the retry it was taken from; None if it has gone out or ended."""
         bind = self._freeze(stored)  # queued on a bind: it keeps its place there meanwhile
         waiting = self._retry_timers.get(stored.id)
         if bind is None and not self._take_back(stored):
-            return False
-        current = replacement
-        try:
-            await self.store.replace_mt(replacement)
-            self._replaced[replacement.id] = replacement  # a late answer to a copy sent before settles nothing
-        except BaseException:
-            current = stored  # the write failed: as it was
-            raise
-        finally:
-            if bind is not None:
-                self._thaw(bind, stored, current)
-            elif current.status is _SCHEDULED:  # out of delivery until the sweep finds it due
-                self._held.discard(current.id)
-                if stored.status is _ENROUTE:
-                    self._forget(stored)
-            elif stored.status is _SCHEDULED:
-                self._rejoin(current)  # taken back from its schedule, as when that comes due
-            elif current is stored and waiting is not None:
-                self._wait_again(waiting)
-            else:  # not ahead of older MTs to its subscriber that a backlog read has yet to hand out
-                self.dispatch(current, behind_read=True)
-        return True
+            return None
+        return bind, waiting
+
+    def _go_on(self, stored: Message, current: Message, bind: Receiver | None, waiting: Waiting | None) -> None:
+        """An MT held while its replacement committed (`current`: the replacement) or failed to (`stored`) goes on."""
+        if bind is not None:
+            self._thaw(bind, stored, current)
+        elif current.status is _SCHEDULED:  # out of delivery until the sweep finds it due
+            self._held.discard(current.id)
+            if stored.status is _ENROUTE:
+                self._forget(stored)
+        elif stored.status is _SCHEDULED:
+            self._rejoin(current)  # taken back from its schedule, as when that comes due
+        elif current is stored and waiting is not None:
+            self._wait_again(waiting)
+        else:  # not ahead of older MTs to its subscriber that a backlog read has yet to hand out
+            self.dispatch(current, behind_read=True)
 
     def _freeze(self, message: Message) -> Receiver | None:
         """The bind an MT is queued on, not yet sent, now frozen there (Receiver.freeze); None if it is not."""

@@ -158,9 +158,9 @@ class Store(Protocol):
         `mark_delivered` does and returns None (a future nobody awaits fails unseen: asyncio's "Future exception was
         never retrieved", naming no message)."""
 
-    def replace_mt(self, message: Message) -> Awaitable[None]:
-        """replace_sm: store the MT's new short_message, registered_delivery, expires_at, and its schedule
-        (next_attempt_at, status scheduled or enroute)."""
+    def replace_mts(self, messages: Sequence[Message]) -> Awaitable[None]:
+        """replace_sm, in one transaction: store each MT's new short_message, registered_delivery, expires_at, and its
+        schedule (next_attempt_at, status scheduled or enroute)."""
 
     def give_short_id(self, submission_id: str, short_id: str, then: WriteCallback) -> None:
         """The submission `submission_id` (a message, or every destination of a submit_multi: `submitted_as`) holds no

@@ -737,12 +737,11 @@ class SqliteStore:
         waiter = self._enqueue(op)
         return waiter if then is None else None
 
-    def replace_mt(self, message: Message) -> asyncio.Future[None]:
+    def replace_mts(self, messages: Sequence[Message]) -> asyncio.Future[None]:
         self._begin_write()
         op = self._new_op()
-        values = (message.short_message, message.registered_delivery, message.expires_at, message.next_attempt_at,
-                  _DB_VALUE[message.status], message.id)  # fmt: skip
-        op.steps.append((_REPLACE, values, (message.id,)))
+        op.steps.extend((_REPLACE, (m.short_message, m.registered_delivery, m.expires_at, m.next_attempt_at,
+                                    _DB_VALUE[m.status], m.id), (m.id,)) for m in messages)  # fmt: skip
         return self._enqueue(op)
 
     def give_short_id(self, submission_id: str, short_id: str, then: Callback) -> None:

@@ -50,7 +50,7 @@ A = "8613800000001"  # account handset
 B, B2 = "8613700000001", "8613700000002"  # account handset2
 SINA = "1066916"  # account sina
 SUBMIT_MULTI = 0x00000021
-ENROUTE, DELETED = 1, 4  # message_state (5.2.28)
+ENROUTE, DELIVERED, DELETED = 1, 2, 4  # message_state (5.2.28)
 ESME_RX_T_APPN = 0x64  # a handset's temporary refusal (SMPP 3.4 5.1.3)
 
 
@@ -391,13 +391,13 @@ def test_replace_sm_of_a_queued_mt_keeps_its_place_when_the_window_opens_while_i
     # The replacement's write issued is what the window waits for: not any batch of the writer's (the scheduled
     # jobs' first write, due about now, counted as well and let the window open before the replace_sm was handled).
     store, issued = gw.gateway.store, threading.Event()
-    replace_mt = store.replace_mt
+    replace_mts = store.replace_mts
 
-    def replacing(message):
+    def replacing(messages):
         issued.set()
-        return replace_mt(message)
+        return replace_mts(messages)
 
-    store.replace_mt = replacing
+    store.replace_mts = replacing
     lock = sqlite3.connect(db, isolation_level=None)
     try:
         with RawLink(gw.smpp_port) as esme:
@@ -464,6 +464,31 @@ def test_replace_sm_giving_an_mt_waiting_for_its_retry_a_longer_validity_holds_i
     clock.advance(7200)  # past the new one
     receipt = receipt_fields(a.expect(timeout=10, predicate=is_receipt))
     assert (receipt["id"], receipt["stat"]) == (message_id, "EXPIRED")
+
+
+def test_replace_sm_of_a_submit_multi_sends_no_destination_twice(handset, esme) -> None:
+    """Its destinations were replaced one commit after another, each as read before the first: one delivered
+    meanwhile was made undelivered again, with the new text, and went out a second time (100 of 100 did). Those
+    on their way out keep the old text; those still waiting get the new one."""
+    a = handset(A)
+    served = [f"86137001{n:05d}" for n in range(100)]  # a bind takes them: each deliver_sm unanswered (window 100)
+    waiting = [f"86137002{n:05d}" for n in range(100)]  # no bind serves them: they wait in the store
+    receiver = handset(bind="rx", system_id="handset2", address_range="^86137001")
+    receiver.answering = False
+    esme.send(submit_multi(2, A, waiting + served, b"old text"))
+    status, body = answer(esme, 2)
+    message_id, refused = multi_resp(body)
+    assert (status, refused) == (ESME_ROK, [])
+    assert {text(pdu) for pdu in receiver.expect_many(100)} == {"old text"}
+    esme.send(replace_sm(3, A, message_id, b"new text"))
+    receiver.answer_held()  # acknowledged while the replacement is under way
+    assert answer(esme, 3) == (ESME_ROK, b"")
+    receiver.answering = True
+    receiver.expect_none(1.0)
+    assert a.query(f"{message_id}/101").message_state == DELIVERED  # the first served
+    late = handset(bind="rx", system_id="handset2", address_range="^86137002")
+    got = late.expect_many(100, timeout=10)
+    assert {text(pdu) for pdu in got} == {"new text"} and {pdu.destination_addr.decode() for pdu in got} == set(waiting)
 
 
 def tlv(tag: int, value: bytes) -> bytes:

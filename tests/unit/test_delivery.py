@@ -882,7 +882,7 @@ async def test_a_replaced_mt_waiting_behind_the_read_still_goes_out_after_it_and
     receiver = await reading_backlog(store, delivery, router, accounts, 10)
     await admit(store, delivery, mt("n1", "8613700000001"), mt("n2", "8613700000001"))
     stored = await store.get("n1")
-    assert await delivery.replace(stored, dataclasses.replace(stored, short_message=b"replaced"))
+    assert await delivery.replace([(stored, dataclasses.replace(stored, short_message=b"replaced"))]) == ["n1"]
     answered = 0
     while len(receiver.offered) < 12:
         answer(delivery, receiver, receiver.offered[answered:])
@@ -1440,7 +1440,7 @@ async def test_an_mt_cancelled_while_its_backlog_is_read_does_not_go_out(store, 
 async def test_replace_changes_an_mt_before_it_goes_out(store, delivery, router, accounts) -> None:
     await admit(store, delivery, mt("a", "8613700000001"))
     stored = await store.get("a")
-    assert await delivery.replace(stored, dataclasses.replace(stored, short_message=b"new text", registered_delivery=1))
+    assert await delivery.replace([(stored, dataclasses.replace(stored, short_message=b"new text", registered_delivery=1))]) == ["a"]
     assert (await store.get("a")).short_message == b"new text"
     receiver = Receiver(accounts.get("handset"))
     router.bound(receiver)
@@ -1449,7 +1449,7 @@ async def test_replace_changes_an_mt_before_it_goes_out(store, delivery, router,
     assert (receiver.offered[0].short_message, receiver.offered[0].registered_delivery) == (b"new text", 1)
     receiver.sent.add("a")
     stored = await store.get("a")
-    assert not await delivery.replace(stored, dataclasses.replace(stored, short_message=b"too late"))  # on its way
+    assert await delivery.replace([(stored, dataclasses.replace(stored, short_message=b"too late"))]) == []  # on its way
 
 
 # ------------------------------------------------------------- schedule_delivery_time
@@ -1489,10 +1489,10 @@ async def test_replace_moves_an_mt_into_and_out_of_its_schedule(store, delivery,
     await admit(store, delivery, mt("a", "8613700000001"), scheduled("b", "8613700000002", START + 60))
     assert [m.id for m in receiver.offered] == ["a"]  # queued on the bind, not sent yet
     stored = await store.get("a")
-    assert await delivery.replace(stored, dataclasses.replace(stored, status=MessageStatus.SCHEDULED, next_attempt_at=START + 30))
+    assert await delivery.replace([(stored, dataclasses.replace(stored, status=MessageStatus.SCHEDULED, next_attempt_at=START + 30))])
     assert receiver.offered == [] and not delivery.queued  # out of delivery until its time
     stored = await store.get("b")
-    assert await delivery.replace(stored, dataclasses.replace(stored, status=MessageStatus.ENROUTE, next_attempt_at=START))
+    assert await delivery.replace([(stored, dataclasses.replace(stored, status=MessageStatus.ENROUTE, next_attempt_at=START))])
     assert [m.id for m in receiver.offered] == ["b"]  # due now
     clock.set(START + 30)
     await delivery.sweep()
