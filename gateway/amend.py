@@ -20,6 +20,9 @@ A message of a submit_multi answers for every destination it was sent to.
   submit_multi's destinations are replaced in one commit, each taken back
   as read (Delivery.replace). ESME_ROK if at least one was replaced, else
   ESME_RREPLACEFAIL.
+- One pipelined behind another of the same MT (or a submit_sm replacing it)
+  waits for that one's commit, then acts on the MT as that one left it, in
+  the order they came.
 - submit_sm with replace_if_present_flag 1 cancels, once it is committed,
   the MTs it replaces: undelivered, from the same account and source_addr to
   the same subscriber, with the same service_type.
@@ -28,8 +31,10 @@ A message of a submit_multi answers for every destination it was sent to.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .clock import Clock
@@ -75,6 +80,7 @@ class Amendments:
         self.plan = plan
         self.clock = clock
         self.ids = ids
+        self._under_way: dict[str, asyncio.Future[None]] = {}  # MT id -> its cancellation or replacement, committing
 
     def cancel(self, conn: SmppConnection, pdu: CancelSm) -> Coroutine[Any, Any, None]:
         """The cancel_sm's work, to run as a task. Without a message_id, it cancels what was submitted before it (ids
@@ -89,7 +95,7 @@ class Amendments:
         cancelled: list[str] = []
         failure: BaseException | None = None  # the store could not read or commit (the cancellation, or what came before it)
         if pdu.message_id:
-            candidates, failure = await _read(self._submitted(account, source, pdu.message_id))
+            candidates, failure = await _read(self._settled(partial(self._submitted, account, source, pdu.message_id)))
             if pdu.destination_addr:  # 4.9.1: "used for verification purposes, and must match" the submission's
                 dest = self.plan.normalise(pdu.destination_addr)
                 candidates = [m for m in candidates if m.dest_addr == dest]
@@ -100,7 +106,7 @@ class Amendments:
                 candidates, failure = [], error
             else:
                 dest = self.plan.normalise(pdu.destination_addr)
-                candidates, failure = await _read(self.store.undelivered_from(account, source, dest))
+                candidates, failure = await _read(self._settled(partial(self.store.undelivered_from, account, source, dest)))
                 candidates = [m for m in candidates if m.id < arrived]
                 if pdu.service_type:
                     candidates = [m for m in candidates if m.service_type == pdu.service_type]
@@ -123,7 +129,7 @@ class Amendments:
         account = conn.account.system_id
         source = self.plan.normalise(pdu.source_addr)
         now = self.clock.now()
-        candidates, failure = await _read(self._submitted(account, source, pdu.message_id))
+        candidates, failure = await _read(self._settled(partial(self._submitted, account, source, pdu.message_id)))
         try:
             check_replacement(pdu)
             expires_at = validity_end(pdu.validity_period, now)
@@ -151,7 +157,8 @@ class Amendments:
             else:
                 changes.append((stored, replacement))
         try:  # every destination of a submit_multi in one commit, taken back as read (Delivery.replace)
-            replaced = await self.delivery.replace(changes)
+            with self._amending(stored.id for stored, _replacement in changes):
+                replaced = await self.delivery.replace(changes)
         except Exception as error:  # noqa: BLE001  (logged below) the store could not commit: as they were
             status, failure = S.ESME_RSYSERR, error
         if replaced and failure is None:
@@ -174,7 +181,7 @@ class Amendments:
         """submit_sm with replace_if_present_flag 1, committed: the MTs still undelivered that the same
         account sent before it from the same source_addr to the same subscriber with the same
         service_type are cancelled (SMPP 3.4 section 5.2.18)."""
-        older = await self.store.undelivered_from(message.account, message.source_addr, message.dest_addr)
+        older = await self._settled(partial(self.store.undelivered_from, message.account, message.source_addr, message.dest_addr))
         replaced, _failure = await self._cancel_all([
             m for m in older
             if m.id != message.id and m.service_type == message.service_type and m.submitted_at <= message.submitted_at
@@ -213,9 +220,38 @@ class Amendments:
         """Cancel those of `messages` still undelivered: the ids of those whose cancellation is committed, and the
         store's error if one failed to commit (that MT is still undelivered, and goes out)."""
         settling = {m.id: settled for m in messages if (settled := self.delivery.cancel(m)) is not None}
-        outcomes = await asyncio.gather(*settling.values(), return_exceptions=True)
+        with self._amending(settling):
+            outcomes = await asyncio.gather(*settling.values(), return_exceptions=True)
         cancelled = [message_id for message_id, outcome in zip(settling, outcomes, strict=True) if outcome is None]
         return cancelled, next((outcome for outcome in outcomes if isinstance(outcome, BaseException)), None)
+
+    async def _settled(self, read: Callable[[], Awaitable[list[Message]]]) -> list[Message]:
+        """What `read` finds once no cancellation or replacement of it is still committing (read again after each): an
+        amendment pipelined behind another of the same MT acts on what that one made of it, in the order they came.
+        (Held while a replacement committed, the MT was taken for one gone out: a cancel_sm right behind a replace_sm
+        was refused, and the MT went out.) The store's reads never wait: what is found is taken back before anything
+        else runs."""
+        while True:
+            found = await read()
+            under_way = {committing for m in found if (committing := self._under_way.get(m.id)) is not None}
+            if not under_way:
+                return found
+            await asyncio.wait(under_way)
+
+    @contextlib.contextmanager
+    def _amending(self, message_ids: Iterable[str]) -> Iterator[None]:
+        """While the cancellation or replacement of these MTs commits: the next amendment of one waits (`_settled`)."""
+        committed = asyncio.get_running_loop().create_future()
+        amended = list(message_ids)
+        for message_id in amended:
+            self._under_way[message_id] = committed
+        try:
+            yield
+        finally:
+            committed.set_result(None)
+            for message_id in amended:
+                if self._under_way.get(message_id) is committed:
+                    del self._under_way[message_id]
 
     async def _submitted(self, account: str, source: str, message_id: str) -> list[Message]:
         """What `account` submitted from `source` as message_id: one message, or one per destination of a submit_multi."""

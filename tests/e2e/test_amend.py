@@ -168,16 +168,22 @@ def test_cancel_sm_without_a_message_id_pipelined_behind_the_submit_sm_cancels_i
         + cancel_sm(3, A, dest=B)
         + encoded("submit_sm", 4, source_addr=A, destination_addr=B, short_message=b"after the cancel")
     )  # fmt: skip
-    answers = {}
-    for _ in range(3):
-        data = esme.read_frame()
-        _length, _command, status, sequence = struct.unpack(">LLLL", data[:16])
-        answers[sequence] = (status, data[16:].rstrip(b"\0").decode())
+    answers = answers_by_sequence(esme, 3)
     assert [answers[sequence][0] for sequence in (2, 3, 4)] == [ESME_ROK, ESME_ROK, ESME_ROK]
     assert handset(A).query(answers[2][1]).message_state == DELETED
     b = handset(B)
     assert text(b.expect()) == "after the cancel"
     b.expect_none(0.3)
+
+
+def answers_by_sequence(link: RawLink, count: int) -> dict[int, tuple[int, str]]:
+    """The next `count` responses, in whatever order they come: sequence_number -> (command_status, message_id)."""
+    answers = {}
+    for _ in range(count):
+        data = link.read_frame()
+        _length, _command, status, sequence = struct.unpack(">LLLL", data[:16])
+        answers[sequence] = (status, data[16:].rstrip(b"\0").decode())
+    return answers
 
 
 @contextlib.contextmanager
@@ -200,7 +206,8 @@ def test_replace_sm_and_cancel_sm_of_an_mt_while_the_store_cannot_commit_are_ans
     """A replace_sm got no answer at all (the store's error ended its task), and a cancel_sm ESME_RCANCELFAIL ("too
     late to cancel"), the MT still waiting; one without a message_id too, after waiting for a transaction of its own
     (30 s with the database locked) once its wait for the writes before it had failed. (No writer process can start
-    here: the database's directory is gone.)"""
+    here: the database's directory is gone.) A replace_sm pipelined behind a cancel_sm: ESME_RREPLACEFAIL, "too
+    late to replace", the MT still waiting."""
     home = tmp_path / "data"
     home.mkdir()
     gw = make_gateway(db_path=home / "gw.db")
@@ -217,6 +224,9 @@ def test_replace_sm_and_cancel_sm_of_an_mt_while_the_store_cannot_commit_are_ans
             assert answer(link, 4)[0] == ESME_RSYSERR
             link.send(cancel_sm(5, A, dest=B))
             assert answer(link, 5)[0] == ESME_RSYSERR
+            # One behind a cancellation failing to commit was refused as too late: it waits, and finds the MT as it was.
+            link.send(cancel_sm(6, A, message_id) + replace_sm(7, A, message_id, b"new text"))
+            assert answers_by_sequence(link, 2) == {6: (ESME_RSYSERR, ""), 7: (ESME_RSYSERR, "")}
 
 
 def test_an_mt_whose_cancel_sm_could_not_be_committed_still_goes_out_and_still_counts(make_gateway, handset, tmp_path) -> None:
@@ -489,6 +499,44 @@ def test_replace_sm_of_a_submit_multi_sends_no_destination_twice(handset, esme) 
     late = handset(bind="rx", system_id="handset2", address_range="^86137002")
     got = late.expect_many(100, timeout=10)
     assert {text(pdu) for pdu in got} == {"new text"} and {pdu.destination_addr.decode() for pdu in got} == set(waiting)
+
+
+@pytest.mark.parametrize(("second", "goes_out"), [
+    (lambda message_id: cancel_sm(3, A, message_id), None),
+    (lambda message_id: replace_sm(3, A, message_id, b"meet at 7", registered_delivery=1), "meet at 7"),
+], ids=["cancel_sm", "replace_sm"])  # fmt: skip
+def test_a_cancel_sm_or_replace_sm_pipelined_behind_a_replace_sm_acts_on_the_replaced_mt(handset, esme, second, goes_out) -> None:
+    """In hand while the replacement committed, the MT was taken for one gone out: the second was refused
+    (ESME_RCANCELFAIL, ESME_RREPLACEFAIL), "too late", and the MT went out with the first one's text."""
+    a = handset(A)
+    message_id = a.submit(B, "meet at 5", registered_delivery=1).message_id.decode()
+    esme.send(replace_sm(2, A, message_id, b"meet at 6", registered_delivery=1) + second(message_id))  # one write
+    assert answers_by_sequence(esme, 2) == {2: (ESME_ROK, ""), 3: (ESME_ROK, "")}
+    b = handset(B)
+    if goes_out is None:
+        receipt = receipt_fields(a.expect(predicate=is_receipt))
+        assert (receipt["stat"], receipt["text"]) == ("DELETED", "meet at 6")
+    else:
+        assert text(b.expect()) == goes_out
+    b.expect_none(0.3)
+
+
+def test_a_cancel_sm_of_one_destination_pipelined_behind_a_replace_sm_of_its_submit_multi_stands(handset, esme) -> None:
+    """The replace_sm wrote back, as it had read it, the destination the cancel_sm deleted meanwhile: answered
+    ESME_ROK, its stat:DELETED receipt sent, and the subscriber got the new text all the same."""
+    a = handset(A)
+    destinations = [f"86137003{n:05d}" for n in range(200)]  # no bind serves them: they wait in the store
+    esme.send(submit_multi(2, A, destinations, b"old text"))
+    message_id, refused = multi_resp(answer(esme, 2)[1])
+    assert refused == []
+    esme.send(replace_sm(3, A, message_id, b"new text") + cancel_sm(4, A, message_id, dest=destinations[150]))
+    assert answers_by_sequence(esme, 2) == {3: (ESME_ROK, ""), 4: (ESME_ROK, "")}
+    assert a.query(f"{message_id}/151").message_state == DELETED
+    b = handset(bind="rx", system_id="handset2", address_range="^86137003")
+    got = b.expect_many(199, timeout=10)
+    assert {text(pdu) for pdu in got} == {"new text"}
+    assert {pdu.destination_addr.decode() for pdu in got} == set(destinations) - {destinations[150]}
+    b.expect_none(0.3)
 
 
 def tlv(tag: int, value: bytes) -> bytes:
