@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from .clock import Clock
 from .delivery import Delivery
-from .field_rules import check_replacement
+from .field_rules import check_addresses, check_replacement
 from .ids import MessageIds
 from .logs import get_logger
 from .messages import (
@@ -90,6 +90,11 @@ class Amendments:
         return self._cancel(conn, pdu, "" if pdu.message_id else self.ids.next())
 
     async def _cancel(self, conn: SmppConnection, pdu: CancelSm, arrived: str) -> None:
+        try:
+            check_addresses(pdu)
+        except Rejection as refused:
+            await self.refuse(conn, pdu, refused.status, refused.reason)
+            return
         account = conn.account.system_id
         source = self.plan.normalise(pdu.source_addr)
         cancelled: list[str] = []
@@ -191,8 +196,9 @@ class Amendments:
                      replaced=replaced)  # fmt: skip
 
     async def refuse(self, conn: SmppConnection, pdu: CancelSm | ReplaceSm, status: int, reason: str) -> None:
-        """A cancel_sm or replace_sm refused before it is looked at (the gateway is stopping): logged and counted as
-        the other refusals of its kind, naming the MT's subscriber if it is found (read only for a line written)."""
+        """A cancel_sm or replace_sm refused before it is looked at (the gateway is stopping, or a cancel_sm's TON or
+        NPI is refused): logged and counted as the other refusals of its kind, naming the MT's subscriber if it is
+        found (read only for a line written)."""
         event = f"{pdu.name} refused"
         if conn.may_log(f"{event} ({S.name_of(status)})"):
             source = self.plan.normalise(pdu.source_addr)

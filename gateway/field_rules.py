@@ -1,5 +1,6 @@
 """What SMPP 3.4 lets an ESME put in a submission's fields (sections 4.4, 4.7 and 5.2), and in the same fields
-of a replace_sm (4.10), which rewrites a submission and so may not carry what the submission could not.
+of a replace_sm (4.10), which rewrites a submission and so may not carry what the submission could not; and
+in the addresses a query_sm or cancel_sm names a submission by (4.8, 4.9).
 
 The codec decodes any octet; these are the value tables. A value outside them
 is refused with the field's own command_status, so a client learns which field
@@ -21,7 +22,7 @@ from __future__ import annotations
 from .refusal import Rejection
 from .smpp.constants import CommandStatus as S
 from .smpp.constants import Tag
-from .smpp.pdu import DataSm, ReplaceSm, SubmitSm
+from .smpp.pdu import CancelSm, DataSm, QuerySm, ReplaceSm, SubmitSm
 
 _TONS = range(7)  # 5.2.5: unknown, international, national, network specific, subscriber, alphanumeric, abbreviated
 _NPIS = frozenset({0, 1, 3, 4, 6, 8, 9, 10, 14, 18})  # 5.2.6
@@ -66,12 +67,17 @@ def check_replacement(pdu: ReplaceSm) -> None:
     _check_tlvs(pdu)
 
 
+def check_addresses(pdu: QuerySm | CancelSm) -> None:
+    """Raise Rejection for a TON or NPI of a query_sm's or cancel_sm's addresses that a submit_sm would be refused
+    for, with the same status."""
+    _check_source(pdu)
+    if type(pdu) is CancelSm:  # (query_sm names no destination)
+        _check_destination(pdu)
+
+
 def _find_fault(pdu: SubmitSm | DataSm) -> None:
     _check_source(pdu)
-    if pdu.dest_addr_ton not in _TONS:
-        raise Rejection(S.ESME_RINVDSTTON, f"dest_addr_ton {pdu.dest_addr_ton} is not a type of number (0-6)")
-    if pdu.dest_addr_npi not in _NPIS:
-        raise Rejection(S.ESME_RINVDSTNPI, f"dest_addr_npi {pdu.dest_addr_npi} is not a numbering plan")
+    _check_destination(pdu)
     message_type = pdu.esm_class & _MESSAGE_TYPE
     if message_type not in _SUBMITTED_MESSAGE_TYPES:
         raise Rejection(S.ESME_RINVESMCLASS, f"esm_class message type 0x{message_type:02x} cannot be submitted"
@@ -89,11 +95,18 @@ def _find_fault(pdu: SubmitSm | DataSm) -> None:
     _check_tlvs(pdu)
 
 
-def _check_source(pdu: SubmitSm | DataSm | ReplaceSm) -> None:
+def _check_source(pdu: SubmitSm | DataSm | ReplaceSm | QuerySm | CancelSm) -> None:
     if pdu.source_addr_ton not in _TONS:
         raise Rejection(S.ESME_RINVSRCTON, f"source_addr_ton {pdu.source_addr_ton} is not a type of number (0-6)")
     if pdu.source_addr_npi not in _NPIS:
         raise Rejection(S.ESME_RINVSRCNPI, f"source_addr_npi {pdu.source_addr_npi} is not a numbering plan")
+
+
+def _check_destination(pdu: SubmitSm | DataSm | CancelSm) -> None:
+    if pdu.dest_addr_ton not in _TONS:
+        raise Rejection(S.ESME_RINVDSTTON, f"dest_addr_ton {pdu.dest_addr_ton} is not a type of number (0-6)")
+    if pdu.dest_addr_npi not in _NPIS:
+        raise Rejection(S.ESME_RINVDSTNPI, f"dest_addr_npi {pdu.dest_addr_npi} is not a numbering plan")
 
 
 def _check_registered_delivery(registered: int) -> None:

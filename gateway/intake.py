@@ -36,7 +36,7 @@ from .amend import Amendments, multi_part_id, submission_id
 from .clock import Clock
 from .config import GatewaySettings
 from .delivery import Delivery
-from .field_rules import check_submission
+from .field_rules import check_addresses, check_submission
 from .guards import Guards
 from .ids import MessageIds, ShortIds
 from .logs import get_logger
@@ -443,17 +443,18 @@ class Intake:
 
     # ------------------------------------------------------------- query
     async def query(self, conn: SmppConnection, pdu: QuerySm) -> None:
+        try:
+            check_addresses(pdu)
+        except Rejection as refused:
+            self._refuse_query(conn, pdu, refused.status, refused.reason)
+            return
         message = await self.store.get(pdu.message_id)  # (an SMPP 3.3 alias names the first message given it)
         if message is None or message.source_addr != self.plan.normalise(pdu.source_addr) or message.account != conn.account.system_id:
-            if conn.may_log(f"query_sm refused ({S.name_of(S.ESME_RQUERYFAIL)})"):
-                # Another account's message is as good as none: the line names nothing of it (its subscriber, or
-                # that it exists), as the answer tells nothing.
-                own = message is not None and message.account == conn.account.system_id
-                log.warning("query_sm refused", message_id=pdu.message_id, account=conn.account.system_id,
-                            msisdn=subscriber_of(message) if own else subscriber_submitting(conn.account.is_sp, pdu.source_addr, "", self.plan),
-                            source=pdu.source_addr, status=S.name_of(S.ESME_RQUERYFAIL),
-                            reason="not submitted from that source_addr" if own else "no message of this account has this id")  # fmt: skip
-            conn.respond(QuerySmResp(sequence_number=pdu.sequence_number, command_status=S.ESME_RQUERYFAIL))
+            # Another account's message is as good as none: the line names nothing of it (its subscriber, or that it
+            # exists), as the answer tells nothing.
+            own = message if message is not None and message.account == conn.account.system_id else None
+            reason = "not submitted from that source_addr" if own is not None else "no message of this account has this id"
+            self._refuse_query(conn, pdu, S.ESME_RQUERYFAIL, reason, own)
             return
         conn.respond(
             QuerySmResp(
@@ -464,6 +465,15 @@ class Intake:
                 error_code=query_error_code(message.error),
             )
         )
+
+    def _refuse_query(self, conn: SmppConnection, pdu: QuerySm, status: int, reason: str, own: Message | None = None) -> None:
+        """Answer a query_sm `status`, logged naming the subscriber of `own` (the account's message it named), or
+        the one its source_addr names."""
+        if conn.may_log(f"query_sm refused ({S.name_of(status)})"):
+            msisdn = subscriber_of(own) if own is not None else subscriber_submitting(conn.account.is_sp, pdu.source_addr, "", self.plan)
+            log.warning("query_sm refused", message_id=pdu.message_id, account=conn.account.system_id, msisdn=msisdn,
+                        source=pdu.source_addr, status=S.name_of(status), reason=reason)  # fmt: skip
+        conn.respond(QuerySmResp(sequence_number=pdu.sequence_number, command_status=status))
 
     def unsupported(self, conn: SmppConnection, pdu: Pdu) -> None:
         """A request the session let through that the gateway does not serve (none, with its tables as they are)."""

@@ -13,6 +13,7 @@ from tests.smpp_handset import (
     ESM_RECEIPT,
     ESME_ROK,
     RawLink,
+    answer,
     frame,
     is_receipt,
     receipt_fields,
@@ -25,11 +26,14 @@ ESME_RINVPRTFLG = 0x06
 ESME_RINVREGDLVFLG = 0x07
 ESME_RINVESMCLASS = 0x43
 ESME_RINVSRCTON = 0x48
+ESME_RINVSRCNPI = 0x49
+ESME_RINVDSTTON = 0x50
 ESME_RINVDSTNPI = 0x51
 ESME_RINVREPFLAG = 0x54
 ESME_RINVOPTPARSTREAM = 0xC0
 ESME_ROPTPARNOTALLWD = 0xC1
-SUBMIT_SM = 0x00000004
+QUERY_SM, SUBMIT_SM, CANCEL_SM = 0x00000003, 0x00000004, 0x00000008
+ENROUTE = 1  # message_state (5.2.28)
 RECEIPT_TEXT = "id:1a23d4d2e7e00000002 sub:001 dlvrd:001 submit date:2612031200 done date:2612031200 stat:DELIVRD err:000 text:hi"
 
 
@@ -75,6 +79,41 @@ def test_a_value_outside_its_table_is_refused_and_nothing_is_delivered(handset, 
     assert a.submit(B, "refused", **fields).status == status
     assert a.submit(B, "next").status == ESME_ROK
     assert text(b.expect()) == "next"  # the refused one never came before it
+
+
+def query_sm(sequence: int, message_id: str, *, source: tuple[int, int] = (1, 1)) -> bytes:
+    """A query_sm of A's message, source_addr_ton and source_addr_npi as given (section 4.8.1)."""
+    return frame(QUERY_SM, sequence, cstr(message_id) + bytes(source) + cstr(A))
+
+
+def cancel_sm(sequence: int, message_id: str, *, source: tuple[int, int] = (1, 1), dest: tuple[int, int] = (1, 1)) -> bytes:
+    """A cancel_sm of A's message to B, the TONs and NPIs as given (section 4.9.1)."""
+    return frame(CANCEL_SM, sequence, cstr("") + cstr(message_id) + bytes(source) + cstr(A) + bytes(dest) + cstr(B))
+
+
+@pytest.mark.parametrize(
+    ("request_with", "status"),
+    [
+        (lambda message_id: query_sm(100, message_id, source=(9, 1)), ESME_RINVSRCTON),
+        (lambda message_id: query_sm(100, message_id, source=(1, 2)), ESME_RINVSRCNPI),
+        (lambda message_id: cancel_sm(100, message_id, source=(9, 77)), ESME_RINVSRCTON),
+        (lambda message_id: cancel_sm(100, message_id, dest=(9, 1)), ESME_RINVDSTTON),
+        (lambda message_id: cancel_sm(100, message_id, dest=(1, 77)), ESME_RINVDSTNPI),
+    ],
+    ids=["query_sm_source_ton", "query_sm_source_npi", "cancel_sm_source_ton", "cancel_sm_dest_ton", "cancel_sm_dest_npi"],
+)  # fmt: skip
+def test_a_query_sm_or_cancel_sm_naming_an_address_outside_the_tables_is_refused_as_a_submission_is(
+    gateway, handset, request_with, status
+):
+    """They were answered (and the MT cancelled) whatever TON or NPI they gave, where a submit_sm or replace_sm
+    with the same values is refused with the field's own status."""
+    a = handset(A)
+    message_id = a.submit(B, "waits").message_id.decode()  # B is not bound: it waits
+    with RawLink(gateway.smpp_port) as link:  # (smpplib reads no cancel_sm_resp)
+        link.bind("handset", command="bind_transmitter")
+        link.send(request_with(message_id))
+        assert answer(link, 100)[0] == status
+    assert a.query(message_id).message_state == ENROUTE  # not cancelled
 
 
 def test_a_forged_delivery_receipt_is_refused(handset):
