@@ -376,8 +376,11 @@ def test_the_mts_of_a_subscriber_refused_for_good_beyond_what_a_throttle_holds_k
     delivery = gw.gateway.delivery
     delivery.HELD_PER_THROTTLE, delivery.PAGE, delivery.ROOM = 3, 2, 2
     a = handset(A, gw=gw)
+    to_c1: set[str] = set()
     for n in range(1, 21):
-        assert a.submit(C1, f"1.{n}").status == ESME_ROK
+        submitted = a.submit(C1, f"1.{n}")
+        assert submitted.status == ESME_ROK
+        to_c1.add(submitted.message_id.decode())
         assert a.submit(C2, f"2.{n}").status == ESME_ROK
     carrier = handset(bind=None, gw=gw)
     refusing = [True]
@@ -391,7 +394,9 @@ def test_the_mts_of_a_subscriber_refused_for_good_beyond_what_a_throttle_holds_k
     to_c2 = carrier.expect_many(20, predicate=lambda pdu: pdu.destination_addr == C2.encode())
     assert [text(pdu) for pdu in to_c2] == [f"2.{n}" for n in range(1, 21)]
     assert eventually(lambda: not delivery._pulls)  # the backlog read is over
-    assert len(delivery._held) <= 3 + 2  # (and the bind's window, in flight)
+    # C1's in hand: what its throttle holds, and those refused beside them (the bind's window). Not all of `_held`: C2's
+    # answered MTs are in hand too until their final status commits, on a busy machine a few of them still.
+    assert len(to_c1 & delivery._held) <= 3 + 2
     refusing[0] = False
     carrier.inbox.clear()  # (the refused ones)
     assert [text(pdu) for pdu in carrier.expect_many(20, timeout=LONGEST_PAUSE + 5)] == [f"1.{n}" for n in range(1, 21)]
