@@ -884,6 +884,25 @@ def test_refused_binds_of_a_peer_in_a_reconnect_loop_are_logged_for_the_first_fe
     assert (counted["peer"], counted["count"]) == ("127.0.0.1", 15)
 
 
+def test_binds_of_a_peer_in_a_reconnect_loop_are_logged_for_the_first_few_with_their_unbinds_and_then_counted(
+    tmp_path: Path, start_gateway
+) -> None:
+    """A line for each bind and unbind, with no budget: a client binding with the right password and dropping in a
+    loop wrote 53,932 lines in 10 s (~1.3 MB/s), where the same loop with a wrong password wrote 6."""
+    gateway = start_gateway(tmp_path / "gw.db")
+    for _ in range(20):
+        with RawLink(gateway.smpp_port) as flapper:
+            flapper.bind("handset")
+    with RawLink(gateway.smpp_port) as other:
+        other.bind("handset2")  # another account's budget: its first bind logged
+    assert gateway.terminate() == 0
+    bound, unbound = logged(gateway, "bound"), logged(gateway, "unbound")
+    assert [line["account"] for line in bound] == ["handset"] * 5 + ["handset2"]
+    assert sorted(line["peer"] for line in unbound) == sorted(line["peer"] for line in bound)  # each one's unbind
+    [counted] = logged(gateway, "bound: more not logged")
+    assert (counted["peer"], counted["account"], counted["count"]) == ("127.0.0.1", "handset", 15)
+
+
 def test_the_count_of_refused_binds_names_the_account_whose_password_is_guessed(tmp_path: Path, start_gateway) -> None:
     """'bind refused (ESME_RINVPASWD): more not logged' with count 50925 said account "-" (the connection is not
     bound): which account was being guessed went unsaid. A system_id of no account stays "-": a client making them
