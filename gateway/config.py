@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields, replace
@@ -638,6 +639,7 @@ def _catalogue_entry(table: dict[str, Any], where: str, path: Path | str, accoun
     _check_notice_value(entry.keyword, f"{where}.keyword", "keyword", path)
     for key in ("sp_name", "name", "sp_name_en", "name_en", "sp_company"):
         _check_shown_name(getattr(entry, key), f"{where}.{key}", required=key in ("sp_name", "name"), path=path)
+    _check_phone(entry.phone, f"{where}.phone", path)
     if entry.fee < 0:
         raise ConfigError(path, f"{where}.fee", "expected a fee of 0 or more (yuan per month)")
     if entry.kind not in SERVICE_KINDS:
@@ -655,6 +657,19 @@ def _check_shown_name(value: str, key: str, *, required: bool, path: Path | str)
     if (value or required) and not (value.strip() == value and 0 < len(value) <= SHOWN_NAME_CHARS and value.isprintable()):
         raise ConfigError(path, key, f"expected a name of 1 to {SHOWN_NAME_CHARS} printable characters, without "
                                      f"spaces around it (subscribers' texts show it); got {value!r}")  # fmt: skip
+
+
+# The customer-service number the order confirmation and notices show ("客服电话9510567"): "" showed none, and a
+# newline or a right-to-left override reached the handset as it was.
+PHONE_CHARS = 20
+_PHONE = re.compile(r"\+?[0-9]+(?:[ -][0-9]+)*")
+
+
+def _check_phone(value: str, key: str, path: Path | str) -> None:
+    if not (len(value) <= PHONE_CHARS and _PHONE.fullmatch(value)):
+        raise ConfigError(path, key, f"expected a telephone number of up to {PHONE_CHARS} characters: digits, perhaps "
+                                     f"a + first and single spaces or hyphens between them (subscribers' texts show "
+                                     f"it: 9510567, 400-670-0700); got {value!r}")  # fmt: skip
 
 
 def _check_notice_value(value: str, key: str, field: str, path: Path | str) -> None:

@@ -253,6 +253,20 @@ CASES = [  # (what is wrong, the edit, the key named, a phrase of what was expec
      "catalogue[2].sp_company", "printable"),
     ("a newline in an English SP name", lambda r: r["catalogue"][0].update(sp_name_en="Sina\nNews"),
      "catalogue[0].sp_name_en", "printable"),
+    # The customer-service number the order confirmation shows: "" confirmed an order with no number to call, and
+    # a newline or a right-to-left override reached the handset.
+    ("an empty phone", lambda r: r["catalogue"][0].update(phone=""), "catalogue[0].phone",
+     ("expected a telephone number of up to 20 characters: digits, perhaps a + first and single spaces or hyphens "
+      "between them (subscribers' texts show it: 9510567, 400-670-0700); got ''")),
+    ("a right-to-left override and a newline for a phone", lambda r: r["catalogue"][1].update(phone="\u202e\n"),
+     "catalogue[1].phone", "got '\\u202e\\n'"),
+    ("a zero-width space in a phone", lambda r: r["catalogue"][1].update(phone="9510567\u200b"), "catalogue[1].phone",
+     "telephone number"),
+    ("words for a phone", lambda r: r["catalogue"][2].update(phone="客服热线"), "catalogue[2].phone", "digits"),
+    ("a full-width phone", lambda r: r["catalogue"][2].update(phone="９５１０５６７"), "catalogue[2].phone", "digits"),
+    ("a space after a phone", lambda r: r["catalogue"][2].update(phone="9510567 "), "catalogue[2].phone", "between them"),
+    ("a phone of 21 characters", lambda r: r["catalogue"][2].update(phone="+86 10 1234 5678 9012"), "catalogue[2].phone",
+     "up to 20 characters"),
     ("a service id with a space", lambda r: r["catalogue"][0].update(id="sina news"), "catalogue[0].id",
      "(SP notices carry it as service=<word>); got 'sina news'"),
     ("a service id with =", lambda r: r["catalogue"][0].update(id="sina=news"), "catalogue[0].id", "without spaces or '='"),
@@ -398,8 +412,11 @@ def test_codes_and_numbers_of_20_digits_fit() -> None:
     [(lambda r: r["catalogue"][0].update(name="新" * 40), lambda c: c.catalogue[0].name, "新" * 40),
      (lambda r: r["services"].update(trial_last_order_day=25, reminder_last_day=25),
       lambda c: c.services.trial_last_order_day, 25),
-     (lambda r: r["gateway"].update(smpp_port=65535), lambda c: c.gateway.smpp_port, 65535)],
-    ids=["a service name of 40 characters", "trial orders up to the last reminder day", "port 65535"],
+     (lambda r: r["gateway"].update(smpp_port=65535), lambda c: c.gateway.smpp_port, 65535),
+     (lambda r: r["catalogue"][0].update(phone="+86 10 1234-56789012"), lambda c: c.catalogue[0].phone,
+      "+86 10 1234-56789012")],
+    ids=["a service name of 40 characters", "trial orders up to the last reminder day", "port 65535",
+         "a phone of 20 characters with a +, spaces and a hyphen"],
 )  # fmt: skip
 def test_a_value_at_the_limit_a_refusal_names_loads(edit, loaded, value) -> None:
     """The refusals above name their limits ("1 to 40 printable characters", "a day not after reminder_last_day",
