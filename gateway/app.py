@@ -98,8 +98,9 @@ class Gateway:
         self.config = config
         self.clock = clock or SystemClock()
         self.db_path = str(db_path or settings.database)
-        self.host = host or settings.smpp_host
-        self.http_host = host or settings.http_host
+        # (host "" is every interface, as the config's is: `host or` took the config's hosts instead)
+        self.host = settings.smpp_host if host is None else host
+        self.http_host = settings.http_host if host is None else host
         self._smpp_port = settings.smpp_port if smpp_port is None else smpp_port
         self._http_port = settings.http_port if http_port is None else http_port
         self._tls_port: int | None = None  # (bound by the start when [tls] is enabled)

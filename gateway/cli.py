@@ -25,8 +25,9 @@ def main(argv: list[str] | None = None) -> int:
                                                       "default config)")  # fmt: skip
     serve.add_argument("--http-port", type=port, help="HTTP port (default: the config's gateway.http_port, 8775 in the "
                                                       "default config)")  # fmt: skip
-    serve.add_argument("--host", help="address to listen on for SMPP and HTTP (default: the config's gateway.smpp_host "
-                                      "and gateway.http_host, 0.0.0.0 in the default config)")  # fmt: skip
+    serve.add_argument("--host", help="address to listen on for SMPP and HTTP, \"\" every interface (default: the "
+                                      "config's gateway.smpp_host and gateway.http_host, 0.0.0.0 in the default "
+                                      "config)")  # fmt: skip
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--log-json", action="store_true", default=None, help="JSON log lines even on a terminal")
     from simulator import cli as simulator_cli

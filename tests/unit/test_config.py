@@ -24,7 +24,7 @@ import pytest
 from gateway.cli import port
 from gateway.config import DEFAULT_CONFIG, ConfigError, load_config, parse_config
 from gateway.store.migrations import SCHEMA_VERSION, migrate
-from tests.gateway_process import free_port, tls_config_file
+from tests.gateway_process import config_file, free_port, tls_config_file
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = tomllib.loads(DEFAULT_CONFIG.read_text())
@@ -645,6 +645,19 @@ def test_smsgw_serve_listens_on_every_interface_for_an_empty_host(tmp_path: Path
         for host in ("127.0.0.1", "::1") if socket.has_ipv6 else ("127.0.0.1",):
             with context.wrap_socket(socket.create_connection((host, tls_port), timeout=10)) as tls:
                 assert tls.version()
+    finally:
+        assert gateway.terminate() == 0
+
+
+def test_smsgw_serve_listens_on_every_interface_for_an_empty_host_flag(tmp_path: Path, start_gateway) -> None:
+    """`--host ""` was ignored (`host or` the config's): the config's 127.0.0.1 was listened on, where a config's
+    host "" is every interface. 127.0.0.2 is a loopback address no socket bound to 127.0.0.1 answers on."""
+    config = config_file(tmp_path, smpp_host="127.0.0.1", http_host="127.0.0.1")
+    gateway = start_gateway(tmp_path / "gw.db", config=config, host="")
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.2:{gateway.http_port}/health", timeout=10) as response:
+            assert response.status == 200
+        socket.create_connection(("127.0.0.2", gateway.smpp_port), timeout=10).close()
     finally:
         assert gateway.terminate() == 0
 
