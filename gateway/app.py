@@ -36,7 +36,7 @@ from .config import Config, ConfigError, messages_files
 from .delivery import Delivery
 from .gctune import restore_defaults, tune_for_serving
 from .guards import Guards
-from .http.app import make_app
+from .http.app import HTTP_STOP_GRACE, make_app
 from .ids import MessageIds, ShortIds
 from .intake import Intake
 from .log_budget import LogBudgets
@@ -331,7 +331,7 @@ class Gateway:
         if tls_context is not None:  # (its own accept loop: TlsListener)
             self._tls = await TlsListener.bind(self, tls_context, self.host, self.config.tls.port)
             self._servers.append(self._tls)
-        self._http = web.AppRunner(make_app(self), access_log=None)
+        self._http = web.AppRunner(make_app(self), access_log=None, shutdown_timeout=HTTP_STOP_GRACE)
         await self._http.setup()
         self._http_server = await loop.create_server(
             self._http_connection, self.http_host, self._http_port, reuse_address=True, backlog=ACCEPT_BACKLOG,

@@ -15,6 +15,11 @@ GATEWAY = web.AppKey("gateway", object)
 # What one connection's request line and headers may take: aiohttp's defaults (128 headers of 8190 octets) let each
 # connection hold 1 MiB of them (400 connections that never ended their headers took 750 MB).
 HEADER_LIMITS = {"max_line_size": 8190, "max_headers": 32, "max_field_size": 4096}
+# What the stop gives the HTTP connections still open once the SMPP side is done (AppRunner's shutdown_timeout, 60 s by
+# default): a request whose body never came whole held it ~10 s (aiohttp reads what is left of an unread body for up to
+# lingering_time, 10 s, before it closes), past the grace `docker run --stop-timeout` gives (README "Docker"). The
+# answers here take no time: nothing is cut short that would be answered.
+HTTP_STOP_GRACE = 1.0
 
 
 def make_app(gateway: Gateway) -> web.Application:

@@ -20,7 +20,7 @@ import structlog
 
 from gateway.store.records import MessageStatus
 from tests.e2e.test_amend import submit_multi
-from tests.gateway_process import tls_config_file
+from tests.gateway_process import config_file, tls_config_file
 from tests.polling import eventually
 from tests.smpp_handset import (
     ESME_RBINDFAIL,
@@ -417,3 +417,16 @@ def test_a_tls_handshake_still_going_when_the_binds_are_unbound_is_closed(make_g
         stopping.join(30)
         late.close()
         slow.close()
+
+
+def test_an_http_request_whose_body_never_comes_whole_does_not_hold_the_stop_past_its_bound(tmp_path, start_gateway):
+    """A POST whose Content-Length says 100 with 2 octets of its body sent held the stop ~10 s more (aiohttp reads
+    what is left of a body for up to 10 s before it closes, and the stop waited up to 60 s for it): past
+    drain_timeout + response_timeout, the bound README's `docker run --stop-timeout` is sized by."""
+    gateway = start_gateway(tmp_path / "gw.db", config_file(tmp_path, drain_timeout=1, response_timeout=1))
+    with socket.create_connection(("127.0.0.1", gateway.http_port), timeout=10) as client:
+        client.sendall(b"POST /ready HTTP/1.1\r\nHost: smsgw\r\nContent-Length: 100\r\n\r\nab")
+        assert client.makefile("rb").readline().startswith(b"HTTP/1.1 405 ")  # answered: the rest is waited for
+        began = time.monotonic()
+        assert gateway.terminate() == 0
+        assert time.monotonic() - began < 1 + 1 + 2  # drain_timeout + response_timeout, with a margin
