@@ -430,8 +430,8 @@ def _cannot_commit(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and "disk I/O error" in str(exc)
 
 
-# While the store cannot commit, a PROBE goes every PROBE_INTERVAL seconds (after its own busy waits), so
-# `can_commit` turns true again when the cause is gone even if nothing else writes meanwhile.
+# While the store cannot commit, a PROBE goes every PROBE_INTERVAL seconds (after its own busy waits) that the writer
+# has nothing else to write, so `can_commit` turns true again when the cause is gone even if nothing else writes.
 PROBE_INTERVAL = 1.0
 
 # After the disk was full, a commit counts as the store committing again only once the database's filesystem has this
@@ -958,8 +958,15 @@ class SqliteStore:
             self._probe = self._loop.call_later(PROBE_INTERVAL, self._send_probe)
 
     def _send_probe(self) -> None:
+        """A probe, if the writer has nothing else to write: the batch it writes tells as much. Queued behind one, a
+        probe took the writer its two busy waits (10 s on a database locked by another process) before the next
+        write, every other batch: an MO to a short code, whose handling failed, was stored alone only after it (40 s)."""
         self._probe = None
-        if not self.can_commit and not self._closed:
+        if self.can_commit or self._closed:
+            return
+        if self._wakeup is None or self._pending:  # writing a batch, or about to
+            self._probe_later()
+        else:
             self._write_nothing()
 
     def _check_database(self) -> None:

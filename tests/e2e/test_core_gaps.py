@@ -526,6 +526,31 @@ def test_a_database_locked_by_another_process_fails_the_commit_with_esme_rsyserr
     assert len(rows_with_text(db, "while locked")) == 1
 
 
+def test_an_mo_to_a_short_code_while_the_store_cannot_commit_is_answered_after_two_writes_at_most(
+    make_gateway, handset, tmp_path: Path
+) -> None:
+    """While the store could not commit, a probe was queued every second whatever the writer had to write: behind a
+    batch waiting out the lock, it took the writer its two 5 s waits before the next write. An MO to a short code,
+    whose handling failed to commit, was written alone only after such a probe: ESME_RSYSERR after 30 to 40 s."""
+    db = tmp_path / "gw.db"
+    gw = make_gateway(db_path=db)
+    a = handset(A, gw=gw)
+    assert eventually(lambda: job_runs(db) > 0)  # the jobs' first writes are done: nothing else comes to write
+    holder = sqlite3.connect(db, isolation_level=None, timeout=10)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        assert a.request(a.make("submit_sm", B, "the store cannot commit"), timeout=30).status == ESME_RSYSERR
+        started = time.monotonic()  # (the first probe of the outage is due a second from now)
+        resp = a.request(a.make("submit_sm", ECHO, "while locked"), timeout=60)
+        assert resp.status == ESME_RSYSERR
+        # Its handling's commit, then the MO alone: two writes, each waiting the lock out twice (5 s each).
+        assert time.monotonic() - started < 25
+    finally:
+        holder.rollback()
+        holder.close()
+    assert rows_with_text(db, "while locked") == []
+
+
 def job_runs(db: Path) -> int:
     with contextlib.closing(sqlite3.connect(db)) as conn:
         return conn.execute("SELECT count(*) FROM job_runs").fetchone()[0]
