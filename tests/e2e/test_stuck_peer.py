@@ -914,10 +914,21 @@ def test_what_a_silent_bind_parked_goes_once_in_order_to_the_bind_after_it(make_
     delivery = gw.gateway.delivery
     assert eventually(lambda: bind.load == 0, timeout=10)  # every deliver_sm timed out
     assert len(delivery._held) <= 2  # a window waiting for its retry
-    assert eventually(lambda: not delivery._retry_timers)  # parked: the rest in the store, a window in flight at most
-    assert len(delivery._held) <= 2
-    silent.client._socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    silent.client._socket.close()  # reset: what it has in flight goes back to delivery at once
+
+    async def goes_with_no_retry_waiting() -> bool:
+        """Drop the bind (what it has in flight goes back to delivery at once) while none of its MTs waits for a retry
+        (parked: the rest in the store, a window in flight at most), on the gateway's loop, at one go: a reset sent by
+        the test came after the probe's MTs had timed out again on a loaded machine (1 run in 10), and a retry is
+        overtaken by design (README), which this test does not check."""
+        if delivery._retry_timers:
+            return False
+        assert len(delivery._held) <= 2
+        bind.transport.abort()
+        bind._release()  # (at once, as connection_lost would at the loop's next turn)
+        return True
+
+    assert eventually(lambda: gw.call(goes_with_no_retry_waiting()))
+    silent.client._socket.close()
     silent.client._socket = None
     healthy = handset(X, system_id="carrier", bind="rx", gw=gw)
     got = [text(pdu) for pdu in healthy.expect_many(len(texts))]
