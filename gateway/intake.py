@@ -195,7 +195,7 @@ class Intake:
             validity = validity_end(pdu.validity_period, now) if pdu.validity_period else None
             wanted_at = pdu.schedule_delivery_time
         to_short_code = not account.is_sp and self.mo.is_short_code(dest)
-        to_sp = self._acknowledged_sp(pdu.esm_class, dest) if to_short_code else None
+        to_sp = self._acknowledged_sp(pdu.esm_class, dest) if to_short_code and pdu.esm_class else None  # (most: 0)
         scheduled_at = None
         if wanted_at:
             if to_short_code:  # it answers at once; a malformed time is refused all the same (as validity_period is)

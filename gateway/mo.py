@@ -216,7 +216,7 @@ class MoProcessor:
         by none, it is stored processed, with its receipt if asked for, and nothing else happens. Under its
         subscriber's serial key alone. (One to an SP's service code is the SP's: intake makes it an MT to it.)"""
         short_code = self.short_codes.get(message.dest_addr)
-        if short_code is None or not is_acknowledgement(message.esm_class):
+        if not message.esm_class or short_code is None or not is_acknowledgement(message.esm_class):  # (most: 0)
             return short_code
         return ShortCode(short_code.code, _ACKNOWLEDGED, short_code.context)
 
