@@ -381,8 +381,14 @@ def compile_address_range(address_range: str, plan: NumberPlan, **about: str) ->
         return _compile(text, _literal_start(text))
     except re2.error as exc:
         log.warning("address_range is no regular expression RE2 takes; it serves the one number written so",
-                    address_range=address_range, reason=str(exc), **about)  # fmt: skip
+                    address_range=address_range, reason=_re2_reason(exc), **about)  # fmt: skip
         return _compile(f"^{re2.escape(text)}$", (text,))
+
+
+def _re2_reason(error: Exception) -> str:
+    """What RE2 said is wrong with a pattern: its message is bytes (str() of the error read "b'missing ]: ['")."""
+    said = error.args[0] if error.args else error
+    return said.decode("utf-8", "replace") if isinstance(said, bytes) else str(said)
 
 
 def range_prefixes(address_range: AddressRange | None) -> tuple[str, ...] | None:

@@ -263,6 +263,7 @@ def test_an_address_range_re2_refuses_is_logged_with_the_bind_it_came_with(tmp_p
     assert gateway.terminate() == 0
     [line] = logged(gateway, "address_range is no regular expression RE2 takes; it serves the one number written so")
     assert (line["account"], line["peer"], line["address_range"]) == ("handset", f"127.0.0.1:{port}", "^86138(?=0)")
+    assert line["reason"].startswith("invalid perl operator: (?="), line["reason"]  # RE2's words, not a bytes repr
 
 
 def test_lines_about_an_sp_notice_name_the_subscriber_it_is_about_and_the_gateway_as_its_account(tmp_path: Path, start_gateway) -> None:
