@@ -147,6 +147,7 @@ class Delivery:
         self._parked_on: set[Receiver] = set()  # stalled binds that MTs were parked for (`_full`), until read back
         self._room_waiters: dict[str, asyncio.Future[None]] = {}  # pulls waiting for their account's binds to drain
         self._probes: dict[Receiver, asyncio.Task] = {}  # stalled binds whose parked MTs are being read for them (`probe`)
+        self._probe_took_off_retry: set[str] = set()  # ids of MTs a probe took off their wait and handed out, until they end
         # MT id -> its final status's next write (_write_final): the timer, then the task that writes
         self._rewrites: dict[str, asyncio.TimerHandle | asyncio.Task] = {}
         self._replaced: dict[str, Message] = {}  # id -> the replacement (replace_sm) of an MT not yet ended
@@ -300,8 +301,10 @@ class Delivery:
         subscriber whose MTs in hand all wait for their retry after failing on another stalled bind of its account
         (`_retry_failed_on_stalled`) are handed out in their turn, taken off their wait (left there if not handed):
         a bind that never answers again, probed too, held an SP's receipts (all to its service code) most of the
-        time, and the probe of one that answers again handed it none while that one stayed bound. A read that fails
-        is tried again at the next probe (the MTs stay in the store)."""
+        time, and the probe of one that answers again handed it none while that one stayed bound. An MT is taken off
+        so once at most: with both binds dead, each one's probe took back what failed on the other, and it went out
+        every probe, its back-off ignored. A read that fails is tried again at the next probe (the MTs stay in the
+        store)."""
         passed_over: set[str] = set()  # subscribers none of whose MTs this probe hands out from here on
         off_retry: dict[str, Waiting] = {}  # MTs read_page took off their wait for a retry, until `take` comes to them
 
@@ -322,6 +325,7 @@ class Delivery:
             if hand(message):
                 if waiting is not None:
                     waiting[0].cancel()
+                    self._probe_took_off_retry.add(message.id)
             elif waiting is not None:  # back to its wait, which the MTs after it to its subscriber do not overtake
                 self._back_to_retry(waiting)
                 passed_over.add(message.dest_addr)
@@ -357,7 +361,7 @@ class Delivery:
         still stalled (its deliver_sm went unanswered): no attempt of it is on its way, and a probe of `receiver`
         may hand it out in its turn (`_probe`)."""
         waiting = self._retry_timers.get(message_id)
-        if waiting is None:
+        if waiting is None or message_id in self._probe_took_off_retry:  # once only: its back-off stands after that
             return False
         timer, _message, failed_on = waiting
         return (
@@ -1261,6 +1265,8 @@ class Delivery:
 
     def _forget(self, message: Message) -> None:
         self.not_waiting(message.dest_addr)
+        if self._probe_took_off_retry:
+            self._probe_took_off_retry.discard(message.id)
 
     def not_waiting(self, dest_addr: str) -> None:
         """An MT to `dest_addr` no longer waits: the store gave it up, its row unreadable (SqliteStore.mt_given_up),

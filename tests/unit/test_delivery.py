@@ -519,6 +519,35 @@ async def test_a_probe_hands_a_stalled_sp_bind_what_is_addressed_to_its_account_
     assert not other.offered
 
 
+async def receipts_parked_on_two_stalled_binds(store, delivery, router, accounts) -> tuple[Receiver, Receiver]:
+    """Both of sp's binds stalled; what is addressed to sp (its receipts r0 to r3: one destination, its service code)
+    parked. Retries from now wait 60 s."""
+    delivery.FULL = 1
+    binds = Receiver(accounts.get("sp")), Receiver(accounts.get("sp"))
+    for bind in binds:
+        router.bound(bind)
+        router.stalled(bind)
+    receipts = [dataclasses.replace(mt(f"r{i}", "10661", to_account="sp"), esm_class=EsmClass.DELIVERY_RECEIPT)
+                for i in range(4)]  # fmt: skip
+    await admit(store, delivery, *receipts)
+    for bind in binds:  # timed out: their retries parked
+        bind.load = 0
+        delivery.retry_later(bind.offered.pop(), bind=bind)
+    delivery.backoff = [0.01]
+    await until(lambda: not delivery._retry_timers)
+    delivery.FULL = 10
+    delivery.backoff = [60]
+    return binds
+
+
+def unanswered(delivery: Delivery, bind: Receiver) -> None:
+    """What `bind` was offered timed out: it waits for its retry, failed on `bind`."""
+    bind.load = 0
+    for message in bind.offered:
+        delivery.retry_later(message, bind=bind)
+    del bind.offered[:]
+
+
 @pytest.mark.parametrize(("count", "handed"), [(10, ["r0", "r1", "r2", "r3"]), (1, ["r0"])], ids=["all", "one"])
 async def test_a_probe_hands_a_stalled_bind_first_the_mts_whose_attempt_another_stalled_bind_left_unanswered(
     store, delivery, router, accounts, count, handed
@@ -529,33 +558,34 @@ async def test_a_probe_hands_a_stalled_bind_first_the_mts_whose_attempt_another_
     for its retry as before. `dead`'s next probe hands it none: those in hand on `back` (otherwise than waiting for a
     retry) still make a probe pass over their destination. Before, `back`'s probe passed over it at once: while
     `dead` stayed bound, its probes holding some of them most of the time, `back`, answering again, got nothing."""
-    delivery.FULL = 1
-    dead, back = Receiver(accounts.get("sp")), Receiver(accounts.get("sp"))
-    for bind in (dead, back):
-        router.bound(bind)
-        router.stalled(bind)
-    receipts = [dataclasses.replace(mt(f"r{i}", "10661", to_account="sp"), esm_class=EsmClass.DELIVERY_RECEIPT)
-                for i in range(4)]  # fmt: skip
-    await admit(store, delivery, *receipts)
-    for bind in (dead, back):  # timed out: their retries parked
-        bind.load = 0
-        delivery.retry_later(bind.offered.pop(), bind=bind)
-    delivery.backoff = [0.01]
-    await until(lambda: not delivery._retry_timers)
-    delivery.FULL = 10
+    dead, back = await receipts_parked_on_two_stalled_binds(store, delivery, router, accounts)
     assert await probed(delivery, dead, 2) == ["r0", "r1"]
-    delivery.backoff = [60]
-    dead.load = 0
-    for message in dead.offered:  # unanswered
-        delivery.retry_later(message, bind=dead)
+    unanswered(delivery, dead)
     assert await probed(delivery, back, count) == handed
     waiting = [(message.id, failed_on) for _timer, message, failed_on in delivery._retry_timers.values()]
     assert waiting == ([] if count > 1 else [("r1", dead)])
     assert all(message_id in delivery._held for message_id in ("r0", "r1"))
-    del dead.offered[:]
     assert delivery.probe(dead, 10) is (count > 1)  # (not while r1, which failed on it, waits: its back-off stands)
     await asyncio.gather(*delivery._probes.values())
     assert not dead.offered  # those in hand on `back`
+
+
+async def test_a_probe_takes_an_mt_off_its_wait_for_a_retry_once_at_most_its_back_off_standing_after(
+    store, delivery, router, accounts
+) -> None:
+    """Both of sp's binds stalled and dead (they answer enquire_link, never deliver_sm). `first`'s probe hands it r0
+    and r1, unanswered; `second`'s takes them off their wait and hands them to it, then r2 and r3, unanswered too.
+    `first`'s next probe hands it none: r0 and r1 were taken off once, and all four wait for their retry (60 s),
+    failed on `second` (r2 and r3 not taken off either: r0 and r1 before them still wait). Before, each bind's probe took back
+    what had failed on the other: one MT went out every ~1.6 s (response_timeout 1), its back-off ignored."""
+    first, second = await receipts_parked_on_two_stalled_binds(store, delivery, router, accounts)
+    assert await probed(delivery, first, 2) == ["r0", "r1"]
+    unanswered(delivery, first)
+    assert await probed(delivery, second, 10) == ["r0", "r1", "r2", "r3"]
+    unanswered(delivery, second)
+    assert await probed(delivery, first, 10) == []
+    waiting = [(message.id, failed_on) for _timer, message, failed_on in delivery._retry_timers.values()]
+    assert waiting == [(f"r{i}", second) for i in range(4)]
 
 
 async def test_a_probe_passes_over_an_mt_too_long_for_its_bind_of_smpp33_that_no_bind_takes_not_its_subscriber(
