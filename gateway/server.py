@@ -79,12 +79,16 @@ def _delivery_status(answer: Pdu) -> int:
     return _NACKED if not status and answer.command_id == _GENERIC_NACK else status
 
 
+_BOUND = "bound"  # a bind accepted: its line's event, and its kind in the log budgets (`_log_bind`)
+
+
 def log_complaints(complaints: LogBudgets, final: bool = False) -> None:
     """The `<kind>: more not logged` lines due about refused and ignored PDUs, binds and deliver_sm not answered in
     time (SmppConnection.may_log) and long MOs never completed (MoProcessor._give_up): at most one per kind, host and
-    account every interval, and all that is left when `final` (the gateway stops)."""
+    account every interval, and all that is left when `final` (the gateway stops). Binds are no misbehaviour: their
+    count is an info line (a load test's 10 binds from one host warned)."""
     for (host, account), kind, count in complaints.due(final):
-        log.warning(f"{kind}: more not logged", peer=host, account=account, count=count)
+        (log.info if kind == _BOUND else log.warning)(f"{kind}: more not logged", peer=host, account=account, count=count)
 
 
 class SmppConnection(asyncio.Protocol):
@@ -383,7 +387,7 @@ class SmppConnection(asyncio.Protocol):
         """A `bound` line for the first few binds of this host and account (may_log), the rest counted (`bound: more
         not logged`), and the `unbound` line of each bind logged: a client binding and dropping in a loop wrote 5,393
         lines a second (~1.3 MB/s), where its binds refused for a wrong password wrote 6 in all."""
-        self._bind_logged = self.may_log("bound")
+        self._bind_logged = self.may_log(_BOUND)
         if self._bind_logged:
             log.info("bound", account=account.system_id, role=account.role, peer=self.peer,
                      mode=self.session.state.value)  # fmt: skip
