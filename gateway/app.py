@@ -253,13 +253,23 @@ class Gateway:
         return self._http_port
 
     # -------------------------------------------------------- lifecycle
+    def _make_database_directory(self) -> None:
+        """The directory the database goes in, made if missing; refused naming what is in the way (a file where a
+        directory of its path goes read "[Errno 17] File exists: '<that file>'", and no database named)."""
+        directory = Path(self.db_path).parent
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            blocking = f"{exc.filename!r} is a file, not a directory" if isinstance(exc, FileExistsError) else exc
+            raise StoreOpenError(f"cannot make the directory of the database {self.db_path!r}: {blocking}") from exc
+
     async def start(self) -> None:
         tls = self.config.tls
         # Before the store opens and the SMPP port listens: a certificate or key that will not load fails the
         # start with nothing listening meanwhile.
         tls_context = server_context(tls, self.config.source) if tls.enabled else None
         await self._check_hosts_resolve()
-        Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
+        self._make_database_directory()
         await self.store.open()
         try:
             self.ids.continue_after(await self.store.last_id_made())

@@ -999,3 +999,20 @@ def test_files_an_earlier_smsgw_set_aside_beside_a_database_moved_back_do_not_st
     assert text(b.expect()) == "served"
     assert gw.terminate() == 0
     assert all(Path(name).read_bytes() == b"an earlier smsgw's" for name in earlier)
+
+
+def test_a_database_path_through_a_file_refuses_the_start_naming_the_file_in_the_way(tmp_path: Path) -> None:
+    """`--db <a file>/gw.db` read "smsgw: cannot start: [Errno 17] File exists: '<the file>'": neither the database nor
+    what was wrong with its path."""
+    in_the_way = tmp_path / "notes"
+    in_the_way.write_text("not a directory")
+    db = in_the_way / "gw.db"
+    refused = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--db", str(db), "--host", "127.0.0.1", "--smpp-port", "0",
+         "--http-port", "0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=15, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 1
+    assert refused.stderr == (f"smsgw: cannot start: cannot make the directory of the database {str(db)!r}: "
+                              f"{str(in_the_way)!r} is a file, not a directory\n")  # fmt: skip
+    assert in_the_way.read_text() == "not a directory"
