@@ -73,6 +73,7 @@ from .logs import get_logger
 from .messages import (
     UNSENDABLE,
     account_of,
+    acknowledging_subscriber,
     addressed_account,
     receipted,
     subscriber_of,
@@ -126,6 +127,10 @@ class Delivery:
         # MTs not yet final, per destination (parked ones too). A plain dict, not a Counter: Counter defines __delitem__
         # in Python, so storing a count went through a Python-level slot (~1,000 instructions an MT, bench/inproc.py b1).
         self.queued: dict[str, int] = {}
+        # Per subscriber: their SME acknowledgements to SPs' service codes among those, waiting for the SPs; intake
+        # refuses more beyond max_queued_per_subscriber (they would fill the store, and queue ahead of the notices
+        # of that subscriber the SP is sent after them).
+        self.acknowledgements: dict[str, int] = {}
         store.mt_given_up = self.not_waiting
         self._held: set[str] = set()  # ids of the MTs in hand (see the module docstring)
         self._reading = 0  # pages being read and handed out (`_take_waiting`)
@@ -177,13 +182,14 @@ class Delivery:
             # A spammer blocked network-wide with thousands of victims off line: one read by sender, not one each.
             self._stopped_senders.extend([(source, None)] if len(dests) > self.ONE_READ_ABOVE else ((source, d) for d in dests))
         self.queued = queued
+        self.acknowledgements = await self.store.acknowledgement_counts()
 
     # ------------------------------------------------------------ intake
     def count(self, message: Message) -> None:
         """An MT whose commit is issued counts against its subscriber's queue from now (max_queued_per_subscriber):
         admit it with `counted`, or `uncount` it if it is not stored after all. A scheduled one counts when due."""
         if message.status is not _SCHEDULED:
-            self._count(message.dest_addr)
+            self._count(message)
 
     def uncount(self, message: Message) -> None:
         if message.status is not _SCHEDULED:
@@ -198,7 +204,7 @@ class Delivery:
         if message.status is _SCHEDULED:
             return
         if not counted:
-            self._count(message.dest_addr)
+            self._count(message)
         if message.id not in self._held:
             self.dispatch(message, new=True)
 
@@ -1075,8 +1081,11 @@ class Delivery:
         await release()
 
     # ------------------------------------------------------------ helpers
-    def _count(self, dest: str) -> None:
+    def _count(self, message: Message) -> None:
+        dest = message.dest_addr
         self.queued[dest] = self.queued.get(dest, 0) + 1
+        if message.esm_class:  # (most: 0)
+            self._acknowledgement_waits(acknowledging_subscriber(message), 1)
 
     def _rejoin(self, message: Message) -> None:
         """A scheduled MT this process held while its release (or replacement) committed joins delivery now, now
@@ -1183,7 +1192,7 @@ class Delivery:
         self._held.discard(message.id)
         if message.status is not _ENROUTE:
             return
-        self._count(message.dest_addr)
+        self._count(message)
         if self._stopped:
             return
         if waiting is None:
@@ -1264,18 +1273,31 @@ class Delivery:
             log.warning(f"{kind}: more not logged", count=count)
 
     def _forget(self, message: Message) -> None:
-        self.not_waiting(message.dest_addr)
+        self.not_waiting(message.dest_addr, acknowledging_subscriber(message) if message.esm_class else None)
         if self._probe_took_off_retry:
             self._probe_took_off_retry.discard(message.id)
 
-    def not_waiting(self, dest_addr: str) -> None:
+    def not_waiting(self, dest_addr: str, acknowledging: str | None = None) -> None:
         """An MT to `dest_addr` no longer waits: the store gave it up, its row unreadable (SqliteStore.mt_given_up),
-        or (`_forget`) it ended or was not stored."""
+        or (`_forget`) it ended or was not stored. `acknowledging`: the subscriber whose SME acknowledgement to an SP
+        it was (messages.acknowledging_subscriber)."""
         remaining = self.queued.get(dest_addr, 0) - 1
         if remaining > 0:
             self.queued[dest_addr] = remaining
         else:
             self.queued.pop(dest_addr, None)
+        if acknowledging is not None:
+            self._acknowledgement_waits(acknowledging, -1)
+
+    def _acknowledgement_waits(self, subscriber: str | None, change: int) -> None:
+        """One more (`change` 1) or one fewer (-1) of `subscriber`'s acknowledgements to SPs waits (None: no such)."""
+        if subscriber is None:
+            return
+        waiting = self.acknowledgements.get(subscriber, 0) + change
+        if waiting > 0:
+            self.acknowledgements[subscriber] = waiting
+        else:
+            self.acknowledgements.pop(subscriber, None)
 
     def stop(self) -> None:
         """Shutting down: no more retries, reads or rewrites (what is undelivered stays in the store; an MT whose

@@ -215,6 +215,8 @@ class Intake:
                 queued = self.delivery.queued.get(dest, 0)
                 if queued >= self.settings.max_queued_per_subscriber:
                     refusal = S.ESME_RMSGQFUL, f"{queued} messages already wait for {dest}"
+            elif refusal is None and to_sp is not None:
+                refusal = self._acknowledgements_full(source)
             if refusal is None and not account.bucket.take(segments_of(pdu)):
                 refusal = S.ESME_RTHROTTLED, f"account throughput {account.config.throughput:g} segments/s exceeded"
             # A submit_sm that may repeat one (`may_be_copy`) is looked up only now: most of an SP's carry a
@@ -250,6 +252,15 @@ class Intake:
         acknowledges the SP's content (that asked for it: registered_delivery bits 3-2, SMPP 3.4 5.2.17). None for
         any other: its handler's (an acknowledgement to any other code is handled by none: mo.py `_serving`)."""
         return self.catalogue.sp_of(dest) if is_acknowledgement(esm_class) else None
+
+    def _acknowledgements_full(self, subscriber: str) -> tuple[int, str] | None:
+        """ESME_RMSGQFUL for one more SME acknowledgement to an SP from `subscriber`, who has max_queued_per_subscriber
+        waiting for SPs already (README, Acknowledgements): those of a handset with an SP off line filled the store,
+        and queued ahead of that subscriber's later notices to the SP. None: there is room."""
+        waiting = self.delivery.acknowledgements.get(subscriber, 0)
+        if waiting < self.settings.max_queued_per_subscriber:
+            return None
+        return S.ESME_RMSGQFUL, f"{waiting} acknowledgements from {subscriber} already wait for SPs"
 
     def _is_copy(self, account: Account, session: str, pdu: SubmitSm | DataSm, source: str, dest: str) -> bool:
         return self.store.is_copy(dedup_key(account.system_id, session, pdu, source, dest, body_of(pdu)))

@@ -60,6 +60,13 @@ def is_acknowledgement(esm_class: int) -> bool:
     return bool(esm_class & _ACKNOWLEDGEMENT)
 
 
+def acknowledging_subscriber(message: Message) -> str | None:
+    """The subscriber whose SME acknowledgement to an SP's service code this MT is (intake `_acknowledged_sp`: an MT
+    to the SP account, with its esm_class): those waiting for SPs are bounded per subscriber (Delivery.acknowledgements).
+    None for any other message."""
+    return message.source_addr if message.esm_class & _ACKNOWLEDGEMENT and addressed_account(message) else None
+
+
 GATEWAY_MADE = "(gateway)"  # the `account` a log line names for an MT the gateway made (stored with account "")
 
 

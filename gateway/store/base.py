@@ -75,8 +75,9 @@ class Store(Protocol):
     # (can_commit False) meanwhile; a file deleted or replaced never comes back, a restart is needed.
     database_gone: bool
     # Told the destination of an enroute MT the store gave up for its row, which does not read back (damaged outside
-    # the gateway), once that commits: Delivery.not_waiting, which counted it as waiting.
-    mt_given_up: Callable[[Any], None]
+    # the gateway), once that commits, and the subscriber whose acknowledgement to an SP it was (None: no such, as
+    # acknowledgement_counts tells): Delivery.not_waiting, which counted it as waiting.
+    mt_given_up: Callable[[Any, Any], None]
 
     async def open(self) -> None:
         """Create or migrate the schema and start the writer."""
@@ -246,6 +247,10 @@ class Store(Protocol):
     async def waiting_counts(self) -> dict[tuple[str, str, str], int]:
         """How many undelivered MTs wait, by (account that sent them, source_addr, dest_addr): the per-subscriber
         queue limit counts them, and those a block or an unsubscription stops are ended at start."""
+
+    async def acknowledgement_counts(self) -> dict[str, int]:
+        """How many undelivered SME acknowledgements to SPs' service codes wait (messages.acknowledging_subscriber),
+        by the subscriber who sent them: the limit on those counts them."""
 
     async def addressed_counts(self) -> dict[tuple[str, str | None], int]:
         """How many undelivered MTs wait for an account by name (receipts, SP notices), by (that account, the

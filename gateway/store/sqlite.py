@@ -178,11 +178,17 @@ _ADDRESSED_COUNTS = (
     f" FROM messages INDEXED BY messages_waiting WHERE {_ENROUTE_MT} AND json_extract(extra, '$.to_account') IS NOT NULL"
     " GROUP BY 1, 2"
 )
+# Undelivered SME acknowledgements to SPs' service codes (messages.acknowledging_subscriber), by their subscriber.
+_ACKNOWLEDGEMENT_COUNTS = (
+    "SELECT source_addr, count(*) FROM messages INDEXED BY messages_waiting"
+    f" WHERE {_ENROUTE_MT} AND json_extract(extra, '$.to_account') IS NOT NULL AND esm_class & ? GROUP BY source_addr"
+)
 _READDRESS_NOTICES = (
     "UPDATE messages INDEXED BY messages_waiting SET extra = json_set(extra, '$.to_account', ?)"
     f" WHERE {_ENROUTE_MT} AND json_extract(extra, '$.to_account') = ? AND dest_addr = ? AND NOT esm_class & ?"
 )
 _DELIVERY_RECEIPT = int(EsmClass.DELIVERY_RECEIPT)
+_ACKNOWLEDGEMENT = int(EsmClass.SME_DELIVERY_ACK | EsmClass.MANUAL_USER_ACK)
 _INSERT = (
     f"INSERT INTO messages ({', '.join(_FIELDS)}, accepted_at) "
     f"VALUES ({', '.join('?' * (len(_FIELDS) + 1))})"
@@ -237,6 +243,20 @@ def _message(row: Sequence[Any]) -> Message:
     if extra.__class__ is not dict:  # JSON, but no object (`"x"`, `[1]`: damage SQLite's JSON index lets in); ~40 ns
         raise TypeError(f"extra is a JSON {type(extra).__name__}, not an object")
     return Message(**values)
+
+
+def _acknowledging(row: Sequence[Any]) -> Any:
+    """The source_addr of a row that does not read back if _ACKNOWLEDGEMENT_COUNTS counts it (an SME acknowledgement
+    to an SP, for its subscriber): what Delivery counted it as at start; None for any other row."""
+    values = dict(zip(_FIELDS, row))
+    esm_class, extra = values["esm_class"], values["extra"]
+    if not (esm_class.__class__ is int and esm_class & _ACKNOWLEDGEMENT and extra.__class__ is str):
+        return None
+    with contextlib.suppress(ValueError):
+        extra = json.loads(extra)
+        if extra.__class__ is dict and extra.get("to_account") is not None:
+            return values["source_addr"]
+    return None
 
 
 def _mistyped(values: dict[str, Any]) -> str:
@@ -531,8 +551,9 @@ class SqliteStore:
         # Futures of held messages stored as copies after all, their handling dropped (`after` must not stand on them).
         self._handling_dropped: weakref.WeakSet[asyncio.Future] = weakref.WeakSet()
         # Told the destination (as its row has it) of an enroute MT given up for its row (`_mt_or_given_up`) once that
-        # commits: it no longer waits (Delivery.not_waiting). Ids of those whose give-up is on its way, to give up once.
-        self.mt_given_up: Callable[[Any], None] = lambda dest_addr: None
+        # commits, and the subscriber whose acknowledgement to an SP it was (`_acknowledging`): it no longer waits
+        # (Delivery.not_waiting). Ids of those whose give-up is on its way, to give up once.
+        self.mt_given_up: Callable[[Any, Any], None] = lambda dest_addr, acknowledging: None
         self._giving_up: set[str] = set()
 
     @property
@@ -1191,25 +1212,30 @@ class SqliteStore:
             if message_id in self._giving_up:  # another read met it before its give-up committed
                 return None
             _unreadable(row, error)
-        given_up = partial(self._given_up, message_id, row[_STATUS_AT] == _ENROUTE_VALUE, row[_DEST_ADDR_AT])
+        given_up = partial(self._given_up, message_id, row[_STATUS_AT] == _ENROUTE_VALUE, row[_DEST_ADDR_AT], _acknowledging(row))
         with contextlib.suppress(Exception):  # (the store closed or failing: the next read gives it up)
             self.mark_final(message_id, MessageStatus.UNDELIVERABLE.value, self._clock(), _SYSTEM_ERROR, None,
                             then=given_up)  # fmt: skip
             self._giving_up.add(message_id)
         return None
 
-    def _given_up(self, message_id: str, enroute: bool, dest_addr: Any, _result: None, error: BaseException | None) -> None:
+    def _given_up(
+        self, message_id: str, enroute: bool, dest_addr: Any, acknowledging: Any, _result: None, error: BaseException | None,
+    ) -> None:  # fmt: skip
         """An MT's give-up (`_mt_or_given_up`) committed, or failed (then the next read that meets it gives it up):
         if it was enroute, it counted against its subscriber's queue (Delivery.restore) and counts no longer."""
         self._giving_up.discard(message_id)
         if error is None and enroute:
-            self.mt_given_up(dest_addr)
+            self.mt_given_up(dest_addr, acknowledging)
 
     async def prunable(self, ended_by: float, after: tuple[float, int], limit: int) -> list[tuple[float, int]]:
         return await self._read(_ENDED, (ended_by, *after, limit))  # rows are (done_at, seq) tuples already
 
     async def waiting_counts(self) -> dict[tuple[str, str, str], int]:
         return {(account, source, dest): count for account, source, dest, count in await self._read(_WAITING_COUNTS, ())}
+
+    async def acknowledgement_counts(self) -> dict[str, int]:
+        return dict(await self._read(_ACKNOWLEDGEMENT_COUNTS, (_ACKNOWLEDGEMENT,)))
 
     async def addressed_counts(self) -> dict[tuple[str, str | None], int]:
         rows = await self._read(_ADDRESSED_COUNTS, (_DELIVERY_RECEIPT,))

@@ -14,9 +14,16 @@ import pytest
 from gateway.clock import SimulatedClock
 from gateway.store.records import SpamReport
 from tests.services_support import at
-from tests.smpp_handset import ESME_ROK, is_receipt, receipt_fields, text, texts_from
+from tests.smpp_handset import (
+    ESME_RMSGQFUL,
+    ESME_ROK,
+    is_receipt,
+    receipt_fields,
+    text,
+    texts_from,
+)
 
-A = "8613800000001"
+A, B = "8613800000001", "8613800000002"
 ESME_RINVESMCLASS = 0x43
 OPERATOR, SPAM_CODE, ECHO, SINA = "10086", "10086999", "10086000", "1066916"
 RECEIPT, SME_DELIVERY_ACK, MANUAL_USER_ACK, INTERMEDIATE_NOTIFICATION = 0x04, 0x08, 0x10, 0x20  # esm_class message types
@@ -124,6 +131,58 @@ def test_an_acknowledgement_waits_for_the_sp_to_bind(gw, handset, phone):
     ack = sina_rx.expect(predicate=lambda p: p.source_addr == A.encode())
     assert (ack.esm_class, text(ack)) == (SME_DELIVERY_ACK, "")
     assert receipt_fields(phone.expect(predicate=is_receipt))["stat"] == "DELIVRD"
+
+
+def acknowledgements_together(phone, count: int) -> list[int]:
+    """The statuses of `count` acknowledgements to the SP's code sent in one write, as a pipelining handset does (each
+    asks for its receipt: DELIVRD once the SP took it)."""
+    acks = [phone.make("submit_sm", SINA, f"ack {n}", esm_class=SME_DELIVERY_ACK, registered_delivery=1) for n in range(count)]
+    return [phone.response(sequence).status for sequence in phone.send_together(*acks)]
+
+
+def acknowledgements_reaching(sp, count: int) -> list[str]:
+    """The texts of the next `count` acknowledgements from subscriber A the SP's bind gets, in arrival order."""
+    pdus = sp.expect_many(count, predicate=lambda p: p.source_addr == A.encode() and p.esm_class == SME_DELIVERY_ACK)
+    return [text(p) for p in pdus]
+
+
+def test_acknowledgements_waiting_for_an_sp_are_bounded_per_subscriber(make_gateway, handset):
+    """Counted against no queue, 2,000 pipelined from one handset were accepted in 0.2 s (max_queued_per_subscriber
+    5), stored for an SP off line. As many as max_queued_per_subscriber wait per sending subscriber; beyond, the
+    handset is told ESME_RMSGQFUL, as a sender to a full queue is. Another subscriber's are not concerned, and those
+    the SP took leave room."""
+    gw = make_gateway(gateway={"max_queued_per_subscriber": 3})
+    phone = handset(A, gw=gw, address_range=A)
+    assert acknowledgements_together(phone, 5) == [ESME_ROK] * 3 + [ESME_RMSGQFUL] * 2
+    assert handset(B, gw=gw, address_range=B).submit(SINA, "", esm_class=MANUAL_USER_ACK).status == ESME_ROK
+    sina_rx = handset(SINA, system_id="sina", bind="rx", gw=gw)
+    assert acknowledgements_reaching(sina_rx, 3) == ["ack 0", "ack 1", "ack 2"]
+    assert [receipt_fields(phone.expect(predicate=is_receipt))["stat"] for _ in range(3)] == ["DELIVRD"] * 3
+    assert acknowledgements_together(phone, 1) == [ESME_ROK]  # those the SP took wait no longer
+
+
+def test_acknowledgements_waiting_for_an_sp_count_after_a_restart(make_gateway, handset, tmp_path):
+    """As the MTs waiting for a subscriber do (counted from the store at start); they are not lost."""
+    db = tmp_path / "gw.db"
+    first = make_gateway(db_path=db, gateway={"max_queued_per_subscriber": 3})
+    assert acknowledgements_together(handset(A, gw=first, address_range=A), 3) == [ESME_ROK] * 3
+    first.stop()
+    second = make_gateway(db_path=db, gateway={"max_queued_per_subscriber": 3})
+    assert acknowledgements_together(handset(A, gw=second, address_range=A), 1) == [ESME_RMSGQFUL]
+    sina_rx = handset(SINA, system_id="sina", bind="rx", gw=second)
+    assert acknowledgements_reaching(sina_rx, 3) == ["ack 0", "ack 1", "ack 2"]
+
+
+def test_a_subscribers_notices_follow_their_acknowledgements_to_the_sp_not_refused(make_gateway, handset):
+    """A handset's acknowledgements queue with its SP notices (one line, one at a time): the ORDER made after the
+    most that may wait comes next to the SP, not behind thousands; the limit is on acknowledgements, not notices."""
+    gw = make_gateway(clock=SimulatedClock(at(2026, 11, 10)), gateway={"max_queued_per_subscriber": 2})
+    phone = handset(A, gw=gw, address_range=A)
+    assert acknowledgements_together(phone, 3) == [ESME_ROK, ESME_ROK, ESME_RMSGQFUL]
+    subscribe(phone)
+    sina_rx = handset(SINA, system_id="sina", bind="rx", gw=gw)
+    assert acknowledgements_reaching(sina_rx, 2) == ["ack 0", "ack 1"]
+    assert text(sina_rx.expect(predicate=lambda p: p.source_addr == A.encode())).startswith("event=ORDER ")
 
 
 @pytest.mark.parametrize("esm_class", [RECEIPT, INTERMEDIATE_NOTIFICATION], ids=["receipt", "intermediate"])

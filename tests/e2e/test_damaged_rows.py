@@ -30,6 +30,8 @@ from tests.smpp_handset import (
 
 A = "8613800000001"  # account handset
 B = "8613700000001"  # account handset2
+SINA = "1066916"  # an SP's service code (account sina)
+SME_DELIVERY_ACK = 0x08  # esm_class: an SME delivery acknowledgement
 IN_AN_HOUR = "000000010000000R"
 
 
@@ -240,6 +242,33 @@ def test_mts_given_up_for_their_rows_no_longer_count_against_their_subscribers_q
     assert receipt_fields(a.expect(predicate=is_receipt))["id"] == kept.message_id.decode()
     b.close()
     assert [a.submit(B, f"after them {n}").status for n in range(4)] == [ESME_ROK] * 3 + [ESME_RMSGQFUL]
+
+
+def test_acknowledgements_given_up_for_their_rows_no_longer_count_against_their_subscribers_limit(
+    make_gateway, handset, tmp_path
+) -> None:
+    """SME acknowledgements to an SP's code waiting at the start count against their sender's limit (README,
+    Acknowledgements); two given up as the SP's backlog read meets their rows count no longer: as many as the limit
+    are accepted again."""
+    db = tmp_path / "gw.db"
+    first = make_gateway(db_path=db)
+    a = handset(A, gw=first)
+    *damaged, kept = [a.submit(SINA, words, esm_class=SME_DELIVERY_ACK, registered_delivery=1) for words in ("1", "2", "3")]
+    assert {resp.status for resp in (*damaged, kept)} == {ESME_ROK}
+    a.close()
+    first.stop()
+    for resp in damaged:
+        damage(db, resp.message_id, "attempts", "x")
+
+    again = make_gateway(db_path=db, gateway={"max_queued_per_subscriber": 3})
+    a = handset(A, gw=again)
+    assert a.submit(SINA, "4", esm_class=SME_DELIVERY_ACK).status == ESME_RMSGQFUL  # the three count at start
+    sina = handset(SINA, system_id="sina", bind="rx", gw=again)
+    assert text(sina.expect()) == "3"
+    assert receipt_fields(a.expect(predicate=is_receipt))["id"] == kept.message_id.decode()  # (after the give-ups)
+    sina.close()
+    acks = [a.submit(SINA, f"after them {n}", esm_class=SME_DELIVERY_ACK).status for n in range(4)]
+    assert acks == [ESME_ROK] * 3 + [ESME_RMSGQFUL]
 
 
 def test_a_query_of_a_message_whose_stored_row_does_not_read_back_is_answered(make_gateway, handset, tmp_path):
