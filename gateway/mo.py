@@ -27,7 +27,9 @@ too, and is tried again, if this one's commit fails (`_commit_handling`).
 An MO whose handling fails (its handler raises, a reply it decided cannot be
 made into SMS, or the commit of what it decided fails) stays `accepted` and is tried again after each delay of
 `retry_backoff`, under its serial keys like any MO; the subscriber's later MOs
-do not wait for it. After the last delay it is given up: stored `failed`, its
+do not wait for it. (One held unstored whose commit fails while the store cannot
+commit at all is not stored alone after it: its submission fails, as any does
+then.) After the last delay it is given up: stored `failed`, its
 subscriber told the short code could not handle it (`common.unavailable`),
 never handled again. A restart in between tries every `accepted` MO again from
 the start of the schedule (`replay`); one whose stored row cannot be handled
@@ -561,9 +563,8 @@ class MoProcessor:
             self._store_failed("MO handling not stored", message, attempt, stored=held is None)
             if held is None:
                 await self._failed(message, inbound, parts, attempt)
-            else:  # the MO alone, answered once committed, then handled again in its turn
-                message.status, message.done_at = MessageStatus.ACCEPTED, None
-                self._commit_first(message, held[1])
+            else:
+                self._held_not_stored(message, held[1], error)
             return False
         stored = held is None or not result[1]  # a held copy of a stored message after all: its handling dropped
         if token is not None:
@@ -571,6 +572,16 @@ class MoProcessor:
         if held is not None:
             held[1](result, None)
         return stored
+
+    def _held_not_stored(self, message: Message, answer: Answer, error: Exception) -> None:
+        """A held MO whose handling failed to commit: stored alone, answered once committed, then handled again in its
+        turn. While the store cannot commit at all, its submission fails with the handling's error at once: alone, the
+        MO would wait the same outage out a second time to fail the same (answered after up to 40 s, not 20)."""
+        if not self.store.can_commit:
+            answer(None, error)  # answered as any failed submission (and logged there)
+            return
+        message.status, message.done_at = MessageStatus.ACCEPTED, None
+        self._commit_first(message, answer)
 
     def _store_failed(self, event: str, message: Message, attempt: int, stored: bool) -> None:
         """What an MO's handling (or its giving up) decided failed to commit: logged with its traceback when that is
@@ -582,7 +593,7 @@ class MoProcessor:
             log.exception(event, **about)
             return
         self._outage = True
-        if self.outage_log.allow(event):  # a held MO is answered ESME_RSYSERR if it fails alone
+        if self.outage_log.allow(event):  # a held MO is answered ESME_RSYSERR then (_held_not_stored)
             log.warning(event, **about, reason="store cannot commit", mo_stored=stored)
         self.outage_counts()
 

@@ -526,29 +526,39 @@ def test_a_database_locked_by_another_process_fails_the_commit_with_esme_rsyserr
     assert len(rows_with_text(db, "while locked")) == 1
 
 
-def test_an_mo_to_a_short_code_while_the_store_cannot_commit_is_answered_after_two_writes_at_most(
+def test_an_mo_to_a_short_code_while_the_store_cannot_commit_is_answered_within_20_s_and_handled_once_it_can(
     make_gateway, handset, tmp_path: Path
 ) -> None:
-    """While the store could not commit, a probe was queued every second whatever the writer had to write: behind a
-    batch waiting out the lock, it took the writer its two 5 s waits before the next write. An MO to a short code,
-    whose handling failed to commit, was written alone only after such a probe: ESME_RSYSERR after 30 to 40 s."""
+    """An MO to a short code is held unstored until its handling commits; when that commit failed, the MO was written
+    alone. While the store cannot commit, that second write waited the lock out twice more to fail the same: the MO
+    was answered ESME_RSYSERR after 30 to 40 s, where any other submission is after 20 s at most (its own batch's
+    two 5 s waits, behind another batch's two)."""
     db = tmp_path / "gw.db"
     gw = make_gateway(db_path=db)
     a = handset(A, gw=gw)
     assert eventually(lambda: job_runs(db) > 0)  # the jobs' first writes are done: nothing else comes to write
+    stats = gw.gateway.store.stats
     holder = sqlite3.connect(db, isolation_level=None, timeout=10)
     try:
         holder.execute("BEGIN IMMEDIATE")
-        assert a.request(a.make("submit_sm", B, "the store cannot commit"), timeout=30).status == ESME_RSYSERR
-        started = time.monotonic()  # (the first probe of the outage is due a second from now)
+        batches = stats.batches
+        before = a.send(a.make("submit_sm", B, "the batch before it"))
+        assert eventually(lambda: stats.batches > batches)  # its batch waits the lock out: the MO goes in the next
+        started = time.monotonic()
         resp = a.request(a.make("submit_sm", ECHO, "while locked"), timeout=60)
-        assert resp.status == ESME_RSYSERR
-        # Its handling's commit, then the MO alone: two writes, each waiting the lock out twice (5 s each).
-        assert time.monotonic() - started < 25
+        assert resp.status == ESME_RSYSERR and not resp.message_id
+        assert time.monotonic() - started < 25, "the MO was written alone after its handling failed to commit"
+        assert a.response(before, timeout=30).status == ESME_RSYSERR
     finally:
         holder.rollback()
         holder.close()
+    a.expect_none(0.5)  # no reply to it
     assert rows_with_text(db, "while locked") == []
+
+    assert a.submit(ECHO, "while locked").status == ESME_ROK  # sent again once the lock is gone: handled as any MO
+    assert text(a.expect()) == "while locked"
+    assert eventually(lambda: sorted((d, s) for _, d, s in rows_with_text(db, "while locked")) == [
+        ("mo", "processed"), ("mt", "delivered")])
 
 
 def job_runs(db: Path) -> int:
