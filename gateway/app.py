@@ -47,7 +47,7 @@ from .outbox import Outbox
 from .retention import Retention
 from .router import Router
 from .serial import SerialLocks
-from .server import SmppConnection, log_complaints
+from .server import COMPLAINT_LEVELS, SmppConnection, log_complaints
 from .services import Services
 from .store.base import StoreOpenError
 from .store.cache import RecordCache
@@ -135,7 +135,7 @@ class Gateway:
         self.services = Services(self.service_context, self.store, self.outbox, self.observe, self.clock, self.locks)
         # Lines about a peer's misbehaviour (refused PDUs, deliver_sm unanswered, long MOs never completed), by peer
         # host and account (SmppConnection.may_log, MoProcessor._give_up)
-        self.complaints = LogBudgets()
+        self.complaints = LogBudgets(levels=COMPLAINT_LEVELS)
         self.mo = MoProcessor(
             self._short_codes(config, handlers),
             self.store,

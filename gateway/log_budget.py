@@ -9,9 +9,10 @@ reported in one summary line per interval (and when the connection ends).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 
 
 class LogBudget:
@@ -49,10 +50,14 @@ class LogBudgets:
     fresh budget each time, and a summary at each close: 1,000 refused binds in 0.3 s wrote 1,000 lines. A key's
     budget is forgotten once none of its lines came for an interval (its next ones are logged again), and beyond
     `limit` keys the least recently used is (many hosts at once): its count not logged yet goes with the next `due`.
+    `levels`: the level (logging's) of the count lines of the kinds that are no warning (level_of). A map given once,
+    not a level given with each line counted: a kind can name a status a peer sent (`mt retry (0x0000ABCD)`), and
+    kinds remembered as they come would grow with each a peer made up.
     """
 
     def __init__(self, limit: int = 10_000, first: int = 5, interval: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+                 clock: Callable[[], float] = time.monotonic,
+                 levels: Mapping[str, int] | None = None) -> None:  # fmt: skip
         self.limit = limit
         self.first = first
         self.interval = interval
@@ -60,6 +65,7 @@ class LogBudgets:
         self._budgets: OrderedDict[Hashable, tuple[LogBudget, float]] = OrderedDict()  # key -> (budget, last used)
         self._forgotten: list[tuple[Hashable, str, int]] = []  # counts of budgets forgotten, not reported yet
         self._counting: set[Hashable] = set()  # keys whose budget has lines not logged since its last summary
+        self._levels = dict(levels or {})
 
     def allow(self, key: Hashable, kind: str) -> bool:
         """LogBudget.allow on `key`'s budget."""
@@ -87,6 +93,11 @@ class LogBudgets:
                 self._counting.discard(key)
                 due.extend((key, kind, count) for kind, count in counts)
         return due
+
+    def level_of(self, kind: str) -> int:
+        """The level of the count lines of `kind`: a warning (misbehaviour), unless the budgets were built with
+        another for it."""
+        return self._levels.get(kind, logging.WARNING)
 
     def _forget(self, key: Hashable, entry: tuple[LogBudget, float]) -> None:
         self._counting.discard(key)

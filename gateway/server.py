@@ -7,6 +7,7 @@ the gateway queue during one read goes out in one write.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections import deque
 from collections.abc import Coroutine
@@ -80,15 +81,18 @@ def _delivery_status(answer: Pdu) -> int:
 
 
 _BOUND = "bound"  # a bind accepted: its line's event, and its kind in the log budgets (`_log_bind`)
+# The kinds of complaints whose count lines are no warning (LogBudgets.level_of). Binds are no misbehaviour: their
+# count is an info line (a load test's 10 binds from one host warned).
+COMPLAINT_LEVELS = {_BOUND: logging.INFO}
 
 
 def log_complaints(complaints: LogBudgets, final: bool = False) -> None:
     """The `<kind>: more not logged` lines due about refused and ignored PDUs, binds and deliver_sm not answered in
     time (SmppConnection.may_log) and long MOs never completed (MoProcessor._give_up): at most one per kind, host and
-    account every interval, and all that is left when `final` (the gateway stops). Binds are no misbehaviour: their
-    count is an info line (a load test's 10 binds from one host warned)."""
+    account every interval, and all that is left when `final` (the gateway stops), each at its kind's level (built
+    with COMPLAINT_LEVELS: LogBudgets.level_of)."""
     for (host, account), kind, count in complaints.due(final):
-        (log.info if kind == _BOUND else log.warning)(f"{kind}: more not logged", peer=host, account=account, count=count)
+        log.log(complaints.level_of(kind), f"{kind}: more not logged", peer=host, account=account, count=count)
 
 
 class SmppConnection(asyncio.Protocol):
