@@ -91,11 +91,16 @@ class Outcome:
 
 
 class Catalogue:
-    """The SP services subscribers can order (config [[catalogue]])."""
+    """The SP services subscribers can order (config [[catalogue]]), by id and by service code: looked up, not scanned
+    (sp_of is asked for each SME acknowledgement to a short code: intake.py)."""
 
     def __init__(self, entries: tuple[CatalogueEntry, ...]) -> None:
         self.entries = entries
         self._by_id = {e.id: e for e in entries}
+        on_code: dict[str, list[CatalogueEntry]] = {}
+        for entry in entries:
+            on_code.setdefault(entry.service_code, []).append(entry)
+        self._by_code = {code: tuple(services) for code, services in on_code.items()}  # in config order
 
     def __iter__(self):
         return iter(self.entries)
@@ -104,15 +109,16 @@ class Catalogue:
         return self._by_id.get(service_id)
 
     def service_codes(self) -> set[str]:
-        return {e.service_code for e in self.entries}
+        return set(self._by_code)
 
     def on_code(self, service_code: str) -> list[CatalogueEntry]:
-        return [e for e in self.entries if e.service_code == service_code]
+        return list(self._by_code.get(service_code, ()))
 
     def sp_of(self, service_code: str) -> str | None:
         """The SP account whose services are on this code (one: config gives each code to one account); None: no
         service is."""
-        return next((e.sp for e in self.entries if e.service_code == service_code), None)
+        services = self._by_code.get(service_code)
+        return services[0].sp if services else None
 
 
 @dataclass(slots=True)
