@@ -27,10 +27,17 @@ The kernel drops the locks when their descriptors close, so a gateway that died
 (kill -9 included) leaves nothing to clean up. The descriptors are not inherited
 by children (os.open's default, PEP 446): the SQLite writer process, which can
 outlive its parent by a moment, never holds them.
+
+A start refused (its database a directory, another application's file, a newer
+gateway's) removes the lock file it made, still holding its lock: one was left
+beside every file refused. A start that opened that file meanwhile finds, once
+it holds its lock, that the path no longer names it, and takes the one there now
+(`_lock_file`): else it and a third start, on a new file there, would both hold one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import glob
 import os
@@ -66,6 +73,7 @@ class DatabaseLock:
         # Beside the file itself, however it is named: a symlink to another gateway's database finds its lock.
         self.path = os.path.realpath(database) + ".lock"
         self._fd: int | None = None
+        self._made = False  # the lock file was made by this lock, not there before (release: removed if refused)
         self._database_fd: int | None = None
         self._identity: tuple[int, int] | None = None
         self._companions: dict[str, tuple[int, int]] = {}  # "-wal"/"-shm" -> (device, inode) seen beside it (`moved`)
@@ -74,18 +82,9 @@ class DatabaseLock:
 
     def acquire(self) -> None:
         """Take the locks, or raise DatabaseInUse (OSError if a file cannot be opened at all); then put back the -wal
-        and -shm a stop set aside from this file (`_take_back_companions`), or raise CompanionsSetAside."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            os.close(fd)
-            by = f" (pid {holder})" if holder.isdigit() else ""
-            raise DatabaseInUse(f"{self.database} is in use by another smsgw{by}; lock file {self.path}") from None
-        except BaseException:
-            os.close(fd)
-            raise
+        and -shm a stop set aside from this file (`_take_back_companions`), or raise CompanionsSetAside. Refused, it
+        leaves no lock file it made (`release`)."""
+        fd = self._lock_file()
         self._fd = fd
         try:
             aside, self.not_used = _to_put_back(self.database, _set_aside_beside(self.database))
@@ -95,11 +94,30 @@ class DatabaseLock:
             if aside:
                 self._take_back_companions(aside)
         except BaseException:
-            self.release()
+            self.release(refused=True)
             raise
         # The holder's pid, for the message above and for an operator looking at the file.
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+    def _lock_file(self) -> int:
+        """The lock file's descriptor, locked (or DatabaseInUse). Again if, once locked, the path no longer names the
+        file opened: a start refused removed it (`release`) between this one's opening and locking it."""
+        while True:
+            fd, self._made = _open_or_make(self.path)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+                os.close(fd)
+                by = f" (pid {holder})" if holder.isdigit() else ""
+                raise DatabaseInUse(f"{self.database} is in use by another smsgw{by}; lock file {self.path}") from None
+            except BaseException:
+                os.close(fd)
+                raise
+            if _names(self.path, fd):
+                return fd
+            os.close(fd)
 
     def _lock_database(self) -> None:
         try:
@@ -208,15 +226,41 @@ class DatabaseLock:
             aside.append(name)
         return aside
 
-    def release(self) -> None:
-        """Only once this process's connections to the database are closed (see the module docstring)."""
+    def release(self, refused: bool = False) -> None:
+        """Only once this process's connections to the database are closed (see the module docstring). `refused`: the
+        start was, the database not taken (a directory, another application's file, a newer gateway's): the lock file
+        goes if this start made it, as it was there before a refused start. Removed while still locked: a start that
+        opened it meanwhile takes the one there next (`_lock_file`)."""
         database_fd, self._database_fd = self._database_fd, None
         if database_fd is not None:
             _HELD.discard(self._identity)
             os.close(database_fd)
         fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)  # closing the only descriptor drops the flock
+        if fd is None:
+            return
+        if refused and self._made and _names(self.path, fd):
+            with contextlib.suppress(OSError):  # (left there, it does no harm)
+                os.unlink(self.path)
+        os.close(fd)  # closing the only descriptor drops the flock
+
+
+def _open_or_make(path: str) -> tuple[int, bool]:
+    """A descriptor of the file at `path` for reading and writing, made if there is none, and whether it was made
+    here. (Not if `path` is a symlink, even to nothing: O_EXCL follows none, and the file it makes is not `path`.)"""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644), True
+    except FileExistsError:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644), False
+
+
+def _names(path: str, fd: int) -> bool:
+    """Whether `path` names the file open as `fd` (not removed, nor another file put there)."""
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (now.st_dev, now.st_ino) == (opened.st_dev, opened.st_ino)
 
 
 def _fingerprint(suffix: str, stat: os.stat_result) -> tuple[int, ...]:

@@ -585,7 +585,7 @@ class SqliteStore:
             await self._writer.start()  # opens the file in WAL mode and migrates it
             self._reader = _connect_reader(self.path)
         except (sqlite3.Error, OSError, SchemaVersionError) as exc:
-            await self._close_connections()
+            await self._close_connections(refused=True)  # (no lock file left beside a file refused)
             raise StoreOpenError(f"cannot open SQLite store at {self.path!r}: {exc}") from exc
         self._lock.note_companions()  # (its -wal and -shm exist once the writer has opened it)
         self._writer_task = asyncio.create_task(self._run_writer(), name=f"sqlite-writer:{self.path}")
@@ -628,7 +628,8 @@ class SqliteStore:
         finally:
             await self._close_connections()
 
-    async def _close_connections(self) -> None:
+    async def _close_connections(self, refused: bool = False) -> None:
+        """`refused`: the database was, at the start (DatabaseLock.release)."""
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -641,7 +642,7 @@ class SqliteStore:
                           "commits, were renamed aside; moved back to its path (mv), the file gets them back at the "
                           "next start, which refuses to start while another file or none is there",
                           database=self.path, renamed=aside)  # fmt: skip
-        self._lock.release()  # only once the writer process has exited: it has nothing left to write
+        self._lock.release(refused)  # only once the writer process has exited: it has nothing left to write
 
     # --- writes -------------------------------------------------------------
 

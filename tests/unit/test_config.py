@@ -488,10 +488,18 @@ def test_smsgw_serve_refuses_a_password_of_the_wrong_type_without_printing_it(tm
 def test_smsgw_serve_refuses_a_file_that_is_not_a_database_without_a_traceback(tmp_path: Path) -> None:
     db = tmp_path / "notes.db"
     db.write_bytes(b"these are my notes, not a database" * 100)
+    refused_as_it_is(db, "file is not a database")
+
+
+def test_smsgw_serve_refuses_a_directory_for_its_database_and_makes_nothing_beside_it(tmp_path: Path) -> None:
+    """`--db` naming a directory was refused, and left a `<directory>.lock` beside it, as every database refused did."""
+    db = tmp_path / "gw.db"
+    db.mkdir()
     result = serve("--db", str(db))
-    assert result.returncode == 1
-    assert "cannot start" in result.stderr and str(db) in result.stderr
-    assert "Traceback" not in result.stderr
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == (f"smsgw: cannot start: cannot open SQLite store at {str(db)!r}: [Errno 21] Is a "
+                                     f"directory: {str(db)!r}")  # fmt: skip
+    assert list(tmp_path.iterdir()) == [db]
 
 
 def test_smsgw_serve_refuses_another_applications_database_and_leaves_it_as_it_was(tmp_path: Path) -> None:
@@ -512,12 +520,14 @@ def test_smsgw_serve_refuses_another_applications_database_and_leaves_it_as_it_w
 
 def refused_as_it_is(db: Path, reason: str) -> None:
     """`smsgw serve --db db` exits 1 with one line naming `reason`, no traceback, the file left as it was: journal
-    mode, user_version, tables and rows, every byte."""
-    before = db.read_bytes()
+    mode, user_version, tables and rows, every byte; and nothing made beside it: no -wal, no -shm, no `<db>.lock` (one
+    was left beside every database refused)."""
+    before, beside = db.read_bytes(), sorted(db.parent.iterdir())
     result = serve("--db", str(db))
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip() == f"smsgw: cannot start: cannot open SQLite store at {str(db)!r}: {reason}"
     assert db.read_bytes() == before
+    assert sorted(db.parent.iterdir()) == beside
 
 
 @pytest.mark.parametrize(
@@ -544,13 +554,18 @@ def test_smsgw_serve_refuses_another_applications_database_whatever_its_version_
             conn.execute(statement)
         conn.commit()
     refused_as_it_is(db, f"another application's database ({why}); smsgw needs a file of its own")
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "app.db.lock") == ["app.db"]  # no -wal, no -shm
 
 
-def test_smsgw_serve_refuses_the_database_of_a_newer_gateway_naming_both_versions(tmp_path: Path) -> None:
+@pytest.mark.parametrize("lock_file_there", [False, True], ids=["alone", "with-the-lock-file-of-its-last-run"])
+def test_smsgw_serve_refuses_the_database_of_a_newer_gateway_naming_both_versions(
+    tmp_path: Path, lock_file_there: bool
+) -> None:
     """After a downgrade the operator must be told which schema the file has and which this gateway knows (to pick
-    the release to go back to or restore a backup), in one line without a traceback, the file left as it was."""
+    the release to go back to or restore a backup), in one line without a traceback, the file left as it was. The
+    lock file the newer gateway left stays: the refused start removes only one it made."""
     db = tmp_path / "gw.db"
+    if lock_file_there:
+        (tmp_path / "gw.db.lock").write_text("4242\n")
     with contextlib.closing(sqlite3.connect(db)) as conn:
         migrate(conn)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
