@@ -330,10 +330,9 @@ class Delivery:
             waiting = off_retry.pop(message.id, None)
             if hand(message):
                 if waiting is not None:
-                    waiting[0].cancel()
                     self._probe_took_off_retry.add(message.id)
             elif waiting is not None:  # back to its wait, which the MTs after it to its subscriber do not overtake
-                self._back_to_retry(waiting)
+                self._wait_again(waiting)
                 passed_over.add(message.dest_addr)
 
         def hand(message: Message) -> bool:
@@ -376,18 +375,13 @@ class Delivery:
         )  # fmt: skip
 
     def _off_retry(self, message_id: str) -> Waiting:
-        """Take an MT off its wait for a retry (`_retry_failed_on_stalled`), out of hand as if parked, its timer kept for
-        `_back_to_retry`."""
+        """Take an MT off its wait for a retry (`_retry_failed_on_stalled`), its timer cancelled, out of hand as if
+        parked; not handed out, it waits again as it did (`_wait_again`)."""
         waiting = self._retry_timers.pop(message_id)
         assert waiting is not None
+        waiting[0].cancel()
         self._held.discard(message_id)
         return waiting
-
-    def _back_to_retry(self, waiting: Waiting) -> None:
-        """An MT taken off its wait for a retry (`_off_retry`), and not handed out, waits again as it did."""
-        timer, message, failed_on = waiting
-        self._retry_timers.add(message, timer, failed_on)
-        self._held.add(message.id)
 
     def _probing(self, receiver: Receiver) -> bool:
         """A probe's read goes on for `receiver`: still stalled with MTs parked for it (not answering again, nor gone)."""
@@ -1201,8 +1195,9 @@ class Delivery:
             self._wait_again(waiting)
 
     def _wait_again(self, waiting: Waiting) -> None:
-        """An MT a cancel_sm or replace_sm took from its wait for a retry, its change not committed: it waits again,
-        as it was, for the same time and avoiding the same bind (not at once: its back-off stands)."""
+        """An MT a cancel_sm or replace_sm took from its wait for a retry, its change not committed, or a probe took
+        from it and did not hand out (`_off_retry`): it waits again, as it was, for the same time and avoiding the same
+        bind (not at once: its back-off stands)."""
         timer, message, failed_on = waiting
         self._held.add(message.id)
         if isinstance(timer, Holding):  # held for its receiver's flow control: held again while that lasts, else it goes
