@@ -20,8 +20,12 @@ longer, the account's other binds (least loaded first) take more of its MTs. It 
 not for ESME_RMSGQFUL (often one subscriber's queue) nor for an MT tried again: a few subscribers refused for good kept
 it low, and the others' MTs waited behind them.
 
-A throttle holds few MTs in memory: at most Delivery.HELD_PER_THROTTLE of its subscriber's, none once
-Delivery.HELD_FOR_THROTTLES are held for all throttles. One offered past that, or once its throttle has parked one, is
+A throttle holds few MTs in memory: at most Delivery.HELD_PER_THROTTLE of its subscriber's, the one tried again among
+them (`holds`: refused again, it is held with them), none once Delivery.HELD_FOR_THROTTLES are held for all throttles;
+beyond that only MTs refused, each held whatever the count (parked, it would go out after newer ones held): those sent
+beside the first (at most a window per bind), and a tried one while HELD_FOR_THROTTLES are held. (Not counting the one
+tried again, a throttle holding HELD_PER_THROTTLE - 1 took one more in while it was out: HELD_PER_THROTTLE + 1 once it
+was refused again.) One offered past that, or once its throttle has parked one, is
 parked (Delivery._hold_throttled): left in the store, out of hand, which costs the backlog read no room, so it reads on
 for the account's other subscribers. (All held, a receiver refusing everything with 200,000 MTs waiting grew the
 gateway from 55 to 284 MB in seconds: the read handed each MT to a throttled subscriber to its throttle.) When the
@@ -84,6 +88,11 @@ class Throttle:
     reading: bool = False  # lifted: its parked MTs are being read back (the subscriber's new ones are parked behind them)
     lifts: int = 0  # how many times it lifted (a read back under way when it was refused and lifted again reads anew)
     read_back: asyncio.Task | None = None  # that read, until it ends (one at a time: refused again, it may lift again)
+
+    @property
+    def holds(self) -> int:
+        """How many of the subscriber's MTs it holds: `held`, and the one tried again (refused again, held with them)."""
+        return len(self.held) + (self.trying is not None)
 
     def refused(self, message_id: str) -> float | None:
         """A deliver_sm of `message_id` was refused: the pause that begins now, or None if one is already under way

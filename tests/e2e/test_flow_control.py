@@ -367,6 +367,30 @@ def test_a_throttle_holds_few_mts_in_memory_and_the_rest_go_from_the_store_in_or
     assert not delivery._throttles
 
 
+def test_the_mt_tried_again_counts_in_what_its_throttle_holds_so_refused_again_it_holds_no_more(make_gateway, handset):
+    """Delivery.HELD_PER_THROTTLE made 3: m1 refused, m2 and m3 held with it (nothing parked). m1 tried again, m4 came
+    while it was out and was held too (the throttle held 2): refused again, m1 was held back beside them, 4 in all.
+    Now m4 is parked, and goes from the store after the others once the receiver takes them."""
+    gw = make_gateway(gateway={"window": 1})
+    delivery = gw.gateway.delivery
+    delivery.HELD_PER_THROTTLE = 3
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    b.answering = False
+    for n in range(1, 4):
+        assert a.submit(B, f"m{n}").status == ESME_ROK
+    b.answer(b.expect(), ESME_RTHROTTLED)  # m1; m2 and m3 wait in the bind's queue (window 1): held with it
+    tried_again = b.expect()
+    assert text(tried_again) == "m1"
+    assert a.submit(B, "m4").status == ESME_ROK
+    b.answer(tried_again, ESME_RTHROTTLED)
+    assert eventually(lambda: delivery._throttles[B].pause == 2 * FIRST_PAUSE)  # the refusal taken in
+    assert len(delivery._throttles[B].held) == 3
+    b.answering = True
+    assert [text(pdu) for pdu in b.expect_many(4, timeout=LONGEST_PAUSE + 5)] == ["m1", "m2", "m3", "m4"]
+    b.expect_none(0.5)
+    assert not delivery._throttles
+
+
 def test_the_mts_of_a_subscriber_refused_for_good_beyond_what_a_throttle_holds_keep_out_of_the_others_way(
     make_gateway, handset
 ):  # fmt: skip
