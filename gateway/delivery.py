@@ -131,7 +131,7 @@ class Delivery:
         # refuses more beyond max_queued_per_subscriber (they would fill the store, and queue ahead of the notices
         # of that subscriber the SP is sent after them).
         self.acknowledgements: dict[str, int] = {}
-        store.mt_given_up = self.not_waiting
+        store.mt_given_up = self.given_up
         self._held: set[str] = set()  # ids of the MTs in hand (see the module docstring)
         self._reading = 0  # pages being read and handed out (`_take_waiting`)
         self._release_after_reading: list[str] = []
@@ -152,7 +152,7 @@ class Delivery:
         self._parked_on: set[Receiver] = set()  # stalled binds that MTs were parked for (`_full`), until read back
         self._room_waiters: dict[str, asyncio.Future[None]] = {}  # pulls waiting for their account's binds to drain
         self._probes: dict[Receiver, asyncio.Task] = {}  # stalled binds whose parked MTs are being read for them (`probe`)
-        self._probe_took_off_retry: set[str] = set()  # ids of MTs a probe took off their wait and handed out, until they end
+        self._probe_took_off_retry: set[str] = set()  # ids of MTs a probe took off their wait and handed out, until they end (`_ended`)
         # MT id -> its final status's next write (_write_final): the timer, then the task that writes
         self._rewrites: dict[str, asyncio.TimerHandle | asyncio.Task] = {}
         self._replaced: dict[str, Message] = {}  # id -> the replacement (replace_sm) of an MT not yet ended
@@ -1208,6 +1208,7 @@ class Delivery:
 
     def _final_committed(self, message_id: str, receipt: Message | None) -> None:
         """The MT's final status is committed: it is no longer in hand, and its receipt (if any) goes out."""
+        self._ended(message_id)
         self._rewrites.pop(message_id, None)
         if self.finals_not_committed:
             self.finals_not_committed.discard(message_id)
@@ -1269,13 +1270,25 @@ class Delivery:
 
     def _forget(self, message: Message) -> None:
         self.not_waiting(message.dest_addr, acknowledging_subscriber(message) if message.esm_class else None)
+
+    def _ended(self, message_id: str) -> None:
+        """The MT has ended (its final status committed, or the store gave it up): the mark that a probe took it off its
+        wait for a retry goes. Not before: one a cancellation failed to end, or a replace_sm scheduled, goes on as the
+        same MT, taken off so once at most."""
         if self._probe_took_off_retry:
-            self._probe_took_off_retry.discard(message.id)
+            self._probe_took_off_retry.discard(message_id)
+
+    def given_up(self, message_id: str, dest_addr: str | None, acknowledging: str | None = None) -> None:
+        """The store gave up the MT, its row unreadable (SqliteStore.mt_given_up): it has ended; `dest_addr`: it was
+        enroute, counted as waiting for that subscriber (and for `acknowledging`, see not_waiting)."""
+        self._ended(message_id)
+        if dest_addr is not None:
+            self.not_waiting(dest_addr, acknowledging)
 
     def not_waiting(self, dest_addr: str, acknowledging: str | None = None) -> None:
-        """An MT to `dest_addr` no longer waits: the store gave it up, its row unreadable (SqliteStore.mt_given_up),
-        or (`_forget`) it ended or was not stored. `acknowledging`: the subscriber whose SME acknowledgement to an SP
-        it was (messages.acknowledging_subscriber)."""
+        """An MT to `dest_addr` no longer waits: the store gave it up (`given_up`), or (`_forget`) it ended, was
+        scheduled again, or was not stored. `acknowledging`: the subscriber whose SME acknowledgement to an SP it was
+        (messages.acknowledging_subscriber)."""
         remaining = self.queued.get(dest_addr, 0) - 1
         if remaining > 0:
             self.queued[dest_addr] = remaining

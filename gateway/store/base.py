@@ -74,10 +74,10 @@ class Store(Protocol):
     # The database's path does not name the file the store opened (deleted, moved away, replaced): it cannot commit
     # (can_commit False) meanwhile; a file deleted or replaced never comes back, a restart is needed.
     database_gone: bool
-    # Told the destination of an enroute MT the store gave up for its row, which does not read back (damaged outside
-    # the gateway), once that commits, and the subscriber whose acknowledgement to an SP it was (None: no such, as
-    # acknowledgement_counts tells): Delivery.not_waiting, which counted it as waiting.
-    mt_given_up: Callable[[Any, Any], None]
+    # Told the id of an MT the store gave up for its row, which does not read back (damaged outside the gateway), once
+    # that commits, its destination if it was enroute (None if scheduled), and the subscriber whose acknowledgement to
+    # an SP it was (None: no such, as acknowledgement_counts tells): Delivery.given_up, which counted it as waiting.
+    mt_given_up: Callable[[str, Any, Any], None]
 
     async def open(self) -> None:
         """Create or migrate the schema and start the writer."""

@@ -550,10 +550,10 @@ class SqliteStore:
         self._uncommitted: dict[str, tuple[_Op, float]] = {}
         # Futures of held messages stored as copies after all, their handling dropped (`after` must not stand on them).
         self._handling_dropped: weakref.WeakSet[asyncio.Future] = weakref.WeakSet()
-        # Told the destination (as its row has it) of an enroute MT given up for its row (`_mt_or_given_up`) once that
-        # commits, and the subscriber whose acknowledgement to an SP it was (`_acknowledging`): it no longer waits
-        # (Delivery.not_waiting). Ids of those whose give-up is on its way, to give up once.
-        self.mt_given_up: Callable[[Any, Any], None] = lambda dest_addr, acknowledging: None
+        # Told the id of an MT given up for its row (`_mt_or_given_up`) once that
+        # commits, its destination (as its row has it) if it was enroute, and the subscriber whose acknowledgement to an SP it was
+        # (`_acknowledging`): it has ended (Delivery.given_up). Ids of those whose give-up is on its way, to give up once.
+        self.mt_given_up: Callable[[str, Any, Any], None] = lambda message_id, dest_addr, acknowledging: None
         self._giving_up: set[str] = set()
 
     @property
@@ -1224,10 +1224,11 @@ class SqliteStore:
         self, message_id: str, enroute: bool, dest_addr: Any, acknowledging: Any, _result: None, error: BaseException | None,
     ) -> None:  # fmt: skip
         """An MT's give-up (`_mt_or_given_up`) committed, or failed (then the next read that meets it gives it up):
-        if it was enroute, it counted against its subscriber's queue (Delivery.restore) and counts no longer."""
+        delivery is told it ended, and, if it was enroute, its destination: it counted against its subscriber's queue
+        (Delivery.restore) and counts no longer."""
         self._giving_up.discard(message_id)
-        if error is None and enroute:
-            self.mt_given_up(dest_addr, acknowledging)
+        if error is None:
+            self.mt_given_up(message_id, dest_addr if enroute else None, acknowledging)
 
     async def prunable(self, ended_by: float, after: tuple[float, int], limit: int) -> list[tuple[float, int]]:
         return await self._read(_ENDED, (ended_by, *after, limit))  # rows are (done_at, seq) tuples already

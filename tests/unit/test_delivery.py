@@ -588,6 +588,70 @@ async def test_a_probe_takes_an_mt_off_its_wait_for_a_retry_once_at_most_its_bac
     assert waiting == [(f"r{i}", second) for i in range(4)]
 
 
+class FinalsFail(SqliteStore):
+    """Its mark_final of the ids in `failing` does not commit: the caller hears the writer died, nothing written."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.failing: set[str] = set()
+
+    def mark_final(self, message_id, status, done_at, error, receipt, *, then=None):
+        if message_id not in self.failing or then is None:
+            return super().mark_final(message_id, status, done_at, error, receipt, then=then)
+        asyncio.get_running_loop().call_soon(then, None, WriterDied("SQLite writer process exited with status -9"))
+        return None
+
+
+async def test_an_mt_a_probe_took_off_its_wait_is_not_taken_off_again_after_a_cancellation_that_did_not_commit(
+    tmp_path: Path, router, accounts, clock
+) -> None:
+    """As the test above: r0 and r1, taken off their wait by `second`'s probe and left unanswered there too, wait for
+    their retry. A cancel_sm of each fails to commit: they wait again as they were, and `first`'s next probe still hands
+    none of the four. Before, the cancellation dropped their mark (the MT ended, it seemed): they were taken off their
+    wait again, r2 and r3 with them."""
+    store = FinalsFail(str(tmp_path / "gw.db"), clock=clock.now)
+    async with delivery_on(store, router, clock) as delivery:
+        first, second = await receipts_parked_on_two_stalled_binds(store, delivery, router, accounts)
+        assert await probed(delivery, first, 2) == ["r0", "r1"]
+        unanswered(delivery, first)
+        assert await probed(delivery, second, 10) == ["r0", "r1", "r2", "r3"]
+        unanswered(delivery, second)
+        store.failing = {"r0", "r1"}
+        for message_id in ("r0", "r1"):
+            with pytest.raises(WriterDied):
+                await delivery.cancel(await store.get(message_id))
+        assert await probed(delivery, first, 10) == []
+        waiting = [(message.id, failed_on) for _timer, message, failed_on in delivery._retry_timers.values()]
+        assert sorted(waiting, key=lambda w: w[0]) == [(f"r{i}", second) for i in range(4)]
+        delivery.stop()
+
+
+async def test_an_mt_a_probe_took_off_its_wait_is_forgotten_when_the_store_gives_it_up_not_when_it_is_scheduled(
+    tmp_path: Path, store, delivery, router, accounts, clock
+) -> None:
+    """r0 and r1, taken off their wait by `second`'s probe, are marked so (once at most). A replace_sm schedules r0 for
+    a minute later: it has not ended, its mark stays. Its row damaged outside the gateway meanwhile, the sweep that
+    finds it due gives it up: its mark goes then. Before, the store told Delivery only the destination of an enroute
+    MT it gave up: the mark of one it gave up stayed for good (a set entry per such MT)."""
+    first, second = await receipts_parked_on_two_stalled_binds(store, delivery, router, accounts)
+    assert await probed(delivery, first, 2) == ["r0", "r1"]
+    unanswered(delivery, first)
+    assert await probed(delivery, second, 10) == ["r0", "r1", "r2", "r3"]
+    unanswered(delivery, second)
+    stored = await store.get("r0")
+    later = dataclasses.replace(stored, status=MessageStatus.SCHEDULED, next_attempt_at=START + 60)
+    assert await delivery.replace([(stored, later)]) == ["r0"]
+    assert delivery._probe_took_off_retry == {"r0", "r1"}
+    with contextlib.closing(sqlite3.connect(tmp_path / "gw.db", isolation_level=None)) as outside:
+        outside.execute("UPDATE messages SET extra = '\"x\"' WHERE id = 'r0'")  # no JSON object: it does not read back
+        clock.set(START + 60)
+        await delivery.sweep()
+        await settled(store)
+        assert outside.execute("SELECT status FROM messages WHERE id = 'r0'").fetchone() == (MessageStatus.UNDELIVERABLE.value,)
+    assert delivery._probe_took_off_retry == {"r1"}
+    delivery.stop()
+
+
 async def test_a_probe_passes_over_an_mt_too_long_for_its_bind_of_smpp33_that_no_bind_takes_not_its_subscriber(
     store, delivery, router, accounts
 ) -> None:
