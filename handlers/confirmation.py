@@ -14,8 +14,11 @@ hands them to `answer`):
 
 - a confirm word (是/Y/YES/1): with exactly one order waiting it confirms that
   order. With several it confirms nothing and lists them with their codes;
-- `Y<n>` confirms exactly the order whose confirmation carried it;
-- a decline word (否/N/NO): every waiting order is not made. `N<n>` declines just one;
+- `Y<n>` confirms exactly the order whose confirmation carried it, and so does
+  any confirm word that is no number followed by the code's number (`Y 2`,
+  `是2`, `YES 2`: as phones and subscribers write it);
+- a decline word (否/N/NO): every waiting order is not made. `N<n>` (`N 2`,
+  `否2`) declines just one;
 - an answer after the validity: the order has expired, and nothing is created
   or charged. For one validity period afterwards, a confirm word is answered
   with what became of the last order ("expired", or "already subscribed" for a
@@ -58,6 +61,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import replace
+from functools import lru_cache
 
 from gateway.config import CatalogueEntry
 from gateway.store.effects import Delete
@@ -76,7 +80,6 @@ from .keywords import fold, matches
 from .sp_notice import sp_notice
 from .subscriptions import fen, monthly_fee, service_names, subscription_event, yuan
 
-_CODED = re.compile(r"([YN])0*(\d{1,4})")  # Y2 confirms / N2 declines the order with reply code Y2
 # Orders nobody answered: "expired" ones too, marked so once their validity ended (never before it), which an answer
 # received before then still finds waiting.
 UNANSWERED = ("pending", "expired")
@@ -155,7 +158,7 @@ async def answer(inbound: Inbound, ctx: ServiceContext, language: str, since: fl
     whose confirmation came before then (a later prompt, a listing, outranks it): it is told what became
     of the last one, or what waits."""
     folded = fold(inbound.text)
-    coded = _CODED.fullmatch(folded)
+    coded = _reply_code(ctx.settings.confirm_words, ctx.settings.decline_words).fullmatch(folded)
     confirm = matches(folded, ctx.settings.confirm_words)
     decline = matches(folded, ctx.settings.decline_words)
     now = inbound.received_at
@@ -164,11 +167,11 @@ async def answer(inbound: Inbound, ctx: ServiceContext, language: str, since: fl
     if not (coded or confirm or decline):
         return _decline(inbound, ctx, language, outcome, waiting) if waiting else None
     if coded:
-        code = "Y" + coded.group(2)
+        code = "Y" + coded["number"]
         chosen = [o for o in waiting if o.reply_code == code]
         if not chosen:
             return await _not_waiting(inbound, ctx, language, outcome, waiting, code)
-        if coded.group(1) == "Y":
+        if coded["confirm"] is not None:
             return await _confirm(inbound, ctx, language, outcome, chosen[0])
         return _decline(inbound, ctx, language, outcome, chosen)
     if decline:
@@ -288,6 +291,19 @@ def _choose(ctx: ServiceContext, language: str, waiting: list[PendingOrder]) -> 
 
 
 # ----------------------------------------------------------------- helpers
+@lru_cache(maxsize=8)
+def _reply_code(confirm_words: tuple[str, ...], decline_words: tuple[str, ...]) -> re.Pattern[str]:
+    """A folded answer naming one order by its reply code: `Y2` confirms the order with code Y2, `N2` declines it;
+    so do the other confirm and decline words that are no number (`是2`, `否 2`), spaces before the number or not.
+    A word that is a number (`1`) is none: `11` is no code."""
+
+    def words(configured: tuple[str, ...], letter: str) -> str:
+        named = {letter} | {w for w in map(fold, configured) if w and not w.isdigit()}
+        return "|".join(re.escape(w) for w in sorted(named, key=len, reverse=True))
+
+    return re.compile(rf"(?:(?P<confirm>{words(confirm_words, 'Y')})|{words(decline_words, 'N')})\s*0*(?P<number>\d{{1,4}})")
+
+
 async def _active(ctx: ServiceContext, msisdn: str, service_id: str) -> Subscription | None:
     found = await ctx.store.find(Subscription, limit=1, msisdn=msisdn, service_id=service_id, status="active")
     return found[0] if found else None

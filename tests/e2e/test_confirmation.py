@@ -546,6 +546,16 @@ def test_two_pending_confirmations_each_answered_by_its_code(gw, handset):
     assert [s.service_id for s in subscriptions(gw, A)] == ["tencent-ringtones", "sina-news"]
 
 
+def test_a_reply_code_written_with_a_space_or_after_the_chinese_yes_confirms_just_its_order(gw, handset):
+    """"Y 1" or "是2" to two waiting orders declined both (the space, the 是 made it no reply code)."""
+    phone = handset(A, gw=gw, address_range=A)
+    assert [order(phone, kw)["code"] for kw in ("TT", "TL")] == ["Y1", "Y2"]
+    assert ask(phone, "是 2").startswith("您已定制试用腾讯公司的精品图铃业务")
+    assert order_statuses(gw, A) == {"sina-news": "pending", "tencent-ringtones": "confirmed"}
+    assert ask(phone, "y 1") == SEED_NOTICE
+    assert [s.service_id for s in subscriptions(gw, A)] == ["tencent-ringtones", "sina-news"]
+
+
 def test_a_new_order_takes_the_lowest_reply_code_free_not_one_still_waiting(gw, handset):
     """TT (Y1) confirmed, TQ (Y2) still waiting: TL's confirmation asked for Y2 as well, and the subscriber's Y2 then
     named two orders (TQ's, which they had not meant to confirm, or TL's)."""

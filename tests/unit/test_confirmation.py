@@ -178,6 +178,36 @@ async def test_decline_one_by_code_keeps_the_other(bench: ServiceBench) -> None:
     assert [s.service_id for s in await subscriptions(bench, A)] == ["tencent-ringtones"]
 
 
+@pytest.mark.parametrize("answer", ["Y 2", "y 2", "是2", "是 2", "yes 2", "Ｙ　２"])
+async def test_a_reply_code_written_with_a_space_or_after_another_confirm_word_confirms_just_its_order(
+    bench: ServiceBench, answer: str
+) -> None:
+    """"Y 2" (a space, as phones' input methods insert) or "是2" (the Chinese yes with the code) declined both."""
+    await say(bench, A, "TT", SINA)
+    await say(bench, A, "TL", TENCENT)
+    assert only_text(await say(bench, A, answer), A).startswith("您已定制试用腾讯公司的精品图铃业务")
+    assert {o.service_id: o.status for o in await orders(bench, A)} == {"sina-news": "pending", "tencent-ringtones": "confirmed"}
+
+
+@pytest.mark.parametrize("answer", ["N 1", "否1", "no 1"])
+async def test_a_decline_code_written_with_a_space_or_after_another_decline_word_declines_just_its_order(
+    bench: ServiceBench, answer: str
+) -> None:
+    await say(bench, A, "TT", SINA)
+    await say(bench, A, "TL", TENCENT)
+    assert only_text(await say(bench, A, answer), A) == "您未定制新浪的头条新闻业务，不会收取信息费。"
+    assert {o.service_id: o.status for o in await orders(bench, A)} == {"sina-news": "declined", "tencent-ringtones": "pending"}
+
+
+@pytest.mark.parametrize("answer", ["11", "Y1 2", "是的2", "Y 12345"])
+async def test_a_text_that_is_no_reply_code_still_declines_what_waits(bench: ServiceBench, answer: str) -> None:
+    """A confirm word that is a number (`1`) names no code, and a code is one number after one word."""
+    await say(bench, A, "TT", SINA)
+    await say(bench, A, "TL", TENCENT)
+    assert only_text(await say(bench, A, answer), A) == "您未定制新浪的头条新闻、腾讯公司的精品图铃业务，不会收取信息费。"
+    assert [o.status for o in await orders(bench, A)] == ["declined", "declined"]
+
+
 async def test_any_other_text_declines_what_waits(bench: ServiceBench) -> None:
     """SPEC 3.2: 是/Y/1 confirm; anything else (or silence) declines."""
     await say(bench, A, "TT", SINA)
