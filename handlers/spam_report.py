@@ -5,9 +5,12 @@ What a subscriber texts to 10086999:
 - `<number>*<text>`: report `number` as the sender of the spam `text`. The
   separator may also be the full-width `＊` or a space (`13912345678 买房…`);
   the number may be written `+8613912345678`, `8613912345678`,
-  `13912345678` or in full-width digits. With a space, the leading token must
-  be a complete subscriber number (or a short code, which is refused):
-  otherwise the whole message is a forwarded text starting with digits.
+  `13912345678` or in full-width digits. With a space, the number is the
+  longest run of the leading groups of digits, one space between each two,
+  that is a subscriber's number (`+86 13912345678 买房…`, `139 1234 5678 买房…`);
+  with none, the first group alone, which must be a complete subscriber number
+  (or a short code, which is refused): otherwise the whole message is a
+  forwarded text starting with digits (`2026 新年大促…`, `2 个红包…`).
 - a bare forwarded text (no leading number): we ask for the sender's number
   and remember the text (Dialogue "spam.number") for `spam_follow_up_window`
   (30 min). A number sent within it completes the report with that text
@@ -74,6 +77,8 @@ QUOTED_CHARS = 15  # of a forwarded text, quoted to remind its reporter which on
 _DIGIT = "0-9０-９"
 _NUMBER = rf"(?:[(（][+＋]?[{_DIGIT}]{{1,4}}[)）]\s*)?[+＋]?[{_DIGIT}][{_DIGIT}\-－]*"  # `(+86)` may open it
 _SPACE = re.compile(rf"^\s*(?P<number>{_NUMBER})\s+(?P<text>.*)$", re.S)
+# One more group of a number written in groups (`139 1234 5678`, `+86 139…`): one space, digits, a space after them.
+_NEXT_GROUP = re.compile(rf"[ 　][{_DIGIT}][{_DIGIT}\-－]*(?=\s)")
 # A number alone, as a subscriber answers the prompt for one: perhaps labelled, in either language whatever the
 # subscriber's (`号码：…`, `Number: …`, `MY MOBILE NUMBER IS …`), and ended with the full stop a Chinese input method
 # adds (`13912345678。`).
@@ -90,6 +95,7 @@ _NUMBERISH = re.compile(rf"^{_OPENING}[{_DIGIT}\-－ 　()（）]*$")
 # Longer than this, a text is no number alone (and is not matched at all).
 ONLY_NUMBER_CHARS = 64
 _STARS = "*＊"
+CHINA = NumberPlan()  # (parse's, when not given the gateway's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,10 +118,11 @@ class ReportedNumber:
 
 
 @lru_cache(maxsize=64)
-def parse(text: str, help_words: tuple[str, ...] = DEFAULT_HELP_WORDS) -> Parsed:
+def parse(text: str, help_words: tuple[str, ...] = DEFAULT_HELP_WORDS, plan: NumberPlan = CHINA) -> Parsed:
     """What a text to 10086999 is: a report (number and text), a forwarded text, or a help request
-    (an empty text, or one of [services] help_words). Kept for the last texts parsed: an MO's text is parsed for its
-    serial keys and again when it is handled (a Parsed is frozen, so one may be handed out twice)."""
+    (an empty text, or one of [services] help_words); `plan` tells a number written in groups before a space
+    (`_spaced`). Kept for the last texts parsed: an MO's text is parsed for its serial keys and again when it is
+    handled (a Parsed is frozen, so one may be handed out twice)."""
     folded_text = fold(text)
     if not folded_text or folded_text in folded(help_words):
         return Parsed("help")
@@ -127,8 +134,19 @@ def parse(text: str, help_words: tuple[str, ...] = DEFAULT_HELP_WORDS) -> Parsed
         return Parsed("report", folded_number(star[0]), star[1].strip())
     spaced = _SPACE.match(text)
     if spaced:
-        return Parsed("report", folded_number(spaced["number"]), spaced["text"].strip(), strict=False)
+        number_end = _spaced_number_end(text, spaced.start("number"), spaced.end("number"), plan)
+        return Parsed("report", folded_number(text[spaced.start("number"):number_end]), text[number_end:].strip(), strict=False)
     return Parsed("text", text=text.strip())
+
+
+def _spaced_number_end(text: str, start: int, first_end: int, plan: NumberPlan) -> int:
+    """Where the number of `<number> <text>` ends, its first group `text[start:first_end]`: after the longest run of
+    groups, one space between each two, that is a subscriber's number (`+86 139 1234 5678`), at most MAX_NUMBER_CHARS
+    long; with none, after the first group (`2 个红包`, `10086 您的话费…`: refused, or a forwarded text, as written)."""
+    ends = [first_end]
+    while (group := _NEXT_GROUP.match(text, ends[-1])) is not None and group.end() - start <= MAX_NUMBER_CHARS:
+        ends.append(group.end())
+    return next((end for end in reversed(ends[1:]) if _subscriber_number(plan, text[start:end])), first_end)
 
 
 def _split_at_star(text: str) -> tuple[str, str] | None:
@@ -168,7 +186,7 @@ class SpamReportHandler:
     def serial_keys(self, inbound: Inbound, ctx: ServiceContext) -> list[str]:
         """The reporter (their prompt, their daily limit) and the number reported (distinct reporters
         counted against the threshold) are each handled one report at a time."""
-        parsed = parse(inbound.text, ctx.settings.help_words)
+        parsed = parse(inbound.text, ctx.settings.help_words, ctx.plan)
         if parsed.kind != "report":
             return [inbound.subscriber]
         return [inbound.subscriber, reported_key(ctx.plan.normalise(parsed.number))]
@@ -176,7 +194,7 @@ class SpamReportHandler:
     async def handle(self, inbound: Inbound, ctx: ServiceContext) -> Outcome:
         reporter, now = inbound.subscriber, inbound.received_at
         language = await ctx.language_of(reporter)
-        parsed = parse(inbound.text, ctx.settings.help_words)
+        parsed = parse(inbound.text, ctx.settings.help_words, ctx.plan)
         if parsed.kind == "help":
             return _say(inbound, ctx, "spam.usage", language, completed=True, short_code=ctx.settings.spam_report)
         plan = ctx.plan
@@ -283,6 +301,11 @@ async def _block(
             notice = ctx.text("spam.handled", await ctx.language_of(r.reporter), number=shown)
             outcome.reply(r.reporter, notice, short_code if r is report else settings.spam_report)
     return outcome
+
+
+def _subscriber_number(plan: NumberPlan, written: str) -> bool:
+    """`written` is a number a spam report may name (whoever reports it)."""
+    return _refusal(plan, folded_number(written), reporter="") is None
 
 
 def _refusal(plan: NumberPlan, written: str, reporter: str) -> str | None:

@@ -81,7 +81,8 @@ def reaches(sender, receiver) -> bool:
 
 @pytest.mark.parametrize(
     "message",
-    ["13700000001*" + SPAM, "13700000001＊" + SPAM, "13700000001 " + SPAM, "+8613700000001*" + SPAM, "8613700000001 " + SPAM],
+    ["13700000001*" + SPAM, "13700000001＊" + SPAM, "13700000001 " + SPAM, "+8613700000001*" + SPAM, "8613700000001 " + SPAM,
+     "+86 13700000001 " + SPAM, "137 0000 0001 " + SPAM],  # a number in groups before a space: was a forwarded text
 )
 def test_report_formats(gateway, handset, message: str) -> None:
     a = phone(handset, A)

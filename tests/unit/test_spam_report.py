@@ -204,6 +204,34 @@ async def test_leading_digits_with_a_space_but_no_number_are_a_forwarded_text(be
     assert (await bench.store.find(Dialogue))[0].data == {"text": "2026 新年大促，全场五折"}
 
 
+@pytest.mark.parametrize("written", ["+86 13700000001", "137 0000 0001", "+86 137 0000 0001", "（+86） 137-0000-0001",
+                                     "８６ １３７ ００００ ０００１", "13700000001"])  # fmt: skip
+async def test_a_number_written_in_groups_before_a_space_and_the_text_is_reported(bench, written: str) -> None:
+    """`+86 137… 恭喜…` and `137 0000 0001 恭喜…` were forwarded texts: the reporter was asked for the number they had
+    given (with a star they were reports)."""
+    report = await report_ok(bench, A, f"{written} 恭喜您中奖了")
+    assert (report.reported, report.text) == (SPAMMER, "恭喜您中奖了")
+    assert await bench.store.find(Dialogue) == []
+
+
+async def test_digits_after_a_number_and_a_space_stay_in_the_text(bench) -> None:
+    """The number is the longest run of groups that is a subscriber's: `2 个红包` is not part of it."""
+    report = await report_ok(bench, A, "137 0000 0001 2 个红包待领取")
+    assert (report.reported, report.text) == (SPAMMER, "2 个红包待领取")
+
+
+@pytest.mark.parametrize(("forwarded", "phrase"), [("2 个红包待领取", "回复发送该垃圾短信的手机号码"),
+                                                   ("2026 13700000001 新年大促", "回复发送该垃圾短信的手机号码"),
+                                                   ("10086 您的话费余额不足", "服务号码"),
+                                                   ("+86 138 0000 0001 中奖", "您本机的号码")])  # fmt: skip
+async def test_leading_groups_that_are_no_other_subscribers_number_file_no_report(bench, forwarded: str, phrase: str) -> None:
+    """A forwarded text that merely begins with digits is no report of a wrong number; a code or the reporter's own
+    number, written in groups, is refused."""
+    outcome = await send(bench, A, forwarded)
+    assert phrase in outcome.replies[0].text, texts(outcome)
+    assert await reports(bench) == []
+
+
 @pytest.mark.parametrize("forwarded", ["WINNER*Claim your 1000 prize now", "FreeMsg: *Reply STOP", "*FREE* ringtones, text GO",
                                        "abc*spam", "恭喜您获得一等奖*iPhone*"])  # fmt: skip
 async def test_a_star_with_no_digit_before_it_is_in_a_forwarded_text(bench, forwarded: str) -> None:
