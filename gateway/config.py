@@ -642,9 +642,14 @@ def _catalogue_entry(table: dict[str, Any], where: str, path: Path | str, accoun
     _check_phone(entry.phone, f"{where}.phone", path)
     if entry.fee < 0:
         raise ConfigError(path, f"{where}.fee", "expected a fee of 0 or more (yuan per month)")
+    if abs(entry.fee * 100 - round(entry.fee * 100)) > FEE_TOLERANCE:  # 0.004 was shown as 0元 and billed 0 fen
+        raise ConfigError(path, f"{where}.fee", f"expected yuan to the fen, at most 2 decimals (as 30 or 0.5); got {entry.fee}")
     if entry.kind not in SERVICE_KINDS:
         raise ConfigError(path, f"{where}.kind", f"expected one of {list(SERVICE_KINDS)}, got {entry.kind!r}")
     return entry
+
+
+FEE_TOLERANCE = 1e-6  # fen: a fee to the fen read as a float (0.29 * 100 is 28.999999999999996)
 
 
 # A name the subscriber's texts show (the 0000 listing, the order notice, the reminder): 6,000 characters each made

@@ -30,7 +30,8 @@ Everything follows the operator's calendar (`ctx.local_date`, UTC+8 by default):
 - Billing: on the billing day (the 1st) a Charge per subscription whose trial
   has ended and that was active at midnight starting the billing day, for that
   month ("YYYY-MM"), in fen, never above the fee the subscription's confirmation
-  stated (`monthly_fee`, the fee its reminder states): an unsubscription before then is not charged for
+  stated (`monthly_fee`, the fee its reminder states); none for a free one (a
+  fee of 0), which is not reminded either: an unsubscription before then is not charged for
   the month, one after it is, whenever billing runs (a cancellation sent before
   it that commits after billing charged the subscription voids that charge:
   handlers/subscriptions.py; an order confirmed before it that commits after
@@ -62,6 +63,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
+from gateway.config import CatalogueEntry
 from gateway.logs import get_logger
 from gateway.store.effects import Delete
 from gateway.store.records import Charge, JobRun, Subscription, SubscriptionEvent
@@ -222,7 +224,7 @@ async def run_billing(ctx: ServiceContext, now: float, month: dt.date | None = N
         elif subscription.id in charged:
             continue
         elif subscription.trial_until <= out_of_trial:
-            outcome.put(*_charge(ctx, subscription, monthly_fee(subscription, entry), period, now))
+            outcome.put(*_charge(ctx, subscription, entry, period, now))
         if len(outcome.effects) >= 2 * COMMIT_CHUNK:  # a Charge, or an ending, and its SubscriptionEvent each
             yield outcome
             outcome = Outcome()
@@ -254,11 +256,18 @@ async def charges_missed(ctx: ServiceContext, subscription: Subscription, now: f
     for run in await ctx.store.find(JobRun, order_by="period", job="billing", period__gte=first):
         month = month_of(run.period)
         if subscription.trial_until <= ctx.local_midnight(month) and subscription.ordered_at < billing_moment(ctx, month):
-            records.extend(_charge(ctx, subscription, monthly_fee(subscription, entry), run.period, now))
+            records.extend(_charge(ctx, subscription, entry, run.period, now))
     return records
 
 
-def _charge(ctx: ServiceContext, subscription: Subscription, amount: int, period: str, now: float) -> tuple[Charge, SubscriptionEvent]:
+def _charge(
+    ctx: ServiceContext, subscription: Subscription, entry: CatalogueEntry, period: str, now: float
+) -> tuple[Charge, SubscriptionEvent] | tuple[()]:
+    """The month's charge of the subscription (`monthly_fee`) and its event; none for a free one (a fee of 0): there is
+    nothing to bill, remind of or refund."""
+    amount = monthly_fee(subscription, entry)
+    if amount == 0:
+        return ()
     charge = Charge(
         id=ctx.new_id(),
         subscription_id=subscription.id,
@@ -300,8 +309,9 @@ async def send_reminders(ctx: ServiceContext, now: float) -> AsyncIterator[Outco
     reminded = await _reminded(ctx, [s.id for s in ending])
     by_subscriber: dict[str, list[Subscription]] = defaultdict(list)
     for subscription in sorted(ending, key=lambda s: (s.ordered_at, s.id)):
-        if subscription.id not in reminded and ctx.catalogue.get(subscription.service_id) is not None:
-            by_subscriber[subscription.msisdn].append(subscription)
+        entry = ctx.catalogue.get(subscription.service_id)
+        if subscription.id not in reminded and entry is not None and monthly_fee(subscription, entry) > 0:
+            by_subscriber[subscription.msisdn].append(subscription)  # (a free one is charged nothing: no reminder)
     outcome = Outcome()
     operator = ctx.settings.operator
     for count, (msisdn, subscriptions) in enumerate(by_subscriber.items(), 1):
@@ -343,6 +353,8 @@ async def dispute(ctx: ServiceContext, charge_id: str, now: float) -> Outcome:
     if not found:
         raise ValueError(f"no charge with id {charge_id!r}")
     charge = found[0]
+    if charge.amount == 0:  # a free service's, billed before free services were not
+        raise ValueError(f"charge {charge_id!r} is of 0 yuan: nothing to refund")
     if charge.refund or charge.disputed_at is not None:
         raise ValueError(f"charge {charge_id!r} was already refunded ({yuan(charge.refund / 100)} yuan: {charge.refund_reason})")
     subscriptions = await ctx.store.find(Subscription, id=charge.subscription_id)

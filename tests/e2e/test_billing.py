@@ -202,6 +202,25 @@ def test_reminder_on_the_21st_is_sent_once_as_marked_pages(make_gateway, handset
     phone.expect_none(1.0, lambda p: p.source_addr == OPERATOR.encode())
 
 
+def test_a_free_service_gets_no_reminder_and_no_charge(make_gateway, handset, clock):
+    """TT at a fee of 0 (config takes 0 or more): its subscriber was reminded "信息费0元/月…本月内退订下月不再收费" and
+    charged 0 fen each month. A paid service of the same subscriber is reminded alone."""
+    gw = make_gateway(clock=clock, catalogue=catalogue_with_fee("sina-news", 0))
+    a, b = (handset(n, gw=gw, address_range=n) for n in (A, B))
+    subscribe(a, "TT")
+    subscribe(b, "TT")
+    subscribe(b, "TQ")
+    clock.set(at(2026, 11, 21, 9))
+    gw.call(gw.gateway.services.run_due_jobs())
+    first, second = replies(b, 2)
+    assert REMINDER_ITEM.findall(first + second) == [("1", "新浪", "天气预报", "短信", "5")]
+    a.expect_none(0.5, lambda p: p.source_addr == OPERATOR.encode())
+    clock.set(at(2026, 12, 1, 0, 5))
+    gw.call(gw.gateway.services.run_billing())
+    charged = gw.call(gw.gateway.store.find(Charge))
+    assert [(c.msisdn, c.service_id, c.amount) for c in charged] == [(B, "sina-weather", 500)]
+
+
 def test_reminders_go_to_every_subscription_charged_next_month_whenever_an_operator_runs_them(make_gateway, handset, clock):
     gw = make_gateway(clock=clock)
     a, b, c = (handset(n, gw=gw, address_range=n) for n in (A, B, C))

@@ -31,7 +31,7 @@ async def bench(tmp_path: Path) -> AsyncIterator[ServiceBench]:
 
 @pytest.fixture
 async def free_news(tmp_path: Path) -> AsyncIterator[ServiceBench]:
-    """A bench whose catalogue has sina-news (TT) at a fee of 0: valid config, each month charged 0 fen."""
+    """A bench whose catalogue has sina-news (TT) at a fee of 0: valid config, a free service (never charged)."""
     catalogue = [entry | {"fee": 0} if entry["id"] == "sina-news" else entry for entry in catalogue_without()]
     bench = await service_bench(tmp_path, gateway_config(catalogue=catalogue))
     yield bench
@@ -322,20 +322,22 @@ async def test_a_cancellation_after_billing_voids_only_a_charge_for_a_month_begu
     assert not await bench.store.find(SubscriptionEvent, event="voided")
 
 
-async def test_a_late_cancellation_leaves_a_disputed_charge_of_a_free_service_as_it_does_a_refunded_one(free_news: ServiceBench) -> None:
-    """A free service's charge (0 fen) disputed has a refund of 0: the dispute, not the amount, is what keeps it
-    from being voided by an unsubscription sent before the 1st and handled after the dispute."""
+async def test_a_free_service_is_neither_charged_nor_reminded(free_news: ServiceBench) -> None:
+    """A fee of 0 (valid config) was charged 0 fen each month and reminded ("信息费0元/月…本月内退订下月不再收费"), and a
+    dispute of such a charge sent "退还0元" and a REFUND of 0 to the SP: there is nothing to bill. A paid service beside
+    it is reminded and charged as ever."""
     bench = free_news
-    await subscribe(bench, A, "TT", at(2026, 11, 5))
+    await subscribe(bench, A, "TT", at(2026, 11, 5))  # free
+    await subscribe(bench, A, "TL", at(2026, 11, 6))  # 10 yuan a month
+    await subscribe(bench, B, "TT", at(2026, 11, 7))  # free, and nothing else
+    reminded = pages_to(await job(bench, billing.run_due_jobs, at(2026, 11, 21)))
+    assert list(reminded) == [A]
+    assert "精品图铃" in "".join(reminded[A]) and "头条新闻" not in "".join(reminded[A])
     await job(bench, billing.run_due_jobs, at(2026, 12, 1, 0, 5))
-    [charge] = await bench.store.find(Charge, msisdn=A)
-    await job(bench, lambda ctx, now: billing.dispute(ctx, charge.id, now), at(2026, 12, 1, 9))
-    bench.clock.set(at(2026, 11, 30, 23, 58))  # sent before December began, handled only now
-    await say(bench, A, "0000")
-    assert "成功退订" in texts(await say(bench, A, "1"), A)[0]
-    kept = [(c.id, c.period, c.amount, c.disputed_at) for c in await bench.store.find(Charge)]
-    assert kept == [(charge.id, "2026-12", 0, at(2026, 12, 1, 9))]
-    assert not await bench.store.find(SubscriptionEvent, event="voided")
+    await job(bench, billing.run_due_jobs, at(2027, 1, 1, 0, 5))
+    charges = [(c.msisdn, c.service_id, c.period, c.amount) for c in await bench.store.find(Charge, order_by="period")]
+    assert charges == [(A, "tencent-ringtones", "2026-12", 1000), (A, "tencent-ringtones", "2027-01", 1000)]
+    assert len(await bench.store.find(SubscriptionEvent, event="charged")) == 2
 
 
 async def test_dispute_refunds_double_without_a_confirmation_record(bench: ServiceBench) -> None:
@@ -374,21 +376,18 @@ async def test_dispute_refunds_double_without_a_confirmation_record(bench: Servi
         await billing.dispute(bench.ctx, "no-such-charge", bench.clock.now())
 
 
-async def test_a_charge_of_a_free_service_is_refunded_once_when_disputed_twice(free_news: ServiceBench) -> None:
-    """A fee of 0 is valid config, and its month is charged 0 fen: disputed again, it was refunded again (a second
-    退还0元 SMS and SP REFUND notice) instead of being refused as already refunded."""
+async def test_a_0_yuan_charge_billed_before_free_services_were_not_is_no_dispute(free_news: ServiceBench) -> None:
+    """A charge of 0 fen (a free service's, billed by an earlier version) disputed sent "经核实已为您退还0元" and a
+    REFUND notice of 0 to the SP: it is refused, nothing sent or changed."""
     bench = free_news
-    await subscribe(bench, A, "TT", at(2026, 10, 5))
-    await job(bench, billing.run_billing, at(2026, 11, 1, 0, 1))
-    [charge] = await bench.store.find(Charge, msisdn=A)
-    assert (charge.period, charge.amount) == ("2026-11", 0)
-    first = await job(bench, lambda ctx, now: billing.dispute(ctx, charge.id, now), at(2026, 11, 9))
-    assert texts_to(first) == {A: "中国移动:您2026年11月新浪的头条新闻业务信息费0元,经核实已为您退还0元。"}
-    assert [parse_sp_notice(r.text)["event"] for r in first.replies if r.to_account] == ["REFUND"]
-    bench.clock.set(at(2026, 11, 10))
-    with pytest.raises(ValueError, match="already refunded"):
+    subscription = await subscribe(bench, A, "TT", at(2026, 10, 5))
+    charge = Charge("charge-free", subscription.id, A, "sina-news", "2026-11", 0, at(2026, 11, 1, 0, 1))
+    await bench.store.apply(Outcome().put(charge).effects)
+    bench.clock.set(at(2026, 11, 9))
+    with pytest.raises(ValueError, match="is of 0 yuan: nothing to refund"):
         await billing.dispute(bench.ctx, charge.id, bench.clock.now())
-    assert len(await bench.store.find(SubscriptionEvent, event="refunded")) == 1
+    assert await bench.store.find(Charge) == [charge]
+    assert await bench.store.find(SubscriptionEvent, event="refunded") == []
 
 
 def fee_changed(bench: ServiceBench, service_id: str, fee: float) -> None:

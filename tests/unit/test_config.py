@@ -366,6 +366,9 @@ REFUSED_IN_A_FILE = [
      "duplicate service id 'sina-news'"),
     ("a service without its fee", ("fee = 30 ", "# fee = 30 "), "catalogue[0].fee", "missing (required)"),
     ("a negative fee", ("fee = 30 ", "fee = -1 "), "catalogue[0].fee", "expected a fee of 0 or more (yuan per month)"),
+    ("a fee below a fen", ("fee = 30 ", "fee = 0.004 "), "catalogue[0].fee",
+     "expected yuan to the fen, at most 2 decimals (as 30 or 0.5); got 0.004"),
+    ("a fee to a tenth of a fen", ("fee = 30 ", "fee = 30.125 "), "catalogue[0].fee", "got 30.125"),
     ("a service of a handset account", ('sp = "sina"', 'sp = "handset"'), "catalogue[0].sp",
      "'handset' is not an sp account in [[accounts]]"),
     ("a service on another SP's code", ('service_code = "1066916"', 'service_code = "1066888"'),
@@ -386,6 +389,13 @@ def test_a_config_file_the_gateway_would_misbehave_with_is_refused_naming_it_and
         load_config(site)
     assert str(raised.value).startswith(f"{site}: {key}: ")
     assert expected.format(directory=tmp_path) in raised.value.problem
+
+
+@pytest.mark.parametrize("fee", [0, 0.29, 0.5, 30, 1234.56])
+def test_a_fee_to_the_fen_is_taken_as_written(fee: float) -> None:
+    """(0.29 is 28.999999999999996 fen as a float: to the fen all the same.)"""
+    config = parse_config(changed(lambda r: r["catalogue"][0].update(fee=fee)), "/etc/smsgw/site.toml")
+    assert config.catalogue[0].fee == fee
 
 
 @pytest.mark.parametrize("password", ["密码密码", "handset22", "hand\0set"])
