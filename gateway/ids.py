@@ -50,7 +50,7 @@ class MessageIds:
 
 class ShortIds:
     """The ids an ESME bound with SMPP 3.3 is given (its submissions' alias, `Message.short_id`): 8 hex digits,
-    counting on from the last the database holds (`continue_after`, at start), so a restart gives none out again;
+    counting on from the last the store gave (`continue_after`, at start), so a restart gives none out again;
     after ffffffff, 00000001. Never as long as a `MessageIds` id (which a message keeps as its key)."""
 
     def __init__(self) -> None:
@@ -72,6 +72,14 @@ def short_ids_after(short_id: str) -> list[tuple[str, str]]:
     if end > last:
         return [(short_id, f"{end:08x}")]
     return [("00000000", f"{end:08x}"), (short_id, f"{_LAST_SHORT_ID:08x}")]
+
+
+def later_short_id(one: str | None, other: str | None) -> str | None:
+    """Of two aliases `ShortIds` gave (None: none), the one given later: the other if it is in the half of their
+    round after the one (`short_ids_after`), else the one."""
+    if one is None or other is None:
+        return other if one is None else one
+    return other if any(above < other <= up_to for above, up_to in short_ids_after(one)) else one
 
 
 _MADE_HERE = re.compile(f"[0-9a-f]{{{ID_DIGITS}}}").fullmatch

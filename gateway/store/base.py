@@ -184,7 +184,8 @@ class Store(Protocol):
 
     def prune(self, seqs: Sequence[int], ended_by: float) -> Awaitable[None]:
         """Delete these messages (seqs from `prunable`) in one transaction: each only if it is still final, ended by
-        `ended_by`, and holds no dedup key inside the dedup window. Gone for good: `get` finds none of them."""
+        `ended_by`, and holds no dedup key inside the dedup window. Gone for good: `get` finds none of them, and
+        `last_short_id` stays as it was."""
 
     # --- reads -----------------------------------------------------------
     async def get(self, message_id: str) -> Message | None:
@@ -203,7 +204,8 @@ class Store(Protocol):
         ever, while retention deletes messages). Read at start: MessageIds starts its ids after it."""
 
     async def last_short_id(self) -> str | None:
-        """The SMPP 3.3 alias given last of those the store holds (read at start: `ids.ShortIds` goes on from it)."""
+        """The SMPP 3.3 alias given last of those the store holds or held: `prune` deleting the messages holding it
+        does not set it back (read at start: `ids.ShortIds` goes on from it, and gives none out again)."""
 
     def short_id_of(self, message_id: str) -> str | None:
         """The SMPP 3.3 alias of a stored message (None: it has none): what a copy of it is answered on a 3.3 bind."""

@@ -202,6 +202,13 @@ MIGRATIONS: list[Migration] = [
     # more than it (handlers/billing.monthly_fee), and a dispute of a charge above it is refunded double. NULL in the
     # subscriptions made before: their fee is unknown, taken as the catalogue's of the day.
     ("ALTER TABLE subscriptions ADD COLUMN fee INTEGER",),
+    # 15: the SMPP 3.3 alias given last (step 13) as it stood when retention last deleted messages, written in the
+    # deletes' transaction (SqliteStore.prune): a start goes on from it when the rows holding it and those before it
+    # are gone (SqliteStore.last_short_id), instead of giving those aliases out again. One row; NULL until then.
+    (
+        "CREATE TABLE short_id_kept (id INTEGER PRIMARY KEY CHECK (id = 0), short_id TEXT)",
+        "INSERT INTO short_id_kept (id, short_id) VALUES (0, NULL)",
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar, Union
 
-from ..ids import ID_DIGITS, is_short_id, short_ids_after
+from ..ids import ID_DIGITS, is_short_id, later_short_id, short_ids_after
 from ..logs import get_logger
 from ..smpp.constants import EsmClass
 from .base import StoreOpenError, WriteSkipped
@@ -337,6 +337,9 @@ _LAST_ID_MADE = "SELECT max(last) FROM (" + " UNION ALL ".join(
 
 # The furthest on of the SMPP 3.3 aliases held in a range of them (last_short_id).
 _LAST_SHORT_ID_BETWEEN = "SELECT max(short_id) FROM messages INDEXED BY messages_short_id WHERE short_id > ? AND short_id <= ?"
+# The alias given last as it stood when retention last deleted messages (migration 15; last_short_id).
+_SHORT_ID_KEPT = "SELECT short_id FROM short_id_kept WHERE id = 0"
+_KEEP_SHORT_ID = "UPDATE short_id_kept SET short_id = ? WHERE id = 0"
 # A submission (its destinations `<id>/<n>` too, as `submitted_as` reads them) given an SMPP 3.3 alias after it was
 # stored: not over one a copy gave it meanwhile.
 _GIVE_SHORT_ID = "UPDATE messages SET short_id = ? WHERE (id = ? OR (id > ? AND id < ?)) AND short_id IS NULL"
@@ -797,6 +800,11 @@ class SqliteStore:
         dedup key, if any, is out of the window."""
         now = self._begin_write()
         op = self._new_op()
+        # In their transaction, the alias given last: they may delete the rows holding it (and every one before it), and
+        # a start goes on from it (last_short_id) instead of giving those aliases out again.
+        kept = self._last_short_id()
+        if kept is not None:
+            op.steps.append((_KEEP_SHORT_ID, (kept,), ()))
         # No tokens: an ended message is never written again, so nothing else in the batch needs ordering against it.
         op.steps.extend((_PRUNE, (seq, ended_by, now - self._dedup_window), ()) for seq in seqs)
         return self._enqueue(op)
@@ -1122,16 +1130,25 @@ class SqliteStore:
         return last
 
     async def last_short_id(self) -> str | None:
-        # Once, at start; every alias in the index is read (by seq, not by value: after a wrap the largest is not the last).
-        rows = await self._read("SELECT short_id FROM messages INDEXED BY messages_short_id WHERE short_id IS NOT NULL"
-                                " ORDER BY seq DESC LIMIT 1", ())  # fmt: skip
+        return self._last_short_id()
+
+    def _last_short_id(self) -> str | None:
+        """At start, and before each batch retention deletes (`prune`): of the alias given last that the messages hold
+        and the one kept when retention last deleted some, the later."""
+        [(kept,)] = self._read_now(_SHORT_ID_KEPT, ())
+        return later_short_id(kept, self._last_short_id_held())
+
+    def _last_short_id_held(self) -> str | None:
+        # Every alias in the index is read (by seq, not by value: after a wrap the largest is not the last).
+        rows = self._read_now("SELECT short_id FROM messages INDEXED BY messages_short_id WHERE short_id IS NOT NULL"
+                              " ORDER BY seq DESC LIMIT 1", ())  # fmt: skip
         if not rows:
             return None
         # An alias given after it to an older row (a copy on a bind of SMPP 3.3 of a submission first sent on 3.4,
         # give_short_id) is not on the newest row, and aliases taken but never held (a copy's, a failed commit's)
         # leave gaps: the last one given is the one held furthest on in the half of their round after it.
         for above, up_to in short_ids_after(rows[0][0]):
-            [(furthest,)] = await self._read(_LAST_SHORT_ID_BETWEEN, (above, up_to))
+            [(furthest,)] = self._read_now(_LAST_SHORT_ID_BETWEEN, (above, up_to))
             if furthest is not None:
                 return furthest
         return rows[0][0]
@@ -1267,6 +1284,10 @@ class SqliteStore:
         return {row[0] for row in await self._read(sql, tuple(params))}
 
     async def _read(self, sql: str, params: tuple) -> list[Any]:
+        return self._read_now(sql, params)
+
+    def _read_now(self, sql: str, params: tuple) -> list[Any]:
+        """A read on the event loop, not awaited (an SQLite read is ~16 us)."""
         if self._reader is None:
             raise RuntimeError("store is not open")
         return self._reader.execute(sql, params).fetchall()

@@ -25,12 +25,16 @@ from smpplib.client import SimpleSequenceGenerator
 
 from gateway.smpp.constants import MessageState
 from tests.e2e.test_amend import multi_resp, submit_multi
+from tests.gateway_process import config_file
+from tests.polling import eventually
 from tests.smpp_handset import (
     ESM_RECEIPT,
     ESM_UDHI,
+    ESME_RCANCELFAIL,
     ESME_ROK,
     ESME_RQUERYFAIL,
     ESME_RSYSERR,
+    Handset,
     RawLink,
     answer,
     cancel_sm,
@@ -324,6 +328,41 @@ def test_an_alias_given_to_an_older_submission_is_not_given_again_after_a_restar
         assert a33.request("query_sm", message_id=older, source_addr=A).message_state == MessageState.ENROUTE
     finally:
         a33.close()
+
+
+def test_the_short_ids_go_on_after_retention_deleted_every_message_holding_one_and_a_kill(tmp_path, start_gateway):
+    """The aliases went on from the last one the messages held: once retention had deleted the rows holding them, a
+    restart gave 00000001 again, and a query_sm of the first run's 00000001 was answered about the new message (a
+    cancel_sm or replace_sm of it reached that one), where README promises ESME_RQUERYFAIL. kill -9, not a stop:
+    the alias given last is kept in the deletes' own transaction."""
+    db = tmp_path / "short.db"
+    config = config_file(tmp_path, message_retention=1, dedup_window=1, job_check_interval=1)
+    gw = start_gateway(db, config)
+    with Handset(gw.smpp_port, B) as b:
+        b.bind("rx", "handset2")
+        a = Smpp33Link(gw.smpp_port, "handset")
+        given = [short_id(a.submit(B, f"first run {n}".encode()).message_id) for n in range(2)]
+        assert [text(pdu) for pdu in b.expect_many(2)] == ["first run 0", "first run 1"]
+        assert eventually(lambda: aliases_held(db) == [], timeout=15)  # delivered, then deleted past retention
+        a.close()
+    gw.kill()
+    gw = start_gateway(db, config)
+    a = Smpp33Link(gw.smpp_port, "handset")
+    try:
+        after = short_id(a.submit(B, b"after the restart").message_id)  # B is not bound now: it waits
+        assert int(after, 16) == int(given[-1], 16) + 1  # none given again
+        assert a.request("query_sm", message_id=given[0], source_addr=A).status == ESME_RQUERYFAIL
+        a.link.send(cancel_sm(9, A, given[0]))
+        assert answer(a.link, 9)[0] == ESME_RCANCELFAIL
+        assert a.request("query_sm", message_id=after, source_addr=A).message_state == MessageState.ENROUTE
+    finally:
+        a.close()
+
+
+def aliases_held(db: Path) -> list[str]:
+    """The SMPP 3.3 aliases the messages in the database hold (read-only, beside the gateway)."""
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        return [alias for (alias,) in conn.execute("SELECT short_id FROM messages WHERE short_id IS NOT NULL")]
 
 
 def test_parts_sent_with_sar_and_port_tlvs_reach_an_smpp_3_3_receiver_with_a_udh(handset, link33):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.ids import MessageIds
+from gateway.ids import MessageIds, later_short_id
 
 
 def test_a_start_after_the_clock_was_stepped_back_begins_after_the_largest_id_held() -> None:
@@ -40,3 +40,16 @@ def test_a_start_in_the_same_millisecond_as_the_last_run_moves_on_past_it() -> N
     ids.continue_after(last_run)
     following = ids.next()
     assert following > last_run and following[:11] != last_run[:11]
+
+
+@pytest.mark.parametrize(
+    ("one", "other", "later"),
+    [("00000001", "00000002", "00000002"), ("00000002", "00000001", "00000002"), ("fffffffe", "00000001", "00000001"),
+     ("00000001", "fffffffe", "00000001"), (None, "00000003", "00000003"), ("00000003", None, "00000003"),
+     (None, None, None)],
+)  # fmt: skip
+def test_of_two_short_ids_the_later_is_the_one_given_after_the_other_across_the_wrap(
+    one: str | None, other: str | None, later: str | None
+) -> None:
+    """As SqliteStore.last_short_id chooses between the alias the messages hold last and the one retention kept."""
+    assert later_short_id(one, other) == later

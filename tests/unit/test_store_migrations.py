@@ -10,6 +10,7 @@ queries name with INDEXED BY exist (a query naming a missing index fails to prep
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import re
@@ -283,6 +284,29 @@ async def test_an_upgraded_database_opens_again_unchanged(old_db: tuple[Path, in
         try:
             assert schema_of(path)[0] == SCHEMA_VERSION
             assert [await store.get(m.id) for m in old_messages()] == old_messages()
+        finally:
+            await store.close()
+
+
+async def test_a_database_upgraded_from_schema_14_goes_on_from_its_last_short_id_once_retention_deleted_it(
+    tmp_path: Path,
+) -> None:
+    """Schema 15 keeps the SMPP 3.3 alias given last (short_id_kept) when retention deletes the rows holding it; a
+    file of schema 14 has none kept, and the aliases its messages hold count as before."""
+    path = tmp_path / "v14.db"
+    build_old_database(path, 14)
+    delivered = [mt(f"alias-{n}", SUBSCRIBER, MessageStatus.DELIVERED, done_at=NOW - 200) for n in (7, 8)]
+    write_messages(path, delivered, accepted_at=NOW - 1000)
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("UPDATE messages SET short_id = '0000000' || substr(id, 7)")  # alias-7: 00000007
+    for _ in range(2):  # the upgrade, then a start after retention deleted them
+        store = SqliteStore(str(path), dedup_window=WINDOW, clock=FixedClock())
+        await store.open()
+        try:
+            assert await store.last_short_id() == "00000008"
+            ended = await store.prunable(NOW, (float("-inf"), 0), 10)
+            await store.prune([seq for _done_at, seq in ended], NOW)
+            assert await store.get("alias-8") is None
         finally:
             await store.close()
 
