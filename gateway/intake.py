@@ -4,7 +4,8 @@ From a handset or smsc account: MO from the subscriber in source_addr. To
 a short code it goes to that code's handler; to another subscriber it is
 delivered like any MT (the gateway is a small SMSC). An SME acknowledgement
 (esm_class 0x08, 0x10) to an SP's service code answers the SP's content: it
-is an MT to the SP account's binds, as the SP's notices are; to any other
+is an MT to the SP account's binds, as the SP's notices are (refused if it
+answers no content of the SP asking for it: acknowledgements.py); to any other
 code it is an MO its handler never sees (mo.py `_serving`). From an SP account: MT
 from one of its service codes to a subscriber. Nothing is acknowledged
 before it is committed.
@@ -32,6 +33,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .accounts import Account
+from .acknowledgements import Acknowledgements
 from .amend import Amendments, multi_part_id, submission_id
 from .clock import Clock
 from .config import GatewaySettings
@@ -135,6 +137,7 @@ class Intake:
         self.amendments = amendments
         self.spawn = spawn
         self.catalogue = catalogue
+        self.acknowledgements = Acknowledgements(store, clock)
 
     # ------------------------------------------------------------ submit
     def submit(self, conn: SmppConnection, pdu: SubmitSm | DataSm) -> None:
@@ -158,6 +161,8 @@ class Intake:
             self.mo.submit(message, partial(self._answer, conn, pdu.sequence_number, resp_id, message), stored_before)
             return
         committed = partial(self._committed, conn, pdu.sequence_number, resp_id, message)
+        if message.origin_id is not None:  # an acknowledgement to an SP: it answers the content it claimed
+            committed = partial(self._acknowledgement_settled, committed, message)
         if resp_id == _SUBMIT_SM_RESP and pdu.replace_if_present_flag == 1:  # (a data_sm has no such flag)
             committed = partial(self._replacing, committed, message)
         self.delivery.count(message)  # now: a pipelining client's next PDU is read before the commit settles
@@ -208,6 +213,7 @@ class Intake:
         if not to_short_code and not plan.is_msisdn(dest):
             raise Rejection(S.ESME_RINVDSTADR, self._no_recipient(account, dest))
         copy = copies is not None and self._is_copy(account, session, pdu, source, dest)
+        answered = None  # the SP's content an acknowledgement to it answers
         if not copy:
             # Before the queue's room: a blocked sender told ESME_RMSGQFUL would only try again later.
             refusal = self.guards.check(account, source, dest)
@@ -216,7 +222,7 @@ class Intake:
                 if queued >= self.settings.max_queued_per_subscriber:
                     refusal = S.ESME_RMSGQFUL, f"{queued} messages already wait for {dest}"
             elif refusal is None and to_sp is not None:
-                refusal = self._acknowledgements_full(source)
+                answered, refusal = self._answered_content(to_sp, source, dest, pdu.esm_class)
             if refusal is None and not account.bucket.take(segments_of(pdu)):
                 refusal = S.ESME_RTHROTTLED, f"account throughput {account.config.throughput:g} segments/s exceeded"
             # A submit_sm that may repeat one (`may_be_copy`) is looked up only now: most of an SP's carry a
@@ -245,13 +251,31 @@ class Intake:
             schedule(message, scheduled_at, now)
         if copies is not None:
             copies.append(copy)
+        if answered is not None:
+            message.origin_id = answered
+            self.acknowledgements.claim(message)
         return message
 
     def _acknowledged_sp(self, esm_class: int, dest: str) -> str | None:
         """The SP account an MO to short code `dest` goes to: an SME acknowledgement to an SP's service code, which
-        acknowledges the SP's content (that asked for it: registered_delivery bits 3-2, SMPP 3.4 5.2.17). None for
-        any other: its handler's (an acknowledgement to any other code is handled by none: mo.py `_serving`)."""
+        acknowledges the SP's content (that asked for it: registered_delivery bits 3-2, SMPP 3.4 5.2.17; checked by
+        `_answered_content`). None for any other: its handler's (an acknowledgement to any other code is handled by none: mo.py `_serving`)."""
         return self.catalogue.sp_of(dest) if is_acknowledgement(esm_class) else None
+
+    def _answered_content(
+        self, sp: str, subscriber: str, code: str, esm_class: int
+    ) -> tuple[str | None, tuple[int, str] | None]:  # fmt: skip
+        """(the id of the SP's content an acknowledgement answers, None), or (None, why it is refused): the subscriber
+        has too many waiting for SPs, or it answers no content of the SP (acknowledgements.py). ESME_RINVESMCLASS: an
+        acknowledgement is no message type to send there now; taken for the subscriber's text, the code's handler
+        would act on what the handset's software marked a report (one reading `TT` would order)."""
+        refusal = self._acknowledgements_full(subscriber)
+        if refusal is not None:
+            return None, refusal
+        answered = self.acknowledgements.answered(sp, code, subscriber, esm_class)
+        if answered is None:
+            return None, (S.ESME_RINVESMCLASS, self.acknowledgements.unanswered(sp, code, subscriber, esm_class))
+        return answered, None
 
     def _acknowledgements_full(self, subscriber: str) -> tuple[int, str] | None:
         """ESME_RMSGQFUL for one more SME acknowledgement to an SP from `subscriber`, who has max_queued_per_subscriber
@@ -341,6 +365,14 @@ class Intake:
 
         self.store.give_short_id(submission_id(stored_id), short_id or self.short_ids.next(), given)
 
+    def _acknowledgement_settled(
+        self, committed: Callable[[tuple[str, bool] | None, BaseException | None], None], message: Message,
+        result: tuple[str, bool] | None, error: BaseException | None,
+    ) -> None:  # fmt: skip
+        """An acknowledgement to an SP is committed (the store tells the content it answers acknowledged), or not."""
+        self.acknowledgements.settled(message)
+        committed(result, error)
+
     def _replacing(
         self, committed: Callable[[tuple[str, bool] | None, BaseException | None], None], message: Message,
         result: tuple[str, bool] | None, error: BaseException | None,
@@ -410,6 +442,9 @@ class Intake:
         """Answer once the destinations admitted are committed; the lines about those refused name the message_id
         answered (none if every destination was refused)."""
         outcomes = await asyncio.gather(*accepts, return_exceptions=True)
+        for message in admitted:
+            if message.origin_id is not None:  # an acknowledgement to an SP (as `submit`'s: _acknowledgement_settled)
+                self.acknowledgements.settled(message)
         committed: list[tuple[Message, str, bool]] = []
         for message, dest, outcome in zip(admitted, named, outcomes):
             if isinstance(outcome, BaseException):

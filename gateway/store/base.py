@@ -46,7 +46,7 @@ second implementation must do the same, or the caller named must change):
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Container, Sequence
 from typing import Any, Protocol, TypeVar
 
 from .effects import Effect
@@ -206,6 +206,14 @@ class Store(Protocol):
     async def last_short_id(self) -> str | None:
         """The SMPP 3.3 alias given last of those the store holds or held: `prune` deleting the messages holding it
         does not set it back (read at start: `ids.ShortIds` goes on from it, and gives none out again)."""
+
+    def unacknowledged_content(
+        self, account: str, code: str, subscriber: str, kind: int, delivered_since: float, claimed: Container[str]
+    ) -> str | None:  # fmt: skip
+        """The id of the oldest MT `account` sent from `code` to `subscriber` asking for an SME acknowledgement of
+        `kind` (esm_class message type 0x08 or 0x10: registered_delivery 0x04 or 0x08 asked for it), still waiting or
+        delivered since `delivered_since`, that no stored acknowledgement of that kind answers (an MT whose origin_id
+        is its id) and that is not in `claimed` (answered by one on its way to the store). None: no such content."""
 
     def short_id_of(self, message_id: str) -> str | None:
         """The SMPP 3.3 alias of a stored message (None: it has none): what a copy of it is answered on a 3.3 bind."""

@@ -209,6 +209,17 @@ MIGRATIONS: list[Migration] = [
         "CREATE TABLE short_id_kept (id INTEGER PRIMARY KEY CHECK (id = 0), short_id TEXT)",
         "INSERT INTO short_id_kept (id, short_id) VALUES (0, NULL)",
     ),
+    # 16: a subscriber's SME acknowledgement to an SP's service code is accepted only in answer to the SP's content
+    # asking for one (registered_delivery bits 3-2) and not acknowledged yet (SqliteStore.unacknowledged_content): that
+    # content is read by subscriber and code, and the acknowledgements answering it by origin_id (the content's id).
+    # Partial: as small as the messages asking for an acknowledgement, and those that are one (esm_class 0x08, 0x10).
+    (
+        (
+            "CREATE INDEX messages_asking_acknowledgement ON messages (dest_addr, source_addr)"
+            " WHERE direction = 'mt' AND (registered_delivery & 12) != 0"
+        ),
+        "CREATE INDEX messages_acknowledging ON messages (origin_id) WHERE (esm_class & 24) != 0",
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

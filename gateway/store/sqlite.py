@@ -46,7 +46,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar, Union
@@ -121,6 +121,17 @@ _UNDELIVERED_FROM = (  # cancel_sm by addresses: a subscriber's MTs (not the acc
     " AND json_extract(extra, '$.to_account') IS NULL AND dest_addr = ?1 AND account = ?2 AND source_addr = ?3"
     f" UNION ALL SELECT seq, {', '.join(_FIELDS)} FROM messages INDEXED BY messages_scheduled_to WHERE {_SCHEDULED}"
     " AND dest_addr = ?1 AND account = ?2 AND source_addr = ?3 ORDER BY seq"
+)
+# An SP's content to a subscriber from one of its codes asking for an acknowledgement of one kind (registered_delivery
+# bit ?4: 0x04 SME delivery, 0x08 manual/user), waiting or delivered since ?5, that no acknowledgement of that kind
+# (esm_class bit ?6: 0x08, 0x10) answers yet, oldest first (the partial indexes of migration 16).
+_UNACKNOWLEDGED = (
+    "SELECT id FROM messages AS content INDEXED BY messages_asking_acknowledgement WHERE dest_addr = ?1"
+    " AND source_addr = ?2 AND direction = 'mt' AND (registered_delivery & 12) != 0 AND account = ?3"
+    " AND registered_delivery & ?4"
+    f" AND (status = '{MessageStatus.ENROUTE.value}' OR (status = '{MessageStatus.DELIVERED.value}' AND done_at >= ?5))"
+    " AND NOT EXISTS (SELECT 1 FROM messages AS ack INDEXED BY messages_acknowledging WHERE ack.origin_id = content.id"
+    " AND (ack.esm_class & 24) != 0 AND ack.esm_class & ?6) ORDER BY seq"
 )
 # What a block or an unsubscription stops: to one subscriber, a few rows of the waiting index, sorted; to anyone (a
 # network-wide block: rare), every enroute MT, through the partial index.
@@ -1152,6 +1163,13 @@ class SqliteStore:
             if furthest is not None:
                 return furthest
         return rows[0][0]
+
+    def unacknowledged_content(
+        self, account: str, code: str, subscriber: str, kind: int, delivered_since: float, claimed: Container[str]
+    ) -> str | None:  # fmt: skip
+        cursor = self._reader.execute(  # type: ignore[union-attr]
+            _UNACKNOWLEDGED, (subscriber, code, account, kind >> 1, delivered_since, kind))
+        return next((content for (content,) in cursor if content not in claimed), None)
 
     def short_id_of(self, message_id: str) -> str | None:
         row = self._reader.execute("SELECT short_id FROM messages WHERE id = ?", (message_id,)).fetchone()  # type: ignore[union-attr]

@@ -4,6 +4,8 @@ acknowledgement, and 0x10, a manual/user acknowledgement): a report on a message
 An SP may ask for one (registered_delivery bits 3-2, passed on to the handset: 5.2.17); the handset sends it to the
 SP's service code. The code's handler took it for the subscriber's text: the SP code answered the "instruction not
 recognised" reply (2 SMS), 10086 its help text, and an acknowledgement reading `TT` would have started an order.
+To an SP's code, one answering no content of the SP that asked for it is refused: any handset pushed any text into
+any SP's application by marking it an acknowledgement.
 A delivery receipt (0x04) or an intermediate notification (0x20) is the SMSC's to send: refused, to a code too.
 """
 
@@ -11,12 +13,17 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.acknowledgements import ANSWERED_WITHIN
 from gateway.clock import SimulatedClock
-from gateway.store.records import SpamReport
+from gateway.store.records import MessageStatus, SpamReport
+from tests.e2e.test_amend import multi_resp, submit_multi
+from tests.polling import eventually
 from tests.services_support import at
 from tests.smpp_handset import (
     ESME_RMSGQFUL,
     ESME_ROK,
+    RawLink,
+    answer,
     is_receipt,
     receipt_fields,
     text,
@@ -28,6 +35,7 @@ ESME_RINVESMCLASS = 0x43
 OPERATOR, SPAM_CODE, ECHO, SINA = "10086", "10086999", "10086000", "1066916"
 RECEIPT, SME_DELIVERY_ACK, MANUAL_USER_ACK, INTERMEDIATE_NOTIFICATION = 0x04, 0x08, 0x10, 0x20  # esm_class message types
 ACKNOWLEDGEMENTS = pytest.mark.parametrize("esm_class", [SME_DELIVERY_ACK, MANUAL_USER_ACK], ids=["sme_ack", "user_ack"])
+BOTH_ASKED = 0x0C  # registered_delivery bits 3-2: an SME delivery (0x04) and a manual/user (0x08) acknowledgement asked
 
 
 @pytest.fixture
@@ -56,10 +64,40 @@ def ask(phone, to: str, words: str, source: str | None = None) -> str:
     return texts_from(phone, source or to)[0]
 
 
-def subscribe(phone) -> None:
-    """To the SP's news, as a subscriber does: TT to its code, then Y to 10086."""
-    assert "头条新闻" in ask(phone, SINA, "TT", source=OPERATOR)
+def subscribe(phone, keyword: str = "TT", service: str = "头条新闻") -> None:
+    """To one of the SP's services (default its news), as a subscriber does: its keyword to its code, then Y to 10086."""
+    assert service in ask(phone, SINA, keyword, source=OPERATOR)
     assert ask(phone, OPERATOR, "Y").startswith("您已定制")
+
+
+def content(sp, phone, count: int = 1, asked: int = BOTH_ASKED) -> list[bytes]:
+    """The ids of `count` texts of the SP to the subscriber (who must subscribe first) asking for acknowledgements
+    (`asked`: registered_delivery), each received by the handset."""
+    ids = []
+    for n in range(count):
+        words = f"今日头条 {n}"
+        resp = sp.submit(phone.number, words, source_addr=SINA, registered_delivery=asked)
+        assert resp.status == ESME_ROK
+        got = phone.expect(predicate=lambda p, words=words: p.source_addr == SINA.encode() and text(p) == words)
+        assert got.registered_delivery & 0x0C == asked & 0x0C  # the request passed on
+        ids.append(resp.message_id)
+    return ids
+
+
+def from_a(pdu) -> bool:
+    """What the SP's bind gets from subscriber A (notices, acknowledgements), not a receipt of its own content."""
+    return pdu.source_addr == A.encode() and not is_receipt(pdu)
+
+
+def asking_acknowledgements(gw, handset, phone, count: int, bind: str = "trx"):
+    """The SP's bind (`bind`), once the subscriber subscribed and got `count` of its texts asking for both
+    acknowledgements. On a bind that takes the SP's notices, the subscriber's ORDER is taken."""
+    sina = handset(SINA, system_id="sina", bind=bind, gw=gw)
+    subscribe(phone)
+    if bind != "tx":
+        assert text(sina.expect(predicate=lambda p: p.source_addr == phone.number.encode())).startswith("event=ORDER ")
+    content(sina, phone, count)
+    return sina
 
 
 def nothing_else_from(phone, code: str) -> None:
@@ -95,11 +133,14 @@ def test_an_acknowledgement_to_a_handler_is_not_echoed(phone, esm_class):
 @ACKNOWLEDGEMENTS
 def test_an_acknowledgement_to_an_sp_service_code_orders_nothing_and_is_not_answered(gw, handset, phone, esm_class):
     """Empty, as handsets send them: it got the "instruction not recognised" reply; reading `TT` it would have been
-    an order of the SP's news (10086 asking to confirm it)."""
-    sina_rx = handset(SINA, system_id="sina", bind="rx", gw=gw)
-    assert text(acknowledge(phone, SINA, "", esm_class, sp=sina_rx)) == ""
-    assert text(acknowledge(phone, SINA, "TT", esm_class, sp=sina_rx)) == "TT"  # the SP's to read, no order
-    assert "天气预报" in ask(phone, SINA, "TQ", source=OPERATOR)  # the first confirmation asked for: the weather's
+    an order of the SP's news (10086 asking to confirm it). (Subscribed to its weather: the SP's content asks.)"""
+    sina = handset(SINA, system_id="sina", gw=gw)
+    subscribe(phone, "TQ", "天气预报")
+    assert text(sina.expect(predicate=lambda p: p.source_addr == A.encode())).startswith("event=ORDER ")
+    content(sina, phone, 2)
+    assert text(acknowledge(phone, SINA, "", esm_class, sp=sina)) == ""
+    assert text(acknowledge(phone, SINA, "TT", esm_class, sp=sina)) == "TT"  # the SP's to read, no order
+    assert "头条新闻" in ask(phone, SINA, "TT", source=OPERATOR)  # the first confirmation asked for since: the news's
     assert ask(phone, SINA, "hello").startswith(f"您发送到{SINA}的指令无法识别")
     nothing_else_from(phone, OPERATOR)
     nothing_else_from(phone, SINA)
@@ -109,26 +150,104 @@ def test_an_acknowledgement_to_an_sp_service_code_orders_nothing_and_is_not_answ
 def test_a_handsets_acknowledgement_of_an_sps_content_reaches_the_sp_as_one(gw, handset, phone, esm_class):
     """The SP asks for it (registered_delivery bits 3-2, passed on to the handset); the handset sends it back to the
     service code. It reached the code's handler, never the SP, and earned the subscriber 2 SMS of junk."""
-    sina = handset(SINA, system_id="sina", gw=gw)
-    subscribe(phone)
-    assert text(sina.expect(predicate=lambda p: p.source_addr == A.encode())).startswith("event=ORDER ")  # its notice
-    assert sina.submit(A, "今日头条：…", source_addr=SINA, registered_delivery=0x0C).status == ESME_ROK
-    content = phone.expect(predicate=lambda p: p.source_addr == SINA.encode())
-    assert content.registered_delivery & 0x0C == 0x0C  # both acknowledgements asked for
+    sina = asking_acknowledgements(gw, handset, phone, 1)
     ack = acknowledge(phone, SINA, "已阅", esm_class, sp=sina)  # its receipt: DELIVRD once the SP took it
     assert (ack.destination_addr.decode(), ack.esm_class, text(ack)) == (SINA, esm_class, "已阅")
     assert ask(phone, SINA, "hello").startswith(f"您发送到{SINA}的指令无法识别")  # the next text to the code: answered
     nothing_else_from(phone, SINA)
 
 
+@ACKNOWLEDGEMENTS
+def test_an_acknowledgement_answering_no_content_of_the_sp_asking_for_one_is_refused(gw, handset, phone, esm_class):
+    """From a handset the SP never sent anything, any text marked an acknowledgement reached the SP as the subscriber's,
+    queued ahead of its later notices. Refused, as after the SP's content that asked for none (its receipt only): the
+    SP gets nothing of them, and the code's handler does not take them for the subscriber's text."""
+    sina = handset(SINA, system_id="sina", gw=gw)
+    assert phone.submit(SINA, "BUY CHEAP WATCHES www.x.cn", esm_class=esm_class).status == ESME_RINVESMCLASS
+    subscribe(phone)
+    content(sina, phone, asked=0x01)
+    assert phone.submit(SINA, "TD", esm_class=esm_class).status == ESME_RINVESMCLASS
+    assert ask(phone, SINA, "hello").startswith(f"您发送到{SINA}的指令无法识别")  # the first answer from the code since
+    nothing_else_from(phone, SINA)
+    content(sina, phone)  # one asking: its acknowledgement is the next the SP gets from the subscriber after the ORDER
+    assert phone.submit(SINA, "已阅", esm_class=esm_class).status == ESME_ROK
+    assert [text(p) for p in sina.expect_many(2, predicate=from_a)][1] == "已阅"
+
+
+@ACKNOWLEDGEMENTS
+def test_one_acknowledgement_of_each_kind_asked_answers_a_content(gw, handset, phone, esm_class):
+    """SMPP's acknowledgements answer one message each: a second of one kind for it is refused, even sent in one write
+    with the first (not stored yet then); the other kind, asked for too, is taken once."""
+    sina = asking_acknowledgements(gw, handset, phone, 1)
+    other_kind = SME_DELIVERY_ACK + MANUAL_USER_ACK - esm_class
+    acks = [phone.make("submit_sm", SINA, f"ack {n}", esm_class=esm_class) for n in range(2)]
+    assert [phone.response(sequence).status for sequence in phone.send_together(*acks)] == [ESME_ROK, ESME_RINVESMCLASS]
+    assert phone.submit(SINA, "other", esm_class=other_kind).status == ESME_ROK
+    assert phone.submit(SINA, "again", esm_class=other_kind).status == ESME_RINVESMCLASS
+    got = sina.expect_many(2, predicate=from_a)
+    assert [(p.esm_class, text(p)) for p in got] == [(esm_class, "ack 0"), (other_kind, "other")]
+
+
+def test_an_acknowledgement_in_a_submit_multi_or_a_data_sm_answers_content_as_a_submit_sms_does(gw, handset, phone):
+    sina = asking_acknowledgements(gw, handset, phone, 1)
+    assert phone.data_sm(SINA, "", esm_class=MANUAL_USER_ACK).status == ESME_ROK
+    assert phone.data_sm(SINA, "", esm_class=MANUAL_USER_ACK).status == ESME_RINVESMCLASS
+    with RawLink(gw.smpp_port) as esme:
+        esme.bind("handset", command="bind_transmitter")
+        esme.send(submit_multi(2, A, [SINA], b"ack", esm_class=SME_DELIVERY_ACK))
+        assert answer(esme, 2)[0] == ESME_ROK
+        esme.send(submit_multi(3, A, [SINA], b"ack again", esm_class=SME_DELIVERY_ACK))
+        status, body = answer(esme, 3)
+        assert (status, multi_resp(body)[1]) == (ESME_RINVESMCLASS, [(SINA, ESME_RINVESMCLASS)])
+    assert [(p.esm_class, text(p)) for p in sina.expect_many(2, predicate=from_a)] == [(MANUAL_USER_ACK, ""), (SME_DELIVERY_ACK, "ack")]
+
+
+def test_an_acknowledgement_of_a_kind_not_asked_for_is_refused(gw, handset, phone):
+    sina = handset(SINA, system_id="sina", gw=gw)
+    subscribe(phone)
+    content(sina, phone, asked=0x04)  # an SME delivery acknowledgement only
+    assert phone.submit(SINA, "read", esm_class=MANUAL_USER_ACK).status == ESME_RINVESMCLASS
+    assert phone.submit(SINA, "got", esm_class=SME_DELIVERY_ACK).status == ESME_ROK
+
+
+def test_content_and_its_acknowledgements_are_known_after_a_restart(make_gateway, handset, tmp_path):
+    """Read from the store: content delivered before a restart is acknowledged after it, once per kind."""
+    db = tmp_path / "gw.db"
+    first = make_gateway(db_path=db, clock=SimulatedClock(at(2026, 11, 10)))
+    phone = handset(A, gw=first, address_range=A)
+    asking_acknowledgements(first, handset, phone, 1, bind="tx")
+    assert phone.submit(SINA, "got", esm_class=SME_DELIVERY_ACK).status == ESME_ROK
+    first.stop()
+    second = make_gateway(db_path=db, clock=SimulatedClock(at(2026, 11, 10, 11)))
+    phone = handset(A, gw=second, address_range=A)
+    assert phone.submit(SINA, "got again", esm_class=SME_DELIVERY_ACK).status == ESME_RINVESMCLASS
+    assert phone.submit(SINA, "read", esm_class=MANUAL_USER_ACK).status == ESME_ROK
+    sina = handset(SINA, system_id="sina", bind="rx", gw=second)
+    assert [text(p) for p in sina.expect_many(3, predicate=from_a)][1:] == ["got", "read"]  # after the ORDER
+
+
+def test_content_delivered_over_a_day_before_is_acknowledged_no_more(make_gateway, handset):
+    clock = SimulatedClock(at(2026, 11, 10))
+    gw = make_gateway(clock=clock)
+    phone = handset(A, gw=gw, address_range=A)
+    (sent,) = content(asking_acknowledgements(gw, handset, phone, 0), phone)
+    assert eventually(lambda: gw.call(gw.gateway.store.get(sent.decode())).status is MessageStatus.DELIVERED)
+    clock.advance(ANSWERED_WITHIN - 60)
+    assert phone.submit(SINA, "got", esm_class=SME_DELIVERY_ACK).status == ESME_ROK  # nearly a day after: still
+    clock.advance(120)
+    assert phone.submit(SINA, "read", esm_class=MANUAL_USER_ACK).status == ESME_RINVESMCLASS
+
+
 def test_an_acknowledgement_waits_for_the_sp_to_bind(gw, handset, phone):
     """As the SP's notices do: stored, and delivered to its bind once there is one (its receipt then)."""
+    asking_acknowledgements(gw, handset, phone, 1, bind="tx").close()  # (a transmitter takes no notice)
     assert phone.submit(SINA, "", esm_class=SME_DELIVERY_ACK, registered_delivery=1).status == ESME_ROK
     assert phone.submit(ECHO, "after it").status == ESME_ROK
     assert texts_from(phone, ECHO) == ["after it"]
     nothing_else_from(phone, SINA)  # no reply to it meanwhile
     sina_rx = handset(SINA, system_id="sina", bind="rx", gw=gw)
-    ack = sina_rx.expect(predicate=lambda p: p.source_addr == A.encode())
+    order, ack = sina_rx.expect_many(2, predicate=lambda p: p.source_addr == A.encode())
+    assert text(order).startswith("event=ORDER ")  # made before it
     assert (ack.esm_class, text(ack)) == (SME_DELIVERY_ACK, "")
     assert receipt_fields(phone.expect(predicate=is_receipt))["stat"] == "DELIVRD"
 
@@ -151,10 +270,14 @@ def test_acknowledgements_waiting_for_an_sp_are_bounded_per_subscriber(make_gate
     5), stored for an SP off line. As many as max_queued_per_subscriber wait per sending subscriber; beyond, the
     handset is told ESME_RMSGQFUL, as a sender to a full queue is. Another subscriber's are not concerned, and those
     the SP took leave room."""
-    gw = make_gateway(gateway={"max_queued_per_subscriber": 3})
+    gw = make_gateway(clock=SimulatedClock(at(2026, 11, 10)), gateway={"max_queued_per_subscriber": 3})
     phone = handset(A, gw=gw, address_range=A)
+    sina_tx = asking_acknowledgements(gw, handset, phone, 6, bind="tx")
     assert acknowledgements_together(phone, 5) == [ESME_ROK] * 3 + [ESME_RMSGQFUL] * 2
-    assert handset(B, gw=gw, address_range=B).submit(SINA, "", esm_class=MANUAL_USER_ACK).status == ESME_ROK
+    other = handset(B, gw=gw, address_range=B)
+    subscribe(other)
+    content(sina_tx, other)
+    assert other.submit(SINA, "", esm_class=MANUAL_USER_ACK).status == ESME_ROK
     sina_rx = handset(SINA, system_id="sina", bind="rx", gw=gw)
     assert acknowledgements_reaching(sina_rx, 3) == ["ack 0", "ack 1", "ack 2"]
     assert [receipt_fields(phone.expect(predicate=is_receipt))["stat"] for _ in range(3)] == ["DELIVRD"] * 3
@@ -164,10 +287,12 @@ def test_acknowledgements_waiting_for_an_sp_are_bounded_per_subscriber(make_gate
 def test_acknowledgements_waiting_for_an_sp_count_after_a_restart(make_gateway, handset, tmp_path):
     """As the MTs waiting for a subscriber do (counted from the store at start); they are not lost."""
     db = tmp_path / "gw.db"
-    first = make_gateway(db_path=db, gateway={"max_queued_per_subscriber": 3})
-    assert acknowledgements_together(handset(A, gw=first, address_range=A), 3) == [ESME_ROK] * 3
+    first = make_gateway(db_path=db, clock=SimulatedClock(at(2026, 11, 10)), gateway={"max_queued_per_subscriber": 3})
+    phone = handset(A, gw=first, address_range=A)
+    asking_acknowledgements(first, handset, phone, 4, bind="tx")
+    assert acknowledgements_together(phone, 3) == [ESME_ROK] * 3
     first.stop()
-    second = make_gateway(db_path=db, gateway={"max_queued_per_subscriber": 3})
+    second = make_gateway(db_path=db, clock=SimulatedClock(at(2026, 11, 10)), gateway={"max_queued_per_subscriber": 3})
     assert acknowledgements_together(handset(A, gw=second, address_range=A), 1) == [ESME_RMSGQFUL]
     sina_rx = handset(SINA, system_id="sina", bind="rx", gw=second)
     assert acknowledgements_reaching(sina_rx, 3) == ["ack 0", "ack 1", "ack 2"]
@@ -178,11 +303,13 @@ def test_a_subscribers_notices_follow_their_acknowledgements_to_the_sp_not_refus
     most that may wait comes next to the SP, not behind thousands; the limit is on acknowledgements, not notices."""
     gw = make_gateway(clock=SimulatedClock(at(2026, 11, 10)), gateway={"max_queued_per_subscriber": 2})
     phone = handset(A, gw=gw, address_range=A)
+    asking_acknowledgements(gw, handset, phone, 3, bind="tx")  # (its ORDER of the news waits too, made before)
     assert acknowledgements_together(phone, 3) == [ESME_ROK, ESME_ROK, ESME_RMSGQFUL]
-    subscribe(phone)
+    subscribe(phone, "TQ", "天气预报")
     sina_rx = handset(SINA, system_id="sina", bind="rx", gw=gw)
-    assert acknowledgements_reaching(sina_rx, 2) == ["ack 0", "ack 1"]
-    assert text(sina_rx.expect(predicate=lambda p: p.source_addr == A.encode())).startswith("event=ORDER ")
+    notices = [text(p) for p in sina_rx.expect_many(4, predicate=lambda p: p.source_addr == A.encode())]
+    assert notices[1:3] == ["ack 0", "ack 1"]
+    assert notices[0].startswith("event=ORDER ") and notices[3].startswith("event=ORDER ")
 
 
 @pytest.mark.parametrize("esm_class", [RECEIPT, INTERMEDIATE_NOTIFICATION], ids=["receipt", "intermediate"])

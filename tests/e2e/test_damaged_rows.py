@@ -17,8 +17,10 @@ import pytest
 import structlog
 
 from gateway.clock import SimulatedClock
+from tests.e2e.test_acknowledgements import asking_acknowledgements, content
 from tests.e2e.test_smpp33 import Smpp33Link
 from tests.polling import eventually
+from tests.services_support import at
 from tests.smpp_handset import (
     ESME_RMSGQFUL,
     ESME_ROK,
@@ -251,8 +253,9 @@ def test_acknowledgements_given_up_for_their_rows_no_longer_count_against_their_
     Acknowledgements); two given up as the SP's backlog read meets their rows count no longer: as many as the limit
     are accepted again."""
     db = tmp_path / "gw.db"
-    first = make_gateway(db_path=db)
+    first = make_gateway(db_path=db, clock=SimulatedClock(at(2026, 11, 10)))
     a = handset(A, gw=first)
+    asking_acknowledgements(first, handset, a, 3, bind="tx")  # each acknowledgement answers one
     *damaged, kept = [a.submit(SINA, words, esm_class=SME_DELIVERY_ACK, registered_delivery=1) for words in ("1", "2", "3")]
     assert {resp.status for resp in (*damaged, kept)} == {ESME_ROK}
     a.close()
@@ -260,11 +263,12 @@ def test_acknowledgements_given_up_for_their_rows_no_longer_count_against_their_
     for resp in damaged:
         damage(db, resp.message_id, "attempts", "x")
 
-    again = make_gateway(db_path=db, gateway={"max_queued_per_subscriber": 3})
+    again = make_gateway(db_path=db, clock=SimulatedClock(at(2026, 11, 10)), gateway={"max_queued_per_subscriber": 3})
     a = handset(A, gw=again)
     assert a.submit(SINA, "4", esm_class=SME_DELIVERY_ACK).status == ESME_RMSGQFUL  # the three count at start
+    content(handset(SINA, system_id="sina", bind="tx", gw=again), a, 4)
     sina = handset(SINA, system_id="sina", bind="rx", gw=again)
-    assert text(sina.expect()) == "3"
+    assert text(sina.expect(predicate=lambda p: p.esm_class == SME_DELIVERY_ACK)) == "3"  # (after the ORDER)
     assert receipt_fields(a.expect(predicate=is_receipt))["id"] == kept.message_id.decode()  # (after the give-ups)
     sina.close()
     acks = [a.submit(SINA, f"after them {n}", esm_class=SME_DELIVERY_ACK).status for n in range(4)]
