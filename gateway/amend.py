@@ -14,7 +14,8 @@ A message of a submit_multi answers for every destination it was sent to.
 - replace_sm sets the MT's short_message (or message_payload),
   registered_delivery and, if given, validity_period and
   schedule_delivery_time (a time ahead makes it wait, as for submit_sm; one
-  past lets it go now). sm_default_msg_id is ignored, as for submit_sm (there
+  past lets it go now; ignored for an SME acknowledgement to an SP, as its
+  submit_sm's is: waiting scheduled, it would count against no limit). sm_default_msg_id is ignored, as for submit_sm (there
   are no canned messages). Its fields are refused as submit_sm's are
   (field_rules.py): the MT stays one that could have been submitted. A
   submit_multi's destinations are replaced in one commit, each taken back
@@ -43,6 +44,7 @@ from .field_rules import check_addresses, check_replacement
 from .ids import MessageIds
 from .logs import get_logger
 from .messages import (
+    addressed_account,
     deliver_sm_length_over,
     schedule,
     subscriber_of,
@@ -153,7 +155,7 @@ class Amendments:
             replacement = dataclasses.replace(stored, short_message=body, registered_delivery=pdu.registered_delivery)
             if expires_at is not None:
                 replacement.expires_at = expires_at
-            if scheduled_at is not None:
+            if scheduled_at is not None and addressed_account(stored) is None:  # (an acknowledgement to an SP: none)
                 schedule(replacement, scheduled_at, now)
             if replacement.status is MessageStatus.SCHEDULED and replacement.next_attempt_at >= replacement.expires_at:
                 status = S.ESME_RINVSCHED  # it would expire before its time

@@ -26,6 +26,7 @@ from tests.smpp_handset import (
     answer,
     is_receipt,
     receipt_fields,
+    replace_sm,
     text,
     texts_from,
 )
@@ -310,6 +311,25 @@ def test_a_subscribers_notices_follow_their_acknowledgements_to_the_sp_not_refus
     notices = [text(p) for p in sina_rx.expect_many(4, predicate=lambda p: p.source_addr == A.encode())]
     assert notices[1:3] == ["ack 0", "ack 1"]
     assert notices[0].startswith("event=ORDER ") and notices[3].startswith("event=ORDER ")
+
+
+def test_a_replace_sm_of_an_acknowledgement_leaves_it_waiting_and_counted_not_scheduled(make_gateway, handset):
+    """Its submit_sm's schedule_delivery_time is ignored, and so is a replace_sm's: scheduled, an acknowledgement counted
+    against no limit (a handset replaced each accepted one with a schedule a day on and sent more, round after round,
+    all of them coming to the SP together once due)."""
+    gw = make_gateway(clock=SimulatedClock(at(2026, 11, 10)), gateway={"max_queued_per_subscriber": 2})
+    phone = handset(A, gw=gw, address_range=A)
+    asking_acknowledgements(gw, handset, phone, 3, bind="tx")
+    acks = [phone.make("submit_sm", SINA, f"ack {n}", esm_class=SME_DELIVERY_ACK) for n in range(2)]
+    ids = [phone.response(sequence).message_id.decode() for sequence in phone.send_together(*acks)]
+    with RawLink(gw.smpp_port) as esme:
+        esme.bind("handset", command="bind_transmitter")
+        for n, message_id in enumerate(ids):
+            esme.send(replace_sm(n + 2, A, message_id, f"later {n}".encode(), schedule="000001000000000R"))
+            assert answer(esme, n + 2)[0] == ESME_ROK
+    assert acknowledgements_together(phone, 1) == [ESME_RMSGQFUL]  # both still wait, counted
+    sina_rx = handset(SINA, system_id="sina", bind="rx", gw=gw)
+    assert acknowledgements_reaching(sina_rx, 2) == ["later 0", "later 1"]  # at once, as replaced
 
 
 @pytest.mark.parametrize("esm_class", [RECEIPT, INTERMEDIATE_NOTIFICATION], ids=["receipt", "intermediate"])
