@@ -26,7 +26,8 @@ A message of a submit_multi answers for every destination it was sent to.
   the order they came.
 - submit_sm with replace_if_present_flag 1 cancels, once it is committed,
   the MTs it replaces: undelivered, from the same account and source_addr to
-  the same subscriber, with the same service_type.
+  the same subscriber, with the same service_type. It is answered once those
+  cancellations are committed too (Intake._replacing).
 """
 
 from __future__ import annotations
@@ -187,15 +188,19 @@ class Amendments:
     async def replace_present(self, message: Message) -> None:
         """submit_sm with replace_if_present_flag 1, committed: the MTs still undelivered that the same
         account sent before it from the same source_addr to the same subscriber with the same
-        service_type are cancelled (SMPP 3.4 section 5.2.18)."""
-        older = await self._settled(partial(self.store.undelivered_from, message.account, message.source_addr, message.dest_addr))
-        replaced, _failure = await self._cancel_all([
+        service_type are cancelled (SMPP 3.4 section 5.2.18). Returns once that is committed (its answer
+        waits for it), or has failed: logged, those not cancelled go out."""
+        older, failure = await _read(self._settled(partial(self.store.undelivered_from, message.account, message.source_addr,
+                                                           message.dest_addr)))  # fmt: skip
+        replaced, failure = await self._cancel_all([
             m for m in older
             if m.id != message.id and m.service_type == message.service_type and m.submitted_at <= message.submitted_at
-        ])  # fmt: skip
-        if replaced:
-            log.info("replaced if present", message_id=message.id, account=message.account, msisdn=subscriber_of(message),
-                     replaced=replaced)  # fmt: skip
+        ]) if failure is None else ([], failure)  # fmt: skip
+        fields = {"message_id": message.id, "account": message.account, "msisdn": subscriber_of(message), "replaced": replaced}
+        if failure is not None:
+            log.warning("replace if present failed", reason=f"the store failed: {failure!r}", **fields)
+        elif replaced:
+            log.info("replaced if present", **fields)
 
     async def refuse(self, conn: SmppConnection, pdu: CancelSm | ReplaceSm, status: int, reason: str) -> None:
         """A cancel_sm or replace_sm refused before it is looked at (the gateway is stopping, or a cancel_sm's TON or

@@ -156,6 +156,8 @@ class Delivery:
         # MT id -> its final status's next write (_write_final): the timer, then the task that writes
         self._rewrites: dict[str, asyncio.TimerHandle | asyncio.Task] = {}
         self._replaced: dict[str, Message] = {}  # id -> the replacement (replace_sm) of an MT not yet ended
+        # id -> its receipt (None: none yet) of an MT out before its submission is answered (`answer_pending`)
+        self._answer_pending: dict[str, Message | None] = {}
         self._late: set[asyncio.Task] = set()  # deliveries acknowledged late, their MT read back from the store
         self.finals_not_committed: set[str] = set()  # MTs answered whose final status failed to commit, until it does
         # Lines about final statuses that keep failing while the store commits (their own fault, not the store's).
@@ -194,6 +196,17 @@ class Delivery:
     def uncount(self, message: Message) -> None:
         if message.status is not _SCHEDULED:
             self._forget(message)
+
+    def answer_pending(self, message_id: str) -> None:
+        """An MT about to be admitted whose submission is answered later (a replace_if_present_flag 1 one: once what
+        it replaces is cancelled): its receipt waits for `answered`, as every other comes after its MT's answer."""
+        self._answer_pending[message_id] = None
+
+    def answered(self, message_id: str) -> None:
+        """The submission of an MT `answer_pending` named is answered: its receipt, if it came meanwhile, goes out."""
+        receipt = self._answer_pending.pop(message_id, None)
+        if receipt is not None:
+            self.admit(receipt)
 
     def admit(self, message: Message, counted: bool = False) -> None:
         """A committed MT joins delivery (a scheduled one when it is due: the sweep releases it); `counted`: by `count`.
@@ -1218,7 +1231,11 @@ class Delivery:
             self._release_after_reading.append(message_id)
         else:
             self._held.discard(message_id)
-        if receipt is not None:
+        if receipt is None:
+            return
+        if self._answer_pending and message_id in self._answer_pending:  # it ended before its submission's answer
+            self._answer_pending[message_id] = receipt
+        else:
             self.admit(receipt)
 
     def _rewrite_final(self, message: Message, status: MessageStatus, receipt: Message | None, write: Callable[[], Any]) -> None:

@@ -160,11 +160,12 @@ class Intake:
         if message.direction is _MO:
             self.mo.submit(message, partial(self._answer, conn, pdu.sequence_number, resp_id, message), stored_before)
             return
-        committed = partial(self._committed, conn, pdu.sequence_number, resp_id, message)
+        if resp_id == _SUBMIT_SM_RESP and pdu.replace_if_present_flag == 1:  # (a data_sm has no such flag)
+            committed = partial(self._replacing, conn, pdu.sequence_number, message)
+        else:
+            committed = partial(self._committed, conn, pdu.sequence_number, resp_id, message)
         if message.origin_id is not None:  # an acknowledgement to an SP: it answers the content it claimed
             committed = partial(self._acknowledgement_settled, committed, message)
-        if resp_id == _SUBMIT_SM_RESP and pdu.replace_if_present_flag == 1:  # (a data_sm has no such flag)
-            committed = partial(self._replacing, committed, message)
         self.delivery.count(message)  # now: a pipelining client's next PDU is read before the commit settles
         self.store.accept_then(message, committed)
 
@@ -374,13 +375,25 @@ class Intake:
         committed(result, error)
 
     def _replacing(
-        self, committed: Callable[[tuple[str, bool] | None, BaseException | None], None], message: Message,
-        result: tuple[str, bool] | None, error: BaseException | None,
+        self, conn: SmppConnection, sequence: int, message: Message, result: tuple[str, bool] | None,
+        error: BaseException | None,
     ) -> None:  # fmt: skip
-        """replace_if_present_flag = 1: once this MT is committed, the ones it replaces are cancelled."""
-        committed(result, error)
-        if error is None and result is not None and not result[1]:
-            self.spawn(self.amendments.replace_present(message))
+        """replace_if_present_flag = 1, its commit settled: a new MT goes out now, as any (nothing behind it overtakes
+        it), and is answered once the cancellations of the ones it replaces are committed too (answered at its own
+        commit, a kill -9 right after the answer left them to go out after the restart). A copy or a failure: as any."""
+        if error is not None or result is None or result[1]:
+            self._committed(conn, sequence, _SUBMIT_SM_RESP, message, result, error)
+            return
+        self.delivery.answer_pending(message.id)
+        self.delivery.admit(message, counted=True)
+        self.spawn(self._answer_replacing(conn, sequence, message, result))
+
+    async def _answer_replacing(self, conn: SmppConnection, sequence: int, message: Message, result: tuple[str, bool]) -> None:
+        try:
+            await self.amendments.replace_present(message)
+            self._answer(conn, sequence, _SUBMIT_SM_RESP, message, result, None)
+        finally:
+            self.delivery.answered(message.id)
 
     # ------------------------------------------------------- submit_multi
     def submit_multi(self, conn: SmppConnection, pdu: SubmitMulti) -> None:
@@ -467,18 +480,39 @@ class Intake:
             if error is not None:  # the alias given to the copies' submission not committed
                 _write_failed(conn, committed[0][0], error)
                 status, given = S.ESME_RSYSERR, ""
-        conn.respond(SubmitMultiResp(sequence_number=pdu.sequence_number, command_status=status,
-                                     message_id=given, unsuccess_smes=refused))  # fmt: skip
-        replacing = pdu.replace_if_present_flag == 1
+        answer = SubmitMultiResp(sequence_number=pdu.sequence_number, command_status=status, message_id=given,
+                                 unsuccess_smes=refused)  # fmt: skip
+        if pdu.replace_if_present_flag == 1:  # as `submit` with the flag (_replacing)
+            await self._answer_replacing_multi(conn, answer, self._deliver_multi(admitted, new, answer_pending=True))
+        else:
+            conn.respond(answer)
+            self._deliver_multi(admitted, new)
+
+    def _deliver_multi(self, admitted: list[Message], new: set[str], answer_pending: bool = False) -> list[Message]:
+        """The MTs of a submit_multi's destinations stored now join delivery (a copy, or one whose commit failed, is
+        uncounted): those MTs. `answer_pending`: their receipts wait for the answer (Delivery.answer_pending)."""
+        delivered = []
         for message in admitted:
             if message.direction is not _MT:
                 continue
             if message.id in new:
+                if answer_pending:
+                    self.delivery.answer_pending(message.id)
                 self.delivery.admit(message, counted=True)
-                if replacing:  # as `submit` with the flag (_replacing): what it replaces at its destination ends
-                    self.spawn(self.amendments.replace_present(message))
+                delivered.append(message)
             else:  # a copy, or its commit failed
                 self.delivery.uncount(message)
+        return delivered
+
+    async def _answer_replacing_multi(self, conn: SmppConnection, answer: SubmitMultiResp, mts: list[Message]) -> None:
+        """A submit_multi with replace_if_present_flag 1, its new MTs out: answered once what each replaces at its
+        destination is cancelled (committed), then their receipts may follow."""
+        try:
+            await asyncio.gather(*map(self.amendments.replace_present, mts))
+            conn.respond(answer)
+        finally:
+            for message in mts:
+                self.delivery.answered(message.id)
 
     async def _copy_alias(self, stored_id: str) -> tuple[str | None, BaseException | None]:
         """`_copy_short_id` for a submit_multi all of whose destinations are copies: (the alias, None) or (None, the

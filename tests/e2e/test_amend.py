@@ -49,7 +49,7 @@ from tests.smpp_handset import (
 A = "8613800000001"  # account handset
 B, B2 = "8613700000001", "8613700000002"  # account handset2
 SINA = "1066916"  # account sina
-SUBMIT_MULTI = 0x00000021
+SUBMIT_MULTI, DELIVER_SM = 0x00000021, 0x00000005
 ENROUTE, DELIVERED, DELETED = 1, 2, 4  # message_state (5.2.28)
 ESME_RX_T_APPN = 0x64  # a handset's temporary refusal (SMPP 3.4 5.1.3)
 
@@ -600,11 +600,9 @@ def test_a_submit_sm_with_replace_if_present_flag_replaces_what_still_waits(hand
     first = a.submit(B, "score 0-0", service_type="SCORE").message_id
     assert a.submit(B, "news", service_type="NEWS").status == ESME_ROK
     second = a.submit(B, "score 1-0", service_type="SCORE", replace_if_present_flag=1).message_id
+    assert a.query(first).message_state == DELETED  # answered once the cancellation is committed (it was before)
     assert a.submit(B, "score 2-0", service_type="SCORE", replace_if_present_flag=1).status == ESME_ROK
-    # The replaced ones end once the replacing MT is committed; ask until their final status is too (bounded).
-    deadline = time.monotonic() + 5
-    while (states := [a.query(i).message_state for i in (first, second)]) != [DELETED, DELETED]:
-        assert time.monotonic() < deadline, f"message_state {states}"
+    assert a.query(second).message_state == DELETED
     b = handset(B)
     assert [text(p) for p in b.expect_many(2)] == ["news", "score 2-0"]
     b.expect_none(0.3)
@@ -626,6 +624,59 @@ def test_an_mt_with_replace_if_present_flag_is_not_overtaken_by_the_next_one_to_
         answers = [struct.unpack(">LLLL", esme.read_frame()[:16])[2:] for _ in range(2)]  # (status, sequence)
         assert sorted(answers) == [(ESME_ROK, 10 + 2 * n), (ESME_ROK, 11 + 2 * n)]  # in either order
         assert [text(p) for p in b.expect_many(2)] == [f"{n} first", f"{n} second"]
+    b.expect_none(0.3)
+
+
+def test_the_receipt_of_an_mt_with_replace_if_present_flag_never_comes_before_its_answer(make_gateway, handset, tmp_path) -> None:
+    """It goes out at its commit and is answered once what it replaces is cancelled: a receipt due in between waits
+    for the answer. Here the cancellations of the second of two pipelined ones wait for the first's (of the same MT:
+    Amendments._settled), held by a lock on the database until the subscriber has answered the second: its receipt
+    came before its submit_sm_resp, on the bind it was sent on."""
+    db = tmp_path / "gw.db"
+    gw = make_gateway(db_path=db)
+    b = handset(B, gw=gw)
+    store, lock = gw.gateway.store, sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    mark_final, mark_delivered = store.mark_final, store.mark_delivered
+    locked, delivered = threading.Event(), threading.Event()
+    old = ""
+
+    def marking_final(message_id, *args, **kwargs):
+        if message_id == old and not locked.is_set():  # the first cancellation of `old` commits once the test says
+            lock.execute("BEGIN IMMEDIATE")
+            locked.set()
+        return mark_final(message_id, *args, **kwargs)
+
+    def marking_delivered(*args, **kwargs):
+        delivered.set()
+        return mark_delivered(*args, **kwargs)
+
+    def score(sequence: int, body: bytes, **fields) -> bytes:
+        return encoded("submit_sm", sequence, source_addr=A, destination_addr=B, short_message=body, service_type="SCORE", **fields)
+
+    later = "000001000000000R"  # a day ahead: it waits, undelivered
+    try:
+        with RawLink(gw.smpp_port) as esme:
+            esme.bind("handset")  # a transceiver: the receipts come to the bind the submissions are answered on
+            esme.send(score(2, b"0-0", schedule_delivery_time=later))
+            status, body = answer(esme, 2)
+            assert status == ESME_ROK
+            old = body.rstrip(b"\0").decode()
+            store.mark_final, store.mark_delivered = marking_final, marking_delivered
+            esme.send(score(3, b"1-0", schedule_delivery_time=later, replace_if_present_flag=1)
+                      + score(4, b"2-0", replace_if_present_flag=1, registered_delivery=1))  # fmt: skip
+            assert locked.wait(10), "the first never cancelled what it replaces"
+            assert text(b.expect()) == "2-0"  # out at its commit; the subscriber answers it
+            assert delivered.wait(10), "the subscriber's answer was never written"
+            lock.execute("ROLLBACK")
+            arrived = []  # the answers to 3 and 4 (sequence numbers) and the receipt of "2-0", in the order they came
+            while len(arrived) < 3:
+                data = esme.read_frame()
+                assert data is not None, "the gateway closed the connection"
+                command_id, _status, sequence = struct.unpack(">LLL", data[4:16])
+                arrived.append("receipt" if command_id == DELIVER_SM else sequence)
+            assert arrived.index(4) < arrived.index("receipt"), arrived
+    finally:
+        lock.close()
     b.expect_none(0.3)
 
 
@@ -786,7 +837,7 @@ def test_a_submit_multi_with_replace_if_present_flag_replaces_what_still_waits_a
     assert a.submit(B, "news", service_type="NEWS").status == ESME_ROK  # another service_type: not replaced
     esme.send(submit_multi(2, A, [B, B2], b"score 1-0", service_type="SCORE", replace_if_present_flag=1))
     assert answer(esme, 2)[0] == ESME_ROK
-    assert eventually(lambda: [a.query(i).message_state for i in older] == [DELETED, DELETED])
+    assert [a.query(i).message_state for i in older] == [DELETED, DELETED]  # answered once that is committed
     b = handset(B)
     assert sorted((p.destination_addr.decode(), text(p)) for p in b.expect_many(3)) == [
         (B, "news"), (B, "score 1-0"), (B2, "score 1-0")
