@@ -608,11 +608,32 @@ def test_a_submit_sm_with_replace_if_present_flag_replaces_what_still_waits(hand
     b.expect_none(0.3)
 
 
+def test_a_submit_sm_with_replace_if_present_flag_whose_store_read_fails_is_answered_and_logged(make_gateway, handset) -> None:
+    """Answered once what it replaces is cancelled: a read of the store that failed (an I/O error) ended the task
+    before the answer, and the submission was never answered. What it could not cancel goes out."""
+    gw = make_gateway()
+    a = handset(A, gw=gw)
+    assert a.submit(B, "score 0-0", service_type="SCORE").status == ESME_ROK  # B not bound: it waits
+
+    async def unreadable(*_args: object) -> list:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    gw.gateway.store.undelivered_from = unreadable
+    with structlog.testing.capture_logs() as logs:
+        assert a.submit(B, "score 1-0", service_type="SCORE", replace_if_present_flag=1).status == ESME_ROK
+    assert [(line["event"], line["reason"]) for line in logs if line["log_level"] == "warning"] == [
+        ("replace if present failed", "the store failed: OperationalError('disk I/O error')")
+    ]
+    del gw.gateway.store.undelivered_from  # readable again
+    assert [text(p) for p in handset(B, gw=gw).expect_many(2)] == ["score 0-0", "score 1-0"]
+
+
 def test_an_mt_with_replace_if_present_flag_is_not_overtaken_by_the_next_one_to_that_subscriber(handset, esme) -> None:
     """A version that answered it only once what it replaced was cancelled (so that query_sm said DELETED of those
     from its answer on) handed it to delivery only then: an MT pipelined behind it to the same subscriber went out
     first, a bind appearing meanwhile could send it from the store and then again, and its receipt could come
-    before its answer. Answered and delivered at its commit, as any MT, it keeps its place."""
+    before its answer. Delivered at its commit, as any MT (and answered once what it replaces is cancelled), it
+    keeps its place."""
     b = handset(B)
     for n in range(3):
         esme.send(
