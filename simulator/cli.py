@@ -406,16 +406,14 @@ def verdicts(summary: dict[str, Any], *, max_failures: int = 0, min_rate: float 
         ours = f"; {internal} of them the simulator's own internal errors, not the target's" if internal else ""
         misses.append(f"{' and '.join(found)} (tolerated: {max_failures}){ours}")
     fleet = summary.get("fleet") or {}
-    cut = (fleet.get("stats") or {}).get("cancelled_at_drain", 0)
-    if cut and not fleet.get("interrupted"):  # (an interrupted run is not judged: INTERRUPTED, no verdict)
-        misses.append(f"{cut} dialogues still waited for a reply when the drain after the load ended (load.drain), "
-                      "so they were never checked")  # fmt: skip
+    if fleet.get("stats", {}).get("cancelled_at_drain") and not fleet.get("interrupted"):  # (INTERRUPTED: no verdict)
+        misses.append(_cut_at_drain(fleet))
     rate = summary["throughput"]["ok_per_s"]
     if min_rate is not None:
         if rate is None:
             misses.append(f"no steady state to judge --min-rate {min_rate:g} by: the load ended within its ramp-up")
         elif rate < min_rate:
-            misses.append(f"{rate} dialogues/s ended ok in the steady state, below --min-rate {min_rate:g}")
+            misses.append(f"{rate} dialogues/s ended ok in the steady state, below --min-rate {min_rate:g}{_window_full(fleet)}")
     p99 = summary["latency_ms"]["p99"]
     if max_p99_ms is not None:
         if p99 is None:
@@ -444,6 +442,31 @@ def _saturated(simulator: dict[str, Any], max_lag_ms: float) -> list[str]:
         misses.append(f"the simulator could not keep up: the open loop started dialogues {schedule_lag} ms after they "
                       f"were due (p99; --max-lag-ms {max_lag_ms:g}), so it offered less than its rate")  # fmt: skip
     return misses
+
+
+def _cut_at_drain(fleet: dict[str, Any]) -> str:
+    """The dialogues the drain's end cancelled: those whose MO was never sent (it waited for room in a full window) told
+    apart from those that waited for a reply."""
+    stats = fleet["stats"]
+    cut, unsent = stats["cancelled_at_drain"], stats.get("cancelled_at_drain_mo_not_sent", 0)
+    never_sent = f"{unsent} for an MO never sent (it waited for room in the full window of {fleet.get('window')} unanswered submit_sm)"
+    waiting = [never_sent] if unsent else []
+    waiting += [f"{cut - unsent} for the answer to an MO or for a reply"] if cut > unsent else []
+    return (f"{cut} dialogues still waited when the drain after the load ended (load.drain): {' and '.join(waiting)}, "
+            "so they were never checked")
+
+
+def _window_full(fleet: dict[str, Any]) -> str:
+    """Why a rate fell short when the target answered MO more slowly than the load offered them: its submit_sm
+    waited for room in the binds' windows (each MO's response timeout counts that wait)."""
+    stats = fleet.get("stats") or {}
+    waited = stats.get("submit_sm_waited_for_window", 0)
+    if not waited:
+        return ""
+    unsent = stats.get("submit_sm_not_sent_in_time", 0)
+    never = f", {unsent} of them never sent within the response timeout" if unsent else ""
+    return (f": the target answered MO more slowly than the load offered them, {waited} submit_sm waited for room in a "
+            f"full window ({fleet.get('window')} unanswered per bind, {fleet.get('binds')} binds){never}")
 
 
 def describe(summary: dict[str, Any]) -> str:
@@ -489,7 +512,13 @@ def describe(summary: dict[str, Any]) -> str:
     if fleet.get("sp_notices_unchecked"):
         lines.append("SP notices not checked: " + "; ".join(f"{sp}'s ({why})" for sp, why in fleet["sp_notices_unchecked"].items()))
     if stats.get("cancelled_at_drain"):  # neither ok nor failed: the drain was cut short (a second Ctrl-C, its deadline)
-        lines.append(f"dialogues cut short at the drain, not counted above: {stats['cancelled_at_drain']}")
+        unsent = stats.get("cancelled_at_drain_mo_not_sent", 0)
+        lines.append(f"dialogues cut short at the drain, not counted above: {stats['cancelled_at_drain']}"
+                     + (f" ({unsent} of them with an MO never sent: the window was full)" if unsent else ""))
+    if stats.get("submit_sm_waited_for_window"):  # the target answered more slowly than the load offered MO
+        unsent = stats.get("submit_sm_not_sent_in_time", 0)
+        lines.append(f"submit_sm that waited for room in a full window: {stats['submit_sm_waited_for_window']}"
+                     + (f", {unsent} of them never sent within the response timeout" if unsent else ""))
     if stats.get("redelivered_after_late_answer"):  # copies the fleet brought on itself: not the target's fault
         lines.append(f"delivered again after the fleet answered late: {stats['redelivered_after_late_answer']} (the target's "
                      "retries of deliver_sm the fleet answered after its response_timeout; see unasked_samples)")  # fmt: skip

@@ -11,7 +11,9 @@ transceiver, transmitter or receiver. It
   message_payload) and hands each whole text to `on_message`;
 * answers the server's enquire_link (the Session does) and sends its own after
   `enquire_link_interval` of silence; fails requests unanswered after
-  `response_timeout` with `ResponseTimeout`;
+  `response_timeout` with `ResponseTimeout`, counted from the request, not from
+  its sending: the wait in the queue for room in the window is part of it (one
+  not sent by then fails with `NotSentInTime`, a ResponseTimeout);
 * writes at most once per event-loop iteration (requests queued in the same
   iteration share one write).
 
@@ -65,6 +67,7 @@ __all__ = [
     "EsmeError",
     "EsmeStats",
     "NotSent",
+    "NotSentInTime",
     "ResponseTimeout",
     "ShortMessage",
     "answer_of",
@@ -112,6 +115,11 @@ class ResponseTimeout(EsmeError):
     """No response within response_timeout."""
 
 
+class NotSentInTime(ResponseTimeout):
+    """The request waited response_timeout in the queue for room in the window, and never left: the window stayed
+    full of requests the target had not answered yet. Nothing of it reached the target."""
+
+
 @dataclass(slots=True)
 class ShortMessage:
     """A whole text received (deliver_sm or data_sm, its parts put back together)."""
@@ -146,7 +154,9 @@ class EsmeStats:
     deliver_sm: int = 0  # deliver_sm / data_sm received (and answered)
     messages: int = 0  # whole texts handed to on_message
     rejected: int = 0  # PDUs the Session refused by itself (wrong state, malformed)
-    timeouts: int = 0
+    timeouts: int = 0  # requests unanswered within response_timeout (those never sent included)
+    queued: int = 0  # requests that waited in the queue for room in the window
+    not_sent_in_time: int = 0  # ... of them still there after response_timeout: failed with NotSentInTime
     writes: int = 0
 
 
@@ -241,7 +251,8 @@ class Esme(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._futures: dict[int, asyncio.Future[Pdu]] = {}
         self._answered: dict[asyncio.Future[Pdu], float] = {}  # submit_answered's futures -> when their answer came
-        self._queue: deque[tuple[Pdu, asyncio.Future[Pdu]]] = deque()
+        self._queue: deque[tuple[Pdu, asyncio.Future[Pdu], float]] = deque()  # (request, its future, when made)
+        self._waited: dict[int, float] = {}  # sequence number -> seconds a request sent from the queue waited there
         self._flush_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._reference = 0
@@ -310,13 +321,15 @@ class Esme(asyncio.Protocol):
         """Send any request; the future resolves with its response (or fails: ConnectionClosed, ResponseTimeout,
         LocalProtocolError when the protocol forbids the request in the current state).
 
-        Beyond the window the request waits in a queue; enquire_link and unbind never wait.
+        Beyond the window the request waits in a queue; enquire_link and unbind never wait. Its response_timeout
+        runs from now, its wait in the queue included.
         """
         future: asyncio.Future[Pdu] = self._loop.create_future()
         if self._transport is None:
             future.set_exception(NotSent(self.close_reason or "not connected"))
         elif (self._queue or not self.session.can_send_request) and pdu.command_id not in _UNWINDOWED:
-            self._queue.append((pdu, future))
+            self._queue.append((pdu, future, time.monotonic()))
+            self.stats.queued += 1
         else:
             self._send(pdu, future)
         return future
@@ -444,11 +457,12 @@ class Esme(asyncio.Protocol):
             if not future.done():
                 future.set_exception(error)
         unsent = NotSent(self.close_reason)  # (those queued never left)
-        for _, future in self._queue:
+        for _, future, _at in self._queue:
             if not future.done():
                 future.set_exception(unsent)
         self._futures.clear()
         self._queue.clear()
+        self._waited.clear()
         self._end()
         if not self.closed.done():
             self.closed.set_result(None)
@@ -474,6 +488,8 @@ class Esme(asyncio.Protocol):
     def _on_response(self, pdu: Pdu) -> None:
         command_id = pdu.command_id
         future = self._futures.pop(pdu.sequence_number, None)
+        if self._waited:
+            self._waited.pop(pdu.sequence_number, None)
         if command_id == C.SUBMIT_SM_RESP or command_id == C.GENERIC_NACK:
             if pdu.command_status:
                 name = CommandStatus.name_of(pdu.command_status)
@@ -534,9 +550,11 @@ class Esme(asyncio.Protocol):
             self.on_message(message)
 
     # --------------------------------------------------------------- output
-    def _send(self, pdu: Pdu, future: asyncio.Future[Pdu]) -> None:
+    def _send(self, pdu: Pdu, future: asyncio.Future[Pdu], queued_at: float | None = None) -> None:
+        """Send a request now; `queued_at`: when it was made, had it to wait for room in the window (its
+        response_timeout runs from then)."""
         try:
-            self.session.send(pdu)
+            self.session.send(pdu, queued_at)
         except LocalProtocolError as exc:
             future.set_exception(self._refused_locally(exc))
             return
@@ -544,6 +562,8 @@ class Esme(asyncio.Protocol):
         if pdu.command_id == C.SUBMIT_SM:
             self.stats.submitted += 1
         self._futures[pdu.sequence_number] = future
+        if queued_at is not None:
+            self._waited[pdu.sequence_number] = time.monotonic() - queued_at
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -568,9 +588,36 @@ class Esme(asyncio.Protocol):
         """Move queued requests into the window as far as it has room."""
         queue, session = self._queue, self.session
         while queue and session.can_send_request:
-            pdu, future = queue.popleft()
+            pdu, future, queued_at = queue.popleft()
             if not future.done():  # the caller may have given up (cancelled) meanwhile
-                self._send(pdu, future)
+                self._send(pdu, future, queued_at)
+
+    def queued(self) -> list[Pdu]:
+        """The requests waiting in the queue for room in the window: never sent."""
+        return [pdu for pdu, future, _at in self._queue if not future.done()]
+
+    def _expire_queued(self, now: float) -> None:
+        """Fail the requests that waited response_timeout in the queue (NotSentInTime): the window stayed full."""
+        queue, limit = self._queue, now - self.session.response_timeout
+        while queue and queue[0][2] <= limit:
+            pdu, future, queued_at = queue.popleft()
+            if future.done():
+                continue
+            self.stats.timeouts += 1
+            self.stats.not_sent_in_time += 1
+            future.set_exception(NotSentInTime(
+                f"{pdu.name} not sent within {now - queued_at:.1f} s: the window of {self.session.window} requests "
+                "stayed full, the target answering them more slowly than they were made"))  # fmt: skip
+
+    def _timed_out(self, request: Pdu) -> ResponseTimeout:
+        """What a request sent and not answered in time fails with: how long it waited, in the queue first if so."""
+        waited = self._waited.pop(request.sequence_number, None)
+        timeout = self.session.response_timeout
+        if waited is None:
+            return ResponseTimeout(f"no response to {request.name} #{request.sequence_number} within {timeout:g} s")
+        return ResponseTimeout(f"no response to {request.name} #{request.sequence_number} within {timeout:g} s of its "
+                               f"submission, {waited:.1f} s of them in the queue for room in the full window of "
+                               f"{self.session.window}")  # fmt: skip
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -586,13 +633,15 @@ class Esme(asyncio.Protocol):
         for request in session.expired_requests(now):
             self.stats.timeouts += 1
             future = self._futures.pop(request.sequence_number, None)
+            error = self._timed_out(request)
             if future is not None and not future.done():
-                future.set_exception(ResponseTimeout(f"no response to {request.name} #{request.sequence_number}"))
+                future.set_exception(error)
             if request.command_id == C.ENQUIRE_LINK and self._transport is not None:
                 self.close_reason = "enquire_link unanswered"
                 self._transport.abort()
                 return
         if self._queue:
+            self._expire_queued(now)
             self._release()
         if session.enquire_link_due(now):
             self.request(EnquireLink()).add_done_callback(_retrieve)

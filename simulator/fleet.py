@@ -166,6 +166,7 @@ class Fleet:
         self.spammers: list[Spammer] = []
         self.spammer_by_number: dict[str, Spammer] = {}
         self.binds: list[Esme] = []
+        self._opened: list[Esme] = []  # every connection of the run (binds lost and bound again too): their queues
         # A long text's parts may come on several of the fleet's binds; one given up incomplete arrived in part.
         self._parts = SharedParts(on_given_up=self._arrived_in_part)
         self.spammer_binds: list[Esme] = []
@@ -379,7 +380,7 @@ class Fleet:
         """A connection to the target; when there is none, the target is to blame, whichever bind it was for."""
         t = self.scenario.target
         try:
-            return await Esme.connect(
+            esme = await Esme.connect(
                 t.host, t.port, ssl=self._ssl(), timeout=CONNECT_TIMEOUT, on_message=on_message, window=window,
                 response_timeout=self._response_timeout, parts=self._parts,
             )  # fmt: skip
@@ -392,6 +393,8 @@ class Fleet:
         except (OSError, TimeoutError) as exc:
             reason = f"no connection within {CONNECT_TIMEOUT:g} s" if isinstance(exc, TimeoutError) else str(exc) or type(exc).__name__
             raise FleetError("target.host/target.port", f"cannot connect to {t.host}:{t.port}{' (TLS)' if t.tls else ''}: {reason}") from None
+        self._opened.append(esme)
+        return esme
 
     async def _bind(self, esme: Esme, mode: str, system_id: str, password: str, key: str, address: str = "") -> None:
         timeout = self._response_timeout
@@ -1305,12 +1308,22 @@ class Fleet:
             await asyncio.wait(list(self.tasks), timeout=min(DRAIN_POLL, max(0.0, deadline - time.monotonic())))
         if self.tasks:
             self.stats["cancelled_at_drain"] += len(self.tasks)
+            self.stats["cancelled_at_drain_mo_not_sent"] += len(self._senders_queued())
             for task in list(self.tasks):
                 task.cancel()
             await asyncio.gather(*self.tasks, return_exceptions=True)
         if self.headroom is not None:
             self.headroom.stop()
         self.recorder.finish()
+
+    def _senders_queued(self) -> set[str]:
+        """The numbers with an MO waiting in a bind's queue for room in its window: never sent yet."""
+        return {pdu.source_addr for esme in self._opened for pdu in esme.queued()}  # type: ignore[attr-defined]
+
+    def _window_waits(self) -> Counter[str]:
+        """How many submit_sm waited for room in a full window, and how many of them were never sent in time."""
+        return Counter(submit_sm_waited_for_window=sum(esme.stats.queued for esme in self._opened),
+                       submit_sm_not_sent_in_time=sum(esme.stats.not_sent_in_time for esme in self._opened))  # fmt: skip
 
     async def settle(self, timeout: float = 3.0) -> None:
         """The end checks: a last round of every spammer enough victims reported and no round saw refused yet
@@ -1459,6 +1472,7 @@ class Fleet:
         summary["fleet"] = {
             "subscribers": len(self.phones),
             "binds": len(self.binds),
+            "window": self.scenario.fleet.window,
             "mode": self.scenario.fleet.mode,
             "load": self._load.mode,
             # what was asked, beside what the run had (simulator.in_flight_mean, throughput.started_per_s)
@@ -1467,8 +1481,9 @@ class Fleet:
             "interrupted": self.interrupted,
             "retired_subscribers": sum(1 for p in self.phones if p.state == RETIRED),
             "lost_binds": self.lost_binds,
-            "stats": dict(sorted((self.stats + Counter(mo_resent_after_throttled=resend.resent if resend else 0,
-                                                       mo_sent_after_rebind=resend.unsent if resend else 0)).items())),
+            "stats": dict(sorted((self.stats + self._window_waits()
+                                  + Counter(mo_resent_after_throttled=resend.resent if resend else 0,
+                                            mo_sent_after_rebind=resend.unsent if resend else 0)).items())),
             "spammers": {
                 s.msisdn: {"rounds": s.rounds, "victims_reported": len(s.acked), "blocked_expected": s.must_be_blocked(threshold),
                            "refused_seen": s.refused_seen, "retired": s.state == RETIRED}

@@ -314,8 +314,10 @@ class Session:
         self._sequence = self._sequence % 0x7FFFFFFF + 1
         return self._sequence
 
-    def send(self, pdu: Pdu) -> Pdu:
-        """Queue `pdu`. Requests get the next sequence number (unless set) and join the window."""
+    def send(self, pdu: Pdu, waiting_since: float | None = None) -> Pdu:
+        """Queue `pdu`. Requests get the next sequence number (unless set) and join the window; a request's
+        response_timeout counts from `waiting_since` when given (the caller held it back meanwhile: its wait for
+        room in the window), else from now."""
         command_id = pdu.command_id
         if self.state is _CLOSED:
             raise LocalProtocolError("session is closed")
@@ -335,7 +337,7 @@ class Session:
             pdu.sequence_number = self.next_sequence()
         frame = encode_pdu(pdu)  # first: one that cannot be encoded (a field too long) takes no room in the window
         if command_id in RESPONSE_OF:  # outbind and alert_notification get no response
-            self.outstanding[pdu.sequence_number] = Outstanding(pdu, self.clock())
+            self.outstanding[pdu.sequence_number] = Outstanding(pdu, self.clock() if waiting_since is None else waiting_since)
             if command_id == _ENQUIRE_LINK:
                 self._enquired_at = self.clock()
         self._outbox.append(frame)

@@ -818,6 +818,46 @@ async def test_a_reply_read_with_the_mo_answer_is_timed_to_that_read_not_to_the_
     assert run.summary["latency_ms_by_kind"]["chatter"]["max"] < 250, run.summary["latency_ms_by_kind"]
 
 
+async def test_mo_queued_behind_a_full_window_count_the_wait_against_their_response_timeout(make_gateway) -> None:
+    """The SMSC (a proxy here) answers every submit_sm 1.5 s late: with a window of 2 on one bind it takes 1.3 MO/s,
+    and the load offers 8/s. The MO the window held back wait for room in it, and that wait counts against their
+    response timeout (5 s): those not answered within it fail saying so, and the rate missed says why. Before, a wait
+    in the queue had no limit: every dialogue ended ok in the drain, counted by its start at the rate offered (a
+    target answering in 4 s at half the rate offered passed --min-rate 95 at --rate 100 with a p99 of 15 s)."""
+    gw = make_gateway()
+    scenario = make_scenario(fleet={"count": 40, "binds": 1, "window": 2, **NO_SP}, behaviours=only(help=1),
+                             load={"mode": "open", "rate": 8, "duration": 2, "timeout": 1})  # fmt: skip
+    async with Proxy(gw.smpp_port, hold=lambda pdu: 1.5 if command_of(pdu) == CommandId.SUBMIT_SM_RESP else 0.0) as proxy:
+        run = await run_fleet_async(scenario, target=("127.0.0.1", proxy.port))
+    assert run.completed > 0 and run.failed > 0, str(run)
+    errors = {failure["error"] for failure in run.failures}
+    assert all(re.fullmatch(r"MO not answered: (no response to submit_sm #\d+ within 5 s of its submission, [\d.]+ s of "
+                            r"them in the queue for room in the full window of 2|submit_sm not sent within [\d.]+ s: "
+                            r"the window of 2 requests stayed full, .*)", error) for error in errors), errors  # fmt: skip
+    assert run.summary["fleet"]["stats"]["submit_sm_waited_for_window"] > 0, run.summary["fleet"]["stats"]
+    assert run.summary["throughput"]["ok_per_s"] < 6, run.summary["throughput"]
+    assert any(miss.startswith(f"{run.summary['throughput']['ok_per_s']} dialogues/s ended ok in the steady state, "
+                               "below --min-rate 6: the target answered MO more slowly than the load offered them, ")
+               and "waited for room in a full window (2 unanswered per bind, 1 binds)" in miss
+               for miss in run.misses(min_rate=6)), run.misses(min_rate=6)  # fmt: skip
+
+
+async def test_dialogues_cut_at_the_drain_with_their_mo_never_sent_are_not_said_to_wait_for_a_reply(make_gateway) -> None:
+    """An SMSC (a proxy here) that never answers submit_sm, a window of 2, a drain of 1 s shorter than the response
+    timeout: at the drain's end 2 dialogues wait for the answer to their MO and the rest for room in the window.
+    Before, all were said to have 'still waited for a reply', though their MO had never left."""
+    gw = make_gateway()
+    scenario = make_scenario(fleet={"count": 40, "binds": 1, "window": 2, **NO_SP}, behaviours=only(help=1),
+                             load={"mode": "open", "rate": 8, "duration": 1, "drain": 1})  # fmt: skip
+    never: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    async with Proxy(gw.smpp_port, answer=lambda pdu: never if command_of(pdu) == CommandId.SUBMIT_SM else None) as proxy:
+        run = await run_fleet_async(scenario, target=("127.0.0.1", proxy.port))
+    assert run.summary["fleet"]["stats"]["cancelled_at_drain"] == 8, run.summary["fleet"]["stats"]
+    assert ("8 dialogues still waited when the drain after the load ended (load.drain): 6 for an MO never sent (it "
+            "waited for room in the full window of 2 unanswered submit_sm) and 2 for the answer to an MO or for a "
+            "reply, so they were never checked") in run.misses(), run.misses()  # fmt: skip
+
+
 @pytest.mark.parametrize(("kind", "step", "error"), [
     ("chatter", "chat->peer", r"\d+ received the text from \d+ in part within 1 s: "),
     ("help", "help->help", "a long text from 10086 arrived in part within 1 s: "),

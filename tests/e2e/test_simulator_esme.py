@@ -23,6 +23,8 @@ from simulator.esme import (
     ConnectionClosed,
     Esme,
     NotSent,
+    NotSentInTime,
+    ResponseTimeout,
     ShortMessage,
 )
 from simulator.handset import THROTTLED, Handset, Resend, Switchboard
@@ -241,9 +243,9 @@ class RawSmsc:
         self.server.close()
         await self.server.wait_closed()
 
-    async def bound(self) -> tuple[Esme, asyncio.StreamReader, asyncio.StreamWriter]:
-        """A transceiver of the simulator connected and bound here, and this end of its connection."""
-        esme = await Esme.connect("127.0.0.1", self.server.sockets[0].getsockname()[1])
+    async def bound(self, **options: object) -> tuple[Esme, asyncio.StreamReader, asyncio.StreamWriter]:
+        """A transceiver of the simulator (Esme `options`) connected and bound here, and this end of its connection."""
+        esme = await Esme.connect("127.0.0.1", self.server.sockets[0].getsockname()[1], **options)
         binding = asyncio.ensure_future(esme.bind("trx", "handset", "handset"))
         reader, writer = await self.connections.get()
         bind = await reader.readexactly(struct.unpack(">I", await reader.readexactly(4))[0] - 4)
@@ -257,6 +259,22 @@ class RawSmsc:
         body = await reader.readexactly(struct.unpack(">I", await reader.readexactly(4))[0] - 4)
         assert struct.unpack(">I", body[:4])[0] == 0x00000004, body
         return struct.unpack(">I", body[8:12])[0]
+
+
+async def test_a_request_queued_behind_a_full_window_times_out_from_when_it_was_made() -> None:
+    """An SMSC answering nothing, a window of 1, a response timeout of 1 s: the MO sent and the MO held back in the
+    queue both fail about 1 s after they were made, the second as never sent. Before, a request in the queue had no
+    timeout: it waited until the window freed (here: never) and then a whole response timeout more."""
+    async with RawSmsc() as smsc:
+        esme, reader, writer = await smsc.bound(window=1, response_timeout=1.0)
+        sent, held = (asyncio.ensure_future(esme.submit(A, ECHO, text)) for text in ("sent", "held back"))
+        await smsc.submit_sm(reader)
+        outcomes = await asyncio.wait_for(asyncio.gather(sent, held, return_exceptions=True), 5)
+        assert type(outcomes[0]) is ResponseTimeout and str(outcomes[0]) == "no response to submit_sm #2 within 1 s", outcomes
+        assert isinstance(outcomes[1], NotSentInTime) and str(outcomes[1]).startswith("submit_sm not sent within "), outcomes
+        assert esme.stats.queued == 1 and esme.stats.not_sent_in_time == 1 and esme.stats.submitted == 1
+        esme.close()
+        writer.close()
 
 
 async def test_with_resend_an_mo_that_found_its_bind_unbound_goes_on_the_bind_the_handset_is_given_again() -> None:
