@@ -256,7 +256,8 @@ _FLAGS = {"target.host": ("host",), "target.port": ("port",), "target.tls": ("tl
           "fleet.count": ("subscribers",), "fleet.binds": ("binds",),
           "load.concurrency": ("concurrency", "subscribers")}  # fmt: skip
 # A fleet error's hint in flags, for when a flag set the value: its own names scenario keys the user never wrote.
-_FLAG_HINTS = {"target.ca": "--ca FILE names the CA that signed the server's certificate; --insecure accepts any"}
+_FLAG_HINTS = {"target.ca": "--ca FILE names the CA that signed the server's certificate; --insecure accepts any",
+               "fleet.binds": "lower --binds to what the target allows, or raise its bind limit for the account"}
 COMMAND_LINE = "command line"
 
 

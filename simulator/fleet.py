@@ -110,9 +110,11 @@ class FleetError(Exception):
     """The fleet cannot run: the target refused the binds or cannot be reached; names the scenario key, and what to
     change as `hint` in scenario keys (the command line words it in flags when a flag set the value)."""
 
-    def __init__(self, key: str, problem: str, hint: str = "") -> None:
+    def __init__(self, key: str, problem: str, hint: str = "", *, cause: str = "") -> None:
+        """cause: what happened, without the blame `problem` adds (a bind not answered: "... did not answer as an
+        SMPP server"), for when another key turns out to be to blame (_fewer_binds_taken)."""
         super().__init__(f"{key}: {problem}" + (f" ({hint})" if hint else ""))
-        self.key, self.problem, self.hint = key, problem, hint
+        self.key, self.problem, self.hint, self.cause = key, problem, hint, cause or problem
 
 
 class FleetValueError(FleetError, ValueError):
@@ -403,7 +405,7 @@ class Fleet:
                             timeout=timeout)  # fmt: skip
         except BindError as exc:
             esme.close()
-            raise FleetError(key, str(exc)) from None
+            raise FleetError(key, str(exc)) from None  # (the account refused: a wrong system_id or password)
         except asyncio.CancelledError:  # interrupted while the bind waited for its answer
             esme.close()
             raise
@@ -412,9 +414,9 @@ class Fleet:
             esme.close()
             timed_out = isinstance(exc, (TimeoutError, ResponseTimeout))
             reason = f" within {timeout:g} s" if timed_out else f": {exc}" if str(exc) else ": the connection closed"
-            t = self.scenario.target
-            raise FleetError("target.host/target.port", f"bind {mode} as {system_id!r} not answered{reason}: the other "
-                                                        f"end, {t.host}:{t.port}, did not answer as an SMPP server") from None
+            t, cause = self.scenario.target, f"bind {mode} as {system_id!r} not answered{reason}"
+            raise FleetError("target.host/target.port", f"{cause}: the other end, {t.host}:{t.port}, did not answer as "
+                                                        "an SMPP server", cause=cause) from None
 
     async def _bound(self, on_message: Callable[[ShortMessage], None] | None, mode: str, system_id: str, password: str,
                      key: str, address: str = "") -> Esme:  # fmt: skip
@@ -491,6 +493,8 @@ class Fleet:
             self._binding = None
         failure = next((r for r in results if isinstance(r, BaseException)), None)
         if failure is not None:
+            if isinstance(failure, FleetError):
+                failure = self._fewer_binds_taken(failure, results.index(failure))
             await self.close()
             raise failure
         for result in results:
@@ -510,6 +514,27 @@ class Fleet:
         # and a reply that arrives during one is timed as the target's latency (bench/perf-log.md, session 11).
         tune_for_serving()
         self._collector_tuned = True
+
+    def _fewer_binds_taken(self, failure: FleetError, job: int) -> FleetError:
+        """connect()'s `failure`, of its `job`-th bind (a block's binds: the subscribers' first, then the spammers'):
+        when other binds of its account were accepted, the account and the address are right, and the target takes
+        fewer binds of it than asked (an SMSC's bind limit), refusing the rest, closing or ignoring them: a FleetError
+        naming that bind, how many were accepted, and the count to lower. Else `failure` as it is."""
+        s = self.scenario
+        if job < s.fleet.binds:
+            block, asked, account, key = job + 1, s.fleet.binds, s.target.system_id, "fleet.binds"
+            binds, accepted = asked * (1 if s.fleet.mode == "trx" else 2), len(self.binds)
+        elif s.behaviours.spammer.weight > 0 and job < s.fleet.binds + s.spammers.binds:
+            block, asked, account, key = job + 1 - s.fleet.binds, s.spammers.binds, s.spammers.system_id, "spammers.binds"
+            binds, accepted = asked, len(self.spammer_binds)
+        else:
+            return failure
+        if not accepted:
+            return failure
+        which = "bind" if key == "spammers.binds" or s.fleet.mode == "trx" else "tx+rx pair"
+        return FleetError(key, f"{which} #{block} of {asked} failed ({failure.cause}) while {accepted} of the {binds} "
+                               f"binds as {account!r} were accepted: the target takes fewer binds of the account than "
+                               "asked", f"lower {key} to what the target allows, or raise its bind limit for the account")  # fmt: skip
 
     def _numbered(self, lo: int, hi: int, sender: Esme) -> list[Phone]:
         """The phones of numbers lo..hi, sending on `sender`, each known by its number from now on (what arrives

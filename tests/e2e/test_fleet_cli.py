@@ -8,6 +8,7 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -608,6 +609,29 @@ def test_a_target_that_never_answers_the_bind_says_what_timed_out_and_after_how_
     assert err == (f"smsgw simulate: command line: target.host/target.port: bind trx as 'handset' not answered within "
                    f"5 s: the other end, 127.0.0.1:{argv[1]}, did not answer as an SMPP server\n"), err
     assert 5 <= time.monotonic() - started < 15
+
+
+def test_a_bind_refused_after_others_of_its_account_were_accepted_blames_the_bind_count(make_gateway, tmp_path: Path,
+                                                                                         capsys) -> None:  # fmt: skip
+    """The gateway takes one bind of 'handset' (max_binds 1; the fleet's target config allows 200): of --binds 2 the
+    second is refused. Before, the message blamed the account ('target.system_id: bind trx as 'handset' refused:
+    ESME_RBINDFAIL'), and an SMSC that closed or ignored the second bind was said not to be an SMPP server."""
+    gw = make_gateway(accounts=[{"system_id": "handset", "max_binds": 1}])
+    base = ["--port", str(gw.smpp_port), "--subscribers", "4", "--count", "1", "--quiet"]
+    assert cli.main([*base, "--binds", "2"]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"smsgw simulate: command line: fleet\.binds: bind #[12] of 2 failed \(bind trx as 'handset' "
+                        r"refused: ESME_RBINDFAIL\) while 1 of the 2 binds as 'handset' were accepted: the target takes "
+                        r"fewer binds of the account than asked \(lower --binds to what the target allows, or raise its "
+                        r"bind limit for the account\)\n", err), err  # fmt: skip
+    scenario = tmp_path / "s.toml"
+    scenario.write_text('[fleet]\nbinds = 2\nmode = "tx+rx"\n')
+    assert cli.main([*base, "--scenario", str(scenario)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"smsgw simulate: {scenario}: fleet.binds: tx+rx pair #"), err
+    assert err.endswith("the target takes fewer binds of the account than asked (lower fleet.binds to what the target "
+                        "allows, or raise its bind limit for the account)\n"), err  # fmt: skip
+    assert cli.main([*base, "--binds", "1"]) == 0  # (one bind it takes)
 
 
 def test_a_port_that_is_no_smpp_servers_is_blamed_not_the_system_id(gateway, tmp_path: Path, capsys) -> None:
