@@ -230,20 +230,42 @@ def _run(args: argparse.Namespace, scenario: Any, config: Any, started_at: float
     except KeyboardInterrupt:
         print("smsgw simulate: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(describe(summary))
     misses = verdicts(summary, max_failures=args.max_failures, min_rate=args.min_rate, max_p99_ms=args.max_p99_ms,
                       max_lag_ms=args.max_lag_ms)  # fmt: skip
-    if args.report:
-        for path in write_report(summary, args.report, scenario.to_dict(), started_at, misses):
-            print(f"report: {path}")
-    if (summary.get("fleet") or {}).get("interrupted"):
-        print("INTERRUPTED: the figures cover the run up to the signal; no verdict")
+    # The reports first: a reader of stdout that stops early (`| head -1`) loses them nothing.
+    reports = write_report(summary, args.report, scenario.to_dict(), started_at, misses) if args.report else []
+    interrupted = bool((summary.get("fleet") or {}).get("interrupted"))
+    try:
+        _print_result(summary, reports, misses, interrupted)
+    except BrokenPipeError:
+        _stdout_closed()
+    if interrupted:
         return EXIT_INTERRUPTED
+    return EXIT_FAILED if misses else EXIT_OK
+
+
+def _print_result(summary: dict[str, Any], reports: list[Path], misses: list[str], interrupted: bool) -> None:
+    """The result on stdout: the figures, the reports written, the verdict."""
+    print(describe(summary))
+    for path in reports:
+        print(f"report: {path}")
+    if interrupted:
+        print("INTERRUPTED: the figures cover the run up to the signal; no verdict")
+        return
     for miss in misses:
         print(f"FAIL {miss}")
     if not misses:
         print("PASS")
-    return EXIT_FAILED if misses else EXIT_OK
+    sys.stdout.flush()  # (here, where a reader gone is caught, not at the interpreter's exit)
+
+
+def _stdout_closed() -> None:
+    """The reader of stdout went away (`| head -1`): the rest of the result is dropped quietly, as CLI tools do, and
+    the exit status stays the verdict's. Python's last flush of stdout at exit would raise again: it goes nowhere."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 # The scenario keys a fleet error can name that flags set (the rest come from the scenario file only).

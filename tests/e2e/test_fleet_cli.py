@@ -91,6 +91,18 @@ def progress_until(run: subprocess.Popen, condition) -> None:
     raise AssertionError(f"the run ended first: {run.wait()}")
 
 
+def test_a_reader_of_stdout_gone_before_the_result_leaves_the_report_and_the_verdicts_exit_status(gateway, tmp_path: Path) -> None:
+    """`smsgw simulate ... | head -1`, the reader gone before the result is printed (here: before the run ends).
+    Before, a BrokenPipeError traceback, exit 1 though the run passed, and no report: it was written after stdout."""
+    report = tmp_path / "report"
+    run = simulate(gateway.smpp_port, "--count", "20", "--concurrency", "4", "--quiet", "--report", str(report))
+    assert run.stdout is not None and run.stderr is not None
+    run.stdout.close()
+    errors = run.stderr.read()
+    assert run.wait(timeout=60) == 0 and errors == "", errors
+    assert json.loads((report / "report.json").read_text(encoding="utf-8"))["verdict"]["result"] == "PASS"
+
+
 def test_ctrl_c_during_the_load_reports_what_ran_marked_interrupted(gateway, tmp_path: Path) -> None:
     report = tmp_path / "report"
     run = simulate(gateway.smpp_port, "--duration", "120", "--concurrency", "8", "--report", str(report))
