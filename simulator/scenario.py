@@ -245,6 +245,10 @@ class Scenario:
         if "concurrency" in flags:
             changes.update(mode="closed", concurrency=int(flags["concurrency"]))
         load = dataclasses.replace(load, **changes)
+        if flags.get("ramp_up") and load.mode == "closed":  # (a closed loop starts its `concurrency` at once)
+            how = "concurrency given" if "concurrency" in flags else f"load.mode = \"closed\" in {self.source}"
+            raise ScenarioError("command line", "ramp_up", f"applies to an open loop only (rate), and the load is a "
+                                                           f"closed loop ({how}), which would ignore it")  # fmt: skip
         scenario = dataclasses.replace(self, target=target, fleet=fleet, load=load)
         _check(scenario, "command line")
         return scenario

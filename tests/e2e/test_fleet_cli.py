@@ -607,6 +607,18 @@ def test_an_unreachable_target_blames_the_target(tmp_path: Path, capsys) -> None
         assert f"smsgw simulate: {scenario}: target.host/target.port: cannot connect to 127.0.0.1:{port}: " in capsys.readouterr().err
 
 
+def test_a_ramp_up_for_a_closed_loop_is_a_usage_mistake(capsys) -> None:
+    """A closed loop starts its `concurrency` dialogues at once: --ramp-up ran as if not given (steady state from 0 s,
+    every dialogue in the first second), silently."""
+    assert cli.main(["--ramp-up", "5", "--concurrency", "4", "--port", "1", "--quiet"]) == 2
+    assert capsys.readouterr().err == ("smsgw simulate: command line: ramp_up: applies to an open loop only (rate), and "
+                                       "the load is a closed loop (concurrency given), which would ignore it\n")  # fmt: skip
+    assert cli.main(["--ramp-up", "5", "--port", "1", "--quiet"]) == 2  # the default scenario's closed loop
+    assert "the load is a closed loop (load.mode = \"closed\" in " in capsys.readouterr().err
+    assert cli.main(["--ramp-up", "5", "--rate", "10", "--port", "1", "--quiet"]) == 2  # an open loop: it goes on
+    assert "target.host/target.port: cannot connect to 127.0.0.1:1: " in capsys.readouterr().err
+
+
 def test_a_target_that_never_answers_the_bind_says_what_timed_out_and_after_how_long(capsys) -> None:
     with socket.socket() as hung:  # a hung SMSC: the kernel completes the connections, nothing ever answers
         hung.bind(("127.0.0.1", 0))
