@@ -472,11 +472,13 @@ def _cut_at_drain(fleet: dict[str, Any]) -> str:
     apart from those that waited for a reply."""
     stats = fleet["stats"]
     cut, unsent = stats["cancelled_at_drain"], stats.get("cancelled_at_drain_mo_not_sent", 0)
+    unanswered = stats.get("cancelled_at_drain_mo_unanswered", 0)
     never_sent = f"{unsent} for an MO never sent (it waited for room in the full window of {fleet.get('window')} unanswered submit_sm)"
     waiting = [never_sent] if unsent else []
-    waiting += [f"{cut - unsent} for the answer to an MO or for a reply"] if cut > unsent else []
-    return (f"{cut} dialogues still waited when the drain after the load ended (load.drain): {' and '.join(waiting)}, "
-            "so they were never checked")
+    waiting += [f"{unanswered} for the answer to their MO"] if unanswered else []
+    waiting += [f"{cut - unsent - unanswered} for a reply"] if cut > unsent + unanswered else []
+    return (f"{cut} dialogues still waited when the drain after the load ended (load.drain): {', '.join(waiting)}, so "
+            "they were never checked")
 
 
 def _window_full(fleet: dict[str, Any]) -> str:

@@ -596,6 +596,10 @@ class Esme(asyncio.Protocol):
         """The requests waiting in the queue for room in the window: never sent."""
         return [pdu for pdu, future, _at in self._queue if not future.done()]
 
+    def unanswered(self) -> list[Pdu]:
+        """The requests sent and not answered yet (nor timed out)."""
+        return [item.request for item in self.session.outstanding.values()]
+
     def _expire_queued(self, now: float) -> None:
         """Fail the requests that waited response_timeout in the queue (NotSentInTime): the window stayed full."""
         queue, limit = self._queue, now - self.session.response_timeout

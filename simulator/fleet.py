@@ -46,6 +46,7 @@ from typing import Any
 
 from gateway.config import Config, load_config
 from gateway.gctune import restore_defaults, tune_for_serving
+from gateway.smpp.constants import CommandId
 
 from . import behaviours as b
 from .behaviours import (
@@ -1333,7 +1334,9 @@ class Fleet:
             await asyncio.wait(list(self.tasks), timeout=min(DRAIN_POLL, max(0.0, deadline - time.monotonic())))
         if self.tasks:
             self.stats["cancelled_at_drain"] += len(self.tasks)
-            self.stats["cancelled_at_drain_mo_not_sent"] += len(self._senders_queued())
+            never_sent, unanswered = self._senders_waiting()
+            self.stats["cancelled_at_drain_mo_not_sent"] += len(never_sent)
+            self.stats["cancelled_at_drain_mo_unanswered"] += len(unanswered)
             for task in list(self.tasks):
                 task.cancel()
             await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -1341,9 +1344,13 @@ class Fleet:
             self.headroom.stop()
         self.recorder.finish()
 
-    def _senders_queued(self) -> set[str]:
-        """The numbers with an MO waiting in a bind's queue for room in its window: never sent yet."""
-        return {pdu.source_addr for esme in self._opened for pdu in esme.queued()}  # type: ignore[attr-defined]
+    def _senders_waiting(self) -> tuple[set[str], set[str]]:
+        """The numbers with an MO never sent (it waits in a bind's queue for room in the window), and the others with
+        one sent and not answered yet."""
+        queued = {pdu.source_addr for esme in self._opened for pdu in esme.queued()}  # type: ignore[attr-defined]
+        unanswered = {pdu.source_addr for esme in self._opened for pdu in esme.unanswered()  # type: ignore[attr-defined]
+                      if pdu.command_id == CommandId.SUBMIT_SM}  # fmt: skip
+        return queued, unanswered - queued
 
     def _window_waits(self) -> Counter[str]:
         """How many submit_sm waited for room in a full window, and how many of them were never sent in time."""

@@ -233,7 +233,7 @@ async def test_a_run_that_checked_nothing_is_no_pass(smsc, tmp_path: Path) -> No
                                             also="[load]\ndrain = 0\n")  # fmt: skip
     assert report is not None and report["dialogues"] == {"started": 5, "completed": 0, "failed": 0, "reactions": 0}, output
     miss = "no dialogue ended (5 started), so nothing was checked"
-    cut = "5 dialogues still waited for a reply when the drain after the load ended (load.drain), so they were never checked"
+    cut = "5 dialogues still waited when the drain after the load ended (load.drain): 5 for a reply, so they were never checked"
     assert status == 1 and report["verdict"] == {"result": "FAIL", "misses": [miss, cut]}, output
     assert f"FAIL {miss}" in output and "PASS" not in output
 
