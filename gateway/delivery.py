@@ -107,6 +107,10 @@ class Delivery:
     # A stalled bind holds at most this many (`_full`): what a pull may bring it (fewer than ROOM, then a page), so a
     # page read for it is not parked again at once; ~16 MB of MTs of 10 KB.
     FULL = ROOM + PAGE
+    # So does one that answers, more slowly than MTs come for it (`_full`); and a backlog read holds at most this many
+    # accepted meanwhile behind it (`dispatch`): the next ones are parked, the read finds them in the store.
+    BUSY = FULL
+    HELD_BEHIND_READ = FULL
     # MTs a receiver's flow control holds in memory (gateway/throttles.py): per subscriber, and for all of them; the
     # rest are parked, read back from the store when their throttle lifts.
     HELD_PER_THROTTLE = 100
@@ -242,7 +246,7 @@ class Delivery:
         receiver = self.router.route(message, avoid, tell=not read_back)
         if (
             receiver is None or (read_back and self._appeared_during_pass(receiver))
-            or (receiver.stalled and self._full(receiver))  # (one attribute read for an MT to a healthy bind)
+            or ((receiver.stalled or self._parked_on or receiver.load >= self.BUSY) and self._full(receiver))
         ):  # fmt: skip
             self._held.discard(message.id)  # parked: the store has it, `_pull` reads it back
             return
@@ -250,7 +254,7 @@ class Delivery:
         if (new or behind_read) and self._reads:
             read = self._reads.get(receiver.account.system_id)
             if read is not None and read.holds(message, receiver):
-                if receiver.stalled:  # parked, not held in memory: the read finds it in the store, in order
+                if receiver.stalled or len(read.behind) >= self.HELD_BEHIND_READ:  # parked: the read finds it in order
                     self._park_for(receiver, message)
                     return
                 read.hold(message)
@@ -262,25 +266,30 @@ class Delivery:
         receiver.offer(message, again or behind_read)
 
     def _full(self, receiver: Receiver) -> bool:
-        """Whether an MT routed to a `stalled` bind is parked: it has FULL MTs queued or in flight, or has parked one
-        since it stalled (a newer MT to that subscriber queued there would go out ahead of it). A bind that answers
+        """Whether an MT routed to a bind is parked: it has FULL MTs queued or in flight (BUSY if it answers), or has
+        parked one since (a newer MT to that subscriber queued there would go out ahead of it). A bind that answers
         enquire_link but never deliver_sm, the only one for its subscribers, was queued every MT routed to it, in
-        memory, for as long as it stayed bound (15,000 MTs of 10 KB: +165 MB). What it parked is read back when it
-        answers again or goes (`answering`, `unbound`); meanwhile only a window's worth once it holds nothing
-        (`probe`). A healthy bind has no such limit."""
+        memory, for as long as it stayed bound (15,000 MTs of 10 KB: +165 MB); so was one that answers each, more
+        slowly than MTs come for it (one a 10 ms, ~9,000 MTs a second: +210 MB in 30 s). What a `stalled` bind
+        parked is read back when it answers again or goes (`answering`, `unbound`), meanwhile only a window's worth
+        once it holds nothing (`probe`); what one that answers parked, once it holds fewer than ROOM (`drained`), as
+        for one that answers again."""
         if receiver in self._parked_on:
             return True
-        if receiver.load < self.FULL:
+        if receiver.load < (self.FULL if receiver.stalled else self.BUSY):
             return False
         self._parked_on.add(receiver)
         return True
 
     def _park_for(self, receiver: Receiver, message: Message) -> None:
-        """An MT to a `stalled` bind would wait behind its account's backlog read: it is parked instead, and the bind
-        counts as one that parked MTs (`_full`, `_has_room`). Held behind the read, in memory, with no bound: a stuck
-        client that binds again while MTs wait for it had every MT routed to it held (30,000 of 10 KB: +325 MB)."""
+        """An MT to a `stalled` bind, or to any while HELD_BEHIND_READ wait behind its account's backlog read, would
+        wait behind the read: it is parked instead (the read, or its next pass, finds it in the store, in order), and
+        a stalled bind counts as one that parked MTs (`_full`, `_has_room`). Held behind the read, in memory, with no
+        bound: a stuck client that binds again while MTs wait for it had every MT routed to it held (30,000 of 10 KB:
+        +325 MB), a slow one every MT accepted for it while the read of its backlog went on."""
         self._held.discard(message.id)
-        self._parked_on.add(receiver)
+        if receiver.stalled:
+            self._parked_on.add(receiver)
 
     def stalled(self, receiver: Receiver) -> None:
         """`receiver` is now `stalled` (SmppConnection._stall, as the stall begins): the MTs held behind its account's
@@ -433,6 +442,13 @@ class Delivery:
                 self.receiver_ready(receiver)
         if self._room_waiters:
             self._wake_pulls()
+
+    def drained(self) -> None:
+        """A bind's load fell (an answer, or a tick: SmppConnection.tick): each that answers and parked MTs (`_full`)
+        and holds fewer than ROOM now is read back what it parked, as one that answers again (`answering`)."""
+        if self._parked_on:
+            for receiver in [r for r in self._parked_on if not r.stalled and r.load < self.ROOM]:
+                self.answering(receiver)
 
     def _parked_for(self, receiver: Receiver) -> bool:
         """Whether MTs were parked for this bind or another of its account (`_parked_on`)."""
@@ -617,6 +633,8 @@ class Delivery:
                           answered=True)  # fmt: skip
         if self._room_waiters:
             self._wake_pulls()
+        if self._parked_on:
+            self.drained()
         if self._throttles:
             self._throttle_lifted(message.dest_addr)
         if message.extra:
@@ -626,6 +644,8 @@ class Delivery:
         """The deliver_sm to `bind` was refused with `status` (at once, or in an answer that came late)."""
         if self._room_waiters:
             self._wake_pulls()
+        if self._parked_on:
+            self.drained()
         if status in PERMANENT_FAILURES:
             log.warning("mt undeliverable", message_id=message.id, account=account_of(message), msisdn=subscriber_of(message),
                         bind_account=_account_of(bind), status=S.name_of(status),

@@ -796,6 +796,7 @@ class SmppConnection(asyncio.Protocol):
             return
         self._pump()
         self._expire_queued()
+        self.gateway.delivery.drained()  # (its queue expired or taken back: no answer to tell of it)
         if self.stalled and not self.load:
             self._probe()
         if self.account is None and session.clock() >= self._bind_by:
