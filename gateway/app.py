@@ -109,7 +109,8 @@ class Gateway:
         self.ids = MessageIds()
         self.short_ids = ShortIds()  # for the binds of SMPP 3.3; goes on from the store's last once it opens
         self.store = SqliteStore(self.db_path, dedup_window=settings.dedup_window, clock=self.clock.now)
-        self.retention = Retention(self.store, self.clock, settings.message_retention, settings.dedup_window)
+        self.retention = Retention(self.store, self.clock, settings.message_retention, settings.dedup_window,
+                                   self.short_ids.last)  # fmt: skip
         self.router = Router(self.accounts)
         self.catalogue = Catalogue(config.catalogue)
         handlers = self._handler_names(config)

@@ -63,6 +63,10 @@ class ShortIds:
         self._last = self._last % _LAST_SHORT_ID + 1
         return f"{self._last:08x}"
 
+    def last(self) -> str | None:
+        """The alias given last (or at start, the store's: `continue_after`); None: none yet."""
+        return f"{self._last:08x}" if self._last else None
+
 
 def short_ids_after(short_id: str) -> list[tuple[str, str]]:
     """The aliases `ShortIds` gives in the half of their round after this one, as ranges (above, up to) of their

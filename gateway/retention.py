@@ -18,6 +18,7 @@ writer for as long as it takes. Measurements: bench/perf-log.md, session 17.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from .clock import Clock
 from .logs import get_logger
@@ -30,9 +31,13 @@ PAUSE = 0.05  # seconds after each batch's commit before the next is read
 
 
 class Retention:
-    def __init__(self, store: Store, clock: Clock, retention: float, dedup_window: float = 0.0) -> None:
+    def __init__(self, store: Store, clock: Clock, retention: float, dedup_window: float = 0.0,
+                 last_short_id: Callable[[], str | None] = lambda: None) -> None:  # fmt: skip
+        """`last_short_id`: the SMPP 3.3 alias given last (ids.ShortIds.last), kept with each batch deleted
+        (Store.prune): a start goes on from it once the rows holding it are gone."""
         self._store = store
         self._clock = clock
+        self._last_short_id = last_short_id
         # A retention shorter than dedup_window acts as dedup_window: a message ends no earlier than it was accepted,
         # so one that ended that long ago holds no dedup key still in its window, and every row read is deleted.
         # (Cut at the retention, the rows still in the window were read again, and counted as deleted, every pass.)
@@ -54,7 +59,7 @@ class Retention:
         pruned = 0
         after = (float("-inf"), 0)
         while found := await self._store.prunable(ended_by, after, BATCH):
-            await self._store.prune([seq for _done_at, seq in found], ended_by)
+            await self._store.prune([seq for _done_at, seq in found], ended_by, self._last_short_id())
             pruned += len(found)
             if len(found) < BATCH:
                 break

@@ -806,16 +806,13 @@ class SqliteStore:
         waiter = self._enqueue(op)
         return waiter if then is None else None
 
-    def prune(self, seqs: Sequence[int], ended_by: float) -> asyncio.Future[None]:
+    def prune(self, seqs: Sequence[int], ended_by: float, short_id: str | None = None) -> asyncio.Future[None]:
         """Delete these messages (`prunable`'s seqs) in one transaction, each only if it ended by `ended_by` and its
-        dedup key, if any, is out of the window."""
+        dedup key, if any, is out of the window; and keep `short_id` (Store.prune)."""
         now = self._begin_write()
         op = self._new_op()
-        # In their transaction, the alias given last: they may delete the rows holding it (and every one before it), and
-        # a start goes on from it (last_short_id) instead of giving those aliases out again.
-        kept = self._last_short_id()
-        if kept is not None:
-            op.steps.append((_KEEP_SHORT_ID, (kept,), ()))
+        if short_id is not None:  # in their transaction: they may delete the rows holding it and every one before it
+            op.steps.append((_KEEP_SHORT_ID, (short_id,), ()))
         # No tokens: an ended message is never written again, so nothing else in the batch needs ordering against it.
         op.steps.extend((_PRUNE, (seq, ended_by, now - self._dedup_window), ()) for seq in seqs)
         return self._enqueue(op)
@@ -1141,25 +1138,22 @@ class SqliteStore:
         return last
 
     async def last_short_id(self) -> str | None:
-        return self._last_short_id()
+        # Once, at start: of the alias given last that the messages hold and the one kept when retention last deleted
+        # some (`prune`), the later.
+        [(kept,)] = await self._read(_SHORT_ID_KEPT, ())
+        return later_short_id(kept, await self._last_short_id_held())
 
-    def _last_short_id(self) -> str | None:
-        """At start, and before each batch retention deletes (`prune`): of the alias given last that the messages hold
-        and the one kept when retention last deleted some, the later."""
-        [(kept,)] = self._read_now(_SHORT_ID_KEPT, ())
-        return later_short_id(kept, self._last_short_id_held())
-
-    def _last_short_id_held(self) -> str | None:
+    async def _last_short_id_held(self) -> str | None:
         # Every alias in the index is read (by seq, not by value: after a wrap the largest is not the last).
-        rows = self._read_now("SELECT short_id FROM messages INDEXED BY messages_short_id WHERE short_id IS NOT NULL"
-                              " ORDER BY seq DESC LIMIT 1", ())  # fmt: skip
+        rows = await self._read("SELECT short_id FROM messages INDEXED BY messages_short_id WHERE short_id IS NOT NULL"
+                                " ORDER BY seq DESC LIMIT 1", ())  # fmt: skip
         if not rows:
             return None
         # An alias given after it to an older row (a copy on a bind of SMPP 3.3 of a submission first sent on 3.4,
         # give_short_id) is not on the newest row, and aliases taken but never held (a copy's, a failed commit's)
         # leave gaps: the last one given is the one held furthest on in the half of their round after it.
         for above, up_to in short_ids_after(rows[0][0]):
-            [(furthest,)] = self._read_now(_LAST_SHORT_ID_BETWEEN, (above, up_to))
+            [(furthest,)] = await self._read(_LAST_SHORT_ID_BETWEEN, (above, up_to))
             if furthest is not None:
                 return furthest
         return rows[0][0]
@@ -1302,10 +1296,6 @@ class SqliteStore:
         return {row[0] for row in await self._read(sql, tuple(params))}
 
     async def _read(self, sql: str, params: tuple) -> list[Any]:
-        return self._read_now(sql, params)
-
-    def _read_now(self, sql: str, params: tuple) -> list[Any]:
-        """A read on the event loop, not awaited (an SQLite read is ~16 us)."""
         if self._reader is None:
             raise RuntimeError("store is not open")
         return self._reader.execute(sql, params).fetchall()

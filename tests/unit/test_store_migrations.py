@@ -305,7 +305,7 @@ async def test_a_database_upgraded_from_schema_14_goes_on_from_its_last_short_id
         try:
             assert await store.last_short_id() == "00000008"
             ended = await store.prunable(NOW, (float("-inf"), 0), 10)
-            await store.prune([seq for _done_at, seq in ended], NOW)
+            await store.prune([seq for _done_at, seq in ended], NOW, await store.last_short_id())  # as the gateway's ShortIds
             assert await store.get("alias-8") is None
         finally:
             await store.close()

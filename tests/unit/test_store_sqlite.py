@@ -150,15 +150,15 @@ async def test_the_short_ids_go_on_from_the_last_one_given_after_retention_delet
     store: SqliteStore, clock: FakeClock
 ) -> None:
     """The aliases went on from the last one the messages held: with the rows holding the last ones deleted past
-    retention, the next start gave them out again; here from an older MT still waiting with the round's end
-    (fffffff0): its successors are given across the wrap until they name the newer ones again."""
+    retention, the next start gave them out again. The one given last (ids.ShortIds.last) is kept with the deletes;
+    here an older MT still waiting holds the round's end (fffffff0): the one kept is later, across the wrap."""
     await store.accept(mt("1a24a2e9016000000001", short_id="fffffff0"))  # waits, kept
     for n, alias in enumerate(("00000004", "00000005"), 2):
         await store.accept(mt(f"1a24a2e901600000000{n}", short_id=alias))
         await store.mark_delivered(f"1a24a2e901600000000{n}", done_at=clock.now, receipt=None)
     clock.now += 10
     ended = await store.prunable(clock.now, (float("-inf"), 0), 10)
-    await store.prune([seq for _done_at, seq in ended], clock.now)
+    await store.prune([seq for _done_at, seq in ended], clock.now, "00000005")
     assert (len(ended), await store.get("00000005")) == (2, None)
     assert await store.last_short_id() == "00000005"
 
