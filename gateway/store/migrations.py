@@ -215,7 +215,7 @@ MIGRATIONS: list[Migration] = [
     # Partial: as small as the messages asking for an acknowledgement, and those that are one (esm_class 0x08, 0x10).
     (
         (
-            "CREATE INDEX messages_asking_acknowledgement ON messages (dest_addr, source_addr)"
+            "CREATE INDEX messages_asking_acknowledgement ON messages (dest_addr, source_addr, done_at)"
             " WHERE direction = 'mt' AND (registered_delivery & 12) != 0"
         ),
         "CREATE INDEX messages_acknowledging ON messages (origin_id) WHERE (esm_class & 24) != 0",
