@@ -13,7 +13,7 @@ restart); one on its way to the store claims it until its write settles.
 from __future__ import annotations
 
 from .clock import Clock
-from .messages import is_acknowledgement
+from .messages import acknowledgement_kind
 from .smpp.constants import EsmClass
 from .store.base import Store
 from .store.records import Message
@@ -21,7 +21,6 @@ from .store.records import Message
 ANSWERED_WITHIN = 86400.0  # seconds after its delivery that content may still be acknowledged
 # esm_class message type: what it acknowledges
 _KINDS = {int(EsmClass.SME_DELIVERY_ACK): "SME delivery", int(EsmClass.MANUAL_USER_ACK): "manual/user"}
-_ACKNOWLEDGEMENT = sum(_KINDS)
 
 
 class Acknowledgements:
@@ -33,14 +32,14 @@ class Acknowledgements:
     def answered(self, sp: str, code: str, subscriber: str, esm_class: int) -> str | None:
         """The id of the content an acknowledgement (esm_class) from `subscriber` to `code`, SP `sp`'s, answers: the
         oldest asking for one of its kind not acknowledged yet. None: it answers none."""
-        kind = esm_class & _ACKNOWLEDGEMENT
+        kind = acknowledgement_kind(esm_class)
         since = self.clock.now() - ANSWERED_WITHIN
         return self.store.unacknowledged_content(sp, code, subscriber, kind, since, self._claimed[kind])
 
     @staticmethod
     def unanswered(sp: str, code: str, subscriber: str, esm_class: int) -> str:
         """Why an acknowledgement that answers nothing is refused (the line about its refusal)."""
-        kind = _KINDS[esm_class & _ACKNOWLEDGEMENT]
+        kind = _KINDS[acknowledgement_kind(esm_class)]
         return (f"an acknowledgement ({kind}) answers none of {sp}'s content from {code} to {subscriber}: none asking "
                 f"for one (registered_delivery bits 3-2) is waiting or was delivered within {ANSWERED_WITHIN:g} s, or "
                 "it was acknowledged already")  # fmt: skip
@@ -55,5 +54,6 @@ class Acknowledgements:
 
 
 def _kind_of(acknowledgement: Message) -> int:
-    assert is_acknowledgement(acknowledgement.esm_class) and acknowledgement.origin_id is not None
-    return acknowledgement.esm_class & _ACKNOWLEDGEMENT
+    kind = acknowledgement_kind(acknowledgement.esm_class)
+    assert kind and acknowledgement.origin_id is not None
+    return kind

@@ -53,6 +53,11 @@ def notice_account(message: Message) -> str | None:
     return message.extra.get("to_account") or None
 
 
+def acknowledgement_kind(esm_class: int) -> int:
+    """The SME acknowledgement an esm_class is (its message type: 0x08 SME delivery, 0x10 manual/user); 0: none."""
+    return esm_class & _ACKNOWLEDGEMENT
+
+
 def is_acknowledgement(esm_class: int) -> bool:
     """An SME delivery or manual/user acknowledgement (esm_class message type 0x08 or 0x10, SMPP 3.4 5.2.12): a
     report on a message its sender received (which asked for it: registered_delivery bits 3-2), not a text to act on.
