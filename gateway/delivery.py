@@ -796,9 +796,10 @@ class Delivery:
 
     def _hold_or_park(self, throttle: Throttle, message: Message) -> None:
         """Hold the MT for its subscriber's throttle, or park it: the throttle holds HELD_PER_THROTTLE (the one tried
-        again counted: refused again, it is held with them), all of them HELD_FOR_THROTTLES, or it has parked one already (a newer one held would go out ahead of it), or its parked
-        ones are being read back. Parked, it waits in the store, out of hand (the backlog read reads on past it), and
-        is read back when the throttle lifts (`_read_back`)."""
+        again counted: refused again, it is held with them), all of them HELD_FOR_THROTTLES, or it has parked one
+        already (a newer one held would go out ahead of it), or its parked ones are being read back. Parked, it waits
+        in the store, out of hand (the backlog read reads on past it), and is read back when the throttle lifts
+        (`_read_back`)."""
         if (
             throttle.parked or throttle.reading or throttle.holds >= self.HELD_PER_THROTTLE
             or self._retry_timers.holding >= self.HELD_FOR_THROTTLES
