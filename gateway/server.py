@@ -40,13 +40,13 @@ from .smpp.pdu import (
 )
 from .smpp.session import (
     BIND_REQUESTS,
+    GivenUp,
     LateResponse,
     Received,
     Rejected,
     Session,
     Side,
     State,
-    remember,
 )
 from .store.records import Message
 from .throttles import FLOW_CONTROL
@@ -118,7 +118,7 @@ class SmppConnection(asyncio.Protocol):
         self.stalled = False  # see Router.stalled
         self.holding = False  # see Router.handed
         self.inflight: dict[int, Message] = {}
-        self.timed_out: dict[int, Message] = {}  # deliver_sm given up on, by sequence (the last `window`)
+        self.timed_out: GivenUp[Message] = GivenUp(self.session.given_up.keep)  # deliver_sm given up on, as the session's
         self.pending: deque[Message] = deque()
         # deliver_sm in flight here at most now: the session's window, narrowed while the receiver throttles and one
         # wider again at each accepted, never below 1 (_narrow_window; gateway/throttles.py)
@@ -655,7 +655,7 @@ class SmppConnection(asyncio.Protocol):
     def _on_late_answer(self, pdu: Pdu) -> None:
         if self.stalled:  # (only a deliver_sm is answered late: an unanswered enquire_link or unbind closes the bind)
             self._answers_again()
-        message = self.timed_out.pop(pdu.sequence_number, None)
+        message = self.timed_out.pop(pdu.sequence_number, self.session.last_received_at)
         if message is not None:
             if self.may_log("deliver_sm answered late"):
                 log.info("deliver_sm answered late", message_id=message.id, account=account_of(message),
@@ -780,7 +780,7 @@ class SmppConnection(asyncio.Protocol):
                     log.warning("deliver_sm timed out", message_id=message.id, account=account_of(message),
                                 msisdn=subscriber_of(message), bind_account=self.system_id,
                                 **receipted(message))  # fmt: skip
-                remember(self.timed_out, request.sequence_number, message, session.window)
+                self.timed_out.add(request.sequence_number, message, session.clock())
                 self.gateway.delivery.retry_later(message, bind=self)
                 timed_out = True
             elif request.command_id == C.ENQUIRE_LINK or request.command_id == C.UNBIND:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Generic, TypeVar
 
 from .codec import (
     MAX_PDU_LENGTH,
@@ -37,6 +37,7 @@ from .pdu import RESPONSE_OF, EnquireLinkResp, GenericNack, Pdu, UnbindResp
 
 C = CommandId
 S = CommandStatus
+T = TypeVar("T")
 
 
 class Side(Enum):
@@ -145,11 +146,45 @@ class LateResponse:
 Event = Received | Rejected | LateResponse
 
 
-def remember(recent: dict, key: Any, value: Any, limit: int) -> None:
-    """Keep `value` under `key` among the last `limit` entries of `recent` (the oldest one goes)."""
-    recent[key] = value
-    if len(recent) > limit:
-        del recent[next(iter(recent))]
+# How many response_timeouts a request given up on (`expired_requests`) still takes its late answer: 100 s by default,
+# longer than a silent peer keeps its bind (asked with an enquire_link after enquire_link_interval of silence, 30 s, and
+# closed response_timeout later).
+LATE_ANSWER_TIMEOUTS = 10
+
+
+class GivenUp(Generic[T]):
+    """Requests given up on (timed out), by sequence number, each kept `keep` seconds for an answer that comes late: by
+    age, not by count. (The last `window` of them were kept: a peer that stalled past two response_timeouts had more
+    than that time out, the deliver_sm sent as the first ones freed the window, and the answers to the first ones were
+    ignored, each of those MTs sent again.) Bounded all the same: each place in the window has a request time out at
+    most once a response_timeout, so no more than `window` x (LATE_ANSWER_TIMEOUTS + 1) are kept."""
+
+    __slots__ = ("_kept", "keep")
+
+    def __init__(self, keep: float) -> None:
+        self.keep = keep
+        self._kept: dict[int, tuple[float, T]] = {}  # sequence -> (kept until, what), oldest first
+
+    def add(self, sequence: int, value: T, now: float) -> None:
+        self._forget(now)
+        self._kept[sequence] = (now + self.keep, value)
+
+    def pop(self, sequence: int, now: float) -> T | None:
+        """What was given up on under `sequence`, once, if it is still kept at `now`."""
+        self._forget(now)
+        kept = self._kept.pop(sequence, None)
+        return None if kept is None else kept[1]
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def _forget(self, now: float) -> None:
+        kept = self._kept
+        while kept:
+            oldest = next(iter(kept))
+            if kept[oldest][0] > now:
+                return
+            del kept[oldest]
 
 
 class LocalProtocolError(RuntimeError):
@@ -185,7 +220,7 @@ class Session:
         self.idle_timeout = idle_timeout  # 0 = never
         self.clock = clock
         self.outstanding: dict[int, Outstanding] = {}
-        self._timed_out: dict[int, Pdu] = {}  # the last `window` requests expired_requests gave up on
+        self.given_up: GivenUp[Pdu] = GivenUp(LATE_ANSWER_TIMEOUTS * response_timeout)  # by expired_requests
         self.last_received_at = clock()
         self._enquired_at = -math.inf  # when our last enquire_link went out (enquire_link_due)
         self._buffer = bytearray()
@@ -263,7 +298,7 @@ class Session:
         if command_id & RESPONSE_BIT:
             pending = self.outstanding.get(pdu.sequence_number)
             if pending is None:
-                late = self._timed_out.pop(pdu.sequence_number, None)
+                late = self.given_up.pop(pdu.sequence_number, self.last_received_at)
                 if late is not None and (command_id == late.command_id | RESPONSE_BIT or command_id == _GENERIC_NACK):
                     return LateResponse(pdu, late)
                 return Rejected(0, "response to no outstanding request (ignored)", command_id, pdu.sequence_number)
@@ -418,7 +453,7 @@ class Session:
     # ------------------------------------------------------------ timers
     def expired_requests(self, now: float | None = None, link_only: bool = False) -> list[Pdu]:
         """Remove and return requests whose response did not come within response_timeout. A response that
-        comes later all the same is a LateResponse (for the last `window` of them). `link_only`: only enquire_link
+        comes later all the same is a LateResponse (for LATE_ANSWER_TIMEOUTS response_timeouts: GivenUp). `link_only`: only enquire_link
         and unbind expire, for a peer that has stopped reading (the others wait for it, `restart_timers`): it cannot
         answer what it has not read (given up on, each went out again behind its copy still unread)."""
         now = self.clock() if now is None else now
@@ -427,7 +462,7 @@ class Session:
                 if item.sent_at <= limit and (not link_only or item.request.command_id in _LINK_REQUESTS)]  # fmt: skip
         requests = [self.outstanding.pop(seq).request for seq in late]
         for request in requests:
-            remember(self._timed_out, request.sequence_number, request, self.window)
+            self.given_up.add(request.sequence_number, request, now)
         if requests and self._held_unbind is not None:
             self._answer_unbind_when_nothing_is_pending()
         return requests

@@ -14,6 +14,7 @@ from smpplib import gsm, smpp
 from gateway.clock import SimulatedClock
 from gateway.mo import _PART_HELD
 from gateway.store.records import Direction, Message, MessageStatus
+from tests.gateway_process import config_file
 from tests.polling import eventually
 from tests.smpp_handset import (
     ESM_UDHI,
@@ -789,6 +790,24 @@ def test_a_delivery_answered_after_its_timeout_but_before_its_retry_is_not_sent_
     assert (fields["id"].encode(), fields["stat"]) == (resp.message_id, "DELIVRD")
     assert gw.call(gw.gateway.store.get(message_id)).status is MessageStatus.DELIVERED
     b.expect_none(3.0)  # the retry was called off: no second copy
+
+
+def test_a_receiver_that_answers_more_than_a_window_of_deliver_sm_late_gets_each_mt_once(tmp_path, start_gateway, handset):
+    """A receiver that stalls past two response_timeouts: its window of deliver_sm times out, the next window goes
+    out and times out too, then a third goes out; it answers them all. Only the last `window` of the deliver_sm given
+    up on were kept for a late answer: the answers to the first window were ignored, those MTs stayed undelivered
+    and went out a second time at their retry (84 copies too many for a receiver stalled 4 s under load)."""
+    window = 4
+    gw = start_gateway(tmp_path / "gw.db", config_file(tmp_path, window=window, response_timeout=1, retry_backoff=[5]))
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    b.answering = False
+    sent = {a.submit(B, f"stalled {n}", registered_delivery=1).message_id.decode() for n in range(3 * window)}
+    assert len(b.expect_many(3 * window, timeout=10)) == 3 * window  # the third window went out: two timed out
+    b.answer_held()  # two windows late, the third in time; the retries are 5 s away
+    b.answering = True
+    receipts = [receipt_fields(pdu) for pdu in a.expect_many(3 * window, timeout=4, predicate=is_receipt)]
+    assert sorted((fields["id"], fields["stat"]) for fields in receipts) == sorted((id_, "DELIVRD") for id_ in sent)
+    b.expect_none(1.0)  # delivered: no retry goes out
 
 
 def test_a_delivery_acknowledged_late_after_its_retry_went_out_is_delivered_once(make_gateway, handset):

@@ -39,6 +39,7 @@ from gateway.smpp.pdu import (
     response_to,
 )
 from gateway.smpp.session import (
+    LATE_ANSWER_TIMEOUTS,
     LateResponse,
     LocalProtocolError,
     Received,
@@ -773,17 +774,30 @@ def test_a_deliver_sm_the_peer_has_not_read_does_not_time_out_until_it_reads_aga
     assert smsc.expired_requests(now=1e9) == [] and smsc.outstanding == {}
 
 
-def test_only_the_last_window_of_timed_out_requests_are_remembered():
+def test_requests_given_up_on_take_their_late_answer_for_ten_response_timeouts_however_many_there_are():
+    """Only the last `window` of them were kept: a peer stalled past two response_timeouts had its answers to the
+    first ones ignored (each MT sent again). Kept by age instead, then forgotten."""
     clock = FakeClock(100.0)
     esme, _smsc = bind_pair(TRX, clock=clock, response_timeout=1.0, window=2)
+    given_up = []
+    for _ in range(3):  # a window times out, the next one goes out and times out too, and the next
+        sent = [esme.send(SubmitSm()), esme.send(SubmitSm())]
+        clock.now += 1
+        assert esme.expired_requests() == sent
+        given_up += sent
+    events = esme.receive_data(b"".join(encode_pdu(response_to(r)) for r in given_up))
+    assert events == [LateResponse(response_to(r), r) for r in given_up]
+
     first, second = esme.send(SubmitSm()), esme.send(SubmitSm())
     clock.now += 1
     assert esme.expired_requests() == [first, second]
-    third = esme.send(SubmitSm())
-    clock.now += 1
-    assert esme.expired_requests() == [third]
-    events = esme.receive_data(b"".join(encode_pdu(response_to(r)) for r in (first, second, third)))
-    assert [type(e) for e in events] == [Rejected, LateResponse, LateResponse]
+    forgotten_at = clock.now + LATE_ANSWER_TIMEOUTS * 1.0
+    clock.now = forgotten_at - 0.01
+    assert esme.receive_data(encode_pdu(response_to(first))) == [LateResponse(response_to(first), first)]
+    clock.now = forgotten_at
+    [event] = esme.receive_data(encode_pdu(response_to(second)))
+    assert isinstance(event, Rejected) and event.status == 0
+    assert len(esme.given_up) == 0  # (what no late answer can take any more is not held)
 
 
 def test_enquire_link_due():
