@@ -118,7 +118,8 @@ class SmppConnection(asyncio.Protocol):
         self.stalled = False  # see Router.stalled
         self.holding = False  # see Router.handed
         self.inflight: dict[int, Message] = {}
-        self.timed_out: GivenUp[Message] = GivenUp(self.session.given_up.keep)  # deliver_sm given up on, as the session's
+        # deliver_sm given up on, kept as long as the session keeps their requests
+        self.timed_out: GivenUp[Message] = GivenUp(self.session.given_up.keep)
         self.pending: deque[Message] = deque()
         # deliver_sm in flight here at most now: the session's window, narrowed while the receiver throttles and one
         # wider again at each accepted, never below 1 (_narrow_window; gateway/throttles.py)

@@ -453,9 +453,10 @@ class Session:
     # ------------------------------------------------------------ timers
     def expired_requests(self, now: float | None = None, link_only: bool = False) -> list[Pdu]:
         """Remove and return requests whose response did not come within response_timeout. A response that
-        comes later all the same is a LateResponse (for LATE_ANSWER_TIMEOUTS response_timeouts: GivenUp). `link_only`: only enquire_link
-        and unbind expire, for a peer that has stopped reading (the others wait for it, `restart_timers`): it cannot
-        answer what it has not read (given up on, each went out again behind its copy still unread)."""
+        comes later all the same is a LateResponse (for LATE_ANSWER_TIMEOUTS response_timeouts: GivenUp).
+        `link_only`: only enquire_link and unbind expire, for a peer that has stopped reading (the others wait for
+        it, `restart_timers`): it cannot answer what it has not read (given up on, each went out again behind its
+        copy still unread)."""
         now = self.clock() if now is None else now
         limit = now - self.response_timeout
         late = [seq for seq, item in self.outstanding.items()
