@@ -124,14 +124,15 @@ _UNDELIVERED_FROM = (  # cancel_sm by addresses: a subscriber's MTs (not the acc
 )
 # An SP's content to a subscriber from one of its codes asking for an acknowledgement of one kind (registered_delivery
 # bit ?4: 0x04 SME delivery, 0x08 manual/user), waiting or delivered since ?5, that no acknowledgement of that kind
-# (esm_class bit ?6: 0x08, 0x10) answers yet, oldest first (the partial indexes of migration 16). Two ranges of the
+# (esm_class bit ?6: 0x08, 0x10) answers yet (one its handset cancelled answers nothing), oldest first (the partial indexes of migration 16). Two ranges of the
 # index, waiting (done_at NULL) and delivered since ?5: an SP's older content to that subscriber is not read (one
 # condition on status read all of it, and every acknowledgement cost ~0.3 us per row: 20 ms with 20,000).
 _ASKING = (
     "SELECT seq, id FROM messages AS content INDEXED BY messages_asking_acknowledgement WHERE dest_addr = ?1"
     " AND source_addr = ?2 AND direction = 'mt' AND (registered_delivery & 12) != 0 AND {} AND account = ?3"
     " AND registered_delivery & ?4 AND NOT EXISTS (SELECT 1 FROM messages AS ack INDEXED BY messages_acknowledging"
-    " WHERE ack.origin_id = content.id AND (ack.esm_class & 24) != 0 AND ack.esm_class & ?6)"
+    " WHERE ack.origin_id = content.id AND (ack.esm_class & 24) != 0 AND ack.esm_class & ?6"
+    f" AND ack.status != '{MessageStatus.DELETED.value}')"
 )
 _WAITING_CONTENT = f"done_at IS NULL AND status = '{MessageStatus.ENROUTE.value}'"
 _DELIVERED_CONTENT = f"done_at >= ?5 AND status = '{MessageStatus.DELIVERED.value}'"

@@ -24,6 +24,7 @@ from tests.smpp_handset import (
     ESME_ROK,
     RawLink,
     answer,
+    cancel_sm,
     is_receipt,
     receipt_fields,
     replace_sm,
@@ -338,3 +339,18 @@ def test_a_report_only_the_smsc_sends_is_refused_to_a_short_code(phone, code, es
     assert phone.submit(code, "0", esm_class=esm_class).status == ESME_RINVESMCLASS
     assert ask(phone, OPERATOR, "0").startswith("中国移动10086：")
     nothing_else_from(phone, code)
+
+
+def test_an_acknowledgement_cancelled_before_the_sp_took_it_answers_nothing_and_frees_its_content(gw, handset, phone):
+    """A handset's cancel_sm of its own acknowledgement still waiting for the SP left the content counted as
+    acknowledged: the acknowledgement it sent instead was refused ESME_RINVESMCLASS, and the SP got neither."""
+    asking_acknowledgements(gw, handset, phone, 1, bind="tx").close()
+    cancelled = phone.submit(SINA, "oops", esm_class=SME_DELIVERY_ACK).message_id.decode()
+    with RawLink(gw.smpp_port) as esme:
+        esme.bind("handset", command="bind_transmitter")
+        esme.send(cancel_sm(2, A, cancelled))
+        assert answer(esme, 2) == (ESME_ROK, b"")
+    assert phone.submit(SINA, "read", esm_class=SME_DELIVERY_ACK).status == ESME_ROK
+    assert phone.submit(SINA, "again", esm_class=SME_DELIVERY_ACK).status == ESME_RINVESMCLASS  # answered now
+    sina_rx = handset(SINA, system_id="sina", bind="rx", gw=gw)
+    assert acknowledgements_reaching(sina_rx, 1) == ["read"]
