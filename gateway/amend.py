@@ -60,6 +60,8 @@ from .store.base import Store
 from .store.records import Message, MessageStatus
 
 if TYPE_CHECKING:
+    from handlers.base import Catalogue
+
     from .server import SmppConnection
 
 log = get_logger("amend")
@@ -77,12 +79,15 @@ def submission_id(message_id: str) -> str:
 
 
 class Amendments:
-    def __init__(self, *, store: Store, delivery: Delivery, plan: NumberPlan, clock: Clock, ids: MessageIds) -> None:
+    def __init__(
+        self, *, store: Store, delivery: Delivery, plan: NumberPlan, clock: Clock, ids: MessageIds, catalogue: Catalogue
+    ) -> None:  # fmt: skip
         self.store = store
         self.delivery = delivery
         self.plan = plan
         self.clock = clock
         self.ids = ids
+        self.catalogue = catalogue
         self._under_way: dict[str, asyncio.Future[None]] = {}  # MT id -> its cancellation or replacement, committing
 
     def cancel(self, conn: SmppConnection, pdu: CancelSm) -> Coroutine[Any, Any, None]:
@@ -114,7 +119,9 @@ class Amendments:
                 candidates, failure = [], error
             else:
                 dest = self.plan.normalise(pdu.destination_addr)
-                candidates, failure = await _read(self._settled(partial(self.store.undelivered_from, account, source, dest)))
+                # (to an SP's service code: a subscriber's acknowledgements, which go to the SP account: Intake)
+                undelivered = partial(self.store.undelivered_from, account, source, dest, self.catalogue.sp_of(dest))
+                candidates, failure = await _read(self._settled(undelivered))
                 candidates = [m for m in candidates if m.id < arrived]
                 if pdu.service_type:
                     candidates = [m for m in candidates if m.service_type == pdu.service_type]

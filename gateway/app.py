@@ -151,7 +151,9 @@ class Gateway:
             after_dialogue=self.services.after_dialogue,
             locks=self.locks,
         )
-        self.amendments = Amendments(store=self.store, delivery=self.delivery, plan=self.plan, clock=self.clock, ids=self.ids)
+        self.amendments = Amendments(
+            store=self.store, delivery=self.delivery, plan=self.plan, clock=self.clock, ids=self.ids, catalogue=self.catalogue
+        )
         self.intake = Intake(
             settings=settings, plan=self.plan, store=self.store, router=self.router, delivery=self.delivery,
             mo=self.mo, guards=self.guards, clock=self.clock, ids=self.ids, short_ids=self.short_ids, amendments=self.amendments,

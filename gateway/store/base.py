@@ -220,9 +220,12 @@ class Store(Protocol):
     def short_id_of(self, message_id: str) -> str | None:
         """The SMPP 3.3 alias of a stored message (None: it has none): what a copy of it is answered on a 3.3 bind."""
 
-    async def undelivered_from(self, account: str, source_addr: str, dest_addr: str) -> list[Message]:
+    async def undelivered_from(
+        self, account: str, source_addr: str, dest_addr: str, to_account: str | None = None
+    ) -> list[Message]:  # fmt: skip
         """cancel_sm by addresses: the undelivered MTs (scheduled ones too) `account` sent from source_addr
-        to the subscriber dest_addr, in order of arrival."""
+        to the subscriber dest_addr, in order of arrival; with `to_account`, those addressed to that account instead
+        (a subscriber's SME acknowledgements to an SP's service code dest_addr, for the SP account)."""
 
     async def enroute_mts_from(
         self, source_addr: str, dest_addr: str | None, after: tuple[float, int], limit: int

@@ -116,9 +116,11 @@ _STATUS_AT, _DEST_ADDR_AT = _FIELDS.index("status"), _FIELDS.index("dest_addr") 
 _ENROUTE_VALUE = MessageStatus.ENROUTE.value
 _SYSTEM_ERROR = 0x08  # ESME_RSYSERR: the err an MT given up for its row (_mt_or_given_up) is stored with
 _SCHEDULED = f"status = '{MessageStatus.SCHEDULED.value}'"
-_UNDELIVERED_FROM = (  # cancel_sm by addresses: a subscriber's MTs (not the account's own notices) from one sender
+# cancel_sm by addresses: the MTs one sender sent a subscriber, or a subscriber's acknowledgements to an SP's service
+# code (addressed to the SP account ?4: the index's first column; NULL for any other)
+_UNDELIVERED_FROM = (
     f"SELECT seq, {', '.join(_FIELDS)} FROM messages INDEXED BY messages_waiting WHERE {_ENROUTE_MT}"
-    " AND json_extract(extra, '$.to_account') IS NULL AND dest_addr = ?1 AND account = ?2 AND source_addr = ?3"
+    " AND json_extract(extra, '$.to_account') IS ?4 AND dest_addr = ?1 AND account = ?2 AND source_addr = ?3"
     f" UNION ALL SELECT seq, {', '.join(_FIELDS)} FROM messages INDEXED BY messages_scheduled_to WHERE {_SCHEDULED}"
     " AND dest_addr = ?1 AND account = ?2 AND source_addr = ?3 ORDER BY seq"
 )
@@ -1190,8 +1192,10 @@ class SqliteStore:
     async def expired_mts(self, now: float, after: tuple[float, int], limit: int) -> list[tuple[tuple[float, int], Message]]:
         return await self._mt_page(_EXPIRED, lambda after, n: (now, *after, n), after, limit, _TIMED)
 
-    async def undelivered_from(self, account: str, source_addr: str, dest_addr: str) -> list[Message]:
-        rows = await self._read(_UNDELIVERED_FROM, (dest_addr, account, source_addr))
+    async def undelivered_from(
+        self, account: str, source_addr: str, dest_addr: str, to_account: str | None = None
+    ) -> list[Message]:  # fmt: skip
+        rows = await self._read(_UNDELIVERED_FROM, (dest_addr, account, source_addr, to_account))
         try:
             return [_message(row[1:]) for row in rows]
         except Exception:  # noqa: BLE001  (a row damaged outside the gateway: the others are read one at a time)

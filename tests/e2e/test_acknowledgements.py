@@ -341,14 +341,17 @@ def test_a_report_only_the_smsc_sends_is_refused_to_a_short_code(phone, code, es
     nothing_else_from(phone, code)
 
 
-def test_an_acknowledgement_cancelled_before_the_sp_took_it_answers_nothing_and_frees_its_content(gw, handset, phone):
+@pytest.mark.parametrize("by_id", [True, False], ids=["by_message_id", "by_addresses"])
+def test_an_acknowledgement_cancelled_before_the_sp_took_it_answers_nothing_and_frees_its_content(gw, handset, phone, by_id):
     """A handset's cancel_sm of its own acknowledgement still waiting for the SP left the content counted as
-    acknowledged: the acknowledgement it sent instead was refused ESME_RINVESMCLASS, and the SP got neither."""
+    acknowledged: the acknowledgement it sent instead was refused ESME_RINVESMCLASS, and the SP got neither. One by
+    addresses (no message_id: SMPP 3.4 4.9, every undelivered message from source_addr to destination_addr) found no
+    acknowledgement, ESME_RCANCELFAIL."""
     asking_acknowledgements(gw, handset, phone, 1, bind="tx").close()
     cancelled = phone.submit(SINA, "oops", esm_class=SME_DELIVERY_ACK).message_id.decode()
     with RawLink(gw.smpp_port) as esme:
         esme.bind("handset", command="bind_transmitter")
-        esme.send(cancel_sm(2, A, cancelled))
+        esme.send(cancel_sm(2, A, cancelled) if by_id else cancel_sm(2, A, dest=SINA))
         assert answer(esme, 2) == (ESME_ROK, b"")
     assert phone.submit(SINA, "read", esm_class=SME_DELIVERY_ACK).status == ESME_ROK
     assert phone.submit(SINA, "again", esm_class=SME_DELIVERY_ACK).status == ESME_RINVESMCLASS  # answered now
