@@ -223,9 +223,13 @@ class Intake:
                 if queued >= self.settings.max_queued_per_subscriber:
                     refusal = S.ESME_RMSGQFUL, f"{queued} messages already wait for {dest}"
             elif refusal is None and to_sp is not None:
-                answered, refusal = self._answered_content(to_sp, source, dest, pdu.esm_class)
+                refusal = self._acknowledgements_full(source)
             if refusal is None and not account.bucket.take(segments_of(pdu)):
                 refusal = S.ESME_RTHROTTLED, f"account throughput {account.config.throughput:g} segments/s exceeded"
+            # Charged to the throughput first: the content it answers is a read of the store, on the loop; a client
+            # over its throughput is told so whatever it sends (not ESME_RINVESMCLASS, thousands a second, read each).
+            if refusal is None and to_sp is not None:
+                answered, refusal = self._answered_content(to_sp, source, dest, pdu.esm_class)
             # A submit_sm that may repeat one (`may_be_copy`) is looked up only now: most of an SP's carry a
             # user_message_reference, and a read for each accepted one cost ~30% of the loop's time per message.
             if refusal is not None and not (may_be_copy and self._is_copy(account, session, pdu, source, dest)):
@@ -266,13 +270,10 @@ class Intake:
     def _answered_content(
         self, sp: str, subscriber: str, code: str, esm_class: int
     ) -> tuple[str | None, tuple[int, str] | None]:  # fmt: skip
-        """(the id of the SP's content an acknowledgement answers, None), or (None, why it is refused): the subscriber
-        has too many waiting for SPs, or it answers no content of the SP (acknowledgements.py). ESME_RINVESMCLASS: an
-        acknowledgement is no message type to send there now; taken for the subscriber's text, the code's handler
-        would act on what the handset's software marked a report (one reading `TT` would order)."""
-        refusal = self._acknowledgements_full(subscriber)
-        if refusal is not None:
-            return None, refusal
+        """(the id of the SP's content an acknowledgement answers, None), or (None, why it is refused): it answers no
+        content of the SP (acknowledgements.py). ESME_RINVESMCLASS: an acknowledgement is no message type to send
+        there now; taken for the subscriber's text, the code's handler would act on what the handset's software marked
+        a report (one reading `TT` would order)."""
         answered = self.acknowledgements.answered(sp, code, subscriber, esm_class)
         if answered is None:
             return None, (S.ESME_RINVESMCLASS, self.acknowledgements.unanswered(sp, code, subscriber, esm_class))

@@ -22,6 +22,7 @@ from tests.services_support import at
 from tests.smpp_handset import (
     ESME_RMSGQFUL,
     ESME_ROK,
+    ESME_RTHROTTLED,
     RawLink,
     answer,
     cancel_sm,
@@ -357,3 +358,15 @@ def test_an_acknowledgement_cancelled_before_the_sp_took_it_answers_nothing_and_
     assert phone.submit(SINA, "again", esm_class=SME_DELIVERY_ACK).status == ESME_RINVESMCLASS  # answered now
     sina_rx = handset(SINA, system_id="sina", bind="rx", gw=gw)
     assert acknowledgements_reaching(sina_rx, 1) == ["read"]
+
+
+def test_acknowledgements_answering_nothing_are_throttled_as_any_submission(make_gateway, handset):
+    """The content check came before the account's throughput: 2,000 acknowledgements answering nothing, pipelined,
+    were each refused ESME_RINVESMCLASS within 0.46 s, none ESME_RTHROTTLED, each a read of the store on the loop. A
+    client over its throughput is told ESME_RTHROTTLED whatever it sends; what it is charged (3 a second) is read."""
+    gw = make_gateway(clock=SimulatedClock(at(2026, 11, 10)), accounts=[{"system_id": "handset", "throughput": 3}])
+    phone = handset(A, gw=gw, address_range=A)
+    acks = [phone.make("submit_sm", SINA, f"ack {n}", esm_class=SME_DELIVERY_ACK) for n in range(20)]
+    statuses = [phone.response(sequence).status for sequence in phone.send_together(*acks)]
+    assert statuses[:3] == [ESME_RINVESMCLASS] * 3  # the account's burst: checked, and answering nothing
+    assert statuses[3:].count(ESME_RTHROTTLED) >= 14, statuses  # (one more may be charged as the bucket fills)
