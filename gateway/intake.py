@@ -427,6 +427,8 @@ class Intake:
                 refused.append(_unsuccess(dest, rejected.status))
                 continue
             listed.add(number)  # (only now: a refused form, a bad TON, must not cost the number its copy)
+            if message.direction is _MT:  # now: the next destination's check sees it (acknowledgements to other SPs)
+                self.delivery.count(message)
             admitted.append(message)
             named.append(dest)
         # The destinations stored now are numbered from the first of them, and the answer names it: a resend's
@@ -443,9 +445,6 @@ class Intake:
         if admitted and not account.is_sp:
             self.router.note_mo(admitted[0].source_addr, conn)
         # An MO goes to its short code's handler once committed (its handling may answer before this does).
-        for message in admitted:
-            if message.direction is _MT:
-                self.delivery.count(message)
         accepts = [self.mo.accept(m) if m.direction is _MO else self.store.accept(m) for m in admitted]
         self.spawn(self._answer_multi(conn, pdu, admitted, named, accepts, refused, refusals))
 

@@ -35,7 +35,7 @@ from tests.smpp_handset import (
 
 A, B = "8613800000001", "8613800000002"
 ESME_RINVESMCLASS = 0x43
-OPERATOR, SPAM_CODE, ECHO, SINA = "10086", "10086999", "10086000", "1066916"
+OPERATOR, SPAM_CODE, ECHO, SINA, TENCENT = "10086", "10086999", "10086000", "1066916", "1066888"
 RECEIPT, SME_DELIVERY_ACK, MANUAL_USER_ACK, INTERMEDIATE_NOTIFICATION = 0x04, 0x08, 0x10, 0x20  # esm_class message types
 ACKNOWLEDGEMENTS = pytest.mark.parametrize("esm_class", [SME_DELIVERY_ACK, MANUAL_USER_ACK], ids=["sme_ack", "user_ack"])
 BOTH_ASKED = 0x0C  # registered_delivery bits 3-2: an SME delivery (0x04) and a manual/user (0x08) acknowledgement asked
@@ -73,15 +73,15 @@ def subscribe(phone, keyword: str = "TT", service: str = "头条新闻") -> None
     assert ask(phone, OPERATOR, "Y").startswith("您已定制")
 
 
-def content(sp, phone, count: int = 1, asked: int = BOTH_ASKED) -> list[bytes]:
-    """The ids of `count` texts of the SP to the subscriber (who must subscribe first) asking for acknowledgements
-    (`asked`: registered_delivery), each received by the handset."""
+def content(sp, phone, count: int = 1, asked: int = BOTH_ASKED, code: str = SINA) -> list[bytes]:
+    """The ids of `count` texts of the SP from its `code` to the subscriber (who must subscribe first) asking for
+    acknowledgements (`asked`: registered_delivery), each received by the handset."""
     ids = []
     for n in range(count):
         words = f"今日头条 {n}"
-        resp = sp.submit(phone.number, words, source_addr=SINA, registered_delivery=asked)
+        resp = sp.submit(phone.number, words, source_addr=code, registered_delivery=asked)
         assert resp.status == ESME_ROK
-        got = phone.expect(predicate=lambda p, words=words: p.source_addr == SINA.encode() and text(p) == words)
+        got = phone.expect(predicate=lambda p, words=words: p.source_addr == code.encode() and text(p) == words)
         assert got.registered_delivery & 0x0C == asked & 0x0C  # the request passed on
         ids.append(resp.message_id)
     return ids
@@ -370,3 +370,20 @@ def test_acknowledgements_answering_nothing_are_throttled_as_any_submission(make
     statuses = [phone.response(sequence).status for sequence in phone.send_together(*acks)]
     assert statuses[:3] == [ESME_RINVESMCLASS] * 3  # the account's burst: checked, and answering nothing
     assert statuses[3:].count(ESME_RTHROTTLED) >= 14, statuses  # (one more may be charged as the bucket fills)
+
+
+def test_a_submit_multi_of_acknowledgements_to_several_sps_is_bounded_as_one_at_a_time(make_gateway, handset):
+    """Each destination was checked against the acknowledgements waiting before any was counted: one submit_multi to
+    every SP's code put one more per extra code over max_queued_per_subscriber."""
+    gw = make_gateway(clock=SimulatedClock(at(2026, 11, 10)), gateway={"max_queued_per_subscriber": 2})
+    phone = handset(A, gw=gw, address_range=A)
+    asking_acknowledgements(gw, handset, phone, 1, bind="tx")
+    assert "精品图铃" in ask(phone, TENCENT, "TL", source=OPERATOR)
+    assert ask(phone, OPERATOR, "Y").startswith("您已定制")
+    content(handset(TENCENT, system_id="tencent", bind="tx", gw=gw), phone, code=TENCENT)
+    assert phone.submit(SINA, "read", esm_class=MANUAL_USER_ACK).status == ESME_ROK  # one waits: room for one more
+    with RawLink(gw.smpp_port) as esme:
+        esme.bind("handset", command="bind_transmitter")
+        esme.send(submit_multi(2, A, [SINA, TENCENT], b"ack", esm_class=SME_DELIVERY_ACK))
+        status, body = answer(esme, 2)
+    assert (status, multi_resp(body)[1]) == (ESME_ROK, [(TENCENT, ESME_RMSGQFUL)])
