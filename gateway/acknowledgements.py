@@ -30,8 +30,9 @@ class Acknowledgements:
         self._claimed: dict[int, set[str]] = {kind: set() for kind in _KINDS}  # by kind, the content ids answered
 
     def answered(self, sp: str, code: str, subscriber: str, esm_class: int) -> str | None:
-        """The id of the content an acknowledgement (esm_class) from `subscriber` to `code`, SP `sp`'s, answers: the
-        oldest asking for one of its kind not acknowledged yet. None: it answers none."""
+        """The id of the content an acknowledgement (esm_class) from `subscriber` to `code`, SP `sp`'s, answers: of
+        that asking for one of its kind not acknowledged yet, the one delivered first, else the one sent first of
+        those waiting (Store.unacknowledged_content). None: it answers none."""
         kind = acknowledgement_kind(esm_class)
         since = self.clock.now() - ANSWERED_WITHIN
         return self.store.unacknowledged_content(sp, code, subscriber, kind, since, self._claimed[kind])

@@ -212,10 +212,11 @@ class Store(Protocol):
     def unacknowledged_content(
         self, account: str, code: str, subscriber: str, kind: int, delivered_since: float, claimed: Container[str]
     ) -> str | None:  # fmt: skip
-        """The id of the oldest MT `account` sent from `code` to `subscriber` asking for an SME acknowledgement of
-        `kind` (esm_class message type 0x08 or 0x10: registered_delivery 0x04 or 0x08 asked for it), still waiting or
-        delivered since `delivered_since`, that no stored acknowledgement of that kind answers (an MT whose origin_id
-        is its id, not cancelled) and that is not in `claimed` (answered by one on its way to the store). None: no such content."""
+        """The id of an MT `account` sent from `code` to `subscriber` asking for an SME acknowledgement of `kind`
+        (esm_class message type 0x08 or 0x10: registered_delivery 0x04 or 0x08 asked for it), delivered since
+        `delivered_since` (the one delivered first) or else still waiting (the one sent first), that no stored
+        acknowledgement of that kind answers (an MT whose origin_id is its id, not cancelled) and that is not in
+        `claimed` (answered by one on its way to the store). None: no such content."""
 
     def short_id_of(self, message_id: str) -> str | None:
         """The SMPP 3.3 alias of a stored message (None: it has none): what a copy of it is answered on a 3.3 bind."""

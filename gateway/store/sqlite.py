@@ -114,6 +114,7 @@ _EXPIRED = (
 _DEST_AT = 1 + _FIELDS.index("dest_addr")  # in a _WAITING row, after seq
 _STATUS_AT, _DEST_ADDR_AT = _FIELDS.index("status"), _FIELDS.index("dest_addr")  # in a message's fields
 _ENROUTE_VALUE = MessageStatus.ENROUTE.value
+_DELETED_VALUE = MessageStatus.DELETED.value
 _SYSTEM_ERROR = 0x08  # ESME_RSYSERR: the err an MT given up for its row (_mt_or_given_up) is stored with
 _SCHEDULED = f"status = '{MessageStatus.SCHEDULED.value}'"
 # cancel_sm by addresses: the MTs one sender sent a subscriber, or a subscriber's acknowledgements to an SP's service
@@ -124,22 +125,37 @@ _UNDELIVERED_FROM = (
     f" UNION ALL SELECT seq, {', '.join(_FIELDS)} FROM messages INDEXED BY messages_scheduled_to WHERE {_SCHEDULED}"
     " AND dest_addr = ?1 AND account = ?2 AND source_addr = ?3 ORDER BY seq"
 )
-# An SP's content to a subscriber from one of its codes asking for an acknowledgement of one kind (registered_delivery
-# bit ?4: 0x04 SME delivery, 0x08 manual/user), waiting or delivered since ?5, that no acknowledgement of that kind
-# (esm_class bit ?6: 0x08, 0x10) answers yet (one its handset cancelled answers nothing), oldest first (the partial indexes of migration 16). Two ranges of the
-# index, waiting (done_at NULL) and delivered since ?5: an SP's older content to that subscriber is not read (one
-# condition on status read all of it, and every acknowledgement cost ~0.3 us per row: 20 ms with 20,000).
+# An SP's content to a subscriber from one of its codes asking for an acknowledgement of one kind that none of that
+# kind answers yet (`acknowledged`: `_ACKNOWLEDGED`; one its handset cancelled answers nothing), in the order of that
+# kind's index (migration 17), so the first row read is the answer: delivered since ?4, the one delivered first; else
+# waiting, the one sent first (sorted: as many as wait for the subscriber, max_queued_per_subscriber). Content
+# answered, or ended otherwise, is in no range read (16's query read all content delivered within the day, answered
+# or not: with 20,000, 15 ms an acknowledgement, on the loop).
 _ASKING = (
-    "SELECT seq, id FROM messages AS content INDEXED BY messages_asking_acknowledgement WHERE dest_addr = ?1"
-    " AND source_addr = ?2 AND direction = 'mt' AND (registered_delivery & 12) != 0 AND {} AND account = ?3"
-    " AND registered_delivery & ?4 AND NOT EXISTS (SELECT 1 FROM messages AS ack INDEXED BY messages_acknowledging"
-    " WHERE ack.origin_id = content.id AND (ack.esm_class & 24) != 0 AND ack.esm_class & ?6"
-    f" AND ack.status != '{MessageStatus.DELETED.value}')"
+    "SELECT id FROM messages {indexed_by} WHERE dest_addr = ?1 AND source_addr = ?2 AND direction = 'mt'"
+    " AND (registered_delivery & {bit}) != 0 AND (acknowledged & {bit}) = 0 AND {range} AND account = ?3"
 )
-_WAITING_CONTENT = f"done_at IS NULL AND status = '{MessageStatus.ENROUTE.value}'"
-_DELIVERED_CONTENT = f"done_at >= ?5 AND status = '{MessageStatus.DELIVERED.value}'"
-_UNACKNOWLEDGED = (
-    f"SELECT id FROM ({_ASKING.format(_WAITING_CONTENT)} UNION ALL {_ASKING.format(_DELIVERED_CONTENT)}) ORDER BY seq"
+_DELIVERED_CONTENT = f"status = '{MessageStatus.DELIVERED.value}' AND done_at >= ?4 ORDER BY done_at, seq"
+_WAITING_CONTENT = f"status = '{MessageStatus.ENROUTE.value}' AND done_at IS NULL ORDER BY seq"
+
+
+def _answerable(indexed_by: str, bit: int) -> tuple[str, str]:
+    """The reads of the content an acknowledgement asked for by registered_delivery `bit` answers: delivered, waiting."""
+    delivered, waiting = (_ASKING.format(indexed_by=indexed_by, bit=bit, range=read) for read in (_DELIVERED_CONTENT, _WAITING_CONTENT))
+    return delivered, waiting
+
+
+# By the acknowledgement's kind (its esm_class message type).
+_UNACKNOWLEDGED = {
+    int(EsmClass.SME_DELIVERY_ACK): _answerable("INDEXED BY messages_asking_sme_acknowledgement", 0x04),
+    int(EsmClass.MANUAL_USER_ACK): _answerable("INDEXED BY messages_asking_user_acknowledgement", 0x08),
+}
+# An acknowledgement stored (?2, its id: none if skipped as a copy) answers the content it names by kind (?1: the
+# registered_delivery bit asking for it); one cancelled (?1, its id) no longer does. In the write's transaction.
+_ACKNOWLEDGED = "UPDATE messages SET acknowledged = acknowledged | ?1 WHERE id = (SELECT origin_id FROM messages WHERE id = ?2)"
+_ACKNOWLEDGEMENT_CANCELLED = (
+    "UPDATE messages SET acknowledged = acknowledged & ~((SELECT esm_class & 24 FROM messages WHERE id = ?1) >> 1)"
+    " WHERE id = (SELECT origin_id FROM messages WHERE id = ?1 AND direction = 'mt' AND (esm_class & 24) != 0)"
 )
 # What a block or an unsubscription stops: to one subscriber, a few rows of the waiting index, sorted; to anyone (a
 # network-wide block: rare), every enroute MT, through the partial index.
@@ -689,6 +705,9 @@ class SqliteStore:
             return
         op = _Op([], waiter, (message.id, False))  # steps, waiter, result: positional (keywords cost a dict each call)
         self._add_insert(op, message, now)
+        if message.origin_id is not None and message.esm_class & _ACKNOWLEDGEMENT:  # (most: None)
+            op.steps.append((_ACKNOWLEDGED, ((message.esm_class & _ACKNOWLEDGEMENT) >> 1, message.id),
+                             (message.id, message.origin_id)))  # fmt: skip
         self._enqueue(op)
 
     def hold(self, message: Message, may_be_stored: bool = True) -> _Op | None:
@@ -809,6 +828,8 @@ class SqliteStore:
         now = self._begin_write()
         op = self._new_op(then=then)
         op.steps.append((_FINAL, (status_value, done_at, error, message_id), (message_id,)))
+        if status_value == _DELETED_VALUE:  # cancelled: an acknowledgement answers its content no more
+            op.steps.append((_ACKNOWLEDGEMENT_CANCELLED, (message_id,), (message_id,)))
         if receipt is not None:
             self._add_insert(op, receipt, now)
         waiter = self._enqueue(op)
@@ -1169,9 +1190,15 @@ class SqliteStore:
     def unacknowledged_content(
         self, account: str, code: str, subscriber: str, kind: int, delivered_since: float, claimed: Container[str]
     ) -> str | None:  # fmt: skip
-        cursor = self._reader.execute(  # type: ignore[union-attr]
-            _UNACKNOWLEDGED, (subscriber, code, account, kind >> 1, delivered_since, kind))
-        return next((content for (content,) in cursor if content not in claimed), None)
+        reader = self._reader
+        assert reader is not None
+        delivered, waiting = _UNACKNOWLEDGED[kind]
+        for query, arguments in ((delivered, (subscriber, code, account, delivered_since)), (waiting, (subscriber, code, account))):
+            # Read a row at a time, in the index's order: past those on their way to the store only (`claimed`).
+            answered = next((content for (content,) in reader.execute(query, arguments) if content not in claimed), None)
+            if answered is not None:
+                return answered
+        return None
 
     def short_id_of(self, message_id: str) -> str | None:
         row = self._reader.execute("SELECT short_id FROM messages WHERE id = ?", (message_id,)).fetchone()  # type: ignore[union-attr]

@@ -325,6 +325,29 @@ def test_each_step_applies_alone_from_the_previous_version(tmp_path: Path, versi
     assert schema_of(path)[1] == fresh_schema(tmp_path)
 
 
+async def test_acknowledgements_stored_before_schema_17_still_answer_their_content(tmp_path: Path) -> None:
+    """Schema 17 keeps which kinds answer a message (`acknowledged`), filled from the acknowledgements stored before:
+    one of each kind answers a message once, whatever version stored it; one cancelled (deleted) answers none."""
+    path = tmp_path / "v16.db"
+    build_old_database(path, 16)
+    asked = [mt(f"asked-{n}", SUBSCRIBER, MessageStatus.DELIVERED, account="sina", source_addr="1066916",
+                registered_delivery=0x0C, done_at=NOW - 200 + n) for n in range(2)]  # fmt: skip
+    acknowledging = {"account": "handset", "source_addr": SUBSCRIBER, "extra": {"to_account": "sina"}}
+    acknowledgements = [
+        mt("sme-ack", "1066916", esm_class=0x08, origin_id="asked-0", **acknowledging),
+        mt("user-ack", "1066916", esm_class=0x10, origin_id="asked-0", **acknowledging),
+        mt("user-ack-cancelled", "1066916", MessageStatus.DELETED, esm_class=0x10, origin_id="asked-1", **acknowledging),
+    ]
+    write_messages(path, asked + acknowledgements, accepted_at=NOW - 1000)
+    store = SqliteStore(str(path), dedup_window=WINDOW, clock=FixedClock())
+    await store.open()
+    try:
+        answering = [store.unacknowledged_content("sina", "1066916", SUBSCRIBER, kind, NOW - 86_400, ()) for kind in (0x08, 0x10)]
+        assert answering == ["asked-1", "asked-1"]
+    finally:
+        await store.close()
+
+
 def by_destination(counts: dict[tuple[str, str, str], int]) -> dict[str, int]:
     """waiting_counts summed by dest_addr (each key: account, source_addr, dest_addr)."""
     total: dict[str, int] = {}
