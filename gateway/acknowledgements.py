@@ -13,10 +13,9 @@ restart); one on its way to the store claims it until its write settles.
 from __future__ import annotations
 
 from .clock import Clock
-from .messages import acknowledgement_kind
 from .smpp.constants import EsmClass
 from .store.base import Store
-from .store.records import Message
+from .store.records import Message, acknowledgement_kind
 
 ANSWERED_WITHIN = 86400.0  # seconds after its delivery that content may still be acknowledged
 # esm_class message type: what it acknowledges

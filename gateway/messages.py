@@ -10,7 +10,13 @@ from .smpp.constants import EsmClass, RegisteredDelivery, Tag
 from .smpp.pdu import DataSm, DeliverSm, SubmitMulti, SubmitSm
 from .smpp.segment import parts_needed, sms_filled, with_tlvs_in_udh
 from .smpp.tlv import STORED, TlvValue, decode_tlvs, encode_tlvs
-from .store.records import Direction, Message, MessageStatus
+from .store.records import (
+    ACKNOWLEDGEMENT,
+    Direction,
+    Message,
+    MessageStatus,
+    acknowledging,
+)
 
 MAX_SHORT_MESSAGE = 254
 # The optional parameters a deliver_sm may carry (SMPP 3.4 section 4.6.1), and ussd_service_op, which USSD
@@ -31,7 +37,6 @@ _SAR_MSG_REF_NUM, _SAR_TOTAL_SEGMENTS, _SAR_SEGMENT_SEQNUM = (
     int(Tag.SAR_MSG_REF_NUM), int(Tag.SAR_TOTAL_SEGMENTS), int(Tag.SAR_SEGMENT_SEQNUM)
 )
 _UDHI = int(EsmClass.UDHI)
-_ACKNOWLEDGEMENT = int(EsmClass.SME_DELIVERY_ACK | EsmClass.MANUAL_USER_ACK)
 _SME_ACK_REQUESTED = int(RegisteredDelivery.SME_ACK_MASK)
 _NOT_MESSAGING_MODE = 0xFC  # esm_class without bits 1-0 (datagram, forward, store and forward)
 _FITS_ANY_SMS = 140  # octets: one SMS in every alphabet (160 GSM septets, 140 octets, 70 UCS2 characters)
@@ -53,23 +58,18 @@ def notice_account(message: Message) -> str | None:
     return message.extra.get("to_account") or None
 
 
-def acknowledgement_kind(esm_class: int) -> int:
-    """The SME acknowledgement an esm_class is (its message type: 0x08 SME delivery, 0x10 manual/user); 0: none."""
-    return esm_class & _ACKNOWLEDGEMENT
-
-
 def is_acknowledgement(esm_class: int) -> bool:
     """An SME delivery or manual/user acknowledgement (esm_class message type 0x08 or 0x10, SMPP 3.4 5.2.12): a
     report on a message its sender received (which asked for it: registered_delivery bits 3-2), not a text to act on.
     (Of the message types, only these and the default may be submitted: field_rules.)"""
-    return bool(esm_class & _ACKNOWLEDGEMENT)
+    return bool(esm_class & ACKNOWLEDGEMENT)
 
 
 def acknowledging_subscriber(message: Message) -> str | None:
     """The subscriber whose SME acknowledgement to an SP's service code this MT is (intake `_acknowledged_sp`: an MT
     to the SP account, with its esm_class): those waiting for SPs are bounded per subscriber (Delivery.acknowledgements).
     None for any other message."""
-    return message.source_addr if message.esm_class & _ACKNOWLEDGEMENT and addressed_account(message) else None
+    return acknowledging(message.esm_class, addressed_account(message), message.source_addr)
 
 
 GATEWAY_MADE = "(gateway)"  # the `account` a log line names for an MT the gateway made (stored with account "")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
+
+from ..smpp.constants import EsmClass
 
 
 class Direction(str, Enum):
@@ -75,6 +78,24 @@ class Message:
 def submission_of(message: Message) -> str:
     """The id of the submission `message` is part of: its own, or for a destination of a submit_multi, the first's."""
     return message.extra.get("submit_multi", message.id) if message.extra else message.id
+
+
+# The esm_class message types of an SME acknowledgement (SMPP 3.4 5.2.12): 0x08 SME delivery, 0x10 manual/user. The
+# one home of the rule: gateway/messages.py and the store read it from here (the store's SQL spells it `& 24`).
+ACKNOWLEDGEMENT = int(EsmClass.SME_DELIVERY_ACK | EsmClass.MANUAL_USER_ACK)
+
+
+def acknowledgement_kind(esm_class: int) -> int:
+    """The SME acknowledgement an esm_class is (its message type: 0x08 SME delivery, 0x10 manual/user); 0: none."""
+    return esm_class & ACKNOWLEDGEMENT
+
+
+def acknowledging(esm_class: int, to_account: Any, source_addr: str) -> str | None:
+    """The subscriber an MT with these fields is an SME acknowledgement from, to an SP's service code (intake
+    `_acknowledged_sp`: addressed to the SP account, `to_account` in its extra, with its esm_class): its source_addr.
+    None for any other. Those waiting for SPs are bounded per subscriber (Delivery.acknowledgements; the store counts
+    them at start as `_ACKNOWLEDGEMENT_COUNTS` does: to_account not NULL)."""
+    return source_addr if esm_class & ACKNOWLEDGEMENT and to_account is not None else None
 
 
 FINAL_STATUSES = frozenset(

@@ -59,11 +59,14 @@ from .effects import Effect
 from .lock import CompanionsSetAside, DatabaseInUse, DatabaseLock
 from .migrations import SchemaVersionError
 from .records import (
+    ACKNOWLEDGEMENT,
     FINAL_STATUSES,
     Direction,
     Message,
     MessageStatus,
     UnreadableMo,
+    acknowledgement_kind,
+    acknowledging,
     submission_of,
 )
 from .rows import effect_sql, from_row, select_sql
@@ -223,7 +226,6 @@ _READDRESS_NOTICES = (
     f" WHERE {_ENROUTE_MT} AND json_extract(extra, '$.to_account') = ? AND dest_addr = ? AND NOT esm_class & ?"
 )
 _DELIVERY_RECEIPT = int(EsmClass.DELIVERY_RECEIPT)
-_ACKNOWLEDGEMENT = int(EsmClass.SME_DELIVERY_ACK | EsmClass.MANUAL_USER_ACK)
 _INSERT = (
     f"INSERT INTO messages ({', '.join(_FIELDS)}, accepted_at) "
     f"VALUES ({', '.join('?' * (len(_FIELDS) + 1))})"
@@ -285,12 +287,12 @@ def _acknowledging(row: Sequence[Any]) -> Any:
     to an SP, for its subscriber): what Delivery counted it as at start; None for any other row."""
     values = dict(zip(_FIELDS, row))
     esm_class, extra = values["esm_class"], values["extra"]
-    if not (esm_class.__class__ is int and esm_class & _ACKNOWLEDGEMENT and extra.__class__ is str):
+    if not (esm_class.__class__ is int and acknowledgement_kind(esm_class) and extra.__class__ is str):  # (JSON: read only then)
         return None
     with contextlib.suppress(ValueError):
         extra = json.loads(extra)
-        if extra.__class__ is dict and extra.get("to_account") is not None:
-            return values["source_addr"]
+        if extra.__class__ is dict:
+            return acknowledging(esm_class, extra.get("to_account"), values["source_addr"])
     return None
 
 
@@ -705,9 +707,8 @@ class SqliteStore:
             return
         op = _Op([], waiter, (message.id, False))  # steps, waiter, result: positional (keywords cost a dict each call)
         self._add_insert(op, message, now)
-        if message.origin_id is not None and message.esm_class & _ACKNOWLEDGEMENT:  # (most: None)
-            op.steps.append((_ACKNOWLEDGED, ((message.esm_class & _ACKNOWLEDGEMENT) >> 1, message.id),
-                             (message.id, message.origin_id)))  # fmt: skip
+        if message.origin_id is not None and (kind := acknowledgement_kind(message.esm_class)):  # (most: None)
+            op.steps.append((_ACKNOWLEDGED, (kind >> 1, message.id), (message.id, message.origin_id)))
         self._enqueue(op)
 
     def hold(self, message: Message, may_be_stored: bool = True) -> _Op | None:
@@ -1303,7 +1304,7 @@ class SqliteStore:
         return {(account, source, dest): count for account, source, dest, count in await self._read(_WAITING_COUNTS, ())}
 
     async def acknowledgement_counts(self) -> dict[str, int]:
-        return dict(await self._read(_ACKNOWLEDGEMENT_COUNTS, (_ACKNOWLEDGEMENT,)))
+        return dict(await self._read(_ACKNOWLEDGEMENT_COUNTS, (ACKNOWLEDGEMENT,)))
 
     async def addressed_counts(self) -> dict[tuple[str, str | None], int]:
         rows = await self._read(_ADDRESSED_COUNTS, (_DELIVERY_RECEIPT,))
