@@ -590,9 +590,9 @@ class SqliteStore:
         self._uncommitted: dict[str, tuple[_Op, float]] = {}
         # Futures of held messages stored as copies after all, their handling dropped (`after` must not stand on them).
         self._handling_dropped: weakref.WeakSet[asyncio.Future] = weakref.WeakSet()
-        # Told the id of an MT given up for its row (`_mt_or_given_up`) once that
-        # commits, its destination (as its row has it) if it was enroute, and the subscriber whose acknowledgement to an SP it was
-        # (`_acknowledging`): it has ended (Delivery.given_up). Ids of those whose give-up is on its way, to give up once.
+        # Told the id of an MT given up for its row (`_mt_or_given_up`) once that commits, its destination (as its row
+        # has it) if it was enroute, and the subscriber whose acknowledgement to an SP it was (`_acknowledging`): it has
+        # ended (Delivery.given_up). Ids of those whose give-up is on its way, to give up once.
         self.mt_given_up: Callable[[str, Any, Any], None] = lambda message_id, dest_addr, acknowledging: None
         self._giving_up: set[str] = set()
 
