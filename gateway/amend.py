@@ -195,19 +195,29 @@ class Amendments:
     async def replace_present(self, message: Message) -> None:
         """submit_sm with replace_if_present_flag 1, committed: the MTs still undelivered that the same
         account sent before it from the same source_addr to the same subscriber with the same
-        service_type are cancelled (SMPP 3.4 section 5.2.18). Returns once that is committed (its answer
-        waits for it), or has failed: logged, those not cancelled go out."""
+        service_type are cancelled (SMPP 3.4 section 5.2.18), then the MT is no longer stored as
+        replacing (Store.replaced). Returns once that is committed (its answer waits for it), or has
+        failed: logged, those not cancelled go out (those still waiting at the next start are cancelled then)."""
         older, failure = await _read(self._settled(partial(self.store.undelivered_from, message.account, message.source_addr,
                                                            message.dest_addr)))  # fmt: skip
         replaced, failure = await self._cancel_all([
             m for m in older
             if m.id != message.id and m.service_type == message.service_type and m.submitted_at <= message.submitted_at
         ]) if failure is None else ([], failure)  # fmt: skip
+        if failure is None:
+            failure = await _committed(self.store.replaced(message.id))
         fields = {"message_id": message.id, "account": message.account, "msisdn": subscriber_of(message), "replaced": replaced}
         if failure is not None:
             log.warning("replace if present failed", reason=f"the store failed: {failure!r}", **fields)
         elif replaced:
             log.info("replaced if present", **fields)
+
+    async def complete_replacements(self) -> int:
+        """At the start, before anything goes out: the replacements (replace_if_present_flag 1) whose MT was committed
+        and the cancellations of what it replaces not (killed in between) are done now. How many there were."""
+        pending = await self.store.replacements_pending()
+        await asyncio.gather(*map(self.replace_present, pending))
+        return len(pending)
 
     async def refuse(self, conn: SmppConnection, pdu: CancelSm | ReplaceSm, status: int, reason: str) -> None:
         """A cancel_sm or replace_sm refused before it is looked at (the gateway is stopping, or a cancel_sm's TON or
@@ -288,6 +298,15 @@ async def _read(reading: Awaitable[list[Message]]) -> tuple[list[Message], BaseE
         return await reading, None
     except Exception as error:  # noqa: BLE001  (the caller logs it and answers)
         return [], error
+
+
+async def _committed(writing: Awaitable[None]) -> BaseException | None:
+    """The error a write failed with, None once it is committed."""
+    try:
+        await writing
+    except Exception as error:  # noqa: BLE001  (the caller logs it)
+        return error
+    return None
 
 
 def _not_amended(found: list[Message], what: str) -> str:

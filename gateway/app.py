@@ -280,6 +280,7 @@ class Gateway:
             await self.guards.load(self.store)
             self.guards.on_tightened = self.delivery.refuse_waiting  # from now (replayed MOs too), not for those loaded
             await self.delivery.restore(self.guards.stops)  # undelivered MTs stay in the store until their binds appear
+            replacements = await self.amendments.complete_replacements()  # killed before they were: none goes out
             await self._readdress_waiting()
             blocked = await self.services.block_reported_over_threshold()  # before a number over it can send again
             unprocessed = await self.store.unprocessed_mos()
@@ -311,6 +312,7 @@ class Gateway:
             database=self.db_path,
             mt_waiting=sum(self.delivery.queued.values()),
             mo_replayed=len(unprocessed),
+            replacements_completed=replacements,
             connections_allowed=self.connections_allowed,
         )
 

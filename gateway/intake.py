@@ -160,14 +160,15 @@ class Intake:
         if message.direction is _MO:
             self.mo.submit(message, partial(self._answer, conn, pdu.sequence_number, resp_id, message), stored_before)
             return
-        if resp_id == _SUBMIT_SM_RESP and pdu.replace_if_present_flag == 1:  # (a data_sm has no such flag)
+        replacing = resp_id == _SUBMIT_SM_RESP and pdu.replace_if_present_flag == 1  # (a data_sm has no such flag)
+        if replacing:
             committed = partial(self._replacing, conn, pdu.sequence_number, message)
         else:
             committed = partial(self._committed, conn, pdu.sequence_number, resp_id, message)
         if message.origin_id is not None:  # an acknowledgement to an SP: it answers the content it claimed
             committed = partial(self._acknowledgement_settled, committed, message)
         self.delivery.count(message)  # now: a pipelining client's next PDU is read before the commit settles
-        self.store.accept_then(message, committed)
+        self.store.accept_then(message, committed, replacing)
 
     def _admit(
         self, account: Account, session: str, pdu: SubmitSm | DataSm, copies: list[bool] | None = None,
@@ -445,7 +446,8 @@ class Intake:
         if admitted and not account.is_sp:
             self.router.note_mo(admitted[0].source_addr, conn)
         # An MO goes to its short code's handler once committed (its handling may answer before this does).
-        accepts = [self.mo.accept(m) if m.direction is _MO else self.store.accept(m) for m in admitted]
+        replacing = pdu.replace_if_present_flag == 1
+        accepts = [self.mo.accept(m) if m.direction is _MO else self.store.accept(m, replacing) for m in admitted]
         self.spawn(self._answer_multi(conn, pdu, admitted, named, accepts, refused, refusals))
 
     async def _answer_multi(

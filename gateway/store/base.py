@@ -93,25 +93,32 @@ class Store(Protocol):
         """The same, for the one line of a start refused after `open` ("" when it changed nothing)."""
 
     # --- writes (each resolves after its commit) ------------------------
-    def accept(self, message: Message) -> Awaitable[tuple[str, bool]]:
+    def accept(self, message: Message, replacing: bool = False) -> Awaitable[tuple[str, bool]]:
         """Store a newly submitted message (MO, or MT from a subscriber or SP).
 
         Returns (id, duplicate). When `message.dedup_key` equals the key of a
         message accepted within the dedup window, nothing is written and the
-        earlier message's id is returned with duplicate=True.
+        earlier message's id is returned with duplicate=True. `replacing`: an MT
+        submitted with replace_if_present_flag 1, stored as one whose replacement
+        is not done (`replacements_pending`) until `replaced`.
         """
 
     def is_copy(self, dedup_key: str) -> bool:
         """Whether a submission with this dedup_key would be a copy (`accept` would answer the earlier message's
         id): a message holding it is stored, or on its way, within the dedup window."""
 
-    def accept_then(self, message: Message, then: Callable[[tuple[str, bool] | None, BaseException | None], None]) -> None:
+    def accept_then(
+        self, message: Message, then: Callable[[tuple[str, bool] | None, BaseException | None], None], replacing: bool = False,
+    ) -> None:  # fmt: skip
         """`accept`, reporting to a callback instead: then((id, duplicate), None) once committed, or then(None, error).
 
         For the submit_sm path, where a future per message costs more than the
         rest of the bookkeeping: the callback is never called from inside this
         call, and the callbacks of writes committed together run in issue order.
         """
+
+    def replaced(self, message_id: str) -> Awaitable[None]:
+        """The MTs an MT accepted `replacing` replaces are cancelled (committed): it is no longer pending."""
 
     def hold(self, message: Message, may_be_stored: bool = True) -> object | None:
         """Reserve a new message so that `accept_held` can store it together with its handling.
@@ -236,6 +243,10 @@ class Store(Protocol):
 
     async def due_scheduled(self, now: float, after: tuple[float, int], limit: int) -> list[tuple[tuple[float, int], Message]]:
         """Scheduled MTs whose time has come (next_attempt_at <= now), oldest first, paged like expired_mts."""
+
+    async def replacements_pending(self) -> list[Message]:
+        """The MTs accepted `replacing` and not `replaced` yet (the gateway was killed in between), in order of
+        arrival: the start cancels what they replace before anything goes out."""
 
     async def unprocessed_mos(self) -> list[Message | UnreadableMo]:
         """MOs acknowledged but not yet handled (after a crash), oldest first; a row that does not read back as a

@@ -248,6 +248,15 @@ MIGRATIONS: list[Migration] = [
             " WHERE direction = 'mt' AND (registered_delivery & 8) != 0 AND (acknowledged & 8) = 0"
         ),
     ),
+    # 18: an MT submitted with replace_if_present_flag 1 is stored with `replacing` 1, in its own INSERT's transaction,
+    # until the cancellations of the MTs it replaces are committed (SqliteStore.accept, replaced). Killed between the
+    # two, the start completes what is left (SqliteStore.replacements_pending); before, the replaced MTs went out beside
+    # it, and the client's retransmission, a copy, replaced nothing. NULL for every other MT; partial, as small as the
+    # replacements in flight.
+    (
+        "ALTER TABLE messages ADD COLUMN replacing INTEGER",
+        "CREATE INDEX messages_replacing ON messages (seq) WHERE replacing IS NOT NULL",
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

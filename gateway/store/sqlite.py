@@ -384,6 +384,11 @@ _RELEASE_SCHEDULED = (
     f"UPDATE messages SET status = '{MessageStatus.ENROUTE.value}' WHERE id = ? AND status = '{MessageStatus.SCHEDULED.value}'"
 )
 _FINAL = "UPDATE messages SET status = ?, done_at = ?, error = ? WHERE id = ?"
+# An MT submitted with replace_if_present_flag 1 (migration 18): marked in its INSERT's transaction, unmarked once the
+# cancellations of what it replaces are committed; the start reads those still marked (replacements_pending).
+_REPLACING = "UPDATE messages SET replacing = 1 WHERE id = ?"
+_REPLACED = "UPDATE messages SET replacing = NULL WHERE id = ?"
+_REPLACEMENTS_PENDING = f"{_SELECT} INDEXED BY messages_replacing WHERE replacing IS NOT NULL ORDER BY seq"
 # The UNIQUE index on dedup_key must only refuse a key still inside the dedup
 # window, so a row that left the window gives its key up before the key can be
 # reused. Once per batch (that inserts keys) for every such row, through the
@@ -686,22 +691,22 @@ class SqliteStore:
 
     # --- writes -------------------------------------------------------------
 
-    def accept(self, message: Message) -> asyncio.Future[tuple[str, bool]]:
+    def accept(self, message: Message, replacing: bool = False) -> asyncio.Future[tuple[str, bool]]:
         now = self._begin_write()
         assert self._loop is not None
         fut: asyncio.Future[tuple[str, bool]] = self._loop.create_future()
-        self._accept(message, fut, now)
+        self._accept(message, fut, now, replacing)
         return fut
 
-    def accept_then(self, message: Message, then: Callback) -> None:
+    def accept_then(self, message: Message, then: Callback, replacing: bool = False) -> None:
         """`accept` for the submit_sm hot path: then((id, duplicate), None) after the commit, or then(None, error).
 
         No future and no event-loop round trip per message: the callbacks of a
         committed batch run together, in one loop callback, in issue order.
         """
-        self._accept(message, then, self._begin_write())
+        self._accept(message, then, self._begin_write(), replacing)
 
-    def _accept(self, message: Message, waiter: _Waiter, now: float) -> None:
+    def _accept(self, message: Message, waiter: _Waiter, now: float, replacing: bool) -> None:
         key = message.dedup_key
         if key is not None and key in self._uncommitted and self._duplicate_of(key, now, waiter):  # (seldom in flight)
             return
@@ -709,7 +714,15 @@ class SqliteStore:
         self._add_insert(op, message, now)
         if message.origin_id is not None and (kind := acknowledgement_kind(message.esm_class)):  # (most: None)
             op.steps.append((_ACKNOWLEDGED, (kind >> 1, message.id), (message.id, message.origin_id)))
+        if replacing:  # (a copy's INSERT is skipped: this then marks no row)
+            op.steps.append((_REPLACING, (message.id,), (message.id,)))
         self._enqueue(op)
+
+    def replaced(self, message_id: str) -> asyncio.Future[None]:
+        self._begin_write()
+        op = self._new_op()
+        op.steps.append((_REPLACED, (message_id,), (message_id,)))
+        return self._enqueue(op)
 
     def hold(self, message: Message, may_be_stored: bool = True) -> _Op | None:
         """Reserve a new message for `accept_held`, which may then carry its handling in the same transaction.
@@ -1204,6 +1217,9 @@ class SqliteStore:
     def short_id_of(self, message_id: str) -> str | None:
         row = self._reader.execute("SELECT short_id FROM messages WHERE id = ?", (message_id,)).fetchone()  # type: ignore[union-attr]
         return row[0] if row is not None else None
+
+    async def replacements_pending(self) -> list[Message]:
+        return _readable(await self._read(_REPLACEMENTS_PENDING, ()))
 
     async def unprocessed_mos(self) -> list[Message]:
         rows = await self._read(
