@@ -91,7 +91,7 @@ async def order_by_keyword(inbound: Inbound, ctx: ServiceContext, language: str)
     offered = ctx.catalogue.on_code(inbound.short_code)
     entry = next((e for e in offered if matches(inbound.text, [e.keyword])), None)
     if entry is None:
-        items = "".join(ctx.text("confirmation.keyword_item", language, **service_names(e, language)) for e in offered)
+        items = "".join(ctx.text("confirmation.keyword_item", language, **service_names(ctx, e, language)) for e in offered)
         text = ctx.text("confirmation.unknown_keyword", language, service_code=inbound.short_code, items=items,
                         operator=ctx.settings.operator)  # fmt: skip
         return Outcome(completed=True).reply(inbound.subscriber, text, inbound.short_code)
@@ -125,7 +125,7 @@ async def _order(
         used = {o.reply_code for o in waiting}
         code = next(f"Y{n}" for n in range(1, len(used) + 2) if f"Y{n}" not in used)
         order = PendingOrder(ctx.new_id(), msisdn, entry.id, channel, code, now, expires_at, "pending", fen(entry.fee))
-    return _request(ctx, language, outcome, order, entry, "confirmation.request")
+    return _request(ctx, language, outcome, order, entry, "confirmation.request" if order.fee else "confirmation.request_free")
 
 
 def _request(
@@ -133,7 +133,7 @@ def _request(
 ) -> Outcome:
     """Store `order` and send its confirmation (the text `key`), which states the fee the order keeps."""
     text = ctx.text(key, language, reply_code=order.reply_code, validity=_validity(ctx, language),
-                    **service_names(entry, language), **values)  # fmt: skip
+                    **service_names(ctx, entry, language), **values)  # fmt: skip
     return outcome.put(order).reply(order.msisdn, text, ctx.settings.operator, until=order.expires_at)
 
 
@@ -211,13 +211,15 @@ async def _confirm(inbound: Inbound, ctx: ServiceContext, language: str, outcome
     event = subscription_event(ctx, subscription.id, msisdn, "ordered", order.channel, now,
                                f"order={order.id} confirmed_by={inbound.evidence}")  # fmt: skip
     # The notice says what is free: a repeat order within the earlier order's free months is still free.
-    if subscription.trial_until >= ctx.local_midnight(month_start(ctx.local_date(now), 2)):
+    if not subscription.fee:  # a free service: no trial, nothing charged from any month
+        key = "confirmation.ordered_free"
+    elif subscription.trial_until >= ctx.local_midnight(month_start(ctx.local_date(now), 2)):
         key = "confirmation.ordered_next_month"
     elif earlier:
         key = "confirmation.ordered_again"  # charged from next month
     else:
         key = "confirmation.ordered_this_month"
-    notice = ctx.text(key, language, operator=operator, **service_names(entry, language))
+    notice = ctx.text(key, language, operator=operator, **service_names(ctx, entry, language))
     outcome.put(subscription, event).reply(msisdn, notice, operator)
     if billed_since(ctx, now, ctx.clock.now()):  # confirmed before a billing run, committed after it (a retry)
         outcome.put(*await charges_missed(ctx, subscription, ctx.clock.now()))
@@ -244,7 +246,7 @@ def _decline(inbound: Inbound, ctx: ServiceContext, language: str, outcome: Outc
     for order in orders:
         outcome.put(replace(order, status="declined"))
         entry = ctx.catalogue.get(order.service_id)
-        names.append(ctx.text("confirmation.service_name", language, **service_names(entry, language)) if entry else order.service_id)
+        names.append(ctx.text("confirmation.service_name", language, **service_names(ctx, entry, language)) if entry else order.service_id)
     services = ctx.text("confirmation.separator", language).join(names)
     text = ctx.text("confirmation.declined", language, services=services)
     return outcome.reply(inbound.subscriber, text, ctx.settings.operator)
@@ -261,7 +263,7 @@ async def _not_waiting(
         entry = ctx.catalogue.get(last.service_id)  # (still in the catalogue: _recent_orders)
         if last.status in ("pending", "expired"):
             outcome.completed = True
-            return outcome.reply(msisdn, ctx.text("confirmation.expired", language, **service_names(entry, language)), operator)
+            return outcome.reply(msisdn, ctx.text("confirmation.expired", language, **service_names(ctx, entry, language)), operator)
         if last.status == "confirmed" and (active := await _active(ctx, msisdn, entry.id)) is not None:
             outcome.completed = True
             return outcome.reply(msisdn, _already_subscribed(ctx, language, entry, active), operator)
@@ -286,7 +288,7 @@ def _choose(ctx: ServiceContext, language: str, waiting: list[PendingOrder]) -> 
     """The waiting orders (all still in the catalogue: `_open_orders`), each with its reply code and the fee its
     confirmation stated, which its code confirms (the catalogue's may have changed since: `_ask_again`)."""
     items = "".join(ctx.text("confirmation.choose_item", language, reply_code=o.reply_code,
-                             **service_names(ctx.catalogue.get(o.service_id), language, o.fee)) for o in waiting)  # fmt: skip
+                             **service_names(ctx, ctx.catalogue.get(o.service_id), language, o.fee)) for o in waiting)  # fmt: skip
     return ctx.text("confirmation.choose", language, count=len(waiting), items=items, example=waiting[0].reply_code)
 
 
@@ -312,7 +314,7 @@ async def _active(ctx: ServiceContext, msisdn: str, service_id: str) -> Subscrip
 def _already_subscribed(ctx: ServiceContext, language: str, entry: CatalogueEntry, subscription: Subscription) -> str:
     """The answer to an order of a service the subscriber holds: it states the fee the subscription pays
     (monthly_fee: its confirmed one, when the catalogue's went up since), as its listing does."""
-    names = service_names(entry, language, monthly_fee(subscription, entry))
+    names = service_names(ctx, entry, language, monthly_fee(subscription, entry))
     return ctx.text("confirmation.already_subscribed", language, operator=ctx.settings.operator, **names)
 
 

@@ -63,15 +63,19 @@ def fee_shown(subscription: Subscription, entry: CatalogueEntry) -> str:
     return yuan(monthly_fee(subscription, entry) / 100)
 
 
-def service_names(entry: CatalogueEntry, language: str, fee: int | None = None) -> dict[str, str]:
-    """Placeholders naming a catalogue service in texts: sp_name, sp_company, service, fee, phone, keyword,
+def service_names(ctx: ServiceContext, entry: CatalogueEntry, language: str, fee: int | None = None) -> dict[str, str]:
+    """Placeholders naming a catalogue service in texts: sp_name, sp_company, service, fee, price, phone, keyword,
     service_code. The fee is the catalogue's, or `fee` (fen a month) where a record says which one its texts state:
-    the one an order's confirmation stated, what a subscription pays (`monthly_fee`: its listing, reminders)."""
+    the one an order's confirmation stated, what a subscription pays (`monthly_fee`: its listing, reminders). The
+    price is the fee as a text states it (`common.fee`), or `common.free` for a fee of 0."""
+    fee = fen(entry.fee) if fee is None else fee
+    shown = yuan(fee / 100)
     return {
         "sp_name": entry.sp_name_in(language),
         "sp_company": entry.company_in(language),
         "service": entry.name_in(language),
-        "fee": yuan(entry.fee if fee is None else fee / 100),
+        "fee": shown,
+        "price": ctx.text("common.fee", language, fee=shown) if fee else ctx.text("common.free", language),
         "phone": entry.phone,
         "keyword": entry.keyword,
         "service_code": entry.service_code,
@@ -89,7 +93,7 @@ def naming_text(
     if entry is None:
         return ctx.text(f"{key}_removed", language, service=service_id, **values)
     fee = None if subscription is None else monthly_fee(subscription, entry)
-    return ctx.text(key, language, **service_names(entry, language, fee), **values)
+    return ctx.text(key, language, **service_names(ctx, entry, language, fee), **values)
 
 
 def ended(

@@ -59,13 +59,12 @@ from gateway.smpp.constants import CommandStatus
 from gateway.smpp.pdu import Pdu
 
 from .dialogues import (
-    FIRST_ORDERED,
-    ORDERED,
     DialogueFailed,
     DialogueResult,
     Plan,
     Run,
     Service,
+    listed_item,
     parse_listing,
     run_dialogue,
 )
@@ -487,16 +486,16 @@ async def query(phone: Phone, env: Env) -> DialogueResult:
             await run.reply("0000->none", operator, "unsubscribe.none")
             return "none"
         items = parse_listing(run, await run.receive("0000->listing", operator))
-        held = sorted(_listed(plan.services[s]) for s in phone.subscriptions)
-        listed = sorted(_item(i) for i in items)
+        held = sorted(plan.services[s].listed() for s in phone.subscriptions)
+        listed = sorted(map(listed_item, items))
         if listed != held:
             run.fail(f"listing shows {listed}, the subscriber holds {held}")
         if rng.random() >= settings.unsubscribe:
             return "listed"
-        by_item = {_listed(plan.services[s]): s for s in phone.subscriptions}
+        by_item = {plan.services[s].listed(): s for s in phone.subscriptions}
         count = rng.randint(1, min(settings.max_serials, len(items)))
         serials = sorted(rng.sample(range(1, len(items) + 1), count))
-        chosen = {by_item[_item(items[n - 1])] for n in serials}
+        chosen = {by_item[listed_item(items[n - 1])] for n in serials}
         await run.send(operator, rng.choice((",", "，")).join(map(str, serials)), label="serials")
         while chosen:
             _, done = await run.reply("serials->unsubscribed", operator, "unsubscribe.done")
@@ -510,15 +509,6 @@ async def query(phone: Phone, env: Env) -> DialogueResult:
         return "unsubscribed"
 
     return await _dialogue("query", phone, env, (operator,), body)
-
-
-def _listed(service: Service) -> tuple[str, str, str, str]:
-    """What a 0000 listing line shows of a service (compared with _item of the line)."""
-    return service.name, service.fee, service.service_code, service.sp_name
-
-
-def _item(line: dict[str, str]) -> tuple[str, str, str, str]:
-    return line["service"], line["fee"], line["service_code"], line["sp_name"]
 
 
 def _same(fields: dict[str, str], expected: dict[str, str]) -> bool:
@@ -553,7 +543,7 @@ async def order(phone: Phone, env: Env, variant: str) -> DialogueResult:
     async def body(run: Run) -> str:
         await run.send(service.service_code, service.keyword, label="order")
         # A confirmation goes only while its order waits: none once the target's clock passed its end.
-        answer = await run.reply_unless_withheld("order->confirmation", operator, "confirmation.request", withheld=may_have_lapsed)
+        answer = await run.reply_unless_withheld("order->confirmation", operator, service.request, withheld=may_have_lapsed)
         if answer is None:
             return "lapsed"
         _, request = answer
@@ -576,7 +566,7 @@ async def order(phone: Phone, env: Env, variant: str) -> DialogueResult:
             # ordered, and its order brings the free trial; the repeat-order wording (charged from next month) is
             # wrong then. Which trial wording (this month / next) is left open: the target's clock may be simulated.
             first = service.id not in phone.held
-            key, notice = await run.reply("confirm->ordered", operator, *(FIRST_ORDERED if first else ORDERED), *LAPSED)
+            key, notice = await run.reply("confirm->ordered", operator, *service.ordered(first), *LAPSED)
             if key in LAPSED:
                 return lapsed(run, key, notice)
             run.check(notice, service.fields(operator))

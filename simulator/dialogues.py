@@ -57,6 +57,7 @@ _PLACEHOLDER = re.compile(r"\{\w*\}")  # a template's placeholder ({report_id}) 
 # or what is left of an earlier order's free months: then the next-month wording).
 FIRST_ORDERED = ("confirmation.ordered_this_month", "confirmation.ordered_next_month")
 ORDERED = (*FIRST_ORDERED, "confirmation.ordered_again")
+FREE_ORDERED = ("confirmation.ordered_free",)  # a free service's (a fee of 0): no trial
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,13 +72,38 @@ class Service:
     name: str
     fee: str  # as texts show it: "30", "0.5"
     phone: str
+    price: str  # what it costs a month as texts show it (common.fee, common.free): "信息费30元/月", "免费"
+
+    @property
+    def free(self) -> bool:
+        """A fee of 0: offered and ordered as free (confirmation.request_free, ordered_free)."""
+        return self.fee == "0"
+
+    @property
+    def request(self) -> str:
+        """The key of its confirmation request."""
+        return "confirmation.request_free" if self.free else "confirmation.request"
+
+    def ordered(self, first: bool) -> tuple[str, ...]:
+        """The keys of the success notices its order may bring: `first`, one the subscriber never held (a trial)."""
+        return FREE_ORDERED if self.free else FIRST_ORDERED if first else ORDERED
+
+    def listed(self) -> tuple[str, str, str, str]:
+        """What a 0000 listing line shows of it (as `listed_item` reads a line)."""
+        return self.name, self.price, self.service_code, self.sp_name
 
     def fields(self, operator: str) -> dict[str, str]:
         """What each placeholder naming this service must hold."""
         return {
             "sp_name": self.sp_name, "sp_company": self.sp_company, "service": self.name, "fee": self.fee,
-            "phone": self.phone, "service_code": self.service_code, "keyword": self.keyword, "operator": operator,
+            "price": self.price, "phone": self.phone, "service_code": self.service_code, "keyword": self.keyword,
+            "operator": operator,
         }  # fmt: skip
+
+
+def listed_item(line: dict[str, str]) -> tuple[str, str, str, str]:
+    """What a 0000 listing line (unsubscribe.listing_item's fields) shows, as Service.listed."""
+    return line["service"], line["price"], line["service_code"], line["sp_name"]
 
 
 @dataclass(frozen=True)
@@ -111,7 +137,8 @@ class Plan:
         texts = ReplyTexts.load(messages_files(config), language, settings, config.number_plan())
         services = {
             e.id: Service(e.id, e.keyword, e.service_code, e.sp_name_in(language), e.company_in(language),
-                          e.name_in(language), _yuan(e.fee), e.phone)  # fmt: skip
+                          e.name_in(language), _yuan(e.fee), e.phone,
+                          texts.render("common.fee", fee=_yuan(e.fee)) if e.fee else texts.render("common.free"))  # fmt: skip
             for e in config.catalogue
         }
         return cls(
@@ -294,9 +321,8 @@ async def query_unsubscribe(handset: Handset, plan: Plan, *, serial: int = 1, ti
             await run.reply("0000->none", plan.operator, "unsubscribe.none")
             return "none"
         items = _listing(run, await run.receive("0000->listing", plan.operator))
-        held = sorted((plan.services[s].name, plan.services[s].fee, plan.services[s].service_code, plan.services[s].sp_name)
-                      for s in handset.subscriptions)  # fmt: skip
-        listed = sorted((i["service"], i["fee"], i["service_code"], i["sp_name"]) for i in items)
+        held = sorted(plan.services[s].listed() for s in handset.subscriptions)
+        listed = sorted(map(listed_item, items))
         if listed != held:
             run.fail(f"listing shows {listed}, the subscriber holds {held}")
         chosen = items[serial - 1]
@@ -346,11 +372,11 @@ async def order_confirm(handset: Handset, plan: Plan, keyword: str = "TT", *, ti
         if service.id in handset.subscriptions:
             run.fail(f"the subscriber already holds {service.id}")
         await run.send(service.service_code, keyword)
-        _, request = await run.reply(f"{keyword}->confirmation", plan.operator, "confirmation.request")
+        _, request = await run.reply(f"{keyword}->confirmation", plan.operator, service.request)
         run.check(request, {**service.fields(plan.operator), "reply_code": "Y1", "validity": plan.confirmation_validity})
         run.result.data["reply_code"] = request["reply_code"]
         await run.send(plan.operator, plan.confirm_word)
-        _, notice = await run.reply(f"{plan.confirm_word}->ordered", plan.operator, *ORDERED)
+        _, notice = await run.reply(f"{plan.confirm_word}->ordered", plan.operator, *service.ordered(first=False))
         run.check(notice, service.fields(plan.operator))
         handset.subscriptions.append(service.id)
         return "ordered"

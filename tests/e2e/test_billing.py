@@ -642,7 +642,7 @@ def test_a_subscription_is_charged_no_more_than_the_fee_its_confirmation_stated(
     assert REMINDER_ITEM.findall("".join(replies(a, 2))) == [("1", "新浪", "头条新闻", "短信", "30")]  # what it will pay
     assert REMINDER_ITEM.findall("".join(replies(b, 2))) == [("1", "新浪", "头条新闻", "短信", "50")]
     a.submit(OPERATOR, "0000")  # the listing too states what A pays, and so does an order of what A holds
-    assert "头条新闻，30元/月" in replies(a, 1)[0]
+    assert "头条新闻，信息费30元/月" in replies(a, 1)[0]
     assert "（信息费30元/月），无需再次定制" in ask(a, "TT", SINA)
     clock.set(at(2026, 12, 1, 0, 5))
     second.call(second.gateway.services.run_billing())

@@ -33,7 +33,7 @@ SMSGW_RNOSUBSCRIPTION = 0x402
 MESSAGE_STATE_REJECTED = 8
 SEED_NOTICE = "您已定制试用新浪的头条新闻业务,信息费30元/月,由中国移动代收,客服电话9510567,当月免信息费,退订请发送0000到10086。"
 REQUEST = re.compile(
-    r"您正在定制(?P<sp>.+?)的(?P<service>.+?)业务，信息费(?P<fee>\d+)元/月，由中国移动代收，客服电话(?P<phone>\d+)。"
+    r"您正在定制(?P<sp>.+?)的(?P<service>.+?)业务，(?:信息费(?P<fee>\d+)元/月，由中国移动代收|免费（不收信息费）)，客服电话(?P<phone>\d+)。"
     r".*回复“(?P<code>Y\d+)”确认本笔.*?(?P<hours>\d+)小时内有效"
 )
 CODE_OF = {"TT": SINA, "TQ": SINA, "TL": TENCENT}
@@ -476,6 +476,33 @@ def test_a_confirmation_stating_a_fee_changed_since_subscribes_nobody_and_is_ask
     assert [(o.status, o.fee, o.reply_code) for o in orders(second, A)] == [("expired", 3000, "Y1"), ("pending", 5000, "Y1")]
     assert ask(phone, "Y") == SEED_NOTICE.replace("信息费30元", "信息费50元")  # agreed to what it was told
     assert [s.status for s in subscriptions(second, A)] == ["active"]
+
+
+def test_a_free_service_is_offered_ordered_and_listed_as_free(make_gateway, handset, clock):
+    """TT at a fee of 0 (a free service: never charged or reminded) was offered "信息费0元/月，由中国移动代收", ordered
+    as a trial "当月免信息费" of a service that costs nothing, and listed by 0000 as "0元/月" ("0 yuan/month" in
+    English)."""
+    gw = make_gateway(clock=clock, catalogue=catalogue_with_fee("sina-news", 0))
+    a, b = (handset(n, gw=gw, address_range=n) for n in (A, B))
+    assert ask(a, "TT", SINA) == ("中国移动提醒您：您正在定制新浪的头条新闻业务，免费（不收信息费），客服电话9510567。确认定制请回复"
+                                  "“是”、“Y”、“YES”或“1”（有多笔待确认时回复“Y1”确认本笔），回复其他内容或不回复则不定制。24小时内有效。")
+    order(a, "TQ")
+    listed = ask(a, "Y")
+    assert "回复Y1定制新浪的头条新闻（免费）；回复Y2定制新浪的天气预报（信息费5元/月）；" in listed, listed
+    assert ask(a, "Y1") == "您已定制新浪的头条新闻业务,免费(不收信息费),客服电话9510567,退订请发送0000到10086。"
+    assert ask(a, "Y2").startswith("您已定制试用新浪的天气预报业务,信息费5元/月,")  # a paid one: as before
+    assert ask(a, "TT", SINA) == "您已定制新浪的头条新闻业务（免费），无需再次定制。查询或退订请发送0000到10086。"
+    assert ask(a, "0000").splitlines()[1:3] == ["1.新浪提供的头条新闻，免费，服务代码1066916；",
+                                                "2.新浪提供的天气预报，信息费5元/月，服务代码1066916；"]  # fmt: skip
+    assert ask(b, "EN") == "Your messages will now be in English."
+    assert ask(b, "TX", SINA, source=SINA).startswith("1066916 did not recognise your message. Services you can order: TT: "
+                                                      "Headline News from Sina (free); TQ: Weather Forecast from Sina (5 "
+                                                      "yuan/month); ")  # fmt: skip
+    assert ask(b, "TT", SINA).startswith("China Mobile: you are ordering Headline News from Sina, free of charge (no "
+                                         "information fee), customer service 9510567. Reply Y, YES or 1 to confirm")
+    assert ask(b, "Y") == ("You have ordered Headline News from Sina, free of charge (no information fee), customer "
+                           "service 9510567. To unsubscribe, text 0000 to 10086.")
+    assert ask(b, "0000").splitlines()[1] == "1. Sina Headline News, free, service code 1066916;"
 
 
 def test_the_list_of_waiting_orders_states_the_fee_each_code_confirms(make_gateway, handset, clock, tmp_path):

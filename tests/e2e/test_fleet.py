@@ -26,6 +26,7 @@ from simulator.behaviours import REASONS
 from simulator.fleet import Fleet, FleetError
 from simulator.metrics import Recorder
 from simulator.testing import FleetController, gateway_config, make_scenario, run_fleet_async, smsgw_fleet  # noqa: F401
+from tests.services_support import catalogue_without
 
 ROOT = Path(__file__).resolve().parents[2]
 # Every behaviour and every reaction of the default mix, with the outcomes a short run must show.
@@ -68,6 +69,21 @@ def test_default_mix_every_dialogue_kind_checked_and_passed() -> None:
     assert orders - cancels == len(active) > 0
     assert summary["latency_ms"]["p50"] > 0 and summary["timeline"]
     assert summary["fleet"]["retired_subscribers"] == 0
+
+
+def test_a_free_service_is_ordered_and_listed_as_the_target_states_it(smsgw_fleet) -> None:
+    """A service of fee 0 is offered and ordered as free (confirmation.request_free, ordered_free) and listed by 0000
+    as "免费": the fleet expects those texts of it, and reads the listing's {price}, the price of the paid ones too."""
+    free_news = [dict(entry, fee=0) if entry["id"] == "sina-news" else entry for entry in catalogue_without()]
+    orders_and_queries = {name: {"weight": 0} for name in ("spam", "chatter", "spammer", "help")} | {
+        "order": {"weight": 3, "ignore": 0}, "query": {"weight": 1}}  # fmt: skip
+    scenario = make_scenario(fleet={"count": 20, "binds": 1}, behaviours=orders_and_queries,
+                             load={"duration": 0, "count": 80, "concurrency": 4})  # fmt: skip
+    run = smsgw_fleet(scenario, config={"catalogue": free_news})
+    run.assert_ok()
+    assert run.failed == 0 and run.summary["fleet"]["sp_notices"]["ORDER sina-news"] > 0, run.summary["fleet"]["sp_notices"]
+    listings = run.outcomes["query"].get("listed", 0) + run.outcomes["query"].get("unsubscribed", 0)
+    assert listings > 0, run.outcomes
 
 
 def test_long_replies_whose_parts_come_on_different_binds_are_read_whole(smsgw_fleet, tmp_path) -> None:

@@ -666,7 +666,7 @@ def test_a_number_blocked_network_wide_still_reaches_the_operators_own_services(
 
     assert s.submit("10086", "0000").status == ESME_ROK
     [listing] = texts_from(s, "10086")
-    assert "1.新浪提供的头条新闻，30元/月，服务代码1066916；" in listing
+    assert "1.新浪提供的头条新闻，信息费30元/月，服务代码1066916；" in listing
     assert s.submit("10086", "1").status == ESME_ROK
     assert texts_from(s, "10086") == ["您已成功退订新浪公司提供的头条新闻业务，下月起不再收取信息费。"]
     assert statuses(gw, [news]) == ["cancelled"]

@@ -17,7 +17,7 @@ A = "8613800000001"
 OPERATOR = "10086"
 SINA, TENCENT = "1066916", "1066888"
 SMSGW_RNOSUBSCRIPTION = 0x402
-ITEM = re.compile(r"(\d+)\.(\S+?)提供的(\S+?)，(\d+(?:\.\d+)?)元/月，服务代码(\d+)；")
+ITEM = re.compile(r"(\d+)\.(\S+?)提供的(\S+?)，信息费(\d+(?:\.\d+)?)元/月，服务代码(\d+)；")
 NONE = "您目前没有定制任何梦网业务。"
 
 
@@ -164,7 +164,7 @@ def test_a_service_withdrawn_from_the_catalogue_is_listed_and_cancelled_by_its_i
     tencent_rx = handset(TENCENT, gw=gw, system_id="tencent", bind="rx")
 
     [listing] = ask(a, "0000")
-    assert listing.split("\n")[1:3] == ["1.新浪提供的头条新闻，30元/月，服务代码1066916；",
+    assert listing.split("\n")[1:3] == ["1.新浪提供的头条新闻，信息费30元/月，服务代码1066916；",
                                         "2.tencent-ringtones（该业务已下线，不再收取信息费）；"]  # fmt: skip
     assert ask(a, "2") == ["您已成功退订tencent-ringtones业务（该业务已下线，不再收取信息费）。"]
     assert statuses(gw, subs) == ["active", "cancelled"]
