@@ -242,8 +242,8 @@ class Scenario:
             changes.update(count=int(flags["count"]), duration=0.0)
         if "rate" in flags:
             changes.update(mode="open", rate=float(flags["rate"]))
-        if "concurrency" in flags:
-            changes.update(mode="closed", concurrency=int(flags["concurrency"]))
+        if "concurrency" in flags:  # a closed loop: the scenario's open-loop ramp-up no longer applies (nor shows)
+            changes.update(mode="closed", concurrency=int(flags["concurrency"]), ramp_up=flags.get("ramp_up", 0.0))
         load = dataclasses.replace(load, **changes)
         if flags.get("ramp_up") and load.mode == "closed":  # (a closed loop starts its `concurrency` at once)
             how = "concurrency given" if "concurrency" in flags else f"load.mode = \"closed\" in {self.source}"
@@ -377,6 +377,9 @@ def _check(s: Scenario, path: Path | str) -> None:
         fail("load.rate", "expected dialogues per second > 0")
     if load.ramp_up < 0:
         fail("load.ramp_up", "expected seconds >= 0")
+    if load.ramp_up and load.mode == "closed":  # (as Scenario.override refuses --ramp-up with one)
+        fail("load.ramp_up", 'applies to an open loop only (load.mode = "open", rate), and the load is a closed loop, '
+                             "which would ignore it")
     if load.max_in_flight < 1:
         fail("load.max_in_flight", "at least 1")
     if load.duration < 0:

@@ -620,6 +620,21 @@ def test_a_ramp_up_for_a_closed_loop_is_a_usage_mistake(capsys) -> None:
     assert "target.host/target.port: cannot connect to 127.0.0.1:1: " in capsys.readouterr().err
 
 
+def test_a_ramp_up_for_a_closed_loop_in_a_scenario_file_is_refused_as_on_the_command_line(tmp_path: Path, capsys) -> None:
+    """`ramp_up = 5` in a scenario file's closed loop (its mode's default) ran as if it were not there, silently, while
+    --ramp-up with one is a usage mistake. (A file's open loop made a closed one by --concurrency drops its ramp_up.)"""
+    closed = tmp_path / "closed.toml"
+    closed.write_text("[load]\nramp_up = 5\nconcurrency = 4\n")
+    assert cli.main(["--scenario", str(closed), "--port", "1", "--quiet"]) == 2
+    assert capsys.readouterr().err == (f"smsgw simulate: {closed}: load.ramp_up: applies to an open loop only (load.mode "
+                                       "= \"open\", rate), and the load is a closed loop, which would ignore it\n")  # fmt: skip
+    opened = tmp_path / "open.toml"
+    opened.write_text('[load]\nmode = "open"\nrate = 10\nramp_up = 5\n')
+    for closing in ([], ["--concurrency", "4"]):  # an open loop: it goes on
+        assert cli.main(["--scenario", str(opened), *closing, "--port", "1", "--quiet"]) == 2
+        assert "target.host/target.port: cannot connect to 127.0.0.1:1: " in capsys.readouterr().err
+
+
 def test_a_target_that_never_answers_the_bind_says_what_timed_out_and_after_how_long(capsys) -> None:
     with socket.socket() as hung:  # a hung SMSC: the kernel completes the connections, nothing ever answers
         hung.bind(("127.0.0.1", 0))

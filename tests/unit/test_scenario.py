@@ -148,6 +148,7 @@ def test_command_line_overrides() -> None:
     assert (opened.target.host, opened.target.port, opened.fleet.count, opened.fleet.binds) == ("smsc.example", 2776, 500, 2)
     closed = opened.override(concurrency=8, duration=30)
     assert (closed.load.mode, closed.load.concurrency, closed.load.duration, closed.load.count) == ("closed", 8, 30.0, 0)
+    assert closed.load.ramp_up == 0.0  # the open loop's: a closed loop would ignore it (its report showed it)
     assert base.override() == base and base.override(port=None) == base
     assert base.override(tls=True, verify=False).target.verify is False
     with pytest.raises(ScenarioError, match=r"command line: fleet.binds: 4 binds for 2 subscribers"):
