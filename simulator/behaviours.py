@@ -170,11 +170,18 @@ class PostOffice:
 
     def __init__(self) -> None:
         self._waiting: dict[tuple[str, str], asyncio.Future[ShortMessage]] = {}
+        self._ever: set[int] = set()  # hashes of every (source, destination) expected in the run (`ever_sent`)
 
     def expect(self, source: str, destination: str) -> asyncio.Future[ShortMessage]:
         future: asyncio.Future[ShortMessage] = asyncio.get_running_loop().create_future()
         self._waiting[(source, destination)] = future
+        self._ever.add(hash((source, destination)))
         return future
+
+    def ever_sent(self, source: str, destination: str) -> bool:
+        """Whether `source` texted `destination` at some time in the run: one from it to anyone else was delivered to
+        the wrong subscriber (one that comes after its dialogue stopped waiting is late, or a copy)."""
+        return hash((source, destination)) in self._ever
 
     def forget(self, source: str, destination: str) -> None:
         self._waiting.pop((source, destination), None)

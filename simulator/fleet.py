@@ -1192,8 +1192,14 @@ class Fleet:
         spam = not fellow and self._from_outside(source)
         if fellow:
             # A chat a dialogue of its sender waits for; else one that came after its dialogue gave up (or a copy):
-            # unasked, never spam (the subscriber would report its fellow subscriber to the target).
+            # unasked, never spam (the subscriber would report its fellow subscriber to the target). One its sender
+            # never sent this subscriber is another's, delivered here.
             if self.post.arrived(message):
+                return
+            if not self.post.ever_sent(source, phone.msisdn):
+                self.check_failed("delivery", phone.msisdn, "another subscriber's text",
+                                  f"a text from {source} to {phone.msisdn}, which the fleet never sent it: {message.text!r}",
+                                  [(message.received_at, "<", source, message.text)])  # fmt: skip
                 return
         elif spam and (self.post.arrived(message) or phone.came_late(message)):  # a spammer's round waited for it, or gave up on it
             recorder.arrived_unasked("spam")

@@ -1,6 +1,6 @@
 """The fleet's checks catch a gateway that behaves wrongly (found by a review: each of these ran PASS): texts
 delivered twice or long texts in part, replies flagged as delivery receipts or with UDHI and no UDH, a reply
-delivered to another subscriber too, spam reports' acks giving each report the same id or none, SP notices to the
+or a chat delivered to another subscriber too, spam reports' acks giving each report the same id or none, SP notices to the
 wrong SP or about the wrong subscriber, a first order without its free trial, a 0000 listing naming the wrong SP or
 reply window, a survey naming the wrong service, and wrong refusals listed as "refused (as expected)"; and spam a
 correct gateway withholds once its sender is blocked is excused as soon as the fleet knows, not waited for. The gateway
@@ -183,9 +183,9 @@ class AnswerWithTheText(ProxyServer):
         time.sleep(self.busy)  # the loop is busy elsewhere (this is no wait for an event)
 
 
-def leak_first(*passages: str) -> Callable[[bytes], list[bytes]]:
-    """A Proxy's change: the first text from 10086 holding each of `passages` (all its parts) goes to the subscriber
-    next door as well (the last bit of the number flipped)."""
+def leak_first(*passages: str, source: str = "10086") -> Callable[[bytes], list[bytes]]:
+    """A Proxy's change: the first text from `source` (10086; "" for any fleet subscriber) holding each of `passages`
+    (all its parts) goes to the subscriber next door as well (the last bit of the number flipped)."""
     left, leaking = list(passages), set()  # (destination, reference) of a text whose parts go next door
 
     def leak(frame: bytes) -> list[bytes]:
@@ -193,7 +193,8 @@ def leak_first(*passages: str) -> Callable[[bytes], list[bytes]]:
         concat, body = parse_udh(pdu.esm_class, pdu.short_message)  # type: ignore[attr-defined]
         text = decode(body, pdu.data_coding)  # type: ignore[attr-defined]
         key = (pdu.destination_addr, concat.reference if concat else None)  # type: ignore[attr-defined]
-        found = next((p for p in left if p in text and pdu.source_addr == "10086"), None)  # type: ignore[attr-defined]
+        sent_by = pdu.source_addr == source if source else pdu.source_addr.startswith("86138")  # type: ignore[attr-defined]
+        found = next((p for p in left if p in text and sent_by), None)
         if found is not None and (concat is None or concat.seqnum == 1):
             left.remove(found)
             leaking.add(key)
@@ -450,6 +451,21 @@ async def test_a_reply_delivered_to_another_subscriber_too_fails(make_gateway) -
     errors = sorted(f["error"] for f in run.failures)
     assert "is confirmation.request, only ever an answer to the subscriber's own MO" in errors[0], errors
     assert "is unsubscribe.listing, only ever an answer" in errors[1], errors
+
+
+async def test_a_chat_delivered_to_another_subscriber_too_fails(make_gateway) -> None:
+    """A proxy delivers the first chat between two subscribers to its recipient and to the subscriber next door, whom
+    its sender never texted. Before, that one counted as "other" among the texts nobody asked for, and the run
+    passed (its recipient got the chat: the dialogue was ok)."""
+    gw = make_gateway()
+    scenario = make_scenario(fleet={"count": 30, "binds": 1, **NO_SP}, behaviours=only(chatter=1),
+                             load={"duration": 0, "count": 10, "concurrency": 1, "timeout": 2})  # fmt: skip
+    async with Proxy(gw.smpp_port, leak_first("", source="")) as proxy:
+        run = await run_fleet_async(scenario, target=("127.0.0.1", proxy.port), expect=gw.gateway.config)
+    assert run.summary["failures_by_step"] == {"delivery": {"another subscriber's text": 1}}, run.summary["failures_by_step"]
+    assert "other" not in run.summary["unsolicited"] and run.exit_code() == 1
+    [failure] = run.failures
+    assert re.fullmatch(r"a text from 86138\d{8} to 86138\d{8}, which the fleet never sent it: .+", failure["error"]), failure
 
 
 # -------------------------------------------------------------- report ids
