@@ -398,6 +398,16 @@ def range_prefixes(address_range: AddressRange | None) -> tuple[str, ...] | None
     return getattr(address_range, "prefixes", None)
 
 
+def leaves_out_every(address_range: AddressRange | None, numbers: tuple[str, ...]) -> bool:
+    """Whether a bind's address_range matches no number starting with any of `numbers` (an account's prefixes), as far
+    as its literal start tells (`^130` written nationally, where numbers are kept as 86130...): no MT to the account's
+    subscribers is routed to that bind. False when unknown (no range, no literal start, no prefixes)."""
+    starts = range_prefixes(address_range)
+    if not starts or not numbers:
+        return False
+    return not any(start.startswith(number) or number.startswith(start) for start in starts for number in numbers)
+
+
 def _literal_start(pattern: str) -> tuple[str, ...] | None:
     """The digits every match of a regular expression starts with, as written after its `^` (`^86138\\d{8}$`: 8613),
     or None when they bound nothing: unanchored, an alternation (anywhere: read no further), no digit first. Each digit

@@ -25,7 +25,7 @@ from .messages import (
     subscriber_of,
     subscriber_submitting,
 )
-from .router import AddressRange, Receiver, compile_address_range
+from .router import AddressRange, Receiver, compile_address_range, leaves_out_every
 from .send_queue import unread
 from .smpp.codec import fields_before_fault
 from .smpp.constants import CommandId, CommandStatus, Tag
@@ -375,6 +375,10 @@ class SmppConnection(asyncio.Protocol):
         self.can_receive = pdu.command_id in _RECEIVING_BINDS
         self.address_range = compile_address_range(pdu.address_range, gateway.plan, peer=self.peer,  # type: ignore[attr-defined]
                                                    account=account.system_id)  # fmt: skip
+        if self.can_receive and leaves_out_every(self.address_range, account.numbers):
+            log.warning("address_range leaves out every number of the account: no MT to its subscribers comes here",
+                        address_range=pdu.address_range, numbers=list(account.numbers), peer=self.peer,  # type: ignore[attr-defined]
+                        account=account.system_id)  # fmt: skip
         # An ESME of SMPP 3.3 has no optional parameters: none in its bind response (where SMPP 3.4 5.3.2.25
         # states the SMSC's version) nor in the deliver_sm it is sent.
         self.optional_parameters = pdu.interface_version >= 0x34  # type: ignore[attr-defined]

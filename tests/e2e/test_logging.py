@@ -266,6 +266,23 @@ def test_an_address_range_re2_refuses_is_logged_with_the_bind_it_came_with(tmp_p
     assert line["reason"].startswith("invalid perl operator: (?="), line["reason"]  # RE2's words, not a bytes repr
 
 
+def test_an_address_range_that_leaves_out_every_number_of_the_account_is_logged_at_the_bind(tmp_path: Path, start_gateway) -> None:
+    """A range written nationally (`^138`, where numbers are kept as 86138...) was accepted and matched nothing: every
+    MT to the account's subscribers waited in the store for another bind, and no line said why."""
+    gateway = start_gateway(tmp_path / "gw.db")
+    ranges = ["^138", "^8613800", "^8613", "^138\\d{8}$", "8613800000001", "13900000001"]
+    for address_range in ranges:
+        phone = Handset(gateway.smpp_port, A)
+        try:
+            phone.bind("trx", "handset", address_range=address_range)
+        finally:
+            phone.close()
+    assert gateway.terminate() == 0
+    lines = logged(gateway, "address_range leaves out every number of the account: no MT to its subscribers comes here")
+    assert [(line["address_range"], line["numbers"], line["account"]) for line in lines] == [
+        ("^138", ["86138", "86139"], "handset"), ("^138\\d{8}$", ["86138", "86139"], "handset")]
+
+
 def test_lines_about_an_sp_notice_name_the_subscriber_it_is_about_and_the_gateway_as_its_account(tmp_path: Path, start_gateway) -> None:
     """An ORDER notice goes from the subscriber's number to the SP's service code: its 'deliver_sm timed out' and
     'mt retry' named 1066916 as msisdn, and a search of the log for the subscriber found nothing about it. Lines
