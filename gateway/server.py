@@ -80,6 +80,7 @@ def _delivery_status(answer: Pdu) -> int:
     return _NACKED if not status and answer.command_id == _GENERIC_NACK else status
 
 
+_LEAVES_OUT = "address_range leaves out every number of the account: no MT to its subscribers comes here"  # (_on_bind)
 _BOUND = "bound"  # a bind accepted: its line's event, and its kind in the log budgets (`_log_bind`)
 # The kinds of complaints whose count lines are no warning (LogBudgets.level_of). Binds are no misbehaviour: their
 # count is an info line (a load test's 10 binds from one host warned).
@@ -375,8 +376,8 @@ class SmppConnection(asyncio.Protocol):
         self.can_receive = pdu.command_id in _RECEIVING_BINDS
         self.address_range = compile_address_range(pdu.address_range, gateway.plan, peer=self.peer,  # type: ignore[attr-defined]
                                                    account=account.system_id)  # fmt: skip
-        if self.can_receive and leaves_out_every(self.address_range, account.numbers):
-            log.warning("address_range leaves out every number of the account: no MT to its subscribers comes here",
+        if self.can_receive and leaves_out_every(self.address_range, account.numbers) and self.may_log(_LEAVES_OUT):
+            log.warning(_LEAVES_OUT,
                         address_range=pdu.address_range, numbers=list(account.numbers), peer=self.peer,  # type: ignore[attr-defined]
                         account=account.system_id)  # fmt: skip
         # An ESME of SMPP 3.3 has no optional parameters: none in its bind response (where SMPP 3.4 5.3.2.25
