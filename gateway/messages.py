@@ -8,7 +8,7 @@ from .numbers import NumberPlan
 from .smpp.codec import MAX_PDU_LENGTH, encode_pdu
 from .smpp.constants import EsmClass, RegisteredDelivery, Tag
 from .smpp.pdu import DataSm, DeliverSm, SubmitMulti, SubmitSm
-from .smpp.segment import parts_needed, sms_filled, with_tlvs_in_udh
+from .smpp.segment import SMS_OCTETS, sms_on_air, with_tlvs_in_udh
 from .smpp.tlv import STORED, TlvValue, decode_tlvs, encode_tlvs
 from .store.records import (
     ACKNOWLEDGEMENT,
@@ -39,7 +39,10 @@ _SAR_MSG_REF_NUM, _SAR_TOTAL_SEGMENTS, _SAR_SEGMENT_SEQNUM = (
 _UDHI = int(EsmClass.UDHI)
 _SME_ACK_REQUESTED = int(RegisteredDelivery.SME_ACK_MASK)
 _NOT_MESSAGING_MODE = 0xFC  # esm_class without bits 1-0 (datagram, forward, store and forward)
-_FITS_ANY_SMS = 140  # octets: one SMS in every alphabet (160 GSM septets, 140 octets, 70 UCS2 characters)
+_MOST_UDH_ADDED = 1 + 6 + 6  # octets: a UDH's length, a 16-bit concatenation element, a 16-bit ports element
+# Octets of text one SMS holds in every alphabet, with any UDH the SMSC adds for the TLVs (160 GSM septets, 140
+# octets, 70 UCS2 characters without one).
+_FITS_ANY_SMS = SMS_OCTETS - _MOST_UDH_ADDED
 # The first status of a submission, by direction (an enum member read from its class costs ~150 ns in CPython 3.11).
 _FIRST_STATUS = {Direction.MO: MessageStatus.ACCEPTED, Direction.MT: MessageStatus.ENROUTE}
 
@@ -137,19 +140,18 @@ def body_of(pdu: SubmitSm | DataSm) -> bytes:
 
 
 def segments_of(pdu: SubmitSm | DataSm) -> int:
-    """What a submission costs against a throughput limit: one per SMS it becomes.
+    """What a submission costs against a throughput limit: one per SMS it becomes (segment.sms_on_air).
 
     A part the client cut itself (UDH) is one SMS, if it fits in one (GSM septets packed after the UDH, as on
     the air: 6 octets and 153 septets are one): a UDH in front of a 60 KB message_payload counted as one let a
-    client send hundreds of SMS for the price of one, so a longer one counts the SMS it fills. Otherwise the
-    text's length decides, as for a message_payload: 200 GSM characters in one short_message are two SMS.
+    client send hundreds of SMS for the price of one, so a longer one counts the SMS it fills. So does a sar_*
+    part, with the UDH the SMSC gives it: 160 GSM septets with sar_* TLVs counted one, and fill two. Otherwise
+    the text's length decides, as for a message_payload: 200 GSM characters in one short_message are two SMS.
     """
     body = getattr(pdu, "short_message", b"") or body_of(pdu)  # (no call for the usual short_message)
     if len(body) <= _FITS_ANY_SMS:  # most submissions: one SMS, whatever else
         return 1
-    if pdu.esm_class & _UDHI:
-        return sms_filled(body, pdu.data_coding)
-    return parts_needed(len(body), pdu.data_coding)
+    return sms_on_air(body, pdu.esm_class, pdu.data_coding, pdu.tlvs)
 
 
 def dedup_key(account: str, session: str, pdu: SubmitSm | DataSm, source: str, dest: str, body: bytes) -> str:
@@ -286,9 +288,6 @@ def deliver_sm_length_over(message: Message, plan: NumberPlan) -> int | None:
         return None
     length = len(encode_pdu(deliver_sm_for(message, plan)))
     return length if length > MAX_PDU_LENGTH else None
-
-
-_MOST_UDH_ADDED = 1 + 6 + 6  # octets: a UDH's length, a 16-bit concatenation element, a 16-bit ports element
 
 
 def carried_without_tlvs(message: Message) -> bool:

@@ -26,6 +26,7 @@ __all__ = [
     "concat_info",
     "parse_udh",
     "segment_text",
+    "sms_on_air",
     "with_tlvs_in_udh",
 ]
 
@@ -461,6 +462,19 @@ def sms_filled(body_with_udh: bytes, data_coding: int) -> int:
     concatenated = any(iei in (IEI_CONCAT_8, IEI_CONCAT_16) for iei, _ in elements)
     room = _capacity(kind, udh if concatenated else udh + _UDH_LENGTH[ConcatScheme.UDH8] - 1)
     return -(-text // room) if room > 0 else parts_needed(len(body_with_udh), data_coding)  # (a UDH filling the SMS)
+
+
+def sms_on_air(body: bytes, esm_class: int, data_coding: int, tlvs: dict[int, int | bytes] | None) -> int:
+    """How many SMS a message fills on the air: with the UDH it has, and what its sar_* and port TLVs say put in it
+    as the SMSC does (with_tlvs_in_udh), counted as any part with its own UDH (sms_filled): a sar_* part of 154-160
+    GSM septets, or 135-140 octets, is two SMS, as it is with that UDH written by the client."""
+    if tlvs:
+        with_udh = with_tlvs_in_udh(body, esm_class, tlvs)
+        if with_udh is not body:
+            return sms_filled(with_udh, data_coding)
+    if esm_class & _UDHI:
+        return sms_filled(body, data_coding)
+    return parts_needed(len(body), data_coding)
 
 
 def _counted_as(data_coding: int) -> Alphabet:

@@ -967,6 +967,21 @@ def test_a_gsm_part_as_clients_cut_it_costs_one_segment(make_gateway, handset):
     assert [a.response(seq).status for seq in sequences] == [ESME_ROK, ESME_ROK, ESME_RTHROTTLED]
 
 
+def test_a_sar_part_too_long_for_one_sms_with_its_udh_costs_two_segments(make_gateway, handset):
+    """A sar_* part goes on the air with the concatenation UDH the SMSC gives it: 160 GSM septets, or 140 UCS2
+    octets, are two SMS there, as with that UDH written by the client; counted one, parts of 160 septets went out at
+    twice the account's rate."""
+    gw = make_gateway(accounts=[{"system_id": "handset", "throughput": 3}])
+    a = handset(A, gw=gw)
+    sar = {"sar_msg_ref_num": 77, "sar_total_segments": 2}
+    sequences = [
+        a.send(a.make("submit_sm", B, b"a" * 160, sar_segment_seqnum=1, **sar)),  # 3 - 2 = 1 left
+        a.send(a.make("submit_sm", B, encode("是" * 70, 8), data_coding=8, sar_segment_seqnum=2, **sar)),  # needs 2
+        a.send(a.make("submit_sm", B, "one SMS")),  # needs 1
+    ]
+    assert [a.response(seq).status for seq in sequences] == [ESME_ROK, ESME_RTHROTTLED, ESME_ROK]
+
+
 def test_a_udh_in_front_of_a_long_payload_does_not_make_it_one_sms(make_gateway, handset):
     """A submission with UDHI counted as one SMS against throughput however long its message_payload: 100
     of 60 KB went through in a second on a budget of 5 SMS."""

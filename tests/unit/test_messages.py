@@ -108,6 +108,33 @@ def test_a_udh_of_its_own_never_makes_a_text_cost_fewer_segments(text: int, codi
     assert segments_of(with_udh) >= segments_of(without)
 
 
+@given(text=st.integers(0, 3000), coding=st.sampled_from([0, 1, 3, 4, 8]), payload=st.booleans())
+def test_a_sar_part_costs_what_the_same_part_with_its_udh_costs(text: int, coding: int, payload: bool) -> None:
+    """The SMSC puts a sar_* part on the air with an 8-bit concatenation UDH: a part of 160 GSM septets (or 140
+    octets) counted one SMS, as any text of that length, and fills two, as the same part with that UDH does."""
+    sar = {Tag.SAR_MSG_REF_NUM: 77, Tag.SAR_TOTAL_SEGMENTS: 2, Tag.SAR_SEGMENT_SEQNUM: 1}
+    with_udh = b"\x05\x00\x03\x4d\x02\x01" + b"a" * text
+    if payload:
+        part = DataSm(data_coding=coding, tlvs={**sar, Tag.MESSAGE_PAYLOAD: b"a" * text})
+        udh_part = DataSm(esm_class=0x40, data_coding=coding, tlvs={Tag.MESSAGE_PAYLOAD: with_udh})
+    else:
+        part = SubmitSm(data_coding=coding, short_message=b"a" * text, tlvs=sar)
+        udh_part = SubmitSm(esm_class=0x40, data_coding=coding, short_message=with_udh)
+    assert segments_of(part) == segments_of(udh_part)
+
+
+def test_a_sar_part_or_ports_sent_as_tlvs_cost_the_sms_they_fill_with_their_udh() -> None:
+    sar = {Tag.SAR_MSG_REF_NUM: 77, Tag.SAR_TOTAL_SEGMENTS: 2, Tag.SAR_SEGMENT_SEQNUM: 1}
+    assert segments_of(SubmitSm(short_message=b"a" * 153, tlvs=sar)) == 1  # as segment_text cuts a sar_* part
+    assert segments_of(SubmitSm(short_message=b"a" * 154, tlvs=sar)) == 2
+    assert segments_of(SubmitSm(short_message=b"a" * 160, tlvs=sar)) == 2
+    assert segments_of(SubmitSm(short_message=b"a" * 134, data_coding=8, tlvs=sar)) == 1
+    assert segments_of(SubmitSm(short_message=b"a" * 140, data_coding=8, tlvs=sar)) == 2
+    ports = {Tag.DESTINATION_PORT: 2948, Tag.SOURCE_PORT: 9200}  # a 16-bit ports element on the air: 7 octets of UDH
+    assert segments_of(SubmitSm(short_message=b"a" * 133, data_coding=4, tlvs=ports)) == 1
+    assert segments_of(SubmitSm(short_message=b"a" * 134, data_coding=4, tlvs=ports)) == 2
+
+
 def test_a_line_about_a_receipt_names_what_it_reports_on_and_one_with_malformed_tlvs_is_written_all_the_same() -> None:
     """A receipt row with a TLV whose length runs past its end (an earlier version's, or damage) raised TlvError from
     the line about it ('mt cannot be sent'): the MT never ended, and every later read of its account's backlog failed
