@@ -55,6 +55,11 @@ class Account:
         self.bucket = TokenBucket(config.throughput)
         self.binds = 0
 
+    @property
+    def throughput_exceeded(self) -> str:
+        """Why a submission (or a replace_sm) over the account's throughput is refused ESME_RTHROTTLED, for its line."""
+        return f"account throughput {self.config.throughput:g} segments/s exceeded"
+
     def may_send_from(self, address: str) -> bool:
         if self.is_sp:
             return address in self.service_codes

@@ -17,7 +17,10 @@ A message of a submit_multi answers for every destination it was sent to.
   past lets it go now; ignored for an SME acknowledgement to an SP, as its
   submit_sm's is: waiting scheduled, it would count against no limit). sm_default_msg_id is ignored, as for submit_sm (there
   are no canned messages). Its fields are refused as submit_sm's are
-  (field_rules.py): the MT stays one that could have been submitted. A
+  (field_rules.py): the MT stays one that could have been submitted. The
+  SMS its new text fills beyond the old one's (at each destination) are
+  charged to the account's throughput, as a submission's are: past it,
+  ESME_RTHROTTLED and the MT as it was (`_charged`). A
   submit_multi's destinations are replaced in one commit, each taken back
   as read (Delivery.replace). ESME_ROK if at least one was replaced, else
   ESME_RREPLACEFAIL.
@@ -48,6 +51,7 @@ from .messages import (
     addressed_account,
     deliver_sm_length_over,
     schedule,
+    segments_stored,
     subscriber_of,
     subscriber_submitting,
 )
@@ -62,6 +66,7 @@ from .store.records import Message, MessageStatus
 if TYPE_CHECKING:
     from handlers.base import Catalogue
 
+    from .accounts import Account
     from .server import SmppConnection
 
 log = get_logger("amend")
@@ -171,6 +176,8 @@ class Amendments:
                 status = S.ESME_RINVMSGLEN  # with the TLVs it keeps, no deliver_sm could carry the new text
             else:
                 changes.append((stored, replacement))
+        if changes and not _charged(conn.account, changes):
+            status, changes = S.ESME_RTHROTTLED, []  # as they were
         try:  # every destination of a submit_multi in one commit, taken back as read (Delivery.replace)
             with self._amending(stored.id for stored, _replacement in changes):
                 replaced = await self.delivery.replace(changes)
@@ -186,6 +193,8 @@ class Amendments:
                 log.warning("replace_sm refused", reason="it would expire before its new schedule_delivery_time", **fields)
             elif status == S.ESME_RINVMSGLEN:
                 log.warning("replace_sm refused", reason=f"its deliver_sm would be over {MAX_PDU_LENGTH} octets", **fields)
+            elif status == S.ESME_RTHROTTLED:
+                log.warning("replace_sm refused", reason=conn.account.throughput_exceeded, **fields)
             elif failure is not None:
                 log.warning("replace_sm refused", reason=f"the store failed: {failure!r}", replaced=replaced, **fields)
             else:
@@ -307,6 +316,14 @@ async def _committed(writing: Awaitable[None]) -> BaseException | None:
     except Exception as error:  # noqa: BLE001  (the caller logs it)
         return error
     return None
+
+
+def _charged(account: Account, changes: list[tuple[Message, Message]]) -> bool:
+    """Whether the account's throughput takes what a replace_sm adds on the air, charged if it does: at each
+    destination not yet ended, the SMS its new text fills beyond the old one's (a shorter text gives none back).
+    Uncharged, ten 1-SMS MTs replaced by texts of 255 SMS went out as 2,550 SMS on an allowance of 10 a second."""
+    added = sum(max(0, segments_stored(new) - segments_stored(old)) for old, new in changes if not old.is_final)
+    return added == 0 or account.bucket.take(added)
 
 
 def _not_amended(found: list[Message], what: str) -> str:

@@ -226,7 +226,7 @@ class Intake:
             elif refusal is None and to_sp is not None:
                 refusal = self._acknowledgements_full(source)
             if refusal is None and not account.bucket.take(segments_of(pdu)):
-                refusal = S.ESME_RTHROTTLED, f"account throughput {account.config.throughput:g} segments/s exceeded"
+                refusal = S.ESME_RTHROTTLED, account.throughput_exceeded
             # Charged to the throughput first: the content it answers is a read of the store, on the loop; a client
             # over its throughput is told so whatever it sends (not ESME_RINVESMCLASS, thousands a second, read each).
             if refusal is None and to_sp is not None:

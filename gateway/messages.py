@@ -154,6 +154,19 @@ def segments_of(pdu: SubmitSm | DataSm) -> int:
     return sms_on_air(body, pdu.esm_class, pdu.data_coding, pdu.tlvs)
 
 
+def segments_stored(message: Message) -> int:
+    """What a stored MT costs against a throughput limit, as its submission did (segments_of): a replace_sm is
+    charged the segments its new text adds. TLVs that do not decode (a row damaged) are left out of the count."""
+    body = message.short_message
+    if len(body) <= _FITS_ANY_SMS:
+        return 1
+    try:
+        tlvs = stored_tlvs(message, refuse_repeats=False)
+    except ValueError:
+        tlvs = None
+    return sms_on_air(body, message.esm_class, message.data_coding, tlvs)
+
+
 def dedup_key(account: str, session: str, pdu: SubmitSm | DataSm, source: str, dest: str, body: bytes) -> str:
     """What makes a retransmission the same message: the same addresses and content, and
 

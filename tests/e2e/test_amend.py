@@ -567,6 +567,54 @@ def test_replace_sm_is_refused_what_submit_sm_is_and_the_mt_goes_out_unchanged(h
     assert (receipt["id"], receipt["stat"]) == (message_id, "DELIVRD")
 
 
+def test_replace_sm_is_charged_to_the_throughput_the_sms_its_new_text_adds(make_gateway, handset) -> None:
+    """replace_sm was charged nothing: ten 1-SMS MTs, the account's allowance spent, were each replaced by a text
+    of 255 SMS and went out as 2,550 SMS in a second on an account allowed 10. The SMS the new text fills beyond the
+    old one's are charged; past the allowance it is refused ESME_RTHROTTLED, as a submit_sm of that text is, and
+    the MT goes out as it was."""
+    gw = make_gateway(accounts=[{"system_id": "handset", "throughput": 5}])
+    four_sms, five_sms, longest = b"a" * 600, b"b" * 700, b"c" * 153 * 255  # GSM: 153 septets a part
+    with RawLink(gw.smpp_port) as esme:
+        esme.bind("handset", command="bind_transmitter")
+        esme.send(encoded("submit_sm", 2, source_addr=A, destination_addr=B, short_message=b"one SMS"))  # 4 left
+        status, body = answer(esme, 2)
+        assert status == ESME_ROK
+        message_id = body.rstrip(b"\0").decode()
+        statuses = []
+        for sequence, new_text in enumerate([four_sms, four_sms, five_sms, longest], 3):  # adds 3, 0, 1, 250
+            esme.send(replace_sm(sequence, A, message_id, b"", tlvs=tlv(0x0424, new_text)))  # message_payload
+            statuses.append(answer(esme, sequence)[0])
+        assert statuses == [ESME_ROK, ESME_ROK, ESME_ROK, ESME_RTHROTTLED]
+    b = handset(B, gw=gw)
+    assert text(b.expect()) == five_sms.decode()
+    b.expect_none(0.3)
+
+
+def test_replace_sm_of_a_submit_multi_is_charged_at_each_destination_it_may_still_change(make_gateway, handset) -> None:
+    """A submit_multi's destinations are each charged what the new text adds, those delivered already not (they
+    keep their text): with 38 segments left, a text adding 38 SMS replaces the one destination still waiting."""
+    gw = make_gateway(accounts=[{"system_id": "handset", "throughput": 100}])
+    served, waiting = ["8613700100001", "8613700100002"], "8613700200001"
+    receiver = handset(bind="rx", system_id="handset2", address_range="^86137001", gw=gw)
+    a = handset(A, gw=gw)
+    assert a.submit("8613700200002", b"", message_payload=b"x" * 153 * 59).status == ESME_ROK  # 59 SMS: 41 left
+    with RawLink(gw.smpp_port) as esme:
+        esme.bind("handset", command="bind_transmitter")
+        esme.send(submit_multi(2, A, [*served, waiting], b"old text"))  # 38 left
+        status, body = answer(esme, 2)
+        message_id, refused = multi_resp(body)
+        assert (status, refused) == (ESME_ROK, [])
+        assert {text(pdu) for pdu in receiver.expect_many(2)} == {"old text"}
+        assert eventually(lambda: [a.query(i).message_state for i in (message_id, f"{message_id}/2")] == [DELIVERED] * 2)
+        new_text = b"n" * 153 * 39  # 38 SMS more than the old text
+        esme.send(replace_sm(3, A, message_id, b"", tlvs=tlv(0x0424, new_text)))
+        assert answer(esme, 3)[0] == ESME_ROK
+        esme.send(replace_sm(4, A, message_id, b"", tlvs=tlv(0x0424, b"c" * 153 * 255)))
+        assert answer(esme, 4)[0] == ESME_RTHROTTLED
+    assert text(handset(waiting, bind="rx", system_id="handset2", address_range=waiting, gw=gw).expect()) == new_text.decode()
+    receiver.expect_none(0.3)
+
+
 def test_replace_sm_keeps_the_protocol_id_and_priority_flag_it_cannot_change(handset, esme) -> None:
     """4.10.1 has neither field: a replaced SIM data download (protocol_id 0x7F) is still one."""
     a = handset(A)
