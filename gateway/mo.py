@@ -31,7 +31,9 @@ do not wait for it. (One held unstored whose commit fails while the store cannot
 commit at all is not stored alone after it: its submission fails, as any does
 then.) After the last delay it is given up: stored `failed`, its
 subscriber told the short code could not handle it (`common.unavailable`),
-never handled again. A restart in between tries every `accepted` MO again from
+never handled again. One whose reply no SMS can carry is given up at once, its
+subscriber told that it cannot be answered (`common.unanswerable`), not to send
+it again later. A restart in between tries every `accepted` MO again from
 the start of the schedule (`replay`); one whose stored row cannot be handled
 there (damaged while the gateway was down: it does not read back, or its parts
 or TLVs do not parse) is given up, stored `failed` with no reply, and the
@@ -650,14 +652,16 @@ class MoProcessor:
             self._retry_later(message, inbound, parts, attempt)
             return
         # Given up: stored `failed` with a receipt if asked for, and the subscriber is told (in their language
-        # if that can still be read).
+        # if that can still be read): to send it again later, unless it is hopeless (told so, sending it again
+        # fails the same).
         # (the sorry text in the templates every code shares, for a code no longer configured too)
         context = (self.short_codes.get(message.dest_addr) or next(iter(self.short_codes.values()))).context
         try:
             language = await context.language_of(inbound.subscriber)
         except Exception:  # noqa: BLE001  (the store failing again: the default language)
             language = context.settings.language
-        sorry = Reply(inbound.subscriber, context.text("common.unavailable", language, short_code=inbound.short_code),
+        sorry_text = "common.unavailable" if hopeless is None else "common.unanswerable"
+        sorry = Reply(inbound.subscriber, context.text(sorry_text, language, short_code=inbound.short_code),
                       inbound.short_code)  # fmt: skip
         now = self.clock.now()
         mts = self._receipts(parts, now, _UNDELIVERABLE) + self.outbox.messages_for([sorry], now, origin_id=message.id)

@@ -2,7 +2,8 @@
 
 - A reply no SMS can carry (an echo needing more than 255 parts) fails the MO's handling for good (gateway/mo.py):
   before, the MO was never answered nor given up, and the gateway could not start again on its database; then it
-  was tried again per mo_retry_backoff, a traceback each time.
+  was tried again per mo_retry_backoff, a traceback each time; then its subscriber was asked to send it again
+  later, which fails the same.
 - Two sar_* parts of one message with the same octets and one user_message_reference are two parts, not a
   retransmission (gateway/messages.py dedup_key): before, the second was answered with the first's message_id
   and dropped.
@@ -34,7 +35,10 @@ from tests.smpp_handset import (
 
 A, B = "8613800000001", "8613900000002"
 ECHO = "10086000"  # replies with the text it received
-SORRY_ZH = "抱歉，10086000暂时无法处理您发送的短信，请稍后重新发送。"
+# common.unanswerable: told an MO whose reply no SMS can carry (not common.unavailable's "send it again later")
+UNANSWERABLE_ZH = "抱歉，10086000无法答复您发送的短信：答复内容过长，无法以短信发送，重新发送也无法处理。"
+UNANSWERABLE_EN = ("Sorry, 10086000 cannot answer your message: the answer would be too long to send by SMS. "
+                   "Sending it again will not help.")  # fmt: skip
 OVER_255_PARTS = 255 * 153 + 1  # GSM septets: an echo of this needs 256 parts of 153
 
 
@@ -54,7 +58,7 @@ def test_an_mo_whose_echo_needs_more_than_255_parts_is_answered_and_given_up(mak
     a = handset(A, gw=gw)
     resp = a.data_sm(ECHO, b"a" * OVER_255_PARTS, data_coding=0)
     assert resp.status == ESME_ROK  # before: no data_sm_resp ever
-    assert text(a.expect()) == SORRY_ZH  # tried again once, then given up
+    assert text(a.expect()) == UNANSWERABLE_ZH  # given up at once
     assert status_of(gw, resp.message_id) == MessageStatus.FAILED
     assert a.submit(ECHO, "after it").status == ESME_ROK
     assert text(a.expect()) == "after it"
@@ -70,7 +74,7 @@ def test_an_mo_whose_reply_cannot_be_built_is_given_up_at_once_in_one_warning_li
         assert resp.status == ESME_ROK
         receipt, sorry = a.expect_many(2)  # not an hour later
     assert (receipt_fields(receipt)["stat"], receipt_fields(receipt)["err"]) == ("UNDELIV", "008")
-    assert text(sorry) == SORRY_ZH
+    assert text(sorry) == UNANSWERABLE_ZH
     assert status_of(gw, resp.message_id) == MessageStatus.FAILED
     [line] = [line for line in logs if line["log_level"] in ("warning", "error")]
     assert (line["event"], line["log_level"], line["message_id"], line["account"], line["msisdn"], line["attempts"]) == (
@@ -98,8 +102,21 @@ def test_a_gateway_starts_again_on_a_database_holding_such_an_mo(make_gateway, h
     a = handset(A, gw=again)
     *receipts, sorry = a.expect_many(3)
     assert all(is_receipt(r) and receipt_fields(r)["stat"] == "UNDELIV" for r in receipts)
-    assert text(sorry) == SORRY_ZH
+    assert text(sorry) == UNANSWERABLE_ZH
     assert [status_of(again, i) for i in ids] == [MessageStatus.FAILED] * 2
+
+
+def test_the_subscriber_of_such_an_mo_is_told_it_cannot_be_answered_not_to_send_it_again(make_gateway, handset):
+    """Given up at once, as no try can build its reply, it was answered common.unavailable: "could not handle your
+    message just now. Please send it again later.", and sent again it failed the same. Told in the subscriber's
+    language, in GSM 7-bit for English as every English reply."""
+    gw = make_gateway(gateway={"mo_retry_backoff": [3600]})
+    a = handset(A, gw=gw)
+    assert a.submit("10086", "EN").status == ESME_ROK  # the operator's short code: English from now on
+    a.expect()
+    assert a.data_sm(ECHO, b"a" * OVER_255_PARTS, data_coding=0).status == ESME_ROK
+    sorry = a.expect()  # not an hour later
+    assert (text(sorry), sorry.data_coding) == (UNANSWERABLE_EN, 0)
 
 
 def sar_parts(phone, to: str, chunk: bytes, **fields) -> list[bytes]:
