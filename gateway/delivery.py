@@ -245,7 +245,7 @@ class Delivery:
             return
         receiver = self.router.route(message, avoid, tell=not read_back)
         if (
-            receiver is None or (read_back and self._appeared_during_pass(receiver))
+            receiver is None or (read_back and self._parked_by_pass(message, receiver))
             or ((receiver.stalled or self._parked_on or receiver.load >= self.BUSY) and self._full(receiver))
         ):  # fmt: skip
             self._held.discard(message.id)  # parked: the store has it, `_pull` reads it back
@@ -430,16 +430,17 @@ class Delivery:
             receiver.offer(message)
         return True
 
-    def answering(self, receiver: Receiver) -> None:
+    def answering(self, receiver: Receiver, drained: bool = False) -> None:
         """A stalled bind answers again (Router.answered): what was parked for it, or for another bind of its account
         still stalled, is read back for it, as for a bind that appears (`receiver_ready`); its new MTs wait behind that
         read, not ahead of the parked ones. (Those parked for another bind: it goes first for their subscribers now,
         and they waited in the store until that one answered or went, the newer MTs to them going out ahead.) A read
-        that waits for room on it goes on (`_has_room`: a timeout frees none for it)."""
+        that waits for room on it goes on (`_has_room`: a timeout frees none for it). `drained`: it never stopped
+        answering, it parked MTs coming faster than it answers and holds few again (`drained`)."""
         if self._parked_on and self._parked_for(receiver):  # (almost always none parked: one test)
             self._parked_on.discard(receiver)
             if not self._stopped:
-                self.receiver_ready(receiver)
+                self.receiver_ready(receiver, drained)
         if self._room_waiters:
             self._wake_pulls()
 
@@ -448,7 +449,7 @@ class Delivery:
         and holds fewer than ROOM now is read back what it parked, as one that answers again (`answering`)."""
         if self._parked_on:
             for receiver in [r for r in self._parked_on if not r.stalled and r.load < self.ROOM]:
-                self.answering(receiver)
+                self.answering(receiver, drained=True)
 
     def _parked_for(self, receiver: Receiver) -> bool:
         """Whether MTs were parked for this bind or another of its account (`_parked_on`)."""
@@ -475,26 +476,33 @@ class Delivery:
             self._unread.add(system_id)
             self.receiver_ready(binds[0])
 
-    def _appeared_during_pass(self, receiver: Receiver) -> bool:
-        """A page of a backlog read routes an MT to a bind that appeared during the current pass: it stays parked. The
-        pages before may have parked its subscriber's older MTs (no bind served them then), which only the next pass
-        (it begins with that bind) hands out: given now, it went out ahead of them. That pass hands out all of them,
-        in order (a bind appearing during a pass makes the read go over the backlog again: _pull_again)."""
+    def _parked_by_pass(self, message: Message, receiver: Receiver) -> bool:
+        """A page of a backlog read routes an MT to a bind that appeared during the current pass, or that drained
+        during it when the pass had got to the MT's subscriber: it stays parked. The pages before may have parked its
+        subscriber's older MTs (no bind served them then, or this one was full), which only the next pass (it begins
+        with that bind) hands out: given now, it went out ahead of them. That pass hands out all of them, in order (a
+        bind appearing or draining during a pass makes the read go over the backlog again: _pull_again)."""
         read = self._reads.get(receiver.account.system_id) if self._reads else None
-        return read is not None and read.appeared_during_pass(receiver)
+        return read is not None and read.parks(message, receiver)
 
-    def receiver_ready(self, receiver: Receiver) -> None:
+    def receiver_ready(self, receiver: Receiver, drained: bool = False) -> None:
         """A bind that can receive appeared: give its account, from the store, what was waiting for it.
 
         One read of the backlog per account at a time: binds appearing meanwhile (an ESME opening
         its 200 binds) share it, and it starts over once at its end in case one of them can take
         what the binds before it could not (address ranges). The account's other binds were bound
         through a read that ended: nothing to their subscribers waits in the store (unless it failed).
+        `drained`: not new, a bind that parked MTs as they came faster than it answered (Delivery.drained): the
+        read in progress goes on handing it MTs (BacklogRead.drained).
         """
         account = receiver.account
         if account.system_id in self._pulls:
             self._pull_again.add(account.system_id)
-            self._reads[account.system_id].arrived(receiver)
+            read = self._reads[account.system_id]
+            if drained:
+                read.drained(receiver)
+            else:
+                read.arrived(receiver)
             if self._room_waiters:  # (waiting for room on binds that parked MTs, it may have some now)
                 self._wake_pulls()
             return
@@ -1375,6 +1383,8 @@ class BacklogRead:
     subscriber, a bind that was bound as that pass began had their waiting MTs handed out (to it, or to another bind
     that serves them); none is parked again while it stays bound. So an MT to that subscriber for that bind has
     nothing to overtake; for a bind that appeared later, it waits until a pass that began with it bound goes past.
+    A bind the pass is for that parked MTs coming faster than it answered, and drained (`drained`), is not new: the
+    pass hands it on what it reads past where it had got to then; what it parked before that goes out in the next pass.
     """
 
     def __init__(self, account: Account, bound: Iterable[Receiver]) -> None:
@@ -1387,17 +1397,22 @@ class BacklogRead:
         # bind -> the first pass that began with it bound; 0: bound through an earlier read of the account, now over
         self._since: dict[Receiver, int] = dict.fromkeys(bound, 0)
         self._arrivals: list[Receiver] = []  # binds that appeared during the current pass, gone since or not
+        # binds the current pass is for that drained during it (`drained`) -> (range, past) of the pass then
+        self._drained: dict[Receiver, tuple[int, str]] = {}
 
     def begin_pass(self, binds: Iterable[Receiver]) -> list[Receiver]:
         """A pass begins with `binds` bound. Returned: the binds it is for, those the passes before could not
-        serve (the bind the read began for, those that appeared during the last pass). One of these that is gone
-        already counts too: the last pass parked MTs it would have taken (`appeared_during_pass`), which another
-        bind, bound all along, may serve."""
+        serve (the bind the read began for, those that appeared or drained during the last pass). One of these that is
+        gone already counts too: the last pass parked MTs it would have taken (`parks`), which another bind, bound all
+        along, may serve."""
         self.passes += 1
         self.range, self.past = 0, ""
-        since = self._since
-        self._since = {r: since.get(r, self.passes) for r in binds}  # (binds gone since: forgotten)
         arrivals, self._arrivals = self._arrivals, []
+        self._drained.clear()
+        since = self._since
+        for receiver in arrivals:  # (one that drained was still in `_since`: new to this pass too)
+            since.pop(receiver, None)
+        self._since = {r: since.get(r, self.passes) for r in binds}  # (binds gone since: forgotten)
         return [*(r for r, first in self._since.items() if first == self.passes), *arrivals]
 
     def arrived(self, receiver: Receiver) -> None:
@@ -1405,20 +1420,45 @@ class BacklogRead:
         (Delivery.answering, unbound): the read goes over the backlog again for it, and until then its MTs wait as for
         a bind that appeared."""
         self._since.pop(receiver, None)
+        self._drained.pop(receiver, None)
+        self._arrivals.append(receiver)
+
+    def drained(self, receiver: Receiver) -> None:
+        """A bind that parked MTs coming faster than it answered holds few again (Delivery.drained). If this pass is for
+        it, it reads all that bind can take from where it has got to: the MTs of a subscriber it has not reached yet
+        that the bind parked are ahead of it in the store, in order, and the pass goes on handing the bind what it
+        reads (else a pass read the rest of the backlog only to park it again, and the next read it all again: each MT
+        parked 2-3 times under a sustained overload). Those of a subscriber it reached, or is reaching (the last page
+        may have parked older MTs of theirs), wait for the next pass (`parks`, `holds`), which is for this bind.
+        Another bind is as one that appeared (`arrived`): this pass may not read all that it serves."""
+        if self._since.get(receiver) != self.passes:
+            self.arrived(receiver)
+            return
+        self._drained[receiver] = (self.range, self.past)
         self._arrivals.append(receiver)
 
     def holds(self, message: Message, receiver: Receiver) -> bool:
         """Whether an MT offered to `receiver` waits behind the read: older MTs to its subscriber wait here, or may
-        still be in the store (the pass that began with `receiver` bound has not passed them yet)."""
+        still be in the store (the pass that began with `receiver` bound has not passed them yet, or had when
+        `receiver` drained: what it parked before then waits for the next pass)."""
         if message.dest_addr in self.first:
             return True
         since = self._since.get(receiver)
         if since is None:  # it appeared during this pass
             return True
-        return since == self.passes and not self._passed(message)
+        if since != self.passes:
+            return False
+        return not self._passed(message) or (bool(self._drained) and self._reached_as_drained(message, receiver))
 
-    def appeared_during_pass(self, receiver: Receiver) -> bool:
-        return receiver not in self._since
+    def parks(self, message: Message, receiver: Receiver) -> bool:
+        """Whether an MT this pass reads, routed to `receiver`, stays parked for the next pass (Delivery._parked_by_pass):
+        the bind appeared during this pass, or drained during it when the pass was at the MT's subscriber."""
+        return receiver not in self._since or (bool(self._drained) and self._reached_as_drained(message, receiver))
+
+    def _reached_as_drained(self, message: Message, receiver: Receiver) -> bool:
+        """Whether `receiver` drained during this pass (`drained`) when it had got to the MT's subscriber."""
+        at = self._drained.get(receiver)
+        return at is not None and (self._range_of(message), message.dest_addr) <= at
 
     def hold(self, message: Message) -> None:
         self.behind.append(message)

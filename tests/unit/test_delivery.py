@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import re
 import sqlite3
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -1304,6 +1305,53 @@ async def test_a_bind_that_appears_between_two_pages_of_its_subscribers_backlog_
         await asyncio.gather(*delivery._pulls.values())
         assert [m.id for m in three.offered] == [f"m3-{i}" for i in range(4)]
         assert [m.id for m in nine.offered] == ["m9-0"]
+
+
+async def test_a_bind_that_drains_during_the_read_of_what_it_parked_is_handed_the_rest_of_that_pass_not_read_it_again(
+    store, delivery, router, accounts, monkeypatch
+) -> None:
+    """The only bind answers more slowly than MTs come: full (BUSY made 5), it parks them; drained, the read of them
+    hands it a page and waits for room; MTs to a subscriber the read passed go straight to it and fill it again. When
+    it drained again, the rest of the pass parked everything it read for it (as for a bind that appeared during the
+    pass), and the next pass read it all again: under a sustained overload each MT was read back from the store 2-3
+    times. Now only what the pass had got to then waits for the next one
+    (TWO's: its last page may have parked older MTs of theirs); THREE's MTs are read back once, and all go out once,
+    in order per subscriber."""
+    delivery.PAGE, delivery.ROOM, delivery.BUSY, delivery.HELD_BEHIND_READ = 2, 3, 5, 5
+    read_back = out_of_hand_reads(store, delivery, monkeypatch)
+    bind = Receiver(accounts.get("handset"))
+    router.bound(bind)
+    dests = [ONE] * 5 + [TWO] * 4 + [THREE] * 4
+    await admit(store, delivery, *(mt(f"m{i:02d}", dest) for i, dest in enumerate(dests)))
+    assert bind.load == 5 and bind in delivery._parked_on  # m05..m12 parked
+    answer(delivery, bind, bind.offered[:3])  # it drains: the read of what it parked begins
+    while "handset" not in delivery._room_waiters:
+        await settled(store)
+    assert [m.id for m in bind.offered[5:]] == ["m05"]  # and it waits for room
+    await admit(store, delivery, mt("m13", ONE), mt("m14", ONE), mt("m15", ONE))  # passed: m13, m14 to it, m15 parked
+    assert bind.load == 5 and bind in delivery._parked_on
+    answer(delivery, bind, bind.offered[3:6])  # it drains again, during the pass: the read goes on
+    await answer_until_read(store, delivery, bind)
+    offered = [m.id for m in bind.offered]
+    assert sorted(offered) == [f"m{i:02d}" for i in range(16)]
+    for dest in (ONE, TWO, THREE):
+        mine = [m.id for m in bind.offered if m.dest_addr == dest]
+        assert mine == sorted(mine)
+    assert {i: read_back[i] for i in ("m09", "m10", "m11", "m12")} == dict.fromkeys(("m09", "m10", "m11", "m12"), 1)
+
+
+def out_of_hand_reads(store: SqliteStore, delivery: Delivery, monkeypatch) -> Counter[str]:
+    """How many times each MT is read from the store by a backlog read while out of hand (to be handed out)."""
+    reads: Counter[str] = Counter()
+    waiting_mts = store.waiting_mts
+
+    async def counted(*args):
+        page = await waiting_mts(*args)
+        reads.update(message.id for _cursor, message in page if message.id not in delivery._held)
+        return page
+
+    monkeypatch.setattr(store, "waiting_mts", counted)
+    return reads
 
 
 @pytest.mark.parametrize("reading", [False, True], ids=["between-reads", "during-a-read"])
