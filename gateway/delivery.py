@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -273,7 +273,7 @@ class Delivery:
         slowly than MTs come for it (one a 10 ms, ~9,000 MTs a second: +210 MB in 30 s). What a `stalled` bind
         parked is read back when it answers again or goes (`answering`, `unbound`), meanwhile only a window's worth
         once it holds nothing (`probe`); what one that answers parked, once it holds fewer than ROOM (`drained`), as
-        for one that answers again."""
+        for one that answers again, or for the binds that answer once it stalls (`_stand_in_for`)."""
         if receiver in self._parked_on:
             return True
         if receiver.load < (self.FULL if receiver.stalled else self.BUSY):
@@ -296,7 +296,9 @@ class Delivery:
         backlog read that go to it, or to another stalled bind (no bind that answers takes them), are parked
         (`_park_for`), as the next ones will be (`dispatch` holds none for a stalled bind), not kept in memory until it
         answers again (the read waits for that): what was routed to it until its first deliver_sm timed out (1,000 a
-        second: 10,000). Those of another: held for this bind as that one stalled, they go to it now."""
+        second: 10,000). Those of another: held for this bind as that one stalled, they go to it now. What it parked
+        while it answered goes to the binds of its account that answer (`_stand_in_for`)."""
+        self._stand_in_for(receiver)
         read = self._reads.get(receiver.account.system_id) if self._reads else None
         if read is None or not read.behind:
             return
@@ -465,8 +467,24 @@ class Delivery:
         if receiver not in self._parked_on:
             return
         self._parked_on.discard(receiver)
+        self._read_parked_for(receiver.account.system_id, self.router.receivers_of(receiver.account.system_id))
+
+    def _stand_in_for(self, receiver: Receiver) -> None:
+        """`receiver` stalls having parked MTs while it answered, more slowly than they came (`_full`: BUSY): they are
+        read back for the binds of its account that answer, which take its subscribers' next MTs from now on
+        (Router.route), as when it goes (`unbound`); the MTs queued on it go there first (SmppConnection.hand_over,
+        right after this: they were queued before any was parked). Left parked, they waited until it answered again
+        or went (for ever, a client that answers enquire_link and never deliver_sm), the newer MTs to their
+        subscribers going out ahead of them on a bind that answered. It still counts as a bind that parked MTs: what
+        only it takes stays parked for it, read back when it answers again or goes, as for any stalled bind."""
+        if receiver not in self._parked_on:
+            return
         system_id = receiver.account.system_id
-        binds = self.router.receivers_of(system_id)
+        self._read_parked_for(system_id, [r for r in self.router.answering_of(system_id) if not r.stalled])
+
+    def _read_parked_for(self, system_id: str, binds: Sequence[Receiver]) -> None:
+        """Read what was parked for a bind of the account back for `binds`, every one of them new to that read (their
+        new MTs wait behind it); with none, it waits in the store."""
         if self._stopped or not binds:
             return
         if system_id in self._pulls:  # each arrives: the read goes over the backlog again for all of them

@@ -611,6 +611,31 @@ def test_a_bind_that_answers_more_slowly_than_mts_come_holds_few_of_them_and_get
         assert [t for t in got if t[0] == to[-1]] == [f"{to[-1]}.{n:02d}" for n in range(20)]
 
 
+def test_what_a_busy_bind_parked_goes_to_the_bind_that_answers_once_it_stalls_ahead_of_newer_mts(make_gateway, handset):
+    """The carrier's bind for X (address_range ^X$: X's MTs go to it first) takes X's MTs and answers none: two in
+    flight, three queued, and past BUSY (made 5) the next seven parked in the store. At its timeout it stalls: the
+    three queued go to the carrier's other bind, which answers, and so must the seven parked, ahead of an MT accepted
+    then. They waited in the store for as long as the silent bind stayed bound (a client that answers enquire_link and
+    never deliver_sm: until their validity ended, stat:EXPIRED), the newer MTs to X going out ahead of them."""
+    gw = make_gateway(gateway={"window": 2, "response_timeout": 1, "enquire_link_interval": 30, "idle_timeout": 120,
+                               "retry_backoff": [60]})  # fmt: skip
+    delivery = gw.gateway.delivery
+    delivery.PAGE, delivery.ROOM, delivery.BUSY = 2, 3, 5
+    a = handset(A, bind="tx", gw=gw)
+    silent = handset(X, system_id="carrier", bind="rx", address_range=f"^{X}$", gw=gw)
+    silent.answering = False
+    healthy = handset(X, system_id="carrier", bind="rx", gw=gw)
+    (bind,) = (c for c in gw.gateway.connections if c.account is not None and c.address_range is not None)
+    texts = [f"mt {n:02d}" for n in range(12)]
+    for mt in texts:
+        assert a.submit(X, mt).status == ESME_ROK
+    assert eventually(lambda: bind in delivery._parked_on)  # two in flight, three queued: BUSY, the rest parked
+    assert eventually(lambda: bind.stalled, timeout=5)
+    assert a.submit(X, "newer").status == ESME_ROK
+    got = [text(pdu) for pdu in healthy.expect_many(len(texts) - 1, timeout=5)]  # (the two in flight wait 60 s)
+    assert got == [*texts[2:], "newer"]
+
+
 @pytest.mark.parametrize("queries", [0, 300])
 def test_the_answers_of_a_client_held_back_when_the_gateway_stops_count(make_gateway, handset, tmp_path: Path, queries: int):
     """A client the gateway held back (not reading) read and answered some deliver_sm just before a stop: its answers
