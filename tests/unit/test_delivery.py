@@ -328,6 +328,38 @@ async def test_what_a_stalled_bind_parked_is_read_back_for_another_of_its_accoun
     assert [m.id for m in silent.offered] == ["m0", "m1", "m2"]
 
 
+async def test_what_only_a_busy_bind_takes_stays_parked_for_it_when_it_stalls_and_reaches_it_when_it_answers_again(
+    store, delivery, router, accounts
+) -> None:
+    """`busy` (range ...0000000: ONE and TWO) answers more slowly than MTs come: past BUSY (3) the next ones are parked.
+    `other` (range ONE) appears and its read, for ONE, waits for room on it when `busy` stalls: ONE's parked MTs go on
+    to `other`, TWO's, which only `busy` takes, stay parked for it and reach it once it answers again. (Counted no
+    more as a bind that parked MTs as it stalled, the read for `other` not going over TWO's, they waited in the store
+    until another bind of the account appeared, `busy` answering again or going.)"""
+    delivery.PAGE = delivery.ROOM = 2
+    delivery.BUSY = 3
+    busy, other = ranged(accounts, "^861370000000"), ranged(accounts, f"^{ONE}$")
+    router.bound(busy)
+    await admit(store, delivery, *(mt(f"m{i}", ONE) for i in range(3)))
+    await admit(store, delivery, mt("o0", ONE), mt("t0", TWO), mt("o1", ONE), mt("t1", TWO), mt("o2", ONE))
+    assert [m.id for m in busy.offered] == ["m0", "m1", "m2"] and busy in delivery._parked_on  # BUSY: the rest parked
+    router.bound(other)
+    delivery.receiver_ready(other)
+    await other.wait_for(2)
+    await asyncio.sleep(0)
+    assert "handset" in delivery._room_waiters  # the read for `other` waits for room on it
+    router.stalled(busy)
+    delivery.stalled(busy)
+    await answer_until_read(store, delivery, other)
+    assert not delivery._pulls
+    assert [m.id for m in other.offered] == ["o0", "o1", "o2"]
+    router.answered(busy)
+    delivery.answering(busy)
+    await answer_until_read(store, delivery, busy)
+    assert not delivery._pulls
+    assert [m.id for m in busy.offered] == ["m0", "m1", "m2", "t0", "t1"]
+
+
 async def test_an_mt_to_a_stalled_bind_that_answers_during_a_read_for_another_waits_for_the_mts_it_parked(
     store, delivery, router, accounts
 ) -> None:
