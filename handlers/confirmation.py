@@ -78,7 +78,7 @@ from .billing import (
 from .billing_calendar import month_start
 from .keywords import fold, matches
 from .sp_notice import sp_notice
-from .subscriptions import fen, monthly_fee, service_names, subscription_event, yuan
+from .subscriptions import fen, monthly_fee, price, service_names, subscription_event
 
 # Orders nobody answered: "expired" ones too, marked so once their validity ended (never before it), which an answer
 # received before then still finds waiting.
@@ -237,7 +237,8 @@ def _ask_again(
     again = replace(order, id=ctx.new_id(), created_at=now, expires_at=now + ctx.settings.confirmation_validity,
                     fee=fen(entry.fee))  # fmt: skip
     outcome.extend(_expire([order], now))
-    return _request(ctx, language, outcome, again, entry, "confirmation.fee_changed", old_fee=yuan(order.fee / 100))
+    key = "confirmation.fee_changed" if again.fee else "confirmation.fee_changed_free"
+    return _request(ctx, language, outcome, again, entry, key, old_price=price(ctx, order.fee, language))
 
 
 def _decline(inbound: Inbound, ctx: ServiceContext, language: str, outcome: Outcome, orders: list[PendingOrder]) -> Outcome:

@@ -63,6 +63,11 @@ def fee_shown(subscription: Subscription, entry: CatalogueEntry) -> str:
     return yuan(monthly_fee(subscription, entry) / 100)
 
 
+def price(ctx: ServiceContext, fee: int, language: str) -> str:
+    """A fee (fen a month) as the texts state it (`common.fee`), or `common.free` for a fee of 0: `{price}`."""
+    return ctx.text("common.fee", language, fee=yuan(fee / 100)) if fee else ctx.text("common.free", language)
+
+
 def service_names(ctx: ServiceContext, entry: CatalogueEntry, language: str, fee: int | None = None) -> dict[str, str]:
     """Placeholders naming a catalogue service in texts: sp_name, sp_company, service, fee, price, phone, keyword,
     service_code. The fee is the catalogue's, or `fee` (fen a month) where a record says which one its texts state:
@@ -75,7 +80,7 @@ def service_names(ctx: ServiceContext, entry: CatalogueEntry, language: str, fee
         "sp_company": entry.company_in(language),
         "service": entry.name_in(language),
         "fee": shown,
-        "price": ctx.text("common.fee", language, fee=shown) if fee else ctx.text("common.free", language),
+        "price": price(ctx, fee, language),
         "phone": entry.phone,
         "keyword": entry.keyword,
         "service_code": entry.service_code,

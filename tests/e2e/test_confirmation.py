@@ -469,13 +469,35 @@ def test_a_confirmation_stating_a_fee_changed_since_subscribes_nobody_and_is_ask
     second = make_gateway(clock=clock, db_path=db, catalogue=catalogue_with_fee("sina-news", 50))
     phone = handset(A, gw=second, address_range=A)
     again = ask(phone, "Y")
-    assert again.startswith("中国移动提醒您：新浪的头条新闻业务的信息费已由30元/月调整为50元/月（由中国移动代收，客服电话9510567），"
+    assert again.startswith("中国移动提醒您：新浪的头条新闻业务的资费已由信息费30元/月调整为信息费50元/月（由中国移动代收，客服电话9510567），"
                             "业务未按原资费定制。按新资费定制请回复"), again
     assert "回复“Y1”确认本笔" in again and again.endswith("24小时内有效。")
     assert subscriptions(second, A) == []
     assert [(o.status, o.fee, o.reply_code) for o in orders(second, A)] == [("expired", 3000, "Y1"), ("pending", 5000, "Y1")]
     assert ask(phone, "Y") == SEED_NOTICE.replace("信息费30元", "信息费50元")  # agreed to what it was told
     assert [s.status for s in subscriptions(second, A)] == ["active"]
+
+
+@pytest.mark.parametrize(("before", "after", "told"), [
+    (30, 0, "中国移动提醒您：新浪的头条新闻业务的资费已由信息费30元/月调整为免费（不收信息费，客服电话9510567），业务未按原资费定制。"),
+    (0, 30, "中国移动提醒您：新浪的头条新闻业务的资费已由免费调整为信息费30元/月（由中国移动代收，客服电话9510567），业务未按原资费定制。"),
+])
+def test_a_confirmation_waiting_as_a_service_becomes_free_or_paid_states_each_price_as_the_texts_do(
+    make_gateway, handset, clock, tmp_path, before, after, told
+):  # fmt: skip
+    """A service made free while its order waited was asked again "信息费已由30元/月调整为0元/月（由中国移动代收…）":
+    a charge of 0 collected by the operator; one free before, "由0元/月调整为…"."""
+    db = tmp_path / "fee.db"
+    first = make_gateway(clock=clock, db_path=db, catalogue=catalogue_with_fee("sina-news", before))
+    phone = handset(A, gw=first, address_range=A)
+    order(phone, "TT")
+    phone.close()
+    first.stop()
+    second = make_gateway(clock=clock, db_path=db, catalogue=catalogue_with_fee("sina-news", after))
+    phone = handset(A, gw=second, address_range=A)
+    assert ask(phone, "Y").startswith(told)
+    assert ask(phone, "Y").startswith("您已定制试用" if after else "您已定制新浪的头条新闻业务,免费")  # what it was told
+    assert [s.fee for s in subscriptions(second, A)] == [after * 100]
 
 
 def test_a_free_service_is_offered_ordered_and_listed_as_free(make_gateway, handset, clock):
@@ -519,7 +541,7 @@ def test_the_list_of_waiting_orders_states_the_fee_each_code_confirms(make_gatew
     phone = handset(A, gw=second, address_range=A)
     listed = ask(phone, "Y")
     assert "回复Y1定制新浪的头条新闻（信息费30元/月）" in listed, listed
-    assert ask(phone, "Y1").startswith("中国移动提醒您：新浪的头条新闻业务的信息费已由30元/月调整为50元/月")  # as the list said
+    assert ask(phone, "Y1").startswith("中国移动提醒您：新浪的头条新闻业务的资费已由信息费30元/月调整为信息费50元/月")  # as the list said
 
 
 def test_an_order_kept_before_orders_kept_their_fee_is_confirmed_at_the_catalogues(gw, handset, clock):
