@@ -1002,8 +1002,8 @@ class Delivery:
                 self._forget(stored)
         elif stored.status is _SCHEDULED:
             self._rejoin(current)  # taken back from its schedule, as when that comes due
-        elif current is stored and waiting is not None:
-            self._wait_again(waiting)
+        elif waiting is not None:  # replaced or not, its back-off stands and the bind it failed on is still avoided
+            self._wait_again((waiting[0], current, waiting[2]))
         else:  # not ahead of older MTs to its subscriber that a backlog read has yet to hand out
             self.dispatch(current, behind_read=True)
 
@@ -1255,9 +1255,10 @@ class Delivery:
             self._wait_again(waiting)
 
     def _wait_again(self, waiting: Waiting) -> None:
-        """An MT a cancel_sm or replace_sm took from its wait for a retry, its change not committed, or a probe took
-        from it and did not hand out (`_off_retry`): it waits again, as it was, for the same time and avoiding the same
-        bind (not at once: its back-off stands)."""
+        """An MT a cancel_sm took from its wait for a retry, its change not committed, a replace_sm took from it (the
+        MT in `waiting` as it is now: replaced, or not if that failed to commit), or a probe took from it and did not
+        hand out (`_off_retry`): it waits again for the same time and avoiding the same bind (not at once: its back-off
+        stands)."""
         timer, message, failed_on = waiting
         self._held.add(message.id)
         if isinstance(timer, Holding):  # held for its receiver's flow control: held again while that lasts, else it goes

@@ -451,13 +451,34 @@ def test_replace_sm_keeps_an_mts_place_behind_a_retry_of_another_subscribers(mak
     assert [t for t in got if t.startswith("m")] == ["m1 replaced", "m2"]
 
 
+def test_replace_sm_of_an_mt_waiting_for_its_retry_keeps_its_back_off_and_avoids_the_bind_that_refused_it(
+    make_gateway, handset
+) -> None:
+    """Refused for now by the bind whose address_range names B, its retry 1.5 s away on B's other bind: a replace_sm
+    sent the replacement at once, to the bind that had refused it (a sender replacing every 0.5 s a text a handset
+    kept refusing had it sent every 0.5 s, not at the back-off's pace)."""
+    gw = make_gateway(gateway={"retry_backoff": [1.5]})
+    refusing, other = handset(B, gw=gw, address_range=B), handset(B, gw=gw)
+    refusing.answers.append(ESME_RX_T_APPN)
+    message_id = handset(A, gw=gw).submit(B, "the first text").message_id.decode()
+    assert text(refusing.expect()) == "the first text"
+    assert eventually(lambda: message_id in gw.gateway.delivery._retry_timers)
+    with RawLink(gw.smpp_port) as esme:
+        esme.bind("handset", command="bind_transmitter")
+        esme.send(replace_sm(2, A, message_id, b"the replacement"))
+        assert answer(esme, 2) == (ESME_ROK, b"")
+    other.expect_none(0.8)  # its back-off stands
+    assert text(other.expect(timeout=5)) == "the replacement"
+    refusing.expect_none(0.5)
+
+
 def test_replace_sm_giving_an_mt_waiting_for_its_retry_a_longer_validity_holds_it_to_the_new_one(make_gateway, handset) -> None:
-    """Refused for now (ESME_RX_T_APPN) before and after a replace_sm that moved its validity from 10 minutes to 2
-    hours: past the 10 minutes it still waits for its retry, and it expires at the end of the 2 hours."""
+    """Refused for now (ESME_RX_T_APPN), then a replace_sm that moved its validity from 10 minutes to 2 hours: past the
+    10 minutes it still waits for its retry, and it expires at the end of the 2 hours."""
     clock = SimulatedClock(freeze=True)
     gw = make_gateway(clock=clock, gateway={"retry_backoff": [3600]})
     a, b = handset(A, gw=gw), handset(B, gw=gw)
-    b.answers.extend([ESME_RX_T_APPN, ESME_RX_T_APPN])
+    b.answers.append(ESME_RX_T_APPN)
     resp = a.submit(B, "for 10 minutes", registered_delivery=1, validity_period="000000001000000R")
     message_id = resp.message_id.decode()
     assert text(b.expect()) == "for 10 minutes"  # refused: its retry is due in an hour
@@ -466,8 +487,7 @@ def test_replace_sm_giving_an_mt_waiting_for_its_retry_a_longer_validity_holds_i
         esme.bind("handset", command="bind_transmitter")
         esme.send(replace_sm(2, A, message_id, b"for 2 hours", registered_delivery=1, validity="000000020000000R"))
         assert answer(esme, 2) == (ESME_ROK, b"")
-    assert text(b.expect()) == "for 2 hours"  # sent at once, refused again: it waits for its retry
-    assert eventually(lambda: message_id in gw.gateway.delivery._retry_timers)
+    assert message_id in gw.gateway.delivery._retry_timers  # replaced, it waits for its retry still
     clock.advance(700)  # past the old validity
     a.expect_none(1.5, predicate=is_receipt)  # three sweeps
     assert a.query(message_id).message_state == ENROUTE
