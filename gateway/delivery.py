@@ -1103,11 +1103,14 @@ class Delivery:
 
     def _expire(self, message: Message) -> None:
         """Its validity has run out: EXPIRED, unless the guards refuse it now: then it is REJECTED, which says
-        why it never went out (an SP's content to a subscriber who unsubscribed while off line: err:402)."""
+        why it never went out (an SP's content to a subscriber who unsubscribed while off line: err:402). EXPIRED is
+        dated when its validity ran out, not when this is found: a sweep after a restart (or a late one) dated an MT
+        that expired while the gateway was down at the restart (its receipt's done date, query_sm's final_date)."""
         if not self._refused(message):
             # err: is "the error code for the attempted delivery" (SMPP 3.4 appendix B): the refusal of its last
             # attempt (0 if none, or it went unanswered), its low octet as for a permanent refusal (`failed`).
-            self._finish(message, MessageStatus.EXPIRED, MessageState.EXPIRED, message.error & 0xFF)
+            self._finish(message, MessageStatus.EXPIRED, MessageState.EXPIRED, message.error & 0xFF,
+                         ended_at=min(self.clock.now(), message.expires_at))  # fmt: skip
 
     async def _release_due(self, now: float) -> None:
         """Scheduled MTs due by `now` become enroute and join delivery, a page at a time."""
@@ -1164,27 +1167,32 @@ class Delivery:
 
     def _finish(
         self, message: Message, status: MessageStatus, state: MessageState, error: int, counted: bool = True,
-        settled: asyncio.Future[None] | None = None, answered: bool = False,
+        settled: asyncio.Future[None] | None = None, answered: bool = False, ended_at: float | None = None,
     ) -> None:  # fmt: skip
         """`counted`: the MT is in `queued` (it is, unless it was still scheduled); `settled`: told the commit's outcome;
-        `answered`: the status is the answer to its deliver_sm."""
+        `answered`: the status is the answer to its deliver_sm; `ended_at`: when it ended, if before now (its final
+        status is dated so; its receipt, made now, is valid from now)."""
         now = self.clock.now()
+        ended_at = now if ended_at is None else ended_at
         self._held.add(message.id)  # until its final status is committed
         if counted:
             self._forget(message)
-        receipt = self._receipt_for_end(message, state, now, error)
-        self._write_final(message, status, receipt, self.store.mark_final, (message.id, status.value, now, error, receipt),
-                          settled, answered)  # fmt: skip
+        receipt = self._receipt_for_end(message, state, ended_at, error, now)
+        self._write_final(message, status, receipt, self.store.mark_final,
+                          (message.id, status.value, ended_at, error, receipt), settled, answered)  # fmt: skip
         if settled is None:  # (a cancellation's once it commits: it may not, and then the MT is as it was)
             _log_final(message, status)
         if message.extra:
             self._next_notice(message)
 
-    def _receipt_for_end(self, message: Message, state: MessageState, now: float, error: int) -> Message | None:
-        """The receipt of an MT that ends, if one is due; None if its row, damaged outside the gateway (text where its
-        data_coding or submission time goes, say), makes none: it ends all the same, the reason logged."""
+    def _receipt_for_end(
+        self, message: Message, state: MessageState, done_at: float, error: int, now: float | None = None
+    ) -> Message | None:
+        """The receipt of an MT that ends (at `done_at`; made `now`, if later), if one is due; None if its row, damaged
+        outside the gateway (text where its data_coding or submission time goes, say), makes none: it ends all the
+        same, the reason logged."""
         try:
-            return receipt_for(message, state, now, error, self.ids, self.router.sp_accounts)
+            return receipt_for(message, state, done_at, error, self.ids, self.router.sp_accounts, now)
         except UNSENDABLE as exc:
             log.error("receipt cannot be made", message_id=message.id, account=account_of(message),
                       msisdn=subscriber_of(message), reason=f"{type(exc).__name__}: {exc}")  # fmt: skip

@@ -77,11 +77,14 @@ def receipt_text(message: Message, state: MessageState, done_at: float, error: i
 
 
 def make_receipt(
-    message: Message, state: MessageState, done_at: float, error: int, receipt_id: str, sp_accounts: Container[str] = ()
-) -> Message:
+    message: Message, state: MessageState, done_at: float, error: int, receipt_id: str, sp_accounts: Container[str] = (),
+    made_at: float | None = None,
+) -> Message:  # fmt: skip
     """The receipt MT for `message`, addressed back to whoever submitted it. One to an SP (its account in
     `sp_accounts`) goes to the SP's service code: it names the subscriber the SP's MT went to, whom its log lines
-    name as `msisdn` (messages.subscriber_of)."""
+    name as `msisdn` (messages.subscriber_of). `made_at`: when it is made, its own submission and the start of its
+    validity, if after `done_at` (an expiry found late: its validity would have run out with the MT's)."""
+    made_at = done_at if made_at is None else made_at
     extra = {"to_account": message.account}
     if message.account in sp_accounts:
         extra["subscriber"] = message.dest_addr
@@ -96,18 +99,19 @@ def make_receipt(
         data_coding=0,
         esm_class=_DELIVERY_RECEIPT,
         tlvs=encode_tlvs({Tag.RECEIPTED_MESSAGE_ID: submitted_id(message), Tag.MESSAGE_STATE: int(state)}),
-        submitted_at=done_at,
-        expires_at=done_at + RECEIPT_VALIDITY,
-        next_attempt_at=done_at,
+        submitted_at=made_at,
+        expires_at=made_at + RECEIPT_VALIDITY,
+        next_attempt_at=made_at,
         origin_id=message.id,
         extra=extra,
     )
 
 
 def receipt_for(
-    message: Message, state: MessageState, done_at: float, error: int, ids: MessageIds, sp_accounts: Container[str] = ()
-) -> Message | None:
+    message: Message, state: MessageState, done_at: float, error: int, ids: MessageIds, sp_accounts: Container[str] = (),
+    made_at: float | None = None,
+) -> Message | None:  # fmt: skip
     """The receipt `message` reached `state` with, if its registered_delivery asks for one (`make_receipt`)."""
     if not receipt_due(message, state):
         return None
-    return make_receipt(message, state, done_at, error, ids.next(), sp_accounts)
+    return make_receipt(message, state, done_at, error, ids.next(), sp_accounts, made_at)

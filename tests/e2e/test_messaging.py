@@ -13,6 +13,7 @@ from smpplib import gsm, smpp
 
 from gateway.clock import SimulatedClock
 from gateway.mo import _PART_HELD
+from gateway.smpp.times import parse_smpp_time
 from gateway.store.records import Direction, Message, MessageStatus
 from tests.gateway_process import config_file
 from tests.polling import eventually
@@ -398,6 +399,26 @@ def test_message_expires_when_its_validity_runs_out(make_gateway, handset):
     assert receipt.message_state == 3
     b = handset(B, gw=gw)
     b.expect_none(1.0)
+
+
+def test_an_mt_whose_validity_ran_out_while_the_gateway_was_down_is_dated_when_it_ran_out(make_gateway, handset, tmp_path):
+    """Its receipt's done date and query_sm's final_date were the time of the restart that expired it, days late. (The
+    receipt itself is valid from when it is made: dated with the MT's expiry, it would expire before going out.)"""
+    clock, db = SimulatedClock(), tmp_path / "restarted.db"
+    gw = make_gateway(clock=clock, db_path=db)
+    submitted = clock.now()
+    a = handset(A, gw=gw)
+    resp = a.submit(B, "for a minute", registered_delivery=1, validity_period="000000000100000R")
+    a.close()
+    gw.stop()
+    assert clock.now() < submitted + 55  # stopped before it expired
+    clock.advance(2 * 86400)  # longer than a receipt waits for its bind
+    a = handset(A, gw=make_gateway(clock=clock, db_path=db))
+    fields = receipt_fields(a.expect(timeout=5))
+    assert (fields["id"].encode(), fields["stat"]) == (resp.message_id, "EXPIRED")
+    assert fields["done"] in {datetime.fromtimestamp(submitted + t, UTC).strftime("%y%m%d%H%M") for t in (60, 61)}
+    final = parse_smpp_time(a.query(resp.message_id).final_date.decode(), clock.now())  # (whole seconds)
+    assert submitted + 59 <= final <= submitted + 61
 
 
 def test_a_data_sm_expires_when_its_qos_time_to_live_runs_out(make_gateway, handset):
