@@ -19,7 +19,9 @@ that parked MTs answers again or goes (`answering`, `unbound`), its MTs are
 read back from the store a page at a time (`_pull`), each page when the bind
 has room for it; a stalled one that holds nothing is handed the oldest of
 them meanwhile, so that it has a deliver_sm to answer again (`probe`);
-expired ones are found by the sweep through the store's expiry index.
+expired ones are found by the sweep through the store's expiry index (one
+whose deliver_sm timed out and may still be answered waits for that answer
+first: `_expire`).
 `_held` names the MTs this process has in hand (in memory, or with their
 final status not yet committed), so a page read meanwhile does not hand the
 same MT out twice.
@@ -83,6 +85,7 @@ from .receipts import receipt_for, refusal_error
 from .retry_timers import RetryTimers, Waiting
 from .router import Receiver, Router, carries, could_take, range_prefixes
 from .smpp.constants import CommandStatus, MessageState
+from .smpp.session import LATE_ANSWER_TIMEOUTS
 from .store.base import Store
 from .store.records import Direction, Message, MessageStatus
 from .throttles import HOLDING, LONGEST_PAUSE, Holding, Throttle
@@ -163,6 +166,13 @@ class Delivery:
         # id -> its receipt (None: none yet) of an MT out before its submission is answered (`answer_pending`)
         self._answer_pending: dict[str, Message | None] = {}
         self._late: set[asyncio.Task] = set()  # deliveries acknowledged late, their MT read back from the store
+        # id -> until when a deliver_sm of the MT that timed out may still be answered (`retry_later`; its bind keeps it
+        # that long: gateway/smpp/session.py GivenUp), until the MT ends. Meanwhile it counts as awaiting its answer: a
+        # cancel_sm fails, and an expiry waits for the answer (`_expire`).
+        self._answerable: dict[str, float] = {}
+        self.late_answer_time = LATE_ANSWER_TIMEOUTS * settings.response_timeout
+        # id -> (until, MT): those whose validity ran out meanwhile, held for that answer until then (`_expire`)
+        self._expiring: dict[str, tuple[float, Message]] = {}
         self.finals_not_committed: set[str] = set()  # MTs answered whose final status failed to commit, until it does
         # Lines about final statuses that keep failing while the store commits (their own fault, not the store's).
         self.rewrite_log = LogBudget()
@@ -704,6 +714,8 @@ class Delivery:
         message.error = error  # as the store has it: an expiry while it waits reports it (_expire)
         delay = self.backoff[min(message.attempts - 1, len(self.backoff) - 1)]  # (config: at least one)
         now = self.clock.now()
+        if not error:  # it timed out: its answer may still come (answered_late)
+            self._answerable[message.id] = now + self.late_answer_time
         message.next_attempt_at = now + delay
         self.store.mark_retry(message.id, message.attempts, message.next_attempt_at, error,
                               then=partial(self._retry_written, message))  # fmt: skip
@@ -721,7 +733,10 @@ class Delivery:
         the retry has gone out, a delivery still stands: the copy queued or on its way on one of `binds` (every bind,
         unbinding ones too) is taken back (its answer, when it comes, is not awaited), where the MT went out again,
         or a refusal of that copy ended it UNDELIV, acknowledged all the same; a refusal leaves that attempt to
-        decide."""
+        decide. One whose validity ran out meanwhile waits for this answer (`_expire`)."""
+        if self._expiring and message.id in self._expiring:
+            self._answered_expiring(message, status, bind)
+            return
         waiting = self._retry_timers.get(message.id)
         if waiting is None:
             if status or self._replaced.get(message.id, message) is not message:
@@ -746,6 +761,18 @@ class Delivery:
             self.failed(message, status, bind)
         else:
             self.delivered(message)
+
+    def _answered_expiring(self, message: Message, status: int, bind: Receiver) -> None:
+        """A late answer to a deliver_sm of an MT held past its validity for it (`_expire`): a delivery stands, so does
+        a permanent refusal; a temporary one (or one to a copy sent before a replace_sm) leaves it to expire when no
+        answer can count any more (another deliver_sm of it may still be answered)."""
+        if (status and status not in PERMANENT_FAILURES) or self._replaced.get(message.id, message) is not message:
+            return
+        _until, expiring = self._expiring.pop(message.id)
+        if status:
+            self.failed(expiring, status, bind)
+        else:
+            self.delivered(expiring)
 
     @property
     def settled(self) -> bool:
@@ -949,7 +976,10 @@ class Delivery:
     def cancel(self, message: Message) -> asyncio.Future[None] | None:
         """End an undelivered MT as DELETED (its receipt if one is due): a future that settles when that is
         committed (with the store's error if it fails: then the MT is still undelivered, and goes out). None if
-        it is already on its way (a deliver_sm awaiting its answer) or ended. `message` as the store has it."""
+        it is already on its way (a deliver_sm awaiting its answer, or one that timed out whose answer may still
+        come: the subscriber may have it) or ended. `message` as the store has it."""
+        if self._may_be_answered(message.id):
+            return None
         waiting = self._retry_timers.get(message.id)
         if not self._take_back(message):
             return None
@@ -980,6 +1010,8 @@ class Delivery:
             for stored, replacement, bind, waiting in taken:
                 if committed:
                     self._replaced[replacement.id] = replacement  # a late answer to a copy sent before settles nothing
+                    if self._answerable:  # (so nothing waits for one: `_expire`)
+                        self._answerable.pop(replacement.id, None)
                 self._go_on(stored, replacement if committed else stored, bind, waiting)  # (failed: as it was)
         return [stored.id for stored, _replacement, _bind, _waiting in taken]
 
@@ -1028,6 +1060,10 @@ class Delivery:
             self.dispatch(current, again=True)  # to a bind of SMPP 3.4, or it waits for one (Router.route)
         elif not bind.thaw(current.id, current):  # its bind went away meanwhile
             self.dispatch(current, again=True)
+
+    def _may_be_answered(self, message_id: str) -> bool:
+        """Whether a deliver_sm of the MT that timed out may still be answered (`_answerable`)."""
+        return bool(self._answerable) and self._answerable.get(message_id, 0.0) > self.clock.now()
 
     def _take_back(self, message: Message) -> bool:
         """Take an MT out of delivery before it goes out: True if it was parked, scheduled, waiting for a
@@ -1099,18 +1135,34 @@ class Delivery:
                 for message in expired:
                     self._expire(message)
         await self._take_waiting(lambda after: self.store.expired_mts(now, after, self.PAGE), (0.0, 0), self._expire)
+        if self._expiring:
+            self._expire_unanswered(now)
         await self._release_due(now)
 
     def _expire(self, message: Message) -> None:
         """Its validity has run out: EXPIRED, unless the guards refuse it now: then it is REJECTED, which says
         why it never went out (an SP's content to a subscriber who unsubscribed while off line: err:402). EXPIRED is
         dated when its validity ran out, not when this is found: a sweep after a restart (or a late one) dated an MT
-        that expired while the gateway was down at the restart (its receipt's done date, query_sm's final_date)."""
-        if not self._refused(message):
+        that expired while the gateway was down at the restart (its receipt's done date, query_sm's final_date).
+
+        One with a deliver_sm that timed out and may still be answered (`_answerable`) is held (`_expiring`) until the
+        answer comes (`answered_late`) or none can count any more (the sweep: `_expire_unanswered`): expired at once,
+        the handset's ESME_ROK that came next found it ended, and its receipt said EXPIRED of an MT the subscriber had."""
+        until = self._answerable.pop(message.id, 0.0) if self._answerable else 0.0
+        if until > self.clock.now():
+            self._held.add(message.id)
+            self._expiring[message.id] = (until, message)
+        elif not self._refused(message):
             # err: is "the error code for the attempted delivery" (SMPP 3.4 appendix B): the refusal of its last
             # attempt (0 if none, or it went unanswered), its low octet as for a permanent refusal (`failed`).
             self._finish(message, MessageStatus.EXPIRED, MessageState.EXPIRED, message.error & 0xFF,
                          ended_at=min(self.clock.now(), message.expires_at))  # fmt: skip
+
+    def _expire_unanswered(self, now: float) -> None:
+        """The MTs held past their validity for a late answer (`_expire`) that none can count for any more expire."""
+        for _until, message in [held for held in self._expiring.values() if held[0] <= now]:
+            del self._expiring[message.id]
+            self._expire(message)
 
     async def _release_due(self, now: float) -> None:
         """Scheduled MTs due by `now` become enroute and join delivery, a page at a time."""
@@ -1350,6 +1402,8 @@ class Delivery:
         same MT, taken off so once at most."""
         if self._probe_took_off_retry:
             self._probe_took_off_retry.discard(message_id)
+        if self._answerable:
+            self._answerable.pop(message_id, None)
 
     def given_up(self, message_id: str, dest_addr: str | None, acknowledging: str | None = None) -> None:
         """The store gave up the MT, its row unreadable (SqliteStore.mt_given_up): it has ended; `dest_addr`: it was
@@ -1387,6 +1441,7 @@ class Delivery:
         for handle, _message, _bind in self._retry_timers.values():
             handle.cancel()
         self._retry_timers.clear()
+        self._expiring.clear()  # (enroute in the store: the next start expires them)
         for throttle in self._throttles.values():
             throttle.cancel()
             if throttle.read_back is not None:

@@ -19,6 +19,7 @@ from tests.gateway_process import config_file
 from tests.polling import eventually
 from tests.smpp_handset import (
     ESM_UDHI,
+    ESME_RCANCELFAIL,
     ESME_RINVDSTADR,
     ESME_RINVEXPIRY,
     ESME_RINVSCHED,
@@ -32,6 +33,7 @@ from tests.smpp_handset import (
     Handset,
     RawLink,
     answer,
+    cancel_sm,
     encode,
     frame,
     is_receipt,
@@ -869,25 +871,76 @@ def test_a_delivery_acknowledged_late_counts_while_its_client_unbinds(make_gatew
     assert a.query(resp.message_id).message_state == 2  # DELIVERED
 
 
+def timed_out_mt(gw, handset, content: str, **fields) -> tuple[Handset, Handset, str, object]:
+    """Handsets A and B (B not answering), and the id and deliver_sm of an MT from A to B (a receipt asked for) whose
+    deliver_sm timed out: it waits for its retry."""
+    a, b = handset(A, gw=gw), handset(B, gw=gw)
+    b.answering = False
+    message_id = a.submit(B, content, registered_delivery=1, **fields).message_id.decode()
+    first = b.expect()
+    assert eventually(lambda: message_id in gw.gateway.delivery._retry_timers, 5)
+    return a, b, message_id, first
+
+
+def amended(gw, request: bytes) -> int:
+    """The status a cancel_sm or replace_sm (sequence 2) from a transmitter bind of account handset is answered with."""
+    with RawLink(gw.smpp_port) as esme:
+        esme.bind("handset", command="bind_transmitter")
+        esme.send(request)
+        return answer(esme, 2)[0]
+
+
 def test_a_late_acknowledgement_of_a_copy_sent_before_a_replace_sm_settles_nothing(make_gateway, handset):
     """It ended the replaced MT delivered, with a receipt built from the old content and registered_delivery, while
     the replacement's own copy was still on its way (or, read back from the store, never went out)."""
     gw = make_gateway(gateway={"response_timeout": 0.5, "retry_backoff": [1.5, 30]})
-    a, b = handset(A, gw=gw), handset(B, gw=gw)
-    b.answering = False
-    message_id = a.submit(B, "the first text", registered_delivery=1).message_id.decode()
-    first = b.expect()
-    assert eventually(lambda: message_id in gw.gateway.delivery._retry_timers, 5)  # timed out: waits for its retry
-    with RawLink(gw.smpp_port) as esme:
-        esme.bind("handset", command="bind_transmitter")
-        esme.send(replace_sm(2, A, message_id, b"the replacement", registered_delivery=0))
-        assert answer(esme, 2)[0] == ESME_ROK
+    a, b, message_id, first = timed_out_mt(gw, handset, "the first text")
+    assert amended(gw, replace_sm(2, A, message_id, b"the replacement", registered_delivery=0)) == ESME_ROK
     second = b.expect(timeout=5)
     assert text(second) == "the replacement"
     b.answer(first)  # ESME_ROK for the first text, late: the replacement is still on its way
     b.answer(second)  # which this answer decides
     assert eventually(lambda: gw.call(gw.gateway.store.get(message_id)).status is MessageStatus.DELIVERED, 5)
     a.expect_none(1.0, is_receipt)  # the replacement asked for none
+    b.expect_none(0.5)
+
+
+def test_a_cancel_sm_fails_while_a_deliver_sm_that_timed_out_may_still_be_answered(make_gateway, handset):
+    """Cancelled while it waited for its retry, its deliver_sm unanswered past response_timeout: the handset's
+    ESME_ROK that came next was dropped, and the receipt said DELETED (query_sm: 4) of an MT the subscriber had."""
+    gw = make_gateway(gateway={"response_timeout": 0.5, "retry_backoff": [30]})
+    a, b, message_id, first = timed_out_mt(gw, handset, "cancel me")
+    assert amended(gw, cancel_sm(2, A, message_id)) == ESME_RCANCELFAIL  # as for one whose deliver_sm is out: it may have arrived
+    b.answer(first)  # ESME_ROK, late
+    fields = receipt_fields(a.expect(timeout=5))
+    assert (fields["id"], fields["stat"]) == (message_id, "DELIVRD")
+    assert a.query(message_id).message_state == 2  # DELIVERED
+
+
+@pytest.mark.parametrize("answered", [True, False])
+def test_an_mt_whose_validity_ends_while_a_deliver_sm_that_timed_out_may_still_be_answered_waits_for_that_answer(
+    make_gateway, handset, answered
+):
+    """Its validity ended while it waited for its retry, its deliver_sm unanswered past response_timeout: it expired
+    then, and the handset's ESME_ROK that came next was dropped (stat:EXPIRED dlvrd:000 of an MT the subscriber had).
+    Now it waits for that answer while one would count (10 x response_timeout): delivered if it comes, else EXPIRED,
+    dated when its validity ended."""
+    clock = SimulatedClock()
+    gw = make_gateway(clock=clock, gateway={"response_timeout": 2, "retry_backoff": [60]})
+    submitted = clock.now()
+    a, b, message_id, first = timed_out_mt(gw, handset, "for 10 s", validity_period="000000000010000R")
+    clock.advance(9)  # its validity over, not the 20 s after the timeout that an answer counts for
+    a.expect_none(1.5, predicate=is_receipt)  # three sweeps
+    if answered:
+        b.answer(first)  # ESME_ROK, late
+        fields = receipt_fields(a.expect(timeout=5))
+        assert (fields["id"], fields["stat"], fields["dlvrd"]) == (message_id, "DELIVRD", "001")
+        assert a.query(message_id).message_state == 2  # DELIVERED
+    else:
+        clock.advance(20)  # the 20 s over: no answer will count
+        fields = receipt_fields(a.expect(timeout=5))
+        assert (fields["id"], fields["stat"]) == (message_id, "EXPIRED")
+        assert fields["done"] in {datetime.fromtimestamp(submitted + t, UTC).strftime("%y%m%d%H%M") for t in (10, 11)}
     b.expect_none(0.5)
 
 

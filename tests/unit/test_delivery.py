@@ -650,6 +650,7 @@ async def test_an_mt_a_probe_took_off_its_wait_is_not_taken_off_again_after_a_ca
         assert await probed(delivery, second, 10) == ["r0", "r1", "r2", "r3"]
         unanswered(delivery, second)
         store.failing = {"r0", "r1"}
+        clock.set(START + delivery.late_answer_time)  # past the time their deliver_sm could be answered: cancellable
         for message_id in ("r0", "r1"):
             with pytest.raises(WriterDied):
                 await delivery.cancel(await store.get(message_id))
