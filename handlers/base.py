@@ -13,9 +13,15 @@ simulated clock set back (QA re-running a day) leaves such records; with
 them, yesterday's `1` answered today's confirmation instead of the listing
 just sent, reports three days apart counted as one day's, and a forwarded
 text was told to answer within 1530 minutes. They count again once the clock
-reaches them (billing runs likewise: handlers/billing.py). Not a text's
-`received_at`: a text handled after a retry must still see the prompt it
-answered, though asked again (re-stamped) or filed by others meanwhile.
+reaches them (billing runs likewise: handlers/billing.py).
+
+Prompts a text answers: those first sent by the time it was received
+(`answers_prompts_by`), also when its handling is a retry. A `Y` retried
+after the subscriber ordered something else meanwhile confirmed that order,
+one they never saw; a `2` retried after a newer `0000` cancelled the newer
+listing's 2. A prompt asked again (re-stamped) keeps when it was first sent:
+a retried text still answers it (confirmation.py, unsubscribe.py). Records
+filed by others meanwhile (spam reports) are no prompts: they count.
 """
 
 from __future__ import annotations
@@ -238,6 +244,12 @@ def epoch_seconds(argument: str, value: object) -> float | None:
         return value
     raise ValueError(f"{argument} {value!r}: expected epoch seconds (a number from 0 to {LAST_EPOCH_SECOND}, not "
                      "milliseconds) or a datetime with its tzinfo")  # fmt: skip
+
+
+def answers_prompts_by(inbound: Inbound, ctx: ServiceContext) -> float:
+    """A text answers the prompts first sent by this time: when it was received (its handling may be a retry, after
+    the subscriber's later texts or a web order sent new ones), and none from a later time (see the module docstring)."""
+    return min(inbound.received_at, ctx.clock.now())
 
 
 def help_reply(inbound: Inbound, ctx: ServiceContext, language: str) -> Outcome:

@@ -29,7 +29,9 @@ hands them to `answer`):
   declined it, and the SP never heard of an order that was not confirmed.
   Whether an answer came in time is decided by when it was received: one
   received in time and handled after the gateway marked its order expired (a
-  retry, a replay at start) still confirms it;
+  retry, a replay at start) still confirms it. An answer is about the orders whose confirmation was first sent
+  before it was received: none made meanwhile (on the web, by the subscriber's later texts), though one ordered
+  again meanwhile, its confirmation sent again, is still the one it answers (`first_asked_at`);
 - a confirm for an order whose confirmation stated a fee the catalogue no
   longer has (changed by a restart with another config) subscribes nobody: the
   subscriber agreed to the fee they were shown. The order ends (as below) and a
@@ -67,7 +69,7 @@ from gateway.config import CatalogueEntry
 from gateway.store.effects import Delete
 from gateway.store.records import PendingOrder, Subscription
 
-from .base import Inbound, Outcome, ServiceContext
+from .base import Inbound, Outcome, ServiceContext, answers_prompts_by
 from .billing import (
     billed_since,
     charges_missed,
@@ -115,16 +117,16 @@ async def _order(
         return Outcome(completed=True).reply(msisdn, _already_subscribed(ctx, language, entry, active), operator)
     # Those from a later time too (a clock set back): a code they hold is taken, and the same order asked again now
     # is that one, sent again.
-    waiting, ending = await _open_orders(ctx, msisdn, now, later_too=True)
+    waiting, ending = await _open_orders(ctx, msisdn, now, asked_by=None)
     outcome = _expire(ending, now)
     expires_at = now + ctx.settings.confirmation_validity
     same = next((o for o in waiting if o.service_id == entry.id), None)
     if same is not None:  # asked again: the same confirmation (and code) again, valid from now, at today's fee
-        order = replace(same, created_at=now, expires_at=expires_at, fee=fen(entry.fee))
+        order = replace(same, created_at=now, expires_at=expires_at, fee=fen(entry.fee), first_asked_at=_first_asked(same))
     else:
         used = {o.reply_code for o in waiting}
         code = next(f"Y{n}" for n in range(1, len(used) + 2) if f"Y{n}" not in used)
-        order = PendingOrder(ctx.new_id(), msisdn, entry.id, channel, code, now, expires_at, "pending", fen(entry.fee))
+        order = PendingOrder(ctx.new_id(), msisdn, entry.id, channel, code, now, expires_at, "pending", fen(entry.fee), now)
     return _request(ctx, language, outcome, order, entry, "confirmation.request" if order.fee else "confirmation.request_free")
 
 
@@ -140,14 +142,14 @@ def _request(
 # ----------------------------------------------------------------- answers
 async def latest_prompt(inbound: Inbound, ctx: ServiceContext) -> float | None:
     """When the newest confirmation still waiting was sent (None: nothing waits)."""
-    waiting, _ = await _open_orders(ctx, inbound.subscriber, inbound.received_at)
+    waiting, _ = await _open_orders(ctx, inbound.subscriber, inbound.received_at, answers_prompts_by(inbound, ctx))
     return waiting[-1].created_at if waiting else None
 
 
 async def last_prompt(inbound: Inbound, ctx: ServiceContext) -> float | None:
     """When the newest confirmation was sent that a confirm word may still be about: waiting, or
     ended within the last validity period (what `_not_waiting` answers about)."""
-    found = await _recent_orders(ctx, inbound.subscriber, inbound.received_at)
+    found = await _recent_orders(ctx, inbound.subscriber, inbound.received_at, answers_prompts_by(inbound, ctx))
     return found[0].created_at if found else None
 
 
@@ -162,7 +164,7 @@ async def answer(inbound: Inbound, ctx: ServiceContext, language: str, since: fl
     confirm = matches(folded, ctx.settings.confirm_words)
     decline = matches(folded, ctx.settings.decline_words)
     now = inbound.received_at
-    waiting, ending = await _open_orders(ctx, inbound.subscriber, now)
+    waiting, ending = await _open_orders(ctx, inbound.subscriber, now, answers_prompts_by(inbound, ctx))
     outcome = _expire(ending, now)
     if not (coded or confirm or decline):
         return _decline(inbound, ctx, language, outcome, waiting) if waiting else None
@@ -235,7 +237,7 @@ def _ask_again(
     what they were told): it ends as one for a withdrawn service does, and a new confirmation (same reply code, a new
     validity) tells the subscriber the fee changed and asks them again at the catalogue's."""
     again = replace(order, id=ctx.new_id(), created_at=now, expires_at=now + ctx.settings.confirmation_validity,
-                    fee=fen(entry.fee))  # fmt: skip
+                    fee=fen(entry.fee), first_asked_at=now)  # fmt: skip
     outcome.extend(_expire([order], now))
     key = "confirmation.fee_changed" if again.fee else "confirmation.fee_changed_free"
     return _request(ctx, language, outcome, again, entry, key, old_price=price(ctx, order.fee, language))
@@ -258,7 +260,7 @@ async def _not_waiting(
 ) -> Outcome:
     """A confirmation for no waiting order: say what became of the latest (or the coded) one, or list what waits."""
     msisdn, now, operator = inbound.subscriber, inbound.received_at, ctx.settings.operator
-    ended = [o for o in await _recent_orders(ctx, msisdn, now) if o.status not in UNANSWERED or o.expires_at <= now]
+    ended = [o for o in await _recent_orders(ctx, msisdn, now, answers_prompts_by(inbound, ctx)) if o.status not in UNANSWERED or o.expires_at <= now]
     last = next((o for o in ended if code is None or o.reply_code == code), None)
     if last is not None:
         entry = ctx.catalogue.get(last.service_id)  # (still in the catalogue: _recent_orders)
@@ -319,32 +321,39 @@ def _already_subscribed(ctx: ServiceContext, language: str, entry: CatalogueEntr
     return ctx.text("confirmation.already_subscribed", language, operator=ctx.settings.operator, **names)
 
 
-async def _recent_orders(ctx: ServiceContext, msisdn: str, now: float) -> list[PendingOrder]:
-    """Orders still waiting, or ended (or lapsed) within the last validity period, newest first (none from a later
-    time: handlers/base.py; none for a service withdrawn since, which is nobody's prompt any more: `_open_orders`)."""
+async def _recent_orders(ctx: ServiceContext, msisdn: str, now: float, asked_by: float) -> list[PendingOrder]:
+    """Orders still waiting, or ended (or lapsed) within the last validity period, newest first (only those first
+    asked by `asked_by`: handlers/base.py; none for a service withdrawn since, which is nobody's prompt any more:
+    `_open_orders`)."""
     found = await ctx.store.find(PendingOrder, order_by="-created_at", msisdn=msisdn,
-                                 expires_at__gt=now - ctx.settings.confirmation_validity, created_at__lte=ctx.clock.now())  # fmt: skip
-    return [o for o in found if _offered(ctx, o)]
+                                 expires_at__gt=now - ctx.settings.confirmation_validity)  # fmt: skip
+    return [o for o in found if _first_asked(o) <= asked_by and _offered(ctx, o)]
 
 
 async def _open_orders(
-    ctx: ServiceContext, msisdn: str, now: float, later_too: bool = False
+    ctx: ServiceContext, msisdn: str, now: float, asked_by: float | None
 ) -> tuple[list[PendingOrder], list[PendingOrder]]:
     """(waiting, ending): unanswered orders still within their validity at `now` (oldest first), and those to mark
     expired: past it and still marked pending, or for a service that left the catalogue while they waited (no answer
     can make them, so none counts as waiting: not in a bare confirm word's "exactly one", a list, a reply code's
-    lookup or 10086's order of prompts); none from a later time (handlers/base.py) unless `later_too`."""
-    later = {} if later_too else {"created_at__lte": ctx.clock.now()}
-    found = await ctx.store.find(PendingOrder, order_by="created_at", msisdn=msisdn, status__in=UNANSWERED, **later)
+    lookup or 10086's order of prompts); only those first asked by `asked_by` (handlers/base.py), any if None."""
+    found = await ctx.store.find(PendingOrder, order_by="created_at", msisdn=msisdn, status__in=UNANSWERED)
     waiting: list[PendingOrder] = []
     ending: list[PendingOrder] = []
     for order in found:
+        if asked_by is not None and _first_asked(order) > asked_by:
+            continue
         if order.expires_at <= now:
             if order.status == "pending":
                 ending.append(order)
         else:
             (waiting if _offered(ctx, order) else ending).append(order)
     return waiting, ending
+
+
+def _first_asked(order: PendingOrder) -> float:
+    """When the order's confirmation was first sent: asked again, it is still the one a text received before answers."""
+    return order.created_at if order.first_asked_at is None else order.first_asked_at
 
 
 def _offered(ctx: ServiceContext, order: PendingOrder) -> bool:
@@ -364,7 +373,7 @@ async def expire_lapsed(ctx: ServiceContext, msisdns: Iterable[str], now: float)
     answer handled meanwhile stands). No text to anyone: silence declines (SPEC 3.2)."""
     outcome = Outcome()
     for msisdn in msisdns:
-        outcome.extend(_expire((await _open_orders(ctx, msisdn, now))[1], now))
+        outcome.extend(_expire((await _open_orders(ctx, msisdn, now, ctx.clock.now()))[1], now))
     return outcome
 
 

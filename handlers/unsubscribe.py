@@ -22,6 +22,9 @@
   Either ends the question.
 - When both prompts are open, the newer one reads the text first (a `1`
   after `00000` is "yes", a `1` after `0000` is serial 1).
+- A text answers the listing or question it was received after (handlers/base.py): handled later (a retry), after a
+  newer one replaced it, it is told it expired (as after the window), not read against the newer one. One sent
+  again naming the same subscriptions while open keeps when it was first sent (`since`), and still answers it.
 - An expired listing or question is deleted `kept_expired` after it expired
   (with every other dialogue: `dialogues_past_use`): until then it is 10086's
   last prompt for any order made before it.
@@ -35,7 +38,7 @@ from dataclasses import replace
 from gateway.store.effects import Delete
 from gateway.store.records import Dialogue, Subscription
 
-from .base import Inbound, Outcome, ServiceContext, help_reply
+from .base import Inbound, Outcome, ServiceContext, answers_prompts_by, help_reply
 from .keywords import matches, serial_numbers
 from .subscriptions import active_subscriptions, cancel, naming_text
 
@@ -57,7 +60,7 @@ async def query(inbound: Inbound, ctx: ServiceContext, language: str) -> Outcome
         lines.append(naming_text(ctx, "unsubscribe.listing_item", language, entry, subscription.service_id, subscription,
                                  serial=serial))
     lines.append(ctx.text("unsubscribe.listing_foot", language, window=_duration(ctx, language)))
-    dialogue = Dialogue(msisdn, LISTING, {"ids": [s.id for s in active]}, now, now + ctx.settings.listing_window)
+    dialogue = await _prompt(ctx, msisdn, LISTING, [s.id for s in active], now)
     return Outcome().put(dialogue).reply(msisdn, "\n".join(lines), inbound.short_code, until=dialogue.expires_at)
 
 
@@ -67,9 +70,19 @@ async def ask_all(inbound: Inbound, ctx: ServiceContext, language: str) -> Outco
     active = await active_subscriptions(ctx, msisdn)
     if not active:
         return _none(inbound, ctx, language, ALL)
-    dialogue = Dialogue(msisdn, ALL, {"ids": [s.id for s in active]}, now, now + ctx.settings.listing_window)
+    dialogue = await _prompt(ctx, msisdn, ALL, [s.id for s in active], now)
     text = ctx.text("unsubscribe.all_ask", language, count=len(active), window=_duration(ctx, language))
     return Outcome().put(dialogue).reply(msisdn, text, inbound.short_code, until=dialogue.expires_at)
+
+
+async def _prompt(ctx: ServiceContext, msisdn: str, kind: str, ids: list[str], now: float) -> Dialogue:
+    """The listing or question naming `ids`, sent at `now`. The same one still open, sent again, keeps when it was
+    first sent (`since`): a text received before now (a retry) still answers it, but no other (handlers/base.py)."""
+    data: dict = {"ids": ids}
+    same = [d for d in await ctx.store.find(Dialogue, msisdn=msisdn, kind=kind) if d.data["ids"] == ids and _live(d, now)]
+    if same:
+        data["since"] = _first_sent(same[0])
+    return Dialogue(msisdn, kind, data, now, now + ctx.settings.listing_window)
 
 
 async def unsubscribe_ids(ctx: ServiceContext, msisdn: str, subscription_ids: list[str], channel: str, now: float) -> Outcome:
@@ -92,30 +105,34 @@ async def unsubscribe_ids(ctx: ServiceContext, msisdn: str, subscription_ids: li
 # ------------------------------------------------------------------ answers
 async def latest_prompt(inbound: Inbound, ctx: ServiceContext) -> float | None:
     """When the newest unexpired listing or unsubscribe-all question was sent, if there is one."""
-    live = [d for d in await _dialogues(ctx, inbound.subscriber) if _live(d, inbound.received_at)]
+    live = [d for d in await _dialogues(ctx, inbound) if _live(d, inbound.received_at)]
     return max((d.created_at for d in live), default=None)
 
 
 async def open_question_at(inbound: Inbound, ctx: ServiceContext) -> float | None:
     """When the unsubscribe-all question waiting for its yes or no was sent (None: none waits; a listing
     answered once stays open for more serials, but has done what it was for)."""
-    live = [d for d in await _dialogues(ctx, inbound.subscriber) if d.kind == ALL and _live(d, inbound.received_at)]
+    live = [d for d in await _dialogues(ctx, inbound) if d.kind == ALL and _live(d, inbound.received_at)]
     return max((d.created_at for d in live), default=None)
 
 
 async def last_prompt(inbound: Inbound, ctx: ServiceContext) -> float | None:
     """When the newest listing or unsubscribe-all question was sent, expired or not."""
-    return max((d.created_at for d in await _dialogues(ctx, inbound.subscriber)), default=None)
+    return max((d.created_at for d in await _dialogues(ctx, inbound)), default=None)
 
 
 async def answer(inbound: Inbound, ctx: ServiceContext, language: str) -> Outcome | None:
-    """The text as an answer to an open listing / unsubscribe-all question; None when it is not one."""
+    """The text as an answer to an open listing / unsubscribe-all question; None when it is not one. One sent in place
+    of the prompt the text was received after (a retry) is not the one it answers: that one is over, as if expired."""
     now = inbound.received_at
-    dialogues = await _dialogues(ctx, inbound.subscriber)
+    dialogues, replaced = await _in_force(ctx, inbound)
     for dialogue in sorted((d for d in dialogues if _live(d, now)), key=lambda d: -d.created_at):
         answered = await (_serials if dialogue.kind == LISTING else _yes_no)(inbound, ctx, language, dialogue)
         if answered is not None:
             return answered
+    for dialogue in sorted(replaced, key=lambda d: -d.created_at):  # over for this text: told so (the newer one is not)
+        if (key := _stale_key(inbound, ctx, dialogue)) is not None:
+            return Outcome(completed=True).reply(inbound.subscriber, ctx.text(key, language), inbound.short_code)
     for dialogue in sorted(dialogues, key=lambda d: -d.created_at):  # expired: say so once, for a text that would have answered it
         if not _live(dialogue, now):
             stale = _stale(inbound, ctx, language, dialogue)
@@ -186,18 +203,20 @@ async def _yes_no(inbound: Inbound, ctx: ServiceContext, language: str, question
 
 
 def _stale(inbound: Inbound, ctx: ServiceContext, language: str, dialogue: Dialogue) -> Outcome | None:
-    if dialogue.kind == LISTING:
-        if serial_numbers(inbound.text) is None:
-            return None
-        key = "unsubscribe.expired"
-    else:
-        if not matches(inbound.text, (*ctx.settings.confirm_words, *ctx.settings.decline_words)):
-            return None
-        key = "unsubscribe.all_expired"
+    key = _stale_key(inbound, ctx, dialogue)
+    if key is None:
+        return None
     if dialogue.data.get("told"):
         return help_reply(inbound, ctx, language)
     outcome = Outcome(completed=True).reply(inbound.subscriber, ctx.text(key, language), inbound.short_code)
     return outcome.put(replace(dialogue, data={**dialogue.data, "told": True}))
+
+
+def _stale_key(inbound: Inbound, ctx: ServiceContext, dialogue: Dialogue) -> str | None:
+    """What an answer to this listing or question, over, is told (None: the text is no answer to it)."""
+    if dialogue.kind == LISTING:
+        return "unsubscribe.expired" if serial_numbers(inbound.text) is not None else None
+    return "unsubscribe.all_expired" if matches(inbound.text, (*ctx.settings.confirm_words, *ctx.settings.decline_words)) else None
 
 
 # --------------------------------------------------------------- retention
@@ -234,9 +253,24 @@ def _none(inbound: Inbound, ctx: ServiceContext, language: str, kind: str) -> Ou
     return outcome
 
 
-async def _dialogues(ctx: ServiceContext, msisdn: str) -> list[Dialogue]:
-    """The subscriber's listing and unsubscribe-all question, unless from a later time (handlers/base.py)."""
-    return await ctx.store.find(Dialogue, msisdn=msisdn, kind__in=[LISTING, ALL], created_at__lte=ctx.clock.now())
+async def _dialogues(ctx: ServiceContext, inbound: Inbound) -> list[Dialogue]:
+    """The subscriber's listing and unsubscribe-all question the text may answer (`_in_force`)."""
+    return (await _in_force(ctx, inbound))[0]
+
+
+async def _in_force(ctx: ServiceContext, inbound: Inbound) -> tuple[list[Dialogue], list[Dialogue]]:
+    """(in force, replaced): the subscriber's listing and unsubscribe-all question first sent by the time the text was
+    received, and those sent after it in place of the ones it may answer (a retry: handlers/base.py); none from a
+    later time."""
+    found = await ctx.store.find(Dialogue, msisdn=inbound.subscriber, kind__in=[LISTING, ALL], created_at__lte=ctx.clock.now())
+    by = answers_prompts_by(inbound, ctx)
+    return [d for d in found if _first_sent(d) <= by], [d for d in found if _first_sent(d) > by]
+
+
+def _first_sent(dialogue: Dialogue) -> float:
+    """When the listing or question was first sent: sent again the same (`_prompt`), it is still the one a text
+    received before answers."""
+    return dialogue.data.get("since", dialogue.created_at)
 
 
 def _live(dialogue: Dialogue, now: float) -> bool:

@@ -257,6 +257,10 @@ MIGRATIONS: list[Migration] = [
         "ALTER TABLE messages ADD COLUMN replacing INTEGER",
         "CREATE INDEX messages_replacing ON messages (seq) WHERE replacing IS NOT NULL",
     ),
+    # 19: when an order's confirmation was first sent (handlers/confirmation.py): ordered again, it is sent again
+    # (created_at), and a text received before then (a retry) still answers it, but no order made after it was
+    # received. NULL in the orders written before: taken as created_at.
+    ("ALTER TABLE pending_orders ADD COLUMN first_asked_at REAL",),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

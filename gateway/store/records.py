@@ -168,6 +168,9 @@ class PendingOrder:
     expires_at: float
     status: str  # pending | confirmed | declined | expired
     fee: int | None = None  # fen a month, as its confirmation stated it; None: sent before orders kept it (the catalogue's)
+    # When its confirmation was first sent (created_at: last sent; ordered again, it is sent again); None: stored
+    # before orders kept it (created_at).
+    first_asked_at: float | None = None
 
 
 @dataclass(slots=True)

@@ -164,17 +164,35 @@ def fail_once(gw, code: str) -> FailingOnce:
     return short_code.handler
 
 
-def test_a_confirmation_retried_after_its_order_was_asked_again_confirms_it(make_gateway, handset, clock):
+def yes_failing_once(make_gateway, handset, clock):
+    """(gateway, handset) once A ordered news and answered `Y`, whose first try failed: it is tried again 2 s later."""
     gw = make_gateway(clock=clock, gateway={"mo_retry_backoff": RETRY_AFTER_THE_PROMPT_AGAIN})
     a = handset(A, address_range=A, gw=gw)
     assert REQUEST.search(ask_from_sp_code(a, "TT", to=SINA))
     failing = fail_once(gw, OPERATOR)
     clock.advance(60)
-    assert a.submit(OPERATOR, "Y").status == ESME_ROK  # its first try fails
+    assert a.submit(OPERATOR, "Y").status == ESME_ROK
     assert failing.called.wait(5)
     clock.advance(5)
+    return gw, a
+
+
+def test_a_confirmation_retried_after_its_order_was_asked_again_confirms_it(make_gateway, handset, clock):
+    gw, a = yes_failing_once(make_gateway, handset, clock)
     assert REQUEST.search(ask_from_sp_code(a, "TT", to=SINA))  # no answer came: ordered again, the order re-stamped
     assert texts_from(a, OPERATOR)[0].startswith("您已定制试用新浪的头条新闻业务")  # the retried Y
+    assert [s.service_id for s in subscriptions(gw, A)] == ["sina-news"]
+
+
+def test_a_confirmation_retried_after_a_web_order_does_not_confirm_that_order(make_gateway, handset, clock):
+    """The retried `Y`, received before the web order existed, confirmed it: an order the subscriber never saw, billed
+    (SPEC 3.2). It answers the confirmation it was received after, confirmed meanwhile by the `Y` sent again."""
+    gw, a = yes_failing_once(make_gateway, handset, clock)
+    assert ask_from_sp_code(a, "Y").startswith("您已定制试用新浪的头条新闻业务")  # sent again: this one confirms
+    clock.advance(5)
+    gw.call(gw.gateway.services.request_order(A, "tencent-ringtones", "web"))
+    assert REQUEST.search(texts_from(a, OPERATOR)[0])
+    assert texts_from(a, OPERATOR)[0].startswith("您已定制新浪的头条新闻业务（信息费30元/月），无需再次定制")  # the retried Y
     assert [s.service_id for s in subscriptions(gw, A)] == ["sina-news"]
 
 

@@ -283,3 +283,55 @@ async def test_english_subscriber(bench: ServiceBench) -> None:
     await say(bench, A, "TT", SINA)
     again = only_text(await say(bench, A, "Y"), A)
     assert "it is charged from next month" in again and "none is left" not in again, again
+
+
+# --------------------------------- a retried answer: the prompts it was received after (README "Short-code services")
+async def say_retried(bench: ServiceBench, msisdn: str, text: str, received_at: float) -> Outcome:
+    """A text received at `received_at` whose first handling failed, handled now (the gateway's retry)."""
+    inbound = Inbound(msisdn, OPERATOR, text, received_at, message_ids=(bench.ctx.new_id(),))
+    return await bench.commit(await CustomerService().handle(inbound, bench.ctx))
+
+
+async def test_a_retried_yes_does_not_confirm_an_order_made_after_it_was_received(bench: ServiceBench) -> None:
+    await say(bench, A, "TT", SINA)
+    bench.clock.advance(60)
+    received = bench.clock.now()  # its first handling fails
+    bench.clock.advance(1)
+    assert only_text(await say(bench, A, "Y"), A).startswith("您已定制试用新浪的头条新闻业务")  # sent again: this one confirms
+    bench.clock.advance(1)
+    await bench.commit(await confirmation.request_order(bench.ctx, A, "tencent-ringtones", "web", bench.clock.now()))
+    bench.clock.advance(2)
+    retried = await say_retried(bench, A, "Y", received)
+    assert only_text(retried, A).startswith("您已定制新浪的头条新闻业务（信息费30元/月），无需再次定制")
+    assert [s.service_id for s in await subscriptions(bench, A)] == ["sina-news"]  # not the web order it never saw
+    assert [(o.service_id, o.status) for o in await orders(bench, A)] == [("sina-news", "confirmed"), ("tencent-ringtones", "pending")]
+
+
+async def test_a_retried_yes_confirms_its_order_asked_again_after_it_was_received(bench: ServiceBench) -> None:
+    await say(bench, A, "TT", SINA)
+    bench.clock.advance(60)
+    received = bench.clock.now()
+    bench.clock.advance(5)
+    await say(bench, A, "TT", SINA)  # no answer came: ordered again, the same order sent again
+    bench.clock.advance(1)
+    assert only_text(await say_retried(bench, A, "Y", received), A).startswith("您已定制试用新浪的头条新闻业务")
+    assert [s.service_id for s in await subscriptions(bench, A)] == ["sina-news"]
+
+
+async def test_a_retried_yes_does_not_answer_an_unsubscribe_all_question_asked_after_it_was_received(bench: ServiceBench) -> None:
+    await say(bench, A, "TL", TENCENT)
+    await say(bench, A, "Y")
+    bench.clock.advance(3600)
+    await say(bench, A, "TT", SINA)
+    bench.clock.advance(60)
+    received = bench.clock.now()
+    bench.clock.advance(1)
+    await say(bench, A, "Y")
+    bench.clock.advance(1)
+    assert only_text(await say(bench, A, "00000"), A).startswith("您共定制了2项业务")
+    bench.clock.advance(2)
+    retried = await say_retried(bench, A, "Y", received)
+    assert only_text(retried, A).startswith("您已定制新浪的头条新闻业务（信息费30元/月），无需再次定制")
+    assert sorted((s.service_id, s.status) for s in await subscriptions(bench, A)) == [
+        ("sina-news", "active"), ("tencent-ringtones", "active")
+    ]  # fmt: skip

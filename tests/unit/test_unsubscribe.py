@@ -252,3 +252,37 @@ async def test_api_unsubscribe_refuses_ids_not_theirs_and_takes_one_cancelled_al
 
 def _inbound(bench, text: str, msisdn: str = A) -> Inbound:
     return Inbound(msisdn, "10086", text, bench.clock.now())
+
+
+# --------------------------------- a retried serial: the listing it was received after (README "Short-code services")
+async def send_retried(bench, text: str, received_at: float) -> Outcome:
+    """A text received at `received_at` whose first handling failed, handled now (the gateway's retry)."""
+    inbound = Inbound(A, "10086", text, received_at, message_ids=(bench.ctx.new_id(),))
+    return await bench.commit(await CustomerService().handle(inbound, bench.ctx))
+
+
+async def test_a_retried_serial_whose_listing_was_replaced_since_is_told_it_expired(bench) -> None:
+    subs = await subscribe(bench, A, "sina-news", "sina-weather", "tencent-ringtones")
+    await send(bench, "0000")
+    bench.clock.advance(30)
+    received = bench.clock.now()  # its first handling fails
+    bench.clock.advance(1)
+    await send(bench, "2")  # sent again: cancels 天气预报
+    bench.clock.advance(1)
+    assert [n for n, *_ in ITEM.findall(texts(await send(bench, "0000"))[0])] == ["1", "2"]  # 2 is 精品图铃 now
+    bench.clock.advance(2)
+    assert texts(await send_retried(bench, "2", received)) == [EXPIRED]
+    assert [await status(bench, s.id) for s in subs] == ["active", "cancelled", "active"]
+    assert texts(await send(bench, "2")) == ["您已成功退订腾讯公司提供的精品图铃业务，下月起不再收取信息费。"]  # the new listing still answers
+
+
+async def test_a_retried_serial_whose_listing_was_sent_again_the_same_unsubscribes(bench) -> None:
+    subs = await subscribe(bench, A, "sina-news", "sina-weather")
+    await send(bench, "0000")
+    bench.clock.advance(30)
+    received = bench.clock.now()
+    bench.clock.advance(5)
+    await send(bench, "0000")  # the same listing, sent again
+    bench.clock.advance(1)
+    assert texts(await send_retried(bench, "1", received)) == [DONE_NEWS]
+    assert [await status(bench, s.id) for s in subs] == ["cancelled", "active"]
