@@ -166,13 +166,14 @@ class Delivery:
         # id -> its receipt (None: none yet) of an MT out before its submission is answered (`answer_pending`)
         self._answer_pending: dict[str, Message | None] = {}
         self._late: set[asyncio.Task] = set()  # deliveries acknowledged late, their MT read back from the store
-        # id -> until when a deliver_sm of the MT that timed out may still be answered (`retry_later`; its bind keeps it
-        # that long: gateway/smpp/session.py GivenUp), until the MT ends. Meanwhile it counts as awaiting its answer: a
-        # cancel_sm fails, and an expiry waits for the answer (`_expire`).
-        self._answerable: dict[str, float] = {}
+        # id -> (until when, bind): a deliver_sm of the MT that timed out on that bind may still be answered (`retry_later`;
+        # the bind keeps it that long: gateway/smpp/session.py GivenUp), until the MT ends, the bind goes (`unbound`) or
+        # answers it for now (`answered_late`). Meanwhile it counts as awaiting its answer: a cancel_sm fails, and an
+        # expiry waits for the answer (`_expire`).
+        self._answerable: dict[str, tuple[float, Receiver]] = {}
         self.late_answer_time = LATE_ANSWER_TIMEOUTS * settings.response_timeout
-        # id -> (until, MT): those whose validity ran out meanwhile, held for that answer until then (`_expire`)
-        self._expiring: dict[str, tuple[float, Message]] = {}
+        # id -> (until, MT, bind): those whose validity ran out meanwhile, held for that answer until then (`_expire`)
+        self._expiring: dict[str, tuple[float, Message, Receiver]] = {}
         self.finals_not_committed: set[str] = set()  # MTs answered whose final status failed to commit, until it does
         # Lines about final statuses that keep failing while the store commits (their own fault, not the store's).
         self.rewrite_log = LogBudget()
@@ -474,10 +475,22 @@ class Delivery:
         A read that waits for room on the account's binds goes on (`_has_room`), or ends if none is left."""
         if self._room_waiters:
             self._wake_pulls()
+        if self._answerable or self._expiring:
+            self._unanswerable_on(receiver)
         if receiver not in self._parked_on:
             return
         self._parked_on.discard(receiver)
         self._read_parked_for(receiver.account.system_id, self.router.receivers_of(receiver.account.system_id))
+
+    def _unanswerable_on(self, receiver: Receiver) -> None:
+        """A bind went: the deliver_sm that timed out on it can be answered no more (`_answerable`): those MTs may be
+        cancelled again, and those held past their validity for that answer expire now (a cancel_sm refused, an EXPIRED
+        receipt held, for 10 response_timeouts after the bind had gone)."""
+        for message_id in [m for m, (_until, bind) in self._answerable.items() if bind is receiver]:
+            del self._answerable[message_id]
+        for _until, message, _bind in [held for held in self._expiring.values() if held[2] is receiver]:
+            del self._expiring[message.id]
+            self._expire(message)
 
     def _stand_in_for(self, receiver: Receiver) -> None:
         """`receiver` stalls having parked MTs while it answered, more slowly than they came (`_full`: BUSY): they are
@@ -714,8 +727,8 @@ class Delivery:
         message.error = error  # as the store has it: an expiry while it waits reports it (_expire)
         delay = self.backoff[min(message.attempts - 1, len(self.backoff) - 1)]  # (config: at least one)
         now = self.clock.now()
-        if not error:  # it timed out: its answer may still come (answered_late)
-            self._answerable[message.id] = now + self.late_answer_time
+        if not error and bind is not None:  # it timed out: its answer may still come (answered_late)
+            self._answerable[message.id] = (now + self.late_answer_time, bind)
         message.next_attempt_at = now + delay
         self.store.mark_retry(message.id, message.attempts, message.next_attempt_at, error,
                               then=partial(self._retry_written, message))  # fmt: skip
@@ -737,6 +750,8 @@ class Delivery:
         if self._expiring and message.id in self._expiring:
             self._answered_expiring(message, status, bind)
             return
+        if self._answerable and self._answerable.get(message.id, (0.0, None))[1] is bind:
+            del self._answerable[message.id]  # answered: no other answer to it can come
         waiting = self._retry_timers.get(message.id)
         if waiting is None:
             if status or self._replaced.get(message.id, message) is not message:
@@ -764,12 +779,17 @@ class Delivery:
 
     def _answered_expiring(self, message: Message, status: int, bind: Receiver) -> None:
         """A late answer to a deliver_sm of an MT held past its validity for it (`_expire`): a delivery stands, so does
-        a permanent refusal; a temporary one (or one to a copy sent before a replace_sm) leaves it to expire when no
-        answer can count any more (another deliver_sm of it may still be answered)."""
-        if (status and status not in PERMANENT_FAILURES) or self._replaced.get(message.id, message) is not message:
+        a permanent refusal; a temporary one on the bind awaited expires it now (one to a copy sent before a
+        replace_sm, or on another bind, leaves it held)."""
+        if self._replaced.get(message.id, message) is not message:
             return
-        _until, expiring = self._expiring.pop(message.id)
-        if status:
+        temporary = status and status not in PERMANENT_FAILURES
+        if temporary and self._expiring[message.id][2] is not bind:
+            return
+        _until, expiring, _bind = self._expiring.pop(message.id)
+        if temporary:
+            self._expire(expiring)
+        elif status:
             self.failed(expiring, status, bind)
         else:
             self.delivered(expiring)
@@ -1063,7 +1083,7 @@ class Delivery:
 
     def _may_be_answered(self, message_id: str) -> bool:
         """Whether a deliver_sm of the MT that timed out may still be answered (`_answerable`)."""
-        return bool(self._answerable) and self._answerable.get(message_id, 0.0) > self.clock.now()
+        return bool(self._answerable) and self._answerable.get(message_id, (0.0, None))[0] > self.clock.now()
 
     def _take_back(self, message: Message) -> bool:
         """Take an MT out of delivery before it goes out: True if it was parked, scheduled, waiting for a
@@ -1148,10 +1168,10 @@ class Delivery:
         One with a deliver_sm that timed out and may still be answered (`_answerable`) is held (`_expiring`) until the
         answer comes (`answered_late`) or none can count any more (the sweep: `_expire_unanswered`): expired at once,
         the handset's ESME_ROK that came next found it ended, and its receipt said EXPIRED of an MT the subscriber had."""
-        until = self._answerable.pop(message.id, 0.0) if self._answerable else 0.0
-        if until > self.clock.now():
+        until, bind = self._answerable.pop(message.id, (0.0, None)) if self._answerable else (0.0, None)
+        if until > self.clock.now() and bind is not None:
             self._held.add(message.id)
-            self._expiring[message.id] = (until, message)
+            self._expiring[message.id] = (until, message, bind)
         elif not self._refused(message):
             # err: is "the error code for the attempted delivery" (SMPP 3.4 appendix B): the refusal of its last
             # attempt (0 if none, or it went unanswered), its low octet as for a permanent refusal (`failed`).
@@ -1160,7 +1180,7 @@ class Delivery:
 
     def _expire_unanswered(self, now: float) -> None:
         """The MTs held past their validity for a late answer (`_expire`) that none can count for any more expire."""
-        for _until, message in [held for held in self._expiring.values() if held[0] <= now]:
+        for _until, message, _bind in [held for held in self._expiring.values() if held[0] <= now]:
             del self._expiring[message.id]
             self._expire(message)
 

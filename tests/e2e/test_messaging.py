@@ -917,6 +917,35 @@ def test_a_cancel_sm_fails_while_a_deliver_sm_that_timed_out_may_still_be_answer
     assert a.query(message_id).message_state == 2  # DELIVERED
 
 
+@pytest.mark.parametrize("how", ["its bind went", "it was refused for now"])
+def test_an_mt_whose_timed_out_deliver_sm_can_be_answered_no_more_is_cancelled(make_gateway, handset, how):
+    """The bind holding its timed-out deliver_sm went (or answered it ESME_RX_T_APPN, late): no answer can come, yet
+    a cancel_sm was refused ESME_RCANCELFAIL for 10 response_timeouts, and the MT went out at its retry."""
+    gw = make_gateway(gateway={"response_timeout": 0.5, "retry_backoff": [30]})
+    a, b, message_id, first = timed_out_mt(gw, handset, "cancel me")
+    if how == "its bind went":
+        b.close()
+    else:
+        b.answer(first, ESME_RX_T_APPN)
+    assert eventually(lambda: message_id not in gw.gateway.delivery._answerable, 2)  # (5 s: 10 response_timeouts)
+    assert amended(gw, cancel_sm(2, A, message_id)) == ESME_ROK
+    fields = receipt_fields(a.expect(timeout=5))
+    assert (fields["id"], fields["stat"]) == (message_id, "DELETED")
+
+
+def test_an_mt_whose_validity_ends_after_the_bind_holding_its_timed_out_deliver_sm_went_expires_then(make_gateway, handset):
+    """Its bind gone, no answer could come, yet the MT was held past its validity for one, its EXPIRED receipt 10
+    response_timeouts late."""
+    clock = SimulatedClock()
+    gw = make_gateway(clock=clock, gateway={"response_timeout": 2, "retry_backoff": [60]})
+    a, b, message_id, _first = timed_out_mt(gw, handset, "for 10 s", validity_period="000000000010000R")
+    clock.advance(9)
+    assert eventually(lambda: message_id in gw.gateway.delivery._expiring, 5)  # held for an answer
+    b.close()
+    fields = receipt_fields(a.expect(timeout=5))
+    assert (fields["id"], fields["stat"]) == (message_id, "EXPIRED")
+
+
 @pytest.mark.parametrize("answered", [True, False])
 def test_an_mt_whose_validity_ends_while_a_deliver_sm_that_timed_out_may_still_be_answered_waits_for_that_answer(
     make_gateway, handset, answered
